@@ -1,0 +1,240 @@
+"""Pydantic models for hierarchy files. Field names here are the file format; docs/hierarchies.md documents each.
+
+Everything forbids unknown keys: a typo in a hierarchy file is an error with its line, never silently ignored.
+Cross-references (an agent naming an unknown tool, delegation cycles, tools that do not import) are checked in
+loader.py, which knows the file and line of every node.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.durations import Duration
+
+Tier = Literal["strong", "standard", "economy"]
+TIER_RANK: dict[str, int] = {"economy": 0, "standard": 1, "strong": 2}
+Risk = Literal["low", "medium", "high"]
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """A named model. Prices are USD per million tokens."""
+
+    provider: Literal["scripted", "openai"] = "scripted"
+    model: str
+    tier: Tier = "standard"
+    price_in: float = Field(0.0, ge=0)
+    price_out: float = Field(0.0, ge=0)
+    max_output_tokens: int = Field(1024, gt=0)
+    context_window: int = Field(128_000, gt=0)
+    timeout: Duration = 60.0
+    # openai provider only: where to send requests and which environment variable holds the key.
+    base_url: str | None = None
+    api_key_env: str | None = None
+    # scripted provider only: simulated latency (mean seconds before the first token, and per output token).
+    latency: Duration = 0.4
+    latency_per_token: Duration = 0.004
+
+    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
+
+
+class ApprovalSpec(Strict):
+    """When a tool call needs an operator's approval. `when` is a small declarative condition over the
+    arguments (see engine.guardrails.conditions), never Python code."""
+
+    required: Literal["always", "never", "when"] = "never"
+    when: str | None = None
+    deadline: Duration = 120.0
+    on_timeout: Literal["deny", "approve", "escalate"] = "deny"
+
+
+class ToolSpec(Strict):
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    description: str = ""
+    risk: Risk = "low"
+    side_effects: bool = False
+    timeout: Duration = 30.0
+    approval: ApprovalSpec | None = None
+    # Arguments the scripted provider's generic policy uses when an agent has no script.
+    example_args: dict[str, Any] | None = None
+
+
+FIELD_TYPES = {"string", "number", "integer", "boolean", "list", "object", "any"}
+
+
+class ContractField(Strict):
+    type: str = "string"
+    description: str = ""
+    required: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in FIELD_TYPES:
+            raise ValueError(f"unknown field type {value!r}; use one of {', '.join(sorted(FIELD_TYPES))}")
+        return value
+
+
+def _coerce_contract(value: Any) -> Any:
+    """Contracts are written compactly as `field: type` (a trailing '?' marks an optional field) or in full."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for name, spec in value.items():
+        if isinstance(spec, str):
+            optional = spec.endswith("?")
+            out[name] = {"type": spec.rstrip("?"), "required": not optional}
+        else:
+            out[name] = spec
+    return out
+
+
+class RetryPolicy(Strict):
+    max_attempts: int = Field(3, ge=1, le=20)
+    initial_backoff: Duration = 0.5
+    max_backoff: Duration = 20.0
+    multiplier: float = Field(2.0, ge=1.0)
+
+
+class RouteCondition(Strict):
+    """One routing rule's test: a field of the structured input, or keywords in the input text."""
+
+    field: str | None = None
+    equals: Any = None
+    one_of: list[Any] | None = Field(None, alias="in")
+    keywords: list[str] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "RouteCondition":
+        if self.keywords is None and self.field is None:
+            raise ValueError("a route needs `field` (with `equals` or `in`) or `keywords`")
+        if self.field is not None and self.equals is None and self.one_of is None:
+            raise ValueError("a `field` route needs `equals` or `in`")
+        return self
+
+
+class Route(Strict):
+    name: str | None = None
+    when: RouteCondition
+    to: str
+
+
+class Stage(Strict):
+    """A pipeline stage. `after` lists the stages whose output it consumes; omitted means the previous stage,
+    an empty list means it reads the pipeline's own input. Stages whose inputs are ready run in parallel."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    agent: str
+    after: list[str] | None = None
+
+
+class AgentSpec(Strict):
+    kind: Literal["agent", "router", "pipeline"] = "agent"
+    contract: str = Field(min_length=1, description="One sentence: what this agent does and does not do.")
+    instructions: str = ""
+    model: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    delegates: list[str] = Field(default_factory=list)
+    input: dict[str, ContractField] | None = None
+    output: dict[str, ContractField] | None = None
+    max_steps: int | None = Field(None, ge=1, le=1000)
+    retry: RetryPolicy | None = None
+    fallback: list[str] = Field(default_factory=list)
+    # router
+    routes: list[Route] = Field(default_factory=list)
+    default_route: str | None = None
+    # pipeline
+    stages: list[Stage] = Field(default_factory=list)
+
+    _contracts = field_validator("input", "output", mode="before")(lambda cls, v: _coerce_contract(v))
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "AgentSpec":
+        if self.kind == "agent" and not self.model:
+            raise ValueError("an agent of kind `agent` needs a `model`")
+        if self.kind == "router":
+            if not self.routes and not self.default_route:
+                raise ValueError("a router needs `routes` or a `default_route`")
+            if self.tools or self.delegates:
+                raise ValueError("a router routes; it has no `tools` or `delegates`")
+        if self.kind == "pipeline":
+            if not self.stages:
+                raise ValueError("a pipeline needs `stages`")
+            if self.tools or self.delegates:
+                raise ValueError("a pipeline runs stages; it has no `tools` or `delegates`")
+        return self
+
+
+class Defaults(Strict):
+    max_steps: int = Field(12, ge=1, le=1000)
+    retry: RetryPolicy = RetryPolicy()
+    loop_threshold: int = Field(3, ge=2, le=100)
+
+
+class ScriptToolCall(Strict):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScriptDelegation(Strict):
+    agent: str
+    task: str
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+ScriptFault = Literal["error", "timeout", "rate_limit", "malformed", "bad_request"]
+
+
+class ScriptTurn(Strict):
+    """One model turn of an agent's script. Exactly one of tool, tools, delegate, final or fault.
+    Strings may use `{input}` / `{input.FIELD}` / `{task}` placeholders, filled from the agent's handoff."""
+
+    reason: str | None = None
+    tool: ScriptToolCall | None = None
+    tools: list[ScriptToolCall] | None = None
+    delegate: list[ScriptDelegation] | None = None
+    final: str | dict[str, Any] | None = None
+    fault: ScriptFault | None = None
+    # `forever` turns this turn into a loop: the model repeats it on every later call (a looping agent).
+    repeat: int | Literal["forever"] = 1
+    latency: Duration | None = None
+    output_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_action(self) -> "ScriptTurn":
+        actions = [k for k in ("tool", "tools", "delegate", "final", "fault") if getattr(self, k) is not None]
+        if len(actions) != 1:
+            raise ValueError("a script turn needs exactly one of tool, tools, delegate, final or fault"
+                             + (f" (found {', '.join(actions)})" if actions else ""))
+        if isinstance(self.repeat, int) and self.repeat < 1:
+            raise ValueError("repeat must be at least 1 or 'forever'")
+        return self
+
+
+class HierarchySpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    entry: str
+    models: dict[str, ModelSpec]
+    tools: dict[str, ToolSpec] = Field(default_factory=dict)
+    agents: dict[str, AgentSpec]
+    defaults: Defaults = Defaults()
+    scripts: dict[str, list[ScriptTurn]] = Field(default_factory=dict)
+
+    @field_validator("models", "tools", "agents")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' and '-', starting with a letter)")
+        return value
