@@ -1,0 +1,1 @@
+"""Guardrails enforced inside the runtime: budgets, circuit breakers, retries, loop detection, approval conditions."""
