@@ -8,9 +8,9 @@ loader.py, which knows the file and line of every node.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
 
@@ -221,20 +221,24 @@ class ScriptTurn(Strict):
         return self
 
 
+def _valid_name(name: str) -> str:
+    if not re.match(NAME_PATTERN, name):
+        raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' and '-', starting with a letter)")
+    return name
+
+
+# Validated as a key type (not by a validator on the whole dict) so the error's location is the bad key itself,
+# which lets the loader point at its line, and it is reported alongside errors in the values.
+Name = Annotated[str, AfterValidator(_valid_name)]
+
+
 class HierarchySpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     entry: str
-    models: dict[str, ModelSpec]
-    tools: dict[str, ToolSpec] = Field(default_factory=dict)
-    agents: dict[str, AgentSpec]
+    models: dict[Name, ModelSpec]
+    tools: dict[Name, ToolSpec] = Field(default_factory=dict)
+    agents: dict[Name, AgentSpec]
     defaults: Defaults = Defaults()
     scripts: dict[str, list[ScriptTurn]] = Field(default_factory=dict)
 
-    @field_validator("models", "tools", "agents")
-    @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' and '-', starting with a letter)")
-        return value

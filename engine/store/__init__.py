@@ -1,0 +1,83 @@
+"""The trace store: a directory (default ./.flightdeck, mode 0700) holding
+
+- traces.db   what happened (runs, spans, events, engines); WAL; written only by the engine holding the lock,
+              through TraceWriter; read by anyone through TraceReader.
+- control.db  what operators and the engine intend; rollback journal, synchronous=FULL; many writers (ControlDB).
+- engine.lock flock held by the one engine process; its JSON names the holder.
+- config.toml store-wide settings (secrets to redact, patterns, notifiers, console keys); see config.py.
+
+Entry points: resolve_store_dir, open_engine_store (the engine), open_reader (CLI, console). Submodules are
+imported lazily so that `import engine.store` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.store.config import StoreConfig
+    from engine.store.control import ControlDB
+    from engine.store.engine_store import EngineStore
+    from engine.store.reader import TraceReader
+    from engine.store.redact import Redactor
+    from engine.store.writer import TraceWriter
+
+__all__ = ["resolve_store_dir", "open_engine_store", "open_reader", "EngineStore", "TraceReader", "TraceWriter",
+           "ControlDB", "StoreConfig", "Redactor", "load_config"]
+
+_LAZY = {
+    "EngineStore": "engine.store.engine_store",
+    "TraceReader": "engine.store.reader",
+    "TraceWriter": "engine.store.writer",
+    "ControlDB": "engine.store.control",
+    "StoreConfig": "engine.store.config",
+    "load_config": "engine.store.config",
+    "Redactor": "engine.store.redact",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine.store' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve_store_dir(arg: str | os.PathLike[str] | None) -> Path:
+    """The store directory: the --store argument, else $FLIGHTDECK_STORE, else ./.flightdeck."""
+    from engine.store.files import DEFAULT_STORE_DIR, STORE_ENV
+
+    if arg:
+        return Path(arg).expanduser()
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(DEFAULT_STORE_DIR)
+
+
+def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | os.PathLike[str] | None = None,
+                      flush_interval: float = 0.05, max_queue: int = 100_000,
+                      heartbeat_interval: float = 1.0) -> "EngineStore":
+    """Open a store for the engine: create the directory (0700) if needed, take the lock (StoreLocked if another
+    engine holds it), create/migrate both databases, load the config (InputError if invalid), mark runs left
+    'running' by a dead engine 'abandoned', register this engine and start its TraceWriter and heartbeat."""
+    from engine.store.engine_store import open_engine_store as _open
+
+    return _open(Path(store_dir), config_file=config_file, flush_interval=flush_interval, max_queue=max_queue,
+                 heartbeat_interval=heartbeat_interval)
+
+
+def open_reader(store_dir: str | os.PathLike[str]) -> "TraceReader":
+    """A TraceReader on an existing store. StoreError if there is none, StoreDamaged / StoreTooNew as they apply."""
+    from engine.errors import StoreError
+    from engine.store.files import TRACES_DB
+    from engine.store.reader import TraceReader
+
+    path = Path(store_dir) / TRACES_DB
+    if not path.is_file():
+        raise StoreError(f"no store at {store_dir} (run `flightdeck run` first or pass --store)")
+    return TraceReader(path)

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Flightdeck's engine on the shared peer workload (shared/bench-peers/harness.py): a supervisor, three workers,
+14 model calls and 12 tool calls per run, zero-latency scripted model, EVERY span written to the SQLite store.
+
+Run it through `python -m bench peers` (side by side with the bare loop and the peers) or alone:
+    python bench/flightdeck_hierarchy.py --trace sqlite --runs 200 --concurrent 50 --reps 5
+"""
+
+import time
+
+T0 = time.perf_counter()
+import engine  # noqa: E402
+from engine.runtime.engine import Engine, RunRequest  # noqa: E402
+from engine.store import open_engine_store  # noqa: E402
+
+IMPORT_S = time.perf_counter() - T0
+
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PEERS = Path(os.environ.get("FLIGHTDECK_BENCH_PEERS", HERE.parent.parent / "shared" / "bench-peers"))
+sys.path.insert(0, str(PEERS))
+sys.path.insert(0, str(HERE.parent))
+import harness  # noqa: E402
+
+HIERARCHY = """
+name: bench-peers
+entry: supervisor
+models:
+  fake: {provider: scripted, model: fake, tier: standard, price_in: 0.15, price_out: 0.6, latency: 0}
+tools:
+  lookup: {function: "bench.peer_tools:lookup", description: "look up x"}
+agents:
+  supervisor:
+    contract: Splits the task across three workers and reports.
+    model: fake
+    delegates: [worker_0, worker_1, worker_2]
+  worker_0: &worker {contract: Looks things up., model: fake, tools: [lookup]}
+  worker_1: *worker
+  worker_2: *worker
+scripts:
+  supervisor:
+    - delegate:
+        - {agent: worker_0, task: subtask 0}
+        - {agent: worker_1, task: subtask 1}
+        - {agent: worker_2, task: subtask 2}
+    - final: all 3 workers reported
+  worker_0: &script
+    - tool: {name: lookup, args: {x: 0}}
+    - tool: {name: lookup, args: {x: 1}}
+    - tool: {name: lookup, args: {x: 2}}
+    - final: "done: 3"
+  worker_1: *script
+  worker_2: *script
+"""
+
+
+def build(trace_mode: str):
+    from contextlib import AsyncExitStack
+
+    from engine.hierarchy.loader import load_hierarchy
+
+    workdir = Path(tempfile.mkdtemp(prefix="fd_bench_"))
+    path = workdir / "bench.yaml"
+    path.write_text(HIERARCHY)
+    hierarchy = load_hierarchy(path)
+    store = open_engine_store(workdir / "store")
+    stack = AsyncExitStack()
+    state: dict[str, Engine] = {}
+
+    async def run_once() -> str:
+        eng = state.get("engine")
+        if eng is None:
+            eng = state["engine"] = await stack.enter_async_context(Engine(store, latency_scale=0.0))
+        result = await eng.run(hierarchy, RunRequest(input="do the thing"))
+        harness.COUNTERS.model_calls += result.model_calls
+        harness.COUNTERS.tool_calls += 3  # the three delegations count as tool calls in the shared workload
+        harness.COUNTERS.spans += 1 + 4 + result.model_calls + result.tool_calls + 3  # run, agents, llm, tools, handoffs
+        if result.status != "completed":
+            raise RuntimeError(f"run {result.run_id} ended {result.status}: {result.error}")
+        return str(result.output)
+
+    return run_once
+
+
+if __name__ == "__main__":
+    import sqlite3
+
+    harness.main("flightdeck", {"flightdeck": engine.__version__, "sqlite": sqlite3.sqlite_version}, build,
+                 ("sqlite",), IMPORT_S,
+                 notes="every span and event committed to traces.db by the engine's writer thread")

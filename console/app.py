@@ -1,0 +1,119 @@
+"""The Flightdeck console app: wiring only (screens, bindings, command registration, the one error handler, the
+keymap). Views live in console/screens/, widgets in console/widgets/, polling in console/polling.py.
+
+    app = create_app(Path(".flightdeck"), operator="alice", read_only=False)
+    app.run()          # the CLI: `flightdeck console`
+    async with app.run_test(size=(160, 48)) as pilot: ...   # the tests
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from console.polling import POLL_GROUP, ErrorNotifier, StoreSource
+from console.screens.base import ConsoleContext
+from console.screens.main import MainScreen, binding_ids
+from console.widgets.palette import ConsoleCommands
+from console.widgets.safe import printable
+
+STORE_EXIT_CODE = 3  # engine.errors.StoreError.exit_code: the store could not be read when the operator quit
+
+
+class FlightdeckApp(App[int]):
+    TITLE = "Flightdeck"
+    CSS_PATH = "theme.tcss"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit", tooltip="Leave the console (nothing running is affected)"),
+        Binding("ctrl+p", "command_palette", "Palette", id="command_palette", priority=True,
+                tooltip="Commands that fit this view, and every view"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext, notifier: ErrorNotifier) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.notifier = notifier
+        self.keymap_problems: list[str] = []
+
+    @property
+    def main(self) -> MainScreen:
+        return self.get_screen("main")  # type: ignore[return-value]
+
+    def on_mount(self) -> None:
+        self.install_screen(MainScreen(self.ctx), "main")
+        self.push_screen("main")
+        self._apply_keymap()
+
+    def _apply_keymap(self) -> None:
+        """[console.keys] in STORE/config.toml: binding id -> key(s), through Textual's keymap."""
+        try:
+            from engine.store.config import load_config
+
+            keys = dict(load_config(self.ctx.store_dir).console.keys)
+        except Exception as exc:  # an invalid config is reported by the CLI before the UI starts; here, notify
+            self.report_error(exc, "config.toml")
+            return
+        if not keys:
+            return
+        known = binding_ids(self.main) | binding_ids(self)
+        unknown = sorted(k for k in keys if k not in known)
+        for key in unknown:
+            keys.pop(key)
+        if unknown:
+            self.keymap_problems = unknown
+            self.notify(f"config.toml [console.keys]: unknown action id(s) {', '.join(map(printable, unknown))}; "
+                        f"press ? to see the ids.", title="Key remapping", severity="warning", markup=False)
+        self.set_keymap(keys)
+
+    # -- the one error handler ----------------------------------------------------------------------------------
+
+    def report_error(self, exc: BaseException, where: str = "") -> None:
+        self.notifier(exc, where)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Poll workers report through their Poller (which backs off); every other worker's error lands here.
+        if event.state == WorkerState.ERROR and event.worker.group != POLL_GROUP and event.worker.error:
+            self.report_error(event.worker.error, event.worker.name)
+
+    def _store_problem(self, problem: str | None) -> None:
+        try:
+            self.main.store_problem(problem)
+        except Exception:  # before the main screen exists
+            pass
+
+    def on_unmount(self) -> None:
+        self.ctx.source.close()
+
+    async def action_quit(self) -> None:
+        self.exit(STORE_EXIT_CODE if self.notifier.store_problem else 0)
+
+
+def create_app(store_dir: Path, *, operator: str, read_only: bool, clock: Callable[[], float] = time.time,
+               poll_interval: float = 0.25) -> FlightdeckApp:
+    """The console app on `store_dir`. Shared by `flightdeck console` and the tests (which pass a fixed clock)."""
+    source = StoreSource(Path(store_dir))
+    app_ref: list[FlightdeckApp] = []
+
+    def notify(message: str, **kwargs: object) -> None:
+        app_ref[0].notify(message, **kwargs)  # type: ignore[arg-type]
+
+    def store_problem(problem: str | None) -> None:
+        app_ref[0]._store_problem(problem)
+
+    def log(text: str) -> None:
+        app_ref[0].log.error(text)
+
+    notifier = ErrorNotifier(notify, store_problem, log)
+    ctx = ConsoleContext(store_dir=Path(store_dir), source=source, operator=operator, read_only=read_only,
+                         clock=clock, poll_interval=poll_interval, report_error=notifier)
+    app = FlightdeckApp(ctx, notifier)
+    app_ref.append(app)
+    return app

@@ -1,0 +1,67 @@
+"""The `flightdeck` command line. Parses arguments, dispatches to console/commands/*, and turns every
+FlightdeckError into one clear line on stderr and its exit code: never a traceback for a person's mistake.
+
+Imports stay lazy: `flightdeck --version` must answer in well under 0.5 s, and Textual is imported only by the
+commands that open a UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+import engine
+
+COMMAND_MODULES = ("run", "inspect", "check", "ui", "controls")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 on bad usage; keep that, with our wording
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="flightdeck", description="The control room for AI agent hierarchies.")
+    parser.add_argument("--version", action="version", version=f"flightdeck {engine.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"console.commands.{name}").add_parsers(commands)
+    return parser
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="DIR",
+                        help="store directory (default: $FLIGHTDECK_STORE, else ./.flightdeck)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.errors import FlightdeckError
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list in (["--version"], ["-V"]):  # fast path: no parser construction, no command imports
+        print(f"flightdeck {engine.__version__}")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except FlightdeckError as exc:
+        print(f"flightdeck: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("flightdeck: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

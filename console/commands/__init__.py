@@ -1,0 +1,1 @@
+"""One module per `flightdeck` command group. Each exposes `add_parser(subparsers)` and a handler."""

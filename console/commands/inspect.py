@@ -1,0 +1,149 @@
+"""`flightdeck runs` and `flightdeck trace`: read the store, print for people or as stable JSON for scripts.
+
+JSON shapes (a documented interface, see README):
+- `runs --json`: a list of run objects: id, hierarchy, status, tenant, started, ended, duration_s, tokens_in,
+  tokens_out, cost_usd, model_calls, tool_calls, error.
+- `trace --json`: the run's root span with nested `children`; each span has id, kind, name, agent, status, started,
+  ended, duration_s, tokens_in, tokens_out, cost_usd, model, attributes, children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from console.cli import add_store_argument
+from console.output import age, print_json, seconds, table, tokens, usd
+from engine.errors import InputError
+
+RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
+              "model_calls", "tool_calls", "error")
+SPAN_FIELDS = ("id", "kind", "name", "agent", "status", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
+               "model", "attributes")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="list recent runs", description="List runs, newest first.")
+    add_store_argument(runs)
+    runs.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
+    runs.add_argument("--status", help="only runs with this status")
+    runs.add_argument("--json", action="store_true", help="print a JSON list of run objects")
+    runs.set_defaults(handler=handle_runs)
+
+    trace = commands.add_parser("trace", help="show a run's span tree",
+                                description="Show a run's span tree with timings, tokens and cost.")
+    trace.add_argument("run_id", metavar="RUN_ID", help="run id (a unique prefix is enough)")
+    add_store_argument(trace)
+    trace.add_argument("--json", action="store_true", help="print the root span with nested children as JSON")
+    trace.set_defaults(handler=handle_trace)
+
+
+def _open_reader(args: argparse.Namespace) -> Any:
+    from engine.store import open_reader, resolve_store_dir
+
+    return open_reader(resolve_store_dir(args.store))
+
+
+def run_json(run: dict[str, Any]) -> dict[str, Any]:
+    out = {k: run.get(k) for k in RUN_FIELDS}
+    out["duration_s"] = round(run["ended"] - run["started"], 3) if run.get("ended") else None
+    return out
+
+
+def handle_runs(args: argparse.Namespace) -> int:
+    reader = _open_reader(args)
+    try:
+        runs = reader.list_runs(limit=args.limit, status=args.status)
+    finally:
+        reader.close()
+    if args.json:
+        print_json([run_json(r) for r in runs])
+        return 0
+    if not runs:
+        print("no runs yet: start one with `flightdeck run deal-desk`")
+        return 0
+    now = time.time()
+    rows = [(r["id"], r["status"], r["hierarchy"], r.get("tenant") or "-", age(r["started"], now),
+             seconds((r["ended"] or now) - r["started"]), tokens((r["tokens_in"] or 0) + (r["tokens_out"] or 0)),
+             usd(r["cost_usd"]), r["model_calls"], r["tool_calls"]) for r in runs]
+    print(table(("RUN", "STATUS", "HIERARCHY", "TENANT", "STARTED", "DURATION", "TOKENS", "COST", "MODEL", "TOOLS"),
+                rows, right={5, 6, 7, 8, 9}))
+    return 0
+
+
+def span_json(span: dict[str, Any]) -> dict[str, Any]:
+    out = {k: span.get(k) for k in SPAN_FIELDS}
+    out["duration_s"] = round(span["ended"] - span["started"], 4) if span.get("ended") else None
+    out["children"] = [span_json(c) for c in span.get("children", [])]
+    return out
+
+
+def _rollup(span: dict[str, Any]) -> tuple[int, int, float]:
+    """Tokens and cost of a span's whole subtree: an agent's figure should include what its children spent."""
+    if span["kind"] == "llm":
+        return span["tokens_in"] or 0, span["tokens_out"] or 0, span["cost_usd"] or 0.0
+    tin = tout = 0
+    cost = 0.0
+    for child in span.get("children", []):
+        a, b, c = _rollup(child)
+        tin, tout, cost = tin + a, tout + b, cost + c
+    span["_rollup"] = (tin, tout, cost)
+    return tin, tout, cost
+
+
+def _label(span: dict[str, Any]) -> str:
+    kind, name = span["kind"], span["name"]
+    if kind == "llm":
+        return f"llm {name}"
+    if kind in ("tool", "stage", "route"):
+        return f"{kind} {name}"
+    if kind == "delegation":
+        return f"→ {span['attributes'].get('to', name) if isinstance(span.get('attributes'), dict) else name}"
+    return f"{kind} {name}"
+
+
+def render_tree(root: dict[str, Any]) -> list[str]:
+    _rollup(root)
+    lines: list[str] = []
+
+    def walk(span: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
+        tin, tout, cost = span.get("_rollup") or (span["tokens_in"] or 0, span["tokens_out"] or 0,
+                                                  span["cost_usd"] or 0.0)
+        duration = seconds(span["ended"] - span["started"]) if span.get("ended") else "running"
+        figures = f"{duration:>8}"
+        if tin or tout:
+            figures += f"  {tokens(tin)}→{tokens(tout)} tok  {usd(cost)}"
+        branch = "" if top else ("└─ " if last else "├─ ")
+        status = span["status"] if span["status"] == "ok" else span["status"].upper()
+        lines.append(f"{prefix}{branch}{_label(span)}  [{status}]  {figures}")
+        children = span.get("children", [])
+        child_prefix = prefix + ("" if top else ("   " if last else "│  "))
+        for i, child in enumerate(children):
+            walk(child, child_prefix, i == len(children) - 1, False)
+
+    walk(root, "", True, True)
+    return lines
+
+
+def handle_trace(args: argparse.Namespace) -> int:
+    reader = _open_reader(args)
+    try:
+        run = reader.get_run(args.run_id)
+        if run is None:
+            raise InputError(f"no run {args.run_id!r} in this store (see `flightdeck runs`)", field="RUN_ID")
+        tree = reader.span_tree(run["id"])
+    finally:
+        reader.close()
+    if tree is None:
+        raise InputError(f"run {run['id']} has no spans recorded", field="RUN_ID")
+    if args.json:
+        print_json(span_json(tree))
+        return 0
+    print(f"run {run['id']}  {run['hierarchy']}  {run['status']}  "
+          f"{tokens((run['tokens_in'] or 0) + (run['tokens_out'] or 0))} tokens  {usd(run['cost_usd'])}")
+    for line in render_tree(tree):
+        print(line)
+    if run.get("error"):
+        print(f"\nerror: {run['error']}")
+    return 0

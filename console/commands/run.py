@@ -1,0 +1,184 @@
+"""`flightdeck run`: run a hierarchy (a file or a bundled name) on a store, with live progress and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from console.cli import add_store_argument
+from console.output import print_json, seconds, table, tokens, usd
+from engine.errors import InputError
+
+SAMPLE_FILES = ("samples.json", "deals.json", "tickets.json", "inputs.json")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "run", help="run a hierarchy and record it in the store",
+        description="Run a hierarchy file or a bundled example (deal-desk, support-triage) and record every step.",
+        epilog="Exit codes: 0 every run completed; 1 a run failed; 2 bad input; 3 store problem; "
+               "4 budget exceeded; 5 loop detected; 6 killed; 7 refused; 130 interrupted.")
+    parser.add_argument("hierarchy", metavar="FILE|NAME", help="hierarchy YAML file or bundled example name")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="TEXT", help="run input: text, or a JSON object")
+    source.add_argument("--input-file", metavar="F", help="read the run input from a file (JSON or text)")
+    add_store_argument(parser)
+    parser.add_argument("--config", metavar="FILE", help="store config file (default: STORE/config.toml)")
+    parser.add_argument("--scenario", metavar="FILE", help="scripted-model scenario file (a `scripts:` mapping)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the scripted model (default 0)")
+    parser.add_argument("--repeat", type=_positive, default=1, metavar="N", help="number of runs (default 1)")
+    parser.add_argument("--concurrency", type=_positive, default=1, metavar="C",
+                        help="runs in flight at once (default 1)")
+    parser.add_argument("--speed", type=_non_negative, default=1.0, metavar="X",
+                        help="scripted-model speed factor: 2 halves simulated latency, 0 removes it (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (a list of run objects)")
+    parser.set_defaults(handler=handle)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def read_input(args: argparse.Namespace) -> Any:
+    if args.input is not None:
+        return args.input
+    if args.input_file is None:
+        return None
+    path = Path(args.input_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read input: {exc.strerror}", file=str(path), field="--input-file") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def sample_inputs(hierarchy_path: Path) -> list[Any]:
+    """Example inputs shipped next to a hierarchy file (a JSON list), used when no --input is given."""
+    for name in SAMPLE_FILES:
+        candidate = hierarchy_path.parent / name
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise InputError(f"sample inputs are not valid JSON: {exc}", file=str(candidate)) from None
+            if isinstance(data, list) and data:
+                return data
+    return []
+
+
+class Progress:
+    """One live status line on a terminal; one line per finished run otherwise (logs stay readable)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.done = 0
+        self.tokens = 0
+        self.cost = 0.0
+        self.started = time.monotonic()
+        self.statuses: dict[str, int] = {}
+
+    def finished(self, result: Any) -> None:
+        self.done += 1
+        self.tokens += result.tokens_in + result.tokens_out
+        self.cost += result.cost_usd
+        self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
+        if not self.enabled:
+            return
+        if self.tty:
+            states = " ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+            sys.stderr.write(f"\r\x1b[2K{self.done}/{self.total} runs · {states} · {tokens(self.tokens)} tokens · "
+                             f"{usd(self.cost)} · {seconds(time.monotonic() - self.started)}")
+            sys.stderr.flush()
+        else:
+            print(f"[{self.done}/{self.total}] run {result.run_id} {result.status} "
+                  f"{tokens(result.tokens_in + result.tokens_out)} tokens {usd(result.cost_usd)} "
+                  f"{seconds(result.duration_s)}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def worst_exit_code(results: list[Any]) -> int:
+    from engine.runtime.results import EXIT_CODES
+
+    codes = [EXIT_CODES[r.status] for r in results]
+    return max(codes) if codes else 0
+
+
+def handle(args: argparse.Namespace) -> int:
+    import anyio
+
+    from engine.hierarchy.loader import load_hierarchy
+    from engine.runtime.engine import Engine, RunRequest
+    from engine.store import open_engine_store, resolve_store_dir
+
+    hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
+    given = read_input(args)
+    samples = [given] if given is not None else (sample_inputs(hierarchy.path) or [""])
+    requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i) for i in range(args.repeat)]
+    store_dir = resolve_store_dir(args.store)
+    progress = Progress(len(requests), enabled=not args.json)
+    if not args.json:
+        print(f"running {hierarchy.spec.name} ×{len(requests)} (concurrency {args.concurrency}) "
+              f"on store {store_dir}", file=sys.stderr)
+
+    async def go() -> list[Any]:
+        async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0) as engine:
+            return await engine.run_many(hierarchy, requests, concurrency=args.concurrency,
+                                         on_result=progress.finished)
+
+    with open_engine_store(store_dir, config_file=args.config) as store:
+        try:
+            results = anyio.run(go)
+        finally:
+            progress.close()
+    if args.json:
+        print_json([r.to_json() for r in results])
+    else:
+        print_summary(results)
+    return worst_exit_code(results)
+
+
+def print_summary(results: list[Any]) -> None:
+    shown = results if len(results) <= 20 else results[-20:]
+    rows = [(r.run_id, r.status, seconds(r.duration_s), tokens(r.tokens_in), tokens(r.tokens_out),
+             usd(r.cost_usd), r.model_calls, r.tool_calls, (r.error or "")[:60]) for r in shown]
+    print(table(("RUN", "STATUS", "DURATION", "TOKENS IN", "TOKENS OUT", "COST", "MODEL", "TOOLS", "ERROR"),
+                rows, right={2, 3, 4, 5, 6, 7}))
+    if len(results) > len(shown):
+        print(f"… {len(results) - len(shown)} earlier runs not shown (see `flightdeck runs`)")
+    total_cost = sum(r.cost_usd for r in results)
+    total_tokens = sum(r.tokens_in + r.tokens_out for r in results)
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    print(f"\n{len(results)} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
+          + f" · {tokens(total_tokens)} tokens · {usd(total_cost)}")
+    if len(results) == 1:
+        print(f"see the trace: flightdeck trace {results[0].run_id}")

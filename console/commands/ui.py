@@ -1,0 +1,57 @@
+"""`flightdeck console`: the operator console (Textual) on a store.
+
+Textual is imported only inside the handler: `flightdeck --version` and the other commands never load it. Store
+problems (missing, damaged, too new) and config errors are reported on stderr with a non-zero exit before the UI
+starts; problems that appear later are shown in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    from console.cli import add_store_argument
+
+    parser = commands.add_parser(
+        "console", help="open the operator console (live runs, traces, controls)",
+        description="Open the operator console on a store: live runs, span trees, events. Keys: 1-7 switch "
+                    "views, : types a command (:runs, :run ID), ? lists every key, ctrl+p the command palette, "
+                    "q quits.",
+        epilog="Exit codes: 0 normal quit; 2 invalid config; 3 store missing, damaged or from a newer Flightdeck.")
+    add_store_argument(parser)
+    parser.add_argument("--operator", metavar="NAME",
+                        help="who is at the keyboard, recorded with every action (default: your user name)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="look, never touch: actions that change anything (kill, approve...) are refused")
+    parser.add_argument("--poll", type=float, default=0.25, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.set_defaults(handler=handle)
+
+
+def preflight(store_dir) -> None:  # type: ignore[no-untyped-def]
+    """Raise the StoreError / InputError the UI would otherwise hit on its first poll."""
+    from engine.store import open_reader
+    from engine.store.config import load_config
+
+    reader = open_reader(store_dir)
+    try:
+        reader.data_version()
+    finally:
+        reader.close()
+    load_config(store_dir)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from engine.store import resolve_store_dir
+    from engine.store.control import current_user
+
+    store_dir = resolve_store_dir(args.store)
+    preflight(store_dir)
+    from console.app import create_app
+
+    app = create_app(store_dir, operator=args.operator or current_user(), read_only=args.read_only,
+                     poll_interval=max(0.05, args.poll))
+    code = app.run()
+    if app.return_code:  # a crash inside Textual (its traceback is already on the terminal) or a store problem
+        return int(app.return_code)
+    return int(code or 0)

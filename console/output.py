@@ -1,0 +1,60 @@
+"""Plain-text output helpers for the command line (no Rich: `flightdeck --version` must start in well under 0.5 s)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: set[int] | None = None) -> str:
+    right = right or set()
+    text_rows = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    return "\n".join([fmt(list(headers))] + [fmt(r) for r in text_rows])
+
+
+def tokens(n: int | None) -> str:
+    n = n or 0
+    return f"{n / 1000:.1f}k" if n >= 10_000 else f"{n:,}"
+
+
+def usd(value: float | None) -> str:
+    value = value or 0.0
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 120:
+        return f"{value:.1f}s"
+    return f"{value / 60:.1f}m"
+
+
+def when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return "-"
+    return seconds(max(0.0, (now or time.time()) - ts)) + " ago"

@@ -1,0 +1,299 @@
+"""Polling the store without ever blocking the UI: poll -> render -> reschedule.
+
+Each visible view (and the header) owns a `Poller`. A poller runs one loop on the UI's event loop:
+
+    while active:
+        result = <fetch() on a thread worker>     # SQLite reads happen here, off the UI thread
+        render(result)                             # on the UI thread; None means "nothing changed", skipped
+        wait `interval` (or until poke())          # the next poll is scheduled only after this one rendered
+
+so polls of one view never overlap, a slow read delays that view's next poll instead of piling up, and a view that
+is not visible does not poll at all (its view stops the poller when hidden). Fetch functions are expected to skip
+work when `PRAGMA data_version` has not changed (see `StoreSource.changed`).
+
+Every exception (in fetch or in render) goes to ONE place, `report_error` (the app's notifier), which turns it into
+a notification, never a traceback; the poller then backs off (1 s, doubling to 10 s) and keeps trying, so a store
+that was briefly locked or replaced comes back by itself.
+
+Readers: each poller gets its own TraceReader (`StoreSource.reader()`), because `PRAGMA data_version` is per
+connection and a reader serialises its calls with a lock. TraceReader connections are opened with
+check_same_thread=False, so a reader may be used from whichever pool thread runs the next poll; the poller's lock
+guarantees one fetch at a time. Reads are short autocommit statements: no read transaction outlives a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
+
+if TYPE_CHECKING:
+    from textual.dom import DOMNode
+
+    from engine.store.control import ControlDB
+    from engine.store.reader import TraceReader
+
+T = TypeVar("T")
+
+ErrorReporter = Callable[[BaseException, str], None]
+
+POLL_GROUP = "flightdeck-poll"
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 10.0
+
+
+class StoreSource:
+    """Opens what the console reads: TraceReaders (one per poller) and the shared ControlDB. Thread-safe; closes
+    everything it opened on `close()`."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = Path(store_dir)
+        self._lock = threading.Lock()
+        self._readers: list["TraceReader"] = []
+        self._control: "ControlDB | None" = None
+        self._closed = False
+
+    def reader(self) -> "TraceReader":
+        from engine.store import open_reader
+
+        reader = open_reader(self.store_dir)
+        with self._lock:
+            if self._closed:
+                reader.close()
+                raise RuntimeError("the console is shutting down")
+            self._readers.append(reader)
+        return reader
+
+    def forget(self, reader: "TraceReader") -> None:
+        with self._lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+        try:
+            reader.close()
+        except Exception:
+            pass
+
+    def control(self) -> "ControlDB | None":
+        """control.db, or None when no engine has ever created it (a store only ever read)."""
+        from engine.store.files import CONTROL_DB
+
+        with self._lock:
+            if self._control is not None:
+                return self._control
+            if self._closed or not (self.store_dir / CONTROL_DB).is_file():
+                return None
+        from engine.store.control import ControlDB
+
+        control = ControlDB.open(self.store_dir)
+        with self._lock:
+            if self._control is None and not self._closed:
+                self._control = control
+                return control
+        control.close()
+        return self._control
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+            control, self._control = self._control, None
+        for reader in readers:
+            try:
+                reader.close()
+            except Exception:
+                pass
+        if control is not None:
+            try:
+                control.close()
+            except Exception:
+                pass
+
+
+class ReaderState:
+    """Thread-side state of one poller: its reader and the data_version it last saw. Only ever touched by the
+    poller's fetch (one at a time), so it needs no lock of its own."""
+
+    def __init__(self, source: StoreSource) -> None:
+        self.source = source
+        self._reader: "TraceReader | None" = None
+        self.seen_version: int | None = None
+
+    @property
+    def reader(self) -> "TraceReader":
+        if self._reader is None:
+            self._reader = self.source.reader()
+        return self._reader
+
+    def changed(self) -> bool:
+        """True the first time and whenever another connection committed since the last call."""
+        version = self.reader.data_version()
+        if version == self.seen_version:
+            return False
+        self.seen_version = version
+        return True
+
+    def invalidate(self) -> None:
+        """Make the next `changed()` say True (after a filter change, a new run id, an error)."""
+        self.seen_version = None
+
+    def reset(self) -> None:
+        """Drop the reader (after an error: the file may have been replaced); the next poll reopens."""
+        reader, self._reader = self._reader, None
+        self.seen_version = None
+        if reader is not None:
+            self.source.forget(reader)
+
+    def close(self) -> None:
+        self.reset()
+
+
+class Poller(Generic[T]):
+    """poll -> render -> reschedule for one view. `fetch` runs on a thread worker and returns data, or None when
+    nothing changed; `render` runs on the UI thread with that data."""
+
+    def __init__(self, owner: "DOMNode", *, name: str, fetch: Callable[[], T | None],
+                 render: Callable[[T], None], interval: float, report_error: ErrorReporter) -> None:
+        self.owner = owner
+        self.name = name
+        self.interval = interval
+        self._fetch = fetch
+        self._render = render
+        self._report_error = report_error
+        self._fetch_lock = threading.Lock()
+        self._task: Worker[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self.active = False
+        self.polls = 0  # completed polls (fetch + render), for tests and the bench
+        self.renders = 0  # polls that found something new
+        self.last_poll_ms = 0.0
+        self.last_error: BaseException | None = None
+
+    # -- control (UI thread) ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.active:
+            return
+        self.active = True
+        self._wake = asyncio.Event()
+        self._task = self.owner.run_worker(self._loop(), name=f"poll:{self.name}", group=POLL_GROUP,
+                                           exit_on_error=False)
+
+    def stop(self) -> None:
+        self.active = False
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def poke(self) -> None:
+        """Poll now instead of at the end of the current wait (e.g. the operator changed what the view shows)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- the loop (UI event loop) -------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        backoff = 0.0
+        wake = self._wake
+        assert wake is not None
+        while self.active:
+            wake.clear()
+            started = time.perf_counter()
+            failed = False
+            worker = self.owner.run_worker(self._fetch_locked, name=f"fetch:{self.name}", group=POLL_GROUP,
+                                           exit_on_error=False, thread=True)
+            try:
+                result = await worker.wait()
+            except WorkerCancelled:
+                return
+            except WorkerFailed as exc:
+                failed = True
+                self._failed(exc.error)
+            else:
+                if not self.active:
+                    return
+                if result is not None:
+                    try:
+                        self._render(result)
+                        self.renders += 1
+                    except Exception as exc:  # a rendering bug must not kill the console
+                        failed = True
+                        self._failed(exc)
+            self.polls += 1
+            self.last_poll_ms = (time.perf_counter() - started) * 1000
+            if failed:
+                backoff = min(BACKOFF_MAX_S, backoff * 2) if backoff else BACKOFF_START_S
+                delay = backoff
+            else:
+                backoff = 0.0
+                self.last_error = None
+                delay = self.interval
+            if wake.is_set():
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    def _failed(self, error: BaseException) -> None:
+        self.last_error = error
+        self._report_error(error, self.name)
+
+    def _fetch_locked(self) -> T | None:
+        with self._fetch_lock:
+            return self._fetch()
+
+
+def run_in_thread(owner: "DOMNode", name: str, work: Callable[[], Any]) -> Worker[Any]:
+    """A one-off read off the UI thread (e.g. paging older runs). Errors reach the app's handler through
+    Worker.StateChanged (see FlightdeckApp.on_worker_state_changed)."""
+    return owner.run_worker(work, name=name, group="flightdeck-read", exit_on_error=False, thread=True)
+
+
+class ErrorNotifier:
+    """THE error handler: every exception raised by a poll, a render, or a one-off read worker ends here and
+    becomes a notification (never a traceback). Store problems also go to `on_store_problem` (the header's
+    "STORE UNREADABLE" line and the hint), and set `store_problem` so quitting exits non-zero. The same message is
+    not repeated within `quiet_s` (a poller retrying a broken store would otherwise flood the screen)."""
+
+    def __init__(self, notify: Callable[..., None], on_store_problem: Callable[[str | None], None],
+                 log: Callable[[str], None] | None = None, quiet_s: float = 15.0) -> None:
+        self._notify = notify
+        self._on_store_problem = on_store_problem
+        self._log = log
+        self._quiet_s = quiet_s
+        self._last: dict[str, float] = {}
+        self.store_problem: str | None = None
+        self.count = 0
+
+    def __call__(self, exc: BaseException, where: str = "") -> None:
+        from engine.errors import FlightdeckError, StoreError
+
+        self.count += 1
+        if isinstance(exc, StoreError):
+            message, title, severity = str(exc), "Store problem", "error"
+            self.store_problem = message
+            self._on_store_problem(message)
+        elif isinstance(exc, FlightdeckError):
+            message, title, severity = str(exc), "Cannot do that", "warning"
+        else:
+            message = f"{type(exc).__name__}: {exc}" + (f" (in {where})" if where else "")
+            title, severity = "Console error (please report it)", "error"
+            if self._log is not None:
+                import traceback
+
+                self._log("".join(traceback.format_exception(exc)))
+        now = time.monotonic()
+        last = self._last.get(message)
+        if last is not None and now - last < self._quiet_s:
+            return
+        self._last[message] = now
+        self._notify(message, title=title, severity=severity, timeout=8, markup=False)
+
+    def recovered(self) -> None:
+        if self.store_problem is not None:
+            self.store_problem = None
+            self._on_store_problem(None)

@@ -1,0 +1,99 @@
+"""What every view shares: the console context and the View base class.
+
+A View is a widget inside the main screen's view switcher (only the active one is displayed). The main screen
+calls `activate(arg)` when it is shown and `deactivate()` when another view replaces it; views start their Poller
+in `on_activate` and stop it in `on_deactivate`, so hidden views never poll.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+
+from console.polling import ErrorReporter, StoreSource
+
+
+@dataclass(slots=True)
+class ConsoleContext:
+    """Everything a view needs from the app, passed at construction (views do not reach into the app)."""
+
+    store_dir: Path
+    source: StoreSource
+    operator: str
+    read_only: bool
+    clock: Callable[[], float]
+    poll_interval: float
+    report_error: ErrorReporter
+
+
+@dataclass(frozen=True, slots=True)
+class PaletteCommand:
+    """A command the ctrl+p palette offers while this view is shown."""
+
+    title: str
+    help: str
+    callback: Callable[[], object]
+
+
+class View(Vertical):
+    """Base class for the console's views."""
+
+    DEFAULT_CSS = """
+    View {
+        height: 1fr;
+    }
+    """
+
+    hint: reactive[str] = reactive("")  # one sentence for the hint line; the main screen shows the active view's
+
+    def __init__(self, ctx: ConsoleContext, *, view_id: str, **kwargs: object) -> None:
+        super().__init__(id=f"view-{view_id}", **kwargs)  # type: ignore[arg-type]
+        self.ctx = ctx
+        self.view_id = view_id
+        self.active = False
+
+    def activate(self, arg: str | None = None) -> None:
+        self.active = True
+        self.on_activate(arg)
+
+    def deactivate(self) -> None:
+        self.active = False
+        self.on_deactivate()
+
+    def on_activate(self, arg: str | None) -> None:
+        """Shown (arg: the `:command ARG` argument, if any). Start polling here."""
+
+    def on_deactivate(self) -> None:
+        """Hidden. Stop polling here."""
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        return []
+
+    def focus_default(self) -> None:
+        """Put the focus where the operator's keys should go when this view is shown."""
+        self.focus()
+
+    def watch_hint(self, hint: str) -> None:
+        if self.active:
+            self.post_message(HintChanged(self, hint))
+
+
+class HintChanged(Message):
+    def __init__(self, view: View, hint: str) -> None:
+        super().__init__()
+        self.view = view
+        self.hint = hint
+
+
+class ShowView(Message):
+    """Ask the main screen to show a view (`arg` as with `:view ARG`)."""
+
+    def __init__(self, view_id: str, arg: str | None = None) -> None:
+        super().__init__()
+        self.view_id = view_id
+        self.arg = arg

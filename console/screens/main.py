@@ -1,0 +1,239 @@
+"""The main screen: header strip, halt banner, the view switcher, the `:` command line, the hint line, the footer.
+
+It owns view switching (number keys and `:` commands go through `show_view`), the header's poller (always on),
+and the help screen.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer
+
+from console.polling import Poller, ReaderState
+from console.screens.base import ConsoleContext, HintChanged, ShowView, View
+from console.screens.help import HelpScreen
+from console.screens.registry import VIEWS, find_command, view_by_id
+from console.widgets.command_line import CommandLine
+from console.widgets.header import HaltBanner, HeaderSnapshot, HeaderStrip, HintLine, collect
+from console.widgets.safe import printable
+
+if TYPE_CHECKING:
+    from textual.dom import DOMNode
+
+HEADER_INTERVAL_S = 1.0
+
+
+class HeaderFeed:
+    """Thread side of the header: every slot's fetch, once a second (ages and heartbeats move with time even when
+    nothing is written, so there is no data_version shortcut here)."""
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        self.ctx = ctx
+        self.state = ReaderState(ctx.source)
+
+    def poll(self) -> HeaderSnapshot:
+        try:
+            reader = self.state.reader
+            control = self.ctx.source.control()
+            return collect(reader, control, self.ctx.clock(), self.ctx.store_dir)
+        except Exception:
+            self.state.reset()
+            raise
+
+    def close(self) -> None:
+        self.state.close()
+
+
+class MainScreen(Screen[None]):
+    DEFAULT_CSS = """
+    MainScreen {
+        layout: vertical;
+    }
+    MainScreen > #views {
+        height: 1fr;
+    }
+    """
+
+    BINDINGS = [
+        Binding("question_mark", "show_help", "Keys", id="show_help",
+                tooltip="Show every key that works here, with what it does"),
+        Binding("colon", "command_line", "Command", id="command_line",
+                tooltip="Type a command: :runs, :run ID, :approvals, :breakers, :controls, :runbooks, :audit, :q"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(id="main")
+        self.ctx = ctx
+        self.active_id = VIEWS[0].id if VIEWS else ""
+        self.header_feed = HeaderFeed(ctx)
+        self.header_poller: Poller[HeaderSnapshot] = Poller(
+            self, name="header", fetch=self.header_feed.poll, render=self._render_header,
+            interval=max(HEADER_INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error)
+        for spec in VIEWS:
+            self._bindings._add_binding(Binding(
+                spec.key, f"show_view('{spec.id}')", spec.title, show=False, id=f"view_{spec.id}",
+                tooltip=f"Show {spec.title}: {spec.description}"))
+
+    def compose(self) -> ComposeResult:
+        yield HeaderStrip(operator=self.ctx.operator, read_only=self.ctx.read_only, clock=self.ctx.clock,
+                          id="header")
+        yield HaltBanner(id="halt-banner", markup=False)
+        with ContentSwitcher(initial=f"view-{self.active_id}", id="views"):
+            for spec in VIEWS:
+                yield spec.factory(self.ctx)
+        yield CommandLine(id="command-line")
+        yield HintLine(id="hint")
+        yield Footer(id="footer", compact=True, show_command_palette=False)
+
+    @property
+    def header(self) -> HeaderStrip:
+        return self.query_one("#header", HeaderStrip)
+
+    @property
+    def hint_line(self) -> HintLine:
+        return self.query_one("#hint", HintLine)
+
+    @property
+    def active_view(self) -> View | None:
+        try:
+            return self.query_one(f"#view-{self.active_id}", View)
+        except Exception:
+            return None
+
+    def view(self, view_id: str) -> View:
+        return self.query_one(f"#view-{view_id}", View)
+
+    def on_mount(self) -> None:
+        self.header.set_views([(s.key, s.id, s.title) for s in VIEWS], self.active_id)
+        self.header_poller.start()
+        self.show_view(self.active_id)
+
+    def on_unmount(self) -> None:
+        self.header_poller.stop()
+        self.header_feed.close()
+
+    # -- views --------------------------------------------------------------------------------------------------
+
+    def show_view(self, view_id: str, arg: str | None = None) -> None:
+        spec = view_by_id(view_id)
+        if spec is None:
+            self.notify(f"No view {printable(view_id, limit=30)!r}.", severity="warning", markup=False)
+            return
+        previous = self.active_view
+        if previous is not None and previous.view_id != view_id and previous.active:
+            previous.deactivate()
+        self.active_id = view_id
+        self.query_one("#views", ContentSwitcher).current = f"view-{view_id}"
+        view = self.view(view_id)
+        view.activate(arg)
+        self.header.set_active(view_id)
+        self.hint_line.set_view_hint(view.hint)
+        view.focus_default()
+        self.refresh_bindings()
+
+    def action_show_view(self, view_id: str) -> None:
+        self.show_view(view_id)
+
+    @on(ShowView)
+    def _show_view_message(self, message: ShowView) -> None:
+        message.stop()
+        self.show_view(message.view_id, message.arg)
+
+    @on(HintChanged)
+    def _hint_changed(self, message: HintChanged) -> None:
+        message.stop()
+        if message.view.view_id == self.active_id:
+            self.hint_line.set_view_hint(message.hint)
+
+    # -- header -------------------------------------------------------------------------------------------------
+
+    def _render_header(self, snapshot: HeaderSnapshot) -> None:
+        recovered = getattr(self.ctx.report_error, "recovered", None)
+        if recovered is not None:
+            recovered()
+        self.header.set_store_problem(None)
+        self.header.update_snapshot(snapshot)
+        self.query_one("#halt-banner", HaltBanner).show_halt(snapshot.halt)
+        self.hint_line.set_alarm(snapshot.alarm)
+        if snapshot.error:
+            self.ctx.report_error(RuntimeError(snapshot.error), "header")
+
+    def store_problem(self, problem: str | None) -> None:
+        """Called by the app's error handler when the store cannot be read (and with None when it can again)."""
+        self.header.set_store_problem(problem)
+        if problem:
+            self.hint_line.set_alarm(f"The store cannot be read: {problem} Fix it (or press q to quit); the console "
+                                     f"retries by itself.")
+
+    # -- command line and help ----------------------------------------------------------------------------------
+
+    def action_command_line(self) -> None:
+        self.query_one("#command-line", CommandLine).open()
+
+    @on(CommandLine.Run)
+    def _run_command(self, message: CommandLine.Run) -> None:
+        message.stop()
+        self.run_command(message.text)
+
+    def run_command(self, text: str) -> None:
+        text = text.strip()
+        if not text or text == ":":
+            self._refocus()
+            return
+        word, _, rest = text.lstrip(":").partition(" ")
+        word = word.lower()
+        arg = rest.strip() or None
+        if word in ("q", "quit", "exit"):
+            self.app.action_quit()  # type: ignore[attr-defined]
+            return
+        if word in ("help", "keys", "?", "h"):
+            self._refocus()
+            self.action_show_help()
+            return
+        spec = find_command(word)
+        if spec is None:
+            known = " ".join(f":{s.commands[0]}" for s in VIEWS)
+            self.notify(f"Unknown command :{printable(word, limit=30)}. Try {known}, :help or :q.",
+                        title="Command", severity="warning", markup=False)
+            self._refocus()
+            return
+        if arg and not spec.arg:
+            self.notify(f":{spec.commands[0]} takes no argument; showing {spec.title}.", severity="warning",
+                        markup=False)
+            arg = None
+        self.show_view(spec.id, arg)
+
+    def _refocus(self) -> None:
+        view = self.active_view
+        if view is not None:
+            view.focus_default()
+
+    def action_show_help(self) -> None:
+        rows: list[tuple[str, str, str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for key, active in self.active_bindings.items():
+            binding = active.binding
+            if binding.system or (binding.action, key) in seen:
+                continue
+            seen.add((binding.action, key))
+            rows.append((self.app.get_key_display(binding), binding.description or binding.action,
+                         binding.tooltip or active.tooltip or "", binding.id or ""))
+        order = {spec.key: i for i, spec in enumerate(VIEWS)}
+        rows.sort(key=lambda r: (r[0] in order, order.get(r[0], 0), r[3] == "", r[1].lower()))
+        self.app.push_screen(HelpScreen(rows))
+
+
+def binding_ids(root: "DOMNode") -> set[str]:
+    """Every binding id under `root` (for validating [console.keys] in config.toml)."""
+    ids: set[str] = set()
+    nodes = [root, *root.walk_children(with_self=False)] if hasattr(root, "walk_children") else [root]
+    for node in nodes:
+        for _key, binding in node._bindings:
+            if binding.id:
+                ids.add(binding.id)
+    return ids

@@ -1,0 +1,359 @@
+"""View 2: Run. The span tree growing live, the selected span's detail, usage so far, and the event tail.
+
+Data path: RunFeed (thread side) reads the run row, the events after the last seq it saw (for the tail), and --
+only when span events arrived -- the run's spans, diffed by (last_seq, status) so the UI thread receives only new
+or changed spans. The tree adds/relabels by id (never rebuilt), the log appends.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Static, Tree
+
+from console.polling import Poller, ReaderState, StoreSource
+from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
+from console.widgets.safe import printable
+from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
+from console.widgets.span_tree import SpanTree
+from console.widgets.status import PROBLEM_RUN_STATUSES, PROBLEM_SPAN_STATUSES, run_look
+
+EVENT_PAGE = 5000
+EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
+SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
+
+
+@dataclass(slots=True)
+class RunUpdate:
+    feed: "RunFeed"
+    run: dict[str, Any] | None = None
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    more: bool = False
+    problem: str | None = None  # the run cannot be shown (unknown id, ambiguous prefix)
+
+
+@dataclass(slots=True)
+class RunFeed:
+    """Thread side of the run view, for one run id (a new feed per run)."""
+
+    source: StoreSource
+    run_ref: str  # what the operator typed (id or prefix)
+    state: ReaderState = field(init=False)
+    run_id: str | None = None
+    last_seq: int = 0
+    spans_seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    run_sig: tuple[Any, ...] | None = None
+    more: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.state = ReaderState(self.source)
+
+    def poll(self) -> RunUpdate | None:
+        with self.lock:
+            try:
+                return self._poll()
+            except Exception:
+                self.state.reset()
+                raise
+
+    def _poll(self) -> RunUpdate | None:
+        from engine.errors import InputError
+
+        if not self.state.changed() and not self.more:
+            return None
+        reader = self.state.reader
+        try:
+            run = reader.get_run(self.run_id or self.run_ref)
+        except InputError as exc:
+            return RunUpdate(self, problem=str(exc))
+        if run is None:
+            self.state.invalidate()  # keep looking: the run may not be committed yet
+            return RunUpdate(self, problem=f"no run {printable(self.run_ref, limit=40)!s} in this store (yet): "
+                                           f"check the id, or press 1 and pick one")
+        self.run_id = run["id"]
+        update = RunUpdate(self, run=run)
+        events: list[dict[str, Any]] = []
+        self.more = False
+        for page_no in range(EVENT_PAGES_PER_POLL):
+            page = reader.events_after(self.last_seq, limit=EVENT_PAGE, run_id=run["id"])
+            if page:
+                self.last_seq = page[-1]["seq"]
+                events.extend(page)
+                if len(events) > EventTail.MAX_LINES:
+                    update.skipped += len(events) - EventTail.MAX_LINES
+                    del events[: len(events) - EventTail.MAX_LINES]
+            if len(page) < EVENT_PAGE:
+                break
+            if page_no == EVENT_PAGES_PER_POLL - 1:
+                self.more = True
+        update.events = events
+        update.more = self.more
+        sig = (run.get("last_seq"), run.get("status"))
+        if self.run_sig is None or sig != self.run_sig or any(e["kind"] in SPAN_EVENT_KINDS for e in events):
+            self.run_sig = sig
+            for span in reader.spans(run["id"]):
+                span_sig = (span.get("last_seq"), span.get("status"), span.get("ended"))
+                if self.spans_seen.get(span["id"]) != span_sig:
+                    self.spans_seen[span["id"]] = span_sig
+                    update.spans.append(span)
+        return update
+
+    def close(self) -> None:
+        self.state.close()
+
+
+class RunView(View):
+    DEFAULT_CSS = """
+    RunView > #run-title {
+        height: 2;
+        padding: 0 1;
+        background: $boost;
+    }
+    RunView > #run-body {
+        height: 1fr;
+    }
+    RunView #span-tree {
+        width: 1fr;
+        min-width: 30;
+        border-right: vkey $panel-lighten-2;
+    }
+    RunView #run-side {
+        width: 1fr;
+    }
+    RunView #span-detail-scroll {
+        height: 1fr;
+        background: $surface;
+    }
+    RunView > #events-title {
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+    }
+    RunView > #run-events {
+        height: 30%;
+        min-height: 4;
+    }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="back_to_runs", tooltip="Back to the runs table"),
+        Binding("n", "next_problem", "Next problem", id="next_problem",
+                tooltip="Jump to the next span that failed, timed out, was denied or looped"),
+        Binding("j", "toggle_raw", "Raw JSON", id="toggle_raw",
+                tooltip="Show the selected span as raw JSON (everything recorded), or back to the summary"),
+        Binding("e", "focus_events", "Events", id="focus_events",
+                tooltip="Move the focus to the event tail (scroll it with the arrows; t goes back to the tree)"),
+        Binding("t", "focus_tree", "Tree", id="focus_tree", show=False, tooltip="Move the focus to the span tree"),
+        Binding("f", "toggle_follow", "Follow", id="follow_events",
+                tooltip="Follow new events at the bottom of the tail, or stop following to read"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx, view_id="run")
+        self.feed: RunFeed | None = None
+        self.run: dict[str, Any] | None = None
+        self.problem: str | None = None
+        self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
+                                                interval=ctx.poll_interval, report_error=ctx.report_error)
+        self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("No run selected: press 1 and pick one with Enter, or type :run ID", style="dim"),
+                     id="run-title", markup=False)
+        with Horizontal(id="run-body"):
+            yield SpanTree(id="span-tree")
+            with Vertical(id="run-side"):
+                yield UsagePanel(id="run-usage")
+                with VerticalScroll(id="span-detail-scroll"):
+                    yield SpanDetail(id="span-detail")
+        yield Static(id="events-title", markup=False)
+        yield EventTail(id="run-events")
+
+    @property
+    def tree(self) -> SpanTree:
+        return self.query_one("#span-tree", SpanTree)
+
+    @property
+    def detail(self) -> SpanDetail:
+        return self.query_one("#span-detail", SpanDetail)
+
+    @property
+    def events(self) -> EventTail:
+        return self.query_one("#run-events", EventTail)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.feed.run_id or self.feed.run_ref if self.feed else None
+
+    def on_mount(self) -> None:
+        self._update_events_title()
+
+    def on_unmount(self) -> None:
+        self.poller.stop()
+        if self.feed is not None:
+            self.feed.close()
+
+    # -- activation ---------------------------------------------------------------------------------------------
+
+    def on_activate(self, arg: str | None) -> None:
+        if arg and (self.feed is None or arg not in (self.feed.run_ref, self.feed.run_id)):
+            self.open_run(arg)
+        if self.feed is not None:
+            self.poller.start()
+
+    def on_deactivate(self) -> None:
+        self.poller.stop()
+
+    def open_run(self, run_ref: str) -> None:
+        self.poller.stop()
+        if self.feed is not None:
+            self.feed.close()
+        self.feed = RunFeed(self.ctx.source, run_ref.strip())
+        self.run = None
+        self.problem = None
+        self.tree.reset(Text(f"run {printable(run_ref, limit=40)}: loading…", style="dim"))
+        self.events.clear()
+        self.events.count = 0
+        self.detail.raw = False
+        self.detail.show(None, self.ctx.clock())
+        self.query_one("#run-usage", UsagePanel).show(None)
+        self.query_one("#run-title", Static).update(run_summary(None, run_ref, self.ctx.clock()))
+        self._update_events_title()
+        self.hint = "Loading the run…"
+        if self.active:
+            self.poller.start()
+
+    def focus_default(self) -> None:
+        self.tree.focus()
+
+    def _fetch(self) -> RunUpdate | None:
+        feed = self.feed
+        return feed.poll() if feed is not None else None
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+
+    def apply_update(self, update: RunUpdate) -> None:
+        if update.feed is not self.feed:
+            return  # a poll for the run shown before
+        now = self.ctx.clock()
+        if update.problem:
+            self.problem = update.problem
+            self.query_one("#run-title", Static).update(
+                Text.assemble(("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"), "\n",
+                              (update.problem, "bold yellow")))
+            self.tree.reset(Text(update.problem, style="yellow"))
+            self.hint = update.problem[0].upper() + update.problem[1:] + "."
+            return
+        self.problem = None
+        self.run = update.run
+        self.query_one("#run-title", Static).update(run_summary(update.run, update.feed.run_ref, now,
+                                                                self.size.width or 160))
+        self.query_one("#run-usage", UsagePanel).show(update.run)
+        if update.spans:
+            first = self.tree.root.data is None
+            self.tree.apply(update.spans)
+            if first and self.tree.cursor_line < 0:
+                self.tree.move_cursor(self.tree.root)
+            current = self.tree.cursor_node
+            if current is not None and current.data is not None and (
+                    self.detail.span is None or self.detail.span.get("id") == current.data.get("id")):
+                self.detail.show(current.data, now)
+        if update.events or update.skipped:
+            self.events.add_events(update.events, update.skipped)
+            self._update_events_title()
+        if update.more:
+            self.poller.poke()
+        self._update_hint()
+
+    def _update_events_title(self) -> None:
+        log = self.events
+        title = Text(end="")
+        title.append("EVENTS ", style="bold")
+        title.append(f"{log.count:,} seen · ")
+        title.append("following (f to stop)" if log.auto_scroll else "paused (f to follow)",
+                     style="" if log.auto_scroll else "bold yellow")
+        self.query_one("#events-title", Static).update(title)
+
+    def _update_hint(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        status = run.get("status")
+        problems = sum(1 for node in self.tree.walk() if node.data and node.data.get("status") in
+                       PROBLEM_SPAN_STATUSES)
+        if status in PROBLEM_RUN_STATUSES:
+            word = run_look(status).word
+            if problems:
+                self.hint = f"This run ended {word}: press n to jump to the failing span and read its error."
+            else:
+                self.hint = f"This run ended {word}: its error is in the title; Esc goes back to the runs."
+        elif status == "running":
+            self.hint = ("Running: the tree grows live; n jumps to a failing span, e reads the event tail."
+                         if problems else "Running: the tree grows live; select a span for its detail, e for events.")
+        else:
+            self.hint = "Select a span for its inputs, outputs and cost · j shows raw JSON · Esc goes back."
+
+    # -- events from widgets ------------------------------------------------------------------------------------
+
+    @on(Tree.NodeHighlighted, "#span-tree")
+    def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+        self.detail.show(event.node.data, self.ctx.clock())
+        self.query_one("#span-detail-scroll", VerticalScroll).scroll_home(animate=False)
+
+    @on(Tree.NodeSelected, "#span-tree")
+    def _selected(self, event: Tree.NodeSelected) -> None:
+        self.detail.show(event.node.data, self.ctx.clock())
+
+    # -- actions ------------------------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.post_message(ShowView("runs"))
+
+    def action_next_problem(self) -> None:
+        node = self.tree.next_problem()
+        if node is None:
+            self.notify("No failed, timed-out, denied or looping span in this run.", markup=False)
+            return
+        self.tree.reveal(node)
+        self.tree.focus()
+        self.detail.show(node.data, self.ctx.clock())
+
+    def action_toggle_raw(self) -> None:
+        self.detail.raw = not self.detail.raw
+        self.detail.show(self.detail.span, self.ctx.clock())
+
+    def action_focus_events(self) -> None:
+        self.events.focus()
+
+    def action_focus_tree(self) -> None:
+        self.tree.focus()
+
+    def action_toggle_follow(self) -> None:
+        log = self.events
+        log.auto_scroll = not log.auto_scroll
+        if log.auto_scroll:
+            log.scroll_end(animate=False)
+        self._update_events_title()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        commands = [
+            PaletteCommand("Run: back to runs", "The runs table", self.action_back),
+            PaletteCommand("Run: next problem span", "Jump to the next failed, timed-out, denied or looping span",
+                           self.action_next_problem),
+            PaletteCommand("Run: raw JSON" if not self.detail.raw else "Run: summary view",
+                           "Toggle the selected span's raw JSON", self.action_toggle_raw),
+            PaletteCommand("Run: follow events" if not self.events.auto_scroll else "Run: pause event tail",
+                           "Follow or stop following new events", self.action_toggle_follow),
+            PaletteCommand("Run: focus the event tail", "Scroll through the run's events", self.action_focus_events),
+        ]
+        return commands

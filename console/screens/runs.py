@@ -1,0 +1,509 @@
+"""View 1: Runs. A live table of runs, newest first, updated by row key (no rebuild: cursor and scroll stay put).
+
+Data path: RunsFeed (thread side, owned by the view's Poller) asks the store only for what can have changed --
+the newest page, the runs still running, and runs that stopped running since the last poll -- and hands the rows
+whose figures changed to the UI thread, which upserts them into a VirtualTable (see widgets/virtual_table.py for
+why not DataTable). Older runs are paged in from SQLite when the cursor nears the end of what is loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Input, Static
+from textual.worker import Worker, WorkerState
+
+from console.polling import Poller, ReaderState, StoreSource
+from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
+from console.widgets.fmt import compact_age, cost_bar, tokens
+from console.widgets.safe import printable
+from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
+from console.widgets.virtual_table import Column, VirtualTable
+
+PAGE = 500  # rows per read when loading or paging
+CATCH_UP_PAGES = 20  # after a burst, read at most this many pages of new runs in one poll
+MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightdeck runs --limit`)
+_PAYLOAD = ("input", "output")
+
+COLUMNS = (
+    Column("status", "STATUS", 13),
+    Column("id", "RUN", 12),
+    Column("hierarchy", "HIERARCHY", 10, flex=3, max_width=32),
+    Column("tenant", "TENANT", 6, flex=2, max_width=24),
+    Column("age", "AGE", 4, align="right"),
+    Column("agents", "AGENTS", 6, align="right"),
+    Column("model_calls", "MODEL", 5, align="right"),
+    Column("tool_calls", "TOOLS", 5, align="right"),
+    Column("tokens", "TOKENS", 7, align="right"),
+    Column("cost", "COST", 9, flex=1, max_width=14, align="right"),
+    Column("incidents", "INCIDENTS", 9, align="right", drop=1),
+)
+
+# Sort cycle: (column, reverse, words for the title). Reverse means descending on the column's sort value.
+SORTS: tuple[tuple[str, bool, str], ...] = (
+    ("age", True, "age, newest first"),
+    ("status", False, "status, problems first"),
+    ("cost", True, "cost, highest first"),
+    ("tokens", True, "tokens, most first"),
+    ("model_calls", True, "model calls, most first"),
+    ("tool_calls", True, "tool calls, most first"),
+    ("agents", True, "agents active, most first"),
+    ("hierarchy", False, "hierarchy, A to Z"),
+    ("tenant", False, "tenant, A to Z"),
+    ("id", False, "run id"),
+)
+
+
+def budget_of(run: dict[str, Any]) -> float | None:
+    """The run's cost budget, when the budgets feature records one in the run's attributes."""
+    attrs = run.get("attributes")
+    if not isinstance(attrs, dict):
+        return None
+    budget = attrs.get("budget")
+    value = budget.get("cost_usd") if isinstance(budget, dict) else attrs.get("budget_usd")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def run_cell(run: dict[str, Any], column: str, now: float) -> Text | str:
+    if column == "status":
+        return run_status_text(run.get("status"))
+    if column == "id":
+        return Text(printable(run.get("id")), style="bold", end="")
+    if column == "hierarchy":
+        return Text(printable(run.get("hierarchy"), limit=80), end="")
+    if column == "tenant":
+        tenant = run.get("tenant")
+        return Text(printable(tenant, limit=60), end="") if tenant else Text("-", style="dim", end="")
+    if column == "age":
+        return compact_age(now - (run.get("started") or now))
+    if column == "agents":
+        return str(run.get("agents_active") or 0) if run.get("status") == "running" else Text("-", style="dim")
+    if column == "model_calls":
+        return str(run.get("model_calls") or 0)
+    if column == "tool_calls":
+        return str(run.get("tool_calls") or 0)
+    if column == "tokens":
+        return tokens((run.get("tokens_in") or 0) + (run.get("tokens_out") or 0))
+    if column == "cost":
+        return cost_bar(run.get("cost_usd") or 0.0, budget_of(run))
+    if column == "incidents":
+        return Text("n/a", style="dim", end="")
+    return ""
+
+
+def run_sort_value(run: dict[str, Any], column: str) -> Any:
+    if column == "age":
+        return run.get("started") or 0.0
+    if column == "status":
+        return run_look(run.get("status")).severity
+    if column == "cost":
+        return run.get("cost_usd") or 0.0
+    if column == "tokens":
+        return (run.get("tokens_in") or 0) + (run.get("tokens_out") or 0)
+    if column in ("model_calls", "tool_calls", "agents"):
+        key = "agents_active" if column == "agents" else column
+        return run.get(key) or 0
+    if column in ("hierarchy", "tenant", "id"):
+        return str(run.get(column) or "").lower()
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    text: str = ""
+    problems_only: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.text and not self.problems_only
+
+
+def run_matches(run: dict[str, Any], flt: RunFilter) -> bool:
+    if flt.problems_only and run.get("status") not in PROBLEM_RUN_STATUSES:
+        return False
+    if flt.text:
+        return flt.text in run["_search"]
+    return True
+
+
+def _search_text(run: dict[str, Any]) -> str:
+    status = run.get("status") or ""
+    return " ".join((str(run.get("id") or ""), str(run.get("hierarchy") or ""), status, run_look(status).word,
+                     str(run.get("tenant") or ""))).lower()
+
+
+def _signature(run: dict[str, Any]) -> tuple[Any, ...]:
+    return (run.get("last_seq"), run.get("status"), run.get("ended"), run.get("tokens_in"), run.get("tokens_out"),
+            run.get("cost_usd"), run.get("model_calls"), run.get("tool_calls"), run.get("agents_active"))
+
+
+@dataclass(slots=True)
+class RunsUpdate:
+    rows: list[dict[str, Any]]
+    first: bool = False
+    exhausted: bool = False
+
+
+@dataclass(slots=True)
+class RunsFeed:
+    """Thread side of the runs view. Methods run on worker threads, one at a time (the lock)."""
+
+    source: StoreSource
+    state: ReaderState = field(init=False)
+    known: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    oldest: tuple[float, str] | None = None  # (started, id) of the oldest loaded run, for paging
+    exhausted: bool = False
+    loaded_first: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.state = ReaderState(self.source)
+
+    def _take(self, run: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        sig = _signature(run)
+        if self.known.get(run["id"]) == sig:
+            return
+        self.known[run["id"]] = sig
+        for key in _PAYLOAD:
+            run.pop(key, None)
+        run["_search"] = _search_text(run)
+        out.append(run)
+
+    def poll(self) -> RunsUpdate | None:
+        with self.lock:
+            try:
+                return self._poll()
+            except Exception:
+                self.state.reset()
+                raise
+
+    def _poll(self) -> RunsUpdate | None:
+        if not self.state.changed():
+            return None
+        reader = self.state.reader
+        out: list[dict[str, Any]] = []
+        newest = reader.list_runs(limit=PAGE)
+        seen_ids = {r["id"] for r in newest}
+        if self.loaded_first and newest and newest[-1]["id"] not in self.known:
+            # A burst: more than a page of new runs since the last poll. Read on until a known run (bounded).
+            page = newest
+            for _ in range(CATCH_UP_PAGES):
+                if len(page) < PAGE or page[-1]["id"] in self.known:
+                    break
+                page = reader.list_runs(limit=PAGE, before_started=page[-1]["started"], before_id=page[-1]["id"])
+                newest.extend(page)
+                seen_ids.update(r["id"] for r in page)
+        running = reader.list_runs(status="running", limit=5000)
+        running_ids = {r["id"] for r in running}
+        ended = [run_id for run_id in self.running if run_id not in running_ids and run_id not in seen_ids]
+        for run in newest:
+            self._take(run, out)
+        for run in running:
+            self._take(run, out)
+        for run_id in ended:
+            run = reader.get_run(run_id)
+            if run is not None:
+                self._take(run, out)
+        self.running = running_ids
+        first = not self.loaded_first
+        if first:
+            self.loaded_first = True
+            self.exhausted = len(newest) < PAGE
+            if newest:
+                self.oldest = (newest[-1]["started"], newest[-1]["id"])
+        return RunsUpdate(out, first=first, exhausted=self.exhausted)
+
+    def older(self) -> RunsUpdate:
+        """The next page of older runs (a worker thread, on demand)."""
+        with self.lock:
+            if self.exhausted or self.oldest is None:
+                return RunsUpdate([], exhausted=True)
+            try:
+                page = self.state.reader.list_runs(limit=PAGE, before_started=self.oldest[0],
+                                                   before_id=self.oldest[1])
+            except Exception:
+                self.state.reset()
+                raise
+            out: list[dict[str, Any]] = []
+            for run in page:
+                self._take(run, out)
+            if page:
+                self.oldest = (page[-1]["started"], page[-1]["id"])
+            if len(page) < PAGE or len(self.known) >= MAX_LOADED:
+                self.exhausted = True
+            return RunsUpdate(out, exhausted=self.exhausted)
+
+    def close(self) -> None:
+        self.state.close()
+
+
+class RunsView(View):
+    DEFAULT_CSS = """
+    RunsView > #runs-title {
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+    }
+    RunsView > #runs-filter {
+        display: none;
+        height: 1;
+        border: none;
+        padding: 0 1;
+        background: $boost;
+    }
+    RunsView > #runs-filter.-shown {
+        display: block;
+    }
+    RunsView > #runs-filter:focus {
+        border: none;
+        background-tint: $foreground 5%;
+    }
+    """
+
+    BINDINGS = [
+        Binding("enter", "open_run", "Open", id="open_run",
+                tooltip="Open the selected run: its span tree, the selected span's detail and its events"),
+        Binding("slash", "start_filter", "Filter", id="filter_runs",
+                tooltip="Filter by run id, hierarchy, status or tenant (substring); Enter keeps it, Esc clears it"),
+        Binding("p", "toggle_problems", "Problems", id="problems_only",
+                tooltip="Show only runs that need attention (failed, killed, over budget, loop, abandoned, "
+                        "refused); press again for all runs"),
+        Binding("s", "next_sort", "Sort", id="sort_runs",
+                tooltip="Sort by the next column (age, status, cost, tokens, calls, hierarchy, tenant, id)"),
+        Binding("S", "reverse_sort", "Reverse", id="reverse_sort", show=False,
+                tooltip="Reverse the current sort order"),
+        Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False,
+                tooltip="Clear the filter and the problems-only toggle"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx, view_id="runs")
+        self.feed = RunsFeed(ctx.source)
+        self.filter = RunFilter()
+        self.sort_index = 0
+        self.loaded = False
+        self.paging = False
+        self.exhausted = False
+        self.poller: Poller[RunsUpdate] = Poller(self, name="runs", fetch=self.feed.poll, render=self.apply_update,
+                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
+        self._ticker = None
+        self.hint = "Loading runs…"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="runs-title", markup=False)
+        yield Input(placeholder="filter: run id, hierarchy, status or tenant (Enter keeps, Esc clears)",
+                    id="runs-filter", compact=True)
+        yield VirtualTable(COLUMNS, cell=run_cell, sort_value=run_sort_value, matches=run_matches,
+                           now=self.ctx.clock, sort_column=SORTS[0][0], reverse=SORTS[0][1],
+                           empty_text="loading runs…", id="runs-table")
+
+    @property
+    def table(self) -> VirtualTable:
+        return self.query_one("#runs-table", VirtualTable)
+
+    def on_mount(self) -> None:
+        self._update_title()
+
+    def on_unmount(self) -> None:
+        self.poller.stop()
+        self.feed.close()
+
+    # -- activation ---------------------------------------------------------------------------------------------
+
+    def on_activate(self, arg: str | None) -> None:
+        self.poller.start()
+        if self._ticker is None:
+            self._ticker = self.set_interval(1.0, self._tick)
+        else:
+            self._ticker.resume()
+
+    def on_deactivate(self) -> None:
+        self.poller.stop()
+        if self._ticker is not None:
+            self._ticker.pause()
+
+    def _tick(self) -> None:
+        self.table.refresh()  # ages move with the clock; only the visible lines repaint
+
+    def focus_default(self) -> None:
+        self.table.focus()
+
+    # -- data ---------------------------------------------------------------------------------------------------
+
+    def apply_update(self, update: RunsUpdate) -> None:
+        table = self.table
+        if update.rows:
+            table.upsert([(run["id"], run) for run in update.rows])
+        if update.first:
+            self.loaded = True
+            self.exhausted = update.exhausted
+        self._update_title()
+        self._update_hint()
+
+    def _load_older(self) -> None:
+        if self.paging or self.exhausted or not self.loaded:
+            return
+        self.paging = True
+        self.run_worker(self.feed.older, name="runs-older", group="flightdeck-read", thread=True,
+                        exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name != "runs-older":
+            return
+        if event.state == WorkerState.SUCCESS:
+            update: RunsUpdate = event.worker.result  # type: ignore[assignment]
+            self.paging = False
+            self.exhausted = update.exhausted
+            if update.rows:
+                self.table.upsert([(run["id"], run) for run in update.rows])
+            self._update_title()
+        elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+            self.paging = False  # the error itself reaches the app's handler
+
+    @on(VirtualTable.NearEnd, "#runs-table")
+    def _near_end(self) -> None:
+        self._load_older()
+
+    @on(VirtualTable.CursorMoved, "#runs-table")
+    def _cursor_moved(self) -> None:
+        self._update_hint()
+
+    @on(VirtualTable.RowSelected, "#runs-table")
+    def _row_selected(self, event: VirtualTable.RowSelected) -> None:
+        self.post_message(ShowView("run", str(event.key)))
+
+    # -- title, empty state, hint -------------------------------------------------------------------------------
+
+    def _update_title(self) -> None:
+        table = self.table
+        _, _, sort_words = SORTS[self.sort_index]
+        if table.reverse != SORTS[self.sort_index][1]:
+            sort_words = sort_words.split(",")[0] + ", reversed"
+        title = Text(end="")
+        title.append("RUNS ", style="bold")
+        loaded = table.total_count
+        if self.filter.empty:
+            title.append(f"{loaded:,} loaded")
+        else:
+            title.append(f"{table.row_count:,} of {loaded:,} shown", style="bold")
+            if self.filter.problems_only:
+                title.append(" · problems only", style="bold yellow")
+            if self.filter.text:
+                title.append(" · filter ")
+                title.append(f'"{printable(self.filter.text, limit=40)}"', style="bold")
+        title.append(f" · sorted by {sort_words}")
+        if not self.exhausted and self.loaded:
+            title.append(" · older runs load as you scroll", style="dim")
+        elif loaded >= MAX_LOADED:
+            title.append(f" · newest {MAX_LOADED:,} kept: `flightdeck runs` for older", style="dim")
+        self.query_one("#runs-title", Static).update(title)
+        if not self.loaded:
+            table.empty_text = "loading runs…"
+        elif loaded == 0:
+            table.empty_text = "no runs yet: start one with `flightdeck run deal-desk`"
+        else:
+            what = []
+            if self.filter.problems_only:
+                what.append("need attention")
+            if self.filter.text:
+                what.append(f'match "{printable(self.filter.text, limit=40)}"')
+            table.empty_text = (f"no loaded runs {' and '.join(what)} (of {loaded:,}): press Esc to clear the "
+                                f"filter")
+        table.refresh()
+
+    def _update_hint(self) -> None:
+        table = self.table
+        if not self.loaded:
+            self.hint = "Loading runs…"
+            return
+        if table.total_count == 0:
+            self.hint = "No runs yet: start one with `flightdeck run deal-desk`; they appear here as they run."
+            return
+        if table.row_count == 0:
+            self.hint = "Nothing matches the filter: press Esc to show every run."
+            return
+        key = table.cursor_key
+        run = table.get(key) if key is not None else None
+        if run is not None and run.get("status") in PROBLEM_RUN_STATUSES:
+            word = run_look(run.get("status")).word
+            self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why."
+            return
+        if run is not None and run.get("status") == "running":
+            self.hint = f"Run {key} is running: press Enter to watch it live; p lists only problem runs."
+            return
+        self.hint = "Enter opens the selected run · / filters · p shows only problems · s changes the sort."
+
+    # -- actions ------------------------------------------------------------------------------------------------
+
+    def action_open_run(self) -> None:
+        key = self.table.cursor_key
+        if key is None:
+            self.notify("No run selected: the table is empty.", severity="warning", markup=False)
+            return
+        self.post_message(ShowView("run", str(key)))
+
+    def action_start_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.add_class("-shown")
+        box.value = self.filter.text
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.value = ""
+        box.remove_class("-shown")
+        self._set_filter(RunFilter())
+        self.table.focus()
+
+    def action_toggle_problems(self) -> None:
+        self._set_filter(RunFilter(self.filter.text, not self.filter.problems_only))
+
+    def action_next_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        column, reverse, _ = SORTS[self.sort_index]
+        self.table.set_sort(column, reverse)
+        self._update_title()
+
+    def action_reverse_sort(self) -> None:
+        self.table.set_sort(self.table.sort_column, not self.table.reverse)
+        self._update_title()
+
+    def _set_filter(self, flt: RunFilter) -> None:
+        self.filter = flt
+        self.table.set_filter(None if flt.empty else flt)
+        self._update_title()
+        self._update_hint()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._set_filter(RunFilter(event.value.strip().lower(), self.filter.problems_only))
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            self.query_one("#runs-filter", Input).remove_class("-shown")
+        self.table.focus()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        commands = [
+            PaletteCommand("Runs: filter…", "Filter runs by id, hierarchy, status or tenant", self.action_start_filter),
+            PaletteCommand("Runs: show only problems" if not self.filter.problems_only else "Runs: show all runs",
+                           "Failed, killed, over budget, loop, abandoned and refused runs", self.action_toggle_problems),
+            PaletteCommand("Runs: next sort column", "Cycle age, status, cost, tokens, calls, hierarchy, tenant",
+                           self.action_next_sort),
+            PaletteCommand("Runs: reverse sort", "Reverse the current sort order", self.action_reverse_sort),
+        ]
+        if not self.filter.empty:
+            commands.append(PaletteCommand("Runs: clear filter", "Show every loaded run", self.action_clear_filter))
+        key = self.table.cursor_key
+        if key is not None:
+            commands.insert(0, PaletteCommand(f"Runs: open run {key}", "Span tree, detail and events of the "
+                                              "selected run", self.action_open_run))
+        return commands

@@ -1,0 +1,396 @@
+"""The header strip (always on screen), its slot registry, and the global-halt banner.
+
+Layout (3 lines):
+
+    FLIGHTDECK  1 Runs  2 Run  3 Approvals ...                          alice · read-only · 14:03:22
+    engines 1 alive │ runs 3 active · 120 completed · 2 failed (1h) │ spend $0.12/min · cap n/a
+    breakers n/a │ approvals n/a │ kill switches n/a │ safe-mode n/a │ incidents n/a
+
+HOW A FEATURE ADDS A SLOT (breakers, approvals, kill switches...): write a fetch function that runs on a worker
+thread and returns a SlotValue, and register it (replacing the "n/a" placeholder with the same id):
+
+    from console.widgets.header import HeaderSlot, SlotValue, register_header_slot
+
+    def _approvals(ctx: HeaderContext) -> SlotValue:
+        pending = ApprovalsAPI(ctx.control).pending()
+        if not pending:
+            return SlotValue("none pending", "ok")
+        oldest = min(p["expires"] for p in pending) - ctx.now
+        return SlotValue(f"{len(pending)} pending, oldest {int(oldest)}s left", "warn",
+                         alarm=f"{len(pending)} approvals wait for you: press 3")
+
+    register_header_slot(HeaderSlot("approvals", "approvals", _approvals, row=2))
+
+A slot's `alarm` becomes the hint line's sentence (the most severe one wins); a `halt` text shows the banner nobody
+can miss (a global kill switch, safe mode). Fetches run in the header's poller thread, once a second, each with
+the poll's TraceReader and the store's ControlDB; keep them to a few short queries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from rich.text import Text
+from textual.widget import Widget
+from textual.widgets import Static
+
+from console.output import usd
+from console.widgets.safe import printable
+
+if TYPE_CHECKING:
+    from engine.store.control import ControlDB
+    from engine.store.reader import TraceReader
+
+# Severity levels, in increasing order of urgency. Colour always comes with the words of the value itself.
+LEVELS = ("na", "ok", "info", "warn", "crit")
+LEVEL_STYLE = {
+    "na": "dim",
+    "ok": "green",
+    "info": "",
+    "warn": "bold yellow",
+    "crit": "bold white on red",
+}
+
+WINDOW_S = 3600.0  # "in the last hour"
+SPEND_WINDOW_S = 300.0  # spend rate window: runs started in the last 5 minutes
+SPEND_SAMPLE = 1000  # at most this many newest runs are summed for the spend rate
+
+
+@dataclass(frozen=True, slots=True)
+class SlotValue:
+    text: str
+    level: str = "ok"
+    short: str | None = None  # a shorter text for narrow terminals (<120 columns)
+    alarm: str | None = None  # one sentence for the hint line: what is wrong and what to press
+    halt: str | None = None  # set: show the global halt banner with this text
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderContext:
+    """What a slot's fetch gets (on a worker thread)."""
+
+    reader: "TraceReader"
+    control: "ControlDB | None"
+    now: float
+    store_dir: Path
+    cache: dict[str, Any] = field(default_factory=dict)  # per-poll scratch shared by slots
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSlot:
+    id: str
+    label: str
+    fetch: Callable[[HeaderContext], SlotValue]
+    row: int = 1  # 1 or 2: which status line
+    issue: str | None = None  # for placeholders: what brings the data
+
+
+def not_available(issue: str) -> Callable[[HeaderContext], SlotValue]:
+    def fetch(ctx: HeaderContext) -> SlotValue:
+        return SlotValue("n/a", "na")
+
+    fetch.__doc__ = f"placeholder until {issue}"
+    return fetch
+
+
+HEADER_SLOTS: list[HeaderSlot] = []
+
+
+def register_header_slot(slot: HeaderSlot, *, before: str | None = None) -> None:
+    """Add a slot, or replace the one with the same id (keeping its place)."""
+    for index, existing in enumerate(HEADER_SLOTS):
+        if existing.id == slot.id:
+            HEADER_SLOTS[index] = slot
+            return
+    if before is not None:
+        for index, existing in enumerate(HEADER_SLOTS):
+            if existing.id == before:
+                HEADER_SLOTS.insert(index, slot)
+                return
+    HEADER_SLOTS.append(slot)
+
+
+# -- built-in slots ---------------------------------------------------------------------------------------------
+
+def _engines(ctx: HeaderContext) -> SlotValue:
+    if ctx.control is None:
+        return SlotValue("none yet", "warn", alarm="No engine has used this store yet: start one with "
+                                                    "`flightdeck run deal-desk`.")
+    engines = ctx.control.list_engines()
+    alive = [e for e in engines if e.get("alive")]
+    stale = [e for e in engines if e.get("stale")]
+    active = ctx.cache.get("runs", {}).get("active", 0)
+    if stale:
+        who = stale[0]
+        since = max(0.0, ctx.now - float(who.get("heartbeat") or ctx.now))
+        return SlotValue(f"{len(alive)} alive, {len(stale)} STALE", "crit", short=f"{len(alive)} ok {len(stale)} STALE",
+                         alarm=f"Engine pid {who.get('pid')} on {printable(who.get('host'), limit=30)} has sent no "
+                               f"heartbeat for {since:.0f}s: check that process (hung or killed).")
+    if not alive:
+        if active:
+            return SlotValue("none alive", "crit", alarm=f"{active} runs say running but no engine is alive: they "
+                                                         f"will be marked abandoned when an engine next starts.")
+        return SlotValue("none running", "info", short="0 running")
+    return SlotValue(f"{len(alive)} alive", "ok")
+
+
+def _runs(ctx: HeaderContext) -> SlotValue:
+    counts = ctx.reader.count_runs(since=ctx.now - WINDOW_S)
+    ctx.cache["runs"] = counts
+    active = counts.get("active", 0)
+    completed = counts.get("completed", 0)
+    failed = sum(counts.get(s, 0) for s in ("failed", "killed", "budget_exceeded", "loop_detected", "abandoned",
+                                             "refused"))
+    text = f"{active} active · {completed} completed · {failed} failed (1h)"
+    short = f"{active} active · {completed} ok · {failed} failed"
+    if failed:
+        return SlotValue(text, "warn", short=short,
+                         alarm=f"{failed} runs failed in the last hour: press 1, then p to list only the "
+                               f"problems, Enter to open one.")
+    return SlotValue(text, "ok" if active or completed else "info", short=short)
+
+
+def _spend(ctx: HeaderContext) -> SlotValue:
+    since = ctx.now - SPEND_WINDOW_S
+    runs = ctx.reader.list_runs(limit=SPEND_SAMPLE)
+    recent = [r for r in runs if (r.get("started") or 0) >= since]
+    if not recent:
+        return SlotValue("$0/min · cap n/a", "info", short="$0/min")
+    total = sum(r.get("cost_usd") or 0.0 for r in recent)
+    # When the sample is all inside the window (a busy store), the rate is over what the sample covers.
+    covered = SPEND_WINDOW_S
+    if len(recent) == len(runs) == SPEND_SAMPLE:
+        covered = max(1.0, ctx.now - min(r["started"] for r in recent))
+    rate = total / (covered / 60.0)
+    return SlotValue(f"{usd(rate)}/min · cap n/a", "ok", short=f"{usd(rate)}/min")
+
+
+for _slot in (
+    HeaderSlot("engines", "engines", _engines, row=1),
+    HeaderSlot("runs", "runs", _runs, row=1),
+    HeaderSlot("spend", "spend", _spend, row=1),
+    HeaderSlot("breakers", "breakers", not_available("the circuit breakers issue"), row=2,
+               issue="circuit breakers"),
+    HeaderSlot("approvals", "approvals", not_available("the approvals issue"), row=2, issue="approvals"),
+    HeaderSlot("kill_switches", "kill switches", not_available("the kill switches issue"), row=2,
+               issue="kill switches"),
+    HeaderSlot("safe_mode", "safe-mode", not_available("the flags issue"), row=2, issue="flags / safe mode"),
+    HeaderSlot("incidents", "incidents", not_available("the incidents issue"), row=2, issue="incidents"),
+):
+    register_header_slot(_slot)
+# `runs` must run before `engines` (engines reads the active count from the cache): fetch order is by row, then
+# this explicit order.
+FETCH_ORDER = ("runs",)
+
+
+@dataclass(slots=True)
+class HeaderSnapshot:
+    values: dict[str, SlotValue]
+    alarm: str | None = None
+    halt: str | None = None
+    error: str | None = None  # the store cannot be read at all
+
+
+def collect(reader: "TraceReader", control: "ControlDB | None", now: float, store_dir: Path) -> HeaderSnapshot:
+    """Run every slot's fetch (worker thread). One failing slot shows "error" without hiding the others."""
+    ctx = HeaderContext(reader=reader, control=control, now=now, store_dir=store_dir)
+    slots = sorted(HEADER_SLOTS, key=lambda s: (s.id not in FETCH_ORDER,))
+    values: dict[str, SlotValue] = {}
+    first_error: BaseException | None = None
+    for slot in slots:
+        try:
+            values[slot.id] = slot.fetch(ctx)
+        except Exception as exc:  # noqa: BLE001 - shown in the slot, reported once by the caller
+            first_error = first_error or exc
+            values[slot.id] = SlotValue("error", "crit", alarm=f"{slot.label}: {printable(exc, limit=160)}")
+    alarm = None
+    best = -1
+    halt = None
+    for slot in HEADER_SLOTS:
+        value = values.get(slot.id)
+        if value is None:
+            continue
+        if value.halt and halt is None:
+            halt = value.halt
+        if value.alarm:
+            rank = LEVELS.index(value.level) if value.level in LEVELS else 0
+            if rank > best:
+                best, alarm = rank, value.alarm
+    snapshot = HeaderSnapshot(values=values, alarm=alarm, halt=halt)
+    if first_error is not None:
+        snapshot.error = f"{type(first_error).__name__}: {first_error}"
+    return snapshot
+
+
+# -- widgets ----------------------------------------------------------------------------------------------------
+
+class HeaderStrip(Widget):
+    """Three lines: views and who is at the keyboard; then the slots on two status lines."""
+
+    DEFAULT_CSS = """
+    HeaderStrip {
+        height: 3;
+        background: $panel;
+        color: $text;
+    }
+    """
+
+    def __init__(self, *, operator: str, read_only: bool, clock: Callable[[], float],
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.operator = operator
+        self.read_only = read_only
+        self.clock = clock
+        self.views: list[tuple[str, str, str]] = []  # (key, id, title)
+        self.active_view = ""
+        self.snapshot: HeaderSnapshot | None = None
+        self.store_problem: str | None = None
+
+    def set_views(self, views: list[tuple[str, str, str]], active: str) -> None:
+        self.views = views
+        self.active_view = active
+        self.refresh()
+
+    def set_active(self, view_id: str) -> None:
+        self.active_view = view_id
+        self.refresh()
+
+    def update_snapshot(self, snapshot: HeaderSnapshot) -> None:
+        self.snapshot = snapshot
+        self.refresh()
+
+    def set_store_problem(self, problem: str | None) -> None:
+        self.store_problem = problem
+        self.refresh()
+
+    def slot_text(self, slot_id: str) -> str:
+        """The plain text a slot shows (for tests)."""
+        if self.snapshot is None or slot_id not in self.snapshot.values:
+            return ""
+        return self.snapshot.values[slot_id].text
+
+    def render(self) -> Text:
+        width = self.size.width or 160
+        narrow = width < 120
+        lines = [self._title_line(width, narrow)]
+        for row in (1, 2):
+            lines.append(self._slot_line(row, narrow))
+        return Text("\n", end="").join(lines)
+
+    def _title_line(self, width: int, narrow: bool) -> Text:
+        left = Text(" FLIGHTDECK ", style="bold reverse", end="")
+        left.append(" ")
+        for key, view_id, title in self.views:
+            label = f"{key} {title}" if narrow else f" {key} {title} "
+            if narrow:
+                left.append(" ")
+            if view_id == self.active_view:
+                left.append(label, style="bold reverse")
+            else:
+                left.append(label)
+        mode = "read-only" if self.read_only else "read-write"
+        right = Text(end="")
+        right.append(printable(self.operator, limit=20), style="bold")
+        right.append(" · ")
+        right.append(mode, style="bold yellow" if self.read_only else "")
+        right.append(" · " + time.strftime("%H:%M:%S", time.localtime(self.clock())) + " ")
+        gap = width - left.cell_len - right.cell_len
+        if gap < 1:
+            # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.
+            right = Text(f"{mode} ", style="bold yellow" if self.read_only else "", end="")
+            gap = max(1, width - left.cell_len - right.cell_len)
+        return Text.assemble(left, " " * gap, right, end="")
+
+    def _slot_line(self, row: int, narrow: bool) -> Text:
+        line = Text(" ", end="")
+        if row == 1 and self.store_problem:
+            line.append("STORE UNREADABLE ", style="bold white on red")
+            line.append(printable(self.store_problem, limit=200), style="bold red")
+            return line
+        first = True
+        for slot in HEADER_SLOTS:
+            if slot.row != row:
+                continue
+            if not first:
+                line.append(" │ ", style="dim")
+            first = False
+            line.append(f"{slot.label} ", style="dim" if not narrow else "dim")
+            value = self.snapshot.values.get(slot.id) if self.snapshot else None
+            if value is None:
+                line.append("…", style="dim")
+                continue
+            text = value.short if (narrow and value.short) else value.text
+            line.append(printable(text, limit=80), style=LEVEL_STYLE.get(value.level, ""))
+        return line
+
+
+class HaltBanner(Static):
+    """Hidden until a global halt (kill switch, safe mode) is active; then a red bar nobody can miss."""
+
+    DEFAULT_CSS = """
+    HaltBanner {
+        display: none;
+        height: auto;
+        background: $error;
+        color: $text;
+        text-style: bold;
+        padding: 0 1;
+    }
+    HaltBanner.-active {
+        display: block;
+    }
+    """
+
+    def show_halt(self, text: str | None) -> None:
+        if text:
+            self.update(Text(f"⛔ HALTED: {printable(text, limit=300)}", style="bold"))
+            self.add_class("-active")
+        else:
+            self.remove_class("-active")
+
+    @property
+    def active(self) -> bool:
+        return self.has_class("-active")
+
+
+class HintLine(Static):
+    """One short sentence telling the operator what to do next. An alarm from the header outranks the view's
+    own hint."""
+
+    DEFAULT_CSS = """
+    HintLine {
+        height: 1;
+        background: $boost;
+        color: $text;
+        padding: 0 1;
+    }
+    HintLine.-alarm {
+        background: $warning 30%;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+        self.view_hint = ""
+        self.alarm: str | None = None
+
+    def set_view_hint(self, hint: str) -> None:
+        self.view_hint = hint
+        self._show()
+
+    def set_alarm(self, alarm: str | None) -> None:
+        self.alarm = alarm
+        self._show()
+
+    @property
+    def text(self) -> str:
+        return self.alarm or self.view_hint
+
+    def _show(self) -> None:
+        self.set_class(bool(self.alarm), "-alarm")
+        prefix = "⚠ " if self.alarm else "→ "
+        self.update(Text(prefix + printable(self.text, limit=400), no_wrap=True, overflow="ellipsis"))

@@ -1,0 +1,259 @@
+"""The selected span's detail (inputs, outputs, tokens, cost, latency, the model's stated reason, errors; raw JSON on
+a key), the run's usage so far (the budget gauges' place until budgets land), and the event tail.
+
+Everything shown here is untrusted (model output, tool arguments and results, run inputs): it is put on screen as
+Text(...) or through Log, escaped by `printable`, never parsed as markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Log, Static
+
+from console.widgets.fmt import clock_time, duration, tokens, usd
+from console.widgets.safe import compact_json, pretty_json, printable
+from console.widgets.status import run_look, run_status_text, span_look
+
+FIELD_LIMIT = 6000  # characters per field in the detail pane (the raw JSON view has more)
+
+# Per kind: which attributes are inputs, which are outputs (the rest is shown under OTHER).
+INPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "run": ("input", "tenant"),
+    "agent": ("task", "context", "contract", "pipeline"),
+    "llm": ("input_tail", "step", "messages", "tier"),
+    "tool": ("args", "risk", "side_effects"),
+    "delegation": ("to", "task", "context"),
+    "route": ("rule", "to", "matched"),
+    "stage": ("after",),
+}
+OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "run": ("output",),
+    "agent": ("output",),
+    "llm": ("content", "tool_calls", "finish_reason", "latency_ms", "cached"),
+    "tool": ("result",),
+    "delegation": ("status",),
+    "route": (),
+    "stage": (),
+}
+SPECIAL_KEYS = ("reason", "error", "error_kind")
+KIND_TITLE = {"run": "RUN", "agent": "AGENT", "llm": "MODEL CALL", "tool": "TOOL CALL", "delegation": "DELEGATION",
+              "route": "ROUTING DECISION", "stage": "PIPELINE STAGE"}
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, str):
+        return printable(value, single_line=False, limit=FIELD_LIMIT)
+    return pretty_json(value, limit=FIELD_LIMIT)
+
+
+def _section(out: Text, title: str, attrs: dict[str, Any], keys: tuple[str, ...]) -> None:
+    present = [k for k in keys if k in attrs and attrs[k] not in (None, "", [], {})]
+    if not present:
+        return
+    out.append(f"\n{title}\n", style="bold underline")
+    for key in present:
+        value = _value_text(attrs[key])
+        if "\n" in value or len(value) > 60:
+            out.append(f"{key}:\n", style="bold")
+            out.append(value + "\n")
+        else:
+            out.append(f"{key}: ", style="bold")
+            out.append(value + "\n")
+
+
+def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
+    if span is None:
+        return Text("Select a span in the tree (↑/↓, Enter) to see its inputs, outputs, tokens, cost and errors.",
+                    style="dim")
+    if raw:
+        out = Text("RAW JSON  (j: back to the summary)\n", style="bold")
+        out.append(pretty_json(span, limit=200_000))
+        return out
+    kind = span.get("kind") or "?"
+    attrs = span.get("attributes") if isinstance(span.get("attributes"), dict) else {}
+    look = span_look(span.get("status"))
+    out = Text(end="")
+    out.append(f"{KIND_TITLE.get(kind, kind.upper())}  ", style="bold")
+    out.append(printable(span.get("name"), limit=120), style="bold")
+    out.append("  ")
+    out.append(f"{look.glyph} {look.word}", style=look.style)
+    out.append("\n")
+    rows: list[tuple[str, str]] = []
+    if span.get("agent"):
+        rows.append(("agent", printable(span.get("agent"), limit=120)))
+    if span.get("model"):
+        rows.append(("model", printable(span.get("model"), limit=120)))
+    started, ended = span.get("started"), span.get("ended")
+    if started:
+        timing = f"started {clock_time(started)}"
+        if ended:
+            timing += f" · latency {duration(ended - started)}"
+        else:
+            timing += f" · running for {duration(max(0.0, now - started))}"
+        rows.append(("time", timing))
+    tin, tout, cost = span.get("tokens_in") or 0, span.get("tokens_out") or 0, span.get("cost_usd") or 0.0
+    if tin or tout or cost:
+        rows.append(("usage", f"{tokens(tin)} in → {tokens(tout)} out · {usd(cost)}"))
+    rows.append(("span", f"{printable(span.get('id'))}" + (f" · parent {printable(span.get('parent_id'))}"
+                                                             if span.get("parent_id") else "")))
+    for label, value in rows:
+        out.append(f"{label:<6} ", style="dim")
+        out.append(value + "\n")
+    if attrs.get("error"):
+        out.append("\nERROR", style="bold red")
+        if attrs.get("error_kind"):
+            out.append(f" ({printable(attrs['error_kind'], limit=40)})", style="red")
+        out.append("\n")
+        out.append(_value_text(attrs["error"]) + "\n", style="red")
+    if attrs.get("reason"):
+        out.append("\nREASON", style="bold")
+        out.append(" (what the model said when it asked for this)\n", style="dim")
+        out.append(_value_text(attrs["reason"]) + "\n")
+    _section(out, "INPUT", attrs, INPUT_KEYS.get(kind, ()))
+    _section(out, "OUTPUT", attrs, OUTPUT_KEYS.get(kind, ()))
+    known = set(INPUT_KEYS.get(kind, ())) | set(OUTPUT_KEYS.get(kind, ())) | set(SPECIAL_KEYS)
+    other = tuple(k for k in attrs if k not in known)
+    _section(out, "OTHER", attrs, other)
+    out.append("\nj: raw JSON", style="dim")
+    return out
+
+
+def run_summary(run: dict[str, Any] | None, run_id: str, now: float, width: int = 160) -> Text:
+    """The run view's title: identity, status (word and colour), timing; the error on a second line."""
+    if run is None:
+        return Text(f"RUN {printable(run_id, limit=40)}", style="bold")
+    out = Text(end="")
+    out.append("RUN ", style="bold")
+    out.append(printable(run.get("id")), style="bold")
+    out.append("  ")
+    out.append_text(run_status_text(run.get("status")))
+    out.append(f"  {printable(run.get('hierarchy'), limit=40)}")
+    if run.get("tenant"):
+        out.append(f" · tenant {printable(run.get('tenant'), limit=30)}")
+    started, ended = run.get("started"), run.get("ended")
+    if started:
+        out.append(f" · started {clock_time(started, with_date=False)}")
+        out.append(f" · took {duration(ended - started)}" if ended else f" · running {duration(now - started)}")
+    out.append("\n")
+    if run.get("error"):
+        out.append("error: ", style="bold red")
+        out.append(printable(run.get("error"), limit=width * 2), style="red")
+    elif run.get("status") == "completed" and run.get("output") is not None:
+        out.append("output: ", style="dim")
+        out.append(compact_json(run.get("output"), limit=width * 2))
+    return out
+
+
+class SpanDetail(Static):
+    DEFAULT_CSS = """
+    SpanDetail {
+        padding: 0 1;
+        height: auto;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(span_detail(None, raw=False, now=0.0), id=id, markup=False)
+        self.span: dict[str, Any] | None = None
+        self.raw = False
+
+    def show(self, span: dict[str, Any] | None, now: float) -> None:
+        self.span = span
+        self.update(span_detail(span, raw=self.raw, now=now))
+
+
+class UsagePanel(Static):
+    """Per-run tokens and cost so far. Budget gauges take this place when the budgets issue lands."""
+
+    DEFAULT_CSS = """
+    UsagePanel {
+        height: 2;
+        padding: 0 1;
+        background: $boost;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+
+    def show(self, run: dict[str, Any] | None) -> None:
+        if run is None:
+            self.update(Text("usage: -", style="dim"))
+            return
+        out = Text(end="")
+        out.append("used so far ", style="dim")
+        out.append(f"{tokens(run.get('tokens_in'))} in · {tokens(run.get('tokens_out'))} out tokens", style="bold")
+        out.append(" · ")
+        out.append(usd(run.get("cost_usd")), style="bold")
+        out.append(f" · {run.get('model_calls') or 0} model / {run.get('tool_calls') or 0} tool calls")
+        if run.get("status") == "running":
+            out.append(f" · {run.get('agents_active') or 0} agents active")
+        out.append("\nbudgets ", style="dim")
+        out.append("n/a (budget gauges land with the budgets issue)", style="dim")
+        self.update(out)
+
+
+def _span_event_text(event: dict[str, Any], data: dict[str, Any]) -> str:
+    parts = [printable(data.get("kind") or "span", limit=12), printable(event.get("name") or data.get("name"),
+                                                                         limit=48)]
+    if event.get("kind") == "span.ended":
+        look = span_look(data.get("status"))
+        parts.append(f"{look.glyph} {look.word}")
+        tin, tout = data.get("tokens_in") or 0, data.get("tokens_out") or 0
+        if tin or tout:
+            parts.append(f"{tokens(tin)}→{tokens(tout)} tok")
+        if data.get("cost_usd"):
+            parts.append(usd(data["cost_usd"]))
+        if data.get("model") and data.get("kind") == "llm" and data.get("model") != event.get("name"):
+            parts.append(printable(data["model"], limit=40))
+    return "  ".join(parts)
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One log line per event: time, kind, agent, then what happened. Plain text (Log never parses markup) with
+    control characters escaped."""
+    data = event.get("data")
+    kind = event.get("kind") or ""
+    if kind in ("span.started", "span.ended") and isinstance(data, dict):
+        what = _span_event_text(event, data)
+    elif kind == "run.ended" and isinstance(data, dict):
+        look = run_look(data.get("status"))
+        what = f"run {look.glyph} {look.word}"
+        if data.get("cost_usd") is not None:
+            what += f"  {tokens((data.get('tokens_in') or 0) + (data.get('tokens_out') or 0))} tok  " \
+                    f"{usd(data.get('cost_usd'))}"
+        if data.get("error"):
+            what += f"  error: {printable(data['error'], limit=200)}"
+    else:
+        name = printable(event.get("name") or "", limit=48)
+        rest = "" if data in (None, {}, "") else compact_json(data, limit=240)
+        what = f"{name}  {rest}".strip()
+    agent = printable(event.get("agent") or "-", limit=20)
+    return f"{clock_time(event.get('ts'))}  {printable(kind, limit=20):<13} {agent:<18} {what}".rstrip()
+
+
+class EventTail(Log):
+    """The run's events as they are committed. Log (not RichLog): plain lines, cheap enough for 1,000 lines/s."""
+
+    DEFAULT_CSS = """
+    EventTail {
+        background: $surface;
+    }
+    """
+
+    MAX_LINES = 3000
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(max_lines=self.MAX_LINES, auto_scroll=True, id=id)
+        self.count = 0
+
+    def add_events(self, events: list[dict[str, Any]], skipped: int = 0) -> None:
+        lines = []
+        if skipped:
+            lines.append(f"… {skipped:,} earlier events not shown (flightdeck trace RUN for everything)")
+        lines.extend(event_line(e) for e in events[-self.MAX_LINES:])
+        if lines:
+            self.write_lines(lines)
+            self.count += len(events)

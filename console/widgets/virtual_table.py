@@ -1,0 +1,461 @@
+"""VirtualTable: a keyed, sorted, filtered table on Textual's line API (ScrollView + render_line).
+
+Why not DataTable: DataTable measures every new cell when a row is added (100 rows took 370-520 ms in
+bench/console_bench.py's comparison), which is far over the console's budget of 50 ms for 100 new rows. This table
+keeps rows as raw data and formats only the lines on screen, when they are painted:
+
+- `upsert()` of N rows into a table of M rows is O(N log M) comparisons plus list inserts (bisect), no rendering;
+- painting formats the ~50 visible rows, whatever M is;
+- the row under the cursor keeps its identity (the cursor follows its key through inserts and re-sorts) and stays
+  at the same place on screen; a cursor parked on the first row stays on the first row, so the newest rows keep
+  flowing in at the top ("follow" mode, as in k9s).
+
+Cells are produced by a callback (`cell(data, column_key, now) -> Text`), so time-dependent columns (ages) cost
+nothing until painted, and untrusted text is the caller's to wrap in `Text(...)` (never markup).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+CellFn = Callable[[Any, str, float], Text | str]
+SortFn = Callable[[Any, str], Any]
+MatchFn = Callable[[Any, Any], bool]
+
+_GAP = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column. `width` is the minimum; `flex` columns share what is left; `drop` > 0 columns are hidden, highest
+    first, when the table is too narrow for all of them."""
+
+    key: str
+    label: str
+    width: int
+    flex: int = 0
+    align: str = "left"
+    drop: int = 0
+    max_width: int = 0  # 0: a flex column takes any width it is given
+
+
+class VirtualTable(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    VirtualTable {
+        height: 1fr;
+        background: $surface;
+        scrollbar-gutter: stable;
+        overflow-x: hidden;
+    }
+    VirtualTable > .virtual-table--header {
+        text-style: bold;
+        background: $panel;
+        color: $text;
+    }
+    VirtualTable > .virtual-table--cursor {
+        background: $block-cursor-blurred-background;
+    }
+    VirtualTable:focus > .virtual-table--cursor {
+        background: $block-cursor-background;
+        text-style: bold;
+    }
+    VirtualTable > .virtual-table--empty {
+        color: $text-muted;
+        text-style: italic;
+    }
+    """
+
+    COMPONENT_CLASSES = {"virtual-table--header", "virtual-table--cursor", "virtual-table--empty"}
+
+    BINDINGS = [
+        Binding("up", "cursor_up", "Up", show=False, id="table_up", tooltip="Move the cursor up one row"),
+        Binding("down", "cursor_down", "Down", show=False, id="table_down", tooltip="Move the cursor down one row"),
+        Binding("pageup", "page_up", "Page up", show=False, id="table_page_up", tooltip="Up one screen"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="table_page_down", tooltip="Down one screen"),
+        Binding("home", "first", "First", show=False, id="table_first", tooltip="Jump to the first row (and follow "
+                "new rows)"),
+        Binding("end", "last", "Last", show=False, id="table_last", tooltip="Jump to the last loaded row"),
+    ]
+
+    cursor: reactive[int] = reactive(0, repaint=False, always_update=False)
+
+    class RowSelected(Message):
+        """Enter (or a double click) on a row."""
+
+        def __init__(self, table: "VirtualTable", key: Hashable) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> "VirtualTable":
+            return self.table
+
+    class CursorMoved(Message):
+        def __init__(self, table: "VirtualTable", key: Hashable | None) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> "VirtualTable":
+            return self.table
+
+    class NearEnd(Message):
+        """The cursor came within a screen of the last loaded row: a chance to page older rows in."""
+
+        def __init__(self, table: "VirtualTable") -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> "VirtualTable":
+            return self.table
+
+    def __init__(self, columns: Iterable[Column], *, cell: CellFn, sort_value: SortFn, matches: MatchFn,
+                 now: Callable[[], float], sort_column: str | None = None, reverse: bool = False,
+                 empty_text: str = "nothing to show", name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.columns: list[Column] = list(columns)
+        self._cell = cell
+        self._sort_value = sort_value
+        self._matches = matches
+        self._now = now
+        self._data: dict[Hashable, Any] = {}
+        self._skey: dict[Hashable, tuple[Any, ...]] = {}  # rows that pass the filter -> their sort tuple
+        self._order: list[tuple[Any, ...]] = []  # ascending sort tuples (value, key) of rows passing the filter
+        self.sort_column = sort_column or self.columns[0].key
+        self.reverse = reverse
+        self.filter_value: Any = None  # None: every row; else matches(data, filter_value) decides
+        self.empty_text = empty_text
+        self._columns_cache: tuple[int, list[tuple[Column, int]]] | None = None
+
+    # -- data ---------------------------------------------------------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        """Rows shown (passing the filter)."""
+        return len(self._order)
+
+    @property
+    def total_count(self) -> int:
+        """Rows held, shown or not."""
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+    def get(self, key: Hashable) -> Any:
+        return self._data.get(key)
+
+    def keys(self) -> Iterable[Hashable]:
+        return self._data.keys()
+
+    def values(self) -> Iterable[Any]:
+        return self._data.values()
+
+    def key_at(self, index: int) -> Hashable | None:
+        n = len(self._order)
+        if not 0 <= index < n:
+            return None
+        return self._order[n - 1 - index if self.reverse else index][-1]
+
+    def index_of(self, key: Hashable) -> int | None:
+        t = self._skey.get(key)
+        if t is None:
+            return None
+        i = bisect_left(self._order, t)
+        return len(self._order) - 1 - i if self.reverse else i
+
+    @property
+    def cursor_key(self) -> Hashable | None:
+        return self.key_at(self.cursor)
+
+    def visible_keys(self) -> list[Hashable]:
+        """Keys in display order (for tests and exports; O(rows))."""
+        keys = [t[-1] for t in self._order]
+        return keys[::-1] if self.reverse else keys
+
+    def _tuple(self, key: Hashable, data: Any) -> tuple[Any, ...]:
+        return (self._sort_value(data, self.sort_column), key)
+
+    def upsert(self, items: Iterable[tuple[Hashable, Any]]) -> None:
+        """Add or replace rows by key. The cursor stays on its row (or on the first row if it was there), and that
+        row stays where it was on screen."""
+        items = list(items)
+        if not items:
+            return
+        anchor = self._anchor()
+        if len(items) > 64 and len(items) * 4 > len(self._order):
+            for key, data in items:
+                self._data[key] = data
+            self._rebuild()
+        else:
+            order, skey, data_map = self._order, self._skey, self._data
+            for key, data in items:
+                old = skey.pop(key, None)
+                if old is not None:
+                    i = bisect_left(order, old)
+                    if i < len(order) and order[i] is old:
+                        del order[i]
+                    else:  # sort value changed type or compared equal to another: fall back to a scan
+                        order.remove(old)
+                data_map[key] = data
+                if self.filter_value is None or self._matches(data, self.filter_value):
+                    t = self._tuple(key, data)
+                    skey[key] = t
+                    insort(order, t)
+        self._restore(anchor)
+
+    def remove(self, keys: Iterable[Hashable]) -> None:
+        anchor = self._anchor()
+        for key in keys:
+            self._data.pop(key, None)
+            t = self._skey.pop(key, None)
+            if t is not None:
+                i = bisect_left(self._order, t)
+                if i < len(self._order) and self._order[i] is t:
+                    del self._order[i]
+                else:
+                    self._order.remove(t)
+        self._restore(anchor)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._skey.clear()
+        self._order.clear()
+        self.cursor = 0
+        self._update_size()
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self.refresh()
+
+    def set_sort(self, column: str, reverse: bool) -> None:
+        anchor = self._anchor()
+        self.sort_column = column
+        self.reverse = reverse
+        self._rebuild()
+        self._restore(anchor, keep_follow=False)
+
+    def set_filter(self, value: Any) -> None:
+        """Show only rows for which matches(data, value) is true; None shows every row."""
+        if value == self.filter_value:
+            return
+        anchor = self._anchor()
+        self.filter_value = value
+        self._rebuild()
+        self._restore(anchor, keep_follow=False)
+
+    def _rebuild(self) -> None:
+        value = self.filter_value
+        match = self._matches
+        tuples = [self._tuple(k, d) for k, d in self._data.items() if value is None or match(d, value)]
+        tuples.sort()
+        self._order = tuples
+        self._skey = {t[-1]: t for t in tuples}
+
+    def _anchor(self) -> tuple[Hashable | None, int, bool]:
+        """What must stay put: the cursor's key, its line on screen, and whether it was parked on row 0."""
+        return self.cursor_key, self.cursor - int(self.scroll_offset.y), self.cursor == 0
+
+    def _restore(self, anchor: tuple[Hashable | None, int, bool], keep_follow: bool = True) -> None:
+        key, screen_line, follow = anchor
+        self._update_size()
+        n = len(self._order)
+        if (follow and keep_follow) or key is None:
+            index = 0 if follow or key is None else self.cursor
+        else:
+            found = self.index_of(key)
+            index = found if found is not None else min(self.cursor, max(0, n - 1))
+        index = max(0, min(index, n - 1)) if n else 0
+        self.set_reactive(VirtualTable.cursor, index)
+        if follow and keep_follow:
+            scroll = int(self.scroll_offset.y)
+        else:
+            scroll = index - max(0, screen_line)
+        self._scroll_within(scroll, index)
+        self.refresh()
+        self.post_message(self.CursorMoved(self, self.cursor_key))
+
+    def _body_height(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _scroll_within(self, scroll: int, index: int) -> None:
+        body = self._body_height()
+        scroll = min(scroll, index)
+        scroll = max(scroll, index - body + 1)
+        max_scroll = max(0, len(self._order) + 1 - self.scrollable_content_region.height)
+        scroll = max(0, min(scroll, max_scroll))
+        if scroll != int(self.scroll_offset.y):
+            self.scroll_to(y=scroll, animate=False, immediate=True)
+
+    def _update_size(self) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self._order) + 1)
+
+    # -- cursor -------------------------------------------------------------------------------------------------
+
+    def move_cursor(self, index: int) -> None:
+        n = len(self._order)
+        index = max(0, min(index, n - 1)) if n else 0
+        old = self.cursor
+        self.cursor = index
+        self._scroll_within(int(self.scroll_offset.y), index)
+        if old != index:
+            self.refresh()
+            self.post_message(self.CursorMoved(self, self.cursor_key))
+        if n and index >= n - self._body_height():
+            self.post_message(self.NearEnd(self))
+
+    def select_key(self, key: Hashable) -> bool:
+        index = self.index_of(key)
+        if index is None:
+            return False
+        self.move_cursor(index)
+        return True
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(self.cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(self.cursor + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(self.cursor - self._body_height())
+
+    def action_page_down(self) -> None:
+        self.move_cursor(self.cursor + self._body_height())
+
+    def action_first(self) -> None:
+        self.move_cursor(0)
+
+    def action_last(self) -> None:
+        self.move_cursor(len(self._order) - 1)
+
+    def action_select_cursor(self) -> None:
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.RowSelected(self, key))
+
+    def _on_click(self, event: events.Click) -> None:
+        if event.y < 1:
+            return
+        index = int(self.scroll_offset.y) + event.y - 1
+        if 0 <= index < len(self._order):
+            self.move_cursor(index)
+            if event.chain >= 2:
+                self.action_select_cursor()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._columns_cache = None
+        self._update_size()
+        self._scroll_within(int(self.scroll_offset.y), self.cursor)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._columns_cache = None
+
+    # -- painting -----------------------------------------------------------------------------------------------
+
+    def column_layout(self) -> list[tuple[Column, int]]:
+        """(column, width) for the columns that fit the current width."""
+        width = self.scrollable_content_region.width
+        if self._columns_cache is not None and self._columns_cache[0] == width:
+            return self._columns_cache[1]
+        columns = list(self.columns)
+
+        def needed(cols: list[Column]) -> int:
+            return sum(c.width for c in cols) + _GAP * (len(cols) + 1)
+
+        while needed(columns) > width and any(c.drop for c in columns):
+            victim = max((c for c in columns if c.drop), key=lambda c: c.drop)
+            columns.remove(victim)
+        spare = max(0, width - needed(columns))
+        extra = {c.key: 0 for c in columns}
+        # Hand out spare columns to flex columns by weight, respecting max_width; what nobody can take stays blank
+        # at the right (numbers stay next to their labels instead of drifting apart).
+        while spare > 0:
+            open_cols = [c for c in columns if c.flex and (not c.max_width or c.width + extra[c.key] < c.max_width)]
+            if not open_cols:
+                break
+            total = sum(c.flex for c in open_cols)
+            handed = 0
+            for c in open_cols:
+                share = max(1, spare * c.flex // total)
+                if c.max_width:
+                    share = min(share, c.max_width - c.width - extra[c.key])
+                share = min(share, spare - handed)
+                extra[c.key] += share
+                handed += share
+            if handed == 0:
+                break
+            spare -= handed
+        widths = [(c, c.width + extra[c.key]) for c in columns]
+        self._columns_cache = (width, widths)
+        return widths
+
+    def _fit(self, text: Text | str, width: int, align: str) -> Text:
+        if isinstance(text, str):
+            text = Text(text, no_wrap=True, end="")
+        else:
+            text = text.copy()
+            text.no_wrap = True
+            text.end = ""
+        text.truncate(width, overflow="ellipsis")
+        text.align(align if align in ("left", "right", "center") else "left", width)  # type: ignore[arg-type]
+        return text
+
+    def _compose_line(self, cells: list[Text], base: Style, width: int) -> Strip:
+        console = self.app.console
+        segments: list[Segment] = [Segment(" " * _GAP, base)]
+        for text in cells:
+            segments.extend(text.render(console, end=""))
+            segments.append(Segment(" " * _GAP, base))
+        strip = Strip(segments)
+        strip = strip.apply_style(base) if base else strip
+        return strip.crop_extend(0, width, base)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        layout = self.column_layout()
+        base = self.rich_style
+        if y == 0:
+            header_style = base + self.get_component_rich_style("virtual-table--header", partial=True)
+            cells = []
+            for column, w in layout:
+                label = column.label
+                if column.key == self.sort_column:
+                    label = f"{label}{'▼' if self.reverse else '▲'}"
+                cells.append(self._fit(Text(label), w, column.align))
+            return self._compose_line(cells, header_style, width)
+        index = int(self.scroll_offset.y) + y - 1
+        n = len(self._order)
+        if index >= n:
+            if n == 0 and y == 2:
+                empty_style = base + self.get_component_rich_style("virtual-table--empty", partial=True)
+                return self._compose_line([self._fit(Text(self.empty_text), max(1, width - 2), "left")],
+                                          empty_style, width)
+            return Strip.blank(width, base)
+        key = self.key_at(index)
+        data = self._data[key]
+        now = self._now()
+        style = base
+        if index == self.cursor:
+            style = base + self.get_component_rich_style("virtual-table--cursor", partial=True)
+        cells = [self._fit(self._cell(data, column.key, now), w, column.align) for column, w in layout]
+        return self._compose_line(cells, style, width)
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.refresh()

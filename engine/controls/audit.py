@@ -1,0 +1,111 @@
+"""The audit log: one row per operator or engine action, chained by hashes so tampering is detectable.
+
+hash = sha256(prev_hash + canonical JSON of {id, ts, actor, action, target, before, after, reason}); the first row's
+prev_hash is GENESIS. The row id is inside the hash, so swapping two rows (or renumbering one) breaks the row's own
+hash; deleting a row leaves a gap in the ids (AUTOINCREMENT never reuses one) and breaks the next row's link;
+deleting rows at the end leaves sqlite_sequence above the last id. Someone with write access who recomputes every
+later hash *and* fixes sqlite_sequence can still rewrite history: the chain makes tampering evident, it is not a
+signature (copy the head hash elsewhere for that).
+
+`append()` must run inside the caller's write transaction (BEGIN IMMEDIATE), so the action and its audit row
+commit together and concurrent writers cannot fork the chain: the write lock serializes "read the head, insert".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+_HASHED_FIELDS = ("id", "ts", "actor", "action", "target", "before", "after", "reason")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, non-ASCII kept: the one spelling of a value that hashes are taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    payload = {name: fields.get(name) for name in _HASHED_FIELDS}
+    return hashlib.sha256((prev_hash + canonical_json(payload)).encode("utf-8")).hexdigest()
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else canonical_json(value)
+
+
+def append(conn: sqlite3.Connection, *, ts: float, actor: str, action: str, target: str | None,
+           before: Any = None, after: Any = None, reason: str | None = None) -> dict[str, Any]:
+    """Insert the next chained row and return it. Call inside an open write transaction."""
+    head = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+    # The id is chosen here (not left to SQLite) because it is part of the hash; it equals what AUTOINCREMENT
+    # would pick, and the sequence row keeps ids from ever being reused after a deletion.
+    next_id = max(head[0] if head else 0, seq[0] if seq else 0) + 1
+    prev_hash = head[1] if head else GENESIS
+    # float(): SQLite hands a REAL back as a float, and the hash must match what verify_chain() will read.
+    fields = {"id": next_id, "ts": float(ts), "actor": actor, "action": action, "target": target,
+              "before": _json_or_none(before), "after": _json_or_none(after), "reason": reason}
+    digest = row_hash(prev_hash, fields)
+    conn.execute("INSERT INTO audit (id, ts, actor, action, target, before, after, reason, prev_hash, hash) "
+                 "VALUES (:id, :ts, :actor, :action, :target, :before, :after, :reason, :prev_hash, :hash)",
+                 {**fields, "prev_hash": prev_hash, "hash": digest})
+    return decode_row({**fields, "prev_hash": prev_hash, "hash": digest})
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An audit row for callers: `before` / `after` parsed from JSON."""
+    out = dict(row)
+    for name in ("before", "after"):
+        if isinstance(out.get(name), str):
+            try:
+                out[name] = json.loads(out[name])
+            except ValueError:  # a tampered row must still be listable; verify_chain reports it
+                pass
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    ok: bool
+    rows: int
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+
+def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
+    """Walk the whole log in id order and report the first row where the chain does not hold."""
+    cursor = conn.execute("SELECT id, ts, actor, action, target, before, after, reason, prev_hash, hash "
+                          "FROM audit ORDER BY id")
+    names = [d[0] for d in cursor.description]
+    expected_prev = GENESIS
+    last_id = 0
+    rows = 0
+    for values in cursor:
+        row = dict(zip(names, values))
+        rows += 1
+        row_id = row["id"]
+        if row_id != last_id + 1:
+            missing = (f"row {last_id + 1} is missing" if row_id == last_id + 2
+                       else f"rows {last_id + 1}..{row_id - 1} are missing")
+            return AuditVerification(False, rows, last_id + 1, f"{missing}: ids jump from {last_id} to {row_id}")
+        if row["prev_hash"] != expected_prev:
+            return AuditVerification(False, rows, row_id,
+                                     f"row {row_id} does not link to row {last_id}: its prev_hash "
+                                     f"{str(row['prev_hash'])[:12]} differs from row {last_id}'s hash "
+                                     f"{expected_prev[:12]} (row {last_id} was rewritten, or rows were moved)")
+        if row_hash(row["prev_hash"], row) != row["hash"]:
+            return AuditVerification(False, rows, row_id,
+                                     f"row {row_id} was altered: its contents no longer match its hash")
+        expected_prev = row["hash"]
+        last_id = row_id
+    seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+    seq = seq_row[0] if seq_row else 0
+    if seq > last_id:
+        missing = f"row {seq}" if seq == last_id + 1 else f"rows {last_id + 1}..{seq}"
+        return AuditVerification(False, rows, last_id + 1,
+                                 f"{missing} missing at the end: the log once reached id {seq}")
+    return AuditVerification(True, rows)

@@ -1,0 +1,537 @@
+"""Circuit breakers with resilience4j semantics: a pure, clock-injected state machine per tool/model/delegation.
+
+States and moves (resilience4j's CircuitBreakerStateMachine, count-based sliding window):
+
+    CLOSED --(failure or slow rate >= threshold, once minimum_calls are in the window)--> OPEN
+    OPEN --(wait_in_open elapsed; noticed lazily on the next try_acquire or state read)--> HALF_OPEN
+    HALF_OPEN --(all permitted probes completed, both rates below threshold)--> CLOSED
+    HALF_OPEN --(all probes completed, a rate >= threshold; or probes did not finish in time)--> OPEN
+    any --force_open()--> FORCED_OPEN    any --disable()--> DISABLED    any --reset()--> CLOSED
+
+Every transition starts a new *epoch* with an empty window and a zero not-permitted count. Choices where the
+brief or resilience4j leave room (tests/test_breaker.py pins each one):
+
+* Stale permits. A permit remembers the epoch it was issued in; settling it in a later epoch records nothing.
+  resilience4j records such late outcomes into whatever state is current, so a call admitted while CLOSED can
+  be counted as a half-open probe and close (or re-open) the breaker on evidence that predates the outage.
+* Error kinds. ``ignore_errors`` wins: an ignored error records nothing and frees its half-open slot, exactly
+  like ``Permit.release()``. An error whose kind is not in ``record_errors`` counts as a *success* (it may
+  still be slow) -- resilience4j's recordExceptions rule. A kind listed in both is rejected as a config error.
+* minimum_calls larger than sliding_window_size is capped at the window size (resilience4j does the same), so
+  such a breaker can still trip. In HALF_OPEN the decision waits for all permitted probes.
+* Wedged HALF_OPEN. With ``max_wait_in_half_open > 0`` the breaker returns to OPEN once that long has passed
+  in HALF_OPEN without a decision (resilience4j). With 0 ("wait for all probes") a probe that never returns
+  would hold its slot forever, so a *lost-probe guard* applies instead: a probe still in flight
+  ``slow_call_duration + wait_in_open`` after it was issued sends the breaker back to OPEN. By then the probe
+  is far past "slow", and the breaker has shown it the same patience it shows an outage. The guard is per
+  probe, so sparse traffic that trickles probes in slowly is never punished for being sparse.
+* ``reset()`` always produces a transition, even CLOSED -> CLOSED: it is an operator action that throws away
+  a window, and the store should record it. ``force_open()``/``disable()`` on a breaker already in that state
+  change nothing and return None.
+* on_transition runs synchronously on the thread that caused the transition, *outside* the state lock, in
+  transition order (a small queue drained under a separate re-entrant lock). It may call back into the
+  breaker. An exception it raises is logged, not propagated: the transition has already happened, and the
+  caller of try_acquire() must still receive its permit (a lost half-open permit would leak a probe slot).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.durations import Duration
+from engine.errors import InputError
+
+_log = logging.getLogger(__name__)
+
+BreakerKind = Literal["tool", "model", "delegation"]
+# Tuples in this order: engine.controls mirrors both (BREAKER_KINDS, BREAKER_ACTIONS) without importing this module.
+BREAKER_KINDS: tuple[str, ...] = get_args(BreakerKind)
+OverrideAction = Literal["force_open", "reset", "disable"]
+OVERRIDE_ACTIONS: tuple[str, ...] = get_args(OverrideAction)
+
+Percent = Annotated[float, Field(gt=0, le=100)]
+
+
+class BreakerConfig(BaseModel):
+    """How one breaker trips and recovers. Durations accept seconds or strings like "30s"; rates are percent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sliding_window_size: int = Field(20, ge=1)
+    minimum_calls: int = Field(10, ge=1)
+    failure_rate_threshold: Percent = 50.0
+    slow_call_duration: Annotated[Duration, Field(gt=0)] = 10.0
+    slow_call_rate_threshold: Percent = 100.0
+    wait_in_open: Annotated[Duration, Field(gt=0)] = 30.0
+    permitted_calls_in_half_open: int = Field(3, ge=1)
+    max_wait_in_half_open: Duration = 0.0
+    # None means every error kind is a failure; tuples keep the frozen model truly immutable (lists are accepted).
+    record_errors: tuple[str, ...] | None = None
+    ignore_errors: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _kinds_do_not_overlap(self) -> BreakerConfig:
+        both = sorted(set(self.record_errors or ()) & set(self.ignore_errors))
+        if both:
+            raise ValueError(f"error kinds both recorded and ignored: {', '.join(both)}")
+        return self
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+# Module-level aliases: the hot path compares with `is` against a global instead of an attribute lookup.
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_HALF_OPEN = BreakerState.HALF_OPEN
+_FORCED_OPEN = BreakerState.FORCED_OPEN
+_DISABLED = BreakerState.DISABLED
+
+# One byte per outcome in the ring: bit 0 = failed, bit 1 = slow.
+_FAILED = 1
+_SLOW = 2
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    name: str
+    kind: str
+    state: BreakerState
+    failure_rate: float  # percent, -1.0 until enough calls are in the window (resilience4j's convention)
+    slow_call_rate: float  # percent, -1.0 likewise
+    calls_in_window: int
+    failed_calls: int
+    slow_calls: int
+    not_permitted_calls: int  # rejected since the current state began
+    next_probe_at: float | None  # wall-clock time an OPEN breaker lets a probe through; None in other states
+    since: float  # wall-clock time the current state began
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTransition:
+    name: str
+    kind: str
+    from_state: BreakerState
+    to_state: BreakerState
+    reason: str
+    snapshot: BreakerSnapshot  # taken just after the transition: state == to_state, empty window
+
+
+TransitionHook = Callable[[BreakerTransition], None]
+
+
+class Permit:
+    """Leave to make one call. Settle it exactly once: on_success, on_error, or release if the call was cancelled.
+
+    Later settles are ignored, so a `finally: permit.release()` after on_success is harmless.
+    """
+
+    __slots__ = ("_breaker", "_epoch", "_settled", "_issued_at")
+
+    def __init__(self, breaker: CircuitBreaker, epoch: int, issued_at: float = 0.0) -> None:
+        self._breaker = breaker
+        self._epoch = epoch
+        self._settled = False
+        self._issued_at = issued_at  # monotonic; only meaningful for half-open probes (lost-probe guard)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def on_success(self, duration_s: float) -> None:
+        self._breaker._record(self, duration_s, False)
+
+    def on_error(self, duration_s: float, kind: str) -> None:
+        breaker = self._breaker
+        if kind in breaker._ignored:
+            breaker._release(self)
+        else:
+            recorded = breaker._recorded
+            breaker._record(self, duration_s, recorded is None or kind in recorded)
+
+    def release(self) -> None:
+        self._breaker._release(self)
+
+
+def _pct(value: float) -> str:
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _dur(seconds: float) -> str:
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:.3f}".rstrip("0").rstrip(".") + "ms"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+class CircuitBreaker:
+    """One breaker. All public methods are thread-safe; try_acquire + on_success on CLOSED never read the clock."""
+
+    __slots__ = (
+        "name", "kind", "config", "_clock", "_on_transition", "_lock", "_emit_lock", "_pending",
+        "_state", "_epoch", "_since_mono", "_since_wall",
+        "_ring", "_pos", "_size", "_min_calls", "_calls", "_failed", "_slow", "_not_permitted",
+        "_ho_available", "_ho_outstanding",
+        "_slow_s", "_failure_thr", "_slow_thr", "_ignored", "_recorded",
+    )
+
+    def __init__(self, name: str, kind: BreakerKind, config: BreakerConfig, clock: Clock = SYSTEM_CLOCK,
+                 on_transition: TransitionHook | None = None) -> None:
+        if kind not in BREAKER_KINDS:
+            raise ValueError(f"breaker kind must be one of {', '.join(BREAKER_KINDS)}, got {kind!r}")
+        self.name = name
+        self.kind: str = kind
+        self.config = config
+        self._clock = clock
+        self._on_transition = on_transition
+        self._lock = threading.Lock()
+        # Re-entrant so a hook that reads the breaker (and triggers a lazy transition) delivers in order.
+        self._emit_lock = threading.RLock()
+        self._pending: deque[BreakerTransition] = deque()
+        # Config copied into slots: the hot path must not chase config attributes.
+        self._slow_s = config.slow_call_duration
+        self._failure_thr = config.failure_rate_threshold
+        self._slow_thr = config.slow_call_rate_threshold
+        self._ignored = frozenset(config.ignore_errors)
+        self._recorded = None if config.record_errors is None else frozenset(config.record_errors)
+        self._state = _CLOSED
+        self._epoch = 0
+        self._since_mono = clock.monotonic()
+        self._since_wall = clock.time()
+        self._ho_outstanding: set[Permit] = set()
+        self._ho_available = 0
+        self._new_window(_CLOSED)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    # -- calls ---------------------------------------------------------------------------------------------
+
+    def try_acquire(self) -> Permit | None:
+        """A permit to make one call, or None if the breaker rejects it (counted as not permitted)."""
+        # acquire/try/finally rather than `with`: measurably cheaper, and this is the per-call hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            state = self._state
+            if state is _CLOSED or state is _DISABLED:
+                return Permit(self, self._epoch, 0.0)
+            permit = self._acquire_guarded_locked()
+        finally:
+            lock.release()
+        if self._pending:
+            self._deliver()
+        return permit
+
+    def _acquire_guarded_locked(self) -> Permit | None:
+        now = self._clock.monotonic()
+        self._refresh_locked(now)
+        state = self._state
+        if state is _HALF_OPEN and self._ho_available > 0:
+            self._ho_available -= 1
+            permit = Permit(self, self._epoch, now)
+            self._ho_outstanding.add(permit)
+            return permit
+        self._not_permitted += 1
+        return None
+
+    def _record(self, permit: Permit, duration_s: float, failed: bool) -> None:
+        lock = self._lock
+        lock.acquire()
+        try:
+            if permit._settled:
+                return
+            permit._settled = True
+            state = self._state
+            if state is _HALF_OPEN:
+                # A late probe may find its half-open epoch already timed out; check before counting it.
+                self._refresh_locked(self._clock.monotonic())
+                state = self._state
+            if permit._epoch != self._epoch or (state is not _CLOSED and state is not _HALF_OPEN):
+                return  # stale permit, or a DISABLED breaker: record nothing (see module docstring)
+            code = (_FAILED if failed else 0) | (_SLOW if duration_s >= self._slow_s else 0)
+            # Ring buffer with running counts: O(1), no allocation.
+            ring = self._ring
+            pos = self._pos
+            if self._calls == self._size:
+                old = ring[pos]
+                self._failed -= old & _FAILED
+                self._slow -= old >> 1
+            else:
+                self._calls += 1
+            ring[pos] = code
+            self._failed += code & _FAILED
+            self._slow += code >> 1
+            pos += 1
+            self._pos = 0 if pos == self._size else pos
+            if self._calls >= self._min_calls:
+                if state is _CLOSED:
+                    self._check_closed_locked()
+                else:
+                    self._ho_outstanding.discard(permit)
+                    self._decide_half_open_locked()
+            elif state is _HALF_OPEN:
+                self._ho_outstanding.discard(permit)
+        finally:
+            lock.release()
+            # On every path, early returns included: a transition queued by _refresh_locked before a
+            # stale-permit return must not wait for some later caller to be delivered.
+            if self._pending:
+                self._deliver()
+
+    def _release(self, permit: Permit) -> None:
+        with self._lock:
+            if permit._settled:
+                return
+            permit._settled = True
+            if self._state is _HALF_OPEN and permit._epoch == self._epoch:
+                self._ho_outstanding.discard(permit)
+                self._ho_available += 1
+
+    # -- decisions (lock held) ---------------------------------------------------------------------------
+
+    def _check_closed_locked(self) -> None:
+        # Integer-ish comparison (count*100 >= threshold*calls) so 5 of 10 at 50% trips with no float rounding.
+        calls = self._calls
+        failing = self._failed * 100 >= self._failure_thr * calls
+        slow = self._slow * 100 >= self._slow_thr * calls
+        if failing or slow:
+            self._transition_locked(_OPEN, self._exceeded_reason(False, failing, slow))
+
+    def _decide_half_open_locked(self) -> None:
+        calls = self._calls
+        failing = self._failed * 100 >= self._failure_thr * calls
+        slow = self._slow * 100 >= self._slow_thr * calls
+        if failing or slow:
+            self._transition_locked(_OPEN, self._exceeded_reason(True, failing, slow))
+        else:
+            rate = self._failed * 100 / calls
+            slow_rate = self._slow * 100 / calls
+            self._transition_locked(
+                _CLOSED,
+                f"probes succeeded: failure rate {_pct(rate)}% < {_pct(self._failure_thr)}%, "
+                f"slow call rate {_pct(slow_rate)}% < {_pct(self._slow_thr)}%")
+
+    def _exceeded_reason(self, probes: bool, failing: bool, slow: bool) -> str:
+        calls = self._calls
+        parts = []
+        if failing:
+            rate = f"{_pct(self._failed * 100 / calls)}% >= {_pct(self._failure_thr)}%"
+            parts.append(("failed: " if probes else "failure rate ") + rate)
+        if slow:
+            rate = f"{_pct(self._slow * 100 / calls)}% >= {_pct(self._slow_thr)}%"
+            parts.append(("slow: " if probes else "slow call rate ") + rate)
+        return ("probes " if probes else "") + "; ".join(parts)
+
+    def _refresh_locked(self, now: float) -> None:
+        """Time-driven transitions, applied lazily whenever someone looks: OPEN's wait, HALF_OPEN's deadlines."""
+        state = self._state
+        if state is _OPEN:
+            if now - self._since_mono > self.config.wait_in_open:
+                self._transition_locked(_HALF_OPEN, f"wait of {_dur(self.config.wait_in_open)} elapsed")
+        elif state is _HALF_OPEN:
+            max_wait = self.config.max_wait_in_half_open
+            if max_wait > 0:
+                if now - self._since_mono >= max_wait:
+                    self._transition_locked(_OPEN, f"probes not completed within {_dur(max_wait)}")
+            elif self._ho_outstanding:
+                lost_after = self.config.slow_call_duration + self.config.wait_in_open  # see module docstring
+                oldest = min(p._issued_at for p in self._ho_outstanding)
+                if now - oldest >= lost_after:
+                    self._transition_locked(
+                        _OPEN, f"probe lost: in flight for {_dur(now - oldest)} "
+                               f"(slow_call_duration + wait_in_open = {_dur(lost_after)})")
+
+    def _new_window(self, state: BreakerState) -> None:
+        cfg = self.config
+        if state is _HALF_OPEN:
+            self._size = self._min_calls = cfg.permitted_calls_in_half_open
+        else:
+            # OPEN/FORCED_OPEN/DISABLED never record, but keep a valid ring so the code needs no special cases.
+            self._size = cfg.sliding_window_size
+            self._min_calls = min(cfg.minimum_calls, cfg.sliding_window_size)
+        self._ring = bytearray(self._size)
+        self._pos = self._calls = self._failed = self._slow = self._not_permitted = 0
+        self._ho_outstanding = set()
+        self._ho_available = cfg.permitted_calls_in_half_open if state is _HALF_OPEN else 0
+
+    def _transition_locked(self, to: BreakerState, reason: str) -> BreakerTransition:
+        from_state = self._state
+        self._state = to
+        self._epoch += 1
+        self._since_mono = self._clock.monotonic()
+        self._since_wall = self._clock.time()
+        self._new_window(to)
+        transition = BreakerTransition(self.name, self.kind, from_state, to, reason, self._snapshot_locked())
+        if self._on_transition is not None:
+            self._pending.append(transition)
+        return transition
+
+    def _deliver(self) -> None:
+        hook = self._on_transition
+        if hook is None:
+            return
+        with self._emit_lock:
+            while True:
+                try:
+                    transition = self._pending.popleft()
+                except IndexError:
+                    return
+                try:
+                    hook(transition)
+                except Exception:
+                    _log.exception("breaker %s: on_transition hook failed for %s -> %s", self.key,
+                                   transition.from_state, transition.to_state)
+
+    # -- operator overrides --------------------------------------------------------------------------------
+
+    def force_open(self) -> BreakerTransition | None:
+        """Reject every call until reset(). None if already forced open."""
+        return self._override(_FORCED_OPEN, "forced open by operator")
+
+    def disable(self) -> BreakerTransition | None:
+        """Permit every call, record nothing, never trip, until reset(). None if already disabled."""
+        return self._override(_DISABLED, "disabled by operator")
+
+    def reset(self) -> BreakerTransition:
+        """Back to CLOSED with an empty window, from any state (the only way out of FORCED_OPEN/DISABLED).
+        Always a transition, even from CLOSED: the operator threw a window away and the store should say so."""
+        with self._lock:
+            transition = self._transition_locked(_CLOSED, "reset by operator")
+        self._deliver()
+        return transition
+
+    def _override(self, to: BreakerState, reason: str) -> BreakerTransition | None:
+        with self._lock:
+            if self._state is to:
+                return None
+            transition = self._transition_locked(to, reason)
+        self._deliver()
+        return transition
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> BreakerState:
+        with self._lock:
+            self._refresh_locked(self._clock.monotonic())
+            state = self._state
+        if self._pending:
+            self._deliver()
+        return state
+
+    def snapshot(self) -> BreakerSnapshot:
+        with self._lock:
+            self._refresh_locked(self._clock.monotonic())
+            snap = self._snapshot_locked()
+        if self._pending:
+            self._deliver()
+        return snap
+
+    def time_until_probe(self) -> float | None:
+        """Seconds until an OPEN breaker lets a probe through; None in any other state."""
+        with self._lock:
+            now = self._clock.monotonic()
+            self._refresh_locked(now)
+            remaining = (self._since_mono + self.config.wait_in_open - now) if self._state is _OPEN else None
+        if self._pending:
+            self._deliver()
+        return remaining
+
+    def _snapshot_locked(self) -> BreakerSnapshot:
+        calls = self._calls
+        enough = calls >= self._min_calls and calls > 0
+        state = self._state
+        return BreakerSnapshot(
+            name=self.name,
+            kind=self.kind,
+            state=state,
+            failure_rate=self._failed * 100 / calls if enough else -1.0,
+            slow_call_rate=self._slow * 100 / calls if enough else -1.0,
+            calls_in_window=calls,
+            failed_calls=self._failed,
+            slow_calls=self._slow,
+            not_permitted_calls=self._not_permitted,
+            next_probe_at=self._since_wall + self.config.wait_in_open if state is _OPEN else None,
+            since=self._since_wall,
+        )
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.key!r}, state={self._state.value})"
+
+
+class BreakerRegistry:
+    """All breakers of one engine, created on first use. Keys are "kind:name", e.g. "tool:crm_lookup"."""
+
+    def __init__(self, defaults: BreakerConfig | None = None, overrides: Mapping[str, BreakerConfig] | None = None,
+                 clock: Clock = SYSTEM_CLOCK, on_transition: TransitionHook | None = None) -> None:
+        self.defaults = defaults if defaults is not None else BreakerConfig()
+        self.overrides: dict[str, BreakerConfig] = dict(overrides or {})
+        self._clock = clock
+        self._on_transition = on_transition
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
+
+    def config_for(self, kind: str, name: str) -> BreakerConfig:
+        """The full key "kind:name" wins over the bare name, which wins over the defaults."""
+        found = self.overrides.get(f"{kind}:{name}")
+        if found is None:
+            found = self.overrides.get(name)
+        return found if found is not None else self.defaults
+
+    def get(self, kind: BreakerKind, name: str) -> CircuitBreaker:
+        key = f"{kind}:{name}"
+        breaker = self._breakers.get(key)  # lock-free fast path: dict reads are atomic
+        if breaker is not None:
+            return breaker
+        with self._lock:
+            breaker = self._breakers.get(key)
+            if breaker is None:
+                breaker = CircuitBreaker(name, kind, self.config_for(kind, name), self._clock, self._on_transition)
+                self._breakers[key] = breaker
+            return breaker
+
+    def all(self) -> list[CircuitBreaker]:
+        """Every breaker created so far, sorted by key so listings are stable."""
+        with self._lock:
+            return [self._breakers[key] for key in sorted(self._breakers)]
+
+    def apply_override(self, key: str, action: OverrideAction) -> BreakerTransition | None:
+        """Apply an operator action to breaker `key`, creating it if nothing has used it yet (so an operator
+        can force a breaker open before a run reaches it). None when the action changed nothing."""
+        if action not in OVERRIDE_ACTIONS:
+            raise InputError(f"unknown breaker action {action!r}; expected one of {', '.join(OVERRIDE_ACTIONS)}",
+                             field="action")
+        kind, sep, name = key.partition(":")
+        if not sep or not name or kind not in BREAKER_KINDS:
+            raise InputError(f"breaker key must look like 'tool:NAME', 'model:NAME' or 'delegation:NAME', "
+                             f"got {key!r}", field="breaker")
+        breaker = self.get(kind, name)  # type: ignore[arg-type]  # kind checked against BREAKER_KINDS above
+        if action == "force_open":
+            return breaker.force_open()
+        if action == "disable":
+            return breaker.disable()
+        return breaker.reset()

@@ -1,0 +1,867 @@
+"""Budgets enforced by reservation: a pure, clock-injected ledger the runtime calls around every model and tool call.
+
+Before a call the runtime *reserves* its worst case (estimated input, max output tokens, estimated cost, one call)
+against the scope it runs in and every enclosing scope; after the call it *settles* the actual usage, which releases
+the rest, or *releases* everything if the call never happened. Reservations count against limits exactly like spend,
+so any number of concurrent callers can never jointly overshoot a budget: each one only starts if its worst case fits.
+
+Scopes nest (agent invocation inside run inside a hierarchy's rolling 24 h cap). A reservation is atomic across the
+whole chain: either every scope records it or none does.
+
+Hot path notes: reserve()/settle() run twice per model call, so they use plain lists of ints indexed by dimension,
+pre-compiled limit tuples that skip unlimited dimensions, one lock, and build event objects only when someone listens.
+Cost is kept in integer nano-dollars so that sums are exact: with floats, ten reservations of $0.10 can add up to
+$1.0000000000000002 and spuriously breach a $1 cap (or, worse, an epsilon fudge lets real overshoot through).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.clock import Clock
+from engine.durations import Duration, parse_duration
+
+__all__ = [
+    "ATTRIBUTION_KEYS",
+    "Actual",
+    "Breach",
+    "BudgetEvent",
+    "BudgetLedger",
+    "BudgetLimits",
+    "Demand",
+    "Dimension",
+    "DimensionUsage",
+    "Reservation",
+    "ScopeKind",
+    "ScopeUsage",
+    "merge_limits",
+    "parse_budget_overrides",
+]
+
+
+class Dimension(str, Enum):
+    """What a budget can limit. Member names equal their values so plain strings work as dict keys too."""
+
+    input_tokens = "input_tokens"
+    output_tokens = "output_tokens"
+    total_tokens = "total_tokens"
+    cost_usd = "cost_usd"
+    model_calls = "model_calls"
+    tool_calls = "tool_calls"
+    retries = "retries"
+    wall_time_s = "wall_time_s"  # elapsed since the scope opened, checked on reserve()/check()
+    max_context_tokens = "max_context_tokens"  # per-call ceiling on the context sent, not a sum
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ScopeKind = Literal["run", "agent", "hierarchy_daily"]
+_SCOPE_KINDS: frozenset[str] = frozenset(get_args(ScopeKind))
+
+ATTRIBUTION_KEYS: tuple[str, ...] = ("agent", "model", "tool", "run", "tenant")
+"""Label keys spend is attributed by. Other labels travel on events but are not aggregated (unbounded cardinality)."""
+
+# Internal vector layout: the dimensions that accumulate. wall_time_s and max_context_tokens are not sums.
+_SUMMED: tuple[Dimension, ...] = (
+    Dimension.input_tokens,
+    Dimension.output_tokens,
+    Dimension.total_tokens,
+    Dimension.cost_usd,
+    Dimension.model_calls,
+    Dimension.tool_calls,
+    Dimension.retries,
+)
+_N = len(_SUMMED)
+_IN, _OUT, _TOTAL, _COST = 0, 1, 2, 3
+_WALL = _N  # index used only for soft-threshold bookkeeping of wall time
+_NANO = 1_000_000_000
+_DAY_S = 86_400.0
+_BURN_WINDOW_S = 60.0
+_ZERO: tuple[int, ...] = (0,) * _N
+
+
+def _cost_to_nano(cost: float) -> int:
+    return round(cost * _NANO)
+
+
+def _external(index: int, value: float) -> float:
+    """Internal units (nano-dollars for cost) back to what operators read."""
+    return value / _NANO if index == _COST else float(value)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Limits: pydantic for parsing operator input only; compiled to tuples for the hot path.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class BudgetLimits(BaseModel):
+    """Optional limit per dimension (None = unlimited) plus the fraction at which a soft warning is emitted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    total_tokens: int | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    model_calls: int | None = Field(default=None, ge=0)
+    tool_calls: int | None = Field(default=None, ge=0)
+    retries: int | None = Field(default=None, ge=0)
+    wall_time_s: Duration | None = Field(default=None, ge=0)
+    max_context_tokens: int | None = Field(default=None, ge=0)
+    soft_threshold: float = Field(default=0.8, gt=0, le=1)
+
+
+_ALIASES: dict[str, str] = {
+    "cost": "cost_usd",
+    "tokens": "total_tokens",
+    "wall": "wall_time_s",
+    "calls": "model_calls",
+    "context": "max_context_tokens",
+    "soft": "soft_threshold",
+    **{dim.value: dim.value for dim in Dimension},
+    "soft_threshold": "soft_threshold",
+}
+_INT_FIELDS = frozenset(
+    {"input_tokens", "output_tokens", "total_tokens", "model_calls", "tool_calls", "retries", "max_context_tokens"}
+)
+_UNLIMITED_WORDS = frozenset({"none", "unlimited", "off"})
+
+
+def _parse_override_value(key: str, field: str, raw: str) -> float | int | None:
+    text = raw.strip()
+    if not text:
+        raise ValueError(f"budget override '{key}': missing value")
+    if text.lower() in _UNLIMITED_WORDS and field != "soft_threshold":
+        return None  # explicit None lets an override lift a limit inherited from the hierarchy file
+    if field == "wall_time_s":
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            raise ValueError(f"budget override '{key}': {exc}") from None
+    if field == "cost_usd" and text.startswith("$"):
+        text = text[1:]
+    try:
+        number = float(text.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"budget override '{key}': expected a number, got {raw.strip()!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"budget override '{key}': expected a finite number, got {raw.strip()!r}")
+    if number < 0:
+        raise ValueError(f"budget override '{key}': cannot be negative, got {raw.strip()!r}")
+    if field in _INT_FIELDS:
+        if not number.is_integer():
+            raise ValueError(f"budget override '{key}': expected a whole number, got {raw.strip()!r}")
+        return int(number)
+    if field == "soft_threshold" and not 0 < number <= 1:
+        raise ValueError(f"budget override '{key}': must be a fraction in (0, 1], got {raw.strip()!r}")
+    return number
+
+
+def parse_budget_overrides(text: str) -> BudgetLimits:
+    """Parse a CLI override like ``"cost=2.50,tool_calls=40,wall=300s,tokens=20000"``.
+
+    Aliases: cost, tokens (total), wall (a duration), calls (model calls), context (max context), soft (threshold),
+    plus every full dimension name. ``key=none`` lifts a limit when merged over a base. Only keys that appear are set,
+    so merge_limits() keeps everything else from the base. Errors are ValueErrors naming the offending key.
+    """
+    values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"budget override '{key}': expected key=value")
+        field = _ALIASES.get(key.lower())
+        if field is None:
+            known = ", ".join(sorted(_ALIASES))
+            raise ValueError(f"budget override '{key}': unknown budget key (known: {known})")
+        if field in values or field in given_as:
+            raise ValueError(f"budget override '{key}': {field} given twice (also as '{given_as[field]}')")
+        given_as[field] = key
+        values[field] = _parse_override_value(key, field, raw)
+    return BudgetLimits(**values)
+
+
+def merge_limits(base: BudgetLimits, override: BudgetLimits) -> BudgetLimits:
+    """Fields explicitly set on `override` (including an explicit None, which lifts a limit) win over `base`."""
+    merged = base.model_dump()
+    for name in override.model_fields_set:
+        merged[name] = getattr(override, name)
+    return BudgetLimits(**merged)
+
+
+class _Compiled:
+    """BudgetLimits flattened for the hot path: only limited dimensions, in internal units, with soft levels."""
+
+    __slots__ = ("checks", "limits", "soft_levels", "wall", "wall_level", "context", "threshold")
+
+    def __init__(self, limits: BudgetLimits) -> None:
+        threshold = limits.soft_threshold
+        checks: list[tuple[int, int, float]] = []
+        for index, dim in enumerate(_SUMMED):
+            value = getattr(limits, dim.value)
+            if value is not None:
+                internal = _cost_to_nano(value) if index == _COST else int(value)
+                checks.append((index, internal, threshold * internal))
+        # (index, limit, soft level): the hot loop compares against the soft level first, which is <= the limit, so
+        # the common "far from both" case costs one comparison per limited dimension.
+        self.checks: tuple[tuple[int, int, float], ...] = tuple(checks)
+        self.limits: dict[int, int] = {i: limit for i, limit, _ in checks}
+        self.wall: float | None = limits.wall_time_s
+        self.wall_level: float = threshold * self.wall if self.wall is not None else math.inf
+        self.context: int | None = limits.max_context_tokens
+        self.threshold = threshold
+        self.soft_levels: dict[int, float] = {i: level for i, _, level in checks}
+        if self.wall is not None:
+            self.soft_levels[_WALL] = self.wall_level
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Value types crossing the API.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Demand:
+    """The worst case a call may consume, reserved before it starts. `context_tokens` is checked, not summed."""
+
+    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "model_calls", "tool_calls", "retries",
+                 "context_tokens")
+
+    def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0, model_calls: int = 0,
+                 tool_calls: int = 0, retries: int = 0, context_tokens: int = 0) -> None:
+        # Validated here, not in reserve(): a negative demand would silently hand budget back.
+        if (input_tokens < 0 or output_tokens < 0 or not cost_usd >= 0 or model_calls < 0 or tool_calls < 0
+                or retries < 0 or context_tokens < 0 or cost_usd == math.inf):
+            raise ValueError(f"a budget demand must be non-negative and finite: {self._fields(locals())}")
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.cost_usd = cost_usd
+        self.model_calls = model_calls
+        self.tool_calls = tool_calls
+        self.retries = retries
+        self.context_tokens = context_tokens
+
+    @staticmethod
+    def _fields(values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in values.items() if k != "self")
+
+    def _vector(self) -> tuple[int, ...]:
+        i, o = self.input_tokens, self.output_tokens
+        return (i, o, i + o, _cost_to_nano(self.cost_usd), self.model_calls, self.tool_calls, self.retries)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._fields({k: getattr(self, k) for k in self.__slots__})})"
+
+
+class Actual(Demand):
+    """What a call really consumed, reported by the provider (or counted by the runtime for tool calls)."""
+
+    __slots__ = ()
+
+    def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0, model_calls: int = 0,
+                 tool_calls: int = 0, retries: int = 0) -> None:
+        super().__init__(input_tokens, output_tokens, cost_usd, model_calls, tool_calls, retries, 0)
+
+    def __repr__(self) -> str:
+        fields = {k: getattr(self, k) for k in Demand.__slots__ if k != "context_tokens"}
+        return f"Actual({self._fields(fields)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """Why a reserve()/check() refused: the first scope (innermost first) and dimension that would be exceeded.
+
+    Amounts are in the dimension's own units (USD for cost, seconds for wall time). For wall time `used` is the
+    elapsed time; for max_context_tokens `requested` is the context the call wanted to send.
+    """
+
+    scope_id: str
+    scope_kind: str
+    dimension: Dimension
+    limit: float
+    used: float
+    reserved: float
+    requested: float
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return False
+
+
+class Reservation:
+    """Budget held for one in-flight call. Settle or release it exactly once."""
+
+    __slots__ = ("id", "scope_id", "demand", "_vec", "_chain", "_state", "_ledger")
+
+    def __init__(self, rid: int, scope_id: str, demand: Demand, vec: tuple[int, ...], chain: tuple[_Scope, ...],
+                 ledger: BudgetLedger) -> None:
+        self.id = rid
+        self.scope_id = scope_id
+        self.demand = demand
+        self._vec = vec
+        self._chain = chain
+        self._state = "open"
+        self._ledger = ledger
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+    @property
+    def state(self) -> Literal["open", "settled", "released"]:
+        return self._state  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Reservation(id={self.id}, scope_id={self.scope_id!r}, state={self._state!r}, demand={self.demand!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """Small payload the engine turns into a store event. `labels` are the scope's labels merged with its ancestors'."""
+
+    kind: Literal["budget.reserved", "budget.settled", "budget.released", "budget.breach", "budget.soft_threshold"]
+    scope_id: str
+    scope_kind: str
+    labels: Mapping[str, str]
+    dimension: Dimension | None
+    data: dict[str, float | int | str]
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionUsage:
+    used: float
+    reserved: float
+    limit: float | None
+    fraction: float | None  # (used + reserved) / limit; None when unlimited
+    burn_rate_per_min: float | None  # settled over the last 60 s (or since opening, if younger), per minute
+    time_to_exhaustion_s: float | None  # remaining headroom at that burn rate; None when unlimited or not burning
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeUsage:
+    scope_id: str
+    kind: str
+    labels: Mapping[str, str]
+    elapsed_s: float
+    dimensions: dict[Dimension, DimensionUsage]
+
+    def __getitem__(self, dimension: Dimension | str) -> DimensionUsage:
+        return self.dimensions[Dimension(dimension)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The ledger.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _Scope:
+    __slots__ = ("scope_id", "kind", "parent", "children", "labels", "attr_key", "chain", "compiled", "used",
+                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "chain_daily")
+
+    def __init__(self, scope_id: str, kind: str, compiled: _Compiled, parent: _Scope | None,
+                 labels: Mapping[str, str], opened_at: float) -> None:
+        self.scope_id = scope_id
+        self.kind = kind
+        self.parent = parent
+        self.children: set[str] = set()
+        merged = dict(parent.labels) if parent is not None else {}
+        merged.update(labels)  # a child's own labels win over inherited ones (agent in run in tenant)
+        self.labels: Mapping[str, str] = MappingProxyType(merged)
+        self.attr_key: tuple[tuple[str, str], ...] = _attribution_key(merged)
+        self.chain: tuple[_Scope, ...] = (self,) + (parent.chain if parent is not None else ())
+        self.compiled = compiled
+        self.used: list[int] = [0] * _N
+        self.reserved: list[int] = [0] * _N
+        self.opened_at = opened_at
+        self.max_context = 0
+        self.soft_pending: set[int] = set(compiled.soft_levels)  # dimension indices whose warning has not fired
+        # Rolling 24 h scopes keep (wall ts, actual) entries; `used` is their sum within the window.
+        self.spend: deque[tuple[float, tuple[int, ...]]] | None = deque() if kind == "hierarchy_daily" else None
+        self.chain_daily = any(s.spend is not None for s in self.chain)
+
+
+def _attribution_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, str(labels[k])) for k in ATTRIBUTION_KEYS if k in labels)
+
+
+class BudgetLedger:
+    """Thread-safe reservation ledger over nested scopes. All methods are O(depth of the scope chain).
+
+    `on_event` is called outside the lock (so it may call back into the ledger). Set `call_events=False` to keep
+    only breach and soft-threshold events and drop the per-call reserved/settled/released ones.
+    """
+
+    def __init__(self, clock: Clock, on_event: Callable[[BudgetEvent], None] | None = None, *,
+                 call_events: bool = True) -> None:
+        self._clock = clock
+        self._on_event = on_event
+        self.call_events = call_events
+        self._lock = threading.Lock()
+        self._scopes: dict[str, _Scope] = {}
+        self._ids = itertools.count(1)
+        self._attribution: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        # One log of recent settles for every scope (not one per scope): settle appends once whatever the depth,
+        # and usage(), which is rare, filters by chain membership.
+        self._recent: deque[tuple[float, tuple[_Scope, ...], tuple[int, ...]]] = deque()
+
+    # -- scopes ------------------------------------------------------------------------------------------------------
+
+    def open_scope(self, scope_id: str, kind: ScopeKind, limits: BudgetLimits | None = None,
+                   parent: str | None = None, labels: Mapping[str, str] | None = None) -> None:
+        if kind not in _SCOPE_KINDS:
+            raise ValueError(f"budget scope '{scope_id}': kind must be one of {sorted(_SCOPE_KINDS)}, got {kind!r}")
+        compiled = _Compiled(limits if limits is not None else BudgetLimits())
+        with self._lock:
+            if scope_id in self._scopes:
+                raise ValueError(f"budget scope '{scope_id}' is already open")
+            parent_scope = self._get(parent) if parent is not None else None
+            scope = _Scope(scope_id, kind, compiled, parent_scope, labels or {}, self._clock.monotonic())
+            self._scopes[scope_id] = scope
+            if parent_scope is not None:
+                parent_scope.children.add(scope_id)
+
+    def close_scope(self, scope_id: str) -> ScopeUsage:
+        """Close a scope and, with it, every scope opened inside it. Returns the scope's final usage.
+
+        Spend already settled stays counted in the ancestors. Reservations still open keep their hold on the
+        ancestors until settled or released (the runtime does that in a `finally`).
+        """
+        with self._lock:
+            scope = self._get(scope_id)
+            final = self._usage_locked(scope)
+            stack = [scope]
+            while stack:
+                current = stack.pop()
+                stack.extend(self._scopes[c] for c in current.children if c in self._scopes)
+                del self._scopes[current.scope_id]
+            if scope.parent is not None:
+                scope.parent.children.discard(scope_id)
+            return final
+
+    def set_limits(self, scope_id: str, limits: BudgetLimits) -> None:
+        """Replace a running scope's limits (operator action). Lowering below use makes the next reserve breach.
+
+        A soft warning whose level changed is re-armed, so raising a budget warns again at the new threshold.
+        """
+        compiled = _Compiled(limits)
+        with self._lock:
+            scope = self._get(scope_id)
+            old_levels = scope.compiled.soft_levels
+            scope.soft_pending = {i for i, level in compiled.soft_levels.items()
+                                  if i in scope.soft_pending or old_levels.get(i) != level}
+            scope.compiled = compiled
+
+    def seed_daily_spend(self, scope_id: str, entries: Iterable[tuple[float, float]]) -> None:
+        """Load past spend, as (wall-clock ts, cost_usd) pairs, into a hierarchy_daily scope's rolling window."""
+        seeded: list[tuple[float, tuple[int, ...]]] = []
+        for ts, cost in entries:
+            if not (math.isfinite(ts) and math.isfinite(cost) and cost >= 0):
+                raise ValueError(f"budget scope '{scope_id}': bad daily spend entry ({ts!r}, {cost!r})")
+            seeded.append((float(ts), (0, 0, 0, _cost_to_nano(cost), 0, 0, 0)))
+        events: list[BudgetEvent] = []
+        with self._lock:
+            scope = self._get(scope_id)
+            if scope.spend is None:
+                raise ValueError(f"budget scope '{scope_id}' is a {scope.kind} scope; only hierarchy_daily is seeded")
+            for _, vec in seeded:
+                scope.used[_COST] += vec[_COST]
+            scope.spend = deque(sorted([*scope.spend, *seeded], key=lambda entry: entry[0]))
+            self._prune_daily(scope, self._clock.time())
+            self._soft_sweep(scope, self._clock.monotonic(), events)
+        self._emit(events)
+
+    # -- the hot path ------------------------------------------------------------------------------------------------
+
+    def reserve(self, scope_id: str, demand: Demand) -> Reservation | Breach:
+        """Hold `demand` in the scope and every ancestor, or nothing at all if any of them would exceed a limit."""
+        i_tok, o_tok = demand.input_tokens, demand.output_tokens
+        vec = (i_tok, o_tok, i_tok + o_tok, round(demand.cost_usd * _NANO), demand.model_calls, demand.tool_calls,
+               demand.retries)
+        context = demand.context_tokens
+        crossed: list[tuple[_Scope, int]] | None = None
+        with self._lock:
+            scope = self._scopes.get(scope_id)
+            if scope is None:
+                raise KeyError(f"no open budget scope '{scope_id}'")
+            chain = scope.chain
+            now = self._clock.monotonic()
+            if scope.chain_daily:
+                self._prune_chain(chain)
+            breach: Breach | None = None
+            for s in chain:
+                compiled = s.compiled
+                if compiled.wall is not None:
+                    elapsed = now - s.opened_at
+                    if elapsed >= compiled.wall_level:
+                        if elapsed >= compiled.wall:
+                            breach = self._wall_breach(s, elapsed)
+                            break
+                        if _WALL in s.soft_pending and elapsed > 0:
+                            crossed = (crossed or []) + [(s, _WALL)]
+                if compiled.context is not None and context > compiled.context:
+                    breach = self._context_breach(s, context)
+                    break
+                used, reserved = s.used, s.reserved
+                for i, limit, level in compiled.checks:
+                    after = used[i] + reserved[i] + vec[i]
+                    if after >= level:  # soft level <= limit, so this gates both the breach and the warning
+                        if after > limit:
+                            breach = self._sum_breach(s, i, limit, vec[i])
+                            break
+                        if i in s.soft_pending and after > 0:
+                            crossed = (crossed or []) + [(s, i)]
+                if breach is not None:
+                    break
+            if breach is None:
+                nonzero = [(i, v) for i, v in enumerate(vec) if v]
+                for s in chain:
+                    reserved = s.reserved
+                    for i, v in nonzero:
+                        reserved[i] += v
+                    if context > s.max_context:
+                        s.max_context = context
+                result = Reservation(next(self._ids), scope_id, demand, vec, chain, self)
+            events = self._reserve_events(scope, breach, crossed, result if breach is None else None, vec, context,
+                                          now) if self._on_event is not None else None
+        if events:
+            self._emit(events)
+        return breach if breach is not None else result
+
+    def settle(self, reservation: Reservation, actual: Actual, labels: Mapping[str, str] | None = None) -> None:
+        """Replace the reservation with what was really used. Actual above the reservation is recorded as is."""
+        i_tok, o_tok = actual.input_tokens, actual.output_tokens
+        act = (i_tok, o_tok, i_tok + o_tok, round(actual.cost_usd * _NANO), actual.model_calls, actual.tool_calls,
+               actual.retries)
+        crossed: list[tuple[_Scope, int]] | None = None
+        with self._lock:
+            self._close_reservation(reservation, "settled")
+            held = reservation._vec
+            deltas = [(i, held[i], act[i]) for i in range(_N) if held[i] or act[i]]
+            chain = reservation._chain
+            now = self._clock.monotonic()
+            wall_now = self._clock.time() if chain[0].chain_daily else 0.0
+            for s in chain:
+                used, reserved = s.used, s.reserved
+                for i, r, a in deltas:
+                    reserved[i] -= r
+                    used[i] += a
+                if s.spend is not None:
+                    s.spend.append((wall_now, act))
+                if s.soft_pending:
+                    # Settling can only raise used+reserved when actual exceeds the reservation; check anyway.
+                    for i, _, level in s.compiled.checks:
+                        value = used[i] + reserved[i]
+                        if value >= level and value > 0 and i in s.soft_pending:
+                            crossed = (crossed or []) + [(s, i)]
+            recent = self._recent
+            recent.append((now, chain, act))
+            cutoff = now - _BURN_WINDOW_S
+            while recent[0][0] <= cutoff:
+                recent.popleft()
+            key = chain[0].attr_key
+            if labels:
+                merged = dict(key)
+                merged.update((k, str(v)) for k, v in labels.items())
+                key = _attribution_key(merged)
+            totals = self._attribution.get(key)
+            if totals is None:
+                totals = self._attribution[key] = [0] * _N
+            for i, _, a in deltas:
+                totals[i] += a
+            events: list[BudgetEvent] | None = None
+            if self._on_event is not None:
+                events = self._fire(crossed, now) if crossed else []
+                if self.call_events:
+                    data: dict[str, float | int | str] = {"reservation": reservation.id}
+                    data.update(_amounts((i, a) for i, _, a in deltas if a))
+                    scope = chain[0]
+                    event_labels = scope.labels if not labels else MappingProxyType({**scope.labels, **labels})
+                    events.append(BudgetEvent("budget.settled", reservation.scope_id, scope.kind, event_labels, None,
+                                              data))
+            elif crossed:
+                self._fire(crossed, now)
+        if events:
+            self._emit(events)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give the whole reservation back: the call failed before using anything, or was cancelled."""
+        with self._lock:
+            self._close_reservation(reservation, "released")
+            held = [(i, v) for i, v in enumerate(reservation._vec) if v]
+            for s in reservation._chain:
+                reserved = s.reserved
+                for i, v in held:
+                    reserved[i] -= v
+        if self._on_event is not None and self.call_events:
+            scope = reservation._chain[0]
+            self._emit([BudgetEvent("budget.released", reservation.scope_id, scope.kind, scope.labels, None,
+                                    {"reservation": reservation.id})])
+
+    # -- queries -----------------------------------------------------------------------------------------------------
+
+    def check(self, scope_id: str) -> Breach | None:
+        """Would a zero-sized reserve() be refused? For the wall-time check between steps; reserves nothing.
+
+        Also fires soft warnings that are due (a wall-time warning has no other moment to fire between calls).
+        """
+        events: list[BudgetEvent] = []
+        with self._lock:
+            scope = self._get(scope_id)
+            now = self._clock.monotonic()
+            if scope.chain_daily:
+                self._prune_chain(scope.chain)
+            breach = None
+            for s in scope.chain:
+                compiled = s.compiled
+                if compiled.wall is not None and now - s.opened_at >= compiled.wall:
+                    breach = self._wall_breach(s, now - s.opened_at)
+                    break
+                used, reserved = s.used, s.reserved
+                for i, limit, _ in compiled.checks:
+                    if used[i] + reserved[i] > limit:
+                        breach = self._sum_breach(s, i, limit, 0)
+                        break
+                if breach is not None:
+                    break
+                self._soft_sweep(s, now, events)
+            if breach is not None:
+                events.append(self._breach_event(breach, now))
+        self._emit(events)
+        return breach
+
+    def step_output_cap(self, scope_id: str, *, input_tokens: int = 0) -> int | None:
+        """Most output tokens one call may still ask for: the smallest output/total headroom across the chain.
+
+        `input_tokens` (the prompt about to be sent) is taken off the total-token headroom. None = no token limit,
+        0 = nothing left. The runtime lowers max_tokens to this instead of failing while a little budget remains.
+        """
+        cap: int | None = None
+        with self._lock:
+            scope = self._get(scope_id)
+            if scope.chain_daily:
+                self._prune_chain(scope.chain)
+            for s in scope.chain:
+                for i, limit, _ in s.compiled.checks:
+                    if i == _OUT:
+                        room = limit - s.used[_OUT] - s.reserved[_OUT]
+                    elif i == _TOTAL:
+                        room = limit - s.used[_TOTAL] - s.reserved[_TOTAL] - input_tokens
+                    else:
+                        continue
+                    cap = room if cap is None else min(cap, room)
+        return None if cap is None else max(cap, 0)
+
+    def usage(self, scope_id: str) -> ScopeUsage:
+        with self._lock:
+            return self._usage_locked(self._get(scope_id))
+
+    def attribution(self) -> dict[str, dict[str, dict[Dimension, float]]]:
+        """Settled spend per label: ``attribution()["agent"]["pricing"][Dimension.cost_usd]``."""
+        out: dict[str, dict[str, dict[Dimension, float]]] = {}
+        with self._lock:
+            groups = [(key, list(totals)) for key, totals in self._attribution.items()]
+        for key, totals in groups:
+            for label, value in key:
+                bucket = out.setdefault(label, {}).setdefault(value, dict.fromkeys(_SUMMED, 0.0))
+                for i, dim in enumerate(_SUMMED):
+                    bucket[dim] += _external(i, totals[i])
+        return out
+
+    # -- internals (call with the lock held) -------------------------------------------------------------------------
+
+    def _get(self, scope_id: str) -> _Scope:
+        scope = self._scopes.get(scope_id)
+        if scope is None:
+            raise KeyError(f"no open budget scope '{scope_id}'")
+        return scope
+
+    def _close_reservation(self, reservation: Reservation, state: str) -> None:
+        if reservation._ledger is not self:
+            raise ValueError(f"reservation {reservation.id} belongs to another ledger")
+        if reservation._state != "open":
+            raise RuntimeError(f"reservation {reservation.id} was already {reservation._state}")
+        reservation._state = state
+
+    def _wall_breach(self, s: _Scope, elapsed: float) -> Breach:
+        wall = s.compiled.wall
+        assert wall is not None
+        return Breach(s.scope_id, s.kind, Dimension.wall_time_s, wall, elapsed, 0.0, 0.0,
+                      f"{s.kind} budget '{s.scope_id}': wall time {elapsed:.1f}s reached the limit of {wall:g}s")
+
+    def _context_breach(self, s: _Scope, context: int) -> Breach:
+        ceiling = s.compiled.context
+        assert ceiling is not None
+        return Breach(s.scope_id, s.kind, Dimension.max_context_tokens, float(ceiling), float(s.max_context), 0.0,
+                      float(context), f"{s.kind} budget '{s.scope_id}': a context of {context} tokens exceeds the "
+                                      f"per-call ceiling of {ceiling}")
+
+    def _sum_breach(self, s: _Scope, i: int, limit: int, requested: int) -> Breach:
+        dim = _SUMMED[i]
+        lim, used, reserved, req = (_external(i, x) for x in (limit, s.used[i], s.reserved[i], requested))
+        return Breach(s.scope_id, s.kind, dim, lim, used, reserved, req,
+                      f"{s.kind} budget '{s.scope_id}' exhausted on {dim.value}: used {used:g} + reserved "
+                      f"{reserved:g} + requested {req:g} > limit {lim:g}")
+
+    def _prune_chain(self, chain: tuple[_Scope, ...]) -> None:
+        wall_now = self._clock.time()
+        for s in chain:
+            if s.spend is not None:
+                self._prune_daily(s, wall_now)
+
+    def _prune_daily(self, s: _Scope, wall_now: float) -> None:
+        """Drop spend older than 24 h from a rolling scope; re-arm soft warnings the window fell back under."""
+        spend = s.spend
+        assert spend is not None
+        cutoff = wall_now - _DAY_S
+        if not spend or spend[0][0] > cutoff:
+            return
+        used = s.used
+        while spend and spend[0][0] <= cutoff:
+            _, vec = spend.popleft()
+            for i in range(_N):
+                used[i] -= vec[i]
+        for i, _, level in s.compiled.checks:
+            if used[i] + s.reserved[i] < level:
+                s.soft_pending.add(i)
+
+    def _soft_sweep(self, s: _Scope, now: float, events: list[BudgetEvent]) -> None:
+        """Fire every due soft warning of one scope (off the hot path: check() and seeding)."""
+        due: list[tuple[_Scope, int]] = []
+        for i, _, level in s.compiled.checks:
+            value = s.used[i] + s.reserved[i]
+            if value >= level and value > 0 and i in s.soft_pending:
+                due.append((s, i))
+        elapsed = now - s.opened_at
+        if _WALL in s.soft_pending and elapsed >= s.compiled.wall_level and elapsed > 0:
+            due.append((s, _WALL))
+        if due:
+            events.extend(self._fire(due, now))
+
+    def _fire(self, crossed: list[tuple[_Scope, int]], now: float) -> list[BudgetEvent]:
+        """Mark soft warnings as fired (even with no listener, so a late listener is not flooded) and describe them."""
+        events: list[BudgetEvent] = []
+        for s, i in crossed:
+            s.soft_pending.discard(i)
+            compiled = s.compiled
+            data: dict[str, float | int | str]
+            if i == _WALL:
+                dim = Dimension.wall_time_s
+                data = {"used": now - s.opened_at, "limit": compiled.wall or 0.0}
+            else:
+                dim = _SUMMED[i]
+                data = {"used": _external(i, s.used[i]), "reserved": _external(i, s.reserved[i]),
+                        "limit": _external(i, compiled.limits[i])}
+            data["threshold"] = compiled.threshold
+            events.append(BudgetEvent("budget.soft_threshold", s.scope_id, s.kind, s.labels, dim, data))
+        return events
+
+    def _reserve_events(self, scope: _Scope, breach: Breach | None, crossed: list[tuple[_Scope, int]] | None,
+                        result: Reservation | None, vec: tuple[int, ...], context: int,
+                        now: float) -> list[BudgetEvent]:
+        if breach is not None:
+            return [self._breach_event(breach, now)]  # nothing was reserved, so no soft warning either
+        events = self._fire(crossed, now) if crossed else []
+        if self.call_events and result is not None:
+            data: dict[str, float | int | str] = {"reservation": result.id}
+            data.update(_amounts((i, v) for i, v in enumerate(vec) if v))
+            if context:
+                data["context_tokens"] = context
+            events.append(BudgetEvent("budget.reserved", scope.scope_id, scope.kind, scope.labels, None, data))
+        return events
+
+    def _breach_event(self, breach: Breach, now: float) -> BudgetEvent:
+        scope = self._scopes.get(breach.scope_id)
+        labels: Mapping[str, str] = scope.labels if scope is not None else MappingProxyType({})
+        return BudgetEvent("budget.breach", breach.scope_id, breach.scope_kind, labels, breach.dimension,
+                           {"limit": breach.limit, "used": breach.used, "reserved": breach.reserved,
+                            "requested": breach.requested})
+
+    def _usage_locked(self, s: _Scope) -> ScopeUsage:
+        now = self._clock.monotonic()
+        if s.spend is not None:
+            self._prune_daily(s, self._clock.time())
+        elapsed = now - s.opened_at
+        cutoff = now - _BURN_WINDOW_S
+        recent = [0] * _N
+        for ts, chain, vec in self._recent:
+            if ts > cutoff and s in chain:
+                for i in range(_N):
+                    recent[i] += vec[i]
+        # A scope younger than the window burns over its age (at least 1 s, so one early call is not infinite).
+        minutes = min(_BURN_WINDOW_S, max(elapsed, 1.0)) / 60.0
+        limits = s.compiled.limits
+        dims: dict[Dimension, DimensionUsage] = {}
+        for i, dim in enumerate(_SUMMED):
+            used, reserved = _external(i, s.used[i]), _external(i, s.reserved[i])
+            rate = _external(i, recent[i]) / minutes
+            raw_limit = limits.get(i)
+            if raw_limit is None:
+                dims[dim] = DimensionUsage(used, reserved, None, None, rate, None)
+                continue
+            limit = _external(i, raw_limit)
+            fraction = (used + reserved) / limit if limit > 0 else 1.0
+            remaining = max(limit - used - reserved, 0.0)
+            tte = remaining / rate * 60.0 if rate > 0 else None
+            dims[dim] = DimensionUsage(used, reserved, limit, fraction, rate, tte)
+        wall = s.compiled.wall
+        dims[Dimension.wall_time_s] = DimensionUsage(
+            elapsed, 0.0, wall, None if wall is None else (elapsed / wall if wall > 0 else 1.0), 60.0,
+            None if wall is None else max(wall - elapsed, 0.0))
+        context = s.compiled.context
+        dims[Dimension.max_context_tokens] = DimensionUsage(
+            float(s.max_context), 0.0, None if context is None else float(context),
+            None if context is None else (s.max_context / context if context > 0 else 1.0), None, None)
+        return ScopeUsage(s.scope_id, s.kind, s.labels, elapsed, dims)
+
+    def _emit(self, events: list[BudgetEvent] | None) -> None:
+        if events:
+            on_event = self._on_event
+            if on_event is not None:
+                for event in events:
+                    on_event(event)
+
+
+def _amounts(pairs: Iterable[tuple[int, int]]) -> dict[str, float | int]:
+    return {_SUMMED[i].value: (v / _NANO if i == _COST else v) for i, v in pairs}
+
+
+if __name__ == "__main__":
+    # Micro-benchmark (not a test): reserve+settle through a 3-deep chain, as the runtime does per model call.
+    import time
+
+    from engine.clock import SystemClock
+
+    def _bench(label: str, ledger: BudgetLedger, rounds: int = 100_000) -> None:
+        ledger.open_scope("daily", "hierarchy_daily", BudgetLimits(cost_usd=1e9), labels={"tenant": "acme"})
+        ledger.open_scope("run", "run", BudgetLimits(cost_usd=1e9, total_tokens=10**15, model_calls=10**9,
+                                                     wall_time_s=1e9), parent="daily", labels={"run": "r1"})
+        ledger.open_scope("agent", "agent", BudgetLimits(output_tokens=10**15, max_context_tokens=200_000),
+                          parent="run", labels={"agent": "pricing", "model": "m"})
+        demand = Demand(input_tokens=1200, output_tokens=800, cost_usd=0.01, model_calls=1, context_tokens=1200)
+        actual = Actual(input_tokens=1200, output_tokens=300, cost_usd=0.004, model_calls=1)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            reservation = ledger.reserve("agent", demand)
+            assert isinstance(reservation, Reservation)
+            ledger.settle(reservation, actual)
+        elapsed = time.perf_counter() - start
+        print(f"{label}: {elapsed / rounds * 1e6:.2f} us per reserve+settle (3-deep chain, {rounds} rounds)")
+
+    _bench("no listener", BudgetLedger(SystemClock()))
+    _bench("listener, call events off", BudgetLedger(SystemClock(), lambda e: None, call_events=False))
+    _bench("listener, call events on", BudgetLedger(SystemClock(), lambda e: None))

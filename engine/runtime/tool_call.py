@@ -1,0 +1,136 @@
+"""Running the calls a model asked for: tools (least privilege, validated arguments, timeouts) and delegations."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from engine.providers.base import ToolCall, ToolResultMessage
+
+if TYPE_CHECKING:
+    from engine.runtime.compiled import CompiledAgent
+    from engine.runtime.context import RunContext
+
+MAX_RESULT_CHARS = 16_000  # what the model is shown; the trace keeps its own (redacted, truncated) copy
+
+
+def _result_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + f"…[truncated {len(text) - MAX_RESULT_CHARS} chars]"
+    return text
+
+
+def _error(call: ToolCall, message: str) -> ToolResultMessage:
+    return ToolResultMessage(call.id, call.name, json.dumps({"error": message}), is_error=True)
+
+
+async def run_calls(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, calls: tuple[ToolCall, ...],
+                    reason: str | None) -> list[ToolResultMessage]:
+    """Run every call of one model turn; several run concurrently. Results keep the calls' order."""
+    if len(calls) == 1:
+        return [await run_call(ctx, agent, agent_span, calls[0], reason)]
+    results: list[ToolResultMessage | None] = [None] * len(calls)
+
+    async def one(index: int, call: ToolCall) -> None:
+        results[index] = await run_call(ctx, agent, agent_span, call, reason)
+
+    async with anyio.create_task_group() as group:
+        for index, call in enumerate(calls):
+            group.start_soon(one, index, call)
+    return [r for r in results if r is not None]
+
+
+async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, call: ToolCall,
+                   reason: str | None) -> ToolResultMessage:
+    child = agent.delegation_names.get(call.name)
+    if child is not None:
+        return await delegate(ctx, agent, agent_span, call, child)
+    tool = agent.tools.get(call.name)
+    tracer = ctx.tracer
+    if tool is None:
+        # Least privilege: the model asked for something this agent was not given. Often a sign of prompt
+        # injection, so it is an event runbooks watch, not just an error result.
+        span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name,
+                            {"args": call.arguments, "reason": reason})
+        message = f"tool {call.name!r} is not available to agent {agent.name}"
+        tracer.end(span, ctx.run_id, "denied", attrs={"error": message})
+        tracer.event(ctx.run_id, span, "tool.blocked", agent=agent.name, name=call.name,
+                     data={"reason": "not_allowed", "tool": call.name})
+        return _error(call, message)
+
+    span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name,
+                        {"args": call.arguments, "reason": reason, "risk": tool.spec.risk,
+                         "side_effects": tool.spec.side_effects})
+    if call.parse_error:
+        message = f"arguments for {call.name} are not valid JSON ({call.parse_error}): {call.raw_arguments!r}"
+        tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "malformed_arguments"})
+        return _error(call, message)
+    try:
+        args = tool.validate_args(call.arguments)
+    except Exception as exc:  # ToolArgsError: bad arguments go back to the model, never crash the run
+        message = f"invalid arguments for {call.name}: {exc}"
+        tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "invalid_arguments"})
+        return _error(call, message)
+
+    ctx.tool_calls += 1
+    timeout = tool.spec.timeout
+    try:
+        with anyio.fail_after(timeout):
+            if tool.is_async:
+                value = await tool.func(**args)
+            else:
+                # Sync tools run on a worker thread so a slow one never stalls the event loop.
+                value = await anyio.to_thread.run_sync(partial(tool.func, **args), abandon_on_cancel=True)
+    except TimeoutError:
+        # A thread cannot be interrupted: its side effect may still happen, so never call it done.
+        status = "timeout" if tool.is_async else "outcome_unknown"
+        message = f"{call.name} did not finish within {timeout:g}s"
+        tracer.end(span, ctx.run_id, status, attrs={"error": message})
+        ctx.report_progress()
+        return _error(call, message)
+    except anyio.get_cancelled_exc_class():
+        tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown")
+        raise
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
+        ctx.report_progress()
+        return _error(call, message)
+    text = _result_text(value)
+    tracer.end(span, ctx.run_id, "ok", attrs={"result": value})
+    ctx.report_progress()
+    return ToolResultMessage(call.id, call.name, text)
+
+
+async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, call: ToolCall,
+                   child: str) -> ToolResultMessage:
+    """Hand a child agent a structured task (not the parent's history) and return its result to the parent."""
+    from engine.runtime.agent import run_agent
+    from engine.runtime.contracts import ContractViolation
+
+    tracer = ctx.tracer
+    task = call.arguments.get("task")
+    context = call.arguments.get("context") or {}
+    span = tracer.start(ctx.run_id, agent_span, "delegation", agent.name, f"{agent.name} -> {child}",
+                        {"to": child, "task": task, "context": context})
+    if call.parse_error or not isinstance(task, str) or not isinstance(context, dict):
+        message = (f"delegation to {child} needs a `task` string and a `context` object"
+                   + (f" ({call.parse_error})" if call.parse_error else ""))
+        tracer.end(span, ctx.run_id, "error", attrs={"error": message})
+        return _error(call, message)
+    contract = ctx.compiled.agents[child].input_contract
+    if contract is not None:
+        try:
+            context = contract.validate(context)
+        except ContractViolation as exc:
+            message = f"handoff to {child} does not match its input contract: {exc}"
+            tracer.end(span, ctx.run_id, "validation_failed", attrs={"error": message})
+            return _error(call, message)
+    result = await run_agent(ctx, child, task, context, span)
+    tracer.end(span, ctx.run_id, result.status, attrs={"status": result.status, "error": result.error})
+    return ToolResultMessage(call.id, call.name, json.dumps(result.for_parent(), default=str),
+                             is_error=result.status != "ok")

@@ -1,0 +1,144 @@
+"""ControlDB: the shared, many-writer control.db (see control_schema.py for what lives there and how to add tables).
+
+Every writer (operator CLIs, consoles, the engine) takes short BEGIN IMMEDIATE transactions; busy_timeout makes
+concurrent processes queue for the write lock instead of failing. One ControlDB may be shared by threads (the
+engine's heartbeat thread and its main loop), so each operation holds a lock around the connection.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.store.control_schema import CONTROL_MIGRATIONS
+from engine.store.files import CONTROL_DB, connect, ensure_private_file, translate_sqlite_error
+from engine.store.migrate import Migration, migrate
+
+STALE_AFTER_S = 5.0
+BUSY_TIMEOUT_S = 5.0
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry and no USER variable (some containers)
+        return str(os.getuid())
+
+
+class ControlDB:
+    """control.db, opened (created and migrated if needed) for reading and writing."""
+
+    def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK,
+                 migrations: Sequence[Migration] = CONTROL_MIGRATIONS) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.RLock()
+        ensure_private_file(path)
+        conn = connect(path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            # journal_mode cannot change inside a transaction, so it is set before migrating.
+            conn.execute("PRAGMA journal_mode = DELETE").fetchone()
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            migrate(conn, migrations, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate_sqlite_error(exc, path, "open") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @classmethod
+    def open(cls, store_dir: Path, *, clock: Clock = SYSTEM_CLOCK) -> "ControlDB":
+        return cls(store_dir / CONTROL_DB, clock=clock)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The raw autocommit connection, for features that own control.db tables. Write through `transaction()`."""
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error). Keep the body short: other processes wait on it."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path, "write to") from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts, read in autocommit mode (no transaction left open)."""
+        with self._lock:
+            try:
+                cur = self._conn.execute(sql, params)
+                names = [d[0] for d in cur.description or ()]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path, "read") from exc
+
+    # -- engine registration -----------------------------------------------------------------------------------
+
+    def register_engine(self, *, version: str, pid: int | None = None, host: str | None = None,
+                        user: str | None = None, started: float | None = None,
+                        engine_id: str | None = None) -> str:
+        now = self._clock.time()
+        engine_id = engine_id or uuid.uuid4().hex
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO engines (id, pid, host, user, version, started, heartbeat, stopped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (engine_id, os.getpid() if pid is None else pid, host or socket.gethostname(),
+                 user or current_user(), version, now if started is None else started, now))
+        return engine_id
+
+    def heartbeat(self, engine_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE engines SET heartbeat = ? WHERE id = ?", (self._clock.time(), engine_id))
+
+    def mark_stopped(self, engine_id: str, stopped: float | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE engines SET stopped = ? WHERE id = ? AND stopped IS NULL",
+                         (self._clock.time() if stopped is None else stopped, engine_id))
+
+    def mark_others_stopped(self, engine_id: str) -> list[dict[str, Any]]:
+        """Called by the engine that holds the store lock: every other engine still marked running is dead.
+        Their `stopped` becomes their last heartbeat (when they were last known alive). Returns them."""
+        dead = self.query("SELECT * FROM engines WHERE stopped IS NULL AND id != ?", (engine_id,))
+        if dead:
+            with self.transaction() as conn:
+                conn.execute("UPDATE engines SET stopped = heartbeat WHERE stopped IS NULL AND id != ?",
+                             (engine_id,))
+        return dead
+
+    def list_engines(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first, each with `alive` (running and heartbeat fresh) and `stale` (not stopped, but no
+        heartbeat for more than STALE_AFTER_S: hung or killed without cleanup)."""
+        now = self._clock.time()
+        rows = self.query("SELECT * FROM engines ORDER BY started DESC LIMIT ?", (limit,))
+        for row in rows:
+            running = row["stopped"] is None
+            fresh = now - row["heartbeat"] <= STALE_AFTER_S
+            row["alive"] = running and fresh
+            row["stale"] = running and not fresh
+        return rows
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

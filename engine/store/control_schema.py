@@ -1,0 +1,44 @@
+"""control.db schema: what operators and the engine intend (kill switches, flags, approvals, breaker overrides,
+audit, the engine heartbeat). Written by any operator process and by the engine, so it uses a rollback journal with
+synchronous=FULL: an operator's "kill" must survive a power cut the moment the CLI says it was recorded.
+
+HOW TO ADD A TABLE (other features do this): append ONE new entry to CONTROL_MIGRATIONS below, e.g.
+
+    CONTROL_MIGRATIONS: list[Migration] = [
+        _V1_ENGINES,
+        '''
+        CREATE TABLE kill_switches (...);
+        CREATE INDEX ...;
+        ''',
+    ]
+
+An entry is an SQL script (statements separated by ';') or a function `(sqlite3.Connection) -> None` for data
+migrations. Its position is its schema version (first entry = version 1). Never edit, reorder or remove an entry
+once it has been merged: stores already at that version never re-run it. ControlDB applies pending entries in one
+transaction on open, so every process sees the newest schema it knows; an older Flightdeck opening a newer store
+gets StoreTooNew instead of guessing.
+"""
+
+from __future__ import annotations
+
+from engine.controls.schema import CONTROLS_V2
+from engine.store.migrate import Migration
+
+_V1_ENGINES = """
+CREATE TABLE engines (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    user TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    stopped REAL
+);
+CREATE INDEX engines_started ON engines (started);
+"""
+
+CONTROL_MIGRATIONS: list[Migration] = [
+    _V1_ENGINES,
+    CONTROLS_V2,
+]

@@ -1,0 +1,159 @@
+"""EngineStore: everything the one engine process holds open on a store, in the order it must be set up and torn
+down (lock, databases, recovery, registration, writer, heartbeat)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from engine.errors import StoreError
+from engine.store.config import StoreConfig, load_config
+from engine.store.control import ControlDB, current_user
+from engine.store.files import TRACES_DB, connect, ensure_private_file, ensure_store_dir, translate_sqlite_error
+from engine.store.lock import StoreLock
+from engine.store.migrate import migrate
+from engine.store.recovery import abandon_dead_runs, mark_engines_stopped
+from engine.store.redact import Redactor
+from engine.store.traces_schema import TRACES_MIGRATIONS
+from engine.store.writer import TraceWriter
+
+log = logging.getLogger(__name__)
+
+
+def open_traces_db(path: Path) -> sqlite3.Connection:
+    """traces.db for the engine: created 0600, WAL, migrated. Returns an autocommit admin connection."""
+    ensure_private_file(path)
+    conn = connect(path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"cannot put {path} in WAL mode (got {mode!r}); is it on a network file system?")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn, TRACES_MIGRATIONS, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate_sqlite_error(exc, path, "open") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class EngineStore:
+    """The store as the engine holds it. Use as a context manager, or call close()."""
+
+    def __init__(self, store_dir: Path, *, lock: StoreLock, traces: sqlite3.Connection, control: ControlDB,
+                 config: StoreConfig, redactor: Redactor, engine_id: str, writer: TraceWriter,
+                 heartbeat_interval: float) -> None:
+        self.dir = store_dir
+        self.config = config
+        self.redactor = redactor
+        self.engine_id = engine_id
+        self.writer = writer
+        self.control = control
+        self.abandoned_runs: list[str] = []
+        self._lock = lock
+        self._traces = traces
+        self._closed = False
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval,),
+                                           name="flightdeck-engine-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop_heartbeat.wait(interval):
+            try:
+                self.control.heartbeat(self.engine_id)
+            except StoreError as exc:  # a busy control.db must not kill the engine; the next beat retries
+                log.warning("engine heartbeat failed: %s", exc)
+
+    def close(self, timeout: float = 10) -> None:
+        """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
+        StoreError (if traces could not be written) after everything else has been released."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_heartbeat.set()
+        self._heartbeat.join()
+        failure: StoreError | None = None
+        try:
+            self.writer.close(timeout)
+        except StoreError as exc:
+            failure = exc
+        now = time.time()
+        try:
+            self._traces.execute("UPDATE engines SET stopped = ? WHERE id = ?", (now, self.engine_id))
+        except sqlite3.Error as exc:
+            log.warning("could not record engine stop in %s: %s", self.dir / TRACES_DB, exc)
+        finally:
+            self._traces.close()
+        try:
+            self.control.mark_stopped(self.engine_id, now)
+        except StoreError as exc:
+            log.warning("could not record engine stop in control.db: %s", exc)
+        finally:
+            self.control.close()
+            self._lock.release()
+        if failure is not None:
+            raise failure
+
+    def __enter__(self) -> "EngineStore":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None = None,
+                      flush_interval: float = 0.05, max_queue: int = 100_000, heartbeat_interval: float = 1.0,
+                      environ: Mapping[str, str] | None = None) -> EngineStore:
+    store_dir = Path(store_dir)
+    # Config first: a typo in it should fail before anything on disk changes.
+    config = load_config(store_dir, config_file)
+    redactor = Redactor.from_config(config, os.environ if environ is None else environ)
+    ensure_store_dir(store_dir)
+    lock = StoreLock.acquire(store_dir)
+    traces: sqlite3.Connection | None = None
+    control: ControlDB | None = None
+    try:
+        traces_path = store_dir / TRACES_DB
+        traces = open_traces_db(traces_path)
+        control = ControlDB.open(store_dir)
+        engine_id = uuid.uuid4().hex
+        now = time.time()
+        dead = control.mark_others_stopped(engine_id)
+        abandoned = abandon_dead_runs(traces, traces_path, now)
+        mark_engines_stopped(traces, traces_path, {row["id"]: row["heartbeat"] for row in dead}, now)
+        from engine import __version__
+
+        host, user, pid = socket.gethostname(), current_user(), os.getpid()
+        try:
+            traces.execute("INSERT INTO engines (id, pid, host, user, version, started, stopped) "
+                           "VALUES (?, ?, ?, ?, ?, ?, NULL)", (engine_id, pid, host, user, __version__, now))
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, traces_path, "register the engine in") from exc
+        control.register_engine(engine_id=engine_id, version=__version__, pid=pid, host=host, user=user,
+                                started=now)
+        writer = TraceWriter(traces_path, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue)
+    except BaseException:
+        if control is not None:
+            control.close()
+        if traces is not None:
+            traces.close()
+        lock.release()
+        raise
+    store = EngineStore(store_dir, lock=lock, traces=traces, control=control, config=config, redactor=redactor,
+                        engine_id=engine_id, writer=writer, heartbeat_interval=heartbeat_interval)
+    store.abandoned_runs = abandoned
+    if abandoned:
+        log.warning("marked %d runs of a dead engine as abandoned", len(abandoned))
+    return store

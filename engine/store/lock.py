@@ -1,0 +1,88 @@
+"""The engine lock: at most one engine process writes a store's traces.db.
+
+flock is tied to the open file, so the kernel releases it when the holder dies, even by SIGKILL: there is no
+stale-lock cleanup to get wrong. The file is never deleted (deleting it would let two processes lock two different
+inodes); its JSON content only says who holds it, for the error message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StoreError, StoreLocked
+from engine.store.control import current_user
+from engine.store.files import FILE_MODE, LOCK_FILE
+
+
+class StoreLock:
+    """An acquired engine lock. Release with `release()` (idempotent)."""
+
+    def __init__(self, store_dir: Path, fd: int, holder: dict[str, Any]) -> None:
+        self.store_dir = store_dir
+        self.holder = holder
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, store_dir: Path) -> "StoreLock":
+        path = store_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise StoreLocked(_locked_message(store_dir, holder)) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "user": current_user(),
+                  "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        return cls(store_dir, fd, holder)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # nobody holds it now; a stale name in the file would mislead the next error
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    # The holder writes its JSON right after locking; a reader racing that write may see an empty file.
+    try:
+        raw = os.pread(fd, 4096, 0)
+        holder = json.loads(raw) if raw else {}
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _locked_message(store_dir: Path, holder: dict[str, Any]) -> str:
+    pid = holder.get("pid", "unknown")
+    user = holder.get("user", "unknown user")
+    host = holder.get("host")
+    if host and host != socket.gethostname():
+        user = f"{user}@{host}"
+    started = holder.get("started")
+    when = datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S") if isinstance(started, (int, float)) \
+        else "at an unknown time"
+    return f"store {store_dir} is in use by engine pid {pid} ({user}, started {when})"

@@ -1,0 +1,104 @@
+"""traces.db schema: what happened. Written only by the engine holding the store lock (see writer.py).
+
+Every index here serves a named read in reader.py or a write in writer.py / recovery.py; there are deliberately no
+others, because each index costs on the write hot path. Append-only migration list: see migrate.py for the rules.
+"""
+
+from __future__ import annotations
+
+from engine.store.migrate import Migration
+
+RUN_STATUSES = ("running", "completed", "failed", "budget_exceeded", "killed", "loop_detected", "abandoned",
+                "refused")
+SPAN_KINDS = ("run", "agent", "llm", "tool", "delegation", "route", "stage")
+SPAN_STATUSES = ("running", "ok", "error", "cancelled", "timeout", "budget_exceeded", "loop_detected", "denied",
+                 "outcome_unknown", "abandoned", "validation_failed", "skipped")
+
+# Event kinds the writer adds on its own for every run / span start and end.
+RUN_STARTED = "run.started"
+RUN_ENDED = "run.ended"
+SPAN_STARTED = "span.started"
+SPAN_ENDED = "span.ended"
+
+_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    hierarchy TEXT NOT NULL,
+    hierarchy_hash TEXT,
+    engine_id TEXT,
+    engine_version TEXT,
+    status TEXT NOT NULL,
+    tenant TEXT,
+    seed INTEGER,
+    input TEXT,
+    output TEXT,
+    error TEXT,
+    started REAL NOT NULL,
+    ended REAL,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    model_calls INTEGER NOT NULL DEFAULT 0,
+    tool_calls INTEGER NOT NULL DEFAULT 0,
+    agents_active INTEGER NOT NULL DEFAULT 0,
+    attributes TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+-- list_runs (newest first, keyset paging), usage(since=...)
+CREATE INDEX runs_started ON runs (started, id);
+-- list_runs(status=...), count_runs active, recovery of 'running' runs
+CREATE INDEX runs_status_started ON runs (status, started, id);
+CREATE INDEX runs_hierarchy_started ON runs (hierarchy, started, id);
+CREATE INDEX runs_tenant_started ON runs (tenant, started, id);
+-- count_runs(since): what finished in the last hour
+CREATE INDEX runs_ended ON runs (ended) WHERE ended IS NOT NULL;
+
+CREATE TABLE spans (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    parent_id TEXT,
+    kind TEXT NOT NULL,
+    agent TEXT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    model TEXT,
+    attributes TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+-- spans(run_id), span_tree, usage per run
+CREATE INDEX spans_run_started ON spans (run_id, started);
+-- running_spans() and recovery: only in-flight spans are in this index, so it stays tiny.
+CREATE INDEX spans_running ON spans (run_id, started) WHERE status = 'running';
+
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    run_id TEXT,
+    span_id TEXT,
+    kind TEXT NOT NULL,
+    agent TEXT,
+    name TEXT,
+    data TEXT
+);
+CREATE INDEX events_run_seq ON events (run_id, seq);
+CREATE INDEX events_kind_seq ON events (kind, seq);
+
+CREATE TABLE engines (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    user TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started REAL NOT NULL,
+    stopped REAL
+);
+"""
+
+TRACES_MIGRATIONS: list[Migration] = [
+    _V1,
+]
