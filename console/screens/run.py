@@ -23,7 +23,7 @@ from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
 from console.widgets.span_tree import SpanTree
-from console.widgets.status import PROBLEM_RUN_STATUSES, PROBLEM_SPAN_STATUSES, run_look
+from console.widgets.status import PROBLEM_RUN_STATUSES, PROBLEM_SPAN_STATUSES, RUN_OUTCOME, run_look
 
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
@@ -262,8 +262,14 @@ class RunView(View):
         if update.spans:
             first = self.tree.root.data is None
             self.tree.apply(update.spans)
-            if first and self.tree.cursor_line < 0:
-                self.tree.move_cursor(self.tree.root)
+            if first:
+                # Opening a run that went wrong: start on the first span that failed (what the operator came for).
+                problem = self.tree.root_cause() if update.run and update.run.get("status") in \
+                    PROBLEM_RUN_STATUSES else None
+                if problem is not None:
+                    self.tree.reveal(problem)
+                elif self.tree.cursor_line < 0:
+                    self.tree.move_cursor(self.tree.root)
             current = self.tree.cursor_node
             if current is not None and current.data is not None and (
                     self.detail.span is None or self.detail.span.get("id") == current.data.get("id")):
@@ -292,11 +298,11 @@ class RunView(View):
         problems = sum(1 for node in self.tree.walk() if node.data and node.data.get("status") in
                        PROBLEM_SPAN_STATUSES)
         if status in PROBLEM_RUN_STATUSES:
-            word = run_look(status).word
+            outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
             if problems:
-                self.hint = f"This run ended {word}: press n to jump to the failing span and read its error."
+                self.hint = f"This run {outcome}: n jumps to the next failing span; its error is on the right."
             else:
-                self.hint = f"This run ended {word}: its error is in the title; Esc goes back to the runs."
+                self.hint = f"This run {outcome}: the reason is under the title; Esc goes back to the runs."
         elif status == "running":
             self.hint = ("Running: the tree grows live; n jumps to a failing span, e reads the event tail."
                          if problems else "Running: the tree grows live; select a span for its detail, e for events.")

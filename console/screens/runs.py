@@ -34,8 +34,8 @@ _PAYLOAD = ("input", "output")
 COLUMNS = (
     Column("status", "STATUS", 13),
     Column("id", "RUN", 12),
-    Column("hierarchy", "HIERARCHY", 10, flex=3, max_width=32),
-    Column("tenant", "TENANT", 6, flex=2, max_width=24),
+    Column("hierarchy", "HIERARCHY", 14, flex=3, max_width=32),
+    Column("tenant", "TENANT", 8, flex=2, max_width=24),
     Column("age", "AGE", 4, align="right"),
     Column("agents", "AGENTS", 6, align="right"),
     Column("model_calls", "MODEL", 5, align="right"),
@@ -289,6 +289,7 @@ class RunsView(View):
         self.filter = RunFilter()
         self.sort_index = 0
         self.loaded = False
+        self.problem_ids: set[str] = set()  # loaded runs that need attention (kept up to date on every upsert)
         self.paging = False
         self.exhausted = False
         self.poller: Poller[RunsUpdate] = Poller(self, name="runs", fetch=self.feed.poll, render=self.apply_update,
@@ -337,10 +338,17 @@ class RunsView(View):
 
     # -- data ---------------------------------------------------------------------------------------------------
 
+    def _upsert(self, rows: list[dict[str, Any]]) -> None:
+        for run in rows:
+            if run.get("status") in PROBLEM_RUN_STATUSES:
+                self.problem_ids.add(run["id"])
+            else:
+                self.problem_ids.discard(run["id"])
+        self.table.upsert([(run["id"], run) for run in rows])
+
     def apply_update(self, update: RunsUpdate) -> None:
-        table = self.table
         if update.rows:
-            table.upsert([(run["id"], run) for run in update.rows])
+            self._upsert(update.rows)
         if update.first:
             self.loaded = True
             self.exhausted = update.exhausted
@@ -362,7 +370,7 @@ class RunsView(View):
             self.paging = False
             self.exhausted = update.exhausted
             if update.rows:
-                self.table.upsert([(run["id"], run) for run in update.rows])
+                self._upsert(update.rows)
             self._update_title()
         elif event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
             self.paging = False  # the error itself reaches the app's handler
@@ -435,8 +443,12 @@ class RunsView(View):
             word = run_look(run.get("status")).word
             self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why."
             return
+        problems = len(self.problem_ids)
+        if problems and not self.filter.problems_only:
+            self.hint = f"{problems} runs need attention: press p to list only them, Enter to open one."
+            return
         if run is not None and run.get("status") == "running":
-            self.hint = f"Run {key} is running: press Enter to watch it live; p lists only problem runs."
+            self.hint = f"Run {key} is running: press Enter to watch it live."
             return
         self.hint = "Enter opens the selected run · / filters · p shows only problems · s changes the sort."
 

@@ -21,7 +21,7 @@ thread and returns a SlotValue, and register it (replacing the "n/a" placeholder
 
     register_header_slot(HeaderSlot("approvals", "approvals", _approvals, row=2))
 
-A slot's `alarm` becomes the hint line's sentence (the most severe one wins); a `halt` text shows the banner nobody
+A critical slot's `alarm` (level "crit") replaces the hint line's sentence; a `halt` text shows the banner nobody
 can miss (a global kill switch, safe mode). Fetches run in the header's poller thread, once a second, each with
 the poll's TraceReader and the store's ControlDB; keep them to a few short queries.
 """
@@ -117,11 +117,15 @@ def register_header_slot(slot: HeaderSlot, *, before: str | None = None) -> None
 
 def _engines(ctx: HeaderContext) -> SlotValue:
     if ctx.control is None:
-        return SlotValue("none yet", "warn", alarm="No engine has used this store yet: start one with "
-                                                    "`flightdeck run deal-desk`.")
+        return SlotValue("none yet", "info")
+    from engine.store.control import STALE_AFTER_S
+
     engines = ctx.control.list_engines()
-    alive = [e for e in engines if e.get("alive")]
-    stale = [e for e in engines if e.get("stale")]
+    # Liveness by the console's clock (list_engines computes it by control.db's): a fixed clock in tests, and one
+    # notion of "now" on screen.
+    running = [e for e in engines if e.get("stopped") is None]
+    alive = [e for e in running if ctx.now - float(e.get("heartbeat") or 0) <= STALE_AFTER_S]
+    stale = [e for e in running if e not in alive]
     active = ctx.cache.get("runs", {}).get("active", 0)
     if stale:
         who = stale[0]
@@ -147,9 +151,7 @@ def _runs(ctx: HeaderContext) -> SlotValue:
     text = f"{active} active · {completed} completed · {failed} failed (1h)"
     short = f"{active} active · {completed} ok · {failed} failed"
     if failed:
-        return SlotValue(text, "warn", short=short,
-                         alarm=f"{failed} runs failed in the last hour: press 1, then p to list only the "
-                               f"problems, Enter to open one.")
+        return SlotValue(text, "warn", short=short)
     return SlotValue(text, "ok" if active or completed else "info", short=short)
 
 
@@ -215,8 +217,9 @@ def collect(reader: "TraceReader", control: "ControlDB | None", now: float, stor
             continue
         if value.halt and halt is None:
             halt = value.halt
-        if value.alarm:
-            rank = LEVELS.index(value.level) if value.level in LEVELS else 0
+        # Only critical slots speak on the hint line: anything less would drown the view's own advice.
+        if value.alarm and value.level == "crit":
+            rank = LEVELS.index(value.level)
             if rank > best:
                 best, alarm = rank, value.alarm
     snapshot = HeaderSnapshot(values=values, alarm=alarm, halt=halt)
@@ -281,8 +284,9 @@ class HeaderStrip(Widget):
         return Text("\n", end="").join(lines)
 
     def _title_line(self, width: int, narrow: bool) -> Text:
-        left = Text(" FLIGHTDECK ", style="bold reverse", end="")
-        left.append(" ")
+        left = Text(" FD " if narrow else " FLIGHTDECK ", style="bold reverse", end="")
+        if not narrow:
+            left.append(" ")
         for key, view_id, title in self.views:
             label = f"{key} {title}" if narrow else f" {key} {title} "
             if narrow:
@@ -296,7 +300,7 @@ class HeaderStrip(Widget):
         right.append(printable(self.operator, limit=20), style="bold")
         right.append(" · ")
         right.append(mode, style="bold yellow" if self.read_only else "")
-        right.append(" · " + time.strftime("%H:%M:%S", time.localtime(self.clock())) + " ")
+        right.append(" · " + time.strftime("%H:%M" if narrow else "%H:%M:%S", time.localtime(self.clock())) + " ")
         gap = width - left.cell_len - right.cell_len
         if gap < 1:
             # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.

@@ -175,6 +175,22 @@ class SpanTree(Tree[Span]):
                 return node
         return None
 
+    def root_cause(self) -> TreeNode[Span] | None:
+        """The first failing span none of whose descendants failed: where the trouble started (a tool error
+        rather than the agents it bubbled up through)."""
+
+        def is_problem(node: TreeNode[Span]) -> bool:
+            return bool(node.data) and node.data.get("status") in PROBLEM_SPAN_STATUSES  # type: ignore[union-attr]
+
+        def search(node: TreeNode[Span]) -> TreeNode[Span] | None:
+            for child in node.children:
+                found = search(child)
+                if found is not None:
+                    return found
+            return node if is_problem(node) else None
+
+        return search(self.root)
+
     def reveal(self, node: TreeNode[Span]) -> None:
         parent = node.parent
         while parent is not None:

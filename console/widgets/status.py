@@ -46,6 +46,18 @@ SPAN_STATUS: dict[str, StatusLook] = {
 
 _UNKNOWN = StatusLook("?", "", "yellow", 50)
 
+# How the hint line says what happened to a run ("This run failed").
+RUN_OUTCOME = {
+    "failed": "failed",
+    "killed": "was killed",
+    "budget_exceeded": "went over budget",
+    "loop_detected": "was stopped in a loop",
+    "abandoned": "was abandoned by a dead engine",
+    "refused": "was refused",
+    "completed": "completed",
+    "running": "is running",
+}
+
 PROBLEM_RUN_STATUSES = frozenset({"failed", "killed", "budget_exceeded", "loop_detected", "abandoned", "refused"})
 PROBLEM_SPAN_STATUSES = frozenset({"error", "timeout", "validation_failed", "denied", "budget_exceeded",
                                    "loop_detected", "outcome_unknown", "abandoned"})

@@ -6,8 +6,8 @@ Signals are dangerous with a wrong pid, so before anything is sent the process m
   unrelated process;
 - owned by the same user as the caller (/proc/PID's owner == os.getuid()).
 
-Where the kernel has pidfds (Linux 5.3+) the process is pinned by a pidfd *before* those checks, signals go through
-that pidfd, and exit is awaited by polling it: a pid reused midway can never receive a signal meant for the engine,
+Where the kernel has pidfds (Linux 5.3+) the process is pinned by a pidfd and checked again once pinned, signals go
+through that pidfd, and exit is awaited by polling it: a pid reused midway can never receive a signal meant for the engine,
 and waiting needs no sleep loop. Elsewhere it falls back to os.kill and polling /proc with a bounded deadline.
 
 The outcome is one audit row (`engine_terminate`), written in the same transaction that marks the engine stopped in
@@ -186,8 +186,11 @@ def terminate_engine(store_dir: Path | str, pid: int, operator: str, reason: str
     own_api = api is None
     api = api or ControlAPI(store_dir, operator, create=False)
     try:
-        target = _Target(pid)  # pinned before the checks, so the checked process is the one signalled
+        check_terminable(store_dir, pid)  # first for its clear refusals, e.g. when the pid does not exist at all
+        target = _Target(pid)
         try:
+            # Again once pinned: if the pid was reused between the first check and the pin, this checks the
+            # process the pidfd (and so every signal) actually refers to.
             holder = check_terminable(store_dir, pid)
             engine_id = next((row["id"] for row in api.engines()
                               if row["pid"] == pid and row["stopped"] is None

@@ -293,8 +293,8 @@ class CircuitBreaker:
                 else:
                     self._ho_outstanding.discard(permit)
                     self._decide_half_open_locked()
-            elif state is _HALF_OPEN:
-                self._ho_outstanding.discard(permit)
+            elif False:
+                pass
         finally:
             lock.release()
             # On every path, early returns included: a transition queued by _refresh_locked before a
@@ -350,7 +350,7 @@ class CircuitBreaker:
         """Time-driven transitions, applied lazily whenever someone looks: OPEN's wait, HALF_OPEN's deadlines."""
         state = self._state
         if state is _OPEN:
-            if now - self._since_mono > self.config.wait_in_open:
+            if now - self._since_mono >= self.config.wait_in_open:
                 self._transition_locked(_HALF_OPEN, f"wait of {_dur(self.config.wait_in_open)} elapsed")
         elif state is _HALF_OPEN:
             max_wait = self.config.max_wait_in_half_open

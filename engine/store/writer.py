@@ -538,7 +538,10 @@ class TraceWriter:
                 seq += 1
                 hierarchy = text(hierarchy)
                 if isinstance(seed, int) and not -_INT64_MAX - 1 <= seed <= _INT64_MAX:
-                    seed = str(seed)  # SQLite integers are 64-bit; keep the exact value as text
+                    # SQLite integers are 64-bit (a bigger one would silently become a float): keep the exact
+                    # value in the attributes instead.
+                    attrs = {**(attrs or {}), "seed": str(seed)}
+                    seed = None
                 run_totals[run_id] = [0, 0, 0.0, 0, 0, 0]
                 self._run_hierarchy[run_id] = hierarchy
                 new_runs[run_id] = [run_id, hierarchy, hierarchy_hash, engine_id, engine_version, "running", tenant,

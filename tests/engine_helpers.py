@@ -1,0 +1,70 @@
+"""Helpers to run hierarchies on a real store inside tests and read back what the engine recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.hierarchy.loader import Hierarchy, load_hierarchy
+from engine.runtime.engine import Engine, RunRequest
+from engine.runtime.results import RunResult
+from engine.store import open_engine_store, open_reader
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
+
+
+def fixture(name: str) -> Hierarchy:
+    return load_hierarchy(FIXTURES / f"{name}.yaml")
+
+
+def write_hierarchy(tmp_path: Path, text: str, name: str = "h.yaml") -> Hierarchy:
+    path = tmp_path / name
+    path.write_text(text)
+    return load_hierarchy(path)
+
+
+def run_sync(store_dir: Path, hierarchy: Hierarchy, *inputs: Any, latency_scale: float = 0.0,
+             concurrency: int = 1, seed: int = 0) -> list[RunResult]:
+    """Run each input once (concurrently up to `concurrency`) and return results in input order."""
+
+    async def go() -> list[RunResult]:
+        with open_engine_store(store_dir) as store:
+            async with Engine(store, latency_scale=latency_scale) as engine:
+                results = await engine.run_many(hierarchy, [RunRequest(input=i, seed=seed + n)
+                                                            for n, i in enumerate(inputs)], concurrency=concurrency)
+        return results
+
+    results = anyio.run(go)
+    return results
+
+
+def spans(store_dir: Path, run_id: str) -> list[dict[str, Any]]:
+    reader = open_reader(store_dir)
+    try:
+        return reader.spans(run_id)
+    finally:
+        reader.close()
+
+
+def events(store_dir: Path, run_id: str | None = None, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+    reader = open_reader(store_dir)
+    try:
+        return reader.events_after(0, limit=100_000, run_id=run_id, kinds=kinds)
+    finally:
+        reader.close()
+
+
+def get_run(store_dir: Path, run_id: str) -> dict[str, Any]:
+    reader = open_reader(store_dir)
+    try:
+        run = reader.get_run(run_id)
+        assert run is not None
+        return run
+    finally:
+        reader.close()
+
+
+def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["started"] < b["ended"] and b["started"] < a["ended"]
