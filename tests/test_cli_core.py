@@ -1,0 +1,152 @@
+"""The command line as scripts and people use it: real subprocesses, real stores, exit codes and JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import engine
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def flightdeck(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("FLIGHTDECK_STORE", None)
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=full_env)
+
+
+def test_version() -> None:
+    proc = flightdeck("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"flightdeck {engine.__version__}"
+
+
+def test_every_command_has_help() -> None:
+    for command in ("run", "check", "runs", "trace", "console"):
+        proc = flightdeck(command, "--help")
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert "usage: flightdeck " + command in proc.stdout
+
+
+def test_check_accepts_good_files_and_bundled_names() -> None:
+    for ref in (str(FIXTURES / "pipeline.yaml"), "deal-desk", "support-triage"):
+        proc = flightdeck("check", ref)
+        assert proc.returncode == 0, proc.stderr
+        assert ": ok: hierarchy" in proc.stdout
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("unknown_agent", "delegates"),
+    ("unknown_tool", "tools"),
+    ("unknown_model", "model"),
+    ("delegation_cycle", "->"),
+    ("bad_import", "import"),
+    ("bad_schema", ""),
+    ("bad_yaml", ""),
+    ("tool_not_allowed_in_script", "scripts"),
+])
+def test_check_names_file_line_and_field_and_exits_2(name: str, fragment: str) -> None:
+    path = FIXTURES / f"{name}.yaml"
+    proc = flightdeck("check", str(path))
+    assert proc.returncode == 2
+    first = proc.stderr.strip().splitlines()[0]
+    assert first.startswith(f"flightdeck: {path}:"), first
+    line_number = first.split(":")[2]
+    assert line_number.isdigit(), first
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_json_runs_json_and_trace_json(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    proc = flightdeck("run", "deal-desk", "--store", store, "--speed", "0", "--repeat", "3", "--concurrency", "3",
+                      "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["status"] for r in results] == ["completed"] * 3
+
+    runs = json.loads(flightdeck("runs", "--store", store, "--json").stdout)
+    assert {r["id"] for r in runs} == {r["id"] for r in results}
+    for run in runs:
+        assert {"id", "hierarchy", "status", "started", "ended", "tokens_in", "tokens_out", "cost_usd"} <= set(run)
+        assert run["hierarchy"] == "deal-desk" and run["tokens_in"] > 0 and run["cost_usd"] > 0
+
+    run_id = runs[0]["id"]
+    tree = json.loads(flightdeck("trace", run_id[:6], "--store", store, "--json").stdout)
+    assert tree["kind"] == "run"
+
+    def walk(span: dict, depth: int = 0) -> list[tuple[int, dict]]:
+        assert {"kind", "name", "agent", "status", "started", "ended", "tokens_in", "tokens_out",
+                "cost_usd", "children"} <= set(span)
+        return [(depth, span)] + [x for c in span["children"] for x in walk(c, depth + 1)]
+
+    flat = walk(tree)
+    kinds = {s["kind"] for _, s in flat}
+    assert {"run", "agent", "llm", "tool", "delegation"} <= kinds
+    agent_levels = {s["name"]: d for d, s in flat if s["kind"] == "agent"}
+    assert agent_levels["supervisor"] < agent_levels["sales"] < agent_levels["account_researcher"]
+
+    human = flightdeck("trace", run_id, "--store", store)
+    assert human.returncode == 0
+    assert "agent account_researcher" in human.stdout and "tok" in human.stdout and "$" in human.stdout
+
+
+def test_run_progress_and_summary_for_people(tmp_path: Path) -> None:
+    proc = flightdeck("run", "support-triage", "--store", str(tmp_path / "s"), "--speed", "0", "--repeat", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "[4/4] run " in proc.stderr  # one progress line per run when not on a terminal
+    assert "4 run(s): 4 completed" in proc.stdout
+
+
+def test_run_exit_code_reflects_the_worst_run(tmp_path: Path) -> None:
+    hierarchy = tmp_path / "loop.yaml"
+    hierarchy.write_text("""
+name: loops
+entry: w
+models:
+  m: {model: m, latency: 0, latency_per_token: 0}
+tools:
+  add: {function: "tests.fixture_tools:add"}
+agents:
+  w: {contract: Loops., model: m, tools: [add]}
+scripts:
+  w:
+    - tool: {name: add, args: {a: 1, b: 1}}
+      repeat: forever
+""")
+    proc = flightdeck("run", str(hierarchy), "--store", str(tmp_path / "s"), "--speed", "0")
+    assert proc.returncode == 5, proc.stderr
+    assert "loop_detected" in proc.stdout
+
+
+def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
+    proc = flightdeck("run", "deal-desk", "--repeat", "0")
+    assert proc.returncode == 2 and "--repeat" in proc.stderr and "at least 1" in proc.stderr
+    proc = flightdeck("run", "deal-desk", "--input-file", str(tmp_path / "missing.json"), "--store",
+                      str(tmp_path / "s"))
+    assert proc.returncode == 2 and "missing.json" in proc.stderr and "Traceback" not in proc.stderr
+    proc = flightdeck("run", "no-such-hierarchy", "--store", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "no-such-hierarchy" in proc.stderr
+
+
+def test_reading_a_missing_store_says_what_to_do(tmp_path: Path) -> None:
+    proc = flightdeck("runs", "--store", str(tmp_path / "nothing-here"))
+    assert proc.returncode == 3
+    assert "no store" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_store_from_environment_variable(tmp_path: Path) -> None:
+    store = tmp_path / "env-store"
+    env = {**os.environ, "FLIGHTDECK_STORE": str(store)}
+    proc = subprocess.run([sys.executable, "-m", "console.cli", "run", "support-triage", "--speed", "0"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (store / "traces.db").exists()
+    assert not (tmp_path / ".flightdeck").exists()
