@@ -63,7 +63,7 @@ class FlightdeckApp(App[int]):
             return
         if not keys:
             return
-        known = binding_ids(self.main) | binding_ids(self)
+        known = binding_ids()
         unknown = sorted(k for k in keys if k not in known)
         for key in unknown:
             keys.pop(key)
@@ -93,7 +93,8 @@ class FlightdeckApp(App[int]):
         self.ctx.source.close()
 
     async def action_quit(self) -> None:
-        self.exit(STORE_EXIT_CODE if self.notifier.store_problem else 0)
+        code = STORE_EXIT_CODE if self.notifier.store_problem else 0
+        self.exit(code, return_code=code)
 
 
 def create_app(store_dir: Path, *, operator: str, read_only: bool, clock: Callable[[], float] = time.time,

@@ -35,6 +35,10 @@ def fixed_clock() -> float:
     return FIXED_NOW
 
 
+def span_id_of(run_id: str, n: int) -> str:
+    return f"{run_id}-{n:02d}"
+
+
 class _Writer:
     """Emits a run with spans through TraceWriter, with explicit times and ids."""
 
@@ -47,7 +51,7 @@ class _Writer:
              status: str = "ok", tokens: tuple[int, int] = (0, 0), cost: float = 0.0, model: str | None = None,
              attrs: dict[str, Any] | None = None, end_attrs: dict[str, Any] | None = None) -> str:
         self.counter += 1
-        span_id = f"{self.run_id[:8]}{self.counter:06x}"
+        span_id = span_id_of(self.run_id, self.counter)
         self.w.span_started(span_id, self.run_id, parent, kind, agent, name, start, attrs or {})
         if end is not None:
             self.w.span_ended(span_id, self.run_id, status, end, tokens[0], tokens[1], cost, model, end_attrs)
@@ -117,13 +121,13 @@ def write_deal_run(writer: Any, run_id: str, *, started: float, status: str = "c
     end = t + 2.6
     agent_status = {"completed": "ok", "failed": "error", "budget_exceeded": "budget_exceeded",
                     "loop_detected": "loop_detected", "killed": "cancelled"}.get(status, "error")
-    writer.span_ended(f"{run_id[:8]}{6:06x}", run_id, agent_status, end - 0.05, 2300, 410, 0.0112, None,
+    writer.span_ended(span_id_of(run_id, 6), run_id, agent_status, end - 0.05, 2300, 410, 0.0112, None,
                       {"output": None if error else {"price": 39900}, "error": error})
-    writer.span_ended(f"{run_id[:8]}{5:06x}", run_id, "ok" if not error else "error", end - 0.04, 0, 0, 0.0, None,
+    writer.span_ended(span_id_of(run_id, 5), run_id, "ok" if not error else "error", end - 0.04, 0, 0, 0.0, None,
                       {"status": "ok" if not error else "error", "error": error})
-    writer.span_ended(f"{run_id[:8]}{2:06x}", run_id, agent_status, end - 0.02, 3500, 590, 0.01151, None,
+    writer.span_ended(span_id_of(run_id, 2), run_id, agent_status, end - 0.02, 3500, 590, 0.01151, None,
                       {"output": None if error else {"decision": "proposal_sent"}, "error": error})
-    writer.span_ended(f"{run_id[:8]}{1:06x}", run_id, agent_status, end - 0.01, 3500, 590, 0.01151, None,
+    writer.span_ended(span_id_of(run_id, 1), run_id, agent_status, end - 0.01, 3500, 590, 0.01151, None,
                       {"output": None if error else {"decision": "proposal_sent"}, "error": error})
     writer.run_progress(run_id, 3500, 590, 0.01151, 2, 1, 0)
     writer.run_ended(run_id, status, end, None if error else {"decision": "proposal_sent", "price": 39900}, error)

@@ -281,7 +281,7 @@ def test_budget_change_validates_and_is_audited(api: ControlAPI) -> None:
                           ({"tool_calls": 1.5}, "limits.tool_calls"), ({"cost_usd": "2"}, "limits.cost_usd"),
                           ({"retries": True}, "limits.retries")):
         with pytest.raises(InputError) as caught:
-            api.budget_change("r1", limits, "x")  # type: ignore[arg-type]
+            api.budget_change("r1", limits, "x")
         assert caught.value.field == field
 
 

@@ -58,7 +58,7 @@ def test_request_approval_stores_canonical_arguments(api: ControlAPI, clock: Fak
 def test_request_approval_validation(api: ControlAPI) -> None:
     for kwargs, field in (({"arguments": [1, 2]}, "arguments"), ({"deadline_s": 0}, "deadline_s"),
                           ({"on_timeout": "shrug"}, "on_timeout"), ({"run_id": ""}, "run_id")):
-        call = {"run_id": "r1", "span_id": "s", "agent": "a", "tool": "t", "arguments": {}, "risk": None,
+        call: dict[str, Any] = {"run_id": "r1", "span_id": "s", "agent": "a", "tool": "t", "arguments": {}, "risk": None,
                 "reason": None, "deadline_s": 10, "on_timeout": "deny", "engine_id": "e1", **kwargs}
         with pytest.raises(InputError) as caught:
             api.request_approval(**call)

@@ -98,6 +98,11 @@ def test_kill_run_prints_what_it_will_stop(store_dir: Path) -> None:
                "--wait-ack", "0")
     assert "pause tool:crm_lookup would pause: 2 run(s), 0 running agent(s), 2 in-flight call(s)" in proc.stdout
 
+    proc = cli(store_dir, "release", "--run", "run-", "--reason", "prefix")  # resolved like kill resolves it
+    assert proc.returncode == 2 and "--run: run id prefix 'run-' is ambiguous" in proc.stderr
+    proc = cli(store_dir, "release", "--run", "run-b", "--reason", "contained")
+    assert proc.returncode == 0 and "released kill switch #1 (run:run-b, kill)" in proc.stdout
+
 
 def test_unacknowledged_kill_with_a_running_engine_suggests_terminate(store_dir: Path) -> None:
     store_dir.mkdir()
@@ -328,3 +333,34 @@ def test_engines_terminate_end_to_end(store_dir: Path) -> None:
                 stream.close()
     rows = json.loads(cli(store_dir, "audit", "--json").stdout)
     assert rows[0]["action"] == "engine_terminate" and rows[0]["actor"] == "alice"
+
+
+def _cli_on_a_tty(store_dir: Path, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run with stdin on a pseudo-terminal (so the confirmation prompt is shown) and type `answer`."""
+    import pty
+
+    master, slave = pty.openpty()
+    environment = {**os.environ, "FLIGHTDECK_OPERATOR": "alice"}
+    environment.pop("FLIGHTDECK_STORE", None)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", *args, "--store", str(store_dir)],
+                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=environment)
+        os.write(master, answer.encode() + b"\n")  # buffered by the terminal until the prompt reads it
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_kill_on_a_terminal_asks_first(store_dir: Path) -> None:
+    declined = _cli_on_a_tty(store_dir, "no", "kill", "--tool", "crm", "--reason", "outage")
+    assert declined.returncode == 1
+    assert "type yes to continue" in declined.stdout and "aborted: nothing was changed" in declined.stderr
+    accepted = _cli_on_a_tty(store_dir, "yes", "kill", "--tool", "crm", "--reason", "outage")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "kill switch #1 set: tool:crm" in accepted.stdout
+    with ControlAPI(store_dir, "checker") as api:
+        assert [s["target"] for s in api.active_kill_switches()] == ["crm"]
+        assert [r["action"] for r in api.audit_log()] == ["kill"]

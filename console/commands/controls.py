@@ -29,6 +29,7 @@ import json
 import os
 import sqlite3
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -57,7 +58,7 @@ ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat",
 
 # ------------------------------------------------------------------------------------------------ parsers
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     before = set(commands.choices)
     _add_kill(commands)
     _add_release(commands)
@@ -117,7 +118,7 @@ def _add_scope_group(parser: argparse.ArgumentParser, *, with_id: bool) -> None:
     parser.add_argument("--in-run", metavar="ID", help="with --agent: only in this run")
 
 
-def _add_kill(commands: argparse._SubParsersAction) -> None:
+def _add_kill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kill = commands.add_parser(
         "kill", help="stop runs, agents or tool calls (a kill switch)",
         description="Set a kill switch. It shows what it would stop, asks for confirmation on a terminal (or needs "
@@ -139,7 +140,7 @@ def _add_kill(commands: argparse._SubParsersAction) -> None:
     kill.set_defaults(handler=handle_kill)
 
 
-def _add_release(commands: argparse._SubParsersAction) -> None:
+def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     release = commands.add_parser(
         "release", help="release kill switches",
         description="Release one kill switch (--id) or every active switch of a scope. Audited.")
@@ -150,7 +151,7 @@ def _add_release(commands: argparse._SubParsersAction) -> None:
     release.set_defaults(handler=handle_release)
 
 
-def _add_approvals(commands: argparse._SubParsersAction) -> None:
+def _add_approvals(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     approvals = commands.add_parser("approvals", help="list tool calls waiting for an operator",
                                     description="List pending approval requests, oldest first.")
     approvals.add_argument("--all", action="store_true", help="every request, decided ones too, newest first")
@@ -178,7 +179,7 @@ def _add_approvals(commands: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=handle_approve if name == "approve" else handle_deny)
 
 
-def _add_safe_mode(commands: argparse._SubParsersAction) -> None:
+def _add_safe_mode(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from engine.controls.flags import FLAGS
 
     vocabulary = "\n".join(
@@ -196,9 +197,11 @@ def _add_safe_mode(commands: argparse._SubParsersAction) -> None:
     add_store_argument(listing)
     listing.set_defaults(handler=handle_safe_mode_list)
 
-    docs = "\n\n".join(f"{spec.name}: {spec.doc}" for spec in FLAGS)
+    docs = "\n\n".join(textwrap.fill(f"{spec.name}: {spec.doc}", width=78, subsequent_indent="  ")
+                         for spec in FLAGS)
     setting = actions.add_parser("set", help="set FLAG=VALUE", description="Set a flag (replacing the value it had "
-                                 "at that scope, which is kept for rollback).", epilog=docs)
+                                 "at that scope, which is kept for rollback).", epilog=docs,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     setting.add_argument("assignment", metavar="FLAG=VALUE")
     clearing = actions.add_parser("clear", help="clear FLAG", description="Clear a flag at a scope.")
     clearing.add_argument("flag", metavar="FLAG")
@@ -212,7 +215,7 @@ def _add_safe_mode(commands: argparse._SubParsersAction) -> None:
     safe.set_defaults(handler=_usage(safe))
 
 
-def _add_breakers(commands: argparse._SubParsersAction) -> None:
+def _add_breakers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     breakers = commands.add_parser(
         "breakers", help="list circuit breakers, or force one open / reset / disable it",
         description="`breakers list` shows breaker states as the engine reports them and the overrides asked "
@@ -228,7 +231,7 @@ def _add_breakers(commands: argparse._SubParsersAction) -> None:
     breakers.set_defaults(handler=handle_breakers)
 
 
-def _add_audit(commands: argparse._SubParsersAction) -> None:
+def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = commands.add_parser(
         "audit", help="show or verify the audit log",
         description="`audit` lists operator and engine actions, newest first. `audit verify` checks the hash "
@@ -241,7 +244,7 @@ def _add_audit(commands: argparse._SubParsersAction) -> None:
     audit.set_defaults(handler=handle_audit)
 
 
-def _add_engines(commands: argparse._SubParsersAction) -> None:
+def _add_engines(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     engines = commands.add_parser(
         "engines", help="list engines, or terminate a wedged one",
         description="List the engines recorded on this store. --terminate PID stops the store's engine when it "
@@ -290,7 +293,7 @@ def _non_negative(text: str) -> float:
 def operator_name(args: argparse.Namespace) -> str:
     from engine.store.control import current_user
 
-    name = getattr(args, "operator", None)
+    name: str | None = getattr(args, "operator", None)
     if name is None:
         name = os.environ.get(OPERATOR_ENV) or current_user()
     if not name.strip():
@@ -321,9 +324,10 @@ def _reader(store_dir: Path) -> Any | None:
 
 
 def _require_reason(args: argparse.Namespace) -> str:
-    if not args.reason or not args.reason.strip():
+    reason: str | None = args.reason
+    if not reason or not reason.strip():
         raise InputError("is required (it goes to the audit log)", field="--reason")
-    return args.reason
+    return reason
 
 
 def _confirm(args: argparse.Namespace, what: str) -> bool:
@@ -369,9 +373,10 @@ def _resolve_run(reader: Any, run_id: str, field: str) -> dict[str, Any] | None:
     if reader is None:
         return None
     try:
-        return reader.get_run(run_id)
+        run: dict[str, Any] | None = reader.get_run(run_id)
     except InputError as exc:
         raise InputError(exc.message, field=field) from None
+    return run
 
 
 def handle_kill(args: argparse.Namespace) -> int:
@@ -451,6 +456,10 @@ def _print_preview(label: str, mode: str, preview: Any | None) -> None:
 def _await_ack(api: Any, switch: dict[str, Any], timeout: float) -> int:
     """Wait (bounded) for the engine to acknowledge the switch, re-reading only when control.db changed."""
     current = switch
+    if current["acked"] is None and not [e for e in api.engines() if e["stopped"] is None]:
+        print("no engine is running on this store: the switch stays in force and the next engine applies it "
+              "when it starts")
+        return 0
     deadline = time.monotonic() + timeout
     version = api.data_version()
     while current["acked"] is None and time.monotonic() < deadline:
@@ -500,7 +509,18 @@ def handle_release(args: argparse.Namespace) -> int:
             released = api.release(args.id, reason=args.reason)
         else:
             scope, target = _scope(args)
-            released = api.release(scope=scope, target=target, run_id=args.in_run, reason=args.reason)
+            run_id = args.in_run
+            # `kill` stored the full run id it resolved from a prefix, so a prefix must resolve the same way here.
+            reader = _reader(api.store_dir)
+            try:
+                if scope == "run" and target:
+                    target = (_resolve_run(reader, target, "--run") or {}).get("id", target)
+                if run_id:
+                    run_id = (_resolve_run(reader, run_id, "--in-run") or {}).get("id", run_id)
+            finally:
+                if reader is not None:
+                    reader.close()
+            released = api.release(scope=scope, target=target, run_id=run_id, reason=args.reason)
     for row in released:
         print(f"released kill switch #{row['id']} ({_label(row['scope'], row['target'], row['run_id'])}, "
               f"{row['mode']}) by {row['released_by']}")
@@ -527,11 +547,13 @@ def handle_approvals(args: argparse.Namespace) -> int:
         else:
             due = f"{r['status']} by {r['decided_by']}"
         table_rows.append((r["id"], r["tool"], r["agent"], r["run_id"], r["risk"] or "-", age(r["requested"], now),
-                           due, r["level"], r["args_hash"][:12], _short(r["arguments"], 50)))
-    print(table(("ID", "TOOL", "AGENT", "RUN", "RISK", "WAITING", "DECISION", "LEVEL", "HASH", "ARGUMENTS"),
-                table_rows, right={7}))
+                           due, r["level"], r["args_hash"][:12], _short(r["arguments"], 50),
+                           _short(r["reason"] or "-", 40)))
+    print(table(("ID", "TOOL", "AGENT", "RUN", "RISK", "WAITING", "DECISION", "LEVEL", "HASH", "ARGUMENTS",
+                 "MODEL'S REASON"), table_rows, right={7}))
     if not args.all:
-        print("\ndecide with: flightdeck approve ID --reason TEXT   |   flightdeck deny ID --reason TEXT")
+        print("\ndecide with: flightdeck approve ID --reason TEXT [--expect-hash HASH] [--edit-args JSON]"
+              "   |   flightdeck deny ID --reason TEXT")
     return 0
 
 

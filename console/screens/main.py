@@ -6,8 +6,6 @@ and the help screen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,9 +19,6 @@ from console.screens.registry import VIEWS, find_command, view_by_id
 from console.widgets.command_line import CommandLine
 from console.widgets.header import HaltBanner, HeaderSnapshot, HeaderStrip, HintLine, collect
 from console.widgets.safe import printable
-
-if TYPE_CHECKING:
-    from textual.dom import DOMNode
 
 HEADER_INTERVAL_S = 1.0
 
@@ -228,12 +223,22 @@ class MainScreen(Screen[None]):
         self.app.push_screen(HelpScreen(rows))
 
 
-def binding_ids(root: "DOMNode") -> set[str]:
-    """Every binding id under `root` (for validating [console.keys] in config.toml)."""
-    ids: set[str] = set()
-    nodes = [root, *root.walk_children(with_self=False)] if hasattr(root, "walk_children") else [root]
-    for node in nodes:
-        for _key, binding in node._bindings:
-            if binding.id:
+def binding_ids() -> set[str]:
+    """Every binding id an operator can remap (for validating [console.keys] in config.toml): the BINDINGS of
+    every widget class loaded, plus the view-switching bindings made from the registry."""
+    from textual.binding import Binding as _Binding
+    from textual.dom import DOMNode
+
+    ids = {f"view_{spec.id}" for spec in VIEWS}
+    pending: list[type] = [DOMNode]
+    seen: set[type] = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        for binding in cls.__dict__.get("BINDINGS", ()):
+            if isinstance(binding, _Binding) and binding.id:
                 ids.add(binding.id)
     return ids

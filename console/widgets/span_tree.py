@@ -121,7 +121,7 @@ class SpanTree(Tree[Span]):
                 self.move_cursor(cursor)
                 target = max(0, cursor.line - screen_line)
                 if target != int(self.scroll_offset.y):
-                    self.scroll_to(y=target, animate=False, immediate=True)
+                    self.scroll_to(y=target, animate=False, immediate=True, force=True)
         return added
 
     def _place(self, span: Span, added: list[TreeNode[Span]]) -> bool:

@@ -240,7 +240,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._order.clear()
         self.cursor = 0
         self._update_size()
-        self.scroll_to(y=0, animate=False, immediate=True)
+        self.scroll_to(y=0, animate=False, immediate=True, force=True)
         self.refresh()
 
     def set_sort(self, column: str, reverse: bool) -> None:
@@ -300,7 +300,7 @@ class VirtualTable(ScrollView, can_focus=True):
         max_scroll = max(0, len(self._order) + 1 - self.scrollable_content_region.height)
         scroll = max(0, min(scroll, max_scroll))
         if scroll != int(self.scroll_offset.y):
-            self.scroll_to(y=scroll, animate=False, immediate=True)
+            self.scroll_to(y=scroll, animate=False, immediate=True, force=True)
 
     def _update_size(self) -> None:
         self.virtual_size = Size(self.scrollable_content_region.width, len(self._order) + 1)

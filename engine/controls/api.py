@@ -58,7 +58,7 @@ MAX_TEXT = 2000
 SNAPSHOT_QUERIES: dict[str, str] = {
     "kill_switches": "SELECT * FROM kill_switches WHERE released IS NULL ORDER BY id",
     "flags": "SELECT * FROM flags WHERE cleared IS NULL ORDER BY id",
-    "pending_approvals": "SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested, id",
+    "pending_approvals": "SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested, rowid",
     "decided_approvals": "SELECT * FROM approvals WHERE decided_seq > ? ORDER BY decided_seq",
     "breaker_overrides": "SELECT * FROM breaker_overrides WHERE applied IS NULL ORDER BY id",
     "budget_overrides": "SELECT * FROM budget_overrides WHERE applied IS NULL ORDER BY id",
@@ -90,20 +90,26 @@ class ControlSnapshot:
 
 # ------------------------------------------------------------------------------------------------ small helpers
 
-def _text(value: Any, field: str, *, required: bool = True) -> str | None:
-    """A stripped, bounded, printable string; InputError naming `field` otherwise."""
+def _optional_text(value: Any, field: str) -> str | None:
+    """A stripped, bounded, printable string, or None for missing / blank; InputError naming `field` otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise InputError("is required and must not be empty", field=field)
         return None
     if not isinstance(value, str):
         raise InputError(f"expected text, got {type(value).__name__}", field=field)
-    value = value.strip()
-    if len(value) > MAX_TEXT:
+    text: str = value.strip()
+    if len(text) > MAX_TEXT:
         raise InputError(f"is longer than {MAX_TEXT} characters", field=field)
-    if any(ord(c) < 32 and c not in "\t\n" for c in value):
+    if any(ord(c) < 32 and c not in "\t\n" for c in text):
         raise InputError("contains control characters", field=field)
-    return value
+    return text
+
+
+def _text(value: Any, field: str) -> str:
+    """Like _optional_text, but missing or blank is an error too (reasons, names, ids)."""
+    text = _optional_text(value, field)
+    if text is None:
+        raise InputError("is required and must not be empty", field=field)
+    return text
 
 
 def _choice(value: Any, allowed: tuple[str, ...], field: str) -> str:
@@ -190,7 +196,7 @@ class ControlAPI:
     def __init__(self, store_dir: Path | str, operator: str, *, clock: Clock = SYSTEM_CLOCK,
                  db: ControlDB | None = None, create: bool = True) -> None:
         self.store_dir = Path(store_dir)
-        self.operator: str = _text(operator, "operator")  # type: ignore[assignment]
+        self.operator: str = _text(operator, "operator")
         self._clock = clock
         self._owns_db = db is None
         if db is None:
@@ -273,8 +279,8 @@ class ControlAPI:
 
     @staticmethod
     def _kill_target(scope: str, target: Any, run_id: Any) -> tuple[str | None, str | None]:
-        target = _text(target, "target", required=False)
-        run_id = _text(run_id, "run_id", required=False)
+        target = _optional_text(target, "target")
+        run_id = _optional_text(run_id, "run_id")
         if scope == "global" and target is not None:
             raise InputError("a global kill switch has no target", field="target")
         if scope != "global" and target is None:
@@ -363,12 +369,12 @@ class ControlAPI:
 
     @staticmethod
     def _flag_target(scope: str, target: Any) -> str | None:
-        target = _text(target, "target", required=False)
-        if scope == "global" and target is not None:
+        text = _optional_text(target, "target")
+        if scope == "global" and text is not None:
             raise InputError("a global flag has no target", field="target")
-        if scope != "global" and target is None:
+        if scope != "global" and text is None:
             raise InputError(f"a {scope} flag needs a target (the {_TARGET_WORD[scope]})", field="target")
-        return target
+        return text
 
     def set_flag(self, name: str, value: Any, scope: str = "global", target: str | None = None, *,
                  reason: str, source: str = "operator") -> dict[str, Any]:
@@ -470,8 +476,8 @@ class ControlAPI:
         """A decision binds to exactly one request: it must still be pending, before its deadline (the engine may
         not have expired it yet, so `now` is compared here), and, with expected_args_hash (the full sha256 or a
         prefix of at least 8 hex digits), for the arguments the operator saw."""
-        approval_id = _text(approval_id, "approval")  # type: ignore[assignment]
-        reason = _text(reason, "reason")  # type: ignore[assignment]
+        approval_id = _text(approval_id, "approval")
+        reason = _text(reason, "reason")
         edited_json = None if edited is None else _json_object(edited, "edited_arguments")
         expected = self._expected_hash(expected_hash)
         now = self.now()
@@ -529,7 +535,7 @@ class ControlAPI:
 
     def list_approvals(self, limit: int = 100) -> list[dict[str, Any]]:
         """All approvals, whatever their status, newest request first."""
-        return self._query("approvals", "SELECT * FROM approvals ORDER BY requested DESC, id DESC LIMIT ?",
+        return self._query("approvals", "SELECT * FROM approvals ORDER BY requested DESC, rowid DESC LIMIT ?",
                            (int(limit),))
 
     def approval(self, approval_id: str) -> dict[str, Any]:
@@ -544,16 +550,16 @@ class ControlAPI:
                          risk: str | None, reason: str | None, deadline_s: float, on_timeout: str,
                          engine_id: str, *, actor: str | None = None) -> dict[str, Any]:
         """Record a tool call waiting for an operator. Returns the row (id 'ap-' + 8 hex digits, args_hash)."""
-        run_id = _text(run_id, "run_id")  # type: ignore[assignment]
-        agent = _text(agent, "agent")  # type: ignore[assignment]
-        tool = _text(tool, "tool")  # type: ignore[assignment]
-        engine_id = _text(engine_id, "engine_id")  # type: ignore[assignment]
+        run_id = _text(run_id, "run_id")
+        agent = _text(agent, "agent")
+        tool = _text(tool, "tool")
+        engine_id = _text(engine_id, "engine_id")
         args_json = _json_object(arguments, "arguments")
         on_timeout = _choice(on_timeout, ON_TIMEOUT_POLICIES, "on_timeout")
         if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not math.isfinite(deadline_s) \
                 or deadline_s <= 0:
             raise InputError(f"must be a positive number of seconds, got {deadline_s!r}", field="deadline_s")
-        risk = _text(risk, "risk", required=False)
+        risk = _optional_text(risk, "risk")
         if isinstance(reason, str) and len(reason) > MAX_TEXT:
             # The model wrote this, not an operator: a long reason must not fail the tool call, so it is cut.
             reason = reason[:MAX_TEXT] + " …[truncated]"
@@ -629,14 +635,14 @@ class ControlAPI:
 
     def cancel_approvals_for_run(self, run_id: str, reason: str, *, actor: str | None = None) -> list[dict[str, Any]]:
         """A killed (or ended) run's pending requests become cancelled; returns them."""
-        run_id = _text(run_id, "run_id")  # type: ignore[assignment]
-        reason = _text(reason, "reason")  # type: ignore[assignment]
+        run_id = _text(run_id, "run_id")
+        reason = _text(reason, "reason")
         who = actor or self.operator
         now = self.now()
         cancelled = []
         with self._tx() as conn:
             for row in _fetch(conn, "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY "
-                                    "requested, id", (run_id,)):
+                                    "requested, rowid", (run_id,)):
                 cursor = conn.execute(
                     "UPDATE approvals SET status = 'cancelled', decided = ?, decided_by = ?, decision_reason = ?, "
                     "decided_seq = ? WHERE id = ? AND status = 'pending'",
@@ -681,7 +687,7 @@ class ControlAPI:
     def override_breaker(self, key: str, action: str, reason: str, *, source: str = "operator") -> dict[str, Any]:
         """Ask the engine to force a breaker open, reset it to closed, or disable it (calls always pass).
         key is 'tool:NAME', 'model:NAME' or 'delegation:NAME'."""
-        key = _text(key, "key")  # type: ignore[assignment]
+        key = _text(key, "key")
         kind, _, name = key.partition(":")
         if kind not in BREAKER_KINDS or not name:
             raise InputError(f"expected KIND:NAME with KIND one of {', '.join(BREAKER_KINDS)} (e.g. tool:crm_lookup),"
@@ -708,7 +714,7 @@ class ControlAPI:
                       source: str = "operator") -> dict[str, Any]:
         """New limits for a running run: {dimension: number}; None lifts that limit. Dimensions are those of
         engine.guardrails.budget.Dimension; counts must be whole numbers; nothing may be negative."""
-        run_id = _text(run_id, "run_id")  # type: ignore[assignment]
+        run_id = _text(run_id, "run_id")
         clean = self._limits(limits)
         reason = _text(reason, "reason")
         source = self._source(source)
@@ -769,7 +775,7 @@ class ControlAPI:
     def record_action(self, action: str, target: str | None, *, before: Any = None, after: Any = None,
                       reason: str | None = None, actor: str | None = None) -> dict[str, Any]:
         """An audit row for an action that is not a control.db change (a signal sent to an engine, a page)."""
-        action = _text(action, "action")  # type: ignore[assignment]
+        action = _text(action, "action")
         with self._tx() as conn:
             return audit.append(conn, ts=self.now(), actor=actor or self.operator, action=action, target=target,
                                 before=before, after=after, reason=reason)

@@ -28,10 +28,13 @@ brief or resilience4j leave room (tests/test_breaker.py pins each one):
 * ``reset()`` always produces a transition, even CLOSED -> CLOSED: it is an operator action that throws away
   a window, and the store should record it. ``force_open()``/``disable()`` on a breaker already in that state
   change nothing and return None.
-* on_transition runs synchronously on the thread that caused the transition, *outside* the state lock, in
-  transition order (a small queue drained under a separate re-entrant lock). It may call back into the
-  breaker. An exception it raises is logged, not propagated: the transition has already happened, and the
-  caller of try_acquire() must still receive its permit (a lost half-open permit would leak a probe slot).
+* on_transition is called synchronously, *outside* the state lock, exactly once per transition and in
+  transition order: transitions queue under the state lock and are drained under a separate re-entrant lock,
+  so the call that caused a transition returns only after it was delivered (by its own thread, or by another
+  thread that was draining at that moment). The hook may call back into the breaker; it must not wait on
+  other threads that use the breaker. An exception it raises is logged, not propagated: the transition has
+  already happened, and the caller of try_acquire() must still receive its permit (a lost half-open permit
+  would leak a probe slot).
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ TransitionHook = Callable[[BreakerTransition], None]
 
 
 class Permit:
-    """Leave to make one call. Settle it exactly once: on_success, on_error, or release if the call was cancelled.
+    """Permission to make one call. Settle it exactly once: on_success, on_error, or release if the call was cancelled.
 
     Later settles are ignored, so a `finally: permit.release()` after on_success is harmless.
     """
@@ -293,8 +296,8 @@ class CircuitBreaker:
                 else:
                     self._ho_outstanding.discard(permit)
                     self._decide_half_open_locked()
-            elif False:
-                pass
+            elif state is _HALF_OPEN:
+                self._ho_outstanding.discard(permit)
         finally:
             lock.release()
             # On every path, early returns included: a transition queued by _refresh_locked before a

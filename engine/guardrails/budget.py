@@ -87,6 +87,7 @@ _IN, _OUT, _TOTAL, _COST = 0, 1, 2, 3
 _WALL = _N  # index used only for soft-threshold bookkeeping of wall time
 _NANO = 1_000_000_000
 _DAY_S = 86_400.0
+_DAY_BUCKET_S = 60.0  # rolling-window granularity: bounds memory at 1440 buckets per daily scope, whatever the traffic
 _BURN_WINDOW_S = 60.0
 _ZERO: tuple[int, ...] = (0,) * _N
 
@@ -244,8 +245,8 @@ class Demand:
     def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0, model_calls: int = 0,
                  tool_calls: int = 0, retries: int = 0, context_tokens: int = 0) -> None:
         # Validated here, not in reserve(): a negative demand would silently hand budget back.
-        if (input_tokens < 0 or output_tokens < 0 or not cost_usd >= 0 or model_calls < 0 or tool_calls < 0
-                or retries < 0 or context_tokens < 0 or cost_usd == math.inf):
+        if min(input_tokens, output_tokens, model_calls, tool_calls, retries, context_tokens) < 0 or not (
+                0 <= cost_usd < math.inf):
             raise ValueError(f"a budget demand must be non-negative and finite: {self._fields(locals())}")
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
@@ -258,10 +259,6 @@ class Demand:
     @staticmethod
     def _fields(values: Mapping[str, Any]) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in values.items() if k != "self")
-
-    def _vector(self) -> tuple[int, ...]:
-        i, o = self.input_tokens, self.output_tokens
-        return (i, o, i + o, _cost_to_nano(self.cost_usd), self.model_calls, self.tool_calls, self.retries)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._fields({k: getattr(self, k) for k in self.__slots__})})"
@@ -371,7 +368,7 @@ class ScopeUsage:
 
 class _Scope:
     __slots__ = ("scope_id", "kind", "parent", "children", "labels", "attr_key", "chain", "compiled", "used",
-                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "chain_daily")
+                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "dailies")
 
     def __init__(self, scope_id: str, kind: str, compiled: _Compiled, parent: _Scope | None,
                  labels: Mapping[str, str], opened_at: float) -> None:
@@ -390,9 +387,46 @@ class _Scope:
         self.opened_at = opened_at
         self.max_context = 0
         self.soft_pending: set[int] = set(compiled.soft_levels)  # dimension indices whose warning has not fired
-        # Rolling 24 h scopes keep (wall ts, actual) entries; `used` is their sum within the window.
-        self.spend: deque[tuple[float, tuple[int, ...]]] | None = deque() if kind == "hierarchy_daily" else None
-        self.chain_daily = any(s.spend is not None for s in self.chain)
+        # A rolling 24 h scope remembers when its spend happened; its `used` is the sum still inside the window.
+        self.spend: _RollingDay | None = _RollingDay() if kind == "hierarchy_daily" else None
+        self.dailies: tuple[_Scope, ...] = tuple(s for s in self.chain if s.spend is not None)
+
+
+class _RollingDay:
+    """Spend of a hierarchy_daily scope in one-minute buckets, so the 24 h window costs bounded memory.
+
+    A bucket leaves the window once its *newest possible* entry is 24 h old: spend stops counting between 24 h and
+    24 h + 60 s after it happened. Erring late keeps the cap safe; the minute of slack is invisible at daily scale.
+    """
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: deque[tuple[float, list[int]]] = deque()  # (bucket start, amounts), oldest first
+
+    def add(self, ts: float, amounts: tuple[int, ...]) -> None:
+        start = ts - ts % _DAY_BUCKET_S
+        buckets = self.buckets
+        if buckets and start <= buckets[-1][0]:
+            # Same minute, or the wall clock stepped back: fold into the newest bucket rather than reorder.
+            totals = buckets[-1][1]
+        else:
+            totals = [0] * _N
+            buckets.append((start, totals))
+        for i in range(_N):
+            totals[i] += amounts[i]
+
+    def expire(self, now: float, used: list[int]) -> bool:
+        """Drop buckets wholly older than 24 h, taking them off `used`. True if anything was dropped."""
+        buckets = self.buckets
+        cutoff = now - _DAY_S - _DAY_BUCKET_S
+        if not buckets or buckets[0][0] > cutoff:
+            return False
+        while buckets and buckets[0][0] <= cutoff:
+            _, totals = buckets.popleft()
+            for i in range(_N):
+                used[i] -= totals[i]
+        return True
 
 
 def _attribution_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -473,14 +507,20 @@ class BudgetLedger:
             if not (math.isfinite(ts) and math.isfinite(cost) and cost >= 0):
                 raise ValueError(f"budget scope '{scope_id}': bad daily spend entry ({ts!r}, {cost!r})")
             seeded.append((float(ts), (0, 0, 0, _cost_to_nano(cost), 0, 0, 0)))
+        seeded.sort(key=lambda entry: entry[0])
         events: list[BudgetEvent] = []
         with self._lock:
             scope = self._get(scope_id)
             if scope.spend is None:
                 raise ValueError(f"budget scope '{scope_id}' is a {scope.kind} scope; only hierarchy_daily is seeded")
-            for _, vec in seeded:
-                scope.used[_COST] += vec[_COST]
-            scope.spend = deque(sorted([*scope.spend, *seeded], key=lambda entry: entry[0]))
+            # Rebuild in time order: seeding normally happens at open, but may follow live spend.
+            merged = [(start, tuple(totals)) for start, totals in scope.spend.buckets] + seeded
+            merged.sort(key=lambda entry: entry[0])
+            scope.spend = _RollingDay()
+            for ts, amounts in merged:
+                scope.spend.add(ts, amounts)
+            for _, amounts in seeded:
+                scope.used[_COST] += amounts[_COST]
             self._prune_daily(scope, self._clock.time())
             self._soft_sweep(scope, self._clock.monotonic(), events)
         self._emit(events)
@@ -489,20 +529,22 @@ class BudgetLedger:
 
     def reserve(self, scope_id: str, demand: Demand) -> Reservation | Breach:
         """Hold `demand` in the scope and every ancestor, or nothing at all if any of them would exceed a limit."""
-        i_tok, o_tok = demand.input_tokens, demand.output_tokens
-        vec = (i_tok, o_tok, i_tok + o_tok, round(demand.cost_usd * _NANO), demand.model_calls, demand.tool_calls,
-               demand.retries)
+        v0, v1 = demand.input_tokens, demand.output_tokens
+        v2, v3 = v0 + v1, round(demand.cost_usd * _NANO)
+        v4, v5, v6 = demand.model_calls, demand.tool_calls, demand.retries
+        vec = (v0, v1, v2, v3, v4, v5, v6)
         context = demand.context_tokens
         crossed: list[tuple[_Scope, int]] | None = None
+        breach: Breach | None = None
         with self._lock:
             scope = self._scopes.get(scope_id)
             if scope is None:
                 raise KeyError(f"no open budget scope '{scope_id}'")
             chain = scope.chain
             now = self._clock.monotonic()
-            if scope.chain_daily:
-                self._prune_chain(chain)
-            breach: Breach | None = None
+            if scope.dailies:
+                self._prune_chain(scope.dailies)
+            # Pass 1: check every scope before touching any, so a refusal leaves nothing behind (atomicity).
             for s in chain:
                 compiled = s.compiled
                 if compiled.wall is not None:
@@ -519,7 +561,7 @@ class BudgetLedger:
                 used, reserved = s.used, s.reserved
                 for i, limit, level in compiled.checks:
                     after = used[i] + reserved[i] + vec[i]
-                    if after >= level:  # soft level <= limit, so this gates both the breach and the warning
+                    if after >= level:  # soft level <= limit, so this one comparison gates breach and warning
                         if after > limit:
                             breach = self._sum_breach(s, i, limit, vec[i])
                             break
@@ -527,45 +569,47 @@ class BudgetLedger:
                             crossed = (crossed or []) + [(s, i)]
                 if breach is not None:
                     break
-            if breach is None:
-                nonzero = [(i, v) for i, v in enumerate(vec) if v]
+            else:
+                # Pass 2: commit. Unrolled on purpose: measurably faster than any loop or comprehension here.
                 for s in chain:
-                    reserved = s.reserved
-                    for i, v in nonzero:
-                        reserved[i] += v
+                    r = s.reserved
+                    r[0] += v0; r[1] += v1; r[2] += v2; r[3] += v3; r[4] += v4; r[5] += v5; r[6] += v6  # noqa: E702
                     if context > s.max_context:
                         s.max_context = context
                 result = Reservation(next(self._ids), scope_id, demand, vec, chain, self)
-            events = self._reserve_events(scope, breach, crossed, result if breach is None else None, vec, context,
-                                          now) if self._on_event is not None else None
-        if events:
+            events: list[BudgetEvent] | None = None
+            if breach is None and crossed:
+                events = self._fire(crossed, now)  # marks them fired even when nobody listens
+            if self._on_event is not None:
+                events = self._reserve_events(scope, breach, events, result if breach is None else None, vec,
+                                              context)
+        if events and self._on_event is not None:
             self._emit(events)
         return breach if breach is not None else result
 
     def settle(self, reservation: Reservation, actual: Actual, labels: Mapping[str, str] | None = None) -> None:
         """Replace the reservation with what was really used. Actual above the reservation is recorded as is."""
-        i_tok, o_tok = actual.input_tokens, actual.output_tokens
-        act = (i_tok, o_tok, i_tok + o_tok, round(actual.cost_usd * _NANO), actual.model_calls, actual.tool_calls,
-               actual.retries)
+        a0, a1 = actual.input_tokens, actual.output_tokens
+        a2, a3 = a0 + a1, round(actual.cost_usd * _NANO)
+        a4, a5, a6 = actual.model_calls, actual.tool_calls, actual.retries
+        act = (a0, a1, a2, a3, a4, a5, a6)
+        h0, h1, h2, h3, h4, h5, h6 = reservation._vec
+        # used+reserved only grows (and a soft level can only be newly crossed) where actual exceeds the hold.
+        grew = a0 > h0 or a1 > h1 or a3 > h3 or a4 > h4 or a5 > h5 or a6 > h6
         crossed: list[tuple[_Scope, int]] | None = None
         with self._lock:
             self._close_reservation(reservation, "settled")
-            held = reservation._vec
-            deltas = [(i, held[i], act[i]) for i in range(_N) if held[i] or act[i]]
             chain = reservation._chain
             now = self._clock.monotonic()
-            wall_now = self._clock.time() if chain[0].chain_daily else 0.0
             for s in chain:
-                used, reserved = s.used, s.reserved
-                for i, r, a in deltas:
-                    reserved[i] -= r
-                    used[i] += a
+                u, r = s.used, s.reserved
+                r[0] -= h0; r[1] -= h1; r[2] -= h2; r[3] -= h3; r[4] -= h4; r[5] -= h5; r[6] -= h6  # noqa: E702
+                u[0] += a0; u[1] += a1; u[2] += a2; u[3] += a3; u[4] += a4; u[5] += a5; u[6] += a6  # noqa: E702
                 if s.spend is not None:
-                    s.spend.append((wall_now, act))
-                if s.soft_pending:
-                    # Settling can only raise used+reserved when actual exceeds the reservation; check anyway.
+                    s.spend.add(self._clock.time(), act)
+                if grew and s.soft_pending:
                     for i, _, level in s.compiled.checks:
-                        value = used[i] + reserved[i]
+                        value = u[i] + r[i]
                         if value >= level and value > 0 and i in s.soft_pending:
                             crossed = (crossed or []) + [(s, i)]
             recent = self._recent
@@ -578,35 +622,30 @@ class BudgetLedger:
                 merged = dict(key)
                 merged.update((k, str(v)) for k, v in labels.items())
                 key = _attribution_key(merged)
-            totals = self._attribution.get(key)
-            if totals is None:
-                totals = self._attribution[key] = [0] * _N
-            for i, _, a in deltas:
-                totals[i] += a
-            events: list[BudgetEvent] | None = None
-            if self._on_event is not None:
-                events = self._fire(crossed, now) if crossed else []
-                if self.call_events:
-                    data: dict[str, float | int | str] = {"reservation": reservation.id}
-                    data.update(_amounts((i, a) for i, _, a in deltas if a))
-                    scope = chain[0]
-                    event_labels = scope.labels if not labels else MappingProxyType({**scope.labels, **labels})
-                    events.append(BudgetEvent("budget.settled", reservation.scope_id, scope.kind, event_labels, None,
-                                              data))
-            elif crossed:
-                self._fire(crossed, now)
-        if events:
+            t = self._attribution.get(key)
+            if t is None:
+                t = self._attribution[key] = [0] * _N
+            t[0] += a0; t[1] += a1; t[2] += a2; t[3] += a3; t[4] += a4; t[5] += a5; t[6] += a6  # noqa: E702
+            events = self._fire(crossed, now) if crossed else None
+            if self._on_event is not None and self.call_events:
+                data: dict[str, float | int | str] = {"reservation": reservation.id}
+                data.update(_amounts(enumerate(act)))
+                scope = chain[0]
+                event_labels = scope.labels if not labels else MappingProxyType({**scope.labels, **labels})
+                events = events or []
+                events.append(BudgetEvent("budget.settled", reservation.scope_id, scope.kind, event_labels, None,
+                                          data))
+        if events and self._on_event is not None:
             self._emit(events)
 
     def release(self, reservation: Reservation) -> None:
         """Give the whole reservation back: the call failed before using anything, or was cancelled."""
+        h0, h1, h2, h3, h4, h5, h6 = reservation._vec
         with self._lock:
             self._close_reservation(reservation, "released")
-            held = [(i, v) for i, v in enumerate(reservation._vec) if v]
             for s in reservation._chain:
-                reserved = s.reserved
-                for i, v in held:
-                    reserved[i] -= v
+                r = s.reserved
+                r[0] -= h0; r[1] -= h1; r[2] -= h2; r[3] -= h3; r[4] -= h4; r[5] -= h5; r[6] -= h6  # noqa: E702
         if self._on_event is not None and self.call_events:
             scope = reservation._chain[0]
             self._emit([BudgetEvent("budget.released", reservation.scope_id, scope.kind, scope.labels, None,
@@ -623,8 +662,8 @@ class BudgetLedger:
         with self._lock:
             scope = self._get(scope_id)
             now = self._clock.monotonic()
-            if scope.chain_daily:
-                self._prune_chain(scope.chain)
+            if scope.dailies:
+                self._prune_chain(scope.dailies)
             breach = None
             for s in scope.chain:
                 compiled = s.compiled
@@ -640,7 +679,7 @@ class BudgetLedger:
                     break
                 self._soft_sweep(s, now, events)
             if breach is not None:
-                events.append(self._breach_event(breach, now))
+                events.append(self._breach_event(breach))
         self._emit(events)
         return breach
 
@@ -653,8 +692,8 @@ class BudgetLedger:
         cap: int | None = None
         with self._lock:
             scope = self._get(scope_id)
-            if scope.chain_daily:
-                self._prune_chain(scope.chain)
+            if scope.dailies:
+                self._prune_chain(scope.dailies)
             for s in scope.chain:
                 for i, limit, _ in s.compiled.checks:
                     if i == _OUT:
@@ -672,15 +711,17 @@ class BudgetLedger:
 
     def attribution(self) -> dict[str, dict[str, dict[Dimension, float]]]:
         """Settled spend per label: ``attribution()["agent"]["pricing"][Dimension.cost_usd]``."""
-        out: dict[str, dict[str, dict[Dimension, float]]] = {}
         with self._lock:
             groups = [(key, list(totals)) for key, totals in self._attribution.items()]
+        sums: dict[str, dict[str, list[int]]] = {}
         for key, totals in groups:
             for label, value in key:
-                bucket = out.setdefault(label, {}).setdefault(value, dict.fromkeys(_SUMMED, 0.0))
-                for i, dim in enumerate(_SUMMED):
-                    bucket[dim] += _external(i, totals[i])
-        return out
+                bucket = sums.setdefault(label, {}).setdefault(value, [0] * _N)
+                for i in range(_N):
+                    bucket[i] += totals[i]  # summed in internal units, converted once: cents stay exact
+        return {label: {value: {dim: _external(i, bucket[i]) for i, dim in enumerate(_SUMMED)}
+                        for value, bucket in values.items()}
+                for label, values in sums.items()}
 
     # -- internals (call with the lock held) -------------------------------------------------------------------------
 
@@ -717,24 +758,18 @@ class BudgetLedger:
                       f"{s.kind} budget '{s.scope_id}' exhausted on {dim.value}: used {used:g} + reserved "
                       f"{reserved:g} + requested {req:g} > limit {lim:g}")
 
-    def _prune_chain(self, chain: tuple[_Scope, ...]) -> None:
+    def _prune_chain(self, dailies: tuple[_Scope, ...]) -> None:
         wall_now = self._clock.time()
-        for s in chain:
-            if s.spend is not None:
-                self._prune_daily(s, wall_now)
+        for s in dailies:
+            self._prune_daily(s, wall_now)
 
     def _prune_daily(self, s: _Scope, wall_now: float) -> None:
         """Drop spend older than 24 h from a rolling scope; re-arm soft warnings the window fell back under."""
         spend = s.spend
         assert spend is not None
-        cutoff = wall_now - _DAY_S
-        if not spend or spend[0][0] > cutoff:
+        if not spend.expire(wall_now, s.used):
             return
         used = s.used
-        while spend and spend[0][0] <= cutoff:
-            _, vec = spend.popleft()
-            for i in range(_N):
-                used[i] -= vec[i]
         for i, _, level in s.compiled.checks:
             if used[i] + s.reserved[i] < level:
                 s.soft_pending.add(i)
@@ -770,21 +805,20 @@ class BudgetLedger:
             events.append(BudgetEvent("budget.soft_threshold", s.scope_id, s.kind, s.labels, dim, data))
         return events
 
-    def _reserve_events(self, scope: _Scope, breach: Breach | None, crossed: list[tuple[_Scope, int]] | None,
-                        result: Reservation | None, vec: tuple[int, ...], context: int,
-                        now: float) -> list[BudgetEvent]:
+    def _reserve_events(self, scope: _Scope, breach: Breach | None, fired: list[BudgetEvent] | None,
+                        result: Reservation | None, vec: tuple[int, ...], context: int) -> list[BudgetEvent]:
         if breach is not None:
-            return [self._breach_event(breach, now)]  # nothing was reserved, so no soft warning either
-        events = self._fire(crossed, now) if crossed else []
+            return [self._breach_event(breach)]  # nothing was reserved, so no soft warning either
+        events = fired or []
         if self.call_events and result is not None:
             data: dict[str, float | int | str] = {"reservation": result.id}
-            data.update(_amounts((i, v) for i, v in enumerate(vec) if v))
+            data.update(_amounts(enumerate(vec)))
             if context:
                 data["context_tokens"] = context
             events.append(BudgetEvent("budget.reserved", scope.scope_id, scope.kind, scope.labels, None, data))
         return events
 
-    def _breach_event(self, breach: Breach, now: float) -> BudgetEvent:
+    def _breach_event(self, breach: Breach) -> BudgetEvent:
         scope = self._scopes.get(breach.scope_id)
         labels: Mapping[str, str] = scope.labels if scope is not None else MappingProxyType({})
         return BudgetEvent("budget.breach", breach.scope_id, breach.scope_kind, labels, breach.dimension,
@@ -837,7 +871,8 @@ class BudgetLedger:
 
 
 def _amounts(pairs: Iterable[tuple[int, int]]) -> dict[str, float | int]:
-    return {_SUMMED[i].value: (v / _NANO if i == _COST else v) for i, v in pairs}
+    """Non-zero amounts only: events stay small."""
+    return {_SUMMED[i].value: (v / _NANO if i == _COST else v) for i, v in pairs if v}
 
 
 if __name__ == "__main__":
@@ -854,13 +889,15 @@ if __name__ == "__main__":
                           parent="run", labels={"agent": "pricing", "model": "m"})
         demand = Demand(input_tokens=1200, output_tokens=800, cost_usd=0.01, model_calls=1, context_tokens=1200)
         actual = Actual(input_tokens=1200, output_tokens=300, cost_usd=0.004, model_calls=1)
-        start = time.perf_counter()
-        for _ in range(rounds):
-            reservation = ledger.reserve("agent", demand)
-            assert isinstance(reservation, Reservation)
-            ledger.settle(reservation, actual)
-        elapsed = time.perf_counter() - start
-        print(f"{label}: {elapsed / rounds * 1e6:.2f} us per reserve+settle (3-deep chain, {rounds} rounds)")
+        reserve, settle = ledger.reserve, ledger.settle
+        batches: list[float] = []
+        for _ in range(5):  # best batch of five: shared CI machines are noisy, the minimum is the honest cost
+            start = time.perf_counter()
+            for _ in range(rounds // 5):
+                settle(reserve("agent", demand), actual)  # type: ignore[arg-type]
+            batches.append((time.perf_counter() - start) / (rounds // 5) * 1e6)
+        print(f"{label}: {min(batches):.2f} us per reserve+settle (best batch; median {sorted(batches)[2]:.2f} us; "
+              f"3-deep chain)")
 
     _bench("no listener", BudgetLedger(SystemClock()))
     _bench("listener, call events off", BudgetLedger(SystemClock(), lambda e: None, call_events=False))

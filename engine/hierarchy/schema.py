@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
+from engine.guardrails.breaker import BreakerConfig
+from engine.guardrails.budget import BudgetLimits
 
 Tier = Literal["strong", "standard", "economy"]
 TIER_RANK: dict[str, int] = {"economy": 0, "standard": 1, "strong": 2}
@@ -150,6 +152,8 @@ class AgentSpec(Strict):
     max_steps: int | None = Field(None, ge=1, le=1000)
     retry: RetryPolicy | None = None
     fallback: list[str] = Field(default_factory=list)
+    budget: BudgetLimits | None = None
+    cache: CacheSpec | None = None
     # router
     routes: list[Route] = Field(default_factory=list)
     default_route: str | None = None
@@ -179,6 +183,31 @@ class Defaults(Strict):
     max_steps: int = Field(12, ge=1, le=1000)
     retry: RetryPolicy = RetryPolicy()
     loop_threshold: int = Field(3, ge=2, le=100)
+    max_validation_retries: int = Field(2, ge=0, le=20)
+
+
+class BudgetsSpec(Strict):
+    """Budgets at every scope. `agent` applies to every agent invocation unless the agent sets its own `budget`;
+    `daily` caps the hierarchy's spend over a rolling 24 hours (across runs and engine restarts)."""
+
+    run: BudgetLimits | None = None
+    agent: BudgetLimits | None = None
+    daily: BudgetLimits | None = None
+
+
+class BreakersSpec(Strict):
+    """Circuit-breaker settings: `defaults` for every tool, model and delegation; `overrides` by key
+    (`tool:NAME`, `model:PROVIDER/MODEL`, `delegation:AGENT`) or by bare name."""
+
+    defaults: BreakerConfig | None = None
+    overrides: dict[str, BreakerConfig] = Field(default_factory=dict)
+
+
+class CacheSpec(Strict):
+    """Per-agent opt-in response cache for model calls (identical model, messages and tools)."""
+
+    ttl: Duration = 600.0
+    max_entries: int = Field(10_000, ge=1)
 
 
 class ScriptToolCall(Strict):
@@ -240,5 +269,8 @@ class HierarchySpec(Strict):
     tools: dict[Name, ToolSpec] = Field(default_factory=dict)
     agents: dict[Name, AgentSpec]
     defaults: Defaults = Defaults()
+    budgets: BudgetsSpec = BudgetsSpec()
+    breakers: BreakersSpec = BreakersSpec()
     scripts: dict[str, list[ScriptTurn]] = Field(default_factory=dict)
+
 

@@ -11,8 +11,8 @@ Placeholders in script strings: `{task}` (the handoff's task text), `{input}` (t
 
 from __future__ import annotations
 
+import functools
 import json
-import random
 import re
 import zlib
 from typing import Any, Awaitable, Callable
@@ -47,15 +47,21 @@ def parse_handoff(messages: list[Message]) -> tuple[str, dict[str, Any]]:
     """The task text and context of the agent's handoff: the first user message, JSON {task, context}."""
     for message in messages:
         if isinstance(message, UserMessage):
-            try:
-                handoff = json.loads(message.content)
-            except ValueError:
-                return message.content, {}
-            if isinstance(handoff, dict):
-                context = handoff.get("context")
-                return str(handoff.get("task", "")), context if isinstance(context, dict) else {}
-            return message.content, {}
+            return _parse_handoff_text(message.content)
     return "", {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_handoff_text(content: str) -> tuple[str, dict[str, Any]]:
+    # Cached: every model call of an invocation re-reads the same handoff. Callers must not mutate the context.
+    try:
+        handoff = json.loads(content)
+    except ValueError:
+        return content, {}
+    if isinstance(handoff, dict):
+        context = handoff.get("context")
+        return str(handoff.get("task", "")), context if isinstance(context, dict) else {}
+    return content, {}
 
 
 def _lookup(context: dict[str, Any], path: str) -> Any:
@@ -129,6 +135,9 @@ class ScriptedProvider:
         self._sleep: Sleeper = sleep or anyio.sleep
         self._models: dict[str, ModelSpec] = {m.model: m for m in spec.models.values()}
         self._scripts = {agent: _expand(turns) for agent, turns in spec.scripts.items()}
+        # Rendered turns keyed by (agent, turn, handoff text): runs of a fleet replay the same scripts with the
+        # same handoffs over and over, and rendering (placeholders, argument JSON) dominated this provider's cost.
+        self._rendered: dict[tuple[str, int, str], tuple[str | None, tuple[ToolCall, ...], int]] = {}
 
     async def aclose(self) -> None:
         return None
@@ -136,25 +145,27 @@ class ScriptedProvider:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         model = self._models.get(request.model)
         turn_index = sum(1 for m in request.messages if isinstance(m, AssistantMessage))
-        rng = random.Random(zlib.crc32(f"{request.run_seed}:{request.agent}:{turn_index}:{request.model}".encode()))
+        # Two deterministic pseudo-random draws per call from one hash: a seeded random.Random costs more than
+        # the rest of this method, and the engine's budget is a few hundred microseconds per call.
+        draw = zlib.crc32(f"{request.run_seed}:{request.agent}:{turn_index}:{request.model}".encode())
+        jitter = 0.6 + 0.8 * ((draw & 0xFFFF) / 0xFFFF)
+        token_noise = (draw >> 16) % 13
         turn = self._turn(request.agent, turn_index)
-        task, context = parse_handoff(request.messages)
 
         latency = 0.0
         if self._latency_scale > 0 and model is not None:
             base = turn.latency if turn is not None and turn.latency is not None else model.latency
-            latency = base * rng.uniform(0.6, 1.4) * self._latency_scale
+            latency = base * jitter * self._latency_scale
 
         if turn is not None and turn.fault is not None:
             await self._raise_fault(turn.fault, latency, request)
 
-        content, tool_calls = self._play(turn, request, task, context, turn_index)
+        content, tool_calls, produced_tokens = self._render(turn, request, turn_index)
         input_tokens = self._count_input_tokens(request)
         if turn is not None and turn.output_tokens is not None:
             output_tokens = turn.output_tokens
         else:
-            produced = (content or "") + "".join(c.raw_arguments or "" for c in tool_calls)
-            output_tokens = max(1, estimate_tokens(produced) + rng.randint(0, 12))
+            output_tokens = max(1, produced_tokens + token_noise)
         finish = "tool_calls" if tool_calls else "stop"
         if request.max_output_tokens is not None and output_tokens > request.max_output_tokens:
             output_tokens = request.max_output_tokens
@@ -162,9 +173,28 @@ class ScriptedProvider:
         if latency > 0 and model is not None:
             latency += output_tokens * model.latency_per_token * self._latency_scale
             await self._sleep(latency)
-        return ModelResponse(content=content, tool_calls=tuple(tool_calls),
+        return ModelResponse(content=content, tool_calls=tool_calls,
                              usage=Usage(input_tokens, output_tokens), finish_reason=finish,  # type: ignore[arg-type]
                              model=request.model, latency_s=latency)
+
+    def _render(self, turn: ScriptTurn | None, request: ModelRequest,
+                turn_index: int) -> tuple[str | None, tuple[ToolCall, ...], int]:
+        handoff = next((m.content for m in request.messages if isinstance(m, UserMessage)), "")
+        scripted = turn is not None or request.agent in self._scripts
+        key = (request.agent, turn_index, handoff)
+        if scripted:
+            cached = self._rendered.get(key)
+            if cached is not None:
+                return cached
+        task, context = _parse_handoff_text(handoff)
+        content, calls = self._play(turn, request, task, context, turn_index)
+        produced = estimate_tokens((content or "") + "".join(c.raw_arguments or "" for c in calls))
+        rendered = (content, tuple(calls), produced)
+        if scripted:  # the generic policy depends on which tools are offered right now: never cached
+            if len(self._rendered) >= 8192:
+                self._rendered.clear()
+            self._rendered[key] = rendered
+        return rendered
 
     def _turn(self, agent: str, index: int) -> ScriptTurn | None:
         script = self._scripts.get(agent)
@@ -252,15 +282,14 @@ class ScriptedProvider:
 
     @staticmethod
     def _count_input_tokens(request: ModelRequest) -> int:
-        total = 0
+        chars = 0
         for message in request.messages:
-            content = getattr(message, "content", None)
+            content = message.content
             if content:
-                total += estimate_tokens(content)
-            if isinstance(message, AssistantMessage):
-                for call in message.tool_calls:
-                    total += estimate_tokens(call.raw_arguments or "") + 4
-            total += _MESSAGE_OVERHEAD_TOKENS
+                chars += len(content)
+            if message.role == "assistant":
+                for call in message.tool_calls:  # type: ignore[union-attr]
+                    chars += len(call.raw_arguments or "") + 16
         for tool in request.tools:
-            total += 12 + estimate_tokens(tool.description)
-        return total
+            chars += 48 + len(tool.description)
+        return estimate_tokens("") + (chars + 3) // 4 + _MESSAGE_OVERHEAD_TOKENS * len(request.messages)

@@ -13,6 +13,7 @@ import anyio
 
 from engine.providers.base import AssistantMessage, Message, UserMessage
 from engine.runtime.contracts import ContractViolation
+from engine.runtime.guards import BudgetExceeded, breach_data
 from engine.runtime.model_call import ModelCallFailed, call_model
 from engine.runtime.results import AgentResult
 from engine.runtime.tool_call import run_calls
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
     from engine.runtime.context import RunContext
 
-MAX_VALIDATION_RETRIES = 2
 SPAN_STATUS: dict[str, str] = {"killed": "cancelled"}
 
 
@@ -42,15 +42,21 @@ async def run_agent(ctx: "RunContext", name: str, task: str, context: dict[str, 
                         {"task": task, "context": context, "contract": agent.spec.contract})
     ctx.agents_active += 1
     usage_before = (ctx.tokens_in, ctx.tokens_out, ctx.cost_usd)
+    ledger = ctx.engine.guards.ledger
+    # The invocation's budget scope is keyed by its span id: unique, and it labels events with where they happened.
+    ledger.open_scope(span, "agent", ctx.engine.guards.agent_limits(ctx.compiled, name), parent=ctx.budget_scope,
+                      labels={"run": ctx.run_id, "agent": name, "span": span, "tenant": ctx.tenant or ""})
     try:
         result = await _loop(ctx, agent, span, task, context)
     except anyio.get_cancelled_exc_class():
         ctx.agents_active -= 1
+        ledger.close_scope(span)
         with anyio.CancelScope(shield=True):
             tracer.end(span, ctx.run_id, "cancelled")
         raise
     except Exception as exc:  # failure isolation: a bug in one agent's turn must not take down the run
         result = AgentResult(name, "error", error=f"{type(exc).__name__}: {exc}")
+    ledger.close_scope(span)
     ctx.agents_active -= 1
     tracer.end(span, ctx.run_id, SPAN_STATUS.get(result.status, result.status),
                tokens_in=ctx.tokens_in - usage_before[0], tokens_out=ctx.tokens_out - usage_before[1],
@@ -59,53 +65,88 @@ async def run_agent(ctx: "RunContext", name: str, task: str, context: dict[str, 
     return result
 
 
-def _identical_call_key(name: str, arguments: dict[str, Any]) -> str:
-    return name + "\x00" + json.dumps(arguments, sort_keys=True, default=str)
+def _identical_call_key(name: str, arguments: dict[str, Any]) -> Any:
+    """Equal for calls with equal arguments, whatever their key order. Hashing the items is ~10x cheaper than
+    canonical JSON; nested (unhashable) arguments fall back to it."""
+    try:
+        return name, frozenset(arguments.items())
+    except TypeError:
+        return name, json.dumps(arguments, sort_keys=True, default=str)
 
 
 async def _loop(ctx: "RunContext", agent: "CompiledAgent", span: str, task: str,
                 context: dict[str, Any]) -> AgentResult:
-    messages: list[Message] = [agent.system_message,
-                               UserMessage(json.dumps({"task": task, "context": context}, default=str))]
-    seen_calls: dict[str, int] = {}
+    handoff = UserMessage(json.dumps({"task": task, "context": context}, default=str))
+    messages: list[Message] = [agent.system_message, handoff]
+    context_chars = len(agent.system_message.content) + len(handoff.content)
+    seen_calls: dict[Any, int] = {}
     validation_failures = 0
+    max_validation_retries = ctx.compiled.spec.defaults.max_validation_retries
     writer = ctx.engine.writer
+    ledger = ctx.engine.guards.ledger
     for step in range(agent.max_steps):
         if writer.over_capacity():
             await writer.wait_for_space()  # back-pressure: the store is behind, so slow down rather than drop
         try:
-            response = await call_model(ctx, agent, span, messages, step)
+            breach = ledger.check(span)  # wall-clock time runs out between calls, too
+            if breach is not None:
+                raise BudgetExceeded(breach)
+            response = await call_model(ctx, agent, span, messages, step, context_chars)
+            messages.append(AssistantMessage(response.content, response.tool_calls))
+            context_chars += len(response.content or "") + sum(len(c.raw_arguments or "") + 16
+                                                               for c in response.tool_calls)
+            if response.tool_calls:
+                loop = _detect_loop(ctx, agent, span, response.tool_calls, seen_calls)
+                if loop is not None:
+                    return loop
+                results = await run_calls(ctx, agent, span, response.tool_calls, response.content)
+                messages.extend(results)
+                context_chars += sum(len(r.content) for r in results)
+                continue
         except ModelCallFailed as exc:
             return AgentResult(agent.name, "error", error=str(exc))
-        messages.append(AssistantMessage(response.content, response.tool_calls))
+        except BudgetExceeded as exc:
+            ctx.tracer.event(ctx.run_id, span, "budget.exceeded", agent=agent.name,
+                             name=str(exc.breach.dimension), data=breach_data(exc.breach))
+            return AgentResult(agent.name, "budget_exceeded", output=_partial(messages), error=str(exc))
 
-        if not response.tool_calls:
-            if agent.output_contract is None:
-                return AgentResult(agent.name, "ok", output=response.content)
-            try:
-                return AgentResult(agent.name, "ok", output=agent.output_contract.validate_text(response.content))
-            except ContractViolation as exc:
-                validation_failures += 1
-                ctx.tracer.event(ctx.run_id, span, "validation.failed", agent=agent.name,
-                                 data={"errors": str(exc), "attempt": validation_failures})
-                if validation_failures > MAX_VALIDATION_RETRIES:
-                    return AgentResult(agent.name, "validation_failed",
-                                       error=f"output contract violated {validation_failures} times: {exc}")
-                messages.append(UserMessage(f"Your answer does not match your output contract: {exc}. "
-                                            "Answer again with a JSON object that does."))
-                continue
-
-        for call in response.tool_calls:
-            key = _identical_call_key(call.name, call.arguments)
-            seen = seen_calls[key] = seen_calls.get(key, 0) + 1
-            if seen >= agent.loop_threshold:
-                detail = f"{call.name} called {seen} times with the same arguments"
-                ctx.tracer.event(ctx.run_id, span, "loop.detected", agent=agent.name, name=call.name,
-                                 data={"tool": call.name, "arguments": call.arguments, "count": seen,
-                                       "rule": "repeated_call"})
-                return AgentResult(agent.name, "loop_detected", error=f"loop detected: {detail}")
-        messages.extend(await run_calls(ctx, agent, span, response.tool_calls, response.content))
+        # A final answer: accept it, or ask again (a bounded number of times) when it breaks the output contract.
+        if agent.output_contract is None:
+            return AgentResult(agent.name, "ok", output=response.content)
+        try:
+            return AgentResult(agent.name, "ok", output=agent.output_contract.validate_text(response.content))
+        except ContractViolation as exc:
+            validation_failures += 1
+            ctx.tracer.event(ctx.run_id, span, "validation.failed", agent=agent.name,
+                             data={"errors": str(exc), "attempt": validation_failures})
+            if validation_failures > max_validation_retries:
+                return AgentResult(agent.name, "validation_failed",
+                                   error=f"output contract violated {validation_failures} times: {exc}")
+            retry_prompt = UserMessage(f"Your answer does not match your output contract: {exc}. "
+                                       "Answer again with a JSON object that does.")
+            messages.append(retry_prompt)
+            context_chars += len(retry_prompt.content)
 
     ctx.tracer.event(ctx.run_id, span, "loop.detected", agent=agent.name,
                      data={"rule": "step_limit", "max_steps": agent.max_steps})
     return AgentResult(agent.name, "loop_detected", error=f"step limit of {agent.max_steps} reached")
+
+
+def _detect_loop(ctx: "RunContext", agent: "CompiledAgent", span: str, calls: Any,
+                 seen_calls: dict[Any, int]) -> AgentResult | None:
+    for call in calls:
+        key = _identical_call_key(call.name, call.arguments)
+        seen = seen_calls[key] = seen_calls.get(key, 0) + 1
+        if seen >= agent.loop_threshold:
+            detail = f"{call.name} called {seen} times with the same arguments"
+            ctx.tracer.event(ctx.run_id, span, "loop.detected", agent=agent.name, name=call.name,
+                             data={"tool": call.name, "arguments": call.arguments, "count": seen,
+                                   "rule": "repeated_call"})
+            return AgentResult(agent.name, "loop_detected", error=f"loop detected: {detail}")
+    return None
+
+
+def _partial(messages: list[Message]) -> dict[str, Any]:
+    """What an agent stopped by its budget hands back: the results it had gathered, so the parent can use them."""
+    results = [m.content[:500] for m in messages if m.role == "tool"]
+    return {"partial": True, "tool_results": results[-5:], "tool_results_total": len(results)}

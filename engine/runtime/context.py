@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine.providers.base import SystemMessage, ToolDefinition
+
 if TYPE_CHECKING:
-    from engine.runtime.compiled import CompiledHierarchy
+    from engine.hierarchy.schema import ModelSpec
+    from engine.runtime.compiled import CompiledAgent, CompiledHierarchy
     from engine.runtime.engine import Engine
     from engine.runtime.tracer import Tracer
+
+UNAVAILABLE_OPEN = ("open", "forced_open")
 
 
 class RunContext:
     """Counters are plain ints mutated on the event loop thread only, so they need no lock."""
 
     __slots__ = ("run_id", "seed", "tenant", "compiled", "engine", "tracer", "root_span", "tokens_in", "tokens_out",
-                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes")
+                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes", "budget_scope")
 
     def __init__(self, *, run_id: str, seed: int, tenant: str | None, compiled: "CompiledHierarchy",
                  engine: "Engine", tracer: "Tracer") -> None:
@@ -25,6 +30,7 @@ class RunContext:
         self.engine = engine
         self.tracer = tracer
         self.root_span = ""
+        self.budget_scope = f"run:{run_id}"
         self.tokens_in = 0
         self.tokens_out = 0
         self.cost_usd = 0.0
@@ -37,3 +43,32 @@ class RunContext:
     def report_progress(self) -> None:
         self.engine.writer.run_progress(self.run_id, self.tokens_in, self.tokens_out, self.cost_usd,
                                         self.model_calls, self.tool_calls, self.agents_active)
+
+    def models_for(self, agent: "CompiledAgent") -> list["ModelSpec"]:
+        """The agent's model, then its fallback chain, as operator flags allow (models.max_tier)."""
+        return self.engine.controls.models_for(self, agent)
+
+    async def before_call(self, agent: str, tool: str | None) -> None:
+        """Kill switches, drain and pause are obeyed here, before any model or tool call starts."""
+        await self.engine.controls.before_call(self, agent, tool)
+
+    def withheld_tools(self, agent: "CompiledAgent") -> dict[str, str]:
+        """Tools (and delegations) the model must not be offered right now, with the reason it is told."""
+        withheld = self.engine.controls.withheld_tools(self, agent)
+        breakers = self.engine.guards.breakers(self.compiled)
+        for name in agent.tools:
+            if breakers.get("tool", name).state.value in UNAVAILABLE_OPEN:
+                withheld.setdefault(name, "unavailable: circuit open")
+        for tool_name, child in agent.delegation_names.items():
+            if breakers.get("delegation", child).state.value in UNAVAILABLE_OPEN:
+                withheld.setdefault(tool_name, "unavailable: circuit open")
+        return withheld
+
+    def tool_definitions(self, agent: "CompiledAgent") -> tuple[list[ToolDefinition], SystemMessage | None]:
+        withheld = self.withheld_tools(agent)
+        if not withheld:
+            return agent.tool_definitions, None
+        offered = [t for t in agent.tool_definitions if t.name not in withheld]
+        note = SystemMessage("These tools are withheld right now: " + "; ".join(
+            f"{name} ({reason})" for name, reason in sorted(withheld.items())) + ". Do not call them.")
+        return offered, note

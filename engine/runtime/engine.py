@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -11,27 +12,34 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import anyio
 
 import engine as engine_package
+from engine.clock import SYSTEM_CLOCK, Clock
 from engine.hierarchy.schema import ModelSpec
 from engine.providers.base import Provider
 from engine.runtime.compiled import CompiledHierarchy, compile_hierarchy
 from engine.runtime.context import RunContext
+from engine.runtime.controls import RuntimeControls
+from engine.runtime.guards import Guards
 from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult
 from engine.runtime.tracer import Tracer
 
 if TYPE_CHECKING:
+    from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
+    from engine.runtime.compiled import CompiledAgent
     from engine.store import EngineStore
 
-HEARTBEAT_INTERVAL_S = 1.0
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(slots=True)
 class RunRequest:
-    """What to run: the input (a JSON object or text), a seed for the scripted model, a tenant label."""
+    """What to run: the input (a JSON object or text), a seed for the scripted model, a tenant label, and budget
+    overrides for this run (merged over the hierarchy's `budgets.run`)."""
 
     input: Any
     seed: int = 0
     tenant: str | None = None
+    budget: "BudgetLimits | None" = None
 
 
 def split_input(value: Any) -> tuple[str, dict[str, Any]]:
@@ -51,21 +59,27 @@ def split_input(value: Any) -> tuple[str, dict[str, Any]]:
 
 
 class Engine:
-    """Use as `async with Engine(store) as engine:`; background tasks (heartbeat) live as long as the block."""
+    """Use as `async with Engine(store) as engine:`; background tasks live as long as the block."""
 
-    def __init__(self, store: "EngineStore", *, latency_scale: float = 1.0) -> None:
+    def __init__(self, store: "EngineStore", *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.writer = store.writer
         self.tracer = Tracer(store.writer)
         self.latency_scale = latency_scale
+        self.clock = clock
+        self.guards = Guards(self.tracer, clock=clock)
+        self.controls = RuntimeControls()
         self._compiled: dict[str, CompiledHierarchy] = {}
         self._providers: dict[tuple[str, ...], Provider] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> "Engine":
+        # The writer thread competes for the GIL; with the default 5 ms switch interval the event loop can wait
+        # that long for it after every poll. A shorter interval keeps model/tool calls flowing (see bench).
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._task_group.start_soon(self._heartbeat)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -77,18 +91,24 @@ class Engine:
                 await provider.aclose()
         self._providers.clear()
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await anyio.to_thread.run_sync(self.store.control.heartbeat, self.store.engine_id)
-            await anyio.sleep(HEARTBEAT_INTERVAL_S)
-
     def compile(self, hierarchy: "Hierarchy") -> CompiledHierarchy:
         compiled = self._compiled.get(hierarchy.source_hash)
         if compiled is None:
             compiled = self._compiled[hierarchy.source_hash] = compile_hierarchy(hierarchy)
         return compiled
 
-    def provider_for(self, compiled: CompiledHierarchy, model: ModelSpec) -> Provider:
+    def provider_for(self, compiled: CompiledHierarchy, model: ModelSpec,
+                     agent: "CompiledAgent | None" = None) -> Provider:
+        cache = agent.spec.cache if agent is not None else None
+        if cache is not None:
+            key = ("cached", compiled.source_hash, agent.name, model.model)  # type: ignore[union-attr]
+            provider = self._providers.get(key)
+            if provider is None:
+                from engine.providers.cache import CachingProvider, ResponseCache
+
+                provider = self._providers[key] = CachingProvider(
+                    self.provider_for(compiled, model), ResponseCache(cache.ttl, cache.max_entries))
+            return provider
         if model.provider == "scripted":
             key: tuple[str, ...] = ("scripted", compiled.source_hash)
             provider = self._providers.get(key)
@@ -113,6 +133,10 @@ class Engine:
         ctx = RunContext(run_id=run_id, seed=request.seed, tenant=request.tenant, compiled=compiled,
                          engine=self, tracer=self.tracer)
         started = time.time()
+        ledger = self.guards.ledger
+        ledger.open_scope(ctx.budget_scope, "run", self.guards.run_limits(compiled, request.budget),
+                          parent=self.guards.daily_scope(compiled),
+                          labels={"run": run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
         self.writer.run_started(run_id, compiled.name, compiled.source_hash, self.store.engine_id,
                                 engine_package.__version__, request.input, request.seed, request.tenant, started,
                                 {"entry": compiled.spec.entry, "pid": os.getpid()})
@@ -139,6 +163,8 @@ class Engine:
             result = AgentResult(compiled.spec.entry, "error", error=str(exc))
         except Exception as exc:  # one failing run must never disturb the others in this engine
             result = AgentResult(compiled.spec.entry, "error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            ledger.close_scope(ctx.budget_scope)
         return self._finish(ctx, started, result)
 
     def _finish(self, ctx: RunContext, started: float, result: AgentResult) -> RunResult:

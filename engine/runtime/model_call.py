@@ -1,18 +1,24 @@
-"""One model call as the runtime makes it: request building, timeout, tracing and usage accounting."""
+"""One model call as the runtime makes it, with every guardrail in order:
+
+    fallback chain (strong -> standard -> economy) -> model breaker -> budget reservation -> timeout -> provider
+    -> settle usage (or release) -> retry with backoff on retryable errors, honouring Retry-After
+
+Each attempt is its own `llm` span; retries, fallbacks and breaches are events. Nothing here retries forever: a
+maximum per call, a retry budget per run, and a fixed chain of models.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
 
-from engine.providers.base import (
-    Message,
-    ModelRequest,
-    ModelResponse,
-    ProviderError,
-    ProviderTimeout,
-)
+from engine.guardrails.budget import Actual, Demand
+from engine.hierarchy.schema import ModelSpec
+from engine.providers.base import Message, ModelRequest, ModelResponse, ProviderError, ProviderTimeout
+from engine.runtime.deadline import Deadline
+from engine.runtime.guards import BudgetExceeded, backoff_delay, breach_data
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -20,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class ModelCallFailed(Exception):
-    """Every attempt at a model call failed; the agent ends with an error result."""
+    """Every model in the chain failed or was unavailable; the agent ends with an error result."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
@@ -34,45 +40,116 @@ def _response_attrs(response: ModelResponse) -> dict[str, object]:
                         **({"parse_error": c.parse_error, "raw": c.raw_arguments} if c.parse_error else {})}
                        for c in response.tool_calls],
         "finish_reason": response.finish_reason,
-        "latency_ms": round(response.latency_s * 1000, 2),
+        "latency_ms": response.latency_s * 1000,
         "cached": response.cached,
     }
 
 
-async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
-                     messages: list[Message], step: int) -> ModelResponse:
-    """Call the agent's model once, traced as an `llm` span. Raises ModelCallFailed."""
-    model = agent.model
-    assert model is not None  # routers and pipelines never call models
-    provider = ctx.engine.provider_for(ctx.compiled, model)
-    request = ModelRequest(model=model.model, messages=messages, tools=agent.tool_definitions,
-                           max_output_tokens=model.max_output_tokens, agent=agent.name,
-                           run_seed=ctx.seed, timeout_s=model.timeout)
-    last = messages[-1]
-    span = ctx.tracer.start(ctx.run_id, agent_span, "llm", agent.name, model.model,
-                            {"step": step, "messages": len(messages), "tier": model.tier,
-                             "input_tail": getattr(last, "content", None)})
-    ctx.model_calls += 1
-    try:
-        with anyio.fail_after(model.timeout):
-            response = await provider.complete(request)
-    except TimeoutError:
-        error: ProviderError = ProviderTimeout(f"{model.model} did not answer within {model.timeout:g}s")
-        ctx.tracer.end(span, ctx.run_id, "timeout", model=model.model, attrs={"error": str(error)})
-        raise ModelCallFailed(str(error), error.kind) from None
-    except ProviderError as exc:
-        ctx.tracer.end(span, ctx.run_id, "error", model=model.model,
-                       attrs={"error": str(exc), "error_kind": exc.kind, "status": exc.status})
-        raise ModelCallFailed(f"{model.model}: {exc}", exc.kind) from None
-    except anyio.get_cancelled_exc_class():
-        ctx.tracer.end(span, ctx.run_id, "cancelled", model=model.model)
-        raise
-    usage = response.usage
-    cost = 0.0 if response.cached else model.cost_usd(usage.input_tokens, usage.output_tokens)
-    ctx.tokens_in += usage.input_tokens
-    ctx.tokens_out += usage.output_tokens
-    ctx.cost_usd += cost
-    ctx.tracer.end(span, ctx.run_id, "ok", tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
-                   cost_usd=cost, model=model.model, attrs=_response_attrs(response))
-    ctx.report_progress()
-    return response
+def model_key(model: ModelSpec) -> str:
+    return f"{model.provider}/{model.model}"
+
+
+async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, messages: list[Message],
+                     step: int, context_chars: int) -> ModelResponse:
+    """Get one completion for the agent, or raise ModelCallFailed / BudgetExceeded."""
+    engine = ctx.engine
+    guards = engine.guards
+    breakers = guards.breakers(ctx.compiled)
+    policy = agent.spec.retry or ctx.compiled.spec.defaults.retry
+    chain = ctx.models_for(agent)
+    estimated_input = (context_chars + 3) // 4 + 4 * len(messages)
+    last_error = "no model available"
+    last_kind = "unavailable"
+    for index, model in enumerate(chain):
+        if index > 0:
+            ctx.tracer.event(ctx.run_id, agent_span, "model.fallback", agent=agent.name, name=model.model,
+                             data={"from": chain[index - 1].model, "to": model.model, "reason": last_error})
+        breaker = breakers.get("model", model_key(model))
+        provider = engine.provider_for(ctx.compiled, model, agent)
+        attempt = 0
+        while True:
+            attempt += 1
+            permit = breaker.try_acquire()
+            if permit is None:
+                last_error, last_kind = f"{model_key(model)} unavailable: circuit open", "circuit_open"
+                break
+            await ctx.before_call(agent.name, None)
+            max_output = model.max_output_tokens
+            cap = guards.ledger.step_output_cap(agent_span, input_tokens=estimated_input)
+            if cap is not None:
+                # Lower max_tokens to what the budget still allows; with nothing left the reservation breaches.
+                max_output = max(1, min(max_output, cap))
+            reservation = guards.ledger.reserve(agent_span, Demand(
+                input_tokens=estimated_input, output_tokens=max_output,
+                cost_usd=model.cost_usd(estimated_input, max_output), model_calls=1, context_tokens=estimated_input))
+            if not reservation.ok:
+                permit.release()
+                raise BudgetExceeded(reservation)  # type: ignore[arg-type]
+            tools, withheld_note = ctx.tool_definitions(agent)
+            request = ModelRequest(model=model.model, messages=messages if withheld_note is None else
+                                   [*messages, withheld_note], tools=tools,
+                                   max_output_tokens=max_output, agent=agent.name, run_seed=ctx.seed,
+                                   timeout_s=model.timeout)
+            span = ctx.tracer.start(ctx.run_id, agent_span, "llm", agent.name, model.model,
+                                    {"step": step, "attempt": attempt, "messages": len(messages), "tier": model.tier,
+                                     "input_tail": getattr(messages[-1], "content", None),
+                                     "reserved_usd": model.cost_usd(estimated_input, max_output),
+                                     "max_output_tokens": max_output})
+            ctx.model_calls += 1
+            started = time.monotonic()
+            error: ProviderError
+            try:
+                async with Deadline(model.timeout):
+                    response = await provider.complete(request)
+            except TimeoutError:
+                error = ProviderTimeout(f"{model.model} did not answer within {model.timeout:g}s")
+            except ProviderError as exc:
+                error = exc
+            except anyio.get_cancelled_exc_class():
+                permit.release()
+                guards.ledger.release(reservation)  # type: ignore[arg-type]
+                ctx.tracer.end(span, ctx.run_id, "cancelled", model=model.model)
+                raise
+            else:
+                duration = time.monotonic() - started
+                permit.on_success(duration)
+                usage = response.usage
+                cost = 0.0 if response.cached else model.cost_usd(usage.input_tokens, usage.output_tokens)
+                guards.ledger.settle(reservation, Actual(  # type: ignore[arg-type]
+                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+                    model_calls=1), {"model": model.model})
+                ctx.tokens_in += usage.input_tokens
+                ctx.tokens_out += usage.output_tokens
+                ctx.cost_usd += cost
+                ctx.tracer.end(span, ctx.run_id, "ok", tokens_in=usage.input_tokens,
+                               tokens_out=usage.output_tokens, cost_usd=cost, model=model.model,
+                               attrs=_response_attrs(response))
+                ctx.report_progress()
+                return response
+
+            duration = time.monotonic() - started
+            permit.on_error(duration, error.kind)
+            guards.ledger.release(reservation)  # type: ignore[arg-type]
+            ctx.tracer.end(span, ctx.run_id, "timeout" if error.kind == "timeout" else "error", model=model.model,
+                           attrs={"error": str(error), "error_kind": error.kind, "status": error.status,
+                                  "retryable": error.retryable})
+            ctx.report_progress()
+            last_error, last_kind = f"{model.model}: {error}", error.kind
+            if not error.retryable or attempt >= policy.max_attempts:
+                break
+            retry = guards.ledger.reserve(agent_span, Demand(retries=1))
+            if not retry.ok:
+                ctx.tracer.event(ctx.run_id, agent_span, "budget.breach", agent=agent.name, name="retries",
+                                 data=breach_data(retry))  # type: ignore[arg-type]
+                last_error = f"{last_error} (retry budget exhausted)"
+                break
+            guards.ledger.settle(retry, Actual(retries=1))  # type: ignore[arg-type]
+            ctx.retries += 1
+            delay = backoff_delay(policy, attempt, error.retry_after, guards.rng)
+            if model.provider == "scripted":
+                delay *= engine.latency_scale  # the scripted world runs on the demo's clock
+            ctx.tracer.event(ctx.run_id, agent_span, "model.retry", agent=agent.name, name=model.model,
+                             data={"attempt": attempt, "delay_s": round(delay, 3), "error_kind": error.kind,
+                                   "error": str(error), "retry_after": error.retry_after})
+            await anyio.sleep(delay)
+    raise ModelCallFailed(last_error, last_kind)

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+import time
+
+from engine.guardrails.budget import Actual, Demand
 from engine.providers.base import ToolCall, ToolResultMessage
+from engine.runtime.deadline import Deadline
+from engine.runtime.guards import BudgetExceeded
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -18,7 +23,13 @@ MAX_RESULT_CHARS = 16_000  # what the model is shown; the trace keeps its own (r
 
 
 def _result_text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    kind = type(value)
+    if kind is str:
+        text = value
+    elif kind is int or kind is float or kind is bool or value is None:
+        text = json.dumps(value)
+    else:
+        text = json.dumps(value, default=str)
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + f"…[truncated {len(text) - MAX_RESULT_CHARS} chars]"
     return text
@@ -65,6 +76,14 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name,
                         {"args": call.arguments, "reason": reason, "risk": tool.spec.risk,
                          "side_effects": tool.spec.side_effects})
+    withheld = ctx.withheld_tools(agent).get(call.name)
+    if withheld is not None:
+        # Withheld tools are not offered to the model; a direct call anyway fails fast without running.
+        message = f"{call.name} is {withheld}"
+        tracer.end(span, ctx.run_id, "denied", attrs={"error": message, "error_kind": "withheld"})
+        tracer.event(ctx.run_id, span, "tool.withheld", agent=agent.name, name=call.name,
+                     data={"tool": call.name, "reason": withheld})
+        return _error(call, message)
     if call.parse_error:
         message = f"arguments for {call.name} are not valid JSON ({call.parse_error}): {call.raw_arguments!r}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "malformed_arguments"})
@@ -76,10 +95,26 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "invalid_arguments"})
         return _error(call, message)
 
+    await ctx.before_call(agent.name, call.name)
+    permit = ctx.engine.guards.breakers(ctx.compiled).get("tool", call.name).try_acquire()
+    if permit is None:
+        message = f"{call.name} is unavailable: circuit open"
+        tracer.end(span, ctx.run_id, "denied", attrs={"error": message, "error_kind": "circuit_open"})
+        tracer.event(ctx.run_id, span, "tool.withheld", agent=agent.name, name=call.name,
+                     data={"tool": call.name, "reason": "unavailable: circuit open"})
+        return _error(call, message)
+    ledger = ctx.engine.guards.ledger
+    reservation = ledger.reserve(agent_span, Demand(tool_calls=1))
+    if not reservation.ok:
+        permit.release()
+        tracer.end(span, ctx.run_id, "budget_exceeded", attrs={"error": reservation.message})  # type: ignore[union-attr]
+        raise BudgetExceeded(reservation)  # type: ignore[arg-type]
+
     ctx.tool_calls += 1
     timeout = tool.spec.timeout
+    started = time.monotonic()
     try:
-        with anyio.fail_after(timeout):
+        async with Deadline(timeout):
             if tool.is_async:
                 value = await tool.func(**args)
             else:
@@ -88,18 +123,26 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     except TimeoutError:
         # A thread cannot be interrupted: its side effect may still happen, so never call it done.
         status = "timeout" if tool.is_async else "outcome_unknown"
+        permit.on_error(time.monotonic() - started, "timeout")
+        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
         message = f"{call.name} did not finish within {timeout:g}s"
         tracer.end(span, ctx.run_id, status, attrs={"error": message})
         ctx.report_progress()
         return _error(call, message)
     except anyio.get_cancelled_exc_class():
+        permit.release()
+        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
         tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown")
         raise
     except Exception as exc:
+        permit.on_error(time.monotonic() - started, "tool_error")
+        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
         message = f"{type(exc).__name__}: {exc}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
         ctx.report_progress()
         return _error(call, message)
+    permit.on_success(time.monotonic() - started)
+    ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
     text = _result_text(value)
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value})
     ctx.report_progress()
@@ -109,7 +152,7 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
 async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, call: ToolCall,
                    child: str) -> ToolResultMessage:
     """Hand a child agent a structured task (not the parent's history) and return its result to the parent."""
-    from engine.runtime.agent import run_agent
+    from engine.runtime.agent import SPAN_STATUS, run_agent
     from engine.runtime.contracts import ContractViolation
 
     tracer = ctx.tracer
@@ -130,7 +173,23 @@ async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
             message = f"handoff to {child} does not match its input contract: {exc}"
             tracer.end(span, ctx.run_id, "validation_failed", attrs={"error": message})
             return _error(call, message)
-    result = await run_agent(ctx, child, task, context, span)
-    tracer.end(span, ctx.run_id, result.status, attrs={"status": result.status, "error": result.error})
+    withheld = ctx.withheld_tools(agent).get(call.name)
+    permit = None if withheld else ctx.engine.guards.breakers(ctx.compiled).get("delegation", child).try_acquire()
+    if permit is None:
+        message = f"delegation to {child} is {withheld or 'unavailable: circuit open'}"
+        tracer.end(span, ctx.run_id, "denied", attrs={"error": message})
+        return _error(call, message)
+    started = time.monotonic()
+    try:
+        result = await run_agent(ctx, child, task, context, span)
+    except BaseException:
+        permit.release()
+        raise
+    if result.status == "ok":
+        permit.on_success(time.monotonic() - started)
+    else:
+        permit.on_error(time.monotonic() - started, result.status)
+    tracer.end(span, ctx.run_id, SPAN_STATUS.get(result.status, result.status),
+               attrs={"status": result.status, "error": result.error})
     return ToolResultMessage(call.id, call.name, json.dumps(result.for_parent(), default=str),
                              is_error=result.status != "ok")

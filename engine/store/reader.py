@@ -134,7 +134,9 @@ class TraceReader:
         counts = {status: 0 for status in RUN_STATUSES if status != "running"}
         counts["active"] = int(self._scalar("SELECT count(*) FROM runs WHERE status = 'running'"))
         counts["started"] = int(self._scalar("SELECT count(*) FROM runs WHERE started >= ?", (since,)))
-        for row in self._rows("SELECT status, count(*) AS n FROM runs WHERE ended >= ? GROUP BY status", (since,)):
+        # INDEXED BY: without statistics the planner would rather walk the whole status index to skip a sort.
+        for row in self._rows("SELECT status, count(*) AS n FROM runs INDEXED BY runs_ended WHERE ended >= ? "
+                              "GROUP BY status", (since,)):
             if row["status"] != "running":
                 counts[row["status"]] = row["n"]
         return counts

@@ -1,0 +1,106 @@
+"""`python -m bench [store|engine|peers|memory|startup|all]` (also `make bench`): print the benchmark tables.
+
+Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
+Ratios mean something only when measured side by side in one run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import engine_bench
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def print_rows(title: str, rows: list[tuple[str, str, str]]) -> None:
+    print(f"\n{title}")
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    for name, value, target in rows:
+        print(f"  {name.ljust(width)}  {value.rjust(vwidth)}   {target}")
+
+
+def section_peers(args: argparse.Namespace) -> None:
+    rows = engine_bench.peers(runs=args.runs, concurrent=args.concurrent, reps=args.reps)
+    print("\nengine: the shared peer workload (14 model calls, 12 tool calls per run; zero-latency model)")
+    print(f"  {'framework':14s} {'trace':7s} {'us/model call':>14s} {'seq ms/run':>11s} {'conc ms/run':>12s} "
+          f"{'conc/seq':>9s} {'import s':>9s} {'rss MiB':>8s}")
+    ours = None
+    best_peer = None
+    for r in rows:
+        if "error" in r:
+            print(f"  {r['framework']:14s} {r['trace']:7s} not available: {r['error']}")
+            continue
+        ratio = (r["conc_run_ms"] / r["seq_run_ms"]) if r.get("conc_run_ms") else None
+        print(f"  {r['framework']:14s} {r['trace']:7s} {r['seq_step_us']:14.1f} {r['seq_run_ms']:11.3f} "
+              f"{_fmt(r.get('conc_run_ms'), digits=3):>12s} {_fmt(ratio, digits=2):>9s} {r['import_s']:9.2f} "
+              f"{r['rss_after_conc_mib']:8.0f}")
+        if r["framework"] == "flightdeck":
+            ours = r
+        elif r["framework"] not in ("bare",):
+            best_peer = r if best_peer is None or r["seq_step_us"] < best_peer["seq_step_us"] else best_peer
+    if ours:
+        conc_ratio = ours["conc_run_ms"] / ours["seq_run_ms"] if ours.get("conc_run_ms") else None
+        targets = [("engine cost per model call, every span stored", _fmt(ours["seq_step_us"], " us"), "target <= 250 us")]
+        if best_peer:
+            targets.append(("cheaper than the best peer (" + best_peer["framework"] + ")",
+                            _fmt(best_peer["seq_step_us"] / ours["seq_step_us"], "x"), "target >= 7x"))
+        else:
+            targets.append(("cheaper than the best peer", "n/a",
+                            "peers not installed: `make bench-peers` installs them in .venv-bench"))
+        targets.append(("50 concurrent runs, cost per run vs sequential", _fmt(conc_ratio, "x", 2), "target <= 1.5x"))
+        print_rows("engine targets", targets)
+
+
+def section_memory(args: argparse.Namespace) -> None:
+    result = engine_bench.memory(runs=args.memory_runs)
+    if "error" in result:
+        print_rows("memory", [("1,000 concurrent deal-desk runs", "failed", result["error"])])
+        return
+    print_rows("memory", [
+        (f"{result['runs']:,} concurrent deal-desk runs: peak RSS", _fmt(result["rss_peak_mib"], " MiB", 0),
+         "target <= 1024 MiB"),
+        ("  completed", f"{result['completed']:,}", f"in {result['seconds']:.1f} s"),
+    ])
+
+
+def section_startup(args: argparse.Namespace) -> None:
+    result = engine_bench.startup()
+    print_rows("startup", [
+        ("import engine (runtime, store, loader)", _fmt(result["import_engine_s"], " s", 3), "target <= 0.3 s"),
+        ("flightdeck --version (whole process)", _fmt(result["version_s"], " s", 3), "target <= 0.5 s"),
+    ])
+
+
+def section_store(args: argparse.Namespace) -> None:
+    from bench import store_bench
+
+    store_bench.main_table(seconds=args.store_seconds)
+
+
+SECTIONS = {"store": section_store, "peers": section_peers, "memory": section_memory, "startup": section_startup}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, "all", []], default=[],
+                        help="what to run (default: all)")
+    parser.add_argument("--runs", type=int, default=200, help="sequential runs per repetition (peers)")
+    parser.add_argument("--concurrent", type=int, default=50, help="concurrent runs (peers)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (peers)")
+    parser.add_argument("--memory-runs", type=int, default=1000, help="concurrent deal-desk runs (memory)")
+    parser.add_argument("--store-seconds", type=float, default=5.0, help="seconds per store measurement")
+    args = parser.parse_args(argv)
+    chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)
+    print(f"Flightdeck benchmarks on {sys.platform}, python {sys.version.split()[0]}")
+    for name in chosen:
+        SECTIONS[name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

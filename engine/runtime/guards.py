@@ -1,0 +1,114 @@
+"""The engine's guardrail services in one place: breaker registries, the budget ledger, retry timing, and the
+translation of their events into store events. The agent loop asks these before every model and tool call."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
+from engine.guardrails.budget import Breach, BudgetEvent, BudgetLedger, BudgetLimits, merge_limits
+from engine.hierarchy.schema import RetryPolicy
+
+if TYPE_CHECKING:
+    from engine.runtime.compiled import CompiledHierarchy
+    from engine.runtime.tracer import Tracer
+
+# Breakers react to these error kinds; a bad request or invalid output says nothing about the target's health.
+IGNORED_BY_BREAKERS = ("bad_request", "invalid_arguments", "malformed_arguments")
+
+
+class BudgetExceeded(Exception):
+    """A budget scope ran out: the agent stops and hands back a partial result marked budget_exceeded."""
+
+    def __init__(self, breach: Breach) -> None:
+        super().__init__(breach.message)
+        self.breach = breach
+
+
+def breach_data(breach: Breach) -> dict[str, Any]:
+    return {"scope": breach.scope_id, "scope_kind": breach.scope_kind, "dimension": str(breach.dimension),
+            "limit": breach.limit, "used": breach.used, "reserved": breach.reserved, "requested": breach.requested,
+            "message": breach.message}
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Exponential backoff with full jitter (AWS's recommendation), never shorter than the server's Retry-After."""
+    ceiling = min(policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1))
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+class Guards:
+    def __init__(self, tracer: "Tracer", *, clock: Clock = SYSTEM_CLOCK,
+                 breaker_defaults: BreakerConfig | None = None) -> None:
+        self._tracer = tracer
+        self.clock = clock
+        self.ledger = BudgetLedger(clock, self._on_budget_event, call_events=False)
+        self._registries: dict[str, BreakerRegistry] = {}
+        self._breaker_defaults = breaker_defaults
+        self._daily_scopes: set[str] = set()
+        self.rng = random.Random()
+        self.breaker_listeners: list[Any] = []
+
+    # -- breakers ------------------------------------------------------------------------------------------------
+
+    def breakers(self, compiled: "CompiledHierarchy") -> BreakerRegistry:
+        """One registry per hierarchy: its file declares the thresholds for its tools, models and delegations."""
+        registry = self._registries.get(compiled.name)
+        if registry is None:
+            spec = compiled.spec.breakers
+            defaults = spec.defaults or self._breaker_defaults or BreakerConfig(ignore_errors=IGNORED_BY_BREAKERS)
+            registry = self._registries[compiled.name] = BreakerRegistry(
+                defaults, spec.overrides, self.clock, self._make_transition_hook(compiled.name))
+        return registry
+
+    def all_registries(self) -> dict[str, BreakerRegistry]:
+        return self._registries
+
+    def _make_transition_hook(self, hierarchy: str) -> Any:
+        def on_transition(transition: BreakerTransition) -> None:
+            snapshot = transition.snapshot
+            self._tracer.event(None, None, "breaker.transition", name=snapshot.key, data={
+                "hierarchy": hierarchy, "key": snapshot.key, "kind": transition.kind, "from": str(
+                    transition.from_state), "to": str(transition.to_state), "reason": transition.reason,
+                "failure_rate": snapshot.failure_rate, "calls_in_window": snapshot.calls_in_window,
+                "next_probe_at": snapshot.next_probe_at})
+            for listener in self.breaker_listeners:
+                listener(hierarchy, transition)
+        return on_transition
+
+    # -- budgets -------------------------------------------------------------------------------------------------
+
+    def daily_scope(self, compiled: "CompiledHierarchy", seed: list[tuple[float, float]] | None = None) -> str:
+        scope_id = f"daily:{compiled.name}"
+        if scope_id not in self._daily_scopes:
+            self.ledger.open_scope(scope_id, "hierarchy_daily", compiled.spec.budgets.daily,
+                                   labels={"hierarchy": compiled.name})
+            if seed:
+                self.ledger.seed_daily_spend(scope_id, seed)
+            self._daily_scopes.add(scope_id)
+        return scope_id
+
+    def run_limits(self, compiled: "CompiledHierarchy", override: BudgetLimits | None) -> BudgetLimits | None:
+        base = compiled.spec.budgets.run
+        if override is None:
+            return base
+        return merge_limits(base, override) if base is not None else override
+
+    def agent_limits(self, compiled: "CompiledHierarchy", agent: str) -> BudgetLimits | None:
+        own = compiled.spec.agents[agent].budget
+        return own if own is not None else compiled.spec.budgets.agent
+
+    def _on_budget_event(self, event: BudgetEvent) -> None:
+        labels = event.labels
+        data = dict(event.data)
+        data["scope"] = event.scope_id
+        data["scope_kind"] = event.scope_kind
+        if event.dimension is not None:
+            data["dimension"] = str(event.dimension)
+        self._tracer.event(labels.get("run"), labels.get("span"), event.kind, agent=labels.get("agent"),
+                           name=str(event.dimension) if event.dimension else None, data=data)
