@@ -68,3 +68,45 @@ def get_run(store_dir: Path, run_id: str) -> dict[str, Any]:
 
 def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["started"] < b["ended"] and b["started"] < a["ended"]
+
+
+class Approver:
+    """A second operator, as a thread: decides every pending approval through the real control API.
+
+    `policy(row) -> "approve" | "deny" | None` (None: leave it pending). Use as a context manager."""
+
+    def __init__(self, store_dir: Path, policy: Any = None, operator: str = "test-operator") -> None:
+        import threading
+
+        self.store_dir = store_dir
+        self.policy = policy or (lambda row: "approve")
+        self.operator = operator
+        self.decided: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Approver":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from engine.controls.api import ControlAPI
+
+        api = None
+        while not self._stop.is_set():
+            if api is None and (self.store_dir / "control.db").exists():
+                api = ControlAPI(self.store_dir, self.operator)
+            if api is not None:
+                for row in api.pending_approvals():
+                    verdict = self.policy(row)
+                    if verdict == "approve":
+                        self.decided.append(api.approve(row["id"], "approved by the test operator"))
+                    elif verdict == "deny":
+                        self.decided.append(api.deny(row["id"], "denied by the test operator"))
+            self._stop.wait(0.02)  # an operator's reaction time, not a wait for the code under test
+        if api is not None:
+            api.close()

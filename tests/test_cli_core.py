@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import engine
+from tests.engine_helpers import Approver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +67,9 @@ def test_check_names_file_line_and_field_and_exits_2(name: str, fragment: str) -
 
 def test_run_json_runs_json_and_trace_json(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
-    proc = flightdeck("run", "deal-desk", "--store", store, "--speed", "0", "--repeat", "3", "--concurrency", "3",
-                      "--json")
+    with Approver(tmp_path / "store"):  # the sample deals ask for discounts that need approval
+        proc = flightdeck("run", "deal-desk", "--store", store, "--speed", "0", "--repeat", "3", "--concurrency",
+                          "3", "--json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert [r["status"] for r in results] == ["completed"] * 3
@@ -99,7 +101,8 @@ def test_run_json_runs_json_and_trace_json(tmp_path: Path) -> None:
 
 
 def test_run_progress_and_summary_for_people(tmp_path: Path) -> None:
-    proc = flightdeck("run", "support-triage", "--store", str(tmp_path / "s"), "--speed", "0", "--repeat", "4")
+    with Approver(tmp_path / "s"):
+        proc = flightdeck("run", "support-triage", "--store", str(tmp_path / "s"), "--speed", "0", "--repeat", "4")
     assert proc.returncode == 0, proc.stderr
     assert "[4/4] run " in proc.stderr  # one progress line per run when not on a terminal
     assert "4 run(s): 4 completed" in proc.stdout
@@ -145,8 +148,19 @@ def test_reading_a_missing_store_says_what_to_do(tmp_path: Path) -> None:
 def test_store_from_environment_variable(tmp_path: Path) -> None:
     store = tmp_path / "env-store"
     env = {**os.environ, "FLIGHTDECK_STORE": str(store)}
-    proc = subprocess.run([sys.executable, "-m", "console.cli", "run", "support-triage", "--speed", "0"],
+    proc = subprocess.run([sys.executable, "-m", "console.cli", "run", "support-triage", "--speed", "0",
+                           "--input", '{"channel": "web", "subject": "hello", "body": "a question"}'],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert (store / "traces.db").exists()
     assert not (tmp_path / ".flightdeck").exists()
+
+
+def test_run_says_when_a_run_waits_for_approval_and_how_to_decide(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    deal = '{"account": "ACME-001", "product": "platform", "seats": 250, "requested_discount_pct": 18}'
+    with Approver(store, policy=lambda row: "deny"):
+        proc = flightdeck("run", "deal-desk", "--store", str(store), "--speed", "0", "--input", deal)
+    assert proc.returncode == 0, proc.stderr
+    assert "waits for approval ap-" in proc.stderr and "apply_discount" in proc.stderr
+    assert f"flightdeck approve ap-" in proc.stderr and f"--store {store}" in proc.stderr

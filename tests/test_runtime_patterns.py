@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import engine
-from tests.engine_helpers import events, fixture, get_run, overlap, run_sync, spans, write_hierarchy
+from tests.engine_helpers import Approver, events, fixture, get_run, overlap, run_sync, spans, write_hierarchy
 
 
 def _by_kind(rows: list[dict], kind: str) -> list[dict]:
@@ -98,7 +98,9 @@ def test_bundled_deal_desk_runs_three_levels_with_tokens_and_cost(store_dir: Pat
 
     hierarchy = load_hierarchy("deal-desk")
     deals = sample_inputs("deal-desk")[:3]
-    results = run_sync(store_dir, hierarchy, *deals, concurrency=3)
+    with Approver(store_dir) as approver:  # two of these deals ask for discounts that need a person's approval
+        results = run_sync(store_dir, hierarchy, *deals, concurrency=3)
+    assert {row["tool"] for row in approver.decided} >= {"apply_discount"}
     assert all(r.status == "completed" for r in results), [(r.status, r.error) for r in results]
     recorded = spans(store_dir, results[0].run_id)
     agents = {s["name"] for s in recorded if s["kind"] == "agent"}
@@ -112,7 +114,8 @@ def test_support_triage_routes_into_the_pipeline(store_dir: Path) -> None:
 
     hierarchy = load_hierarchy("support-triage")
     inbox = sample_inputs("support-triage")
-    results = run_sync(store_dir, hierarchy, *inbox, concurrency=4)
+    with Approver(store_dir):  # large refunds wait for a person
+        results = run_sync(store_dir, hierarchy, *inbox, concurrency=4)
     assert all(r.status == "completed" for r in results), [(r.status, r.error) for r in results]
     routed_to = {e["data"]["to"] for e in events(store_dir, kinds=["route.decided"])}
     assert routed_to == {"billing_specialist", "technical_pipeline", "general_specialist"}

@@ -92,7 +92,8 @@ def sample_inputs(hierarchy_path: Path) -> list[Any]:
 class Progress:
     """One live status line on a terminal; one line per finished run otherwise (logs stay readable)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, store: str | None = None) -> None:
+        self.store = store
         self.total = total
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
@@ -119,6 +120,18 @@ class Progress:
                   f"{tokens(result.tokens_in + result.tokens_out)} tokens {usd(result.cost_usd)} "
                   f"{seconds(result.duration_s)}", file=sys.stderr)
 
+    def approval_requested(self, row: dict[str, Any]) -> None:
+        """A run is waiting for a person: say so, with the commands that decide it."""
+        store = f" --store {self.store}" if self.store else ""
+        left = max(0.0, row["deadline"] - time.time())
+        args = json.dumps(row["arguments"]) if not isinstance(row["arguments"], str) else row["arguments"]
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K")
+        print(f"⏸ run {row['run_id']} waits for approval {row['id']}: {row['agent']} wants {row['tool']} "
+              f"{args} (risk {row['risk']}, decide within {seconds(left)}, then: {row['on_timeout']})\n"
+              f"    approve: flightdeck approve {row['id']}{store} --reason '...'\n"
+              f"    deny:    flightdeck deny {row['id']}{store} --reason '...'", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.enabled and self.tty:
             sys.stderr.write("\n")
@@ -143,13 +156,14 @@ def handle(args: argparse.Namespace) -> int:
     samples = [given] if given is not None else (sample_inputs(hierarchy.path) or [""])
     requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i) for i in range(args.repeat)]
     store_dir = resolve_store_dir(args.store)
-    progress = Progress(len(requests), enabled=not args.json)
+    progress = Progress(len(requests), enabled=not args.json, store=args.store)
     if not args.json:
         print(f"running {hierarchy.spec.name} ×{len(requests)} (concurrency {args.concurrency}) "
               f"on store {store_dir}", file=sys.stderr)
 
     async def go() -> list[Any]:
         async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0) as engine:
+            engine.approval_listeners.append(progress.approval_requested)
             return await engine.run_many(hierarchy, requests, concurrency=args.concurrency,
                                          on_result=progress.finished)
 

@@ -68,7 +68,8 @@ class MainScreen(Screen[None]):
         self.header_feed = HeaderFeed(ctx)
         self.header_poller: Poller[HeaderSnapshot] = Poller(
             self, name="header", fetch=self.header_feed.poll, render=self._render_header,
-            interval=max(HEADER_INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error)
+            interval=max(HEADER_INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error,
+            busy_interval=max(HEADER_INTERVAL_S, ctx.poll_interval))
         for spec in VIEWS:
             self._bindings._add_binding(Binding(
                 spec.key, f"show_view('{spec.id}')", spec.title, show=False, id=f"view_{spec.id}",

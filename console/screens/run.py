@@ -227,7 +227,7 @@ class RunView(View):
         self.detail.raw = False
         self.detail.show(None, self.ctx.clock())
         self.query_one("#run-usage", UsagePanel).show(None)
-        self.query_one("#run-title", Static).update(run_summary(None, run_ref, self.ctx.clock()))
+        self.query_one("#run-title", Static).update(run_summary(None, run_ref, self.ctx.clock()), layout=False)
         self._update_events_title()
         self.hint = "Loading the run…"
         if self.active:
@@ -250,14 +250,14 @@ class RunView(View):
             self.problem = update.problem
             self.query_one("#run-title", Static).update(
                 Text.assemble(("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"), "\n",
-                              (update.problem, "bold yellow")))
+                              (update.problem, "bold yellow")), layout=False)
             self.tree.reset(Text(update.problem, style="yellow"))
             self.hint = update.problem[0].upper() + update.problem[1:] + "."
             return
         self.problem = None
         self.run = update.run
         self.query_one("#run-title", Static).update(run_summary(update.run, update.feed.run_ref, now,
-                                                                self.size.width or 160))
+                                                                self.size.width or 160), layout=False)
         self.query_one("#run-usage", UsagePanel).show(update.run)
         if update.spans:
             first = self.tree.root.data is None
@@ -288,7 +288,7 @@ class RunView(View):
         title.append(f"{log.count:,} seen · ")
         title.append("following (f to stop)" if log.auto_scroll else "paused (f to follow)",
                      style="" if log.auto_scroll else "bold yellow")
-        self.query_one("#events-title", Static).update(title)
+        self.query_one("#events-title", Static).update(title, layout=False)
 
     def _update_hint(self) -> None:
         run = self.run

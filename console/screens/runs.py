@@ -26,7 +26,8 @@ from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
 from console.widgets.virtual_table import Column, VirtualTable
 
-PAGE = 500  # rows per read when loading or paging
+PAGE = 500  # rows per read when loading or paging older runs
+NEW_PAGE = 100  # rows per read when looking for new runs (most polls find a few)
 CATCH_UP_PAGES = 20  # after a burst, read at most this many pages of new runs in one poll
 MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightdeck runs --limit`)
 _PAYLOAD = ("input", "output")
@@ -189,15 +190,17 @@ class RunsFeed:
             return None
         reader = self.state.reader
         out: list[dict[str, Any]] = []
-        newest = reader.list_runs(limit=PAGE)
+        size = NEW_PAGE if self.loaded_first else PAGE
+        newest = reader.list_runs(limit=size)
         seen_ids = {r["id"] for r in newest}
         if self.loaded_first and newest and newest[-1]["id"] not in self.known:
             # A burst: more than a page of new runs since the last poll. Read on until a known run (bounded).
             page = newest
             for _ in range(CATCH_UP_PAGES):
-                if len(page) < PAGE or page[-1]["id"] in self.known:
+                if len(page) < size or page[-1]["id"] in self.known:
                     break
                 page = reader.list_runs(limit=PAGE, before_started=page[-1]["started"], before_id=page[-1]["id"])
+                size = PAGE
                 newest.extend(page)
                 seen_ids.update(r["id"] for r in page)
         running = reader.list_runs(status="running", limit=5000)
@@ -215,7 +218,7 @@ class RunsFeed:
         first = not self.loaded_first
         if first:
             self.loaded_first = True
-            self.exhausted = len(newest) < PAGE
+            self.exhausted = len(newest) < size
             if newest:
                 self.oldest = (newest[-1]["started"], newest[-1]["id"])
         return RunsUpdate(out, first=first, exhausted=self.exhausted)
@@ -411,7 +414,7 @@ class RunsView(View):
             title.append(" · older runs load as you scroll", style="dim")
         elif loaded >= MAX_LOADED:
             title.append(f" · newest {MAX_LOADED:,} kept: `flightdeck runs` for older", style="dim")
-        self.query_one("#runs-title", Static).update(title)
+        self.query_one("#runs-title", Static).update(title, layout=False)
         if not self.loaded:
             table.empty_text = "loading runs…"
         elif loaded == 0:

@@ -56,7 +56,7 @@ LEVEL_STYLE = {
 
 WINDOW_S = 3600.0  # "in the last hour"
 SPEND_WINDOW_S = 300.0  # spend rate window: runs started in the last 5 minutes
-SPEND_SAMPLE = 1000  # at most this many newest runs are summed for the spend rate
+SPEND_SAMPLE = 300  # at most this many newest runs are summed for the spend rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +381,7 @@ class HintLine(Static):
         super().__init__("", id=id, markup=False)
         self.view_hint = ""
         self.alarm: str | None = None
+        self._shown: Text | None = None
 
     def set_view_hint(self, hint: str) -> None:
         self.view_hint = hint
@@ -397,4 +398,7 @@ class HintLine(Static):
     def _show(self) -> None:
         self.set_class(bool(self.alarm), "-alarm")
         prefix = "⚠ " if self.alarm else "→ "
-        self.update(Text(prefix + printable(self.text, limit=400), no_wrap=True, overflow="ellipsis"))
+        text = Text(prefix + printable(self.text, limit=400), no_wrap=True, overflow="ellipsis")
+        if text != self._shown:
+            self._shown = text
+            self.update(text, layout=False)

@@ -180,7 +180,7 @@ class UsagePanel(Static):
 
     def show(self, run: dict[str, Any] | None) -> None:
         if run is None:
-            self.update(Text("usage: -", style="dim"))
+            self.update(Text("usage: -", style="dim"), layout=False)
             return
         out = Text(end="")
         out.append("used so far ", style="dim")
@@ -192,7 +192,7 @@ class UsagePanel(Static):
             out.append(f" · {run.get('agents_active') or 0} agents active")
         out.append("\nbudgets ", style="dim")
         out.append("n/a (budget gauges land with the budgets issue)", style="dim")
-        self.update(out)
+        self.update(out, layout=False)
 
 
 def _span_event_text(event: dict[str, Any], data: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -143,6 +144,9 @@ class VirtualTable(ScrollView, can_focus=True):
         self.filter_value: Any = None  # None: every row; else matches(data, filter_value) decides
         self.empty_text = empty_text
         self._columns_cache: tuple[int, list[tuple[Column, int]]] | None = None
+        self._line_cache: LRUCache[tuple[Any, ...], Strip] = LRUCache(1024)
+        self._revision: dict[Hashable, int] = {}  # bumped on every upsert of a row: part of its line cache key
+        self._next_revision = 0
 
     # -- data ---------------------------------------------------------------------------------------------------
 
@@ -203,6 +207,8 @@ class VirtualTable(ScrollView, can_focus=True):
         if len(items) > 64 and len(items) * 4 > len(self._order):
             for key, data in items:
                 self._data[key] = data
+                self._next_revision += 1
+                self._revision[key] = self._next_revision
             self._rebuild()
         else:
             order, skey, data_map = self._order, self._skey, self._data
@@ -215,6 +221,8 @@ class VirtualTable(ScrollView, can_focus=True):
                     else:  # sort value changed type or compared equal to another: fall back to a scan
                         order.remove(old)
                 data_map[key] = data
+                self._next_revision += 1
+                self._revision[key] = self._next_revision
                 if self.filter_value is None or self._matches(data, self.filter_value):
                     t = self._tuple(key, data)
                     skey[key] = t
@@ -225,6 +233,7 @@ class VirtualTable(ScrollView, can_focus=True):
         anchor = self._anchor()
         for key in keys:
             self._data.pop(key, None)
+            self._revision.pop(key, None)
             t = self._skey.pop(key, None)
             if t is not None:
                 i = bisect_left(self._order, t)
@@ -236,6 +245,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self._data.clear()
+        self._revision.clear()
         self._skey.clear()
         self._order.clear()
         self.cursor = 0
@@ -406,26 +416,37 @@ class VirtualTable(ScrollView, can_focus=True):
         self._columns_cache = (width, widths)
         return widths
 
-    def _fit(self, text: Text | str, width: int, align: str) -> Text:
+    @staticmethod
+    def _fit(text: Text | str, width: int, align: str) -> Text:
+        """Cut (with …) or pad a cell to `width`. `cell()` returns a new Text each call, so it is changed in
+        place."""
         if isinstance(text, str):
             text = Text(text, no_wrap=True, end="")
-        else:
-            text = text.copy()
-            text.no_wrap = True
-            text.end = ""
-        text.truncate(width, overflow="ellipsis")
-        text.align(align if align in ("left", "right", "center") else "left", width)  # type: ignore[arg-type]
+        if text.cell_len > width:
+            text.truncate(width, overflow="ellipsis")
+        if align == "right":
+            text.pad_left(width - text.cell_len)
+        elif text.cell_len < width:
+            text.pad_right(width - text.cell_len)
         return text
 
     def _compose_line(self, cells: list[Text], base: Style, width: int) -> Strip:
+        """One Strip for a row: cells rendered once, the row style under each segment, padded to `width`."""
         console = self.app.console
-        segments: list[Segment] = [Segment(" " * _GAP, base)]
+        gap = Segment(" " * _GAP, base)
+        segments: list[Segment] = [gap]
+        used = _GAP
         for text in cells:
-            segments.extend(text.render(console, end=""))
-            segments.append(Segment(" " * _GAP, base))
-        strip = Strip(segments)
-        strip = strip.apply_style(base) if base else strip
-        return strip.crop_extend(0, width, base)
+            for segment in text.render(console, end=""):
+                style = segment.style
+                segments.append(Segment(segment.text, base + style if style else base))
+            segments.append(gap)
+            used += text.cell_len + _GAP
+        if used < width:
+            segments.append(Segment(" " * (width - used), base))
+            used = width
+        strip = Strip(segments, used)
+        return strip.crop(0, width) if used > width else strip
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -451,11 +472,20 @@ class VirtualTable(ScrollView, can_focus=True):
         key = self.key_at(index)
         data = self._data[key]
         now = self._now()
+        is_cursor = index == self.cursor
+        # Rows repaint often (every poll, every cursor move) but change rarely: cache a row's line by what it
+        # depends on. Time-dependent cells (ages) are in whole seconds, hence the `int(now)` in the key.
+        cache_key = (key, self._revision.get(key, 0), width, is_cursor, self.has_focus, int(now), base)
+        strip = self._line_cache.get(cache_key)
+        if strip is not None:
+            return strip
         style = base
-        if index == self.cursor:
+        if is_cursor:
             style = base + self.get_component_rich_style("virtual-table--cursor", partial=True)
         cells = [self._fit(self._cell(data, column.key, now), w, column.align) for column, w in layout]
-        return self._compose_line(cells, style, width)
+        strip = self._compose_line(cells, style, width)
+        self._line_cache[cache_key] = strip
+        return strip
 
     def watch_cursor(self, old: int, new: int) -> None:
         self.refresh()

@@ -69,8 +69,9 @@ class Dimension(str, Enum):
 ScopeKind = Literal["run", "agent", "hierarchy_daily"]
 _SCOPE_KINDS: frozenset[str] = frozenset(get_args(ScopeKind))
 
-ATTRIBUTION_KEYS: tuple[str, ...] = ("agent", "model", "tool", "run", "tenant")
-"""Label keys spend is attributed by. Other labels travel on events but are not aggregated (unbounded cardinality)."""
+ATTRIBUTION_KEYS: tuple[str, ...] = ("agent", "model", "tool", "run", "tenant", "hierarchy")
+"""Label keys spend is attributed by. Other labels (a span id, say) travel on events but are not aggregated: their
+cardinality is unbounded and the table lives as long as the engine."""
 
 # Internal vector layout: the dimensions that accumulate. wall_time_s and max_context_tokens are not sums.
 _SUMMED: tuple[Dimension, ...] = (
@@ -83,13 +84,12 @@ _SUMMED: tuple[Dimension, ...] = (
     Dimension.retries,
 )
 _N = len(_SUMMED)
-_IN, _OUT, _TOTAL, _COST = 0, 1, 2, 3
+_OUT, _TOTAL, _COST = 1, 2, 3
 _WALL = _N  # index used only for soft-threshold bookkeeping of wall time
 _NANO = 1_000_000_000
 _DAY_S = 86_400.0
 _DAY_BUCKET_S = 60.0  # rolling-window granularity: bounds memory at 1440 buckets per daily scope, whatever the traffic
 _BURN_WINDOW_S = 60.0
-_ZERO: tuple[int, ...] = (0,) * _N
 
 
 def _cost_to_nano(cost: float) -> int:
@@ -190,7 +190,7 @@ def parse_budget_overrides(text: str) -> BudgetLimits:
         if field is None:
             known = ", ".join(sorted(_ALIASES))
             raise ValueError(f"budget override '{key}': unknown budget key (known: {known})")
-        if field in values or field in given_as:
+        if field in given_as:
             raise ValueError(f"budget override '{key}': {field} given twice (also as '{given_as[field]}')")
         given_as[field] = key
         values[field] = _parse_override_value(key, field, raw)
@@ -368,7 +368,7 @@ class ScopeUsage:
 
 class _Scope:
     __slots__ = ("scope_id", "kind", "parent", "children", "labels", "attr_key", "chain", "compiled", "used",
-                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "dailies")
+                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "dailies", "recent")
 
     def __init__(self, scope_id: str, kind: str, compiled: _Compiled, parent: _Scope | None,
                  labels: Mapping[str, str], opened_at: float) -> None:
@@ -390,6 +390,9 @@ class _Scope:
         # A rolling 24 h scope remembers when its spend happened; its `used` is the sum still inside the window.
         self.spend: _RollingDay | None = _RollingDay() if kind == "hierarchy_daily" else None
         self.dailies: tuple[_Scope, ...] = tuple(s for s in self.chain if s.spend is not None)
+        # Settles of the last minute, for the burn rate. Per scope, so reading one scope's rate never scans the
+        # whole engine's traffic, and pruned on append so it stays bounded by one minute of this scope's calls.
+        self.recent: deque[tuple[float, tuple[int, ...]]] = deque()
 
 
 class _RollingDay:
@@ -413,8 +416,9 @@ class _RollingDay:
         else:
             totals = [0] * _N
             buckets.append((start, totals))
-        for i in range(_N):
-            totals[i] += amounts[i]
+        a0, a1, a2, a3, a4, a5, a6 = amounts
+        t = totals
+        t[0] += a0; t[1] += a1; t[2] += a2; t[3] += a3; t[4] += a4; t[5] += a5; t[6] += a6  # noqa: E702 (hot path)
 
     def expire(self, now: float, used: list[int]) -> bool:
         """Drop buckets wholly older than 24 h, taking them off `used`. True if anything was dropped."""
@@ -449,9 +453,6 @@ class BudgetLedger:
         self._scopes: dict[str, _Scope] = {}
         self._ids = itertools.count(1)
         self._attribution: dict[tuple[tuple[str, str], ...], list[int]] = {}
-        # One log of recent settles for every scope (not one per scope): settle appends once whatever the depth,
-        # and usage(), which is rare, filters by chain membership.
-        self._recent: deque[tuple[float, tuple[_Scope, ...], tuple[int, ...]]] = deque()
 
     # -- scopes ------------------------------------------------------------------------------------------------------
 
@@ -469,15 +470,16 @@ class BudgetLedger:
             if parent_scope is not None:
                 parent_scope.children.add(scope_id)
 
-    def close_scope(self, scope_id: str) -> ScopeUsage:
-        """Close a scope and, with it, every scope opened inside it. Returns the scope's final usage.
+    def close_scope(self, scope_id: str, *, report: bool = True) -> ScopeUsage | None:
+        """Close a scope and, with it, every scope opened inside it. Returns the scope's final usage (None with
+        report=False: the runtime closes a scope per agent invocation and does not need the report).
 
         Spend already settled stays counted in the ancestors. Reservations still open keep their hold on the
         ancestors until settled or released (the runtime does that in a `finally`).
         """
         with self._lock:
             scope = self._get(scope_id)
-            final = self._usage_locked(scope)
+            final = self._usage_locked(scope) if report else None
             stack = [scope]
             while stack:
                 current = stack.pop()
@@ -580,7 +582,7 @@ class BudgetLedger:
             events: list[BudgetEvent] | None = None
             if breach is None and crossed:
                 events = self._fire(crossed, now)  # marks them fired even when nobody listens
-            if self._on_event is not None:
+            if self._on_event is not None and (breach is not None or events or self.call_events):
                 events = self._reserve_events(scope, breach, events, result if breach is None else None, vec,
                                               context)
         if events and self._on_event is not None:
@@ -612,11 +614,12 @@ class BudgetLedger:
                         value = u[i] + r[i]
                         if value >= level and value > 0 and i in s.soft_pending:
                             crossed = (crossed or []) + [(s, i)]
-            recent = self._recent
-            recent.append((now, chain, act))
             cutoff = now - _BURN_WINDOW_S
-            while recent[0][0] <= cutoff:
-                recent.popleft()
+            for s in chain:
+                recent = s.recent
+                recent.append((now, act))
+                while recent[0][0] <= cutoff:
+                    recent.popleft()
             key = chain[0].attr_key
             if labels:
                 merged = dict(key)
@@ -760,8 +763,11 @@ class BudgetLedger:
 
     def _prune_chain(self, dailies: tuple[_Scope, ...]) -> None:
         wall_now = self._clock.time()
+        cutoff = wall_now - _DAY_S - _DAY_BUCKET_S
         for s in dailies:
-            self._prune_daily(s, wall_now)
+            buckets = s.spend.buckets  # type: ignore[union-attr]  # dailies all have one
+            if buckets and buckets[0][0] <= cutoff:  # the usual answer is "nothing expired": skip the call
+                self._prune_daily(s, wall_now)
 
     def _prune_daily(self, s: _Scope, wall_now: float) -> None:
         """Drop spend older than 24 h from a rolling scope; re-arm soft warnings the window fell back under."""
@@ -832,8 +838,8 @@ class BudgetLedger:
         elapsed = now - s.opened_at
         cutoff = now - _BURN_WINDOW_S
         recent = [0] * _N
-        for ts, chain, vec in self._recent:
-            if ts > cutoff and s in chain:
+        for ts, vec in s.recent:
+            if ts > cutoff:
                 for i in range(_N):
                     recent[i] += vec[i]
         # A scope younger than the window burns over its age (at least 1 s, so one early call is not infinite).

@@ -13,6 +13,7 @@ import anyio
 
 from engine.providers.base import AssistantMessage, Message, UserMessage
 from engine.runtime.contracts import ContractViolation
+from engine.runtime.controls import OperatorStop
 from engine.runtime.guards import BudgetExceeded, breach_data
 from engine.runtime.model_call import ModelCallFailed, call_model
 from engine.runtime.results import AgentResult
@@ -46,18 +47,28 @@ async def run_agent(ctx: "RunContext", name: str, task: str, context: dict[str, 
     # The invocation's budget scope is keyed by its span id: unique, and it labels events with where they happened.
     ledger.open_scope(span, "agent", ctx.engine.guards.agent_limits(ctx.compiled, name), parent=ctx.budget_scope,
                       labels={"run": ctx.run_id, "agent": name, "span": span, "tenant": ctx.tenant or ""})
+    agents = ctx.active.agents
+    result: AgentResult | None = None
     try:
-        result = await _loop(ctx, agent, span, task, context)
-    except anyio.get_cancelled_exc_class():
+        # An operator's agent kill switch cancels this scope: the agent and everything under it stop, and the
+        # parent gets a `killed` result it can still work with.
+        with anyio.CancelScope() as scope:
+            agents[span] = (name, scope)
+            try:
+                result = await _loop(ctx, agent, span, task, context)
+            except OperatorStop as exc:
+                result = AgentResult(name, "killed", output=None, error=str(exc))
+            except Exception as exc:  # failure isolation: a bug in one agent's turn must not take down the run
+                result = AgentResult(name, "error", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        agents.pop(span, None)
         ctx.agents_active -= 1
-        ledger.close_scope(span)
-        with anyio.CancelScope(shield=True):
-            tracer.end(span, ctx.run_id, "cancelled")
-        raise
-    except Exception as exc:  # failure isolation: a bug in one agent's turn must not take down the run
-        result = AgentResult(name, "error", error=f"{type(exc).__name__}: {exc}")
-    ledger.close_scope(span)
-    ctx.agents_active -= 1
+        ledger.close_scope(span, report=False)
+        if result is None and not scope.cancelled_caught:  # cancelled from outside: the whole run is stopping
+            with anyio.CancelScope(shield=True):
+                tracer.end(span, ctx.run_id, "cancelled")
+    if result is None:
+        result = AgentResult(name, "killed", error=ctx.active.stopped_agents.pop(span, "killed by an operator"))
     tracer.end(span, ctx.run_id, SPAN_STATUS.get(result.status, result.status),
                tokens_in=ctx.tokens_in - usage_before[0], tokens_out=ctx.tokens_out - usage_before[1],
                cost_usd=ctx.cost_usd - usage_before[2],

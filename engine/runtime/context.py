@@ -19,7 +19,7 @@ class RunContext:
     """Counters are plain ints mutated on the event loop thread only, so they need no lock."""
 
     __slots__ = ("run_id", "seed", "tenant", "compiled", "engine", "tracer", "root_span", "tokens_in", "tokens_out",
-                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes", "budget_scope")
+                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes", "budget_scope", "active")
 
     def __init__(self, *, run_id: str, seed: int, tenant: str | None, compiled: "CompiledHierarchy",
                  engine: "Engine", tracer: "Tracer") -> None:
@@ -39,6 +39,7 @@ class RunContext:
         self.agents_active = 0
         self.retries = 0
         self.attributes: dict[str, Any] = {}
+        self.active: Any = None  # the engine's ActiveRun entry: cancel scopes and call handles for kill switches
 
     def report_progress(self) -> None:
         self.engine.writer.run_progress(self.run_id, self.tokens_in, self.tokens_out, self.cost_usd,

@@ -1,23 +1,270 @@
-"""The engine's side of operator controls: what the runtime asks before each call. Until a store's control state
-says otherwise, everything is allowed and every agent uses its own model chain."""
+"""The engine's side of operator controls: it obeys what operators (and runbooks) wrote to control.db.
+
+Snapshots arrive from the ControlWorker thread whenever control.db changes. Applying one:
+- kill switches in `kill` mode cancel what they cover right away (runs and agent invocations through their anyio
+  cancel scopes, in-flight tool calls through their call handles); `drain` and `pause` act at the gate every model
+  and tool call passes (`before_call`): drain refuses new calls, pause holds them until released;
+- safe-mode flags change which tools are offered, which calls need approval, which models agents may use, whether
+  new runs are admitted, and how many run at once;
+- decided approvals wake the tool calls waiting for them; breaker and budget overrides are applied;
+- then the engine acknowledges what it applied, so the operator sees when it took effect.
+
+With nothing active, `before_call` returns at once: the gate must cost nothing on the hot path.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from engine.hierarchy.schema import TIER_RANK
 
 if TYPE_CHECKING:
+    from engine.controls.api import ControlSnapshot
     from engine.hierarchy.schema import ModelSpec
     from engine.runtime.compiled import CompiledAgent
     from engine.runtime.context import RunContext
+    from engine.runtime.control_worker import ControlWorker
+    from engine.runtime.deadline import Deadline
+    from engine.runtime.engine import Engine
+
+
+class OperatorStop(Exception):
+    """An operator's kill switch (or a safe-mode flag) stopped this agent: it ends `killed` with partial results."""
+
+    def __init__(self, reason: str, *, mode: str = "kill", tool_only: bool = False) -> None:
+        super().__init__(reason)
+        self.mode = mode
+        self.tool_only = tool_only
+
+
+class RunRefused(Exception):
+    """A new run may not start (global halt, hierarchy kill switch, admission paused): the run is `refused`."""
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    ctx: "RunContext"
+    scope: anyio.CancelScope
+    agents: dict[str, tuple[str, anyio.CancelScope]] = field(default_factory=dict)  # span id -> (agent, scope)
+    calls: dict[str, tuple[str, str | None, "Deadline"]] = field(default_factory=dict)  # span -> (agent, tool, handle)
+    stopped_agents: dict[str, str] = field(default_factory=dict)  # span id -> why an operator stopped it
+    stop_reason: str | None = None
+
+
+def _describe(switch: dict[str, Any]) -> str:
+    scope = switch["scope"]
+    what = "everything" if scope == "global" else f"{scope} {switch['target']}"
+    if switch.get("run_id") and scope == "agent":
+        what += f" in run {switch['run_id']}"
+    return f"{switch['mode']} switch #{switch['id']} on {what} by {switch['operator']}: {switch['reason']}"
 
 
 class RuntimeControls:
-    def models_for(self, ctx: "RunContext", agent: "CompiledAgent") -> list["ModelSpec"]:
-        assert agent.model is not None
-        return [agent.model, *agent.fallback]
+    def __init__(self, engine: "Engine | None" = None) -> None:
+        self._engine = engine
+        self.worker: "ControlWorker | None" = None
+        self.runs: dict[str, ActiveRun] = {}
+        self.switches: list[dict[str, Any]] = []
+        self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        self._applied_kills: set[int] = set()
+        # Created in attach(): anyio primitives need a running event loop.
+        self._changed: anyio.Event | None = None
+        self.first_applied: anyio.Event | None = None
+        self._approval_waiters: dict[str, anyio.Event] = {}
+        self.decisions: dict[str, dict[str, Any]] = {}
+        self._run_slots: anyio.CapacityLimiter | None = None
 
-    async def before_call(self, ctx: "RunContext", agent: str, tool: str | None) -> None:
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    def attach(self, worker: "ControlWorker") -> None:
+        self.worker = worker
+        self._changed = anyio.Event()
+        self.first_applied = anyio.Event()
+        self._run_slots = anyio.CapacityLimiter(math.inf)
+
+    @property
+    def run_slots(self) -> anyio.CapacityLimiter:
+        assert self._run_slots is not None
+        return self._run_slots
+
+    # -- registration (cheap: dict operations) -------------------------------------------------------------------
+
+    def register_run(self, ctx: "RunContext", scope: anyio.CancelScope) -> ActiveRun:
+        active = self.runs[ctx.run_id] = ActiveRun(ctx, scope)
+        return active
+
+    def unregister_run(self, run_id: str) -> ActiveRun | None:
+        return self.runs.pop(run_id, None)
+
+    def stop_reason(self, run_id: str) -> str | None:
+        active = self.runs.get(run_id)
+        return active.stop_reason if active else None
+
+    # -- admission ------------------------------------------------------------------------------------------------
+
+    def admission_refusal(self, hierarchy: str) -> str | None:
+        """Why a new run of this hierarchy may not start, or None."""
+        for switch in self.switches:
+            if switch["mode"] in ("kill", "drain") and (
+                    switch["scope"] == "global" or (switch["scope"] == "hierarchy" and switch["target"] == hierarchy)):
+                return "refused: " + _describe(switch)
+        admission = self._flag("runs.admission", None, hierarchy)
+        if admission == "paused":
+            return "refused: new runs are paused (safe-mode flag runs.admission=paused)"
         return None
 
+    # -- the gate --------------------------------------------------------------------------------------------------
+
+    def _matching(self, ctx: "RunContext", agent: str, tool: str | None) -> list[dict[str, Any]]:
+        found = []
+        for switch in self.switches:
+            scope, target = switch["scope"], switch["target"]
+            if (scope == "global" or (scope == "run" and target == ctx.run_id)
+                    or (scope == "hierarchy" and target == ctx.compiled.name)
+                    or (scope == "agent" and target == agent and switch["run_id"] in (None, ctx.run_id))
+                    or (scope == "tool" and tool is not None and target == tool)):
+                found.append(switch)
+        return found
+
+    async def before_call(self, ctx: "RunContext", agent: str, tool: str | None) -> None:
+        if not self.switches and not self.flags:
+            return
+        while True:
+            paused_by = None
+            for switch in self._matching(ctx, agent, tool):
+                if switch["mode"] == "pause":
+                    paused_by = paused_by or switch
+                else:
+                    raise OperatorStop(("stopped: " if switch["mode"] == "kill" else "drained: ") + _describe(switch),
+                                       mode=switch["mode"], tool_only=switch["scope"] == "tool")
+            agent_flag = self._flag(f"agent.{agent}", ctx.run_id, ctx.compiled.name)
+            if agent_flag == "disabled":
+                raise OperatorStop(f"stopped: agent {agent} is disabled (safe-mode flag agent.{agent}=disabled)")
+            if paused_by is None and agent_flag != "paused":
+                return
+            # Paused: hold here (nothing is lost) until the state changes, then look again.
+            assert self._changed is not None
+            await self._changed.wait()
+
+    # -- what agents may use ---------------------------------------------------------------------------------------
+
+    def _flag(self, name: str, run_id: str | None, hierarchy: str) -> str | None:
+        values = self.flags.get(name)
+        if not values:
+            return None
+        if run_id is not None and ("run", run_id) in values:
+            return values[("run", run_id)]
+        if ("hierarchy", hierarchy) in values:
+            return values[("hierarchy", hierarchy)]
+        return values.get(("global", None))
+
+    def flag(self, ctx: "RunContext", name: str) -> str | None:
+        return self._flag(name, ctx.run_id, ctx.compiled.name) if self.flags else None
+
+    def models_for(self, ctx: "RunContext", agent: "CompiledAgent") -> list["ModelSpec"]:
+        assert agent.model is not None
+        chain = [agent.model, *agent.fallback]
+        cap = self.flag(ctx, "models.max_tier")
+        if cap is None:
+            return chain
+        allowed = [m for m in chain if TIER_RANK[m.tier] <= TIER_RANK[cap]]
+        if not allowed:  # nothing in the agent's own chain is cheap enough: the cheapest model of the hierarchy
+            models = sorted(ctx.compiled.spec.models.values(), key=lambda m: (TIER_RANK[m.tier], m.price_out))
+            allowed = [m for m in models if TIER_RANK[m.tier] <= TIER_RANK[cap]][:1] or models[:1]
+        return allowed
+
     def withheld_tools(self, ctx: "RunContext", agent: "CompiledAgent") -> dict[str, str]:
-        return {}
+        if not self.flags:
+            return {}
+        withheld: dict[str, str] = {}
+        side_effects_off = self.flag(ctx, "tools.side_effects") == "off"
+        for name, tool in agent.tools.items():
+            if side_effects_off and tool.spec.side_effects:
+                withheld[name] = "withheld: side effects are off (safe mode)"
+            elif self.flag(ctx, f"tool.{name}") == "disabled":
+                withheld[name] = f"disabled by safe mode (tool.{name}=disabled)"
+        for tool_name, child in agent.delegation_names.items():
+            if self.flag(ctx, f"agent.{child}") == "disabled":
+                withheld[tool_name] = f"agent {child} is disabled (safe mode)"
+        return withheld
+
+    def approvals_for_all_side_effects(self, ctx: "RunContext") -> bool:
+        return self.flag(ctx, "approvals") == "all"
+
+    # -- approvals ----------------------------------------------------------------------------------------------
+
+    def approval_event(self, approval_id: str) -> anyio.Event:
+        event = self._approval_waiters.get(approval_id)
+        if event is None:
+            event = self._approval_waiters[approval_id] = anyio.Event()
+            if approval_id in self.decisions:
+                event.set()
+        return event
+
+    def forget_approval(self, approval_id: str) -> None:
+        self._approval_waiters.pop(approval_id, None)
+        self.decisions.pop(approval_id, None)
+
+    # -- applying a snapshot (on the event loop) ------------------------------------------------------------------
+
+    def apply(self, snapshot: "ControlSnapshot") -> None:
+        engine = self._engine
+        self.switches = [dict(s) for s in snapshot.kill_switches]
+        flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        for row in snapshot.flags:
+            flags.setdefault(row["name"], {})[(row["scope"], row["target"])] = str(row["value"])
+        self.flags = flags
+        self._apply_concurrency()
+        new_kills = [s for s in self.switches if s["mode"] == "kill" and s["id"] not in self._applied_kills]
+        for switch in new_kills:
+            self._applied_kills.add(switch["id"])
+            self._cancel_covered(switch)
+        for row in snapshot.decided_approvals:
+            self.decisions[row["id"]] = dict(row)
+            waiter = self._approval_waiters.get(row["id"])
+            if waiter is not None:
+                waiter.set()
+        if engine is not None:
+            engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
+            unacked_switches = [s["id"] for s in self.switches if s.get("acked") is None]
+            unacked_flags = [f["id"] for f in snapshot.flags if f.get("acked") is None]
+            if unacked_switches or unacked_flags:
+                engine.acknowledge(unacked_switches, unacked_flags)
+        # Wake everything paused at the gate so it re-evaluates against the new state.
+        assert self._changed is not None
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+        assert self.first_applied is not None
+        self.first_applied.set()
+
+    def _apply_concurrency(self) -> None:
+        if self._run_slots is None:
+            return
+        value = (self.flags.get("concurrency.max") or {}).get(("global", None))
+        total = float(int(value)) if value is not None and value.isdigit() and int(value) > 0 else math.inf
+        if self._run_slots.total_tokens != total:
+            self._run_slots.total_tokens = total
+
+    def _cancel_covered(self, switch: dict[str, Any]) -> None:
+        reason = "killed: " + _describe(switch)
+        scope, target = switch["scope"], switch["target"]
+        for active in list(self.runs.values()):
+            ctx = active.ctx
+            if scope == "global" or (scope == "run" and target == ctx.run_id) or (
+                    scope == "hierarchy" and target == ctx.compiled.name):
+                active.stop_reason = reason
+                active.scope.cancel()
+            elif scope == "agent" and switch["run_id"] in (None, ctx.run_id):
+                for span, (agent, agent_scope) in list(active.agents.items()):
+                    if agent == target:
+                        active.stopped_agents[span] = reason
+                        agent_scope.cancel()
+            elif scope == "tool":
+                for _, tool, handle in list(active.calls.values()):
+                    if tool == target:
+                        handle.kill(reason)
+

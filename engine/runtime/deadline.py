@@ -13,11 +13,16 @@ from types import TracebackType
 
 
 class Deadline:
-    __slots__ = ("_seconds", "_task", "_handle", "expired")
+    """Also the handle an operator's tool kill switch uses: `kill(reason)` cancels the call, which then raises
+    OperatorStop instead of TimeoutError."""
+
+    __slots__ = ("_seconds", "_task", "_handle", "expired", "killed", "_cancels")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self.expired = False
+        self.killed: str | None = None
+        self._cancels = 0
 
     async def __aenter__(self) -> "Deadline":
         task = asyncio.current_task()
@@ -28,11 +33,26 @@ class Deadline:
 
     def _expire(self) -> None:
         self.expired = True
+        self._cancels += 1
         self._task.cancel()
+
+    def kill(self, reason: str) -> None:
+        if self.killed is None:
+            self.killed = reason
+            self._cancels += 1
+            self._task.cancel()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:
         self._handle.cancel()
-        if self.expired and exc_type is asyncio.CancelledError and self._task.uncancel() == 0:
-            raise TimeoutError from exc
+        if exc_type is asyncio.CancelledError and self._cancels:
+            remaining = 0
+            for _ in range(self._cancels):
+                remaining = self._task.uncancel()
+            if remaining == 0:  # only our own cancellation: anyone else's keeps propagating
+                if self.killed is not None:
+                    from engine.runtime.controls import OperatorStop
+
+                    raise OperatorStop(self.killed, tool_only=True) from exc
+                raise TimeoutError from exc
         return False

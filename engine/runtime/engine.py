@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
     from engine.store import EngineStore
 
+log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -68,10 +70,12 @@ class Engine:
         self.latency_scale = latency_scale
         self.clock = clock
         self.guards = Guards(self.tracer, clock=clock)
-        self.controls = RuntimeControls()
+        self.controls = RuntimeControls(self)
         self._compiled: dict[str, CompiledHierarchy] = {}
         self._providers: dict[tuple[str, ...], Provider] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
+        self.escalation_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.approval_listeners: list[Callable[[dict[str, Any]], None]] = []
 
     async def __aenter__(self) -> "Engine":
         # The writer thread competes for the GIL; with the default 5 ms switch interval the event loop can wait
@@ -80,16 +84,102 @@ class Engine:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        from engine.controls.api import ControlAPI
+        from engine.runtime.control_worker import ControlWorker
+
+        store = self.store
+        worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply)
+        self.controls.attach(worker)
+        worker.start()
+        # Obey what is already in force (a global halt survives restarts) before the first run starts.
+        assert self.controls.first_applied is not None
+        with anyio.fail_after(30):
+            await self.controls.first_applied.wait()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
+        if self.controls.worker is not None:
+            await anyio.to_thread.run_sync(self.controls.worker.stop)
         for provider in self._providers.values():
             with anyio.CancelScope(shield=True):
                 await provider.aclose()
         self._providers.clear()
+
+    def _background(self, job: Callable[[Any], Any], what: str) -> None:
+        """Run a control.db write on the control thread without waiting for it; failures are logged."""
+        worker = self.controls.worker
+        if worker is None or self._task_group is None:
+            return
+
+        async def go() -> None:
+            try:
+                await worker.call(job)
+            except Exception as exc:
+                log.warning("%s failed: %s", what, exc)
+
+        self._task_group.start_soon(go)
+
+    def acknowledge(self, switch_ids: list[int], flag_ids: list[int]) -> None:
+        engine_id = self.store.engine_id
+        acked_at = time.time()
+
+        def ack(api: Any) -> None:
+            if switch_ids:
+                api.ack_kill_switches(switch_ids, engine_id)
+            if flag_ids:
+                api.ack_flags(flag_ids)
+
+        self._background(ack, "acknowledging controls")
+        for switch_id in switch_ids:
+            self.tracer.event(None, None, "control.applied", name=f"kill_switch:{switch_id}",
+                              data={"switch_id": switch_id, "applied_at": acked_at})
+
+    def apply_overrides(self, breaker_overrides: Any, budget_overrides: Any) -> None:
+        applied_breakers = []
+        for row in breaker_overrides:
+            for registry in self.guards.all_registries().values():
+                registry.apply_override(row["key"], row["action"])
+            applied_breakers.append(row["id"])
+        applied_budgets = []
+        for row in budget_overrides:
+            active = self.controls.runs.get(row["run_id"])
+            if active is None:
+                continue  # not a run of this engine (or already over)
+            from engine.guardrails.budget import BudgetLimits, merge_limits
+
+            ctx = active.ctx
+            base = self.guards.run_limits(ctx.compiled, ctx.attributes.get("budget_override"))
+            limits = row["limits"] if isinstance(row["limits"], dict) else json.loads(row["limits"])
+            override = BudgetLimits(**{k: v for k, v in limits.items() if v is not None})
+            merged = merge_limits(base, override) if base is not None else override
+            self.guards.ledger.set_limits(ctx.budget_scope, merged)
+            ctx.attributes["budget_override"] = merged
+            self.tracer.event(ctx.run_id, None, "budget.changed", data={"limits": limits, "by": row["operator"],
+                                                                        "reason": row["reason"]})
+            applied_budgets.append(row["id"])
+        if applied_breakers or applied_budgets:
+            engine_id = self.store.engine_id
+
+            def mark(api: Any) -> None:
+                if applied_breakers:
+                    api.mark_breaker_overrides_applied(applied_breakers, engine_id)
+                if applied_budgets:
+                    api.mark_budget_overrides_applied(applied_budgets)
+
+            self._background(mark, "marking overrides applied")
+
+    def on_approval_escalated(self, approval: dict[str, Any]) -> None:
+        """Hook for paging on escalation (the runbook engine's notifier subscribes)."""
+        for listener in self.escalation_listeners:
+            listener(approval)
+
+    def on_approval_requested(self, approval: dict[str, Any]) -> None:
+        """Hook for whoever shows pending approvals to a person (the CLI's progress line, the demo)."""
+        for listener in self.approval_listeners:
+            listener(approval)
 
     def compile(self, hierarchy: "Hierarchy") -> CompiledHierarchy:
         compiled = self._compiled.get(hierarchy.source_hash)
@@ -127,45 +217,80 @@ class Engine:
         return provider
 
     async def run(self, hierarchy: "Hierarchy", request: RunRequest) -> RunResult:
-        """Run once to the end. Failures become the run's status; only cancellation propagates."""
+        """Run once to the end. Failures become the run's status; only outside cancellation propagates."""
         compiled = self.compile(hierarchy)
-        run_id = os.urandom(6).hex()
-        ctx = RunContext(run_id=run_id, seed=request.seed, tenant=request.tenant, compiled=compiled,
+        refusal = self.controls.admission_refusal(compiled.name)
+        if refusal is not None:
+            return self._refuse(compiled, request, refusal)
+        async with self.controls.run_slots:  # safe-mode flag concurrency.max
+            return await self._run_admitted(compiled, request)
+
+    def _new_context(self, compiled: CompiledHierarchy, request: RunRequest) -> RunContext:
+        ctx = RunContext(run_id=os.urandom(6).hex(), seed=request.seed, tenant=request.tenant, compiled=compiled,
                          engine=self, tracer=self.tracer)
+        self.writer.run_started(ctx.run_id, compiled.name, compiled.source_hash, self.store.engine_id,
+                                engine_package.__version__, request.input, request.seed, request.tenant, time.time(),
+                                {"entry": compiled.spec.entry, "pid": os.getpid()})
+        return ctx
+
+    def _refuse(self, compiled: CompiledHierarchy, request: RunRequest, reason: str) -> RunResult:
+        ctx = self._new_context(compiled, request)
+        now = time.time()
+        self.tracer.event(ctx.run_id, None, "run.refused", name=compiled.name, data={"reason": reason})
+        self.writer.run_ended(ctx.run_id, "refused", now, None, reason)
+        return RunResult(run_id=ctx.run_id, hierarchy=compiled.name, status="refused", output=None, error=reason,
+                         tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0, started=now,
+                         ended=now)
+
+    async def _run_admitted(self, compiled: CompiledHierarchy, request: RunRequest) -> RunResult:
+        ctx = self._new_context(compiled, request)
         started = time.time()
         ledger = self.guards.ledger
+        ctx.attributes["budget_override"] = request.budget
         ledger.open_scope(ctx.budget_scope, "run", self.guards.run_limits(compiled, request.budget),
                           parent=self.guards.daily_scope(compiled),
-                          labels={"run": run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
-        self.writer.run_started(run_id, compiled.name, compiled.source_hash, self.store.engine_id,
-                                engine_package.__version__, request.input, request.seed, request.tenant, started,
-                                {"entry": compiled.spec.entry, "pid": os.getpid()})
+                          labels={"run": ctx.run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
         task, context = split_input(request.input)
-        ctx.root_span = self.tracer.start(run_id, None, "run", None, compiled.name,
+        ctx.root_span = self.tracer.start(ctx.run_id, None, "run", None, compiled.name,
                                           {"input": request.input, "tenant": request.tenant})
+        entry = compiled.spec.entry
+        result: AgentResult | None = None
+        scope = anyio.CancelScope()
+        ctx.active = self.controls.register_run(ctx, scope)
         try:
-            entry = compiled.agents[compiled.spec.entry]
-            if entry.input_contract is not None:
-                from engine.runtime.contracts import ContractViolation
-
+            with scope:  # a kill switch covering this run cancels it here
                 try:
-                    context = entry.input_contract.validate(context)
-                except ContractViolation as exc:
-                    raise _BadRunInput(f"run input does not match {entry.name}'s input contract: {exc}") from None
-            from engine.runtime.agent import run_agent
+                    context = self._validated_entry_input(compiled, context)
+                    from engine.runtime.agent import run_agent
 
-            result = await run_agent(ctx, compiled.spec.entry, task, context, ctx.root_span)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                self._finish(ctx, started, AgentResult(compiled.spec.entry, "killed", error="cancelled"))
-            raise
-        except _BadRunInput as exc:
-            result = AgentResult(compiled.spec.entry, "error", error=str(exc))
-        except Exception as exc:  # one failing run must never disturb the others in this engine
-            result = AgentResult(compiled.spec.entry, "error", error=f"{type(exc).__name__}: {exc}")
+                    result = await run_agent(ctx, entry, task, context, ctx.root_span)
+                except _BadRunInput as exc:
+                    result = AgentResult(entry, "error", error=str(exc))
+                except Exception as exc:  # one failing run must never disturb the others in this engine
+                    result = AgentResult(entry, "error", error=f"{type(exc).__name__}: {exc}")
         finally:
-            ledger.close_scope(ctx.budget_scope)
+            self.controls.unregister_run(ctx.run_id)
+            ledger.close_scope(ctx.budget_scope, report=False)
+            if result is None:  # cancelled: by an operator's kill switch, or the engine is shutting down
+                reason = ctx.active.stop_reason or "cancelled: the engine stopped"
+                result = AgentResult(entry, "killed", error=reason)
+                self._background(lambda api: api.cancel_approvals_for_run(ctx.run_id, reason),
+                                 "cancelling approvals of a killed run")
+                if not scope.cancelled_caught:
+                    self._finish(ctx, started, result)
         return self._finish(ctx, started, result)
+
+    @staticmethod
+    def _validated_entry_input(compiled: CompiledHierarchy, context: dict[str, Any]) -> dict[str, Any]:
+        entry = compiled.agents[compiled.spec.entry]
+        if entry.input_contract is None:
+            return context
+        from engine.runtime.contracts import ContractViolation
+
+        try:
+            return entry.input_contract.validate(context)
+        except ContractViolation as exc:
+            raise _BadRunInput(f"run input does not match {entry.name}'s input contract: {exc}") from None
 
     def _finish(self, ctx: RunContext, started: float, result: AgentResult) -> RunResult:
         status = RUN_STATUS_FOR_AGENT[result.status]

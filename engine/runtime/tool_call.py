@@ -13,6 +13,8 @@ import time
 from engine.guardrails.budget import Actual, Demand
 from engine.providers.base import ToolCall, ToolResultMessage
 from engine.runtime.deadline import Deadline
+from engine.runtime.approvals import await_approval, needs_approval
+from engine.runtime.controls import OperatorStop
 from engine.runtime.guards import BudgetExceeded
 
 if TYPE_CHECKING:
@@ -95,7 +97,23 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "invalid_arguments"})
         return _error(call, message)
 
-    await ctx.before_call(agent.name, call.name)
+    approval: dict[str, Any] | None = None
+    try:
+        if needs_approval(ctx, tool, args):
+            outcome = await await_approval(ctx, agent.name, span, tool, args, reason)
+            approval = outcome.record
+            if not outcome.approved:
+                tracer.end(span, ctx.run_id, "denied", attrs={"error": outcome.message, "approval": approval,
+                                                              "error_kind": "approval_" + approval["status"]})
+                return _error(call, outcome.message)
+            args = outcome.arguments
+        await ctx.before_call(agent.name, call.name)
+    except OperatorStop as exc:
+        if not exc.tool_only:
+            tracer.end(span, ctx.run_id, "cancelled", attrs={"error": str(exc), "approval": approval})
+            raise
+        tracer.end(span, ctx.run_id, "denied", attrs={"error": str(exc), "error_kind": "kill_switch"})
+        return _error(call, str(exc))
     permit = ctx.engine.guards.breakers(ctx.compiled).get("tool", call.name).try_acquire()
     if permit is None:
         message = f"{call.name} is unavailable: circuit open"
@@ -113,13 +131,23 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     ctx.tool_calls += 1
     timeout = tool.spec.timeout
     started = time.monotonic()
+    calls = ctx.active.calls
     try:
-        async with Deadline(timeout):
+        async with Deadline(timeout) as handle:
+            calls[span] = (agent.name, call.name, handle)  # a tool kill switch cancels through this handle
             if tool.is_async:
                 value = await tool.func(**args)
             else:
                 # Sync tools run on a worker thread so a slow one never stalls the event loop.
                 value = await anyio.to_thread.run_sync(partial(tool.func, **args), abandon_on_cancel=True)
+    except OperatorStop as exc:
+        calls.pop(span, None)
+        permit.release()
+        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
+        # A thread cannot be interrupted: the call may still complete, so it is never reported as done.
+        tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown",
+                   attrs={"error": str(exc), "approval": approval})
+        return _error(call, str(exc))
     except TimeoutError:
         # A thread cannot be interrupted: its side effect may still happen, so never call it done.
         status = "timeout" if tool.is_async else "outcome_unknown"
@@ -141,10 +169,13 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
         ctx.report_progress()
         return _error(call, message)
+    finally:
+        calls.pop(span, None)
     permit.on_success(time.monotonic() - started)
     ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
     text = _result_text(value)
-    tracer.end(span, ctx.run_id, "ok", attrs={"result": value})
+    tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
+               {"result": value, "approval": approval, "args": args})
     ctx.report_progress()
     return ToolResultMessage(call.id, call.name, text)
 

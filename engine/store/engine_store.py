@@ -27,12 +27,16 @@ from engine.store.writer import TraceWriter
 
 log = logging.getLogger(__name__)
 
+TRACES_PAGE_SIZE = 8192
+
 
 def open_traces_db(path: Path) -> sqlite3.Connection:
     """traces.db for the engine: created 0600, WAL, migrated. Returns an autocommit admin connection."""
     ensure_private_file(path)
     conn = connect(path)
     try:
+        # Only takes effect on a new, empty file (before WAL). Bigger pages: fewer b-tree splits per event row.
+        conn.execute(f"PRAGMA page_size = {TRACES_PAGE_SIZE}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"cannot put {path} in WAL mode (got {mode!r}); is it on a network file system?")

@@ -1,0 +1,122 @@
+"""Approval gates: a tool call that needs an operator's decision waits for it (that branch only; the rest of the
+run and every other run go on), bounded by a deadline whose policy decides what a timeout means.
+
+The request (exact arguments, their hash, risk, the model's stated reason, deadline) is written to control.db;
+the decision comes back through the control watcher. A timeout is recorded as a timeout, never as a human denial.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from engine.hierarchy.tools import LoadedTool
+    from engine.runtime.context import RunContext
+
+DEFAULT_DEADLINE_S = 120.0
+
+
+@dataclass(slots=True)
+class ApprovalOutcome:
+    approved: bool
+    arguments: dict[str, Any]
+    message: str  # what the model is told when it is not approved
+    record: dict[str, Any]  # joined to the tool span: id, status, decided_by, decision_reason, edited
+
+
+def needs_approval(ctx: "RunContext", tool: "LoadedTool", args: dict[str, Any]) -> bool:
+    spec = tool.spec.approval
+    if spec is not None:
+        if spec.required == "always":
+            return True
+        if spec.required == "when" and tool.approval_condition is not None and tool.approval_condition.evaluate(args):
+            return True
+    return tool.spec.side_effects and ctx.engine.controls.approvals_for_all_side_effects(ctx)
+
+
+def _redacted(ctx: "RunContext", args: dict[str, Any]) -> dict[str, Any]:
+    """Approval requests live in control.db, which operators read: no secrets there either."""
+    text = ctx.engine.store.redactor.redact(json.dumps(args, default=str))
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return args
+    return value if isinstance(value, dict) else args
+
+
+async def await_approval(ctx: "RunContext", agent: str, span: str, tool: "LoadedTool", args: dict[str, Any],
+                         reason: str | None) -> ApprovalOutcome:
+    engine = ctx.engine
+    controls = engine.controls
+    worker = controls.worker
+    assert worker is not None, "approvals need the control watcher"
+    spec = tool.spec.approval
+    deadline_s = spec.deadline if spec is not None else DEFAULT_DEADLINE_S
+    on_timeout = spec.on_timeout if spec is not None else "deny"
+    stored_args = _redacted(ctx, args)
+    row = await worker.call(lambda api: api.request_approval(
+        ctx.run_id, span, agent, tool.name, stored_args, tool.spec.risk, reason, deadline_s, on_timeout,
+        engine.store.engine_id))
+    approval_id = row["id"]
+    ctx.tracer.event(ctx.run_id, span, "approval.requested", agent=agent, name=tool.name, data={
+        "id": approval_id, "tool": tool.name, "args_hash": row["args_hash"], "risk": tool.spec.risk,
+        "deadline": row["deadline"], "on_timeout": on_timeout, "reason": reason})
+    engine.on_approval_requested(row)
+    decided = controls.approval_event(approval_id)
+    try:
+        while True:
+            with anyio.move_on_after(max(0.0, row["deadline"] - time.time())):
+                await decided.wait()
+            decision = controls.decisions.get(approval_id)
+            if decision is not None:
+                break
+            expired = await worker.call(lambda api: api.expire_approval(approval_id))
+            outcome = expired.get("outcome")
+            if outcome == "escalated":
+                row = expired
+                ctx.tracer.event(ctx.run_id, span, "approval.escalated", agent=agent, name=tool.name, data={
+                    "id": approval_id, "level": expired["level"], "deadline": expired["deadline"]})
+                engine.on_approval_escalated(expired)
+                continue
+            if outcome == "unchanged":  # a decision raced the deadline and won: read it
+                current = await worker.call(lambda api: api.approval(approval_id))
+                if current["status"] == "pending":
+                    row = current
+                    continue
+                decision = current
+                break
+            decision = expired
+            break
+    finally:
+        controls.forget_approval(approval_id)
+
+    status = decision["status"]
+    record = {"id": approval_id, "status": status, "decided_by": decision.get("decided_by"),
+              "decision_reason": decision.get("decision_reason"), "level": decision.get("level", 0)}
+    ctx.tracer.event(ctx.run_id, span, "approval.decided", agent=agent, name=tool.name, data=record)
+    if status == "approved":
+        edited = decision.get("edited_arguments")
+        if edited is not None:
+            if isinstance(edited, str):
+                edited = json.loads(edited)
+            record["edited"] = True
+            try:
+                return ApprovalOutcome(True, tool.validate_args(edited), "", record)
+            except Exception as exc:  # the operator's edit is re-validated like any model-proposed arguments
+                return ApprovalOutcome(False, args, f"approved with edited arguments that are invalid: {exc}",
+                                       record)
+        return ApprovalOutcome(True, args, "", record)
+    if status == "timed_out":
+        message = (f"no decision on approval {approval_id} within its deadline; the policy for {tool.name} is "
+                   f"to deny on timeout. Do not retry the same call.")
+    elif status == "cancelled":
+        message = f"approval {approval_id} was cancelled: {decision.get('decision_reason') or 'run stopped'}"
+    else:
+        message = (f"denied by {decision.get('decided_by') or 'an operator'}: "
+                   f"{decision.get('decision_reason') or 'no reason given'}")
+    return ApprovalOutcome(False, args, message, record)

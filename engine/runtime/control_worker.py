@@ -1,0 +1,101 @@
+"""The engine's link to control.db: one thread that owns a ControlAPI connection, polls PRAGMA data_version every
+few milliseconds (cheap: no query plan, no table read) and hands fresh snapshots to the event loop; it also runs
+the engine's own control.db writes (acks, approval requests) so SQLite never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from engine.controls.api import ControlAPI, ControlSnapshot
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+POLL_INTERVAL_S = 0.01
+
+
+class ControlWorker:
+    def __init__(self, api_factory: Callable[[], "ControlAPI"], on_snapshot: Callable[["ControlSnapshot"], None],
+                 *, poll_interval: float = POLL_INTERVAL_S) -> None:
+        self._api_factory = api_factory
+        self._on_snapshot = on_snapshot
+        self._poll_interval = poll_interval
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._first_snapshot = threading.Event()
+        self.snapshots = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="flightdeck-control-watcher", daemon=True)
+        self._thread.start()
+
+    def wait_first_snapshot(self, timeout: float = 10.0) -> bool:
+        return self._first_snapshot.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._jobs.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    async def call(self, job: Callable[["ControlAPI"], T]) -> T:
+        """Run `job(api)` on the control thread and await its result (exceptions propagate)."""
+        assert self._loop is not None, "ControlWorker.start() was not called"
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((job, future))
+        return await future
+
+    def _deliver(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def _run(self) -> None:
+        assert self._loop is not None
+        api = self._api_factory()
+        last_version: int | None = None
+        cursor: int | None = None
+        try:
+            while not self._stopped.is_set():
+                try:
+                    version = api.data_version()
+                    if version != last_version:
+                        last_version = version
+                        snapshot = api.snapshot(cursor)
+                        cursor = snapshot.decided_cursor
+                        self.snapshots += 1
+                        self._loop.call_soon_threadsafe(self._on_snapshot, snapshot)
+                        self._first_snapshot.set()
+                except Exception as exc:  # a locked or briefly unavailable control.db must not kill the watcher
+                    log.warning("control watcher: %s", exc)
+                try:
+                    item = self._jobs.get(timeout=self._poll_interval)
+                except queue.Empty:
+                    continue
+                while item is not None:
+                    job, future = item
+                    try:
+                        result, error = job(api), None
+                    except BaseException as exc:  # delivered to the awaiting coroutine
+                        result, error = None, exc
+                    try:
+                        self._loop.call_soon_threadsafe(self._deliver, future, result, error)
+                    except RuntimeError:  # the loop is closed: the engine is shutting down
+                        return
+                    try:
+                        item = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+        finally:
+            api.close()

@@ -1,0 +1,250 @@
+"""Console building blocks on their own: safe text, the virtual table, the poller, the header slots, the registry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+
+from console.polling import ErrorNotifier, Poller
+from console.widgets.safe import compact_json, literal, printable
+from console.widgets.virtual_table import Column, VirtualTable
+from tests.console_helpers import EVIL, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+# -- untrusted text -------------------------------------------------------------------------------------------
+
+def test_printable_escapes_controls_and_keeps_markup_literal() -> None:
+    text = printable("a\x1b[2Jb\x07c\u202ed\x9be\nf\tg")
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text and "\x9b" not in text
+    assert "\\x1b[2J" in text and "\\u202e" in text and "⏎ " in text and "    g" in text
+    assert printable("x" * 50, limit=10) == "x" * 9 + "…"
+    assert "\n" in printable("a\nb", single_line=False)
+    t = literal(EVIL)
+    assert isinstance(t, Text) and "[bold red]x[/]" in t.plain and not t.spans
+    assert compact_json({"k": "[/]"}) == '{"k":"[/]"}'
+
+
+# -- the virtual table ----------------------------------------------------------------------------------------
+
+COLUMNS = [Column("n", "N", 8, align="right"), Column("name", "NAME", 10, flex=1)]
+
+
+def _cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+    return Text(str(row[column]), end="")
+
+
+class TableApp(App[None]):
+    def __init__(self, reverse: bool = True) -> None:
+        super().__init__()
+        self.reverse = reverse
+
+    def compose(self) -> ComposeResult:
+        yield VirtualTable(COLUMNS, cell=_cell, sort_value=lambda r, c: r[c], now=time.time,
+                           matches=lambda r, f: f in r["name"], sort_column="n", reverse=self.reverse)
+
+
+def rows(start: int, count: int) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, {"n": i, "name": f"row{i}"}) for i in range(start, start + count)]
+
+
+async def test_table_sort_filter_and_cursor_identity() -> None:
+    app = TableApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.upsert(rows(0, 50))
+        assert table.visible_keys()[:3] == [49, 48, 47]
+        table.focus()
+        await pilot.press("down", "down", "down")
+        assert table.cursor_key == 46
+        table.upsert(rows(50, 5))  # newer rows above: the cursor stays on 46
+        assert table.cursor_key == 46 and table.cursor == 8
+        table.upsert([(46, {"n": 46, "name": "renamed"})])  # an update in place keeps position
+        assert table.cursor_key == 46
+        table.set_filter("row4")
+        assert set(table.visible_keys()) == {4} | set(range(40, 50)) - {46}
+        table.set_filter(None)
+        table.set_sort("name", False)
+        assert table.visible_keys()[0] == 46  # "renamed" < "row..."
+        table.remove([46])
+        assert 46 not in table and table.row_count == 54
+        await pilot.press("end")
+        assert table.cursor == table.row_count - 1
+        lines = [table.render_line(y).text for y in range(3)]
+        assert "NAME▲" in lines[0] and lines[1].strip()
+
+
+async def test_table_100_new_rows_under_50ms_at_any_size() -> None:
+    app = TableApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        for size in (0, 1_000, 20_000):
+            table.clear()
+            table.upsert(rows(0, size))
+            await pilot.pause()
+            table.move_cursor(5)
+            best = float("inf")
+            for attempt in range(3):
+                new = rows(1_000_000 + attempt * 1000, 100)
+                started = time.perf_counter()
+                table.upsert(new)
+                for y in range(table.size.height):  # what the next paint does: every visible line
+                    table.render_line(y)
+                best = min(best, time.perf_counter() - started)
+            assert best < 0.05, f"100 rows into {size:,} took {best * 1000:.1f} ms"
+
+
+async def test_table_empty_text() -> None:
+    app = TableApp()
+    async with app.run_test(size=(60, 10)):
+        table = app.query_one(VirtualTable)
+        table.empty_text = "no runs yet: start one"
+        assert "no runs yet" in table.render_line(2).text
+
+
+# -- the poller ------------------------------------------------------------------------------------------------
+
+class PollApp(App[None]):
+    pass
+
+
+async def test_poller_never_overlaps_and_stops() -> None:
+    app = PollApp()
+    active = [0]
+    peak = [0]
+    rendered: list[int] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> int:
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        active[0] -= 1
+        return len(rendered)
+
+    async with app.run_test() as pilot:
+        poller: Poller[int] = Poller(app, name="t", fetch=fetch, render=rendered.append, interval=0.0,
+                                     report_error=lambda e, w: errors.append(e))
+        poller.start()
+        await wait_for(pilot, lambda: len(rendered) >= 5)
+        poller.poke()
+        poller.stop()
+        count = len(rendered)
+        await pilot.pause(0.1)
+        assert len(rendered) <= count + 1
+        assert peak[0] == 1 and not errors
+
+
+async def test_poller_reports_errors_and_backs_off() -> None:
+    app = PollApp()
+    calls = [0]
+    errors: list[tuple[BaseException, str]] = []
+
+    def fetch() -> None:
+        calls[0] += 1
+        raise RuntimeError("boom [bold]x[/]")
+
+    async with app.run_test() as pilot:
+        poller: Poller[None] = Poller(app, name="t", fetch=fetch, render=lambda r: None, interval=0.0,
+                                      report_error=lambda e, w: errors.append((e, w)))
+        poller.start()
+        await wait_for(pilot, lambda: errors)
+        await pilot.pause(0.3)
+        assert calls[0] == 1  # backed off (1 s) instead of spinning
+        assert str(errors[0][0]) == "boom [bold]x[/]" and errors[0][1] == "t"
+        poller.stop()
+
+
+def test_error_notifier_dedupes_and_tracks_store_problems() -> None:
+    from engine.errors import InputError, StoreError
+
+    shown: list[tuple[str, dict[str, Any]]] = []
+    problems: list[str | None] = []
+    notifier = ErrorNotifier(lambda m, **k: shown.append((m, k)), problems.append)
+    notifier(StoreError("cannot read /x"), "runs")
+    notifier(StoreError("cannot read /x"), "header")  # the same message again: not repeated
+    assert len(shown) == 1 and shown[0][1]["markup"] is False and shown[0][1]["severity"] == "error"
+    assert notifier.store_problem == "cannot read /x" and problems == ["cannot read /x"]
+    notifier(InputError("ambiguous"), "run")
+    notifier(ValueError("[/] bad"), "run")
+    assert shown[1][1]["severity"] == "warning" and "ValueError: [/] bad" in shown[2][0]
+    notifier.recovered()
+    assert notifier.store_problem is None and problems[-1] is None
+
+
+# -- header slots and the view registry ------------------------------------------------------------------------
+
+def test_header_slot_registry_and_isolation(tmp_path: Path) -> None:
+    from console.widgets import header
+    from engine.store import open_reader
+    from tests.console_helpers import FIXED_NOW, fixed_store
+
+    store = fixed_store(tmp_path / "store")
+    saved = list(header.HEADER_SLOTS)
+    try:
+        def broken(ctx: header.HeaderContext) -> header.SlotValue:
+            raise RuntimeError("approvals table missing")
+
+        header.register_header_slot(header.HeaderSlot("approvals", "approvals", broken, row=2))
+        header.register_header_slot(header.HeaderSlot(
+            "halt", "halt", lambda ctx: header.SlotValue("ON", "crit", alarm="Global halt: press 5", halt="all runs "
+                                                                                                     "stopped"),
+            row=2), before="incidents")
+        assert [s.id for s in header.HEADER_SLOTS].index("halt") == [s.id for s in header.HEADER_SLOTS].index(
+            "incidents") - 1
+        reader = open_reader(store)
+        try:
+            snap = header.collect(reader, None, FIXED_NOW, store)
+        finally:
+            reader.close()
+        assert snap.values["approvals"].text == "error" and "approvals table missing" in (snap.error or "")
+        assert snap.values["runs"].text.startswith("1 active · 3 completed · 4 failed")
+        assert snap.halt == "all runs stopped"
+        assert snap.alarm is not None
+        assert snap.values["spend"].text.endswith("/min · cap n/a")
+    finally:
+        header.HEADER_SLOTS[:] = saved
+
+
+def test_view_registry_commands() -> None:
+    from console.screens import registry
+
+    assert [v.key for v in registry.VIEWS] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert registry.find_command(":run").id == "run"  # type: ignore[union-attr]
+    assert registry.find_command("ap").id == "approvals"  # type: ignore[union-attr]
+    assert registry.find_command("nope") is None
+    saved = list(registry.VIEWS)
+    try:
+        spec = registry.view_by_id("audit")
+        assert spec is not None
+        from dataclasses import replace
+
+        registry.register_view(replace(spec, title="Audit log", commands=("audit", "log")))
+        assert registry.VIEWS[6].title == "Audit log" and registry.find_command("log") is not None
+        assert ":run ID" in registry.command_words()
+    finally:
+        registry.VIEWS[:] = saved
+
+
+def test_labels_and_event_lines() -> None:
+    from console.widgets.span_detail import event_line, span_detail
+    from console.widgets.span_tree import span_label
+
+    span = {"id": "s1", "kind": "tool", "name": EVIL, "status": "denied", "started": 10.0, "ended": 10.5,
+            "attributes": {"args": {"a": 1}, "reason": "because", "error": "not allowed"}}
+    label = span_label(span)
+    assert "⊘ denied" in label.plain and "[bold red]x[/]" in label.plain and "500ms" in label.plain
+    detail = span_detail(span, raw=False, now=11.0).plain
+    assert "TOOL CALL" in detail and "REASON" in detail and "ERROR" in detail and "not allowed" in detail
+    line = event_line({"ts": 0.0, "kind": "span.ended", "agent": "a", "name": "n",
+                       "data": {"kind": "llm", "status": "ok", "tokens_in": 5, "tokens_out": 2, "cost_usd": 0.5}})
+    assert "llm  n  ✔ ok  5→2 tok  $0.5000" in line
+    assert threading.current_thread() is threading.main_thread()
