@@ -333,3 +333,15 @@ def test_large_payloads_are_cut_with_a_marker(tmp_path: Path) -> None:
     writer.close()
     data = json.loads(rows(tmp_path / "traces.db", "SELECT data FROM events")[0][0])
     assert data == {"blob": "z" * 2048 + f"…[truncated {10_000 - 2048} bytes]", "small": "kept"}
+
+
+def test_flush_reaches_past_a_full_batch_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    # The flush marker sits behind more than max_batch items: the writer must keep draining, not nap for an hour.
+    writer = new_writer(tmp_path, flush_interval=3600, max_batch=100)
+    for i in range(1050):
+        writer.event(None, None, "bulk", data={"i": i})
+    writer.flush(timeout=10)
+    assert writer.last_committed_seq == 1050
+    stats = writer.stats
+    assert stats["events"] == 1050 and stats["batches"] >= 11 and stats["commit_cpu_s"] > 0
+    writer.close()

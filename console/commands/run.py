@@ -35,8 +35,20 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="runs in flight at once (default 1)")
     parser.add_argument("--speed", type=_non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor: 2 halves simulated latency, 0 removes it (default 1)")
+    parser.add_argument("--budget", metavar="LIMITS", type=_budget,
+                        help="run budget overrides, e.g. cost=2.50,tool_calls=40,wall=300s,tokens=20000")
+    parser.add_argument("--tenant", metavar="NAME", help="customer/tenant label for attribution and budgets")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list of run objects)")
     parser.set_defaults(handler=handle)
+
+
+def _budget(text: str) -> Any:
+    from engine.guardrails.budget import parse_budget_overrides
+
+    try:
+        return parse_budget_overrides(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
@@ -154,7 +166,8 @@ def handle(args: argparse.Namespace) -> int:
     hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
     given = read_input(args)
     samples = [given] if given is not None else (sample_inputs(hierarchy.path) or [""])
-    requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i) for i in range(args.repeat)]
+    requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i, tenant=args.tenant,
+                           budget=args.budget) for i in range(args.repeat)]
     store_dir = resolve_store_dir(args.store)
     progress = Progress(len(requests), enabled=not args.json, store=args.store)
     if not args.json:

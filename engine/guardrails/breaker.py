@@ -437,6 +437,15 @@ class CircuitBreaker:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def available(self) -> bool:
+        """Whether calls may be offered at all (not OPEN / FORCED_OPEN). A lock-free answer for the common CLOSED
+        case, which the runtime asks for every tool of every agent step; other states take the lazy path, so an
+        OPEN breaker whose wait has elapsed becomes HALF_OPEN (and its tool is offered again for a probe)."""
+        state = self._state
+        if state is BreakerState.CLOSED or state is BreakerState.DISABLED:
+            return True
+        return self.state not in (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+
     @property
     def state(self) -> BreakerState:
         with self._lock:

@@ -445,10 +445,13 @@ class BudgetLedger:
     """
 
     def __init__(self, clock: Clock, on_event: Callable[[BudgetEvent], None] | None = None, *,
-                 call_events: bool = True) -> None:
+                 call_events: bool = True, attribution: bool = True) -> None:
         self._clock = clock
         self._on_event = on_event
         self.call_events = call_events
+        # The engine turns this off: the store already attributes every span's spend (agent, model, tool, run,
+        # tenant), and an in-memory table keyed by run would grow for as long as the engine lives.
+        self.track_attribution = attribution
         self._lock = threading.Lock()
         self._scopes: dict[str, _Scope] = {}
         self._ids = itertools.count(1)
@@ -620,15 +623,16 @@ class BudgetLedger:
                 recent.append((now, act))
                 while recent[0][0] <= cutoff:
                     recent.popleft()
-            key = chain[0].attr_key
-            if labels:
-                merged = dict(key)
-                merged.update((k, str(v)) for k, v in labels.items())
-                key = _attribution_key(merged)
-            t = self._attribution.get(key)
-            if t is None:
-                t = self._attribution[key] = [0] * _N
-            t[0] += a0; t[1] += a1; t[2] += a2; t[3] += a3; t[4] += a4; t[5] += a5; t[6] += a6  # noqa: E702
+            if self.track_attribution:
+                key = chain[0].attr_key
+                if labels:
+                    merged = dict(key)
+                    merged.update((k, str(v)) for k, v in labels.items())
+                    key = _attribution_key(merged)
+                t = self._attribution.get(key)
+                if t is None:
+                    t = self._attribution[key] = [0] * _N
+                t[0] += a0; t[1] += a1; t[2] += a2; t[3] += a3; t[4] += a4; t[5] += a5; t[6] += a6  # noqa: E702
             events = self._fire(crossed, now) if crossed else None
             if self._on_event is not None and self.call_events:
                 data: dict[str, float | int | str] = {"reservation": reservation.id}

@@ -119,6 +119,8 @@ async def _loop(ctx: "RunContext", agent: "CompiledAgent", span: str, task: str,
         except BudgetExceeded as exc:
             ctx.tracer.event(ctx.run_id, span, "budget.exceeded", agent=agent.name,
                              name=str(exc.breach.dimension), data=breach_data(exc.breach))
+            if exc.breach.scope_kind != "agent":  # the run (or the hierarchy's day) ran out, not just this agent
+                ctx.attributes.setdefault("run_budget_exhausted", exc.breach.message)
             return AgentResult(agent.name, "budget_exceeded", output=_partial(messages), error=str(exc))
 
         # A final answer: accept it, or ask again (a bounded number of times) when it breaks the output contract.

@@ -40,6 +40,7 @@ class CompiledAgent:
     output_contract: Contract | None
     max_steps: int
     loop_threshold: int
+    tool_definition_chars: int  # what the tool schemas add to every request, for input-token estimates
     delegation_names: dict[str, str] = field(default_factory=dict)  # tool name (ask_X) -> agent X
 
 
@@ -96,6 +97,8 @@ def compile_hierarchy(hierarchy: "Hierarchy") -> CompiledHierarchy:
             output_contract=output,
             max_steps=agent.max_steps or spec.defaults.max_steps,
             loop_threshold=spec.defaults.loop_threshold,
+            tool_definition_chars=sum(len(d.name) + len(d.description) + len(json.dumps(d.parameters))
+                                      for d in definitions),
             delegation_names=delegation_names,
         )
     return CompiledHierarchy(hierarchy=hierarchy, spec=spec, agents=agents)

@@ -12,9 +12,6 @@ if TYPE_CHECKING:
     from engine.runtime.engine import Engine
     from engine.runtime.tracer import Tracer
 
-UNAVAILABLE_OPEN = ("open", "forced_open")
-
-
 class RunContext:
     """Counters are plain ints mutated on the event loop thread only, so they need no lock."""
 
@@ -56,13 +53,9 @@ class RunContext:
     def withheld_tools(self, agent: "CompiledAgent") -> dict[str, str]:
         """Tools (and delegations) the model must not be offered right now, with the reason it is told."""
         withheld = self.engine.controls.withheld_tools(self, agent)
-        breakers = self.engine.guards.breakers(self.compiled)
-        for name in agent.tools:
-            if breakers.get("tool", name).state.value in UNAVAILABLE_OPEN:
+        for name, breaker in self.engine.guards.agent_breakers(self.compiled, agent):
+            if not breaker.available():
                 withheld.setdefault(name, "unavailable: circuit open")
-        for tool_name, child in agent.delegation_names.items():
-            if breakers.get("delegation", child).state.value in UNAVAILABLE_OPEN:
-                withheld.setdefault(tool_name, "unavailable: circuit open")
         return withheld
 
     def tool_definitions(self, agent: "CompiledAgent") -> tuple[list[ToolDefinition], SystemMessage | None]:

@@ -68,6 +68,8 @@ class ControlWorker:
         cursor: int | None = None
         try:
             while not self._stopped.is_set():
+                if self._loop.is_closed():  # the engine's event loop ended without stopping us
+                    return
                 try:
                     version = api.data_version()
                     if version != last_version:

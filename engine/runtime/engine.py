@@ -294,6 +294,12 @@ class Engine:
 
     def _finish(self, ctx: RunContext, started: float, result: AgentResult) -> RunResult:
         status = RUN_STATUS_FOR_AGENT[result.status]
+        exhausted = ctx.attributes.get("run_budget_exhausted")
+        if exhausted and status == "completed":
+            # The parent finished with what it had, but the run's budget ran out: that is what the run's status
+            # says; its (partial) output is kept.
+            status = "budget_exceeded"
+            result = AgentResult(result.agent, "budget_exceeded", result.output, exhausted)
         ended = time.time()
         ctx.report_progress()
         self.tracer.end(ctx.root_span, ctx.run_id, "ok" if status == "completed" else status if status in (

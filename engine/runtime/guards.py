@@ -47,7 +47,8 @@ class Guards:
                  breaker_defaults: BreakerConfig | None = None) -> None:
         self._tracer = tracer
         self.clock = clock
-        self.ledger = BudgetLedger(clock, self._on_budget_event, call_events=False)
+        self.ledger = BudgetLedger(clock, self._on_budget_event, call_events=False, attribution=False)
+        self._agent_breakers: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = {}
         self._registries: dict[str, BreakerRegistry] = {}
         self._breaker_defaults = breaker_defaults
         self._daily_scopes: set[str] = set()
@@ -65,6 +66,18 @@ class Guards:
             registry = self._registries[compiled.name] = BreakerRegistry(
                 defaults, spec.overrides, self.clock, self._make_transition_hook(compiled.name))
         return registry
+
+    def agent_breakers(self, compiled: "CompiledHierarchy", agent: Any) -> tuple[tuple[str, Any], ...]:
+        """(offered name, breaker) for each tool and delegation of an agent, looked up once per agent."""
+        key = (compiled.name, agent.name)
+        found = self._agent_breakers.get(key)
+        if found is None:
+            registry = self.breakers(compiled)
+            found = tuple([(name, registry.get("tool", name)) for name in agent.tools]
+                          + [(tool_name, registry.get("delegation", child))
+                             for tool_name, child in agent.delegation_names.items()])
+            self._agent_breakers[key] = found
+        return found
 
     def all_registries(self) -> dict[str, BreakerRegistry]:
         return self._registries

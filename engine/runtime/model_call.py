@@ -57,7 +57,9 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
     breakers = guards.breakers(ctx.compiled)
     policy = agent.spec.retry or ctx.compiled.spec.defaults.retry
     chain = ctx.models_for(agent)
-    estimated_input = (context_chars + 3) // 4 + 4 * len(messages)
+    # Deliberately pessimistic (3 characters a token, where English averages ~4): the reservation must cover the
+    # real count or concurrent calls could overshoot a cap; settling releases whatever was not used.
+    estimated_input = (context_chars + agent.tool_definition_chars) // 3 + 8 * len(messages) + 16
     last_error = "no model available"
     last_kind = "unavailable"
     for index, model in enumerate(chain):

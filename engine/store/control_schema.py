@@ -22,6 +22,7 @@ gets StoreTooNew instead of guessing.
 from __future__ import annotations
 
 from engine.controls.schema import CONTROLS_V2
+from engine.runbooks.schema import RUNBOOKS_V3
 from engine.store.migrate import Migration
 
 _V1_ENGINES = """
@@ -41,4 +42,5 @@ CREATE INDEX engines_started ON engines (started);
 CONTROL_MIGRATIONS: list[Migration] = [
     _V1_ENGINES,
     CONTROLS_V2,
+    RUNBOOKS_V3,
 ]

@@ -29,7 +29,7 @@ from typing import Any
 
 from engine.errors import StoreError
 from engine.store.files import connect, translate_sqlite_error
-from engine.store.redact import Redactor, encode_json
+from engine.store.redact import Redactor
 from engine.store.traces_schema import RUN_ENDED, RUN_STARTED, SPAN_ENDED, SPAN_STARTED
 
 log = logging.getLogger(__name__)
@@ -496,13 +496,12 @@ class TraceWriter:
         its final values; run progress keeps only the latest totals; a span's end attributes merge into its start
         attributes. Sequence numbers are assigned here, in queue order."""
         dumps = self._redactor.dumps  # caller payloads: redacted and cut
-        encode = encode_json  # the writer's own small event data, built from already-cleaned values
         text = self._clean_name
         run_totals = self._run_totals
         open_spans = self._open_spans
         batch = _Batch()
         batch.item_count = len(items)
-        events: list[tuple[Any, ...]] = []
+        events: list[list[Any]] = []  # data stays an object until the end of the batch
         committed: list[CommittedEvent] | None = [] if self._callbacks else None
         new_runs: dict[str, list[Any]] = {}
         new_spans: dict[str, list[Any]] = {}
@@ -519,7 +518,7 @@ class TraceWriter:
             if op == _EVENT:
                 _, run_id, span_id, kind, agent, name, data, ts = item
                 seq += 1
-                events.append((seq, ts, run_id, span_id, kind, agent, text(name), dumps(data)))
+                events.append([seq, ts, run_id, span_id, kind, agent, text(name), data])
                 if run_id is not None:
                     run_seq[run_id] = seq
                 if span_id is not None:
@@ -535,7 +534,7 @@ class TraceWriter:
                 new_spans[span_id] = [span_id, run_id, parent_id, kind, agent, stored_name, "running", started,
                                       None, 0, 0, 0.0, None, attrs, seq]
                 data = {"kind": kind, "name": stored_name, "parent_id": parent_id}
-                events.append((seq, started, run_id, span_id, SPAN_STARTED, agent, stored_name, encode(data)))
+                events.append([seq, started, run_id, span_id, SPAN_STARTED, agent, stored_name, data])
                 run_seq[run_id] = seq
                 span_seq[span_id] = seq
                 if committed is not None:
@@ -545,6 +544,7 @@ class TraceWriter:
                 seq += 1
                 known = open_spans.pop(span_id, None)
                 kind, agent, name, start_attrs = known if known is not None else (None, None, None, None)
+                model = text(model)
                 if attrs and start_attrs:
                     attrs = {**start_attrs, **attrs}
                 elif not attrs:
@@ -559,10 +559,9 @@ class TraceWriter:
                 else:
                     span_ends[span_id] = [status, ended, tokens_in, tokens_out, cost, model, attrs, known, span_id]
                 stored_name = text(name)
-                model = text(model)
                 data = {"kind": kind, "name": stored_name, "status": status, "tokens_in": tokens_in,
                         "tokens_out": tokens_out, "cost_usd": cost, "model": model}
-                events.append((seq, ended, run_id, span_id, SPAN_ENDED, agent, stored_name, encode(data)))
+                events.append([seq, ended, run_id, span_id, SPAN_ENDED, agent, stored_name, data])
                 run_seq[run_id] = seq
                 span_seq[span_id] = seq
                 if committed is not None:
@@ -592,7 +591,7 @@ class TraceWriter:
                                     seed, dumps(run_input), None, None, started, None, 0, 0, 0.0, 0, 0, 0,
                                     dumps(attrs), seq]
                 data = {"hierarchy": hierarchy, "tenant": tenant}
-                events.append((seq, started, run_id, None, RUN_STARTED, None, hierarchy, encode(data)))
+                events.append([seq, started, run_id, None, RUN_STARTED, None, hierarchy, data])
                 run_seq[run_id] = seq
                 if committed is not None:
                     committed.append((seq, RUN_STARTED, run_id, None, None, hierarchy, data))
@@ -615,7 +614,7 @@ class TraceWriter:
                                 model_calls=totals[3], tool_calls=totals[4])
                 if error_text:
                     data["error"] = error_text[:_ERROR_SUMMARY_CHARS]
-                events.append((seq, ended, run_id, None, RUN_ENDED, None, hierarchy, encode(data)))
+                events.append([seq, ended, run_id, None, RUN_ENDED, None, hierarchy, data])
                 run_seq[run_id] = seq
                 if committed is not None:
                     committed.append((seq, RUN_ENDED, run_id, None, None, hierarchy, data))
@@ -630,11 +629,14 @@ class TraceWriter:
             statements.append((_INSERT_RUN, rows))
         if new_spans:
             rows = list(new_spans.values())
-            for row in rows:
-                row[_S_ATTRS] = dumps(row[_S_ATTRS])
+            for row, attrs_json in zip(rows, self._redactor.dumps_many([row[_S_ATTRS] for row in rows])):
+                row[_S_ATTRS] = attrs_json
                 row[_S_SEQ] = span_seq[row[0]]
             statements.append((_INSERT_SPAN, rows))
         if events:
+            # Event payloads are serialised together: one redaction pre-check for the whole batch.
+            for row, data_json in zip(events, self._redactor.dumps_many([row[7] for row in events])):
+                row[7] = data_json
             statements.append((_INSERT_EVENT, events))
         if span_ends:
             merged_rows: list[list[Any]] = []

@@ -64,6 +64,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -202,6 +203,7 @@ class RecordedRequest:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     json: Any = field(default=None)
+    received: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic), for pacing tests
 
     @property
     def messages(self) -> list[dict[str, Any]]:

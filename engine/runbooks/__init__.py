@@ -1,0 +1,21 @@
+"""Runbooks: detections on the engine's event stream, incidents, pages, and audited actions that can be rolled back.
+
+- schema.py       the control.db tables (incidents, their time lines, applications); one CONTROL_MIGRATIONS entry
+- signals.py      the signal vocabulary: what each signal measures, its scopes and parameters
+- model.py        runbook front matter as pydantic models, and {placeholder} rendering for actions
+- loader.py       Markdown + YAML front matter with file/line/field errors; where runbooks are found
+- windows.py      sliding-window aggregates and the hysteresis that keeps detections from flapping
+- detectors.py    event -> sample extraction, one detector per detect condition
+- watchdog.py     evaluates every runbook's detections over the committed event stream (step-driven, clocked)
+- incidents.py    IncidentStore: open/update incidents, the time line, operator ack/resolve/note (audited)
+- actions.py      plan, apply (one audited transaction) and roll back (exactly what was applied) runbook actions
+- notify.py       notifier payloads: Slack incoming webhooks, PagerDuty Events API v2, generic webhooks
+- pager.py        the asynchronous sender: httpx, retries with back-off, Retry-After, every attempt recorded
+- runtime.py      RunbookEngine: the engine-side wiring (on_commit, its own thread, auto-apply and rollback)
+- postmortem.py   the Markdown postmortem draft of an incident
+
+Submodules are imported on use: engine.store.control_schema imports runbooks.schema while engine.store is being
+initialised, so this package must not import anything at import time.
+"""
+
+from __future__ import annotations

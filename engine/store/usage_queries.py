@@ -1,0 +1,50 @@
+"""Spend attribution read from the store: per tool, per tenant and per run (the reader's `usage` covers agents and
+models). The store is the durable record of who spent what, so these are plain grouped queries over spans/runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.store.reader import TraceReader
+
+
+def _filters(run_id: str | None, tenant: str | None, since: float | None) -> tuple[str, list[Any]]:
+    where, params = [], []
+    if run_id is not None:
+        where.append("r.id = ?")
+        params.append(run_id)
+    if tenant is not None:
+        where.append("r.tenant = ?")
+        params.append(tenant)
+    if since is not None:
+        where.append("r.started >= ?")
+        params.append(since)
+    return (" AND ".join(where) or "1"), params
+
+
+def usage_by_tool(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
+                  since: float | None = None) -> list[dict[str, Any]]:
+    where, params = _filters(run_id, tenant, since)
+    return reader._rows(  # noqa: SLF001 - the reader's short read-only query helper
+        "SELECT s.name AS tool, count(*) AS calls, sum(s.status != 'ok') AS failed FROM spans s "
+        f"JOIN runs r ON r.id = s.run_id WHERE s.kind = 'tool' AND {where} GROUP BY s.name ORDER BY calls DESC",
+        params)
+
+
+def usage_by_tenant(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
+                    since: float | None = None) -> list[dict[str, Any]]:
+    where, params = _filters(run_id, tenant, since)
+    return reader._rows(  # noqa: SLF001
+        "SELECT coalesce(r.tenant, '-') AS tenant, count(*) AS runs, sum(r.tokens_in) AS tokens_in, "
+        "sum(r.tokens_out) AS tokens_out, sum(r.cost_usd) AS cost_usd FROM runs r "
+        f"WHERE {where} GROUP BY r.tenant ORDER BY cost_usd DESC", params)
+
+
+def top_runs(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
+             since: float | None = None, limit: int = 10) -> list[dict[str, Any]]:
+    where, params = _filters(run_id, tenant, since)
+    return reader._rows(  # noqa: SLF001
+        "SELECT r.id AS id, r.hierarchy AS hierarchy, r.status AS status, coalesce(r.tenant, '-') AS tenant, "
+        "r.tokens_in AS tokens_in, r.tokens_out AS tokens_out, r.cost_usd AS cost_usd FROM runs r "
+        f"WHERE {where} ORDER BY r.cost_usd DESC LIMIT ?", [*params, limit])

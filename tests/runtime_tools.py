@@ -1,0 +1,43 @@
+"""Tools for runtime guardrail tests, with switches a test flips to make them fail or hang."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+
+FAILING: set[str] = set()
+CALLS: list[str] = []
+_lock = threading.Lock()
+release_slow = threading.Event()
+
+
+def flaky(key: str) -> str:
+    """Fails while `key` is in FAILING.
+
+    Args:
+        key: Which switch to consult.
+    """
+    with _lock:
+        CALLS.append(key)
+    if key in FAILING:
+        raise RuntimeError(f"{key} is down")
+    return f"{key} ok"
+
+
+async def slow(key: str) -> str:
+    """Waits until the test releases it (bounded), so a call is in flight when the test acts.
+
+    Args:
+        key: A label.
+    """
+    with _lock:
+        CALLS.append(key)
+    await anyio.to_thread.run_sync(release_slow.wait, 30)
+    return f"{key} done"
+
+
+def reset() -> None:
+    FAILING.clear()
+    CALLS.clear()
+    release_slow.clear()
