@@ -156,10 +156,13 @@ def measure_throughput(seconds: float, with_reader: bool) -> dict[str, Any]:
         writer.flush(timeout=120)
         elapsed = time.perf_counter() - began
         committed = writer.last_committed_seq - first_seq
+        stats = writer.stats
         reader_stats = reader.finish() if reader else None
         store.close()
     return {"events": committed, "seconds": elapsed, "events_per_s": committed / elapsed,
-            "emit_us_per_call": emitting / max(1, work.calls) * 1e6, "reader": reader_stats}
+            "emit_us_per_call": emitting / max(1, work.calls) * 1e6, "reader": reader_stats,
+            "build_us_per_event": stats["build_cpu_s"] / max(1, stats["events"]) * 1e6,
+            "sql_us_per_event": stats["commit_cpu_s"] / max(1, stats["events"]) * 1e6}
 
 
 def measure_latency(seconds: float, with_reader: bool, rate: int = LATENCY_RATE) -> dict[str, Any]:
@@ -216,6 +219,9 @@ def run_store_bench(seconds: float = 5) -> list[dict[str, Any]]:
                      "details": tp})
         rows.append({"name": f"emit cost per model call (9 events){label}", "value": tp["emit_us_per_call"],
                      "unit": "us", "target": "", "ok": None, "details": {}})
+        rows.append({"name": f"writer thread CPU per event: rows+JSON / SQLite{label}", "value": None, "unit": "",
+                     "text": f"{tp['build_us_per_event']:.1f} / {tp['sql_us_per_event']:.1f} us", "target": "",
+                     "ok": None, "details": {}})
         for pct in ("p50", "p99"):
             value = lat[f"{pct}_ms"]
             ok = None if pct == "p50" else (value is not None and value <= TARGET_P99_MS)

@@ -33,7 +33,7 @@ async def slow(key: str) -> str:
     """
     with _lock:
         CALLS.append(key)
-    await anyio.to_thread.run_sync(release_slow.wait, 30)
+    await anyio.to_thread.run_sync(release_slow.wait, 30, abandon_on_cancel=True)
     return f"{key} done"
 
 

@@ -12,7 +12,7 @@ import pytest
 from engine.errors import StoreError
 from engine.store import open_engine_store, open_reader
 from engine.store.reader import TraceReader
-from tests.test_store_support import rows, start_python, wait_until
+from tests.test_store_support import rows, run_python, start_python, wait_until
 
 _CHILD = """
 import sys, time
@@ -115,3 +115,21 @@ def test_sigkill_mid_stream_leaves_a_consistent_store(tmp_path: Path) -> None:
         abandoned_events = reader.events_after(max_seq, kinds=["run.ended"])
         assert sorted(e["run_id"] for e in abandoned_events) == sorted(running_before)
         assert reader.last_seq() == max_seq + len(running_before)
+
+
+_FORGETS_TO_CLOSE = """
+import sys
+from engine.store import open_engine_store
+store = open_engine_store(sys.argv[1], flush_interval=3600)  # never commits on its own during this script
+store.writer.event(None, None, "queued-at-exit", data={"n": 1})
+"""
+
+
+def test_normal_exit_without_close_still_writes_the_queue(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    child = run_python(_FORGETS_TO_CLOSE, str(store_dir))
+    assert child.returncode == 0, child.stderr
+    with open_reader(store_dir) as reader:
+        assert [e["kind"] for e in reader.events_after(0)] == ["queued-at-exit"]
+        [engine] = reader.engines()
+        assert engine["stopped"] is not None

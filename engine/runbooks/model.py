@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.durations import Duration
+from engine.errors import InputError
 from engine.runbooks.signals import SIGNAL_NAMES, signal_spec
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"  # also valid inside the audit actor `runbook:ID`
@@ -81,6 +82,14 @@ class FlagAction(Strict):
     value: str | int
     scope: Literal["global", "hierarchy", "run"] = "hierarchy"
     target: str | None = None
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _not_a_yaml_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            word = "on" if value else "off"
+            raise ValueError(f"YAML reads unquoted on/off/yes/no as true/false; quote the value: value: \"{word}\"")
+        return value
 
     @property
     def target_template(self) -> str | None:
@@ -188,8 +197,11 @@ class Runbook:
     path: Path
     body: str
     body_line: int  # the file line the Markdown body starts on
-    origin: str = "project"  # "project" (runbooks/), "packaged" (engine/runbooks/shipped) or "store"
+    origin: str = "project"  # "project" (the checkout's runbooks/), "packaged" (engine/runbooks/) or "store"
     sections: tuple[str, ...] = field(default=())
+    # The parsed YAML document (engine.hierarchy.loader._Document): knows the line of every field, for errors
+    # found after loading (a target the store config does not define).
+    doc: Any = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -198,6 +210,11 @@ class Runbook:
     @property
     def actor(self) -> str:
         return f"runbook:{self.spec.id}"
+
+    def error(self, loc: tuple[Any, ...], message: str) -> InputError:
+        if self.doc is not None:
+            return self.doc.error(loc, message)  # type: ignore[no-any-return]
+        return InputError(message, file=str(self.path), field=".".join(str(p) for p in loc) or None)
 
 
 class PlaceholderError(ValueError):

@@ -22,7 +22,7 @@ OPS: tuple[str, ...] = (">=", ">", "<=", "<", "==")
 
 @dataclass(frozen=True, slots=True)
 class ParamSpec:
-    """One `params` entry. `choices` for words; otherwise a number (`integer` for whole numbers) >= `minimum`."""
+    """One `params` entry: a word from `choices`, a `boolean`, or a number (`integer`: whole) >= `minimum`."""
 
     name: str
     default: Any
@@ -30,8 +30,13 @@ class ParamSpec:
     choices: tuple[str, ...] | None = None
     integer: bool = False
     minimum: float = 0.0
+    boolean: bool = False
 
     def validate(self, value: Any) -> Any:
+        if self.boolean:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+            return value
         if self.choices is not None:
             if not isinstance(value, str) or value.strip().lower() not in self.choices:
                 raise ValueError(f"expected one of {', '.join(self.choices)}, got {value!r}")
@@ -109,8 +114,9 @@ SIGNALS: tuple[SignalSpec, ...] = (
         "How many times an agent asked for a tool it was not given (`tool.blocked`, a classic sign of prompt "
         "injection) or for a tool that was withheld (`tool.withheld`: safe mode, a disabled tool, an open breaker) "
         "in the window.",
-        (ParamSpec("include_withheld", "yes", "no: count only tool.blocked (tools the agent never had)",
-                   choices=("yes", "no")),)),
+        (ParamSpec("include_withheld", True, "false: count only tool.blocked (tools the agent never had), so that "
+                   "calls refused by the runbook's own safe mode do not keep the detection firing",
+                   boolean=True),)),
     SignalSpec(
         "runs_abandoned", "window", "runs", ("global", "hierarchy"),
         "How many runs were marked abandoned (their engine died without ending them) in the window; counted when "

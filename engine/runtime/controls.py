@@ -245,7 +245,7 @@ class RuntimeControls:
         if self._run_slots is None:
             return
         value = (self.flags.get("concurrency.max") or {}).get(("global", None))
-        total = float(int(value)) if value is not None and value.isdigit() and int(value) > 0 else math.inf
+        total: float = int(value) if value is not None and value.isdigit() and int(value) > 0 else math.inf
         if self._run_slots.total_tokens != total:
             self._run_slots.total_tokens = total
 

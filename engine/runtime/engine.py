@@ -140,8 +140,7 @@ class Engine:
     def apply_overrides(self, breaker_overrides: Any, budget_overrides: Any) -> None:
         applied_breakers = []
         for row in breaker_overrides:
-            for registry in self.guards.all_registries().values():
-                registry.apply_override(row["key"], row["action"])
+            self.guards.apply_operator_override(row["key"], row["action"])
             applied_breakers.append(row["id"])
         applied_budgets = []
         for row in budget_overrides:

@@ -49,6 +49,7 @@ class Guards:
         self.clock = clock
         self.ledger = BudgetLedger(clock, self._on_budget_event, call_events=False, attribution=False)
         self._agent_breakers: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = {}
+        self._operator_overrides: dict[str, str] = {}
         self._registries: dict[str, BreakerRegistry] = {}
         self._breaker_defaults = breaker_defaults
         self._daily_scopes: set[str] = set()
@@ -65,7 +66,18 @@ class Guards:
             defaults = spec.defaults or self._breaker_defaults or BreakerConfig(ignore_errors=IGNORED_BY_BREAKERS)
             registry = self._registries[compiled.name] = BreakerRegistry(
                 defaults, spec.overrides, self.clock, self._make_transition_hook(compiled.name))
+            for key, action in self._operator_overrides.items():  # forced before this hierarchy first ran
+                registry.apply_override(key, action)  # type: ignore[arg-type]
         return registry
+
+    def apply_operator_override(self, key: str, action: str) -> None:
+        """An operator's force_open / disable / reset, for every hierarchy now and for those that start later."""
+        if action == "reset":
+            self._operator_overrides.pop(key, None)
+        else:
+            self._operator_overrides[key] = action
+        for registry in self._registries.values():
+            registry.apply_override(key, action)  # type: ignore[arg-type]
 
     def agent_breakers(self, compiled: "CompiledHierarchy", agent: Any) -> tuple[tuple[str, Any], ...]:
         """(offered name, breaker) for each tool and delegation of an agent, looked up once per agent."""

@@ -60,15 +60,17 @@ def resolve_store_dir(arg: str | os.PathLike[str] | None) -> Path:
 
 
 def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | os.PathLike[str] | None = None,
-                      flush_interval: float = 0.05, max_queue: int = 100_000,
+                      flush_interval: float | None = None, max_queue: int = 100_000,
                       heartbeat_interval: float = 1.0) -> "EngineStore":
     """Open a store for the engine: create the directory (0700) if needed, take the lock (StoreLocked if another
     engine holds it), create/migrate both databases, load the config (InputError if invalid), mark runs left
     'running' by a dead engine 'abandoned', register this engine and start its TraceWriter and heartbeat."""
     from engine.store.engine_store import open_engine_store as _open
+    from engine.store.writer import DEFAULT_FLUSH_INTERVAL
 
-    return _open(Path(store_dir), config_file=config_file, flush_interval=flush_interval, max_queue=max_queue,
-                 heartbeat_interval=heartbeat_interval)
+    return _open(Path(store_dir), config_file=config_file,
+                 flush_interval=DEFAULT_FLUSH_INTERVAL if flush_interval is None else flush_interval,
+                 max_queue=max_queue, heartbeat_interval=heartbeat_interval)
 
 
 def open_reader(store_dir: str | os.PathLike[str]) -> "TraceReader":

@@ -3,6 +3,7 @@ down (lock, databases, recovery, registration, writer, heartbeat)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from engine.store.migrate import migrate
 from engine.store.recovery import abandon_dead_runs, mark_engines_stopped
 from engine.store.redact import Redactor
 from engine.store.traces_schema import TRACES_MIGRATIONS
-from engine.store.writer import TraceWriter
+from engine.store.writer import DEFAULT_FLUSH_INTERVAL, TraceWriter
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class EngineStore:
         self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval,),
                                            name="flightdeck-engine-heartbeat", daemon=True)
         self._heartbeat.start()
+        # A forgotten close() must not lose the queued tail of the traces on a normal interpreter exit.
+        atexit.register(self.close)
 
     def _beat(self, interval: float) -> None:
         while not self._stop_heartbeat.wait(interval):
@@ -85,6 +88,7 @@ class EngineStore:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self._stop_heartbeat.set()
         self._heartbeat.join()
         failure: StoreError | None = None
@@ -118,7 +122,8 @@ class EngineStore:
 
 
 def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None = None,
-                      flush_interval: float = 0.05, max_queue: int = 100_000, heartbeat_interval: float = 1.0,
+                      flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000,
+                      heartbeat_interval: float = 1.0,
                       environ: Mapping[str, str] | None = None) -> EngineStore:
     store_dir = Path(store_dir)
     # Config first: a typo in it should fail before anything on disk changes.

@@ -1,0 +1,383 @@
+"""One detector per detect condition: it turns committed events into samples for its signal, keyed by the
+condition's scope, and evaluates the signal's value per key.
+
+Events are the writer's committed tuples `(seq, kind, run_id, span_id, agent, name, data)`. Scope values the event
+itself does not carry come from `Facts`, the watchdog's small bookkeeping of the event stream (which hierarchy a
+run belongs to; when a span started; which approvals are pending).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.runbooks.model import Condition
+from engine.runbooks.signals import compare, signal_spec
+from engine.runbooks.windows import WindowedSamples, WindowedSums
+
+Event = tuple[int, str, "str | None", "str | None", "str | None", "str | None", "dict[str, Any] | None"]
+
+TOOL_FAILURE_STATUSES = frozenset({"error", "timeout", "outcome_unknown"})
+TOOL_COUNTED_STATUSES = TOOL_FAILURE_STATUSES | {"ok"}
+_RECENT_RUNS = 20
+
+
+@dataclass(slots=True)
+class Dims:
+    """What an event is about, as far as scopes go."""
+
+    hierarchy: str | None = None
+    agent: str | None = None
+    tool: str | None = None
+    run: str | None = None
+
+    def key(self, scope: str) -> str | None:
+        if scope == "global":
+            return "global"
+        return getattr(self, scope)
+
+
+@dataclass(slots=True)
+class PendingApproval:
+    id: str
+    requested: float
+    run: str | None
+    agent: str | None
+    tool: str | None
+    hierarchy: str | None
+
+
+@dataclass
+class Facts:
+    """Bookkeeping shared by all detectors, updated from the stream before detectors see a batch."""
+
+    run_hierarchy: dict[str, str] = field(default_factory=dict)
+    span_started: dict[str, float] = field(default_factory=dict)
+    pending_approvals: dict[str, PendingApproval] = field(default_factory=dict)
+
+    def hierarchy_of(self, run_id: str | None) -> str | None:
+        return self.run_hierarchy.get(run_id) if run_id else None
+
+
+@dataclass(slots=True)
+class KeyContext:
+    """What a key's events said last: fills action placeholders ({hierarchy}, {agent}, ...), and the runs involved."""
+
+    hierarchy: str | None = None
+    agent: str | None = None
+    tool: str | None = None
+    runs: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
+
+    def note(self, dims: Dims) -> None:
+        self.hierarchy = dims.hierarchy or self.hierarchy
+        self.agent = dims.agent or self.agent
+        self.tool = dims.tool or self.tool
+        if dims.run:
+            self.runs[dims.run] = None
+            self.runs.move_to_end(dims.run)
+            while len(self.runs) > _RECENT_RUNS:
+                self.runs.popitem(last=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        runs = list(self.runs)
+        return {"hierarchy": self.hierarchy, "agent": self.agent, "tool": self.tool, "run": runs[-1] if runs else None,
+                "runs": runs}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A condition's value for one key at one moment, and whether the condition holds."""
+
+    value: float | None
+    holds: bool
+    samples: int | None = None
+
+
+class Detector:
+    """Evaluates one Condition. Subclasses say which events make samples (`samples_of`) and what the value is."""
+
+    def __init__(self, condition: Condition) -> None:
+        self.condition = condition
+        spec = signal_spec(condition.signal)
+        assert spec is not None
+        self.params: dict[str, Any] = {**spec.defaults(), **condition.params}
+        self.scope = condition.scope
+        self.contexts: dict[str, KeyContext] = {}
+
+    # -- feeding ------------------------------------------------------------------------------------------------
+
+    def feed(self, t: float, event: Event, facts: Facts, durations: Mapping[str, float]) -> None:
+        for dims, values in self.samples_of(event, facts, durations):
+            key = dims.key(self.scope)
+            if key is None or (self.condition.target is not None and key != self.condition.target):
+                continue
+            context = self.contexts.get(key)
+            if context is None:
+                context = self.contexts[key] = KeyContext()
+            context.note(dims)
+            self.add(t, key, values)
+
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        raise NotImplementedError
+
+    def add(self, t: float, key: str, values: tuple[float, ...]) -> None:
+        raise NotImplementedError
+
+    # -- evaluating ---------------------------------------------------------------------------------------------
+
+    def keys(self) -> set[str]:
+        raise NotImplementedError
+
+    def read(self, key: str, now: float, facts: Facts) -> Reading:
+        raise NotImplementedError
+
+    def expire(self, now: float, facts: Facts) -> None:
+        raise NotImplementedError
+
+    def holds(self, value: float | None) -> bool:
+        return value is not None and compare(value, self.condition.op, self.condition.threshold)
+
+    def context(self, key: str) -> dict[str, Any]:
+        context = self.contexts.get(key)
+        return context.as_dict() if context is not None else {}
+
+
+class _SumDetector(Detector):
+    """Window signals that are sums (counts, money) or a ratio of two sums."""
+
+    width = 1
+
+    def __init__(self, condition: Condition) -> None:
+        super().__init__(condition)
+        self.window = WindowedSums(condition.window, self.width)
+
+    def add(self, t: float, key: str, values: tuple[float, ...]) -> None:
+        self.window.add(t, key, values)
+
+    def keys(self) -> set[str]:
+        return set(self.window.totals)
+
+    def expire(self, now: float, facts: Facts) -> None:
+        self.window.expire(now)
+        for key in [k for k in self.contexts if k not in self.window.totals]:
+            del self.contexts[key]
+
+    def read(self, key: str, now: float, facts: Facts) -> Reading:
+        totals = self.window.totals.get(key)
+        value = totals[0] if totals else 0.0
+        return Reading(value, self.holds(value), self.window.counts.get(key, 0))
+
+
+def _event_dims(event: Event, facts: Facts, tool: str | None = None) -> Dims:
+    _, _, run_id, _, agent, _, _ = event
+    return Dims(hierarchy=facts.hierarchy_of(run_id), agent=agent, tool=tool, run=run_id)
+
+
+class CountDetector(_SumDetector):
+    """Counts events of some kinds (loop.detected, validation.failed, budget.soft_threshold, ...)."""
+
+    kinds: frozenset[str] = frozenset()
+
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        if event[1] not in self.kinds:
+            return []
+        data = event[6] or {}
+        tool = data.get("tool") if isinstance(data.get("tool"), str) else None
+        return [(_event_dims(event, facts, tool), (1.0,))]
+
+
+class LoopDetector(CountDetector):
+    kinds = frozenset({"loop.detected"})
+
+
+class ValidationDetector(CountDetector):
+    kinds = frozenset({"validation.failed"})
+
+
+class SoftThresholdDetector(CountDetector):
+    kinds = frozenset({"budget.soft_threshold"})
+
+
+class BlockedToolDetector(CountDetector):
+    def __init__(self, condition: Condition) -> None:
+        super().__init__(condition)
+        self.kinds = frozenset({"tool.blocked", "tool.withheld"} if self.params["include_withheld"]
+                               else {"tool.blocked"})
+
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        if event[1] not in self.kinds:
+            return []
+        data = event[6] or {}
+        tool = data.get("tool") or event[5]
+        return [(_event_dims(event, facts, tool if isinstance(tool, str) else None), (1.0,))]
+
+
+class AbandonedRunsDetector(CountDetector):
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        _, kind, run_id, _, _, name, data = event
+        if kind != "run.ended" or (data or {}).get("status") != "abandoned":
+            return []
+        return [(Dims(hierarchy=name or facts.hierarchy_of(run_id), run=run_id), (1.0,))]
+
+
+class BreakerOpenedDetector(CountDetector):
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        _, kind, _, _, _, name, data = event
+        if kind != "breaker.transition" or not data or data.get("to") != "open":
+            return []
+        key = str(data.get("key") or name or "")
+        breaker_kind, _, breaker_name = key.partition(":")
+        wanted = "tool" if self.scope == "tool" else self.params["kind"]
+        if wanted != "any" and breaker_kind != wanted:
+            return []
+        dims = Dims(hierarchy=data.get("hierarchy"), tool=breaker_name if breaker_kind == "tool" else None)
+        return [(dims, (1.0,))]
+
+
+class SpendRateDetector(_SumDetector):
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        data = event[6]
+        if event[1] != "span.ended" or not data or data.get("kind") != "llm":
+            return []
+        cost = data.get("cost_usd") or 0.0
+        if not cost:
+            return []
+        return [(_event_dims(event, facts), (float(cost),))]
+
+    def read(self, key: str, now: float, facts: Facts) -> Reading:
+        totals = self.window.totals.get(key)
+        value = (totals[0] if totals else 0.0) / (self.condition.window / 60.0)
+        return Reading(value, self.holds(value), self.window.counts.get(key, 0))
+
+
+class ToolFailureRateDetector(_SumDetector):
+    width = 2  # (failed, total)
+
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        data = event[6]
+        if event[1] != "span.ended" or not data or data.get("kind") != "tool":
+            return []
+        status = data.get("status")
+        if status not in TOOL_COUNTED_STATUSES:
+            return []
+        tool = data.get("name") or event[5]
+        return [(_event_dims(event, facts, tool), (1.0 if status in TOOL_FAILURE_STATUSES else 0.0, 1.0))]
+
+    def read(self, key: str, now: float, facts: Facts) -> Reading:
+        totals = self.window.totals.get(key)
+        if not totals or totals[1] < self.params["min_calls"]:
+            return Reading(None, False, int(totals[1]) if totals else 0)
+        value = 100.0 * totals[0] / totals[1]
+        return Reading(value, self.holds(value), int(totals[1]))
+
+
+class LatencyDetector(Detector):
+    def __init__(self, condition: Condition) -> None:
+        super().__init__(condition)
+        self.span_kind = "tool" if condition.scope == "tool" or self.params["kind"] == "tool" else "llm"
+        self.window = WindowedSamples(condition.window)
+
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        data = event[6]
+        if event[1] != "span.ended" or not data or data.get("kind") != self.span_kind:
+            return []
+        if data.get("status") in ("cancelled", "denied"):
+            return []  # never ran, or cut short by an operator: not a latency
+        duration = durations.get(event[3] or "")
+        if duration is None:
+            return []
+        tool = (data.get("name") or event[5]) if self.span_kind == "tool" else None
+        return [(_event_dims(event, facts, tool), (duration,))]
+
+    def add(self, t: float, key: str, values: tuple[float, ...]) -> None:
+        self.window.add(t, key, values[0])
+
+    def keys(self) -> set[str]:
+        return set(self.window.samples)
+
+    def expire(self, now: float, facts: Facts) -> None:
+        self.window.expire(now)
+        for key in [k for k in self.contexts if k not in self.window.samples]:
+            del self.contexts[key]
+
+    def read(self, key: str, now: float, facts: Facts) -> Reading:
+        result = self.window.percentile(key, 95)
+        if result is None or result[1] < self.params["min_samples"]:
+            return Reading(None, False, result[1] if result else 0)
+        return Reading(result[0], self.holds(result[0]), result[1])
+
+
+class ApprovalBacklogDetector(Detector):
+    """A gauge over Facts.pending_approvals; events only matter through Facts."""
+
+    def __init__(self, condition: Condition) -> None:
+        super().__init__(condition)
+        self._last_groups: dict[str, list[PendingApproval]] = {}
+
+    def samples_of(self, event: Event, facts: Facts,
+                   durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
+        return []
+
+    def add(self, t: float, key: str, values: tuple[float, ...]) -> None:
+        return None
+
+    def _groups(self, facts: Facts) -> dict[str, list[PendingApproval]]:
+        groups: dict[str, list[PendingApproval]] = {}
+        for row in facts.pending_approvals.values():
+            dims = Dims(hierarchy=row.hierarchy, agent=row.agent, tool=row.tool, run=row.run)
+            key = dims.key(self.scope)
+            if key is None or (self.condition.target is not None and key != self.condition.target):
+                continue
+            groups.setdefault(key, []).append(row)
+        return groups
+
+    def keys(self) -> set[str]:
+        return set(self._last_groups)
+
+    def expire(self, now: float, facts: Facts) -> None:
+        self._last_groups = self._groups(facts)
+        self.contexts = {}
+        for key, rows in self._last_groups.items():
+            context = self.contexts[key] = KeyContext()
+            for row in sorted(rows, key=lambda r: r.requested):
+                context.note(Dims(hierarchy=row.hierarchy, agent=row.agent, tool=row.tool, run=row.run))
+
+    def read(self, key: str, now: float, facts: Facts) -> Reading:
+        rows = self._last_groups.get(key, [])
+        if self.params["measure"] == "count":
+            value = float(len(rows))
+        else:
+            value = max((now - r.requested for r in rows), default=0.0)
+        return Reading(value, self.holds(value), len(rows))
+
+
+_DETECTORS: dict[str, type[Detector]] = {
+    "loop_detected": LoopDetector,
+    "tool_failure_rate": ToolFailureRateDetector,
+    "breaker_opened": BreakerOpenedDetector,
+    "spend_rate_per_min": SpendRateDetector,
+    "budget_soft_threshold": SoftThresholdDetector,
+    "latency_p95": LatencyDetector,
+    "validation_failures": ValidationDetector,
+    "approval_backlog": ApprovalBacklogDetector,
+    "blocked_tool_attempts": BlockedToolDetector,
+    "runs_abandoned": AbandonedRunsDetector,
+}
+
+
+def make_detector(condition: Condition) -> Detector:
+    return _DETECTORS[condition.signal](condition)
+
+
+def needs_durations(condition: Condition) -> bool:
+    return condition.signal == "latency_p95"
