@@ -58,7 +58,11 @@ async def run_router(ctx: "RunContext", agent: "CompiledAgent", task: str, conte
         message = "no route matched and the router has no default_route"
         ctx.tracer.end(span, ctx.run_id, "error", attrs={"error": message})
         return AgentResult(agent.name, "error", error=message)
-    result = await run_agent(ctx, target, task, context, span)
+    try:
+        result = await run_agent(ctx, target, task, context, span)
+    except BaseException:
+        ctx.tracer.end(span, ctx.run_id, "cancelled")
+        raise
     ctx.tracer.end(span, ctx.run_id, SPAN_STATUS.get(result.status, result.status))
     return AgentResult(agent.name, result.status, result.output, result.error)
 
@@ -103,15 +107,23 @@ async def run_pipeline(ctx: "RunContext", agent: "CompiledAgent", task: str, con
                 stage_context = output if isinstance(output, dict) else {"input": output}
             else:
                 stage_context = {d: results[d].output for d in deps[stage_name]}
-            result = await run_agent(ctx, stage_agent, task, stage_context, stage_span)
+            try:
+                result = await run_agent(ctx, stage_agent, task, stage_context, stage_span)
+            except BaseException:
+                tracer.end(stage_span, ctx.run_id, "cancelled")
+                raise
             results[stage_name] = result
             tracer.end(stage_span, ctx.run_id, SPAN_STATUS.get(result.status, result.status))
         finally:
             done[stage_name].set()
 
-    async with anyio.create_task_group() as group:
-        for stage in agent.spec.stages:
-            group.start_soon(run_stage, stage.name, stage.agent)
+    try:
+        async with anyio.create_task_group() as group:
+            for stage in agent.spec.stages:
+                group.start_soon(run_stage, stage.name, stage.agent)
+    except BaseException:
+        tracer.end(span, ctx.run_id, "cancelled")
+        raise
 
     consumed = {d for ds in deps.values() for d in ds}
     sinks = [name for name in deps if name not in consumed]

@@ -215,6 +215,7 @@ async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         result = await run_agent(ctx, child, task, context, span)
     except BaseException:
         permit.release()
+        tracer.end(span, ctx.run_id, "cancelled")
         raise
     if result.status == "ok":
         permit.on_success(time.monotonic() - started)
