@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     def row(name: str, value: str, target: str, ok: bool | None) -> None:
         verdict = "" if ok is None else ("ok" if ok else "MISSED")
         rows.append((name, value, f"{target}  {verdict}".rstrip()))
+        print(f"  {name}: {value}  {target}  {verdict}", file=sys.stderr)
 
     print("measuring: streaming (engine process at %.0f events/s for %.0f s)…" % (args.rate, args.seconds),
           file=sys.stderr)
@@ -447,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print("measuring: cold start, idle CPU, RSS…", file=sys.stderr)
     small = Path(tempfile.mkdtemp(prefix="fd-console-bench-small-")) / "store"
-    subprocess.run([sys.executable, "-m", "console.cli", "run", "deal-desk", "--repeat", "20", "--concurrency",
-                    "5", "--speed", "0", "--store", str(small)], check=True, capture_output=True)
+    # Inputs under the discount that needs a person's approval: the runs finish on their own.
+    subprocess.run([sys.executable, "-m", "console.cli", "run", "deal-desk", "--input", json.dumps(
+        {"account": "ACME-001", "product": "platform", "seats": 100, "requested_discount_pct": 5}),
+        "--repeat", "20", "--concurrency", "5", "--speed", "0", "--store", str(small)],
+        check=True, capture_output=True, timeout=120)
     from engine.store import open_reader
 
     reader = open_reader(small)

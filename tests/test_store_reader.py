@@ -247,3 +247,13 @@ def test_reads_use_indexes(populated: tuple[TraceWriter, TraceReader]) -> None:
     # The check itself can fail: usage() with no filter is a documented full read of spans.
     unfiltered = reader._conn.execute("EXPLAIN QUERY PLAN SELECT count(*) FROM spans s WHERE s.kind = 'llm'")
     assert _unbounded_scans("", [row[3] for row in unfiltered]) == ["SCAN s"]
+
+
+def test_query_runs_custom_reads_and_refuses_writes(populated: tuple[TraceWriter, TraceReader]) -> None:
+    _, reader = populated
+    rows = reader.query("SELECT id, input FROM runs WHERE id = ?", ("run-03",))
+    assert rows == [{"id": "run-03", "input": {"i": 3}}]
+    from engine.errors import StoreError
+
+    with pytest.raises(StoreError, match="readonly"):
+        reader.query("DELETE FROM runs")

@@ -156,3 +156,22 @@ def test_fast_path_round_trips_clean_payloads(payload: Any) -> None:
     # With no secret-like content the stored value is exactly the payload (dict keys become strings in JSON).
     if REDACTED not in text:
         assert decoded == json.loads(json.dumps(payload))
+
+
+def test_unicode_secret_values_are_found_whatever_their_case_context() -> None:
+    secret = "ΚΛΕΙΔΙΣ"  # ends in a capital sigma: it lowers to "ς" alone but to "σ" when a letter follows
+    assert secret.lower() not in f"{secret}ΑΒ".lower()  # why a lower-cased pre-check would miss it
+    r = Redactor(secrets=[secret])
+    assert r.redact(f"x{secret}ΑΒ") == f"x{REDACTED}ΑΒ"
+    stored = _stored(r, {"note": f"pre {secret}ΑΒ", "list": [f"{secret}Σ"]})
+    assert stored == {"note": f"pre {REDACTED}ΑΒ", "list": [f"{REDACTED}Σ"]}
+    assert r.dumps_many([{"a": f"{secret}b"}, None, "plain"]) == [
+        json.dumps({"a": f"{REDACTED}b"}, separators=(",", ":")), None, '"plain"']
+
+
+def test_dumps_many_matches_dumps() -> None:
+    r = Redactor(secrets=[ENV_SECRET], max_field_bytes=512)
+    payloads: list[Any] = [{"ok": 1}, None, {"api_key": "zzz"}, f"text {OPENAI_KEY}", {"big": "b" * 2000}, [1, 2],
+                           {"nested": {"x": ENV_SECRET}}]
+    assert r.dumps_many(payloads) == [r.dumps(p) for p in payloads]
+    assert r.dumps_many([{"ok": 1}, {"fine": [True, None]}]) == ['{"ok":1}', '{"fine":[true,null]}']

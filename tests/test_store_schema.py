@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,3 +266,22 @@ def test_runs_left_running_are_abandoned_on_next_open(tmp_path: Path) -> None:
         ended = reader.events_after(0, run_id="r-open", kinds=["run.ended"])
         assert len(ended) == 1 and ended[0]["data"]["status"] == "abandoned"
         assert run["last_seq"] == ended[0]["seq"] == reader.last_seq()
+
+
+def test_engine_store_can_be_closed_from_another_thread(tmp_path: Path) -> None:
+    store = open_engine_store(tmp_path / "store")
+    store.writer.event(None, None, "x")
+    failures: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            store.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=close)
+    thread.start()
+    thread.join(timeout=30)
+    assert failures == []
+    with open_engine_store(tmp_path / "store"):  # the lock was released
+        pass

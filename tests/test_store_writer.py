@@ -13,9 +13,14 @@ import pytest
 from engine.errors import StoreError
 from engine.store import open_engine_store, open_reader
 from engine.store.engine_store import open_traces_db
+from engine.store.reader import TraceReader
 from engine.store.redact import REDACTED, Redactor
 from engine.store.writer import TraceWriter
 from tests.test_store_support import T0, emit_model_call, new_writer, raw_conn, rows, wait_until
+
+
+def _reader(tmp_path: Path) -> TraceReader:
+    return TraceReader(tmp_path / "traces.db")
 
 
 def _seqs(path: Path) -> list[int]:
@@ -74,12 +79,6 @@ def test_writer_events_for_run_and_span_lifecycle(tmp_path: Path) -> None:
             "completed", "acme", 7, {"q": "hello"}, {"answer": 42}, {"source": "cli"})
         assert run["last_seq"] == 5 and run["tokens_in"] == 10 and run["model_calls"] == 1
         assert reader.spans("r1")[0]["last_seq"] == 4
-
-
-def _reader(tmp_path: Path) -> Any:
-    from engine.store.reader import TraceReader
-
-    return TraceReader(tmp_path / "traces.db")
 
 
 def _audited_db(tmp_path: Path) -> Path:

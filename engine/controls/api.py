@@ -591,12 +591,13 @@ class ControlAPI:
                 return candidate
         raise StoreError("could not find a free approval id after 20 tries; is control.db full of approvals?")
 
-    def expire_approval(self, approval_id: str, *, now: float | None = None,
-                        actor: str | None = None) -> dict[str, Any]:
+    def expire_approval(self, approval_id: str, *, now: float | None = None, actor: str | None = None,
+                        max_escalations: int | None = None) -> dict[str, Any]:
         """Apply the request's on_timeout policy once its deadline has passed. Returns the row plus `outcome`:
         'timed_out' (deny policy: status timed_out, a timeout, not a human denial), 'approved' (decided_by
         'timeout-policy'), 'escalated' (level + 1, deadline = now + twice the original window, still pending;
-        page someone with what the row holds) or 'unchanged' (already decided, or not due yet). Idempotent, and
+        page someone with what the row holds; once `max_escalations` levels are used up the request times out as
+        with 'deny') or 'unchanged' (already decided, or not due yet). Idempotent, and
         safe against a human decision arriving at the same moment: whichever commits first wins."""
         now = self.now() if now is None else float(now)
         with self._tx() as conn:
@@ -609,6 +610,8 @@ class ControlAPI:
             guard = "WHERE id = ? AND status = 'pending' AND level = ? AND deadline <= ?"
             guard_params = (approval_id, row["level"], now)
             policy = row["on_timeout"]
+            if policy == "escalate" and max_escalations is not None and row["level"] >= max_escalations:
+                policy = "deny"  # nobody answered at any level: a timeout, recorded as such
             if policy == "escalate":
                 deadline = now + 2 * row["window_s"]
                 cursor = conn.execute(f"UPDATE approvals SET level = level + 1, deadline = ? {guard}",

@@ -56,6 +56,9 @@ class ApprovalSpec(Strict):
     when: str | None = None
     deadline: Duration = 120.0
     on_timeout: Literal["deny", "approve", "escalate"] = "deny"
+    # With on_timeout: escalate, how many times the request is raised (each with a longer deadline and a page)
+    # before an unanswered request is denied as a timeout.
+    max_escalations: int = Field(1, ge=1, le=10)
 
 
 class ToolSpec(Strict):

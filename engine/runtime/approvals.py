@@ -58,6 +58,7 @@ async def await_approval(ctx: "RunContext", agent: str, span: str, tool: "Loaded
     spec = tool.spec.approval
     deadline_s = spec.deadline if spec is not None else DEFAULT_DEADLINE_S
     on_timeout = spec.on_timeout if spec is not None else "deny"
+    max_escalations = spec.max_escalations if spec is not None else 1
     stored_args = _redacted(ctx, args)
     row = await worker.call(lambda api: api.request_approval(
         ctx.run_id, span, agent, tool.name, stored_args, tool.spec.risk, reason, deadline_s, on_timeout,
@@ -75,7 +76,7 @@ async def await_approval(ctx: "RunContext", agent: str, span: str, tool: "Loaded
             decision = controls.decisions.get(approval_id)
             if decision is not None:
                 break
-            expired = await worker.call(lambda api: api.expire_approval(approval_id))
+            expired = await worker.call(lambda api: api.expire_approval(approval_id, max_escalations=max_escalations))
             outcome = expired.get("outcome")
             if outcome == "escalated":
                 row = expired

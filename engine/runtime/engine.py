@@ -42,6 +42,7 @@ class RunRequest:
     seed: int = 0
     tenant: str | None = None
     budget: "BudgetLimits | None" = None
+    on_started: Callable[[str], None] | None = None  # told the run id as soon as the run is recorded
 
 
 def split_input(value: Any) -> tuple[str, dict[str, Any]]:
@@ -230,6 +231,8 @@ class Engine:
         self.writer.run_started(ctx.run_id, compiled.name, compiled.source_hash, self.store.engine_id,
                                 engine_package.__version__, request.input, request.seed, request.tenant, time.time(),
                                 {"entry": compiled.spec.entry, "pid": os.getpid()})
+        if request.on_started is not None:
+            request.on_started(ctx.run_id)
         return ctx
 
     def _refuse(self, compiled: CompiledHierarchy, request: RunRequest, reason: str) -> RunResult:

@@ -34,7 +34,7 @@ TRACES_PAGE_SIZE = 8192
 def open_traces_db(path: Path) -> sqlite3.Connection:
     """traces.db for the engine: created 0600, WAL, migrated. Returns an autocommit admin connection."""
     ensure_private_file(path)
-    conn = connect(path)
+    conn = connect(path, check_same_thread=False)  # close() may run on another thread than open
     try:
         # Only takes effect on a new, empty file (before WAL). Bigger pages: fewer b-tree splits per event row.
         conn.execute(f"PRAGMA page_size = {TRACES_PAGE_SIZE}")

@@ -74,6 +74,11 @@ class TraceReader:
             rows.append(row)
         return rows
 
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
+        """A short read-only SELECT of your own, rows as dicts with JSON columns parsed (for reports such as
+        usage_queries). Keep it indexed: it runs against the live store."""
+        return self._rows(sql, params)
+
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         with self._lock:
             try:

@@ -50,7 +50,7 @@ BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
 # Lower-cased substrings at least one of which every built-in match contains.
 _BUILTIN_MARKERS = ("sk-", "akia", "asia", "bearer", "apikey", "api_key", "api-key")
 
-SECRET_KEY = re.compile(r"(?i)(?:^|[_\-.])(?:api[_\-]?key|apikey|secret|password|passwd|token|authorization|"
+SECRET_KEY = re.compile(r"(?ai)(?:^|[_\-.])(?:api[_\-]?key|apikey|secret|password|passwd|token|authorization|"
                         r"private[_\-]?key)$")
 # In compact JSON a key is always followed by '":' (a string VALUE never is: its quote is followed by , } or ]),
 # so one of these lower-cased substrings is present whenever some key matches SECRET_KEY.
@@ -106,12 +106,13 @@ class Redactor:
         self.max_payload_bytes = max_field_bytes * MAX_PAYLOAD_FACTOR
         # A str of this many chars is at most max_field_bytes in UTF-8: shorter ones need no byte count.
         self._surely_short = max_field_bytes // 4
-        # Pre-checks: one regex of literal substrings, run on lower-cased text (a superset of every rule's
-        # matches). Secret values appear in both their raw and their JSON-escaped form.
+        # Pre-checks, each a superset of what the rules below can match. Secret values are looked for as they
+        # are (raw, and JSON-escaped as they appear inside JSON text), case-sensitively: lower-casing is not
+        # safe for arbitrary Unicode (a final sigma lowers differently in context). The built-in and key-name
+        # markers are ASCII and looked for in lower-cased text, which is exact for ASCII.
         self._always_walk = bool(patterns)
-        text_markers = {form.lower() for s in secrets for form in (s, _encode(s)[1:-1])}
-        if builtins:
-            text_markers.update(_BUILTIN_MARKERS)
+        self._secret_forms = tuple({form for s in secrets for form in (s, _encode(s)[1:-1])})
+        text_markers = set(_BUILTIN_MARKERS) if builtins else set()
         json_markers = text_markers | set(_SECRET_KEY_MARKERS)
         self._text_markers = _literal_regex(text_markers)
         self._json_markers = _literal_regex(json_markers)
@@ -144,16 +145,22 @@ class Redactor:
 
     # -- cheap pre-checks --------------------------------------------------------------------------------------
 
+    def _has_secret_value(self, text: str) -> bool:
+        for form in self._secret_forms:
+            if form in text:
+                return True
+        return False
+
     def _may_contain_secret(self, text: str) -> bool:
         """False only if no rule can match the string `text`."""
-        if self._always_walk:
+        if self._always_walk or self._has_secret_value(text):
             return True
         markers = self._text_markers
         return markers is not None and markers.search(text.lower()) is not None
 
     def _json_needs_cleaning(self, text: str) -> bool:
         """False only if no rule can match any string inside the JSON document `text`, and none is too long."""
-        if self._always_walk or len(text) > self.max_field_bytes:
+        if self._always_walk or len(text) > self.max_field_bytes or self._has_secret_value(text):
             return True
         markers = self._json_markers
         return markers is not None and markers.search(text.lower()) is not None
@@ -276,9 +283,11 @@ class Redactor:
         if not self._always_walk:
             present = [text for text in texts if text is not None]
             if max(map(len, present), default=0) <= self.max_field_bytes:
-                # NUL cannot be part of any marker, so no false match spans two payloads.
-                joined = "\x00".join(present).lower()
-                if not any(marker in joined for marker in self._json_marker_list):
-                    return texts
+                # NUL cannot be part of any marker or (escaped) JSON text: no false match spans two payloads.
+                joined = "\x00".join(present)
+                if not self._has_secret_value(joined):
+                    lowered = joined.lower()
+                    if not any(marker in lowered for marker in self._json_marker_list):
+                        return texts
         return [text if text is None or not self._json_needs_cleaning(text) else self.dumps(obj)
                 for obj, text in zip(objs, texts)]

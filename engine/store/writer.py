@@ -77,10 +77,9 @@ _CHUNKS = (128, 16, 1)
 
 
 def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
-    """executemany for INSERTs, as multi-row `VALUES (...), (...)` statements. executemany releases and retakes
-    the GIL for every row, and under a busy engine thread retaking it can stall; one statement per 128 rows
-    does the same work with a hundredth of the hand-overs (and less per-row overhead). A few fixed chunk sizes
-    keep the statement cache small."""
+    """executemany for INSERTs, as multi-row `VALUES (...), (...)` statements: less per-row overhead in the
+    sqlite3 module, and one GIL release/re-acquire per 128 rows instead of per row (each re-acquire may wait for
+    the busy engine thread). A few fixed chunk sizes keep the statement cache small."""
     head, _, values = sql.partition(" VALUES ")
     index, total = 0, len(rows)
     for size in _CHUNKS:
@@ -93,7 +92,7 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
 
 
 # Run row / span row column positions used while coalescing.
-_R_STATUS, _R_INPUT, _R_OUTPUT, _R_ERROR, _R_ENDED, _R_TOTALS, _R_ATTRS, _R_SEQ = 5, 8, 9, 10, 12, 13, 19, 20
+_R_STATUS, _R_OUTPUT, _R_ERROR, _R_ENDED, _R_TOTALS, _R_SEQ = 5, 9, 10, 12, 13, 20
 _S_STATUS, _S_ENDED, _S_TOKENS_IN, _S_TOKENS_OUT, _S_COST, _S_MODEL, _S_ATTRS, _S_SEQ = 6, 8, 9, 10, 11, 12, 13, 14
 
 
@@ -114,8 +113,7 @@ class _Batch:
 class TraceWriter:
     def __init__(self, db_path: Path, *, redactor: Redactor | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000, max_batch: int = 10_000,
-                 busy_timeout: float = 5.0,
-                 retry_initial: float = 0.05, retry_max: float = 1.0) -> None:
+                 busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0) -> None:
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path

@@ -1,0 +1,154 @@
+"""`flightdeck demo --headless`: the same scenario with no UI. Approvals are answered by a fixed policy (the
+scenario's one approval is left unanswered, to show the deadline, the escalation page and the timeout), and at the
+end every guardrail and control that fired is summarised. Exit 0 only if each expected event happened."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import anyio
+
+from engine.demo.pager import PageReceiver, summarize
+from engine.demo.scenario import DemoScenario, ScenarioState, write_demo_config
+from engine.store import open_engine_store, open_reader
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _depth(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> int:
+    depth = 0
+    while span.get("parent_id") in by_id:
+        span = by_id[span["parent_id"]]
+        depth += span["kind"] == "agent"
+    return depth
+
+
+def verify(store_dir: Path, state: ScenarioState, pager: PageReceiver) -> list[Check]:
+    reader = open_reader(store_dir)
+    try:
+        checks: list[Check] = []
+        completed = [r for r in state.results if r.status == "completed"]
+        deepest = 0
+        for result in completed[:3]:
+            spans = reader.spans(result.run_id)
+            by_id = {s["id"]: s for s in spans}
+            deepest = max([deepest, *(_depth(s, by_id) for s in spans if s["kind"] == "agent")])
+        checks.append(Check("delegations three levels deep", deepest >= 2,
+                            f"{len(completed)} runs completed; deepest agent at level {deepest + 1}"))
+
+        transitions = [(e["data"]["from"], e["data"]["to"]) for e in reader.events_after(0, 100_000,
+                                                                                     kinds=["breaker.transition"])
+                       if e["data"].get("key") == "tool:competitor_research"]
+        cycle = [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        checks.append(Check("competitor_research breaker opened and recovered through half-open",
+                            _contains_in_order(transitions, cycle), " -> ".join(f"{a}>{b}" for a, b in transitions)))
+
+        loops = [e for e in reader.events_after(0, 100_000, run_id=state.loop_run, kinds=["loop.detected"])
+                 ] if state.loop_run else []
+        checks.append(Check("looping pricing worker caught", any(e["agent"] == "pricing" for e in loops),
+                            f"{len(loops)} loop detections in run {state.loop_run}"))
+
+        approval_events = reader.events_after(0, 100_000, run_id=state.approval_run,
+                                              kinds=["approval.requested", "approval.escalated",
+                                                     "approval.decided"]) if state.approval_run else []
+        kinds = [e["kind"] for e in approval_events]
+        decided = [e["data"].get("status") for e in approval_events if e["kind"] == "approval.decided"]
+        checks.append(Check("apply_discount waited for approval, escalated, then timed out",
+                            kinds[:2] == ["approval.requested", "approval.escalated"] and decided == ["timed_out"],
+                            ", ".join(kinds) + (f" ({decided[0]})" if decided else "")))
+
+        incidents = _incidents(store_dir)
+        cost = [i for i in incidents if i.get("runbook") == "cost-spike"]
+        checks.append(Check("spend spike fired the cost-spike runbook", bool(cost),
+                            f"{len(incidents)} incidents: " + ", ".join(sorted({str(i.get('runbook'))
+                                                                                for i in incidents}))))
+        capped = _flag_history(store_dir, "models.max_tier")
+        checks.append(Check("runbook capped the model tier (auto-applied)",
+                            any(f["value"] == "economy" and str(f.get("source", "")).startswith("runbook:")
+                                for f in capped), f"{len(capped)} models.max_tier changes"))
+        pages = [summarize(p) for p in pager.pages]
+        checks.append(Check("on-call paged on the local receiver", bool(pages),
+                            f"{len(pages)} pages" + (f", first: {pages[0][:80]}" if pages else "")))
+        rolled_back = [f for f in capped if f["value"] == "economy" and f.get("cleared")]
+        checks.append(Check("quiet period: the runbook's change was rolled back", bool(rolled_back),
+                            "models.max_tier cleared" if rolled_back else "still capped"))
+        return checks
+    finally:
+        reader.close()
+
+
+def _contains_in_order(seq: list[Any], wanted: list[Any]) -> bool:
+    position = 0
+    for item in seq:
+        if position < len(wanted) and item == wanted[position]:
+            position += 1
+    return position == len(wanted)
+
+
+def _incidents(store_dir: Path) -> list[dict[str, Any]]:
+    try:
+        from engine.runbooks.incidents import list_incidents  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    return list_incidents(store_dir)
+
+
+def _flag_history(store_dir: Path, name: str) -> list[dict[str, Any]]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{store_dir / 'control.db'}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM flags WHERE name = ? ORDER BY id", (name,))]
+    finally:
+        conn.close()
+
+
+async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], None],
+                pager: PageReceiver) -> ScenarioState:
+    with open_engine_store(store_dir) as store:
+        from engine.runtime.engine import Engine
+
+        async with Engine(store, latency_scale=1.0 / speed) as engine:
+            scenario = DemoScenario(engine, speed=speed, seed=seed,
+                                    hint=lambda text: out(f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s]"
+                                                          f" {text}"))
+            return await scenario.run()
+
+
+def run_headless(store_dir: Path, *, speed: float = 1.0, seed: int = 7,
+                 out: Callable[[str], None] = print) -> int:
+    store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pager = PageReceiver(store_dir).start()
+    try:
+        write_demo_config(store_dir, pager.url)
+        from engine.demo.runbooks import install_demo_runbooks
+
+        install_demo_runbooks(store_dir, speed)
+        out(f"flightdeck demo (headless) on {store_dir}, speed {speed:g}, seed {seed}; pager at {pager.url}")
+        state = anyio.run(_play, store_dir, speed, seed, out, pager)
+        checks = verify(store_dir, state, pager)
+    finally:
+        pager.stop()
+    statuses: dict[str, int] = {}
+    for result in state.results:
+        statuses[result.status] = statuses.get(result.status, 0) + 1
+    out(f"\n{len(state.results)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    out("guardrails and controls that fired:")
+    for check in checks:
+        out(f"  {'ok  ' if check.ok else 'MISSING'} {check.name}: {check.detail}")
+    failed = [c for c in checks if not c.ok]
+    out("\nall expected events happened" if not failed else f"\n{len(failed)} expected events did not happen")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_headless(Path(sys.argv[1]), speed=float(sys.argv[2]) if len(sys.argv) > 2 else 10.0))

@@ -1,0 +1,479 @@
+"""RunbookEngine: runbooks inside the engine process.
+
+    writer thread ── on_commit(events) ──► queue ──► runbook thread: Watchdog.feed / evaluate
+    event loop ──── page_escalation(row) ─┘                │ fire: open/update the incident, apply (auto) or
+                                                           │       suggest, page the owners
+                                                           │ clear: note it on the incident
+                                                           │ housekeeping: timed rollbacks, expiring actions,
+                                                           │       acknowledge/resolve pages that follow incidents
+    pager thread (asyncio + httpx) ◄── pages ──────────────┘   ──► attempts back through the queue
+
+The writer's callback and the escalation hook only append to a queue: the engine's hot path never waits for
+detection, SQLite or HTTP. Everything that writes control.db happens on the runbook thread (attempt outcomes
+included), so there is one writer of incidents per engine. Trace events it emits (runbook.*, incident.*) are
+ignored by its own watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.runbooks import actions
+from engine.runbooks.incidents import IncidentStore
+from engine.runbooks.loader import page_targets
+from engine.runbooks.model import Runbook
+from engine.runbooks.notify import Page
+from engine.runbooks.pager import Attempt, Pager
+from engine.runbooks.watchdog import DurationSource, SpanDurations, Transition, Watchdog
+
+if TYPE_CHECKING:
+    from engine.controls.api import ControlAPI
+    from engine.store.config import StoreConfig
+    from engine.store.engine_store import EngineStore
+
+log = logging.getLogger(__name__)
+TracerEvent = Callable[..., None]  # Tracer.event(run_id, span_id, kind, *, agent=None, name=None, data=None)
+_STOP = object()
+
+
+class RunbookEngine:
+    def __init__(self, store_dir: Path, *, engine_id: str, tracer_event: TracerEvent, config: "StoreConfig",
+                 runbooks: Iterable[Runbook], clock: Clock = SYSTEM_CLOCK, environ: Mapping[str, str] | None = None,
+                 tick: float = 1.0, durations: DurationSource | None = None, escalation_targets: list[str] | None = None,
+                 pager_options: Mapping[str, Any] | None = None) -> None:
+        from engine.store.files import TRACES_DB
+
+        self.store_dir = Path(store_dir)
+        self.engine_id = engine_id
+        self.runbooks = {rb.id: rb for rb in runbooks}
+        self.clock = clock
+        self.tick = tick
+        self._tracer_event = tracer_event
+        self._durations = durations if durations is not None else SpanDurations(self.store_dir / TRACES_DB)
+        self.watchdog = Watchdog(self.runbooks.values(), durations=self._durations)
+        self.pager = Pager(config.notifiers, self._attempt_reported, environ=environ, **dict(pager_options or {}))
+        self.escalation_targets = escalation_targets if escalation_targets is not None else self._default_escalation(
+            config)
+        self.source = f"flightdeck engine {engine_id[:12]} on {socket.gethostname()}"
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._db: Any = None
+        self._apis: dict[str, "ControlAPI"] = {}
+        self.incidents: IncidentStore | None = None
+        self._applications: list[dict[str, Any]] = []
+        self._version: int | None = None
+        self._escalated: dict[str, list[str]] = {}
+        self._postponed: set[int] = set()
+        self._late_attempts: list[Attempt] = []
+        self.errors: list[str] = []
+
+    @classmethod
+    def for_store(cls, store: "EngineStore", *, tracer_event: TracerEvent, clock: Clock = SYSTEM_CLOCK,
+                  runbooks: Iterable[Runbook] | None = None, **options: Any) -> "RunbookEngine":
+        """The shipped runbooks and STORE/runbooks (InputError naming file and line if one is invalid), on the
+        engine's store and config."""
+        if runbooks is None:
+            from engine.runbooks.loader import load_runbooks
+
+            runbooks = load_runbooks(store.dir)
+        return cls(store.dir, engine_id=store.engine_id, tracer_event=tracer_event, config=store.config,
+                   runbooks=runbooks, clock=clock, **options)
+
+    def _default_escalation(self, config: "StoreConfig") -> list[str]:
+        # Escalated approvals go to whoever owns the approval backlog; without such a runbook, to every target.
+        owners: list[str] = []
+        for runbook in self.runbooks.values():
+            if any(c.signal == "approval_backlog" for c in runbook.spec.detect):
+                owners += [o for o in runbook.spec.owner if o not in owners]
+        return owners or list(config.notifiers)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self, abandoned_runs: Iterable[str] = ()) -> None:
+        from engine.store.control import ControlDB
+
+        self._db = ControlDB.open(self.store_dir, clock=self.clock)
+        self.incidents = IncidentStore(self._db, clock=self.clock)
+        api = self._api(f"engine:{self.engine_id}")
+        self.watchdog.seed_pending_approvals(api.pending_approvals(), self.clock.time())
+        abandoned = self._abandoned_events(list(abandoned_runs))
+        if abandoned:
+            self._queue.put(abandoned)
+        self.pager.start()
+        self._thread = threading.Thread(target=self._run, name="flightdeck-runbooks", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, let pages in flight complete (bounded), close everything. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        self.pager.stop(min(timeout, 5.0))
+        if self._thread is not None:
+            self._drain_attempts()
+        for api in self._apis.values():
+            api.close()
+        if isinstance(self._durations, SpanDurations):
+            self._durations.close()
+        if self._db is not None:
+            self._db.close()
+
+    # -- hooks (other threads: append and return) ---------------------------------------------------------------
+
+    def on_commit(self, events: list[Any]) -> None:
+        """TraceWriter.on_commit callback: runs on the writer thread, so it only hands the batch over."""
+        if not self._stopped:
+            self._queue.put(events)
+
+    def page_escalation(self, approval: Mapping[str, Any]) -> None:
+        """Engine.escalation_listeners hook: an approval passed its deadline with on_timeout escalate."""
+        if not self._stopped:
+            self._queue.put(("escalation", dict(approval)))
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Block until everything queued before this call has been processed and evaluated (True), or timeout."""
+        marker = threading.Event()
+        self._queue.put(("marker", marker))
+        return marker.wait(timeout)
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """drain(), then wait for the pager to deliver (or give up on) every page, then record the outcomes."""
+        return self.drain(timeout) and self.pager.wait_idle(timeout) and self.drain(timeout)
+
+    # -- the runbook thread -------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.tick)
+            except queue.Empty:
+                item = None
+            items = [] if item is None else [item]
+            while True:  # take everything already waiting: one evaluation per burst, not per batch
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            markers: list[threading.Event] = []
+            stop = False
+            for entry in items:
+                if entry is _STOP:
+                    stop = True
+                elif isinstance(entry, tuple) and entry and entry[0] == "marker":
+                    markers.append(entry[1])
+                else:
+                    self._guarded(self._handle, entry)
+            self._guarded(self._evaluate)
+            self._guarded(self._housekeeping)
+            for marker in markers:
+                marker.set()
+            if stop:
+                return
+
+    def _guarded(self, job: Callable[..., None], *args: Any) -> None:
+        try:
+            job(*args)
+        except Exception as exc:  # a locked control.db or a bug must not stop detection
+            log.exception("runbook engine: %s failed", getattr(job, "__name__", job))
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._emit("runbook.error", None, {"error": f"{type(exc).__name__}: {exc}"[:500]})
+
+    def _handle(self, entry: Any) -> None:
+        if isinstance(entry, list):
+            self.watchdog.feed(entry, self.clock.time())
+            self._after_events(entry)
+        elif isinstance(entry, tuple) and entry[0] == "escalation":
+            self._escalate(entry[1])
+        elif isinstance(entry, tuple) and entry[0] == "attempt":
+            self._record_attempt(entry[1])
+
+    def _after_events(self, events: list[Any]) -> None:
+        for _, kind, run_id, _, _, name, data in events:
+            if kind == "run.started" and run_id:
+                hierarchy = (data or {}).get("hierarchy") or name
+                for application in self._applications:
+                    self._extend_budget(application, run_id, hierarchy)
+            elif kind == "approval.decided" and data and str(data.get("id")) in self._escalated:
+                approval_id = str(data["id"])
+                for target in self._escalated.pop(approval_id):
+                    self.pager.send(Page(target, "resolve", approval_id, f"approval {approval_id} was decided: "
+                                                                         f"{data.get('status')}", "sev3",
+                                         self.source, kind="approval"))
+
+    def _extend_budget(self, application: dict[str, Any], run_id: str, hierarchy: str | None) -> None:
+        for entry in application["actions"]:
+            if entry["kind"] == "budget" and entry.get("hierarchy") in (None, hierarchy):
+                runbook = self.runbooks.get(application["runbook"])
+                source = runbook.actor if runbook else "engine"
+                api = self._api(runbook.actor if runbook else f"engine:{self.engine_id}")
+                if actions.extend_budget(api, application["id"], run_id, hierarchy, source=source) is not None:
+                    self._emit("runbook.budget_lowered", application["runbook"],
+                               {"application": application["id"], "run_id": run_id, "limits": entry["limits"]})
+
+    # -- detections ---------------------------------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
+        for transition in self.watchdog.evaluate(self.clock.time()):
+            if transition.kind == "clear":
+                self._cleared(transition)
+            else:
+                self._fired(transition)
+
+    def _fired(self, t: Transition) -> None:
+        assert self.incidents is not None
+        runbook = t.runbook
+        spec = runbook.spec
+        summary = t.summary()
+        incident, opened = self.incidents.open_or_update(
+            runbook=runbook.id, title=spec.title, severity=spec.severity, apply_mode=spec.apply, scope=t.scope,
+            readings=t.readings, context=_public_context(t.context), summary=summary, actor=runbook.actor,
+            engine_id=self.engine_id)
+        self._emit("runbook.detected", runbook.id, {"runbook": runbook.id, "scope": t.scope,
+                                                    "incident": incident["id"], "opened": opened,
+                                                    "transition": t.kind, "signals": t.readings})
+        applied: list[str] = []
+        if spec.apply == "auto":
+            applied = self._auto_apply(runbook, t, incident, summary)
+        elif opened:
+            applied = self._suggest(runbook, t, incident)
+        if opened:
+            self._page_owners(runbook, t, incident, summary, applied)
+
+    def _auto_apply(self, runbook: Runbook, t: Transition, incident: dict[str, Any], summary: str) -> list[str]:
+        from engine.errors import FlightdeckError
+
+        assert self.incidents is not None
+        if not runbook.spec.control_actions:
+            return []
+        current = actions.active_application(self._db, runbook.id, t.scope)
+        if current is not None:
+            if current.get("incident_id") != incident["id"] or incident["fired"] == 1:
+                self.incidents.add_event(incident["id"], "applied", runbook.actor,
+                                         f"actions already in force (application #{current['id']} by "
+                                         f"{current['actor']}); nothing more applied")
+            return []
+        try:
+            application = actions.apply(self._api(runbook.actor), runbook, t.scope, t.context, source=runbook.actor,
+                                        reason=f"{runbook.spec.title}: {summary}", running_runs=self._running_runs,
+                                        incident_id=incident["id"])
+        except FlightdeckError as exc:
+            self.incidents.add_event(incident["id"], "apply_failed", runbook.actor, f"could not apply: {exc}")
+            self._emit("runbook.apply_failed", runbook.id, {"incident": incident["id"], "error": str(exc)})
+            return []
+        self._refresh_applications()
+        described = [s.description for s in application.steps]
+        self._emit("runbook.applied", runbook.id, {"incident": incident["id"], "application": application.id,
+                                                   "scope": t.scope, "actions": described})
+        return described
+
+    def _suggest(self, runbook: Runbook, t: Transition, incident: dict[str, Any]) -> list[str]:
+        assert self.incidents is not None
+        if not runbook.spec.control_actions:
+            return []
+        with self.incidents.transaction() as conn:  # a consistent view of what is in force now
+            steps = actions.plan(runbook, t.context, conn, self._running_runs, include_pages=False)
+        suggested = [s.as_dict() for s in steps]
+        command = (f"flightdeck runbooks apply {runbook.id} --scope {t.scope} --incident {incident['id']} "
+                   f"--reason \"...\"")
+        self.incidents.set_suggested(incident["id"], suggested, command, runbook.actor)
+        self._emit("runbook.suggested", runbook.id, {"incident": incident["id"], "actions": suggested})
+        return [f"suggested: {s.description}" for s in steps]
+
+    def _cleared(self, t: Transition) -> None:
+        assert self.incidents is not None
+        incident = self.incidents.open_incident(t.runbook.id, t.scope)
+        if incident is not None:
+            self.incidents.cleared(incident["id"], t.readings, t.runbook.actor)
+        self._emit("runbook.cleared", t.runbook.id, {"runbook": t.runbook.id, "scope": t.scope,
+                                                     "incident": incident["id"] if incident else None,
+                                                     "signals": t.readings})
+
+    def _running_runs(self, hierarchy: str | None) -> list[str]:
+        runs = self.watchdog.facts.run_hierarchy
+        return sorted(r for r, h in runs.items() if hierarchy is None or h == hierarchy)
+
+    # -- pages ----------------------------------------------------------------------------------------------------
+
+    def _page_owners(self, runbook: Runbook, t: Transition, incident: dict[str, Any], summary: str,
+                     applied: list[str]) -> None:
+        assert self.incidents is not None
+        context = _public_context(t.context)
+        details = {"runbook": runbook.id, "incident": incident["id"], "scope": t.scope, "signals": t.readings,
+                   "context": context, "apply": runbook.spec.apply, "actions": applied,
+                   "runbook_file": str(runbook.path), "acknowledge": f"flightdeck incident ack {incident['id']}"}
+        signal = next((r["signal"] for r in t.readings if r.get("fired")), "")
+        for targets, severity in page_targets(runbook):
+            for target in targets:
+                self.pager.send(Page(target, "trigger", incident["id"], f"{runbook.spec.title} ({t.scope}): {summary}",
+                                     severity, self.source, details, incident_id=incident["id"],
+                                     title=runbook.spec.title, scope=t.scope, group=runbook.id, signal=signal))
+
+    def _escalate(self, approval: dict[str, Any]) -> None:
+        approval_id = str(approval.get("id"))
+        level = approval.get("level")
+        summary = (f"approval {approval_id} escalated to level {level}: {approval.get('tool')} for agent "
+                   f"{approval.get('agent')} in run {approval.get('run_id')} has waited past its deadline")
+        severity = "sev2" if approval.get("risk") == "high" else "sev3"
+        details = {k: approval.get(k) for k in ("id", "run_id", "agent", "tool", "risk", "level", "deadline",
+                                                "requested", "args_hash", "reason")}
+        details["decide"] = f"flightdeck approve {approval_id} --reason ... | flightdeck deny {approval_id} --reason ..."
+        self._escalated[approval_id] = list(self.escalation_targets)
+        self._emit("runbook.escalation", approval_id, {"approval": approval_id, "level": level,
+                                                       "targets": self.escalation_targets})
+        for target in self.escalation_targets:
+            self.pager.send(Page(target, "trigger", approval_id, summary, severity, self.source, details,
+                                 kind="approval", title=f"Approval waiting: {approval.get('tool')}",
+                                 scope=f"agent:{approval.get('agent')}", group=str(approval.get("tool") or "")))
+
+    def _attempt_reported(self, attempt: Attempt) -> None:
+        # Pager thread: the trace event is a deque append; the time line write waits for the runbook thread.
+        self._emit("runbook.page", attempt.page.incident_id or attempt.page.dedup_key, attempt.as_data())
+        if attempt.final and attempt.page.incident_id and not self._stopped:
+            self._queue.put(("attempt", attempt))
+        elif attempt.final and attempt.page.incident_id:
+            self._late_attempts.append(attempt)
+
+    def _drain_attempts(self) -> None:
+        """Outcomes reported while stopping: recorded here, after the runbook thread has ended."""
+        while True:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(entry, tuple) and entry[0] == "attempt":
+                self._guarded(self._record_attempt, entry[1])
+        late, self._late_attempts = self._late_attempts, []
+        for attempt in late:
+            self._guarded(self._record_attempt, attempt)
+
+    def _record_attempt(self, attempt: Attempt) -> None:
+        assert self.incidents is not None
+        page = attempt.page
+        if page.incident_id is None:
+            return
+        verb = {"trigger": "paged", "acknowledge": "acknowledged the page of", "resolve": "resolved the page of"}[
+            page.action]
+        if attempt.outcome == "sent":
+            text = f"{verb} {page.target} ({attempt.notifier_type}, {page.severity}) after {attempt.attempt} " \
+                   f"attempt(s)"
+        else:
+            text = f"could not page {page.target} ({page.action}): {attempt.error}"
+        self.incidents.record_page(page.incident_id, target=page.target, action=page.action,
+                                   ok=attempt.outcome == "sent", text=text, data=attempt.as_data(), actor="engine")
+
+    def _sync_pages(self) -> None:
+        """Incidents acknowledged or resolved since their page: the page follows (PagerDuty acknowledge/resolve)."""
+        assert self.incidents is not None
+        for incident in self.incidents.unsynced_pages():
+            status = incident["status"]
+            action = {"acknowledged": "acknowledge", "resolved": "resolve"}.get(status)
+            if action is not None:
+                who = incident["acknowledged_by"] if status == "acknowledged" else incident["resolved_by"]
+                for target in incident.get("paged_targets") or []:
+                    self.pager.send(Page(target, action, incident["id"], f"{incident['title']} ({incident['scope']}) "
+                                                                         f"{status} by {who}",
+                                         incident["severity"], self.source, {"incident": incident["id"],
+                                                                             "status": status, "by": who},
+                                         incident_id=incident["id"], title=incident["title"],
+                                         scope=incident["scope"], group=incident["runbook"]))
+            self.incidents.mark_synced(incident["id"], status)
+
+    # -- housekeeping ---------------------------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        version = self._api(f"engine:{self.engine_id}").data_version()
+        if version != self._version:
+            self._version = version
+            self._refresh_applications()
+            self._sync_pages()
+        now = self.clock.time()
+        for application in list(self._applications):
+            expiry = actions.next_expiry(application)
+            runbook = self.runbooks.get(application["runbook"])
+            actor = runbook.actor if runbook else f"engine:{self.engine_id}"
+            if expiry is not None and expiry <= now:
+                done = actions.expire_actions(self._api(actor), application["id"], source=actor if runbook else
+                                              "engine")
+                if done:
+                    self._emit("runbook.action_expired", application["runbook"],
+                               {"application": application["id"], "report": done})
+                self._refresh_applications()
+            due = application.get("rollback_due")
+            if due is not None and due <= now:
+                self._due_rollback(application, actor, runbook is not None)
+
+    def _due_rollback(self, application: dict[str, Any], actor: str, is_runbook: bool) -> None:
+        assert self.incidents is not None
+        policy = application["rollback"]
+        if policy.get("require_quiet") and self.watchdog.is_firing(application["runbook"], application["scope"]):
+            if application["id"] not in self._postponed:
+                self._postponed.add(application["id"])
+                if application.get("incident_id"):
+                    self.incidents.add_event(application["incident_id"], "rollback_postponed", actor,
+                                             "automatic rollback is due but the signal is still firing; waiting "
+                                             "for it to be quiet")
+            return
+        reason = (f"automatic rollback: {policy.get('after_s', 0) / 60:g} min after applying"
+                  + (", and the signal is quiet" if policy.get("require_quiet") else ""))
+        result = actions.rollback(self._api(actor), application["id"], source=actor if is_runbook else "engine",
+                                  reason=reason)
+        self._postponed.discard(application["id"])
+        self._refresh_applications()
+        self._emit("runbook.rolled_back", application["runbook"], {"application": application["id"],
+                                                                   "scope": application["scope"],
+                                                                   "report": result.report})
+
+    def _refresh_applications(self) -> None:
+        self._applications = actions.active_applications(self._db)
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+
+    def _api(self, actor: str) -> "ControlAPI":
+        api = self._apis.get(actor)
+        if api is None:
+            from engine.controls.api import ControlAPI
+
+            api = self._apis[actor] = ControlAPI(self.store_dir, actor, clock=self.clock, db=self._db)
+        return api
+
+    def _emit(self, kind: str, name: str | None, data: dict[str, Any]) -> None:
+        try:
+            self._tracer_event(None, None, kind, name=name, data=data)
+        except Exception:  # the trace writer refusing an event must not stop runbooks
+            log.exception("runbook engine could not record %s", kind)
+
+    def _abandoned_events(self, run_ids: list[str]) -> list[Any]:
+        """run.ended events for the runs the store's recovery marked abandoned before this engine started (that
+        recovery writes traces.db directly, so those events never pass the writer's on_commit)."""
+        if not run_ids:
+            return []
+        from engine.store.files import TRACES_DB, connect
+
+        hierarchies: dict[str, str] = {}
+        path = self.store_dir / TRACES_DB
+        if path.is_file():
+            conn = connect(path, read_only=True)
+            try:
+                for start in range(0, len(run_ids), 500):
+                    chunk = run_ids[start:start + 500]
+                    hierarchies.update(conn.execute(f"SELECT id, hierarchy FROM runs WHERE id IN "
+                                                    f"({', '.join('?' * len(chunk))})", chunk).fetchall())
+            finally:
+                conn.close()
+        return [(0, "run.ended", run_id, None, None, hierarchies.get(run_id), {"status": "abandoned"})
+                for run_id in run_ids]
+
+
+def _public_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in context.items() if v not in (None, "", [])}
