@@ -1,0 +1,131 @@
+"""`flightdeck demo`: a live incident a newcomer can run with one command.
+
+Interactive (default): the engine runs the scenario on a background thread (its own event loop, so the UI never
+waits behind it) and the console opens on the same store. `--headless` plays the same scenario without a UI and
+exits 0 only if every expected guardrail and control event happened (the project's end-to-end test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DEMO_STORE = ".flightdeck-demo"
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo", help="run a live incident on the bundled deal-desk fleet",
+        description="Start the engine on a fresh demo store, play a three-minute incident (flaky tool, looping "
+                    "worker, an approval, a spend spike) and open the console on it. No configuration, no keys, "
+                    "no network beyond 127.0.0.1.")
+    parser.add_argument("--store", metavar="DIR",
+                        help=f"demo store directory (default: ./{DEFAULT_DEMO_STORE}, made fresh each time)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
+                        help="scenario speed: 2 plays the three minutes in 90 s (default 1)")
+    parser.add_argument("--seed", type=int, default=7, metavar="S", help="scenario seed (default 7)")
+    parser.add_argument("--headless", action="store_true",
+                        help="no UI: play the scenario, print what fired, exit 0 if everything expected happened")
+    parser.add_argument("--reset", action="store_true",
+                        help="delete the demo store first (the default store is always reset)")
+    parser.add_argument("--operator", metavar="NAME", help="your name in the audit log (default: OS user)")
+    parser.set_defaults(handler=handle)
+
+
+def _fresh_store(args: argparse.Namespace) -> Path:
+    if args.store is None:
+        store = Path(DEFAULT_DEMO_STORE)
+        reset = True  # the default demo store is the demo's own: a second run always starts clean
+    else:
+        store = Path(args.store)
+        reset = args.reset
+    if reset and store.exists():
+        if not (store / "traces.db").exists() and any(store.iterdir()):
+            from engine.errors import InputError
+
+            raise InputError(f"{store} exists and is not a Flightdeck store: refusing to delete it", field="--store")
+        shutil.rmtree(store)
+    store.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return store
+
+
+def handle(args: argparse.Namespace) -> int:
+    from engine.errors import InputError
+
+    if args.speed <= 0:
+        raise InputError(f"must be positive, got {args.speed}", field="--speed")
+    store = _fresh_store(args)
+    if args.headless:
+        from engine.demo.headless import run_headless
+
+        return run_headless(store, speed=args.speed, seed=args.seed)
+    return _interactive(store, args)
+
+
+def _interactive(store: Path, args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    import anyio
+
+    from console.app import create_app
+    from engine.demo.pager import PageReceiver, summarize
+    from engine.demo.runbooks import install_demo_runbooks
+    from engine.demo.scenario import DemoScenario, write_demo_config
+    from engine.runtime.engine import Engine
+    from engine.store import open_engine_store
+
+    print(f"flightdeck demo: store {store.resolve()} (speed {args.speed:g})", file=sys.stderr)
+    pager = PageReceiver(store).start()
+    write_demo_config(store, pager.url)
+    install_demo_runbooks(store, args.speed)
+    engine_store = open_engine_store(store)  # opened here so a problem is a clear error before the UI starts
+    operator = args.operator or os.environ.get("FLIGHTDECK_OPERATOR") or getpass.getuser()
+    app = create_app(store, operator=operator, read_only=False)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def hint(text: str) -> None:
+        setter = getattr(app, "set_hint", None)
+        if setter is not None and app.is_running:
+            app.call_from_thread(setter, text)
+
+    def page(received: dict[str, Any]) -> None:
+        if app.is_running:
+            app.call_from_thread(app.notify, summarize(received), title="page sent to on-call", timeout=10)
+
+    pager.listeners.append(page)
+
+    async def engine_main() -> None:
+        async with Engine(engine_store, latency_scale=1.0 / args.speed) as engine:
+            scenario = DemoScenario(engine, speed=args.speed, seed=args.seed, hint=hint, keep_alive=True)
+            async with anyio.create_task_group() as group:
+                group.start_soon(scenario.run)
+                await anyio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
+                group.cancel_scope.cancel()
+
+    def engine_thread() -> None:
+        try:
+            anyio.run(engine_main)
+        except BaseException as exc:  # shown after the UI closes; never a silent death
+            failure.append(exc)
+
+    worker = threading.Thread(target=engine_thread, name="flightdeck-demo-engine", daemon=True)
+    worker.start()
+    try:
+        code = app.run() or 0
+    finally:
+        stop.set()
+        worker.join(timeout=15)
+        engine_store.close()
+        pager.stop()
+    if failure:
+        print(f"flightdeck demo: the engine stopped: {failure[0]!r}", file=sys.stderr)
+        return 1
+    print(f"demo store kept at {store.resolve()}: `flightdeck runs --store {store}` to look again", file=sys.stderr)
+    return int(code)
