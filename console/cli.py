@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import engine
 
-COMMAND_MODULES = ("run", "inspect", "check", "usage", "ui", "controls", "demo")
+COMMAND_MODULES = ("run", "inspect", "check", "usage", "ui", "controls", "demo", "runbooks")
 
 
 class _Parser(argparse.ArgumentParser):

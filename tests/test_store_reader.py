@@ -110,16 +110,17 @@ def test_events_after_tails_with_filters(tmp_path: Path) -> None:
         emit_model_call(writer, "r1" if i % 2 else "r2", "root", i, T0 + i)
     writer.close()
     with TraceReader(tmp_path / "traces.db") as reader:
-        assert reader.last_seq() == 90
+        # One batch: each call's two spans start and end in it, so 7 events a call (not 9).
+        assert reader.last_seq() == 70
         first = reader.events_after(0, limit=7)
         assert [e["seq"] for e in first] == list(range(1, 8))
         rest = reader.events_after(first[-1]["seq"], limit=1000)
-        assert [e["seq"] for e in rest] == list(range(8, 91))
+        assert [e["seq"] for e in rest] == list(range(8, 71))
         r1 = reader.events_after(0, run_id="r1")
-        assert len(r1) == 45 and all(e["run_id"] == "r1" for e in r1)
+        assert len(r1) == 35 and all(e["run_id"] == "r1" for e in r1)
         kinds = reader.events_after(40, kinds=["tool.call", "span.ended"])
         assert {e["kind"] for e in kinds} == {"tool.call", "span.ended"} and all(e["seq"] > 40 for e in kinds)
-        assert reader.events_after(90) == []
+        assert reader.events_after(70) == []
 
 
 def test_usage_per_agent_and_model(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def test_concurrent_reader_sees_a_gap_free_growing_feed_and_never_blocks_checkpo
         reader.list_runs(limit=5)
         reader.running_spans()
     thread.join()
-    assert seen == list(range(1, total_calls * 9 + 1))
+    assert seen == list(range(1, reader.last_seq() + 1)) and len(seen) >= total_calls * 7
     # The reader holds no read transaction between calls, so a full checkpoint can complete right now.
     checkpointer = raw_conn(tmp_path / "traces.db")
     busy, _, _ = checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rich.text import Text
@@ -17,13 +18,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static, Tree
+from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
-from console.widgets.span_tree import SpanTree
-from console.widgets.status import PROBLEM_RUN_STATUSES, PROBLEM_SPAN_STATUSES, RUN_OUTCOME, run_look
+from console.widgets.span_tree import SpanTree, span_label
+from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
@@ -34,24 +36,49 @@ SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
 class RunUpdate:
     feed: "RunFeed"
     run: dict[str, Any] | None = None
+    # Full span rows (first load, resync) or partial ones derived from span events (fields that changed; marked
+    # "_partial": their attributes are fetched when the operator looks at them).
     spans: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    skipped: int = 0
+    skipped: int = 0  # events before the tail that were not read (-1: some, count unknown)
     more: bool = False
     problem: str | None = None  # the run cannot be shown (unknown id, ambiguous prefix)
 
 
+def partial_span(event: dict[str, Any]) -> dict[str, Any] | None:
+    """What a span.started / span.ended event says about its span (the writer puts kind, name, parent, status,
+    tokens, cost and model in the event data; attributes are only in the spans table)."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    span_id = event.get("span_id")
+    if not span_id:
+        return None
+    if event["kind"] == "span.started":
+        return {"id": span_id, "run_id": event.get("run_id"), "parent_id": data.get("parent_id"),
+                "kind": data.get("kind"), "agent": event.get("agent"), "name": data.get("name") or event.get("name"),
+                "status": "running", "started": event.get("ts"), "ended": None, "tokens_in": 0, "tokens_out": 0,
+                "cost_usd": 0.0, "model": None, "last_seq": event["seq"], "_partial": True}
+    return {"id": span_id, "status": data.get("status"), "ended": event.get("ts"),
+            "tokens_in": data.get("tokens_in") or 0, "tokens_out": data.get("tokens_out") or 0,
+            "cost_usd": data.get("cost_usd") or 0.0, "model": data.get("model"), "last_seq": event["seq"],
+            "_partial": True}
+
+
 @dataclass(slots=True)
 class RunFeed:
-    """Thread side of the run view, for one run id (a new feed per run)."""
+    """Thread side of the run view, for one run id (a new feed per run).
+
+    The first poll reads the run's spans (the tree) and the tail of its events. After that, each poll reads only
+    the events after the last seq it saw, and derives span changes from the span.started / span.ended events among
+    them: O(new events) per poll, however big the run. A span's attributes (inputs, outputs, errors) are read when
+    the operator selects it (`span_detail`)."""
 
     source: StoreSource
     run_ref: str  # what the operator typed (id or prefix)
     state: ReaderState = field(init=False)
     run_id: str | None = None
     last_seq: int = 0
-    spans_seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    run_sig: tuple[Any, ...] | None = None
+    span_seq: dict[str, int] = field(default_factory=dict)  # span id -> seq of the newest info sent for it
+    loaded: bool = False
     more: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,17 +107,27 @@ class RunFeed:
             self.state.invalidate()  # keep looking: the run may not be committed yet
             return RunUpdate(self, problem=f"no run {printable(self.run_ref, limit=40)!s} in this store (yet): "
                                            f"check the id, or press 1 and pick one")
-        self.run_id = run["id"]
+        self.run_id = run_id = run["id"]
         update = RunUpdate(self, run=run)
+        if not self.loaded:
+            # Spans first, then events: an event older than what a span row already says is skipped by seq below.
+            spans = reader.spans(run_id)
+            for span in spans:
+                self.span_seq[span["id"]] = span.get("last_seq") or 0
+            update.spans = spans
+            self.last_seq, skipped = self._tail_start(reader, run)
+            update.skipped = skipped
+            self.loaded = True
         events: list[dict[str, Any]] = []
         self.more = False
         for page_no in range(EVENT_PAGES_PER_POLL):
-            page = reader.events_after(self.last_seq, limit=EVENT_PAGE, run_id=run["id"])
+            page = reader.events_after(self.last_seq, limit=EVENT_PAGE, run_id=run_id)
             if page:
                 self.last_seq = page[-1]["seq"]
                 events.extend(page)
                 if len(events) > EventTail.MAX_LINES:
-                    update.skipped += len(events) - EventTail.MAX_LINES
+                    if update.skipped >= 0:
+                        update.skipped += len(events) - EventTail.MAX_LINES
                     del events[: len(events) - EventTail.MAX_LINES]
             if len(page) < EVENT_PAGE:
                 break
@@ -98,15 +135,47 @@ class RunFeed:
                 self.more = True
         update.events = events
         update.more = self.more
-        sig = (run.get("last_seq"), run.get("status"))
-        if self.run_sig is None or sig != self.run_sig or any(e["kind"] in SPAN_EVENT_KINDS for e in events):
-            self.run_sig = sig
-            for span in reader.spans(run["id"]):
-                span_sig = (span.get("last_seq"), span.get("status"), span.get("ended"))
-                if self.spans_seen.get(span["id"]) != span_sig:
-                    self.spans_seen[span["id"]] = span_sig
-                    update.spans.append(span)
+        if events:
+            merged: dict[str, dict[str, Any]] = {}
+            for event in events:
+                if event["kind"] not in SPAN_EVENT_KINDS:
+                    continue
+                change = partial_span(event)
+                if change is None or event["seq"] <= self.span_seq.get(change["id"], 0):
+                    continue
+                self.span_seq[change["id"]] = event["seq"]
+                previous = merged.get(change["id"])
+                merged[change["id"]] = {**previous, **change} if previous else change
+            if merged:
+                update.spans = list(update.spans) + list(merged.values())
         return update
+
+    @staticmethod
+    def _tail_start(reader: Any, run: dict[str, Any]) -> tuple[int, int]:
+        """Where to start reading a run's events so that about EventTail.MAX_LINES of its newest come back: a
+        window of global seqs ending at the run's last event, widened until it holds enough (each try is one
+        indexed read). Returns (seq to read after, -1 if older events are left out else 0)."""
+        last = int(run.get("last_seq") or 0)
+        want = EventTail.MAX_LINES
+        window = want
+        while True:
+            start = max(0, last - window)
+            if start == 0:
+                return 0, 0
+            page = reader.events_after(start, limit=want, run_id=run["id"])
+            if len(page) >= want:
+                return start, -1
+            window *= 4
+
+    def span_detail(self, span_id: str) -> dict[str, Any] | None:
+        """The full row of one span (with attributes), for the detail pane (a worker thread)."""
+        with self.lock:
+            reader = self.state.reader
+            single = getattr(reader, "span", None)  # a per-id read, when the store offers one
+            if callable(single):
+                return single(span_id)  # type: ignore[no-any-return]
+            assert self.run_id is not None
+            return next((s for s in reader.spans(self.run_id) if s["id"] == span_id), None)
 
     def close(self) -> None:
         self.state.close()
@@ -163,6 +232,7 @@ class RunView(View):
         self.feed: RunFeed | None = None
         self.run: dict[str, Any] | None = None
         self.problem: str | None = None
+        self._detail_pending: str | None = None
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
@@ -272,8 +342,9 @@ class RunView(View):
                     self.tree.move_cursor(self.tree.root)
             current = self.tree.cursor_node
             if current is not None and current.data is not None and (
-                    self.detail.span is None or self.detail.span.get("id") == current.data.get("id")):
-                self.detail.show(current.data, now)
+                    self.detail.span is None or self.detail.span.get("id") == current.data.get("id")) and \
+                    current.data is not self.detail.span:
+                self.show_detail(current.data)
         if update.events or update.skipped:
             self.events.add_events(update.events, update.skipped)
             self._update_events_title()
@@ -295,8 +366,7 @@ class RunView(View):
         if run is None:
             return
         status = run.get("status")
-        problems = sum(1 for node in self.tree.walk() if node.data and node.data.get("status") in
-                       PROBLEM_SPAN_STATUSES)
+        problems = len(self.tree.problems)
         if status in PROBLEM_RUN_STATUSES:
             outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
             if problems:
@@ -313,12 +383,37 @@ class RunView(View):
 
     @on(Tree.NodeHighlighted, "#span-tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
-        self.detail.show(event.node.data, self.ctx.clock())
+        self.show_detail(event.node.data)
         self.query_one("#span-detail-scroll", VerticalScroll).scroll_home(animate=False)
 
     @on(Tree.NodeSelected, "#span-tree")
     def _selected(self, event: Tree.NodeSelected) -> None:
-        self.detail.show(event.node.data, self.ctx.clock())
+        self.show_detail(event.node.data)
+
+    def show_detail(self, span: dict[str, Any] | None) -> None:
+        """Show a span now with what is known; if it came from events only, read its full row (attributes) off
+        the UI thread and show that when it arrives."""
+        self.detail.show(span, self.ctx.clock())
+        if span and span.get("_partial") and self.feed is not None and self._detail_pending != span["id"]:
+            self._detail_pending = span["id"]
+            self.run_worker(partial(self.feed.span_detail, span["id"]), name="span-detail",
+                            group="flightdeck-read", thread=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name != "span-detail" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        self._detail_pending = None
+        full = event.worker.result if event.state == WorkerState.SUCCESS else None
+        if not full:
+            return
+        node = self.tree.nodes.get(full["id"])
+        if node is None or node.data is None:
+            return
+        if (full.get("last_seq") or 0) >= (node.data.get("last_seq") or 0):
+            node.data = full
+            node.set_label(span_label(full))
+        if self.detail.span is not None and self.detail.span.get("id") == full["id"]:
+            self.detail.show(node.data, self.ctx.clock())
 
     # -- actions ------------------------------------------------------------------------------------------------
 

@@ -252,7 +252,8 @@ class EventTail(Log):
     def add_events(self, events: list[dict[str, Any]], skipped: int = 0) -> None:
         lines = []
         if skipped:
-            lines.append(f"… {skipped:,} earlier events not shown (flightdeck trace RUN for everything)")
+            count = f"{skipped:,} " if skipped > 0 else ""
+            lines.append(f"… {count}earlier events not shown here (`flightdeck trace RUN` has everything)")
         lines.extend(event_line(e) for e in events[-self.MAX_LINES:])
         if lines:
             self.write_lines(lines)

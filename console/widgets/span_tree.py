@@ -85,11 +85,13 @@ class SpanTree(Tree[Span]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(Text("waiting for the run's spans…", style="dim"), id=id)
         self.nodes: dict[str, TreeNode[Span]] = {}
+        self.problems: set[str] = set()  # ids of spans whose status needs attention
         self.auto_expand = False  # Enter selects (shows detail); space / click on the arrow toggles
 
     def reset(self, label: Text | str) -> None:
         self.clear()
         self.nodes.clear()
+        self.problems.clear()
         self.root.data = None
         self.root.set_label(label if isinstance(label, Text) else Text(label, style="dim"))
         self.root.expand()
@@ -124,19 +126,33 @@ class SpanTree(Tree[Span]):
                     self.scroll_to(y=target, animate=False, immediate=True, force=True)
         return added
 
+    def _track(self, span: Span) -> None:
+        if span.get("status") in PROBLEM_SPAN_STATUSES:
+            self.problems.add(span["id"])
+        else:
+            self.problems.discard(span["id"])
+
     def _place(self, span: Span, added: list[TreeNode[Span]]) -> bool:
         span_id = span.get("id")
         node = self.nodes.get(span_id)  # type: ignore[arg-type]
         if node is not None:
+            if span.get("_partial") and node.data is not None:
+                if (span.get("last_seq") or 0) < (node.data.get("last_seq") or 0):
+                    return True  # older news than what the node shows
+                span = {**node.data, **span}
             node.data = span
             node.set_label(span_label(span))
+            self._track(span)
             return True
+        if span.get("_partial") and span.get("kind") is None:
+            return True  # the end of a span whose start is not known here: nothing to hang it on
         parent_id = span.get("parent_id")
         if parent_id is None or span.get("kind") == "run" and self.root.data is None:
             if self.root.data is None:
                 self.root.data = span
                 self.root.set_label(span_label(span))
                 self.nodes[span_id] = self.root  # type: ignore[index]
+                self._track(span)
                 self.root.expand()
                 return True
             self._add(self.root, span, added)
@@ -154,6 +170,7 @@ class SpanTree(Tree[Span]):
         else:
             node = parent.add_leaf(span_label(span), data=span)
         self.nodes[span["id"]] = node
+        self._track(span)
         added.append(node)
 
     def walk(self) -> Iterator[TreeNode[Span]]:

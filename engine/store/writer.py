@@ -145,7 +145,7 @@ class TraceWriter:
         self._run_totals: dict[str, list[Any]] = {}
         self._run_hierarchy: dict[str, str] = {}
         self._names: dict[str, str | None] = {}  # so run.ended events carry the name the console shows
-        self._open_spans: dict[str, tuple[str, str | None, str, dict[str, Any] | None]] = {}
+        self._open_spans: dict[str, tuple[str, str | None, str, dict[str, Any] | None, float]] = {}
 
         self._conn = connect(db_path, busy_timeout_s=busy_timeout, check_same_thread=False)
         try:
@@ -515,6 +515,9 @@ class TraceWriter:
         progressed: set[str] = set()
         seq = self.last_committed_seq
         batch.first_seq = seq + 1
+        # Spans that also end in this batch get one event (span.ended, carrying the duration), not two: most model
+        # and tool calls start and end within one flush interval, and rows are the writer's main cost.
+        ended_here = {item[1] for item in items if item[0] == _SPAN_ENDED}
 
         for item in items:
             op = item[0]
@@ -530,12 +533,14 @@ class TraceWriter:
                     committed.append((seq, kind, run_id, span_id, agent, name, data))
             elif op == _SPAN_STARTED:
                 _, span_id, run_id, parent_id, kind, agent, name, started, attrs = item
-                seq += 1
-                open_spans[span_id] = (kind, agent, name, attrs)
+                open_spans[span_id] = (kind, agent, name, attrs, started)
                 stored_name = text(name)
                 # attributes stay a dict until the end of the batch: an end in this batch merges into it.
                 new_spans[span_id] = [span_id, run_id, parent_id, kind, agent, stored_name, "running", started,
-                                      None, 0, 0, 0.0, None, attrs, seq]
+                                      None, 0, 0, 0.0, None, attrs, seq + 1]
+                if span_id in ended_here:
+                    continue
+                seq += 1
                 data = {"kind": kind, "name": stored_name, "parent_id": parent_id}
                 events.append([seq, started, run_id, span_id, SPAN_STARTED, agent, stored_name, data])
                 run_seq[run_id] = seq
@@ -546,7 +551,8 @@ class TraceWriter:
                 _, span_id, run_id, status, ended, tokens_in, tokens_out, cost, model, attrs = item
                 seq += 1
                 known = open_spans.pop(span_id, None)
-                kind, agent, name, start_attrs = known if known is not None else (None, None, None, None)
+                kind, agent, name, start_attrs, started = known if known is not None else (None, None, None, None,
+                                                                                            None)
                 model = text(model)
                 if attrs and start_attrs:
                     attrs = {**start_attrs, **attrs}
@@ -563,7 +569,8 @@ class TraceWriter:
                     span_ends[span_id] = [status, ended, tokens_in, tokens_out, cost, model, attrs, known, span_id]
                 stored_name = text(name)
                 data = {"kind": kind, "name": stored_name, "status": status, "tokens_in": tokens_in,
-                        "tokens_out": tokens_out, "cost_usd": cost, "model": model}
+                        "tokens_out": tokens_out, "cost_usd": cost, "model": model,
+                        "duration_s": None if started is None else round(ended - started, 6)}
                 events.append([seq, ended, run_id, span_id, SPAN_ENDED, agent, stored_name, data])
                 run_seq[run_id] = seq
                 span_seq[span_id] = seq

@@ -1,0 +1,333 @@
+"""The postmortem draft of an incident, in Markdown: the facts Flightdeck recorded, laid out the way a postmortem is
+written, with the analysis sections left for the people who handled it.
+
+Facts come from control.db (the incident, its time line, the runbook applications, the audit log: who did what and
+why) and traces.db (the runs in the incident's window that match its scope, and what they cost). Everything is read;
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
+
+MAX_RUNS_LISTED = 50
+_ENGINE_ACTORS = ("engine", "engine:", "runbook:", "timeout-policy")
+
+
+def _ts(value: float | None) -> str:
+    if not value:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+def _hm(value: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(value)) if value else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _cell(text: Any) -> str:
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def _is_person(actor: str | None) -> bool:
+    return bool(actor) and not str(actor).startswith(_ENGINE_ACTORS)
+
+
+def _signal_line(reading: Mapping[str, Any]) -> str:
+    value = reading.get("value")
+    shown = "no value" if value is None else f"{value:.4g}"
+    extra = f", {reading['samples']} samples" if reading.get("samples") else ""
+    peak = f"; peaked at {reading['peak']:.4g}" if reading.get("peak") is not None else ""
+    return f"`{reading.get('condition', reading.get('signal'))}`: **{shown}**{extra}{peak}"
+
+
+def _rows(conn: "sqlite3.Connection", sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql, params)
+    names = [d[0] for d in cursor.description or ()]
+    return [dict(zip(names, values)) for values in cursor.fetchall()]
+
+
+def affected_runs(conn: "sqlite3.Connection | None", incident: Mapping[str, Any], start: float,
+                  end: float) -> list[dict[str, Any]]:
+    """Runs active during [start, end] that match the incident's scope, plus those its detection named. `conn` is
+    a read-only connection to traces.db (None: the store has no traces yet)."""
+    if conn is None:
+        return []
+    scope = str(incident["scope"])
+    kind, _, target = scope.partition(":")
+    # Runs that started before the window end and had not ended before it began (runs_started serves this).
+    candidates = _rows(conn,
+        "SELECT id, hierarchy, status, started, ended, cost_usd, tokens_in, tokens_out, model_calls, tool_calls "
+        "FROM runs WHERE started <= ? AND (ended IS NULL OR ended >= ?) ORDER BY started", (end, start))
+    named = set((incident.get("context") or {}).get("runs") or [])
+    if kind == "hierarchy":
+        matched = [r for r in candidates if r["hierarchy"] == target or r["id"] in named]
+    elif kind in ("agent", "tool") and candidates:
+        ids = [r["id"] for r in candidates]
+        hits: set[str] = set()
+        column = "agent" if kind == "agent" else "name"
+        extra = "" if kind == "agent" else " AND kind = 'tool'"
+        for offset in range(0, len(ids), 500):
+            chunk = ids[offset:offset + 500]
+            rows = _rows(conn, f"SELECT DISTINCT run_id FROM spans WHERE run_id IN ({', '.join('?' * len(chunk))}) "
+                                f"AND {column} = ?{extra}", (*chunk, target))
+            hits.update(row["run_id"] for row in rows)
+        matched = [r for r in candidates if r["id"] in hits or r["id"] in named]
+    else:
+        matched = candidates
+    return matched
+
+
+def spend_between(conn: "sqlite3.Connection | None", start: float, end: float) -> float:
+    """What every run active in the window cost (whole runs: a run's cost is not split by time)."""
+    if conn is None:
+        return 0.0
+    row = conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM runs WHERE started <= ? AND (ended IS NULL OR "
+                       "ended >= ?)", (end, start)).fetchone()
+    return float(row[0] or 0.0)
+
+
+def render(incident: Mapping[str, Any], timeline: list[Mapping[str, Any]], applications: list[Mapping[str, Any]],
+           audit_rows: list[Mapping[str, Any]], runs: list[Mapping[str, Any]], *, window_start: float,
+           window_end: float, spend_in_window: float, runbook_path: str | None, now: float) -> str:
+    opened, resolved = incident["opened"], incident.get("resolved")
+    end_text = f"resolved at {_ts(resolved)}" if resolved else "still open"
+    signals = incident.get("signals") or []
+    fired = [s for s in signals if s.get("fired")] or signals
+    lines: list[str] = []
+    add = lines.append
+
+    add(f"# Postmortem draft: {incident['title']}")
+    add("")
+    add(f"_Draft generated by Flightdeck on {_ts(now)} from incident `{incident['id']}`. The facts below were "
+        f"recorded by the engine and the audit log; the sections under **Analysis** are for the people who handled "
+        f"the incident to write. Edit freely._")
+    add("")
+    add("| | |")
+    add("|---|---|")
+    add(f"| Incident | `{incident['id']}` |")
+    add(f"| Severity | {incident['severity']} |")
+    add(f"| Status | {incident['status']}" + (f" (resolved by {incident.get('resolved_by')}: "
+                                                 f"{_cell(incident.get('resolution'))})" if resolved else "") + " |")
+    add(f"| Runbook | `{incident['runbook']}`" + (f" ({runbook_path})" if runbook_path else "") + " |")
+    add(f"| Scope | `{incident['scope']}` |")
+    add(f"| Detected | {_ts(opened)} |")
+    ack = incident.get("acknowledged")
+    add(f"| Acknowledged | " + (f"{_ts(ack)} by {incident.get('acknowledged_by')} ({_duration(ack - opened)} after "
+                                f"detection)" if ack else "never") + " |")
+    add(f"| Resolved | " + (f"{_ts(resolved)} ({_duration(resolved - opened)} after detection)" if resolved
+                           else "not yet") + " |")
+    add(f"| Detection fired | {incident.get('fired', 1)} time(s); "
+        + ("signal back to normal at " + _ts(incident.get("cleared")) if incident.get("cleared") and not
+           incident.get("firing") else "still firing when this draft was generated" if incident.get("firing")
+           else "-") + " |")
+    add("")
+
+    # Summary -------------------------------------------------------------------------------------------------
+    add("## Summary")
+    add("")
+    cost_runs = sum(float(r.get("cost_usd") or 0.0) for r in runs)
+    statuses: dict[str, int] = {}
+    for run in runs:
+        statuses[run["status"]] = statuses.get(run["status"], 0) + 1
+    status_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda kv: -kv[1]))
+    applied = [a for a in applications]
+    if applied:
+        first = applied[0]
+        how = "automatically by the runbook" if str(first["actor"]).startswith("runbook:") else f"by {first['actor']}"
+        back = [a for a in applied if a.get("rolled_back")]
+        action_text = (f" The runbook's actions were applied {how} at {_hm(first['applied'])}"
+                       + (f" and rolled back at {_hm(back[-1]['rolled_back'])} by {back[-1]['rolled_back_by']}."
+                          if len(back) == len(applied) else "; they are still in force."))
+    elif incident.get("apply_mode") == "suggest":
+        action_text = " The runbook only suggests its actions, and nobody applied them."
+    else:
+        action_text = ""
+    add(f"At {_ts(opened)} the `{incident['runbook']}` detection fired for `{incident['scope']}`: "
+        + "; ".join(_signal_line(s) for s in fired) + f". The incident is {end_text}.{action_text} "
+        + (f"{len(runs)} run(s) in scope were active during the incident ({status_text}), costing {_usd(cost_runs)}; "
+           f"all runs together spent {_usd(spend_in_window)} in the window." if runs else
+           f"No runs in scope were recorded during the incident; all runs together spent {_usd(spend_in_window)} "
+           f"in the window."))
+    add("")
+
+    # Detection ---------------------------------------------------------------------------------------------------
+    add("## Detection")
+    add("")
+    add(f"What fired first (at {_ts(opened)}):")
+    add("")
+    for reading in signals:
+        add(f"- {_signal_line(reading)}" + (" (fired)" if reading.get("fired") else ""))
+    last = incident.get("last_signals") or []
+    if last and last != signals:
+        add("")
+        add(f"Most recent values ({_ts(incident.get('updated'))}):")
+        add("")
+        for reading in last:
+            add(f"- {_signal_line(reading)}")
+    context = incident.get("context") or {}
+    named = [f"{k} `{v}`" for k, v in context.items() if k in ("hierarchy", "agent", "tool") and v]
+    if named:
+        add("")
+        add("Seen in the events behind it: " + ", ".join(named) + ".")
+    add("")
+
+    # Time line -----------------------------------------------------------------------------------------------------
+    add("## Time line")
+    add("")
+    add("| Time | What | Who | Details |")
+    add("|---|---|---|---|")
+    merged: list[tuple[float, int, str, str, str]] = []
+    for event in timeline:
+        merged.append((event["ts"], 0, event["kind"], event["actor"], event["text"]))
+    for row in audit_rows:
+        if _is_person(row.get("actor")) and not str(row["action"]).startswith("incident_"):
+            reason = f": {row['reason']}" if row.get("reason") else ""
+            merged.append((row["ts"], 1, f"operator: {row['action']}", row["actor"], f"{row.get('target') or ''}"
+                                                                                     f"{reason}"))
+    for ts, _, what, who, details in sorted(merged, key=lambda m: (m[0], m[1])):
+        add(f"| {_hm(ts)} | {_cell(what)} | {_cell(who)} | {_cell(details)} |")
+    add("")
+
+    # Actions -------------------------------------------------------------------------------------------------------
+    add("## Actions applied and rolled back")
+    add("")
+    if not applications:
+        suggested = incident.get("suggested") or []
+        if suggested:
+            add("Nothing was applied. The runbook suggested:")
+            add("")
+            for step in suggested:
+                add(f"- {step['description']}")
+        else:
+            add("The runbook changed nothing (it has no control actions, or they were never applied).")
+        add("")
+    for application in applications:
+        add(f"### Application #{application['id']}: {application['runbook']} on `{application['scope']}`")
+        add("")
+        add(f"Applied {_ts(application['applied'])} by **{application['actor']}** (\"{_cell(application['reason'])}\"):")
+        add("")
+        for entry in application["actions"]:
+            add(f"- {_entry_text(entry)}")
+        add("")
+        if application.get("rolled_back"):
+            add(f"Rolled back {_ts(application['rolled_back'])} by **{application['rolled_back_by']}**:")
+            add("")
+            for item in application.get("rollback_report") or []:
+                mark = "left as an operator changed it" if item["outcome"] == "left" else item["outcome"]
+                add(f"- {item['text']} ({mark})")
+        else:
+            add("**Still in force.** Roll back with `flightdeck runbooks rollback "
+                f"{application['runbook']} --scope {application['scope']} --reason ...`.")
+        add("")
+
+    # Operator actions ----------------------------------------------------------------------------------------------
+    add("## Operator actions (from the audit log)")
+    add("")
+    people = [r for r in audit_rows if _is_person(r.get("actor"))]
+    if people:
+        add("| Time | Who | Action | Target | Why |")
+        add("|---|---|---|---|---|")
+        for row in sorted(people, key=lambda r: r["id"]):
+            add(f"| {_hm(row['ts'])} | {_cell(row['actor'])} | {_cell(row['action'])} | {_cell(row.get('target'))} | "
+                f"{_cell(row.get('reason') or '-')} |")
+    else:
+        add("No operator acted during the incident window.")
+    add("")
+
+    # Impact --------------------------------------------------------------------------------------------------------
+    add("## Impact: runs affected")
+    add("")
+    add(f"Window: {_ts(window_start)} to {_ts(window_end)} (from the start of the detection window to "
+        f"{'the resolution' if resolved else 'now'}).")
+    add("")
+    if runs:
+        add(f"{len(runs)} run(s) in scope: {status_text}. Their cost: {_usd(cost_runs)} "
+            f"({sum(int(r.get('model_calls') or 0) for r in runs)} model calls, "
+            f"{sum(int(r.get('tool_calls') or 0) for r in runs)} tool calls).")
+        add("")
+        add("| Run | Hierarchy | Status | Started | Duration | Cost |")
+        add("|---|---|---|---|---|---|")
+        for run in runs[:MAX_RUNS_LISTED]:
+            duration = (run["ended"] or window_end) - run["started"]
+            add(f"| `{run['id']}` | {_cell(run['hierarchy'])} | {run['status']} | {_hm(run['started'])} | "
+                f"{_duration(duration)} | {_usd(float(run.get('cost_usd') or 0.0))} |")
+        if len(runs) > MAX_RUNS_LISTED:
+            add(f"| ... | | | | | {len(runs) - MAX_RUNS_LISTED} more |")
+    else:
+        add("No runs in scope were recorded in the window.")
+    add("")
+    add("## Cost during the incident")
+    add("")
+    add(f"- Runs in scope: {_usd(cost_runs)}")
+    add(f"- All runs active in the window: {_usd(spend_in_window)}")
+    add("")
+
+    # Analysis ------------------------------------------------------------------------------------------------------
+    add("## Analysis")
+    add("")
+    add("### What happened and why")
+    add("")
+    add("_TODO: the root cause, in plain words. What made the signal fire? Why then?_")
+    add("")
+    add("### What went well")
+    add("")
+    add("_TODO: e.g. detection time, the runbook's actions, the page reaching the right person._")
+    add("")
+    add("### What went badly")
+    add("")
+    add("_TODO: e.g. time to acknowledge, actions that did not help, missing information in the runbook._")
+    add("")
+    add("### Where we got lucky")
+    add("")
+    add("_TODO_")
+    add("")
+    add("### Action items")
+    add("")
+    add("| Action | Owner | Due |")
+    add("|---|---|---|")
+    add("| _TODO: fix the cause_ | | |")
+    add(f"| _TODO: does the `{incident['runbook']}` runbook need a different threshold or action?_ | | |")
+    add("")
+    return "\n".join(lines)
+
+
+def _entry_text(entry: Mapping[str, Any]) -> str:
+    kind = entry["kind"]
+    if kind == "flag":
+        where = "global" if entry["scope"] == "global" else f"{entry['scope']}:{entry['target']}"
+        if entry.get("noop"):
+            return f"flag `{entry['name']}={entry['value']}` at {where}: already in force, nothing changed"
+        before = entry.get("previous_value") or "unset"
+        return f"flag `{entry['name']}={entry['value']}` at {where} (was {before}; flag #{entry['flag_id']})"
+    if kind == "kill":
+        where = "global" if entry["scope"] == "global" else f"{entry['scope']}:{entry['target']}"
+        state = "new" if entry.get("created") else "already in force"
+        return f"{entry['mode']} kill switch on {where} (#{entry['switch_id']}, {state})"
+    if kind == "breaker":
+        expiry = (f", reset at {_hm(entry['expired'])} when its time ran out" if entry.get("expired") else
+                  f", until {_hm(entry['expires'])}" if entry.get("expires") else "")
+        return f"breaker `{entry['key']}` forced open (override #{entry['override_id']}{expiry})"
+    if kind == "budget":
+        limits = ", ".join(f"{k}={v}" for k, v in entry["limits"].items())
+        return f"run budget lowered to {limits} for {len(entry.get('runs', []))} run(s)"
+    return kind
