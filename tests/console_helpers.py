@@ -58,7 +58,11 @@ class _Writer:
         return span_id
 
 
-def _open_writer(store_dir: Path) -> Any:
+def _open_writer(store_dir: Path, flush_interval: float = 3600.0) -> Any:
+    """A TraceWriter on a (new) store. The default commits only on flush()/close() (or a full queue), so what a
+    fixture writes between two flushes is one batch: the writer's coalescing (a span that starts and ends in one
+    batch gets one span.ended event) then does not depend on timing, and the stored events are the same on
+    every run."""
     from engine.store.engine_store import open_traces_db
     from engine.store.files import TRACES_DB, ensure_store_dir
     from engine.store.writer import TraceWriter
@@ -66,7 +70,7 @@ def _open_writer(store_dir: Path) -> Any:
     ensure_store_dir(store_dir)
     conn = open_traces_db(store_dir / TRACES_DB)
     conn.close()
-    return TraceWriter(store_dir / TRACES_DB, flush_interval=0.01)
+    return TraceWriter(store_dir / TRACES_DB, flush_interval=flush_interval)
 
 
 def register_engine(store_dir: Path, *, heartbeat: float = FIXED_NOW - 1.0, stopped: bool = False) -> None:
@@ -158,6 +162,7 @@ def fixed_store(store_dir: Path, runs: tuple[tuple[str, float, str, str | None, 
         for run_id, minutes_ago, status, tenant, error, hierarchy in reversed(runs):
             write_deal_run(writer, run_id, started=FIXED_NOW - minutes_ago * 60, status=status, tenant=tenant,
                            error=error, hierarchy=hierarchy, text=text, running=status == "running")
+            writer.flush()  # one batch per run
     finally:
         writer.close()
     if engine:
@@ -213,6 +218,16 @@ def engine_store(store_dir: Path, runs: int = 6, *, concurrency: int = 3, tenant
                 return await eng.run_many(hierarchy, requests, concurrency=concurrency)
 
     return anyio.run(go)
+
+
+def event_count(store_dir: Path, run_id: str) -> int:
+    from engine.store import open_reader
+
+    reader = open_reader(store_dir)
+    try:
+        return len(reader.events_after(0, limit=1_000_000, run_id=run_id))
+    finally:
+        reader.close()
 
 
 async def wait_for(pilot: Any, predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:

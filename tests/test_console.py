@@ -280,7 +280,10 @@ async def test_run_tree_grows_live_keeps_expansion_and_cursor(tmp_path: Path) ->
             assert tree.cursor_line - int(tree.scroll_offset.y) == line_before
             assert "✔ ok" in tree.nodes["s-b1"].label.plain  # relabelled in place
             # The events tail grew too (Log, not RichLog).
-            await wait_for(pilot, lambda: view.events.count >= 44)
+            from tests.engine_helpers import events
+
+            recorded = len(events(store, run_id))
+            await wait_for(pilot, lambda: view.events.count == recorded, what=f"{recorded} events in the tail")
     finally:
         writer.close()
 
@@ -489,7 +492,7 @@ async def test_console_stays_responsive_while_store_is_flooded(tmp_path: Path) -
     from tests.console_helpers import _open_writer
 
     store = fixed_store(tmp_path / "store")
-    writer = _open_writer(store)
+    writer = _open_writer(store, flush_interval=0.05)  # commits as the engine does
     stop = threading.Event()
     written = [0]
 

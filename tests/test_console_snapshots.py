@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from console.app import create_app
-from tests.console_helpers import fixed_clock, fixed_store, wait_for
+from tests.console_helpers import event_count, fixed_clock, fixed_store, wait_for
 
 SIZES = [(160, 48), (100, 30)]
 
@@ -56,7 +56,9 @@ async def _run_ready(pilot: Any) -> None:
     await pilot.press("down")  # the failed run
     await pilot.press("enter")
     view = app.main.view("run")
-    await wait_for(pilot, lambda: view.tree.root.data is not None and view.events.count >= 20, what="run view")
+    recorded = event_count(app.ctx.store_dir, "b2c3d4e5f6a1")
+    await wait_for(pilot, lambda: view.tree.root.data is not None and view.events.count == recorded,
+                   what="run view")
     await wait_for(pilot, lambda: "This run failed" in app.main.hint_line.text, what="hint")
 
 

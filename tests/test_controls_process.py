@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from engine.controls.api import ControlAPI
+from engine.errors import StoreError
 from engine.store import open_reader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +48,17 @@ def test_kill_from_another_process_stops_a_busy_engine(tmp_path: Path) -> None:
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        _wait(lambda: (store / "traces.db").exists(), what="the store")
-        reader = open_reader(store)
+        readers: list = []
+
+        def store_ready() -> bool:  # the engine creates and migrates the store as it starts
+            try:
+                readers.append(open_reader(store))
+            except StoreError:
+                return False
+            return True
+
+        _wait(store_ready, what="the store")
+        reader = readers[0]
         _wait(lambda: len([s for s in reader.running_spans() if s["kind"] == "agent"]) >= 100,
               what="100 runs in flight")
         api = ControlAPI(store, "oncall")

@@ -8,6 +8,7 @@ or changed spans. The tree adds/relabels by id (never rebuilt), the log appends.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -30,6 +31,7 @@ from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
 SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
+RESYNC_S = 1.0  # without an incremental span read, re-read a busy run's spans at most this often
 
 
 @dataclass(slots=True)
@@ -52,6 +54,17 @@ def partial_span(event: dict[str, Any]) -> dict[str, Any] | None:
     span_id = event.get("span_id")
     if not span_id:
         return None
+    if event["kind"] == "span.ended" and data.get("parent_id") is not None and data.get("kind"):
+        # A span that started and ended within one writer batch has only this event: a whole span if the writer
+        # says where it hangs (parent_id), else the feed reads the row.
+        duration = data.get("duration_s")
+        started = event["ts"] - duration if isinstance(duration, (int, float)) else event.get("ts")
+        return {"id": span_id, "run_id": event.get("run_id"), "parent_id": data.get("parent_id"),
+                "kind": data.get("kind"), "agent": event.get("agent"), "name": data.get("name") or event.get("name"),
+                "status": data.get("status"), "started": started, "ended": event.get("ts"),
+                "tokens_in": data.get("tokens_in") or 0, "tokens_out": data.get("tokens_out") or 0,
+                "cost_usd": data.get("cost_usd") or 0.0, "model": data.get("model"), "last_seq": event["seq"],
+                "_partial": True}
     if event["kind"] == "span.started":
         return {"id": span_id, "run_id": event.get("run_id"), "parent_id": data.get("parent_id"),
                 "kind": data.get("kind"), "agent": event.get("agent"), "name": data.get("name") or event.get("name"),
@@ -80,6 +93,8 @@ class RunFeed:
     span_seq: dict[str, int] = field(default_factory=dict)  # span id -> seq of the newest info sent for it
     loaded: bool = False
     more: bool = False
+    unplaced: bool = False  # span events arrived for spans whose rows must be read (see _read_new_spans)
+    last_resync: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -143,12 +158,47 @@ class RunFeed:
                 change = partial_span(event)
                 if change is None or event["seq"] <= self.span_seq.get(change["id"], 0):
                     continue
+                if change.get("kind") is None and change["id"] not in self.span_seq:
+                    self.unplaced = True  # its start was never announced (coalesced by the writer): read the row
+                    continue
                 self.span_seq[change["id"]] = event["seq"]
                 previous = merged.get(change["id"])
                 merged[change["id"]] = {**previous, **change} if previous else change
             if merged:
                 update.spans = list(update.spans) + list(merged.values())
+        if self.unplaced:
+            update.spans = list(update.spans) + self._read_new_spans(reader, run_id)
+            if self.unplaced:
+                self.more = update.more = True  # throttled: try again on the next poll
         return update
+
+    def _read_new_spans(self, reader: Any, run_id: str) -> list[dict[str, Any]]:
+        """Span rows changed since the feed last saw them. With a reader that can filter by seq
+        (`spans(run_id, after_seq=...)`) this reads only those; otherwise it reads the run's spans and keeps the
+        changed ones, at most once per RESYNC_S (the event tail stays live meanwhile)."""
+        import inspect
+
+        since = max(self.span_seq.values(), default=0)
+        try:
+            incremental = "after_seq" in inspect.signature(reader.spans).parameters
+        except (TypeError, ValueError):
+            incremental = False
+        if incremental:
+            rows = reader.spans(run_id, after_seq=since)
+        else:
+            now = time.monotonic()
+            if now - self.last_resync < RESYNC_S:
+                return []
+            self.last_resync = now
+            rows = reader.spans(run_id)
+        self.unplaced = False
+        out = []
+        for row in rows:
+            seq = row.get("last_seq") or 0
+            if seq > self.span_seq.get(row["id"], 0):
+                self.span_seq[row["id"]] = seq
+                out.append(row)
+        return out
 
     @staticmethod
     def _tail_start(reader: Any, run: dict[str, Any]) -> tuple[int, int]:

@@ -187,6 +187,8 @@ class _Checker:
         if condition.scope not in spec.scopes:
             self.fail(base + ("scope",), f"{condition.signal} cannot be measured per {condition.scope} "
                                          f"(scopes: {', '.join(spec.scopes)})")
+        if spec.kind == "window" and condition.window <= 0:
+            self.fail(base + ("for",), f"{condition.signal} is measured over a window: `for` must be longer than 0")
         if condition.target is not None and condition.scope == "global":
             self.fail(base + ("target",), "a global condition has no target; use scope hierarchy, agent or tool")
         if not math.isfinite(condition.threshold):

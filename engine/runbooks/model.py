@@ -27,6 +27,7 @@ PLACEHOLDERS: tuple[str, ...] = ("hierarchy", "agent", "tool", "run", "target", 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 Severity = Literal["sev1", "sev2", "sev3", "sev4"]
+DEFAULT_MIN_QUIET_S = 60.0
 
 
 class Strict(BaseModel):
@@ -39,7 +40,7 @@ class Condition(Strict):
     signal: str
     threshold: float
     op: Literal[">=", ">", "<=", "<", "=="] = ">="
-    window: Duration = Field(300.0, alias="for", gt=0)
+    window: Duration = Field(300.0, alias="for", ge=0)
     scope: Literal["global", "hierarchy", "agent", "tool"] = "global"
     target: str | None = Field(None, min_length=1)
     hold: Duration = 0.0
@@ -68,8 +69,9 @@ class Condition(Strict):
 
     @property
     def quiet_s(self) -> float:
-        """How long the condition must be false before the detection clears (default: `for`)."""
-        return self.window if self.quiet is None else self.quiet
+        """How long the condition must be false before the detection clears (default: `for`, at least a minute,
+        so a condition that flickers around its threshold does not open and close incidents)."""
+        return max(self.window, DEFAULT_MIN_QUIET_S) if self.quiet is None else self.quiet
 
     def describe(self) -> str:
         where = self.scope if self.target is None else f"{self.scope} {self.target}"

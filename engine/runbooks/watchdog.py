@@ -70,7 +70,9 @@ class Watchdog:
         self.runbooks = list(runbooks)
         self.facts = Facts()
         self._slots = [_Slot(rb, i, make_detector(c)) for rb in self.runbooks for i, c in enumerate(rb.spec.detect)]
-        self._wants_durations = any(needs_durations(s.detector.condition) for s in self._slots)
+        # Span kinds whose durations some latency detection needs (llm, tool): only those are looked up.
+        self._duration_kinds = {getattr(s.detector, "span_kind") for s in self._slots
+                                if needs_durations(s.detector.condition)}
         self._durations = durations
         self._hysteresis: dict[tuple[str, int, str], Hysteresis] = {}
         self._readings: dict[tuple[str, int, str], Reading] = {}
@@ -100,11 +102,9 @@ class Watchdog:
                 facts.run_hierarchy[run_id] = (data or {}).get("hierarchy") or name or ""
             elif kind == "run.ended" and run_id:
                 ended_runs.append(run_id)
-            elif self._wants_durations and kind == "span.started" and span_id and (data or {}).get("kind") in (
-                    "llm", "tool"):
+            elif kind == "span.started" and span_id and (data or {}).get("kind") in self._duration_kinds:
                 facts.span_started[span_id] = now
-            elif self._wants_durations and kind == "span.ended" and span_id and (data or {}).get("kind") in (
-                    "llm", "tool"):
+            elif kind == "span.ended" and span_id and (data or {}).get("kind") in self._duration_kinds:
                 ended_spans.append(span_id)
             elif kind == "approval.requested" and data and data.get("id"):
                 facts.pending_approvals[str(data["id"])] = PendingApproval(
@@ -228,7 +228,7 @@ class SpanDurations:
         if self._conn is None:
             if not self.path.is_file():
                 return {}
-            self._conn = connect(self.path, read_only=True)
+            self._conn = connect(self.path, read_only=True, check_same_thread=False)  # closed by stop()
         out: dict[str, float] = {}
         for start in range(0, len(span_ids), self.CHUNK):
             chunk = span_ids[start:start + self.CHUNK]

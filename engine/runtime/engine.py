@@ -92,6 +92,9 @@ class Engine:
         worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply)
         self.controls.attach(worker)
         worker.start()
+        from engine.runtime.publisher import StatePublisher
+
+        self._task_group.start_soon(StatePublisher(self).run)
         # Obey what is already in force (a global halt survives restarts) before the first run starts.
         assert self.controls.first_applied is not None
         with anyio.fail_after(30):

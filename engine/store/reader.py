@@ -199,6 +199,24 @@ class TraceReader:
         return {"id": None, "run_id": run_id, "parent_id": None, "kind": "run", "name": run_id, "status": None,
                 "started": spans[0]["started"], "children": roots + orphans}
 
+    def breakers(self, hierarchy: str | None = None) -> list[dict[str, Any]]:
+        """Current breaker states as the engine last published them (one row per hierarchy and breaker key)."""
+        if not self._has_table("breakers"):
+            return []
+        if hierarchy is None:
+            return self._rows("SELECT * FROM breakers ORDER BY state != 'closed' DESC, hierarchy, key", ())
+        return self._rows("SELECT * FROM breakers WHERE hierarchy = ? ORDER BY key", (hierarchy,))
+
+    def budgets(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's budget gauges: one row per scope (`run`, `agent:SPAN`), `data` = dimension -> used, reserved,
+        limit, fraction, burn_rate_per_min, time_to_exhaustion_s."""
+        if not self._has_table("budgets"):
+            return []
+        return self._rows("SELECT * FROM budgets WHERE run_id = ? ORDER BY scope != 'run', scope", (run_id,))
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
     def running_spans(self, run_id: str | None = None) -> list[dict[str, Any]]:
         if run_id is None:
             return self._rows("SELECT * FROM spans WHERE status = 'running' ORDER BY started")

@@ -99,6 +99,36 @@ CREATE TABLE engines (
 );
 """
 
+# Current state the engine publishes for the console: one row per breaker and per budget scope of a run.
+_V2_CURRENT_STATE = """
+CREATE TABLE breakers (
+    hierarchy TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    failure_rate REAL,
+    slow_call_rate REAL,
+    calls_in_window INTEGER,
+    failed_calls INTEGER,
+    slow_calls INTEGER,
+    not_permitted_calls INTEGER,
+    next_probe_at REAL,
+    since REAL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (hierarchy, key)
+);
+CREATE TABLE budgets (
+    run_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    agent TEXT,
+    data TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, scope)
+);
+"""
+
 TRACES_MIGRATIONS: list[Migration] = [
     _V1,
+    _V2_CURRENT_STATE,
 ]

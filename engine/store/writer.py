@@ -38,7 +38,14 @@ CommittedEvent = tuple[int, str, str | None, str | None, str | None, str | None,
 CommitCallback = Callable[[list[CommittedEvent]], None]
 
 # Queue item tags; the rest of each tuple is the emit method's arguments in order.
-_RUN_STARTED, _RUN_PROGRESS, _RUN_ENDED, _SPAN_STARTED, _SPAN_ENDED, _EVENT, _FLUSH = range(7)
+_RUN_STARTED, _RUN_PROGRESS, _RUN_ENDED, _SPAN_STARTED, _SPAN_ENDED, _EVENT, _FLUSH, _STATE = range(8)
+# Current-state tables (breakers, budgets): one row per key, the latest write wins within a batch.
+_STATE_UPSERTS = {
+    "breakers": "INSERT OR REPLACE INTO breakers (hierarchy, key, kind, name, state, failure_rate, "
+                "slow_call_rate, calls_in_window, failed_calls, slow_calls, not_permitted_calls, "
+                "next_probe_at, since, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    "budgets": "INSERT OR REPLACE INTO budgets (run_id, scope, agent, data, updated) VALUES (?,?,?,?,?)",
+}
 
 # Commit cadence when idle-to-busy (a saturated writer commits back to back anyway). Half the required 50 ms so
 # that emit-to-commit p99 stays well under 100 ms: an event waits up to one interval plus one batch's work.
@@ -176,6 +183,13 @@ class TraceWriter:
                      tool_calls: int, agents_active: int) -> None:
         q = self._queue
         q.append((_RUN_PROGRESS, run_id, tokens_in, tokens_out, cost_usd, model_calls, tool_calls, agents_active))
+        if len(q) >= self._wake_at:
+            self._queue_large()
+
+    def state(self, table: str, key: tuple[Any, ...], row: tuple[Any, ...]) -> None:
+        """Upsert a current-state row (`breakers` or `budgets`); `row` holds every column, `data` already JSON."""
+        q = self._queue
+        q.append((_STATE, table, key, row))
         if len(q) >= self._wake_at:
             self._queue_large()
 
@@ -513,6 +527,7 @@ class TraceWriter:
         run_seq: dict[str, int] = {}
         span_seq: dict[str, int] = {}
         progressed: set[str] = set()
+        states: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
         seq = self.last_committed_seq
         batch.first_seq = seq + 1
         # Spans that also end in this batch get one event (span.ended, carrying the duration), not two: most model
@@ -630,6 +645,8 @@ class TraceWriter:
                     committed.append((seq, RUN_ENDED, run_id, None, None, hierarchy, data))
             elif op == _FLUSH:
                 batch.flush_waiters.append(item[1])
+            elif op == _STATE:
+                states.setdefault(item[1], {})[item[2]] = item[3]
 
         statements = batch.statements
         if new_runs:
@@ -685,6 +702,9 @@ class TraceWriter:
                         if run_id not in new_runs and run_id not in run_ends and run_id not in progressed]
         if touched_runs:
             statements.append((_UPDATE_RUN_SEQ, touched_runs))
+
+        for table, rows_by_key in states.items():
+            statements.append((_STATE_UPSERTS[table], list(rows_by_key.values())))
 
         batch.last_seq = seq if seq > self.last_committed_seq else 0
         batch.events = committed
