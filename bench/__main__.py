@@ -82,7 +82,36 @@ def section_store(args: argparse.Namespace) -> None:
     store_bench.main_table(seconds=args.store_seconds)
 
 
-SECTIONS = {"store": section_store, "peers": section_peers, "memory": section_memory, "startup": section_startup}
+def section_guardrails(args: argparse.Namespace) -> None:
+    script = engine_bench.ROOT / "bench" / "flightdeck_hierarchy.py"
+    with_guards = engine_bench.run_peer(script, "sqlite", args.runs, args.concurrent, args.reps)
+    without = engine_bench.run_peer(script, "noguards", args.runs, args.concurrent, args.reps)
+    if not with_guards or not without or "error" in with_guards or "error" in without:
+        print_rows("guardrails", [("overhead per model call", "failed", str(with_guards or without))])
+        return
+    extra = with_guards["seq_step_us"] - without["seq_step_us"]
+    print_rows("guardrails (budgets, breakers, withheld-tool checks) on the peer workload", [
+        ("engine per model call, guardrails off", _fmt(without["seq_step_us"], " us"), ""),
+        ("engine per model call, guardrails on", _fmt(with_guards["seq_step_us"], " us"), ""),
+        ("overhead", _fmt(100 * extra / without["seq_step_us"], " %"), "target < 20 %"),
+    ])
+
+
+def section_controls(args: argparse.Namespace) -> None:
+    from bench import controls_bench
+
+    controls_bench.main_table(trials=args.control_trials)
+
+
+def section_console(args: argparse.Namespace) -> None:
+    from bench import console_bench
+
+    console_bench.main([])
+
+
+SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
+            "controls": section_controls, "memory": section_memory, "startup": section_startup,
+            "console": section_console}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions (peers)")
     parser.add_argument("--memory-runs", type=int, default=1000, help="concurrent deal-desk runs (memory)")
     parser.add_argument("--store-seconds", type=float, default=5.0, help="seconds per store measurement")
+    parser.add_argument("--control-trials", type=int, default=30, help="kill-switch / flag trials (controls)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)
     print(f"Flightdeck benchmarks on {sys.platform}, python {sys.version.split()[0]}")

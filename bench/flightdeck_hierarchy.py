@@ -58,8 +58,36 @@ scripts:
 """
 
 
+def _disable_guardrails() -> None:
+    """For `--trace noguards` only: budgets, breakers and withheld-tool checks become no-ops, so the difference to
+    `--trace sqlite` is what the guardrails cost per model call. Never used outside this benchmark."""
+    from engine.guardrails.breaker import CircuitBreaker
+    from engine.guardrails.budget import BudgetLedger
+    from engine.runtime.context import RunContext
+
+    class _Permit:
+        def on_success(self, duration_s: float) -> None: ...
+        def on_error(self, duration_s: float, kind: str) -> None: ...
+        def release(self) -> None: ...
+
+    class _Held:
+        ok = True
+
+    permit, held = _Permit(), _Held()
+    CircuitBreaker.try_acquire = lambda self: permit  # type: ignore[method-assign]
+    BudgetLedger.reserve = lambda self, scope_id, demand: held  # type: ignore[method-assign,assignment]
+    BudgetLedger.settle = lambda self, reservation, actual, labels=None: None  # type: ignore[method-assign]
+    BudgetLedger.release = lambda self, reservation: None  # type: ignore[method-assign]
+    BudgetLedger.check = lambda self, scope_id: None  # type: ignore[method-assign]
+    BudgetLedger.step_output_cap = lambda self, scope_id, input_tokens=0: None  # type: ignore[method-assign]
+    RunContext.withheld_tools = lambda self, agent: {}  # type: ignore[method-assign]
+
+
 def build(trace_mode: str):
     from contextlib import AsyncExitStack
+
+    if trace_mode == "noguards":
+        _disable_guardrails()
 
     from engine.hierarchy.loader import load_hierarchy
 
@@ -90,5 +118,5 @@ if __name__ == "__main__":
     import sqlite3
 
     harness.main("flightdeck", {"flightdeck": engine.__version__, "sqlite": sqlite3.sqlite_version}, build,
-                 ("sqlite",), IMPORT_S,
+                 ("sqlite", "noguards"), IMPORT_S,
                  notes="every span and event committed to traces.db by the engine's writer thread")

@@ -48,7 +48,9 @@ def make_app(store: Path, **kwargs: Any) -> FlightdeckApp:
 
 
 def plain(widget: Any) -> str:
-    """The text a Static shows (its content as given: a rich Text here)."""
+    """The text a Static (its content as given: a rich Text here) or a TextPane shows."""
+    if isinstance(getattr(widget, "plain", None), str):
+        return widget.plain  # type: ignore[no-any-return]
     content = widget.content
     return content.plain if hasattr(content, "plain") else str(content)
 

@@ -29,17 +29,12 @@ from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
 from tests.engine_helpers import spans, write_hierarchy
 from tests.fakes.openai_server import FakeOpenAIServer, call, text, tool_calls
-from tests.fakes.receiver import Receiver
+from tests.fakes.receiver import Receiver, receiver  # noqa: F401 (receiver is a fixture)
 
 ROUTING_KEY = "R0UTING-KEY-0123456789abcdef"
 ENVIRON = {"FD_TEST_ROUTING_KEY": ROUTING_KEY}
 SHIPPED = {rb.id: rb for rb in load_runbooks()}
 
-
-@pytest.fixture
-def receiver() -> Any:
-    with Receiver() as server:
-        yield server
 
 
 def write_config(store_dir: Path, receiver: Receiver) -> None:

@@ -42,8 +42,6 @@ SCOPE_KINDS = ("global", "hierarchy", "agent", "tool")
 # ------------------------------------------------------------------------------------------------ parsers
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from console.commands.controls import _usage
-
     runbooks = commands.add_parser(
         "runbooks", help="list, check, apply or roll back runbooks",
         description="Runbooks detect problems on the engine's event stream, open incidents, page their owners and "
@@ -153,10 +151,21 @@ def _add_operator(parser: argparse.ArgumentParser) -> None:
                         help=f"who is acting, for the audit log (default: ${OPERATOR_ENV}, else your user name)")
 
 
-def _positive_int(text: str) -> int:
-    from console.commands.controls import _positive_int as positive
+def _usage(parser: argparse.ArgumentParser) -> Any:
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+    return show
 
-    return positive(text)
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ shared
@@ -234,8 +243,7 @@ def _running_runs(store_dir: Path) -> Any:
 
 def _runbook_json(runbook: Any) -> dict[str, Any]:
     spec = runbook.spec
-    rollback = spec.rollback if spec.rollback == "manual" else {"after_s": spec.rollback.after,
-                                                                "require_quiet": spec.rollback.require_quiet}
+    rollback = spec.rollback.as_dict()
     return {"id": spec.id, "title": spec.title, "severity": spec.severity, "owner": list(spec.owner),
             "apply": spec.apply, "rollback": rollback, "origin": runbook.origin, "path": str(runbook.path),
             "detect": [{"signal": c.signal, "op": c.op, "threshold": c.threshold, "for_s": c.window,
@@ -280,7 +288,7 @@ def handle_show(args: argparse.Namespace) -> int:
     for targets, severity in page_targets(runbook):
         print(f"  pages {', '.join(targets)} as {severity}")
     rollback = spec.rollback
-    print("rollback: " + ("manual" if rollback == "manual" else
+    print("rollback: " + ("manual" if rollback.after is None else
                           f"automatic {short_duration(rollback.after)} after applying"
                           + (", once the signal is quiet" if rollback.require_quiet else "")))
     print()
@@ -373,10 +381,13 @@ def handle_apply(args: argparse.Namespace) -> int:
         context.update({kind: target, "target": target})
     if args.hierarchy:
         context["hierarchy"] = args.hierarchy.strip()
-    if not args.dry_run and (not args.reason or not args.reason.strip()):
-        raise InputError("is required (it goes to the audit log)", field="--reason")
+    reason = "" if args.dry_run else _checked_reason(args.reason)
     if args.dry_run:
         _require_store(store_dir)
+    else:
+        from engine.store.files import ensure_store_dir
+
+        ensure_store_dir(store_dir)
     db = ControlDB.open(store_dir)
     try:
         if args.dry_run:
@@ -389,7 +400,7 @@ def handle_apply(args: argparse.Namespace) -> int:
             print("nothing was changed")
             return 2 if any(s.error for s in steps) else 0
         with ControlAPI(store_dir, operator_name(args), db=db) as api:
-            application = actions.apply(api, runbook, label, context, source="operator", reason=args.reason,
+            application = actions.apply(api, runbook, label, context, source="operator", reason=reason,
                                         running_runs=_running_runs(store_dir),
                                         incident_id=incident["id"] if incident else None)
     finally:
@@ -409,6 +420,7 @@ def handle_rollback(args: argparse.Namespace) -> int:
 
     store_dir = _store_dir(args)
     _require_store(store_dir)
+    reason = _checked_reason(args.reason)
     scope = None
     if args.scope:
         kind, target = parse_scope(args.scope)
@@ -431,7 +443,7 @@ def handle_rollback(args: argparse.Namespace) -> int:
             raise ControlError(f"{what} is not in force (nothing to roll back; see `flightdeck incidents` and "
                                f"`flightdeck runbooks list`)")
         with ControlAPI(store_dir, operator_name(args), db=db) as api:
-            results = [actions.rollback(api, a["id"], source="operator", reason=args.reason) for a in chosen]
+            results = [actions.rollback(api, a["id"], source="operator", reason=reason) for a in chosen]
     finally:
         db.close()
     for result in results:
@@ -522,7 +534,29 @@ def handle_incident_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_field(exc: InputError) -> InputError:
+    """The API names a field as it spells it; on the command line the operator typed a flag."""
+    flag = {"reason": "--reason", "text": "--text", "operator": "--operator", "incident": "ID"}.get(exc.field or "")
+    return InputError(exc.message, field=flag) if flag and type(exc) is InputError else exc
+
+
+def _checked_reason(text: str | None) -> str:
+    from engine.runbooks.incidents import _clean_text
+
+    try:
+        return str(_clean_text(text, "reason"))
+    except InputError as exc:
+        raise _cli_field(exc) from None
+
+
 def handle_incident_action(args: argparse.Namespace) -> int:
+    try:
+        return _incident_action(args)
+    except InputError as exc:
+        raise _cli_field(exc) from None
+
+
+def _incident_action(args: argparse.Namespace) -> int:
     from console.commands.controls import operator_name
 
     store = _incident_store(_store_dir(args))

@@ -17,8 +17,9 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Static, Tree
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
@@ -31,7 +32,8 @@ from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
 SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
-RESYNC_S = 1.0  # without an incremental span read, re-read a busy run's spans at most this often
+RESYNC_S = 1.0
+TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)  # without an incremental span read, re-read a busy run's spans at most this often
 
 
 @dataclass(slots=True)
@@ -47,19 +49,21 @@ class RunUpdate:
     problem: str | None = None  # the run cannot be shown (unknown id, ambiguous prefix)
 
 
-def partial_span(event: dict[str, Any]) -> dict[str, Any] | None:
+def partial_span(event: dict[str, Any], parent_hint: str | None = None) -> dict[str, Any] | None:
     """What a span.started / span.ended event says about its span (the writer puts kind, name, parent, status,
-    tokens, cost and model in the event data; attributes are only in the spans table)."""
+    tokens, cost and model in the event data; attributes are only in the spans table). `parent_hint`: the parent
+    of a span whose only event is its span.ended, when the caller knows it."""
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     span_id = event.get("span_id")
     if not span_id:
         return None
-    if event["kind"] == "span.ended" and data.get("parent_id") is not None and data.get("kind"):
+    parent = data.get("parent_id") or parent_hint
+    if event["kind"] == "span.ended" and parent is not None and data.get("kind"):
         # A span that started and ended within one writer batch has only this event: a whole span if the writer
         # says where it hangs (parent_id), else the feed reads the row.
         duration = data.get("duration_s")
         started = event["ts"] - duration if isinstance(duration, (int, float)) else event.get("ts")
-        return {"id": span_id, "run_id": event.get("run_id"), "parent_id": data.get("parent_id"),
+        return {"id": span_id, "run_id": event.get("run_id"), "parent_id": parent,
                 "kind": data.get("kind"), "agent": event.get("agent"), "name": data.get("name") or event.get("name"),
                 "status": data.get("status"), "started": started, "ended": event.get("ts"),
                 "tokens_in": data.get("tokens_in") or 0, "tokens_out": data.get("tokens_out") or 0,
@@ -95,6 +99,8 @@ class RunFeed:
     more: bool = False
     unplaced: bool = False  # span events arrived for spans whose rows must be read (see _read_new_spans)
     last_resync: float = 0.0
+    kinds: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # span id -> (kind, agent)
+    open_agents: dict[str, list[str]] = field(default_factory=dict)  # agent name -> its running agent spans
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -129,6 +135,7 @@ class RunFeed:
             spans = reader.spans(run_id)
             for span in spans:
                 self.span_seq[span["id"]] = span.get("last_seq") or 0
+                self._note(span)
             update.spans = spans
             self.last_seq, skipped = self._tail_start(reader, run)
             update.skipped = skipped
@@ -155,13 +162,14 @@ class RunFeed:
             for event in events:
                 if event["kind"] not in SPAN_EVENT_KINDS:
                     continue
-                change = partial_span(event)
+                change = partial_span(event, self._parent_hint(event))
                 if change is None or event["seq"] <= self.span_seq.get(change["id"], 0):
                     continue
                 if change.get("kind") is None and change["id"] not in self.span_seq:
                     self.unplaced = True  # its start was never announced (coalesced by the writer): read the row
                     continue
                 self.span_seq[change["id"]] = event["seq"]
+                self._note(change)
                 previous = merged.get(change["id"])
                 merged[change["id"]] = {**previous, **change} if previous else change
             if merged:
@@ -171,6 +179,35 @@ class RunFeed:
             if self.unplaced:
                 self.more = update.more = True  # throttled: try again on the next poll
         return update
+
+    def _note(self, span: dict[str, Any]) -> None:
+        """Keep track of which agent spans are running (for _parent_hint)."""
+        span_id = span["id"]
+        kind, agent = self.kinds.get(span_id, (None, None))
+        if span.get("kind"):
+            kind, agent = span.get("kind"), span.get("agent")
+            self.kinds[span_id] = (kind, agent)
+        if kind != "agent" or agent is None:
+            return
+        running = self.open_agents.setdefault(agent, [])
+        if span.get("status") == "running":
+            if span_id not in running:
+                running.append(span_id)
+        elif span_id in running:
+            running.remove(span_id)
+
+    def _parent_hint(self, event: dict[str, Any]) -> str | None:
+        """The parent of a span that started and ended within one writer batch (so only its span.ended exists,
+        without parent_id). The runtime opens model calls, tool calls and delegations as children of their
+        agent's span (runtime/model_call.py, tool_call.py); when exactly one span of that agent is running in
+        this run, that is the parent. Anything less certain is left to _read_new_spans."""
+        if event["kind"] != "span.ended" or event.get("span_id") in self.kinds:
+            return None
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        if data.get("parent_id") or data.get("kind") not in ("llm", "tool", "delegation"):
+            return None
+        candidates = self.open_agents.get(event.get("agent") or "", [])
+        return candidates[0] if len(candidates) == 1 else None
 
     def _read_new_spans(self, reader: Any, run_id: str) -> list[dict[str, Any]]:
         """Span rows changed since the feed last saw them. With a reader that can filter by seq
@@ -197,6 +234,7 @@ class RunFeed:
             seq = row.get("last_seq") or 0
             if seq > self.span_seq.get(row["id"], 0):
                 self.span_seq[row["id"]] = seq
+                self._note(row)
                 out.append(row)
         return out
 
@@ -249,9 +287,8 @@ class RunView(View):
     RunView #run-side {
         width: 1fr;
     }
-    RunView #span-detail-scroll {
+    RunView #span-detail {
         height: 1fr;
-        background: $surface;
     }
     RunView > #events-title {
         height: 1;
@@ -283,6 +320,9 @@ class RunView(View):
         self.run: dict[str, Any] | None = None
         self.problem: str | None = None
         self._detail_pending: str | None = None
+        self._pending_spans: dict[str, dict[str, Any]] = {}  # span changes waiting for the next tree update
+        self._tree_applied = 0.0
+        self._tree_timer: Timer | None = None
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
@@ -294,8 +334,7 @@ class RunView(View):
             yield SpanTree(id="span-tree")
             with Vertical(id="run-side"):
                 yield UsagePanel(id="run-usage")
-                with VerticalScroll(id="span-detail-scroll"):
-                    yield SpanDetail(id="span-detail")
+                yield SpanDetail(id="span-detail")
         yield Static(id="events-title", markup=False)
         yield EventTail(id="run-events")
 
@@ -339,6 +378,11 @@ class RunView(View):
         if self.feed is not None:
             self.feed.close()
         self.feed = RunFeed(self.ctx.source, run_ref.strip())
+        self._pending_spans = {}
+        self._tree_applied = 0.0
+        if self._tree_timer is not None:
+            self._tree_timer.stop()
+            self._tree_timer = None
         self.run = None
         self.problem = None
         self.tree.reset(Text(f"run {printable(run_ref, limit=40)}: loading…", style="dim"))
@@ -380,27 +424,51 @@ class RunView(View):
                                                                 self.size.width or 160), layout=False)
         self.query_one("#run-usage", UsagePanel).show(update.run)
         if update.spans:
-            first = self.tree.root.data is None
-            self.tree.apply(update.spans)
-            if first:
-                # Opening a run that went wrong: start on the first span that failed (what the operator came for).
-                problem = self.tree.root_cause() if update.run and update.run.get("status") in \
-                    PROBLEM_RUN_STATUSES else None
-                if problem is not None:
-                    self.tree.reveal(problem)
-                elif self.tree.cursor_line < 0:
-                    self.tree.move_cursor(self.tree.root)
-            current = self.tree.cursor_node
-            if current is not None and current.data is not None and (
-                    self.detail.span is None or self.detail.span.get("id") == current.data.get("id")) and \
-                    current.data is not self.detail.span:
-                self.show_detail(current.data)
+            for span in update.spans:  # newer news about the same span merges into what is waiting
+                waiting = self._pending_spans.get(span["id"])
+                self._pending_spans[span["id"]] = {**waiting, **span} if waiting and span.get("_partial") else span
+            self._apply_spans()
         if update.events or update.skipped:
             self.events.add_events(update.events, update.skipped)
             self._update_events_title()
         if update.more:
             self.poller.poke()
         self._update_hint()
+
+    def _apply_spans(self) -> None:
+        """Move waiting span changes into the tree, at most every TREE_INTERVAL_S while a run streams: Textual's
+        Tree re-lays out all its visible lines per change, and the event tail (which is cheap) must not wait
+        for it. The first load and quiet moments apply at once."""
+        if not self._pending_spans:
+            return
+        now = time.monotonic()
+        first = self.tree.root.data is None
+        if not first and now - self._tree_applied < TREE_INTERVAL_S:
+            if self._tree_timer is None:
+                self._tree_timer = self.set_timer(TREE_INTERVAL_S - (now - self._tree_applied), self._tree_due)
+            return
+        spans, self._pending_spans = list(self._pending_spans.values()), {}
+        self._tree_applied = now
+        self.tree.apply(spans)
+        if first:
+            # Opening a run that went wrong: start on the first span that failed (what the operator came for).
+            status = self.run.get("status") if self.run else None
+            problem = self.tree.root_cause() if status in PROBLEM_RUN_STATUSES else None
+            if problem is not None:
+                self.tree.reveal(problem)
+            elif self.tree.cursor_line < 0:
+                self.tree.move_cursor(self.tree.root)
+        current = self.tree.cursor_node
+        if current is not None and current.data is not None and (
+                self.detail.span is None or self.detail.span.get("id") == current.data.get("id")) and \
+                current.data is not self.detail.span:
+            self.show_detail(current.data)
+        self._update_hint()
+
+    def _tree_due(self) -> None:
+        self._tree_timer = None
+        if self.feed is not None:
+            self._apply_spans()
 
     def _update_events_title(self) -> None:
         log = self.events
@@ -417,7 +485,10 @@ class RunView(View):
             return
         status = run.get("status")
         problems = len(self.tree.problems)
-        if status in PROBLEM_RUN_STATUSES:
+        if self.tree.left_out:
+            self.hint = (f"This run is huge: the tree shows its first {len(self.tree.nodes):,} spans "
+                         f"({self.tree.left_out:,} more not shown); the event tail has the newest.")
+        elif status in PROBLEM_RUN_STATUSES:
             outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
             if problems:
                 self.hint = f"This run {outcome}: n jumps to the next failing span; its error is on the right."
@@ -434,7 +505,6 @@ class RunView(View):
     @on(Tree.NodeHighlighted, "#span-tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
         self.show_detail(event.node.data)
-        self.query_one("#span-detail-scroll", VerticalScroll).scroll_home(animate=False)
 
     @on(Tree.NodeSelected, "#span-tree")
     def _selected(self, event: Tree.NodeSelected) -> None:

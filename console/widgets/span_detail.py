@@ -15,6 +15,7 @@ from textual.widgets import Log, Static
 from console.widgets.fmt import clock_time, duration, tokens, usd
 from console.widgets.safe import compact_json, pretty_json, printable
 from console.widgets.status import run_look, run_status_text, span_look
+from console.widgets.text_pane import TextPane
 
 FIELD_LIMIT = 6000  # characters per field in the detail pane (the raw JSON view has more)
 
@@ -69,7 +70,7 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
                     style="dim")
     if raw:
         out = Text("RAW JSON  (j: back to the summary)\n", style="bold")
-        out.append(pretty_json(span, limit=200_000))
+        out.append(pretty_json({k: v for k, v in span.items() if not k.startswith("_")}, limit=60_000))
         return out
     kind = span.get("kind") or "?"
     attrs = span.get("attributes") if isinstance(span.get("attributes"), dict) else {}
@@ -146,22 +147,18 @@ def run_summary(run: dict[str, Any] | None, run_id: str, now: float, width: int 
     return out
 
 
-class SpanDetail(Static):
-    DEFAULT_CSS = """
-    SpanDetail {
-        padding: 0 1;
-        height: auto;
-    }
-    """
+class SpanDetail(TextPane):
+    """The selected span's detail. A TextPane: showing another span repaints only this pane's visible lines."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(span_detail(None, raw=False, now=0.0), id=id, markup=False)
+        super().__init__(span_detail(None, raw=False, now=0.0), id=id)
         self.span: dict[str, Any] | None = None
         self.raw = False
 
     def show(self, span: dict[str, Any] | None, now: float) -> None:
+        same = span is not None and self.span is not None and span.get("id") == self.span.get("id")
         self.span = span
-        self.update(span_detail(span, raw=self.raw, now=now))
+        self.set_text(span_detail(span, raw=self.raw, now=now), keep_scroll=same)
 
 
 class UsagePanel(Static):

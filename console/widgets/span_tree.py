@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -31,6 +32,9 @@ KIND_STYLE = {
 }
 # Kinds whose children matter: shown expanded when they first appear.
 CONTAINER_KINDS = frozenset({"run", "agent", "delegation", "route", "stage"})
+# Textual's Tree re-lays out every visible line on each change: past this many spans a live tree costs more than
+# it tells. Further spans are left out of the tree (counted in `left_out`); the event tail keeps streaming.
+MAX_TREE_SPANS = 10_000
 
 
 def span_label(span: Span) -> Text:
@@ -86,10 +90,44 @@ class SpanTree(Tree[Span]):
         super().__init__(Text("waiting for the run's spans…", style="dim"), id=id)
         self.nodes: dict[str, TreeNode[Span]] = {}
         self.problems: set[str] = set()  # ids of spans whose status needs attention
+        self.left_out = 0  # spans not added because the tree holds MAX_TREE_SPANS
+        self._label_widths: dict[int, int] = {}  # node id -> label width (Tree re-measures every label otherwise)
+        self._batching = False
+        self._batch_dirty = False
         self.auto_expand = False  # Enter selects (shows detail); space / click on the arrow toggles
+
+    def get_label_width(self, node: TreeNode[Span]) -> int:
+        """Tree rebuilds its lines on every change and measures every label to size its scroll area (by
+        rendering it). Widths are computed without rendering, cached per node, and dropped when a label changes."""
+        width = self._label_widths.get(node.id)
+        if width is None:
+            icon = cell_len(self.ICON_NODE_EXPANDED if node.is_expanded else self.ICON_NODE) \
+                if node.allow_expand else 0
+            width = self._label_widths[node.id] = node.label.cell_len + icon  # type: ignore[union-attr]
+        return width
+
+    def process_label(self, label: str | Text) -> Text:
+        """Labels here are single-line Text already (built with Text(...), never markup): skip Tree's copy/split.
+        A str (never passed here) would still go through Tree's own processing."""
+        if isinstance(label, Text) and "\n" not in label.plain:
+            return label
+        return super().process_label(label)
+
+    def _invalidate(self) -> None:
+        # Tree re-lays itself out after EVERY node added; inside `apply` that happens once, at the end.
+        if self._batching:
+            self._batch_dirty = True
+            return
+        super()._invalidate()
+
+    def _relabel(self, node: TreeNode[Span], span: Span) -> None:
+        self._label_widths.pop(node.id, None)
+        node.set_label(span_label(span))
 
     def reset(self, label: Text | str) -> None:
         self.clear()
+        self._label_widths.clear()
+        self.left_out = 0
         self.nodes.clear()
         self.problems.clear()
         self.root.data = None
@@ -104,19 +142,25 @@ class SpanTree(Tree[Span]):
         screen_line = (cursor.line - int(self.scroll_offset.y)) if cursor is not None and cursor.line >= 0 else None
         added: list[TreeNode[Span]] = []
         pending: list[Span] = []
-        for span in sorted(spans, key=lambda s: (s.get("started") or 0.0, str(s.get("id")))):
-            if not self._place(span, added):
-                pending.append(span)
-        # Children whose parents came later in this batch (same start instant), then true orphans under the root.
-        progress = True
-        while pending and progress:
-            progress = False
-            for span in list(pending):
-                if self._place(span, added):
-                    pending.remove(span)
-                    progress = True
-        for span in pending:
-            self._add(self.root, span, added)
+        self._batching, self._batch_dirty = True, False
+        try:
+            for span in sorted(spans, key=lambda s: (s.get("started") or 0.0, str(s.get("id")))):
+                if not self._place(span, added):
+                    pending.append(span)
+            # Children whose parents came later in this batch (same start instant), then orphans under the root.
+            progress = True
+            while pending and progress:
+                progress = False
+                for span in list(pending):
+                    if self._place(span, added):
+                        pending.remove(span)
+                        progress = True
+            for span in pending:
+                self._add(self.root, span, added)
+        finally:
+            self._batching = False
+            if self._batch_dirty:
+                super()._invalidate()
         if cursor is not None and screen_line is not None and added:
             self._tree_lines  # noqa: B018 - builds the lines so node.line is current
             if cursor.line >= 0:
@@ -141,7 +185,7 @@ class SpanTree(Tree[Span]):
                     return True  # older news than what the node shows
                 span = {**node.data, **span}
             node.data = span
-            node.set_label(span_label(span))
+            self._relabel(node, span)
             self._track(span)
             return True
         if span.get("_partial") and span.get("kind") is None:
@@ -150,7 +194,7 @@ class SpanTree(Tree[Span]):
         if parent_id is None or span.get("kind") == "run" and self.root.data is None:
             if self.root.data is None:
                 self.root.data = span
-                self.root.set_label(span_label(span))
+                self._relabel(self.root, span)
                 self.nodes[span_id] = self.root  # type: ignore[index]
                 self._track(span)
                 self.root.expand()
@@ -164,6 +208,9 @@ class SpanTree(Tree[Span]):
         return True
 
     def _add(self, parent: TreeNode[Span], span: Span, added: list[TreeNode[Span]]) -> None:
+        if len(self.nodes) >= MAX_TREE_SPANS:
+            self.left_out += 1
+            return
         kind = span.get("kind")
         if kind in CONTAINER_KINDS:
             node = parent.add(span_label(span), data=span, expand=True)

@@ -208,7 +208,7 @@ def merge_limits(base: BudgetLimits, override: BudgetLimits) -> BudgetLimits:
 class _Compiled:
     """BudgetLimits flattened for the hot path: only limited dimensions, in internal units, with soft levels."""
 
-    __slots__ = ("checks", "limits", "soft_levels", "wall", "wall_level", "context", "threshold")
+    __slots__ = ("checks", "limits", "soft_levels", "wall", "wall_level", "context", "threshold", "limited")
 
     def __init__(self, limits: BudgetLimits) -> None:
         threshold = limits.soft_threshold
@@ -229,6 +229,8 @@ class _Compiled:
         self.soft_levels: dict[int, float] = {i: level for i, _, level in checks}
         if self.wall is not None:
             self.soft_levels[_WALL] = self.wall_level
+        # Whether anything at all is limited: most agent scopes are not, and check() can then skip the lock.
+        self.limited = bool(checks) or self.wall is not None or self.context is not None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -453,6 +455,7 @@ class BudgetLedger:
         # tenant), and an in-memory table keyed by run would grow for as long as the engine lives.
         self.track_attribution = attribution
         self._lock = threading.Lock()
+        self._compiled: dict[BudgetLimits | None, _Compiled] = {}
         self._scopes: dict[str, _Scope] = {}
         self._ids = itertools.count(1)
         self._attribution: dict[tuple[tuple[str, str], ...], list[int]] = {}
@@ -463,7 +466,11 @@ class BudgetLedger:
                    parent: str | None = None, labels: Mapping[str, str] | None = None) -> None:
         if kind not in _SCOPE_KINDS:
             raise ValueError(f"budget scope '{scope_id}': kind must be one of {sorted(_SCOPE_KINDS)}, got {kind!r}")
-        compiled = _Compiled(limits if limits is not None else BudgetLimits())
+        compiled = self._compiled.get(limits)
+        if compiled is None:  # limits are frozen and repeat (the same per-agent defaults every invocation)
+            compiled = _Compiled(limits if limits is not None else BudgetLimits())
+            if len(self._compiled) < 1024:
+                self._compiled[limits] = compiled
         with self._lock:
             if scope_id in self._scopes:
                 raise ValueError(f"budget scope '{scope_id}' is already open")
@@ -665,6 +672,9 @@ class BudgetLedger:
 
         Also fires soft warnings that are due (a wall-time warning has no other moment to fire between calls).
         """
+        scope = self._scopes.get(scope_id)
+        if scope is not None and not any(s.compiled.limited for s in scope.chain):
+            return None  # nothing limited anywhere up the chain: nothing can be exceeded or warned about
         events: list[BudgetEvent] = []
         with self._lock:
             scope = self._get(scope_id)
@@ -697,6 +707,9 @@ class BudgetLedger:
         0 = nothing left. The runtime lowers max_tokens to this instead of failing while a little budget remains.
         """
         cap: int | None = None
+        scope = self._scopes.get(scope_id)
+        if scope is not None and not any(s.compiled.checks for s in scope.chain):
+            return None  # no summed limit anywhere up the chain, so no token limit either
         with self._lock:
             scope = self._get(scope_id)
             if scope.dailies:

@@ -191,9 +191,8 @@ def apply(api: "ControlAPI", runbook: Runbook, scope: str, context: Mapping[str,
             raise ControlError(f"cannot apply {runbook.id} to {scope}: " + "; ".join(s.description for s in broken))
         entries = [_perform(api, conn, step, source, actor, reason, now) for step in steps]
         policy = runbook.spec.rollback
-        rollback = {"mode": "manual"} if policy == "manual" else {"mode": "after", "after_s": policy.after,
-                                                                  "require_quiet": policy.require_quiet}
-        due = now + policy.after if policy != "manual" else None
+        rollback = policy.as_dict()
+        due = now + policy.after if policy.after is not None else None
         cursor = conn.execute(
             "INSERT INTO runbook_applications (runbook, scope, incident_id, actor, reason, applied, actions, context, "
             "rollback, rollback_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -3,7 +3,7 @@ condition's scope, and evaluates the signal's value per key.
 
 Events are the writer's committed tuples `(seq, kind, run_id, span_id, agent, name, data)`. Scope values the event
 itself does not carry come from `Facts`, the watchdog's small bookkeeping of the event stream (which hierarchy a
-run belongs to; when a span started; which approvals are pending).
+run belongs to; which approvals are pending).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class Facts:
     """Bookkeeping shared by all detectors, updated from the stream before detectors see a batch."""
 
     run_hierarchy: dict[str, str] = field(default_factory=dict)
-    span_started: dict[str, float] = field(default_factory=dict)
     pending_approvals: dict[str, PendingApproval] = field(default_factory=dict)
 
     def hierarchy_of(self, run_id: str | None) -> str | None:
@@ -96,7 +95,10 @@ class Reading:
 
 
 class Detector:
-    """Evaluates one Condition. Subclasses say which events make samples (`samples_of`) and what the value is."""
+    """Evaluates one Condition. Subclasses say which event kinds they read (`kinds`: the watchdog only hands them
+    those), which of those events make samples (`samples_of`) and what the value is."""
+
+    kinds: frozenset[str] = frozenset()
 
     def __init__(self, condition: Condition) -> None:
         self.condition = condition
@@ -179,8 +181,6 @@ def _event_dims(event: Event, facts: Facts, tool: str | None = None) -> Dims:
 class CountDetector(_SumDetector):
     """Counts events of some kinds (loop.detected, validation.failed, budget.soft_threshold, ...)."""
 
-    kinds: frozenset[str] = frozenset()
-
     def samples_of(self, event: Event, facts: Facts,
                    durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
         if event[1] not in self.kinds:
@@ -218,6 +218,8 @@ class BlockedToolDetector(CountDetector):
 
 
 class AbandonedRunsDetector(CountDetector):
+    kinds = frozenset({"run.ended"})
+
     def samples_of(self, event: Event, facts: Facts,
                    durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
         _, kind, run_id, _, _, name, data = event
@@ -227,6 +229,8 @@ class AbandonedRunsDetector(CountDetector):
 
 
 class BreakerOpenedDetector(CountDetector):
+    kinds = frozenset({"breaker.transition"})
+
     def samples_of(self, event: Event, facts: Facts,
                    durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
         _, kind, _, _, _, name, data = event
@@ -242,6 +246,8 @@ class BreakerOpenedDetector(CountDetector):
 
 
 class SpendRateDetector(_SumDetector):
+    kinds = frozenset({"span.ended"})
+
     def samples_of(self, event: Event, facts: Facts,
                    durations: Mapping[str, float]) -> list[tuple[Dims, tuple[float, ...]]]:
         data = event[6]
@@ -259,6 +265,7 @@ class SpendRateDetector(_SumDetector):
 
 
 class ToolFailureRateDetector(_SumDetector):
+    kinds = frozenset({"span.ended"})
     width = 2  # (failed, total)
 
     def samples_of(self, event: Event, facts: Facts,
@@ -281,6 +288,8 @@ class ToolFailureRateDetector(_SumDetector):
 
 
 class LatencyDetector(Detector):
+    kinds = frozenset({"span.ended"})
+
     def __init__(self, condition: Condition) -> None:
         super().__init__(condition)
         self.span_kind = "tool" if condition.scope == "tool" or self.params["kind"] == "tool" else "llm"
@@ -293,7 +302,9 @@ class LatencyDetector(Detector):
             return []
         if data.get("status") in ("cancelled", "denied"):
             return []  # never ran, or cut short by an operator: not a latency
-        duration = durations.get(event[3] or "")
+        duration = data.get("duration_s")  # the writer's (ended - started); older writers did not send it
+        if duration is None:
+            duration = durations.get(event[3] or "")
         if duration is None:
             return []
         tool = (data.get("name") or event[5]) if self.span_kind == "tool" else None

@@ -177,7 +177,7 @@ class _Checker:
             available &= _SCOPE_PLACEHOLDERS[condition.scope]
         for index, action in enumerate(self.spec.actions):
             self.check_action(index, action, available)
-        if self.spec.rollback != "manual" and not self.spec.control_actions:
+        if not self.spec.rollback.manual and not self.spec.control_actions:
             self.fail(("rollback",), "a timed rollback needs actions to roll back (this runbook only pages)")
 
     def check_condition(self, index: int, condition: Condition) -> None:

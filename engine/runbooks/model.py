@@ -160,9 +160,34 @@ class Action(Strict):
         return getattr(self, self.kind)
 
 
-class RollbackAfter(Strict):
-    after: Duration = Field(gt=0)
+class Rollback(Strict):
+    """`rollback: manual` (only a person rolls back) or `rollback: {after: 30m, require_quiet: true}`."""
+
+    after: Duration | None = Field(None, gt=0)
     require_quiet: bool = True
+
+    @model_validator(mode="after")
+    def _quiet_needs_after(self) -> "Rollback":
+        if self.after is None and "require_quiet" in self.model_fields_set:
+            raise ValueError("a timed rollback needs `after` (e.g. {after: 30m, require_quiet: true}); "
+                             "otherwise write `rollback: manual`")
+        return self
+
+    @property
+    def manual(self) -> bool:
+        return self.after is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": "manual"} if self.after is None else {"mode": "after", "after_s": self.after,
+                                                               "require_quiet": self.require_quiet}
+
+
+def _rollback_words(value: Any) -> Any:
+    if value == "manual":
+        return {}
+    if isinstance(value, str) or value is None:
+        raise ValueError(f"expected `manual` or a mapping like {{after: 30m, require_quiet: true}}, got {value!r}")
+    return value
 
 
 def _as_list(value: Any) -> Any:
@@ -177,9 +202,10 @@ class RunbookSpec(Strict):
     detect: list[Condition] = Field(min_length=1)
     actions: list[Action] = Field(default_factory=list)
     apply: Literal["auto", "suggest"] = "suggest"
-    rollback: Literal["manual"] | RollbackAfter = "manual"
+    rollback: Rollback = Field(default_factory=Rollback)
 
     _detect_list = field_validator("detect", mode="before")(lambda cls, v: _as_list(v))
+    _rollback_words = field_validator("rollback", mode="before")(lambda cls, v: _rollback_words(v))
 
     @property
     def page_actions(self) -> list[PageAction]:

@@ -138,8 +138,7 @@ def render(incident: Mapping[str, Any], timeline: list[Mapping[str, Any]], appli
                            else "not yet") + " |")
     add(f"| Detection fired | {incident.get('fired', 1)} time(s); "
         + ("signal back to normal at " + _ts(incident.get("cleared")) if incident.get("cleared") and not
-           incident.get("firing") else "still firing when this draft was generated" if incident.get("firing")
-           else "-") + " |")
+           incident.get("firing") else "the signal had not cleared when this draft was generated") + " |")
     add("")
 
     # Summary -------------------------------------------------------------------------------------------------
@@ -196,15 +195,7 @@ def render(incident: Mapping[str, Any], timeline: list[Mapping[str, Any]], appli
     add("")
     add("| Time | What | Who | Details |")
     add("|---|---|---|---|")
-    merged: list[tuple[float, int, str, str, str]] = []
-    for event in timeline:
-        merged.append((event["ts"], 0, event["kind"], event["actor"], event["text"]))
-    for row in audit_rows:
-        if _is_person(row.get("actor")) and not str(row["action"]).startswith("incident_"):
-            reason = f": {row['reason']}" if row.get("reason") else ""
-            merged.append((row["ts"], 1, f"operator: {row['action']}", row["actor"], f"{row.get('target') or ''}"
-                                                                                     f"{reason}"))
-    for ts, _, what, who, details in sorted(merged, key=lambda m: (m[0], m[1])):
+    for ts, what, who, details in _merged_timeline(timeline, audit_rows):
         add(f"| {_hm(ts)} | {_cell(what)} | {_cell(who)} | {_cell(details)} |")
     add("")
 
@@ -309,6 +300,29 @@ def render(incident: Mapping[str, Any], timeline: list[Mapping[str, Any]], appli
     add(f"| _TODO: does the `{incident['runbook']}` runbook need a different threshold or action?_ | | |")
     add("")
     return "\n".join(lines)
+
+
+def _merged_timeline(timeline: list[Mapping[str, Any]],
+                     audit_rows: list[Mapping[str, Any]]) -> list[tuple[float, str, str, str]]:
+    """The incident's own time line (in the order it was written) with what operators did elsewhere in the same
+    window (a flag set by hand, an approval decided) slotted in by time. An audit row written by the same actor at
+    the same moment as a time line entry is that entry (the audit half of one transaction): shown once."""
+    entries = [(float(e["ts"]), str(e["kind"]), str(e["actor"]), str(e["text"])) for e in timeline]
+    seen = {(ts, who) for ts, _, who, _ in entries}
+    extra = []
+    for row in audit_rows:
+        actor, ts = str(row.get("actor")), float(row["ts"])
+        if not _is_person(actor) or str(row["action"]).startswith("incident_") or (ts, actor) in seen:
+            continue
+        reason = f": {row['reason']}" if row.get("reason") else ""
+        extra.append((ts, f"operator: {row['action']}", actor, f"{row.get('target') or ''}{reason}"))
+    merged: list[tuple[float, str, str, str]] = []
+    pending = sorted(extra, key=lambda e: e[0])
+    for entry in entries:
+        while pending and pending[0][0] < entry[0]:
+            merged.append(pending.pop(0))
+        merged.append(entry)
+    return merged + pending
 
 
 def _entry_text(entry: Mapping[str, Any]) -> str:

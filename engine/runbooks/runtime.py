@@ -325,8 +325,9 @@ class RunbookEngine:
         summary = (f"approval {approval_id} escalated to level {level}: {approval.get('tool')} for agent "
                    f"{approval.get('agent')} in run {approval.get('run_id')} has waited past its deadline")
         severity = "sev2" if approval.get("risk") == "high" else "sev3"
+        # Not the arguments nor the model's stated reason: they may hold customer data, and pages leave the company.
         details = {k: approval.get(k) for k in ("id", "run_id", "agent", "tool", "risk", "level", "deadline",
-                                                "requested", "args_hash", "reason")}
+                                                "requested", "args_hash")}
         details["decide"] = f"flightdeck approve {approval_id} --reason ... | flightdeck deny {approval_id} --reason ..."
         self._escalated[approval_id] = list(self.escalation_targets)
         self._emit("runbook.escalation", approval_id, {"approval": approval_id, "level": level,

@@ -74,6 +74,11 @@ class Watchdog:
         self._duration_kinds = {getattr(s.detector, "span_kind") for s in self._slots
                                 if needs_durations(s.detector.condition)}
         self._durations = durations
+        # Event kind -> the detectors that read it: most committed events (span starts, progress) concern none.
+        self._by_kind: dict[str, list[Detector]] = {}
+        for slot in self._slots:
+            for kind in slot.detector.kinds:
+                self._by_kind.setdefault(kind, []).append(slot.detector)
         self._hysteresis: dict[tuple[str, int, str], Hysteresis] = {}
         self._readings: dict[tuple[str, int, str], Reading] = {}
         self._firing: dict[tuple[str, str], set[int]] = {}
@@ -102,36 +107,25 @@ class Watchdog:
                 facts.run_hierarchy[run_id] = (data or {}).get("hierarchy") or name or ""
             elif kind == "run.ended" and run_id:
                 ended_runs.append(run_id)
-            elif kind == "span.started" and span_id and (data or {}).get("kind") in self._duration_kinds:
-                facts.span_started[span_id] = now
-            elif kind == "span.ended" and span_id and (data or {}).get("kind") in self._duration_kinds:
-                ended_spans.append(span_id)
+            elif kind == "span.ended" and span_id and data and data.get("kind") in self._duration_kinds \
+                    and data.get("duration_s") is None:
+                ended_spans.append(span_id)  # no duration in the event: look it up
             elif kind == "approval.requested" and data and data.get("id"):
                 facts.pending_approvals[str(data["id"])] = PendingApproval(
                     id=str(data["id"]), requested=now, run=run_id, agent=agent, tool=data.get("tool") or name,
                     hierarchy=facts.hierarchy_of(run_id))
             elif kind == "approval.decided" and data and data.get("id"):
                 facts.pending_approvals.pop(str(data["id"]), None)
-        durations = self._span_durations(ended_spans, now)
-        for slot in self._slots:
-            for event in batch:
-                slot.detector.feed(now, event, facts, durations)
-        for span_id in ended_spans:
-            facts.span_started.pop(span_id, None)
+        durations = self._durations(ended_spans) if ended_spans and self._durations is not None else {}
+        by_kind = self._by_kind
+        for event in batch:
+            for detector in by_kind.get(event[1], ()):
+                detector.feed(now, event, facts, durations)
         for run_id in ended_runs:
             facts.run_hierarchy.pop(run_id, None)
             # A run that ended (killed, say) takes its waiting approvals with it, decided or not.
             for approval_id in [k for k, v in facts.pending_approvals.items() if v.run == run_id]:
                 del facts.pending_approvals[approval_id]
-
-    def _span_durations(self, span_ids: list[str], now: float) -> Mapping[str, float]:
-        if not span_ids:
-            return {}
-        if self._durations is not None:
-            return self._durations(span_ids)
-        # No store to ask: the time between the start and end events reaching us (batch-granular, ~50 ms).
-        started = self.facts.span_started
-        return {s: now - started[s] for s in span_ids if s in started}
 
     # -- evaluation ---------------------------------------------------------------------------------------------
 
@@ -212,9 +206,10 @@ class Watchdog:
 
 
 class SpanDurations:
-    """Exact durations (ended - started) of spans, read by primary key from traces.db: the committed events do not
-    carry timestamps, and the arrival time of a start and an end event is only as precise as the writer's batches.
-    Used only when a latency detection exists, and only for the llm/tool spans that just ended."""
+    """Exact durations (ended - started) of spans, read by primary key from traces.db. The writer puts `duration_s`
+    into span.ended events; this is the fallback for an end event without it (a span the writer never saw start),
+    since the arrival times of start and end events are only as precise as the writer's batches. Used only when a
+    latency detection exists, and only for such llm/tool spans."""
 
     CHUNK = 500
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from engine.runtime.context import RunContext
 
 MAX_RESULT_CHARS = 16_000  # what the model is shown; the trace keeps its own (redacted, truncated) copy
+# One tool call, as the budget ledger counts it (built once: these run on every call).
+ONE_TOOL_CALL = Demand(tool_calls=1)
+ONE_TOOL_CALL_USED = Actual(tool_calls=1)
 
 
 def _result_text(value: Any) -> str:
@@ -122,7 +125,7 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
                      data={"tool": call.name, "reason": "unavailable: circuit open"})
         return _error(call, message)
     ledger = ctx.engine.guards.ledger
-    reservation = ledger.reserve(agent_span, Demand(tool_calls=1))
+    reservation = ledger.reserve(agent_span, ONE_TOOL_CALL)
     if not reservation.ok:
         permit.release()
         tracer.end(span, ctx.run_id, "budget_exceeded", attrs={"error": reservation.message})  # type: ignore[union-attr]
@@ -143,7 +146,7 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     except OperatorStop as exc:
         calls.pop(span, None)
         permit.release()
-        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
         # A thread cannot be interrupted: the call may still complete, so it is never reported as done.
         tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown",
                    attrs={"error": str(exc), "approval": approval})
@@ -152,19 +155,19 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         # A thread cannot be interrupted: its side effect may still happen, so never call it done.
         status = "timeout" if tool.is_async else "outcome_unknown"
         permit.on_error(time.monotonic() - started, "timeout")
-        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
         message = f"{call.name} did not finish within {timeout:g}s"
         tracer.end(span, ctx.run_id, status, attrs={"error": message})
         ctx.report_progress()
         return _error(call, message)
     except anyio.get_cancelled_exc_class():
         permit.release()
-        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
         tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown")
         raise
     except Exception as exc:
         permit.on_error(time.monotonic() - started, "tool_error")
-        ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
         message = f"{type(exc).__name__}: {exc}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
         ctx.report_progress()
@@ -172,7 +175,7 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     finally:
         calls.pop(span, None)
     permit.on_success(time.monotonic() - started)
-    ledger.settle(reservation, Actual(tool_calls=1), {"tool": call.name})  # type: ignore[arg-type]
+    ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
     text = _result_text(value)
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
                {"result": value, "approval": approval, "args": args})
