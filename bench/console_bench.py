@@ -5,9 +5,11 @@ Measures, and prints next to their targets (benchmarks never assert):
 1. event on screen after commit, p50/p95 -- an ENGINE PROCESS (a subprocess holding the store through
    open_engine_store and its TraceWriter) writes ~5,000 events/s: one long run the console watches in view 2, plus
    short runs starting and ending for view 1. The writer records each event's commit time (TraceWriter.on_commit);
-   the console records when the event's line was on screen (the compositor refresh after the Log got the line).
-2. key-press latency while streaming, p50/p95 -- a key event handed to the app's driver, until its effect is
-   painted (the same path as a keyboard; Pilot.press waits for the process to go idle, which a stream never lets).
+   the console records when the event's line was on screen: the end of the first screen refresh that began after
+   the Log got the line.
+2. key-press latency while streaming, p50/p95 -- a key event handed to the app's driver (the path a keyboard
+   takes; Pilot.press waits for the process to go idle, which a stream never lets) until the end of the first
+   screen refresh that began after the key's action ran (the frame that shows its effect).
 3. 100 new rows to the runs table -- VirtualTable.upsert of 100 rows plus painting every visible line, into tables
    of 0 / 10,000 / 100,000 rows; Textual's DataTable alongside for comparison.
 4. cold start to first screen -- `flightdeck console` in a pseudo-terminal until a run id is drawn.
@@ -160,24 +162,43 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
     out = tmp / "commits.json"
     proc = subprocess.Popen([sys.executable, "-m", "bench.console_bench", "--writer", str(store), str(rate),
                              str(seconds), str(out)], cwd=str(Path(__file__).resolve().parent.parent))
-    shown: dict[int, float] = {}
     keys: list[float] = []
     watching: list[float] = []
+    added: list[tuple[float, list[int]]] = []  # (time.time() when the Log got them, watched seqs)
+    refreshes: list[tuple[float, float]] = []  # (start, end) of every screen refresh, time.time()
+    handled: list[float] = []  # when the key's action ran
 
-    original = EventTail.add_events
+    from textual.screen import Screen
+
+    from console.screens.run import RunView
+
+    original_add = EventTail.add_events
+    original_refresh = Screen._on_timer_update
+    original_toggle = RunView.action_toggle_raw
 
     def add_events(self: EventTail, evs: list[dict[str, Any]], skipped: int = 0) -> None:
-        original(self, evs, skipped)
-        seqs = [e["seq"] for e in evs if e.get("run_id") == WATCHED_RUN]
+        original_add(self, evs, skipped)
+        added.append((time.time(), [e["seq"] for e in evs if e.get("run_id") == WATCHED_RUN]))
 
-        def painted() -> None:
-            now = time.time()
-            for seq in seqs:
-                shown.setdefault(seq, now)
+    def on_timer_update(self: Screen[Any]) -> None:
+        started = time.time()
+        original_refresh(self)
+        refreshes.append((started, time.time()))
 
-        self.call_after_refresh(painted)
+    def toggle(self: RunView) -> None:
+        original_toggle(self)
+        handled.append(time.time())
+
+    def painted_after(moment: float) -> float | None:
+        """End of the first screen refresh that began at or after `moment` (the frame that shows the change)."""
+        for begin, end in refreshes:
+            if begin >= moment:
+                return end
+        return None
 
     EventTail.add_events = add_events  # type: ignore[method-assign]
+    Screen._on_timer_update = on_timer_update  # type: ignore[method-assign]
+    RunView.action_toggle_raw = toggle  # type: ignore[method-assign]
 
     async def run() -> None:
         deadline = time.monotonic() + 30
@@ -194,28 +215,33 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
             await _wait(lambda: view.events.count > 0, 20, "the watched run")
             watching.append(time.time())  # events committed before the view was live are backlog, not latency
             begin = time.monotonic()
-            presses = 0
             while proc.poll() is None and time.monotonic() - begin < seconds + 5:
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.12)
                 # A key with a visible effect: j toggles the span detail's raw JSON view.
-                before = view.detail.raw
-                done = asyncio.Event()
-                started = time.perf_counter()
+                count = len(handled)
+                sent = time.time()
                 app._driver.send_message(tevents.Key("j", "j"))  # type: ignore[union-attr]
-                while view.detail.raw == before:
+                while len(handled) == count:
                     await asyncio.sleep(0.001)
-                app.call_after_refresh(done.set)
-                await done.wait()
-                keys.append((time.perf_counter() - started) * 1000)
-                presses += 1
+                while painted_after(handled[-1]) is None:
+                    await asyncio.sleep(0.001)
+                keys.append((painted_after(handled[-1]) - sent) * 1000)  # type: ignore[operator]
             await asyncio.sleep(0.5)
             await pilot.press("q")
 
     try:
         asyncio.run(run())
     finally:
-        EventTail.add_events = original  # type: ignore[method-assign]
+        EventTail.add_events = original_add  # type: ignore[method-assign]
+        Screen._on_timer_update = original_refresh  # type: ignore[method-assign]
+        RunView.action_toggle_raw = original_toggle  # type: ignore[method-assign]
         proc.wait(60)
+    shown: dict[int, float] = {}
+    for moment, seqs in added:
+        end = painted_after(moment)
+        if end is not None:
+            for seq in seqs:
+                shown.setdefault(seq, end)
     data = json.loads(out.read_text())
     commits = {int(k): v for k, v in data["commits"].items()}
     live = {s: c for s, c in commits.items() if watching and c >= watching[0] + 0.5}

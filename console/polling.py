@@ -9,7 +9,7 @@ Each visible view (and the header) owns a `Poller`. A poller runs one loop on th
 
 so polls of one view never overlap, a slow read delays that view's next poll instead of piling up, and a view that
 is not visible does not poll at all (its view stops the poller when hidden). The wait adapts: after a poll that found
-something new the next one comes after `busy_interval` (80 ms: streaming data reaches the screen fast), after a
+something new the next one comes after `busy_interval` (50 ms: streaming data reaches the screen fast), after a
 quiet one after `interval` (250 ms by default: an idle console costs almost nothing). Fetch functions are expected to skip
 work when `PRAGMA data_version` has not changed (see `StoreSource.changed`).
 
@@ -44,7 +44,7 @@ T = TypeVar("T")
 ErrorReporter = Callable[[BaseException, str], None]
 
 POLL_GROUP = "flightdeck-poll"
-BUSY_INTERVAL_S = 0.08  # while data keeps changing, poll this often (new events reach the screen in ~100 ms)
+BUSY_INTERVAL_S = 0.05  # while data keeps changing, poll this often (new events reach the screen in ~100 ms)
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 10.0
 

@@ -149,7 +149,8 @@ def test_store_from_environment_variable(tmp_path: Path) -> None:
     store = tmp_path / "env-store"
     env = {**os.environ, "FLIGHTDECK_STORE": str(store)}
     proc = subprocess.run([sys.executable, "-m", "console.cli", "run", "support-triage", "--speed", "0",
-                           "--input", '{"channel": "web", "subject": "hello", "body": "a question"}'],
+                           "--input", '{"ticket_id": "T-9", "customer_id": "CUS-003", "channel": "web", '
+                                      '"subject": "hello", "body": "a question"}'],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert (store / "traces.db").exists()

@@ -86,7 +86,7 @@ async def test_runs_view_shows_engine_runs_with_words(real_dir: tuple[Path, list
         await wait_for(pilot, lambda: app.main.header.snapshot is not None, what="header")
         assert app.main.header.slot_text("runs").startswith("0 active · 6 completed")
         assert app.main.header.slot_text("approvals") == "n/a"
-        assert "Enter opens" in app.main.hint_line.text
+        assert "Enter opens" in app.main.hint_line.sentence
 
 
 async def test_runs_filter_sort_and_problems(fixed_dir: Path) -> None:
@@ -131,7 +131,7 @@ async def test_empty_store_says_how_to_start(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: runs_view(app).loaded)
         table = runs_view(app).table
         assert table.empty_text == "no runs yet: start one with `flightdeck run deal-desk`"
-        await wait_for(pilot, lambda: "flightdeck run deal-desk" in app.main.hint_line.text, what="hint")
+        await wait_for(pilot, lambda: "flightdeck run deal-desk" in app.main.hint_line.sentence, what="hint")
 
 
 async def test_live_rows_update_by_key_cursor_stays(tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ async def test_enter_opens_run_tree_detail_events(real_dir: tuple[Path, list[Any
         assert not view.detail.raw
         # The usage panel shows the run's totals so far; budgets are honestly n/a.
         usage = plain(view.query_one("#run-usage"))
-        assert "used so far" in usage and "budgets" in usage and "n/a" in usage
+        assert "used" in usage and "tokens" in usage and "budget n/a" in usage
         assert view.events.line_count > 0
         await pilot.press("escape")
         assert app.main.active_id == "runs"
@@ -235,7 +235,7 @@ async def test_failed_run_opens_on_root_cause_and_n_cycles(fixed_dir: Path) -> N
         assert node is not None and node.data["name"] == "price_quote" and node.data["status"] == "error"
         detail = plain(view.detail)
         assert "ERROR" in detail and "upstream 503" in detail and "REASON" in detail
-        assert "n jumps" in app.main.hint_line.text
+        assert "n jumps" in app.main.hint_line.sentence
         seen = set()
         for _ in range(5):
             await pilot.press("n")
@@ -460,7 +460,7 @@ async def test_missing_store_in_ui_is_a_message_and_exit_3(tmp_path: Path) -> No
         await pilot.pause()
         header = app.main.header.render().plain
         assert "STORE UNREADABLE" in header
-        assert "store cannot be read" in app.main.hint_line.text
+        assert "store cannot be read" in app.main.hint_line.sentence
         await pilot.press("q")
     assert app.return_code == 3
 

@@ -47,7 +47,7 @@ async def _runs_ready(pilot: Any) -> None:
     runs = app.main.view("runs")
     await wait_for(pilot, lambda: runs.table.total_count == 10 and app.main.header.snapshot is not None,
                    what="runs and header")
-    await wait_for(pilot, lambda: "need attention" in app.main.hint_line.text, what="hint")
+    await wait_for(pilot, lambda: "need attention" in app.main.hint_line.sentence, what="hint")
 
 
 async def _run_ready(pilot: Any) -> None:
@@ -59,7 +59,7 @@ async def _run_ready(pilot: Any) -> None:
     recorded = event_count(app.ctx.store_dir, "b2c3d4e5f6a1")
     await wait_for(pilot, lambda: view.tree.root.data is not None and view.events.count == recorded,
                    what="run view")
-    await wait_for(pilot, lambda: "This run failed" in app.main.hint_line.text, what="hint")
+    await wait_for(pilot, lambda: "This run failed" in app.main.hint_line.sentence, what="hint")
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -184,15 +184,16 @@ def test_only_one_active_row_per_flag_even_for_raw_writers(api: ControlAPI) -> N
 
 
 def test_clear_flag_records_the_value_it_had(api: ControlAPI) -> None:
-    api.set_flag("concurrency.max", "3", "hierarchy", "deal-desk", reason="slow down")
-    cleared = api.clear_flag("concurrency.max", "hierarchy", "deal-desk", reason="normal again")
-    assert (cleared["value"], cleared["cleared_by"], cleared["clear_reason"]) == ("3", "alice", "normal again")
+    api.set_flag("models.max_tier", "standard", "hierarchy", "deal-desk", reason="slow down")
+    cleared = api.clear_flag("models.max_tier", "hierarchy", "deal-desk", reason="normal again")
+    assert (cleared["value"], cleared["cleared_by"], cleared["clear_reason"]) == ("standard", "alice",
+                                                                                  "normal again")
     assert api.active_flags() == []
     row = api.audit_log()[0]
-    assert (row["action"], row["before"]["value"], row["after"]) == ("flag_cleared", "3", {"id": cleared["id"],
-                                                                                          "value": None})
-    with pytest.raises(ControlError, match="flag concurrency.max is not set at hierarchy:deal-desk"):
-        api.clear_flag("concurrency.max", "hierarchy", "deal-desk", reason="again")
+    assert (row["action"], row["before"]["value"], row["after"]) == ("flag_cleared", "standard",
+                                                                     {"id": cleared["id"], "value": None})
+    with pytest.raises(ControlError, match="flag models.max_tier is not set at hierarchy:deal-desk"):
+        api.clear_flag("models.max_tier", "hierarchy", "deal-desk", reason="again")
 
 
 def test_flag_validation_errors_name_the_field(api: ControlAPI) -> None:

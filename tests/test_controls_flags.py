@@ -20,7 +20,7 @@ from engine.errors import InputError
     ("runs.admission", "paused", "global", ("runs.admission", "paused")),
     ("runs.admission", "open", "hierarchy", ("runs.admission", "open")),
     ("concurrency.max", "4", "global", ("concurrency.max", "4")),
-    ("concurrency.max", "007", "hierarchy", ("concurrency.max", "7")),
+    ("concurrency.max", "007", "global", ("concurrency.max", "7")),
     ("concurrency.max", 12, "global", ("concurrency.max", "12")),
     ("agent.planner", "paused", "run", ("agent.planner", "paused")),
     ("agent.deal-desk_2", "disabled", "global", ("agent.deal-desk_2", "disabled")),

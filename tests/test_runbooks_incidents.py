@@ -152,3 +152,14 @@ def test_the_runbook_package_never_imports_the_ui() -> None:
                     "console", "textual", "rich"):
                 offenders.append(f"{path.name}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_list_incidents_reads_without_creating_anything(tmp_path: Path, store: IncidentStore, store_dir: Path) -> None:
+    from engine.runbooks.incidents import list_incidents
+
+    assert list_incidents(tmp_path / "nowhere") == [] and not (tmp_path / "nowhere").exists()
+    incident, _ = fire(store)
+    (listed,) = list_incidents(store_dir)
+    assert (listed["id"], listed["runbook"], listed["signals"][0]["value"]) == (incident["id"], "looping-agent", 3)
+    store.resolve(incident["id"], "alice", "fixed")
+    assert list_incidents(store_dir, active_only=True) == []

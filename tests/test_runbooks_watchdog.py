@@ -265,3 +265,20 @@ def test_any_condition_fires_and_all_must_clear(clock: FakeClock) -> None:
     clock.advance(60)
     assert kinds(dog.evaluate(clock.time())) == [("clear", "global")]
     assert not dog.is_firing("rb", "global")
+
+
+def test_latency_comes_from_the_duration_the_writer_puts_in_span_ended(clock: FakeClock) -> None:
+    asked: list[list[str]] = []
+    dog = Watchdog([detect("  - {signal: latency_p95, threshold: 2, for: 5m, scope: tool, "
+                           "params: {kind: tool, min_samples: 3}}")],
+                   durations=lambda ids: asked.append(ids) or {})
+    s = Stream()
+    ends = []
+    for n, seconds in enumerate((0.5, 2.5, 3.0)):
+        event = s.tool_end("r", "a", "crm", "ok", span=f"t{n}")
+        event[6]["duration_s"] = seconds
+        ends.append(event)
+    dog.feed(ends, clock.time())
+    (fired,) = dog.evaluate(clock.time())
+    assert (fired.scope, fired.readings[0]["value"]) == ("tool:crm", 3.0)
+    assert asked == []  # nothing to look up: every end event carried its duration

@@ -13,7 +13,7 @@ from console.cli import add_store_argument
 from console.output import print_json, seconds, table, tokens, usd
 from engine.errors import InputError
 
-SAMPLE_FILES = ("samples.json", "deals.json", "tickets.json", "inputs.json")
+SAMPLE_FILES = ("samples.json", "deals.json", "inbox.json", "tickets.json", "inputs.json")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -207,5 +207,5 @@ def print_summary(results: list[Any]) -> None:
         statuses[r.status] = statuses.get(r.status, 0) + 1
     print(f"\n{len(results)} run(s): " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
           + f" · {tokens(total_tokens)} tokens · {usd(total_cost)}")
-    if len(results) == 1:
+    if len(results) == 1 and results[0].status != "refused":
         print(f"see the trace: flightdeck trace {results[0].run_id}")

@@ -19,7 +19,7 @@ def help_text(rows: list[tuple[str, str, str, str]]) -> Text:
     key_width = max([len(r[0]) for r in rows] + [5])
     desc_width = max([len(r[1]) for r in rows] + [6])
     for key, description, help_sentence, binding_id in rows:
-        out.append(f"  {key:<{key_width}}  ", style="bold reverse" if False else "bold")
+        out.append(f"  {key:<{key_width}}  ", style="bold")
         out.append(f"{description:<{desc_width}}  ")
         out.append(help_sentence or "", style="")
         if binding_id:

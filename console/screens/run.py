@@ -18,7 +18,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Static, Tree
+from textual.widgets import Tree
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
@@ -27,6 +27,7 @@ from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
 from console.widgets.span_tree import SpanTree, span_label
+from console.widgets.text_pane import TextLines
 from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 
 EVENT_PAGE = 5000
@@ -328,14 +329,14 @@ class RunView(View):
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("No run selected: press 1 and pick one with Enter, or type :run ID", style="dim"),
-                     id="run-title", markup=False)
+        yield TextLines(Text("No run selected: press 1 and pick one with Enter, or type :run ID", style="dim"),
+                        id="run-title")
         with Horizontal(id="run-body"):
             yield SpanTree(id="span-tree")
             with Vertical(id="run-side"):
                 yield UsagePanel(id="run-usage")
                 yield SpanDetail(id="span-detail")
-        yield Static(id="events-title", markup=False)
+        yield TextLines(id="events-title")
         yield EventTail(id="run-events")
 
     @property
@@ -391,7 +392,7 @@ class RunView(View):
         self.detail.raw = False
         self.detail.show(None, self.ctx.clock())
         self.query_one("#run-usage", UsagePanel).show(None)
-        self.query_one("#run-title", Static).update(run_summary(None, run_ref, self.ctx.clock()), layout=False)
+        self.query_one("#run-title", TextLines).update(run_summary(None, run_ref, self.ctx.clock()))
         self._update_events_title()
         self.hint = "Loading the run…"
         if self.active:
@@ -412,16 +413,16 @@ class RunView(View):
         now = self.ctx.clock()
         if update.problem:
             self.problem = update.problem
-            self.query_one("#run-title", Static).update(
+            self.query_one("#run-title", TextLines).update(
                 Text.assemble(("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"), "\n",
-                              (update.problem, "bold yellow")), layout=False)
+                              (update.problem, "bold yellow")))
             self.tree.reset(Text(update.problem, style="yellow"))
             self.hint = update.problem[0].upper() + update.problem[1:] + "."
             return
         self.problem = None
         self.run = update.run
-        self.query_one("#run-title", Static).update(run_summary(update.run, update.feed.run_ref, now,
-                                                                self.size.width or 160), layout=False)
+        self.query_one("#run-title", TextLines).update(run_summary(update.run, update.feed.run_ref, now,
+                                                                self.size.width or 160))
         self.query_one("#run-usage", UsagePanel).show(update.run)
         if update.spans:
             for span in update.spans:  # newer news about the same span merges into what is waiting
@@ -477,7 +478,7 @@ class RunView(View):
         title.append(f"{log.count:,} seen · ")
         title.append("following (f to stop)" if log.auto_scroll else "paused (f to follow)",
                      style="" if log.auto_scroll else "bold yellow")
-        self.query_one("#events-title", Static).update(title, layout=False)
+        self.query_one("#events-title", TextLines).update(title)
 
     def _update_hint(self) -> None:
         run = self.run

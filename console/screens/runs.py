@@ -16,7 +16,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Input, Static
+from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
@@ -24,6 +24,7 @@ from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
 from console.widgets.fmt import compact_age, cost_bar, tokens
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
+from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
 
 PAGE = 500  # rows per read when loading or paging older runs
@@ -301,7 +302,7 @@ class RunsView(View):
         self.hint = "Loading runs…"
 
     def compose(self) -> ComposeResult:
-        yield Static(id="runs-title", markup=False)
+        yield TextLines(id="runs-title")
         yield Input(placeholder="filter: run id, hierarchy, status or tenant (Enter keeps, Esc clears)",
                     id="runs-filter", compact=True)
         yield VirtualTable(COLUMNS, cell=run_cell, sort_value=run_sort_value, matches=run_matches,
@@ -414,7 +415,7 @@ class RunsView(View):
             title.append(" · older runs load as you scroll", style="dim")
         elif loaded >= MAX_LOADED:
             title.append(f" · newest {MAX_LOADED:,} kept: `flightdeck runs` for older", style="dim")
-        self.query_one("#runs-title", Static).update(title, layout=False)
+        self.query_one("#runs-title", TextLines).update(title)
         if not self.loaded:
             table.empty_text = "loading runs…"
         elif loaded == 0:

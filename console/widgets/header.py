@@ -12,12 +12,14 @@ thread and returns a SlotValue, and register it (replacing the "n/a" placeholder
     from console.widgets.header import HeaderSlot, SlotValue, register_header_slot
 
     def _approvals(ctx: HeaderContext) -> SlotValue:
-        pending = ApprovalsAPI(ctx.control).pending()
+        pending = ControlAPI(...).pending_approvals()       # whatever the feature's read API is
         if not pending:
             return SlotValue("none pending", "ok")
-        oldest = min(p["expires"] for p in pending) - ctx.now
-        return SlotValue(f"{len(pending)} pending, oldest {int(oldest)}s left", "warn",
-                         alarm=f"{len(pending)} approvals wait for you: press 3")
+        left = min(p["deadline"] for p in pending) - ctx.now
+        level = "crit" if left < 60 else "warn"
+        return SlotValue(f"{len(pending)} pending, oldest {int(left)}s left", level,
+                         short=f"{len(pending)} ({int(left)}s)",
+                         alarm=f"{len(pending)} approvals wait for a decision: press 3")
 
     register_header_slot(HeaderSlot("approvals", "approvals", _approvals, row=2))
 
@@ -39,6 +41,7 @@ from textual.widgets import Static
 
 from console.output import usd
 from console.widgets.safe import printable
+from console.widgets.text_pane import TextLines
 
 if TYPE_CHECKING:
     from engine.store.control import ControlDB
@@ -360,7 +363,7 @@ class HaltBanner(Static):
         return self.has_class("-active")
 
 
-class HintLine(Static):
+class HintLine(TextLines):
     """One short sentence telling the operator what to do next. An alarm from the header outranks the view's
     own hint."""
 
@@ -378,10 +381,9 @@ class HintLine(Static):
     """
 
     def __init__(self, id: str | None = None) -> None:
-        super().__init__("", id=id, markup=False)
+        super().__init__("", id=id)
         self.view_hint = ""
         self.alarm: str | None = None
-        self._shown: Text | None = None
 
     def set_view_hint(self, hint: str) -> None:
         self.view_hint = hint
@@ -392,13 +394,11 @@ class HintLine(Static):
         self._show()
 
     @property
-    def text(self) -> str:
+    def sentence(self) -> str:
+        """What the hint line says (the alarm if there is one, else the view's hint)."""
         return self.alarm or self.view_hint
 
     def _show(self) -> None:
         self.set_class(bool(self.alarm), "-alarm")
         prefix = "⚠ " if self.alarm else "→ "
-        text = Text(prefix + printable(self.text, limit=400), no_wrap=True, overflow="ellipsis")
-        if text != self._shown:
-            self._shown = text
-            self.update(text, layout=False)
+        self.update(Text(prefix + printable(self.sentence, limit=400), no_wrap=True, overflow="ellipsis"))

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from console.widgets.safe import printable
-
-if TYPE_CHECKING:
-    pass
 
 
 class ConsoleCommands(Provider):

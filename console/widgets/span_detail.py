@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import Log, Static
+from textual.widgets import Log
 
 from console.widgets.fmt import clock_time, duration, tokens, usd
 from console.widgets.safe import compact_json, pretty_json, printable
 from console.widgets.status import run_look, run_status_text, span_look
-from console.widgets.text_pane import TextPane
+from console.widgets.text_pane import TextLines, TextPane
 
 FIELD_LIMIT = 6000  # characters per field in the detail pane (the raw JSON view has more)
 
@@ -110,7 +110,7 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
         out.append(_value_text(attrs["error"]) + "\n", style="red")
     if attrs.get("reason"):
         out.append("\nREASON", style="bold")
-        out.append(" (what the model said when it asked for this)\n", style="dim")
+        out.append(" (the model's own words)\n", style="dim")
         out.append(_value_text(attrs["reason"]) + "\n")
     _section(out, "INPUT", attrs, INPUT_KEYS.get(kind, ()))
     _section(out, "OUTPUT", attrs, OUTPUT_KEYS.get(kind, ()))
@@ -161,35 +161,35 @@ class SpanDetail(TextPane):
         self.set_text(span_detail(span, raw=self.raw, now=now), keep_scroll=same)
 
 
-class UsagePanel(Static):
+class UsagePanel(TextLines):
     """Per-run tokens and cost so far. Budget gauges take this place when the budgets issue lands."""
 
     DEFAULT_CSS = """
     UsagePanel {
-        height: 2;
+        height: 3;
         padding: 0 1;
         background: $boost;
     }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id, markup=False)
+        super().__init__("", id=id)
 
     def show(self, run: dict[str, Any] | None) -> None:
         if run is None:
-            self.update(Text("usage: -", style="dim"), layout=False)
+            self.update(Text("usage: -", style="dim"))
             return
         out = Text(end="")
-        out.append("used so far ", style="dim")
-        out.append(f"{tokens(run.get('tokens_in'))} in · {tokens(run.get('tokens_out'))} out tokens", style="bold")
-        out.append(" · ")
+        out.append("used   ", style="dim")
+        out.append(f"{tokens(run.get('tokens_in'))} in · {tokens(run.get('tokens_out'))} out tokens · ", style="bold")
         out.append(usd(run.get("cost_usd")), style="bold")
-        out.append(f" · {run.get('model_calls') or 0} model / {run.get('tool_calls') or 0} tool calls")
+        out.append("\ncalls  ", style="dim")
+        out.append(f"{run.get('model_calls') or 0} model · {run.get('tool_calls') or 0} tool")
         if run.get("status") == "running":
             out.append(f" · {run.get('agents_active') or 0} agents active")
-        out.append("\nbudgets ", style="dim")
-        out.append("n/a (budget gauges land with the budgets issue)", style="dim")
-        self.update(out, layout=False)
+        out.append("\nbudget ", style="dim")
+        out.append("n/a (lands with the budgets issue)", style="dim")
+        self.update(out)
 
 
 def _span_event_text(event: dict[str, Any], data: dict[str, Any]) -> str:
@@ -237,6 +237,7 @@ class EventTail(Log):
     DEFAULT_CSS = """
     EventTail {
         background: $surface;
+        overflow-x: hidden;
     }
     """
 

@@ -9,6 +9,7 @@ and paints only the lines on screen, from a cache.
 from __future__ import annotations
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -16,6 +17,7 @@ from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 _MARGIN = 1
 
@@ -103,3 +105,58 @@ class TextPane(ScrollView, can_focus=True):
 
     def action_page_down(self) -> None:
         self.scroll_page_down(animate=False)
+
+
+class TextLines(Widget):
+    """A few fixed lines of rich Text (titles, status and hint lines), painted directly.
+
+    A Static converts its content to a Visual and re-measures it on every update (about 1 ms per line each
+    time); these lines change on every poll while a run streams, so they are painted from the Text, cropped to
+    the width, and only when the text actually changed."""
+
+    DEFAULT_CSS = """
+    TextLines {
+        height: 1;
+    }
+    """
+
+    def __init__(self, text: Text | str = "", *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._text = text if isinstance(text, Text) else Text(text)
+        self._lines: list[Text] | None = None
+        self._cache: dict[tuple[int, int, Style], Strip] = {}
+
+    @property
+    def text(self) -> Text:
+        return self._text
+
+    @property
+    def plain(self) -> str:
+        return self._text.plain
+
+    def update(self, text: Text | str) -> None:
+        text = text if isinstance(text, Text) else Text(text)
+        if text.plain == self._text.plain and text.spans == self._text.spans and text.style == self._text.style:
+            return
+        self._text = text
+        self._lines = None
+        self._cache.clear()
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if self._lines is None:
+            self._lines = list(self._text.split("\n", allow_blank=True))
+        if y >= len(self._lines):
+            return Strip.blank(width, base)
+        key = (y, width, base)
+        strip = self._cache.get(key)
+        if strip is None:
+            line = self._lines[y]
+            own = Style.parse(line.style) if isinstance(line.style, str) else line.style
+            line_style = base + own if own else base
+            segments = [Segment(segment.text, line_style + segment.style if segment.style else line_style)
+                        for segment in line.render(self.app.console, end="")]
+            strip = self._cache[key] = Strip(segments).crop_extend(0, width, base)
+        return strip

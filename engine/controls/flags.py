@@ -9,7 +9,7 @@ scope to whatever the broader scopes (or the defaults) say. The vocabulary is cl
     approvals          = all | default
     models.max_tier    = economy | standard | strong
     runs.admission     = paused | open                  (global, hierarchy)
-    concurrency.max    = N  (a positive whole number)   (global, hierarchy)
+    concurrency.max    = N  (a positive whole number)   (global)
     agent.NAME         = paused | disabled | enabled
     tool.NAME          = disabled | enabled
 
@@ -47,18 +47,20 @@ FLAGS: tuple[FlagSpec, ...] = (
              "tool error saying safe mode is on and the tool span is recorded as `denied`. Read-only tools keep "
              "working. on: the default, no restriction."),
     FlagSpec("approvals", ("all", "default"), FLAG_SCOPES,
-             "all: every tool call waits for an operator decision (`flightdeck approvals`), whatever the tool's "
-             "approval rule says; the tool's own deadline and on_timeout policy still apply (120 s and deny when "
-             "the tool has none). default: only the calls the hierarchy's approval rules select."),
+             "all: every call of a side-effecting tool (side_effects: true) waits for an operator decision "
+             "(`flightdeck approvals`), whatever the tool's approval rule says; the tool's own deadline and "
+             "on_timeout policy still apply (120 s and deny when the tool has none). default: only the calls the "
+             "hierarchy's approval rules select."),
     FlagSpec("models.max_tier", ("economy", "standard", "strong"), FLAG_SCOPES,
              "Tiers rank economy < standard < strong. Model calls never use a model above this tier: a call to a "
-             "stronger model goes to the strongest model of at most this tier that the hierarchy defines, and "
-             "fails (the agent sees a model error) if there is none. strong: no limit."),
+             "stronger model goes to the agent's first fallback at or below this tier, else to the strongest model "
+             "of at most this tier that the hierarchy defines; a hierarchy with no such model uses its cheapest "
+             "model (the span records the model used). strong: no limit."),
     FlagSpec("runs.admission", ("paused", "open"), ("global", "hierarchy"),
              "paused: new runs are not started; they end at once with status `refused`. Runs already in flight "
              "continue. open: the default."),
-    FlagSpec("concurrency.max", None, ("global", "hierarchy"),
-             "At most N runs in flight at once in this scope; further runs wait for a slot. Lowering it never "
+    FlagSpec("concurrency.max", None, ("global",),
+             "At most N runs in flight at once in the engine; further runs wait for a slot. Lowering it never "
              "stops a run that is already in flight."),
     FlagSpec("agent.NAME", ("paused", "disabled", "enabled"), FLAG_SCOPES,
              "paused: the agent's next step waits (calls already in flight finish) until the flag is cleared or "

@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -288,3 +289,24 @@ def _operator(name: str) -> str:
     text = _clean_text(name, "operator")
     assert text is not None
     return text
+
+
+def list_incidents(store_dir: Path | str, *, active_only: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+    """Incidents of a store, newest first, read without writing anything (no migration, no store creation): for
+    readers in other processes (the demo's checks, the console). [] when the store has no incidents table yet."""
+    from engine.store.files import CONTROL_DB, connect
+
+    path = Path(store_dir) / CONTROL_DB
+    if not path.is_file():
+        return []
+    conn = connect(path, read_only=True)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'incidents'").fetchone() is None:
+            return []
+        where = "WHERE status != 'resolved' " if active_only else ""
+        rows = _fetch(conn, f"SELECT * FROM incidents {where}ORDER BY opened DESC LIMIT ?", (int(limit),))
+    except sqlite3.Error as exc:
+        raise translate_sqlite_error(exc, path, "read") from exc
+    finally:
+        conn.close()
+    return [decode_incident(r) for r in rows]

@@ -31,7 +31,7 @@ DEFAULT_MIN_QUIET_S = 60.0
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Condition(Strict):

@@ -76,8 +76,8 @@ def compile_hierarchy(hierarchy: "Hierarchy") -> CompiledHierarchy:
     agents: dict[str, CompiledAgent] = {}
     for name, agent in spec.agents.items():
         output = Contract(f"{name}_output", agent.output) if agent.output else None
-        definitions = [ToolDefinition(t, hierarchy.tools[t].spec.description, hierarchy.tools[t].parameters_schema)
-                       for t in agent.tools]
+        definitions = [ToolDefinition(t, hierarchy.tools[t].description or hierarchy.tools[t].spec.description,
+                                      hierarchy.tools[t].parameters_schema) for t in agent.tools]
         delegation_names: dict[str, str] = {}
         for child in agent.delegates:
             tool_name = DELEGATION_PREFIX + child

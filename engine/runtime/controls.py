@@ -172,10 +172,13 @@ class RuntimeControls:
         if cap is None:
             return chain
         allowed = [m for m in chain if TIER_RANK[m.tier] <= TIER_RANK[cap]]
-        if not allowed:  # nothing in the agent's own chain is cheap enough: the cheapest model of the hierarchy
-            models = sorted(ctx.compiled.spec.models.values(), key=lambda m: (TIER_RANK[m.tier], m.price_out))
-            allowed = [m for m in models if TIER_RANK[m.tier] <= TIER_RANK[cap]][:1] or models[:1]
-        return allowed
+        if allowed:
+            return allowed
+        # Nothing in the agent's own chain is at or below the cap: the strongest model of the hierarchy that is.
+        # If the hierarchy has none, the cheapest it has (an answer beats none; the trace shows the tier used).
+        models = sorted(ctx.compiled.spec.models.values(), key=lambda m: (-TIER_RANK[m.tier], m.price_out))
+        within = [m for m in models if TIER_RANK[m.tier] <= TIER_RANK[cap]]
+        return within[:1] or sorted(models, key=lambda m: (TIER_RANK[m.tier], m.price_out))[:1]
 
     def withheld_tools(self, ctx: "RunContext", agent: "CompiledAgent") -> dict[str, str]:
         if not self.flags:

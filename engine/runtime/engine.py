@@ -92,6 +92,7 @@ class Engine:
         worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply)
         self.controls.attach(worker)
         worker.start()
+        await self._replay_durable_controls(worker)
         from engine.runtime.publisher import StatePublisher
 
         self._task_group.start_soon(StatePublisher(self).run)
@@ -111,6 +112,35 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await provider.aclose()
         self._providers.clear()
+
+    async def _replay_durable_controls(self, worker: Any) -> None:
+        """What snapshots show only while new, re-applied after a restart: operator breaker overrides (oldest first,
+        so the latest per key wins), and approvals left pending by runs of a dead engine (cancelled: nobody is
+        waiting for them any more, so they must not be approvable)."""
+        overrides = await worker.call(lambda api: api.breaker_overrides(limit=10_000))
+        for row in reversed(overrides):
+            if row.get("applied") is not None:
+                self.guards.apply_operator_override(row["key"], row["action"])
+        abandoned = list(self.store.abandoned_runs)
+        if abandoned:
+            await worker.call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is abandoned")
+                                           for run_id in abandoned])
+
+    def _daily_spend(self, hierarchy: str) -> list[tuple[float, float]]:
+        """This hierarchy's spend over the last 24 hours, from the store: the daily cap holds across restarts."""
+        from engine.errors import StoreError
+        from engine.store import open_reader
+
+        try:
+            reader = open_reader(self.store.dir)
+        except StoreError:
+            return []
+        try:
+            rows = reader.query("SELECT started, cost_usd FROM runs WHERE hierarchy = ? AND started >= ? "
+                                "AND cost_usd > 0", (hierarchy, time.time() - 86_400))
+        finally:
+            reader.close()
+        return [(row["started"], row["cost_usd"]) for row in rows]
 
     def _background(self, job: Callable[[Any], Any], what: str) -> None:
         """Run a control.db write on the control thread without waiting for it; failures are logged."""
@@ -194,7 +224,8 @@ class Engine:
                      agent: "CompiledAgent | None" = None) -> Provider:
         cache = agent.spec.cache if agent is not None else None
         if cache is not None:
-            key = ("cached", compiled.source_hash, agent.name, model.model)  # type: ignore[union-attr]
+            key = ("cached", compiled.source_hash, agent.name,  # type: ignore[union-attr]
+                   model.provider, model.base_url or "", model.model)
             provider = self._providers.get(key)
             if provider is None:
                 from engine.providers.cache import CachingProvider, ResponseCache
@@ -253,7 +284,7 @@ class Engine:
         ledger = self.guards.ledger
         ctx.attributes["budget_override"] = request.budget
         ledger.open_scope(ctx.budget_scope, "run", self.guards.run_limits(compiled, request.budget),
-                          parent=self.guards.daily_scope(compiled),
+                          parent=self.guards.daily_scope(compiled, self._daily_spend),
                           labels={"run": ctx.run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
         task, context = split_input(request.input)
         ctx.root_span = self.tracer.start(ctx.run_id, None, "run", None, compiled.name,

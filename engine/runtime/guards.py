@@ -4,7 +4,7 @@ translation of their events into store events. The agent loop asks these before 
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
@@ -108,13 +108,15 @@ class Guards:
 
     # -- budgets -------------------------------------------------------------------------------------------------
 
-    def daily_scope(self, compiled: "CompiledHierarchy", seed: list[tuple[float, float]] | None = None) -> str:
+    def daily_scope(self, compiled: "CompiledHierarchy",
+                    history: "Callable[[str], list[tuple[float, float]]] | None" = None) -> str:
+        """The hierarchy's rolling 24 h scope, opened on first use and seeded with the spend `history` reports."""
         scope_id = f"daily:{compiled.name}"
         if scope_id not in self._daily_scopes:
             self.ledger.open_scope(scope_id, "hierarchy_daily", compiled.spec.budgets.daily,
                                    labels={"hierarchy": compiled.name})
-            if seed:
-                self.ledger.seed_daily_spend(scope_id, seed)
+            if history is not None and compiled.spec.budgets.daily is not None:
+                self.ledger.seed_daily_spend(scope_id, history(compiled.name))
             self._daily_scopes.add(scope_id)
         return scope_id
 

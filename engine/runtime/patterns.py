@@ -58,6 +58,10 @@ async def run_router(ctx: "RunContext", agent: "CompiledAgent", task: str, conte
         message = "no route matched and the router has no default_route"
         ctx.tracer.end(span, ctx.run_id, "error", attrs={"error": message})
         return AgentResult(agent.name, "error", error=message)
+    refusal = _input_contract_refusal(ctx, target, context)
+    if refusal is not None:
+        ctx.tracer.end(span, ctx.run_id, "validation_failed", attrs={"error": refusal})
+        return AgentResult(agent.name, "error", error=refusal)
     try:
         result = await run_agent(ctx, target, task, context, span)
     except BaseException:
@@ -65,6 +69,20 @@ async def run_router(ctx: "RunContext", agent: "CompiledAgent", task: str, conte
         raise
     ctx.tracer.end(span, ctx.run_id, SPAN_STATUS.get(result.status, result.status))
     return AgentResult(agent.name, result.status, result.output, result.error)
+
+
+def _input_contract_refusal(ctx: "RunContext", target: str, context: dict[str, Any]) -> str | None:
+    """Routers and pipelines hand over like delegations do: the target's input contract applies."""
+    contract = ctx.compiled.agents[target].input_contract
+    if contract is None:
+        return None
+    from engine.runtime.contracts import ContractViolation
+
+    try:
+        contract.validate(context)
+    except ContractViolation as exc:
+        return f"handoff to {target} does not match its input contract: {exc}"
+    return None
 
 
 def stage_dependencies(agent: "CompiledAgent") -> dict[str, list[str]]:
@@ -107,6 +125,11 @@ async def run_pipeline(ctx: "RunContext", agent: "CompiledAgent", task: str, con
                 stage_context = output if isinstance(output, dict) else {"input": output}
             else:
                 stage_context = {d: results[d].output for d in deps[stage_name]}
+            refusal = _input_contract_refusal(ctx, stage_agent, stage_context)
+            if refusal is not None:
+                results[stage_name] = AgentResult(stage_agent, "error", error=refusal)
+                tracer.end(stage_span, ctx.run_id, "validation_failed", attrs={"error": refusal})
+                return
             try:
                 result = await run_agent(ctx, stage_agent, task, stage_context, stage_span)
             except BaseException:

@@ -50,13 +50,22 @@ async def run_calls(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, 
     if len(calls) == 1:
         return [await run_call(ctx, agent, agent_span, calls[0], reason)]
     results: list[ToolResultMessage | None] = [None] * len(calls)
+    stopped: list[BaseException] = []
 
-    async def one(index: int, call: ToolCall) -> None:
-        results[index] = await run_call(ctx, agent, agent_span, call, reason)
+    async def one(index: int, call: ToolCall, group: anyio.abc.TaskGroup) -> None:
+        try:
+            results[index] = await run_call(ctx, agent, agent_span, call, reason)
+        except (BudgetExceeded, OperatorStop) as exc:
+            # The whole agent stops: cancel its sibling calls, and re-raise this one (not an ExceptionGroup) so
+            # the agent ends budget_exceeded / killed like it would with a single call.
+            stopped.append(exc)
+            group.cancel_scope.cancel()
 
     async with anyio.create_task_group() as group:
         for index, call in enumerate(calls):
-            group.start_soon(one, index, call)
+            group.start_soon(one, index, call, group)
+    if stopped:
+        raise stopped[0]
     return [r for r in results if r is not None]
 
 
