@@ -307,3 +307,33 @@ agents:
     assert first.cost_usd > 0 and second.cost_usd == 0
     (llm,) = [s for s in spans(store_dir, second.run_id) if s["kind"] == "llm"]
     assert llm["attributes"]["cached"] is True and llm["cost_usd"] == 0
+
+
+def test_a_breach_among_concurrent_calls_ends_the_agent_budget_exceeded(tmp_path: Path, store_dir: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, """
+name: batch
+entry: w
+models:
+  m: {model: m, latency: 0, latency_per_token: 0}
+tools:
+  add: {function: "tests.fixture_tools:add"}
+agents:
+  w: {contract: Adds in batches., model: m, tools: [add]}
+scripts:
+  w:
+    - tools: [{name: add, args: {a: 1, b: 1}}, {name: add, args: {a: 1, b: 2}}, {name: add, args: {a: 1, b: 3}}]
+    - final: done
+""")
+    result = _run_with_budget(store_dir, hierarchy, "tool_calls=2")
+    assert result.status == "budget_exceeded", (result.status, result.error)
+    assert result.tool_calls <= 2
+
+
+def test_the_daily_cap_holds_across_engine_restarts(tmp_path: Path, store_dir: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, WORKER + "budgets:\n  daily: {cost_usd: 0.006}\n")
+    (first,) = run_sync(store_dir, hierarchy, "go")
+    (second,) = run_sync(store_dir, hierarchy, "go")  # a new engine process would start from the same store
+    (third,) = run_sync(store_dir, hierarchy, "go")
+    assert first.status == "completed"
+    assert "budget_exceeded" in (second.status, third.status)
+    assert first.cost_usd + second.cost_usd + third.cost_usd <= 0.006
