@@ -102,7 +102,7 @@ def build(trace_mode: str):
     async def run_once() -> str:
         eng = state.get("engine")
         if eng is None:
-            eng = state["engine"] = await stack.enter_async_context(Engine(store, latency_scale=0.0))
+            eng = state["engine"] = await stack.enter_async_context(Engine(store, latency_scale=0.0, runbooks=False))
         result = await eng.run(hierarchy, RunRequest(input="do the thing"))
         harness.COUNTERS.model_calls += result.model_calls
         harness.COUNTERS.tool_calls += 3  # the three delegations count as tool calls in the shared workload

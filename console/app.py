@@ -50,19 +50,22 @@ class FlightdeckApp(App[int]):
     def on_mount(self) -> None:
         self.install_screen(MainScreen(self.ctx), "main")
         self.push_screen("main")
-        self._apply_keymap()
+        from engine.store.files import CONFIG_FILE
 
-    def _apply_keymap(self) -> None:
+        if (self.ctx.store_dir / CONFIG_FILE).is_file():
+            # Reading it imports pydantic (a third of a second): off the UI thread, after the first screen.
+            self.run_worker(self._read_keys, name="config-keys", group="flightdeck-read", thread=True,
+                            exit_on_error=False)
+
+    def _read_keys(self) -> None:
+        from engine.store.config import load_config
+
+        keys = dict(load_config(self.ctx.store_dir).console.keys)
+        if keys:
+            self.call_from_thread(self._apply_keymap, keys)
+
+    def _apply_keymap(self, keys: dict[str, str]) -> None:
         """[console.keys] in STORE/config.toml: binding id -> key(s), through Textual's keymap."""
-        try:
-            from engine.store.config import load_config
-
-            keys = dict(load_config(self.ctx.store_dir).console.keys)
-        except Exception as exc:  # an invalid config is reported by the CLI before the UI starts; here, notify
-            self.report_error(exc, "config.toml")
-            return
-        if not keys:
-            return
         known = binding_ids()
         unknown = sorted(k for k in keys if k not in known)
         for key in unknown:

@@ -214,7 +214,7 @@ def engine_store(store_dir: Path, runs: int = 6, *, concurrency: int = 3, tenant
 
     async def go() -> list[Any]:
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=0) as eng:
+            async with Engine(store, latency_scale=0, runbooks=False) as eng:
                 return await eng.run_many(hierarchy, requests, concurrency=concurrency)
 
     return anyio.run(go)

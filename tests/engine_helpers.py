@@ -31,7 +31,7 @@ def run_sync(store_dir: Path, hierarchy: Hierarchy, *inputs: Any, latency_scale:
 
     async def go() -> list[RunResult]:
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=latency_scale) as engine:
+            async with Engine(store, latency_scale=latency_scale, runbooks=False) as engine:
                 results = await engine.run_many(hierarchy, [RunRequest(input=i, seed=seed + n)
                                                             for n, i in enumerate(inputs)], concurrency=concurrency)
         return results

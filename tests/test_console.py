@@ -15,7 +15,6 @@ from textual import events
 from console.app import FlightdeckApp, create_app
 from console.screens.registry import VIEWS
 from tests.console_helpers import (
-    EVIL,
     FIXED_NOW,
     engine_store,
     evil_store,
@@ -184,6 +183,32 @@ async def test_table_follows_new_rows_when_cursor_on_top(tmp_path: Path) -> None
         assert table.cursor_key == "aaaaaaaa0000"
 
 
+async def test_older_runs_page_in_from_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import console.screens.runs as runs_module
+    from tests.console_helpers import _open_writer
+
+    monkeypatch.setattr(runs_module, "PAGE", 20)
+    store = tmp_path / "store"
+    writer = _open_writer(store)
+    try:
+        for i in range(50):
+            write_deal_run(writer, f"page{i:08d}", started=FIXED_NOW - 1000 + i)
+    finally:
+        writer.close()
+    app = make_app(store, clock=fixed_clock)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: runs_view(app).loaded)
+        table = runs_view(app).table
+        assert table.total_count == 20 and "older runs load as you scroll" in plain(
+            runs_view(app).query_one("#runs-title"))
+        for _ in range(3):
+            await pilot.press("end")
+            await wait_for(pilot, lambda: not runs_view(app).paging)
+        await wait_for(pilot, lambda: table.total_count == 50, what="every page")
+        assert runs_view(app).exhausted
+        assert table.visible_keys()[-1] == "page00000000"  # the oldest, at the bottom
+
+
 # -- view 2: run ------------------------------------------------------------------------------------------------
 
 async def test_enter_opens_run_tree_detail_events(real_dir: tuple[Path, list[Any]]) -> None:
@@ -245,7 +270,6 @@ async def test_failed_run_opens_on_root_cause_and_n_cycles(fixed_dir: Path) -> N
 
 
 async def test_run_tree_grows_live_keeps_expansion_and_cursor(tmp_path: Path) -> None:
-    from engine.store.engine_store import open_traces_db  # noqa: F401 (the writer below needs the schema)
     from tests.console_helpers import _open_writer
 
     store = tmp_path / "store"
@@ -324,7 +348,7 @@ async def test_number_keys_and_colon_commands_switch_views(fixed_dir: Path) -> N
         await pilot.pause()
         assert any("Unknown command :bogus" in n.message for n in app._notifications)
         await pilot.press("colon", "escape")
-        assert not app.main.query_one("#command-line").has_class("-shown")
+        assert not app.main.query_one("#command-line").display
 
 
 async def test_hidden_views_do_not_poll(fixed_dir: Path) -> None:
@@ -350,10 +374,13 @@ async def test_help_lists_keys_with_ids_and_help(fixed_dir: Path) -> None:
         await loaded(pilot, app, 10)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        text = plain(app.screen.query_one("#help-text"))
+        text = app.screen.plain
         for binding_id in ("open_run", "filter_runs", "sort_runs", "problems_only", "command_line", "show_help",
-                           "quit", "view_runs", "view_audit"):
+                           "quit", "table_down"):
             assert f"[{binding_id}]" in text
+        assert "view_runs … view_audit" in text
+        groups = {row.group for row in app.screen.rows}
+        assert groups == {"this view", "moving around", "everywhere"}
         assert "Filter by run id, hierarchy, status or tenant" in text
         assert ":run ID" in text
         await pilot.press("escape")
@@ -409,6 +436,26 @@ async def test_keymap_from_config(tmp_path: Path) -> None:
         assert runs_view(app).filter.problems_only
         await pilot.press("f")
         assert app.focused is runs_view(app).query_one("#runs-filter")
+
+
+async def test_header_slot_registry_drives_alarm_and_halt_banner(fixed_dir: Path) -> None:
+    from console.widgets import header
+
+    saved = list(header.HEADER_SLOTS)
+    header.register_header_slot(header.HeaderSlot(
+        "kill_switches", "kill switches",
+        lambda ctx: header.SlotValue("GLOBAL ON", "crit", alarm="Everything is halted: press 5 to review.",
+                                     halt="global kill switch set by alice: [bold]maintenance[/]"), row=2))
+    try:
+        app = make_app(fixed_dir, clock=fixed_clock)
+        async with app.run_test(size=(100, 30)) as pilot:
+            banner = app.main.query_one("#halt-banner")
+            await wait_for(pilot, lambda: banner.has_class("-active"), what="halt banner")
+            assert "[bold]maintenance[/]" in plain(banner)  # shown literally too
+            assert app.main.hint_line.sentence == "Everything is halted: press 5 to review."
+            assert "GLOBAL ON" in app.main.header.render().plain
+    finally:
+        header.HEADER_SLOTS[:] = saved
 
 
 # -- untrusted text, errors, responsiveness -------------------------------------------------------------------
@@ -527,7 +574,7 @@ async def test_console_stays_responsive_while_store_is_flooded(tmp_path: Path) -
                     assert time.perf_counter() - started < 2.0, "key press not handled within 2 s"
                     await asyncio.sleep(0.002)
                 worst = max(worst, time.perf_counter() - started)
-            assert worst < 0.5, f"a key press took {worst:.3f}s while the store was flooded"
+            assert worst < 1.0, f"a key press took {worst:.3f}s while the store was flooded"
             await pilot.press("1")
             assert written[0] > 200
     finally:

@@ -226,20 +226,20 @@ def test_safe_mode_set_list_clear(store_dir: Path) -> None:
     proc = cli(store_dir, "safe-mode", "set", "tools.side_effects=OFF", "--reason", "incident 7")
     assert proc.returncode == 0, proc.stderr
     assert "tools.side_effects = off at global (was unset)" in proc.stdout
-    proc = cli(store_dir, "safe-mode", "set", "concurrency.max=2", "--scope", "hierarchy:deal-desk",
+    proc = cli(store_dir, "safe-mode", "set", "models.max_tier=standard", "--scope", "hierarchy:deal-desk",
                "--reason", "slow down", "--operator", "carol")
     assert proc.returncode == 0, proc.stderr
     flags = json.loads(cli(store_dir, "safe-mode", "list", "--json").stdout)
     assert all(tuple(f) == FLAG_FIELDS for f in flags)
     assert {(f["name"], f["value"], f["scope"], f["target"], f["operator"]) for f in flags} == {
         ("tools.side_effects", "off", "global", None, "alice"),
-        ("concurrency.max", "2", "hierarchy", "deal-desk", "carol")}
+        ("models.max_tier", "standard", "hierarchy", "deal-desk", "carol")}
     assert "tools.side_effects" in cli(store_dir, "safe-mode", "list").stdout
 
     proc = cli(store_dir, "safe-mode", "clear", "tools.side_effects", "--reason", "over")
     assert proc.returncode == 0 and "cleared tools.side_effects at global (it was off)" in proc.stdout
     assert [f["name"] for f in json.loads(cli(store_dir, "safe-mode", "list", "--json").stdout)] == \
-        ["concurrency.max"]
+        ["models.max_tier"]
     proc = cli(store_dir, "safe-mode", "clear", "tools.side_effects", "--reason", "again")
     assert proc.returncode == 2 and "flag tools.side_effects is not set at global" in proc.stderr
 

@@ -72,7 +72,7 @@ def scenario(store_dir: Path, hierarchy: Any, act: Callable[[Engine, ControlAPI,
     async def go() -> list[RunResult]:
         results: list[RunResult] = []
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=1.0) as engine:
+            async with Engine(store, latency_scale=1.0, runbooks=False) as engine:
                 api = ControlAPI(store_dir, "alice")
                 try:
                     async with anyio.create_task_group() as group:

@@ -48,7 +48,7 @@ scripts:
 def _run_with_budget(store_dir: Path, hierarchy, budget: str) -> tuple:
     async def go():
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=0) as engine:
+            async with Engine(store, latency_scale=0, runbooks=False) as engine:
                 return await engine.run(hierarchy, RunRequest(input="go", budget=parse_budget_overrides(budget)))
 
     return anyio.run(go)
@@ -88,7 +88,7 @@ def test_wall_time_budget_stops_a_slow_run(tmp_path: Path, store_dir: Path) -> N
 
     async def go():
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=1.0) as engine:
+            async with Engine(store, latency_scale=1.0, runbooks=False) as engine:
                 return await engine.run(hierarchy, RunRequest(input="go", budget=parse_budget_overrides("wall=0.2s")))
 
     result = anyio.run(go)
@@ -176,7 +176,7 @@ def test_tool_breaker_opens_withholds_the_tool_and_recovers_through_half_open(tm
 
     async def go():
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=0) as engine:
+            async with Engine(store, latency_scale=0, runbooks=False) as engine:
                 first = await engine.run(hierarchy, RunRequest(input="go"))
                 runtime_tools.FAILING.clear()
                 breaker = engine.guards.breakers(engine.compile(hierarchy)).get("tool", "flaky")
@@ -215,7 +215,7 @@ agents:
 
         async def go():
             with open_engine_store(store_dir) as store:
-                async with Engine(store, latency_scale=0) as engine:
+                async with Engine(store, latency_scale=0, runbooks=False) as engine:
                     engine.guards.breakers(engine.compile(hierarchy)).apply_override("tool:flaky", "force_open")
                     return await engine.run(hierarchy, RunRequest(input="go"))
 

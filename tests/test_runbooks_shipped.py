@@ -86,7 +86,7 @@ def with_runbooks(store_dir: Path, runbooks: list[Runbook], body: Callable[[Harn
 
     async def main() -> None:
         with open_engine_store(store_dir) as store:
-            async with Engine(store, latency_scale=latency_scale) as engine:
+            async with Engine(store, latency_scale=latency_scale, runbooks=False) as engine:
                 # What Engine.__aenter__ / __aexit__ will do once the lead wires it in (see the report).
                 rb = RunbookEngine.for_store(store, tracer_event=engine.tracer.event, clock=clock, runbooks=runbooks,
                                              environ=ENVIRON, tick=0.05,

@@ -8,6 +8,7 @@ starts; problems that appear later are shown in the UI.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -28,17 +29,20 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def preflight(store_dir) -> None:  # type: ignore[no-untyped-def]
+def preflight(store_dir: Path) -> None:
     """Raise the StoreError / InputError the UI would otherwise hit on its first poll."""
     from engine.store import open_reader
-    from engine.store.config import load_config
+    from engine.store.files import CONFIG_FILE
 
     reader = open_reader(store_dir)
     try:
         reader.data_version()
     finally:
         reader.close()
-    load_config(store_dir)
+    if (store_dir / CONFIG_FILE).is_file():  # validating it imports pydantic: only when there is one
+        from engine.store.config import load_config
+
+        load_config(store_dir)
 
 
 def handle(args: argparse.Namespace) -> int:

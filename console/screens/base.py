@@ -14,8 +14,21 @@ from typing import Callable
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.widget import Widget
 
 from console.polling import ErrorReporter, StoreSource
+
+
+def focus_now(widget: Widget) -> None:
+    """Focus `widget` now. Widget.focus() defers the change behind the messages already queued; together with the
+    priority bindings of `:`, `/` and the view keys this makes keys typed fast (or pasted) after them land in what
+    they opened."""
+    try:
+        widget.screen.set_focus(widget)
+    except Exception:  # not mounted yet: the deferred way is all there is
+        widget.focus()
+    if widget.screen.focused is not widget:
+        widget.focus()
 
 
 @dataclass(slots=True)
@@ -76,7 +89,7 @@ class View(Vertical):
 
     def focus_default(self) -> None:
         """Put the focus where the operator's keys should go when this view is shown."""
-        self.focus()
+        self.screen.set_focus(None)
 
     def watch_hint(self, hint: str) -> None:
         if self.active:

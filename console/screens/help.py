@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,33 +15,54 @@ from textual.widgets import Static
 
 from console.screens.registry import VIEWS
 
+GROUPS = ("this view", "moving around", "everywhere")
 
-def help_text(rows: list[tuple[str, str, str, str]]) -> Text:
-    """rows: (key display, description, help sentence, binding id)."""
-    out = Text(end="")
-    out.append("KEYS THAT WORK HERE\n", style="bold")
-    key_width = max([len(r[0]) for r in rows] + [5])
-    desc_width = max([len(r[1]) for r in rows] + [6])
-    for key, description, help_sentence, binding_id in rows:
-        out.append(f"  {key:<{key_width}}  ", style="bold")
-        out.append(f"{description:<{desc_width}}  ")
-        out.append(help_sentence or "", style="")
-        if binding_id:
-            out.append(f"  [{binding_id}]", style="dim")
-        out.append("\n")
-    out.append("\nCOMMANDS (press : then type)\n", style="bold")
+
+@dataclass(frozen=True, slots=True)
+class KeyHelp:
+    group: str  # one of GROUPS
+    key: str  # as displayed ("/", "⏎", "^p")
+    description: str
+    help: str
+    binding_id: str
+
+
+def _table(rows: list[KeyHelp]) -> Table:
+    table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+    table.add_column("key", style="bold", no_wrap=True, width=10)
+    table.add_column("action", no_wrap=True)
+    table.add_column("what it does", ratio=1)
+    table.add_column("id", style="dim", no_wrap=True)
+    for row in rows:
+        table.add_row(Text(row.key), Text(row.description), Text(row.help), Text(row.binding_id))
+    return table
+
+
+def help_renderable(rows: list[KeyHelp]) -> Group:
+    parts: list[object] = []
+    for group in GROUPS:
+        members = [r for r in rows if r.group == group]
+        if not members:
+            continue
+        parts.append(Text(f"KEYS: {group.upper()}", style="bold underline"))
+        parts.append(_table(members))
+        parts.append(Text(""))
+    parts.append(Text("COMMANDS (press : and type; Enter runs, Esc cancels)", style="bold underline"))
+    commands = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+    commands.add_column("command", style="bold", no_wrap=True)
+    commands.add_column("what", ratio=1)
     for spec in VIEWS:
-        words = ", ".join(f":{c}" for c in spec.commands)
+        words = "  ".join(f":{c}" for c in spec.commands)
         arg = f" {spec.arg}" if spec.arg else ""
-        out.append(f"  {words}{arg}", style="bold")
-        out.append(f"  {spec.title} ({spec.key}): {spec.description}\n")
-    out.append("  :help, :keys", style="bold")
-    out.append("  this screen\n")
-    out.append("  :q, :quit", style="bold")
-    out.append("  leave the console\n")
-    out.append("\nRemap keys in STORE/config.toml:  [console.keys]  <id in brackets> = \"key\"\n", style="dim")
-    out.append("Esc, ? or q closes this screen.", style="dim")
-    return out
+        commands.add_row(Text(words + arg), Text(f"{spec.title} (key {spec.key}): {spec.description}"))
+    commands.add_row(Text(":help  :keys"), Text("this screen"))
+    commands.add_row(Text(":q  :quit"), Text("leave the console (nothing running is affected)"))
+    parts.append(commands)
+    parts.append(Text(""))
+    parts.append(Text("Remap a key in STORE/config.toml:  [console.keys]  <id from the last column> = \"key\"",
+                      style="dim"))
+    parts.append(Text("Esc, ? or q closes this screen.", style="dim"))
+    return Group(*parts)  # type: ignore[arg-type]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -46,10 +71,11 @@ class HelpScreen(ModalScreen[None]):
         align: center middle;
     }
     HelpScreen > Vertical {
-        width: 90%;
-        max-width: 130;
-        height: 90%;
+        width: 96%;
+        max-width: 140;
+        height: 94%;
         border: round $accent;
+        border-title-style: bold;
         background: $panel;
     }
     HelpScreen VerticalScroll {
@@ -61,14 +87,25 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,question_mark,q", "close", "Close", id="close_help", tooltip="Close the key help"),
     ]
 
-    def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:
+    def __init__(self, rows: list[KeyHelp]) -> None:
         super().__init__()
         self.rows = rows
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with Vertical() as box:
+            box.border_title = "Keys and commands"
             with VerticalScroll():
-                yield Static(help_text(self.rows), id="help-text", markup=False)
+                yield Static(help_renderable(self.rows), id="help-text")
+
+    @property
+    def plain(self) -> str:
+        """Everything the screen says, as text (for tests)."""
+        out = []
+        for row in self.rows:
+            out.append(f"{row.key} {row.description} {row.help} [{row.binding_id}]")
+        for spec in VIEWS:
+            out.append(" ".join(f":{c}" for c in spec.commands) + (f" {spec.arg}" if spec.arg else ""))
+        return "\n".join(out)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -10,11 +10,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer
+from textual.widgets import ContentSwitcher, Footer, Input
 
 from console.polling import Poller, ReaderState
 from console.screens.base import ConsoleContext, HintChanged, ShowView, View
-from console.screens.help import HelpScreen
+from console.screens.help import GROUPS, HelpScreen, KeyHelp
 from console.screens.registry import VIEWS, find_command, view_by_id
 from console.widgets.command_line import CommandLine
 from console.widgets.header import HaltBanner, HeaderSnapshot, HeaderStrip, HintLine, collect
@@ -54,10 +54,12 @@ class MainScreen(Screen[None]):
     }
     """
 
+    # Priority bindings are handled before the key is passed on, so the keys typed right after them (":run ID"
+    # typed fast, or pasted) already go to what they opened; check_action lets them through to text boxes.
     BINDINGS = [
-        Binding("question_mark", "show_help", "Keys", id="show_help",
+        Binding("question_mark", "show_help", "Keys", id="show_help", priority=True,
                 tooltip="Show every key that works here, with what it does"),
-        Binding("colon", "command_line", "Command", id="command_line",
+        Binding("colon", "command_line", "Command", id="command_line", priority=True,
                 tooltip="Type a command: :runs, :run ID, :approvals, :breakers, :controls, :runbooks, :audit, :q"),
     ]
 
@@ -72,7 +74,7 @@ class MainScreen(Screen[None]):
             busy_interval=max(HEADER_INTERVAL_S, ctx.poll_interval))
         for spec in VIEWS:
             self._bindings._add_binding(Binding(
-                spec.key, f"show_view('{spec.id}')", spec.title, show=False, id=f"view_{spec.id}",
+                spec.key, f"show_view('{spec.id}')", spec.title, show=False, id=f"view_{spec.id}", priority=True,
                 tooltip=f"Show {spec.title}: {spec.description}"))
 
     def compose(self) -> ComposeResult:
@@ -134,6 +136,12 @@ class MainScreen(Screen[None]):
 
     def action_show_view(self, view_id: str) -> None:
         self.show_view(view_id)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The priority keys above are characters a text box needs (":" in a filter, "3" in a run id).
+        if action in ("show_help", "command_line", "show_view") and isinstance(self.focused, Input):
+            return False
+        return True
 
     @on(ShowView)
     def _show_view_message(self, message: ShowView) -> None:
@@ -210,17 +218,26 @@ class MainScreen(Screen[None]):
             view.focus_default()
 
     def action_show_help(self) -> None:
-        rows: list[tuple[str, str, str, str]] = []
-        seen: set[tuple[str, str]] = set()
+        rows: list[KeyHelp] = []
+        view_keys = {spec.key for spec in VIEWS}  # shown as one "1-7 Views" row below
         for key, active in self.active_bindings.items():
             binding = active.binding
-            if binding.system or (binding.action, key) in seen:
+            if binding.system or key in view_keys:
                 continue
-            seen.add((binding.action, key))
-            rows.append((self.app.get_key_display(binding), binding.description or binding.action,
-                         binding.tooltip or active.tooltip or "", binding.id or ""))
-        order = {spec.key: i for i, spec in enumerate(VIEWS)}
-        rows.sort(key=lambda r: (r[0] in order, order.get(r[0], 0), r[3] == "", r[1].lower()))
+            namespace = active.node
+            if isinstance(namespace, View):
+                group = "this view"
+            elif namespace is self or namespace is self.app:
+                group = "everywhere"
+            else:
+                group = "moving around"
+            rows.append(KeyHelp(group, self.app.get_key_display(binding), binding.description or binding.action,
+                                binding.tooltip or active.tooltip or "", binding.id or ""))
+        first, last = VIEWS[0], VIEWS[-1]
+        rows.append(KeyHelp("everywhere", f"{first.key}-{last.key}", "Views",
+                            " · ".join(f"{s.key} {s.title}" for s in VIEWS),
+                            f"view_{first.id} … view_{last.id}"))
+        rows.sort(key=lambda r: (GROUPS.index(r.group), r.description.lower()))
         self.app.push_screen(HelpScreen(rows))
 
 

@@ -18,23 +18,24 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Tree
 from textual.timer import Timer
+from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
-from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
+from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
 from console.widgets.span_tree import SpanTree, span_label
-from console.widgets.text_pane import TextLines
 from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
+from console.widgets.text_pane import TextLines
 
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
 SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
 RESYNC_S = 1.0
-TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)  # without an incremental span read, re-read a busy run's spans at most this often
+TREE_INTERVAL_S = 1.0  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
+TREE_CHUNK = 1500  # at most this many spans go into the tree per frame  # without an incremental span read, re-read a busy run's spans at most this often
 
 
 @dataclass(slots=True)
@@ -324,6 +325,7 @@ class RunView(View):
         self._pending_spans: dict[str, dict[str, Any]] = {}  # span changes waiting for the next tree update
         self._tree_applied = 0.0
         self._tree_timer: Timer | None = None
+        self._opening = False  # the first spans of a newly opened run are going into the tree
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
@@ -381,6 +383,7 @@ class RunView(View):
         self.feed = RunFeed(self.ctx.source, run_ref.strip())
         self._pending_spans = {}
         self._tree_applied = 0.0
+        self._opening = False
         if self._tree_timer is not None:
             self._tree_timer.stop()
             self._tree_timer = None
@@ -399,7 +402,7 @@ class RunView(View):
             self.poller.start()
 
     def focus_default(self) -> None:
-        self.tree.focus()
+        focus_now(self.tree)
 
     def _fetch(self) -> RunUpdate | None:
         feed = self.feed
@@ -448,17 +451,32 @@ class RunView(View):
             if self._tree_timer is None:
                 self._tree_timer = self.set_timer(TREE_INTERVAL_S - (now - self._tree_applied), self._tree_due)
             return
-        spans, self._pending_spans = list(self._pending_spans.values()), {}
-        self._tree_applied = now
+        spans = list(self._pending_spans.values())
+        if len(spans) > TREE_CHUNK:
+            # A big run's first load: hand the tree a chunk per frame (oldest first, so parents come before
+            # their children) instead of freezing the screen while thousands of nodes go in.
+            spans.sort(key=lambda s: (s.get("started") or 0.0, str(s.get("id"))))
+            spans = spans[:TREE_CHUNK]
+            for span in spans:
+                del self._pending_spans[span["id"]]
+            if self._tree_timer is None:
+                self._tree_timer = self.set_timer(0.01, self._tree_due)
+        else:
+            self._pending_spans = {}
+        self._tree_applied = now if not self._pending_spans else 0.0
         self.tree.apply(spans)
         if first:
-            # Opening a run that went wrong: start on the first span that failed (what the operator came for).
+            self._opening = True
+            if self.tree.cursor_line < 0:
+                self.tree.move_cursor(self.tree.root)
+        if self._opening and not self._pending_spans:
+            # Opening a run that went wrong: start on the span where it started failing (what the operator came
+            # for), once the whole tree is in.
+            self._opening = False
             status = self.run.get("status") if self.run else None
             problem = self.tree.root_cause() if status in PROBLEM_RUN_STATUSES else None
             if problem is not None:
                 self.tree.reveal(problem)
-            elif self.tree.cursor_line < 0:
-                self.tree.move_cursor(self.tree.root)
         current = self.tree.cursor_node
         if current is not None and current.data is not None and (
                 self.detail.span is None or self.detail.span.get("id") == current.data.get("id")) and \
@@ -547,7 +565,7 @@ class RunView(View):
             self.notify("No failed, timed-out, denied or looping span in this run.", markup=False)
             return
         self.tree.reveal(node)
-        self.tree.focus()
+        focus_now(self.tree)
         self.detail.show(node.data, self.ctx.clock())
 
     def action_toggle_raw(self) -> None:
@@ -555,10 +573,10 @@ class RunView(View):
         self.detail.show(self.detail.span, self.ctx.clock())
 
     def action_focus_events(self) -> None:
-        self.events.focus()
+        focus_now(self.events)
 
     def action_focus_tree(self) -> None:
-        self.tree.focus()
+        focus_now(self.tree)
 
     def action_toggle_follow(self) -> None:
         log = self.events

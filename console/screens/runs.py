@@ -20,7 +20,7 @@ from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
-from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View
+from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.widgets.fmt import compact_age, cost_bar, tokens
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
@@ -256,14 +256,10 @@ class RunsView(View):
         background: $boost;
     }
     RunsView > #runs-filter {
-        display: none;
         height: 1;
         border: none;
         padding: 0 1;
         background: $boost;
-    }
-    RunsView > #runs-filter.-shown {
-        display: block;
     }
     RunsView > #runs-filter:focus {
         border: none;
@@ -274,7 +270,7 @@ class RunsView(View):
     BINDINGS = [
         Binding("enter", "open_run", "Open", id="open_run",
                 tooltip="Open the selected run: its span tree, the selected span's detail and its events"),
-        Binding("slash", "start_filter", "Filter", id="filter_runs",
+        Binding("slash", "start_filter", "Filter", id="filter_runs", priority=True,
                 tooltip="Filter by run id, hierarchy, status or tenant (substring); Enter keeps it, Esc clears it"),
         Binding("p", "toggle_problems", "Problems", id="problems_only",
                 tooltip="Show only runs that need attention (failed, killed, over budget, loop, abandoned, "
@@ -303,8 +299,10 @@ class RunsView(View):
 
     def compose(self) -> ComposeResult:
         yield TextLines(id="runs-title")
-        yield Input(placeholder="filter: run id, hierarchy, status or tenant (Enter keeps, Esc clears)",
+        box = Input(placeholder="filter: run id, hierarchy, status or tenant (Enter keeps, Esc clears)",
                     id="runs-filter", compact=True)
+        box.display = False
+        yield box
         yield VirtualTable(COLUMNS, cell=run_cell, sort_value=run_sort_value, matches=run_matches,
                            now=self.ctx.clock, sort_column=SORTS[0][0], reverse=SORTS[0][1],
                            empty_text="loading runs…", id="runs-table")
@@ -315,6 +313,11 @@ class RunsView(View):
 
     def on_mount(self) -> None:
         self._update_title()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start_filter" and isinstance(self.screen.focused, Input):
+            return False  # "/" typed into a text box is a character (priority binding: see MainScreen.BINDINGS)
+        return True
 
     def on_unmount(self) -> None:
         self.poller.stop()
@@ -338,7 +341,7 @@ class RunsView(View):
         self.table.refresh()  # ages move with the clock; only the visible lines repaint
 
     def focus_default(self) -> None:
-        self.table.focus()
+        focus_now(self.table)
 
     # -- data ---------------------------------------------------------------------------------------------------
 
@@ -467,16 +470,16 @@ class RunsView(View):
 
     def action_start_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
-        box.add_class("-shown")
+        box.display = True  # inline, not a CSS class: focusable before the next key arrives
         box.value = self.filter.text
-        box.focus()
+        focus_now(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
         box.value = ""
-        box.remove_class("-shown")
+        box.display = False
         self._set_filter(RunFilter())
-        self.table.focus()
+        focus_now(self.table)
 
     def action_toggle_problems(self) -> None:
         self._set_filter(RunFilter(self.filter.text, not self.filter.problems_only))
@@ -504,8 +507,8 @@ class RunsView(View):
     @on(Input.Submitted, "#runs-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         if not event.value.strip():
-            self.query_one("#runs-filter", Input).remove_class("-shown")
-        self.table.focus()
+            self.query_one("#runs-filter", Input).display = False
+        focus_now(self.table)
 
     def palette_commands(self) -> list[PaletteCommand]:
         commands = [

@@ -13,14 +13,10 @@ from console.screens.registry import command_words
 class CommandLine(Input):
     DEFAULT_CSS = """
     CommandLine {
-        display: none;
         height: 1;
         border: none;
         padding: 0 1;
         background: $accent 20%;
-    }
-    CommandLine.-shown {
-        display: block;
     }
     CommandLine:focus {
         border: none;
@@ -39,17 +35,21 @@ class CommandLine(Input):
     def __init__(self, id: str | None = None) -> None:
         words = [w.split()[0] for w in command_words()]
         super().__init__(placeholder="command: " + "  ".join(words[:8]) + " … (Enter runs, Esc cancels)",
-                         suggester=SuggestFromList(words, case_sensitive=False), id=id, compact=True)
+                         suggester=SuggestFromList(words, case_sensitive=False), id=id, compact=True,
+                         select_on_focus=False)
+        self.display = False
 
     def open(self) -> None:
+        from console.screens.base import focus_now
+
         self.value = ":"
-        self.add_class("-shown")
-        self.focus()
+        self.display = True  # inline, not a CSS class: it must be focusable before the next key arrives
+        focus_now(self)
         self.cursor_position = len(self.value)
 
     def close(self) -> None:
         self.value = ""
-        self.remove_class("-shown")
+        self.display = False
 
     def action_cancel(self) -> None:
         self.close()

@@ -22,7 +22,7 @@ from textual.widget import Widget
 _MARGIN = 1
 
 
-class TextPane(ScrollView, can_focus=True):
+class TextPane(ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     TextPane {
         height: 1fr;

@@ -53,7 +53,7 @@ class Column:
     max_width: int = 0  # 0: a flex column takes any width it is given
 
 
-class VirtualTable(ScrollView, can_focus=True):
+class VirtualTable(ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     VirtualTable {
         height: 1fr;

@@ -348,7 +348,8 @@ class OpenAIProvider:
         return self._client
 
     def _make_client(self) -> httpx.AsyncClient:
-        import httpx
+        from engine.http import httpx as _httpx_module
+        httpx = _httpx_module()
 
         return httpx.AsyncClient(
             # The client only ever requests self._url and never follows redirects, so a plain-http base_url means
@@ -370,7 +371,8 @@ class OpenAIProvider:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         import anyio
-        import httpx
+        from engine.http import httpx as _httpx_module
+        httpx = _httpx_module()
 
         key = self._api_key()
         try:

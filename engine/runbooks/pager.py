@@ -167,7 +167,8 @@ class Pager:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        import httpx
+        from engine.http import httpx as _httpx_module
+        httpx = _httpx_module()
 
         self._stop = asyncio.Event()
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
@@ -230,7 +231,8 @@ class Pager:
             await asyncio.sleep(delay)
 
     async def _post(self, request: Request) -> tuple[int | None, str | None, float | None]:
-        import httpx
+        from engine.http import httpx as _httpx_module
+        httpx = _httpx_module()
 
         try:
             response = await self._client.post(request.url, json=request.json, headers=request.headers)

@@ -64,7 +64,8 @@ def split_input(value: Any) -> tuple[str, dict[str, Any]]:
 class Engine:
     """Use as `async with Engine(store) as engine:`; background tasks live as long as the block."""
 
-    def __init__(self, store: "EngineStore", *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, store: "EngineStore", *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK,
+                 runbooks: "bool | list[Any]" = True) -> None:
         self.store = store
         self.writer = store.writer
         self.tracer = Tracer(store.writer)
@@ -76,6 +77,8 @@ class Engine:
         self._providers: dict[tuple[str, ...], Provider] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self.escalation_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.runbooks: Any = None  # the RunbookEngine watching this engine's event stream
+        self._runbooks_option = runbooks
         self.approval_listeners: list[Callable[[dict[str, Any]], None]] = []
 
     async def __aenter__(self) -> "Engine":
@@ -83,6 +86,13 @@ class Engine:
         # that long for it after every poll. A shorter interval keeps model/tool calls flowing (see bench).
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
+        if self._runbooks_option is not False:
+            # Loaded first: an invalid runbook in STORE/runbooks is an InputError before anything starts.
+            from engine.runbooks.runtime import RunbookEngine
+
+            chosen = None if self._runbooks_option is True else self._runbooks_option
+            self.runbooks = RunbookEngine.for_store(self.store, tracer_event=self.tracer.event, clock=self.clock,
+                                                    runbooks=chosen)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         from engine.controls.api import ControlAPI
@@ -100,12 +110,18 @@ class Engine:
         assert self.controls.first_applied is not None
         with anyio.fail_after(30):
             await self.controls.first_applied.wait()
+        if self.runbooks is not None:
+            self.runbooks.start(self.store.abandoned_runs)
+            self.writer.on_commit(self.runbooks.on_commit)
+            self.escalation_listeners.append(self.runbooks.page_escalation)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
+        if self.runbooks is not None:
+            await anyio.to_thread.run_sync(self.runbooks.stop)
         if self.controls.worker is not None:
             await anyio.to_thread.run_sync(self.controls.worker.stop)
         for provider in self._providers.values():
