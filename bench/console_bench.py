@@ -225,6 +225,9 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
                 while painted_after(handled[-1]) is None:
                     await asyncio.sleep(0.001)
                 keys.append((painted_after(handled[-1]) - sent) * 1000)  # type: ignore[operator]
+                if os.environ.get("FD_BENCH_DEBUG"):
+                    print("key: handled +%.0f ms, painted +%.0f ms" % ((handled[-1] - sent) * 1000, keys[-1]),
+                          file=sys.stderr)
             await asyncio.sleep(0.5)
             await pilot.press("q")
 

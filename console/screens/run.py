@@ -34,7 +34,7 @@ EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
 SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
 RESYNC_S = 1.0
-TREE_INTERVAL_S = 1.0  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
+TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
 TREE_CHUNK = 1500  # at most this many spans go into the tree per frame  # without an incremental span read, re-read a busy run's spans at most this often
 
 

@@ -85,6 +85,13 @@ def verify(store_dir: Path, state: ScenarioState, pager: PageReceiver) -> list[C
         reader.close()
 
 
+QUIET_GRACE_S = 60.0
+
+
+def _rolled_back(store_dir: Path) -> bool:
+    return any(f["value"] == "economy" and f.get("cleared") for f in _flag_history(store_dir, "models.max_tier"))
+
+
 def _contains_in_order(seq: list[Any], wanted: list[Any]) -> bool:
     position = 0
     for item in seq:
@@ -121,7 +128,13 @@ async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], N
             scenario = DemoScenario(engine, speed=speed, seed=seed,
                                     hint=lambda text: out(f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s]"
                                                           f" {text}"))
-            return await scenario.run()
+            state = await scenario.run()
+            # The quiet period: once detection has been quiet long enough, the cost runbook rolls its change back.
+            # Wait for that (bounded) rather than end the story a moment too early.
+            with anyio.move_on_after(QUIET_GRACE_S / speed):
+                while not _rolled_back(store_dir):
+                    await anyio.sleep(0.2 / speed)
+            return state
 
 
 def run_headless(store_dir: Path, *, speed: float = 1.0, seed: int = 7,

@@ -17,7 +17,7 @@ from engine.durations import parse_duration
 
 # What the three-minute story needs, per runbook id (durations in scenario seconds, scaled by speed on install).
 DEMO_TUNING: dict[str, dict[str, Any]] = {
-    "cost-spike": {"detect": {"threshold": 3.0, "for": 10}, "rollback_after": 25},
+    "cost-spike": {"detect": {"threshold": 3.0, "for": 10, "quiet": 15}, "rollback_after": 25},
     "looping-agent": {"detect": {"threshold": 1, "for": 60, "quiet": 30}, "apply": "suggest"},
     "tool-failure-storm": {"detect": {"for": 60}, "apply": "suggest", "rollback_after": 60},
     "approval-backlog": {"detect": {"for": 30}, "rollback_after": 60},

@@ -4,7 +4,7 @@
    10s   competitor research starts failing: its breaker opens; at 50s it recovers, through half-open
    30s   a pricing worker loops on the same quote: loop detection ends it; its desk carries on
    45s   a 18% discount on ACME waits for approval: nobody answers -> escalated (paged) -> denied at the deadline
-   95s   a burst of huge deal memos on the strongest model: a spend spike; the cost-spike runbook fires
+   70s   a burst of huge deal memos on the strongest model: a spend spike; the cost-spike runbook fires
   130s   quiet: arrivals slow, the spike is over, the runbook's changes can be rolled back
   180s   the scenario is over (interactive demos keep a slow trickle of deals so the console stays alive)
 
@@ -126,7 +126,7 @@ class DemoScenario:
         await self._at(50)
         faults.set_fault_rate(FLAKY_TOOL, 0.0)
         self._say("competitor_research is healthy again: its breaker will probe (half-open) and close (press 4).")
-        await self._at(95)
+        await self._at(70)
         for i in range(6):
             deal = dict(self.deals[(i * 5) % len(self.deals)])
             group.start_soon(self._run, self.spike, deal, self.state.spike_runs.append)
