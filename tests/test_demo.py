@@ -20,10 +20,11 @@ def test_headless_demo_fires_every_guardrail_and_control(tmp_path: Path) -> None
     proc = _demo("--headless", "--speed", "10", "--store", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all expected events happened" in proc.stdout
-    for line in ("delegations three levels deep", "breaker opened and recovered through half-open",
-                 "looping pricing worker caught", "escalated, then timed out", "cost-spike runbook",
-                 "on-call paged", "rolled back"):
-        assert f"ok   " in proc.stdout.split(line)[0].splitlines()[-1], (line, proc.stdout)
+    passed = [line for line in proc.stdout.splitlines() if line.startswith("  ok   ")]
+    for phrase in ("delegations three levels deep", "breaker opened and recovered through half-open",
+                   "looping pricing worker caught", "escalated, then timed out", "fired the cost-spike runbook",
+                   "capped the model tier", "on-call paged", "rolled back"):
+        assert any(phrase in line for line in passed), (phrase, proc.stdout)
 
 
 def test_demo_reset_starts_clean_and_never_deletes_a_foreign_directory(tmp_path: Path) -> None:
