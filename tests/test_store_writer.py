@@ -70,7 +70,8 @@ def test_writer_events_for_run_and_span_lifecycle(tmp_path: Path) -> None:
             (1, "run.started", None, T0), (2, "note", "s1", T0 + 2), (3, "span.ended", "s1", T0 + 3),
             (4, "run.ended", None, T0 + 4)]
         assert events[2]["data"] == {"kind": "agent", "name": "triage", "status": "ok", "tokens_in": 10,
-                                     "tokens_out": 5, "cost_usd": 0.5, "model": "m1", "duration_s": 2.0}
+                                     "tokens_out": 5, "cost_usd": 0.5, "model": "m1", "duration_s": 2.0,
+                                     "parent_id": None}
         assert events[3]["data"] == {"status": "completed", "tokens_in": 10, "tokens_out": 5, "cost_usd": 0.5,
                                      "model_calls": 1, "tool_calls": 0}
         assert events[3]["name"] == "triage"

@@ -100,6 +100,7 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
 
 # Run row / span row column positions used while coalescing.
 _R_STATUS, _R_OUTPUT, _R_ERROR, _R_ENDED, _R_TOTALS, _R_SEQ = 5, 9, 10, 12, 13, 20
+_S_PARENT = 2
 _S_STATUS, _S_ENDED, _S_TOKENS_IN, _S_TOKENS_OUT, _S_COST, _S_MODEL, _S_ATTRS, _S_SEQ = 6, 8, 9, 10, 11, 12, 13, 14
 
 
@@ -586,6 +587,8 @@ class TraceWriter:
                 data = {"kind": kind, "name": stored_name, "status": status, "tokens_in": tokens_in,
                         "tokens_out": tokens_out, "cost_usd": cost, "model": model,
                         "duration_s": None if started is None else round(ended - started, 6)}
+                if row is not None:  # no span.started event was written for it: say where it hangs in the tree
+                    data["parent_id"] = row[_S_PARENT]
                 events.append([seq, ended, run_id, span_id, SPAN_ENDED, agent, stored_name, data])
                 run_seq[run_id] = seq
                 span_seq[span_id] = seq
