@@ -16,6 +16,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+import console.incident_slots  # noqa: F401 - registers views 6-7 and the incidents header slot
+import console.header_slots  # noqa: F401 - registers views 3-5, their header slots and the kill keys
 from console.polling import POLL_GROUP, ErrorNotifier, StoreSource
 from console.screens.base import ConsoleContext
 from console.screens.main import MainScreen, binding_ids
@@ -75,6 +77,14 @@ class FlightdeckApp(App[int]):
             self.notify(f"config.toml [console.keys]: unknown action id(s) {', '.join(map(printable, unknown))}; "
                         f"press ? to see the ids.", title="Key remapping", severity="warning", markup=False)
         self.set_keymap(keys)
+
+    def set_hint(self, text: str) -> None:
+        """Show `text` on the hint line (until the active view next changes its own hint). For drivers such as
+        `flightdeck demo`, which call it from another thread with `app.call_from_thread(app.set_hint, text)`."""
+        try:
+            self.main.hint_line.set_view_hint(text)
+        except Exception:  # before the main screen exists: nothing to show it on yet
+            pass
 
     # -- the one error handler ----------------------------------------------------------------------------------
 

@@ -255,9 +255,10 @@ class Poller(Generic[T]):
 
 
 def run_in_thread(owner: "DOMNode", name: str, work: Callable[[], Any]) -> Worker[Any]:
-    """A one-off read off the UI thread (e.g. paging older runs). Errors reach the app's handler through
-    Worker.StateChanged (see FlightdeckApp.on_worker_state_changed)."""
-    return owner.run_worker(work, name=name, group="flightdeck-read", exit_on_error=False, thread=True)
+    """A one-off read off the UI thread (e.g. paging older runs). Started on the APP, not on `owner`:
+    Worker.StateChanged does not bubble, and the app's handler (FlightdeckApp.on_worker_state_changed) is the one
+    place errors become notifications; a worker started on a view would fail silently."""
+    return owner.app.run_worker(work, name=name, group="flightdeck-read", exit_on_error=False, thread=True)
 
 
 class ErrorNotifier:

@@ -24,6 +24,7 @@ from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
+from console.widgets.gauges import BudgetGauges
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
 from console.widgets.span_tree import SpanTree, span_label
@@ -49,6 +50,7 @@ class RunUpdate:
     skipped: int = 0  # events before the tail that were not read (-1: some, count unknown)
     more: bool = False
     problem: str | None = None  # the run cannot be shown (unknown id, ambiguous prefix)
+    budgets: list[dict[str, Any]] | None = None  # the run's budget gauges (reader.budgets), read on every change
 
 
 def partial_span(event: dict[str, Any], parent_hint: str | None = None) -> dict[str, Any] | None:
@@ -132,6 +134,7 @@ class RunFeed:
                                            f"check the id, or press 1 and pick one")
         self.run_id = run_id = run["id"]
         update = RunUpdate(self, run=run)
+        update.budgets = reader.budgets(run_id)
         if not self.loaded:
             # Spans first, then events: an event older than what a span row already says is skipped by seq below.
             spans = reader.spans(run_id)
@@ -333,6 +336,7 @@ class RunView(View):
     def compose(self) -> ComposeResult:
         yield TextLines(Text("No run selected: press 1 and pick one with Enter, or type :run ID", style="dim"),
                         id="run-title")
+        yield BudgetGauges(id="run-budgets")
         with Horizontal(id="run-body"):
             yield SpanTree(id="span-tree")
             with Vertical(id="run-side"):
@@ -395,6 +399,7 @@ class RunView(View):
         self.detail.raw = False
         self.detail.show(None, self.ctx.clock())
         self.query_one("#run-usage", UsagePanel).show(None)
+        self.query_one("#run-budgets", BudgetGauges).show([])
         self.query_one("#run-title", TextLines).update(run_summary(None, run_ref, self.ctx.clock()))
         self._update_events_title()
         self.hint = "Loading the run…"
@@ -427,6 +432,8 @@ class RunView(View):
         self.query_one("#run-title", TextLines).update(run_summary(update.run, update.feed.run_ref, now,
                                                                 self.size.width or 160))
         self.query_one("#run-usage", UsagePanel).show(update.run)
+        if update.budgets is not None:
+            self.query_one("#run-budgets", BudgetGauges).show(update.budgets, keep_selection=True)
         if update.spans:
             for span in update.spans:  # newer news about the same span merges into what is waiting
                 waiting = self._pending_spans.get(span["id"])
@@ -533,6 +540,10 @@ class RunView(View):
         """Show a span now with what is known; if it came from events only, read its full row (attributes) off
         the UI thread and show that when it arrives."""
         self.detail.show(span, self.ctx.clock())
+        if span is not None:  # the budget gauges follow the selected agent (its own span, or the span's agent)
+            self.query_one("#run-budgets", BudgetGauges).show(
+                selected_span=span.get("id") if span.get("kind") == "agent" else None,
+                selected_agent=span.get("agent"))
         if span and span.get("_partial") and self.feed is not None and self._detail_pending != span["id"]:
             self._detail_pending = span["id"]
             self.run_worker(partial(self.feed.span_detail, span["id"]), name="span-detail",

@@ -95,7 +95,9 @@ def run_cell(run: dict[str, Any], column: str, now: float) -> Text | str:
     if column == "cost":
         return cost_bar(run.get("cost_usd") or 0.0, budget_of(run))
     if column == "incidents":
-        return Text("n/a", style="dim", end="")
+        from console.incident_slots import incidents_cell  # kept current by the header's incidents slot
+
+        return incidents_cell(run.get("hierarchy"))
     return ""
 
 

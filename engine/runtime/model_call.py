@@ -81,9 +81,12 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
             if cap is not None:
                 # Lower max_tokens to what the budget still allows; with nothing left the reservation breaches.
                 max_output = max(1, min(max_output, cap))
+            # The input a model sees is the previous tool result or the handoff, already on their own spans: the
+            # llm span records counts and the reservation, not another copy of the text.
+            reserved_usd = model.cost_usd(estimated_input, max_output)
             reservation = guards.ledger.reserve(agent_span, Demand(
-                input_tokens=estimated_input, output_tokens=max_output,
-                cost_usd=model.cost_usd(estimated_input, max_output), model_calls=1, context_tokens=estimated_input))
+                input_tokens=estimated_input, output_tokens=max_output, cost_usd=reserved_usd, model_calls=1,
+                context_tokens=estimated_input))
             if not reservation.ok:
                 permit.release()
                 raise BudgetExceeded(reservation)  # type: ignore[arg-type]
@@ -94,9 +97,7 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                                    timeout_s=model.timeout)
             span = ctx.tracer.start(ctx.run_id, agent_span, "llm", agent.name, model.model,
                                     {"step": step, "attempt": attempt, "messages": len(messages), "tier": model.tier,
-                                     "input_tail": getattr(messages[-1], "content", None),
-                                     "reserved_usd": model.cost_usd(estimated_input, max_output),
-                                     "max_output_tokens": max_output})
+                                     "reserved_usd": reserved_usd, "max_output_tokens": max_output})
             ctx.model_calls += 1
             started = time.monotonic()
             error: ProviderError

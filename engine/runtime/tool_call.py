@@ -167,7 +167,6 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
         message = f"{call.name} did not finish within {timeout:g}s"
         tracer.end(span, ctx.run_id, status, attrs={"error": message})
-        ctx.report_progress()
         return _error(call, message)
     except anyio.get_cancelled_exc_class():
         permit.release()
@@ -179,12 +178,13 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
         message = f"{type(exc).__name__}: {exc}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
-        ctx.report_progress()
         return _error(call, message)
     finally:
         calls.pop(span, None)
     permit.on_success(time.monotonic() - started)
     ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
+    # Run progress is reported after each model call (and at the end), not per tool call: one progress row per
+    # step is enough for the console, and the writer's per-item cost is the engine's main overhead.
     text = _result_text(value)
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
                {"result": value, "approval": approval, "args": args})

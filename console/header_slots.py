@@ -1,0 +1,120 @@
+"""The header slots of the operator-controls features: approvals, breakers, kill switches, safe mode. Importing
+this module replaces the "n/a" placeholders of console/widgets/header.py (same ids, same places).
+
+- approvals: "N pending, oldest 1m20s left" (warn); critical with an alarm when one has under 30 s left.
+- breakers: "N open" (crit, with the keys), "N half-open" (warn), "all closed"; from traces.db `breakers`.
+- kill switches: "N active" (crit; says when one is not yet acknowledged); a GLOBAL switch shows the halt banner.
+- safe-mode: the active flags "tools.side_effects=off, …" (warn); a global runs.admission=paused shows the banner.
+"""
+
+from __future__ import annotations
+
+from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
+from console.widgets.safe import printable
+
+URGENT_S = 30.0
+
+
+def _left(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def approvals_slot(ctx: HeaderContext) -> SlotValue:
+    if ctx.control is None:
+        return SlotValue("none pending", "ok")
+    rows = ctx.control.query("SELECT id, tool, deadline FROM approvals WHERE status = 'pending' "
+                             "ORDER BY deadline LIMIT 1000", ())
+    if not rows:
+        return SlotValue("none pending", "ok")
+    soonest = rows[0]
+    left = float(soonest["deadline"]) - ctx.now
+    text = f"{len(rows)} pending, next expires in {_left(left)}" if left > 0 else f"{len(rows)} pending, 1 EXPIRED"
+    short = f"{len(rows)} ({_left(left)})"
+    if left < URGENT_S:
+        return SlotValue(text, "crit", short=short,
+                         alarm=f"Approval {soonest['id']} ({printable(soonest['tool'], limit=30)}) expires in "
+                               f"{_left(left)}: press 3 to decide.")
+    return SlotValue(text, "warn", short=short,
+                     alarm=f"{len(rows)} tool call(s) wait for approval: press 3.")
+
+
+def breakers_slot(ctx: HeaderContext) -> SlotValue:
+    rows = ctx.reader.breakers()
+    if not rows:
+        return SlotValue("none reported", "info", short="none")
+    opened = [r for r in rows if r.get("state") in ("open", "forced_open")]
+    half = [r for r in rows if r.get("state") == "half_open"]
+    if opened:
+        keys = ", ".join(sorted({printable(r["key"], limit=30) for r in opened}))
+        return SlotValue(f"{len(opened)} OPEN ({keys})", "crit", short=f"{len(opened)} OPEN",
+                         alarm=f"Circuit breaker open: {keys}; calls fail fast. Press 4 to see why and reset.")
+    if half:
+        return SlotValue(f"{len(half)} half-open, {len(rows) - len(half)} closed", "warn",
+                         short=f"{len(half)} half-open")
+    return SlotValue(f"all {len(rows)} closed", "ok", short="closed")
+
+
+def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
+    if ctx.control is None:
+        return SlotValue("none", "ok")
+    rows = ctx.control.query("SELECT * FROM kill_switches WHERE released IS NULL ORDER BY id", ())
+    if not rows:
+        return SlotValue("none", "ok")
+    unacked = [r for r in rows if r.get("acked") is None]
+    halt = next((r for r in rows if r["scope"] == "global"), None)
+    text = f"{len(rows)} active" + (f" ({len(unacked)} NOT ACKED)" if unacked else "")
+    halt_text = None
+    if halt is not None:
+        halt_text = (f"GLOBAL {halt['mode'].upper()} switch #{halt['id']} by {printable(halt['operator'], limit=30)}:"
+                     f" {printable(halt['reason'], limit=160)} — press 5, select it, r to release.")
+    return SlotValue(text, "crit", short=f"{len(rows)}" + (" !ack" if unacked else ""),
+                     alarm=f"{len(rows)} kill switch(es) in force" +
+                           (f", {len(unacked)} not acknowledged by an engine" if unacked else "") + ": press 5.",
+                     halt=halt_text)
+
+
+def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
+    if ctx.control is None:
+        return SlotValue("off", "ok")
+    rows = ctx.control.query("SELECT * FROM flags WHERE cleared IS NULL ORDER BY id", ())
+    if not rows:
+        return SlotValue("off", "ok")
+    shown = ", ".join(f"{printable(r['name'], limit=30)}={printable(r['value'], limit=12)}"
+                      + ("" if r["scope"] == "global" else f"@{r['scope']}") for r in rows[:3])
+    more = f" +{len(rows) - 3}" if len(rows) > 3 else ""
+    halt = next((r for r in rows if r["scope"] == "global" and r["name"] == "runs.admission"
+                 and r["value"] == "paused"), None)
+    halt_text = None
+    if halt is not None:
+        halt_text = (f"SAFE MODE: new runs are refused (runs.admission=paused by {printable(halt['operator'], limit=30)}"
+                     f": {printable(halt['reason'], limit=160)}) — press 5, select it, c to clear.")
+    return SlotValue(shown + more, "warn", short=f"{len(rows)} flag(s)", halt=halt_text)
+
+
+def register() -> None:
+    register_header_slot(HeaderSlot("breakers", "breakers", breakers_slot, row=2))
+    register_header_slot(HeaderSlot("approvals", "approvals", approvals_slot, row=2))
+    register_header_slot(HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2))
+    register_header_slot(HeaderSlot("safe_mode", "safe-mode", safe_mode_slot, row=2))
+
+
+def register_ops() -> None:
+    """Views 3, 4, 5, their header slots and the kill keys (k on views 1 and 2, H everywhere)."""
+    from console.screens.actions import install_kill_keys
+    from console.screens.approvals import ApprovalsView
+    from console.screens.breakers import BreakersView
+    from console.screens.controls import ControlsView
+    from console.screens.registry import ViewSpec, register_view
+
+    register_view(ViewSpec("approvals", "Approvals", "3", ApprovalsView, ("approvals", "ap"),
+                           "tool calls waiting for approval, oldest first: a approve, d deny, e edit"))
+    register_view(ViewSpec("breakers", "Breakers", "4", BreakersView, ("breakers", "br"),
+                           "circuit breakers: state, rates, next probe; o force open, r reset, x disable"))
+    register_view(ViewSpec("controls", "Controls", "5", ControlsView, ("controls", "kill", "flags"),
+                           "kill switches and safe-mode flags: r release, c clear, s set, k kill, H halt"))
+    register()
+    install_kill_keys()
+
+
+register_ops()

@@ -1,0 +1,130 @@
+"""The incidents header slot, the runs table's INCIDENTS column, and the registration of views 6 and 7.
+
+The slot reads the open incidents (status open or acknowledged: a handful of rows, one indexed query) once a second
+in the header's poller thread. It also keeps `OPEN_BY_HIERARCHY` (hierarchy -> open incidents whose scope names
+it), which the runs table's INCIDENTS column reads: no per-run query, no scan of the runs.
+
+Importing this module registers everything (console/app.py imports it once).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+from rich.text import Text
+
+from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
+from console.widgets.safe import printable
+
+URGENT = ("sev1", "sev2")
+_lock = threading.Lock()
+OPEN_BY_HIERARCHY: dict[str, int] = {}
+_known = False  # the slot has read incidents at least once (else the column says n/a)
+
+
+def incident_hierarchy(incident: dict[str, Any]) -> str | None:
+    """The hierarchy an incident's scope names: `hierarchy:NAME`, or the hierarchy in its context (an agent or tool
+    scope detected inside one hierarchy)."""
+    scope = str(incident.get("scope") or "")
+    if scope.startswith("hierarchy:"):
+        return scope.partition(":")[2] or None
+    context = incident.get("context")
+    if isinstance(context, str):
+        import json
+
+        try:
+            context = json.loads(context)
+        except ValueError:
+            context = None
+    if isinstance(context, dict) and isinstance(context.get("hierarchy"), str):
+        return context["hierarchy"]
+    return None
+
+
+def _set_counts(incidents: list[dict[str, Any]]) -> None:
+    global _known
+    counts: dict[str, int] = {}
+    for incident in incidents:
+        hierarchy = incident_hierarchy(incident)
+        if hierarchy:
+            counts[hierarchy] = counts.get(hierarchy, 0) + 1
+    with _lock:
+        OPEN_BY_HIERARCHY.clear()
+        OPEN_BY_HIERARCHY.update(counts)
+        _known = True
+
+
+def incidents_cell(hierarchy: str | None) -> Text:
+    """The runs table's INCIDENTS cell: open incidents whose scope names the run's hierarchy."""
+    with _lock:
+        if not _known:
+            return Text("n/a", style="dim", end="")
+        count = OPEN_BY_HIERARCHY.get(hierarchy or "", 0)
+    if not count:
+        return Text("-", style="dim", end="")
+    return Text(f"{count} open", style="bold red", end="")
+
+
+def incidents_sort_value(hierarchy: str | None) -> int:
+    with _lock:
+        return OPEN_BY_HIERARCHY.get(hierarchy or "", 0)
+
+
+def open_incidents(ctx: HeaderContext) -> list[dict[str, Any]]:
+    if ctx.control is None:
+        return []
+    try:
+        rows = ctx.control.query("SELECT id, severity, status, firing, runbook, scope, context, opened FROM incidents "
+                                 "WHERE status != 'resolved' ORDER BY opened DESC LIMIT 500")
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # a control.db from before incidents existed
+        raise
+    return rows
+
+
+def incidents_slot(ctx: HeaderContext) -> SlotValue:
+    incidents = open_incidents(ctx)
+    _set_counts(incidents)
+    if not incidents:
+        return SlotValue("none open", "ok")
+    firing = [i for i in incidents if i.get("firing")]
+    urgent = [i for i in firing if i.get("severity") in URGENT]
+    unacked = [i for i in incidents if i.get("status") == "open"]
+    text = f"{len(incidents)} open · {len(firing)} firing"
+    if unacked:
+        text += f" · {len(unacked)} unacked"
+    short = f"{len(incidents)} ({len(firing)} firing)"
+    if urgent:
+        worst = sorted(urgent, key=lambda i: (i.get("severity"), -(i.get("opened") or 0)))[0]
+        return SlotValue(text, "crit", short=short,
+                         alarm=f"{worst.get('severity')} incident {printable(worst.get('id'), limit=20)} is firing "
+                               f"({printable(worst.get('runbook'), limit=40)} on "
+                               f"{printable(worst.get('scope'), limit=40)}): press 6 for its runbook, a to "
+                               f"acknowledge it.")
+    return SlotValue(text, "warn" if firing or unacked else "info", short=short)
+
+
+def register() -> None:
+    from console.screens.registry import ViewSpec, register_view
+
+    def runbooks_view(ctx: Any) -> Any:
+        from console.screens.runbooks import RunbooksView
+
+        return RunbooksView(ctx)
+
+    def audit_view(ctx: Any) -> Any:
+        from console.screens.audit import AuditView
+
+        return AuditView(ctx)
+
+    register_view(ViewSpec("runbooks", "Runbooks", "6", runbooks_view, ("runbooks", "incidents", "inc"),
+                           "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)"))
+    register_view(ViewSpec("audit", "Audit", "7", audit_view, ("audit",),
+                           "the audit log, newest first, with the hash-chain verification"))
+    register_header_slot(HeaderSlot("incidents", "incidents", incidents_slot, row=2))
+
+
+register()

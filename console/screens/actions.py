@@ -1,0 +1,486 @@
+"""Operator actions from the console: ControlAPI calls off the UI thread, the read-only guard, and the kill flow.
+
+- `ControlClient(node, ctx).run(what, call, done)`: refuses in a read-only console ("read-only console"); else runs
+  `call(ControlAPI(store, ctx.operator))` on a thread worker (so the operator is recorded with every action) and,
+  on success, `done(result)` on the UI thread. Errors (ControlError: late decision, mismatched hash, already
+  decided; InputError; store problems) reach the app's ONE error handler through Worker.StateChanged and become
+  notifications, never a traceback.
+- `start_kill(node, ctx, scope, target, run_id)`: reads the preview (preview_kill) off the UI thread, shows it in
+  a confirmation with a mode choice (kill / drain / pause) and a reason; a global halt also needs HALT typed. After
+  the switch is written, `AckWatcher` polls kill_switch(id)['acked'] and says when the engine acknowledged; if no
+  ack arrives within ACK_WAIT_S while an engine is alive, it offers to terminate the wedged engine
+  (terminate_engine: same user only, audited) in a second confirmation.
+- `install_kill_keys()`: the kill keys on the runs view (k: the selected run), the run view (k: the selected agent
+  span -> that agent in this run; tool span -> that tool) and the global halt (H, everywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.dom import DOMNode
+
+from console.output import age
+from console.widgets.modals import REASON, Field, FormModal, FormResult
+from console.widgets.safe import printable
+
+if TYPE_CHECKING:
+    from engine.controls.api import ControlAPI
+    from engine.controls.preview import KillPreview
+
+    from console.screens.base import ConsoleContext
+
+T = TypeVar("T")
+
+ACTION_GROUP = "flightdeck-action"
+READ_ONLY = "read-only console: actions are disabled (restart without --read-only to act)"
+ACK_WAIT_S = 3.0
+ACK_POLL_S = 0.25
+HALT_WORD = "HALT"
+MODES = ("kill", "drain", "pause")
+MODE_WORDS = {"kill": "stop now", "drain": "let in-flight calls finish, start nothing new",
+              "pause": "hold at the next step"}
+PREVIEW_ROWS = 12
+
+
+def refuse_read_only(node: DOMNode, ctx: "ConsoleContext") -> bool:
+    """True (and a notification) when the console is read-only: the caller must stop."""
+    if ctx.read_only:
+        node.notify(READ_ONLY, title="Refused", severity="warning", markup=False)
+        return True
+    return False
+
+
+class ControlClient:
+    """ControlAPI calls for one view (or the kill flow), on thread workers, as `ctx.operator`."""
+
+    def __init__(self, node: DOMNode, ctx: "ConsoleContext") -> None:
+        self.node = node
+        self.ctx = ctx
+
+    def api(self) -> "ControlAPI":
+        from engine.controls.api import ControlAPI
+
+        return ControlAPI(self.ctx.store_dir, self.ctx.operator)
+
+    def run(self, what: str, call: Callable[["ControlAPI"], T], done: Callable[[T], None] | None = None,
+            *, write: bool = True) -> Any:
+        if write and refuse_read_only(self.node, self.ctx):
+            return None
+        app = self.node.app
+
+        def work() -> T:
+            api = self.api()
+            try:
+                result = call(api)
+            finally:
+                api.close()
+            if done is not None:
+                app.call_from_thread(done, result)
+            return result
+
+        # On the app, not the view: Worker.StateChanged does not bubble, and the app's handler is the one that turns
+        # a failed worker (ControlError, InputError, a store problem) into a notification.
+        return app.run_worker(work, name=what, group=ACTION_GROUP, thread=True, exit_on_error=False)
+
+
+# -- the kill flow ------------------------------------------------------------------------------------------------
+
+def switch_label(scope: str, target: str | None, run_id: str | None) -> str:
+    from engine.controls.api import switch_label as label
+
+    return label({"scope": scope, "target": target, "run_id": run_id})
+
+
+def preview_text(label: str, preview: "KillPreview | None", now: float) -> Text:
+    """What the switch would stop, as the CLI prints it (console/commands/controls.py _print_preview)."""
+    text = Text(end="")
+    if preview is None:
+        text.append(f"{label}: no engine has recorded runs on this store yet, so nothing is running to stop.\n")
+        return text
+    if preview.empty:
+        text.append(f"{label}: nothing running matches right now. ", style="bold")
+        text.append("The switch still applies to matching work that starts later, until it is released.\n")
+        return text
+    text.append(f"{label} would stop: {len(preview.runs)} run(s), {len(preview.agents)} running agent(s), "
+                f"{len(preview.calls)} in-flight call(s)\n", style="bold")
+    for run in preview.runs[:PREVIEW_ROWS]:
+        text.append(f"  run   {printable(run['id'], limit=24):<24} {printable(run['hierarchy'], limit=24):<24} "
+                    f"started {age(run['started'], now)}\n")
+    if len(preview.runs) > PREVIEW_ROWS:
+        text.append(f"  … and {len(preview.runs) - PREVIEW_ROWS} more run(s)\n", style="dim")
+    work = [("agent", a["agent"], "", a["run_id"]) for a in preview.agents]
+    work += [(c["kind"], c["name"], c.get("agent") or "", c["run_id"]) for c in preview.calls]
+    for kind, name, agent, run_id in work[:PREVIEW_ROWS]:
+        text.append(f"  {kind:<5} {printable(name, limit=24):<24} {printable(agent, limit=16):<16} "
+                    f"run {printable(run_id, limit=24)}\n")
+    if len(work) > PREVIEW_ROWS:
+        text.append(f"  … and {len(work) - PREVIEW_ROWS} more\n", style="dim")
+    return text
+
+
+def start_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | None,
+               run_id: str | None = None) -> None:
+    """Preview -> confirmation (mode, reason; HALT typed for a global halt) -> set_kill -> wait for the ack."""
+    if refuse_read_only(node, ctx):
+        return
+    app = node.app
+    label = switch_label(scope, target, run_id)
+
+    def read_preview() -> None:
+        from engine.controls.preview import preview_kill
+        from engine.store import open_reader
+        from engine.store.files import TRACES_DB
+
+        preview = None
+        if (ctx.store_dir / TRACES_DB).is_file():
+            reader = open_reader(ctx.store_dir)
+            try:
+                preview = preview_kill(reader, scope, target, run_id)
+            finally:
+                reader.close()
+        app.call_from_thread(_confirm_kill, node, ctx, scope, target, run_id, label, preview)
+
+    app.run_worker(read_preview, name="kill-preview", group=ACTION_GROUP, thread=True, exit_on_error=False)
+
+
+def _confirm_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | None, run_id: str | None,
+                  label: str, preview: "KillPreview | None") -> None:
+    body = preview_text(label, preview, ctx.clock())
+    body.append("\nModes: ", style="bold")
+    body.append(" · ".join(f"{m}: {w}" for m, w in MODE_WORDS.items()))
+    body.append("\nThe switch stays in force, across engine restarts, until it is released (view 5, r).",
+                style="dim")
+    glob = scope == "global"
+    title = "GLOBAL HALT: stop everything on this store" if glob else f"Kill switch: {label}"
+    fields = [Field("mode", "Mode", kind="choice", choices=MODES), REASON]
+
+    def done(result: FormResult | None) -> None:
+        if result is None:
+            node.notify("Nothing was stopped.", title="Kill switch", markup=False)
+            return
+        mode = result["mode"]
+        ControlClient(node, ctx).run(
+            "kill", lambda api: api.set_kill(scope, target, mode, result.reason, run_id=run_id),
+            lambda switch: _switch_set(node, ctx, switch, label))
+
+    node.app.push_screen(FormModal(title, body, fields=fields, confirm_word=HALT_WORD if glob else None,
+                                   danger=True, submit_label=f"Enter: set the switch on {label}"), done)
+
+
+def _switch_set(node: DOMNode, ctx: "ConsoleContext", switch: dict[str, Any], label: str) -> None:
+    if switch.get("already_active"):
+        node.notify(f"kill switch #{switch['id']} ({label}, {switch['mode']}) was already active: set by "
+                    f"{switch['operator']}.", title="Kill switch", markup=False)
+    else:
+        node.notify(f"kill switch #{switch['id']} set: {label}, mode {switch['mode']}, by {switch['operator']}. "
+                    f"Waiting for the engine to acknowledge…", title="Kill switch", markup=False)
+    watcher = AckWatcher(node, ctx, switch, label)
+    WATCHERS.append(watcher)
+    del WATCHERS[:-20]
+    watcher.start()
+
+
+WATCHERS: list["AckWatcher"] = []  # the latest few, for tests and the palette
+
+
+class AckWatcher:
+    """Polls kill_switch(id)['acked'] after a switch was set; says when the engine acknowledged it, or offers to
+    terminate a wedged engine when no ack arrives within ACK_WAIT_S while an engine is alive."""
+
+    def __init__(self, node: DOMNode, ctx: "ConsoleContext", switch: dict[str, Any], label: str,
+                 wait_s: float | None = None) -> None:
+        self.node = node
+        self.ctx = ctx
+        self.switch = switch
+        self.label = label
+        self.wait_s = ACK_WAIT_S if wait_s is None else wait_s
+        self.started = time.monotonic()
+        self.done = False
+        self.outcome: str | None = None  # "acked" | "no-engine" | "wedged" (for tests)
+
+    def start(self) -> None:
+        if self.switch.get("acked") is not None:
+            self._acked(self.switch)
+            return
+        self._poll()
+
+    def _poll(self) -> None:
+        if self.done:
+            return
+        ControlClient(self.node, self.ctx).run("kill-ack", self._read, self._seen, write=False)
+
+    def _read(self, api: "ControlAPI") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        from engine.store.control import STALE_AFTER_S
+
+        row = api.kill_switch(int(self.switch["id"]))
+        now = api.now()
+        alive = [e for e in api.engines() if e.get("stopped") is None
+                 and now - float(e.get("heartbeat") or 0) <= STALE_AFTER_S * 2]
+        return row, alive
+
+    def _seen(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+        row, alive = result
+        if row.get("acked") is not None:
+            self._acked(row)
+            return
+        if not alive:
+            self.done, self.outcome = True, "no-engine"
+            self.node.notify(f"No engine is running on this store: kill switch #{row['id']} stays in force and the "
+                             f"next engine applies it when it starts.", title="Kill switch", markup=False)
+            return
+        if time.monotonic() - self.started >= self.wait_s:
+            self.done, self.outcome = True, "wedged"
+            _offer_terminate(self.node, self.ctx, row, alive[0], self.wait_s)
+            return
+        self.node.set_timer(ACK_POLL_S, self._poll)
+
+    def _acked(self, row: dict[str, Any]) -> None:
+        from engine.controls.api import clock_text
+
+        self.done, self.outcome = True, "acked"
+        took = max(0.0, float(row["acked"]) - float(row.get("created") or row["acked"]))
+        self.node.notify(f"Engine {printable(row.get('acked_by') or '', limit=40)} acknowledged kill switch "
+                         f"#{row['id']} ({self.label}) at {clock_text(row['acked'])}, {took:.1f}s after it was set.",
+                         title="Kill switch acknowledged", markup=False)
+
+
+def _offer_terminate(node: DOMNode, ctx: "ConsoleContext", row: dict[str, Any], engine: dict[str, Any],
+                     waited: float) -> None:
+    pid = engine.get("pid")
+    body = Text(end="")
+    body.append(f"The engine (pid {pid} on {printable(engine.get('host'), limit=40)}) has not acknowledged kill "
+                f"switch #{row['id']} after {waited:.0f}s: its event loop may be wedged.\n\n", style="bold")
+    body.append("Terminating sends SIGTERM, then SIGKILL after 5 s if it is still there. Only an engine that holds "
+                "this store's lock and runs as your user can be terminated; the action is audited. Runs in flight "
+                "end as abandoned when an engine next starts.")
+
+    def done(result: FormResult | None) -> None:
+        if result is None:
+            node.notify(f"Engine pid {pid} left running; kill switch #{row['id']} is still unacknowledged.",
+                        title="Kill switch", severity="warning", markup=False)
+            return
+
+        def terminate(api: "ControlAPI") -> Any:
+            from engine.controls.terminate import terminate_engine
+
+            return terminate_engine(ctx.store_dir, int(pid), ctx.operator, result.reason, api=api)
+
+        def finished(outcome: Any) -> None:
+            signals = ", ".join(outcome.signals) or "no signal (it was already gone)"
+            node.notify(f"Engine pid {outcome.pid}: sent {signals}; "
+                        f"{'it exited' if outcome.exited else 'it has NOT exited'} after {outcome.waited_s:.1f}s "
+                        f"(audit #{outcome.audit_id}).", title="Engine terminated",
+                        severity="information" if outcome.exited else "error", markup=False)
+
+        ControlClient(node, ctx).run("terminate-engine", terminate, finished)
+
+    node.app.push_screen(FormModal(f"Terminate wedged engine pid {pid}?", body, fields=[REASON], danger=True,
+                                   submit_label="Enter: terminate the engine"), done)
+
+
+# -- kill keys on the other views ---------------------------------------------------------------------------------
+
+KILL_RUN = Binding("k", "kill_selected", "Kill", id="kill_selected",
+                   tooltip="Kill switch for the selection (a run; in the run view the selected agent or tool): "
+                           "shows what would stop, asks for a mode and a reason")
+GLOBAL_HALT = Binding("H", "global_halt", "HALT all", id="global_halt", show=False,
+                      tooltip="Global halt: a kill switch on everything on this store (type HALT to confirm)")
+
+
+def kill_target_for_span(span: dict[str, Any] | None, run_id: str | None) -> tuple[str, str | None, str | None]:
+    """(scope, target, run_id) for a span of the run view: an agent span -> that agent in this run; a tool span
+    -> that tool (everywhere: a tool switch refuses the tool); anything else -> the run."""
+    if span is not None:
+        kind = span.get("kind")
+        if kind == "agent" and span.get("agent"):
+            return "agent", str(span["agent"]), run_id
+        if kind == "tool" and span.get("name"):
+            return "tool", str(span["name"]), None
+    if not run_id:
+        raise LookupError("no run is shown")
+    return "run", run_id, None
+
+
+def _runs_kill_selected(self: Any) -> None:
+    key = self.table.cursor_key
+    if key is None:
+        self.notify("No run selected: nothing to kill.", severity="warning", markup=False)
+        return
+    run = self.table.get(key) or {}
+    if run.get("status") != "running":
+        self.notify(f"Run {printable(key, limit=30)} is not running (status {printable(run.get('status'))}); there "
+                    f"is nothing to stop.", title="Kill switch", severity="warning", markup=False)
+        return
+    start_kill(self, self.ctx, "run", str(key))
+
+
+def _run_kill_selected(self: Any) -> None:
+    node = self.tree.cursor_node
+    span = node.data if node is not None else None
+    run_id = (self.run or {}).get("id") or self.run_id
+    try:
+        scope, target, in_run = kill_target_for_span(span, run_id)
+    except LookupError:
+        self.notify("No run shown: open one first (press 1, Enter).", severity="warning", markup=False)
+        return
+    start_kill(self, self.ctx, scope, target, in_run)
+
+
+def _global_halt(self: Any) -> None:
+    start_kill(self, self.ctx, "global", None)
+
+
+def hide_when_read_only(node: Any, ids: set[str]) -> None:
+    """In a read-only console the action bindings are not shown (pressing them still says "read-only console")."""
+    if not node.ctx.read_only:
+        return
+    bindings = node._bindings.key_to_bindings
+    for key, items in bindings.items():
+        bindings[key] = [dataclasses.replace(b, show=False) if b.id in ids else b for b in items]
+
+
+def _extend(cls: type, binding: Binding, action: str, method: Callable[..., None]) -> None:
+    if any(getattr(b, "id", None) == binding.id for b in cls.__dict__.get("BINDINGS", ())):
+        return
+    cls.BINDINGS = [*cls.__dict__.get("BINDINGS", ()), binding]  # type: ignore[attr-defined]
+    setattr(cls, f"action_{action}", method)
+    cls._merged_bindings = cls._merge_bindings()  # type: ignore[attr-defined]
+    original_init = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        hide_when_read_only(self, {binding.id or ""})
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _with_palette(cls: type, title: str, help_text: str, action: str) -> None:
+    """Add "kill the selection" and "global halt" to a view's palette commands (read-write consoles only)."""
+    original = cls.palette_commands  # type: ignore[attr-defined]
+    if getattr(original, "_kill_palette", False):
+        return
+
+    def palette_commands(self: Any) -> list[Any]:
+        from console.screens.base import PaletteCommand
+
+        commands = list(original(self))
+        if not self.ctx.read_only:
+            commands.append(PaletteCommand(title, help_text, getattr(self, f"action_{action}")))
+            commands.append(PaletteCommand("GLOBAL HALT: stop everything", "A global kill switch (type HALT)",
+                                           lambda: _global_halt(self)))
+        return commands
+
+    palette_commands._kill_palette = True  # type: ignore[attr-defined]
+    cls.palette_commands = palette_commands  # type: ignore[attr-defined]
+
+
+def install_kill_keys() -> None:
+    """k on the runs and run views, H (global halt) on the main screen. Until runs.py, run.py and main.py declare
+    these bindings themselves, they are added here (same ids, so [console.keys] can remap them)."""
+    from console.screens.main import MainScreen
+    from console.screens.run import RunView
+    from console.screens.runs import RunsView
+
+    _extend(RunsView, KILL_RUN, "kill_selected", _runs_kill_selected)
+    _extend(RunView, KILL_RUN, "kill_selected", _run_kill_selected)
+    _extend(MainScreen, GLOBAL_HALT, "global_halt", _global_halt)
+    _with_palette(RunsView, "Kill switch on the selected run", "Preview, mode, reason", "kill_selected")
+    _with_palette(RunView, "Kill switch on the selected agent or tool", "Agent span: that agent in this run; tool "
+                  "span: that tool; otherwise the run", "kill_selected")
+
+
+# -- a live table view (approvals, breakers, controls) -------------------------------------------------------------
+
+from console.polling import Poller  # noqa: E402
+from console.screens.base import View, focus_now  # noqa: E402
+
+
+class ControlFeed:
+    """Thread side of a control.db view: returns fresh rows, or None when nothing changed since the last poll."""
+
+    def __init__(self, ctx: "ConsoleContext", read: Callable[["ControlAPI"], Any]) -> None:
+        self.ctx = ctx
+        self.read = read
+        self.last: Any = object()
+
+    def poll(self) -> Any:
+        from engine.controls.api import ControlAPI
+
+        control = self.ctx.source.control()
+        if control is None:
+            rows = self.read(None)
+        else:
+            api = ControlAPI(self.ctx.store_dir, self.ctx.operator or "console", db=control)
+            try:
+                rows = self.read(api)
+            finally:
+                api.close()
+        if rows == self.last:
+            return None
+        self.last = rows
+        return rows
+
+    def invalidate(self) -> None:
+        self.last = object()
+
+
+class LiveView(View):
+    """A view that polls while shown, and repaints once a second (countdowns move with the clock)."""
+
+    ACTION_IDS: frozenset[str] = frozenset()
+
+    def __init__(self, ctx: "ConsoleContext", *, view_id: str) -> None:
+        super().__init__(ctx, view_id=view_id)
+        self.client = ControlClient(self, ctx)
+        self.feed = ControlFeed(ctx, self.read)
+        self.poller: Poller[Any] = Poller(self, name=view_id, fetch=self.feed.poll, render=self.apply,
+                                          interval=max(0.25, ctx.poll_interval), report_error=ctx.report_error)
+        self._ticker: Any = None
+        self.loaded = False
+        hide_when_read_only(self, set(self.ACTION_IDS))
+
+    def read(self, api: "ControlAPI | None") -> Any:
+        raise NotImplementedError
+
+    def apply(self, rows: Any) -> None:
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        for table in self.query("VirtualTable"):
+            table.refresh()
+
+    def on_activate(self, arg: str | None) -> None:
+        self.feed.invalidate()
+        self.poller.start()
+        if self._ticker is None:
+            self._ticker = self.set_interval(1.0, self.tick)
+        else:
+            self._ticker.resume()
+
+    def on_deactivate(self) -> None:
+        self.poller.stop()
+        if self._ticker is not None:
+            self._ticker.pause()
+
+    def on_unmount(self) -> None:
+        self.poller.stop()
+
+    def refresh_now(self) -> None:
+        """After an action: poll at once (the row changes or goes)."""
+        self.feed.invalidate()
+        self.poller.poke()
+
+    def focus_default(self) -> None:
+        table = next(iter(self.query("VirtualTable")), None)
+        if table is not None:
+            focus_now(table)
+        else:
+            self.screen.set_focus(None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return True

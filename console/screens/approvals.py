@@ -1,0 +1,389 @@
+"""View 3: Approvals. Tool calls waiting for a person, across all runs, oldest first, each with a live countdown to
+its deadline (red under 30 s). a approves, d denies (the reason is the message), e edits the arguments and approves;
+every decision passes the args_hash the operator saw (expected_args_hash), so it binds to what was on screen.
+Enter (or g) opens the request's place in the trace (view 2 on its run, the span selected).
+
+New requests anywhere raise a notification on every view (ApprovalAlerts, started when this view mounts: all views
+are mounted at start) and ring the terminal bell when FLIGHTDECK_CONSOLE_BELL=1.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from console.polling import Poller
+from console.screens.actions import LiveView
+from console.screens.base import ConsoleContext, PaletteCommand, ShowView
+from console.widgets.modals import REASON, Field, FormModal, FormResult
+from console.widgets.safe import compact_json, literal, pretty_json, printable
+from console.widgets.text_pane import TextLines
+from console.widgets.virtual_table import Column, VirtualTable
+
+URGENT_S = 30.0
+BELL_ENV = "FLIGHTDECK_CONSOLE_BELL"
+
+COLUMNS = (
+    Column("left", "LEFT", 7, align="right"),
+    Column("risk", "RISK", 6),
+    Column("level", "LEVEL", 9),
+    Column("agent", "AGENT", 10, flex=1, max_width=20),
+    Column("tool", "TOOL", 12, flex=1, max_width=24),
+    Column("arguments", "ARGUMENTS", 16, flex=4),
+    Column("reason", "MODEL'S REASON", 14, flex=3, drop=2),
+    Column("run", "RUN", 12, drop=1),
+    Column("id", "ID", 11, drop=3),
+)
+
+
+def time_left(deadline: float, now: float) -> str:
+    left = deadline - now
+    if left <= 0:
+        return "expired"
+    seconds = int(left)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def left_text(row: dict[str, Any], now: float) -> Text:
+    left = float(row["deadline"]) - now
+    style = "bold white on red" if left < URGENT_S else ("bold yellow" if left < 120 else "")
+    return Text(time_left(float(row["deadline"]), now), style=style, end="")
+
+
+def level_text(row: dict[str, Any]) -> Text:
+    level = int(row.get("level") or 0)
+    if level:
+        return Text(f"escalated{level if level > 1 else ''}", style="bold magenta", end="")
+    return Text("first", style="dim", end="")
+
+
+RISK_STYLE = {"high": "bold red", "critical": "bold white on red", "medium": "yellow", "low": "green"}
+
+
+def approval_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+    if column == "left":
+        return left_text(row, now)
+    if column == "risk":
+        risk = row.get("risk") or "-"
+        return literal(risk, RISK_STYLE.get(str(risk).lower(), ""), limit=10)
+    if column == "level":
+        return level_text(row)
+    if column == "arguments":
+        return Text(compact_json(row.get("arguments"), limit=300), no_wrap=True, end="")
+    if column == "run":
+        return literal(row.get("run_id"), limit=40)
+    if column in ("agent", "tool", "reason", "id"):
+        return literal(row.get(column) or "", limit=300)
+    return ""
+
+
+def approval_sort(row: dict[str, Any], column: str) -> Any:
+    return (float(row.get("requested") or 0), int(row.get("_pos") or 0))
+
+
+def approval_detail(row: dict[str, Any] | None, now: float) -> Text:
+    if row is None:
+        return Text("No approval selected.", style="dim", end="")
+    text = Text(end="")
+    text.append(f"{printable(row['id'])}  ", style="bold")
+    text.append(f"{printable(row['agent'], limit=40)} wants to call ")
+    text.append(printable(row["tool"], limit=60), style="bold")
+    text.append("  ·  ")
+    text.append_text(left_text(row, now))
+    text.append(" left · on timeout: ")
+    text.append(printable(row.get("on_timeout")), style="bold")
+    text.append(f" · risk {printable(row.get('risk') or '-')} · ")
+    text.append_text(level_text(row))
+    text.append(f" · args hash {printable(row.get('args_hash', ''))[:12]}\n")
+    text.append("Model's reason: ", style="dim")
+    text.append(printable(row.get("reason") or "(none given)", limit=600) + "\n")
+    text.append("Arguments:\n", style="dim")
+    text.append(pretty_json(row.get("arguments"), limit=4000))
+    return text
+
+
+class ApprovalsView(LiveView):
+    DEFAULT_CSS = """
+    ApprovalsView > #approvals-table {
+        height: 1fr;
+    }
+    ApprovalsView > #approval-detail {
+        height: 12;
+        border-top: solid $panel-lighten-2;
+        padding: 0 1;
+    }
+    """
+
+    ACTION_IDS = frozenset({"approve", "deny", "edit_approve"})
+    BINDINGS = [
+        Binding("a", "approve", "Approve", id="approve",
+                tooltip="Approve the selected request (asks for a reason; binds to the arguments shown)"),
+        Binding("d", "deny", "Deny", id="deny",
+                tooltip="Deny the selected request with a message (the model sees it as a tool error)"),
+        Binding("e", "edit_approve", "Edit+approve", id="edit_approve",
+                tooltip="Edit the arguments (a JSON object; the engine re-validates it) and approve"),
+        Binding("enter", "open_trace", "Open in trace", id="approval_open", show=False,
+                tooltip="Open the request's run in view 2 with its span selected"),
+        Binding("g", "open_trace", "Trace", id="approval_trace",
+                tooltip="Open the request's run in view 2 with its span selected (Enter does the same)"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx, view_id="approvals")
+        self.alerts = ApprovalAlerts(self, ctx)
+        self.hint = "Loading approvals…"
+
+    def compose(self) -> ComposeResult:
+        yield TextLines(id="approvals-title")
+        yield VirtualTable(COLUMNS, cell=approval_cell, sort_value=approval_sort, matches=lambda d, f: True,
+                           now=self.ctx.clock, sort_column="left", empty_text="no tool call is waiting for approval",
+                           id="approvals-table")
+        yield TextLines(id="approval-detail")
+
+    @property
+    def table(self) -> VirtualTable:
+        return self.query_one("#approvals-table", VirtualTable)
+
+    def on_mount(self) -> None:
+        self.alerts.start()
+        self._title(0)
+
+    def on_unmount(self) -> None:
+        super().on_unmount()
+        self.alerts.stop()
+
+    def read(self, api: Any) -> list[dict[str, Any]]:
+        return api.pending_approvals() if api is not None else []
+
+    def apply(self, rows: list[dict[str, Any]]) -> None:
+        self.loaded = True
+        table = self.table
+        rows = [{**row, "_pos": pos} for pos, row in enumerate(rows)]  # the store's order breaks ties
+        keep = {row["id"] for row in rows}
+        table.remove([key for key in list(table.keys()) if key not in keep])
+        table.upsert((row["id"], row) for row in rows)
+        self._title(len(rows))
+        self._show_detail()
+
+    def tick(self) -> None:
+        super().tick()
+        self._show_detail()
+        self._update_hint()
+
+    def _title(self, count: int) -> None:
+        text = Text(end="")
+        text.append("APPROVALS ", style="bold")
+        text.append(f"{count} pending" if count else "none pending", style="bold yellow" if count else "green")
+        text.append("  oldest first · LEFT turns red under 30 s", style="dim")
+        if self.ctx.read_only:
+            text.append("  · read-only: decisions are disabled", style="bold yellow")
+        self.query_one("#approvals-title", TextLines).update(text)
+
+    def selected(self) -> dict[str, Any] | None:
+        key = self.table.cursor_key
+        return self.table.get(key) if key is not None else None
+
+    def _show_detail(self) -> None:
+        self.query_one("#approval-detail", TextLines).update(approval_detail(self.selected(), self.ctx.clock()))
+        self._update_hint()
+
+    def _update_hint(self) -> None:
+        row = self.selected()
+        if not self.loaded:
+            self.hint = "Loading approvals…"
+        elif row is None:
+            self.hint = "Nothing waits for approval. New requests raise a notification on every view."
+        elif self.ctx.read_only:
+            self.hint = "Read-only console: review here, decide with `flightdeck approve/deny` or a read-write console."
+        elif float(row["deadline"]) - self.ctx.clock() < URGENT_S:
+            self.hint = (f"{row['id']} expires in {time_left(float(row['deadline']), self.ctx.clock())} (then: "
+                         f"{row.get('on_timeout')}): a approves, d denies, e edits.")
+        else:
+            self.hint = "a approves · d denies with a message · e edits the arguments · Enter opens it in the trace."
+
+    @on(VirtualTable.CursorMoved, "#approvals-table")
+    def _moved(self, event: VirtualTable.CursorMoved) -> None:
+        self._show_detail()
+
+    @on(VirtualTable.RowSelected, "#approvals-table")
+    def _chosen(self, event: VirtualTable.RowSelected) -> None:
+        self.action_open_trace()
+
+    # -- actions ------------------------------------------------------------------------------------------------
+
+    def _need_row(self) -> dict[str, Any] | None:
+        row = self.selected()
+        if row is None:
+            self.notify("No approval selected: nothing is waiting.", severity="warning", markup=False)
+        return row
+
+    def _decided(self, verb: str) -> Any:
+        def done(row: dict[str, Any]) -> None:
+            self.notify(f"{row['id']} {verb} by {row.get('decided_by')}: {printable(row.get('tool'), limit=40)} "
+                        f"for {printable(row.get('agent'), limit=40)}.", title="Approval", markup=False)
+            self.refresh_now()
+        return done
+
+    def _decision_body(self, row: dict[str, Any]) -> Text:
+        return approval_detail(row, self.ctx.clock())
+
+    def action_approve(self) -> None:
+        if self.ctx.read_only:
+            self.client.run("approve", lambda api: None)  # refuses with the read-only message
+            return
+        row = self._need_row()
+        if row is None:
+            return
+        approval_id, expected = row["id"], row["args_hash"]
+
+        def done(result: FormResult | None) -> None:
+            if result is not None:
+                self.client.run("approve", lambda api: api.approve(approval_id, result.reason,
+                                                                   expected_args_hash=expected),
+                                self._decided("approved"))
+
+        self.app.push_screen(FormModal(f"Approve {approval_id}: {printable(row['tool'], limit=60)}",
+                                       self._decision_body(row), fields=[REASON],
+                                       submit_label="Enter: approve"), done)
+
+    def action_deny(self) -> None:
+        if self.ctx.read_only:
+            self.client.run("deny", lambda api: None)
+            return
+        row = self._need_row()
+        if row is None:
+            return
+        approval_id, expected = row["id"], row["args_hash"]
+
+        def done(result: FormResult | None) -> None:
+            if result is not None:
+                self.client.run("deny", lambda api: api.deny(approval_id, result.reason,
+                                                             expected_args_hash=expected),
+                                self._decided("denied"))
+
+        self.app.push_screen(FormModal(
+            f"Deny {approval_id}: {printable(row['tool'], limit=60)}", self._decision_body(row),
+            fields=[Field("reason", "Message (the model sees it; goes to the audit log)",
+                          placeholder="why not, and what to do instead")],
+            danger=True, submit_label="Enter: deny"), done)
+
+    def action_edit_approve(self) -> None:
+        if self.ctx.read_only:
+            self.client.run("edit", lambda api: None)
+            return
+        row = self._need_row()
+        if row is None:
+            return
+        approval_id, expected = row["id"], row["args_hash"]
+        import json
+
+        original = json.dumps(row.get("arguments"), indent=2, ensure_ascii=False, default=str)
+
+        def done(result: FormResult | None) -> None:
+            if result is not None:
+                edited = result["arguments"]
+                self.client.run("edit-approve", lambda api: api.approve(
+                    approval_id, result.reason, edited_arguments=edited, expected_args_hash=expected),
+                    self._decided("approved with edited arguments"))
+
+        body = Text(end="")
+        body.append(f"{printable(row['agent'], limit=40)} → {printable(row['tool'], limit=60)}; ")
+        body.append_text(left_text(row, self.ctx.clock()))
+        body.append(" left. Edit the arguments (a JSON object); the engine validates them against the tool's schema.")
+        self.app.push_screen(FormModal(f"Edit and approve {approval_id}", body,
+                                       fields=[Field("arguments", "Arguments (JSON object)", kind="json",
+                                                     value=original), REASON],
+                                       submit_label="ctrl+s or Enter in Reason: approve with these arguments"), done)
+
+    def action_open_trace(self) -> None:
+        row = self._need_row()
+        if row is None:
+            return
+        self.post_message(ShowView("run", str(row["run_id"])))
+        span_id = row.get("span_id")
+        if span_id:
+            self._select_span(str(span_id), tries=50)
+
+    def _select_span(self, span_id: str, tries: int) -> None:
+        try:
+            run_view = self.screen.query_one("#view-run")
+            node = run_view.tree.nodes.get(span_id)  # type: ignore[attr-defined]
+        except Exception:
+            node = None
+        if node is not None:
+            run_view.tree.reveal(node)  # type: ignore[attr-defined]
+            return
+        if tries > 0:
+            self.set_timer(0.1, lambda: self._select_span(span_id, tries - 1))
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        commands = [PaletteCommand("Open the selected approval in the trace", "View 2 on its run and span",
+                                   self.action_open_trace)]
+        if not self.ctx.read_only:
+            commands += [
+                PaletteCommand("Approve the selected request", "Asks for a reason", self.action_approve),
+                PaletteCommand("Deny the selected request", "Asks for a message", self.action_deny),
+                PaletteCommand("Edit the arguments and approve", "JSON editor", self.action_edit_approve),
+            ]
+        return commands
+
+
+class ApprovalAlerts:
+    """Always on (every view): a notification for each new pending request, and the terminal bell when
+    FLIGHTDECK_CONSOLE_BELL=1. Requests already pending when the console starts are announced once, together."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, owner: ApprovalsView, ctx: ConsoleContext) -> None:
+        self.owner = owner
+        self.ctx = ctx
+        self.seen: set[str] | None = None
+        self.bell = os.environ.get(BELL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        self.poller: Poller[list[dict[str, Any]]] = Poller(
+            owner, name="approval-alerts", fetch=self._fetch, render=self._render,
+            interval=max(self.INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error,
+            busy_interval=max(self.INTERVAL_S, ctx.poll_interval))
+        self.notified = 0
+
+    def start(self) -> None:
+        self.poller.start()
+
+    def stop(self) -> None:
+        self.poller.stop()
+
+    def _fetch(self) -> list[dict[str, Any]] | None:
+        control = self.ctx.source.control()
+        if control is None:
+            return None
+        rows = control.query("SELECT id, agent, tool, deadline, risk FROM approvals WHERE status = 'pending' "
+                             "ORDER BY requested, rowid", ())
+        return [dict(row) if not isinstance(row, dict) else row for row in rows]
+
+    def _render(self, rows: list[dict[str, Any]]) -> None:
+        ids = {row["id"] for row in rows}
+        first = self.seen is None
+        new = [row for row in rows if first or row["id"] not in (self.seen or set())]
+        self.seen = ids
+        if not new:
+            return
+        now = self.ctx.clock()
+        if len(new) == 1:
+            row = new[0]
+            message = (f"{printable(row['agent'], limit=40)} wants to call {printable(row['tool'], limit=40)} "
+                       f"(risk {printable(row.get('risk') or '-')}, {time_left(float(row['deadline']), now)} left): "
+                       f"press 3 to decide.")
+        else:
+            message = f"{len(new)} tool calls wait for approval: press 3 to decide."
+        self.notified += 1
+        self.owner.notify(message, title="Approval requested", severity="warning", timeout=10, markup=False)
+        if self.bell:
+            self.owner.app.bell()

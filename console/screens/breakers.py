@@ -1,0 +1,252 @@
+"""View 4: Breakers. Every circuit breaker the engine reports (traces.db `breakers`, one row per hierarchy and key):
+state as a word AND a colour, failure and slow-call rates, calls in the window, time to the next probe (live), the
+hierarchy. o forces one open, r resets it to closed, x disables it (calls always pass): each asks for a reason and
+writes a breaker_overrides row through ControlAPI.override_breaker, which the engine applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from console.polling import ReaderState
+from console.screens.actions import LiveView
+from console.screens.base import ConsoleContext, PaletteCommand
+from console.widgets.fmt import compact_age
+from console.widgets.modals import REASON, FormModal, FormResult
+from console.widgets.safe import literal, printable
+from console.widgets.text_pane import TextLines
+from console.widgets.virtual_table import Column, VirtualTable
+
+# state -> (word, style). Never colour alone: the word is always there.
+STATES = {
+    "open": ("OPEN", "bold white on red"),
+    "forced_open": ("FORCED OPEN", "bold white on red"),
+    "half_open": ("HALF-OPEN", "bold black on yellow"),
+    "disabled": ("DISABLED", "bold magenta"),
+    "closed": ("closed", "green"),
+}
+ACTIONS = {"force_open": "force open", "reset": "reset to closed", "disable": "disable"}
+
+COLUMNS = (
+    Column("state", "STATE", 11),
+    Column("key", "BREAKER", 18, flex=3, max_width=40),
+    Column("hierarchy", "HIERARCHY", 12, flex=2, max_width=28),
+    Column("failure_rate", "FAIL%", 6, align="right"),
+    Column("slow_call_rate", "SLOW%", 6, align="right"),
+    Column("calls", "CALLS", 9, align="right"),
+    Column("probe", "NEXT PROBE", 10, align="right"),
+    Column("since", "SINCE", 6, align="right", drop=1),
+)
+
+
+def state_text(state: str | None) -> Text:
+    word, style = STATES.get(str(state), (printable(state or "unknown", limit=12).upper(), "bold"))
+    return Text(word, style=style, end="")
+
+
+def pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value) * 100:.0f}%"
+
+
+def probe_text(row: dict[str, Any], now: float) -> Text:
+    at = row.get("next_probe_at")
+    if at is None or row.get("state") not in ("open", "forced_open"):
+        return Text("-", style="dim", end="")
+    left = float(at) - now
+    if left <= 0:
+        return Text("due", style="bold yellow", end="")
+    return Text(f"in {int(left)}s" if left < 120 else f"in {int(left // 60)}m", end="")
+
+
+def breaker_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+    if column == "state":
+        return state_text(row.get("state"))
+    if column in ("key", "hierarchy"):
+        return literal(row.get(column), limit=60)
+    if column in ("failure_rate", "slow_call_rate"):
+        value = row.get(column)
+        style = "bold red" if value is not None and float(value) >= 0.5 else ""
+        return Text(pct(value), style=style, end="")
+    if column == "calls":
+        calls = row.get("calls_in_window")
+        failed = row.get("failed_calls")
+        return "-" if calls is None else f"{failed or 0}/{calls}"
+    if column == "probe":
+        return probe_text(row, now)
+    if column == "since":
+        since = row.get("since")
+        return compact_age(now - float(since)) if since else "-"
+    return ""
+
+
+STATE_ORDER = {"open": 0, "forced_open": 0, "half_open": 1, "disabled": 2, "closed": 3}
+
+
+def breaker_sort(row: dict[str, Any], column: str) -> Any:
+    return (STATE_ORDER.get(str(row.get("state")), 1), str(row.get("hierarchy")), str(row.get("key")))
+
+
+class BreakerFeed:
+    def __init__(self, ctx: ConsoleContext) -> None:
+        self.state = ReaderState(ctx.source)
+        self.last: Any = object()
+
+    def poll(self) -> list[dict[str, Any]] | None:
+        from engine.store.files import TRACES_DB
+
+        if not (self.state.source.store_dir / TRACES_DB).is_file():
+            rows: list[dict[str, Any]] = []
+        else:
+            try:
+                rows = self.state.reader.breakers()
+            except Exception:
+                self.state.reset()
+                raise
+        if rows == self.last:
+            return None
+        self.last = rows
+        return rows
+
+    def invalidate(self) -> None:
+        self.last = object()
+
+    def close(self) -> None:
+        self.state.close()
+
+
+class BreakersView(LiveView):
+    DEFAULT_CSS = """
+    BreakersView > #breakers-table {
+        height: 1fr;
+    }
+    """
+
+    ACTION_IDS = frozenset({"breaker_open", "breaker_reset", "breaker_disable"})
+    BINDINGS = [
+        Binding("o", "override('force_open')", "Force open", id="breaker_open",
+                tooltip="Force the selected breaker open: every call through it fails fast (asks for a reason)"),
+        Binding("r", "override('reset')", "Reset", id="breaker_reset",
+                tooltip="Reset the selected breaker to closed with an empty window (asks for a reason)"),
+        Binding("x", "override('disable')", "Disable", id="breaker_disable",
+                tooltip="Disable the selected breaker: calls always pass, failures are not counted (asks for a "
+                        "reason)"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx, view_id="breakers")
+        self.feed = BreakerFeed(ctx)  # type: ignore[assignment]
+        self.poller._fetch = self.feed.poll  # type: ignore[assignment]
+        self.hint = "Loading breakers…"
+
+    def compose(self) -> ComposeResult:
+        yield TextLines(id="breakers-title")
+        yield VirtualTable(COLUMNS, cell=breaker_cell, sort_value=breaker_sort, matches=lambda d, f: True,
+                           now=self.ctx.clock, sort_column="state",
+                           empty_text="no breaker reported yet (the engine publishes them while it runs)",
+                           id="breakers-table")
+
+    @property
+    def table(self) -> VirtualTable:
+        return self.query_one("#breakers-table", VirtualTable)
+
+    def on_mount(self) -> None:
+        self._title([])
+
+    def on_unmount(self) -> None:
+        super().on_unmount()
+        self.feed.close()  # type: ignore[attr-defined]
+
+    def apply(self, rows: list[dict[str, Any]]) -> None:
+        self.loaded = True
+        table = self.table
+        keyed = {(row["hierarchy"], row["key"]): row for row in rows}
+        table.remove([key for key in list(table.keys()) if key not in keyed])
+        table.upsert(keyed.items())
+        self._title(rows)
+        self._update_hint()
+
+    def _title(self, rows: list[dict[str, Any]]) -> None:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[str(row.get("state"))] = counts.get(str(row.get("state")), 0) + 1
+        text = Text(end="")
+        text.append("BREAKERS ", style="bold")
+        if not rows:
+            text.append("none reported", style="dim")
+        for state in ("open", "forced_open", "half_open", "disabled", "closed"):
+            if counts.get(state):
+                text.append(" ")
+                text.append_text(state_text(state))
+                text.append(f" {counts[state]}")
+        text.append("  · open first", style="dim")
+        if self.ctx.read_only:
+            text.append("  · read-only: overrides are disabled", style="bold yellow")
+        self.query_one("#breakers-title", TextLines).update(text)
+
+    def selected(self) -> dict[str, Any] | None:
+        key = self.table.cursor_key
+        return self.table.get(key) if key is not None else None
+
+    def _update_hint(self) -> None:
+        rows = list(self.table.values())
+        row = self.selected()
+        opened = [r for r in rows if r.get("state") in ("open", "forced_open")]
+        if not self.loaded:
+            self.hint = "Loading breakers…"
+        elif not rows:
+            self.hint = "No breakers reported yet: they appear when an engine runs a hierarchy with breakers."
+        elif opened and not self.ctx.read_only:
+            self.hint = (f"{len(opened)} breaker(s) open: calls through them fail fast. r resets the selected one "
+                         f"once the dependency is healthy; o forces one open; x disables it.")
+        elif opened:
+            self.hint = f"{len(opened)} breaker(s) open: calls through them fail fast (read-only console)."
+        elif row is not None:
+            self.hint = "All breakers closed. o forces the selected one open · r resets · x disables."
+
+    @on(VirtualTable.CursorMoved, "#breakers-table")
+    def _moved(self, event: VirtualTable.CursorMoved) -> None:
+        self._update_hint()
+
+    def action_override(self, action: str) -> None:
+        if self.ctx.read_only:
+            self.client.run("breaker", lambda api: None)
+            return
+        row = self.selected()
+        if row is None:
+            self.notify("No breaker selected.", severity="warning", markup=False)
+            return
+        key = str(row["key"])
+        body = Text(end="")
+        body.append(f"{printable(key, limit=60)} in {printable(row.get('hierarchy'), limit=40)} is ")
+        body.append_text(state_text(row.get("state")))
+        body.append(f" (failures {pct(row.get('failure_rate'))}, slow {pct(row.get('slow_call_rate'))}, "
+                    f"{row.get('calls_in_window') or 0} calls in the window).\n")
+        body.append(f"Ask the engine to {ACTIONS[action]} it (applies to every hierarchy using this breaker key).",
+                    style="bold")
+
+        def done(result: FormResult | None) -> None:
+            if result is None:
+                return
+
+            def written(override: dict[str, Any]) -> None:
+                self.notify(f"Breaker override #{override['id']}: {ACTIONS[action]} {key}, by "
+                            f"{override['operator']}. The engine applies it within a second.",
+                            title="Breaker", markup=False)
+                self.refresh_now()
+
+            self.client.run("breaker", lambda api: api.override_breaker(key, action, result.reason), written)
+
+        self.app.push_screen(FormModal(f"{ACTIONS[action].capitalize()}: {printable(key, limit=60)}", body,
+                                       fields=[REASON], danger=action != "reset",
+                                       submit_label=f"Enter: {ACTIONS[action]}"), done)
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        if self.ctx.read_only:
+            return []
+        return [PaletteCommand(f"Breaker: {ACTIONS[a]} the selected one", "Asks for a reason",
+                               lambda a=a: self.action_override(a)) for a in ACTIONS]

@@ -1,0 +1,898 @@
+"""View 6: Runbooks and incidents. What is on fire (open incidents), what the runbook says to do about it, what
+applying it would change (a dry run), and the keys to act: a acknowledge, R resolve, n note, p apply, b roll back.
+
+Data path: RunbooksFeed (thread side, the view's Poller) reads the open incidents (engine.runbooks.incidents.
+list_incidents: a read-only connection), the runbook applications in force, and -- once -- the runbooks in force on
+the store (engine.runbooks.loader.load_runbooks). The dry run of the selected runbook (engine.runbooks.actions.plan)
+runs on a thread worker whenever the selection changes. Every action goes through the same APIs the CLI uses
+(console/commands/runbooks.py): IncidentStore.acknowledge/resolve/annotate and actions.apply/rollback, with the
+console's operator, so each writes its audit row in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Markdown, Static
+from textual.worker import Worker, WorkerState
+
+from console.polling import Poller
+from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
+from console.widgets.fmt import clock_time, compact_age
+from console.widgets.safe import compact_json, printable
+from console.widgets.text_pane import TextLines
+
+TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
+SEVERITY_STYLE = {"sev1": "bold white on red", "sev2": "bold red", "sev3": "bold yellow", "sev4": ""}
+
+
+# -- pure helpers (tested directly) ---------------------------------------------------------------------------
+
+def readings_text(readings: Any, limit: int = 80) -> str:
+    """`signal=value` for each reading (the fired ones first), e.g. `error_rate=0.42 (> 0.2)`."""
+    if not isinstance(readings, list):
+        return ""
+    out = []
+    for reading in sorted((r for r in readings if isinstance(r, dict)), key=lambda r: not r.get("fired")):
+        value = reading.get("value")
+        if value is None:
+            continue
+        shown = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
+        text = f"{reading.get('signal')}={shown}"
+        if reading.get("threshold") is not None and reading.get("op"):
+            text += f" ({reading.get('op')} {reading.get('threshold')})"
+        out.append(text)
+    return printable(", ".join(out), limit=limit)
+
+
+SEVERITY_ORDER = {"sev1": 0, "sev2": 1, "sev3": 2, "sev4": 3}
+
+
+def sort_incidents(incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What is on fire first: firing before quiet, not acknowledged before acknowledged, then by severity, then
+    newest first."""
+    return sorted(incidents, key=lambda i: (not i.get("firing"), i.get("status") != "open",
+                                            SEVERITY_ORDER.get(str(i.get("severity")), 9), -(i.get("opened") or 0)))
+
+
+def entry_text(entry: dict[str, Any]) -> str:
+    """One thing a runbook application changed, in words (for the roll-back confirmation)."""
+    kind = entry.get("kind")
+    if kind == "flag":
+        where = entry.get("scope") if not entry.get("target") else f"{entry.get('scope')}:{entry.get('target')}"
+        was = entry.get("previous_value")
+        text = f"flag {entry.get('name')} = {compact_json(entry.get('value'), limit=40)} on {where}"
+        if entry.get("noop"):
+            return text + " (was already set: nothing to restore)"
+        return text + (f" -> back to {compact_json(was, limit=40)}" if was is not None else " -> cleared")
+    if kind == "kill":
+        where = entry.get("scope") if not entry.get("target") else f"{entry.get('scope')}:{entry.get('target')}"
+        return f"kill switch ({entry.get('mode')}) on {where} -> " + (
+            "released" if entry.get("created") else "left (it existed before)")
+    if kind == "breaker":
+        return f"breaker {entry.get('key')} forced open -> override removed"
+    if kind == "budget":
+        runs = entry.get("runs") or []
+        return f"budget {compact_json(entry.get('limits'), limit=60)} on {len(runs)} run(s) -> overrides removed"
+    return compact_json(entry, limit=120)
+
+
+def scope_context(incident: dict[str, Any] | None, scope: str) -> dict[str, Any]:
+    """The placeholders for a runbook applied to `scope`, as `flightdeck runbooks apply` fills them."""
+    from console.commands.runbooks import parse_scope
+
+    context: dict[str, Any] = dict((incident or {}).get("context") or {})
+    kind, target = parse_scope(scope, field="scope")
+    label = "global" if kind == "global" else f"{kind}:{target}"
+    context["scope"] = label
+    if target is not None:
+        context.update({kind: target, "target": target})
+    return context
+
+
+# -- thread side ------------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class RunbooksSnapshot:
+    incidents: list[dict[str, Any]]
+    runbooks: list[Any]
+    applications: list[dict[str, Any]]
+    problem: str | None = None  # the runbooks could not be loaded (shown, the incidents still are)
+
+
+@dataclass(slots=True)
+class Plan:
+    runbook: str
+    scope: str | None
+    incident_id: str | None
+    steps: list[Any]
+    error: str | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # the incident's newest time line entries
+
+
+@dataclass(slots=True)
+class RunbooksFeed:
+    ctx: ConsoleContext
+    runbooks: list[Any] | None = None
+    problem: str | None = None
+    seen: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def poll(self) -> RunbooksSnapshot | None:
+        from engine.runbooks.actions import decode_application
+        from engine.runbooks.incidents import list_incidents
+
+        with self.lock:
+            if self.runbooks is None:
+                from engine.errors import FlightdeckError
+                from engine.runbooks.loader import load_runbooks
+
+                try:
+                    self.runbooks = load_runbooks(self.ctx.store_dir)
+                except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
+                    self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
+            incidents = list_incidents(self.ctx.store_dir, active_only=True, limit=200)
+            applications: list[dict[str, Any]] = []
+            db = self.ctx.source.control()
+            if db is not None:
+                try:
+                    applications = [decode_application(r) for r in db.query(
+                        "SELECT * FROM runbook_applications WHERE rolled_back IS NULL ORDER BY id")]
+                except Exception as exc:  # a control.db from before runbooks: no applications
+                    if "no such table" not in str(exc):
+                        raise
+            key = (tuple((i["id"], i.get("updated"), i.get("status"), i.get("firing")) for i in incidents),
+                   tuple(a["id"] for a in applications), self.problem)
+            if key == self.seen:
+                return None
+            self.seen = key
+            return RunbooksSnapshot(sort_incidents(incidents), list(self.runbooks), applications, self.problem)
+
+    def invalidate(self) -> None:
+        self.seen = None
+
+    # -- the dry run and the actions (worker threads) ---------------------------------------------------------
+
+    def plan(self, runbook: Any, scope: str | None, incident: dict[str, Any] | None) -> Plan:
+        from console.commands.runbooks import _running_runs
+        from engine.runbooks import actions
+        from engine.store.files import CONTROL_DB, connect
+
+        incident_id = incident["id"] if incident else None
+        if scope is None:
+            return Plan(runbook.id, None, incident_id, [], error="no scope: no open incident for this runbook")
+        context = scope_context(incident, scope)
+        path = self.ctx.store_dir / CONTROL_DB
+        if not path.is_file():
+            return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
+        conn = connect(path, read_only=True)
+        try:
+            steps = actions.plan(runbook, context, conn, _running_runs(self.ctx.store_dir))
+            timeline: list[dict[str, Any]] = []
+            if incident_id is not None:
+                cursor = conn.execute("SELECT ts, kind, actor, text FROM incident_events WHERE incident_id = ? "
+                                      "ORDER BY id DESC LIMIT ?", (incident_id, TIMELINE_LINES))
+                timeline = [dict(zip(("ts", "kind", "actor", "text"), row)) for row in cursor.fetchall()]
+        finally:
+            conn.close()
+        return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)
+
+    def incident_action(self, verb: str, incident_id: str, text: str | None) -> dict[str, Any]:
+        from engine.runbooks.incidents import IncidentStore
+        from engine.store.control import ControlDB
+
+        store = IncidentStore(ControlDB.open(self.ctx.store_dir))
+        try:
+            if verb == "ack":
+                return store.acknowledge(incident_id, self.ctx.operator, text)
+            if verb == "resolve":
+                return store.resolve(incident_id, self.ctx.operator, text or "")
+            return store.annotate(incident_id, self.ctx.operator, text or "")
+        finally:
+            store.db.close()
+
+    def apply(self, runbook: Any, scope: str, incident: dict[str, Any] | None, reason: str) -> Any:
+        from console.commands.runbooks import _running_runs
+        from engine.controls.api import ControlAPI
+        from engine.runbooks import actions
+        from engine.store.control import ControlDB
+
+        context = scope_context(incident, scope)
+        db = ControlDB.open(self.ctx.store_dir)
+        try:
+            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
+                return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
+                                     running_runs=_running_runs(self.ctx.store_dir),
+                                     incident_id=incident["id"] if incident else None)
+        finally:
+            db.close()
+
+    def rollback(self, application_ids: list[int], reason: str) -> list[Any]:
+        from engine.controls.api import ControlAPI
+        from engine.runbooks import actions
+        from engine.store.control import ControlDB
+
+        db = ControlDB.open(self.ctx.store_dir)
+        try:
+            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
+                return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]
+        finally:
+            db.close()
+
+
+# -- the prompt -------------------------------------------------------------------------------------------------
+
+class TextPrompt(ModalScreen[str | None]):
+    """Ask for one line of text (a reason, a note), showing what it is for; Enter confirms, Esc cancels."""
+
+    DEFAULT_CSS = """
+    TextPrompt {
+        align: center middle;
+    }
+    TextPrompt > #prompt-box {
+        width: 90;
+        max-width: 95%;
+        height: auto;
+        max-height: 90%;
+        border: thick $warning;
+        background: $surface;
+        padding: 1 2;
+    }
+    TextPrompt #prompt-body {
+        height: auto;
+        max-height: 24;
+    }
+    TextPrompt #prompt-input {
+        margin-top: 1;
+    }
+    TextPrompt #prompt-help {
+        color: $text-muted;
+    }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt_cancel", tooltip="Close without doing anything")]
+
+    def __init__(self, title: str, body: Text, *, placeholder: str, required: bool, confirm: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.placeholder = placeholder
+        self.required = required
+        self.confirm = confirm
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt-box"):
+            yield Static(Text(self.title_text, style="bold"), markup=False)
+            with VerticalScroll(id="prompt-body"):
+                yield Static(self.body, markup=False)
+            yield Input(placeholder=self.placeholder, id="prompt-input")
+            yield Static(Text(f"Enter {self.confirm} · Esc cancels" + (" · text required" if self.required else "")),
+                         id="prompt-help", markup=False)
+
+    def on_mount(self) -> None:
+        focus_now(self.query_one("#prompt-input", Input))
+
+    @on(Input.Submitted, "#prompt-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if self.required and not text:
+            self.notify("Type a reason first (it goes to the audit log), or Esc to cancel.", severity="warning",
+                        markup=False)
+            return
+        self.dismiss(text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+# -- the view ---------------------------------------------------------------------------------------------------
+
+class RunbooksView(View):
+    DEFAULT_CSS = """
+    RunbooksView > #rb-title {
+        height: 2;
+        padding: 0 1;
+        background: $boost;
+    }
+    RunbooksView > #rb-body {
+        height: 1fr;
+    }
+    RunbooksView #rb-left {
+        width: 3fr;
+        border-right: vkey $panel-lighten-2;
+    }
+    RunbooksView #rb-left > TextLines {
+        padding: 0 1;
+        background: $boost;
+    }
+    RunbooksView #incidents-table {
+        height: 1fr;
+        min-height: 4;
+    }
+    RunbooksView #runbooks-table {
+        height: 1fr;
+        min-height: 4;
+    }
+    RunbooksView #rb-side {
+        width: 2fr;
+        padding: 0 1;
+    }
+    RunbooksView #rb-detail {
+        height: auto;
+    }
+    RunbooksView #rb-markdown {
+        height: auto;
+        margin: 0;
+        padding: 0;
+    }
+    """
+
+    BINDINGS = [
+        Binding("a", "ack", "Ack", id="incident_ack",
+                tooltip="Acknowledge the selected incident (someone is on it); asks for an optional reason"),
+        Binding("R", "resolve", "Resolve", id="incident_resolve",
+                tooltip="Resolve the selected incident (it is over); asks for the reason"),
+        Binding("n", "note", "Note", id="incident_note", tooltip="Add a note to the selected incident's time line"),
+        Binding("p", "apply", "Apply", id="runbook_apply",
+                tooltip="Apply the selected runbook to its incident's scope: shows the dry run, asks for a reason"),
+        Binding("b", "rollback", "Roll back", id="runbook_rollback",
+                tooltip="Roll back what the selected runbook applied: shows what will be restored, asks for a reason"),
+        Binding("tab", "switch_table", "Incidents/Runbooks", id="runbooks_switch", show=False,
+                tooltip="Move between the incidents table and the runbooks table"),
+    ]
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx, view_id="runbooks")
+        self.feed = RunbooksFeed(ctx)
+        self.snapshot: RunbooksSnapshot | None = None
+        self.plan: Plan | None = None
+        self._plan_key: Any = None
+        self._markdown_key: Any = None
+        self.last_table = "incidents"
+        self.poller: Poller[RunbooksSnapshot] = Poller(
+            self, name="runbooks", fetch=self.feed.poll, render=self.apply_snapshot,
+            interval=max(0.5, ctx.poll_interval), report_error=ctx.report_error)
+        self.hint = "Loading incidents and runbooks…"
+
+    def compose(self) -> ComposeResult:
+        yield TextLines(Text("INCIDENTS loading…", style="dim"), id="rb-title")
+        with Horizontal(id="rb-body"):
+            with Vertical(id="rb-left"):
+                yield TextLines(Text("OPEN INCIDENTS", style="bold"), id="incidents-label")
+                incidents: DataTable[Any] = DataTable(id="incidents-table", cursor_type="row")
+                for label, key, width in (("INCIDENT", "id", 12), ("SEV", "sev", 4), ("STATUS", "status", 13),
+                                          ("FIRING", "firing", 6), ("RUNBOOK", "runbook", 18),
+                                          ("SCOPE", "scope", 20), ("SIGNALS", "signals", 28),
+                                          ("OPENED", "opened", 6), ("ACK BY", "ack", 10)):
+                    incidents.add_column(label, key=key, width=width)
+                yield incidents
+                yield TextLines(Text("RUNBOOKS", style="bold"), id="runbooks-label")
+                runbooks: DataTable[Any] = DataTable(id="runbooks-table", cursor_type="row")
+                for label, key, width in (("RUNBOOK", "id", 20), ("SEV", "sev", 4), ("APPLY", "apply", 7),
+                                          ("STATE", "state", 28), ("DETECTS", "detects", 40)):
+                    runbooks.add_column(label, key=key, width=width)
+                yield runbooks
+            with VerticalScroll(id="rb-side"):
+                yield Static(Text("Select an incident or a runbook.", style="dim"), id="rb-detail", markup=False)
+                yield Markdown("", id="rb-markdown")
+
+    @property
+    def incidents_table(self) -> DataTable[Any]:
+        return self.query_one("#incidents-table", DataTable)
+
+    @property
+    def runbooks_table(self) -> DataTable[Any]:
+        return self.query_one("#runbooks-table", DataTable)
+
+    def on_activate(self, arg: str | None) -> None:
+        self.feed.runbooks = None  # re-read the runbook files each time the view is shown (STORE/runbooks edits)
+        self.feed.invalidate()
+        self.poller.start()
+
+    def on_deactivate(self) -> None:
+        self.poller.stop()
+
+    def on_unmount(self) -> None:
+        self.poller.stop()
+
+    def focus_default(self) -> None:
+        focus_now(self.incidents_table if self.last_table == "incidents" else self.runbooks_table)
+
+    # -- state --------------------------------------------------------------------------------------------------
+
+    @property
+    def incidents(self) -> list[dict[str, Any]]:
+        return self.snapshot.incidents if self.snapshot else []
+
+    @property
+    def runbooks(self) -> list[Any]:
+        return self.snapshot.runbooks if self.snapshot else []
+
+    def runbook(self, runbook_id: str | None) -> Any:
+        return next((r for r in self.runbooks if r.id == runbook_id), None)
+
+    def applications_for(self, runbook_id: str, scope: str | None = None,
+                         incident_id: str | None = None) -> list[dict[str, Any]]:
+        apps = self.snapshot.applications if self.snapshot else []
+        out = [a for a in apps if a["runbook"] == runbook_id and (scope is None or a["scope"] == scope)]
+        if incident_id is not None:
+            linked = [a for a in apps if a.get("incident_id") == incident_id]
+            out = linked or out
+        return out
+
+    def suggested(self, incident: dict[str, Any]) -> bool:
+        """A `suggest` runbook that fired and is not applied yet: the operator is expected to press p."""
+        return (incident.get("apply_mode") == "suggest" and incident.get("status") != "resolved"
+                and not self.applications_for(incident["runbook"], incident["scope"]))
+
+    def detection_state(self, runbook_id: str) -> tuple[str, str]:
+        """(words, style) for the runbooks table's STATE column."""
+        mine = [i for i in self.incidents if i["runbook"] == runbook_id]
+        applied = self.applications_for(runbook_id)
+        if any(i.get("firing") for i in mine):
+            if any(self.suggested(i) for i in mine):
+                return "FIRING · suggested: press p", "bold red"
+            return "FIRING" + (" · applied" if applied else ""), "bold red"
+        if mine:
+            return "open, quiet" + (" · applied" if applied else ""), "bold yellow"
+        if applied:
+            return "quiet · applied (b rolls back)", "yellow"
+        return "quiet", "green"
+
+    @property
+    def selected_incident(self) -> dict[str, Any] | None:
+        table = self.incidents_table
+        if not self.incidents or table.row_count == 0:
+            return None
+        row = min(max(table.cursor_row, 0), len(self.incidents) - 1)
+        return self.incidents[row]
+
+    @property
+    def selected_runbook_id(self) -> str | None:
+        table = self.runbooks_table
+        if not self.runbooks or table.row_count == 0:
+            return None
+        row = min(max(table.cursor_row, 0), len(self.runbooks) - 1)
+        return self.runbooks[row].id
+
+    def target(self) -> tuple[Any, dict[str, Any] | None, str | None]:
+        """What p and b act on: (runbook, incident or None, scope or None). The selected incident's runbook and
+        scope when the incidents table was used last; else the selected runbook, on the scope of its newest open
+        incident (or of its application in force)."""
+        if self.last_table == "incidents" and self.selected_incident is not None:
+            incident = self.selected_incident
+            return self.runbook(incident["runbook"]), incident, incident["scope"]
+        runbook = self.runbook(self.selected_runbook_id)
+        if runbook is None:
+            return None, None, None
+        incident = next((i for i in self.incidents if i["runbook"] == runbook.id), None)
+        if incident is not None:
+            return runbook, incident, incident["scope"]
+        applied = self.applications_for(runbook.id)
+        return runbook, None, applied[-1]["scope"] if applied else None
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+
+    def apply_snapshot(self, snapshot: RunbooksSnapshot) -> None:
+        selected = self.selected_incident  # the cursor follows the incident, not the row, when the order changes
+        self.snapshot = snapshot
+        now = self.ctx.clock()
+        table = self.incidents_table
+        row = table.cursor_row
+        if selected is not None:
+            row = next((n for n, i in enumerate(snapshot.incidents) if i["id"] == selected["id"]), row)
+        table.clear()
+        for incident in snapshot.incidents:
+            sev = str(incident.get("severity") or "")
+            firing = bool(incident.get("firing"))
+            status = str(incident.get("status") or "")
+            status_text = Text(status, style="bold yellow" if status == "open" else "")
+            if self.suggested(incident):
+                status_text = Text(("acked" if status == "acknowledged" else status) + "·suggest",
+                                   style="bold magenta")
+            table.add_row(
+                Text(printable(incident["id"], limit=16), style="bold"),
+                Text(printable(sev, limit=6), style=SEVERITY_STYLE.get(sev, "")),
+                status_text,
+                Text("FIRING", style="bold red") if firing else Text("quiet", style="green"),
+                printable(incident.get("runbook"), limit=40),
+                printable(incident.get("scope"), limit=60),
+                readings_text(incident.get("signals") or incident.get("last_signals")),
+                compact_age(now - (incident.get("opened") or now)),
+                printable(incident.get("acknowledged_by"), limit=30) if incident.get("acknowledged_by")
+                else Text("-", style="dim"),
+                key=incident["id"])
+        if snapshot.incidents:
+            table.move_cursor(row=min(max(row, 0), len(snapshot.incidents) - 1))
+        rb_table = self.runbooks_table
+        rb_row = rb_table.cursor_row
+        rb_table.clear()
+        for runbook in snapshot.runbooks:
+            spec = runbook.spec
+            words, style = self.detection_state(runbook.id)
+            rb_table.add_row(Text(printable(runbook.id, limit=40), style="bold"),
+                             Text(spec.severity, style=SEVERITY_STYLE.get(spec.severity, "")),
+                             spec.apply, Text(words, style=style),
+                             printable(", ".join(c.describe() for c in spec.detect), limit=120),
+                             key=runbook.id)
+        if snapshot.runbooks:
+            rb_table.move_cursor(row=min(max(rb_row, 0), len(snapshot.runbooks) - 1))
+        self._update_title()
+        self._selection_changed()
+
+    def _update_title(self) -> None:
+        incidents = self.incidents
+        firing = [i for i in incidents if i.get("firing")]
+        unacked = [i for i in incidents if i.get("status") == "open"]
+        title = Text(end="")
+        title.append("RUNBOOKS & INCIDENTS ", style="bold")
+        if not incidents:
+            title.append("no open incidents", style="green")
+        else:
+            title.append(f"{len(incidents)} open", style="bold")
+            title.append(" · ")
+            title.append(f"{len(firing)} firing", style="bold red" if firing else "green")
+            if unacked:
+                title.append(" · ")
+                title.append(f"{len(unacked)} not acknowledged", style="bold yellow")
+        title.append(f" · {len(self.runbooks)} runbooks")
+        if self.ctx.read_only:
+            title.append(" · read-only: actions disabled", style="bold yellow")
+        title.append("\n")
+        if self.snapshot and self.snapshot.problem:
+            title.append(printable(self.snapshot.problem, limit=200), style="bold red")
+        else:
+            title.append("a ack · R resolve · n note (incident)   p apply · b roll back (runbook)   "
+                         "tab switches tables", style="dim")
+        self.query_one("#rb-title", TextLines).update(title)
+
+    def _selection_changed(self) -> None:
+        runbook, incident, scope = self.target()
+        self._show_detail(runbook, incident, scope)
+        key = (runbook.id if runbook else None, scope, incident["id"] if incident else None,
+               incident.get("updated") if incident else None,
+               self.snapshot.applications and tuple(a["id"] for a in self.snapshot.applications) if self.snapshot
+               else None)
+        if runbook is not None and key != self._plan_key:
+            self._plan_key = key
+            self.plan = None
+            self.run_worker(partial(self.feed.plan, runbook, scope, incident), name="runbook-plan",
+                            group="runbook-plan", thread=True, exclusive=True, exit_on_error=False)
+        self._update_hint()
+
+    def _show_detail(self, runbook: Any, incident: dict[str, Any] | None, scope: str | None) -> None:
+        now = self.ctx.clock()
+        text = Text(end="")
+        if incident is not None:
+            sev = str(incident.get("severity"))
+            text.append(f"{printable(incident['id'])} ", style="bold")
+            text.append(f" {sev} ", style=SEVERITY_STYLE.get(sev, "bold"))
+            text.append(f" {printable(incident.get('status'))}  ")
+            text.append("FIRING" if incident.get("firing") else "signal quiet",
+                        style="bold red" if incident.get("firing") else "green")
+            text.append(f"\n{printable(incident.get('title'), limit=200)}\n")
+            text.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
+            opened = incident.get("opened") or now
+            text.append(f"opened {clock_time(opened)} ({compact_age(now - opened)} ago) · fired "
+                        f"{incident.get('fired') or 1} time(s)\n")
+            fired = readings_text(incident.get("signals"), limit=300)
+            last = readings_text(incident.get("last_signals"), limit=300)
+            if fired:
+                text.append(f"fired on: {fired}\n")
+            if last and last != fired:
+                text.append(f"now: {last}\n")
+            if incident.get("acknowledged_by"):
+                text.append(f"acknowledged by {printable(incident.get('acknowledged_by'), limit=40)} at "
+                            f"{clock_time(incident.get('acknowledged'))}\n")
+            else:
+                text.append("not acknowledged: press a\n", style="bold yellow")
+            if self.suggested(incident):
+                text.append("suggested: press p to apply (you see the dry run first)\n", style="bold magenta")
+            plan = self.plan
+            if plan is not None and plan.incident_id == incident["id"] and plan.timeline:
+                text.append("time line (newest first):\n", style="bold")
+                for entry in plan.timeline:
+                    text.append(f"  {clock_time(entry.get('ts'))} ", style="dim")
+                    text.append(f"{printable(entry.get('kind'), limit=14):<13}")
+                    text.append(f"{printable(entry.get('actor'), limit=24)}: ", style="bold")
+                    text.append(printable(entry.get("text"), limit=160) + "\n")
+            text.append("\n")
+        if runbook is None:
+            if incident is not None:
+                text.append(f"runbook {printable(incident.get('runbook'))} is not in force on this store "
+                            f"(removed or renamed?)\n", style="yellow")
+            elif not self.runbooks:
+                text.append("No runbooks on this store.", style="dim")
+        else:
+            spec = runbook.spec
+            words, style = self.detection_state(runbook.id)
+            text.append(f"{printable(runbook.id)}: {printable(spec.title, limit=120)}\n", style="bold")
+            text.append(f"severity {spec.severity} · apply {spec.apply} · owner {', '.join(spec.owner) or '-'}\n")
+            text.append("detection: ")
+            text.append(words, style=style)
+            text.append("\n")
+            for condition in spec.detect:
+                text.append(f"  - {printable(condition.describe(), limit=120)}\n")
+            applied = self.applications_for(runbook.id, scope, incident["id"] if incident else None)
+            for app in applied:
+                text.append(f"in force: application #{app['id']} by {printable(app.get('actor'), limit=30)} "
+                            f"({compact_age(now - (app.get('applied') or now))} ago): b rolls it back\n",
+                            style="bold yellow")
+            text.append("\n")
+            text.append(f"dry run on {printable(scope) if scope else '(no scope)'}:\n", style="bold")
+            plan = self.plan
+            if plan is None or plan.runbook != runbook.id or (scope is not None and plan.scope != scope):
+                text.append("  computing…\n", style="dim")
+            elif plan.error:
+                text.append(f"  {printable(plan.error, limit=200)}\n", style="yellow")
+            else:
+                for step in plan.steps:
+                    note = " (a page: not sent from the console)" if step.kind == "page" else \
+                        " (no change)" if step.noop else ""
+                    style = "bold red" if step.error else "dim" if step.noop or step.kind == "page" else ""
+                    text.append(f"  - {printable(step.description, limit=200)}{note}\n", style=style)
+                if not plan.steps:
+                    text.append("  nothing to change\n", style="dim")
+        self.query_one("#rb-detail", Static).update(text)
+        body_key = (runbook.id if runbook else None, incident["id"] if incident else None)
+        if body_key != self._markdown_key:
+            self._markdown_key = body_key
+            body = ""
+            if runbook is not None:
+                from console.commands.runbooks import _fill_body
+
+                context = {**(incident.get("context") or {}), "scope": incident["scope"]} if incident else {}
+                body = _fill_body(runbook.body, context).strip()
+            self.query_one("#rb-markdown", Markdown).update(body)
+
+    def _update_hint(self) -> None:
+        incidents = self.incidents
+        if self.snapshot is None:
+            self.hint = "Loading incidents and runbooks…"
+            return
+        urgent = [i for i in incidents if i.get("firing") and i.get("status") == "open"
+                  and i.get("severity") in ("sev1", "sev2")]
+        if urgent:
+            i = urgent[0]
+            self.hint = (f"{i['severity']} {i['id']} ({i['runbook']} on {i['scope']}) is firing and not acknowledged: "
+                         f"select it and press a.")
+            return
+        suggested = [i for i in incidents if self.suggested(i)]
+        if suggested:
+            i = suggested[0]
+            self.hint = (f"Runbook {i['runbook']} is suggested for {i['scope']}: press p to see the dry run and "
+                         f"apply it.")
+            return
+        incident = self.selected_incident if self.last_table == "incidents" else None
+        if incident is not None:
+            if incident.get("status") == "open":
+                self.hint = f"{incident['id']}: a acknowledges · n adds a note · R resolves · p applies its runbook."
+            else:
+                self.hint = (f"{incident['id']}: R resolves it when it is over · n adds a note · b rolls back its "
+                             f"runbook.")
+            return
+        if not incidents:
+            self.hint = "Nothing is on fire. Select a runbook to read it and see what applying it would change."
+            return
+        self.hint = "Select an incident (tab) for its runbook; p applies, b rolls back."
+
+    # -- widget events ------------------------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#incidents-table")
+    def _incident_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.incidents_table.has_focus:
+            self.last_table = "incidents"
+        self._selection_changed()
+
+    @on(DataTable.RowHighlighted, "#runbooks-table")
+    def _runbook_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.runbooks_table.has_focus:
+            self.last_table = "runbooks"
+        self._selection_changed()
+
+    def on_descendant_focus(self, event: Any) -> None:
+        widget = getattr(event, "widget", None)
+        if widget is self.query_one("#incidents-table") and self.last_table != "incidents":
+            self.last_table = "incidents"
+            self._selection_changed()
+        elif widget is self.query_one("#runbooks-table") and self.last_table != "runbooks":
+            self.last_table = "runbooks"
+            self._selection_changed()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        name = event.worker.name
+        if name == "runbook-plan" and event.state == WorkerState.SUCCESS:
+            self.plan = event.worker.result
+            runbook, incident, scope = self.target()
+            self._show_detail(runbook, incident, scope)
+        elif name.startswith("rb-action:"):
+            if event.state == WorkerState.SUCCESS:
+                message = event.worker.result
+                self.notify(str(message), title="Done", markup=False)
+                self._plan_key = None
+                self.feed.invalidate()
+                self.poller.poke()
+            # errors reach the app's one handler (Worker.StateChanged): a notification saying why
+
+    # -- actions ------------------------------------------------------------------------------------------------
+
+    def action_switch_table(self) -> None:
+        if self.last_table == "incidents":
+            self.last_table = "runbooks"
+            focus_now(self.runbooks_table)
+        else:
+            self.last_table = "incidents"
+            focus_now(self.incidents_table)
+        self._selection_changed()
+
+    def _writable(self, what: str) -> bool:
+        if self.ctx.read_only:
+            self.notify(f"Read-only console: cannot {what}. Restart without --read-only to act.",
+                        severity="warning", markup=False)
+            return False
+        return True
+
+    def _act(self, label: str, work: Callable[[], str]) -> None:
+        self.run_worker(work, name=f"rb-action:{label}", group="flightdeck-write", thread=True, exit_on_error=False)
+
+    def _incident_prompt(self, verb: str) -> None:
+        words = {"ack": "acknowledge", "resolve": "resolve", "note": "add a note to"}[verb]
+        if not self._writable(f"{words} incidents"):
+            return
+        incident = self.selected_incident
+        if incident is None:
+            self.notify("No open incident to act on.", severity="warning", markup=False)
+            return
+        body = Text(end="")
+        body.append(f"{incident['id']} · {incident.get('severity')} · {incident.get('status')} · "
+                    f"{printable(incident.get('title'), limit=120)}\n")
+        body.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
+        body.append(f"You act as {printable(self.ctx.operator, limit=30)}; this is written to the audit log.",
+                    style="dim")
+        placeholder = {"ack": "reason (optional)", "resolve": "how it was resolved (required)",
+                       "note": "the note (required)"}[verb]
+        past = {"ack": "acknowledged", "resolve": "resolved", "note": "noted on"}[verb]
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+
+            def work() -> str:
+                row = self.feed.incident_action(verb, incident["id"], text or None)
+                message = f"{past} {row['id']} as {self.ctx.operator}"
+                if verb == "resolve":
+                    still = self.applications_for(row["runbook"], incident_id=row["id"])
+                    if still:
+                        message += "; its runbook's actions are still in force: press b to roll them back"
+                return message
+
+            self._act(verb, work)
+
+        self.app.push_screen(TextPrompt(f"{words.capitalize()} {incident['id']}", body, placeholder=placeholder,
+                                        required=verb != "ack", confirm=words), done)
+
+    def action_ack(self) -> None:
+        self._incident_prompt("ack")
+
+    def action_resolve(self) -> None:
+        self._incident_prompt("resolve")
+
+    def action_note(self) -> None:
+        self._incident_prompt("note")
+
+    def action_apply(self) -> None:
+        if not self._writable("apply runbooks"):
+            return
+        runbook, incident, scope = self.target()
+        if runbook is None:
+            self.notify("No runbook selected.", severity="warning", markup=False)
+            return
+        if scope is None:
+            self.notify(f"Runbook {runbook.id} has no open incident to take a scope from: apply it with "
+                        f"`flightdeck runbooks apply {runbook.id} --scope SCOPE --reason TEXT`.",
+                        severity="warning", markup=False)
+            return
+        self._confirm_apply(runbook, incident, scope)
+
+    def _confirm_apply(self, runbook: Any, incident: dict[str, Any] | None, scope: str) -> None:
+        async def go() -> None:
+            plan = await self._plan_now(runbook, scope, incident)
+            body = Text(end="")
+            body.append(f"Dry run: applying {runbook.id} to {scope} would:\n", style="bold")
+            for step in plan.steps:
+                note = " (a page: not sent from the console)" if step.kind == "page" else \
+                    " (no change)" if step.noop else ""
+                body.append(f"  - {printable(step.description, limit=200)}{note}\n",
+                            style="bold red" if step.error else "")
+            if plan.error:
+                body.append(f"  {plan.error}\n", style="yellow")
+            if any(s.error for s in plan.steps):
+                body.append("Some actions cannot be resolved: applying will be refused.\n", style="bold red")
+            body.append(f"\nYou act as {printable(self.ctx.operator, limit=30)}; one audited change, rolled back "
+                        f"with b.", style="dim")
+
+            def done(reason: str | None) -> None:
+                if not reason:
+                    return
+
+                def work() -> str:
+                    application = self.feed.apply(runbook, scope, incident, reason)
+                    changed = [s.description for s in application.steps if not s.noop]
+                    return (f"applied {runbook.id} to {application.scope} (application #{application.id}): "
+                            + ("; ".join(changed) or "nothing needed changing"))
+
+                self._act("apply", work)
+
+            self.app.push_screen(TextPrompt(f"Apply runbook {runbook.id} to {scope}?", body,
+                                            placeholder="reason (required, goes to the audit log)", required=True,
+                                            confirm="applies"), done)
+
+        self.run_worker(go(), name="runbook-apply-confirm", group="runbook-confirm", exclusive=True,
+                        exit_on_error=False)
+
+    async def _plan_now(self, runbook: Any, scope: str, incident: dict[str, Any] | None) -> Plan:
+        worker = self.run_worker(partial(self.feed.plan, runbook, scope, incident), name="runbook-confirm-plan",
+                                 group="flightdeck-read", thread=True, exit_on_error=False)
+        return await worker.wait()
+
+    def action_rollback(self) -> None:
+        if not self._writable("roll back runbooks"):
+            return
+        runbook, incident, scope = self.target()
+        if runbook is None and incident is None:
+            self.notify("No runbook selected.", severity="warning", markup=False)
+            return
+        runbook_id = runbook.id if runbook is not None else incident["runbook"]  # type: ignore[index]
+        applied = self.applications_for(runbook_id, scope, incident["id"] if incident else None)
+        if not applied:
+            self.notify(f"Runbook {runbook_id} is not in force" + (f" on {scope}" if scope else "") +
+                        ": nothing to roll back.", severity="warning", markup=False)
+            return
+        body = Text(end="")
+        body.append(f"Rolling back {runbook_id} restores exactly what it replaced:\n", style="bold")
+        for app in applied:
+            body.append(f"application #{app['id']} on {printable(app.get('scope'))} by "
+                        f"{printable(app.get('actor'), limit=30)}:\n")
+            for entry in app.get("actions") or []:
+                if isinstance(entry, dict):
+                    body.append(f"  - {printable(entry_text(entry), limit=200)}\n")
+        body.append("\nAnything changed by someone since is left as it is (and reported).\n", style="dim")
+        body.append(f"You act as {printable(self.ctx.operator, limit=30)}; written to the audit log.", style="dim")
+        ids = [int(a["id"]) for a in applied]
+
+        def done(reason: str | None) -> None:
+            if not reason:
+                return
+
+            def work() -> str:
+                results = self.feed.rollback(ids, reason)
+                parts = []
+                for result in results:
+                    left = len(result.left)
+                    parts.append(f"rolled back {result.runbook} on {result.scope} (#{result.application_id})"
+                                 + (f"; {left} item(s) changed since were left as they are" if left else ""))
+                return "; ".join(parts)
+
+            self._act("rollback", work)
+
+        self.app.push_screen(TextPrompt(f"Roll back {runbook_id}?", body,
+                                        placeholder="reason (required, goes to the audit log)", required=True,
+                                        confirm="rolls back"), done)
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        return [
+            PaletteCommand("Incident: acknowledge", "Acknowledge the selected incident", self.action_ack),
+            PaletteCommand("Incident: resolve", "Resolve the selected incident", self.action_resolve),
+            PaletteCommand("Incident: add a note", "Add a note to its time line", self.action_note),
+            PaletteCommand("Runbook: apply (dry run first)", "Apply the selected runbook", self.action_apply),
+            PaletteCommand("Runbook: roll back", "Roll back what the selected runbook applied", self.action_rollback),
+        ]
