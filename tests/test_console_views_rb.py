@@ -233,6 +233,51 @@ async def test_apply_shows_the_dry_run_then_rollback(store: Path) -> None:
     assert rows == [("alice", "alice", "p95 at 31s, shed load")]
 
 
+async def test_rollback_from_the_runbooks_table(store: Path) -> None:
+    app = app_for(store)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await open_runbooks(pilot)
+        await pilot.press("tab")
+        row = [r.id for r in view.runbooks].index("looping-agent")
+        view.runbooks_table.move_cursor(row=row)
+        await wait_for(pilot, lambda: view.target()[0] is not None and view.target()[0].id == "looping-agent",
+                       what="runbook selected")
+        assert view.last_table == "runbooks"
+        assert view.target()[2] == "agent:pricing"
+        await pilot.press("b")
+        from console.screens.runbooks import TextPrompt
+
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="rollback confirmation")
+        assert "kill switch (pause) on agent:pricing -> released" in str(app.screen.body)
+        await answer(pilot, "loop fixed, resume pricing")
+        await wait_for(pilot, lambda: view.detection_state("looping-agent")[0] == "FIRING", what="rolled back")
+    rows = [r for r in audit_rows(store) if r["actor"] == "alice"]
+    assert "runbook_rolled_back" in [r["action"] for r in rows]
+
+
+async def test_apply_a_runbook_without_an_incident_asks_for_the_scope(store: Path) -> None:
+    from console.screens.runbooks import TextPrompt
+
+    app = app_for(store)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await open_runbooks(pilot)
+        await pilot.press("tab")
+        view.runbooks_table.move_cursor(row=[r.id for r in view.runbooks].index("approval-backlog"))
+        await wait_for(pilot, lambda: view.target()[0].id == "approval-backlog", what="runbook selected")
+        assert view.target()[2] is None
+        await pilot.press("p")
+        await answer(pilot, "nonsense")  # not a scope: says why, changes nothing
+        await wait_for(pilot, lambda: app.screen is app.main, what="refused")
+        await pilot.press("p")
+        await answer(pilot, "global")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt) and "Dry run" in str(app.screen.body),
+                       what="the dry run")
+        assert "runs.admission" in str(app.screen.body)
+        await answer(pilot, "drill")
+        await wait_for(pilot, lambda: any(r["action"] == "runbook_applied" and r["target"] == "approval-backlog@global"
+                                          for r in audit_rows(store)), what="applied")
+
+
 async def test_read_only_console_refuses_actions(store: Path) -> None:
     app = app_for(store, read_only=True)
     before = len(audit_rows(store))
@@ -242,6 +287,43 @@ async def test_read_only_console_refuses_actions(store: Path) -> None:
             await pilot.press(key)
             await pilot.pause()
             assert app.screen is app.main
+    assert len(audit_rows(store)) == before
+
+
+async def test_a_refused_action_says_why_without_a_store_alarm(store: Path) -> None:
+    from engine.runbooks.incidents import IncidentStore
+    from engine.store.control import ControlDB
+
+    app = app_for(store)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await open_runbooks(pilot)
+        assert view.selected_incident["id"] == "inc-00000002"
+        # Someone else acknowledges it from the CLI while the prompt is open.
+        await pilot.press("a")
+        db = ControlDB.open(store)
+        try:
+            IncidentStore(db).acknowledge("inc-00000002", "bob")
+        finally:
+            db.close()
+        seen: list[str] = []
+        app.notify = lambda message, **kw: seen.append(message)  # type: ignore[method-assign]
+        await answer(pilot, "me too")
+        await wait_for(pilot, lambda: any("already acknowledged (by bob)" in m for m in seen), what="refusal")
+        assert app.notifier.store_problem is None
+
+
+async def test_escape_cancels_a_prompt_without_writing(store: Path) -> None:
+    app = app_for(store)
+    before = len(audit_rows(store))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runbooks(pilot)
+        from console.screens.runbooks import TextPrompt
+
+        for key in ("a", "p"):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="prompt")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.main, what="back on the main screen")
     assert len(audit_rows(store)) == before
 
 

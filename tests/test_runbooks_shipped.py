@@ -444,6 +444,10 @@ def test_approval_backlog_pages_the_secondary_and_pauses_admission(tmp_path: Pat
             assert hook.json["event"] == "incident.triggered" and hook.json["incident_id"] == incident["id"]
             assert hook.json["severity"] == "sev3" and hook.json["runbook"] == "approval-backlog"
             assert receiver.on("/pd") == []  # the primary is not paged again
+            # The engine obeys control.db through its watcher: wait (bounded) until it has applied the flag.
+            with anyio.fail_after(10):
+                while "runs.admission" not in h.engine.controls.flags:
+                    await anyio.sleep(0.01)
             refused = await h.engine.run(hierarchy, RunRequest(input={"order": "late"}))
             assert refused.status == "refused"
             from engine.controls.api import ControlAPI

@@ -169,7 +169,7 @@ class RunbooksFeed:
 
         incident_id = incident["id"] if incident else None
         if scope is None:
-            return Plan(runbook.id, None, incident_id, [], error="no scope: no open incident for this runbook")
+            return Plan(runbook.id, None, incident_id, [], error="no open incident to take a scope from: p asks for one")
         context = scope_context(incident, scope)
         path = self.ctx.store_dir / CONTROL_DB
         if not path.is_file():
@@ -227,6 +227,11 @@ class RunbooksFeed:
                 return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]
         finally:
             db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRefused:
+    reason: str
 
 
 # -- the prompt -------------------------------------------------------------------------------------------------
@@ -343,7 +348,8 @@ class RunbooksView(View):
                 tooltip="Resolve the selected incident (it is over); asks for the reason"),
         Binding("n", "note", "Note", id="incident_note", tooltip="Add a note to the selected incident's time line"),
         Binding("p", "apply", "Apply", id="runbook_apply",
-                tooltip="Apply the selected runbook to its incident's scope: shows the dry run, asks for a reason"),
+                tooltip="Apply the selected runbook to its incident's scope (or one you type): shows the dry run, "
+                        "asks for a reason"),
         Binding("b", "rollback", "Roll back", id="runbook_rollback",
                 tooltip="Roll back what the selected runbook applied: shows what will be restored, asks for a reason"),
         Binding("tab", "switch_table", "Incidents/Runbooks", id="runbooks_switch", show=False,
@@ -563,8 +569,7 @@ class RunbooksView(View):
                self.snapshot.applications and tuple(a["id"] for a in self.snapshot.applications) if self.snapshot
                else None)
         if runbook is not None and key != self._plan_key:
-            self._plan_key = key
-            self.plan = None
+            self._plan_key = key  # the previous dry run stays until this one arrives (it is checked by target)
             self.run_worker(partial(self.feed.plan, runbook, scope, incident), name="runbook-plan",
                             group="runbook-plan", thread=True, exclusive=True, exit_on_error=False)
         self._update_hint()
@@ -604,7 +609,7 @@ class RunbooksView(View):
                     text.append(f"  {clock_time(entry.get('ts'))} ", style="dim")
                     text.append(f"{printable(entry.get('kind'), limit=14):<13}")
                     text.append(f"{printable(entry.get('actor'), limit=24)}: ", style="bold")
-                    text.append(printable(entry.get("text"), limit=160) + "\n")
+                    text.append(printable(entry.get("text"), limit=90) + "\n")
             text.append("\n")
         if runbook is None:
             if incident is not None:
@@ -717,7 +722,10 @@ class RunbooksView(View):
         elif name.startswith("rb-action:"):
             if event.state == WorkerState.SUCCESS:
                 message = event.worker.result
-                self.notify(str(message), title="Done", markup=False)
+                if isinstance(message, ActionRefused):
+                    self.notify(message.reason, title="Cannot do that", severity="warning", markup=False)
+                else:
+                    self.notify(str(message), title="Done", markup=False)
                 self._plan_key = None
                 self.feed.invalidate()
                 self.poller.poke()
@@ -742,7 +750,20 @@ class RunbooksView(View):
         return True
 
     def _act(self, label: str, work: Callable[[], str]) -> None:
-        self.run_worker(work, name=f"rb-action:{label}", group="flightdeck-write", thread=True, exit_on_error=False)
+        def guarded() -> str | ActionRefused:
+            from engine.controls.api import ControlError
+            from engine.errors import InputError
+            from engine.runbooks.incidents import IncidentError
+
+            try:
+                return work()
+            except (IncidentError, ControlError, InputError) as exc:
+                # Refused as asked (already acknowledged, already in force, empty reason...): say why. Not a store
+                # problem (IncidentError is a StoreError, which the app's handler would show as "store unreadable").
+                return ActionRefused(str(exc))
+
+        self.run_worker(guarded, name=f"rb-action:{label}", group="flightdeck-write", thread=True,
+                        exit_on_error=False)
 
     def _incident_prompt(self, verb: str) -> None:
         words = {"ack": "acknowledge", "resolve": "resolve", "note": "add a note to"}[verb]
@@ -797,11 +818,33 @@ class RunbooksView(View):
             self.notify("No runbook selected.", severity="warning", markup=False)
             return
         if scope is None:
-            self.notify(f"Runbook {runbook.id} has no open incident to take a scope from: apply it with "
-                        f"`flightdeck runbooks apply {runbook.id} --scope SCOPE --reason TEXT`.",
-                        severity="warning", markup=False)
+            self._ask_scope(runbook)
             return
         self._confirm_apply(runbook, incident, scope)
+
+    def _ask_scope(self, runbook: Any) -> None:
+        """A runbook with no open incident: ask where to apply it (as `runbooks apply ID --scope S`)."""
+        body = Text(end="")
+        body.append(f"{runbook.id} has no open incident to take a scope from.\n")
+        body.append("Type the scope: global, hierarchy:NAME, agent:NAME or tool:NAME. The dry run comes next; "
+                    "nothing changes before you confirm it.", style="dim")
+
+        def done(text: str | None) -> None:
+            if not text:
+                return
+            from console.commands.runbooks import parse_scope
+            from engine.errors import InputError
+
+            try:
+                kind, target = parse_scope(text, field="scope")
+            except InputError as exc:
+                self.notify(str(exc), title="Cannot do that", severity="warning", markup=False)
+                return
+            self._confirm_apply(runbook, None, "global" if kind == "global" else f"{kind}:{target}")
+
+        self.app.push_screen(TextPrompt(f"Apply runbook {runbook.id}: to which scope?", body,
+                                        placeholder="e.g. hierarchy:deal-desk", required=True,
+                                        confirm="shows the dry run"), done)
 
     def _confirm_apply(self, runbook: Any, incident: dict[str, Any] | None, scope: str) -> None:
         async def go() -> None:
