@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from console.commands.argtypes import non_negative, positive_int
 from console.cli import add_store_argument
 from console.output import age, print_json, table, when
 from engine.controls.schema import FLAG_SCOPES, KILL_MODES
@@ -107,7 +108,7 @@ def _add_operator(parser: argparse.ArgumentParser) -> None:
 def _add_scope_group(parser: argparse.ArgumentParser, *, with_id: bool) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     if with_id:
-        group.add_argument("--id", type=_positive_int, metavar="N", help="one kill switch, by its id")
+        group.add_argument("--id", type=positive_int, metavar="N", help="one kill switch, by its id")
     else:
         group.add_argument("--list", action="store_true", help="list the active kill switches and exit")
     group.add_argument("--all", action="store_true", help="everything on this store (global scope)")
@@ -132,7 +133,7 @@ def _add_kill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     kill.add_argument("--mode", choices=KILL_MODES, default="kill", help="kill (default), drain or pause")
     kill.add_argument("--reason", metavar="TEXT", help="why (required to set a switch; goes to the audit log)")
     kill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    kill.add_argument("--wait-ack", type=_non_negative, default=DEFAULT_WAIT_ACK_S, metavar="SECONDS",
+    kill.add_argument("--wait-ack", type=non_negative, default=DEFAULT_WAIT_ACK_S, metavar="SECONDS",
                       help=f"how long to wait for the engine's acknowledgement (default {DEFAULT_WAIT_ACK_S:g})")
     kill.add_argument("--json", action="store_true", help="with --list: print JSON")
     _add_operator(kill)
@@ -155,7 +156,7 @@ def _add_approvals(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     approvals = commands.add_parser("approvals", help="list tool calls waiting for an operator",
                                     description="List pending approval requests, oldest first.")
     approvals.add_argument("--all", action="store_true", help="every request, decided ones too, newest first")
-    approvals.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="with --all (default 100)")
+    approvals.add_argument("--limit", type=positive_int, default=100, metavar="N", help="with --all (default 100)")
     approvals.add_argument("--json", action="store_true", help="print a JSON list of approval objects")
     add_store_argument(approvals)
     approvals.set_defaults(handler=handle_approvals)
@@ -237,8 +238,8 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="`audit` lists operator and engine actions, newest first. `audit verify` checks the hash "
                     "chain: exit 0 when intact, 1 naming the first row that was edited, deleted or moved.")
     audit.add_argument("action", nargs="?", choices=("verify",), metavar="verify", help="check the hash chain")
-    audit.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="rows to show (default 50)")
-    audit.add_argument("--before", type=_positive_int, metavar="ID", help="only rows older than this id")
+    audit.add_argument("--limit", type=positive_int, default=50, metavar="N", help="rows to show (default 50)")
+    audit.add_argument("--before", type=positive_int, metavar="ID", help="only rows older than this id")
     audit.add_argument("--json", action="store_true", help="print JSON")
     add_store_argument(audit)
     audit.set_defaults(handler=handle_audit)
@@ -251,8 +252,8 @@ def _add_engines(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "no longer answers (SIGTERM, then SIGKILL after --grace seconds); only the process holding "
                     "the store lock, and only if it is yours.")
     engines.add_argument("--json", action="store_true", help="print a JSON list of engine objects")
-    engines.add_argument("--terminate", type=_positive_int, metavar="PID", help="the engine process to stop")
-    engines.add_argument("--grace", type=_non_negative, default=5.0, metavar="SECONDS",
+    engines.add_argument("--terminate", type=positive_int, metavar="PID", help="the engine process to stop")
+    engines.add_argument("--grace", type=non_negative, default=5.0, metavar="SECONDS",
                          help="how long SIGTERM may take before SIGKILL (default 5)")
     engines.add_argument("--reason", metavar="TEXT", help="why (required with --terminate)")
     engines.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -268,24 +269,8 @@ def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
     return show
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------ shared

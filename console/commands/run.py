@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from console.commands.argtypes import non_negative, positive_int
 from console.cli import add_store_argument
 from console.output import print_json, seconds, table, tokens, usd
 from engine.errors import InputError
@@ -30,10 +31,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="store config file (default: STORE/config.toml)")
     parser.add_argument("--scenario", metavar="FILE", help="scripted-model scenario file (a `scripts:` mapping)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the scripted model (default 0)")
-    parser.add_argument("--repeat", type=_positive, default=1, metavar="N", help="number of runs (default 1)")
-    parser.add_argument("--concurrency", type=_positive, default=1, metavar="C",
+    parser.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="number of runs (default 1)")
+    parser.add_argument("--concurrency", type=positive_int, default=1, metavar="C",
                         help="runs in flight at once (default 1)")
-    parser.add_argument("--speed", type=_non_negative, default=1.0, metavar="X",
+    parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor: 2 halves simulated latency, 0 removes it (default 1)")
     parser.add_argument("--budget", metavar="LIMITS", type=_budget,
                         help="run budget overrides, e.g. cost=2.50,tool_calls=40,wall=300s,tokens=20000")
@@ -51,24 +52,8 @@ def _budget(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
 
 
 def read_input(args: argparse.Namespace) -> Any:

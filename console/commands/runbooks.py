@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from console.commands.argtypes import positive_int
 from console.cli import add_store_argument
 from console.output import age, print_json, table, when
 from engine.errors import InputError
@@ -105,7 +106,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     incidents = commands.add_parser("incidents", help="list incidents",
                                     description="Open and acknowledged incidents, newest first.")
     incidents.add_argument("--all", action="store_true", help="resolved ones too")
-    incidents.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N (default 100)")
+    incidents.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N (default 100)")
     incidents.add_argument("--json", action="store_true", help="print a JSON list of incident objects")
     add_store_argument(incidents)
     incidents.set_defaults(handler=handle_incidents)
@@ -158,14 +159,6 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
     return show
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------ shared

@@ -132,9 +132,9 @@ def render(incident: Mapping[str, Any], timeline: list[Mapping[str, Any]], appli
     add(f"| Scope | `{incident['scope']}` |")
     add(f"| Detected | {_ts(opened)} |")
     ack = incident.get("acknowledged")
-    add(f"| Acknowledged | " + (f"{_ts(ack)} by {incident.get('acknowledged_by')} ({_duration(ack - opened)} after "
+    add("| Acknowledged | " + (f"{_ts(ack)} by {incident.get('acknowledged_by')} ({_duration(ack - opened)} after "
                                 f"detection)" if ack else "never") + " |")
-    add(f"| Resolved | " + (f"{_ts(resolved)} ({_duration(resolved - opened)} after detection)" if resolved
+    add("| Resolved | " + (f"{_ts(resolved)} ({_duration(resolved - opened)} after detection)" if resolved
                            else "not yet") + " |")
     add(f"| Detection fired | {incident.get('fired', 1)} time(s); "
         + ("signal back to normal at " + _ts(incident.get("cleared")) if incident.get("cleared") and not

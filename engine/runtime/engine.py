@@ -197,12 +197,13 @@ class Engine:
             active = self.controls.runs.get(row["run_id"])
             if active is None:
                 continue  # not a run of this engine (or already over)
-            from engine.guardrails.budget import BudgetLimits, merge_limits
+            from engine.guardrails.budget import BudgetLimits as Limits
+            from engine.guardrails.budget import merge_limits
 
             ctx = active.ctx
             base = self.guards.run_limits(ctx.compiled, ctx.attributes.get("budget_override"))
             limits = row["limits"] if isinstance(row["limits"], dict) else json.loads(row["limits"])
-            override = BudgetLimits(**{k: v for k, v in limits.items() if v is not None})
+            override = Limits(**{k: v for k, v in limits.items() if v is not None})
             merged = merge_limits(base, override) if base is not None else override
             self.guards.ledger.set_limits(ctx.budget_scope, merged)
             ctx.attributes["budget_override"] = merged
