@@ -188,7 +188,7 @@ class UsagePanel(TextLines):
         if run.get("status") == "running":
             out.append(f" · {run.get('agents_active') or 0} agents active")
         out.append("\nbudget ", style="dim")
-        out.append("n/a (lands with the budgets issue)", style="dim")
+        out.append("gauges above: limits, burn rate and time to exhaustion", style="dim")
         self.update(out)
 
 
