@@ -21,11 +21,11 @@ def write_breakers(store: Path, now: float = FIXED_NOW) -> None:
     writer = _open_writer(store)
     try:
         rows = [
-            ("deal-desk", "tool:crm_lookup", "tool", "crm_lookup", "open", 0.62, 0.10, 13, 8, 1, 4, now + 25,
+            ("deal-desk", "tool:crm_lookup", "tool", "crm_lookup", "open", 62.0, 10.0, 13, 8, 1, 4, now + 25,
              now - 40, now - 1),
-            ("deal-desk", "model:gpt-4o", "model", "gpt-4o", "half_open", 0.2, 0.0, 5, 1, 0, 0, None, now - 90,
+            ("deal-desk", "model:gpt-4o", "model", "gpt-4o", "half_open", 20.0, 0.0, 5, 1, 0, 0, None, now - 90,
              now - 1),
-            ("support-triage", "tool:kb_search", "tool", "kb_search", "closed", 0.0, 0.05, 40, 0, 2, 0, None,
+            ("support-triage", "tool:kb_search", "tool", "kb_search", "closed", 0.0, 5.0, 40, 0, 2, 0, None,
              now - 3600, now - 1),
         ]
         for row in rows:

@@ -38,7 +38,7 @@ COLUMNS = (
     Column("hierarchy", "HIERARCHY", 12, flex=2, max_width=28),
     Column("failure_rate", "FAIL%", 6, align="right"),
     Column("slow_call_rate", "SLOW%", 6, align="right"),
-    Column("calls", "CALLS", 9, align="right"),
+    Column("calls", "FAILED/CALLS", 12, align="right"),
     Column("probe", "NEXT PROBE", 10, align="right"),
     Column("since", "SINCE", 6, align="right", drop=1),
 )
@@ -50,7 +50,10 @@ def state_text(state: str | None) -> Text:
 
 
 def pct(value: Any) -> str:
-    return "-" if value is None else f"{float(value) * 100:.0f}%"
+    """Rates are published in percent, as resilience4j reports them; -1 means fewer calls than the minimum."""
+    if value is None or float(value) < 0:
+        return "-"
+    return f"{float(value):.0f}%"
 
 
 def probe_text(row: dict[str, Any], now: float) -> Text:
@@ -70,7 +73,7 @@ def breaker_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
         return literal(row.get(column), limit=60)
     if column in ("failure_rate", "slow_call_rate"):
         value = row.get(column)
-        style = "bold red" if value is not None and float(value) >= 0.5 else ""
+        style = "bold red" if value is not None and float(value) >= 50 else ""
         return Text(pct(value), style=style, end="")
     if column == "calls":
         calls = row.get("calls_in_window")
