@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,5 +21,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The peer frameworks (LangGraph, OpenAI Agents SDK, Pydantic AI) in their own venv, so `bench peers` can time
+# them side by side with Flightdeck in one run. Needs ../shared/bench-peers.
+PEERS_REQ := ../shared/bench-peers/requirements-bench.txt
+.venv-bench/.installed: $(PEERS_REQ) pyproject.toml
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --upgrade pip
+	.venv-bench/bin/pip install --quiet -r $(PEERS_REQ) -e .
+	touch $@
+
+bench-peers: .venv-bench/.installed
+	.venv-bench/bin/python -m bench peers guardrails
+
 clean:
-	rm -rf $(VENV) .flightdeck .flightdeck-demo build *.egg-info
+	rm -rf $(VENV) .venv-bench .flightdeck .flightdeck-demo build *.egg-info

@@ -67,7 +67,7 @@ Percent = Annotated[float, Field(gt=0, le=100)]
 class BreakerConfig(BaseModel):
     """How one breaker trips and recovers. Durations accept seconds or strings like "30s"; rates are percent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     sliding_window_size: int = Field(20, ge=1)
     minimum_calls: int = Field(10, ge=1)

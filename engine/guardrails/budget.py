@@ -109,7 +109,7 @@ def _external(index: int, value: float) -> float:
 class BudgetLimits(BaseModel):
     """Optional limit per dimension (None = unlimited) plus the fraction at which a soft warning is emitted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     input_tokens: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=0)

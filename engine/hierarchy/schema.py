@@ -23,7 +23,8 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: validators are built on first use, not at import (most commands never load a hierarchy).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ModelSpec(Strict):
@@ -117,7 +118,7 @@ class RouteCondition(Strict):
     one_of: list[Any] | None = Field(None, alias="in")
     keywords: list[str] | None = None
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="after")
     def _one_test(self) -> "RouteCondition":
