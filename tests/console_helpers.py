@@ -8,9 +8,13 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
+
+import pytest
 
 FIXED_NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 ENGINE_ID = "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0"
@@ -239,3 +243,21 @@ async def wait_for(pilot: Any, predicate: Callable[[], bool], *, timeout: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await pilot.pause(0.02)
+
+
+SNAPSHOT_SIZES = [(160, 48), (100, 30)]
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    """Snapshot modules import this autouse fixture: clock times on screen are local time, so the zone is pinned
+    to UTC while each snapshot test runs and the images match on every machine."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()

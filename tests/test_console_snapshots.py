@@ -6,31 +6,18 @@ SVGs under tests/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from console.app import create_app
-from tests.console_helpers import event_count, fixed_clock, fixed_store, wait_for
+from tests.console_helpers import SNAPSHOT_SIZES, event_count, fixed_clock, fixed_store, wait_for
+from tests.console_helpers import utc  # noqa: F401 - an autouse fixture: pins TZ=UTC
 
-SIZES = [(160, 48), (100, 30)]
+SIZES = SNAPSHOT_SIZES
 
 
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    """Clock times on screen are local time: pin the zone so snapshots match everywhere."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if before is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
 
 
 @pytest.fixture(scope="module")

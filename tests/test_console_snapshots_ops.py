@@ -8,32 +8,20 @@ the SVGs under tests/__snapshots__/ before committing them.
 from __future__ import annotations
 
 import itertools
-import os
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
 
 from console.app import create_app
-from tests.console_helpers import fixed_clock, wait_for
+from tests.console_helpers import SNAPSHOT_SIZES, fixed_clock, wait_for
+from tests.console_helpers import utc  # noqa: F401 - an autouse fixture: pins TZ=UTC
 from tests.test_console_views_ops import ops_store
 
-SIZES = [(160, 48), (100, 30)]
+SIZES = SNAPSHOT_SIZES
 
 
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if before is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
 
 
 @pytest.fixture(scope="module")

@@ -9,32 +9,20 @@ a change there changes these snapshots.
 
 from __future__ import annotations
 
-import os
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from console.app import create_app
-from tests.console_helpers import fixed_clock, wait_for
+from tests.console_helpers import SNAPSHOT_SIZES, fixed_clock, wait_for
+from tests.console_helpers import utc  # noqa: F401 - an autouse fixture: pins TZ=UTC
 from tests.test_console_views_rb import incident_store
 
-SIZES = [(160, 48), (100, 30)]
+SIZES = SNAPSHOT_SIZES
 
 
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    """Clock times on screen are local time: pin the zone so snapshots match everywhere."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if before is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
 
 
 @pytest.fixture(scope="module")
