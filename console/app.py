@@ -52,6 +52,9 @@ class FlightdeckApp(App[int]):
     def on_mount(self) -> None:
         self.install_screen(MainScreen(self.ctx), "main")
         self.push_screen("main")
+        pending = getattr(self, "_pending_hint", None)
+        if pending is not None:  # a driver's hint that arrived while the app was starting
+            self.call_after_refresh(self.set_hint, pending)
         from engine.store.files import CONFIG_FILE
 
         if (self.ctx.store_dir / CONFIG_FILE).is_file():
@@ -79,12 +82,13 @@ class FlightdeckApp(App[int]):
         self.set_keymap(keys)
 
     def set_hint(self, text: str) -> None:
-        """Show `text` on the hint line (until the active view next changes its own hint). For drivers such as
-        `flightdeck demo`, which call it from another thread with `app.call_from_thread(app.set_hint, text)`."""
+        """Show `text` on the hint line, above the views' own hints (alarms still come first), until the next
+        call; an empty text hands the line back to the views. For drivers such as `flightdeck demo`, which call it
+        from another thread with `app.call_from_thread(app.set_hint, text)`."""
         try:
-            self.main.hint_line.set_view_hint(text)
-        except Exception:  # before the main screen exists: nothing to show it on yet
-            pass
+            self.main.hint_line.set_guide_hint(text)
+        except Exception:  # before the main screen exists: shown as soon as it does (see on_mount)
+            self._pending_hint = text
 
     # -- the one error handler ----------------------------------------------------------------------------------
 

@@ -418,7 +418,15 @@ async def test_set_hint_drives_the_hint_line(store: Path) -> None:
         await pilot.pause()
         app.set_hint("The demo: a spend spike starts now. Press 6.")
         await pilot.pause()
-        assert app.main.hint_line.view_hint == "The demo: a spend spike starts now. Press 6."
+        line = app.main.hint_line
+        # This store has an unacknowledged kill switch: its alarm outranks any hint, as it should.
+        assert line.alarm and line.sentence == line.alarm
+        line.set_alarm(None)
+        assert line.sentence == "The demo: a spend spike starts now. Press 6."
+        line.set_view_hint("a view's own hint")  # the views keep updating theirs...
+        assert line.sentence == "The demo: a spend spike starts now. Press 6."  # ...the guide's hint stays
+        app.set_hint("")
+        assert line.sentence == "a view's own hint"
 
 
 async def test_set_hint_from_another_thread(store: Path) -> None:
@@ -433,7 +441,7 @@ async def test_set_hint_from_another_thread(store: Path) -> None:
         while worker.is_alive():
             await pilot.pause(0.01)
         await pilot.pause()
-        assert app.main.hint_line.view_hint == "from the demo thread"
+        assert app.main.hint_line.guide_hint == "from the demo thread"
 
 
 # -- pure helpers -------------------------------------------------------------------------------------------------
@@ -470,3 +478,12 @@ def test_readings_and_entries_in_words() -> None:
         'flag models.max_tier = economy on hierarchy:deal-desk -> cleared'
     assert "released" in entry_text({"kind": "kill", "scope": "agent", "target": "pricing", "mode": "pause",
                                      "created": True})
+
+
+async def test_a_hint_set_before_the_app_runs_is_shown_once_it_does(store: Path) -> None:
+    app = app_for(store)
+    app.set_hint("Deals are arriving: press 1 for runs.")  # `flightdeck demo` may narrate before the UI is up
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.pause()
+        assert app.main.hint_line.guide_hint == "Deals are arriving: press 1 for runs."

@@ -90,9 +90,10 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
     failure: list[BaseException] = []
 
     def hint(text: str) -> None:
-        setter = getattr(app, "set_hint", None)
-        if setter is not None and app.is_running:
-            app.call_from_thread(setter, text)
+        if app.is_running:
+            app.call_from_thread(app.set_hint, text)
+        else:  # the UI is still starting: it shows this as soon as its main screen exists
+            app.set_hint(text)
 
     def page(received: dict[str, Any]) -> None:
         if app.is_running:

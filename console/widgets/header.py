@@ -364,8 +364,8 @@ class HaltBanner(Static):
 
 
 class HintLine(TextLines):
-    """One short sentence telling the operator what to do next. An alarm from the header outranks the view's
-    own hint."""
+    """One short sentence telling the operator what to do next. An alarm from the header outranks everything; a
+    guide's hint (a driver such as `flightdeck demo` narrating what to try) outranks the view's own hint."""
 
     DEFAULT_CSS = """
     HintLine {
@@ -383,10 +383,15 @@ class HintLine(TextLines):
     def __init__(self, id: str | None = None) -> None:
         super().__init__("", id=id)
         self.view_hint = ""
+        self.guide_hint = ""
         self.alarm: str | None = None
 
     def set_view_hint(self, hint: str) -> None:
         self.view_hint = hint
+        self._show()
+
+    def set_guide_hint(self, hint: str) -> None:
+        self.guide_hint = hint
         self._show()
 
     def set_alarm(self, alarm: str | None) -> None:
@@ -395,8 +400,8 @@ class HintLine(TextLines):
 
     @property
     def sentence(self) -> str:
-        """What the hint line says (the alarm if there is one, else the view's hint)."""
-        return self.alarm or self.view_hint
+        """What the hint line says: the alarm if there is one, else the guide's hint, else the view's."""
+        return self.alarm or self.guide_hint or self.view_hint
 
     def _show(self) -> None:
         self.set_class(bool(self.alarm), "-alarm")
