@@ -165,3 +165,23 @@ def test_run_says_when_a_run_waits_for_approval_and_how_to_decide(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert "waits for approval ap-" in proc.stderr and "apply_discount" in proc.stderr
     assert f"flightdeck approve ap-" in proc.stderr and f"--store {store}" in proc.stderr
+
+
+def test_usage_per_scope_with_each_filter(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    ticket = ('{"ticket_id": "T-9", "customer_id": "CUS-003", "channel": "web", "subject": "hello", '
+              '"body": "a question"}')
+    for tenant in ("acme", "globex"):
+        assert flightdeck("run", "support-triage", "--store", store, "--speed", "0", "--tenant", tenant,
+                          "--input", ticket).returncode == 0
+    everything = json.loads(flightdeck("usage", "--store", store, "--json").stdout)
+    acme = json.loads(flightdeck("usage", "--store", store, "--tenant", "acme", "--json").stdout)
+    assert {t["tenant"] for t in everything["tenants"]} == {"acme", "globex"}
+    assert [t["tenant"] for t in acme["tenants"]] == ["acme"]
+    assert 0 < acme["total"]["cost_usd"] < everything["total"]["cost_usd"]
+    run_id = acme["runs"][0]["id"]
+    one = json.loads(flightdeck("usage", "--store", store, "--run", run_id[:8], "--json").stdout)
+    assert one["total"] == acme["total"] and [r["id"] for r in one["runs"]] == [run_id]
+    recent = json.loads(flightdeck("usage", "--store", store, "--since", "1h", "--json").stdout)
+    assert recent["total"] == everything["total"]
+    assert flightdeck("usage", "--store", store, "--since", "soon").returncode == 2

@@ -35,6 +35,24 @@ def _loads(value: Any) -> Any:
         return value
 
 
+def run_filters(*, run_id: str | None = None, tenant: str | None = None, since: float | None = None,
+                run_column: str = "r.id") -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) for "one run / one tenant / runs started since", over a query that
+    joins `runs r` (or, for run_id alone, names the run column). Shared by every usage query."""
+    where: list[str] = []
+    params: list[Any] = []
+    if run_id is not None:
+        where.append(f"{run_column} = ?")
+        params.append(run_id)
+    if tenant is not None:
+        where.append("r.tenant = ?")
+        params.append(tenant)
+    if since is not None:
+        where.append("r.started >= ?")
+        params.append(since)
+    return (" AND ".join(where) or "1"), params
+
+
 class TraceReader:
     def __init__(self, db_path: Path) -> None:
         self.path = db_path
@@ -245,17 +263,8 @@ class TraceReader:
         """Tokens, cost and call counts per agent and per model, summed over llm and tool spans (the leaves:
         agent/delegation spans may carry roll-ups that would double count). Filters: one run, a tenant, runs
         started since a time. With no filter at all this reads every span."""
-        where = ["s.kind IN ('llm', 'tool')"]
-        params: list[Any] = []
-        if run_id is not None:
-            where.append("s.run_id = ?")
-            params.append(run_id)
-        if tenant is not None:
-            where.append("r.tenant = ?")
-            params.append(tenant)
-        if since is not None:
-            where.append("r.started >= ?")
-            params.append(since)
+        run_where, params = run_filters(run_id=run_id, tenant=tenant, since=since, run_column="s.run_id")
+        where = ["s.kind IN ('llm', 'tool')", run_where]
         join = " JOIN runs r ON r.id = s.run_id" if tenant is not None or since is not None else ""
         rows = self._rows(
             "SELECT s.kind AS kind, s.agent AS agent, s.model AS model, count(*) AS n, "

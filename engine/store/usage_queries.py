@@ -5,28 +5,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine.store.reader import run_filters
+
 if TYPE_CHECKING:
     from engine.store.reader import TraceReader
 
 
-def _filters(run_id: str | None, tenant: str | None, since: float | None) -> tuple[str, list[Any]]:
-    where, params = [], []
-    if run_id is not None:
-        where.append("r.id = ?")
-        params.append(run_id)
-    if tenant is not None:
-        where.append("r.tenant = ?")
-        params.append(tenant)
-    if since is not None:
-        where.append("r.started >= ?")
-        params.append(since)
-    return (" AND ".join(where) or "1"), params
-
-
 def usage_by_tool(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
                   since: float | None = None) -> list[dict[str, Any]]:
-    where, params = _filters(run_id, tenant, since)
-    return reader._rows(  # noqa: SLF001 - the reader's short read-only query helper
+    where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
+    return reader.query(
         "SELECT s.name AS tool, count(*) AS calls, sum(s.status != 'ok') AS failed FROM spans s "
         f"JOIN runs r ON r.id = s.run_id WHERE s.kind = 'tool' AND {where} GROUP BY s.name ORDER BY calls DESC",
         params)
@@ -34,8 +22,8 @@ def usage_by_tool(reader: "TraceReader", *, run_id: str | None = None, tenant: s
 
 def usage_by_tenant(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
                     since: float | None = None) -> list[dict[str, Any]]:
-    where, params = _filters(run_id, tenant, since)
-    return reader._rows(  # noqa: SLF001
+    where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
+    return reader.query(
         "SELECT coalesce(r.tenant, '-') AS tenant, count(*) AS runs, sum(r.tokens_in) AS tokens_in, "
         "sum(r.tokens_out) AS tokens_out, sum(r.cost_usd) AS cost_usd FROM runs r "
         f"WHERE {where} GROUP BY r.tenant ORDER BY cost_usd DESC", params)
@@ -43,8 +31,8 @@ def usage_by_tenant(reader: "TraceReader", *, run_id: str | None = None, tenant:
 
 def top_runs(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
              since: float | None = None, limit: int = 10) -> list[dict[str, Any]]:
-    where, params = _filters(run_id, tenant, since)
-    return reader._rows(  # noqa: SLF001
+    where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
+    return reader.query(
         "SELECT r.id AS id, r.hierarchy AS hierarchy, r.status AS status, coalesce(r.tenant, '-') AS tenant, "
         "r.tokens_in AS tokens_in, r.tokens_out AS tokens_out, r.cost_usd AS cost_usd FROM runs r "
         f"WHERE {where} ORDER BY r.cost_usd DESC LIMIT ?", [*params, limit])
