@@ -236,11 +236,16 @@ class ApprovalsView(LiveView):
     def _decision_body(self, row: dict[str, Any]) -> Text:
         return approval_detail(row, self.ctx.clock())
 
-    def action_approve(self) -> None:
+    def _decidable(self, verb: str) -> dict[str, Any] | None:
+        """The selected request, if this console may decide it (read-only refuses with its message). A decision
+        carries the arguments hash shown here, so it binds to exactly what the operator saw."""
         if self.ctx.read_only:
-            self.client.run("approve", lambda api: None)  # refuses with the read-only message
-            return
-        row = self._need_row()
+            self.client.run(verb, lambda api: None)
+            return None
+        return self._need_row()
+
+    def action_approve(self) -> None:
+        row = self._decidable("approve")
         if row is None:
             return
         approval_id, expected = row["id"], row["args_hash"]
@@ -256,10 +261,7 @@ class ApprovalsView(LiveView):
                                        submit_label="Enter: approve"), done)
 
     def action_deny(self) -> None:
-        if self.ctx.read_only:
-            self.client.run("deny", lambda api: None)
-            return
-        row = self._need_row()
+        row = self._decidable("deny")
         if row is None:
             return
         approval_id, expected = row["id"], row["args_hash"]
@@ -277,10 +279,7 @@ class ApprovalsView(LiveView):
             danger=True, submit_label="Enter: deny"), done)
 
     def action_edit_approve(self) -> None:
-        if self.ctx.read_only:
-            self.client.run("edit", lambda api: None)
-            return
-        row = self._need_row()
+        row = self._decidable("edit")
         if row is None:
             return
         approval_id, expected = row["id"], row["args_hash"]
