@@ -337,3 +337,18 @@ def test_the_daily_cap_holds_across_engine_restarts(tmp_path: Path, store_dir: P
     assert first.status == "completed"
     assert "budget_exceeded" in (second.status, third.status)
     assert first.cost_usd + second.cost_usd + third.cost_usd <= 0.006
+
+
+def test_a_finished_runs_budget_gauges_show_nothing_still_reserved(tmp_path: Path, store_dir: Path) -> None:
+    from engine.store import open_reader
+
+    hierarchy = write_hierarchy(tmp_path, WORKER)
+    result = _run_with_budget(store_dir, hierarchy, "cost=1")
+    reader = open_reader(store_dir)
+    try:
+        (run_gauges,) = [row for row in reader.budgets(result.run_id) if row["scope"] == "run"]
+    finally:
+        reader.close()
+    cost = run_gauges["data"]["cost_usd"]
+    assert cost["reserved"] == 0 and cost["limit"] == 1.0
+    assert abs(cost["used"] - result.cost_usd) < 1e-9

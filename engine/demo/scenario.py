@@ -133,8 +133,8 @@ class DemoScenario:
         self._say("A burst of huge deal memos on the strongest model: spend is spiking. Watch the header; the "
                   "cost-spike runbook will act (press 6).")
         await self._at(130)
-        self._say("Quiet again: press 6 to see the incident and roll the runbook's changes back; K kills, "
-                  "? shows every key.")
+        self._say("Quiet again: press 6 to see the incident and roll the runbook's changes back; k kills the "
+                  "selection, H halts everything, ? shows every key.")
         await self._at(SCENARIO_S)
         self._say("The scripted incident is over; deals keep trickling in. Press q to quit.")
 

@@ -78,6 +78,7 @@ class Engine:
         self._task_group: anyio.abc.TaskGroup | None = None
         self.escalation_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.runbooks: Any = None  # the RunbookEngine watching this engine's event stream
+        self.publisher: Any = None  # current breaker and budget state for the console
         self._runbooks_option = runbooks
         self.approval_listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -105,7 +106,8 @@ class Engine:
         await self._replay_durable_controls(worker)
         from engine.runtime.publisher import StatePublisher
 
-        self._task_group.start_soon(StatePublisher(self).run)
+        self.publisher = StatePublisher(self)
+        self._task_group.start_soon(self.publisher.run)
         # Obey what is already in force (a global halt survives restarts) before the first run starts.
         assert self.controls.first_applied is not None
         with anyio.fail_after(30):
@@ -322,7 +324,9 @@ class Engine:
                 except Exception as exc:  # one failing run must never disturb the others in this engine
                     result = AgentResult(entry, "error", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.controls.unregister_run(ctx.run_id)
+            active = self.controls.unregister_run(ctx.run_id)
+            if active is not None and self.publisher is not None:
+                self.publisher.publish_run(active)  # final gauges: what the run used, nothing still reserved
             ledger.close_scope(ctx.budget_scope, report=False)
             if result is None:  # cancelled: by an operator's kill switch, or the engine is shutting down
                 reason = ctx.active.stop_reason or "cancelled: the engine stopped"

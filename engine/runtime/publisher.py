@@ -50,21 +50,28 @@ class StatePublisher:
             for breaker in registry.all():
                 snap = breaker.snapshot()
                 writer.state("breakers", (hierarchy, snap.key), _breaker_row(hierarchy, snap))
+        for active in list(self._engine.controls.runs.values()):
+            self.publish_run(active)
+
+    def publish_run(self, active: Any) -> None:
+        """One run's gauges: every second while it runs, and once more as it ends (so a finished run's gauges
+        show its final usage, with nothing left reserved)."""
+        writer = self._engine.writer
         ledger = self._engine.guards.ledger
         now = time.time()
-        for run_id, active in list(self._engine.controls.runs.items()):
+        run_id = active.ctx.run_id
+        try:
+            usage = ledger.usage(active.ctx.budget_scope)
+        except KeyError:
+            return  # the run's scope is already closed
+        writer.state("budgets", (run_id, "run"), (run_id, "run", None, _usage_data(usage), now))
+        for span, (agent, _) in list(active.agents.items()):
             try:
-                usage = ledger.usage(active.ctx.budget_scope)
+                agent_usage = ledger.usage(span)
             except KeyError:
-                continue  # the run finished between listing and reading
-            writer.state("budgets", (run_id, "run"), (run_id, "run", None, _usage_data(usage), now))
-            for span, (agent, _) in list(active.agents.items()):
-                try:
-                    agent_usage = ledger.usage(span)
-                except KeyError:
-                    continue
-                writer.state("budgets", (run_id, f"agent:{span}"),
-                             (run_id, f"agent:{span}", agent, _usage_data(agent_usage), now))
+                continue
+            writer.state("budgets", (run_id, f"agent:{span}"),
+                         (run_id, f"agent:{span}", agent, _usage_data(agent_usage), now))
 
     async def run(self) -> None:
         while True:
