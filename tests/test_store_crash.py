@@ -12,7 +12,7 @@ import pytest
 from engine.errors import StoreError
 from engine.store import open_engine_store, open_reader
 from engine.store.reader import TraceReader
-from tests.test_store_support import rows, run_python, start_python, wait_until
+from tests.test_store_support import rows, run_python, start_python, store_lock_free, wait_until
 
 _CHILD = """
 import sys, time
@@ -65,6 +65,8 @@ def test_sigkill_mid_stream_leaves_a_consistent_store(tmp_path: Path) -> None:
         if child.stderr:
             child.stderr.close()
     assert child.returncode == -signal.SIGKILL
+    # The engine's trace-writer process commits what it had received, then exits and frees the lock.
+    wait_until(lambda: store_lock_free(store_dir), what="the dead engine's writer process to finish")
 
     path = store_dir / "traces.db"
     # A read-only reader copes with the crashed engine's leftover WAL.

@@ -41,6 +41,21 @@ def new_writer(tmp_path: Path, **kwargs: Any) -> TraceWriter:
     return TraceWriter(path, **kwargs)
 
 
+def store_lock_free(store_dir: Path) -> bool:
+    """True once nothing holds the store's engine lock: the engine AND its trace-writer process (which inherits the
+    lock and, after the engine dies, still commits what it had received) are gone."""
+    import fcntl
+
+    fd = os.open(store_dir / "engine.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken through it
+    return True
+
+
 def raw_conn(path: Path) -> sqlite3.Connection:
     """A plain autocommit read-write connection for assertions and for simulating other processes' locks."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)

@@ -152,7 +152,8 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
             raise translate_sqlite_error(exc, traces_path, "register the engine in") from exc
         control.register_engine(engine_id=engine_id, version=__version__, pid=pid, host=host, user=user,
                                 started=now)
-        writer = TraceWriter(traces_path, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue)
+        writer = TraceWriter(traces_path, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
+                             keep_fds=[lock.fd] if lock.fd is not None else [])
     except BaseException:
         if control is not None:
             control.close()

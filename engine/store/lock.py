@@ -20,6 +20,9 @@ from engine.errors import StoreError, StoreLocked
 from engine.store.control import current_user
 from engine.store.files import FILE_MODE, LOCK_FILE
 
+# Longer than the writer process's ORPHAN_GIVE_UP_S (engine/store/writer_process.py), plus its commit.
+DEAD_HOLDER_WAIT_S = 5.0
+
 
 class StoreLock:
     """An acquired engine lock. Release with `release()` (idempotent)."""
@@ -36,20 +39,36 @@ class StoreLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as exc:
             raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise StoreLocked(_locked_message(store_dir, holder)) from None
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+        dead_holder_deadline: float | None = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if _holder_is_dead(holder):
+                    # The engine died, but its trace-writer process (which shares the lock) is still committing
+                    # the engine's last batch; it exits within ORPHAN_GIVE_UP_S. Wait for it, briefly.
+                    now = time.monotonic()
+                    dead_holder_deadline = dead_holder_deadline or now + DEAD_HOLDER_WAIT_S
+                    if now < dead_holder_deadline:
+                        time.sleep(0.01)
+                        continue
+                os.close(fd)
+                raise StoreLocked(_locked_message(store_dir, holder)) from None
+            except OSError as exc:
+                os.close(fd)
+                raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "user": current_user(),
                   "started": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         return cls(store_dir, fd, holder)
+
+    @property
+    def fd(self) -> int | None:
+        """The locked file's descriptor: a child process that inherits it keeps the lock held while it lives."""
+        return self._fd
 
     @property
     def held(self) -> bool:
@@ -64,6 +83,23 @@ class StoreLock:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _holder_is_dead(holder: dict[str, Any]) -> bool:
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but another user's: alive
+        return False
+    try:  # a zombie (killed, not yet reaped by its parent) still answers signal 0
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

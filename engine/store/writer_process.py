@@ -1,0 +1,247 @@
+"""The trace-writer process: the only writer of traces.db, a child the engine starts and owns (engine/store/writer.py).
+
+Why a process and not a thread: building rows (JSON, redaction) and SQLite's Python-side work cost about as much CPU
+as the engine's own work per model call, and on a thread they hold the engine's GIL while they do it. Here they run
+on the machine's other core. The engine still holds the store lock; this process inherits the lock's file, so the
+lock stays held until the last of the two exits (a new engine can never open the store while this one still
+commits a dead engine's last batch).
+
+Protocol (engine/store/frames.py frames, stdin from the engine, stdout back to it):
+    engine -> writer   ("init", options) once; then ("items", frame_no, items, urgent), ("events", bool),
+                       ("close", give_up_after_s). End of stdin (the engine died) is a close with a short give-up.
+    writer -> engine   ("ready", last_seq) or ("failed", damaged, message) once; then ("ack", frame_no, last_seq,
+                       stats, events | None) after each commit, ("transient", message | None) when commits start or
+                       stop failing, ("lost", message) when rows could not be written, ("crashed", traceback).
+A frame is acknowledged once every item in it is committed (or was reported lost): the engine's flush() waits for
+the acknowledgement of the frame that carried its marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from engine.errors import StoreDamaged, StoreError
+from engine.store.batch import FRAME_END, Batch, BatchBuilder, commit, salvage
+from engine.store.files import connect, translate_sqlite_error
+from engine.store.frames import encode, read_frame, write_frame
+
+log = logging.getLogger(__name__)
+
+_CACHE_KIB = 64 * 1024
+# When the engine vanished (SIGKILL) the writer still commits what it received, but gives up on a failing commit
+# after this long rather than linger holding the store lock.
+ORPHAN_GIVE_UP_S = 2.0
+
+
+class CommitLoop:
+    """Drain the queue at least every flush_interval (sooner when it is large or a flush is waiting), build one
+    batch, commit it in one transaction, acknowledge. Commits that can pass (disk full, locked) are retried with
+    back-off and reported; rows that can never be written are skipped one by one and reported."""
+
+    def __init__(self, conn: sqlite3.Connection, db_path: Path, builder: BatchBuilder, *, flush_interval: float,
+                 max_batch: int, wake_at: int, retry_initial: float, retry_max: float, out_fd: int) -> None:
+        self.conn = conn
+        self.db_path = db_path
+        self.builder = builder
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.wake_at = wake_at
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.out_fd = out_fd
+        self.queue: deque[tuple[Any, ...]] = deque()
+        self.wake = threading.Event()
+        self.want_events = False
+        self.stopping = False
+        self.give_up_at: float | None = None
+        self.transient: str | None = None
+        self.last_committed_seq = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+        self.stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
+                                        "commit_cpu_s": 0.0}
+
+    def send(self, message: Any) -> None:
+        try:
+            write_frame(self.out_fd, encode(message))
+        except OSError:  # the engine is gone: nobody to tell; keep committing what was received
+            pass
+
+    def stop(self, give_up_after: float) -> None:
+        self.give_up_at = time.monotonic() + give_up_after
+        self.stopping = True
+        self.wake.set()
+
+    def run(self) -> None:
+        queue = self.queue
+        interval = self.flush_interval
+        next_cycle = time.monotonic() + interval
+        behind = False  # the last drain was cut at max_batch: more (maybe a flush marker) is already waiting
+        while True:
+            timeout = next_cycle - time.monotonic()
+            if timeout > 0 and not behind and len(queue) < self.wake_at and not self.stopping:
+                self.wake.wait(timeout)
+            # Clear before draining: a frame that arrives after this point wakes the next wait.
+            self.wake.clear()
+            next_cycle = time.monotonic() + interval
+            count = min(len(queue), self.max_batch)
+            behind = count == self.max_batch
+            if count == 0:
+                if self.stopping:
+                    return
+                continue
+            popleft = queue.popleft
+            items = [popleft() for _ in range(count)]
+            cpu = time.thread_time()
+            try:
+                batch = self.builder.build(items, self.last_committed_seq, self.want_events)
+            except Exception as exc:  # a bug in batch building must not stop the writer
+                log.exception("trace writer could not build a batch")
+                self.send(("lost", f"{count} trace items could not be prepared for {self.db_path}: {exc!r}"))
+                frames = [item[1] for item in items if item[0] == FRAME_END]
+                if frames:
+                    self.send(("ack", frames[-1], self.last_committed_seq, self.stats, None))
+                continue
+            built = time.thread_time()
+            if not self._commit_with_retry(batch):
+                return
+            done = time.thread_time()
+            stats = self.stats
+            stats["batches"] += 1
+            stats["items"] += count
+            stats["events"] += batch.last_seq - batch.first_seq + 1 if batch.last_seq else 0
+            stats["build_cpu_s"] += built - cpu
+            stats["commit_cpu_s"] += done - built
+            if batch.last_seq:
+                self.last_committed_seq = batch.last_seq
+            if batch.frames or batch.last_seq:
+                self.send(("ack", batch.frames[-1] if batch.frames else None, self.last_committed_seq, stats,
+                           batch.events or None))
+
+    def _commit_with_retry(self, batch: Batch) -> bool:
+        """Commit, retrying failures that can pass. False when stopping gave up on the batch."""
+        if not batch.statements:  # only frame markers: nothing to write, no write lock to take
+            return True
+        delay = self.retry_initial
+        while True:
+            try:
+                commit(self.conn, batch)
+                if self.transient is not None:
+                    self.transient = None
+                    self.send(("transient", None))
+                return True
+            except sqlite3.OperationalError as exc:
+                # Disk full, database locked, I/O error: may pass. Keep the batch, report, retry.
+                problem = str(translate_sqlite_error(exc, self.db_path, "commit trace batch to"))
+                if problem != self.transient:
+                    self.transient = problem
+                    self.send(("transient", problem))
+            except Exception as exc:
+                # Cannot pass by retrying (constraint violation, value out of range): write what can be written.
+                self._salvage(batch, exc)
+                return True
+            if self.give_up_at is not None and time.monotonic() >= self.give_up_at:
+                self.send(("lost", f"gave up on {batch.item_count + len(self.queue)} trace items at shutdown: "
+                                   f"{self.transient}"))
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    def _salvage(self, batch: Batch, first: Exception) -> None:
+        try:
+            failures = salvage(self.conn, batch)
+        except Exception as exc:
+            self.send(("lost", f"{batch.item_count} trace items could not be written to {self.db_path}: "
+                               f"{first!r}, then {exc!r}"))
+            return
+        self.send(("lost", f"{len(failures)} trace rows could not be written to {self.db_path} (first: "
+                           f"{failures[0] if failures else repr(first)})"))
+
+
+def _read_frames(stream: BinaryIO, loop: CommitLoop) -> None:
+    """The frame reader thread: hands every item to the commit loop, in order."""
+    queue, wake = loop.queue, loop.wake
+    try:
+        while True:
+            message = read_frame(stream)
+            if message is None:
+                loop.stop(ORPHAN_GIVE_UP_S)
+                return
+            tag = message[0]
+            if tag == "items":
+                _, frame_no, items, urgent = message
+                queue.extend(items)
+                queue.append((FRAME_END, frame_no))
+                if urgent or len(queue) >= loop.wake_at:
+                    wake.set()
+            elif tag == "events":
+                loop.want_events = bool(message[1])
+            elif tag == "close":
+                loop.stop(float(message[1]))
+                return
+    except (EOFError, OSError):
+        loop.stop(ORPHAN_GIVE_UP_S)
+
+
+def _open(options: dict[str, Any]) -> sqlite3.Connection:
+    db_path = Path(options["db_path"])
+    conn = connect(db_path, busy_timeout_s=options["busy_timeout"], check_same_thread=False)
+    try:
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # Span ids are usually random: a large page cache keeps their index inserts off the disk.
+        conn.execute(f"PRAGMA cache_size = {-_CACHE_KIB}")
+        conn.execute("SELECT max(seq) FROM events").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate_sqlite_error(exc, db_path, "read") from exc
+    return conn
+
+
+def serve(stdin: BinaryIO, out_fd: int) -> None:
+    init = read_frame(stdin)
+    if init is None or init[0] != "init":
+        return
+    options: dict[str, Any] = init[1]
+    try:
+        conn = _open(options)
+        loop = CommitLoop(conn, Path(options["db_path"]), BatchBuilder(options["redactor"]),
+                          flush_interval=options["flush_interval"], max_batch=options["max_batch"],
+                          wake_at=options["wake_at"], retry_initial=options["retry_initial"],
+                          retry_max=options["retry_max"], out_fd=out_fd)
+    except StoreError as exc:
+        write_frame(out_fd, encode(("failed", isinstance(exc, StoreDamaged), str(exc))))
+        return
+    loop.send(("ready", loop.last_committed_seq))
+    reader = threading.Thread(target=_read_frames, args=(stdin, loop), name="frame-reader", daemon=True)
+    reader.start()
+    try:
+        loop.run()
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    # Ctrl-C in a terminal signals the whole process group: the engine decides when its writer stops (it flushes
+    # first), so the writer must not die of the same keypress.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out_fd = sys.stdout.fileno()
+    try:
+        serve(sys.stdin.buffer, out_fd)
+    except BaseException:
+        try:
+            write_frame(out_fd, encode(("crashed", traceback.format_exc())))
+        except OSError:
+            pass
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()
