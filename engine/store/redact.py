@@ -78,6 +78,35 @@ _encode = _make_encoder()
 encode_json = _encode
 
 
+def _make_fast_encoder() -> Any:
+    """The trace writer's encoder: pydantic-core's (Rust) serialiser, about 3x faster than the standard library's
+    on the writer's small payloads, which are most of its work. It writes UTF-8 (not \\u escapes) and stringifies
+    unknown objects like `default=str`; anything it refuses (lone surrogates, invalid bytes, cycles) goes through
+    the standard encoder, which escapes or reports it exactly as before."""
+    try:
+        from pydantic_core import PydanticSerializationError, to_json
+    except ImportError:  # the writer process runs without site-packages when pydantic-core is not importable
+        return _encode
+
+    def encode(obj: Any) -> str:
+        try:
+            return to_json(obj, fallback=str).decode()
+        except PydanticSerializationError:
+            return _encode(obj)
+
+    return encode
+
+
+_fast_encode: Any = None
+
+
+def _fast() -> Any:
+    global _fast_encode
+    if _fast_encode is None:  # imported on first use: the engine process itself never serialises payloads
+        _fast_encode = _make_fast_encoder()
+    return _fast_encode
+
+
 def _literal_regex(literals: set[str]) -> re.Pattern[str] | None:
     if not literals:
         return None
@@ -111,7 +140,8 @@ class Redactor:
         # safe for arbitrary Unicode (a final sigma lowers differently in context). The built-in and key-name
         # markers are ASCII and looked for in lower-cased text, which is exact for ASCII.
         self._always_walk = bool(patterns)
-        self._secret_forms = tuple({form for s in secrets for form in (s, _encode(s)[1:-1])})
+        # Raw, \\u-escaped (the standard encoder) and UTF-8 with only JSON's own escapes (the fast encoder).
+        self._secret_forms = tuple({form for s in secrets for form in (s, _encode(s)[1:-1], _fast()(s)[1:-1])})
         text_markers = set(_BUILTIN_MARKERS) if builtins else set()
         json_markers = text_markers | set(_SECRET_KEY_MARKERS)
         self._text_markers = _literal_regex(text_markers)
@@ -145,6 +175,15 @@ class Redactor:
 
     # -- cheap pre-checks --------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _longer_than(text: str, limit: int) -> bool:
+        """len(text.encode('utf-8')) > limit, without encoding ASCII text or short text."""
+        if len(text) > limit:
+            return True
+        if len(text) * 4 <= limit or text.isascii():
+            return False
+        return len(text.encode("utf-8", "surrogatepass")) > limit
+
     def _has_secret_value(self, text: str) -> bool:
         for form in self._secret_forms:
             if form in text:
@@ -160,7 +199,7 @@ class Redactor:
 
     def _json_needs_cleaning(self, text: str) -> bool:
         """False only if no rule can match any string inside the JSON document `text`, and none is too long."""
-        if self._always_walk or len(text) > self.max_field_bytes or self._has_secret_value(text):
+        if self._always_walk or self._longer_than(text, self.max_field_bytes) or self._has_secret_value(text):
             return True
         markers = self._json_markers
         return markers is not None and markers.search(text.lower()) is not None
@@ -258,31 +297,35 @@ class Redactor:
         return self.clean_text(str(obj))
 
     def dumps(self, obj: Any) -> str | None:
-        """The stored JSON text of a payload: redacted, cut, ASCII-only (lone surrogates cannot fail a batch),
-        and capped at max_payload_bytes. Never raises."""
+        """The stored JSON text of a payload: redacted, cut, valid UTF-8 (lone surrogates are escaped, so they
+        cannot fail a batch), and capped at max_payload_bytes. Never raises."""
         if obj is None:
             return None
+        encode = _fast()
         try:
-            text = _encode(obj)
+            text = encode(obj)
             if self._json_needs_cleaning(text):
-                text = _encode(self.clean(obj))
+                text = encode(self.clean(obj))
         except (TypeError, ValueError, RuntimeError, RecursionError) as exc:
             # RuntimeError: the caller mutated the dict while we read it; ValueError: a reference cycle.
             text = _encode({"_unserialisable": self.clean_text(f"{type(obj).__name__}: {exc}")})
-        if len(text) > self.max_payload_bytes:
+        if self._longer_than(text, self.max_payload_bytes):
             text = _encode(self.truncate(text, self.max_payload_bytes))
         return text
 
     def dumps_many(self, objs: list[Any]) -> list[str | None]:
         """[dumps(o) for o in objs], with the pre-check run once over all of them: in the common case (nothing
         secret-like, nothing too long anywhere) that is one regex scan instead of one call per payload."""
+        encode = _fast()
         try:
-            texts: list[str | None] = [None if obj is None else _encode(obj) for obj in objs]
+            texts: list[str | None] = [None if obj is None else encode(obj) for obj in objs]
         except (TypeError, ValueError, RuntimeError, RecursionError):
             return [self.dumps(obj) for obj in objs]
         if not self._always_walk:
             present = [text for text in texts if text is not None]
-            if max(map(len, present), default=0) <= self.max_field_bytes:
+            limit = self.max_field_bytes
+            if max(map(len, present), default=0) <= limit and (
+                    all(map(str.isascii, present)) or not any(self._longer_than(t, limit) for t in present)):
                 # NUL cannot be part of any marker or (escaped) JSON text: no false match spans two payloads.
                 joined = "\x00".join(present)
                 if not self._has_secret_value(joined):

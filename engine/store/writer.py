@@ -55,7 +55,8 @@ START_TIMEOUT_S = 30.0
 _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
 _ENGINE_ROOT = str(Path(__file__).resolve().parents[2])
-# -I -S: the writer needs only the standard library and this package; no site-packages, no user environment.
+# -I: isolated from the user's environment (PYTHONPATH, user site, the current directory); site-packages stay, for
+# pydantic-core's JSON serialiser (engine/store/redact.py).
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.store.writer_process import main; main()"
 
 
@@ -99,7 +100,7 @@ class TraceWriter:
         self.last_committed_seq = 0
         self.last_commit_time = 0.0  # time.time() when the last commit was acknowledged
 
-        self._process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, _ENGINE_ROOT],
+        self._process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          pass_fds=tuple(keep_fds))
         assert self._process.stdin is not None and self._process.stdout is not None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import sqlite3
 import sys
@@ -65,13 +66,17 @@ class CommitLoop:
         self.stopping = False
         self.give_up_at: float | None = None
         self.transient: str | None = None
+        self.committing = True  # False once the committer gave up (at shutdown): the builder stops
+        self._send_lock = threading.Lock()  # the builder and the committer both report
         self.last_committed_seq = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
         self.stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
                                         "commit_cpu_s": 0.0}
 
     def send(self, message: Any) -> None:
+        payload = encode(message)
         try:
-            write_frame(self.out_fd, encode(message))
+            with self._send_lock:
+                write_frame(self.out_fd, payload)
         except OSError:  # the engine is gone: nobody to tell; keep committing what was received
             pass
 
@@ -81,49 +86,73 @@ class CommitLoop:
         self.wake.set()
 
     def run(self) -> None:
-        queue = self.queue
+        """Build on this thread, commit on another: SQLite releases the GIL while it works, so the next batch is
+        built while the last one commits. Sequence numbers are assigned at build time, in order."""
+        handoff: queue.Queue[tuple[Batch, int, float] | None] = queue.Queue(maxsize=1)
+        committer = threading.Thread(target=self._commit_batches, args=(handoff,), name="committer", daemon=True)
+        committer.start()
+        try:
+            self._build_batches(handoff)
+        finally:
+            handoff.put(None)  # the committer stops at this (after draining, if it gave up)
+            committer.join()
+
+    def _build_batches(self, handoff: "queue.Queue[tuple[Batch, int, float] | None]") -> None:
+        queue_ = self.queue
         interval = self.flush_interval
         next_cycle = time.monotonic() + interval
         behind = False  # the last drain was cut at max_batch: more (maybe a flush marker) is already waiting
-        while True:
+        next_seq = self.last_committed_seq
+        while self.committing:
             timeout = next_cycle - time.monotonic()
-            if timeout > 0 and not behind and len(queue) < self.wake_at and not self.stopping:
+            if timeout > 0 and not behind and len(queue_) < self.wake_at and not self.stopping:
                 self.wake.wait(timeout)
             # Clear before draining: a frame that arrives after this point wakes the next wait.
             self.wake.clear()
             next_cycle = time.monotonic() + interval
-            count = min(len(queue), self.max_batch)
+            count = min(len(queue_), self.max_batch)
             behind = count == self.max_batch
             if count == 0:
                 if self.stopping:
                     return
                 continue
-            popleft = queue.popleft
+            popleft = queue_.popleft
             items = [popleft() for _ in range(count)]
             cpu = time.thread_time()
             try:
-                batch = self.builder.build(items, self.last_committed_seq, self.want_events)
+                batch = self.builder.build(items, next_seq, self.want_events)
             except Exception as exc:  # a bug in batch building must not stop the writer
                 log.exception("trace writer could not build a batch")
                 self.send(("lost", f"{count} trace items could not be prepared for {self.db_path}: {exc!r}"))
-                frames = [item[1] for item in items if item[0] == FRAME_END]
-                if frames:
-                    self.send(("ack", frames[-1], self.last_committed_seq, self.stats, None))
-                continue
-            built = time.thread_time()
-            if not self._commit_with_retry(batch):
+                batch = Batch()  # acknowledges the frames it carried once everything before it is committed
+                batch.frames = [item[1] for item in items if item[0] == FRAME_END]
+            if batch.last_seq:
+                next_seq = batch.last_seq
+            self.stats["build_cpu_s"] += time.thread_time() - cpu
+            handoff.put((batch, count, cpu))
+
+    def _commit_batches(self, handoff: "queue.Queue[tuple[Batch, int, float] | None]") -> None:
+        stats = self.stats
+        while True:
+            job = handoff.get()
+            if job is None:
                 return
-            done = time.thread_time()
-            stats = self.stats
+            batch, count, _ = job
+            cpu = time.thread_time()
+            if not self._commit_with_retry(batch):
+                self.committing = False  # gave up at shutdown: the builder stops too
+                self.wake.set()
+                while handoff.get() is not None:  # let a builder blocked on put() finish
+                    pass
+                return
             stats["batches"] += 1
             stats["items"] += count
             stats["events"] += batch.last_seq - batch.first_seq + 1 if batch.last_seq else 0
-            stats["build_cpu_s"] += built - cpu
-            stats["commit_cpu_s"] += done - built
+            stats["commit_cpu_s"] += time.thread_time() - cpu
             if batch.last_seq:
                 self.last_committed_seq = batch.last_seq
             if batch.frames or batch.last_seq:
-                self.send(("ack", batch.frames[-1] if batch.frames else None, self.last_committed_seq, stats,
+                self.send(("ack", batch.frames[-1] if batch.frames else None, self.last_committed_seq, dict(stats),
                            batch.events or None))
 
     def _commit_with_retry(self, batch: Batch) -> bool:
