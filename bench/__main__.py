@@ -62,7 +62,7 @@ def section_memory(args: argparse.Namespace) -> None:
         print_rows("memory", [("1,000 concurrent deal-desk runs", "failed", result["error"])])
         return
     print_rows("memory", [
-        (f"{result['runs']:,} concurrent deal-desk runs: peak RSS", _fmt(result["rss_peak_mib"], " MiB", 0),
+        (f"{result['runs']:,} concurrent deal-desk runs: peak RSS (engine + writer)", _fmt(result["rss_peak_mib"], " MiB", 0),
          "target <= 1024 MiB"),
         ("  completed", f"{result['completed']:,}", f"in {result['seconds']:.1f} s"),
     ])
