@@ -21,9 +21,13 @@ POLL_INTERVAL_S = 0.01
 
 class ControlWorker:
     def __init__(self, api_factory: Callable[[], "ControlAPI"], on_snapshot: Callable[["ControlSnapshot"], None],
-                 *, poll_interval: float = POLL_INTERVAL_S) -> None:
+                 *, on_read: Callable[["ControlSnapshot"], None] | None = None,
+                 poll_interval: float = POLL_INTERVAL_S) -> None:
+        """`on_snapshot` runs on the event loop; `on_read` (optional, thread-safe) runs on this thread first, as soon
+        as a snapshot is read: the engine's gate takes new switches from it without waiting for the loop."""
         self._api_factory = api_factory
         self._on_snapshot = on_snapshot
+        self._on_read = on_read
         self._poll_interval = poll_interval
         self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -77,6 +81,8 @@ class ControlWorker:
                         snapshot = api.snapshot(cursor)
                         cursor = snapshot.decided_cursor
                         self.snapshots += 1
+                        if self._on_read is not None:
+                            self._on_read(snapshot)
                         self._loop.call_soon_threadsafe(self._on_snapshot, snapshot)
                         self._first_snapshot.set()
                 except Exception as exc:  # a locked or briefly unavailable control.db must not kill the watcher

@@ -70,7 +70,11 @@ class RuntimeControls:
         self.runs: dict[str, ActiveRun] = {}
         self.switches: list[dict[str, Any]] = []
         self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        # Bumped on every applied snapshot (switches, flags, overrides): caches of what the controls imply (the
+        # runtime's withheld tools) compare it instead of re-deriving on every call.
+        self.version = 0
         self._applied_kills: set[int] = set()
+        self._watcher_stages = False  # True once the control watcher stages snapshots itself (see stage)
         # Created in attach(): anyio primitives need a running event loop.
         self._changed: anyio.Event | None = None
         self.first_applied: anyio.Event | None = None
@@ -212,15 +216,31 @@ class RuntimeControls:
         self._approval_waiters.pop(approval_id, None)
         self.decisions.pop(approval_id, None)
 
+    # -- staging a snapshot (on the control watcher's thread) ----------------------------------------------------
+
+    def stage(self, snapshot: "ControlSnapshot", *, from_watcher: bool = False) -> None:
+        """Make a snapshot's switches and flags the gate's view. The control watcher calls this on its own thread
+        the moment it has read a snapshot, so new kill, drain and pause switches stop calls at `before_call` (and
+        runs at admission) without waiting for a busy event loop to reach `apply`, which then cancels in-flight
+        work, wakes waiters and acknowledges. Thread-safe: it only replaces two references, which readers on the
+        loop see whole, and the watcher stages snapshots in the order it reads them."""
+        switches = [dict(s) for s in snapshot.kill_switches]
+        flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        for row in snapshot.flags:
+            flags.setdefault(row["name"], {})[(row["scope"], row["target"])] = str(row["value"])
+        self.switches = switches
+        self.flags = flags
+        if from_watcher:
+            self._watcher_stages = True
+
     # -- applying a snapshot (on the event loop) ------------------------------------------------------------------
 
     def apply(self, snapshot: "ControlSnapshot") -> None:
         engine = self._engine
-        self.switches = [dict(s) for s in snapshot.kill_switches]
-        flags: dict[str, dict[tuple[str, str | None], str]] = {}
-        for row in snapshot.flags:
-            flags.setdefault(row["name"], {})[(row["scope"], row["target"])] = str(row["value"])
-        self.flags = flags
+        if not self._watcher_stages:
+            self.stage(snapshot)
+        # else: the watcher staged this snapshot, or a newer one, already; apply works from the newest state.
+        self.version += 1
         self._apply_concurrency()
         new_kills = [s for s in self.switches if s["mode"] == "kill" and s["id"] not in self._applied_kills]
         for switch in new_kills:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import anyio
@@ -101,7 +102,8 @@ class Engine:
         from engine.runtime.control_worker import ControlWorker
 
         store = self.store
-        worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply)
+        worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply,
+                               on_read=partial(self.controls.stage, from_watcher=True))
         self.controls.attach(worker)
         worker.start()
         await self._replay_durable_controls(worker)
