@@ -77,17 +77,36 @@ async def run_agent(ctx: "RunContext", name: str, task: str, context: dict[str, 
 
 
 def _identical_call_key(name: str, arguments: dict[str, Any]) -> Any:
-    """Equal for calls with equal arguments, whatever their key order. Hashing the items is ~10x cheaper than
-    canonical JSON; nested (unhashable) arguments fall back to it."""
+    """Equal for calls with equal arguments, whatever their key order. Hashing (frozen) items is ~10x cheaper than
+    canonical JSON; arguments holding anything but JSON-like values fall back to it."""
     try:
         return name, frozenset(arguments.items())
+    except TypeError:
+        pass
+    try:
+        return name, _frozen(arguments)
     except TypeError:
         return name, json.dumps(arguments, sort_keys=True, default=str)
 
 
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for nested JSON-like data (dicts by their items, lists by their elements)."""
+    kind = type(value)
+    if kind is dict:
+        return frozenset((key, _frozen(item)) for key, item in value.items())
+    if kind is list:
+        return ("list", tuple(_frozen(item) for item in value))
+    hash(value)  # TypeError for anything else unhashable
+    return value
+
+
+# The handoff an agent receives, as text: json.dumps(..., default=str) builds a new encoder per call.
+_encode_handoff = json.JSONEncoder(default=str).encode
+
+
 async def _loop(ctx: "RunContext", agent: "CompiledAgent", span: str, task: str,
                 context: dict[str, Any]) -> AgentResult:
-    handoff = UserMessage(json.dumps({"task": task, "context": context}, default=str))
+    handoff = UserMessage(_encode_handoff({"task": task, "context": context}))
     messages: list[Message] = [agent.system_message, handoff]
     context_chars = len(agent.system_message.content) + len(handoff.content)
     seen_calls: dict[Any, int] = {}

@@ -19,6 +19,16 @@ from collections import deque
 from types import TracebackType
 
 
+try:  # Python 3.11's asyncio.current_task is a Python wrapper around this (C) mapping; 3.12 made it C itself
+    from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
+
+    def _current_task(loop: asyncio.AbstractEventLoop) -> "asyncio.Task[object] | None":
+        return _current_tasks.get(loop)  # type: ignore[no-any-return]
+except ImportError:  # pragma: no cover - other Pythons
+    def _current_task(loop: asyncio.AbstractEventLoop) -> "asyncio.Task[object] | None":
+        return asyncio.current_task(loop)
+
+
 class Deadline:
     """Also the handle an operator's tool kill switch uses: `kill(reason)` cancels the call, which then raises
     OperatorStop instead of TimeoutError."""
@@ -34,10 +44,10 @@ class Deadline:
         self._cancels = 0
 
     async def __aenter__(self) -> "Deadline":
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = _current_task(loop)
         assert task is not None, "Deadline needs to run inside an asyncio task"
         self._task = task
-        loop = asyncio.get_running_loop()
         _lane(loop, self._seconds).add(loop, self)
         return self
 
