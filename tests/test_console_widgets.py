@@ -248,3 +248,100 @@ def test_labels_and_event_lines() -> None:
                        "data": {"kind": "llm", "status": "ok", "tokens_in": 5, "tokens_out": 2, "cost_usd": 0.5}})
     assert "llm  n  ✔ ok  5→2 tok  $0.5000" in line
     assert threading.current_thread() is threading.main_thread()
+
+
+# -- the event tail and the span tree: what changes is what gets repainted ----------------------------------
+
+def _screen_text(app: App[None]) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+class TailApp(App[None]):
+    def compose(self) -> ComposeResult:
+        from console.widgets.span_detail import EventTail
+
+        yield EventTail(id="tail")
+
+
+async def test_event_tail_keeps_showing_new_lines_at_its_limit(monkeypatch: Any) -> None:
+    from console.widgets.span_detail import EventTail
+
+    monkeypatch.setattr(EventTail, "MAX_LINES", 20)
+    app = TailApp()
+    async with app.run_test(size=(60, 10)) as pilot:
+        tail = app.query_one(EventTail)
+        for i in range(30):  # Log (Textual 8.2) stopped repainting once it dropped lines at its limit
+            tail.write_lines([f"line {i:03d}"])
+            await pilot.pause()
+        assert len(tail.lines) == 20 and "line 029" in _screen_text(app)
+        # A reader who stopped following keeps their lines in place while older ones are dropped.
+        tail.auto_scroll = False
+        tail.scroll_to(y=5, animate=False, immediate=True)
+        await pilot.pause()
+        top = tail.lines[5]
+        tail.write_lines(["line 030", "line 031"])
+        await pilot.pause()
+        assert tail.lines[int(tail.scroll_offset.y)] == top and top in _screen_text(app)
+        assert "line 031" not in _screen_text(app)
+        tail.auto_scroll = True
+        tail.scroll_end(animate=False, immediate=True)
+        tail.write_lines(["line 032"])
+        await pilot.pause()
+        assert "line 032" in _screen_text(app)
+
+
+class TreeApp(App[None]):
+    def compose(self) -> ComposeResult:
+        from console.widgets.span_tree import SpanTree
+
+        yield SpanTree(id="tree")
+
+
+def _span(i: int, parent: str | None = "agent", **extra: Any) -> dict[str, Any]:
+    kind = "run" if parent is None else "agent" if parent == "root" else "llm"
+    return {"id": "root" if parent is None else "agent" if parent == "root" else f"s{i}", "parent_id": parent,
+            "kind": kind, "name": f"step{i}", "status": "ok", "started": float(i), "ended": float(i) + 0.5,
+            **extra}
+
+
+async def test_span_tree_repaints_only_the_lines_that_changed(monkeypatch: Any) -> None:
+    from textual.widgets import Tree
+
+    from console.widgets.span_tree import SpanTree
+
+    app = TreeApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        tree = app.query_one(SpanTree)
+        tree.apply([_span(0, None), _span(0, "root")] + [_span(i) for i in range(1, 40)])
+        await pilot.pause()
+        assert "step1" in _screen_text(app)
+        rendered: list[int] = []  # lines Tree itself renders (SpanTree's cache answers the others)
+        original = Tree._render_line
+
+        def counting(self: Any, y: int, x1: int, x2: int, style: Any) -> Any:
+            rendered.append(y)
+            return original(self, y, x1, x2, style)
+
+        monkeypatch.setattr(Tree, "_render_line", counting)
+        tree.apply([_span(i) for i in range(40, 60)])  # below the window: nothing on screen changes
+        await pilot.pause()
+        assert rendered == []
+        tree.apply([{**_span(2), "status": "error", "last_seq": 99, "_partial": True}])  # one line on screen
+        await pilot.pause()
+        assert rendered and set(rendered) == {tree.nodes["s2"].line}
+        assert tree.nodes["s2"].label.plain.split("  ")[1] in _screen_text(app)  # its new status word
+        assert "step59" not in _screen_text(app)
+
+
+async def test_event_tail_clear_repaints() -> None:
+    from console.widgets.span_detail import EventTail
+
+    app = TailApp()
+    async with app.run_test(size=(60, 10)) as pilot:
+        tail = app.query_one(EventTail)
+        tail.write_lines(["first run's event"])
+        await pilot.pause()
+        assert "first run's event" in _screen_text(app)
+        tail.clear()  # opening another run
+        await pilot.pause()
+        assert "first run's event" not in _screen_text(app)

@@ -10,7 +10,6 @@ import time
 
 from console.cli import add_store_argument
 from console.output import print_json, table, tokens, usd
-from engine.durations import parse_duration
 from engine.errors import InputError
 
 
@@ -32,6 +31,10 @@ def handle(args: argparse.Namespace) -> int:
 
     since = None
     if args.since:
+        # Imported here: engine.durations imports pydantic (0.2 s), and every command builds this parser,
+        # `flightdeck console` included (whose first screen must be up within a second).
+        from engine.durations import parse_duration
+
         try:
             since = time.time() - parse_duration(args.since)
         except ValueError as exc:

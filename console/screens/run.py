@@ -34,9 +34,13 @@ from console.widgets.text_pane import TextLines
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
 SPAN_EVENT_KINDS = frozenset({"span.started", "span.ended"})
-RESYNC_S = 1.0
+RESYNC_S = 1.0  # without an incremental span read, re-read a busy run's spans at most this often
 TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
-TREE_CHUNK = 1500  # at most this many spans go into the tree per frame  # without an incremental span read, re-read a busy run's spans at most this often
+TREE_CHUNK = 1500  # at most this many spans go into the tree per frame
+# While a run streams, its title, usage and budget gauges repaint at most this often (the tail: every poll). They sit
+# at the top of the view and the tail at the bottom: a frame that repaints both re-composes everything between them
+# (Textual renders the bounding box of what changed), which doubled the cost of the frames a key press waits for.
+SUMMARY_INTERVAL_S = 0.5
 
 
 @dataclass(slots=True)
@@ -329,6 +333,9 @@ class RunView(View):
         self._tree_applied = 0.0
         self._tree_timer: Timer | None = None
         self._opening = False  # the first spans of a newly opened run are going into the tree
+        self._summary_shown = 0.0  # monotonic time the title, usage and gauges were last painted
+        self._summary_timer: Timer | None = None
+        self._pending_budgets: list[dict[str, Any]] | None = None  # gauges read but not painted yet
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
@@ -391,6 +398,11 @@ class RunView(View):
         if self._tree_timer is not None:
             self._tree_timer.stop()
             self._tree_timer = None
+        if self._summary_timer is not None:
+            self._summary_timer.stop()
+            self._summary_timer = None
+        self._summary_shown = 0.0
+        self._pending_budgets = None
         self.run = None
         self.problem = None
         self.tree.reset(Text(f"run {printable(run_ref, limit=40)}: loading…", style="dim"))
@@ -418,7 +430,6 @@ class RunView(View):
     def apply_update(self, update: RunUpdate) -> None:
         if update.feed is not self.feed:
             return  # a poll for the run shown before
-        now = self.ctx.clock()
         if update.problem:
             self.problem = update.problem
             self.query_one("#run-title", TextLines).update(
@@ -427,13 +438,13 @@ class RunView(View):
             self.tree.reset(Text(update.problem, style="yellow"))
             self.hint = update.problem[0].upper() + update.problem[1:] + "."
             return
+        urgent = self.problem is not None or self.run is None or \
+            (update.run or {}).get("status") != self.run.get("status")
         self.problem = None
         self.run = update.run
-        self.query_one("#run-title", TextLines).update(run_summary(update.run, update.feed.run_ref, now,
-                                                                self.size.width or 160))
-        self.query_one("#run-usage", UsagePanel).show(update.run)
         if update.budgets is not None:
-            self.query_one("#run-budgets", BudgetGauges).show(update.budgets, keep_selection=True)
+            self._pending_budgets = update.budgets
+        self._show_summary(urgent)
         if update.spans:
             for span in update.spans:  # newer news about the same span merges into what is waiting
                 waiting = self._pending_spans.get(span["id"])
@@ -445,6 +456,33 @@ class RunView(View):
         if update.more:
             self.poller.poke()
         self._update_hint()
+
+    def _show_summary(self, urgent: bool) -> None:
+        """Paint the run's title, usage and budget gauges: at once when `urgent` (a new run, a new status), else
+        at most every SUMMARY_INTERVAL_S (a timer paints the latest figures when the interval is over)."""
+        now = time.monotonic()
+        if not urgent and now - self._summary_shown < SUMMARY_INTERVAL_S:
+            if self._summary_timer is None:
+                self._summary_timer = self.set_timer(SUMMARY_INTERVAL_S - (now - self._summary_shown),
+                                                     self._summary_due)
+            return
+        if self._summary_timer is not None:
+            self._summary_timer.stop()
+            self._summary_timer = None
+        self._summary_shown = now
+        if self.feed is None or self.run is None:
+            return
+        self.query_one("#run-title", TextLines).update(run_summary(self.run, self.feed.run_ref, self.ctx.clock(),
+                                                                self.size.width or 160))
+        self.query_one("#run-usage", UsagePanel).show(self.run)
+        if self._pending_budgets is not None:
+            self.query_one("#run-budgets", BudgetGauges).show(self._pending_budgets, keep_selection=True)
+            self._pending_budgets = None
+
+    def _summary_due(self) -> None:
+        self._summary_timer = None
+        if self.problem is None:
+            self._show_summary(urgent=True)
 
     def _apply_spans(self) -> None:
         """Move waiting span changes into the tree, at most every TREE_INTERVAL_S while a run streams: Textual's

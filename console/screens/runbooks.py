@@ -22,7 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Markdown, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
@@ -389,7 +389,7 @@ class RunbooksView(View):
                 yield runbooks
             with VerticalScroll(id="rb-side"):
                 yield Static(Text("Select an incident or a runbook.", style="dim"), id="rb-detail", markup=False)
-                yield Markdown("", id="rb-markdown")
+                # The runbook's text (#rb-markdown) is mounted by _show_markdown, the first time there is one.
 
     @property
     def incidents_table(self) -> DataTable[Any]:
@@ -657,7 +657,19 @@ class RunbooksView(View):
 
                 context = {**(incident.get("context") or {}), "scope": incident["scope"]} if incident else {}
                 body = _fill_body(runbook.body, context).strip()
-            self.query_one("#rb-markdown", Markdown).update(body)
+            self._show_markdown(body)
+
+    def _show_markdown(self, body: str) -> None:
+        """The runbook's own text, rendered from its Markdown. The Markdown widget is created the first time there
+        is a text to show, not with the view: it (and markdown-it, linkify, pygments) took a fifth of a second
+        of the console's start, for a view that is not on its first screen."""
+        from textual.widgets import Markdown
+
+        shown = self.query("#rb-markdown")
+        if shown:
+            shown.first(Markdown).update(body)
+        elif body:
+            self.query_one("#rb-side", VerticalScroll).mount(Markdown(body, id="rb-markdown"))
 
     def _update_hint(self) -> None:
         incidents = self.incidents

@@ -7,12 +7,17 @@ Text(...) or through Log, escaped by `printable`, never parsed as markup.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Self
 
+from rich.style import Style
 from rich.text import Text
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.strip import Strip
 from textual.widgets import Log
 
 from console.widgets.fmt import clock_time, duration, tokens, usd
+from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import compact_json, pretty_json, printable
 from console.widgets.status import run_look, run_status_text, span_look
 from console.widgets.text_pane import TextLines, TextPane
@@ -231,8 +236,9 @@ def event_line(event: dict[str, Any]) -> str:
     return f"{clock_time(event.get('ts'))}  {printable(kind, limit=20):<13} {agent:<18} {what}".rstrip()
 
 
-class EventTail(Log):
-    """The run's events as they are committed. Log (not RichLog): plain lines, cheap enough for 1,000 lines/s."""
+class EventTail(PassStyle, QuietVirtualSize, Log):
+    """The run's events as they are committed. Log (not RichLog): plain lines, cheap enough for 1,000 lines/s.
+    New lines do not re-lay out the screen (QuietVirtualSize), and a paint reads the base style once (PassStyle)."""
 
     DEFAULT_CSS = """
     EventTail {
@@ -246,6 +252,71 @@ class EventTail(Log):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(max_lines=self.MAX_LINES, auto_scroll=True, id=id)
         self.count = 0
+        # Rendered lines by (text, base style), and cropped ones by (index, text, ...): keyed by the text itself, a
+        # line never comes back stale, whatever was dropped or written since. Log has a cache for this but
+        # (Textual 8.2) only fills it while text is selected, so every visible line was re-rendered every frame.
+        self._strips: LRUCache[tuple[str, Style], Strip] = LRUCache(256)
+        self._cropped: LRUCache[tuple[int, str, int, int, Style], Strip] = LRUCache(128)
+
+    def _render_line_strip(self, y: int, rich_style: Style) -> Strip:
+        if self.text_selection is not None:  # selected text is highlighted: Log's own path
+            return super()._render_line_strip(y, rich_style)
+        key = (self._lines[y], rich_style)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = super()._render_line_strip(y, rich_style)
+        return strip
+
+    def _render_line(self, y: int, scroll_x: int, width: int) -> Strip:
+        # The cropped strip too (Log crops it and tags it with its offsets on every paint): lines that only moved
+        # up are then nearly free. `y` is in the key because the offsets are (text selection uses them).
+        if self.text_selection is not None or y >= len(self._lines):
+            return super()._render_line(y, scroll_x, width)
+        key = (y, self._lines[y], scroll_x, width, self.rich_style)
+        strip = self._cropped.get(key)
+        if strip is None:
+            strip = self._cropped[key] = super()._render_line(y, scroll_x, width)
+        return strip
+
+    def clear(self) -> Self:
+        self._strips.clear()
+        self._cropped.clear()
+        super().clear()
+        self.refresh()  # Log.clear relied on its new (empty) virtual size to repaint: see QuietVirtualSize
+        return self
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
+        """Log.write_lines, minus what it cost on every poll and plus what it got wrong at the line limit:
+
+        - no thread worker measuring the new lines' width (overflow-x is hidden: the tail never scrolls sideways,
+          so the virtual width is never used), hence no message and no second refresh per write;
+        - once the tail holds MAX_LINES, Log drops the oldest lines but refreshes only the rows below the bottom
+          edge (the scroll position does not change), so the screen kept showing old lines: repaint when lines
+          were dropped;
+        - while the operator reads (not following), dropped lines would slide the text up under them: the view
+          moves up by as many lines, so what they read stays put (until it is itself dropped);
+        - lines arriving below a paused reader's view only move the scrollbar (no repaint of the text)."""
+        follow = (self.auto_scroll if scroll_end is None else scroll_end) and \
+            not self.is_vertical_scrollbar_grabbed and self.is_vertical_scroll_end
+        new_lines = [part for line in lines for part in line.splitlines()]
+        if not new_lines:
+            return self
+        top = int(self.scroll_offset.y)
+        first_new = len(self._lines)
+        self._lines.extend(new_lines)
+        dropped = max(0, len(self._lines) - (self.max_lines or len(self._lines)))
+        if dropped:
+            self._prune_max_lines()
+        self.virtual_size = Size(self._width, len(self._lines))
+        if follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.refresh()
+        elif dropped:
+            self.scroll_to(y=max(0, top - dropped), animate=False, immediate=True, force=True)
+            self.refresh()
+        elif first_new < top + self.size.height:
+            self.refresh()
+        return self
 
     def add_events(self, events: list[dict[str, Any]], skipped: int = 0) -> None:
         lines = []

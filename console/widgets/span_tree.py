@@ -11,11 +11,16 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
+from textual.cache import LRUCache
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from console.widgets.fmt import duration, tokens, usd
+from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_SPAN_STATUSES, span_look
 
@@ -78,7 +83,7 @@ def span_label(span: Span) -> Text:
     return text
 
 
-class SpanTree(Tree[Span]):
+class SpanTree(PassStyle, QuietVirtualSize, Tree[Span]):
     DEFAULT_CSS = """
     SpanTree {
         background: $surface;
@@ -94,6 +99,9 @@ class SpanTree(Tree[Span]):
         self._label_widths: dict[int, int] = {}  # node id -> label width (Tree re-measures every label otherwise)
         self._batching = False
         self._batch_dirty = False
+        self._strips: LRUCache[tuple[Any, ...], Strip] = LRUCache(256)  # see _render_line
+        self._label_versions: dict[int, tuple[Text, int]] = {}  # node id -> (its label, version): _label_version
+        self._label_count = 0
         self.auto_expand = False  # Enter selects (shows detail); space / click on the arrow toggles
 
     def get_label_width(self, node: TreeNode[Span]) -> int:
@@ -118,7 +126,76 @@ class SpanTree(Tree[Span]):
         if self._batching:
             self._batch_dirty = True
             return
-        super()._invalidate()
+        self._drop_lines()
+        self.refresh()
+
+    def _drop_lines(self) -> None:
+        """Tree._invalidate without its screen layout (the tree's region is fixed by CSS; the new line count
+        reaches the scrollbar through QuietVirtualSize when the lines are rebuilt) and without its refresh (the
+        caller repaints what changed). Nor does it reset the root's hover/selected flags as Tree does: that would
+        change the root's version, which every line's key below includes, and the cursor keeps those flags right
+        (watch_cursor_line)."""
+        self._clear_line_cache()
+        self._updates += 1
+
+    # -- painting: lines are cached by what they show, not by the tree's version ---------------------------------
+
+    def _line_state(self, y: int) -> tuple[Any, ...] | None:
+        """Everything tree line `y` depends on, or None past the end: for each node on its path, its label,
+        expansion, hover and selection (the guides' colours), and whether it is the last child (├ or └, which a new
+        sibling changes). Not TreeNode._updates: adding a child bumps the parent's, so every span added under an
+        agent would have changed every line under it."""
+        lines = self._tree_lines
+        if y < 0 or y >= len(lines):
+            return None
+        return (self.cursor_line == y, self.hover_line == y,
+                tuple((node._id, self._label_version(node), node.is_expanded, node.allow_expand, node._hover,
+                       node._selected, node.is_last) for node in lines[y].path))
+
+    def _label_version(self, node: TreeNode[Span]) -> int:
+        """A number that changes whenever the node's label object does (set_label always sets a new one). The
+        label is kept alongside, so the identity test cannot be fooled by a freed object's reused id."""
+        known = self._label_versions.get(node._id)
+        if known is None or known[0] is not node._label:
+            self._label_count += 1
+            known = self._label_versions[node._id] = (node._label, self._label_count)
+        return known[1]
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        """Tree's line cache is keyed by the tree's version, which every added span bumps: each update re-rendered
+        every visible line. This cache survives updates: a line is rendered again only when what it shows
+        changed (and Tree renders it then, with its own code)."""
+        state = self._line_state(y)
+        if state is None:
+            return super()._render_line(y, x1, x2, base_style)
+        key = (y, x1, x2, base_style, self._pseudo_class_state, self.show_guides, self.guide_depth,
+               self.virtual_size.width, state)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = super()._render_line(y, x1, x2, base_style)
+        return strip
+
+    def clear(self) -> "SpanTree":
+        self._strips.clear()  # Tree.clear numbers nodes from 0 again: old keys would match the new tree's lines
+        self._label_versions.clear()
+        super().clear()
+        return self
+
+    def notify_style_update(self) -> None:
+        self._strips.clear()  # colours (theme, focus) are not all in the key
+        super().notify_style_update()
+
+    def _window(self) -> list[tuple[Any, ...] | None]:
+        top = int(self.scroll_offset.y)
+        return [self._line_state(y) for y in range(top, top + self.size.height)]
+
+    def _refresh_changed(self, before: list[tuple[Any, ...] | None], top: int) -> None:
+        """Repaint the rows of the window whose line changed since `before` (taken at scroll offset `top`)."""
+        if int(self.scroll_offset.y) != top:
+            return  # the tree scrolled: the scroll repaints the whole window
+        for row, state in enumerate(self._window()):
+            if row >= len(before) or before[row] != state:
+                self.refresh(Region(0, row, self.size.width, 1))
 
     def _relabel(self, node: TreeNode[Span], span: Span) -> None:
         self._label_widths.pop(node.id, None)
@@ -142,6 +219,7 @@ class SpanTree(Tree[Span]):
         screen_line = (cursor.line - int(self.scroll_offset.y)) if cursor is not None and cursor.line >= 0 else None
         added: list[TreeNode[Span]] = []
         pending: list[Span] = []
+        top, before = int(self.scroll_offset.y), self._window()
         self._batching, self._batch_dirty = True, False
         try:
             for span in sorted(spans, key=lambda s: (s.get("started") or 0.0, str(s.get("id")))):
@@ -160,14 +238,17 @@ class SpanTree(Tree[Span]):
         finally:
             self._batching = False
             if self._batch_dirty:
-                super()._invalidate()
-        if cursor is not None and screen_line is not None and added:
-            self._tree_lines  # noqa: B018 - builds the lines so node.line is current
-            if cursor.line >= 0:
-                self.move_cursor(cursor)
-                target = max(0, cursor.line - screen_line)
-                if target != int(self.scroll_offset.y):
-                    self.scroll_to(y=target, animate=False, immediate=True, force=True)
+                self._drop_lines()
+        # Build the lines now (not while painting): node.line is current for the cursor below, and the new size
+        # reaches the scrollbar before this frame instead of in a frame of its own.
+        self._tree_lines  # noqa: B018
+        if cursor is not None and screen_line is not None and added and cursor.line >= 0:
+            self.move_cursor(cursor)
+            target = max(0, cursor.line - screen_line)
+            if target != int(self.scroll_offset.y):
+                self.scroll_to(y=target, animate=False, immediate=True, force=True)
+        # Spans usually arrive below the window (or only relabel a few lines): repaint only the rows that changed.
+        self._refresh_changed(before, top)
         return added
 
     def _track(self, span: Span) -> None:

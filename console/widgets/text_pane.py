@@ -19,10 +19,12 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from console.widgets.repaint import PassStyle, QuietVirtualSize
+
 _MARGIN = 1
 
 
-class TextPane(ScrollView, can_focus=True, inherit_bindings=False):
+class TextPane(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     TextPane {
         height: 1fr;
@@ -107,7 +109,7 @@ class TextPane(ScrollView, can_focus=True, inherit_bindings=False):
         self.scroll_page_down(animate=False)
 
 
-class TextLines(Widget):
+class TextLines(PassStyle, Widget):
     """A few fixed lines of rich Text (titles, status and hint lines), painted directly.
 
     A Static converts its content to a Visual and re-measures it on every update (about 1 ms per line each

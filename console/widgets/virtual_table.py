@@ -32,6 +32,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from console.widgets.repaint import PassStyle, QuietVirtualSize
+
 CellFn = Callable[[Any, str, float], Text | str]
 SortFn = Callable[[Any, str], Any]
 MatchFn = Callable[[Any, Any], bool]
@@ -53,7 +55,7 @@ class Column:
     max_width: int = 0  # 0: a flex column takes any width it is given
 
 
-class VirtualTable(ScrollView, can_focus=True, inherit_bindings=False):
+class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     VirtualTable {
         height: 1fr;
