@@ -71,7 +71,8 @@ def section_memory(args: argparse.Namespace) -> None:
 def section_startup(args: argparse.Namespace) -> None:
     result = engine_bench.startup()
     print_rows("startup", [
-        ("import engine (runtime, store, loader)", _fmt(result["import_engine_s"], " s", 3), "target <= 0.3 s"),
+        ("import engine", _fmt(result["import_package_s"], " s", 3), "target <= 0.3 s"),
+        ("import engine runtime, store and loader", _fmt(result["import_engine_s"], " s", 3), "target <= 0.3 s"),
         ("flightdeck --version (whole process)", _fmt(result["version_s"], " s", 3), "target <= 0.5 s"),
     ])
 
