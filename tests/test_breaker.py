@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from engine.clock import FakeClock
 from engine.errors import InputError
 from engine.guardrails.breaker import (
+    STATE_VERSION,
     BreakerConfig,
     BreakerRegistry,
     BreakerState,
@@ -125,6 +126,52 @@ def test_four_failures_of_ten_at_fifty_percent_do_not_trip() -> None:
     snap = breaker.snapshot()
     assert (snap.state, snap.calls_in_window, snap.failed_calls, snap.failure_rate) == (CLOSED, 10, 4, 40.0)
     assert seen == []
+
+
+def test_a_success_that_completes_the_minimum_window_can_trip_it() -> None:
+    """The fast success path skips the rate check except on the call that brings the window to minimum_calls:
+    that success is the first moment the failures before it are judged."""
+    breaker, _, seen = make(sliding_window_size=10, minimum_calls=4, failure_rate_threshold=50)
+    fail(breaker, 2)
+    succeed(breaker)
+    assert seen == []
+    succeed(breaker)  # 2 of 4 failed = 50%
+    assert moves(seen) == [("closed", "open", "failure rate 50% >= 50%")]
+
+
+def test_fast_successes_wrap_the_window_and_forget_old_failures_and_slow_calls() -> None:
+    breaker, _, seen = make(sliding_window_size=4, minimum_calls=4, failure_rate_threshold=75,
+                            slow_call_duration=1.0, slow_call_rate_threshold=75)
+    fail(breaker, 1)
+    succeed(breaker, 1, duration=2.0)  # slow
+    fail(breaker, 1)
+    succeed(breaker, 1)
+    snap = breaker.snapshot()
+    assert (snap.calls_in_window, snap.failed_calls, snap.slow_calls) == (4, 2, 1)
+    succeed(breaker, 2)  # replaces the first failure, then the slow success
+    snap = breaker.snapshot()
+    assert (snap.calls_in_window, snap.failed_calls, snap.slow_calls) == (4, 1, 0)
+    fail(breaker, 2)  # replaces the old failure, then a success: 2 of 4 failed
+    assert seen == []
+    fail(breaker)  # 3 of 4
+    assert moves(seen) == [("closed", "open", "failure rate 75% >= 75%")]
+
+
+def test_every_transition_bumps_the_state_version_and_nothing_else_does() -> None:
+    breaker, clock, _ = make(sliding_window_size=2, minimum_calls=2, wait_in_open=10)
+    before = STATE_VERSION.value
+    succeed(breaker, 5)
+    breaker.try_acquire().release()  # type: ignore[union-attr]
+    assert STATE_VERSION.value == before and breaker.steady
+    fail(breaker)  # 1 of 2 failed: CLOSED -> OPEN
+    assert STATE_VERSION.value == before + 1 and not breaker.steady
+    clock.advance(10)
+    assert breaker.try_acquire() is not None  # OPEN -> HALF_OPEN, noticed lazily
+    assert STATE_VERSION.value == before + 2 and not breaker.steady
+    breaker.force_open()
+    assert STATE_VERSION.value == before + 3 and breaker.steady and not breaker.available()
+    breaker.disable()
+    assert STATE_VERSION.value == before + 4 and breaker.steady
 
 
 def test_trip_reason_shows_the_rate_that_tripped() -> None:

@@ -332,6 +332,106 @@ def test_set_limits_raises_and_lowers_a_running_budget() -> None:
     assert reserved_ok(ledger, "run-1", Demand(model_calls=1, cost_usd=1.0)).ok
 
 
+# -- chains with no limit at all (the fast path) -----------------------------------------------------------------------
+
+
+def test_a_chain_with_no_limits_still_accounts_every_call_exactly() -> None:
+    ledger, clock = make()
+    open_chain(ledger)  # nothing limited anywhere: reserve() only accounts
+    held = reserved_ok(ledger, "agent-1", Demand(input_tokens=30, output_tokens=70, cost_usd=0.1, model_calls=1,
+                                                 context_tokens=30))
+    for scope in ("agent-1", "run-1", "acme-daily"):
+        usage = ledger.usage(scope)
+        assert (usage["total_tokens"].reserved, usage["cost_usd"].reserved, usage["model_calls"].reserved) == (
+            100, 0.1, 1)
+        assert usage["max_context_tokens"].used == 30
+    assert ledger.check("agent-1") is None and ledger.step_output_cap("agent-1") is None
+    clock.advance(30)
+    ledger.settle(held, Actual(input_tokens=30, output_tokens=20, cost_usd=0.04, model_calls=1))
+    for _ in range(10):
+        spend(ledger, "agent-1", Demand(tool_calls=1), Actual(tool_calls=1))
+    for scope in ("agent-1", "run-1", "acme-daily"):
+        usage = ledger.usage(scope)
+        assert [usage[d].reserved for d in ("total_tokens", "cost_usd", "model_calls", "tool_calls")] == [0] * 4
+        assert (usage["total_tokens"].used, usage["cost_usd"].used, usage["tool_calls"].used) == (50, 0.04, 10)
+        assert usage["cost_usd"].burn_rate_per_min == pytest.approx(0.08)  # $0.04 over a 30 s old scope
+        assert usage["tool_calls"].limit is None
+
+
+def test_a_limit_raised_on_a_chain_without_limits_is_enforced_from_the_next_call() -> None:
+    """An operator sets a budget mid-run on a chain that had none: calls in flight count against it at once."""
+    ledger, _ = make()
+    open_chain(ledger)
+    spend(ledger, "agent-1", Demand(cost_usd=0.3, model_calls=1), Actual(cost_usd=0.3, model_calls=1))
+    in_flight = reserved_ok(ledger, "agent-1", Demand(cost_usd=0.5, model_calls=1))
+
+    ledger.set_limits("run-1", BudgetLimits(cost_usd=1.0, output_tokens=500))
+    breach = breached(ledger, "agent-1", Demand(cost_usd=0.25))  # 0.3 used + 0.5 held + 0.25 > 1.0
+    assert (breach.scope_id, breach.dimension, breach.used, breach.reserved) == ("run-1", Dimension.cost_usd, 0.3,
+                                                                                 0.5)
+    assert ledger.step_output_cap("agent-1") == 500  # the new token limit reaches the cap, too
+    assert reserved_ok(ledger, "agent-1", Demand(cost_usd=0.2)).ok  # exactly what is left fits
+    ledger.release(in_flight)
+    assert ledger.check("agent-1") is None
+
+    ledger.set_limits("run-1", BudgetLimits(cost_usd=0.3))  # lowered below what is used and held
+    assert ledger.check("agent-1") is not None
+    assert breached(ledger, "agent-1", Demand(tool_calls=1)).dimension == Dimension.cost_usd
+
+    ledger.set_limits("run-1", BudgetLimits())  # lifted again: back to accounting only
+    assert ledger.check("agent-1") is None and ledger.step_output_cap("agent-1") is None
+    assert reserved_ok(ledger, "agent-1", Demand(cost_usd=100.0)).ok
+
+
+def test_a_limit_on_an_ancestor_reaches_scopes_opened_before_and_after_it() -> None:
+    ledger, _ = make()
+    open_chain(ledger)
+    ledger.set_limits("acme-daily", BudgetLimits(tool_calls=2))  # the top of the chain
+    ledger.open_scope("agent-2", "agent", None, parent="run-1")
+    spend(ledger, "agent-1", Demand(tool_calls=1), Actual(tool_calls=1))
+    spend(ledger, "agent-2", Demand(tool_calls=1), Actual(tool_calls=1))
+    assert breached(ledger, "agent-1", Demand(tool_calls=1)).scope_id == "acme-daily"
+    assert breached(ledger, "agent-2", Demand(tool_calls=1)).scope_id == "acme-daily"
+
+
+def test_a_soft_threshold_set_mid_run_fires_from_a_settle_on_a_formerly_free_chain() -> None:
+    events: list[BudgetEvent] = []
+    ledger, _ = make(events.append, call_events=False)
+    open_chain(ledger)
+    held = reserved_ok(ledger, "agent-1", Demand(model_calls=1))
+    ledger.set_limits("run-1", BudgetLimits(output_tokens=100, soft_threshold=0.5))
+    ledger.settle(held, Actual(output_tokens=60, model_calls=1))  # more than was held: crosses 50 on settle
+    assert [(e.kind, e.scope_id, e.dimension) for e in events] == [
+        ("budget.soft_threshold", "run-1", Dimension.output_tokens)]
+
+
+def test_a_daily_scope_without_limits_stays_bounded_to_a_day_of_buckets() -> None:
+    """Nothing limited means reserve() never prunes; settling into a new minute must expire old spend instead."""
+    ledger, clock = make()
+    open_chain(ledger)
+    for _ in range(48):
+        spend(ledger, "agent-1", Demand(cost_usd=1.0), Actual(cost_usd=1.0))
+        clock.advance(3600)
+    assert len(ledger._scopes["acme-daily"].spend.buckets) <= 25  # type: ignore[union-attr]
+    assert ledger.usage("acme-daily")["cost_usd"].used == 24.0
+
+
+def test_huge_amounts_are_refused_rather_than_overflowing_their_field() -> None:
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        Demand(input_tokens=2**64)
+    assert Demand(input_tokens=2**64 - 1, cost_usd=1e30).input_tokens == 2**64 - 1  # cost itself is unbounded
+    ledger, _ = make()
+    ledger.open_scope("run-1", "run", BudgetLimits(cost_usd=1e31))
+    for _ in range(3):
+        spend(ledger, "run-1", Demand(input_tokens=2**64 - 1, tool_calls=2**64 - 1, cost_usd=1e30),
+              Actual(input_tokens=2**64 - 1, tool_calls=2**64 - 1, cost_usd=1e30))
+    usage = ledger.usage("run-1")
+    most = float(3 * (2**64 - 1))  # usage reports floats
+    assert (usage["input_tokens"].used, usage["total_tokens"].used, usage["tool_calls"].used) == (most, most, most)
+    assert (usage["output_tokens"].used, usage["model_calls"].used, usage["retries"].used) == (0, 0, 0)
+    assert usage["cost_usd"].used == pytest.approx(3e30)
+
+
 # -- soft threshold and events ----------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,6 @@ retries that honour Retry-After against a loopback server, fallbacks, timeouts a
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -352,3 +351,56 @@ def test_a_finished_runs_budget_gauges_show_nothing_still_reserved(tmp_path: Pat
     cost = run_gauges["data"]["cost_usd"]
     assert cost["reserved"] == 0 and cost["limit"] == 1.0
     assert abs(cost["used"] - result.cost_usd) < 1e-9
+
+
+def test_withheld_tools_are_cached_per_agent_and_follow_every_breaker_and_flag_change(tmp_path: Path,
+                                                                                      store_dir: Path) -> None:
+    """The answer is cached between calls; a breaker transition (operator or time-driven) or a new safe-mode flag
+    must show up on the very next ask."""
+    from engine.controls.api import ControlAPI
+    from engine.runtime.context import RunContext
+
+    hierarchy = write_hierarchy(tmp_path, BREAKER)
+
+    async def until(predicate) -> None:
+        with anyio.fail_after(10):
+            while not predicate():
+                await anyio.sleep(0.01)
+
+    async def go() -> list[dict[str, str]]:
+        with open_engine_store(store_dir) as store:
+            async with Engine(store, latency_scale=0, runbooks=False) as engine:
+                compiled = engine.compile(hierarchy)
+                ctx = RunContext(run_id="r1", seed=0, tenant=None, compiled=compiled, engine=engine,
+                                 tracer=engine.tracer)
+                agent = compiled.agents[compiled.spec.entry]
+                breaker = engine.guards.breakers(compiled).get("tool", "flaky")
+                seen = [dict(ctx.withheld_tools(agent))]
+                assert ctx.withheld_tools(agent) is ctx.withheld_tools(agent)  # cached, not re-derived
+                breaker.force_open()
+                seen.append(dict(ctx.withheld_tools(agent)))
+                breaker.reset()
+                seen.append(dict(ctx.withheld_tools(agent)))
+                api = ControlAPI(store_dir, "alice")
+                try:
+                    await anyio.to_thread.run_sync(lambda: api.set_flag("tool.flaky", "disabled", reason="test"))
+                    await until(lambda: "tool.flaky" in engine.controls.flags)
+                    seen.append(dict(ctx.withheld_tools(agent)))
+                    await anyio.to_thread.run_sync(lambda: api.clear_flag("tool.flaky", reason="test"))
+                    await until(lambda: "tool.flaky" not in engine.controls.flags)
+                    seen.append(dict(ctx.withheld_tools(agent)))
+                finally:
+                    api.close()
+                # An OPEN breaker becomes HALF_OPEN by time alone, with no transition until someone looks: such an
+                # answer is never cached, so the tool is offered again once the wait has elapsed.
+                for _ in range(4):
+                    breaker.try_acquire().on_error(0.01, "boom")  # type: ignore[union-attr]
+                seen.append(dict(ctx.withheld_tools(agent)))
+                await anyio.sleep(0.35)  # BREAKER's wait_in_open is 0.3 s
+                seen.append(dict(ctx.withheld_tools(agent)))
+                return seen
+
+    seen = anyio.run(go)
+    circuit_open = {"flaky": "unavailable: circuit open"}
+    assert seen == [{}, circuit_open, {}, {"flaky": "disabled by safe mode (tool.flaky=disabled)"}, {}, circuit_open,
+                    {}]

@@ -109,6 +109,25 @@ _FAILED = 1
 _SLOW = 2
 
 
+class _StateVersion:
+    """Counts breaker transitions, process-wide. Whoever caches a conclusion drawn from breaker states (the runtime's
+    withheld tools) compares this number instead of asking every breaker again. Bumped under its own lock, inside
+    the breaker's lock, after the new state is visible: a reader that sees the new number sees the new state."""
+
+    __slots__ = ("value", "_lock")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+STATE_VERSION = _StateVersion()
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
     name: str
@@ -164,7 +183,40 @@ class Permit:
         return self._settled
 
     def on_success(self, duration_s: float) -> None:
-        self._breaker._record(self, duration_s, False)
+        """Record a success. The common case (CLOSED, this epoch, not slow) is handled right here, in O(1) with no
+        rate arithmetic and no further call (it runs after every model and tool call): a fast success lowers both
+        rates, so it can only trip the breaker when it is the call that brings the window to minimum_calls (every
+        later record in this window was checked and did not trip)."""
+        b = self._breaker
+        lock = b._lock
+        lock.acquire()
+        try:
+            fast = (b._state is _CLOSED and self._epoch == b._epoch and not self._settled
+                    and duration_s < b._slow_s)
+            if fast:
+                self._settled = True
+                pos = b._pos
+                if b._calls == b._size:
+                    old = b._ring[pos]
+                    if old:
+                        b._ring[pos] = 0
+                        b._failed -= old & _FAILED
+                        b._slow -= old >> 1
+                    reached_minimum = False
+                else:
+                    b._calls += 1  # not full yet: ring[pos] was never written, so it already holds 0
+                    reached_minimum = b._calls == b._min_calls
+                pos += 1
+                b._pos = 0 if pos == b._size else pos
+                if reached_minimum:
+                    b._check_closed_locked()
+        finally:
+            lock.release()
+        if not fast:
+            # Anything else (another state, a stale, slow or already settled permit) takes the general path.
+            b._record(self, duration_s, False)
+        elif b._pending:
+            b._deliver()
 
     def on_error(self, duration_s: float, kind: str) -> None:
         breaker = self._breaker
@@ -235,6 +287,15 @@ class CircuitBreaker:
 
     def try_acquire(self) -> Permit | None:
         """A permit to make one call, or None if the breaker rejects it (counted as not permitted)."""
+        # CLOSED and DISABLED admit everything and change nothing, so they need no lock: read the epoch, then the
+        # state. A transition writes the state, then the epoch (_transition_locked), so a CLOSED/DISABLED state
+        # read after the epoch belongs to that epoch or a later one; in a later one the permit is stale and
+        # records nothing, exactly as if it had been issued just before the transition. (Relies on the GIL's
+        # sequential consistency, like every lock-free read here.)
+        epoch = self._epoch
+        state = self._state
+        if state is _CLOSED or state is _DISABLED:
+            return Permit(self, epoch, 0.0)
         # acquire/try/finally rather than `with`: measurably cheaper, and this is the per-call hot path.
         lock = self._lock
         lock.acquire()
@@ -383,8 +444,10 @@ class CircuitBreaker:
 
     def _transition_locked(self, to: BreakerState, reason: str) -> BreakerTransition:
         from_state = self._state
+        # This order (state, then epoch) is what try_acquire's lock-free path relies on.
         self._state = to
         self._epoch += 1
+        STATE_VERSION.bump()
         self._since_mono = self._clock.monotonic()
         self._since_wall = self._clock.time()
         self._new_window(to)
@@ -445,6 +508,14 @@ class CircuitBreaker:
         if state is BreakerState.CLOSED or state is BreakerState.DISABLED:
             return True
         return self.state not in (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+
+    @property
+    def steady(self) -> bool:
+        """Whether the current state can only end by a transition someone causes (a recorded outcome or an
+        operator), never by time alone: CLOSED, DISABLED, FORCED_OPEN. While every breaker a conclusion depends on
+        is steady, the conclusion holds until STATE_VERSION changes."""
+        state = self._state
+        return state is _CLOSED or state is _DISABLED or state is _FORCED_OPEN
 
     @property
     def state(self) -> BreakerState:

@@ -8,8 +8,10 @@ so any number of concurrent callers can never jointly overshoot a budget: each o
 Scopes nest (agent invocation inside run inside a hierarchy's rolling 24 h cap). A reservation is atomic across the
 whole chain: either every scope records it or none does.
 
-Hot path notes: reserve()/settle() run twice per model call, so they use plain lists of ints indexed by dimension,
-pre-compiled limit tuples that skip unlimited dimensions, one lock, and build event objects only when someone listens.
+Hot path notes: reserve()/settle() run twice per model call, so amounts are *packed vectors* (every summed dimension
+in one int, one fixed-width field each: adding two vectors is one int addition), limits are pre-compiled tuples that
+skip unlimited dimensions, there is one lock, and event objects are built only when someone listens. A chain with no
+limit at all (the common case) skips every check and only accounts (see _Scope.free).
 Cost is kept in integer nano-dollars so that sums are exact: with floats, ten reservations of $0.10 can add up to
 $1.0000000000000002 and spuriously breach a $1 cap (or, worse, an epsilon fudge lets real overshoot through).
 """
@@ -19,16 +21,18 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.clock import Clock
+from engine.clock import Clock, SystemClock
 from engine.durations import Duration, parse_duration
 
 __all__ = [
@@ -92,8 +96,27 @@ _DAY_BUCKET_S = 60.0  # rolling-window granularity: bounds memory at 1440 bucket
 _BURN_WINDOW_S = 60.0
 
 
+# Packed vectors: field i of a vector `v` is `(v >> _SHIFT[i]) & _MASK[i]`. Every field is a non-negative sum (a
+# hold is only ever taken off the total it was added to), so fields never borrow from each other; each int amount is
+# below 2**64 (Demand checks; a total is below 2**65) and a field has 96 bits, so a scope could sum 2**30 maximal
+# demands before a field carried into the next.
+# Cost sits in the top field: nano-dollars are unbounded, and the top field has nothing above it to carry into.
+_FIELD_BITS = 96
+_MAX_AMOUNT = 1 << 64
+_SHIFT: tuple[int, ...] = tuple(_FIELD_BITS * position for position in (0, 1, 2, 6, 3, 4, 5))
+_MASK: tuple[int, ...] = tuple(-1 if i == 3 else (1 << _FIELD_BITS) - 1 for i in range(7))  # -1: cost, unmasked
+
+
 def _cost_to_nano(cost: float) -> int:
     return round(cost * _NANO)
+
+
+def _field(packed: int, index: int) -> int:
+    return (packed >> _SHIFT[index]) & _MASK[index]
+
+
+def _unpack(packed: int) -> list[int]:
+    return [(packed >> shift) & mask for shift, mask in zip(_SHIFT, _MASK)]
 
 
 def _external(index: int, value: float) -> float:
@@ -208,7 +231,8 @@ def merge_limits(base: BudgetLimits, override: BudgetLimits) -> BudgetLimits:
 class _Compiled:
     """BudgetLimits flattened for the hot path: only limited dimensions, in internal units, with soft levels."""
 
-    __slots__ = ("checks", "limits", "soft_levels", "wall", "wall_level", "context", "threshold", "limited")
+    __slots__ = ("checks", "limits", "soft_levels", "wall", "wall_level", "context", "threshold", "limited",
+                 "token_capped")
 
     def __init__(self, limits: BudgetLimits) -> None:
         threshold = limits.soft_threshold
@@ -229,8 +253,11 @@ class _Compiled:
         self.soft_levels: dict[int, float] = {i: level for i, _, level in checks}
         if self.wall is not None:
             self.soft_levels[_WALL] = self.wall_level
-        # Whether anything at all is limited: most agent scopes are not, and check() can then skip the lock.
+        # Whether anything at all is limited: most agent scopes are not, and a chain of such scopes takes the
+        # ledger's fast paths (see _Scope.free).
         self.limited = bool(checks) or self.wall is not None or self.context is not None
+        # Whether step_output_cap() has anything to compute here: only output and total tokens bound max_tokens.
+        self.token_capped = any(i == _OUT or i == _TOTAL for i, _, _ in checks)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -238,18 +265,26 @@ class _Compiled:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+_S1, _S2, _S3, _S4, _S5, _S6 = _SHIFT[1:]
+_BELOW_COST = (1 << _S3) - 1  # every field but cost, which is on top
+_GUARDS = sum(1 << (shift + _FIELD_BITS - 1) for i, shift in enumerate(_SHIFT) if i != 3)
+
+
 class Demand:
     """The worst case a call may consume, reserved before it starts. `context_tokens` is checked, not summed."""
 
     __slots__ = ("input_tokens", "output_tokens", "cost_usd", "model_calls", "tool_calls", "retries",
-                 "context_tokens")
+                 "context_tokens", "_vec")
 
     def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0, model_calls: int = 0,
                  tool_calls: int = 0, retries: int = 0, context_tokens: int = 0) -> None:
-        # Validated here, not in reserve(): a negative demand would silently hand budget back.
-        if min(input_tokens, output_tokens, model_calls, tool_calls, retries, context_tokens) < 0 or not (
-                0 <= cost_usd < math.inf):
-            raise ValueError(f"a budget demand must be non-negative and finite: {self._fields(locals())}")
+        # Validated here, not in reserve(): a negative demand would silently hand budget back, and an absurdly
+        # large one could overflow its field of a packed vector.
+        if not (0 <= input_tokens < _MAX_AMOUNT and 0 <= output_tokens < _MAX_AMOUNT and 0 <= model_calls < _MAX_AMOUNT
+                and 0 <= tool_calls < _MAX_AMOUNT and 0 <= retries < _MAX_AMOUNT and 0 <= context_tokens
+                and 0 <= cost_usd < math.inf):
+            raise ValueError(f"a budget demand must be non-negative and finite (and amounts below 2**64): "
+                             f"{self._fields(locals())}")
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         self.cost_usd = cost_usd
@@ -257,13 +292,18 @@ class Demand:
         self.tool_calls = tool_calls
         self.retries = retries
         self.context_tokens = context_tokens
+        # The ledger's packed vector (internal units: nano-dollars), computed once here so reserve()/settle() read
+        # one int instead of seven attributes. Demands are values: do not mutate one after construction. Unrolled:
+        # this runs on every model call.
+        self._vec: int = (input_tokens | output_tokens << _S1 | (input_tokens + output_tokens) << _S2
+                          | round(cost_usd * _NANO) << _S3 | model_calls << _S4 | tool_calls << _S5 | retries << _S6)
 
     @staticmethod
     def _fields(values: Mapping[str, Any]) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in values.items() if k != "self")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._fields({k: getattr(self, k) for k in self.__slots__})})"
+        return f"{type(self).__name__}({self._fields({k: getattr(self, k) for k in Demand.__slots__[:-1]})})"
 
 
 class Actual(Demand):
@@ -276,7 +316,7 @@ class Actual(Demand):
         super().__init__(input_tokens, output_tokens, cost_usd, model_calls, tool_calls, retries, 0)
 
     def __repr__(self) -> str:
-        fields = {k: getattr(self, k) for k in Demand.__slots__ if k != "context_tokens"}
+        fields = {k: getattr(self, k) for k in Demand.__slots__ if k not in ("context_tokens", "_vec")}
         return f"Actual({self._fields(fields)})"
 
 
@@ -297,9 +337,7 @@ class Breach:
     requested: float
     message: str
 
-    @property
-    def ok(self) -> bool:
-        return False
+    ok = False  # a class attribute, not a field: callers test `.ok` after every reserve()
 
 
 class Reservation:
@@ -307,7 +345,7 @@ class Reservation:
 
     __slots__ = ("id", "scope_id", "demand", "_vec", "_chain", "_state", "_ledger")
 
-    def __init__(self, rid: int, scope_id: str, demand: Demand, vec: tuple[int, ...], chain: tuple[_Scope, ...],
+    def __init__(self, rid: int, scope_id: str, demand: Demand, vec: int, chain: tuple[_Scope, ...],
                  ledger: BudgetLedger) -> None:
         self.id = rid
         self.scope_id = scope_id
@@ -317,9 +355,7 @@ class Reservation:
         self._state = "open"
         self._ledger = ledger
 
-    @property
-    def ok(self) -> bool:
-        return True
+    ok = True  # a class attribute: cheaper than a property, and callers test it after every reserve()
 
     @property
     def state(self) -> Literal["open", "settled", "released"]:
@@ -369,8 +405,9 @@ class ScopeUsage:
 
 
 class _Scope:
-    __slots__ = ("scope_id", "kind", "parent", "children", "labels", "attr_key", "chain", "compiled", "used",
-                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "dailies", "recent")
+    __slots__ = ("scope_id", "kind", "parent", "children", "labels", "_attr_key", "chain", "compiled", "used",
+                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "dailies", "recent", "free",
+                 "token_capped")
 
     def __init__(self, scope_id: str, kind: str, compiled: _Compiled, parent: _Scope | None,
                  labels: Mapping[str, str], opened_at: float) -> None:
@@ -381,20 +418,42 @@ class _Scope:
         merged = dict(parent.labels) if parent is not None else {}
         merged.update(labels)  # a child's own labels win over inherited ones (agent in run in tenant)
         self.labels: Mapping[str, str] = MappingProxyType(merged)
-        self.attr_key: tuple[tuple[str, str], ...] = _attribution_key(merged)
+        self._attr_key: tuple[tuple[str, str], ...] | None = None  # built on first use: the engine never needs it
         self.chain: tuple[_Scope, ...] = (self,) + (parent.chain if parent is not None else ())
         self.compiled = compiled
-        self.used: list[int] = [0] * _N
-        self.reserved: list[int] = [0] * _N
+        self.used = 0  # packed vectors
+        self.reserved = 0
         self.opened_at = opened_at
         self.max_context = 0
         self.soft_pending: set[int] = set(compiled.soft_levels)  # dimension indices whose warning has not fired
         # A rolling 24 h scope remembers when its spend happened; its `used` is the sum still inside the window.
         self.spend: _RollingDay | None = _RollingDay() if kind == "hierarchy_daily" else None
         self.dailies: tuple[_Scope, ...] = tuple(s for s in self.chain if s.spend is not None)
-        # Settles of the last minute, for the burn rate. Per scope, so reading one scope's rate never scans the
-        # whole engine's traffic, and pruned on append so it stays bounded by one minute of this scope's calls.
-        self.recent: deque[tuple[float, tuple[int, ...]]] = deque()
+        # Settles of the last minute (time, packed amounts), for the burn rate. Per scope, so reading one scope's
+        # rate never scans the whole engine's traffic, and pruned on append so it stays bounded by one minute of
+        # this scope's calls.
+        self.recent: deque[tuple[float, int]] = deque()
+        self.free = False
+        self.token_capped = True
+        self.derive_flags()
+
+    def derive_flags(self) -> None:
+        """Summaries of the whole chain's limits, for the fast paths. Derived from the parent's, so re-derive the
+        subtree (parents first) whenever a limit in it changes (BudgetLedger.set_limits does).
+
+        `free`: no scope up the chain limits anything, so nothing can be exceeded or warned about and reserve()
+        only has to account. `token_capped`: some scope limits output or total tokens (step_output_cap's concern).
+        """
+        compiled, parent = self.compiled, self.parent
+        self.free = not compiled.limited and (parent is None or parent.free)
+        self.token_capped = compiled.token_capped or (parent is not None and parent.token_capped)
+
+    @property
+    def attr_key(self) -> tuple[tuple[str, str], ...]:
+        key = self._attr_key
+        if key is None:
+            key = self._attr_key = _attribution_key(self.labels)
+        return key
 
 
 class _RollingDay:
@@ -407,32 +466,35 @@ class _RollingDay:
     __slots__ = ("buckets",)
 
     def __init__(self) -> None:
-        self.buckets: deque[tuple[float, list[int]]] = deque()  # (bucket start, amounts), oldest first
+        self.buckets: deque[list[Any]] = deque()  # [bucket start, packed amounts], oldest first
 
-    def add(self, ts: float, amounts: tuple[int, ...]) -> None:
+    def add(self, ts: float, amounts: int) -> bool:
+        """Count `amounts` at `ts`. True when that started a new bucket (about once a minute)."""
         start = ts - ts % _DAY_BUCKET_S
         buckets = self.buckets
         if buckets and start <= buckets[-1][0]:
             # Same minute, or the wall clock stepped back: fold into the newest bucket rather than reorder.
-            totals = buckets[-1][1]
-        else:
-            totals = [0] * _N
-            buckets.append((start, totals))
-        a0, a1, a2, a3, a4, a5, a6 = amounts
-        t = totals
-        t[0] += a0; t[1] += a1; t[2] += a2; t[3] += a3; t[4] += a4; t[5] += a5; t[6] += a6  # noqa: E702 (hot path)
+            buckets[-1][1] += amounts
+            return False
+        buckets.append([start, amounts])
+        return True
 
-    def expire(self, now: float, used: list[int]) -> bool:
-        """Drop buckets wholly older than 24 h, taking them off `used`. True if anything was dropped."""
+    def expire(self, now: float) -> int | None:
+        """Drop buckets wholly older than 24 h. Their packed total, to take off `used`; None if none expired."""
         buckets = self.buckets
         cutoff = now - _DAY_S - _DAY_BUCKET_S
         if not buckets or buckets[0][0] > cutoff:
-            return False
+            return None
+        dropped = 0
         while buckets and buckets[0][0] <= cutoff:
-            _, totals = buckets.popleft()
-            for i in range(_N):
-                used[i] -= totals[i]
-        return True
+            dropped += buckets.popleft()[1]
+        return dropped
+
+
+def _prune_recent(recent: deque[tuple[float, int]], cutoff: float) -> None:
+    """Drop burn-rate entries that left the one-minute window (the newest one never has)."""
+    while recent[0][0] <= cutoff:
+        recent.popleft()
 
 
 def _attribution_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -449,6 +511,9 @@ class BudgetLedger:
     def __init__(self, clock: Clock, on_event: Callable[[BudgetEvent], None] | None = None, *,
                  call_events: bool = True, attribution: bool = True) -> None:
         self._clock = clock
+        # Bound once: the hot path reads the clock on every settle. The system clock's methods only wrap these.
+        self._monotonic: Callable[[], float] = time.monotonic if type(clock) is SystemClock else clock.monotonic
+        self._wall_time: Callable[[], float] = time.time if type(clock) is SystemClock else clock.time
         self._on_event = on_event
         self.call_events = call_events
         # The engine turns this off: the store already attributes every span's spend (agent, model, tool, run,
@@ -458,7 +523,7 @@ class BudgetLedger:
         self._compiled: dict[BudgetLimits | None, _Compiled] = {}
         self._scopes: dict[str, _Scope] = {}
         self._ids = itertools.count(1)
-        self._attribution: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        self._attribution: dict[tuple[tuple[str, str], ...], int] = {}  # packed totals
 
     # -- scopes ------------------------------------------------------------------------------------------------------
 
@@ -503,6 +568,8 @@ class BudgetLedger:
         """Replace a running scope's limits (operator action). Lowering below use makes the next reserve breach.
 
         A soft warning whose level changed is re-armed, so raising a budget warns again at the new threshold.
+        A limit set on a scope whose chain had none takes it (and every scope inside it) off the fast paths from
+        the next call on; reservations already held keep counting against it, since every path accounts them.
         """
         compiled = _Compiled(limits)
         with self._lock:
@@ -511,14 +578,23 @@ class BudgetLedger:
             scope.soft_pending = {i for i, level in compiled.soft_levels.items()
                                   if i in scope.soft_pending or old_levels.get(i) != level}
             scope.compiled = compiled
+            self._derive_subtree(scope)
+
+    def _derive_subtree(self, scope: _Scope) -> None:
+        """Re-derive the chain summaries of `scope` and everything opened inside it, parents before children."""
+        stack = [scope]
+        while stack:
+            current = stack.pop()
+            current.derive_flags()
+            stack.extend(self._scopes[c] for c in current.children if c in self._scopes)
 
     def seed_daily_spend(self, scope_id: str, entries: Iterable[tuple[float, float]]) -> None:
         """Load past spend, as (wall-clock ts, cost_usd) pairs, into a hierarchy_daily scope's rolling window."""
-        seeded: list[tuple[float, tuple[int, ...]]] = []
+        seeded: list[tuple[float, int]] = []
         for ts, cost in entries:
             if not (math.isfinite(ts) and math.isfinite(cost) and cost >= 0):
                 raise ValueError(f"budget scope '{scope_id}': bad daily spend entry ({ts!r}, {cost!r})")
-            seeded.append((float(ts), (0, 0, 0, _cost_to_nano(cost), 0, 0, 0)))
+            seeded.append((float(ts), _cost_to_nano(cost) << _S3))
         seeded.sort(key=lambda entry: entry[0])
         events: list[BudgetEvent] = []
         with self._lock:
@@ -526,13 +602,13 @@ class BudgetLedger:
             if scope.spend is None:
                 raise ValueError(f"budget scope '{scope_id}' is a {scope.kind} scope; only hierarchy_daily is seeded")
             # Rebuild in time order: seeding normally happens at open, but may follow live spend.
-            merged = [(start, tuple(totals)) for start, totals in scope.spend.buckets] + seeded
+            merged = [(start, totals) for start, totals in scope.spend.buckets] + seeded
             merged.sort(key=lambda entry: entry[0])
             scope.spend = _RollingDay()
             for ts, amounts in merged:
                 scope.spend.add(ts, amounts)
             for _, amounts in seeded:
-                scope.used[_COST] += amounts[_COST]
+                scope.used += amounts
             self._prune_daily(scope, self._clock.time())
             self._soft_sweep(scope, self._clock.monotonic(), events)
         self._emit(events)
@@ -541,125 +617,173 @@ class BudgetLedger:
 
     def reserve(self, scope_id: str, demand: Demand) -> Reservation | Breach:
         """Hold `demand` in the scope and every ancestor, or nothing at all if any of them would exceed a limit."""
-        v0, v1 = demand.input_tokens, demand.output_tokens
-        v2, v3 = v0 + v1, round(demand.cost_usd * _NANO)
-        v4, v5, v6 = demand.model_calls, demand.tool_calls, demand.retries
-        vec = (v0, v1, v2, v3, v4, v5, v6)
+        vec = demand._vec
         context = demand.context_tokens
-        crossed: list[tuple[_Scope, int]] | None = None
-        breach: Breach | None = None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # acquire/try/finally rather than `with`: measurably cheaper on this per-call path
+        try:
             scope = self._scopes.get(scope_id)
             if scope is None:
                 raise KeyError(f"no open budget scope '{scope_id}'")
-            chain = scope.chain
-            now = self._clock.monotonic()
-            if scope.dailies:
-                self._prune_chain(scope.dailies)
-            # Pass 1: check every scope before touching any, so a refusal leaves nothing behind (atomicity).
-            for s in chain:
-                compiled = s.compiled
-                if compiled.wall is not None:
-                    elapsed = now - s.opened_at
-                    if elapsed >= compiled.wall_level:
-                        if elapsed >= compiled.wall:
-                            breach = self._wall_breach(s, elapsed)
-                            break
-                        if _WALL in s.soft_pending and elapsed > 0:
-                            crossed = (crossed or []) + [(s, _WALL)]
-                if compiled.context is not None and context > compiled.context:
-                    breach = self._context_breach(s, context)
-                    break
-                used, reserved = s.used, s.reserved
+            if scope.free and not (self.call_events and self._on_event is not None):
+                # Fast path: nothing up the chain is limited, so nothing can breach or warn. Only account, so gauges
+                # and a limit an operator sets later see every call in flight. Checked under the lock, so a
+                # concurrent set_limits() either precedes this (slow path) or sees this reservation held.
+                for s in scope.chain:
+                    s.reserved += vec
+                    if context > s.max_context:
+                        s.max_context = context
+                return Reservation(next(self._ids), scope_id, demand, vec, scope.chain, self)
+            outcome, events = self._reserve_checked_locked(scope, demand, vec, context)
+        finally:
+            lock.release()
+        if events:
+            self._emit(events)  # outside the lock, so a listener may call back into the ledger
+        return outcome
+
+    def _reserve_checked_locked(self, scope: _Scope, demand: Demand, vec: int, context: int
+                                ) -> tuple[Reservation | Breach, list[BudgetEvent] | None]:
+        """reserve() for a chain with limits (lock held): check every scope, then commit to all or none. Returns
+        the outcome and the events to emit once the lock is released."""
+        crossed: list[tuple[_Scope, int]] | None = None
+        breach: Breach | None = None
+        chain = scope.chain
+        now = self._monotonic()
+        if scope.dailies:
+            self._prune_chain(scope.dailies)
+        # Pass 1: check every scope before touching any, so a refusal leaves nothing behind (atomicity).
+        for s in chain:
+            compiled = s.compiled
+            if compiled.wall is not None:
+                elapsed = now - s.opened_at
+                if elapsed >= compiled.wall_level:
+                    if elapsed >= compiled.wall:
+                        breach = self._wall_breach(s, elapsed)
+                        break
+                    if _WALL in s.soft_pending and elapsed > 0:
+                        crossed = (crossed or []) + [(s, _WALL)]
+            if compiled.context is not None and context > compiled.context:
+                breach = self._context_breach(s, context)
+                break
+            if compiled.checks:
+                total = s.used + s.reserved + vec  # packed: every dimension's "after" in one addition
                 for i, limit, level in compiled.checks:
-                    after = used[i] + reserved[i] + vec[i]
+                    after = (total >> _SHIFT[i]) & _MASK[i]
                     if after >= level:  # soft level <= limit, so this one comparison gates breach and warning
                         if after > limit:
-                            breach = self._sum_breach(s, i, limit, vec[i])
+                            breach = self._sum_breach(s, i, limit, _field(vec, i))
                             break
                         if i in s.soft_pending and after > 0:
                             crossed = (crossed or []) + [(s, i)]
-                if breach is not None:
-                    break
-            else:
-                # Pass 2: commit. Unrolled on purpose: measurably faster than any loop or comprehension here.
-                for s in chain:
-                    r = s.reserved
-                    r[0] += v0; r[1] += v1; r[2] += v2; r[3] += v3; r[4] += v4; r[5] += v5; r[6] += v6  # noqa: E702
-                    if context > s.max_context:
-                        s.max_context = context
-                result = Reservation(next(self._ids), scope_id, demand, vec, chain, self)
-            events: list[BudgetEvent] | None = None
-            if breach is None and crossed:
-                events = self._fire(crossed, now)  # marks them fired even when nobody listens
-            if self._on_event is not None and (breach is not None or events or self.call_events):
-                events = self._reserve_events(scope, breach, events, result if breach is None else None, vec,
-                                              context)
-        if events and self._on_event is not None:
-            self._emit(events)
-        return breach if breach is not None else result
+            if breach is not None:
+                break
+        else:
+            # Pass 2: commit.
+            for s in chain:
+                s.reserved += vec
+                if context > s.max_context:
+                    s.max_context = context
+            result = Reservation(next(self._ids), scope.scope_id, demand, vec, chain, self)
+        events: list[BudgetEvent] | None = None
+        if breach is None and crossed:
+            events = self._fire(crossed, now)  # marks them fired even when nobody listens
+        if self._on_event is not None and (breach is not None or events or self.call_events):
+            events = self._reserve_events(scope, breach, events, result if breach is None else None, vec, context)
+        return (breach if breach is not None else result), events
 
     def settle(self, reservation: Reservation, actual: Actual, labels: Mapping[str, str] | None = None) -> None:
         """Replace the reservation with what was really used. Actual above the reservation is recorded as is."""
-        a0, a1 = actual.input_tokens, actual.output_tokens
-        a2, a3 = a0 + a1, round(actual.cost_usd * _NANO)
-        a4, a5, a6 = actual.model_calls, actual.tool_calls, actual.retries
-        act = (a0, a1, a2, a3, a4, a5, a6)
-        h0, h1, h2, h3, h4, h5, h6 = reservation._vec
-        # used+reserved only grows (and a soft level can only be newly crossed) where actual exceeds the hold.
-        grew = a0 > h0 or a1 > h1 or a3 > h3 or a4 > h4 or a5 > h5 or a6 > h6
+        act = actual._vec
+        hold = reservation._vec
         crossed: list[tuple[_Scope, int]] | None = None
-        with self._lock:
-            self._close_reservation(reservation, "settled")
+        events: list[BudgetEvent] | None = None
+        grew: bool | None = None  # whether actual exceeds the hold anywhere: computed once, if a scope asks
+        lock = self._lock
+        lock.acquire()  # acquire/try/finally rather than `with`: measurably cheaper on this per-call path
+        try:
+            if reservation._state != "open" or reservation._ledger is not self:
+                self._close_reservation(reservation, "settled")  # raises, naming what is wrong
+            reservation._state = "settled"
             chain = reservation._chain
-            now = self._clock.monotonic()
-            for s in chain:
-                u, r = s.used, s.reserved
-                r[0] -= h0; r[1] -= h1; r[2] -= h2; r[3] -= h3; r[4] -= h4; r[5] -= h5; r[6] -= h6  # noqa: E702
-                u[0] += a0; u[1] += a1; u[2] += a2; u[3] += a3; u[4] += a4; u[5] += a5; u[6] += a6  # noqa: E702
-                if s.spend is not None:
-                    s.spend.add(self._clock.time(), act)
-                if grew and s.soft_pending:
-                    for i, _, level in s.compiled.checks:
-                        value = u[i] + r[i]
-                        if value >= level and value > 0 and i in s.soft_pending:
-                            crossed = (crossed or []) + [(s, i)]
+            now = self._monotonic()
             cutoff = now - _BURN_WINDOW_S
+            entry = (now, act)  # one tuple shared by every scope's burn-rate window
             for s in chain:
+                s.reserved -= hold
+                s.used += act
                 recent = s.recent
-                recent.append((now, act))
-                while recent[0][0] <= cutoff:
-                    recent.popleft()
+                recent.append(entry)
+                if recent[0][0] <= cutoff:
+                    _prune_recent(recent, cutoff)
+                # used+reserved only grows (and a soft level can only be newly crossed) where actual exceeds the
+                # hold. A free chain has nothing pending, so it never gets past the first test.
+                if s.soft_pending:
+                    if grew is None:
+                        grew = _exceeds(act, hold)
+                    if grew:
+                        crossed = self._crossed(s, crossed)
+            dailies = chain[0].dailies
+            if dailies:
+                wall_now = self._wall_time()
+                start = wall_now - wall_now % _DAY_BUCKET_S
+                for s in dailies:
+                    buckets = s.spend.buckets  # type: ignore[union-attr]  # dailies all have one
+                    if buckets and start <= buckets[-1][0]:  # _RollingDay.add(), inlined: it runs on every settle
+                        buckets[-1][1] += act
+                    else:
+                        buckets.append([start, act])
+                        # A new minute: expire what left the window here too, since a chain without limits
+                        # never prunes on reserve() and the buckets must stay bounded at a day's worth.
+                        self._prune_daily(s, wall_now)
             if self.track_attribution:
-                key = chain[0].attr_key
-                if labels:
-                    merged = dict(key)
-                    merged.update((k, str(v)) for k, v in labels.items())
-                    key = _attribution_key(merged)
-                t = self._attribution.get(key)
-                if t is None:
-                    t = self._attribution[key] = [0] * _N
-                t[0] += a0; t[1] += a1; t[2] += a2; t[3] += a3; t[4] += a4; t[5] += a5; t[6] += a6  # noqa: E702
-            events = self._fire(crossed, now) if crossed else None
-            if self._on_event is not None and self.call_events:
+                self._attribute(chain[0], labels, act)
+            if crossed:
+                events = self._fire(crossed, now)
+            if self.call_events and self._on_event is not None:
                 data: dict[str, float | int | str] = {"reservation": reservation.id}
-                data.update(_amounts(enumerate(act)))
+                data.update(_amounts(act))
                 scope = chain[0]
                 event_labels = scope.labels if not labels else MappingProxyType({**scope.labels, **labels})
                 events = events or []
                 events.append(BudgetEvent("budget.settled", reservation.scope_id, scope.kind, event_labels, None,
                                           data))
+        finally:
+            lock.release()
         if events and self._on_event is not None:
             self._emit(events)
 
+    @staticmethod
+    def _crossed(s: _Scope, crossed: list[tuple[_Scope, int]] | None) -> list[tuple[_Scope, int]] | None:
+        """Add the soft levels of `s` that used+reserved now reaches and whose warning has not fired (lock held)."""
+        total = s.used + s.reserved
+        for i, _, level in s.compiled.checks:
+            value = _field(total, i)
+            if value >= level and value > 0 and i in s.soft_pending:
+                crossed = (crossed or []) + [(s, i)]
+        return crossed
+
+    def _attribute(self, scope: _Scope, labels: Mapping[str, str] | None, act: int) -> None:
+        """Add settled spend to the attribution table (lock held)."""
+        key = scope.attr_key
+        if labels:
+            merged = dict(key)
+            merged.update((k, str(v)) for k, v in labels.items())
+            key = _attribution_key(merged)
+        self._attribution[key] = self._attribution.get(key, 0) + act
+
+    @property
+    def labels_used(self) -> bool:
+        """Whether settle() looks at its `labels` at all. Callers on the hot path may test the cheaper
+        `track_attribution or call_events` (true whenever this is) and skip building labels otherwise."""
+        return self.track_attribution or (self.call_events and self._on_event is not None)
+
     def release(self, reservation: Reservation) -> None:
         """Give the whole reservation back: the call failed before using anything, or was cancelled."""
-        h0, h1, h2, h3, h4, h5, h6 = reservation._vec
+        hold = reservation._vec
         with self._lock:
             self._close_reservation(reservation, "released")
             for s in reservation._chain:
-                r = s.reserved
-                r[0] -= h0; r[1] -= h1; r[2] -= h2; r[3] -= h3; r[4] -= h4; r[5] -= h5; r[6] -= h6  # noqa: E702
+                s.reserved -= hold
         if self._on_event is not None and self.call_events:
             scope = reservation._chain[0]
             self._emit([BudgetEvent("budget.released", reservation.scope_id, scope.kind, scope.labels, None,
@@ -673,12 +797,12 @@ class BudgetLedger:
         Also fires soft warnings that are due (a wall-time warning has no other moment to fire between calls).
         """
         scope = self._scopes.get(scope_id)
-        if scope is not None and not any(s.compiled.limited for s in scope.chain):
+        if scope is not None and scope.free:
             return None  # nothing limited anywhere up the chain: nothing can be exceeded or warned about
         events: list[BudgetEvent] = []
         with self._lock:
             scope = self._get(scope_id)
-            now = self._clock.monotonic()
+            now = self._monotonic()
             if scope.dailies:
                 self._prune_chain(scope.dailies)
             breach = None
@@ -687,9 +811,9 @@ class BudgetLedger:
                 if compiled.wall is not None and now - s.opened_at >= compiled.wall:
                     breach = self._wall_breach(s, now - s.opened_at)
                     break
-                used, reserved = s.used, s.reserved
+                total = s.used + s.reserved
                 for i, limit, _ in compiled.checks:
-                    if used[i] + reserved[i] > limit:
+                    if _field(total, i) > limit:
                         breach = self._sum_breach(s, i, limit, 0)
                         break
                 if breach is not None:
@@ -708,8 +832,8 @@ class BudgetLedger:
         """
         cap: int | None = None
         scope = self._scopes.get(scope_id)
-        if scope is not None and not any(s.compiled.checks for s in scope.chain):
-            return None  # no summed limit anywhere up the chain, so no token limit either
+        if scope is not None and not scope.token_capped:
+            return None  # no output or total token limit anywhere up the chain
         with self._lock:
             scope = self._get(scope_id)
             if scope.dailies:
@@ -717,9 +841,9 @@ class BudgetLedger:
             for s in scope.chain:
                 for i, limit, _ in s.compiled.checks:
                     if i == _OUT:
-                        room = limit - s.used[_OUT] - s.reserved[_OUT]
+                        room = limit - _field(s.used + s.reserved, _OUT)
                     elif i == _TOTAL:
-                        room = limit - s.used[_TOTAL] - s.reserved[_TOTAL] - input_tokens
+                        room = limit - _field(s.used + s.reserved, _TOTAL) - input_tokens
                     else:
                         continue
                     cap = room if cap is None else min(cap, room)
@@ -732,7 +856,7 @@ class BudgetLedger:
     def attribution(self) -> dict[str, dict[str, dict[Dimension, float]]]:
         """Settled spend per label: ``attribution()["agent"]["pricing"][Dimension.cost_usd]``."""
         with self._lock:
-            groups = [(key, list(totals)) for key, totals in self._attribution.items()]
+            groups = [(key, _unpack(totals)) for key, totals in self._attribution.items()]
         sums: dict[str, dict[str, list[int]]] = {}
         for key, totals in groups:
             for label, value in key:
@@ -773,13 +897,14 @@ class BudgetLedger:
 
     def _sum_breach(self, s: _Scope, i: int, limit: int, requested: int) -> Breach:
         dim = _SUMMED[i]
-        lim, used, reserved, req = (_external(i, x) for x in (limit, s.used[i], s.reserved[i], requested))
+        lim, used, reserved, req = (_external(i, x) for x in (limit, _field(s.used, i), _field(s.reserved, i),
+                                                               requested))
         return Breach(s.scope_id, s.kind, dim, lim, used, reserved, req,
                       f"{s.kind} budget '{s.scope_id}' exhausted on {dim.value}: used {used:g} + reserved "
                       f"{reserved:g} + requested {req:g} > limit {lim:g}")
 
     def _prune_chain(self, dailies: tuple[_Scope, ...]) -> None:
-        wall_now = self._clock.time()
+        wall_now = self._wall_time()
         cutoff = wall_now - _DAY_S - _DAY_BUCKET_S
         for s in dailies:
             buckets = s.spend.buckets  # type: ignore[union-attr]  # dailies all have one
@@ -790,20 +915,18 @@ class BudgetLedger:
         """Drop spend older than 24 h from a rolling scope; re-arm soft warnings the window fell back under."""
         spend = s.spend
         assert spend is not None
-        if not spend.expire(wall_now, s.used):
+        dropped = spend.expire(wall_now)
+        if dropped is None:
             return
-        used = s.used
+        s.used -= dropped
+        total = s.used + s.reserved
         for i, _, level in s.compiled.checks:
-            if used[i] + s.reserved[i] < level:
+            if _field(total, i) < level:
                 s.soft_pending.add(i)
 
     def _soft_sweep(self, s: _Scope, now: float, events: list[BudgetEvent]) -> None:
         """Fire every due soft warning of one scope (off the hot path: check() and seeding)."""
-        due: list[tuple[_Scope, int]] = []
-        for i, _, level in s.compiled.checks:
-            value = s.used[i] + s.reserved[i]
-            if value >= level and value > 0 and i in s.soft_pending:
-                due.append((s, i))
+        due: list[tuple[_Scope, int]] = self._crossed(s, None) or []
         elapsed = now - s.opened_at
         if _WALL in s.soft_pending and elapsed >= s.compiled.wall_level and elapsed > 0:
             due.append((s, _WALL))
@@ -822,20 +945,20 @@ class BudgetLedger:
                 data = {"used": now - s.opened_at, "limit": compiled.wall or 0.0}
             else:
                 dim = _SUMMED[i]
-                data = {"used": _external(i, s.used[i]), "reserved": _external(i, s.reserved[i]),
+                data = {"used": _external(i, _field(s.used, i)), "reserved": _external(i, _field(s.reserved, i)),
                         "limit": _external(i, compiled.limits[i])}
             data["threshold"] = compiled.threshold
             events.append(BudgetEvent("budget.soft_threshold", s.scope_id, s.kind, s.labels, dim, data))
         return events
 
     def _reserve_events(self, scope: _Scope, breach: Breach | None, fired: list[BudgetEvent] | None,
-                        result: Reservation | None, vec: tuple[int, ...], context: int) -> list[BudgetEvent]:
+                        result: Reservation | None, vec: int, context: int) -> list[BudgetEvent]:
         if breach is not None:
             return [self._breach_event(breach)]  # nothing was reserved, so no soft warning either
         events = fired or []
         if self.call_events and result is not None:
             data: dict[str, float | int | str] = {"reservation": result.id}
-            data.update(_amounts(enumerate(vec)))
+            data.update(_amounts(vec))
             if context:
                 data["context_tokens"] = context
             events.append(BudgetEvent("budget.reserved", scope.scope_id, scope.kind, scope.labels, None, data))
@@ -849,22 +972,22 @@ class BudgetLedger:
                             "requested": breach.requested})
 
     def _usage_locked(self, s: _Scope) -> ScopeUsage:
-        now = self._clock.monotonic()
+        now = self._monotonic()
         if s.spend is not None:
-            self._prune_daily(s, self._clock.time())
+            self._prune_daily(s, self._wall_time())
         elapsed = now - s.opened_at
         cutoff = now - _BURN_WINDOW_S
-        recent = [0] * _N
-        for ts, vec in s.recent:
-            if ts > cutoff:
-                for i in range(_N):
-                    recent[i] += vec[i]
+        window = s.recent
+        while window and window[0][0] <= cutoff:  # may empty it: nothing settled within the last minute
+            window.popleft()
+        recent = _unpack(sum(map(itemgetter(1), window)))  # what is left is the window: summed in C
+        used_all, reserved_all = _unpack(s.used), _unpack(s.reserved)
         # A scope younger than the window burns over its age (at least 1 s, so one early call is not infinite).
         minutes = min(_BURN_WINDOW_S, max(elapsed, 1.0)) / 60.0
         limits = s.compiled.limits
         dims: dict[Dimension, DimensionUsage] = {}
         for i, dim in enumerate(_SUMMED):
-            used, reserved = _external(i, s.used[i]), _external(i, s.reserved[i])
+            used, reserved = _external(i, used_all[i]), _external(i, reserved_all[i])
             rate = _external(i, recent[i]) / minutes
             raw_limit = limits.get(i)
             if raw_limit is None:
@@ -893,17 +1016,23 @@ class BudgetLedger:
                     on_event(event)
 
 
-def _amounts(pairs: Iterable[tuple[int, int]]) -> dict[str, float | int]:
-    """Non-zero amounts only: events stay small."""
-    return {_SUMMED[i].value: (v / _NANO if i == _COST else v) for i, v in pairs if v}
+def _amounts(packed: int) -> dict[str, float | int]:
+    """Non-zero amounts of a packed vector, in external units: events stay small."""
+    return {_SUMMED[i].value: (v / _NANO if i == _COST else v) for i, v in enumerate(_unpack(packed)) if v}
+
+
+def _exceeds(act: int, hold: int) -> bool:
+    """Whether any dimension of the packed `act` is above the same dimension of `hold`, without unpacking.
+
+    Below the cost field every amount of one Demand is under 2**66, so setting each field's top bit (a guard) in
+    `hold` and subtracting `act` borrows from no neighbour, and leaves a field's guard set exactly when h >= a."""
+    if act >> _S3 > hold >> _S3:  # cost, the unbounded top field, compared directly
+        return True
+    return (((hold & _BELOW_COST) | _GUARDS) - (act & _BELOW_COST)) & _GUARDS != _GUARDS
 
 
 if __name__ == "__main__":
     # Micro-benchmark (not a test): reserve+settle through a 3-deep chain, as the runtime does per model call.
-    import time
-
-    from engine.clock import SystemClock
-
     def _bench(label: str, ledger: BudgetLedger, rounds: int = 100_000) -> None:
         ledger.open_scope("daily", "hierarchy_daily", BudgetLimits(cost_usd=1e9), labels={"tenant": "acme"})
         ledger.open_scope("run", "run", BudgetLimits(cost_usd=1e9, total_tokens=10**15, model_calls=10**9,

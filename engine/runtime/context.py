@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from engine.guardrails.breaker import STATE_VERSION
 from engine.providers.base import SystemMessage, ToolDefinition
 
 if TYPE_CHECKING:
@@ -12,11 +15,15 @@ if TYPE_CHECKING:
     from engine.runtime.engine import Engine
     from engine.runtime.tracer import Tracer
 
+_NOTHING_WITHHELD: Mapping[str, str] = MappingProxyType({})
+
+
 class RunContext:
     """Counters are plain ints mutated on the event loop thread only, so they need no lock."""
 
     __slots__ = ("run_id", "seed", "tenant", "compiled", "engine", "tracer", "root_span", "tokens_in", "tokens_out",
-                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes", "budget_scope", "active")
+                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes", "budget_scope",
+                 "active", "_withheld")
 
     def __init__(self, *, run_id: str, seed: int, tenant: str | None, compiled: "CompiledHierarchy",
                  engine: "Engine", tracer: "Tracer") -> None:
@@ -37,6 +44,8 @@ class RunContext:
         self.retries = 0
         self.attributes: dict[str, Any] = {}
         self.active: Any = None  # the engine's ActiveRun entry: cancel scopes and call handles for kill switches
+        # agent name -> (the controls' flags, breaker state version, withheld): see withheld_tools().
+        self._withheld: dict[str, tuple[object, int, Mapping[str, str]]] = {}
 
     def report_progress(self) -> None:
         self.engine.writer.run_progress(self.run_id, self.tokens_in, self.tokens_out, self.cost_usd,
@@ -50,13 +59,35 @@ class RunContext:
         """Kill switches, drain and pause are obeyed here, before any model or tool call starts."""
         await self.engine.controls.before_call(self, agent, tool)
 
-    def withheld_tools(self, agent: "CompiledAgent") -> dict[str, str]:
-        """Tools (and delegations) the model must not be offered right now, with the reason it is told."""
+    def withheld_tools(self, agent: "CompiledAgent") -> Mapping[str, str]:
+        """Tools (and delegations) the model must not be offered right now, with the reason it is told. Read-only.
+
+        Asked before every model call and every tool call, so the answer is cached per agent of this run. It depends
+        only on the operators' safe-mode flags (every control snapshot installs a new flags dict, so its identity is
+        the version) and on breaker states (STATE_VERSION moves on every transition); an answer that saw a breaker
+        in a state time alone can end (OPEN, HALF_OPEN) is not cached.
+        """
+        cached = self._withheld.get(agent.name)
+        if (cached is not None and cached[0] is self.engine.controls.flags
+                and cached[1] == STATE_VERSION.value):
+            return cached[2]
+        return self._derive_withheld(agent)
+
+    def _derive_withheld(self, agent: "CompiledAgent") -> Mapping[str, str]:
+        # Versions first: a change that lands while deriving leaves the entry stale, never wrongly fresh.
+        versions = (self.engine.controls.flags, STATE_VERSION.value)
         withheld = self.engine.controls.withheld_tools(self, agent)
+        steady = True
         for name, breaker in self.engine.guards.agent_breakers(self.compiled, agent):
             if not breaker.available():
                 withheld.setdefault(name, "unavailable: circuit open")
-        return withheld
+            steady = steady and breaker.steady
+        answer: Mapping[str, str] = MappingProxyType(withheld) if withheld else _NOTHING_WITHHELD
+        if steady:
+            self._withheld[agent.name] = (*versions, answer)
+        else:
+            self._withheld.pop(agent.name, None)
+        return answer
 
     def tool_definitions(self, agent: "CompiledAgent") -> tuple[list[ToolDefinition], SystemMessage | None]:
         withheld = self.withheld_tools(agent)

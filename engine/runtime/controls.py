@@ -70,9 +70,6 @@ class RuntimeControls:
         self.runs: dict[str, ActiveRun] = {}
         self.switches: list[dict[str, Any]] = []
         self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
-        # Bumped on every applied snapshot (switches, flags, overrides): caches of what the controls imply (the
-        # runtime's withheld tools) compare it instead of re-deriving on every call.
-        self.version = 0
         self._applied_kills: set[int] = set()
         self._watcher_stages = False  # True once the control watcher stages snapshots itself (see stage)
         # Created in attach(): anyio primitives need a running event loop.
@@ -229,7 +226,7 @@ class RuntimeControls:
         for row in snapshot.flags:
             flags.setdefault(row["name"], {})[(row["scope"], row["target"])] = str(row["value"])
         self.switches = switches
-        self.flags = flags
+        self.flags = flags  # always a new dict: the runtime's withheld-tools cache keys on its identity
         if from_watcher:
             self._watcher_stages = True
 
@@ -240,7 +237,6 @@ class RuntimeControls:
         if not self._watcher_stages:
             self.stage(snapshot)
         # else: the watcher staged this snapshot, or a newer one, already; apply works from the newest state.
-        self.version += 1
         self._apply_concurrency()
         new_kills = [s for s in self.switches if s["mode"] == "kill" and s["id"] not in self._applied_kills]
         for switch in new_kills:

@@ -118,9 +118,10 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                 permit.on_success(duration)
                 usage = response.usage
                 cost = 0.0 if response.cached else model.cost_usd(usage.input_tokens, usage.output_tokens)
-                guards.ledger.settle(reservation, Actual(  # type: ignore[arg-type]
+                ledger = guards.ledger
+                ledger.settle(reservation, Actual(  # type: ignore[arg-type]
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
-                    model_calls=1), {"model": model.model})
+                    model_calls=1), {"model": model.model} if ledger.track_attribution or ledger.call_events else None)
                 ctx.tokens_in += usage.input_tokens
                 ctx.tokens_out += usage.output_tokens
                 ctx.cost_usd += cost

@@ -141,6 +141,8 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         raise BudgetExceeded(reservation)  # type: ignore[arg-type]
 
     ctx.tool_calls += 1
+    # Only built when the ledger may look at them (see BudgetLedger.labels_used).
+    labels = {"tool": call.name} if ledger.track_attribution or ledger.call_events else None
     timeout = tool.spec.timeout
     started = time.monotonic()
     calls = ctx.active.calls
@@ -155,7 +157,7 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     except OperatorStop as exc:
         calls.pop(span, None)
         permit.release()
-        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
         # A thread cannot be interrupted: the call may still complete, so it is never reported as done.
         tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown",
                    attrs={"error": str(exc), "approval": approval})
@@ -164,25 +166,25 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         # A thread cannot be interrupted: its side effect may still happen, so never call it done.
         status = "timeout" if tool.is_async else "outcome_unknown"
         permit.on_error(time.monotonic() - started, "timeout")
-        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
         message = f"{call.name} did not finish within {timeout:g}s"
         tracer.end(span, ctx.run_id, status, attrs={"error": message})
         return _error(call, message)
     except anyio.get_cancelled_exc_class():
         permit.release()
-        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
         tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown")
         raise
     except Exception as exc:
         permit.on_error(time.monotonic() - started, "tool_error")
-        ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
+        ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
         message = f"{type(exc).__name__}: {exc}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
         return _error(call, message)
     finally:
         calls.pop(span, None)
     permit.on_success(time.monotonic() - started)
-    ledger.settle(reservation, ONE_TOOL_CALL_USED, {"tool": call.name})  # type: ignore[arg-type]
+    ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
     # Run progress is reported after each model call (and at the end), not per tool call: one progress row per
     # step is enough for the console, and the writer's per-item cost is the engine's main overhead.
     text = _result_text(value)
