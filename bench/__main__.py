@@ -84,17 +84,23 @@ def section_store(args: argparse.Namespace) -> None:
 
 
 def section_guardrails(args: argparse.Namespace) -> None:
+    """Guardrails on vs off, in alternating processes (on, off, on, off, ...) and the best of each: a shared
+    2-core machine drifts by more than the difference being measured, and alternating spreads the drift over both."""
     script = engine_bench.ROOT / "bench" / "flightdeck_hierarchy.py"
-    with_guards = engine_bench.run_peer(script, "sqlite", args.runs, args.concurrent, args.reps)
-    without = engine_bench.run_peer(script, "noguards", args.runs, args.concurrent, args.reps)
-    if not with_guards or not without or "error" in with_guards or "error" in without:
-        print_rows("guardrails", [("overhead per model call", "failed", str(with_guards or without))])
-        return
-    extra = with_guards["seq_step_us"] - without["seq_step_us"]
+    best: dict[str, float] = {}
+    for _ in range(args.guardrail_rounds):
+        for mode in ("sqlite", "noguards"):
+            result = engine_bench.run_peer(script, mode, args.runs, 0, args.reps)
+            if not result or "error" in result:
+                print_rows("guardrails", [("overhead per model call", "failed", str(result))])
+                return
+            best[mode] = min(best.get(mode, float("inf")), result["seq_step_us"])
+    extra = best["sqlite"] - best["noguards"]
     print_rows("guardrails (budgets, breakers, withheld-tool checks) on the peer workload", [
-        ("engine per model call, guardrails off", _fmt(without["seq_step_us"], " us"), ""),
-        ("engine per model call, guardrails on", _fmt(with_guards["seq_step_us"], " us"), ""),
-        ("overhead", _fmt(100 * extra / without["seq_step_us"], " %"), "target < 20 %"),
+        ("engine per model call, guardrails off", _fmt(best["noguards"], " us"), ""),
+        ("engine per model call, guardrails on", _fmt(best["sqlite"], " us"), ""),
+        ("overhead", _fmt(100 * extra / best["noguards"], " %"), "target < 20 %"),
+        ("  (best of alternating runs)", str(args.guardrail_rounds), ""),
     ])
 
 
@@ -122,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200, help="sequential runs per repetition (peers)")
     parser.add_argument("--concurrent", type=int, default=50, help="concurrent runs (peers)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions (peers)")
+    parser.add_argument("--guardrail-rounds", type=int, default=4,
+                        help="alternating guardrails-on/off process pairs (guardrails)")
     parser.add_argument("--memory-runs", type=int, default=1000, help="concurrent deal-desk runs (memory)")
     parser.add_argument("--store-seconds", type=float, default=5.0, help="seconds per store measurement")
     parser.add_argument("--control-trials", type=int, default=30, help="kill-switch / flag trials (controls)")
