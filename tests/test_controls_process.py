@@ -74,8 +74,11 @@ def test_kill_from_another_process_stops_a_busy_engine(tmp_path: Path) -> None:
     assert len(results) == 100 and {r["status"] for r in results} == {"killed"}
     # Applied well within the bound even with 100 busy runs (the benchmark measures the percentiles).
     assert acked - switch["created"] < 0.5, acked - switch["created"]
+    # Nothing ran after the acknowledgement. A tool span opens before its call reaches the gate, so calls the gate
+    # refused still leave a span: cancelled there, with the switch as the reason.
     late = [s for r in results for s in reader.spans(r["id"]) if s["kind"] in ("tool", "llm")
-            and s["started"] > acked]
+            and s["started"] > acked and not (s["kind"] == "tool" and s["status"] == "cancelled"
+                                              and s["attributes"]["error"].startswith("stopped: kill switch"))]
     assert late == [], late[:3]
     assert not reader.running_spans()
     reader.close()

@@ -29,7 +29,9 @@ class ControlWorker:
         self._on_snapshot = on_snapshot
         self._on_read = on_read
         self._poll_interval = poll_interval
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        # (job, future to deliver its result to | what it does, for a submitted job's failure message)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], asyncio.Future[Any] | str] | None] = \
+            queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -56,6 +58,11 @@ class ControlWorker:
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((job, future))
         return await future
+
+    def submit(self, job: Callable[["ControlAPI"], Any], what: str) -> None:
+        """Run `job(api)` on the control thread without waiting for it (callable from any thread); a failure is
+        logged with `what` it was doing."""
+        self._jobs.put((job, what))
 
     def _deliver(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
         if future.cancelled():
@@ -97,10 +104,14 @@ class ControlWorker:
                         result, error = job(api), None
                     except BaseException as exc:  # delivered to the awaiting coroutine
                         result, error = None, exc
-                    try:
-                        self._loop.call_soon_threadsafe(self._deliver, future, result, error)
-                    except RuntimeError:  # the loop is closed: the engine is shutting down
-                        return
+                    if isinstance(future, str):  # submitted: nobody awaits it
+                        if error is not None:
+                            log.warning("%s failed: %s", future, error)
+                    else:
+                        try:
+                            self._loop.call_soon_threadsafe(self._deliver, future, result, error)
+                        except RuntimeError:  # the loop is closed: the engine is shutting down
+                            return
                     try:
                         item = self._jobs.get_nowait()
                     except queue.Empty:

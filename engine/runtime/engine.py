@@ -164,18 +164,12 @@ class Engine:
         return [(row["started"], row["cost_usd"]) for row in rows]
 
     def _background(self, job: Callable[[Any], Any], what: str) -> None:
-        """Run a control.db write on the control thread without waiting for it; failures are logged."""
+        """Run a control.db write on the control thread without waiting for it; failures are logged. Queued
+        directly (not from a task): an acknowledgement must not wait one more turn of a busy event loop."""
         worker = self.controls.worker
-        if worker is None or self._task_group is None:
+        if worker is None:
             return
-
-        async def go() -> None:
-            try:
-                await worker.call(job)
-            except Exception as exc:
-                log.warning("%s failed: %s", what, exc)
-
-        self._task_group.start_soon(go)
+        worker.submit(job, what)
 
     def acknowledge(self, switch_ids: list[int], flag_ids: list[int]) -> None:
         engine_id = self.store.engine_id
