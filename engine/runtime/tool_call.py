@@ -190,7 +190,6 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     text = _result_text(value)
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
                {"result": value, "approval": approval, "args": args})
-    ctx.report_progress()
     return ToolResultMessage(call.id, call.name, text)
 
 
