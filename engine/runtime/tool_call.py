@@ -137,7 +137,8 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     reservation = ledger.reserve(agent_span, ONE_TOOL_CALL)
     if not reservation.ok:
         permit.release()
-        tracer.end(span, ctx.run_id, "budget_exceeded", attrs={"error": reservation.message})  # type: ignore[union-attr]
+        message = reservation.message  # type: ignore[union-attr]
+        tracer.end(span, ctx.run_id, "budget_exceeded", attrs={"error": message})
         raise BudgetExceeded(reservation)  # type: ignore[arg-type]
 
     ctx.tool_calls += 1

@@ -22,8 +22,8 @@ CommittedEvent = tuple[int, str, str | None, str | None, str | None, str | None,
 
 # Queue item tags; the rest of each tuple is the emit method's arguments in order. FLUSH never leaves the engine
 # process; FRAME_END (with the frame's number) is what the writer process sees in its place.
-RUN_STARTED_ITEM, RUN_PROGRESS_ITEM, RUN_ENDED_ITEM, SPAN_STARTED_ITEM, SPAN_ENDED_ITEM, EVENT_ITEM, FLUSH, STATE_ITEM, \
-    FRAME_END = range(9)
+(RUN_STARTED_ITEM, RUN_PROGRESS_ITEM, RUN_ENDED_ITEM, SPAN_STARTED_ITEM, SPAN_ENDED_ITEM, EVENT_ITEM, FLUSH,
+ STATE_ITEM, FRAME_END) = range(9)
 _RUN_STARTED, _RUN_PROGRESS, _RUN_ENDED, _SPAN_STARTED, _SPAN_ENDED, _EVENT, _STATE = (
     RUN_STARTED_ITEM, RUN_PROGRESS_ITEM, RUN_ENDED_ITEM, SPAN_STARTED_ITEM, SPAN_ENDED_ITEM, EVENT_ITEM, STATE_ITEM)
 # Current-state tables (breakers, budgets): one row per key, the latest write wins within a batch.
