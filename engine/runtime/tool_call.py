@@ -27,14 +27,18 @@ ONE_TOOL_CALL = Demand(tool_calls=1)
 ONE_TOOL_CALL_USED = Actual(tool_calls=1)
 
 
+# json.dumps(..., default=str) builds a new encoder per call; these run on every tool result and delegation.
+_encode = json.JSONEncoder(default=str).encode
+
+
 def _result_text(value: Any) -> str:
     kind = type(value)
     if kind is str:
         text = value
-    elif kind is int or kind is float or kind is bool or value is None:
-        text = json.dumps(value)
+    elif kind is int:
+        text = int.__repr__(value)  # what JSON says for an int, without the encoder
     else:
-        text = json.dumps(value, default=str)
+        text = _encode(value)
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + f"…[truncated {len(text) - MAX_RESULT_CHARS} chars]"
     return text
@@ -237,5 +241,4 @@ async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         permit.on_error(time.monotonic() - started, result.status)
     tracer.end(span, ctx.run_id, SPAN_STATUS.get(result.status, result.status),
                attrs={"status": result.status, "error": result.error})
-    return ToolResultMessage(call.id, call.name, json.dumps(result.for_parent(), default=str),
-                             is_error=result.status != "ok")
+    return ToolResultMessage(call.id, call.name, _encode(result.for_parent()), is_error=result.status != "ok")
