@@ -353,6 +353,30 @@ def test_a_finished_runs_budget_gauges_show_nothing_still_reserved(tmp_path: Pat
     assert abs(cost["used"] - result.cost_usd) < 1e-9
 
 
+def test_a_short_run_without_limits_writes_no_gauge_rows_but_one_with_limits_does(tmp_path: Path,
+                                                                                   store_dir: Path) -> None:
+    from engine.store import open_reader
+
+    hierarchy = write_hierarchy(tmp_path, WORKER)
+
+    async def go() -> tuple:
+        with open_engine_store(store_dir) as store:
+            async with Engine(store, latency_scale=0, runbooks=False) as engine:
+                await engine.run(hierarchy, RunRequest(input="warm-up"))  # after the publisher's first pass
+                free = await engine.run(hierarchy, RunRequest(input="go"))
+                limited = await engine.run(hierarchy, RunRequest(input="go", budget=parse_budget_overrides(
+                    "cost=1")))
+                return free, limited
+
+    free, limited = anyio.run(go)
+    reader = open_reader(store_dir)
+    try:
+        assert reader.budgets(free.run_id) == []  # nothing to gauge, nothing stale to correct
+        assert [row["scope"] for row in reader.budgets(limited.run_id)] == ["run"]
+    finally:
+        reader.close()
+
+
 def test_withheld_tools_are_cached_per_agent_and_follow_every_breaker_and_flag_change(tmp_path: Path,
                                                                                       store_dir: Path) -> None:
     """The answer is cached between calls; a breaker transition (operator or time-driven) or a new safe-mode flag

@@ -172,7 +172,7 @@ def gauges_text(rows: list[dict[str, Any]], selected_span: str | None = None,
             lines.append(line)
     if not lines:
         out.append("BUDGETS ", style="bold")
-        out.append("none recorded for this run" if not rows else "no limit or usage recorded", style="dim")
+        out.append("no limits recorded for this run" if not rows else "no limit or usage recorded", style="dim")
         return out
     out.append("BUDGETS", style="bold")
     worst = max((level_of_line(line) for line in lines), default=0)

@@ -849,6 +849,11 @@ class BudgetLedger:
                     cap = room if cap is None else min(cap, room)
         return None if cap is None else max(cap, 0)
 
+    def limited(self, scope_id: str) -> bool:
+        """Does any scope up this one's chain limit anything? (False for an unknown scope.)"""
+        scope = self._scopes.get(scope_id)
+        return scope is not None and not scope.free
+
     def usage(self, scope_id: str) -> ScopeUsage:
         with self._lock:
             return self._usage_locked(self._get(scope_id))

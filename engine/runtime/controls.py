@@ -53,6 +53,7 @@ class ActiveRun:
     calls: dict[str, tuple[str, str | None, "Deadline"]] = field(default_factory=dict)  # span -> (agent, tool, handle)
     stopped_agents: dict[str, str] = field(default_factory=dict)  # span id -> why an operator stopped it
     stop_reason: str | None = None
+    gauges_published: bool = False  # the state publisher has written this run's budget gauges at least once
 
 
 def _describe(switch: dict[str, Any]) -> str:

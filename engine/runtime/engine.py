@@ -323,7 +323,7 @@ class Engine:
         finally:
             active = self.controls.unregister_run(ctx.run_id)
             if active is not None and self.publisher is not None:
-                self.publisher.publish_run(active)  # final gauges: what the run used, nothing still reserved
+                self.publisher.publish_final(active)  # final gauges: what the run used, nothing still reserved
             ledger.close_scope(ctx.budget_scope, report=False)
             if result is None:  # cancelled: by an operator's kill switch, or the engine is shutting down
                 reason = ctx.active.stop_reason or "cancelled: the engine stopped"

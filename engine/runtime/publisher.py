@@ -53,12 +53,19 @@ class StatePublisher:
         for active in list(self._engine.controls.runs.values()):
             self.publish_run(active)
 
+    def publish_final(self, active: Any) -> None:
+        """A run's gauges once more as it ends, so they show its final usage with nothing left reserved. Skipped
+        for a run that was never published and has no limit anywhere in its chain: it has no gauge rows to
+        correct and none to show (its usage is in its run row), and most runs of a busy fleet are like that."""
+        if active.gauges_published or self._engine.guards.ledger.limited(active.ctx.budget_scope):
+            self.publish_run(active)
+
     def publish_run(self, active: Any) -> None:
-        """One run's gauges: every second while it runs, and once more as it ends (so a finished run's gauges
-        show its final usage, with nothing left reserved)."""
+        """One run's gauges: every second while it runs (and at its end, see publish_final)."""
         writer = self._engine.writer
         ledger = self._engine.guards.ledger
         now = time.time()
+        active.gauges_published = True
         run_id = active.ctx.run_id
         try:
             usage = ledger.usage(active.ctx.budget_scope)
