@@ -68,17 +68,22 @@ class FlightdeckApp(App[int]):
         # lives as long as the console. Frozen, the collector stops re-scanning it: with it, each full collection
         # took 50-90 ms (a stall every few seconds while a run streams, felt as a slow key or a late event line).
         gc.freeze()
+        # `flightdeck console` starts with the collector off (console/commands/ui.py: 20-70 ms of collections
+        # of objects that all live on); it is on from here.
+        gc.enable()
+        # What the first screen does not need waits until it is painted.
+        self.call_after_refresh(self.main.first_screen_painted)
 
     def _read_keys(self) -> None:
         from engine.store.config import load_config
 
         keys = dict(load_config(self.ctx.store_dir).console.keys)
         if keys:
-            self.call_from_thread(self._apply_keymap, keys)
+            # binding_ids() imports the views not built yet: here, off the UI thread.
+            self.call_from_thread(self._apply_keymap, keys, binding_ids())
 
-    def _apply_keymap(self, keys: dict[str, str]) -> None:
+    def _apply_keymap(self, keys: dict[str, str], known: set[str]) -> None:
         """[console.keys] in STORE/config.toml: binding id -> key(s), through Textual's keymap."""
-        known = binding_ids()
         unknown = sorted(k for k in keys if k not in known)
         for key in unknown:
             keys.pop(key)

@@ -121,9 +121,11 @@ def register() -> None:
         return AuditView(ctx)
 
     register_view(ViewSpec("runbooks", "Runbooks", "6", runbooks_view, ("runbooks", "incidents", "inc"),
-                           "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)"))
+                           "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)",
+                           module="console.screens.runbooks"))
     register_view(ViewSpec("audit", "Audit", "7", audit_view, ("audit",),
-                           "the audit log, newest first, with the hash-chain verification"))
+                           "the audit log, newest first, with the hash-chain verification",
+                           module="console.screens.audit"))
     register_header_slot(HeaderSlot("incidents", "incidents", incidents_slot, row=2))
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
@@ -154,6 +155,16 @@ class ReaderState:
         self.reset()
 
 
+class _Run:
+    """One start() of a Poller: its worker and the event that wakes its loop early (poke, or its timer)."""
+
+    __slots__ = ("wake", "worker")
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.worker: Worker[None] | None = None
+
+
 class Poller(Generic[T]):
     """poll -> render -> reschedule for one view. `fetch` runs on a thread worker and returns data, or None when
     nothing changed; `render` runs on the UI thread with that data."""
@@ -169,42 +180,50 @@ class Poller(Generic[T]):
         self._render = render
         self._report_error = report_error
         self._fetch_lock = threading.Lock()
-        self._task: Worker[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self.active = False
+        self._run: _Run | None = None  # the current loop's token: None while stopped
         self.polls = 0  # completed polls (fetch + render), for tests and the bench
         self.renders = 0  # polls that found something new
         self.last_poll_ms = 0.0
         self.last_error: BaseException | None = None
 
+    @property
+    def active(self) -> bool:
+        return self._run is not None
+
     # -- control (UI thread) ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.active:
+        if self._run is not None:
             return
-        self.active = True
-        self._wake = asyncio.Event()
-        self._task = self.owner.run_worker(self._loop(), name=f"poll:{self.name}", group=POLL_GROUP,
+        run = self._run = _Run()
+        # The worker gets a coroutine FUNCTION: the loop's coroutine is created when the worker's task first runs.
+        # A coroutine object made here would never be awaited when stop() cancels the task before it started
+        # (a view shown and hidden within one turn of the event loop): "coroutine 'Poller._loop' was never
+        # awaited", an unraisable exception under -W error.
+        run.worker = self.owner.run_worker(partial(self._loop, run), name=f"poll:{self.name}", group=POLL_GROUP,
                                            exit_on_error=False)
 
     def stop(self) -> None:
-        self.active = False
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        run, self._run = self._run, None
+        if run is not None and run.worker is not None:
+            run.worker.cancel()
 
     def poke(self) -> None:
         """Poll now instead of at the end of the current wait (e.g. the operator changed what the view shows)."""
-        if self._wake is not None:
-            self._wake.set()
+        if self._run is not None:
+            self._run.wake.set()
 
     # -- the loop (UI event loop) -------------------------------------------------------------------------------
 
-    async def _loop(self) -> None:
+    async def _loop(self, run: "_Run") -> None:
+        # Every check is "is `run` still the current run", never a shared flag: a stop() followed by a start()
+        # before the old loop noticed its cancellation must not leave two loops polling. (The old loop always
+        # gets its CancelledError at its next await; nothing in here swallows it -- asyncio.wait_for on 3.11 did,
+        # when the wait ended in the same turn as the cancel.)
         backoff = 0.0
-        wake = self._wake
-        assert wake is not None
-        while self.active:
+        wake = run.wake
+        loop = asyncio.get_running_loop()
+        while self._run is run:
             wake.clear()
             started = time.perf_counter()
             failed = False
@@ -219,7 +238,7 @@ class Poller(Generic[T]):
                 failed = True
                 self._failed(exc.error)
             else:
-                if not self.active:
+                if self._run is not run:
                     return
                 if result is not None:
                     changed = True
@@ -240,10 +259,11 @@ class Poller(Generic[T]):
                 delay = self.busy_interval if changed else self.interval
             if wake.is_set():
                 continue
+            timer = loop.call_later(delay, wake.set)
             try:
-                await asyncio.wait_for(wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+                await wake.wait()
+            finally:
+                timer.cancel()
 
     def _failed(self, error: BaseException) -> None:
         self.last_error = error

@@ -4,8 +4,10 @@ on conditions, never on fixed sleeps."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,8 @@ async def test_runs_view_shows_engine_runs_with_words(real_dir: tuple[Path, list
         await wait_for(pilot, lambda: app.main.header.snapshot is not None, what="header")
         assert app.main.header.slot_text("runs").startswith("0 active · 6 completed")
         assert app.main.header.slot_text("approvals") == "none pending"
-        assert "Enter opens" in app.main.hint_line.sentence
+        # The view's hint reaches the hint line as a message (HintChanged): it may land a turn after the rows.
+        await wait_for(pilot, lambda: "Enter opens" in app.main.hint_line.sentence, what="hint")
 
 
 async def test_runs_filter_sort_and_problems(fixed_dir: Path) -> None:
@@ -361,6 +364,21 @@ async def test_hidden_views_do_not_poll(fixed_dir: Path) -> None:
         polls = runs.poller.polls
         await pilot.pause(0.3)
         assert runs.poller.polls <= polls + 1  # at most the one in flight when it was hidden
+        # Views switched within one turn of the event loop (keys typed fast, or pasted): pollers start and stop
+        # before their loops ever ran, one view is shown while it is still being built. Nothing may be left
+        # behind: no loop polling a hidden view, no never-awaited coroutine (an unraisable exception under
+        # -W error; several made this test fail with an ExceptionGroup).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for view_id in ("runs", "breakers", "runs", "approvals", "runs", "breakers"):
+                app.main.show_view(view_id)
+            await wait_for(pilot, lambda: app.main.view("breakers").active, what="breakers shown")
+            await pilot.pause(0.3)
+            gc.collect()
+        assert not [w for w in caught if "never awaited" in str(w.message)]
+        assert not runs.poller.active and runs.poller.polls <= polls + 1
+        loops = sorted(w.name for w in app.workers if w.name.startswith("poll:") and not w.is_finished)
+        assert loops == ["poll:approval-alerts", "poll:breakers", "poll:header"]
         await pilot.press("1")
         assert runs.poller.active
 

@@ -34,7 +34,9 @@ def live_app(store: Path, **kwargs: Any) -> Any:
 
 
 async def modal(pilot: Any) -> FormModal:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, FormModal), what="a modal")
+    # Mounted, not just pushed: its fields exist only once it is composed (a busy machine shows the difference).
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, FormModal) and pilot.app.screen.is_mounted,
+                   what="a modal")
     return pilot.app.screen  # type: ignore[return-value]
 
 
@@ -279,8 +281,8 @@ async def test_kill_from_run_view_targets_the_selected_agent(store: Path) -> Non
     app = live_app(store)
     async with app.run_test(size=(160, 48)) as pilot:
         app.main.run_command(":run c3d4e5f6a1b2")
-        run = app.main.view("run")
-        await wait_for(pilot, lambda: "c3d4e5f6a1b2-06" in run.tree.nodes, what="spans")
+        run = app.main.view("run")  # built on first use: its widgets exist once it is mounted
+        await wait_for(pilot, lambda: run.is_mounted and "c3d4e5f6a1b2-06" in run.tree.nodes, what="spans")
         run.tree.reveal(run.tree.nodes["c3d4e5f6a1b2-06"])  # the pricing agent
         await pilot.pause()
         await pilot.press("k")

@@ -131,7 +131,9 @@ async def open_runbooks(pilot: Any) -> Any:
 async def answer(pilot: Any, text: str) -> None:
     from console.screens.runbooks import TextPrompt
 
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, TextPrompt), what="the prompt")
+    # Mounted, not just pushed: its input exists only once it is composed.
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, TextPrompt) and pilot.app.screen.is_mounted,
+                   what="the prompt")
     pilot.app.screen.query_one("#prompt-input").value = text
     await pilot.press("enter")
 
@@ -382,6 +384,7 @@ async def test_run_view_shows_budget_gauges(store: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         app.main.run_command(":run " + RUN_WITH_BUDGETS)
         view = app.main.view("run")
+        await wait_for(pilot, lambda: view.is_mounted, what="the run view built")  # on first use
         gauges = view.query_one("#run-budgets")
         await wait_for(pilot, lambda: "cost_usd" in gauges.plain, what="gauges")
         text = gauges.plain

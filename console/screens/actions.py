@@ -25,10 +25,10 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 
 from console.output import age
-from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import printable
 
 if TYPE_CHECKING:
+    from console.widgets.modals import FormResult
     from engine.controls.api import ControlAPI
     from engine.controls.preview import KillPreview
 
@@ -150,6 +150,8 @@ def start_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | N
 
 def _confirm_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | None, run_id: str | None,
                   label: str, preview: "KillPreview | None") -> None:
+    from console.widgets.modals import REASON, Field, FormModal  # the forms' widgets: not needed at start
+
     body = preview_text(label, preview, ctx.clock())
     body.append("\nModes: ", style="bold")
     body.append(" · ".join(f"{m}: {w}" for m, w in MODE_WORDS.items()))
@@ -251,6 +253,8 @@ class AckWatcher:
 
 def _offer_terminate(node: DOMNode, ctx: "ConsoleContext", row: dict[str, Any], engine: dict[str, Any],
                      waited: float) -> None:
+    from console.widgets.modals import REASON, FormModal
+
     pid = engine.get("pid")
     body = Text(end="")
     body.append(f"The engine (pid {pid} on {printable(engine.get('host'), limit=40)}) has not acknowledged kill "

@@ -1,8 +1,9 @@
 """What every view shares: the console context and the View base class.
 
 A View is a widget inside the main screen's view switcher (only the active one is displayed). The main screen
-calls `activate(arg)` when it is shown and `deactivate()` when another view replaces it; views start their Poller
-in `on_activate` and stop it in `on_deactivate`, so hidden views never poll.
+builds it on first use, calls `activate(arg)` when it is shown (once its widgets exist) and `deactivate()` when
+another view replaces it; views start their Poller in `on_activate` and stop it in `on_deactivate`, so hidden views
+never poll.
 """
 
 from __future__ import annotations
@@ -69,6 +70,23 @@ class View(Vertical):
         self.ctx = ctx
         self.view_id = view_id
         self.active = False
+        self._composed = False  # its on_mount ran: its widgets exist
+        self._when_mounted: list[Callable[[], None]] = []
+
+    def when_mounted(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this view's widgets exist: now, or right after its `on_mount` when it was built
+        moments ago (views are built on first use and mounted asynchronously)."""
+        if self._composed:
+            callback()
+        else:
+            self._when_mounted.append(callback)
+
+    def _on_mount(self) -> None:
+        # Textual calls this after the subclass's own on_mount (handlers run from the most derived class up).
+        self._composed = True
+        callbacks, self._when_mounted = self._when_mounted, []
+        for callback in callbacks:
+            callback()
 
     def activate(self, arg: str | None = None) -> None:
         self.active = True

@@ -12,6 +12,9 @@ HOW A NEW VIEW PLUGS IN (e.g. the approvals issue replacing its placeholder):
 
    or, from the feature's own module before the app is created: `register_view(spec)` (same id replaces).
 
+Views are built on first use (shown, or asked for with `MainScreen.view(id)`), so a factory that imports its
+module lazily keeps it off the console's start; give such a spec `module=` (see ViewSpec).
+
 Number keys 1..9 switch views; `:name [ARG]` switches too (`:run ID` passes ID to the run view's `on_activate`).
 """
 
@@ -33,6 +36,11 @@ class ViewSpec:
     commands: tuple[str, ...]  # `:` commands (the first is canonical), without the colon
     description: str = ""  # one line for the help screen, the palette and the binding's tooltip
     arg: str | None = None  # name of the argument its command takes (":run ID"), if any
+    # Views are built on first use (MainScreen.view). `module` names where a lazily imported view class lives, so
+    # the keymap check can know its binding ids before it is built; `background` builds it right after the first
+    # screen is painted, for a view that works while hidden (approvals: the new-request alerts).
+    module: str | None = None
+    background: bool = False
 
 
 VIEWS: list[ViewSpec] = []
@@ -69,12 +77,16 @@ def command_words() -> list[str]:
 
 
 def _register_builtin() -> None:
-    from console.screens.placeholders import PlaceholderView
     from console.screens.run import RunView
     from console.screens.runs import RunsView
 
     def placeholder(view_id: str, title: str, what: str, issue: str) -> Callable[["ConsoleContext"], "View"]:
-        return lambda ctx: PlaceholderView(ctx, view_id=view_id, title=title, what=what, issue=issue)
+        def build(ctx: "ConsoleContext") -> "View":
+            from console.screens.placeholders import PlaceholderView
+
+            return PlaceholderView(ctx, view_id=view_id, title=title, what=what, issue=issue)
+
+        return build
 
     for spec in (
         ViewSpec("runs", "Runs", "1", RunsView, ("runs", "r"),
