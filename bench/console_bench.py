@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def bytecode_note(row: Any) -> None:
     """Cold starts compile every module without a cached .pyc: with PYTHONDONTWRITEBYTECODE set (and no .pyc
-    shipped, as in an editable install) that is 0.3-0.4 s of each start on a 2-core machine, which an installed
+    shipped, as in an editable install) that is about 0.1-0.15 s of each start on a 2-core machine, which an installed
     console (whose .pyc files exist) never pays. Say so next to the figures rather than hide it."""
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         row("  (PYTHONDONTWRITEBYTECODE is set)", "no .pyc", "starts include compiling the sources", None)
