@@ -252,6 +252,18 @@ async def test_enter_opens_run_tree_detail_events(real_dir: tuple[Path, list[Any
         assert app.main.active_id == "runs"
 
 
+async def test_run_command_before_the_run_view_was_ever_built(real_dir: tuple[Path, list[Any]]) -> None:
+    """`:run ID` as the very first action: the run view is built on first use, and its nested widgets (the span
+    tree inside its panes) must exist before it opens the run."""
+    store, results = real_dir
+    app = make_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.main.run_command(f":run {results[0].run_id}")
+        view = run_view(app)
+        await wait_for(pilot, lambda: view.active and view.tree.root.data is not None, what="the run's tree")
+        assert app.main.active_id == "run" and app.return_code is None
+
+
 async def test_failed_run_opens_on_root_cause_and_n_cycles(fixed_dir: Path) -> None:
     app = make_app(fixed_dir, clock=fixed_clock)
     async with app.run_test(size=(160, 48)) as pilot:

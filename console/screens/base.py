@@ -82,7 +82,20 @@ class View(Vertical):
             self._when_mounted.append(callback)
 
     def _on_mount(self) -> None:
-        # Textual calls this after the subclass's own on_mount (handlers run from the most derived class up).
+        # Textual calls this after the subclass's own on_mount (handlers run from the most derived class up). The
+        # view's own children exist now, but widgets nested deeper (the span tree inside the run view's panes) are
+        # composed by their parents' mounts, which are still queued: run the callbacks after the next refresh,
+        # when every pending mount has been processed.
+        self.call_after_refresh(self._run_when_mounted)
+
+    def widgets_ready(self) -> bool:
+        """Do the widgets the view's callbacks use exist? Views with nested panes check their deepest widget."""
+        return True
+
+    def _run_when_mounted(self) -> None:
+        if not self.widgets_ready():
+            self.call_after_refresh(self._run_when_mounted)
+            return
         self._composed = True
         callbacks, self._when_mounted = self._when_mounted, []
         for callback in callbacks:

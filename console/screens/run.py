@@ -352,6 +352,9 @@ class RunView(View):
         yield TextLines(id="events-title")
         yield EventTail(id="run-events")
 
+    def widgets_ready(self) -> bool:
+        return bool(self.query("#span-tree")) and bool(self.query("#span-detail"))
+
     @property
     def tree(self) -> SpanTree:
         return self.query_one("#span-tree", SpanTree)

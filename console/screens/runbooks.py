@@ -391,6 +391,9 @@ class RunbooksView(View):
                 yield Static(Text("Select an incident or a runbook.", style="dim"), id="rb-detail", markup=False)
                 # The runbook's text (#rb-markdown) is mounted by _show_markdown, the first time there is one.
 
+    def widgets_ready(self) -> bool:
+        return bool(self.query("#runbooks-table")) and bool(self.query("#rb-detail"))
+
     @property
     def incidents_table(self) -> DataTable[Any]:
         return self.query_one("#incidents-table", DataTable)
