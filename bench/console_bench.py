@@ -211,7 +211,7 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
             await _wait(lambda: app.main.view("runs").table.total_count > 0, 20, "runs")
             app.main.run_command(f":run {WATCHED_RUN}")
             view = app.main.view("run")
-            await _wait(lambda: view.events.count > 0, 20, "the watched run")
+            await _wait(lambda: view.active and view.events.count > 0, 20, "the watched run")  # built on first use
             watching.append(time.time())  # events committed before the view was live are backlog, not latency
             begin = time.monotonic()
             while proc.poll() is None and time.monotonic() - begin < seconds + 5:
@@ -543,7 +543,10 @@ def million_section(row: Any) -> None:
     from engine.store import open_reader
 
     print("measuring: a store with 1,000,000 events (built once, cached)…", file=sys.stderr)
-    big = million_store(Path(tempfile.gettempdir()) / "flightdeck-console-bench-1m")
+    from engine.store.traces_schema import TRACES_MIGRATIONS
+
+    # The cached store is keyed by schema version: a store from an older schema would be refused by the reader.
+    big = million_store(Path(tempfile.gettempdir()) / f"flightdeck-console-bench-1m-v{len(TRACES_MIGRATIONS)}")
     reader = open_reader(big)
     newest = reader.list_runs(limit=1)[0]["id"]
     events = reader.last_seq()
