@@ -67,9 +67,15 @@ class Harness:
         self.clock = clock
 
     async def settle(self) -> None:
-        """Everything committed so far is detected, acted on and paged (bounded waits, no sleeps)."""
+        """Everything committed so far is detected, acted on and paged, and the engine obeys the flags and switches
+        the runbooks set (it acknowledges them) (bounded waits, no sleeps)."""
         await anyio.to_thread.run_sync(self.engine.writer.flush)
         assert await anyio.to_thread.run_sync(self.rb.settle, 10.0), "the runbook engine did not settle"
+        store_dir = self.engine.store.dir
+        with anyio.fail_after(10):
+            while rows(store_dir, "SELECT id FROM flags WHERE acked IS NULL UNION ALL "
+                                  "SELECT id FROM kill_switches WHERE acked IS NULL AND released IS NULL"):
+                await anyio.sleep(0.005)
 
     async def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
