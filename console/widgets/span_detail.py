@@ -97,7 +97,9 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
         if ended:
             timing += f" · latency {duration(ended - started)}"
         else:
-            timing += f" · running for {duration(max(0.0, now - started))}"
+            # No duration here: the detail is drawn when the span is selected or changes, so it would go stale
+            # while the span runs (the run's header line has the live clock).
+            timing += " · still running"
         rows.append(("time", timing))
     tin, tout, cost = span.get("tokens_in") or 0, span.get("tokens_out") or 0, span.get("cost_usd") or 0.0
     if tin or tout or cost:
