@@ -444,7 +444,6 @@ class LiveView(View):
         self.feed = ControlFeed(ctx, self.read)
         self.poller: Poller[Any] = Poller(self, name=view_id, fetch=self.feed.poll, render=self.apply,
                                           interval=max(0.25, ctx.poll_interval), report_error=ctx.report_error)
-        self._ticker: Any = None
         self.loaded = False
         hide_when_read_only(self, set(self.ACTION_IDS))
 
@@ -461,15 +460,11 @@ class LiveView(View):
     def on_activate(self, arg: str | None) -> None:
         self.feed.invalidate()
         self.poller.start()
-        if self._ticker is None:
-            self._ticker = self.set_interval(1.0, self.tick)
-        else:
-            self._ticker.resume()
+        self.resume_clock(self.tick)
 
     def on_deactivate(self) -> None:
         self.poller.stop()
-        if self._ticker is not None:
-            self._ticker.pause()
+        self.pause_clock()
 
     def on_unmount(self) -> None:
         self.poller.stop()

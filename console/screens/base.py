@@ -15,6 +15,7 @@ from typing import Callable
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widget import Widget
 
 from console.polling import ErrorReporter, StoreSource
@@ -72,6 +73,7 @@ class View(Vertical):
         self.active = False
         self._composed = False  # its on_mount ran: its widgets exist
         self._when_mounted: list[Callable[[], None]] = []
+        self._clock: Timer | None = None  # the once-a-second repaint of ages and countdowns (see resume_clock)
 
     def when_mounted(self, callback: Callable[[], None]) -> None:
         """Call `callback` once this view's widgets exist: now, or right after its `on_mount` when it was built
@@ -100,6 +102,18 @@ class View(Vertical):
         callbacks, self._when_mounted = self._when_mounted, []
         for callback in callbacks:
             callback()
+
+    def resume_clock(self, tick: Callable[[], None]) -> None:
+        """Call `tick` every second while the view is shown (ages and countdowns move with the clock): started the
+        first time, resumed after that. Pair with pause_clock() when the view is hidden."""
+        if self._clock is None:
+            self._clock = self.set_interval(1.0, tick)
+        else:
+            self._clock.resume()
+
+    def pause_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.pause()
 
     def activate(self, arg: str | None = None) -> None:
         self.active = True

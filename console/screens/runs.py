@@ -296,7 +296,6 @@ class RunsView(View):
         self.exhausted = False
         self.poller: Poller[RunsUpdate] = Poller(self, name="runs", fetch=self.feed.poll, render=self.apply_update,
                                                  interval=ctx.poll_interval, report_error=ctx.report_error)
-        self._ticker = None
         self.hint = "Loading runs…"
 
     def compose(self) -> ComposeResult:
@@ -329,15 +328,11 @@ class RunsView(View):
 
     def on_activate(self, arg: str | None) -> None:
         self.poller.start()
-        if self._ticker is None:
-            self._ticker = self.set_interval(1.0, self._tick)
-        else:
-            self._ticker.resume()
+        self.resume_clock(self._tick)
 
     def on_deactivate(self) -> None:
         self.poller.stop()
-        if self._ticker is not None:
-            self._ticker.pause()
+        self.pause_clock()
 
     def _tick(self) -> None:
         self.table.refresh()  # ages move with the clock; only the visible lines repaint
