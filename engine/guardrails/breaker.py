@@ -129,6 +129,18 @@ STATE_VERSION = _StateVersion()
 
 
 @dataclass(frozen=True, slots=True)
+class TripFigures:
+    """The window that sent a breaker to OPEN, as it stood at that moment. The transition starts a new, empty
+    window, so without these an `open` event or breakers row could only say -1% of 0 calls."""
+
+    failure_rate: float  # percent; -1.0 if the window held no completed call (a half-open probe that never returned)
+    slow_call_rate: float  # percent, likewise
+    calls: int
+    failed_calls: int
+    slow_calls: int
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
     name: str
     kind: str
@@ -141,6 +153,7 @@ class BreakerSnapshot:
     not_permitted_calls: int  # rejected since the current state began
     next_probe_at: float | None  # wall-clock time an OPEN breaker lets a probe through; None in other states
     since: float  # wall-clock time the current state began
+    tripped_by: TripFigures | None = None  # while OPEN: the window that opened it; None in other states
 
     @property
     def key(self) -> str:
@@ -154,7 +167,7 @@ class BreakerTransition:
     from_state: BreakerState
     to_state: BreakerState
     reason: str
-    snapshot: BreakerSnapshot  # taken just after the transition: state == to_state, empty window
+    snapshot: BreakerSnapshot  # just after the transition: state == to_state, empty window (tripped_by: the old one)
 
 
 TransitionHook = Callable[[BreakerTransition], None]
@@ -249,7 +262,7 @@ class CircuitBreaker:
         "_state", "_epoch", "_since_mono", "_since_wall",
         "_ring", "_pos", "_size", "_min_calls", "_calls", "_failed", "_slow", "_not_permitted",
         "_ho_available", "_ho_outstanding",
-        "_slow_s", "_failure_thr", "_slow_thr", "_ignored", "_recorded",
+        "_slow_s", "_failure_thr", "_slow_thr", "_ignored", "_recorded", "_tripped",
     )
 
     def __init__(self, name: str, kind: BreakerKind, config: BreakerConfig, clock: Clock = SYSTEM_CLOCK,
@@ -277,6 +290,7 @@ class CircuitBreaker:
         self._since_wall = clock.time()
         self._ho_outstanding: set[Permit] = set()
         self._ho_available = 0
+        self._tripped: TripFigures | None = None
         self._new_window(_CLOSED)
 
     @property
@@ -450,11 +464,20 @@ class CircuitBreaker:
         STATE_VERSION.bump()
         self._since_mono = self._clock.monotonic()
         self._since_wall = self._clock.time()
+        # Read the deciding window before _new_window empties it.
+        self._tripped = self._window_figures_locked() if to is _OPEN else None
         self._new_window(to)
         transition = BreakerTransition(self.name, self.kind, from_state, to, reason, self._snapshot_locked())
         if self._on_transition is not None:
             self._pending.append(transition)
         return transition
+
+    def _window_figures_locked(self) -> TripFigures:
+        calls = self._calls
+        return TripFigures(
+            failure_rate=self._failed * 100 / calls if calls else -1.0,
+            slow_call_rate=self._slow * 100 / calls if calls else -1.0,
+            calls=calls, failed_calls=self._failed, slow_calls=self._slow)
 
     def _deliver(self) -> None:
         hook = self._on_transition
@@ -560,6 +583,7 @@ class CircuitBreaker:
             not_permitted_calls=self._not_permitted,
             next_probe_at=self._since_wall + self.config.wait_in_open if state is _OPEN else None,
             since=self._since_wall,
+            tripped_by=self._tripped if state is _OPEN else None,
         )
 
     def __repr__(self) -> str:

@@ -854,6 +854,22 @@ class BudgetLedger:
         scope = self._scopes.get(scope_id)
         return scope is not None and not scope.free
 
+    def wall_time_left(self, scope_id: str) -> float | None:
+        """Seconds until the first wall_time_s limit up the chain runs out (0 once one has); None = no wall limit.
+        The runtime asks before it sleeps a retry backoff, so no wait outlasts the time the run has left."""
+        scope = self._scopes.get(scope_id)
+        if scope is None or scope.free:
+            return None
+        with self._lock:
+            now = self._monotonic()
+            left: float | None = None
+            for s in scope.chain:
+                wall = s.compiled.wall
+                if wall is not None:
+                    remaining = max(wall - (now - s.opened_at), 0.0)
+                    left = remaining if left is None else min(left, remaining)
+        return left
+
     def usage(self, scope_id: str) -> ScopeUsage:
         with self._lock:
             return self._usage_locked(self._get(scope_id))

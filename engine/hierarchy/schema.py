@@ -38,6 +38,9 @@ class ModelSpec(Strict):
     max_output_tokens: int = Field(1024, gt=0)
     context_window: int = Field(128_000, gt=0)
     timeout: Duration = 60.0
+    # The longest Retry-After this model's retries wait for; a server asking for longer counts as a failure of the
+    # model and the fallback chain moves on (a 429 with Retry-After: 600 must not park a run for ten minutes).
+    max_retry_after: Duration = 30.0
     # openai provider only: where to send requests and which environment variable holds the key.
     base_url: str | None = None
     api_key_env: str | None = None

@@ -67,6 +67,9 @@ class ToolDefinition:
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    # True when the server reported no (or unusable) counts and some were estimated: the span says so, and the CLI
+    # and console mark such figures with `~`, so nobody mistakes an estimate for a bill.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -104,15 +107,19 @@ class ModelResponse:
 
 class ProviderError(Exception):
     """A model call failed. ``retryable`` says whether the same request may succeed later (timeouts,
-    connection errors, 429, 5xx); ``retry_after`` is the server's hint in seconds when it sent one."""
+    connection errors, 429, 5xx); ``retry_after`` is the server's hint in seconds when it sent one. ``usage`` is
+    what the server reported it charged for a failed call (a malformed 200 can still carry a ``usage`` object):
+    the runtime bills it rather than dropping it."""
 
     retryable: bool = False
     kind: str = "provider_error"
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 usage: Usage | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.usage = usage
 
 
 class RateLimited(ProviderError):

@@ -152,19 +152,28 @@ def decode_response(body: bytes, request: ModelRequest, latency_s: float, *, sta
         raise malformed("response is not JSON") from None
     if not isinstance(data, dict):
         raise malformed("response is not a JSON object")
+    # A gateway may bill a call whose answer is unusable and say so in `usage`: those tokens were spent, so every
+    # MalformedResponse from here on carries them for the runtime to settle instead of dropping them.
+    billed = reported_usage(data.get("usage"))
+
+    def unusable(reason: str) -> MalformedResponse:
+        error = malformed(reason)
+        error.usage = billed
+        return error
+
     if data.get("error") is not None:
         raise MalformedResponse(f"server returned an error with HTTP {status}: "
-                                f"{_redact(_error_text(data) or '', secret)}", status=status)
+                                f"{_redact(_error_text(data) or '', secret)}", status=status, usage=billed)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise malformed("response has no choices")
+        raise unusable("response has no choices")
     choice = choices[0]
     if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
-        raise malformed("response choice has no message")
+        raise unusable("response choice has no message")
     message: dict[str, Any] = choice["message"]
 
-    content = _decode_content(message.get("content"), malformed)
-    tool_calls = _decode_tool_calls(message, malformed)
+    content = _decode_content(message.get("content"), unusable)
+    tool_calls = _decode_tool_calls(message, unusable)
 
     reason = choice.get("finish_reason")
     finish = _FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
@@ -220,12 +229,24 @@ def _decode_usage(usage: Any, request: ModelRequest, content: str | None,
     usage = usage if isinstance(usage, dict) else {}
     tokens_in = _count(usage.get("prompt_tokens"))
     tokens_out = _count(usage.get("completion_tokens"))
+    estimated = tokens_in is None or tokens_out is None
     # Budgets must never see a free call: estimate whatever the server did not report.
     if tokens_in is None:
         tokens_in = estimate_tokens(json.dumps(encode_request(request), ensure_ascii=False, default=str))
     if tokens_out is None:
         tokens_out = estimate_tokens((content or "") + "".join(c.name + (c.raw_arguments or "") for c in tool_calls))
-    return Usage(input_tokens=tokens_in, output_tokens=tokens_out)
+    return Usage(input_tokens=tokens_in, output_tokens=tokens_out, estimated=estimated)
+
+
+def reported_usage(usage: Any) -> Usage | None:
+    """What the server says a call cost, with nothing estimated; None when it reported no usable count."""
+    if not isinstance(usage, dict):
+        return None
+    tokens_in = _count(usage.get("prompt_tokens"))
+    tokens_out = _count(usage.get("completion_tokens"))
+    if tokens_in is None and tokens_out is None:
+        return None
+    return Usage(input_tokens=tokens_in or 0, output_tokens=tokens_out or 0)
 
 
 def _count(value: Any) -> int | None:

@@ -4,6 +4,7 @@ translation of their events into store events. The agent loop asks these before 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -40,6 +41,34 @@ def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, 
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+@dataclass(frozen=True, slots=True)
+class RetryWait:
+    """What follows a retryable failure: wait ``delay_s`` and retry the same model, or (``give_up`` says why) stop
+    retrying it so the fallback chain moves on at once."""
+
+    delay_s: float
+    give_up: str | None = None
+
+
+def _secs(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def plan_retry_wait(policy: RetryPolicy, attempt: int, retry_after: float | None, rng: random.Random, *,
+                    max_retry_after: float, time_left: float | None, scale: float = 1.0) -> RetryWait:
+    """The backoff before retry ``attempt + 1``, unless waiting is pointless: the server asks for longer than the
+    model's ``max_retry_after`` (a wait that long is a failure of the model, and a fallback may answer now), or the
+    wait would outlast the wall time left to the run (``time_left``; the retry after it could only breach).
+    ``scale`` stretches the wait for scripted models, whose world runs on the demo's clock."""
+    if retry_after is not None and retry_after > max_retry_after:
+        return RetryWait(0.0, f"Retry-After of {_secs(retry_after)} is longer than max_retry_after "
+                              f"{_secs(max_retry_after)}")
+    delay = backoff_delay(policy, attempt, retry_after, rng) * scale
+    if time_left is not None and delay >= time_left:
+        return RetryWait(0.0, f"a wait of {_secs(delay)} would outlast the {_secs(time_left)} of wall time left")
+    return RetryWait(delay)
 
 
 class Guards:
@@ -97,10 +126,13 @@ class Guards:
     def _make_transition_hook(self, hierarchy: str) -> Any:
         def on_transition(transition: BreakerTransition) -> None:
             snapshot = transition.snapshot
+            # An opening reports the window that tripped it; the snapshot's own window is already the new, empty one.
+            trip = snapshot.tripped_by
             self._tracer.event(None, None, "breaker.transition", name=snapshot.key, data={
                 "hierarchy": hierarchy, "key": snapshot.key, "kind": transition.kind, "from": str(
                     transition.from_state), "to": str(transition.to_state), "reason": transition.reason,
-                "failure_rate": snapshot.failure_rate, "calls_in_window": snapshot.calls_in_window,
+                "failure_rate": trip.failure_rate if trip else snapshot.failure_rate,
+                "calls_in_window": trip.calls if trip else snapshot.calls_in_window,
                 "next_probe_at": snapshot.next_probe_at})
             for listener in self.breaker_listeners:
                 listener(hierarchy, transition)

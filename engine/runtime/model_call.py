@@ -16,9 +16,9 @@ import anyio
 
 from engine.guardrails.budget import Actual, Demand
 from engine.hierarchy.schema import ModelSpec
-from engine.providers.base import Message, ModelRequest, ModelResponse, ProviderError, ProviderTimeout
+from engine.providers.base import Message, ModelRequest, ModelResponse, ProviderError, ProviderTimeout, Usage
 from engine.runtime.deadline import Deadline
-from engine.runtime.guards import BudgetExceeded, backoff_delay, breach_data
+from engine.runtime.guards import BudgetExceeded, breach_data, plan_retry_wait
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -47,6 +47,20 @@ def _response_attrs(response: ModelResponse) -> dict[str, object]:
 
 def model_key(model: ModelSpec) -> str:
     return f"{model.provider}/{model.model}"
+
+
+def _bill(ctx: "RunContext", model: ModelSpec, reservation: object, usage: Usage, *, free: bool = False) -> float:
+    """Settle a call's reservation with what it used and add it to the run's totals; returns its cost (nothing for
+    an answer from the response cache)."""
+    cost = 0.0 if free else model.cost_usd(usage.input_tokens, usage.output_tokens)
+    ledger = ctx.engine.guards.ledger
+    ledger.settle(reservation, Actual(  # type: ignore[arg-type]
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+        model_calls=1), {"model": model.model} if ledger.track_attribution or ledger.call_events else None)
+    ctx.tokens_in += usage.input_tokens
+    ctx.tokens_out += usage.output_tokens
+    ctx.cost_usd += cost
+    return cost
 
 
 async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, messages: list[Message],
@@ -117,29 +131,48 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                 duration = time.monotonic() - started
                 permit.on_success(duration)
                 usage = response.usage
-                cost = 0.0 if response.cached else model.cost_usd(usage.input_tokens, usage.output_tokens)
-                ledger = guards.ledger
-                ledger.settle(reservation, Actual(  # type: ignore[arg-type]
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
-                    model_calls=1), {"model": model.model} if ledger.track_attribution or ledger.call_events else None)
-                ctx.tokens_in += usage.input_tokens
-                ctx.tokens_out += usage.output_tokens
-                ctx.cost_usd += cost
+                cost = _bill(ctx, model, reservation, usage, free=response.cached)
+                attrs = _response_attrs(response)
+                if usage.estimated:
+                    attrs["tokens_estimated"] = True  # the server sent no usage: the counts are our estimate
                 ctx.tracer.end(span, ctx.run_id, "ok", tokens_in=usage.input_tokens,
-                               tokens_out=usage.output_tokens, cost_usd=cost, model=model.model,
-                               attrs=_response_attrs(response))
+                               tokens_out=usage.output_tokens, cost_usd=cost, model=model.model, attrs=attrs)
                 ctx.report_progress()
                 return response
 
             duration = time.monotonic() - started
             permit.on_error(duration, error.kind)
-            guards.ledger.release(reservation)  # type: ignore[arg-type]
-            ctx.tracer.end(span, ctx.run_id, "timeout" if error.kind == "timeout" else "error", model=model.model,
-                           attrs={"error": str(error), "error_kind": error.kind, "status": error.status,
-                                  "retryable": error.retryable})
+            billed = error.usage
+            failed_attrs: dict[str, object] = {"error": str(error), "error_kind": error.kind, "status": error.status,
+                                               "retryable": error.retryable}
+            if billed is None:
+                guards.ledger.release(reservation)  # type: ignore[arg-type]
+                ctx.tracer.end(span, ctx.run_id, "timeout" if error.kind == "timeout" else "error",
+                               model=model.model, attrs=failed_attrs)
+            else:
+                # The server charged for an unusable answer (a malformed 200 with `usage`): bill what it reported.
+                cost = _bill(ctx, model, reservation, billed)
+                ctx.tracer.end(span, ctx.run_id, "timeout" if error.kind == "timeout" else "error",
+                               tokens_in=billed.input_tokens, tokens_out=billed.output_tokens, cost_usd=cost,
+                               model=model.model, attrs=failed_attrs)
             ctx.report_progress()
             last_error, last_kind = f"{model.model}: {error}", error.kind
             if not error.retryable or attempt >= policy.max_attempts:
+                break
+            if not breaker.available():
+                # This failure tripped the breaker: a backoff would only end in "circuit open", so move on now.
+                last_error, last_kind = f"{model_key(model)} unavailable: circuit open", "circuit_open"
+                break
+            wait = plan_retry_wait(policy, attempt, error.retry_after, guards.rng,
+                                   max_retry_after=model.max_retry_after,
+                                   time_left=guards.ledger.wall_time_left(agent_span),
+                                   scale=engine.latency_scale if model.provider == "scripted" else 1.0)
+            if wait.give_up is not None:
+                ctx.tracer.event(ctx.run_id, agent_span, "model.retry_skipped", agent=agent.name, name=model.model,
+                                 data={"attempt": attempt, "error_kind": error.kind, "error": str(error),
+                                       "retry_after": error.retry_after, "max_retry_after": model.max_retry_after,
+                                       "reason": wait.give_up})
+                last_error = f"{last_error} (not retried: {wait.give_up})"
                 break
             retry = guards.ledger.reserve(agent_span, Demand(retries=1))
             if not retry.ok:
@@ -149,9 +182,7 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                 break
             guards.ledger.settle(retry, Actual(retries=1))  # type: ignore[arg-type]
             ctx.retries += 1
-            delay = backoff_delay(policy, attempt, error.retry_after, guards.rng)
-            if model.provider == "scripted":
-                delay *= engine.latency_scale  # the scripted world runs on the demo's clock
+            delay = wait.delay_s
             ctx.tracer.event(ctx.run_id, agent_span, "model.retry", agent=agent.name, name=model.model,
                              data={"attempt": attempt, "delay_s": round(delay, 3), "error_kind": error.kind,
                                    "error": str(error), "retry_after": error.retry_after})

@@ -19,9 +19,15 @@ PUBLISH_INTERVAL_S = 1.0
 
 
 def _breaker_row(hierarchy: str, snap: "BreakerSnapshot") -> tuple[Any, ...]:
-    return (hierarchy, snap.key, snap.kind, snap.name, str(snap.state.value), snap.failure_rate, snap.slow_call_rate,
-            snap.calls_in_window, snap.failed_calls, snap.slow_calls, snap.not_permitted_calls, snap.next_probe_at,
-            snap.since, time.time())
+    # While OPEN the breaker's own window is empty (it records nothing until a probe): the row shows the window
+    # that tripped it, which is what an operator deciding whether to reset it needs to see.
+    trip = snap.tripped_by
+    if trip is not None:
+        rates = (trip.failure_rate, trip.slow_call_rate, trip.calls, trip.failed_calls, trip.slow_calls)
+    else:
+        rates = (snap.failure_rate, snap.slow_call_rate, snap.calls_in_window, snap.failed_calls, snap.slow_calls)
+    return (hierarchy, snap.key, snap.kind, snap.name, str(snap.state.value), *rates, snap.not_permitted_calls,
+            snap.next_probe_at, snap.since, time.time())
 
 
 def _usage_data(usage: "ScopeUsage") -> str:
