@@ -80,15 +80,22 @@ def span_json(span: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rollup(span: dict[str, Any]) -> tuple[int, int, float]:
-    """Tokens and cost of a span's whole subtree: an agent's figure should include what its children spent."""
+    """Tokens and cost of a span's whole subtree: an agent's figure should include what its children spent.
+    Also marks (``_estimated``) every span whose figures include a count the engine estimated because the server
+    reported no usage."""
     if span["kind"] == "llm":
+        attrs = span.get("attributes")
+        span["_estimated"] = isinstance(attrs, dict) and attrs.get("tokens_estimated") is True
         return span["tokens_in"] or 0, span["tokens_out"] or 0, span["cost_usd"] or 0.0
     tin = tout = 0
     cost = 0.0
+    estimated = False
     for child in span.get("children", []):
         a, b, c = _rollup(child)
         tin, tout, cost = tin + a, tout + b, cost + c
+        estimated = estimated or child["_estimated"]
     span["_rollup"] = (tin, tout, cost)
+    span["_estimated"] = estimated
     return tin, tout, cost
 
 
@@ -113,7 +120,8 @@ def render_tree(root: dict[str, Any]) -> list[str]:
         duration = seconds(span["ended"] - span["started"]) if span.get("ended") else "running"
         figures = f"{duration:>8}"
         if tin or tout:
-            figures += f"  {tokens(tin)}→{tokens(tout)} tok  {usd(cost)}"
+            approx = "~" if span["_estimated"] else ""  # some of it estimated: the server reported no usage
+            figures += f"  {approx}{tokens(tin)}→{tokens(tout)} tok  {usd(cost)}"
         branch = "" if top else ("└─ " if last else "├─ ")
         status = span["status"] if span["status"] == "ok" else span["status"].upper()
         lines.append(f"{prefix}{branch}{_label(span)}  [{status}]  {figures}")
@@ -140,10 +148,14 @@ def handle_trace(args: argparse.Namespace) -> int:
     if args.json:
         print_json(span_json(tree))
         return 0
+    lines = render_tree(tree)  # first: it finds out whether any count in the run was estimated
+    approx = "~" if tree["_estimated"] else ""
     print(f"run {run['id']}  {run['hierarchy']}  {run['status']}  "
-          f"{tokens((run['tokens_in'] or 0) + (run['tokens_out'] or 0))} tokens  {usd(run['cost_usd'])}")
-    for line in render_tree(tree):
+          f"{approx}{tokens((run['tokens_in'] or 0) + (run['tokens_out'] or 0))} tokens  {usd(run['cost_usd'])}")
+    for line in lines:
         print(line)
+    if approx:
+        print("\n~ estimated: a model server reported no token usage for some calls (about 4 characters a token)")
     if run.get("error"):
         print(f"\nerror: {run['error']}")
     return 0

@@ -103,7 +103,11 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
         rows.append(("time", timing))
     tin, tout, cost = span.get("tokens_in") or 0, span.get("tokens_out") or 0, span.get("cost_usd") or 0.0
     if tin or tout or cost:
-        rows.append(("usage", f"{tokens(tin)} in → {tokens(tout)} out · {usd(cost)}"))
+        if attrs.get("tokens_estimated") is True:  # no usage from the server: counts (and cost) are estimates
+            rows.append(("usage", f"~{tokens(tin)} in → ~{tokens(tout)} out · ~{usd(cost)} "
+                                  "(estimated: the server reported no usage)"))
+        else:
+            rows.append(("usage", f"{tokens(tin)} in → {tokens(tout)} out · {usd(cost)}"))
     rows.append(("span", f"{printable(span.get('id'))}" + (f" · parent {printable(span.get('parent_id'))}"
                                                              if span.get("parent_id") else "")))
     for label, value in rows:

@@ -75,7 +75,9 @@ def span_label(span: Span) -> Text:
         figures.append(duration(span["ended"] - span["started"]))
     tin, tout = span.get("tokens_in") or 0, span.get("tokens_out") or 0
     if tin or tout:
-        figures.append(f"{tokens(tin)}→{tokens(tout)} tok")
+        # `~`: the server reported no usage and these counts are the engine's estimate, not the provider's bill.
+        approx = "~" if attrs.get("tokens_estimated") is True else ""
+        figures.append(f"{approx}{tokens(tin)}→{tokens(tout)} tok")
     if span.get("cost_usd"):
         figures.append(usd(span["cost_usd"]))
     if figures:

@@ -30,7 +30,7 @@ Behaviours (all plain frozen ``Behaviour`` values, built by these functions):
   server_error(status=500)        5xx with an OpenAI-style error body
   http_error(status, message)     any status with an OpenAI-style error body (401, 400, ...)
   non_json(body=, status=200)     a body that is not JSON
-  empty_choices()                 200 with ``"choices": []``
+  empty_choices(prompt_tokens=, completion_tokens=, usage=True)   200 with ``"choices": []`` (and a ``usage``)
   error_object(message)           200 carrying an ``error`` object
   json_reply(payload, status=200, headers=)   any JSON you like
   disconnect()                    close the connection without answering
@@ -174,8 +174,9 @@ def non_json(body: str = "<html><body>502 Bad Gateway</body></html>", status: in
     return Behaviour(status=status, body=body.encode("utf-8"), content_type="text/html")
 
 
-def empty_choices() -> Behaviour:
-    body = completion()
+def empty_choices(*, prompt_tokens: int = 10, completion_tokens: int = 5, usage: bool = True) -> Behaviour:
+    """200 with ``"choices": []`` -- and, like gateways that bill such answers, a ``usage`` object unless told not."""
+    body = completion(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usage=usage)
     body["choices"] = []
     return json_reply(body)
 
