@@ -121,6 +121,25 @@ def test_max_retry_after_is_documented_and_validated(tmp_path: Path) -> None:
     assert "`max_retry_after`" in (ROOT / "docs" / "hierarchies.md").read_text()
 
 
+def test_plan_retry_wait_boundaries() -> None:
+    import random
+
+    from engine.hierarchy.schema import RetryPolicy
+    from engine.runtime.guards import plan_retry_wait
+
+    policy = RetryPolicy(initial_backoff=0.001, max_backoff=0.001)
+    rng = random.Random(0)
+    assert plan_retry_wait(policy, 1, 30.0, rng, max_retry_after=30.0, time_left=None).delay_s == 30.0  # at the limit
+    over = plan_retry_wait(policy, 1, 30.5, rng, max_retry_after=30.0, time_left=None)
+    assert over.give_up == "Retry-After of 30.5s is longer than max_retry_after 30s"
+    assert plan_retry_wait(policy, 1, 2.0, rng, max_retry_after=30.0, time_left=2.5).give_up is None
+    short = plan_retry_wait(policy, 1, 2.0, rng, max_retry_after=30.0, time_left=1.5)
+    assert short.give_up == "a wait of 2s would outlast the 1.5s of wall time left"
+    assert plan_retry_wait(policy, 1, None, rng, max_retry_after=30.0, time_left=0.0).give_up is not None
+    scaled = plan_retry_wait(policy, 1, 2.0, rng, max_retry_after=30.0, time_left=None, scale=0.5)
+    assert scaled.delay_s == 1.0  # scripted models wait on the demo's clock
+
+
 # -- no wait outlasts the wall time the run has left ------------------------------------------------------------------
 
 
@@ -157,7 +176,8 @@ breakers:
     assert took < 2.5  # no 3 s backoff that could only end in "circuit open"
     assert events(store_dir, result.run_id, kinds=["model.retry"]) == []  # and no retry charged to the budget
     (fallback,) = events(store_dir, result.run_id, kinds=["model.fallback"])
-    assert fallback["data"]["reason"] == "openai/gpt-primary unavailable: circuit open"
+    assert fallback["data"]["reason"].startswith("gpt-primary: server error (HTTP 503)")
+    assert fallback["data"]["reason"].endswith("(not retried: circuit openai/gpt-primary is open)")
 
 
 # -- usage on a malformed 200 is billed -------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                 break
             if not breaker.available():
                 # This failure tripped the breaker: a backoff would only end in "circuit open", so move on now.
-                last_error, last_kind = f"{model_key(model)} unavailable: circuit open", "circuit_open"
+                last_error = f"{last_error} (not retried: circuit {model_key(model)} is open)"
                 break
             wait = plan_retry_wait(policy, attempt, error.retry_after, guards.rng,
                                    max_retry_after=model.max_retry_after,
