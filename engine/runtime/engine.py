@@ -99,11 +99,14 @@ class Engine:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         from engine.controls.api import ControlAPI
+        from engine.controls.verifier import ControlVerifier
         from engine.runtime.control_worker import ControlWorker
 
         store = self.store
+        verifier = ControlVerifier(store.engine_id, emit=lambda kind, data: self.tracer.event(None, None, kind,
+                                                                                               data=data))
         worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply,
-                               on_read=partial(self.controls.stage, from_watcher=True))
+                               on_read=partial(self.controls.stage, from_watcher=True), verifier=verifier)
         self.controls.attach(worker)
         worker.start()
         await self._replay_durable_controls(worker)
