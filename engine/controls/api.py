@@ -25,15 +25,15 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.controls import audit
+from engine.controls import audit, binding
+from engine.controls.anchor import AuditAnchor, anchor_problem
 from engine.controls.audit import AuditVerification, canonical_json
-from engine.controls import binding
 from engine.controls.binding import bind
 from engine.controls.flags import validate_flag, validate_flag_name
 from engine.controls.schema import (BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES)
@@ -196,10 +196,12 @@ class ControlAPI:
     """control.db for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
 
     `create=False` refuses to create a store that does not exist (read-only CLI commands use it, so a mistyped
-    --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's)."""
+    --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's).
+    `read_only` opens control.db with SQLite's mode=ro and changes nothing on disk (read commands, forensics on a
+    read-only store); any write through it fails with a StoreError saying the store was opened read-only."""
 
     def __init__(self, store_dir: Path | str, operator: str, *, clock: Clock = SYSTEM_CLOCK,
-                 db: ControlDB | None = None, create: bool = True) -> None:
+                 db: ControlDB | None = None, create: bool = True, read_only: bool = False) -> None:
         self.store_dir = Path(store_dir)
         self.operator: str = _text(operator, "operator")
         self._clock = clock
@@ -208,8 +210,11 @@ class ControlAPI:
             if not create and not (self.store_dir / CONTROL_DB).is_file():
                 raise StoreError(f"no store at {self.store_dir} (nothing has been recorded there yet; "
                                  f"pass --store or set FLIGHTDECK_STORE)")
-            ensure_store_dir(self.store_dir)
-            db = ControlDB.open(self.store_dir, clock=clock)
+            if read_only:
+                db = ControlDB.open(self.store_dir, clock=clock, read_only=True)
+            else:
+                ensure_store_dir(self.store_dir)
+                db = ControlDB.open(self.store_dir, clock=clock)
         self._db = db
         self._watch: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
@@ -230,6 +235,8 @@ class ControlAPI:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._db.read_only:
+            raise StoreError(f"cannot write to {self._db.path}: it was opened read-only (this is a read command)")
         try:
             with self._db.transaction() as conn:
                 yield conn
@@ -243,7 +250,8 @@ class ControlAPI:
         """A second connection, kept open: PRAGMA data_version only changes for commits made by OTHER
         connections, so it must not be the one this process writes through."""
         if self._watch is None:
-            self._watch = connect(self._db.path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False)
+            self._watch = connect(self._db.path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False,
+                                  read_only=self._db.read_only)
         return self._watch
 
     @contextmanager
@@ -788,11 +796,21 @@ class ControlAPI:
                                   (int(before_id), int(limit)))
         return [audit.decode_row(row) for row in rows]
 
-    def verify_audit(self) -> AuditVerification:
+    def verify_audit(self, anchor: AuditAnchor | None = None) -> AuditVerification:
+        """The hash chain, then (when given) the engine's anchor from traces.db: a log that was cut short, wiped or
+        rewritten with recomputed hashes verifies as a chain but not against the anchor."""
         # One read transaction: the walk and the sqlite_sequence check must see the same log, or an append
         # landing between them would look like rows deleted at the end.
         with self._read_tx() as conn:
-            return audit.verify_chain(conn)
+            result = audit.verify_chain(conn)
+            if anchor is None:
+                return result
+            if not result.ok:
+                return replace(result, anchored_seq=anchor.seq)
+            problem = anchor_problem(conn, anchor)
+        if problem is not None:
+            return AuditVerification(False, result.rows, anchor.seq, problem, anchored_seq=anchor.seq)
+        return replace(result, anchored_seq=anchor.seq)
 
     def engines(self) -> list[dict[str, Any]]:
         """Engines recorded in control.db, newest first, with `alive` and `stale` (no heartbeat for 5 s)."""

@@ -74,6 +74,7 @@ class AuditVerification:
     rows: int
     first_bad_id: int | None = None
     problem: str | None = None
+    anchored_seq: int | None = None  # the audit row the engine's newest anchor in traces.db names (anchor.py)
 
 
 def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
