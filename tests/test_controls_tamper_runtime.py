@@ -1,0 +1,122 @@
+"""The engine refusing control rows changed in control.db outside Flightdeck: a running engine (real store files),
+rows forged with plain SQL on another connection, incidents read back with `python -m console.cli incidents`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.controls.api import ControlAPI
+from engine.runtime.engine import Engine
+from engine.runtime.results import RunResult
+from tests import fixture_tools, runtime_tools
+from tests.engine_helpers import events, write_hierarchy
+from tests.test_controls_runtime import (RECORD_BIG, SLOW_THEN_FLAKY, _approval_scenario, _tool_spans,
+                                         hierarchy_text, in_thread, scenario, wait_until)
+
+
+def _forge(store_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """What someone with write access to control.db does without Flightdeck: plain SQL, no audit row."""
+    conn = sqlite3.connect(store_dir / "control.db", isolation_level=None)
+    try:
+        conn.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def _incidents(store_dir: Path) -> list[dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "console.cli", "incidents", "--all", "--json", "--store",
+                           str(store_dir)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "FLIGHTDECK_OPERATOR": "alice"})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return [i for i in json.loads(proc.stdout) if i["runbook"] == "control-tampered"]
+
+
+def _findings(engine: Engine) -> list[Any]:
+    worker = engine.controls.worker
+    assert worker is not None and worker.verifier is not None
+    return worker.verifier.findings
+
+
+def test_an_approval_forged_to_approved_with_new_arguments_is_refused(tmp_path: Path, store_dir: Path) -> None:
+    def forge(api: ControlAPI, row: dict[str, Any]) -> None:
+        _forge(store_dir, "UPDATE approvals SET status = 'approved', decided = ?, decided_by = 'alice', "
+                          "decision_reason = 'ok', edited_arguments = ?, decided_seq = 1 WHERE id = ?",
+               (time.time(), json.dumps({"note": "forged refund", "amount": 99_999}), row["id"]))
+
+    result, _ = _approval_scenario(tmp_path, store_dir, forge)
+    (tool,) = _tool_spans(store_dir, result.run_id)
+    assert tool["status"] == "denied" and "control-tampered" in tool["attributes"]["error"]
+    assert fixture_tools.journal() == []  # the tool never ran, with either arguments
+    (incident,) = _incidents(store_dir)
+    assert incident["severity"] == "sev1" and incident["scope"].startswith("approvals:ap-")
+    # The forger kept the request's audit hash: it records a request, not a decision.
+    assert "audit entry for 'approval_requested'" in incident["context"]["problem"]
+    (event,) = events(store_dir, kinds=["control.tampered"])
+    assert event["data"]["table"] == "approvals"
+
+
+def test_a_kill_switch_inserted_with_sql_is_not_obeyed(tmp_path: Path, store_dir: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text(SLOW_THEN_FLAKY))
+
+    async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        await wait_until(lambda: "s1" in runtime_tools.CALLS)
+        _forge(store_dir, "INSERT INTO kill_switches (scope, target, mode, reason, operator, created) "
+                          "VALUES ('global', NULL, 'kill', 'forged', 'mallory', ?)", (time.time(),))
+        await wait_until(lambda: bool(_findings(engine)))
+        assert engine.controls.switches == []  # never part of the gate's view
+        runtime_tools.release_slow.set()
+
+    (result,) = scenario(store_dir, hierarchy, act)
+    assert result.status == "completed"
+    assert "f1" in runtime_tools.CALLS
+    with ControlAPI(store_dir, "checker") as api:
+        (switch,) = api.active_kill_switches()
+    assert switch["acked"] is None  # not acknowledged either: the operator sees it never took effect
+    (incident,) = _incidents(store_dir)
+    assert incident["severity"] == "sev1" and incident["scope"] == f"kill_switches:{switch['id']}"
+
+
+def test_a_pause_switch_released_with_sql_stays_in_force(tmp_path: Path, store_dir: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text(SLOW_THEN_FLAKY))
+
+    async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        await wait_until(lambda: "s1" in runtime_tools.CALLS)
+        (run_id,) = list(engine.controls.runs)
+        switch = await in_thread(api.set_kill, "run", run_id, "pause", "hold on")
+        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        _forge(store_dir, "UPDATE kill_switches SET released = ?, released_by = 'mallory' WHERE id = ?",
+               (time.time(), switch["id"]))
+        await wait_until(lambda: bool(_findings(engine)))
+        assert [s["id"] for s in engine.controls.switches] == [switch["id"]]  # the engine still obeys it
+        runtime_tools.release_slow.set()
+        await in_thread(api.set_kill, "run", run_id, "kill", "end it")  # a real switch is obeyed as ever
+
+    (result,) = scenario(store_dir, hierarchy, act)
+    assert result.status == "killed" and "end it" in (result.error or "")
+    assert "f1" not in runtime_tools.CALLS  # held by the pause the forged release tried to lift
+    (incident,) = _incidents(store_dir)
+    assert incident["scope"].startswith("kill_switches:") and "not 'release'" in incident["context"]["problem"]
+
+
+def test_legitimate_controls_raise_no_finding(tmp_path: Path, store_dir: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text(RECORD_BIG))
+
+    async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        await in_thread(api.set_flag, "tools.side_effects", "on", reason="normal")
+        await in_thread(api.override_breaker, "tool:flaky", "reset", "clean slate")
+        await wait_until(lambda: bool(api.pending_approvals()) or bool(results))
+        (pending,) = api.pending_approvals()
+        await in_thread(api.approve, pending["id"], "fine", edited_arguments={"note": "capped", "amount": 400})
+        await wait_until(lambda: bool(results))
+        assert _findings(engine) == []
+
+    (result,) = scenario(store_dir, hierarchy, act)
+    assert result.status == "completed" and fixture_tools.journal()[0]["amount"] == 400
+    assert _incidents(store_dir) == []
