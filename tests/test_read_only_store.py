@@ -24,6 +24,7 @@ import pytest
 
 from engine.controls.api import ControlAPI
 from engine.runbooks.incidents import IncidentStore
+from engine.store.control import ControlDB
 
 WORKER = Path(__file__).parent / "fixtures" / "hierarchies" / "worker.yaml"
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +69,14 @@ def read_only_store() -> Iterator[Path]:
             api.set_kill("tool", "echo", "drain", "looks odd")
             api.override_breaker("tool:add", "reset", "clean slate")
             api.request_approval("r1", "s1", "worker", "add", {"a": 1}, "high", "why not", 600, "deny", "e1")
-            IncidentStore(api.db).open_or_update(
+        incidents = IncidentStore(ControlDB.open(store))
+        try:
+            incidents.open_or_update(
                 runbook="latency-spike", title="Latency spike", severity="sev3", apply_mode="suggest",
                 scope="hierarchy:fixture-worker", readings=[], context={}, summary="p95 over 20 s", actor="engine:e1",
                 engine_id="e1")
+        finally:
+            incidents.db.close()
         environment = {**os.environ, "FLIGHTDECK_OPERATOR": "alice"}
         run = subprocess.run([sys.executable, "-m", "console.cli", "run", str(WORKER), "--input",
                               json.dumps({"a": 2, "b": 3, "text": "hi"}), "--store", str(store)],
