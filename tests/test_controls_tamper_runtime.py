@@ -120,3 +120,22 @@ def test_legitimate_controls_raise_no_finding(tmp_path: Path, store_dir: Path) -
     (result,) = scenario(store_dir, hierarchy, act)
     assert result.status == "completed" and fixture_tools.journal()[0]["amount"] == 400
     assert _incidents(store_dir) == []
+
+
+def test_a_breaker_override_forged_as_applied_is_not_replayed_at_start(tmp_path: Path, store_dir: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text(SLOW_THEN_FLAKY))
+    with ControlAPI(store_dir, "setup"):
+        pass  # creates the store
+    # Marked applied, so no snapshot shows it: only the engine's replay of past overrides at start would obey it.
+    _forge(store_dir, "INSERT INTO breaker_overrides (key, action, reason, operator, source, created, applied, "
+                      "applied_by) VALUES ('tool:flaky', 'force_open', 'forged', 'mallory', 'operator', ?, ?, 'e0')",
+           (time.time(), time.time()))
+
+    async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        assert [f.table for f in _findings(engine)] == ["breaker_overrides"]
+        runtime_tools.release_slow.set()
+
+    (result,) = scenario(store_dir, hierarchy, act)
+    assert result.status == "completed" and "f1" in runtime_tools.CALLS  # the flaky tool was not withheld
+    (incident,) = _incidents(store_dir)
+    assert incident["scope"] == "breaker_overrides:1"

@@ -72,6 +72,14 @@ class ControlVerifier:
         return replace(snapshot, kill_switches=tuple(switches), flags=tuple(flags), decided_approvals=tuple(decided),
                        breaker_overrides=tuple(breakers), budget_overrides=tuple(budgets))
 
+    def keep_bound(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of `table` that are bound to their audit rows; the others are reported."""
+        found: dict[tuple[str, str], Tampered] = {}
+        good = self._bound(api, table, rows, found)
+        for finding in found.values():
+            self.report(api, finding)
+        return good
+
     def check_decision(self, api: "ControlAPI", row: dict[str, Any]) -> dict[str, Any]:
         """An approval row read outside a snapshot (a decision racing its deadline): the row, or a denial."""
         found: dict[tuple[str, str], Tampered] = {}

@@ -142,6 +142,8 @@ class Engine:
         so the latest per key wins), and approvals left pending by runs of a dead engine (cancelled: nobody is
         waiting for them any more, so they must not be approvable)."""
         overrides = await worker.call(lambda api: api.breaker_overrides(limit=10_000))
+        if worker.verifier is not None:  # replayed overrides are obeyed too: only those the audit log records
+            overrides = await worker.call(lambda api: worker.verifier.keep_bound(api, "breaker_overrides", overrides))
         for row in reversed(overrides):
             if row.get("applied") is not None:
                 self.guards.apply_operator_override(row["key"], row["action"])
