@@ -32,15 +32,32 @@ log = logging.getLogger(__name__)
 
 INCIDENT_RUNBOOK = "control-tampered"
 INCIDENT_TITLE = "control.db was changed outside Flightdeck"
-_BOOKKEEPING = frozenset({"acked", "acked_by", "applied", "applied_by"})  # written by the engine, never audited
 _WATCHED = ("kill_switches", "flags")  # what the engine obeys while it lasts: its disappearance is checked too
 _CACHE_LIMIT = 50_000
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
 
-def _state_key(table: str, row: Mapping[str, Any]) -> str:
-    return table + canonical_json({k: v for k, v in row.items() if k not in _BOOKKEEPING})
+# What binding.problem() reads of each row: the cache key is exactly these (plus the binding), so a cached verdict
+# can never be reused for a row that differs in anything the check looks at. Acknowledgement columns, which the
+# engine writes unaudited, are not among them.
+_CHECKED: dict[str, tuple[str, ...]] = {
+    "kill_switches": ("id", "scope", "target", "run_id", "mode", "released"),
+    "flags": ("id", "name", "value", "scope", "target", "cleared", "cleared_by"),
+    "approvals": ("id", "status", "decided_by", "args_hash"),
+    "breaker_overrides": ("id", "key", "action"),
+    "budget_overrides": ("id", "run_id"),
+}
+_CHECKED_JSON = {"approvals": "edited_arguments", "budget_overrides": "limits"}
+
+
+def _state_key(table: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    key = (table, row.get("audit_hash"), *(row.get(name) for name in _CHECKED[table]))
+    extra = _CHECKED_JSON.get(table)
+    if extra is None:
+        return key
+    value = row.get(extra)
+    return (*key, value if value is None or isinstance(value, str) else canonical_json(value))
 
 
 class ControlVerifier:
@@ -49,7 +66,7 @@ class ControlVerifier:
     def __init__(self, engine_id: str, *, emit: EventSink | None = None) -> None:
         self.engine_id = engine_id
         self._emit = emit
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[tuple[Any, ...], str | None] = {}
         self._obeyed: dict[str, dict[Any, dict[str, Any]]] = {table: {} for table in _WATCHED}
         self._reported: set[tuple[str, str, str]] = set()
         self.findings: list[Tampered] = []  # every distinct finding, for tests and the headless demo
