@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -174,3 +175,32 @@ def test_the_store_really_is_read_only_to_the_commands(read_only_store: Path) ->
     probe = subprocess.run(_as_nobody([sys.executable, "-c", f"open({str(read_only_store / 'x')!r}, 'w')"]),
                            capture_output=True, text=True, timeout=60, cwd="/tmp")
     assert probe.returncode != 0 and "Permission denied" in probe.stderr
+
+
+def test_a_wal_file_that_cannot_be_read_read_only_is_an_error_not_an_older_view(read_only_store: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="fd-ro-wal-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    live, copy = base / "live", base / "copy"
+    try:
+        shutil.copytree(read_only_store, live)
+        live.chmod(0o700)
+        for path in live.iterdir():
+            path.chmod(0o600)
+        writer = sqlite3.connect(live / "traces.db", isolation_level=None)
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("UPDATE runs SET error = 'changed after the copy was made'")  # lands in traces.db-wal only
+        copy.mkdir()
+        for name in ("traces.db", "traces.db-wal", "control.db"):  # a copy taken without the -shm file
+            shutil.copy2(live / name, copy / name)
+        writer.close()
+        for path in copy.iterdir():
+            path.chmod(0o444)
+        copy.chmod(0o555)
+        proc = cli(copy, "runs")
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert "traces.db-wal holds commits not yet in traces.db" in line, line
+    finally:
+        if copy.exists():
+            copy.chmod(0o700)
+        shutil.rmtree(base)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import StoreError
 from engine.store.control_schema import CONTROL_MIGRATIONS
 from engine.store.files import CONTROL_DB, connect, ensure_private_file, translate_sqlite_error
-from engine.errors import StoreError
 from engine.store.migrate import Migration, check_not_too_new, migrate, schema_version
 
 STALE_AFTER_S = 5.0
@@ -37,8 +37,11 @@ def current_user() -> str:
 
 def _refuse_read_only(path: Path) -> None:
     """A clear error before SQLite's "unable to open" or "readonly database" when the store cannot be written."""
+    if not path.parent.is_dir():
+        return  # nothing to say yet: creating the file reports the missing directory
     where = path if path.exists() else path.parent
-    if not os.access(where, os.W_OK) or (path.exists() and not os.access(path.parent, os.W_OK)):
+    # The directory too: a rollback journal is created next to control.db on every write.
+    if not os.access(where, os.W_OK) or not os.access(path.parent, os.W_OK):
         raise StoreError(f"{where} is read-only: this command changes the store and needs write access to "
                          f"{path.parent} and its files (read commands such as runs, trace, audit verify and "
                          f"console --read-only work on a read-only store)")
