@@ -175,22 +175,41 @@ def problem(conn: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> str
     return _MATCHERS[table](row, audit.decode_row(raw))
 
 
+def _audit_target(table: str, row: Mapping[str, Any]) -> str:
+    """The `target` ControlAPI gives the audit rows of a control row (as api.switch_label / flag_scope_label)."""
+    if table == "kill_switches":
+        label = "global" if row["scope"] == "global" else f"{row['scope']}:{row['target']}"
+        return f"{label} in run:{row['run_id']}" if row.get("run_id") else label
+    if table == "flags":
+        return f"{row['name']}@" + ("global" if row["scope"] == "global" else f"{row['scope']}:{row['target']}")
+    if table == "breaker_overrides":
+        return str(row["key"])
+    if table == "budget_overrides":
+        return f"run:{row['run_id']}"
+    return str(row["id"])
+
+
 def bind_existing(conn: sqlite3.Connection) -> None:
     """Schema v4: add the binding columns, then bind every row that existed before (they were obeyed without a
     binding until now; the newest audit row recording each one's state is taken as its record). Rows no audit row
-    matches stay unbound, and the engine will report them."""
+    matches stay unbound, and the engine will report them. Audit rows are grouped by target, so each control row is
+    compared only with the few that name it."""
     for statement in split_statements(CONTROLS_V4_BINDING_SQL):
         conn.execute(statement)
-    entries = [audit.decode_row(dict(zip([d[0] for d in cur.description], values)))
-               for cur in [conn.execute("SELECT * FROM audit ORDER BY id DESC")] for values in cur.fetchall()]
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    cursor = conn.execute("SELECT * FROM audit ORDER BY id DESC")
+    names = [d[0] for d in cursor.description]
+    for values in cursor:
+        entry = audit.decode_row(dict(zip(names, values)))
+        by_target.setdefault(str(entry["target"]), []).append(entry)
     for table in BOUND_TABLES:
         cursor = conn.execute(f"SELECT * FROM {table}")
-        names = [d[0] for d in cursor.description]
+        columns = [d[0] for d in cursor.description]
         for values in cursor.fetchall():
-            row = dict(zip(names, values))
+            row = dict(zip(columns, values))
             if table == "budget_overrides":
                 row["limits"] = _parsed(row["limits"])
-            for entry in entries:
+            for entry in by_target.get(_audit_target(table, row), ()):
                 try:
                     matched = _MATCHERS[table](row, entry) is None
                 except (KeyError, AttributeError, TypeError):  # an audit row of another shape
