@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,27 @@ from engine.controls.api import ControlAPI
 from engine.runtime.engine import Engine
 from engine.runtime.results import RunResult
 from tests import fixture_tools, runtime_tools
-from tests.engine_helpers import events, write_hierarchy
-from tests.test_controls_runtime import (RECORD_BIG, SLOW_THEN_FLAKY, _approval_scenario, _tool_spans,
-                                         hierarchy_text, in_thread, scenario, wait_until)
+from tests.engine_helpers import events, spans, write_hierarchy
+from tests.test_controls_runtime import RECORD_BIG, SLOW_THEN_FLAKY, hierarchy_text, in_thread, scenario, wait_until
+
+
+def _tool_spans(store_dir: Path, run_id: str) -> list[dict[str, Any]]:
+    return [s for s in spans(store_dir, run_id) if s["kind"] == "tool"]
+
+
+def _approval_scenario(tmp_path: Path, store_dir: Path,
+                       decide: Callable[[ControlAPI, dict[str, Any]], Any]) -> RunResult:
+    """A run whose tool call waits for an approval; `decide` plays whoever acts on the pending request."""
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text(RECORD_BIG))
+
+    async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        await wait_until(lambda: bool(api.pending_approvals()) or bool(results))
+        pending = api.pending_approvals()
+        if pending:
+            await in_thread(decide, api, pending[0])
+
+    (result,) = scenario(store_dir, hierarchy, act)
+    return result
 
 
 def _forge(store_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
@@ -50,7 +69,7 @@ def test_an_approval_forged_to_approved_with_new_arguments_is_refused(tmp_path: 
                           "decision_reason = 'ok', edited_arguments = ?, decided_seq = 1 WHERE id = ?",
                (time.time(), json.dumps({"note": "forged refund", "amount": 99_999}), row["id"]))
 
-    result, _ = _approval_scenario(tmp_path, store_dir, forge)
+    result = _approval_scenario(tmp_path, store_dir, forge)
     (tool,) = _tool_spans(store_dir, result.run_id)
     assert tool["status"] == "denied" and "control-tampered" in tool["attributes"]["error"]
     assert fixture_tools.journal() == []  # the tool never ran, with either arguments

@@ -34,7 +34,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.controls import audit, binding
 from engine.controls.anchor import AuditAnchor, anchor_problem
 from engine.controls.audit import AuditVerification, canonical_json
-from engine.controls.binding import bind
+from engine.controls.binding import SUPERSEDED, TIMEOUT_POLICY_ACTOR, bind
 from engine.controls.flags import validate_flag, validate_flag_name
 from engine.controls.schema import (BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES)
 from engine.errors import FlightdeckError, InputError, StoreError
@@ -48,8 +48,6 @@ BUDGET_DIMENSIONS: tuple[str, ...] = ("input_tokens", "output_tokens", "total_to
                                       "tool_calls", "retries", "wall_time_s", "max_context_tokens")
 _WHOLE_DIMENSIONS = frozenset(BUDGET_DIMENSIONS) - {"cost_usd", "wall_time_s"}
 
-TIMEOUT_POLICY_ACTOR = "timeout-policy"
-SUPERSEDED = "superseded"
 _ENGINE_SOURCES = re.compile(r"operator|engine|runbook:[A-Za-z0-9_.\-]+")
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_HASH_PREFIX = 8

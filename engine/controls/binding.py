@@ -30,8 +30,8 @@ from engine.controls.audit import canonical_json
 from engine.controls.schema import BOUND_TABLES, CONTROLS_V4_BINDING_SQL
 from engine.store.migrate import split_statements
 
-SUPERSEDED = "superseded"  # as engine.controls.api.SUPERSEDED (api imports this module, not the other way)
-TIMEOUT_POLICY_ACTOR = "timeout-policy"  # as engine.controls.api.TIMEOUT_POLICY_ACTOR
+SUPERSEDED = "superseded"  # cleared_by of a flag replaced by a newer setting
+TIMEOUT_POLICY_ACTOR = "timeout-policy"  # decided_by of an approval its on_timeout policy decided
 _HUMAN_DECISIONS = {"approve": "approved", "deny": "denied", "edit_approve": "approved"}
 LABELS = {"kill_switches": "kill switch #{}", "flags": "flag #{}", "approvals": "approval {}",
           "breaker_overrides": "breaker override #{}", "budget_overrides": "budget override #{}"}
