@@ -15,7 +15,8 @@ JSON shapes (stable; a documented interface):
   key, state (null until the engine reports breaker states), reported (the engine's row or null), overrides (list
   of id, action, reason, operator, created, applied, applied_by; newest first).
 - `audit --json`: a list of audit rows, newest first: id, ts, actor, action, target, before, after, reason,
-  prev_hash, hash. `audit verify --json`: one object: ok, rows, first_bad_id, problem.
+  prev_hash, hash. `audit verify --json`: one object: ok, rows, first_bad_id, problem, anchored_seq (the audit row
+  the engine's newest anchor in traces.db names, or null).
 - `engines --json`: a list of engines, newest first: id, pid, host, user, version, started, heartbeat, stopped,
   alive, stale, holds_lock.
 

@@ -268,7 +268,7 @@ def handle_show(args: argparse.Namespace) -> int:
     spec = runbook.spec
     context: dict[str, Any] = {}
     if args.incident:
-        incident = _incident_store(store_dir).get(args.incident)
+        incident = _incident_store(store_dir, read_only=True).get(args.incident)
         context = {**(incident.get("context") or {}), "scope": incident["scope"]}
     print(f"{spec.id}: {spec.title}")
     print(f"severity {spec.severity}, apply {spec.apply}, owner {', '.join(spec.owner) or '-'}, from {runbook.path}")
