@@ -147,17 +147,21 @@ def test_an_approval_with_edits_the_operator_did_not_make_fails(api: ControlAPI,
     assert problem == "says decided by 'bob', but the audit log says 'alice'"
 
 
-def test_upgrading_a_store_binds_the_rows_it_already_had(api: ControlAPI, store_dir: Path) -> None:
-    _every_path(api)
-    api.close()
-    # Take the store back to schema v3 (before the binding): the columns and index go, the rows stay.
+def test_upgrading_a_store_binds_the_rows_it_already_had(store_dir: Path) -> None:
+    # Up to the binding's migration only (later ones, appended by other features, are not this test's business).
+    upto = CONTROL_MIGRATIONS[:CONTROL_MIGRATIONS.index(binding.bind_existing) + 1]
+    store_dir.mkdir()
+    db = ControlDB(store_dir / "control.db", migrations=upto)
+    with ControlAPI(store_dir, "alice", db=db) as api:
+        _every_path(api)
+    db.close()
+    # Take the store back to the version before the binding: the columns and index go, the rows stay.
     conn = sqlite3.connect(store_dir / "control.db", isolation_level=None)
     conn.execute("DROP INDEX audit_by_hash")
     for table in BOUND_TABLES:
         conn.execute(f"ALTER TABLE {table} DROP COLUMN audit_hash")
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {len(upto) - 1}")
     conn.close()
-    ControlDB(store_dir / "control.db").close()
+    ControlDB(store_dir / "control.db", migrations=upto).close()
     problems = _problems(store_dir)
     assert len(problems) > 10 and all(p is None for p in problems.values()), problems
-    assert len(CONTROL_MIGRATIONS) == 4
