@@ -158,3 +158,48 @@ def test_a_breaker_override_forged_as_applied_is_not_replayed_at_start(tmp_path:
     assert result.status == "completed" and "f1" in runtime_tools.CALLS  # the flaky tool was not withheld
     (incident,) = _incidents(store_dir)
     assert incident["scope"] == "breaker_overrides:1"
+
+
+def _cli(store_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "console.cli", *args, "--store", str(store_dir)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "FLIGHTDECK_OPERATOR": "alice"})
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_flightdeck_run_refuses_an_approval_forged_while_it_waits(tmp_path: Path, store_dir: Path) -> None:
+    """End to end: the engine is `python -m console.cli run`, the forger another process's SQL."""
+    path = tmp_path / "ctl.yaml"
+    path.write_text(hierarchy_text(RECORD_BIG, deadline="30s"))
+    engine = subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(path), "--input", "go", "--store",
+                               str(store_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "FLIGHTDECK_OPERATOR": "alice"})
+    try:
+        deadline = time.monotonic() + 30
+        pending: list[dict[str, Any]] = []
+        while not pending:
+            assert time.monotonic() < deadline and engine.poll() is None, "the run never asked for approval"
+            if (store_dir / "control.db").is_file():
+                pending = json.loads(_cli(store_dir, "approvals", "--json").stdout or "[]")
+            time.sleep(0.05)
+        _forge(store_dir, "UPDATE approvals SET status = 'approved', decided = ?, decided_by = 'alice', "
+                          "decision_reason = 'ok', edited_arguments = ?, decided_seq = 1 WHERE id = ?",
+               (time.time(), json.dumps({"note": "forged refund", "amount": 99_999}), pending[0]["id"]))
+        out, err = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    assert engine.returncode == 0, out + err
+    (run,) = json.loads(_cli(store_dir, "runs", "--json").stdout)
+    trace = _cli(store_dir, "trace", run["id"], "--json")
+
+    def tool_spans(span: dict[str, Any]) -> list[dict[str, Any]]:
+        found = [span] if span["kind"] == "tool" else []
+        return found + [s for child in span.get("children", []) for s in tool_spans(child)]
+
+    (tool,) = tool_spans(json.loads(trace.stdout))
+    assert tool["status"] == "denied" and "control-tampered" in tool["attributes"]["error"]
+    (incident,) = _incidents(store_dir)
+    assert incident["severity"] == "sev1" and incident["scope"] == f"approvals:{pending[0]['id']}"
