@@ -69,7 +69,7 @@ class ControlVerifier:
         self._cache: dict[tuple[Any, ...], str | None] = {}
         self._obeyed: dict[str, dict[Any, dict[str, Any]]] = {table: {} for table in _WATCHED}
         self._reported: set[tuple[str, str, str]] = set()
-        self.findings: list[Tampered] = []  # every distinct finding, for tests and the headless demo
+        self.findings: list[Tampered] = []  # every distinct finding, in order (tests read it)
 
     # -- the check ------------------------------------------------------------------------------------------------
 
