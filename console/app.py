@@ -130,7 +130,7 @@ class FlightdeckApp(App[int]):
 def create_app(store_dir: Path, *, operator: str, read_only: bool, clock: Callable[[], float] = time.time,
                poll_interval: float = 0.25) -> FlightdeckApp:
     """The console app on `store_dir`. Shared by `flightdeck console` and the tests (which pass a fixed clock)."""
-    source = StoreSource(Path(store_dir))
+    source = StoreSource(Path(store_dir), read_only=read_only)
     app_ref: list[FlightdeckApp] = []
 
     def notify(message: str, **kwargs: object) -> None:

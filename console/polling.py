@@ -54,8 +54,11 @@ class StoreSource:
     """Opens what the console reads: TraceReaders (one per poller) and the shared ControlDB. Thread-safe; closes
     everything it opened on `close()`."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, *, read_only: bool = False) -> None:
         self.store_dir = Path(store_dir)
+        # read_only (console --read-only): control.db is opened with mode=ro, so the console changes nothing on disk
+        # and works on a store whose files and directory are read-only.
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._readers: list["TraceReader"] = []
         self._control: "ControlDB | None" = None
@@ -92,7 +95,7 @@ class StoreSource:
                 return None
         from engine.store.control import ControlDB
 
-        control = ControlDB.open(self.store_dir)
+        control = ControlDB.open(self.store_dir, read_only=self.read_only)
         with self._lock:
             if self._control is None and not self._closed:
                 self._control = control

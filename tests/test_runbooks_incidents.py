@@ -127,8 +127,10 @@ def test_a_store_from_before_runbooks_is_upgraded_in_place(store_dir: Path) -> N
     assert RUNBOOKS_V3 in CONTROL_MIGRATIONS
     version = CONTROL_MIGRATIONS.index(RUNBOOKS_V3)
     old = ControlDB(store_dir / "control.db", migrations=CONTROL_MIGRATIONS[:version])
-    with ControlAPI(store_dir, "alice", db=old) as api:
-        api.set_flag("approvals", "all", reason="before the upgrade")
+    # Written as the Flightdeck of that schema wrote it: today's ControlAPI also fills columns later versions added.
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO flags (name, value, scope, source, reason, operator, created) "
+                     "VALUES ('approvals', 'all', 'global', 'operator', 'before the upgrade', 'alice', 1)")
     old.close()
     db = ControlDB.open(store_dir)
     try:

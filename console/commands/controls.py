@@ -15,7 +15,8 @@ JSON shapes (stable; a documented interface):
   key, state (null until the engine reports breaker states), reported (the engine's row or null), overrides (list
   of id, action, reason, operator, created, applied, applied_by; newest first).
 - `audit --json`: a list of audit rows, newest first: id, ts, actor, action, target, before, after, reason,
-  prev_hash, hash. `audit verify --json`: one object: ok, rows, first_bad_id, problem.
+  prev_hash, hash. `audit verify --json`: one object: ok, rows, first_bad_id, problem, anchored_seq (the audit row
+  the engine's newest anchor in traces.db names, or null).
 - `engines --json`: a list of engines, newest first: id, pid, host, user, version, started, heartbeat, stopped,
   alive, stale, holds_lock.
 
@@ -292,10 +293,12 @@ def _store_dir(args: argparse.Namespace) -> Path:
     return resolve_store_dir(args.store)
 
 
-def _api(args: argparse.Namespace, *, create: bool) -> Any:
+def _api(args: argparse.Namespace, *, create: bool, read_only: bool = False) -> Any:
+    """read_only: for commands that only read; they open control.db read-only, so they work on a store whose files
+    and directory are read-only (forensics on a copy, a mounted snapshot)."""
     from engine.controls.api import ControlAPI
 
-    return ControlAPI(_store_dir(args), operator_name(args), create=create)
+    return ControlAPI(_store_dir(args), operator_name(args), create=create, read_only=read_only)
 
 
 def _reader(store_dir: Path) -> Any | None:
@@ -472,7 +475,7 @@ def _await_ack(api: Any, switch: dict[str, Any], timeout: float) -> int:
 
 
 def _list_kill_switches(args: argparse.Namespace) -> int:
-    with _api(args, create=False) as api:
+    with _api(args, create=False, read_only=True) as api:
         switches = api.active_kill_switches()
     if args.json:
         print_json([_pick(s, KILL_FIELDS) for s in switches])
@@ -515,7 +518,7 @@ def handle_release(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ approvals
 
 def handle_approvals(args: argparse.Namespace) -> int:
-    with _api(args, create=False) as api:
+    with _api(args, create=False, read_only=True) as api:
         rows = api.list_approvals(args.limit) if args.all else api.pending_approvals()
         now = api.now()
     if args.json:
@@ -588,7 +591,7 @@ def parse_scope(text: str) -> tuple[str, str | None]:
 
 
 def handle_safe_mode_list(args: argparse.Namespace) -> int:
-    with _api(args, create=False) as api:
+    with _api(args, create=False, read_only=True) as api:
         flags = api.active_flags()
     if args.json:
         print_json([_pick(f, FLAG_FIELDS) for f in flags])
@@ -666,7 +669,7 @@ def handle_breakers(args: argparse.Namespace) -> int:
 
 def _list_breakers(args: argparse.Namespace) -> int:
     store_dir = _store_dir(args)
-    with _api(args, create=False) as api:
+    with _api(args, create=False, read_only=True) as api:
         overrides = api.breaker_overrides()
     reported = _reported_breakers(store_dir)
     keys: dict[str, dict[str, Any]] = {}
@@ -697,18 +700,38 @@ def _list_breakers(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ audit
 
+def _print_verification(args: argparse.Namespace, result: Any) -> int:
+    if args.json:
+        print_json({"ok": result.ok, "rows": result.rows, "first_bad_id": result.first_bad_id,
+                    "problem": result.problem, "anchored_seq": result.anchored_seq})
+    elif result.ok:
+        anchored = (f", matches the engine's record of row {result.anchored_seq} in traces.db"
+                    if result.anchored_seq is not None else " (no engine has recorded an anchor in traces.db yet)")
+        print(f"audit log intact: {result.rows} row(s), hash chain verified{anchored}")
+    else:
+        print(f"audit log TAMPERED at row {result.first_bad_id}: {result.problem}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _verify_audit(args: argparse.Namespace) -> int:
+    from engine.controls.anchor import anchor_problem, latest_anchor
+    from engine.controls.audit import AuditVerification
+    from engine.store.files import CONTROL_DB
+
+    store_dir = _store_dir(args)
+    anchor = latest_anchor(store_dir)
+    if anchor is not None and not (store_dir / CONTROL_DB).is_file():
+        # The whole of control.db deleted: the anchor in traces.db is the only trace of the log that was.
+        return _print_verification(args, AuditVerification(False, 0, 1, anchor_problem(None, anchor),
+                                                           anchored_seq=anchor.seq))
+    with _api(args, create=False, read_only=True) as api:
+        return _print_verification(args, api.verify_audit(anchor))
+
+
 def handle_audit(args: argparse.Namespace) -> int:
-    with _api(args, create=False) as api:
-        if args.action == "verify":
-            result = api.verify_audit()
-            if args.json:
-                print_json({"ok": result.ok, "rows": result.rows, "first_bad_id": result.first_bad_id,
-                            "problem": result.problem})
-            elif result.ok:
-                print(f"audit log intact: {result.rows} row(s), hash chain verified")
-            else:
-                print(f"audit log TAMPERED at row {result.first_bad_id}: {result.problem}", file=sys.stderr)
-            return 0 if result.ok else 1
+    if args.action == "verify":
+        return _verify_audit(args)
+    with _api(args, create=False, read_only=True) as api:
         rows = api.audit_log(args.limit, before_id=args.before)
     if args.json:
         print_json([_pick(r, AUDIT_FIELDS) for r in rows])
@@ -730,7 +753,7 @@ def handle_engines(args: argparse.Namespace) -> int:
     if args.terminate is not None:
         return _terminate(args)
     store_dir = _store_dir(args)
-    with _api(args, create=False) as api:
+    with _api(args, create=False, read_only=True) as api:
         engines = api.engines()
     holder = read_lock_holder(store_dir) or {}
     for engine in engines:

@@ -196,13 +196,14 @@ def _require_store(store_dir: Path) -> None:
                          f"FLIGHTDECK_STORE)")
 
 
-def _incident_store(store_dir: Path, *, create: bool = False) -> Any:
+def _incident_store(store_dir: Path, *, create: bool = False, read_only: bool = False) -> Any:
+    """read_only: for commands that only read incidents; control.db is opened read-only (works on a read-only store)."""
     from engine.runbooks.incidents import IncidentStore
     from engine.store.control import ControlDB
 
     if not create:
         _require_store(store_dir)
-    return IncidentStore(ControlDB.open(store_dir))
+    return IncidentStore(ControlDB.open(store_dir, read_only=read_only))
 
 
 def parse_scope(text: str | None, field: str = "--scope") -> tuple[str, str | None]:
@@ -267,7 +268,7 @@ def handle_show(args: argparse.Namespace) -> int:
     spec = runbook.spec
     context: dict[str, Any] = {}
     if args.incident:
-        incident = _incident_store(store_dir).get(args.incident)
+        incident = _incident_store(store_dir, read_only=True).get(args.incident)
         context = {**(incident.get("context") or {}), "scope": incident["scope"]}
     print(f"{spec.id}: {spec.title}")
     print(f"severity {spec.severity}, apply {spec.apply}, owner {', '.join(spec.owner) or '-'}, from {runbook.path}")
@@ -457,7 +458,7 @@ def _pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 def handle_incidents(args: argparse.Namespace) -> int:
-    store = _incident_store(_store_dir(args))
+    store = _incident_store(_store_dir(args), read_only=True)
     try:
         rows = store.list(active_only=not args.all, limit=args.limit)
     finally:
@@ -491,7 +492,7 @@ def _signals_text(readings: list[dict[str, Any]]) -> str:
 def handle_incident_show(args: argparse.Namespace) -> int:
     from engine.runbooks.actions import decode_application
 
-    store = _incident_store(_store_dir(args))
+    store = _incident_store(_store_dir(args), read_only=True)
     try:
         incident = store.get(args.incident_id)
         timeline = store.timeline(incident["id"])
@@ -585,7 +586,7 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     from engine.store.files import TRACES_DB, connect
 
     store_dir = _store_dir(args)
-    store = _incident_store(store_dir)
+    store = _incident_store(store_dir, read_only=True)
     try:
         incident = store.get(args.incident_id)
         timeline = store.timeline(incident["id"])

@@ -91,8 +91,11 @@ class AuditFeed:
         api = self._api()
         if api is None:
             return None
+        from engine.controls.anchor import latest_anchor
+
+        anchor = latest_anchor(self.ctx.store_dir)  # the engine's record of the log's head, from traces.db
         with api:  # closes only its own read connection: the shared ControlDB stays open
-            return api.verify_audit()
+            return api.verify_audit(anchor)
 
     def invalidate(self) -> None:
         self.seen = None

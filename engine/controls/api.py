@@ -25,14 +25,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.controls import audit
+from engine.controls import audit, binding
+from engine.controls.anchor import AuditAnchor, anchor_problem
 from engine.controls.audit import AuditVerification, canonical_json
+from engine.controls.binding import SUPERSEDED, TIMEOUT_POLICY_ACTOR, bind
 from engine.controls.flags import validate_flag, validate_flag_name
 from engine.controls.schema import (BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES)
 from engine.errors import FlightdeckError, InputError, StoreError
@@ -46,8 +48,6 @@ BUDGET_DIMENSIONS: tuple[str, ...] = ("input_tokens", "output_tokens", "total_to
                                       "tool_calls", "retries", "wall_time_s", "max_context_tokens")
 _WHOLE_DIMENSIONS = frozenset(BUDGET_DIMENSIONS) - {"cost_usd", "wall_time_s"}
 
-TIMEOUT_POLICY_ACTOR = "timeout-policy"
-SUPERSEDED = "superseded"
 _ENGINE_SOURCES = re.compile(r"operator|engine|runbook:[A-Za-z0-9_.\-]+")
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_HASH_PREFIX = 8
@@ -86,6 +86,9 @@ class ControlSnapshot:
     budget_overrides: tuple[dict[str, Any], ...]
     decided_cursor: int
     taken: float
+    # The audit log's last row (id, hash) in the same read: the engine records it in traces.db as the anchor
+    # `audit verify` checks the log against (engine.controls.anchor).
+    audit_head: tuple[int, str] | None = None
 
 
 # ------------------------------------------------------------------------------------------------ small helpers
@@ -191,10 +194,12 @@ class ControlAPI:
     """control.db for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
 
     `create=False` refuses to create a store that does not exist (read-only CLI commands use it, so a mistyped
-    --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's)."""
+    --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's).
+    `read_only` opens control.db with SQLite's mode=ro and changes nothing on disk (read commands, forensics on a
+    read-only store); any write through it fails with a StoreError saying the store was opened read-only."""
 
     def __init__(self, store_dir: Path | str, operator: str, *, clock: Clock = SYSTEM_CLOCK,
-                 db: ControlDB | None = None, create: bool = True) -> None:
+                 db: ControlDB | None = None, create: bool = True, read_only: bool = False) -> None:
         self.store_dir = Path(store_dir)
         self.operator: str = _text(operator, "operator")
         self._clock = clock
@@ -203,8 +208,11 @@ class ControlAPI:
             if not create and not (self.store_dir / CONTROL_DB).is_file():
                 raise StoreError(f"no store at {self.store_dir} (nothing has been recorded there yet; "
                                  f"pass --store or set FLIGHTDECK_STORE)")
-            ensure_store_dir(self.store_dir)
-            db = ControlDB.open(self.store_dir, clock=clock)
+            if read_only:
+                db = ControlDB.open(self.store_dir, clock=clock, read_only=True)
+            else:
+                ensure_store_dir(self.store_dir)
+                db = ControlDB.open(self.store_dir, clock=clock)
         self._db = db
         self._watch: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
@@ -215,11 +223,18 @@ class ControlAPI:
     def path(self) -> Path:
         return self._db.path
 
+    @property
+    def db(self) -> ControlDB:
+        """The ControlDB this API writes through (for IncidentStore and other owners of control.db tables)."""
+        return self._db
+
     def now(self) -> float:
         return self._clock.time()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._db.read_only:
+            raise StoreError(f"cannot write to {self._db.path}: it was opened read-only (this is a read command)")
         try:
             with self._db.transaction() as conn:
                 yield conn
@@ -233,7 +248,8 @@ class ControlAPI:
         """A second connection, kept open: PRAGMA data_version only changes for commits made by OTHER
         connections, so it must not be the one this process writes through."""
         if self._watch is None:
-            self._watch = connect(self._db.path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False)
+            self._watch = connect(self._db.path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False,
+                                  read_only=self._db.read_only)
         return self._watch
 
     @contextmanager
@@ -308,8 +324,9 @@ class ControlAPI:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, target, run_id, mode, reason, self.operator, now))
             row = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (cursor.lastrowid,))
             assert row is not None
-            audit.append(conn, ts=now, actor=self.operator, action="kill", target=switch_label(row), after=row,
-                         reason=reason)
+            bind(conn, "kill_switches", row["id"],
+                 audit.append(conn, ts=now, actor=self.operator, action="kill", target=switch_label(row), after=row,
+                              reason=reason))
         return {**row, "already_active": False}
 
     def release(self, switch_id: int | None = None, *, scope: str | None = None, target: str | None = None,
@@ -351,8 +368,9 @@ class ControlAPI:
                              "WHERE id = ? AND released IS NULL", (now, self.operator, reason, row["id"]))
                 after = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (row["id"],))
                 assert after is not None
-                audit.append(conn, ts=now, actor=self.operator, action="release", target=switch_label(row),
-                             before=row, after=after, reason=reason)
+                bind(conn, "kill_switches", row["id"],
+                     audit.append(conn, ts=now, actor=self.operator, action="release", target=switch_label(row),
+                                  before=row, after=after, reason=reason))
                 released.append(after)
         return released
 
@@ -403,10 +421,13 @@ class ControlAPI:
             (name, value, scope, target, old["value"] if old else None, source, reason, self.operator, now))
         row = _one(conn, "SELECT * FROM flags WHERE id = ?", (cursor.lastrowid,))
         assert row is not None
-        audit.append(conn, ts=now, actor=self._actor_for(source), action="flag_set",
-                     target=f"{name}@{flag_scope_label(scope, target)}",
-                     before=None if old is None else {"id": old["id"], "value": old["value"]}, after=row,
-                     reason=reason)
+        entry = audit.append(conn, ts=now, actor=self._actor_for(source), action="flag_set",
+                             target=f"{name}@{flag_scope_label(scope, target)}",
+                             before=None if old is None else {"id": old["id"], "value": old["value"]}, after=row,
+                             reason=reason)
+        bind(conn, "flags", row["id"], entry)
+        if old is not None:  # the superseded row's record is its successor's flag_set (binding.py checks that)
+            bind(conn, "flags", old["id"], entry)
         return row
 
     def clear_flag(self, name: str, scope: str = "global", target: str | None = None, *, reason: str,
@@ -433,9 +454,10 @@ class ControlAPI:
                      (now, actor, reason, old["id"]))
         row = _one(conn, "SELECT * FROM flags WHERE id = ?", (old["id"],))
         assert row is not None
-        audit.append(conn, ts=now, actor=actor, action="flag_cleared",
-                     target=f"{old['name']}@{flag_scope_label(old['scope'], old['target'])}", before=old,
-                     after={"id": old["id"], "value": None}, reason=reason)
+        bind(conn, "flags", old["id"],
+             audit.append(conn, ts=now, actor=actor, action="flag_cleared",
+                          target=f"{old['name']}@{flag_scope_label(old['scope'], old['target'])}", before=old,
+                          after={"id": old["id"], "value": None}, reason=reason))
         return row
 
     def rollback_flag(self, flag_id: int, *, reason: str, source: str = "operator") -> dict[str, Any] | None:
@@ -508,10 +530,11 @@ class ControlAPI:
             if edited_json is not None:
                 audit_after["edited_arguments"] = after["edited_arguments"]
                 audit_after["edited_args_hash"] = _hash(edited_json)
-            audit.append(conn, ts=now, actor=self.operator, action=action, target=approval_id,
-                         before={"status": "pending", "run_id": row["run_id"], "agent": row["agent"],
-                                 "tool": row["tool"], "args_hash": row["args_hash"], "level": row["level"]},
-                         after=audit_after, reason=reason)
+            bind(conn, "approvals", approval_id,
+                 audit.append(conn, ts=now, actor=self.operator, action=action, target=approval_id,
+                              before={"status": "pending", "run_id": row["run_id"], "agent": row["agent"],
+                                      "tool": row["tool"], "args_hash": row["args_hash"], "level": row["level"]},
+                              after=audit_after, reason=reason))
         return after
 
     @staticmethod
@@ -575,11 +598,12 @@ class ControlAPI:
                 (approval_id, run_id, span_id, agent, tool, args_json, args_hash, risk, reason, now,
                  now + float(deadline_s), float(deadline_s), on_timeout, engine_id))
             row = _decode("approvals", _one(conn, "SELECT * FROM approvals WHERE id = ?", (approval_id,)) or {})
-            audit.append(conn, ts=now, actor=actor, action="approval_requested", target=approval_id,
-                         after={"run_id": run_id, "span_id": span_id, "agent": agent, "tool": tool,
-                                "args_hash": args_hash, "risk": risk, "deadline": row["deadline"],
-                                "on_timeout": on_timeout},
-                         reason=reason)
+            bind(conn, "approvals", approval_id,
+                 audit.append(conn, ts=now, actor=actor, action="approval_requested", target=approval_id,
+                              after={"run_id": run_id, "span_id": span_id, "agent": agent, "tool": tool,
+                                     "args_hash": args_hash, "risk": risk, "deadline": row["deadline"],
+                                     "on_timeout": on_timeout},
+                              reason=reason))
         return row
 
     @staticmethod
@@ -630,9 +654,10 @@ class ControlAPI:
                 audit_after = {"status": status, "decided_by": TIMEOUT_POLICY_ACTOR, "policy": policy}
             if cursor.rowcount != 1:
                 return {**_decode("approvals", row), "outcome": "unchanged"}
-            audit.append(conn, ts=now, actor=who, action=action, target=approval_id,
-                         before={"status": "pending", "level": row["level"], "deadline": row["deadline"]},
-                         after=audit_after, reason=f"deadline passed (on_timeout: {policy})")
+            bind(conn, "approvals", approval_id,
+                 audit.append(conn, ts=now, actor=who, action=action, target=approval_id,
+                              before={"status": "pending", "level": row["level"], "deadline": row["deadline"]},
+                              after=audit_after, reason=f"deadline passed (on_timeout: {policy})"))
             after = _decode("approvals", _one(conn, "SELECT * FROM approvals WHERE id = ?", (approval_id,)) or {})
         return {**after, "outcome": outcome}
 
@@ -652,9 +677,10 @@ class ControlAPI:
                     (now, who, reason, self._next_decided_seq(conn), row["id"]))
                 if cursor.rowcount != 1:
                     continue
-                audit.append(conn, ts=now, actor=who, action="approval_cancelled", target=row["id"],
-                             before={"status": "pending", "run_id": run_id}, after={"status": "cancelled"},
-                             reason=reason)
+                bind(conn, "approvals", row["id"],
+                     audit.append(conn, ts=now, actor=who, action="approval_cancelled", target=row["id"],
+                                  before={"status": "pending", "run_id": run_id}, after={"status": "cancelled"},
+                                  reason=reason))
                 cancelled.append(_decode("approvals", _one(conn, "SELECT * FROM approvals WHERE id = ?",
                                                            (row["id"],)) or {}))
         return cancelled
@@ -703,8 +729,10 @@ class ControlAPI:
             cursor = conn.execute("INSERT INTO breaker_overrides (key, action, reason, operator, source, created) "
                                   "VALUES (?, ?, ?, ?, ?, ?)", (key, action, reason, self.operator, source, now))
             row = _one(conn, "SELECT * FROM breaker_overrides WHERE id = ?", (cursor.lastrowid,))
-            audit.append(conn, ts=now, actor=self._actor_for(source), action="breaker_override", target=key,
-                         after=row, reason=reason)
+            assert row is not None
+            bind(conn, "breaker_overrides", row["id"],
+                 audit.append(conn, ts=now, actor=self._actor_for(source), action="breaker_override", target=key,
+                              after=row, reason=reason))
         assert row is not None
         return row
 
@@ -728,8 +756,9 @@ class ControlAPI:
                 "VALUES (?, ?, ?, ?, ?, ?)", (run_id, canonical_json(clean), reason, self.operator, source, now))
             row = _decode("budget_overrides",
                           _one(conn, "SELECT * FROM budget_overrides WHERE id = ?", (cursor.lastrowid,)) or {})
-            audit.append(conn, ts=now, actor=self._actor_for(source), action="budget_change", target=f"run:{run_id}",
-                         after=row, reason=reason)
+            bind(conn, "budget_overrides", row["id"],
+                 audit.append(conn, ts=now, actor=self._actor_for(source), action="budget_change",
+                              target=f"run:{run_id}", after=row, reason=reason))
         return row
 
     @staticmethod
@@ -765,11 +794,21 @@ class ControlAPI:
                                   (int(before_id), int(limit)))
         return [audit.decode_row(row) for row in rows]
 
-    def verify_audit(self) -> AuditVerification:
+    def verify_audit(self, anchor: AuditAnchor | None = None) -> AuditVerification:
+        """The hash chain, then (when given) the engine's anchor from traces.db: a log that was cut short, wiped or
+        rewritten with recomputed hashes verifies as a chain but not against the anchor."""
         # One read transaction: the walk and the sqlite_sequence check must see the same log, or an append
         # landing between them would look like rows deleted at the end.
         with self._read_tx() as conn:
-            return audit.verify_chain(conn)
+            result = audit.verify_chain(conn)
+            if anchor is None:
+                return result
+            if not result.ok:
+                return replace(result, anchored_seq=anchor.seq)
+            problem = anchor_problem(conn, anchor)
+        if problem is not None:
+            return AuditVerification(False, result.rows, anchor.seq, problem, anchored_seq=anchor.seq)
+        return replace(result, anchored_seq=anchor.seq)
 
     def engines(self) -> list[dict[str, Any]]:
         """Engines recorded in control.db, newest first, with `alive` and `stale` (no heartbeat for 5 s)."""
@@ -813,17 +852,40 @@ class ControlAPI:
                     params = ()
                 parts[name] = tuple(_decode(_SNAPSHOT_TABLE[name], row) for row in _fetch(conn, sql, params))
             last = conn.execute(_LAST_DECIDED_SEQ).fetchone()
+            head = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         return ControlSnapshot(kill_switches=parts["kill_switches"], flags=parts["flags"],
                                pending_approvals=parts["pending_approvals"],
                                decided_approvals=parts["decided_approvals"],
                                breaker_overrides=parts["breaker_overrides"],
                                budget_overrides=parts["budget_overrides"],
-                               decided_cursor=last[0] if last else 0, taken=taken)
+                               decided_cursor=last[0] if last else 0, taken=taken,
+                               audit_head=(int(head[0]), str(head[1])) if head else None)
+
+    # -- binding checks (engine.controls.binding) ---------------------------------------------------------------
+
+    def binding_problems(self, table: str, rows: Iterable[Mapping[str, Any]]) -> list[str | None]:
+        """For each row of `table`: None if it is bound to an intact audit row recording its state, else what is
+        wrong. One read transaction."""
+        with self._read_tx() as conn:
+            return [binding.problem(conn, table, row) for row in rows]
+
+    def control_rows(self, table: str, ids: Iterable[Any]) -> dict[Any, dict[str, Any]]:
+        """Rows of a bound table by id (those that exist), decoded like snapshot rows."""
+        if table not in _BOUND:
+            raise ValueError(f"not a control table: {table}")
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        with self._read_tx() as conn:
+            rows = _fetch(conn, f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(wanted))})", wanted)
+        return {row["id"]: _decode(table, row) for row in rows}
 
 
 _SNAPSHOT_TABLE = {"kill_switches": "kill_switches", "flags": "flags", "pending_approvals": "approvals",
                    "decided_approvals": "approvals", "breaker_overrides": "breaker_overrides",
                    "budget_overrides": "budget_overrides"}
+
+_BOUND = frozenset(_SNAPSHOT_TABLE.values())
 
 _TARGET_WORD = {"run": "run id", "agent": "agent name", "tool": "tool name", "hierarchy": "hierarchy name"}
 

@@ -34,6 +34,10 @@ def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
 
 
 def _json_or_none(value: Any) -> str | None:
+    if isinstance(value, dict) and "audit_hash" in value:
+        # A control row's link to its audit row (engine.controls.binding) is about the log, not part of the action
+        # recorded: left out, so a row's record does not carry the hash of the row that recorded it before.
+        value = {k: v for k, v in value.items() if k != "audit_hash"}
     return None if value is None else canonical_json(value)
 
 
@@ -74,6 +78,7 @@ class AuditVerification:
     rows: int
     first_bad_id: int | None = None
     problem: str | None = None
+    anchored_seq: int | None = None  # the audit row the engine's newest anchor in traces.db names (anchor.py)
 
 
 def verify_chain(conn: sqlite3.Connection) -> AuditVerification:

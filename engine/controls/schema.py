@@ -146,3 +146,12 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 """
+
+# Binding (engine.controls.binding): every control row the engine acts on carries the hash of the audit row that
+# recorded its current state, and the engine checks that audit row before it obeys the row. The index serves that
+# lookup. Rows that existed before this version are bound by CONTROLS_V4's data step (they were trusted before).
+BOUND_TABLES: tuple[str, ...] = ("kill_switches", "flags", "approvals", "breaker_overrides", "budget_overrides")
+
+CONTROLS_V4_BINDING_SQL = "\n".join(f"ALTER TABLE {table} ADD COLUMN audit_hash TEXT;" for table in BOUND_TABLES) + """
+CREATE INDEX audit_by_hash ON audit (hash);
+"""

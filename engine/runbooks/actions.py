@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.controls import audit
 from engine.controls.api import ControlError, clock_text, flag_scope_label, switch_label
+from engine.controls.binding import bind
 from engine.controls.flags import validate_flag
 from engine.errors import InputError
 from engine.runbooks.model import Action, PlaceholderError, Runbook, render, short_duration
@@ -235,7 +236,8 @@ def _perform(api: "ControlAPI", conn: sqlite3.Connection, step: Step, source: st
                                                                   now))
         row = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (cursor.lastrowid,))
         assert row is not None
-        audit.append(conn, ts=now, actor=actor, action="kill", target=switch_label(row), after=row, reason=reason)
+        bind(conn, "kill_switches", row["id"],
+             audit.append(conn, ts=now, actor=actor, action="kill", target=switch_label(row), after=row, reason=reason))
         return {"kind": "kill", **p, "switch_id": row["id"], "created": True}
     if step.kind == "breaker":
         override = _breaker_override(conn, p["key"], "force_open", reason, actor, source, now)
@@ -256,7 +258,8 @@ def _breaker_override(conn: sqlite3.Connection, key: str, action: str, reason: s
                           "VALUES (?, ?, ?, ?, ?, ?)", (key, action, reason, actor, source, now))
     row = _one(conn, "SELECT * FROM breaker_overrides WHERE id = ?", (cursor.lastrowid,))
     assert row is not None
-    audit.append(conn, ts=now, actor=actor, action="breaker_override", target=key, after=row, reason=reason)
+    bind(conn, "breaker_overrides", row["id"],
+         audit.append(conn, ts=now, actor=actor, action="breaker_override", target=key, after=row, reason=reason))
     return row
 
 
@@ -268,7 +271,9 @@ def _budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str,
     row = _one(conn, "SELECT * FROM budget_overrides WHERE id = ?", (cursor.lastrowid,))
     assert row is not None
     row["limits"] = json.loads(row["limits"])
-    audit.append(conn, ts=now, actor=actor, action="budget_change", target=f"run:{run_id}", after=row, reason=reason)
+    bind(conn, "budget_overrides", row["id"],
+         audit.append(conn, ts=now, actor=actor, action="budget_change", target=f"run:{run_id}", after=row,
+                      reason=reason))
     return int(row["id"])
 
 
@@ -383,8 +388,9 @@ def _undo(api: "ControlAPI", conn: sqlite3.Connection, entry: dict[str, Any], so
         conn.execute("UPDATE kill_switches SET released = ?, released_by = ?, release_reason = ? WHERE id = ? AND "
                      "released IS NULL", (now, actor, reason, row["id"]))
         after = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (row["id"],))
-        audit.append(conn, ts=now, actor=actor, action="release", target=switch_label(row), before=row, after=after,
-                     reason=reason)
+        bind(conn, "kill_switches", row["id"],
+             audit.append(conn, ts=now, actor=actor, action="release", target=switch_label(row), before=row,
+                          after=after, reason=reason))
         return {"kind": kind, "outcome": "restored", "text": f"released {entry['mode']} switch #{row['id']} on {label}"}
     if kind == "breaker":
         if entry.get("expired"):

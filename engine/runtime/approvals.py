@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
+    from engine.controls.api import ControlAPI
     from engine.hierarchy.tools import LoadedTool
     from engine.runtime.context import RunContext
+    from engine.runtime.control_worker import ControlWorker
 
 DEFAULT_DEADLINE_S = 120.0
 
@@ -47,6 +49,14 @@ def _redacted(ctx: "RunContext", args: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return args
     return value if isinstance(value, dict) else args
+
+
+def _read_decision(worker: "ControlWorker", api: "ControlAPI", approval_id: str) -> dict[str, Any]:
+    """The approval as control.db has it now; a decision not bound to its audit row comes back as a denial."""
+    row = api.approval(approval_id)
+    if row["status"] == "pending" or worker.verifier is None:
+        return row
+    return worker.verifier.check_decision(api, row)
 
 
 async def await_approval(ctx: "RunContext", agent: str, span: str, tool: "LoadedTool", args: dict[str, Any],
@@ -85,7 +95,7 @@ async def await_approval(ctx: "RunContext", agent: str, span: str, tool: "Loaded
                 engine.on_approval_escalated(expired)
                 continue
             if outcome == "unchanged":  # a decision raced the deadline and won: read it
-                current = await worker.call(lambda api: api.approval(approval_id))
+                current = await worker.call(lambda api: _read_decision(worker, api, approval_id))
                 if current["status"] == "pending":
                     row = current
                     continue

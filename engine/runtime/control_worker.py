@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI, ControlSnapshot
+    from engine.controls.verifier import ControlVerifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,9 +23,11 @@ POLL_INTERVAL_S = 0.01
 class ControlWorker:
     def __init__(self, api_factory: Callable[[], "ControlAPI"], on_snapshot: Callable[["ControlSnapshot"], None],
                  *, on_read: Callable[["ControlSnapshot"], None] | None = None,
-                 poll_interval: float = POLL_INTERVAL_S) -> None:
+                 poll_interval: float = POLL_INTERVAL_S, verifier: "ControlVerifier | None" = None) -> None:
         """`on_snapshot` runs on the event loop; `on_read` (optional, thread-safe) runs on this thread first, as soon
-        as a snapshot is read: the engine's gate takes new switches from it without waiting for the loop."""
+        as a snapshot is read: the engine's gate takes new switches from it without waiting for the loop.
+        `verifier` checks every snapshot against the audit log before either sees it (engine.controls.verifier)."""
+        self.verifier = verifier
         self._api_factory = api_factory
         self._on_snapshot = on_snapshot
         self._on_read = on_read
@@ -87,6 +90,8 @@ class ControlWorker:
                         last_version = version
                         snapshot = api.snapshot(cursor)
                         cursor = snapshot.decided_cursor
+                        if self.verifier is not None:  # before anything in it is staged or applied
+                            snapshot = self.verifier.check(api, snapshot)
                         self.snapshots += 1
                         if self._on_read is not None:
                             self._on_read(snapshot)

@@ -79,6 +79,7 @@ class RuntimeControls:
         self._approval_waiters: dict[str, anyio.Event] = {}
         self.decisions: dict[str, dict[str, Any]] = {}
         self._run_slots: anyio.CapacityLimiter | None = None
+        self._audit_head: tuple[int, str] | None = None  # the last head recorded in traces.db
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -249,6 +250,7 @@ class RuntimeControls:
             if waiter is not None:
                 waiter.set()
         if engine is not None:
+            self._record_audit_head(engine, snapshot.audit_head)
             engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
             unacked_switches = [s["id"] for s in self.switches if s.get("acked") is None]
             unacked_flags = [f["id"] for f in snapshot.flags if f.get("acked") is None]
@@ -260,6 +262,14 @@ class RuntimeControls:
         changed.set()
         assert self.first_applied is not None
         self.first_applied.set()
+
+    def _record_audit_head(self, engine: "Engine", head: tuple[int, str] | None) -> None:
+        """Anchor the audit chain in traces.db, which only this engine writes: `audit verify` compares the log with
+        the newest `audit.head` event, so a log cut short or rewritten (hashes recomputed) after this point shows."""
+        if head is None or head == self._audit_head:
+            return
+        self._audit_head = head
+        engine.tracer.event(None, None, "audit.head", data={"seq": head[0], "hash": head[1]})
 
     def _apply_concurrency(self) -> None:
         if self._run_slots is None:

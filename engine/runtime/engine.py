@@ -99,11 +99,14 @@ class Engine:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         from engine.controls.api import ControlAPI
+        from engine.controls.verifier import ControlVerifier
         from engine.runtime.control_worker import ControlWorker
 
         store = self.store
+        verifier = ControlVerifier(store.engine_id, emit=lambda kind, data: self.tracer.event(None, None, kind,
+                                                                                               data=data))
         worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply,
-                               on_read=partial(self.controls.stage, from_watcher=True))
+                               on_read=partial(self.controls.stage, from_watcher=True), verifier=verifier)
         self.controls.attach(worker)
         worker.start()
         await self._replay_durable_controls(worker)
@@ -139,6 +142,8 @@ class Engine:
         so the latest per key wins), and approvals left pending by runs of a dead engine (cancelled: nobody is
         waiting for them any more, so they must not be approvable)."""
         overrides = await worker.call(lambda api: api.breaker_overrides(limit=10_000))
+        if worker.verifier is not None:  # replayed overrides are obeyed too: only those the audit log records
+            overrides = await worker.call(lambda api: worker.verifier.keep_bound(api, "breaker_overrides", overrides))
         for row in reversed(overrides):
             if row.get("applied") is not None:
                 self.guards.apply_operator_override(row["key"], row["action"])

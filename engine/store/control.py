@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import StoreError
 from engine.store.control_schema import CONTROL_MIGRATIONS
 from engine.store.files import CONTROL_DB, connect, ensure_private_file, translate_sqlite_error
-from engine.store.migrate import Migration, migrate
+from engine.store.migrate import Migration, check_not_too_new, migrate, schema_version
 
 STALE_AFTER_S = 5.0
 BUSY_TIMEOUT_S = 5.0
@@ -34,14 +35,32 @@ def current_user() -> str:
         return str(os.getuid())
 
 
+def _refuse_read_only(path: Path) -> None:
+    """A clear error before SQLite's "unable to open" or "readonly database" when the store cannot be written."""
+    if not path.parent.is_dir():
+        return  # nothing to say yet: creating the file reports the missing directory
+    where = path if path.exists() else path.parent
+    # The directory too: a rollback journal is created next to control.db on every write.
+    if not os.access(where, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise StoreError(f"{where} is read-only: this command changes the store and needs write access to "
+                         f"{path.parent} and its files (read commands such as runs, trace, audit verify and "
+                         f"console --read-only work on a read-only store)")
+
+
 class ControlDB:
-    """control.db, opened (created and migrated if needed) for reading and writing."""
+    """control.db, opened (created and migrated if needed) for reading and writing; or, with read_only, opened
+    with SQLite's mode=ro for readers that must not change anything (no creation, no migration, no chmod)."""
 
     def __init__(self, path: Path, *, clock: Clock = SYSTEM_CLOCK,
-                 migrations: Sequence[Migration] = CONTROL_MIGRATIONS) -> None:
+                 migrations: Sequence[Migration] = CONTROL_MIGRATIONS, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._clock = clock
         self._lock = threading.RLock()
+        if read_only:
+            self._conn = self._open_read_only(path, len(migrations))
+            return
+        _refuse_read_only(path)
         ensure_private_file(path)
         conn = connect(path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False)
         try:
@@ -58,9 +77,26 @@ class ControlDB:
             raise
         self._conn = conn
 
+    @staticmethod
+    def _open_read_only(path: Path, known: int) -> sqlite3.Connection:
+        if not path.is_file():
+            raise StoreError(f"no store at {path.parent} (there is no {path.name}; pass --store or set "
+                             f"FLIGHTDECK_STORE)")
+        conn = connect(path, read_only=True, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            # Not migrated (that would be a write): an older store is read as it is; a newer one is refused.
+            check_not_too_new(schema_version(conn), known, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate_sqlite_error(exc, path, "read") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     @classmethod
-    def open(cls, store_dir: Path, *, clock: Clock = SYSTEM_CLOCK) -> "ControlDB":
-        return cls(store_dir / CONTROL_DB, clock=clock)
+    def open(cls, store_dir: Path, *, clock: Clock = SYSTEM_CLOCK, read_only: bool = False) -> "ControlDB":
+        return cls(store_dir / CONTROL_DB, clock=clock, read_only=read_only)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -70,6 +106,8 @@ class ControlDB:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error). Keep the body short: other processes wait on it."""
+        if self.read_only:
+            raise StoreError(f"cannot write to {self.path}: it was opened read-only (this is a read command)")
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")

@@ -21,6 +21,7 @@ gets StoreTooNew instead of guessing.
 
 from __future__ import annotations
 
+from engine.controls.binding import bind_existing
 from engine.controls.schema import CONTROLS_V2
 from engine.runbooks.schema import RUNBOOKS_V3
 from engine.store.migrate import Migration
@@ -43,4 +44,5 @@ CONTROL_MIGRATIONS: list[Migration] = [
     _V1_ENGINES,
     CONTROLS_V2,
     RUNBOOKS_V3,
+    bind_existing,  # v4: control rows carry the hash of their audit row (engine.controls.binding)
 ]

@@ -86,5 +86,30 @@ def connect(path: Path, *, read_only: bool = False, busy_timeout_s: float = 5.0,
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         conn.close()
+        if read_only and ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in _READ_ONLY_PLACE_CODES:
+            return _connect_immutable(path, check_same_thread)
+        raise translate_sqlite_error(exc, path, "read") from exc
+    return conn
+
+
+# mode=ro still needs to create a WAL database's -shm (and a hot journal's lock) next to it: in a read-only
+# directory (forensics on a copy, a read-only mount) that fails with SQLITE_READONLY_DIRECTORY or CANTOPEN.
+_READ_ONLY_PLACE_CODES = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+
+
+def _connect_immutable(path: Path, check_same_thread: bool) -> sqlite3.Connection:
+    """The read-only fallback: immutable=1 reads the file without locks or side files. Only right when nobody writes
+    it, which a read-only directory implies (an engine needs to create its -wal and -journal files there). It does
+    not read a -wal file, so one with commits in it is an error rather than a silently older view."""
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise StoreError(f"cannot read {path} read-only: {wal.name} holds commits not yet in {path.name}, and reading "
+                         f"them needs {path.name}-shm, which cannot be created in this read-only directory; copy the "
+                         f"store (with its -wal file) to a writable directory and read the copy")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=check_same_thread)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
         raise translate_sqlite_error(exc, path, "read") from exc
     return conn

@@ -1,0 +1,180 @@
+"""The engine's check of every control row before it obeys it (see binding.py for what a binding proves).
+
+The control watcher runs `ControlVerifier.check()` on each snapshot it reads, before anything in it is staged or
+applied:
+
+- a kill switch, flag or breaker/budget override that is not bound to a matching audit row is left out: the engine
+  does not obey it (and does not acknowledge it, so the operator sees it never took effect);
+- an approval decision that is not bound is turned into a denial (fail closed: the waiting tool call does not run);
+- a switch or flag the engine was obeying that disappears (released, cleared or deleted) is checked too: if its
+  release is not bound to a matching audit row, or the row is gone, the engine keeps obeying what it had;
+- each finding opens (or updates) a sev1 `control-tampered` incident, one per row, and is traced as a
+  `control.tampered` event, once per row and problem.
+
+Results are cached per row state (acknowledgement columns excluded), so the watcher's frequent snapshots cost one
+dictionary lookup per row once a row has been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from engine.controls.audit import canonical_json
+from engine.controls.binding import Tampered
+
+if TYPE_CHECKING:
+    from engine.controls.api import ControlAPI, ControlSnapshot
+
+log = logging.getLogger(__name__)
+
+INCIDENT_RUNBOOK = "control-tampered"
+INCIDENT_TITLE = "control.db was changed outside Flightdeck"
+_WATCHED = ("kill_switches", "flags")  # what the engine obeys while it lasts: its disappearance is checked too
+_CACHE_LIMIT = 50_000
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+# What binding.problem() reads of each row: the cache key is exactly these (plus the binding), so a cached verdict
+# can never be reused for a row that differs in anything the check looks at. Acknowledgement columns, which the
+# engine writes unaudited, are not among them.
+_CHECKED: dict[str, tuple[str, ...]] = {
+    "kill_switches": ("id", "scope", "target", "run_id", "mode", "released"),
+    "flags": ("id", "name", "value", "scope", "target", "cleared", "cleared_by"),
+    "approvals": ("id", "status", "decided_by", "args_hash"),
+    "breaker_overrides": ("id", "key", "action"),
+    "budget_overrides": ("id", "run_id"),
+}
+_CHECKED_JSON = {"approvals": "edited_arguments", "budget_overrides": "limits"}
+
+
+def _state_key(table: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    key = (table, row.get("audit_hash"), *(row.get(name) for name in _CHECKED[table]))
+    extra = _CHECKED_JSON.get(table)
+    if extra is None:
+        return key
+    value = row.get(extra)
+    return (*key, value if value is None or isinstance(value, str) else canonical_json(value))
+
+
+class ControlVerifier:
+    """One per engine; used only on the control watcher's thread."""
+
+    def __init__(self, engine_id: str, *, emit: EventSink | None = None) -> None:
+        self.engine_id = engine_id
+        self._emit = emit
+        self._cache: dict[tuple[Any, ...], str | None] = {}
+        self._obeyed: dict[str, dict[Any, dict[str, Any]]] = {table: {} for table in _WATCHED}
+        self._reported: set[tuple[str, str, str]] = set()
+        self.findings: list[Tampered] = []  # every distinct finding, in order (tests read it)
+
+    # -- the check ------------------------------------------------------------------------------------------------
+
+    def check(self, api: "ControlAPI", snapshot: "ControlSnapshot") -> "ControlSnapshot":
+        found: dict[tuple[str, str], Tampered] = {}
+        switches = self._keep_obeyed(api, "kill_switches", self._bound(api, "kill_switches",
+                                                                        snapshot.kill_switches, found), found)
+        flags = self._keep_obeyed(api, "flags", self._bound(api, "flags", snapshot.flags, found), found)
+        decided = [row if problem is None else self._denial(row, problem)
+                   for row, problem in self._problems(api, "approvals", snapshot.decided_approvals, found)]
+        breakers = self._bound(api, "breaker_overrides", snapshot.breaker_overrides, found)
+        budgets = self._bound(api, "budget_overrides", snapshot.budget_overrides, found)
+        for finding in found.values():
+            self.report(api, finding)
+        if not found:
+            return snapshot
+        return replace(snapshot, kill_switches=tuple(switches), flags=tuple(flags), decided_approvals=tuple(decided),
+                       breaker_overrides=tuple(breakers), budget_overrides=tuple(budgets))
+
+    def keep_bound(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of `table` that are bound to their audit rows; the others are reported."""
+        found: dict[tuple[str, str], Tampered] = {}
+        good = self._bound(api, table, rows, found)
+        for finding in found.values():
+            self.report(api, finding)
+        return good
+
+    def check_decision(self, api: "ControlAPI", row: dict[str, Any]) -> dict[str, Any]:
+        """An approval row read outside a snapshot (a decision racing its deadline): the row, or a denial."""
+        found: dict[tuple[str, str], Tampered] = {}
+        ((row, problem),) = self._problems(api, "approvals", [row], found)
+        for finding in found.values():
+            self.report(api, finding)
+        return row if problem is None else self._denial(row, problem)
+
+    def _problems(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]],
+                  found: dict[tuple[str, str], Tampered]) -> list[tuple[dict[str, Any], str | None]]:
+        keys = [_state_key(table, row) for row in rows]
+        unknown = [(key, row) for key, row in zip(keys, rows) if key not in self._cache]
+        if unknown:
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.clear()
+            problems = api.binding_problems(table, [row for _, row in unknown])
+            for (key, _), problem in zip(unknown, problems):
+                self._cache[key] = problem
+        out = []
+        for key, row in zip(keys, rows):
+            problem = self._cache[key]
+            if problem is not None:
+                found.setdefault((table, str(row["id"])), Tampered(table, str(row["id"]), problem))
+            out.append((row, problem))
+        return out
+
+    def _bound(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]],
+               found: dict[tuple[str, str], Tampered]) -> list[dict[str, Any]]:
+        return [row for row, problem in self._problems(api, table, rows, found) if problem is None]
+
+    def _keep_obeyed(self, api: "ControlAPI", table: str, good: list[dict[str, Any]],
+                     found: dict[tuple[str, str], Tampered]) -> list[dict[str, Any]]:
+        """`good` plus every row obeyed before whose disappearance is not bound to a matching audit row."""
+        obeyed = self._obeyed[table]
+        present = {row["id"] for row in good}
+        gone = [row_id for row_id in obeyed if row_id not in present]
+        kept: list[dict[str, Any]] = []
+        if gone:
+            current = api.control_rows(table, gone)
+            for row_id in gone:
+                row = current.get(row_id)
+                if row is None:
+                    found.setdefault((table, str(row_id)), Tampered(table, str(row_id),
+                                                                    "was deleted (no release was recorded)"))
+                    kept.append(obeyed[row_id])
+                    continue
+                ((_, problem),) = self._problems(api, table, [row], found)
+                if problem is not None:
+                    kept.append(obeyed[row_id])  # the engine goes on obeying what it last verified
+        result = good + kept
+        self._obeyed[table] = {row["id"]: row for row in result}
+        return result
+
+    @staticmethod
+    def _denial(row: dict[str, Any], problem: str) -> dict[str, Any]:
+        return {**row, "status": "denied", "decided_by": "flightdeck", "edited_arguments": None,
+                "decision_reason": f"control-tampered: this decision {problem}; not applied"}
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+
+    def report(self, api: "ControlAPI", finding: Tampered) -> None:
+        """Once per row and problem: a sev1 `control-tampered` incident (one per row) and a trace event."""
+        key = (finding.table, finding.row_id, finding.problem)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.findings.append(finding)
+        log.error("control-tampered: %s", finding.text)
+        data = {"table": finding.table, "id": finding.row_id, "problem": finding.problem, "text": finding.text}
+        if self._emit is not None:
+            self._emit("control.tampered", data)
+        from engine.runbooks.incidents import IncidentStore
+
+        actor = f"engine:{self.engine_id}"
+        try:
+            IncidentStore(api.db).open_or_update(
+                runbook=INCIDENT_RUNBOOK, title=INCIDENT_TITLE, severity="sev1", apply_mode="suggest",
+                scope=f"{finding.table}:{finding.row_id}", readings=[], context=data, summary=finding.text,
+                actor=actor, engine_id=self.engine_id)
+        except Exception as exc:  # the refusal above already holds; a failed incident write must not undo it
+            log.error("could not open the control-tampered incident for %s: %s", finding.label, exc)

@@ -1,0 +1,167 @@
+"""Control rows bound to their audit rows (engine.controls.binding): every row any ControlAPI path or runbook action
+writes is bound and passes; a row edited or inserted with plain SQL does not; a store from before the binding is
+bound on upgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.controls import binding
+from engine.controls.api import ControlAPI
+from engine.controls.schema import BOUND_TABLES
+from engine.runbooks import actions
+from engine.store.control import ControlDB
+from engine.store.control_schema import CONTROL_MIGRATIONS
+
+
+@pytest.fixture
+def api(store_dir: Path) -> Iterator[ControlAPI]:
+    with ControlAPI(store_dir, "alice") as control:
+        yield control
+
+
+def _request(api: ControlAPI, **overrides: Any) -> dict[str, Any]:
+    call: dict[str, Any] = {"run_id": "r1", "span_id": "s1", "agent": "clerk", "tool": "issue_refund",
+                            "arguments": {"order": "A-1", "amount": 120}, "risk": "high", "reason": "asked twice",
+                            "deadline_s": 600, "on_timeout": "deny", "engine_id": "e1", **overrides}
+    return api.request_approval(**call)
+
+
+def _all_rows(store_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    conn = sqlite3.connect(store_dir / "control.db")
+    out = []
+    for table in BOUND_TABLES:
+        cursor = conn.execute(f"SELECT * FROM {table}")
+        names = [d[0] for d in cursor.description]
+        out += [(table, dict(zip(names, values))) for values in cursor.fetchall()]
+    conn.close()
+    return out
+
+
+def _problems(store_dir: Path) -> dict[tuple[str, Any], str | None]:
+    conn = sqlite3.connect(store_dir / "control.db")
+    try:
+        return {(table, row["id"]): binding.problem(conn, table, row) for table, row in _all_rows(store_dir)}
+    finally:
+        conn.close()
+
+
+def _sql(store_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    conn = sqlite3.connect(store_dir / "control.db", isolation_level=None)
+    conn.execute(sql, params)
+    conn.close()
+
+
+def _runbook() -> Any:
+    from tests.test_runbooks_actions import make_runbook
+
+    return make_runbook()  # flags, a pause switch, a breaker and budget override: every kind of row a runbook writes
+
+
+def _every_path(api: ControlAPI) -> None:
+    """Every way a bound row is written or changed, by operators, the engine and runbooks."""
+    api.set_kill("global", None, "pause", "freeze")
+    switch = api.set_kill("tool", "crm", "kill", "leak")
+    api.release(switch["id"], reason="fixed")
+    api.set_kill("agent", "planner", "drain", "slow down", run_id="r9")
+    api.release(scope="agent", target="planner", reason="done")
+    api.set_flag("approvals", "all", reason="incident")
+    api.set_flag("approvals", "default", reason="over")  # supersedes the first
+    api.set_flag("models.max_tier", "economy", "hierarchy", "deal-desk", reason="spend")
+    api.clear_flag("models.max_tier", "hierarchy", "deal-desk", reason="ok")
+    flag = api.set_flag("runs.admission", "paused", reason="deploy")
+    api.rollback_flag(flag["id"], reason="deploy done")
+    api.approve(_request(api)["id"], "fine")
+    api.approve(_request(api)["id"], "smaller", edited_arguments={"order": "A-1", "amount": 50})
+    api.deny(_request(api)["id"], "no")
+    expired = _request(api, deadline_s=0.001, on_timeout="approve")
+    api.expire_approval(expired["id"], now=api.now() + 10)
+    timed_out = _request(api, deadline_s=0.001, on_timeout="deny")
+    api.expire_approval(timed_out["id"], now=api.now() + 10)
+    escalated = _request(api, deadline_s=0.001, on_timeout="escalate")
+    api.expire_approval(escalated["id"], now=api.now() + 10)
+    _request(api, run_id="r2")
+    api.cancel_approvals_for_run("r2", "run killed")
+    _request(api, run_id="r3")  # left pending
+    api.override_breaker("tool:crm", "force_open", "flapping")
+    api.budget_change("r1", {"cost_usd": 5, "model_calls": None}, "more room")
+    context = {"scope": "tool:crm", "target": "crm", "tool": "crm", "agent": "clerk", "hierarchy": "desk"}
+    applied = actions.apply(api, _runbook(), "tool:crm", context, source="runbook:storm", reason="failures",
+                            running_runs=lambda hierarchy: ["r1"])
+    actions.rollback(api, applied.id, source="operator", reason="recovered")
+
+
+def test_every_row_any_path_writes_is_bound_to_its_audit_row(api: ControlAPI, store_dir: Path) -> None:
+    _every_path(api)
+    problems = _problems(store_dir)
+    assert {table for table, _ in problems} == set(BOUND_TABLES)
+    assert {key: p for key, p in problems.items() if p is not None} == {}
+    assert api.verify_audit().ok
+
+
+@pytest.mark.parametrize("forgery, table, expected", [
+    ("INSERT INTO kill_switches (scope, target, mode, reason, operator, created) "
+     "VALUES ('global', NULL, 'kill', 'forged', 'mallory', 1)", "kill_switches", "has no audit entry"),
+    ("UPDATE kill_switches SET mode = 'kill' WHERE id = 1", "kill_switches", "its mode ('kill') differs"),
+    ("UPDATE kill_switches SET released = 5, released_by = 'mallory' WHERE id = 1", "kill_switches",
+     "bound to an audit entry for 'kill', not 'release'"),
+    ("UPDATE flags SET value = 'default' WHERE id = 1", "flags", "its value ('default') differs"),
+    ("UPDATE approvals SET status = 'approved', decided = 1, decided_by = 'alice', decided_seq = 1, "
+     "edited_arguments = '{\"amount\": 99999}'", "approvals", "not 'approve' or 'deny' or 'edit_approve'"),
+    ("UPDATE breaker_overrides SET action = 'disable'", "breaker_overrides", "its action ('disable') differs"),
+    ("UPDATE budget_overrides SET limits = '{\"cost_usd\": 1000}'", "budget_overrides", "its limits differ"),
+    ("UPDATE kill_switches SET audit_hash = (SELECT hash FROM audit WHERE action = 'flag_set')", "kill_switches",
+     "bound to an audit entry for 'flag_set'"),
+    ("UPDATE audit SET after = replace(after, '\"pause\"', '\"kill\"') WHERE action = 'kill'", "kill_switches",
+     "which was altered"),
+])
+def test_a_row_changed_outside_flightdeck_fails_its_binding(api: ControlAPI, store_dir: Path, forgery: str,
+                                                            table: str, expected: str) -> None:
+    api.set_kill("global", None, "pause", "freeze")
+    api.set_flag("approvals", "all", reason="incident")
+    _request(api)
+    api.override_breaker("tool:crm", "force_open", "flapping")
+    api.budget_change("r1", {"cost_usd": 5}, "more room")
+    assert all(p is None for p in _problems(store_dir).values())
+    _sql(store_dir, forgery)
+    bad = {key: p for key, p in _problems(store_dir).items() if p is not None}
+    assert len(bad) == 1, bad
+    ((bad_table, _), problem), = bad.items()
+    assert bad_table == table and problem is not None and expected in problem, problem
+
+
+def test_an_approval_with_edits_the_operator_did_not_make_fails(api: ControlAPI, store_dir: Path) -> None:
+    row = api.approve(_request(api)["id"], "smaller", edited_arguments={"order": "A-1", "amount": 50})
+    _sql(store_dir, "UPDATE approvals SET edited_arguments = ? WHERE id = ?", ('{"order":"A-1","amount":5000}',
+                                                                             row["id"]))
+    (problem,) = [p for (t, _), p in _problems(store_dir).items() if t == "approvals"]
+    assert problem == "has edited arguments other than those the audit log recorded"
+    _sql(store_dir, "UPDATE approvals SET edited_arguments = ?, decided_by = 'bob' WHERE id = ?",
+         ('{"amount":50,"order":"A-1"}', row["id"]))
+    (problem,) = [p for (t, _), p in _problems(store_dir).items() if t == "approvals"]
+    assert problem == "says decided by 'bob', but the audit log says 'alice'"
+
+
+def test_upgrading_a_store_binds_the_rows_it_already_had(store_dir: Path) -> None:
+    # Up to the binding's migration only (later ones, appended by other features, are not this test's business).
+    upto = CONTROL_MIGRATIONS[:CONTROL_MIGRATIONS.index(binding.bind_existing) + 1]
+    store_dir.mkdir()
+    db = ControlDB(store_dir / "control.db", migrations=upto)
+    with ControlAPI(store_dir, "alice", db=db) as api:
+        _every_path(api)
+    db.close()
+    # Take the store back to the version before the binding: the columns and index go, the rows stay.
+    conn = sqlite3.connect(store_dir / "control.db", isolation_level=None)
+    conn.execute("DROP INDEX audit_by_hash")
+    for table in BOUND_TABLES:
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN audit_hash")
+    conn.execute(f"PRAGMA user_version = {len(upto) - 1}")
+    conn.close()
+    ControlDB(store_dir / "control.db", migrations=upto).close()
+    problems = _problems(store_dir)
+    assert len(problems) > 10 and all(p is None for p in problems.values()), problems
