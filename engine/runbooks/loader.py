@@ -2,7 +2,7 @@
 
 Every problem is an InputError naming the file, the line and the field path (`detect[0].params.min_calls`), and all
 problems of all files in one pass are reported together, exactly like hierarchy files: the YAML-with-lines machinery
-is engine.hierarchy.loader's. The front matter is handed to it padded with one empty line for the opening `---`, so
+is engine.safe_yaml's (bounded size and alias expansion, duplicate keys refused). The front matter is handed to it padded with one empty line for the opening `---`, so
 YAML line numbers ARE file line numbers.
 
 Where runbooks come from, later ones replacing earlier ones with the same id (so a store can tune a shipped one):
@@ -86,17 +86,15 @@ def load_runbook(path: Path | str, *, origin: str = "project") -> Runbook:
     shown = str(path)
     if not path.is_file():
         raise InputError("runbook file not found" if not path.exists() else "is not a runbook file", file=shown)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read runbook file: {exc.strerror or exc}", file=shown) from None
-    return parse_runbook(raw, path, origin=origin)
+    from engine.safe_yaml import read_input_file
+
+    return parse_runbook(read_input_file(path, "runbook"), path, origin=origin)
 
 
 def parse_runbook(raw: bytes, path: Path, *, origin: str = "project") -> Runbook:
-    # Imported here: the hierarchy loader pulls in the tool-import machinery, which `runbooks list` never needs
-    # until it actually parses a file.
-    from engine.hierarchy.loader import _Document, _validation_errors
+    # Imported here: pydantic's error machinery is not needed until a file is actually parsed.
+    from engine.safe_yaml import YamlDocument
+    from engine.schema_errors import validation_errors
 
     shown = str(path)
     try:
@@ -109,7 +107,7 @@ def parse_runbook(raw: bytes, path: Path, *, origin: str = "project") -> Runbook
     if not front.strip():
         raise InputError("the front matter is empty (it needs id, title, severity, detect, ...)", file=shown, line=2)
     try:
-        doc = _Document(path, front.encode("utf-8"), "runbook")
+        doc = YamlDocument(path, front.encode("utf-8"), "runbook")
     except InputError as exc:
         if exc.message.startswith("the top level"):
             raise InputError("the front matter must be a mapping (keys like `id:`, `title:` and `detect:`)",
@@ -120,7 +118,7 @@ def parse_runbook(raw: bytes, path: Path, *, origin: str = "project") -> Runbook
     try:
         spec = RunbookSpec.model_validate(doc.data)
     except ValidationError as exc:
-        errors += _validation_errors(doc, exc, RunbookSpec)
+        errors += validation_errors(doc, exc, RunbookSpec)
     if spec is None:
         _raise(errors)
     assert spec is not None
