@@ -28,9 +28,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import InputError, InputErrors
+from engine.safe_yaml import read_input_file
 from engine.store.files import CONFIG_FILE
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class Strict(BaseModel):
@@ -103,16 +105,17 @@ def load_config(store_dir: Path, config_file: Path | str | None = None) -> Store
     else defaults. Raises InputError / InputErrors naming file, line and field."""
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise InputError("config file not found", file=str(path))
     else:
         path = store_dir / CONFIG_FILE
-        if not path.is_file():
+        if not path.exists():
             return StoreConfig()
+    # Not found, a directory (never silently "no config": that would disable redaction), unreadable, too big.
+    raw = read_input_file(path, "config", max_bytes=MAX_CONFIG_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read config file: {exc}", file=str(path)) from exc
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
+                         line=raw[:exc.start].count(b"\n") + 1) from None
     return parse_config(text, str(path))
 
 
