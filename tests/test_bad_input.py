@@ -15,9 +15,7 @@ import pytest
 
 from engine.errors import InputError, InputErrors
 from engine.hierarchy.loader import load_hierarchy
-from engine.safe_yaml import MAX_INPUT_BYTES, load_yaml
 from engine.store.redact import Redactor
-from engine.store.user_patterns import TIMED_OUT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,6 +102,8 @@ def test_merge_key_bombs_and_recursive_anchors_are_refused(tmp_path: Path) -> No
 
 
 def test_oversized_and_special_files_are_refused_without_reading_them_whole(tmp_path: Path) -> None:
+    from engine.safe_yaml import MAX_INPUT_BYTES
+
     big = tmp_path / "big.yaml"
     big.write_text(HIERARCHY + "description: '" + "x" * MAX_INPUT_BYTES + "'\n", encoding="utf-8")
     (error,) = errors_of(big)
@@ -124,6 +124,8 @@ def test_scenario_and_runbook_front_matter_use_the_same_bounds(tmp_path: Path) -
     write(runbook_dir / "laughs.md", "---\n" + BILLION_LAUGHS.strip() + "\n---\n# body\n")
     proc = flightdeck("runbooks", "check", str(runbook_dir), timeout=30)
     assert proc.returncode == 2 and "laughs.md:9: expands to more than" in proc.stderr, proc.stderr
+
+    from engine.safe_yaml import load_yaml
 
     with pytest.raises(InputError, match="duplicate key 'a'"):
         load_yaml("a: 1\na: 2\n", file="x.yaml", what="runbook")
@@ -186,6 +188,8 @@ def test_a_catastrophic_redaction_pattern_is_refused_before_the_store_is_touched
 def test_redaction_runs_under_a_time_bound_and_fails_closed(tmp_path: Path) -> None:
     """A pattern that gets past the load-time probes still cannot stall the writer: each match is time-bounded and
     a string whose matching ran out of time is stored as a marker, never as its unredacted text."""
+    from engine.store.user_patterns import TIMED_OUT
+
     code = textwrap.dedent("""
         import sys, time
         from engine.store.redact import Redactor
