@@ -169,6 +169,19 @@ def test_check_refuses_non_finite_and_absurd_numbers_with_file_line_and_field(tm
             (line, field, proc.stderr)
 
 
+def test_budget_overrides_and_runbook_budgets_refuse_absurd_amounts(tmp_path: Path) -> None:
+    proc = flightdeck("run", "deal-desk", "--budget", "tokens=1e40", "--store", str(tmp_path / "store"))
+    assert proc.returncode == 2
+    assert ("argument --budget: budget override 'tokens': Input should be less than or equal to 1000000000000000"
+            in proc.stderr and len(proc.stderr.strip().splitlines()[-1]) < 200), proc.stderr
+    text = (ROOT / "runbooks" / "cost-spike.md").read_text(encoding="utf-8")
+    assert "run_budget: {cost_usd: 0.5}" in text
+    path = write(tmp_path / "runbooks" / "cost-spike.md", text.replace("cost_usd: 0.5", "cost_usd: 1.0e+300"))
+    proc = flightdeck("runbooks", "check", str(path.parent))
+    assert proc.returncode == 2
+    assert f"{path}:16: actions[1].budget.run_budget.cost_usd: expected at most 1e+09, got 1e+300" in proc.stderr
+
+
 # --------------------------------------------------------------------------------------------------- redaction
 
 def test_a_catastrophic_redaction_pattern_is_refused_before_the_store_is_touched(tmp_path: Path) -> None:
@@ -283,11 +296,14 @@ def test_run_json_and_the_summary_are_redacted_like_the_store(tmp_path: Path) ->
     what `run` prints (a CI log keeps it forever)."""
     path = write(tmp_path / "sec.yaml", SECRET_MODEL)
     store = tmp_path / "store"
+    # A configured pattern too: it runs on the regex package, in the trace-writer process as in the CLI.
+    write(store / "config.toml", '[redaction]\npatterns = ["simulated [0-9]+"]\n')
+    expected = "[REDACTED]: [REDACTED] from [REDACTED]"
     proc = flightdeck("run", str(path), "--store", str(store), "--json", "--input", "hi")
     assert proc.returncode == 1, proc.stderr
-    assert "sk-live" not in proc.stdout and '"error": "[REDACTED]: simulated 400 from [REDACTED]"' in proc.stdout
+    assert "sk-live" not in proc.stdout and f'"error": "{expected}"' in proc.stdout
     proc = flightdeck("run", str(path), "--store", str(store), "--input", "hi")
     assert proc.returncode == 1
-    assert "sk-live" not in proc.stdout and "[REDACTED]: simulated 400 from [REDACTED]" in proc.stdout
+    assert "sk-live" not in proc.stdout and expected in proc.stdout
     stored = flightdeck("runs", "--json", "--store", str(store))
-    assert "sk-live" not in stored.stdout and "[REDACTED]" in stored.stdout
+    assert "sk-live" not in stored.stdout and stored.stdout.count(f'"error": "{expected}"') == 2

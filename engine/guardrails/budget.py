@@ -30,7 +30,7 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.clock import Clock, SystemClock
 from engine.durations import Duration, parse_duration
@@ -221,7 +221,12 @@ def parse_budget_overrides(text: str) -> BudgetLimits:
             raise ValueError(f"budget override '{key}': {field} given twice (also as '{given_as[field]}')")
         given_as[field] = key
         values[field] = _parse_override_value(key, field, raw)
-    return BudgetLimits(**values)
+    try:
+        return BudgetLimits(**values)
+    except ValidationError as exc:  # a bound of the model (an absurd amount): one line naming the key, like above
+        error = exc.errors(include_url=False)[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        raise ValueError(f"budget override '{given_as.get(field, field)}': {error['msg']}") from None
 
 
 def merge_limits(base: BudgetLimits, override: BudgetLimits) -> BudgetLimits:

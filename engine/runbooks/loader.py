@@ -277,8 +277,17 @@ class _Checker:
                 self.fail(loc + (name,), f"unknown budget dimension{hint}")
             elif value is None or not math.isfinite(value) or value < 0:
                 self.fail(loc + (name,), f"a runbook lowers budgets: expected a number >= 0, got {value!r}")
+            elif value > _budget_bound(name):  # the bounds of a hierarchy's budgets: beyond them no run can start
+                self.fail(loc + (name,), f"expected at most {_budget_bound(name):g}, got {value!r}")
             elif name in whole and float(value) != int(value):
                 self.fail(loc + (name,), f"expected a whole number, got {value!r}")
+
+
+def _budget_bound(name: str) -> float:
+    from engine.durations import MAX_DURATION_S
+    from engine.guardrails.budget import MAX_LIMIT_AMOUNT, MAX_LIMIT_USD
+
+    return {"cost_usd": MAX_LIMIT_USD, "wall_time_s": MAX_DURATION_S}.get(name, float(MAX_LIMIT_AMOUNT))
 
 
 # --------------------------------------------------------------------------------------------------- sets
