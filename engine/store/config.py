@@ -28,7 +28,6 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import InputError, InputErrors
-from engine.safe_yaml import read_input_file
 from engine.store.files import CONFIG_FILE
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -109,6 +108,9 @@ def load_config(store_dir: Path, config_file: Path | str | None = None) -> Store
         path = store_dir / CONFIG_FILE
         if not path.exists():
             return StoreConfig()
+    # Imported here: engine.safe_yaml imports PyYAML (11 ms), which the console's start does not need.
+    from engine.safe_yaml import read_input_file
+
     # Not found, a directory (never silently "no config": that would disable redaction), unreadable, too big.
     raw = read_input_file(path, "config", max_bytes=MAX_CONFIG_BYTES)
     try:
