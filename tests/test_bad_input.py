@@ -235,6 +235,16 @@ def test_bad_cli_values_are_one_clear_error(tmp_path: Path, args: tuple[str, ...
     assert not (tmp_path / "store").exists() and not (tmp_path / ".flightdeck-demo").exists()
 
 
+def test_an_endless_or_binary_input_file_is_a_clear_error(tmp_path: Path) -> None:
+    proc = flightdeck("run", "deal-desk", "--input-file", "/dev/zero", "--store", str(tmp_path / "store"), timeout=30)
+    assert proc.returncode == 2 and "/dev/zero: input file is larger than 4 MiB" in proc.stderr, proc.stderr
+    binary = tmp_path / "input.bin"
+    binary.write_bytes(b"deal \xff\xfe")
+    proc = flightdeck("run", "deal-desk", "--input-file", str(binary), "--store", str(tmp_path / "store"))
+    assert proc.returncode == 2 and f"{binary}: --input-file: not UTF-8 text (byte 0xff" in proc.stderr, proc.stderr
+    assert not (tmp_path / "store").exists()
+
+
 def test_breakers_reset_refuses_an_unknown_key_and_lists_the_known_ones(tmp_path: Path) -> None:
     from tests.test_console_views_ops import write_breakers
 

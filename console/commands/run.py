@@ -61,11 +61,15 @@ def read_input(args: argparse.Namespace) -> Any:
         return args.input
     if args.input_file is None:
         return None
+    from engine.safe_yaml import read_input_file
+
     path = Path(args.input_file)
+    raw = read_input_file(path, "input")  # bounded: `--input-file /dev/zero` is an error, not all of memory
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read input: {exc.strerror}", file=str(path), field="--input-file") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
+                         field="--input-file") from None
     try:
         return json.loads(text)
     except ValueError:
