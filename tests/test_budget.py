@@ -421,7 +421,9 @@ def test_huge_amounts_are_refused_rather_than_overflowing_their_field() -> None:
         Demand(input_tokens=2**64)
     assert Demand(input_tokens=2**64 - 1, cost_usd=1e30).input_tokens == 2**64 - 1  # cost itself is unbounded
     ledger, _ = make()
-    ledger.open_scope("run-1", "run", BudgetLimits(cost_usd=1e31))
+    # Built without validation: limits read from files and flags stop at $1e9 (MAX_LIMIT_USD), but the ledger's own
+    # arithmetic must still hold for costs this large.
+    ledger.open_scope("run-1", "run", BudgetLimits.model_construct(cost_usd=1e31))
     for _ in range(3):
         spend(ledger, "run-1", Demand(input_tokens=2**64 - 1, tool_calls=2**64 - 1, cost_usd=1e30),
               Actual(input_tokens=2**64 - 1, tool_calls=2**64 - 1, cost_usd=1e30))

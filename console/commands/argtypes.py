@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable
 
@@ -17,13 +18,34 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative(text: str) -> float:
+# Seconds, speeds and factors above this are typos; beyond it, waits and timers overflow (Event.wait(1e300)).
+MAX_NUMBER = 1_000_000.0
+
+
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    # float() accepts "nan" and "inf"; nan compares false with everything, so it would slip past every bound.
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_NUMBER:g}, got {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = _finite(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 
 

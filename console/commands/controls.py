@@ -660,11 +660,34 @@ def handle_breakers(args: argparse.Namespace) -> int:
     if not args.key:
         raise InputError(f"`breakers {args.action}` needs the breaker, e.g. tool:crm_lookup", field="KEY")
     reason = _require_reason(args)
+    if args.action == "reset":
+        _check_known_breaker(args)
     with _api(args, create=True) as api:
         row = api.override_breaker(args.key, BREAKER_ACTIONS[args.action], reason)
     print(f"breaker override #{row['id']}: {row['action']} {row['key']} by {row['operator']}; the engine applies it "
           f"on its next control check")
     return 0
+
+
+def _check_known_breaker(args: argparse.Namespace) -> None:
+    """Reset closes a breaker that exists: one the engine reported, or one an operator already overrode. Any other
+    key is a typo, and its override would be recorded, audited and never match anything."""
+    import difflib
+
+    from engine.store.files import CONTROL_DB
+
+    known = {_breaker_key(row) for row in _reported_breakers(_store_dir(args)) or []}
+    if (_store_dir(args) / CONTROL_DB).is_file():
+        with _api(args, create=False) as api:
+            known |= {row["key"] for row in api.breaker_overrides(limit=10_000)}
+    if args.key in known:
+        return
+    names = sorted(known)
+    close = difflib.get_close_matches(args.key, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listing = (f" (known: {', '.join(names)})" if names else
+               " (the engine has not reported any breaker on this store yet)")
+    raise InputError(f"unknown breaker {args.key!r}{hint}{listing}", field="KEY")
 
 
 def _list_breakers(args: argparse.Namespace) -> int:

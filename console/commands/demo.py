@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from console.commands.argtypes import positive
+
 DEFAULT_DEMO_STORE = ".flightdeck-demo"
 
 
@@ -25,7 +27,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                     "no network beyond 127.0.0.1.")
     parser.add_argument("--store", metavar="DIR",
                         help=f"demo store directory (default: ./{DEFAULT_DEMO_STORE}, made fresh each time)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
+    parser.add_argument("--speed", type=positive, default=1.0, metavar="X",
                         help="scenario speed: 2 plays the three minutes in 90 s (default 1)")
     parser.add_argument("--seed", type=int, default=7, metavar="S", help="scenario seed (default 7)")
     parser.add_argument("--headless", action="store_true",

@@ -27,7 +27,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     runs = commands.add_parser("runs", help="list recent runs", description="List runs, newest first.")
     add_store_argument(runs)
     runs.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
-    runs.add_argument("--status", help="only runs with this status")
+    runs.add_argument("--status", type=_run_status, metavar="S",
+                      help="only runs with this status: " + ", ".join(_run_statuses()))
     runs.add_argument("--json", action="store_true", help="print a JSON list of run objects")
     runs.set_defaults(handler=handle_runs)
 
@@ -37,6 +38,20 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_store_argument(trace)
     trace.add_argument("--json", action="store_true", help="print the root span with nested children as JSON")
     trace.set_defaults(handler=handle_trace)
+
+
+def _run_statuses() -> tuple[str, ...]:
+    from engine.store.traces_schema import RUN_STATUSES
+
+    return tuple(RUN_STATUSES)
+
+
+def _run_status(text: str) -> str:
+    """A status a run can have; anything else would silently list nothing."""
+    statuses = _run_statuses()
+    if text not in statuses:
+        raise argparse.ArgumentTypeError(f"unknown status {text!r} (known: {', '.join(statuses)})")
+    return text
 
 
 def _open_reader(args: argparse.Namespace) -> Any:

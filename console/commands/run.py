@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from console.commands.argtypes import non_negative, positive_int
 from console.cli import add_store_argument
@@ -61,11 +61,15 @@ def read_input(args: argparse.Namespace) -> Any:
         return args.input
     if args.input_file is None:
         return None
+    from engine.safe_yaml import read_input_file
+
     path = Path(args.input_file)
+    raw = read_input_file(path, "input")  # bounded: `--input-file /dev/zero` is an error, not all of memory
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read input: {exc.strerror}", file=str(path), field="--input-file") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
+                         field="--input-file") from None
     try:
         return json.loads(text)
     except ValueError:
@@ -170,17 +174,18 @@ def handle(args: argparse.Namespace) -> int:
             results = anyio.run(go)
         finally:
             progress.close()
+    # Through the store's own redactor: a terminal or a CI log shows no more than the store holds.
     if args.json:
-        print_json([r.to_json() for r in results])
+        print_json([store.redactor.clean(r.to_json()) for r in results])
     else:
-        print_summary(results)
+        print_summary(results, redact=store.redactor.clean_text)
     return worst_exit_code(results)
 
 
-def print_summary(results: list[Any]) -> None:
+def print_summary(results: list[Any], redact: Callable[[str], str | None] = lambda text: text) -> None:
     shown = results if len(results) <= 20 else results[-20:]
     rows = [(r.run_id, r.status, seconds(r.duration_s), tokens(r.tokens_in), tokens(r.tokens_out),
-             usd(r.cost_usd), r.model_calls, r.tool_calls, (r.error or "")[:60]) for r in shown]
+             usd(r.cost_usd), r.model_calls, r.tool_calls, (redact(r.error or "") or "")[:60]) for r in shown]
     print(table(("RUN", "STATUS", "DURATION", "TOKENS IN", "TOKENS OUT", "COST", "MODEL", "TOOLS", "ERROR"),
                 rows, right={2, 3, 4, 5, 6, 7}))
     if len(results) > len(shown):

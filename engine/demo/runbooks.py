@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from engine.durations import parse_duration
+from engine.safe_yaml import load_yaml
 
 # What the three-minute story needs, per runbook id (durations in scenario seconds, scaled by speed on install).
 DEMO_TUNING: dict[str, dict[str, Any]] = {
@@ -72,7 +73,7 @@ def install_demo_runbooks(store_dir: Path, speed: float) -> list[Path]:
     for path in sorted(shipped_dir().glob("*.md")):
         text = path.read_text(encoding="utf-8")
         _, front_text, body = text.split("---\n", 2)
-        front = yaml.safe_load(front_text)
+        front = load_yaml(front_text, file=str(path), what="runbook")
         tuning = DEMO_TUNING.get(front.get("id"))
         if tuning is None:
             continue

@@ -62,20 +62,22 @@ OverrideAction = Literal["force_open", "reset", "disable"]
 OVERRIDE_ACTIONS: tuple[str, ...] = get_args(OverrideAction)
 
 Percent = Annotated[float, Field(gt=0, le=100)]
+MAX_WINDOW_CALLS = 100_000
 
 
 class BreakerConfig(BaseModel):
     """How one breaker trips and recovers. Durations accept seconds or strings like "30s"; rates are percent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # Bounded and finite: a window of 1e40 calls cannot be allocated, and would fail the first call of every run.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
-    sliding_window_size: int = Field(20, ge=1)
-    minimum_calls: int = Field(10, ge=1)
+    sliding_window_size: int = Field(20, ge=1, le=MAX_WINDOW_CALLS)
+    minimum_calls: int = Field(10, ge=1, le=MAX_WINDOW_CALLS)
     failure_rate_threshold: Percent = 50.0
     slow_call_duration: Annotated[Duration, Field(gt=0)] = 10.0
     slow_call_rate_threshold: Percent = 100.0
     wait_in_open: Annotated[Duration, Field(gt=0)] = 30.0
-    permitted_calls_in_half_open: int = Field(3, ge=1)
+    permitted_calls_in_half_open: int = Field(3, ge=1, le=MAX_WINDOW_CALLS)
     max_wait_in_half_open: Duration = 0.0
     # None means every error kind is a failure; tuples keep the frozen model truly immutable (lists are accepted).
     record_errors: tuple[str, ...] | None = None

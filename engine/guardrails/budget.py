@@ -30,7 +30,7 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.clock import Clock, SystemClock
 from engine.durations import Duration, parse_duration
@@ -103,6 +103,8 @@ _BURN_WINDOW_S = 60.0
 # Cost sits in the top field: nano-dollars are unbounded, and the top field has nothing above it to carry into.
 _FIELD_BITS = 96
 _MAX_AMOUNT = 1 << 64
+MAX_LIMIT_AMOUNT = 10 ** 15  # tokens or calls in one limit: far above any workload, far below _MAX_AMOUNT
+MAX_LIMIT_USD = 1e9
 _SHIFT: tuple[int, ...] = tuple(_FIELD_BITS * position for position in (0, 1, 2, 6, 3, 4, 5))
 _MASK: tuple[int, ...] = tuple(-1 if i == 3 else (1 << _FIELD_BITS) - 1 for i in range(7))  # -1: cost, unmasked
 
@@ -132,17 +134,19 @@ def _external(index: int, value: float) -> float:
 class BudgetLimits(BaseModel):
     """Optional limit per dimension (None = unlimited) plus the fraction at which a soft warning is emitted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # Upper bounds keep a typo (1e40 tokens, $1e300) from overflowing the packed vectors or the float soft levels
+    # on every reserve(): refused when the file or override is read, not at the first call of every run.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
-    input_tokens: int | None = Field(default=None, ge=0)
-    output_tokens: int | None = Field(default=None, ge=0)
-    total_tokens: int | None = Field(default=None, ge=0)
-    cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    model_calls: int | None = Field(default=None, ge=0)
-    tool_calls: int | None = Field(default=None, ge=0)
-    retries: int | None = Field(default=None, ge=0)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
+    total_tokens: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
+    cost_usd: float | None = Field(default=None, ge=0, le=MAX_LIMIT_USD)
+    model_calls: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
+    tool_calls: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
+    retries: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
     wall_time_s: Duration | None = Field(default=None, ge=0)
-    max_context_tokens: int | None = Field(default=None, ge=0)
+    max_context_tokens: int | None = Field(default=None, ge=0, le=MAX_LIMIT_AMOUNT)
     soft_threshold: float = Field(default=0.8, gt=0, le=1)
 
 
@@ -217,7 +221,12 @@ def parse_budget_overrides(text: str) -> BudgetLimits:
             raise ValueError(f"budget override '{key}': {field} given twice (also as '{given_as[field]}')")
         given_as[field] = key
         values[field] = _parse_override_value(key, field, raw)
-    return BudgetLimits(**values)
+    try:
+        return BudgetLimits(**values)
+    except ValidationError as exc:  # a bound of the model (an absurd amount): one line naming the key, like above
+        error = exc.errors(include_url=False)[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        raise ValueError(f"budget override '{given_as.get(field, field)}': {error['msg']}") from None
 
 
 def merge_limits(base: BudgetLimits, override: BudgetLimits) -> BudgetLimits:

@@ -2,32 +2,29 @@
 
 Every problem becomes an InputError naming the file, the line of the offending YAML node and the field path
 (`agents.finance.tools[1]`), and all problems found in one pass are reported together (InputErrors), so an
-operator fixes a file in one go instead of one error per run. Lines come from composing the YAML into nodes
-(which carry marks) and walking pydantic's error `loc` down that node tree.
+operator fixes a file in one go instead of one error per run. Reading is engine.safe_yaml's (bounded size and alias
+expansion, duplicate keys refused, lines kept); pydantic errors become located InputErrors in engine.schema_errors.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from engine.errors import InputError, InputErrors
 from engine.guardrails.conditions import Condition, ConditionError, parse_condition
 from engine.hierarchy.bundled import bundled_names, bundled_path, is_bundled
 from engine.hierarchy.schema import AgentSpec, HierarchySpec, ScriptTurn, Strict
-from engine.hierarchy.tools import LoadedTool, ToolLoadError, build_tool, format_loc, import_function
+from engine.hierarchy.tools import LoadedTool, ToolLoadError, build_tool, import_function
+from engine.safe_yaml import YamlDocument, read_input_file
+from engine.schema_errors import validation_errors
 
 __all__ = ["Hierarchy", "load_hierarchy", "resolve_hierarchy_path"]
-
-_YamlLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,222 +67,7 @@ def resolve_hierarchy_path(ref: str | Path) -> Path:
 
 
 def _read_bytes(path: Path, what: str) -> bytes:
-    shown = str(path)
-    if not path.exists():
-        raise InputError(f"{what} file not found", file=shown)
-    if path.is_dir():
-        hint = ""
-        if (path / "hierarchy.yaml").is_file():
-            hint = f"; did you mean {path / 'hierarchy.yaml'}?"
-        raise InputError(f"is a directory, not a {what} file{hint}", file=shown)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} file: {exc.strerror or exc}", file=shown) from None
-
-
-class _Document:
-    """One parsed YAML file: its Python data and the node tree that knows every line."""
-
-    def __init__(self, path: Path, raw: bytes, what: str) -> None:
-        self.path = path
-        self.file = str(path)
-        self.raw = raw
-        text = self._decode(raw)
-        loader = None
-        try:
-            loader = _YamlLoader(text)  # the pure-Python reader checks characters as soon as it is built
-            root = loader.get_single_node()
-            if root is None:
-                raise InputError(f"{what} file is empty", file=self.file)
-            # Duplicate keys are checked before constructing: construction silently keeps the last one.
-            self.duplicate_errors = list(self._duplicate_keys(root))
-            self.data = loader.construct_document(root)
-        except yaml.MarkedYAMLError as exc:
-            raise self._yaml_error(exc, text) from None
-        except yaml.reader.ReaderError as exc:
-            line = text[:exc.position].count("\n") + 1
-            code = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
-            raise InputError(f"invalid YAML: character U+{code:04X} is not allowed ({exc.reason})",
-                             file=self.file, line=line) from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"invalid YAML: {exc}", file=self.file) from None
-        finally:
-            if loader is not None:
-                loader.dispose()
-        self.root: yaml.Node = root
-        if not isinstance(root, yaml.MappingNode) or not isinstance(self.data, dict):
-            found = "a list" if isinstance(root, yaml.SequenceNode) else f"the value {_short(self.data)}"
-            keys = "`scripts:`" if what == "scenario" else "`name:` and `agents:`"
-            raise InputError(f"the top level of a {what} file must be a mapping (keys like {keys}), found {found}",
-                             file=self.file, line=root.start_mark.line + 1)
-
-    def _decode(self, raw: bytes) -> str:
-        try:
-            return raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[:exc.start].count(b"\n") + 1
-            raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})",
-                             file=self.file, line=line) from None
-
-    def _yaml_error(self, exc: yaml.MarkedYAMLError, text: str) -> InputError:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        message = f"invalid YAML: {problem}"
-        if mark is not None:
-            message += f" (column {mark.column + 1})"
-        if exc.context and exc.problem and exc.context_mark is not None:
-            message += f", {exc.context} at line {exc.context_mark.line + 1}"
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t":
-            message += "; YAML cannot indent with tabs, use spaces"
-        return InputError(message, file=self.file, line=mark.line + 1 if mark is not None else None)
-
-    def _duplicate_keys(self, root: yaml.Node) -> Iterator[InputError]:
-        seen_nodes: set[int] = set()
-        stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
-        while stack:
-            node, loc = stack.pop()
-            if id(node) in seen_nodes:  # aliases share nodes; anchors may even be recursive
-                continue
-            seen_nodes.add(id(node))
-            if isinstance(node, yaml.MappingNode):
-                first_line: dict[str, int] = {}
-                for key, value in node.value:
-                    if isinstance(key, yaml.ScalarNode) and key.value != "<<":
-                        line = key.start_mark.line + 1
-                        if key.value in first_line:
-                            yield InputError(f"duplicate key {key.value!r} (first at line {first_line[key.value]}); "
-                                             f"YAML would silently keep only the last one",
-                                             file=self.file, line=line, field=format_loc(loc + (key.value,)))
-                        else:
-                            first_line[key.value] = line
-                        stack.append((value, loc + (key.value,)))
-            elif isinstance(node, yaml.SequenceNode):
-                for index, item in enumerate(node.value):
-                    stack.append((item, loc + (index,)))
-
-    def locate(self, loc: Iterable[Any]) -> tuple[str, int]:
-        """The field path and line for a location in the data. Where the path leaves the document (a missing
-        key), the line is that of the deepest node that exists."""
-        node: yaml.Node | None = self.root
-        line = self.root.start_mark.line + 1
-        path: list[Any] = []
-        for part in loc:
-            child: tuple[yaml.Node, yaml.Node] | None = None
-            if isinstance(node, yaml.MappingNode):
-                for key, value in node.value:
-                    if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                        child = (key, value)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-                item = node.value[part]
-                child = (item, item)
-            if child is not None:
-                line = child[0].start_mark.line + 1
-                node = child[1]
-                path.append(part)
-                continue
-            if _is_union_tag(part):
-                continue
-            path.append(part)
-            node = None
-        return format_loc(tuple(path)), line
-
-    def error(self, loc: Iterable[Any], message: str) -> InputError:
-        field, line = self.locate(loc)
-        return InputError(message, file=self.file, line=line, field=field or None)
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "bytes"})
-
-
-def _is_union_tag(part: Any) -> bool:
-    """Pydantic puts the union member it tried into `loc` (`'str'`, `"literal['forever']"`); not a file key."""
-    return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[]()'\""))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# --------------------------------------------------------------------------------------------------- schema
-
-def _unwrap(annotation: Any) -> Any:
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            candidates = [a for a in typing.get_args(annotation) if a is not type(None)]
-            containers = [a for a in candidates if _is_model(a) or typing.get_origin(a) in (dict, list)]
-            if not containers:
-                return None
-            annotation = containers[0]
-        else:
-            return annotation
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys the schema allows at ``loc``, for a did-you-mean on unknown keys. Empty when unsure."""
-    current: Any = root
-    for part in loc:
-        current = _unwrap(current)
-        if _is_model(current):
-            fields = current.model_fields
-            match = next((f for n, f in fields.items() if n == part or f.alias == part), None)
-            if match is None:
-                return []
-            current = match.annotation
-        elif typing.get_origin(current) is dict:
-            current = typing.get_args(current)[1]
-        elif typing.get_origin(current) is list:
-            current = typing.get_args(current)[0]
-        else:
-            return []
-    current = _unwrap(current)
-    if not _is_model(current):
-        return []
-    return [field.alias or name for name, field in current.model_fields.items()]
-
-
-def _validation_errors(doc: _Document, exc: ValidationError, model: type[BaseModel],
-                       prefix: tuple[Any, ...] = ()) -> list[InputError]:
-    # Errors for the members of one union arrive separately for the same node; merge them into one message.
-    merged: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
-    for error in exc.errors(include_url=False):
-        loc = prefix + tuple(error["loc"])
-        field, line = doc.locate(loc)
-        kind = error["type"]
-        got = ""
-        if kind == "extra_forbidden":
-            key = str(loc[-1])
-            allowed = _keys_at(model, tuple(p for p in loc[len(prefix):-1] if not _is_union_tag(p)))
-            message = f"unknown key {key!r}"
-            close = difflib.get_close_matches(key, allowed, n=1)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-            elif allowed:
-                message += f" (allowed: {', '.join(allowed)})"
-        elif kind == "missing":
-            message = "missing required key"
-        else:
-            message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            if kind not in ("value_error", "assertion_error") and "input" in error:
-                got = _short(error["input"])
-        entry = merged.setdefault((field, line), ([], []))
-        if message not in entry[0]:
-            entry[0].append(message)
-        if got and got not in entry[1]:
-            entry[1].append(got)
-    # One "(got ...)" per node, not one per union member that rejected the same value.
-    return [InputError(", or ".join(messages) + (f" (got {', '.join(gots)})" if gots else ""),
-                       file=doc.file, line=line, field=field or None)
-            for (field, line), (messages, gots) in merged.items()]
+    return read_input_file(path, what, dir_hint="hierarchy.yaml")
 
 
 # --------------------------------------------------------------------------------------------------- checks
@@ -293,14 +75,14 @@ def _validation_errors(doc: _Document, exc: ValidationError, model: type[BaseMod
 class _Checker:
     """Cross-reference checks over a schema-valid spec. Collects every problem instead of stopping at the first."""
 
-    def __init__(self, spec: HierarchySpec, doc: _Document, script_docs: dict[str, _Document]) -> None:
+    def __init__(self, spec: HierarchySpec, doc: YamlDocument, script_docs: dict[str, YamlDocument]) -> None:
         self.spec = spec
         self.doc = doc
         self.script_docs = script_docs
         self.errors: list[InputError] = []
         self.tools: dict[str, LoadedTool] = {}
 
-    def fail(self, loc: tuple[Any, ...], message: str, doc: _Document | None = None) -> None:
+    def fail(self, loc: tuple[Any, ...], message: str, doc: YamlDocument | None = None) -> None:
         self.errors.append((doc or self.doc).error(loc, message))
 
     def run(self) -> None:
@@ -449,7 +231,7 @@ class _Checker:
                 try:
                     tool.args_model.model_validate(spec.example_args)
                 except ValidationError as exc:
-                    for error in _validation_errors(self.doc, exc, tool.args_model, base + ("example_args",)):
+                    for error in validation_errors(self.doc, exc, tool.args_model, base + ("example_args",)):
                         error.message = f"example_args do not fit {spec.function}: {error.message}"
                         self.errors.append(error)
 
@@ -514,28 +296,28 @@ def _raise(errors: list[InputError]) -> None:
     raise errors[0] if len(errors) == 1 else InputErrors(errors)
 
 
-def _load_scenario(path: Path) -> tuple[_Document, ScenarioFile | None, list[InputError]]:
-    doc = _Document(path, _read_bytes(path, "scenario"), "scenario")
+def _load_scenario(path: Path) -> tuple[YamlDocument, ScenarioFile | None, list[InputError]]:
+    doc = YamlDocument(path, _read_bytes(path, "scenario"), "scenario")
     try:
         return doc, ScenarioFile.model_validate(doc.data), doc.duplicate_errors
     except ValidationError as exc:
-        return doc, None, doc.duplicate_errors + _validation_errors(doc, exc, ScenarioFile)
+        return doc, None, doc.duplicate_errors + validation_errors(doc, exc, ScenarioFile)
 
 
 def load_hierarchy(ref: str | Path, *, scenario: str | Path | None = None) -> Hierarchy:
     """Load, validate and import a hierarchy (a path or a bundled name), optionally with a scenario file whose
     `scripts:` replace the hierarchy's scripts agent by agent. Raises InputError (InputErrors for several)."""
     path = resolve_hierarchy_path(ref)
-    doc = _Document(path, _read_bytes(path, "hierarchy"), "hierarchy")
+    doc = YamlDocument(path, _read_bytes(path, "hierarchy"), "hierarchy")
     errors = list(doc.duplicate_errors)
     spec: HierarchySpec | None = None
     try:
         spec = HierarchySpec.model_validate(doc.data)
     except ValidationError as exc:
-        errors += _validation_errors(doc, exc, HierarchySpec)
+        errors += validation_errors(doc, exc, HierarchySpec)
 
     scenario_path = Path(scenario) if scenario is not None else None
-    scenario_doc: _Document | None = None
+    scenario_doc: YamlDocument | None = None
     scenario_spec: ScenarioFile | None = None
     if scenario_path is not None:
         scenario_doc, scenario_spec, scenario_errors = _load_scenario(scenario_path)
@@ -544,7 +326,7 @@ def load_hierarchy(ref: str | Path, *, scenario: str | Path | None = None) -> Hi
         _raise(errors)
     assert spec is not None
 
-    script_docs: dict[str, _Document] = {}
+    script_docs: dict[str, YamlDocument] = {}
     if scenario_spec is not None and scenario_doc is not None:
         spec = spec.model_copy(update={"scripts": {**spec.scripts, **scenario_spec.scripts}})
         script_docs = {agent: scenario_doc for agent in scenario_spec.scripts}

@@ -22,9 +22,19 @@ Risk = Literal["low", "medium", "high"]
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
 
 
+# Upper bounds on numbers: a value above them is a typo or an attack that would fail every run (a price of 1e300
+# overflows the budget's nano-dollar arithmetic, a count of 1e40 overflows the packed budget vectors), so `check`
+# refuses it with its line instead. Each is orders of magnitude above any real model or workload.
+MAX_PRICE_PER_MTOK = 1_000_000.0  # USD per million tokens: a dollar a token
+MAX_TOKENS = 10_000_000  # output tokens of one call
+MAX_CONTEXT_TOKENS = 1_000_000_000
+MAX_COUNT = 10_000_000  # cache entries
+
+
 class Strict(BaseModel):
     # defer_build: validators are built on first use, not at import (most commands never load a hierarchy).
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # allow_inf_nan=False: `.inf`, `.nan` and strings like "1e309" (which float() makes infinite) are refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -33,10 +43,10 @@ class ModelSpec(Strict):
     provider: Literal["scripted", "openai"] = "scripted"
     model: str
     tier: Tier = "standard"
-    price_in: float = Field(0.0, ge=0)
-    price_out: float = Field(0.0, ge=0)
-    max_output_tokens: int = Field(1024, gt=0)
-    context_window: int = Field(128_000, gt=0)
+    price_in: float = Field(0.0, ge=0, le=MAX_PRICE_PER_MTOK)
+    price_out: float = Field(0.0, ge=0, le=MAX_PRICE_PER_MTOK)
+    max_output_tokens: int = Field(1024, gt=0, le=MAX_TOKENS)
+    context_window: int = Field(128_000, gt=0, le=MAX_CONTEXT_TOKENS)
     timeout: Duration = 60.0
     # The longest Retry-After this model's retries wait for; a server asking for longer counts as a failure of the
     # model and the fallback chain moves on (a 429 with Retry-After: 600 must not park a run for ten minutes).
@@ -110,7 +120,7 @@ class RetryPolicy(Strict):
     max_attempts: int = Field(3, ge=1, le=20)
     initial_backoff: Duration = 0.5
     max_backoff: Duration = 20.0
-    multiplier: float = Field(2.0, ge=1.0)
+    multiplier: float = Field(2.0, ge=1.0, le=100.0)
 
 
 class RouteCondition(Strict):
@@ -121,7 +131,8 @@ class RouteCondition(Strict):
     one_of: list[Any] | None = Field(None, alias="in")
     keywords: list[str] | None = None
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True,
+                              allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_test(self) -> "RouteCondition":
@@ -214,7 +225,7 @@ class CacheSpec(Strict):
     """Per-agent opt-in response cache for model calls (identical model, messages and tools)."""
 
     ttl: Duration = 600.0
-    max_entries: int = Field(10_000, ge=1)
+    max_entries: int = Field(10_000, ge=1, le=MAX_COUNT)
 
 
 class ScriptToolCall(Strict):
@@ -244,7 +255,7 @@ class ScriptTurn(Strict):
     # `forever` turns this turn into a loop: the model repeats it on every later call (a looping agent).
     repeat: int | Literal["forever"] = 1
     latency: Duration | None = None
-    output_tokens: int | None = Field(None, ge=1)
+    output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> "ScriptTurn":

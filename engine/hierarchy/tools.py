@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from engine.guardrails.conditions import Condition
 from engine.hierarchy.schema import ToolSpec
+from engine.safe_yaml import format_loc
 
 __all__ = ["LoadedTool", "ToolArgsError", "ToolLoadError", "build_args_model", "build_tool", "describe_errors",
            "format_loc", "import_function", "parameters_schema"]
@@ -80,16 +81,6 @@ def describe_errors(exc: ValidationError) -> list[tuple[str, str]]:
             reason = f"{error['msg']} (got {_short(error.get('input'))})"
         problems.append((where, reason))
     return problems
-
-
-def format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def _short(value: Any) -> str:

@@ -2,7 +2,7 @@
 
 Every problem is an InputError naming the file, the line and the field path (`detect[0].params.min_calls`), and all
 problems of all files in one pass are reported together, exactly like hierarchy files: the YAML-with-lines machinery
-is engine.hierarchy.loader's. The front matter is handed to it padded with one empty line for the opening `---`, so
+is engine.safe_yaml's (bounded size and alias expansion, duplicate keys refused). The front matter is handed to it padded with one empty line for the opening `---`, so
 YAML line numbers ARE file line numbers.
 
 Where runbooks come from, later ones replacing earlier ones with the same id (so a store can tune a shipped one):
@@ -86,17 +86,15 @@ def load_runbook(path: Path | str, *, origin: str = "project") -> Runbook:
     shown = str(path)
     if not path.is_file():
         raise InputError("runbook file not found" if not path.exists() else "is not a runbook file", file=shown)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read runbook file: {exc.strerror or exc}", file=shown) from None
-    return parse_runbook(raw, path, origin=origin)
+    from engine.safe_yaml import read_input_file
+
+    return parse_runbook(read_input_file(path, "runbook"), path, origin=origin)
 
 
 def parse_runbook(raw: bytes, path: Path, *, origin: str = "project") -> Runbook:
-    # Imported here: the hierarchy loader pulls in the tool-import machinery, which `runbooks list` never needs
-    # until it actually parses a file.
-    from engine.hierarchy.loader import _Document, _validation_errors
+    # Imported here: pydantic's error machinery is not needed until a file is actually parsed.
+    from engine.safe_yaml import YamlDocument
+    from engine.schema_errors import validation_errors
 
     shown = str(path)
     try:
@@ -109,7 +107,7 @@ def parse_runbook(raw: bytes, path: Path, *, origin: str = "project") -> Runbook
     if not front.strip():
         raise InputError("the front matter is empty (it needs id, title, severity, detect, ...)", file=shown, line=2)
     try:
-        doc = _Document(path, front.encode("utf-8"), "runbook")
+        doc = YamlDocument(path, front.encode("utf-8"), "runbook")
     except InputError as exc:
         if exc.message.startswith("the top level"):
             raise InputError("the front matter must be a mapping (keys like `id:`, `title:` and `detect:`)",
@@ -120,7 +118,7 @@ def parse_runbook(raw: bytes, path: Path, *, origin: str = "project") -> Runbook
     try:
         spec = RunbookSpec.model_validate(doc.data)
     except ValidationError as exc:
-        errors += _validation_errors(doc, exc, RunbookSpec)
+        errors += validation_errors(doc, exc, RunbookSpec)
     if spec is None:
         _raise(errors)
     assert spec is not None
@@ -279,8 +277,17 @@ class _Checker:
                 self.fail(loc + (name,), f"unknown budget dimension{hint}")
             elif value is None or not math.isfinite(value) or value < 0:
                 self.fail(loc + (name,), f"a runbook lowers budgets: expected a number >= 0, got {value!r}")
+            elif value > _budget_bound(name):  # the bounds of a hierarchy's budgets: beyond them no run can start
+                self.fail(loc + (name,), f"expected at most {_budget_bound(name):g}, got {value!r}")
             elif name in whole and float(value) != int(value):
                 self.fail(loc + (name,), f"expected a whole number, got {value!r}")
+
+
+def _budget_bound(name: str) -> float:
+    from engine.durations import MAX_DURATION_S
+    from engine.guardrails.budget import MAX_LIMIT_AMOUNT, MAX_LIMIT_USD
+
+    return {"cost_usd": MAX_LIMIT_USD, "wall_time_s": MAX_DURATION_S}.get(name, float(MAX_LIMIT_AMOUNT))
 
 
 # --------------------------------------------------------------------------------------------------- sets

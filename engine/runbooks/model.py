@@ -227,7 +227,7 @@ class Runbook:
     body_line: int  # the file line the Markdown body starts on
     origin: str = "project"  # "project" (the checkout's runbooks/), "packaged" (engine/runbooks/) or "store"
     sections: tuple[str, ...] = field(default=())
-    # The parsed YAML document (engine.hierarchy.loader._Document): knows the line of every field, for errors
+    # The parsed YAML document (engine.safe_yaml.YamlDocument): knows the line of every field, for errors
     # found after loading (a target the store config does not define).
     doc: Any = field(default=None, compare=False, repr=False)
 

@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import InputError, InputErrors
 from engine.store.files import CONFIG_FILE
-from engine.store.redact import scoped
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class Strict(BaseModel):
@@ -49,16 +49,16 @@ class RedactionConfig(Strict):
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, patterns: list[str]) -> list[str]:
+        from engine.store.user_patterns import pattern_problem
+
         for index, pattern in enumerate(patterns):
             if not pattern:
                 raise ValueError(f"pattern {index} is empty (it would match everywhere)")
-            try:
-                # Compiled as the Redactor will use it: wrapped in a group inside one alternation.
-                compiled = re.compile(f"(?P<_check>{scoped(pattern)})")
-            except re.error as exc:
-                raise ValueError(f"pattern {index} {pattern!r} is not a valid regular expression: {exc}") from exc
-            if compiled.match(""):
-                raise ValueError(f"pattern {index} {pattern!r} matches the empty string")
+            # Compiled as the Redactor will use it (wrapped in a group), and timed on probes: a pattern that
+            # backtracks catastrophically is refused here, not discovered by the trace writer.
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ValueError(f"pattern {index} {pattern!r} {problem}")
         return patterns
 
 
@@ -104,16 +104,20 @@ def load_config(store_dir: Path, config_file: Path | str | None = None) -> Store
     else defaults. Raises InputError / InputErrors naming file, line and field."""
     if config_file is not None:
         path = Path(config_file)
-        if not path.is_file():
-            raise InputError("config file not found", file=str(path))
     else:
         path = store_dir / CONFIG_FILE
-        if not path.is_file():
+        if not path.exists():
             return StoreConfig()
+    # Imported here: engine.safe_yaml imports PyYAML (11 ms), which the console's start does not need.
+    from engine.safe_yaml import read_input_file
+
+    # Not found, a directory (never silently "no config": that would disable redaction), unreadable, too big.
+    raw = read_input_file(path, "config", max_bytes=MAX_CONFIG_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read config file: {exc}", file=str(path)) from exc
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
+                         line=raw[:exc.start].count(b"\n") + 1) from None
     return parse_config(text, str(path))
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 from types import TracebackType
 
 from engine.errors import StoreError
-from engine.store.config import StoreConfig, load_config
+from engine.store.config import StoreConfig
 from engine.store.control import ControlDB, current_user
 from engine.store.files import TRACES_DB, connect, ensure_private_file, ensure_store_dir, translate_sqlite_error
 from engine.store.lock import StoreLock
 from engine.store.migrate import migrate
+from engine.store.preflight import validate_store_inputs
 from engine.store.recovery import abandon_dead_runs, mark_engines_stopped
 from engine.store.redact import Redactor
 from engine.store.traces_schema import TRACES_MIGRATIONS
@@ -126,8 +127,8 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
                       heartbeat_interval: float = 1.0,
                       environ: Mapping[str, str] | None = None) -> EngineStore:
     store_dir = Path(store_dir)
-    # Config first: a typo in it should fail before anything on disk changes.
-    config = load_config(store_dir, config_file)
+    # The operator's files first (config, STORE/runbooks): a typo in one should fail before anything on disk changes.
+    config = validate_store_inputs(store_dir, config_file)
     redactor = Redactor.from_config(config, os.environ if environ is None else environ)
     ensure_store_dir(store_dir)
     lock = StoreLock.acquire(store_dir)

@@ -16,7 +16,9 @@ What is redacted, each replaced by `[REDACTED]`:
   password, token, access_token, authorization, private_key), since in structured payloads the name and the
   value are separate strings that no text pattern sees together;
 - config [redaction].patterns (whole match replaced; numbered backreferences are not supported because each
-  pattern is wrapped in a named group).
+  pattern is wrapped in a named group). With any configured, the whole alternation runs on the `regex` package under
+  a time bound (engine.store.user_patterns): a string whose matching runs out of time is stored as
+  `[REDACTED: redaction pattern timed out]`, never unredacted and never stalling the writer.
 Strings longer than max_field_bytes (UTF-8) are cut with a `…[truncated N bytes]` marker after redaction (so a cut
 never leaves half a secret unmatched); a whole payload whose JSON is still longer than MAX_PAYLOAD_FACTOR x
 max_field_bytes is stored as a JSON string holding its cut text.
@@ -128,7 +130,8 @@ def secret_values(names: Iterable[str], environ: Mapping[str, str]) -> list[str]
 
 class Redactor:
     def __init__(self, *, secrets: Iterable[str] = (), patterns: Iterable[str] = (),
-                 max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES, builtins: bool = True) -> None:
+                 max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES, builtins: bool = True,
+                 match_timeout: float | None = None) -> None:
         secrets = [s for s in secrets if s]
         patterns = list(patterns)
         self.max_field_bytes = max_field_bytes
@@ -163,7 +166,17 @@ class Redactor:
                     parts.append(f"(?P<_r{index}>{secret})")
         for pattern in patterns:
             parts.append(f"(?P<_r{len(parts)}>{scoped(pattern)})")
-        self._regex: re.Pattern[str] | None = re.compile("|".join(parts)) if parts else None
+        # Operator patterns may backtrack without end on some input: with any, every match is time-bounded.
+        self._timeout: float | None = None
+        self.timeouts = 0  # strings stored as TIMED_OUT by this redactor
+        self._regex: Any = None
+        if patterns:
+            from engine.store.user_patterns import MATCH_TIMEOUT_S, compile_user_regex
+
+            self._regex = compile_user_regex("|".join(parts))
+            self._timeout = MATCH_TIMEOUT_S if match_timeout is None else match_timeout
+        elif parts:
+            self._regex = re.compile("|".join(parts))
         # Payload keys come from a small vocabulary: remember which are credential names.
         self._secret_keys: dict[str, bool] = {}
 
@@ -217,7 +230,16 @@ class Redactor:
         regex = self._regex
         if regex is None or not self._may_contain_secret(text):
             return text
-        return regex.sub(self._replace, text)
+        if self._timeout is None:
+            return regex.sub(self._replace, text)
+        try:
+            return regex.sub(self._replace, text, timeout=self._timeout)
+        except TimeoutError:
+            from engine.store.user_patterns import TIMED_OUT
+
+            # Fail closed: a string we could not finish checking may hold a secret; store none of it.
+            self.timeouts += 1
+            return TIMED_OUT
 
     def truncate(self, text: str, limit: int | None = None) -> str:
         limit = self.max_field_bytes if limit is None else limit
