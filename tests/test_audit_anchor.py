@@ -30,7 +30,7 @@ def cli(store_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def anchored(store_dir: Path) -> Path:
     """Four operator actions, then an engine run, which records the audit head (row 4) in traces.db."""
     for args in (("safe-mode", "set", "models.max_tier=standard"), ("safe-mode", "set", "approvals=all"),
-                 ("safe-mode", "clear", "approvals"), ("breakers", "reset", "tool:add")):
+                 ("safe-mode", "clear", "approvals"), ("safe-mode", "set", "models.max_tier=strong")):
         assert cli(store_dir, *args, "--reason", "setting up").returncode == 0
     run = cli(store_dir, "run", str(WORKER), "--input", json.dumps({"a": 2, "b": 3, "text": "hi"}))
     assert run.returncode == 0, run.stdout + run.stderr
