@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from engine.errors import StoreError
 from engine.store.config import StoreConfig, load_config
@@ -52,6 +53,22 @@ def open_traces_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
+# A cap on traces.db's size in pages (of TRACES_PAGE_SIZE bytes): a quota, and how the disk-full tests make a real
+# file run out of space. Past it commits fail as on a full disk (SQLITE_FULL).
+PAGE_LIMIT_ENV = "FLIGHTDECK_TRACES_MAX_PAGES"
+
+
+def _page_limit(environ: Mapping[str, str]) -> int | None:
+    text = environ.get(PAGE_LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        from engine.errors import InputError
+
+        raise InputError(f"expected a whole number of pages, got {text!r}", field=PAGE_LIMIT_ENV)
+    return int(text)
+
+
 class EngineStore:
     """The store as the engine holds it. Use as a context manager, or call close()."""
 
@@ -76,11 +93,22 @@ class EngineStore:
         atexit.register(self.close)
 
     def _beat(self, interval: float) -> None:
+        failing = False
         while not self._stop_heartbeat.wait(interval):
             try:
                 self.control.heartbeat(self.engine_id)
-            except StoreError as exc:  # a busy control.db must not kill the engine; the next beat retries
-                log.warning("engine heartbeat failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a busy or full disk must never end the heartbeat
+                # Said once per episode, not every second; the next beat retries.
+                if not failing:
+                    log.warning("engine heartbeat failed (retrying every %gs): %s", interval, exc)
+                failing = True
+            else:
+                failing = False
+
+    def publish_store_health(self, health: Any) -> None:
+        """Show the trace store's health to operators (the lock file's `store` field, which `flightdeck engines`
+        and the console header read): in place, so it works on a full disk."""
+        self._lock.publish(store={"state": health.state, "error": health.error, "since": health.since})
 
     def close(self, timeout: float = 10) -> None:
         """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
@@ -129,6 +157,7 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
     # Config first: a typo in it should fail before anything on disk changes.
     config = load_config(store_dir, config_file)
     redactor = Redactor.from_config(config, os.environ if environ is None else environ)
+    pages = _page_limit(os.environ if environ is None else environ)
     ensure_store_dir(store_dir)
     lock = StoreLock.acquire(store_dir)
     traces: sqlite3.Connection | None = None
@@ -154,6 +183,8 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
                                 started=now)
         writer = TraceWriter(traces_path, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
                              keep_fds=[lock.fd] if lock.fd is not None else [])
+        if pages:
+            writer.set_page_limit(pages)
     except BaseException:
         if control is not None:
             control.close()
