@@ -73,6 +73,21 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def read_until(engine: subprocess.Popen[str], text: str, timeout: float = 30) -> None:
+    """Read the engine's stderr until a line containing `text` (bounded)."""
+    import select
+
+    assert engine.stderr is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([engine.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"timed out waiting for {text!r} on the engine's stderr"
+        line = engine.stderr.readline()
+        assert line, f"the engine closed stderr before saying {text!r}"
+        if text in line:
+            return
+
+
 def finish(engine: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
     try:
         return engine.communicate(timeout=timeout)
@@ -112,3 +127,65 @@ def test_killing_the_trace_writer_stops_the_engine_with_exit_3(tmp_path: Path) -
         assert next_engine.abandoned_runs
     statuses = {row["status"] for row in committed(store, "SELECT status FROM runs")}
     assert "running" not in statuses and "abandoned" in statuses
+
+
+def running_runs(store: Path) -> list[Any]:
+    return committed(store, "SELECT id FROM runs WHERE status = 'running'")
+
+
+def test_sigterm_lets_runs_in_flight_finish_and_starts_no_new_ones(tmp_path: Path) -> None:
+    engine, store, _ = start_engine(tmp_path, "--repeat", "9", "--concurrency", "3", "--json", steps=15, pause=0.05)
+    try:
+        wait_until(lambda: len(running_runs(store)) == 3, timeout=60, what="3 runs in flight")
+        engine.send_signal(signal.SIGTERM)
+    finally:
+        out, err = finish(engine, timeout=60)
+    assert engine.returncode == 143, err
+    assert "Traceback" not in err and "SIGTERM: admitting no new runs; 3 in flight get 30s" in err
+    results = json.loads(out)
+    # The three in flight finished (well within the grace period); the six not started were never started.
+    assert [r["status"] for r in results] == ["completed"] * 3
+    assert sorted(r[0] for r in rows(store / "traces.db", "SELECT status FROM runs")) == ["completed"] * 3
+    assert store_lock_free(store)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_grace_period_ends_by_killing_what_is_left_and_recording_it(tmp_path: Path, signum: int) -> None:
+    engine, store, _ = start_engine(tmp_path, "--repeat", "3", "--concurrency", "3", "--grace", "300ms",
+                                    steps=300, pause=0.1)
+    try:
+        wait_until(lambda: len(running_runs(store)) == 3, timeout=60, what="3 runs in flight")
+        signalled = time.monotonic()
+        engine.send_signal(signum)
+    finally:
+        _, err = finish(engine, timeout=60)
+    assert engine.returncode == 143, err
+    assert time.monotonic() - signalled < 15  # runs that would take 30 s more were stopped after the grace period
+    assert "Traceback" not in err
+    name = signal.Signals(signum).name
+    ended = rows(store / "traces.db", "SELECT status, error FROM runs")
+    assert len(ended) == 3
+    for status, error in ended:
+        assert status == "killed" and f"shutting down ({name}; the 0.3s grace period ended)" in error
+    # Each run's root span was closed too, and the lock is free for the next engine.
+    assert not rows(store / "traces.db", "SELECT id FROM spans WHERE status = 'running'")
+    assert store_lock_free(store)
+
+
+def test_a_second_signal_kills_at_once_still_recording(tmp_path: Path) -> None:
+    engine, store, _ = start_engine(tmp_path, "--repeat", "2", "--concurrency", "2", "--grace", "10m",
+                                    steps=300, pause=0.1)
+    try:
+        wait_until(lambda: len(running_runs(store)) == 2, timeout=60, what="2 runs in flight")
+        engine.send_signal(signal.SIGTERM)
+        # Pending signals are delivered lowest number first: send the second only once the first was handled.
+        read_until(engine, "SIGTERM: admitting no new runs")
+        engine.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+    finally:
+        _, err = finish(engine, timeout=60)
+    assert time.monotonic() - signalled < 15
+    assert engine.returncode == 143, err
+    ended = rows(store / "traces.db", "SELECT status, error FROM runs")
+    assert [status for status, _ in ended] == ["killed", "killed"]
+    assert all("shutting down (SIGINT)" in error for _, error in ended)
