@@ -189,3 +189,90 @@ def test_a_second_signal_kills_at_once_still_recording(tmp_path: Path) -> None:
     ended = rows(store / "traces.db", "SELECT status, error FROM runs")
     assert [status for status, _ in ended] == ["killed", "killed"]
     assert all("shutting down (SIGINT)" in error for _, error in ended)
+
+
+# An engine on a store whose traces.db is capped (PRAGMA max_page_count, as on a full disk) until the test creates
+# the file named by argv[3]: then the cap is lifted, as when an operator frees space.
+_CAPPED_ENGINE = """
+import os, sys, anyio
+from engine.hierarchy.loader import load_hierarchy
+from engine.runtime.engine import Engine, RunRequest
+from engine.store import open_engine_store
+
+store_dir, hierarchy_file, lift_file = sys.argv[1:4]
+hierarchy = load_hierarchy(hierarchy_file)
+
+async def main():
+    with open_engine_store(store_dir) as store:
+        async with Engine(store) as engine:
+            async def lift():
+                while not os.path.exists(lift_file):
+                    await anyio.sleep(0.02)
+                store.writer.set_page_limit(None)
+            async with anyio.create_task_group() as group:
+                group.start_soon(lift)
+                results = await engine.run_many(hierarchy, [RunRequest(input="go", seed=i) for i in range(4)],
+                                                concurrency=2)
+            print(" ".join(sorted(r.status for r in results)))
+
+anyio.run(main)
+"""
+
+
+def engines_json(store: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([sys.executable, "-m", "console.cli", "engines", "--json", "--store", str(store)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         timeout=30)
+    return json.loads(out.stdout) if out.returncode == 0 else []
+
+
+def test_a_full_traces_db_holds_calls_shows_degraded_and_carries_on_when_space_returns(tmp_path: Path) -> None:
+    store, journal, lift = tmp_path / "store", tmp_path / "journal.txt", tmp_path / "lift"
+    hierarchy = tmp_path / "clerk.yaml"
+    hierarchy.write_text(clerk_hierarchy(60, 0.005))
+    engine = subprocess.Popen([sys.executable, "-c", _CAPPED_ENGINE, str(store), str(hierarchy), str(lift)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "FLIGHTDECK_TEST_JOURNAL": str(journal),
+                                   "FLIGHTDECK_TRACES_MAX_PAGES": "40"})
+    try:
+        degraded = wait_until(lambda: [e["store"] for e in engines_json(store)
+                                       if e["holds_lock"] and e["store"]["state"] == "degraded"], timeout=60,
+                              what="`flightdeck engines` to show the store degraded")[0]
+        assert "database or disk is full" in degraded["error"]
+        # Held, not failed: give the engine time in which it could misbehave, then free the space.
+        time.sleep(1.5)
+        held_until = time.time()
+        lift.touch()
+    finally:
+        out, err = finish(engine, timeout=120)
+    assert engine.returncode == 0, err
+    assert out.split() == ["completed"] * 4
+    assert "Traceback" not in err
+    assert "trace store degraded: " in err and "trace store recovered after" in err
+    # No side effect ran while the store could not record it (from 1 s after it failed until space returned)...
+    side_effects = read_journal(str(journal))
+    assert len(side_effects) == 4 * 60
+    assert not [ts for ts, _ in side_effects if degraded["since"] + 1.0 < ts < held_until]
+    # ...and everything was stored in the end: every side effect's span, the degradation and the recovery.
+    assert len(committed(store, "SELECT id FROM spans WHERE name = 'record' AND status = 'ok'")) == 4 * 60
+    events = {row["kind"]: row["data"] for row in committed(
+        store, "SELECT kind, data FROM events WHERE kind IN ('store.degraded', 'store.recovered')")}
+    assert set(events) == {"store.degraded", "store.recovered"}
+    assert events["store.recovered"]["degraded_s"] >= 1.5
+    assert [e["store"]["state"] for e in engines_json(store) if e["holds_lock"]] == []  # stopped: lock released
+
+
+def test_on_store_error_exit_stops_the_engine_with_exit_3_and_no_traceback(tmp_path: Path) -> None:
+    engine, store, journal = start_engine(tmp_path, "--repeat", "50", "--concurrency", "2", "--on-store-error",
+                                          "exit", steps=100, pause=0.005,
+                                          env={"FLIGHTDECK_TRACES_MAX_PAGES": "40"})
+    out, err = finish(engine, timeout=60)
+    assert engine.returncode == 3, err
+    assert "Traceback" not in err
+    problems = [line for line in err.splitlines() if not line.startswith(("[", "running clerk"))]
+    assert len(problems) == 1 and "database or disk is full" in problems[0], err
+    # The engine stopped instead of running the other runs unrecorded: every side effect's start is stored.
+    side_effects = read_journal(str(journal))
+    assert 0 < len(side_effects) <= len(committed(store, "SELECT id FROM spans WHERE name = 'record'"))
+    assert len(side_effects) < 50 * 100
+    assert store_lock_free(store)

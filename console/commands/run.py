@@ -206,11 +206,10 @@ def handle(args: argparse.Namespace) -> int:
                                                     on_result=progress.finished)
                     group.cancel_scope.cancel()
                 if engine.store_failure is not None:
-                    failure.append(engine.store_failure)
                     stopped = engine.gate.stopped_runs
-                    notice(f"{engine.store_failure}; stopped {stopped} run(s)" + (
+                    failure.append(StoreError(f"{engine.store_failure}; stopped {stopped} run(s)" + (
                         " (the next engine on this store marks them abandoned)" if engine.gate.writer_gone
-                        else " (each recorded killed if the store takes it before exit)"))
+                        else "")))
                 return results
 
     store = open_engine_store(store_dir, config_file=args.config)
@@ -226,8 +225,11 @@ def handle(args: argparse.Namespace) -> int:
         except StoreError:
             if not failure:
                 raise
+            unwritten = store.writer.unwritten
+            if unwritten:
+                failure[0] = StoreError(f"{failure[0]}; {unwritten} trace items were not stored")
     if failure:
-        return failure[0].exit_code
+        raise failure[0]  # one line on stderr, exit code 3
     if args.json:
         print_json([r.to_json() for r in results])
     else:

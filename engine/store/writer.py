@@ -132,6 +132,7 @@ class TraceWriter:
         self._flushes = 0  # flush markers put on the queue (the shipper filters them out only when there are any)
         self._control: deque[tuple[Any, ...]] = deque()  # messages for the writer process, sent by the shipper
         self.last_committed_seq = 0
+        self.unwritten = 0  # set by close(): items that were never committed
         self.last_commit_time = 0.0  # time.time() when the last commit was acknowledged
 
         self._process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
@@ -424,7 +425,7 @@ class TraceWriter:
         self._thread.join(timeout=max(1.0, timeout))
         self._from_writer.close()
         self._closed = True
-        unwritten = len(self._queue) + self._shipped - self._acked
+        unwritten = self.unwritten = len(self._queue) + self._shipped - self._acked
         if failure is not None:
             raise StoreError(f"{failure}; {unwritten} queued trace items were not written") from failure
         self._raise_lost()
@@ -439,7 +440,8 @@ class TraceWriter:
             raise lost
 
     def _record_lost(self, message: str) -> None:
-        log.error("%s", message)
+        if not (self._stopping and self._health_callbacks):  # else close() raises it to whoever reports it
+            log.error("%s", message)
         with self._state_lock:
             self._lost = StoreError(message)
             self._lost_unreported = True
