@@ -40,3 +40,25 @@ def read_journal(path: str) -> list[tuple[float, str]]:
     except FileNotFoundError:
         return []
     return [(float(line.split(" ", 1)[0]), line.split(" ", 1)[1]) for line in lines if line]
+
+
+def witness(note: str) -> str:
+    """A side effect that first checks the store already knows about it: its tool span's start (with this note as
+    its argument and a call id) must be committed to traces.db ($FLIGHTDECK_TEST_STORE) before it runs.
+
+    Args:
+        note: A note unique to this call.
+    """
+    import sqlite3
+
+    path = os.path.join(os.environ["FLIGHTDECK_TEST_STORE"], "traces.db")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = conn.execute("SELECT count(*) FROM spans WHERE name = 'witness' AND "
+                             "json_extract(attributes, '$.args.note') = ? AND "
+                             "json_extract(attributes, '$.call_id') IS NOT NULL", (note,)).fetchone()[0]
+    finally:
+        conn.close()
+    if found != 1:
+        raise RuntimeError(f"side effect {note} is running before its start was committed")
+    return "witnessed"

@@ -235,6 +235,11 @@ class TraceWriter:
             # bound or dropping. Cooperative emitters never get here.
             self._wait_below(self._max_queue, None)
 
+    @property
+    def pid(self) -> int:
+        """The trace-writer process's id (what an operator sees as the engine's child)."""
+        return self._process.pid
+
     # -- back-pressure -----------------------------------------------------------------------------------------
 
     @property
