@@ -276,3 +276,40 @@ def test_on_store_error_exit_stops_the_engine_with_exit_3_and_no_traceback(tmp_p
     assert 0 < len(side_effects) <= len(committed(store, "SELECT id FROM spans WHERE name = 'record'"))
     assert len(side_effects) < 50 * 100
     assert store_lock_free(store)
+
+
+def _can_mount_tmpfs(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {probe}"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def test_a_full_file_system_with_on_store_error_exit(tmp_path: Path) -> None:
+    """A real ENOSPC: the engine runs on a 3 MiB tmpfs (in a private mount namespace) that fills up."""
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("cannot mount a tmpfs here (needs unshare -m and CAP_SYS_ADMIN)")
+    disk, saved, journal = tmp_path / "disk", tmp_path / "saved", tmp_path / "journal.txt"
+    disk.mkdir()
+    saved.mkdir()
+    hierarchy = tmp_path / "clerk.yaml"
+    hierarchy.write_text(clerk_hierarchy(200, 0.001))
+    # The store lives and dies with the mount namespace: copy traces.db out before leaving it.
+    script = (f"mount -t tmpfs -o size=3m tmpfs {disk} || exit 99; "
+              f"{sys.executable} -m console.cli run {hierarchy} --store {disk}/store --repeat 300 --concurrency 4 "
+              f"--on-store-error exit; code=$?; cp {disk}/store/traces.db* {saved}/; exit $code")
+    engine = subprocess.Popen(["unshare", "-m", "sh", "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "FLIGHTDECK_TEST_JOURNAL": str(journal)})
+    _, err = finish(engine, timeout=120)
+    assert engine.returncode == 3, err
+    assert "Traceback" not in err
+    assert "disk is full" in err.splitlines()[-1] and "--on-store-error is exit" in err.splitlines()[-1], err
+    # Far from the 300 runs the engine was asked for, and no side effect the store does not know about.
+    side_effects = read_journal(str(journal))
+    starts = rows(saved / "traces.db", "SELECT count(*) FROM spans WHERE name = 'record'")[0][0]
+    assert 0 < len(side_effects) <= starts
+    assert len(side_effects) < 300 * 200

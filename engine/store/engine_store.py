@@ -133,7 +133,7 @@ class EngineStore:
             self._traces.close()
         try:
             self.control.mark_stopped(self.engine_id, now)
-        except StoreError as exc:
+        except (StoreError, sqlite3.Error) as exc:  # a full disk raises the raw sqlite3 error here
             log.warning("could not record engine stop in control.db: %s", exc)
         finally:
             self.control.close()
