@@ -136,7 +136,6 @@ def test_commit_now_raises_once_the_writer_is_gone(tmp_path: Path) -> None:
 
 def test_the_console_header_and_engines_show_a_degraded_store(tmp_path: Path) -> None:
     from console.widgets import header
-    from engine.runtime.store_gate import StoreHealth
 
     store_dir = tmp_path / "store"
     store = open_engine_store(store_dir)
@@ -145,8 +144,7 @@ def test_the_console_header_and_engines_show_a_degraded_store(tmp_path: Path) ->
         try:
             healthy = header.collect(reader, store.control, time.time(), store_dir).values["engines"]
             assert healthy.level == "ok" and "store" not in healthy.text
-            store.publish_store_health(StoreHealth("degraded", "cannot commit: database or disk is full",
-                                                   time.time()))
+            store.publish_store_health("degraded", "cannot commit: database or disk is full", time.time())
             slot = header.collect(reader, store.control, time.time(), store_dir).values["engines"]
         finally:
             reader.close()

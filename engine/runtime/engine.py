@@ -22,7 +22,7 @@ from engine.runtime.context import RunContext
 from engine.runtime.controls import RuntimeControls
 from engine.runtime.guards import Guards
 from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult
-from engine.runtime.store_gate import StoreGate
+from engine.runtime.store_gate import StoreGate, StoreHealth
 from engine.runtime.tracer import Tracer
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Engine:
         self.controls = RuntimeControls(self)
         self.gate = StoreGate(on_error=on_store_error, stop_all=self.controls.stop_all,
                               event=lambda kind, data: self.tracer.event(None, None, kind, data=data),
-                              publish=getattr(store, "publish_store_health", None))
+                              publish=self._publish_store_health)
         self.controls.store_gate = self.gate
         self._compiled: dict[str, CompiledHierarchy] = {}
         self._providers: dict[tuple[str, ...], Provider] = {}
@@ -172,6 +172,11 @@ class Engine:
         finally:
             reader.close()
         return [(row["started"], row["cost_usd"]) for row in rows]
+
+    def _publish_store_health(self, health: StoreHealth) -> None:
+        publish = getattr(self.store, "publish_store_health", None)  # test doubles of the store may not have it
+        if publish is not None:
+            publish(health.state, health.error, health.since)
 
     @property
     def store_failure(self) -> "StoreError | None":

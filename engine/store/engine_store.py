@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from engine.errors import StoreError
 from engine.store.config import StoreConfig, load_config
@@ -105,10 +104,11 @@ class EngineStore:
             else:
                 failing = False
 
-    def publish_store_health(self, health: Any) -> None:
-        """Show the trace store's health to operators (the lock file's `store` field, which `flightdeck engines`
-        and the console header read): in place, so it works on a full disk."""
-        self._lock.publish(store={"state": health.state, "error": health.error, "since": health.since})
+    def publish_store_health(self, state: str, error: str | None, since: float) -> None:
+        """Show the trace store's health to operators ("ok", "degraded" or "failed", why, since when) in the lock
+        file's `store` field, which `flightdeck engines` and the console header read: written in place, so it works
+        on a full disk."""
+        self._lock.publish(store={"state": state, "error": error, "since": since})
 
     def close(self, timeout: float = 10) -> None:
         """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
