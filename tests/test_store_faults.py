@@ -313,3 +313,23 @@ def test_a_full_file_system_with_on_store_error_exit(tmp_path: Path) -> None:
     starts = rows(saved / "traces.db", "SELECT count(*) FROM spans WHERE name = 'record'")[0][0]
     assert 0 < len(side_effects) <= starts
     assert len(side_effects) < 300 * 200
+
+
+def test_starting_on_a_full_file_system_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("cannot mount a tmpfs here (needs unshare -m and CAP_SYS_ADMIN)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    hierarchy = tmp_path / "clerk.yaml"
+    hierarchy.write_text(clerk_hierarchy(3, 0.001))
+    run = f"{sys.executable} -m console.cli run {hierarchy} --store {disk}/store"
+    # A store used once, then the disk fills up (with something else), then an engine starts on it.
+    script = (f"mount -t tmpfs -o size=3m tmpfs {disk} || exit 99; {run} >/dev/null 2>&1 || exit 98; "
+              f"dd if=/dev/zero of={disk}/fill bs=64k 2>/dev/null; {run}")
+    engine = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                              "FLIGHTDECK_TEST_JOURNAL": str(tmp_path / "journal.txt")})
+    assert engine.returncode == 3, engine.stderr
+    assert "Traceback" not in engine.stderr
+    problems = [line for line in engine.stderr.splitlines() if not line.startswith("running clerk")]
+    assert len(problems) == 1 and problems[0].startswith("flightdeck: cannot "), engine.stderr

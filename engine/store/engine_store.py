@@ -185,6 +185,13 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
                              keep_fds=[lock.fd] if lock.fd is not None else [])
         if pages:
             writer.set_page_limit(pages)
+    except sqlite3.Error as exc:  # control.db writes (a full disk, an I/O error): one line, not a traceback
+        if control is not None:
+            control.close()
+        if traces is not None:
+            traces.close()
+        lock.release()
+        raise translate_sqlite_error(exc, store_dir / "control.db", "register the engine in") from exc
     except BaseException:
         if control is not None:
             control.close()

@@ -67,8 +67,14 @@ class StoreLock:
                 raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "user": current_user(),
                   "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _record(holder), 0)
+        try:
+            os.pwrite(fd, _record(holder), 0)  # over the blank record the last holder left: no new block needed
+            if os.fstat(fd).st_size > RECORD_BYTES:  # a longer record of an older Flightdeck
+                os.ftruncate(fd, RECORD_BYTES)
+        except OSError as exc:  # a full disk with no record to overwrite: one clear line, not a traceback
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return cls(store_dir, fd, holder)
 
     def publish(self, **fields: Any) -> None:
@@ -98,7 +104,11 @@ class StoreLock:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # nobody holds it now; a stale name in the file would mislead the next error
+            # Nobody holds it now: a stale name in the file would mislead the next error. Blanked, not truncated,
+            # so the next engine can write its record even on a full disk.
+            os.pwrite(fd, b" " * RECORD_BYTES, 0)
+        except OSError:
+            os.ftruncate(fd, 0)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
