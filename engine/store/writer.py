@@ -125,7 +125,9 @@ class TraceWriter:
         self._frame_sizes: dict[int, int] = {}
         # frame -> (bytes, time shipped): the byte and age bounds. Written by the shipper, popped by the ack thread.
         self._frame_meta: dict[int, tuple[int, float]] = {}
-        self._bytes_in_flight = 0
+        # Bytes shipped / acknowledged: like _shipped and _acked, each has one writing thread (no lock needed).
+        self._bytes_shipped = 0
+        self._bytes_acked = 0
         self._frame_waiters: dict[int, list[threading.Event]] = {}
         self._next_frame = 1
         self._acked_frame = 0
@@ -258,6 +260,10 @@ class TraceWriter:
         if self._shipped == self._acked:
             return False
         return self._bytes_in_flight >= self._max_bytes or self._oldest_age() >= self._max_age
+
+    @property
+    def _bytes_in_flight(self) -> int:
+        return self._bytes_shipped - self._bytes_acked
 
     def _oldest_age(self) -> float:
         meta = self._frame_meta.get(self._acked_frame + 1)
@@ -501,7 +507,7 @@ class TraceWriter:
             self._frame_waiters[frame] = waiters
         payload = _encode_items(frame, items, bool(waiters))
         self._frame_meta[frame] = (len(payload), time.monotonic())
-        self._bytes_in_flight += len(payload)
+        self._bytes_shipped += len(payload)
         self._shipped += len(items)
         write_frame(fd, payload)
 
@@ -553,7 +559,7 @@ class TraceWriter:
                 acked += self._frame_sizes.pop(number, 0)
                 meta = self._frame_meta.pop(number, None)
                 if meta is not None:
-                    self._bytes_in_flight -= meta[0]
+                    self._bytes_acked += meta[0]
                 for waiter in self._frame_waiters.pop(number, ()):
                     waiter.set()
             self._acked_frame = frame
