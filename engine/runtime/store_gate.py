@@ -29,7 +29,7 @@ from engine.errors import StoreError
 from engine.runtime.controls import OperatorStop
 
 if TYPE_CHECKING:
-    from engine.store.writer import WriterHealth
+    from engine.store.writer_types import WriterHealth
 
 log = logging.getLogger(__name__)
 

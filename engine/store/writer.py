@@ -31,7 +31,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +39,13 @@ from engine.store.batch import (EVENT_ITEM, FLUSH, RUN_ENDED_ITEM, RUN_PROGRESS_
                                 SPAN_ENDED_ITEM, SPAN_STARTED_ITEM, STATE_ITEM, CommittedEvent)
 from engine.store.frames import encode, read_frame, write_frame
 from engine.store.redact import Redactor
+from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
 
 log = logging.getLogger(__name__)
 
 CommitCallback = Callable[[list[CommittedEvent]], None]
 HealthCallback = Callable[["WriterHealth"], None]
 
-
-@dataclass(frozen=True, slots=True)
-class WriterHealth:
-    """What the writer can promise right now. `state`: "ok"; "degraded" (commits fail and are being retried: disk
-    full, I/O error, locked); "gone" (the writer process ended: nothing emitted from now on will be stored)."""
-
-    state: str
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    """What is emitted but not yet committed: items, approximate bytes (pickled frames in flight, plus the queued
-    items at the in-flight average), and the age in seconds of the oldest uncommitted frame."""
-
-    items: int
-    bytes: int
-    age_s: float
 
 # Commit cadence when idle-to-busy (a saturated writer commits back to back anyway). Half the required 50 ms so
 # that emit-to-commit p99 stays well under 100 ms: an event waits up to one interval plus one batch's work.
@@ -355,7 +337,7 @@ class TraceWriter:
 
         self._check_running()
         loop = asyncio.get_running_loop()
-        waiter = _LoopWaiter(loop)
+        waiter = LoopWaiter(loop)
         self._flushes += 1
         self._queue.append((FLUSH, waiter))
         self._wake.set()
@@ -409,7 +391,7 @@ class TraceWriter:
         self._check_running_after(done)
         self._raise_lost()
 
-    def _check_running_after(self, done: "threading.Event | _LoopWaiter") -> None:
+    def _check_running_after(self, done: "threading.Event | LoopWaiter") -> None:
         # Waiters are also released when the writer process ends; then their items were not all committed.
         if self._gone is not None and getattr(done, "frame", 0) > self._acked_frame:
             self._check_running()
@@ -595,27 +577,6 @@ class TraceWriter:
         A quota, and the way tests make a real file run out of space: commits then fail with SQLITE_FULL."""
         self._control.append(("max_pages", pages))
         self._wake.set()
-
-
-class _LoopWaiter:
-    """A flush marker an event loop awaits: set() is called from the acknowledgement thread."""
-
-    __slots__ = ("future", "_loop", "frame")
-
-    def __init__(self, loop: Any) -> None:
-        self._loop = loop
-        self.future = loop.create_future()
-        self.frame = 0
-
-    def set(self) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._resolve)
-        except RuntimeError:  # the loop closed: nobody waits any more
-            pass
-
-    def _resolve(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
 
 
 def _encode_items(frame: int, items: list[tuple[Any, ...]], urgent: bool) -> bytes:
