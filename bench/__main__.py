@@ -1,4 +1,4 @@
-"""`python -m bench [store|engine|peers|memory|startup|all]` (also `make bench`): print the benchmark tables.
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|all]` (also `make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -116,9 +116,15 @@ def section_console(args: argparse.Namespace) -> None:
     console_bench.main([])
 
 
+def section_write_ahead(args: argparse.Namespace) -> None:
+    from bench import write_ahead_bench
+
+    write_ahead_bench.main_table()
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
-            "console": section_console}
+            "console": section_console, "write-ahead": section_write_ahead}
 
 
 def main(argv: list[str] | None = None) -> int:

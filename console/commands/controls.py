@@ -55,7 +55,7 @@ FLAG_FIELDS = ("id", "name", "value", "scope", "target", "previous_value", "sour
 OVERRIDE_FIELDS = ("id", "action", "reason", "operator", "created", "applied", "applied_by")
 AUDIT_FIELDS = ("id", "ts", "actor", "action", "target", "before", "after", "reason", "prev_hash", "hash")
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
-                 "holds_lock")
+                 "holds_lock", "store")
 
 
 # ------------------------------------------------------------------------------------------------ parsers
@@ -782,6 +782,8 @@ def handle_engines(args: argparse.Namespace) -> int:
     for engine in engines:
         engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
                                 and holder.get("host") == engine["host"])
+        # The trace store's health as the lock holder reports it (engine.lock's `store`): ok, degraded, failed.
+        engine["store"] = _store_health(holder) if engine["holds_lock"] else None
     if args.json:
         print_json([_pick(e, ENGINE_FIELDS) for e in engines])
         return 0
@@ -789,11 +791,27 @@ def handle_engines(args: argparse.Namespace) -> int:
         print("no engine has run on this store yet")
         return 0
     rows = [(e["id"][:12], e["pid"], e["host"], e["user"], e["version"], when(e["started"]), age(e["heartbeat"]),
-             "alive" if e["alive"] else ("STALE" if e["stale"] else "stopped"), "yes" if e["holds_lock"] else "")
+             ("alive" if e["alive"] else ("STALE" if e["stale"] else "stopped"))
+             + (f", store {e['store']['state'].upper()}" if e["store"] and e["store"]["state"] != "ok" else ""),
+             "yes" if e["holds_lock"] else "")
             for e in engines]
     print(table(("ENGINE", "PID", "HOST", "USER", "VERSION", "STARTED", "HEARTBEAT", "STATE", "LOCK"), rows,
                 right={1}))
+    for e in engines:
+        store = e["store"]
+        if store and store["state"] != "ok":
+            print(f"\nengine pid {e['pid']}: trace store {store['state']} since {when(store['since'])}: "
+                  f"{store['error']}" + ("\n  no new model or tool call starts until commits succeed again; free "
+                                         "space (or fix the I/O error) and it carries on by itself"
+                                         if store["state"] == "degraded" else ""))
     return 0
+
+
+def _store_health(holder: dict[str, Any]) -> dict[str, Any]:
+    store = holder.get("store")
+    if not isinstance(store, dict) or store.get("state") not in ("ok", "degraded", "failed"):
+        return {"state": "ok", "error": None, "since": holder.get("started")}
+    return {"state": store["state"], "error": store.get("error"), "since": store.get("since")}
 
 
 def _terminate(args: argparse.Namespace) -> int:

@@ -21,8 +21,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "run", help="run a hierarchy and record it in the store",
         description="Run a hierarchy file or a bundled example (deal-desk, support-triage) and record every step.",
-        epilog="Exit codes: 0 every run completed; 1 a run failed; 2 bad input; 3 store problem; "
-               "4 budget exceeded; 5 loop detected; 6 killed; 7 refused; 130 interrupted.")
+        epilog="Exit codes: 0 every run completed; 1 a run failed; 2 bad input; 3 store problem (the trace store "
+               "cannot record: its writer died, or commits fail with --on-store-error exit); 4 budget exceeded; "
+               "5 loop detected; 6 killed; 7 refused; 130 interrupted (SIGINT); 143 stopped by SIGTERM or SIGHUP.")
     parser.add_argument("hierarchy", metavar="FILE|NAME", help="hierarchy YAML file or bundled example name")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="TEXT", help="run input: text, or a JSON object")
@@ -40,7 +41,25 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="run budget overrides, e.g. cost=2.50,tool_calls=40,wall=300s,tokens=20000")
     parser.add_argument("--tenant", metavar="NAME", help="customer/tenant label for attribution and budgets")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list of run objects)")
+    parser.add_argument("--grace", type=_duration, default=30.0, metavar="DURATION",
+                        help="on SIGTERM/SIGHUP, how long runs in flight may finish before they are killed "
+                             "(default 30s; a second signal kills at once)")
+    parser.add_argument("--on-store-error", choices=("wait", "exit"), default="wait",
+                        help="when trace commits fail (disk full, I/O error): wait (hold new model and tool calls, "
+                             "retry, carry on when they succeed; default) or exit (stop every run, exit code 3)")
     parser.set_defaults(handler=handle)
+
+
+def _duration(text: str) -> float:
+    from engine.durations import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
 
 
 def _budget(text: str) -> Any:
@@ -133,6 +152,11 @@ class Progress:
               f"    approve: flightdeck approve {row['id']}{store} --reason '...'\n"
               f"    deny:    flightdeck deny {row['id']}{store} --reason '...'", file=sys.stderr, flush=True)
 
+    def interrupt(self) -> None:
+        """Clear the live line before another message is printed on stderr."""
+        if self.enabled and self.tty:
+            sys.stderr.write("\r\x1b[2K")
+
     def close(self) -> None:
         if self.enabled and self.tty:
             sys.stderr.write("\n")
@@ -146,10 +170,14 @@ def worst_exit_code(results: list[Any]) -> int:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from functools import partial
+
     import anyio
 
+    from engine.errors import StoreError
     from engine.hierarchy.loader import load_hierarchy
     from engine.runtime.engine import Engine, RunRequest
+    from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, watch_signals
     from engine.store import open_engine_store, resolve_store_dir
 
     hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
@@ -163,23 +191,58 @@ def handle(args: argparse.Namespace) -> int:
         print(f"running {hierarchy.spec.name} ×{len(requests)} (concurrency {args.concurrency}) "
               f"on store {store_dir}", file=sys.stderr)
 
-    async def go() -> list[Any]:
-        async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0) as engine:
-            engine.approval_listeners.append(progress.approval_requested)
-            return await engine.run_many(hierarchy, requests, concurrency=args.concurrency,
-                                         on_result=progress.finished)
+    shutdown = Shutdown()
+    failure: list[StoreError] = []
 
-    with open_engine_store(store_dir, config_file=args.config) as store:
+    def notice(line: str) -> None:
+        progress.interrupt()
+        print(f"flightdeck: {line}", file=sys.stderr, flush=True)
+
+    async def go() -> list[Any]:
+        # Signals are caught from before the engine starts, so none ends the process without recording.
+        with anyio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+            async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
+                              on_store_error=args.on_store_error) as engine:
+                engine.approval_listeners.append(progress.approval_requested)
+                async with anyio.create_task_group() as group:
+                    await group.start(partial(watch_signals, signals, engine, args.grace, shutdown, notice))
+                    results = await engine.run_many(hierarchy, requests, concurrency=args.concurrency,
+                                                    on_result=progress.finished)
+                    group.cancel_scope.cancel()
+                if engine.store_failure is not None:
+                    stopped = engine.gate.stopped_runs
+                    failure.append(StoreError(f"{engine.store_failure}; stopped {stopped} run(s)" + (
+                        " (the next engine on this store marks them abandoned)" if engine.gate.writer_gone
+                        else "")))
+                return results
+
+    store = open_engine_store(store_dir, config_file=args.config)
+    try:
         try:
             results = anyio.run(go)
         finally:
             progress.close()
+    finally:
+        try:
+            # After a store failure the writer can take nothing more: do not wait long for it.
+            store.close(timeout=1.0 if failure else 10.0)
+        except StoreError:
+            if not failure:
+                raise
+            unwritten = store.writer.unwritten
+            if unwritten:
+                failure[0] = StoreError(f"{failure[0]}; {unwritten} trace items were not stored")
+    if failure:
+        raise failure[0]  # one line on stderr, exit code 3
     # Through the store's own redactor: a terminal or a CI log shows no more than the store holds.
     if args.json:
         print_json([store.redactor.clean(r.to_json()) for r in results])
     else:
         print_summary(results, redact=store.redactor.clean_text)
-    return worst_exit_code(results)
+        if shutdown.signal is not None:
+            print(f"stopped on {shutdown.signal}: {len(requests) - len(results)} run(s) not started",
+                  file=sys.stderr)
+    return shutdown.exit_code if shutdown.exit_code is not None else worst_exit_code(results)
 
 
 def print_summary(results: list[Any], redact: Callable[[str], str | None] = lambda text: text) -> None:

@@ -141,7 +141,24 @@ def _engines(ctx: HeaderContext) -> SlotValue:
             return SlotValue("none alive", "crit", alarm=f"{active} runs say running but no engine is alive: they "
                                                          f"will be marked abandoned when an engine next starts.")
         return SlotValue("none running", "info", short="0 running")
+    trouble = _store_trouble(ctx.store_dir)
+    if trouble is not None:
+        state, error = trouble
+        return SlotValue(f"{len(alive)} alive · store {state.upper()}", "crit", short=f"store {state.upper()}",
+                         alarm=f"Trace store {state}: {printable(error, limit=160)}. No new model or tool call starts "
+                               f"until commits succeed again: free disk space (see docs/operations.md).")
     return SlotValue(f"{len(alive)} alive", "ok")
+
+
+def _store_trouble(store_dir: Path) -> tuple[str, str] | None:
+    """The trace store's health as the engine holding the lock reports it (engine.lock's `store` field), when it
+    is not ok: (state, error)."""
+    from engine.controls.terminate import read_lock_holder
+
+    store = (read_lock_holder(store_dir) or {}).get("store")
+    if isinstance(store, dict) and store.get("state") in ("degraded", "failed"):
+        return str(store["state"]), str(store.get("error") or "")
+    return None
 
 
 def _runs(ctx: HeaderContext) -> SlotValue:

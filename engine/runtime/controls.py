@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from engine.runtime.control_worker import ControlWorker
     from engine.runtime.deadline import Deadline
     from engine.runtime.engine import Engine
+    from engine.runtime.store_gate import StoreGate
 
 
 class OperatorStop(Exception):
@@ -80,6 +81,8 @@ class RuntimeControls:
         self.decisions: dict[str, dict[str, Any]] = {}
         self._run_slots: anyio.CapacityLimiter | None = None
         self._audit_head: tuple[int, str] | None = None  # the last head recorded in traces.db
+        self.store_gate: "StoreGate | None" = None  # no call starts that the trace store cannot record
+        self.shutting_down: str | None = None  # why new runs are no longer admitted (the engine is stopping)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -111,6 +114,11 @@ class RuntimeControls:
 
     def admission_refusal(self, hierarchy: str) -> str | None:
         """Why a new run of this hierarchy may not start, or None."""
+        if self.shutting_down is not None:
+            return "refused: " + self.shutting_down
+        gate = self.store_gate
+        if gate is not None and gate.failure is not None:
+            return f"refused: the trace store is unavailable: {gate.failure}"
         for switch in self.switches:
             if switch["mode"] in ("kill", "drain") and (
                     switch["scope"] == "global" or (switch["scope"] == "hierarchy" and switch["target"] == hierarchy)):
@@ -134,6 +142,9 @@ class RuntimeControls:
         return found
 
     async def before_call(self, ctx: "RunContext", agent: str, tool: str | None) -> None:
+        gate = self.store_gate
+        if gate is not None and gate.blocked:  # the store cannot record right now: wait, or refuse once it failed
+            await gate.wait_usable()
         if not self.switches and not self.flags:
             return
         while True:
@@ -278,6 +289,16 @@ class RuntimeControls:
         total: float = int(value) if value is not None and value.isdigit() and int(value) > 0 else math.inf
         if self._run_slots.total_tokens != total:
             self._run_slots.total_tokens = total
+
+    def stop_all(self, reason: str) -> int:
+        """Cancel every active run (their in-flight calls included); each ends `killed` with `reason`. Returns how
+        many were active."""
+        runs = list(self.runs.values())
+        for active in runs:
+            if active.stop_reason is None:
+                active.stop_reason = reason
+            active.scope.cancel()
+        return len(runs)
 
     def _cancel_covered(self, switch: dict[str, Any]) -> None:
         reason = "killed: " + _describe(switch)

@@ -22,9 +22,11 @@ from engine.runtime.context import RunContext
 from engine.runtime.controls import RuntimeControls
 from engine.runtime.guards import Guards
 from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult
+from engine.runtime.store_gate import StoreGate, StoreHealth
 from engine.runtime.tracer import Tracer
 
 if TYPE_CHECKING:
+    from engine.errors import StoreError
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.compiled import CompiledAgent
@@ -66,7 +68,9 @@ class Engine:
     """Use as `async with Engine(store) as engine:`; background tasks live as long as the block."""
 
     def __init__(self, store: "EngineStore", *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK,
-                 runbooks: "bool | list[Any]" = True) -> None:
+                 runbooks: "bool | list[Any]" = True, on_store_error: str = "wait") -> None:
+        """`on_store_error`: what to do when trace commits fail ("wait": hold new calls until they succeed again;
+        "exit": stop every run, and `store_failure` says why)."""
         self.store = store
         self.writer = store.writer
         self.tracer = Tracer(store.writer)
@@ -74,6 +78,10 @@ class Engine:
         self.clock = clock
         self.guards = Guards(self.tracer, clock=clock)
         self.controls = RuntimeControls(self)
+        self.gate = StoreGate(on_error=on_store_error, stop_all=self.controls.stop_all,
+                              event=lambda kind, data: self.tracer.event(None, None, kind, data=data),
+                              publish=self._publish_store_health)
+        self.controls.store_gate = self.gate
         self._compiled: dict[str, CompiledHierarchy] = {}
         self._providers: dict[tuple[str, ...], Provider] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -98,6 +106,8 @@ class Engine:
                                                     runbooks=chosen)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        self.gate.attach()
+        self.writer.on_health(self.gate.on_writer_health)
         from engine.controls.api import ControlAPI
         from engine.controls.verifier import ControlVerifier
         from engine.runtime.control_worker import ControlWorker
@@ -167,6 +177,25 @@ class Engine:
         finally:
             reader.close()
         return [(row["started"], row["cost_usd"]) for row in rows]
+
+    def _publish_store_health(self, health: StoreHealth) -> None:
+        publish = getattr(self.store, "publish_store_health", None)  # test doubles of the store may not have it
+        if publish is not None:
+            publish(health.state, health.error, health.since)
+
+    @property
+    def store_failure(self) -> "StoreError | None":
+        """Why this engine had to stop because of its trace store (a StoreError: exit code 3), or None."""
+        return self.gate.failure
+
+    def shut_down(self, reason: str) -> None:
+        """Admit no new run from now on (`reason` says why); runs in flight carry on until stop_all()."""
+        if self.controls.shutting_down is None:
+            self.controls.shutting_down = reason
+
+    def stop_all(self, reason: str) -> int:
+        """Cancel every active run now; each ends `killed` with `reason`, recorded. Returns how many."""
+        return self.controls.stop_all(reason)
 
     def _background(self, job: Callable[[Any], Any], what: str) -> None:
         """Run a control.db write on the control thread without waiting for it; failures are logged. Queued
@@ -379,6 +408,8 @@ class Engine:
 
         async def one(request: RunRequest) -> None:
             async with limiter:
+                if self.controls.shutting_down is not None or self.gate.failure is not None:
+                    return  # the engine is stopping: runs not yet started are not started at all
                 result = await self.run(hierarchy, request)
             results.append(result)
             if on_result is not None:

@@ -91,9 +91,10 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
                      data={"reason": "not_allowed", "tool": call.name})
         return _error(call, message)
 
-    span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name,
-                        {"args": call.arguments, "reason": reason, "risk": tool.spec.risk,
-                         "side_effects": tool.spec.side_effects})
+    attrs = {"args": call.arguments, "reason": reason, "risk": tool.spec.risk, "side_effects": tool.spec.side_effects}
+    if tool.spec.side_effects:
+        attrs["call_id"] = call.id  # the write-ahead record names the call (see write_ahead below)
+    span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name, attrs)
     withheld = ctx.withheld_tools(agent).get(call.name)
     if withheld is not None:
         # Withheld tools are not offered to the model; a direct call anyway fails fast without running.
@@ -144,6 +145,15 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
         message = reservation.message  # type: ignore[union-attr]
         tracer.end(span, ctx.run_id, "budget_exceeded", attrs={"error": message})
         raise BudgetExceeded(reservation)  # type: ignore[arg-type]
+
+    if tool.spec.side_effects:
+        try:
+            await write_ahead(ctx, span, approval, args)
+        except BaseException as exc:  # the store cannot record it (or the run is stopping): it never runs
+            permit.release()
+            ledger.release(reservation)  # type: ignore[arg-type]
+            tracer.end(span, ctx.run_id, "cancelled", attrs={"error": str(exc) or "cancelled before it started"})
+            raise
 
     ctx.tool_calls += 1
     # Only built when the ledger may look at them (see BudgetLedger.labels_used).
@@ -196,6 +206,22 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
                {"result": value, "approval": approval, "args": args})
     return ToolResultMessage(call.id, call.name, text)
+
+
+async def write_ahead(ctx: "RunContext", span: str, approval: dict[str, Any] | None, args: dict[str, Any]) -> None:
+    """A side effect runs only once its start is committed to traces.db: the tool span's start (tool name,
+    arguments, call id) and everything emitted before it. Waits without blocking the event loop; raises
+    StoreUnavailable if the store cannot record it (the writer is gone), and is cancelled with the run."""
+    from engine.errors import StoreError
+    from engine.runtime.store_gate import StoreUnavailable
+
+    if approval is not None and approval.get("edited"):
+        # The operator changed the arguments: record what will actually run, before it runs.
+        ctx.tracer.event(ctx.run_id, span, "tool.args_edited", data={"args": args})
+    try:
+        await ctx.engine.writer.commit_now(timeout=None)
+    except StoreError as exc:
+        raise StoreUnavailable(f"stopped: the trace store cannot record this side effect: {exc}") from None
 
 
 async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, call: ToolCall,

@@ -53,6 +53,22 @@ def open_traces_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
+# A cap on traces.db's size in pages (of TRACES_PAGE_SIZE bytes): a quota, and how the disk-full tests make a real
+# file run out of space. Past it commits fail as on a full disk (SQLITE_FULL).
+PAGE_LIMIT_ENV = "FLIGHTDECK_TRACES_MAX_PAGES"
+
+
+def _page_limit(environ: Mapping[str, str]) -> int | None:
+    text = environ.get(PAGE_LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        from engine.errors import InputError
+
+        raise InputError(f"expected a whole number of pages, got {text!r}", field=PAGE_LIMIT_ENV)
+    return int(text)
+
+
 class EngineStore:
     """The store as the engine holds it. Use as a context manager, or call close()."""
 
@@ -77,11 +93,23 @@ class EngineStore:
         atexit.register(self.close)
 
     def _beat(self, interval: float) -> None:
+        failing = False
         while not self._stop_heartbeat.wait(interval):
             try:
                 self.control.heartbeat(self.engine_id)
-            except StoreError as exc:  # a busy control.db must not kill the engine; the next beat retries
-                log.warning("engine heartbeat failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a busy or full disk must never end the heartbeat
+                # Said once per episode, not every second; the next beat retries.
+                if not failing:
+                    log.warning("engine heartbeat failed (retrying every %gs): %s", interval, exc)
+                failing = True
+            else:
+                failing = False
+
+    def publish_store_health(self, state: str, error: str | None, since: float) -> None:
+        """Show the trace store's health to operators ("ok", "degraded" or "failed", why, since when) in the lock
+        file's `store` field, which `flightdeck engines` and the console header read: written in place, so it works
+        on a full disk."""
+        self._lock.publish(store={"state": state, "error": error, "since": since})
 
     def close(self, timeout: float = 10) -> None:
         """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
@@ -106,7 +134,7 @@ class EngineStore:
             self._traces.close()
         try:
             self.control.mark_stopped(self.engine_id, now)
-        except StoreError as exc:
+        except (StoreError, sqlite3.Error) as exc:  # a full disk raises the raw sqlite3 error here
             log.warning("could not record engine stop in control.db: %s", exc)
         finally:
             self.control.close()
@@ -130,6 +158,7 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
     # The operator's files first (config, STORE/runbooks): a typo in one should fail before anything on disk changes.
     config = validate_store_inputs(store_dir, config_file)
     redactor = Redactor.from_config(config, os.environ if environ is None else environ)
+    pages = _page_limit(os.environ if environ is None else environ)
     ensure_store_dir(store_dir)
     lock = StoreLock.acquire(store_dir)
     traces: sqlite3.Connection | None = None
@@ -155,6 +184,15 @@ def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None =
                                 started=now)
         writer = TraceWriter(traces_path, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
                              keep_fds=[lock.fd] if lock.fd is not None else [])
+        if pages:
+            writer.set_page_limit(pages)
+    except sqlite3.Error as exc:  # control.db writes (a full disk, an I/O error): one line, not a traceback
+        if control is not None:
+            control.close()
+        if traces is not None:
+            traces.close()
+        lock.release()
+        raise translate_sqlite_error(exc, store_dir / "control.db", "register the engine in") from exc
     except BaseException:
         if control is not None:
             control.close()

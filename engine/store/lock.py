@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,11 @@ from engine.errors import StoreError, StoreLocked
 from engine.store.control import current_user
 from engine.store.files import FILE_MODE, LOCK_FILE
 
+log = logging.getLogger(__name__)
+
+# The holder's JSON is written padded to this size when the lock is taken, so later updates (the store's health)
+# overwrite bytes the file already has: they still succeed when the disk is full, which is when they matter most.
+RECORD_BYTES = 1024
 # Longer than the writer process's ORPHAN_GIVE_UP_S (engine/store/writer_process.py), plus its commit.
 DEAD_HOLDER_WAIT_S = 5.0
 
@@ -61,9 +67,28 @@ class StoreLock:
                 raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "user": current_user(),
                   "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.pwrite(fd, _record(holder), 0)  # over the blank record the last holder left: no new block needed
+            if os.fstat(fd).st_size > RECORD_BYTES:  # a longer record of an older Flightdeck
+                os.ftruncate(fd, RECORD_BYTES)
+        except OSError as exc:  # a full disk with no record to overwrite: one clear line, not a traceback
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return cls(store_dir, fd, holder)
+
+    def publish(self, **fields: Any) -> None:
+        """Add (or replace) fields of the holder's JSON in place, e.g. `store={"state": "degraded", ...}`: what
+        `flightdeck engines` and the console header read. Best effort: a failure is logged, never raised."""
+        if self._fd is None:
+            return
+        holder = {**self.holder, **fields}
+        try:
+            os.pwrite(self._fd, _record(holder), 0)
+        except OSError as exc:
+            log.warning("could not update %s: %s", self.store_dir / LOCK_FILE, exc.strerror or exc)
+            return
+        self.holder = holder
 
     @property
     def fd(self) -> int | None:
@@ -79,10 +104,23 @@ class StoreLock:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # nobody holds it now; a stale name in the file would mislead the next error
+            # Nobody holds it now: a stale name in the file would mislead the next error. Blanked, not truncated,
+            # so the next engine can write its record even on a full disk.
+            os.pwrite(fd, b" " * RECORD_BYTES, 0)
+        except OSError:
+            os.ftruncate(fd, 0)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _record(holder: dict[str, Any]) -> bytes:
+    raw = json.dumps(holder).encode()
+    if len(raw) > RECORD_BYTES and isinstance(holder.get("store"), dict):  # a very long error text: cut it
+        store = dict(holder["store"])
+        store["error"] = str(store.get("error") or "")[:RECORD_BYTES // 2] + "…"
+        raw = json.dumps({**holder, "store": store}).encode()
+    return raw.ljust(RECORD_BYTES)  # trailing spaces: valid JSON, and always the same bytes of the file
 
 
 def _holder_is_dead(holder: dict[str, Any]) -> bool:

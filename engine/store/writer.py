@@ -39,10 +39,13 @@ from engine.store.batch import (EVENT_ITEM, FLUSH, RUN_ENDED_ITEM, RUN_PROGRESS_
                                 SPAN_ENDED_ITEM, SPAN_STARTED_ITEM, STATE_ITEM, CommittedEvent)
 from engine.store.frames import encode, read_frame, write_frame
 from engine.store.redact import Redactor
+from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
 
 log = logging.getLogger(__name__)
 
 CommitCallback = Callable[[list[CommittedEvent]], None]
+HealthCallback = Callable[["WriterHealth"], None]
+
 
 # Commit cadence when idle-to-busy (a saturated writer commits back to back anyway). Half the required 50 ms so
 # that emit-to-commit p99 stays well under 100 ms: an event waits up to one interval plus one batch's work.
@@ -51,6 +54,11 @@ DEFAULT_FLUSH_INTERVAL = 0.025
 # decides when to commit, so this only bounds how late an item joins the writer's queue.
 SHIP_INTERVAL = 0.005
 MAX_FRAME_ITEMS = 20_000
+# What may be emitted but not committed, besides the item count: a few large payloads can weigh more than 100,000
+# small items, and on a failing disk items do not pile up fast but wait for ever. Past either bound the engine
+# starts no new step until the writer catches up.
+DEFAULT_MAX_BYTES = 64 << 20
+DEFAULT_MAX_AGE_S = 5.0
 START_TIMEOUT_S = 30.0
 _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
@@ -64,13 +72,18 @@ class TraceWriter:
     def __init__(self, db_path: Path, *, redactor: Redactor | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000, max_batch: int = 10_000,
                  busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0,
-                 keep_fds: Iterable[int] = ()) -> None:
+                 keep_fds: Iterable[int] = (), max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_age: float = DEFAULT_MAX_AGE_S) -> None:
         """`keep_fds`: file descriptors the writer process inherits (the engine lock, so it stays held while the
-        writer process still runs)."""
+        writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure bounds on what is
+        emitted but not committed (items, bytes, seconds)."""
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path
         self._max_queue = max_queue
+        self._max_bytes = max_bytes
+        self._max_age = max_age
+        self._health_callbacks: list[HealthCallback] = []
         self._low_water = max_queue // 2
         self._hard_limit = max_queue * 2
         self._wake_at = max(1, min(max_batch // 2, max_queue // 4))
@@ -92,12 +105,18 @@ class TraceWriter:
         self._shipped = 0
         self._acked = 0
         self._frame_sizes: dict[int, int] = {}
+        # frame -> (bytes, time shipped): the byte and age bounds. Written by the shipper, popped by the ack thread.
+        self._frame_meta: dict[int, tuple[int, float]] = {}
+        # Bytes shipped / acknowledged: like _shipped and _acked, each has one writing thread (no lock needed).
+        self._bytes_shipped = 0
+        self._bytes_acked = 0
         self._frame_waiters: dict[int, list[threading.Event]] = {}
         self._next_frame = 1
         self._acked_frame = 0
         self._flushes = 0  # flush markers put on the queue (the shipper filters them out only when there are any)
         self._control: deque[tuple[Any, ...]] = deque()  # messages for the writer process, sent by the shipper
         self.last_committed_seq = 0
+        self.unwritten = 0  # set by close(): items that were never committed
         self.last_commit_time = 0.0  # time.time() when the last commit was acknowledged
 
         self._process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
@@ -200,6 +219,11 @@ class TraceWriter:
             # bound or dropping. Cooperative emitters never get here.
             self._wait_below(self._max_queue, None)
 
+    @property
+    def pid(self) -> int:
+        """The trace-writer process's id (what an operator sees as the engine's child)."""
+        return self._process.pid
+
     # -- back-pressure -----------------------------------------------------------------------------------------
 
     @property
@@ -212,24 +236,52 @@ class TraceWriter:
         return self._max_queue
 
     def over_capacity(self) -> bool:
-        return len(self._queue) + self._shipped - self._acked >= self._max_queue
+        """Over any bound: items, bytes, or age of the oldest uncommitted frame (called once per agent step)."""
+        if len(self._queue) + self._shipped - self._acked >= self._max_queue:
+            return True
+        if self._shipped == self._acked:
+            return False
+        return self._bytes_in_flight >= self._max_bytes or self._oldest_age() >= self._max_age
+
+    @property
+    def _bytes_in_flight(self) -> int:
+        return self._bytes_shipped - self._bytes_acked
+
+    def _oldest_age(self) -> float:
+        meta = self._frame_meta.get(self._acked_frame + 1)
+        return 0.0 if meta is None else time.monotonic() - meta[1]
+
+    @property
+    def backlog(self) -> Backlog:
+        in_flight = self._shipped - self._acked
+        queued = len(self._queue)
+        per_item = self._bytes_in_flight / in_flight if in_flight > 0 else 0.0
+        return Backlog(items=queued + in_flight, bytes=int(self._bytes_in_flight + queued * per_item),
+                       age_s=self._oldest_age() if in_flight > 0 else 0.0)
+
+    def _under_low_water(self) -> bool:
+        # Back under half of every bound (the age bound clears as soon as the oldest frame is committed).
+        if self.queue_length >= self._low_water:
+            return False
+        return self._bytes_in_flight < self._max_bytes // 2 and (
+            self._shipped == self._acked or self._oldest_age() < self._max_age)
 
     async def wait_for_space(self) -> None:
-        """Return at once under the bound; otherwise yield to the event loop until the writer has committed enough
-        to be below half the bound. Raises StoreError if the writer has stopped (it would never drain)."""
-        if self.queue_length < self._max_queue:
+        """Return at once under the bounds; otherwise yield to the event loop until the writer has committed enough
+        to be below half of them. Raises StoreError if the writer has stopped (it would never drain)."""
+        if not self.over_capacity():
             return
         import anyio  # only on the slow path: keeps `import engine.store.writer` cheap
 
         delay = 0.001
-        while self.queue_length >= self._low_water:
+        while not self._under_low_water():
             self._check_running()
             self._wake.set()
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.01)
 
     def wait_for_space_blocking(self, timeout: float | None = None) -> bool:
-        """wait_for_space for plain threads. Returns False on timeout."""
+        """wait_for_space for plain threads (the item bound only). Returns False on timeout."""
         if self.queue_length < self._max_queue:
             return True
         return self._wait_below(self._low_water, timeout)
@@ -263,6 +315,43 @@ class TraceWriter:
             self._control.append(("events", True))
             self._wake.set()
         self._callbacks.append(callback)
+
+    def on_health(self, callback: HealthCallback) -> None:
+        """Call `callback(WriterHealth)` whenever commits start or stop failing, and when the writer process ends
+        (on the acknowledgement thread, at once: keep it short and thread-safe). A writer with health callbacks
+        leaves reporting these to them (no log line of its own), so an operator sees one message, not two."""
+        self._health_callbacks.append(callback)
+
+    def _report(self, health: WriterHealth) -> None:
+        for callback in list(self._health_callbacks):
+            try:
+                callback(health)
+            except Exception:
+                log.exception("trace writer health callback failed")
+
+    async def commit_now(self, timeout: float | None = 10) -> None:
+        """Await (without blocking the event loop) the commit of everything emitted before this call: the
+        write-ahead for side effects. Raises StoreError if the writer stops (checked a few times a second) or on
+        timeout (None: no timeout; cancelling the awaiting task is then the way out)."""
+        import asyncio
+
+        self._check_running()
+        loop = asyncio.get_running_loop()
+        waiter = LoopWaiter(loop)
+        self._flushes += 1
+        self._queue.append((FLUSH, waiter))
+        self._wake.set()
+        future = waiter.future
+        deadline = None if timeout is None else loop.time() + timeout
+        while not future.done():
+            self._check_running()
+            wait = 0.25 if deadline is None else min(0.25, deadline - loop.time())
+            if wait <= 0:
+                problem = self.error
+                raise StoreError(f"trace writer for {self.db_path} did not commit within {timeout:g}s"
+                                 + (f": {problem}" if problem else ""))
+            await asyncio.wait((future,), timeout=wait)
+        self._check_running_after(waiter)
 
     @property
     def stats(self) -> dict[str, float]:
@@ -302,7 +391,7 @@ class TraceWriter:
         self._check_running_after(done)
         self._raise_lost()
 
-    def _check_running_after(self, done: threading.Event) -> None:
+    def _check_running_after(self, done: "threading.Event | LoopWaiter") -> None:
         # Waiters are also released when the writer process ends; then their items were not all committed.
         if self._gone is not None and getattr(done, "frame", 0) > self._acked_frame:
             self._check_running()
@@ -329,7 +418,7 @@ class TraceWriter:
         self._thread.join(timeout=max(1.0, timeout))
         self._from_writer.close()
         self._closed = True
-        unwritten = len(self._queue) + self._shipped - self._acked
+        unwritten = self.unwritten = len(self._queue) + self._shipped - self._acked
         if failure is not None:
             raise StoreError(f"{failure}; {unwritten} queued trace items were not written") from failure
         self._raise_lost()
@@ -344,7 +433,8 @@ class TraceWriter:
             raise lost
 
     def _record_lost(self, message: str) -> None:
-        log.error("%s", message)
+        if not (self._stopping and self._health_callbacks):  # else close() raises it to whoever reports it
+            log.error("%s", message)
         with self._state_lock:
             self._lost = StoreError(message)
             self._lost_unreported = True
@@ -361,6 +451,8 @@ class TraceWriter:
                 while self._control:
                     write_frame(fd, encode(self._control.popleft()))
                 room = self._max_queue - (self._shipped - self._acked)
+                if self._bytes_in_flight >= self._max_bytes:
+                    room = 0
                 if room <= 0 and not self._stopping:
                     # The writer process is behind (or cannot commit): keep items here, where emitters see them.
                     with self._space:
@@ -396,6 +488,8 @@ class TraceWriter:
         if waiters:
             self._frame_waiters[frame] = waiters
         payload = _encode_items(frame, items, bool(waiters))
+        self._frame_meta[frame] = (len(payload), time.monotonic())
+        self._bytes_shipped += len(payload)
         self._shipped += len(items)
         write_frame(fd, payload)
 
@@ -422,10 +516,12 @@ class TraceWriter:
         except (EOFError, OSError, ValueError) as exc:
             crash = f"lost contact with it ({exc})"
         code = self._process.wait()
-        if not (self._stopping and code == 0 and crash is None):
-            why = crash or f"it exited with code {code}"
+        unexpected = not (self._stopping and code == 0 and crash is None)
+        if unexpected:
+            why = crash or (f"it was killed by signal {-code}" if code < 0 else f"it exited with code {code}")
             self._gone = StoreError(f"the trace writer process for {self.db_path} stopped: {why}")
-            log.error("%s", self._gone)
+            if not self._health_callbacks:
+                log.error("%s", self._gone)
         elif self._gone is None:
             self._gone = StoreError(f"the trace writer for {self.db_path} is closed")
         for waiters in list(self._frame_waiters.values()):
@@ -434,6 +530,8 @@ class TraceWriter:
         self._frame_waiters.clear()
         with self._space:
             self._space.notify_all()
+        if unexpected:
+            self._report(WriterHealth("gone", str(self._gone)))
 
     def _acknowledge(self, frame: int | None, last_seq: int, stats: dict[str, float],
                      events: list[CommittedEvent] | None) -> None:
@@ -441,6 +539,9 @@ class TraceWriter:
             acked = 0
             for number in range(self._acked_frame + 1, frame + 1):
                 acked += self._frame_sizes.pop(number, 0)
+                meta = self._frame_meta.pop(number, None)
+                if meta is not None:
+                    self._bytes_acked += meta[0]
                 for waiter in self._frame_waiters.pop(number, ()):
                     waiter.set()
             self._acked_frame = frame
@@ -462,11 +563,20 @@ class TraceWriter:
         with self._state_lock:
             was = self._transient
             self._transient = None if message is None else StoreError(message)
-        if message is None:
+        if self._health_callbacks:
+            if (message is None) != (was is None) or (message is not None and message != str(was)):
+                self._report(WriterHealth("ok") if message is None else WriterHealth("degraded", message))
+        elif message is None:
             if was is not None:
                 log.warning("trace writer recovered; commits to %s resumed", self.db_path)
         elif was is None:
             log.error("%s (retrying)", message)
+
+    def set_page_limit(self, pages: int | None) -> None:
+        """Cap traces.db at `pages` pages (SQLite's max_page_count on the writer's connection; None lifts the cap).
+        A quota, and the way tests make a real file run out of space: commits then fail with SQLITE_FULL."""
+        self._control.append(("max_pages", pages))
+        self._wake.set()
 
 
 def _encode_items(frame: int, items: list[tuple[Any, ...]], urgent: bool) -> bytes:

@@ -67,6 +67,7 @@ class CommitLoop:
         self.give_up_at: float | None = None
         self.transient: str | None = None
         self.committing = True  # False once the committer gave up (at shutdown): the builder stops
+        self.page_limit: tuple[int] | None = None  # a page cap to apply before the next commit (0: none)
         self._send_lock = threading.Lock()  # the builder and the committer both report
         self.last_committed_seq = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
         self.stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
@@ -79,6 +80,17 @@ class CommitLoop:
                 write_frame(self.out_fd, payload)
         except OSError:  # the engine is gone: nobody to tell; keep committing what was received
             pass
+
+    def set_page_limit(self, pages: int | None) -> None:
+        """max_page_count for this connection (not stored in the file): a quota, lifted with None. The committer
+        applies it before its next attempt, between transactions."""
+        self.page_limit = (int(pages) if pages else 0,)
+
+    def _apply_page_limit(self) -> None:
+        pending, self.page_limit = self.page_limit, None
+        if pending is not None:
+            # SQLite keeps a limit at least as large as the current page count; 2**32-2 is its maximum.
+            self.conn.execute(f"PRAGMA max_page_count = {pending[0] or 4294967294}").fetchone()
 
     def stop(self, give_up_after: float) -> None:
         self.give_up_at = time.monotonic() + give_up_after
@@ -162,6 +174,7 @@ class CommitLoop:
         delay = self.retry_initial
         while True:
             try:
+                self._apply_page_limit()
                 commit(self.conn, batch)
                 if self.transient is not None:
                     self.transient = None
@@ -213,6 +226,8 @@ def _read_frames(stream: BinaryIO, loop: CommitLoop) -> None:
                     wake.set()
             elif tag == "events":
                 loop.want_events = bool(message[1])
+            elif tag == "max_pages":
+                loop.set_page_limit(message[1])
             elif tag == "close":
                 loop.stop(float(message[1]))
                 return
@@ -261,6 +276,11 @@ def main() -> None:
     # Ctrl-C in a terminal signals the whole process group: the engine decides when its writer stops (it flushes
     # first), so the writer must not die of the same keypress.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The same for SIGTERM and SIGHUP: systemd (and a terminal hang-up) signals every process of the engine, which
+    # then drains its runs for a grace period and records how each ended; this writer must live to store that. It
+    # still exits when the engine does (end of its pipe).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Three threads share this process's GIL: the frame reader, the builder and the committer, which releases the
     # GIL inside SQLite and needs it back after each statement. At the default 5 ms switch interval it would wait
     # that long for the builder every time; 0.5 ms keeps the pipeline moving.
