@@ -167,6 +167,19 @@ def test_run_says_when_a_run_waits_for_approval_and_how_to_decide(tmp_path: Path
     assert f"flightdeck approve ap-" in proc.stderr and f"--store {store}" in proc.stderr
 
 
+def test_the_approval_prompt_shows_arguments_through_the_store_redactor(tmp_path: Path) -> None:
+    # The prompt prints the tool's arguments on stderr (a CI log keeps them): never more than the store holds.
+    store = tmp_path / "s"
+    store.mkdir(mode=0o700)
+    (store / "config.toml").write_text('[redaction]\npatterns = ["ACME-[0-9]+"]\n')
+    deal = '{"account": "ACME-001", "product": "platform", "seats": 250, "requested_discount_pct": 18}'
+    with Approver(store, policy=lambda row: "deny"):
+        proc = flightdeck("run", "deal-desk", "--store", str(store), "--speed", "0", "--input", deal)
+    assert proc.returncode == 0, proc.stderr
+    prompt = next(line for line in proc.stderr.splitlines() if "waits for approval" in line)
+    assert "apply_discount" in prompt and "ACME-001" not in prompt and "[REDACTED]" in prompt
+
+
 def test_usage_per_scope_with_each_filter(tmp_path: Path) -> None:
     store = str(tmp_path / "s")
     ticket = ('{"ticket_id": "T-9", "customer_id": "CUS-003", "channel": "web", "subject": "hello", '
