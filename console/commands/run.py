@@ -122,8 +122,6 @@ class Progress:
         self.cost = 0.0
         self.started = time.monotonic()
         self.statuses: dict[str, int] = {}
-        # The store's redactor once the store is open: what a terminal shows is never more than the store holds.
-        self.redact: Callable[[str], str | None] = lambda text: text
 
     def finished(self, result: Any) -> None:
         self.done += 1
@@ -147,7 +145,6 @@ class Progress:
         store = f" --store {self.store}" if self.store else ""
         left = max(0.0, row["deadline"] - time.time())
         args = json.dumps(row["arguments"]) if not isinstance(row["arguments"], str) else row["arguments"]
-        args = self.redact(args) or ""
         if self.tty:
             sys.stderr.write("\r\x1b[2K")
         print(f"⏸ run {row['run_id']} waits for approval {row['id']}: {row['agent']} wants {row['tool']} "
@@ -220,7 +217,6 @@ def handle(args: argparse.Namespace) -> int:
                 return results
 
     store = open_engine_store(store_dir, config_file=args.config)
-    progress.redact = store.redactor.clean_text
     try:
         try:
             results = anyio.run(go)
