@@ -84,6 +84,12 @@ def newest(conn: sqlite3.Connection, limit: int = 100, before_id: int | None = N
     return [decode_row(row) for row in rows]
 
 
+def between(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
+    """Decoded rows with start <= ts <= end, in id order (a postmortem's window)."""
+    return [decode_row(row) for row in fetch_rows(conn, "SELECT * FROM audit WHERE ts >= ? AND ts <= ? ORDER BY id",
+                                                  (start, end))]
+
+
 @dataclass(frozen=True, slots=True)
 class AuditVerification:
     ok: bool
