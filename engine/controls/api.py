@@ -1,23 +1,12 @@
 """ControlAPI: the one way operators (CLI, console) and the engine read and change what is intended in control.db.
 
-A thin facade: it checks its arguments, opens ONE short BEGIN IMMEDIATE transaction per action and calls the
-concept modules, which take that transaction and write the change AND its audit row, so the log can never disagree
-with the state, and a crash leaves neither:
-
-- kill_switches.py   set, release, acknowledge kill switches
-- flag_settings.py   set (superseding), clear, roll back, acknowledge safe-mode flags
-- approvals.py       request, decide, expire, cancel approvals
-- overrides.py       breaker and budget overrides, and marking them applied
-- audit.py           the hash-chained log (append, verify, read)
-- incidents.py       incidents and their time line (IncidentStore)
-- applications.py    runbook applications (what a runbook did, for its exact rollback)
-- snapshot.py        the engine's one-transaction read of everything it must obey
-
-Callers that must make several changes in one transaction (a runbook's apply) open it with `transaction()` and call
-those modules' functions themselves. control.db has many writer processes; SQLite's write lock serializes them
-(busy_timeout makes them queue instead of failing), and every state change is additionally a conditional UPDATE
-(`... WHERE status = 'pending'`, `... WHERE released IS NULL`) so that the rule "exactly one decision wins" holds
-even if a future caller forgets the transaction.
+A thin facade over the concept modules (engine.controls.__init__ lists them): it checks its arguments, opens ONE
+short BEGIN IMMEDIATE transaction per action and calls the module functions, which write the change AND its audit
+row in it, so the log can never disagree with the state, and a crash leaves neither. Callers that make several
+changes in one transaction (a runbook's apply) open it with `transaction()` and call those functions themselves.
+control.db has many writer processes; SQLite's write lock serializes them (busy_timeout makes them queue instead of
+failing), and every state change is additionally a conditional UPDATE (`... WHERE status = 'pending'`, `... WHERE
+released IS NULL`) so that "exactly one decision wins" holds even if a future caller forgets the transaction.
 
 Rows come back as plain dicts, one key per column. JSON columns come back parsed: approvals' `arguments` and
 `edited_arguments`, budget_overrides' `limits`, audit's `before` and `after`.
@@ -32,7 +21,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -61,8 +50,9 @@ __all__ = ["ControlAPI", "ControlError", "ControlSnapshot", "SNAPSHOT_QUERIES", 
            "clock_text", "switch_label", "flag_scope_label"]
 
 # Tables whose rows carry the hash of their audit row (engine.controls.binding), with how their JSON is decoded.
-_BOUND_DECODERS = {"kill_switches": dict, "flags": dict, "approvals": approvals.decode,
-                   "breaker_overrides": dict, "budget_overrides": overrides.decode_budget}
+_BOUND_DECODERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "kill_switches": dict, "flags": dict, "approvals": approvals.decode, "breaker_overrides": dict,
+    "budget_overrides": overrides.decode_budget}
 
 
 class ControlAPI:
@@ -367,34 +357,28 @@ class ControlAPI:
 
     # -- engine acknowledgements (bookkeeping, not audited) ----------------------------------------------------
 
+    def _acknowledge(self, ids: Iterable[int], mark: Callable[[sqlite3.Connection, list[int]], int]) -> int:
+        id_list = whole_ids(ids)
+        if not id_list:
+            return 0
+        with self.transaction() as conn:
+            return mark(conn, id_list)
+
     def ack_kill_switches(self, ids: Iterable[int], engine_id: str) -> int:
         """The engine applied these switches. Returns how many were newly acknowledged."""
-        id_list = whole_ids(ids)
-        if not id_list:
-            return 0
-        with self.transaction() as conn:
-            return kill_switches.acknowledge(conn, id_list, engine_id, self.now())
+        return self._acknowledge(ids, lambda conn, id_list: kill_switches.acknowledge(conn, id_list, engine_id,
+                                                                                      self.now()))
 
     def ack_flags(self, ids: Iterable[int]) -> int:
-        id_list = whole_ids(ids)
-        if not id_list:
-            return 0
-        with self.transaction() as conn:
-            return flag_settings.acknowledge(conn, id_list, self.now())
+        return self._acknowledge(ids, lambda conn, id_list: flag_settings.acknowledge(conn, id_list, self.now()))
 
     def mark_breaker_overrides_applied(self, ids: Iterable[int], engine_id: str) -> int:
-        id_list = whole_ids(ids)
-        if not id_list:
-            return 0
-        with self.transaction() as conn:
-            return overrides.mark_breaker_overrides_applied(conn, id_list, engine_id, self.now())
+        return self._acknowledge(ids, lambda conn, id_list: overrides.mark_breaker_overrides_applied(
+            conn, id_list, engine_id, self.now()))
 
     def mark_budget_overrides_applied(self, ids: Iterable[int]) -> int:
-        id_list = whole_ids(ids)
-        if not id_list:
-            return 0
-        with self.transaction() as conn:
-            return overrides.mark_budget_overrides_applied(conn, id_list, self.now())
+        return self._acknowledge(ids, lambda conn, id_list: overrides.mark_budget_overrides_applied(
+            conn, id_list, self.now()))
 
     # -- breakers and budgets ----------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from engine.controls import audit
 from engine.controls.audit import canonical_json
-from engine.controls.schema import BOUND_TABLES, CONTROLS_V4_BINDING_SQL
+from engine.controls.schema import BOUND_TABLES
+from engine.store.control_ddl import CONTROLS_V4_BINDING_SQL
 from engine.store.migrate import split_statements
 from engine.store.rows import fetch_one, fetch_rows, row_dicts
 

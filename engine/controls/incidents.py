@@ -12,6 +12,7 @@ and, inside a transaction it shares with other actions (a runbook's apply), thro
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 import sqlite3
@@ -121,7 +122,7 @@ class IncidentStore:
                              (runbook, scope))
         return decode_incident(rows[0]) if rows else None
 
-    def timeline(self, incident_id: str) -> list[dict[str, Any]]:
+    def timeline(self, incident_id: str) -> builtins.list[dict[str, Any]]:
         rows = self.db.query("SELECT * FROM incident_events WHERE incident_id = ? ORDER BY id", (incident_id,))
         for row in rows:
             if isinstance(row.get("data"), str):
@@ -134,13 +135,13 @@ class IncidentStore:
     # -- the engine's side --------------------------------------------------------------------------------------
 
     def open_or_update(self, *, runbook: str, title: str, severity: str, apply_mode: str, scope: str,
-                       readings: list[dict[str, Any]], context: Mapping[str, Any], summary: str, actor: str,
+                       readings: builtins.list[dict[str, Any]], context: Mapping[str, Any], summary: str, actor: str,
                        engine_id: str | None) -> tuple[dict[str, Any], bool]:
         """Open an incident for (runbook, scope), or update the one not yet resolved. Returns (row, opened)."""
         now = self.now()
         with self.transaction() as conn:
-            existing = fetch_rows(conn, "SELECT * FROM incidents WHERE runbook = ? AND scope = ? AND status != 'resolved'",
-                              (runbook, scope))
+            existing = fetch_rows(conn, "SELECT * FROM incidents WHERE runbook = ? AND scope = ? AND "
+                                        "status != 'resolved'", (runbook, scope))
             if existing:
                 row = existing[0]
                 conn.execute("UPDATE incidents SET fired = fired + 1, firing = 1, updated = ?, last_signals = ?, "
@@ -165,7 +166,7 @@ class IncidentStore:
             row = fetch_rows(conn, "SELECT * FROM incidents WHERE id = ?", (incident_id,))[0]
         return decode_incident(row), opened
 
-    def cleared(self, incident_id: str, readings: list[dict[str, Any]], actor: str) -> None:
+    def cleared(self, incident_id: str, readings: builtins.list[dict[str, Any]], actor: str) -> None:
         now = self.now()
         peaks = ", ".join(f"{r['signal']} peaked at {r['peak']:.4g}" for r in readings if r.get("peak") is not None)
         with self.transaction() as conn:
@@ -174,7 +175,8 @@ class IncidentStore:
             add_event(conn, incident_id, now, "cleared", actor,
                         "signal back to normal" + (f" ({peaks})" if peaks else ""), {"signals": readings})
 
-    def set_suggested(self, incident_id: str, suggested: list[dict[str, Any]], command: str, actor: str) -> None:
+    def set_suggested(self, incident_id: str, suggested: builtins.list[dict[str, Any]], command: str,
+                      actor: str) -> None:
         now = self.now()
         with self.transaction() as conn:
             conn.execute("UPDATE incidents SET suggested = ?, updated = ? WHERE id = ?",
@@ -220,7 +222,7 @@ class IncidentStore:
                 conn.execute("UPDATE incidents SET paged_targets = ?, page_synced = coalesce(page_synced, 'open') "
                              "WHERE id = ?", (json.dumps(targets), incident_id))
 
-    def unsynced_pages(self) -> list[dict[str, Any]]:
+    def unsynced_pages(self) -> builtins.list[dict[str, Any]]:
         """Paged incidents whose status changed since the pagers were last told (served by a partial index)."""
         return [decode_incident(r) for r in self.db.query(
             "SELECT * FROM incidents WHERE page_synced IS NOT NULL AND page_synced != status ORDER BY id")]
