@@ -212,3 +212,15 @@ def cancel_for_run(conn: sqlite3.Connection, run_id: str, *, reason: str, actor:
                           reason=reason))
         cancelled.append(decode(get(conn, row["id"]) or {}))
     return cancelled
+
+
+def pending_by_deadline(conn: sqlite3.Connection, limit: int = 1000) -> list[dict[str, Any]]:
+    """id, tool and deadline of pending requests, soonest deadline first (the console header's approvals slot)."""
+    return fetch_rows(conn, "SELECT id, tool, deadline FROM approvals WHERE status = 'pending' "
+                            "ORDER BY deadline LIMIT ?", (int(limit),))
+
+
+def pending_alerts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """id, agent, tool, deadline and risk of pending requests, oldest first (the console's approval alerts)."""
+    return fetch_rows(conn, "SELECT id, agent, tool, deadline, risk FROM approvals WHERE status = 'pending' "
+                            "ORDER BY requested, rowid")

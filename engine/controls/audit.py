@@ -84,6 +84,12 @@ def newest(conn: sqlite3.Connection, limit: int = 100, before_id: int | None = N
     return [decode_row(row) for row in rows]
 
 
+def newest_id(conn: sqlite3.Connection) -> int | None:
+    """The id of the newest audit row, or None for an empty log."""
+    row = conn.execute("SELECT MAX(id) FROM audit").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def between(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
     """Decoded rows with start <= ts <= end, in id order (a postmortem's window)."""
     return [decode_row(row) for row in fetch_rows(conn, "SELECT * FROM audit WHERE ts >= ? AND ts <= ? ORDER BY id",

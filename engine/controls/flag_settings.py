@@ -86,3 +86,13 @@ def acknowledge(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> int
     cursor = conn.execute(f"UPDATE flags SET acked = ? WHERE id IN ({', '.join('?' * len(id_list))}) "
                           f"AND acked IS NULL", (now, *id_list))
     return cursor.rowcount
+
+
+def active(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Active flags in id order (what the engine obeys, as the snapshot reads them)."""
+    return fetch_rows(conn, ACTIVE_SQL)
+
+
+def history(conn: sqlite3.Connection, name: str) -> list[dict[str, Any]]:
+    """Every row of one flag, set or cleared, oldest first."""
+    return fetch_rows(conn, "SELECT * FROM flags WHERE name = ? ORDER BY id", (name,))

@@ -61,6 +61,12 @@ def add_event_json(conn: sqlite3.Connection, incident_id: str, ts: float, kind: 
                  (incident_id, ts, kind, actor, text, data_json))
 
 
+def active_summaries(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    """What the console's incident header slot shows of incidents not resolved, newest first (JSON left as text)."""
+    return fetch_rows(conn, "SELECT id, severity, status, firing, runbook, scope, context, opened FROM incidents "
+                            "WHERE status != 'resolved' ORDER BY opened DESC LIMIT ?", (int(limit),))
+
+
 def recent_events(conn: sqlite3.Connection, incident_id: str, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` time line entries (ts, kind, actor, text), newest first."""
     return fetch_rows(conn, "SELECT ts, kind, actor, text FROM incident_events WHERE incident_id = ? "
