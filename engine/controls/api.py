@@ -14,6 +14,10 @@ Rows come back as plain dicts, one key per column. JSON columns come back parsed
 Engine side: the engine constructs `ControlAPI(store_dir, f"engine:{engine_id}", db=store.control)` to share its
 ControlDB, polls `data_version()` and calls `snapshot()` when it changes, acknowledges what it applied (acks are not
 audited: they are bookkeeping, not actions) and records approval requests and expiries (audited).
+
+Size (over 450 lines, stated): this is the whole public contract of the control plane, one short method per action,
+most of it argument checks and the docstrings callers rely on; the SQL and the audit rows live in the concept
+modules.
 """
 
 from __future__ import annotations
