@@ -27,7 +27,7 @@ SIZES = SNAPSHOT_SIZES
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     counter = itertools.count(1)
-    with mock.patch("engine.controls.api.secrets.token_hex", lambda n: f"{next(counter):0{n * 2}x}"):
+    with mock.patch("engine.controls.approvals.secrets.token_hex", lambda n: f"{next(counter):0{n * 2}x}"):
         return ops_store(tmp_path_factory.mktemp("snap-ops") / "store")
 
 

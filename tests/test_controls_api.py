@@ -394,7 +394,7 @@ def test_schema_migrates_an_existing_v1_store(store_dir: Path) -> None:
 
 
 def test_kinds_are_literals_of_the_check_constraints() -> None:
-    from engine.controls import schema
+    from engine.store import control_ddl as schema
 
     for values in (schema.KILL_SCOPES, schema.KILL_MODES, schema.FLAG_SCOPES, schema.APPROVAL_STATUSES):
         for value in values:

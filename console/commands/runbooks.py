@@ -490,14 +490,14 @@ def _signals_text(readings: list[dict[str, Any]]) -> str:
 
 
 def handle_incident_show(args: argparse.Namespace) -> int:
-    from engine.runbooks.actions import decode_application
+    from engine.controls.applications import for_incident
 
     store = _incident_store(_store_dir(args), read_only=True)
     try:
         incident = store.get(args.incident_id)
         timeline = store.timeline(incident["id"])
-        applications = [decode_application(r) for r in store.db.query(
-            "SELECT * FROM runbook_applications WHERE incident_id = ? ORDER BY id", (incident["id"],))]
+        with store.db.reading() as conn:
+            applications = for_incident(conn, incident["id"])
     finally:
         store.db.close()
     if args.json:
@@ -535,10 +535,10 @@ def _cli_field(exc: InputError) -> InputError:
 
 
 def _checked_reason(text: str | None) -> str:
-    from engine.runbooks.incidents import _clean_text
+    from engine.controls.validate import required_text
 
     try:
-        return str(_clean_text(text, "reason"))
+        return required_text(text, "reason")
     except InputError as exc:
         raise _cli_field(exc) from None
 
@@ -580,9 +580,9 @@ def _incident_action(args: argparse.Namespace) -> int:
 
 
 def handle_postmortem(args: argparse.Namespace) -> int:
-    from engine.controls.audit import decode_row
+    from engine.controls import audit
+    from engine.controls.applications import for_incident
     from engine.runbooks import postmortem
-    from engine.runbooks.actions import decode_application
     from engine.store.files import TRACES_DB, connect
 
     store_dir = _store_dir(args)
@@ -590,14 +590,14 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     try:
         incident = store.get(args.incident_id)
         timeline = store.timeline(incident["id"])
-        applications = [decode_application(r) for r in store.db.query(
-            "SELECT * FROM runbook_applications WHERE incident_id = ? ORDER BY id", (incident["id"],))]
+        with store.db.reading() as conn:
+            applications = for_incident(conn, incident["id"])
         now = time.time()
         window = max((float(s.get("window_s") or 0) for s in incident.get("signals") or []), default=0.0)
         start = incident["opened"] - window
         end = incident.get("resolved") or now
-        audit_rows = [decode_row(r) for r in store.db.query(
-            "SELECT * FROM audit WHERE ts >= ? AND ts <= ? ORDER BY id", (start, end))]
+        with store.db.reading() as conn:
+            audit_rows = audit.between(conn, start, end)
     finally:
         store.db.close()
     runbook_path = None

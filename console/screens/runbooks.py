@@ -179,9 +179,9 @@ class RunbooksFeed:
             steps = actions.plan(runbook, context, conn, _running_runs(self.ctx.store_dir))
             timeline: list[dict[str, Any]] = []
             if incident_id is not None:
-                cursor = conn.execute("SELECT ts, kind, actor, text FROM incident_events WHERE incident_id = ? "
-                                      "ORDER BY id DESC LIMIT ?", (incident_id, TIMELINE_LINES))
-                timeline = [dict(zip(("ts", "kind", "actor", "text"), row)) for row in cursor.fetchall()]
+                from engine.controls.incidents import recent_events
+
+                timeline = recent_events(conn, incident_id, TIMELINE_LINES)
         finally:
             conn.close()
         return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)

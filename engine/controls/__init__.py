@@ -1,15 +1,25 @@
-"""The operator control plane: what operators (CLI, console) and the engine intend, kept in control.db.
+"""The operator control plane: what operators (CLI, console) and the engine intend, kept in control.db. The only
+package that reads or writes control.db's control tables; its DDL is the store's (engine.store.control_ddl).
 
-- schema.py     the control.db tables (one migration appended to engine.store.control_schema.CONTROL_MIGRATIONS)
-- api.py        ControlAPI: every operator action and its audit row in one transaction; the engine-side calls
-- audit.py      the hash-chained audit log and verify_chain()
-- flags.py      the safe-mode flag vocabulary and its validation
-- preview.py    what a kill switch would stop, read from traces.db
-- terminate.py  SIGTERM-then-SIGKILL for an engine whose event loop no longer answers
+- api.py            ControlAPI: the facade every caller uses; one action = one transaction with its audit row
+- kill_switches.py  kill switches          } public functions that take the caller's transaction, so several
+- flag_settings.py  safe-mode flag rows    } actions (a runbook's apply) can share one; each change writes its
+- approvals.py      approvals              } audit row and binds the control row to it
+- overrides.py      breaker and budget overrides
+- incidents.py      incidents and their time line (IncidentStore)
+- applications.py   runbook applications (what a runbook changed, for its rollback)
+- snapshot.py       ControlSnapshot: the engine's one-transaction read of everything it must obey
+- audit.py          the hash-chained audit log: append, read, verify_chain()
+- binding.py        control rows bound to their audit rows; verifier.py, anchor.py check them
+- validate.py       argument checks; labels.py how rows read; errors.py ControlError
+- schema.py         the row vocabulary (values the CHECK constraints allow)
+- flags.py          the safe-mode flag vocabulary and its validation
+- preview.py        what a kill switch would stop, read from traces.db
+- terminate.py      SIGTERM-then-SIGKILL for an engine whose event loop no longer answers
 
-Exports are loaded lazily: engine.store.control_schema imports engine.controls.schema while engine.store is itself
-being imported, and an eager `from engine.controls.api import ...` here would import engine.store.control halfway
-through its own initialisation.
+Exports are loaded lazily: engine.store.control_schema imports engine.controls.binding (schema v4's data step)
+while engine.store is itself being imported, and an eager `from engine.controls.api import ...` here would import
+engine.store.control halfway through its own initialisation.
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.controls.api import ControlAPI, ControlError, ControlSnapshot
+    from engine.controls.api import ControlAPI
+    from engine.controls.errors import ControlError
+    from engine.controls.snapshot import ControlSnapshot
     from engine.controls.audit import AuditVerification, verify_chain
     from engine.controls.flags import FLAGS, validate_flag
     from engine.controls.preview import KillPreview, preview_kill
@@ -28,8 +40,8 @@ __all__ = ["ControlAPI", "ControlError", "ControlSnapshot", "AuditVerification",
 
 _LAZY = {
     "ControlAPI": "engine.controls.api",
-    "ControlError": "engine.controls.api",
-    "ControlSnapshot": "engine.controls.api",
+    "ControlError": "engine.controls.errors",
+    "ControlSnapshot": "engine.controls.snapshot",
     "AuditVerification": "engine.controls.audit",
     "verify_chain": "engine.controls.audit",
     "FLAGS": "engine.controls.flags",

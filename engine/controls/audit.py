@@ -19,6 +19,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from engine.store.rows import fetch_rows, row_dicts
+
 GENESIS = "0" * 64
 _HASHED_FIELDS = ("id", "ts", "actor", "action", "target", "before", "after", "reason")
 
@@ -72,6 +74,28 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def newest(conn: sqlite3.Connection, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+    """Decoded rows, newest first; page with before_id (the smallest id already seen)."""
+    if before_id is None:
+        rows = fetch_rows(conn, "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))
+    else:
+        rows = fetch_rows(conn, "SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+                          (int(before_id), int(limit)))
+    return [decode_row(row) for row in rows]
+
+
+def newest_id(conn: sqlite3.Connection) -> int | None:
+    """The id of the newest audit row, or None for an empty log."""
+    row = conn.execute("SELECT MAX(id) FROM audit").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def between(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
+    """Decoded rows with start <= ts <= end, in id order (a postmortem's window)."""
+    return [decode_row(row) for row in fetch_rows(conn, "SELECT * FROM audit WHERE ts >= ? AND ts <= ? ORDER BY id",
+                                                  (start, end))]
+
+
 @dataclass(frozen=True, slots=True)
 class AuditVerification:
     ok: bool
@@ -85,12 +109,10 @@ def verify_chain(conn: sqlite3.Connection) -> AuditVerification:
     """Walk the whole log in id order and report the first row where the chain does not hold."""
     cursor = conn.execute("SELECT id, ts, actor, action, target, before, after, reason, prev_hash, hash "
                           "FROM audit ORDER BY id")
-    names = [d[0] for d in cursor.description]
     expected_prev = GENESIS
     last_id = 0
     rows = 0
-    for values in cursor:
-        row = dict(zip(names, values))
+    for row in row_dicts(cursor):
         rows += 1
         row_id = row["id"]
         if row_id != last_id + 1:

@@ -27,8 +27,10 @@ from typing import Any
 
 from engine.controls import audit
 from engine.controls.audit import canonical_json
-from engine.controls.schema import BOUND_TABLES, CONTROLS_V4_BINDING_SQL
+from engine.controls.schema import BOUND_TABLES
+from engine.store.control_ddl import CONTROLS_V4_BINDING_SQL
 from engine.store.migrate import split_statements
+from engine.store.rows import fetch_one, fetch_rows, row_dicts
 
 SUPERSEDED = "superseded"  # cleared_by of a flag replaced by a newer setting
 TIMEOUT_POLICY_ACTOR = "timeout-policy"  # decided_by of an approval its on_timeout policy decided
@@ -165,11 +167,9 @@ def problem(conn: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> str
     digest = row.get("audit_hash")
     if not digest:
         return "has no audit entry (it was written outside Flightdeck)"
-    cursor = conn.execute(_AUDIT_BY_HASH, (digest,))
-    values = cursor.fetchone()
-    if values is None:
+    raw = fetch_one(conn, _AUDIT_BY_HASH, (digest,))
+    if raw is None:
         return f"points at audit entry {str(digest)[:12]}, which does not exist"
-    raw = dict(zip([d[0] for d in cursor.description], values))
     if audit.row_hash(raw["prev_hash"], raw) != raw["hash"]:
         return f"is bound to audit row {raw['id']}, which was altered"
     return _MATCHERS[table](row, audit.decode_row(raw))
@@ -197,16 +197,11 @@ def bind_existing(conn: sqlite3.Connection) -> None:
     for statement in split_statements(CONTROLS_V4_BINDING_SQL):
         conn.execute(statement)
     by_target: dict[str, list[dict[str, Any]]] = {}
-    cursor = conn.execute("SELECT * FROM audit ORDER BY id DESC")
-    names = [d[0] for d in cursor.description]
-    for values in cursor:
-        entry = audit.decode_row(dict(zip(names, values)))
+    for raw in row_dicts(conn.execute("SELECT * FROM audit ORDER BY id DESC")):
+        entry = audit.decode_row(raw)
         by_target.setdefault(str(entry["target"]), []).append(entry)
     for table in BOUND_TABLES:
-        cursor = conn.execute(f"SELECT * FROM {table}")
-        columns = [d[0] for d in cursor.description]
-        for values in cursor.fetchall():
-            row = dict(zip(columns, values))
+        for row in fetch_rows(conn, f"SELECT * FROM {table}"):
             if table == "budget_overrides":
                 row["limits"] = _parsed(row["limits"])
             for entry in by_target.get(_audit_target(table, row), ()):

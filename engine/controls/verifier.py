@@ -168,7 +168,7 @@ class ControlVerifier:
         data = {"table": finding.table, "id": finding.row_id, "problem": finding.problem, "text": finding.text}
         if self._emit is not None:
             self._emit("control.tampered", data)
-        from engine.runbooks.incidents import IncidentStore
+        from engine.controls.incidents import IncidentStore
 
         actor = f"engine:{self.engine_id}"
         try:

@@ -109,12 +109,12 @@ def _incidents(store_dir: Path) -> list[dict[str, Any]]:
 
 
 def _flag_history(store_dir: Path, name: str) -> list[dict[str, Any]]:
-    import sqlite3
+    from engine.controls.flag_settings import history
+    from engine.store.files import CONTROL_DB, connect
 
-    conn = sqlite3.connect(f"file:{store_dir / 'control.db'}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
+    conn = connect(store_dir / CONTROL_DB, read_only=True)
     try:
-        return [dict(r) for r in conn.execute("SELECT * FROM flags WHERE name = ? ORDER BY id", (name,))]
+        return history(conn, name)
     finally:
         conn.close()
 

@@ -12,8 +12,10 @@ Rollback = one transaction too, and it touches only what is still as the runbook
 - lowered run budgets are not raised again: they end with their runs (runs that start later are no longer lowered).
 Everything not restored is reported, with who changed it, instead of being overwritten.
 
-Flags go through ControlAPI's own in-transaction helpers (`_set_flag_in`, `_clear_flag_in`) so superseding, the
-previous_value column and the audit row are exactly what `flightdeck safe-mode set` does.
+Every change goes through the control plane's public in-transaction functions (engine.controls.kill_switches,
+flag_settings, overrides, applications, incidents, audit) inside one `ControlAPI.transaction()`, so superseding,
+the previous_value column, the audit rows and their bindings are exactly what `flightdeck kill`, `safe-mode set`
+and `breakers` do.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.controls import audit
-from engine.controls.api import ControlError, clock_text, flag_scope_label, switch_label
-from engine.controls.binding import bind
+from engine.controls import applications, audit, flag_settings, incidents, kill_switches, overrides
+from engine.controls.applications import decode_application
+from engine.controls.errors import ControlError
 from engine.controls.flags import validate_flag
+from engine.controls.labels import clock_text, flag_scope_label, switch_label
 from engine.errors import InputError
 from engine.runbooks.model import Action, PlaceholderError, Runbook, render, short_duration
 
@@ -65,22 +68,6 @@ class Application:
     incident_id: str | None = None
 
 
-def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    cursor = conn.execute(sql, params)
-    names = [d[0] for d in cursor.description or ()]
-    return [dict(zip(names, values)) for values in cursor.fetchall()]
-
-
-def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-    rows = _fetch(conn, sql, params)
-    return rows[0] if rows else None
-
-
-def _actor(api: "ControlAPI", source: str) -> str:
-    # As ControlAPI._actor_for: a runbook acting inside the engine is its own actor in the audit log.
-    return source if source.startswith("runbook:") else api.operator
-
-
 # ------------------------------------------------------------------------------------------------ planning
 
 def plan(runbook: Runbook, context: Mapping[str, Any], conn: sqlite3.Connection, running_runs: RunningRuns,
@@ -104,8 +91,7 @@ def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn
         name, value = validate_flag(render(flag.name, context), flag.value, flag.scope)
         target = render(flag.target_template, context) if flag.target_template else None
         where = flag_scope_label(flag.scope, target)
-        current = _one(conn, "SELECT * FROM flags WHERE cleared IS NULL AND name = ? AND scope = ? AND target IS ?",
-                       (name, flag.scope, target))
+        current = flag_settings.find_active(conn, name, flag.scope, target)
         params = {"name": name, "value": value, "scope": flag.scope, "target": target}
         if current is not None and current["value"] == value:
             return Step("flag", f"{name}={value} at {where}: already in force (flag #{current['id']} by "
@@ -117,8 +103,7 @@ def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn
         target = render(kill.target_template, context) if kill.target_template else None
         label = switch_label({"scope": kill.scope, "target": target, "run_id": None})
         params = {"scope": kill.scope, "target": target, "mode": kill.mode}
-        existing = _one(conn, "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ? "
-                              "AND run_id IS NULL AND mode = ? ORDER BY id LIMIT 1", (kill.scope, target, kill.mode))
+        existing = kill_switches.find_active(conn, kill.scope, target, None, kill.mode)
         if existing is not None:
             return Step("kill", f"{kill.mode} switch on {label}: already active (#{existing['id']} by "
                                 f"{existing['operator']}), nothing to change", params, noop=True)
@@ -127,7 +112,7 @@ def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn
         breaker = action.breaker
         key = render(breaker.key, context)
         params = {"key": key, "action": breaker.action, "for_s": breaker.duration}
-        last = _one(conn, "SELECT * FROM breaker_overrides WHERE key = ? ORDER BY id DESC LIMIT 1", (key,))
+        last = overrides.latest_breaker_override(conn, key)
         now = "no override" if last is None else f"last override {last['action']} by {last['operator']}"
         until = f" for {short_duration(breaker.duration)}, then reset" if breaker.duration else ""
         return Step("breaker", f"force breaker {key} open{until} (now: {now})", params)
@@ -156,33 +141,24 @@ def _by(flag_row: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ applying
 
 def active_application(db: "ControlDB", runbook: str, scope: str) -> dict[str, Any] | None:
-    rows = db.query("SELECT * FROM runbook_applications WHERE rolled_back IS NULL AND runbook = ? AND scope = ? "
-                         "ORDER BY id DESC LIMIT 1", (runbook, scope))
-    return decode_application(rows[0]) if rows else None
+    with db.reading() as conn:
+        row = applications.in_force_for(conn, runbook, scope)
+    return decode_application(row) if row else None
 
 
 def active_applications(db: "ControlDB") -> list[dict[str, Any]]:
-    return [decode_application(r) for r in db.query(
-        "SELECT * FROM runbook_applications WHERE rolled_back IS NULL ORDER BY id")]
-
-
-def decode_application(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for column in ("actions", "context", "rollback", "rollback_report"):
-        if isinstance(out.get(column), str):
-            out[column] = json.loads(out[column])
-    return out
+    with db.reading() as conn:
+        return applications.in_force(conn)
 
 
 def apply(api: "ControlAPI", runbook: Runbook, scope: str, context: Mapping[str, Any], *, source: str, reason: str,
           running_runs: RunningRuns, incident_id: str | None = None) -> Application:
     """Apply the runbook's control actions (not its pages) as one audited change. ControlError if the runbook is
     already in force for this scope (roll that back first) or an action cannot be resolved; nothing is written then."""
-    actor = _actor(api, source)
+    actor = api.actor_for(source)
     now = api.now()
     with api.transaction() as conn:
-        current = _one(conn, "SELECT id, actor, applied FROM runbook_applications WHERE rolled_back IS NULL AND "
-                             "runbook = ? AND scope = ? ORDER BY id DESC LIMIT 1", (runbook.id, scope))
+        current = applications.in_force_for(conn, runbook.id, scope)
         if current is not None:
             raise ControlError(f"runbook {runbook.id} is already in force for {scope} (application #{current['id']} "
                                f"by {current['actor']} at {clock_text(current['applied'], now)}); roll it back first")
@@ -190,25 +166,22 @@ def apply(api: "ControlAPI", runbook: Runbook, scope: str, context: Mapping[str,
         broken = [s for s in steps if s.error]
         if broken:
             raise ControlError(f"cannot apply {runbook.id} to {scope}: " + "; ".join(s.description for s in broken))
-        entries = [_perform(api, conn, step, source, actor, reason, now) for step in steps]
+        entries = [_perform(conn, step, source, actor, reason, now, operator=api.operator) for step in steps]
         policy = runbook.spec.rollback
         rollback = policy.as_dict()
         due = now + policy.after if policy.after is not None else None
-        cursor = conn.execute(
-            "INSERT INTO runbook_applications (runbook, scope, incident_id, actor, reason, applied, actions, context, "
-            "rollback, rollback_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (runbook.id, scope, incident_id, actor, reason, now, json.dumps(entries, default=str),
-             json.dumps(_plain(context), default=str), json.dumps(rollback), due))
-        application_id = int(cursor.lastrowid or 0)
+        application_id = applications.insert(
+            conn, runbook=runbook.id, scope=scope, incident_id=incident_id, actor=actor, reason=reason, applied=now,
+            actions_json=json.dumps(entries, default=str), context_json=json.dumps(_plain(context), default=str),
+            rollback_json=json.dumps(rollback), rollback_due=due)
         audit.append(conn, ts=now, actor=actor, action="runbook_applied", target=f"{runbook.id}@{scope}",
                      after={"application": application_id, "actions": entries, "incident": incident_id},
                      reason=reason)
         if incident_id is not None:
             changed = [s.description for s in steps if not s.noop] or ["nothing needed changing"]
-            conn.execute("INSERT INTO incident_events (incident_id, ts, kind, actor, text, data) "
-                         "VALUES (?, ?, 'applied', ?, ?, ?)",
-                         (incident_id, now, actor, f"applied {runbook.id} (#{application_id}): " + "; ".join(changed),
-                          json.dumps({"application": application_id, "actions": entries}, default=str)))
+            incidents.add_event_json(conn, incident_id, now, "applied", actor,
+                                     f"applied {runbook.id} (#{application_id}): " + "; ".join(changed),
+                                     json.dumps({"application": application_id, "actions": entries}, default=str))
     return Application(application_id, runbook.id, scope, actor, now, entries, steps, incident_id)
 
 
@@ -216,28 +189,22 @@ def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if v is not None}
 
 
-def _perform(api: "ControlAPI", conn: sqlite3.Connection, step: Step, source: str, actor: str, reason: str,
-             now: float) -> dict[str, Any]:
+def _perform(conn: sqlite3.Connection, step: Step, source: str, actor: str, reason: str, now: float, *,
+             operator: str) -> dict[str, Any]:
     p = step.params
     if step.kind == "flag":
         if step.noop:
-            existing = _one(conn, "SELECT id FROM flags WHERE cleared IS NULL AND name = ? AND scope = ? AND "
-                                  "target IS ?", (p["name"], p["scope"], p["target"]))
+            existing = flag_settings.find_active(conn, p["name"], p["scope"], p["target"])
             return {"kind": "flag", **p, "noop": True, "existing_id": existing["id"] if existing else None}
-        row = api._set_flag_in(conn, p["name"], p["value"], p["scope"], p["target"], reason, source, now)
+        row = flag_settings.set_value(conn, p["name"], p["value"], p["scope"], p["target"], reason=reason,
+                                      source=source, operator=operator, now=now)
         return {"kind": "flag", **p, "flag_id": row["id"], "previous_value": row["previous_value"]}
     if step.kind == "kill":
-        existing = _one(conn, "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ? AND "
-                              "run_id IS NULL AND mode = ? ORDER BY id LIMIT 1", (p["scope"], p["target"], p["mode"]))
+        existing = kill_switches.find_active(conn, p["scope"], p["target"], None, p["mode"])
         if existing is not None:
             return {"kind": "kill", **p, "switch_id": existing["id"], "created": False}
-        cursor = conn.execute("INSERT INTO kill_switches (scope, target, run_id, mode, reason, operator, created) "
-                              "VALUES (?, ?, NULL, ?, ?, ?, ?)", (p["scope"], p["target"], p["mode"], reason, actor,
-                                                                  now))
-        row = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (cursor.lastrowid,))
-        assert row is not None
-        bind(conn, "kill_switches", row["id"],
-             audit.append(conn, ts=now, actor=actor, action="kill", target=switch_label(row), after=row, reason=reason))
+        row = kill_switches.create(conn, scope=p["scope"], target=p["target"], run_id=None, mode=p["mode"],
+                                   reason=reason, operator=actor, now=now)
         return {"kind": "kill", **p, "switch_id": row["id"], "created": True}
     if step.kind == "breaker":
         override = _breaker_override(conn, p["key"], "force_open", reason, actor, source, now)
@@ -254,26 +221,16 @@ def _perform(api: "ControlAPI", conn: sqlite3.Connection, step: Step, source: st
 
 def _breaker_override(conn: sqlite3.Connection, key: str, action: str, reason: str, actor: str, source: str,
                       now: float) -> dict[str, Any]:
-    cursor = conn.execute("INSERT INTO breaker_overrides (key, action, reason, operator, source, created) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (key, action, reason, actor, source, now))
-    row = _one(conn, "SELECT * FROM breaker_overrides WHERE id = ?", (cursor.lastrowid,))
-    assert row is not None
-    bind(conn, "breaker_overrides", row["id"],
-         audit.append(conn, ts=now, actor=actor, action="breaker_override", target=key, after=row, reason=reason))
-    return row
+    # The runbook is both the row's operator and the audit actor.
+    return overrides.create_breaker_override(conn, key, action, reason=reason, operator=actor, source=source,
+                                             actor=actor, now=now)
 
 
 def _budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str, Any], reason: str, actor: str,
                      source: str, now: float) -> int:
-    text = audit.canonical_json({k: v for k, v in limits.items() if v is not None})
-    cursor = conn.execute("INSERT INTO budget_overrides (run_id, limits, reason, operator, source, created) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (run_id, text, reason, actor, source, now))
-    row = _one(conn, "SELECT * FROM budget_overrides WHERE id = ?", (cursor.lastrowid,))
-    assert row is not None
-    row["limits"] = json.loads(row["limits"])
-    bind(conn, "budget_overrides", row["id"],
-         audit.append(conn, ts=now, actor=actor, action="budget_change", target=f"run:{run_id}", after=row,
-                      reason=reason))
+    # Lifted limits (None) are left out: a runbook only lowers budgets.
+    row = overrides.create_budget_override(conn, run_id, {k: v for k, v in limits.items() if v is not None},
+                                           reason=reason, operator=actor, source=source, actor=actor, now=now)
     return int(row["id"])
 
 
@@ -281,10 +238,10 @@ def extend_budget(api: "ControlAPI", application_id: int, run_id: str, hierarchy
                   source: str) -> int | None:
     """A run started while an application with a budget action is in force (for its hierarchy): lower its budget
     too. Returns the override id, or None when the application is no longer in force or has no budget action."""
-    actor = _actor(api, source)
+    actor = api.actor_for(source)
     now = api.now()
     with api.transaction() as conn:
-        row = _one(conn, "SELECT * FROM runbook_applications WHERE id = ? AND rolled_back IS NULL", (application_id,))
+        row = applications.get_in_force(conn, application_id)
         if row is None:
             return None
         entries = json.loads(row["actions"])
@@ -295,8 +252,7 @@ def extend_budget(api: "ControlAPI", application_id: int, run_id: str, hierarchy
         reason = f"{row['reason']} (run started while {row['runbook']} is in force)"
         override_id = _budget_override(conn, run_id, budget["limits"], reason, actor, source, now)
         budget["runs"].append({"run_id": run_id, "override_id": override_id})
-        conn.execute("UPDATE runbook_applications SET actions = ? WHERE id = ?",
-                     (json.dumps(entries, default=str), application_id))
+        applications.set_actions(conn, application_id, json.dumps(entries, default=str))
     return override_id
 
 
@@ -318,10 +274,10 @@ class RollbackResult:
 
 def rollback(api: "ControlAPI", application_id: int, *, source: str, reason: str) -> RollbackResult:
     """Undo one application exactly (see the module docstring). ControlError if it is unknown or already undone."""
-    actor = _actor(api, source)
+    actor = api.actor_for(source)
     now = api.now()
     with api.transaction() as conn:
-        row = _one(conn, "SELECT * FROM runbook_applications WHERE id = ?", (application_id,))
+        row = applications.get(conn, application_id)
         if row is None:
             raise ControlError(f"no runbook application #{application_id}")
         if row["rolled_back"] is not None:
@@ -329,10 +285,9 @@ def rollback(api: "ControlAPI", application_id: int, *, source: str, reason: str
                                f"already rolled back by {row['rolled_back_by']} at "
                                f"{clock_text(row['rolled_back'], now)}")
         entries = json.loads(row["actions"])
-        report = [_undo(api, conn, entry, source, actor, reason, now) for entry in entries]
-        conn.execute("UPDATE runbook_applications SET rolled_back = ?, rolled_back_by = ?, rollback_report = ?, "
-                     "actions = ? WHERE id = ?", (now, actor, json.dumps(report), json.dumps(entries, default=str),
-                                                  application_id))
+        report = [_undo(conn, entry, source, actor, reason, now, operator=api.operator) for entry in entries]
+        applications.mark_rolled_back(conn, application_id, actor=actor, report_json=json.dumps(report),
+                                      actions_json=json.dumps(entries, default=str), now=now)
         audit.append(conn, ts=now, actor=actor, action="runbook_rolled_back",
                      target=f"{row['runbook']}@{row['scope']}", before={"application": application_id},
                      after={"report": report}, reason=reason)
@@ -342,25 +297,22 @@ def rollback(api: "ControlAPI", application_id: int, *, source: str, reason: str
             text = f"rolled back {row['runbook']} (#{application_id}): " + ("; ".join(restored) or "nothing to undo")
             if left:
                 text += ". Left as changed since: " + "; ".join(left)
-            conn.execute("INSERT INTO incident_events (incident_id, ts, kind, actor, text, data) "
-                         "VALUES (?, ?, 'rolled_back', ?, ?, ?)",
-                         (row["incident_id"], now, actor, text,
-                          json.dumps({"application": application_id, "report": report, "reason": reason})))
+            incidents.add_event_json(conn, row["incident_id"], now, "rolled_back", actor, text,
+                                     json.dumps({"application": application_id, "report": report, "reason": reason}))
     return RollbackResult(application_id, row["runbook"], row["scope"], report, row["incident_id"])
 
 
-def _undo(api: "ControlAPI", conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: str, reason: str,
-          now: float) -> dict[str, Any]:
+def _undo(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: str, reason: str, now: float, *,
+          operator: str) -> dict[str, Any]:
     kind = entry["kind"]
     if kind == "flag":
         where = f"{entry['name']} at {flag_scope_label(entry['scope'], entry['target'])}"
         if entry.get("noop"):
             return {"kind": kind, "outcome": "nothing", "text": f"{where} was already {entry['value']} before the "
                                                                 f"runbook; left"}
-        row = _one(conn, "SELECT * FROM flags WHERE id = ?", (entry["flag_id"],))
+        row = flag_settings.get(conn, entry["flag_id"])
         if row is None or row["cleared"] is not None:
-            now_row = _one(conn, "SELECT * FROM flags WHERE cleared IS NULL AND name = ? AND scope = ? AND target IS ?",
-                           (entry["name"], entry["scope"], entry["target"]))
+            now_row = flag_settings.find_active(conn, entry["name"], entry["scope"], entry["target"])
             if now_row is not None:
                 change = f"set to {now_row['value']} by {_by(now_row)} at {clock_text(now_row['created'], now)}"
             elif row is not None:
@@ -369,10 +321,10 @@ def _undo(api: "ControlAPI", conn: sqlite3.Connection, entry: dict[str, Any], so
                 change = "removed"
             return {"kind": kind, "outcome": "left", "text": f"{where} was {change} since; left as is"}
         if entry.get("previous_value") is None:
-            api._clear_flag_in(conn, row, reason, source, now)
+            flag_settings.clear(conn, row, reason=reason, source=source, operator=operator, now=now)
             return {"kind": kind, "outcome": "restored", "text": f"cleared {where} (it was unset before)"}
-        api._set_flag_in(conn, entry["name"], entry["previous_value"], entry["scope"], entry["target"], reason,
-                         source, now)
+        flag_settings.set_value(conn, entry["name"], entry["previous_value"], entry["scope"], entry["target"],
+                                reason=reason, source=source, operator=operator, now=now)
         return {"kind": kind, "outcome": "restored", "text": f"restored {where} to {entry['previous_value']}"}
     if kind == "kill":
         label = switch_label({"scope": entry["scope"], "target": entry["target"], "run_id": None})
@@ -380,17 +332,12 @@ def _undo(api: "ControlAPI", conn: sqlite3.Connection, entry: dict[str, Any], so
             return {"kind": kind, "outcome": "nothing", "text": f"the {entry['mode']} switch on {label} "
                                                                 f"(#{entry['switch_id']}) was in force before the "
                                                                 f"runbook; left"}
-        row = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (entry["switch_id"],))
+        row = kill_switches.get(conn, entry["switch_id"])
         if row is None or row["released"] is not None:
             who = f" by {row['released_by']} at {clock_text(row['released'], now)}" if row else ""
             return {"kind": kind, "outcome": "left", "text": f"{entry['mode']} switch #{entry['switch_id']} on "
                                                              f"{label} was already released{who}"}
-        conn.execute("UPDATE kill_switches SET released = ?, released_by = ?, release_reason = ? WHERE id = ? AND "
-                     "released IS NULL", (now, actor, reason, row["id"]))
-        after = _one(conn, "SELECT * FROM kill_switches WHERE id = ?", (row["id"],))
-        bind(conn, "kill_switches", row["id"],
-             audit.append(conn, ts=now, actor=actor, action="release", target=switch_label(row), before=row,
-                          after=after, reason=reason))
+        kill_switches.release(conn, row, actor=actor, reason=reason, now=now)
         return {"kind": kind, "outcome": "restored", "text": f"released {entry['mode']} switch #{row['id']} on {label}"}
     if kind == "breaker":
         if entry.get("expired"):
@@ -406,8 +353,7 @@ def _undo(api: "ControlAPI", conn: sqlite3.Connection, entry: dict[str, Any], so
 
 def _reset_breaker(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: str, reason: str,
                    now: float) -> dict[str, Any]:
-    later = _one(conn, "SELECT * FROM breaker_overrides WHERE key = ? AND id > ? ORDER BY id DESC LIMIT 1",
-                 (entry["key"], entry["override_id"]))
+    later = overrides.later_breaker_override(conn, entry["key"], entry["override_id"])
     if later is not None:
         return {"kind": "breaker", "outcome": "left",
                 "text": f"breaker {entry['key']} was overridden since ({later['action']} by {later['operator']} at "
@@ -419,11 +365,11 @@ def _reset_breaker(conn: sqlite3.Connection, entry: dict[str, Any], source: str,
 def expire_actions(api: "ControlAPI", application_id: int, *, source: str) -> list[dict[str, Any]]:
     """Undo the actions of an application whose own time ran out (a breaker forced open `for: 10m`). One
     transaction; returns what was done (empty when nothing was due)."""
-    actor = _actor(api, source)
+    actor = api.actor_for(source)
     now = api.now()
     done: list[dict[str, Any]] = []
     with api.transaction() as conn:
-        row = _one(conn, "SELECT * FROM runbook_applications WHERE id = ? AND rolled_back IS NULL", (application_id,))
+        row = applications.get_in_force(conn, application_id)
         if row is None:
             return []
         entries = json.loads(row["actions"])
@@ -437,13 +383,11 @@ def expire_actions(api: "ControlAPI", application_id: int, *, source: str) -> li
                 done.append(result)
         if not done:
             return []
-        conn.execute("UPDATE runbook_applications SET actions = ? WHERE id = ?",
-                     (json.dumps(entries, default=str), application_id))
+        applications.set_actions(conn, application_id, json.dumps(entries, default=str))
         if row["incident_id"]:
-            conn.execute("INSERT INTO incident_events (incident_id, ts, kind, actor, text, data) "
-                         "VALUES (?, ?, 'action_expired', ?, ?, ?)",
-                         (row["incident_id"], now, actor, "; ".join(r["text"] for r in done),
-                          json.dumps({"application": application_id, "report": done})))
+            incidents.add_event_json(conn, row["incident_id"], now, "action_expired", actor,
+                                     "; ".join(r["text"] for r in done),
+                                     json.dumps({"application": application_id, "report": done}))
     return done
 
 

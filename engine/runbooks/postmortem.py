@@ -9,8 +9,10 @@ nothing is written.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from engine.store.rows import fetch_rows
 
 if TYPE_CHECKING:
     import sqlite3
@@ -60,12 +62,6 @@ def _signal_line(reading: Mapping[str, Any]) -> str:
     return f"`{reading.get('condition', reading.get('signal'))}`: **{shown}**{extra}{peak}"
 
 
-def _rows(conn: "sqlite3.Connection", sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    cursor = conn.execute(sql, params)
-    names = [d[0] for d in cursor.description or ()]
-    return [dict(zip(names, values)) for values in cursor.fetchall()]
-
-
 def affected_runs(conn: "sqlite3.Connection | None", incident: Mapping[str, Any], start: float,
                   end: float) -> list[dict[str, Any]]:
     """Runs active during [start, end] that match the incident's scope, plus those its detection named. `conn` is
@@ -75,7 +71,7 @@ def affected_runs(conn: "sqlite3.Connection | None", incident: Mapping[str, Any]
     scope = str(incident["scope"])
     kind, _, target = scope.partition(":")
     # Runs that started before the window end and had not ended before it began (runs_started serves this).
-    candidates = _rows(conn,
+    candidates = fetch_rows(conn,
         "SELECT id, hierarchy, status, started, ended, cost_usd, tokens_in, tokens_out, model_calls, tool_calls "
         "FROM runs WHERE started <= ? AND (ended IS NULL OR ended >= ?) ORDER BY started", (end, start))
     named = set((incident.get("context") or {}).get("runs") or [])
@@ -88,8 +84,9 @@ def affected_runs(conn: "sqlite3.Connection | None", incident: Mapping[str, Any]
         extra = "" if kind == "agent" else " AND kind = 'tool'"
         for offset in range(0, len(ids), 500):
             chunk = ids[offset:offset + 500]
-            rows = _rows(conn, f"SELECT DISTINCT run_id FROM spans WHERE run_id IN ({', '.join('?' * len(chunk))}) "
-                                f"AND {column} = ?{extra}", (*chunk, target))
+            marks = ", ".join("?" * len(chunk))
+            rows = fetch_rows(conn, f"SELECT DISTINCT run_id FROM spans WHERE run_id IN ({marks}) "
+                                    f"AND {column} = ?{extra}", (*chunk, target))
             hits.update(row["run_id"] for row in rows)
         matched = [r for r in candidates if r["id"] in hits or r["id"] in named]
     else:
@@ -106,8 +103,9 @@ def spend_between(conn: "sqlite3.Connection | None", start: float, end: float) -
     return float(row[0] or 0.0)
 
 
-def render(incident: Mapping[str, Any], timeline: list[Mapping[str, Any]], applications: list[Mapping[str, Any]],
-           audit_rows: list[Mapping[str, Any]], runs: list[Mapping[str, Any]], *, window_start: float,
+def render(incident: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
+           applications: Sequence[Mapping[str, Any]], audit_rows: Sequence[Mapping[str, Any]],
+           runs: Sequence[Mapping[str, Any]], *, window_start: float,
            window_end: float, spend_in_window: float, runbook_path: str | None, now: float) -> str:
     opened, resolved = incident["opened"], incident.get("resolved")
     end_text = f"resolved at {_ts(resolved)}" if resolved else "still open"

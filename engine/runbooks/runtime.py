@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.runbooks import actions
-from engine.runbooks.incidents import IncidentStore
+from engine.controls.incidents import IncidentStore
 from engine.runbooks.loader import page_targets
 from engine.runbooks.model import Runbook
 from engine.runbooks.notify import Page

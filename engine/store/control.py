@@ -23,6 +23,7 @@ from engine.errors import StoreError
 from engine.store.control_schema import CONTROL_MIGRATIONS
 from engine.store.files import CONTROL_DB, connect, ensure_private_file, translate_sqlite_error
 from engine.store.migrate import Migration, check_not_too_new, migrate, schema_version
+from engine.store.rows import fetch_rows
 
 STALE_AFTER_S = 5.0
 BUSY_TIMEOUT_S = 5.0
@@ -121,15 +122,20 @@ class ControlDB:
                     self._conn.execute("ROLLBACK")
                 raise
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Rows as dicts, read in autocommit mode (no transaction left open)."""
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for autocommit reads (no transaction left open), held under the lock; SQLite errors
+        come out as StoreError."""
         with self._lock:
             try:
-                cur = self._conn.execute(sql, params)
-                names = [d[0] for d in cur.description or ()]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
+                yield self._conn
             except sqlite3.Error as exc:
                 raise translate_sqlite_error(exc, self.path, "read") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts, read in autocommit mode (no transaction left open)."""
+        with self.reading() as conn:
+            return fetch_rows(conn, sql, params)
 
     # -- engine registration -----------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ gets StoreTooNew instead of guessing.
 from __future__ import annotations
 
 from engine.controls.binding import bind_existing
-from engine.controls.schema import CONTROLS_V2
+from engine.store.control_ddl import CONTROLS_V2
 from engine.runbooks.schema import RUNBOOKS_V3
 from engine.store.migrate import Migration
 

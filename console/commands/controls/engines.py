@@ -1,0 +1,105 @@
+"""`flightdeck engines` (and `--terminate PID`): the engines recorded on a store, and stopping a wedged one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from console.cli import add_store_argument
+from console.commands.argtypes import non_negative, positive_int
+from console.commands.controls.common import (
+    add_operator,
+    confirm,
+    open_api,
+    pick,
+    require_reason,
+    store_dir_arg,
+)
+from console.output import age, print_json, table, when
+
+ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
+                 "holds_lock", "store")
+
+
+def add_engines(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    engines = commands.add_parser(
+        "engines", help="list engines, or terminate a wedged one",
+        description="List the engines recorded on this store. --terminate PID stops the store's engine when it "
+                    "no longer answers (SIGTERM, then SIGKILL after --grace seconds); only the process holding "
+                    "the store lock, and only if it is yours.")
+    engines.add_argument("--json", action="store_true", help="print a JSON list of engine objects")
+    engines.add_argument("--terminate", type=positive_int, metavar="PID", help="the engine process to stop")
+    engines.add_argument("--grace", type=non_negative, default=5.0, metavar="SECONDS",
+                         help="how long SIGTERM may take before SIGKILL (default 5)")
+    engines.add_argument("--reason", metavar="TEXT", help="why (required with --terminate)")
+    engines.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_operator(engines)
+    add_store_argument(engines)
+    engines.set_defaults(handler=handle_engines)
+
+
+
+def handle_engines(args: argparse.Namespace) -> int:
+    from engine.controls.terminate import read_lock_holder
+
+    if args.terminate is not None:
+        return _terminate(args)
+    store_dir = store_dir_arg(args)
+    with open_api(args, create=False, read_only=True) as api:
+        engines = api.engines()
+    holder = read_lock_holder(store_dir) or {}
+    for engine in engines:
+        engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
+                                and holder.get("host") == engine["host"])
+        # The trace store's health as the lock holder reports it (engine.lock's `store`): ok, degraded, failed.
+        engine["store"] = _store_health(holder) if engine["holds_lock"] else None
+    if args.json:
+        print_json([pick(e, ENGINE_FIELDS) for e in engines])
+        return 0
+    if not engines:
+        print("no engine has run on this store yet")
+        return 0
+    rows = [(e["id"][:12], e["pid"], e["host"], e["user"], e["version"], when(e["started"]), age(e["heartbeat"]),
+             ("alive" if e["alive"] else ("STALE" if e["stale"] else "stopped"))
+             + (f", store {e['store']['state'].upper()}" if e["store"] and e["store"]["state"] != "ok" else ""),
+             "yes" if e["holds_lock"] else "")
+            for e in engines]
+    print(table(("ENGINE", "PID", "HOST", "USER", "VERSION", "STARTED", "HEARTBEAT", "STATE", "LOCK"), rows,
+                right={1}))
+    for e in engines:
+        store = e["store"]
+        if store and store["state"] != "ok":
+            print(f"\nengine pid {e['pid']}: trace store {store['state']} since {when(store['since'])}: "
+                  f"{store['error']}" + ("\n  no new model or tool call starts until commits succeed again; free "
+                                         "space (or fix the I/O error) and it carries on by itself"
+                                         if store["state"] == "degraded" else ""))
+    return 0
+
+
+def _store_health(holder: dict[str, Any]) -> dict[str, Any]:
+    store = holder.get("store")
+    if not isinstance(store, dict) or store.get("state") not in ("ok", "degraded", "failed"):
+        return {"state": "ok", "error": None, "since": holder.get("started")}
+    return {"state": store["state"], "error": store.get("error"), "since": store.get("since")}
+
+
+def _terminate(args: argparse.Namespace) -> int:
+    from engine.controls.terminate import check_terminable, terminate_engine
+
+    reason = require_reason(args)
+    store_dir = store_dir_arg(args)
+    with open_api(args, create=False) as api:
+        holder = check_terminable(store_dir, args.terminate)  # refuse before asking, not after
+        print(f"terminate engine pid {args.terminate} (user {holder.get('user')}, store {store_dir}): SIGTERM, "
+              f"then SIGKILL after {args.grace:g}s")
+        if not confirm(args, "terminate an engine"):
+            return 1
+        result = terminate_engine(store_dir, args.terminate, api.operator, reason, args.grace, api=api)
+    if result.exited:
+        print(f"engine pid {result.pid} stopped after {' then '.join(result.signals) or 'no signal (already gone)'} "
+              f"({result.waited_s:.1f}s); audit row #{result.audit_id}")
+        return 0
+    print(f"engine pid {result.pid} is still running after {' and '.join(result.signals)}; audit row "
+          f"#{result.audit_id}", file=sys.stderr)
+    return 1

@@ -1,0 +1,73 @@
+"""Runbook applications in control.db: what a runbook changed (row ids, previous values), so it can be rolled back
+exactly. Every function takes the caller's connection; engine.runbooks.actions writes an application in the same
+transaction as the changes it records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from engine.store.rows import fetch_one, fetch_rows
+
+_JSON_COLUMNS = ("actions", "context", "rollback", "rollback_report")
+
+
+def decode_application(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with the JSON columns (actions, context, rollback, rollback_report) parsed."""
+    out = dict(row)
+    for column in _JSON_COLUMNS:
+        if isinstance(out.get(column), str):
+            out[column] = json.loads(out[column])
+    return out
+
+
+def get(conn: sqlite3.Connection, application_id: int) -> dict[str, Any] | None:
+    """The raw row (JSON columns as text)."""
+    return fetch_one(conn, "SELECT * FROM runbook_applications WHERE id = ?", (application_id,))
+
+
+def get_in_force(conn: sqlite3.Connection, application_id: int) -> dict[str, Any] | None:
+    """The raw row, if it has not been rolled back."""
+    return fetch_one(conn, "SELECT * FROM runbook_applications WHERE id = ? AND rolled_back IS NULL",
+                     (application_id,))
+
+
+def in_force_for(conn: sqlite3.Connection, runbook: str, scope: str) -> dict[str, Any] | None:
+    """The newest application of `runbook` to `scope` not rolled back (raw), if any."""
+    return fetch_one(conn, "SELECT * FROM runbook_applications WHERE rolled_back IS NULL AND runbook = ? AND "
+                           "scope = ? ORDER BY id DESC LIMIT 1", (runbook, scope))
+
+
+def in_force(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every application not rolled back, oldest first, decoded."""
+    return [decode_application(r) for r in fetch_rows(
+        conn, "SELECT * FROM runbook_applications WHERE rolled_back IS NULL ORDER BY id")]
+
+
+def for_incident(conn: sqlite3.Connection, incident_id: str) -> list[dict[str, Any]]:
+    """The applications made for one incident, oldest first, decoded."""
+    return [decode_application(r) for r in fetch_rows(
+        conn, "SELECT * FROM runbook_applications WHERE incident_id = ? ORDER BY id", (incident_id,))]
+
+
+def insert(conn: sqlite3.Connection, *, runbook: str, scope: str, incident_id: str | None, actor: str, reason: str,
+           applied: float, actions_json: str, context_json: str, rollback_json: str,
+           rollback_due: float | None) -> int:
+    cursor = conn.execute(
+        "INSERT INTO runbook_applications (runbook, scope, incident_id, actor, reason, applied, actions, context, "
+        "rollback, rollback_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (runbook, scope, incident_id, actor, reason, applied, actions_json, context_json, rollback_json,
+         rollback_due))
+    return int(cursor.lastrowid or 0)
+
+
+def set_actions(conn: sqlite3.Connection, application_id: int, actions_json: str) -> None:
+    conn.execute("UPDATE runbook_applications SET actions = ? WHERE id = ?", (actions_json, application_id))
+
+
+def mark_rolled_back(conn: sqlite3.Connection, application_id: int, *, actor: str, report_json: str,
+                     actions_json: str, now: float) -> None:
+    conn.execute("UPDATE runbook_applications SET rolled_back = ?, rolled_back_by = ?, rollback_report = ?, "
+                 "actions = ? WHERE id = ?", (now, actor, report_json, actions_json, application_id))

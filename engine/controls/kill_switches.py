@@ -1,0 +1,91 @@
+"""Kill switches in control.db: set, release, read, acknowledge. Every function takes the caller's connection
+(writes: inside its BEGIN IMMEDIATE transaction), so several actions (a runbook's apply) can share one transaction.
+A change writes its audit row and binds the switch to it (engine.controls.binding) in that same transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from engine.controls import audit
+from engine.controls.binding import bind
+from engine.controls.labels import TARGET_WORD, switch_label
+from engine.controls.validate import optional_text
+from engine.errors import InputError
+from engine.store.rows import fetch_one, fetch_rows
+
+ACTIVE_SQL = "SELECT * FROM kill_switches WHERE released IS NULL ORDER BY id"
+
+
+def checked_target(scope: str, target: Any, run_id: Any) -> tuple[str | None, str | None]:
+    """The (target, run_id) a switch of `scope` may have; InputError when they do not fit the scope."""
+    target = optional_text(target, "target")
+    run_id = optional_text(run_id, "run_id")
+    if scope == "global" and target is not None:
+        raise InputError("a global kill switch has no target", field="target")
+    if scope != "global" and target is None:
+        raise InputError(f"a {scope} kill switch needs a target (the {TARGET_WORD[scope]})", field="target")
+    if run_id is not None and scope != "agent":
+        raise InputError("only an agent kill switch can be limited to one run", field="run_id")
+    return target, run_id
+
+
+def get(conn: sqlite3.Connection, switch_id: int) -> dict[str, Any] | None:
+    return fetch_one(conn, "SELECT * FROM kill_switches WHERE id = ?", (switch_id,))
+
+
+def find_active(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None,
+                mode: str) -> dict[str, Any] | None:
+    """The oldest active switch exactly like this one (same scope, target, run and mode), if any."""
+    return fetch_one(conn, "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ? "
+                           "AND run_id IS ? AND mode = ? ORDER BY id LIMIT 1", (scope, target, run_id, mode))
+
+
+def active_for(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None) -> list[dict[str, Any]]:
+    """Active switches of a scope and target, any mode; without run_id, also those limited to a run."""
+    sql = "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ?"
+    params: list[Any] = [scope, target]
+    if run_id is not None:
+        sql += " AND run_id = ?"
+        params.append(run_id)
+    return fetch_rows(conn, sql + " ORDER BY id", params)
+
+
+def active(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return fetch_rows(conn, ACTIVE_SQL)
+
+
+def create(conn: sqlite3.Connection, *, scope: str, target: str | None, run_id: str | None, mode: str, reason: str,
+           operator: str, now: float) -> dict[str, Any]:
+    """Insert a switch set by `operator` (also its audit actor) with its bound `kill` audit row; returns the row."""
+    cursor = conn.execute(
+        "INSERT INTO kill_switches (scope, target, run_id, mode, reason, operator, created) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, target, run_id, mode, reason, operator, now))
+    row = get(conn, int(cursor.lastrowid or 0))
+    assert row is not None
+    bind(conn, "kill_switches", row["id"],
+         audit.append(conn, ts=now, actor=operator, action="kill", target=switch_label(row), after=row,
+                      reason=reason))
+    return row
+
+
+def release(conn: sqlite3.Connection, row: dict[str, Any], *, actor: str, reason: str, now: float) -> dict[str, Any]:
+    """Release the active switch `row` (as read in this transaction) with its bound `release` audit row; returns
+    the released row."""
+    conn.execute("UPDATE kill_switches SET released = ?, released_by = ?, release_reason = ? "
+                 "WHERE id = ? AND released IS NULL", (now, actor, reason, row["id"]))
+    after = get(conn, row["id"])
+    assert after is not None
+    bind(conn, "kill_switches", row["id"],
+         audit.append(conn, ts=now, actor=actor, action="release", target=switch_label(row), before=row, after=after,
+                      reason=reason))
+    return after
+
+
+def acknowledge(conn: sqlite3.Connection, ids: Iterable[int], engine_id: str, now: float) -> int:
+    """The engine applied these switches (bookkeeping, not audited). Returns how many were newly acknowledged."""
+    id_list = list(ids)
+    cursor = conn.execute(f"UPDATE kill_switches SET acked = ?, acked_by = ? WHERE id IN "
+                          f"({', '.join('?' * len(id_list))}) AND acked IS NULL", (now, engine_id, *id_list))
+    return cursor.rowcount
