@@ -23,7 +23,9 @@ from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
+from console.screens.actions import KILL_RUN, kill_palette_commands, kill_target_for_span, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
+from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.widgets.gauges import BudgetGauges
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
@@ -219,24 +221,13 @@ class RunFeed:
         return candidates[0] if len(candidates) == 1 else None
 
     def _read_new_spans(self, reader: Any, run_id: str) -> list[dict[str, Any]]:
-        """Span rows changed since the feed last saw them. With a reader that can filter by seq
-        (`spans(run_id, after_seq=...)`) this reads only those; otherwise it reads the run's spans and keeps the
-        changed ones, at most once per RESYNC_S (the event tail stays live meanwhile)."""
-        import inspect
-
-        since = max(self.span_seq.values(), default=0)
-        try:
-            incremental = "after_seq" in inspect.signature(reader.spans).parameters
-        except (TypeError, ValueError):
-            incremental = False
-        if incremental:
-            rows = reader.spans(run_id, after_seq=since)
-        else:
-            now = time.monotonic()
-            if now - self.last_resync < RESYNC_S:
-                return []
-            self.last_resync = now
-            rows = reader.spans(run_id)
+        """Span rows changed since the feed last saw them: reads the run's spans and keeps the changed ones, at
+        most once per RESYNC_S (the event tail stays live meanwhile)."""
+        now = time.monotonic()
+        if now - self.last_resync < RESYNC_S:
+            return []
+        self.last_resync = now
+        rows = reader.spans(run_id)
         self.unplaced = False
         out = []
         for row in rows:
@@ -267,18 +258,14 @@ class RunFeed:
     def span_detail(self, span_id: str) -> dict[str, Any] | None:
         """The full row of one span (with attributes), for the detail pane (a worker thread)."""
         with self.lock:
-            reader = self.state.reader
-            single = getattr(reader, "span", None)  # a per-id read, when the store offers one
-            if callable(single):
-                return single(span_id)  # type: ignore[no-any-return]
             assert self.run_id is not None
-            return next((s for s in reader.spans(self.run_id) if s["id"] == span_id), None)
+            return next((s for s in self.state.reader.spans(self.run_id) if s["id"] == span_id), None)
 
     def close(self) -> None:
         self.state.close()
 
 
-class RunView(View):
+class RunView(ReadOnlyGuard, View):
     DEFAULT_CSS = """
     RunView > #run-title {
         height: 2;
@@ -321,6 +308,7 @@ class RunView(View):
         Binding("t", "focus_tree", "Tree", id="focus_tree", show=False, tooltip="Move the focus to the span tree"),
         Binding("f", "toggle_follow", "Follow", id="follow_events",
                 tooltip="Follow new events at the bottom of the tail, or stop following to read"),
+        *write_bindings(KILL_RUN),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -648,4 +636,21 @@ class RunView(View):
                            "Follow or stop following new events", self.action_toggle_follow),
             PaletteCommand("Run: focus the event tail", "Scroll through the run's events", self.action_focus_events),
         ]
-        return commands
+        return commands + kill_palette_commands(self, self.ctx, "Kill switch on the selected agent or tool",
+                                                "Agent span: that agent in this run; tool span: that tool; otherwise "
+                                                "the run", self.action_kill_selected)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        state = self.read_only_state(action)
+        return True if state is None else state
+
+    def action_kill_selected(self) -> None:
+        node = self.tree.cursor_node
+        span = node.data if node is not None else None
+        run_id = (self.run or {}).get("id") or self.run_id
+        try:
+            scope, target, in_run = kill_target_for_span(span, run_id)
+        except LookupError:
+            self.notify("No run shown: open one first (press 1, Enter).", severity="warning", markup=False)
+            return
+        start_kill(self, self.ctx, scope, target, in_run)

@@ -20,7 +20,9 @@ from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller, ReaderState, StoreSource
+from console.screens.actions import KILL_RUN, kill_palette_commands, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
+from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.widgets.fmt import compact_age, cost_bar, tokens
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
@@ -250,7 +252,7 @@ class RunsFeed:
         self.state.close()
 
 
-class RunsView(View):
+class RunsView(ReadOnlyGuard, View):
     DEFAULT_CSS = """
     RunsView > #runs-title {
         height: 1;
@@ -283,6 +285,7 @@ class RunsView(View):
                 tooltip="Reverse the current sort order"),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False,
                 tooltip="Clear the filter and the problems-only toggle"),
+        *write_bindings(KILL_RUN),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -318,7 +321,8 @@ class RunsView(View):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start_filter" and isinstance(self.screen.focused, Input):
             return False  # "/" typed into a text box is a character (priority binding: see MainScreen.BINDINGS)
-        return True
+        state = self.read_only_state(action)
+        return True if state is None else state
 
     def on_unmount(self) -> None:
         self.poller.stop()
@@ -522,4 +526,17 @@ class RunsView(View):
         if key is not None:
             commands.insert(0, PaletteCommand(f"Runs: open run {key}", "Span tree, detail and events of the "
                                               "selected run", self.action_open_run))
-        return commands
+        return commands + kill_palette_commands(self, self.ctx, "Kill switch on the selected run",
+                                                "Preview, mode, reason", self.action_kill_selected)
+
+    def action_kill_selected(self) -> None:
+        key = self.table.cursor_key
+        if key is None:
+            self.notify("No run selected: nothing to kill.", severity="warning", markup=False)
+            return
+        run = self.table.get(key) or {}
+        if run.get("status") != "running":
+            self.notify(f"Run {printable(key, limit=30)} is not running (status {printable(run.get('status'))}); "
+                        f"there is nothing to stop.", title="Kill switch", severity="warning", markup=False)
+            return
+        start_kill(self, self.ctx, "run", str(key))
