@@ -21,6 +21,7 @@ from console.polling import Poller
 from console.screens.live_view import LiveView
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
 from console.screens.read_only import write_bindings
+from console.views_data.approvals_data import pending_approvals
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import compact_json, literal, pretty_json, printable
 from console.widgets.text_pane import TextLines
@@ -364,9 +365,7 @@ class ApprovalAlerts:
         control = self.ctx.source.control()
         if control is None:
             return None
-        rows = control.query("SELECT id, agent, tool, deadline, risk FROM approvals WHERE status = 'pending' "
-                             "ORDER BY requested, rowid", ())
-        return [dict(row) if not isinstance(row, dict) else row for row in rows]
+        return pending_approvals(control)
 
     def _render(self, rows: list[dict[str, Any]]) -> None:
         ids = {row["id"] for row in rows}

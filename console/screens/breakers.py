@@ -130,7 +130,7 @@ class BreakersView(LiveView):
     }
     """
 
-    BINDINGS = write_bindings(
+    BINDINGS = [*write_bindings(
         Binding("o", "override('force_open')", "Force open", id="breaker_open",
                 tooltip="Force the selected breaker open: every call through it fails fast (asks for a reason)"),
         Binding("r", "override('reset')", "Reset", id="breaker_reset",
@@ -138,7 +138,7 @@ class BreakersView(LiveView):
         Binding("x", "override('disable')", "Disable", id="breaker_disable",
                 tooltip="Disable the selected breaker: calls always pass, failures are not counted (asks for a "
                         "reason)"),
-    )
+    )]
 
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="breakers")

@@ -112,7 +112,7 @@ class ControlsView(LiveView):
     }
     """
 
-    BINDINGS = write_bindings(
+    BINDINGS = [*write_bindings(
         Binding("r", "release", "Release", id="release_switch",
                 tooltip="Release the selected kill switch (asks for a reason)"),
         Binding("c", "clear_flag", "Clear flag", id="clear_flag",
@@ -122,7 +122,7 @@ class ControlsView(LiveView):
         Binding("k", "new_switch", "Kill…", id="kill_switch",
                 tooltip="Set a kill switch: scope:target (run:ID, agent:NAME, tool:NAME, hierarchy:NAME), with the "
                         "preview of what stops"),
-    )
+    )]
 
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="controls")
