@@ -1,6 +1,7 @@
 """The header slots of the operator-controls features: approvals, breakers, kill switches, safe mode. Importing
-this module replaces the "n/a" placeholders of console/widgets/header.py (same ids, same places); console/app.py
-imports it once. (The views are declared in console/screens/registry.py.)
+this module replaces the "n/a" placeholders of console/widgets/header.py (same ids, same places) with the slots of
+SLOTS, this one and the incidents slot of console/incident_slots.py; console/app.py imports it once. (The views are
+declared in console/screens/registry.py.)
 
 - approvals: "N pending, oldest 1m20s left" (warn); critical with an alarm when one has under 30 s left.
 - breakers: "N open" (crit, with the keys), "N half-open" (warn), "all closed"; from traces.db `breakers`.
@@ -10,6 +11,7 @@ imports it once. (The views are declared in console/screens/registry.py.)
 
 from __future__ import annotations
 
+from console.incident_slots import incidents_slot
 from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
 from console.widgets.safe import printable
 
@@ -93,11 +95,20 @@ def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(shown + more, "warn", short=f"{len(rows)} flag(s)", halt=halt_text)
 
 
+# The header's second row, in one list: each replaces the "n/a" slot of the same id in console/widgets/header.py
+# (which keeps the order of the row).
+SLOTS = (
+    HeaderSlot("breakers", "breakers", breakers_slot, row=2),
+    HeaderSlot("approvals", "approvals", approvals_slot, row=2),
+    HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2),
+    HeaderSlot("safe_mode", "safe-mode", safe_mode_slot, row=2),
+    HeaderSlot("incidents", "incidents", incidents_slot, row=2),
+)
+
+
 def register() -> None:
-    register_header_slot(HeaderSlot("breakers", "breakers", breakers_slot, row=2))
-    register_header_slot(HeaderSlot("approvals", "approvals", approvals_slot, row=2))
-    register_header_slot(HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2))
-    register_header_slot(HeaderSlot("safe_mode", "safe-mode", safe_mode_slot, row=2))
+    for slot in SLOTS:
+        register_header_slot(slot)
 
 
 register()

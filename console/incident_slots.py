@@ -4,7 +4,7 @@ The slot reads the open incidents (status open or acknowledged: a handful of row
 in the header's poller thread. It also keeps `OPEN_BY_HIERARCHY` (hierarchy -> open incidents whose scope names
 it), which the runs table's INCIDENTS column reads: no per-run query, no scan of the runs.
 
-Importing this module registers the slot (console/app.py imports it once).
+console/header_slots.py lists the slot with the others.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
-from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
+from console.widgets.header import HeaderContext, SlotValue
 from console.widgets.safe import printable
 
 URGENT = ("sev1", "sev2")
@@ -107,8 +107,3 @@ def incidents_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(text, "warn" if firing or unacked else "info", short=short)
 
 
-def register() -> None:
-    register_header_slot(HeaderSlot("incidents", "incidents", incidents_slot, row=2))
-
-
-register()

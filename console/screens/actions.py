@@ -28,11 +28,10 @@ from console.output import age
 from console.widgets.safe import printable
 
 if TYPE_CHECKING:
+    from console.screens.base import ConsoleContext
     from console.widgets.modals import FormResult
     from engine.controls.api import ControlAPI
     from engine.controls.preview import KillPreview
-
-    from console.screens.base import ConsoleContext
 
 T = TypeVar("T")
 

@@ -18,8 +18,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from console.polling import Poller
-from console.screens.live_view import LiveView
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
+from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
 from console.views_data.approvals_data import pending_approvals
 from console.widgets.modals import REASON, Field, FormModal, FormResult

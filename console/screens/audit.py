@@ -25,7 +25,6 @@ from console.widgets.safe import compact_json, printable
 from console.widgets.text_pane import TextLines
 
 
-
 def change_text(before: Any, after: Any) -> str:
     if before is None and after is None:
         return "-"

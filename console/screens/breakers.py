@@ -14,8 +14,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from console.polling import ReaderState
-from console.screens.live_view import LiveView
 from console.screens.base import ConsoleContext, PaletteCommand
+from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
 from console.widgets.fmt import compact_age
 from console.widgets.modals import REASON, FormModal, FormResult

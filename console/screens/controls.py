@@ -13,8 +13,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from console.screens.actions import start_kill
-from console.screens.live_view import LiveView
 from console.screens.base import ConsoleContext, PaletteCommand
+from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
 from console.widgets.fmt import compact_age
 from console.widgets.modals import REASON, Field, FormModal, FormResult

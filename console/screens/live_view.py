@@ -11,9 +11,8 @@ from console.screens.base import View, focus_now
 from console.screens.read_only import ReadOnlyGuard
 
 if TYPE_CHECKING:
-    from engine.controls.api import ControlAPI
-
     from console.screens.base import ConsoleContext
+    from engine.controls.api import ControlAPI
 
 
 class ControlFeed:

@@ -29,7 +29,6 @@ from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_te
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
 
-
 COLUMNS = (
     Column("status", "STATUS", 13),
     Column("id", "RUN", 12),
