@@ -17,8 +17,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-import console.incident_slots  # noqa: F401 - registers views 6-7 and the incidents header slot
-import console.header_slots  # noqa: F401 - registers views 3-5, their header slots and the kill keys
+import console.header_slots  # noqa: F401 - registers the header's second row (header_slots.SLOTS)
 from console.polling import POLL_GROUP, ErrorNotifier, StoreSource
 from console.screens.base import ConsoleContext
 from console.screens.main import MainScreen, binding_ids

@@ -1,5 +1,7 @@
 """The header slots of the operator-controls features: approvals, breakers, kill switches, safe mode. Importing
-this module replaces the "n/a" placeholders of console/widgets/header.py (same ids, same places).
+this module replaces the "n/a" placeholders of console/widgets/header.py (same ids, same places) with the slots of
+SLOTS, this one and the incidents slot of console/incident_slots.py; console/app.py imports it once. (The views are
+declared in console/screens/registry.py.)
 
 - approvals: "N pending, oldest 1m20s left" (warn); critical with an alarm when one has under 30 s left.
 - breakers: "N open" (crit, with the keys), "N half-open" (warn), "all closed"; from traces.db `breakers`.
@@ -9,8 +11,7 @@ this module replaces the "n/a" placeholders of console/widgets/header.py (same i
 
 from __future__ import annotations
 
-from typing import Any
-
+from console.incident_slots import incidents_slot
 from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
 from console.widgets.safe import printable
 
@@ -94,46 +95,20 @@ def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(shown + more, "warn", short=f"{len(rows)} flag(s)", halt=halt_text)
 
 
+# The header's second row, in one list: each replaces the "n/a" slot of the same id in console/widgets/header.py
+# (which keeps the order of the row).
+SLOTS = (
+    HeaderSlot("breakers", "breakers", breakers_slot, row=2),
+    HeaderSlot("approvals", "approvals", approvals_slot, row=2),
+    HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2),
+    HeaderSlot("safe_mode", "safe-mode", safe_mode_slot, row=2),
+    HeaderSlot("incidents", "incidents", incidents_slot, row=2),
+)
+
+
 def register() -> None:
-    register_header_slot(HeaderSlot("breakers", "breakers", breakers_slot, row=2))
-    register_header_slot(HeaderSlot("approvals", "approvals", approvals_slot, row=2))
-    register_header_slot(HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2))
-    register_header_slot(HeaderSlot("safe_mode", "safe-mode", safe_mode_slot, row=2))
+    for slot in SLOTS:
+        register_header_slot(slot)
 
 
-def register_ops() -> None:
-    """Views 3, 4, 5, their header slots and the kill keys (k on views 1 and 2, H everywhere). The views' modules
-    are imported when a view is first built, not at start (the first screen does not need them)."""
-    from console.screens.actions import install_kill_keys
-    from console.screens.registry import ViewSpec, register_view
-
-    def approvals_view(ctx: Any) -> Any:
-        from console.screens.approvals import ApprovalsView
-
-        return ApprovalsView(ctx)
-
-    def breakers_view(ctx: Any) -> Any:
-        from console.screens.breakers import BreakersView
-
-        return BreakersView(ctx)
-
-    def controls_view(ctx: Any) -> Any:
-        from console.screens.controls import ControlsView
-
-        return ControlsView(ctx)
-
-    # background: its new-request alerts run whatever view is shown.
-    register_view(ViewSpec("approvals", "Approvals", "3", approvals_view, ("approvals", "ap"),
-                           "tool calls waiting for approval, oldest first: a approve, d deny, e edit",
-                           module="console.screens.approvals", background=True))
-    register_view(ViewSpec("breakers", "Breakers", "4", breakers_view, ("breakers", "br"),
-                           "circuit breakers: state, rates, next probe; o force open, r reset, x disable",
-                           module="console.screens.breakers"))
-    register_view(ViewSpec("controls", "Controls", "5", controls_view, ("controls", "kill", "flags"),
-                           "kill switches and safe-mode flags: r release, c clear, s set, k kill, H halt",
-                           module="console.screens.controls"))
-    register()
-    install_kill_keys()
-
-
-register_ops()
+register()

@@ -1,10 +1,10 @@
-"""The incidents header slot, the runs table's INCIDENTS column, and the registration of views 6 and 7.
+"""The incidents header slot and the runs table's INCIDENTS column (views 6 and 7 are in console/screens/registry.py).
 
 The slot reads the open incidents (status open or acknowledged: a handful of rows, one indexed query) once a second
 in the header's poller thread. It also keeps `OPEN_BY_HIERARCHY` (hierarchy -> open incidents whose scope names
 it), which the runs table's INCIDENTS column reads: no per-run query, no scan of the runs.
 
-Importing this module registers everything (console/app.py imports it once).
+console/header_slots.py lists the slot with the others.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
-from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
+from console.widgets.header import HeaderContext, SlotValue
 from console.widgets.safe import printable
 
 URGENT = ("sev1", "sev2")
@@ -107,26 +107,3 @@ def incidents_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(text, "warn" if firing or unacked else "info", short=short)
 
 
-def register() -> None:
-    from console.screens.registry import ViewSpec, register_view
-
-    def runbooks_view(ctx: Any) -> Any:
-        from console.screens.runbooks import RunbooksView
-
-        return RunbooksView(ctx)
-
-    def audit_view(ctx: Any) -> Any:
-        from console.screens.audit import AuditView
-
-        return AuditView(ctx)
-
-    register_view(ViewSpec("runbooks", "Runbooks", "6", runbooks_view, ("runbooks", "incidents", "inc"),
-                           "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)",
-                           module="console.screens.runbooks"))
-    register_view(ViewSpec("audit", "Audit", "7", audit_view, ("audit",),
-                           "the audit log, newest first, with the hash-chain verification",
-                           module="console.screens.audit"))
-    register_header_slot(HeaderSlot("incidents", "incidents", incidents_slot, row=2))
-
-
-register()

@@ -187,7 +187,7 @@ async def test_table_follows_new_rows_when_cursor_on_top(tmp_path: Path) -> None
 
 
 async def test_older_runs_page_in_from_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import console.screens.runs as runs_module
+    import console.views_data.runs_feed as runs_module
     from tests.console_helpers import _open_writer
 
     monkeypatch.setattr(runs_module, "PAGE", 20)

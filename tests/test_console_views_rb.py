@@ -362,7 +362,7 @@ async def test_audit_view_shows_a_tampered_row(store: Path) -> None:
 
 
 async def test_audit_paging(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import console.screens.audit as audit_screen
+    import console.views_data.audit_feed as audit_screen
 
     monkeypatch.setattr(audit_screen, "PAGE", 3)
     app = app_for(store)

@@ -10,13 +10,13 @@
   the switch is written, `AckWatcher` polls kill_switch(id)['acked'] and says when the engine acknowledged; if no
   ack arrives within ACK_WAIT_S while an engine is alive, it offers to terminate the wedged engine
   (terminate_engine: same user only, audited) in a second confirmation.
-- `install_kill_keys()`: the kill keys on the runs view (k: the selected run), the run view (k: the selected agent
-  span -> that agent in this run; tool span -> that tool) and the global halt (H, everywhere).
+- `KILL_RUN`, `GLOBAL_HALT`, `kill_target_for_span`, `kill_palette_commands`: what the runs view (k: the selected
+  run), the run view (k: the selected agent span -> that agent in this run; tool span -> that tool) and the main
+  screen (H, the global halt, everywhere) declare on their own classes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -28,11 +28,10 @@ from console.output import age
 from console.widgets.safe import printable
 
 if TYPE_CHECKING:
+    from console.screens.base import ConsoleContext
     from console.widgets.modals import FormResult
     from engine.controls.api import ControlAPI
     from engine.controls.preview import KillPreview
-
-    from console.screens.base import ConsoleContext
 
 T = TypeVar("T")
 
@@ -287,7 +286,7 @@ def _offer_terminate(node: DOMNode, ctx: "ConsoleContext", row: dict[str, Any], 
                                    submit_label="Enter: terminate the engine"), done)
 
 
-# -- kill keys on the other views ---------------------------------------------------------------------------------
+# -- kill keys, declared by the views -----------------------------------------------------------------------------------
 
 KILL_RUN = Binding("k", "kill_selected", "Kill", id="kill_selected",
                    tooltip="Kill switch for the selection (a run; in the run view the selected agent or tool): "
@@ -310,176 +309,13 @@ def kill_target_for_span(span: dict[str, Any] | None, run_id: str | None) -> tup
     return "run", run_id, None
 
 
-def _runs_kill_selected(self: Any) -> None:
-    key = self.table.cursor_key
-    if key is None:
-        self.notify("No run selected: nothing to kill.", severity="warning", markup=False)
-        return
-    run = self.table.get(key) or {}
-    if run.get("status") != "running":
-        self.notify(f"Run {printable(key, limit=30)} is not running (status {printable(run.get('status'))}); there "
-                    f"is nothing to stop.", title="Kill switch", severity="warning", markup=False)
-        return
-    start_kill(self, self.ctx, "run", str(key))
+def kill_palette_commands(node: Any, ctx: "ConsoleContext", title: str, help_text: str,
+                          kill_selected: Callable[[], None]) -> list[Any]:
+    """The palette's "kill the selection" and "global halt" commands (read-write consoles only)."""
+    from console.screens.base import PaletteCommand
 
-
-def _run_kill_selected(self: Any) -> None:
-    node = self.tree.cursor_node
-    span = node.data if node is not None else None
-    run_id = (self.run or {}).get("id") or self.run_id
-    try:
-        scope, target, in_run = kill_target_for_span(span, run_id)
-    except LookupError:
-        self.notify("No run shown: open one first (press 1, Enter).", severity="warning", markup=False)
-        return
-    start_kill(self, self.ctx, scope, target, in_run)
-
-
-def _global_halt(self: Any) -> None:
-    start_kill(self, self.ctx, "global", None)
-
-
-def hide_when_read_only(node: Any, ids: set[str]) -> None:
-    """In a read-only console the action bindings are not shown (pressing them still says "read-only console")."""
-    if not node.ctx.read_only:
-        return
-    bindings = node._bindings.key_to_bindings
-    for key, items in bindings.items():
-        bindings[key] = [dataclasses.replace(b, show=False) if b.id in ids else b for b in items]
-
-
-def _extend(cls: type, binding: Binding, action: str, method: Callable[..., None]) -> None:
-    if any(getattr(b, "id", None) == binding.id for b in cls.__dict__.get("BINDINGS", ())):
-        return
-    cls.BINDINGS = [*cls.__dict__.get("BINDINGS", ()), binding]  # type: ignore[attr-defined]
-    setattr(cls, f"action_{action}", method)
-    cls._merged_bindings = cls._merge_bindings()  # type: ignore[attr-defined]
-    original_init = cls.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        hide_when_read_only(self, {binding.id or ""})
-
-    cls.__init__ = __init__  # type: ignore[method-assign]
-
-
-def _with_palette(cls: type, title: str, help_text: str, action: str) -> None:
-    """Add "kill the selection" and "global halt" to a view's palette commands (read-write consoles only)."""
-    original = cls.palette_commands  # type: ignore[attr-defined]
-    if getattr(original, "_kill_palette", False):
-        return
-
-    def palette_commands(self: Any) -> list[Any]:
-        from console.screens.base import PaletteCommand
-
-        commands = list(original(self))
-        if not self.ctx.read_only:
-            commands.append(PaletteCommand(title, help_text, getattr(self, f"action_{action}")))
-            commands.append(PaletteCommand("GLOBAL HALT: stop everything", "A global kill switch (type HALT)",
-                                           lambda: _global_halt(self)))
-        return commands
-
-    palette_commands._kill_palette = True  # type: ignore[attr-defined]
-    cls.palette_commands = palette_commands  # type: ignore[attr-defined]
-
-
-def install_kill_keys() -> None:
-    """k on the runs and run views, H (global halt) on the main screen. Until runs.py, run.py and main.py declare
-    these bindings themselves, they are added here (same ids, so [console.keys] can remap them)."""
-    from console.screens.main import MainScreen
-    from console.screens.run import RunView
-    from console.screens.runs import RunsView
-
-    _extend(RunsView, KILL_RUN, "kill_selected", _runs_kill_selected)
-    _extend(RunView, KILL_RUN, "kill_selected", _run_kill_selected)
-    _extend(MainScreen, GLOBAL_HALT, "global_halt", _global_halt)
-    _with_palette(RunsView, "Kill switch on the selected run", "Preview, mode, reason", "kill_selected")
-    _with_palette(RunView, "Kill switch on the selected agent or tool", "Agent span: that agent in this run; tool "
-                  "span: that tool; otherwise the run", "kill_selected")
-
-
-# -- a live table view (approvals, breakers, controls) -------------------------------------------------------------
-
-from console.polling import Poller  # noqa: E402
-from console.screens.base import View, focus_now  # noqa: E402
-
-
-class ControlFeed:
-    """Thread side of a control.db view: returns fresh rows, or None when nothing changed since the last poll."""
-
-    def __init__(self, ctx: "ConsoleContext", read: Callable[["ControlAPI"], Any]) -> None:
-        self.ctx = ctx
-        self.read = read
-        self.last: Any = object()
-
-    def poll(self) -> Any:
-        from engine.controls.api import ControlAPI
-
-        control = self.ctx.source.control()
-        if control is None:
-            rows = self.read(None)
-        else:
-            api = ControlAPI(self.ctx.store_dir, self.ctx.operator or "console", db=control)
-            try:
-                rows = self.read(api)
-            finally:
-                api.close()
-        if rows == self.last:
-            return None
-        self.last = rows
-        return rows
-
-    def invalidate(self) -> None:
-        self.last = object()
-
-
-class LiveView(View):
-    """A view that polls while shown, and repaints once a second (countdowns move with the clock)."""
-
-    ACTION_IDS: frozenset[str] = frozenset()
-
-    def __init__(self, ctx: "ConsoleContext", *, view_id: str) -> None:
-        super().__init__(ctx, view_id=view_id)
-        self.client = ControlClient(self, ctx)
-        self.feed = ControlFeed(ctx, self.read)
-        self.poller: Poller[Any] = Poller(self, name=view_id, fetch=self.feed.poll, render=self.apply,
-                                          interval=max(0.25, ctx.poll_interval), report_error=ctx.report_error)
-        self.loaded = False
-        hide_when_read_only(self, set(self.ACTION_IDS))
-
-    def read(self, api: "ControlAPI | None") -> Any:
-        raise NotImplementedError
-
-    def apply(self, rows: Any) -> None:
-        raise NotImplementedError
-
-    def tick(self) -> None:
-        for table in self.query("VirtualTable"):
-            table.refresh()
-
-    def on_activate(self, arg: str | None) -> None:
-        self.feed.invalidate()
-        self.poller.start()
-        self.resume_clock(self.tick)
-
-    def on_deactivate(self) -> None:
-        self.poller.stop()
-        self.pause_clock()
-
-    def on_unmount(self) -> None:
-        self.poller.stop()
-
-    def refresh_now(self) -> None:
-        """After an action: poll at once (the row changes or goes)."""
-        self.feed.invalidate()
-        self.poller.poke()
-
-    def focus_default(self) -> None:
-        table = next(iter(self.query("VirtualTable")), None)
-        if table is not None:
-            focus_now(table)
-        else:
-            self.screen.set_focus(None)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return True
+    if ctx.read_only:
+        return []
+    return [PaletteCommand(title, help_text, kill_selected),
+            PaletteCommand("GLOBAL HALT: stop everything", "A global kill switch (type HALT)",
+                           lambda: start_kill(node, ctx, "global", None))]

@@ -18,8 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from console.polling import Poller
-from console.screens.actions import LiveView
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
+from console.screens.live_view import LiveView
+from console.screens.read_only import write_bindings
+from console.views_data.approvals_data import pending_approvals
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import compact_json, literal, pretty_json, printable
 from console.widgets.text_pane import TextLines
@@ -123,14 +125,14 @@ class ApprovalsView(LiveView):
     }
     """
 
-    ACTION_IDS = frozenset({"approve", "deny", "edit_approve"})
     BINDINGS = [
-        Binding("a", "approve", "Approve", id="approve",
-                tooltip="Approve the selected request (asks for a reason; binds to the arguments shown)"),
-        Binding("d", "deny", "Deny", id="deny",
-                tooltip="Deny the selected request with a message (the model sees it as a tool error)"),
-        Binding("e", "edit_approve", "Edit+approve", id="edit_approve",
-                tooltip="Edit the arguments (a JSON object; the engine re-validates it) and approve"),
+        *write_bindings(
+            Binding("a", "approve", "Approve", id="approve",
+                    tooltip="Approve the selected request (asks for a reason; binds to the arguments shown)"),
+            Binding("d", "deny", "Deny", id="deny",
+                    tooltip="Deny the selected request with a message (the model sees it as a tool error)"),
+            Binding("e", "edit_approve", "Edit+approve", id="edit_approve",
+                    tooltip="Edit the arguments (a JSON object; the engine re-validates it) and approve")),
         Binding("enter", "open_trace", "Open in trace", id="approval_open", show=False,
                 tooltip="Open the request's run in view 2 with its span selected"),
         Binding("g", "open_trace", "Trace", id="approval_trace",
@@ -363,9 +365,7 @@ class ApprovalAlerts:
         control = self.ctx.source.control()
         if control is None:
             return None
-        rows = control.query("SELECT id, agent, tool, deadline, risk FROM approvals WHERE status = 'pending' "
-                             "ORDER BY requested, rowid", ())
-        return [dict(row) if not isinstance(row, dict) else row for row in rows]
+        return pending_approvals(control)
 
     def _render(self, rows: list[dict[str, Any]]) -> None:
         ids = {row["id"] for row in rows}

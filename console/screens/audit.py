@@ -8,8 +8,6 @@ the newest row changes (or on v). The verdict is shown in words: "chain intact (
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -21,11 +19,10 @@ from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
+from console.views_data.audit_feed import AuditFeed, AuditPage
 from console.widgets.fmt import clock_time
 from console.widgets.safe import compact_json, printable
 from console.widgets.text_pane import TextLines
-
-PAGE = 100
 
 
 def change_text(before: Any, after: Any) -> str:
@@ -40,65 +37,6 @@ def change_text_full(before: Any, after: Any) -> str:
     left = "-" if before is None else compact_json(before, limit=180)
     right = "-" if after is None else compact_json(after, limit=220)
     return f"{left} -> {right}"
-
-
-@dataclass(slots=True)
-class AuditPage:
-    rows: list[dict[str, Any]]
-    before_id: int | None  # the page shown: rows with id < before_id (None: the newest)
-    newest_id: int | None
-    total: int
-    no_store: bool = False
-
-
-@dataclass(slots=True)
-class AuditFeed:
-    ctx: ConsoleContext
-    before_id: int | None = None
-    seen: tuple[Any, ...] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _api(self) -> Any:
-        from engine.controls.api import ControlAPI
-
-        db = self.ctx.source.control()
-        if db is None:
-            return None
-        return ControlAPI(self.ctx.store_dir, self.ctx.operator or "console", db=db)
-
-    def poll(self) -> AuditPage | None:
-        with self.lock:
-            api = self._api()
-            if api is None:
-                if self.seen == ("none",):
-                    return None
-                self.seen = ("none",)
-                return AuditPage([], None, None, 0, no_store=True)
-            # The newest id is the row count (ids are consecutive: the hash chain covers them, so a gap is
-            # reported by the verification) and costs one index lookup, where COUNT(*) would read the whole log.
-            db = self.ctx.source.control()
-            assert db is not None
-            newest = db.query("SELECT MAX(id) AS newest FROM audit")[0]["newest"]
-            key = (newest, self.before_id)
-            if key == self.seen:
-                return None
-            self.seen = key
-            with api:
-                rows = api.audit_log(PAGE, self.before_id)
-            return AuditPage(rows, self.before_id, newest, int(newest or 0))
-
-    def verify(self) -> Any:
-        api = self._api()
-        if api is None:
-            return None
-        from engine.controls.anchor import latest_anchor
-
-        anchor = latest_anchor(self.ctx.store_dir)  # the engine's record of the log's head, from traces.db
-        with api:  # closes only its own read connection: the shared ControlDB stays open
-            return api.verify_audit(anchor)
-
-    def invalidate(self) -> None:
-        self.seen = None
 
 
 def verification_text(result: Any, running: bool) -> Text:
@@ -296,7 +234,7 @@ class AuditView(View):
 
     def action_older(self) -> None:
         page = self.page
-        if page is None or not page.rows or len(page.rows) < PAGE:
+        if page is None or not page.rows or len(page.rows) < page.page_size:
             self.notify("No older audit rows.", markup=False)
             return
         self.pages.append(self.feed.before_id)

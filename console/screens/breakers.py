@@ -14,8 +14,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from console.polling import ReaderState
-from console.screens.actions import LiveView
 from console.screens.base import ConsoleContext, PaletteCommand
+from console.screens.live_view import LiveView
+from console.screens.read_only import write_bindings
 from console.widgets.fmt import compact_age
 from console.widgets.modals import REASON, FormModal, FormResult
 from console.widgets.safe import literal, printable
@@ -129,8 +130,7 @@ class BreakersView(LiveView):
     }
     """
 
-    ACTION_IDS = frozenset({"breaker_open", "breaker_reset", "breaker_disable"})
-    BINDINGS = [
+    BINDINGS = [*write_bindings(
         Binding("o", "override('force_open')", "Force open", id="breaker_open",
                 tooltip="Force the selected breaker open: every call through it fails fast (asks for a reason)"),
         Binding("r", "override('reset')", "Reset", id="breaker_reset",
@@ -138,7 +138,7 @@ class BreakersView(LiveView):
         Binding("x", "override('disable')", "Disable", id="breaker_disable",
                 tooltip="Disable the selected breaker: calls always pass, failures are not counted (asks for a "
                         "reason)"),
-    ]
+    )]
 
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="breakers")

@@ -12,8 +12,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from console.screens.actions import LiveView, start_kill
+from console.screens.actions import start_kill
 from console.screens.base import ConsoleContext, PaletteCommand
+from console.screens.live_view import LiveView
+from console.screens.read_only import write_bindings
 from console.widgets.fmt import compact_age
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import literal, printable
@@ -110,8 +112,7 @@ class ControlsView(LiveView):
     }
     """
 
-    ACTION_IDS = frozenset({"release_switch", "clear_flag", "set_flag", "kill_switch"})
-    BINDINGS = [
+    BINDINGS = [*write_bindings(
         Binding("r", "release", "Release", id="release_switch",
                 tooltip="Release the selected kill switch (asks for a reason)"),
         Binding("c", "clear_flag", "Clear flag", id="clear_flag",
@@ -121,7 +122,7 @@ class ControlsView(LiveView):
         Binding("k", "new_switch", "Kill…", id="kill_switch",
                 tooltip="Set a kill switch: scope:target (run:ID, agent:NAME, tool:NAME, hierarchy:NAME), with the "
                         "preview of what stops"),
-    ]
+    )]
 
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="controls")

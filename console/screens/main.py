@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input
 
 from console.polling import Poller, ReaderState
+from console.screens.actions import GLOBAL_HALT, start_kill
 from console.screens.base import ConsoleContext, HintChanged, ShowView, View
 from console.screens.help import GROUPS, HelpScreen, KeyHelp
 from console.screens.registry import VIEWS, ViewSpec, find_command, view_by_id
@@ -26,6 +27,12 @@ from console.widgets.header import HaltBanner, HeaderSnapshot, HeaderStrip, Hint
 from console.widgets.safe import printable
 
 HEADER_INTERVAL_S = 1.0
+
+
+def view_bindings(views: list[ViewSpec]) -> list[Binding]:
+    """The number keys that switch views, one per registry entry (priority: see MainScreen.BINDINGS)."""
+    return [Binding(spec.key, f"show_view('{spec.id}')", spec.title, show=False, id=f"view_{spec.id}", priority=True,
+                    tooltip=f"Show {spec.title}: {spec.description}") for spec in views]
 
 
 class HeaderFeed:
@@ -66,6 +73,8 @@ class MainScreen(Screen[None]):
                 tooltip="Show every key that works here, with what it does"),
         Binding("colon", "command_line", "Command", id="command_line", priority=True,
                 tooltip="Type a command: :runs, :run ID, :approvals, :breakers, :controls, :runbooks, :audit, :q"),
+        GLOBAL_HALT,
+        *view_bindings(VIEWS),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -79,10 +88,6 @@ class MainScreen(Screen[None]):
             self, name="header", fetch=self.header_feed.poll, render=self._render_header,
             interval=max(HEADER_INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error,
             busy_interval=max(HEADER_INTERVAL_S, ctx.poll_interval))
-        for spec in VIEWS:
-            self._bindings._add_binding(Binding(
-                spec.key, f"show_view('{spec.id}')", spec.title, show=False, id=f"view_{spec.id}", priority=True,
-                tooltip=f"Show {spec.title}: {spec.description}"))
 
     def compose(self) -> ComposeResult:
         yield HeaderStrip(operator=self.ctx.operator, read_only=self.ctx.read_only, clock=self.ctx.clock,
@@ -174,6 +179,9 @@ class MainScreen(Screen[None]):
 
     def action_show_view(self, view_id: str) -> None:
         self.show_view(view_id)
+
+    def action_global_halt(self) -> None:
+        start_kill(self, self.ctx, "global", None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # The priority keys above are characters a text box needs (":" in a filter, "3" in a run id).

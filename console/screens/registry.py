@@ -1,19 +1,20 @@
-"""The view registry: which views exist, their number keys and their `:` commands.
+"""The view registry: the one list of the console's views, their number keys and their `:` commands.
 
-HOW A NEW VIEW PLUGS IN (e.g. the approvals issue replacing its placeholder):
+HOW A NEW VIEW PLUGS IN:
 
-1. Write `console/screens/approvals.py` with a `View` subclass (see console/screens/base.py): compose its widgets,
+1. Write `console/screens/NAME.py` with a `View` subclass (see console/screens/base.py): compose its widgets,
    start/stop its Poller in `on_activate`/`on_deactivate`, set `self.hint`, list its palette commands, declare its
-   BINDINGS (each with an id, a description and a tooltip).
-2. Register it here, replacing the placeholder entry of the same id (its number key and commands stay):
+   BINDINGS on the class (each with an id, a description and a tooltip; write actions through
+   console/screens/read_only.py `write_bindings`, so a read-only console hides them). Its data access (SQL, reader
+   and ControlAPI calls) lives in a data module the view's Poller calls, not in the screen module.
+2. Add its ViewSpec to VIEWS below (the number key, the commands, one line of description):
 
-       ViewSpec("approvals", "Approvals", "3", factory=lambda ctx: ApprovalsView(ctx),
-                commands=("approvals", "ap"), description="pending approvals, oldest first")
+       ViewSpec("approvals", "Approvals", "3", lazy("console.screens.approvals", "ApprovalsView"),
+                ("approvals", "ap"), "pending approvals, oldest first", module="console.screens.approvals")
 
-   or, from the feature's own module before the app is created: `register_view(spec)` (same id replaces).
-
-Views are built on first use (shown, or asked for with `MainScreen.view(id)`), so a factory that imports its
-module lazily keeps it off the console's start; give such a spec `module=` (see ViewSpec).
+The main screen makes a view-switching binding for every entry (id `view_{id}`) when it is defined. Views are built
+on first use (shown, or asked for with `MainScreen.view(id)`); `lazy` imports the view's module only then, which
+keeps it off the console's start (`module=` lets the keymap check know its binding ids before it is built).
 
 Number keys 1..9 switch views; `:name [ARG]` switches too (`:run ID` passes ID to the run view's `on_activate`).
 """
@@ -22,6 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+
+from console.screens.run import RunView
+from console.screens.runs import RunsView
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext, View
@@ -41,9 +45,6 @@ class ViewSpec:
     # screen is painted, for a view that works while hidden (approvals: the new-request alerts).
     module: str | None = None
     background: bool = False
-
-
-VIEWS: list[ViewSpec] = []
 
 
 def register_view(spec: ViewSpec) -> None:
@@ -76,45 +77,40 @@ def command_words() -> list[str]:
     return words + [":help", ":quit"]
 
 
-def _register_builtin() -> None:
-    from console.screens.run import RunView
-    from console.screens.runs import RunsView
+def lazy(module: str, class_name: str) -> Callable[["ConsoleContext"], "View"]:
+    """A factory that imports `module` when the view is first built."""
+    def build(ctx: "ConsoleContext") -> "View":
+        import importlib
 
-    def placeholder(view_id: str, title: str, what: str, issue: str) -> Callable[["ConsoleContext"], "View"]:
-        def build(ctx: "ConsoleContext") -> "View":
-            from console.screens.placeholders import PlaceholderView
+        view_class: Callable[["ConsoleContext"], "View"] = getattr(importlib.import_module(module), class_name)
+        return view_class(ctx)
 
-            return PlaceholderView(ctx, view_id=view_id, title=title, what=what, issue=issue)
-
-        return build
-
-    for spec in (
-        ViewSpec("runs", "Runs", "1", RunsView, ("runs", "r"),
-                 "live table of runs: status, cost, tokens; filter, sort, Enter opens one"),
-        ViewSpec("run", "Run", "2", RunView, ("run",),
-                 "one run: its span tree, the selected span's detail, its event tail", arg="ID"),
-        ViewSpec("approvals", "Approvals", "3",
-                 placeholder("approvals", "Approvals", "tool calls waiting for a person to approve or deny them",
-                             "the approvals issue"),
-                 ("approvals", "ap"), "tool calls waiting for approval (placeholder)"),
-        ViewSpec("breakers", "Breakers", "4",
-                 placeholder("breakers", "Breakers", "circuit breakers per tool and model: open, half-open, closed",
-                             "the circuit breakers issue"),
-                 ("breakers", "br"), "circuit breakers (placeholder)"),
-        ViewSpec("controls", "Controls", "5",
-                 placeholder("controls", "Controls", "kill switches, safe mode and feature flags",
-                             "the kill switches and flags issue"),
-                 ("controls", "kill", "flags"), "kill switches, safe mode, flags (placeholder)"),
-        ViewSpec("runbooks", "Runbooks", "6",
-                 placeholder("runbooks", "Runbooks & incidents", "open incidents and the runbook steps for each",
-                             "the runbooks and incidents issue"),
-                 ("runbooks", "incidents", "inc"), "runbooks and incidents (placeholder)"),
-        ViewSpec("audit", "Audit", "7",
-                 placeholder("audit", "Audit", "who did what, when: every operator action",
-                             "the audit log issue"),
-                 ("audit",), "operator audit log (placeholder)"),
-    ):
-        register_view(spec)
+    build.__qualname__ = f"lazy.{class_name}"
+    return build
 
 
-_register_builtin()
+# The runs and run views (the first screen, and what Enter opens) are imported with the registry, so the first key
+# is not spent importing them; the others are imported when first shown.
+VIEWS: list[ViewSpec] = [
+    ViewSpec("runs", "Runs", "1", RunsView, ("runs", "r"),
+             "live table of runs: status, cost, tokens; filter, sort, Enter opens one"),
+    ViewSpec("run", "Run", "2", RunView, ("run",),
+             "one run: its span tree, the selected span's detail, its event tail", arg="ID"),
+    # background: its new-request alerts run whatever view is shown.
+    ViewSpec("approvals", "Approvals", "3", lazy("console.screens.approvals", "ApprovalsView"), ("approvals", "ap"),
+             "tool calls waiting for approval, oldest first: a approve, d deny, e edit",
+             module="console.screens.approvals", background=True),
+    ViewSpec("breakers", "Breakers", "4", lazy("console.screens.breakers", "BreakersView"), ("breakers", "br"),
+             "circuit breakers: state, rates, next probe; o force open, r reset, x disable",
+             module="console.screens.breakers"),
+    ViewSpec("controls", "Controls", "5", lazy("console.screens.controls", "ControlsView"),
+             ("controls", "kill", "flags"),
+             "kill switches and safe-mode flags: r release, c clear, s set, k kill, H halt",
+             module="console.screens.controls"),
+    ViewSpec("runbooks", "Runbooks", "6", lazy("console.screens.runbooks", "RunbooksView"),
+             ("runbooks", "incidents", "inc"),
+             "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)",
+             module="console.screens.runbooks"),
+    ViewSpec("audit", "Audit", "7", lazy("console.screens.audit", "AuditView"), ("audit",),
+             "the audit log, newest first, with the hash-chain verification", module="console.screens.audit"),
+]

@@ -1,6 +1,6 @@
 """View 1: Runs. A live table of runs, newest first, updated by row key (no rebuild: cursor and scroll stay put).
 
-Data path: RunsFeed (thread side, owned by the view's Poller) asks the store only for what can have changed --
+Data path: RunsFeed (console/views_data/runs_feed.py: thread side, owned by the view's Poller) asks the store only for what can have changed --
 the newest page, the runs still running, and runs that stopped running since the last poll -- and hands the rows
 whose figures changed to the UI thread, which upserts them into a VirtualTable (see widgets/virtual_table.py for
 why not DataTable). Older runs are paged in from SQLite when the cursor nears the end of what is loaded.
@@ -8,8 +8,7 @@ why not DataTable). Older runs are paged in from SQLite when the cursor nears th
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -19,19 +18,16 @@ from textual.binding import Binding
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
-from console.polling import Poller, ReaderState, StoreSource
+from console.polling import Poller
+from console.screens.actions import KILL_RUN, kill_palette_commands, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
+from console.screens.read_only import ReadOnlyGuard, write_bindings
+from console.views_data.runs_feed import MAX_LOADED, RunsFeed, RunsUpdate
 from console.widgets.fmt import compact_age, cost_bar, tokens
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
-
-PAGE = 500  # rows per read when loading or paging older runs
-NEW_PAGE = 100  # rows per read when looking for new runs (most polls find a few)
-CATCH_UP_PAGES = 20  # after a burst, read at most this many pages of new runs in one poll
-MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightdeck runs --limit`)
-_PAYLOAD = ("input", "output")
 
 COLUMNS = (
     Column("status", "STATUS", 13),
@@ -136,121 +132,7 @@ def run_matches(run: dict[str, Any], flt: RunFilter) -> bool:
     return True
 
 
-def _search_text(run: dict[str, Any]) -> str:
-    status = run.get("status") or ""
-    return " ".join((str(run.get("id") or ""), str(run.get("hierarchy") or ""), status, run_look(status).word,
-                     str(run.get("tenant") or ""))).lower()
-
-
-def _signature(run: dict[str, Any]) -> tuple[Any, ...]:
-    return (run.get("last_seq"), run.get("status"), run.get("ended"), run.get("tokens_in"), run.get("tokens_out"),
-            run.get("cost_usd"), run.get("model_calls"), run.get("tool_calls"), run.get("agents_active"))
-
-
-@dataclass(slots=True)
-class RunsUpdate:
-    rows: list[dict[str, Any]]
-    first: bool = False
-    exhausted: bool = False
-
-
-@dataclass(slots=True)
-class RunsFeed:
-    """Thread side of the runs view. Methods run on worker threads, one at a time (the lock)."""
-
-    source: StoreSource
-    state: ReaderState = field(init=False)
-    known: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    running: set[str] = field(default_factory=set)
-    oldest: tuple[float, str] | None = None  # (started, id) of the oldest loaded run, for paging
-    exhausted: bool = False
-    loaded_first: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self.state = ReaderState(self.source)
-
-    def _take(self, run: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        sig = _signature(run)
-        if self.known.get(run["id"]) == sig:
-            return
-        self.known[run["id"]] = sig
-        for key in _PAYLOAD:
-            run.pop(key, None)
-        run["_search"] = _search_text(run)
-        out.append(run)
-
-    def poll(self) -> RunsUpdate | None:
-        with self.lock:
-            try:
-                return self._poll()
-            except Exception:
-                self.state.reset()
-                raise
-
-    def _poll(self) -> RunsUpdate | None:
-        if not self.state.changed():
-            return None
-        reader = self.state.reader
-        out: list[dict[str, Any]] = []
-        size = NEW_PAGE if self.loaded_first else PAGE
-        newest = reader.list_runs(limit=size)
-        seen_ids = {r["id"] for r in newest}
-        if self.loaded_first and newest and newest[-1]["id"] not in self.known:
-            # A burst: more than a page of new runs since the last poll. Read on until a known run (bounded).
-            page = newest
-            for _ in range(CATCH_UP_PAGES):
-                if len(page) < size or page[-1]["id"] in self.known:
-                    break
-                page = reader.list_runs(limit=PAGE, before_started=page[-1]["started"], before_id=page[-1]["id"])
-                size = PAGE
-                newest.extend(page)
-                seen_ids.update(r["id"] for r in page)
-        running = reader.list_runs(status="running", limit=5000)
-        running_ids = {r["id"] for r in running}
-        ended = [run_id for run_id in self.running if run_id not in running_ids and run_id not in seen_ids]
-        for run in newest:
-            self._take(run, out)
-        for run in running:
-            self._take(run, out)
-        for run_id in ended:
-            run = reader.get_run(run_id)
-            if run is not None:
-                self._take(run, out)
-        self.running = running_ids
-        first = not self.loaded_first
-        if first:
-            self.loaded_first = True
-            self.exhausted = len(newest) < size
-            if newest:
-                self.oldest = (newest[-1]["started"], newest[-1]["id"])
-        return RunsUpdate(out, first=first, exhausted=self.exhausted)
-
-    def older(self) -> RunsUpdate:
-        """The next page of older runs (a worker thread, on demand)."""
-        with self.lock:
-            if self.exhausted or self.oldest is None:
-                return RunsUpdate([], exhausted=True)
-            try:
-                page = self.state.reader.list_runs(limit=PAGE, before_started=self.oldest[0],
-                                                   before_id=self.oldest[1])
-            except Exception:
-                self.state.reset()
-                raise
-            out: list[dict[str, Any]] = []
-            for run in page:
-                self._take(run, out)
-            if page:
-                self.oldest = (page[-1]["started"], page[-1]["id"])
-            if len(page) < PAGE or len(self.known) >= MAX_LOADED:
-                self.exhausted = True
-            return RunsUpdate(out, exhausted=self.exhausted)
-
-    def close(self) -> None:
-        self.state.close()
-
-
-class RunsView(View):
+class RunsView(ReadOnlyGuard, View):
     DEFAULT_CSS = """
     RunsView > #runs-title {
         height: 1;
@@ -283,6 +165,7 @@ class RunsView(View):
                 tooltip="Reverse the current sort order"),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False,
                 tooltip="Clear the filter and the problems-only toggle"),
+        *write_bindings(KILL_RUN),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -318,7 +201,8 @@ class RunsView(View):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start_filter" and isinstance(self.screen.focused, Input):
             return False  # "/" typed into a text box is a character (priority binding: see MainScreen.BINDINGS)
-        return True
+        state = self.read_only_state(action)
+        return True if state is None else state
 
     def on_unmount(self) -> None:
         self.poller.stop()
@@ -522,4 +406,17 @@ class RunsView(View):
         if key is not None:
             commands.insert(0, PaletteCommand(f"Runs: open run {key}", "Span tree, detail and events of the "
                                               "selected run", self.action_open_run))
-        return commands
+        return commands + kill_palette_commands(self, self.ctx, "Kill switch on the selected run",
+                                                "Preview, mode, reason", self.action_kill_selected)
+
+    def action_kill_selected(self) -> None:
+        key = self.table.cursor_key
+        if key is None:
+            self.notify("No run selected: nothing to kill.", severity="warning", markup=False)
+            return
+        run = self.table.get(key) or {}
+        if run.get("status") != "running":
+            self.notify(f"Run {printable(key, limit=30)} is not running (status {printable(run.get('status'))}); "
+                        f"there is nothing to stop.", title="Kill switch", severity="warning", markup=False)
+            return
+        start_kill(self, self.ctx, "run", str(key))

@@ -1,0 +1,131 @@
+"""The runs view's data: RunsFeed reads what can have changed since the last poll (the newest page, the runs still
+running, runs that stopped running since) and hands the rows whose figures changed to the UI thread."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.polling import ReaderState, StoreSource
+from console.widgets.status import run_look
+
+PAGE = 500  # rows per read when loading or paging older runs
+NEW_PAGE = 100  # rows per read when looking for new runs (most polls find a few)
+CATCH_UP_PAGES = 20  # after a burst, read at most this many pages of new runs in one poll
+MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightdeck runs --limit`)
+_PAYLOAD = ("input", "output")
+
+
+def _search_text(run: dict[str, Any]) -> str:
+    status = run.get("status") or ""
+    return " ".join((str(run.get("id") or ""), str(run.get("hierarchy") or ""), status, run_look(status).word,
+                     str(run.get("tenant") or ""))).lower()
+
+
+def _signature(run: dict[str, Any]) -> tuple[Any, ...]:
+    return (run.get("last_seq"), run.get("status"), run.get("ended"), run.get("tokens_in"), run.get("tokens_out"),
+            run.get("cost_usd"), run.get("model_calls"), run.get("tool_calls"), run.get("agents_active"))
+
+
+@dataclass(slots=True)
+class RunsUpdate:
+    rows: list[dict[str, Any]]
+    first: bool = False
+    exhausted: bool = False
+
+
+@dataclass(slots=True)
+class RunsFeed:
+    """Thread side of the runs view. Methods run on worker threads, one at a time (the lock)."""
+
+    source: StoreSource
+    state: ReaderState = field(init=False)
+    known: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    oldest: tuple[float, str] | None = None  # (started, id) of the oldest loaded run, for paging
+    exhausted: bool = False
+    loaded_first: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.state = ReaderState(self.source)
+
+    def _take(self, run: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        sig = _signature(run)
+        if self.known.get(run["id"]) == sig:
+            return
+        self.known[run["id"]] = sig
+        for key in _PAYLOAD:
+            run.pop(key, None)
+        run["_search"] = _search_text(run)
+        out.append(run)
+
+    def poll(self) -> RunsUpdate | None:
+        with self.lock:
+            try:
+                return self._poll()
+            except Exception:
+                self.state.reset()
+                raise
+
+    def _poll(self) -> RunsUpdate | None:
+        if not self.state.changed():
+            return None
+        reader = self.state.reader
+        out: list[dict[str, Any]] = []
+        size = NEW_PAGE if self.loaded_first else PAGE
+        newest = reader.list_runs(limit=size)
+        seen_ids = {r["id"] for r in newest}
+        if self.loaded_first and newest and newest[-1]["id"] not in self.known:
+            # A burst: more than a page of new runs since the last poll. Read on until a known run (bounded).
+            page = newest
+            for _ in range(CATCH_UP_PAGES):
+                if len(page) < size or page[-1]["id"] in self.known:
+                    break
+                page = reader.list_runs(limit=PAGE, before_started=page[-1]["started"], before_id=page[-1]["id"])
+                size = PAGE
+                newest.extend(page)
+                seen_ids.update(r["id"] for r in page)
+        running = reader.list_runs(status="running", limit=5000)
+        running_ids = {r["id"] for r in running}
+        ended = [run_id for run_id in self.running if run_id not in running_ids and run_id not in seen_ids]
+        for run in newest:
+            self._take(run, out)
+        for run in running:
+            self._take(run, out)
+        for run_id in ended:
+            run = reader.get_run(run_id)
+            if run is not None:
+                self._take(run, out)
+        self.running = running_ids
+        first = not self.loaded_first
+        if first:
+            self.loaded_first = True
+            self.exhausted = len(newest) < size
+            if newest:
+                self.oldest = (newest[-1]["started"], newest[-1]["id"])
+        return RunsUpdate(out, first=first, exhausted=self.exhausted)
+
+    def older(self) -> RunsUpdate:
+        """The next page of older runs (a worker thread, on demand)."""
+        with self.lock:
+            if self.exhausted or self.oldest is None:
+                return RunsUpdate([], exhausted=True)
+            try:
+                page = self.state.reader.list_runs(limit=PAGE, before_started=self.oldest[0],
+                                                   before_id=self.oldest[1])
+            except Exception:
+                self.state.reset()
+                raise
+            out: list[dict[str, Any]] = []
+            for run in page:
+                self._take(run, out)
+            if page:
+                self.oldest = (page[-1]["started"], page[-1]["id"])
+            if len(page) < PAGE or len(self.known) >= MAX_LOADED:
+                self.exhausted = True
+            return RunsUpdate(out, exhausted=self.exhausted)
+
+    def close(self) -> None:
+        self.state.close()
