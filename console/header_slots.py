@@ -12,6 +12,7 @@ declared in console/screens/registry.py.)
 from __future__ import annotations
 
 from console.incident_slots import incidents_slot
+from engine.controls import approvals, flag_settings, kill_switches
 from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
 from console.widgets.safe import printable
 
@@ -26,8 +27,8 @@ def _left(seconds: float) -> str:
 def approvals_slot(ctx: HeaderContext) -> SlotValue:
     if ctx.control is None:
         return SlotValue("none pending", "ok")
-    rows = ctx.control.query("SELECT id, tool, deadline FROM approvals WHERE status = 'pending' "
-                             "ORDER BY deadline LIMIT 1000", ())
+    with ctx.control.reading() as conn:
+        rows = approvals.pending_by_deadline(conn)
     if not rows:
         return SlotValue("none pending", "ok")
     soonest = rows[0]
@@ -61,7 +62,8 @@ def breakers_slot(ctx: HeaderContext) -> SlotValue:
 def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
     if ctx.control is None:
         return SlotValue("none", "ok")
-    rows = ctx.control.query("SELECT * FROM kill_switches WHERE released IS NULL ORDER BY id", ())
+    with ctx.control.reading() as conn:
+        rows = kill_switches.active(conn)
     if not rows:
         return SlotValue("none", "ok")
     unacked = [r for r in rows if r.get("acked") is None]
@@ -80,7 +82,8 @@ def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
 def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
     if ctx.control is None:
         return SlotValue("off", "ok")
-    rows = ctx.control.query("SELECT * FROM flags WHERE cleared IS NULL ORDER BY id", ())
+    with ctx.control.reading() as conn:
+        rows = flag_settings.active(conn)
     if not rows:
         return SlotValue("off", "ok")
     shown = ", ".join(f"{printable(r['name'], limit=30)}={printable(r['value'], limit=12)}"

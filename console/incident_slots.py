@@ -9,7 +9,6 @@ console/header_slots.py lists the slot with the others.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from typing import Any
 
@@ -17,6 +16,8 @@ from rich.text import Text
 
 from console.widgets.header import HeaderContext, SlotValue
 from console.widgets.safe import printable
+from engine.controls.incidents import active_summaries
+from engine.errors import StoreError
 
 URGENT = ("sev1", "sev2")
 _lock = threading.Lock()
@@ -76,9 +77,9 @@ def open_incidents(ctx: HeaderContext) -> list[dict[str, Any]]:
     if ctx.control is None:
         return []
     try:
-        rows = ctx.control.query("SELECT id, severity, status, firing, runbook, scope, context, opened FROM incidents "
-                                 "WHERE status != 'resolved' ORDER BY opened DESC LIMIT 500")
-    except sqlite3.OperationalError as exc:
+        with ctx.control.reading() as conn:
+            rows = active_summaries(conn)
+    except StoreError as exc:
         if "no such table" in str(exc):
             return []  # a control.db from before incidents existed
         raise

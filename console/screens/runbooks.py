@@ -128,8 +128,8 @@ class RunbooksFeed:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def poll(self) -> RunbooksSnapshot | None:
-        from engine.runbooks.actions import decode_application
-        from engine.runbooks.incidents import list_incidents
+        from engine.controls.applications import in_force as applications_in_force
+        from engine.controls.incidents import list_incidents
 
         with self.lock:
             if self.runbooks is None:
@@ -145,8 +145,8 @@ class RunbooksFeed:
             db = self.ctx.source.control()
             if db is not None:
                 try:
-                    applications = [decode_application(r) for r in db.query(
-                        "SELECT * FROM runbook_applications WHERE rolled_back IS NULL ORDER BY id")]
+                    with db.reading() as conn:
+                        applications = applications_in_force(conn)
                 except Exception as exc:  # a control.db from before runbooks: no applications
                     if "no such table" not in str(exc):
                         raise

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine.controls.approvals import pending_alerts
+
 if TYPE_CHECKING:
     from engine.store.control import ControlDB
 
 
 def pending_approvals(control: "ControlDB") -> list[dict[str, Any]]:
     """id, agent, tool, deadline, risk of every pending request, oldest first (one indexed read a second)."""
-    rows = control.query("SELECT id, agent, tool, deadline, risk FROM approvals WHERE status = 'pending' "
-                         "ORDER BY requested, rowid", ())
-    return [dict(row) if not isinstance(row, dict) else row for row in rows]
+    with control.reading() as conn:
+        return pending_alerts(conn)

@@ -7,6 +7,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.controls.audit import newest_id as newest_audit_id
+
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
 
@@ -50,7 +52,8 @@ class AuditFeed:
             # reported by the verification) and costs one index lookup, where COUNT(*) would read the whole log.
             db = self.ctx.source.control()
             assert db is not None
-            newest = db.query("SELECT MAX(id) AS newest FROM audit")[0]["newest"]
+            with db.reading() as conn:
+                newest = newest_audit_id(conn)
             key = (newest, self.before_id)
             if key == self.seen:
                 return None
