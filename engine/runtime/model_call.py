@@ -3,7 +3,8 @@
     fallback chain (strong -> standard -> economy) -> model breaker -> budget reservation -> timeout -> provider
     -> settle usage (or release) -> retry with backoff on retryable errors, honouring Retry-After
 
-call_model is the fallback and attempt loops; each step of an attempt is a plain function in model_steps.py. Each
+call_model is the fallback and attempt loops; each step of an attempt is a plain function in model_steps.py, but
+for the deadline and provider call, which stay inline (see there). Each
 attempt is its own `llm` span; retries, fallbacks and breaches are events. Nothing here retries forever: a maximum
 per call, a retry budget per run, and a fixed chain of models.
 """
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from engine.providers.base import Message, ModelRequest, ModelResponse, ProviderError
-from engine.runtime.model_steps import ask, back_off, model_key, reserve, settle_answer, settle_failure
+from engine.providers.base import Message, ModelRequest, ModelResponse, ProviderError, ProviderTimeout
+from engine.runtime.deadline import Deadline
+from engine.runtime.model_steps import back_off, model_key, reserve, settle_answer, settle_failure
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -38,6 +40,7 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
     """Get one completion for the agent, or raise ModelCallFailed / BudgetExceeded."""
     engine = ctx.engine
     guards = engine.guards
+    ledger = guards.ledger
     breakers = guards.breakers(ctx.compiled)
     policy = agent.spec.retry or ctx.compiled.spec.defaults.retry
     chain = ctx.models_for(agent)
@@ -60,7 +63,7 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                 last_error, last_kind = f"{model_key(model)} unavailable: circuit open", "circuit_open"
                 break
             await ctx.before_call(agent.name, None)
-            reservation, max_output, reserved_usd = reserve(ctx, agent_span, model, estimated_input, permit)
+            reservation, max_output, reserved_usd = reserve(ledger, agent_span, model, estimated_input, permit)
             tools, withheld_note = ctx.tool_definitions(agent)
             # The input a model sees is the previous tool result or the handoff, already on their own spans: the
             # llm span records counts and the reservation, not another copy of the text.
@@ -73,19 +76,27 @@ async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str,
                                      "reserved_usd": reserved_usd, "max_output_tokens": max_output})
             ctx.model_calls += 1
             started = time.monotonic()
+            error: ProviderError
+            # The deadline and provider steps, inline rather than a function: a coroutine frame more per model call
+            # is measurable in `python -m bench guardrails`.
             try:
-                outcome = await ask(provider, request, model)  # the deadline and provider steps
+                async with Deadline(model.timeout):
+                    response = await provider.complete(request)
+            except TimeoutError:
+                error = ProviderTimeout(f"{model.model} did not answer within {model.timeout:g}s")
+            except ProviderError as exc:
+                error = exc
             except anyio.get_cancelled_exc_class():
                 permit.release()
-                guards.ledger.release(reservation)
+                ledger.release(reservation)
                 ctx.tracer.end(span, ctx.run_id, "cancelled", model=model.model)
                 raise
-            if not isinstance(outcome, ProviderError):
-                settle_answer(ctx, model, reservation, permit, span, outcome, started)
-                return outcome
-            settle_failure(ctx, model, reservation, permit, span, outcome, started)
-            last_error, last_kind = f"{model.model}: {outcome}", outcome.kind
-            not_retried = await back_off(ctx, agent, agent_span, model, policy, breaker, outcome, attempt)
+            else:
+                settle_answer(ctx, model, reservation, permit, span, response, started)
+                return response
+            settle_failure(ctx, model, reservation, permit, span, error, started)
+            last_error, last_kind = f"{model.model}: {error}", error.kind
+            not_retried = await back_off(ctx, agent, agent_span, model, policy, breaker, error, attempt)
             if not_retried is not None:
                 last_error += not_retried
                 break
