@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 
+from engine.timefmt import exact_seconds
+
 __all__ = ["Backoff", "RetryWait", "parse_retry_after", "plan_retry"]
 
 
@@ -53,10 +55,6 @@ class RetryWait:
     give_up: str | None = None
 
 
-def _secs(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
-
-
 def plan_retry(backoff: Backoff, attempt: int, retry_after: float | None, rng: random.Random | None = None, *,
                max_retry_after: float | None = None, retry_after_cap: float | None = None,
                time_left: float | None = None, scale: float = 1.0) -> RetryWait:
@@ -68,14 +66,14 @@ def plan_retry(backoff: Backoff, attempt: int, retry_after: float | None, rng: r
     models run on the demo's clock).
     """
     if retry_after is not None and max_retry_after is not None and retry_after > max_retry_after:
-        return RetryWait(0.0, f"Retry-After of {_secs(retry_after)} is longer than max_retry_after "
-                              f"{_secs(max_retry_after)}")
+        return RetryWait(0.0, f"Retry-After of {exact_seconds(retry_after)} is longer than max_retry_after "
+                              f"{exact_seconds(max_retry_after)}")
     delay = backoff.delay(attempt, rng)
     if retry_after is not None:
         delay = max(delay, retry_after if retry_after_cap is None else min(retry_after, retry_after_cap))
     delay *= scale
     if time_left is not None and delay >= time_left:
-        return RetryWait(0.0, f"a wait of {_secs(delay)} would outlast the {_secs(time_left)} of wall time left")
+        return RetryWait(0.0, f"a wait of {exact_seconds(delay)} would outlast the {exact_seconds(time_left)} of wall time left")
     return RetryWait(delay)
 
 

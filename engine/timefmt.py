@@ -16,6 +16,8 @@ __all__ = [
     "coarse_duration",
     "compact_age",
     "duration",
+    "exact_duration",
+    "exact_seconds",
     "seconds",
     "timestamp",
 ]
@@ -62,6 +64,18 @@ def duration(value: float | None, *, hours: bool = True) -> str:
     if not hours or value < 7200:
         return f"{value / 60:.1f}m"
     return f"{value / 3600:.1f}h"
+
+
+def exact_seconds(value: float) -> str:
+    """0.5s, 1.25s, 30s: to the millisecond, without trailing zeros (messages quoting a setting or a wait)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def exact_duration(value: float) -> str:
+    """Like exact_seconds, but below a second in milliseconds: 250ms, 1.5s."""
+    if 0 < value < 1:
+        return f"{value * 1000:.3f}".rstrip("0").rstrip(".") + "ms"
+    return exact_seconds(value)
 
 
 def seconds(value: float | None) -> str:

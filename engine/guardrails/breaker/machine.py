@@ -11,6 +11,7 @@ from collections import deque
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker.config import BREAKER_KINDS, BreakerConfig, BreakerKind, BreakerState
 from engine.guardrails.breaker.records import BreakerSnapshot, BreakerTransition, TransitionHook, TripFigures
+from engine.timefmt import exact_duration
 
 __all__ = ["STATE_VERSION", "CircuitBreaker", "Permit"]
 
@@ -121,12 +122,6 @@ class Permit:
 def _pct(value: float) -> str:
     text = f"{value:.1f}"
     return text[:-2] if text.endswith(".0") else text
-
-
-def _dur(seconds: float) -> str:
-    if 0 < seconds < 1:
-        return f"{seconds * 1000:.3f}".rstrip("0").rstrip(".") + "ms"
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 class CircuitBreaker:
@@ -304,19 +299,19 @@ class CircuitBreaker:
         state = self._state
         if state is _OPEN:
             if now - self._since_mono >= self.config.wait_in_open:
-                self._transition_locked(_HALF_OPEN, f"wait of {_dur(self.config.wait_in_open)} elapsed")
+                self._transition_locked(_HALF_OPEN, f"wait of {exact_duration(self.config.wait_in_open)} elapsed")
         elif state is _HALF_OPEN:
             max_wait = self.config.max_wait_in_half_open
             if max_wait > 0:
                 if now - self._since_mono >= max_wait:
-                    self._transition_locked(_OPEN, f"probes not completed within {_dur(max_wait)}")
+                    self._transition_locked(_OPEN, f"probes not completed within {exact_duration(max_wait)}")
             elif self._ho_outstanding:
                 lost_after = self.config.slow_call_duration + self.config.wait_in_open  # see module docstring
                 oldest = min(p._issued_at for p in self._ho_outstanding)
                 if now - oldest >= lost_after:
                     self._transition_locked(
-                        _OPEN, f"probe lost: in flight for {_dur(now - oldest)} "
-                               f"(slow_call_duration + wait_in_open = {_dur(lost_after)})")
+                        _OPEN, f"probe lost: in flight for {exact_duration(now - oldest)} "
+                               f"(slow_call_duration + wait_in_open = {exact_duration(lost_after)})")
 
     def _new_window(self, state: BreakerState) -> None:
         cfg = self.config
