@@ -73,7 +73,8 @@ def plan_retry(backoff: Backoff, attempt: int, retry_after: float | None, rng: r
         delay = max(delay, retry_after if retry_after_cap is None else min(retry_after, retry_after_cap))
     delay *= scale
     if time_left is not None and delay >= time_left:
-        return RetryWait(0.0, f"a wait of {exact_seconds(delay)} would outlast the {exact_seconds(time_left)} of wall time left")
+        return RetryWait(0.0, f"a wait of {exact_seconds(delay)} would outlast the {exact_seconds(time_left)} of "
+                              f"wall time left")
     return RetryWait(delay)
 
 
