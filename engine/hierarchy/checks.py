@@ -8,8 +8,8 @@ raises them together.
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
