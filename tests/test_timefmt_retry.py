@@ -32,7 +32,7 @@ def test_durations() -> None:
 
 
 def test_points_in_time() -> None:
-    ts = time.mktime((2026, 12, 5, 13, 4, 5, 0, 0, -1)) + 0.1235  # milliseconds are truncated, as the console always did
+    ts = time.mktime((2026, 12, 5, 13, 4, 5, 0, 0, -1)) + 0.1235  # ms truncated, as the console always did
     assert timestamp(ts) == "2026-12-05 13:04:05"
     assert clock(ts) == "13:04:05" and clock(ts, with_seconds=False) == "13:04"
     assert clock_ms(ts) == "13:04:05.123" and clock_ms(ts, with_date=True) == "2026-12-05 13:04:05.123"
