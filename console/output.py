@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any, Iterable, Sequence
+
+# The CLI's time formatters live with every other one in engine.timefmt; re-exported under the names the commands
+# have always imported (`when` is timefmt.timestamp).
+from engine.timefmt import age, seconds
+from engine.timefmt import timestamp as when
+
+__all__ = ["age", "print_json", "seconds", "table", "tokens", "usd", "when"]
 
 
 def print_json(value: Any) -> None:
@@ -36,25 +42,3 @@ def tokens(n: int | None) -> str:
 def usd(value: float | None) -> str:
     value = value or 0.0
     return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 120:
-        return f"{value:.1f}s"
-    return f"{value / 60:.1f}m"
-
-
-def when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def age(ts: float | None, now: float | None = None) -> str:
-    if not ts:
-        return "-"
-    return seconds(max(0.0, (now or time.time()) - ts)) + " ago"

@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from console.cli import add_store_argument
-from console.output import age, print_json, seconds, table, tokens, usd
+from console.output import print_json, table, tokens, usd
+from engine.timefmt import age, seconds
 from engine.errors import InputError
 
 RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",

@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from console.commands.argtypes import non_negative, positive_int
 from console.cli import add_store_argument
-from console.output import print_json, seconds, table, tokens, usd
+from console.output import print_json, table, tokens, usd
+from engine.timefmt import seconds
 from engine.errors import InputError
 
 SAMPLE_FILES = ("samples.json", "deals.json", "inbox.json", "tickets.json", "inputs.json")

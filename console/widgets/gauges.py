@@ -17,7 +17,7 @@ from typing import Any
 from rich.text import Text
 
 from console.output import tokens, usd
-from console.widgets.fmt import duration
+from engine.timefmt import duration
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 

@@ -30,7 +30,6 @@ the poll's TraceReader and the store's ControlDB; keep them to a few short queri
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -42,6 +41,7 @@ from textual.widgets import Static
 from console.output import usd
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
+from engine.timefmt import clock
 
 if TYPE_CHECKING:
     from engine.store.control import ControlDB
@@ -320,7 +320,7 @@ class HeaderStrip(Widget):
         right.append(printable(self.operator, limit=20), style="bold")
         right.append(" · ")
         right.append(mode, style="bold yellow" if self.read_only else "")
-        right.append(" · " + time.strftime("%H:%M" if narrow else "%H:%M:%S", time.localtime(self.clock())) + " ")
+        right.append(" · " + clock(self.clock(), with_seconds=not narrow) + " ")
         gap = width - left.cell_len - right.cell_len
         if gap < 1:
             # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.

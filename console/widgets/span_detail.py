@@ -16,7 +16,8 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widgets import Log
 
-from console.widgets.fmt import clock_time, duration, tokens, usd
+from console.output import tokens, usd
+from engine.timefmt import clock_ms, duration
 from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import compact_json, pretty_json, printable
 from console.widgets.status import run_look, run_status_text, span_look
@@ -93,7 +94,7 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
         rows.append(("model", printable(span.get("model"), limit=120)))
     started, ended = span.get("started"), span.get("ended")
     if started:
-        timing = f"started {clock_time(started)}"
+        timing = f"started {clock_ms(started)}"
         if ended:
             timing += f" · latency {duration(ended - started)}"
         else:
@@ -146,7 +147,7 @@ def run_summary(run: dict[str, Any] | None, run_id: str, now: float, width: int 
         out.append(f" · tenant {printable(run.get('tenant'), limit=30)}")
     started, ended = run.get("started"), run.get("ended")
     if started:
-        out.append(f" · started {clock_time(started, with_date=False)}")
+        out.append(f" · started {clock_ms(started, with_date=False)}")
         out.append(f" · took {duration(ended - started)}" if ended else f" · running {duration(now - started)}")
     out.append("\n")
     if run.get("error"):
@@ -239,7 +240,7 @@ def event_line(event: dict[str, Any]) -> str:
         rest = "" if data in (None, {}, "") else compact_json(data, limit=240)
         what = f"{name}  {rest}".strip()
     agent = printable(event.get("agent") or "-", limit=20)
-    return f"{clock_time(event.get('ts'))}  {printable(kind, limit=20):<13} {agent:<18} {what}".rstrip()
+    return f"{clock_ms(event.get('ts'))}  {printable(kind, limit=20):<13} {agent:<18} {what}".rstrip()
 
 
 class EventTail(PassStyle, QuietVirtualSize, Log):

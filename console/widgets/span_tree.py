@@ -19,7 +19,8 @@ from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from console.widgets.fmt import duration, tokens, usd
+from console.output import tokens, usd
+from engine.timefmt import duration
 from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_SPAN_STATUSES, span_look

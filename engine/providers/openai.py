@@ -15,8 +15,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.providers.base import (
@@ -38,6 +36,7 @@ from engine.providers.base import (
     UserMessage,
     estimate_tokens,
 )
+from engine.retry import parse_retry_after  # also imported from here by callers and tests
 
 if TYPE_CHECKING:
     import httpx
@@ -256,26 +255,6 @@ def _count(value: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------------------ errors
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (``now`` is epoch seconds)."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)  # RFC 9110 dates are GMT
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def error_for_status(status: int, body: bytes, retry_after: str | None, *,

@@ -15,9 +15,7 @@ URL is a secret is not reported at all.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import os
 import threading
 import time
@@ -25,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.retry import Backoff, parse_retry_after, plan_retry
 from engine.runbooks.notify import Notifier, NotifierConfigError, Page, Request, build_request
 
 log = logging.getLogger(__name__)
@@ -59,23 +58,8 @@ class Attempt:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds, or an HTTP date. None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment is None:
-            return None
-        seconds = moment.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+    """Seconds from a Retry-After header (engine.retry's parser): a negative number reads as "retry now"."""
+    return parse_retry_after(value, now, negative_as_zero=True)
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -96,6 +80,8 @@ class Pager:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
+        # No jitter: pages are few and each has its own task, so there is no herd to spread.
+        self._backoff = Backoff(initial_backoff, max_backoff, 2.0, jitter=False)
         self.timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -223,9 +209,7 @@ class Pager:
                 self._report(Attempt(page, notifier.type, attempt, "failed", status=status, error=error,
                                      elapsed_s=elapsed))
                 return
-            delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.max_retry_after))
+            delay = plan_retry(self._backoff, attempt, retry_after, retry_after_cap=self.max_retry_after).delay_s
             self._report(Attempt(page, notifier.type, attempt, "retrying", status=status, error=error,
                                  retry_in=round(delay, 3), elapsed_s=elapsed))
             await asyncio.sleep(delay)

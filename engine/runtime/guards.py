@@ -1,16 +1,17 @@
-"""The engine's guardrail services in one place: breaker registries, the budget ledger, retry timing, and the
-translation of their events into store events. The agent loop asks these before every model and tool call."""
+"""The engine's guardrail services in one place: breaker registries, the budget ledger, retry timing (a hierarchy's
+retry policy over engine.retry), and the translation of their events into store events. The agent loop asks these
+before every model and tool call."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
 from engine.guardrails.budget import Breach, BudgetEvent, BudgetLedger, BudgetLimits, merge_limits
 from engine.hierarchy.schema import RetryPolicy
+from engine.retry import Backoff, RetryWait, plan_retry
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledHierarchy
@@ -34,41 +35,17 @@ def breach_data(breach: Breach) -> dict[str, Any]:
             "message": breach.message}
 
 
-def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Exponential backoff with full jitter (AWS's recommendation), never shorter than the server's Retry-After."""
-    ceiling = min(policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1))
-    delay = rng.uniform(0.0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
-
-
-@dataclass(frozen=True, slots=True)
-class RetryWait:
-    """What follows a retryable failure: wait ``delay_s`` and retry the same model, or (``give_up`` says why) stop
-    retrying it so the fallback chain moves on at once."""
-
-    delay_s: float
-    give_up: str | None = None
-
-
-def _secs(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+def backoff_for(policy: RetryPolicy) -> Backoff:
+    """A hierarchy's retry policy as the shared backoff (full jitter, capped at max_backoff)."""
+    return Backoff(policy.initial_backoff, policy.max_backoff, policy.multiplier)
 
 
 def plan_retry_wait(policy: RetryPolicy, attempt: int, retry_after: float | None, rng: random.Random, *,
                     max_retry_after: float, time_left: float | None, scale: float = 1.0) -> RetryWait:
-    """The backoff before retry ``attempt + 1``, unless waiting is pointless: the server asks for longer than the
-    model's ``max_retry_after`` (a wait that long is a failure of the model, and a fallback may answer now), or the
-    wait would outlast the wall time left to the run (``time_left``; the retry after it could only breach).
-    ``scale`` stretches the wait for scripted models, whose world runs on the demo's clock."""
-    if retry_after is not None and retry_after > max_retry_after:
-        return RetryWait(0.0, f"Retry-After of {_secs(retry_after)} is longer than max_retry_after "
-                              f"{_secs(max_retry_after)}")
-    delay = backoff_delay(policy, attempt, retry_after, rng) * scale
-    if time_left is not None and delay >= time_left:
-        return RetryWait(0.0, f"a wait of {_secs(delay)} would outlast the {_secs(time_left)} of wall time left")
-    return RetryWait(delay)
+    """The backoff before retry ``attempt + 1`` of a model call (engine.retry.plan_retry): no wait at all when the
+    server asks for longer than the model's ``max_retry_after`` or the wait would outlast the run's wall time."""
+    return plan_retry(backoff_for(policy), attempt, retry_after, rng, max_retry_after=max_retry_after,
+                      time_left=time_left, scale=scale)
 
 
 class Guards:

@@ -1,103 +1,22 @@
-"""Circuit breakers with resilience4j semantics: a pure, clock-injected state machine per tool/model/delegation.
-
-States and moves (resilience4j's CircuitBreakerStateMachine, count-based sliding window):
-
-    CLOSED --(failure or slow rate >= threshold, once minimum_calls are in the window)--> OPEN
-    OPEN --(wait_in_open elapsed; noticed lazily on the next try_acquire or state read)--> HALF_OPEN
-    HALF_OPEN --(all permitted probes completed, both rates below threshold)--> CLOSED
-    HALF_OPEN --(all probes completed, a rate >= threshold; or probes did not finish in time)--> OPEN
-    any --force_open()--> FORCED_OPEN    any --disable()--> DISABLED    any --reset()--> CLOSED
-
-Every transition starts a new *epoch* with an empty window and a zero not-permitted count. Choices where the
-brief or resilience4j leave room (tests/test_breaker.py pins each one):
-
-* Stale permits. A permit remembers the epoch it was issued in; settling it in a later epoch records nothing.
-  resilience4j records such late outcomes into whatever state is current, so a call admitted while CLOSED can
-  be counted as a half-open probe and close (or re-open) the breaker on evidence that predates the outage.
-* Error kinds. ``ignore_errors`` wins: an ignored error records nothing and frees its half-open slot, exactly
-  like ``Permit.release()``. An error whose kind is not in ``record_errors`` counts as a *success* (it may
-  still be slow) -- resilience4j's recordExceptions rule. A kind listed in both is rejected as a config error.
-* minimum_calls larger than sliding_window_size is capped at the window size (resilience4j does the same), so
-  such a breaker can still trip. In HALF_OPEN the decision waits for all permitted probes.
-* Wedged HALF_OPEN. With ``max_wait_in_half_open > 0`` the breaker returns to OPEN once that long has passed
-  in HALF_OPEN without a decision (resilience4j). With 0 ("wait for all probes") a probe that never returns
-  would hold its slot forever, so a *lost-probe guard* applies instead: a probe still in flight
-  ``slow_call_duration + wait_in_open`` after it was issued sends the breaker back to OPEN. By then the probe
-  is far past "slow", and the breaker has shown it the same patience it shows an outage. The guard is per
-  probe, so sparse traffic that trickles probes in slowly is never punished for being sparse.
-* ``reset()`` always produces a transition, even CLOSED -> CLOSED: it is an operator action that throws away
-  a window, and the store should record it. ``force_open()``/``disable()`` on a breaker already in that state
-  change nothing and return None.
-* on_transition is called synchronously, *outside* the state lock, exactly once per transition and in
-  transition order: transitions queue under the state lock and are drained under a separate re-entrant lock,
-  so the call that caused a transition returns only after it was delivered (by its own thread, or by another
-  thread that was draining at that moment). The hook may call back into the breaker; it must not wait on
-  other threads that use the breaker. An exception it raises is logged, not propagated: the transition has
-  already happened, and the caller of try_acquire() must still receive its permit (a lost half-open permit
-  would leak a probe slot).
+"""One circuit breaker's state machine (the semantics are described in engine.guardrails.breaker) and the permits it
+hands out. Permit and CircuitBreaker share private state by design: a permit settles into the breaker that issued it.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Literal, get_args
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.durations import Duration
-from engine.errors import InputError
+from engine.guardrails.breaker.config import BREAKER_KINDS, BreakerConfig, BreakerKind, BreakerState
+from engine.guardrails.breaker.records import BreakerSnapshot, BreakerTransition, TransitionHook, TripFigures
+from engine.timefmt import exact_duration
 
-_log = logging.getLogger(__name__)
+__all__ = ["STATE_VERSION", "CircuitBreaker", "Permit"]
 
-BreakerKind = Literal["tool", "model", "delegation"]
-# Tuples in this order: engine.controls mirrors both (BREAKER_KINDS, BREAKER_ACTIONS) without importing this module.
-BREAKER_KINDS: tuple[str, ...] = get_args(BreakerKind)
-OverrideAction = Literal["force_open", "reset", "disable"]
-OVERRIDE_ACTIONS: tuple[str, ...] = get_args(OverrideAction)
-
-Percent = Annotated[float, Field(gt=0, le=100)]
-MAX_WINDOW_CALLS = 100_000
-
-
-class BreakerConfig(BaseModel):
-    """How one breaker trips and recovers. Durations accept seconds or strings like "30s"; rates are percent."""
-
-    # Bounded and finite: a window of 1e40 calls cannot be allocated, and would fail the first call of every run.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
-
-    sliding_window_size: int = Field(20, ge=1, le=MAX_WINDOW_CALLS)
-    minimum_calls: int = Field(10, ge=1, le=MAX_WINDOW_CALLS)
-    failure_rate_threshold: Percent = 50.0
-    slow_call_duration: Annotated[Duration, Field(gt=0)] = 10.0
-    slow_call_rate_threshold: Percent = 100.0
-    wait_in_open: Annotated[Duration, Field(gt=0)] = 30.0
-    permitted_calls_in_half_open: int = Field(3, ge=1, le=MAX_WINDOW_CALLS)
-    max_wait_in_half_open: Duration = 0.0
-    # None means every error kind is a failure; tuples keep the frozen model truly immutable (lists are accepted).
-    record_errors: tuple[str, ...] | None = None
-    ignore_errors: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _kinds_do_not_overlap(self) -> BreakerConfig:
-        both = sorted(set(self.record_errors or ()) & set(self.ignore_errors))
-        if both:
-            raise ValueError(f"error kinds both recorded and ignored: {', '.join(both)}")
-        return self
-
-
-class BreakerState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    FORCED_OPEN = "forced_open"
-    DISABLED = "disabled"
-
+# The package's logger name, as before the split (operators and tests filter on it).
+_log = logging.getLogger("engine.guardrails.breaker")
 
 # Module-level aliases: the hot path compares with `is` against a global instead of an attribute lookup.
 _CLOSED = BreakerState.CLOSED
@@ -128,51 +47,6 @@ class _StateVersion:
 
 
 STATE_VERSION = _StateVersion()
-
-
-@dataclass(frozen=True, slots=True)
-class TripFigures:
-    """The window that sent a breaker to OPEN, as it stood at that moment. The transition starts a new, empty
-    window, so without these an `open` event or breakers row could only say -1% of 0 calls."""
-
-    failure_rate: float  # percent; -1.0 if the window held no completed call (a half-open probe that never returned)
-    slow_call_rate: float  # percent, likewise
-    calls: int
-    failed_calls: int
-    slow_calls: int
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSnapshot:
-    name: str
-    kind: str
-    state: BreakerState
-    failure_rate: float  # percent, -1.0 until enough calls are in the window (resilience4j's convention)
-    slow_call_rate: float  # percent, -1.0 likewise
-    calls_in_window: int
-    failed_calls: int
-    slow_calls: int
-    not_permitted_calls: int  # rejected since the current state began
-    next_probe_at: float | None  # wall-clock time an OPEN breaker lets a probe through; None in other states
-    since: float  # wall-clock time the current state began
-    tripped_by: TripFigures | None = None  # while OPEN: the window that opened it; None in other states
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerTransition:
-    name: str
-    kind: str
-    from_state: BreakerState
-    to_state: BreakerState
-    reason: str
-    snapshot: BreakerSnapshot  # just after the transition: state == to_state, empty window (tripped_by: the old one)
-
-
-TransitionHook = Callable[[BreakerTransition], None]
 
 
 class Permit:
@@ -248,12 +122,6 @@ class Permit:
 def _pct(value: float) -> str:
     text = f"{value:.1f}"
     return text[:-2] if text.endswith(".0") else text
-
-
-def _dur(seconds: float) -> str:
-    if 0 < seconds < 1:
-        return f"{seconds * 1000:.3f}".rstrip("0").rstrip(".") + "ms"
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 class CircuitBreaker:
@@ -431,19 +299,19 @@ class CircuitBreaker:
         state = self._state
         if state is _OPEN:
             if now - self._since_mono >= self.config.wait_in_open:
-                self._transition_locked(_HALF_OPEN, f"wait of {_dur(self.config.wait_in_open)} elapsed")
+                self._transition_locked(_HALF_OPEN, f"wait of {exact_duration(self.config.wait_in_open)} elapsed")
         elif state is _HALF_OPEN:
             max_wait = self.config.max_wait_in_half_open
             if max_wait > 0:
                 if now - self._since_mono >= max_wait:
-                    self._transition_locked(_OPEN, f"probes not completed within {_dur(max_wait)}")
+                    self._transition_locked(_OPEN, f"probes not completed within {exact_duration(max_wait)}")
             elif self._ho_outstanding:
                 lost_after = self.config.slow_call_duration + self.config.wait_in_open  # see module docstring
                 oldest = min(p._issued_at for p in self._ho_outstanding)
                 if now - oldest >= lost_after:
                     self._transition_locked(
-                        _OPEN, f"probe lost: in flight for {_dur(now - oldest)} "
-                               f"(slow_call_duration + wait_in_open = {_dur(lost_after)})")
+                        _OPEN, f"probe lost: in flight for {exact_duration(now - oldest)} "
+                               f"(slow_call_duration + wait_in_open = {exact_duration(lost_after)})")
 
     def _new_window(self, state: BreakerState) -> None:
         cfg = self.config
@@ -591,56 +459,3 @@ class CircuitBreaker:
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.key!r}, state={self._state.value})"
 
-
-class BreakerRegistry:
-    """All breakers of one engine, created on first use. Keys are "kind:name", e.g. "tool:crm_lookup"."""
-
-    def __init__(self, defaults: BreakerConfig | None = None, overrides: Mapping[str, BreakerConfig] | None = None,
-                 clock: Clock = SYSTEM_CLOCK, on_transition: TransitionHook | None = None) -> None:
-        self.defaults = defaults if defaults is not None else BreakerConfig()
-        self.overrides: dict[str, BreakerConfig] = dict(overrides or {})
-        self._clock = clock
-        self._on_transition = on_transition
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._lock = threading.Lock()
-
-    def config_for(self, kind: str, name: str) -> BreakerConfig:
-        """The full key "kind:name" wins over the bare name, which wins over the defaults."""
-        found = self.overrides.get(f"{kind}:{name}")
-        if found is None:
-            found = self.overrides.get(name)
-        return found if found is not None else self.defaults
-
-    def get(self, kind: BreakerKind, name: str) -> CircuitBreaker:
-        key = f"{kind}:{name}"
-        breaker = self._breakers.get(key)  # lock-free fast path: dict reads are atomic
-        if breaker is not None:
-            return breaker
-        with self._lock:
-            breaker = self._breakers.get(key)
-            if breaker is None:
-                breaker = CircuitBreaker(name, kind, self.config_for(kind, name), self._clock, self._on_transition)
-                self._breakers[key] = breaker
-            return breaker
-
-    def all(self) -> list[CircuitBreaker]:
-        """Every breaker created so far, sorted by key so listings are stable."""
-        with self._lock:
-            return [self._breakers[key] for key in sorted(self._breakers)]
-
-    def apply_override(self, key: str, action: OverrideAction) -> BreakerTransition | None:
-        """Apply an operator action to breaker `key`, creating it if nothing has used it yet (so an operator
-        can force a breaker open before a run reaches it). None when the action changed nothing."""
-        if action not in OVERRIDE_ACTIONS:
-            raise InputError(f"unknown breaker action {action!r}; expected one of {', '.join(OVERRIDE_ACTIONS)}",
-                             field="action")
-        kind, sep, name = key.partition(":")
-        if not sep or not name or kind not in BREAKER_KINDS:
-            raise InputError(f"breaker key must look like 'tool:NAME', 'model:NAME' or 'delegation:NAME', "
-                             f"got {key!r}", field="breaker")
-        breaker = self.get(kind, name)  # type: ignore[arg-type]  # kind checked against BREAKER_KINDS above
-        if action == "force_open":
-            return breaker.force_open()
-        if action == "disable":
-            return breaker.disable()
-        return breaker.reset()
