@@ -178,6 +178,7 @@ def handle(args: argparse.Namespace) -> int:
     from engine.hierarchy.loader import load_hierarchy
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, watch_signals
+    from engine.runbooks.loader import check_store_runbooks
     from engine.store import open_engine_store, resolve_store_dir
 
     hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
@@ -216,7 +217,7 @@ def handle(args: argparse.Namespace) -> int:
                         else "")))
                 return results
 
-    store = open_engine_store(store_dir, config_file=args.config)
+    store = open_engine_store(store_dir, config_file=args.config, input_checks=[check_store_runbooks])
     try:
         try:
             results = anyio.run(go)

@@ -13,6 +13,7 @@ import anyio
 
 from engine.demo.pager import PageReceiver, summarize
 from engine.demo.scenario import DemoScenario, ScenarioState, write_demo_config
+from engine.runbooks.loader import check_store_runbooks
 from engine.store import open_engine_store, open_reader
 
 
@@ -121,7 +122,7 @@ def _flag_history(store_dir: Path, name: str) -> list[dict[str, Any]]:
 
 async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], None],
                 pager: PageReceiver) -> ScenarioState:
-    with open_engine_store(store_dir) as store:
+    with open_engine_store(store_dir, input_checks=[check_store_runbooks]) as store:
         from engine.runtime.engine import Engine
 
         async with Engine(store, latency_scale=1.0 / speed) as engine:

@@ -62,6 +62,15 @@ def store_dir_runbooks(store_dir: Path) -> Path:
     return Path(store_dir) / STORE_SUBDIR
 
 
+def check_store_runbooks(store_dir: Path) -> None:
+    """Every runbook in STORE/runbooks is valid (InputErrors for all problems of all files); reads only. Passed to
+    open_engine_store as an input check, so a typo fails before anything in the store is created. The shipped
+    runbooks are the project's (validated by its tests), so only the store's own are read here."""
+    runbooks = store_dir_runbooks(store_dir)
+    if runbooks.is_dir():
+        load_dir(runbooks, origin="store")
+
+
 def runbook_files(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("*.md") if p.is_file() and p.name.lower() != "readme.md")
 

@@ -21,10 +21,10 @@ gets StoreTooNew instead of guessing.
 
 from __future__ import annotations
 
-from engine.controls.binding import bind_existing
+from engine.store.control_binding import bind_existing
 from engine.store.control_ddl import CONTROLS_V2
-from engine.runbooks.schema import RUNBOOKS_V3
 from engine.store.migrate import Migration
+from engine.store.runbooks_ddl import RUNBOOKS_V3
 
 _V1_ENGINES = """
 CREATE TABLE engines (
@@ -44,5 +44,5 @@ CONTROL_MIGRATIONS: list[Migration] = [
     _V1_ENGINES,
     CONTROLS_V2,
     RUNBOOKS_V3,
-    bind_existing,  # v4: control rows carry the hash of their audit row (engine.controls.binding)
+    bind_existing,  # v4: control rows carry the hash of their audit row (engine.store.control_binding)
 ]

@@ -21,7 +21,7 @@ from engine.store.control import ControlDB, current_user
 from engine.store.files import TRACES_DB, connect, ensure_private_file, ensure_store_dir, translate_sqlite_error
 from engine.store.lock import StoreLock
 from engine.store.migrate import migrate
-from engine.store.preflight import validate_store_inputs
+from engine.store.preflight import InputCheck, validate_store_inputs
 from engine.store.recovery import abandon_dead_runs, mark_engines_stopped
 from engine.store.redact import Redactor
 from engine.store.traces_schema import TRACES_MIGRATIONS
@@ -153,10 +153,12 @@ class EngineStore:
 def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None = None,
                       flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000,
                       heartbeat_interval: float = 1.0,
-                      environ: Mapping[str, str] | None = None) -> EngineStore:
+                      environ: Mapping[str, str] | None = None,
+                      input_checks: Sequence[InputCheck] = ()) -> EngineStore:
     store_dir = Path(store_dir)
-    # The operator's files first (config, STORE/runbooks): a typo in one should fail before anything on disk changes.
-    config = validate_store_inputs(store_dir, config_file)
+    # The operator's files first (config, and STORE/runbooks through the runbook loader's check in input_checks): a
+    # typo in one should fail before anything on disk changes.
+    config = validate_store_inputs(store_dir, config_file, input_checks)
     redactor = Redactor.from_config(config, os.environ if environ is None else environ)
     pages = _page_limit(os.environ if environ is None else environ)
     ensure_store_dir(store_dir)
