@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 _INVENTORY: dict[str, dict[str, Any]] = {
     "apple": {"sku": "apple", "price": 0.5, "stock": 120},
@@ -63,7 +64,7 @@ async def fetch_status(service: str) -> dict[str, Any]:
     Args:
         service: The service name.
     """
-    await anyio.sleep(0)  # a real suspension point, so the runtime really awaits this tool
+    await anyio.lowlevel.checkpoint()  # a real suspension point, so the runtime really awaits this tool
     healthy = not service.startswith("broken")
     return {"service": service, "healthy": healthy}
 

@@ -32,5 +32,16 @@ from engine.controls.preview import KillPreview, preview_kill
 from engine.controls.snapshot import ControlSnapshot
 from engine.controls.terminate import TerminateResult, terminate_engine
 
-__all__ = ["ControlAPI", "ControlError", "ControlSnapshot", "AuditVerification", "verify_chain", "FLAGS",
-           "validate_flag", "KillPreview", "preview_kill", "TerminateResult", "terminate_engine"]
+__all__ = [
+           "FLAGS",
+           "AuditVerification",
+           "ControlAPI",
+           "ControlError",
+           "ControlSnapshot",
+           "KillPreview",
+           "TerminateResult",
+           "preview_kill",
+           "terminate_engine",
+           "validate_flag",
+           "verify_chain",
+]

@@ -5,9 +5,10 @@ end every guardrail and control that fired is summarised. Exit 0 only if each ex
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 
@@ -103,7 +104,7 @@ def _contains_in_order(seq: list[Any], wanted: list[Any]) -> bool:
 
 def _incidents(store_dir: Path) -> list[dict[str, Any]]:
     try:
-        from engine.runbooks.incidents import list_incidents  # type: ignore[attr-defined]
+        from engine.runbooks.incidents import list_incidents
     except ImportError:
         return []
     return list_incidents(store_dir)
@@ -127,8 +128,8 @@ async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], N
 
         async with Engine(store, latency_scale=1.0 / speed) as engine:
             scenario = DemoScenario(engine, speed=speed, seed=seed,
-                                    hint=lambda text: out(f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s]"
-                                                          f" {text}"))
+                                    hint=lambda text: out(
+                                        f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s] {text}"))
             state = await scenario.run()
             # The quiet period: once detection has been quiet long enough, the cost runbook rolls its change back.
             # Wait for that (bounded) rather than end the story a moment too early.

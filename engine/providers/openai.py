@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,9 @@ from engine.providers.base import (
 
 if TYPE_CHECKING:
     import httpx
+
+    # The name `httpx` is a local variable in the request methods (the lazily imported module), which shadows this one.
+    from httpx import Response as HttpxResponse
 
 _Malformed = Callable[[str], MalformedResponse]
 
@@ -274,7 +277,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)  # RFC 9110 dates are GMT
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -392,6 +395,7 @@ class OpenAIProvider:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         import anyio
+
         from engine.http import httpx as _httpx_module
         httpx = _httpx_module()
 
@@ -410,7 +414,7 @@ class OpenAIProvider:
         client = self._get_client()
 
         failure: ProviderError | None = None
-        response: httpx.Response | None = None
+        response: HttpxResponse | None = None
         started = time.perf_counter()
         try:
             with anyio.fail_after(total):

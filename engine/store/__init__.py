@@ -30,8 +30,18 @@ if TYPE_CHECKING:
     from engine.store.redact import Redactor
     from engine.store.writer import TraceWriter
 
-__all__ = ["resolve_store_dir", "open_engine_store", "open_reader", "EngineStore", "TraceReader", "TraceWriter",
-           "ControlDB", "StoreConfig", "Redactor", "load_config"]
+__all__ = [
+    "ControlDB",
+    "EngineStore",
+    "Redactor",
+    "StoreConfig",
+    "TraceReader",
+    "TraceWriter",
+    "load_config",
+    "open_engine_store",
+    "open_reader",
+    "resolve_store_dir",
+]
 
 _LAZY = {
     "EngineStore": "engine.store.engine_store",
@@ -67,7 +77,7 @@ def resolve_store_dir(arg: str | os.PathLike[str] | None) -> Path:
 
 def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | os.PathLike[str] | None = None,
                       flush_interval: float | None = None, max_queue: int = 100_000,
-                      heartbeat_interval: float = 1.0, input_checks: Sequence[InputCheck] = ()) -> "EngineStore":
+                      heartbeat_interval: float = 1.0, input_checks: Sequence[InputCheck] = ()) -> EngineStore:
     """Open a store for the engine: run `input_checks` on the directory (a feature's files in it, e.g.
     engine.runbooks.loader.check_store_runbooks), create the directory (0700) if needed, take the lock (StoreLocked
     if another engine holds it), create/migrate both databases, load the config (InputError if invalid), mark runs left
@@ -80,7 +90,7 @@ def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | o
                  max_queue=max_queue, heartbeat_interval=heartbeat_interval, input_checks=input_checks)
 
 
-def open_reader(store_dir: str | os.PathLike[str]) -> "TraceReader":
+def open_reader(store_dir: str | os.PathLike[str]) -> TraceReader:
     """A TraceReader on an existing store. StoreError if there is none, StoreDamaged / StoreTooNew as they apply."""
     from engine.errors import StoreError
     from engine.store.files import TRACES_DB

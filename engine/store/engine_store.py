@@ -97,7 +97,7 @@ class EngineStore:
         while not self._stop_heartbeat.wait(interval):
             try:
                 self.control.heartbeat(self.engine_id)
-            except Exception as exc:  # noqa: BLE001 - a busy or full disk must never end the heartbeat
+            except Exception as exc:
                 # Said once per episode, not every second; the next beat retries.
                 if not failing:
                     log.warning("engine heartbeat failed (retrying every %gs): %s", interval, exc)
@@ -142,7 +142,7 @@ class EngineStore:
         if failure is not None:
             raise failure
 
-    def __enter__(self) -> "EngineStore":
+    def __enter__(self) -> EngineStore:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -150,7 +150,7 @@ class EngineStore:
         self.close()
 
 
-def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None = None,
+def open_engine_store(store_dir: Path | str, *, config_file: str | os.PathLike[str] | None = None,
                       flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000,
                       heartbeat_interval: float = 1.0,
                       environ: Mapping[str, str] | None = None,

@@ -9,6 +9,7 @@ loader's check_store_runbooks), because the store imports no feature package.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ InputCheck = Callable[[Path], None]
 """Checks a feature's files in the store directory (reads only); raises InputError / InputErrors."""
 
 
-def validate_store_inputs(store_dir: Path, config_file: Path | str | None = None,
+def validate_store_inputs(store_dir: Path, config_file: str | os.PathLike[str] | None = None,
                           checks: Sequence[InputCheck] = ()) -> StoreConfig:
     """The store's config (InputError if invalid), after running each of `checks` on the directory. Reads only;
     creates nothing."""
