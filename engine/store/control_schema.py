@@ -2,7 +2,8 @@
 audit, the engine heartbeat). Written by any operator process and by the engine, so it uses a rollback journal with
 synchronous=FULL: an operator's "kill" must survive a power cut the moment the CLI says it was recorded.
 
-HOW TO ADD A TABLE (other features do this): append ONE new entry to CONTROL_MIGRATIONS below, e.g.
+HOW TO ADD A TABLE (a feature's tables too: their DDL lives in engine/store, e.g. runbooks_ddl.py, because the store
+imports no feature package): append ONE new entry to CONTROL_MIGRATIONS below, e.g.
 
     CONTROL_MIGRATIONS: list[Migration] = [
         _V1_ENGINES,
