@@ -11,7 +11,6 @@ import threading
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 _INVENTORY: dict[str, dict[str, Any]] = {
     "apple": {"sku": "apple", "price": 0.5, "stock": 120},
@@ -64,7 +63,7 @@ async def fetch_status(service: str) -> dict[str, Any]:
     Args:
         service: The service name.
     """
-    await anyio.lowlevel.checkpoint()  # a real suspension point, so the runtime really awaits this tool
+    await anyio.sleep(0)  # a real suspension point, so the runtime really awaits this tool
     healthy = not service.startswith("broken")
     return {"service": service, "healthy": healthy}
 

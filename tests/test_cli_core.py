@@ -164,7 +164,7 @@ def test_run_says_when_a_run_waits_for_approval_and_how_to_decide(tmp_path: Path
         proc = flightdeck("run", "deal-desk", "--store", str(store), "--speed", "0", "--input", deal)
     assert proc.returncode == 0, proc.stderr
     assert "waits for approval ap-" in proc.stderr and "apply_discount" in proc.stderr
-    assert "flightdeck approve ap-" in proc.stderr and f"--store {store}" in proc.stderr
+    assert f"flightdeck approve ap-" in proc.stderr and f"--store {store}" in proc.stderr
 
 
 def test_the_approval_prompt_shows_arguments_through_the_store_redactor(tmp_path: Path) -> None:

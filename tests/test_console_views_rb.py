@@ -164,7 +164,7 @@ async def test_runbooks_view_shows_incidents_runbooks_and_the_suggestion(store: 
                        what="dry run")
         # Header: sev2 looping-agent is firing -> an alarm on the hint line.
         await wait_for(pilot, lambda: app.main.header.slot_text("incidents").startswith("3 open"), what="slot")
-        assert app.main.header.slot_text("incidents") == "3 open · 2 firing · 2 unacked"
+        assert "3 open · 2 firing · 2 unacked" == app.main.header.slot_text("incidents")
         value = app.main.header.snapshot.values["incidents"]
         assert value.level == "crit"  # an alarm: on the hint line unless a more urgent slot speaks first
         assert "inc-00000002 is firing" in value.alarm and "press 6" in value.alarm

@@ -178,7 +178,7 @@ def test_pause_holds_before_the_next_step_and_release_resumes_with_nothing_lost(
         calls_before = list(runtime_tools.CALLS)
         model_calls_before = engine.controls.runs and next(iter(engine.controls.runs.values())).ctx.model_calls
         await anyio.sleep(0.3)  # a window in which a paused agent must not make progress
-        assert calls_before == runtime_tools.CALLS
+        assert runtime_tools.CALLS == calls_before
         assert next(iter(engine.controls.runs.values())).ctx.model_calls == model_calls_before
         await in_thread(api.release, switch["id"], reason="looked, fine")
 
