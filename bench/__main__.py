@@ -1,4 +1,5 @@
-"""`python -m bench [store|engine|peers|memory|startup|write-ahead|all]` (also `make bench`): print the benchmark tables.
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|all]` (also `make bench`): print the benchmark
+tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -45,7 +46,8 @@ def section_peers(args: argparse.Namespace) -> None:
             best_peer = r if best_peer is None or r["seq_step_us"] < best_peer["seq_step_us"] else best_peer
     if ours:
         conc_ratio = ours["conc_run_ms"] / ours["seq_run_ms"] if ours.get("conc_run_ms") else None
-        targets = [("engine cost per model call, every span stored", _fmt(ours["seq_step_us"], " us"), "target <= 250 us")]
+        targets = [("engine cost per model call, every span stored", _fmt(ours["seq_step_us"], " us"),
+                    "target <= 250 us")]
         if best_peer:
             targets.append(("cheaper than the best peer (" + best_peer["framework"] + ")",
                             _fmt(best_peer["seq_step_us"] / ours["seq_step_us"], "x"), "target >= 7x"))
@@ -62,7 +64,8 @@ def section_memory(args: argparse.Namespace) -> None:
         print_rows("memory", [("1,000 concurrent deal-desk runs", "failed", result["error"])])
         return
     print_rows("memory", [
-        (f"{result['runs']:,} concurrent deal-desk runs: peak RSS (engine + writer)", _fmt(result["rss_peak_mib"], " MiB", 0),
+        (f"{result['runs']:,} concurrent deal-desk runs: peak RSS (engine + writer)",
+         _fmt(result["rss_peak_mib"], " MiB", 0),
          "target <= 1024 MiB"),
         ("  completed", f"{result['completed']:,}", f"in {result['seconds']:.1f} s"),
     ])

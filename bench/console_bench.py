@@ -151,10 +151,11 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
     """Measurements 1 and 2 (the console in this process, the engine in a subprocess)."""
     import asyncio
 
+    from textual import events as tevents
+
     # console before Textual, as on every console path: importing it sets Textual's frame rate (console/__init__.py)
     from console.app import create_app
     from console.widgets.span_detail import EventTail
-    from textual import events as tevents
 
     tmp = Path(tempfile.mkdtemp(prefix="fd-console-bench-"))
     store = tmp / "store"
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if "rows" in wanted:
         print("measuring: 100 new rows…", file=sys.stderr)
         t = table_rows()
-        for size, (best, median) in t["virtual"].items():
+        for size, (_best, median) in t["virtual"].items():
             row(f"100 new rows, table of {size:,}", f"{median:.1f} ms", f"< {TARGETS['rows_ms']:.0f} ms",
                 median < TARGETS["rows_ms"])
         for size, ms in t["datatable"].items():

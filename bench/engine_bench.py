@@ -84,7 +84,7 @@ anyio.run(main)
 def memory(runs: int = 1000, latency_scale: float = 0.2) -> dict:
     proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(runs), str(latency_scale)], capture_output=True,
                           text=True, timeout=900, cwd=ROOT)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     done, elapsed, base, peak = line.split()[1:]

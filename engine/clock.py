@@ -25,7 +25,7 @@ class SystemClock:
 class FakeClock:
     """A clock that only moves when told to. `time()` is wall-clock seconds, offset from `monotonic()`."""
 
-    __slots__ = ("_now", "_epoch")
+    __slots__ = ("_epoch", "_now")
 
     def __init__(self, start: float = 0.0, epoch: float = 1_800_000_000.0) -> None:
         self._now = start

@@ -16,8 +16,9 @@ Only the safe loader's tags exist: no Python objects are ever built from a file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 

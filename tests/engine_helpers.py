@@ -85,7 +85,7 @@ class Approver:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Approver":
+    def __enter__(self) -> Approver:
         self._thread.start()
         return self
 

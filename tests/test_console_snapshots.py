@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 
 from console.app import create_app
-from tests.console_helpers import SNAPSHOT_SIZES, event_count, fixed_clock, fixed_store, wait_for
-from tests.console_helpers import utc  # noqa: F401 - an autouse fixture: pins TZ=UTC
+from tests.console_helpers import (
+    SNAPSHOT_SIZES,
+    event_count,
+    fixed_clock,
+    fixed_store,
+    utc,  # noqa: F401 - an autouse fixture: pins TZ=UTC
+    wait_for,
+)
 
 SIZES = SNAPSHOT_SIZES
 

@@ -16,8 +16,12 @@ from typing import Any
 import pytest
 
 from console.app import create_app
-from tests.console_helpers import SNAPSHOT_SIZES, fixed_clock, wait_for
-from tests.console_helpers import utc  # noqa: F401 - an autouse fixture: pins TZ=UTC
+from tests.console_helpers import (
+    SNAPSHOT_SIZES,
+    fixed_clock,
+    utc,  # noqa: F401 - an autouse fixture: pins TZ=UTC
+    wait_for,
+)
 from tests.test_console_views_rb import incident_store
 
 SIZES = SNAPSHOT_SIZES

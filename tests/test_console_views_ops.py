@@ -3,7 +3,6 @@ TraceWriter, control.db rows written through ControlAPI exactly as the engine an
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 

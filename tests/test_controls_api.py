@@ -287,9 +287,10 @@ def test_budget_change_validates_and_is_audited(api: ControlAPI) -> None:
 
 
 def test_mirrored_vocabularies_match_the_guardrails() -> None:
-    from engine.guardrails.breaker import BREAKER_KINDS as kinds, OVERRIDE_ACTIONS
-    from engine.guardrails.budget import Dimension
     from engine.controls.schema import BREAKER_ACTIONS
+    from engine.guardrails.breaker import BREAKER_KINDS as kinds
+    from engine.guardrails.breaker import OVERRIDE_ACTIONS
+    from engine.guardrails.budget import Dimension
 
     assert set(BREAKER_KINDS) == set(kinds)
     assert set(BREAKER_ACTIONS) == set(OVERRIDE_ACTIONS)

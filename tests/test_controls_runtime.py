@@ -3,9 +3,9 @@ kill switches at every scope and mode, approvals, safe-mode flags, budget and br
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from engine.guardrails.budget import parse_budget_overrides
@@ -13,8 +14,6 @@ from engine.store import open_engine_store
 from tests import runtime_tools
 from tests.engine_helpers import events, run_sync, spans, write_hierarchy
 from tests.fakes.openai_server import FakeOpenAIServer, rate_limited, server_error, slow, text
-
-import anyio
 
 WORKER = """
 name: budgeted

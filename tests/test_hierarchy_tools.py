@@ -135,7 +135,7 @@ def test_signatures_without_a_fixed_schema_are_refused(func: Any, fragment: str)
 
 
 def test_unresolvable_annotation_is_a_load_error() -> None:
-    def broken(x: "NoSuchType") -> None:  # noqa: F821
+    def broken(x: NoSuchType) -> None:  # noqa: F821
         return None
 
     with pytest.raises(ToolLoadError, match="NoSuchType"):

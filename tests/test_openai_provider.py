@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -65,7 +65,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def provider(openai_server: FakeOpenAIServer) -> AsyncIterator[OpenAIProvider]:  # noqa: F811
+async def provider(openai_server: FakeOpenAIServer) -> AsyncIterator[OpenAIProvider]:
     p = OpenAIProvider(base_url=openai_server.base_url, api_key_env=None, default_timeout=5.0)
     yield p
     await p.aclose()
@@ -88,7 +88,7 @@ def error_chain_text(err: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------- happy paths
 
 
-async def test_text_reply_and_request_shape(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_text_reply_and_request_shape(openai_server: FakeOpenAIServer,
                                             provider: OpenAIProvider) -> None:
     openai_server.enqueue(text("hello there", prompt_tokens=12, completion_tokens=3, model="gpt-test-0613"))
     response = await provider.complete(ModelRequest(
@@ -114,13 +114,13 @@ async def test_text_reply_and_request_shape(openai_server: FakeOpenAIServer,  # 
     }
 
 
-async def test_optional_fields_are_omitted(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_optional_fields_are_omitted(openai_server: FakeOpenAIServer,
                                            provider: OpenAIProvider) -> None:
     await provider.complete(request())
     assert openai_server.requests[0].json == {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def test_conversation_with_tools_is_encoded(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_conversation_with_tools_is_encoded(openai_server: FakeOpenAIServer,
                                                   provider: OpenAIProvider) -> None:
     schema = {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
     await provider.complete(ModelRequest(
@@ -152,7 +152,7 @@ async def test_conversation_with_tools_is_encoded(openai_server: FakeOpenAIServe
     ]
 
 
-async def test_tool_calls_are_parsed(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_tool_calls_are_parsed(openai_server: FakeOpenAIServer,
                                      provider: OpenAIProvider) -> None:
     openai_server.enqueue(tool_calls(call("lookup", {"id": 7}, id="call_x"), call("notify", {"to": ["a", "b"]}),
                                      content="checking"))
@@ -171,7 +171,7 @@ async def test_tool_calls_are_parsed(openai_server: FakeOpenAIServer,  # noqa: F
     ("[1, 2]", "JSON object, got an array"),
     ('"just text"', "JSON object, got a string"),
 ])
-async def test_malformed_tool_arguments_become_parse_errors(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_malformed_tool_arguments_become_parse_errors(openai_server: FakeOpenAIServer,
                                                             provider: OpenAIProvider, raw: str, reason: str) -> None:
     openai_server.enqueue(tool_calls(call("lookup", raw)))
     response = await provider.complete(request())
@@ -182,14 +182,14 @@ async def test_malformed_tool_arguments_become_parse_errors(openai_server: FakeO
     assert tc.parse_error is not None and reason in tc.parse_error
 
 
-async def test_empty_arguments_are_an_argumentless_call(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_empty_arguments_are_an_argumentless_call(openai_server: FakeOpenAIServer,
                                                         provider: OpenAIProvider) -> None:
     openai_server.enqueue(tool_calls(call("ping", "")))
     [tc] = (await provider.complete(request())).tool_calls
     assert (tc.arguments, tc.parse_error) == ({}, None)
 
 
-async def test_tool_call_without_id_or_name(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_tool_call_without_id_or_name(openai_server: FakeOpenAIServer,
                                             provider: OpenAIProvider) -> None:
     body = completion(None, finish_reason="tool_calls")
     body["choices"][0]["message"]["tool_calls"] = [{"type": "function", "function": {"name": "a", "arguments": "{}"}},
@@ -207,19 +207,19 @@ async def test_tool_call_without_id_or_name(openai_server: FakeOpenAIServer,  # 
     ("stop", "stop"), ("length", "length"), ("content_filter", "content_filter"), ("tool_calls", "tool_calls"),
     ("function_call", "tool_calls"), ("eos_token", "stop"), (None, "stop"),
 ])
-async def test_finish_reasons(openai_server: FakeOpenAIServer, provider: OpenAIProvider,  # noqa: F811
+async def test_finish_reasons(openai_server: FakeOpenAIServer, provider: OpenAIProvider,
                               sent: str | None, expected: str) -> None:
     openai_server.enqueue(text("x", finish_reason=sent))
     assert (await provider.complete(request())).finish_reason == expected
 
 
-async def test_tool_calls_with_stop_finish_reason_end_in_tool_calls(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_tool_calls_with_stop_finish_reason_end_in_tool_calls(openai_server: FakeOpenAIServer,
                                                                     provider: OpenAIProvider) -> None:
     openai_server.enqueue(tool_calls(call("lookup", {}), finish_reason="stop"))
     assert (await provider.complete(request())).finish_reason == "tool_calls"
 
 
-async def test_legacy_function_call(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_legacy_function_call(openai_server: FakeOpenAIServer,
                                     provider: OpenAIProvider) -> None:
     body = completion(None, finish_reason="function_call")
     body["choices"][0]["message"]["function_call"] = {"name": "lookup", "arguments": '{"id": 1}'}
@@ -229,7 +229,7 @@ async def test_legacy_function_call(openai_server: FakeOpenAIServer,  # noqa: F8
     assert [(c.name, c.arguments) for c in response.tool_calls] == [("lookup", {"id": 1})]
 
 
-async def test_missing_usage_is_estimated(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_missing_usage_is_estimated(openai_server: FakeOpenAIServer,
                                          provider: OpenAIProvider) -> None:
     user_text = "please summarise the incident " * 20
     openai_server.enqueue(missing_usage("a reply of some length"))
@@ -241,7 +241,7 @@ async def test_missing_usage_is_estimated(openai_server: FakeOpenAIServer,  # no
 # ------------------------------------------------------------------------------------------------ HTTP errors
 
 
-async def test_429_with_retry_after_seconds(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_429_with_retry_after_seconds(openai_server: FakeOpenAIServer,
                                             provider: OpenAIProvider) -> None:
     openai_server.enqueue(rate_limited(retry_after=7))
     with pytest.raises(RateLimited) as info:
@@ -250,15 +250,15 @@ async def test_429_with_retry_after_seconds(openai_server: FakeOpenAIServer,  # 
     assert "Rate limit reached" in str(info.value)
 
 
-async def test_429_with_retry_after_http_date(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_429_with_retry_after_http_date(openai_server: FakeOpenAIServer,
                                               provider: OpenAIProvider) -> None:
-    openai_server.enqueue(rate_limited(retry_after=datetime.now(timezone.utc) + timedelta(seconds=120)))
+    openai_server.enqueue(rate_limited(retry_after=datetime.now(UTC) + timedelta(seconds=120)))
     with pytest.raises(RateLimited) as info:
         await provider.complete(request())
     assert info.value.retry_after is not None and 115 <= info.value.retry_after <= 121
 
 
-async def test_429_without_retry_after(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_429_without_retry_after(openai_server: FakeOpenAIServer,
                                        provider: OpenAIProvider) -> None:
     openai_server.enqueue(rate_limited())
     with pytest.raises(RateLimited) as info:
@@ -271,14 +271,14 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("30", now) == 30.0
     assert parse_retry_after(" 1.5 ", now) == 1.5
     assert parse_retry_after("Fri, 15 Jan 2027 08:00:10 GMT", 1_800_000_000.0) == pytest.approx(
-        datetime(2027, 1, 15, 8, 0, 10, tzinfo=timezone.utc).timestamp() - now)
+        datetime(2027, 1, 15, 8, 0, 10, tzinfo=UTC).timestamp() - now)
     assert parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now) == 0.0  # in the past: retry now
     for bad in (None, "", "-3", "nan", "soon"):
         assert parse_retry_after(bad, now) is None
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_5xx_is_unavailable(openai_server: FakeOpenAIServer, provider: OpenAIProvider,  # noqa: F811
+async def test_5xx_is_unavailable(openai_server: FakeOpenAIServer, provider: OpenAIProvider,
                                   status: int) -> None:
     openai_server.enqueue(server_error(status, "upstream exploded", retry_after=3))
     with pytest.raises(ProviderUnavailable) as info:
@@ -298,7 +298,7 @@ async def test_connection_refused_is_unavailable() -> None:
     assert info.value.__context__ is None and info.value.__cause__ is None
 
 
-async def test_server_hanging_up_is_unavailable(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_server_hanging_up_is_unavailable(openai_server: FakeOpenAIServer,
                                                 provider: OpenAIProvider) -> None:
     openai_server.enqueue(disconnect())
     with pytest.raises(ProviderUnavailable):
@@ -311,7 +311,7 @@ async def test_bad_base_url_is_bad_request() -> None:
             await provider.complete(request())
 
 
-async def test_400_is_bad_request_with_server_message(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_400_is_bad_request_with_server_message(openai_server: FakeOpenAIServer,
                                                       provider: OpenAIProvider) -> None:
     openai_server.enqueue(http_error(400, "This model's maximum context length is 8192 tokens"))
     with pytest.raises(BadRequest) as info:
@@ -320,14 +320,14 @@ async def test_400_is_bad_request_with_server_message(openai_server: FakeOpenAIS
     assert "maximum context length is 8192" in str(info.value)
 
 
-async def test_408_is_a_timeout(openai_server: FakeOpenAIServer, provider: OpenAIProvider) -> None:  # noqa: F811
+async def test_408_is_a_timeout(openai_server: FakeOpenAIServer, provider: OpenAIProvider) -> None:
     openai_server.enqueue(http_error(408, "request timed out"))
     with pytest.raises(ProviderTimeout) as info:
         await provider.complete(request())
     assert info.value.status == 408
 
 
-async def test_401_never_leaks_the_key(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_401_never_leaks_the_key(openai_server: FakeOpenAIServer,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
 
@@ -344,7 +344,7 @@ async def test_401_never_leaks_the_key(openai_server: FakeOpenAIServer,  # noqa:
     assert SECRET in (openai_server.requests[0].authorization or "")  # it really was echoed and scrubbed
 
 
-async def test_transport_errors_do_not_carry_the_request(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_transport_errors_do_not_carry_the_request(openai_server: FakeOpenAIServer,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # httpx exceptions hold the request, Authorization header included; ours must not chain to them.
     monkeypatch.setenv(KEY_ENV, SECRET)
@@ -360,7 +360,7 @@ async def test_transport_errors_do_not_carry_the_request(openai_server: FakeOpen
 # ----------------------------------------------------------------------------------------- malformed answers
 
 
-async def test_non_json_body_is_malformed(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_non_json_body_is_malformed(openai_server: FakeOpenAIServer,
                                           provider: OpenAIProvider) -> None:
     openai_server.enqueue(non_json("<html><body>502 Bad Gateway</body></html>" + "x" * 5000))
     with pytest.raises(MalformedResponse) as info:
@@ -377,7 +377,7 @@ async def test_non_json_body_is_malformed(openai_server: FakeOpenAIServer,  # no
     (error_object("The model is overloaded"), "The model is overloaded"),
     (json_reply(completion(None) | {"choices": [{"message": {"content": 42}}]}), "neither text nor null"),
 ])
-async def test_unusable_completions_are_malformed(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_unusable_completions_are_malformed(openai_server: FakeOpenAIServer,
                                                   provider: OpenAIProvider, behaviour: Any, needle: str) -> None:
     openai_server.enqueue(behaviour)
     with pytest.raises(MalformedResponse, match=needle) as info:
@@ -388,7 +388,7 @@ async def test_unusable_completions_are_malformed(openai_server: FakeOpenAIServe
 # ------------------------------------------------------------------------------------------------- timeouts
 
 
-async def test_slow_server_times_out_then_provider_recovers(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_slow_server_times_out_then_provider_recovers(openai_server: FakeOpenAIServer,
                                                             provider: OpenAIProvider) -> None:
     openai_server.enqueue(slow(text("too late"), seconds=10))
     started = time.monotonic()
@@ -400,7 +400,7 @@ async def test_slow_server_times_out_then_provider_recovers(openai_server: FakeO
     assert (await provider.complete(request())).content == "ok"
 
 
-async def test_default_timeout_applies_without_a_request_timeout(openai_server: FakeOpenAIServer) -> None:  # noqa: F811
+async def test_default_timeout_applies_without_a_request_timeout(openai_server: FakeOpenAIServer) -> None:
     openai_server.enqueue(slow(text("too late"), seconds=10))
     async with OpenAIProvider(base_url=openai_server.base_url, api_key_env=None, default_timeout=0.3) as provider:
         started = time.monotonic()
@@ -410,7 +410,7 @@ async def test_default_timeout_applies_without_a_request_timeout(openai_server: 
     openai_server.release()
 
 
-async def test_slow_answer_within_the_timeout_succeeds(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_slow_answer_within_the_timeout_succeeds(openai_server: FakeOpenAIServer,
                                                        provider: OpenAIProvider) -> None:
     openai_server.enqueue(slow(text("worth the wait"), seconds=0.2))
     response = await provider.complete(request(timeout_s=3.0))
@@ -453,7 +453,7 @@ async def test_trickling_server_hits_the_total_deadline(provider: OpenAIProvider
 # ---------------------------------------------------------------------------------------- key and lifecycle
 
 
-async def test_api_key_is_read_from_env_at_call_time(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_api_key_is_read_from_env_at_call_time(openai_server: FakeOpenAIServer,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-first")
     async with OpenAIProvider(base_url=openai_server.base_url, api_key_env=KEY_ENV) as provider:
@@ -463,13 +463,13 @@ async def test_api_key_is_read_from_env_at_call_time(openai_server: FakeOpenAISe
     assert [r.authorization for r in openai_server.requests] == ["Bearer sk-first", "Bearer sk-rotated"]
 
 
-async def test_no_key_env_sends_no_authorization(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_no_key_env_sends_no_authorization(openai_server: FakeOpenAIServer,
                                                  provider: OpenAIProvider) -> None:
     await provider.complete(request())
     assert openai_server.requests[0].authorization is None
 
 
-async def test_unset_key_env_is_bad_request_without_a_call(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_unset_key_env_is_bad_request_without_a_call(openai_server: FakeOpenAIServer,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     async with OpenAIProvider(base_url=openai_server.base_url, api_key_env=KEY_ENV) as provider:
@@ -478,14 +478,14 @@ async def test_unset_key_env_is_bad_request_without_a_call(openai_server: FakeOp
     assert openai_server.request_count == 0
 
 
-async def test_trailing_slash_in_base_url(openai_server: FakeOpenAIServer) -> None:  # noqa: F811
+async def test_trailing_slash_in_base_url(openai_server: FakeOpenAIServer) -> None:
     async with build_openai_provider(openai_server.base_url + "/", None, 5.0) as provider:
         assert (await provider.complete(request())).content == "ok"
         assert provider.default_timeout == 5.0
     assert openai_server.requests[0].path == "/v1/chat/completions"
 
 
-async def test_aclose_is_idempotent(openai_server: FakeOpenAIServer) -> None:  # noqa: F811
+async def test_aclose_is_idempotent(openai_server: FakeOpenAIServer) -> None:
     never_used = OpenAIProvider(base_url=openai_server.base_url, api_key_env=None)
     await never_used.aclose()
     await never_used.aclose()
@@ -501,7 +501,7 @@ async def test_aclose_is_idempotent(openai_server: FakeOpenAIServer) -> None:  #
         await provider.complete(request())
 
 
-async def test_concurrent_calls_share_one_client(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_concurrent_calls_share_one_client(openai_server: FakeOpenAIServer,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     created: list[httpx.AsyncClient] = []
 

@@ -86,7 +86,7 @@ def test_bookkeeping_fields_do_not_change_the_key() -> None:
 @given(st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=6))
 def test_key_ignores_json_object_key_order(arguments: dict[str, Any]) -> None:
     reordered = dict(reversed(list(arguments.items())))
-    make = lambda args: request(messages=[AssistantMessage(None, (ToolCall("c", "t", args),))])  # noqa: E731
+    make = lambda args: request(messages=[AssistantMessage(None, (ToolCall("c", "t", args),))])
     assert cache_key(make(arguments)) == cache_key(make(reordered))
 
 
@@ -143,7 +143,7 @@ def test_invalid_settings_are_rejected() -> None:
 
 
 @pytest.fixture
-async def caching(openai_server: FakeOpenAIServer) -> AsyncIterator[CachingProvider]:  # noqa: F811
+async def caching(openai_server: FakeOpenAIServer) -> AsyncIterator[CachingProvider]:
     inner = OpenAIProvider(base_url=openai_server.base_url, api_key_env=None, default_timeout=5.0)
     provider = CachingProvider(inner, ResponseCache(ttl_s=60))
     yield provider
@@ -151,7 +151,7 @@ async def caching(openai_server: FakeOpenAIServer) -> AsyncIterator[CachingProvi
 
 
 @pytest.mark.anyio
-async def test_second_identical_call_is_served_from_the_cache(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_second_identical_call_is_served_from_the_cache(openai_server: FakeOpenAIServer,
                                                               caching: CachingProvider) -> None:
     openai_server.enqueue(text("first answer"), text("second answer"))
     fresh = await caching.complete(request())
@@ -168,7 +168,7 @@ async def test_second_identical_call_is_served_from_the_cache(openai_server: Fak
 
 
 @pytest.mark.anyio
-async def test_failures_are_not_cached(openai_server: FakeOpenAIServer,  # noqa: F811
+async def test_failures_are_not_cached(openai_server: FakeOpenAIServer,
                                        caching: CachingProvider) -> None:
     openai_server.enqueue(server_error(503), text("recovered"))
     with pytest.raises(ProviderUnavailable):
@@ -180,7 +180,7 @@ async def test_failures_are_not_cached(openai_server: FakeOpenAIServer,  # noqa:
 
 
 @pytest.mark.anyio
-async def test_aclose_closes_the_inner_provider(openai_server: FakeOpenAIServer) -> None:  # noqa: F811
+async def test_aclose_closes_the_inner_provider(openai_server: FakeOpenAIServer) -> None:
     inner = OpenAIProvider(base_url=openai_server.base_url, api_key_env=None)
     caching = CachingProvider(inner, ResponseCache(ttl_s=60))
     await caching.complete(request())

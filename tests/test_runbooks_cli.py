@@ -191,7 +191,7 @@ def test_an_incident_from_detection_to_postmortem(capsys: pytest.CaptureFixture[
     code, out, _ = cli(capsys, "postmortem", incident_id, "--out", str(draft), *store)
     assert code == 0 and str(draft) in out
     text = draft.read_text()
-    assert text.startswith(f"# Postmortem draft: An agent is stuck in a loop\n")
+    assert text.startswith("# Postmortem draft: An agent is stuck in a loop\n")
     for expected in ("| Severity | sev2 |", "| Scope | `agent:looper` |", "resolved by alice: pagination bug fixed",
                      "`loop_detected >= 3 over 10m per agent`: **3**",
                      "| acknowledged | alice | acknowledged by alice: on it |",

@@ -120,8 +120,8 @@ def test_pages_follow_the_incident(store: IncidentStore) -> None:
 
 
 def test_a_store_from_before_runbooks_is_upgraded_in_place(store_dir: Path) -> None:
-    from engine.store.control_schema import CONTROL_MIGRATIONS
     from engine.runbooks.schema import RUNBOOKS_V3
+    from engine.store.control_schema import CONTROL_MIGRATIONS
 
     store_dir.mkdir(parents=True)
     assert RUNBOOKS_V3 in CONTROL_MIGRATIONS

@@ -4,8 +4,8 @@ with back-off, Retry-After on 429, no retry on other 4xx, secrets never in what 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -211,7 +211,7 @@ def test_network_errors_are_retried(receiver: Receiver) -> None:
 
 
 def test_retry_after_parsing() -> None:
-    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
     assert retry_after_seconds("2") == 2.0
     assert retry_after_seconds("0.5") == 0.5
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now.timestamp()) == \

@@ -234,9 +234,8 @@ def test_second_engine_in_another_process_gets_store_locked(tmp_path: Path) -> N
 
 def test_second_engine_in_same_process_is_locked_too(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
-    with open_engine_store(store_dir):
-        with pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
-            open_engine_store(store_dir)
+    with open_engine_store(store_dir), pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
+        open_engine_store(store_dir)
 
 
 def test_runs_left_running_are_abandoned_on_next_open(tmp_path: Path) -> None:
@@ -276,7 +275,7 @@ def test_engine_store_can_be_closed_from_another_thread(tmp_path: Path) -> None:
     def close() -> None:
         try:
             store.close()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     thread = threading.Thread(target=close)

@@ -78,6 +78,7 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
     from engine.demo.pager import PageReceiver, summarize
     from engine.demo.runbooks import install_demo_runbooks
     from engine.demo.scenario import DemoScenario, write_demo_config
+    from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine
     from engine.store import open_engine_store
 
@@ -85,7 +86,8 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
     pager = PageReceiver(store).start()
     write_demo_config(store, pager.url)
     install_demo_runbooks(store, args.speed)
-    engine_store = open_engine_store(store)  # opened here so a problem is a clear error before the UI starts
+    # Opened here so a problem is a clear error before the UI starts.
+    engine_store = open_engine_store(store, input_checks=[check_store_runbooks])
     operator = args.operator or os.environ.get("FLIGHTDECK_OPERATOR") or getpass.getuser()
     app = create_app(store, operator=operator, read_only=False)
     stop = threading.Event()

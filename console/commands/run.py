@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from console.commands.argtypes import non_negative, positive_int
 from console.cli import add_store_argument
+from console.commands.argtypes import non_negative, positive_int
 from console.output import print_json, table, tokens, usd
 from engine.timefmt import seconds
 from engine.errors import InputError
@@ -177,6 +178,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from engine.errors import StoreError
     from engine.hierarchy.loader import load_hierarchy
+    from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, watch_signals
     from engine.store import open_engine_store, resolve_store_dir
@@ -217,7 +219,7 @@ def handle(args: argparse.Namespace) -> int:
                         else "")))
                 return results
 
-    store = open_engine_store(store_dir, config_file=args.config)
+    store = open_engine_store(store_dir, config_file=args.config, input_checks=[check_store_runbooks])
     try:
         try:
             results = anyio.run(go)

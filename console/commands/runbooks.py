@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from console.commands.argtypes import positive_int
 from console.cli import add_store_argument
+from console.commands.argtypes import positive_int
 from console.output import age, print_json, table, when
 from engine.errors import InputError
 

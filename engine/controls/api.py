@@ -42,16 +42,33 @@ from engine.controls.labels import clock_text, flag_scope_label, switch_label
 from engine.controls.overrides import BREAKER_KINDS, BUDGET_DIMENSIONS
 from engine.controls.schema import BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES
 from engine.controls.snapshot import SNAPSHOT_QUERIES, ControlSnapshot, read_snapshot
-from engine.controls.validate import (MAX_TEXT, action_source, actor_for, choice, json_object, optional_text,
-                                      required_text, whole_ids)
+from engine.controls.validate import (
+    MAX_TEXT,
+    action_source,
+    actor_for,
+    choice,
+    json_object,
+    optional_text,
+    required_text,
+    whole_ids,
+)
 from engine.errors import InputError, StoreError
 from engine.store.control import BUSY_TIMEOUT_S, ControlDB
 from engine.store.files import CONTROL_DB, connect, ensure_store_dir, translate_sqlite_error
 from engine.store.rows import fetch_rows
 
 # The public face: callers import these from here (the names that lived in this module before the split).
-__all__ = ["ControlAPI", "ControlError", "ControlSnapshot", "SNAPSHOT_QUERIES", "BREAKER_KINDS", "BUDGET_DIMENSIONS",
-           "clock_text", "switch_label", "flag_scope_label"]
+__all__ = [
+    "BREAKER_KINDS",
+    "BUDGET_DIMENSIONS",
+    "SNAPSHOT_QUERIES",
+    "ControlAPI",
+    "ControlError",
+    "ControlSnapshot",
+    "clock_text",
+    "flag_scope_label",
+    "switch_label",
+]
 
 # Tables whose rows carry the hash of their audit row (engine.controls.binding), with how their JSON is decoded.
 _BOUND_DECODERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -151,7 +168,7 @@ class ControlAPI:
         if self._owns_db:
             self._db.close()
 
-    def __enter__(self) -> "ControlAPI":
+    def __enter__(self) -> ControlAPI:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -13,26 +13,18 @@ commit together and concurrent writers cannot fork the chain: the write lock ser
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+# The row format (how a row is hashed and decoded) is the store's, because schema v4's data step reads it too.
+from engine.store.audit_rows import canonical_json, decode_row, row_hash
 from engine.store.rows import fetch_rows, row_dicts
 
+__all__ = ["GENESIS", "AuditVerification", "append", "between", "canonical_json", "decode_row", "newest", "newest_id",
+           "row_hash", "verify_chain"]
+
 GENESIS = "0" * 64
-_HASHED_FIELDS = ("id", "ts", "actor", "action", "target", "before", "after", "reason")
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, non-ASCII kept: the one spelling of a value that hashes are taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    payload = {name: fields.get(name) for name in _HASHED_FIELDS}
-    return hashlib.sha256((prev_hash + canonical_json(payload)).encode("utf-8")).hexdigest()
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -60,18 +52,6 @@ def append(conn: sqlite3.Connection, *, ts: float, actor: str, action: str, targ
                  "VALUES (:id, :ts, :actor, :action, :target, :before, :after, :reason, :prev_hash, :hash)",
                  {**fields, "prev_hash": prev_hash, "hash": digest})
     return decode_row({**fields, "prev_hash": prev_hash, "hash": digest})
-
-
-def decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """An audit row for callers: `before` / `after` parsed from JSON."""
-    out = dict(row)
-    for name in ("before", "after"):
-        if isinstance(out.get(name), str):
-            try:
-                out[name] = json.loads(out[name])
-            except ValueError:  # a tampered row must still be listable; verify_chain reports it
-                pass
-    return out
 
 
 def newest(conn: sqlite3.Connection, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:

@@ -245,8 +245,8 @@ class IncidentStore:
         operator = _operator(operator)
         now = self.now()
         with self.transaction() as conn:
-            cursor = conn.execute("UPDATE incidents SET status = 'acknowledged', acknowledged = ?, acknowledged_by = ?, "
-                                  "updated = ? WHERE id = ? AND status = 'open'",
+            cursor = conn.execute("UPDATE incidents SET status = 'acknowledged', acknowledged = ?, "
+                                  "acknowledged_by = ?, updated = ? WHERE id = ? AND status = 'open'",
                                   (now, operator, now, incident["id"]))
             if cursor.rowcount != 1:
                 current = fetch_rows(conn, "SELECT status, acknowledged_by, resolved_by FROM incidents WHERE id = ?",

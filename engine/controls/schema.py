@@ -5,8 +5,15 @@ constraints that use them, and re-exported here for the control plane and its ca
 
 from __future__ import annotations
 
-from engine.store.control_ddl import (APPROVAL_STATUSES, BOUND_TABLES, BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES,
-                                      KILL_SCOPES, ON_TIMEOUT_POLICIES)
+from engine.store.control_ddl import (
+                                      APPROVAL_STATUSES,
+                                      BOUND_TABLES,
+                                      BREAKER_ACTIONS,
+                                      FLAG_SCOPES,
+                                      KILL_MODES,
+                                      KILL_SCOPES,
+                                      ON_TIMEOUT_POLICIES,
+)
 
 __all__ = ["APPROVAL_STATUSES", "BOUND_TABLES", "BREAKER_ACTIONS", "FLAG_SCOPES", "KILL_MODES", "KILL_SCOPES",
            "ON_TIMEOUT_POLICIES"]

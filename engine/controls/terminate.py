@@ -7,8 +7,8 @@ Signals are dangerous with a wrong pid, so before anything is sent the process m
 - owned by the same user as the caller (/proc/PID's owner == os.getuid()).
 
 Where the kernel has pidfds (Linux 5.3+) the process is pinned by a pidfd and checked again once pinned, signals go
-through that pidfd, and exit is awaited by polling it: a pid reused midway can never receive a signal meant for the engine,
-and waiting needs no sleep loop. Elsewhere it falls back to os.kill and polling /proc with a bounded deadline.
+through that pidfd, and exit is awaited by polling it: a pid reused midway can never receive a signal meant for the
+engine, and waiting needs no sleep loop. Elsewhere it falls back to os.kill and polling /proc with a bounded deadline.
 
 The outcome is one audit row (`engine_terminate`), written in the same transaction that marks the engine stopped in
 control.db's engines table when the process is confirmed gone.

@@ -73,7 +73,7 @@ class ControlVerifier:
 
     # -- the check ------------------------------------------------------------------------------------------------
 
-    def check(self, api: "ControlAPI", snapshot: "ControlSnapshot") -> "ControlSnapshot":
+    def check(self, api: ControlAPI, snapshot: ControlSnapshot) -> ControlSnapshot:
         found: dict[tuple[str, str], Tampered] = {}
         switches = self._keep_obeyed(api, "kill_switches", self._bound(api, "kill_switches",
                                                                         snapshot.kill_switches, found), found)
@@ -89,7 +89,7 @@ class ControlVerifier:
         return replace(snapshot, kill_switches=tuple(switches), flags=tuple(flags), decided_approvals=tuple(decided),
                        breaker_overrides=tuple(breakers), budget_overrides=tuple(budgets))
 
-    def keep_bound(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def keep_bound(self, api: ControlAPI, table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows of `table` that are bound to their audit rows; the others are reported."""
         found: dict[tuple[str, str], Tampered] = {}
         good = self._bound(api, table, rows, found)
@@ -97,7 +97,7 @@ class ControlVerifier:
             self.report(api, finding)
         return good
 
-    def check_decision(self, api: "ControlAPI", row: dict[str, Any]) -> dict[str, Any]:
+    def check_decision(self, api: ControlAPI, row: dict[str, Any]) -> dict[str, Any]:
         """An approval row read outside a snapshot (a decision racing its deadline): the row, or a denial."""
         found: dict[tuple[str, str], Tampered] = {}
         ((row, problem),) = self._problems(api, "approvals", [row], found)
@@ -105,7 +105,7 @@ class ControlVerifier:
             self.report(api, finding)
         return row if problem is None else self._denial(row, problem)
 
-    def _problems(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]],
+    def _problems(self, api: ControlAPI, table: str, rows: Sequence[dict[str, Any]],
                   found: dict[tuple[str, str], Tampered]) -> list[tuple[dict[str, Any], str | None]]:
         keys = [_state_key(table, row) for row in rows]
         unknown = [(key, row) for key, row in zip(keys, rows) if key not in self._cache]
@@ -123,11 +123,11 @@ class ControlVerifier:
             out.append((row, problem))
         return out
 
-    def _bound(self, api: "ControlAPI", table: str, rows: Sequence[dict[str, Any]],
+    def _bound(self, api: ControlAPI, table: str, rows: Sequence[dict[str, Any]],
                found: dict[tuple[str, str], Tampered]) -> list[dict[str, Any]]:
         return [row for row, problem in self._problems(api, table, rows, found) if problem is None]
 
-    def _keep_obeyed(self, api: "ControlAPI", table: str, good: list[dict[str, Any]],
+    def _keep_obeyed(self, api: ControlAPI, table: str, good: list[dict[str, Any]],
                      found: dict[tuple[str, str], Tampered]) -> list[dict[str, Any]]:
         """`good` plus every row obeyed before whose disappearance is not bound to a matching audit row."""
         obeyed = self._obeyed[table]
@@ -157,7 +157,7 @@ class ControlVerifier:
 
     # -- reporting ------------------------------------------------------------------------------------------------
 
-    def report(self, api: "ControlAPI", finding: Tampered) -> None:
+    def report(self, api: ControlAPI, finding: Tampered) -> None:
         """Once per row and problem: a sev1 `control-tampered` incident (one per row) and a trace event."""
         key = (finding.table, finding.row_id, finding.problem)
         if key in self._reported:

@@ -5,14 +5,16 @@ end every guardrail and control that fired is summarised. Exit 0 only if each ex
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 
 from engine.demo.pager import PageReceiver, summarize
 from engine.demo.scenario import DemoScenario, ScenarioState, write_demo_config
+from engine.runbooks.loader import check_store_runbooks
 from engine.store import open_engine_store, open_reader
 
 
@@ -102,7 +104,7 @@ def _contains_in_order(seq: list[Any], wanted: list[Any]) -> bool:
 
 def _incidents(store_dir: Path) -> list[dict[str, Any]]:
     try:
-        from engine.runbooks.incidents import list_incidents  # type: ignore[attr-defined]
+        from engine.runbooks.incidents import list_incidents
     except ImportError:
         return []
     return list_incidents(store_dir)
@@ -121,13 +123,13 @@ def _flag_history(store_dir: Path, name: str) -> list[dict[str, Any]]:
 
 async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], None],
                 pager: PageReceiver) -> ScenarioState:
-    with open_engine_store(store_dir) as store:
+    with open_engine_store(store_dir, input_checks=[check_store_runbooks]) as store:
         from engine.runtime.engine import Engine
 
         async with Engine(store, latency_scale=1.0 / speed) as engine:
             scenario = DemoScenario(engine, speed=speed, seed=seed,
-                                    hint=lambda text: out(f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s]"
-                                                          f" {text}"))
+                                    hint=lambda text: out(
+                                        f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s] {text}"))
             state = await scenario.run()
             # The quiet period: once detection has been quiet long enough, the cost runbook rolls its change back.
             # Wait for that (bounded) rather than end the story a moment too early.

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 PAGES_FILE = "demo-pages.jsonl"
 
@@ -23,7 +24,7 @@ class PageReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 try:
@@ -35,7 +36,7 @@ class PageReceiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep the terminal clean
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -44,10 +45,11 @@ class PageReceiver:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        # An AF_INET server: its address is (host, port).
+        host, port = cast("tuple[str, int]", self._server.server_address[:2])
         return f"http://{host}:{port}"
 
-    def start(self) -> "PageReceiver":
+    def start(self) -> PageReceiver:
         self._thread.start()
         return self
 

@@ -34,7 +34,8 @@ def base(speed: float) -> Hierarchy:
     discount = tools["apply_discount"]
     approval = (discount.spec.approval or ApprovalSpec(required="always")).model_copy(update={
         "deadline": APPROVAL_WINDOW_S / speed, "on_timeout": "escalate", "max_escalations": 1})
-    tools["apply_discount"] = dataclasses.replace(discount, spec=discount.spec.model_copy(update={"approval": approval}))
+    spec = discount.spec.model_copy(update={"approval": approval})
+    tools["apply_discount"] = dataclasses.replace(discount, spec=spec)
     breakers = BreakersSpec(defaults=hierarchy.spec.breakers.defaults, overrides={
         **hierarchy.spec.breakers.overrides,
         "tool:competitor_research": BreakerConfig(sliding_window_size=4, minimum_calls=4, failure_rate_threshold=50,

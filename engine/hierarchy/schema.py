@@ -135,7 +135,7 @@ class RouteCondition(Strict):
                               allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _one_test(self) -> "RouteCondition":
+    def _one_test(self) -> RouteCondition:
         if self.keywords is None and self.field is None:
             raise ValueError("a route needs `field` (with `equals` or `in`) or `keywords`")
         if self.field is not None and self.equals is None and self.one_of is None:
@@ -181,7 +181,7 @@ class AgentSpec(Strict):
     _contracts = field_validator("input", "output", mode="before")(lambda cls, v: _coerce_contract(v))
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "AgentSpec":
+    def _kind_fields(self) -> AgentSpec:
         if self.kind == "agent" and not self.model:
             raise ValueError("an agent of kind `agent` needs a `model`")
         if self.kind == "router":
@@ -258,7 +258,7 @@ class ScriptTurn(Strict):
     output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
-    def _exactly_one_action(self) -> "ScriptTurn":
+    def _exactly_one_action(self) -> ScriptTurn:
         actions = [k for k in ("tool", "tools", "delegate", "final", "fault") if getattr(self, k) is not None]
         if len(actions) != 1:
             raise ValueError("a script turn needs exactly one of tool, tools, delegate, final or fault"

@@ -12,9 +12,10 @@ import importlib
 import inspect
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -251,7 +252,7 @@ def parameters_schema(model: type[BaseModel]) -> dict[str, Any]:
 def build_tool(name: str, spec: ToolSpec, func: Callable[..., Any],
                approval_condition: Condition | None = None) -> LoadedTool:
     model, param_names = build_args_model(name, func)
-    call = getattr(func, "__call__", None)
+    call = getattr(func, "__call__", None)  # noqa: B004 (the method itself is wanted, to ask whether it is async)
     is_async = inspect.iscoroutinefunction(func) or (call is not None and inspect.iscoroutinefunction(call))
     return LoadedTool(
         name=name,

@@ -51,7 +51,8 @@ class ToolResultMessage:
     role: Literal["tool"] = "tool"
 
 
-Message = Union[SystemMessage, UserMessage, AssistantMessage, ToolResultMessage]
+# typing.Union kept: a runtime alias that pydantic and isinstance-free dispatch read as before.
+Message = Union[SystemMessage, UserMessage, AssistantMessage, ToolResultMessage]  # noqa: UP007
 
 
 @dataclass(slots=True, frozen=True)

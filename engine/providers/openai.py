@@ -41,6 +41,9 @@ from engine.retry import parse_retry_after  # also imported from here by callers
 if TYPE_CHECKING:
     import httpx
 
+    # The name `httpx` is a local variable in the request methods (the lazily imported module), which shadows this one.
+    from httpx import Response as HttpxResponse
+
 _Malformed = Callable[[str], MalformedResponse]
 
 _EXCERPT_CHARS = 200
@@ -371,6 +374,7 @@ class OpenAIProvider:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         import anyio
+
         from engine.http import httpx as _httpx_module
         httpx = _httpx_module()
 
@@ -389,7 +393,7 @@ class OpenAIProvider:
         client = self._get_client()
 
         failure: ProviderError | None = None
-        response: httpx.Response | None = None
+        response: HttpxResponse | None = None
         started = time.perf_counter()
         try:
             with anyio.fail_after(total):

@@ -15,7 +15,8 @@ import functools
 import json
 import re
 import zlib
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
@@ -288,7 +289,7 @@ class ScriptedProvider:
             if content:
                 chars += len(content)
             if message.role == "assistant":
-                for call in message.tool_calls:  # type: ignore[union-attr]
+                for call in message.tool_calls:
                     chars += len(call.raw_arguments or "") + 16
         for tool in request.tools:
             chars += 48 + len(tool.description)

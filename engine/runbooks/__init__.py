@@ -1,6 +1,6 @@
 """Runbooks: detections on the engine's event stream, incidents, pages, and audited actions that can be rolled back.
 
-- schema.py       the control.db tables (incidents, their time lines, applications); one CONTROL_MIGRATIONS entry
+- schema.py       the row vocabulary of its control.db tables (their DDL is the store's, engine.store.runbooks_ddl)
 - signals.py      the signal vocabulary: what each signal measures, its scopes and parameters
 - model.py        runbook front matter as pydantic models, and {placeholder} rendering for actions
 - loader.py       Markdown + YAML front matter with file/line/field errors; where runbooks are found
@@ -14,8 +14,8 @@
 - runtime.py      RunbookEngine: the engine-side wiring (on_commit, its own thread, auto-apply and rollback)
 - postmortem.py   the Markdown postmortem draft of an incident
 
-Submodules are imported on use: engine.store.control_schema imports runbooks.schema while engine.store is being
-initialised, so this package must not import anything at import time.
+Submodules are imported on use (this package imports nothing at import time), so that importing one of them does not
+pay for the others.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn
         target = render(flag.target_template, context) if flag.target_template else None
         where = flag_scope_label(flag.scope, target)
         current = flag_settings.find_active(conn, name, flag.scope, target)
-        params = {"name": name, "value": value, "scope": flag.scope, "target": target}
+        params: dict[str, Any] = {"name": name, "value": value, "scope": flag.scope, "target": target}
         if current is not None and current["value"] == value:
             return Step("flag", f"{name}={value} at {where}: already in force (flag #{current['id']} by "
                                 f"{_by(current)}), nothing to change", params, noop=True)
@@ -140,18 +140,18 @@ def _by(flag_row: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------ applying
 
-def active_application(db: "ControlDB", runbook: str, scope: str) -> dict[str, Any] | None:
+def active_application(db: ControlDB, runbook: str, scope: str) -> dict[str, Any] | None:
     with db.reading() as conn:
         row = applications.in_force_for(conn, runbook, scope)
     return decode_application(row) if row else None
 
 
-def active_applications(db: "ControlDB") -> list[dict[str, Any]]:
+def active_applications(db: ControlDB) -> list[dict[str, Any]]:
     with db.reading() as conn:
         return applications.in_force(conn)
 
 
-def apply(api: "ControlAPI", runbook: Runbook, scope: str, context: Mapping[str, Any], *, source: str, reason: str,
+def apply(api: ControlAPI, runbook: Runbook, scope: str, context: Mapping[str, Any], *, source: str, reason: str,
           running_runs: RunningRuns, incident_id: str | None = None) -> Application:
     """Apply the runbook's control actions (not its pages) as one audited change. ControlError if the runbook is
     already in force for this scope (roll that back first) or an action cannot be resolved; nothing is written then."""
@@ -234,7 +234,7 @@ def _budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str,
     return int(row["id"])
 
 
-def extend_budget(api: "ControlAPI", application_id: int, run_id: str, hierarchy: str | None, *,
+def extend_budget(api: ControlAPI, application_id: int, run_id: str, hierarchy: str | None, *,
                   source: str) -> int | None:
     """A run started while an application with a budget action is in force (for its hierarchy): lower its budget
     too. Returns the override id, or None when the application is no longer in force or has no budget action."""
@@ -272,7 +272,7 @@ class RollbackResult:
         return [r for r in self.report if r["outcome"] == "left"]
 
 
-def rollback(api: "ControlAPI", application_id: int, *, source: str, reason: str) -> RollbackResult:
+def rollback(api: ControlAPI, application_id: int, *, source: str, reason: str) -> RollbackResult:
     """Undo one application exactly (see the module docstring). ControlError if it is unknown or already undone."""
     actor = api.actor_for(source)
     now = api.now()
@@ -362,7 +362,7 @@ def _reset_breaker(conn: sqlite3.Connection, entry: dict[str, Any], source: str,
     return {"kind": "breaker", "outcome": "restored", "text": f"reset breaker {entry['key']}"}
 
 
-def expire_actions(api: "ControlAPI", application_id: int, *, source: str) -> list[dict[str, Any]]:
+def expire_actions(api: ControlAPI, application_id: int, *, source: str) -> list[dict[str, Any]]:
     """Undo the actions of an application whose own time ran out (a breaker forced open `for: 10m`). One
     transaction; returns what was done (empty when nothing was due)."""
     actor = api.actor_for(source)

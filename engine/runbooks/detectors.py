@@ -67,7 +67,7 @@ class KeyContext:
     hierarchy: str | None = None
     agent: str | None = None
     tool: str | None = None
-    runs: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
+    runs: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def note(self, dims: Dims) -> None:
         self.hierarchy = dims.hierarchy or self.hierarchy
@@ -99,6 +99,8 @@ class Detector:
     those), which of those events make samples (`samples_of`) and what the value is."""
 
     kinds: frozenset[str] = frozenset()
+    # The span kind (llm, tool) whose durations a latency detector reads; set by those detectors only.
+    span_kind: str
 
     def __init__(self, condition: Condition) -> None:
         self.condition = condition

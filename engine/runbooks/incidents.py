@@ -3,8 +3,16 @@ during the issue-12 transition; new code imports engine.controls.incidents."""
 
 from __future__ import annotations
 
-from engine.controls.incidents import (ACTIVE, IncidentError, IncidentStore, add_event, add_event_json,
-                                       decode_incident, list_incidents, recent_events)
+from engine.controls.incidents import (
+                                       ACTIVE,
+                                       IncidentError,
+                                       IncidentStore,
+                                       add_event,
+                                       add_event_json,
+                                       decode_incident,
+                                       list_incidents,
+                                       recent_events,
+)
 
 __all__ = ["ACTIVE", "IncidentError", "IncidentStore", "add_event", "add_event_json", "decode_incident",
            "list_incidents", "recent_events"]

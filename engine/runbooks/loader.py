@@ -2,8 +2,8 @@
 
 Every problem is an InputError naming the file, the line and the field path (`detect[0].params.min_calls`), and all
 problems of all files in one pass are reported together, exactly like hierarchy files: the YAML-with-lines machinery
-is engine.safe_yaml's (bounded size and alias expansion, duplicate keys refused). The front matter is handed to it padded with one empty line for the opening `---`, so
-YAML line numbers ARE file line numbers.
+is engine.safe_yaml's (bounded size and alias expansion, duplicate keys refused). The front matter is handed to it
+padded with one empty line for the opening `---`, so YAML line numbers ARE file line numbers.
 
 Where runbooks come from, later ones replacing earlier ones with the same id (so a store can tune a shipped one):
 1. the shipped runbooks: the checkout's runbooks/ directory when running from a source tree, else the copies
@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.errors import InputError, InputErrors
-from engine.runbooks.model import (PLACEHOLDERS, Action, Condition, Runbook, RunbookSpec, placeholders_in)
+from engine.runbooks.model import PLACEHOLDERS, Action, Condition, Runbook, RunbookSpec, placeholders_in
 from engine.runbooks.signals import signal_spec
 
 REQUIRED_SECTIONS: tuple[tuple[str, str], ...] = (
@@ -60,6 +60,15 @@ def shipped_dir() -> Path:
 
 def store_dir_runbooks(store_dir: Path) -> Path:
     return Path(store_dir) / STORE_SUBDIR
+
+
+def check_store_runbooks(store_dir: Path) -> None:
+    """Every runbook in STORE/runbooks is valid (InputErrors for all problems of all files); reads only. Passed to
+    open_engine_store as an input check, so a typo fails before anything in the store is created. The shipped
+    runbooks are the project's (validated by its tests), so only the store's own are read here."""
+    runbooks = store_dir_runbooks(store_dir)
+    if runbooks.is_dir():
+        load_dir(runbooks, origin="store")
 
 
 def runbook_files(directory: Path) -> list[Path]:
@@ -363,7 +372,7 @@ def check_targets(runbooks: Iterable[Runbook], notifier_names: Iterable[str]) ->
 
 def page_targets(runbook: Runbook) -> list[tuple[list[str], str]]:
     """(targets, severity) for each page action: `to` or the owners; the action's severity or the runbook's."""
-    out = []
+    out: list[tuple[list[str], str]] = []
     for page in runbook.spec.page_actions:
         out.append((list(page.to if page.to is not None else runbook.spec.owner),
                     page.severity or runbook.spec.severity))

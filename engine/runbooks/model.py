@@ -144,7 +144,7 @@ class Action(Strict):
     page: PageAction | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Action":
+    def _exactly_one(self) -> Action:
         present = [k for k in ACTION_KINDS if getattr(self, k) is not None]
         if len(present) != 1:
             raise ValueError(f"an action needs exactly one of {', '.join(ACTION_KINDS)}"
@@ -167,7 +167,7 @@ class Rollback(Strict):
     require_quiet: bool = True
 
     @model_validator(mode="after")
-    def _quiet_needs_after(self) -> "Rollback":
+    def _quiet_needs_after(self) -> Rollback:
         if self.after is None and "require_quiet" in self.model_fields_set:
             raise ValueError("a timed rollback needs `after` (e.g. {after: 30m, require_quiet: true}); "
                              "otherwise write `rollback: manual`")
@@ -241,7 +241,7 @@ class Runbook:
 
     def error(self, loc: tuple[Any, ...], message: str) -> InputError:
         if self.doc is not None:
-            return self.doc.error(loc, message)  # type: ignore[no-any-return]
+            return self.doc.error(loc, message)
         return InputError(message, file=str(self.path), field=".".join(str(p) for p in loc) or None)
 
 

@@ -41,7 +41,7 @@ def _signal_line(reading: Mapping[str, Any]) -> str:
     return f"`{reading.get('condition', reading.get('signal'))}`: **{shown}**{extra}{peak}"
 
 
-def affected_runs(conn: "sqlite3.Connection | None", incident: Mapping[str, Any], start: float,
+def affected_runs(conn: sqlite3.Connection | None, incident: Mapping[str, Any], start: float,
                   end: float) -> list[dict[str, Any]]:
     """Runs active during [start, end] that match the incident's scope, plus those its detection named. `conn` is
     a read-only connection to traces.db (None: the store has no traces yet)."""
@@ -73,7 +73,7 @@ def affected_runs(conn: "sqlite3.Connection | None", incident: Mapping[str, Any]
     return matched
 
 
-def spend_between(conn: "sqlite3.Connection | None", start: float, end: float) -> float:
+def spend_between(conn: sqlite3.Connection | None, start: float, end: float) -> float:
     """What every run active in the window cost (whole runs: a run's cost is not split by time)."""
     if conn is None:
         return 0.0
@@ -192,8 +192,8 @@ def render(incident: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
     for application in applications:
         add(f"### Application #{application['id']}: {application['runbook']} on `{application['scope']}`")
         add("")
-        add(f"Applied {timestamp(application['applied'])} by **{application['actor']}** "
-            f"(\"{_cell(application['reason'])}\"):")
+        reason = _cell(application["reason"])
+        add(f"Applied {timestamp(application['applied'])} by **{application['actor']}** (\"{reason}\"):")
         add("")
         for entry in application["actions"]:
             add(f"- {_entry_text(entry)}")
@@ -280,8 +280,8 @@ def render(incident: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
     return "\n".join(lines)
 
 
-def _merged_timeline(timeline: list[Mapping[str, Any]],
-                     audit_rows: list[Mapping[str, Any]]) -> list[tuple[float, str, str, str]]:
+def _merged_timeline(timeline: Sequence[Mapping[str, Any]],
+                     audit_rows: Sequence[Mapping[str, Any]]) -> list[tuple[float, str, str, str]]:
     """The incident's own time line (in the order it was written) with what operators did elsewhere in the same
     window (a flag set by hand, an approval decided) slotted in by time. An audit row written by the same actor at
     the same moment as a time line entry is that entry (the audit half of one transaction): shown once."""

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.runbooks import actions
 from engine.controls.incidents import IncidentStore
+from engine.runbooks import actions
 from engine.runbooks.loader import page_targets
 from engine.runbooks.model import Runbook
 from engine.runbooks.notify import Page
@@ -44,9 +44,10 @@ _STOP = object()
 
 
 class RunbookEngine:
-    def __init__(self, store_dir: Path, *, engine_id: str, tracer_event: TracerEvent, config: "StoreConfig",
+    def __init__(self, store_dir: Path, *, engine_id: str, tracer_event: TracerEvent, config: StoreConfig,
                  runbooks: Iterable[Runbook], clock: Clock = SYSTEM_CLOCK, environ: Mapping[str, str] | None = None,
-                 tick: float = 1.0, durations: DurationSource | None = None, escalation_targets: list[str] | None = None,
+                 tick: float = 1.0, durations: DurationSource | None = None,
+                 escalation_targets: list[str] | None = None,
                  pager_options: Mapping[str, Any] | None = None) -> None:
         from engine.store.files import TRACES_DB
 
@@ -66,7 +67,7 @@ class RunbookEngine:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._db: Any = None
-        self._apis: dict[str, "ControlAPI"] = {}
+        self._apis: dict[str, ControlAPI] = {}
         self.incidents: IncidentStore | None = None
         self._applications: list[dict[str, Any]] = []
         self._version: int | None = None
@@ -76,8 +77,8 @@ class RunbookEngine:
         self.errors: list[str] = []
 
     @classmethod
-    def for_store(cls, store: "EngineStore", *, tracer_event: TracerEvent, clock: Clock = SYSTEM_CLOCK,
-                  runbooks: Iterable[Runbook] | None = None, **options: Any) -> "RunbookEngine":
+    def for_store(cls, store: EngineStore, *, tracer_event: TracerEvent, clock: Clock = SYSTEM_CLOCK,
+                  runbooks: Iterable[Runbook] | None = None, **options: Any) -> RunbookEngine:
         """The shipped runbooks and STORE/runbooks (InputError naming file and line if one is invalid), on the
         engine's store and config."""
         if runbooks is None:
@@ -87,7 +88,7 @@ class RunbookEngine:
         return cls(store.dir, engine_id=store.engine_id, tracer_event=tracer_event, config=store.config,
                    runbooks=runbooks, clock=clock, **options)
 
-    def _default_escalation(self, config: "StoreConfig") -> list[str]:
+    def _default_escalation(self, config: StoreConfig) -> list[str]:
         # Escalated approvals go to whoever owns the approval backlog; without such a runbook, to every target.
         owners: list[str] = []
         for runbook in self.runbooks.values():
@@ -328,7 +329,8 @@ class RunbookEngine:
         # Not the arguments nor the model's stated reason: they may hold customer data, and pages leave the company.
         details = {k: approval.get(k) for k in ("id", "run_id", "agent", "tool", "risk", "level", "deadline",
                                                 "requested", "args_hash")}
-        details["decide"] = f"flightdeck approve {approval_id} --reason ... | flightdeck deny {approval_id} --reason ..."
+        details["decide"] = (f"flightdeck approve {approval_id} --reason ... | "
+                             f"flightdeck deny {approval_id} --reason ...")
         self._escalated[approval_id] = list(self.escalation_targets)
         self._emit("runbook.escalation", approval_id, {"approval": approval_id, "level": level,
                                                        "targets": self.escalation_targets})
@@ -440,7 +442,7 @@ class RunbookEngine:
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
-    def _api(self, actor: str) -> "ControlAPI":
+    def _api(self, actor: str) -> ControlAPI:
         api = self._apis.get(actor)
         if api is None:
             from engine.controls.api import ControlAPI

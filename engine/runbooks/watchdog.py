@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.runbooks.detectors import (Detector, Event, Facts, PendingApproval, Reading, make_detector,
-                                       needs_durations)
+from engine.runbooks.detectors import Detector, Event, Facts, PendingApproval, Reading, make_detector, needs_durations
 from engine.runbooks.model import Runbook
 from engine.runbooks.windows import OK, Hysteresis
 
@@ -71,7 +70,7 @@ class Watchdog:
         self.facts = Facts()
         self._slots = [_Slot(rb, i, make_detector(c)) for rb in self.runbooks for i, c in enumerate(rb.spec.detect)]
         # Span kinds whose durations some latency detection needs (llm, tool): only those are looked up.
-        self._duration_kinds = {getattr(s.detector, "span_kind") for s in self._slots
+        self._duration_kinds = {s.detector.span_kind for s in self._slots
                                 if needs_durations(s.detector.condition)}
         self._durations = durations
         # Event kind -> the detectors that read it: most committed events (span starts, progress) concern none.

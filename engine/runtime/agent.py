@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SPAN_STATUS: dict[str, str] = {"killed": "cancelled"}
 
 
-async def run_agent(ctx: "RunContext", name: str, task: str, context: dict[str, Any],
+async def run_agent(ctx: RunContext, name: str, task: str, context: dict[str, Any],
                     parent_span: str) -> AgentResult:
     """Invoke one agent (or router, or pipeline). Never raises for the agent's own failures: they become an
     error result its parent can work with. Cancellation (kill switches) does propagate."""
@@ -65,7 +65,8 @@ async def run_agent(ctx: "RunContext", name: str, task: str, context: dict[str, 
         ctx.agents_active -= 1
         ledger.close_scope(span, report=False)
         if result is None and not scope.cancelled_caught:  # cancelled from outside: the whole run is stopping
-            with anyio.CancelScope(shield=True):
+            # Shielded so that tracer.end stays uncancellable should it ever await.
+            with anyio.CancelScope(shield=True):  # noqa: ASYNC100
                 tracer.end(span, ctx.run_id, "cancelled")
     if result is None:
         result = AgentResult(name, "killed", error=ctx.active.stopped_agents.pop(span, "killed by an operator"))
@@ -104,7 +105,7 @@ def _frozen(value: Any) -> Any:
 _encode_handoff = json.JSONEncoder(default=str).encode
 
 
-async def _loop(ctx: "RunContext", agent: "CompiledAgent", span: str, task: str,
+async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
                 context: dict[str, Any]) -> AgentResult:
     handoff = UserMessage(_encode_handoff({"task": task, "context": context}))
     messages: list[Message] = [agent.system_message, handoff]
@@ -164,7 +165,7 @@ async def _loop(ctx: "RunContext", agent: "CompiledAgent", span: str, task: str,
     return AgentResult(agent.name, "loop_detected", error=f"step limit of {agent.max_steps} reached")
 
 
-def _detect_loop(ctx: "RunContext", agent: "CompiledAgent", span: str, calls: Any,
+def _detect_loop(ctx: RunContext, agent: CompiledAgent, span: str, calls: Any,
                  seen_calls: dict[Any, int]) -> AgentResult | None:
     for call in calls:
         key = _identical_call_key(call.name, call.arguments)

@@ -31,7 +31,7 @@ class ApprovalOutcome:
     record: dict[str, Any]  # joined to the tool span: id, status, decided_by, decision_reason, edited
 
 
-def needs_approval(ctx: "RunContext", tool: "LoadedTool", args: dict[str, Any]) -> bool:
+def needs_approval(ctx: RunContext, tool: LoadedTool, args: dict[str, Any]) -> bool:
     spec = tool.spec.approval
     if spec is not None:
         if spec.required == "always":
@@ -41,7 +41,7 @@ def needs_approval(ctx: "RunContext", tool: "LoadedTool", args: dict[str, Any]) 
     return tool.spec.side_effects and ctx.engine.controls.approvals_for_all_side_effects(ctx)
 
 
-def _redacted(ctx: "RunContext", args: dict[str, Any]) -> dict[str, Any]:
+def _redacted(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     """Approval requests live in control.db, which operators read: no secrets there either."""
     text = ctx.engine.store.redactor.redact(json.dumps(args, default=str))
     try:
@@ -51,7 +51,7 @@ def _redacted(ctx: "RunContext", args: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else args
 
 
-def _read_decision(worker: "ControlWorker", api: "ControlAPI", approval_id: str) -> dict[str, Any]:
+def _read_decision(worker: ControlWorker, api: ControlAPI, approval_id: str) -> dict[str, Any]:
     """The approval as control.db has it now; a decision not bound to its audit row comes back as a denial."""
     row = api.approval(approval_id)
     if row["status"] == "pending" or worker.verifier is None:
@@ -59,7 +59,7 @@ def _read_decision(worker: "ControlWorker", api: "ControlAPI", approval_id: str)
     return worker.verifier.check_decision(api, row)
 
 
-async def await_approval(ctx: "RunContext", agent: str, span: str, tool: "LoadedTool", args: dict[str, Any],
+async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedTool, args: dict[str, Any],
                          reason: str | None) -> ApprovalOutcome:
     engine = ctx.engine
     controls = engine.controls

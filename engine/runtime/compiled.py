@@ -32,7 +32,7 @@ class CompiledAgent:
     spec: AgentSpec
     model: ModelSpec | None
     fallback: list[ModelSpec]
-    tools: dict[str, "LoadedTool"]
+    tools: dict[str, LoadedTool]
     delegates: frozenset[str]
     tool_definitions: list[ToolDefinition]
     system_message: SystemMessage
@@ -46,7 +46,7 @@ class CompiledAgent:
 
 @dataclass(slots=True)
 class CompiledHierarchy:
-    hierarchy: "Hierarchy"
+    hierarchy: Hierarchy
     spec: HierarchySpec
     agents: dict[str, CompiledAgent]
 
@@ -71,7 +71,7 @@ def _system_prompt(name: str, spec: AgentSpec, output: Contract | None) -> str:
     return "\n\n".join(parts)
 
 
-def compile_hierarchy(hierarchy: "Hierarchy") -> CompiledHierarchy:
+def compile_hierarchy(hierarchy: Hierarchy) -> CompiledHierarchy:
     spec = hierarchy.spec
     agents: dict[str, CompiledAgent] = {}
     for name, agent in spec.agents.items():

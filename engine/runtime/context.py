@@ -21,12 +21,29 @@ _NOTHING_WITHHELD: Mapping[str, str] = MappingProxyType({})
 class RunContext:
     """Counters are plain ints mutated on the event loop thread only, so they need no lock."""
 
-    __slots__ = ("run_id", "seed", "tenant", "compiled", "engine", "tracer", "root_span", "tokens_in", "tokens_out",
-                 "cost_usd", "model_calls", "tool_calls", "agents_active", "retries", "attributes", "budget_scope",
-                 "active", "_withheld")
+    __slots__ = (
+        "_withheld",
+        "active",
+        "agents_active",
+        "attributes",
+        "budget_scope",
+        "compiled",
+        "cost_usd",
+        "engine",
+        "model_calls",
+        "retries",
+        "root_span",
+        "run_id",
+        "seed",
+        "tenant",
+        "tokens_in",
+        "tokens_out",
+        "tool_calls",
+        "tracer",
+    )
 
-    def __init__(self, *, run_id: str, seed: int, tenant: str | None, compiled: "CompiledHierarchy",
-                 engine: "Engine", tracer: "Tracer") -> None:
+    def __init__(self, *, run_id: str, seed: int, tenant: str | None, compiled: CompiledHierarchy,
+                 engine: Engine, tracer: Tracer) -> None:
         self.run_id = run_id
         self.seed = seed
         self.tenant = tenant
@@ -51,7 +68,7 @@ class RunContext:
         self.engine.writer.run_progress(self.run_id, self.tokens_in, self.tokens_out, self.cost_usd,
                                         self.model_calls, self.tool_calls, self.agents_active)
 
-    def models_for(self, agent: "CompiledAgent") -> list["ModelSpec"]:
+    def models_for(self, agent: CompiledAgent) -> list[ModelSpec]:
         """The agent's model, then its fallback chain, as operator flags allow (models.max_tier)."""
         return self.engine.controls.models_for(self, agent)
 
@@ -59,7 +76,7 @@ class RunContext:
         """Kill switches, drain and pause are obeyed here, before any model or tool call starts."""
         await self.engine.controls.before_call(self, agent, tool)
 
-    def withheld_tools(self, agent: "CompiledAgent") -> Mapping[str, str]:
+    def withheld_tools(self, agent: CompiledAgent) -> Mapping[str, str]:
         """Tools (and delegations) the model must not be offered right now, with the reason it is told. Read-only.
 
         Asked before every model call and every tool call, so the answer is cached per agent of this run. It depends
@@ -73,7 +90,7 @@ class RunContext:
             return cached[2]
         return self._derive_withheld(agent)
 
-    def _derive_withheld(self, agent: "CompiledAgent") -> Mapping[str, str]:
+    def _derive_withheld(self, agent: CompiledAgent) -> Mapping[str, str]:
         # Versions first: a change that lands while deriving leaves the entry stale, never wrongly fresh.
         versions = (self.engine.controls.flags, STATE_VERSION.value)
         withheld = self.engine.controls.withheld_tools(self, agent)
@@ -89,7 +106,7 @@ class RunContext:
             self._withheld.pop(agent.name, None)
         return answer
 
-    def tool_definitions(self, agent: "CompiledAgent") -> tuple[list[ToolDefinition], SystemMessage | None]:
+    def tool_definitions(self, agent: CompiledAgent) -> tuple[list[ToolDefinition], SystemMessage | None]:
         withheld = self.withheld_tools(agent)
         if not withheld:
             return agent.tool_definitions, None

@@ -24,7 +24,7 @@ class _Open(BaseModel):
 
 
 class Contract:
-    __slots__ = ("fields", "_model")
+    __slots__ = ("_model", "fields")
 
     def __init__(self, name: str, fields: dict[str, ContractField]) -> None:
         self.fields = fields

@@ -9,7 +9,8 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI, ControlSnapshot
@@ -21,9 +22,9 @@ POLL_INTERVAL_S = 0.01
 
 
 class ControlWorker:
-    def __init__(self, api_factory: Callable[[], "ControlAPI"], on_snapshot: Callable[["ControlSnapshot"], None],
-                 *, on_read: Callable[["ControlSnapshot"], None] | None = None,
-                 poll_interval: float = POLL_INTERVAL_S, verifier: "ControlVerifier | None" = None) -> None:
+    def __init__(self, api_factory: Callable[[], ControlAPI], on_snapshot: Callable[[ControlSnapshot], None],
+                 *, on_read: Callable[[ControlSnapshot], None] | None = None,
+                 poll_interval: float = POLL_INTERVAL_S, verifier: ControlVerifier | None = None) -> None:
         """`on_snapshot` runs on the event loop; `on_read` (optional, thread-safe) runs on this thread first, as soon
         as a snapshot is read: the engine's gate takes new switches from it without waiting for the loop.
         `verifier` checks every snapshot against the audit log before either sees it (engine.controls.verifier)."""
@@ -55,14 +56,14 @@ class ControlWorker:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    async def call(self, job: Callable[["ControlAPI"], T]) -> T:
+    async def call(self, job: Callable[[ControlAPI], T]) -> T:
         """Run `job(api)` on the control thread and await its result (exceptions propagate)."""
         assert self._loop is not None, "ControlWorker.start() was not called"
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((job, future))
         return await future
 
-    def submit(self, job: Callable[["ControlAPI"], Any], what: str) -> None:
+    def submit(self, job: Callable[[ControlAPI], Any], what: str) -> None:
         """Run `job(api)` on the control thread without waiting for it (callable from any thread); a failure is
         logged with `what` it was doing."""
         self._jobs.put((job, what))

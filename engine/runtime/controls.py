@@ -48,10 +48,10 @@ class RunRefused(Exception):
 
 @dataclass(slots=True)
 class ActiveRun:
-    ctx: "RunContext"
+    ctx: RunContext
     scope: anyio.CancelScope
     agents: dict[str, tuple[str, anyio.CancelScope]] = field(default_factory=dict)  # span id -> (agent, scope)
-    calls: dict[str, tuple[str, str | None, "Deadline"]] = field(default_factory=dict)  # span -> (agent, tool, handle)
+    calls: dict[str, tuple[str, str | None, Deadline]] = field(default_factory=dict)  # span -> (agent, tool, handle)
     stopped_agents: dict[str, str] = field(default_factory=dict)  # span id -> why an operator stopped it
     stop_reason: str | None = None
     gauges_published: bool = False  # the state publisher has written this run's budget gauges at least once
@@ -66,9 +66,9 @@ def _describe(switch: dict[str, Any]) -> str:
 
 
 class RuntimeControls:
-    def __init__(self, engine: "Engine | None" = None) -> None:
+    def __init__(self, engine: Engine | None = None) -> None:
         self._engine = engine
-        self.worker: "ControlWorker | None" = None
+        self.worker: ControlWorker | None = None
         self.runs: dict[str, ActiveRun] = {}
         self.switches: list[dict[str, Any]] = []
         self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
@@ -81,12 +81,12 @@ class RuntimeControls:
         self.decisions: dict[str, dict[str, Any]] = {}
         self._run_slots: anyio.CapacityLimiter | None = None
         self._audit_head: tuple[int, str] | None = None  # the last head recorded in traces.db
-        self.store_gate: "StoreGate | None" = None  # no call starts that the trace store cannot record
+        self.store_gate: StoreGate | None = None  # no call starts that the trace store cannot record
         self.shutting_down: str | None = None  # why new runs are no longer admitted (the engine is stopping)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
-    def attach(self, worker: "ControlWorker") -> None:
+    def attach(self, worker: ControlWorker) -> None:
         self.worker = worker
         self._changed = anyio.Event()
         self.first_applied = anyio.Event()
@@ -99,7 +99,7 @@ class RuntimeControls:
 
     # -- registration (cheap: dict operations) -------------------------------------------------------------------
 
-    def register_run(self, ctx: "RunContext", scope: anyio.CancelScope) -> ActiveRun:
+    def register_run(self, ctx: RunContext, scope: anyio.CancelScope) -> ActiveRun:
         active = self.runs[ctx.run_id] = ActiveRun(ctx, scope)
         return active
 
@@ -130,7 +130,7 @@ class RuntimeControls:
 
     # -- the gate --------------------------------------------------------------------------------------------------
 
-    def _matching(self, ctx: "RunContext", agent: str, tool: str | None) -> list[dict[str, Any]]:
+    def _matching(self, ctx: RunContext, agent: str, tool: str | None) -> list[dict[str, Any]]:
         found = []
         for switch in self.switches:
             scope, target = switch["scope"], switch["target"]
@@ -141,7 +141,7 @@ class RuntimeControls:
                 found.append(switch)
         return found
 
-    async def before_call(self, ctx: "RunContext", agent: str, tool: str | None) -> None:
+    async def before_call(self, ctx: RunContext, agent: str, tool: str | None) -> None:
         gate = self.store_gate
         if gate is not None and gate.blocked:  # the store cannot record right now: wait, or refuse once it failed
             await gate.wait_usable()
@@ -176,10 +176,10 @@ class RuntimeControls:
             return values[("hierarchy", hierarchy)]
         return values.get(("global", None))
 
-    def flag(self, ctx: "RunContext", name: str) -> str | None:
+    def flag(self, ctx: RunContext, name: str) -> str | None:
         return self._flag(name, ctx.run_id, ctx.compiled.name) if self.flags else None
 
-    def models_for(self, ctx: "RunContext", agent: "CompiledAgent") -> list["ModelSpec"]:
+    def models_for(self, ctx: RunContext, agent: CompiledAgent) -> list[ModelSpec]:
         assert agent.model is not None
         chain = [agent.model, *agent.fallback]
         cap = self.flag(ctx, "models.max_tier")
@@ -194,7 +194,7 @@ class RuntimeControls:
         within = [m for m in models if TIER_RANK[m.tier] <= TIER_RANK[cap]]
         return within[:1] or sorted(models, key=lambda m: (TIER_RANK[m.tier], m.price_out))[:1]
 
-    def withheld_tools(self, ctx: "RunContext", agent: "CompiledAgent") -> dict[str, str]:
+    def withheld_tools(self, ctx: RunContext, agent: CompiledAgent) -> dict[str, str]:
         if not self.flags:
             return {}
         withheld: dict[str, str] = {}
@@ -209,7 +209,7 @@ class RuntimeControls:
                 withheld[tool_name] = f"agent {child} is disabled (safe mode)"
         return withheld
 
-    def approvals_for_all_side_effects(self, ctx: "RunContext") -> bool:
+    def approvals_for_all_side_effects(self, ctx: RunContext) -> bool:
         return self.flag(ctx, "approvals") == "all"
 
     # -- approvals ----------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ class RuntimeControls:
 
     # -- staging a snapshot (on the control watcher's thread) ----------------------------------------------------
 
-    def stage(self, snapshot: "ControlSnapshot", *, from_watcher: bool = False) -> None:
+    def stage(self, snapshot: ControlSnapshot, *, from_watcher: bool = False) -> None:
         """Make a snapshot's switches and flags the gate's view. The control watcher calls this on its own thread
         the moment it has read a snapshot, so new kill, drain and pause switches stop calls at `before_call` (and
         runs at admission) without waiting for a busy event loop to reach `apply`, which then cancels in-flight
@@ -245,7 +245,7 @@ class RuntimeControls:
 
     # -- applying a snapshot (on the event loop) ------------------------------------------------------------------
 
-    def apply(self, snapshot: "ControlSnapshot") -> None:
+    def apply(self, snapshot: ControlSnapshot) -> None:
         engine = self._engine
         if not self._watcher_stages:
             self.stage(snapshot)
@@ -274,7 +274,7 @@ class RuntimeControls:
         assert self.first_applied is not None
         self.first_applied.set()
 
-    def _record_audit_head(self, engine: "Engine", head: tuple[int, str] | None) -> None:
+    def _record_audit_head(self, engine: Engine, head: tuple[int, str] | None) -> None:
         """Anchor the audit chain in traces.db, which only this engine writes: `audit verify` compares the log with
         the newest `audit.head` event, so a log cut short or rewritten (hashes recomputed) after this point shows."""
         if head is None or head == self._audit_head:

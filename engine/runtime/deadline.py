@@ -18,14 +18,13 @@ import weakref
 from collections import deque
 from types import TracebackType
 
-
 try:  # Python 3.11's asyncio.current_task is a Python wrapper around this (C) mapping; 3.12 made it C itself
     from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
 
-    def _current_task(loop: asyncio.AbstractEventLoop) -> "asyncio.Task[object] | None":
-        return _current_tasks.get(loop)  # type: ignore[no-any-return]
+    def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[object] | None:
+        return _current_tasks.get(loop)
 except ImportError:  # pragma: no cover - other Pythons
-    def _current_task(loop: asyncio.AbstractEventLoop) -> "asyncio.Task[object] | None":
+    def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[object] | None:
         return asyncio.current_task(loop)
 
 
@@ -33,7 +32,7 @@ class Deadline:
     """Also the handle an operator's tool kill switch uses: `kill(reason)` cancels the call, which then raises
     OperatorStop instead of TimeoutError."""
 
-    __slots__ = ("_seconds", "_task", "_expiry", "done", "expired", "killed", "_cancels")
+    __slots__ = ("_cancels", "_expiry", "_seconds", "_task", "done", "expired", "killed")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
@@ -43,7 +42,7 @@ class Deadline:
         self.killed: str | None = None
         self._cancels = 0
 
-    async def __aenter__(self) -> "Deadline":
+    async def __aenter__(self) -> Deadline:
         loop = asyncio.get_running_loop()
         task = _current_task(loop)
         assert task is not None, "Deadline needs to run inside an asyncio task"
@@ -86,9 +85,9 @@ class _Lane:
 
     # No reference to the loop or the timer handle (which holds the loop): the lanes live in the loop's own
     # attributes, and a reference back would keep a closed loop alive.
-    __slots__ = ("_seconds", "_entries", "_expiries", "_armed", "_lanes")
+    __slots__ = ("_armed", "_entries", "_expiries", "_lanes", "_seconds")
 
-    def __init__(self, seconds: float, lanes: dict[float, "_Lane"]) -> None:
+    def __init__(self, seconds: float, lanes: dict[float, _Lane]) -> None:
         self._seconds = seconds
         self._entries: deque[Deadline] = deque()
         self._expiries: deque[float] = deque()
@@ -132,7 +131,7 @@ class _Lane:
 
 _ATTRIBUTE = "_flightdeck_deadline_lanes"
 # For loops that take no attributes (uvloop's): keyed weakly, so a closed loop can still go.
-_lanes_elsewhere: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Lane]]" = \
+_lanes_elsewhere: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Lane]] = \
     weakref.WeakKeyDictionary()
 
 

@@ -7,9 +7,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -44,7 +45,7 @@ class RunRequest:
     input: Any
     seed: int = 0
     tenant: str | None = None
-    budget: "BudgetLimits | None" = None
+    budget: BudgetLimits | None = None
     on_started: Callable[[str], None] | None = None  # told the run id as soon as the run is recorded
 
 
@@ -67,8 +68,8 @@ def split_input(value: Any) -> tuple[str, dict[str, Any]]:
 class Engine:
     """Use as `async with Engine(store) as engine:`; background tasks live as long as the block."""
 
-    def __init__(self, store: "EngineStore", *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK,
-                 runbooks: "bool | list[Any]" = True, on_store_error: str = "wait") -> None:
+    def __init__(self, store: EngineStore, *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK,
+                 runbooks: bool | list[Any] = True, on_store_error: str = "wait") -> None:
         """`on_store_error`: what to do when trace commits fail ("wait": hold new calls until they succeed again;
         "exit": stop every run, and `store_failure` says why)."""
         self.store = store
@@ -91,7 +92,7 @@ class Engine:
         self._runbooks_option = runbooks
         self.approval_listeners: list[Callable[[dict[str, Any]], None]] = []
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         # The engine's helper threads (the control watcher, the trace shipper) need the GIL briefly and often; with
         # the default 5 ms switch interval each would wait up to that long for a busy event loop to let go, which
         # shows up directly in kill-switch latency. 0.5 ms keeps them prompt at no measurable cost to the loop.
@@ -184,7 +185,7 @@ class Engine:
             publish(health.state, health.error, health.since)
 
     @property
-    def store_failure(self) -> "StoreError | None":
+    def store_failure(self) -> StoreError | None:
         """Why this engine had to stop because of its trace store (a StoreError: exit code 3), or None."""
         return self.gate.failure
 
@@ -264,17 +265,17 @@ class Engine:
         for listener in self.approval_listeners:
             listener(approval)
 
-    def compile(self, hierarchy: "Hierarchy") -> CompiledHierarchy:
+    def compile(self, hierarchy: Hierarchy) -> CompiledHierarchy:
         compiled = self._compiled.get(hierarchy.source_hash)
         if compiled is None:
             compiled = self._compiled[hierarchy.source_hash] = compile_hierarchy(hierarchy)
         return compiled
 
     def provider_for(self, compiled: CompiledHierarchy, model: ModelSpec,
-                     agent: "CompiledAgent | None" = None) -> Provider:
+                     agent: CompiledAgent | None = None) -> Provider:
         cache = agent.spec.cache if agent is not None else None
         if cache is not None:
-            key = ("cached", compiled.source_hash, agent.name,  # type: ignore[union-attr]
+            key: tuple[str, ...] = ("cached", compiled.source_hash, agent.name,  # type: ignore[union-attr]
                    model.provider, model.base_url or "", model.model)
             provider = self._providers.get(key)
             if provider is None:
@@ -284,7 +285,7 @@ class Engine:
                     self.provider_for(compiled, model), ResponseCache(cache.ttl, cache.max_entries))
             return provider
         if model.provider == "scripted":
-            key: tuple[str, ...] = ("scripted", compiled.source_hash)
+            key = ("scripted", compiled.source_hash)
             provider = self._providers.get(key)
             if provider is None:
                 from engine.providers.scripted import ScriptedProvider
@@ -300,7 +301,7 @@ class Engine:
                 model.base_url or "https://api.openai.com/v1", model.api_key_env, model.timeout)
         return provider
 
-    async def run(self, hierarchy: "Hierarchy", request: RunRequest) -> RunResult:
+    async def run(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
         """Run once to the end. Failures become the run's status; only outside cancellation propagates."""
         compiled = self.compile(hierarchy)
         refusal = self.controls.admission_refusal(compiled.name)
@@ -400,7 +401,7 @@ class Engine:
                          cost_usd=ctx.cost_usd, model_calls=ctx.model_calls, tool_calls=ctx.tool_calls,
                          started=started, ended=ended)
 
-    async def run_many(self, hierarchy: "Hierarchy", requests: Iterable[RunRequest], *, concurrency: int,
+    async def run_many(self, hierarchy: Hierarchy, requests: Iterable[RunRequest], *, concurrency: int,
                        on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
         """Run requests with at most `concurrency` in flight; results in completion order."""
         results: list[RunResult] = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from engine.hierarchy.schema import RouteCondition
-from engine.runtime.results import AgentResult
+from engine.runtime.results import AgentResult, AgentStatus
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -39,7 +39,7 @@ def _matches(condition: RouteCondition, text: str, context: dict[str, Any]) -> d
     return None
 
 
-async def run_router(ctx: "RunContext", agent: "CompiledAgent", task: str, context: dict[str, Any],
+async def run_router(ctx: RunContext, agent: CompiledAgent, task: str, context: dict[str, Any],
                      parent_span: str) -> AgentResult:
     from engine.runtime.agent import SPAN_STATUS, run_agent
 
@@ -71,7 +71,7 @@ async def run_router(ctx: "RunContext", agent: "CompiledAgent", task: str, conte
     return AgentResult(agent.name, result.status, result.output, result.error)
 
 
-def _input_contract_refusal(ctx: "RunContext", target: str, context: dict[str, Any]) -> str | None:
+def _input_contract_refusal(ctx: RunContext, target: str, context: dict[str, Any]) -> str | None:
     """Routers and pipelines hand over like delegations do: the target's input contract applies."""
     contract = ctx.compiled.agents[target].input_contract
     if contract is None:
@@ -85,7 +85,7 @@ def _input_contract_refusal(ctx: "RunContext", target: str, context: dict[str, A
     return None
 
 
-def stage_dependencies(agent: "CompiledAgent") -> dict[str, list[str]]:
+def stage_dependencies(agent: CompiledAgent) -> dict[str, list[str]]:
     """`after` omitted means the previous stage; an empty list means the pipeline's own input."""
     deps: dict[str, list[str]] = {}
     previous: str | None = None
@@ -95,7 +95,7 @@ def stage_dependencies(agent: "CompiledAgent") -> dict[str, list[str]]:
     return deps
 
 
-async def run_pipeline(ctx: "RunContext", agent: "CompiledAgent", task: str, context: dict[str, Any],
+async def run_pipeline(ctx: RunContext, agent: CompiledAgent, task: str, context: dict[str, Any],
                        parent_span: str) -> AgentResult:
     """Run stages as a DAG: each waits for the stages it reads, so independent stages run in parallel."""
     from engine.runtime.agent import SPAN_STATUS, run_agent
@@ -155,6 +155,6 @@ async def run_pipeline(ctx: "RunContext", agent: "CompiledAgent", task: str, con
         output: Any = results[sinks[0]].output
     else:
         output = {name: results[name].output for name in sinks}
-    status = "ok" if not failures else "error"
+    status: AgentStatus = "ok" if not failures else "error"
     tracer.end(span, ctx.run_id, status, attrs={"output": output, "error": "; ".join(failures) or None})
     return AgentResult(agent.name, status, output=output, error="; ".join(failures) or None)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 PUBLISH_INTERVAL_S = 1.0
 
 
-def _breaker_row(hierarchy: str, snap: "BreakerSnapshot") -> tuple[Any, ...]:
+def _breaker_row(hierarchy: str, snap: BreakerSnapshot) -> tuple[Any, ...]:
     # While OPEN the breaker's own window is empty (it records nothing until a probe): the row shows the window
     # that tripped it, which is what an operator deciding whether to reset it needs to see.
     trip = snap.tripped_by
@@ -30,7 +30,7 @@ def _breaker_row(hierarchy: str, snap: "BreakerSnapshot") -> tuple[Any, ...]:
             snap.next_probe_at, snap.since, time.time())
 
 
-def _usage_data(usage: "ScopeUsage") -> str:
+def _usage_data(usage: ScopeUsage) -> str:
     gauges: dict[str, Any] = {}
     for dimension, gauge in usage.dimensions.items():
         if gauge.limit is None and not gauge.used and not gauge.reserved:
@@ -42,11 +42,11 @@ def _usage_data(usage: "ScopeUsage") -> str:
 
 
 class StatePublisher:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         engine.guards.breaker_listeners.append(self.on_transition)
 
-    def on_transition(self, hierarchy: str, transition: "BreakerTransition") -> None:
+    def on_transition(self, hierarchy: str, transition: BreakerTransition) -> None:
         snap = transition.snapshot
         self._engine.writer.state("breakers", (hierarchy, snap.key), _breaker_row(hierarchy, snap))
 

@@ -7,8 +7,9 @@ wants it to stop now. Cancelled runs still record their end."""
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,7 +32,7 @@ class Shutdown:
     exit_code: int | None = None
 
 
-async def watch_signals(signals: AsyncIterator[int], engine: "Engine", grace: float, state: Shutdown,
+async def watch_signals(signals: AsyncIterator[int], engine: Engine, grace: float, state: Shutdown,
                         notice: Callable[[str], None], *,
                         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Serve `signals` (from anyio.open_signal_receiver(*SHUTDOWN_SIGNALS), opened before the engine started, so
@@ -55,12 +56,12 @@ async def watch_signals(signals: AsyncIterator[int], engine: "Engine", grace: fl
                 notice(f"{name}: stopping every run now")
 
 
-async def _after_grace(engine: "Engine", grace: float, name: str, state: Shutdown) -> None:
+async def _after_grace(engine: Engine, grace: float, name: str, state: Shutdown) -> None:
     await anyio.sleep(grace)
     if not state.forced:
         _force(engine, state, f"killed: the engine is shutting down ({name}; the {grace:g}s grace period ended)")
 
 
-def _force(engine: "Engine", state: Shutdown, reason: str) -> None:
+def _force(engine: Engine, state: Shutdown, reason: str) -> None:
     state.forced = True
     engine.stop_all(reason)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -76,7 +77,7 @@ class StoreGate:
 
     # -- the writer's acknowledgement thread ---------------------------------------------------------------------
 
-    def on_writer_health(self, health: "WriterHealth") -> None:
+    def on_writer_health(self, health: WriterHealth) -> None:
         """Thread-safe. Blocks (or fails) the gate right here, then lets the event loop do the rest."""
         if health.state == "gone":
             self.writer_gone = True

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-import time
-
 from engine.guardrails.budget import Actual, Demand
 from engine.providers.base import ToolCall, ToolResultMessage
-from engine.runtime.deadline import Deadline
 from engine.runtime.approvals import await_approval, needs_approval
 from engine.runtime.controls import OperatorStop
+from engine.runtime.deadline import Deadline
 from engine.runtime.guards import BudgetExceeded
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def _error(call: ToolCall, message: str) -> ToolResultMessage:
     return ToolResultMessage(call.id, call.name, json.dumps({"error": message}), is_error=True)
 
 
-async def run_calls(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, calls: tuple[ToolCall, ...],
+async def run_calls(ctx: RunContext, agent: CompiledAgent, agent_span: str, calls: tuple[ToolCall, ...],
                     reason: str | None) -> list[ToolResultMessage]:
     """Run every call of one model turn; several run concurrently. Results keep the calls' order."""
     if len(calls) == 1:
@@ -73,7 +72,7 @@ async def run_calls(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, 
     return [r for r in results if r is not None]
 
 
-async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, call: ToolCall,
+async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call: ToolCall,
                    reason: str | None) -> ToolResultMessage:
     child = agent.delegation_names.get(call.name)
     if child is not None:
@@ -208,7 +207,7 @@ async def run_call(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, c
     return ToolResultMessage(call.id, call.name, text)
 
 
-async def write_ahead(ctx: "RunContext", span: str, approval: dict[str, Any] | None, args: dict[str, Any]) -> None:
+async def write_ahead(ctx: RunContext, span: str, approval: dict[str, Any] | None, args: dict[str, Any]) -> None:
     """A side effect runs only once its start is committed to traces.db: the tool span's start (tool name,
     arguments, call id) and everything emitted before it. Waits without blocking the event loop; raises
     StoreUnavailable if the store cannot record it (the writer is gone), and is cancelled with the run."""
@@ -224,7 +223,7 @@ async def write_ahead(ctx: "RunContext", span: str, approval: dict[str, Any] | N
         raise StoreUnavailable(f"stopped: the trace store cannot record this side effect: {exc}") from None
 
 
-async def delegate(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, call: ToolCall,
+async def delegate(ctx: RunContext, agent: CompiledAgent, agent_span: str, call: ToolCall,
                    child: str) -> ToolResultMessage:
     """Hand a child agent a structured task (not the parent's history) and return its result to the parent."""
     from engine.runtime.agent import SPAN_STATUS, run_agent

@@ -27,7 +27,7 @@ class SpanSink(Protocol):
 
 
 class Tracer:
-    __slots__ = ("_sink", "_prefix", "_counter")
+    __slots__ = ("_counter", "_prefix", "_sink")
 
     def __init__(self, sink: SpanSink) -> None:
         self._sink = sink

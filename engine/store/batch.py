@@ -90,7 +90,7 @@ _S_STATUS, _S_ENDED, _S_TOKENS_IN, _S_TOKENS_OUT, _S_COST, _S_MODEL, _S_ATTRS, _
 class Batch:
     """One transaction's worth of rows, built from a drained slice of the queue."""
 
-    __slots__ = ("statements", "first_seq", "last_seq", "events", "frames", "item_count")
+    __slots__ = ("events", "first_seq", "frames", "item_count", "last_seq", "statements")
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, list[Any]]] = []
@@ -107,7 +107,7 @@ class BatchBuilder:
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
         self._run_totals: dict[str, list[Any]] = {}
-        self._run_hierarchy: dict[str, str] = {}
+        self._run_hierarchy: dict[str, str | None] = {}
         self._names: dict[str, str | None] = {}  # so run.ended events carry the name the console shows
         self._open_spans: dict[str, tuple[str, str | None, str, dict[str, Any] | None, float]] = {}
 
@@ -239,7 +239,7 @@ class BatchBuilder:
             elif op == _RUN_ENDED:
                 _, run_id, status, ended, output, error = item
                 seq += 1
-                totals = run_totals.pop(run_id, None)
+                ended_totals = run_totals.pop(run_id, None)
                 hierarchy = self._run_hierarchy.pop(run_id, None)
                 output_json, error_text = dumps(output), self._redactor.clean_column(error)
                 row = new_runs.get(run_id)
@@ -247,12 +247,12 @@ class BatchBuilder:
                     row[_R_STATUS], row[_R_ENDED], row[_R_OUTPUT], row[_R_ERROR] = (status, ended, output_json,
                                                                                    error_text)
                 else:
-                    run_ends[run_id] = (status, ended, output_json, error_text, totals)
+                    run_ends[run_id] = (status, ended, output_json, error_text, ended_totals)
                     progressed.discard(run_id)
                 data = {"status": status}
-                if totals is not None:
-                    data.update(tokens_in=totals[0], tokens_out=totals[1], cost_usd=totals[2],
-                                model_calls=totals[3], tool_calls=totals[4])
+                if ended_totals is not None:
+                    data.update(tokens_in=ended_totals[0], tokens_out=ended_totals[1], cost_usd=ended_totals[2],
+                                model_calls=ended_totals[3], tool_calls=ended_totals[4])
                 if error_text:
                     data["error"] = error_text[:_ERROR_SUMMARY_CHARS]
                 events.append([seq, ended, run_id, None, RUN_ENDED, None, hierarchy, data])

@@ -20,10 +20,11 @@ missing explicit file is an error. Errors are InputErrors naming the file, the l
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -83,7 +84,7 @@ class WebhookNotifier(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-Notifier = Annotated[Union[SlackNotifier, PagerDutyNotifier, WebhookNotifier], Field(discriminator="type")]
+Notifier = Annotated[SlackNotifier | PagerDutyNotifier | WebhookNotifier, Field(discriminator="type")]
 NOTIFIER_TYPES = ("slack", "pagerduty", "webhook")
 
 
@@ -99,7 +100,7 @@ class StoreConfig(Strict):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
-def load_config(store_dir: Path, config_file: Path | str | None = None) -> StoreConfig:
+def load_config(store_dir: Path, config_file: str | os.PathLike[str] | None = None) -> StoreConfig:
     """The store's settings: `config_file` if given (must exist), else <store_dir>/config.toml if present,
     else defaults. Raises InputError / InputErrors naming file, line and field."""
     if config_file is not None:

@@ -96,7 +96,7 @@ class ControlDB:
         return conn
 
     @classmethod
-    def open(cls, store_dir: Path, *, clock: Clock = SYSTEM_CLOCK, read_only: bool = False) -> "ControlDB":
+    def open(cls, store_dir: Path, *, clock: Clock = SYSTEM_CLOCK, read_only: bool = False) -> ControlDB:
         return cls(store_dir / CONTROL_DB, clock=clock, read_only=read_only)
 
     @property

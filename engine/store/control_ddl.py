@@ -1,6 +1,6 @@
 """control.db DDL of the operator control plane (engine.controls): kill switches, safe-mode flags, approvals, breaker
 and budget overrides, and the hash-chained audit log. CONTROLS_V2 is engine.store.control_schema.CONTROL_MIGRATIONS'
-second entry; CONTROLS_V4_BINDING_SQL is run by v4's data step (engine.controls.binding.bind_existing). The value
+second entry; CONTROLS_V4_BINDING_SQL is run by v4's data step (engine.store.control_binding.bind_existing). The value
 tuples the CHECK constraints name are re-exported as the control plane's vocabulary by engine.controls.schema.
 
 Readers and the indexes that serve them (every read on the engine's watcher path is an indexed one):

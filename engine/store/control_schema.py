@@ -2,7 +2,8 @@
 audit, the engine heartbeat). Written by any operator process and by the engine, so it uses a rollback journal with
 synchronous=FULL: an operator's "kill" must survive a power cut the moment the CLI says it was recorded.
 
-HOW TO ADD A TABLE (other features do this): append ONE new entry to CONTROL_MIGRATIONS below, e.g.
+HOW TO ADD A TABLE (a feature's tables too: their DDL lives in engine/store, e.g. runbooks_ddl.py, because the store
+imports no feature package): append ONE new entry to CONTROL_MIGRATIONS below, e.g.
 
     CONTROL_MIGRATIONS: list[Migration] = [
         _V1_ENGINES,
@@ -21,10 +22,10 @@ gets StoreTooNew instead of guessing.
 
 from __future__ import annotations
 
-from engine.controls.binding import bind_existing
+from engine.store.control_binding import bind_existing
 from engine.store.control_ddl import CONTROLS_V2
-from engine.runbooks.schema import RUNBOOKS_V3
 from engine.store.migrate import Migration
+from engine.store.runbooks_ddl import RUNBOOKS_V3
 
 _V1_ENGINES = """
 CREATE TABLE engines (
@@ -44,5 +45,5 @@ CONTROL_MIGRATIONS: list[Migration] = [
     _V1_ENGINES,
     CONTROLS_V2,
     RUNBOOKS_V3,
-    bind_existing,  # v4: control rows carry the hash of their audit row (engine.controls.binding)
+    bind_existing,  # v4: control rows carry the hash of their audit row (engine.store.control_binding)
 ]

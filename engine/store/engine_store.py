@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -21,7 +21,7 @@ from engine.store.control import ControlDB, current_user
 from engine.store.files import TRACES_DB, connect, ensure_private_file, ensure_store_dir, translate_sqlite_error
 from engine.store.lock import StoreLock
 from engine.store.migrate import migrate
-from engine.store.preflight import validate_store_inputs
+from engine.store.preflight import InputCheck, validate_store_inputs
 from engine.store.recovery import abandon_dead_runs, mark_engines_stopped
 from engine.store.redact import Redactor
 from engine.store.traces_schema import TRACES_MIGRATIONS
@@ -97,7 +97,7 @@ class EngineStore:
         while not self._stop_heartbeat.wait(interval):
             try:
                 self.control.heartbeat(self.engine_id)
-            except Exception as exc:  # noqa: BLE001 - a busy or full disk must never end the heartbeat
+            except Exception as exc:
                 # Said once per episode, not every second; the next beat retries.
                 if not failing:
                     log.warning("engine heartbeat failed (retrying every %gs): %s", interval, exc)
@@ -142,7 +142,7 @@ class EngineStore:
         if failure is not None:
             raise failure
 
-    def __enter__(self) -> "EngineStore":
+    def __enter__(self) -> EngineStore:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -150,13 +150,15 @@ class EngineStore:
         self.close()
 
 
-def open_engine_store(store_dir: Path | str, *, config_file: Path | str | None = None,
+def open_engine_store(store_dir: Path | str, *, config_file: str | os.PathLike[str] | None = None,
                       flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000,
                       heartbeat_interval: float = 1.0,
-                      environ: Mapping[str, str] | None = None) -> EngineStore:
+                      environ: Mapping[str, str] | None = None,
+                      input_checks: Sequence[InputCheck] = ()) -> EngineStore:
     store_dir = Path(store_dir)
-    # The operator's files first (config, STORE/runbooks): a typo in one should fail before anything on disk changes.
-    config = validate_store_inputs(store_dir, config_file)
+    # The operator's files first (config, and STORE/runbooks through the runbook loader's check in input_checks): a
+    # typo in one should fail before anything on disk changes.
+    config = validate_store_inputs(store_dir, config_file, input_checks)
     redactor = Redactor.from_config(config, os.environ if environ is None else environ)
     pages = _page_limit(os.environ if environ is None else environ)
     ensure_store_dir(store_dir)

@@ -12,7 +12,7 @@ import io
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 _HEADER = struct.Struct("!I")
 _PROTOCOL = 5
@@ -73,7 +73,7 @@ def write_frame(fd: int, payload: bytes) -> None:
         view = view[written:]
 
 
-def read_frame(stream: BinaryIO) -> Any | None:
+def read_frame(stream: IO[bytes]) -> Any | None:
     """The next message, or None at a clean end of stream. Raises EOFError on a frame cut short."""
     header = stream.read(_HEADER.size)
     if not header:

@@ -39,7 +39,7 @@ class StoreLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, store_dir: Path) -> "StoreLock":
+    def acquire(cls, store_dir: Path) -> StoreLock:
         path = store_dir / LOCK_FILE
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)

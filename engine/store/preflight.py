@@ -1,28 +1,31 @@
 """What must hold before an engine creates or changes anything in a store directory.
 
-An operator's own files in the store (config.toml, runbooks/*.md) are validated first, so a typo in one is an
-InputError naming its file and line and the directory is left exactly as it was: no traces.db, control.db or
-engine.lock half-created next to a config that can never start an engine. The shipped runbooks are the project's
-(validated by its tests), so only the store's own are read here; the engine loads all of them again when it starts.
+An operator's own files in the store (config.toml, and the files features keep there such as runbooks/*.md) are
+validated first, so a typo in one is an InputError naming its file and line and the directory is left exactly as it
+was: no traces.db, control.db or engine.lock half-created next to a config that can never start an engine. The store
+checks its own config; a feature's files are checked by the InputCheck it hands to open_engine_store (the runbook
+loader's check_store_runbooks), because the store imports no feature package.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.store.config import StoreConfig, load_config
 
-__all__ = ["validate_store_inputs"]
+__all__ = ["InputCheck", "validate_store_inputs"]
+
+InputCheck = Callable[[Path], None]
+"""Checks a feature's files in the store directory (reads only); raises InputError / InputErrors."""
 
 
-def validate_store_inputs(store_dir: Path, config_file: Path | str | None = None) -> StoreConfig:
-    """The store's config (InputError if invalid), after checking every runbook in STORE/runbooks (InputErrors for
-    all problems of all files). Reads only; creates nothing."""
+def validate_store_inputs(store_dir: Path, config_file: str | os.PathLike[str] | None = None,
+                          checks: Sequence[InputCheck] = ()) -> StoreConfig:
+    """The store's config (InputError if invalid), after running each of `checks` on the directory. Reads only;
+    creates nothing."""
     config = load_config(store_dir, config_file)
-    # Imported here: the runbook loader is not needed when the store has no runbooks of its own.
-    from engine.runbooks.loader import load_dir, store_dir_runbooks
-
-    runbooks = store_dir_runbooks(store_dir)
-    if runbooks.is_dir():
-        load_dir(runbooks, origin="store")
+    for check in checks:
+        check(store_dir)
     return config

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from engine.store.reader import TraceReader
 
 
-def usage_by_tool(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
+def usage_by_tool(reader: TraceReader, *, run_id: str | None = None, tenant: str | None = None,
                   since: float | None = None) -> list[dict[str, Any]]:
     where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
     return reader.query(
@@ -20,7 +20,7 @@ def usage_by_tool(reader: "TraceReader", *, run_id: str | None = None, tenant: s
         params)
 
 
-def usage_by_tenant(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
+def usage_by_tenant(reader: TraceReader, *, run_id: str | None = None, tenant: str | None = None,
                     since: float | None = None) -> list[dict[str, Any]]:
     where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
     return reader.query(
@@ -29,7 +29,7 @@ def usage_by_tenant(reader: "TraceReader", *, run_id: str | None = None, tenant:
         f"WHERE {where} GROUP BY r.tenant ORDER BY cost_usd DESC", params)
 
 
-def top_runs(reader: "TraceReader", *, run_id: str | None = None, tenant: str | None = None,
+def top_runs(reader: TraceReader, *, run_id: str | None = None, tenant: str | None = None,
              since: float | None = None, limit: int = 10) -> list[dict[str, Any]]:
     where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
     return reader.query(

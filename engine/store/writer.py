@@ -35,8 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StoreDamaged, StoreError
-from engine.store.batch import (EVENT_ITEM, FLUSH, RUN_ENDED_ITEM, RUN_PROGRESS_ITEM, RUN_STARTED_ITEM,
-                                SPAN_ENDED_ITEM, SPAN_STARTED_ITEM, STATE_ITEM, CommittedEvent)
+from engine.store.batch import (
+    EVENT_ITEM,
+    FLUSH,
+    RUN_ENDED_ITEM,
+    RUN_PROGRESS_ITEM,
+    RUN_STARTED_ITEM,
+    SPAN_ENDED_ITEM,
+    SPAN_STARTED_ITEM,
+    STATE_ITEM,
+    CommittedEvent,
+)
 from engine.store.frames import encode, read_frame, write_frame
 from engine.store.redact import Redactor
 from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
@@ -391,7 +400,7 @@ class TraceWriter:
         self._check_running_after(done)
         self._raise_lost()
 
-    def _check_running_after(self, done: "threading.Event | LoopWaiter") -> None:
+    def _check_running_after(self, done: threading.Event | LoopWaiter) -> None:
         # Waiters are also released when the writer process ends; then their items were not all committed.
         if self._gone is not None and getattr(done, "frame", 0) > self._acked_frame:
             self._check_running()

@@ -109,7 +109,7 @@ class CommitLoop:
             handoff.put(None)  # the committer stops at this (after draining, if it gave up)
             committer.join()
 
-    def _build_batches(self, handoff: "queue.Queue[tuple[Batch, int, float] | None]") -> None:
+    def _build_batches(self, handoff: queue.Queue[tuple[Batch, int, float] | None]) -> None:
         queue_ = self.queue
         interval = self.flush_interval
         next_cycle = time.monotonic() + interval
@@ -143,7 +143,7 @@ class CommitLoop:
             self.stats["build_cpu_s"] += time.thread_time() - cpu
             handoff.put((batch, count, cpu))
 
-    def _commit_batches(self, handoff: "queue.Queue[tuple[Batch, int, float] | None]") -> None:
+    def _commit_batches(self, handoff: queue.Queue[tuple[Batch, int, float] | None]) -> None:
         stats = self.stats
         while True:
             job = handoff.get()

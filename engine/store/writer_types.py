@@ -29,7 +29,7 @@ class Backlog:
 class LoopWaiter:
     """A flush marker an event loop awaits: set() is called from the acknowledgement thread."""
 
-    __slots__ = ("future", "_loop", "frame")
+    __slots__ = ("_loop", "frame", "future")
 
     def __init__(self, loop: Any) -> None:
         self._loop = loop

@@ -100,7 +100,7 @@ def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None =
                      headers=tuple((headers or {}).items()))
 
 
-def call(name: str, arguments: dict[str, Any] | str, id: str | None = None) -> dict[str, Any]:  # noqa: A002
+def call(name: str, arguments: dict[str, Any] | str, id: str | None = None) -> dict[str, Any]:
     """One tool call for ``tool_calls``. A str ``arguments`` is sent verbatim (malformed JSON is allowed)."""
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
     out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": raw}}
@@ -230,10 +230,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # an idle connection a client forgot never pins a thread for long
     server: _HTTPServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self._serve()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._serve()
 
     def _serve(self) -> None:
@@ -264,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
             # The client gave up (its timeout fired) before a held answer was released: expected, not an error.
             self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # recorded in server.requests instead of spamming test output
 
 

@@ -71,9 +71,9 @@ class Received:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30
-    server: "_Server"
+    server: _Server
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
@@ -95,9 +95,9 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    do_GET = do_POST  # noqa: N815
+    do_GET = do_POST
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -105,7 +105,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, owner: "Receiver") -> None:
+    def __init__(self, owner: Receiver) -> None:
         self.owner = owner
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -147,7 +147,7 @@ class Receiver:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="fake-receiver", daemon=True)
@@ -165,7 +165,7 @@ class Receiver:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from typing import Callable
+from collections.abc import Callable
 
 from console.cli import add_store_argument
 from console.commands.controls.common import add_operator, open_api, pick, short

@@ -145,8 +145,8 @@ def check_reply(draft: str) -> dict[str, Any]:
         draft: The reply text to check.
     """
     text = draft.lower()
-    issues = [{"phrase": phrase, "problem": problem} for phrase, problem in FORBIDDEN_PHRASES.items()
-              if phrase in text]
+    issues: list[dict[str, str | None]] = [{"phrase": phrase, "problem": problem}
+                                           for phrase, problem in FORBIDDEN_PHRASES.items() if phrase in text]
     if len(draft) > MAX_REPLY_CHARS:
         issues.append({"phrase": None, "problem": f"longer than {MAX_REPLY_CHARS} characters ({len(draft)})"})
     if not any(marker in text for marker in ("please", "next step", "let us know", "reply")):
