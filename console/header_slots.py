@@ -12,9 +12,9 @@ declared in console/screens/registry.py.)
 from __future__ import annotations
 
 from console.incident_slots import incidents_slot
-from engine.controls import approvals, flag_settings, kill_switches
 from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
 from console.widgets.safe import printable
+from engine.controls import approvals, flag_settings, kill_switches
 
 URGENT_S = 30.0
 
@@ -93,7 +93,8 @@ def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
                  and r["value"] == "paused"), None)
     halt_text = None
     if halt is not None:
-        halt_text = (f"SAFE MODE: new runs are refused (runs.admission=paused by {printable(halt['operator'], limit=30)}"
+        who = printable(halt["operator"], limit=30)
+        halt_text = (f"SAFE MODE: new runs are refused (runs.admission=paused by {who}"
                      f": {printable(halt['reason'], limit=160)}) — press 5, select it, c to clear.")
     return SlotValue(shown + more, "warn", short=f"{len(rows)} flag(s)", halt=halt_text)
 

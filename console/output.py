@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 # The CLI's time formatters live with every other one in engine.timefmt; re-exported under the names the commands
 # have always imported (`when` is timefmt.timestamp).

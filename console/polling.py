@@ -10,8 +10,8 @@ Each visible view (and the header) owns a `Poller`. A poller runs one loop on th
 so polls of one view never overlap, a slow read delays that view's next poll instead of piling up, and a view that
 is not visible does not poll at all (its view stops the poller when hidden). The wait adapts: after a poll that found
 something new the next one comes after `busy_interval` (50 ms: streaming data reaches the screen fast), after a
-quiet one after `interval` (250 ms by default: an idle console costs almost nothing). Fetch functions are expected to skip
-work when `PRAGMA data_version` has not changed (see `StoreSource.changed`).
+quiet one after `interval` (250 ms by default: an idle console costs almost nothing). Fetch functions are expected
+to skip work when `PRAGMA data_version` has not changed (see `StoreSource.changed`).
 
 Every exception (in fetch or in render) goes to ONE place, `report_error` (the app's notifier), which turns it into
 a notification, never a traceback; the poller then backs off (1 s, doubling to 10 s) and keeps trying, so a store
@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
@@ -60,11 +61,11 @@ class StoreSource:
         # and works on a store whose files and directory are read-only.
         self.read_only = read_only
         self._lock = threading.Lock()
-        self._readers: list["TraceReader"] = []
-        self._control: "ControlDB | None" = None
+        self._readers: list[TraceReader] = []
+        self._control: ControlDB | None = None
         self._closed = False
 
-    def reader(self) -> "TraceReader":
+    def reader(self) -> TraceReader:
         from engine.store import open_reader
 
         reader = open_reader(self.store_dir)
@@ -75,7 +76,7 @@ class StoreSource:
             self._readers.append(reader)
         return reader
 
-    def forget(self, reader: "TraceReader") -> None:
+    def forget(self, reader: TraceReader) -> None:
         with self._lock:
             if reader in self._readers:
                 self._readers.remove(reader)
@@ -84,7 +85,7 @@ class StoreSource:
         except Exception:
             pass
 
-    def control(self) -> "ControlDB | None":
+    def control(self) -> ControlDB | None:
         """control.db, or None when no engine has ever created it (a store only ever read)."""
         from engine.store.files import CONTROL_DB
 
@@ -126,11 +127,11 @@ class ReaderState:
 
     def __init__(self, source: StoreSource) -> None:
         self.source = source
-        self._reader: "TraceReader | None" = None
+        self._reader: TraceReader | None = None
         self.seen_version: int | None = None
 
     @property
-    def reader(self) -> "TraceReader":
+    def reader(self) -> TraceReader:
         if self._reader is None:
             self._reader = self.source.reader()
         return self._reader
@@ -172,7 +173,7 @@ class Poller(Generic[T]):
     """poll -> render -> reschedule for one view. `fetch` runs on a thread worker and returns data, or None when
     nothing changed; `render` runs on the UI thread with that data."""
 
-    def __init__(self, owner: "DOMNode", *, name: str, fetch: Callable[[], T | None],
+    def __init__(self, owner: DOMNode, *, name: str, fetch: Callable[[], T | None],
                  render: Callable[[T], None], interval: float, report_error: ErrorReporter,
                  busy_interval: float | None = None) -> None:
         self.owner = owner
@@ -218,7 +219,7 @@ class Poller(Generic[T]):
 
     # -- the loop (UI event loop) -------------------------------------------------------------------------------
 
-    async def _loop(self, run: "_Run") -> None:
+    async def _loop(self, run: _Run) -> None:
         # Every check is "is `run` still the current run", never a shared flag: a stop() followed by a start()
         # before the old loop noticed its cancellation must not leave two loops polling. (The old loop always
         # gets its CancelledError at its next await; nothing in here swallows it -- asyncio.wait_for on 3.11 did,
@@ -277,7 +278,7 @@ class Poller(Generic[T]):
             return self._fetch()
 
 
-def run_in_thread(owner: "DOMNode", name: str, work: Callable[[], Any]) -> Worker[Any]:
+def run_in_thread(owner: DOMNode, name: str, work: Callable[[], Any]) -> Worker[Any]:
     """A one-off read off the UI thread (e.g. paging older runs). Started on the APP, not on `owner`:
     Worker.StateChanged does not bubble, and the app's handler (FlightdeckApp.on_worker_state_changed) is the one
     place errors become notifications; a worker started on a view would fail silently."""

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from engine.timefmt import exact_seconds
@@ -103,5 +103,5 @@ def parse_retry_after(value: str | None, now: float | None = None, *, negative_a
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)  # RFC 9110 dates are GMT
     return max(0.0, when.timestamp() - (time.time() if now is None else now))

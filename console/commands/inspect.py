@@ -15,8 +15,8 @@ from typing import Any
 
 from console.cli import add_store_argument
 from console.output import print_json, table, tokens, usd
-from engine.timefmt import age, seconds
 from engine.errors import InputError
+from engine.timefmt import age, seconds
 
 RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
               "model_calls", "tool_calls", "error")

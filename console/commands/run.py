@@ -13,8 +13,8 @@ from typing import Any
 from console.cli import add_store_argument
 from console.commands.argtypes import non_negative, positive_int
 from console.output import print_json, table, tokens, usd
-from engine.timefmt import seconds
 from engine.errors import InputError
+from engine.timefmt import seconds
 
 SAMPLE_FILES = ("samples.json", "deals.json", "inbox.json", "tickets.json", "inputs.json")
 

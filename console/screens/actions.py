@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.text import Text
 from textual.binding import Binding
@@ -46,7 +47,7 @@ MODE_WORDS = {"kill": "stop now", "drain": "let in-flight calls finish, start no
 PREVIEW_ROWS = 12
 
 
-def refuse_read_only(node: DOMNode, ctx: "ConsoleContext") -> bool:
+def refuse_read_only(node: DOMNode, ctx: ConsoleContext) -> bool:
     """True (and a notification) when the console is read-only: the caller must stop."""
     if ctx.read_only:
         node.notify(READ_ONLY, title="Refused", severity="warning", markup=False)
@@ -57,16 +58,16 @@ def refuse_read_only(node: DOMNode, ctx: "ConsoleContext") -> bool:
 class ControlClient:
     """ControlAPI calls for one view (or the kill flow), on thread workers, as `ctx.operator`."""
 
-    def __init__(self, node: DOMNode, ctx: "ConsoleContext") -> None:
+    def __init__(self, node: DOMNode, ctx: ConsoleContext) -> None:
         self.node = node
         self.ctx = ctx
 
-    def api(self) -> "ControlAPI":
+    def api(self) -> ControlAPI:
         from engine.controls.api import ControlAPI
 
         return ControlAPI(self.ctx.store_dir, self.ctx.operator)
 
-    def run(self, what: str, call: Callable[["ControlAPI"], T], done: Callable[[T], None] | None = None,
+    def run(self, what: str, call: Callable[[ControlAPI], T], done: Callable[[T], None] | None = None,
             *, write: bool = True) -> Any:
         if write and refuse_read_only(self.node, self.ctx):
             return None
@@ -95,7 +96,7 @@ def switch_label(scope: str, target: str | None, run_id: str | None) -> str:
     return label({"scope": scope, "target": target, "run_id": run_id})
 
 
-def preview_text(label: str, preview: "KillPreview | None", now: float) -> Text:
+def preview_text(label: str, preview: KillPreview | None, now: float) -> Text:
     """What the switch would stop, as the CLI prints it (console/commands/controls.py _print_preview)."""
     text = Text(end="")
     if preview is None:
@@ -122,7 +123,7 @@ def preview_text(label: str, preview: "KillPreview | None", now: float) -> Text:
     return text
 
 
-def start_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | None,
+def start_kill(node: DOMNode, ctx: ConsoleContext, scope: str, target: str | None,
                run_id: str | None = None) -> None:
     """Preview -> confirmation (mode, reason; HALT typed for a global halt) -> set_kill -> wait for the ack."""
     if refuse_read_only(node, ctx):
@@ -147,8 +148,8 @@ def start_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | N
     app.run_worker(read_preview, name="kill-preview", group=ACTION_GROUP, thread=True, exit_on_error=False)
 
 
-def _confirm_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str | None, run_id: str | None,
-                  label: str, preview: "KillPreview | None") -> None:
+def _confirm_kill(node: DOMNode, ctx: ConsoleContext, scope: str, target: str | None, run_id: str | None,
+                  label: str, preview: KillPreview | None) -> None:
     from console.widgets.modals import REASON, Field, FormModal  # the forms' widgets: not needed at start
 
     body = preview_text(label, preview, ctx.clock())
@@ -173,7 +174,7 @@ def _confirm_kill(node: DOMNode, ctx: "ConsoleContext", scope: str, target: str 
                                    danger=True, submit_label=f"Enter: set the switch on {label}"), done)
 
 
-def _switch_set(node: DOMNode, ctx: "ConsoleContext", switch: dict[str, Any], label: str) -> None:
+def _switch_set(node: DOMNode, ctx: ConsoleContext, switch: dict[str, Any], label: str) -> None:
     if switch.get("already_active"):
         node.notify(f"kill switch #{switch['id']} ({label}, {switch['mode']}) was already active: set by "
                     f"{switch['operator']}.", title="Kill switch", markup=False)
@@ -186,14 +187,14 @@ def _switch_set(node: DOMNode, ctx: "ConsoleContext", switch: dict[str, Any], la
     watcher.start()
 
 
-WATCHERS: list["AckWatcher"] = []  # the latest few, for tests and the palette
+WATCHERS: list[AckWatcher] = []  # the latest few, for tests and the palette
 
 
 class AckWatcher:
     """Polls kill_switch(id)['acked'] after a switch was set; says when the engine acknowledged it, or offers to
     terminate a wedged engine when no ack arrives within ACK_WAIT_S while an engine is alive."""
 
-    def __init__(self, node: DOMNode, ctx: "ConsoleContext", switch: dict[str, Any], label: str,
+    def __init__(self, node: DOMNode, ctx: ConsoleContext, switch: dict[str, Any], label: str,
                  wait_s: float | None = None) -> None:
         self.node = node
         self.ctx = ctx
@@ -215,7 +216,7 @@ class AckWatcher:
             return
         ControlClient(self.node, self.ctx).run("kill-ack", self._read, self._seen, write=False)
 
-    def _read(self, api: "ControlAPI") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _read(self, api: ControlAPI) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from engine.store.control import STALE_AFTER_S
 
         row = api.kill_switch(int(self.switch["id"]))
@@ -250,7 +251,7 @@ class AckWatcher:
                          title="Kill switch acknowledged", markup=False)
 
 
-def _offer_terminate(node: DOMNode, ctx: "ConsoleContext", row: dict[str, Any], engine: dict[str, Any],
+def _offer_terminate(node: DOMNode, ctx: ConsoleContext, row: dict[str, Any], engine: dict[str, Any],
                      waited: float) -> None:
     from console.widgets.modals import REASON, FormModal
 
@@ -268,7 +269,7 @@ def _offer_terminate(node: DOMNode, ctx: "ConsoleContext", row: dict[str, Any], 
                         title="Kill switch", severity="warning", markup=False)
             return
 
-        def terminate(api: "ControlAPI") -> Any:
+        def terminate(api: ControlAPI) -> Any:
             from engine.controls.terminate import terminate_engine
 
             return terminate_engine(ctx.store_dir, int(pid), ctx.operator, result.reason, api=api)
@@ -286,7 +287,7 @@ def _offer_terminate(node: DOMNode, ctx: "ConsoleContext", row: dict[str, Any], 
                                    submit_label="Enter: terminate the engine"), done)
 
 
-# -- kill keys, declared by the views -----------------------------------------------------------------------------------
+# -- kill keys, declared by the views ------------------------------------------------------------------------------
 
 KILL_RUN = Binding("k", "kill_selected", "Kill", id="kill_selected",
                    tooltip="Kill switch for the selection (a run; in the run view the selected agent or tool): "
@@ -309,7 +310,7 @@ def kill_target_for_span(span: dict[str, Any] | None, run_id: str | None) -> tup
     return "run", run_id, None
 
 
-def kill_palette_commands(node: Any, ctx: "ConsoleContext", title: str, help_text: str,
+def kill_palette_commands(node: Any, ctx: ConsoleContext, title: str, help_text: str,
                           kill_selected: Callable[[], None]) -> list[Any]:
     """The palette's "kill the selection" and "global halt" commands (read-write consoles only)."""
     from console.screens.base import PaletteCommand

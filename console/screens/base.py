@@ -8,9 +8,9 @@ never poll.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from textual.containers import Vertical
 from textual.message import Message

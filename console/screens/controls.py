@@ -1,7 +1,7 @@
 """View 5: Controls. Active kill switches (scope, target, mode, who, when, why, acknowledged or not) and active
 safe-mode flags (name, value, scope, who, when, why). r releases the selected switch, c clears the selected flag,
-s sets a flag (the vocabulary of engine/controls/flags.py), k sets a new kill switch, H (everywhere) halts everything (HALT typed);
-each asks for a reason. Tab moves between the two tables.
+s sets a flag (the vocabulary of engine/controls/flags.py), k sets a new kill switch, H (everywhere) halts
+everything (HALT typed); each asks for a reason. Tab moves between the two tables.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ and hides its write keys in a read-only console (console/screens/read_only.py)."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from console.polling import Poller
 from console.screens.actions import ControlClient
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 class ControlFeed:
     """Thread side of a control.db view: returns fresh rows, or None when nothing changed since the last poll."""
 
-    def __init__(self, ctx: "ConsoleContext", read: Callable[["ControlAPI"], Any]) -> None:
+    def __init__(self, ctx: ConsoleContext, read: Callable[[ControlAPI], Any]) -> None:
         self.ctx = ctx
         self.read = read
         self.last: Any = object()
@@ -47,7 +48,7 @@ class ControlFeed:
 class LiveView(ReadOnlyGuard, View):
     """A view that polls while shown, and repaints once a second (countdowns move with the clock)."""
 
-    def __init__(self, ctx: "ConsoleContext", *, view_id: str) -> None:
+    def __init__(self, ctx: ConsoleContext, *, view_id: str) -> None:
         super().__init__(ctx, view_id=view_id)
         self.client = ControlClient(self, ctx)
         self.feed = ControlFeed(ctx, self.read)
@@ -55,7 +56,7 @@ class LiveView(ReadOnlyGuard, View):
                                           interval=max(0.25, ctx.poll_interval), report_error=ctx.report_error)
         self.loaded = False
 
-    def read(self, api: "ControlAPI | None") -> Any:
+    def read(self, api: ControlAPI | None) -> Any:
         raise NotImplementedError
 
     def apply(self, rows: Any) -> None:

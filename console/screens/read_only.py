@@ -48,7 +48,7 @@ def write_action_names(bindings: list[Binding]) -> frozenset[str]:
 class ReadOnlyGuard:
     """Mixin for a view or screen with write bindings (made with write_bindings). Needs `self.ctx`."""
 
-    ctx: "ConsoleContext"
+    ctx: ConsoleContext
     BINDINGS: ClassVar[list[Any]]
 
     def read_only_state(self, action: str) -> bool | None:

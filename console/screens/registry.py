@@ -21,8 +21,9 @@ Number keys 1..9 switch views; `:name [ARG]` switches too (`:run ID` passes ID t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from console.screens.run import RunView
 from console.screens.runs import RunsView
@@ -36,7 +37,7 @@ class ViewSpec:
     id: str  # stable id: the widget id is f"view-{id}", the binding id f"view_{id}"
     title: str  # shown in the header's view bar
     key: str  # the number key that shows it
-    factory: Callable[["ConsoleContext"], "View"]
+    factory: Callable[[ConsoleContext], View]
     commands: tuple[str, ...]  # `:` commands (the first is canonical), without the colon
     description: str = ""  # one line for the help screen, the palette and the binding's tooltip
     arg: str | None = None  # name of the argument its command takes (":run ID"), if any
@@ -77,12 +78,12 @@ def command_words() -> list[str]:
     return words + [":help", ":quit"]
 
 
-def lazy(module: str, class_name: str) -> Callable[["ConsoleContext"], "View"]:
+def lazy(module: str, class_name: str) -> Callable[[ConsoleContext], View]:
     """A factory that imports `module` when the view is first built."""
-    def build(ctx: "ConsoleContext") -> "View":
+    def build(ctx: ConsoleContext) -> View:
         import importlib
 
-        view_class: Callable[["ConsoleContext"], "View"] = getattr(importlib.import_module(module), class_name)
+        view_class: Callable[[ConsoleContext], View] = getattr(importlib.import_module(module), class_name)
         return view_class(ctx)
 
     build.__qualname__ = f"lazy.{class_name}"

@@ -1,8 +1,8 @@
 """View 2: Run. The span tree growing live, the selected span's detail, usage so far, and the event tail.
 
-Data path: RunFeed (console/views_data/run_feed.py: thread side) reads the run row, the events after the last seq it saw (for the tail), and --
-only when span events arrived -- the run's spans, diffed by (last_seq, status) so the UI thread receives only new
-or changed spans. The tree adds/relabels by id (never rebuilt), the log appends.
+Data path: RunFeed (console/views_data/run_feed.py: thread side) reads the run row, the events after the last seq
+it saw (for the tail), and -- only when span events arrived -- the run's spans, diffed by (last_seq, status) so the
+UI thread receives only new or changed spans. The tree adds/relabels by id (never rebuilt), the log appends.
 """
 
 from __future__ import annotations

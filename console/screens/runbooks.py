@@ -12,9 +12,10 @@ console's operator, so each writes its audit row in the same transaction as the 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -169,7 +170,8 @@ class RunbooksFeed:
 
         incident_id = incident["id"] if incident else None
         if scope is None:
-            return Plan(runbook.id, None, incident_id, [], error="no open incident to take a scope from: p asks for one")
+            return Plan(runbook.id, None, incident_id, [],
+                        error="no open incident to take a scope from: p asks for one")
         context = scope_context(incident, scope)
         path = self.ctx.store_dir / CONTROL_DB
         if not path.is_file():
@@ -734,17 +736,16 @@ class RunbooksView(View):
             self.plan = event.worker.result
             runbook, incident, scope = self.target()
             self._show_detail(runbook, incident, scope)
-        elif name.startswith("rb-action:"):
-            if event.state == WorkerState.SUCCESS:
-                message = event.worker.result
-                if isinstance(message, ActionRefused):
-                    self.notify(message.reason, title="Cannot do that", severity="warning", markup=False)
-                else:
-                    self.notify(str(message), title="Done", markup=False)
-                self._plan_key = None
-                self.feed.invalidate()
-                self.poller.poke()
-            # errors reach the app's one handler (Worker.StateChanged): a notification saying why
+        elif name.startswith("rb-action:") and event.state == WorkerState.SUCCESS:
+            # (errors reach the app's one handler, Worker.StateChanged: a notification saying why)
+            message = event.worker.result
+            if isinstance(message, ActionRefused):
+                self.notify(message.reason, title="Cannot do that", severity="warning", markup=False)
+            else:
+                self.notify(str(message), title="Done", markup=False)
+            self._plan_key = None
+            self.feed.invalidate()
+            self.poller.poke()
 
     # -- actions ------------------------------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """View 1: Runs. A live table of runs, newest first, updated by row key (no rebuild: cursor and scroll stay put).
 
-Data path: RunsFeed (console/views_data/runs_feed.py: thread side, owned by the view's Poller) asks the store only for what can have changed --
-the newest page, the runs still running, and runs that stopped running since the last poll -- and hands the rows
-whose figures changed to the UI thread, which upserts them into a VirtualTable (see widgets/virtual_table.py for
-why not DataTable). Older runs are paged in from SQLite when the cursor nears the end of what is loaded.
+Data path: RunsFeed (console/views_data/runs_feed.py: thread side, owned by the view's Poller) asks the store only
+for what can have changed -- the newest page, the runs still running, and runs that stopped running since the last
+poll -- and hands the rows whose figures changed to the UI thread, which upserts them into a VirtualTable (see
+widgets/virtual_table.py for why not DataTable). Older runs are paged in from SQLite when the cursor nears the end
+of what is loaded.
 """
 
 from __future__ import annotations
@@ -395,7 +396,8 @@ class RunsView(ReadOnlyGuard, View):
         commands = [
             PaletteCommand("Runs: filter…", "Filter runs by id, hierarchy, status or tenant", self.action_start_filter),
             PaletteCommand("Runs: show only problems" if not self.filter.problems_only else "Runs: show all runs",
-                           "Failed, killed, over budget, loop, abandoned and refused runs", self.action_toggle_problems),
+                           "Failed, killed, over budget, loop, abandoned and refused runs",
+                           self.action_toggle_problems),
             PaletteCommand("Runs: next sort column", "Cycle age, status, cost, tokens, calls, hierarchy, tenant",
                            self.action_next_sort),
             PaletteCommand("Runs: reverse sort", "Reverse the current sort order", self.action_reverse_sort),

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from engine.store.control import ControlDB
 
 
-def pending_approvals(control: "ControlDB") -> list[dict[str, Any]]:
+def pending_approvals(control: ControlDB) -> list[dict[str, Any]]:
     """id, agent, tool, deadline, risk of every pending request, oldest first (one indexed read a second)."""
     with control.reading() as conn:
         return pending_alerts(conn)

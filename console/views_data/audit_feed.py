@@ -27,7 +27,7 @@ class AuditPage:
 
 @dataclass(slots=True)
 class AuditFeed:
-    ctx: "ConsoleContext"
+    ctx: ConsoleContext
     before_id: int | None = None
     seen: tuple[Any, ...] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)

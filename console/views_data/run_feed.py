@@ -20,7 +20,7 @@ RESYNC_S = 1.0  # without an incremental span read, re-read a busy run's spans a
 
 @dataclass(slots=True)
 class RunUpdate:
-    feed: "RunFeed"
+    feed: RunFeed
     run: dict[str, Any] | None = None
     # Full span rows (first load, resync) or partial ones derived from span events (fields that changed; marked
     # "_partial": their attributes are fetched when the operator looks at them).

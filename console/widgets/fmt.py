@@ -23,4 +23,4 @@ def cost_bar(cost: float, budget: float | None, width: int = 6) -> Text:
     return text
 
 
-__all__ = ["compact_age", "duration", "clock_time", "cost_bar", "tokens", "usd"]
+__all__ = ["clock_time", "compact_age", "cost_bar", "duration", "tokens", "usd"]

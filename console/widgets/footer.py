@@ -22,7 +22,7 @@ class KeysFooter(Footer):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._recompose_queued = False
 
-    def bindings_changed(self, screen: "Screen[object]") -> None:
+    def bindings_changed(self, screen: Screen[object]) -> None:
         # Footer.bindings_changed, with the queue of one (Textual 8.2).
         self._bindings_ready = True
         if not screen.app.app_focus or not self.is_attached or screen is not self.screen:

@@ -17,9 +17,9 @@ from typing import Any
 from rich.text import Text
 
 from console.output import tokens, usd
-from engine.timefmt import duration
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
+from engine.timefmt import duration
 
 BAR_WIDTH = 12
 MAX_LINES = 8

@@ -30,9 +30,10 @@ the poll's TraceReader and the store's ControlDB; keep them to a few short queri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.widget import Widget
@@ -75,8 +76,8 @@ class SlotValue:
 class HeaderContext:
     """What a slot's fetch gets (on a worker thread)."""
 
-    reader: "TraceReader"
-    control: "ControlDB | None"
+    reader: TraceReader
+    control: ControlDB | None
     now: float
     store_dir: Path
     cache: dict[str, Any] = field(default_factory=dict)  # per-poll scratch shared by slots
@@ -216,7 +217,7 @@ class HeaderSnapshot:
     error: str | None = None  # the store cannot be read at all
 
 
-def collect(reader: "TraceReader", control: "ControlDB | None", now: float, store_dir: Path) -> HeaderSnapshot:
+def collect(reader: TraceReader, control: ControlDB | None, now: float, store_dir: Path) -> HeaderSnapshot:
     """Run every slot's fetch (worker thread). One failing slot shows "error" without hiding the others."""
     ctx = HeaderContext(reader=reader, control=control, now=now, store_dir=store_dir)
     slots = sorted(HEADER_SLOTS, key=lambda s: (s.id not in FETCH_ORDER,))
@@ -225,7 +226,7 @@ def collect(reader: "TraceReader", control: "ControlDB | None", now: float, stor
     for slot in slots:
         try:
             values[slot.id] = slot.fetch(ctx)
-        except Exception as exc:  # noqa: BLE001 - shown in the slot, reported once by the caller
+        except Exception as exc:
             first_error = first_error or exc
             values[slot.id] = SlotValue("error", "crit", alarm=f"{slot.label}: {printable(exc, limit=160)}")
     alarm = None
@@ -341,7 +342,7 @@ class HeaderStrip(Widget):
             if not first:
                 line.append(" │ ", style="dim")
             first = False
-            line.append(f"{slot.label} ", style="dim" if not narrow else "dim")
+            line.append(f"{slot.label} ", style="dim")
             value = self.snapshot.values.get(slot.id) if self.snapshot else None
             if value is None:
                 line.append("…", style="dim")

@@ -7,7 +7,8 @@ Text(...) or through Log, escaped by `printable`, never parsed as markup.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Self
+from collections.abc import Iterable
+from typing import Any, Self
 
 from rich.style import Style
 from rich.text import Text
@@ -17,11 +18,11 @@ from textual.strip import Strip
 from textual.widgets import Log
 
 from console.output import tokens, usd
-from engine.timefmt import clock_ms, duration
 from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import compact_json, pretty_json, printable
 from console.widgets.status import run_look, run_status_text, span_look
 from console.widgets.text_pane import TextLines, TextPane
+from engine.timefmt import clock_ms, duration
 
 FIELD_LIMIT = 6000  # characters per field in the detail pane (the raw JSON view has more)
 

@@ -8,7 +8,8 @@ Text(...), never markup.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rich.cells import cell_len
 from rich.style import Style
@@ -20,10 +21,10 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from console.output import tokens, usd
-from engine.timefmt import duration
 from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_SPAN_STATUSES, span_look
+from engine.timefmt import duration
 
 Span = dict[str, Any]
 
@@ -178,7 +179,7 @@ class SpanTree(PassStyle, QuietVirtualSize, Tree[Span]):
             strip = self._strips[key] = super()._render_line(y, x1, x2, base_style)
         return strip
 
-    def clear(self) -> "SpanTree":
+    def clear(self) -> SpanTree:
         self._strips.clear()  # Tree.clear numbers nodes from 0 again: old keys would match the new tree's lines
         self._label_versions.clear()
         super().clear()
@@ -275,7 +276,7 @@ class SpanTree(PassStyle, QuietVirtualSize, Tree[Span]):
         if span.get("_partial") and span.get("kind") is None:
             return True  # the end of a span whose start is not known here: nothing to hang it on
         parent_id = span.get("parent_id")
-        if parent_id is None or span.get("kind") == "run" and self.root.data is None:
+        if parent_id is None or (span.get("kind") == "run" and self.root.data is None):
             if self.root.data is None:
                 self.root.data = span
                 self._relabel(self.root, span)

@@ -17,8 +17,9 @@ nothing until painted, and untrusted text is the caller's to wrap in `Text(...)`
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
@@ -98,34 +99,34 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
     class RowSelected(Message):
         """Enter (or a double click) on a row."""
 
-        def __init__(self, table: "VirtualTable", key: Hashable) -> None:
+        def __init__(self, table: VirtualTable, key: Hashable) -> None:
             super().__init__()
             self.table = table
             self.key = key
 
         @property
-        def control(self) -> "VirtualTable":
+        def control(self) -> VirtualTable:
             return self.table
 
     class CursorMoved(Message):
-        def __init__(self, table: "VirtualTable", key: Hashable | None) -> None:
+        def __init__(self, table: VirtualTable, key: Hashable | None) -> None:
             super().__init__()
             self.table = table
             self.key = key
 
         @property
-        def control(self) -> "VirtualTable":
+        def control(self) -> VirtualTable:
             return self.table
 
     class NearEnd(Message):
         """The cursor came within a screen of the last loaded row: a chance to page older rows in."""
 
-        def __init__(self, table: "VirtualTable") -> None:
+        def __init__(self, table: VirtualTable) -> None:
             super().__init__()
             self.table = table
 
         @property
-        def control(self) -> "VirtualTable":
+        def control(self) -> VirtualTable:
             return self.table
 
     def __init__(self, columns: Iterable[Column], *, cell: CellFn, sort_value: SortFn, matches: MatchFn,

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Condition", "ConditionError", "parse_condition"]
 
@@ -250,7 +251,7 @@ class _Node:
 
 
 class _Comparison(_Node):
-    __slots__ = ("path", "op", "literal", "_test")
+    __slots__ = ("_test", "literal", "op", "path")
 
     def __init__(self, field: str, op: str, literal: Any) -> None:
         self.path = tuple(field.split("."))
@@ -371,9 +372,7 @@ class _Parser:
     def comparison(self) -> _Node:
         field = self.advance()
         op_token = self.peek()
-        if op_token.kind == "op":
-            op = self.advance().text
-        elif op_token.kind == "keyword" and op_token.text in ("in", "contains"):
+        if op_token.kind == "op" or (op_token.kind == "keyword" and op_token.text in ("in", "contains")):
             op = self.advance().text
         elif op_token.kind == "keyword" and op_token.text == "not":
             self.advance()

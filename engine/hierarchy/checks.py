@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from engine.errors import InputError
 from engine.guardrails.conditions import Condition, ConditionError, parse_condition
-from engine.hierarchy.schema import AgentSpec, HierarchySpec
+from engine.hierarchy.schema import AgentSpec, HierarchySpec, ScriptToolCall
 from engine.hierarchy.tools import LoadedTool, ToolLoadError, build_tool, import_function
 from engine.safe_yaml import YamlDocument
 from engine.schema_errors import validation_errors
@@ -144,7 +144,8 @@ class CrossChecker:
                                 f"{self._suggest(agent_name, self.spec.agents)}", doc)
                 continue
             for index, turn in enumerate(turns):
-                calls = [(("tool", "name"), turn.tool)] if turn.tool else []
+                calls: list[tuple[tuple[str | int, ...], ScriptToolCall]] = (
+                    [(("tool", "name"), turn.tool)] if turn.tool else [])
                 calls += [(("tools", j, "name"), call) for j, call in enumerate(turn.tools or [])]
                 for where, call in calls:
                     if call.name not in agent.tools:

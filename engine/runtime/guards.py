@@ -5,7 +5,8 @@ before every model and tool call."""
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
@@ -49,7 +50,7 @@ def plan_retry_wait(policy: RetryPolicy, attempt: int, retry_after: float | None
 
 
 class Guards:
-    def __init__(self, tracer: "Tracer", *, clock: Clock = SYSTEM_CLOCK,
+    def __init__(self, tracer: Tracer, *, clock: Clock = SYSTEM_CLOCK,
                  breaker_defaults: BreakerConfig | None = None) -> None:
         self._tracer = tracer
         self.clock = clock
@@ -64,7 +65,7 @@ class Guards:
 
     # -- breakers ------------------------------------------------------------------------------------------------
 
-    def breakers(self, compiled: "CompiledHierarchy") -> BreakerRegistry:
+    def breakers(self, compiled: CompiledHierarchy) -> BreakerRegistry:
         """One registry per hierarchy: its file declares the thresholds for its tools, models and delegations."""
         registry = self._registries.get(compiled.name)
         if registry is None:
@@ -85,7 +86,7 @@ class Guards:
         for registry in self._registries.values():
             registry.apply_override(key, action)  # type: ignore[arg-type]
 
-    def agent_breakers(self, compiled: "CompiledHierarchy", agent: Any) -> tuple[tuple[str, Any], ...]:
+    def agent_breakers(self, compiled: CompiledHierarchy, agent: Any) -> tuple[tuple[str, Any], ...]:
         """(offered name, breaker) for each tool and delegation of an agent, looked up once per agent."""
         key = (compiled.name, agent.name)
         found = self._agent_breakers.get(key)
@@ -117,8 +118,8 @@ class Guards:
 
     # -- budgets -------------------------------------------------------------------------------------------------
 
-    def daily_scope(self, compiled: "CompiledHierarchy",
-                    history: "Callable[[str], list[tuple[float, float]]] | None" = None) -> str:
+    def daily_scope(self, compiled: CompiledHierarchy,
+                    history: Callable[[str], list[tuple[float, float]]] | None = None) -> str:
         """The hierarchy's rolling 24 h scope, opened on first use and seeded with the spend `history` reports."""
         scope_id = f"daily:{compiled.name}"
         if scope_id not in self._daily_scopes:
@@ -129,13 +130,13 @@ class Guards:
             self._daily_scopes.add(scope_id)
         return scope_id
 
-    def run_limits(self, compiled: "CompiledHierarchy", override: BudgetLimits | None) -> BudgetLimits | None:
+    def run_limits(self, compiled: CompiledHierarchy, override: BudgetLimits | None) -> BudgetLimits | None:
         base = compiled.spec.budgets.run
         if override is None:
             return base
         return merge_limits(base, override) if base is not None else override
 
-    def agent_limits(self, compiled: "CompiledHierarchy", agent: str) -> BudgetLimits | None:
+    def agent_limits(self, compiled: CompiledHierarchy, agent: str) -> BudgetLimits | None:
         own = compiled.spec.agents[agent].budget
         return own if own is not None else compiled.spec.budgets.agent
 

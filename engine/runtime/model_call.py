@@ -35,7 +35,7 @@ class ModelCallFailed(Exception):
         self.kind = kind
 
 
-async def call_model(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, messages: list[Message],
+async def call_model(ctx: RunContext, agent: CompiledAgent, agent_span: str, messages: list[Message],
                      step: int, context_chars: int) -> ModelResponse:
     """Get one completion for the agent, or raise ModelCallFailed / BudgetExceeded."""
     engine = ctx.engine

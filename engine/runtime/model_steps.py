@@ -32,7 +32,7 @@ def model_key(model: ModelSpec) -> str:
     return f"{model.provider}/{model.model}"
 
 
-def reserve(ledger: BudgetLedger, agent_span: str, model: ModelSpec, estimated_input: int, permit: "Permit"
+def reserve(ledger: BudgetLedger, agent_span: str, model: ModelSpec, estimated_input: int, permit: Permit
             ) -> tuple[Reservation, int, float]:
     """Hold the call's worst case in the budget: (reservation, max output tokens, reserved USD). max_tokens is
     lowered to what the budget still allows; with nothing left the reservation breaches: the permit is handed back
@@ -51,7 +51,7 @@ def reserve(ledger: BudgetLedger, agent_span: str, model: ModelSpec, estimated_i
     return reservation, max_output, reserved_usd
 
 
-def bill(ctx: "RunContext", model: ModelSpec, reservation: Reservation, usage: Usage, *, free: bool = False) -> float:
+def bill(ctx: RunContext, model: ModelSpec, reservation: Reservation, usage: Usage, *, free: bool = False) -> float:
     """Settle a call's reservation with what it used and add it to the run's totals; returns its cost (nothing for
     an answer from the response cache)."""
     cost = 0.0 if free else model.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -77,7 +77,7 @@ def _response_attrs(response: ModelResponse) -> dict[str, object]:
     }
 
 
-def settle_answer(ctx: "RunContext", model: ModelSpec, reservation: Reservation, permit: "Permit", span: str,
+def settle_answer(ctx: RunContext, model: ModelSpec, reservation: Reservation, permit: Permit, span: str,
                   response: ModelResponse, started: float) -> None:
     """A successful attempt: the breaker hears of it, the budget is settled, the llm span ends "ok"."""
     permit.on_success(time.monotonic() - started)
@@ -91,7 +91,7 @@ def settle_answer(ctx: "RunContext", model: ModelSpec, reservation: Reservation,
     ctx.report_progress()
 
 
-def settle_failure(ctx: "RunContext", model: ModelSpec, reservation: Reservation, permit: "Permit", span: str,
+def settle_failure(ctx: RunContext, model: ModelSpec, reservation: Reservation, permit: Permit, span: str,
                    error: ProviderError, started: float) -> None:
     """A failed attempt: the breaker hears of it, the reservation is released (or billed, when the server charged
     for an unusable answer), the llm span ends "error" or "timeout"."""
@@ -113,8 +113,8 @@ def settle_failure(ctx: "RunContext", model: ModelSpec, reservation: Reservation
     ctx.report_progress()
 
 
-async def back_off(ctx: "RunContext", agent: "CompiledAgent", agent_span: str, model: ModelSpec,
-                   policy: RetryPolicy, breaker: "CircuitBreaker", error: ProviderError, attempt: int) -> str | None:
+async def back_off(ctx: RunContext, agent: CompiledAgent, agent_span: str, model: ModelSpec,
+                   policy: RetryPolicy, breaker: CircuitBreaker, error: ProviderError, attempt: int) -> str | None:
     """After a failed attempt: wait and return None to retry the same model, or return why not (appended to the
     error; "" when the error is not retryable or the attempts are used up) so the fallback chain moves on.
 

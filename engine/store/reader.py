@@ -109,7 +109,7 @@ class TraceReader:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "TraceReader":
+    def __enter__(self) -> TraceReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -286,7 +286,7 @@ class TraceReader:
                 target["model_calls" if is_llm else "tool_calls"] += row["n"]
         for model in models.values():
             del model["tool_calls"]
-        by_cost = lambda entry: (-entry["cost_usd"], str(entry.get("agent") or entry.get("model") or ""))  # noqa: E731
+        by_cost = lambda entry: (-entry["cost_usd"], str(entry.get("agent") or entry.get("model") or ""))
         return {"agents": sorted(agents.values(), key=by_cost), "models": sorted(models.values(), key=by_cost),
                 "total": total}
 

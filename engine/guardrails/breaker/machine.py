@@ -35,7 +35,7 @@ class _StateVersion:
     withheld tools) compares this number instead of asking every breaker again. Bumped under its own lock, inside
     the breaker's lock, after the new state is visible: a reader that sees the new number sees the new state."""
 
-    __slots__ = ("value", "_lock")
+    __slots__ = ("_lock", "value")
 
     def __init__(self) -> None:
         self.value = 0
@@ -55,7 +55,7 @@ class Permit:
     Later settles are ignored, so a `finally: permit.release()` after on_success is harmless.
     """
 
-    __slots__ = ("_breaker", "_epoch", "_settled", "_issued_at")
+    __slots__ = ("_breaker", "_epoch", "_issued_at", "_settled")
 
     def __init__(self, breaker: CircuitBreaker, epoch: int, issued_at: float = 0.0) -> None:
         self._breaker = breaker
@@ -128,12 +128,40 @@ class CircuitBreaker:
     """One breaker. All public methods are thread-safe; try_acquire + on_success on CLOSED never read the clock."""
 
     __slots__ = (
-        "name", "kind", "config", "_clock", "_on_transition", "_lock", "_emit_lock", "_pending",
-        "_state", "_epoch", "_since_mono", "_since_wall",
-        "_ring", "_pos", "_size", "_min_calls", "_calls", "_failed", "_slow", "_not_permitted",
-        "_ho_available", "_ho_outstanding",
-        "_slow_s", "_failure_thr", "_slow_thr", "_ignored", "_recorded", "_tripped",
+        "_calls",
+        "_clock",
+        "_emit_lock",
+        "_epoch",
+        "_failed",
+        "_failure_thr",
+        "_ho_available",
+        "_ho_outstanding",
+        "_ignored",
+        "_lock",
+        "_min_calls",
+        "_not_permitted",
+        "_on_transition",
+        "_pending",
+        "_pos",
+        "_recorded",
+        "_ring",
+        "_since_mono",
+        "_since_wall",
+        "_size",
+        "_slow",
+        "_slow_s",
+        "_slow_thr",
+        "_state",
+        "_tripped",
+        "config",
+        "kind",
+        "name",
     )
+    # The window's running counts, assigned together in one chained statement: declared so mypy knows their type.
+    _pos: int
+    _calls: int
+    _failed: int
+    _slow: int
 
     def __init__(self, name: str, kind: BreakerKind, config: BreakerConfig, clock: Clock = SYSTEM_CLOCK,
                  on_transition: TransitionHook | None = None) -> None:

@@ -55,7 +55,7 @@ __all__ = ["BudgetLedger", "Reservation"]
 class Reservation:
     """Budget held for one in-flight call. Settle or release it exactly once."""
 
-    __slots__ = ("id", "scope_id", "demand", "_vec", "_chain", "_state", "_ledger")
+    __slots__ = ("_chain", "_ledger", "_state", "_vec", "demand", "id", "scope_id")
 
     def __init__(self, rid: int, scope_id: str, demand: Demand, vec: int, chain: tuple[Scope, ...],
                  ledger: BudgetLedger) -> None:

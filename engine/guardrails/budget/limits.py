@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-class Dimension(str, Enum):
+class Dimension(str, Enum):  # noqa: UP042 -- pickled into the writer's frames; a move to StrEnum is its own change
     """What a budget can limit. Member names equal their values so plain strings work as dict keys too."""
 
     input_tokens = "input_tokens"

@@ -35,9 +35,26 @@ cardinality is unbounded and the table lives as long as the engine."""
 
 
 class Scope:
-    __slots__ = ("scope_id", "kind", "parent", "children", "labels", "_attr_key", "chain", "compiled", "used",
-                 "reserved", "opened_at", "max_context", "soft_pending", "spend", "dailies", "recent", "free",
-                 "token_capped")
+    __slots__ = (
+        "_attr_key",
+        "chain",
+        "children",
+        "compiled",
+        "dailies",
+        "free",
+        "kind",
+        "labels",
+        "max_context",
+        "opened_at",
+        "parent",
+        "recent",
+        "reserved",
+        "scope_id",
+        "soft_pending",
+        "spend",
+        "token_capped",
+        "used",
+    )
 
     def __init__(self, scope_id: str, kind: str, compiled: CompiledLimits, parent: Scope | None,
                  labels: Mapping[str, str], opened_at: float) -> None:

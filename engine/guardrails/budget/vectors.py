@@ -81,8 +81,17 @@ def external(index: int, value: float) -> float:
 class CompiledLimits:
     """BudgetLimits flattened for the hot path: only limited dimensions, in internal units, with soft levels."""
 
-    __slots__ = ("checks", "limits", "soft_levels", "wall", "wall_level", "context", "threshold", "limited",
-                 "token_capped")
+    __slots__ = (
+        "checks",
+        "context",
+        "limited",
+        "limits",
+        "soft_levels",
+        "threshold",
+        "token_capped",
+        "wall",
+        "wall_level",
+    )
 
     def __init__(self, limits: BudgetLimits) -> None:
         threshold = limits.soft_threshold
@@ -107,7 +116,7 @@ class CompiledLimits:
         # ledger's fast paths (see Scope.free).
         self.limited = bool(checks) or self.wall is not None or self.context is not None
         # Whether step_output_cap() has anything to compute here: only output and total tokens bound max_tokens.
-        self.token_capped = any(i == OUT or i == TOTAL for i, _, _ in checks)
+        self.token_capped = any(i in (OUT, TOTAL) for i, _, _ in checks)
 
 
 S1, S2, S3, S4, S5, S6 = SHIFT[1:]
@@ -118,15 +127,23 @@ GUARDS = sum(1 << (shift + FIELD_BITS - 1) for i, shift in enumerate(SHIFT) if i
 class Demand:
     """The worst case a call may consume, reserved before it starts. `context_tokens` is checked, not summed."""
 
-    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "model_calls", "tool_calls", "retries",
-                 "context_tokens", "packed")
+    __slots__ = (
+        "context_tokens",
+        "cost_usd",
+        "input_tokens",
+        "model_calls",
+        "output_tokens",
+        "packed",
+        "retries",
+        "tool_calls",
+    )
 
     def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0, model_calls: int = 0,
                  tool_calls: int = 0, retries: int = 0, context_tokens: int = 0) -> None:
         # Validated here, not in reserve(): a negative demand would silently hand budget back, and an absurdly
         # large one could overflow its field of a packed vector.
         if not (0 <= input_tokens < MAX_AMOUNT and 0 <= output_tokens < MAX_AMOUNT and 0 <= model_calls < MAX_AMOUNT
-                and 0 <= tool_calls < MAX_AMOUNT and 0 <= retries < MAX_AMOUNT and 0 <= context_tokens
+                and 0 <= tool_calls < MAX_AMOUNT and 0 <= retries < MAX_AMOUNT and context_tokens >= 0
                 and 0 <= cost_usd < math.inf):
             raise ValueError(f"a budget demand must be non-negative and finite (and amounts below 2**64): "
                              f"{self._fields(locals())}")
