@@ -144,7 +144,9 @@ def _input_error(err: Any, text: str, file: str) -> InputError:
     # the person wrote notifiers.ops.url.
     if len(loc) >= 3 and loc[0] == "notifiers" and loc[2] in NOTIFIER_TYPES:
         del loc[2]
-    field = _field_name(loc)
+    from engine.safe_yaml import format_loc
+
+    field = format_loc(tuple(loc))
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown setting"
@@ -155,16 +157,6 @@ def _input_error(err: Any, text: str, file: str) -> InputError:
     elif message.startswith("Value error, "):
         message = message[len("Value error, "):]
     return InputError(message, file=file, line=_line_of(text, tuple(loc)), field=field)
-
-
-def _field_name(loc: list[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 _TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
