@@ -11,9 +11,8 @@ console's operator, so each writes its audit row in the same transaction as the 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,213 +21,17 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
-from console.widgets.fmt import clock_time, compact_age
-from console.widgets.safe import compact_json, printable
+from console.screens.runbooks_detail import SEVERITY_STYLE, entry_text, incident_detail, readings_text, runbook_detail
+from console.screens.text_prompt import TextPrompt
+from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
+from console.widgets.fmt import compact_age
+from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
-
-TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
-SEVERITY_STYLE = {"sev1": "bold white on red", "sev2": "bold red", "sev3": "bold yellow", "sev4": ""}
-
-
-# -- pure helpers (tested directly) ---------------------------------------------------------------------------
-
-def readings_text(readings: Any, limit: int = 80) -> str:
-    """`signal=value` for each reading (the fired ones first), e.g. `error_rate=0.42 (> 0.2)`."""
-    if not isinstance(readings, list):
-        return ""
-    out = []
-    for reading in sorted((r for r in readings if isinstance(r, dict)), key=lambda r: not r.get("fired")):
-        value = reading.get("value")
-        if value is None:
-            continue
-        shown = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-        text = f"{reading.get('signal')}={shown}"
-        if reading.get("threshold") is not None and reading.get("op"):
-            text += f" ({reading.get('op')} {reading.get('threshold')})"
-        out.append(text)
-    return printable(", ".join(out), limit=limit)
-
-
-SEVERITY_ORDER = {"sev1": 0, "sev2": 1, "sev3": 2, "sev4": 3}
-
-
-def sort_incidents(incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What is on fire first: firing before quiet, not acknowledged before acknowledged, then by severity, then
-    newest first."""
-    return sorted(incidents, key=lambda i: (not i.get("firing"), i.get("status") != "open",
-                                            SEVERITY_ORDER.get(str(i.get("severity")), 9), -(i.get("opened") or 0)))
-
-
-def entry_text(entry: dict[str, Any]) -> str:
-    """One thing a runbook application changed, in words (for the roll-back confirmation)."""
-    kind = entry.get("kind")
-    if kind == "flag":
-        where = entry.get("scope") if not entry.get("target") else f"{entry.get('scope')}:{entry.get('target')}"
-        was = entry.get("previous_value")
-        text = f"flag {entry.get('name')} = {compact_json(entry.get('value'), limit=40)} on {where}"
-        if entry.get("noop"):
-            return text + " (was already set: nothing to restore)"
-        return text + (f" -> back to {compact_json(was, limit=40)}" if was is not None else " -> cleared")
-    if kind == "kill":
-        where = entry.get("scope") if not entry.get("target") else f"{entry.get('scope')}:{entry.get('target')}"
-        return f"kill switch ({entry.get('mode')}) on {where} -> " + (
-            "released" if entry.get("created") else "left (it existed before)")
-    if kind == "breaker":
-        return f"breaker {entry.get('key')} forced open -> override removed"
-    if kind == "budget":
-        runs = entry.get("runs") or []
-        return f"budget {compact_json(entry.get('limits'), limit=60)} on {len(runs)} run(s) -> overrides removed"
-    return compact_json(entry, limit=120)
-
-
-def scope_context(incident: dict[str, Any] | None, scope: str) -> dict[str, Any]:
-    """The placeholders for a runbook applied to `scope`, as `flightdeck runbooks apply` fills them."""
-    from console.commands.runbooks import parse_scope
-
-    context: dict[str, Any] = dict((incident or {}).get("context") or {})
-    kind, target = parse_scope(scope, field="scope")
-    label = "global" if kind == "global" else f"{kind}:{target}"
-    context["scope"] = label
-    if target is not None:
-        context.update({kind: target, "target": target})
-    return context
-
-
-# -- thread side ------------------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class RunbooksSnapshot:
-    incidents: list[dict[str, Any]]
-    runbooks: list[Any]
-    applications: list[dict[str, Any]]
-    problem: str | None = None  # the runbooks could not be loaded (shown, the incidents still are)
-
-
-@dataclass(slots=True)
-class Plan:
-    runbook: str
-    scope: str | None
-    incident_id: str | None
-    steps: list[Any]
-    error: str | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)  # the incident's newest time line entries
-
-
-@dataclass(slots=True)
-class RunbooksFeed:
-    ctx: ConsoleContext
-    runbooks: list[Any] | None = None
-    problem: str | None = None
-    seen: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def poll(self) -> RunbooksSnapshot | None:
-        from engine.controls.applications import in_force as applications_in_force
-        from engine.controls.incidents import list_incidents
-
-        with self.lock:
-            if self.runbooks is None:
-                from engine.errors import FlightdeckError
-                from engine.runbooks.loader import load_runbooks
-
-                try:
-                    self.runbooks = load_runbooks(self.ctx.store_dir)
-                except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
-                    self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
-            incidents = list_incidents(self.ctx.store_dir, active_only=True, limit=200)
-            applications: list[dict[str, Any]] = []
-            db = self.ctx.source.control()
-            if db is not None:
-                try:
-                    with db.reading() as conn:
-                        applications = applications_in_force(conn)
-                except Exception as exc:  # a control.db from before runbooks: no applications
-                    if "no such table" not in str(exc):
-                        raise
-            key = (tuple((i["id"], i.get("updated"), i.get("status"), i.get("firing")) for i in incidents),
-                   tuple(a["id"] for a in applications), self.problem)
-            if key == self.seen:
-                return None
-            self.seen = key
-            return RunbooksSnapshot(sort_incidents(incidents), list(self.runbooks), applications, self.problem)
-
-    def invalidate(self) -> None:
-        self.seen = None
-
-    # -- the dry run and the actions (worker threads) ---------------------------------------------------------
-
-    def plan(self, runbook: Any, scope: str | None, incident: dict[str, Any] | None) -> Plan:
-        from console.commands.runbooks import _running_runs
-        from engine.runbooks import actions
-        from engine.store.files import CONTROL_DB, connect
-
-        incident_id = incident["id"] if incident else None
-        if scope is None:
-            return Plan(runbook.id, None, incident_id, [],
-                        error="no open incident to take a scope from: p asks for one")
-        context = scope_context(incident, scope)
-        path = self.ctx.store_dir / CONTROL_DB
-        if not path.is_file():
-            return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
-        conn = connect(path, read_only=True)
-        try:
-            steps = actions.plan(runbook, context, conn, _running_runs(self.ctx.store_dir))
-            timeline: list[dict[str, Any]] = []
-            if incident_id is not None:
-                from engine.controls.incidents import recent_events
-
-                timeline = recent_events(conn, incident_id, TIMELINE_LINES)
-        finally:
-            conn.close()
-        return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)
-
-    def incident_action(self, verb: str, incident_id: str, text: str | None) -> dict[str, Any]:
-        from engine.runbooks.incidents import IncidentStore
-        from engine.store.control import ControlDB
-
-        store = IncidentStore(ControlDB.open(self.ctx.store_dir))
-        try:
-            if verb == "ack":
-                return store.acknowledge(incident_id, self.ctx.operator, text)
-            if verb == "resolve":
-                return store.resolve(incident_id, self.ctx.operator, text or "")
-            return store.annotate(incident_id, self.ctx.operator, text or "")
-        finally:
-            store.db.close()
-
-    def apply(self, runbook: Any, scope: str, incident: dict[str, Any] | None, reason: str) -> Any:
-        from console.commands.runbooks import _running_runs
-        from engine.controls.api import ControlAPI
-        from engine.runbooks import actions
-        from engine.store.control import ControlDB
-
-        context = scope_context(incident, scope)
-        db = ControlDB.open(self.ctx.store_dir)
-        try:
-            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
-                return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
-                                     running_runs=_running_runs(self.ctx.store_dir),
-                                     incident_id=incident["id"] if incident else None)
-        finally:
-            db.close()
-
-    def rollback(self, application_ids: list[int], reason: str) -> list[Any]:
-        from engine.controls.api import ControlAPI
-        from engine.runbooks import actions
-        from engine.store.control import ControlDB
-
-        db = ControlDB.open(self.ctx.store_dir)
-        try:
-            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
-                return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]
-        finally:
-            db.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,72 +39,7 @@ class ActionRefused:
     reason: str
 
 
-# -- the prompt -------------------------------------------------------------------------------------------------
 
-class TextPrompt(ModalScreen[str | None]):
-    """Ask for one line of text (a reason, a note), showing what it is for; Enter confirms, Esc cancels."""
-
-    DEFAULT_CSS = """
-    TextPrompt {
-        align: center middle;
-    }
-    TextPrompt > #prompt-box {
-        width: 90;
-        max-width: 95%;
-        height: auto;
-        max-height: 90%;
-        border: thick $warning;
-        background: $surface;
-        padding: 1 2;
-    }
-    TextPrompt #prompt-body {
-        height: auto;
-        max-height: 24;
-    }
-    TextPrompt #prompt-input {
-        margin-top: 1;
-    }
-    TextPrompt #prompt-help {
-        color: $text-muted;
-    }
-    """
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt_cancel", tooltip="Close without doing anything")]
-
-    def __init__(self, title: str, body: Text, *, placeholder: str, required: bool, confirm: str) -> None:
-        super().__init__()
-        self.title_text = title
-        self.body = body
-        self.placeholder = placeholder
-        self.required = required
-        self.confirm = confirm
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="prompt-box"):
-            yield Static(Text(self.title_text, style="bold"), markup=False)
-            with VerticalScroll(id="prompt-body"):
-                yield Static(self.body, markup=False)
-            yield Input(placeholder=self.placeholder, id="prompt-input")
-            yield Static(Text(f"Enter {self.confirm} · Esc cancels" + (" · text required" if self.required else "")),
-                         id="prompt-help", markup=False)
-
-    def on_mount(self) -> None:
-        focus_now(self.query_one("#prompt-input", Input))
-
-    @on(Input.Submitted, "#prompt-input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
-        if self.required and not text:
-            self.notify("Type a reason first (it goes to the audit log), or Esc to cancel.", severity="warning",
-                        markup=False)
-            return
-        self.dismiss(text)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-# -- the view ---------------------------------------------------------------------------------------------------
 
 class RunbooksView(View):
     DEFAULT_CSS = """
@@ -583,39 +321,7 @@ class RunbooksView(View):
         now = self.ctx.clock()
         text = Text(end="")
         if incident is not None:
-            sev = str(incident.get("severity"))
-            text.append(f"{printable(incident['id'])} ", style="bold")
-            text.append(f" {sev} ", style=SEVERITY_STYLE.get(sev, "bold"))
-            text.append(f" {printable(incident.get('status'))}  ")
-            text.append("FIRING" if incident.get("firing") else "signal quiet",
-                        style="bold red" if incident.get("firing") else "green")
-            text.append(f"\n{printable(incident.get('title'), limit=200)}\n")
-            text.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
-            opened = incident.get("opened") or now
-            text.append(f"opened {clock_time(opened)} ({compact_age(now - opened)} ago) · fired "
-                        f"{incident.get('fired') or 1} time(s)\n")
-            fired = readings_text(incident.get("signals"), limit=300)
-            last = readings_text(incident.get("last_signals"), limit=300)
-            if fired:
-                text.append(f"fired on: {fired}\n")
-            if last and last != fired:
-                text.append(f"now: {last}\n")
-            if incident.get("acknowledged_by"):
-                text.append(f"acknowledged by {printable(incident.get('acknowledged_by'), limit=40)} at "
-                            f"{clock_time(incident.get('acknowledged'))}\n")
-            else:
-                text.append("not acknowledged: press a\n", style="bold yellow")
-            if self.suggested(incident):
-                text.append("suggested: press p to apply (you see the dry run first)\n", style="bold magenta")
-            plan = self.plan
-            if plan is not None and plan.incident_id == incident["id"] and plan.timeline:
-                text.append("time line (newest first):\n", style="bold")
-                for entry in plan.timeline:
-                    text.append(f"  {clock_time(entry.get('ts'))} ", style="dim")
-                    text.append(f"{printable(entry.get('kind'), limit=14):<13}")
-                    text.append(f"{printable(entry.get('actor'), limit=24)}: ", style="bold")
-                    text.append(printable(entry.get("text"), limit=90) + "\n")
-            text.append("\n")
+            incident_detail(text, incident, self.plan, now, suggested=self.suggested(incident))
         if runbook is None:
             if incident is not None:
                 text.append(f"runbook {printable(incident.get('runbook'))} is not in force on this store "
@@ -623,35 +329,9 @@ class RunbooksView(View):
             elif not self.runbooks:
                 text.append("No runbooks on this store.", style="dim")
         else:
-            spec = runbook.spec
-            words, style = self.detection_state(runbook.id)
-            text.append(f"{printable(runbook.id)}: {printable(spec.title, limit=120)}\n", style="bold")
-            text.append(f"severity {spec.severity} · apply {spec.apply} · owner {', '.join(spec.owner) or '-'}\n")
-            text.append("detection: ")
-            text.append(words, style=style)
-            text.append("\n")
-            for condition in spec.detect:
-                text.append(f"  - {printable(condition.describe(), limit=120)}\n")
-            applied = self.applications_for(runbook.id, scope, incident["id"] if incident else None)
-            for app in applied:
-                text.append(f"in force: application #{app['id']} by {printable(app.get('actor'), limit=30)} "
-                            f"({compact_age(now - (app.get('applied') or now))} ago): b rolls it back\n",
-                            style="bold yellow")
-            text.append("\n")
-            text.append(f"dry run on {printable(scope) if scope else '(no scope)'}:\n", style="bold")
-            plan = self.plan
-            if plan is None or plan.runbook != runbook.id or (scope is not None and plan.scope != scope):
-                text.append("  computing…\n", style="dim")
-            elif plan.error:
-                text.append(f"  {printable(plan.error, limit=200)}\n", style="yellow")
-            else:
-                for step in plan.steps:
-                    note = " (a page: not sent from the console)" if step.kind == "page" else \
-                        " (no change)" if step.noop else ""
-                    style = "bold red" if step.error else "dim" if step.noop or step.kind == "page" else ""
-                    text.append(f"  - {printable(step.description, limit=200)}{note}\n", style=style)
-                if not plan.steps:
-                    text.append("  nothing to change\n", style="dim")
+            runbook_detail(text, runbook, scope, self.detection_state(runbook.id),
+                           self.applications_for(runbook.id, scope, incident["id"] if incident else None),
+                           self.plan, now)
         self.query_one("#rb-detail", Static).update(text)
         body_key = (runbook.id if runbook else None, incident["id"] if incident else None)
         if body_key != self._markdown_key:
