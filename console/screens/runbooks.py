@@ -5,7 +5,7 @@ Data path: RunbooksFeed (thread side, the view's Poller) reads the open incident
 list_incidents: a read-only connection), the runbook applications in force, and -- once -- the runbooks in force on
 the store (engine.runbooks.loader.load_runbooks). The dry run of the selected runbook (engine.runbooks.actions.plan)
 runs on a thread worker whenever the selection changes. Every action goes through the same APIs the CLI uses
-(console/commands/runbooks.py): IncidentStore.acknowledge/resolve/annotate and actions.apply/rollback, with the
+(console/commands/runbooks/): IncidentStore.acknowledge/resolve/annotate and actions.apply/rollback, with the
 console's operator, so each writes its audit row in the same transaction as the change.
 """
 
@@ -338,10 +338,10 @@ class RunbooksView(View):
             self._markdown_key = body_key
             body = ""
             if runbook is not None:
-                from console.commands.runbooks import _fill_body
+                from console.commands.runbooks import fill_body
 
                 context = {**(incident.get("context") or {}), "scope": incident["scope"]} if incident else {}
-                body = _fill_body(runbook.body, context).strip()
+                body = fill_body(runbook.body, context).strip()
             self._show_markdown(body)
 
     def _show_markdown(self, body: str) -> None:

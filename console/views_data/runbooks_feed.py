@@ -100,7 +100,7 @@ class RunbooksFeed:
     # -- the dry run and the actions (worker threads) ---------------------------------------------------------
 
     def plan(self, runbook: Any, scope: str | None, incident: dict[str, Any] | None) -> Plan:
-        from console.commands.runbooks import _running_runs
+        from console.commands.runbooks import running_runs
         from engine.runbooks import actions
         from engine.store.files import CONTROL_DB, connect
 
@@ -114,7 +114,7 @@ class RunbooksFeed:
             return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
         conn = connect(path, read_only=True)
         try:
-            steps = actions.plan(runbook, context, conn, _running_runs(self.ctx.store_dir))
+            steps = actions.plan(runbook, context, conn, running_runs(self.ctx.store_dir))
             timeline: list[dict[str, Any]] = []
             if incident_id is not None:
                 from engine.controls.incidents import recent_events
@@ -139,7 +139,7 @@ class RunbooksFeed:
             store.db.close()
 
     def apply(self, runbook: Any, scope: str, incident: dict[str, Any] | None, reason: str) -> Any:
-        from console.commands.runbooks import _running_runs
+        from console.commands.runbooks import running_runs
         from engine.controls.api import ControlAPI
         from engine.runbooks import actions
         from engine.store.control import ControlDB
@@ -149,7 +149,7 @@ class RunbooksFeed:
         try:
             with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
                 return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
-                                     running_runs=_running_runs(self.ctx.store_dir),
+                                     running_runs=running_runs(self.ctx.store_dir),
                                      incident_id=incident["id"] if incident else None)
         finally:
             db.close()
