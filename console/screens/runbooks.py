@@ -1,12 +1,18 @@
 """View 6: Runbooks and incidents. What is on fire (open incidents), what the runbook says to do about it, what
 applying it would change (a dry run), and the keys to act: a acknowledge, R resolve, n note, p apply, b roll back.
 
-Data path: RunbooksFeed (thread side, the view's Poller) reads the open incidents (engine.runbooks.incidents.
-list_incidents: a read-only connection), the runbook applications in force, and -- once -- the runbooks in force on
-the store (engine.runbooks.loader.load_runbooks). The dry run of the selected runbook (engine.runbooks.actions.plan)
-runs on a thread worker whenever the selection changes. Every action goes through the same APIs the CLI uses
-(console/commands/runbooks/): IncidentStore.acknowledge/resolve/annotate and actions.apply/rollback, with the
-console's operator, so each writes its audit row in the same transaction as the change.
+Data path: RunbooksFeed (console/views_data/runbooks_feed.py, thread side, the view's Poller) reads the open
+incidents (engine.controls.incidents.list_incidents: a read-only connection), the runbook applications in force,
+and -- once -- the runbooks in force on the store (engine.runbooks.loader.load_runbooks). The dry run of the selected
+runbook (engine.runbooks.actions.plan) runs on a thread worker whenever the selection changes. Every action goes
+through the same APIs the CLI uses (console/commands/runbooks/): IncidentStore.acknowledge/resolve/annotate and
+actions.apply/rollback, with the console's operator, so each writes its audit row in the same transaction as the
+change. What the view writes (table cells, the side pane, the title, the hint, the prompts' bodies) is
+runbooks_detail.py; the prompt is text_prompt.py.
+
+Why this module is over 450 lines: it is the view class alone (its CSS, BINDINGS, tables, selection state) and its
+five action flows (ack, resolve, note, apply, roll back: a prompt, then a worker, then a notification). The flows
+read and reset the view's selection and dry-run state at each step; moved elsewhere they would reach into it.
 """
 
 from __future__ import annotations
@@ -26,10 +32,20 @@ from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
-from console.screens.runbooks_detail import SEVERITY_STYLE, entry_text, incident_detail, readings_text, runbook_detail
+from console.screens.runbooks_detail import (
+    apply_prompt_body,
+    hint_text,
+    incident_detail,
+    incident_prompt_body,
+    incident_row,
+    rollback_prompt_body,
+    runbook_detail,
+    runbook_row,
+    scope_prompt_body,
+    title_text,
+)
 from console.screens.text_prompt import TextPrompt
 from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
-from console.widgets.fmt import compact_age
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 
@@ -241,68 +257,23 @@ class RunbooksView(View):
             row = next((n for n, i in enumerate(snapshot.incidents) if i["id"] == selected["id"]), row)
         table.clear()
         for incident in snapshot.incidents:
-            sev = str(incident.get("severity") or "")
-            firing = bool(incident.get("firing"))
-            status = str(incident.get("status") or "")
-            status_text = Text(status, style="bold yellow" if status == "open" else "")
-            if self.suggested(incident):
-                status_text = Text(("acked" if status == "acknowledged" else status) + "·suggest",
-                                   style="bold magenta")
-            table.add_row(
-                Text(printable(incident["id"], limit=16), style="bold"),
-                Text(printable(sev, limit=6), style=SEVERITY_STYLE.get(sev, "")),
-                status_text,
-                Text("FIRING", style="bold red") if firing else Text("quiet", style="green"),
-                printable(incident.get("runbook"), limit=40),
-                printable(incident.get("scope"), limit=60),
-                readings_text(incident.get("signals") or incident.get("last_signals")),
-                compact_age(now - (incident.get("opened") or now)),
-                printable(incident.get("acknowledged_by"), limit=30) if incident.get("acknowledged_by")
-                else Text("-", style="dim"),
-                key=incident["id"])
+            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident)), key=incident["id"])
         if snapshot.incidents:
             table.move_cursor(row=min(max(row, 0), len(snapshot.incidents) - 1))
         rb_table = self.runbooks_table
         rb_row = rb_table.cursor_row
         rb_table.clear()
         for runbook in snapshot.runbooks:
-            spec = runbook.spec
-            words, style = self.detection_state(runbook.id)
-            rb_table.add_row(Text(printable(runbook.id, limit=40), style="bold"),
-                             Text(spec.severity, style=SEVERITY_STYLE.get(spec.severity, "")),
-                             spec.apply, Text(words, style=style),
-                             printable(", ".join(c.describe() for c in spec.detect), limit=120),
-                             key=runbook.id)
+            rb_table.add_row(*runbook_row(runbook, self.detection_state(runbook.id)), key=runbook.id)
         if snapshot.runbooks:
             rb_table.move_cursor(row=min(max(rb_row, 0), len(snapshot.runbooks) - 1))
         self._update_title()
         self._selection_changed()
 
     def _update_title(self) -> None:
-        incidents = self.incidents
-        firing = [i for i in incidents if i.get("firing")]
-        unacked = [i for i in incidents if i.get("status") == "open"]
-        title = Text(end="")
-        title.append("RUNBOOKS & INCIDENTS ", style="bold")
-        if not incidents:
-            title.append("no open incidents", style="green")
-        else:
-            title.append(f"{len(incidents)} open", style="bold")
-            title.append(" · ")
-            title.append(f"{len(firing)} firing", style="bold red" if firing else "green")
-            if unacked:
-                title.append(" · ")
-                title.append(f"{len(unacked)} not acknowledged", style="bold yellow")
-        title.append(f" · {len(self.runbooks)} runbooks")
-        if self.ctx.read_only:
-            title.append(" · read-only: actions disabled", style="bold yellow")
-        title.append("\n")
-        if self.snapshot and self.snapshot.problem:
-            title.append(printable(self.snapshot.problem, limit=200), style="bold red")
-        else:
-            title.append("a ack · R resolve · n note (incident)   p apply · b roll back (runbook)   "
-                         "tab switches tables", style="dim")
-        self.query_one("#rb-title", TextLines).update(title)
+        problem = self.snapshot.problem if self.snapshot else None
+        self.query_one("#rb-title", TextLines).update(
+            title_text(self.incidents, len(self.runbooks), read_only=self.ctx.read_only, problem=problem))
 
     def _selection_changed(self) -> None:
         runbook, incident, scope = self.target()
@@ -357,35 +328,12 @@ class RunbooksView(View):
             self.query_one("#rb-side", VerticalScroll).mount(Markdown(body, id="rb-markdown"))
 
     def _update_hint(self) -> None:
-        incidents = self.incidents
         if self.snapshot is None:
             self.hint = "Loading incidents and runbooks…"
             return
-        urgent = [i for i in incidents if i.get("firing") and i.get("status") == "open"
-                  and i.get("severity") in ("sev1", "sev2")]
-        if urgent:
-            i = urgent[0]
-            self.hint = (f"{i['severity']} {i['id']} ({i['runbook']} on {i['scope']}) is firing and not acknowledged: "
-                         f"select it and press a.")
-            return
-        suggested = [i for i in incidents if self.suggested(i)]
-        if suggested:
-            i = suggested[0]
-            self.hint = (f"Runbook {i['runbook']} is suggested for {i['scope']}: press p to see the dry run and "
-                         f"apply it.")
-            return
-        incident = self.selected_incident if self.last_table == "incidents" else None
-        if incident is not None:
-            if incident.get("status") == "open":
-                self.hint = f"{incident['id']}: a acknowledges · n adds a note · R resolves · p applies its runbook."
-            else:
-                self.hint = (f"{incident['id']}: R resolves it when it is over · n adds a note · b rolls back its "
-                             f"runbook.")
-            return
-        if not incidents:
-            self.hint = "Nothing is on fire. Select a runbook to read it and see what applying it would change."
-            return
-        self.hint = "Select an incident (tab) for its runbook; p applies, b rolls back."
+        # The suggestion before the selection: what is urgent is said whichever row the cursor is on.
+        selected = self.selected_incident if self.last_table == "incidents" else None
+        self.hint = hint_text(self.incidents, self.suggested, selected)
 
     # -- widget events ------------------------------------------------------------------------------------------
 
@@ -469,12 +417,7 @@ class RunbooksView(View):
         if incident is None:
             self.notify("No open incident to act on.", severity="warning", markup=False)
             return
-        body = Text(end="")
-        body.append(f"{incident['id']} · {incident.get('severity')} · {incident.get('status')} · "
-                    f"{printable(incident.get('title'), limit=120)}\n")
-        body.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
-        body.append(f"You act as {printable(self.ctx.operator, limit=30)}; this is written to the audit log.",
-                    style="dim")
+        body = incident_prompt_body(incident, self.ctx.operator)
         placeholder = {"ack": "reason (optional)", "resolve": "how it was resolved (required)",
                        "note": "the note (required)"}[verb]
         past = {"ack": "acknowledged", "resolve": "resolved", "note": "noted on"}[verb]
@@ -520,10 +463,7 @@ class RunbooksView(View):
 
     def _ask_scope(self, runbook: Any) -> None:
         """A runbook with no open incident: ask where to apply it (as `runbooks apply ID --scope S`)."""
-        body = Text(end="")
-        body.append(f"{runbook.id} has no open incident to take a scope from.\n")
-        body.append("Type the scope: global, hierarchy:NAME, agent:NAME or tool:NAME. The dry run comes next; "
-                    "nothing changes before you confirm it.", style="dim")
+        body = scope_prompt_body(runbook.id)
 
         def done(text: str | None) -> None:
             if not text:
@@ -545,19 +485,7 @@ class RunbooksView(View):
     def _confirm_apply(self, runbook: Any, incident: dict[str, Any] | None, scope: str) -> None:
         async def go() -> None:
             plan = await self._plan_now(runbook, scope, incident)
-            body = Text(end="")
-            body.append(f"Dry run: applying {runbook.id} to {scope} would:\n", style="bold")
-            for step in plan.steps:
-                note = " (a page: not sent from the console)" if step.kind == "page" else \
-                    " (no change)" if step.noop else ""
-                body.append(f"  - {printable(step.description, limit=200)}{note}\n",
-                            style="bold red" if step.error else "")
-            if plan.error:
-                body.append(f"  {plan.error}\n", style="yellow")
-            if any(s.error for s in plan.steps):
-                body.append("Some actions cannot be resolved: applying will be refused.\n", style="bold red")
-            body.append(f"\nYou act as {printable(self.ctx.operator, limit=30)}; one audited change, rolled back "
-                        f"with b.", style="dim")
+            body = apply_prompt_body(runbook.id, scope, plan, self.ctx.operator)
 
             def done(reason: str | None) -> None:
                 if not reason:
@@ -596,16 +524,7 @@ class RunbooksView(View):
             self.notify(f"Runbook {runbook_id} is not in force" + (f" on {scope}" if scope else "") +
                         ": nothing to roll back.", severity="warning", markup=False)
             return
-        body = Text(end="")
-        body.append(f"Rolling back {runbook_id} restores exactly what it replaced:\n", style="bold")
-        for app in applied:
-            body.append(f"application #{app['id']} on {printable(app.get('scope'))} by "
-                        f"{printable(app.get('actor'), limit=30)}:\n")
-            for entry in app.get("actions") or []:
-                if isinstance(entry, dict):
-                    body.append(f"  - {printable(entry_text(entry), limit=200)}\n")
-        body.append("\nAnything changed by someone since is left as it is (and reported).\n", style="dim")
-        body.append(f"You act as {printable(self.ctx.operator, limit=30)}; written to the audit log.", style="dim")
+        body = rollback_prompt_body(runbook_id, applied, self.ctx.operator)
         ids = [int(a["id"]) for a in applied]
 
         def done(reason: str | None) -> None:

@@ -3,6 +3,7 @@ pure functions from rows to rich Text, tested directly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -124,3 +125,137 @@ def runbook_detail(text: Text, runbook: Any, scope: str | None, state: tuple[str
             text.append(f"  - {printable(step.description, limit=200)}{note}\n", style=style)
         if not plan.steps:
             text.append("  nothing to change\n", style="dim")
+
+
+def incident_row(incident: dict[str, Any], now: float, *, suggested: bool) -> tuple[Any, ...]:
+    """The incidents table's cells for one incident (columns INCIDENT ... ACK BY)."""
+    sev = str(incident.get("severity") or "")
+    firing = bool(incident.get("firing"))
+    status = str(incident.get("status") or "")
+    status_text = Text(status, style="bold yellow" if status == "open" else "")
+    if suggested:
+        status_text = Text(("acked" if status == "acknowledged" else status) + "·suggest", style="bold magenta")
+    return (
+        Text(printable(incident["id"], limit=16), style="bold"),
+        Text(printable(sev, limit=6), style=SEVERITY_STYLE.get(sev, "")),
+        status_text,
+        Text("FIRING", style="bold red") if firing else Text("quiet", style="green"),
+        printable(incident.get("runbook"), limit=40),
+        printable(incident.get("scope"), limit=60),
+        readings_text(incident.get("signals") or incident.get("last_signals")),
+        compact_age(now - (incident.get("opened") or now)),
+        printable(incident.get("acknowledged_by"), limit=30) if incident.get("acknowledged_by")
+        else Text("-", style="dim"))
+
+
+def runbook_row(runbook: Any, state: tuple[str, str]) -> tuple[Any, ...]:
+    """The runbooks table's cells for one runbook (columns RUNBOOK, SEV, APPLY, STATE, DETECTS)."""
+    spec = runbook.spec
+    words, style = state
+    return (Text(printable(runbook.id, limit=40), style="bold"),
+            Text(spec.severity, style=SEVERITY_STYLE.get(spec.severity, "")),
+            spec.apply, Text(words, style=style),
+            printable(", ".join(c.describe() for c in spec.detect), limit=120))
+
+
+def title_text(incidents: list[dict[str, Any]], runbook_count: int, *, read_only: bool,
+               problem: str | None) -> Text:
+    """The view's two title lines: counts (open, firing, not acknowledged), then the problem or the keys."""
+    firing = [i for i in incidents if i.get("firing")]
+    unacked = [i for i in incidents if i.get("status") == "open"]
+    title = Text(end="")
+    title.append("RUNBOOKS & INCIDENTS ", style="bold")
+    if not incidents:
+        title.append("no open incidents", style="green")
+    else:
+        title.append(f"{len(incidents)} open", style="bold")
+        title.append(" · ")
+        title.append(f"{len(firing)} firing", style="bold red" if firing else "green")
+        if unacked:
+            title.append(" · ")
+            title.append(f"{len(unacked)} not acknowledged", style="bold yellow")
+    title.append(f" · {runbook_count} runbooks")
+    if read_only:
+        title.append(" · read-only: actions disabled", style="bold yellow")
+    title.append("\n")
+    if problem:
+        title.append(printable(problem, limit=200), style="bold red")
+    else:
+        title.append("a ack · R resolve · n note (incident)   p apply · b roll back (runbook)   "
+                     "tab switches tables", style="dim")
+    return title
+
+
+# -- the prompts' bodies ----------------------------------------------------------------------------------------
+
+def incident_prompt_body(incident: dict[str, Any], operator: str) -> Text:
+    body = Text(end="")
+    body.append(f"{incident['id']} · {incident.get('severity')} · {incident.get('status')} · "
+                f"{printable(incident.get('title'), limit=120)}\n")
+    body.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
+    body.append(f"You act as {printable(operator, limit=30)}; this is written to the audit log.", style="dim")
+    return body
+
+
+def scope_prompt_body(runbook_id: str) -> Text:
+    body = Text(end="")
+    body.append(f"{runbook_id} has no open incident to take a scope from.\n")
+    body.append("Type the scope: global, hierarchy:NAME, agent:NAME or tool:NAME. The dry run comes next; "
+                "nothing changes before you confirm it.", style="dim")
+    return body
+
+
+def apply_prompt_body(runbook_id: str, scope: str, plan: Plan, operator: str) -> Text:
+    """The dry run shown before applying: every step, and whether applying would be refused."""
+    body = Text(end="")
+    body.append(f"Dry run: applying {runbook_id} to {scope} would:\n", style="bold")
+    for step in plan.steps:
+        note = " (a page: not sent from the console)" if step.kind == "page" else \
+            " (no change)" if step.noop else ""
+        body.append(f"  - {printable(step.description, limit=200)}{note}\n",
+                    style="bold red" if step.error else "")
+    if plan.error:
+        body.append(f"  {plan.error}\n", style="yellow")
+    if any(s.error for s in plan.steps):
+        body.append("Some actions cannot be resolved: applying will be refused.\n", style="bold red")
+    body.append(f"\nYou act as {printable(operator, limit=30)}; one audited change, rolled back "
+                f"with b.", style="dim")
+    return body
+
+
+def rollback_prompt_body(runbook_id: str, applied: list[dict[str, Any]], operator: str) -> Text:
+    """What rolling back restores, per application in force."""
+    body = Text(end="")
+    body.append(f"Rolling back {runbook_id} restores exactly what it replaced:\n", style="bold")
+    for app in applied:
+        body.append(f"application #{app['id']} on {printable(app.get('scope'))} by "
+                    f"{printable(app.get('actor'), limit=30)}:\n")
+        for entry in app.get("actions") or []:
+            if isinstance(entry, dict):
+                body.append(f"  - {printable(entry_text(entry), limit=200)}\n")
+    body.append("\nAnything changed by someone since is left as it is (and reported).\n", style="dim")
+    body.append(f"You act as {printable(operator, limit=30)}; written to the audit log.", style="dim")
+    return body
+
+
+def hint_text(incidents: list[dict[str, Any]], suggested: Callable[[dict[str, Any]], bool],
+              selected: dict[str, Any] | None) -> str:
+    """The status bar's hint: the most urgent thing to do (an unacknowledged sev1/sev2 that is firing, a suggested
+    runbook), else what the keys do for the selected incident (`selected`: None when the runbooks table is used)."""
+    urgent = [i for i in incidents if i.get("firing") and i.get("status") == "open"
+              and i.get("severity") in ("sev1", "sev2")]
+    if urgent:
+        i = urgent[0]
+        return (f"{i['severity']} {i['id']} ({i['runbook']} on {i['scope']}) is firing and not acknowledged: "
+                f"select it and press a.")
+    suggestions = [i for i in incidents if suggested(i)]
+    if suggestions:
+        i = suggestions[0]
+        return f"Runbook {i['runbook']} is suggested for {i['scope']}: press p to see the dry run and apply it."
+    if selected is not None:
+        if selected.get("status") == "open":
+            return f"{selected['id']}: a acknowledges · n adds a note · R resolves · p applies its runbook."
+        return f"{selected['id']}: R resolves it when it is over · n adds a note · b rolls back its runbook."
+    if not incidents:
+        return "Nothing is on fire. Select a runbook to read it and see what applying it would change."
+    return "Select an incident (tab) for its runbook; p applies, b rolls back."
