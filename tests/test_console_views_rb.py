@@ -130,7 +130,7 @@ async def open_runbooks(pilot: Any) -> Any:
 
 
 async def answer(pilot: Any, text: str) -> None:
-    from console.screens.runbooks import TextPrompt
+    from console.screens.text_prompt import TextPrompt
 
     # Mounted, not just pushed: its input exists only once it is composed.
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, TextPrompt) and pilot.app.screen.is_mounted,
@@ -191,7 +191,7 @@ async def test_ack_note_resolve_reach_control_db_with_the_operator(store: Path) 
         # Resolve needs a reason: an empty answer keeps the prompt open.
         await pilot.press("R")
         await answer(pilot, "")
-        from console.screens.runbooks import TextPrompt
+        from console.screens.text_prompt import TextPrompt
 
         assert isinstance(app.screen, TextPrompt)
         await answer(pilot, "loop fixed upstream")
@@ -208,7 +208,7 @@ async def test_apply_shows_the_dry_run_then_rollback(store: Path) -> None:
         await pilot.press("down")
         await wait_for(pilot, lambda: view.selected_incident["id"] == "inc-00000003", what="latency-spike")
         await pilot.press("p")
-        from console.screens.runbooks import TextPrompt
+        from console.screens.text_prompt import TextPrompt
 
         await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="confirmation")
         body = str(app.screen.body)
@@ -248,7 +248,7 @@ async def test_rollback_from_the_runbooks_table(store: Path) -> None:
         assert view.last_table == "runbooks"
         assert view.target()[2] == "agent:pricing"
         await pilot.press("b")
-        from console.screens.runbooks import TextPrompt
+        from console.screens.text_prompt import TextPrompt
 
         await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="rollback confirmation")
         assert "kill switch (pause) on agent:pricing -> released" in str(app.screen.body)
@@ -259,7 +259,7 @@ async def test_rollback_from_the_runbooks_table(store: Path) -> None:
 
 
 async def test_apply_a_runbook_without_an_incident_asks_for_the_scope(store: Path) -> None:
-    from console.screens.runbooks import TextPrompt
+    from console.screens.text_prompt import TextPrompt
 
     app = app_for(store)
     async with app.run_test(size=SIZE) as pilot:
@@ -320,7 +320,7 @@ async def test_escape_cancels_a_prompt_without_writing(store: Path) -> None:
     before = len(audit_rows(store))
     async with app.run_test(size=SIZE) as pilot:
         await open_runbooks(pilot)
-        from console.screens.runbooks import TextPrompt
+        from console.screens.text_prompt import TextPrompt
 
         for key in ("a", "p"):
             await pilot.press(key)
@@ -472,7 +472,7 @@ def test_gauge_line_levels_and_words() -> None:
 
 
 def test_readings_and_entries_in_words() -> None:
-    from console.screens.runbooks import entry_text, readings_text
+    from console.screens.runbooks_detail import entry_text, readings_text
 
     assert readings_text([{"signal": "a", "value": 1.0, "fired": False},
                           {"signal": "b", "value": 2.5, "op": ">=", "threshold": 2, "fired": True}]) == \

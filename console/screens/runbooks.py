@@ -1,19 +1,24 @@
 """View 6: Runbooks and incidents. What is on fire (open incidents), what the runbook says to do about it, what
 applying it would change (a dry run), and the keys to act: a acknowledge, R resolve, n note, p apply, b roll back.
 
-Data path: RunbooksFeed (thread side, the view's Poller) reads the open incidents (engine.runbooks.incidents.
-list_incidents: a read-only connection), the runbook applications in force, and -- once -- the runbooks in force on
-the store (engine.runbooks.loader.load_runbooks). The dry run of the selected runbook (engine.runbooks.actions.plan)
-runs on a thread worker whenever the selection changes. Every action goes through the same APIs the CLI uses
-(console/commands/runbooks.py): IncidentStore.acknowledge/resolve/annotate and actions.apply/rollback, with the
-console's operator, so each writes its audit row in the same transaction as the change.
+Data path: RunbooksFeed (console/views_data/runbooks_feed.py, thread side, the view's Poller) reads the open
+incidents (engine.controls.incidents.list_incidents: a read-only connection), the runbook applications in force,
+and -- once -- the runbooks in force on the store (engine.runbooks.loader.load_runbooks). The dry run of the selected
+runbook (engine.runbooks.actions.plan) runs on a thread worker whenever the selection changes. Every action goes
+through the same APIs the CLI uses (console/commands/runbooks/): IncidentStore.acknowledge/resolve/annotate and
+actions.apply/rollback, with the console's operator, so each writes its audit row in the same transaction as the
+change. What the view writes (table cells, the side pane, the title, the hint, the prompts' bodies) is
+runbooks_detail.py; the prompt is text_prompt.py.
+
+Why this module is over 450 lines: it is the view class alone (its CSS, BINDINGS, tables, selection state) and its
+five action flows (ack, resolve, note, apply, roll back: a prompt, then a worker, then a notification). The flows
+read and reset the view's selection and dry-run state at each step; moved elsewhere they would reach into it.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,213 +27,27 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
-from console.widgets.fmt import clock_time, compact_age
-from console.widgets.safe import compact_json, printable
+from console.screens.runbooks_detail import (
+    apply_prompt_body,
+    hint_text,
+    incident_detail,
+    incident_prompt_body,
+    incident_row,
+    rollback_prompt_body,
+    runbook_detail,
+    runbook_row,
+    scope_prompt_body,
+    title_text,
+)
+from console.screens.text_prompt import TextPrompt
+from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
+from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
-
-TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
-SEVERITY_STYLE = {"sev1": "bold white on red", "sev2": "bold red", "sev3": "bold yellow", "sev4": ""}
-
-
-# -- pure helpers (tested directly) ---------------------------------------------------------------------------
-
-def readings_text(readings: Any, limit: int = 80) -> str:
-    """`signal=value` for each reading (the fired ones first), e.g. `error_rate=0.42 (> 0.2)`."""
-    if not isinstance(readings, list):
-        return ""
-    out = []
-    for reading in sorted((r for r in readings if isinstance(r, dict)), key=lambda r: not r.get("fired")):
-        value = reading.get("value")
-        if value is None:
-            continue
-        shown = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-        text = f"{reading.get('signal')}={shown}"
-        if reading.get("threshold") is not None and reading.get("op"):
-            text += f" ({reading.get('op')} {reading.get('threshold')})"
-        out.append(text)
-    return printable(", ".join(out), limit=limit)
-
-
-SEVERITY_ORDER = {"sev1": 0, "sev2": 1, "sev3": 2, "sev4": 3}
-
-
-def sort_incidents(incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What is on fire first: firing before quiet, not acknowledged before acknowledged, then by severity, then
-    newest first."""
-    return sorted(incidents, key=lambda i: (not i.get("firing"), i.get("status") != "open",
-                                            SEVERITY_ORDER.get(str(i.get("severity")), 9), -(i.get("opened") or 0)))
-
-
-def entry_text(entry: dict[str, Any]) -> str:
-    """One thing a runbook application changed, in words (for the roll-back confirmation)."""
-    kind = entry.get("kind")
-    if kind == "flag":
-        where = entry.get("scope") if not entry.get("target") else f"{entry.get('scope')}:{entry.get('target')}"
-        was = entry.get("previous_value")
-        text = f"flag {entry.get('name')} = {compact_json(entry.get('value'), limit=40)} on {where}"
-        if entry.get("noop"):
-            return text + " (was already set: nothing to restore)"
-        return text + (f" -> back to {compact_json(was, limit=40)}" if was is not None else " -> cleared")
-    if kind == "kill":
-        where = entry.get("scope") if not entry.get("target") else f"{entry.get('scope')}:{entry.get('target')}"
-        return f"kill switch ({entry.get('mode')}) on {where} -> " + (
-            "released" if entry.get("created") else "left (it existed before)")
-    if kind == "breaker":
-        return f"breaker {entry.get('key')} forced open -> override removed"
-    if kind == "budget":
-        runs = entry.get("runs") or []
-        return f"budget {compact_json(entry.get('limits'), limit=60)} on {len(runs)} run(s) -> overrides removed"
-    return compact_json(entry, limit=120)
-
-
-def scope_context(incident: dict[str, Any] | None, scope: str) -> dict[str, Any]:
-    """The placeholders for a runbook applied to `scope`, as `flightdeck runbooks apply` fills them."""
-    from console.commands.runbooks import parse_scope
-
-    context: dict[str, Any] = dict((incident or {}).get("context") or {})
-    kind, target = parse_scope(scope, field="scope")
-    label = "global" if kind == "global" else f"{kind}:{target}"
-    context["scope"] = label
-    if target is not None:
-        context.update({kind: target, "target": target})
-    return context
-
-
-# -- thread side ------------------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class RunbooksSnapshot:
-    incidents: list[dict[str, Any]]
-    runbooks: list[Any]
-    applications: list[dict[str, Any]]
-    problem: str | None = None  # the runbooks could not be loaded (shown, the incidents still are)
-
-
-@dataclass(slots=True)
-class Plan:
-    runbook: str
-    scope: str | None
-    incident_id: str | None
-    steps: list[Any]
-    error: str | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)  # the incident's newest time line entries
-
-
-@dataclass(slots=True)
-class RunbooksFeed:
-    ctx: ConsoleContext
-    runbooks: list[Any] | None = None
-    problem: str | None = None
-    seen: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def poll(self) -> RunbooksSnapshot | None:
-        from engine.controls.applications import in_force as applications_in_force
-        from engine.controls.incidents import list_incidents
-
-        with self.lock:
-            if self.runbooks is None:
-                from engine.errors import FlightdeckError
-                from engine.runbooks.loader import load_runbooks
-
-                try:
-                    self.runbooks = load_runbooks(self.ctx.store_dir)
-                except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
-                    self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
-            incidents = list_incidents(self.ctx.store_dir, active_only=True, limit=200)
-            applications: list[dict[str, Any]] = []
-            db = self.ctx.source.control()
-            if db is not None:
-                try:
-                    with db.reading() as conn:
-                        applications = applications_in_force(conn)
-                except Exception as exc:  # a control.db from before runbooks: no applications
-                    if "no such table" not in str(exc):
-                        raise
-            key = (tuple((i["id"], i.get("updated"), i.get("status"), i.get("firing")) for i in incidents),
-                   tuple(a["id"] for a in applications), self.problem)
-            if key == self.seen:
-                return None
-            self.seen = key
-            return RunbooksSnapshot(sort_incidents(incidents), list(self.runbooks), applications, self.problem)
-
-    def invalidate(self) -> None:
-        self.seen = None
-
-    # -- the dry run and the actions (worker threads) ---------------------------------------------------------
-
-    def plan(self, runbook: Any, scope: str | None, incident: dict[str, Any] | None) -> Plan:
-        from console.commands.runbooks import _running_runs
-        from engine.runbooks import actions
-        from engine.store.files import CONTROL_DB, connect
-
-        incident_id = incident["id"] if incident else None
-        if scope is None:
-            return Plan(runbook.id, None, incident_id, [],
-                        error="no open incident to take a scope from: p asks for one")
-        context = scope_context(incident, scope)
-        path = self.ctx.store_dir / CONTROL_DB
-        if not path.is_file():
-            return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
-        conn = connect(path, read_only=True)
-        try:
-            steps = actions.plan(runbook, context, conn, _running_runs(self.ctx.store_dir))
-            timeline: list[dict[str, Any]] = []
-            if incident_id is not None:
-                from engine.controls.incidents import recent_events
-
-                timeline = recent_events(conn, incident_id, TIMELINE_LINES)
-        finally:
-            conn.close()
-        return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)
-
-    def incident_action(self, verb: str, incident_id: str, text: str | None) -> dict[str, Any]:
-        from engine.runbooks.incidents import IncidentStore
-        from engine.store.control import ControlDB
-
-        store = IncidentStore(ControlDB.open(self.ctx.store_dir))
-        try:
-            if verb == "ack":
-                return store.acknowledge(incident_id, self.ctx.operator, text)
-            if verb == "resolve":
-                return store.resolve(incident_id, self.ctx.operator, text or "")
-            return store.annotate(incident_id, self.ctx.operator, text or "")
-        finally:
-            store.db.close()
-
-    def apply(self, runbook: Any, scope: str, incident: dict[str, Any] | None, reason: str) -> Any:
-        from console.commands.runbooks import _running_runs
-        from engine.controls.api import ControlAPI
-        from engine.runbooks import actions
-        from engine.store.control import ControlDB
-
-        context = scope_context(incident, scope)
-        db = ControlDB.open(self.ctx.store_dir)
-        try:
-            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
-                return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
-                                     running_runs=_running_runs(self.ctx.store_dir),
-                                     incident_id=incident["id"] if incident else None)
-        finally:
-            db.close()
-
-    def rollback(self, application_ids: list[int], reason: str) -> list[Any]:
-        from engine.controls.api import ControlAPI
-        from engine.runbooks import actions
-        from engine.store.control import ControlDB
-
-        db = ControlDB.open(self.ctx.store_dir)
-        try:
-            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
-                return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]
-        finally:
-            db.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,72 +55,7 @@ class ActionRefused:
     reason: str
 
 
-# -- the prompt -------------------------------------------------------------------------------------------------
 
-class TextPrompt(ModalScreen[str | None]):
-    """Ask for one line of text (a reason, a note), showing what it is for; Enter confirms, Esc cancels."""
-
-    DEFAULT_CSS = """
-    TextPrompt {
-        align: center middle;
-    }
-    TextPrompt > #prompt-box {
-        width: 90;
-        max-width: 95%;
-        height: auto;
-        max-height: 90%;
-        border: thick $warning;
-        background: $surface;
-        padding: 1 2;
-    }
-    TextPrompt #prompt-body {
-        height: auto;
-        max-height: 24;
-    }
-    TextPrompt #prompt-input {
-        margin-top: 1;
-    }
-    TextPrompt #prompt-help {
-        color: $text-muted;
-    }
-    """
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt_cancel", tooltip="Close without doing anything")]
-
-    def __init__(self, title: str, body: Text, *, placeholder: str, required: bool, confirm: str) -> None:
-        super().__init__()
-        self.title_text = title
-        self.body = body
-        self.placeholder = placeholder
-        self.required = required
-        self.confirm = confirm
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="prompt-box"):
-            yield Static(Text(self.title_text, style="bold"), markup=False)
-            with VerticalScroll(id="prompt-body"):
-                yield Static(self.body, markup=False)
-            yield Input(placeholder=self.placeholder, id="prompt-input")
-            yield Static(Text(f"Enter {self.confirm} · Esc cancels" + (" · text required" if self.required else "")),
-                         id="prompt-help", markup=False)
-
-    def on_mount(self) -> None:
-        focus_now(self.query_one("#prompt-input", Input))
-
-    @on(Input.Submitted, "#prompt-input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
-        if self.required and not text:
-            self.notify("Type a reason first (it goes to the audit log), or Esc to cancel.", severity="warning",
-                        markup=False)
-            return
-        self.dismiss(text)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-# -- the view ---------------------------------------------------------------------------------------------------
 
 class RunbooksView(View):
     DEFAULT_CSS = """
@@ -503,68 +257,23 @@ class RunbooksView(View):
             row = next((n for n, i in enumerate(snapshot.incidents) if i["id"] == selected["id"]), row)
         table.clear()
         for incident in snapshot.incidents:
-            sev = str(incident.get("severity") or "")
-            firing = bool(incident.get("firing"))
-            status = str(incident.get("status") or "")
-            status_text = Text(status, style="bold yellow" if status == "open" else "")
-            if self.suggested(incident):
-                status_text = Text(("acked" if status == "acknowledged" else status) + "·suggest",
-                                   style="bold magenta")
-            table.add_row(
-                Text(printable(incident["id"], limit=16), style="bold"),
-                Text(printable(sev, limit=6), style=SEVERITY_STYLE.get(sev, "")),
-                status_text,
-                Text("FIRING", style="bold red") if firing else Text("quiet", style="green"),
-                printable(incident.get("runbook"), limit=40),
-                printable(incident.get("scope"), limit=60),
-                readings_text(incident.get("signals") or incident.get("last_signals")),
-                compact_age(now - (incident.get("opened") or now)),
-                printable(incident.get("acknowledged_by"), limit=30) if incident.get("acknowledged_by")
-                else Text("-", style="dim"),
-                key=incident["id"])
+            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident)), key=incident["id"])
         if snapshot.incidents:
             table.move_cursor(row=min(max(row, 0), len(snapshot.incidents) - 1))
         rb_table = self.runbooks_table
         rb_row = rb_table.cursor_row
         rb_table.clear()
         for runbook in snapshot.runbooks:
-            spec = runbook.spec
-            words, style = self.detection_state(runbook.id)
-            rb_table.add_row(Text(printable(runbook.id, limit=40), style="bold"),
-                             Text(spec.severity, style=SEVERITY_STYLE.get(spec.severity, "")),
-                             spec.apply, Text(words, style=style),
-                             printable(", ".join(c.describe() for c in spec.detect), limit=120),
-                             key=runbook.id)
+            rb_table.add_row(*runbook_row(runbook, self.detection_state(runbook.id)), key=runbook.id)
         if snapshot.runbooks:
             rb_table.move_cursor(row=min(max(rb_row, 0), len(snapshot.runbooks) - 1))
         self._update_title()
         self._selection_changed()
 
     def _update_title(self) -> None:
-        incidents = self.incidents
-        firing = [i for i in incidents if i.get("firing")]
-        unacked = [i for i in incidents if i.get("status") == "open"]
-        title = Text(end="")
-        title.append("RUNBOOKS & INCIDENTS ", style="bold")
-        if not incidents:
-            title.append("no open incidents", style="green")
-        else:
-            title.append(f"{len(incidents)} open", style="bold")
-            title.append(" · ")
-            title.append(f"{len(firing)} firing", style="bold red" if firing else "green")
-            if unacked:
-                title.append(" · ")
-                title.append(f"{len(unacked)} not acknowledged", style="bold yellow")
-        title.append(f" · {len(self.runbooks)} runbooks")
-        if self.ctx.read_only:
-            title.append(" · read-only: actions disabled", style="bold yellow")
-        title.append("\n")
-        if self.snapshot and self.snapshot.problem:
-            title.append(printable(self.snapshot.problem, limit=200), style="bold red")
-        else:
-            title.append("a ack · R resolve · n note (incident)   p apply · b roll back (runbook)   "
-                         "tab switches tables", style="dim")
-        self.query_one("#rb-title", TextLines).update(title)
+        problem = self.snapshot.problem if self.snapshot else None
+        self.query_one("#rb-title", TextLines).update(
+            title_text(self.incidents, len(self.runbooks), read_only=self.ctx.read_only, problem=problem))
 
     def _selection_changed(self) -> None:
         runbook, incident, scope = self.target()
@@ -583,39 +292,7 @@ class RunbooksView(View):
         now = self.ctx.clock()
         text = Text(end="")
         if incident is not None:
-            sev = str(incident.get("severity"))
-            text.append(f"{printable(incident['id'])} ", style="bold")
-            text.append(f" {sev} ", style=SEVERITY_STYLE.get(sev, "bold"))
-            text.append(f" {printable(incident.get('status'))}  ")
-            text.append("FIRING" if incident.get("firing") else "signal quiet",
-                        style="bold red" if incident.get("firing") else "green")
-            text.append(f"\n{printable(incident.get('title'), limit=200)}\n")
-            text.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
-            opened = incident.get("opened") or now
-            text.append(f"opened {clock_time(opened)} ({compact_age(now - opened)} ago) · fired "
-                        f"{incident.get('fired') or 1} time(s)\n")
-            fired = readings_text(incident.get("signals"), limit=300)
-            last = readings_text(incident.get("last_signals"), limit=300)
-            if fired:
-                text.append(f"fired on: {fired}\n")
-            if last and last != fired:
-                text.append(f"now: {last}\n")
-            if incident.get("acknowledged_by"):
-                text.append(f"acknowledged by {printable(incident.get('acknowledged_by'), limit=40)} at "
-                            f"{clock_time(incident.get('acknowledged'))}\n")
-            else:
-                text.append("not acknowledged: press a\n", style="bold yellow")
-            if self.suggested(incident):
-                text.append("suggested: press p to apply (you see the dry run first)\n", style="bold magenta")
-            plan = self.plan
-            if plan is not None and plan.incident_id == incident["id"] and plan.timeline:
-                text.append("time line (newest first):\n", style="bold")
-                for entry in plan.timeline:
-                    text.append(f"  {clock_time(entry.get('ts'))} ", style="dim")
-                    text.append(f"{printable(entry.get('kind'), limit=14):<13}")
-                    text.append(f"{printable(entry.get('actor'), limit=24)}: ", style="bold")
-                    text.append(printable(entry.get("text"), limit=90) + "\n")
-            text.append("\n")
+            incident_detail(text, incident, self.plan, now, suggested=self.suggested(incident))
         if runbook is None:
             if incident is not None:
                 text.append(f"runbook {printable(incident.get('runbook'))} is not in force on this store "
@@ -623,45 +300,19 @@ class RunbooksView(View):
             elif not self.runbooks:
                 text.append("No runbooks on this store.", style="dim")
         else:
-            spec = runbook.spec
-            words, style = self.detection_state(runbook.id)
-            text.append(f"{printable(runbook.id)}: {printable(spec.title, limit=120)}\n", style="bold")
-            text.append(f"severity {spec.severity} · apply {spec.apply} · owner {', '.join(spec.owner) or '-'}\n")
-            text.append("detection: ")
-            text.append(words, style=style)
-            text.append("\n")
-            for condition in spec.detect:
-                text.append(f"  - {printable(condition.describe(), limit=120)}\n")
-            applied = self.applications_for(runbook.id, scope, incident["id"] if incident else None)
-            for app in applied:
-                text.append(f"in force: application #{app['id']} by {printable(app.get('actor'), limit=30)} "
-                            f"({compact_age(now - (app.get('applied') or now))} ago): b rolls it back\n",
-                            style="bold yellow")
-            text.append("\n")
-            text.append(f"dry run on {printable(scope) if scope else '(no scope)'}:\n", style="bold")
-            plan = self.plan
-            if plan is None or plan.runbook != runbook.id or (scope is not None and plan.scope != scope):
-                text.append("  computing…\n", style="dim")
-            elif plan.error:
-                text.append(f"  {printable(plan.error, limit=200)}\n", style="yellow")
-            else:
-                for step in plan.steps:
-                    note = " (a page: not sent from the console)" if step.kind == "page" else \
-                        " (no change)" if step.noop else ""
-                    style = "bold red" if step.error else "dim" if step.noop or step.kind == "page" else ""
-                    text.append(f"  - {printable(step.description, limit=200)}{note}\n", style=style)
-                if not plan.steps:
-                    text.append("  nothing to change\n", style="dim")
+            runbook_detail(text, runbook, scope, self.detection_state(runbook.id),
+                           self.applications_for(runbook.id, scope, incident["id"] if incident else None),
+                           self.plan, now)
         self.query_one("#rb-detail", Static).update(text)
         body_key = (runbook.id if runbook else None, incident["id"] if incident else None)
         if body_key != self._markdown_key:
             self._markdown_key = body_key
             body = ""
             if runbook is not None:
-                from console.commands.runbooks import _fill_body
+                from console.commands.runbooks import fill_body
 
                 context = {**(incident.get("context") or {}), "scope": incident["scope"]} if incident else {}
-                body = _fill_body(runbook.body, context).strip()
+                body = fill_body(runbook.body, context).strip()
             self._show_markdown(body)
 
     def _show_markdown(self, body: str) -> None:
@@ -677,35 +328,12 @@ class RunbooksView(View):
             self.query_one("#rb-side", VerticalScroll).mount(Markdown(body, id="rb-markdown"))
 
     def _update_hint(self) -> None:
-        incidents = self.incidents
         if self.snapshot is None:
             self.hint = "Loading incidents and runbooks…"
             return
-        urgent = [i for i in incidents if i.get("firing") and i.get("status") == "open"
-                  and i.get("severity") in ("sev1", "sev2")]
-        if urgent:
-            i = urgent[0]
-            self.hint = (f"{i['severity']} {i['id']} ({i['runbook']} on {i['scope']}) is firing and not acknowledged: "
-                         f"select it and press a.")
-            return
-        suggested = [i for i in incidents if self.suggested(i)]
-        if suggested:
-            i = suggested[0]
-            self.hint = (f"Runbook {i['runbook']} is suggested for {i['scope']}: press p to see the dry run and "
-                         f"apply it.")
-            return
-        incident = self.selected_incident if self.last_table == "incidents" else None
-        if incident is not None:
-            if incident.get("status") == "open":
-                self.hint = f"{incident['id']}: a acknowledges · n adds a note · R resolves · p applies its runbook."
-            else:
-                self.hint = (f"{incident['id']}: R resolves it when it is over · n adds a note · b rolls back its "
-                             f"runbook.")
-            return
-        if not incidents:
-            self.hint = "Nothing is on fire. Select a runbook to read it and see what applying it would change."
-            return
-        self.hint = "Select an incident (tab) for its runbook; p applies, b rolls back."
+        # The suggestion before the selection: what is urgent is said whichever row the cursor is on.
+        selected = self.selected_incident if self.last_table == "incidents" else None
+        self.hint = hint_text(self.incidents, self.suggested, selected)
 
     # -- widget events ------------------------------------------------------------------------------------------
 
@@ -789,12 +417,7 @@ class RunbooksView(View):
         if incident is None:
             self.notify("No open incident to act on.", severity="warning", markup=False)
             return
-        body = Text(end="")
-        body.append(f"{incident['id']} · {incident.get('severity')} · {incident.get('status')} · "
-                    f"{printable(incident.get('title'), limit=120)}\n")
-        body.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
-        body.append(f"You act as {printable(self.ctx.operator, limit=30)}; this is written to the audit log.",
-                    style="dim")
+        body = incident_prompt_body(incident, self.ctx.operator)
         placeholder = {"ack": "reason (optional)", "resolve": "how it was resolved (required)",
                        "note": "the note (required)"}[verb]
         past = {"ack": "acknowledged", "resolve": "resolved", "note": "noted on"}[verb]
@@ -840,10 +463,7 @@ class RunbooksView(View):
 
     def _ask_scope(self, runbook: Any) -> None:
         """A runbook with no open incident: ask where to apply it (as `runbooks apply ID --scope S`)."""
-        body = Text(end="")
-        body.append(f"{runbook.id} has no open incident to take a scope from.\n")
-        body.append("Type the scope: global, hierarchy:NAME, agent:NAME or tool:NAME. The dry run comes next; "
-                    "nothing changes before you confirm it.", style="dim")
+        body = scope_prompt_body(runbook.id)
 
         def done(text: str | None) -> None:
             if not text:
@@ -865,19 +485,7 @@ class RunbooksView(View):
     def _confirm_apply(self, runbook: Any, incident: dict[str, Any] | None, scope: str) -> None:
         async def go() -> None:
             plan = await self._plan_now(runbook, scope, incident)
-            body = Text(end="")
-            body.append(f"Dry run: applying {runbook.id} to {scope} would:\n", style="bold")
-            for step in plan.steps:
-                note = " (a page: not sent from the console)" if step.kind == "page" else \
-                    " (no change)" if step.noop else ""
-                body.append(f"  - {printable(step.description, limit=200)}{note}\n",
-                            style="bold red" if step.error else "")
-            if plan.error:
-                body.append(f"  {plan.error}\n", style="yellow")
-            if any(s.error for s in plan.steps):
-                body.append("Some actions cannot be resolved: applying will be refused.\n", style="bold red")
-            body.append(f"\nYou act as {printable(self.ctx.operator, limit=30)}; one audited change, rolled back "
-                        f"with b.", style="dim")
+            body = apply_prompt_body(runbook.id, scope, plan, self.ctx.operator)
 
             def done(reason: str | None) -> None:
                 if not reason:
@@ -916,16 +524,7 @@ class RunbooksView(View):
             self.notify(f"Runbook {runbook_id} is not in force" + (f" on {scope}" if scope else "") +
                         ": nothing to roll back.", severity="warning", markup=False)
             return
-        body = Text(end="")
-        body.append(f"Rolling back {runbook_id} restores exactly what it replaced:\n", style="bold")
-        for app in applied:
-            body.append(f"application #{app['id']} on {printable(app.get('scope'))} by "
-                        f"{printable(app.get('actor'), limit=30)}:\n")
-            for entry in app.get("actions") or []:
-                if isinstance(entry, dict):
-                    body.append(f"  - {printable(entry_text(entry), limit=200)}\n")
-        body.append("\nAnything changed by someone since is left as it is (and reported).\n", style="dim")
-        body.append(f"You act as {printable(self.ctx.operator, limit=30)}; written to the audit log.", style="dim")
+        body = rollback_prompt_body(runbook_id, applied, self.ctx.operator)
         ids = [int(a["id"]) for a in applied]
 
         def done(reason: str | None) -> None:

@@ -2,7 +2,8 @@
 
 Why not DataTable: DataTable measures every new cell when a row is added (100 rows took 370-520 ms in
 bench/console_bench.py's comparison), which is far over the console's budget of 50 ms for 100 new rows. This table
-keeps rows as raw data and formats only the lines on screen, when they are painted:
+keeps rows as raw data and formats only the lines on screen, when they are painted (the column layout and the
+line composition are table_lines.py):
 
 - `upsert()` of N rows into a table of M rows is O(N log M) comparisons plus list inserts (bisect), no rendering;
 - painting formats the ~50 visible rows, whatever M is;
@@ -18,11 +19,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -34,26 +32,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.widgets.repaint import PassStyle, QuietVirtualSize
+from console.widgets.table_lines import Column, column_widths, compose_line, fit_cell
+
+# Column is defined in table_lines.py; every caller of VirtualTable takes it from here with the table.
+__all__ = ["CellFn", "Column", "MatchFn", "SortFn", "VirtualTable"]
 
 CellFn = Callable[[Any, str, float], Text | str]
 SortFn = Callable[[Any, str], Any]
 MatchFn = Callable[[Any, Any], bool]
-
-_GAP = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """A column. `width` is the minimum; `flex` columns share what is left; `drop` > 0 columns are hidden, highest
-    first, when the table is too narrow for all of them."""
-
-    key: str
-    label: str
-    width: int
-    flex: int = 0
-    align: str = "left"
-    drop: int = 0
-    max_width: int = 0  # 0: a flex column takes any width it is given
 
 
 class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inherit_bindings=False):
@@ -387,69 +373,9 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         width = self.scrollable_content_region.width
         if self._columns_cache is not None and self._columns_cache[0] == width:
             return self._columns_cache[1]
-        columns = list(self.columns)
-
-        def needed(cols: list[Column]) -> int:
-            return sum(c.width for c in cols) + _GAP * (len(cols) + 1)
-
-        while needed(columns) > width and any(c.drop for c in columns):
-            victim = max((c for c in columns if c.drop), key=lambda c: c.drop)
-            columns.remove(victim)
-        spare = max(0, width - needed(columns))
-        extra = {c.key: 0 for c in columns}
-        # Hand out spare columns to flex columns by weight, respecting max_width; what nobody can take stays blank
-        # at the right (numbers stay next to their labels instead of drifting apart).
-        while spare > 0:
-            open_cols = [c for c in columns if c.flex and (not c.max_width or c.width + extra[c.key] < c.max_width)]
-            if not open_cols:
-                break
-            total = sum(c.flex for c in open_cols)
-            handed = 0
-            for c in open_cols:
-                share = max(1, spare * c.flex // total)
-                if c.max_width:
-                    share = min(share, c.max_width - c.width - extra[c.key])
-                share = min(share, spare - handed)
-                extra[c.key] += share
-                handed += share
-            if handed == 0:
-                break
-            spare -= handed
-        widths = [(c, c.width + extra[c.key]) for c in columns]
+        widths = column_widths(self.columns, width)
         self._columns_cache = (width, widths)
         return widths
-
-    @staticmethod
-    def _fit(text: Text | str, width: int, align: str) -> Text:
-        """Cut (with …) or pad a cell to `width`. `cell()` returns a new Text each call, so it is changed in
-        place."""
-        if isinstance(text, str):
-            text = Text(text, no_wrap=True, end="")
-        if text.cell_len > width:
-            text.truncate(width, overflow="ellipsis")
-        if align == "right":
-            text.pad_left(width - text.cell_len)
-        elif text.cell_len < width:
-            text.pad_right(width - text.cell_len)
-        return text
-
-    def _compose_line(self, cells: list[Text], base: Style, width: int) -> Strip:
-        """One Strip for a row: cells rendered once, the row style under each segment, padded to `width`."""
-        console = self.app.console
-        gap = Segment(" " * _GAP, base)
-        segments: list[Segment] = [gap]
-        used = _GAP
-        for text in cells:
-            for segment in text.render(console, end=""):
-                style = segment.style
-                segments.append(Segment(segment.text, base + style if style else base))
-            segments.append(gap)
-            used += text.cell_len + _GAP
-        if used < width:
-            segments.append(Segment(" " * (width - used), base))
-            used = width
-        strip = Strip(segments, used)
-        return strip.crop(0, width) if used > width else strip
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -462,14 +388,14 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
                 label = column.label
                 if column.key == self.sort_column:
                     label = f"{label}{'▼' if self.reverse else '▲'}"
-                cells.append(self._fit(Text(label), w, column.align))
-            return self._compose_line(cells, header_style, width)
+                cells.append(fit_cell(Text(label), w, column.align))
+            return compose_line(self.app.console, cells, header_style, width)
         index = int(self.scroll_offset.y) + y - 1
         n = len(self._order)
         if index >= n:
             if n == 0 and y == 2:
                 empty_style = base + self.get_component_rich_style("virtual-table--empty", partial=True)
-                return self._compose_line([self._fit(Text(self.empty_text), max(1, width - 2), "left")],
+                return compose_line(self.app.console, [fit_cell(Text(self.empty_text), max(1, width - 2), "left")],
                                           empty_style, width)
             return Strip.blank(width, base)
         key = self.key_at(index)
@@ -485,8 +411,8 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         style = base
         if is_cursor:
             style = base + self.get_component_rich_style("virtual-table--cursor", partial=True)
-        cells = [self._fit(self._cell(data, column.key, now), w, column.align) for column, w in layout]
-        strip = self._compose_line(cells, style, width)
+        cells = [fit_cell(self._cell(data, column.key, now), w, column.align) for column, w in layout]
+        strip = compose_line(self.app.console, cells, style, width)
         self._line_cache[cache_key] = strip
         return strip
 

@@ -11,7 +11,8 @@
 The writer's callback and the escalation hook only append to a queue: the engine's hot path never waits for
 detection, SQLite or HTTP. Everything that writes control.db happens on the runbook thread (attempt outcomes
 included), so there is one writer of incidents per engine. Trace events it emits (runbook.*, incident.*) are
-ignored by its own watchdog.
+ignored by its own watchdog. What each page says (owners, escalations, follow-ups, the time line text of an
+attempt) is composed in pages.py; this module decides when to send them.
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ from typing import TYPE_CHECKING, Any
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.controls.incidents import IncidentStore
 from engine.runbooks import actions
-from engine.runbooks.loader import page_targets
 from engine.runbooks.model import Runbook
-from engine.runbooks.notify import Page
 from engine.runbooks.pager import Attempt, Pager
+from engine.runbooks.pages import (
+    approval_decided_page,
+    attempt_text,
+    escalation_pages,
+    follow_up_pages,
+    owner_pages,
+    public_context,
+)
 from engine.runbooks.watchdog import DurationSource, SpanDurations, Transition, Watchdog
 
 if TYPE_CHECKING:
@@ -208,9 +215,7 @@ class RunbookEngine:
             elif kind == "approval.decided" and data and str(data.get("id")) in self._escalated:
                 approval_id = str(data["id"])
                 for target in self._escalated.pop(approval_id):
-                    self.pager.send(Page(target, "resolve", approval_id, f"approval {approval_id} was decided: "
-                                                                         f"{data.get('status')}", "sev3",
-                                         self.source, kind="approval"))
+                    self.pager.send(approval_decided_page(target, approval_id, data.get("status"), self.source))
 
     def _extend_budget(self, application: dict[str, Any], run_id: str, hierarchy: str | None) -> None:
         for entry in application["actions"]:
@@ -238,7 +243,7 @@ class RunbookEngine:
         summary = t.summary()
         incident, opened = self.incidents.open_or_update(
             runbook=runbook.id, title=spec.title, severity=spec.severity, apply_mode=spec.apply, scope=t.scope,
-            readings=t.readings, context=_public_context(t.context), summary=summary, actor=runbook.actor,
+            readings=t.readings, context=public_context(t.context), summary=summary, actor=runbook.actor,
             engine_id=self.engine_id)
         self._emit("runbook.detected", runbook.id, {"runbook": runbook.id, "scope": t.scope,
                                                     "incident": incident["id"], "opened": opened,
@@ -309,35 +314,16 @@ class RunbookEngine:
     def _page_owners(self, runbook: Runbook, t: Transition, incident: dict[str, Any], summary: str,
                      applied: list[str]) -> None:
         assert self.incidents is not None
-        context = _public_context(t.context)
-        details = {"runbook": runbook.id, "incident": incident["id"], "scope": t.scope, "signals": t.readings,
-                   "context": context, "apply": runbook.spec.apply, "actions": applied,
-                   "runbook_file": str(runbook.path), "acknowledge": f"flightdeck incident ack {incident['id']}"}
-        signal = next((r["signal"] for r in t.readings if r.get("fired")), "")
-        for targets, severity in page_targets(runbook):
-            for target in targets:
-                self.pager.send(Page(target, "trigger", incident["id"], f"{runbook.spec.title} ({t.scope}): {summary}",
-                                     severity, self.source, details, incident_id=incident["id"],
-                                     title=runbook.spec.title, scope=t.scope, group=runbook.id, signal=signal))
+        for page in owner_pages(runbook, t, incident, summary, applied, self.source):
+            self.pager.send(page)
 
     def _escalate(self, approval: dict[str, Any]) -> None:
         approval_id = str(approval.get("id"))
-        level = approval.get("level")
-        summary = (f"approval {approval_id} escalated to level {level}: {approval.get('tool')} for agent "
-                   f"{approval.get('agent')} in run {approval.get('run_id')} has waited past its deadline")
-        severity = "sev2" if approval.get("risk") == "high" else "sev3"
-        # Not the arguments nor the model's stated reason: they may hold customer data, and pages leave the company.
-        details = {k: approval.get(k) for k in ("id", "run_id", "agent", "tool", "risk", "level", "deadline",
-                                                "requested", "args_hash")}
-        details["decide"] = (f"flightdeck approve {approval_id} --reason ... | "
-                             f"flightdeck deny {approval_id} --reason ...")
         self._escalated[approval_id] = list(self.escalation_targets)
-        self._emit("runbook.escalation", approval_id, {"approval": approval_id, "level": level,
+        self._emit("runbook.escalation", approval_id, {"approval": approval_id, "level": approval.get("level"),
                                                        "targets": self.escalation_targets})
-        for target in self.escalation_targets:
-            self.pager.send(Page(target, "trigger", approval_id, summary, severity, self.source, details,
-                                 kind="approval", title=f"Approval waiting: {approval.get('tool')}",
-                                 scope=f"agent:{approval.get('agent')}", group=str(approval.get("tool") or "")))
+        for page in escalation_pages(approval, self.escalation_targets, self.source):
+            self.pager.send(page)
 
     def _attempt_reported(self, attempt: Attempt) -> None:
         # Pager thread: the trace event is a deque append; the time line write waits for the runbook thread.
@@ -365,32 +351,17 @@ class RunbookEngine:
         page = attempt.page
         if page.incident_id is None:
             return
-        verb = {"trigger": "paged", "acknowledge": "acknowledged the page of", "resolve": "resolved the page of"}[
-            page.action]
-        if attempt.outcome == "sent":
-            text = f"{verb} {page.target} ({attempt.notifier_type}, {page.severity}) after {attempt.attempt} " \
-                   f"attempt(s)"
-        else:
-            text = f"could not page {page.target} ({page.action}): {attempt.error}"
         self.incidents.record_page(page.incident_id, target=page.target, action=page.action,
-                                   ok=attempt.outcome == "sent", text=text, data=attempt.as_data(), actor="engine")
+                                   ok=attempt.outcome == "sent", text=attempt_text(attempt), data=attempt.as_data(),
+                                   actor="engine")
 
     def _sync_pages(self) -> None:
         """Incidents acknowledged or resolved since their page: the page follows (PagerDuty acknowledge/resolve)."""
         assert self.incidents is not None
         for incident in self.incidents.unsynced_pages():
-            status = incident["status"]
-            action = {"acknowledged": "acknowledge", "resolved": "resolve"}.get(status)
-            if action is not None:
-                who = incident["acknowledged_by"] if status == "acknowledged" else incident["resolved_by"]
-                for target in incident.get("paged_targets") or []:
-                    self.pager.send(Page(target, action, incident["id"], f"{incident['title']} ({incident['scope']}) "
-                                                                         f"{status} by {who}",
-                                         incident["severity"], self.source, {"incident": incident["id"],
-                                                                             "status": status, "by": who},
-                                         incident_id=incident["id"], title=incident["title"],
-                                         scope=incident["scope"], group=incident["runbook"]))
-            self.incidents.mark_synced(incident["id"], status)
+            for page in follow_up_pages(incident, self.source):
+                self.pager.send(page)
+            self.incidents.mark_synced(incident["id"], incident["status"])
 
     # -- housekeeping ---------------------------------------------------------------------------------------------
 
@@ -477,6 +448,3 @@ class RunbookEngine:
         return [(0, "run.ended", run_id, None, None, hierarchies.get(run_id), {"status": "abandoned"})
                 for run_id in run_ids]
 
-
-def _public_context(context: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in context.items() if v not in (None, "", [])}

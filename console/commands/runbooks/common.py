@@ -1,0 +1,125 @@
+"""What the runbooks, incidents and postmortem commands share: the store and runbook look-ups, scopes, the runs a
+runbook's budget action reaches, the runbook text's placeholders, and the CLI's spelling of API fields."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InputError
+
+SCOPE_KINDS = ("global", "hierarchy", "agent", "tool")
+
+
+def add_operator(parser: argparse.ArgumentParser) -> None:
+    from console.commands.controls import OPERATOR_ENV
+
+    parser.add_argument("--operator", metavar="NAME",
+                        help=f"who is acting, for the audit log (default: ${OPERATOR_ENV}, else your user name)")
+
+
+def usage_handler(parser: argparse.ArgumentParser) -> Any:
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+    return show
+
+
+def resolve_store(args: argparse.Namespace) -> Path:
+    from engine.store import resolve_store_dir
+
+    return resolve_store_dir(args.store)
+
+
+def runbooks_in_force(store_dir: Path | None) -> list[Any]:
+    from engine.runbooks.loader import load_runbooks
+
+    return load_runbooks(store_dir)
+
+
+def find_runbook(runbooks: list[Any], runbook_id: str) -> Any:
+    import difflib
+
+    for runbook in runbooks:
+        if runbook.id == runbook_id:
+            return runbook
+    known = [r.id for r in runbooks]
+    close = difflib.get_close_matches(runbook_id, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (runbooks: {', '.join(known) or 'none'})"
+    raise InputError(f"no runbook {runbook_id!r}{hint}", field="ID")
+
+
+def require_store(store_dir: Path) -> None:
+    from engine.errors import StoreError
+    from engine.store.files import CONTROL_DB
+
+    if not (store_dir / CONTROL_DB).is_file():
+        raise StoreError(f"no store at {store_dir} (nothing has been recorded there yet; pass --store or set "
+                         f"FLIGHTDECK_STORE)")
+
+
+def incident_store(store_dir: Path, *, create: bool = False, read_only: bool = False) -> Any:
+    """read_only: for commands that only read incidents; control.db is opened read-only (works on a read-only store)."""
+    from engine.runbooks.incidents import IncidentStore
+    from engine.store.control import ControlDB
+
+    if not create:
+        require_store(store_dir)
+    return IncidentStore(ControlDB.open(store_dir, read_only=read_only))
+
+
+def parse_scope(text: str | None, field: str = "--scope") -> tuple[str, str | None]:
+    text = (text or "").strip()
+    if text == "global":
+        return "global", None
+    kind, sep, target = text.partition(":")
+    if not sep or kind not in SCOPE_KINDS or kind == "global" or not target.strip():
+        raise InputError(f"expected global, hierarchy:NAME, agent:NAME or tool:NAME, got {text!r}", field=field)
+    return kind, target.strip()
+
+
+def running_runs(store_dir: Path) -> Any:
+    """hierarchy (None: all) -> ids of runs the store records as running."""
+    from engine.store.files import TRACES_DB
+
+    def running(hierarchy: str | None) -> list[str]:
+        if not (store_dir / TRACES_DB).is_file():
+            return []
+        from engine.store import open_reader
+
+        reader = open_reader(store_dir)
+        try:
+            return sorted(r["id"] for r in reader.list_runs(limit=10_000, status="running", hierarchy=hierarchy))
+        finally:
+            reader.close()
+    return running
+
+
+def fill_body(body: str, context: dict[str, Any]) -> str:
+    import re
+
+    def fill(match: re.Match[str]) -> str:
+        value = context.get(match.group(1))
+        return str(value) if isinstance(value, str) and value else match.group(0)
+    return re.sub(r"\{(hierarchy|agent|tool|run|target|scope)\}", fill, body)
+
+
+def pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: row.get(name) for name in fields}
+
+
+def cli_field(exc: InputError) -> InputError:
+    """The API names a field as it spells it; on the command line the operator typed a flag."""
+    flag = {"reason": "--reason", "text": "--text", "operator": "--operator", "incident": "ID"}.get(exc.field or "")
+    return InputError(exc.message, field=flag) if flag and type(exc) is InputError else exc
+
+
+def checked_reason(text: str | None) -> str:
+    from engine.controls.validate import required_text
+
+    try:
+        return required_text(text, "reason")
+    except InputError as exc:
+        raise cli_field(exc) from None

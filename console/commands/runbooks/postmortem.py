@@ -1,0 +1,73 @@
+"""`flightdeck postmortem INCIDENT_ID [--out FILE]`: a Markdown postmortem draft for an incident."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from console.cli import add_store_argument
+from console.commands.runbooks.common import find_runbook, incident_store, resolve_store, runbooks_in_force
+from engine.errors import InputError
+
+
+def add_postmortem(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    postmortem = commands.add_parser(
+        "postmortem", help="write a postmortem draft for an incident",
+        description="A Markdown postmortem draft: time line of signals, actions applied and rolled back, operator "
+                    "actions with who and why (from the audit log), runs affected and cost during the incident.")
+    postmortem.add_argument("incident_id", metavar="INCIDENT_ID")
+    postmortem.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    add_store_argument(postmortem)
+    postmortem.set_defaults(handler=handle_postmortem)
+
+
+def handle_postmortem(args: argparse.Namespace) -> int:
+    from engine.controls import audit
+    from engine.controls.applications import for_incident
+    from engine.runbooks import postmortem
+    from engine.store.files import TRACES_DB, connect
+
+    store_dir = resolve_store(args)
+    store = incident_store(store_dir, read_only=True)
+    try:
+        incident = store.get(args.incident_id)
+        timeline = store.timeline(incident["id"])
+        with store.db.reading() as conn:
+            applications = for_incident(conn, incident["id"])
+        now = time.time()
+        window = max((float(s.get("window_s") or 0) for s in incident.get("signals") or []), default=0.0)
+        start = incident["opened"] - window
+        end = incident.get("resolved") or now
+        with store.db.reading() as conn:
+            audit_rows = audit.between(conn, start, end)
+    finally:
+        store.db.close()
+    runbook_path = None
+    try:
+        runbook_path = str(find_runbook(runbooks_in_force(store_dir), incident["runbook"]).path)
+    except InputError:
+        pass
+    conn = connect(store_dir / TRACES_DB, read_only=True) if (store_dir / TRACES_DB).is_file() else None
+    try:
+        runs = postmortem.affected_runs(conn, incident, start, end)
+        spend = postmortem.spend_between(conn, start, end)
+    finally:
+        if conn is not None:
+            conn.close()
+    text = postmortem.render(incident, timeline, applications, audit_rows, runs, window_start=start, window_end=end,
+                             spend_in_window=spend, runbook_path=runbook_path, now=now)
+    if args.out:
+        out = Path(args.out)
+        try:
+            # Written whole to a temporary name, then renamed: a failure never leaves half a draft behind.
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(text + "\n", encoding="utf-8")
+            tmp.replace(out)
+        except OSError as exc:
+            raise InputError(f"cannot write the draft: {exc.strerror or exc}", file=str(out)) from None
+        print(f"postmortem draft for {incident['id']} written to {out}")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0

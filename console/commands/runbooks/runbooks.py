@@ -1,0 +1,295 @@
+"""`flightdeck runbooks list | show | check | apply | rollback`: the runbooks in force on a store, their files'
+validation, and applying or rolling back one as an audited change."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from console.cli import add_store_argument
+from console.commands.runbooks.common import (
+    add_operator,
+    checked_reason,
+    fill_body,
+    find_runbook,
+    incident_store,
+    parse_scope,
+    require_store,
+    resolve_store,
+    runbooks_in_force,
+    running_runs,
+    usage_handler,
+)
+from console.output import print_json, table
+from engine.errors import InputError
+
+
+def add_runbooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    runbooks = commands.add_parser(
+        "runbooks", help="list, check, apply or roll back runbooks",
+        description="Runbooks detect problems on the engine's event stream, open incidents, page their owners and "
+                    "apply (or suggest) audited actions that can be rolled back. They are the shipped ones plus "
+                    "STORE/runbooks/*.md. See docs/runbooks.md.")
+    actions = runbooks.add_subparsers(dest="runbooks_action", metavar="ACTION", parser_class=type(runbooks))
+
+    listing = actions.add_parser("list", help="the runbooks in force on a store")
+    listing.add_argument("--json", action="store_true", help="print a JSON list of runbook objects")
+    add_store_argument(listing)
+    listing.set_defaults(handler=handle_list)
+
+    show = actions.add_parser("show", help="one runbook: detection, actions and its text")
+    show.add_argument("runbook_id", metavar="ID")
+    show.add_argument("--incident", metavar="INCIDENT_ID", help="fill {hierarchy}, {agent}, ... from this incident")
+    add_store_argument(show)
+    show.set_defaults(handler=handle_show)
+
+    check = actions.add_parser(
+        "check", help="validate runbook files",
+        description="Validate runbook files: front matter, signals and their parameters, flags, actions, durations, "
+                    "placeholders, body sections, and owners/page targets against the store config's notifiers "
+                    "(when the store has a config.toml, or with --config). Every problem is printed with its file, "
+                    "line and field; exit 2 if any.")
+    check.add_argument("path", nargs="?", metavar="DIR|FILE",
+                       help="a directory of runbooks or one file (default: the shipped runbooks and STORE/runbooks)")
+    check.add_argument("--config", metavar="FILE", help="store config to check notifier targets against")
+    add_store_argument(check)
+    check.set_defaults(handler=handle_check)
+
+    apply = actions.add_parser(
+        "apply", help="apply a runbook's actions now (one audited change)",
+        description="Apply a runbook's control actions (flags, kill switches, breaker and budget overrides) for a "
+                    "scope, as one audited change that records the previous values. Pages are not sent: you are "
+                    "the person they would reach. --dry-run prints what would change and changes nothing.")
+    apply.add_argument("runbook_id", metavar="ID")
+    apply.add_argument("--scope", metavar="SCOPE", help="global, hierarchy:NAME, agent:NAME or tool:NAME "
+                                                        "(default: the incident's, with --incident)")
+    apply.add_argument("--hierarchy", metavar="NAME", help="fills {hierarchy} when the scope is an agent or tool")
+    apply.add_argument("--incident", metavar="INCIDENT_ID", help="link the application to this incident (its time "
+                                                                 "line records it) and take the scope from it")
+    apply.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+    apply.add_argument("--reason", metavar="TEXT", help="why (required unless --dry-run; goes to the audit log)")
+    add_operator(apply)
+    add_store_argument(apply)
+    apply.set_defaults(handler=handle_apply)
+
+    rollback = actions.add_parser(
+        "rollback", help="roll back what a runbook applied",
+        description="Restore exactly the values a runbook application replaced, and nothing an operator changed "
+                    "since (that is reported instead). ID is a runbook id (every scope it is in force for, or one "
+                    "with --scope) or an incident id (the applications linked to it).")
+    rollback.add_argument("ref", metavar="ID")
+    rollback.add_argument("--scope", metavar="SCOPE", help="only the application for this scope")
+    rollback.add_argument("--reason", metavar="TEXT", required=True, help="why (goes to the audit log)")
+    add_operator(rollback)
+    add_store_argument(rollback)
+    rollback.set_defaults(handler=handle_rollback)
+    runbooks.set_defaults(handler=usage_handler(runbooks))
+
+
+def _runbook_json(runbook: Any) -> dict[str, Any]:
+    spec = runbook.spec
+    rollback = spec.rollback.as_dict()
+    return {"id": spec.id, "title": spec.title, "severity": spec.severity, "owner": list(spec.owner),
+            "apply": spec.apply, "rollback": rollback, "origin": runbook.origin, "path": str(runbook.path),
+            "detect": [{"signal": c.signal, "op": c.op, "threshold": c.threshold, "for_s": c.window,
+                        "scope": c.scope, "target": c.target, "params": dict(c.params)} for c in spec.detect],
+            "actions": [{a.kind: a.body.model_dump(by_alias=True, exclude_none=True)} for a in spec.actions]}
+
+
+def handle_list(args: argparse.Namespace) -> int:
+    runbooks = runbooks_in_force(resolve_store(args))
+    if args.json:
+        print_json([_runbook_json(r) for r in runbooks])
+        return 0
+    if not runbooks:
+        print("no runbooks")
+        return 0
+    rows = [(r.id, r.spec.severity, r.spec.apply, ", ".join(c.describe() for c in r.spec.detect),
+             ", ".join(a.kind for a in r.spec.actions) or "-", r.origin) for r in runbooks]
+    print(table(("RUNBOOK", "SEV", "APPLY", "DETECTS", "ACTIONS", "FROM"), rows))
+    return 0
+
+
+def handle_show(args: argparse.Namespace) -> int:
+    from engine.runbooks.loader import page_targets
+    from engine.runbooks.model import short_duration
+
+    store_dir = resolve_store(args)
+    runbook = find_runbook(runbooks_in_force(store_dir), args.runbook_id)
+    spec = runbook.spec
+    context: dict[str, Any] = {}
+    if args.incident:
+        incident = incident_store(store_dir, read_only=True).get(args.incident)
+        context = {**(incident.get("context") or {}), "scope": incident["scope"]}
+    print(f"{spec.id}: {spec.title}")
+    print(f"severity {spec.severity}, apply {spec.apply}, owner {', '.join(spec.owner) or '-'}, from {runbook.path}")
+    print("detects (any of):")
+    for condition in spec.detect:
+        extra = f" params {condition.params}" if condition.params else ""
+        print(f"  - {condition.describe()}{extra}; clears after {short_duration(condition.quiet_s)} quiet")
+    print("actions:")
+    for action in spec.actions:
+        print(f"  - {action.kind}: {action.body.model_dump(by_alias=True, exclude_none=True)}")
+    for targets, severity in page_targets(runbook):
+        print(f"  pages {', '.join(targets)} as {severity}")
+    rollback = spec.rollback
+    print("rollback: " + ("manual" if rollback.after is None else
+                          f"automatic {short_duration(rollback.after)} after applying"
+                          + (", once the signal is quiet" if rollback.require_quiet else "")))
+    print()
+    print(fill_body(runbook.body, context).strip())
+    return 0
+
+
+def handle_check(args: argparse.Namespace) -> int:
+    from engine.runbooks.loader import check_targets, load_dir, load_runbook
+    from engine.store.config import load_config
+    from engine.store.files import CONFIG_FILE
+
+    store_dir = resolve_store(args)
+    if args.path:
+        path = Path(args.path)
+        runbooks = load_dir(path) if path.is_dir() else [load_runbook(path)]
+    else:
+        runbooks = runbooks_in_force(store_dir)
+    config_note = None
+    if args.config or (store_dir / CONFIG_FILE).is_file():
+        config = load_config(store_dir, args.config)
+        errors = check_targets(runbooks, config.notifiers)
+        if errors:
+            from engine.errors import InputErrors
+
+            errors.sort(key=lambda e: (e.file or "", e.line or 0))
+            raise errors[0] if len(errors) == 1 else InputErrors(errors)
+        missing = _missing_env(runbooks, config)
+        for line in missing:
+            print(f"warning: {line}", file=sys.stderr)
+    else:
+        config_note = (f"owners and page targets not checked: no {store_dir / CONFIG_FILE} (pass --config FILE or "
+                       f"--store DIR)")
+    for runbook in runbooks:
+        print(f"{runbook.path}: ok: runbook {runbook.id}: {len(runbook.spec.detect)} condition(s), "
+              f"{len(runbook.spec.actions)} action(s), apply {runbook.spec.apply}")
+    if config_note:
+        print(f"note: {config_note}")
+    return 0
+
+
+def _missing_env(runbooks: list[Any], config: Any) -> list[str]:
+    """Notifier targets whose secret variable is not set in this shell: a warning, since the engine's environment
+    is what counts, not the checker's."""
+    import os
+
+    from engine.runbooks.loader import page_targets
+
+    used = {t for r in runbooks for targets, _ in page_targets(r) for t in targets}
+    out = []
+    for name in sorted(used):
+        notifier = config.notifiers.get(name)
+        env = getattr(notifier, "routing_key_env", None) or getattr(notifier, "url_env", None)
+        if env and not os.environ.get(env):
+            out.append(f"notifier {name}: ${env} is not set here; the engine needs it to page")
+    return out
+
+
+def handle_apply(args: argparse.Namespace) -> int:
+    from console.commands.controls import operator_name
+    from engine.controls.api import ControlAPI
+    from engine.runbooks import actions
+    from engine.store.control import ControlDB
+
+    store_dir = resolve_store(args)
+    runbook = find_runbook(runbooks_in_force(store_dir), args.runbook_id)
+    incident = None
+    if args.incident:
+        incident = incident_store(store_dir).get(args.incident)
+        if incident["runbook"] != runbook.id:
+            raise InputError(f"incident {incident['id']} is about runbook {incident['runbook']}, not {runbook.id}",
+                             field="--incident")
+    scope_text = args.scope or (incident["scope"] if incident else None)
+    if scope_text is None:
+        raise InputError("which scope? e.g. --scope hierarchy:deal-desk (or --incident ID)", field="--scope")
+    kind, target = parse_scope(scope_text)
+    label = "global" if kind == "global" else f"{kind}:{target}"
+    context: dict[str, Any] = dict((incident or {}).get("context") or {})
+    context.update({"scope": label})
+    if target is not None:
+        context.update({kind: target, "target": target})
+    if args.hierarchy:
+        context["hierarchy"] = args.hierarchy.strip()
+    reason = "" if args.dry_run else checked_reason(args.reason)
+    if args.dry_run:
+        require_store(store_dir)
+    else:
+        from engine.store.files import ensure_store_dir
+
+        ensure_store_dir(store_dir)
+    db = ControlDB.open(store_dir)
+    try:
+        if args.dry_run:
+            steps = actions.plan(runbook, context, db.connection, running_runs(store_dir))
+            print(f"dry run: applying {runbook.id} to {label} would:")
+            for step in steps:
+                note = " (not sent by `runbooks apply`: you are the person it would page)" if step.kind == "page" \
+                    else " (no change)" if step.noop else ""
+                print(f"  - {step.description}{note}")
+            print("nothing was changed")
+            return 2 if any(s.error for s in steps) else 0
+        with ControlAPI(store_dir, operator_name(args), db=db) as api:
+            application = actions.apply(api, runbook, label, context, source="operator", reason=reason,
+                                        running_runs=running_runs(store_dir),
+                                        incident_id=incident["id"] if incident else None)
+    finally:
+        db.close()
+    print(f"applied {runbook.id} to {label} as application #{application.id} by {application.actor}:")
+    for step in application.steps:
+        print(f"  - {step.description}" + (" (no change)" if step.noop else ""))
+    print(f"roll back with: flightdeck runbooks rollback {runbook.id} --scope {label} --reason TEXT")
+    return 0
+
+
+def handle_rollback(args: argparse.Namespace) -> int:
+    from console.commands.controls import operator_name
+    from engine.controls.api import ControlAPI, ControlError
+    from engine.runbooks import actions
+    from engine.store.control import ControlDB
+
+    store_dir = resolve_store(args)
+    require_store(store_dir)
+    reason = checked_reason(args.reason)
+    scope = None
+    if args.scope:
+        kind, target = parse_scope(args.scope)
+        scope = "global" if kind == "global" else f"{kind}:{target}"
+    db = ControlDB.open(store_dir)
+    try:
+        active = actions.active_applications(db)
+        ref = args.ref.strip()
+        if ref.startswith("inc-"):
+            incident_id = incident_store(store_dir).get(ref)["id"]
+            chosen = [a for a in active if a.get("incident_id") == incident_id]
+            what = f"incident {incident_id}"
+        else:
+            chosen = [a for a in active if a["runbook"] == ref]
+            what = f"runbook {ref}"
+        if scope is not None:
+            chosen = [a for a in chosen if a["scope"] == scope]
+            what += f" on {scope}"
+        if not chosen:
+            raise ControlError(f"{what} is not in force (nothing to roll back; see `flightdeck incidents` and "
+                               f"`flightdeck runbooks list`)")
+        with ControlAPI(store_dir, operator_name(args), db=db) as api:
+            results = [actions.rollback(api, a["id"], source="operator", reason=reason) for a in chosen]
+    finally:
+        db.close()
+    for result in results:
+        print(f"rolled back {result.runbook} on {result.scope} (application #{result.application_id}):")
+        for item in result.report:
+            mark = {"restored": "restored", "left": "LEFT", "nothing": "-"}[item["outcome"]]
+            print(f"  [{mark}] {item['text']}")
+        if result.left:
+            print(f"  {len(result.left)} item(s) were changed by someone since the runbook applied them and were left "
+                  f"as they are")
+    return 0

@@ -1,0 +1,167 @@
+"""The runbooks view's data: RunbooksFeed reads, on the view's Poller thread, the open incidents
+(engine.controls.incidents.list_incidents: a read-only connection), the runbook applications in force and -- once
+per showing -- the runbooks in force on the store (engine.runbooks.loader.load_runbooks); on worker threads it
+computes the dry run of a runbook (engine.runbooks.actions.plan) and performs the operator's actions through the
+same APIs the CLI uses. See console/screens/runbooks.py for the view."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from console.screens.base import ConsoleContext
+
+TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
+
+SEVERITY_ORDER = {"sev1": 0, "sev2": 1, "sev3": 2, "sev4": 3}
+
+
+def sort_incidents(incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What is on fire first: firing before quiet, not acknowledged before acknowledged, then by severity, then
+    newest first."""
+    return sorted(incidents, key=lambda i: (not i.get("firing"), i.get("status") != "open",
+                                            SEVERITY_ORDER.get(str(i.get("severity")), 9), -(i.get("opened") or 0)))
+
+
+def scope_context(incident: dict[str, Any] | None, scope: str) -> dict[str, Any]:
+    """The placeholders for a runbook applied to `scope`, as `flightdeck runbooks apply` fills them."""
+    from console.commands.runbooks import parse_scope
+
+    context: dict[str, Any] = dict((incident or {}).get("context") or {})
+    kind, target = parse_scope(scope, field="scope")
+    label = "global" if kind == "global" else f"{kind}:{target}"
+    context["scope"] = label
+    if target is not None:
+        context.update({kind: target, "target": target})
+    return context
+
+
+@dataclass(slots=True)
+class RunbooksSnapshot:
+    incidents: list[dict[str, Any]]
+    runbooks: list[Any]
+    applications: list[dict[str, Any]]
+    problem: str | None = None  # the runbooks could not be loaded (shown, the incidents still are)
+
+
+@dataclass(slots=True)
+class Plan:
+    runbook: str
+    scope: str | None
+    incident_id: str | None
+    steps: list[Any]
+    error: str | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # the incident's newest time line entries
+
+
+@dataclass(slots=True)
+class RunbooksFeed:
+    ctx: ConsoleContext
+    runbooks: list[Any] | None = None
+    problem: str | None = None
+    seen: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def poll(self) -> RunbooksSnapshot | None:
+        from engine.controls.applications import in_force as applications_in_force
+        from engine.controls.incidents import list_incidents
+
+        with self.lock:
+            if self.runbooks is None:
+                from engine.errors import FlightdeckError
+                from engine.runbooks.loader import load_runbooks
+
+                try:
+                    self.runbooks = load_runbooks(self.ctx.store_dir)
+                except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
+                    self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
+            incidents = list_incidents(self.ctx.store_dir, active_only=True, limit=200)
+            applications: list[dict[str, Any]] = []
+            db = self.ctx.source.control()
+            if db is not None:
+                try:
+                    with db.reading() as conn:
+                        applications = applications_in_force(conn)
+                except Exception as exc:  # a control.db from before runbooks: no applications
+                    if "no such table" not in str(exc):
+                        raise
+            key = (tuple((i["id"], i.get("updated"), i.get("status"), i.get("firing")) for i in incidents),
+                   tuple(a["id"] for a in applications), self.problem)
+            if key == self.seen:
+                return None
+            self.seen = key
+            return RunbooksSnapshot(sort_incidents(incidents), list(self.runbooks), applications, self.problem)
+
+    def invalidate(self) -> None:
+        self.seen = None
+
+    # -- the dry run and the actions (worker threads) ---------------------------------------------------------
+
+    def plan(self, runbook: Any, scope: str | None, incident: dict[str, Any] | None) -> Plan:
+        from console.commands.runbooks import running_runs
+        from engine.runbooks import actions
+        from engine.store.files import CONTROL_DB, connect
+
+        incident_id = incident["id"] if incident else None
+        if scope is None:
+            return Plan(runbook.id, None, incident_id, [],
+                        error="no open incident to take a scope from: p asks for one")
+        context = scope_context(incident, scope)
+        path = self.ctx.store_dir / CONTROL_DB
+        if not path.is_file():
+            return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
+        conn = connect(path, read_only=True)
+        try:
+            steps = actions.plan(runbook, context, conn, running_runs(self.ctx.store_dir))
+            timeline: list[dict[str, Any]] = []
+            if incident_id is not None:
+                from engine.controls.incidents import recent_events
+
+                timeline = recent_events(conn, incident_id, TIMELINE_LINES)
+        finally:
+            conn.close()
+        return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)
+
+    def incident_action(self, verb: str, incident_id: str, text: str | None) -> dict[str, Any]:
+        from engine.runbooks.incidents import IncidentStore
+        from engine.store.control import ControlDB
+
+        store = IncidentStore(ControlDB.open(self.ctx.store_dir))
+        try:
+            if verb == "ack":
+                return store.acknowledge(incident_id, self.ctx.operator, text)
+            if verb == "resolve":
+                return store.resolve(incident_id, self.ctx.operator, text or "")
+            return store.annotate(incident_id, self.ctx.operator, text or "")
+        finally:
+            store.db.close()
+
+    def apply(self, runbook: Any, scope: str, incident: dict[str, Any] | None, reason: str) -> Any:
+        from console.commands.runbooks import running_runs
+        from engine.controls.api import ControlAPI
+        from engine.runbooks import actions
+        from engine.store.control import ControlDB
+
+        context = scope_context(incident, scope)
+        db = ControlDB.open(self.ctx.store_dir)
+        try:
+            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
+                return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
+                                     running_runs=running_runs(self.ctx.store_dir),
+                                     incident_id=incident["id"] if incident else None)
+        finally:
+            db.close()
+
+    def rollback(self, application_ids: list[int], reason: str) -> list[Any]:
+        from engine.controls.api import ControlAPI
+        from engine.runbooks import actions
+        from engine.store.control import ControlDB
+
+        db = ControlDB.open(self.ctx.store_dir)
+        try:
+            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
+                return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]
+        finally:
+            db.close()
