@@ -1,7 +1,7 @@
 """httpx, imported without its command-line module.
 
 `import httpx` also imports `httpx._main` (its CLI), which pulls in rich, click and pygments when they are
-installed. The engine never uses that CLI and must not import rich (tests/test_engine_isolation.py), so a stub
+installed. The engine never uses that CLI and must not import rich (tests/engine/test_engine_isolation.py), so a stub
 stands in for it before httpx is first imported. Every engine module that needs httpx gets it from here.
 """
 

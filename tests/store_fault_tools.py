@@ -1,4 +1,4 @@
-"""Tools for the store-fault tests (tests/test_store_faults.py): a side effect outside the store that a test can
+"""Tools for the store-fault tests (tests/engine/test_store_faults.py): a side effect outside the store that a test can
 count (a line appended to the file named by $FLIGHTDECK_TEST_JOURNAL), and a slow read-only step."""
 
 from __future__ import annotations

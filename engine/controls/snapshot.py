@@ -10,8 +10,9 @@ from typing import Any
 from engine.controls import approvals, flag_settings, kill_switches, overrides
 from engine.store.rows import fetch_rows
 
-# The snapshot's queries: each one is served by a partial index in the control.db schema (tests/test_controls_api.py
-# checks the query plans), because the engine's watcher runs them every time anyone writes to control.db.
+# The snapshot's queries: each one is served by a partial index in the control.db schema
+# (tests/engine/test_controls_api.py checks the query plans), because the engine's watcher runs them every time
+# anyone writes to control.db.
 SNAPSHOT_QUERIES: dict[str, str] = {
     "kill_switches": kill_switches.ACTIVE_SQL,
     "flags": flag_settings.ACTIVE_SQL,

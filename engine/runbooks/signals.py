@@ -8,7 +8,8 @@ store. Two kinds:
 
 Scopes say what a condition is evaluated per: `global` (one value for the whole engine), `hierarchy`, `agent` or
 `tool` (one value per hierarchy / agent / tool name seen in the events, or only the `target` if one is given).
-docs/runbooks.md is written from this table; tests/test_runbooks_loader.py checks that every signal is documented.
+docs/runbooks.md is written from this table; tests/engine/test_runbooks_loader.py checks that every signal is
+documented.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ States and moves (resilience4j's CircuitBreakerStateMachine, count-based sliding
     any --force_open()--> FORCED_OPEN    any --disable()--> DISABLED    any --reset()--> CLOSED
 
 Every transition starts a new *epoch* with an empty window and a zero not-permitted count. Choices where the
-brief or resilience4j leave room (tests/test_breaker.py pins each one):
+brief or resilience4j leave room (tests/engine/test_breaker.py pins each one):
 
 * Stale permits. A permit remembers the epoch it was issued in; settling it in a later epoch records nothing.
   resilience4j records such late outcomes into whatever state is current, so a call admitted while CLOSED can

@@ -13,8 +13,8 @@ import pytest
 import engine
 from tests.engine_helpers import Approver
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
-ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "hierarchies"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def flightdeck(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import importlib
 import re
 from pathlib import Path
 
-CONSOLE = Path(__file__).resolve().parent.parent / "console"
+CONSOLE = Path(__file__).resolve().parents[2] / "console"
 
 
 def test_every_view_is_in_the_registry_with_a_real_view_class() -> None:

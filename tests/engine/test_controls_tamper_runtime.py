@@ -17,8 +17,15 @@ from engine.controls.api import ControlAPI
 from engine.runtime.engine import Engine
 from engine.runtime.results import RunResult
 from tests import fixture_tools, runtime_tools
+from tests.engine.test_controls_runtime import (
+    RECORD_BIG,
+    SLOW_THEN_FLAKY,
+    hierarchy_text,
+    in_thread,
+    scenario,
+    wait_until,
+)
 from tests.engine_helpers import events, spans, write_hierarchy
-from tests.test_controls_runtime import RECORD_BIG, SLOW_THEN_FLAKY, hierarchy_text, in_thread, scenario, wait_until
 
 
 def _tool_spans(store_dir: Path, run_id: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from engine.store.control import ControlDB
 from engine.store.control_schema import CONTROL_MIGRATIONS
 from engine.store.migrate import migrate, split_statements
 from engine.store.traces_schema import TRACES_MIGRATIONS
-from tests.test_store_support import T0, rows, run_python
+from tests.store_support import T0, rows, run_python
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from engine.runbooks.loader import check_targets, load_dir, load_runbook, load_r
 from engine.runbooks.model import ACTION_KINDS, PLACEHOLDERS, PlaceholderError, render
 from engine.runbooks.signals import SIGNALS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BODY = "\n## What it means\nx\n## How to confirm\nx\n## First steps\nx\n## How to roll back\nx\n## When to escalate\nx\n"
 GOOD = """---
 id: good

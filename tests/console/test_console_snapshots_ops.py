@@ -1,8 +1,8 @@
 """Snapshots of views 3 (approvals), 4 (breakers) and 5 (controls) at 160x48 and 100x30, with fixed data (fixed
 approval ids, times and hashes) and a fixed clock.
 
-Update after an intended change with `pytest tests/test_console_snapshots_ops.py --snapshot-update`, then look at
-the SVGs under tests/__snapshots__/ before committing them.
+Update after an intended change with `pytest tests/console/test_console_snapshots_ops.py --snapshot-update`, then look at
+the SVGs under tests/console/__snapshots__/ before committing them.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from unittest import mock
 import pytest
 
 from console.app import create_app
+from tests.console.test_console_views_ops import ops_store
 from tests.console_helpers import (
     SNAPSHOT_SIZES,
     fixed_clock,
     utc,  # noqa: F401 - an autouse fixture: pins TZ=UTC
     wait_for,
 )
-from tests.test_console_views_ops import ops_store
 
 SIZES = SNAPSHOT_SIZES
 

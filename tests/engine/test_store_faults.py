@@ -17,9 +17,9 @@ import pytest
 from engine.errors import StoreError
 from engine.store import open_engine_store, open_reader
 from tests.store_fault_tools import read_journal
-from tests.test_store_support import rows, store_lock_free, wait_until
+from tests.store_support import rows, store_lock_free, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clerk_hierarchy(steps: int, pause: float) -> str:

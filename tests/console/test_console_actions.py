@@ -12,8 +12,8 @@ from textual.widgets import Input, TextArea
 
 from console.screens import actions
 from console.widgets.modals import FormModal
+from tests.console.test_console_views_ops import app_for, ops_store, request, show
 from tests.console_helpers import wait_for
-from tests.test_console_views_ops import app_for, ops_store, request, show
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from engine.controls.api import ControlAPI
 from engine.errors import StoreError
 from engine.store import open_reader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUSY = """
 name: busy
 entry: lead

@@ -14,7 +14,7 @@ import pytest
 
 from engine.controls.audit import GENESIS, row_hash
 
-WORKER = Path(__file__).parent / "fixtures" / "hierarchies" / "worker.yaml"
+WORKER = Path(__file__).parent.parent / "fixtures" / "hierarchies" / "worker.yaml"
 
 
 def cli(store_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

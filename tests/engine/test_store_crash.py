@@ -12,12 +12,12 @@ import pytest
 from engine.errors import StoreError
 from engine.store import open_engine_store, open_reader
 from engine.store.reader import TraceReader
-from tests.test_store_support import rows, run_python, start_python, store_lock_free, wait_until
+from tests.store_support import rows, run_python, start_python, store_lock_free, wait_until
 
 _CHILD = """
 import sys, time
 from engine.store import open_engine_store
-from tests.test_store_support import emit_model_call
+from tests.store_support import emit_model_call
 
 store = open_engine_store(sys.argv[1], flush_interval=0.005)
 w = store.writer

@@ -58,7 +58,7 @@ def _sql(store_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
 
 
 def _runbook() -> Any:
-    from tests.test_runbooks_actions import make_runbook
+    from tests.engine.test_runbooks_actions import make_runbook
 
     return make_runbook()  # flags, a pause switch, a breaker and budget override: every kind of row a runbook writes
 

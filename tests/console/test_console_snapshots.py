@@ -1,7 +1,7 @@
 """Snapshots of views 1 and 2 at 160x48 and 100x30, with fixed data and a fixed clock.
 
-Update after an intended change with `pytest tests/test_console_snapshots.py --snapshot-update`, then look at the
-SVGs under tests/__snapshots__/ before committing them.
+Update after an intended change with `pytest tests/console/test_console_snapshots.py --snapshot-update`, then look at the
+SVGs under tests/console/__snapshots__/ before committing them.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def test_a_store_from_before_runbooks_is_upgraded_in_place(store_dir: Path) -> N
 
 
 def test_the_runbook_package_never_imports_the_ui() -> None:
-    root = Path(__file__).resolve().parent.parent / "engine" / "runbooks"
+    root = Path(__file__).resolve().parents[2] / "engine" / "runbooks"
     offenders = []
     for path in root.glob("*.py"):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -29,7 +29,7 @@ def test_worker_calls_its_tools_and_answers(store_dir: Path) -> None:
     assert run["hierarchy_hash"] == hashlib.sha256(hierarchy.path.read_bytes()).hexdigest()
 
 
-ORCHESTRATOR_WITH_LATENCY = (Path(__file__).parent / "fixtures" / "hierarchies" / "orchestrator.yaml").read_text()
+ORCHESTRATOR_WITH_LATENCY = (Path(__file__).parent.parent / "fixtures" / "hierarchies" / "orchestrator.yaml").read_text()
 
 
 def test_orchestrator_runs_delegations_of_one_turn_concurrently(tmp_path: Path, store_dir: Path) -> None:
@@ -65,7 +65,7 @@ def test_three_level_hierarchy_records_every_level(store_dir: Path) -> None:
 
 def test_pipeline_feeds_outputs_forward_and_runs_independent_stages_in_parallel(tmp_path: Path,
                                                                                   store_dir: Path) -> None:
-    text = (Path(__file__).parent / "fixtures" / "hierarchies" / "pipeline.yaml").read_text()
+    text = (Path(__file__).parent.parent / "fixtures" / "hierarchies" / "pipeline.yaml").read_text()
     hierarchy = write_hierarchy(tmp_path, text.replace("latency: 0\n", "latency: 0.2\n"))
     (result,) = run_sync(store_dir, hierarchy, {"sku": "pear"}, latency_scale=1.0)
     assert result.status == "completed", result.error

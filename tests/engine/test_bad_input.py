@@ -17,7 +17,7 @@ from engine.errors import InputError, InputErrors
 from engine.hierarchy.loader import load_hierarchy
 from engine.store.redact import Redactor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 HIERARCHY = """
 name: t
@@ -246,7 +246,7 @@ def test_an_endless_or_binary_input_file_is_a_clear_error(tmp_path: Path) -> Non
 
 
 def test_breakers_reset_refuses_an_unknown_key_and_lists_the_known_ones(tmp_path: Path) -> None:
-    from tests.test_console_views_ops import write_breakers
+    from tests.console.test_console_views_ops import write_breakers
 
     store = tmp_path / "store"
     write_breakers(store)

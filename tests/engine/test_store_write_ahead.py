@@ -15,7 +15,7 @@ from engine.hierarchy.loader import load_hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store, open_reader
 from engine.store.writer import TraceWriter
-from tests.test_store_support import wait_until
+from tests.store_support import wait_until
 
 WITNESS = """
 name: witnessed

@@ -16,7 +16,7 @@ from engine.store.engine_store import open_traces_db
 from engine.store.reader import TraceReader
 from engine.store.redact import REDACTED, Redactor
 from engine.store.writer import TraceWriter
-from tests.test_store_support import T0, emit_model_call, new_writer, raw_conn, rows, wait_until
+from tests.store_support import T0, emit_model_call, new_writer, raw_conn, rows, wait_until
 
 
 def _reader(tmp_path: Path) -> TraceReader:

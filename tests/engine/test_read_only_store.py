@@ -26,8 +26,8 @@ from engine.controls.api import ControlAPI
 from engine.runbooks.incidents import IncidentStore
 from engine.store.control import ControlDB
 
-WORKER = Path(__file__).parent / "fixtures" / "hierarchies" / "worker.yaml"
-ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).parent.parent / "fixtures" / "hierarchies" / "worker.yaml"
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

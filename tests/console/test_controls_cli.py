@@ -20,8 +20,8 @@ from console.commands.controls import APPROVAL_FIELDS, ENGINE_FIELDS, FLAG_FIELD
 from engine.clock import FakeClock
 from engine.controls.api import ControlAPI
 from engine.store.control import ControlDB
-from tests.test_controls_preview import write_running_store
-from tests.test_controls_terminate import _start
+from tests.engine.test_controls_preview import write_running_store
+from tests.engine.test_controls_terminate import _start
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from engine.hierarchy.loader import Hierarchy, load_hierarchy
 from engine.hierarchy.schema import HierarchySpec
 from engine.hierarchy.tools import LoadedTool
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "hierarchies"
 
 
 def errors_of(path: Path | str, **kwargs: object) -> list[InputError]:

@@ -34,7 +34,7 @@ from tests.fakes.openai_server import (
     text,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Every run here is bounded: without the fixes they would park for Retry-After (20 s to 600 s), and a test that
 # hangs is worse than one that fails.
 RUN_BOUND_S = 15.0

@@ -13,7 +13,7 @@ import pytest
 from engine.errors import InputError
 from engine.store.reader import TraceReader
 from engine.store.writer import TraceWriter
-from tests.test_store_support import T0, emit_model_call, new_writer, raw_conn
+from tests.store_support import T0, emit_model_call, new_writer, raw_conn
 
 
 @pytest.fixture

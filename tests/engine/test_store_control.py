@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.clock import FakeClock
 from engine.store import open_engine_store
 from engine.store.control import STALE_AFTER_S, ControlDB
-from tests.test_store_support import wait_until
+from tests.store_support import wait_until
 
 
 def test_rollback_journal_and_full_sync(tmp_path: Path) -> None:

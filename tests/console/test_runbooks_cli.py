@@ -13,9 +13,9 @@ import anyio
 import pytest
 
 from console.cli import main
+from tests.engine.test_runbooks_shipped import LOOPY, SHIPPED, Harness, pd_trigger, with_runbooks, write_config
 from tests.engine_helpers import write_hierarchy
 from tests.fakes.receiver import Receiver, receiver  # noqa: F401 (receiver is a fixture)
-from tests.test_runbooks_shipped import LOOPY, SHIPPED, Harness, pd_trigger, with_runbooks, write_config
 
 BODY = "\n## What it means\nx\n## How to confirm\nx\n## First steps\nx\n## How to roll back\nx\n## When to escalate\nx\n"
 

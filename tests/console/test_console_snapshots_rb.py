@@ -1,9 +1,9 @@
 """Snapshots of views 6 (runbooks and incidents) and 7 (audit) at 160x48 and 100x30, with fixed data (incidents
-written through the runbooks' APIs with a fixed clock and fixed ids, see tests/test_console_views_rb.py) and a
+written through the runbooks' APIs with a fixed clock and fixed ids, see tests/console/test_console_views_rb.py) and a
 fixed clock.
 
-Update after an intended change with `pytest tests/test_console_snapshots_rb.py --snapshot-update`, then look at
-the SVGs under tests/__snapshots__/ before committing them. The header's row 2 shows the other views' slots too:
+Update after an intended change with `pytest tests/console/test_console_snapshots_rb.py --snapshot-update`, then look at
+the SVGs under tests/console/__snapshots__/ before committing them. The header's row 2 shows the other views' slots too:
 a change there changes these snapshots.
 """
 
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from console.app import create_app
+from tests.console.test_console_views_rb import incident_store
 from tests.console_helpers import (
     SNAPSHOT_SIZES,
     fixed_clock,
     utc,  # noqa: F401 - an autouse fixture: pins TZ=UTC
     wait_for,
 )
-from tests.test_console_views_rb import incident_store
 
 SIZES = SNAPSHOT_SIZES
 

@@ -1,0 +1,1 @@
+"""Tests of the engine: store, writer, guardrails, runtime, providers, controls, runbooks, demo."""
