@@ -21,7 +21,7 @@ from engine.clock import FakeClock
 from engine.controls.api import ControlAPI
 from engine.store.control import ControlDB
 from tests.engine.test_controls_preview import write_running_store
-from tests.engine.test_controls_terminate import _start
+from tests.engine_standin import start_engine_standin
 
 pytestmark = pytest.mark.slow
 
@@ -314,7 +314,7 @@ def test_engines_json(store_dir: Path) -> None:
 
 
 def test_engines_terminate_end_to_end(store_dir: Path) -> None:
-    proc, engine_id = _start(store_dir, "ignore-term")
+    proc, engine_id = start_engine_standin(store_dir, "ignore-term")
     try:
         listed = json.loads(cli(store_dir, "engines", "--json").stdout)
         assert [(e["id"], e["holds_lock"]) for e in listed] == [(engine_id, True)]

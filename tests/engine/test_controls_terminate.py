@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,40 +17,7 @@ import pytest
 from engine.controls.api import ControlAPI, ControlError
 from engine.controls.terminate import check_terminable, process_alive, read_lock_holder, terminate_engine
 from engine.errors import InputError
-
-ENGINE_STANDIN = r"""
-import signal, sys
-from pathlib import Path
-from engine.store.control import ControlDB
-from engine.store.lock import StoreLock
-
-store, mode = Path(sys.argv[1]), sys.argv[2]
-if mode == "ignore-term":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a wedged engine that no longer reacts to SIGTERM
-lock = None
-if mode != "no-lock":
-    store.mkdir(parents=True, exist_ok=True)
-    lock = StoreLock.acquire(store)
-    db = ControlDB.open(store)
-    print(db.register_engine(version="test"), flush=True)
-    db.close()
-else:
-    print("ready", flush=True)
-while True:
-    signal.pause()
-"""
-
-
-def _start(store_dir: Path, mode: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-c", ENGINE_STANDIN, str(store_dir), mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)  # bounded wait for the child's first line
-    if not ready:
-        proc.kill()
-        proc.wait()
-        pytest.fail("the stand-in engine did not start within 60 s")
-    return proc, proc.stdout.readline().strip()
+from tests.engine_standin import start_engine_standin
 
 
 @pytest.fixture
@@ -70,7 +35,7 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
 
 def test_sigterm_is_enough_for_a_process_that_exits_on_it(store_dir: Path,
                                                           children: list[subprocess.Popen[str]]) -> None:
-    proc, engine_id = _start(store_dir, "normal")
+    proc, engine_id = start_engine_standin(store_dir, "normal")
     children.append(proc)
     result = terminate_engine(store_dir, proc.pid, "alice", "did not ack kill switch #1", grace_s=10)
     assert result.signals == ("SIGTERM",) and result.exited and result.engine_id == engine_id
@@ -80,7 +45,7 @@ def test_sigterm_is_enough_for_a_process_that_exits_on_it(store_dir: Path,
 
 def test_sigkill_ends_a_process_that_ignores_sigterm(store_dir: Path,
                                                      children: list[subprocess.Popen[str]]) -> None:
-    proc, engine_id = _start(store_dir, "ignore-term")
+    proc, engine_id = start_engine_standin(store_dir, "ignore-term")
     children.append(proc)
     result = terminate_engine(store_dir, proc.pid, "alice", "event loop wedged", grace_s=0.3)
     assert result.signals == ("SIGTERM", "SIGKILL") and result.exited
@@ -99,8 +64,8 @@ def test_sigkill_ends_a_process_that_ignores_sigterm(store_dir: Path,
 
 def test_refuses_a_process_that_is_not_the_lock_holder(store_dir: Path,
                                                        children: list[subprocess.Popen[str]]) -> None:
-    holder, _ = _start(store_dir, "normal")
-    bystander, _ = _start(store_dir / "elsewhere", "no-lock")
+    holder, _ = start_engine_standin(store_dir, "normal")
+    bystander, _ = start_engine_standin(store_dir / "elsewhere", "no-lock")
     children.extend([holder, bystander])
     with pytest.raises(ControlError, match=f"pid {bystander.pid} is not the engine of store"):
         terminate_engine(store_dir, bystander.pid, "alice", "wrong pid")
@@ -112,7 +77,7 @@ def test_refuses_a_process_that_is_not_the_lock_holder(store_dir: Path,
 def test_refuses_a_reused_pid_that_does_not_hold_the_lock(store_dir: Path,
                                                           children: list[subprocess.Popen[str]]) -> None:
     # An engine killed with SIGKILL leaves its pid in engine.lock; the pid may now be some other process of ours.
-    bystander, _ = _start(store_dir / "elsewhere", "no-lock")
+    bystander, _ = start_engine_standin(store_dir / "elsewhere", "no-lock")
     children.append(bystander)
     store_dir.mkdir()
     ControlAPI(store_dir, "setup").close()
@@ -154,7 +119,7 @@ def test_refuses_without_a_lock_holder_and_bad_arguments(store_dir: Path) -> Non
 
 
 def test_process_alive_treats_zombies_as_gone(children: list[subprocess.Popen[str]], tmp_path: Path) -> None:
-    proc, _ = _start(tmp_path / "s", "no-lock")
+    proc, _ = start_engine_standin(tmp_path / "s", "no-lock")
     children.append(proc)
     assert process_alive(proc.pid)
     proc.kill()

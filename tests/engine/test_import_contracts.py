@@ -17,3 +17,17 @@ def test_import_contracts_hold() -> None:
     proc = subprocess.run([sys.executable, "-c", _LINT, "--no-cache"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_test_module_imports_another_test_modules_private_names() -> None:
+    # Shared test helpers live in plain modules under tests/ (engine_helpers, store_support, ...), not behind a
+    # leading underscore in some other test file.
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and ".test_" in f".{node.module}":
+                offenders += [f"{path.relative_to(ROOT)}: {node.module}.{alias.name}"
+                              for alias in node.names if alias.name.startswith("_")]
+    assert not offenders, offenders
