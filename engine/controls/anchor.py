@@ -11,12 +11,12 @@ compares the log with the newest anchor: a head row that is missing (log cut sho
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import StoreError
 from engine.store.files import TRACES_DB, connect, translate_sqlite_error
+from engine.timefmt import timestamp
 
 ANCHOR_EVENT = "audit.head"
 
@@ -27,9 +27,6 @@ class AuditAnchor:
     hash: str
     ts: float
 
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def latest_anchor(store_dir: Path) -> AuditAnchor | None:
@@ -54,7 +51,7 @@ def latest_anchor(store_dir: Path) -> AuditAnchor | None:
 
 def anchor_problem(conn: sqlite3.Connection | None, anchor: AuditAnchor) -> str | None:
     """What is wrong with the audit log (conn: control.db, None if the file is gone) given the engine's anchor."""
-    seen = f"the engine recorded audit row {anchor.seq} (hash {anchor.hash[:12]}) at {_when(anchor.ts)}"
+    seen = f"the engine recorded audit row {anchor.seq} (hash {anchor.hash[:12]}) at {timestamp(anchor.ts)}"
     if conn is None:
         return f"control.db is missing, but {seen}: the audit log was deleted"
     try:

@@ -15,6 +15,7 @@ import yaml
 
 from engine.durations import parse_duration
 from engine.safe_yaml import load_yaml
+from engine.timefmt import exact_seconds
 
 # What the three-minute story needs, per runbook id (durations in scenario seconds, scaled by speed on install).
 DEMO_TUNING: dict[str, dict[str, Any]] = {
@@ -28,7 +29,8 @@ DEMO_TUNING: dict[str, dict[str, Any]] = {
 
 
 def _seconds(value: float) -> str:
-    return f"{max(value, 0.5):.1f}s"
+    """A runbook duration setting, never under half a second (the demo's detectors poll about that often)."""
+    return exact_seconds(round(max(value, 0.5), 1))
 
 
 def _tuned(front: dict[str, Any], tuning: dict[str, Any], speed: float) -> dict[str, Any]:

@@ -13,13 +13,13 @@ import logging
 import os
 import socket
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engine.errors import StoreError, StoreLocked
 from engine.store.control import current_user
 from engine.store.files import FILE_MODE, LOCK_FILE
+from engine.timefmt import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,5 @@ def _locked_message(store_dir: Path, holder: dict[str, Any]) -> str:
     if host and host != socket.gethostname():
         user = f"{user}@{host}"
     started = holder.get("started")
-    when = datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S") if isinstance(started, (int, float)) \
-        else "at an unknown time"
+    when = timestamp(started) if isinstance(started, (int, float)) and started else "at an unknown time"
     return f"store {store_dir} is in use by engine pid {pid} ({user}, started {when})"
