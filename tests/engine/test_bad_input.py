@@ -245,18 +245,20 @@ def test_an_endless_or_binary_input_file_is_a_clear_error(tmp_path: Path) -> Non
     assert not (tmp_path / "store").exists()
 
 
-def test_breakers_reset_refuses_an_unknown_key_and_lists_the_known_ones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("action", ["reset", "open", "disable"])
+def test_breaker_commands_refuse_an_unknown_key_and_list_the_known_ones(tmp_path: Path, action: str) -> None:
     from tests.console.test_console_views_ops import write_breakers
 
     store = tmp_path / "store"
     write_breakers(store)
-    proc = flightdeck("breakers", "reset", "tool:nope", "--reason", "x", "--store", str(store))
+    proc = flightdeck("breakers", action, "tool:nope", "--reason", "x", "--store", str(store))
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("flightdeck: KEY: unknown breaker 'tool:nope' (known: model:gpt-4o, "
                                    "tool:crm_lookup, tool:kb_search)")
-    proc = flightdeck("breakers", "reset", "tool:crm_lookpu", "--reason", "x", "--store", str(store))
+    assert not (store / "control.db").exists()  # nothing recorded or audited for a typo
+    proc = flightdeck("breakers", action, "tool:crm_lookpu", "--reason", "x", "--store", str(store))
     assert proc.returncode == 2 and "did you mean 'tool:crm_lookup'?" in proc.stderr
-    proc = flightdeck("breakers", "reset", "tool:crm_lookup", "--reason", "vendor back", "--store", str(store))
+    proc = flightdeck("breakers", action, "tool:crm_lookup", "--reason", "vendor back", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
 
 
