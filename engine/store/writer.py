@@ -129,6 +129,7 @@ class TraceWriter:
         self.last_committed_seq = 0
         self.unwritten = 0  # set by close(): items that were never committed
         self.last_commit_time = 0.0  # time.time() when the last commit was acknowledged
+        self.redaction_timeouts = 0  # strings the writer process stored as TIMED_OUT (as last reported)
 
         self._process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -522,6 +523,8 @@ class TraceWriter:
                     self._set_transient(message[1])
                 elif tag == "lost":
                     self._record_lost(message[1])
+                elif tag == "redaction_timed_out":
+                    self._redaction_timed_out(int(message[1]))
                 elif tag == "crashed":
                     crash = message[1].strip().splitlines()[-1]
                     log.error("trace writer process for %s crashed:\n%s", self.db_path, message[1])
@@ -570,6 +573,17 @@ class TraceWriter:
                     callback(events)
                 except Exception:
                     log.exception("trace on_commit callback failed")
+
+    def _redaction_timed_out(self, total: int) -> None:
+        """Once per writer: the operator's pattern is costing stored data (the trace has the event with counts)."""
+        first = self.redaction_timeouts == 0
+        self.redaction_timeouts = total
+        if first:
+            from engine.store.user_patterns import TIMED_OUT  # not at import: it loads the regex package
+
+            log.warning("redaction pattern timed out: %d string(s) stored in %s as %r instead of their text; "
+                        "simplify [redaction].patterns in config.toml (event redaction.timed_out counts them)",
+                        total, self.db_path, TIMED_OUT)
 
     def _set_transient(self, message: str | None) -> None:
         with self._state_lock:

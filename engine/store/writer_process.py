@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from engine.errors import StoreDamaged, StoreError
-from engine.store.batch import FRAME_END, Batch, BatchBuilder, commit, salvage
+from engine.store.batch import EVENT_ITEM, FRAME_END, Batch, BatchBuilder, commit, salvage
 from engine.store.batch_handoff import BatchHandoff
 from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES, Checkpointer, set_autocheckpoint
 from engine.store.files import connect, translate_sqlite_error
@@ -43,6 +43,9 @@ _CACHE_KIB = 64 * 1024
 # When the engine vanished (SIGKILL) the writer still commits what it received, but gives up on a failing commit
 # after this long rather than linger holding the store lock.
 ORPHAN_GIVE_UP_S = 2.0
+# A redaction pattern that keeps timing out is recorded (event redaction.timed_out) at most this often.
+REDACTION_REPORT_EVERY_S = 10.0
+REDACTION_TIMED_OUT = "redaction.timed_out"
 
 
 class CommitLoop:
@@ -76,6 +79,8 @@ class CommitLoop:
         self.page_limit: tuple[int] | None = None  # a page cap to apply before the next commit (0: none)
         self._send_lock = threading.Lock()  # the builder and the committer both report
         self.last_committed_seq = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+        self._timeouts_reported = 0
+        self._timeouts_reported_at = -REDACTION_REPORT_EVERY_S
         self.stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
                                         "commit_cpu_s": 0.0}
 
@@ -155,8 +160,23 @@ class CommitLoop:
                 batch.frames = [item[1] for item in items if item[0] == FRAME_END]
             if batch.last_seq:
                 next_seq = batch.last_seq
+            if self.builder.redaction_timeouts > self._timeouts_reported:
+                self._report_redaction_timeouts()
             self.stats["build_cpu_s"] += time.thread_time() - cpu
             handoff.put(batch, count)
+
+    def _report_redaction_timeouts(self) -> None:
+        """Strings were stored as TIMED_OUT: record it in the trace (an event in the next batch) and tell the engine,
+        which says so once on its stderr. At most every REDACTION_REPORT_EVERY_S; the count carries over."""
+        now = time.monotonic()
+        if now - self._timeouts_reported_at < REDACTION_REPORT_EVERY_S:
+            return
+        total = self.builder.redaction_timeouts
+        data = {"strings": total - self._timeouts_reported, "total": total}
+        self._timeouts_reported, self._timeouts_reported_at = total, now
+        self.queue.appendleft((EVENT_ITEM, None, None, REDACTION_TIMED_OUT, None, None, data, time.time()))
+        self.wake.set()
+        self.send(("redaction_timed_out", total))
 
     def _commit_batches(self) -> None:
         stats = self.stats

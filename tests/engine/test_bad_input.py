@@ -221,6 +221,42 @@ def test_redaction_runs_under_a_time_bound_and_fails_closed(tmp_path: Path) -> N
     assert redactor.clean_text("cust-123456 and sk-abcdefghijklmnopqrstuv") == "[REDACTED] and [REDACTED]"
 
 
+def test_a_redaction_timeout_is_an_event_in_the_trace_and_one_line_on_stderr(tmp_path: Path) -> None:
+    """Strings stored as the timed-out marker are not silent: the trace records a `redaction.timed_out` event
+    with the count, and the engine's process says so once on stderr (not once per string)."""
+    code = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from engine.store.engine_store import open_traces_db
+        from engine.store.redact import Redactor
+        from engine.store.writer import TraceWriter
+        path = Path(sys.argv[1])
+        open_traces_db(path).close()
+        writer = TraceWriter(path, redactor=Redactor(patterns=["(x+x+)+y"], match_timeout=0.02))
+        for batch in range(3):
+            for i in range(3):
+                writer.event(None, None, "note", data={"note": "x" * 3000, "n": i})
+            writer.flush()
+        writer.close()
+        print(writer.redaction_timeouts)
+        """)
+    db = tmp_path / "traces.db"
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 1
+    warnings = [line for line in proc.stderr.splitlines() if "redaction pattern timed out" in line]
+    assert len(warnings) == 1 and "[redaction].patterns" in warnings[0], proc.stderr
+    import json
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        events = conn.execute("SELECT data FROM events WHERE kind = 'redaction.timed_out'").fetchall()
+        notes = conn.execute("SELECT data FROM events WHERE kind = 'note'").fetchall()
+    assert len(events) == 1 and json.loads(events[0][0])["strings"] >= 1, events
+    assert all("xxxx" not in row[0] for row in notes) and len(notes) == 9  # fail closed, nothing lost
+
+
 # --------------------------------------------------------------------------------------------------- CLI values
 
 @pytest.mark.parametrize("args, message", [
