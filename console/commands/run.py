@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from console.cli import add_store_argument
-from console.commands.argtypes import non_negative, positive_int
+from console.commands.argtypes import duration, non_negative, positive_int
 from console.output import print_json, table, tokens, usd
 from engine.errors import InputError
 from engine.timefmt import seconds
@@ -43,25 +43,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="run budget overrides, e.g. cost=2.50,tool_calls=40,wall=300s,tokens=20000")
     parser.add_argument("--tenant", metavar="NAME", help="customer/tenant label for attribution and budgets")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list of run objects)")
-    parser.add_argument("--grace", type=_duration, default=30.0, metavar="DURATION",
+    parser.add_argument("--grace", type=duration, default=30.0, metavar="DURATION",
                         help="on SIGTERM/SIGHUP, how long runs in flight may finish before they are killed "
                              "(default 30s; a second signal kills at once)")
     parser.add_argument("--on-store-error", choices=("wait", "exit"), default="wait",
                         help="when trace commits fail (disk full, I/O error): wait (hold new model and tool calls, "
                              "retry, carry on when they succeed; default) or exit (stop every run, exit code 3)")
     parser.set_defaults(handler=handle)
-
-
-def _duration(text: str) -> float:
-    from engine.durations import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
 
 
 def _budget(text: str) -> Any:
