@@ -168,7 +168,7 @@ def handle(args: argparse.Namespace) -> int:
     from engine.hierarchy.loader import load_hierarchy
     from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine, RunRequest
-    from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, watch_signals
+    from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, SignalReceiver, watch_signals
     from engine.store import open_engine_store, resolve_store_dir
 
     hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
@@ -191,7 +191,7 @@ def handle(args: argparse.Namespace) -> int:
 
     async def go() -> list[Any]:
         # Signals are caught from before the engine starts, so none ends the process without recording.
-        with anyio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+        with SignalReceiver(*SHUTDOWN_SIGNALS) as signals:
             async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
                               on_store_error=args.on_store_error) as engine:
                 engine.approval_listeners.append(progress.approval_requested)

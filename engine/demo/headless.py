@@ -21,6 +21,7 @@ from engine.runtime.shutdown import (
     EXIT_TERMINATED,
     SHUTDOWN_SIGNALS,
     Shutdown,
+    SignalReceiver,
     watch_signals,
 )
 from engine.store import open_engine_store, open_reader
@@ -135,7 +136,7 @@ async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], N
 
     # Signals are caught from before the engine starts (as `flightdeck run` does): SIGTERM/SIGHUP stop the
     # scenario, let the runs in flight finish for `grace`, then kill what is left, every run's end recorded.
-    with anyio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals, \
+    with SignalReceiver(*SHUTDOWN_SIGNALS) as signals, \
             open_engine_store(store_dir, input_checks=[check_store_runbooks]) as store:
         async with Engine(store, latency_scale=1.0 / speed) as engine:
             scenario = DemoScenario(engine, speed=speed, seed=seed,
