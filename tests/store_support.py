@@ -33,6 +33,24 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = 
         delay = min(delay * 2, 0.02)
 
 
+def read_until(proc: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
+    """Read `proc`'s stderr until it contains `text` (bounded); returns what was read. Reads the pipe itself: select()
+    on the buffered text stream would miss a line already pulled into its buffer together with an earlier one."""
+    import select
+
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"timed out waiting for {text!r} on stderr (got {seen[-500:]!r})"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"stderr closed before {text!r} (got {seen[-500:]!r})"
+        seen += chunk.decode("utf-8", "replace")
+    return seen
+
+
 def new_writer(tmp_path: Path, **kwargs: Any) -> TraceWriter:
     """A TraceWriter on a fresh, migrated traces.db in tmp_path (no lock, no control.db: writer-only tests)."""
     path = tmp_path / "traces.db"

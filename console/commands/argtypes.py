@@ -49,6 +49,19 @@ def positive(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """A duration such as 30s, 2m or 1.5 (seconds), not negative."""
+    from engine.durations import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
 def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     """The handler of a command group called without its subcommand: print its help, exit 2."""
     def show(args: argparse.Namespace) -> int:

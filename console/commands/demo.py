@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from console.commands.argtypes import positive
+from console.commands.argtypes import duration, positive
 
 DEFAULT_DEMO_STORE = ".flightdeck-demo"
 
@@ -35,6 +35,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--reset", action="store_true",
                         help="delete the demo store first (the default store is always reset)")
     parser.add_argument("--operator", metavar="NAME", help="your name in the audit log (default: OS user)")
+    parser.add_argument("--grace", type=duration, default=30.0, metavar="DURATION",
+                        help="on SIGTERM/SIGHUP, how long runs in flight may finish before they are killed "
+                             "(default 30s; a second signal kills at once); exit code 143")
     parser.set_defaults(handler=handle)
 
 
@@ -64,13 +67,16 @@ def handle(args: argparse.Namespace) -> int:
     if args.headless:
         from engine.demo.headless import run_headless
 
-        return run_headless(store, speed=args.speed, seed=args.seed)
+        return run_headless(store, speed=args.speed, seed=args.seed, grace=args.grace)
     return _interactive(store, args)
 
 
 def _interactive(store: Path, args: argparse.Namespace) -> int:
+    import asyncio
     import getpass
     import os
+    import signal
+    from functools import partial
 
     import anyio
 
@@ -80,6 +86,7 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
     from engine.demo.scenario import DemoScenario, write_demo_config
     from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine
+    from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, watch_signals
     from engine.store import open_engine_store
 
     print(f"flightdeck demo: store {store.resolve()} (speed {args.speed:g})", file=sys.stderr)
@@ -105,11 +112,42 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
 
     pager.listeners.append(page)
 
+    # SIGTERM/SIGHUP (and SIGINT: the UI reads Ctrl-C as a key) arrive on this, the UI's thread; the engine, on its
+    # own thread, handles them as `flightdeck run` does (engine.runtime.shutdown), then the UI closes.
+    shutdown = Shutdown()
+    signals_in: list[int] = []  # caught before the engine's loop was there to take them
+    forward: list[tuple[asyncio.AbstractEventLoop, Any]] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not forward:
+            signals_in.append(signum)
+            return
+        loop, send = forward[0]
+        try:
+            loop.call_soon_threadsafe(_deliver, send, signum)
+        except RuntimeError:  # the engine's loop has closed: it is stopping anyway
+            pass
+
+    async def play(scenario: DemoScenario) -> None:
+        await scenario.run()  # returns only once stopped by a signal and its runs have ended
+        if app.is_running:
+            app.call_from_thread(app.exit)
+
     async def engine_main() -> None:
+        send, receive = anyio.create_memory_object_stream[int](16)
+        forward.append((asyncio.get_running_loop(), send))
+        for signum in signals_in:
+            _deliver(send, signum)
         async with Engine(engine_store, latency_scale=1.0 / args.speed) as engine:
             scenario = DemoScenario(engine, speed=args.speed, seed=args.seed, hint=hint, keep_alive=True)
+
+            def notice(line: str) -> None:
+                scenario.stop()
+                hint(line)
+
             async with anyio.create_task_group() as group:
-                group.start_soon(scenario.run)
+                await group.start(partial(watch_signals, receive, engine, args.grace, shutdown, notice))
+                group.start_soon(play, scenario)
                 await anyio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
                 group.cancel_scope.cancel()
 
@@ -119,17 +157,29 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
         except BaseException as exc:  # shown after the UI closes; never a silent death
             failure.append(exc)
 
+    previous = {signum: signal.signal(signum, on_signal) for signum in SHUTDOWN_SIGNALS}
     worker = threading.Thread(target=engine_thread, name="flightdeck-demo-engine", daemon=True)
     worker.start()
     try:
         code = app.run() or 0
     finally:
         stop.set()
-        worker.join(timeout=15)
+        worker.join(timeout=args.grace + 15)
         engine_store.close()
         pager.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if failure:
         print(f"flightdeck demo: the engine stopped: {failure[0]!r}", file=sys.stderr)
         return 1
+    if shutdown.signal is not None:
+        print(f"flightdeck demo: stopped on {shutdown.signal}; every run's end is recorded", file=sys.stderr)
     print(f"demo store kept at {store.resolve()}: `flightdeck runs --store {store}` to look again", file=sys.stderr)
-    return int(code)
+    return shutdown.exit_code if shutdown.exit_code is not None else int(code)
+
+
+def _deliver(send: Any, signum: int) -> None:
+    try:
+        send.send_nowait(signum)
+    except Exception:  # a full or closed stream: the engine is already stopping
+        pass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from console.cli import add_store_argument
-from console.commands.argtypes import non_negative, positive_int
+from console.commands.argtypes import duration, non_negative, positive_int
 from console.output import print_json, table, tokens, usd
 from engine.errors import InputError
 from engine.timefmt import seconds
@@ -43,25 +43,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="run budget overrides, e.g. cost=2.50,tool_calls=40,wall=300s,tokens=20000")
     parser.add_argument("--tenant", metavar="NAME", help="customer/tenant label for attribution and budgets")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list of run objects)")
-    parser.add_argument("--grace", type=_duration, default=30.0, metavar="DURATION",
+    parser.add_argument("--grace", type=duration, default=30.0, metavar="DURATION",
                         help="on SIGTERM/SIGHUP, how long runs in flight may finish before they are killed "
                              "(default 30s; a second signal kills at once)")
     parser.add_argument("--on-store-error", choices=("wait", "exit"), default="wait",
                         help="when trace commits fail (disk full, I/O error): wait (hold new model and tool calls, "
                              "retry, carry on when they succeed; default) or exit (stop every run, exit code 3)")
     parser.set_defaults(handler=handle)
-
-
-def _duration(text: str) -> float:
-    from engine.durations import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
 
 
 def _budget(text: str) -> Any:
@@ -180,7 +168,7 @@ def handle(args: argparse.Namespace) -> int:
     from engine.hierarchy.loader import load_hierarchy
     from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine, RunRequest
-    from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, watch_signals
+    from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, SignalReceiver, watch_signals
     from engine.store import open_engine_store, resolve_store_dir
 
     hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
@@ -203,7 +191,7 @@ def handle(args: argparse.Namespace) -> int:
 
     async def go() -> list[Any]:
         # Signals are caught from before the engine starts, so none ends the process without recording.
-        with anyio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+        with SignalReceiver(*SHUTDOWN_SIGNALS) as signals:
             async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
                               on_store_error=args.on_store_error) as engine:
                 engine.approval_listeners.append(progress.approval_requested)

@@ -8,6 +8,9 @@ applied:
 - an approval decision that is not bound is turned into a denial (fail closed: the waiting tool call does not run);
 - a switch or flag the engine was obeying that disappears (released, cleared or deleted) is checked too: if its
   release is not bound to a matching audit row, or the row is gone, the engine keeps obeying what it had;
+- an engine that starts has obeyed nothing yet, so on its first check it also reads the switches and flags already
+  released or cleared: one whose release is not bound to its audit row (lifted with SQL while no engine ran) is
+  obeyed as if still in force, exactly as if this engine had been obeying it;
 - each finding opens (or updates) a sev1 `control-tampered` incident, one per row, and is traced as a
   `control.tampered` event, once per row and problem.
 
@@ -49,6 +52,11 @@ _CHECKED: dict[str, tuple[str, ...]] = {
     "budget_overrides": ("id", "run_id"),
 }
 _CHECKED_JSON = {"approvals": "edited_arguments", "budget_overrides": "limits"}
+# How a switch or flag was lifted, and what it looks like while in force.
+_LIFTED = {"kill_switches": "released", "flags": "cleared"}
+_IN_FORCE: dict[str, dict[str, Any]] = {
+    "kill_switches": {"released": None, "released_by": None, "release_reason": None},
+    "flags": {"cleared": None, "cleared_by": None, "clear_reason": None}}
 
 
 def _state_key(table: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -69,12 +77,16 @@ class ControlVerifier:
         self._cache: dict[tuple[Any, ...], str | None] = {}
         self._obeyed: dict[str, dict[Any, dict[str, Any]]] = {table: {} for table in _WATCHED}
         self._reported: set[tuple[str, str, str]] = set()
+        self._started = False
         self.findings: list[Tampered] = []  # every distinct finding, in order (tests read it)
 
     # -- the check ------------------------------------------------------------------------------------------------
 
     def check(self, api: ControlAPI, snapshot: ControlSnapshot) -> ControlSnapshot:
         found: dict[tuple[str, str], Tampered] = {}
+        if not self._started:
+            self._started = True
+            self._obey_forged_releases(api, found)
         switches = self._keep_obeyed(api, "kill_switches", self._bound(api, "kill_switches",
                                                                         snapshot.kill_switches, found), found)
         flags = self._keep_obeyed(api, "flags", self._bound(api, "flags", snapshot.flags, found), found)
@@ -149,6 +161,18 @@ class ControlVerifier:
         result = good + kept
         self._obeyed[table] = {row["id"]: row for row in result}
         return result
+
+    def _obey_forged_releases(self, api: ControlAPI, found: dict[tuple[str, str], Tampered]) -> None:
+        """At start: switches and flags whose release or clearing no audit row records are obeyed as in force."""
+        from engine.store.rows import fetch_rows
+
+        with api.read_transaction() as conn:
+            lifted = {table: fetch_rows(conn, f"SELECT * FROM {table} WHERE {column} IS NOT NULL")
+                      for table, column in _LIFTED.items()}
+        for table, rows in lifted.items():
+            for row, problem in self._problems(api, table, rows, found):
+                if problem is not None:
+                    self._obeyed[table][row["id"]] = {**row, **_IN_FORCE[table]}
 
     @staticmethod
     def _denial(row: dict[str, Any], problem: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ import anyio
 from engine.demo.pager import PageReceiver, summarize
 from engine.demo.scenario import DemoScenario, ScenarioState, write_demo_config
 from engine.runbooks.loader import check_store_runbooks
+from engine.runtime.shutdown import (
+    DEFAULT_GRACE_S,
+    EXIT_TERMINATED,
+    SHUTDOWN_SIGNALS,
+    Shutdown,
+    SignalReceiver,
+    watch_signals,
+)
 from engine.store import open_engine_store, open_reader
 
 
@@ -122,25 +131,37 @@ def _flag_history(store_dir: Path, name: str) -> list[dict[str, Any]]:
 
 
 async def _play(store_dir: Path, speed: float, seed: int, out: Callable[[str], None],
-                pager: PageReceiver) -> ScenarioState:
-    with open_engine_store(store_dir, input_checks=[check_store_runbooks]) as store:
-        from engine.runtime.engine import Engine
+                pager: PageReceiver, grace: float, shutdown: Shutdown) -> ScenarioState:
+    from engine.runtime.engine import Engine
 
+    # Signals are caught from before the engine starts (as `flightdeck run` does): SIGTERM/SIGHUP stop the
+    # scenario, let the runs in flight finish for `grace`, then kill what is left, every run's end recorded.
+    with SignalReceiver(*SHUTDOWN_SIGNALS) as signals, \
+            open_engine_store(store_dir, input_checks=[check_store_runbooks]) as store:
         async with Engine(store, latency_scale=1.0 / speed) as engine:
             scenario = DemoScenario(engine, speed=speed, seed=seed,
                                     hint=lambda text: out(
                                         f"  [{(anyio.current_time() - scenario._clock0) * speed:6.1f}s] {text}"))
-            state = await scenario.run()
-            # The quiet period: once detection has been quiet long enough, the cost runbook rolls its change back.
-            # Wait for that (bounded) rather than end the story a moment too early.
-            with anyio.move_on_after(QUIET_GRACE_S / speed):
-                while not _rolled_back(store_dir):
-                    await anyio.sleep(0.2 / speed)
+
+            def notice(line: str) -> None:
+                scenario.stop()
+                print(f"flightdeck: {line}", file=sys.stderr, flush=True)
+
+            async with anyio.create_task_group() as group:
+                await group.start(partial(watch_signals, signals, engine, grace, shutdown, notice))
+                state = await scenario.run()
+                # The quiet period: once detection has been quiet long enough, the cost runbook rolls its change
+                # back. Wait for that (bounded) rather than end the story a moment too early.
+                with anyio.move_on_after(0 if shutdown.signal else QUIET_GRACE_S / speed):
+                    while not _rolled_back(store_dir) and shutdown.signal is None:
+                        await anyio.sleep(0.2 / speed)
+                group.cancel_scope.cancel()
             return state
 
 
 def run_headless(store_dir: Path, *, speed: float = 1.0, seed: int = 7,
-                 out: Callable[[str], None] = print) -> int:
+                 out: Callable[[str], None] = print, grace: float = DEFAULT_GRACE_S) -> int:
+    """Exit code: 0 if every expected event happened, 1 if not; 143 (130 for Ctrl-C) if a signal stopped it."""
     store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     pager = PageReceiver(store_dir).start()
     try:
@@ -149,14 +170,18 @@ def run_headless(store_dir: Path, *, speed: float = 1.0, seed: int = 7,
 
         install_demo_runbooks(store_dir, speed)
         out(f"flightdeck demo (headless) on {store_dir}, speed {speed:g}, seed {seed}; pager at {pager.url}")
-        state = anyio.run(_play, store_dir, speed, seed, out, pager)
-        checks = verify(store_dir, state, pager)
+        shutdown = Shutdown()
+        state = anyio.run(_play, store_dir, speed, seed, out, pager, grace, shutdown)
+        checks = verify(store_dir, state, pager) if shutdown.signal is None else []
     finally:
         pager.stop()
     statuses: dict[str, int] = {}
     for result in state.results:
         statuses[result.status] = statuses.get(result.status, 0) + 1
     out(f"\n{len(state.results)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    if shutdown.signal is not None:
+        out(f"stopped on {shutdown.signal}: the scenario did not finish; every run's end is recorded")
+        return shutdown.exit_code or EXIT_TERMINATED
     out("guardrails and controls that fired:")
     for check in checks:
         out(f"  {'ok  ' if check.ok else 'MISSING'} {check.name}: {check.detail}")

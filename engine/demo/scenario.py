@@ -65,6 +65,7 @@ class DemoScenario:
                       and d["seats"] < 1000]
         self._rng = random.Random(seed)
         self._clock0 = 0.0
+        self._script = anyio.CancelScope()  # the timeline and the arrivals: stop() cancels them, not the runs
 
     async def _at(self, t: float) -> None:
         """Sleep until scenario time t (seconds at speed 1)."""
@@ -85,13 +86,23 @@ class DemoScenario:
         self.state.results.append(result)
 
     async def run(self) -> ScenarioState:
+        """Play the timeline (runs arrive, faults come and go). Returns when it is over (with keep_alive: when
+        stopped), and after stop() once the runs in flight have ended."""
         self._clock0 = anyio.current_time()
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._arrivals, group)
-            await self._timeline(group)
-            if not self.keep_alive:
-                group.cancel_scope.cancel()
+        async with anyio.create_task_group() as runs:
+            with self._script:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._arrivals, runs)
+                    await self._timeline(runs)
+                    if not self.keep_alive:
+                        runs.cancel_scope.cancel()
+                        group.cancel_scope.cancel()
         return self.state
+
+    def stop(self) -> None:
+        """Start no more runs (the engine is shutting down); run() returns once the runs in flight have ended, as
+        the engine's shutdown lets them."""
+        self._script.cancel()
 
     async def _arrivals(self, group: anyio.abc.TaskGroup) -> None:
         index = 0

@@ -204,6 +204,10 @@ class SoftThresholdDetector(CountDetector):
     kinds = frozenset({"budget.soft_threshold"})
 
 
+class TamperedDetector(CountDetector):
+    kinds = frozenset({"control.tampered"})
+
+
 class BlockedToolDetector(CountDetector):
     def __init__(self, condition: Condition) -> None:
         super().__init__(condition)
@@ -385,6 +389,7 @@ _DETECTORS: dict[str, type[Detector]] = {
     "approval_backlog": ApprovalBacklogDetector,
     "blocked_tool_attempts": BlockedToolDetector,
     "runs_abandoned": AbandonedRunsDetector,
+    "control_tampered": TamperedDetector,
 }
 
 

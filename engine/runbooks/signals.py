@@ -122,6 +122,11 @@ SIGNALS: tuple[SignalSpec, ...] = (
         "runs_abandoned", "window", "runs", ("global", "hierarchy"),
         "How many runs were marked abandoned (their engine died without ending them) in the window; counted when "
         "the next engine starts on the store and cleans up."),
+    SignalSpec(
+        "control_tampered", "window", "rows", ("global",),
+        "How many control rows the engine refused in the window because no audit row records them "
+        "(`control.tampered`: a kill switch, flag, approval decision or override changed in control.db outside "
+        "Flightdeck). Counted once per row and problem."),
 )
 
 _BY_NAME: dict[str, SignalSpec] = {spec.name: spec for spec in SIGNALS}

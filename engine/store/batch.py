@@ -111,6 +111,11 @@ class BatchBuilder:
         self._names: dict[str, str | None] = {}  # so run.ended events carry the name the console shows
         self._open_spans: dict[str, tuple[str, str | None, str, dict[str, Any] | None, float]] = {}
 
+    @property
+    def redaction_timeouts(self) -> int:
+        """Strings stored as TIMED_OUT so far: a redaction pattern ran out of time on them."""
+        return self._redactor.timeouts
+
     def _clean_name(self, name: str | None) -> str | None:
         """Span and event names come from a small vocabulary (agent, tool, model names): clean each once."""
         if name is None:

@@ -46,6 +46,7 @@ from engine.store.batch import (
     STATE_ITEM,
     CommittedEvent,
 )
+from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES as DEFAULT_CHECKPOINT_PAGES
 from engine.store.frames import encode, read_frame, write_frame
 from engine.store.redact import Redactor
 from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
@@ -82,10 +83,11 @@ class TraceWriter:
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000, max_batch: int = 10_000,
                  busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0,
                  keep_fds: Iterable[int] = (), max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_age: float = DEFAULT_MAX_AGE_S) -> None:
+                 max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> None:
         """`keep_fds`: file descriptors the writer process inherits (the engine lock, so it stays held while the
         writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure bounds on what is
-        emitted but not committed (items, bytes, seconds)."""
+        emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at which the writer
+        process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path
@@ -127,6 +129,7 @@ class TraceWriter:
         self.last_committed_seq = 0
         self.unwritten = 0  # set by close(): items that were never committed
         self.last_commit_time = 0.0  # time.time() when the last commit was acknowledged
+        self.redaction_timeouts = 0  # strings the writer process stored as TIMED_OUT (as last reported)
 
         self._process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -142,7 +145,8 @@ class TraceWriter:
             write_frame(self._to_writer.fileno(), encode(("init", {
                 "db_path": str(db_path), "redactor": redactor or Redactor(), "flush_interval": flush_interval,
                 "max_batch": max_batch, "wake_at": self._wake_at, "busy_timeout": busy_timeout,
-                "retry_initial": retry_initial, "retry_max": retry_max}), trusted=True))
+                "retry_initial": retry_initial, "retry_max": retry_max, "checkpoint_pages": checkpoint_pages}),
+                trusted=True))
             self.last_committed_seq = self._await_ready()
         except BaseException:
             self._process.kill()
@@ -519,6 +523,8 @@ class TraceWriter:
                     self._set_transient(message[1])
                 elif tag == "lost":
                     self._record_lost(message[1])
+                elif tag == "redaction_timed_out":
+                    self._redaction_timed_out(int(message[1]))
                 elif tag == "crashed":
                     crash = message[1].strip().splitlines()[-1]
                     log.error("trace writer process for %s crashed:\n%s", self.db_path, message[1])
@@ -567,6 +573,17 @@ class TraceWriter:
                     callback(events)
                 except Exception:
                     log.exception("trace on_commit callback failed")
+
+    def _redaction_timed_out(self, total: int) -> None:
+        """Once per writer: the operator's pattern is costing stored data (the trace has the event with counts)."""
+        first = self.redaction_timeouts == 0
+        self.redaction_timeouts = total
+        if first:
+            from engine.store.user_patterns import TIMED_OUT  # not at import: it loads the regex package
+
+            log.warning("redaction pattern timed out: %d string(s) stored in %s as %r instead of their text; "
+                        "simplify [redaction].patterns in config.toml (event redaction.timed_out counts them)",
+                        total, self.db_path, TIMED_OUT)
 
     def _set_transient(self, message: str | None) -> None:
         with self._state_lock:

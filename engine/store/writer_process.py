@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import sqlite3
 import sys
@@ -32,7 +31,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from engine.errors import StoreDamaged, StoreError
-from engine.store.batch import FRAME_END, Batch, BatchBuilder, commit, salvage
+from engine.store.batch import EVENT_ITEM, FRAME_END, Batch, BatchBuilder, commit, salvage
+from engine.store.batch_handoff import BatchHandoff
+from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES, Checkpointer, set_autocheckpoint
 from engine.store.files import connect, translate_sqlite_error
 from engine.store.frames import encode, read_frame, write_frame
 
@@ -42,15 +43,21 @@ _CACHE_KIB = 64 * 1024
 # When the engine vanished (SIGKILL) the writer still commits what it received, but gives up on a failing commit
 # after this long rather than linger holding the store lock.
 ORPHAN_GIVE_UP_S = 2.0
+# A redaction pattern that keeps timing out is recorded (event redaction.timed_out) at most this often.
+REDACTION_REPORT_EVERY_S = 10.0
+REDACTION_TIMED_OUT = "redaction.timed_out"
 
 
 class CommitLoop:
     """Drain the queue at least every flush_interval (sooner when it is large or a flush is waiting), build one
     batch, commit it in one transaction, acknowledge. Commits that can pass (disk full, locked) are retried with
-    back-off and reported; rows that can never be written are skipped one by one and reported."""
+    back-off and reported; rows that can never be written are skipped one by one and reported. An urgent item (a
+    flush, a write-ahead marker) joins the batch waiting to be committed (engine/store/batch_handoff.py). WAL
+    checkpoints run on their own thread (`checkpointer`, engine/store/checkpointer.py), not in a commit."""
 
     def __init__(self, conn: sqlite3.Connection, db_path: Path, builder: BatchBuilder, *, flush_interval: float,
-                 max_batch: int, wake_at: int, retry_initial: float, retry_max: float, out_fd: int) -> None:
+                 max_batch: int, wake_at: int, retry_initial: float, retry_max: float, out_fd: int,
+                 checkpointer: Checkpointer | None = None) -> None:
         self.conn = conn
         self.db_path = db_path
         self.builder = builder
@@ -60,6 +67,8 @@ class CommitLoop:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.out_fd = out_fd
+        self.checkpointer = checkpointer
+        self.handoff = BatchHandoff()
         self.queue: deque[tuple[Any, ...]] = deque()
         self.wake = threading.Event()
         self.want_events = False
@@ -70,6 +79,8 @@ class CommitLoop:
         self.page_limit: tuple[int] | None = None  # a page cap to apply before the next commit (0: none)
         self._send_lock = threading.Lock()  # the builder and the committer both report
         self.last_committed_seq = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+        self._timeouts_reported = 0
+        self._timeouts_reported_at = -REDACTION_REPORT_EVERY_S
         self.stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
                                         "commit_cpu_s": 0.0}
 
@@ -97,29 +108,38 @@ class CommitLoop:
         self.stopping = True
         self.wake.set()
 
+    def urgent(self) -> None:
+        """An urgent item was queued (the frame reader): build and hand it over now."""
+        self.handoff.urgent()
+        self.wake.set()
+
     def run(self) -> None:
         """Build on this thread, commit on another: SQLite releases the GIL while it works, so the next batch is
         built while the last one commits. Sequence numbers are assigned at build time, in order."""
-        handoff: queue.Queue[tuple[Batch, int, float] | None] = queue.Queue(maxsize=1)
-        committer = threading.Thread(target=self._commit_batches, args=(handoff,), name="committer", daemon=True)
+        committer = threading.Thread(target=self._commit_batches, name="committer", daemon=True)
         committer.start()
         try:
-            self._build_batches(handoff)
+            self._build_batches()
         finally:
-            handoff.put(None)  # the committer stops at this (after draining, if it gave up)
+            self.handoff.close()  # the committer commits what is pending, then stops
             committer.join()
 
-    def _build_batches(self, handoff: queue.Queue[tuple[Batch, int, float] | None]) -> None:
+    def _build_batches(self) -> None:
+        handoff = self.handoff
         queue_ = self.queue
         interval = self.flush_interval
         next_cycle = time.monotonic() + interval
         behind = False  # the last drain was cut at max_batch: more (maybe a flush marker) is already waiting
         next_seq = self.last_committed_seq
         while self.committing:
+            handoff.wait_for_room()  # a batch waits to be committed: let the queue grow, unless an item is urgent
+            if not self.committing:
+                return
             timeout = next_cycle - time.monotonic()
             if timeout > 0 and not behind and len(queue_) < self.wake_at and not self.stopping:
                 self.wake.wait(timeout)
             # Clear before draining: a frame that arrives after this point wakes the next wait.
+            handoff.clear_urgent()
             self.wake.clear()
             next_cycle = time.monotonic() + interval
             count = min(len(queue_), self.max_batch)
@@ -140,22 +160,37 @@ class CommitLoop:
                 batch.frames = [item[1] for item in items if item[0] == FRAME_END]
             if batch.last_seq:
                 next_seq = batch.last_seq
+            if self.builder.redaction_timeouts > self._timeouts_reported:
+                self._report_redaction_timeouts()
             self.stats["build_cpu_s"] += time.thread_time() - cpu
-            handoff.put((batch, count, cpu))
+            handoff.put(batch, count)
 
-    def _commit_batches(self, handoff: queue.Queue[tuple[Batch, int, float] | None]) -> None:
+    def _report_redaction_timeouts(self) -> None:
+        """Strings were stored as TIMED_OUT: record it in the trace (an event in the next batch) and tell the engine,
+        which says so once on its stderr. At most every REDACTION_REPORT_EVERY_S; the count carries over."""
+        now = time.monotonic()
+        if now - self._timeouts_reported_at < REDACTION_REPORT_EVERY_S:
+            return
+        total = self.builder.redaction_timeouts
+        data = {"strings": total - self._timeouts_reported, "total": total}
+        self._timeouts_reported, self._timeouts_reported_at = total, now
+        self.queue.appendleft((EVENT_ITEM, None, None, REDACTION_TIMED_OUT, None, None, data, time.time()))
+        self.wake.set()
+        self.send(("redaction_timed_out", total))
+
+    def _commit_batches(self) -> None:
         stats = self.stats
+        handoff = self.handoff
         while True:
-            job = handoff.get()
+            job = handoff.take()
             if job is None:
                 return
-            batch, count, _ = job
+            batch, count = job
             cpu = time.thread_time()
             if not self._commit_with_retry(batch):
                 self.committing = False  # gave up at shutdown: the builder stops too
+                handoff.abandon()
                 self.wake.set()
-                while handoff.get() is not None:  # let a builder blocked on put() finish
-                    pass
                 return
             stats["batches"] += 1
             stats["items"] += count
@@ -166,6 +201,17 @@ class CommitLoop:
             if batch.frames or batch.last_seq:
                 self.send(("ack", batch.frames[-1] if batch.frames else None, self.last_committed_seq, dict(stats),
                            batch.events or None))
+            self._checkpoint_after_commit()
+
+    def _checkpoint_after_commit(self) -> None:
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            return
+        if checkpointer.failed:  # its thread stopped: SQLite's own checkpoints, in the commit, keep the WAL bounded
+            set_autocheckpoint(self.conn, checkpointer.threshold)
+            self.checkpointer = None
+            return
+        checkpointer.notify()
 
     def _commit_with_retry(self, batch: Batch) -> bool:
         """Commit, retrying failures that can pass. False when stopping gave up on the batch."""
@@ -222,7 +268,9 @@ def _read_frames(stream: BinaryIO, loop: CommitLoop) -> None:
                 _, frame_no, items, urgent = message
                 queue.extend(items)
                 queue.append((FRAME_END, frame_no))
-                if urgent or len(queue) >= loop.wake_at:
+                if urgent:
+                    loop.urgent()
+                elif len(queue) >= loop.wake_at:
                     wake.set()
             elif tag == "events":
                 loop.want_events = bool(message[1])
@@ -242,6 +290,7 @@ def _open(options: dict[str, Any]) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         # Span ids are usually random: a large page cache keeps their index inserts off the disk.
         conn.execute(f"PRAGMA cache_size = {-_CACHE_KIB}")
+        set_autocheckpoint(conn, 0)  # the checkpointer thread does it, off the commit path
         conn.execute("SELECT max(seq) FROM events").fetchone()
     except sqlite3.Error as exc:
         conn.close()
@@ -256,19 +305,23 @@ def serve(stdin: BinaryIO, out_fd: int) -> None:
     options: dict[str, Any] = init[1]
     try:
         conn = _open(options)
+        checkpointer = Checkpointer(Path(options["db_path"]), busy_timeout_s=options["busy_timeout"],
+                                    threshold_pages=options.get("checkpoint_pages", DEFAULT_THRESHOLD_PAGES))
         loop = CommitLoop(conn, Path(options["db_path"]), BatchBuilder(options["redactor"]),
                           flush_interval=options["flush_interval"], max_batch=options["max_batch"],
                           wake_at=options["wake_at"], retry_initial=options["retry_initial"],
-                          retry_max=options["retry_max"], out_fd=out_fd)
+                          retry_max=options["retry_max"], out_fd=out_fd, checkpointer=checkpointer)
     except StoreError as exc:
         write_frame(out_fd, encode(("failed", isinstance(exc, StoreDamaged), str(exc))))
         return
+    checkpointer.start()
     loop.send(("ready", loop.last_committed_seq))
     reader = threading.Thread(target=_read_frames, args=(stdin, loop), name="frame-reader", daemon=True)
     reader.start()
     try:
         loop.run()
     finally:
+        checkpointer.stop()  # before the connection closes: that close checkpoints what is left
         conn.close()
 
 

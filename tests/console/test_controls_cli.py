@@ -268,14 +268,20 @@ def test_breakers_open_and_list(store_dir: Path) -> None:
     proc = cli(store_dir, "breakers", "list")
     assert proc.returncode == 3 and "no store at" in proc.stderr  # nothing recorded there: not silently created
     proc = cli(store_dir, "breakers", "open", "tool:crm_lookup", "--reason", "vendor outage")
+    assert proc.returncode == 2  # no engine has reported a breaker here: nothing known to force
+    assert "unknown breaker 'tool:crm_lookup' (the engine has not reported any breaker on this store yet)" in \
+        proc.stderr
+    from tests.console.test_console_views_ops import write_breakers
+
+    write_breakers(store_dir)
+    proc = cli(store_dir, "breakers", "open", "tool:crm_lookup", "--reason", "vendor outage")
     assert proc.returncode == 0 and "force_open tool:crm_lookup" in proc.stdout
     assert cli(store_dir, "breakers", "reset", "tool:crm_lookup").returncode == 2  # --reason required to act
     proc = cli(store_dir, "breakers", "disable", "crm_lookup", "--reason", "x")
     assert proc.returncode == 2 and "KEY: expected KIND:NAME" in proc.stderr
     listed = json.loads(cli(store_dir, "breakers", "list", "--json").stdout)
-    assert [(b["key"], b["state"], [o["action"] for o in b["overrides"]]) for b in listed] == \
-        [("tool:crm_lookup", None, ["force_open"])]
-    assert "the engine has not reported breaker states yet" in cli(store_dir, "breakers", "list").stdout
+    assert [(b["key"], b["state"], [o["action"] for o in b["overrides"]]) for b in listed] == [
+        ("model:gpt-4o", "half_open", []), ("tool:crm_lookup", "open", ["force_open"]), ("tool:kb_search", "closed", [])]
 
 
 def test_audit_list_and_verify_and_tampering(store_dir: Path) -> None:

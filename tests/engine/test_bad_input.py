@@ -76,11 +76,11 @@ def test_check_refuses_billion_laughs_in_bounded_time_and_memory(tmp_path: Path)
     """Before: `check` went past 2 GB and did not answer within a minute. Now: one error with its line, quickly."""
     path = write(tmp_path / "laughs.yaml", BILLION_LAUGHS)
     started = time.monotonic()
-    # The child reports its own peak memory. Not getrusage: Linux carries ru_maxrss across exec, so a child spawned
-    # by a large pytest process reports the parent's size. VmHWM in /proc is the peak of the child's own image.
+    # The child reports its own peak memory (VmHWM, KiB). Not ru_maxrss: Linux carries the peak of the process that
+    # exec'd over into it, so the child would report this pytest process's size.
     code = ("import sys\nfrom console.cli import main\ncode = main(['check', sys.argv[1]])\n"
-            "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
-            "print(status.split()[0])\nsys.exit(code)")
+            "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))\n"
+            "sys.exit(code)")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30,
                           cwd=ROOT, stdin=subprocess.DEVNULL)
     elapsed = time.monotonic() - started
@@ -223,6 +223,42 @@ def test_redaction_runs_under_a_time_bound_and_fails_closed(tmp_path: Path) -> N
     assert redactor.clean_text("cust-123456 and sk-abcdefghijklmnopqrstuv") == "[REDACTED] and [REDACTED]"
 
 
+def test_a_redaction_timeout_is_an_event_in_the_trace_and_one_line_on_stderr(tmp_path: Path) -> None:
+    """Strings stored as the timed-out marker are not silent: the trace records a `redaction.timed_out` event
+    with the count, and the engine's process says so once on stderr (not once per string)."""
+    code = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from engine.store.engine_store import open_traces_db
+        from engine.store.redact import Redactor
+        from engine.store.writer import TraceWriter
+        path = Path(sys.argv[1])
+        open_traces_db(path).close()
+        writer = TraceWriter(path, redactor=Redactor(patterns=["(x+x+)+y"], match_timeout=0.02))
+        for batch in range(3):
+            for i in range(3):
+                writer.event(None, None, "note", data={"note": "x" * 3000, "n": i})
+            writer.flush()
+        writer.close()
+        print(writer.redaction_timeouts)
+        """)
+    db = tmp_path / "traces.db"
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 1
+    warnings = [line for line in proc.stderr.splitlines() if "redaction pattern timed out" in line]
+    assert len(warnings) == 1 and "[redaction].patterns" in warnings[0], proc.stderr
+    import json
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        events = conn.execute("SELECT data FROM events WHERE kind = 'redaction.timed_out'").fetchall()
+        notes = conn.execute("SELECT data FROM events WHERE kind = 'note'").fetchall()
+    assert len(events) == 1 and json.loads(events[0][0])["strings"] >= 1, events
+    assert all("xxxx" not in row[0] for row in notes) and len(notes) == 9  # fail closed, nothing lost
+
+
 # --------------------------------------------------------------------------------------------------- CLI values
 
 @pytest.mark.parametrize("args, message", [
@@ -247,18 +283,20 @@ def test_an_endless_or_binary_input_file_is_a_clear_error(tmp_path: Path) -> Non
     assert not (tmp_path / "store").exists()
 
 
-def test_breakers_reset_refuses_an_unknown_key_and_lists_the_known_ones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("action", ["reset", "open", "disable"])
+def test_breaker_commands_refuse_an_unknown_key_and_list_the_known_ones(tmp_path: Path, action: str) -> None:
     from tests.console.test_console_views_ops import write_breakers
 
     store = tmp_path / "store"
     write_breakers(store)
-    proc = flightdeck("breakers", "reset", "tool:nope", "--reason", "x", "--store", str(store))
+    proc = flightdeck("breakers", action, "tool:nope", "--reason", "x", "--store", str(store))
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("flightdeck: KEY: unknown breaker 'tool:nope' (known: model:gpt-4o, "
                                    "tool:crm_lookup, tool:kb_search)")
-    proc = flightdeck("breakers", "reset", "tool:crm_lookpu", "--reason", "x", "--store", str(store))
+    assert not (store / "control.db").exists()  # nothing recorded or audited for a typo
+    proc = flightdeck("breakers", action, "tool:crm_lookpu", "--reason", "x", "--store", str(store))
     assert proc.returncode == 2 and "did you mean 'tool:crm_lookup'?" in proc.stderr
-    proc = flightdeck("breakers", "reset", "tool:crm_lookup", "--reason", "vendor back", "--store", str(store))
+    proc = flightdeck("breakers", action, "tool:crm_lookup", "--reason", "vendor back", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
 
 

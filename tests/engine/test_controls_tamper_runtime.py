@@ -208,5 +208,38 @@ def test_flightdeck_run_refuses_an_approval_forged_while_it_waits(tmp_path: Path
 
     (tool,) = tool_spans(json.loads(trace.stdout))
     assert tool["status"] == "denied" and "control-tampered" in tool["attributes"]["error"]
-    (incident,) = _incidents(store_dir)
+    # The engine's own incident for the row; `flightdeck run` also runs the shipped runbooks, whose
+    # control-tampered runbook may open its paging incident (scope global) before the engine exits.
+    incidents = _incidents(store_dir)
+    (incident,) = [i for i in incidents if i["scope"] != "global"]
     assert incident["severity"] == "sev1" and incident["scope"] == f"approvals:{pending[0]['id']}"
+    assert len(incidents) <= 2
+
+
+def test_a_switch_or_flag_lifted_with_sql_while_no_engine_runs_stays_in_force_after_a_restart(
+        tmp_path: Path, store_dir: Path) -> None:
+    """The engine that obeyed a kill switch and a safe-mode flag stops; someone releases both with SQL; the next
+    engine on the store has no memory of them, yet must not take the forged release as real."""
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text(SLOW_THEN_FLAKY))
+    with ControlAPI(store_dir, "alice") as api:
+        switch = api.set_kill("tool", "flaky", "kill", "vendor is broken")
+        flag = api.set_flag("agent.worker", "disabled", "global", reason="keep the worker out")
+
+    async def first(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        runtime_tools.release_slow.set()
+
+    scenario(store_dir, hierarchy, first)  # the first engine obeys both, then stops
+    _forge(store_dir, "UPDATE kill_switches SET released = ?, released_by = 'mallory' WHERE id = ?",
+           (time.time(), switch["id"]))
+    _forge(store_dir, "UPDATE flags SET cleared = ?, cleared_by = 'mallory' WHERE id = ?", (time.time(), flag["id"]))
+
+    async def second(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
+        await wait_until(lambda: len(_findings(engine)) >= 2)
+        assert [s["id"] for s in engine.controls.switches] == [switch["id"]]  # still obeyed
+        runtime_tools.release_slow.set()
+
+    (result,) = scenario(store_dir, hierarchy, second)
+    assert "f1" not in runtime_tools.CALLS and "s1" not in runtime_tools.CALLS, runtime_tools.CALLS
+    scopes = sorted(i["scope"] for i in _incidents(store_dir))
+    assert scopes == [f"flags:{flag['id']}", f"kill_switches:{switch['id']}"]

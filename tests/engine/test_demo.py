@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+
+from tests.store_support import read_until, store_lock_free, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,3 +43,89 @@ def test_demo_reset_starts_clean_and_never_deletes_a_foreign_directory(tmp_path:
     proc = _demo("--headless", "--reset", "--store", str(foreign))
     assert proc.returncode == 2 and "not a Flightdeck store" in proc.stderr
     assert (foreign / "holiday.jpg").exists()
+
+
+def _start_demo(store: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "FLIGHTDECK_STORE"}
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "demo", "--headless", "--store", str(store), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**env, "PYTHONPATH": str(ROOT)})
+
+
+def _statuses(store: Path) -> list[str]:
+    db = store / "traces.db"
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in conn.execute("SELECT status FROM runs")]
+    except sqlite3.Error:  # the schema is not there yet
+        return []
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("second_signal", [False, True])
+def test_the_demo_stops_on_sigterm_recording_every_run(tmp_path: Path, second_signal: bool) -> None:
+    """Like `flightdeck run`: stop admitting, let runs in flight finish for --grace, then kill what is left; every
+    run ends with a recorded status, the lock is released, exit code 143; a second signal kills at once."""
+    store = tmp_path / "demo"
+    proc = _start_demo(store, "--speed", "2", "--grace", "1s" if not second_signal else "10m")
+    try:
+        wait_until(lambda: "running" in _statuses(store), timeout=60, what="a demo run in flight")
+        proc.send_signal(signal.SIGTERM)
+        seen = read_until(proc, "flightdeck: SIGTERM: admitting no new runs")
+        if second_signal:  # a grace of ten minutes: only the second signal can end it within the timeout
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        err = seen + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in err
+    assert "stopped on SIGTERM" in out
+    statuses = _statuses(store)
+    assert statuses and "running" not in statuses, statuses
+    assert store_lock_free(store)
+
+
+def test_the_demo_with_its_console_stops_on_sigterm_too(tmp_path: Path) -> None:
+    """The interactive demo (console in a real pseudo-terminal, engine on its own thread): SIGTERM reaches the
+    engine, the runs in flight get --grace, every run's end is recorded, the console closes, exit code 143."""
+    store = tmp_path / "demo"
+    master, slave = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "FLIGHTDECK_STORE"}
+    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "demo", "--store", str(store), "--speed", "2",
+                             "--grace", "1s"], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    screen = bytearray()
+
+    def drain_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Keep reading the console's output (it must never block on a full terminal) until `condition`."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    screen.extend(os.read(master, 65536))
+                except OSError:  # the terminal's other end closed: the process is exiting
+                    pass
+
+    try:
+        drain_until(lambda: "running" in _statuses(store) or proc.poll() is not None, 60, "a demo run in flight")
+        assert proc.poll() is None, screen[-2000:].decode("utf-8", "replace")
+        proc.send_signal(signal.SIGTERM)
+        drain_until(lambda: proc.poll() is not None, 60, "the demo to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 143, screen[-2000:].decode("utf-8", "replace")
+    statuses = _statuses(store)
+    assert statuses and "running" not in statuses, statuses
+    assert store_lock_free(store)

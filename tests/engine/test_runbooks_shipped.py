@@ -496,3 +496,36 @@ def test_an_escalated_approval_pages_through_the_notifier_and_resolves_when_deci
 
     # approval-backlog's owner (secondary) receives escalations.
     with_runbooks(store_dir, [SHIPPED["approval-backlog"]], body)
+
+
+# ------------------------------------------------------------------------------------------------ control-tampered
+
+def test_control_tampered_pages_sev1_when_the_engine_refuses_a_forged_row(tmp_path: Path, store_dir: Path,
+                                                                          receiver: Receiver) -> None:
+    write_config(store_dir, receiver)
+
+    async def body(h: Harness) -> None:
+        conn = sqlite3.connect(store_dir / "control.db", isolation_level=None)
+        try:  # what someone with write access to control.db does without Flightdeck: plain SQL, no audit row
+            conn.execute("INSERT INTO kill_switches (scope, target, mode, reason, operator, created) "
+                         "VALUES ('global', NULL, 'kill', 'forged', 'mallory', ?)", (time.time(),))
+        finally:
+            conn.close()
+        worker = h.engine.controls.worker
+        assert worker is not None and worker.verifier is not None
+        verifier = worker.verifier
+        await wait_until(lambda: bool(verifier.findings))
+        # Not h.settle(): that waits for every switch to be acknowledged, and a forged one never is.
+        await anyio.to_thread.run_sync(h.engine.writer.flush)
+        assert await anyio.to_thread.run_sync(h.rb.settle, 10.0), "the runbook engine did not settle"
+        incidents = {r["scope"]: r for r in rows(store_dir, "SELECT * FROM incidents WHERE runbook = ?",
+                                                 ("control-tampered",))}
+        assert sorted(incidents) == ["global", "kill_switches:1"]  # the page, and the engine's own per-row one
+        paged = incidents["global"]
+        assert paged["severity"] == "sev1"
+        page = pd_trigger(receiver, paged["id"])
+        assert page["payload"]["severity"] == "critical"  # sev1
+        assert page["payload"]["class"] == "control_tampered"
+        assert h.engine.controls.switches == []  # and the forged switch was not obeyed
+
+    with_runbooks(store_dir, [SHIPPED["control-tampered"]], body)

@@ -17,7 +17,7 @@ import pytest
 from engine.errors import StoreError
 from engine.store import open_engine_store, open_reader
 from tests.store_fault_tools import read_journal
-from tests.store_support import rows, store_lock_free, wait_until
+from tests.store_support import read_until, rows, store_lock_free, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,21 +71,6 @@ def children(pid: int) -> list[int]:
         except OSError:
             pass
     return found
-
-
-def read_until(engine: subprocess.Popen[str], text: str, timeout: float = 30) -> None:
-    """Read the engine's stderr until a line containing `text` (bounded)."""
-    import select
-
-    assert engine.stderr is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([engine.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"timed out waiting for {text!r} on the engine's stderr"
-        line = engine.stderr.readline()
-        assert line, f"the engine closed stderr before saying {text!r}"
-        if text in line:
-            return
 
 
 def finish(engine: subprocess.Popen[str], timeout: float) -> tuple[str, str]:

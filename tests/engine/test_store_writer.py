@@ -360,5 +360,7 @@ def test_flush_reaches_past_a_full_batch_without_waiting_for_the_interval(tmp_pa
     writer.flush(timeout=10)
     assert writer.last_committed_seq == 1050
     stats = writer.stats
-    assert stats["events"] == 1050 and stats["batches"] >= 11 and stats["commit_cpu_s"] > 0
+    # At least two transactions: the flush marker is urgent, so what is drained after the first batch starts
+    # committing joins the one batch waiting behind it (engine/store/batch_handoff.py) instead of queuing.
+    assert stats["events"] == 1050 and stats["batches"] >= 2 and stats["commit_cpu_s"] > 0
     writer.close()

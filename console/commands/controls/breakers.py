@@ -57,8 +57,7 @@ def handle_breakers(args: argparse.Namespace) -> int:
     if not args.key:
         raise InputError(f"`breakers {args.action}` needs the breaker, e.g. tool:crm_lookup", field="KEY")
     reason = require_reason(args)
-    if args.action == "reset":
-        _check_known_breaker(args)
+    _check_known_breaker(args)
     with open_api(args, create=True) as api:
         row = api.override_breaker(args.key, BREAKER_ACTIONS[args.action], reason)
     print(f"breaker override #{row['id']}: {row['action']} {row['key']} by {row['operator']}; the engine applies it "
@@ -67,11 +66,14 @@ def handle_breakers(args: argparse.Namespace) -> int:
 
 
 def _check_known_breaker(args: argparse.Namespace) -> None:
-    """Reset closes a breaker that exists: one the engine reported, or one an operator already overrode. Any other
-    key is a typo, and its override would be recorded, audited and never match anything."""
+    """Open, reset and disable act on a breaker that exists: one the engine reported, or one an operator already
+    overrode. Any other key is a typo, and its override would be recorded, audited and never match anything."""
     import difflib
 
     from engine.store.files import CONTROL_DB
+
+    if ":" not in args.key:
+        return  # not a key at all: the control API's check says which form it takes
 
     known = {_breaker_key(row) for row in _reported_breakers(store_dir_arg(args)) or []}
     if (store_dir_arg(args) / CONTROL_DB).is_file():
