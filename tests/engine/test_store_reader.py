@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.store.reader import TraceReader
-from engine.store.trace_rows import RunRow, SpanNode
+from engine.store.trace_rows import RunRow, RunSpend, SpanNode
 from engine.store.writer import TraceWriter
 from tests.store_support import T0, emit_model_call, new_writer, raw_conn
 
@@ -295,3 +295,17 @@ def test_several_roots_get_a_synthetic_root(tmp_path: Path) -> None:
         tree = reader.span_tree("r")
     assert tree is not None and tree.span is None and (tree.run_id, tree.started) == ("r", T0 + 1)
     assert [child.span.id for child in tree.children if child.span] == ["one", "two"]
+
+
+def test_the_positional_builder_refuses_a_row_type_it_cannot_build() -> None:
+    from dataclasses import dataclass
+
+    from engine.store.rows import row_builder
+
+    @dataclass(frozen=True, slots=True)
+    class Wider(RunSpend):  # a subclass adds slots of its own: the twin's layout would not match
+        extra: int = 0
+
+    with pytest.raises(TypeError, match="must be a slotted dataclass subclassing TypedRow directly"):
+        row_builder(Wider)
+    assert row_builder(RunSpend)((1.0, 2.0)) == RunSpend(1.0, 2.0)
