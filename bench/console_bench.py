@@ -171,14 +171,15 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
     from textual.screen import Screen
 
     from console.screens.run import RunView
+    from engine.store.trace_rows import EventRow
 
     original_add = EventTail.add_events
     original_refresh = Screen._on_timer_update
     original_toggle = RunView.action_toggle_raw
 
-    def add_events(self: EventTail, evs: list[dict[str, Any]], skipped: int = 0) -> None:
+    def add_events(self: EventTail, evs: list[EventRow], skipped: int = 0) -> None:
         original_add(self, evs, skipped)
-        added.append((time.time(), [e["seq"] for e in evs if e.get("run_id") == WATCHED_RUN]))
+        added.append((time.time(), [e.seq for e in evs if e.run_id == WATCHED_RUN]))
 
     def on_timer_update(self: Screen[Any]) -> None:
         started = time.time()
