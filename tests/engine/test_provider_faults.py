@@ -250,8 +250,8 @@ def test_estimated_token_counts_are_marked_in_the_span_the_cli_and_the_console(t
     assert f"~{llm.tokens_in}→{llm.tokens_out} tok" in span_label(llm.as_dict()).plain
     assert "~" not in span_label(exact.as_dict()).plain
     detail = span_detail(llm.as_dict(), raw=False, now=time.time()).plain
-    assert f"~{llm['tokens_in']} in → ~{llm['tokens_out']} out" in detail and "estimated" in detail
-    assert "~" not in span_detail(exact, raw=False, now=time.time()).plain
+    assert f"~{llm.tokens_in} in → ~{llm.tokens_out} out" in detail and "estimated" in detail
+    assert "~" not in span_detail(exact.as_dict(), raw=False, now=time.time()).plain
 
 
 # -- a breaker opening says what tripped it --------------------------------------------------------------------------

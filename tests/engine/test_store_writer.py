@@ -77,9 +77,9 @@ def test_writer_events_for_run_and_span_lifecycle(tmp_path: Path) -> None:
         assert events[3].name == "triage"
         run = reader.get_run("r1")
         assert run is not None
-        assert (run["status"], run["tenant"], run["seed"], run["input"], run["output"], run["attributes"]) == (
+        assert (run.status, run.tenant, run.seed, run.input, run.output, run.attributes) == (
             "completed", "acme", 7, {"q": "hello"}, {"answer": 42}, {"source": "cli"})
-        assert run["last_seq"] == 4 and run["tokens_in"] == 10 and run["model_calls"] == 1
+        assert run.last_seq == 4 and run.tokens_in == 10 and run.model_calls == 1
         assert reader.spans("r1")[0].last_seq == 3
 
 
