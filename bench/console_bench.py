@@ -171,14 +171,15 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
     from textual.screen import Screen
 
     from console.screens.run import RunView
+    from engine.store.trace_rows import EventRow
 
     original_add = EventTail.add_events
     original_refresh = Screen._on_timer_update
     original_toggle = RunView.action_toggle_raw
 
-    def add_events(self: EventTail, evs: list[dict[str, Any]], skipped: int = 0) -> None:
+    def add_events(self: EventTail, evs: list[EventRow], skipped: int = 0) -> None:
         original_add(self, evs, skipped)
-        added.append((time.time(), [e["seq"] for e in evs if e.get("run_id") == WATCHED_RUN]))
+        added.append((time.time(), [e.seq for e in evs if e.run_id == WATCHED_RUN]))
 
     def on_timer_update(self: Screen[Any]) -> None:
         started = time.time()
@@ -269,13 +270,16 @@ def table_rows() -> dict[str, Any]:
     from textual.widgets import DataTable
 
     from console.screens.runs import COLUMNS, run_cell, run_matches, run_sort_value
+    from console.views_data.runs_feed import RunItem
+    from engine.store.trace_rows import RunRow
 
-    def run_row(i: int) -> dict[str, Any]:
+    def run_row(i: int) -> RunItem:
         status = ("completed", "failed", "running")[i % 3]
-        return {"id": f"{i:012x}", "hierarchy": "deal-desk", "status": status, "tenant": f"t{i % 9}",
-                "started": 1.8e9 + i, "ended": None, "tokens_in": i, "tokens_out": i, "cost_usd": i / 1e4,
-                "model_calls": 3, "tool_calls": 2, "agents_active": 1, "attributes": None, "last_seq": i,
-                "_search": f"{i:012x} deal-desk {status}"}
+        return RunItem(RunRow(id=f"{i:012x}", hierarchy="deal-desk", hierarchy_hash=None, engine_id=None,
+                              engine_version=None, status=status, tenant=f"t{i % 9}", seed=None, input=None,
+                              output=None, error=None, started=1.8e9 + i, ended=None, tokens_in=i, tokens_out=i,
+                              cost_usd=i / 1e4, model_calls=3, tool_calls=2, agents_active=1, attributes=None,
+                              last_seq=i), f"{i:012x} deal-desk {status}")
 
     from console.widgets.virtual_table import VirtualTable
 
@@ -526,7 +530,7 @@ def start_section(row: Any) -> None:
         "--repeat", "20", "--concurrency", "5", "--speed", "0", "--store", str(small)],
         check=True, capture_output=True, timeout=120)
     reader = open_reader(small)
-    newest = reader.list_runs(limit=1)[0]["id"]
+    newest = reader.list_runs(limit=1)[0].id
     reader.close()
     p = console_process(small, newest.encode())
     import shutil
@@ -549,7 +553,7 @@ def million_section(row: Any) -> None:
     # The cached store is keyed by schema version: a store from an older schema would be refused by the reader.
     big = million_store(Path(tempfile.gettempdir()) / f"flightdeck-console-bench-1m-v{len(TRACES_MIGRATIONS)}")
     reader = open_reader(big)
-    newest = reader.list_runs(limit=1)[0]["id"]
+    newest = reader.list_runs(limit=1)[0].id
     events = reader.last_seq()
     reader.close()
     p = console_process(big, newest.encode(), idle_s=2.0, then_keys=f":run {BIG_RUN}\r".encode(),

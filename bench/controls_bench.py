@@ -71,7 +71,7 @@ def run_controls_bench(trials: int = 30, runs: int = 100) -> dict[str, list[floa
 
         _wait(ready)
         reader = readers[0]
-        _wait(lambda: len([s for s in reader.running_spans() if s["kind"] == "agent"]) >= runs)
+        _wait(lambda: len([s for s in reader.running_spans() if s.kind == "agent"]) >= runs)
         api = ControlAPI(store, "bench")
         for _ in range(trials):
             switch = api.set_kill("global", None, "pause", "bench")

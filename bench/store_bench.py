@@ -98,7 +98,7 @@ def _reader_process(store_dir: str, stop: Any, results: Any) -> None:
             page = reader.events_after(last, limit=5000)
             rows += len(page)
             if page:
-                last = page[-1]["seq"]
+                last = page[-1].seq
             if len(page) < 5000:
                 break
         reader.list_runs(limit=50)

@@ -47,10 +47,10 @@ def breakers_slot(ctx: HeaderContext) -> SlotValue:
     rows = ctx.reader.breakers()
     if not rows:
         return SlotValue("none reported", "info", short="none")
-    opened = [r for r in rows if r.get("state") in ("open", "forced_open")]
-    half = [r for r in rows if r.get("state") == "half_open"]
+    opened = [r for r in rows if r.state in ("open", "forced_open")]
+    half = [r for r in rows if r.state == "half_open"]
     if opened:
-        keys = ", ".join(sorted({printable(r["key"], limit=30) for r in opened}))
+        keys = ", ".join(sorted({printable(r.key, limit=30) for r in opened}))
         return SlotValue(f"{len(opened)} OPEN ({keys})", "crit", short=f"{len(opened)} OPEN",
                          alarm=f"Circuit breaker open: {keys}; calls fail fast. Press 4 to see why and reset.")
     if half:

@@ -11,6 +11,7 @@ from engine.hierarchy.loader import Hierarchy, load_hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
 from engine.store import open_engine_store, open_reader
+from engine.store.trace_rows import EventRow, RunRow, SpanRow
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
 
@@ -40,7 +41,7 @@ def run_sync(store_dir: Path, hierarchy: Hierarchy, *inputs: Any, latency_scale:
     return results
 
 
-def spans(store_dir: Path, run_id: str) -> list[dict[str, Any]]:
+def spans(store_dir: Path, run_id: str) -> list[SpanRow]:
     reader = open_reader(store_dir)
     try:
         return reader.spans(run_id)
@@ -48,7 +49,7 @@ def spans(store_dir: Path, run_id: str) -> list[dict[str, Any]]:
         reader.close()
 
 
-def events(store_dir: Path, run_id: str | None = None, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+def events(store_dir: Path, run_id: str | None = None, kinds: list[str] | None = None) -> list[EventRow]:
     reader = open_reader(store_dir)
     try:
         return reader.events_after(0, limit=100_000, run_id=run_id, kinds=kinds)
@@ -56,7 +57,7 @@ def events(store_dir: Path, run_id: str | None = None, kinds: list[str] | None =
         reader.close()
 
 
-def get_run(store_dir: Path, run_id: str) -> dict[str, Any]:
+def get_run(store_dir: Path, run_id: str) -> RunRow:
     reader = open_reader(store_dir)
     try:
         run = reader.get_run(run_id)
@@ -66,8 +67,9 @@ def get_run(store_dir: Path, run_id: str) -> dict[str, Any]:
         reader.close()
 
 
-def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["started"] < b["ended"] and b["started"] < a["ended"]
+def overlap(a: SpanRow, b: SpanRow) -> bool:
+    assert a.ended is not None and b.ended is not None
+    return a.started < b.ended and b.started < a.ended
 
 
 class Approver:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.output import print_json, table, tokens, usd
 from engine.errors import InputError
 from engine.timefmt import age, seconds
+
+if TYPE_CHECKING:
+    from engine.store.reader import TraceReader
+    from engine.store.trace_rows import RunRow, SpanNode
 
 RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
               "model_calls", "tool_calls", "error")
@@ -55,15 +60,15 @@ def _run_status(text: str) -> str:
     return text
 
 
-def _open_reader(args: argparse.Namespace) -> Any:
+def _open_reader(args: argparse.Namespace) -> TraceReader:
     from engine.store import open_reader, resolve_store_dir
 
     return open_reader(resolve_store_dir(args.store))
 
 
-def run_json(run: dict[str, Any]) -> dict[str, Any]:
-    out = {k: run.get(k) for k in RUN_FIELDS}
-    out["duration_s"] = round(run["ended"] - run["started"], 3) if run.get("ended") else None
+def run_json(run: RunRow) -> dict[str, Any]:
+    out = {k: getattr(run, k) for k in RUN_FIELDS}
+    out["duration_s"] = round(run.ended - run.started, 3) if run.ended else None
     return out
 
 
@@ -80,74 +85,99 @@ def handle_runs(args: argparse.Namespace) -> int:
         print("no runs yet: start one with `flightdeck run deal-desk`")
         return 0
     now = time.time()
-    rows = [(r["id"], r["status"], r["hierarchy"], r.get("tenant") or "-", age(r["started"], now),
-             seconds((r["ended"] or now) - r["started"]), tokens((r["tokens_in"] or 0) + (r["tokens_out"] or 0)),
-             usd(r["cost_usd"]), r["model_calls"], r["tool_calls"]) for r in runs]
+    rows = [(r.id, r.status, r.hierarchy, r.tenant or "-", age(r.started, now),
+             seconds((r.ended or now) - r.started), tokens((r.tokens_in or 0) + (r.tokens_out or 0)),
+             usd(r.cost_usd), r.model_calls, r.tool_calls) for r in runs]
     print(table(("RUN", "STATUS", "HIERARCHY", "TENANT", "STARTED", "DURATION", "TOKENS", "COST", "MODEL", "TOOLS"),
                 rows, right={5, 6, 7, 8, 9}))
     return 0
 
 
-def span_json(span: dict[str, Any]) -> dict[str, Any]:
-    out = {k: span.get(k) for k in SPAN_FIELDS}
-    out["duration_s"] = round(span["ended"] - span["started"], 4) if span.get("ended") else None
-    out["children"] = [span_json(c) for c in span.get("children", [])]
+def span_json(node: SpanNode) -> dict[str, Any]:
+    span = node.span
+    if span is None:  # the synthetic root joining several roots
+        out: dict[str, Any] = {k: None for k in SPAN_FIELDS}
+        out.update(kind="run", name=node.run_id, started=node.started)
+        out["duration_s"] = None
+    else:
+        out = {k: getattr(span, k) for k in SPAN_FIELDS}
+        out["duration_s"] = round(span.ended - span.started, 4) if span.ended else None
+    out["children"] = [span_json(c) for c in node.children]
     return out
 
 
-def _rollup(span: dict[str, Any]) -> tuple[int, int, float]:
-    """Tokens and cost of a span's whole subtree: an agent's figure should include what its children spent.
-    Also marks (``_estimated``) every span whose figures include a count the engine estimated because the server
-    reported no usage."""
-    if span["kind"] == "llm":
-        attrs = span.get("attributes")
-        span["_estimated"] = isinstance(attrs, dict) and attrs.get("tokens_estimated") is True
-        return span["tokens_in"] or 0, span["tokens_out"] or 0, span["cost_usd"] or 0.0
-    tin = tout = 0
-    cost = 0.0
-    estimated = False
-    for child in span.get("children", []):
-        a, b, c = _rollup(child)
-        tin, tout, cost = tin + a, tout + b, cost + c
-        estimated = estimated or child["_estimated"]
-    span["_rollup"] = (tin, tout, cost)
-    span["_estimated"] = estimated
-    return tin, tout, cost
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Tokens and cost of a span's whole subtree, and whether any of it was estimated."""
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    estimated: bool
 
 
-def _label(span: dict[str, Any]) -> str:
-    kind, name = span["kind"], span["name"]
+def rollup(node: SpanNode, out: dict[int, Figures]) -> Figures:
+    """Tokens and cost of a node's whole subtree, for it and (in `out`, by id(node)) every node below: an agent's
+    figure should include what its children spent. `estimated`: some count in it was estimated by the engine
+    because the server reported no usage."""
+    span = node.span
+    if span is not None and span.kind == "llm":
+        attrs = span.attributes
+        figures = Figures(span.tokens_in or 0, span.tokens_out or 0, span.cost_usd or 0.0,
+                          isinstance(attrs, dict) and attrs.get("tokens_estimated") is True)
+    else:
+        tin = tout = 0
+        cost = 0.0
+        estimated = False
+        for child in node.children:
+            sub = rollup(child, out)
+            tin, tout, cost = tin + sub.tokens_in, tout + sub.tokens_out, cost + sub.cost_usd
+            estimated = estimated or sub.estimated
+        figures = Figures(tin, tout, cost, estimated)
+    out[id(node)] = figures
+    return figures
+
+
+def _label(node: SpanNode) -> str:
+    span = node.span
+    if span is None:
+        return f"run {node.run_id}"
+    kind, name = span.kind, span.name
     if kind == "llm":
         return f"llm {name}"
     if kind in ("tool", "stage", "route"):
         return f"{kind} {name}"
     if kind == "delegation":
-        return f"→ {span['attributes'].get('to', name) if isinstance(span.get('attributes'), dict) else name}"
+        return f"→ {span.attributes.get('to', name) if isinstance(span.attributes, dict) else name}"
     return f"{kind} {name}"
 
 
-def render_tree(root: dict[str, Any]) -> list[str]:
-    _rollup(root)
+def render_tree(root: SpanNode) -> tuple[list[str], bool]:
+    """The tree's lines, and whether any figure in it was estimated."""
+    figures: dict[int, Figures] = {}
+    total = rollup(root, figures)
     lines: list[str] = []
 
-    def walk(span: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
-        tin, tout, cost = span.get("_rollup") or (span["tokens_in"] or 0, span["tokens_out"] or 0,
-                                                  span["cost_usd"] or 0.0)
-        duration = seconds(span["ended"] - span["started"]) if span.get("ended") else "running"
-        figures = f"{duration:>8}"
+    def walk(node: SpanNode, prefix: str, last: bool, top: bool) -> None:
+        span = node.span
+        sums = figures[id(node)]
+        tin, tout, cost = sums.tokens_in, sums.tokens_out, sums.cost_usd
+        duration = seconds(span.ended - span.started) if span is not None and span.ended else "running"
+        result = f"{duration:>8}"
         if tin or tout:
-            approx = "~" if span["_estimated"] else ""  # some of it estimated: the server reported no usage
-            figures += f"  {approx}{tokens(tin)}→{tokens(tout)} tok  {usd(cost)}"
+            approx = "~" if sums.estimated else ""  # some of it estimated: the server reported no usage
+            result += f"  {approx}{tokens(tin)}→{tokens(tout)} tok  {usd(cost)}"
         branch = "" if top else ("└─ " if last else "├─ ")
-        status = span["status"] if span["status"] == "ok" else span["status"].upper()
-        lines.append(f"{prefix}{branch}{_label(span)}  [{status}]  {figures}")
-        children = span.get("children", [])
+        # The synthetic root has no status (it used to crash here: None.upper()).
+        status = "-" if span is None else (span.status if span.status == "ok" else span.status.upper())
+        lines.append(f"{prefix}{branch}{_label(node)}  [{status}]  {result}")
+        children = node.children
         child_prefix = prefix + ("" if top else ("   " if last else "│  "))
         for i, child in enumerate(children):
             walk(child, child_prefix, i == len(children) - 1, False)
 
     walk(root, "", True, True)
-    return lines
+    return lines, total.estimated
 
 
 def handle_trace(args: argparse.Namespace) -> int:
@@ -156,22 +186,22 @@ def handle_trace(args: argparse.Namespace) -> int:
         run = reader.get_run(args.run_id)
         if run is None:
             raise InputError(f"no run {args.run_id!r} in this store (see `flightdeck runs`)", field="RUN_ID")
-        tree = reader.span_tree(run["id"])
+        tree = reader.span_tree(run.id)
     finally:
         reader.close()
     if tree is None:
-        raise InputError(f"run {run['id']} has no spans recorded", field="RUN_ID")
+        raise InputError(f"run {run.id} has no spans recorded", field="RUN_ID")
     if args.json:
         print_json(span_json(tree))
         return 0
-    lines = render_tree(tree)  # first: it finds out whether any count in the run was estimated
-    approx = "~" if tree["_estimated"] else ""
-    print(f"run {run['id']}  {run['hierarchy']}  {run['status']}  "
-          f"{approx}{tokens((run['tokens_in'] or 0) + (run['tokens_out'] or 0))} tokens  {usd(run['cost_usd'])}")
+    lines, estimated = render_tree(tree)
+    approx = "~" if estimated else ""
+    print(f"run {run.id}  {run.hierarchy}  {run.status}  "
+          f"{approx}{tokens((run.tokens_in or 0) + (run.tokens_out or 0))} tokens  {usd(run.cost_usd)}")
     for line in lines:
         print(line)
     if approx:
         print("\n~ estimated: a model server reported no token usage for some calls (about 4 characters a token)")
-    if run.get("error"):
-        print(f"\nerror: {run['error']}")
+    if run.error:
+        print(f"\nerror: {run.error}")
     return 0

@@ -46,7 +46,7 @@ def handle(args: argparse.Namespace) -> int:
             run = reader.get_run(args.run)
             if run is None:
                 raise InputError(f"no run {args.run!r} in this store", field="--run")
-            run_id = run["id"]
+            run_id = run.id
         filters = {"run_id": run_id, "tenant": args.tenant, "since": since}
         usage = reader.usage(**filters)
         tools = usage_by_tool(reader, **filters)
@@ -55,26 +55,27 @@ def handle(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     if args.json:
-        print_json({"filter": {"run": run_id, "tenant": args.tenant, "since": since}, "total": usage["total"],
-                    "agents": usage["agents"], "models": usage["models"], "tools": tools, "tenants": tenants,
-                    "runs": runs})
+        # The JSON edge: typed rows as their dicts (same keys and order as before).
+        print_json({"filter": {"run": run_id, "tenant": args.tenant, "since": since},
+                    "total": usage.total.as_dict(), "agents": [a.as_dict() for a in usage.agents],
+                    "models": [m.as_dict() for m in usage.models], "tools": [t.as_dict() for t in tools],
+                    "tenants": [t.as_dict() for t in tenants], "runs": [r.as_dict() for r in runs]})
         return 0
-    total = usage["total"]
-    print(f"total: {usd(total['cost_usd'])} · {tokens(total['tokens_in'])} in / {tokens(total['tokens_out'])} out "
-          f"· {total['model_calls']} model calls · {total['tool_calls']} tool calls")
+    total = usage.total
+    print(f"total: {usd(total.cost_usd)} · {tokens(total.tokens_in)} in / {tokens(total.tokens_out)} out "
+          f"· {total.model_calls} model calls · {total.tool_calls} tool calls")
     sections = [
         ("by agent", ("AGENT", "COST", "TOKENS IN", "TOKENS OUT", "MODEL CALLS", "TOOL CALLS"),
-         [(a["agent"], usd(a["cost_usd"]), tokens(a["tokens_in"]), tokens(a["tokens_out"]), a["model_calls"],
-           a["tool_calls"]) for a in usage["agents"]]),
+         [(a.agent, usd(a.cost_usd), tokens(a.tokens_in), tokens(a.tokens_out), a.model_calls, a.tool_calls)
+          for a in usage.agents]),
         ("by model", ("MODEL", "COST", "TOKENS IN", "TOKENS OUT", "CALLS"),
-         [(m["model"], usd(m["cost_usd"]), tokens(m["tokens_in"]), tokens(m["tokens_out"]), m["model_calls"])
-          for m in usage["models"]]),
-        ("by tool", ("TOOL", "CALLS", "FAILED"), [(t["tool"], t["calls"], t["failed"]) for t in tools]),
+         [(m.model, usd(m.cost_usd), tokens(m.tokens_in), tokens(m.tokens_out), m.model_calls)
+          for m in usage.models]),
+        ("by tool", ("TOOL", "CALLS", "FAILED"), [(t.tool, t.calls, t.failed) for t in tools]),
         ("by tenant", ("TENANT", "RUNS", "COST", "TOKENS"),
-         [(t["tenant"], t["runs"], usd(t["cost_usd"]), tokens((t["tokens_in"] or 0) + (t["tokens_out"] or 0)))
-          for t in tenants]),
+         [(t.tenant, t.runs, usd(t.cost_usd), tokens((t.tokens_in or 0) + (t.tokens_out or 0))) for t in tenants]),
         ("top runs by cost", ("RUN", "HIERARCHY", "STATUS", "TENANT", "COST"),
-         [(r["id"], r["hierarchy"], r["status"], r["tenant"], usd(r["cost_usd"])) for r in runs]),
+         [(r.id, r.hierarchy, r.status, r.tenant, usd(r.cost_usd)) for r in runs]),
     ]
     for title, headers, rows in sections:
         if rows:

@@ -6,7 +6,7 @@ writes a breaker_overrides row through ControlAPI.override_breaker, which the en
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -22,6 +22,9 @@ from console.widgets.modals import REASON, FormModal, FormResult
 from console.widgets.safe import literal, printable
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
+
+if TYPE_CHECKING:
+    from engine.store.trace_rows import BreakerRow
 
 # state -> (word, style). Never colour alone: the word is always there.
 STATES = {
@@ -57,9 +60,9 @@ def pct(value: Any) -> str:
     return f"{float(value):.0f}%"
 
 
-def probe_text(row: dict[str, Any], now: float) -> Text:
-    at = row.get("next_probe_at")
-    if at is None or row.get("state") not in ("open", "forced_open"):
+def probe_text(row: BreakerRow, now: float) -> Text:
+    at = row.next_probe_at
+    if at is None or row.state not in ("open", "forced_open"):
         return Text("-", style="dim", end="")
     left = float(at) - now
     if left <= 0:
@@ -67,23 +70,23 @@ def probe_text(row: dict[str, Any], now: float) -> Text:
     return Text(f"in {int(left)}s" if left < 120 else f"in {int(left // 60)}m", end="")
 
 
-def breaker_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+def breaker_cell(row: BreakerRow, column: str, now: float) -> Text | str:
     if column == "state":
-        return state_text(row.get("state"))
+        return state_text(row.state)
     if column in ("key", "hierarchy"):
-        return literal(row.get(column), limit=60)
+        return literal(getattr(row, column), limit=60)
     if column in ("failure_rate", "slow_call_rate"):
-        value = row.get(column)
+        value = getattr(row, column)
         style = "bold red" if value is not None and float(value) >= 50 else ""
         return Text(pct(value), style=style, end="")
     if column == "calls":
-        calls = row.get("calls_in_window")
-        failed = row.get("failed_calls")
+        calls = row.calls_in_window
+        failed = row.failed_calls
         return "-" if calls is None else f"{failed or 0}/{calls}"
     if column == "probe":
         return probe_text(row, now)
     if column == "since":
-        since = row.get("since")
+        since = row.since
         return compact_age(now - float(since)) if since else "-"
     return ""
 
@@ -91,8 +94,8 @@ def breaker_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
 STATE_ORDER = {"open": 0, "forced_open": 0, "half_open": 1, "disabled": 2, "closed": 3}
 
 
-def breaker_sort(row: dict[str, Any], column: str) -> Any:
-    return (STATE_ORDER.get(str(row.get("state")), 1), str(row.get("hierarchy")), str(row.get("key")))
+def breaker_sort(row: BreakerRow, column: str) -> Any:
+    return (STATE_ORDER.get(str(row.state), 1), str(row.hierarchy), str(row.key))
 
 
 class BreakerFeed:
@@ -100,11 +103,11 @@ class BreakerFeed:
         self.state = ReaderState(ctx.source)
         self.last: Any = object()
 
-    def poll(self) -> list[dict[str, Any]] | None:
+    def poll(self) -> list[BreakerRow] | None:
         from engine.store.files import TRACES_DB
 
         if not (self.state.source.store_dir / TRACES_DB).is_file():
-            rows: list[dict[str, Any]] = []
+            rows: list[BreakerRow] = []
         else:
             try:
                 rows = self.state.reader.breakers()
@@ -164,19 +167,19 @@ class BreakersView(LiveView):
         super().on_unmount()
         self.feed.close()  # type: ignore[attr-defined]
 
-    def apply(self, rows: list[dict[str, Any]]) -> None:
+    def apply(self, rows: list[BreakerRow]) -> None:
         self.loaded = True
         table = self.table
-        keyed = {(row["hierarchy"], row["key"]): row for row in rows}
+        keyed = {(row.hierarchy, row.key): row for row in rows}
         table.remove([key for key in list(table.keys()) if key not in keyed])
         table.upsert(keyed.items())
         self._title(rows)
         self._update_hint()
 
-    def _title(self, rows: list[dict[str, Any]]) -> None:
+    def _title(self, rows: list[BreakerRow]) -> None:
         counts: dict[str, int] = {}
         for row in rows:
-            counts[str(row.get("state"))] = counts.get(str(row.get("state")), 0) + 1
+            counts[str(row.state)] = counts.get(str(row.state), 0) + 1
         text = Text(end="")
         text.append("BREAKERS ", style="bold")
         if not rows:
@@ -191,14 +194,14 @@ class BreakersView(LiveView):
             text.append("  · read-only: overrides are disabled", style="bold yellow")
         self.query_one("#breakers-title", TextLines).update(text)
 
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> BreakerRow | None:
         key = self.table.cursor_key
         return self.table.get(key) if key is not None else None
 
     def _update_hint(self) -> None:
         rows = list(self.table.values())
         row = self.selected()
-        opened = [r for r in rows if r.get("state") in ("open", "forced_open")]
+        opened = [r for r in rows if r.state in ("open", "forced_open")]
         if not self.loaded:
             self.hint = "Loading breakers…"
         elif not rows:
@@ -223,12 +226,12 @@ class BreakersView(LiveView):
         if row is None:
             self.notify("No breaker selected.", severity="warning", markup=False)
             return
-        key = str(row["key"])
+        key = str(row.key)
         body = Text(end="")
-        body.append(f"{printable(key, limit=60)} in {printable(row.get('hierarchy'), limit=40)} is ")
-        body.append_text(state_text(row.get("state")))
-        body.append(f" (failures {pct(row.get('failure_rate'))}, slow {pct(row.get('slow_call_rate'))}, "
-                    f"{row.get('calls_in_window') or 0} calls in the window).\n")
+        body.append(f"{printable(key, limit=60)} in {printable(row.hierarchy, limit=40)} is ")
+        body.append_text(state_text(row.state))
+        body.append(f" (failures {pct(row.failure_rate)}, slow {pct(row.slow_call_rate)}, "
+                    f"{row.calls_in_window or 0} calls in the window).\n")
         body.append(f"Ask the engine to {ACTIONS[action]} it (applies to every hierarchy using this breaker key).",
                     style="bold")
 

@@ -31,6 +31,7 @@ from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_s
 from console.widgets.span_tree import SpanTree, span_label
 from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 from console.widgets.text_pane import TextLines
+from engine.store.trace_rows import BudgetRow, RunRow
 
 TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
 TREE_CHUNK = 1500  # at most this many spans go into the tree per frame
@@ -89,7 +90,7 @@ class RunView(ReadOnlyGuard, View):
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="run")
         self.feed: RunFeed | None = None
-        self.run: dict[str, Any] | None = None
+        self.run: RunRow | None = None
         self.problem: str | None = None
         self._detail_pending: str | None = None
         self._pending_spans: dict[str, dict[str, Any]] = {}  # span changes waiting for the next tree update
@@ -98,7 +99,7 @@ class RunView(ReadOnlyGuard, View):
         self._opening = False  # the first spans of a newly opened run are going into the tree
         self._summary_shown = 0.0  # monotonic time the title, usage and gauges were last painted
         self._summary_timer: Timer | None = None
-        self._pending_budgets: list[dict[str, Any]] | None = None  # gauges read but not painted yet
+        self._pending_budgets: list[BudgetRow] | None = None  # gauges read but not painted yet
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
@@ -205,7 +206,7 @@ class RunView(ReadOnlyGuard, View):
             self.hint = update.problem[0].upper() + update.problem[1:] + "."
             return
         urgent = self.problem is not None or self.run is None or \
-            (update.run or {}).get("status") != self.run.get("status")
+            (update.run.status if update.run is not None else None) != self.run.status
         self.problem = None
         self.run = update.run
         if update.budgets is not None:
@@ -284,7 +285,7 @@ class RunView(ReadOnlyGuard, View):
             # Opening a run that went wrong: start on the span where it started failing (what the operator came
             # for), once the whole tree is in.
             self._opening = False
-            status = self.run.get("status") if self.run else None
+            status = self.run.status if self.run else None
             problem = self.tree.root_cause() if status in PROBLEM_RUN_STATUSES else None
             if problem is not None:
                 self.tree.reveal(problem)
@@ -313,7 +314,7 @@ class RunView(ReadOnlyGuard, View):
         run = self.run
         if run is None:
             return
-        status = run.get("status")
+        status = run.status
         problems = len(self.tree.problems)
         if self.tree.left_out:
             self.hint = (f"This run is huge: the tree shows its first {len(self.tree.nodes):,} spans "
@@ -422,7 +423,7 @@ class RunView(ReadOnlyGuard, View):
     def action_kill_selected(self) -> None:
         node = self.tree.cursor_node
         span = node.data if node is not None else None
-        run_id = (self.run or {}).get("id") or self.run_id
+        run_id = (self.run.id if self.run is not None else None) or self.run_id
         try:
             scope, target, in_run = kill_target_for_span(span, run_id)
         except LookupError:

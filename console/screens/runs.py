@@ -23,12 +23,13 @@ from console.polling import Poller
 from console.screens.actions import KILL_RUN, kill_palette_commands, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.screens.read_only import ReadOnlyGuard, write_bindings
-from console.views_data.runs_feed import MAX_LOADED, RunsFeed, RunsUpdate
+from console.views_data.runs_feed import MAX_LOADED, RunItem, RunsFeed, RunsUpdate
 from console.widgets.fmt import compact_age, cost_bar, tokens
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
+from engine.store.trace_rows import RunRow
 
 COLUMNS = (
     Column("status", "STATUS", 13),
@@ -59,9 +60,9 @@ SORTS: tuple[tuple[str, bool, str], ...] = (
 )
 
 
-def budget_of(run: dict[str, Any]) -> float | None:
+def budget_of(run: RunRow) -> float | None:
     """The run's cost budget, when the budgets feature records one in the run's attributes."""
-    attrs = run.get("attributes")
+    attrs = run.attributes
     if not isinstance(attrs, dict):
         return None
     budget = attrs.get("budget")
@@ -69,49 +70,51 @@ def budget_of(run: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def run_cell(run: dict[str, Any], column: str, now: float) -> Text | str:
+def run_cell(item: RunItem, column: str, now: float) -> Text | str:
+    run = item.run
     if column == "status":
-        return run_status_text(run.get("status"))
+        return run_status_text(run.status)
     if column == "id":
-        return Text(printable(run.get("id")), style="bold", end="")
+        return Text(printable(run.id), style="bold", end="")
     if column == "hierarchy":
-        return Text(printable(run.get("hierarchy"), limit=80), end="")
+        return Text(printable(run.hierarchy, limit=80), end="")
     if column == "tenant":
-        tenant = run.get("tenant")
+        tenant = run.tenant
         return Text(printable(tenant, limit=60), end="") if tenant else Text("-", style="dim", end="")
     if column == "age":
-        return compact_age(now - (run.get("started") or now))
+        return compact_age(now - (run.started or now))
     if column == "agents":
-        return str(run.get("agents_active") or 0) if run.get("status") == "running" else Text("-", style="dim")
+        return str(run.agents_active or 0) if run.status == "running" else Text("-", style="dim")
     if column == "model_calls":
-        return str(run.get("model_calls") or 0)
+        return str(run.model_calls or 0)
     if column == "tool_calls":
-        return str(run.get("tool_calls") or 0)
+        return str(run.tool_calls or 0)
     if column == "tokens":
-        return tokens((run.get("tokens_in") or 0) + (run.get("tokens_out") or 0))
+        return tokens((run.tokens_in or 0) + (run.tokens_out or 0))
     if column == "cost":
-        return cost_bar(run.get("cost_usd") or 0.0, budget_of(run))
+        return cost_bar(run.cost_usd or 0.0, budget_of(run))
     if column == "incidents":
         from console.incident_slots import incidents_cell  # kept current by the header's incidents slot
 
-        return incidents_cell(run.get("hierarchy"))
+        return incidents_cell(run.hierarchy)
     return ""
 
 
-def run_sort_value(run: dict[str, Any], column: str) -> Any:
+def run_sort_value(item: RunItem, column: str) -> Any:
+    run = item.run
     if column == "age":
-        return run.get("started") or 0.0
+        return run.started or 0.0
     if column == "status":
-        return run_look(run.get("status")).severity
+        return run_look(run.status).severity
     if column == "cost":
-        return run.get("cost_usd") or 0.0
+        return run.cost_usd or 0.0
     if column == "tokens":
-        return (run.get("tokens_in") or 0) + (run.get("tokens_out") or 0)
+        return (run.tokens_in or 0) + (run.tokens_out or 0)
     if column in ("model_calls", "tool_calls", "agents"):
         key = "agents_active" if column == "agents" else column
-        return run.get(key) or 0
+        return getattr(run, key) or 0
     if column in ("hierarchy", "tenant", "id"):
-        return str(run.get(column) or "").lower()
+        return str(getattr(run, column) or "").lower()
     return 0
 
 
@@ -125,11 +128,11 @@ class RunFilter:
         return not self.text and not self.problems_only
 
 
-def run_matches(run: dict[str, Any], flt: RunFilter) -> bool:
-    if flt.problems_only and run.get("status") not in PROBLEM_RUN_STATUSES:
+def run_matches(item: RunItem, flt: RunFilter) -> bool:
+    if flt.problems_only and item.run.status not in PROBLEM_RUN_STATUSES:
         return False
     if flt.text:
-        return flt.text in run["_search"]
+        return flt.text in item.search
     return True
 
 
@@ -227,13 +230,13 @@ class RunsView(ReadOnlyGuard, View):
 
     # -- data ---------------------------------------------------------------------------------------------------
 
-    def _upsert(self, rows: list[dict[str, Any]]) -> None:
-        for run in rows:
-            if run.get("status") in PROBLEM_RUN_STATUSES:
-                self.problem_ids.add(run["id"])
+    def _upsert(self, rows: list[RunItem]) -> None:
+        for item in rows:
+            if item.run.status in PROBLEM_RUN_STATUSES:
+                self.problem_ids.add(item.run.id)
             else:
-                self.problem_ids.discard(run["id"])
-        self.table.upsert([(run["id"], run) for run in rows])
+                self.problem_ids.discard(item.run.id)
+        self.table.upsert([(item.run.id, item) for item in rows])
 
     def apply_update(self, update: RunsUpdate) -> None:
         if update.rows:
@@ -327,16 +330,17 @@ class RunsView(ReadOnlyGuard, View):
             self.hint = "Nothing matches the filter: press Esc to show every run."
             return
         key = table.cursor_key
-        run = table.get(key) if key is not None else None
-        if run is not None and run.get("status") in PROBLEM_RUN_STATUSES:
-            word = run_look(run.get("status")).word
+        item = table.get(key) if key is not None else None
+        run = item.run if item is not None else None
+        if run is not None and run.status in PROBLEM_RUN_STATUSES:
+            word = run_look(run.status).word
             self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why."
             return
         problems = len(self.problem_ids)
         if problems and not self.filter.problems_only:
             self.hint = f"{problems} runs need attention: press p to list only them, Enter to open one."
             return
-        if run is not None and run.get("status") == "running":
+        if run is not None and run.status == "running":
             self.hint = f"Run {key} is running: press Enter to watch it live."
             return
         self.hint = "Enter opens the selected run · / filters · p shows only problems · s changes the sort."
@@ -416,9 +420,10 @@ class RunsView(ReadOnlyGuard, View):
         if key is None:
             self.notify("No run selected: nothing to kill.", severity="warning", markup=False)
             return
-        run = self.table.get(key) or {}
-        if run.get("status") != "running":
-            self.notify(f"Run {printable(key, limit=30)} is not running (status {printable(run.get('status'))}); "
+        item = self.table.get(key)
+        status = item.run.status if item is not None else None
+        if status != "running":
+            self.notify(f"Run {printable(key, limit=30)} is not running (status {printable(status)}); "
                         f"there is nothing to stop.", title="Kill switch", severity="warning", markup=False)
             return
         start_kill(self, self.ctx, "run", str(key))

@@ -9,28 +9,42 @@ from typing import Any
 
 from console.polling import ReaderState, StoreSource
 from console.widgets.status import run_look
+from engine.store.trace_rows import RunRow
 
 PAGE = 500  # rows per read when loading or paging older runs
 NEW_PAGE = 100  # rows per read when looking for new runs (most polls find a few)
 CATCH_UP_PAGES = 20  # after a burst, read at most this many pages of new runs in one poll
 MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightdeck runs --limit`)
-_PAYLOAD = ("input", "output")
 
 
-def _search_text(run: dict[str, Any]) -> str:
-    status = run.get("status") or ""
-    return " ".join((str(run.get("id") or ""), str(run.get("hierarchy") or ""), status, run_look(status).word,
-                     str(run.get("tenant") or ""))).lower()
+def search_text(run: RunRow) -> str:
+    status = run.status or ""
+    return " ".join((str(run.id or ""), str(run.hierarchy or ""), status, run_look(status).word,
+                     str(run.tenant or ""))).lower()
 
 
-def _signature(run: dict[str, Any]) -> tuple[Any, ...]:
-    return (run.get("last_seq"), run.get("status"), run.get("ended"), run.get("tokens_in"), run.get("tokens_out"),
-            run.get("cost_usd"), run.get("model_calls"), run.get("tool_calls"), run.get("agents_active"))
+def _signature(run: RunRow) -> tuple[Any, ...]:
+    return (run.last_seq, run.status, run.ended, run.tokens_in, run.tokens_out, run.cost_usd, run.model_calls,
+            run.tool_calls, run.agents_active)
+
+
+@dataclass(frozen=True, slots=True)
+class RunItem:
+    """A line of the runs table: the run (without its payloads) and its lower-cased search text."""
+
+    run: RunRow
+    search: str
+
+    @classmethod
+    def of(cls, run: RunRow) -> RunItem:
+        if run.input is not None or run.output is not None:
+            run = run.replace(input=None, output=None)  # payloads: only the run view shows them
+        return cls(run, search_text(run))
 
 
 @dataclass(slots=True)
 class RunsUpdate:
-    rows: list[dict[str, Any]]
+    rows: list[RunItem]
     first: bool = False
     exhausted: bool = False
 
@@ -51,15 +65,12 @@ class RunsFeed:
     def __post_init__(self) -> None:
         self.state = ReaderState(self.source)
 
-    def _take(self, run: dict[str, Any], out: list[dict[str, Any]]) -> None:
+    def _take(self, run: RunRow, out: list[RunItem]) -> None:
         sig = _signature(run)
-        if self.known.get(run["id"]) == sig:
+        if self.known.get(run.id) == sig:
             return
-        self.known[run["id"]] = sig
-        for key in _PAYLOAD:
-            run.pop(key, None)
-        run["_search"] = _search_text(run)
-        out.append(run)
+        self.known[run.id] = sig
+        out.append(RunItem.of(run))
 
     def poll(self) -> RunsUpdate | None:
         with self.lock:
@@ -73,22 +84,22 @@ class RunsFeed:
         if not self.state.changed():
             return None
         reader = self.state.reader
-        out: list[dict[str, Any]] = []
+        out: list[RunItem] = []
         size = NEW_PAGE if self.loaded_first else PAGE
         newest = reader.list_runs(limit=size)
-        seen_ids = {r["id"] for r in newest}
-        if self.loaded_first and newest and newest[-1]["id"] not in self.known:
+        seen_ids = {r.id for r in newest}
+        if self.loaded_first and newest and newest[-1].id not in self.known:
             # A burst: more than a page of new runs since the last poll. Read on until a known run (bounded).
             page = newest
             for _ in range(CATCH_UP_PAGES):
-                if len(page) < size or page[-1]["id"] in self.known:
+                if len(page) < size or page[-1].id in self.known:
                     break
-                page = reader.list_runs(limit=PAGE, before_started=page[-1]["started"], before_id=page[-1]["id"])
+                page = reader.list_runs(limit=PAGE, before_started=page[-1].started, before_id=page[-1].id)
                 size = PAGE
                 newest.extend(page)
-                seen_ids.update(r["id"] for r in page)
+                seen_ids.update(r.id for r in page)
         running = reader.list_runs(status="running", limit=5000)
-        running_ids = {r["id"] for r in running}
+        running_ids = {r.id for r in running}
         ended = [run_id for run_id in self.running if run_id not in running_ids and run_id not in seen_ids]
         for run in newest:
             self._take(run, out)
@@ -104,7 +115,7 @@ class RunsFeed:
             self.loaded_first = True
             self.exhausted = len(newest) < size
             if newest:
-                self.oldest = (newest[-1]["started"], newest[-1]["id"])
+                self.oldest = (newest[-1].started, newest[-1].id)
         return RunsUpdate(out, first=first, exhausted=self.exhausted)
 
     def older(self) -> RunsUpdate:
@@ -118,11 +129,11 @@ class RunsFeed:
             except Exception:
                 self.state.reset()
                 raise
-            out: list[dict[str, Any]] = []
+            out: list[RunItem] = []
             for run in page:
                 self._take(run, out)
             if page:
-                self.oldest = (page[-1]["started"], page[-1]["id"])
+                self.oldest = (page[-1].started, page[-1].id)
             if len(page) < PAGE or len(self.known) >= MAX_LOADED:
                 self.exhausted = True
             return RunsUpdate(out, exhausted=self.exhausted)

@@ -12,7 +12,7 @@ words ("near the limit", "OVER the limit") say the same thing.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -20,6 +20,9 @@ from console.output import tokens, usd
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 from engine.timefmt import duration
+
+if TYPE_CHECKING:
+    from engine.store.trace_rows import BudgetRow
 
 BAR_WIDTH = 12
 MAX_LINES = 8
@@ -67,8 +70,8 @@ def bar(fraction: float | None, width: int = BAR_WIDTH) -> Text:
     return out
 
 
-def decode_data(row: dict[str, Any]) -> dict[str, Any]:
-    data = row.get("data")
+def decode_data(row: BudgetRow) -> dict[str, Any]:
+    data = row.data
     if isinstance(data, str):
         try:
             data = json.loads(data)
@@ -131,24 +134,24 @@ def usage_words(dimension: str, figures: dict[str, Any]) -> str:
     return text
 
 
-def scope_label(row: dict[str, Any]) -> str:
-    scope = str(row.get("scope") or "")
+def scope_label(row: BudgetRow) -> str:
+    scope = str(row.scope or "")
     if scope == "run":
         return "run"
-    return str(row.get("agent") or scope.partition(":")[2] or scope)
+    return str(row.agent or scope.partition(":")[2] or scope)
 
 
-def gauges_text(rows: list[dict[str, Any]], selected_span: str | None = None,
+def gauges_text(rows: list[BudgetRow], selected_span: str | None = None,
                 selected_agent: str | None = None) -> Text:
     """The run's gauges, then the selected agent's (its span's scope when known, else any scope of that agent)."""
     out = Text(end="")
     lines: list[Text] = []
-    run_rows = [r for r in rows if r.get("scope") == "run"]
-    agent_rows: list[dict[str, Any]] = []
+    run_rows = [r for r in rows if r.scope == "run"]
+    agent_rows: list[BudgetRow] = []
     if selected_span:
-        agent_rows = [r for r in rows if r.get("scope") == f"agent:{selected_span}"]
+        agent_rows = [r for r in rows if r.scope == f"agent:{selected_span}"]
     if not agent_rows and selected_agent:
-        agent_rows = [r for r in rows if r.get("scope") != "run" and r.get("agent") == selected_agent]
+        agent_rows = [r for r in rows if r.scope != "run" and r.agent == selected_agent]
     for row in run_rows + agent_rows:
         data = decode_data(row)
         unlimited: list[str] = []
@@ -204,11 +207,11 @@ class BudgetGauges(TextLines):
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(Text("BUDGETS …", style="dim"), id=id)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[BudgetRow] = []
         self.selected_span: str | None = None
         self.selected_agent: str | None = None
 
-    def show(self, rows: list[dict[str, Any]] | None = None, *, selected_span: str | None = None,
+    def show(self, rows: list[BudgetRow] | None = None, *, selected_span: str | None = None,
              selected_agent: str | None = None, keep_selection: bool = False) -> None:
         if rows is not None:
             self.rows = rows

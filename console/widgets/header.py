@@ -179,14 +179,14 @@ def _runs(ctx: HeaderContext) -> SlotValue:
 def _spend(ctx: HeaderContext) -> SlotValue:
     since = ctx.now - SPEND_WINDOW_S
     runs = ctx.reader.list_runs(limit=SPEND_SAMPLE)
-    recent = [r for r in runs if (r.get("started") or 0) >= since]
+    recent = [r for r in runs if (r.started or 0) >= since]
     if not recent:
         return SlotValue("$0/min · cap n/a", "info", short="$0/min")
-    total = sum(r.get("cost_usd") or 0.0 for r in recent)
+    total = sum(r.cost_usd or 0.0 for r in recent)
     # When the sample is all inside the window (a busy store), the rate is over what the sample covers.
     covered = SPEND_WINDOW_S
     if len(recent) == len(runs) == SPEND_SAMPLE:
-        covered = max(1.0, ctx.now - min(r["started"] for r in recent))
+        covered = max(1.0, ctx.now - min(r.started for r in recent))
     rate = total / (covered / 60.0)
     return SlotValue(f"{usd(rate)}/min · cap n/a", "ok", short=f"{usd(rate)}/min")
 

@@ -22,6 +22,7 @@ from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import compact_json, pretty_json, printable
 from console.widgets.status import run_look, run_status_text, span_look
 from console.widgets.text_pane import TextLines, TextPane
+from engine.store.trace_rows import EventRow, RunRow
 from engine.timefmt import clock_ms, duration
 
 FIELD_LIMIT = 6000  # characters per field in the detail pane (the raw JSON view has more)
@@ -134,29 +135,29 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
     return out
 
 
-def run_summary(run: dict[str, Any] | None, run_id: str, now: float, width: int = 160) -> Text:
+def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160) -> Text:
     """The run view's title: identity, status (word and colour), timing; the error on a second line."""
     if run is None:
         return Text(f"RUN {printable(run_id, limit=40)}", style="bold")
     out = Text(end="")
     out.append("RUN ", style="bold")
-    out.append(printable(run.get("id")), style="bold")
+    out.append(printable(run.id), style="bold")
     out.append("  ")
-    out.append_text(run_status_text(run.get("status")))
-    out.append(f"  {printable(run.get('hierarchy'), limit=40)}")
-    if run.get("tenant"):
-        out.append(f" · tenant {printable(run.get('tenant'), limit=30)}")
-    started, ended = run.get("started"), run.get("ended")
+    out.append_text(run_status_text(run.status))
+    out.append(f"  {printable(run.hierarchy, limit=40)}")
+    if run.tenant:
+        out.append(f" · tenant {printable(run.tenant, limit=30)}")
+    started, ended = run.started, run.ended
     if started:
         out.append(f" · started {clock_ms(started, with_date=False)}")
         out.append(f" · took {duration(ended - started)}" if ended else f" · running {duration(now - started)}")
     out.append("\n")
-    if run.get("error"):
+    if run.error:
         out.append("error: ", style="bold red")
-        out.append(printable(run.get("error"), limit=width * 2), style="red")
-    elif run.get("status") == "completed" and run.get("output") is not None:
+        out.append(printable(run.error, limit=width * 2), style="red")
+    elif run.status == "completed" and run.output is not None:
         out.append("output: ", style="dim")
-        out.append(compact_json(run.get("output"), limit=width * 2))
+        out.append(compact_json(run.output, limit=width * 2))
     return out
 
 
@@ -188,27 +189,27 @@ class UsagePanel(TextLines):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
 
-    def show(self, run: dict[str, Any] | None) -> None:
+    def show(self, run: RunRow | None) -> None:
         if run is None:
             self.update(Text("usage: -", style="dim"))
             return
         out = Text(end="")
         out.append("used   ", style="dim")
-        out.append(f"{tokens(run.get('tokens_in'))} in · {tokens(run.get('tokens_out'))} out tokens · ", style="bold")
-        out.append(usd(run.get("cost_usd")), style="bold")
+        out.append(f"{tokens(run.tokens_in)} in · {tokens(run.tokens_out)} out tokens · ", style="bold")
+        out.append(usd(run.cost_usd), style="bold")
         out.append("\ncalls  ", style="dim")
-        out.append(f"{run.get('model_calls') or 0} model · {run.get('tool_calls') or 0} tool")
-        if run.get("status") == "running":
-            out.append(f" · {run.get('agents_active') or 0} agents active")
+        out.append(f"{run.model_calls or 0} model · {run.tool_calls or 0} tool")
+        if run.status == "running":
+            out.append(f" · {run.agents_active or 0} agents active")
         out.append("\nbudget ", style="dim")
         out.append("gauges above: limits, burn rate and time to exhaustion", style="dim")
         self.update(out)
 
 
-def _span_event_text(event: dict[str, Any], data: dict[str, Any]) -> str:
-    parts = [printable(data.get("kind") or "span", limit=12), printable(event.get("name") or data.get("name"),
+def _span_event_text(event: EventRow, data: dict[str, Any]) -> str:
+    parts = [printable(data.get("kind") or "span", limit=12), printable(event.name or data.get("name"),
                                                                          limit=48)]
-    if event.get("kind") == "span.ended":
+    if event.kind == "span.ended":
         look = span_look(data.get("status"))
         parts.append(f"{look.glyph} {look.word}")
         tin, tout = data.get("tokens_in") or 0, data.get("tokens_out") or 0
@@ -216,16 +217,16 @@ def _span_event_text(event: dict[str, Any], data: dict[str, Any]) -> str:
             parts.append(f"{tokens(tin)}→{tokens(tout)} tok")
         if data.get("cost_usd"):
             parts.append(usd(data["cost_usd"]))
-        if data.get("model") and data.get("kind") == "llm" and data.get("model") != event.get("name"):
+        if data.get("model") and data.get("kind") == "llm" and data.get("model") != event.name:
             parts.append(printable(data["model"], limit=40))
     return "  ".join(parts)
 
 
-def event_line(event: dict[str, Any]) -> str:
+def event_line(event: EventRow) -> str:
     """One log line per event: time, kind, agent, then what happened. Plain text (Log never parses markup) with
     control characters escaped."""
-    data = event.get("data")
-    kind = event.get("kind") or ""
+    data = event.data
+    kind = event.kind or ""
     if kind in ("span.started", "span.ended") and isinstance(data, dict):
         what = _span_event_text(event, data)
     elif kind == "run.ended" and isinstance(data, dict):
@@ -237,11 +238,11 @@ def event_line(event: dict[str, Any]) -> str:
         if data.get("error"):
             what += f"  error: {printable(data['error'], limit=200)}"
     else:
-        name = printable(event.get("name") or "", limit=48)
+        name = printable(event.name or "", limit=48)
         rest = "" if data in (None, {}, "") else compact_json(data, limit=240)
         what = f"{name}  {rest}".strip()
-    agent = printable(event.get("agent") or "-", limit=20)
-    return f"{clock_ms(event.get('ts'))}  {printable(kind, limit=20):<13} {agent:<18} {what}".rstrip()
+    agent = printable(event.agent or "-", limit=20)
+    return f"{clock_ms(event.ts)}  {printable(kind, limit=20):<13} {agent:<18} {what}".rstrip()
 
 
 class EventTail(PassStyle, QuietVirtualSize, Log):
@@ -326,7 +327,7 @@ class EventTail(PassStyle, QuietVirtualSize, Log):
             self.refresh()
         return self
 
-    def add_events(self, events: list[dict[str, Any]], skipped: int = 0) -> None:
+    def add_events(self, events: list[EventRow], skipped: int = 0) -> None:
         lines = []
         if skipped:
             count = f"{skipped:,} " if skipped > 0 else ""

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from engine.controls.schema import KILL_SCOPES
 from engine.errors import InputError
+from engine.store.trace_rows import RunRow, SpanRow
 
 CALL_KINDS = ("llm", "tool")
 RUNNING_RUNS_LIMIT = 100_000  # list_runs pages; a store never has anywhere near this many runs in flight
@@ -32,9 +33,9 @@ class RunningReader(Protocol):
 
     def list_runs(self, limit: int = 100, before_started: float | None = None, status: str | None = None,
                   hierarchy: str | None = None, tenant: str | None = None,
-                  before_id: str | None = None) -> list[dict[str, Any]]: ...
+                  before_id: str | None = None) -> list[RunRow]: ...
 
-    def running_spans(self, run_id: str | None = None) -> list[dict[str, Any]]: ...
+    def running_spans(self, run_id: str | None = None) -> list[SpanRow]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +61,32 @@ def preview_kill(reader: RunningReader, scope: str, target: str | None, run_id: 
         raise InputError(f"expected one of {', '.join(KILL_SCOPES)}, got {scope!r}", field="scope")
     if scope != "global" and not target:
         raise InputError(f"a {scope} preview needs a target", field="target")
-    runs = {run["id"]: run for run in reader.list_runs(limit=RUNNING_RUNS_LIMIT, status="running")}
-    spans = [span for span in reader.running_spans() if span["run_id"] in runs]
-    agents = [span for span in spans if span["kind"] == "agent"]
-    calls = [span for span in spans if span["kind"] in CALL_KINDS]
+    runs = {run.id: run for run in reader.list_runs(limit=RUNNING_RUNS_LIMIT, status="running")}
+    spans = [span for span in reader.running_spans() if span.run_id in runs]
+    agents = [span for span in spans if span.kind == "agent"]
+    calls = [span for span in spans if span.kind in CALL_KINDS]
 
     if scope == "run":
-        chosen = {target} & runs.keys()
+        chosen = {rid for rid in runs if rid == target}
     elif scope == "hierarchy":
-        chosen = {rid for rid, run in runs.items() if run["hierarchy"] == target}
+        chosen = {rid for rid, run in runs.items() if run.hierarchy == target}
     elif scope == "agent":
-        chosen = {span["run_id"] for span in agents if span["agent"] == target
-                  and (run_id is None or span["run_id"] == run_id)}
-        agents = [span for span in agents if span["agent"] == target]
-        calls = [span for span in calls if span["agent"] == target]
+        chosen = {span.run_id for span in agents if span.agent == target
+                  and (run_id is None or span.run_id == run_id)}
+        agents = [span for span in agents if span.agent == target]
+        calls = [span for span in calls if span.agent == target]
     elif scope == "tool":
-        calls = [span for span in calls if span["kind"] == "tool" and span["name"] == target]
-        chosen = {span["run_id"] for span in calls}
+        calls = [span for span in calls if span.kind == "tool" and span.name == target]
+        chosen = {span.run_id for span in calls}
         agents = []
     else:
         chosen = set(runs)
 
     return KillPreview(
         scope=scope, target=target, run_id=run_id,
-        runs=tuple({"id": rid, "hierarchy": runs[rid]["hierarchy"], "status": runs[rid]["status"],
-                    "started": runs[rid]["started"]} for rid in sorted(chosen, key=lambda r: runs[r]["started"])),
-        agents=tuple({"run_id": s["run_id"], "span_id": s["id"], "agent": s["agent"], "started": s["started"]}
-                     for s in agents if s["run_id"] in chosen),
-        calls=tuple({"run_id": s["run_id"], "span_id": s["id"], "kind": s["kind"], "name": s["name"],
-                     "agent": s["agent"], "started": s["started"]} for s in calls if s["run_id"] in chosen))
+        runs=tuple({"id": rid, "hierarchy": runs[rid].hierarchy, "status": runs[rid].status,
+                    "started": runs[rid].started} for rid in sorted(chosen, key=lambda r: runs[r].started)),
+        agents=tuple({"run_id": s.run_id, "span_id": s.id, "agent": s.agent, "started": s.started}
+                     for s in agents if s.run_id in chosen),
+        calls=tuple({"run_id": s.run_id, "span_id": s.id, "kind": s.kind, "name": s.name,
+                     "agent": s.agent, "started": s.started} for s in calls if s.run_id in chosen))

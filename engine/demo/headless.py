@@ -25,6 +25,7 @@ from engine.runtime.shutdown import (
     watch_signals,
 )
 from engine.store import open_engine_store, open_reader
+from engine.store.trace_rows import SpanRow
 
 
 @dataclass
@@ -34,11 +35,11 @@ class Check:
     detail: str
 
 
-def _depth(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> int:
+def _depth(span: SpanRow, by_id: dict[str, SpanRow]) -> int:
     depth = 0
-    while span.get("parent_id") in by_id:
-        span = by_id[span["parent_id"]]
-        depth += span["kind"] == "agent"
+    while span.parent_id in by_id:
+        span = by_id[span.parent_id]
+        depth += span.kind == "agent"
     return depth
 
 
@@ -50,28 +51,28 @@ def verify(store_dir: Path, state: ScenarioState, pager: PageReceiver) -> list[C
         deepest = 0
         for result in completed[:3]:
             spans = reader.spans(result.run_id)
-            by_id = {s["id"]: s for s in spans}
-            deepest = max([deepest, *(_depth(s, by_id) for s in spans if s["kind"] == "agent")])
+            by_id = {s.id: s for s in spans}
+            deepest = max([deepest, *(_depth(s, by_id) for s in spans if s.kind == "agent")])
         checks.append(Check("delegations three levels deep", deepest >= 2,
                             f"{len(completed)} runs completed; deepest agent at level {deepest + 1}"))
 
-        transitions = [(e["data"]["from"], e["data"]["to"]) for e in reader.events_after(0, 100_000,
-                                                                                     kinds=["breaker.transition"])
-                       if e["data"].get("key") == "tool:competitor_research"]
+        transitions = [(e.data["from"], e.data["to"]) for e in reader.events_after(0, 100_000,
+                                                                               kinds=["breaker.transition"])
+                       if e.data.get("key") == "tool:competitor_research"]
         cycle = [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
         checks.append(Check("competitor_research breaker opened and recovered through half-open",
                             _contains_in_order(transitions, cycle), " -> ".join(f"{a}>{b}" for a, b in transitions)))
 
         loops = [e for e in reader.events_after(0, 100_000, run_id=state.loop_run, kinds=["loop.detected"])
                  ] if state.loop_run else []
-        checks.append(Check("looping pricing worker caught", any(e["agent"] == "pricing" for e in loops),
+        checks.append(Check("looping pricing worker caught", any(e.agent == "pricing" for e in loops),
                             f"{len(loops)} loop detections in run {state.loop_run}"))
 
         approval_events = reader.events_after(0, 100_000, run_id=state.approval_run,
                                               kinds=["approval.requested", "approval.escalated",
                                                      "approval.decided"]) if state.approval_run else []
-        kinds = [e["kind"] for e in approval_events]
-        decided = [e["data"].get("status") for e in approval_events if e["kind"] == "approval.decided"]
+        kinds = [e.kind for e in approval_events]
+        decided = [e.data.get("status") for e in approval_events if e.kind == "approval.decided"]
         checks.append(Check("apply_discount waited for approval, escalated, then timed out",
                             kinds[:2] == ["approval.requested", "approval.escalated"] and decided == ["timed_out"],
                             ", ".join(kinds) + (f" ({decided[0]})" if decided else "")))

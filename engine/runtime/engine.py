@@ -167,17 +167,18 @@ class Engine:
         """This hierarchy's spend over the last 24 hours, from the store: the daily cap holds across restarts."""
         from engine.errors import StoreError
         from engine.store import open_reader
+        from engine.store.trace_rows import RunSpend
 
         try:
             reader = open_reader(self.store.dir)
         except StoreError:
             return []
         try:
-            rows = reader.query("SELECT started, cost_usd FROM runs WHERE hierarchy = ? AND started >= ? "
-                                "AND cost_usd > 0", (hierarchy, time.time() - 86_400))
+            rows = reader.query_rows(RunSpend, "SELECT started, cost_usd FROM runs WHERE hierarchy = ? "
+                                               "AND started >= ? AND cost_usd > 0", (hierarchy, time.time() - 86_400))
         finally:
             reader.close()
-        return [(row["started"], row["cost_usd"]) for row in rows]
+        return [(row.started, row.cost_usd) for row in rows]
 
     def _publish_store_health(self, health: StoreHealth) -> None:
         publish = getattr(self.store, "publish_store_health", None)  # test doubles of the store may not have it

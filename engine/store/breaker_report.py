@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from engine.store.files import TRACES_DB, connect, translate_sqlite_error
-from engine.store.rows import fetch_rows
+from engine.store.rows import column_list, row_builder
+from engine.store.trace_rows import BreakerRow
 
 
-def reported_breakers(store_dir: Path) -> list[dict[str, Any]] | None:
+def reported_breakers(store_dir: Path) -> list[BreakerRow] | None:
     """Rows of traces.db's `breakers` table (in table order), or None until the store has one."""
     path = store_dir / TRACES_DB
     if not path.is_file():
@@ -20,7 +20,8 @@ def reported_breakers(store_dir: Path) -> list[dict[str, Any]] | None:
     try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'breakers'").fetchone() is None:
             return None
-        return fetch_rows(conn, "SELECT * FROM breakers")
+        build = row_builder(BreakerRow)
+        return [build(values) for values in conn.execute(f"SELECT {column_list(BreakerRow)} FROM breakers")]
     except sqlite3.Error as exc:
         raise translate_sqlite_error(exc, path, "read") from exc
     finally:

@@ -1,8 +1,10 @@
 """TraceReader: read-only access to traces.db for the CLI and the console (other processes than the engine).
 
 Opened with mode=ro and in autocommit mode: every method is a few short statements, each fully stepped before it
-returns, so no read transaction outlives a call and the engine's WAL can always checkpoint. Methods return plain
-JSON-friendly dicts; JSON columns (input, output, attributes, data) come back parsed.
+returns, so no read transaction outlives a call and the engine's WAL can always checkpoint. Methods return typed rows
+(engine.store.trace_rows: RunRow, SpanRow, EventRow, ...) built positionally from the cursor's tuples; JSON columns
+(input, output, attributes, data) come back parsed. `query()` is the one dict-shaped escape hatch, for ad-hoc reads;
+`query_rows()` is its typed form.
 """
 
 from __future__ import annotations
@@ -10,20 +12,48 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from engine.errors import InputError, StoreError
 from engine.store.files import connect, translate_sqlite_error
 from engine.store.migrate import check_not_too_new, schema_version
+from engine.store.rows import TypedRow, column_list, row_builder
+from engine.store.trace_rows import (
+    AgentUsage,
+    BreakerRow,
+    BudgetRow,
+    EngineRow,
+    EventRow,
+    ModelUsage,
+    RunRow,
+    SpanNode,
+    SpanRow,
+    UsageReport,
+    UsageTotals,
+)
 from engine.store.traces_schema import RUN_STATUSES, TRACES_MIGRATIONS
 
+RowT = TypeVar("RowT", bound=TypedRow)
+
 _JSON_COLUMNS = frozenset({"input", "output", "attributes", "data"})
-# list_runs leaves out the potentially large payload columns; get_run has everything.
-_RUN_SUMMARY_COLUMNS = ("id, hierarchy, hierarchy_hash, engine_id, engine_version, status, tenant, seed, error, "
-                        "started, ended, tokens_in, tokens_out, cost_usd, model_calls, tool_calls, agents_active, "
-                        "attributes, last_seq")
+_RUN_COLUMNS = column_list(RunRow)
+# list_runs leaves out the potentially large payload columns (NULL in their place); get_run has everything.
+_RUN_SUMMARY_COLUMNS = _RUN_COLUMNS.replace("input, output", "NULL AS input, NULL AS output")
+_SPAN_COLUMNS = column_list(SpanRow)
+_EVENT_COLUMNS = column_list(EventRow)
 _AMBIGUOUS_SHOWN = 5
+_JSON_AT: dict[type[Any], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+
+
+def _layout(row_type: type[TypedRow]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """`row_type`'s field names and the positions of its JSON columns (cached)."""
+    layout = _JSON_AT.get(row_type)
+    if layout is None:
+        names = tuple(f.name for f in fields(cast(Any, row_type)))
+        layout = _JSON_AT[row_type] = (names, tuple(i for i, name in enumerate(names) if name in _JSON_COLUMNS))
+    return layout
 
 
 def _loads(value: Any) -> Any:
@@ -93,9 +123,35 @@ class TraceReader:
         return rows
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
-        """A short read-only SELECT of your own, rows as dicts with JSON columns parsed (for reports such as
-        usage_queries). Keep it indexed: it runs against the live store."""
+        """A short read-only SELECT of your own, rows as dicts with JSON columns parsed (ad-hoc reads, tests). Keep
+        it indexed: it runs against the live store. Code that keeps its rows uses `query_rows`."""
         return self._rows(sql, params)
+
+    def query_rows(self, row_type: type[RowT], sql: str,
+                   params: tuple[Any, ...] | list[Any] = ()) -> list[RowT]:
+        """A short read-only SELECT of your own as typed rows: it must select `row_type`'s fields, in field order
+        (TypeError otherwise); JSON columns come back parsed. For reports such as usage_queries."""
+        names, json_at = _layout(row_type)
+        with self._lock:
+            try:
+                cursor = self._conn.execute(sql, params)
+                selected = tuple(column[0] for column in cursor.description or ())
+                raw = cursor.fetchall()  # steps to the end: the implicit read transaction ends here
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path, "read") from exc
+        if selected != names:
+            raise TypeError(f"query selects {', '.join(selected)}; {row_type.__name__} needs {', '.join(names)}")
+        build = row_builder(row_type)
+        if not json_at:
+            return [build(values) for values in raw]
+        rows = []
+        for values in raw:
+            parsed = list(values)
+            for i in json_at:
+                if parsed[i] is not None:
+                    parsed[i] = _loads(parsed[i])
+            rows.append(build(parsed))
+        return rows
 
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         with self._lock:
@@ -128,7 +184,7 @@ class TraceReader:
 
     def list_runs(self, limit: int = 100, before_started: float | None = None, status: str | None = None,
                   hierarchy: str | None = None, tenant: str | None = None,
-                  before_id: str | None = None) -> list[dict[str, Any]]:
+                  before_id: str | None = None) -> list[RunRow]:
         """Newest first. Page with before_started (and before_id, the last row's id, so runs that started in
         the same instant are not skipped). Payload columns (input, output) are left out: see get_run."""
         where: list[str] = []
@@ -149,7 +205,7 @@ class TraceReader:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started DESC, id DESC LIMIT ?"
         params.append(int(limit))
-        return self._rows(sql, params)
+        return self.query_rows(RunRow, sql, params)
 
     def count_runs(self, since: float) -> dict[str, int]:
         """For the header: `active` = running now; `started` = started since `since`; and for every final
@@ -164,12 +220,12 @@ class TraceReader:
                 counts[row["status"]] = row["n"]
         return counts
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> RunRow | None:
         """The run with this id, or the one run whose id starts with it. An ambiguous prefix is an InputError
         listing some of the candidates."""
         if not run_id:
             raise InputError("a run id (or a unique prefix of one) is required", field="run_id")
-        rows = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,))
+        rows = self.query_rows(RunRow, f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         if rows:
             return rows[0]
         upper = run_id[:-1] + chr(ord(run_id[-1]) + 1)
@@ -180,70 +236,76 @@ class TraceReader:
         if len(ids) > 1:
             shown = ", ".join(ids[:_AMBIGUOUS_SHOWN]) + (", ..." if len(ids) > _AMBIGUOUS_SHOWN else "")
             raise InputError(f"run id prefix {run_id!r} is ambiguous: it matches {shown}", field="run_id")
-        return self._rows("SELECT * FROM runs WHERE id = ?", (ids[0],))[0]
+        return self.query_rows(RunRow, f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (ids[0],))[0]
 
-    def engines(self) -> list[dict[str, Any]]:
+    def engines(self) -> list[EngineRow]:
         """Engines that have written to this store, newest first (liveness is in control.db, see ControlDB)."""
-        return self._rows("SELECT * FROM engines ORDER BY started DESC LIMIT 100")
+        return self.query_rows(EngineRow, f"SELECT {column_list(EngineRow)} FROM engines ORDER BY started DESC "
+                                          "LIMIT 100")
 
     # -- spans -------------------------------------------------------------------------------------------------
 
-    def spans(self, run_id: str) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM spans WHERE run_id = ? ORDER BY started, id", (run_id,))
+    def spans(self, run_id: str) -> list[SpanRow]:
+        return self.query_rows(SpanRow, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY started, id",
+                               (run_id,))
 
-    def span_tree(self, run_id: str) -> dict[str, Any] | None:
-        """The run's root span with nested "children" (each list ordered by start). Spans whose parent is
-        missing hang off the root; several roots get a synthetic root (id None, kind "run"). None: no spans."""
+    def span_tree(self, run_id: str) -> SpanNode | None:
+        """The run's root span with nested children (each list ordered by start). Spans whose parent is missing
+        hang off the root; several roots get a synthetic root (`span` None). None: no spans."""
         spans = self.spans(run_id)
         if not spans:
             return None
-        by_id = {span["id"]: span for span in spans}
+        nodes = {span.id: SpanNode(span, run_id, span.started) for span in spans}
+        roots: list[SpanNode] = []
+        orphans: list[SpanNode] = []
         for span in spans:
-            span["children"] = []
-        roots: list[dict[str, Any]] = []
-        orphans: list[dict[str, Any]] = []
-        for span in spans:
-            parent_id = span["parent_id"]
+            node = nodes[span.id]
+            parent_id = span.parent_id
             if parent_id is None:
-                roots.append(span)
-            elif parent_id in by_id and parent_id != span["id"]:
-                by_id[parent_id]["children"].append(span)
+                roots.append(node)
+            elif parent_id in nodes and parent_id != span.id:
+                nodes[parent_id].children.append(node)
             else:
-                orphans.append(span)
+                orphans.append(node)
         if len(roots) == 1:
             root = roots[0]
-            root["children"] = sorted(root["children"] + orphans, key=lambda s: (s["started"], s["id"]))
+            root.children = sorted(root.children + orphans, key=_node_order)
             return root
-        return {"id": None, "run_id": run_id, "parent_id": None, "kind": "run", "name": run_id, "status": None,
-                "started": spans[0]["started"], "children": roots + orphans}
+        return SpanNode(None, run_id, spans[0].started, roots + orphans)
 
-    def breakers(self, hierarchy: str | None = None) -> list[dict[str, Any]]:
+    def breakers(self, hierarchy: str | None = None) -> list[BreakerRow]:
         """Current breaker states as the engine last published them (one row per hierarchy and breaker key)."""
         if not self._has_table("breakers"):
             return []
+        columns = column_list(BreakerRow)
         if hierarchy is None:
-            return self._rows("SELECT * FROM breakers ORDER BY state != 'closed' DESC, hierarchy, key", ())
-        return self._rows("SELECT * FROM breakers WHERE hierarchy = ? ORDER BY key", (hierarchy,))
+            return self.query_rows(BreakerRow, f"SELECT {columns} FROM breakers "
+                                               "ORDER BY state != 'closed' DESC, hierarchy, key")
+        return self.query_rows(BreakerRow, f"SELECT {columns} FROM breakers WHERE hierarchy = ? ORDER BY key",
+                               (hierarchy,))
 
-    def budgets(self, run_id: str) -> list[dict[str, Any]]:
+    def budgets(self, run_id: str) -> list[BudgetRow]:
         """A run's budget gauges: one row per scope (`run`, `agent:SPAN`), `data` = dimension -> used, reserved,
         limit, fraction, burn_rate_per_min, time_to_exhaustion_s."""
         if not self._has_table("budgets"):
             return []
-        return self._rows("SELECT * FROM budgets WHERE run_id = ? ORDER BY scope != 'run', scope", (run_id,))
+        return self.query_rows(BudgetRow, f"SELECT {column_list(BudgetRow)} FROM budgets WHERE run_id = ? "
+                                          "ORDER BY scope != 'run', scope", (run_id,))
 
     def _has_table(self, name: str) -> bool:
         return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
-    def running_spans(self, run_id: str | None = None) -> list[dict[str, Any]]:
+    def running_spans(self, run_id: str | None = None) -> list[SpanRow]:
         if run_id is None:
-            return self._rows("SELECT * FROM spans WHERE status = 'running' ORDER BY started")
-        return self._rows("SELECT * FROM spans WHERE status = 'running' AND run_id = ? ORDER BY started", (run_id,))
+            return self.query_rows(SpanRow, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE status = 'running' "
+                                            "ORDER BY started")
+        return self.query_rows(SpanRow, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE status = 'running' AND run_id = ? "
+                                        "ORDER BY started", (run_id,))
 
     # -- events ------------------------------------------------------------------------------------------------
 
     def events_after(self, seq: int, limit: int = 1000, run_id: str | None = None,
-                     kinds: list[str] | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+                     kinds: list[str] | tuple[str, ...] | None = None) -> list[EventRow]:
         """Events with seq > `seq`, oldest first: tail the feed by passing the last seq you saw."""
         where = ["seq > ?"]
         params: list[Any] = [int(seq)]
@@ -254,12 +316,13 @@ class TraceReader:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             params.extend(kinds)
         params.append(int(limit))
-        return self._rows(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", params)
+        return self.query_rows(EventRow, f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+                                         "ORDER BY seq LIMIT ?", params)
 
     # -- usage -------------------------------------------------------------------------------------------------
 
     def usage(self, run_id: str | None = None, tenant: str | None = None,
-              since: float | None = None) -> dict[str, Any]:
+              since: float | None = None) -> UsageReport:
         """Tokens, cost and call counts per agent and per model, summed over llm and tool spans (the leaves:
         agent/delegation spans may carry roll-ups that would double count). Filters: one run, a tenant, runs
         started since a time. With no filter at all this reads every span."""
@@ -271,25 +334,27 @@ class TraceReader:
             "coalesce(sum(s.tokens_in), 0) AS tokens_in, coalesce(sum(s.tokens_out), 0) AS tokens_out, "
             f"coalesce(sum(s.cost_usd), 0.0) AS cost_usd FROM spans s{join} WHERE {' AND '.join(where)} "
             "GROUP BY s.kind, s.agent, s.model", params)
-        agents: dict[Any, dict[str, Any]] = {}
-        models: dict[Any, dict[str, Any]] = {}
-        total = _usage_row()
+        # [tokens_in, tokens_out, cost_usd, model_calls, tool_calls] per agent, per model and in total
+        agents: dict[Any, list[Any]] = {}
+        models: dict[Any, list[Any]] = {}
+        total: list[Any] = [0, 0, 0.0, 0, 0]
         for row in rows:
             is_llm = row["kind"] == "llm"
-            targets = [agents.setdefault(row["agent"], _usage_row(agent=row["agent"])), total]
+            targets = [agents.setdefault(row["agent"], [0, 0, 0.0, 0, 0]), total]
             if is_llm:
-                targets.append(models.setdefault(row["model"], _usage_row(model=row["model"])))
+                targets.append(models.setdefault(row["model"], [0, 0, 0.0, 0, 0]))
             for target in targets:
-                target["tokens_in"] += row["tokens_in"]
-                target["tokens_out"] += row["tokens_out"]
-                target["cost_usd"] += row["cost_usd"]
-                target["model_calls" if is_llm else "tool_calls"] += row["n"]
-        for model in models.values():
-            del model["tool_calls"]
-        by_cost = lambda entry: (-entry["cost_usd"], str(entry.get("agent") or entry.get("model") or ""))
-        return {"agents": sorted(agents.values(), key=by_cost), "models": sorted(models.values(), key=by_cost),
-                "total": total}
+                target[0] += row["tokens_in"]
+                target[1] += row["tokens_out"]
+                target[2] += row["cost_usd"]
+                target[3 if is_llm else 4] += row["n"]
+        by_agent = [AgentUsage(agent, *sums) for agent, sums in agents.items()]
+        by_model = [ModelUsage(model, *sums[:4]) for model, sums in models.items()]
+        by_agent.sort(key=lambda entry: (-entry.cost_usd, str(entry.agent or "")))
+        by_model.sort(key=lambda entry: (-entry.cost_usd, str(entry.model or "")))
+        return UsageReport(agents=by_agent, models=by_model, total=UsageTotals(*total))
 
 
-def _usage_row(**key: Any) -> dict[str, Any]:
-    return {**key, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "model_calls": 0, "tool_calls": 0}
+def _node_order(node: SpanNode) -> tuple[float, str]:
+    span = node.span
+    return (node.started, "" if span is None else span.id)

@@ -198,3 +198,27 @@ def test_usage_per_scope_with_each_filter(tmp_path: Path) -> None:
     recent = json.loads(flightdeck("usage", "--store", store, "--since", "1h", "--json").stdout)
     assert recent["total"] == everything["total"]
     assert flightdeck("usage", "--store", store, "--since", "soon").returncode == 2
+
+
+def test_trace_of_a_run_with_several_root_spans(tmp_path: Path) -> None:
+    """Several root spans hang off a synthetic root with no status: the text tree shows it (it used to crash on
+    None.upper()) and the JSON keeps the synthetic root's shape (nulls where it has no figures)."""
+    from tests.store_support import T0, new_writer
+
+    store = tmp_path / "store"
+    store.mkdir()
+    writer = new_writer(store)
+    writer.run_started("multi-root", "h", None, None, None, None, 1, None, T0, None)
+    writer.span_started("one", "multi-root", None, "agent", "a", "a", T0 + 1, None)
+    writer.span_started("two", "multi-root", None, "agent", "b", "b", T0 + 2, None)
+    writer.span_ended("one", "multi-root", "ok", T0 + 3)
+    writer.close()
+    text = flightdeck("trace", "multi-root", "--store", str(store))
+    assert text.returncode == 0, text.stderr
+    assert "run multi-root  [-]   running" in text.stdout and "├─ agent a  [ok]" in text.stdout
+    assert "└─ agent b  [RUNNING]" in text.stdout
+    out = flightdeck("trace", "multi-root", "--json", "--store", str(store))
+    root = json.loads(out.stdout)
+    assert {k: root[k] for k in ("id", "kind", "name", "status", "tokens_in", "duration_s")} == \
+        {"id": None, "kind": "run", "name": "multi-root", "status": None, "tokens_in": None, "duration_s": None}
+    assert [c["id"] for c in root["children"]] == ["one", "two"]

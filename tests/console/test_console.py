@@ -78,7 +78,7 @@ async def test_runs_view_shows_engine_runs_with_words(real_dir: tuple[Path, list
         table = runs_view(app).table
         assert set(table.keys()) == {r.run_id for r in results}
         # Newest first: the default sort is by start time, descending.
-        starts = [table.get(k)["started"] for k in table.visible_keys()]
+        starts = [table.get(k).run.started for k in table.visible_keys()]
         assert starts == sorted(starts, reverse=True)
         # Status is a word as well as a colour.
         first = table.get(table.visible_keys()[0])
@@ -101,14 +101,14 @@ async def test_runs_filter_sort_and_problems(fixed_dir: Path) -> None:
         assert app.focused is view.query_one("#runs-filter")
         await pilot.press(*"globex")
         await wait_for(pilot, lambda: table.row_count == 2)
-        assert {table.get(k)["tenant"] for k in table.visible_keys()} == {"globex"}
+        assert {table.get(k).run.tenant for k in table.visible_keys()} == {"globex"}
         assert "2 of 10 shown" in plain(view.query_one("#runs-title"))
         await pilot.press("enter")  # keeps the filter, back to the table
         assert app.focused is table and table.row_count == 2
         await pilot.press("escape")
         assert table.row_count == 10
         await pilot.press("p")  # problems only
-        assert {table.get(k)["status"] for k in table.visible_keys()} == {"failed", "budget_exceeded",
+        assert {table.get(k).run.status for k in table.visible_keys()} == {"failed", "budget_exceeded",
                                                                           "loop_detected", "killed"}
         await pilot.press("p")
         assert table.row_count == 10
@@ -119,7 +119,7 @@ async def test_runs_filter_sort_and_problems(fixed_dir: Path) -> None:
         await pilot.press("s")  # status, problems first
         assert table.sort_column == "status"
         assert "sorted by status, problems first" in plain(view.query_one("#runs-title"))
-        assert table.get(table.visible_keys()[0])["status"] == "failed"
+        assert table.get(table.visible_keys()[0]).run.status == "failed"
         await pilot.press("s")  # cost, highest first
         assert table.sort_column == "cost" and table.reverse
         await pilot.press("S")
@@ -161,7 +161,7 @@ async def test_live_rows_update_by_key_cursor_stays(tmp_path: Path) -> None:
         finally:
             writer.close()
         await wait_for(pilot, lambda: table.total_count == 150, what="80 new runs")
-        await wait_for(pilot, lambda: table.get("c3d4e5f6a1b2")["status"] == "completed", what="run ended")
+        await wait_for(pilot, lambda: table.get("c3d4e5f6a1b2").run.status == "completed", what="run ended")
         assert table.cursor_key == chosen  # the cursor stayed on its run...
         assert table.cursor - int(table.scroll_offset.y) == screen_line  # ...at the same place on screen
         await pilot.press("home")  # parked on the first row, the table follows new runs

@@ -115,7 +115,7 @@ async def test_breakers_view_state_words_and_probe(store: Path) -> None:
         from console.screens.breakers import breaker_cell
 
         rows = [view.table.get(k) for k in view.table.visible_keys()]
-        assert [r["state"] for r in rows] == ["open", "half_open", "closed"]
+        assert [r.state for r in rows] == ["open", "half_open", "closed"]
         assert breaker_cell(rows[0], "state", FIXED_NOW).plain == "OPEN"
         assert breaker_cell(rows[0], "probe", FIXED_NOW).plain == "in 25s"
         assert breaker_cell(rows[0], "failure_rate", FIXED_NOW).plain == "62%"

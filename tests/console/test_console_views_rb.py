@@ -464,10 +464,11 @@ def test_gauge_line_levels_and_words() -> None:
     unlimited = gauge_line("run", "model_calls", {"used": 4})
     assert unlimited is not None and "no limit" in unlimited.plain
     from console.widgets.gauges import gauges_text
+    from engine.store.trace_rows import BudgetRow
 
-    text = gauges_text([{"scope": "run", "agent": None, "data": json.dumps({
+    text = gauges_text([BudgetRow(run_id="r", scope="run", agent=None, updated=0.0, data=json.dumps({
         "cost_usd": {"used": 0.0073, "reserved": 0.0054, "burn_rate_per_min": 0.44},
-        "model_calls": {"used": 1}, "total_tokens": {"used": 0}})}]).plain
+        "model_calls": {"used": 1}, "total_tokens": {"used": 0}}))]).plain
     assert text.splitlines()[1] == "run        no limit     cost_usd $0.0073 +$0.0054 res $0.4400/min · model_calls 1"
 
 

@@ -300,6 +300,7 @@ def test_view_registry_commands() -> None:
 def test_labels_and_event_lines() -> None:
     from console.widgets.span_detail import event_line, span_detail
     from console.widgets.span_tree import span_label
+    from engine.store.trace_rows import EventRow
 
     span = {"id": "s1", "kind": "tool", "name": EVIL, "status": "denied", "started": 10.0, "ended": 10.5,
             "attributes": {"args": {"a": 1}, "reason": "because", "error": "not allowed"}}
@@ -307,8 +308,8 @@ def test_labels_and_event_lines() -> None:
     assert "⊘ denied" in label.plain and "[bold red]x[/]" in label.plain and "500ms" in label.plain
     detail = span_detail(span, raw=False, now=11.0).plain
     assert "TOOL CALL" in detail and "REASON" in detail and "ERROR" in detail and "not allowed" in detail
-    line = event_line({"ts": 0.0, "kind": "span.ended", "agent": "a", "name": "n",
-                       "data": {"kind": "llm", "status": "ok", "tokens_in": 5, "tokens_out": 2, "cost_usd": 0.5}})
+    line = event_line(EventRow(seq=1, ts=0.0, run_id=None, span_id=None, kind="span.ended", agent="a", name="n",
+                               data={"kind": "llm", "status": "ok", "tokens_in": 5, "tokens_out": 2, "cost_usd": 0.5}))
     assert "llm  n  ✔ ok  5→2 tok  $0.5000" in line
     assert threading.current_thread() is threading.main_thread()
 

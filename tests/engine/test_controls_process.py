@@ -59,7 +59,7 @@ def test_kill_from_another_process_stops_a_busy_engine(tmp_path: Path) -> None:
 
         _wait(store_ready, what="the store")
         reader = readers[0]
-        _wait(lambda: len([s for s in reader.running_spans() if s["kind"] == "agent"]) >= 100,
+        _wait(lambda: len([s for s in reader.running_spans() if s.kind == "agent"]) >= 100,
               what="100 runs in flight")
         api = ControlAPI(store, "oncall")
         switch = api.set_kill("global", None, "kill", "incident: runaway fleet")
@@ -76,9 +76,9 @@ def test_kill_from_another_process_stops_a_busy_engine(tmp_path: Path) -> None:
     assert acked - switch["created"] < 0.5, acked - switch["created"]
     # Nothing ran after the acknowledgement. A tool span opens before its call reaches the gate, so calls the gate
     # refused still leave a span: cancelled there, with the switch as the reason.
-    late = [s for r in results for s in reader.spans(r["id"]) if s["kind"] in ("tool", "llm")
-            and s["started"] > acked and not (s["kind"] == "tool" and s["status"] == "cancelled"
-                                              and s["attributes"]["error"].startswith("stopped: kill switch"))]
+    late = [s for r in results for s in reader.spans(r["id"]) if s.kind in ("tool", "llm")
+            and s.started > acked and not (s.kind == "tool" and s.status == "cancelled"
+                                              and s.attributes["error"].startswith("stopped: kill switch"))]
     assert late == [], late[:3]
     assert not reader.running_spans()
     reader.close()

@@ -93,7 +93,7 @@ def scenario(store_dir: Path, hierarchy: Any, act: Callable[[Engine, ControlAPI,
 
 
 def _tool_spans(store_dir: Path, run_id: str) -> list[dict]:
-    return [s for s in spans(store_dir, run_id) if s["kind"] == "tool"]
+    return [s for s in spans(store_dir, run_id) if s.kind == "tool"]
 
 
 # --- kill switches ------------------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_kill_run_cancels_in_flight_calls_and_ends_the_run_killed(tmp_path: Path
     (result,) = scenario(store_dir, hierarchy, act)
     assert result.status == "killed" and "runaway spend" in result.error and "alice" in result.error
     tools = _tool_spans(store_dir, result.run_id)
-    assert [(t["name"], t["status"]) for t in tools] == [("slow", "cancelled")]
+    assert [(t.name, t.status) for t in tools] == [("slow", "cancelled")]
     assert "f1" not in runtime_tools.CALLS  # nothing started after the kill
 
 
@@ -125,7 +125,7 @@ def test_kill_one_agent_lets_its_parent_finish(tmp_path: Path, store_dir: Path) 
 
     (result,) = scenario(store_dir, hierarchy, act)
     assert result.status == "completed" and result.output == "lead done"
-    agents = {s["name"]: s["status"] for s in spans(store_dir, result.run_id) if s["kind"] == "agent"}
+    agents = {s.name: s.status for s in spans(store_dir, result.run_id) if s.kind == "agent"}
     assert agents == {"lead": "ok", "worker": "cancelled"}
 
 
@@ -143,7 +143,7 @@ def test_kill_a_tool_cancels_its_calls_and_refuses_new_ones(tmp_path: Path, stor
 
     (result,) = scenario(store_dir, hierarchy, act)
     assert result.status == "completed"
-    tools = [(t["name"], t["status"]) for t in _tool_spans(store_dir, result.run_id)]
+    tools = [(t.name, t.status) for t in _tool_spans(store_dir, result.run_id)]
     assert tools == [("slow", "cancelled"), ("slow", "denied"), ("flaky", "ok")]
     assert runtime_tools.CALLS == ["s1", "f1"]
 
@@ -159,7 +159,7 @@ def test_drain_lets_in_flight_calls_finish_and_starts_nothing_new(tmp_path: Path
 
     (result,) = scenario(store_dir, hierarchy, act)
     assert result.status == "killed" and "drained" in result.error
-    assert [(t["name"], t["status"]) for t in _tool_spans(store_dir, result.run_id)] == [("slow", "ok")]
+    assert [(t.name, t.status) for t in _tool_spans(store_dir, result.run_id)] == [("slow", "ok")]
     assert "f1" not in runtime_tools.CALLS
 
 
@@ -238,9 +238,9 @@ def test_approved_call_runs_and_the_trace_says_who_approved(tmp_path: Path, stor
     result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.approve(row["id"], "customer is good"))
     assert result.status == "completed"
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "ok"
-    assert tool["attributes"]["approval"]["decided_by"] == "alice"
-    assert tool["attributes"]["approval"]["decision_reason"] == "customer is good"
+    assert tool.status == "ok"
+    assert tool.attributes["approval"]["decided_by"] == "alice"
+    assert tool.attributes["approval"]["decision_reason"] == "customer is good"
     assert [e["note"] for e in fixture_tools.journal()] == ["big refund"]
 
 
@@ -248,7 +248,7 @@ def test_denied_call_never_runs_and_the_model_is_told_why(tmp_path: Path, store_
     result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.deny(row["id"], "too large"))
     assert result.status == "completed"
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "denied" and "denied by alice: too large" in tool["attributes"]["error"]
+    assert tool.status == "denied" and "denied by alice: too large" in tool.attributes["error"]
     assert fixture_tools.journal() == []
 
 
@@ -257,16 +257,16 @@ def test_approve_with_edited_arguments_runs_the_edited_call(tmp_path: Path, stor
         row["id"], "cap it", edited_arguments={"note": "capped refund", "amount": 400},
         expected_args_hash=row["args_hash"]))
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "ok" and tool["attributes"]["approval"]["edited"] is True
+    assert tool.status == "ok" and tool.attributes["approval"]["edited"] is True
     assert fixture_tools.journal()[0]["amount"] == 400
 
 
 def test_approval_timeout_is_a_timeout_not_a_human_denial(tmp_path: Path, store_dir: Path) -> None:
     result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: None, deadline="0.3s")
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "denied"
-    assert tool["attributes"]["approval"]["status"] == "timed_out"
-    assert tool["attributes"]["approval"]["decided_by"] != "alice"
+    assert tool.status == "denied"
+    assert tool.attributes["approval"]["status"] == "timed_out"
+    assert tool.attributes["approval"]["decided_by"] != "alice"
     api = ControlAPI(store_dir, "carol")
     (row,) = api.list_approvals()
     with pytest.raises(Exception, match="expired|timed out|already"):
@@ -288,7 +288,7 @@ def test_escalation_extends_the_deadline_and_pages(tmp_path: Path, store_dir: Pa
     result, escalations = _approval_scenario(tmp_path, store_dir, decide_after_escalation, deadline="0.3s",
                                              on_timeout="escalate")
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "ok" and tool["attributes"]["approval"]["level"] == 1
+    assert tool.status == "ok" and tool.attributes["approval"]["level"] == 1
     assert len(escalations) == 1 and escalations[0]["level"] == 1
     assert events(store_dir, result.run_id, kinds=["approval.escalated"])
 
@@ -305,7 +305,7 @@ def test_a_mismatched_decision_is_refused(tmp_path: Path, store_dir: Path) -> No
 
     result, _ = _approval_scenario(tmp_path, store_dir, decide)
     assert outcomes and "arguments changed" in outcomes[0]
-    assert _tool_spans(store_dir, result.run_id)[0]["status"] == "denied"
+    assert _tool_spans(store_dir, result.run_id)[0].status == "denied"
 
 
 # --- safe-mode flags ------------------------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_flag_side_effects_off_withholds_side_effecting_tools(tmp_path: Path, st
     (result,) = _with_flag(tmp_path, store_dir, "    - tool: {name: record, args: {note: x, amount: 1}}\n"
                            "    - final: done\n", "tools.side_effects", "off")
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "denied" and "side effects are off" in tool["attributes"]["error"]
+    assert tool.status == "denied" and "side effects are off" in tool.attributes["error"]
     assert fixture_tools.journal() == []
 
 
@@ -345,12 +345,12 @@ def test_flag_approvals_all_gates_every_side_effect(tmp_path: Path, store_dir: P
 
     (result,) = scenario(store_dir, hierarchy, act)
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["attributes"]["approval"]["status"] == "timed_out"  # it needed approval though amount <= 500
+    assert tool.attributes["approval"]["status"] == "timed_out"  # it needed approval though amount <= 500
 
 
 def test_flag_max_tier_moves_agents_to_cheaper_models(tmp_path: Path, store_dir: Path) -> None:
     (result,) = _with_flag(tmp_path, store_dir, "    - final: done\n", "models.max_tier", "economy")
-    models = {s["model"] for s in spans(store_dir, result.run_id) if s["kind"] == "llm"}
+    models = {s.model for s in spans(store_dir, result.run_id) if s.kind == "llm"}
     assert models == {"m-small"}
 
 
@@ -379,16 +379,16 @@ def test_flag_concurrency_max_serialises_runs(tmp_path: Path, store_dir: Path) -
 def test_flag_agent_disabled_withholds_delegation_to_it(tmp_path: Path, store_dir: Path) -> None:
     (result,) = _with_flag(tmp_path, store_dir, "    - final: done\n", "agent.worker", "disabled")
     recorded = spans(store_dir, result.run_id)
-    assert not [s for s in recorded if s["kind"] == "agent" and s["name"] == "worker"]
-    (delegation,) = [s for s in recorded if s["kind"] == "delegation"]
-    assert delegation["status"] == "denied" and "disabled" in delegation["attributes"]["error"]
+    assert not [s for s in recorded if s.kind == "agent" and s.name == "worker"]
+    (delegation,) = [s for s in recorded if s.kind == "delegation"]
+    assert delegation.status == "denied" and "disabled" in delegation.attributes["error"]
 
 
 def test_flag_tool_disabled_withholds_it(tmp_path: Path, store_dir: Path) -> None:
     (result,) = _with_flag(tmp_path, store_dir, "    - tool: {name: flaky, args: {key: k}}\n    - final: done\n",
                            "tool.flaky", "disabled")
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "denied" and "tool.flaky=disabled" in tool["attributes"]["error"]
+    assert tool.status == "denied" and "tool.flaky=disabled" in tool.attributes["error"]
     assert runtime_tools.CALLS == []
 
 
@@ -444,7 +444,7 @@ def test_operator_forces_a_tool_breaker_open(tmp_path: Path, store_dir: Path) ->
 
     (result,) = scenario(store_dir, hierarchy, act)
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "denied" and "circuit open" in tool["attributes"]["error"]
+    assert tool.status == "denied" and "circuit open" in tool.attributes["error"]
     api = ControlAPI(store_dir, "alice")
     assert all(row["applied"] is not None for row in api.breaker_overrides())
     api.close()

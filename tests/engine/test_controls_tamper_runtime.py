@@ -29,7 +29,7 @@ from tests.engine_helpers import events, spans, write_hierarchy
 
 
 def _tool_spans(store_dir: Path, run_id: str) -> list[dict[str, Any]]:
-    return [s for s in spans(store_dir, run_id) if s["kind"] == "tool"]
+    return [s for s in spans(store_dir, run_id) if s.kind == "tool"]
 
 
 def _approval_scenario(tmp_path: Path, store_dir: Path,
@@ -78,14 +78,14 @@ def test_an_approval_forged_to_approved_with_new_arguments_is_refused(tmp_path: 
 
     result = _approval_scenario(tmp_path, store_dir, forge)
     (tool,) = _tool_spans(store_dir, result.run_id)
-    assert tool["status"] == "denied" and "control-tampered" in tool["attributes"]["error"]
+    assert tool.status == "denied" and "control-tampered" in tool.attributes["error"]
     assert fixture_tools.journal() == []  # the tool never ran, with either arguments
     (incident,) = _incidents(store_dir)
     assert incident["severity"] == "sev1" and incident["scope"].startswith("approvals:ap-")
     # The forger kept the request's audit hash: it records a request, not a decision.
     assert "audit entry for 'approval_requested'" in incident["context"]["problem"]
     (event,) = events(store_dir, kinds=["control.tampered"])
-    assert event["data"]["table"] == "approvals"
+    assert event.data["table"] == "approvals"
 
 
 def test_a_kill_switch_inserted_with_sql_is_not_obeyed(tmp_path: Path, store_dir: Path) -> None:

@@ -68,7 +68,7 @@ def test_each_run_budget_dimension_stops_work(tmp_path: Path, store_dir: Path, b
     result = _run_with_budget(store_dir, hierarchy, budget)
     assert result.status == "budget_exceeded", (result.status, result.error)
     exceeded = events(store_dir, result.run_id, kinds=["budget.exceeded"])
-    assert exceeded and {e["data"]["dimension"] for e in exceeded} == {dimension}
+    assert exceeded and {e.data["dimension"] for e in exceeded} == {dimension}
     limit = float(budget.split("=")[1].rstrip("s"))
     recorded = spans(store_dir, result.run_id)
     spent = {"cost_usd": result.cost_usd, "input_tokens": result.tokens_in, "output_tokens": result.tokens_out,
@@ -77,7 +77,7 @@ def test_each_run_budget_dimension_stops_work(tmp_path: Path, store_dir: Path, b
     if dimension in spent:
         assert spent[dimension] <= limit, (spent, limit)
     # Partial results are kept: the worker's completed tool calls are in the trace.
-    assert any(s["kind"] == "tool" and s["status"] == "ok" for s in recorded) or dimension in (
+    assert any(s.kind == "tool" and s.status == "ok" for s in recorded) or dimension in (
         "cost_usd", "input_tokens", "total_tokens", "max_context_tokens", "model_calls", "output_tokens")
 
 
@@ -93,7 +93,7 @@ def test_wall_time_budget_stops_a_slow_run(tmp_path: Path, store_dir: Path) -> N
     assert result.status == "budget_exceeded"
     assert result.ended - result.started < 2.0
     (event, *_) = events(store_dir, result.run_id, kinds=["budget.exceeded"])
-    assert event["data"]["dimension"] == "wall_time_s"
+    assert event.data["dimension"] == "wall_time_s"
 
 
 def test_retry_budget_limits_retries_per_run(tmp_path: Path, store_dir: Path) -> None:
@@ -119,10 +119,10 @@ def test_agent_scope_budget_stops_the_agent_and_the_parent_finishes(tmp_path: Pa
     (result,) = run_sync(store_dir, hierarchy, "go")
     assert result.status == "completed" and result.output == "lead done"
     recorded = spans(store_dir, result.run_id)
-    worker = next(s for s in recorded if s["kind"] == "agent" and s["name"] == "worker")
-    assert worker["status"] == "budget_exceeded"
-    assert worker["attributes"]["output"]["partial"] is True
-    assert len([s for s in recorded if s["kind"] == "tool" and s["status"] == "ok"]) == 2
+    worker = next(s for s in recorded if s.kind == "agent" and s.name == "worker")
+    assert worker.status == "budget_exceeded"
+    assert worker.attributes["output"]["partial"] is True
+    assert len([s for s in recorded if s.kind == "tool" and s.status == "ok"]) == 2
 
 
 def test_daily_hierarchy_cap_spans_runs(tmp_path: Path, store_dir: Path) -> None:
@@ -132,7 +132,7 @@ def test_daily_hierarchy_cap_spans_runs(tmp_path: Path, store_dir: Path) -> None
     assert statuses[0] == "completed" and statuses[-1] == "budget_exceeded", statuses
     assert sum(r.cost_usd for r in results) <= 0.006
     breach = events(store_dir, kinds=["budget.exceeded"])[0]
-    assert breach["data"]["scope_kind"] == "hierarchy_daily"
+    assert breach.data["scope_kind"] == "hierarchy_daily"
 
 
 def test_soft_threshold_warns_once(tmp_path: Path, store_dir: Path) -> None:
@@ -140,7 +140,7 @@ def test_soft_threshold_warns_once(tmp_path: Path, store_dir: Path) -> None:
     result = _run_with_budget(store_dir, hierarchy, "tool_calls=7")
     assert result.status == "completed"
     warnings = events(store_dir, result.run_id, kinds=["budget.soft_threshold"])
-    assert [w["data"]["dimension"] for w in warnings if w["data"]["scope_kind"] == "run"] == ["tool_calls"]
+    assert [w.data["dimension"] for w in warnings if w.data["scope_kind"] == "run"] == ["tool_calls"]
 
 
 BREAKER = """
@@ -185,16 +185,16 @@ def test_tool_breaker_opens_withholds_the_tool_and_recovers_through_half_open(tm
                 return first, second
 
     first, second = anyio.run(go)
-    tools = [s for s in spans(store_dir, first.run_id) if s["kind"] == "tool"]
+    tools = [s for s in spans(store_dir, first.run_id) if s.kind == "tool"]
     # Four failures fill the window at 100% >= 50%: the breaker opens; the fifth call fails fast, never runs.
-    assert [t["status"] for t in tools] == ["error"] * 4 + ["denied"]
-    assert "unavailable: circuit open" in tools[4]["attributes"]["error"]
+    assert [t.status for t in tools] == ["error"] * 4 + ["denied"]
+    assert "unavailable: circuit open" in tools[4].attributes["error"]
     assert runtime_tools.CALLS[:5] == ["a", "b", "c", "d", "a"] or runtime_tools.CALLS[:4] == ["a", "b", "c", "d"]
-    transitions = [(e["data"]["from"], e["data"]["to"]) for e in events(store_dir, kinds=["breaker.transition"])]
+    transitions = [(e.data["from"], e.data["to"]) for e in events(store_dir, kinds=["breaker.transition"])]
     assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
     assert second.status == "completed"
-    (opened,) = [e for e in events(store_dir, kinds=["breaker.transition"]) if e["data"]["to"] == "open"]
-    assert opened["data"]["key"] == "tool:flaky" and "failure rate" in opened["data"]["reason"]
+    (opened,) = [e for e in events(store_dir, kinds=["breaker.transition"]) if e.data["to"] == "open"]
+    assert opened.data["key"] == "tool:flaky" and "failure rate" in opened.data["reason"]
 
 
 def test_open_tool_breaker_withholds_the_tool_from_the_model(tmp_path: Path, store_dir: Path) -> None:
@@ -247,9 +247,9 @@ def test_retry_honours_retry_after_from_the_server(tmp_path: Path, store_dir: Pa
     assert result.status == "completed" and result.output == "after the wait"
     assert second.received - first.received >= 0.4
     (retry,) = events(store_dir, result.run_id, kinds=["model.retry"])
-    assert retry["data"]["retry_after"] == 0.4 and retry["data"]["error_kind"] == "rate_limited"
-    llm = [s for s in spans(store_dir, result.run_id) if s["kind"] == "llm"]
-    assert [(s["status"], s["attributes"]["attempt"]) for s in llm] == [("error", 1), ("ok", 2)]
+    assert retry.data["retry_after"] == 0.4 and retry.data["error_kind"] == "rate_limited"
+    llm = [s for s in spans(store_dir, result.run_id) if s.kind == "llm"]
+    assert [(s.status, s.attributes["attempt"]) for s in llm] == [("error", 1), ("ok", 2)]
 
 
 def test_persistent_errors_fall_back_to_the_next_model(tmp_path: Path, store_dir: Path) -> None:
@@ -260,8 +260,8 @@ def test_persistent_errors_fall_back_to_the_next_model(tmp_path: Path, store_dir
         assert primary.request_count == 2 and backup.request_count == 1
     assert result.status == "completed" and result.output == "backup"
     (switch,) = events(store_dir, result.run_id, kinds=["model.fallback"])
-    assert switch["data"]["from"] == "gpt-primary" and switch["data"]["to"] == "gpt-backup"
-    assert "503" in switch["data"]["reason"] or "unavailable" in switch["data"]["reason"].lower()
+    assert switch.data["from"] == "gpt-primary" and switch.data["to"] == "gpt-backup"
+    assert "503" in switch.data["reason"] or "unavailable" in switch.data["reason"].lower()
 
 
 def test_a_timed_out_call_is_recorded_as_timeout_then_falls_back(tmp_path: Path, store_dir: Path) -> None:
@@ -271,8 +271,8 @@ def test_a_timed_out_call_is_recorded_as_timeout_then_falls_back(tmp_path: Path,
         (result,) = run_sync(store_dir, hierarchy, "hi")
         primary.release()
     assert result.output == "backup"
-    llm = [s for s in spans(store_dir, result.run_id) if s["kind"] == "llm"]
-    assert [s["status"] for s in llm] == ["timeout", "ok"]
+    llm = [s for s in spans(store_dir, result.run_id) if s.kind == "llm"]
+    assert [s.status for s in llm] == ["timeout", "ok"]
 
 
 def test_open_model_breaker_moves_calls_to_the_fallback_chain(tmp_path: Path, store_dir: Path) -> None:
@@ -286,7 +286,7 @@ breakers:
         results = run_sync(store_dir, hierarchy, "a", "b", "c")
         assert primary.request_count == 2  # the third run never calls the primary: its breaker is open
     assert [r.output for r in results] == ["backup"] * 3
-    reasons = [e["data"]["reason"] for e in events(store_dir, results[2].run_id, kinds=["model.fallback"])]
+    reasons = [e.data["reason"] for e in events(store_dir, results[2].run_id, kinds=["model.fallback"])]
     assert reasons == ["scripted/gpt-primary unavailable: circuit open".replace("scripted", "openai")]
 
 
@@ -303,8 +303,8 @@ agents:
         first, second = run_sync(store_dir, hierarchy, "same question", "same question")
         assert server.request_count == 1
     assert first.cost_usd > 0 and second.cost_usd == 0
-    (llm,) = [s for s in spans(store_dir, second.run_id) if s["kind"] == "llm"]
-    assert llm["attributes"]["cached"] is True and llm["cost_usd"] == 0
+    (llm,) = [s for s in spans(store_dir, second.run_id) if s.kind == "llm"]
+    assert llm.attributes["cached"] is True and llm.cost_usd == 0
 
 
 def test_a_breach_among_concurrent_calls_ends_the_agent_budget_exceeded(tmp_path: Path, store_dir: Path) -> None:
@@ -344,10 +344,10 @@ def test_a_finished_runs_budget_gauges_show_nothing_still_reserved(tmp_path: Pat
     result = _run_with_budget(store_dir, hierarchy, "cost=1")
     reader = open_reader(store_dir)
     try:
-        (run_gauges,) = [row for row in reader.budgets(result.run_id) if row["scope"] == "run"]
+        (run_gauges,) = [row for row in reader.budgets(result.run_id) if row.scope == "run"]
     finally:
         reader.close()
-    cost = run_gauges["data"]["cost_usd"]
+    cost = run_gauges.data["cost_usd"]
     assert cost["reserved"] == 0 and cost["limit"] == 1.0
     assert abs(cost["used"] - result.cost_usd) < 1e-9
 
@@ -371,7 +371,7 @@ def test_a_short_run_without_limits_writes_no_gauge_rows_but_one_with_limits_doe
     reader = open_reader(store_dir)
     try:
         assert reader.budgets(free.run_id) == []  # nothing to gauge, nothing stale to correct
-        assert [row["scope"] for row in reader.budgets(limited.run_id)] == ["run"]
+        assert [row.scope for row in reader.budgets(limited.run_id)] == ["run"]
     finally:
         reader.close()
 

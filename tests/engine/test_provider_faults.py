@@ -87,12 +87,12 @@ def test_a_long_retry_after_moves_to_the_fallback_at_once(tmp_path: Path, store_
     assert result.status == "completed" and result.output == "from the backup"
     assert took < 5.0  # not 600 s: a wait longer than max_retry_after (default 30 s) is a failure of the model
     (skipped,) = events(store_dir, result.run_id, kinds=["model.retry_skipped"])
-    assert skipped["name"] == "gpt-primary"
-    assert skipped["data"]["retry_after"] == 600 and skipped["data"]["max_retry_after"] == 30
-    assert skipped["data"]["reason"] == "Retry-After of 600s is longer than max_retry_after 30s"
+    assert skipped.name == "gpt-primary"
+    assert skipped.data["retry_after"] == 600 and skipped.data["max_retry_after"] == 30
+    assert skipped.data["reason"] == "Retry-After of 600s is longer than max_retry_after 30s"
     assert events(store_dir, result.run_id, kinds=["model.retry"]) == []
     (fallback,) = events(store_dir, result.run_id, kinds=["model.fallback"])
-    assert "not retried: Retry-After of 600s is longer than max_retry_after 30s" in fallback["data"]["reason"]
+    assert "not retried: Retry-After of 600s is longer than max_retry_after 30s" in fallback.data["reason"]
 
 
 def test_max_retry_after_is_set_per_model(tmp_path: Path, store_dir: Path) -> None:
@@ -109,7 +109,7 @@ def test_max_retry_after_is_set_per_model(tmp_path: Path, store_dir: Path) -> No
     assert honoured.output == "from the primary" and second.received - first.received >= 0.3
     assert moved_on.output == "from the backup" and took < 2.0
     (skipped,) = events(store_dir, moved_on.run_id, kinds=["model.retry_skipped"])
-    assert skipped["data"]["max_retry_after"] == 1.0 and skipped["data"]["retry_after"] == 2
+    assert skipped.data["max_retry_after"] == 1.0 and skipped.data["retry_after"] == 2
 
 
 def test_max_retry_after_is_documented_and_validated(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_no_retry_wait_outlasts_the_wall_time_left(tmp_path: Path, store_dir: Pa
     assert result.status == "failed"
     assert result.error is not None and "of wall time left" in result.error
     (skipped,) = events(store_dir, result.run_id, kinds=["model.retry_skipped"])
-    assert skipped["data"]["reason"].startswith("a wait of 20s would outlast the ")
+    assert skipped.data["reason"].startswith("a wait of 20s would outlast the ")
 
 
 # -- the breaker is checked before sleeping a backoff ----------------------------------------------------------------
@@ -176,8 +176,8 @@ breakers:
     assert took < 2.5  # no 3 s backoff that could only end in "circuit open"
     assert events(store_dir, result.run_id, kinds=["model.retry"]) == []  # and no retry charged to the budget
     (fallback,) = events(store_dir, result.run_id, kinds=["model.fallback"])
-    assert fallback["data"]["reason"].startswith("gpt-primary: server error (HTTP 503)")
-    assert fallback["data"]["reason"].endswith("(not retried: circuit openai/gpt-primary is open)")
+    assert fallback.data["reason"].startswith("gpt-primary: server error (HTTP 503)")
+    assert fallback.data["reason"].endswith("(not retried: circuit openai/gpt-primary is open)")
 
 
 # -- usage on a malformed 200 is billed -------------------------------------------------------------------------------
@@ -192,10 +192,10 @@ def test_usage_reported_on_a_malformed_200_is_billed(tmp_path: Path, store_dir: 
     assert (result.tokens_in, result.tokens_out) == (1000, 50)
     assert result.cost_usd == pytest.approx(cost)
     run = get_run(store_dir, result.run_id)
-    assert (run["tokens_in"], run["tokens_out"], run["cost_usd"]) == (1000, 50, pytest.approx(cost))
-    (llm,) = [s for s in spans(store_dir, result.run_id) if s["kind"] == "llm"]
-    assert llm["status"] == "error" and llm["attributes"]["error_kind"] == "malformed_response"
-    assert (llm["tokens_in"], llm["tokens_out"], llm["cost_usd"]) == (1000, 50, pytest.approx(cost))
+    assert (run.tokens_in, run.tokens_out, run.cost_usd) == (1000, 50, pytest.approx(cost))
+    (llm,) = [s for s in spans(store_dir, result.run_id) if s.kind == "llm"]
+    assert llm.status == "error" and llm.attributes["error_kind"] == "malformed_response"
+    assert (llm.tokens_in, llm.tokens_out, llm.cost_usd) == (1000, 50, pytest.approx(cost))
 
 
 async def _complete_malformed(server: FakeOpenAIServer) -> MalformedResponse:
@@ -235,23 +235,23 @@ def test_estimated_token_counts_are_marked_in_the_span_the_cli_and_the_console(t
         estimated, _ = _run(store_dir, hierarchy)
         server.default = text("counted", prompt_tokens=12, completion_tokens=3)
         counted, _ = _run(store_dir, hierarchy)
-    (llm,) = [s for s in spans(store_dir, estimated.run_id) if s["kind"] == "llm"]
-    assert llm["attributes"]["tokens_estimated"] is True and llm["tokens_in"] > 0 and llm["tokens_out"] > 0
-    (exact,) = [s for s in spans(store_dir, counted.run_id) if s["kind"] == "llm"]
-    assert "tokens_estimated" not in exact["attributes"] and (exact["tokens_in"], exact["tokens_out"]) == (12, 3)
+    (llm,) = [s for s in spans(store_dir, estimated.run_id) if s.kind == "llm"]
+    assert llm.attributes["tokens_estimated"] is True and llm.tokens_in > 0 and llm.tokens_out > 0
+    (exact,) = [s for s in spans(store_dir, counted.run_id) if s.kind == "llm"]
+    assert "tokens_estimated" not in exact.attributes and (exact.tokens_in, exact.tokens_out) == (12, 3)
 
     out = _trace_cli(store_dir, estimated.run_id)
     (llm_line,) = [line for line in out.splitlines() if "llm gpt-primary" in line]
-    assert f"~{llm['tokens_in']}→{llm['tokens_out']} tok" in llm_line
+    assert f"~{llm.tokens_in}→{llm.tokens_out} tok" in llm_line
     assert out.splitlines()[0].split("  ")[3].startswith("~")  # the run's total includes the estimate
     assert "~ estimated:" in out
     assert "~" not in _trace_cli(store_dir, counted.run_id)
 
-    assert f"~{llm['tokens_in']}→{llm['tokens_out']} tok" in span_label(llm).plain
-    assert "~" not in span_label(exact).plain
-    detail = span_detail(llm, raw=False, now=time.time()).plain
-    assert f"~{llm['tokens_in']} in → ~{llm['tokens_out']} out" in detail and "estimated" in detail
-    assert "~" not in span_detail(exact, raw=False, now=time.time()).plain
+    assert f"~{llm.tokens_in}→{llm.tokens_out} tok" in span_label(llm.as_dict()).plain
+    assert "~" not in span_label(exact.as_dict()).plain
+    detail = span_detail(llm.as_dict(), raw=False, now=time.time()).plain
+    assert f"~{llm.tokens_in} in → ~{llm.tokens_out} out" in detail and "estimated" in detail
+    assert "~" not in span_detail(exact.as_dict(), raw=False, now=time.time()).plain
 
 
 # -- a breaker opening says what tripped it --------------------------------------------------------------------------
@@ -291,13 +291,13 @@ breakers:
 """)
         result, _ = _run(store_dir, hierarchy, after=publish_while_open)
     assert result.status == "failed"
-    (opened,) = [e for e in events(store_dir, kinds=["breaker.transition"]) if e["data"]["to"] == "open"]
-    assert opened["data"]["key"] == "model:openai/gpt-primary"
-    assert (opened["data"]["failure_rate"], opened["data"]["calls_in_window"]) == (100.0, 2)
+    (opened,) = [e for e in events(store_dir, kinds=["breaker.transition"]) if e.data["to"] == "open"]
+    assert opened.data["key"] == "model:openai/gpt-primary"
+    assert (opened.data["failure_rate"], opened.data["calls_in_window"]) == (100.0, 2)
     reader = open_reader(store_dir)
     try:
         (row,) = reader.breakers()
     finally:
         reader.close()
-    assert row["state"] == "open"
-    assert (row["failure_rate"], row["calls_in_window"], row["failed_calls"]) == (100.0, 2, 2)
+    assert row.state == "open"
+    assert (row.failure_rate, row.calls_in_window, row.failed_calls) == (100.0, 2, 2)

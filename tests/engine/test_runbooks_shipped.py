@@ -347,7 +347,7 @@ def test_latency_spike_suggests_then_an_operator_applies(tmp_path: Path, store_d
         await wait_until(lambda: "models.max_tier" in h.engine.controls.flags)  # the engine obeys the flag
         (after,) = await h.run(hierarchy, "d")
         await anyio.to_thread.run_sync(h.engine.writer.flush)
-        assert [s["model"] for s in spans(store_dir, after.run_id) if s["kind"] == "llm"] == ["mid-1"]  # fallback
+        assert [s.model for s in spans(store_dir, after.run_id) if s.kind == "llm"] == ["mid-1"]  # fallback
         assert ("applied", "alice") in timeline(store_dir, incident["id"])
 
     with_runbooks(store_dir, [scaled_latency_runbook()], body, latency_scale=1.0)

@@ -23,7 +23,7 @@ tools:
 
 
 def _statuses(rows: list[dict], kind: str) -> dict[str, str]:
-    return {r["name"]: r["status"] for r in rows if r["kind"] == kind}
+    return {r.name: r.status for r in rows if r.kind == kind}
 
 
 def test_failing_child_hands_parent_an_error_and_parent_finishes(tmp_path: Path, store_dir: Path) -> None:
@@ -62,9 +62,9 @@ scripts:
 """)
     (result,) = run_sync(store_dir, hierarchy, "go")
     assert result.status == "completed" and result.output == "recovered"
-    tools = [s for s in spans(store_dir, result.run_id) if s["kind"] == "tool"]
-    assert [(t["name"], t["status"]) for t in tools] == [("fail", "error"), ("add", "ok")]
-    assert "disk on fire" in tools[0]["attributes"]["error"]
+    tools = [s for s in spans(store_dir, result.run_id) if s.kind == "tool"]
+    assert [(t.name, t.status) for t in tools] == [("fail", "error"), ("add", "ok")]
+    assert "disk on fire" in tools[0].attributes["error"]
 
 
 def test_repeated_identical_calls_end_the_invocation_as_a_loop(tmp_path: Path, store_dir: Path) -> None:
@@ -85,9 +85,9 @@ scripts:
     recorded = spans(store_dir, result.run_id)
     assert _statuses(recorded, "agent")["looper"] == "loop_detected"
     # Default threshold 3: the third identical call is caught before it runs.
-    assert len([s for s in recorded if s["kind"] == "tool"]) == 2
+    assert len([s for s in recorded if s.kind == "tool"]) == 2
     (loop,) = events(store_dir, result.run_id, kinds=["loop.detected"])
-    assert loop["agent"] == "looper" and loop["data"]["count"] == 3 and loop["data"]["rule"] == "repeated_call"
+    assert loop.agent == "looper" and loop.data["count"] == 3 and loop.data["rule"] == "repeated_call"
 
 
 def test_step_limit_is_always_in_force(tmp_path: Path, store_dir: Path) -> None:
@@ -106,7 +106,7 @@ scripts:
     assert result.status == "loop_detected"
     assert result.model_calls == 3
     (event,) = events(store_dir, result.run_id, kinds=["loop.detected"])
-    assert event["data"] == {"rule": "step_limit", "max_steps": 3}
+    assert event.data == {"rule": "step_limit", "max_steps": 3}
 
 
 def test_invalid_final_answer_is_retried_then_accepted(tmp_path: Path, store_dir: Path) -> None:
@@ -155,9 +155,9 @@ scripts:
     (result,) = run_sync(store_dir, hierarchy, "go")
     assert result.status == "completed"
     recorded = spans(store_dir, result.run_id)
-    (delegation,) = [s for s in recorded if s["kind"] == "delegation"]
-    assert delegation["status"] == "validation_failed"
-    assert "account" in delegation["attributes"]["error"]
+    (delegation,) = [s for s in recorded if s.kind == "delegation"]
+    assert delegation.status == "validation_failed"
+    assert "account" in delegation.attributes["error"]
     assert "child" not in _statuses(recorded, "agent")  # the child never ran
 
 
@@ -218,10 +218,10 @@ def test_live_model_output_errors_go_back_to_the_model(tmp_path: Path, store_dir
     assert "not valid JSON" in tool_messages[2]["error"]
     assert tool_messages[3] == 3
     recorded = spans(store_dir, result.run_id)
-    assert [(s["name"], s["status"]) for s in recorded if s["kind"] == "tool"] == [
+    assert [(s.name, s.status) for s in recorded if s.kind == "tool"] == [
         ("record", "denied"), ("add", "error"), ("add", "error"), ("add", "ok")]
     (blocked,) = events(store_dir, result.run_id, kinds=["tool.blocked"])
-    assert blocked["data"]["tool"] == "record"
+    assert blocked.data["tool"] == "record"
     # The tools offered to the model are exactly the agent's own.
     assert [t["function"]["name"] for t in requests[0].json["tools"]] == ["add"]
 
@@ -235,5 +235,5 @@ def test_unusable_live_responses_fail_the_agent_cleanly(tmp_path: Path, store_di
         (result,) = run_sync(store_dir, hierarchy, "add")
     assert result.status == "failed"
     assert result.error and "gpt-test" in result.error
-    (llm, *_) = [s for s in spans(store_dir, result.run_id) if s["kind"] == "llm"]
-    assert llm["status"] == "error" and llm["attributes"]["error_kind"] == "malformed_response"
+    (llm, *_) = [s for s in spans(store_dir, result.run_id) if s.kind == "llm"]
+    assert llm.status == "error" and llm.attributes["error_kind"] == "malformed_response"

@@ -115,9 +115,9 @@ def test_sigkill_mid_stream_leaves_a_consistent_store(tmp_path: Path) -> None:
     with open_reader(store_dir) as reader:
         assert reader.running_spans() == []
         long_run = reader.get_run("long-0")
-        assert long_run is not None and long_run["status"] == "abandoned"
+        assert long_run is not None and long_run.status == "abandoned"
         abandoned_events = reader.events_after(max_seq, kinds=["run.ended"])
-        assert sorted(e["run_id"] for e in abandoned_events) == sorted(running_before)
+        assert sorted(e.run_id for e in abandoned_events) == sorted(running_before)
         assert reader.last_seq() == max_seq + len(running_before)
 
 
@@ -134,6 +134,6 @@ def test_normal_exit_without_close_still_writes_the_queue(tmp_path: Path) -> Non
     child = run_python(_FORGETS_TO_CLOSE, str(store_dir))
     assert child.returncode == 0, child.stderr
     with open_reader(store_dir) as reader:
-        assert [e["kind"] for e in reader.events_after(0)] == ["queued-at-exit"]
+        assert [e.kind for e in reader.events_after(0)] == ["queued-at-exit"]
         [engine] = reader.engines()
-        assert engine["stopped"] is not None
+        assert engine.stopped is not None

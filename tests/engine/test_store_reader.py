@@ -12,6 +12,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.store.reader import TraceReader
+from engine.store.trace_rows import RunRow, RunSpend, SpanNode
 from engine.store.writer import TraceWriter
 from tests.store_support import T0, emit_model_call, new_writer, raw_conn
 
@@ -40,21 +41,22 @@ def test_paging_newest_first_visits_every_run_once(populated: tuple[TraceWriter,
     seen: list[str] = []
     page = reader.list_runs(limit=4)
     while page:
-        seen += [run["id"] for run in page]
+        seen += [run.id for run in page]
         last = page[-1]
-        page = reader.list_runs(limit=4, before_started=last["started"], before_id=last["id"])
+        page = reader.list_runs(limit=4, before_started=last.started, before_id=last.id)
     assert seen == [f"run-{i:02d}" for i in reversed(range(25))]
-    assert "input" not in reader.list_runs(limit=1)[0]  # payloads only in get_run
+    newest = reader.list_runs(limit=1)[0]
+    assert (newest.input, newest.output) == (None, None)  # payloads only in get_run
 
 
 def test_list_filters(populated: tuple[TraceWriter, TraceReader]) -> None:
     _, reader = populated
     running = reader.list_runs(status="running")
-    assert [r["id"] for r in running] == ["run-20", "run-15", "run-10", "run-05", "run-00"]
+    assert [r.id for r in running] == ["run-20", "run-15", "run-10", "run-05", "run-00"]
     beta = reader.list_runs(hierarchy="beta", tenant="acme")
-    assert [r["id"] for r in beta] == ["run-21", "run-15", "run-09", "run-03"]
+    assert [r.id for r in beta] == ["run-21", "run-15", "run-09", "run-03"]
     older = reader.list_runs(before_started=T0 + 20, limit=100)
-    assert [r["id"] for r in older] == ["run-03", "run-02", "run-01", "run-00"]
+    assert [r.id for r in older] == ["run-03", "run-02", "run-01", "run-00"]
 
 
 def test_count_runs_for_the_header(populated: tuple[TraceWriter, TraceReader]) -> None:
@@ -71,9 +73,9 @@ def test_count_runs_for_the_header(populated: tuple[TraceWriter, TraceReader]) -
 def test_get_run_by_id_or_unique_prefix(populated: tuple[TraceWriter, TraceReader]) -> None:
     _, reader = populated
     run = reader.get_run("run-07")
-    assert run is not None and run["input"] == {"i": 7} and run["output"] == {"i": 7}
+    assert run is not None and run.input == {"i": 7} and run.output == {"i": 7}
     prefixed = reader.get_run("run-24")
-    assert prefixed is not None and prefixed["id"] == "run-24"
+    assert prefixed is not None and prefixed.id == "run-24"
     assert reader.get_run("nope") is None
     with pytest.raises(InputError) as info:
         reader.get_run("run-1")
@@ -93,14 +95,15 @@ def test_span_tree_nests_and_orders(tmp_path: Path) -> None:
     writer.close()
     with TraceReader(tmp_path / "traces.db") as reader:
         tree = reader.span_tree("r")
-        assert tree is not None and tree["id"] == "root"
+        assert tree is not None and tree.span is not None and tree.span.id == "root"
 
-        def shape(node: dict) -> list:  # type: ignore[type-arg]
-            return [node["id"], [shape(child) for child in node["children"]]]
+        def shape(node: SpanNode) -> list[object]:
+            return [node.span.id if node.span else None, [shape(child) for child in node.children]]
 
         assert shape(tree) == ["root", [["a", [["a1", []], ["a2", []]]], ["b", []], ["lost", []]]]
-        assert tree["children"][0]["children"][1]["attributes"] == {"q": "x"}
-        assert [s["id"] for s in reader.running_spans("r")] == ["root", "a", "a1", "b", "lost"]
+        a2 = tree.children[0].children[1].span
+        assert a2 is not None and a2.attributes == {"q": "x"}
+        assert [s.id for s in reader.running_spans("r")] == ["root", "a", "a1", "b", "lost"]
         assert reader.span_tree("no-such-run") is None
 
 
@@ -113,13 +116,13 @@ def test_events_after_tails_with_filters(tmp_path: Path) -> None:
         # One batch: each call's two spans start and end in it, so 7 events a call (not 9).
         assert reader.last_seq() == 70
         first = reader.events_after(0, limit=7)
-        assert [e["seq"] for e in first] == list(range(1, 8))
-        rest = reader.events_after(first[-1]["seq"], limit=1000)
-        assert [e["seq"] for e in rest] == list(range(8, 71))
+        assert [e.seq for e in first] == list(range(1, 8))
+        rest = reader.events_after(first[-1].seq, limit=1000)
+        assert [e.seq for e in rest] == list(range(8, 71))
         r1 = reader.events_after(0, run_id="r1")
-        assert len(r1) == 35 and all(e["run_id"] == "r1" for e in r1)
+        assert len(r1) == 35 and all(e.run_id == "r1" for e in r1)
         kinds = reader.events_after(40, kinds=["tool.call", "span.ended"])
-        assert {e["kind"] for e in kinds} == {"tool.call", "span.ended"} and all(e["seq"] > 40 for e in kinds)
+        assert {e.kind for e in kinds} == {"tool.call", "span.ended"} and all(e.seq > 40 for e in kinds)
         assert reader.events_after(70) == []
 
 
@@ -137,18 +140,18 @@ def test_usage_per_agent_and_model(tmp_path: Path) -> None:
     writer.close()
     with TraceReader(tmp_path / "traces.db") as reader:
         everything = reader.usage()
-        assert everything["total"] == {"tokens_in": 1160, "tokens_out": 116, "cost_usd": pytest.approx(1.16),
-                                       "model_calls": 4, "tool_calls": 2}
-        agents = {a["agent"]: a for a in everything["agents"]}
-        assert agents["triage"]["model_calls"] == 2 and agents["triage"]["tool_calls"] == 1
-        assert agents["billing"]["tokens_in"] == 1010 and everything["agents"][0]["agent"] == "billing"
-        models = {m["model"]: m for m in everything["models"]}
-        assert models["big"]["tokens_in"] == 1100 and models["small"]["model_calls"] == 2
-        assert "tool_calls" not in models["big"]
-        assert reader.usage(run_id="r1")["total"]["tokens_in"] == 160
-        assert reader.usage(tenant="globex")["total"]["tokens_in"] == 1000
-        assert reader.usage(since=T0 + 50)["total"]["model_calls"] == 1
-        assert reader.usage(tenant="nobody")["agents"] == []
+        assert everything.total.as_dict() == {"tokens_in": 1160, "tokens_out": 116, "cost_usd": pytest.approx(1.16),
+                                              "model_calls": 4, "tool_calls": 2}
+        agents = {a.agent: a for a in everything.agents}
+        assert agents["triage"].model_calls == 2 and agents["triage"].tool_calls == 1
+        assert agents["billing"].tokens_in == 1010 and everything.agents[0].agent == "billing"
+        models = {m.model: m for m in everything.models}
+        assert models["big"].tokens_in == 1100 and models["small"].model_calls == 2
+        assert "tool_calls" not in models["big"].as_dict()
+        assert reader.usage(run_id="r1").total.tokens_in == 160
+        assert reader.usage(tenant="globex").total.tokens_in == 1000
+        assert reader.usage(since=T0 + 50).total.model_calls == 1
+        assert reader.usage(tenant="nobody").agents == []
 
 
 def test_data_version_changes_only_on_commit(tmp_path: Path) -> None:
@@ -181,9 +184,9 @@ def test_concurrent_reader_sees_a_gap_free_growing_feed_and_never_blocks_checkpo
     while True:  # tail like the console: poll, read what is new, repeat until the engine is done and drained
         finished = done.is_set()
         batch = reader.events_after(last, limit=500)
-        seen += [e["seq"] for e in batch]
+        seen += [e.seq for e in batch]
         if batch:
-            last = batch[-1]["seq"]
+            last = batch[-1].seq
         elif finished:
             break
         reader.list_runs(limit=5)
@@ -258,3 +261,51 @@ def test_query_runs_custom_reads_and_refuses_writes(populated: tuple[TraceWriter
 
     with pytest.raises(StoreError, match="readonly"):
         reader.query("DELETE FROM runs")
+
+
+def test_query_rows_builds_typed_rows_and_refuses_other_columns(populated: tuple[TraceWriter, TraceReader]) -> None:
+    from engine.store.trace_rows import RunSpend
+
+    _, reader = populated
+    rows = reader.query_rows(RunSpend, "SELECT started, cost_usd FROM runs WHERE id = ?", ("run-03",))
+    assert rows == [RunSpend(started=T0 + 10, cost_usd=0.0)]
+    with pytest.raises(TypeError, match="RunSpend needs started, cost_usd"):
+        reader.query_rows(RunSpend, "SELECT cost_usd, started FROM runs")  # right names, wrong order
+
+
+def test_rows_are_frozen_typed_rows_equal_to_constructed_ones(populated: tuple[TraceWriter, TraceReader]) -> None:
+    import dataclasses
+
+    _, reader = populated
+    run = reader.get_run("run-07")
+    assert type(run) is RunRow and run is not None
+    assert run == RunRow(**run.as_dict())  # built positionally: the same row the constructor makes
+    assert list(run.as_dict()) == [f.name for f in dataclasses.fields(RunRow)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.status = "killed"  # type: ignore[misc]
+    assert run.replace(status="killed").status == "killed" and run.status != "killed"
+
+
+def test_several_roots_get_a_synthetic_root(tmp_path: Path) -> None:
+    writer = new_writer(tmp_path)
+    writer.span_started("one", "r", None, "agent", "a", "a", T0 + 1, None)
+    writer.span_started("two", "r", None, "agent", "b", "b", T0 + 2, None)
+    writer.close()
+    with TraceReader(tmp_path / "traces.db") as reader:
+        tree = reader.span_tree("r")
+    assert tree is not None and tree.span is None and (tree.run_id, tree.started) == ("r", T0 + 1)
+    assert [child.span.id for child in tree.children if child.span] == ["one", "two"]
+
+
+def test_the_positional_builder_refuses_a_row_type_it_cannot_build() -> None:
+    from dataclasses import dataclass
+
+    from engine.store.rows import row_builder
+
+    @dataclass(frozen=True, slots=True)
+    class Wider(RunSpend):  # a subclass adds slots of its own: the twin's layout would not match
+        extra: int = 0
+
+    with pytest.raises(TypeError, match="must be a slotted dataclass subclassing TypedRow directly"):
+        row_builder(Wider)
+    assert row_builder(RunSpend)((1.0, 2.0)) == RunSpend(1.0, 2.0)

@@ -60,9 +60,9 @@ def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
         assert rows(store_dir / "traces.db", "PRAGMA user_version")[0][0] == len(TRACES_MIGRATIONS)
     with open_reader(store_dir) as reader:
         run = reader.get_run("r1")
-        assert run is not None and run["status"] == "completed" and run["output"] == {"ok": True}
+        assert run is not None and run.status == "completed" and run.output == {"ok": True}
         engines = reader.engines()
-        assert len(engines) == 2 and all(e["stopped"] is not None for e in engines)
+        assert len(engines) == 2 and all(e.stopped is not None for e in engines)
 
 
 def test_files_are_private_whatever_the_umask(tmp_path: Path, loose_umask: None) -> None:
@@ -257,14 +257,14 @@ def test_runs_left_running_are_abandoned_on_next_open(tmp_path: Path) -> None:
     with open_reader(store_dir) as reader:
         run = reader.get_run("r-open")
         assert run is not None
-        assert run["status"] == "abandoned" and run["ended"] == T0 + 3  # last activity, not the time of recovery
-        assert dead_engine in run["error"]
-        assert reader.get_run("r-done")["status"] == "completed"  # type: ignore[index]
-        statuses = {s["id"]: s["status"] for s in reader.spans("r-open")}
+        assert run.status == "abandoned" and run.ended == T0 + 3  # last activity, not the time of recovery
+        assert dead_engine in run.error
+        assert reader.get_run("r-done").status == "completed"  # type: ignore[union-attr]
+        statuses = {s.id: s.status for s in reader.spans("r-open")}
         assert statuses == {"s-root": "abandoned", "s-done": "ok"}
         ended = reader.events_after(0, run_id="r-open", kinds=["run.ended"])
-        assert len(ended) == 1 and ended[0]["data"]["status"] == "abandoned"
-        assert run["last_seq"] == ended[0]["seq"] == reader.last_seq()
+        assert len(ended) == 1 and ended[0].data["status"] == "abandoned"
+        assert run.last_seq == ended[0].seq == reader.last_seq()
 
 
 def test_engine_store_can_be_closed_from_another_thread(tmp_path: Path) -> None:

@@ -66,21 +66,21 @@ def test_writer_events_for_run_and_span_lifecycle(tmp_path: Path) -> None:
     with _reader(tmp_path) as reader:
         events = reader.events_after(0)
         # The span started and ended within one batch: one span.ended event (with its duration) stands for both.
-        assert [(e["seq"], e["kind"], e["span_id"], e["ts"]) for e in events] == [
+        assert [(e.seq, e.kind, e.span_id, e.ts) for e in events] == [
             (1, "run.started", None, T0), (2, "note", "s1", T0 + 2), (3, "span.ended", "s1", T0 + 3),
             (4, "run.ended", None, T0 + 4)]
-        assert events[2]["data"] == {"kind": "agent", "name": "triage", "status": "ok", "tokens_in": 10,
+        assert events[2].data == {"kind": "agent", "name": "triage", "status": "ok", "tokens_in": 10,
                                      "tokens_out": 5, "cost_usd": 0.5, "model": "m1", "duration_s": 2.0,
                                      "parent_id": None}
-        assert events[3]["data"] == {"status": "completed", "tokens_in": 10, "tokens_out": 5, "cost_usd": 0.5,
+        assert events[3].data == {"status": "completed", "tokens_in": 10, "tokens_out": 5, "cost_usd": 0.5,
                                      "model_calls": 1, "tool_calls": 0}
-        assert events[3]["name"] == "triage"
+        assert events[3].name == "triage"
         run = reader.get_run("r1")
         assert run is not None
-        assert (run["status"], run["tenant"], run["seed"], run["input"], run["output"], run["attributes"]) == (
+        assert (run.status, run.tenant, run.seed, run.input, run.output, run.attributes) == (
             "completed", "acme", 7, {"q": "hello"}, {"answer": 42}, {"source": "cli"})
-        assert run["last_seq"] == 4 and run["tokens_in"] == 10 and run["model_calls"] == 1
-        assert reader.spans("r1")[0]["last_seq"] == 3
+        assert run.last_seq == 4 and run.tokens_in == 10 and run.model_calls == 1
+        assert reader.spans("r1")[0].last_seq == 3
 
 
 def test_a_span_open_across_batches_gets_a_started_and_an_ended_event(tmp_path: Path) -> None:
@@ -90,9 +90,9 @@ def test_a_span_open_across_batches_gets_a_started_and_an_ended_event(tmp_path: 
     writer.span_ended("s1", "r1", "ok", T0 + 5, 0, 0, 0.0, None, None)
     writer.close()
     with _reader(tmp_path) as reader:
-        assert [(e["kind"], e["span_id"]) for e in reader.events_after(0)] == [("span.started", "s1"),
+        assert [(e.kind, e.span_id) for e in reader.events_after(0)] == [("span.started", "s1"),
                                                                                 ("span.ended", "s1")]
-        assert reader.events_after(0)[1]["data"]["duration_s"] == 5.0
+        assert reader.events_after(0)[1].data["duration_s"] == 5.0
 
 
 def _audited_db(tmp_path: Path) -> Path:
@@ -334,11 +334,11 @@ def test_secrets_never_reach_the_database_files(tmp_path: Path, monkeypatch: pyt
         with open_reader(store_dir) as reader:
             run = reader.get_run("r1")
             assert run is not None
-            assert run["input"]["prompt"] == (f"calling with {REDACTED} and {REDACTED}; "
+            assert run.input["prompt"] == (f"calling with {REDACTED} and {REDACTED}; "
                                               f"Authorization: Bearer {REDACTED}")
-            assert REDACTED in run["error"]
+            assert REDACTED in run.error
             event = reader.events_after(0, kinds=["tool.call"])[0]
-            assert event["data"]["headers"]["Authorization"] == REDACTED  # a credential-named key: all of it
+            assert event.data["headers"]["Authorization"] == REDACTED  # a credential-named key: all of it
     raw = b"".join(p.read_bytes() for p in store_dir.glob("traces.db*"))
     for secret in secrets:
         assert secret.encode() not in raw, secret

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.commands.controls.common import (
@@ -17,6 +17,9 @@ from console.commands.controls.common import (
 )
 from console.output import print_json, table
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.store.trace_rows import BreakerRow
 
 BREAKER_ACTIONS = {"open": "force_open", "reset": "reset", "disable": "disable"}
 OVERRIDE_FIELDS = ("id", "action", "reason", "operator", "created", "applied", "applied_by")
@@ -39,16 +42,16 @@ def add_breakers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 
-def _reported_breakers(store_dir: Path) -> list[dict[str, Any]] | None:
+def _reported_breakers(store_dir: Path) -> list[BreakerRow] | None:
     from engine.store.breaker_report import reported_breakers
 
     return reported_breakers(store_dir)
 
 
-def _breaker_key(row: dict[str, Any]) -> str:
-    if row.get("key"):
-        return str(row["key"])
-    return f"{row.get('kind')}:{row.get('name')}"
+def _breaker_key(row: BreakerRow) -> str:
+    if row.key:
+        return str(row.key)
+    return f"{row.kind}:{row.name}"
 
 
 def handle_breakers(args: argparse.Namespace) -> int:
@@ -97,7 +100,7 @@ def _list_breakers(args: argparse.Namespace) -> int:
     keys: dict[str, dict[str, Any]] = {}
     for row in reported or []:
         key = _breaker_key(row)
-        keys[key] = {"key": key, "state": row.get("state"), "reported": row, "overrides": []}
+        keys[key] = {"key": key, "state": row.state, "reported": row.as_dict(), "overrides": []}  # JSON edge
     for row in overrides:
         entry = keys.setdefault(row["key"], {"key": row["key"], "state": None, "reported": None, "overrides": []})
         entry["overrides"].append(pick(row, OVERRIDE_FIELDS))

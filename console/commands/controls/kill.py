@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import non_negative, positive_int
@@ -23,6 +23,9 @@ from console.commands.controls.common import (
 from console.output import age, print_json, table, when
 from engine.controls.schema import KILL_MODES
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.store.trace_rows import RunRow
 
 DEFAULT_WAIT_ACK_S = 2.0
 ACK_POLL_S = 0.05
@@ -87,11 +90,11 @@ def _scope(args: argparse.Namespace) -> tuple[str, str | None]:
     return "global", None
 
 
-def _resolve_run(reader: Any, run_id: str, field: str) -> dict[str, Any] | None:
+def _resolve_run(reader: Any, run_id: str, field: str) -> RunRow | None:
     if reader is None:
         return None
     try:
-        run: dict[str, Any] | None = reader.get_run(run_id)
+        run: RunRow | None = reader.get_run(run_id)
     except InputError as exc:
         raise InputError(exc.message, field=field) from None
     return run
@@ -112,15 +115,15 @@ def handle_kill(args: argparse.Namespace) -> int:
             run = _resolve_run(reader, target or "", "--run")
             if run is None:
                 raise InputError(f"no run {target!r} in store {store_dir} (see `flightdeck runs`)", field="--run")
-            if run["status"] != "running":
-                raise InputError(f"run {run['id']} is not running (status {run['status']}); there is nothing to "
+            if run.status != "running":
+                raise InputError(f"run {run.id} is not running (status {run.status}); there is nothing to "
                                  f"stop", field="--run")
-            target = run["id"]
+            target = run.id
         if run_id:
             run = _resolve_run(reader, run_id, "--in-run")
             if run is None:
                 raise InputError(f"no run {run_id!r} in store {store_dir}", field="--in-run")
-            run_id = run["id"]
+            run_id = run.id
         preview = None
         if reader is not None:
             from engine.controls.preview import preview_kill
@@ -232,9 +235,11 @@ def handle_release(args: argparse.Namespace) -> int:
             reader = open_trace_reader(api.store_dir)
             try:
                 if scope == "run" and target:
-                    target = (_resolve_run(reader, target, "--run") or {}).get("id", target)
+                    found = _resolve_run(reader, target, "--run")
+                    target = found.id if found is not None else target
                 if run_id:
-                    run_id = (_resolve_run(reader, run_id, "--in-run") or {}).get("id", run_id)
+                    found = _resolve_run(reader, run_id, "--in-run")
+                    run_id = found.id if found is not None else run_id
             finally:
                 if reader is not None:
                     reader.close()

@@ -91,7 +91,7 @@ def running_runs(store_dir: Path) -> Any:
 
         reader = open_reader(store_dir)
         try:
-            return sorted(r["id"] for r in reader.list_runs(limit=10_000, status="running", hierarchy=hierarchy))
+            return sorted(r.id for r in reader.list_runs(limit=10_000, status="running", hierarchy=hierarchy))
         finally:
             reader.close()
     return running
