@@ -6,7 +6,7 @@ writes a breaker_overrides row through ControlAPI.override_breaker, which the en
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -22,6 +22,9 @@ from console.widgets.modals import REASON, FormModal, FormResult
 from console.widgets.safe import literal, printable
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import BreakerOverride
 
 # state -> (word, style). Never colour alone: the word is always there.
 STATES = {
@@ -236,9 +239,9 @@ class BreakersView(LiveView):
             if result is None:
                 return
 
-            def written(override: dict[str, Any]) -> None:
-                self.notify(f"Breaker override #{override['id']}: {ACTIONS[action]} {key}, by "
-                            f"{override['operator']}. The engine applies it within a second.",
+            def written(override: BreakerOverride) -> None:
+                self.notify(f"Breaker override #{override.id}: {ACTIONS[action]} {key}, by "
+                            f"{override.operator}. The engine applies it within a second.",
                             title="Breaker", markup=False)
                 self.refresh_now()
 
