@@ -298,9 +298,9 @@ class ControlsView(LiveView):
             scope, target = parse_scope(result["scope"])
             name, value = result["name"], result["value"]
 
-            def written(row: dict[str, Any]) -> None:
-                self.notify(f"flag {row['name']}={row['value']} set at {scope if not target else f'{scope}:{target}'}"
-                            f" by {row['operator']}.", title="Safe mode", markup=False)
+            def written(row: FlagSetting) -> None:
+                self.notify(f"flag {row.name}={row.value} set at {scope if not target else f'{scope}:{target}'}"
+                            f" by {row.operator}.", title="Safe mode", markup=False)
                 self.refresh_now()
 
             self.client.run("set-flag", lambda api: api.set_flag(name, value, scope, target, reason=result.reason),

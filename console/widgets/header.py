@@ -15,7 +15,7 @@ thread and returns a SlotValue, and register it (replacing the "n/a" placeholder
         pending = ControlAPI(...).pending_approvals()       # whatever the feature's read API is
         if not pending:
             return SlotValue("none pending", "ok")
-        left = min(p["deadline"] for p in pending) - ctx.now
+        left = min(p.deadline for p in pending) - ctx.now
         level = "crit" if left < 60 else "warn"
         return SlotValue(f"{len(pending)} pending, oldest {int(left)}s left", level,
                          short=f"{len(pending)} ({int(left)}s)",
