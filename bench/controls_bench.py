@@ -75,27 +75,27 @@ def run_controls_bench(trials: int = 30, runs: int = 100) -> dict[str, list[floa
         api = ControlAPI(store, "bench")
         for _ in range(trials):
             switch = api.set_kill("global", None, "pause", "bench")
-            _wait(lambda: api.kill_switch(switch["id"])["acked"] is not None)  # noqa: B023 (called in this iteration)
-            created, acked = switch["created"], api.kill_switch(switch["id"])["acked"]
+            _wait(lambda: api.kill_switch(switch.id).acked is not None)  # noqa: B023 (called in this iteration)
+            created, acked = switch.created, api.kill_switch(switch.id).acked
             results["pause ack"].append(acked - created)
             time.sleep(0.15)  # let calls that were in flight finish and reach the store
             started = reader.query("SELECT max(started) AS m FROM spans WHERE kind IN ('llm', 'tool') "
                                    "AND started >= ?", (created,))[0]["m"]
             results["pause stop"].append(max(0.0, (started or created) - created))
-            api.release(switch["id"], reason="bench")
+            api.release(switch.id, reason="bench")
             time.sleep(0.05)
             flag = api.set_flag("tool.add", "disabled", reason="bench")
-            _wait(lambda: any(f["id"] == flag["id"] and f.get("acked")  # noqa: B023 (called in this iteration)
+            _wait(lambda: any(f.id == flag.id and f.acked  # noqa: B023 (called in this iteration)
                               for f in api.active_flags()))
-            acked_flag = next(f for f in api.active_flags() if f["id"] == flag["id"])["acked"]
-            results["flag ack"].append(acked_flag - flag["created"])
+            acked_flag = next(f for f in api.active_flags() if f.id == flag.id).acked
+            results["flag ack"].append((acked_flag or 0.0) - flag.created)
             api.clear_flag("tool.add", reason="bench")
         switch = api.set_kill("global", None, "kill", "bench: stop")
         engine.wait(timeout=60)
         ended = reader.query("SELECT max(ended) AS m FROM spans WHERE kind IN ('llm', 'tool') "
                              "AND status IN ('cancelled', 'outcome_unknown')", ())[0]["m"]
         if ended:
-            results["kill cancel"].append(ended - switch["created"])
+            results["kill cancel"].append(ended - switch.created)
         reader.close()
         api.close()
     finally:

@@ -32,12 +32,12 @@ def approvals_slot(ctx: HeaderContext) -> SlotValue:
     if not rows:
         return SlotValue("none pending", "ok")
     soonest = rows[0]
-    left = float(soonest["deadline"]) - ctx.now
+    left = float(soonest.deadline) - ctx.now
     text = f"{len(rows)} pending, next expires in {_left(left)}" if left > 0 else f"{len(rows)} pending, 1 EXPIRED"
     short = f"{len(rows)} ({_left(left)})"
     if left < URGENT_S:
         return SlotValue(text, "crit", short=short,
-                         alarm=f"Approval {soonest['id']} ({printable(soonest['tool'], limit=30)}) expires in "
+                         alarm=f"Approval {soonest.id} ({printable(soonest.tool, limit=30)}) expires in "
                                f"{_left(left)}: press 3 to decide.")
     return SlotValue(text, "warn", short=short,
                      alarm=f"{len(rows)} tool call(s) wait for approval: press 3.")
@@ -66,13 +66,13 @@ def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
         rows = kill_switches.active(conn)
     if not rows:
         return SlotValue("none", "ok")
-    unacked = [r for r in rows if r.get("acked") is None]
-    halt = next((r for r in rows if r["scope"] == "global"), None)
+    unacked = [r for r in rows if r.acked is None]
+    halt = next((r for r in rows if r.scope == "global"), None)
     text = f"{len(rows)} active" + (f" ({len(unacked)} NOT ACKED)" if unacked else "")
     halt_text = None
     if halt is not None:
-        halt_text = (f"GLOBAL {halt['mode'].upper()} switch #{halt['id']} by {printable(halt['operator'], limit=30)}:"
-                     f" {printable(halt['reason'], limit=160)} — press 5, select it, r to release.")
+        halt_text = (f"GLOBAL {halt.mode.upper()} switch #{halt.id} by {printable(halt.operator, limit=30)}:"
+                     f" {printable(halt.reason, limit=160)} — press 5, select it, r to release.")
     return SlotValue(text, "crit", short=f"{len(rows)}" + (" !ack" if unacked else ""),
                      alarm=f"{len(rows)} kill switch(es) in force" +
                            (f", {len(unacked)} not acknowledged by an engine" if unacked else "") + ": press 5.",
@@ -86,16 +86,16 @@ def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
         rows = flag_settings.active(conn)
     if not rows:
         return SlotValue("off", "ok")
-    shown = ", ".join(f"{printable(r['name'], limit=30)}={printable(r['value'], limit=12)}"
-                      + ("" if r["scope"] == "global" else f"@{r['scope']}") for r in rows[:3])
+    shown = ", ".join(f"{printable(r.name, limit=30)}={printable(r.value, limit=12)}"
+                      + ("" if r.scope == "global" else f"@{r.scope}") for r in rows[:3])
     more = f" +{len(rows) - 3}" if len(rows) > 3 else ""
-    halt = next((r for r in rows if r["scope"] == "global" and r["name"] == "runs.admission"
-                 and r["value"] == "paused"), None)
+    halt = next((r for r in rows if r.scope == "global" and r.name == "runs.admission"
+                 and r.value == "paused"), None)
     halt_text = None
     if halt is not None:
-        who = printable(halt["operator"], limit=30)
+        who = printable(halt.operator, limit=30)
         halt_text = (f"SAFE MODE: new runs are refused (runs.admission=paused by {who}"
-                     f": {printable(halt['reason'], limit=160)}) — press 5, select it, c to clear.")
+                     f": {printable(halt.reason, limit=160)}) — press 5, select it, c to clear.")
     return SlotValue(shown + more, "warn", short=f"{len(rows)} flag(s)", halt=halt_text)
 
 

@@ -10,7 +10,7 @@ console/header_slots.py lists the slot with the others.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -19,19 +19,22 @@ from console.widgets.safe import printable
 from engine.controls.incidents import active_summaries
 from engine.errors import StoreError
 
+if TYPE_CHECKING:
+    from engine.store.control_rows import IncidentSummary
+
 URGENT = ("sev1", "sev2")
 _lock = threading.Lock()
 OPEN_BY_HIERARCHY: dict[str, int] = {}
 _known = False  # the slot has read incidents at least once (else the column says n/a)
 
 
-def incident_hierarchy(incident: dict[str, Any]) -> str | None:
+def incident_hierarchy(incident: IncidentSummary) -> str | None:
     """The hierarchy an incident's scope names: `hierarchy:NAME`, or the hierarchy in its context (an agent or tool
     scope detected inside one hierarchy)."""
-    scope = str(incident.get("scope") or "")
+    scope = str(incident.scope or "")
     if scope.startswith("hierarchy:"):
         return scope.partition(":")[2] or None
-    context = incident.get("context")
+    context: Any = incident.context
     if isinstance(context, str):
         import json
 
@@ -44,7 +47,7 @@ def incident_hierarchy(incident: dict[str, Any]) -> str | None:
     return None
 
 
-def _set_counts(incidents: list[dict[str, Any]]) -> None:
+def _set_counts(incidents: list[IncidentSummary]) -> None:
     global _known
     counts: dict[str, int] = {}
     for incident in incidents:
@@ -73,7 +76,7 @@ def incidents_sort_value(hierarchy: str | None) -> int:
         return OPEN_BY_HIERARCHY.get(hierarchy or "", 0)
 
 
-def open_incidents(ctx: HeaderContext) -> list[dict[str, Any]]:
+def open_incidents(ctx: HeaderContext) -> list[IncidentSummary]:
     if ctx.control is None:
         return []
     try:
@@ -91,19 +94,19 @@ def incidents_slot(ctx: HeaderContext) -> SlotValue:
     _set_counts(incidents)
     if not incidents:
         return SlotValue("none open", "ok")
-    firing = [i for i in incidents if i.get("firing")]
-    urgent = [i for i in firing if i.get("severity") in URGENT]
-    unacked = [i for i in incidents if i.get("status") == "open"]
+    firing = [i for i in incidents if i.firing]
+    urgent = [i for i in firing if i.severity in URGENT]
+    unacked = [i for i in incidents if i.status == "open"]
     text = f"{len(incidents)} open · {len(firing)} firing"
     if unacked:
         text += f" · {len(unacked)} unacked"
     short = f"{len(incidents)} ({len(firing)} firing)"
     if urgent:
-        worst = sorted(urgent, key=lambda i: (i.get("severity"), -(i.get("opened") or 0)))[0]
+        worst = sorted(urgent, key=lambda i: (i.severity, -(i.opened or 0)))[0]
         return SlotValue(text, "crit", short=short,
-                         alarm=f"{worst.get('severity')} incident {printable(worst.get('id'), limit=20)} is firing "
-                               f"({printable(worst.get('runbook'), limit=40)} on "
-                               f"{printable(worst.get('scope'), limit=40)}): press 6 for its runbook, a to "
+                         alarm=f"{worst.severity} incident {printable(worst.id, limit=20)} is firing "
+                               f"({printable(worst.runbook, limit=40)} on "
+                               f"{printable(worst.scope, limit=40)}): press 6 for its runbook, a to "
                                f"acknowledge it.")
     return SlotValue(text, "warn" if firing or unacked else "info", short=short)
 

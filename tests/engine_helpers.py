@@ -11,6 +11,7 @@ from engine.hierarchy.loader import Hierarchy, load_hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
 from engine.store import open_engine_store, open_reader
+from engine.store.control_rows import Approval
 from engine.store.trace_rows import EventRow, RunRow, SpanRow
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hierarchies"
@@ -83,7 +84,7 @@ class Approver:
         self.store_dir = store_dir
         self.policy = policy or (lambda row: "approve")
         self.operator = operator
-        self.decided: list[dict[str, Any]] = []
+        self.decided: list[Approval] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -106,9 +107,9 @@ class Approver:
                 for row in api.pending_approvals():
                     verdict = self.policy(row)
                     if verdict == "approve":
-                        self.decided.append(api.approve(row["id"], "approved by the test operator"))
+                        self.decided.append(api.approve(row.id, "approved by the test operator"))
                     elif verdict == "deny":
-                        self.decided.append(api.deny(row["id"], "denied by the test operator"))
+                        self.decided.append(api.deny(row.id, "denied by the test operator"))
             self._stop.wait(0.02)  # an operator's reaction time, not a wait for the code under test
         if api is not None:
             api.close()

@@ -8,13 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import duration, non_negative, positive_int
 from console.output import print_json, table, tokens, usd
 from engine.errors import InputError
 from engine.timefmt import seconds
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import Approval
 
 SAMPLE_FILES = ("samples.json", "deals.json", "inbox.json", "tickets.json", "inputs.json")
 
@@ -130,17 +133,17 @@ class Progress:
                   f"{tokens(result.tokens_in + result.tokens_out)} tokens {usd(result.cost_usd)} "
                   f"{seconds(result.duration_s)}", file=sys.stderr)
 
-    def approval_requested(self, row: dict[str, Any]) -> None:
+    def approval_requested(self, row: Approval) -> None:
         """A run is waiting for a person: say so, with the commands that decide it."""
         store = f" --store {self.store}" if self.store else ""
-        left = max(0.0, row["deadline"] - time.time())
-        args = json.dumps(row["arguments"]) if not isinstance(row["arguments"], str) else row["arguments"]
+        left = max(0.0, row.deadline - time.time())
+        args = json.dumps(row.arguments) if not isinstance(row.arguments, str) else row.arguments
         if self.tty:
             sys.stderr.write("\r\x1b[2K")
-        print(f"⏸ run {row['run_id']} waits for approval {row['id']}: {row['agent']} wants {row['tool']} "
-              f"{args} (risk {row['risk']}, decide within {seconds(left)}, then: {row['on_timeout']})\n"
-              f"    approve: flightdeck approve {row['id']}{store} --reason '...'\n"
-              f"    deny:    flightdeck deny {row['id']}{store} --reason '...'", file=sys.stderr, flush=True)
+        print(f"⏸ run {row.run_id} waits for approval {row.id}: {row.agent} wants {row.tool} "
+              f"{args} (risk {row.risk}, decide within {seconds(left)}, then: {row.on_timeout})\n"
+              f"    approve: flightdeck approve {row.id}{store} --reason '...'\n"
+              f"    deny:    flightdeck deny {row.id}{store} --reason '...'", file=sys.stderr, flush=True)
 
     def interrupt(self) -> None:
         """Clear the live line before another message is printed on stderr."""

@@ -7,7 +7,7 @@
   notifications, never a traceback.
 - `start_kill(node, ctx, scope, target, run_id)`: reads the preview (preview_kill) off the UI thread, shows it in
   a confirmation with a mode choice (kill / drain / pause) and a reason; a global halt also needs HALT typed. After
-  the switch is written, `AckWatcher` polls kill_switch(id)['acked'] and says when the engine acknowledged; if no
+  the switch is written, `AckWatcher` polls kill_switch(id).acked and says when the engine acknowledged; if no
   ack arrives within ACK_WAIT_S while an engine is alive, it offers to terminate the wedged engine
   (terminate_engine: same user only, audited) in a second confirmation.
 - `KILL_RUN`, `GLOBAL_HALT`, `kill_target_for_span`, `kill_palette_commands`: what the runs view (k: the selected
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from console.widgets.modals import FormResult
     from engine.controls.api import ControlAPI
     from engine.controls.preview import KillPreview
+    from engine.store.control_rows import EngineStatus, KillSwitch, KillSwitchSet
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ class ControlClient:
 def switch_label(scope: str, target: str | None, run_id: str | None) -> str:
     from engine.controls.api import switch_label as label
 
-    return label({"scope": scope, "target": target, "run_id": run_id})
+    return label(scope, target, run_id)
 
 
 def preview_text(label: str, preview: KillPreview | None, now: float) -> Text:
@@ -174,12 +175,12 @@ def _confirm_kill(node: DOMNode, ctx: ConsoleContext, scope: str, target: str | 
                                    danger=True, submit_label=f"Enter: set the switch on {label}"), done)
 
 
-def _switch_set(node: DOMNode, ctx: ConsoleContext, switch: dict[str, Any], label: str) -> None:
-    if switch.get("already_active"):
-        node.notify(f"kill switch #{switch['id']} ({label}, {switch['mode']}) was already active: set by "
-                    f"{switch['operator']}.", title="Kill switch", markup=False)
+def _switch_set(node: DOMNode, ctx: ConsoleContext, switch: KillSwitchSet, label: str) -> None:
+    if switch.already_active:
+        node.notify(f"kill switch #{switch.id} ({label}, {switch.mode}) was already active: set by "
+                    f"{switch.operator}.", title="Kill switch", markup=False)
     else:
-        node.notify(f"kill switch #{switch['id']} set: {label}, mode {switch['mode']}, by {switch['operator']}. "
+        node.notify(f"kill switch #{switch.id} set: {label}, mode {switch.mode}, by {switch.operator}. "
                     f"Waiting for the engine to acknowledge…", title="Kill switch", markup=False)
     watcher = AckWatcher(node, ctx, switch, label)
     WATCHERS.append(watcher)
@@ -191,10 +192,10 @@ WATCHERS: list[AckWatcher] = []  # the latest few, for tests and the palette
 
 
 class AckWatcher:
-    """Polls kill_switch(id)['acked'] after a switch was set; says when the engine acknowledged it, or offers to
+    """Polls kill_switch(id).acked after a switch was set; says when the engine acknowledged it, or offers to
     terminate a wedged engine when no ack arrives within ACK_WAIT_S while an engine is alive."""
 
-    def __init__(self, node: DOMNode, ctx: ConsoleContext, switch: dict[str, Any], label: str,
+    def __init__(self, node: DOMNode, ctx: ConsoleContext, switch: KillSwitch, label: str,
                  wait_s: float | None = None) -> None:
         self.node = node
         self.ctx = ctx
@@ -206,7 +207,7 @@ class AckWatcher:
         self.outcome: str | None = None  # "acked" | "no-engine" | "wedged" (for tests)
 
     def start(self) -> None:
-        if self.switch.get("acked") is not None:
+        if self.switch.acked is not None:
             self._acked(self.switch)
             return
         self._poll()
@@ -216,23 +217,22 @@ class AckWatcher:
             return
         ControlClient(self.node, self.ctx).run("kill-ack", self._read, self._seen, write=False)
 
-    def _read(self, api: ControlAPI) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _read(self, api: ControlAPI) -> tuple[KillSwitch, list[EngineStatus]]:
         from engine.store.control import STALE_AFTER_S
 
-        row = api.kill_switch(int(self.switch["id"]))
+        row = api.kill_switch(self.switch.id)
         now = api.now()
-        alive = [e for e in api.engines() if e.get("stopped") is None
-                 and now - float(e.get("heartbeat") or 0) <= STALE_AFTER_S * 2]
+        alive = [e for e in api.engines() if e.stopped is None and now - e.heartbeat <= STALE_AFTER_S * 2]
         return row, alive
 
-    def _seen(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    def _seen(self, result: tuple[KillSwitch, list[EngineStatus]]) -> None:
         row, alive = result
-        if row.get("acked") is not None:
+        if row.acked is not None:
             self._acked(row)
             return
         if not alive:
             self.done, self.outcome = True, "no-engine"
-            self.node.notify(f"No engine is running on this store: kill switch #{row['id']} stays in force and the "
+            self.node.notify(f"No engine is running on this store: kill switch #{row.id} stays in force and the "
                              f"next engine applies it when it starts.", title="Kill switch", markup=False)
             return
         if time.monotonic() - self.started >= self.wait_s:
@@ -241,31 +241,32 @@ class AckWatcher:
             return
         self.node.set_timer(ACK_POLL_S, self._poll)
 
-    def _acked(self, row: dict[str, Any]) -> None:
+    def _acked(self, row: KillSwitch) -> None:
         from engine.controls.api import clock_text
 
         self.done, self.outcome = True, "acked"
-        took = max(0.0, float(row["acked"]) - float(row.get("created") or row["acked"]))
-        self.node.notify(f"Engine {printable(row.get('acked_by') or '', limit=40)} acknowledged kill switch "
-                         f"#{row['id']} ({self.label}) at {clock_text(row['acked'])}, {took:.1f}s after it was set.",
+        acked = float(row.acked or 0)
+        took = max(0.0, acked - float(row.created or acked))
+        self.node.notify(f"Engine {printable(row.acked_by or '', limit=40)} acknowledged kill switch "
+                         f"#{row.id} ({self.label}) at {clock_text(acked)}, {took:.1f}s after it was set.",
                          title="Kill switch acknowledged", markup=False)
 
 
-def _offer_terminate(node: DOMNode, ctx: ConsoleContext, row: dict[str, Any], engine: dict[str, Any],
+def _offer_terminate(node: DOMNode, ctx: ConsoleContext, row: KillSwitch, engine: EngineStatus,
                      waited: float) -> None:
     from console.widgets.modals import REASON, FormModal
 
-    pid = engine.get("pid")
+    pid = engine.pid
     body = Text(end="")
-    body.append(f"The engine (pid {pid} on {printable(engine.get('host'), limit=40)}) has not acknowledged kill "
-                f"switch #{row['id']} after {waited:.0f}s: its event loop may be wedged.\n\n", style="bold")
+    body.append(f"The engine (pid {pid} on {printable(engine.host, limit=40)}) has not acknowledged kill "
+                f"switch #{row.id} after {waited:.0f}s: its event loop may be wedged.\n\n", style="bold")
     body.append("Terminating sends SIGTERM, then SIGKILL after 5 s if it is still there. Only an engine that holds "
                 "this store's lock and runs as your user can be terminated; the action is audited. Runs in flight "
                 "end as abandoned when an engine next starts.")
 
     def done(result: FormResult | None) -> None:
         if result is None:
-            node.notify(f"Engine pid {pid} left running; kill switch #{row['id']} is still unacknowledged.",
+            node.notify(f"Engine pid {pid} left running; kill switch #{row.id} is still unacknowledged.",
                         title="Kill switch", severity="warning", markup=False)
             return
 

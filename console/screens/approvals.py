@@ -10,7 +10,7 @@ are mounted at start) and ring the terminal bell when FLIGHTDECK_CONSOLE_BELL=1.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -21,11 +21,14 @@ from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
 from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
-from console.views_data.approvals_data import pending_approvals
+from console.views_data.approvals_data import ListedApproval, pending_approvals
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import compact_json, literal, pretty_json, printable
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import Approval, ApprovalAlert
 
 URGENT_S = 30.0
 BELL_ENV = "FLIGHTDECK_CONSOLE_BELL"
@@ -55,14 +58,14 @@ def time_left(deadline: float, now: float) -> str:
     return f"{seconds}s"
 
 
-def left_text(row: dict[str, Any], now: float) -> Text:
-    left = float(row["deadline"]) - now
+def left_text(row: Approval, now: float) -> Text:
+    left = float(row.deadline) - now
     style = "bold white on red" if left < URGENT_S else ("bold yellow" if left < 120 else "")
-    return Text(time_left(float(row["deadline"]), now), style=style, end="")
+    return Text(time_left(float(row.deadline), now), style=style, end="")
 
 
-def level_text(row: dict[str, Any]) -> Text:
-    level = int(row.get("level") or 0)
+def level_text(row: Approval) -> Text:
+    level = int(row.level or 0)
     if level:
         return Text(f"escalated{level if level > 1 else ''}", style="bold magenta", end="")
     return Text("first", style="dim", end="")
@@ -71,45 +74,45 @@ def level_text(row: dict[str, Any]) -> Text:
 RISK_STYLE = {"high": "bold red", "critical": "bold white on red", "medium": "yellow", "low": "green"}
 
 
-def approval_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+def approval_cell(row: Approval, column: str, now: float) -> Text | str:
     if column == "left":
         return left_text(row, now)
     if column == "risk":
-        risk = row.get("risk") or "-"
+        risk = row.risk or "-"
         return literal(risk, RISK_STYLE.get(str(risk).lower(), ""), limit=10)
     if column == "level":
         return level_text(row)
     if column == "arguments":
-        return Text(compact_json(row.get("arguments"), limit=300), no_wrap=True, end="")
+        return Text(compact_json(row.arguments, limit=300), no_wrap=True, end="")
     if column == "run":
-        return literal(row.get("run_id"), limit=40)
+        return literal(row.run_id, limit=40)
     if column in ("agent", "tool", "reason", "id"):
-        return literal(row.get(column) or "", limit=300)
+        return literal(getattr(row, column) or "", limit=300)
     return ""
 
 
-def approval_sort(row: dict[str, Any], column: str) -> Any:
-    return (float(row.get("requested") or 0), int(row.get("_pos") or 0))
+def approval_sort(row: ListedApproval, column: str) -> Any:
+    return (float(row.requested or 0), row.pos)
 
 
-def approval_detail(row: dict[str, Any] | None, now: float) -> Text:
+def approval_detail(row: Approval | None, now: float) -> Text:
     if row is None:
         return Text("No approval selected.", style="dim", end="")
     text = Text(end="")
-    text.append(f"{printable(row['id'])}  ", style="bold")
-    text.append(f"{printable(row['agent'], limit=40)} wants to call ")
-    text.append(printable(row["tool"], limit=60), style="bold")
+    text.append(f"{printable(row.id)}  ", style="bold")
+    text.append(f"{printable(row.agent, limit=40)} wants to call ")
+    text.append(printable(row.tool, limit=60), style="bold")
     text.append("  ·  ")
     text.append_text(left_text(row, now))
     text.append(" left · on timeout: ")
-    text.append(printable(row.get("on_timeout")), style="bold")
-    text.append(f" · risk {printable(row.get('risk') or '-')} · ")
+    text.append(printable(row.on_timeout), style="bold")
+    text.append(f" · risk {printable(row.risk or '-')} · ")
     text.append_text(level_text(row))
-    text.append(f" · args hash {printable(row.get('args_hash', ''))[:12]}\n")
+    text.append(f" · args hash {printable(row.args_hash)[:12]}\n")
     text.append("Model's reason: ", style="dim")
-    text.append(printable(row.get("reason") or "(none given)", limit=600) + "\n")
+    text.append(printable(row.reason or "(none given)", limit=600) + "\n")
     text.append("Arguments:\n", style="dim")
-    text.append(pretty_json(row.get("arguments"), limit=4000))
+    text.append(pretty_json(row.arguments, limit=4000))
     return text
 
 
@@ -163,16 +166,16 @@ class ApprovalsView(LiveView):
         super().on_unmount()
         self.alerts.stop()
 
-    def read(self, api: Any) -> list[dict[str, Any]]:
+    def read(self, api: Any) -> list[Approval]:
         return api.pending_approvals() if api is not None else []
 
-    def apply(self, rows: list[dict[str, Any]]) -> None:
+    def apply(self, rows: list[Approval]) -> None:
         self.loaded = True
         table = self.table
-        rows = [{**row, "_pos": pos} for pos, row in enumerate(rows)]  # the store's order breaks ties
-        keep = {row["id"] for row in rows}
+        listed = [ListedApproval(**row.as_dict(), pos=pos) for pos, row in enumerate(rows)]  # store order breaks ties
+        keep = {row.id for row in listed}
         table.remove([key for key in list(table.keys()) if key not in keep])
-        table.upsert((row["id"], row) for row in rows)
+        table.upsert((row.id, row) for row in listed)
         self._title(len(rows))
         self._show_detail()
 
@@ -190,7 +193,7 @@ class ApprovalsView(LiveView):
             text.append("  · read-only: decisions are disabled", style="bold yellow")
         self.query_one("#approvals-title", TextLines).update(text)
 
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> Approval | None:
         key = self.table.cursor_key
         return self.table.get(key) if key is not None else None
 
@@ -206,9 +209,9 @@ class ApprovalsView(LiveView):
             self.hint = "Nothing waits for approval. New requests raise a notification on every view."
         elif self.ctx.read_only:
             self.hint = "Read-only console: review here, decide with `flightdeck approve/deny` or a read-write console."
-        elif float(row["deadline"]) - self.ctx.clock() < URGENT_S:
-            self.hint = (f"{row['id']} expires in {time_left(float(row['deadline']), self.ctx.clock())} (then: "
-                         f"{row.get('on_timeout')}): a approves, d denies, e edits.")
+        elif float(row.deadline) - self.ctx.clock() < URGENT_S:
+            self.hint = (f"{row.id} expires in {time_left(float(row.deadline), self.ctx.clock())} (then: "
+                         f"{row.on_timeout}): a approves, d denies, e edits.")
         else:
             self.hint = "a approves · d denies with a message · e edits the arguments · Enter opens it in the trace."
 
@@ -222,23 +225,23 @@ class ApprovalsView(LiveView):
 
     # -- actions ------------------------------------------------------------------------------------------------
 
-    def _need_row(self) -> dict[str, Any] | None:
+    def _need_row(self) -> Approval | None:
         row = self.selected()
         if row is None:
             self.notify("No approval selected: nothing is waiting.", severity="warning", markup=False)
         return row
 
     def _decided(self, verb: str) -> Any:
-        def done(row: dict[str, Any]) -> None:
-            self.notify(f"{row['id']} {verb} by {row.get('decided_by')}: {printable(row.get('tool'), limit=40)} "
-                        f"for {printable(row.get('agent'), limit=40)}.", title="Approval", markup=False)
+        def done(row: Approval) -> None:
+            self.notify(f"{row.id} {verb} by {row.decided_by}: {printable(row.tool, limit=40)} "
+                        f"for {printable(row.agent, limit=40)}.", title="Approval", markup=False)
             self.refresh_now()
         return done
 
-    def _decision_body(self, row: dict[str, Any]) -> Text:
+    def _decision_body(self, row: Approval) -> Text:
         return approval_detail(row, self.ctx.clock())
 
-    def _decidable(self, verb: str) -> dict[str, Any] | None:
+    def _decidable(self, verb: str) -> Approval | None:
         """The selected request, if this console may decide it (read-only refuses with its message). A decision
         carries the arguments hash shown here, so it binds to exactly what the operator saw."""
         if self.ctx.read_only:
@@ -250,7 +253,7 @@ class ApprovalsView(LiveView):
         row = self._decidable("approve")
         if row is None:
             return
-        approval_id, expected = row["id"], row["args_hash"]
+        approval_id, expected = row.id, row.args_hash
 
         def done(result: FormResult | None) -> None:
             if result is not None:
@@ -258,7 +261,7 @@ class ApprovalsView(LiveView):
                                                                    expected_args_hash=expected),
                                 self._decided("approved"))
 
-        self.app.push_screen(FormModal(f"Approve {approval_id}: {printable(row['tool'], limit=60)}",
+        self.app.push_screen(FormModal(f"Approve {approval_id}: {printable(row.tool, limit=60)}",
                                        self._decision_body(row), fields=[REASON],
                                        submit_label="Enter: approve"), done)
 
@@ -266,7 +269,7 @@ class ApprovalsView(LiveView):
         row = self._decidable("deny")
         if row is None:
             return
-        approval_id, expected = row["id"], row["args_hash"]
+        approval_id, expected = row.id, row.args_hash
 
         def done(result: FormResult | None) -> None:
             if result is not None:
@@ -275,7 +278,7 @@ class ApprovalsView(LiveView):
                                 self._decided("denied"))
 
         self.app.push_screen(FormModal(
-            f"Deny {approval_id}: {printable(row['tool'], limit=60)}", self._decision_body(row),
+            f"Deny {approval_id}: {printable(row.tool, limit=60)}", self._decision_body(row),
             fields=[Field("reason", "Message (the model sees it; goes to the audit log)",
                           placeholder="why not, and what to do instead")],
             danger=True, submit_label="Enter: deny"), done)
@@ -284,10 +287,10 @@ class ApprovalsView(LiveView):
         row = self._decidable("edit")
         if row is None:
             return
-        approval_id, expected = row["id"], row["args_hash"]
+        approval_id, expected = row.id, row.args_hash
         import json
 
-        original = json.dumps(row.get("arguments"), indent=2, ensure_ascii=False, default=str)
+        original = json.dumps(row.arguments, indent=2, ensure_ascii=False, default=str)
 
         def done(result: FormResult | None) -> None:
             if result is not None:
@@ -297,7 +300,7 @@ class ApprovalsView(LiveView):
                     self._decided("approved with edited arguments"))
 
         body = Text(end="")
-        body.append(f"{printable(row['agent'], limit=40)} → {printable(row['tool'], limit=60)}; ")
+        body.append(f"{printable(row.agent, limit=40)} → {printable(row.tool, limit=60)}; ")
         body.append_text(left_text(row, self.ctx.clock()))
         body.append(" left. Edit the arguments (a JSON object); the engine validates them against the tool's schema.")
         self.app.push_screen(FormModal(f"Edit and approve {approval_id}", body,
@@ -309,8 +312,8 @@ class ApprovalsView(LiveView):
         row = self._need_row()
         if row is None:
             return
-        self.post_message(ShowView("run", str(row["run_id"])))
-        span_id = row.get("span_id")
+        self.post_message(ShowView("run", str(row.run_id)))
+        span_id = row.span_id
         if span_id:
             self._select_span(str(span_id), tries=50)
 
@@ -349,7 +352,7 @@ class ApprovalAlerts:
         self.ctx = ctx
         self.seen: set[str] | None = None
         self.bell = os.environ.get(BELL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-        self.poller: Poller[list[dict[str, Any]]] = Poller(
+        self.poller: Poller[list[ApprovalAlert]] = Poller(
             owner, name="approval-alerts", fetch=self._fetch, render=self._render,
             interval=max(self.INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error,
             busy_interval=max(self.INTERVAL_S, ctx.poll_interval))
@@ -361,24 +364,24 @@ class ApprovalAlerts:
     def stop(self) -> None:
         self.poller.stop()
 
-    def _fetch(self) -> list[dict[str, Any]] | None:
+    def _fetch(self) -> list[ApprovalAlert] | None:
         control = self.ctx.source.control()
         if control is None:
             return None
         return pending_approvals(control)
 
-    def _render(self, rows: list[dict[str, Any]]) -> None:
-        ids = {row["id"] for row in rows}
+    def _render(self, rows: list[ApprovalAlert]) -> None:
+        ids = {row.id for row in rows}
         first = self.seen is None
-        new = [row for row in rows if first or row["id"] not in (self.seen or set())]
+        new = [row for row in rows if first or row.id not in (self.seen or set())]
         self.seen = ids
         if not new:
             return
         now = self.ctx.clock()
         if len(new) == 1:
             row = new[0]
-            message = (f"{printable(row['agent'], limit=40)} wants to call {printable(row['tool'], limit=40)} "
-                       f"(risk {printable(row.get('risk') or '-')}, {time_left(float(row['deadline']), now)} left): "
+            message = (f"{printable(row.agent, limit=40)} wants to call {printable(row.tool, limit=40)} "
+                       f"(risk {printable(row.risk or '-')}, {time_left(float(row.deadline), now)} left): "
                        f"press 3 to decide.")
         else:
             message = f"{len(new)} tool calls wait for approval: press 3 to decide."

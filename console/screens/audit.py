@@ -131,17 +131,17 @@ class AuditView(View):
         table.clear()
         for entry in page.rows:
             bad = (self.verification is not None and not self.verification.ok
-                   and self.verification.first_bad_id == entry.get("id"))
+                   and self.verification.first_bad_id == entry.id)
             style = "bold white on red" if bad else ""
             table.add_row(
-                Text(str(entry.get("id")), style=style or "dim"),
-                clock_time(entry.get("ts"), with_date=True),
-                Text(printable(entry.get("actor"), limit=40), style="bold"),
-                printable(entry.get("action"), limit=40),
-                printable(entry.get("target"), limit=80) if entry.get("target") else Text("-", style="dim"),
-                change_text(entry.get("before"), entry.get("after")),
-                printable(entry.get("reason"), limit=200) if entry.get("reason") else Text("-", style="dim"),
-                key=str(entry.get("id")))
+                Text(str(entry.id), style=style or "dim"),
+                clock_time(entry.ts, with_date=True),
+                Text(printable(entry.actor, limit=40), style="bold"),
+                printable(entry.action, limit=40),
+                printable(entry.target, limit=80) if entry.target else Text("-", style="dim"),
+                change_text(entry.before, entry.after),
+                printable(entry.reason, limit=200) if entry.reason else Text("-", style="dim"),
+                key=str(entry.id))
         if page.rows:
             table.move_cursor(row=min(row, len(page.rows) - 1))
         self._show_selected()
@@ -160,12 +160,12 @@ class AuditView(View):
         text = Text(end="")
         if page is not None and page.rows and 0 <= row < len(page.rows):
             entry = page.rows[row]
-            text.append(f"#{entry.get('id')} {clock_time(entry.get('ts'), with_date=True)} ", style="dim")
-            text.append(printable(entry.get("actor"), limit=60), style="bold")
-            text.append(f" {printable(entry.get('action'), limit=40)} {printable(entry.get('target'), limit=120)}")
-            text.append("\n" + printable(change_text_full(entry.get("before"), entry.get("after")), limit=400))
+            text.append(f"#{entry.id} {clock_time(entry.ts, with_date=True)} ", style="dim")
+            text.append(printable(entry.actor, limit=60), style="bold")
+            text.append(f" {printable(entry.action, limit=40)} {printable(entry.target, limit=120)}")
+            text.append("\n" + printable(change_text_full(entry.before, entry.after), limit=400))
             text.append("\nreason: ", style="dim")
-            text.append(printable(entry.get("reason"), limit=400) if entry.get("reason") else "-")
+            text.append(printable(entry.reason, limit=400) if entry.reason else "-")
         self.query_one("#audit-detail", TextLines).update(text)
 
     def _update_title(self) -> None:
@@ -179,7 +179,7 @@ class AuditView(View):
         else:
             shown = len(page.rows)
             if shown:
-                first, last = page.rows[0].get("id"), page.rows[-1].get("id")
+                first, last = page.rows[0].id, page.rows[-1].id
                 title.append(f"rows {last}-{first} of {page.total:,} · newest first")
             else:
                 title.append(f"no rows{' on this page' if page.total else ' yet'}", style="dim")
@@ -238,7 +238,7 @@ class AuditView(View):
             self.notify("No older audit rows.", markup=False)
             return
         self.pages.append(self.feed.before_id)
-        self.feed.before_id = int(page.rows[-1]["id"])
+        self.feed.before_id = int(page.rows[-1].id)
         self.feed.invalidate()
         self.poller.poke()
 

@@ -25,6 +25,7 @@ from console.widgets.virtual_table import Column, VirtualTable
 
 if TYPE_CHECKING:
     from engine.store.trace_rows import BreakerRow
+    from engine.store.control_rows import BreakerOverride
 
 # state -> (word, style). Never colour alone: the word is always there.
 STATES = {
@@ -239,9 +240,9 @@ class BreakersView(LiveView):
             if result is None:
                 return
 
-            def written(override: dict[str, Any]) -> None:
-                self.notify(f"Breaker override #{override['id']}: {ACTIONS[action]} {key}, by "
-                            f"{override['operator']}. The engine applies it within a second.",
+            def written(override: BreakerOverride) -> None:
+                self.notify(f"Breaker override #{override.id}: {ACTIONS[action]} {key}, by "
+                            f"{override.operator}. The engine applies it within a second.",
                             title="Breaker", markup=False)
                 self.refresh_now()
 

@@ -6,7 +6,7 @@ everything (HALT typed); each asks for a reason. Tab moves between the two table
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -21,6 +21,9 @@ from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import literal, printable
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import FlagSetting, KillSwitch
 
 SWITCH_COLUMNS = (
     Column("id", "#", 4, align="right"),
@@ -43,52 +46,52 @@ FLAG_COLUMNS = (
 MODE_STYLE = {"kill": "bold white on red", "drain": "bold yellow", "pause": "bold cyan"}
 
 
-def switch_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+def switch_cell(row: Any, column: str, now: float) -> Text | str:
     if column == "id":
-        return str(row["id"])
+        return str(row.id)
     if column == "scope":
-        return Text(row["scope"].upper() if row["scope"] == "global" else row["scope"],
-                    style="bold white on red" if row["scope"] == "global" else "bold", end="")
+        return Text(row.scope.upper() if row.scope == "global" else row.scope,
+                    style="bold white on red" if row.scope == "global" else "bold", end="")
     if column == "target":
-        target = row.get("target") or "everything"
-        if row.get("run_id"):
-            target = f"{target} in run {row['run_id']}"
+        target = row.target or "everything"
+        if row.run_id:
+            target = f"{target} in run {row.run_id}"
         return literal(target, limit=120)
     if column == "mode":
-        return Text(row["mode"], style=MODE_STYLE.get(row["mode"], ""), end="")
+        return Text(row.mode, style=MODE_STYLE.get(row.mode, ""), end="")
     if column == "acked":
-        if row.get("acked") is None:
+        if row.acked is None:
             return Text("NOT ACKED", style="bold yellow", end="")
-        return Text(f"acked {compact_age(now - float(row['acked']))}", style="green", end="")
+        return Text(f"acked {compact_age(now - float(row.acked))}", style="green", end="")
     if column == "created":
-        return compact_age(now - float(row["created"]))
+        return compact_age(now - float(row.created))
     if column in ("operator", "reason"):
-        return literal(row.get(column), limit=300)
+        return literal(getattr(row, column), limit=300)
     return ""
 
 
-def flag_cell(row: dict[str, Any], column: str, now: float) -> Text | str:
+def flag_cell(row: Any, column: str, now: float) -> Text | str:
     if column == "name":
-        return literal(row["name"], "bold", limit=60)
+        return literal(row.name, "bold", limit=60)
     if column == "value":
-        return literal(row["value"], "bold yellow", limit=20)
+        return literal(row.value, "bold yellow", limit=20)
     if column == "scope":
         from engine.controls.api import flag_scope_label
 
-        return literal(flag_scope_label(row["scope"], row.get("target")), limit=80)
+        return literal(flag_scope_label(row.scope, row.target), limit=80)
     if column == "created":
-        return compact_age(now - float(row["created"]))
+        return compact_age(now - float(row.created))
     if column == "operator":
-        source = row.get("source") or "operator"
-        who = row.get("operator") if source == "operator" else f"{row.get('operator')} ({source})"
+        source = row.source or "operator"
+        who = row.operator if source == "operator" else f"{row.operator} ({source})"
         return literal(who, limit=60)
     if column == "reason":
-        return literal(row.get("reason"), limit=300)
+        return literal(row.reason, limit=300)
     return ""
 
 
-def by_id(row: dict[str, Any], column: str) -> Any:
-    return int(row["id"])
+def by_id(row: Any, column: str) -> Any:
+    return int(row.id)
 
 
 def parse_scope(text: str) -> tuple[str, str | None]:
@@ -149,29 +152,29 @@ class ControlsView(LiveView):
     def on_mount(self) -> None:
         self._titles([], [])
 
-    def read(self, api: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def read(self, api: Any) -> tuple[list[KillSwitch], list[FlagSetting]]:
         if api is None:
             return [], []
         return api.active_kill_switches(), api.active_flags()
 
-    def apply(self, rows: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    def apply(self, rows: tuple[list[KillSwitch], list[FlagSetting]]) -> None:
         self.loaded = True
         switches, flags = rows
         for table, items in ((self.switches, switches), (self.flags, flags)):
-            keep = {row["id"] for row in items}
+            keep = {row.id for row in items}
             table.remove([key for key in list(table.keys()) if key not in keep])
-            table.upsert((row["id"], row) for row in items)
+            table.upsert((row.id, row) for row in items)
         self._titles(switches, flags)
         self._update_hint(switches, flags)
 
-    def _titles(self, switches: list[dict[str, Any]], flags: list[dict[str, Any]]) -> None:
+    def _titles(self, switches: list[KillSwitch], flags: list[FlagSetting]) -> None:
         text = Text(end="")
         text.append("KILL SWITCHES ", style="bold")
-        if any(s["scope"] == "global" for s in switches):
+        if any(s.scope == "global" for s in switches):
             text.append("GLOBAL HALT ACTIVE ", style="bold white on red")
         text.append(f"{len(switches)} active" if switches else "none active",
                     style="bold red" if switches else "green")
-        unacked = sum(1 for s in switches if s.get("acked") is None)
+        unacked = sum(1 for s in switches if s.acked is None)
         if unacked:
             text.append(f" · {unacked} not acknowledged by an engine", style="bold yellow")
         if self.ctx.read_only:
@@ -183,7 +186,7 @@ class ControlsView(LiveView):
         flags_title.append("  · the most specific scope wins (run > hierarchy > global)", style="dim")
         self.query_one("#flags-title", TextLines).update(flags_title)
 
-    def _update_hint(self, switches: list[dict[str, Any]], flags: list[dict[str, Any]]) -> None:
+    def _update_hint(self, switches: list[KillSwitch], flags: list[FlagSetting]) -> None:
         if self.ctx.read_only:
             self.hint = "Read-only console: act with `flightdeck release` / `flightdeck safe-mode`."
         elif switches:
@@ -195,7 +198,7 @@ class ControlsView(LiveView):
             self.hint = "Nothing in force. k sets a kill switch · s sets a safe-mode flag · H halts everything."
 
     @staticmethod
-    def _row(table: VirtualTable) -> dict[str, Any] | None:
+    def _row(table: VirtualTable) -> Any:
         key = table.cursor_key
         return table.get(key) if key is not None else None
 
@@ -211,20 +214,20 @@ class ControlsView(LiveView):
             return
         from engine.controls.api import switch_label
 
-        label = switch_label(row)
-        switch_id = int(row["id"])
+        label = switch_label(row.scope, row.target, row.run_id)
+        switch_id = int(row.id)
         body = Text(end="")
-        body.append(f"Kill switch #{switch_id}: {printable(label, limit=80)}, mode {row['mode']}, set by "
-                    f"{printable(row['operator'], limit=30)}: {printable(row['reason'], limit=200)}\n")
+        body.append(f"Kill switch #{switch_id}: {printable(label, limit=80)}, mode {row.mode}, set by "
+                    f"{printable(row.operator, limit=30)}: {printable(row.reason, limit=200)}\n")
         body.append("Released, matching work may start (or resume) again.", style="bold")
 
         def done(result: FormResult | None) -> None:
             if result is None:
                 return
 
-            def released(rows: list[dict[str, Any]]) -> None:
+            def released(rows: list[KillSwitch]) -> None:
                 self.notify(f"kill switch #{switch_id} ({printable(label, limit=60)}) released by "
-                            f"{rows[0]['released_by'] if rows else self.ctx.operator}.", title="Released",
+                            f"{rows[0].released_by if rows else self.ctx.operator}.", title="Released",
                             markup=False)
                 self.refresh_now()
 
@@ -243,8 +246,8 @@ class ControlsView(LiveView):
             return
         from engine.controls.api import flag_scope_label
 
-        name, scope, target = row["name"], row["scope"], row.get("target")
-        label = f"{name}={row['value']} at {flag_scope_label(scope, target)}"
+        name, scope, target = row.name, row.scope, row.target
+        label = f"{name}={row.value} at {flag_scope_label(scope, target)}"
         body = Text(f"Clear {printable(label, limit=120)}: that scope returns to what broader scopes (or the "
                     f"defaults) say.", end="")
 
@@ -295,9 +298,9 @@ class ControlsView(LiveView):
             scope, target = parse_scope(result["scope"])
             name, value = result["name"], result["value"]
 
-            def written(row: dict[str, Any]) -> None:
-                self.notify(f"flag {row['name']}={row['value']} set at {scope if not target else f'{scope}:{target}'}"
-                            f" by {row['operator']}.", title="Safe mode", markup=False)
+            def written(row: FlagSetting) -> None:
+                self.notify(f"flag {row.name}={row.value} set at {scope if not target else f'{scope}:{target}'}"
+                            f" by {row.operator}.", title="Safe mode", markup=False)
                 self.refresh_now()
 
             self.client.run("set-flag", lambda api: api.set_flag(name, value, scope, target, reason=result.reason),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -48,6 +48,9 @@ from console.screens.text_prompt import TextPrompt
 from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import Incident, RunbookApplication
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,7 @@ class RunbooksView(View):
     # -- state --------------------------------------------------------------------------------------------------
 
     @property
-    def incidents(self) -> list[dict[str, Any]]:
+    def incidents(self) -> list[Incident]:
         return self.snapshot.incidents if self.snapshot else []
 
     @property
@@ -186,24 +189,24 @@ class RunbooksView(View):
         return next((r for r in self.runbooks if r.id == runbook_id), None)
 
     def applications_for(self, runbook_id: str, scope: str | None = None,
-                         incident_id: str | None = None) -> list[dict[str, Any]]:
+                         incident_id: str | None = None) -> list[RunbookApplication]:
         apps = self.snapshot.applications if self.snapshot else []
-        out = [a for a in apps if a["runbook"] == runbook_id and (scope is None or a["scope"] == scope)]
+        out = [a for a in apps if a.runbook == runbook_id and (scope is None or a.scope == scope)]
         if incident_id is not None:
-            linked = [a for a in apps if a.get("incident_id") == incident_id]
+            linked = [a for a in apps if a.incident_id == incident_id]
             out = linked or out
         return out
 
-    def suggested(self, incident: dict[str, Any]) -> bool:
+    def suggested(self, incident: Incident) -> bool:
         """A `suggest` runbook that fired and is not applied yet: the operator is expected to press p."""
-        return (incident.get("apply_mode") == "suggest" and incident.get("status") != "resolved"
-                and not self.applications_for(incident["runbook"], incident["scope"]))
+        return (incident.apply_mode == "suggest" and incident.status != "resolved"
+                and not self.applications_for(incident.runbook, incident.scope))
 
     def detection_state(self, runbook_id: str) -> tuple[str, str]:
         """(words, style) for the runbooks table's STATE column."""
-        mine = [i for i in self.incidents if i["runbook"] == runbook_id]
+        mine = [i for i in self.incidents if i.runbook == runbook_id]
         applied = self.applications_for(runbook_id)
-        if any(i.get("firing") for i in mine):
+        if any(i.firing for i in mine):
             if any(self.suggested(i) for i in mine):
                 return "FIRING · suggested: press p", "bold red"
             return "FIRING" + (" · applied" if applied else ""), "bold red"
@@ -214,7 +217,7 @@ class RunbooksView(View):
         return "quiet", "green"
 
     @property
-    def selected_incident(self) -> dict[str, Any] | None:
+    def selected_incident(self) -> Incident | None:
         table = self.incidents_table
         if not self.incidents or table.row_count == 0:
             return None
@@ -229,21 +232,21 @@ class RunbooksView(View):
         row = min(max(table.cursor_row, 0), len(self.runbooks) - 1)
         return self.runbooks[row].id
 
-    def target(self) -> tuple[Any, dict[str, Any] | None, str | None]:
+    def target(self) -> tuple[Any, Incident | None, str | None]:
         """What p and b act on: (runbook, incident or None, scope or None). The selected incident's runbook and
         scope when the incidents table was used last; else the selected runbook, on the scope of its newest open
         incident (or of its application in force)."""
         if self.last_table == "incidents" and self.selected_incident is not None:
             incident = self.selected_incident
-            return self.runbook(incident["runbook"]), incident, incident["scope"]
+            return self.runbook(incident.runbook), incident, incident.scope
         runbook = self.runbook(self.selected_runbook_id)
         if runbook is None:
             return None, None, None
-        incident = next((i for i in self.incidents if i["runbook"] == runbook.id), None)
+        incident = next((i for i in self.incidents if i.runbook == runbook.id), None)
         if incident is not None:
-            return runbook, incident, incident["scope"]
+            return runbook, incident, incident.scope
         applied = self.applications_for(runbook.id)
-        return runbook, None, applied[-1]["scope"] if applied else None
+        return runbook, None, applied[-1].scope if applied else None
 
     # -- rendering ----------------------------------------------------------------------------------------------
 
@@ -254,10 +257,10 @@ class RunbooksView(View):
         table = self.incidents_table
         row = table.cursor_row
         if selected is not None:
-            row = next((n for n, i in enumerate(snapshot.incidents) if i["id"] == selected["id"]), row)
+            row = next((n for n, i in enumerate(snapshot.incidents) if i.id == selected.id), row)
         table.clear()
         for incident in snapshot.incidents:
-            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident)), key=incident["id"])
+            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident)), key=incident.id)
         if snapshot.incidents:
             table.move_cursor(row=min(max(row, 0), len(snapshot.incidents) - 1))
         rb_table = self.runbooks_table
@@ -278,9 +281,9 @@ class RunbooksView(View):
     def _selection_changed(self) -> None:
         runbook, incident, scope = self.target()
         self._show_detail(runbook, incident, scope)
-        key = (runbook.id if runbook else None, scope, incident["id"] if incident else None,
-               incident.get("updated") if incident else None,
-               self.snapshot.applications and tuple(a["id"] for a in self.snapshot.applications) if self.snapshot
+        key = (runbook.id if runbook else None, scope, incident.id if incident else None,
+               incident.updated if incident else None,
+               self.snapshot.applications and tuple(a.id for a in self.snapshot.applications) if self.snapshot
                else None)
         if runbook is not None and key != self._plan_key:
             self._plan_key = key  # the previous dry run stays until this one arrives (it is checked by target)
@@ -288,30 +291,30 @@ class RunbooksView(View):
                             group="runbook-plan", thread=True, exclusive=True, exit_on_error=False)
         self._update_hint()
 
-    def _show_detail(self, runbook: Any, incident: dict[str, Any] | None, scope: str | None) -> None:
+    def _show_detail(self, runbook: Any, incident: Incident | None, scope: str | None) -> None:
         now = self.ctx.clock()
         text = Text(end="")
         if incident is not None:
             incident_detail(text, incident, self.plan, now, suggested=self.suggested(incident))
         if runbook is None:
             if incident is not None:
-                text.append(f"runbook {printable(incident.get('runbook'))} is not in force on this store "
+                text.append(f"runbook {printable(incident.runbook)} is not in force on this store "
                             f"(removed or renamed?)\n", style="yellow")
             elif not self.runbooks:
                 text.append("No runbooks on this store.", style="dim")
         else:
             runbook_detail(text, runbook, scope, self.detection_state(runbook.id),
-                           self.applications_for(runbook.id, scope, incident["id"] if incident else None),
+                           self.applications_for(runbook.id, scope, incident.id if incident else None),
                            self.plan, now)
         self.query_one("#rb-detail", Static).update(text)
-        body_key = (runbook.id if runbook else None, incident["id"] if incident else None)
+        body_key = (runbook.id if runbook else None, incident.id if incident else None)
         if body_key != self._markdown_key:
             self._markdown_key = body_key
             body = ""
             if runbook is not None:
                 from console.commands.runbooks import fill_body
 
-                context = {**(incident.get("context") or {}), "scope": incident["scope"]} if incident else {}
+                context = {**(incident.context or {}), "scope": incident.scope} if incident else {}
                 body = fill_body(runbook.body, context).strip()
             self._show_markdown(body)
 
@@ -427,17 +430,17 @@ class RunbooksView(View):
                 return
 
             def work() -> str:
-                row = self.feed.incident_action(verb, incident["id"], text or None)
-                message = f"{past} {row['id']} as {self.ctx.operator}"
+                row = self.feed.incident_action(verb, incident.id, text or None)
+                message = f"{past} {row.id} as {self.ctx.operator}"
                 if verb == "resolve":
-                    still = self.applications_for(row["runbook"], incident_id=row["id"])
+                    still = self.applications_for(row.runbook, incident_id=row.id)
                     if still:
                         message += "; its runbook's actions are still in force: press b to roll them back"
                 return message
 
             self._act(verb, work)
 
-        self.app.push_screen(TextPrompt(f"{words.capitalize()} {incident['id']}", body, placeholder=placeholder,
+        self.app.push_screen(TextPrompt(f"{words.capitalize()} {incident.id}", body, placeholder=placeholder,
                                         required=verb != "ack", confirm=words), done)
 
     def action_ack(self) -> None:
@@ -482,7 +485,7 @@ class RunbooksView(View):
                                         placeholder="e.g. hierarchy:deal-desk", required=True,
                                         confirm="shows the dry run"), done)
 
-    def _confirm_apply(self, runbook: Any, incident: dict[str, Any] | None, scope: str) -> None:
+    def _confirm_apply(self, runbook: Any, incident: Incident | None, scope: str) -> None:
         async def go() -> None:
             plan = await self._plan_now(runbook, scope, incident)
             body = apply_prompt_body(runbook.id, scope, plan, self.ctx.operator)
@@ -506,7 +509,7 @@ class RunbooksView(View):
         self.run_worker(go(), name="runbook-apply-confirm", group="runbook-confirm", exclusive=True,
                         exit_on_error=False)
 
-    async def _plan_now(self, runbook: Any, scope: str, incident: dict[str, Any] | None) -> Plan:
+    async def _plan_now(self, runbook: Any, scope: str, incident: Incident | None) -> Plan:
         worker = self.run_worker(partial(self.feed.plan, runbook, scope, incident), name="runbook-confirm-plan",
                                  group="flightdeck-read", thread=True, exit_on_error=False)
         return await worker.wait()
@@ -518,14 +521,14 @@ class RunbooksView(View):
         if runbook is None and incident is None:
             self.notify("No runbook selected.", severity="warning", markup=False)
             return
-        runbook_id = runbook.id if runbook is not None else incident["runbook"]  # type: ignore[index]
-        applied = self.applications_for(runbook_id, scope, incident["id"] if incident else None)
+        runbook_id = runbook.id if runbook is not None else incident.runbook  # type: ignore[union-attr]
+        applied = self.applications_for(runbook_id, scope, incident.id if incident else None)
         if not applied:
             self.notify(f"Runbook {runbook_id} is not in force" + (f" on {scope}" if scope else "") +
                         ": nothing to roll back.", severity="warning", markup=False)
             return
         body = rollback_prompt_body(runbook_id, applied, self.ctx.operator)
-        ids = [int(a["id"]) for a in applied]
+        ids = [int(a.id) for a in applied]
 
         def done(reason: str | None) -> None:
             if not reason:

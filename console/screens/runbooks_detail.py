@@ -13,6 +13,7 @@ from console.widgets.safe import compact_json, printable
 
 if TYPE_CHECKING:
     from console.views_data.runbooks_feed import Plan
+    from engine.store.control_rows import Incident, RunbookApplication
 
 SEVERITY_STYLE = {"sev1": "bold white on red", "sev2": "bold red", "sev3": "bold yellow", "sev4": ""}
 
@@ -57,45 +58,45 @@ def entry_text(entry: dict[str, Any]) -> str:
     return compact_json(entry, limit=120)
 
 
-def incident_detail(text: Text, incident: dict[str, Any], plan: Plan | None, now: float, *, suggested: bool) -> None:
+def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: float, *, suggested: bool) -> None:
     """The selected incident: severity, state, what fired, who acknowledged it, and its newest time line entries
     (carried by the dry run `plan` when it is this incident's)."""
-    sev = str(incident.get("severity"))
-    text.append(f"{printable(incident['id'])} ", style="bold")
+    sev = str(incident.severity)
+    text.append(f"{printable(incident.id)} ", style="bold")
     text.append(f" {sev} ", style=SEVERITY_STYLE.get(sev, "bold"))
-    text.append(f" {printable(incident.get('status'))}  ")
-    text.append("FIRING" if incident.get("firing") else "signal quiet",
-                style="bold red" if incident.get("firing") else "green")
-    text.append(f"\n{printable(incident.get('title'), limit=200)}\n")
-    text.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
-    opened = incident.get("opened") or now
+    text.append(f" {printable(incident.status)}  ")
+    text.append("FIRING" if incident.firing else "signal quiet",
+                style="bold red" if incident.firing else "green")
+    text.append(f"\n{printable(incident.title, limit=200)}\n")
+    text.append(f"runbook {printable(incident.runbook)} on {printable(incident.scope)}\n")
+    opened = incident.opened or now
     text.append(f"opened {clock_time(opened)} ({compact_age(now - opened)} ago) · fired "
-                f"{incident.get('fired') or 1} time(s)\n")
-    fired = readings_text(incident.get("signals"), limit=300)
-    last = readings_text(incident.get("last_signals"), limit=300)
+                f"{incident.fired or 1} time(s)\n")
+    fired = readings_text(incident.signals, limit=300)
+    last = readings_text(incident.last_signals, limit=300)
     if fired:
         text.append(f"fired on: {fired}\n")
     if last and last != fired:
         text.append(f"now: {last}\n")
-    if incident.get("acknowledged_by"):
-        text.append(f"acknowledged by {printable(incident.get('acknowledged_by'), limit=40)} at "
-                    f"{clock_time(incident.get('acknowledged'))}\n")
+    if incident.acknowledged_by:
+        text.append(f"acknowledged by {printable(incident.acknowledged_by, limit=40)} at "
+                    f"{clock_time(incident.acknowledged)}\n")
     else:
         text.append("not acknowledged: press a\n", style="bold yellow")
     if suggested:
         text.append("suggested: press p to apply (you see the dry run first)\n", style="bold magenta")
-    if plan is not None and plan.incident_id == incident["id"] and plan.timeline:
+    if plan is not None and plan.incident_id == incident.id and plan.timeline:
         text.append("time line (newest first):\n", style="bold")
         for entry in plan.timeline:
-            text.append(f"  {clock_time(entry.get('ts'))} ", style="dim")
-            text.append(f"{printable(entry.get('kind'), limit=14):<13}")
-            text.append(f"{printable(entry.get('actor'), limit=24)}: ", style="bold")
-            text.append(printable(entry.get("text"), limit=90) + "\n")
+            text.append(f"  {clock_time(entry.ts)} ", style="dim")
+            text.append(f"{printable(entry.kind, limit=14):<13}")
+            text.append(f"{printable(entry.actor, limit=24)}: ", style="bold")
+            text.append(printable(entry.text, limit=90) + "\n")
     text.append("\n")
 
 
 def runbook_detail(text: Text, runbook: Any, scope: str | None, state: tuple[str, str],
-                   applied: list[dict[str, Any]], plan: Plan | None, now: float) -> None:
+                   applied: list[RunbookApplication], plan: Plan | None, now: float) -> None:
     """The selected runbook: what it detects, its applications in force, and the dry run of applying it to
     `scope` (`plan`, computed on a worker; "computing…" until it is this runbook's)."""
     spec = runbook.spec
@@ -108,8 +109,8 @@ def runbook_detail(text: Text, runbook: Any, scope: str | None, state: tuple[str
     for condition in spec.detect:
         text.append(f"  - {printable(condition.describe(), limit=120)}\n")
     for app in applied:
-        text.append(f"in force: application #{app['id']} by {printable(app.get('actor'), limit=30)} "
-                    f"({compact_age(now - (app.get('applied') or now))} ago): b rolls it back\n",
+        text.append(f"in force: application #{app.id} by {printable(app.actor, limit=30)} "
+                    f"({compact_age(now - (app.applied or now))} ago): b rolls it back\n",
                     style="bold yellow")
     text.append("\n")
     text.append(f"dry run on {printable(scope) if scope else '(no scope)'}:\n", style="bold")
@@ -127,24 +128,24 @@ def runbook_detail(text: Text, runbook: Any, scope: str | None, state: tuple[str
             text.append("  nothing to change\n", style="dim")
 
 
-def incident_row(incident: dict[str, Any], now: float, *, suggested: bool) -> tuple[Any, ...]:
+def incident_row(incident: Incident, now: float, *, suggested: bool) -> tuple[Any, ...]:
     """The incidents table's cells for one incident (columns INCIDENT ... ACK BY)."""
-    sev = str(incident.get("severity") or "")
-    firing = bool(incident.get("firing"))
-    status = str(incident.get("status") or "")
+    sev = str(incident.severity or "")
+    firing = bool(incident.firing)
+    status = str(incident.status or "")
     status_text = Text(status, style="bold yellow" if status == "open" else "")
     if suggested:
         status_text = Text(("acked" if status == "acknowledged" else status) + "·suggest", style="bold magenta")
     return (
-        Text(printable(incident["id"], limit=16), style="bold"),
+        Text(printable(incident.id, limit=16), style="bold"),
         Text(printable(sev, limit=6), style=SEVERITY_STYLE.get(sev, "")),
         status_text,
         Text("FIRING", style="bold red") if firing else Text("quiet", style="green"),
-        printable(incident.get("runbook"), limit=40),
-        printable(incident.get("scope"), limit=60),
-        readings_text(incident.get("signals") or incident.get("last_signals")),
-        compact_age(now - (incident.get("opened") or now)),
-        printable(incident.get("acknowledged_by"), limit=30) if incident.get("acknowledged_by")
+        printable(incident.runbook, limit=40),
+        printable(incident.scope, limit=60),
+        readings_text(incident.signals or incident.last_signals),
+        compact_age(now - (incident.opened or now)),
+        printable(incident.acknowledged_by, limit=30) if incident.acknowledged_by
         else Text("-", style="dim"))
 
 
@@ -158,11 +159,11 @@ def runbook_row(runbook: Any, state: tuple[str, str]) -> tuple[Any, ...]:
             printable(", ".join(c.describe() for c in spec.detect), limit=120))
 
 
-def title_text(incidents: list[dict[str, Any]], runbook_count: int, *, read_only: bool,
+def title_text(incidents: list[Incident], runbook_count: int, *, read_only: bool,
                problem: str | None) -> Text:
     """The view's two title lines: counts (open, firing, not acknowledged), then the problem or the keys."""
-    firing = [i for i in incidents if i.get("firing")]
-    unacked = [i for i in incidents if i.get("status") == "open"]
+    firing = [i for i in incidents if i.firing]
+    unacked = [i for i in incidents if i.status == "open"]
     title = Text(end="")
     title.append("RUNBOOKS & INCIDENTS ", style="bold")
     if not incidents:
@@ -188,11 +189,11 @@ def title_text(incidents: list[dict[str, Any]], runbook_count: int, *, read_only
 
 # -- the prompts' bodies ----------------------------------------------------------------------------------------
 
-def incident_prompt_body(incident: dict[str, Any], operator: str) -> Text:
+def incident_prompt_body(incident: Incident, operator: str) -> Text:
     body = Text(end="")
-    body.append(f"{incident['id']} · {incident.get('severity')} · {incident.get('status')} · "
-                f"{printable(incident.get('title'), limit=120)}\n")
-    body.append(f"runbook {printable(incident.get('runbook'))} on {printable(incident.get('scope'))}\n")
+    body.append(f"{incident.id} · {incident.severity} · {incident.status} · "
+                f"{printable(incident.title, limit=120)}\n")
+    body.append(f"runbook {printable(incident.runbook)} on {printable(incident.scope)}\n")
     body.append(f"You act as {printable(operator, limit=30)}; this is written to the audit log.", style="dim")
     return body
 
@@ -223,14 +224,14 @@ def apply_prompt_body(runbook_id: str, scope: str, plan: Plan, operator: str) ->
     return body
 
 
-def rollback_prompt_body(runbook_id: str, applied: list[dict[str, Any]], operator: str) -> Text:
+def rollback_prompt_body(runbook_id: str, applied: list[RunbookApplication], operator: str) -> Text:
     """What rolling back restores, per application in force."""
     body = Text(end="")
     body.append(f"Rolling back {runbook_id} restores exactly what it replaced:\n", style="bold")
     for app in applied:
-        body.append(f"application #{app['id']} on {printable(app.get('scope'))} by "
-                    f"{printable(app.get('actor'), limit=30)}:\n")
-        for entry in app.get("actions") or []:
+        body.append(f"application #{app.id} on {printable(app.scope)} by "
+                    f"{printable(app.actor, limit=30)}:\n")
+        for entry in app.actions or []:
             if isinstance(entry, dict):
                 body.append(f"  - {printable(entry_text(entry), limit=200)}\n")
     body.append("\nAnything changed by someone since is left as it is (and reported).\n", style="dim")
@@ -238,24 +239,24 @@ def rollback_prompt_body(runbook_id: str, applied: list[dict[str, Any]], operato
     return body
 
 
-def hint_text(incidents: list[dict[str, Any]], suggested: Callable[[dict[str, Any]], bool],
-              selected: dict[str, Any] | None) -> str:
+def hint_text(incidents: list[Incident], suggested: Callable[[Incident], bool],
+              selected: Incident | None) -> str:
     """The status bar's hint: the most urgent thing to do (an unacknowledged sev1/sev2 that is firing, a suggested
     runbook), else what the keys do for the selected incident (`selected`: None when the runbooks table is used)."""
-    urgent = [i for i in incidents if i.get("firing") and i.get("status") == "open"
-              and i.get("severity") in ("sev1", "sev2")]
+    urgent = [i for i in incidents if i.firing and i.status == "open"
+              and i.severity in ("sev1", "sev2")]
     if urgent:
         i = urgent[0]
-        return (f"{i['severity']} {i['id']} ({i['runbook']} on {i['scope']}) is firing and not acknowledged: "
+        return (f"{i.severity} {i.id} ({i.runbook} on {i.scope}) is firing and not acknowledged: "
                 f"select it and press a.")
     suggestions = [i for i in incidents if suggested(i)]
     if suggestions:
         i = suggestions[0]
-        return f"Runbook {i['runbook']} is suggested for {i['scope']}: press p to see the dry run and apply it."
+        return f"Runbook {i.runbook} is suggested for {i.scope}: press p to see the dry run and apply it."
     if selected is not None:
-        if selected.get("status") == "open":
-            return f"{selected['id']}: a acknowledges · n adds a note · R resolves · p applies its runbook."
-        return f"{selected['id']}: R resolves it when it is over · n adds a note · b rolls back its runbook."
+        if selected.status == "open":
+            return f"{selected.id}: a acknowledges · n adds a note · R resolves · p applies its runbook."
+        return f"{selected.id}: R resolves it when it is over · n adds a note · b rolls back its runbook."
     if not incidents:
         return "Nothing is on fire. Select a runbook to read it and see what applying it would change."
     return "Select an incident (tab) for its runbook; p applies, b rolls back."

@@ -11,13 +11,14 @@ from engine.controls.audit import newest_id as newest_audit_id
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
+    from engine.store.control_rows import AuditEntry
 
 PAGE = 100
 
 
 @dataclass(slots=True)
 class AuditPage:
-    rows: list[dict[str, Any]]
+    rows: list[AuditEntry]
     before_id: int | None  # the page shown: rows with id < before_id (None: the newest)
     newest_id: int | None
     total: int

@@ -12,24 +12,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
+    from engine.store.control_rows import Incident, IncidentNote, RunbookApplication
 
 TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
 
 SEVERITY_ORDER = {"sev1": 0, "sev2": 1, "sev3": 2, "sev4": 3}
 
 
-def sort_incidents(incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sort_incidents(incidents: list[Incident]) -> list[Incident]:
     """What is on fire first: firing before quiet, not acknowledged before acknowledged, then by severity, then
     newest first."""
-    return sorted(incidents, key=lambda i: (not i.get("firing"), i.get("status") != "open",
-                                            SEVERITY_ORDER.get(str(i.get("severity")), 9), -(i.get("opened") or 0)))
+    return sorted(incidents, key=lambda i: (not i.firing, i.status != "open",
+                                            SEVERITY_ORDER.get(i.severity, 9), -(i.opened or 0)))
 
 
-def scope_context(incident: dict[str, Any] | None, scope: str) -> dict[str, Any]:
+def scope_context(incident: Incident | None, scope: str) -> dict[str, Any]:
     """The placeholders for a runbook applied to `scope`, as `flightdeck runbooks apply` fills them."""
     from console.commands.runbooks import parse_scope
 
-    context: dict[str, Any] = dict((incident or {}).get("context") or {})
+    context: dict[str, Any] = dict(incident.context or {}) if incident is not None else {}
     kind, target = parse_scope(scope, field="scope")
     label = "global" if kind == "global" else f"{kind}:{target}"
     context["scope"] = label
@@ -40,9 +41,9 @@ def scope_context(incident: dict[str, Any] | None, scope: str) -> dict[str, Any]
 
 @dataclass(slots=True)
 class RunbooksSnapshot:
-    incidents: list[dict[str, Any]]
+    incidents: list[Incident]
     runbooks: list[Any]
-    applications: list[dict[str, Any]]
+    applications: list[RunbookApplication]
     problem: str | None = None  # the runbooks could not be loaded (shown, the incidents still are)
 
 
@@ -53,7 +54,7 @@ class Plan:
     incident_id: str | None
     steps: list[Any]
     error: str | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)  # the incident's newest time line entries
+    timeline: list[IncidentNote] = field(default_factory=list)  # the incident's newest time line entries
 
 
 @dataclass(slots=True)
@@ -78,7 +79,7 @@ class RunbooksFeed:
                 except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
                     self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
             incidents = list_incidents(self.ctx.store_dir, active_only=True, limit=200)
-            applications: list[dict[str, Any]] = []
+            applications: list[RunbookApplication] = []
             db = self.ctx.source.control()
             if db is not None:
                 try:
@@ -87,8 +88,8 @@ class RunbooksFeed:
                 except Exception as exc:  # a control.db from before runbooks: no applications
                     if "no such table" not in str(exc):
                         raise
-            key = (tuple((i["id"], i.get("updated"), i.get("status"), i.get("firing")) for i in incidents),
-                   tuple(a["id"] for a in applications), self.problem)
+            key = (tuple((i.id, i.updated, i.status, i.firing) for i in incidents),
+                   tuple(a.id for a in applications), self.problem)
             if key == self.seen:
                 return None
             self.seen = key
@@ -99,12 +100,12 @@ class RunbooksFeed:
 
     # -- the dry run and the actions (worker threads) ---------------------------------------------------------
 
-    def plan(self, runbook: Any, scope: str | None, incident: dict[str, Any] | None) -> Plan:
+    def plan(self, runbook: Any, scope: str | None, incident: Incident | None) -> Plan:
         from console.commands.runbooks import running_runs
         from engine.runbooks import actions
         from engine.store.files import CONTROL_DB, connect
 
-        incident_id = incident["id"] if incident else None
+        incident_id = incident.id if incident else None
         if scope is None:
             return Plan(runbook.id, None, incident_id, [],
                         error="no open incident to take a scope from: p asks for one")
@@ -115,7 +116,7 @@ class RunbooksFeed:
         conn = connect(path, read_only=True)
         try:
             steps = actions.plan(runbook, context, conn, running_runs(self.ctx.store_dir))
-            timeline: list[dict[str, Any]] = []
+            timeline: list[IncidentNote] = []
             if incident_id is not None:
                 from engine.controls.incidents import recent_events
 
@@ -124,7 +125,7 @@ class RunbooksFeed:
             conn.close()
         return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)
 
-    def incident_action(self, verb: str, incident_id: str, text: str | None) -> dict[str, Any]:
+    def incident_action(self, verb: str, incident_id: str, text: str | None) -> Incident:
         from engine.runbooks.incidents import IncidentStore
         from engine.store.control import ControlDB
 
@@ -138,7 +139,7 @@ class RunbooksFeed:
         finally:
             store.db.close()
 
-    def apply(self, runbook: Any, scope: str, incident: dict[str, Any] | None, reason: str) -> Any:
+    def apply(self, runbook: Any, scope: str, incident: Incident | None, reason: str) -> Any:
         from console.commands.runbooks import running_runs
         from engine.controls.api import ControlAPI
         from engine.runbooks import actions
@@ -150,7 +151,7 @@ class RunbooksFeed:
             with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
                 return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
                                      running_runs=running_runs(self.ctx.store_dir),
-                                     incident_id=incident["id"] if incident else None)
+                                     incident_id=incident.id if incident else None)
         finally:
             db.close()
 

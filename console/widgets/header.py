@@ -15,7 +15,7 @@ thread and returns a SlotValue, and register it (replacing the "n/a" placeholder
         pending = ControlAPI(...).pending_approvals()       # whatever the feature's read API is
         if not pending:
             return SlotValue("none pending", "ok")
-        left = min(p["deadline"] for p in pending) - ctx.now
+        left = min(p.deadline for p in pending) - ctx.now
         level = "crit" if left < 60 else "warn"
         return SlotValue(f"{len(pending)} pending, oldest {int(left)}s left", level,
                          short=f"{len(pending)} ({int(left)}s)",
@@ -127,15 +127,15 @@ def _engines(ctx: HeaderContext) -> SlotValue:
     engines = ctx.control.list_engines()
     # Liveness by the console's clock (list_engines computes it by control.db's): a fixed clock in tests, and one
     # notion of "now" on screen.
-    running = [e for e in engines if e.get("stopped") is None]
-    alive = [e for e in running if ctx.now - float(e.get("heartbeat") or 0) <= STALE_AFTER_S]
+    running = [e for e in engines if e.stopped is None]
+    alive = [e for e in running if ctx.now - float(e.heartbeat or 0) <= STALE_AFTER_S]
     stale = [e for e in running if e not in alive]
     active = ctx.cache.get("runs", {}).get("active", 0)
     if stale:
         who = stale[0]
-        since = max(0.0, ctx.now - float(who.get("heartbeat") or ctx.now))
+        since = max(0.0, ctx.now - float(who.heartbeat or ctx.now))
         return SlotValue(f"{len(alive)} alive, {len(stale)} STALE", "crit", short=f"{len(alive)} ok {len(stale)} STALE",
-                         alarm=f"Engine pid {who.get('pid')} on {printable(who.get('host'), limit=30)} has sent no "
+                         alarm=f"Engine pid {who.pid} on {printable(who.host, limit=30)} has sent no "
                                f"heartbeat for {since:.0f}s: check that process (hung or killed).")
     if not alive:
         if active:

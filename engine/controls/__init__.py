@@ -17,6 +17,8 @@ package that reads or writes control.db's control tables; its DDL is the store's
 - preview.py        what a kill switch would stop, read from traces.db
 - terminate.py      SIGTERM-then-SIGKILL for an engine whose event loop no longer answers
 
+What these return are typed rows (engine.store.control_rows: frozen dataclasses, `as_dict()` for JSON), not dicts.
+
 Exports are imported eagerly: the store no longer imports this package (schema v4's data step is the store's own,
 engine.store.control_binding), so there is no import cycle to break, and the console's start imports none of it
 (measured: `import engine.controls` with every export is ~50 ms, paid only by commands that use the control plane).

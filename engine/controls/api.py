@@ -8,8 +8,9 @@ control.db has many writer processes; SQLite's write lock serializes them (busy_
 failing), and every state change is additionally a conditional UPDATE (`... WHERE status = 'pending'`, `... WHERE
 released IS NULL`) so that "exactly one decision wins" holds even if a future caller forgets the transaction.
 
-Rows come back as plain dicts, one key per column. JSON columns come back parsed: approvals' `arguments` and
-`edited_arguments`, budget_overrides' `limits`, audit's `before` and `after`.
+Rows come back typed (engine.store.control_rows: frozen dataclasses, one field per column; `as_dict()` for JSON).
+JSON columns come back parsed: approvals' `arguments` and `edited_arguments`, budget_overrides' `limits`, audit's
+`before` and `after`.
 
 Engine side: the engine constructs `ControlAPI(store_dir, f"engine:{engine_id}", db=store.control)` to share its
 ControlDB, polls `data_version()` and calls `snapshot()` when it changes, acknowledges what it applied (acks are not
@@ -54,8 +55,21 @@ from engine.controls.validate import (
 )
 from engine.errors import InputError, StoreError
 from engine.store.control import BUSY_TIMEOUT_S, ControlDB
+from engine.store.control_rows import (
+    BOUND_ROW_TYPES,
+    Approval,
+    ApprovalExpiry,
+    AuditEntry,
+    BreakerOverride,
+    BudgetOverride,
+    ControlRow,
+    EngineStatus,
+    FlagSetting,
+    KillSwitch,
+    KillSwitchSet,
+)
 from engine.store.files import CONTROL_DB, connect, ensure_store_dir, translate_sqlite_error
-from engine.store.rows import fetch_rows
+from engine.store.rows import fetch_typed
 
 # The public face: callers import these from here (the names that lived in this module before the split).
 __all__ = [
@@ -69,12 +83,6 @@ __all__ = [
     "flag_scope_label",
     "switch_label",
 ]
-
-# Tables whose rows carry the hash of their audit row (engine.controls.binding), with how their JSON is decoded.
-_BOUND_DECODERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "kill_switches": dict, "flags": dict, "approvals": approvals.decode, "breaker_overrides": dict,
-    "budget_overrides": overrides.decode_budget}
-
 
 class ControlAPI:
     """control.db for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
@@ -178,7 +186,7 @@ class ControlAPI:
     # -- kill switches -----------------------------------------------------------------------------------------
 
     def set_kill(self, scope: str, target: str | None, mode: str, reason: str,
-                 run_id: str | None = None) -> dict[str, Any]:
+                 run_id: str | None = None) -> KillSwitchSet:
         """Set a kill switch (kill: stop now; drain: finish in-flight calls, start nothing new; pause: hold at the
         next step). An identical active switch is returned as is (`already_active` True), never duplicated."""
         scope = choice(scope, KILL_SCOPES, "scope")
@@ -189,13 +197,13 @@ class ControlAPI:
         with self.transaction() as conn:
             existing = kill_switches.find_active(conn, scope, target, run_id, mode)
             if existing is not None:
-                return {**existing, "already_active": True}
+                return KillSwitchSet(**existing.as_dict(), already_active=True)
             row = kill_switches.create(conn, scope=scope, target=target, run_id=run_id, mode=mode, reason=reason,
                                        operator=self.operator, now=now)
-        return {**row, "already_active": False}
+        return KillSwitchSet(**row.as_dict(), already_active=False)
 
     def release(self, switch_id: int | None = None, *, scope: str | None = None, target: str | None = None,
-                run_id: str | None = None, reason: str) -> list[dict[str, Any]]:
+                run_id: str | None = None, reason: str) -> list[KillSwitch]:
         """Release one switch by id, or every active switch of a scope and target (any mode; for an agent
         without run_id, also those limited to a run). Each release is audited; all commit together."""
         reason = required_text(reason, "reason")
@@ -211,24 +219,24 @@ class ControlAPI:
                 if row is None:
                     raise ControlError(f"no kill switch #{switch_id} (see `flightdeck kill --help`; active ones are "
                                        f"listed by `flightdeck engines` and the console)")
-                if row["released"] is not None:
-                    raise ControlError(f"kill switch #{switch_id} was already released by {row['released_by']} at "
-                                       f"{clock_text(row['released'], now)}")
+                if row.released is not None:
+                    raise ControlError(f"kill switch #{switch_id} was already released by {row.released_by} at "
+                                       f"{clock_text(row.released, now)}")
                 rows = [row]
             else:
                 scope = choice(scope, KILL_SCOPES, "scope")
                 target, run_id = kill_switches.checked_target(scope, target, run_id)
                 rows = kill_switches.active_for(conn, scope, target, run_id)
                 if not rows:
-                    label = switch_label({"scope": scope, "target": target, "run_id": run_id})
+                    label = switch_label(scope, target, run_id)
                     raise ControlError(f"no active kill switch for {label}")
             return [kill_switches.release(conn, row, actor=self.operator, reason=reason, now=now) for row in rows]
 
-    def active_kill_switches(self) -> list[dict[str, Any]]:
+    def active_kill_switches(self) -> list[KillSwitch]:
         with self.read() as conn:
             return kill_switches.active(conn)
 
-    def kill_switch(self, switch_id: int) -> dict[str, Any]:
+    def kill_switch(self, switch_id: int) -> KillSwitch:
         (switch_id,) = whole_ids([switch_id], "id")
         with self.read() as conn:
             row = kill_switches.get(conn, switch_id)
@@ -239,7 +247,7 @@ class ControlAPI:
     # -- safe-mode flags ---------------------------------------------------------------------------------------
 
     def set_flag(self, name: str, value: Any, scope: str = "global", target: str | None = None, *,
-                 reason: str, source: str = "operator") -> dict[str, Any]:
+                 reason: str, source: str = "operator") -> FlagSetting:
         """Set a safe-mode flag. A flag already active at the same name, scope and target is cleared
         (cleared_by 'superseded') in the same transaction; the new row's previous_value is its value."""
         scope = choice(scope, FLAG_SCOPES, "scope")
@@ -253,7 +261,7 @@ class ControlAPI:
                                            operator=self.operator, now=now)
 
     def clear_flag(self, name: str, scope: str = "global", target: str | None = None, *, reason: str,
-                   source: str = "operator") -> dict[str, Any]:
+                   source: str = "operator") -> FlagSetting:
         """Clear an active flag; returns the cleared row (its `value` is what it was)."""
         scope = choice(scope, FLAG_SCOPES, "scope")
         name = validate_flag_name(name, scope)
@@ -268,7 +276,7 @@ class ControlAPI:
                                    f"(see `flightdeck safe-mode list`)")
             return flag_settings.clear(conn, old, reason=reason, source=source, operator=self.operator, now=now)
 
-    def rollback_flag(self, flag_id: int, *, reason: str, source: str = "operator") -> dict[str, Any] | None:
+    def rollback_flag(self, flag_id: int, *, reason: str, source: str = "operator") -> FlagSetting | None:
         """Undo one flag setting exactly: restore its previous_value (or clear it when there was none). Only while
         that row is still the active one; if someone has changed the flag since, nothing is touched and None is
         returned, because rolling back would overwrite their newer decision."""
@@ -280,30 +288,30 @@ class ControlAPI:
             row = flag_settings.get(conn, flag_id)
             if row is None:
                 raise ControlError(f"no flag #{flag_id}")
-            if row["cleared"] is not None:
+            if row.cleared is not None:
                 return None
-            if row["previous_value"] is None:
+            if row.previous_value is None:
                 return flag_settings.clear(conn, row, reason=reason, source=source, operator=self.operator, now=now)
-            return flag_settings.set_value(conn, row["name"], row["previous_value"], row["scope"], row["target"],
+            return flag_settings.set_value(conn, row.name, row.previous_value, row.scope, row.target,
                                            reason=reason, source=source, operator=self.operator, now=now)
 
-    def active_flags(self) -> list[dict[str, Any]]:
+    def active_flags(self) -> list[FlagSetting]:
         with self.read() as conn:
             return flag_settings.active_by_name(conn)
 
     # -- approvals: operator side ------------------------------------------------------------------------------
 
     def approve(self, approval_id: str, reason: str, *, edited_arguments: dict[str, Any] | None = None,
-                expected_args_hash: str | None = None) -> dict[str, Any]:
+                expected_args_hash: str | None = None) -> Approval:
         """Approve a pending request, optionally with edited arguments (a JSON object; the engine re-validates it
         against the tool's schema). See approvals.decide for what binds the decision to the request."""
         return self._decide(approval_id, "approved", reason, edited_arguments, expected_args_hash)
 
-    def deny(self, approval_id: str, reason: str, *, expected_args_hash: str | None = None) -> dict[str, Any]:
+    def deny(self, approval_id: str, reason: str, *, expected_args_hash: str | None = None) -> Approval:
         return self._decide(approval_id, "denied", reason, None, expected_args_hash)
 
     def _decide(self, approval_id: str, status: str, reason: str, edited: dict[str, Any] | None,
-                expected_hash: str | None) -> dict[str, Any]:
+                expected_hash: str | None) -> Approval:
         approval_id = required_text(approval_id, "approval")
         reason = required_text(reason, "reason")
         edited_json = None if edited is None else json_object(edited, "edited_arguments")
@@ -313,28 +321,28 @@ class ControlAPI:
             return approvals.decide(conn, approval_id, status, reason=reason, edited_json=edited_json,
                                     expected_hash=expected, operator=self.operator, now=now)
 
-    def pending_approvals(self) -> list[dict[str, Any]]:
+    def pending_approvals(self) -> list[Approval]:
         """Oldest first: the one waiting longest is the one closest to its deadline policy."""
         with self.read() as conn:
             return approvals.pending(conn)
 
-    def list_approvals(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_approvals(self, limit: int = 100) -> list[Approval]:
         """All approvals, whatever their status, newest request first."""
         with self.read() as conn:
             return approvals.newest(conn, limit)
 
-    def approval(self, approval_id: str) -> dict[str, Any]:
+    def approval(self, approval_id: str) -> Approval:
         with self.read() as conn:
             row = approvals.get(conn, approval_id)
         if row is None:
             raise ControlError(f"no approval {approval_id} (see `flightdeck approvals --all`)")
-        return approvals.decode(row)
+        return row
 
     # -- approvals: engine side --------------------------------------------------------------------------------
 
     def request_approval(self, run_id: str, span_id: str | None, agent: str, tool: str, arguments: Mapping[str, Any],
                          risk: str | None, reason: str | None, deadline_s: float, on_timeout: str,
-                         engine_id: str, *, actor: str | None = None) -> dict[str, Any]:
+                         engine_id: str, *, actor: str | None = None) -> Approval:
         """Record a tool call waiting for an operator. Returns the row (id 'ap-' + 8 hex digits, args_hash)."""
         run_id = required_text(run_id, "run_id")
         agent = required_text(agent, "agent")
@@ -356,7 +364,7 @@ class ControlAPI:
                                      engine_id=engine_id, actor=actor or f"engine:{engine_id}", now=now)
 
     def expire_approval(self, approval_id: str, *, now: float | None = None, actor: str | None = None,
-                        max_escalations: int | None = None) -> dict[str, Any]:
+                        max_escalations: int | None = None) -> ApprovalExpiry:
         """Apply the request's on_timeout policy once its deadline has passed. Returns the row plus `outcome`:
         'timed_out' (deny policy: status timed_out, a timeout, not a human denial), 'approved' (decided_by
         'timeout-policy'), 'escalated' (level + 1, deadline = now + twice the original window, still pending;
@@ -368,7 +376,7 @@ class ControlAPI:
             return approvals.expire(conn, approval_id, actor=actor, operator=self.operator,
                                     max_escalations=max_escalations, now=when)
 
-    def cancel_approvals_for_run(self, run_id: str, reason: str, *, actor: str | None = None) -> list[dict[str, Any]]:
+    def cancel_approvals_for_run(self, run_id: str, reason: str, *, actor: str | None = None) -> list[Approval]:
         """A killed (or ended) run's pending requests become cancelled; returns them."""
         run_id = required_text(run_id, "run_id")
         reason = required_text(reason, "reason")
@@ -403,7 +411,7 @@ class ControlAPI:
 
     # -- breakers and budgets ----------------------------------------------------------------------------------
 
-    def override_breaker(self, key: str, action: str, reason: str, *, source: str = "operator") -> dict[str, Any]:
+    def override_breaker(self, key: str, action: str, reason: str, *, source: str = "operator") -> BreakerOverride:
         """Ask the engine to force a breaker open, reset it to closed, or disable it (calls always pass).
         key is 'tool:NAME', 'model:NAME' or 'delegation:NAME'."""
         key = overrides.checked_breaker_key(required_text(key, "key"))
@@ -415,13 +423,13 @@ class ControlAPI:
             return overrides.create_breaker_override(conn, key, action, reason=reason, operator=self.operator,
                                                      source=source, actor=self.actor_for(source), now=now)
 
-    def breaker_overrides(self, limit: int = 100) -> list[dict[str, Any]]:
+    def breaker_overrides(self, limit: int = 100) -> list[BreakerOverride]:
         """Breaker overrides, newest first (applied or not)."""
         with self.read() as conn:
             return overrides.newest_breaker_overrides(conn, limit)
 
     def budget_change(self, run_id: str, limits: Mapping[str, Any], reason: str, *,
-                      source: str = "operator") -> dict[str, Any]:
+                      source: str = "operator") -> BudgetOverride:
         """New limits for a running run: {dimension: number}; None lifts that limit. Dimensions are those of
         engine.guardrails.budget.Dimension; counts must be whole numbers; nothing may be negative."""
         run_id = required_text(run_id, "run_id")
@@ -435,7 +443,7 @@ class ControlAPI:
 
     # -- audit and engines -------------------------------------------------------------------------------------
 
-    def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+    def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
         """Newest first; page with before_id (the smallest id you have seen)."""
         with self.read() as conn:
             return audit.newest(conn, limit, before_id)
@@ -456,12 +464,12 @@ class ControlAPI:
             return AuditVerification(False, result.rows, anchor.seq, problem, anchored_seq=anchor.seq)
         return replace(result, anchored_seq=anchor.seq)
 
-    def engines(self) -> list[dict[str, Any]]:
+    def engines(self) -> list[EngineStatus]:
         """Engines recorded in control.db, newest first, with `alive` and `stale` (no heartbeat for 5 s)."""
         return self._db.list_engines()
 
     def record_action(self, action: str, target: str | None, *, before: Any = None, after: Any = None,
-                      reason: str | None = None, actor: str | None = None) -> dict[str, Any]:
+                      reason: str | None = None, actor: str | None = None) -> AuditEntry:
         """An audit row for an action that is not a control.db change (a signal sent to an engine, a page)."""
         action = required_text(action, "action")
         with self.transaction() as conn:
@@ -486,20 +494,21 @@ class ControlAPI:
 
     # -- binding checks (engine.controls.binding) ---------------------------------------------------------------
 
-    def binding_problems(self, table: str, rows: Iterable[Mapping[str, Any]]) -> list[str | None]:
+    def binding_problems(self, table: str, rows: Iterable[ControlRow]) -> list[str | None]:
         """For each row of `table`: None if it is bound to an intact audit row recording its state, else what is
         wrong. One read transaction."""
         with self.read_transaction() as conn:
             return [binding.problem(conn, table, row) for row in rows]
 
-    def control_rows(self, table: str, ids: Iterable[Any]) -> dict[Any, dict[str, Any]]:
-        """Rows of a bound table by id (those that exist), decoded like snapshot rows."""
-        decode = _BOUND_DECODERS.get(table)
-        if decode is None:
+    def control_rows(self, table: str, ids: Iterable[Any]) -> dict[Any, ControlRow]:
+        """Rows of a bound table by id (those that exist), typed like snapshot rows."""
+        row_type = BOUND_ROW_TYPES.get(table)
+        if row_type is None:
             raise ValueError(f"not a control table: {table}")
         wanted = list(ids)
         if not wanted:
             return {}
         with self.read_transaction() as conn:
-            rows = fetch_rows(conn, f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(wanted))})", wanted)
-        return {row["id"]: decode(row) for row in rows}
+            rows = fetch_typed(conn, row_type, f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(wanted))})",
+                               wanted)
+        return {row.id: row for row in rows}

@@ -4,52 +4,40 @@ transaction as the changes it records."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Mapping
-from typing import Any
 
-from engine.store.rows import fetch_one, fetch_rows
-
-_JSON_COLUMNS = ("actions", "context", "rollback", "rollback_report")
+from engine.store.control_rows import RunbookApplication
+from engine.store.rows import fetch_one_typed, fetch_typed
 
 
-def decode_application(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy with the JSON columns (actions, context, rollback, rollback_report) parsed."""
-    out = dict(row)
-    for column in _JSON_COLUMNS:
-        if isinstance(out.get(column), str):
-            out[column] = json.loads(out[column])
-    return out
+def get(conn: sqlite3.Connection, application_id: int) -> RunbookApplication | None:
+    return fetch_one_typed(conn, RunbookApplication, "SELECT * FROM runbook_applications WHERE id = ?",
+                           (application_id,))
 
 
-def get(conn: sqlite3.Connection, application_id: int) -> dict[str, Any] | None:
-    """The raw row (JSON columns as text)."""
-    return fetch_one(conn, "SELECT * FROM runbook_applications WHERE id = ?", (application_id,))
+def get_in_force(conn: sqlite3.Connection, application_id: int) -> RunbookApplication | None:
+    """The application, if it has not been rolled back."""
+    return fetch_one_typed(conn, RunbookApplication, "SELECT * FROM runbook_applications WHERE id = ? AND "
+                                                     "rolled_back IS NULL", (application_id,))
 
 
-def get_in_force(conn: sqlite3.Connection, application_id: int) -> dict[str, Any] | None:
-    """The raw row, if it has not been rolled back."""
-    return fetch_one(conn, "SELECT * FROM runbook_applications WHERE id = ? AND rolled_back IS NULL",
-                     (application_id,))
+def in_force_for(conn: sqlite3.Connection, runbook: str, scope: str) -> RunbookApplication | None:
+    """The newest application of `runbook` to `scope` not rolled back, if any."""
+    return fetch_one_typed(conn, RunbookApplication, "SELECT * FROM runbook_applications WHERE rolled_back IS NULL "
+                                                     "AND runbook = ? AND scope = ? ORDER BY id DESC LIMIT 1",
+                           (runbook, scope))
 
 
-def in_force_for(conn: sqlite3.Connection, runbook: str, scope: str) -> dict[str, Any] | None:
-    """The newest application of `runbook` to `scope` not rolled back (raw), if any."""
-    return fetch_one(conn, "SELECT * FROM runbook_applications WHERE rolled_back IS NULL AND runbook = ? AND "
-                           "scope = ? ORDER BY id DESC LIMIT 1", (runbook, scope))
+def in_force(conn: sqlite3.Connection) -> list[RunbookApplication]:
+    """Every application not rolled back, oldest first."""
+    return fetch_typed(conn, RunbookApplication, "SELECT * FROM runbook_applications WHERE rolled_back IS NULL "
+                                                 "ORDER BY id")
 
 
-def in_force(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every application not rolled back, oldest first, decoded."""
-    return [decode_application(r) for r in fetch_rows(
-        conn, "SELECT * FROM runbook_applications WHERE rolled_back IS NULL ORDER BY id")]
-
-
-def for_incident(conn: sqlite3.Connection, incident_id: str) -> list[dict[str, Any]]:
-    """The applications made for one incident, oldest first, decoded."""
-    return [decode_application(r) for r in fetch_rows(
-        conn, "SELECT * FROM runbook_applications WHERE incident_id = ? ORDER BY id", (incident_id,))]
+def for_incident(conn: sqlite3.Connection, incident_id: str) -> list[RunbookApplication]:
+    """The applications made for one incident, oldest first."""
+    return fetch_typed(conn, RunbookApplication, "SELECT * FROM runbook_applications WHERE incident_id = ? "
+                                                 "ORDER BY id", (incident_id,))
 
 
 def insert(conn: sqlite3.Connection, *, runbook: str, scope: str, incident_id: str | None, actor: str, reason: str,

@@ -8,11 +8,9 @@ are serialized, so it is gap-free and monotonic across processes, which wall-clo
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Mapping
 from typing import Any
 
 from engine.controls import audit
@@ -21,7 +19,8 @@ from engine.controls.errors import ControlError
 from engine.controls.labels import clock_text
 from engine.controls.validate import sha256_text
 from engine.errors import InputError, StoreError
-from engine.store.rows import fetch_one, fetch_rows
+from engine.store.control_rows import Approval, ApprovalAlert, ApprovalDeadline, ApprovalExpiry
+from engine.store.rows import fetch_one_typed, fetch_typed
 
 MIN_HASH_PREFIX = 8
 _HEX = re.compile(r"[0-9a-f]+")
@@ -32,31 +31,27 @@ LAST_DECIDED_SEQ_SQL = ("SELECT decided_seq FROM approvals WHERE decided_seq IS 
                         "ORDER BY decided_seq DESC LIMIT 1")
 
 
-def decode(row: dict[str, Any]) -> dict[str, Any]:
-    """`arguments` and `edited_arguments` parsed from their JSON text (in place; returns the row)."""
-    for column in ("arguments", "edited_arguments"):
-        if isinstance(row.get(column), str):
-            try:
-                row[column] = json.loads(row[column])
-            except ValueError:  # written by us, so never expected; still show the raw text rather than crash
-                pass
+def get(conn: sqlite3.Connection, approval_id: str) -> Approval | None:
+    """The row (`arguments` and `edited_arguments` parsed)."""
+    return fetch_one_typed(conn, Approval, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
+
+
+def _get(conn: sqlite3.Connection, approval_id: str) -> Approval:
+    """The row this transaction just wrote."""
+    row = get(conn, approval_id)
+    assert row is not None
     return row
 
 
-def get(conn: sqlite3.Connection, approval_id: str) -> dict[str, Any] | None:
-    """The raw row (JSON columns as text)."""
-    return fetch_one(conn, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
-
-
-def pending(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def pending(conn: sqlite3.Connection) -> list[Approval]:
     """Oldest first: the one waiting longest is the one closest to its deadline policy."""
-    return [decode(row) for row in fetch_rows(conn, PENDING_SQL)]
+    return fetch_typed(conn, Approval, PENDING_SQL)
 
 
-def newest(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+def newest(conn: sqlite3.Connection, limit: int) -> list[Approval]:
     """All approvals, whatever their status, newest request first."""
-    return [decode(row) for row in fetch_rows(
-        conn, "SELECT * FROM approvals ORDER BY requested DESC, rowid DESC LIMIT ?", (int(limit),))]
+    return fetch_typed(conn, Approval, "SELECT * FROM approvals ORDER BY requested DESC, rowid DESC LIMIT ?",
+                       (int(limit),))
 
 
 def last_decided_seq(conn: sqlite3.Connection) -> int:
@@ -75,31 +70,31 @@ def checked_hash_prefix(value: str | None) -> str | None:
     return text
 
 
-def settled_message(row: Mapping[str, Any], now: float) -> str:
-    when = clock_text(row["decided"], now)
-    status = row["status"]
+def settled_message(row: Approval, now: float) -> str:
+    when = clock_text(row.decided, now)
+    status = row.status
     if status == "timed_out":
-        return f"approval {row['id']} expired at {when} and was denied by its timeout policy"
+        return f"approval {row.id} expired at {when} and was denied by its timeout policy"
     if status == "cancelled":
-        return f"approval {row['id']} was cancelled at {when} ({row['decision_reason']})"
-    return f"approval {row['id']} was already {status} by {row['decided_by']} at {when}"
+        return f"approval {row.id} was cancelled at {when} ({row.decision_reason})"
+    return f"approval {row.id} was already {status} by {row.decided_by} at {when}"
 
 
 def decide(conn: sqlite3.Connection, approval_id: str, status: str, *, reason: str, edited_json: str | None,
-           expected_hash: str | None, operator: str, now: float) -> dict[str, Any]:
+           expected_hash: str | None, operator: str, now: float) -> Approval:
     """A decision binds to exactly one request: it must still be pending, before its deadline (the engine may not
     have expired it yet, so `now` is compared here), and, with expected_hash, for the arguments the operator saw."""
     row = get(conn, approval_id)
     if row is None:
         raise ControlError(f"no approval {approval_id} (see `flightdeck approvals --all`)")
-    if row["status"] != "pending":
+    if row.status != "pending":
         raise ControlError(settled_message(row, now))
-    if now >= row["deadline"]:
-        raise ControlError(f"approval {approval_id} expired at {clock_text(row['deadline'], now)}; it is "
-                           f"too late to decide (on timeout the engine will {row['on_timeout']})")
-    if expected_hash is not None and not row["args_hash"].startswith(expected_hash):
+    if now >= row.deadline:
+        raise ControlError(f"approval {approval_id} expired at {clock_text(row.deadline, now)}; it is "
+                           f"too late to decide (on timeout the engine will {row.on_timeout})")
+    if expected_hash is not None and not row.args_hash.startswith(expected_hash):
         raise ControlError(f"approval {approval_id}: arguments changed since you looked (hash "
-                           f"{row['args_hash'][:12]}, you expected {expected_hash[:12]}); review it again "
+                           f"{row.args_hash[:12]}, you expected {expected_hash[:12]}); review it again "
                            f"with `flightdeck approvals`")
     seq = last_decided_seq(conn) + 1
     cursor = conn.execute(
@@ -108,16 +103,16 @@ def decide(conn: sqlite3.Connection, approval_id: str, status: str, *, reason: s
         (status, now, operator, reason, edited_json, seq, approval_id))
     if cursor.rowcount != 1:  # cannot happen under the write lock; kept so the rule never depends on it
         raise ControlError(settled_message(get(conn, approval_id) or row, now))
-    after = decode(get(conn, approval_id) or {})
+    after = _get(conn, approval_id)
     action = "edit_approve" if edited_json is not None else ("approve" if status == "approved" else "deny")
-    audit_after: dict[str, Any] = {"status": status, "args_hash": row["args_hash"]}
+    audit_after: dict[str, Any] = {"status": status, "args_hash": row.args_hash}
     if edited_json is not None:
-        audit_after["edited_arguments"] = after["edited_arguments"]
+        audit_after["edited_arguments"] = after.edited_arguments
         audit_after["edited_args_hash"] = sha256_text(edited_json)
     bind(conn, "approvals", approval_id,
          audit.append(conn, ts=now, actor=operator, action=action, target=approval_id,
-                      before={"status": "pending", "run_id": row["run_id"], "agent": row["agent"],
-                              "tool": row["tool"], "args_hash": row["args_hash"], "level": row["level"]},
+                      before={"status": "pending", "run_id": row.run_id, "agent": row.agent,
+                              "tool": row.tool, "args_hash": row.args_hash, "level": row.level},
                       after=audit_after, reason=reason))
     return after
 
@@ -133,8 +128,8 @@ def _new_id(conn: sqlite3.Connection) -> str:
 
 def request(conn: sqlite3.Connection, *, run_id: str, span_id: str | None, agent: str, tool: str, args_json: str,
             risk: str | None, reason: str | None, deadline_s: float, on_timeout: str, engine_id: str, actor: str,
-            now: float) -> dict[str, Any]:
-    """Record a validated request (id 'ap-' + 8 hex digits) with its bound audit row; returns the decoded row."""
+            now: float) -> Approval:
+    """Record a validated request (id 'ap-' + 8 hex digits) with its bound audit row; returns the row."""
     args_hash = sha256_text(args_json)
     approval_id = _new_id(conn)
     conn.execute(
@@ -143,84 +138,83 @@ def request(conn: sqlite3.Connection, *, run_id: str, span_id: str | None, agent
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending', ?)",
         (approval_id, run_id, span_id, agent, tool, args_json, args_hash, risk, reason, now,
          now + float(deadline_s), float(deadline_s), on_timeout, engine_id))
-    row = decode(get(conn, approval_id) or {})
+    row = _get(conn, approval_id)
     bind(conn, "approvals", approval_id,
          audit.append(conn, ts=now, actor=actor, action="approval_requested", target=approval_id,
                       after={"run_id": run_id, "span_id": span_id, "agent": agent, "tool": tool,
-                             "args_hash": args_hash, "risk": risk, "deadline": row["deadline"],
+                             "args_hash": args_hash, "risk": risk, "deadline": row.deadline,
                              "on_timeout": on_timeout},
                       reason=reason))
     return row
 
 
 def expire(conn: sqlite3.Connection, approval_id: str, *, actor: str | None, operator: str,
-           max_escalations: int | None, now: float) -> dict[str, Any]:
+           max_escalations: int | None, now: float) -> ApprovalExpiry:
     """Apply the request's on_timeout policy once its deadline has passed; the row plus `outcome` (see
     ControlAPI.expire_approval)."""
     row = get(conn, approval_id)
     if row is None:
         raise ControlError(f"no approval {approval_id}")
-    if row["status"] != "pending" or now < row["deadline"]:
-        return {**decode(row), "outcome": "unchanged"}
-    who = actor or (f"engine:{row['engine_id']}" if row["engine_id"] else operator)
+    if row.status != "pending" or now < row.deadline:
+        return ApprovalExpiry(**row.as_dict(), outcome="unchanged")
+    who = actor or (f"engine:{row.engine_id}" if row.engine_id else operator)
     guard = "WHERE id = ? AND status = 'pending' AND level = ? AND deadline <= ?"
-    guard_params = (approval_id, row["level"], now)
-    policy = row["on_timeout"]
-    if policy == "escalate" and max_escalations is not None and row["level"] >= max_escalations:
+    guard_params = (approval_id, row.level, now)
+    policy = row.on_timeout
+    if policy == "escalate" and max_escalations is not None and row.level >= max_escalations:
         policy = "deny"  # nobody answered at any level: a timeout, recorded as such
     if policy == "escalate":
-        deadline = now + 2 * row["window_s"]
+        deadline = now + 2 * row.window_s
         cursor = conn.execute(f"UPDATE approvals SET level = level + 1, deadline = ? {guard}",
                               (deadline, *guard_params))
         outcome, action = "escalated", "approval_escalated"
-        audit_after: dict[str, Any] = {"status": "pending", "level": row["level"] + 1, "deadline": deadline}
+        audit_after: dict[str, Any] = {"status": "pending", "level": row.level + 1, "deadline": deadline}
     else:
         status = "timed_out" if policy == "deny" else "approved"
         cursor = conn.execute(
             f"UPDATE approvals SET status = ?, decided = ?, decided_by = ?, decision_reason = ?, "
             f"decided_seq = ? {guard}",
             (status, now, TIMEOUT_POLICY_ACTOR,
-             f"no decision within {row['deadline'] - row['requested']:g}s (on_timeout: {policy})",
+             f"no decision within {row.deadline - row.requested:g}s (on_timeout: {policy})",
              last_decided_seq(conn) + 1, *guard_params))
         outcome, action = status, "approval_timeout"
         audit_after = {"status": status, "decided_by": TIMEOUT_POLICY_ACTOR, "policy": policy}
     if cursor.rowcount != 1:
-        return {**decode(row), "outcome": "unchanged"}
+        return ApprovalExpiry(**row.as_dict(), outcome="unchanged")
     bind(conn, "approvals", approval_id,
          audit.append(conn, ts=now, actor=who, action=action, target=approval_id,
-                      before={"status": "pending", "level": row["level"], "deadline": row["deadline"]},
+                      before={"status": "pending", "level": row.level, "deadline": row.deadline},
                       after=audit_after, reason=f"deadline passed (on_timeout: {policy})"))
-    after = decode(get(conn, approval_id) or {})
-    return {**after, "outcome": outcome}
+    return ApprovalExpiry(**_get(conn, approval_id).as_dict(), outcome=outcome)
 
 
 def cancel_for_run(conn: sqlite3.Connection, run_id: str, *, reason: str, actor: str,
-                   now: float) -> list[dict[str, Any]]:
+                   now: float) -> list[Approval]:
     """A killed (or ended) run's pending requests become cancelled; returns them."""
     cancelled = []
-    for row in fetch_rows(conn, "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY "
-                                "requested, rowid", (run_id,)):
+    for row in fetch_typed(conn, Approval, "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' "
+                                           "ORDER BY requested, rowid", (run_id,)):
         cursor = conn.execute(
             "UPDATE approvals SET status = 'cancelled', decided = ?, decided_by = ?, decision_reason = ?, "
             "decided_seq = ? WHERE id = ? AND status = 'pending'",
-            (now, actor, reason, last_decided_seq(conn) + 1, row["id"]))
+            (now, actor, reason, last_decided_seq(conn) + 1, row.id))
         if cursor.rowcount != 1:
             continue
-        bind(conn, "approvals", row["id"],
-             audit.append(conn, ts=now, actor=actor, action="approval_cancelled", target=row["id"],
+        bind(conn, "approvals", row.id,
+             audit.append(conn, ts=now, actor=actor, action="approval_cancelled", target=row.id,
                           before={"status": "pending", "run_id": run_id}, after={"status": "cancelled"},
                           reason=reason))
-        cancelled.append(decode(get(conn, row["id"]) or {}))
+        cancelled.append(_get(conn, row.id))
     return cancelled
 
 
-def pending_by_deadline(conn: sqlite3.Connection, limit: int = 1000) -> list[dict[str, Any]]:
+def pending_by_deadline(conn: sqlite3.Connection, limit: int = 1000) -> list[ApprovalDeadline]:
     """id, tool and deadline of pending requests, soonest deadline first (the console header's approvals slot)."""
-    return fetch_rows(conn, "SELECT id, tool, deadline FROM approvals WHERE status = 'pending' "
-                            "ORDER BY deadline LIMIT ?", (int(limit),))
+    return fetch_typed(conn, ApprovalDeadline, "SELECT id, tool, deadline FROM approvals "
+                                               "WHERE status = 'pending' ORDER BY deadline LIMIT ?", (int(limit),))
 
 
-def pending_alerts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def pending_alerts(conn: sqlite3.Connection) -> list[ApprovalAlert]:
     """id, agent, tool, deadline and risk of pending requests, oldest first (the console's approval alerts)."""
-    return fetch_rows(conn, "SELECT id, agent, tool, deadline, risk FROM approvals WHERE status = 'pending' "
-                            "ORDER BY requested, rowid")
+    return fetch_typed(conn, ApprovalAlert, "SELECT id, agent, tool, deadline, risk FROM approvals "
+                                            "WHERE status = 'pending' ORDER BY requested, rowid")

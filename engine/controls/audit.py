@@ -19,15 +19,19 @@ from typing import Any
 
 # The row format (how a row is hashed and decoded) is the store's, because schema v4's data step reads it too.
 from engine.store.audit_rows import canonical_json, decode_row, row_hash
-from engine.store.rows import fetch_rows, row_dicts
+from engine.store.control_rows import AuditEntry
+from engine.store.rows import TypedRow, fetch_typed, row_dicts
 
-__all__ = ["GENESIS", "AuditVerification", "append", "between", "canonical_json", "decode_row", "newest", "newest_id",
+__all__ = ["GENESIS", "AuditEntry", "AuditVerification", "append", "between", "canonical_json", "decode_row", "newest",
+           "newest_id",
            "row_hash", "verify_chain"]
 
 GENESIS = "0" * 64
 
 
 def _json_or_none(value: Any) -> str | None:
+    if isinstance(value, TypedRow):
+        value = value.as_dict()
     if isinstance(value, dict) and "audit_hash" in value:
         # A control row's link to its audit row (engine.controls.binding) is about the log, not part of the action
         # recorded: left out, so a row's record does not carry the hash of the row that recorded it before.
@@ -36,7 +40,7 @@ def _json_or_none(value: Any) -> str | None:
 
 
 def append(conn: sqlite3.Connection, *, ts: float, actor: str, action: str, target: str | None,
-           before: Any = None, after: Any = None, reason: str | None = None) -> dict[str, Any]:
+           before: Any = None, after: Any = None, reason: str | None = None) -> AuditEntry:
     """Insert the next chained row and return it. Call inside an open write transaction."""
     head = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
@@ -51,17 +55,16 @@ def append(conn: sqlite3.Connection, *, ts: float, actor: str, action: str, targ
     conn.execute("INSERT INTO audit (id, ts, actor, action, target, before, after, reason, prev_hash, hash) "
                  "VALUES (:id, :ts, :actor, :action, :target, :before, :after, :reason, :prev_hash, :hash)",
                  {**fields, "prev_hash": prev_hash, "hash": digest})
-    return decode_row({**fields, "prev_hash": prev_hash, "hash": digest})
+    row = {**fields, "prev_hash": prev_hash, "hash": digest}
+    return AuditEntry.from_row(list(row), list(row.values()))
 
 
-def newest(conn: sqlite3.Connection, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+def newest(conn: sqlite3.Connection, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
     """Decoded rows, newest first; page with before_id (the smallest id already seen)."""
     if before_id is None:
-        rows = fetch_rows(conn, "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))
-    else:
-        rows = fetch_rows(conn, "SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
-                          (int(before_id), int(limit)))
-    return [decode_row(row) for row in rows]
+        return fetch_typed(conn, AuditEntry, "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (int(limit),))
+    return fetch_typed(conn, AuditEntry, "SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+                       (int(before_id), int(limit)))
 
 
 def newest_id(conn: sqlite3.Connection) -> int | None:
@@ -70,10 +73,9 @@ def newest_id(conn: sqlite3.Connection) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-def between(conn: sqlite3.Connection, start: float, end: float) -> list[dict[str, Any]]:
+def between(conn: sqlite3.Connection, start: float, end: float) -> list[AuditEntry]:
     """Decoded rows with start <= ts <= end, in id order (a postmortem's window)."""
-    return [decode_row(row) for row in fetch_rows(conn, "SELECT * FROM audit WHERE ts >= ? AND ts <= ? ORDER BY id",
-                                                  (start, end))]
+    return fetch_typed(conn, AuditEntry, "SELECT * FROM audit WHERE ts >= ? AND ts <= ? ORDER BY id", (start, end))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,13 +22,13 @@ engine.store.control_binding, because schema v4's data step applies them while c
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.controls.schema import BOUND_TABLES
 from engine.store.audit_rows import decode_row, row_hash
 from engine.store.control_binding import MATCHERS, SUPERSEDED, TIMEOUT_POLICY_ACTOR, bind_existing
+from engine.store.control_rows import AuditEntry, ControlRow
 from engine.store.rows import fetch_one
 
 # bind_existing is re-exported: it is schema v4's entry in CONTROL_MIGRATIONS, and tests look it up by this name.
@@ -55,21 +55,21 @@ class Tampered:
         return f"{self.label} in control.db {self.problem}; not applied"
 
 
-def bind(conn: sqlite3.Connection, table: str, row_id: Any, audit_row: Mapping[str, Any]) -> None:
+def bind(conn: sqlite3.Connection, table: str, row_id: Any, audit_row: AuditEntry) -> None:
     """Record in the row which audit row describes its current state. Call in the transaction that appended it."""
     if table not in BOUND_TABLES:
         raise ValueError(f"not a bound table: {table}")
-    conn.execute(f"UPDATE {table} SET audit_hash = ? WHERE id = ?", (audit_row["hash"], row_id))
+    conn.execute(f"UPDATE {table} SET audit_hash = ? WHERE id = ?", (audit_row.hash, row_id))
 
 
 _AUDIT_BY_HASH = ("SELECT id, ts, actor, action, target, before, after, reason, prev_hash, hash FROM audit "
                   "WHERE hash = ? ORDER BY id LIMIT 1")
 
 
-def problem(conn: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> str | None:
+def problem(conn: sqlite3.Connection, table: str, row: ControlRow) -> str | None:
     """None if `row` (as read from `table`) is bound to an intact audit row recording exactly its state; else what
     is wrong, as a phrase ("has no audit entry")."""
-    digest = row.get("audit_hash")
+    digest = row.audit_hash
     if not digest:
         return "has no audit entry (it was written outside Flightdeck)"
     raw = fetch_one(conn, _AUDIT_BY_HASH, (digest,))
@@ -77,4 +77,5 @@ def problem(conn: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> str
         return f"points at audit entry {str(digest)[:12]}, which does not exist"
     if row_hash(raw["prev_hash"], raw) != raw["hash"]:
         return f"is bound to audit row {raw['id']}, which was altered"
-    return MATCHERS[table](row, decode_row(raw))
+    # The matching rules are the store's and read mappings (schema v4's data step applies them to raw rows).
+    return MATCHERS[table](row.as_dict(), decode_row(raw))

@@ -13,7 +13,8 @@ from engine.controls.binding import SUPERSEDED, bind
 from engine.controls.labels import TARGET_WORD, flag_scope_label
 from engine.controls.validate import actor_for, optional_text
 from engine.errors import InputError
-from engine.store.rows import fetch_one, fetch_rows
+from engine.store.control_rows import FlagSetting
+from engine.store.rows import fetch_one_typed, fetch_typed
 
 ACTIVE_SQL = "SELECT * FROM flags WHERE cleared IS NULL ORDER BY id"
 
@@ -27,57 +28,57 @@ def checked_target(scope: str, target: Any) -> str | None:
     return text
 
 
-def get(conn: sqlite3.Connection, flag_id: int) -> dict[str, Any] | None:
-    return fetch_one(conn, "SELECT * FROM flags WHERE id = ?", (flag_id,))
+def get(conn: sqlite3.Connection, flag_id: int) -> FlagSetting | None:
+    return fetch_one_typed(conn, FlagSetting, "SELECT * FROM flags WHERE id = ?", (flag_id,))
 
 
-def find_active(conn: sqlite3.Connection, name: str, scope: str, target: str | None) -> dict[str, Any] | None:
+def find_active(conn: sqlite3.Connection, name: str, scope: str, target: str | None) -> FlagSetting | None:
     """The active row of a flag at a scope and target (at most one: a unique partial index says so)."""
-    return fetch_one(conn, "SELECT * FROM flags WHERE cleared IS NULL AND name = ? AND scope = ? AND target IS ?",
-                     (name, scope, target))
+    return fetch_one_typed(conn, FlagSetting, "SELECT * FROM flags WHERE cleared IS NULL AND name = ? AND scope = ? "
+                           "AND target IS ?", (name, scope, target))
 
 
-def active_by_name(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return fetch_rows(conn, "SELECT * FROM flags WHERE cleared IS NULL ORDER BY name, scope, target")
+def active_by_name(conn: sqlite3.Connection) -> list[FlagSetting]:
+    return fetch_typed(conn, FlagSetting, "SELECT * FROM flags WHERE cleared IS NULL ORDER BY name, scope, target")
 
 
 def set_value(conn: sqlite3.Connection, name: str, value: str, scope: str, target: str | None, *, reason: str,
-              source: str, operator: str, now: float) -> dict[str, Any]:
+              source: str, operator: str, now: float) -> FlagSetting:
     """Set a validated flag. A flag already active at the same name, scope and target is cleared (cleared_by
     'superseded') first; the new row's previous_value is its value. Returns the new row."""
     old = find_active(conn, name, scope, target)
     if old is not None:
         # Cleared before the insert: the unique partial index allows one active row per flag.
         conn.execute("UPDATE flags SET cleared = ?, cleared_by = ?, clear_reason = ? WHERE id = ?",
-                     (now, SUPERSEDED, reason, old["id"]))
+                     (now, SUPERSEDED, reason, old.id))
     cursor = conn.execute(
         "INSERT INTO flags (name, value, scope, target, previous_value, source, reason, operator, created) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (name, value, scope, target, old["value"] if old else None, source, reason, operator, now))
+        (name, value, scope, target, old.value if old else None, source, reason, operator, now))
     row = get(conn, int(cursor.lastrowid or 0))
     assert row is not None
     entry = audit.append(conn, ts=now, actor=actor_for(source, operator), action="flag_set",
                          target=f"{name}@{flag_scope_label(scope, target)}",
-                         before=None if old is None else {"id": old["id"], "value": old["value"]}, after=row,
+                         before=None if old is None else {"id": old.id, "value": old.value}, after=row,
                          reason=reason)
-    bind(conn, "flags", row["id"], entry)
+    bind(conn, "flags", row.id, entry)
     if old is not None:  # the superseded row's record is its successor's flag_set (binding.py checks that)
-        bind(conn, "flags", old["id"], entry)
+        bind(conn, "flags", old.id, entry)
     return row
 
 
-def clear(conn: sqlite3.Connection, old: dict[str, Any], *, reason: str, source: str, operator: str,
-          now: float) -> dict[str, Any]:
+def clear(conn: sqlite3.Connection, old: FlagSetting, *, reason: str, source: str, operator: str,
+          now: float) -> FlagSetting:
     """Clear the active row `old` (as read in this transaction); returns the cleared row."""
     actor = actor_for(source, operator)
     conn.execute("UPDATE flags SET cleared = ?, cleared_by = ?, clear_reason = ? WHERE id = ? AND cleared IS NULL",
-                 (now, actor, reason, old["id"]))
-    row = get(conn, old["id"])
+                 (now, actor, reason, old.id))
+    row = get(conn, old.id)
     assert row is not None
-    bind(conn, "flags", old["id"],
+    bind(conn, "flags", old.id,
          audit.append(conn, ts=now, actor=actor, action="flag_cleared",
-                      target=f"{old['name']}@{flag_scope_label(old['scope'], old['target'])}", before=old,
-                      after={"id": old["id"], "value": None}, reason=reason))
+                      target=f"{old.name}@{flag_scope_label(old.scope, old.target)}", before=old,
+                      after={"id": old.id, "value": None}, reason=reason))
     return row
 
 
@@ -88,11 +89,11 @@ def acknowledge(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> int
     return cursor.rowcount
 
 
-def active(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def active(conn: sqlite3.Connection) -> list[FlagSetting]:
     """Active flags in id order (what the engine obeys, as the snapshot reads them)."""
-    return fetch_rows(conn, ACTIVE_SQL)
+    return fetch_typed(conn, FlagSetting, ACTIVE_SQL)
 
 
-def history(conn: sqlite3.Connection, name: str) -> list[dict[str, Any]]:
+def history(conn: sqlite3.Connection, name: str) -> list[FlagSetting]:
     """Every row of one flag, set or cleared, oldest first."""
-    return fetch_rows(conn, "SELECT * FROM flags WHERE name = ? ORDER BY id", (name,))
+    return fetch_typed(conn, FlagSetting, "SELECT * FROM flags WHERE name = ? ORDER BY id", (name,))

@@ -16,7 +16,7 @@ import builtins
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,26 +26,15 @@ from engine.controls import audit
 from engine.controls.validate import optional_text, required_text
 from engine.errors import StoreError
 from engine.store.control import ControlDB
+from engine.store.control_rows import Incident, IncidentEvent, IncidentNote, IncidentSummary
 from engine.store.files import translate_sqlite_error
-from engine.store.rows import fetch_rows
+from engine.store.rows import fetch_one_typed, fetch_rows, fetch_typed
 
-_JSON_COLUMNS = ("signals", "last_signals", "context", "suggested", "paged_targets")
 ACTIVE = ("open", "acknowledged")
 
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
-
-
-def decode_incident(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for column in _JSON_COLUMNS:
-        if isinstance(out.get(column), str):
-            try:
-                out[column] = json.loads(out[column])
-            except ValueError:
-                pass
-    return out
 
 
 def add_event(conn: sqlite3.Connection, incident_id: str, ts: float, kind: str, actor: str, text: str,
@@ -61,15 +50,16 @@ def add_event_json(conn: sqlite3.Connection, incident_id: str, ts: float, kind: 
                  (incident_id, ts, kind, actor, text, data_json))
 
 
-def active_summaries(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+def active_summaries(conn: sqlite3.Connection, limit: int = 500) -> list[IncidentSummary]:
     """What the console's incident header slot shows of incidents not resolved, newest first (JSON left as text)."""
-    return fetch_rows(conn, "SELECT id, severity, status, firing, runbook, scope, context, opened FROM incidents "
-                            "WHERE status != 'resolved' ORDER BY opened DESC LIMIT ?", (int(limit),))
+    return fetch_typed(conn, IncidentSummary, "SELECT id, severity, status, firing, runbook, scope, context, opened "
+                                              "FROM incidents WHERE status != 'resolved' ORDER BY opened DESC LIMIT ?",
+                       (int(limit),))
 
 
-def recent_events(conn: sqlite3.Connection, incident_id: str, limit: int) -> list[dict[str, Any]]:
+def recent_events(conn: sqlite3.Connection, incident_id: str, limit: int) -> list[IncidentNote]:
     """The newest `limit` time line entries (ts, kind, actor, text), newest first."""
-    return fetch_rows(conn, "SELECT ts, kind, actor, text FROM incident_events WHERE incident_id = ? "
+    return fetch_typed(conn, IncidentNote, "SELECT ts, kind, actor, text FROM incident_events WHERE incident_id = ? "
                             "ORDER BY id DESC LIMIT ?", (incident_id, limit))
 
 
@@ -97,65 +87,61 @@ class IncidentStore:
 
     # -- reading ------------------------------------------------------------------------------------------------
 
-    def get(self, incident_id: str) -> dict[str, Any]:
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Incident]:
+        with self.db.reading() as conn:
+            return fetch_typed(conn, Incident, sql, params)
+
+    def get(self, incident_id: str) -> Incident:
         """The incident with this id, or the one whose id starts with it (`inc-3f2` or just `3f2`)."""
         ref = required_text(incident_id, "incident")
         candidates = [ref] if ref.startswith("inc-") else [ref, "inc-" + ref]
         for candidate in candidates:
-            rows = self.db.query("SELECT * FROM incidents WHERE id = ?", (candidate,))
+            rows = self._read("SELECT * FROM incidents WHERE id = ?", (candidate,))
             if rows:
-                return decode_incident(rows[0])
+                return rows[0]
         prefix = ref if ref.startswith("inc-") else "inc-" + ref
-        rows = self.db.query("SELECT * FROM incidents WHERE id >= ? AND id < ? ORDER BY id LIMIT 6",
-                             (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        rows = self._read("SELECT * FROM incidents WHERE id >= ? AND id < ? ORDER BY id LIMIT 6",
+                          (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
         if len(rows) == 1:
-            return decode_incident(rows[0])
+            return rows[0]
         if rows:
-            raise IncidentError(f"incident id {ref!r} is ambiguous: it matches {', '.join(r['id'] for r in rows)}")
+            raise IncidentError(f"incident id {ref!r} is ambiguous: it matches {', '.join(r.id for r in rows)}")
         raise IncidentError(f"no incident {ref} (see `flightdeck incidents --all`)")
 
-    def list(self, *, active_only: bool = True, limit: int = 100) -> list[dict[str, Any]]:
+    def list(self, *, active_only: bool = True, limit: int = 100) -> builtins.list[Incident]:
         """Newest first. active_only: open and acknowledged incidents."""
         if active_only:
-            rows = self.db.query("SELECT * FROM incidents WHERE status != 'resolved' ORDER BY opened DESC LIMIT ?",
-                                 (int(limit),))
-        else:
-            rows = self.db.query("SELECT * FROM incidents ORDER BY opened DESC LIMIT ?", (int(limit),))
-        return [decode_incident(r) for r in rows]
+            return self._read("SELECT * FROM incidents WHERE status != 'resolved' ORDER BY opened DESC LIMIT ?",
+                              (int(limit),))
+        return self._read("SELECT * FROM incidents ORDER BY opened DESC LIMIT ?", (int(limit),))
 
-    def open_incident(self, runbook: str, scope: str) -> dict[str, Any] | None:
-        rows = self.db.query("SELECT * FROM incidents WHERE runbook = ? AND scope = ? AND status != 'resolved'",
-                             (runbook, scope))
-        return decode_incident(rows[0]) if rows else None
+    def open_incident(self, runbook: str, scope: str) -> Incident | None:
+        rows = self._read("SELECT * FROM incidents WHERE runbook = ? AND scope = ? AND status != 'resolved'",
+                          (runbook, scope))
+        return rows[0] if rows else None
 
-    def timeline(self, incident_id: str) -> builtins.list[dict[str, Any]]:
-        rows = self.db.query("SELECT * FROM incident_events WHERE incident_id = ? ORDER BY id", (incident_id,))
-        for row in rows:
-            if isinstance(row.get("data"), str):
-                try:
-                    row["data"] = json.loads(row["data"])
-                except ValueError:
-                    pass
-        return rows
+    def timeline(self, incident_id: str) -> builtins.list[IncidentEvent]:
+        with self.db.reading() as conn:
+            return fetch_typed(conn, IncidentEvent, "SELECT * FROM incident_events WHERE incident_id = ? ORDER BY id",
+                               (incident_id,))
 
     # -- the engine's side --------------------------------------------------------------------------------------
 
     def open_or_update(self, *, runbook: str, title: str, severity: str, apply_mode: str, scope: str,
                        readings: builtins.list[dict[str, Any]], context: Mapping[str, Any], summary: str, actor: str,
-                       engine_id: str | None) -> tuple[dict[str, Any], bool]:
+                       engine_id: str | None) -> tuple[Incident, bool]:
         """Open an incident for (runbook, scope), or update the one not yet resolved. Returns (row, opened)."""
         now = self.now()
         with self.transaction() as conn:
-            existing = fetch_rows(conn, "SELECT * FROM incidents WHERE runbook = ? AND scope = ? AND "
-                                        "status != 'resolved'", (runbook, scope))
-            if existing:
-                row = existing[0]
+            existing = fetch_one_typed(conn, Incident, "SELECT * FROM incidents WHERE runbook = ? AND scope = ? AND "
+                                                       "status != 'resolved'", (runbook, scope))
+            if existing is not None:
                 conn.execute("UPDATE incidents SET fired = fired + 1, firing = 1, updated = ?, last_signals = ?, "
-                             "context = ? WHERE id = ?", (now, _dumps(readings), _dumps(dict(context)), row["id"]))
-                add_event(conn, row["id"], now, "detected", actor, f"fired again: {summary}",
-                            {"signals": readings})
+                             "context = ? WHERE id = ?", (now, _dumps(readings), _dumps(dict(context)), existing.id))
+                add_event(conn, existing.id, now, "detected", actor, f"fired again: {summary}",
+                          {"signals": readings})
                 opened = False
-                incident_id = row["id"]
+                incident_id = existing.id
             else:
                 incident_id = self._new_id(conn)
                 conn.execute(
@@ -169,8 +155,9 @@ class IncidentStore:
                 audit.append(conn, ts=now, actor=actor, action="incident_opened", target=incident_id,
                              after={"runbook": runbook, "scope": scope, "severity": severity}, reason=summary)
                 opened = True
-            row = fetch_rows(conn, "SELECT * FROM incidents WHERE id = ?", (incident_id,))[0]
-        return decode_incident(row), opened
+            row = fetch_one_typed(conn, Incident, "SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        assert row is not None
+        return row, opened
 
     def cleared(self, incident_id: str, readings: builtins.list[dict[str, Any]], actor: str) -> None:
         now = self.now()
@@ -228,10 +215,9 @@ class IncidentStore:
                 conn.execute("UPDATE incidents SET paged_targets = ?, page_synced = coalesce(page_synced, 'open') "
                              "WHERE id = ?", (json.dumps(targets), incident_id))
 
-    def unsynced_pages(self) -> builtins.list[dict[str, Any]]:
+    def unsynced_pages(self) -> builtins.list[Incident]:
         """Paged incidents whose status changed since the pagers were last told (served by a partial index)."""
-        return [decode_incident(r) for r in self.db.query(
-            "SELECT * FROM incidents WHERE page_synced IS NOT NULL AND page_synced != status ORDER BY id")]
+        return self._read("SELECT * FROM incidents WHERE page_synced IS NOT NULL AND page_synced != status ORDER BY id")
 
     def mark_synced(self, incident_id: str, status: str) -> None:
         with self.transaction() as conn:
@@ -239,7 +225,7 @@ class IncidentStore:
 
     # -- operators ------------------------------------------------------------------------------------------------
 
-    def acknowledge(self, incident_id: str, operator: str, reason: str | None = None) -> dict[str, Any]:
+    def acknowledge(self, incident_id: str, operator: str, reason: str | None = None) -> Incident:
         incident = self.get(incident_id)
         reason = optional_text(reason, "reason")
         operator = _operator(operator)
@@ -247,52 +233,52 @@ class IncidentStore:
         with self.transaction() as conn:
             cursor = conn.execute("UPDATE incidents SET status = 'acknowledged', acknowledged = ?, "
                                   "acknowledged_by = ?, updated = ? WHERE id = ? AND status = 'open'",
-                                  (now, operator, now, incident["id"]))
+                                  (now, operator, now, incident.id))
             if cursor.rowcount != 1:
                 current = fetch_rows(conn, "SELECT status, acknowledged_by, resolved_by FROM incidents WHERE id = ?",
-                                 (incident["id"],))[0]
+                                 (incident.id,))[0]
                 who = current["acknowledged_by"] if current["status"] == "acknowledged" else current["resolved_by"]
-                raise IncidentError(f"incident {incident['id']} is already {current['status']} (by {who})")
-            add_event(conn, incident["id"], now, "acknowledged", operator,
+                raise IncidentError(f"incident {incident.id} is already {current['status']} (by {who})")
+            add_event(conn, incident.id, now, "acknowledged", operator,
                         f"acknowledged by {operator}" + (f": {reason}" if reason else ""))
-            audit.append(conn, ts=now, actor=operator, action="incident_ack", target=incident["id"],
+            audit.append(conn, ts=now, actor=operator, action="incident_ack", target=incident.id,
                          before={"status": "open"}, after={"status": "acknowledged"}, reason=reason)
-        return self.get(incident["id"])
+        return self.get(incident.id)
 
-    def resolve(self, incident_id: str, operator: str, reason: str) -> dict[str, Any]:
+    def resolve(self, incident_id: str, operator: str, reason: str) -> Incident:
         incident = self.get(incident_id)
         reason_text = required_text(reason, "reason")
         operator = _operator(operator)
         now = self.now()
         with self.transaction() as conn:
-            before = fetch_rows(conn, "SELECT status, resolved_by FROM incidents WHERE id = ?", (incident["id"],))[0]
+            before = fetch_rows(conn, "SELECT status, resolved_by FROM incidents WHERE id = ?", (incident.id,))[0]
             if before["status"] == "resolved":
-                raise IncidentError(f"incident {incident['id']} is already resolved (by {before['resolved_by']})")
+                raise IncidentError(f"incident {incident.id} is already resolved (by {before['resolved_by']})")
             conn.execute("UPDATE incidents SET status = 'resolved', resolved = ?, resolved_by = ?, resolution = ?, "
                          "updated = ? WHERE id = ? AND status != 'resolved'",
-                         (now, operator, reason_text, now, incident["id"]))
-            add_event(conn, incident["id"], now, "resolved", operator, f"resolved by {operator}: {reason_text}")
-            audit.append(conn, ts=now, actor=operator, action="incident_resolve", target=incident["id"],
+                         (now, operator, reason_text, now, incident.id))
+            add_event(conn, incident.id, now, "resolved", operator, f"resolved by {operator}: {reason_text}")
+            audit.append(conn, ts=now, actor=operator, action="incident_resolve", target=incident.id,
                          before={"status": before["status"]}, after={"status": "resolved"}, reason=reason_text)
-        return self.get(incident["id"])
+        return self.get(incident.id)
 
-    def annotate(self, incident_id: str, operator: str, text: str) -> dict[str, Any]:
+    def annotate(self, incident_id: str, operator: str, text: str) -> Incident:
         incident = self.get(incident_id)
         note = required_text(text, "text")
         operator = _operator(operator)
         now = self.now()
         with self.transaction() as conn:
-            add_event(conn, incident["id"], now, "annotated", operator, str(note))
-            conn.execute("UPDATE incidents SET updated = ? WHERE id = ?", (now, incident["id"]))
-            audit.append(conn, ts=now, actor=operator, action="incident_note", target=incident["id"], reason=note)
-        return self.get(incident["id"])
+            add_event(conn, incident.id, now, "annotated", operator, str(note))
+            conn.execute("UPDATE incidents SET updated = ? WHERE id = ?", (now, incident.id))
+            audit.append(conn, ts=now, actor=operator, action="incident_note", target=incident.id, reason=note)
+        return self.get(incident.id)
 
 
 def _operator(name: str) -> str:
     return required_text(name, "operator")
 
 
-def list_incidents(store_dir: Path | str, *, active_only: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+def list_incidents(store_dir: Path | str, *, active_only: bool = False, limit: int = 1000) -> list[Incident]:
     """Incidents of a store, newest first, read without writing anything (no migration, no store creation): for
     readers in other processes (the demo's checks, the console). [] when the store has no incidents table yet."""
     from engine.store.files import CONTROL_DB, connect
@@ -305,9 +291,9 @@ def list_incidents(store_dir: Path | str, *, active_only: bool = False, limit: i
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'incidents'").fetchone() is None:
             return []
         where = "WHERE status != 'resolved' " if active_only else ""
-        rows = fetch_rows(conn, f"SELECT * FROM incidents {where}ORDER BY opened DESC LIMIT ?", (int(limit),))
+        return fetch_typed(conn, Incident, f"SELECT * FROM incidents {where}ORDER BY opened DESC LIMIT ?",
+                           (int(limit),))
     except sqlite3.Error as exc:
         raise translate_sqlite_error(exc, path, "read") from exc
     finally:
         conn.close()
-    return [decode_incident(r) for r in rows]

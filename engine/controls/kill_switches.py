@@ -13,7 +13,8 @@ from engine.controls.binding import bind
 from engine.controls.labels import TARGET_WORD, switch_label
 from engine.controls.validate import optional_text
 from engine.errors import InputError
-from engine.store.rows import fetch_one, fetch_rows
+from engine.store.control_rows import KillSwitch
+from engine.store.rows import fetch_one_typed, fetch_typed
 
 ACTIVE_SQL = "SELECT * FROM kill_switches WHERE released IS NULL ORDER BY id"
 
@@ -31,55 +32,56 @@ def checked_target(scope: str, target: Any, run_id: Any) -> tuple[str | None, st
     return target, run_id
 
 
-def get(conn: sqlite3.Connection, switch_id: int) -> dict[str, Any] | None:
-    return fetch_one(conn, "SELECT * FROM kill_switches WHERE id = ?", (switch_id,))
+def get(conn: sqlite3.Connection, switch_id: int) -> KillSwitch | None:
+    return fetch_one_typed(conn, KillSwitch, "SELECT * FROM kill_switches WHERE id = ?", (switch_id,))
 
 
 def find_active(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None,
-                mode: str) -> dict[str, Any] | None:
+                mode: str) -> KillSwitch | None:
     """The oldest active switch exactly like this one (same scope, target, run and mode), if any."""
-    return fetch_one(conn, "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ? "
-                           "AND run_id IS ? AND mode = ? ORDER BY id LIMIT 1", (scope, target, run_id, mode))
+    return fetch_one_typed(conn, KillSwitch, "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? "
+                           "AND target IS ? AND run_id IS ? AND mode = ? ORDER BY id LIMIT 1",
+                           (scope, target, run_id, mode))
 
 
-def active_for(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None) -> list[dict[str, Any]]:
+def active_for(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None) -> list[KillSwitch]:
     """Active switches of a scope and target, any mode; without run_id, also those limited to a run."""
     sql = "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ?"
     params: list[Any] = [scope, target]
     if run_id is not None:
         sql += " AND run_id = ?"
         params.append(run_id)
-    return fetch_rows(conn, sql + " ORDER BY id", params)
+    return fetch_typed(conn, KillSwitch, sql + " ORDER BY id", params)
 
 
-def active(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return fetch_rows(conn, ACTIVE_SQL)
+def active(conn: sqlite3.Connection) -> list[KillSwitch]:
+    return fetch_typed(conn, KillSwitch, ACTIVE_SQL)
 
 
 def create(conn: sqlite3.Connection, *, scope: str, target: str | None, run_id: str | None, mode: str, reason: str,
-           operator: str, now: float) -> dict[str, Any]:
+           operator: str, now: float) -> KillSwitch:
     """Insert a switch set by `operator` (also its audit actor) with its bound `kill` audit row; returns the row."""
     cursor = conn.execute(
         "INSERT INTO kill_switches (scope, target, run_id, mode, reason, operator, created) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, target, run_id, mode, reason, operator, now))
     row = get(conn, int(cursor.lastrowid or 0))
     assert row is not None
-    bind(conn, "kill_switches", row["id"],
-         audit.append(conn, ts=now, actor=operator, action="kill", target=switch_label(row), after=row,
-                      reason=reason))
+    label = switch_label(row.scope, row.target, row.run_id)
+    bind(conn, "kill_switches", row.id,
+         audit.append(conn, ts=now, actor=operator, action="kill", target=label, after=row, reason=reason))
     return row
 
 
-def release(conn: sqlite3.Connection, row: dict[str, Any], *, actor: str, reason: str, now: float) -> dict[str, Any]:
+def release(conn: sqlite3.Connection, row: KillSwitch, *, actor: str, reason: str, now: float) -> KillSwitch:
     """Release the active switch `row` (as read in this transaction) with its bound `release` audit row; returns
     the released row."""
     conn.execute("UPDATE kill_switches SET released = ?, released_by = ?, release_reason = ? "
-                 "WHERE id = ? AND released IS NULL", (now, actor, reason, row["id"]))
-    after = get(conn, row["id"])
+                 "WHERE id = ? AND released IS NULL", (now, actor, reason, row.id))
+    after = get(conn, row.id)
     assert after is not None
-    bind(conn, "kill_switches", row["id"],
-         audit.append(conn, ts=now, actor=actor, action="release", target=switch_label(row), before=row, after=after,
-                      reason=reason))
+    bind(conn, "kill_switches", row.id,
+         audit.append(conn, ts=now, actor=actor, action="release",
+                      target=switch_label(row.scope, row.target, row.run_id), before=row, after=after, reason=reason))
     return after
 
 

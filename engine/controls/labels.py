@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 # The word for a scope's target, in "a run kill switch needs a target (the run id)".
 TARGET_WORD = {"run": "run id", "agent": "agent name", "tool": "tool name", "hierarchy": "hierarchy name"}
@@ -19,12 +17,12 @@ def clock_text(ts: float | None, now: float | None = None) -> str:
     return time.strftime(fmt, time.localtime(ts))
 
 
-def switch_label(row: Mapping[str, Any]) -> str:
+def switch_label(scope: str, target: str | None, run_id: str | None = None) -> str:
     """How a kill switch's scope reads in the audit log and on screen: `run:abc`, `agent:planner in run:abc`."""
-    if row["scope"] == "global":
+    if scope == "global":
         return "global"
-    label = f"{row['scope']}:{row['target']}"
-    return f"{label} in run:{row['run_id']}" if row.get("run_id") else label
+    label = f"{scope}:{target}"
+    return f"{label} in run:{run_id}" if run_id else label
 
 
 def flag_scope_label(scope: str, target: str | None) -> str:

@@ -4,7 +4,6 @@ takes the caller's connection; each override gets its bound audit row in that tr
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -13,7 +12,8 @@ from typing import Any
 from engine.controls import audit
 from engine.controls.binding import bind
 from engine.errors import InputError
-from engine.store.rows import fetch_one, fetch_rows
+from engine.store.control_rows import BreakerOverride, BudgetOverride
+from engine.store.rows import fetch_one_typed, fetch_typed
 
 # Mirrors engine.guardrails.breaker.BREAKER_KINDS and engine.guardrails.budget.Dimension (a test pins both): imported
 # from there, every `flightdeck approvals` would pay for loading pydantic models it never uses.
@@ -24,16 +24,6 @@ _WHOLE_DIMENSIONS = frozenset(BUDGET_DIMENSIONS) - {"cost_usd", "wall_time_s"}
 
 UNAPPLIED_BREAKER_SQL = "SELECT * FROM breaker_overrides WHERE applied IS NULL ORDER BY id"
 UNAPPLIED_BUDGET_SQL = "SELECT * FROM budget_overrides WHERE applied IS NULL ORDER BY id"
-
-
-def decode_budget(row: dict[str, Any]) -> dict[str, Any]:
-    """`limits` parsed from its JSON text (in place; returns the row)."""
-    if isinstance(row.get("limits"), str):
-        try:
-            row["limits"] = json.loads(row["limits"])
-        except ValueError:  # written by us, so never expected; still show the raw text rather than crash
-            pass
-    return row
 
 
 def checked_breaker_key(key: str) -> str:
@@ -68,34 +58,35 @@ def checked_limits(limits: Any) -> dict[str, Any]:
 
 
 def create_breaker_override(conn: sqlite3.Connection, key: str, action: str, *, reason: str, operator: str,
-                            source: str, actor: str, now: float) -> dict[str, Any]:
+                            source: str, actor: str, now: float) -> BreakerOverride:
     cursor = conn.execute("INSERT INTO breaker_overrides (key, action, reason, operator, source, created) "
                           "VALUES (?, ?, ?, ?, ?, ?)", (key, action, reason, operator, source, now))
-    row = fetch_one(conn, "SELECT * FROM breaker_overrides WHERE id = ?", (cursor.lastrowid,))
+    row = fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE id = ?", (cursor.lastrowid,))
     assert row is not None
-    bind(conn, "breaker_overrides", row["id"],
+    bind(conn, "breaker_overrides", row.id,
          audit.append(conn, ts=now, actor=actor, action="breaker_override", target=key, after=row, reason=reason))
     return row
 
 
-def later_breaker_override(conn: sqlite3.Connection, key: str, after_id: int) -> dict[str, Any] | None:
+def later_breaker_override(conn: sqlite3.Connection, key: str, after_id: int) -> BreakerOverride | None:
     """The newest override of `key` made after override `after_id`, if any."""
-    return fetch_one(conn, "SELECT * FROM breaker_overrides WHERE key = ? AND id > ? ORDER BY id DESC LIMIT 1",
-                     (key, after_id))
+    return fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE key = ? AND id > ? "
+                                                  "ORDER BY id DESC LIMIT 1", (key, after_id))
 
 
-def newest_breaker_overrides(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
-    return fetch_rows(conn, "SELECT * FROM breaker_overrides ORDER BY id DESC LIMIT ?", (int(limit),))
+def newest_breaker_overrides(conn: sqlite3.Connection, limit: int) -> list[BreakerOverride]:
+    return fetch_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides ORDER BY id DESC LIMIT ?", (int(limit),))
 
 
 def create_budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str, Any], *, reason: str,
-                           operator: str, source: str, actor: str, now: float) -> dict[str, Any]:
+                           operator: str, source: str, actor: str, now: float) -> BudgetOverride:
     """Insert `limits` (stored as canonical JSON, exactly as given) with its bound audit row; returns the row."""
     cursor = conn.execute(
         "INSERT INTO budget_overrides (run_id, limits, reason, operator, source, created) VALUES (?, ?, ?, ?, ?, ?)",
         (run_id, audit.canonical_json(dict(limits)), reason, operator, source, now))
-    row = decode_budget(fetch_one(conn, "SELECT * FROM budget_overrides WHERE id = ?", (cursor.lastrowid,)) or {})
-    bind(conn, "budget_overrides", row["id"],
+    row = fetch_one_typed(conn, BudgetOverride, "SELECT * FROM budget_overrides WHERE id = ?", (cursor.lastrowid,))
+    assert row is not None
+    bind(conn, "budget_overrides", row.id,
          audit.append(conn, ts=now, actor=actor, action="budget_change", target=f"run:{run_id}", after=row,
                       reason=reason))
     return row
@@ -115,6 +106,7 @@ def mark_budget_overrides_applied(conn: sqlite3.Connection, ids: Iterable[int], 
     return _mark(conn, "UPDATE budget_overrides SET applied = ? WHERE id IN ({ids}) AND applied IS NULL", ids, now)
 
 
-def latest_breaker_override(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+def latest_breaker_override(conn: sqlite3.Connection, key: str) -> BreakerOverride | None:
     """The newest override of `key` (applied or not), if any."""
-    return fetch_one(conn, "SELECT * FROM breaker_overrides WHERE key = ? ORDER BY id DESC LIMIT 1", (key,))
+    return fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE key = ? "
+                                                  "ORDER BY id DESC LIMIT 1", (key,))

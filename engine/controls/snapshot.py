@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.controls import approvals, flag_settings, kill_switches, overrides
-from engine.store.rows import fetch_rows
+from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride, FlagSetting, KillSwitch
+from engine.store.rows import TypedRow, fetch_typed
 
 # The snapshot's queries: each one is served by a partial index in the control.db schema
 # (tests/engine/test_controls_api.py checks the query plans), because the engine's watcher runs them every time
@@ -23,14 +23,10 @@ SNAPSHOT_QUERIES: dict[str, str] = {
 }
 
 
-def _as_is(row: dict[str, Any]) -> dict[str, Any]:
-    return row
-
-
-# How each part's rows are decoded (JSON columns parsed), and so which table each part reads.
-_DECODERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "kill_switches": _as_is, "flags": _as_is, "pending_approvals": approvals.decode,
-    "decided_approvals": approvals.decode, "breaker_overrides": _as_is, "budget_overrides": overrides.decode_budget,
+# The typed row of each part (JSON columns parsed), and so which table each part reads.
+_ROW_TYPES: dict[str, type[TypedRow]] = {
+    "kill_switches": KillSwitch, "flags": FlagSetting, "pending_approvals": Approval, "decided_approvals": Approval,
+    "breaker_overrides": BreakerOverride, "budget_overrides": BudgetOverride,
 }
 
 
@@ -39,12 +35,12 @@ class ControlSnapshot:
     """Everything the engine must obey, read in one transaction. Pass `decided_cursor` back as `decided_after`
     next time to get only the approvals decided (or timed out, or cancelled) since."""
 
-    kill_switches: tuple[dict[str, Any], ...]
-    flags: tuple[dict[str, Any], ...]
-    pending_approvals: tuple[dict[str, Any], ...]
-    decided_approvals: tuple[dict[str, Any], ...]
-    breaker_overrides: tuple[dict[str, Any], ...]
-    budget_overrides: tuple[dict[str, Any], ...]
+    kill_switches: tuple[KillSwitch, ...]
+    flags: tuple[FlagSetting, ...]
+    pending_approvals: tuple[Approval, ...]
+    decided_approvals: tuple[Approval, ...]
+    breaker_overrides: tuple[BreakerOverride, ...]
+    budget_overrides: tuple[BudgetOverride, ...]
     decided_cursor: int
     taken: float
     # The audit log's last row (id, hash) in the same read: the engine records it in traces.db as the anchor
@@ -55,7 +51,7 @@ class ControlSnapshot:
 def read_snapshot(conn: sqlite3.Connection, decided_after: int | None, taken: float) -> ControlSnapshot:
     """Read inside the caller's read transaction. decided_after: the previous snapshot's decided_cursor; None (the
     first call) returns no decided approvals, only the cursor."""
-    parts: dict[str, tuple[dict[str, Any], ...]] = {"decided_approvals": ()}
+    parts: dict[str, tuple[Any, ...]] = {"decided_approvals": ()}
     for name, sql in SNAPSHOT_QUERIES.items():
         if name == "decided_approvals":
             if decided_after is None:
@@ -63,7 +59,7 @@ def read_snapshot(conn: sqlite3.Connection, decided_after: int | None, taken: fl
             params: tuple[Any, ...] = (int(decided_after),)
         else:
             params = ()
-        parts[name] = tuple(_DECODERS[name](row) for row in fetch_rows(conn, sql, params))
+        parts[name] = tuple(fetch_typed(conn, _ROW_TYPES[name], sql, params))
     last = conn.execute(approvals.LAST_DECIDED_SEQ_SQL).fetchone()
     head = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
     return ControlSnapshot(kill_switches=parts["kill_switches"], flags=parts["flags"],

@@ -192,9 +192,9 @@ def terminate_engine(store_dir: Path | str, pid: int, operator: str, reason: str
             # Again once pinned: if the pid was reused between the first check and the pin, this checks the
             # process the pidfd (and so every signal) actually refers to.
             holder = check_terminable(store_dir, pid)
-            engine_id = next((row["id"] for row in api.engines()
-                              if row["pid"] == pid and row["stopped"] is None
-                              and row["host"] in (holder.get("host"), socket.gethostname())), None)
+            engine_id = next((row.id for row in api.engines()
+                              if row.pid == pid and row.stopped is None
+                              and row.host in (holder.get("host"), socket.gethostname())), None)
             started = time.monotonic()
             signals: list[str] = []
             exited = False
@@ -226,4 +226,4 @@ def terminate_engine(store_dir: Path | str, pid: int, operator: str, reason: str
         if own_api:
             api.close()
     return TerminateResult(pid=pid, engine_id=engine_id, signals=tuple(signals), exited=exited,
-                           waited_s=waited, audit_id=row["id"])
+                           waited_s=waited, audit_id=row.id)

@@ -21,12 +21,13 @@ dictionary lookup per row once a row has been checked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.controls.audit import canonical_json
 from engine.controls.binding import Tampered
+from engine.store.control_rows import Approval, ControlRow
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI, ControlSnapshot
@@ -39,6 +40,7 @@ _WATCHED = ("kill_switches", "flags")  # what the engine obeys while it lasts: i
 _CACHE_LIMIT = 50_000
 
 EventSink = Callable[[str, dict[str, Any]], None]
+RowT = TypeVar("RowT", bound=ControlRow)
 
 
 # What binding.problem() reads of each row: the cache key is exactly these (plus the binding), so a cached verdict
@@ -59,12 +61,12 @@ _IN_FORCE: dict[str, dict[str, Any]] = {
     "flags": {"cleared": None, "cleared_by": None, "clear_reason": None}}
 
 
-def _state_key(table: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    key = (table, row.get("audit_hash"), *(row.get(name) for name in _CHECKED[table]))
+def _state_key(table: str, row: ControlRow) -> tuple[Any, ...]:
+    key = (table, row.audit_hash, *(getattr(row, name) for name in _CHECKED[table]))
     extra = _CHECKED_JSON.get(table)
     if extra is None:
         return key
-    value = row.get(extra)
+    value = getattr(row, extra)
     return (*key, value if value is None or isinstance(value, str) else canonical_json(value))
 
 
@@ -75,7 +77,7 @@ class ControlVerifier:
         self.engine_id = engine_id
         self._emit = emit
         self._cache: dict[tuple[Any, ...], str | None] = {}
-        self._obeyed: dict[str, dict[Any, dict[str, Any]]] = {table: {} for table in _WATCHED}
+        self._obeyed: dict[str, dict[Any, Any]] = {table: {} for table in _WATCHED}
         self._reported: set[tuple[str, str, str]] = set()
         self._started = False
         self.findings: list[Tampered] = []  # every distinct finding, in order (tests read it)
@@ -101,7 +103,7 @@ class ControlVerifier:
         return replace(snapshot, kill_switches=tuple(switches), flags=tuple(flags), decided_approvals=tuple(decided),
                        breaker_overrides=tuple(breakers), budget_overrides=tuple(budgets))
 
-    def keep_bound(self, api: ControlAPI, table: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def keep_bound(self, api: ControlAPI, table: str, rows: Sequence[RowT]) -> list[RowT]:
         """The rows of `table` that are bound to their audit rows; the others are reported."""
         found: dict[tuple[str, str], Tampered] = {}
         good = self._bound(api, table, rows, found)
@@ -109,7 +111,7 @@ class ControlVerifier:
             self.report(api, finding)
         return good
 
-    def check_decision(self, api: ControlAPI, row: dict[str, Any]) -> dict[str, Any]:
+    def check_decision(self, api: ControlAPI, row: Approval) -> Approval:
         """An approval row read outside a snapshot (a decision racing its deadline): the row, or a denial."""
         found: dict[tuple[str, str], Tampered] = {}
         ((row, problem),) = self._problems(api, "approvals", [row], found)
@@ -117,8 +119,8 @@ class ControlVerifier:
             self.report(api, finding)
         return row if problem is None else self._denial(row, problem)
 
-    def _problems(self, api: ControlAPI, table: str, rows: Sequence[dict[str, Any]],
-                  found: dict[tuple[str, str], Tampered]) -> list[tuple[dict[str, Any], str | None]]:
+    def _problems(self, api: ControlAPI, table: str, rows: Sequence[RowT],
+                  found: dict[tuple[str, str], Tampered]) -> list[tuple[RowT, str | None]]:
         keys = [_state_key(table, row) for row in rows]
         unknown = [(key, row) for key, row in zip(keys, rows) if key not in self._cache]
         if unknown:
@@ -131,21 +133,21 @@ class ControlVerifier:
         for key, row in zip(keys, rows):
             problem = self._cache[key]
             if problem is not None:
-                found.setdefault((table, str(row["id"])), Tampered(table, str(row["id"]), problem))
+                found.setdefault((table, str(row.id)), Tampered(table, str(row.id), problem))
             out.append((row, problem))
         return out
 
-    def _bound(self, api: ControlAPI, table: str, rows: Sequence[dict[str, Any]],
-               found: dict[tuple[str, str], Tampered]) -> list[dict[str, Any]]:
+    def _bound(self, api: ControlAPI, table: str, rows: Sequence[RowT],
+               found: dict[tuple[str, str], Tampered]) -> list[RowT]:
         return [row for row, problem in self._problems(api, table, rows, found) if problem is None]
 
-    def _keep_obeyed(self, api: ControlAPI, table: str, good: list[dict[str, Any]],
-                     found: dict[tuple[str, str], Tampered]) -> list[dict[str, Any]]:
+    def _keep_obeyed(self, api: ControlAPI, table: str, good: list[RowT],
+                     found: dict[tuple[str, str], Tampered]) -> list[RowT]:
         """`good` plus every row obeyed before whose disappearance is not bound to a matching audit row."""
         obeyed = self._obeyed[table]
-        present = {row["id"] for row in good}
+        present = {row.id for row in good}
         gone = [row_id for row_id in obeyed if row_id not in present]
-        kept: list[dict[str, Any]] = []
+        kept: list[RowT] = []
         if gone:
             current = api.control_rows(table, gone)
             for row_id in gone:
@@ -159,7 +161,7 @@ class ControlVerifier:
                 if problem is not None:
                     kept.append(obeyed[row_id])  # the engine goes on obeying what it last verified
         result = good + kept
-        self._obeyed[table] = {row["id"]: row for row in result}
+        self._obeyed[table] = {row.id: row for row in result}
         return result
 
     def _obey_forged_releases(self, api: ControlAPI, found: dict[tuple[str, str], Tampered]) -> None:
@@ -175,9 +177,9 @@ class ControlVerifier:
                     self._obeyed[table][row["id"]] = {**row, **_IN_FORCE[table]}
 
     @staticmethod
-    def _denial(row: dict[str, Any], problem: str) -> dict[str, Any]:
-        return {**row, "status": "denied", "decided_by": "flightdeck", "edited_arguments": None,
-                "decision_reason": f"control-tampered: this decision {problem}; not applied"}
+    def _denial(row: Approval, problem: str) -> Approval:
+        return row.replace(status="denied", decided_by="flightdeck", edited_arguments=None,
+                           decision_reason=f"control-tampered: this decision {problem}; not applied")
 
     # -- reporting ------------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -26,6 +26,9 @@ from engine.runtime.shutdown import (
 )
 from engine.store import open_engine_store, open_reader
 from engine.store.trace_rows import SpanRow
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import FlagSetting, Incident
 
 
 @dataclass
@@ -78,18 +81,18 @@ def verify(store_dir: Path, state: ScenarioState, pager: PageReceiver) -> list[C
                             ", ".join(kinds) + (f" ({decided[0]})" if decided else "")))
 
         incidents = _incidents(store_dir)
-        cost = [i for i in incidents if i.get("runbook") == "cost-spike"]
+        cost = [i for i in incidents if i.runbook == "cost-spike"]
         checks.append(Check("spend spike fired the cost-spike runbook", bool(cost),
-                            f"{len(incidents)} incidents: " + ", ".join(sorted({str(i.get('runbook'))
+                            f"{len(incidents)} incidents: " + ", ".join(sorted({str(i.runbook)
                                                                                 for i in incidents}))))
         capped = _flag_history(store_dir, "models.max_tier")
         checks.append(Check("runbook capped the model tier (auto-applied)",
-                            any(f["value"] == "economy" and str(f.get("source", "")).startswith("runbook:")
+                            any(f.value == "economy" and f.source.startswith("runbook:")
                                 for f in capped), f"{len(capped)} models.max_tier changes"))
         pages = [summarize(p) for p in pager.pages]
         checks.append(Check("on-call paged on the local receiver", bool(pages),
                             f"{len(pages)} pages" + (f", first: {pages[0][:80]}" if pages else "")))
-        rolled_back = [f for f in capped if f["value"] == "economy" and f.get("cleared")]
+        rolled_back = [f for f in capped if f.value == "economy" and f.cleared]
         checks.append(Check("quiet period: the runbook's change was rolled back", bool(rolled_back),
                             "models.max_tier cleared" if rolled_back else "still capped"))
         return checks
@@ -101,7 +104,7 @@ QUIET_GRACE_S = 60.0
 
 
 def _rolled_back(store_dir: Path) -> bool:
-    return any(f["value"] == "economy" and f.get("cleared") for f in _flag_history(store_dir, "models.max_tier"))
+    return any(f.value == "economy" and f.cleared for f in _flag_history(store_dir, "models.max_tier"))
 
 
 def _contains_in_order(seq: list[Any], wanted: list[Any]) -> bool:
@@ -112,7 +115,7 @@ def _contains_in_order(seq: list[Any], wanted: list[Any]) -> bool:
     return position == len(wanted)
 
 
-def _incidents(store_dir: Path) -> list[dict[str, Any]]:
+def _incidents(store_dir: Path) -> list[Incident]:
     try:
         from engine.runbooks.incidents import list_incidents
     except ImportError:
@@ -120,7 +123,7 @@ def _incidents(store_dir: Path) -> list[dict[str, Any]]:
     return list_incidents(store_dir)
 
 
-def _flag_history(store_dir: Path, name: str) -> list[dict[str, Any]]:
+def _flag_history(store_dir: Path, name: str) -> list[FlagSetting]:
     from engine.controls.flag_settings import history
     from engine.store.files import CONTROL_DB, connect
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.controls import applications, audit, flag_settings, incidents, kill_switches, overrides
-from engine.controls.applications import decode_application
 from engine.controls.errors import ControlError
 from engine.controls.flags import validate_flag
 from engine.controls.labels import clock_text, flag_scope_label, switch_label
@@ -37,6 +36,7 @@ from engine.runbooks.model import Action, PlaceholderError, Runbook, render, sho
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
     from engine.store.control import ControlDB
+    from engine.store.control_rows import BreakerOverride, FlagSetting, RunbookApplication
 
 RunningRuns = Callable[[str | None], list[str]]  # hierarchy (None: every hierarchy) -> ids of runs in flight
 
@@ -93,27 +93,27 @@ def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn
         where = flag_scope_label(flag.scope, target)
         current = flag_settings.find_active(conn, name, flag.scope, target)
         params: dict[str, Any] = {"name": name, "value": value, "scope": flag.scope, "target": target}
-        if current is not None and current["value"] == value:
-            return Step("flag", f"{name}={value} at {where}: already in force (flag #{current['id']} by "
+        if current is not None and current.value == value:
+            return Step("flag", f"{name}={value} at {where}: already in force (flag #{current.id} by "
                                 f"{_by(current)}), nothing to change", params, noop=True)
-        now = "unset" if current is None else f"{current['value']}, set by {_by(current)}"
+        now = "unset" if current is None else f"{current.value}, set by {_by(current)}"
         return Step("flag", f"set {name}={value} at {where} (now: {now})", params)
     if action.kill is not None:
         kill = action.kill
         target = render(kill.target_template, context) if kill.target_template else None
-        label = switch_label({"scope": kill.scope, "target": target, "run_id": None})
+        label = switch_label(kill.scope, target)
         params = {"scope": kill.scope, "target": target, "mode": kill.mode}
         existing = kill_switches.find_active(conn, kill.scope, target, None, kill.mode)
         if existing is not None:
-            return Step("kill", f"{kill.mode} switch on {label}: already active (#{existing['id']} by "
-                                f"{existing['operator']}), nothing to change", params, noop=True)
+            return Step("kill", f"{kill.mode} switch on {label}: already active (#{existing.id} by "
+                                f"{existing.operator}), nothing to change", params, noop=True)
         return Step("kill", f"set a {kill.mode} kill switch on {label}", params)
     if action.breaker is not None:
         breaker = action.breaker
         key = render(breaker.key, context)
         params = {"key": key, "action": breaker.action, "for_s": breaker.duration}
         last = overrides.latest_breaker_override(conn, key)
-        now = "no override" if last is None else f"last override {last['action']} by {last['operator']}"
+        now = "no override" if last is None else f"last override {last.action} by {last.operator}"
         until = f" for {short_duration(breaker.duration)}, then reset" if breaker.duration else ""
         return Step("breaker", f"force breaker {key} open{until} (now: {now})", params)
     if action.budget is not None:
@@ -134,19 +134,18 @@ def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn
                                                                    "message": page.message})
 
 
-def _by(flag_row: Mapping[str, Any]) -> str:
-    return str(flag_row["source"] if str(flag_row["source"]).startswith("runbook:") else flag_row["operator"])
+def _by(flag_row: FlagSetting) -> str:
+    return flag_row.source if flag_row.source.startswith("runbook:") else flag_row.operator
 
 
 # ------------------------------------------------------------------------------------------------ applying
 
-def active_application(db: ControlDB, runbook: str, scope: str) -> dict[str, Any] | None:
+def active_application(db: ControlDB, runbook: str, scope: str) -> RunbookApplication | None:
     with db.reading() as conn:
-        row = applications.in_force_for(conn, runbook, scope)
-    return decode_application(row) if row else None
+        return applications.in_force_for(conn, runbook, scope)
 
 
-def active_applications(db: ControlDB) -> list[dict[str, Any]]:
+def active_applications(db: ControlDB) -> list[RunbookApplication]:
     with db.reading() as conn:
         return applications.in_force(conn)
 
@@ -160,8 +159,8 @@ def apply(api: ControlAPI, runbook: Runbook, scope: str, context: Mapping[str, A
     with api.transaction() as conn:
         current = applications.in_force_for(conn, runbook.id, scope)
         if current is not None:
-            raise ControlError(f"runbook {runbook.id} is already in force for {scope} (application #{current['id']} "
-                               f"by {current['actor']} at {clock_text(current['applied'], now)}); roll it back first")
+            raise ControlError(f"runbook {runbook.id} is already in force for {scope} (application #{current.id} "
+                               f"by {current.actor} at {clock_text(current.applied, now)}); roll it back first")
         steps = plan(runbook, context, conn, running_runs, include_pages=False)
         broken = [s for s in steps if s.error]
         if broken:
@@ -195,21 +194,21 @@ def _perform(conn: sqlite3.Connection, step: Step, source: str, actor: str, reas
     if step.kind == "flag":
         if step.noop:
             existing = flag_settings.find_active(conn, p["name"], p["scope"], p["target"])
-            return {"kind": "flag", **p, "noop": True, "existing_id": existing["id"] if existing else None}
-        row = flag_settings.set_value(conn, p["name"], p["value"], p["scope"], p["target"], reason=reason,
-                                      source=source, operator=operator, now=now)
-        return {"kind": "flag", **p, "flag_id": row["id"], "previous_value": row["previous_value"]}
+            return {"kind": "flag", **p, "noop": True, "existing_id": existing.id if existing else None}
+        flag = flag_settings.set_value(conn, p["name"], p["value"], p["scope"], p["target"], reason=reason,
+                                       source=source, operator=operator, now=now)
+        return {"kind": "flag", **p, "flag_id": flag.id, "previous_value": flag.previous_value}
     if step.kind == "kill":
-        existing = kill_switches.find_active(conn, p["scope"], p["target"], None, p["mode"])
-        if existing is not None:
-            return {"kind": "kill", **p, "switch_id": existing["id"], "created": False}
-        row = kill_switches.create(conn, scope=p["scope"], target=p["target"], run_id=None, mode=p["mode"],
-                                   reason=reason, operator=actor, now=now)
-        return {"kind": "kill", **p, "switch_id": row["id"], "created": True}
+        switch = kill_switches.find_active(conn, p["scope"], p["target"], None, p["mode"])
+        if switch is not None:
+            return {"kind": "kill", **p, "switch_id": switch.id, "created": False}
+        switch = kill_switches.create(conn, scope=p["scope"], target=p["target"], run_id=None, mode=p["mode"],
+                                      reason=reason, operator=actor, now=now)
+        return {"kind": "kill", **p, "switch_id": switch.id, "created": True}
     if step.kind == "breaker":
         override = _breaker_override(conn, p["key"], "force_open", reason, actor, source, now)
         expires = now + p["for_s"] if p.get("for_s") else None
-        return {"kind": "breaker", "key": p["key"], "action": "force_open", "override_id": override["id"],
+        return {"kind": "breaker", "key": p["key"], "action": "force_open", "override_id": override.id,
                 "expires": expires, "expired": None}
     if step.kind == "budget":
         runs = [{"run_id": run_id, "override_id": _budget_override(conn, run_id, p["limits"], reason, actor,
@@ -220,7 +219,7 @@ def _perform(conn: sqlite3.Connection, step: Step, source: str, actor: str, reas
 
 
 def _breaker_override(conn: sqlite3.Connection, key: str, action: str, reason: str, actor: str, source: str,
-                      now: float) -> dict[str, Any]:
+                      now: float) -> BreakerOverride:
     # The runbook is both the row's operator and the audit actor.
     return overrides.create_breaker_override(conn, key, action, reason=reason, operator=actor, source=source,
                                              actor=actor, now=now)
@@ -231,7 +230,7 @@ def _budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str,
     # Lifted limits (None) are left out: a runbook only lowers budgets.
     row = overrides.create_budget_override(conn, run_id, {k: v for k, v in limits.items() if v is not None},
                                            reason=reason, operator=actor, source=source, actor=actor, now=now)
-    return int(row["id"])
+    return row.id
 
 
 def extend_budget(api: ControlAPI, application_id: int, run_id: str, hierarchy: str | None, *,
@@ -244,12 +243,12 @@ def extend_budget(api: ControlAPI, application_id: int, run_id: str, hierarchy: 
         row = applications.get_in_force(conn, application_id)
         if row is None:
             return None
-        entries = json.loads(row["actions"])
+        entries = row.actions  # parsed for this read: changed here and written back
         budget = next((e for e in entries if e["kind"] == "budget" and e.get("hierarchy") in (None, hierarchy)),
                       None)
         if budget is None or any(r["run_id"] == run_id for r in budget["runs"]):
             return None
-        reason = f"{row['reason']} (run started while {row['runbook']} is in force)"
+        reason = f"{row.reason} (run started while {row.runbook} is in force)"
         override_id = _budget_override(conn, run_id, budget["limits"], reason, actor, source, now)
         budget["runs"].append({"run_id": run_id, "override_id": override_id})
         applications.set_actions(conn, application_id, json.dumps(entries, default=str))
@@ -280,26 +279,26 @@ def rollback(api: ControlAPI, application_id: int, *, source: str, reason: str) 
         row = applications.get(conn, application_id)
         if row is None:
             raise ControlError(f"no runbook application #{application_id}")
-        if row["rolled_back"] is not None:
-            raise ControlError(f"runbook application #{application_id} ({row['runbook']} on {row['scope']}) was "
-                               f"already rolled back by {row['rolled_back_by']} at "
-                               f"{clock_text(row['rolled_back'], now)}")
-        entries = json.loads(row["actions"])
+        if row.rolled_back is not None:
+            raise ControlError(f"runbook application #{application_id} ({row.runbook} on {row.scope}) was "
+                               f"already rolled back by {row.rolled_back_by} at "
+                               f"{clock_text(row.rolled_back, now)}")
+        entries = row.actions
         report = [_undo(conn, entry, source, actor, reason, now, operator=api.operator) for entry in entries]
         applications.mark_rolled_back(conn, application_id, actor=actor, report_json=json.dumps(report),
                                       actions_json=json.dumps(entries, default=str), now=now)
         audit.append(conn, ts=now, actor=actor, action="runbook_rolled_back",
-                     target=f"{row['runbook']}@{row['scope']}", before={"application": application_id},
+                     target=f"{row.runbook}@{row.scope}", before={"application": application_id},
                      after={"report": report}, reason=reason)
-        if row["incident_id"]:
+        if row.incident_id:
             restored = [r["text"] for r in report if r["outcome"] != "left"]
             left = [r["text"] for r in report if r["outcome"] == "left"]
-            text = f"rolled back {row['runbook']} (#{application_id}): " + ("; ".join(restored) or "nothing to undo")
+            text = f"rolled back {row.runbook} (#{application_id}): " + ("; ".join(restored) or "nothing to undo")
             if left:
                 text += ". Left as changed since: " + "; ".join(left)
-            incidents.add_event_json(conn, row["incident_id"], now, "rolled_back", actor, text,
+            incidents.add_event_json(conn, row.incident_id, now, "rolled_back", actor, text,
                                      json.dumps({"application": application_id, "report": report, "reason": reason}))
-    return RollbackResult(application_id, row["runbook"], row["scope"], report, row["incident_id"])
+    return RollbackResult(application_id, row.runbook, row.scope, report, row.incident_id)
 
 
 def _undo(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: str, reason: str, now: float, *,
@@ -310,35 +309,35 @@ def _undo(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: s
         if entry.get("noop"):
             return {"kind": kind, "outcome": "nothing", "text": f"{where} was already {entry['value']} before the "
                                                                 f"runbook; left"}
-        row = flag_settings.get(conn, entry["flag_id"])
-        if row is None or row["cleared"] is not None:
+        flag = flag_settings.get(conn, entry["flag_id"])
+        if flag is None or flag.cleared is not None:
             now_row = flag_settings.find_active(conn, entry["name"], entry["scope"], entry["target"])
             if now_row is not None:
-                change = f"set to {now_row['value']} by {_by(now_row)} at {clock_text(now_row['created'], now)}"
-            elif row is not None:
-                change = f"cleared by {row['cleared_by']} at {clock_text(row['cleared'], now)}"
+                change = f"set to {now_row.value} by {_by(now_row)} at {clock_text(now_row.created, now)}"
+            elif flag is not None:
+                change = f"cleared by {flag.cleared_by} at {clock_text(flag.cleared, now)}"
             else:
                 change = "removed"
             return {"kind": kind, "outcome": "left", "text": f"{where} was {change} since; left as is"}
         if entry.get("previous_value") is None:
-            flag_settings.clear(conn, row, reason=reason, source=source, operator=operator, now=now)
+            flag_settings.clear(conn, flag, reason=reason, source=source, operator=operator, now=now)
             return {"kind": kind, "outcome": "restored", "text": f"cleared {where} (it was unset before)"}
         flag_settings.set_value(conn, entry["name"], entry["previous_value"], entry["scope"], entry["target"],
                                 reason=reason, source=source, operator=operator, now=now)
         return {"kind": kind, "outcome": "restored", "text": f"restored {where} to {entry['previous_value']}"}
     if kind == "kill":
-        label = switch_label({"scope": entry["scope"], "target": entry["target"], "run_id": None})
+        label = switch_label(entry["scope"], entry["target"])
         if not entry.get("created"):
             return {"kind": kind, "outcome": "nothing", "text": f"the {entry['mode']} switch on {label} "
                                                                 f"(#{entry['switch_id']}) was in force before the "
                                                                 f"runbook; left"}
-        row = kill_switches.get(conn, entry["switch_id"])
-        if row is None or row["released"] is not None:
-            who = f" by {row['released_by']} at {clock_text(row['released'], now)}" if row else ""
+        switch = kill_switches.get(conn, entry["switch_id"])
+        if switch is None or switch.released is not None:
+            who = f" by {switch.released_by} at {clock_text(switch.released, now)}" if switch else ""
             return {"kind": kind, "outcome": "left", "text": f"{entry['mode']} switch #{entry['switch_id']} on "
                                                              f"{label} was already released{who}"}
-        kill_switches.release(conn, row, actor=actor, reason=reason, now=now)
-        return {"kind": kind, "outcome": "restored", "text": f"released {entry['mode']} switch #{row['id']} on {label}"}
+        kill_switches.release(conn, switch, actor=actor, reason=reason, now=now)
+        return {"kind": kind, "outcome": "restored", "text": f"released {entry['mode']} switch #{switch.id} on {label}"}
     if kind == "breaker":
         if entry.get("expired"):
             return {"kind": kind, "outcome": "nothing", "text": f"breaker {entry['key']} was already reset when its "
@@ -356,8 +355,8 @@ def _reset_breaker(conn: sqlite3.Connection, entry: dict[str, Any], source: str,
     later = overrides.later_breaker_override(conn, entry["key"], entry["override_id"])
     if later is not None:
         return {"kind": "breaker", "outcome": "left",
-                "text": f"breaker {entry['key']} was overridden since ({later['action']} by {later['operator']} at "
-                        f"{clock_text(later['created'], now)}); left as is"}
+                "text": f"breaker {entry['key']} was overridden since ({later.action} by {later.operator} at "
+                        f"{clock_text(later.created, now)}); left as is"}
     _breaker_override(conn, entry["key"], "reset", reason, actor, source, now)
     return {"kind": "breaker", "outcome": "restored", "text": f"reset breaker {entry['key']}"}
 
@@ -372,11 +371,11 @@ def expire_actions(api: ControlAPI, application_id: int, *, source: str) -> list
         row = applications.get_in_force(conn, application_id)
         if row is None:
             return []
-        entries = json.loads(row["actions"])
+        entries = row.actions
         for entry in entries:
             if entry["kind"] == "breaker" and entry.get("expires") and not entry.get("expired") \
                     and entry["expires"] <= now:
-                reason = f"{row['runbook']}: forced open for {short_duration(entry['expires'] - row['applied'])}, " \
+                reason = f"{row.runbook}: forced open for {short_duration(entry['expires'] - row.applied)}, " \
                          f"time is up"
                 result = _reset_breaker(conn, entry, source, actor, reason, now)
                 entry["expired"] = now
@@ -384,14 +383,14 @@ def expire_actions(api: ControlAPI, application_id: int, *, source: str) -> list
         if not done:
             return []
         applications.set_actions(conn, application_id, json.dumps(entries, default=str))
-        if row["incident_id"]:
-            incidents.add_event_json(conn, row["incident_id"], now, "action_expired", actor,
+        if row.incident_id:
+            incidents.add_event_json(conn, row.incident_id, now, "action_expired", actor,
                                      "; ".join(r["text"] for r in done),
                                      json.dumps({"application": application_id, "report": done}))
     return done
 
 
-def next_expiry(application: Mapping[str, Any]) -> float | None:
-    times = [e["expires"] for e in application["actions"] if e["kind"] == "breaker" and e.get("expires")
+def next_expiry(application: RunbookApplication) -> float | None:
+    times = [e["expires"] for e in application.actions if e["kind"] == "breaker" and e.get("expires")
              and not e.get("expired")]
     return min(times) if times else None

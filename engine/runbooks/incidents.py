@@ -9,10 +9,9 @@ from engine.controls.incidents import (
                                        IncidentStore,
                                        add_event,
                                        add_event_json,
-                                       decode_incident,
                                        list_incidents,
                                        recent_events,
 )
 
-__all__ = ["ACTIVE", "IncidentError", "IncidentStore", "add_event", "add_event_json", "decode_incident",
-           "list_incidents", "recent_events"]
+__all__ = ["ACTIVE", "IncidentError", "IncidentStore", "add_event", "add_event_json", "list_incidents",
+           "recent_events"]

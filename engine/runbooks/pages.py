@@ -12,6 +12,7 @@ from engine.runbooks.model import Runbook
 from engine.runbooks.notify import Page
 from engine.runbooks.pager import Attempt
 from engine.runbooks.watchdog import Transition
+from engine.store.control_rows import Incident
 
 __all__ = ["approval_decided_page", "attempt_text", "escalation_details", "escalation_pages", "follow_up_pages",
            "owner_pages", "public_context"]
@@ -22,16 +23,16 @@ def public_context(context: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if v not in (None, "", [])}
 
 
-def owner_pages(runbook: Runbook, t: Transition, incident: dict[str, Any], summary: str, applied: list[str],
+def owner_pages(runbook: Runbook, t: Transition, incident: Incident, summary: str, applied: list[str],
                 source: str) -> list[Page]:
     """A trigger page to each of the runbook's page targets, for the incident `t` opened or updated."""
     context = public_context(t.context)
-    details = {"runbook": runbook.id, "incident": incident["id"], "scope": t.scope, "signals": t.readings,
+    details = {"runbook": runbook.id, "incident": incident.id, "scope": t.scope, "signals": t.readings,
                "context": context, "apply": runbook.spec.apply, "actions": applied,
-               "runbook_file": str(runbook.path), "acknowledge": f"flightdeck incident ack {incident['id']}"}
+               "runbook_file": str(runbook.path), "acknowledge": f"flightdeck incident ack {incident.id}"}
     signal = next((r["signal"] for r in t.readings if r.get("fired")), "")
-    return [Page(target, "trigger", incident["id"], f"{runbook.spec.title} ({t.scope}): {summary}",
-                 severity, source, details, incident_id=incident["id"],
+    return [Page(target, "trigger", incident.id, f"{runbook.spec.title} ({t.scope}): {summary}",
+                 severity, source, details, incident_id=incident.id,
                  title=runbook.spec.title, scope=t.scope, group=runbook.id, signal=signal)
             for targets, severity in page_targets(runbook) for target in targets]
 
@@ -66,19 +67,19 @@ def approval_decided_page(target: str, approval_id: str, status: Any, source: st
                 kind="approval")
 
 
-def follow_up_pages(incident: dict[str, Any], source: str) -> list[Page]:
+def follow_up_pages(incident: Incident, source: str) -> list[Page]:
     """An incident acknowledged or resolved since its page: the page follows (PagerDuty acknowledge/resolve) to
     every target it went to. None for any other status."""
-    status = incident["status"]
+    status = incident.status
     action = {"acknowledged": "acknowledge", "resolved": "resolve"}.get(status)
     if action is None:
         return []
-    who = incident["acknowledged_by"] if status == "acknowledged" else incident["resolved_by"]
-    return [Page(target, action, incident["id"], f"{incident['title']} ({incident['scope']}) {status} by {who}",
-                 incident["severity"], source, {"incident": incident["id"], "status": status, "by": who},
-                 incident_id=incident["id"], title=incident["title"], scope=incident["scope"],
-                 group=incident["runbook"])
-            for target in incident.get("paged_targets") or []]
+    who = incident.acknowledged_by if status == "acknowledged" else incident.resolved_by
+    return [Page(target, action, incident.id, f"{incident.title} ({incident.scope}) {status} by {who}",
+                 incident.severity, source, {"incident": incident.id, "status": status, "by": who},
+                 incident_id=incident.id, title=incident.title, scope=incident.scope,
+                 group=incident.runbook)
+            for target in incident.paged_targets or []]
 
 
 def attempt_text(attempt: Attempt) -> str:

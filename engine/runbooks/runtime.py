@@ -43,6 +43,7 @@ from engine.runbooks.watchdog import DurationSource, SpanDurations, Transition, 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
     from engine.store.config import StoreConfig
+    from engine.store.control_rows import Approval, Incident, RunbookApplication
     from engine.store.engine_store import EngineStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class RunbookEngine:
         self._db: Any = None
         self._apis: dict[str, ControlAPI] = {}
         self.incidents: IncidentStore | None = None
-        self._applications: list[dict[str, Any]] = []
+        self._applications: list[RunbookApplication] = []
         self._version: int | None = None
         self._escalated: dict[str, list[str]] = {}
         self._postponed: set[int] = set()
@@ -144,10 +145,10 @@ class RunbookEngine:
         if not self._stopped:
             self._queue.put(events)
 
-    def page_escalation(self, approval: Mapping[str, Any]) -> None:
+    def page_escalation(self, approval: Approval) -> None:
         """Engine.escalation_listeners hook: an approval passed its deadline with on_timeout escalate."""
         if not self._stopped:
-            self._queue.put(("escalation", dict(approval)))
+            self._queue.put(("escalation", approval.as_dict()))
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Block until everything queued before this call has been processed and evaluated (True), or timeout."""
@@ -217,15 +218,15 @@ class RunbookEngine:
                 for target in self._escalated.pop(approval_id):
                     self.pager.send(approval_decided_page(target, approval_id, data.get("status"), self.source))
 
-    def _extend_budget(self, application: dict[str, Any], run_id: str, hierarchy: str | None) -> None:
-        for entry in application["actions"]:
+    def _extend_budget(self, application: RunbookApplication, run_id: str, hierarchy: str | None) -> None:
+        for entry in application.actions:
             if entry["kind"] == "budget" and entry.get("hierarchy") in (None, hierarchy):
-                runbook = self.runbooks.get(application["runbook"])
+                runbook = self.runbooks.get(application.runbook)
                 source = runbook.actor if runbook else "engine"
                 api = self._api(runbook.actor if runbook else f"engine:{self.engine_id}")
-                if actions.extend_budget(api, application["id"], run_id, hierarchy, source=source) is not None:
-                    self._emit("runbook.budget_lowered", application["runbook"],
-                               {"application": application["id"], "run_id": run_id, "limits": entry["limits"]})
+                if actions.extend_budget(api, application.id, run_id, hierarchy, source=source) is not None:
+                    self._emit("runbook.budget_lowered", application.runbook,
+                               {"application": application.id, "run_id": run_id, "limits": entry["limits"]})
 
     # -- detections ---------------------------------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class RunbookEngine:
             readings=t.readings, context=public_context(t.context), summary=summary, actor=runbook.actor,
             engine_id=self.engine_id)
         self._emit("runbook.detected", runbook.id, {"runbook": runbook.id, "scope": t.scope,
-                                                    "incident": incident["id"], "opened": opened,
+                                                    "incident": incident.id, "opened": opened,
                                                     "transition": t.kind, "signals": t.readings})
         applied: list[str] = []
         if spec.apply == "auto":
@@ -256,7 +257,7 @@ class RunbookEngine:
         if opened:
             self._page_owners(runbook, t, incident, summary, applied)
 
-    def _auto_apply(self, runbook: Runbook, t: Transition, incident: dict[str, Any], summary: str) -> list[str]:
+    def _auto_apply(self, runbook: Runbook, t: Transition, incident: Incident, summary: str) -> list[str]:
         from engine.errors import FlightdeckError
 
         assert self.incidents is not None
@@ -264,45 +265,45 @@ class RunbookEngine:
             return []
         current = actions.active_application(self._db, runbook.id, t.scope)
         if current is not None:
-            if current.get("incident_id") != incident["id"] or incident["fired"] == 1:
-                self.incidents.add_event(incident["id"], "applied", runbook.actor,
-                                         f"actions already in force (application #{current['id']} by "
-                                         f"{current['actor']}); nothing more applied")
+            if current.incident_id != incident.id or incident.fired == 1:
+                self.incidents.add_event(incident.id, "applied", runbook.actor,
+                                         f"actions already in force (application #{current.id} by "
+                                         f"{current.actor}); nothing more applied")
             return []
         try:
             application = actions.apply(self._api(runbook.actor), runbook, t.scope, t.context, source=runbook.actor,
                                         reason=f"{runbook.spec.title}: {summary}", running_runs=self._running_runs,
-                                        incident_id=incident["id"])
+                                        incident_id=incident.id)
         except FlightdeckError as exc:
-            self.incidents.add_event(incident["id"], "apply_failed", runbook.actor, f"could not apply: {exc}")
-            self._emit("runbook.apply_failed", runbook.id, {"incident": incident["id"], "error": str(exc)})
+            self.incidents.add_event(incident.id, "apply_failed", runbook.actor, f"could not apply: {exc}")
+            self._emit("runbook.apply_failed", runbook.id, {"incident": incident.id, "error": str(exc)})
             return []
         self._refresh_applications()
         described = [s.description for s in application.steps]
-        self._emit("runbook.applied", runbook.id, {"incident": incident["id"], "application": application.id,
+        self._emit("runbook.applied", runbook.id, {"incident": incident.id, "application": application.id,
                                                    "scope": t.scope, "actions": described})
         return described
 
-    def _suggest(self, runbook: Runbook, t: Transition, incident: dict[str, Any]) -> list[str]:
+    def _suggest(self, runbook: Runbook, t: Transition, incident: Incident) -> list[str]:
         assert self.incidents is not None
         if not runbook.spec.control_actions:
             return []
         with self.incidents.transaction() as conn:  # a consistent view of what is in force now
             steps = actions.plan(runbook, t.context, conn, self._running_runs, include_pages=False)
         suggested = [s.as_dict() for s in steps]
-        command = (f"flightdeck runbooks apply {runbook.id} --scope {t.scope} --incident {incident['id']} "
+        command = (f"flightdeck runbooks apply {runbook.id} --scope {t.scope} --incident {incident.id} "
                    f"--reason \"...\"")
-        self.incidents.set_suggested(incident["id"], suggested, command, runbook.actor)
-        self._emit("runbook.suggested", runbook.id, {"incident": incident["id"], "actions": suggested})
+        self.incidents.set_suggested(incident.id, suggested, command, runbook.actor)
+        self._emit("runbook.suggested", runbook.id, {"incident": incident.id, "actions": suggested})
         return [f"suggested: {s.description}" for s in steps]
 
     def _cleared(self, t: Transition) -> None:
         assert self.incidents is not None
         incident = self.incidents.open_incident(t.runbook.id, t.scope)
         if incident is not None:
-            self.incidents.cleared(incident["id"], t.readings, t.runbook.actor)
+            self.incidents.cleared(incident.id, t.readings, t.runbook.actor)
         self._emit("runbook.cleared", t.runbook.id, {"runbook": t.runbook.id, "scope": t.scope,
-                                                     "incident": incident["id"] if incident else None,
+                                                     "incident": incident.id if incident else None,
                                                      "signals": t.readings})
 
     def _running_runs(self, hierarchy: str | None) -> list[str]:
@@ -311,7 +312,7 @@ class RunbookEngine:
 
     # -- pages ----------------------------------------------------------------------------------------------------
 
-    def _page_owners(self, runbook: Runbook, t: Transition, incident: dict[str, Any], summary: str,
+    def _page_owners(self, runbook: Runbook, t: Transition, incident: Incident, summary: str,
                      applied: list[str]) -> None:
         assert self.incidents is not None
         for page in owner_pages(runbook, t, incident, summary, applied, self.source):
@@ -361,7 +362,7 @@ class RunbookEngine:
         for incident in self.incidents.unsynced_pages():
             for page in follow_up_pages(incident, self.source):
                 self.pager.send(page)
-            self.incidents.mark_synced(incident["id"], incident["status"])
+            self.incidents.mark_synced(incident.id, incident.status)
 
     # -- housekeeping ---------------------------------------------------------------------------------------------
 
@@ -374,39 +375,38 @@ class RunbookEngine:
         now = self.clock.time()
         for application in list(self._applications):
             expiry = actions.next_expiry(application)
-            runbook = self.runbooks.get(application["runbook"])
+            runbook = self.runbooks.get(application.runbook)
             actor = runbook.actor if runbook else f"engine:{self.engine_id}"
             if expiry is not None and expiry <= now:
-                done = actions.expire_actions(self._api(actor), application["id"], source=actor if runbook else
+                done = actions.expire_actions(self._api(actor), application.id, source=actor if runbook else
                                               "engine")
                 if done:
-                    self._emit("runbook.action_expired", application["runbook"],
-                               {"application": application["id"], "report": done})
+                    self._emit("runbook.action_expired", application.runbook,
+                               {"application": application.id, "report": done})
                 self._refresh_applications()
-            due = application.get("rollback_due")
+            due = application.rollback_due
             if due is not None and due <= now:
                 self._due_rollback(application, actor, runbook is not None)
 
-    def _due_rollback(self, application: dict[str, Any], actor: str, is_runbook: bool) -> None:
+    def _due_rollback(self, application: RunbookApplication, actor: str, is_runbook: bool) -> None:
         assert self.incidents is not None
-        policy = application["rollback"]
-        if policy.get("require_quiet") and self.watchdog.is_firing(application["runbook"], application["scope"]):
-            if application["id"] not in self._postponed:
-                self._postponed.add(application["id"])
-                if application.get("incident_id"):
-                    self.incidents.add_event(application["incident_id"], "rollback_postponed", actor,
+        policy = application.rollback
+        if policy.get("require_quiet") and self.watchdog.is_firing(application.runbook, application.scope):
+            if application.id not in self._postponed:
+                self._postponed.add(application.id)
+                if application.incident_id:
+                    self.incidents.add_event(application.incident_id, "rollback_postponed", actor,
                                              "automatic rollback is due but the signal is still firing; waiting "
                                              "for it to be quiet")
             return
         reason = (f"automatic rollback: {policy.get('after_s', 0) / 60:g} min after applying"
                   + (", and the signal is quiet" if policy.get("require_quiet") else ""))
-        result = actions.rollback(self._api(actor), application["id"], source=actor if is_runbook else "engine",
+        result = actions.rollback(self._api(actor), application.id, source=actor if is_runbook else "engine",
                                   reason=reason)
-        self._postponed.discard(application["id"])
+        self._postponed.discard(application.id)
         self._refresh_applications()
-        self._emit("runbook.rolled_back", application["runbook"], {"application": application["id"],
-                                                                   "scope": application["scope"],
-                                                                   "report": result.report})
+        self._emit("runbook.rolled_back", application.runbook,
+                   {"application": application.id, "scope": application.scope, "report": result.report})
 
     def _refresh_applications(self) -> None:
         self._applications = actions.active_applications(self._db)

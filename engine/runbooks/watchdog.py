@@ -14,11 +14,14 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.runbooks.detectors import Detector, Event, Facts, PendingApproval, Reading, make_detector, needs_durations
 from engine.runbooks.model import Runbook
 from engine.runbooks.windows import OK, Hysteresis
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import Approval
 
 DurationSource = Callable[[list[str]], Mapping[str, float]]
 _IGNORED_PREFIXES = ("runbook.", "incident.")  # our own events: watching them would feed back into detections
@@ -85,13 +88,13 @@ class Watchdog:
 
     # -- input --------------------------------------------------------------------------------------------------
 
-    def seed_pending_approvals(self, rows: Iterable[Mapping[str, Any]], now: float) -> None:
+    def seed_pending_approvals(self, rows: Iterable[Approval], now: float) -> None:
         """Approvals already pending when the watchdog starts (read once from control.db). Their age counts from
         their request time, clamped to `now` (clocks of other processes may be ahead)."""
         for row in rows:
-            self.facts.pending_approvals[row["id"]] = PendingApproval(
-                id=row["id"], requested=min(float(row.get("requested") or now), now), run=row.get("run_id"),
-                agent=row.get("agent"), tool=row.get("tool"), hierarchy=None)
+            self.facts.pending_approvals[row.id] = PendingApproval(
+                id=row.id, requested=min(float(row.requested or now), now), run=row.run_id,
+                agent=row.agent, tool=row.tool, hierarchy=None)
 
     def feed(self, events: Iterable[Event], now: float) -> None:
         batch = [e for e in events if not e[1].startswith(_IGNORED_PREFIXES)]

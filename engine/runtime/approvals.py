@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.hierarchy.tools import LoadedTool
     from engine.runtime.context import RunContext
     from engine.runtime.control_worker import ControlWorker
+    from engine.store.control_rows import Approval
 
 DEFAULT_DEADLINE_S = 120.0
 
@@ -51,10 +52,10 @@ def _redacted(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else args
 
 
-def _read_decision(worker: ControlWorker, api: ControlAPI, approval_id: str) -> dict[str, Any]:
+def _read_decision(worker: ControlWorker, api: ControlAPI, approval_id: str) -> Approval:
     """The approval as control.db has it now; a decision not bound to its audit row comes back as a denial."""
     row = api.approval(approval_id)
-    if row["status"] == "pending" or worker.verifier is None:
+    if row.status == "pending" or worker.verifier is None:
         return row
     return worker.verifier.check_decision(api, row)
 
@@ -73,30 +74,30 @@ async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedToo
     row = await worker.call(lambda api: api.request_approval(
         ctx.run_id, span, agent, tool.name, stored_args, tool.spec.risk, reason, deadline_s, on_timeout,
         engine.store.engine_id))
-    approval_id = row["id"]
+    approval_id = row.id
     ctx.tracer.event(ctx.run_id, span, "approval.requested", agent=agent, name=tool.name, data={
-        "id": approval_id, "tool": tool.name, "args_hash": row["args_hash"], "risk": tool.spec.risk,
-        "deadline": row["deadline"], "on_timeout": on_timeout, "reason": reason})
+        "id": approval_id, "tool": tool.name, "args_hash": row.args_hash, "risk": tool.spec.risk,
+        "deadline": row.deadline, "on_timeout": on_timeout, "reason": reason})
     engine.on_approval_requested(row)
     decided = controls.approval_event(approval_id)
     try:
         while True:
-            with anyio.move_on_after(max(0.0, row["deadline"] - time.time())):
+            with anyio.move_on_after(max(0.0, row.deadline - time.time())):
                 await decided.wait()
             decision = controls.decisions.get(approval_id)
             if decision is not None:
                 break
             expired = await worker.call(lambda api: api.expire_approval(approval_id, max_escalations=max_escalations))
-            outcome = expired.get("outcome")
+            outcome = expired.outcome
             if outcome == "escalated":
                 row = expired
                 ctx.tracer.event(ctx.run_id, span, "approval.escalated", agent=agent, name=tool.name, data={
-                    "id": approval_id, "level": expired["level"], "deadline": expired["deadline"]})
+                    "id": approval_id, "level": expired.level, "deadline": expired.deadline})
                 engine.on_approval_escalated(expired)
                 continue
             if outcome == "unchanged":  # a decision raced the deadline and won: read it
                 current = await worker.call(lambda api: _read_decision(worker, api, approval_id))
-                if current["status"] == "pending":
+                if current.status == "pending":
                     row = current
                     continue
                 decision = current
@@ -106,12 +107,12 @@ async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedToo
     finally:
         controls.forget_approval(approval_id)
 
-    status = decision["status"]
-    record = {"id": approval_id, "status": status, "decided_by": decision.get("decided_by"),
-              "decision_reason": decision.get("decision_reason"), "level": decision.get("level", 0)}
+    status = decision.status
+    record = {"id": approval_id, "status": status, "decided_by": decision.decided_by,
+              "decision_reason": decision.decision_reason, "level": decision.level}
     ctx.tracer.event(ctx.run_id, span, "approval.decided", agent=agent, name=tool.name, data=record)
     if status == "approved":
-        edited = decision.get("edited_arguments")
+        edited = decision.edited_arguments
         if edited is not None:
             if isinstance(edited, str):
                 edited = json.loads(edited)
@@ -126,8 +127,8 @@ async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedToo
         message = (f"no decision on approval {approval_id} within its deadline; the policy for {tool.name} is "
                    f"to deny on timeout. Do not retry the same call.")
     elif status == "cancelled":
-        message = f"approval {approval_id} was cancelled: {decision.get('decision_reason') or 'run stopped'}"
+        message = f"approval {approval_id} was cancelled: {decision.decision_reason or 'run stopped'}"
     else:
-        message = (f"denied by {decision.get('decided_by') or 'an operator'}: "
-                   f"{decision.get('decision_reason') or 'no reason given'}")
+        message = (f"denied by {decision.decided_by or 'an operator'}: "
+                   f"{decision.decision_reason or 'no reason given'}")
     return ApprovalOutcome(False, args, message, record)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from engine.runtime.deadline import Deadline
     from engine.runtime.engine import Engine
     from engine.runtime.store_gate import StoreGate
+    from engine.store.control_rows import Approval, KillSwitch
 
 
 class OperatorStop(Exception):
@@ -57,12 +58,12 @@ class ActiveRun:
     gauges_published: bool = False  # the state publisher has written this run's budget gauges at least once
 
 
-def _describe(switch: dict[str, Any]) -> str:
-    scope = switch["scope"]
-    what = "everything" if scope == "global" else f"{scope} {switch['target']}"
-    if switch.get("run_id") and scope == "agent":
-        what += f" in run {switch['run_id']}"
-    return f"{switch['mode']} switch #{switch['id']} on {what} by {switch['operator']}: {switch['reason']}"
+def _describe(switch: KillSwitch) -> str:
+    scope = switch.scope
+    what = "everything" if scope == "global" else f"{scope} {switch.target}"
+    if switch.run_id and scope == "agent":
+        what += f" in run {switch.run_id}"
+    return f"{switch.mode} switch #{switch.id} on {what} by {switch.operator}: {switch.reason}"
 
 
 class RuntimeControls:
@@ -70,7 +71,7 @@ class RuntimeControls:
         self._engine = engine
         self.worker: ControlWorker | None = None
         self.runs: dict[str, ActiveRun] = {}
-        self.switches: list[dict[str, Any]] = []
+        self.switches: list[KillSwitch] = []
         self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
         self._applied_kills: set[int] = set()
         self._watcher_stages = False  # True once the control watcher stages snapshots itself (see stage)
@@ -78,7 +79,7 @@ class RuntimeControls:
         self._changed: anyio.Event | None = None
         self.first_applied: anyio.Event | None = None
         self._approval_waiters: dict[str, anyio.Event] = {}
-        self.decisions: dict[str, dict[str, Any]] = {}
+        self.decisions: dict[str, Approval] = {}
         self._run_slots: anyio.CapacityLimiter | None = None
         self._audit_head: tuple[int, str] | None = None  # the last head recorded in traces.db
         self.store_gate: StoreGate | None = None  # no call starts that the trace store cannot record
@@ -120,8 +121,8 @@ class RuntimeControls:
         if gate is not None and gate.failure is not None:
             return f"refused: the trace store is unavailable: {gate.failure}"
         for switch in self.switches:
-            if switch["mode"] in ("kill", "drain") and (
-                    switch["scope"] == "global" or (switch["scope"] == "hierarchy" and switch["target"] == hierarchy)):
+            if switch.mode in ("kill", "drain") and (
+                    switch.scope == "global" or (switch.scope == "hierarchy" and switch.target == hierarchy)):
                 return "refused: " + _describe(switch)
         admission = self._flag("runs.admission", None, hierarchy)
         if admission == "paused":
@@ -130,13 +131,13 @@ class RuntimeControls:
 
     # -- the gate --------------------------------------------------------------------------------------------------
 
-    def _matching(self, ctx: RunContext, agent: str, tool: str | None) -> list[dict[str, Any]]:
+    def _matching(self, ctx: RunContext, agent: str, tool: str | None) -> list[KillSwitch]:
         found = []
         for switch in self.switches:
-            scope, target = switch["scope"], switch["target"]
+            scope, target = switch.scope, switch.target
             if (scope == "global" or (scope == "run" and target == ctx.run_id)
                     or (scope == "hierarchy" and target == ctx.compiled.name)
-                    or (scope == "agent" and target == agent and switch["run_id"] in (None, ctx.run_id))
+                    or (scope == "agent" and target == agent and switch.run_id in (None, ctx.run_id))
                     or (scope == "tool" and tool is not None and target == tool)):
                 found.append(switch)
         return found
@@ -150,11 +151,11 @@ class RuntimeControls:
         while True:
             paused_by = None
             for switch in self._matching(ctx, agent, tool):
-                if switch["mode"] == "pause":
+                if switch.mode == "pause":
                     paused_by = paused_by or switch
                 else:
-                    raise OperatorStop(("stopped: " if switch["mode"] == "kill" else "drained: ") + _describe(switch),
-                                       mode=switch["mode"], tool_only=switch["scope"] == "tool")
+                    raise OperatorStop(("stopped: " if switch.mode == "kill" else "drained: ") + _describe(switch),
+                                       mode=switch.mode, tool_only=switch.scope == "tool")
             agent_flag = self._flag(f"agent.{agent}", ctx.run_id, ctx.compiled.name)
             if agent_flag == "disabled":
                 raise OperatorStop(f"stopped: agent {agent} is disabled (safe-mode flag agent.{agent}=disabled)")
@@ -234,10 +235,10 @@ class RuntimeControls:
         runs at admission) without waiting for a busy event loop to reach `apply`, which then cancels in-flight
         work, wakes waiters and acknowledges. Thread-safe: it only replaces two references, which readers on the
         loop see whole, and the watcher stages snapshots in the order it reads them."""
-        switches = [dict(s) for s in snapshot.kill_switches]
+        switches = list(snapshot.kill_switches)
         flags: dict[str, dict[tuple[str, str | None], str]] = {}
         for row in snapshot.flags:
-            flags.setdefault(row["name"], {})[(row["scope"], row["target"])] = str(row["value"])
+            flags.setdefault(row.name, {})[(row.scope, row.target)] = str(row.value)
         self.switches = switches
         self.flags = flags  # always a new dict: the runtime's withheld-tools cache keys on its identity
         if from_watcher:
@@ -251,20 +252,20 @@ class RuntimeControls:
             self.stage(snapshot)
         # else: the watcher staged this snapshot, or a newer one, already; apply works from the newest state.
         self._apply_concurrency()
-        new_kills = [s for s in self.switches if s["mode"] == "kill" and s["id"] not in self._applied_kills]
+        new_kills = [s for s in self.switches if s.mode == "kill" and s.id not in self._applied_kills]
         for switch in new_kills:
-            self._applied_kills.add(switch["id"])
+            self._applied_kills.add(switch.id)
             self._cancel_covered(switch)
         for row in snapshot.decided_approvals:
-            self.decisions[row["id"]] = dict(row)
-            waiter = self._approval_waiters.get(row["id"])
+            self.decisions[row.id] = row
+            waiter = self._approval_waiters.get(row.id)
             if waiter is not None:
                 waiter.set()
         if engine is not None:
             self._record_audit_head(engine, snapshot.audit_head)
             engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
-            unacked_switches = [s["id"] for s in self.switches if s.get("acked") is None]
-            unacked_flags = [f["id"] for f in snapshot.flags if f.get("acked") is None]
+            unacked_switches = [s.id for s in self.switches if s.acked is None]
+            unacked_flags = [f.id for f in snapshot.flags if f.acked is None]
             if unacked_switches or unacked_flags:
                 engine.acknowledge(unacked_switches, unacked_flags)
         # Wake everything paused at the gate so it re-evaluates against the new state.
@@ -300,16 +301,16 @@ class RuntimeControls:
             active.scope.cancel()
         return len(runs)
 
-    def _cancel_covered(self, switch: dict[str, Any]) -> None:
+    def _cancel_covered(self, switch: KillSwitch) -> None:
         reason = "killed: " + _describe(switch)
-        scope, target = switch["scope"], switch["target"]
+        scope, target = switch.scope, switch.target
         for active in list(self.runs.values()):
             ctx = active.ctx
             if scope == "global" or (scope == "run" and target == ctx.run_id) or (
                     scope == "hierarchy" and target == ctx.compiled.name):
                 active.stop_reason = reason
                 active.scope.cancel()
-            elif scope == "agent" and switch["run_id"] in (None, ctx.run_id):
+            elif scope == "agent" and switch.run_id in (None, ctx.run_id):
                 for span, (agent, agent_scope) in list(active.agents.items()):
                     if agent == target:
                         active.stopped_agents[span] = reason

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.compiled import CompiledAgent
     from engine.store import EngineStore
+    from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
@@ -86,11 +87,11 @@ class Engine:
         self._compiled: dict[str, CompiledHierarchy] = {}
         self._providers: dict[tuple[str, ...], Provider] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
-        self.escalation_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.escalation_listeners: list[Callable[[Approval], None]] = []
         self.runbooks: Any = None  # the RunbookEngine watching this engine's event stream
         self.publisher: Any = None  # current breaker and budget state for the console
         self._runbooks_option = runbooks
-        self.approval_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.approval_listeners: list[Callable[[Approval], None]] = []
 
     async def __aenter__(self) -> Engine:
         # The engine's helper threads (the control watcher, the trace shipper) need the GIL briefly and often; with
@@ -156,8 +157,8 @@ class Engine:
         if worker.verifier is not None:  # replayed overrides are obeyed too: only those the audit log records
             overrides = await worker.call(lambda api: worker.verifier.keep_bound(api, "breaker_overrides", overrides))
         for row in reversed(overrides):
-            if row.get("applied") is not None:
-                self.guards.apply_operator_override(row["key"], row["action"])
+            if row.applied is not None:
+                self.guards.apply_operator_override(row.key, row.action)
         abandoned = list(self.store.abandoned_runs)
         if abandoned:
             await worker.call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is abandoned")
@@ -222,14 +223,15 @@ class Engine:
             self.tracer.event(None, None, "control.applied", name=f"kill_switch:{switch_id}",
                               data={"switch_id": switch_id, "applied_at": acked_at})
 
-    def apply_overrides(self, breaker_overrides: Any, budget_overrides: Any) -> None:
+    def apply_overrides(self, breaker_overrides: Sequence[BreakerOverride],
+                        budget_overrides: Sequence[BudgetOverride]) -> None:
         applied_breakers = []
         for row in breaker_overrides:
-            self.guards.apply_operator_override(row["key"], row["action"])
-            applied_breakers.append(row["id"])
+            self.guards.apply_operator_override(row.key, row.action)
+            applied_breakers.append(row.id)
         applied_budgets = []
-        for row in budget_overrides:
-            active = self.controls.runs.get(row["run_id"])
+        for budget in budget_overrides:
+            active = self.controls.runs.get(budget.run_id)
             if active is None:
                 continue  # not a run of this engine (or already over)
             from engine.guardrails.budget import BudgetLimits as Limits
@@ -237,14 +239,14 @@ class Engine:
 
             ctx = active.ctx
             base = self.guards.run_limits(ctx.compiled, ctx.attributes.get("budget_override"))
-            limits = row["limits"] if isinstance(row["limits"], dict) else json.loads(row["limits"])
+            limits = budget.limits if isinstance(budget.limits, dict) else json.loads(budget.limits)
             override = Limits(**{k: v for k, v in limits.items() if v is not None})
             merged = merge_limits(base, override) if base is not None else override
             self.guards.ledger.set_limits(ctx.budget_scope, merged)
             ctx.attributes["budget_override"] = merged
-            self.tracer.event(ctx.run_id, None, "budget.changed", data={"limits": limits, "by": row["operator"],
-                                                                        "reason": row["reason"]})
-            applied_budgets.append(row["id"])
+            self.tracer.event(ctx.run_id, None, "budget.changed", data={"limits": limits, "by": budget.operator,
+                                                                        "reason": budget.reason})
+            applied_budgets.append(budget.id)
         if applied_breakers or applied_budgets:
             engine_id = self.store.engine_id
 
@@ -256,12 +258,12 @@ class Engine:
 
             self._background(mark, "marking overrides applied")
 
-    def on_approval_escalated(self, approval: dict[str, Any]) -> None:
+    def on_approval_escalated(self, approval: Approval) -> None:
         """Hook for paging on escalation (the runbook engine's notifier subscribes)."""
         for listener in self.escalation_listeners:
             listener(approval)
 
-    def on_approval_requested(self, approval: dict[str, Any]) -> None:
+    def on_approval_requested(self, approval: Approval) -> None:
         """Hook for whoever shows pending approvals to a person (the CLI's progress line, the demo)."""
         for listener in self.approval_listeners:
             listener(approval)

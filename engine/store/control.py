@@ -20,10 +20,11 @@ from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StoreError
+from engine.store.control_rows import EngineRecord, EngineStatus
 from engine.store.control_schema import CONTROL_MIGRATIONS
 from engine.store.files import CONTROL_DB, connect, ensure_private_file, translate_sqlite_error
 from engine.store.migrate import Migration, check_not_too_new, migrate, schema_version
-from engine.store.rows import fetch_rows
+from engine.store.rows import fetch_rows, fetch_typed
 
 STALE_AFTER_S = 5.0
 BUSY_TIMEOUT_S = 5.0
@@ -161,27 +162,30 @@ class ControlDB:
             conn.execute("UPDATE engines SET stopped = ? WHERE id = ? AND stopped IS NULL",
                          (self._clock.time() if stopped is None else stopped, engine_id))
 
-    def mark_others_stopped(self, engine_id: str) -> list[dict[str, Any]]:
+    def mark_others_stopped(self, engine_id: str) -> list[EngineRecord]:
         """Called by the engine that holds the store lock: every other engine still marked running is dead.
         Their `stopped` becomes their last heartbeat (when they were last known alive). Returns them."""
-        dead = self.query("SELECT * FROM engines WHERE stopped IS NULL AND id != ?", (engine_id,))
+        with self.reading() as conn:
+            dead = fetch_typed(conn, EngineRecord, "SELECT * FROM engines WHERE stopped IS NULL AND id != ?",
+                               (engine_id,))
         if dead:
             with self.transaction() as conn:
                 conn.execute("UPDATE engines SET stopped = heartbeat WHERE stopped IS NULL AND id != ?",
                              (engine_id,))
         return dead
 
-    def list_engines(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list_engines(self, limit: int = 50) -> list[EngineStatus]:
         """Newest first, each with `alive` (running and heartbeat fresh) and `stale` (not stopped, but no
         heartbeat for more than STALE_AFTER_S: hung or killed without cleanup)."""
         now = self._clock.time()
-        rows = self.query("SELECT * FROM engines ORDER BY started DESC LIMIT ?", (limit,))
+        with self.reading() as conn:
+            rows = fetch_typed(conn, EngineRecord, "SELECT * FROM engines ORDER BY started DESC LIMIT ?", (limit,))
+        out = []
         for row in rows:
-            running = row["stopped"] is None
-            fresh = now - row["heartbeat"] <= STALE_AFTER_S
-            row["alive"] = running and fresh
-            row["stale"] = running and not fresh
-        return rows
+            running = row.stopped is None
+            fresh = now - row.heartbeat <= STALE_AFTER_S
+            out.append(EngineStatus(**row.as_dict(), alive=running and fresh, stale=running and not fresh))
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -173,7 +173,7 @@ def open_engine_store(store_dir: Path | str, *, config_file: str | os.PathLike[s
         now = time.time()
         dead = control.mark_others_stopped(engine_id)
         abandoned = abandon_dead_runs(traces, traces_path, now)
-        mark_engines_stopped(traces, traces_path, {row["id"]: row["heartbeat"] for row in dead}, now)
+        mark_engines_stopped(traces, traces_path, {row.id: row.heartbeat for row in dead}, now)
         from engine import __version__
 
         host, user, pid = socket.gethostname(), current_user(), os.getpid()

@@ -77,9 +77,9 @@ async def test_approve_binds_to_the_hash_shown_and_records_operator(store: Path,
         await pilot.press("enter")
         await wait_for(pilot, lambda: notified(app, "approved by alice"), what="approved")
     with api(store) as control:
-        row = control.approval(first["id"])
-    assert (row["status"], row["decided_by"], row["decision_reason"]) == ("approved", "alice", "looks right")
-    assert seen == [{"expected_args_hash": first["args_hash"]}]
+        row = control.approval(first.id)
+    assert (row.status, row.decided_by, row.decision_reason) == ("approved", "alice", "looks right")
+    assert seen == [{"expected_args_hash": first.args_hash}]
 
 
 async def test_deny_with_message(store: Path) -> None:
@@ -93,8 +93,8 @@ async def test_deny_with_message(store: Path) -> None:
         await wait_for(pilot, lambda: notified(app, "denied by alice"), what="denied")
         await wait_for(pilot, lambda: view.table.row_count == 1, what="row gone")
     with api(store) as control:
-        row = control.approval(first["id"])
-    assert (row["status"], row["decision_reason"]) == ("denied", "18% needs VP sign-off; offer 10%")
+        row = control.approval(first.id)
+    assert (row.status, row.decision_reason) == ("denied", "18% needs VP sign-off; offer 10%")
 
 
 async def test_edit_arguments_validates_json_then_approves(store: Path) -> None:
@@ -116,8 +116,8 @@ async def test_edit_arguments_validates_json_then_approves(store: Path) -> None:
         await submit(pilot)
         await wait_for(pilot, lambda: notified(app, "approved with edited arguments"), what="edited")
     with api(store) as control:
-        row = control.approval(first["id"])
-    assert row["status"] == "approved" and row["edited_arguments"] == {"deal": "ACME-001", "discount_pct": 10}
+        row = control.approval(first.id)
+    assert row.status == "approved" and row.edited_arguments == {"deal": "ACME-001", "discount_pct": 10}
 
 
 async def test_late_decision_is_a_notification(store: Path) -> None:
@@ -128,7 +128,7 @@ async def test_late_decision_is_a_notification(store: Path) -> None:
         await pilot.press("a")
         await fill(pilot, reason="ok")
         with api(store, "bob") as control:  # someone else decides while the modal is open
-            control.deny(first["id"], "no")
+            control.deny(first.id, "no")
         await submit(pilot)
         await wait_for(pilot, lambda: notified(app, "already") or notified(app, "denied by bob"),
                        what="error notification")
@@ -140,8 +140,8 @@ async def test_expired_decision_is_a_notification(store: Path) -> None:
     app = live_app(store)
     async with app.run_test(size=(160, 48)) as pilot:
         view = await show(pilot, "3", "approvals")
-        await wait_for(pilot, lambda: view.table.get(short["id"]) is not None, what="row")
-        view.table.select_key(short["id"])
+        await wait_for(pilot, lambda: view.table.get(short.id) is not None, what="row")
+        view.table.select_key(short.id)
         await pilot.press("a")
         await fill(pilot, reason="ok")
         time.sleep(0.35)
@@ -160,7 +160,7 @@ async def test_breaker_actions_write_overrides(store: Path, key: str, action: st
         await wait_for(pilot, lambda: notified(app, "Breaker override #"), what="override")
     with api(store) as control:
         (row,) = control.breaker_overrides()
-    assert (row["key"], row["action"], row["operator"], row["reason"]) == \
+    assert (row.key, row.action, row.operator, row.reason) == \
         ("tool:crm_lookup", action, "alice", f"{action} for the drill")
 
 
@@ -187,9 +187,9 @@ async def test_release_clear_and_set_flag(store: Path) -> None:
         assert control.active_kill_switches() == []
         (flag,) = control.active_flags()
         log = control.audit_log()
-    assert (flag["name"], flag["value"], flag["scope"], flag["target"], flag["operator"]) == \
+    assert (flag.name, flag.value, flag.scope, flag.target, flag.operator) == \
         ("tool.send_email", "disabled", "hierarchy", "deal-desk", "alice")
-    mine = [(r["action"], r["reason"]) for r in log if r["actor"] == "alice"]
+    mine = [(r.action, r.reason) for r in log if r.actor == "alice"]
     assert sorted(mine) == [("flag_cleared", "incident over"), ("flag_set", "drill"), ("release", "relay fixed")]
 
 
@@ -214,7 +214,7 @@ async def test_kill_run_from_runs_view_shows_preview_and_waits_for_ack(store: Pa
         await wait_for(pilot, lambda: notified(app, "acknowledged kill switch #2"), what="ack")
     with api(store) as control:
         row = control.kill_switch(2)
-    assert (row["scope"], row["target"], row["mode"], row["operator"]) == ("run", "c3d4e5f6a1b2", "drain", "alice")
+    assert (row.scope, row.target, row.mode, row.operator) == ("run", "c3d4e5f6a1b2", "drain", "alice")
 
 
 async def test_no_ack_offers_to_terminate_the_engine(store: Path, monkeypatch: Any) -> None:
@@ -241,13 +241,13 @@ async def test_global_halt_needs_typed_halt(store: Path) -> None:
         await submit(pilot)
         assert "Type HALT exactly" in str(form.query_one("#form-error").render())
         with api(store) as control:
-            assert [s["scope"] for s in control.active_kill_switches()] == ["tool"]
+            assert [s.scope for s in control.active_kill_switches()] == ["tool"]
         await fill(pilot, confirm="HALT")
         await submit(pilot)
         await wait_for(pilot, lambda: notified(app, "set: global"), what="halt")
         await wait_for(pilot, lambda: app.main.query_one("#halt-banner").active, what="banner")
     with api(store) as control:
-        assert sorted(s["scope"] for s in control.active_kill_switches()) == ["global", "tool"]
+        assert sorted(s.scope for s in control.active_kill_switches()) == ["global", "tool"]
 
 
 async def test_kill_agent_from_run_view_uses_selected_span() -> None:

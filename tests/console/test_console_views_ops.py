@@ -87,8 +87,8 @@ async def test_approvals_view_renders_queue_oldest_first_with_countdown(store: P
     async with app.run_test(size=(160, 48)) as pilot:
         view = await show(pilot, "3", "approvals")
         rows = [view.table.get(k) for k in view.table.visible_keys()]
-        assert [r["tool"] for r in rows] == ["apply_discount", "send_email"]
-        assert view.table.cursor_key == rows[0]["id"]
+        assert [r.tool for r in rows] == ["apply_discount", "send_email"]
+        assert view.table.cursor_key == rows[0].id
         from console.screens.approvals import approval_cell
 
         left = approval_cell(rows[0], "left", fixed_clock())
@@ -128,13 +128,13 @@ async def test_controls_view_lists_switches_and_flags(store: Path) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         view = await show(pilot, "5", "controls")
         switch = next(iter(view.switches.values()))
-        assert (switch["scope"], switch["target"], switch["mode"], switch["operator"]) == \
+        assert (switch.scope, switch.target, switch.mode, switch.operator) == \
             ("tool", "send_email", "drain", "bob")
         from console.screens.controls import switch_cell
 
         assert switch_cell(switch, "acked", FIXED_NOW).plain == "NOT ACKED"
         flag = next(iter(view.flags.values()))
-        assert (flag["name"], flag["value"]) == ("tools.side_effects", "off")
+        assert (flag.name, flag.value) == ("tools.side_effects", "off")
 
 
 async def test_header_slots(store: Path) -> None:

@@ -54,10 +54,10 @@ def write_incidents(store_dir: Path) -> None:
             scope="hierarchy:support-triage", readings=reading("spend_rate_per_min", 2.4, 2.0),
             context={"hierarchy": "support-triage"}, summary="spend 2.4/min", actor="runbook:cost-spike",
             engine_id=None)
-        store.cleared(quiet["id"], [{"signal": "spend_rate_per_min", "value": 0.3, "peak": 2.4}],
+        store.cleared(quiet.id, [{"signal": "spend_rate_per_min", "value": 0.3, "peak": 2.4}],
                       "runbook:cost-spike")
         clock.now = FIXED_NOW - 500
-        store.acknowledge(quiet["id"], "bob", "looking at the spend")
+        store.acknowledge(quiet.id, "bob", "looking at the spend")
         clock.now = FIXED_NOW - 240
         looping, _ = store.open_or_update(
             runbook="looping-agent", title=runbooks["looping-agent"].spec.title, severity="sev2", apply_mode="auto",
@@ -68,7 +68,7 @@ def write_incidents(store_dir: Path) -> None:
         actions.apply(api, runbooks["looping-agent"], "agent:pricing", {"agent": "pricing", "scope": "agent:pricing",
                                                                          "hierarchy": "deal-desk"},
                       source="runbook:looping-agent", reason="runbook looping-agent fired", running_runs=lambda h: [],
-                      incident_id=looping["id"])
+                      incident_id=looping.id)
         clock.now = FIXED_NOW - 120
         store.open_or_update(
             runbook="latency-spike", title=runbooks["latency-spike"].spec.title, severity="sev3",
@@ -146,7 +146,7 @@ async def test_runbooks_view_shows_incidents_runbooks_and_the_suggestion(store: 
     async with app.run_test(size=SIZE) as pilot:
         view = await open_runbooks(pilot)
         # What is on fire first: firing sev2, firing sev3, then the quiet acknowledged one.
-        assert [i["id"] for i in view.incidents] == ["inc-00000002", "inc-00000003", "inc-00000001"]
+        assert [i.id for i in view.incidents] == ["inc-00000002", "inc-00000003", "inc-00000001"]
         assert view.runbooks_table.row_count >= 6
         # Firing suggested runbook: obvious, in the state column, the detail and the hint.
         assert view.detection_state("latency-spike") == ("FIRING · suggested: press p", "bold red")
@@ -174,12 +174,12 @@ async def test_ack_note_resolve_reach_control_db_with_the_operator(store: Path) 
     app = app_for(store)
     async with app.run_test(size=SIZE) as pilot:
         view = await open_runbooks(pilot)
-        assert view.selected_incident["id"] == "inc-00000002"  # looping-agent, firing, not acknowledged
+        assert view.selected_incident.id == "inc-00000002"  # looping-agent, firing, not acknowledged
         await pilot.press("a")
         await answer(pilot, "on it")
         await wait_for(pilot, lambda: any(r["action"] == "incident_ack" and r["actor"] == "alice"
                                           for r in audit_rows(store)), what="ack in the audit log")
-        await wait_for(pilot, lambda: view.selected_incident and view.selected_incident["acknowledged_by"] == "alice",
+        await wait_for(pilot, lambda: view.selected_incident and view.selected_incident.acknowledged_by == "alice",
                        what="acknowledged on screen")
         # The incident's time line (newest first) in the detail says who did it.
         await wait_for(pilot, lambda: "alice: acknowledged by alice: on it" in str(view.query_one("#rb-detail").render()),
@@ -206,7 +206,7 @@ async def test_apply_shows_the_dry_run_then_rollback(store: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         view = await open_runbooks(pilot)
         await pilot.press("down")
-        await wait_for(pilot, lambda: view.selected_incident["id"] == "inc-00000003", what="latency-spike")
+        await wait_for(pilot, lambda: view.selected_incident.id == "inc-00000003", what="latency-spike")
         await pilot.press("p")
         from console.screens.text_prompt import TextPrompt
 
@@ -300,7 +300,7 @@ async def test_a_refused_action_says_why_without_a_store_alarm(store: Path) -> N
     app = app_for(store)
     async with app.run_test(size=SIZE) as pilot:
         view = await open_runbooks(pilot)
-        assert view.selected_incident["id"] == "inc-00000002"
+        assert view.selected_incident.id == "inc-00000002"
         # Someone else acknowledges it from the CLI while the prompt is open.
         await pilot.press("a")
         db = ControlDB.open(store)
@@ -340,7 +340,7 @@ async def test_audit_view_shows_rows_newest_first_and_the_chain(store: Path) -> 
         await wait_for(pilot, lambda: view.verification is not None and view.page is not None, what="audit")
         total = len(audit_rows(store))
         assert view.table.row_count == total
-        assert view.page.rows[0]["id"] == total  # newest first
+        assert view.page.rows[0].id == total  # newest first
         title = view.query_one("#audit-title").plain
         assert f"chain intact ({total} rows)" in title
 
@@ -371,11 +371,11 @@ async def test_audit_paging(store: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         await pilot.press("7")
         view = app.main.view("audit")
         await wait_for(pilot, lambda: view.page is not None and view.table.row_count == 3, what="first page")
-        newest = view.page.rows[0]["id"]
+        newest = view.page.rows[0].id
         await pilot.press("right_square_bracket")
-        await wait_for(pilot, lambda: view.page.rows and view.page.rows[0]["id"] == newest - 3, what="older page")
+        await wait_for(pilot, lambda: view.page.rows and view.page.rows[0].id == newest - 3, what="older page")
         await pilot.press("left_square_bracket")
-        await wait_for(pilot, lambda: view.page.rows[0]["id"] == newest, what="newer page")
+        await wait_for(pilot, lambda: view.page.rows[0].id == newest, what="newer page")
 
 
 # -- gauges, runs column, set_hint --------------------------------------------------------------------------------

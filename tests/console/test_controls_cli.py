@@ -58,9 +58,9 @@ def test_kill_with_yes_records_the_switch(store_dir: Path) -> None:
     assert "no engine is running on this store" in proc.stdout
     with ControlAPI(store_dir, "checker") as api:
         (switch,) = api.active_kill_switches()
-        assert (switch["scope"], switch["mode"], switch["operator"], switch["reason"]) == \
+        assert (switch.scope, switch.mode, switch.operator, switch.reason) == \
             ("global", "drain", "alice", "deploy freeze")
-        assert api.audit_log()[0]["actor"] == "alice"
+        assert api.audit_log()[0].actor == "alice"
 
 
 def test_kill_without_yes_and_without_a_tty_refuses(store_dir: Path) -> None:
@@ -129,7 +129,7 @@ def test_acknowledged_kill_reports_the_ack(store_dir: Path) -> None:
         with ControlAPI(store_dir, f"engine:{engine_id}") as engine:
             deadline = time.monotonic() + 30
             while not stop.is_set() and time.monotonic() < deadline:
-                pending = [s["id"] for s in engine.active_kill_switches() if s["acked"] is None]
+                pending = [s.id for s in engine.active_kill_switches() if s.acked is None]
                 if pending:
                     engine.ack_kill_switches(pending, engine_id)
                     return
@@ -167,30 +167,30 @@ def test_approvals_json_lists_pending_requests(store_dir: Path, api: ControlAPI)
     first = _request(api)
     second = _request(api, tool="send_email", arguments={"to": "x@example.com"})
     decided = _request(api)
-    api.deny(decided["id"], "no")
+    api.deny(decided.id, "no")
     proc = cli(store_dir, "approvals", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert [r["id"] for r in rows] == [first["id"], second["id"]]
+    assert [r["id"] for r in rows] == [first.id, second.id]
     assert all(tuple(r) == APPROVAL_FIELDS for r in rows)
-    assert rows[1]["arguments"] == {"to": "x@example.com"} and rows[1]["args_hash"] == second["args_hash"]
+    assert rows[1]["arguments"] == {"to": "x@example.com"} and rows[1]["args_hash"] == second.args_hash
     every = json.loads(cli(store_dir, "approvals", "--all", "--json").stdout)
-    assert {r["id"]: r["status"] for r in every}[decided["id"]] == "denied"
+    assert {r["id"]: r["status"] for r in every}[decided.id] == "denied"
     human = cli(store_dir, "approvals").stdout
-    assert first["id"] in human and "issue_refund" in human and decided["id"] not in human
+    assert first.id in human and "issue_refund" in human and decided.id not in human
 
 
 def test_approve_and_deny(store_dir: Path, api: ControlAPI) -> None:
     plain, edited, denied = _request(api), _request(api), _request(api)
-    proc = cli(store_dir, "approve", plain["id"], "--reason", "verified", "--expect-hash", plain["args_hash"][:12])
+    proc = cli(store_dir, "approve", plain.id, "--reason", "verified", "--expect-hash", plain.args_hash[:12])
     assert proc.returncode == 0, proc.stderr
-    assert f"approved {plain['id']}: tool issue_refund for agent clerk in run r1 (by alice)" in proc.stdout
-    proc = cli(store_dir, "approve", edited["id"], "--edit-args", '{"order": "A-1", "amount": 50}', "--reason", "cap")
+    assert f"approved {plain.id}: tool issue_refund for agent clerk in run r1 (by alice)" in proc.stdout
+    proc = cli(store_dir, "approve", edited.id, "--edit-args", '{"order": "A-1", "amount": 50}', "--reason", "cap")
     assert proc.returncode == 0 and "with edited arguments" in proc.stdout
-    assert cli(store_dir, "deny", denied["id"], "--reason", "no").returncode == 0
-    assert api.approval(edited["id"])["edited_arguments"] == {"amount": 50, "order": "A-1"}
-    assert api.approval(denied["id"])["status"] == "denied"
-    assert [r["action"] for r in api.audit_log()[:3]] == ["deny", "edit_approve", "approve"]
+    assert cli(store_dir, "deny", denied.id, "--reason", "no").returncode == 0
+    assert api.approval(edited.id).edited_arguments == {"amount": 50, "order": "A-1"}
+    assert api.approval(denied.id).status == "denied"
+    assert [r.action for r in api.audit_log()[:3]] == ["deny", "edit_approve", "approve"]
 
 
 def test_approval_errors_exit_2_with_the_message(store_dir: Path, api: ControlAPI) -> None:
@@ -201,22 +201,22 @@ def test_approval_errors_exit_2_with_the_message(store_dir: Path, api: ControlAP
     other_hash = "0" * 64
 
     cases = [
-        (("approve", row["id"], "--reason", "ok", "--expect-hash", other_hash), "arguments changed since you looked"),
-        (("approve", row["id"], "--edit-args", "{amount: 5", "--reason", "x"), "--edit-args: not valid JSON"),
-        (("approve", row["id"], "--edit-args", "[5]", "--reason", "x"), "--edit-args: must be a JSON object"),
-        (("approve", row["id"], "--reason", "x", "--expect-hash", "xyz"), "--expect-hash: expected the sha256"),
+        (("approve", row.id, "--reason", "ok", "--expect-hash", other_hash), "arguments changed since you looked"),
+        (("approve", row.id, "--edit-args", "{amount: 5", "--reason", "x"), "--edit-args: not valid JSON"),
+        (("approve", row.id, "--edit-args", "[5]", "--reason", "x"), "--edit-args: must be a JSON object"),
+        (("approve", row.id, "--reason", "x", "--expect-hash", "xyz"), "--expect-hash: expected the sha256"),
         (("deny", "ap-00000000", "--reason", "x"), "no approval ap-00000000"),
-        (("approve", expired["id"], "--reason", "late"), f"approval {expired['id']} expired at"),
+        (("approve", expired.id, "--reason", "late"), f"approval {expired.id} expired at"),
     ]
     for args, message in cases:
         proc = cli(store_dir, *args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert message in proc.stderr, (args, proc.stderr)
-    assert cli(store_dir, "approve", row["id"], "--reason", "ok").returncode == 0
-    proc = cli(store_dir, "deny", row["id"], "--reason", "too late", env={"FLIGHTDECK_OPERATOR": "bob"})
+    assert cli(store_dir, "approve", row.id, "--reason", "ok").returncode == 0
+    proc = cli(store_dir, "deny", row.id, "--reason", "too late", env={"FLIGHTDECK_OPERATOR": "bob"})
     assert proc.returncode == 2
-    assert f"approval {row['id']} was already approved by alice at" in proc.stderr
-    proc = cli(store_dir, "approve", row["id"])
+    assert f"approval {row.id} was already approved by alice at" in proc.stderr
+    proc = cli(store_dir, "approve", row.id)
     assert proc.returncode == 2 and "--reason" in proc.stderr
 
 
@@ -368,5 +368,5 @@ def test_kill_on_a_terminal_asks_first(store_dir: Path) -> None:
     assert accepted.returncode == 0, accepted.stderr
     assert "kill switch #1 set: tool:crm" in accepted.stdout
     with ControlAPI(store_dir, "checker") as api:
-        assert [s["target"] for s in api.active_kill_switches()] == ["crm"]
-        assert [r["action"] for r in api.audit_log()] == ["kill"]
+        assert [s.target for s in api.active_kill_switches()] == ["crm"]
+        assert [r.action for r in api.audit_log()] == ["kill"]

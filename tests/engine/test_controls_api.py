@@ -29,29 +29,29 @@ def api(store_dir: Path, clock: FakeClock) -> Iterator[ControlAPI]:
 
 
 def _actions(api: ControlAPI) -> list[str]:
-    return [row["action"] for row in reversed(api.audit_log())]
+    return [row.action for row in reversed(api.audit_log())]
 
 
 # ---------------------------------------------------------------------------------------------- kill switches
 
 def test_set_kill_records_switch_and_audit_row(api: ControlAPI, clock: FakeClock) -> None:
     switch = api.set_kill("run", "r1", "kill", "  runaway spend  ")
-    assert switch["already_active"] is False
-    assert (switch["scope"], switch["target"], switch["mode"], switch["reason"], switch["operator"]) == \
+    assert switch.already_active is False
+    assert (switch.scope, switch.target, switch.mode, switch.reason, switch.operator) == \
         ("run", "r1", "kill", "runaway spend", "alice")
-    assert switch["created"] == clock.time() and switch["released"] is None and switch["acked"] is None
+    assert switch.created == clock.time() and switch.released is None and switch.acked is None
     (row,) = api.audit_log()
-    assert (row["actor"], row["action"], row["target"], row["reason"]) == ("alice", "kill", "run:r1", "runaway spend")
-    assert row["before"] is None and row["after"]["id"] == switch["id"]
+    assert (row.actor, row.action, row.target, row.reason) == ("alice", "kill", "run:r1", "runaway spend")
+    assert row.before is None and row.after["id"] == switch.id
 
 
 def test_identical_active_switch_is_returned_not_duplicated(api: ControlAPI) -> None:
     first = api.set_kill("agent", "planner", "pause", "looping", run_id="r1")
     again = api.set_kill("agent", "planner", "pause", "still looping", run_id="r1")
-    assert again["already_active"] is True and again["id"] == first["id"] and again["reason"] == "looping"
+    assert again.already_active is True and again.id == first.id and again.reason == "looping"
     other_mode = api.set_kill("agent", "planner", "kill", "enough", run_id="r1")
     other_run = api.set_kill("agent", "planner", "pause", "looping", run_id="r2")
-    assert len({first["id"], other_mode["id"], other_run["id"]}) == 3
+    assert len({first.id, other_mode.id, other_run.id}) == 3
     assert len(api.active_kill_switches()) == 3
     assert _actions(api) == ["kill", "kill", "kill"]
 
@@ -83,23 +83,23 @@ def test_kill_switch_stays_active_across_reopen(store_dir: Path) -> None:
     with ControlAPI(store_dir, "alice") as api:
         switch = api.set_kill("global", None, "drain", "deploy freeze")
     with ControlAPI(store_dir, "bob") as api:
-        assert [s["id"] for s in api.active_kill_switches()] == [switch["id"]]
-        assert api.kill_switch(switch["id"])["mode"] == "drain"
-        assert api.snapshot().kill_switches[0]["id"] == switch["id"]
+        assert [s.id for s in api.active_kill_switches()] == [switch.id]
+        assert api.kill_switch(switch.id).mode == "drain"
+        assert api.snapshot().kill_switches[0].id == switch.id
 
 
 def test_release_by_id_is_audited_and_only_once(api: ControlAPI, clock: FakeClock) -> None:
     switch = api.set_kill("tool", "crm_lookup", "kill", "bad vendor")
     clock.advance(30)
-    (released,) = api.release(switch["id"], reason="vendor fixed")
-    assert (released["released"], released["released_by"], released["release_reason"]) == \
+    (released,) = api.release(switch.id, reason="vendor fixed")
+    assert (released.released, released.released_by, released.release_reason) == \
         (clock.time(), "alice", "vendor fixed")
     assert api.active_kill_switches() == []
     row = api.audit_log()[0]
-    assert (row["action"], row["target"], row["reason"]) == ("release", "tool:crm_lookup", "vendor fixed")
-    assert row["before"]["released"] is None and row["after"]["released"] == clock.time()
+    assert (row.action, row.target, row.reason) == ("release", "tool:crm_lookup", "vendor fixed")
+    assert row.before["released"] is None and row.after["released"] == clock.time()
     with pytest.raises(ControlError, match=r"kill switch #\d+ was already released by alice at \d\d:\d\d:\d\d"):
-        api.release(switch["id"], reason="again")
+        api.release(switch.id, reason="again")
     with pytest.raises(ControlError, match="no kill switch #999"):
         api.release(999, reason="typo")
     assert _actions(api) == ["kill", "release"]
@@ -110,8 +110,8 @@ def test_release_by_scope_releases_every_mode_in_one_transaction(api: ControlAPI
     api.set_kill("hierarchy", "deal-desk", "kill", "b")
     keep = api.set_kill("hierarchy", "support", "kill", "c")
     released = api.release(scope="hierarchy", target="deal-desk", reason="over")
-    assert sorted(r["mode"] for r in released) == ["drain", "kill"]
-    assert [s["id"] for s in api.active_kill_switches()] == [keep["id"]]
+    assert sorted(r.mode for r in released) == ["drain", "kill"]
+    assert [s.id for s in api.active_kill_switches()] == [keep.id]
     assert _actions(api) == ["kill", "kill", "kill", "release", "release"]
     with pytest.raises(ControlError, match="no active kill switch for hierarchy:deal-desk"):
         api.release(scope="hierarchy", target="deal-desk", reason="again")
@@ -121,9 +121,9 @@ def test_release_agent_with_and_without_run(api: ControlAPI) -> None:
     in_r1 = api.set_kill("agent", "planner", "kill", "a", run_id="r1")
     in_r2 = api.set_kill("agent", "planner", "kill", "b", run_id="r2")
     everywhere = api.set_kill("agent", "planner", "kill", "c")
-    assert [r["id"] for r in api.release(scope="agent", target="planner", run_id="r1", reason="x")] == [in_r1["id"]]
-    assert sorted(r["id"] for r in api.release(scope="agent", target="planner", reason="y")) == \
-        sorted([in_r2["id"], everywhere["id"]])
+    assert [r.id for r in api.release(scope="agent", target="planner", run_id="r1", reason="x")] == [in_r1.id]
+    assert sorted(r.id for r in api.release(scope="agent", target="planner", reason="y")) == \
+        sorted([in_r2.id, everywhere.id])
 
 
 def test_release_needs_exactly_one_selector(api: ControlAPI) -> None:
@@ -140,10 +140,10 @@ def test_ack_kill_switches_is_bookkeeping_not_an_action(api: ControlAPI, clock: 
     a = api.set_kill("run", "r1", "kill", "x")
     b = api.set_kill("run", "r2", "kill", "y")
     clock.advance(1)
-    assert api.ack_kill_switches([a["id"], b["id"]], "engine-1") == 2
-    assert api.ack_kill_switches([a["id"]], "engine-2") == 0  # the first ack stands
-    assert api.kill_switch(a["id"])["acked_by"] == "engine-1"
-    assert api.kill_switch(a["id"])["acked"] == clock.time()
+    assert api.ack_kill_switches([a.id, b.id], "engine-1") == 2
+    assert api.ack_kill_switches([a.id], "engine-2") == 0  # the first ack stands
+    assert api.kill_switch(a.id).acked_by == "engine-1"
+    assert api.kill_switch(a.id).acked == clock.time()
     assert api.ack_kill_switches([], "engine-1") == 0
     assert _actions(api) == ["kill", "kill"]
 
@@ -152,18 +152,18 @@ def test_ack_kill_switches_is_bookkeeping_not_an_action(api: ControlAPI, clock: 
 
 def test_set_flag_supersedes_and_keeps_previous_value(api: ControlAPI) -> None:
     first = api.set_flag("tools.side_effects", "OFF", reason="incident")
-    assert (first["value"], first["previous_value"], first["source"]) == ("off", None, "operator")
+    assert (first.value, first.previous_value, first.source) == ("off", None, "operator")
     second = api.set_flag("tools.side_effects", "on", reason="fixed")
-    assert second["previous_value"] == "off"
+    assert second.previous_value == "off"
     (active,) = api.active_flags()
-    assert active["id"] == second["id"]
+    assert active.id == second.id
     with sqlite3.connect(api.path) as conn:
-        old = conn.execute("SELECT cleared_by, cleared FROM flags WHERE id = ?", (first["id"],)).fetchone()
+        old = conn.execute("SELECT cleared_by, cleared FROM flags WHERE id = ?", (first.id,)).fetchone()
     assert old[0] == "superseded" and old[1] is not None
     rows = api.audit_log()
-    assert [r["action"] for r in rows] == ["flag_set", "flag_set"]
-    assert rows[0]["before"] == {"id": first["id"], "value": "off"}
-    assert rows[0]["target"] == "tools.side_effects@global"
+    assert [r.action for r in rows] == ["flag_set", "flag_set"]
+    assert rows[0].before == {"id": first.id, "value": "off"}
+    assert rows[0].target == "tools.side_effects@global"
 
 
 def test_flags_are_independent_per_scope_and_target(api: ControlAPI) -> None:
@@ -172,7 +172,7 @@ def test_flags_are_independent_per_scope_and_target(api: ControlAPI) -> None:
     api.set_flag("agent.planner", "enabled", "hierarchy", "deal-desk", reason="c")
     api.set_flag("agent.planner", "paused", "run", "r2", reason="d")
     assert len(api.active_flags()) == 4
-    assert api.set_flag("agent.planner", "enabled", "run", "r1", reason="e")["previous_value"] == "disabled"
+    assert api.set_flag("agent.planner", "enabled", "run", "r1", reason="e").previous_value == "disabled"
     assert len(api.active_flags()) == 4
 
 
@@ -186,12 +186,12 @@ def test_only_one_active_row_per_flag_even_for_raw_writers(api: ControlAPI) -> N
 def test_clear_flag_records_the_value_it_had(api: ControlAPI) -> None:
     api.set_flag("models.max_tier", "standard", "hierarchy", "deal-desk", reason="slow down")
     cleared = api.clear_flag("models.max_tier", "hierarchy", "deal-desk", reason="normal again")
-    assert (cleared["value"], cleared["cleared_by"], cleared["clear_reason"]) == ("standard", "alice",
+    assert (cleared.value, cleared.cleared_by, cleared.clear_reason) == ("standard", "alice",
                                                                                   "normal again")
     assert api.active_flags() == []
     row = api.audit_log()[0]
-    assert (row["action"], row["before"]["value"], row["after"]) == ("flag_cleared", "standard",
-                                                                     {"id": cleared["id"], "value": None})
+    assert (row.action, row.before["value"], row.after) == ("flag_cleared", "standard",
+                                                                     {"id": cleared.id, "value": None})
     with pytest.raises(ControlError, match="flag models.max_tier is not set at hierarchy:deal-desk"):
         api.clear_flag("models.max_tier", "hierarchy", "deal-desk", reason="again")
 
@@ -214,48 +214,48 @@ def test_flag_validation_errors_name_the_field(api: ControlAPI) -> None:
 
 def test_runbook_source_is_the_audit_actor(api: ControlAPI) -> None:
     row = api.set_flag("runs.admission", "paused", reason="cost spike", source="runbook:cost-spike")
-    assert row["source"] == "runbook:cost-spike" and row["operator"] == "alice"
-    assert api.audit_log()[0]["actor"] == "runbook:cost-spike"
+    assert row.source == "runbook:cost-spike" and row.operator == "alice"
+    assert api.audit_log()[0].actor == "runbook:cost-spike"
 
 
 def test_rollback_flag_restores_exactly(api: ControlAPI) -> None:
     api.set_flag("models.max_tier", "standard", reason="operator cap")
     by_runbook = api.set_flag("models.max_tier", "economy", reason="spike", source="runbook:rb1")
-    restored = api.rollback_flag(by_runbook["id"], reason="spike over", source="runbook:rb1")
-    assert restored is not None and restored["value"] == "standard"
-    assert [f["value"] for f in api.active_flags()] == ["standard"]
+    restored = api.rollback_flag(by_runbook.id, reason="spike over", source="runbook:rb1")
+    assert restored is not None and restored.value == "standard"
+    assert [f.value for f in api.active_flags()] == ["standard"]
 
     fresh = api.set_flag("tool.crm", "disabled", reason="spike", source="runbook:rb1")
-    cleared = api.rollback_flag(fresh["id"], reason="spike over", source="runbook:rb1")
-    assert cleared is not None and cleared["cleared"] is not None
-    assert [f["name"] for f in api.active_flags()] == ["models.max_tier"]
+    cleared = api.rollback_flag(fresh.id, reason="spike over", source="runbook:rb1")
+    assert cleared is not None and cleared.cleared is not None
+    assert [f.name for f in api.active_flags()] == ["models.max_tier"]
 
 
 def test_rollback_leaves_a_newer_decision_alone(api: ControlAPI) -> None:
     by_runbook = api.set_flag("approvals", "all", reason="spike", source="runbook:rb1")
     api.set_flag("approvals", "default", reason="operator knows better")
-    assert api.rollback_flag(by_runbook["id"], reason="spike over") is None
-    assert [f["value"] for f in api.active_flags()] == ["default"]
+    assert api.rollback_flag(by_runbook.id, reason="spike over") is None
+    assert [f.value for f in api.active_flags()] == ["default"]
     with pytest.raises(ControlError):
         api.rollback_flag(12345, reason="x")
 
 
 def test_ack_flags(api: ControlAPI) -> None:
     flag = api.set_flag("approvals", "all", reason="x")
-    assert api.ack_flags([flag["id"]]) == 1
-    assert api.active_flags()[0]["acked"] is not None
+    assert api.ack_flags([flag.id]) == 1
+    assert api.active_flags()[0].acked is not None
 
 
 # ---------------------------------------------------------------------------------------------- overrides
 
 def test_override_breaker_is_audited_and_applied_once(api: ControlAPI) -> None:
     row = api.override_breaker("tool:crm_lookup", "force_open", "vendor outage")
-    assert (row["key"], row["action"], row["applied"]) == ("tool:crm_lookup", "force_open", None)
-    assert api.audit_log()[0]["action"] == "breaker_override"
-    assert [o["id"] for o in api.snapshot().breaker_overrides] == [row["id"]]
-    assert api.mark_breaker_overrides_applied([row["id"]], "engine-1") == 1
+    assert (row.key, row.action, row.applied) == ("tool:crm_lookup", "force_open", None)
+    assert api.audit_log()[0].action == "breaker_override"
+    assert [o.id for o in api.snapshot().breaker_overrides] == [row.id]
+    assert api.mark_breaker_overrides_applied([row.id], "engine-1") == 1
     assert api.snapshot().breaker_overrides == ()
-    assert api.breaker_overrides()[0]["applied_by"] == "engine-1"
+    assert api.breaker_overrides()[0].applied_by == "engine-1"
 
 
 @pytest.mark.parametrize(("key", "action", "field"), [
@@ -272,11 +272,11 @@ def test_override_breaker_validation(api: ControlAPI, key: str, action: str, fie
 
 def test_budget_change_validates_and_is_audited(api: ControlAPI) -> None:
     row = api.budget_change("r1", {"cost_usd": 2.5, "tool_calls": 40.0, "wall_time_s": None}, "customer escalation")
-    assert row["limits"] == {"cost_usd": 2.5, "tool_calls": 40, "wall_time_s": None}
+    assert row.limits == {"cost_usd": 2.5, "tool_calls": 40, "wall_time_s": None}
     audit_row = api.audit_log()[0]
-    assert (audit_row["action"], audit_row["target"]) == ("budget_change", "run:r1")
-    assert [b["id"] for b in api.snapshot().budget_overrides] == [row["id"]]
-    assert api.mark_budget_overrides_applied([row["id"]]) == 1
+    assert (audit_row.action, audit_row.target) == ("budget_change", "run:r1")
+    assert [b.id for b in api.snapshot().budget_overrides] == [row.id]
+    assert api.mark_budget_overrides_applied([row.id]) == 1
     assert api.snapshot().budget_overrides == ()
     for limits, field in (({}, "limits"), ({"dollars": 1}, "limits.dollars"), ({"cost_usd": -1}, "limits.cost_usd"),
                           ({"tool_calls": 1.5}, "limits.tool_calls"), ({"cost_usd": "2"}, "limits.cost_usd"),
@@ -302,22 +302,22 @@ def test_mirrored_vocabularies_match_the_guardrails() -> None:
 def test_snapshot_reads_everything_the_engine_obeys(api: ControlAPI) -> None:
     switch = api.set_kill("global", None, "pause", "maintenance")
     released = api.set_kill("run", "r9", "kill", "x")
-    api.release(released["id"], reason="y")
+    api.release(released.id, reason="y")
     flag = api.set_flag("approvals", "all", reason="z")
     pending = api.request_approval("r1", "s1", "clerk", "refund", {"amount": 5}, "high", None, 60, "deny", "e1")
     decided = api.request_approval("r1", "s2", "clerk", "refund", {"amount": 6}, "high", None, 60, "deny", "e1")
 
     first = api.snapshot()
-    assert [s["id"] for s in first.kill_switches] == [switch["id"]]
-    assert [f["id"] for f in first.flags] == [flag["id"]]
-    assert [a["id"] for a in first.pending_approvals] == [pending["id"], decided["id"]]
+    assert [s.id for s in first.kill_switches] == [switch.id]
+    assert [f.id for f in first.flags] == [flag.id]
+    assert [a.id for a in first.pending_approvals] == [pending.id, decided.id]
     assert first.decided_approvals == () and first.decided_cursor == 0
 
-    api.deny(decided["id"], "too much")
+    api.deny(decided.id, "too much")
     second = api.snapshot(first.decided_cursor)
-    assert [a["id"] for a in second.decided_approvals] == [decided["id"]]
-    assert second.decided_approvals[0]["status"] == "denied"
-    assert [a["id"] for a in second.pending_approvals] == [pending["id"]]
+    assert [a.id for a in second.decided_approvals] == [decided.id]
+    assert second.decided_approvals[0].status == "denied"
+    assert [a.id for a in second.pending_approvals] == [pending.id]
     third = api.snapshot(second.decided_cursor)
     assert third.decided_approvals == () and third.decided_cursor == second.decided_cursor
 
@@ -336,7 +336,7 @@ def test_data_version_changes_only_when_another_process_commits(api: ControlAPI,
             "ControlAPI(sys.argv[1], 'bob').set_flag('approvals', 'all', reason='from another process')")
     subprocess.run([sys.executable, "-c", code, str(store_dir)], check=True, timeout=60)
     assert api.data_version() != before
-    assert api.snapshot().flags[0]["operator"] == "bob"
+    assert api.snapshot().flags[0].operator == "bob"
 
 
 def test_engine_can_share_its_control_db(store_dir: Path) -> None:
@@ -360,10 +360,10 @@ def test_engines_alive_then_stale(store_dir: Path, clock: FakeClock) -> None:
         db.register_engine(version="test", pid=4242)
         with ControlAPI(store_dir, "alice", clock=clock) as api:
             (engine,) = api.engines()
-            assert (engine["pid"], engine["alive"], engine["stale"]) == (4242, True, False)
+            assert (engine.pid, engine.alive, engine.stale) == (4242, True, False)
             clock.advance(6)
             (engine,) = api.engines()
-            assert (engine["alive"], engine["stale"]) == (False, True)
+            assert (engine.alive, engine.stale) == (False, True)
     finally:
         db.close()
 

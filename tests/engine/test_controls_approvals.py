@@ -41,18 +41,18 @@ def _request(api: ControlAPI, *, on_timeout: str = "deny", deadline_s: float = 6
 
 def test_request_approval_stores_canonical_arguments(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, arguments={"b": [1, 2], "a": {"y": 1, "x": "é"}})
-    assert re.fullmatch(r"ap-[0-9a-f]{8}", row["id"])
+    assert re.fullmatch(r"ap-[0-9a-f]{8}", row.id)
     canonical = '{"a":{"x":"é","y":1},"b":[1,2]}'
-    assert row["args_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
-    assert row["arguments"] == {"a": {"x": "é", "y": 1}, "b": [1, 2]}
-    assert (row["status"], row["level"], row["requested"], row["deadline"]) == \
+    assert row.args_hash == hashlib.sha256(canonical.encode()).hexdigest()
+    assert row.arguments == {"a": {"x": "é", "y": 1}, "b": [1, 2]}
+    assert (row.status, row.level, row.requested, row.deadline) == \
         ("pending", 0, clock.time(), clock.time() + 60)
     with sqlite3.connect(api.path) as conn:
         assert conn.execute("SELECT arguments FROM approvals").fetchone()[0] == canonical
     (audit_row,) = api.audit_log()
-    assert (audit_row["actor"], audit_row["action"], audit_row["target"]) == \
-        ("engine:e1", "approval_requested", row["id"])
-    assert audit_row["after"]["args_hash"] == row["args_hash"]
+    assert (audit_row.actor, audit_row.action, audit_row.target) == \
+        ("engine:e1", "approval_requested", row.id)
+    assert audit_row.after["args_hash"] == row.args_hash
 
 
 def test_request_approval_validation(api: ControlAPI) -> None:
@@ -68,32 +68,32 @@ def test_request_approval_validation(api: ControlAPI) -> None:
 def test_approve_then_second_decision_is_refused(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api)
     clock.advance(5)
-    approved = api.approve(row["id"], "verified with the customer")
-    assert (approved["status"], approved["decided_by"], approved["decided"], approved["decision_reason"]) == \
+    approved = api.approve(row.id, "verified with the customer")
+    assert (approved.status, approved.decided_by, approved.decided, approved.decision_reason) == \
         ("approved", "alice", clock.time(), "verified with the customer")
     decided_at = time.strftime("%H:%M:%S", time.localtime(clock.time()))
-    with pytest.raises(ControlError, match=f"approval {row['id']} was already approved by alice at {decided_at}"):
-        api.deny(row["id"], "second thoughts")
+    with pytest.raises(ControlError, match=f"approval {row.id} was already approved by alice at {decided_at}"):
+        api.deny(row.id, "second thoughts")
     with pytest.raises(ControlError, match="already approved"):
-        api.approve(row["id"], "again")
-    assert [r["action"] for r in reversed(api.audit_log())] == ["approval_requested", "approve"]
+        api.approve(row.id, "again")
+    assert [r.action for r in reversed(api.audit_log())] == ["approval_requested", "approve"]
 
 
 def test_deny_is_final(api: ControlAPI) -> None:
     row = _request(api)
-    denied = api.deny(row["id"], "amount too high")
-    assert denied["status"] == "denied"
-    assert api.audit_log()[0]["action"] == "deny"
+    denied = api.deny(row.id, "amount too high")
+    assert denied.status == "denied"
+    assert api.audit_log()[0].action == "deny"
     with pytest.raises(ControlError, match="was already denied by alice"):
-        api.approve(row["id"], "oops")
+        api.approve(row.id, "oops")
 
 
 def test_decision_after_deadline_is_refused_before_the_engine_expires_it(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, deadline_s=30)
     clock.advance(30)
-    with pytest.raises(ControlError, match=rf"approval {row['id']} expired at \d\d:\d\d:\d\d"):
-        api.approve(row["id"], "late")
-    assert api.approval(row["id"])["status"] == "pending"  # the engine, not the late operator, applies the policy
+    with pytest.raises(ControlError, match=rf"approval {row.id} expired at \d\d:\d\d:\d\d"):
+        api.approve(row.id, "late")
+    assert api.approval(row.id).status == "pending"  # the engine, not the late operator, applies the policy
     assert len(api.audit_log()) == 1
 
 
@@ -101,32 +101,32 @@ def test_expected_hash_binds_the_decision(api: ControlAPI) -> None:
     row = _request(api)
     other = hashlib.sha256(b"something else").hexdigest()
     with pytest.raises(ControlError, match="arguments changed since you looked"):
-        api.approve(row["id"], "ok", expected_args_hash=other)
+        api.approve(row.id, "ok", expected_args_hash=other)
     with pytest.raises(InputError) as caught:
-        api.approve(row["id"], "ok", expected_args_hash="abc")
+        api.approve(row.id, "ok", expected_args_hash="abc")
     assert caught.value.field == "expected_args_hash"
-    assert api.approval(row["id"])["status"] == "pending"
-    assert api.approve(row["id"], "ok", expected_args_hash=row["args_hash"][:10].upper())["status"] == "approved"
+    assert api.approval(row.id).status == "pending"
+    assert api.approve(row.id, "ok", expected_args_hash=row.args_hash[:10].upper()).status == "approved"
 
 
 def test_edited_arguments_are_stored_and_audited(api: ControlAPI) -> None:
     row = _request(api)
-    approved = api.approve(row["id"], "cap the refund", edited_arguments={"order": "A-1", "amount": 50})
-    assert approved["edited_arguments"] == {"amount": 50, "order": "A-1"}
-    assert approved["arguments"] == {"amount": 120, "order": "A-1"}  # what was asked stays on record
+    approved = api.approve(row.id, "cap the refund", edited_arguments={"order": "A-1", "amount": 50})
+    assert approved.edited_arguments == {"amount": 50, "order": "A-1"}
+    assert approved.arguments == {"amount": 120, "order": "A-1"}  # what was asked stays on record
     audit_row = api.audit_log()[0]
-    assert audit_row["action"] == "edit_approve"
-    assert audit_row["after"]["edited_arguments"] == {"amount": 50, "order": "A-1"}
-    assert audit_row["after"]["edited_args_hash"] == hashlib.sha256(b'{"amount":50,"order":"A-1"}').hexdigest()
+    assert audit_row.action == "edit_approve"
+    assert audit_row.after["edited_arguments"] == {"amount": 50, "order": "A-1"}
+    assert audit_row.after["edited_args_hash"] == hashlib.sha256(b'{"amount":50,"order":"A-1"}').hexdigest()
 
 
 def test_edited_arguments_must_be_an_object(api: ControlAPI) -> None:
     row = _request(api)
     for bad in ([1, 2], "amount=5", {"x": float("nan")}):
         with pytest.raises(InputError) as caught:
-            api.approve(row["id"], "x", edited_arguments=bad)  # type: ignore[arg-type]
+            api.approve(row.id, "x", edited_arguments=bad)  # type: ignore[arg-type]
         assert caught.value.field == "edited_arguments"
-    assert api.approval(row["id"])["status"] == "pending"
+    assert api.approval(row.id).status == "pending"
 
 
 def test_unknown_approval_and_missing_reason(api: ControlAPI) -> None:
@@ -134,7 +134,7 @@ def test_unknown_approval_and_missing_reason(api: ControlAPI) -> None:
         api.approve("ap-00000000", "x")
     row = _request(api)
     with pytest.raises(InputError) as caught:
-        api.deny(row["id"], "  ")
+        api.deny(row.id, "  ")
     assert caught.value.field == "reason"
 
 
@@ -144,82 +144,82 @@ def test_pending_approvals_oldest_first(api: ControlAPI, clock: FakeClock) -> No
     second = _request(api)
     clock.advance(1)
     third = _request(api)
-    api.deny(second["id"], "no")
-    assert [a["id"] for a in api.pending_approvals()] == [first["id"], third["id"]]
-    assert [a["id"] for a in api.list_approvals()] == [third["id"], second["id"], first["id"]]
+    api.deny(second.id, "no")
+    assert [a.id for a in api.pending_approvals()] == [first.id, third.id]
+    assert [a.id for a in api.list_approvals()] == [third.id, second.id, first.id]
 
 
 # ---------------------------------------------------------------------------------------------- timeouts
 
 def test_expire_with_deny_policy_is_a_timeout_not_a_denial(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, on_timeout="deny", deadline_s=30)
-    assert api.expire_approval(row["id"], now=clock.time() + 29)["outcome"] == "unchanged"
-    expired = api.expire_approval(row["id"], now=clock.time() + 30)
-    assert (expired["outcome"], expired["status"], expired["decided_by"]) == ("timed_out", "timed_out",
+    assert api.expire_approval(row.id, now=clock.time() + 29).outcome == "unchanged"
+    expired = api.expire_approval(row.id, now=clock.time() + 30)
+    assert (expired.outcome, expired.status, expired.decided_by) == ("timed_out", "timed_out",
                                                                               "timeout-policy")
     audit_row = api.audit_log()[0]
-    assert (audit_row["action"], audit_row["actor"], audit_row["after"]["status"]) == \
+    assert (audit_row.action, audit_row.actor, audit_row.after["status"]) == \
         ("approval_timeout", "engine:e1", "timed_out")
-    assert api.expire_approval(row["id"], now=clock.time() + 31)["outcome"] == "unchanged"  # idempotent
+    assert api.expire_approval(row.id, now=clock.time() + 31).outcome == "unchanged"  # idempotent
     clock.advance(10)
     with pytest.raises(ControlError, match="expired at .* and was denied by its timeout policy"):
-        api.approve(row["id"], "too late")
+        api.approve(row.id, "too late")
     assert len(api.audit_log()) == 2
 
 
 def test_expire_with_approve_policy(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, on_timeout="approve", deadline_s=10)
-    expired = api.expire_approval(row["id"], now=clock.time() + 10)
-    assert (expired["outcome"], expired["status"], expired["decided_by"]) == ("approved", "approved",
+    expired = api.expire_approval(row.id, now=clock.time() + 10)
+    assert (expired.outcome, expired.status, expired.decided_by) == ("approved", "approved",
                                                                               "timeout-policy")
-    assert api.snapshot(0).decided_approvals[0]["id"] == row["id"]
+    assert api.snapshot(0).decided_approvals[0].id == row.id
 
 
 def test_expire_with_escalate_policy_doubles_the_window(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, on_timeout="escalate", deadline_s=60)
-    first_deadline = row["deadline"]
+    first_deadline = row.deadline
     clock.advance(60)
-    escalated = api.expire_approval(row["id"], now=clock.time())
-    assert (escalated["outcome"], escalated["status"], escalated["level"]) == ("escalated", "pending", 1)
-    assert escalated["deadline"] == first_deadline + 120
-    assert (escalated["agent"], escalated["tool"], escalated["run_id"], escalated["risk"]) == \
+    escalated = api.expire_approval(row.id, now=clock.time())
+    assert (escalated.outcome, escalated.status, escalated.level) == ("escalated", "pending", 1)
+    assert escalated.deadline == first_deadline + 120
+    assert (escalated.agent, escalated.tool, escalated.run_id, escalated.risk) == \
         ("clerk", "issue_refund", "r1", "high")  # enough to page someone
     audit_row = api.audit_log()[0]
-    assert (audit_row["action"], audit_row["after"]["level"]) == ("approval_escalated", 1)
-    assert api.expire_approval(row["id"], now=clock.time())["outcome"] == "unchanged"  # not due again yet
+    assert (audit_row.action, audit_row.after["level"]) == ("approval_escalated", 1)
+    assert api.expire_approval(row.id, now=clock.time()).outcome == "unchanged"  # not due again yet
 
     clock.advance(119)
-    assert api.approve(row["id"], "the on-call manager agrees")["status"] == "approved"  # new deadline honoured
-    assert api.expire_approval(row["id"], now=clock.time() + 500)["outcome"] == "unchanged"
+    assert api.approve(row.id, "the on-call manager agrees").status == "approved"  # new deadline honoured
+    assert api.expire_approval(row.id, now=clock.time() + 500).outcome == "unchanged"
 
 
 def test_escalation_repeats_each_window(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, on_timeout="escalate", deadline_s=10)
-    second = api.expire_approval(row["id"], now=clock.time() + 10)
-    third = api.expire_approval(row["id"], now=second["deadline"])
-    assert (third["level"], third["deadline"]) == (2, second["deadline"] + 20)
+    second = api.expire_approval(row.id, now=clock.time() + 10)
+    third = api.expire_approval(row.id, now=second.deadline)
+    assert (third.level, third.deadline) == (2, second.deadline + 20)
 
 
 def test_human_decision_first_makes_expiry_a_no_op(api: ControlAPI, clock: FakeClock) -> None:
     row = _request(api, on_timeout="approve", deadline_s=10)
-    api.deny(row["id"], "no")
-    result = api.expire_approval(row["id"], now=clock.time() + 60)
-    assert (result["outcome"], result["status"], result["decided_by"]) == ("unchanged", "denied", "alice")
+    api.deny(row.id, "no")
+    result = api.expire_approval(row.id, now=clock.time() + 60)
+    assert (result.outcome, result.status, result.decided_by) == ("unchanged", "denied", "alice")
 
 
 def test_cancel_approvals_for_run(api: ControlAPI) -> None:
     a = _request(api, run_id="r1")
     b = _request(api, run_id="r1")
     other = _request(api, run_id="r2")
-    api.approve(b["id"], "fine")
+    api.approve(b.id, "fine")
     cancelled = api.cancel_approvals_for_run("r1", "run killed", actor="engine:e1")
-    assert [c["id"] for c in cancelled] == [a["id"]]
-    assert cancelled[0]["status"] == "cancelled"
-    assert [p["id"] for p in api.pending_approvals()] == [other["id"]]
-    assert api.audit_log()[0]["action"] == "approval_cancelled"
-    assert api.audit_log()[0]["actor"] == "engine:e1"
+    assert [c.id for c in cancelled] == [a.id]
+    assert cancelled[0].status == "cancelled"
+    assert [p.id for p in api.pending_approvals()] == [other.id]
+    assert api.audit_log()[0].action == "approval_cancelled"
+    assert api.audit_log()[0].actor == "engine:e1"
     with pytest.raises(ControlError, match="was cancelled at .* \\(run killed\\)"):
-        api.approve(a["id"], "too late")
+        api.approve(a.id, "too late")
 
 
 # ---------------------------------------------------------------------------------------------- concurrency
@@ -247,7 +247,7 @@ print(json.dumps(won), flush=True)
 
 def test_two_processes_deciding_at_once_exactly_one_wins_each(store_dir: Path) -> None:
     with ControlAPI(store_dir, "engine:e1") as api:
-        ids = [_request(api)["id"] for _ in range(40)]
+        ids = [_request(api).id for _ in range(40)]
     procs = [subprocess.Popen([sys.executable, "-c", DECIDER, str(store_dir), who, verb, json.dumps(ids)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for who, verb in (("alice", "approve"), ("bob", "deny"))]
@@ -273,7 +273,7 @@ def test_two_processes_deciding_at_once_exactly_one_wins_each(store_dir: Path) -
         for approval_id in ids:
             row = api.approval(approval_id)
             expected = ("approved", "alice") if approval_id in alice_won else ("denied", "bob")
-            assert (row["status"], row["decided_by"]) == expected
-        decisions = [r for r in api.audit_log(limit=1000) if r["action"] in ("approve", "deny")]
+            assert (row.status, row.decided_by) == expected
+        decisions = [r for r in api.audit_log(limit=1000) if r.action in ("approve", "deny")]
         assert len(decisions) == len(ids)
         assert api.verify_audit().ok

@@ -38,11 +38,11 @@ def test_intact_chain_verifies_and_links_every_row(api: ControlAPI, store_dir: P
     result = api.verify_audit()
     assert (result.ok, result.rows, result.first_bad_id, result.problem) == (True, 5, None, None)
     rows = list(reversed(api.audit_log()))
-    assert [r["action"] for r in rows] == ["kill", "flag_set", "release", "breaker_override", "flag_cleared"]
-    assert rows[0]["prev_hash"] == GENESIS
+    assert [r.action for r in rows] == ["kill", "flag_set", "release", "breaker_override", "flag_cleared"]
+    assert rows[0].prev_hash == GENESIS
     for earlier, later in zip(rows, rows[1:]):
-        assert later["prev_hash"] == earlier["hash"]
-    assert all(r["actor"] == "alice" for r in rows)
+        assert later.prev_hash == earlier.hash
+    assert all(r.actor == "alice" for r in rows)
 
 
 def test_empty_log_verifies(api: ControlAPI) -> None:
@@ -123,10 +123,10 @@ def test_action_and_audit_row_commit_together(api: ControlAPI, store_dir: Path,
 
 def test_failed_decision_writes_no_audit_row(api: ControlAPI) -> None:
     approval = api.request_approval("r1", "s1", "clerk", "refund", {"amount": 5}, "high", None, 60, "deny", "e1")
-    api.deny(approval["id"], "no")
+    api.deny(approval.id, "no")
     count = len(api.audit_log())
     with pytest.raises(Exception):
-        api.approve(approval["id"], "changed my mind")
+        api.approve(approval.id, "changed my mind")
     assert len(api.audit_log()) == count
     assert api.verify_audit().ok
 

@@ -16,6 +16,7 @@ from engine.controls.api import ControlAPI
 from engine.controls.schema import BOUND_TABLES
 from engine.runbooks import actions
 from engine.store.control import ControlDB
+from engine.store.control_rows import BOUND_ROW_TYPES, ControlRow
 from engine.store.control_schema import CONTROL_MIGRATIONS
 
 
@@ -32,13 +33,13 @@ def _request(api: ControlAPI, **overrides: Any) -> dict[str, Any]:
     return api.request_approval(**call)
 
 
-def _all_rows(store_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+def _all_rows(store_dir: Path) -> list[tuple[str, ControlRow]]:
     conn = sqlite3.connect(store_dir / "control.db")
-    out = []
+    out: list[tuple[str, ControlRow]] = []
     for table in BOUND_TABLES:
         cursor = conn.execute(f"SELECT * FROM {table}")
         names = [d[0] for d in cursor.description]
-        out += [(table, dict(zip(names, values))) for values in cursor.fetchall()]
+        out += [(table, BOUND_ROW_TYPES[table].from_row(names, values)) for values in cursor.fetchall()]
     conn.close()
     return out
 
@@ -46,7 +47,7 @@ def _all_rows(store_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 def _problems(store_dir: Path) -> dict[tuple[str, Any], str | None]:
     conn = sqlite3.connect(store_dir / "control.db")
     try:
-        return {(table, row["id"]): binding.problem(conn, table, row) for table, row in _all_rows(store_dir)}
+        return {(table, row.id): binding.problem(conn, table, row) for table, row in _all_rows(store_dir)}
     finally:
         conn.close()
 
@@ -67,7 +68,7 @@ def _every_path(api: ControlAPI) -> None:
     """Every way a bound row is written or changed, by operators, the engine and runbooks."""
     api.set_kill("global", None, "pause", "freeze")
     switch = api.set_kill("tool", "crm", "kill", "leak")
-    api.release(switch["id"], reason="fixed")
+    api.release(switch.id, reason="fixed")
     api.set_kill("agent", "planner", "drain", "slow down", run_id="r9")
     api.release(scope="agent", target="planner", reason="done")
     api.set_flag("approvals", "all", reason="incident")
@@ -75,16 +76,16 @@ def _every_path(api: ControlAPI) -> None:
     api.set_flag("models.max_tier", "economy", "hierarchy", "deal-desk", reason="spend")
     api.clear_flag("models.max_tier", "hierarchy", "deal-desk", reason="ok")
     flag = api.set_flag("runs.admission", "paused", reason="deploy")
-    api.rollback_flag(flag["id"], reason="deploy done")
-    api.approve(_request(api)["id"], "fine")
-    api.approve(_request(api)["id"], "smaller", edited_arguments={"order": "A-1", "amount": 50})
-    api.deny(_request(api)["id"], "no")
+    api.rollback_flag(flag.id, reason="deploy done")
+    api.approve(_request(api).id, "fine")
+    api.approve(_request(api).id, "smaller", edited_arguments={"order": "A-1", "amount": 50})
+    api.deny(_request(api).id, "no")
     expired = _request(api, deadline_s=0.001, on_timeout="approve")
-    api.expire_approval(expired["id"], now=api.now() + 10)
+    api.expire_approval(expired.id, now=api.now() + 10)
     timed_out = _request(api, deadline_s=0.001, on_timeout="deny")
-    api.expire_approval(timed_out["id"], now=api.now() + 10)
+    api.expire_approval(timed_out.id, now=api.now() + 10)
     escalated = _request(api, deadline_s=0.001, on_timeout="escalate")
-    api.expire_approval(escalated["id"], now=api.now() + 10)
+    api.expire_approval(escalated.id, now=api.now() + 10)
     _request(api, run_id="r2")
     api.cancel_approvals_for_run("r2", "run killed")
     _request(api, run_id="r3")  # left pending
@@ -136,13 +137,13 @@ def test_a_row_changed_outside_flightdeck_fails_its_binding(api: ControlAPI, sto
 
 
 def test_an_approval_with_edits_the_operator_did_not_make_fails(api: ControlAPI, store_dir: Path) -> None:
-    row = api.approve(_request(api)["id"], "smaller", edited_arguments={"order": "A-1", "amount": 50})
+    row = api.approve(_request(api).id, "smaller", edited_arguments={"order": "A-1", "amount": 50})
     _sql(store_dir, "UPDATE approvals SET edited_arguments = ? WHERE id = ?", ('{"order":"A-1","amount":5000}',
-                                                                             row["id"]))
+                                                                             row.id))
     (problem,) = [p for (t, _), p in _problems(store_dir).items() if t == "approvals"]
     assert problem == "has edited arguments other than those the audit log recorded"
     _sql(store_dir, "UPDATE approvals SET edited_arguments = ?, decided_by = 'bob' WHERE id = ?",
-         ('{"amount":50,"order":"A-1"}', row["id"]))
+         ('{"amount":50,"order":"A-1"}', row.id))
     (problem,) = [p for (t, _), p in _problems(store_dir).items() if t == "approvals"]
     assert problem == "says decided by 'bob', but the audit log says 'alice'"
 

@@ -63,8 +63,8 @@ def test_kill_from_another_process_stops_a_busy_engine(tmp_path: Path) -> None:
               what="100 runs in flight")
         api = ControlAPI(store, "oncall")
         switch = api.set_kill("global", None, "kill", "incident: runaway fleet")
-        _wait(lambda: api.kill_switch(switch["id"])["acked"] is not None, what="the engine's acknowledgement")
-        acked = api.kill_switch(switch["id"])["acked"]
+        _wait(lambda: api.kill_switch(switch.id).acked is not None, what="the engine's acknowledgement")
+        acked = api.kill_switch(switch.id).acked
         out, err = engine.communicate(timeout=60)
     finally:
         if engine.poll() is None:
@@ -73,7 +73,7 @@ def test_kill_from_another_process_stops_a_busy_engine(tmp_path: Path) -> None:
     results = json.loads(out)
     assert len(results) == 100 and {r["status"] for r in results} == {"killed"}
     # Applied well within the bound even with 100 busy runs (the benchmark measures the percentiles).
-    assert acked - switch["created"] < 0.5, acked - switch["created"]
+    assert acked - switch.created < 0.5, acked - switch.created
     # Nothing ran after the acknowledgement. A tool span opens before its call reaches the gate, so calls the gate
     # refused still leave a span: cancelled there, with the switch as the reason.
     late = [s for r in results for s in reader.spans(r["id"]) if s.kind in ("tool", "llm")

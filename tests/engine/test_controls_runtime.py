@@ -14,6 +14,7 @@ from engine.controls.api import ControlAPI
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
 from engine.store import open_engine_store
+from engine.store.control_rows import Approval
 from tests import fixture_tools, runtime_tools
 from tests.engine_helpers import events, spans, write_hierarchy
 
@@ -107,7 +108,7 @@ def test_kill_run_cancels_in_flight_calls_and_ends_the_run_killed(tmp_path: Path
         switch = await in_thread(api.set_kill, "run", run_id, "kill", "runaway spend")
         await wait_until(lambda: bool(results))
         # The acknowledgement is written by the control thread, independently of the run ending: it must arrive.
-        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        await wait_until(lambda: api.kill_switch(switch.id).acked is not None)
 
     (result,) = scenario(store_dir, hierarchy, act)
     assert result.status == "killed" and "runaway spend" in result.error and "alice" in result.error
@@ -154,7 +155,7 @@ def test_drain_lets_in_flight_calls_finish_and_starts_nothing_new(tmp_path: Path
     async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
         await wait_until(lambda: "s1" in runtime_tools.CALLS)
         switch = await in_thread(api.set_kill, "global", None, "drain", "maintenance")
-        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        await wait_until(lambda: api.kill_switch(switch.id).acked is not None)
         runtime_tools.release_slow.set()
 
     (result,) = scenario(store_dir, hierarchy, act)
@@ -170,7 +171,7 @@ def test_pause_holds_before_the_next_step_and_release_resumes_with_nothing_lost(
     async def act(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
         await wait_until(lambda: "s1" in runtime_tools.CALLS)
         switch = await in_thread(api.set_kill, "agent", "worker", "pause", "look before it goes on")
-        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        await wait_until(lambda: api.kill_switch(switch.id).acked is not None)
         runtime_tools.release_slow.set()
         # The slow call finishes, but the worker's next model call is held while paused.
         await wait_until(lambda: engine.writer.last_committed_seq > 0 and any(
@@ -180,7 +181,7 @@ def test_pause_holds_before_the_next_step_and_release_resumes_with_nothing_lost(
         await anyio.sleep(0.3)  # a window in which a paused agent must not make progress
         assert runtime_tools.CALLS == calls_before
         assert next(iter(engine.controls.runs.values())).ctx.model_calls == model_calls_before
-        await in_thread(api.release, switch["id"], reason="looked, fine")
+        await in_thread(api.release, switch.id, reason="looked, fine")
 
     def _running_tool(engine: Engine) -> list[dict]:
         return [{"status": "ok"}] if runtime_tools.release_slow.is_set() else []
@@ -218,7 +219,7 @@ RECORD_BIG = """    - tool: {name: record, args: {note: big refund, amount: 900}
 """
 
 
-def _approval_scenario(tmp_path: Path, store_dir: Path, decide: Callable[[ControlAPI, dict], Any], *,
+def _approval_scenario(tmp_path: Path, store_dir: Path, decide: Callable[[ControlAPI, Approval], Any], *,
                        deadline: str = "10s", on_timeout: str = "deny") -> tuple[RunResult, list[dict]]:
     hierarchy = write_hierarchy(tmp_path, hierarchy_text(RECORD_BIG, deadline=deadline, on_timeout=on_timeout))
     escalations: list[dict] = []
@@ -235,7 +236,7 @@ def _approval_scenario(tmp_path: Path, store_dir: Path, decide: Callable[[Contro
 
 
 def test_approved_call_runs_and_the_trace_says_who_approved(tmp_path: Path, store_dir: Path) -> None:
-    result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.approve(row["id"], "customer is good"))
+    result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.approve(row.id, "customer is good"))
     assert result.status == "completed"
     (tool,) = _tool_spans(store_dir, result.run_id)
     assert tool.status == "ok"
@@ -245,7 +246,7 @@ def test_approved_call_runs_and_the_trace_says_who_approved(tmp_path: Path, stor
 
 
 def test_denied_call_never_runs_and_the_model_is_told_why(tmp_path: Path, store_dir: Path) -> None:
-    result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.deny(row["id"], "too large"))
+    result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.deny(row.id, "too large"))
     assert result.status == "completed"
     (tool,) = _tool_spans(store_dir, result.run_id)
     assert tool.status == "denied" and "denied by alice: too large" in tool.attributes["error"]
@@ -254,8 +255,8 @@ def test_denied_call_never_runs_and_the_model_is_told_why(tmp_path: Path, store_
 
 def test_approve_with_edited_arguments_runs_the_edited_call(tmp_path: Path, store_dir: Path) -> None:
     result, _ = _approval_scenario(tmp_path, store_dir, lambda api, row: api.approve(
-        row["id"], "cap it", edited_arguments={"note": "capped refund", "amount": 400},
-        expected_args_hash=row["args_hash"]))
+        row.id, "cap it", edited_arguments={"note": "capped refund", "amount": 400},
+        expected_args_hash=row.args_hash))
     (tool,) = _tool_spans(store_dir, result.run_id)
     assert tool.status == "ok" and tool.attributes["approval"]["edited"] is True
     assert fixture_tools.journal()[0]["amount"] == 400
@@ -270,38 +271,38 @@ def test_approval_timeout_is_a_timeout_not_a_human_denial(tmp_path: Path, store_
     api = ControlAPI(store_dir, "carol")
     (row,) = api.list_approvals()
     with pytest.raises(Exception, match="expired|timed out|already"):
-        api.approve(row["id"], "too late")  # a decision after the deadline is refused
+        api.approve(row.id, "too late")  # a decision after the deadline is refused
     api.close()
 
 
 def test_escalation_extends_the_deadline_and_pages(tmp_path: Path, store_dir: Path) -> None:
-    def decide_after_escalation(api: ControlAPI, row: dict) -> None:
+    def decide_after_escalation(api: ControlAPI, row: Approval) -> None:
         # Wait (bounded) until the engine escalated the request, then approve it at level 1.
         import time
 
         deadline = time.monotonic() + 10
-        while api.approval(row["id"])["level"] < 1:
+        while api.approval(row.id).level < 1:
             assert time.monotonic() < deadline, "never escalated"
             time.sleep(0.01)
-        api.approve(row["id"], "escalated to me, fine")
+        api.approve(row.id, "escalated to me, fine")
 
     result, escalations = _approval_scenario(tmp_path, store_dir, decide_after_escalation, deadline="0.3s",
                                              on_timeout="escalate")
     (tool,) = _tool_spans(store_dir, result.run_id)
     assert tool.status == "ok" and tool.attributes["approval"]["level"] == 1
-    assert len(escalations) == 1 and escalations[0]["level"] == 1
+    assert len(escalations) == 1 and escalations[0].level == 1
     assert events(store_dir, result.run_id, kinds=["approval.escalated"])
 
 
 def test_a_mismatched_decision_is_refused(tmp_path: Path, store_dir: Path) -> None:
     outcomes: list[str] = []
 
-    def decide(api: ControlAPI, row: dict) -> None:
+    def decide(api: ControlAPI, row: Approval) -> None:
         try:
-            api.approve(row["id"], "ok", expected_args_hash="0" * 64)
+            api.approve(row.id, "ok", expected_args_hash="0" * 64)
         except Exception as exc:
             outcomes.append(str(exc))
-        api.deny(row["id"], "after all, no")
+        api.deny(row.id, "after all, no")
 
     result, _ = _approval_scenario(tmp_path, store_dir, decide)
     assert outcomes and "arguments changed" in outcomes[0]
@@ -446,5 +447,5 @@ def test_operator_forces_a_tool_breaker_open(tmp_path: Path, store_dir: Path) ->
     (tool,) = _tool_spans(store_dir, result.run_id)
     assert tool.status == "denied" and "circuit open" in tool.attributes["error"]
     api = ControlAPI(store_dir, "alice")
-    assert all(row["applied"] is not None for row in api.breaker_overrides())
+    assert all(row.applied is not None for row in api.breaker_overrides())
     api.close()

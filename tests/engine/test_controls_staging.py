@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from engine.controls.api import ControlSnapshot
 from engine.runtime.controls import OperatorStop, RuntimeControls
+from engine.store.control_rows import KillSwitch
 
 
-def _snapshot(*switches: dict[str, Any]) -> ControlSnapshot:
+def _snapshot(*switches: KillSwitch) -> ControlSnapshot:
     return ControlSnapshot(kill_switches=tuple(switches), flags=(), pending_approvals=(), decided_approvals=(),
                            breaker_overrides=(), budget_overrides=(), decided_cursor=0, taken=0.0)
 
 
-HALT = {"id": 7, "scope": "global", "target": None, "run_id": None, "mode": "kill", "operator": "ops",
-        "reason": "incident", "acked": None}
+HALT = KillSwitch(id=7, scope="global", target=None, run_id=None, mode="kill", reason="incident", operator="ops",
+                  created=0.0)
 CTX = SimpleNamespace(run_id="r1", compiled=SimpleNamespace(name="h"))
 
 
@@ -47,7 +47,7 @@ def test_applying_an_older_snapshot_keeps_the_newer_staged_state() -> None:
         controls.stage(older, from_watcher=True)
         controls.stage(_snapshot(HALT), from_watcher=True)  # read next, while `older` still waits for the loop
         controls.apply(older)
-        assert [s["id"] for s in controls.switches] == [7]
+        assert [s.id for s in controls.switches] == [7]
         with pytest.raises(OperatorStop):
             await controls.before_call(CTX, "worker", None)  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ from typing import Any
 from engine.controls.api import ControlAPI
 from engine.runtime.engine import Engine
 from engine.runtime.results import RunResult
+from engine.store.control_rows import Approval
 from tests import fixture_tools, runtime_tools
 from tests.engine.test_controls_runtime import (
     RECORD_BIG,
@@ -71,10 +72,10 @@ def _findings(engine: Engine) -> list[Any]:
 
 
 def test_an_approval_forged_to_approved_with_new_arguments_is_refused(tmp_path: Path, store_dir: Path) -> None:
-    def forge(api: ControlAPI, row: dict[str, Any]) -> None:
+    def forge(api: ControlAPI, row: Approval) -> None:
         _forge(store_dir, "UPDATE approvals SET status = 'approved', decided = ?, decided_by = 'alice', "
                           "decision_reason = 'ok', edited_arguments = ?, decided_seq = 1 WHERE id = ?",
-               (time.time(), json.dumps({"note": "forged refund", "amount": 99_999}), row["id"]))
+               (time.time(), json.dumps({"note": "forged refund", "amount": 99_999}), row.id))
 
     result = _approval_scenario(tmp_path, store_dir, forge)
     (tool,) = _tool_spans(store_dir, result.run_id)
@@ -104,9 +105,9 @@ def test_a_kill_switch_inserted_with_sql_is_not_obeyed(tmp_path: Path, store_dir
     assert "f1" in runtime_tools.CALLS
     with ControlAPI(store_dir, "checker") as api:
         (switch,) = api.active_kill_switches()
-    assert switch["acked"] is None  # not acknowledged either: the operator sees it never took effect
+    assert switch.acked is None  # not acknowledged either: the operator sees it never took effect
     (incident,) = _incidents(store_dir)
-    assert incident["severity"] == "sev1" and incident["scope"] == f"kill_switches:{switch['id']}"
+    assert incident["severity"] == "sev1" and incident["scope"] == f"kill_switches:{switch.id}"
 
 
 def test_a_pause_switch_released_with_sql_stays_in_force(tmp_path: Path, store_dir: Path) -> None:
@@ -116,11 +117,11 @@ def test_a_pause_switch_released_with_sql_stays_in_force(tmp_path: Path, store_d
         await wait_until(lambda: "s1" in runtime_tools.CALLS)
         (run_id,) = list(engine.controls.runs)
         switch = await in_thread(api.set_kill, "run", run_id, "pause", "hold on")
-        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        await wait_until(lambda: api.kill_switch(switch.id).acked is not None)
         _forge(store_dir, "UPDATE kill_switches SET released = ?, released_by = 'mallory' WHERE id = ?",
-               (time.time(), switch["id"]))
+               (time.time(), switch.id))
         await wait_until(lambda: bool(_findings(engine)))
-        assert [s["id"] for s in engine.controls.switches] == [switch["id"]]  # the engine still obeys it
+        assert [s.id for s in engine.controls.switches] == [switch.id]  # the engine still obeys it
         runtime_tools.release_slow.set()
         await in_thread(api.set_kill, "run", run_id, "kill", "end it")  # a real switch is obeyed as ever
 
@@ -139,7 +140,7 @@ def test_legitimate_controls_raise_no_finding(tmp_path: Path, store_dir: Path) -
         await in_thread(api.override_breaker, "tool:flaky", "reset", "clean slate")
         await wait_until(lambda: bool(api.pending_approvals()) or bool(results))
         (pending,) = api.pending_approvals()
-        await in_thread(api.approve, pending["id"], "fine", edited_arguments={"note": "capped", "amount": 400})
+        await in_thread(api.approve, pending.id, "fine", edited_arguments={"note": "capped", "amount": 400})
         await wait_until(lambda: bool(results))
         assert _findings(engine) == []
 

@@ -53,12 +53,12 @@ def test_sigkill_ends_a_process_that_ignores_sigterm(store_dir: Path,
     assert result.waited_s >= 0.3
     with ControlAPI(store_dir, "checker") as api:
         row = api.audit_log()[0]
-        assert (row["action"], row["actor"], row["target"], row["reason"]) == \
+        assert (row.action, row.actor, row.target, row.reason) == \
             ("engine_terminate", "alice", f"engine:{engine_id}", "event loop wedged")
-        assert row["before"]["pid"] == proc.pid
-        assert row["after"]["signals"] == ["SIGTERM", "SIGKILL"] and row["after"]["exited"] is True
+        assert row.before["pid"] == proc.pid
+        assert row.after["signals"] == ["SIGTERM", "SIGKILL"] and row.after["exited"] is True
         (engine,) = api.engines()
-        assert engine["stopped"] is not None and not engine["alive"]
+        assert engine.stopped is not None and not engine.alive
         assert api.verify_audit().ok
 
 

@@ -27,6 +27,7 @@ from engine.runbooks.model import Runbook
 from engine.runbooks.runtime import RunbookEngine
 from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
+from engine.store.control_rows import Approval
 from tests.engine_helpers import spans, write_hierarchy
 from tests.fakes.openai_server import FakeOpenAIServer, call, text, tool_calls
 from tests.fakes.receiver import Receiver, receiver  # noqa: F401 (receiver is a fixture)
@@ -426,8 +427,8 @@ def test_approval_backlog_pages_the_secondary_and_pauses_admission(tmp_path: Pat
         requested = anyio.Event()
         seen: list[str] = []
 
-        def on_request(row: dict[str, Any]) -> None:
-            seen.append(row["id"])
+        def on_request(row: Approval) -> None:
+            seen.append(row.id)
             if len(seen) == 10:
                 requested.set()
 
@@ -460,7 +461,7 @@ def test_approval_backlog_pages_the_secondary_and_pauses_admission(tmp_path: Pat
 
             with ControlAPI(store_dir, "bob") as api:
                 for row in api.pending_approvals():
-                    api.deny(row["id"], "cleaning up the backlog")
+                    api.deny(row.id, "cleaning up the backlog")
         await h.settle()
         await h.advance(1800)  # quiet and 30 minutes after applying: admission re-opens by itself
         assert rows(store_dir, "SELECT cleared_by FROM flags WHERE id = ?", (flag["id"],))[0]["cleared_by"] == \

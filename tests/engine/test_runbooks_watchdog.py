@@ -12,6 +12,7 @@ from engine.clock import FakeClock
 from engine.runbooks.loader import parse_runbook
 from engine.runbooks.model import Runbook
 from engine.runbooks.watchdog import Watchdog
+from engine.store.control_rows import Approval
 
 BODY = """
 ## What it means
@@ -206,8 +207,10 @@ detect:
   - {signal: approval_backlog, threshold: 2, for: 1m}
   - {signal: approval_backlog, threshold: 600, for: 0s, params: {measure: oldest_age_s}}
 """)])
-    dog.seed_pending_approvals([{"id": "ap-old", "requested": clock.time() - 30, "run_id": "r0", "agent": "a",
-                                 "tool": "t"}], clock.time())
+    old = Approval(id="ap-old", run_id="r0", span_id=None, agent="a", tool="t", arguments={}, args_hash="",
+                   risk=None, reason=None, requested=clock.time() - 30, deadline=clock.time() + 600, window_s=600,
+                   level=0, on_timeout="deny", status="pending")
+    dog.seed_pending_approvals([old], clock.time())
     s = Stream()
     dog.feed([s.run_started("r", "h"), s.ev("approval.requested", "r", agent="a", name="refund", id="ap-1",
                                             tool="refund")], clock.time())

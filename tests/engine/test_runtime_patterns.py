@@ -100,7 +100,7 @@ def test_bundled_deal_desk_runs_three_levels_with_tokens_and_cost(store_dir: Pat
     deals = sample_inputs("deal-desk")[:3]
     with Approver(store_dir) as approver:  # two of these deals ask for discounts that need a person's approval
         results = run_sync(store_dir, hierarchy, *deals, concurrency=3)
-    assert {row["tool"] for row in approver.decided} >= {"apply_discount"}
+    assert {row.tool for row in approver.decided} >= {"apply_discount"}
     assert all(r.status == "completed" for r in results), [(r.status, r.error) for r in results]
     recorded = spans(store_dir, results[0].run_id)
     agents = {s.name for s in recorded if s.kind == "agent"}

@@ -27,30 +27,30 @@ def test_engine_liveness(tmp_path: Path) -> None:
     control = ControlDB(tmp_path / "control.db", clock=clock)
     engine_id = control.register_engine(version="9.9", pid=4242, host="h", user="u")
     [engine] = control.list_engines()
-    assert (engine["id"], engine["pid"], engine["version"], engine["alive"], engine["stale"]) == (
+    assert (engine.id, engine.pid, engine.version, engine.alive, engine.stale) == (
         engine_id, 4242, "9.9", True, False)
     clock.advance(STALE_AFTER_S + 0.5)
     [engine] = control.list_engines()
-    assert (engine["alive"], engine["stale"]) == (False, True)
+    assert (engine.alive, engine.stale) == (False, True)
     control.heartbeat(engine_id)
     [engine] = control.list_engines()
-    assert (engine["alive"], engine["stale"], engine["heartbeat"]) == (True, False, clock.time())
+    assert (engine.alive, engine.stale, engine.heartbeat) == (True, False, clock.time())
     control.mark_stopped(engine_id)
     [engine] = control.list_engines()
-    assert (engine["alive"], engine["stale"], engine["stopped"]) == (False, False, clock.time())
+    assert (engine.alive, engine.stale, engine.stopped) == (False, False, clock.time())
     control.close()
 
 
 def test_engine_store_heartbeats_while_open(tmp_path: Path) -> None:
     with open_engine_store(tmp_path / "store", heartbeat_interval=0.01) as store:
         [first] = store.control.list_engines()
-        assert first["pid"] == os.getpid() and first["alive"]
-        wait_until(lambda: store.control.list_engines()[0]["heartbeat"] > first["heartbeat"], timeout=5,
+        assert first.pid == os.getpid() and first.alive
+        wait_until(lambda: store.control.list_engines()[0].heartbeat > first.heartbeat, timeout=5,
                    what="a heartbeat")
         engine_id = store.engine_id
     control = ControlDB.open(tmp_path / "store")
     [engine] = control.list_engines()
-    assert engine["id"] == engine_id and engine["stopped"] is not None and not engine["alive"]
+    assert engine.id == engine_id and engine.stopped is not None and not engine.alive
     control.close()
 
 
@@ -77,7 +77,7 @@ def test_a_writer_waits_for_another_instead_of_failing(tmp_path: Path) -> None:
     thread.join(timeout=10)  # ...and gets through once we let go
     assert results == ["done"]
     [engine] = first.list_engines()
-    assert (engine["version"], engine["stopped"]) == ("held", 123.0)
+    assert (engine.version, engine.stopped) == ("held", 123.0)
     first.close()
     second.close()
 
@@ -101,6 +101,6 @@ def test_concurrent_processes_all_get_their_writes_in(tmp_path: Path) -> None:
         _, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
     control = ControlDB.open(store_dir)
-    versions = {e["version"] for e in control.list_engines(limit=100)}
+    versions = {e.version for e in control.list_engines(limit=100)}
     assert versions == {f"p{n}-{i}" for n in range(3) for i in range(20)}
     control.close()

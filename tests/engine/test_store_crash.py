@@ -110,8 +110,8 @@ def test_sigkill_mid_stream_leaves_a_consistent_store(tmp_path: Path) -> None:
 
     with open_engine_store(store_dir) as store:
         assert set(store.abandoned_runs) == running_before
-        dead = [e for e in store.control.list_engines() if e["id"] != store.engine_id]
-        assert len(dead) == 1 and dead[0]["stopped"] is not None and not dead[0]["alive"]
+        dead = [e for e in store.control.list_engines() if e.id != store.engine_id]
+        assert len(dead) == 1 and dead[0].stopped is not None and not dead[0].alive
     with open_reader(store_dir) as reader:
         assert reader.running_spans() == []
         long_run = reader.get_run("long-0")

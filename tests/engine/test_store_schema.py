@@ -196,7 +196,7 @@ def test_control_migrations_can_be_appended(tmp_path: Path) -> None:
     with control.transaction() as conn:
         conn.execute("INSERT INTO store_test_appended VALUES ('global', 'test')")
     assert control.query("SELECT reason FROM store_test_appended") == [{"reason": "test"}]
-    assert [e["id"] for e in control.list_engines()] == [engine_id]
+    assert [e.id for e in control.list_engines()] == [engine_id]
     control.close()
     assert rows(path, "PRAGMA user_version")[0][0] == len(extended)
     # The current code does not know the appended version: it refuses instead of guessing.
@@ -252,8 +252,8 @@ def test_runs_left_running_are_abandoned_on_next_open(tmp_path: Path) -> None:
         dead_engine = store.engine_id
     with open_engine_store(store_dir) as store:
         assert store.abandoned_runs == ["r-open"]
-        engines = {e["id"]: e for e in store.control.list_engines()}
-        assert engines[dead_engine]["stopped"] is not None and engines[store.engine_id]["alive"]
+        engines = {e.id: e for e in store.control.list_engines()}
+        assert engines[dead_engine].stopped is not None and engines[store.engine_id].alive
     with open_reader(store_dir) as reader:
         run = reader.get_run("r-open")
         assert run is not None

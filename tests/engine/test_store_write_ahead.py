@@ -110,7 +110,7 @@ def test_the_heartbeat_survives_any_exception(tmp_path: Path) -> None:
 
         store.control.heartbeat = flaky  # type: ignore[method-assign]
         before = time.time()
-        wait_until(lambda: [e for e in store.control.list_engines() if e["heartbeat"] > before and len(failures) == 3],
+        wait_until(lambda: [e for e in store.control.list_engines() if e.heartbeat > before and len(failures) == 3],
                    what="a heartbeat after three failing ones")
     finally:
         store.close()

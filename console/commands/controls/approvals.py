@@ -58,14 +58,14 @@ def handle_approvals(args: argparse.Namespace) -> int:
         return 0
     table_rows = []
     for r in rows:
-        if r["status"] == "pending":
-            left = r["deadline"] - now
+        if r.status == "pending":
+            left = r.deadline - now
             due = f"{left:.0f}s left" if left > 0 else "expired"
         else:
-            due = f"{r['status']} by {r['decided_by']}"
-        table_rows.append((r["id"], r["tool"], r["agent"], r["run_id"], r["risk"] or "-", age(r["requested"], now),
-                           due, r["level"], r["args_hash"][:12], short(r["arguments"], 50),
-                           short(r["reason"] or "-", 40)))
+            due = f"{r.status} by {r.decided_by}"
+        table_rows.append((r.id, r.tool, r.agent, r.run_id, r.risk or "-", age(r.requested, now),
+                           due, r.level, r.args_hash[:12], short(r.arguments, 50),
+                           short(r.reason or "-", 40)))
     print(table(("ID", "TOOL", "AGENT", "RUN", "RISK", "WAITING", "DECISION", "LEVEL", "HASH", "ARGUMENTS",
                  "MODEL'S REASON"), table_rows, right={7}))
     if not args.all:
@@ -93,15 +93,15 @@ def handle_approve(args: argparse.Namespace) -> int:
         row = api.approve(args.approval_id, args.reason, edited_arguments=edited,
                           expected_args_hash=args.expect_hash)
     note = " with edited arguments" if edited is not None else ""
-    print(f"approved {row['id']}{note}: tool {row['tool']} for agent {row['agent']} in run {row['run_id']} "
-          f"(by {row['decided_by']})")
+    print(f"approved {row.id}{note}: tool {row.tool} for agent {row.agent} in run {row.run_id} "
+          f"(by {row.decided_by})")
     return 0
 
 
 def handle_deny(args: argparse.Namespace) -> int:
     with open_api(args, create=False) as api:
         row = api.deny(args.approval_id, args.reason, expected_args_hash=args.expect_hash)
-    print(f"denied {row['id']}: tool {row['tool']} for agent {row['agent']} in run {row['run_id']} "
-          f"(by {row['decided_by']})")
+    print(f"denied {row.id}: tool {row.tool} for agent {row.agent} in run {row.run_id} "
+          f"(by {row.decided_by})")
     return 0
 

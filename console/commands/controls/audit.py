@@ -68,7 +68,7 @@ def handle_audit(args: argparse.Namespace) -> int:
         print("the audit log is empty")
         return 0
     print(table(("ID", "TIME", "ACTOR", "ACTION", "TARGET", "REASON"),
-                [(r["id"], when(r["ts"]), r["actor"], r["action"], r["target"] or "-", short(r["reason"] or "", 50))
+                [(r.id, when(r.ts), r.actor, r.action, r.target or "-", short(r.reason or "", 50))
                  for r in rows], right={0}))
     return 0
 

@@ -63,7 +63,7 @@ def handle_breakers(args: argparse.Namespace) -> int:
     _check_known_breaker(args)
     with open_api(args, create=True) as api:
         row = api.override_breaker(args.key, BREAKER_ACTIONS[args.action], reason)
-    print(f"breaker override #{row['id']}: {row['action']} {row['key']} by {row['operator']}; the engine applies it "
+    print(f"breaker override #{row.id}: {row.action} {row.key} by {row.operator}; the engine applies it "
           f"on its next control check")
     return 0
 
@@ -81,7 +81,7 @@ def _check_known_breaker(args: argparse.Namespace) -> None:
     known = {_breaker_key(row) for row in _reported_breakers(store_dir_arg(args)) or []}
     if (store_dir_arg(args) / CONTROL_DB).is_file():
         with open_api(args, create=False) as api:
-            known |= {row["key"] for row in api.breaker_overrides(limit=10_000)}
+            known |= {row.key for row in api.breaker_overrides(limit=10_000)}
     if args.key in known:
         return
     names = sorted(known)
@@ -102,7 +102,7 @@ def _list_breakers(args: argparse.Namespace) -> int:
         key = _breaker_key(row)
         keys[key] = {"key": key, "state": row.state, "reported": row.as_dict(), "overrides": []}  # JSON edge
     for row in overrides:
-        entry = keys.setdefault(row["key"], {"key": row["key"], "state": None, "reported": None, "overrides": []})
+        entry = keys.setdefault(row.key, {"key": row.key, "state": None, "reported": None, "overrides": []})
         entry["overrides"].append(pick(row, OVERRIDE_FIELDS))
     entries = sorted(keys.values(), key=lambda e: e["key"])
     if args.json:

@@ -47,7 +47,8 @@ def handle_engines(args: argparse.Namespace) -> int:
         return _terminate(args)
     store_dir = store_dir_arg(args)
     with open_api(args, create=False, read_only=True) as api:
-        engines = api.engines()
+        # Dicts from here on: the listing adds what the lock file says to each engine's row.
+        engines = [engine.as_dict() for engine in api.engines()]
     holder = read_lock_holder(store_dir) or {}
     for engine in engines:
         engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]

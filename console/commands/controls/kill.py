@@ -26,6 +26,7 @@ from engine.errors import InputError
 
 if TYPE_CHECKING:
     from engine.store.trace_rows import RunRow
+    from engine.store.control_rows import KillSwitch
 
 DEFAULT_WAIT_ACK_S = 2.0
 ACK_POLL_S = 0.05
@@ -138,18 +139,18 @@ def handle_kill(args: argparse.Namespace) -> int:
         return 1
     with open_api(args, create=True) as api:
         switch = api.set_kill(scope, target, args.mode, reason, run_id=run_id)
-        if switch["already_active"]:
-            print(f"kill switch #{switch['id']} ({label}, {switch['mode']}) was already active: set by "
-                  f"{switch['operator']} at {when(switch['created'])}")
+        if switch.already_active:
+            print(f"kill switch #{switch.id} ({label}, {switch.mode}) was already active: set by "
+                  f"{switch.operator} at {when(switch.created)}")
         else:
-            print(f"kill switch #{switch['id']} set: {label}, mode {switch['mode']}, by {switch['operator']}")
+            print(f"kill switch #{switch.id} set: {label}, mode {switch.mode}, by {switch.operator}")
         return _await_ack(api, switch, args.wait_ack)
 
 
 def _label(scope: str, target: str | None, run_id: str | None) -> str:
     from engine.controls.labels import switch_label
 
-    return switch_label({"scope": scope, "target": target, "run_id": run_id})
+    return switch_label(scope, target, run_id)
 
 
 def _print_preview(label: str, mode: str, preview: Any | None) -> None:
@@ -174,36 +175,36 @@ def _print_preview(label: str, mode: str, preview: Any | None) -> None:
         print(table(("KIND", "NAME", "AGENT", "RUN", "STARTED"), work))
 
 
-def _await_ack(api: Any, switch: dict[str, Any], timeout: float) -> int:
+def _await_ack(api: Any, switch: KillSwitch, timeout: float) -> int:
     """Wait (bounded) for the engine to acknowledge the switch, re-reading only when control.db changed."""
     current = switch
-    if current["acked"] is None and not [e for e in api.engines() if e["stopped"] is None]:
+    if current.acked is None and not [e for e in api.engines() if e.stopped is None]:
         print("no engine is running on this store: the switch stays in force and the next engine applies it "
               "when it starts")
         return 0
     deadline = time.monotonic() + timeout
     version = api.data_version()
-    while current["acked"] is None and time.monotonic() < deadline:
+    while current.acked is None and time.monotonic() < deadline:
         time.sleep(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
         latest = api.data_version()
         if latest != version:
             version = latest
-            current = api.kill_switch(switch["id"])
-    if current["acked"] is None:  # one last look: the ack may have landed during the final wait
-        current = api.kill_switch(switch["id"])
-    if current["acked"] is not None:
-        print(f"acknowledged by engine {str(current['acked_by'])[:12]} at {when(current['acked'])}")
+            current = api.kill_switch(switch.id)
+    if current.acked is None:  # one last look: the ack may have landed during the final wait
+        current = api.kill_switch(switch.id)
+    if current.acked is not None:
+        print(f"acknowledged by engine {str(current.acked_by)[:12]} at {when(current.acked)}")
         return 0
-    running = [e for e in api.engines() if e["stopped"] is None]
+    running = [e for e in api.engines() if e.stopped is None]
     if not running:
         print("no engine is running on this store: the switch stays in force and the next engine applies it "
               "when it starts")
         return 0
     for engine in running:
-        state = "alive" if engine["alive"] else f"stale, last heartbeat {age(engine['heartbeat'])}"
-        print(f"warning: engine pid {engine['pid']} ({state}) did not acknowledge the switch within {timeout:g}s. "
-              f"If its event loop is wedged, stop it with:\n  flightdeck engines --terminate {engine['pid']} "
-              f"--reason \"did not acknowledge kill switch #{switch['id']}\"", file=sys.stderr)
+        state = "alive" if engine.alive else f"stale, last heartbeat {age(engine.heartbeat)}"
+        print(f"warning: engine pid {engine.pid} ({state}) did not acknowledge the switch within {timeout:g}s. "
+              f"If its event loop is wedged, stop it with:\n  flightdeck engines --terminate {engine.pid} "
+              f"--reason \"did not acknowledge kill switch #{switch.id}\"", file=sys.stderr)
     return 1
 
 
@@ -216,8 +217,8 @@ def _list_kill_switches(args: argparse.Namespace) -> int:
     if not switches:
         print("no active kill switches")
         return 0
-    rows = [(s["id"], _label(s["scope"], s["target"], s["run_id"]), s["mode"], s["operator"], when(s["created"]),
-             "yes" if s["acked"] else "no", short(s["reason"], 50)) for s in switches]
+    rows = [(s.id, _label(s.scope, s.target, s.run_id), s.mode, s.operator, when(s.created),
+             "yes" if s.acked else "no", short(s.reason, 50)) for s in switches]
     print(table(("ID", "SCOPE", "MODE", "BY", "SET", "ACKED", "REASON"), rows, right={0}))
     return 0
 
@@ -245,7 +246,7 @@ def handle_release(args: argparse.Namespace) -> int:
                     reader.close()
             released = api.release(scope=scope, target=target, run_id=run_id, reason=args.reason)
     for row in released:
-        print(f"released kill switch #{row['id']} ({_label(row['scope'], row['target'], row['run_id'])}, "
-              f"{row['mode']}) by {row['released_by']}")
+        print(f"released kill switch #{row.id} ({_label(row.scope, row.target, row.run_id)}, "
+              f"{row.mode}) by {row.released_by}")
     return 0
 

@@ -82,9 +82,9 @@ def handle_safe_mode_list(args: argparse.Namespace) -> int:
     if not flags:
         print("no safe-mode flags set (see `flightdeck safe-mode --help` for the list)")
         return 0
-    rows = [(f["name"], f["value"], "global" if f["scope"] == "global" else f"{f['scope']}:{f['target']}",
-             f["previous_value"] or "(unset)", f["operator"] if f["source"] == "operator" else f["source"],
-             when(f["created"]), "yes" if f["acked"] else "no", short(f["reason"], 40)) for f in flags]
+    rows = [(f.name, f.value, "global" if f.scope == "global" else f"{f.scope}:{f.target}",
+             f.previous_value or "(unset)", f.operator if f.source == "operator" else f.source,
+             when(f.created), "yes" if f.acked else "no", short(f.reason, 40)) for f in flags]
     print(table(("FLAG", "VALUE", "SCOPE", "WAS", "BY", "SET", "ACKED", "REASON"), rows))
     return 0
 
@@ -96,8 +96,8 @@ def handle_safe_mode_set(args: argparse.Namespace) -> int:
     scope, target = parse_scope(args.scope)
     with open_api(args, create=True) as api:
         row = api.set_flag(name.strip(), value, scope, target, reason=args.reason)
-    was = row["previous_value"] or "unset"
-    print(f"{row['name']} = {row['value']} at {args.scope.strip()} (was {was}), flag #{row['id']} by {row['operator']}")
+    was = row.previous_value or "unset"
+    print(f"{row.name} = {row.value} at {args.scope.strip()} (was {was}), flag #{row.id} by {row.operator}")
     return 0
 
 
@@ -105,6 +105,6 @@ def handle_safe_mode_clear(args: argparse.Namespace) -> int:
     scope, target = parse_scope(args.scope)
     with open_api(args, create=False) as api:
         row = api.clear_flag(args.flag, scope, target, reason=args.reason)
-    print(f"cleared {row['name']} at {args.scope.strip()} (it was {row['value']}) by {row['cleared_by']}")
+    print(f"cleared {row.name} at {args.scope.strip()} (it was {row.value}) by {row.cleared_by}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,11 @@ def fill_body(body: str, context: dict[str, Any]) -> str:
     return re.sub(r"\{(hierarchy|agent|tool|run|target|scope)\}", fill, body)
 
 
-def pick(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {name: row.get(name) for name in fields}
+def pick(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON a `--json` listing prints of a row: `fields` of a typed row (engine.store.control_rows) or dict."""
+    if isinstance(row, Mapping):
+        return {name: row.get(name) for name in fields}
+    return {name: getattr(row, name, None) for name in fields}
 
 
 def cli_field(exc: InputError) -> InputError:

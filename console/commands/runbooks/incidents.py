@@ -75,11 +75,11 @@ def handle_incidents(args: argparse.Namespace) -> int:
     now = time.time()
     table_rows = []
     for r in rows:
-        who = r["acknowledged_by"] or "-"
-        if r["status"] == "resolved":
-            who = r["resolved_by"]
-        table_rows.append((r["id"], r["severity"], r["status"], "yes" if r["firing"] else "no", r["runbook"],
-                           r["scope"], age(r["opened"], now), who, _signals_text(r.get("last_signals") or [])))
+        who = r.acknowledged_by or "-"
+        if r.status == "resolved":
+            who = r.resolved_by
+        table_rows.append((r.id, r.severity, r.status, "yes" if r.firing else "no", r.runbook,
+                           r.scope, age(r.opened, now), who, _signals_text(r.last_signals or [])))
     print(table(("INCIDENT", "SEV", "STATUS", "FIRING", "RUNBOOK", "SCOPE", "OPENED", "BY", "SIGNALS"), table_rows))
     return 0
 
@@ -98,9 +98,9 @@ def handle_incident_show(args: argparse.Namespace) -> int:
     store = incident_store(resolve_store(args), read_only=True)
     try:
         incident = store.get(args.incident_id)
-        timeline = store.timeline(incident["id"])
+        timeline = store.timeline(incident.id)
         with store.db.reading() as conn:
-            applications = for_incident(conn, incident["id"])
+            applications = for_incident(conn, incident.id)
     finally:
         store.db.close()
     if args.json:
@@ -109,25 +109,25 @@ def handle_incident_show(args: argparse.Namespace) -> int:
         out["applications"] = [pick(a, APPLICATION_FIELDS) for a in applications]
         print_json(out)
         return 0
-    print(f"{incident['id']}  {incident['severity']}  {incident['status']}  {incident['title']}")
-    print(f"runbook {incident['runbook']} on {incident['scope']}, opened {when(incident['opened'])}, fired "
-          f"{incident['fired']} time(s), {'still firing' if incident['firing'] else 'signal quiet'}")
-    context = incident.get("context") or {}
+    print(f"{incident.id}  {incident.severity}  {incident.status}  {incident.title}")
+    print(f"runbook {incident.runbook} on {incident.scope}, opened {when(incident.opened)}, fired "
+          f"{incident.fired} time(s), {'still firing' if incident.firing else 'signal quiet'}")
+    context = incident.context or {}
     if context.get("runs"):
         print(f"runs involved: {', '.join(context['runs'])}")
     print()
-    print(table(("TIME", "EVENT", "WHO", "WHAT"), [(when(e["ts"]), e["kind"], e["actor"], e["text"])
+    print(table(("TIME", "EVENT", "WHO", "WHAT"), [(when(e.ts), e.kind, e.actor, e.text)
                                                    for e in timeline]))
-    in_force = [a for a in applications if not a.get("rolled_back")]
+    in_force = [a for a in applications if not a.rolled_back]
     if in_force:
         print()
         for application in in_force:
-            print(f"in force: application #{application['id']} by {application['actor']}; roll back with "
-                  f"`flightdeck runbooks rollback {application['runbook']} --scope {application['scope']} "
+            print(f"in force: application #{application.id} by {application.actor}; roll back with "
+                  f"`flightdeck runbooks rollback {application.runbook} --scope {application.scope} "
                   f"--reason TEXT`")
-    if incident["status"] != "resolved":
+    if incident.status != "resolved":
         print()
-        print(f"runbook text: flightdeck runbooks show {incident['runbook']} --incident {incident['id']}")
+        print(f"runbook text: flightdeck runbooks show {incident.runbook} --incident {incident.id}")
     return 0
 
 
@@ -146,21 +146,21 @@ def _incident_action(args: argparse.Namespace) -> int:
         operator = operator_name(args)
         if args.verb == "ack":
             row = store.acknowledge(args.incident_id, operator, args.reason)
-            print(f"acknowledged {row['id']} ({row['title']}, {row['scope']}) by {operator}")
+            print(f"acknowledged {row.id} ({row.title}, {row.scope}) by {operator}")
         elif args.verb == "resolve":
             row = store.resolve(args.incident_id, operator, args.reason)
-            print(f"resolved {row['id']} ({row['title']}, {row['scope']}) by {operator}")
+            print(f"resolved {row.id} ({row.title}, {row.scope}) by {operator}")
             from engine.runbooks.actions import active_applications
 
-            still = [a for a in active_applications(store.db) if a.get("incident_id") == row["id"]]
+            still = [a for a in active_applications(store.db) if a.incident_id == row.id]
             for application in still:
-                print(f"note: the runbook's actions are still in force (application #{application['id']}); roll back "
-                      f"with `flightdeck runbooks rollback {row['id']} --reason TEXT`")
+                print(f"note: the runbook's actions are still in force (application #{application.id}); roll back "
+                      f"with `flightdeck runbooks rollback {row.id} --reason TEXT`")
         else:
             row = store.annotate(args.incident_id, operator, args.text)
-            print(f"noted on {row['id']} by {operator}")
-        if row.get("paged_targets") and args.verb != "note":
-            print(f"the page to {', '.join(row['paged_targets'])} follows when the engine next looks (it is sent by "
+            print(f"noted on {row.id} by {operator}")
+        if row.paged_targets and args.verb != "note":
+            print(f"the page to {', '.join(row.paged_targets)} follows when the engine next looks (it is sent by "
                   f"the running engine)")
     finally:
         store.db.close()

@@ -33,20 +33,20 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     store = incident_store(store_dir, read_only=True)
     try:
         incident = store.get(args.incident_id)
-        timeline = store.timeline(incident["id"])
+        timeline = store.timeline(incident.id)
         with store.db.reading() as conn:
-            applications = for_incident(conn, incident["id"])
+            applications = for_incident(conn, incident.id)
         now = time.time()
-        window = max((float(s.get("window_s") or 0) for s in incident.get("signals") or []), default=0.0)
-        start = incident["opened"] - window
-        end = incident.get("resolved") or now
+        window = max((float(s.get("window_s") or 0) for s in incident.signals or []), default=0.0)
+        start = incident.opened - window
+        end = incident.resolved or now
         with store.db.reading() as conn:
             audit_rows = audit.between(conn, start, end)
     finally:
         store.db.close()
     runbook_path = None
     try:
-        runbook_path = str(find_runbook(runbooks_in_force(store_dir), incident["runbook"]).path)
+        runbook_path = str(find_runbook(runbooks_in_force(store_dir), incident.runbook).path)
     except InputError:
         pass
     conn = connect(store_dir / TRACES_DB, read_only=True) if (store_dir / TRACES_DB).is_file() else None
@@ -67,7 +67,7 @@ def handle_postmortem(args: argparse.Namespace) -> int:
             tmp.replace(out)
         except OSError as exc:
             raise InputError(f"cannot write the draft: {exc.strerror or exc}", file=str(out)) from None
-        print(f"postmortem draft for {incident['id']} written to {out}")
+        print(f"postmortem draft for {incident.id} written to {out}")
     else:
         sys.stdout.write(text + "\n")
     return 0

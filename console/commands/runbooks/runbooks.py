@@ -122,7 +122,7 @@ def handle_show(args: argparse.Namespace) -> int:
     context: dict[str, Any] = {}
     if args.incident:
         incident = incident_store(store_dir, read_only=True).get(args.incident)
-        context = {**(incident.get("context") or {}), "scope": incident["scope"]}
+        context = {**(incident.context or {}), "scope": incident.scope}
     print(f"{spec.id}: {spec.title}")
     print(f"severity {spec.severity}, apply {spec.apply}, owner {', '.join(spec.owner) or '-'}, from {runbook.path}")
     print("detects (any of):")
@@ -205,15 +205,15 @@ def handle_apply(args: argparse.Namespace) -> int:
     incident = None
     if args.incident:
         incident = incident_store(store_dir).get(args.incident)
-        if incident["runbook"] != runbook.id:
-            raise InputError(f"incident {incident['id']} is about runbook {incident['runbook']}, not {runbook.id}",
+        if incident.runbook != runbook.id:
+            raise InputError(f"incident {incident.id} is about runbook {incident.runbook}, not {runbook.id}",
                              field="--incident")
-    scope_text = args.scope or (incident["scope"] if incident else None)
+    scope_text = args.scope or (incident.scope if incident else None)
     if scope_text is None:
         raise InputError("which scope? e.g. --scope hierarchy:deal-desk (or --incident ID)", field="--scope")
     kind, target = parse_scope(scope_text)
     label = "global" if kind == "global" else f"{kind}:{target}"
-    context: dict[str, Any] = dict((incident or {}).get("context") or {})
+    context: dict[str, Any] = dict(incident.context or {}) if incident is not None else {}
     context.update({"scope": label})
     if target is not None:
         context.update({kind: target, "target": target})
@@ -240,7 +240,7 @@ def handle_apply(args: argparse.Namespace) -> int:
         with ControlAPI(store_dir, operator_name(args), db=db) as api:
             application = actions.apply(api, runbook, label, context, source="operator", reason=reason,
                                         running_runs=running_runs(store_dir),
-                                        incident_id=incident["id"] if incident else None)
+                                        incident_id=incident.id if incident else None)
     finally:
         db.close()
     print(f"applied {runbook.id} to {label} as application #{application.id} by {application.actor}:")
@@ -268,20 +268,20 @@ def handle_rollback(args: argparse.Namespace) -> int:
         active = actions.active_applications(db)
         ref = args.ref.strip()
         if ref.startswith("inc-"):
-            incident_id = incident_store(store_dir).get(ref)["id"]
-            chosen = [a for a in active if a.get("incident_id") == incident_id]
+            incident_id = incident_store(store_dir).get(ref).id
+            chosen = [a for a in active if a.incident_id == incident_id]
             what = f"incident {incident_id}"
         else:
-            chosen = [a for a in active if a["runbook"] == ref]
+            chosen = [a for a in active if a.runbook == ref]
             what = f"runbook {ref}"
         if scope is not None:
-            chosen = [a for a in chosen if a["scope"] == scope]
+            chosen = [a for a in chosen if a.scope == scope]
             what += f" on {scope}"
         if not chosen:
             raise ControlError(f"{what} is not in force (nothing to roll back; see `flightdeck incidents` and "
                                f"`flightdeck runbooks list`)")
         with ControlAPI(store_dir, operator_name(args), db=db) as api:
-            results = [actions.rollback(api, a["id"], source="operator", reason=reason) for a in chosen]
+            results = [actions.rollback(api, a.id, source="operator", reason=reason) for a in chosen]
     finally:
         db.close()
     for result in results:
