@@ -24,8 +24,8 @@ from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
 
 if TYPE_CHECKING:
-    from engine.store.trace_rows import BreakerRow
     from engine.store.control_rows import BreakerOverride
+    from engine.store.trace_rows import BreakerRow
 
 # state -> (word, style). Never colour alone: the word is always there.
 STATES = {

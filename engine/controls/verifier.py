@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.controls.audit import canonical_json
 from engine.controls.binding import Tampered
-from engine.store.control_rows import Approval, ControlRow
+from engine.store.control_rows import BOUND_ROW_TYPES, Approval, ControlRow
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI, ControlSnapshot
@@ -166,15 +166,16 @@ class ControlVerifier:
 
     def _obey_forged_releases(self, api: ControlAPI, found: dict[tuple[str, str], Tampered]) -> None:
         """At start: switches and flags whose release or clearing no audit row records are obeyed as in force."""
-        from engine.store.rows import fetch_rows
+        from engine.store.rows import fetch_typed
 
         with api.read_transaction() as conn:
-            lifted = {table: fetch_rows(conn, f"SELECT * FROM {table} WHERE {column} IS NOT NULL")
+            lifted = {table: fetch_typed(conn, BOUND_ROW_TYPES[table],
+                                         f"SELECT * FROM {table} WHERE {column} IS NOT NULL")
                       for table, column in _LIFTED.items()}
         for table, rows in lifted.items():
             for row, problem in self._problems(api, table, rows, found):
                 if problem is not None:
-                    self._obeyed[table][row["id"]] = {**row, **_IN_FORCE[table]}
+                    self._obeyed[table][row.id] = row.replace(**_IN_FORCE[table])
 
     @staticmethod
     def _denial(row: Approval, problem: str) -> Approval:

@@ -25,8 +25,8 @@ from engine.controls.schema import KILL_MODES
 from engine.errors import InputError
 
 if TYPE_CHECKING:
-    from engine.store.trace_rows import RunRow
     from engine.store.control_rows import KillSwitch
+    from engine.store.trace_rows import RunRow
 
 DEFAULT_WAIT_ACK_S = 2.0
 ACK_POLL_S = 0.05
