@@ -1,314 +1,178 @@
-"""LiveExporter: the engine's committed trace batches, exported as OTLP spans while runs are going on.
+"""LiveExporter: the engine's handle on its exporter process (engine/export/worker.py).
 
-    writer's acknowledgement thread ── on_commit(events) ──► bounded queue ──► exporter thread
-                                       (full: the batch is dropped and counted)   │ read the ended spans, their
-                                                                                  │ events and runs (traces.db,
-                                                                                  │ read-only), map, encode, POST
-                                                                                  ▼ (sender.py: retries, breaker)
-                                                                               collector
+    writer's acknowledgement thread ── on_commit_seq(seq) ── "<seq>\\n" (non-blocking) ──► exporter process
+    stats thread ◄── JSON lines (sent, dropped, breaker, last error) ─────────────────────────┘
+          └─► `otel.dropped` trace events (at most every few seconds, and at stop), summary() for stderr
 
-The callback only counts and enqueues: the engine never waits for the exporter, and a collector that is down costs
-the engine nothing but the queue's memory (bounded by `max_queue` batches). Spans are exported when they end (a run's
-root when the run ends, with its final totals); a span still running after `pending_after` is announced as a pending
-span (engine/export/mapping.py) so long agent runs are visible before they end. Every span that could not be
-delivered is counted in `dropped_spans` and reported as an `otel.dropped` trace event (at most every few seconds,
-and when the exporter stops) and in `summary()`, which `flightdeck run` prints on stderr.
+The commit callback (TraceWriter.on_commit_seq: only the committed sequence number, so the writer need not ship the
+committed events back to the engine as it does for on_commit's consumers) writes one short line to a non-blocking
+pipe and returns: when the pipe is full the write is skipped (the next commit's number supersedes it), so the engine
+never waits for the exporter, whatever the collector does. At the engine's exit, stop() tells the process how far
+the store committed, waits (bounded) for it to export that far, and reads its final counts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
+import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.export.records import (
-    SPAN_LIFECYCLE,
-    EventRecord,
-    SpanRecord,
-    events_by_seq,
-    run_roots,
-    runs_by_id,
-    spans_by_id,
-)
+from engine.export.pipeline import ExportStats
 from engine.export.settings import ExportSettings
-
-if TYPE_CHECKING:
-    from engine.export.mapping import SpanMapper
-    from engine.export.sender import Sender
-    from engine.store.redact import Redactor
 
 log = logging.getLogger(__name__)
 TracerEvent = Callable[..., None]  # Tracer.event(run_id, span_id, kind, *, agent=None, name=None, data=None)
-MAX_SPANS_PER_REQUEST = 512
-MAX_EVENTS_PER_SPAN = 128
 DROP_REPORT_INTERVAL_S = 5.0
-_STOP = object()
-
-
-@dataclass(frozen=True, slots=True)
-class ExportStats:
-    sent_spans: int
-    dropped_spans: int
-    pending_spans: int
-    requests: int
-    failed_requests: int
-    breaker: str
-    last_error: str | None
+_ENGINE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker import main; main()"
 
 
 class LiveExporter:
-    def __init__(self, store_dir: Path, settings: ExportSettings, redactor: Redactor, *,
-                 tracer_event: TracerEvent | None = None, version: str = "", tick: float = 0.25,
-                 sender: Sender | None = None) -> None:
+    def __init__(self, store_dir: Path, settings: ExportSettings, *, secrets: list[str], patterns: list[str],
+                 max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None, version: str = "",
+                 max_backlog: int | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.settings = settings
-        self.tick = tick
-        self._redactor = redactor
-        self._version = version
+        self._config: dict[str, Any] = {"store_dir": str(self.store_dir), "settings": asdict(settings),
+                                        "secrets": secrets, "patterns": patterns, "max_field_bytes": max_field_bytes,
+                                        "start_seq": start_seq, "version": version}
+        if max_backlog is not None:
+            self._config["max_backlog"] = max_backlog
         self._tracer_event = tracer_event
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.max_queue)
-        self._stop = threading.Event()
-        self._sender = sender
-        self._mapper: SpanMapper | None = None
-        self._thread: threading.Thread | None = None
-        self._conn: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._fd = -1
+        self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._seen = threading.Condition()
-        self._seen_seq = 0
-        self._sent = self._dropped = self._pending_sent = self._requests = self._failed = 0
+        self._stats = ExportStats()
+        self._final = threading.Event()
+        self._ready = threading.Event()
+        self._gone: str | None = None
         self._reported_drops = 0
         self._last_report = 0.0
-        self._last_error: str | None = None
-        self._sampled: dict[str, bool] = {}
-        self._open: dict[str, float] = {}  # span id -> when the exporter first saw it running (monotonic)
-        self._announced: set[str] = set()
-        self._event_seqs: dict[str, list[int]] = {}  # our span id, or "run:<id>" for run-level events
-        self._ended_runs: list[str] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     def start(self) -> LiveExporter:
-        from engine.export.mapping import MappingOptions, SpanMapper
-        from engine.export.sender import Sender
-
-        options = MappingOptions(service_name=self.settings.service_name,
-                                 resource_attributes=self.settings.resource_attributes,
-                                 content=self.settings.content, version=self._version)
-        self._mapper = SpanMapper(options, self._redactor)
-        if self._sender is None:
-            self._sender = Sender(self.settings, wait=self._stop.wait)
-        self._thread = threading.Thread(target=self._run, name="flightdeck-otel", daemon=True)
-        self._thread.start()
+        process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert process.stdin is not None
+        # Headers may hold credentials: they travel on the pipe, never in argv or the environment of a child.
+        process.stdin.write(json.dumps(self._config).encode() + b"\n")
+        process.stdin.flush()
+        self._fd = process.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        self._process = process
+        self._reader = threading.Thread(target=self._read_stats, name="flightdeck-otel-stats", daemon=True)
+        self._reader.start()
         return self
 
     def stop(self, committed_seq: int | None = None, timeout: float = 5.0) -> ExportStats:
-        """Export what was committed up to `committed_seq` (waits for the writer's callback to deliver it, bounded
-        by `timeout`), then stop. Idempotent."""
-        if self._thread is None:
+        """Export up to `committed_seq` (bounded by `timeout`), then end the process and report drops. Idempotent."""
+        process, self._process = self._process, None
+        if process is None:
             return self.stats()
-        if committed_seq is not None:
-            with self._seen:
-                self._seen.wait_for(lambda: self._seen_seq >= committed_seq, timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-                break
-            except queue.Full:
-                self._stop.set()  # a collector that is down must not hold the engine's exit for long
-                if time.monotonic() >= deadline:
-                    break
-        self._thread.join(max(0.1, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join(1.0)
-        self._thread = None
-        if self._sender is not None:
-            self._sender.close()
+        assert process.stdin is not None
+        try:
+            os.set_blocking(self._fd, True)
+            process.stdin.write(f"stop {committed_seq or 0}\n".encode())
+            process.stdin.close()
+        except OSError:
+            pass
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+            with self._lock:
+                self._gone = f"the exporter did not finish within {timeout:g}s and was stopped"
+        if self._reader is not None:
+            self._reader.join(2.0)
         self._report_drops(force=True)
         return self.stats()
 
-    # -- the writer's side: count and hand over ------------------------------------------------------------------
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """True once the process has started and opened the store (benchmarks wait for it; the engine never does)."""
+        return self._ready.wait(timeout)
 
-    def on_commit(self, events: list[Any]) -> None:
-        """TraceWriter.on_commit callback (its acknowledgement thread): enqueue, or count the batch as dropped."""
-        last = events[-1][0] if events else 0
+    # -- the writer's side ----------------------------------------------------------------------------------------
+
+    def on_commit(self, last_seq: int) -> None:
+        """TraceWriter.on_commit_seq callback (its acknowledgement thread): tell the exporter how far the store has
+        committed. Never blocks: a full pipe skips this number, the next commit's supersedes it."""
+        if self._fd < 0:
+            return
         try:
-            self._queue.put_nowait(events)
-        except queue.Full:
-            lost = sum(1 for event in events if event[1] == "span.ended")
-            with self._lock:
-                self._dropped += lost
-                self._last_error = f"export queue full ({self.settings.max_queue} batches)"
-        with self._seen:
-            if last > self._seen_seq:
-                self._seen_seq = last
-                self._seen.notify_all()
+            os.write(self._fd, b"%d\n" % last_seq)
+        except BlockingIOError:
+            pass
+        except OSError:  # the process ended: the stats thread reports it
+            pass
+
+    # -- counts ---------------------------------------------------------------------------------------------------
 
     def stats(self) -> ExportStats:
         with self._lock:
-            return ExportStats(self._sent, self._dropped, self._pending_sent, self._requests, self._failed,
-                               self._sender.breaker.state if self._sender is not None else "closed",
-                               self._last_error)
+            stats = self._stats
+            if self._gone is not None and not self._final.is_set():
+                stats = ExportStats(**{**asdict(stats), "last_error": self._gone})
+            return stats
 
     def summary(self) -> str:
         s = self.stats()
-        line = (f"otel export to {self.settings.describe()}: {s.sent_spans} span(s) sent, "
-                f"{s.dropped_spans} dropped")
-        if s.dropped_spans:
+        line = f"otel export to {self.settings.describe()}: {s.sent_spans} span(s) sent, {s.dropped_spans} dropped"
+        if s.dropped_spans or s.last_error:
             line += f" (last error: {s.last_error}; exporter breaker {s.breaker})"
         return line
 
-    # -- the exporter thread ----------------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        from engine.store.files import TRACES_DB, connect
-
-        try:
-            self._conn = connect(self.store_dir / TRACES_DB, read_only=True)
-        except Exception as exc:
-            log.exception("otel exporter could not open the trace store")
-            with self._lock:
-                self._last_error = f"cannot read traces.db: {exc}"
-        try:
-            while True:
-                stop = self._loop_once()
-                if stop:
-                    return
-        finally:
-            if self._conn is not None:
-                self._conn.close()
-
-    def _loop_once(self) -> bool:
-        try:
-            batches = [self._queue.get(timeout=self.tick)]
-        except queue.Empty:
-            batches = []
-        while len(batches) < 64:
+    def _read_stats(self) -> None:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        for raw in process.stdout:
             try:
-                batches.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        stop = any(batch is _STOP for batch in batches)
-        ended: list[str] = []
-        for batch in batches:
-            if batch is not _STOP:
-                self._take(batch, ended)
-        try:
-            if self._conn is not None:
-                self._export_ended(ended)
-                if not stop:
-                    self._export_pending()
-        except Exception as exc:  # a bug or a locked database must not end live export
-            log.exception("otel exporter failed")
-            with self._lock:
-                self._last_error = f"{type(exc).__name__}: {exc}"
-        self._report_drops(force=False)
-        return stop
-
-    def _is_sampled(self, run_id: str) -> bool:
-        known = self._sampled.get(run_id)
-        if known is None:
-            from engine.export.mapping import sampled
-
-            known = self._sampled[run_id] = sampled(run_id, self.settings.sampling)
-        return known
-
-    def _take(self, events: list[Any], ended: list[str]) -> None:
-        now = time.monotonic()
-        for seq, kind, run_id, span, _agent, _name, _data in events:
-            if run_id is None or not self._is_sampled(run_id):
+                data = json.loads(raw)
+                final = bool(data.pop("final", False))
+                stats = ExportStats(**data)
+            except (ValueError, TypeError):
                 continue
-            if kind == "span.started":
-                self._open[span] = now
-            elif kind == "span.ended":
-                self._open.pop(span, None)
-                self._announced.discard(span)
-                ended.append(span)
-            elif kind == "run.ended":
-                self._ended_runs.append(run_id)
-            elif kind not in SPAN_LIFECYCLE:
-                seqs = self._event_seqs.setdefault(span if span is not None else f"run:{run_id}", [])
-                if len(seqs) < MAX_EVENTS_PER_SPAN:
-                    seqs.append(seq)
-
-    def _export_ended(self, ended: list[str]) -> None:
-        conn = self._conn
-        spans = [s for s in spans_by_id(conn, ended) if s.kind != "run"] if ended else []
-        runs_done, self._ended_runs = self._ended_runs, []
-        roots = run_roots(conn, runs_done) if runs_done else []
-        for run_id in runs_done:
-            self._sampled.pop(run_id, None)
-        self._send_spans(spans + roots, [])
-
-    def _export_pending(self) -> None:
-        limit = time.monotonic() - self.settings.pending_after_s
-        due = [span for span, seen in self._open.items() if seen <= limit and span not in self._announced]
-        if not due:
-            return
-        self._announced.update(due)
-        now = time.time()
-        records = [s for s in spans_by_id(self._conn, due) if s.ended is None]
-        self._send_spans([], [(s, now) for s in records])
-
-    def _send_spans(self, spans: list[SpanRecord], pending: list[tuple[SpanRecord, float]]) -> None:
-        if not spans and not pending:
-            return
-        from engine.export.encoding import encode
-
-        assert self._mapper is not None and self._sender is not None
-        events: dict[str, list[EventRecord]] = {}
-        seqs: list[int] = []
-        keys: dict[int, str] = {}
-        for span in spans:
-            for key in (span.id, f"run:{span.run_id}" if span.kind == "run" else None):
-                for seq in self._event_seqs.pop(key, ()) if key else ():
-                    seqs.append(seq)
-                    keys[seq] = span.id
-        for event in events_by_seq(self._conn, seqs) if seqs else ():
-            events.setdefault(keys[event.seq], []).append(event)
-        runs = {run.id: run for run in runs_by_id(self._conn, {s.run_id for s in spans if s.kind == "run"})}
-        for start in range(0, max(len(spans), len(pending)), MAX_SPANS_PER_REQUEST):
-            part = spans[start:start + MAX_SPANS_PER_REQUEST]
-            part_pending = pending[start:start + MAX_SPANS_PER_REQUEST]
-            if not part and not part_pending:
-                continue
-            body = encode(self._mapper.request(part, events, runs, pending=part_pending), self.settings.protocol)
-            outcome = self._sender.send(body, stopping=self._stop.is_set)
             with self._lock:
-                self._requests += 1
-                if outcome.sent:
-                    self._sent += len(part)
-                    self._pending_sent += len(part_pending)
-                else:
-                    self._failed += 1
-                    self._dropped += len(part)
-                    self._last_error = outcome.error
+                self._stats = stats
+            self._ready.set()
+            if final:
+                self._final.set()
+            self._report_drops(force=False)
+        code = process.wait()
+        if not self._final.is_set():
+            with self._lock:
+                self._gone = f"the exporter process ended unexpectedly (exit code {code})"
 
     def _report_drops(self, *, force: bool) -> None:
-        with self._lock:
-            dropped, new = self._dropped, self._dropped - self._reported_drops
-            error, breaker = self._last_error, (self._sender.breaker.state if self._sender else "closed")
+        stats = self.stats()
+        new = stats.dropped_spans - self._reported_drops
         if new <= 0 or self._tracer_event is None:
             return
         now = time.monotonic()
         if not force and now - self._last_report < DROP_REPORT_INTERVAL_S:
             return
         self._last_report = now
-        self._reported_drops = dropped
+        self._reported_drops = stats.dropped_spans
         try:
             self._tracer_event(None, None, "otel.dropped", name=self.settings.url,
-                               data={"dropped_spans": dropped, "new": new, "error": error, "breaker": breaker})
+                               data={"dropped_spans": stats.dropped_spans, "new": new, "error": stats.last_error,
+                                     "breaker": stats.breaker})
         except Exception:  # the trace writer refusing an event must not stop the exporter
             log.exception("otel exporter could not record its drops")
 
 
-def start_live_export(store: Any, tracer_event: TracerEvent, environ: Any = None) -> LiveExporter | None:
+def start_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[str, str] | None = None
+                      ) -> LiveExporter | None:
     """The engine's live exporter when `[otel]` or OTEL_EXPORTER_OTLP_* enables it (InputError on bad settings),
     started and subscribed to the writer's commits; None when export is off."""
     config = getattr(store, "config", None)
@@ -316,14 +180,21 @@ def start_live_export(store: Any, tracer_event: TracerEvent, environ: Any = None
         return None
     from engine.export.settings import resolve
 
-    settings = resolve(config.otel, environ)
+    env = os.environ if environ is None else environ
+    settings = resolve(config.otel, env)
     if settings is None:
         return None
     from engine import __version__
+    from engine.store.redact import secret_values
 
-    exporter = LiveExporter(store.dir, settings, store.redactor, tracer_event=tracer_event, version=__version__)
+    writer = store.writer
+    exporter = LiveExporter(store.dir, settings, secrets=secret_values(config.secrets.env, env),
+                            patterns=list(config.redaction.patterns),
+                            max_field_bytes=config.redaction.max_field_bytes,
+                            start_seq=int(getattr(writer, "last_committed_seq", 0) or 0), tracer_event=tracer_event,
+                            version=__version__)
     exporter.start()
-    store.writer.on_commit(exporter.on_commit)
+    writer.on_commit_seq(exporter.on_commit)
     return exporter
 
 

@@ -40,6 +40,8 @@ CONTENT_KEYS = frozenset({"input", "output", "task", "context", "content", "tool
                           "result", "messages", "edited_args", "original_args"})
 PROVIDERS = {"scripted": "flightdeck.scripted", "openai": "openai"}
 _MAX_ATTRIBUTE_CHARS = 8192
+_CACHED_CHARS = 120
+_CACHE_LIMIT = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class SpanMapper:
 
         self.options = options
         self.redactor = redactor
+        self._cache: dict[str, str] = {}
         self._pb = trace_pb2
         self._common = common_pb2
         self._service = trace_service_pb2
@@ -125,10 +128,11 @@ class SpanMapper:
         name, kind, values = self._describe(record, attrs, run)
         span.name = name if pending_now is None else f"{name} (running)"
         span.kind = kind
+        # Kept few on purpose: every attribute costs the exporter per span (the trace id already names the run, the
+        # span name and gen_ai.operation.name the kind, the status code an ok status).
         values["flightdeck.span.id"] = record.id
-        values["flightdeck.run.id"] = record.run_id
-        values["flightdeck.span.kind"] = record.kind
-        values["flightdeck.status"] = record.status
+        if record.status not in OK_STATUSES:
+            values["flightdeck.status"] = record.status
         if record.agent:
             values["flightdeck.agent"] = record.agent
         if record.cost_usd:
@@ -163,6 +167,7 @@ class SpanMapper:
         if kind == "run":
             hierarchy = run.hierarchy if run is not None else record.name
             values["flightdeck.hierarchy"] = hierarchy
+            values["flightdeck.run.id"] = record.run_id
             if run is not None:
                 values.update({"flightdeck.run.status": run.status, "flightdeck.tokens_in": run.tokens_in,
                                "flightdeck.tokens_out": run.tokens_out, "flightdeck.run.cost_usd": run.cost_usd,
@@ -182,18 +187,19 @@ class SpanMapper:
             model = record.model or record.name
             provider = str(attrs.get("provider") or "")
             values.update({"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
-                           "gen_ai.response.model": model,
                            "gen_ai.usage.input_tokens": record.tokens_in,
                            "gen_ai.usage.output_tokens": record.tokens_out})
             if provider:
-                values["gen_ai.provider.name"] = values["gen_ai.system"] = PROVIDERS.get(provider, provider)
+                values["gen_ai.provider.name"] = PROVIDERS.get(provider, provider)
             if attrs.get("finish_reason"):
                 values["gen_ai.response.finish_reasons"] = [str(attrs["finish_reason"])]
             if isinstance(attrs.get("max_output_tokens"), int):
                 values["gen_ai.request.max_tokens"] = attrs["max_output_tokens"]
-            for key in ("step", "attempt", "tier", "reserved_usd", "latency_ms", "cached", "messages"):
+            for key in ("attempt", "tier", "reserved_usd"):
                 if attrs.get(key) is not None:
                     values[f"flightdeck.{key}"] = attrs[key]
+            if attrs.get("cached"):
+                values["flightdeck.cached"] = True
             return f"chat {model}", kinds.SPAN_KIND_CLIENT, values
         if kind in ("tool", "delegation"):
             tool = str(attrs.get("tool") or record.name) if kind == "delegation" else record.name
@@ -252,28 +258,49 @@ class SpanMapper:
     # -- attribute values ---------------------------------------------------------------------------------------
 
     def _put_all(self, target: Any, values: Mapping[str, Any]) -> None:
+        add = target.add
         for key, value in values.items():
             if value is None:
                 continue
-            target.add(key=key, value=self._any(value))
+            kv = add()
+            kv.key = key
+            self._set(kv.value, value)
+
+    def _set(self, any_value: Any, value: Any) -> None:
+        """Fill an AnyValue in place (no temporary message and copy): scalars as themselves, lists of scalars as
+        arrays, anything else as (redacted) JSON text."""
+        kind = type(value)
+        if kind is str:
+            any_value.string_value = self._text(value)
+        elif kind is bool:
+            any_value.bool_value = value
+        elif kind is int and -2**63 <= value < 2**63:
+            any_value.int_value = value
+        elif kind is float:
+            any_value.double_value = value
+        elif kind in (list, tuple) and all(type(item) in (str, bool, int, float) for item in value):
+            values = any_value.array_value.values
+            for item in value:
+                self._set(values.add(), item)
+        else:
+            any_value.string_value = self._text(json.dumps(self.redactor.clean(value), default=str))
 
     def _any(self, value: Any) -> Any:
-        """An AnyValue: scalars as themselves, lists of scalars as arrays, anything else as (redacted) JSON text."""
-        common = self._common
-        kind = type(value)
-        if kind is bool:
-            return common.AnyValue(bool_value=value)
-        if kind is int and -2**63 <= value < 2**63:
-            return common.AnyValue(int_value=value)
-        if kind is float:
-            return common.AnyValue(double_value=value)
-        if kind is str:
-            return common.AnyValue(string_value=self._text(value))
-        if kind in (list, tuple) and all(type(item) in (str, bool, int, float) for item in value):
-            return common.AnyValue(array_value=common.ArrayValue(values=[self._any(item) for item in value]))
-        return common.AnyValue(string_value=self._text(json.dumps(self.redactor.clean(value), default=str)))
+        any_value = self._common.AnyValue()
+        self._set(any_value, value)
+        return any_value
 
     def _text(self, text: str) -> str:
+        """Every string leaves through the redactor. Short strings repeat (names, models, statuses, kinds): their
+        cleaned form is remembered, so the redactor runs once per distinct value, not once per span."""
+        if len(text) <= _CACHED_CHARS:
+            cleaned = self._cache.get(text)
+            if cleaned is None:
+                cleaned = self.redactor.clean_text(text)
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[text] = cleaned
+            return cleaned
         cleaned = self.redactor.clean_text(text)
         return cleaned if len(cleaned) <= _MAX_ATTRIBUTE_CHARS else cleaned[:_MAX_ATTRIBUTE_CHARS] + "…[truncated]"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError, StoreError
-from engine.export.live import MAX_SPANS_PER_REQUEST
+from engine.export.pipeline import MAX_SPANS_PER_REQUEST
 from engine.export.records import EventRecord, ended_run_ids, run_events, run_roots, run_spans, runs_by_id
 from engine.export.settings import ExportSettings
 from engine.store.redact import Redactor
