@@ -37,15 +37,13 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker 
 
 class LiveExporter:
     def __init__(self, store_dir: Path, settings: ExportSettings, *, secrets: list[str], patterns: list[str],
-                 max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None, version: str = "",
-                 max_backlog: int | None = None) -> None:
+                 max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None,
+                 version: str = "") -> None:
         self.store_dir = Path(store_dir)
         self.settings = settings
         self._config: dict[str, Any] = {"store_dir": str(self.store_dir), "settings": asdict(settings),
                                         "secrets": secrets, "patterns": patterns, "max_field_bytes": max_field_bytes,
                                         "start_seq": start_seq, "version": version}
-        if max_backlog is not None:
-            self._config["max_backlog"] = max_backlog
         self._tracer_event = tracer_event
         self._process: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -97,6 +95,10 @@ class LiveExporter:
             self._reader.join(2.0)
         self._report_drops(force=True)
         return self.stats()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the process has started and opened the store (benchmarks wait for it; the engine never does)."""

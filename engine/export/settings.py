@@ -31,7 +31,7 @@ class ExportSettings:
     content: bool = False
     pending_after_s: float = 2.0
     timeout_s: float = DEFAULT_TIMEOUT_S
-    max_queue: int = 256
+    max_backlog: int = 200_000
 
     def describe(self) -> str:
         """For people: the URL and protocol, never a header value."""
@@ -113,4 +113,4 @@ def resolve(config: OtelConfig, environ: Mapping[str, str] | None = None) -> Exp
     return ExportSettings(url=url, protocol=protocol, headers=headers, service_name=service,
                           resource_attributes=resource, sampling=1.0 if sampling is None else sampling,
                           content=config.content, pending_after_s=config.pending_after, timeout_s=timeout,
-                          max_queue=config.max_queue)
+                          max_backlog=config.max_backlog)

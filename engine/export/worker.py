@@ -7,8 +7,8 @@ Why a process: mapping spans to protobuf, redacting and HTTP cost about half the
 when they ran on a thread of the engine (they held its GIL); here they run on the other core, as the trace writer's
 do. Its input is traces.db itself (read-only, in sequence order): the engine only says how far the store has
 committed, so the feed costs the engine one small write per commit, and a slow collector makes this process fall
-behind the store, not the engine wait. It falls at most MAX_BACKLOG events behind: past that it skips ahead and
-counts every span it skipped as dropped.
+behind the store, not the engine wait. It falls at most `max_backlog` events behind ([otel] in config.toml): past
+that it skips ahead and counts every span it skipped as dropped.
 
 The first stdin line is the configuration (JSON: store, settings, redaction, starting sequence number); then each
 line is a committed sequence number, or "stop <seq>" (export up to there, then exit). End of stdin (the engine died)
@@ -35,7 +35,6 @@ from engine.store.rows import fetch_typed
 
 TICK_S = 0.1
 READ_CHUNK = 5000
-MAX_BACKLOG = 200_000
 # After "stop": retries go on this long at most (the engine waits a little longer before it ends the process).
 STOP_BUDGET_S = 4.0
 STATS_INTERVAL_S = 0.5
@@ -105,7 +104,7 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
     conn = connect(Path(config["store_dir"]) / TRACES_DB, read_only=True)
     commands = _Commands(commands_fd)
     last = commands.target = int(config["start_seq"])
-    max_backlog = int(config.get("max_backlog", MAX_BACKLOG))
+    max_backlog = settings.max_backlog
     out.write(json.dumps({**asdict(pipeline.stats(cpu_s=time.process_time())), "final": False}) + "\n")
     out.flush()  # the first line says: ready
     written: ExportStats | None = None
@@ -160,7 +159,7 @@ def main() -> None:
         signal.signal(sig, signal.SIG_IGN)
     try:
         # Background work: when the cores are busy, the engine and its trace writer go first; the exporter falls
-        # behind the store (bounded by MAX_BACKLOG) rather than slowing a run.
+        # behind the store (bounded by max_backlog) rather than slowing a run.
         os.nice(10)
     except OSError:
         pass

@@ -13,7 +13,7 @@
     content = false                                 # message content (inputs, outputs, tool arguments and results)
     pending_after = "2s"                            # a span running this long is announced before it ends
     timeout = "10s"                                 # per request
-    max_queue = 256                                 # committed batches waiting for the exporter; beyond: dropped
+    max_backlog = 200000                            # events the exporter may fall behind the store; beyond: skipped
 
 Only the shape is checked here; engine/export/settings.py merges it with the standard OTEL_EXPORTER_OTLP_* variables.
 """
@@ -46,4 +46,4 @@ class OtelConfig(BaseModel):
     content: bool = False
     pending_after: Annotated[Duration, Field(gt=0)] = 2.0
     timeout: Annotated[Duration, Field(gt=0)] | None = None
-    max_queue: int = Field(256, ge=1, le=100_000)
+    max_backlog: int = Field(200_000, ge=100, le=10_000_000)

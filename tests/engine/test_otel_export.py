@@ -233,3 +233,71 @@ def test_an_exporter_far_behind_the_store_skips_ahead_and_counts_what_it_skipped
     assert last == target - 10
     assert skipped == expected > 0
     assert len(results) == 5
+
+
+RATE_LIMITED = """
+name: rate-limited
+entry: worker
+models:
+  small:
+    model: fixture-small
+    tier: economy
+    price_in: 0.15
+    price_out: 0.6
+    latency: 0
+    latency_per_token: 0
+agents:
+  worker:
+    contract: Meets a provider that keeps rate-limiting it.
+    model: small
+scripts:
+  worker:
+    - fault: rate_limit
+"""
+
+
+def test_failures_are_error_spans_and_flightdeck_facts_are_span_events(tmp_path: Path,
+                                                                       collector: OtlpReceiver) -> None:
+    store = tmp_path / "store"
+    configure(store, f'[otel]\nendpoint = "{collector.endpoint}"\n')
+    [result] = run_sync(store, write_hierarchy(tmp_path, RATE_LIMITED), "go")
+    assert result.status == "failed"
+    received = collector.wait_for_spans(has_root)
+    root = next(s for s in received if s.name == "run rate-limited")
+    assert root.span.status.code == root.span.status.STATUS_CODE_ERROR
+    assert root.attrs["flightdeck.run.status"] == "failed"
+    chats = [s for s in received if s.name == "chat fixture-small"]
+    stored = [e for e in events(store, result.run_id) if e["kind"] == "model.retry"]
+    assert len(stored) >= 1 and len(chats) == len(stored) + 1  # the first attempt and each retry
+    for chat in chats:
+        assert chat.span.status.code == chat.span.status.STATUS_CODE_ERROR
+        assert chat.attrs["error.type"] and chat.attrs["flightdeck.status"] != "ok"
+    by_span = {s.attrs["flightdeck.span.id"]: s for s in received}
+    for owner in {e["span_id"] for e in stored}:
+        exported = [attrs for name, attrs in by_span[owner].events if name == "model.retry"]
+        assert len(exported) == sum(1 for e in stored if e["span_id"] == owner)
+        assert all(attrs and all(key.startswith("flightdeck.") for key in attrs) for attrs in exported)
+
+
+def test_the_engine_outlives_its_exporter_process(tmp_path: Path, collector: OtlpReceiver) -> None:
+    import os
+    import signal
+
+    store = tmp_path / "store"
+    configure(store, f'[otel]\nendpoint = "{collector.endpoint}"\n')
+
+    async def go():
+        with open_engine_store(store) as opened:
+            async with Engine(opened, runbooks=False) as engine:
+                assert engine.otel.wait_ready()
+                os.kill(engine.otel.pid, signal.SIGKILL)
+                results = await engine.run_many(fixture("worker"), [RunRequest(input={"a": 1, "b": 2, "text": "x"},
+                                                                               seed=n) for n in range(3)],
+                                                concurrency=2)
+                exporter = engine.otel
+            return results, exporter
+
+    results, exporter = anyio.run(go)
+    assert [r.status for r in results] == ["completed"] * 3
+    assert "ended unexpectedly" in (exporter.stats().last_error or "")
+    assert "ended unexpectedly" in exporter.summary()
