@@ -41,9 +41,10 @@ class LiveExporter:
                  version: str = "") -> None:
         self.store_dir = Path(store_dir)
         self.settings = settings
+        self.start_seq = start_seq
         self._config: dict[str, Any] = {"store_dir": str(self.store_dir), "settings": asdict(settings),
                                         "secrets": secrets, "patterns": patterns, "max_field_bytes": max_field_bytes,
-                                        "start_seq": start_seq, "version": version}
+                                        "version": version}
         self._tracer_event = tracer_event
         self._process: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -63,7 +64,7 @@ class LiveExporter:
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert process.stdin is not None
         # Headers may hold credentials: they travel on the pipe, never in argv or the environment of a child.
-        process.stdin.write(json.dumps(self._config).encode() + b"\n")
+        process.stdin.write(json.dumps({**self._config, "start_seq": self.start_seq}).encode() + b"\n")
         process.stdin.flush()
         self._fd = process.stdin.fileno()
         os.set_blocking(self._fd, False)
@@ -173,10 +174,11 @@ class LiveExporter:
             log.exception("otel exporter could not record its drops")
 
 
-def start_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[str, str] | None = None
-                      ) -> LiveExporter | None:
-    """The engine's live exporter when `[otel]` or OTEL_EXPORTER_OTLP_* enables it (InputError on bad settings),
-    started and subscribed to the writer's commits; None when export is off."""
+def prepare_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[str, str] | None = None
+                        ) -> LiveExporter | None:
+    """The engine's live exporter, not started yet, when `[otel]` or OTEL_EXPORTER_OTLP_* enables it; None when
+    export is off. Called before the engine starts anything, so bad settings (InputError naming the setting or
+    variable) stop it cleanly."""
     config = getattr(store, "config", None)
     if config is None:
         return None
@@ -189,12 +191,14 @@ def start_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[st
     from engine import __version__
     from engine.store.redact import secret_values
 
-    writer = store.writer
-    exporter = LiveExporter(store.dir, settings, secrets=secret_values(config.secrets.env, env),
-                            patterns=list(config.redaction.patterns),
-                            max_field_bytes=config.redaction.max_field_bytes,
-                            start_seq=int(getattr(writer, "last_committed_seq", 0) or 0), tracer_event=tracer_event,
-                            version=__version__)
+    return LiveExporter(store.dir, settings, secrets=secret_values(config.secrets.env, env),
+                        patterns=list(config.redaction.patterns), max_field_bytes=config.redaction.max_field_bytes,
+                        start_seq=0, tracer_event=tracer_event, version=__version__)
+
+
+def start_live_export(exporter: LiveExporter, writer: Any) -> LiveExporter:
+    """Start following the store from what the writer has committed so far."""
+    exporter.start_seq = int(getattr(writer, "last_committed_seq", 0) or 0)
     exporter.start()
     writer.on_commit_seq(exporter.on_commit)
     return exporter

@@ -106,6 +106,9 @@ class Engine:
             chosen = None if self._runbooks_option is True else self._runbooks_option
             self.runbooks = RunbookEngine.for_store(self.store, tracer_event=self.tracer.event, clock=self.clock,
                                                     runbooks=chosen)
+        from engine.export.live import prepare_live_export  # bad [otel] settings: an InputError before anything starts
+
+        self.otel = prepare_live_export(self.store, self.tracer.event)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self.gate.attach()
@@ -134,9 +137,10 @@ class Engine:
             self.runbooks.start(self.store.abandoned_runs)
             self.writer.on_commit(self.runbooks.on_commit)
             self.escalation_listeners.append(self.runbooks.page_escalation)
-        from engine.export.live import start_live_export
+        if self.otel is not None:
+            from engine.export.live import start_live_export
 
-        self.otel = start_live_export(self.store, self.tracer.event)
+            start_live_export(self.otel, self.writer)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

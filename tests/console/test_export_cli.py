@@ -74,3 +74,11 @@ def test_run_reports_the_export_and_its_drops_on_stderr(tmp_path: Path) -> None:
     line = next(line for line in done.stderr.splitlines() if "otel export" in line)
     assert f"http://127.0.0.1:{port}/v1/traces" in line and "0 span(s) sent" in line and "dropped" in line
     assert " 0 dropped" not in line
+
+
+def test_run_refuses_bad_export_variables_before_starting(tmp_path: Path) -> None:
+    done = flightdeck("run", str(FIXTURES / "worker.yaml"), "--input", '{"a": 1, "b": 2, "text": "x"}', "--store",
+                      str(tmp_path / "store"), env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert done.returncode == 2, done.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in done.stderr and "Traceback" not in done.stderr
