@@ -5,8 +5,11 @@
     mapping.py    rows -> an OTLP ExportTraceServiceRequest (gen_ai.* and flightdeck.* attributes, span events)
     encoding.py   protobuf or OTLP/JSON bytes
     sender.py     one POST with retries (engine/retry.py) and the exporter's own breaker
-    live.py       LiveExporter: fed by TraceWriter.on_commit, a bounded queue and a thread of its own
+    pipeline.py   committed events in, requests out: what is due, pending spans, counts of sent and dropped
+    worker.py     the exporter process (the engine's child) that runs the pipeline over traces.db
+    live.py       LiveExporter: the engine's handle on that process, fed by TraceWriter.on_commit_seq
     replay.py     stored runs to a backend (`flightdeck export otlp`)
 
-opentelemetry-proto (and protobuf) are imported only when an export happens: an engine with export off pays nothing.
+opentelemetry-proto (and protobuf) are imported only where an export happens (the exporter process, a replay): an
+engine with export off, and the engine process with it on, never import them.
 """
