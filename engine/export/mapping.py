@@ -37,7 +37,7 @@ from engine.store.redact import Redactor
 SCOPE_NAME = "flightdeck"
 OK_STATUSES = frozenset({"ok", "completed"})
 CONTENT_KEYS = frozenset({"input", "output", "task", "context", "content", "tool_calls", "args", "arguments",
-                          "result", "messages", "edited_args", "original_args"})
+                          "result", "messages", "edited_args", "original_args", "reason"})
 PROVIDERS = {"scripted": "flightdeck.scripted", "openai": "openai"}
 _MAX_ATTRIBUTE_CHARS = 8192
 _CACHED_CHARS = 120

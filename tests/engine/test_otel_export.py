@@ -4,6 +4,7 @@ opentelemetry-proto (tests/fakes/otlp_receiver.py)."""
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import anyio
@@ -301,3 +302,27 @@ def test_the_engine_outlives_its_exporter_process(tmp_path: Path, collector: Otl
     assert [r.status for r in results] == ["completed"] * 3
     assert "ended unexpectedly" in (exporter.stats().last_error or "")
     assert "ended unexpectedly" in exporter.summary()
+
+
+def test_the_writer_reports_each_commit_by_sequence_number_only(tmp_path: Path) -> None:
+    seen: list[int] = []
+    changed = threading.Condition()
+
+    def on_seq(seq: int) -> None:
+        with changed:
+            seen.append(seq)
+            changed.notify_all()
+
+    def failing(seq: int) -> None:
+        raise RuntimeError("a broken consumer must not stop the others")
+
+    with open_engine_store(tmp_path / "store") as store:
+        store.writer.on_commit_seq(failing)
+        store.writer.on_commit_seq(on_seq)
+        store.writer.event("r1", None, "note.one", None, None, {"n": 1}, 1.0)
+        store.writer.event("r1", None, "note.two", None, None, {"n": 2}, 2.0)
+        store.writer.flush()
+        committed = store.writer.last_committed_seq
+        with changed:  # the callback runs right after flush() returns, on the acknowledgement thread
+            assert changed.wait_for(lambda: bool(seen) and seen[-1] >= committed, timeout=5)
+    assert seen == sorted(seen) and seen[-1] == committed
