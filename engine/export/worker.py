@@ -109,6 +109,7 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
     out.flush()  # the first line says: ready
     written: ExportStats | None = None
     last_write = last_send = 0.0
+    stop_read = False
     deadline: list[float] = []
     give_up = lambda: bool(deadline) and time.monotonic() >= deadline[0]
     try:
@@ -117,7 +118,10 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
             stopping = commands.stop is not None or commands.eof
             if stopping and not deadline:
                 deadline.append(time.monotonic() + (1.0 if commands.eof else STOP_BUDGET_S))
-            if commands.eof:
+            if stopping and not stop_read:
+                # Everything committed before the stop: the engine flushed its writer, but the number it sent may
+                # trail the last commit (the writer acknowledges a flush before it updates its count).
+                stop_read = True
                 row = conn.execute("SELECT max(seq) FROM events").fetchone()
                 commands.target = max(commands.target, row[0] or 0)
             try:
