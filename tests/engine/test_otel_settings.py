@@ -84,3 +84,15 @@ def test_an_engine_with_export_off_never_imports_protobuf(tmp_path: Path) -> Non
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_sampling_is_decided_per_run_and_stable() -> None:
+    from engine.export.mapping import sampled
+
+    runs = [f"run-{n:04d}" for n in range(2000)]
+    assert not any(sampled(run, 0.0) for run in runs)
+    assert all(sampled(run, 1.0) for run in runs)
+    half = [run for run in runs if sampled(run, 0.5)]
+    assert 850 < len(half) < 1150
+    assert half == [run for run in runs if sampled(run, 0.5)]  # the same runs every time (replays agree)
+    assert set(half) >= {run for run in runs if sampled(run, 0.25)}  # a lower ratio keeps a subset
