@@ -52,7 +52,8 @@ class ExportPipeline:
         self._sampled: dict[str, bool] = {}
         self._open: dict[str, float] = {}  # span id -> when it started (epoch seconds)
         self._announced: set[str] = set()
-        self._events: dict[str, list[EventRecord]] = {}  # our span id, or "run:<id>" for run-level events
+        # run id -> our span id ("" for run-level events) -> its events; a run's entry goes when its root is sent.
+        self._events: dict[str, dict[str, list[EventRecord]]] = {}
         self._ended: list[str] = []
         self._ended_runs: list[str] = []
 
@@ -91,7 +92,7 @@ class ExportPipeline:
             elif kind == "run.ended":
                 self._ended_runs.append(run_id)
             elif kind not in SPAN_LIFECYCLE:
-                held = self._events.setdefault(span if span is not None else f"run:{run_id}", [])
+                held = self._events.setdefault(run_id, {}).setdefault(span or "", [])
                 if len(held) < MAX_EVENTS_PER_SPAN:
                     held.append(event)
 
@@ -103,9 +104,10 @@ class ExportPipeline:
         spans = [s for s in spans_by_id(conn, ended) if s.kind != "run"] if ended else []
         runs_done, self._ended_runs = self._ended_runs, []
         roots = run_roots(conn, runs_done) if runs_done else []
-        for run_id in runs_done:
-            self._sampled.pop(run_id, None)
         self._send(conn, spans + roots, [], give_up)
+        for run_id in runs_done:  # a run's events that arrive after its root would wait for ever: forget them
+            self._sampled.pop(run_id, None)
+            self._events.pop(run_id, None)
 
     def announce(self, conn: sqlite3.Connection, give_up: Callable[[], bool] = lambda: False) -> None:
         """Export a pending span for each span running longer than `pending_after` and not yet announced."""
@@ -125,9 +127,12 @@ class ExportPipeline:
 
         events: dict[str, list[EventRecord]] = {}
         for span in spans:
-            held = self._events.pop(span.id, [])
+            per_run = self._events.get(span.run_id)
+            if per_run is None:
+                continue
+            held = per_run.pop(span.id, [])
             if span.kind == "run":
-                held += self._events.pop(f"run:{span.run_id}", [])
+                held += per_run.pop("", [])
             if held:
                 events[span.id] = held
         runs = {run.id: run for run in runs_by_id(conn, {s.run_id for s in spans if s.kind == "run"})}

@@ -155,7 +155,15 @@ scripts:
 def test_long_spans_are_visible_before_they_end(tmp_path: Path, collector: OtlpReceiver) -> None:
     store = tmp_path / "store"
     configure(store, f'[otel]\nendpoint = "{collector.endpoint}"\npending_after = "0.05s"\n')
-    [result] = run_sync(store, write_hierarchy(tmp_path, SLOW), "go", latency_scale=1.0)
+    hierarchy = write_hierarchy(tmp_path, SLOW)
+
+    async def go():
+        with open_engine_store(store) as opened:
+            async with Engine(opened, latency_scale=1.0, runbooks=False) as engine:
+                assert engine.otel.wait_ready()  # a loaded machine may take a while to start the process
+                return await engine.run(hierarchy, RunRequest(input="go"))
+
+    result = anyio.run(go)
     assert result.status == "completed"
     received = collector.wait_for_spans(has_root)
     pending = [s for s in received if s.attrs.get("flightdeck.pending")]
@@ -330,3 +338,34 @@ def test_the_writer_reports_each_commit_by_sequence_number_only(tmp_path: Path) 
         with changed:  # the callback may run just after flush() returns, on the acknowledgement thread
             assert changed.wait_for(lambda: bool(seen) and seen[-1] >= committed, timeout=5)
     assert seen == sorted(seen) and seen[-1] == committed
+
+
+def test_run_level_events_ride_on_the_root_span(tmp_path: Path, collector: OtlpReceiver) -> None:
+    from engine.export.pipeline import ExportPipeline
+    from engine.export.records import EventRecord
+    from engine.export.sender import Sender
+    from engine.export.settings import ExportSettings
+    from engine.export.worker import read_events
+    from engine.store.files import TRACES_DB, connect
+    from engine.store.redact import Redactor
+
+    store = tmp_path / "store"
+    [result] = run_sync(store, fixture("worker"), {"a": 1, "b": 2, "text": "x"})
+    settings = ExportSettings(url=collector.url("/v1/traces"))
+    sender = Sender(settings, wait=threading.Event().wait)
+    pipeline = ExportPipeline(settings, Redactor(), sender)
+    conn = connect(store / TRACES_DB, read_only=True)
+    try:
+        rows = read_events(conn, 0, 10**9)
+        run_ended = next(i for i, row in enumerate(rows) if row.kind == "run.ended")
+        breach = EventRecord(seq=10**6, ts=rows[run_ended].ts, run_id=result.run_id, span_id=None,
+                             kind="budget.exceeded", agent=None, name="run", data='{"limit": "cost_usd", "used": 2}')
+        pipeline.feed([*rows[:run_ended], breach, *rows[run_ended:]])
+        pipeline.export_due(conn)
+    finally:
+        conn.close()
+        sender.close()
+    assert pipeline.stats().sent_spans == len(spans(store, result.run_id))
+    root = next(s for s in collector.spans() if s.name == "run fixture-worker")
+    assert root.events == [("budget.exceeded", {"flightdeck.name": "run", "flightdeck.limit": "cost_usd",
+                                                "flightdeck.used": 2})]
