@@ -82,3 +82,17 @@ def test_run_refuses_bad_export_variables_before_starting(tmp_path: Path) -> Non
                                                     "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
     assert done.returncode == 2, done.stderr
     assert "OTEL_EXPORTER_OTLP_PROTOCOL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_replay_redacts_with_the_current_rules_even_what_was_stored_before_them(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    [result] = run_sync(store, fixture("worker"), {"a": 1, "b": 2, "text": "customer cust-123456 asked"})
+    assert "cust-123456" in json.dumps(spans(store, result.run_id))  # stored before the rule existed
+    (store / "config.toml").write_text('[redaction]\npatterns = ["cust-[0-9]{6}"]\n')
+    with OtlpReceiver() as collector:
+        done = flightdeck("export", "otlp", "--run", result.run_id, "--store", str(store), "--content",
+                          "--endpoint", collector.endpoint)
+        assert done.returncode == 0, done.stderr
+        bodies = b"".join(r.body for r in collector.requests)
+    assert b"cust-123456" not in bodies
+    assert b"[REDACTED]" in bodies and b"gen_ai.tool.call.arguments" in bodies
