@@ -38,13 +38,13 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker 
 class LiveExporter:
     def __init__(self, store_dir: Path, settings: ExportSettings, *, secrets: list[str], patterns: list[str],
                  max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None,
-                 version: str = "") -> None:
+                 version: str = "", engine_id: str = "") -> None:
         self.store_dir = Path(store_dir)
         self.settings = settings
         self.start_seq = start_seq
         self._config: dict[str, Any] = {"store_dir": str(self.store_dir), "settings": asdict(settings),
                                         "secrets": secrets, "patterns": patterns, "max_field_bytes": max_field_bytes,
-                                        "version": version}
+                                        "version": version, "engine_id": engine_id}
         self._tracer_event = tracer_event
         self._process: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -193,7 +193,8 @@ def prepare_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[
 
     return LiveExporter(store.dir, settings, secrets=secret_values(config.secrets.env, env),
                         patterns=list(config.redaction.patterns), max_field_bytes=config.redaction.max_field_bytes,
-                        start_seq=0, tracer_event=tracer_event, version=__version__)
+                        start_seq=0, tracer_event=tracer_event, version=__version__,
+                        engine_id=str(getattr(store, "engine_id", "") or ""))
 
 
 def start_live_export(exporter: LiveExporter, writer: Any) -> LiveExporter:

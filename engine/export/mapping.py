@@ -11,8 +11,9 @@
 
 Trace ids derive from the run id and span ids from ours (BLAKE2b), so a replay of the same run yields the same ids
 (backends then merge or deduplicate). Flightdeck's own facts are flightdeck.* attributes (cost, reservation, tier,
-risk, approvals) and its events on a span or run (budget breaches, breaker transitions, retries, fallbacks, approval
-requests and decisions, kill switches, routing decisions) are span events named by their kind.
+risk, approvals), its events on a span or run (budget breaches, retries, fallbacks, approval requests and
+decisions, tools withheld or blocked, routing decisions) are span events named by their kind, and events of no run
+(breaker transitions, kill switches applied, runbooks firing) are each a one-span trace named by their kind.
 
 Message content (run input and output, agent tasks, model output, tool arguments and results) is exported only with
 `content` on, as gen_ai.input.messages / gen_ai.output.messages / gen_ai.tool.call.arguments / .result; every string
@@ -97,9 +98,11 @@ class SpanMapper:
     # -- requests -----------------------------------------------------------------------------------------------
 
     def request(self, spans: Iterable[SpanRecord], events: Mapping[str, list[EventRecord]],
-                runs: Mapping[str, RunRecord], *, pending: Iterable[tuple[SpanRecord, float]] = ()) -> Any:
-        """An ExportTraceServiceRequest with `spans` (ended), their `events` (by our span id) and `pending` spans
-        (a running span and the time it was seen running)."""
+                runs: Mapping[str, RunRecord], *, pending: Iterable[tuple[SpanRecord, float]] = (),
+                engine_events: Iterable[EventRecord] = (), engine_id: str = "") -> Any:
+        """An ExportTraceServiceRequest with `spans` (ended), their `events` (by our span id), `pending` spans (a
+        running span and the time it was seen running) and `engine_events` (events of no run: each a one-span
+        trace)."""
         request = self._service.ExportTraceServiceRequest()
         resource_spans = request.resource_spans.add()
         resource_spans.resource.CopyFrom(self._resource)
@@ -111,7 +114,26 @@ class SpanMapper:
             self._fill(out.add(), record, events.get(record.id, ()), runs.get(record.run_id), None)
         for record, now in pending:
             self._fill(out.add(), record, (), runs.get(record.run_id), now)
+        for event in engine_events:
+            self._engine_event(out.add(), event, engine_id)
         return request
+
+    def _engine_event(self, span: Any, event: EventRecord, engine_id: str) -> None:
+        """An event of no run (a breaker transition, a kill switch applied, a runbook firing) as a zero-length span
+        of its own trace, so a backend can search for it by name next to the runs it affected."""
+        key = f"{engine_id}:{event.seq}"
+        span.trace_id = trace_id(key)
+        span.span_id = span_id(key)
+        span.start_time_unix_nano = span.end_time_unix_nano = _nanos(event.ts)
+        span.name = f"{event.kind} {event.name}" if event.name else event.kind
+        span.kind = self._pb.Span.SpanKind.SPAN_KIND_INTERNAL
+        values: dict[str, Any] = {"flightdeck.event": event.kind, "flightdeck.engine.id": engine_id}
+        if event.name:
+            values["flightdeck.name"] = event.name
+        for field_name, value in event.payload().items():
+            if self.options.content or field_name not in CONTENT_KEYS:
+                values[f"flightdeck.{field_name}"] = value
+        self._put_all(span.attributes, values)
 
     # -- one span -----------------------------------------------------------------------------------------------
 

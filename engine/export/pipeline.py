@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 MAX_SPANS_PER_REQUEST = 512
 MAX_EVENTS_PER_SPAN = 128
 MAX_OPEN_SPANS = 100_000
+MAX_ENGINE_EVENTS = 10_000
+# Events of no run that are not worth a trace: the audit anchor (a hash, every control change) and the exporter's
+# own drop reports.
+QUIET_ENGINE_EVENTS = frozenset({"audit.head", "otel.dropped"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,8 @@ class ExportStats:
 
 
 class ExportPipeline:
-    def __init__(self, settings: ExportSettings, redactor: Redactor, sender: Sender, *, version: str = "") -> None:
+    def __init__(self, settings: ExportSettings, redactor: Redactor, sender: Sender, *, version: str = "",
+                 engine_id: str = "") -> None:
         self.settings = settings
         self.sender = sender
         self.mapper = SpanMapper(MappingOptions(service_name=settings.service_name,
@@ -55,6 +60,8 @@ class ExportPipeline:
         # run id -> our span id ("" for run-level events) -> its events; a run's entry goes when its root is sent.
         self._events: dict[str, dict[str, list[EventRecord]]] = {}
         self._ended: list[str] = []
+        self._engine_id = engine_id
+        self._engine_events: list[EventRecord] = []
         self._ended_runs: list[str] = []
 
     def stats(self, cpu_s: float = 0.0) -> ExportStats:
@@ -79,7 +86,11 @@ class ExportPipeline:
     def feed(self, events: Iterable[EventRecord]) -> None:
         for event in events:
             run_id, span, kind = event.run_id, event.span_id, event.kind
-            if run_id is None or not self._is_sampled(run_id):
+            if run_id is None:
+                if kind not in QUIET_ENGINE_EVENTS and len(self._engine_events) < MAX_ENGINE_EVENTS:
+                    self._engine_events.append(event)
+                continue
+            if not self._is_sampled(run_id):
                 continue
             if kind == "span.started":
                 if span is not None and len(self._open) < MAX_OPEN_SPANS:
@@ -121,7 +132,8 @@ class ExportPipeline:
 
     def _send(self, conn: sqlite3.Connection, spans: list[SpanRecord], pending: list[tuple[SpanRecord, float]],
               give_up: Callable[[], bool]) -> None:
-        if not spans and not pending:
+        engine_events, self._engine_events = self._engine_events, []
+        if not spans and not pending and not engine_events:
             return
         from engine.export.encoding import encode
 
@@ -136,15 +148,17 @@ class ExportPipeline:
             if held:
                 events[span.id] = held
         runs = {run.id: run for run in runs_by_id(conn, {s.run_id for s in spans if s.kind == "run"})}
-        for start in range(0, max(len(spans), len(pending)), MAX_SPANS_PER_REQUEST):
+        for start in range(0, max(len(spans), len(pending), len(engine_events)), MAX_SPANS_PER_REQUEST):
             part = spans[start:start + MAX_SPANS_PER_REQUEST]
             part_pending = pending[start:start + MAX_SPANS_PER_REQUEST]
-            body = encode(self.mapper.request(part, events, runs, pending=part_pending), self.settings.protocol)
+            part_engine = engine_events[start:start + MAX_SPANS_PER_REQUEST]
+            body = encode(self.mapper.request(part, events, runs, pending=part_pending, engine_events=part_engine,
+                                              engine_id=self._engine_id), self.settings.protocol)
             outcome = self.sender.send(body, stopping=give_up)
             self.requests += 1
             if outcome.sent:
-                self.sent += len(part)
+                self.sent += len(part) + len(part_engine)
                 self.pending_sent += len(part_pending)
             else:
                 self.failed += 1
-                self.drop(len(part), outcome.error or "not delivered")
+                self.drop(len(part) + len(part_engine), outcome.error or "not delivered")

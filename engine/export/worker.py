@@ -100,7 +100,8 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
     redactor = Redactor(secrets=config["secrets"], patterns=config["patterns"],
                         max_field_bytes=config["max_field_bytes"])
     sender = Sender(settings, wait=threading.Event().wait)
-    pipeline = ExportPipeline(settings, redactor, sender, version=config.get("version", ""))
+    pipeline = ExportPipeline(settings, redactor, sender, version=config.get("version", ""),
+                              engine_id=config.get("engine_id", ""))
     conn = connect(Path(config["store_dir"]) / TRACES_DB, read_only=True)
     commands = _Commands(commands_fd)
     last = commands.target = int(config["start_seq"])

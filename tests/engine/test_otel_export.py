@@ -369,3 +369,34 @@ def test_run_level_events_ride_on_the_root_span(tmp_path: Path, collector: OtlpR
     root = next(s for s in collector.spans() if s.name == "run fixture-worker")
     assert root.events == [("budget.exceeded", {"flightdeck.name": "run", "flightdeck.limit": "cost_usd",
                                                 "flightdeck.used": 2})]
+
+
+def test_events_of_no_run_are_spans_of_their_own(tmp_path: Path, collector: OtlpReceiver) -> None:
+    from engine.export.pipeline import ExportPipeline
+    from engine.export.records import EventRecord
+    from engine.export.sender import Sender
+    from engine.export.settings import ExportSettings
+    from engine.store.files import TRACES_DB, connect
+    from engine.store.redact import Redactor
+
+    store = tmp_path / "store"
+    run_sync(store, fixture("worker"), {"a": 1, "b": 2, "text": "x"})
+    settings = ExportSettings(url=collector.url("/v1/traces"))
+    sender = Sender(settings, wait=threading.Event().wait)
+    pipeline = ExportPipeline(settings, Redactor(), sender, engine_id="e1")
+    transition = EventRecord(seq=7, ts=1_800_000_000.0, run_id=None, span_id=None, kind="breaker.transition",
+                             agent=None, name="tool:lookup", data='{"from": "closed", "to": "open"}')
+    anchor = EventRecord(seq=8, ts=1_800_000_000.0, run_id=None, span_id=None, kind="audit.head", agent=None,
+                         name=None, data='{"seq": 1, "hash": "ab"}')
+    pipeline.feed([transition, anchor])
+    conn = connect(store / TRACES_DB, read_only=True)
+    try:
+        pipeline.export_due(conn)
+    finally:
+        conn.close()
+        sender.close()
+    [span] = collector.spans()
+    assert span.name == "breaker.transition tool:lookup"
+    assert span.span.parent_span_id == b"" and span.span.start_time_unix_nano == 1_800_000_000 * 10**9
+    assert span.attrs == {"flightdeck.event": "breaker.transition", "flightdeck.engine.id": "e1",
+                          "flightdeck.name": "tool:lookup", "flightdeck.from": "closed", "flightdeck.to": "open"}
