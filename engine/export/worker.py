@@ -175,4 +175,10 @@ def main() -> None:
         if not chunk:
             return
         first += chunk
-    serve(json.loads(first), fd, sys.stdout)
+    try:
+        serve(json.loads(first), fd, sys.stdout)
+    except Exception as exc:  # say why on the stats pipe: the engine shows it (its stderr line, otel.dropped)
+        sys.stdout.write(json.dumps({"last_error": f"the exporter failed: {type(exc).__name__}: {exc}"[:300],
+                                     "final": True}) + "\n")
+        sys.stdout.flush()
+        raise SystemExit(1) from None

@@ -400,3 +400,24 @@ def test_events_of_no_run_are_spans_of_their_own(tmp_path: Path, collector: Otlp
     assert span.span.parent_span_id == b"" and span.span.start_time_unix_nano == 1_800_000_000 * 10**9
     assert span.attrs == {"flightdeck.event": "breaker.transition", "flightdeck.engine.id": "e1",
                           "flightdeck.name": "tool:lookup", "flightdeck.from": "closed", "flightdeck.to": "open"}
+
+
+def test_an_exporter_that_cannot_start_says_why_on_its_stats_pipe(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    from engine.export.settings import ExportSettings
+
+    # The first stdin line, as LiveExporter.start writes it; the store is missing, so the process cannot start.
+    settings = asdict(ExportSettings(url="http://127.0.0.1:9"))
+    config = {"store_dir": str(tmp_path / "no-store-here"), "settings": settings, "secrets": [], "patterns": [],
+              "max_field_bytes": 16384, "version": "", "engine_id": "e", "start_seq": 0}
+    boot = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker import main; main()"
+    done = subprocess.run([sys.executable, "-I", "-c", boot, str(Path(__file__).resolve().parents[2])],
+                          input=json.dumps(config) + "\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["final"] is True and "the exporter failed" in last["last_error"] and "no-store-here" in \
+        last["last_error"]
