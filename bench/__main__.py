@@ -1,4 +1,4 @@
-"""`python -m bench [store|engine|peers|memory|startup|write-ahead|all]` (also `make bench`): print the benchmark
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|all]` (also `make bench`): print the benchmark
 tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
@@ -119,6 +119,12 @@ def section_console(args: argparse.Namespace) -> None:
     console_bench.main([])
 
 
+def section_otel(args: argparse.Namespace) -> None:
+    from bench import otel_bench
+
+    otel_bench.main_table(runs=args.otel_runs, rounds=args.otel_rounds)
+
+
 def section_write_ahead(args: argparse.Namespace) -> None:
     from bench import write_ahead_bench
 
@@ -127,7 +133,7 @@ def section_write_ahead(args: argparse.Namespace) -> None:
 
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
-            "console": section_console, "write-ahead": section_write_ahead}
+            "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternating guardrails-on/off process pairs (guardrails)")
     parser.add_argument("--memory-runs", type=int, default=1000, help="concurrent deal-desk runs (memory)")
     parser.add_argument("--store-seconds", type=float, default=5.0, help="seconds per store measurement")
+    parser.add_argument("--otel-runs", type=int, default=500, help="sequential runs per process (otel)")
+    parser.add_argument("--otel-rounds", type=int, default=3, help="alternating export-off/on process pairs (otel)")
     parser.add_argument("--control-trials", type=int, default=30, help="kill-switch / flag trials (controls)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)

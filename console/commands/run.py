@@ -187,6 +187,7 @@ def handle(args: argparse.Namespace) -> int:
 
     shutdown = Shutdown()
     failure: list[StoreError] = []
+    exporters: list[Any] = []  # the engine's OpenTelemetry exporter, when [otel] turned it on
 
     def notice(line: str) -> None:
         progress.interrupt()
@@ -203,6 +204,7 @@ def handle(args: argparse.Namespace) -> int:
                     results = await engine.run_many(hierarchy, requests, concurrency=args.concurrency,
                                                     on_result=progress.finished)
                     group.cancel_scope.cancel()
+                exporters.append(engine.otel)
                 if engine.store_failure is not None:
                     stopped = engine.gate.stopped_runs
                     failure.append(StoreError(f"{engine.store_failure}; stopped {stopped} run(s)" + (
@@ -226,6 +228,8 @@ def handle(args: argparse.Namespace) -> int:
             unwritten = store.writer.unwritten
             if unwritten:
                 failure[0] = StoreError(f"{failure[0]}; {unwritten} trace items were not stored")
+    if exporters and exporters[0] is not None:  # sent and dropped spans: an operator sees a collector outage
+        print(f"flightdeck: {exporters[0].summary()}", file=sys.stderr)
     if failure:
         raise failure[0]  # one line on stderr, exit code 3
     # Through the store's own redactor: a terminal or a CI log shows no more than the store holds.

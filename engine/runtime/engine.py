@@ -90,6 +90,7 @@ class Engine:
         self.escalation_listeners: list[Callable[[Approval], None]] = []
         self.runbooks: Any = None  # the RunbookEngine watching this engine's event stream
         self.publisher: Any = None  # current breaker and budget state for the console
+        self.otel: Any = None  # the LiveExporter when [otel] or OTEL_EXPORTER_OTLP_* turns export on
         self._runbooks_option = runbooks
         self.approval_listeners: list[Callable[[Approval], None]] = []
 
@@ -106,6 +107,9 @@ class Engine:
             chosen = None if self._runbooks_option is True else self._runbooks_option
             self.runbooks = RunbookEngine.for_store(self.store, tracer_event=self.tracer.event, clock=self.clock,
                                                     runbooks=chosen)
+        from engine.export.live import prepare_live_export  # bad [otel] settings: an InputError before anything starts
+
+        self.otel = prepare_live_export(self.store, self.tracer.event)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self.gate.attach()
@@ -134,12 +138,20 @@ class Engine:
             self.runbooks.start(self.store.abandoned_runs)
             self.writer.on_commit(self.runbooks.on_commit)
             self.escalation_listeners.append(self.runbooks.page_escalation)
+        if self.otel is not None:
+            from engine.export.live import start_live_export
+
+            start_live_export(self.otel, self.writer)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
+        if self.otel is not None:
+            from engine.export.live import stop_live_export
+
+            await anyio.to_thread.run_sync(stop_live_export, self.otel, self.writer)
         if self.runbooks is not None:
             await anyio.to_thread.run_sync(self.runbooks.stop)
         if self.controls.worker is not None:

@@ -73,7 +73,8 @@ async def call_model(ctx: RunContext, agent: CompiledAgent, agent_span: str, mes
                                    timeout_s=model.timeout)
             span = ctx.tracer.start(ctx.run_id, agent_span, "llm", agent.name, model.model,
                                     {"step": step, "attempt": attempt, "messages": len(messages), "tier": model.tier,
-                                     "reserved_usd": reserved_usd, "max_output_tokens": max_output})
+                                     "reserved_usd": reserved_usd, "max_output_tokens": max_output,
+                                     "provider": model.provider})
             ctx.model_calls += 1
             started = time.monotonic()
             error: ProviderError

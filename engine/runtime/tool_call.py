@@ -90,9 +90,9 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
                      data={"reason": "not_allowed", "tool": call.name})
         return _error(call, message)
 
-    attrs = {"args": call.arguments, "reason": reason, "risk": tool.spec.risk, "side_effects": tool.spec.side_effects}
-    if tool.spec.side_effects:
-        attrs["call_id"] = call.id  # the write-ahead record names the call (see write_ahead below)
+    # call_id: the write-ahead record names the call (see write_ahead below), and OTLP export's gen_ai.tool.call.id.
+    attrs = {"args": call.arguments, "reason": reason, "risk": tool.spec.risk, "side_effects": tool.spec.side_effects,
+             "call_id": call.id}
     span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name, attrs)
     withheld = ctx.withheld_tools(agent).get(call.name)
     if withheld is not None:
@@ -233,7 +233,7 @@ async def delegate(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     task = call.arguments.get("task")
     context = call.arguments.get("context") or {}
     span = tracer.start(ctx.run_id, agent_span, "delegation", agent.name, f"{agent.name} -> {child}",
-                        {"to": child, "task": task, "context": context})
+                        {"to": child, "task": task, "context": context, "tool": call.name, "call_id": call.id})
     if call.parse_error or not isinstance(task, str) or not isinstance(context, dict):
         message = (f"delegation to {child} needs a `task` string and a `context` object"
                    + (f" ({call.parse_error})" if call.parse_error else ""))

@@ -14,6 +14,9 @@
     [console.keys]
     kill_run = "K"
 
+    [otel]                                           # OpenTelemetry export (engine/store/otel_config.py)
+    endpoint = "http://127.0.0.1:4318"
+
 Unknown keys are errors (a typo must not silently disable redaction). A missing default file means defaults; a
 missing explicit file is an error. Errors are InputErrors naming the file, the line (best effort) and the field.
 """
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import InputError, InputErrors
 from engine.store.files import CONFIG_FILE
+from engine.store.otel_config import OtelConfig
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -98,6 +102,7 @@ class StoreConfig(Strict):
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     notifiers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")], Notifier] = Field(default_factory=dict)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    otel: OtelConfig = Field(default_factory=OtelConfig)
 
 
 def load_config(store_dir: Path, config_file: str | os.PathLike[str] | None = None) -> StoreConfig:

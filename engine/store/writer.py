@@ -103,6 +103,7 @@ class TraceWriter:
         self._wake = threading.Event()
         self._space = threading.Condition()
         self._callbacks: list[CommitCallback] = []
+        self._seq_callbacks: list[Callable[[int], None]] = []
         self._state_lock = threading.Lock()
         self._transient: StoreError | None = None
         self._lost: StoreError | None = None
@@ -328,6 +329,12 @@ class TraceWriter:
             self._control.append(("events", True))
             self._wake.set()
         self._callbacks.append(callback)
+
+    def on_commit_seq(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(last_seq)` after each commit that added events, on the acknowledgement thread, WITHOUT
+        having the committed events shipped back: for consumers that read the committed rows from traces.db
+        themselves (the OpenTelemetry exporter's process). Keep it short; exceptions are logged and ignored."""
+        self._seq_callbacks.append(callback)
 
     def on_health(self, callback: HealthCallback) -> None:
         """Call `callback(WriterHealth)` whenever commits start or stop failing, and when the writer process ends
@@ -563,6 +570,11 @@ class TraceWriter:
             self._acked += acked
         if last_seq > self.last_committed_seq:
             self.last_committed_seq = last_seq
+            for seq_callback in self._seq_callbacks:
+                try:
+                    seq_callback(last_seq)
+                except Exception:
+                    log.exception("trace on_commit_seq callback failed")
         self.last_commit_time = time.time()
         self._stats = stats
         with self._space:
