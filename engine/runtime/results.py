@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 AgentStatus = Literal["ok", "error", "budget_exceeded", "loop_detected", "killed", "validation_failed",
                       "cancelled"]
-RunStatus = Literal["completed", "failed", "budget_exceeded", "killed", "loop_detected", "refused"]
+RunStatus = Literal["completed", "failed", "budget_exceeded", "killed", "loop_detected", "refused", "needs_reconcile"]
 
 # How an entry agent's outcome becomes the run's status. A child's trouble does not fail the run: its parent gets
 # the error result and may still finish.
@@ -24,6 +24,7 @@ RUN_STATUS_FOR_AGENT: dict[str, RunStatus] = {
 # Exit codes of `flightdeck run`, documented in the README.
 EXIT_CODES: dict[str, int] = {
     "completed": 0, "failed": 1, "budget_exceeded": 4, "loop_detected": 5, "killed": 6, "refused": 7,
+    "needs_reconcile": 8,
 }
 
 

@@ -22,7 +22,7 @@ _JSON_COLUMNS = frozenset({"input", "output", "attributes", "data"})
 # list_runs leaves out the potentially large payload columns; get_run has everything.
 _RUN_SUMMARY_COLUMNS = ("id, hierarchy, hierarchy_hash, engine_id, engine_version, status, tenant, seed, error, "
                         "started, ended, tokens_in, tokens_out, cost_usd, model_calls, tool_calls, agents_active, "
-                        "attributes, last_seq")
+                        "attributes, last_seq, resumed, replayed_steps")
 _AMBIGUOUS_SHOWN = 5
 
 
