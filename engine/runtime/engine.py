@@ -22,7 +22,7 @@ from engine.runtime.compiled import CompiledHierarchy, compile_hierarchy
 from engine.runtime.context import RunContext
 from engine.runtime.controls import RuntimeControls
 from engine.runtime.guards import Guards
-from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult
+from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult, split_input
 from engine.runtime.store_gate import StoreGate, StoreHealth
 from engine.runtime.tracer import Tracer
 
@@ -49,22 +49,6 @@ class RunRequest:
     budget: BudgetLimits | None = None
     on_started: Callable[[str], None] | None = None  # told the run id as soon as the run is recorded
     idempotency_key: str | None = None  # durable engines: the same key never starts a second run
-
-
-def split_input(value: Any) -> tuple[str, dict[str, Any]]:
-    """The entry agent's handoff from a run input: text becomes the task; an object becomes the context."""
-    if isinstance(value, dict):
-        task = value.get("task")
-        return (task if isinstance(task, str) else "Handle this request."), value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value, {}
-        if isinstance(parsed, dict):
-            return split_input(parsed)
-        return value, {}
-    return json.dumps(value, default=str), {}
 
 
 class Engine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,3 +71,19 @@ class RunResult:
                 "cost_usd": round(self.cost_usd, 6), "model_calls": self.model_calls,
                 "tool_calls": self.tool_calls, "started": self.started, "ended": self.ended,
                 "duration_s": round(self.duration_s, 3)}
+
+
+def split_input(value: Any) -> tuple[str, dict[str, Any]]:
+    """The entry agent's handoff from a run input: text becomes the task; an object becomes the context."""
+    if isinstance(value, dict):
+        task = value.get("task")
+        return (task if isinstance(task, str) else "Handle this request."), value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value, {}
+        if isinstance(parsed, dict):
+            return split_input(parsed)
+        return value, {}
+    return json.dumps(value, default=str), {}
