@@ -34,7 +34,7 @@ inputs = [samples[i % len(samples)] for i in range(runs)]
 async def main():
     store = open_engine_store(store_dir)
     try:
-        async with Engine(store, latency_scale=0.01, durable=True) as engine:
+        async with Engine(store, latency_scale=0.01, durable=True, auto_resume=mode != "no-resume") as engine:
             if mode == "run":
                 results = await engine.run_many(hierarchy, [RunRequest(input=x, seed=i) for i, x in
                                                             enumerate(inputs)], concurrency=3)
@@ -105,3 +105,30 @@ def test_sigkilled_durable_engine_resumes_without_duplicate_side_effects(tmp_pat
     assert not [line for line in lines if line.get("duplicate_suppressed")], "a recorded side effect ran again"
     after = {row[0] for row in _query(store_dir, "SELECT id FROM spans")}
     assert committed <= after, "a span committed before the kill is gone"
+
+
+@pytest.mark.slow
+def test_no_resume_leaves_interrupted_runs_abandoned(tmp_path: Path) -> None:
+    store_dir, ledger = tmp_path / "store", tmp_path / "ledger.jsonl"
+    with Approver(store_dir):
+        child = _start(store_dir, "run", 3, ledger)
+        try:
+            wait_until(lambda: child.poll() is not None or len(_ledger_lines(ledger)) >= 1, timeout=120,
+                       what="a side effect")
+            assert child.poll() is None, child.communicate()[1][-3000:]
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        wait_until(lambda: store_lock_free(store_dir), timeout=30, what="the dead engine's writer to exit")
+        interrupted = {row[0] for row in _query(store_dir, "SELECT id FROM runs WHERE status = 'running'")}
+        executed = len(_ledger_lines(ledger))
+        again = _start(store_dir, "no-resume", 0, ledger)
+        out, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err[-3000:]
+    assert interrupted
+    assert "resumed []" in out
+    runs = dict(_query(store_dir, "SELECT id, status FROM runs"))
+    assert all(runs[run_id] == "abandoned" for run_id in interrupted)
+    assert len(_ledger_lines(ledger)) == executed  # nothing ran again
