@@ -131,9 +131,16 @@ def section_write_ahead(args: argparse.Namespace) -> None:
     write_ahead_bench.main_table()
 
 
+def section_durable(args: argparse.Namespace) -> None:
+    from bench import durable_bench
+
+    print_rows("durable runs (DBOS on STORE/durable.db)", durable_bench.measure())
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
-            "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel}
+            "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
+            "durable": section_durable}
 
 
 def main(argv: list[str] | None = None) -> int:

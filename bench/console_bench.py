@@ -279,7 +279,7 @@ def table_rows() -> dict[str, Any]:
                               engine_version=None, status=status, tenant=f"t{i % 9}", seed=None, input=None,
                               output=None, error=None, started=1.8e9 + i, ended=None, tokens_in=i, tokens_out=i,
                               cost_usd=i / 1e4, model_calls=3, tool_calls=2, agents_active=1, attributes=None,
-                              last_seq=i), f"{i:012x} deal-desk {status}")
+                              last_seq=i, resumed=0, replayed_steps=0), f"{i:012x} deal-desk {status}")
 
     from console.widgets.virtual_table import VirtualTable
 

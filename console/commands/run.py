@@ -28,7 +28,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         description="Run a hierarchy file or a bundled example (deal-desk, support-triage) and record every step.",
         epilog="Exit codes: 0 every run completed; 1 a run failed; 2 bad input; 3 store problem (the trace store "
                "cannot record: its writer died, or commits fail with --on-store-error exit); 4 budget exceeded; "
-               "5 loop detected; 6 killed; 7 refused; 130 interrupted (SIGINT); 143 stopped by SIGTERM or SIGHUP.")
+               "5 loop detected; 6 killed; 7 refused; 8 needs reconcile (a side effect's outcome is unknown after a "
+               "crash); 130 interrupted (SIGINT); 143 stopped by SIGTERM or SIGHUP.")
     parser.add_argument("hierarchy", metavar="FILE|NAME", help="hierarchy YAML file or bundled example name")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="TEXT", help="run input: text, or a JSON object")
@@ -52,6 +53,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-store-error", choices=("wait", "exit"), default="wait",
                         help="when trace commits fail (disk full, I/O error): wait (hold new model and tool calls, "
                              "retry, carry on when they succeed; default) or exit (stop every run, exit code 3)")
+    parser.add_argument("--durable", action="store_true",
+                        help="durable runs (STORE/durable.db): side effects run exactly once, and runs a crashed "
+                             "engine left in flight resume when this engine starts")
+    parser.add_argument("--idempotency-key", metavar="KEY",
+                        help="a durable run named by KEY: the same key never starts a second run (implies "
+                             "--durable; with --repeat 1 only)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="with --durable: do not resume runs a dead engine left in flight")
     parser.set_defaults(handler=handle)
 
 
@@ -167,18 +176,20 @@ def handle(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from engine.errors import StoreError
+    from engine.errors import InputError, StoreError
     from engine.hierarchy.loader import load_hierarchy
     from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, SignalReceiver, watch_signals
     from engine.store import open_engine_store, resolve_store_dir
 
+    if args.idempotency_key is not None and args.repeat != 1:
+        raise InputError("--idempotency-key names one run: it cannot be used with --repeat", field="--repeat")
     hierarchy = load_hierarchy(args.hierarchy, scenario=args.scenario)
     given = read_input(args)
     samples = [given] if given is not None else (sample_inputs(hierarchy.path) or [""])
     requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i, tenant=args.tenant,
-                           budget=args.budget) for i in range(args.repeat)]
+                           budget=args.budget, idempotency_key=args.idempotency_key) for i in range(args.repeat)]
     store_dir = resolve_store_dir(args.store)
     progress = Progress(len(requests), enabled=not args.json, store=args.store)
     if not args.json:
@@ -197,7 +208,9 @@ def handle(args: argparse.Namespace) -> int:
         # Signals are caught from before the engine starts, so none ends the process without recording.
         with SignalReceiver(*SHUTDOWN_SIGNALS) as signals:
             async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
-                              on_store_error=args.on_store_error) as engine:
+                              on_store_error=args.on_store_error,
+                              durable=args.durable or args.idempotency_key is not None,
+                              auto_resume=not args.no_resume) as engine:
                 engine.approval_listeners.append(progress.approval_requested)
                 async with anyio.create_task_group() as group:
                     await group.start(partial(watch_signals, signals, engine, args.grace, shutdown, notice))

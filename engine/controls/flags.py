@@ -9,6 +9,7 @@ scope to whatever the broader scopes (or the defaults) say. The vocabulary is cl
     approvals          = all | default
     models.max_tier    = economy | standard | strong
     runs.admission     = paused | open                  (global, hierarchy)
+    runs.auto_resume   = true | false                   (global)
     concurrency.max    = N  (a positive whole number)   (global)
     agent.NAME         = paused | disabled | enabled
     tool.NAME          = disabled | enabled
@@ -59,6 +60,10 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("runs.admission", ("paused", "open"), ("global", "hierarchy"),
              "paused: new runs are not started; they end at once with status `refused`. Runs already in flight "
              "continue. open: the default."),
+    FlagSpec("runs.auto_resume", ("true", "false"), ("global",),
+             "false: an engine that starts does not resume the runs a dead engine left in flight; they stay "
+             "`abandoned` until `flightdeck resume RUN` (safe mode after a crash loop). true: the default, "
+             "interrupted runs resume on start (unless the engine runs with --no-resume)."),
     FlagSpec("concurrency.max", None, ("global",),
              "At most N runs in flight at once in the engine; further runs wait for a slot. Lowering it never "
              "stops a run that is already in flight."),

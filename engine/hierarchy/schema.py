@@ -80,6 +80,8 @@ class ToolSpec(Strict):
     description: str = ""
     risk: Risk = "low"
     side_effects: bool = False
+    # Durable engines: safe to run again with the same ctx.idempotency_key when a crash left its outcome unknown.
+    idempotent: bool = False
     timeout: Duration = 30.0
     approval: ApprovalSpec | None = None
     # Arguments the scripted provider's generic policy uses when an agent has no script.

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from engine.durable.keys import AGENT_PATH, STEP_PATH, step_path
 from engine.providers.base import AssistantMessage, Message, UserMessage
 from engine.runtime.contracts import ContractViolation
 from engine.runtime.controls import OperatorStop
@@ -115,6 +116,7 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
     max_validation_retries = ctx.compiled.spec.defaults.max_validation_retries
     writer = ctx.engine.writer
     ledger = ctx.engine.guards.ledger
+    prefix = AGENT_PATH.get()
     for step in range(agent.max_steps):
         if writer.over_capacity():
             await writer.wait_for_space()  # back-pressure: the store is behind, so slow down rather than drop
@@ -130,7 +132,11 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
                 loop = _detect_loop(ctx, agent, span, response.tool_calls, seen_calls)
                 if loop is not None:
                     return loop
-                results = await run_calls(ctx, agent, span, response.tool_calls, response.content)
+                token = STEP_PATH.set(step_path(prefix, agent.name, step))  # names this step's calls
+                try:
+                    results = await run_calls(ctx, agent, span, response.tool_calls, response.content)
+                finally:
+                    STEP_PATH.reset(token)
                 messages.extend(results)
                 context_chars += sum(len(r.content) for r in results)
                 continue

@@ -22,7 +22,7 @@ from engine.runtime.compiled import CompiledHierarchy, compile_hierarchy
 from engine.runtime.context import RunContext
 from engine.runtime.controls import RuntimeControls
 from engine.runtime.guards import Guards
-from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult
+from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult, split_input
 from engine.runtime.store_gate import StoreGate, StoreHealth
 from engine.runtime.tracer import Tracer
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.compiled import CompiledAgent
+    from engine.runtime.durable_runs import DurableRuns, ResumeInfo
     from engine.store import EngineStore
     from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride
 
@@ -48,31 +49,18 @@ class RunRequest:
     tenant: str | None = None
     budget: BudgetLimits | None = None
     on_started: Callable[[str], None] | None = None  # told the run id as soon as the run is recorded
-
-
-def split_input(value: Any) -> tuple[str, dict[str, Any]]:
-    """The entry agent's handoff from a run input: text becomes the task; an object becomes the context."""
-    if isinstance(value, dict):
-        task = value.get("task")
-        return (task if isinstance(task, str) else "Handle this request."), value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value, {}
-        if isinstance(parsed, dict):
-            return split_input(parsed)
-        return value, {}
-    return json.dumps(value, default=str), {}
+    idempotency_key: str | None = None  # durable engines: the same key never starts a second run
 
 
 class Engine:
     """Use as `async with Engine(store) as engine:`; background tasks live as long as the block."""
 
     def __init__(self, store: EngineStore, *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK,
-                 runbooks: bool | list[Any] = True, on_store_error: str = "wait") -> None:
+                 runbooks: bool | list[Any] = True, on_store_error: str = "wait", durable: bool = False,
+                 auto_resume: bool = True) -> None:
         """`on_store_error`: what to do when trace commits fail ("wait": hold new calls until they succeed again;
-        "exit": stop every run, and `store_failure` says why)."""
+        "exit": stop every run, and `store_failure` says why). `durable`: runs are DBOS workflows in
+        STORE/durable.db (runtime/durable_runs.py); `auto_resume`: resume a dead engine's runs on start."""
         self.store = store
         self.writer = store.writer
         self.tracer = Tracer(store.writer)
@@ -93,6 +81,11 @@ class Engine:
         self.otel: Any = None  # the LiveExporter when [otel] or OTEL_EXPORTER_OTLP_* turns export on
         self._runbooks_option = runbooks
         self.approval_listeners: list[Callable[[Approval], None]] = []
+        self.durable: DurableRuns | None = None
+        if durable:
+            from engine.runtime.durable_runs import DurableRuns
+
+            self.durable = DurableRuns(self, auto_resume=auto_resume)
 
     async def __aenter__(self) -> Engine:
         # The engine's helper threads (the control watcher, the trace shipper) need the GIL briefly and often; with
@@ -142,10 +135,14 @@ class Engine:
             from engine.export.live import start_live_export
 
             start_live_export(self.otel, self.writer)
+        if self.durable is not None:
+            await self.durable.open()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task_group is not None
+        if self.durable is not None:
+            await self.durable.close()  # runs resumed on start end first (stop_all() kills them on a shutdown)
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
         if self.otel is not None:
@@ -318,25 +315,37 @@ class Engine:
 
     async def run(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
         """Run once to the end. Failures become the run's status; only outside cancellation propagates."""
-        compiled = self.compile(hierarchy)
+        if self.durable is not None:
+            return await self.durable.submit(hierarchy, request)
+        return await self.run_compiled(self.compile(hierarchy), request)
+
+    async def run_compiled(self, compiled: CompiledHierarchy, request: RunRequest, *, run_id: str | None = None,
+                           resume: ResumeInfo | None = None) -> RunResult:
         refusal = self.controls.admission_refusal(compiled.name)
         if refusal is not None:
-            return self._refuse(compiled, request, refusal)
+            return self._refuse(compiled, request, refusal, run_id)
         async with self.controls.run_slots:  # safe-mode flag concurrency.max
-            return await self._run_admitted(compiled, request)
+            return await self._run_admitted(compiled, request, run_id, resume)
 
-    def _new_context(self, compiled: CompiledHierarchy, request: RunRequest) -> RunContext:
-        ctx = RunContext(run_id=os.urandom(6).hex(), seed=request.seed, tenant=request.tenant, compiled=compiled,
-                         engine=self, tracer=self.tracer)
+    def _new_context(self, compiled: CompiledHierarchy, request: RunRequest, run_id: str | None = None,
+                     resume: ResumeInfo | None = None) -> RunContext:
+        ctx = RunContext(run_id=run_id or os.urandom(6).hex(), seed=request.seed, tenant=request.tenant,
+                         compiled=compiled, engine=self, tracer=self.tracer)
+        attrs: dict[str, Any] = {"entry": compiled.spec.entry, "pid": os.getpid()}
+        if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
+            from engine.runtime.durable_runs import seed_resumed
+
+            attrs.update(seed_resumed(ctx, resume))
         self.writer.run_started(ctx.run_id, compiled.name, compiled.source_hash, self.store.engine_id,
-                                engine_package.__version__, request.input, request.seed, request.tenant, time.time(),
-                                {"entry": compiled.spec.entry, "pid": os.getpid()})
+                                engine_package.__version__, request.input, request.seed, request.tenant,
+                                resume.started if resume is not None and resume.started else time.time(), attrs)
         if request.on_started is not None:
             request.on_started(ctx.run_id)
         return ctx
 
-    def _refuse(self, compiled: CompiledHierarchy, request: RunRequest, reason: str) -> RunResult:
-        ctx = self._new_context(compiled, request)
+    def _refuse(self, compiled: CompiledHierarchy, request: RunRequest, reason: str,
+                run_id: str | None = None) -> RunResult:
+        ctx = self._new_context(compiled, request, run_id)
         now = time.time()
         self.tracer.event(ctx.run_id, None, "run.refused", name=compiled.name, data={"reason": reason})
         self.writer.run_ended(ctx.run_id, "refused", now, None, reason)
@@ -344,14 +353,19 @@ class Engine:
                          tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0, started=now,
                          ended=now)
 
-    async def _run_admitted(self, compiled: CompiledHierarchy, request: RunRequest) -> RunResult:
-        ctx = self._new_context(compiled, request)
+    async def _run_admitted(self, compiled: CompiledHierarchy, request: RunRequest, run_id: str | None,
+                            resume: ResumeInfo | None) -> RunResult:
+        ctx = self._new_context(compiled, request, run_id, resume)
         started = time.time()
         ledger = self.guards.ledger
         ctx.attributes["budget_override"] = request.budget
         ledger.open_scope(ctx.budget_scope, "run", self.guards.run_limits(compiled, request.budget),
                           parent=self.guards.daily_scope(compiled, self._daily_spend),
                           labels={"run": ctx.run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
+        if resume is not None:
+            from engine.runtime.durable_runs import seed_budget
+
+            seed_budget(ctx)
         task, context = split_input(request.input)
         ctx.root_span = self.tracer.start(ctx.run_id, None, "run", None, compiled.name,
                                           {"input": request.input, "tenant": request.tenant})
@@ -398,6 +412,8 @@ class Engine:
 
     def _finish(self, ctx: RunContext, started: float, result: AgentResult) -> RunResult:
         status = RUN_STATUS_FOR_AGENT[result.status]
+        if ctx.attributes.get("needs_reconcile") and status == "killed":
+            status = "needs_reconcile"  # a side effect's outcome is unknown (runtime/side_effects.py)
         exhausted = ctx.attributes.get("run_budget_exhausted")
         if exhausted and status == "completed":
             # The parent finished with what it had, but the run's budget ran out: that is what the run's status

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 AgentStatus = Literal["ok", "error", "budget_exceeded", "loop_detected", "killed", "validation_failed",
                       "cancelled"]
-RunStatus = Literal["completed", "failed", "budget_exceeded", "killed", "loop_detected", "refused"]
+RunStatus = Literal["completed", "failed", "budget_exceeded", "killed", "loop_detected", "refused", "needs_reconcile"]
 
 # How an entry agent's outcome becomes the run's status. A child's trouble does not fail the run: its parent gets
 # the error result and may still finish.
@@ -24,6 +25,7 @@ RUN_STATUS_FOR_AGENT: dict[str, RunStatus] = {
 # Exit codes of `flightdeck run`, documented in the README.
 EXIT_CODES: dict[str, int] = {
     "completed": 0, "failed": 1, "budget_exceeded": 4, "loop_detected": 5, "killed": 6, "refused": 7,
+    "needs_reconcile": 8,
 }
 
 
@@ -69,3 +71,19 @@ class RunResult:
                 "cost_usd": round(self.cost_usd, 6), "model_calls": self.model_calls,
                 "tool_calls": self.tool_calls, "started": self.started, "ended": self.ended,
                 "duration_s": round(self.duration_s, 3)}
+
+
+def split_input(value: Any) -> tuple[str, dict[str, Any]]:
+    """The entry agent's handoff from a run input: text becomes the task; an object becomes the context."""
+    if isinstance(value, dict):
+        task = value.get("task")
+        return (task if isinstance(task, str) else "Handle this request."), value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value, {}
+        if isinstance(parsed, dict):
+            return split_input(parsed)
+        return value, {}
+    return json.dumps(value, default=str), {}

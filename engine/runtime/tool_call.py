@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from engine.durable.keys import AGENT_PATH, STEP_PATH, call_path, delegate_prefix
 from engine.guardrails.budget import Actual, Demand
 from engine.providers.base import ToolCall, ToolResultMessage
 from engine.runtime.approvals import await_approval, needs_approval
 from engine.runtime.controls import OperatorStop
-from engine.runtime.deadline import Deadline
 from engine.runtime.guards import BudgetExceeded
+from engine.runtime.side_effects import (
+    NeedsReconcile,
+    RecordedFailure,
+    durable_side_effect,
+    invoke,
+    recorded_outcome,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -51,13 +58,13 @@ async def run_calls(ctx: RunContext, agent: CompiledAgent, agent_span: str, call
                     reason: str | None) -> list[ToolResultMessage]:
     """Run every call of one model turn; several run concurrently. Results keep the calls' order."""
     if len(calls) == 1:
-        return [await run_call(ctx, agent, agent_span, calls[0], reason)]
+        return [await run_call(ctx, agent, agent_span, calls[0], reason, 0)]
     results: list[ToolResultMessage | None] = [None] * len(calls)
     stopped: list[BaseException] = []
 
     async def one(index: int, call: ToolCall, group: anyio.abc.TaskGroup) -> None:
         try:
-            results[index] = await run_call(ctx, agent, agent_span, call, reason)
+            results[index] = await run_call(ctx, agent, agent_span, call, reason, index)
         except (BudgetExceeded, OperatorStop) as exc:
             # The whole agent stops: cancel its sibling calls, and re-raise this one (not an ExceptionGroup) so
             # the agent ends budget_exceeded / killed like it would with a single call.
@@ -73,10 +80,15 @@ async def run_calls(ctx: RunContext, agent: CompiledAgent, agent_span: str, call
 
 
 async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call: ToolCall,
-                   reason: str | None) -> ToolResultMessage:
+                   reason: str | None, index: int = 0) -> ToolResultMessage:
+    """`index`: the call's position in its model step, part of its structural path (engine/durable/keys.py)."""
     child = agent.delegation_names.get(call.name)
     if child is not None:
-        return await delegate(ctx, agent, agent_span, call, child)
+        token = AGENT_PATH.set(delegate_prefix(call_path(STEP_PATH.get(), index)))
+        try:
+            return await delegate(ctx, agent, agent_span, call, child)
+        finally:
+            AGENT_PATH.reset(token)
     tool = agent.tools.get(call.name)
     tracer = ctx.tracer
     if tool is None:
@@ -112,6 +124,18 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
         message = f"invalid arguments for {call.name}: {exc}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "invalid_arguments"})
         return _error(call, message)
+
+    path = call_path(STEP_PATH.get(), index)
+    attempt = 0
+    if durable_side_effect(ctx, tool):  # recorded before a resume: replayed, never run again
+        try:
+            state, recorded, attempt = await recorded_outcome(ctx, tool, path)
+        except NeedsReconcile as exc:
+            tracer.end(span, ctx.run_id, "outcome_unknown", attrs={"error": str(exc), "needs_reconcile": True})
+            await stop_for_reconcile(ctx, str(exc))
+            raise AssertionError("unreachable: the run was cancelled") from None
+        if state == "done":
+            return replay(ctx, span, call, recorded)
 
     approval: dict[str, Any] | None = None
     try:
@@ -161,13 +185,7 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     started = time.monotonic()
     calls = ctx.active.calls
     try:
-        async with Deadline(timeout) as handle:
-            calls[span] = (agent.name, call.name, handle)  # a tool kill switch cancels through this handle
-            if tool.is_async:
-                value = await tool.func(**args)
-            else:
-                # Sync tools run on a worker thread so a slow one never stalls the event loop.
-                value = await anyio.to_thread.run_sync(partial(tool.func, **args), abandon_on_cancel=True)
+        value = await invoke(ctx, agent.name, call.name, tool, args, span, path, attempt)
     except OperatorStop as exc:
         calls.pop(span, None)
         permit.release()
@@ -192,7 +210,7 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     except Exception as exc:
         permit.on_error(time.monotonic() - started, "tool_error")
         ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
-        message = f"{type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, RecordedFailure) else f"{type(exc).__name__}: {exc}"
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "tool_error"})
         return _error(call, message)
     finally:
@@ -205,6 +223,28 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
                {"result": value, "approval": approval, "args": args})
     return ToolResultMessage(call.id, call.name, text)
+
+
+def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any) -> ToolResultMessage:
+    """A side effect a resumed run already performed: its recorded outcome, not a second call."""
+    ctx.attributes["replayed_steps"] = ctx.attributes.get("replayed_steps", 0) + 1
+    try:
+        value = unwrap(recorded)
+    except RecordedFailure as exc:
+        ctx.tracer.end(span, ctx.run_id, "error", attrs={"error": str(exc), "replayed": True})
+        return _error(call, str(exc))
+    ctx.tracer.end(span, ctx.run_id, "ok", attrs={"result": value, "replayed": True})
+    return ToolResultMessage(call.id, call.name, _result_text(value))
+
+
+async def stop_for_reconcile(ctx: RunContext, reason: str) -> None:
+    """End the whole run `needs_reconcile` (see engine/runtime/side_effects.py): cancel it here and now."""
+    ctx.attributes["needs_reconcile"] = reason
+    ctx.active.stop_reason = reason
+    ctx.active.scope.cancel()
+    from anyio.lowlevel import checkpoint
+
+    await checkpoint()
 
 
 async def write_ahead(ctx: RunContext, span: str, approval: dict[str, Any] | None, args: dict[str, Any]) -> None:

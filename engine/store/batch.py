@@ -39,9 +39,10 @@ _ERROR_SUMMARY_CHARS = 200
 _NAME_CACHE_LIMIT = 10_000
 _CACHE_KIB = 64 * 1024
 
-_INSERT_RUN = ("INSERT INTO runs (id, hierarchy, hierarchy_hash, engine_id, engine_version, status, tenant, seed, "
-               "input, output, error, started, ended, tokens_in, tokens_out, cost_usd, model_calls, tool_calls, "
-               "agents_active, attributes, last_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# OR REPLACE: a resumed durable run starts again under its own id (engine/runtime/durable_runs.py).
+_INSERT_RUN = ("INSERT OR REPLACE INTO runs (id, hierarchy, hierarchy_hash, engine_id, engine_version, status, "
+               "tenant, seed, input, output, error, started, ended, tokens_in, tokens_out, cost_usd, model_calls, "
+               "tool_calls, agents_active, attributes, last_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _UPDATE_RUN_END = ("UPDATE runs SET status=?, ended=?, output=?, error=?, tokens_in=?, tokens_out=?, cost_usd=?, "
                    "model_calls=?, tool_calls=?, agents_active=?, last_seq=max(last_seq, ?) WHERE id=?")
 _UPDATE_RUN_END_NO_TOTALS = ("UPDATE runs SET status=?, ended=?, output=?, error=?, last_seq=max(last_seq, ?) "

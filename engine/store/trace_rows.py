@@ -57,6 +57,8 @@ class RunRow(TypedRow):
     agents_active: int
     attributes: Any
     last_seq: int
+    resumed: int  # times this durable run resumed after its engine died (schema v4, from attributes)
+    replayed_steps: int  # recorded side effects it replayed instead of running again
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from engine.store.migrate import Migration
 
 RUN_STATUSES = ("running", "completed", "failed", "budget_exceeded", "killed", "loop_detected", "abandoned",
-                "refused")
+                "refused", "needs_reconcile")
 SPAN_KINDS = ("run", "agent", "llm", "tool", "delegation", "route", "stage")
 SPAN_STATUSES = ("running", "ok", "error", "cancelled", "timeout", "budget_exceeded", "loop_detected", "denied",
                  "outcome_unknown", "abandoned", "validation_failed", "skipped")
@@ -134,8 +134,19 @@ _V3_DROP_KIND_INDEX = """
 DROP INDEX IF EXISTS events_kind_seq;
 """
 
+# Durable runs (engine/runtime/durable_runs.py): how often a run resumed after its engine died, and how many of its
+# recorded side effects replayed instead of running again. Computed from the row's attributes, which the resumed
+# run's start rewrites: no new column for the writer to fill on its hot path.
+_V4_RESUMED = """
+ALTER TABLE runs ADD COLUMN resumed INTEGER GENERATED ALWAYS AS
+    (coalesce(json_extract(attributes, '$.resumed'), 0)) VIRTUAL;
+ALTER TABLE runs ADD COLUMN replayed_steps INTEGER GENERATED ALWAYS AS
+    (coalesce(json_extract(attributes, '$.replayed_steps'), 0)) VIRTUAL;
+"""
+
 TRACES_MIGRATIONS: list[Migration] = [
     _V1,
     _V2_CURRENT_STATE,
     _V3_DROP_KIND_INDEX,
+    _V4_RESUMED,
 ]

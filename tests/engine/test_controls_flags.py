@@ -71,7 +71,8 @@ def test_validate_flag_name_for_clearing() -> None:
 
 def test_every_flag_is_documented() -> None:
     names = [spec.name for spec in FLAGS]
-    assert names == ["tools.side_effects", "approvals", "models.max_tier", "runs.admission", "concurrency.max",
+    assert names == ["tools.side_effects", "approvals", "models.max_tier", "runs.admission", "runs.auto_resume",
+                     "concurrency.max",
                      "agent.NAME", "tool.NAME"]
     for spec in FLAGS:
         assert len(spec.doc) > 40, spec.name

@@ -271,9 +271,11 @@ def test_failing_commits_are_retried_and_reported(tmp_path: Path) -> None:
 
 def test_rows_that_can_never_be_written_are_skipped_loudly(tmp_path: Path) -> None:
     writer = new_writer(tmp_path)
+    # (A run's id may start again: a resumed durable run rewrites its row. A span's may not.)
     writer.run_started("dup", "h", None, None, None, None, 1, None, T0, None)
+    writer.span_started("s0", "dup", None, "tool", None, "t", T0, None)
     writer.flush()
-    writer.run_started("dup", "h", None, None, None, None, 1, None, T0, None)  # duplicate id: a bug upstream
+    writer.span_started("s0", "dup", None, "tool", None, "t", T0, None)  # duplicate id: a bug upstream
     writer.event("dup", None, "after", data={"kept": True})
     writer.span_started("s", "dup", None, "tool", None, "t", T0, {"seed": 2**70})
     with pytest.raises(StoreError, match="1 trace rows could not be written.*UNIQUE"):
@@ -281,8 +283,8 @@ def test_rows_that_can_never_be_written_are_skipped_loudly(tmp_path: Path) -> No
     writer.flush()  # reported once
     assert writer.error is not None  # but still visible
     path = tmp_path / "traces.db"
-    assert _seqs(path) == [1, 2, 3, 4]  # the neighbours of the bad row were written, seq stays gap-free
-    assert rows(path, "SELECT count(*) FROM spans")[0][0] == 1
+    assert _seqs(path) == [1, 2, 3, 4, 5]  # the neighbours of the bad row were written, seq stays gap-free
+    assert rows(path, "SELECT count(*) FROM spans")[0][0] == 2  # s0 once, and s
     writer.close()
 
 

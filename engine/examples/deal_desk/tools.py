@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.examples.faults import maybe_fail
 from engine.examples.ledger import Ledger
+from engine.tool_context import current_tool_context
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -39,6 +40,12 @@ RISKY_TERMS: dict[str, str] = {
 _SEVERITY_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
 
 _LEDGER = Ledger()
+
+
+def _idempotency_key() -> str | None:
+    """This call's idempotency key (engine/tool_context.py): the ledger records one effect per key."""
+    ctx = current_tool_context()
+    return None if ctx is None else ctx.idempotency_key
 
 
 @functools.cache
@@ -164,7 +171,7 @@ def apply_discount(account: str, product: str, seats: int, discount_pct: float, 
         "account": record["id"], "product": product, "seats": seats, "term_months": term_months,
         "discount_pct": discount_pct, "list_total_usd": quote["list_total_usd"], "net_total_usd": net,
         "reason": reason,
-    })
+    }, key=_idempotency_key())
 
 
 def financial_model(product: str, seats: int, discount_pct: float = 0.0, term_months: int = 36,
@@ -298,7 +305,7 @@ def send_proposal(account: str, product: str, seats: int, discount_pct: float, t
         "account": record["id"], "recipient": record["contact_email"], "product": product, "seats": seats,
         "term_months": term_months, "discount_pct": discount_pct, "list_total_usd": quote["list_total_usd"],
         "net_total_usd": net, "summary": summary, "status": "sent",
-    })
+    }, key=_idempotency_key())
 
 
 def ledger() -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from engine.examples.faults import maybe_fail
 from engine.examples.ledger import Ledger
+from engine.tool_context import current_tool_context
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -31,6 +32,12 @@ _STOPWORDS = frozenset("a an and are at be but by for from has have i in is it m
                        "what when why with you your".split())
 
 _LEDGER = Ledger()
+
+
+def _idempotency_key() -> str | None:
+    """This call's idempotency key (engine/tool_context.py): the ledger records one effect per key."""
+    ctx = current_tool_context()
+    return None if ctx is None else ctx.idempotency_key
 
 
 @functools.cache
@@ -97,7 +104,8 @@ def issue_refund(customer_id: str, invoice_id: str, amount_usd: float, reason: s
         raise ValueError(f"amount_usd must be more than 0 and at most the invoice amount "
                          f"({invoice['amount_usd']}), got {amount_usd}")
     return _LEDGER.record("refund", "RFD", {"customer_id": customer["id"], "invoice_id": invoice_id,
-                                            "amount_usd": amount_usd, "reason": reason, "status": "issued"})
+                                            "amount_usd": amount_usd, "reason": reason, "status": "issued"},
+                          key=_idempotency_key())
 
 
 def search_kb(query: str, limit: int = 3) -> dict[str, Any]:
@@ -167,7 +175,7 @@ def create_ticket(customer_id: str, subject: str,
     if priority not in ("low", "normal", "high"):
         raise ValueError(f"priority must be low, normal or high, got {priority!r}")
     return _LEDGER.record("ticket", "TKT", {"customer_id": customer["id"], "subject": subject,
-                                            "priority": priority, "status": "open"})
+                                            "priority": priority, "status": "open"}, key=_idempotency_key())
 
 
 def ledger() -> list[dict[str, Any]]:

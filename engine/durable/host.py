@@ -1,0 +1,218 @@
+"""The one module that imports DBOS Transact: its system database is STORE/durable.db (SQLite, WAL, mode 0600).
+
+What DBOS owns here: which runs are in flight (a run is the workflow `flightdeck.run` whose id is the run id, with
+the inputs needed to run it again), and which side-effecting tool calls started and which finished with what result
+(each is the workflow `flightdeck.side_effect` whose id is its idempotency key, `<run>:<call path>`). A side
+effect's workflow row is written (PENDING) before the tool runs and its result (SUCCESS) after: a key found SUCCESS
+is never run again, a key found PENDING after a crash has an unknown outcome.
+
+Why side effects are top-level workflows keyed by their path and not steps of the run's workflow: DBOS numbers a
+workflow's steps in the order they happen, and parallel calls and delegations happen in any order, so a replay
+could hand one call's recorded result to another. A workflow id is an explicit key; each side-effect workflow is
+started from a fresh context so DBOS does not attach it to the run as its next (ordinal) child.
+
+Recovery: every engine is its own DBOS executor (executor id = engine id), so DBOS's own start-up recovery finds
+nothing; the engine decides which runs of a dead engine resume (not killed, not with `--no-resume`) and hands each
+to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+DURABLE_DB = "durable.db"
+APP_NAME = "flightdeck"
+# Fixed, not derived from the code: a run interrupted by one Flightdeck release resumes under the next one.
+APP_VERSION = "flightdeck-durable-1"
+RUN_WORKFLOW = "flightdeck.run"
+SIDE_EFFECT_WORKFLOW = "flightdeck.side_effect"
+
+RunBody = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _Effect:
+    started: asyncio.Event
+    outcome: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _HostState:
+    body: RunBody | None = None
+    effects: dict[str, _Effect] = field(default_factory=dict)
+
+
+_STATE = _HostState()
+
+
+@DBOS.workflow(name=RUN_WORKFLOW)
+async def run_workflow(run_id: str, spec: dict[str, Any]) -> Any:
+    body = _STATE.body
+    if body is None:
+        raise RuntimeError(f"run {run_id} was started with no durable engine open")
+    return await body(run_id, spec)
+
+
+@DBOS.workflow(name=SIDE_EFFECT_WORKFLOW)
+async def side_effect_workflow(key: str) -> Any:
+    effect = _STATE.effects.get(key)
+    if effect is None:
+        # Only reachable if DBOS itself ran a side effect again (it must not: these are never resumed).
+        raise RuntimeError(f"side effect {key} has no caller in this engine; it is not run again")
+    effect.started.set()
+    return await effect.outcome
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEffect:
+    """What durable.db knows about one side-effect key: `new` (never started), `done` (with the value the caller's
+    perform() returned), `unknown` (started, never finished: the process died during it), `failed`."""
+
+    state: str
+    value: Any = None
+
+
+async def _detached(coro: Any) -> Any:
+    """Await a DBOS call outside any workflow's context: inside a run's workflow DBOS would record it as the run's
+    next ordinal step, which a resumed run (whose calls happen in another order) would then fail to match."""
+    return await asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
+
+def _prepare_file(path: Path) -> None:
+    """durable.db exists with mode 0600 and in WAL mode before DBOS opens it (DBOS leaves the journal mode alone)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+
+
+class DurableHost:
+    """DBOS for one engine: launch() on the engine's event loop, destroy() when it stops. One per process."""
+
+    def __init__(self, store_dir: Path, engine_id: str, body: RunBody) -> None:
+        self.path = store_dir / DURABLE_DB
+        self.engine_id = engine_id
+        self.body = body
+        self.launched = False
+
+    def launch(self) -> None:
+        """Open (and migrate) durable.db. Called on the running event loop: DBOS then runs resumed runs on it."""
+        asyncio.get_running_loop()  # raises outside a loop: DBOS would silently pick a loop of its own
+        _prepare_file(self.path)
+        for name in ("dbos", "dbos._logger"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        config: DBOSConfig = {
+            "name": APP_NAME,
+            "system_database_url": f"sqlite:///{self.path}",
+            "application_version": APP_VERSION,
+            "executor_id": self.engine_id,
+            "log_level": "WARNING",
+        }
+        DBOS(config=config)
+        _STATE.body = self.body
+        DBOS.launch()
+        self.launched = True
+        for name in ("dbos", "dbos._logger"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def destroy(self) -> None:
+        if self.launched:
+            DBOS.destroy(destroy_registry=False)
+            self.launched = False
+        _STATE.body = None
+        _STATE.effects.clear()
+
+    async def run(self, run_id: str, spec: dict[str, Any]) -> Any:
+        """Run `body(run_id, spec)` as the workflow `run_id`. If that workflow exists already (the same
+        idempotency key), nothing starts: this waits for, and returns, the original run's result."""
+        with SetWorkflowID(run_id):
+            return await run_workflow(run_id, spec)
+
+    async def status(self, workflow_id: str) -> str | None:
+        found = await _detached(DBOS.get_workflow_status_async(workflow_id))
+        return None if found is None else str(found.status)
+
+    async def result(self, workflow_id: str) -> Any:
+        async def get() -> Any:
+            handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
+            return await handle.get_result()
+
+        return await _detached(get())
+
+    async def pending_runs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Runs DBOS holds as in flight (PENDING) with their specs: a dead engine's, when called at start."""
+        rows = await DBOS.list_workflows_async(status=["PENDING", "ENQUEUED"], name=RUN_WORKFLOW, load_output=False)
+        found = []
+        for row in rows:
+            inputs: Any = row.input or {}
+            args: Any = inputs.get("args") or ()
+            found.append((row.workflow_id, args[1] if len(args) > 1 else {}))
+        return found
+
+    async def resume(self, run_id: str) -> None:
+        """Hand a pending run back to DBOS: its queue runs it again (on this engine's loop) soon after."""
+        await _detached(DBOS.resume_workflow_async(run_id))
+
+    async def recorded_effects(self, run_id: str) -> int:
+        """How many side effects of `run_id` completed (they replay on resume instead of running)."""
+        rows = await _detached(DBOS.list_workflows_async(
+            workflow_id_prefix=f"{run_id}:", status="SUCCESS", name=SIDE_EFFECT_WORKFLOW, load_input=False,
+            load_output=False))
+        return len(rows)
+
+    async def recorded(self, key: str) -> RecordedEffect:
+        status = await self.status(key)
+        if status is None:
+            return RecordedEffect("new")
+        if status == "SUCCESS":
+            return RecordedEffect("done", await self.result(key))
+        if status == "ERROR":
+            return RecordedEffect("failed")
+        return RecordedEffect("unknown")
+
+    async def perform(self, key: str, call: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+        """Run `call` once under the durable key `key`: its start is committed before it runs and its value after.
+        Returns (ran, value): ran=False when the key had already completed (the recorded value is returned and
+        `call` is not run). `call` must return a picklable value and report its own failures in it; an exception
+        escaping it (cancellation) is recorded as the outcome `("raised", text)` and re-raised."""
+        loop = asyncio.get_running_loop()
+        effect = _Effect(asyncio.Event(), loop.create_future())
+        _STATE.effects[key] = effect
+
+        async def start() -> Any:
+            with SetWorkflowID(key):
+                return await side_effect_workflow(key)
+
+        # A fresh context: DBOS must not see the run's workflow as this one's parent (see the module docstring).
+        task = loop.create_task(start(), context=contextvars.Context())
+        waiter = loop.create_task(effect.started.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not effect.started.is_set():
+                waiter.cancel()
+                return False, await task  # recorded before: replayed, not run
+            try:
+                value = await call()
+            except BaseException as exc:
+                effect.outcome.set_result(("raised", f"{type(exc).__name__}: {exc}"))
+                await asyncio.shield(task)
+                raise
+            effect.outcome.set_result(value)
+            await asyncio.shield(task)
+            return True, value
+        finally:
+            waiter.cancel()
+            _STATE.effects.pop(key, None)

@@ -1,0 +1,221 @@
+"""The engine's durable runs: every run is a DBOS workflow (engine/durable/host.py), and on start the runs a dead
+engine left in flight resume, unless told not to (`--no-resume`, the flag `runs.auto_resume=false`) or an operator
+killed them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from engine.durable.keys import run_id_for_key
+
+if TYPE_CHECKING:
+    from engine.durable.host import DurableHost
+    from engine.hierarchy.loader import Hierarchy
+    from engine.runtime.engine import Engine, RunRequest
+    from engine.runtime.results import RunResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeInfo:
+    """How a resumed run starts again: its earlier row's start and totals, how many times it resumed before, and
+    how many of its side effects are recorded (they replay instead of running)."""
+
+    started: float
+    resumed: int
+    replayed_steps: int
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    model_calls: int = 0
+    tool_calls: int = 0
+
+
+class DurableRuns:
+    def __init__(self, engine: Engine, *, auto_resume: bool = True) -> None:
+        self.engine = engine
+        self.auto_resume = auto_resume
+        self.host: DurableHost | None = None
+        self._fresh: set[str] = set()  # runs this engine started (their workflow body is not a resume)
+        self._resumed_active = 0
+        self._resumed_idle = anyio.Event()
+        self._resumed_idle.set()
+        self.resumed: list[str] = []  # runs this engine handed back to DBOS on start
+        self._requests: dict[str, RunRequest] = {}  # the requests of fresh runs, by run id, while they run
+
+    async def open(self) -> None:
+        from engine.durable.host import DurableHost
+
+        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body)
+        self.host.launch()
+        pending = await self.host.pending_runs()
+        if not pending:
+            return
+        why_not = self._why_not_resume()
+        for run_id, _spec in pending:
+            reason = why_not or self._killed_by_operator(run_id)
+            if reason is not None:
+                self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
+                continue
+            self.resumed.append(run_id)
+            self._resumed_active += 1
+            self._resumed_idle = anyio.Event()
+        for run_id in self.resumed:
+            await self.host.resume(run_id)
+        if self.resumed:
+            log.warning("resuming %d runs interrupted by a dead engine", len(self.resumed))
+
+    def _why_not_resume(self) -> str | None:
+        if not self.auto_resume:
+            return "auto-resume is off (--no-resume)"
+        flag = (self.engine.controls.flags.get("runs.auto_resume") or {}).get(("global", None))
+        if flag == "false":
+            return "auto-resume is off (flag runs.auto_resume=false)"
+        return None
+
+    def _killed_by_operator(self, run_id: str) -> str | None:
+        for switch in self.engine.controls.switches:
+            if switch.mode == "kill" and switch.scope == "run" and switch.target == run_id:
+                return "an operator's kill switch covers this run"
+        return None
+
+    async def wait_resumed(self) -> None:
+        """Until every run resumed on start has ended."""
+        await self._resumed_idle.wait()
+
+    async def close(self) -> None:
+        if self.host is None:
+            return
+        await self.wait_resumed()
+        self.host.destroy()
+        self.host = None
+
+    async def submit(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
+        """Run `request` as a durable run; with an idempotency key the same key never starts a second run (the
+        original run's result is returned)."""
+        assert self.host is not None
+        key = request.idempotency_key
+        run_id = run_id_for_key(key) if key else os.urandom(6).hex()
+        spec = {"path": str(hierarchy.path), "scenario": None if hierarchy.scenario_path is None else
+                str(hierarchy.scenario_path), "hash": hierarchy.source_hash, "input": request.input,
+                "seed": request.seed, "tenant": request.tenant, "budget": request.budget, "key": key,
+                "name": hierarchy.name}
+        if key:
+            status = await self.host.status(run_id)
+            if status is not None:
+                if request.on_started is not None:
+                    request.on_started(run_id)
+                if status in ("PENDING", "ENQUEUED") and run_id not in self._fresh and run_id not in self.resumed:
+                    await self.host.resume(run_id)  # the original run's engine died: it carries on here
+                return await self.host.result(run_id)
+        self._fresh.add(run_id)
+        self._requests[run_id] = request
+        try:
+            return await self.host.run(run_id, spec)
+        finally:
+            self._fresh.discard(run_id)
+            self._requests.pop(run_id, None)
+
+    async def _body(self, run_id: str, spec: dict[str, Any]) -> RunResult:
+        """The workflow body: a fresh run, or a resumed one (then rebuilt from its spec)."""
+        request = self._requests.get(run_id)
+        if request is not None:
+            return await self._run(spec, request, run_id, None)
+        try:
+            info = await self._resume_info(run_id)
+            from engine.runtime.engine import RunRequest
+
+            request = RunRequest(input=spec.get("input"), seed=spec.get("seed") or 0, tenant=spec.get("tenant"),
+                                 budget=spec.get("budget"), idempotency_key=spec.get("key"))
+            return await self._run(spec, request, run_id, info)
+        finally:
+            if run_id in self.resumed:
+                self._resumed_active -= 1
+                if self._resumed_active <= 0:
+                    self._resumed_idle.set()
+
+    async def _resume_info(self, run_id: str) -> ResumeInfo:
+        from engine.errors import StoreError
+        from engine.store import open_reader
+
+        assert self.host is not None
+        replayed = await self.host.recorded_effects(run_id)
+        try:
+            reader = open_reader(self.engine.store.dir)
+        except StoreError:
+            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
+        try:
+            row = reader.get_run(run_id)
+        finally:
+            reader.close()
+        if row is None or row.id != run_id:
+            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
+        return ResumeInfo(started=row.started, resumed=row.resumed + 1, replayed_steps=replayed,
+                          tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost_usd=row.cost_usd,
+                          model_calls=row.model_calls, tool_calls=row.tool_calls)
+
+
+    async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None
+                   ) -> RunResult:
+        hierarchy, why = load_for_resume(spec["path"], spec)
+        if hierarchy is None:
+            return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
+        return await self.engine.run_compiled(self.engine.compile(hierarchy), request, run_id=run_id, resume=info)
+
+    def _fail_unloadable(self, run_id: str, spec: dict[str, Any], request: RunRequest, why: str) -> RunResult:
+        import time
+
+        from engine.runtime.results import RunResult
+
+        now = time.time()
+        self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": why})
+        self.engine.writer.run_ended(run_id, "failed", now, None, why)
+        return RunResult(run_id=run_id, hierarchy=str(spec.get("name") or spec["path"]), status="failed",
+                         output=None, error=why, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
+                         tool_calls=0, started=now, ended=now)
+
+
+def load_for_resume(path: str, spec: dict[str, Any]) -> tuple[Hierarchy | None, str | None]:
+    """The hierarchy a resumed run ran, or why it cannot resume (the file is gone, or changed since)."""
+    from engine.errors import InputError
+    from engine.hierarchy.loader import load_hierarchy
+
+    try:
+        hierarchy = load_hierarchy(path, scenario=spec.get("scenario"))
+    except InputError as exc:
+        return None, f"cannot resume: the hierarchy does not load: {exc}"
+    if hierarchy.source_hash != spec.get("hash"):
+        return None, f"cannot resume: {path} changed since the run started"
+    return hierarchy, None
+
+
+
+def seed_resumed(ctx: Any, info: ResumeInfo) -> dict[str, Any]:
+    """A resumed run's counters carry on from what its row recorded; returns the row attributes saying so."""
+    ctx.tokens_in, ctx.tokens_out, ctx.cost_usd = info.tokens_in, info.tokens_out, info.cost_usd
+    ctx.model_calls, ctx.tool_calls = info.model_calls, info.tool_calls
+    ctx.attributes["resume"] = info
+    return {"resumed": info.resumed, "replayed_steps": info.replayed_steps}
+
+
+def seed_budget(ctx: Any) -> None:
+    """Spend a resumed run already recorded counts against its run budget (and through it the day's)."""
+    info = ctx.attributes.get("resume")
+    if info is None or not (info.cost_usd or info.model_calls or info.tool_calls):
+        return
+    from engine.guardrails.budget import Actual, Demand
+
+    ledger = ctx.engine.guards.ledger
+    spent = dict(input_tokens=info.tokens_in, output_tokens=info.tokens_out, cost_usd=info.cost_usd,
+                 model_calls=info.model_calls, tool_calls=info.tool_calls)
+    reservation = ledger.reserve(ctx.budget_scope, Demand(**spent))
+    if not reservation.ok:
+        ctx.attributes["run_budget_exhausted"] = reservation.message
+        return
+    ledger.settle(reservation, Actual(**spent))
