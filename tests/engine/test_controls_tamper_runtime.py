@@ -227,20 +227,20 @@ def test_a_switch_or_flag_lifted_with_sql_while_no_engine_runs_stays_in_force_af
         flag = api.set_flag("agent.worker", "disabled", "global", reason="keep the worker out")
 
     async def first(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
-        await wait_until(lambda: api.kill_switch(switch["id"])["acked"] is not None)
+        await wait_until(lambda: api.kill_switch(switch.id).acked is not None)
         runtime_tools.release_slow.set()
 
     scenario(store_dir, hierarchy, first)  # the first engine obeys both, then stops
     _forge(store_dir, "UPDATE kill_switches SET released = ?, released_by = 'mallory' WHERE id = ?",
-           (time.time(), switch["id"]))
-    _forge(store_dir, "UPDATE flags SET cleared = ?, cleared_by = 'mallory' WHERE id = ?", (time.time(), flag["id"]))
+           (time.time(), switch.id))
+    _forge(store_dir, "UPDATE flags SET cleared = ?, cleared_by = 'mallory' WHERE id = ?", (time.time(), flag.id))
 
     async def second(engine: Engine, api: ControlAPI, results: list[RunResult]) -> None:
         await wait_until(lambda: len(_findings(engine)) >= 2)
-        assert [s["id"] for s in engine.controls.switches] == [switch["id"]]  # still obeyed
+        assert [s.id for s in engine.controls.switches] == [switch.id]  # still obeyed
         runtime_tools.release_slow.set()
 
     (result,) = scenario(store_dir, hierarchy, second)
     assert "f1" not in runtime_tools.CALLS and "s1" not in runtime_tools.CALLS, runtime_tools.CALLS
     scopes = sorted(i["scope"] for i in _incidents(store_dir))
-    assert scopes == [f"flags:{flag['id']}", f"kill_switches:{switch['id']}"]
+    assert scopes == [f"flags:{flag.id}", f"kill_switches:{switch.id}"]
