@@ -51,12 +51,12 @@ def test_the_run_tree_arrives_as_genai_spans(tmp_path: Path, collector: OtlpRece
     stored = spans(store, result.run_id)
     finished = [s for s in received if not s.attrs.get("flightdeck.pending")]
     # Every stored span exactly once, in one trace, with the stored tree.
-    assert sorted(s.span.span_id for s in finished) == sorted(span_id(s["id"]) for s in stored)
+    assert sorted(s.span.span_id for s in finished) == sorted(span_id(s.id) for s in stored)
     assert {s.span.trace_id for s in finished} == {trace_id(result.run_id)}
-    by_id = {s["id"]: s for s in stored}
+    by_id = {s.id: s for s in stored}
     for s in finished:
         row = by_id[s.attrs["flightdeck.span.id"]]
-        expected_parent = span_id(row["parent_id"]) if row["parent_id"] else b""
+        expected_parent = span_id(row.parent_id) if row.parent_id else b""
         assert s.span.parent_span_id == expected_parent
     assert collector.requests[0].headers["content-type"] == "application/x-protobuf"
     assert finished[0].resource["service.name"] == "deal-desk-prod"
@@ -74,16 +74,16 @@ def test_the_run_tree_arrives_as_genai_spans(tmp_path: Path, collector: OtlpRece
 
     chats = [s for s in finished if s.attrs.get("gen_ai.operation.name") == "chat"]
     assert len(chats) == 6
-    stored_llm = {s["id"]: s for s in stored if s["kind"] == "llm"}
+    stored_llm = {s.id: s for s in stored if s.kind == "llm"}
     for chat in chats:
         row = stored_llm[chat.attrs["flightdeck.span.id"]]
-        assert chat.name == f"chat {row['model']}"
-        assert chat.attrs["gen_ai.request.model"] == row["model"]
+        assert chat.name == f"chat {row.model}"
+        assert chat.attrs["gen_ai.request.model"] == row.model
         assert chat.attrs["gen_ai.provider.name"] == "flightdeck.scripted"
-        assert chat.attrs["gen_ai.usage.input_tokens"] == row["tokens_in"] > 0
-        assert chat.attrs["gen_ai.usage.output_tokens"] == row["tokens_out"] > 0
+        assert chat.attrs["gen_ai.usage.input_tokens"] == row.tokens_in > 0
+        assert chat.attrs["gen_ai.usage.output_tokens"] == row.tokens_out > 0
         assert chat.attrs["gen_ai.response.finish_reasons"] in (["stop"], ["tool_calls"])
-        assert chat.attrs["flightdeck.cost_usd"] == pytest.approx(row["cost_usd"])
+        assert chat.attrs["flightdeck.cost_usd"] == pytest.approx(row.cost_usd)
         assert chat.span.kind == chat.span.SpanKind.SPAN_KIND_CLIENT
 
     lookup = next(s for s in finished if s.name == "execute_tool lookup")
@@ -221,7 +221,7 @@ def test_a_dead_collector_costs_the_engine_nothing_and_drops_are_counted(tmp_pat
     assert "ConnectError" in (stats.last_error or "") or "breaker" in (stats.last_error or "")
     assert "dropped" in exporter.summary() and str(stats.dropped_spans) in exporter.summary()
     reported = events(exported_store, kinds=["otel.dropped"])
-    assert reported and reported[-1]["data"]["dropped_spans"] == stats.dropped_spans
+    assert reported and reported[-1].data["dropped_spans"] == stats.dropped_spans
 
 
 def test_an_exporter_far_behind_the_store_skips_ahead_and_counts_what_it_skipped(tmp_path: Path) -> None:
@@ -276,15 +276,15 @@ def test_failures_are_error_spans_and_flightdeck_facts_are_span_events(tmp_path:
     assert root.span.status.code == root.span.status.STATUS_CODE_ERROR
     assert root.attrs["flightdeck.run.status"] == "failed"
     chats = [s for s in received if s.name == "chat fixture-small"]
-    stored = [e for e in events(store, result.run_id) if e["kind"] == "model.retry"]
+    stored = [e for e in events(store, result.run_id) if e.kind == "model.retry"]
     assert len(stored) >= 1 and len(chats) == len(stored) + 1  # the first attempt and each retry
     for chat in chats:
         assert chat.span.status.code == chat.span.status.STATUS_CODE_ERROR
         assert chat.attrs["error.type"] and chat.attrs["flightdeck.status"] != "ok"
     by_span = {s.attrs["flightdeck.span.id"]: s for s in received}
-    for owner in {e["span_id"] for e in stored}:
+    for owner in {e.span_id for e in stored}:
         exported = [attrs for name, attrs in by_span[owner].events if name == "model.retry"]
-        assert len(exported) == sum(1 for e in stored if e["span_id"] == owner)
+        assert len(exported) == sum(1 for e in stored if e.span_id == owner)
         assert all(attrs and all(key.startswith("flightdeck.") for key in attrs) for attrs in exported)
 
 
