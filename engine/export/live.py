@@ -30,6 +30,8 @@ from engine.export.settings import ExportSettings
 
 log = logging.getLogger(__name__)
 TracerEvent = Callable[..., None]  # Tracer.event(run_id, span_id, kind, *, agent=None, name=None, data=None)
+# EngineStore.publish_export_health(endpoint, sent_spans, dropped_spans, breaker, error): the lock file's `export`
+HealthPublisher = Callable[[str, int, int, str, "str | None"], None]
 DROP_REPORT_INTERVAL_S = 5.0
 _ENGINE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker import main; main()"
@@ -38,7 +40,7 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker 
 class LiveExporter:
     def __init__(self, store_dir: Path, settings: ExportSettings, *, secrets: list[str], patterns: list[str],
                  max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None,
-                 version: str = "", engine_id: str = "") -> None:
+                 version: str = "", engine_id: str = "", publish: HealthPublisher | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.settings = settings
         self.start_seq = start_seq
@@ -56,6 +58,8 @@ class LiveExporter:
         self._gone: str | None = None
         self._reported_drops = 0
         self._last_report = 0.0
+        self._publish = publish
+        self._published: tuple[int, str, bool] = (0, "closed", False)  # drops, breaker, failing: what operators see
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -151,10 +155,22 @@ class LiveExporter:
             if final:
                 self._final.set()
             self._report_drops(force=False)
+            self._publish_health(stats)
         code = process.wait()
         if not self._final.is_set():
             with self._lock:
                 self._gone = f"the exporter process ended unexpectedly (exit code {code})"
+
+    def _publish_health(self, stats: ExportStats) -> None:
+        """Tell `flightdeck engines` when the drops, the breaker or failing-or-not change (not on every count)."""
+        shown = (stats.dropped_spans, stats.breaker, stats.last_error is not None)
+        if self._publish is None or shown == self._published:
+            return
+        self._published = shown
+        try:
+            self._publish(self.settings.url, stats.sent_spans, stats.dropped_spans, stats.breaker, stats.last_error)
+        except Exception:  # showing the drops must never stop the exporter
+            log.exception("otel exporter could not publish its health")
 
     def _report_drops(self, *, force: bool) -> None:
         stats = self.stats()
@@ -194,7 +210,8 @@ def prepare_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[
     return LiveExporter(store.dir, settings, secrets=secret_values(config.secrets.env, env),
                         patterns=list(config.redaction.patterns), max_field_bytes=config.redaction.max_field_bytes,
                         start_seq=0, tracer_event=tracer_event, version=__version__,
-                        engine_id=str(getattr(store, "engine_id", "") or ""))
+                        engine_id=str(getattr(store, "engine_id", "") or ""),
+                        publish=getattr(store, "publish_export_health", None))
 
 
 def start_live_export(exporter: LiveExporter, writer: Any) -> LiveExporter:

@@ -111,6 +111,13 @@ class EngineStore:
         on a full disk."""
         self._lock.publish(store={"state": state, "error": error, "since": since})
 
+    def publish_export_health(self, endpoint: str, sent_spans: int, dropped_spans: int, breaker: str,
+                              error: str | None) -> None:
+        """Show the OpenTelemetry exporter's drops to operators in the lock file's `export` field (`flightdeck
+        engines`): the engine never waits for its exporter, so a dead collector shows up here and nowhere else live."""
+        self._lock.publish(export={"endpoint": endpoint, "sent_spans": sent_spans, "dropped_spans": dropped_spans,
+                                   "breaker": breaker, "error": error, "at": time.time()})
+
     def close(self, timeout: float = 10) -> None:
         """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
         StoreError (if traces could not be written) after everything else has been released."""

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class StoreLock:
         self.store_dir = store_dir
         self.holder = holder
         self._fd: int | None = fd
+        self._publishing = threading.Lock()  # the store gate's and the exporter's threads both publish
 
     @classmethod
     def acquire(cls, store_dir: Path) -> StoreLock:
@@ -80,15 +82,16 @@ class StoreLock:
     def publish(self, **fields: Any) -> None:
         """Add (or replace) fields of the holder's JSON in place, e.g. `store={"state": "degraded", ...}`: what
         `flightdeck engines` and the console header read. Best effort: a failure is logged, never raised."""
-        if self._fd is None:
-            return
-        holder = {**self.holder, **fields}
-        try:
-            os.pwrite(self._fd, _record(holder), 0)
-        except OSError as exc:
-            log.warning("could not update %s: %s", self.store_dir / LOCK_FILE, exc.strerror or exc)
-            return
-        self.holder = holder
+        with self._publishing:
+            if self._fd is None:
+                return
+            holder = {**self.holder, **fields}
+            try:
+                os.pwrite(self._fd, _record(holder), 0)
+            except OSError as exc:
+                log.warning("could not update %s: %s", self.store_dir / LOCK_FILE, exc.strerror or exc)
+                return
+            self.holder = holder
 
     @property
     def fd(self) -> int | None:
@@ -116,10 +119,12 @@ class StoreLock:
 
 def _record(holder: dict[str, Any]) -> bytes:
     raw = json.dumps(holder).encode()
-    if len(raw) > RECORD_BYTES and isinstance(holder.get("store"), dict):  # a very long error text: cut it
-        store = dict(holder["store"])
-        store["error"] = str(store.get("error") or "")[:RECORD_BYTES // 2] + "…"
-        raw = json.dumps({**holder, "store": store}).encode()
+    for field in ("export", "store"):  # a very long error text: cut it (the exporter's first, it matters less)
+        if len(raw) > RECORD_BYTES and isinstance(holder.get(field), dict):
+            health = dict(holder[field])
+            health["error"] = str(health.get("error") or "")[:RECORD_BYTES // 4] + "…"
+            holder = {**holder, field: health}
+            raw = json.dumps(holder).encode()
     return raw.ljust(RECORD_BYTES)  # trailing spaces: valid JSON, and always the same bytes of the file
 
 

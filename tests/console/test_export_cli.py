@@ -96,3 +96,48 @@ def test_replay_redacts_with_the_current_rules_even_what_was_stored_before_them(
         bodies = b"".join(r.body for r in collector.requests)
     assert b"cust-123456" not in bodies
     assert b"[REDACTED]" in bodies and b"gen_ai.tool.call.arguments" in bodies
+
+
+def test_engines_shows_a_live_engine_whose_exporter_drops_spans(tmp_path: Path) -> None:
+    """The engine never waits for its exporter, so a dead collector must show where an operator looks: `flightdeck
+    engines` (the lock file's `export` field), while the engine still runs."""
+    import anyio
+
+    from engine.controls.terminate import read_lock_holder
+    from engine.runtime.engine import Engine, RunRequest
+    from engine.store import open_engine_store
+
+    with socket.socket() as probe:  # a port nobody listens on: the collector is down
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    (store / "config.toml").write_text(f'[otel]\nendpoint = "http://127.0.0.1:{dead}"\ntimeout = "1s"\n')
+
+    def dropped() -> int:
+        export = (read_lock_holder(store) or {}).get("export") or {}
+        return int(export.get("dropped_spans") or 0)
+
+    async def go() -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        with open_engine_store(store) as opened:
+            async with Engine(opened, runbooks=False) as engine:
+                await engine.run_many(fixture("orchestrator"), [RunRequest(input={"sku": "pear"}, seed=1)],
+                                      concurrency=1)
+                with anyio.fail_after(60):
+                    while dropped() == 0:  # the exporter gives up on its first batch after its retries
+                        await anyio.sleep(0.05)
+                listed = await anyio.to_thread.run_sync(lambda: flightdeck("engines", "--json", "--store", str(store)))
+                shown = await anyio.to_thread.run_sync(lambda: flightdeck("engines", "--store", str(store)))
+        return listed, shown
+
+    listed, shown = anyio.run(go)
+    assert listed.returncode == 0, listed.stderr
+    (engine,) = json.loads(listed.stdout)
+    assert engine["holds_lock"] and engine["export"]["dropped_spans"] > 0
+    assert engine["export"]["endpoint"] == f"http://127.0.0.1:{dead}/v1/traces" and engine["export"]["error"]
+    assert shown.returncode == 0 and "export DROPPING" in shown.stdout, shown.stdout
+    assert f"OpenTelemetry export to http://127.0.0.1:{dead}/v1/traces" in shown.stdout
+    assert "flightdeck export otlp --since" in shown.stdout
+    # Once the engine has stopped, the lock is free and nothing claims a live exporter.
+    after = flightdeck("engines", "--json", "--store", str(store))
+    assert json.loads(after.stdout)[0]["export"] is None

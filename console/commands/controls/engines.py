@@ -19,7 +19,7 @@ from console.commands.controls.common import (
 from console.output import age, print_json, table, when
 
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
-                 "holds_lock", "store")
+                 "holds_lock", "store", "export")
 
 
 def add_engines(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +55,8 @@ def handle_engines(args: argparse.Namespace) -> int:
                                 and holder.get("host") == engine["host"])
         # The trace store's health as the lock holder reports it (engine.lock's `store`): ok, degraded, failed.
         engine["store"] = _store_health(holder) if engine["holds_lock"] else None
+        # The OpenTelemetry exporter's sent and dropped spans (engine.lock's `export`), when it has any to tell.
+        engine["export"] = _export_health(holder) if engine["holds_lock"] else None
     if args.json:
         print_json([pick(e, ENGINE_FIELDS) for e in engines])
         return 0
@@ -63,7 +65,8 @@ def handle_engines(args: argparse.Namespace) -> int:
         return 0
     rows = [(e["id"][:12], e["pid"], e["host"], e["user"], e["version"], when(e["started"]), age(e["heartbeat"]),
              ("alive" if e["alive"] else ("STALE" if e["stale"] else "stopped"))
-             + (f", store {e['store']['state'].upper()}" if e["store"] and e["store"]["state"] != "ok" else ""),
+             + (f", store {e['store']['state'].upper()}" if e["store"] and e["store"]["state"] != "ok" else "")
+             + (", export DROPPING" if e["export"] and e["export"]["dropped_spans"] else ""),
              "yes" if e["holds_lock"] else "")
             for e in engines]
     print(table(("ENGINE", "PID", "HOST", "USER", "VERSION", "STARTED", "HEARTBEAT", "STATE", "LOCK"), rows,
@@ -75,6 +78,12 @@ def handle_engines(args: argparse.Namespace) -> int:
                   f"{store['error']}" + ("\n  no new model or tool call starts until commits succeed again; free "
                                          "space (or fix the I/O error) and it carries on by itself"
                                          if store["state"] == "degraded" else ""))
+        export = e["export"]
+        if export and export["dropped_spans"]:
+            print(f"\nengine pid {e['pid']}: OpenTelemetry export to {export['endpoint']}: "
+                  f"{export['dropped_spans']} span(s) dropped, {export['sent_spans']} sent (exporter breaker "
+                  f"{export['breaker']}; last error: {export['error'] or 'none'})\n  the runs are unaffected and "
+                  f"stay in the store; fix the collector, then `flightdeck export otlp --since 24h` sends them again")
     return 0
 
 
@@ -83,6 +92,15 @@ def _store_health(holder: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(store, dict) or store.get("state") not in ("ok", "degraded", "failed"):
         return {"state": "ok", "error": None, "since": holder.get("started")}
     return {"state": store["state"], "error": store.get("error"), "since": store.get("since")}
+
+
+def _export_health(holder: dict[str, Any]) -> dict[str, Any] | None:
+    export = holder.get("export")
+    if not isinstance(export, dict) or not isinstance(export.get("dropped_spans"), int):
+        return None
+    return {"endpoint": str(export.get("endpoint") or "?"), "sent_spans": int(export.get("sent_spans") or 0),
+            "dropped_spans": export["dropped_spans"], "breaker": str(export.get("breaker") or "?"),
+            "error": export.get("error"), "at": export.get("at")}
 
 
 def _terminate(args: argparse.Namespace) -> int:
