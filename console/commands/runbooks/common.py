@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +67,6 @@ def incident_store(store_dir: Path, *, create: bool = False, read_only: bool = F
     if not create:
         require_store(store_dir)
     return IncidentStore(ControlDB.open(store_dir, read_only=read_only))
-
-
-def pick(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON a `--json` listing prints of a row: `fields` of a typed row (engine.store.control_rows) or dict."""
-    if isinstance(row, Mapping):
-        return {name: row.get(name) for name in fields}
-    return {name: getattr(row, name, None) for name in fields}
 
 
 def cli_field(exc: InputError) -> InputError:
