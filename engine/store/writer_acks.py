@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from engine.errors import StoreError
 from engine.store.batch import CommittedEvent
@@ -96,28 +96,16 @@ class Acknowledgements:
             self.flight.acknowledge(frame)
         if last_seq > self.last_committed_seq:
             self.last_committed_seq = last_seq
-            for seq_callback in self.seq_callbacks:
-                try:
-                    seq_callback(last_seq)
-                except Exception:
-                    log.exception("trace on_commit_seq callback failed")
+            _call_each(self.seq_callbacks, last_seq, "trace on_commit_seq callback failed")
         self.last_commit_time = time.time()
         self.stats = stats
         with self.space:
             self.space.notify_all()
         if events:
-            for callback in list(self.callbacks):
-                try:
-                    callback(events)
-                except Exception:
-                    log.exception("trace on_commit callback failed")
+            _call_each(self.callbacks, events, "trace on_commit callback failed")
 
     def report(self, health: WriterHealth) -> None:
-        for callback in list(self.health_callbacks):
-            try:
-                callback(health)
-            except Exception:
-                log.exception("trace writer health callback failed")
+        _call_each(self.health_callbacks, health, "trace writer health callback failed")
 
     def redaction_timed_out(self, total: int) -> None:
         """Once per writer: the operator's pattern is costing stored data (the trace has the event with counts)."""
@@ -159,3 +147,13 @@ class Acknowledgements:
             lost = self.lost
         if lost is not None:
             raise lost
+
+
+def _call_each(callbacks: list[Callable[[Any], None]], value: Any, failed: str) -> None:
+    """Call every callback (a copy of the list: one may register another) with `value`; log, and otherwise ignore,
+    what one raises."""
+    for callback in list(callbacks):
+        try:
+            callback(value)
+        except Exception:
+            log.exception(failed)
