@@ -1,23 +1,26 @@
-"""Plain-text output helpers for the command line (no Rich: `flightdeck --version` must start in well under 0.5 s)."""
+"""Plain-text output helpers for the command line (no Rich: `flightdeck --version` must start in well under 0.5 s).
+Times and durations are engine.timefmt's."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# The CLI's time formatters live with every other one in engine.timefmt; re-exported under the names the commands
-# have always imported (`when` is timefmt.timestamp).
-from engine.timefmt import age, seconds
-from engine.timefmt import timestamp as when
-
-__all__ = ["age", "print_json", "seconds", "table", "tokens", "usd", "when"]
+__all__ = ["pick", "print_json", "table", "tokens", "usd"]
 
 
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def pick(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON a `--json` listing prints of a row: `fields` of a typed row (engine.store.control_rows) or dict."""
+    if isinstance(row, Mapping):
+        return {name: row.get(name) for name in fields}
+    return {name: getattr(row, name, None) for name in fields}
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: set[int] | None = None) -> str:

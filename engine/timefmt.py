@@ -13,6 +13,7 @@ __all__ = [
     "age",
     "clock",
     "clock_ms",
+    "clock_text",
     "coarse_duration",
     "compact_age",
     "duration",
@@ -48,6 +49,15 @@ def clock_ms(ts: float | None, with_date: bool = False) -> str:
     if not ts:
         return "-"
     return time.strftime(_DATE_TIME if with_date else _TIME, time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
+def clock_text(ts: float | None, now: float | None = None) -> str:
+    """12:03:04 for today-ish times (what an operator compares with the wall clock), the full date otherwise: times
+    quoted in messages and the audit log ("released by alice at 12:03:04"). A missing time is "an unknown time"."""
+    if ts is None:
+        return "an unknown time"
+    now = time.time() if now is None else now
+    return time.strftime(_TIME if abs(now - ts) < 12 * 3600 else _DATE_TIME, time.localtime(ts))
 
 
 # -- durations --------------------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.dom import DOMNode
 
-from console.output import age
 from console.widgets.safe import printable
+from engine.timefmt import age
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
@@ -242,7 +242,7 @@ class AckWatcher:
         self.node.set_timer(ACK_POLL_S, self._poll)
 
     def _acked(self, row: KillSwitch) -> None:
-        from engine.controls.api import clock_text
+        from engine.timefmt import clock_text
 
         self.done, self.outcome = True, "acked"
         acked = float(row.acked or 0)

@@ -20,9 +20,9 @@ from textual.worker import Worker, WorkerState
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
 from console.views_data.audit_feed import AuditFeed, AuditPage
-from console.widgets.fmt import clock_time
 from console.widgets.safe import compact_json, printable
 from console.widgets.text_pane import TextLines
+from engine.timefmt import clock_ms
 
 
 def change_text(before: Any, after: Any) -> str:
@@ -135,7 +135,7 @@ class AuditView(View):
             style = "bold white on red" if bad else ""
             table.add_row(
                 Text(str(entry.id), style=style or "dim"),
-                clock_time(entry.ts, with_date=True),
+                clock_ms(entry.ts, with_date=True),
                 Text(printable(entry.actor, limit=40), style="bold"),
                 printable(entry.action, limit=40),
                 printable(entry.target, limit=80) if entry.target else Text("-", style="dim"),
@@ -160,7 +160,7 @@ class AuditView(View):
         text = Text(end="")
         if page is not None and page.rows and 0 <= row < len(page.rows):
             entry = page.rows[row]
-            text.append(f"#{entry.id} {clock_time(entry.ts, with_date=True)} ", style="dim")
+            text.append(f"#{entry.id} {clock_ms(entry.ts, with_date=True)} ", style="dim")
             text.append(printable(entry.actor, limit=60), style="bold")
             text.append(f" {printable(entry.action, limit=40)} {printable(entry.target, limit=120)}")
             text.append("\n" + printable(change_text_full(entry.before, entry.after), limit=400))

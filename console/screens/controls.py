@@ -16,11 +16,11 @@ from console.screens.actions import start_kill
 from console.screens.base import ConsoleContext, PaletteCommand
 from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
-from console.widgets.fmt import compact_age
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import literal, printable
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
+from engine.timefmt import compact_age
 
 if TYPE_CHECKING:
     from engine.store.control_rows import FlagSetting, KillSwitch

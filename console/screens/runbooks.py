@@ -8,17 +8,15 @@ runbook (engine.runbooks.actions.plan) runs on a thread worker whenever the sele
 through the same APIs the CLI uses (console/commands/runbooks/): IncidentStore.acknowledge/resolve/annotate and
 actions.apply/rollback, with the console's operator, so each writes its audit row in the same transaction as the
 change. What the view writes (table cells, the side pane, the title, the hint, the prompts' bodies) is
-runbooks_detail.py; the prompt is text_prompt.py.
-
-Why this module is over 450 lines: it is the view class alone (its CSS, BINDINGS, tables, selection state) and its
-five action flows (ack, resolve, note, apply, roll back: a prompt, then a worker, then a notification). The flows
-read and reset the view's selection and dry-run state at each step; moved elsewhere they would reach into it.
+runbooks_detail.py; the prompt is text_prompt.py; what it works out from its snapshot without a widget (applications
+in force, suggestions, the STATE column, what p and b act on, refusals, action messages) is
+console/views_data/runbooks_selection.py; its five action flows (ack, resolve, note, apply, roll back: a prompt, then
+a worker, then a notification) are runbooks_flows.py. This module is the view class: its CSS, BINDINGS and actions,
+tables, selection state and rendering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -33,31 +31,21 @@ from textual.worker import Worker, WorkerState
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
 from console.screens.runbooks_detail import (
-    apply_prompt_body,
     hint_text,
     incident_detail,
-    incident_prompt_body,
     incident_row,
-    rollback_prompt_body,
     runbook_detail,
     runbook_row,
-    scope_prompt_body,
     title_text,
 )
-from console.screens.text_prompt import TextPrompt
+from console.screens.runbooks_flows import ACTION_WORKER, RunbookFlows
+from console.views_data import runbooks_selection as selection
 from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 
 if TYPE_CHECKING:
     from engine.store.control_rows import Incident, RunbookApplication
-
-
-@dataclass(frozen=True, slots=True)
-class ActionRefused:
-    reason: str
-
-
 
 
 class RunbooksView(View):
@@ -118,6 +106,7 @@ class RunbooksView(View):
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="runbooks")
         self.feed = RunbooksFeed(ctx)
+        self.flows = RunbookFlows(self)
         self.snapshot: RunbooksSnapshot | None = None
         self.plan: Plan | None = None
         self._plan_key: Any = None
@@ -185,36 +174,15 @@ class RunbooksView(View):
     def runbooks(self) -> list[Any]:
         return self.snapshot.runbooks if self.snapshot else []
 
-    def runbook(self, runbook_id: str | None) -> Any:
-        return next((r for r in self.runbooks if r.id == runbook_id), None)
-
     def applications_for(self, runbook_id: str, scope: str | None = None,
                          incident_id: str | None = None) -> list[RunbookApplication]:
-        apps = self.snapshot.applications if self.snapshot else []
-        out = [a for a in apps if a.runbook == runbook_id and (scope is None or a.scope == scope)]
-        if incident_id is not None:
-            linked = [a for a in apps if a.incident_id == incident_id]
-            out = linked or out
-        return out
+        return selection.applications_for(self.snapshot, runbook_id, scope, incident_id)
 
     def suggested(self, incident: Incident) -> bool:
-        """A `suggest` runbook that fired and is not applied yet: the operator is expected to press p."""
-        return (incident.apply_mode == "suggest" and incident.status != "resolved"
-                and not self.applications_for(incident.runbook, incident.scope))
+        return selection.suggested(self.snapshot, incident)
 
     def detection_state(self, runbook_id: str) -> tuple[str, str]:
-        """(words, style) for the runbooks table's STATE column."""
-        mine = [i for i in self.incidents if i.runbook == runbook_id]
-        applied = self.applications_for(runbook_id)
-        if any(i.firing for i in mine):
-            if any(self.suggested(i) for i in mine):
-                return "FIRING · suggested: press p", "bold red"
-            return "FIRING" + (" · applied" if applied else ""), "bold red"
-        if mine:
-            return "open, quiet" + (" · applied" if applied else ""), "bold yellow"
-        if applied:
-            return "quiet · applied (b rolls back)", "yellow"
-        return "quiet", "green"
+        return selection.detection_state(self.snapshot, runbook_id)
 
     @property
     def selected_incident(self) -> Incident | None:
@@ -233,20 +201,9 @@ class RunbooksView(View):
         return self.runbooks[row].id
 
     def target(self) -> tuple[Any, Incident | None, str | None]:
-        """What p and b act on: (runbook, incident or None, scope or None). The selected incident's runbook and
-        scope when the incidents table was used last; else the selected runbook, on the scope of its newest open
-        incident (or of its application in force)."""
-        if self.last_table == "incidents" and self.selected_incident is not None:
-            incident = self.selected_incident
-            return self.runbook(incident.runbook), incident, incident.scope
-        runbook = self.runbook(self.selected_runbook_id)
-        if runbook is None:
-            return None, None, None
-        incident = next((i for i in self.incidents if i.runbook == runbook.id), None)
-        if incident is not None:
-            return runbook, incident, incident.scope
-        applied = self.applications_for(runbook.id)
-        return runbook, None, applied[-1].scope if applied else None
+        """What p and b act on: (runbook, incident or None, scope or None); see runbooks_selection.target."""
+        return selection.target(self.snapshot, self.selected_incident if self.last_table == "incidents" else None,
+                                self.selected_runbook_id)
 
     # -- rendering ----------------------------------------------------------------------------------------------
 
@@ -310,13 +267,7 @@ class RunbooksView(View):
         body_key = (runbook.id if runbook else None, incident.id if incident else None)
         if body_key != self._markdown_key:
             self._markdown_key = body_key
-            body = ""
-            if runbook is not None:
-                from console.commands.runbooks import fill_body
-
-                context = {**(incident.context or {}), "scope": incident.scope} if incident else {}
-                body = fill_body(runbook.body, context).strip()
-            self._show_markdown(body)
+            self._show_markdown(selection.runbook_text(runbook, incident) if runbook is not None else "")
 
     def _show_markdown(self, body: str) -> None:
         """The runbook's own text, rendered from its Markdown. The Markdown widget is created the first time there
@@ -367,13 +318,8 @@ class RunbooksView(View):
             self.plan = event.worker.result
             runbook, incident, scope = self.target()
             self._show_detail(runbook, incident, scope)
-        elif name.startswith("rb-action:") and event.state == WorkerState.SUCCESS:
-            # (errors reach the app's one handler, Worker.StateChanged: a notification saying why)
-            message = event.worker.result
-            if isinstance(message, ActionRefused):
-                self.notify(message.reason, title="Cannot do that", severity="warning", markup=False)
-            else:
-                self.notify(str(message), title="Done", markup=False)
+        elif name.startswith(ACTION_WORKER) and event.state == WorkerState.SUCCESS:
+            self.flows.finished(event.worker.result)
             self._plan_key = None
             self.feed.invalidate()
             self.poller.poke()
@@ -389,165 +335,20 @@ class RunbooksView(View):
             focus_now(self.incidents_table)
         self._selection_changed()
 
-    def _writable(self, what: str) -> bool:
-        if self.ctx.read_only:
-            self.notify(f"Read-only console: cannot {what}. Restart without --read-only to act.",
-                        severity="warning", markup=False)
-            return False
-        return True
-
-    def _act(self, label: str, work: Callable[[], str]) -> None:
-        def guarded() -> str | ActionRefused:
-            from engine.controls.api import ControlError
-            from engine.errors import InputError
-            from engine.runbooks.incidents import IncidentError
-
-            try:
-                return work()
-            except (IncidentError, ControlError, InputError) as exc:
-                # Refused as asked (already acknowledged, already in force, empty reason...): say why. Not a store
-                # problem (IncidentError is a StoreError, which the app's handler would show as "store unreadable").
-                return ActionRefused(str(exc))
-
-        self.run_worker(guarded, name=f"rb-action:{label}", group="flightdeck-write", thread=True,
-                        exit_on_error=False)
-
-    def _incident_prompt(self, verb: str) -> None:
-        words = {"ack": "acknowledge", "resolve": "resolve", "note": "add a note to"}[verb]
-        if not self._writable(f"{words} incidents"):
-            return
-        incident = self.selected_incident
-        if incident is None:
-            self.notify("No open incident to act on.", severity="warning", markup=False)
-            return
-        body = incident_prompt_body(incident, self.ctx.operator)
-        placeholder = {"ack": "reason (optional)", "resolve": "how it was resolved (required)",
-                       "note": "the note (required)"}[verb]
-        past = {"ack": "acknowledged", "resolve": "resolved", "note": "noted on"}[verb]
-
-        def done(text: str | None) -> None:
-            if text is None:
-                return
-
-            def work() -> str:
-                row = self.feed.incident_action(verb, incident.id, text or None)
-                message = f"{past} {row.id} as {self.ctx.operator}"
-                if verb == "resolve":
-                    still = self.applications_for(row.runbook, incident_id=row.id)
-                    if still:
-                        message += "; its runbook's actions are still in force: press b to roll them back"
-                return message
-
-            self._act(verb, work)
-
-        self.app.push_screen(TextPrompt(f"{words.capitalize()} {incident.id}", body, placeholder=placeholder,
-                                        required=verb != "ack", confirm=words), done)
-
     def action_ack(self) -> None:
-        self._incident_prompt("ack")
+        self.flows.incident("ack")
 
     def action_resolve(self) -> None:
-        self._incident_prompt("resolve")
+        self.flows.incident("resolve")
 
     def action_note(self) -> None:
-        self._incident_prompt("note")
+        self.flows.incident("note")
 
     def action_apply(self) -> None:
-        if not self._writable("apply runbooks"):
-            return
-        runbook, incident, scope = self.target()
-        if runbook is None:
-            self.notify("No runbook selected.", severity="warning", markup=False)
-            return
-        if scope is None:
-            self._ask_scope(runbook)
-            return
-        self._confirm_apply(runbook, incident, scope)
-
-    def _ask_scope(self, runbook: Any) -> None:
-        """A runbook with no open incident: ask where to apply it (as `runbooks apply ID --scope S`)."""
-        body = scope_prompt_body(runbook.id)
-
-        def done(text: str | None) -> None:
-            if not text:
-                return
-            from console.commands.runbooks import parse_scope
-            from engine.errors import InputError
-
-            try:
-                kind, target = parse_scope(text, field="scope")
-            except InputError as exc:
-                self.notify(str(exc), title="Cannot do that", severity="warning", markup=False)
-                return
-            self._confirm_apply(runbook, None, "global" if kind == "global" else f"{kind}:{target}")
-
-        self.app.push_screen(TextPrompt(f"Apply runbook {runbook.id}: to which scope?", body,
-                                        placeholder="e.g. hierarchy:deal-desk", required=True,
-                                        confirm="shows the dry run"), done)
-
-    def _confirm_apply(self, runbook: Any, incident: Incident | None, scope: str) -> None:
-        async def go() -> None:
-            plan = await self._plan_now(runbook, scope, incident)
-            body = apply_prompt_body(runbook.id, scope, plan, self.ctx.operator)
-
-            def done(reason: str | None) -> None:
-                if not reason:
-                    return
-
-                def work() -> str:
-                    application = self.feed.apply(runbook, scope, incident, reason)
-                    changed = [s.description for s in application.steps if not s.noop]
-                    return (f"applied {runbook.id} to {application.scope} (application #{application.id}): "
-                            + ("; ".join(changed) or "nothing needed changing"))
-
-                self._act("apply", work)
-
-            self.app.push_screen(TextPrompt(f"Apply runbook {runbook.id} to {scope}?", body,
-                                            placeholder="reason (required, goes to the audit log)", required=True,
-                                            confirm="applies"), done)
-
-        self.run_worker(go(), name="runbook-apply-confirm", group="runbook-confirm", exclusive=True,
-                        exit_on_error=False)
-
-    async def _plan_now(self, runbook: Any, scope: str, incident: Incident | None) -> Plan:
-        worker = self.run_worker(partial(self.feed.plan, runbook, scope, incident), name="runbook-confirm-plan",
-                                 group="flightdeck-read", thread=True, exit_on_error=False)
-        return await worker.wait()
+        self.flows.apply()
 
     def action_rollback(self) -> None:
-        if not self._writable("roll back runbooks"):
-            return
-        runbook, incident, scope = self.target()
-        if runbook is None and incident is None:
-            self.notify("No runbook selected.", severity="warning", markup=False)
-            return
-        runbook_id = runbook.id if runbook is not None else incident.runbook  # type: ignore[union-attr]
-        applied = self.applications_for(runbook_id, scope, incident.id if incident else None)
-        if not applied:
-            self.notify(f"Runbook {runbook_id} is not in force" + (f" on {scope}" if scope else "") +
-                        ": nothing to roll back.", severity="warning", markup=False)
-            return
-        body = rollback_prompt_body(runbook_id, applied, self.ctx.operator)
-        ids = [int(a.id) for a in applied]
-
-        def done(reason: str | None) -> None:
-            if not reason:
-                return
-
-            def work() -> str:
-                results = self.feed.rollback(ids, reason)
-                parts = []
-                for result in results:
-                    left = len(result.left)
-                    parts.append(f"rolled back {result.runbook} on {result.scope} (#{result.application_id})"
-                                 + (f"; {left} item(s) changed since were left as they are" if left else ""))
-                return "; ".join(parts)
-
-            self._act("rollback", work)
-
-        self.app.push_screen(TextPrompt(f"Roll back {runbook_id}?", body,
-                                        placeholder="reason (required, goes to the audit log)", required=True,
-                                        confirm="rolls back"), done)
+        self.flows.rollback()
 
     def palette_commands(self) -> list[PaletteCommand]:
         return [

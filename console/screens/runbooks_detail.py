@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from console.widgets.fmt import clock_time, compact_age
 from console.widgets.safe import compact_json, printable
+from engine.timefmt import clock_ms, compact_age
 
 if TYPE_CHECKING:
     from console.views_data.runbooks_feed import Plan
@@ -70,7 +70,7 @@ def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: floa
     text.append(f"\n{printable(incident.title, limit=200)}\n")
     text.append(f"runbook {printable(incident.runbook)} on {printable(incident.scope)}\n")
     opened = incident.opened or now
-    text.append(f"opened {clock_time(opened)} ({compact_age(now - opened)} ago) · fired "
+    text.append(f"opened {clock_ms(opened)} ({compact_age(now - opened)} ago) · fired "
                 f"{incident.fired or 1} time(s)\n")
     fired = readings_text(incident.signals, limit=300)
     last = readings_text(incident.last_signals, limit=300)
@@ -80,7 +80,7 @@ def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: floa
         text.append(f"now: {last}\n")
     if incident.acknowledged_by:
         text.append(f"acknowledged by {printable(incident.acknowledged_by, limit=40)} at "
-                    f"{clock_time(incident.acknowledged)}\n")
+                    f"{clock_ms(incident.acknowledged)}\n")
     else:
         text.append("not acknowledged: press a\n", style="bold yellow")
     if suggested:
@@ -88,7 +88,7 @@ def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: floa
     if plan is not None and plan.incident_id == incident.id and plan.timeline:
         text.append("time line (newest first):\n", style="bold")
         for entry in plan.timeline:
-            text.append(f"  {clock_time(entry.ts)} ", style="dim")
+            text.append(f"  {clock_ms(entry.ts)} ", style="dim")
             text.append(f"{printable(entry.kind, limit=14):<13}")
             text.append(f"{printable(entry.actor, limit=24)}: ", style="bold")
             text.append(printable(entry.text, limit=90) + "\n")

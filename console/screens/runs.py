@@ -19,17 +19,19 @@ from textual.binding import Binding
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
+from console.output import tokens
 from console.polling import Poller
 from console.screens.actions import KILL_RUN, kill_palette_commands, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.views_data.runs_feed import MAX_LOADED, RunItem, RunsFeed, RunsUpdate
-from console.widgets.fmt import compact_age, cost_bar, tokens
+from console.widgets.fmt import cost_bar
 from console.widgets.safe import printable
 from console.widgets.status import PROBLEM_RUN_STATUSES, run_look, run_status_text
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
 from engine.store.trace_rows import RunRow
+from engine.timefmt import compact_age
 
 COLUMNS = (
     Column("status", "STATUS", 13),

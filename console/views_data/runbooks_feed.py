@@ -10,6 +10,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from console.runbook_scopes import running_runs, scope_context
+
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
     from engine.store.control_rows import Incident, IncidentNote, RunbookApplication
@@ -24,19 +26,6 @@ def sort_incidents(incidents: list[Incident]) -> list[Incident]:
     newest first."""
     return sorted(incidents, key=lambda i: (not i.firing, i.status != "open",
                                             SEVERITY_ORDER.get(i.severity, 9), -(i.opened or 0)))
-
-
-def scope_context(incident: Incident | None, scope: str) -> dict[str, Any]:
-    """The placeholders for a runbook applied to `scope`, as `flightdeck runbooks apply` fills them."""
-    from console.commands.runbooks import parse_scope
-
-    context: dict[str, Any] = dict(incident.context or {}) if incident is not None else {}
-    kind, target = parse_scope(scope, field="scope")
-    label = "global" if kind == "global" else f"{kind}:{target}"
-    context["scope"] = label
-    if target is not None:
-        context.update({kind: target, "target": target})
-    return context
 
 
 @dataclass(slots=True)
@@ -101,7 +90,6 @@ class RunbooksFeed:
     # -- the dry run and the actions (worker threads) ---------------------------------------------------------
 
     def plan(self, runbook: Any, scope: str | None, incident: Incident | None) -> Plan:
-        from console.commands.runbooks import running_runs
         from engine.runbooks import actions
         from engine.store.files import CONTROL_DB, connect
 
@@ -109,7 +97,7 @@ class RunbooksFeed:
         if scope is None:
             return Plan(runbook.id, None, incident_id, [],
                         error="no open incident to take a scope from: p asks for one")
-        context = scope_context(incident, scope)
+        context = scope_context(incident, scope, field="scope")
         path = self.ctx.store_dir / CONTROL_DB
         if not path.is_file():
             return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
@@ -140,12 +128,11 @@ class RunbooksFeed:
             store.db.close()
 
     def apply(self, runbook: Any, scope: str, incident: Incident | None, reason: str) -> Any:
-        from console.commands.runbooks import running_runs
         from engine.controls.api import ControlAPI
         from engine.runbooks import actions
         from engine.store.control import ControlDB
 
-        context = scope_context(incident, scope)
+        context = scope_context(incident, scope, field="scope")
         db = ControlDB.open(self.ctx.store_dir)
         try:
             with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:

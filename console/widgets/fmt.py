@@ -1,13 +1,11 @@
-"""Compact figures for tables and labels. Times and durations come from engine.timefmt (re-exported here under the
-names the screens import: `clock_time` is timefmt.clock_ms)."""
+"""A cost against its budget as a text bar, for tables and gauges. Figures are console.output's (tokens, usd), times
+and durations engine.timefmt's."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
-from console.output import tokens, usd
-from engine.timefmt import clock_ms as clock_time
-from engine.timefmt import compact_age, duration
+from console.output import usd
 
 
 def cost_bar(cost: float, budget: float | None, width: int = 6) -> Text:
@@ -23,4 +21,4 @@ def cost_bar(cost: float, budget: float | None, width: int = 6) -> Text:
     return text
 
 
-__all__ = ["clock_time", "compact_age", "cost_bar", "duration", "tokens", "usd"]
+__all__ = ["cost_bar"]

@@ -39,7 +39,7 @@ from engine.controls.anchor import AuditAnchor, anchor_problem
 from engine.controls.audit import AuditVerification
 from engine.controls.errors import ControlError
 from engine.controls.flags import validate_flag, validate_flag_name
-from engine.controls.labels import clock_text, flag_scope_label, switch_label
+from engine.controls.labels import flag_scope_label, switch_label
 from engine.controls.overrides import BREAKER_KINDS, BUDGET_DIMENSIONS
 from engine.controls.schema import BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES
 from engine.controls.snapshot import SNAPSHOT_QUERIES, ControlSnapshot, read_snapshot
@@ -70,6 +70,7 @@ from engine.store.control_rows import (
 )
 from engine.store.files import CONTROL_DB, connect, ensure_store_dir, translate_sqlite_error
 from engine.store.rows import fetch_typed
+from engine.timefmt import clock_text
 
 # The public face: callers import these from here (the names that lived in this module before the split).
 __all__ = [
@@ -79,7 +80,6 @@ __all__ = [
     "ControlAPI",
     "ControlError",
     "ControlSnapshot",
-    "clock_text",
     "flag_scope_label",
     "switch_label",
 ]

@@ -16,11 +16,11 @@ from typing import Any
 from engine.controls import audit
 from engine.controls.binding import TIMEOUT_POLICY_ACTOR, bind
 from engine.controls.errors import ControlError
-from engine.controls.labels import clock_text
 from engine.controls.validate import sha256_text
 from engine.errors import InputError, StoreError
 from engine.store.control_rows import Approval, ApprovalAlert, ApprovalDeadline, ApprovalExpiry
 from engine.store.rows import fetch_one_typed, fetch_typed
+from engine.timefmt import clock_text
 
 MIN_HASH_PREFIX = 8
 _HEX = re.compile(r"[0-9a-f]+")

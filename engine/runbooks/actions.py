@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 from engine.controls import applications, audit, flag_settings, incidents, kill_switches, overrides
 from engine.controls.errors import ControlError
 from engine.controls.flags import validate_flag
-from engine.controls.labels import clock_text, flag_scope_label, switch_label
+from engine.controls.labels import flag_scope_label, switch_label
 from engine.errors import InputError
 from engine.runbooks.model import Action, PlaceholderError, Runbook, render, short_duration
+from engine.timefmt import clock_text
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI

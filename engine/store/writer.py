@@ -22,11 +22,8 @@ Guarantees:
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import select
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -34,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StoreDamaged, StoreError
+from engine.errors import StoreError
 from engine.store.batch import (
     EVENT_ITEM,
     FLUSH,
@@ -44,41 +41,35 @@ from engine.store.batch import (
     SPAN_ENDED_ITEM,
     SPAN_STARTED_ITEM,
     STATE_ITEM,
-    CommittedEvent,
 )
 from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES as DEFAULT_CHECKPOINT_PAGES
-from engine.store.frames import encode, read_frame, write_frame
 from engine.store.redact import Redactor
+from engine.store.writer_acks import Acknowledgements, CommitCallback, HealthCallback
+from engine.store.writer_flight import InFlight
+from engine.store.writer_ship import Shipper
+from engine.store.writer_spawn import start_writer_process
 from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
 
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_FLUSH_INTERVAL", "CommitCallback", "HealthCallback", "TraceWriter", "WriterHealth"]
 
-CommitCallback = Callable[[list[CommittedEvent]], None]
-HealthCallback = Callable[["WriterHealth"], None]
+log = logging.getLogger(__name__)
 
 
 # Commit cadence when idle-to-busy (a saturated writer commits back to back anyway). Half the required 50 ms so
 # that emit-to-commit p99 stays well under 100 ms: an event waits up to one interval plus one batch's work.
 DEFAULT_FLUSH_INTERVAL = 0.025
-# How often the shipper sends what accumulated. Shipping is cheap (one pickle, one write); the writer process
-# decides when to commit, so this only bounds how late an item joins the writer's queue.
-SHIP_INTERVAL = 0.005
-MAX_FRAME_ITEMS = 20_000
 # What may be emitted but not committed, besides the item count: a few large payloads can weigh more than 100,000
 # small items, and on a failing disk items do not pile up fast but wait for ever. Past either bound the engine
 # starts no new step until the writer catches up.
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_AGE_S = 5.0
-START_TIMEOUT_S = 30.0
-_F_SETPIPE_SZ = 1031
-_PIPE_BYTES = 1 << 20
-_ENGINE_ROOT = str(Path(__file__).resolve().parents[2])
-# -I: isolated from the user's environment (PYTHONPATH, user site, the current directory); site-packages stay, for
-# pydantic-core's JSON serialiser (engine/store/redact.py).
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.store.writer_process import main; main()"
 
 
 class TraceWriter:
+    """The engine's side of the single writer: the emit methods, back-pressure, flush and close (here); the
+    frames in flight (writer_flight.py), the shipper thread (writer_ship.py), the acknowledgement thread
+    (writer_acks.py), the process's start (writer_spawn.py)."""
+
     def __init__(self, db_path: Path, *, redactor: Redactor | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000, max_batch: int = 10_000,
                  busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0,
@@ -94,83 +85,34 @@ class TraceWriter:
         self._max_queue = max_queue
         self._max_bytes = max_bytes
         self._max_age = max_age
-        self._health_callbacks: list[HealthCallback] = []
         self._low_water = max_queue // 2
         self._hard_limit = max_queue * 2
         self._wake_at = max(1, min(max_batch // 2, max_queue // 4))
 
         self._queue: deque[tuple[Any, ...]] = deque()
-        self._wake = threading.Event()
         self._space = threading.Condition()
-        self._callbacks: list[CommitCallback] = []
-        self._seq_callbacks: list[Callable[[int], None]] = []
-        self._state_lock = threading.Lock()
-        self._transient: StoreError | None = None
-        self._lost: StoreError | None = None
-        self._lost_unreported = False
-        self._gone: StoreError | None = None  # the writer process ended (or could not be reached)
-        self._stopping = False
         self._closed = False
-        self._stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
-                                         "commit_cpu_s": 0.0}
-        # Items in flight = shipped - acknowledged; each counter has one writing thread, so no lock is needed.
-        self._shipped = 0
-        self._acked = 0
-        self._frame_sizes: dict[int, int] = {}
-        # frame -> (bytes, time shipped): the byte and age bounds. Written by the shipper, popped by the ack thread.
-        self._frame_meta: dict[int, tuple[int, float]] = {}
-        # Bytes shipped / acknowledged: like _shipped and _acked, each has one writing thread (no lock needed).
-        self._bytes_shipped = 0
-        self._bytes_acked = 0
-        self._frame_waiters: dict[int, list[threading.Event]] = {}
-        self._next_frame = 1
-        self._acked_frame = 0
-        self._flushes = 0  # flush markers put on the queue (the shipper filters them out only when there are any)
-        self._control: deque[tuple[Any, ...]] = deque()  # messages for the writer process, sent by the shipper
-        self.last_committed_seq = 0
+        # Items and bytes in flight = shipped - acknowledged (see writer_flight.py for which thread writes what).
+        self._flight = InFlight()
         self.unwritten = 0  # set by close(): items that were never committed
-        self.last_commit_time = 0.0  # time.time() when the last commit was acknowledged
-        self.redaction_timeouts = 0  # strings the writer process stored as TIMED_OUT (as last reported)
 
-        self._process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         pass_fds=tuple(keep_fds))
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self._to_writer = self._process.stdin
-        self._from_writer = self._process.stdout
-        try:
-            try:
-                fcntl.fcntl(self._to_writer.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-            except OSError:  # a smaller pipe only means the shipper blocks sooner
-                pass
-            write_frame(self._to_writer.fileno(), encode(("init", {
-                "db_path": str(db_path), "redactor": redactor or Redactor(), "flush_interval": flush_interval,
-                "max_batch": max_batch, "wake_at": self._wake_at, "busy_timeout": busy_timeout,
-                "retry_initial": retry_initial, "retry_max": retry_max, "checkpoint_pages": checkpoint_pages}),
-                trusted=True))
-            self.last_committed_seq = self._await_ready()
-        except BaseException:
-            self._process.kill()
-            self._process.wait()
-            self._to_writer.close()
-            self._from_writer.close()
-            raise
+        started = start_writer_process(db_path, {
+            "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch,
+            "wake_at": self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial,
+            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages}, keep_fds)
+        self._process = started.process
+        self._to_writer = started.to_writer
+        self._from_writer = started.from_writer
+        self._acks = Acknowledgements(db_path, started.last_seq, self._flight, self._space)
+        self._ship = Shipper(self._queue, self._to_writer, self._flight, self._acks, self._space, max_queue,
+                             max_bytes)
+        self._wake = self._ship.wake
 
-        self._thread = threading.Thread(target=self._read_acks, name="flightdeck-trace-writer", daemon=True)
-        self._shipper = threading.Thread(target=self._ship, name="flightdeck-trace-shipper", daemon=True)
+        self._thread = threading.Thread(target=self._acks.read, args=(self._from_writer, self._process),
+                                        name="flightdeck-trace-writer", daemon=True)
+        self._shipper = threading.Thread(target=self._ship.run, name="flightdeck-trace-shipper", daemon=True)
         self._thread.start()
         self._shipper.start()
-
-    def _await_ready(self) -> int:
-        ready, _, _ = select.select([self._from_writer], [], [], START_TIMEOUT_S)
-        message = read_frame(self._from_writer) if ready else None
-        if message is not None and message[0] == "ready":
-            return int(message[1])
-        if message is not None and message[0] == "failed":
-            raise (StoreDamaged if message[1] else StoreError)(message[2])
-        detail = message[1].strip().splitlines()[-1] if message is not None and message[0] == "crashed" else (
-            "no answer" if not ready else f"exit code {self._process.poll()}")
-        raise StoreError(f"the trace writer process for {self.db_path} did not start: {detail}")
 
     # -- emit API: the engine's hot path. Append and compare, nothing else. ------------------------------------
 
@@ -227,7 +169,8 @@ class TraceWriter:
 
     def _queue_large(self) -> None:
         self._wake.set()
-        if (len(self._queue) + self._shipped - self._acked >= self._hard_limit
+        flight = self._flight
+        if (len(self._queue) + flight.shipped - flight.acked >= self._hard_limit
                 and threading.current_thread() not in (self._thread, self._shipper)):
             # Last resort when an emitter ignores over_capacity(): block this thread instead of growing without
             # bound or dropping. Cooperative emitters never get here.
@@ -243,7 +186,8 @@ class TraceWriter:
     @property
     def queue_length(self) -> int:
         """Items not yet committed: queued here plus in flight to the writer process."""
-        return len(self._queue) + self._shipped - self._acked
+        flight = self._flight
+        return len(self._queue) + flight.shipped - flight.acked
 
     @property
     def max_queue(self) -> int:
@@ -251,34 +195,29 @@ class TraceWriter:
 
     def over_capacity(self) -> bool:
         """Over any bound: items, bytes, or age of the oldest uncommitted frame (called once per agent step)."""
-        if len(self._queue) + self._shipped - self._acked >= self._max_queue:
+        flight = self._flight
+        if len(self._queue) + flight.shipped - flight.acked >= self._max_queue:
             return True
-        if self._shipped == self._acked:
+        if flight.shipped == flight.acked:
             return False
-        return self._bytes_in_flight >= self._max_bytes or self._oldest_age() >= self._max_age
-
-    @property
-    def _bytes_in_flight(self) -> int:
-        return self._bytes_shipped - self._bytes_acked
-
-    def _oldest_age(self) -> float:
-        meta = self._frame_meta.get(self._acked_frame + 1)
-        return 0.0 if meta is None else time.monotonic() - meta[1]
+        return flight.bytes_in_flight >= self._max_bytes or flight.oldest_age() >= self._max_age
 
     @property
     def backlog(self) -> Backlog:
-        in_flight = self._shipped - self._acked
+        flight = self._flight
+        in_flight = flight.shipped - flight.acked
         queued = len(self._queue)
-        per_item = self._bytes_in_flight / in_flight if in_flight > 0 else 0.0
-        return Backlog(items=queued + in_flight, bytes=int(self._bytes_in_flight + queued * per_item),
-                       age_s=self._oldest_age() if in_flight > 0 else 0.0)
+        per_item = flight.bytes_in_flight / in_flight if in_flight > 0 else 0.0
+        return Backlog(items=queued + in_flight, bytes=int(flight.bytes_in_flight + queued * per_item),
+                       age_s=flight.oldest_age() if in_flight > 0 else 0.0)
 
     def _under_low_water(self) -> bool:
         # Back under half of every bound (the age bound clears as soon as the oldest frame is committed).
         if self.queue_length >= self._low_water:
             return False
-        return self._bytes_in_flight < self._max_bytes // 2 and (
-            self._shipped == self._acked or self._oldest_age() < self._max_age)
+        flight = self._flight
+        return flight.bytes_in_flight < self._max_bytes // 2 and (
+            flight.shipped == flight.acked or flight.oldest_age() < self._max_age)
 
     async def wait_for_space(self) -> None:
         """Return at once under the bounds; otherwise yield to the event loop until the writer has committed enough
@@ -304,7 +243,7 @@ class TraceWriter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._space:
             while self.queue_length >= target:
-                if self._gone is not None:
+                if self._acks.gone is not None:
                     return False
                 self._wake.set()
                 remaining = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
@@ -314,8 +253,9 @@ class TraceWriter:
         return True
 
     def _check_running(self) -> None:
-        if self._gone is not None:
-            raise StoreError(f"the trace writer for {self.db_path} has stopped: {self._gone}")
+        gone = self._acks.gone
+        if gone is not None:
+            raise StoreError(f"the trace writer for {self.db_path} has stopped: {gone}")
 
     # -- commits, errors, callbacks ----------------------------------------------------------------------------
 
@@ -325,29 +265,21 @@ class TraceWriter:
         not cut; a copy that crossed to the writer process and back): this is for in-process consumers such as
         runbook detection. Keep the callback short; it delays the next acknowledgement. Exceptions are logged and
         otherwise ignored."""
-        if not self._callbacks:
-            self._control.append(("events", True))
-            self._wake.set()
-        self._callbacks.append(callback)
+        if not self._acks.callbacks:
+            self._ship.send(("events", True))
+        self._acks.callbacks.append(callback)
 
     def on_commit_seq(self, callback: Callable[[int], None]) -> None:
         """Call `callback(last_seq)` after each commit that added events, on the acknowledgement thread, WITHOUT
         having the committed events shipped back: for consumers that read the committed rows from traces.db
         themselves (the OpenTelemetry exporter's process). Keep it short; exceptions are logged and ignored."""
-        self._seq_callbacks.append(callback)
+        self._acks.seq_callbacks.append(callback)
 
     def on_health(self, callback: HealthCallback) -> None:
         """Call `callback(WriterHealth)` whenever commits start or stop failing, and when the writer process ends
         (on the acknowledgement thread, at once: keep it short and thread-safe). A writer with health callbacks
         leaves reporting these to them (no log line of its own), so an operator sees one message, not two."""
-        self._health_callbacks.append(callback)
-
-    def _report(self, health: WriterHealth) -> None:
-        for callback in list(self._health_callbacks):
-            try:
-                callback(health)
-            except Exception:
-                log.exception("trace writer health callback failed")
+        self._acks.health_callbacks.append(callback)
 
     async def commit_now(self, timeout: float | None = 10) -> None:
         """Await (without blocking the event loop) the commit of everything emitted before this call: the
@@ -358,7 +290,7 @@ class TraceWriter:
         self._check_running()
         loop = asyncio.get_running_loop()
         waiter = LoopWaiter(loop)
-        self._flushes += 1
+        self._ship.flushes += 1
         self._queue.append((FLUSH, waiter))
         self._wake.set()
         future = waiter.future
@@ -377,14 +309,28 @@ class TraceWriter:
     def stats(self) -> dict[str, float]:
         """Counters for benchmarks and diagnostics: committed batches, items and events, and the writer process's
         CPU seconds spent building rows (JSON, redaction) and in SQLite."""
-        return dict(self._stats)
+        return dict(self._acks.stats)
 
     @property
     def error(self) -> StoreError | None:
         """The current problem: a failing commit being retried, else the last loss of rows, else the writer
         process having stopped. None when healthy."""
-        with self._state_lock:
-            return self._transient or self._lost or self._gone
+        return self._acks.error
+
+    @property
+    def last_committed_seq(self) -> int:
+        """The last event sequence number committed (as acknowledged)."""
+        return self._acks.last_committed_seq
+
+    @property
+    def last_commit_time(self) -> float:
+        """time.time() when the last commit was acknowledged (0.0 before the first)."""
+        return self._acks.last_commit_time
+
+    @property
+    def redaction_timeouts(self) -> int:
+        """Strings the writer process stored as TIMED_OUT (as last reported)."""
+        return self._acks.redaction_timeouts
 
     def flush(self, timeout: float = 10) -> None:
         """Block until everything emitted before this call is committed. Raises StoreError on timeout (naming the
@@ -394,11 +340,11 @@ class TraceWriter:
             if self._queue:
                 raise StoreError(f"the trace writer for {self.db_path} is closed; "
                                  f"{len(self._queue)} queued items were not written")
-            self._raise_lost()
+            self._acks.raise_lost()
             return
         self._check_running()
         done = threading.Event()
-        self._flushes += 1
+        self._ship.flushes += 1
         self._queue.append((FLUSH, done))
         self._wake.set()
         deadline = time.monotonic() + timeout
@@ -409,11 +355,11 @@ class TraceWriter:
                 raise StoreError(f"trace writer for {self.db_path} did not commit within {timeout:g}s"
                                  + (f": {problem}" if problem else ""))
         self._check_running_after(done)
-        self._raise_lost()
+        self._acks.raise_lost()
 
     def _check_running_after(self, done: threading.Event | LoopWaiter) -> None:
         # Waiters are also released when the writer process ends; then their items were not all committed.
-        if self._gone is not None and getattr(done, "frame", 0) > self._acked_frame:
+        if self._acks.gone is not None and getattr(done, "frame", 0) > self._flight.acked_frame:
             self._check_running()
 
     def close(self, timeout: float = 10) -> None:
@@ -426,7 +372,7 @@ class TraceWriter:
             self.flush(timeout)
         except StoreError as exc:
             failure = exc
-        self._stopping = True  # the shipper sends what is left, then tells the writer to stop (giving up at once
+        self._acks.stopping = True  # the shipper sends what is left, then tells the writer to stop (giving up at once
         self._wake.set()       # on a commit that keeps failing) and closes the pipe
         self._shipper.join(timeout=max(1.0, timeout))
         try:
@@ -438,196 +384,13 @@ class TraceWriter:
         self._thread.join(timeout=max(1.0, timeout))
         self._from_writer.close()
         self._closed = True
-        unwritten = self.unwritten = len(self._queue) + self._shipped - self._acked
+        unwritten = self.unwritten = self.queue_length
         if failure is not None:
             raise StoreError(f"{failure}; {unwritten} queued trace items were not written") from failure
-        self._raise_lost()
-
-    def _raise_lost(self) -> None:
-        with self._state_lock:
-            if not self._lost_unreported:
-                return
-            self._lost_unreported = False
-            lost = self._lost
-        if lost is not None:
-            raise lost
-
-    def _record_lost(self, message: str) -> None:
-        if not (self._stopping and self._health_callbacks):  # else close() raises it to whoever reports it
-            log.error("%s", message)
-        with self._state_lock:
-            self._lost = StoreError(message)
-            self._lost_unreported = True
-
-    # -- the shipper thread ------------------------------------------------------------------------------------
-
-    def _ship(self) -> None:
-        queue, fd = self._queue, self._to_writer.fileno()
-        try:
-            while True:
-                if not self._stopping:
-                    self._wake.wait(SHIP_INTERVAL)
-                    self._wake.clear()
-                while self._control:
-                    write_frame(fd, encode(self._control.popleft()))
-                room = self._max_queue - (self._shipped - self._acked)
-                if self._bytes_in_flight >= self._max_bytes:
-                    room = 0
-                if room <= 0 and not self._stopping:
-                    # The writer process is behind (or cannot commit): keep items here, where emitters see them.
-                    with self._space:
-                        self._space.wait(0.05)
-                    if self._gone is not None:
-                        return
-                    continue
-                count = min(len(queue), MAX_FRAME_ITEMS, max(room, MAX_FRAME_ITEMS if self._stopping else 1))
-                if count:
-                    self._ship_frame(fd, count)
-                if self._stopping and not queue:
-                    write_frame(fd, encode(("close", 0.0)))
-                    return
-        except OSError as exc:  # the writer process is gone; the acknowledgement thread reports why
-            log.debug("trace shipper stopped: %s", exc)
-        finally:
-            self._to_writer.close()
-
-    def _ship_frame(self, fd: int, count: int) -> None:
-        popleft = self._queue.popleft
-        items = [popleft() for _ in range(count)]
-        waiters: list[threading.Event] = []
-        if self._flushes:
-            waiters = [item[1] for item in items if item[0] == FLUSH]
-            if waiters:
-                self._flushes -= len(waiters)
-                items = [item for item in items if item[0] != FLUSH]
-        frame = self._next_frame
-        self._next_frame += 1
-        for waiter in waiters:
-            waiter.frame = frame  # type: ignore[attr-defined]
-        self._frame_sizes[frame] = len(items)
-        if waiters:
-            self._frame_waiters[frame] = waiters
-        payload = _encode_items(frame, items, bool(waiters))
-        self._frame_meta[frame] = (len(payload), time.monotonic())
-        self._bytes_shipped += len(payload)
-        self._shipped += len(items)
-        write_frame(fd, payload)
-
-    # -- the acknowledgement thread ----------------------------------------------------------------------------
-
-    def _read_acks(self) -> None:
-        stream = self._from_writer
-        crash: str | None = None
-        try:
-            while True:
-                message = read_frame(stream)
-                if message is None:
-                    break
-                tag = message[0]
-                if tag == "ack":
-                    self._acknowledge(*message[1:])
-                elif tag == "transient":
-                    self._set_transient(message[1])
-                elif tag == "lost":
-                    self._record_lost(message[1])
-                elif tag == "redaction_timed_out":
-                    self._redaction_timed_out(int(message[1]))
-                elif tag == "crashed":
-                    crash = message[1].strip().splitlines()[-1]
-                    log.error("trace writer process for %s crashed:\n%s", self.db_path, message[1])
-        except (EOFError, OSError, ValueError) as exc:
-            crash = f"lost contact with it ({exc})"
-        code = self._process.wait()
-        unexpected = not (self._stopping and code == 0 and crash is None)
-        if unexpected:
-            why = crash or (f"it was killed by signal {-code}" if code < 0 else f"it exited with code {code}")
-            self._gone = StoreError(f"the trace writer process for {self.db_path} stopped: {why}")
-            if not self._health_callbacks:
-                log.error("%s", self._gone)
-        elif self._gone is None:
-            self._gone = StoreError(f"the trace writer for {self.db_path} is closed")
-        for waiters in list(self._frame_waiters.values()):
-            for waiter in waiters:
-                waiter.set()
-        self._frame_waiters.clear()
-        with self._space:
-            self._space.notify_all()
-        if unexpected:
-            self._report(WriterHealth("gone", str(self._gone)))
-
-    def _acknowledge(self, frame: int | None, last_seq: int, stats: dict[str, float],
-                     events: list[CommittedEvent] | None) -> None:
-        if frame is not None:
-            acked = 0
-            for number in range(self._acked_frame + 1, frame + 1):
-                acked += self._frame_sizes.pop(number, 0)
-                meta = self._frame_meta.pop(number, None)
-                if meta is not None:
-                    self._bytes_acked += meta[0]
-                for waiter in self._frame_waiters.pop(number, ()):
-                    waiter.set()
-            self._acked_frame = frame
-            self._acked += acked
-        if last_seq > self.last_committed_seq:
-            self.last_committed_seq = last_seq
-            for seq_callback in self._seq_callbacks:
-                try:
-                    seq_callback(last_seq)
-                except Exception:
-                    log.exception("trace on_commit_seq callback failed")
-        self.last_commit_time = time.time()
-        self._stats = stats
-        with self._space:
-            self._space.notify_all()
-        if events:
-            for callback in list(self._callbacks):
-                try:
-                    callback(events)
-                except Exception:
-                    log.exception("trace on_commit callback failed")
-
-    def _redaction_timed_out(self, total: int) -> None:
-        """Once per writer: the operator's pattern is costing stored data (the trace has the event with counts)."""
-        first = self.redaction_timeouts == 0
-        self.redaction_timeouts = total
-        if first:
-            from engine.store.user_patterns import TIMED_OUT  # not at import: it loads the regex package
-
-            log.warning("redaction pattern timed out: %d string(s) stored in %s as %r instead of their text; "
-                        "simplify [redaction].patterns in config.toml (event redaction.timed_out counts them)",
-                        total, self.db_path, TIMED_OUT)
-
-    def _set_transient(self, message: str | None) -> None:
-        with self._state_lock:
-            was = self._transient
-            self._transient = None if message is None else StoreError(message)
-        if self._health_callbacks:
-            if (message is None) != (was is None) or (message is not None and message != str(was)):
-                self._report(WriterHealth("ok") if message is None else WriterHealth("degraded", message))
-        elif message is None:
-            if was is not None:
-                log.warning("trace writer recovered; commits to %s resumed", self.db_path)
-        elif was is None:
-            log.error("%s (retrying)", message)
+        self._acks.raise_lost()
 
     def set_page_limit(self, pages: int | None) -> None:
         """Cap traces.db at `pages` pages (SQLite's max_page_count on the writer's connection; None lifts the cap).
         A quota, and the way tests make a real file run out of space: commits then fail with SQLITE_FULL."""
-        self._control.append(("max_pages", pages))
-        self._wake.set()
+        self._ship.send(("max_pages", pages))
 
-
-def _encode_items(frame: int, items: list[tuple[Any, ...]], urgent: bool) -> bytes:
-    try:
-        return encode(("items", frame, items, urgent))
-    except Exception:  # one payload that cannot cross (too deeply nested, ...) must not lose its neighbours
-        return encode(("items", frame, [_crossable(item) for item in items], urgent))
-
-
-def _crossable(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    try:
-        encode(item)
-        return item
-    except Exception as exc:
-        marker = {"_unserialisable": f"{type(exc).__name__}: {exc}"[:200]}
-        return tuple(value if value is None or isinstance(value, (str, int, float)) else marker for value in item)

@@ -11,6 +11,7 @@ from engine.timefmt import (
     age,
     clock,
     clock_ms,
+    clock_text,
     coarse_duration,
     compact_age,
     duration,
@@ -38,6 +39,10 @@ def test_points_in_time() -> None:
     assert clock_ms(ts) == "13:04:05.123" and clock_ms(ts, with_date=True) == "2026-12-05 13:04:05.123"
     assert timestamp(None) == clock(0) == clock_ms(None) == age(None) == "-"
     assert age(ts - 30, now=ts) == "30.0s ago"
+    # Times quoted in control-plane messages and the audit log: the clock today-ish, the date further away.
+    assert clock_text(ts, now=ts + 3600) == "13:04:05"
+    assert clock_text(ts, now=ts + 13 * 3600) == "2026-12-05 13:04:05"
+    assert clock_text(None) == "an unknown time"
 
 
 def test_backoff_and_plan() -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import positive_int
-from console.commands.controls.common import add_operator, open_api, pick, short
-from console.output import age, print_json, table
+from console.commands.controls.common import add_operator, open_api, short
+from console.output import pick, print_json, table
 from engine.errors import InputError
+from engine.timefmt import age
 
 APPROVAL_FIELDS = ("id", "status", "run_id", "span_id", "agent", "tool", "arguments", "args_hash", "risk", "reason",
                    "requested", "deadline", "level", "on_timeout", "decided", "decided_by", "decision_reason",

@@ -8,8 +8,9 @@ from typing import Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import positive_int
-from console.commands.controls.common import open_api, pick, short, store_dir_arg
-from console.output import print_json, table, when
+from console.commands.controls.common import open_api, short, store_dir_arg
+from console.output import pick, print_json, table
+from engine.timefmt import timestamp
 
 AUDIT_FIELDS = ("id", "ts", "actor", "action", "target", "before", "after", "reason", "prev_hash", "hash")
 
@@ -68,7 +69,7 @@ def handle_audit(args: argparse.Namespace) -> int:
         print("the audit log is empty")
         return 0
     print(table(("ID", "TIME", "ACTOR", "ACTION", "TARGET", "REASON"),
-                [(r.id, when(r.ts), r.actor, r.action, r.target or "-", short(r.reason or "", 50))
+                [(r.id, timestamp(r.ts), r.actor, r.action, r.target or "-", short(r.reason or "", 50))
                  for r in rows], right={0}))
     return 0
 

@@ -11,11 +11,10 @@ from console.cli import add_store_argument
 from console.commands.controls.common import (
     add_operator,
     open_api,
-    pick,
     require_reason,
     store_dir_arg,
 )
-from console.output import print_json, table
+from console.output import pick, print_json, table
 from engine.errors import InputError
 
 if TYPE_CHECKING:

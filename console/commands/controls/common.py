@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +105,6 @@ def confirm(args: argparse.Namespace, what: str) -> bool:
         print("aborted: nothing was changed", file=sys.stderr)
         return False
     return True
-
-
-def pick(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON a `--json` listing prints of a row: `fields` of a typed row (engine.store.control_rows) or dict."""
-    if isinstance(row, Mapping):
-        return {name: row.get(name) for name in fields}
-    return {name: getattr(row, name, None) for name in fields}
 
 
 def short(value: Any, width: int = 60) -> str:

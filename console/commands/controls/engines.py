@@ -12,11 +12,11 @@ from console.commands.controls.common import (
     add_operator,
     confirm,
     open_api,
-    pick,
     require_reason,
     store_dir_arg,
 )
-from console.output import age, print_json, table, when
+from console.output import pick, print_json, table
+from engine.timefmt import age, timestamp
 
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
                  "holds_lock", "store", "export")
@@ -63,7 +63,7 @@ def handle_engines(args: argparse.Namespace) -> int:
     if not engines:
         print("no engine has run on this store yet")
         return 0
-    rows = [(e["id"][:12], e["pid"], e["host"], e["user"], e["version"], when(e["started"]), age(e["heartbeat"]),
+    rows = [(e["id"][:12], e["pid"], e["host"], e["user"], e["version"], timestamp(e["started"]), age(e["heartbeat"]),
              ("alive" if e["alive"] else ("STALE" if e["stale"] else "stopped"))
              + (f", store {e['store']['state'].upper()}" if e["store"] and e["store"]["state"] != "ok" else "")
              + (", export DROPPING" if e["export"] and e["export"]["dropped_spans"] else ""),
@@ -74,7 +74,7 @@ def handle_engines(args: argparse.Namespace) -> int:
     for e in engines:
         store = e["store"]
         if store and store["state"] != "ok":
-            print(f"\nengine pid {e['pid']}: trace store {store['state']} since {when(store['since'])}: "
+            print(f"\nengine pid {e['pid']}: trace store {store['state']} since {timestamp(store['since'])}: "
                   f"{store['error']}" + ("\n  no new model or tool call starts until commits succeed again; free "
                                          "space (or fix the I/O error) and it carries on by itself"
                                          if store["state"] == "degraded" else ""))

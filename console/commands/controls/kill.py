@@ -15,14 +15,14 @@ from console.commands.controls.common import (
     confirm,
     open_api,
     open_trace_reader,
-    pick,
     require_reason,
     short,
     store_dir_arg,
 )
-from console.output import age, print_json, table, when
+from console.output import pick, print_json, table
 from engine.controls.schema import KILL_MODES
 from engine.errors import InputError
+from engine.timefmt import age, timestamp
 
 if TYPE_CHECKING:
     from engine.store.control_rows import KillSwitch
@@ -141,7 +141,7 @@ def handle_kill(args: argparse.Namespace) -> int:
         switch = api.set_kill(scope, target, args.mode, reason, run_id=run_id)
         if switch.already_active:
             print(f"kill switch #{switch.id} ({label}, {switch.mode}) was already active: set by "
-                  f"{switch.operator} at {when(switch.created)}")
+                  f"{switch.operator} at {timestamp(switch.created)}")
         else:
             print(f"kill switch #{switch.id} set: {label}, mode {switch.mode}, by {switch.operator}")
         return _await_ack(api, switch, args.wait_ack)
@@ -193,7 +193,7 @@ def _await_ack(api: Any, switch: KillSwitch, timeout: float) -> int:
     if current.acked is None:  # one last look: the ack may have landed during the final wait
         current = api.kill_switch(switch.id)
     if current.acked is not None:
-        print(f"acknowledged by engine {str(current.acked_by)[:12]} at {when(current.acked)}")
+        print(f"acknowledged by engine {str(current.acked_by)[:12]} at {timestamp(current.acked)}")
         return 0
     running = [e for e in api.engines() if e.stopped is None]
     if not running:
@@ -217,7 +217,7 @@ def _list_kill_switches(args: argparse.Namespace) -> int:
     if not switches:
         print("no active kill switches")
         return 0
-    rows = [(s.id, _label(s.scope, s.target, s.run_id), s.mode, s.operator, when(s.created),
+    rows = [(s.id, _label(s.scope, s.target, s.run_id), s.mode, s.operator, timestamp(s.created),
              "yes" if s.acked else "no", short(s.reason, 50)) for s in switches]
     print(table(("ID", "SCOPE", "MODE", "BY", "SET", "ACKED", "REASON"), rows, right={0}))
     return 0

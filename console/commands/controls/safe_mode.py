@@ -8,10 +8,11 @@ import textwrap
 from collections.abc import Callable
 
 from console.cli import add_store_argument
-from console.commands.controls.common import add_operator, open_api, pick, short
-from console.output import print_json, table, when
+from console.commands.controls.common import add_operator, open_api, short
+from console.output import pick, print_json, table
 from engine.controls.schema import FLAG_SCOPES
 from engine.errors import InputError
+from engine.timefmt import timestamp
 
 FLAG_FIELDS = ("id", "name", "value", "scope", "target", "previous_value", "source", "reason", "operator", "created",
                "acked")
@@ -84,7 +85,7 @@ def handle_safe_mode_list(args: argparse.Namespace) -> int:
         return 0
     rows = [(f.name, f.value, "global" if f.scope == "global" else f"{f.scope}:{f.target}",
              f.previous_value or "(unset)", f.operator if f.source == "operator" else f.source,
-             when(f.created), "yes" if f.acked else "no", short(f.reason, 40)) for f in flags]
+             timestamp(f.created), "yes" if f.acked else "no", short(f.reason, 40)) for f in flags]
     print(table(("FLAG", "VALUE", "SCOPE", "WAS", "BY", "SET", "ACKED", "REASON"), rows))
     return 0
 

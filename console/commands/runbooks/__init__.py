@@ -19,21 +19,20 @@ JSON shapes (stable; a documented interface):
   rolled_back, rolled_back_by, rollback_report).
 
 One module per command group: runbooks.py (runbooks list, show, check, apply, rollback), incidents.py (incidents,
-incident), postmortem.py; common.py holds what they share. All control.db access goes through engine.controls and
-engine.runbooks.
+incident), postmortem.py; common.py holds what they share; where a runbook applies (scopes, placeholders, the runs
+it reaches) is console/runbook_scopes.py, shared with the runbooks view. All control.db access goes through
+engine.controls and engine.runbooks.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from console.commands.runbooks.common import SCOPE_KINDS, fill_body, parse_scope, running_runs
 from console.commands.runbooks.incidents import APPLICATION_FIELDS, INCIDENT_FIELDS, add_incidents
 from console.commands.runbooks.postmortem import add_postmortem
 from console.commands.runbooks.runbooks import add_runbooks
 
-__all__ = ["APPLICATION_FIELDS", "INCIDENT_FIELDS", "SCOPE_KINDS", "add_parsers", "fill_body", "parse_scope",
-           "running_runs"]
+__all__ = ["APPLICATION_FIELDS", "INCIDENT_FIELDS", "add_parsers"]
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

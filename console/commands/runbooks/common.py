@@ -1,17 +1,15 @@
-"""What the runbooks, incidents and postmortem commands share: the store and runbook look-ups, scopes, the runs a
-runbook's budget action reaches, the runbook text's placeholders, and the CLI's spelling of API fields."""
+"""What the runbooks, incidents and postmortem commands share: the store and runbook look-ups and the CLI's spelling
+of API fields. Scopes, the runs a runbook's budget action reaches and the runbook text's placeholders are
+console/runbook_scopes.py (shared with the runbooks view)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-
-SCOPE_KINDS = ("global", "hierarchy", "agent", "tool")
 
 
 def add_operator(parser: argparse.ArgumentParser) -> None:
@@ -69,49 +67,6 @@ def incident_store(store_dir: Path, *, create: bool = False, read_only: bool = F
     if not create:
         require_store(store_dir)
     return IncidentStore(ControlDB.open(store_dir, read_only=read_only))
-
-
-def parse_scope(text: str | None, field: str = "--scope") -> tuple[str, str | None]:
-    text = (text or "").strip()
-    if text == "global":
-        return "global", None
-    kind, sep, target = text.partition(":")
-    if not sep or kind not in SCOPE_KINDS or kind == "global" or not target.strip():
-        raise InputError(f"expected global, hierarchy:NAME, agent:NAME or tool:NAME, got {text!r}", field=field)
-    return kind, target.strip()
-
-
-def running_runs(store_dir: Path) -> Any:
-    """hierarchy (None: all) -> ids of runs the store records as running."""
-    from engine.store.files import TRACES_DB
-
-    def running(hierarchy: str | None) -> list[str]:
-        if not (store_dir / TRACES_DB).is_file():
-            return []
-        from engine.store import open_reader
-
-        reader = open_reader(store_dir)
-        try:
-            return sorted(r.id for r in reader.list_runs(limit=10_000, status="running", hierarchy=hierarchy))
-        finally:
-            reader.close()
-    return running
-
-
-def fill_body(body: str, context: dict[str, Any]) -> str:
-    import re
-
-    def fill(match: re.Match[str]) -> str:
-        value = context.get(match.group(1))
-        return str(value) if isinstance(value, str) and value else match.group(0)
-    return re.sub(r"\{(hierarchy|agent|tool|run|target|scope)\}", fill, body)
-
-
-def pick(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON a `--json` listing prints of a row: `fields` of a typed row (engine.store.control_rows) or dict."""
-    if isinstance(row, Mapping):
-        return {name: row.get(name) for name in fields}
-    return {name: getattr(row, name, None) for name in fields}
 
 
 def cli_field(exc: InputError) -> InputError:

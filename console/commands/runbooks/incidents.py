@@ -12,12 +12,12 @@ from console.commands.runbooks.common import (
     add_operator,
     cli_field,
     incident_store,
-    pick,
     resolve_store,
     usage_handler,
 )
-from console.output import age, print_json, table, when
+from console.output import pick, print_json, table
 from engine.errors import InputError
+from engine.timefmt import age, timestamp
 
 INCIDENT_FIELDS = ("id", "runbook", "title", "severity", "scope", "apply_mode", "status", "firing", "fired", "opened",
                    "updated", "cleared", "signals", "last_signals", "context", "suggested", "acknowledged",
@@ -110,13 +110,13 @@ def handle_incident_show(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     print(f"{incident.id}  {incident.severity}  {incident.status}  {incident.title}")
-    print(f"runbook {incident.runbook} on {incident.scope}, opened {when(incident.opened)}, fired "
+    print(f"runbook {incident.runbook} on {incident.scope}, opened {timestamp(incident.opened)}, fired "
           f"{incident.fired} time(s), {'still firing' if incident.firing else 'signal quiet'}")
     context = incident.context or {}
     if context.get("runs"):
         print(f"runs involved: {', '.join(context['runs'])}")
     print()
-    print(table(("TIME", "EVENT", "WHO", "WHAT"), [(when(e.ts), e.kind, e.actor, e.text)
+    print(table(("TIME", "EVENT", "WHO", "WHAT"), [(timestamp(e.ts), e.kind, e.actor, e.text)
                                                    for e in timeline]))
     in_force = [a for a in applications if not a.rolled_back]
     if in_force:

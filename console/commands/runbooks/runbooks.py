@@ -12,17 +12,15 @@ from console.cli import add_store_argument
 from console.commands.runbooks.common import (
     add_operator,
     checked_reason,
-    fill_body,
     find_runbook,
     incident_store,
-    parse_scope,
     require_store,
     resolve_store,
     runbooks_in_force,
-    running_runs,
     usage_handler,
 )
 from console.output import print_json, table
+from console.runbook_scopes import fill_body, parse_scope, running_runs, scope_context
 from engine.errors import InputError
 
 
@@ -211,12 +209,8 @@ def handle_apply(args: argparse.Namespace) -> int:
     scope_text = args.scope or (incident.scope if incident else None)
     if scope_text is None:
         raise InputError("which scope? e.g. --scope hierarchy:deal-desk (or --incident ID)", field="--scope")
-    kind, target = parse_scope(scope_text)
-    label = "global" if kind == "global" else f"{kind}:{target}"
-    context: dict[str, Any] = dict(incident.context or {}) if incident is not None else {}
-    context.update({"scope": label})
-    if target is not None:
-        context.update({kind: target, "target": target})
+    context = scope_context(incident, scope_text)
+    label = context["scope"]
     if args.hierarchy:
         context["hierarchy"] = args.hierarchy.strip()
     reason = "" if args.dry_run else checked_reason(args.reason)

@@ -37,8 +37,8 @@ brief or resilience4j leave room (tests/engine/test_breaker.py pins each one):
   would leak a probe slot).
 
 The package: config.py (kinds, BreakerConfig, BreakerState), records.py (what transitions and snapshots report),
-machine.py (CircuitBreaker, its Permit and the process-wide STATE_VERSION), registry.py (BreakerRegistry). Import
-the public names from here.
+reasons.py (why a breaker moved, in words), version.py (the process-wide STATE_VERSION), machine.py (CircuitBreaker
+and its Permit), registry.py (BreakerRegistry). Import the public names from here.
 """
 
 from engine.guardrails.breaker.config import (
@@ -51,9 +51,10 @@ from engine.guardrails.breaker.config import (
     OverrideAction,
     Percent,
 )
-from engine.guardrails.breaker.machine import STATE_VERSION, CircuitBreaker, Permit
+from engine.guardrails.breaker.machine import CircuitBreaker, Permit
 from engine.guardrails.breaker.records import BreakerSnapshot, BreakerTransition, TransitionHook, TripFigures
 from engine.guardrails.breaker.registry import BreakerRegistry
+from engine.guardrails.breaker.version import STATE_VERSION
 
 __all__ = [
     "BREAKER_KINDS",

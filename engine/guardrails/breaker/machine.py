@@ -10,10 +10,18 @@ from collections import deque
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker.config import BREAKER_KINDS, BreakerConfig, BreakerKind, BreakerState
-from engine.guardrails.breaker.records import BreakerSnapshot, BreakerTransition, TransitionHook, TripFigures
-from engine.timefmt import exact_duration
+from engine.guardrails.breaker.reasons import exceeded, probe_lost, probes_succeeded, probes_timed_out, wait_elapsed
+from engine.guardrails.breaker.records import (
+    BreakerSnapshot,
+    BreakerTransition,
+    TransitionHook,
+    TripFigures,
+    trip_figures,
+    window_snapshot,
+)
+from engine.guardrails.breaker.version import STATE_VERSION
 
-__all__ = ["STATE_VERSION", "CircuitBreaker", "Permit"]
+__all__ = ["CircuitBreaker", "Permit"]
 
 # The package's logger name, as before the split (operators and tests filter on it).
 _log = logging.getLogger("engine.guardrails.breaker")
@@ -28,25 +36,6 @@ _DISABLED = BreakerState.DISABLED
 # One byte per outcome in the ring: bit 0 = failed, bit 1 = slow.
 _FAILED = 1
 _SLOW = 2
-
-
-class _StateVersion:
-    """Counts breaker transitions, process-wide. Whoever caches a conclusion drawn from breaker states (the runtime's
-    withheld tools) compares this number instead of asking every breaker again. Bumped under its own lock, inside
-    the breaker's lock, after the new state is visible: a reader that sees the new number sees the new state."""
-
-    __slots__ = ("_lock", "value")
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def bump(self) -> None:
-        with self._lock:
-            self.value += 1
-
-
-STATE_VERSION = _StateVersion()
 
 
 class Permit:
@@ -117,11 +106,6 @@ class Permit:
 
     def release(self) -> None:
         self._breaker._release(self)
-
-
-def _pct(value: float) -> str:
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
 
 
 class CircuitBreaker:
@@ -304,42 +288,29 @@ class CircuitBreaker:
         if failing or slow:
             self._transition_locked(_OPEN, self._exceeded_reason(True, failing, slow))
         else:
-            rate = self._failed * 100 / calls
-            slow_rate = self._slow * 100 / calls
-            self._transition_locked(
-                _CLOSED,
-                f"probes succeeded: failure rate {_pct(rate)}% < {_pct(self._failure_thr)}%, "
-                f"slow call rate {_pct(slow_rate)}% < {_pct(self._slow_thr)}%")
+            self._transition_locked(_CLOSED, probes_succeeded(self._failed, self._slow, calls,
+                                                                      self._failure_thr, self._slow_thr))
 
     def _exceeded_reason(self, probes: bool, failing: bool, slow: bool) -> str:
-        calls = self._calls
-        parts = []
-        if failing:
-            rate = f"{_pct(self._failed * 100 / calls)}% >= {_pct(self._failure_thr)}%"
-            parts.append(("failed: " if probes else "failure rate ") + rate)
-        if slow:
-            rate = f"{_pct(self._slow * 100 / calls)}% >= {_pct(self._slow_thr)}%"
-            parts.append(("slow: " if probes else "slow call rate ") + rate)
-        return ("probes " if probes else "") + "; ".join(parts)
+        return exceeded(probes, failing, slow, self._failed, self._slow, self._calls, self._failure_thr,
+                                self._slow_thr)
 
     def _refresh_locked(self, now: float) -> None:
         """Time-driven transitions, applied lazily whenever someone looks: OPEN's wait, HALF_OPEN's deadlines."""
         state = self._state
         if state is _OPEN:
             if now - self._since_mono >= self.config.wait_in_open:
-                self._transition_locked(_HALF_OPEN, f"wait of {exact_duration(self.config.wait_in_open)} elapsed")
+                self._transition_locked(_HALF_OPEN, wait_elapsed(self.config.wait_in_open))
         elif state is _HALF_OPEN:
             max_wait = self.config.max_wait_in_half_open
             if max_wait > 0:
                 if now - self._since_mono >= max_wait:
-                    self._transition_locked(_OPEN, f"probes not completed within {exact_duration(max_wait)}")
+                    self._transition_locked(_OPEN, probes_timed_out(max_wait))
             elif self._ho_outstanding:
                 lost_after = self.config.slow_call_duration + self.config.wait_in_open  # see module docstring
                 oldest = min(p._issued_at for p in self._ho_outstanding)
                 if now - oldest >= lost_after:
-                    self._transition_locked(
-                        _OPEN, f"probe lost: in flight for {exact_duration(now - oldest)} "
-                               f"(slow_call_duration + wait_in_open = {exact_duration(lost_after)})")
+                    self._transition_locked(_OPEN, probe_lost(now - oldest, lost_after))
 
     def _new_window(self, state: BreakerState) -> None:
         cfg = self.config
@@ -363,19 +334,12 @@ class CircuitBreaker:
         self._since_mono = self._clock.monotonic()
         self._since_wall = self._clock.time()
         # Read the deciding window before _new_window empties it.
-        self._tripped = self._window_figures_locked() if to is _OPEN else None
+        self._tripped = trip_figures(self._failed, self._slow, self._calls) if to is _OPEN else None
         self._new_window(to)
         transition = BreakerTransition(self.name, self.kind, from_state, to, reason, self._snapshot_locked())
         if self._on_transition is not None:
             self._pending.append(transition)
         return transition
-
-    def _window_figures_locked(self) -> TripFigures:
-        calls = self._calls
-        return TripFigures(
-            failure_rate=self._failed * 100 / calls if calls else -1.0,
-            slow_call_rate=self._slow * 100 / calls if calls else -1.0,
-            calls=calls, failed_calls=self._failed, slow_calls=self._slow)
 
     def _deliver(self) -> None:
         hook = self._on_transition
@@ -466,23 +430,9 @@ class CircuitBreaker:
         return remaining
 
     def _snapshot_locked(self) -> BreakerSnapshot:
-        calls = self._calls
-        enough = calls >= self._min_calls and calls > 0
-        state = self._state
-        return BreakerSnapshot(
-            name=self.name,
-            kind=self.kind,
-            state=state,
-            failure_rate=self._failed * 100 / calls if enough else -1.0,
-            slow_call_rate=self._slow * 100 / calls if enough else -1.0,
-            calls_in_window=calls,
-            failed_calls=self._failed,
-            slow_calls=self._slow,
-            not_permitted_calls=self._not_permitted,
-            next_probe_at=self._since_wall + self.config.wait_in_open if state is _OPEN else None,
-            since=self._since_wall,
-            tripped_by=self._tripped if state is _OPEN else None,
-        )
+        return window_snapshot(self.name, self.kind, self._state, self._calls, self._min_calls, self._failed,
+                               self._slow, self._not_permitted, self._since_wall, self.config.wait_in_open,
+                               self._tripped)
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.key!r}, state={self._state.value})"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from engine.guardrails.breaker.config import BreakerState
 
-__all__ = ["BreakerSnapshot", "BreakerTransition", "TransitionHook", "TripFigures"]
+__all__ = ["BreakerSnapshot", "BreakerTransition", "TransitionHook", "TripFigures", "trip_figures", "window_snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +53,33 @@ class BreakerTransition:
 
 
 TransitionHook = Callable[[BreakerTransition], None]
+
+
+def trip_figures(failed: int, slow: int, calls: int) -> TripFigures:
+    """The deciding window's figures, read before a transition to OPEN empties it."""
+    return TripFigures(failure_rate=failed * 100 / calls if calls else -1.0,
+                       slow_call_rate=slow * 100 / calls if calls else -1.0,
+                       calls=calls, failed_calls=failed, slow_calls=slow)
+
+
+def window_snapshot(name: str, kind: str, state: BreakerState, calls: int, min_calls: int, failed: int, slow: int,
+                    not_permitted: int, since_wall: float, wait_in_open: float,
+                    tripped: TripFigures | None) -> BreakerSnapshot:
+    """A breaker's snapshot from its window's counts: rates only once `min_calls` are in (resilience4j's -1.0
+    before), the next probe and the tripping figures only while OPEN."""
+    enough = calls >= min_calls and calls > 0
+    is_open = state is BreakerState.OPEN
+    return BreakerSnapshot(
+        name=name,
+        kind=kind,
+        state=state,
+        failure_rate=failed * 100 / calls if enough else -1.0,
+        slow_call_rate=slow * 100 / calls if enough else -1.0,
+        calls_in_window=calls,
+        failed_calls=failed,
+        slow_calls=slow,
+        not_permitted_calls=not_permitted,
+        next_probe_at=since_wall + wait_in_open if is_open else None,
+        since=since_wall,
+        tripped_by=tripped if is_open else None,
+    )

@@ -16,6 +16,17 @@ from types import MappingProxyType
 from typing import Literal
 
 from engine.clock import Clock, SystemClock
+from engine.guardrails.budget.chain import (
+    check_chain,
+    output_cap,
+    prune_dailies,
+    released_event,
+    reserved_event,
+    seed_daily,
+    settled_event,
+    soft_sweep,
+    wall_left,
+)
 from engine.guardrails.budget.limits import SCOPE_KINDS, BudgetLimits, Dimension, ScopeKind
 from engine.guardrails.budget.records import Breach, BudgetEvent, ScopeUsage
 from engine.guardrails.budget.scope import (
@@ -33,21 +44,18 @@ from engine.guardrails.budget.scope import (
 )
 from engine.guardrails.budget.vectors import (
     MASK,
-    OUT,
     SHIFT,
-    TOTAL,
     WALL,
     Actual,
     CompiledLimits,
     Demand,
-    amounts,
     cost_to_nano,
     exceeds,
     field,
     unpack,
 )
 from engine.guardrails.budget.vectors import S3 as COST_SHIFT
-from engine.guardrails.budget.windows import BURN_WINDOW_S, DAY_BUCKET_S, DAY_S, RollingDay, prune_recent
+from engine.guardrails.budget.windows import BURN_WINDOW_S, DAY_BUCKET_S, prune_recent
 
 __all__ = ["BudgetLedger", "Reservation"]
 
@@ -178,16 +186,8 @@ class BudgetLedger:
             scope = self._get(scope_id)
             if scope.spend is None:
                 raise ValueError(f"budget scope '{scope_id}' is a {scope.kind} scope; only hierarchy_daily is seeded")
-            # Rebuild in time order: seeding normally happens at open, but may follow live spend.
-            merged = [(start, totals) for start, totals in scope.spend.buckets] + seeded
-            merged.sort(key=lambda entry: entry[0])
-            scope.spend = RollingDay()
-            for ts, amounts in merged:
-                scope.spend.add(ts, amounts)
-            for _, amounts in seeded:
-                scope.used += amounts
-            prune_daily(scope, self._clock.time())
-            self._soft_sweep(scope, self._clock.monotonic(), events)
+            seed_daily(scope, seeded, self._clock.time())
+            soft_sweep(scope, self._clock.monotonic(), events)
         self._emit(events)
 
     # -- the hot path ------------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class BudgetLedger:
         chain = scope.chain
         now = self._monotonic()
         if scope.dailies:
-            self._prune_chain(scope.dailies)
+            prune_dailies(scope.dailies, self._wall_time())
         # Pass 1: check every scope before touching any, so a refusal leaves nothing behind (atomicity).
         for s in chain:
             compiled = s.compiled
@@ -317,13 +317,8 @@ class BudgetLedger:
             if crossed:
                 events = fire_warnings(crossed, now)
             if self.call_events and self._on_event is not None:
-                data: dict[str, float | int | str] = {"reservation": reservation.id}
-                data.update(amounts(act))
-                scope = chain[0]
-                event_labels = scope.labels if not labels else MappingProxyType({**scope.labels, **labels})
                 events = events or []
-                events.append(BudgetEvent("budget.settled", reservation.scope_id, scope.kind, event_labels, None,
-                                          data))
+                events.append(settled_event(chain[0], reservation.scope_id, reservation.id, act, labels))
         finally:
             lock.release()
         if events and self._on_event is not None:
@@ -352,9 +347,7 @@ class BudgetLedger:
             for s in reservation._chain:
                 s.reserved -= hold
         if self._on_event is not None and self.call_events:
-            scope = reservation._chain[0]
-            self._emit([BudgetEvent("budget.released", reservation.scope_id, scope.kind, scope.labels, None,
-                                    {"reservation": reservation.id})])
+            self._emit([released_event(reservation._chain[0], reservation.scope_id, reservation.id)])
 
     # -- queries -----------------------------------------------------------------------------------------------------
 
@@ -371,21 +364,8 @@ class BudgetLedger:
             scope = self._get(scope_id)
             now = self._monotonic()
             if scope.dailies:
-                self._prune_chain(scope.dailies)
-            breach = None
-            for s in scope.chain:
-                compiled = s.compiled
-                if compiled.wall is not None and now - s.opened_at >= compiled.wall:
-                    breach = wall_breach(s, now - s.opened_at)
-                    break
-                total = s.used + s.reserved
-                for i, limit, _ in compiled.checks:
-                    if field(total, i) > limit:
-                        breach = sum_breach(s, i, limit, 0)
-                        break
-                if breach is not None:
-                    break
-                self._soft_sweep(s, now, events)
+                prune_dailies(scope.dailies, self._wall_time())
+            breach = check_chain(scope.chain, now, events)
             if breach is not None:
                 events.append(self._breach_event(breach))
         self._emit(events)
@@ -397,23 +377,14 @@ class BudgetLedger:
         `input_tokens` (the prompt about to be sent) is taken off the total-token headroom. None = no token limit,
         0 = nothing left. The runtime lowers max_tokens to this instead of failing while a little budget remains.
         """
-        cap: int | None = None
         scope = self._scopes.get(scope_id)
         if scope is not None and not scope.token_capped:
             return None  # no output or total token limit anywhere up the chain
         with self._lock:
             scope = self._get(scope_id)
             if scope.dailies:
-                self._prune_chain(scope.dailies)
-            for s in scope.chain:
-                for i, limit, _ in s.compiled.checks:
-                    if i == OUT:
-                        room = limit - field(s.used + s.reserved, OUT)
-                    elif i == TOTAL:
-                        room = limit - field(s.used + s.reserved, TOTAL) - input_tokens
-                    else:
-                        continue
-                    cap = room if cap is None else min(cap, room)
+                prune_dailies(scope.dailies, self._wall_time())
+            cap = output_cap(scope.chain, input_tokens)
         return None if cap is None else max(cap, 0)
 
     def limited(self, scope_id: str) -> bool:
@@ -428,14 +399,7 @@ class BudgetLedger:
         if scope is None or scope.free:
             return None
         with self._lock:
-            now = self._monotonic()
-            left: float | None = None
-            for s in scope.chain:
-                wall = s.compiled.wall
-                if wall is not None:
-                    remaining = max(wall - (now - s.opened_at), 0.0)
-                    left = remaining if left is None else min(left, remaining)
-        return left
+            return wall_left(scope.chain, self._monotonic())
 
     def usage(self, scope_id: str) -> ScopeUsage:
         with self._lock:
@@ -462,34 +426,13 @@ class BudgetLedger:
             raise RuntimeError(f"reservation {reservation.id} was already {reservation._state}")
         reservation._state = state
 
-    def _prune_chain(self, dailies: tuple[Scope, ...]) -> None:
-        wall_now = self._wall_time()
-        cutoff = wall_now - DAY_S - DAY_BUCKET_S
-        for s in dailies:
-            buckets = s.spend.buckets  # type: ignore[union-attr]  # dailies all have one
-            if buckets and buckets[0][0] <= cutoff:  # the usual answer is "nothing expired": skip the call
-                prune_daily(s, wall_now)
-
-    def _soft_sweep(self, s: Scope, now: float, events: list[BudgetEvent]) -> None:
-        """Fire every due soft warning of one scope (off the hot path: check() and seeding)."""
-        due: list[tuple[Scope, int]] = crossed_levels(s, None) or []
-        elapsed = now - s.opened_at
-        if WALL in s.soft_pending and elapsed >= s.compiled.wall_level and elapsed > 0:
-            due.append((s, WALL))
-        if due:
-            events.extend(fire_warnings(due, now))
-
     def _reserve_events(self, scope: Scope, breach: Breach | None, fired: list[BudgetEvent] | None,
                         result: Reservation | None, vec: int, context: int) -> list[BudgetEvent]:
         if breach is not None:
             return [self._breach_event(breach)]  # nothing was reserved, so no soft warning either
         events = fired or []
         if self.call_events and result is not None:
-            data: dict[str, float | int | str] = {"reservation": result.id}
-            data.update(amounts(vec))
-            if context:
-                data["context_tokens"] = context
-            events.append(BudgetEvent("budget.reserved", scope.scope_id, scope.kind, scope.labels, None, data))
+            events.append(reserved_event(scope, result.id, vec, context))
         return events
 
     def _breach_event(self, breach: Breach) -> BudgetEvent:
