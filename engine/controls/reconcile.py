@@ -154,7 +154,10 @@ def pick(calls: list[AwaitingCall], wanted: str | None, run_id: str) -> Awaiting
         if len(open_calls) == 1:
             return open_calls[0]
         if not open_calls:
-            raise ControlError(f"run {run_id} has no side effect awaiting reconcile")
+            decided = ", ".join(f"{c.key} ({c.decision.decision} by {c.decision.operator})" for c in calls
+                                if c.decision is not None)
+            raise ControlError(f"run {run_id} has no side effect awaiting reconcile" + (
+                f": already reconciled: {decided}" if decided else ""))
         raise ControlError(f"run {run_id} has {len(open_calls)} side effects awaiting reconcile: pass --call "
                            f"with one of: {listing}")
     matches = [c for c in calls if wanted in (c.span_id, c.key, c.call)] or [
