@@ -189,7 +189,7 @@ def handle_resume(args: argparse.Namespace) -> int:
 
 def _limits_dict(budget: Any) -> dict[str, Any]:
     """The limits an operator gave (a BudgetLimits), as the audit row records them."""
-    return {k: v for k, v in budget.model_dump().items() if v is not None}
+    return {k: v for k, v in budget.model_dump(exclude_unset=True).items() if v is not None}
 
 
 def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: str,
