@@ -13,7 +13,10 @@ started from a fresh context so DBOS does not attach it to the run as its next (
 
 Recovery: every engine is its own DBOS executor (executor id = engine id), so DBOS's own start-up recovery finds
 nothing; the engine decides which runs of a dead engine resume (not killed, not with `--no-resume`) and hands each
-to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it)."""
+to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it).
+
+Running a run again after it ended (an operator's reconcile or `flightdeck resume`): a new workflow of the same body,
+id `<run>~<n>` (`start_again`), whose first argument is still the run id; DBOS never re-runs a finished workflow."""
 
 from __future__ import annotations
 

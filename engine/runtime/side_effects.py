@@ -6,7 +6,8 @@ A side-effecting call (`side_effects: true`) of a durable run is a DBOS workflow
   `replayed`);
 - started, outcome unknown (the engine died during it): a tool declared `idempotent: true` runs again under the
   same `ctx.idempotency_key`; any other tool is not retried blindly: the run ends `needs_reconcile` and an operator
-  decides.
+  decides (engine/controls/reconcile.py): `done` replays the operator's confirmation, `again` runs the next attempt
+  under the same `ctx.idempotency_key`, `fail` ends the run failed.
 """
 
 from __future__ import annotations
