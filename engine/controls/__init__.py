@@ -16,6 +16,8 @@ package that reads or writes control.db's control tables; its DDL is the store's
 - flags.py          the safe-mode flag vocabulary and its validation
 - preview.py        what a kill switch would stop, read from traces.db
 - terminate.py      SIGTERM-then-SIGKILL for an engine whose event loop no longer answers
+- reconcile.py      durable runs: operator decisions on side effects of unknown outcome (audit rows), resume audit
+- resume_preview.py what `flightdeck resume` would replay, run again and release
 
 What these return are typed rows (engine.store.control_rows: frozen dataclasses, `as_dict()` for JSON), not dicts.
 

@@ -34,13 +34,14 @@ from types import TracebackType
 from typing import Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.controls import approvals, audit, binding, flag_settings, kill_switches, overrides
+from engine.controls import approvals, audit, binding, flag_settings, kill_switches, overrides, reconcile
 from engine.controls.anchor import AuditAnchor, anchor_problem
 from engine.controls.audit import AuditVerification
 from engine.controls.errors import ControlError
 from engine.controls.flags import validate_flag, validate_flag_name
 from engine.controls.labels import flag_scope_label, switch_label
 from engine.controls.overrides import BREAKER_KINDS, BUDGET_DIMENSIONS
+from engine.controls.reconcile import AwaitingCall, Decision
 from engine.controls.schema import BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES
 from engine.controls.snapshot import SNAPSHOT_QUERIES, ControlSnapshot, read_snapshot
 from engine.controls.validate import (
@@ -440,6 +441,40 @@ class ControlAPI:
         with self.transaction() as conn:
             return overrides.create_budget_override(conn, run_id, clean, reason=reason, operator=self.operator,
                                                     source=source, actor=self.actor_for(source), now=now)
+
+    # -- durable runs: reconcile and resume (engine.controls.reconcile) ----------------------------------------
+
+    def reconcile_side_effect(self, run_id: str, call: str | None, decision: str, note: str) -> Decision:
+        """Decide a side effect whose outcome is unknown in a `needs_reconcile` run (`call`: its span id, durable
+        key or call path; None when it is the run's only one): `done`, `again` or `fail`, with a note (required).
+        Refused (InputError/ControlError, nothing written) for an unknown run, a run not in needs_reconcile, a call
+        that is not unknown or already decided. The next durable engine on the store carries the run on."""
+        decision = choice(decision, reconcile.DECISIONS, "decision")
+        note = required_text(note, "reason")
+        row, spans = reconcile.read_run(self.store_dir, run_id)
+        if row.status != "needs_reconcile":
+            raise ControlError(f"run {row.id} is {row.status}, not needs_reconcile: it has nothing to reconcile")
+        with self.transaction() as conn:
+            calls = reconcile.awaiting_calls(spans, reconcile.decisions(conn, row.id))
+            return reconcile.record(conn, reconcile.pick(calls, call, row.id), decision, note,
+                                    operator=self.operator, now=self.now())
+
+    def reconcile_calls(self, run_id: str) -> list[AwaitingCall]:
+        """The side effects that stopped `run_id` needs_reconcile, each with its decision (None: still awaited)."""
+        row, spans = reconcile.read_run(self.store_dir, run_id)
+        return reconcile.awaiting_calls(spans, self.reconcile_decisions(row.id))
+
+    def reconcile_decisions(self, run_id: str) -> dict[str, Decision]:
+        with self.read() as conn:
+            return reconcile.decisions(conn, run_id)
+
+    def record_resume(self, run_id: str, status: str, limits: Mapping[str, Any] | None,
+                      reason: str) -> tuple[AuditEntry, list[KillSwitch]]:
+        """Audit an operator's resume of a run (releasing the kill switch on it, if any), one transaction."""
+        reason = required_text(reason, "reason")
+        with self.transaction() as conn:
+            return reconcile.record_resume(conn, run_id, status, limits=limits, reason=reason,
+                                           operator=self.operator, now=self.now())
 
     # -- audit and engines -------------------------------------------------------------------------------------
 

@@ -13,7 +13,10 @@ started from a fresh context so DBOS does not attach it to the run as its next (
 
 Recovery: every engine is its own DBOS executor (executor id = engine id), so DBOS's own start-up recovery finds
 nothing; the engine decides which runs of a dead engine resume (not killed, not with `--no-resume`) and hands each
-to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it)."""
+to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it).
+
+Running a run again after it ended (an operator's reconcile or `flightdeck resume`): a new workflow of the same body,
+id `<run>~<n>` (`start_again`), whose first argument is still the run id; DBOS never re-runs a finished workflow."""
 
 from __future__ import annotations
 
@@ -79,6 +82,21 @@ class RecordedEffect:
 
     state: str
     value: Any = None
+
+
+def generation_of(workflow_id: str, run_id: str) -> int | None:
+    """0 for the run's first execution (workflow id = run id), n for `<run>~<n>`, None for another run's id."""
+    if workflow_id == run_id:
+        return 0
+    head, sep, tail = workflow_id.rpartition("~")
+    return int(tail) if sep and head == run_id and tail.isdigit() else None
+
+
+def _run_of(row: Any) -> tuple[str, str, dict[str, Any]]:
+    inputs: Any = row.input or {}
+    args: Any = inputs.get("args") or ()
+    run_id = str(args[0]) if args else str(row.workflow_id)
+    return str(row.workflow_id), run_id, (args[1] if len(args) > 1 else {})
 
 
 async def _detached(coro: Any) -> Any:
@@ -152,19 +170,45 @@ class DurableHost:
 
         return await _detached(get())
 
-    async def pending_runs(self) -> list[tuple[str, dict[str, Any]]]:
-        """Runs DBOS holds as in flight (PENDING) with their specs: a dead engine's, when called at start."""
+    async def pending_runs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Runs DBOS holds as in flight (PENDING) as (workflow id, run id, spec): a dead engine's, when called at
+        start. The workflow id is the run id, or `<run>~<n>` for the n-th execution an operator started."""
         rows = await DBOS.list_workflows_async(status=["PENDING", "ENQUEUED"], name=RUN_WORKFLOW, load_output=False)
-        found = []
-        for row in rows:
-            inputs: Any = row.input or {}
-            args: Any = inputs.get("args") or ()
-            found.append((row.workflow_id, args[1] if len(args) > 1 else {}))
-        return found
+        return [_run_of(row) for row in rows]
 
-    async def resume(self, run_id: str) -> None:
+    async def latest(self, run_id: str) -> tuple[str, str, dict[str, Any]] | None:
+        """The run's newest execution as (workflow id, DBOS status, spec), or None: not a durable run."""
+        rows = await _detached(DBOS.list_workflows_async(workflow_id_prefix=run_id, name=RUN_WORKFLOW,
+                                                         load_output=False))
+        mine = [row for row in rows if generation_of(row.workflow_id, run_id) is not None]
+        if not mine:
+            return None
+        row = max(mine, key=lambda r: generation_of(r.workflow_id, run_id) or 0)
+        workflow_id, _run, spec = _run_of(row)
+        return workflow_id, str(row.status), spec
+
+    async def start_again(self, run_id: str, spec: dict[str, Any]) -> Any:
+        """Start a new execution of a run whose workflow ended (or is abandoned): the workflow `<run>~<n>` with
+        `spec` (new limits are a new spec). An execution still PENDING is cancelled first, so no later engine
+        resumes it as well. Returns the DBOS handle (`await handle.get_result()`)."""
+        rows = await _detached(DBOS.list_workflows_async(workflow_id_prefix=run_id, name=RUN_WORKFLOW,
+                                                         load_input=False, load_output=False))
+        mine = [(generation_of(row.workflow_id, run_id), row) for row in rows]
+        generations = [(n, row) for n, row in mine if n is not None]
+        for _n, row in generations:
+            if str(row.status) in ("PENDING", "ENQUEUED"):
+                await _detached(DBOS.cancel_workflow_async(row.workflow_id))
+        workflow_id = f"{run_id}~{max((n for n, _row in generations), default=0) + 1}"
+
+        async def start() -> Any:
+            with SetWorkflowID(workflow_id):
+                return await DBOS.start_workflow_async(run_workflow, run_id, spec)
+
+        return await _detached(start())
+
+    async def resume(self, workflow_id: str) -> None:
         """Hand a pending run back to DBOS: its queue runs it again (on this engine's loop) soon after."""
-        await _detached(DBOS.resume_workflow_async(run_id))
+        await _detached(DBOS.resume_workflow_async(workflow_id))
 
     async def recorded_effects(self, run_id: str) -> int:
         """How many side effects of `run_id` completed (they replay on resume instead of running)."""

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from engine.durable.keys import run_id_for_key
 
 if TYPE_CHECKING:
+    from engine.controls.api import ControlAPI
+    from engine.controls.reconcile import Decision
     from engine.durable.host import DurableHost
+    from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.results import RunResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +60,56 @@ class DurableRuns:
         self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body)
         self.host.launch()
         pending = await self.host.pending_runs()
-        if not pending:
-            return
         why_not = self._why_not_resume()
-        for run_id, _spec in pending:
+        again: list[str] = []
+        if why_not is None:  # runs an operator reconciled since they stopped: they go on too
+            again = [run_id for run_id in await self._call(reconciled_runs) or [] if run_id not in
+                     {run for _wf, run, _spec in pending}]
+        for workflow_id, run_id, _spec in pending:
             reason = why_not or self._killed_by_operator(run_id)
             if reason is not None:
                 self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
                 continue
-            self.resumed.append(run_id)
-            self._resumed_active += 1
-            self._resumed_idle = anyio.Event()
-        for run_id in self.resumed:
-            await self.host.resume(run_id)
+            self._track_resumed(run_id)
+            await self.host.resume(workflow_id)
+        for run_id in again:
+            found = await self.host.latest(run_id)
+            if found is None:
+                continue
+            self._track_resumed(run_id)
+            await self.host.start_again(run_id, found[2])
         if self.resumed:
-            log.warning("resuming %d runs interrupted by a dead engine", len(self.resumed))
+            log.warning("resuming %d runs interrupted by a dead engine or reconciled", len(self.resumed))
+
+    def _track_resumed(self, run_id: str) -> None:
+        self.resumed.append(run_id)
+        self._resumed_active += 1
+        self._resumed_idle = anyio.Event()
+
+    async def _call(self, job: Callable[[ControlAPI], T]) -> T | None:
+        """A control.db read on the engine's control thread (None when the engine has none: test doubles)."""
+        worker = self.engine.controls.worker
+        return None if worker is None else await worker.call(job)
+
+    async def decision(self, run_id: str, key: str) -> Decision | None:
+        """An operator's reconcile decision on the side-effect key `key` (engine/controls/reconcile.py), or None."""
+        found = await self._call(lambda api: api.reconcile_decisions(run_id))
+        return None if found is None else found.get(key)
+
+    async def resume_run(self, run_id: str, budget: BudgetLimits | None = None) -> RunResult:
+        """Run an ended (or abandoned) durable run again as a new execution (`flightdeck resume`): recorded side
+        effects replay, the rest runs; `budget` replaces the run's limit overrides. InputError: not durable."""
+        from engine.errors import InputError
+
+        assert self.host is not None
+        found = await self.host.latest(run_id)
+        if found is None:
+            raise InputError(f"run {run_id} is not a durable run (it was not started with --durable): nothing is "
+                             "recorded to resume it from; run it again instead")
+        spec = found[2] if budget is None else {**found[2], "budget": budget}
+        handle = await self.host.start_again(run_id, spec)
+        result: RunResult = await handle.get_result()
+        return result
 
     def _why_not_resume(self) -> str | None:
         if not self.auto_resume:
@@ -107,13 +147,14 @@ class DurableRuns:
                 "seed": request.seed, "tenant": request.tenant, "budget": request.budget, "key": key,
                 "name": hierarchy.name}
         if key:
-            status = await self.host.status(run_id)
-            if status is not None:
+            found = await self.host.latest(run_id)
+            if found is not None:
+                workflow_id, status, _spec = found
                 if request.on_started is not None:
                     request.on_started(run_id)
                 if status in ("PENDING", "ENQUEUED") and run_id not in self._fresh and run_id not in self.resumed:
-                    await self.host.resume(run_id)  # the original run's engine died: it carries on here
-                return await self.host.result(run_id)
+                    await self.host.resume(workflow_id)  # the original run's engine died: it carries on here
+                return await self.host.result(workflow_id)
         self._fresh.add(run_id)
         self._requests[run_id] = request
         try:
@@ -179,6 +220,18 @@ class DurableRuns:
         return RunResult(run_id=run_id, hierarchy=str(spec.get("name") or spec["path"]), status="failed",
                          output=None, error=why, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
                          tool_calls=0, started=now, ended=now)
+
+
+def reconciled_runs(api: ControlAPI) -> list[str]:
+    """Runs that ended needs_reconcile and whose every unknown side effect an operator has decided since."""
+    from engine.controls.reconcile import runs_waiting, undecided
+
+    ready = []
+    for row in runs_waiting(api.store_dir):
+        calls = api.reconcile_calls(row.id)
+        if calls and not undecided(calls):
+            ready.append(row.id)
+    return ready
 
 
 def load_for_resume(path: str, spec: dict[str, Any]) -> tuple[Hierarchy | None, str | None]:

@@ -331,7 +331,7 @@ class Engine:
                      resume: ResumeInfo | None = None) -> RunContext:
         ctx = RunContext(run_id=run_id or os.urandom(6).hex(), seed=request.seed, tenant=request.tenant,
                          compiled=compiled, engine=self, tracer=self.tracer)
-        attrs: dict[str, Any] = {"entry": compiled.spec.entry, "pid": os.getpid()}
+        attrs: dict[str, Any] = {"entry": compiled.spec.entry, "pid": os.getpid(), "durable": self.durable is not None}
         if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
             from engine.runtime.durable_runs import seed_resumed
 
@@ -412,8 +412,8 @@ class Engine:
 
     def _finish(self, ctx: RunContext, started: float, result: AgentResult) -> RunResult:
         status = RUN_STATUS_FOR_AGENT[result.status]
-        if ctx.attributes.get("needs_reconcile") and status == "killed":
-            status = "needs_reconcile"  # a side effect's outcome is unknown (runtime/side_effects.py)
+        if status == "killed":  # stopped for a side effect: needs_reconcile or failed (runtime/side_effects.py)
+            status = ctx.attributes.get("stop_status", status)
         exhausted = ctx.attributes.get("run_budget_exhausted")
         if exhausted and status == "completed":
             # The parent finished with what it had, but the run's budget ran out: that is what the run's status

@@ -6,7 +6,8 @@ A side-effecting call (`side_effects: true`) of a durable run is a DBOS workflow
   `replayed`);
 - started, outcome unknown (the engine died during it): a tool declared `idempotent: true` runs again under the
   same `ctx.idempotency_key`; any other tool is not retried blindly: the run ends `needs_reconcile` and an operator
-  decides.
+  decides (engine/controls/reconcile.py): `done` replays the operator's confirmation, `again` runs the next attempt
+  under the same `ctx.idempotency_key`, `fail` ends the run failed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,22 @@ class RecordedFailure(Exception):
 
 
 class NeedsReconcile(Exception):
-    """A side effect's outcome is unknown and its tool is not idempotent: the run stops and waits for an operator."""
+    """A side effect's outcome is unknown and its tool is not idempotent: the run stops and waits for an operator.
+    `key`: the durable key of the attempt whose outcome is unknown; `call`: the call's path."""
+
+    def __init__(self, message: str, key: str, call: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.call = call
+
+
+class ReconcileFailed(Exception):
+    """An operator reconciled an unknown side effect with `fail`: the run ends failed, the note as its error."""
+
+
+def confirmed_done(decision: Any) -> tuple[str, Any]:
+    """The outcome the model sees for a side effect an operator confirmed done (engine/controls/reconcile.py)."""
+    return "ok", {"status": "confirmed done by the operator", "operator": decision.operator, "note": decision.note}
 
 
 def durable_side_effect(ctx: RunContext, tool: LoadedTool) -> bool:
@@ -41,21 +57,32 @@ def durable_side_effect(ctx: RunContext, tool: LoadedTool) -> bool:
 
 async def recorded_outcome(ctx: RunContext, tool: LoadedTool, path: str) -> tuple[str, Any, int]:
     """For a durable side effect about to run: ("new", None, attempt) to run it (attempt 0 normally; n > 0 when an
-    idempotent tool runs again after an unknown outcome), ("done", value, n) to replay it. Raises NeedsReconcile."""
-    host = ctx.engine.durable.host  # type: ignore[union-attr]
-    assert host is not None
+    idempotent tool, or an operator's `again`, runs it again after an unknown outcome), ("done", value, n) to replay
+    it, ("confirmed", ("ok", confirmation), n) for an operator's `done`. Raises NeedsReconcile, or ReconcileFailed
+    when an operator decided `fail`."""
+    durable = ctx.engine.durable
+    assert durable is not None and durable.host is not None
     for attempt in range(MAX_ATTEMPTS):
         key = side_effect_key(ctx.run_id, path, attempt)
-        found = await host.recorded(key)
+        found = await durable.host.recorded(key)
         if found.state == "new":
             return "new", None, attempt
         if found.state == "done":
             return "done", found.value, attempt
-        if not tool.spec.idempotent:
-            raise NeedsReconcile(f"side effect {side_effect_key(ctx.run_id, path)} ({tool.spec.function}) started "
-                                 "but its outcome is unknown (the engine died during it) and the tool is not "
-                                 "declared idempotent: an operator must reconcile it")
-    raise NeedsReconcile(f"side effect {side_effect_key(ctx.run_id, path)} was attempted {MAX_ATTEMPTS} times")
+        if tool.spec.idempotent:
+            continue
+        decision = await durable.decision(ctx.run_id, key)
+        if decision is None:
+            raise NeedsReconcile(f"side effect {key} ({tool.spec.function}) started but its outcome is unknown (the "
+                                 "engine died during it) and the tool is not declared idempotent: an operator must "
+                                 f"reconcile it (flightdeck reconcile {ctx.run_id})", key, path)
+        if decision.decision == "done":
+            return "confirmed", confirmed_done(decision), attempt
+        if decision.decision == "fail":
+            raise ReconcileFailed(decision.note)
+        # again: the next attempt (key `#n`) runs it, under the same ctx.idempotency_key
+    raise NeedsReconcile(f"side effect {side_effect_key(ctx.run_id, path)} was attempted {MAX_ATTEMPTS} times",
+                         side_effect_key(ctx.run_id, path, MAX_ATTEMPTS - 1), path)
 
 
 async def invoke(ctx: RunContext, agent: str, name: str, tool: LoadedTool, args: dict[str, Any], span: str,

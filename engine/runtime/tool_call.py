@@ -16,6 +16,7 @@ from engine.runtime.controls import OperatorStop
 from engine.runtime.guards import BudgetExceeded
 from engine.runtime.side_effects import (
     NeedsReconcile,
+    ReconcileFailed,
     RecordedFailure,
     durable_side_effect,
     invoke,
@@ -131,11 +132,16 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
         try:
             state, recorded, attempt = await recorded_outcome(ctx, tool, path)
         except NeedsReconcile as exc:
-            tracer.end(span, ctx.run_id, "outcome_unknown", attrs={"error": str(exc), "needs_reconcile": True})
-            await stop_for_reconcile(ctx, str(exc))
+            tracer.end(span, ctx.run_id, "outcome_unknown", attrs={"error": str(exc), "needs_reconcile": True,
+                                                                  "idempotency_key": exc.key, "call": exc.call})
+            await stop_for_reconcile(ctx, str(exc), "needs_reconcile")
             raise AssertionError("unreachable: the run was cancelled") from None
-        if state == "done":
-            return replay(ctx, span, call, recorded)
+        except ReconcileFailed as exc:
+            tracer.end(span, ctx.run_id, "error", attrs={"error": str(exc), "reconciled": "fail"})
+            await stop_for_reconcile(ctx, str(exc), "failed")
+            raise AssertionError("unreachable: the run was cancelled") from None
+        if state != "new":
+            return replay(ctx, span, call, recorded, reconciled=state == "confirmed")
 
     approval: dict[str, Any] | None = None
     try:
@@ -225,7 +231,8 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     return ToolResultMessage(call.id, call.name, text)
 
 
-def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any) -> ToolResultMessage:
+def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any, *, reconciled: bool = False
+           ) -> ToolResultMessage:
     """A side effect a resumed run already performed: its recorded outcome, not a second call."""
     ctx.attributes["replayed_steps"] = ctx.attributes.get("replayed_steps", 0) + 1
     try:
@@ -233,13 +240,15 @@ def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any) -> ToolRes
     except RecordedFailure as exc:
         ctx.tracer.end(span, ctx.run_id, "error", attrs={"error": str(exc), "replayed": True})
         return _error(call, str(exc))
-    ctx.tracer.end(span, ctx.run_id, "ok", attrs={"result": value, "replayed": True})
+    ctx.tracer.end(span, ctx.run_id, "ok", attrs={"result": value, "replayed": True} if not reconciled else
+                   {"result": value, "replayed": True, "reconciled": "done"})
     return ToolResultMessage(call.id, call.name, _result_text(value))
 
 
-async def stop_for_reconcile(ctx: RunContext, reason: str) -> None:
-    """End the whole run `needs_reconcile` (see engine/runtime/side_effects.py): cancel it here and now."""
-    ctx.attributes["needs_reconcile"] = reason
+async def stop_for_reconcile(ctx: RunContext, reason: str, status: str) -> None:
+    """End the whole run `status` (needs_reconcile, or failed on an operator's `fail`; see
+    engine/runtime/side_effects.py), `reason` its error: cancel it here and now."""
+    ctx.attributes["stop_status"] = status
     ctx.active.stop_reason = reason
     ctx.active.scope.cancel()
     from anyio.lowlevel import checkpoint

@@ -23,8 +23,8 @@ JSON shapes (stable; a documented interface):
 Times are Unix seconds (floats) in JSON and local wall-clock times on screen.
 
 One module per command group: kill.py (kill, release), approvals.py (approvals, approve, deny), safe_mode.py,
-breakers.py, audit.py, engines.py; common.py holds what they share. All control.db access goes through
-engine.controls.
+breakers.py, audit.py, engines.py, durable.py (reconcile, resume); common.py holds what they share. All control.db
+access goes through engine.controls.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from console.commands.controls.approvals import APPROVAL_FIELDS, add_approvals
 from console.commands.controls.audit import AUDIT_FIELDS, add_audit
 from console.commands.controls.breakers import OVERRIDE_FIELDS, add_breakers
 from console.commands.controls.common import OPERATOR_ENV, operator_name, wrap_handlers
+from console.commands.controls.durable import add_reconcile, add_resume
 from console.commands.controls.engines import ENGINE_FIELDS, add_engines
 from console.commands.controls.kill import KILL_FIELDS, add_kill, add_release
 from console.commands.controls.safe_mode import FLAG_FIELDS, add_safe_mode, parse_scope
@@ -44,7 +45,7 @@ __all__ = ["APPROVAL_FIELDS", "AUDIT_FIELDS", "ENGINE_FIELDS", "FLAG_FIELDS", "K
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The nine control commands, in the order `flightdeck --help` lists them."""
+    """The eleven control commands, in the order `flightdeck --help` lists them."""
     before = set(commands.choices)
     add_kill(commands)
     add_release(commands)
@@ -53,6 +54,8 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_breakers(commands)
     add_audit(commands)
     add_engines(commands)
+    add_reconcile(commands)
+    add_resume(commands)
     for name, parser in commands.choices.items():
         if name not in before:
             wrap_handlers(parser)

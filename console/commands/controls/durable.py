@@ -1,0 +1,231 @@
+"""`flightdeck reconcile` and `flightdeck resume`: the operator's side of durable runs (engine/controls/reconcile.py).
+
+reconcile: list what awaits a decision (every run, or one), or decide one side effect whose outcome is unknown
+(--done / --again / --fail, with --reason); the next durable engine on the store carries the run on (or
+`flightdeck resume RUN` now). resume: a preview, a confirmation, an audit row, then the run resumes in THIS process
+as a durable engine on the store (no other engine may hold it: if one does, nothing is written and the command says
+what to run once it has stopped); the exit code is the resumed run's, as `flightdeck run` gives it.
+
+JSON: `reconcile --json` (listing): a list of runs: run_id, hierarchy, status, ended, error, calls (span_id, key,
+call, tool, agent, args, decision (null or: decision, note, operator, ts, audit_id)). `reconcile ... --done|--again|
+--fail --json`: the decision: run_id, key, call, decision, note, operator, ts, audit_id. `resume --json`: the run
+object `flightdeck run --json` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from console.cli import add_store_argument
+from console.commands.argtypes import non_negative
+from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
+from console.output import print_json, table, tokens, usd, when
+from engine.controls.errors import ControlError
+
+if TYPE_CHECKING:
+    from engine.controls.reconcile import AwaitingCall
+    from engine.controls.resume_preview import ResumePreview
+
+
+def add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "reconcile", help="decide a side effect whose outcome is unknown after a crash (durable runs)",
+        description="Without RUN: every run waiting in needs_reconcile. With RUN only: what awaits a decision in it. "
+                    "With a decision: record it (audited). --done: it happened (the model is told the operator "
+                    "confirmed it, with your reason; it never runs again); --again: run it again under the same "
+                    "idempotency key (you accept the risk of a second effect); --fail: the run ends failed with "
+                    "your reason as its error. The run goes on when a durable engine next starts on the store "
+                    "(or now: flightdeck resume RUN).",
+        epilog="Exit codes: 0 listed or recorded; 2 bad input or refused (unknown run, a run not in "
+               "needs_reconcile, a call whose outcome is not unknown or already decided, no --reason): nothing "
+               "written; 3 store problem.")
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the run (a unique prefix of its id is enough)")
+    parser.add_argument("--call", metavar="ID", help="the side effect: its span id, idempotency key or call path "
+                                                     "(needed when the run waits on more than one)")
+    decision = parser.add_mutually_exclusive_group()
+    for name, text in (("done", "it happened: record it done, never run it again"),
+                       ("again", "run it again with the same idempotency key"),
+                       ("fail", "end the run failed, with --reason as its error")):
+        decision.add_argument(f"--{name}", dest="decision", action="store_const", const=name, help=text)
+    parser.add_argument("--reason", metavar="TEXT", help="why (required with a decision; the audit log keeps it, "
+                                                         "and --done/--fail pass it on as the note)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_operator(parser)
+    add_store_argument(parser)
+    parser.set_defaults(handler=handle_reconcile)
+
+
+def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from console.commands.run import _budget
+
+    parser = commands.add_parser(
+        "resume", help="resume a failed, killed, abandoned or budget-exceeded durable run",
+        description="Shows what the resume will do (recorded side effects replay and do NOT run again; model "
+                    "calls and other tools run again; spend so far counts against the budgets), asks for "
+                    "confirmation (or --yes), records it in the audit log (releasing a kill switch on the run), "
+                    "and resumes the run in this process as a durable engine on the store. If another engine holds "
+                    "the store, nothing is written: stop it (or let it finish) and run the command again.",
+        epilog="Exit codes: those of `flightdeck run` for the resumed run (0 completed, 1 failed, 4 budget "
+               "exceeded, 6 killed, 8 needs reconcile, ...); 2 bad input or refused (completed, running, not "
+               "durable, waiting for reconcile, another engine holds the store, no confirmation); 3 store problem.")
+    parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
+    parser.add_argument("--reason", metavar="TEXT", help="why (for the audit log; default: 'operator resume')")
+    parser.add_argument("--budget", metavar="LIMITS", type=_budget,
+                        help="new run budget overrides, e.g. cost=2.50,tool_calls=40 (replace the run's own)")
+    parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
+                        help="scripted-model speed factor (default 1; 0 removes simulated latency)")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--json", action="store_true", help="print the resumed run as JSON")
+    add_operator(parser)
+    add_store_argument(parser)
+    parser.set_defaults(handler=handle_resume)
+
+
+# -- reconcile ---------------------------------------------------------------------------------------------------
+
+def _call_json(call: AwaitingCall) -> dict[str, Any]:
+    decision = call.decision
+    return {"span_id": call.span_id, "key": call.key, "call": call.call, "tool": call.tool, "agent": call.agent,
+            "args": call.args, "decision": None if decision is None else {
+                "decision": decision.decision, "note": decision.note, "operator": decision.operator,
+                "ts": decision.ts, "audit_id": decision.audit_id}}
+
+
+def _print_calls(calls: list[AwaitingCall]) -> None:
+    rows = [(c.span_id, c.tool, c.agent or "", c.key, short(c.args, 40),
+             "awaiting" if c.decision is None else f"{c.decision.decision} by {c.decision.operator}")
+            for c in calls]
+    print(table(("SPAN", "TOOL", "AGENT", "IDEMPOTENCY KEY", "ARGS", "DECISION"), rows))
+
+
+def handle_reconcile(args: argparse.Namespace) -> int:
+    from engine.controls.reconcile import runs_waiting, undecided
+
+    api = open_api(args, create=False, read_only=args.decision is None)
+    try:
+        if args.decision is None:
+            runs = runs_waiting(store_dir_arg(args)) if args.run is None else None
+            listing = []
+            for run_id in [r.id for r in runs] if runs is not None else [args.run]:
+                calls = api.reconcile_calls(run_id)
+                listing.append((run_id, calls))
+            if args.json:
+                print_json([{"run_id": calls[0].run_id if calls else run_id, "calls": [_call_json(c) for c in calls]}
+                            for run_id, calls in listing])
+                return 0
+            if not listing:
+                print("no run is waiting for reconcile")
+            for run_id, calls in listing:
+                waiting = len(undecided(calls))
+                print(f"run {calls[0].run_id if calls else run_id}: {waiting} side effect(s) awaiting a decision")
+                if calls:
+                    _print_calls(calls)
+            return 0
+        reason = require_reason(args)
+        decision = api.reconcile_side_effect(args.run or "", args.call, args.decision, reason)
+        if args.json:
+            print_json({"run_id": decision.run_id, "key": decision.key, "call": decision.call,
+                        "decision": decision.decision, "note": decision.note, "operator": decision.operator,
+                        "ts": decision.ts, "audit_id": decision.audit_id})
+            return 0
+        print(f"reconciled {decision.key}: {decision.decision} (by {decision.operator}, audit row {decision.audit_id})")
+        if not undecided(api.reconcile_calls(decision.run_id)):
+            store = f" --store {args.store}" if args.store else ""
+            print(f"run {decision.run_id} goes on when a durable engine next starts on this store, or now: "
+                  f"flightdeck resume {decision.run_id}{store} --reason '...'")
+        return 0
+    finally:
+        api.close()
+
+
+# -- resume ------------------------------------------------------------------------------------------------------
+
+def _print_preview(preview: ResumePreview) -> None:
+    run = preview.run
+    print(f"resume run {run.id} ({run.hierarchy}, {run.status} {when(run.ended) if run.ended else ''})".rstrip()
+          + (f": {short(run.error, 80)}" if run.error else ""), file=sys.stderr)
+    print(f"  already spent (counts against the run's and the day's budgets): {usd(run.cost_usd)}, "
+          f"{tokens(run.tokens_in + run.tokens_out)} tokens, {run.model_calls} model calls, {run.tool_calls} tool "
+          "calls", file=sys.stderr)
+    if preview.recorded or preview.reconciled:
+        print("  will NOT run again (recorded side effects: their recorded result is replayed):", file=sys.stderr)
+        for span in preview.recorded:
+            args = span.attributes.get("args") if isinstance(span.attributes, dict) else None
+            print(f"    {span.name} {short(args, 60)} (span {span.id}, {span.agent})", file=sys.stderr)
+        for call in preview.reconciled:
+            assert call.decision is not None
+            verb = {"done": "confirmed done, not run again", "again": "RUNS AGAIN (same idempotency key)",
+                    "fail": "the run ends failed"}[call.decision.decision]
+            print(f"    {call.tool} {short(call.args, 40)}: reconciled by {call.decision.operator}: {verb}",
+                  file=sys.stderr)
+    else:
+        print("  no side effect is recorded: every call the model asks for runs", file=sys.stderr)
+    print("  will run again: every model call and every tool call without side effects (billed again); side "
+          "effects not recorded above run when the model asks for them", file=sys.stderr)
+    for switch in preview.releases:
+        print(f"  releases kill switch #{switch.id} on the run ({switch.mode}, by {switch.operator}: "
+              f"{short(switch.reason, 60)})", file=sys.stderr)
+
+
+def handle_resume(args: argparse.Namespace) -> int:
+    from engine.controls.resume_preview import preview_resume
+
+    api = open_api(args, create=False)
+    try:
+        preview = preview_resume(api, args.run)
+        if preview.refusal is not None:
+            raise ControlError(preview.refusal)
+        _print_preview(preview)
+        reason = args.reason.strip() if args.reason and args.reason.strip() else "operator resume"
+        if not confirm(args, f"resume run {preview.run.id}"):
+            return 1
+        limits = None if args.budget is None else _limits_dict(args.budget)
+        return _resume(args, api, preview, reason, limits)
+    finally:
+        api.close()
+
+
+def _limits_dict(budget: Any) -> dict[str, Any]:
+    """The limits an operator gave (a BudgetLimits), as the audit row records them."""
+    return {k: v for k, v in budget.model_dump(exclude_unset=True).items() if v is not None}
+
+
+def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: str,
+            limits: dict[str, Any] | None) -> int:
+    import anyio
+
+    from console.commands.run import print_summary
+    from engine.errors import StoreLocked
+    from engine.runtime.engine import Engine
+    from engine.runtime.results import EXIT_CODES
+    from engine.store import open_engine_store
+
+    run_id = preview.run.id
+    store_dir = store_dir_arg(args)
+    try:
+        store = open_engine_store(store_dir)
+    except StoreLocked as exc:
+        store_arg = f" --store {args.store}" if args.store else ""
+        raise ControlError(f"{exc}: nothing was written. Stop that engine (or let it finish), then run: "
+                           f"flightdeck resume {run_id}{store_arg} --reason '{reason}' --yes") from None
+    try:
+        api.record_resume(run_id, preview.run.status, limits, reason)
+
+        async def go() -> Any:
+            async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0, durable=True,
+                              auto_resume=False) as engine:
+                assert engine.durable is not None
+                return await engine.durable.resume_run(run_id, args.budget)
+
+        if not args.json:
+            print(f"resuming run {run_id} on store {store_dir}", file=sys.stderr)
+        result = anyio.run(go)
+    finally:
+        store.close()
+    if args.json:
+        print_json(store.redactor.clean(result.to_json()))
+    else:
+        print_summary([result], redact=store.redactor.clean_text)
+    return EXIT_CODES[result.status]

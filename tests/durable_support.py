@@ -1,0 +1,94 @@
+"""Durable-run scenarios shared by the engine and CLI tests: a hierarchy whose side effect (tests/durable_tools.py)
+can crash its engine mid-call, and the steps that leave a run in needs_reconcile (a real SIGKILLed subprocess, then a
+durable engine that resumes it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.hierarchy.loader import load_hierarchy
+from engine.runtime.engine import Engine
+from engine.store import open_engine_store
+from tests.store_support import REPO_ROOT, store_lock_free, wait_until
+
+CHARGING = """
+name: charging
+entry: clerk
+models:
+  m: {model: m, tier: standard, price_in: 0.5, price_out: 1.5, latency: 0, latency_per_token: 0}
+tools:
+  charge: {function: "tests.durable_tools:charge", side_effects: true}
+agents:
+  clerk: {contract: Charges customers., model: m, tools: [charge], max_steps: 10}
+scripts:
+  clerk:
+    - tool: {name: charge, args: {amount: 5}}
+    - tool: {name: charge, args: {amount: 7}}
+    - final: charged twice
+"""
+
+
+def flightdeck(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+
+
+class Charging:
+    """One store, ledger and hierarchy file for a test (in tmp_path)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.store = tmp_path / "store"
+        self.ledger = tmp_path / "ledger.jsonl"
+        self.marker = tmp_path / "crashed"
+        self.path = tmp_path / "charging.yaml"
+        self.path.write_text(CHARGING)
+        self.env = {"FLIGHTDECK_TEST_LEDGER": str(self.ledger)}
+
+    def lines(self) -> list[dict[str, Any]]:
+        if not self.ledger.exists():
+            return []
+        return [json.loads(line) for line in self.ledger.read_text().splitlines() if line.strip()]
+
+    def run(self, *extra: str, crash: bool = False) -> subprocess.CompletedProcess[str]:
+        """`flightdeck run charging.yaml --durable` in a subprocess (with crash: it dies in its first charge)."""
+        env = {**self.env, **({"FLIGHTDECK_TEST_CRASH_MARKER": str(self.marker)} if crash else {})}
+        done = flightdeck("run", str(self.path), "--durable", "--speed", "0", "--store", str(self.store), *extra,
+                          env=env)
+        wait_until(lambda: store_lock_free(self.store), timeout=30, what="the engine's writer to exit")
+        return done
+
+    def restart(self, *, auto_resume: bool = True) -> list[str]:
+        """A durable engine starting on the store (in this process), until the runs it resumed have ended."""
+        os.environ["FLIGHTDECK_TEST_LEDGER"] = str(self.ledger)
+
+        async def go() -> list[str]:
+            with open_engine_store(self.store) as store:
+                async with Engine(store, latency_scale=0.0, runbooks=False, durable=True,
+                                  auto_resume=auto_resume) as engine:
+                    assert engine.durable is not None
+                    await engine.durable.wait_resumed()
+                    return list(engine.durable.resumed)
+
+        return anyio.run(go)
+
+    def needs_reconcile(self) -> str:
+        """A run whose first charge's outcome is unknown: its engine was SIGKILLed during it, and the next durable
+        engine stopped it needs_reconcile. Returns the run id."""
+        crashed = self.run(crash=True)
+        assert crashed.returncode == -9, crashed.stderr[-2000:]
+        resumed = self.restart()
+        assert len(resumed) == 1, resumed
+        return resumed[0]
+
+
+def hierarchy_of(charging: Charging) -> Any:
+    return load_hierarchy(str(charging.path))
