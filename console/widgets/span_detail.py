@@ -151,8 +151,16 @@ def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160) -
     if started:
         out.append(f" · started {clock_ms(started, with_date=False)}")
         out.append(f" · took {duration(ended - started)}" if ended else f" · running {duration(now - started)}")
+    if run.resumed:  # a durable run that came back after its engine died
+        out.append(" · ")
+        out.append(f"resumed {run.resumed}× · {run.replayed_steps} steps replayed", style="bold cyan")
     out.append("\n")
-    if run.error:
+    if run.status == "needs_reconcile":
+        out.append("decide: ", style="bold")
+        out.append(f"flightdeck reconcile {printable(run.id)}", style="bold black on yellow")
+        out.append(" · ")
+        out.append(printable(run.error or "a side effect's outcome is unknown", limit=width * 2), style="yellow")
+    elif run.error:
         out.append("error: ", style="bold red")
         out.append(printable(run.error, limit=width * 2), style="red")
     elif run.status == "completed" and run.output is not None:
