@@ -7,6 +7,8 @@ declared in console/screens/registry.py.)
 - breakers: "N open" (crit, with the keys), "N half-open" (warn), "all closed"; from traces.db `breakers`.
 - kill switches: "N active" (crit; says when one is not yet acknowledged); a GLOBAL switch shows the halt banner.
 - safe-mode: the active flags "tools.side_effects=off, …" (warn); a global runs.admission=paused shows the banner.
+- needs reconcile (first on the row, shown only while a run waits): durable runs whose side effect's outcome is
+  unknown, "2 runs · flightdeck reconcile ID" (crit), naming the run that has waited longest.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from console.widgets.safe import printable
 from engine.controls import approvals, flag_settings, kill_switches
 
 URGENT_S = 30.0
+RECONCILE_COUNTED = 100  # runs waiting in needs_reconcile counted exactly; more say "100+"
 
 
 def _left(seconds: float) -> str:
@@ -41,6 +44,20 @@ def approvals_slot(ctx: HeaderContext) -> SlotValue:
                                f"{_left(left)}: press 3 to decide.")
     return SlotValue(text, "warn", short=short,
                      alarm=f"{len(rows)} tool call(s) wait for approval: press 3.")
+
+
+def reconcile_slot(ctx: HeaderContext) -> SlotValue:
+    """Durable runs waiting in needs_reconcile: nothing happens to them until an operator decides."""
+    rows = ctx.reader.list_runs(status="needs_reconcile", limit=RECONCILE_COUNTED)  # indexed by (status, started)
+    if not rows:
+        return SlotValue("none", "ok")
+    count = f"{len(rows)}+" if len(rows) >= RECONCILE_COUNTED else str(len(rows))
+    oldest = printable(rows[-1].id, limit=30)
+    runs = "run" if len(rows) == 1 else "runs"
+    return SlotValue(f"{count} {runs} · flightdeck reconcile {oldest}", "crit",
+                     short=f"{count} · flightdeck reconcile {oldest}",
+                     alarm=f"{count} {runs} wait in needs_reconcile (a side effect's outcome is unknown after a "
+                           f"crash): check it, then `flightdeck reconcile {oldest}`; press 1, then p, to list them.")
 
 
 def breakers_slot(ctx: HeaderContext) -> SlotValue:
@@ -100,8 +117,9 @@ def safe_mode_slot(ctx: HeaderContext) -> SlotValue:
 
 
 # The header's second row, in one list: each replaces the "n/a" slot of the same id in console/widgets/header.py
-# (which keeps the order of the row).
+# (which keeps the order of the row); the reconcile slot, which has no placeholder, goes first.
 SLOTS = (
+    HeaderSlot("reconcile", "needs reconcile", reconcile_slot, row=2, quiet=True),
     HeaderSlot("breakers", "breakers", breakers_slot, row=2),
     HeaderSlot("approvals", "approvals", approvals_slot, row=2),
     HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2),
@@ -112,7 +130,7 @@ SLOTS = (
 
 def register() -> None:
     for slot in SLOTS:
-        register_header_slot(slot)
+        register_header_slot(slot, before="breakers")  # a new slot (reconcile) goes first on its row
 
 
 register()

@@ -40,6 +40,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from console.output import usd
+from console.widgets.header_fit import Part, fit_line
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 from engine.timefmt import clock
@@ -57,6 +58,13 @@ LEVEL_STYLE = {
     "warn": "bold yellow",
     "crit": "bold white on red",
 }
+
+# One ordering of alarms everywhere (issue 15): which critical slot speaks on the hint line, and which slot keeps
+# its place longest when a header line is too narrow (console/widgets/header_fit.py). Approvals first only while
+# one is about to expire (critical under 30 s: it is lost in seconds); then runs waiting for a reconcile decision,
+# incidents, stale engines and a degraded store, breakers, kill switches, safe mode. Slots not named come after.
+ALARM_ORDER = ("approvals", "reconcile", "incidents", "engines", "breakers", "kill_switches", "safe_mode", "runs",
+               "spend")
 
 WINDOW_S = 3600.0  # "in the last hour"
 SPEND_WINDOW_S = 300.0  # spend rate window: runs started in the last 5 minutes
@@ -90,6 +98,14 @@ class HeaderSlot:
     fetch: Callable[[HeaderContext], SlotValue]
     row: int = 1  # 1 or 2: which status line
     issue: str | None = None  # for placeholders: what brings the data
+    quiet: bool = False  # shown only while its level is warn or crit (an alarm that is noise when calm)
+
+
+def urgency(slot_id: str, value: SlotValue) -> tuple[int, int]:
+    """How urgent a slot's value is: its level, then its place in ALARM_ORDER. Bigger is more urgent."""
+    rank = ALARM_ORDER.index(slot_id) if slot_id in ALARM_ORDER else len(ALARM_ORDER)
+    level = LEVELS.index(value.level) if value.level in LEVELS else 0
+    return level, -rank
 
 
 def not_available(issue: str) -> Callable[[HeaderContext], SlotValue]:
@@ -230,7 +246,7 @@ def collect(reader: TraceReader, control: ControlDB | None, now: float, store_di
             first_error = first_error or exc
             values[slot.id] = SlotValue("error", "crit", alarm=f"{slot.label}: {printable(exc, limit=160)}")
     alarm = None
-    best = -1
+    best: tuple[int, int] | None = None
     halt = None
     for slot in HEADER_SLOTS:
         value = values.get(slot.id)
@@ -238,10 +254,11 @@ def collect(reader: TraceReader, control: ControlDB | None, now: float, store_di
             continue
         if value.halt and halt is None:
             halt = value.halt
-        # Only critical slots speak on the hint line: anything less would drown the view's own advice.
+        # Only critical slots speak on the hint line: anything less would drown the view's own advice. Of those,
+        # the first in ALARM_ORDER.
         if value.alarm and value.level == "crit":
-            rank = LEVELS.index(value.level)
-            if rank > best:
+            rank = urgency(slot.id, value)
+            if best is None or rank > best:
                 best, alarm = rank, value.alarm
     snapshot = HeaderSnapshot(values=values, alarm=alarm, halt=halt)
     if first_error is not None:
@@ -301,7 +318,7 @@ class HeaderStrip(Widget):
         narrow = width < 120
         lines = [self._title_line(width, narrow)]
         for row in (1, 2):
-            lines.append(self._slot_line(row, narrow))
+            lines.append(self._slot_line(row, narrow, width))
         return Text("\n", end="").join(lines)
 
     def _title_line(self, width: int, narrow: bool) -> Text:
@@ -329,27 +346,30 @@ class HeaderStrip(Widget):
             gap = max(1, width - left.cell_len - right.cell_len)
         return Text.assemble(left, " " * gap, right, end="")
 
-    def _slot_line(self, row: int, narrow: bool) -> Text:
-        line = Text(" ", end="")
+    def _slot_line(self, row: int, narrow: bool, width: int) -> Text:
         if row == 1 and self.store_problem:
+            line = Text(" ", end="")
             line.append("STORE UNREADABLE ", style="bold white on red")
             line.append(printable(self.store_problem, limit=200), style="bold red")
             return line
-        first = True
+        parts: list[Part] = []
         for slot in HEADER_SLOTS:
             if slot.row != row:
                 continue
-            if not first:
-                line.append(" │ ", style="dim")
-            first = False
-            line.append(f"{slot.label} ", style="dim")
             value = self.snapshot.values.get(slot.id) if self.snapshot else None
             if value is None:
-                line.append("…", style="dim")
+                if not slot.quiet:
+                    parts.append(Part(slot.label, ("…",), "dim", 0, (0, 0)))
                 continue
-            text = value.short if (narrow and value.short) else value.text
-            line.append(printable(text, limit=80), style=LEVEL_STYLE.get(value.level, ""))
-        return line
+            if slot.quiet and value.level not in ("warn", "crit"):
+                continue
+            text = printable(value.text, limit=80)
+            short = printable(value.short, limit=80) if value.short else None
+            # Narrow terminals (<120 columns) start from the short form; the fit shortens or hides by urgency.
+            forms = (short,) if (narrow and short) else (text, short) if short and short != text else (text,)
+            level = LEVELS.index(value.level) if value.level in LEVELS else 0
+            parts.append(Part(slot.label, forms, LEVEL_STYLE.get(value.level, ""), level, urgency(slot.id, value)))
+        return fit_line(parts, width)
 
 
 class HaltBanner(Static):
