@@ -56,8 +56,8 @@ def reconcile_slot(ctx: HeaderContext) -> SlotValue:
     runs = "run" if len(rows) == 1 else "runs"
     return SlotValue(f"{count} {runs} · flightdeck reconcile {oldest}", "crit",
                      short=f"{count} · flightdeck reconcile {oldest}",
-                     alarm=f"{count} {runs} wait in needs_reconcile (a side effect's outcome is unknown after a "
-                           f"crash): check it, then `flightdeck reconcile {oldest}`; press 1, then p, to list them.")
+                     alarm=f"{count} {runs} wait for you to reconcile: `flightdeck reconcile {oldest}` (1, then "
+                           f"p, lists them).")
 
 
 def breakers_slot(ctx: HeaderContext) -> SlotValue:

@@ -104,7 +104,7 @@ def handle_runs(args: argparse.Namespace) -> int:
     waiting = [r.id for r in runs if r.status == "needs_reconcile"]
     if waiting:
         print(f"\n{len(waiting)} run(s) wait for an operator (a side effect's outcome is unknown): "
-              f"flightdeck reconcile {waiting[0]}")
+              f"flightdeck reconcile {waiting[-1]}")
     return 0
 
 
