@@ -7,7 +7,8 @@ is too wide, the least urgent part gives way first, in three phases, each stoppi
    not worth a cut alarm);
 2. alarm parts (warn, crit), least urgent first: their shorter form;
 3. alarm parts, least urgent first: hidden, the most urgent one always kept; the line then ends with "+N more"
-   in the colour of the worst hidden one, so an operator knows there is more and widens the terminal.
+   in the colour of the worst hidden one, so an operator knows there is more and widens the terminal;
+4. what hiding freed goes back to the longer forms of the parts still shown, most urgent first.
 
 A value is shown whole or not at all: no word or number is ever cut ("incidents 1 (1" is what this replaced).
 Urgency is (level, place in the alarm order): see header.ALARM_ORDER.
@@ -80,6 +81,13 @@ def fit_parts(parts: list[Part], width: int) -> tuple[list[int], list[bool]]:
             break
         if i != keep:
             shown[i] = False
+    # What hiding freed goes back to the longer forms of what is still shown, most urgent first.
+    for i in reversed(order):
+        while shown[i] and choice[i] > 0:
+            choice[i] -= 1
+            if not fits():
+                choice[i] += 1
+                break
     return choice, shown
 
 
