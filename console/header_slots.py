@@ -41,7 +41,9 @@ def approvals_slot(ctx: HeaderContext) -> SlotValue:
     if left < URGENT_S:
         return SlotValue(text, "crit", short=short,
                          alarm=f"Approval {soonest.id} ({printable(soonest.tool, limit=30)}) expires in "
-                               f"{_left(left)}: press 3 to decide.")
+                               f"{_left(left)}: press 3 to decide.", view="approvals",
+                         alarm_here=f"Approval {soonest.id} ({printable(soonest.tool, limit=30)}) expires in "
+                                    f"{_left(left)}: select it, a approves, d denies.")
     return SlotValue(text, "warn", short=short,
                      alarm=f"{len(rows)} tool call(s) wait for approval: press 3.")
 
@@ -57,7 +59,9 @@ def reconcile_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(f"{count} {runs} · flightdeck reconcile {oldest}", "crit",
                      short=f"{count} · flightdeck reconcile {oldest}",
                      alarm=f"{count} {runs} wait for you to reconcile: `flightdeck reconcile {oldest}` (1, then "
-                           f"p, lists them).")
+                           f"p, lists them).", view="runs",
+                     alarm_here=f"{count} {runs} wait for you to reconcile: `flightdeck reconcile {oldest}` (p "
+                                f"lists them).")
 
 
 def breakers_slot(ctx: HeaderContext) -> SlotValue:
@@ -69,7 +73,9 @@ def breakers_slot(ctx: HeaderContext) -> SlotValue:
     if opened:
         keys = ", ".join(sorted({printable(r.key, limit=30) for r in opened}))
         return SlotValue(f"{len(opened)} OPEN ({keys})", "crit", short=f"{len(opened)} OPEN",
-                         alarm=f"Circuit breaker open: {keys}; calls fail fast. Press 4 to see why and reset.")
+                         alarm=f"Circuit breaker open: {keys}; calls fail fast. Press 4 to see why and reset.",
+                         view="breakers",
+                         alarm_here=f"Circuit breaker open: {keys}; calls fail fast. Select it for why; r resets it.")
     if half:
         return SlotValue(f"{len(half)} half-open, {len(rows) - len(half)} closed", "warn",
                          short=f"{len(half)} half-open")
@@ -93,7 +99,10 @@ def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(text, "crit", short=f"{len(rows)}" + (" !ack" if unacked else ""),
                      alarm=f"{len(rows)} kill switch(es) in force" +
                            (f", {len(unacked)} not acknowledged by an engine" if unacked else "") + ": press 5.",
-                     halt=halt_text)
+                     halt=halt_text, view="controls",
+                     alarm_here=f"{len(rows)} kill switch(es) in force" +
+                                (f", {len(unacked)} not acknowledged by an engine" if unacked else "") +
+                                ": select one, r releases it.")
 
 
 def safe_mode_slot(ctx: HeaderContext) -> SlotValue:

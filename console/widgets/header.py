@@ -7,21 +7,9 @@ Layout (3 lines):
     breakers n/a │ approvals n/a │ kill switches n/a │ safe-mode n/a │ incidents n/a
 
 HOW A FEATURE ADDS A SLOT (breakers, approvals, kill switches...): write a fetch function that runs on a worker
-thread and returns a SlotValue, and register it (replacing the "n/a" placeholder with the same id):
-
-    from console.widgets.header import HeaderSlot, SlotValue, register_header_slot
-
-    def _approvals(ctx: HeaderContext) -> SlotValue:
-        pending = ControlAPI(...).pending_approvals()       # whatever the feature's read API is
-        if not pending:
-            return SlotValue("none pending", "ok")
-        left = min(p.deadline for p in pending) - ctx.now
-        level = "crit" if left < 60 else "warn"
-        return SlotValue(f"{len(pending)} pending, oldest {int(left)}s left", level,
-                         short=f"{len(pending)} ({int(left)}s)",
-                         alarm=f"{len(pending)} approvals wait for a decision: press 3")
-
-    register_header_slot(HeaderSlot("approvals", "approvals", _approvals, row=2))
+thread and returns a SlotValue (text, level, a short form, an alarm sentence), and register it with
+`register_header_slot(HeaderSlot(id, label, fetch, row=2))`, replacing the "n/a" placeholder with the same id.
+console/header_slots.py is the worked example.
 
 A critical slot's `alarm` (level "crit") replaces the hint line's sentence; a `halt` text shows the banner nobody
 can miss (a global kill switch, safe mode). Fetches run in the header's poller thread, once a second, each with
@@ -78,6 +66,8 @@ class SlotValue:
     short: str | None = None  # a shorter text for narrow terminals (<120 columns)
     alarm: str | None = None  # one sentence for the hint line: what is wrong and what to press
     halt: str | None = None  # set: show the global halt banner with this text
+    view: str | None = None  # the view the alarm's key opens; on that view the hint says `alarm_here` instead
+    alarm_here: str | None = None  # the alarm for an operator already on `view` (a hint never points to it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +221,12 @@ class HeaderSnapshot:
     alarm: str | None = None
     halt: str | None = None
     error: str | None = None  # the store cannot be read at all
+    alarm_view: str | None = None  # the alarm's view, and what it says there (SlotValue.view, .alarm_here)
+    alarm_here: str | None = None
+
+    def alarm_on(self, view_id: str) -> str | None:
+        """The hint line's alarm for an operator on `view_id`: never "press 3" on view 3."""
+        return self.alarm_here if self.alarm_here and view_id == self.alarm_view else self.alarm
 
 
 def collect(reader: TraceReader, control: ControlDB | None, now: float, store_dir: Path) -> HeaderSnapshot:
@@ -245,7 +241,7 @@ def collect(reader: TraceReader, control: ControlDB | None, now: float, store_di
         except Exception as exc:
             first_error = first_error or exc
             values[slot.id] = SlotValue("error", "crit", alarm=f"{slot.label}: {printable(exc, limit=160)}")
-    alarm = None
+    alarm: SlotValue | None = None
     best: tuple[int, int] | None = None
     halt = None
     for slot in HEADER_SLOTS:
@@ -259,8 +255,9 @@ def collect(reader: TraceReader, control: ControlDB | None, now: float, store_di
         if value.alarm and value.level == "crit":
             rank = urgency(slot.id, value)
             if best is None or rank > best:
-                best, alarm = rank, value.alarm
-    snapshot = HeaderSnapshot(values=values, alarm=alarm, halt=halt)
+                best, alarm = rank, value
+    snapshot = HeaderSnapshot(values=values, alarm=alarm.alarm if alarm else None, halt=halt,
+                              alarm_view=alarm.view if alarm else None, alarm_here=alarm.alarm_here if alarm else None)
     if first_error is not None:
         snapshot.error = f"{type(first_error).__name__}: {first_error}"
     return snapshot

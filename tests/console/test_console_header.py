@@ -155,3 +155,17 @@ async def test_header_lines_fit_without_cutting_a_value(store: Path, size: tuple
         assert "incidents 3" in row if size[0] >= 160 else row.endswith(" │ +4 more")
         # One order: the approval about to expire speaks on the hint line, before everything else.
         assert app.main.hint_line.sentence.startswith("Approval ap-00000001 (apply_discount) expires in")
+
+
+@pytest.mark.anyio
+async def test_alarm_never_points_to_the_view_you_are_on(store: Path) -> None:
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await _ready(pilot)
+        hint = app.main.hint_line
+        assert hint.sentence.endswith("press 3 to decide.")
+        await pilot.press("3")
+        await wait_for(pilot, lambda: "a approves, d denies" in hint.sentence, what="alarm on view 3")
+        assert "press 3" not in hint.sentence and hint.sentence.startswith("Approval ap-00000001")
+        await pilot.press("1")
+        await wait_for(pilot, lambda: hint.sentence.endswith("press 3 to decide."), what="alarm on view 1")
