@@ -6,6 +6,7 @@ declared in console/screens/registry.py.)
 - approvals: "N pending, oldest 1m20s left" (warn); critical with an alarm when one has under 30 s left.
 - breakers: "N open" (crit, with the keys), "N half-open" (warn), "all closed"; from traces.db `breakers`.
 - kill switches: "N active" (crit; says when one is not yet acknowledged); a GLOBAL switch shows the halt banner.
+  A switch limited to a run that has ended is "spent" (info): it stops nothing and raises no alarm.
 - safe-mode: the active flags "tools.side_effects=off, …" (warn); a global runs.admission=paused shows the banner.
 - needs reconcile (first on the row, shown only while a run waits): durable runs whose side effect's outcome is
   unknown, "2 runs · flightdeck reconcile ID" (crit), naming the run that has waited longest.
@@ -13,10 +14,15 @@ declared in console/screens/registry.py.)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from console.incident_slots import incidents_slot
 from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
 from console.widgets.safe import printable
 from engine.controls import approvals, flag_settings, kill_switches
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import KillSwitch
 
 URGENT_S = 30.0
 RECONCILE_COUNTED = 100  # runs waiting in needs_reconcile counted exactly; more say "100+"
@@ -82,16 +88,31 @@ def breakers_slot(ctx: HeaderContext) -> SlotValue:
     return SlotValue(f"all {len(rows)} closed", "ok", short="closed")
 
 
+def switch_spent(ctx: HeaderContext, switch: KillSwitch) -> bool:
+    """A switch limited to one run (`--run ID`, or an agent/tool `--in-run ID`) whose run is no longer running: it
+    stops nothing any more (issue 15: shown as spent, not as a switch in force taking over the hint line)."""
+    run_id = switch.run_id or (switch.target if switch.scope == "run" else None)
+    if not run_id:
+        return False
+    run = ctx.reader.get_run(run_id)
+    return run is not None and run.status != "running"
+
+
 def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
     if ctx.control is None:
         return SlotValue("none", "ok")
     with ctx.control.reading() as conn:
         rows = kill_switches.active(conn)
+    spent = [r for r in rows if switch_spent(ctx, r)]
+    rows = [r for r in rows if r not in spent]
     if not rows:
+        if spent:
+            return SlotValue(f"{len(spent)} spent (run ended)", "info", short=f"{len(spent)} spent")
         return SlotValue("none", "ok")
     unacked = [r for r in rows if r.acked is None]
     halt = next((r for r in rows if r.scope == "global"), None)
-    text = f"{len(rows)} active" + (f" ({len(unacked)} NOT ACKED)" if unacked else "")
+    text = f"{len(rows)} active" + (f" ({len(unacked)} NOT ACKED)" if unacked else "") + \
+        (f" · {len(spent)} spent" if spent else "")
     halt_text = None
     if halt is not None:
         halt_text = (f"GLOBAL {halt.mode.upper()} switch #{halt.id} by {printable(halt.operator, limit=30)}:"

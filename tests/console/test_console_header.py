@@ -169,3 +169,25 @@ async def test_alarm_never_points_to_the_view_you_are_on(store: Path) -> None:
         assert "press 3" not in hint.sentence and hint.sentence.startswith("Approval ap-00000001")
         await pilot.press("1")
         await wait_for(pilot, lambda: hint.sentence.endswith("press 3 to decide."), what="alarm on view 1")
+
+
+@pytest.mark.anyio
+async def test_kill_switch_on_an_ended_run_is_spent_not_an_alarm(tmp_path: Path) -> None:
+    from engine.controls.api import ControlAPI
+    from tests.console_helpers import fixed_store
+
+    store = fixed_store(tmp_path / "store")
+    with ControlAPI(store, "bob") as api:
+        api.set_kill("run", "1b2c3d4e5f0a", "kill", "runaway spend")  # that run has ended (killed)
+    app = app_for(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        header = app.main.header
+        await wait_for(pilot, lambda: header.snapshot is not None, what="header")
+        value = header.snapshot.values["kill_switches"]
+        assert (value.text, value.level, value.alarm) == ("1 spent (run ended)", "info", None)
+        assert "kill switch" not in (app.main.hint_line.alarm or "")
+        with ControlAPI(store, "bob") as api:
+            api.set_kill("run", "c3d4e5f6a1b2", "kill", "looping")  # a running run: in force
+        await wait_for(pilot, lambda: header.slot_text("kill_switches").startswith("1 active"), what="in force")
+        value = header.snapshot.values["kill_switches"]
+        assert value.text == "1 active (1 NOT ACKED) · 1 spent" and value.level == "crit"
