@@ -103,11 +103,10 @@ def incidents_slot(ctx: HeaderContext) -> SlotValue:
     short = f"{len(incidents)} ({len(firing)} firing)"
     if urgent:
         worst = sorted(urgent, key=lambda i: (i.severity, -(i.opened or 0)))[0]
-        return SlotValue(text, "crit", short=short,
-                         alarm=f"{worst.severity} incident {printable(worst.id, limit=20)} is firing "
-                               f"({printable(worst.runbook, limit=40)} on "
-                               f"{printable(worst.scope, limit=40)}): press 6 for its runbook, a to "
-                               f"acknowledge it.")
+        what = (f"{worst.severity} incident {printable(worst.id, limit=20)} is firing "
+                f"({printable(worst.runbook, limit=40)} on {printable(worst.scope, limit=40)})")
+        return SlotValue(text, "crit", short=short, alarm=f"{what}: press 6 for its runbook, a to acknowledge it.",
+                         view="runbooks", alarm_here=f"{what}: select it for its runbook, a acknowledges it.")
     return SlotValue(text, "warn" if firing or unacked else "info", short=short)
 
 

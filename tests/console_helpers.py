@@ -92,13 +92,14 @@ def register_engine(store_dir: Path, *, heartbeat: float = FIXED_NOW - 1.0, stop
 
 def write_deal_run(writer: Any, run_id: str, *, started: float, status: str = "completed", tenant: str | None = "acme",
                    error: str | None = None, hierarchy: str = "deal-desk", text: str | None = None,
-                   running: bool = False) -> None:
-    """A deal-desk-shaped run: supervisor -> llm, route, delegation -> pricing -> llm, tool; then legal."""
+                   running: bool = False, attributes: dict[str, Any] | None = None) -> None:
+    """A deal-desk-shaped run: supervisor -> llm, route, delegation -> pricing -> llm, tool; then legal.
+    `attributes` go into the run row's (a durable run that resumed: {"resumed": 2, "replayed_steps": 3})."""
     text = text if text is not None else "Quote 100 seats of platform for ACME-001"
     w = _Writer(writer, run_id)
     t = started
     writer.run_started(run_id, hierarchy, "hash-" + hierarchy, ENGINE_ID, "test", {"task": text, "seats": 100},
-                       7, tenant, t, {"entry": "supervisor"})
+                       7, tenant, t, {"entry": "supervisor", **(attributes or {})})
     root = w.span(None, "run", None, hierarchy, t, None, attrs={"input": {"task": text}, "tenant": tenant})
     sup = w.span(root, "agent", "supervisor", "supervisor", t + 0.01, None,
                  attrs={"task": text, "context": {"account": "ACME-001", "seats": 100}})
@@ -115,9 +116,9 @@ def write_deal_run(writer: Any, run_id: str, *, started: float, status: str = "c
     w.span(pricing, "llm", "pricing", "gpt-4o", t + 0.89, t + 1.90, tokens=(2300, 410), cost=0.0112, model="gpt-4o",
            attrs={"step": 0, "messages": 2, "tier": "strong", "input_tail": "price it"},
            end_attrs={"content": "I will ask for a quote.", "tool_calls": [], "latency_ms": 1010.0})
-    tool_failed = status in ("failed",)
+    tool_failed = status in ("failed", "needs_reconcile")
     w.span(pricing, "tool", "pricing", "price_quote", t + 1.91, t + 2.31,
-           status="error" if tool_failed else "ok",
+           status="outcome_unknown" if status == "needs_reconcile" else "error" if tool_failed else "ok",
            attrs={"args": {"product": "platform", "seats": 100}, "reason": "The buyer asked for 100 seats; I need "
                   "the list price before any discount.", "risk": "low", "side_effects": False},
            end_attrs={"error": "upstream 503 from pricing-api", "error_kind": "tool_error"} if tool_failed
@@ -172,6 +173,36 @@ def fixed_store(store_dir: Path, runs: tuple[tuple[str, float, str, str | None, 
     if engine:
         register_engine(store_dir)
     return store_dir
+
+
+# Durable runs (flightdeck run --durable): (id, minutes ago, status, error, resumed, replayed_steps)
+RECONCILE_ERROR = ("side effect 9f8e7d6c5b4a:pricing/price_quote#0 (price_quote) started but its outcome is unknown "
+                   "(the engine died during it) and the tool is not declared idempotent: an operator must "
+                   "reconcile it")
+DURABLE_RUNS: tuple[tuple[str, float, str, str | None, int, int], ...] = (
+    ("9f8e7d6c5b4a", 0.5, "needs_reconcile", RECONCILE_ERROR, 1, 2),
+    ("8e7d6c5b4a9f", 3.0, "completed", None, 2, 3),
+    ("7d6c5b4a9f8e", 4.0, "needs_reconcile", RECONCILE_ERROR.replace("9f8e7d6c5b4a", "7d6c5b4a9f8e"), 1, 1),
+)
+
+
+def durable_store(store_dir: Path) -> Path:
+    """fixed_store plus durable runs: two waiting in needs_reconcile, one completed after resuming twice."""
+    fixed_store(store_dir)
+    write_durable_runs(store_dir)
+    return store_dir
+
+
+def write_durable_runs(store_dir: Path) -> None:
+    """DURABLE_RUNS into an existing store."""
+    writer = _open_writer(store_dir)
+    try:
+        for run_id, minutes_ago, status, error, resumed, replayed in reversed(DURABLE_RUNS):
+            write_deal_run(writer, run_id, started=FIXED_NOW - minutes_ago * 60, status=status, tenant="acme",
+                           error=error, attributes={"resumed": resumed, "replayed_steps": replayed})
+            writer.flush()
+    finally:
+        writer.close()
 
 
 def evil_store(store_dir: Path) -> Path:

@@ -1,8 +1,9 @@
 """`flightdeck runs` and `flightdeck trace`: read the store, print for people or as stable JSON for scripts.
 
 JSON shapes (a documented interface, see README):
-- `runs --json`: a list of run objects: id, hierarchy, status, tenant, started, ended, duration_s, tokens_in,
-  tokens_out, cost_usd, model_calls, tool_calls, error.
+- `runs --json`: a list of run objects: id, hierarchy, status, tenant, started, ended, tokens_in, tokens_out,
+  cost_usd, model_calls, tool_calls, error, duration_s, then resumed (how often a durable run resumed after its
+  engine died; 0 for others) and replayed_steps (recorded steps it replayed instead of running again).
 - `trace --json`: the run's root span with nested `children`; each span has id, kind, name, agent, status, started,
   ended, duration_s, tokens_in, tokens_out, cost_usd, model, attributes, children.
 """
@@ -69,6 +70,9 @@ def _open_reader(args: argparse.Namespace) -> TraceReader:
 def run_json(run: RunRow) -> dict[str, Any]:
     out = {k: getattr(run, k) for k in RUN_FIELDS}
     out["duration_s"] = round(run.ended - run.started, 3) if run.ended else None
+    # Durable runs (added after the keys above, which keep their order): 0 and 0 for a run that never resumed.
+    out["resumed"] = run.resumed or 0
+    out["replayed_steps"] = run.replayed_steps or 0
     return out
 
 
@@ -85,11 +89,22 @@ def handle_runs(args: argparse.Namespace) -> int:
         print("no runs yet: start one with `flightdeck run deal-desk`")
         return 0
     now = time.time()
-    rows = [(r.id, r.status, r.hierarchy, r.tenant or "-", age(r.started, now),
-             seconds((r.ended or now) - r.started), tokens((r.tokens_in or 0) + (r.tokens_out or 0)),
-             usd(r.cost_usd), r.model_calls, r.tool_calls) for r in runs]
-    print(table(("RUN", "STATUS", "HIERARCHY", "TENANT", "STARTED", "DURATION", "TOKENS", "COST", "MODEL", "TOOLS"),
-                rows, right={5, 6, 7, 8, 9}))
+    rows: list[tuple[Any, ...]] = [
+        (r.id, r.status, r.hierarchy, r.tenant or "-", age(r.started, now), seconds((r.ended or now) - r.started),
+         tokens((r.tokens_in or 0) + (r.tokens_out or 0)), usd(r.cost_usd), r.model_calls, r.tool_calls)
+        for r in runs]
+    headers: tuple[str, ...] = ("RUN", "STATUS", "HIERARCHY", "TENANT", "STARTED", "DURATION", "TOKENS", "COST",
+                                "MODEL", "TOOLS")
+    if any(r.resumed for r in runs):
+        # Durable runs that came back after their engine died: how often, and how many recorded steps replayed.
+        headers += ("RESUMED",)
+        rows = [row + (f"{r.resumed}x, {r.replayed_steps} replayed" if r.resumed else "-",)
+                for row, r in zip(rows, runs, strict=True)]
+    print(table(headers, rows, right={5, 6, 7, 8, 9}))
+    waiting = [r.id for r in runs if r.status == "needs_reconcile"]
+    if waiting:
+        print(f"\n{len(waiting)} run(s) wait for an operator (a side effect's outcome is unknown): "
+              f"flightdeck reconcile {waiting[-1]}")
     return 0
 
 

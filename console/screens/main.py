@@ -81,6 +81,7 @@ class MainScreen(Screen[None]):
         super().__init__(id="main")
         self.ctx = ctx
         self.active_id = VIEWS[0].id if VIEWS else ""
+        self.header_alarm: HeaderSnapshot | None = None  # the last header read: its alarm follows the active view
         self._views: dict[str, View] = {}  # the views built so far, by id
         self._pending: dict[str, str | None] = {}  # views shown before their widgets existed: the arg to activate
         self.header_feed = HeaderFeed(ctx)
@@ -163,6 +164,8 @@ class MainScreen(Screen[None]):
         self.active_id = view_id
         self.query_one("#views", ContentSwitcher).current = f"view-{view_id}"
         self.header.set_active(view_id)
+        if self.header_alarm is not None and self.header.store_problem is None:
+            self.hint_line.set_alarm(self.header_alarm.alarm_on(view_id))
         first = view_id not in self._pending
         self._pending[view_id] = arg  # the latest arg wins when it is shown twice while being built
         if first:
@@ -209,7 +212,8 @@ class MainScreen(Screen[None]):
         self.header.set_store_problem(None)
         self.header.update_snapshot(snapshot)
         self.query_one("#halt-banner", HaltBanner).show_halt(snapshot.halt)
-        self.hint_line.set_alarm(snapshot.alarm)
+        self.header_alarm = snapshot
+        self.hint_line.set_alarm(snapshot.alarm_on(self.active_id))
         if snapshot.error:
             self.ctx.report_error(RuntimeError(snapshot.error), "header")
 

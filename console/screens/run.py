@@ -319,6 +319,9 @@ class RunView(ReadOnlyGuard, View):
         if self.tree.left_out:
             self.hint = (f"This run is huge: the tree shows its first {len(self.tree.nodes):,} spans "
                          f"({self.tree.left_out:,} more not shown); the event tail has the newest.")
+        elif status == "needs_reconcile":
+            self.hint = (f"This run waits for you: check the side effect's idempotency key in its tool span (n), then "
+                         f"`flightdeck reconcile {run.id}`.")
         elif status in PROBLEM_RUN_STATUSES:
             outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
             if problems:

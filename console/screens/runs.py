@@ -46,6 +46,14 @@ COLUMNS = (
     Column("cost", "COST", 9, flex=1, max_width=14, align="right"),
     Column("incidents", "INCIDENTS", 9, align="right", drop=1),
 )
+# Once a loaded run resumed after its engine died (durable runs), the table also shows RESUMED ("1× (3)": resumed
+# once, 3 recorded steps replayed). It stays on screen at 100 columns: INCIDENTS goes first, then AGENTS (which only
+# says something while a run is running).
+COLUMNS_RESUMED = (
+    *(Column("agents", "AGENTS", 6, align="right", drop=1) if c.key == "agents" else c for c in COLUMNS[:-1]),
+    Column("resumed", "RESUMED", 8, align="right"),
+    Column("incidents", "INCIDENTS", 9, align="right", drop=2),
+)
 
 # Sort cycle: (column, reverse, words for the title). Reverse means descending on the column's sort value.
 SORTS: tuple[tuple[str, bool, str], ...] = (
@@ -56,6 +64,7 @@ SORTS: tuple[tuple[str, bool, str], ...] = (
     ("model_calls", True, "model calls, most first"),
     ("tool_calls", True, "tool calls, most first"),
     ("agents", True, "agents active, most first"),
+    ("resumed", True, "resumes, most first"),
     ("hierarchy", False, "hierarchy, A to Z"),
     ("tenant", False, "tenant, A to Z"),
     ("id", False, "run id"),
@@ -95,6 +104,8 @@ def run_cell(item: RunItem, column: str, now: float) -> Text | str:
         return tokens((run.tokens_in or 0) + (run.tokens_out or 0))
     if column == "cost":
         return cost_bar(run.cost_usd or 0.0, budget_of(run))
+    if column == "resumed":
+        return resumed_cell(run)
     if column == "incidents":
         from console.incident_slots import incidents_cell  # kept current by the header's incidents slot
 
@@ -102,8 +113,18 @@ def run_cell(item: RunItem, column: str, now: float) -> Text | str:
     return ""
 
 
+def resumed_cell(run: RunRow) -> Text:
+    """RESUMED: how often a durable run resumed after its engine died, and (in brackets) how many recorded steps
+    it replayed instead of running them again."""
+    if not run.resumed:
+        return Text("-", style="dim", end="")
+    return Text(f"{run.resumed}× ({run.replayed_steps})", style="bold cyan", end="")
+
+
 def run_sort_value(item: RunItem, column: str) -> Any:
     run = item.run
+    if column == "resumed":
+        return (run.resumed or 0, run.replayed_steps or 0)
     if column == "age":
         return run.started or 0.0
     if column == "status":
@@ -163,10 +184,10 @@ class RunsView(ReadOnlyGuard, View):
         Binding("slash", "start_filter", "Filter", id="filter_runs", priority=True,
                 tooltip="Filter by run id, hierarchy, status or tenant (substring); Enter keeps it, Esc clears it"),
         Binding("p", "toggle_problems", "Problems", id="problems_only",
-                tooltip="Show only runs that need attention (failed, killed, over budget, loop, abandoned, "
-                        "refused); press again for all runs"),
+                tooltip="Show only runs that need attention (needs reconcile, failed, killed, over budget, "
+                        "loop, abandoned, refused); press again for all runs"),
         Binding("s", "next_sort", "Sort", id="sort_runs",
-                tooltip="Sort by the next column (age, status, cost, tokens, calls, hierarchy, tenant, id)"),
+                tooltip="Sort by the next column (age, status, cost, tokens, calls, resumes, hierarchy, tenant, id)"),
         Binding("S", "reverse_sort", "Reverse", id="reverse_sort", show=False,
                 tooltip="Reverse the current sort order"),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False,
@@ -181,6 +202,7 @@ class RunsView(ReadOnlyGuard, View):
         self.sort_index = 0
         self.loaded = False
         self.problem_ids: set[str] = set()  # loaded runs that need attention (kept up to date on every upsert)
+        self.any_resumed = False  # a loaded run resumed after its engine died: the RESUMED column is shown
         self.paging = False
         self.exhausted = False
         self.poller: Poller[RunsUpdate] = Poller(self, name="runs", fetch=self.feed.poll, render=self.apply_update,
@@ -238,6 +260,9 @@ class RunsView(ReadOnlyGuard, View):
                 self.problem_ids.add(item.run.id)
             else:
                 self.problem_ids.discard(item.run.id)
+            if item.run.resumed and not self.any_resumed:
+                self.any_resumed = True
+                self.table.set_columns(COLUMNS_RESUMED)
         self.table.upsert([(item.run.id, item) for item in rows])
 
     def apply_update(self, update: RunsUpdate) -> None:
@@ -334,6 +359,10 @@ class RunsView(ReadOnlyGuard, View):
         key = table.cursor_key
         item = table.get(key) if key is not None else None
         run = item.run if item is not None else None
+        if run is not None and run.status == "needs_reconcile":
+            self.hint = (f"Run {key} waits: a side effect's outcome is unknown. Check it, then "
+                         f"`flightdeck reconcile {key}`; Enter shows the run.")
+            return
         if run is not None and run.status in PROBLEM_RUN_STATUSES:
             word = run_look(run.status).word
             self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why."
@@ -344,6 +373,10 @@ class RunsView(ReadOnlyGuard, View):
             return
         if run is not None and run.status == "running":
             self.hint = f"Run {key} is running: press Enter to watch it live."
+            return
+        if run is not None and run.resumed:
+            self.hint = (f"Run {key} resumed {run.resumed}× after its engine died; {run.replayed_steps} recorded "
+                         f"steps replayed, not run again: Enter shows them.")
             return
         self.hint = "Enter opens the selected run · / filters · p shows only problems · s changes the sort."
 
@@ -374,6 +407,8 @@ class RunsView(ReadOnlyGuard, View):
 
     def action_next_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)
+        if SORTS[self.sort_index][0] == "resumed" and not self.any_resumed:  # no such column on screen
+            self.sort_index = (self.sort_index + 1) % len(SORTS)
         column, reverse, _ = SORTS[self.sort_index]
         self.table.set_sort(column, reverse)
         self._update_title()
@@ -402,7 +437,7 @@ class RunsView(ReadOnlyGuard, View):
         commands = [
             PaletteCommand("Runs: filter…", "Filter runs by id, hierarchy, status or tenant", self.action_start_filter),
             PaletteCommand("Runs: show only problems" if not self.filter.problems_only else "Runs: show all runs",
-                           "Failed, killed, over budget, loop, abandoned and refused runs",
+                           "Needs reconcile, failed, killed, over budget, loop, abandoned and refused runs",
                            self.action_toggle_problems),
             PaletteCommand("Runs: next sort column", "Cycle age, status, cost, tokens, calls, hierarchy, tenant",
                            self.action_next_sort),

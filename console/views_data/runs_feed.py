@@ -20,12 +20,12 @@ MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightde
 def search_text(run: RunRow) -> str:
     status = run.status or ""
     return " ".join((str(run.id or ""), str(run.hierarchy or ""), status, run_look(status).word,
-                     str(run.tenant or ""))).lower()
+                     str(run.tenant or ""), "resumed" if run.resumed else "")).lower()
 
 
 def _signature(run: RunRow) -> tuple[Any, ...]:
     return (run.last_seq, run.status, run.ended, run.tokens_in, run.tokens_out, run.cost_usd, run.model_calls,
-            run.tool_calls, run.agents_active)
+            run.tool_calls, run.agents_active, run.resumed, run.replayed_steps)
 
 
 @dataclass(frozen=True, slots=True)

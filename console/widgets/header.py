@@ -7,21 +7,9 @@ Layout (3 lines):
     breakers n/a │ approvals n/a │ kill switches n/a │ safe-mode n/a │ incidents n/a
 
 HOW A FEATURE ADDS A SLOT (breakers, approvals, kill switches...): write a fetch function that runs on a worker
-thread and returns a SlotValue, and register it (replacing the "n/a" placeholder with the same id):
-
-    from console.widgets.header import HeaderSlot, SlotValue, register_header_slot
-
-    def _approvals(ctx: HeaderContext) -> SlotValue:
-        pending = ControlAPI(...).pending_approvals()       # whatever the feature's read API is
-        if not pending:
-            return SlotValue("none pending", "ok")
-        left = min(p.deadline for p in pending) - ctx.now
-        level = "crit" if left < 60 else "warn"
-        return SlotValue(f"{len(pending)} pending, oldest {int(left)}s left", level,
-                         short=f"{len(pending)} ({int(left)}s)",
-                         alarm=f"{len(pending)} approvals wait for a decision: press 3")
-
-    register_header_slot(HeaderSlot("approvals", "approvals", _approvals, row=2))
+thread and returns a SlotValue (text, level, a short form, an alarm sentence), and register it with
+`register_header_slot(HeaderSlot(id, label, fetch, row=2))`, replacing the "n/a" placeholder with the same id.
+console/header_slots.py is the worked example.
 
 A critical slot's `alarm` (level "crit") replaces the hint line's sentence; a `halt` text shows the banner nobody
 can miss (a global kill switch, safe mode). Fetches run in the header's poller thread, once a second, each with
@@ -40,6 +28,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from console.output import usd
+from console.widgets.header_fit import Part, fit_line
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 from engine.timefmt import clock
@@ -58,6 +47,13 @@ LEVEL_STYLE = {
     "crit": "bold white on red",
 }
 
+# One ordering of alarms everywhere (issue 15): which critical slot speaks on the hint line, and which slot keeps
+# its place longest when a header line is too narrow (console/widgets/header_fit.py). Approvals first only while
+# one is about to expire (critical under 30 s: it is lost in seconds); then runs waiting for a reconcile decision,
+# incidents, stale engines and a degraded store, breakers, kill switches, safe mode. Slots not named come after.
+ALARM_ORDER = ("approvals", "reconcile", "incidents", "engines", "breakers", "kill_switches", "safe_mode", "runs",
+               "spend")
+
 WINDOW_S = 3600.0  # "in the last hour"
 SPEND_WINDOW_S = 300.0  # spend rate window: runs started in the last 5 minutes
 SPEND_SAMPLE = 300  # at most this many newest runs are summed for the spend rate
@@ -70,6 +66,8 @@ class SlotValue:
     short: str | None = None  # a shorter text for narrow terminals (<120 columns)
     alarm: str | None = None  # one sentence for the hint line: what is wrong and what to press
     halt: str | None = None  # set: show the global halt banner with this text
+    view: str | None = None  # the view the alarm's key opens; on that view the hint says `alarm_here` instead
+    alarm_here: str | None = None  # the alarm for an operator already on `view` (a hint never points to it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +88,14 @@ class HeaderSlot:
     fetch: Callable[[HeaderContext], SlotValue]
     row: int = 1  # 1 or 2: which status line
     issue: str | None = None  # for placeholders: what brings the data
+    quiet: bool = False  # shown only while its level is warn or crit (an alarm that is noise when calm)
+
+
+def urgency(slot_id: str, value: SlotValue) -> tuple[int, int]:
+    """How urgent a slot's value is: its level, then its place in ALARM_ORDER. Bigger is more urgent."""
+    rank = ALARM_ORDER.index(slot_id) if slot_id in ALARM_ORDER else len(ALARM_ORDER)
+    level = LEVELS.index(value.level) if value.level in LEVELS else 0
+    return level, -rank
 
 
 def not_available(issue: str) -> Callable[[HeaderContext], SlotValue]:
@@ -215,6 +221,12 @@ class HeaderSnapshot:
     alarm: str | None = None
     halt: str | None = None
     error: str | None = None  # the store cannot be read at all
+    alarm_view: str | None = None  # the alarm's view, and what it says there (SlotValue.view, .alarm_here)
+    alarm_here: str | None = None
+
+    def alarm_on(self, view_id: str) -> str | None:
+        """The hint line's alarm for an operator on `view_id`: never "press 3" on view 3."""
+        return self.alarm_here if self.alarm_here and view_id == self.alarm_view else self.alarm
 
 
 def collect(reader: TraceReader, control: ControlDB | None, now: float, store_dir: Path) -> HeaderSnapshot:
@@ -229,8 +241,8 @@ def collect(reader: TraceReader, control: ControlDB | None, now: float, store_di
         except Exception as exc:
             first_error = first_error or exc
             values[slot.id] = SlotValue("error", "crit", alarm=f"{slot.label}: {printable(exc, limit=160)}")
-    alarm = None
-    best = -1
+    alarm: SlotValue | None = None
+    best: tuple[int, int] | None = None
     halt = None
     for slot in HEADER_SLOTS:
         value = values.get(slot.id)
@@ -238,12 +250,14 @@ def collect(reader: TraceReader, control: ControlDB | None, now: float, store_di
             continue
         if value.halt and halt is None:
             halt = value.halt
-        # Only critical slots speak on the hint line: anything less would drown the view's own advice.
+        # Only critical slots speak on the hint line: anything less would drown the view's own advice. Of those,
+        # the first in ALARM_ORDER.
         if value.alarm and value.level == "crit":
-            rank = LEVELS.index(value.level)
-            if rank > best:
-                best, alarm = rank, value.alarm
-    snapshot = HeaderSnapshot(values=values, alarm=alarm, halt=halt)
+            rank = urgency(slot.id, value)
+            if best is None or rank > best:
+                best, alarm = rank, value
+    snapshot = HeaderSnapshot(values=values, alarm=alarm.alarm if alarm else None, halt=halt,
+                              alarm_view=alarm.view if alarm else None, alarm_here=alarm.alarm_here if alarm else None)
     if first_error is not None:
         snapshot.error = f"{type(first_error).__name__}: {first_error}"
     return snapshot
@@ -301,7 +315,7 @@ class HeaderStrip(Widget):
         narrow = width < 120
         lines = [self._title_line(width, narrow)]
         for row in (1, 2):
-            lines.append(self._slot_line(row, narrow))
+            lines.append(self._slot_line(row, narrow, width))
         return Text("\n", end="").join(lines)
 
     def _title_line(self, width: int, narrow: bool) -> Text:
@@ -329,27 +343,30 @@ class HeaderStrip(Widget):
             gap = max(1, width - left.cell_len - right.cell_len)
         return Text.assemble(left, " " * gap, right, end="")
 
-    def _slot_line(self, row: int, narrow: bool) -> Text:
-        line = Text(" ", end="")
+    def _slot_line(self, row: int, narrow: bool, width: int) -> Text:
         if row == 1 and self.store_problem:
+            line = Text(" ", end="")
             line.append("STORE UNREADABLE ", style="bold white on red")
             line.append(printable(self.store_problem, limit=200), style="bold red")
             return line
-        first = True
+        parts: list[Part] = []
         for slot in HEADER_SLOTS:
             if slot.row != row:
                 continue
-            if not first:
-                line.append(" │ ", style="dim")
-            first = False
-            line.append(f"{slot.label} ", style="dim")
             value = self.snapshot.values.get(slot.id) if self.snapshot else None
             if value is None:
-                line.append("…", style="dim")
+                if not slot.quiet:
+                    parts.append(Part(slot.label, ("…",), "dim", 0, (0, 0)))
                 continue
-            text = value.short if (narrow and value.short) else value.text
-            line.append(printable(text, limit=80), style=LEVEL_STYLE.get(value.level, ""))
-        return line
+            if slot.quiet and value.level not in ("warn", "crit"):
+                continue
+            text = printable(value.text, limit=80)
+            short = printable(value.short, limit=80) if value.short else None
+            # Narrow terminals (<120 columns) start from the short form; the fit shortens or hides by urgency.
+            forms = (short,) if (narrow and short) else (text, short) if short and short != text else (text,)
+            level = LEVELS.index(value.level) if value.level in LEVELS else 0
+            parts.append(Part(slot.label, forms, LEVEL_STYLE.get(value.level, ""), level, urgency(slot.id, value)))
+        return fit_line(parts, width)
 
 
 class HaltBanner(Static):

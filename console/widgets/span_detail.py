@@ -136,7 +136,8 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
 
 
 def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160) -> Text:
-    """The run view's title: identity, status (word and colour), timing; the error on a second line."""
+    """The run view's title: identity, status (word and colour), timing, resumes; the error on a second line. The
+    first line fits `width`: the start time goes first, then the tenant (never a cut word)."""
     if run is None:
         return Text(f"RUN {printable(run_id, limit=40)}", style="bold")
     out = Text(end="")
@@ -145,14 +146,32 @@ def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160) -
     out.append("  ")
     out.append_text(run_status_text(run.status))
     out.append(f"  {printable(run.hierarchy, limit=40)}")
+    extras: list[tuple[int, Text]] = []  # (keep priority: higher stays longer, piece) in the order shown
     if run.tenant:
-        out.append(f" · tenant {printable(run.tenant, limit=30)}")
+        extras.append((2, Text(f" · tenant {printable(run.tenant, limit=30)}")))
     started, ended = run.started, run.ended
     if started:
-        out.append(f" · started {clock_ms(started, with_date=False)}")
-        out.append(f" · took {duration(ended - started)}" if ended else f" · running {duration(now - started)}")
+        extras.append((1, Text(f" · started {clock_ms(started, with_date=False)}")))
+        extras.append((3, Text(f" · took {duration(ended - started)}" if ended else
+                               f" · running {duration(now - started)}")))
+    if run.resumed:  # a durable run that came back after its engine died
+        piece = Text(" · ")
+        piece.append(f"resumed {run.resumed}× · {run.replayed_steps} steps replayed", style="bold cyan")
+        extras.append((4, piece))
+    room = width - 2  # the title's padding
+    for drop in sorted({p for p, _ in extras}):
+        if out.cell_len + sum(t.cell_len for _, t in extras) <= room:
+            break
+        extras = [(p, t) for p, t in extras if p != drop]
+    for _, piece in extras:
+        out.append_text(piece)
     out.append("\n")
-    if run.error:
+    if run.status == "needs_reconcile":
+        out.append("decide: ", style="bold")
+        out.append(f"flightdeck reconcile {printable(run.id)}", style="bold black on yellow")
+        out.append(" · ")
+        out.append(printable(run.error or "a side effect's outcome is unknown", limit=width * 2), style="yellow")
+    elif run.error:
         out.append("error: ", style="bold red")
         out.append(printable(run.error, limit=width * 2), style="red")
     elif run.status == "completed" and run.output is not None:

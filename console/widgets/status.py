@@ -19,6 +19,9 @@ class StatusLook:
 
 
 RUN_STATUS: dict[str, StatusLook] = {
+    # A durable run whose side effect's outcome is unknown: it waits for an operator (`flightdeck reconcile RUN`).
+    # First when sorting by status: nothing else happens to it until someone decides.
+    "needs_reconcile": StatusLook("⚠", "reconcile", "bold black on yellow", -1),
     "failed": StatusLook("✖", "failed", "bold red", 0),
     "killed": StatusLook("■", "killed", "bold red", 1),
     "budget_exceeded": StatusLook("$", "over budget", "bold magenta", 2),
@@ -56,9 +59,11 @@ RUN_OUTCOME = {
     "refused": "was refused",
     "completed": "completed",
     "running": "is running",
+    "needs_reconcile": "waits for an operator to reconcile a side effect",
 }
 
-PROBLEM_RUN_STATUSES = frozenset({"failed", "killed", "budget_exceeded", "loop_detected", "abandoned", "refused"})
+PROBLEM_RUN_STATUSES = frozenset({"failed", "killed", "budget_exceeded", "loop_detected", "abandoned", "refused",
+                                  "needs_reconcile"})
 PROBLEM_SPAN_STATUSES = frozenset({"error", "timeout", "validation_failed", "denied", "budget_exceeded",
                                    "loop_detected", "outcome_unknown", "abandoned"})
 

@@ -357,6 +357,13 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
             if event.chain >= 2:
                 self.action_select_cursor()
 
+    def set_columns(self, columns: Iterable[Column]) -> None:
+        """Show these columns from now on (e.g. a column that only matters once some row needs it)."""
+        self.columns = list(columns)
+        self._columns_cache = None
+        self._line_cache.clear()
+        self.refresh()
+
     def on_resize(self, event: events.Resize) -> None:
         self._columns_cache = None
         self._update_size()
