@@ -119,9 +119,11 @@ def handle_reconcile(args: argparse.Namespace) -> int:
                 print("no run is waiting for reconcile")
             for run_id, calls in listing:
                 waiting = len(undecided(calls))
-                print(f"run {calls[0].run_id if calls else run_id}: {waiting} side effect(s) awaiting a decision")
-                if calls:
-                    _print_calls(calls)
+                if not calls:
+                    print(f"run {run_id}: no side effect of unknown outcome (it is not waiting for reconcile)")
+                    continue
+                print(f"run {calls[0].run_id}: {waiting} side effect(s) awaiting a decision")
+                _print_calls(calls)
             return 0
         reason = require_reason(args)
         decision = api.reconcile_side_effect(args.run or "", args.call, args.decision, reason)
