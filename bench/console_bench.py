@@ -54,7 +54,7 @@ def table_rows() -> dict[str, Any]:
     from textual.app import App, ComposeResult
     from textual.widgets import DataTable
 
-    from console.screens.runs import COLUMNS, run_cell, run_matches, run_sort_value
+    from console.screens.runs_table import COLUMNS, run_cell, run_matches, run_sort_value
     from console.views_data.runs_feed import RunItem
     from engine.store.trace_rows import RunRow
 

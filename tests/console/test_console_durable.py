@@ -107,7 +107,7 @@ async def test_no_reconcile_slot_when_no_run_waits(tmp_path: Path) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", SNAPSHOT_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 async def test_runs_view_status_word_resumed_column_and_problems_filter(store: Path, size: tuple[int, int]) -> None:
-    from console.screens.runs import run_cell
+    from console.screens.runs_table import run_cell
     from console.widgets.status import run_status_text
 
     app = app_for(store)

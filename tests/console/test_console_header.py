@@ -21,7 +21,7 @@ from console.app import create_app
 from console.widgets.header import ALARM_ORDER, LEVELS, SlotValue, urgency
 from console.widgets.header_fit import Part, fit_line, fit_parts
 from tests.console.test_console_views_ops import ops_store
-from tests.console.test_console_views_rb import _fixed_ids, write_incidents
+from tests.console.test_console_views_rb import write_incidents
 from tests.console_helpers import (
     SNAPSHOT_SIZES,
     fixed_clock,
@@ -98,11 +98,10 @@ def test_one_alarm_order() -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     counter = itertools.count(1)
-    with pytest.MonkeyPatch.context() as monkeypatch, \
-            mock.patch("engine.controls.approvals.secrets.token_hex", lambda n: f"{next(counter):0{n * 2}x}"):
+    # Approval ids are on screen (the hint line), so they are fixed; incident ids are not (only counts are).
+    with mock.patch("engine.controls.approvals.secrets.token_hex", lambda n: f"{next(counter):0{n * 2}x}"):
         path = ops_store(tmp_path_factory.mktemp("header") / "store")
         write_durable_runs(path)
-        _fixed_ids(monkeypatch)
         write_incidents(path)
         yield path
 

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from console.cli import add_store_argument
 from console.commands.argtypes import non_negative
 from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
-from console.output import print_json, table, tokens, usd, when
+from console.output import print_json, table, tokens, usd
 from engine.controls.errors import ControlError
+from engine.timefmt import timestamp
 
 if TYPE_CHECKING:
     from engine.controls.reconcile import AwaitingCall
@@ -146,7 +147,7 @@ def handle_reconcile(args: argparse.Namespace) -> int:
 
 def _print_preview(preview: ResumePreview) -> None:
     run = preview.run
-    print(f"resume run {run.id} ({run.hierarchy}, {run.status} {when(run.ended) if run.ended else ''})".rstrip()
+    print(f"resume run {run.id} ({run.hierarchy}, {run.status} {timestamp(run.ended) if run.ended else ''})".rstrip()
           + (f": {short(run.error, 80)}" if run.error else ""), file=sys.stderr)
     print(f"  already spent (counts against the run's and the day's budgets): {usd(run.cost_usd)}, "
           f"{tokens(run.tokens_in + run.tokens_out)} tokens, {run.model_calls} model calls, {run.tool_calls} tool "
