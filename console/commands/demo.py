@@ -17,6 +17,10 @@ from typing import Any
 from console.commands.argtypes import duration, positive
 
 DEFAULT_DEMO_STORE = ".flightdeck-demo"
+# After a shutdown signal, how long the console gets to close once the engine has stopped its runs. A terminal that
+# stopped reading (a dropped ssh session, a frozen tmux client) wedges Textual's output: the UI never closes, and
+# without this the process would hold the store's lock for ever.
+UI_CLOSE_S = 10.0
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -100,15 +104,17 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
     stop = threading.Event()
     failure: list[BaseException] = []
 
+    # The engine's thread never waits for the UI (not app.call_from_thread, which does): a terminal that stopped
+    # reading wedges Textual's output, and an engine waiting on it could not even stop its runs on SIGTERM.
     def hint(text: str) -> None:
         if app.is_running:
-            app.call_from_thread(app.set_hint, text)
+            _post_to_ui(app, partial(app.set_hint, text))
         else:  # the UI is still starting: it shows this as soon as its main screen exists
             app.set_hint(text)
 
     def page(received: dict[str, Any]) -> None:
         if app.is_running:
-            app.call_from_thread(app.notify, summarize(received), title="page sent to on-call", timeout=10)
+            _post_to_ui(app, partial(app.notify, summarize(received), title="page sent to on-call", timeout=10))
 
     pager.listeners.append(page)
 
@@ -128,10 +134,18 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
         except RuntimeError:  # the engine's loop has closed: it is stopping anyway
             pass
 
+    wedged: list[bool] = []
+
     async def play(scenario: DemoScenario) -> None:
         await scenario.run()  # returns only once stopped by a signal and its runs have ended
-        if app.is_running:
-            app.call_from_thread(app.exit)
+        if not app.is_running:
+            return
+        _post_to_ui(app, app.exit)
+        with anyio.move_on_after(UI_CLOSE_S):
+            await anyio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
+        if not stop.is_set():
+            wedged.append(True)
+            stop.set()  # the engine stops now; engine_thread then ends the process without the UI
 
     async def engine_main() -> None:
         send, receive = anyio.create_memory_object_stream[int](16)
@@ -156,6 +170,12 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
             anyio.run(engine_main)
         except BaseException as exc:  # shown after the UI closes; never a silent death
             failure.append(exc)
+        if wedged:  # every run's end is recorded; the UI cannot close: release the store and go
+            engine_store.close()
+            pager.stop()
+            _say_without_blocking(f"flightdeck demo: stopped on {shutdown.signal}; the console did not close within "
+                                  f"{UI_CLOSE_S:g}s (a terminal that stopped reading?); every run's end is recorded\n")
+            os._exit(shutdown.exit_code if shutdown.exit_code is not None else 1)
 
     previous = {signum: signal.signal(signum, on_signal) for signum in SHUTDOWN_SIGNALS}
     worker = threading.Thread(target=engine_thread, name="flightdeck-demo-engine", daemon=True)
@@ -176,6 +196,25 @@ def _interactive(store: Path, args: argparse.Namespace) -> int:
         print(f"flightdeck demo: stopped on {shutdown.signal}; every run's end is recorded", file=sys.stderr)
     print(f"demo store kept at {store.resolve()}: `flightdeck runs --store {store}` to look again", file=sys.stderr)
     return shutdown.exit_code if shutdown.exit_code is not None else int(code)
+
+
+def _post_to_ui(app: Any, callback: Any) -> None:
+    """Run `callback` on the UI's thread when it gets there, without waiting (Textual's post_message is
+    thread-safe; its Callback event is how Textual itself schedules one)."""
+    from textual.events import Callback
+
+    app.post_message(Callback(callback=callback))
+
+
+def _say_without_blocking(text: str) -> None:
+    """One line on stderr, dropped rather than waited for: stderr may be the terminal that stopped reading."""
+    import os
+
+    try:
+        os.set_blocking(2, False)
+        os.write(2, text.encode())
+    except OSError:
+        pass
 
 
 def _deliver(send: Any, signum: int) -> None:

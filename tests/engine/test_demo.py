@@ -129,3 +129,41 @@ def test_the_demo_with_its_console_stops_on_sigterm_too(tmp_path: Path) -> None:
     statuses = _statuses(store)
     assert statuses and "running" not in statuses, statuses
     assert store_lock_free(store)
+
+
+def test_the_demo_stops_on_sigterm_when_its_terminal_stopped_reading(tmp_path: Path) -> None:
+    """A dropped ssh session or a frozen tmux client: the terminal stops reading, Textual's output blocks, and the
+    UI's thread with it. Before: the engine's thread waited on the UI for every hint (app.call_from_thread), so
+    SIGTERM stopped nothing; the runs stayed `running` and the process held the store's lock for ever. Now the
+    engine stops its runs, records them, and the process exits 143 with the lock free."""
+    import fcntl
+    import struct
+    import termios
+
+    store = tmp_path / "demo"
+    master, slave = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "FLIGHTDECK_STORE"}
+    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "demo", "--store", str(store), "--speed", "2",
+                             "--grace", "1s"], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
+                            start_new_session=True)
+    os.close(slave)
+
+    def unread() -> int:  # bytes the console wrote that nobody read
+        return int(struct.unpack("i", fcntl.ioctl(master, termios.FIONREAD, b"\0\0\0\0"))[0])
+
+    try:
+        # Never read: once the terminal's buffer is full (4 KiB here) every write of the console blocks.
+        wait_until(lambda: unread() >= 4095 or proc.poll() is not None, timeout=60)
+        wait_until(lambda: "running" in _statuses(store) or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    statuses = _statuses(store)
+    assert statuses and "running" not in statuses, statuses
+    assert store_lock_free(store)
