@@ -28,7 +28,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from console.output import usd
-from console.widgets.header_fit import Part, fit_line
+from console.widgets.header_fit import Part, fit_line, fit_sentence
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 from engine.timefmt import clock
@@ -438,7 +438,11 @@ class HintLine(TextLines):
         """What the hint line says: the alarm if there is one, else the guide's hint, else the view's."""
         return self.alarm or self.guide_hint or self.view_hint
 
+    def on_resize(self) -> None:
+        self._show()
+
     def _show(self) -> None:
         self.set_class(bool(self.alarm), "-alarm")
         prefix = "⚠ " if self.alarm else "→ "
-        self.update(Text(prefix + printable(self.sentence, limit=400), no_wrap=True, overflow="ellipsis"))
+        sentence = fit_sentence(printable(self.sentence, limit=400), self.size.width - len(prefix) - 1)
+        self.update(Text(prefix + sentence, no_wrap=True, overflow="ellipsis"))

@@ -112,3 +112,18 @@ def fit_line(parts: list[Part], width: int) -> Text:
         # Only when even the most urgent part alone is wider than the terminal: say it was cut.
         line.truncate(max(1, width), overflow="ellipsis")
     return line
+
+
+def fit_sentence(sentence: str, width: int) -> str:
+    """The hint line's sentence in `width` cells, keeping what to press: an alarm reads "what is wrong: what to
+    press", so when it is too wide the description is cut (with "…"), never the keys at its end."""
+    if width <= 0 or cell_len(sentence) <= width:
+        return sentence
+    what, colon, action = sentence.rpartition(": ")
+    if not colon or cell_len(action) + 3 > width:  # nothing to keep, or not even the action fits: cut the end
+        return sentence
+    room = width - cell_len(action) - len(colon) - 1
+    cut = what
+    while cut and cell_len(cut) > room:
+        cut = cut[:-1]
+    return f"{cut.rstrip()}…{colon}{action}"

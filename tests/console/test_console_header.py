@@ -19,7 +19,7 @@ import pytest
 
 from console.app import create_app
 from console.widgets.header import ALARM_ORDER, LEVELS, SlotValue, urgency
-from console.widgets.header_fit import Part, fit_line, fit_parts
+from console.widgets.header_fit import Part, fit_line, fit_parts, fit_sentence
 from tests.console.test_console_views_ops import ops_store
 from tests.console.test_console_views_rb import write_incidents
 from tests.console_helpers import (
@@ -190,3 +190,14 @@ async def test_kill_switch_on_an_ended_run_is_spent_not_an_alarm(tmp_path: Path)
         await wait_for(pilot, lambda: header.slot_text("kill_switches").startswith("1 active"), what="in force")
         value = header.snapshot.values["kill_switches"]
         assert value.text == "1 active (1 NOT ACKED) · 1 spent" and value.level == "crit"
+
+
+def test_the_hint_line_cuts_the_description_of_an_alarm_never_what_to_press() -> None:
+    """At 100 columns the demo's incident alarm ended "... press 6 f": the key to press was what got cut."""
+    alarm = ("sev2 incident inc-fa0e311b is firing (tool-failure-storm on tool:competitor_research): press 6 for its "
+             "runbook, a to acknowledge it.")
+    assert fit_sentence(alarm, 200) == alarm
+    fitted = fit_sentence(alarm, 97)
+    assert len(fitted) == 97 and fitted.endswith("…: press 6 for its runbook, a to acknowledge it.")
+    assert fitted.startswith("sev2 incident inc-fa0e311b is firing")
+    assert fit_sentence("no colon in this sentence at all", 10) == "no colon in this sentence at all"  # Rich cuts it
