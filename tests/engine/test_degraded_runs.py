@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from engine.controls.api import ControlAPI
+from engine.runtime.engine import RunResult
 from engine.store import open_reader
 from tests.durable_support import flightdeck
 from tests.engine_helpers import run_sync, write_hierarchy
@@ -27,8 +28,8 @@ scripts:
 """
 
 
-def test_a_run_whose_tool_was_withheld_reads_as_degraded_and_a_clean_run_does_not(tmp_path: Path,
-                                                                                 store_dir: Path) -> None:
+def clean_and_degraded_runs(tmp_path: Path, store_dir: Path) -> tuple[RunResult, RunResult]:
+    """Two completed runs of ADDER: one clean, one after `tool.add=disabled` (its add call is withheld)."""
     hierarchy = write_hierarchy(tmp_path, ADDER)
     (clean,) = run_sync(store_dir, hierarchy, "go")
     api = ControlAPI(store_dir, "alice")
@@ -37,6 +38,12 @@ def test_a_run_whose_tool_was_withheld_reads_as_degraded_and_a_clean_run_does_no
     finally:
         api.close()
     (withheld,) = run_sync(store_dir, hierarchy, "go")
+    return clean, withheld
+
+
+def test_a_run_whose_tool_was_withheld_reads_as_degraded_and_a_clean_run_does_not(tmp_path: Path,
+                                                                                 store_dir: Path) -> None:
+    clean, withheld = clean_and_degraded_runs(tmp_path, store_dir)
     assert clean.status == withheld.status == "completed"
     reader = open_reader(store_dir)
     try:
