@@ -3,7 +3,9 @@
 JSON shapes (a documented interface, see README):
 - `runs --json`: a list of run objects: id, hierarchy, status, tenant, started, ended, tokens_in, tokens_out,
   cost_usd, model_calls, tool_calls, error, duration_s, then resumed (how often a durable run resumed after its
-  engine died; 0 for others) and replayed_steps (recorded steps it replayed instead of running again).
+  engine died; 0 for others) and replayed_steps (recorded steps it replayed instead of running again), then
+  degraded: the tool calls the engine withheld or an operator denied, [{tool, kind, reason}] ([] for most runs); a
+  completed run with any is shown as `completed (degraded)` (its `status` stays `completed`).
 - `trace --json`: the run's root span with nested `children`; each span has id, kind, name, agent, status, started,
   ended, duration_s, tokens_in, tokens_out, cost_usd, model, attributes, children.
 """
@@ -22,7 +24,7 @@ from engine.timefmt import age, seconds
 
 if TYPE_CHECKING:
     from engine.store.reader import TraceReader
-    from engine.store.trace_rows import RunRow, SpanNode
+    from engine.store.trace_rows import DegradedCall, RunRow, SpanNode
 
 RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
               "model_calls", "tool_calls", "error")
@@ -67,30 +69,37 @@ def _open_reader(args: argparse.Namespace) -> TraceReader:
     return open_reader(resolve_store_dir(args.store))
 
 
-def run_json(run: RunRow) -> dict[str, Any]:
+def run_json(run: RunRow, degraded: list[DegradedCall] | None = None) -> dict[str, Any]:
     out = {k: getattr(run, k) for k in RUN_FIELDS}
     out["duration_s"] = round(run.ended - run.started, 3) if run.ended else None
     # Durable runs (added after the keys above, which keep their order): 0 and 0 for a run that never resumed.
     out["resumed"] = run.resumed or 0
     out["replayed_steps"] = run.replayed_steps or 0
+    out["degraded"] = [{"tool": c.tool, "kind": c.kind, "reason": c.reason} for c in degraded or ()]
     return out
 
 
 def handle_runs(args: argparse.Namespace) -> int:
+    from console.widgets.status import DEGRADED_WORD, degraded_summary
+
     reader = _open_reader(args)
     try:
         runs = reader.list_runs(limit=args.limit, status=args.status)
+        degraded: dict[str, list[DegradedCall]] = {}
+        for call in reader.degraded_calls([r.id for r in runs]):
+            degraded.setdefault(call.run_id, []).append(call)
     finally:
         reader.close()
     if args.json:
-        print_json([run_json(r) for r in runs])
+        print_json([run_json(r, degraded.get(r.id)) for r in runs])
         return 0
     if not runs:
         print("no runs yet: start one with `flightdeck run deal-desk`")
         return 0
     now = time.time()
     rows: list[tuple[Any, ...]] = [
-        (r.id, r.status, r.hierarchy, r.tenant or "-", age(r.started, now), seconds((r.ended or now) - r.started),
+        (r.id, DEGRADED_WORD if r.status == "completed" and degraded.get(r.id) else r.status, r.hierarchy,
+         r.tenant or "-", age(r.started, now), seconds((r.ended or now) - r.started),
          tokens((r.tokens_in or 0) + (r.tokens_out or 0)), usd(r.cost_usd), r.model_calls, r.tool_calls)
         for r in runs]
     headers: tuple[str, ...] = ("RUN", "STATUS", "HIERARCHY", "TENANT", "STARTED", "DURATION", "TOKENS", "COST",
@@ -101,6 +110,11 @@ def handle_runs(args: argparse.Namespace) -> int:
         rows = [row + (f"{r.resumed}x, {r.replayed_steps} replayed" if r.resumed else "-",)
                 for row, r in zip(rows, runs, strict=True)]
     print(table(headers, rows, right={5, 6, 7, 8, 9}))
+    shown = [r for r in runs if r.status == "completed" and degraded.get(r.id)]
+    if shown:
+        print(f"\n{DEGRADED_WORD}: completed without a tool call that was withheld or denied")
+        for r in shown:
+            print(f"  {r.id}  {degraded_summary(degraded[r.id])}")
     waiting = [r.id for r in runs if r.status == "needs_reconcile"]
     if waiting:
         print(f"\n{len(waiting)} run(s) wait for an operator (a side effect's outcome is unknown): "

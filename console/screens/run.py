@@ -31,7 +31,7 @@ from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_s
 from console.widgets.span_tree import SpanTree, span_label
 from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 from console.widgets.text_pane import TextLines
-from engine.store.trace_rows import BudgetRow, RunRow
+from engine.store.trace_rows import BudgetRow, DegradedCall, RunRow
 
 TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
 TREE_CHUNK = 1500  # at most this many spans go into the tree per frame
@@ -100,6 +100,7 @@ class RunView(ReadOnlyGuard, View):
         self._summary_shown = 0.0  # monotonic time the title, usage and gauges were last painted
         self._summary_timer: Timer | None = None
         self._pending_budgets: list[BudgetRow] | None = None  # gauges read but not painted yet
+        self.degraded: list[DegradedCall] = []  # a completed run's withheld or denied tool calls (the title says)
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "No run selected: press 1 and pick one with Enter, or type :run ID."
@@ -209,6 +210,7 @@ class RunView(ReadOnlyGuard, View):
             (update.run.status if update.run is not None else None) != self.run.status
         self.problem = None
         self.run = update.run
+        self.degraded = update.degraded
         if update.budgets is not None:
             self._pending_budgets = update.budgets
         self._show_summary(urgent)
@@ -240,7 +242,7 @@ class RunView(ReadOnlyGuard, View):
         if self.feed is None or self.run is None:
             return
         self.query_one("#run-title", TextLines).update(run_summary(self.run, self.feed.run_ref, self.ctx.clock(),
-                                                                self.size.width or 160))
+                                                                self.size.width or 160, self.degraded))
         self.query_one("#run-usage", UsagePanel).show(self.run)
         if self._pending_budgets is not None:
             self.query_one("#run-budgets", BudgetGauges).show(self._pending_budgets, keep_selection=True)
@@ -328,6 +330,9 @@ class RunView(ReadOnlyGuard, View):
                 self.hint = f"This run {outcome}: n jumps to the next failing span; its error is on the right."
             else:
                 self.hint = f"This run {outcome}: the reason is under the title; Esc goes back to the runs."
+        elif status == "completed" and self.degraded:
+            self.hint = ("This run completed (degraded): what was withheld or denied is under the title; n jumps to "
+                         "the denied call.")
         elif status == "running":
             self.hint = ("Running: the tree grows live; n jumps to a failing span, e reads the event tail."
                          if problems else "Running: the tree grows live; select a span for its detail, e for events.")

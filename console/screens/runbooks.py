@@ -124,7 +124,7 @@ class RunbooksView(View):
                 yield TextLines(Text("OPEN INCIDENTS", style="bold"), id="incidents-label")
                 incidents: DataTable[Any] = DataTable(id="incidents-table", cursor_type="row")
                 for label, key, width in (("INCIDENT", "id", 12), ("SEV", "sev", 4), ("STATUS", "status", 13),
-                                          ("FIRING", "firing", 6), ("RUNBOOK", "runbook", 18),
+                                          ("STATE", "firing", 8), ("RUNBOOK", "runbook", 18),
                                           ("SCOPE", "scope", 20), ("SIGNALS", "signals", 28),
                                           ("OPENED", "opened", 6), ("ACK BY", "ack", 10)):
                     incidents.add_column(label, key=key, width=width)
@@ -181,6 +181,9 @@ class RunbooksView(View):
     def suggested(self, incident: Incident) -> bool:
         return selection.suggested(self.snapshot, incident)
 
+    def incident_state(self, incident: Incident) -> str:
+        return selection.incident_state(self.snapshot, incident)
+
     def detection_state(self, runbook_id: str) -> tuple[str, str]:
         return selection.detection_state(self.snapshot, runbook_id)
 
@@ -217,7 +220,8 @@ class RunbooksView(View):
             row = next((n for n, i in enumerate(snapshot.incidents) if i.id == selected.id), row)
         table.clear()
         for incident in snapshot.incidents:
-            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident)), key=incident.id)
+            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident),
+                                       state=self.incident_state(incident)), key=incident.id)
         if snapshot.incidents:
             table.move_cursor(row=min(max(row, 0), len(snapshot.incidents) - 1))
         rb_table = self.runbooks_table
@@ -252,7 +256,8 @@ class RunbooksView(View):
         now = self.ctx.clock()
         text = Text(end="")
         if incident is not None:
-            incident_detail(text, incident, self.plan, now, suggested=self.suggested(incident))
+            incident_detail(text, incident, self.plan, now, suggested=self.suggested(incident),
+                            state=self.incident_state(incident))
         if runbook is None:
             if incident is not None:
                 text.append(f"runbook {printable(incident.runbook)} is not in force on this store "

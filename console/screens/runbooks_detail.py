@@ -58,15 +58,18 @@ def entry_text(entry: dict[str, Any]) -> str:
     return compact_json(entry, limit=120)
 
 
-def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: float, *, suggested: bool) -> None:
+def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: float, *, suggested: bool,
+                    state: str = "") -> None:
     """The selected incident: severity, state, what fired, who acknowledged it, and its newest time line entries
     (carried by the dry run `plan` when it is this incident's)."""
     sev = str(incident.severity)
     text.append(f"{printable(incident.id)} ", style="bold")
     text.append(f" {sev} ", style=SEVERITY_STYLE.get(sev, "bold"))
     text.append(f" {printable(incident.status)}  ")
-    text.append("FIRING" if incident.firing else "signal quiet",
-                style="bold red" if incident.firing else "green")
+    state = state or ("firing" if incident.firing else "quiet")
+    text.append_text(state_text("signal quiet" if state == "quiet" else state))
+    if state == "clearing":
+        text.append(" (detection cleared, actions rolled back: resolve it)", style="yellow")
     text.append(f"\n{printable(incident.title, limit=200)}\n")
     text.append(f"runbook {printable(incident.runbook)} on {printable(incident.scope)}\n")
     opened = incident.opened or now
@@ -128,7 +131,16 @@ def runbook_detail(text: Text, runbook: Any, scope: str | None, state: tuple[str
             text.append("  nothing to change\n", style="dim")
 
 
-def incident_row(incident: Incident, now: float, *, suggested: bool) -> tuple[Any, ...]:
+def state_text(state: str) -> Text:
+    """An incident's state (engine.controls.incidents.incident_state) as a word and a colour."""
+    if state == "firing":
+        return Text("FIRING", style="bold red")
+    if state == "clearing":  # detection cleared, actions rolled back: waits for an operator to resolve it
+        return Text("clearing", style="bold yellow")
+    return Text(state or "quiet", style="green")
+
+
+def incident_row(incident: Incident, now: float, *, suggested: bool, state: str = "") -> tuple[Any, ...]:
     """The incidents table's cells for one incident (columns INCIDENT ... ACK BY)."""
     sev = str(incident.severity or "")
     firing = bool(incident.firing)
@@ -140,7 +152,7 @@ def incident_row(incident: Incident, now: float, *, suggested: bool) -> tuple[An
         Text(printable(incident.id, limit=16), style="bold"),
         Text(printable(sev, limit=6), style=SEVERITY_STYLE.get(sev, "")),
         status_text,
-        Text("FIRING", style="bold red") if firing else Text("quiet", style="green"),
+        state_text(state or ("firing" if firing else "quiet")),
         printable(incident.runbook, limit=40),
         printable(incident.scope, limit=60),
         readings_text(incident.signals or incident.last_signals),

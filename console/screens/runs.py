@@ -22,16 +22,16 @@ from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View,
 from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.screens.runs_table import (
     COLUMNS,
-    COLUMNS_RESUMED,
     SORTS,
     RunFilter,
     run_cell,
+    run_columns,
     run_matches,
     run_sort_value,
 )
 from console.views_data.runs_feed import MAX_LOADED, RunItem, RunsFeed, RunsUpdate
 from console.widgets.safe import printable
-from console.widgets.status import PROBLEM_RUN_STATUSES, run_look
+from console.widgets.status import PROBLEM_RUN_STATUSES, degraded_summary, run_look
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import VirtualTable
 
@@ -82,6 +82,7 @@ class RunsView(ReadOnlyGuard, View):
         self.loaded = False
         self.problem_ids: set[str] = set()  # loaded runs that need attention (kept up to date on every upsert)
         self.any_resumed = False  # a loaded run resumed after its engine died: the RESUMED column is shown
+        self.any_degraded = False  # a loaded run is completed (degraded): STATUS is wide enough to say so
         self.paging = False
         self.exhausted = False
         self.poller: Poller[RunsUpdate] = Poller(self, name="runs", fetch=self.feed.poll, render=self.apply_update,
@@ -139,9 +140,12 @@ class RunsView(ReadOnlyGuard, View):
                 self.problem_ids.add(item.run.id)
             else:
                 self.problem_ids.discard(item.run.id)
-            if item.run.resumed and not self.any_resumed:
-                self.any_resumed = True
-                self.table.set_columns(COLUMNS_RESUMED)
+            if item.degraded:
+                self.problem_ids.add(item.run.id)
+            if (item.run.resumed and not self.any_resumed) or (item.degraded and not self.any_degraded):
+                self.any_resumed = self.any_resumed or bool(item.run.resumed)
+                self.any_degraded = self.any_degraded or bool(item.degraded)
+                self.table.set_columns(run_columns(self.any_resumed, self.any_degraded))
         self.table.upsert([(item.run.id, item) for item in rows])
 
     def apply_update(self, update: RunsUpdate) -> None:
@@ -245,6 +249,10 @@ class RunsView(ReadOnlyGuard, View):
         if run is not None and run.status in PROBLEM_RUN_STATUSES:
             word = run_look(run.status).word
             self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why."
+            return
+        if item is not None and item.degraded:
+            self.hint = (f"Run {key} completed (degraded): {degraded_summary(item.degraded)} · Enter shows the "
+                         f"denied call.")
             return
         problems = len(self.problem_ids)
         if problems and not self.filter.problems_only:

@@ -39,6 +39,16 @@ COLUMNS_RESUMED = (
     Column("incidents", "INCIDENTS", 9, align="right", drop=2),
 )
 
+# Once a loaded run is `completed (degraded)`, STATUS widens to say so in full (it never cuts the word); the flex
+# columns narrow and droppable ones go first.
+DEGRADED_STATUS = Column("status", "STATUS", 22)
+
+
+def run_columns(resumed: bool, degraded: bool) -> tuple[Column, ...]:
+    columns = COLUMNS_RESUMED if resumed else COLUMNS
+    return tuple(DEGRADED_STATUS if degraded and c.key == "status" else c for c in columns)
+
+
 # Sort cycle: (column, reverse, words for the title). Reverse means descending on the column's sort value.
 SORTS: tuple[tuple[str, bool, str], ...] = (
     ("age", True, "age, newest first"),
@@ -68,7 +78,7 @@ def budget_of(run: RunRow) -> float | None:
 def run_cell(item: RunItem, column: str, now: float) -> Text | str:
     run = item.run
     if column == "status":
-        return run_status_text(run.status)
+        return run_status_text(run.status, bool(item.degraded))
     if column == "id":
         return Text(printable(run.id), style="bold", end="")
     if column == "hierarchy":
@@ -112,7 +122,7 @@ def run_sort_value(item: RunItem, column: str) -> Any:
     if column == "age":
         return run.started or 0.0
     if column == "status":
-        return run_look(run.status).severity
+        return run_look(run.status, bool(item.degraded)).severity
     if column == "cost":
         return run.cost_usd or 0.0
     if column == "tokens":
@@ -136,7 +146,7 @@ class RunFilter:
 
 
 def run_matches(item: RunItem, flt: RunFilter) -> bool:
-    if flt.problems_only and item.run.status not in PROBLEM_RUN_STATUSES:
+    if flt.problems_only and item.run.status not in PROBLEM_RUN_STATUSES and not item.degraded:
         return False
     if flt.text:
         return flt.text in item.search

@@ -12,7 +12,7 @@ from typing import Any
 from console.polling import ReaderState, StoreSource
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail
-from engine.store.trace_rows import BudgetRow, EventRow, RunRow, SpanRow
+from engine.store.trace_rows import BudgetRow, DegradedCall, EventRow, RunRow, SpanRow
 
 EVENT_PAGE = 5000
 EVENT_PAGES_PER_POLL = 4  # a long backlog is read over several polls (each poll then asks for the next at once)
@@ -43,6 +43,7 @@ class RunUpdate:
     more: bool = False
     problem: str | None = None  # the run cannot be shown (unknown id, ambiguous prefix)
     budgets: list[BudgetRow] | None = None  # the run's budget gauges (reader.budgets), read on every change
+    degraded: list[DegradedCall] = field(default_factory=list)  # a completed run's withheld or denied tool calls
 
 
 def partial_span(event: EventRow, parent_hint: str | None = None) -> dict[str, Any] | None:
@@ -127,6 +128,8 @@ class RunFeed:
         self.run_id = run_id = run.id
         update = RunUpdate(self, run=run)
         update.budgets = reader.budgets(run_id)
+        if run.status == "completed":
+            update.degraded = reader.degraded_calls([run_id])
         if not self.loaded:
             # Spans first, then events: an event older than what a span row already says is skipped by seq below.
             spans = [span_dict(span) for span in reader.spans(run_id)]

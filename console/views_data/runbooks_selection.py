@@ -58,6 +58,13 @@ def suggested(snapshot: RunbooksSnapshot | None, incident: Incident) -> bool:
             and not applications_for(snapshot, incident.runbook, incident.scope))
 
 
+def incident_state(snapshot: RunbooksSnapshot | None, incident: Incident) -> str:
+    """firing, clearing (detection cleared, nothing of its runbook in force: resolved-pending), quiet or resolved."""
+    from engine.controls.incidents import incident_state as state_of
+
+    return state_of(incident, bool(applications_for(snapshot, incident.runbook, incident.scope)))
+
+
 def detection_state(snapshot: RunbooksSnapshot | None, runbook_id: str) -> tuple[str, str]:
     """(words, style) for the runbooks table's STATE column."""
     mine = [i for i in (snapshot.incidents if snapshot else []) if i.runbook == runbook_id]
@@ -66,6 +73,8 @@ def detection_state(snapshot: RunbooksSnapshot | None, runbook_id: str) -> tuple
         if any(suggested(snapshot, i) for i in mine):
             return "FIRING · suggested: press p", "bold red"
         return "FIRING" + (" · applied" if applied else ""), "bold red"
+    if mine and not applied and any(incident_state(snapshot, i) == "clearing" for i in mine):
+        return "clearing · resolve it", "bold yellow"
     if mine:
         return "open, quiet" + (" · applied" if applied else ""), "bold yellow"
     if applied:

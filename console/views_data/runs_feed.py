@@ -9,7 +9,7 @@ from typing import Any
 
 from console.polling import ReaderState, StoreSource
 from console.widgets.status import run_look
-from engine.store.trace_rows import RunRow
+from engine.store.trace_rows import DegradedCall, RunRow
 
 PAGE = 500  # rows per read when loading or paging older runs
 NEW_PAGE = 100  # rows per read when looking for new runs (most polls find a few)
@@ -17,9 +17,9 @@ CATCH_UP_PAGES = 20  # after a burst, read at most this many pages of new runs i
 MAX_LOADED = 20_000  # rows held in memory; older ones stay in SQLite (`flightdeck runs --limit`)
 
 
-def search_text(run: RunRow) -> str:
+def search_text(run: RunRow, degraded: bool = False) -> str:
     status = run.status or ""
-    return " ".join((str(run.id or ""), str(run.hierarchy or ""), status, run_look(status).word,
+    return " ".join((str(run.id or ""), str(run.hierarchy or ""), status, run_look(status, degraded).word,
                      str(run.tenant or ""), "resumed" if run.resumed else "")).lower()
 
 
@@ -30,16 +30,19 @@ def _signature(run: RunRow) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class RunItem:
-    """A line of the runs table: the run (without its payloads) and its lower-cased search text."""
+    """A line of the runs table: the run (without its payloads), its lower-cased search text, and for a completed
+    run the tool calls it went without (withheld or denied: `completed (degraded)`)."""
 
     run: RunRow
     search: str
+    degraded: tuple[DegradedCall, ...] = ()
 
     @classmethod
-    def of(cls, run: RunRow) -> RunItem:
+    def of(cls, run: RunRow, degraded: tuple[DegradedCall, ...] = ()) -> RunItem:
         if run.input is not None or run.output is not None:
             run = run.replace(input=None, output=None)  # payloads: only the run view shows them
-        return cls(run, search_text(run))
+        degraded = degraded if run.status == "completed" else ()
+        return cls(run, search_text(run, bool(degraded)), degraded)
 
 
 @dataclass(slots=True)
@@ -71,6 +74,17 @@ class RunsFeed:
             return
         self.known[run.id] = sig
         out.append(RunItem.of(run))
+
+    def _with_degraded(self, out: list[RunItem]) -> list[RunItem]:
+        """The completed runs among `out` with what they went without (one indexed read for the lot). A run's denied
+        spans are all written by the time it is completed, and its status change brings it here again."""
+        completed = [item.run.id for item in out if item.run.status == "completed"]
+        if not completed:
+            return out
+        calls: dict[str, list[DegradedCall]] = {}
+        for call in self.state.reader.degraded_calls(completed):
+            calls.setdefault(call.run_id, []).append(call)
+        return [RunItem.of(item.run, tuple(calls[item.run.id])) if item.run.id in calls else item for item in out]
 
     def poll(self) -> RunsUpdate | None:
         with self.lock:
@@ -116,7 +130,7 @@ class RunsFeed:
             self.exhausted = len(newest) < size
             if newest:
                 self.oldest = (newest[-1].started, newest[-1].id)
-        return RunsUpdate(out, first=first, exhausted=self.exhausted)
+        return RunsUpdate(self._with_degraded(out), first=first, exhausted=self.exhausted)
 
     def older(self) -> RunsUpdate:
         """The next page of older runs (a worker thread, on demand)."""
@@ -136,7 +150,7 @@ class RunsFeed:
                 self.oldest = (page[-1].started, page[-1].id)
             if len(page) < PAGE or len(self.known) >= MAX_LOADED:
                 self.exhausted = True
-            return RunsUpdate(out, exhausted=self.exhausted)
+            return RunsUpdate(self._with_degraded(out), exhausted=self.exhausted)
 
     def close(self) -> None:
         self.state.close()

@@ -7,7 +7,7 @@ Text(...) or through Log, escaped by `printable`, never parsed as markup.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 from rich.style import Style
@@ -20,9 +20,9 @@ from textual.widgets import Log
 from console.output import tokens, usd
 from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.safe import compact_json, pretty_json, printable
-from console.widgets.status import run_look, run_status_text, span_look
+from console.widgets.status import degraded_summary, run_look, run_status_text, span_look
 from console.widgets.text_pane import TextLines, TextPane
-from engine.store.trace_rows import EventRow, RunRow
+from engine.store.trace_rows import DegradedCall, EventRow, RunRow
 from engine.timefmt import clock_ms, duration
 
 FIELD_LIMIT = 6000  # characters per field in the detail pane (the raw JSON view has more)
@@ -135,16 +135,19 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
     return out
 
 
-def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160) -> Text:
-    """The run view's title: identity, status (word and colour), timing, resumes; the error on a second line. The
-    first line fits `width`: the start time goes first, then the tenant (never a cut word)."""
+def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160,
+                degraded: Sequence[DegradedCall] = ()) -> Text:
+    """The run view's title: identity, status (word and colour), timing, resumes; the error on a second line (for
+    a completed (degraded) run: what was withheld). The first line fits `width`: the start time goes first, then
+    the tenant (never a cut word)."""
     if run is None:
         return Text(f"RUN {printable(run_id, limit=40)}", style="bold")
     out = Text(end="")
     out.append("RUN ", style="bold")
     out.append(printable(run.id), style="bold")
     out.append("  ")
-    out.append_text(run_status_text(run.status))
+    degraded = degraded if run.status == "completed" else ()
+    out.append_text(run_status_text(run.status, bool(degraded)))
     out.append(f"  {printable(run.hierarchy, limit=40)}")
     extras: list[tuple[int, Text]] = []  # (keep priority: higher stays longer, piece) in the order shown
     if run.tenant:
@@ -171,6 +174,9 @@ def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160) -
         out.append(f"flightdeck reconcile {printable(run.id)}", style="bold black on yellow")
         out.append(" · ")
         out.append(printable(run.error or "a side effect's outcome is unknown", limit=width * 2), style="yellow")
+    elif degraded:
+        out.append("withheld: ", style="bold yellow")
+        out.append(printable(degraded_summary(degraded), limit=width * 2), style="yellow")
     elif run.error:
         out.append("error: ", style="bold red")
         out.append(printable(run.error, limit=width * 2), style="red")

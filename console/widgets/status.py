@@ -3,11 +3,13 @@ so the console reads the same on a monochrome terminal, to a colour-blind operat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
 
 from console.widgets.safe import printable
+from engine.store.trace_rows import DegradedCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +30,14 @@ RUN_STATUS: dict[str, StatusLook] = {
     "loop_detected": StatusLook("↻", "loop", "bold magenta", 3),
     "abandoned": StatusLook("?", "abandoned", "yellow", 4),
     "refused": StatusLook("⊘", "refused", "yellow", 5),
-    "running": StatusLook("▶", "running", "bold cyan", 6),
-    "completed": StatusLook("✔", "completed", "green", 7),
+    "running": StatusLook("▶", "running", "bold cyan", 7),
+    "completed": StatusLook("✔", "completed", "green", 8),
 }
+# A completed run that went without a tool call the engine withheld or an operator denied (safe mode, an open
+# breaker, a kill switch on the tool, a denied approval): not a plain green "completed". Its own word and glyph, so
+# it never rests on colour alone; a problem (the `p` filter lists it).
+DEGRADED_WORD = "completed (degraded)"
+DEGRADED_LOOK = StatusLook("◐", DEGRADED_WORD, "bold yellow", 6)
 
 SPAN_STATUS: dict[str, StatusLook] = {
     "error": StatusLook("✖", "error", "bold red", 0),
@@ -68,7 +75,9 @@ PROBLEM_SPAN_STATUSES = frozenset({"error", "timeout", "validation_failed", "den
                                    "loop_detected", "outcome_unknown", "abandoned"})
 
 
-def run_look(status: str | None) -> StatusLook:
+def run_look(status: str | None, degraded: bool = False) -> StatusLook:
+    if degraded and status == "completed":
+        return DEGRADED_LOOK
     look = RUN_STATUS.get(status or "")
     return look if look is not None else StatusLook(_UNKNOWN.glyph, printable(status or "unknown", limit=16),
                                                     _UNKNOWN.style, _UNKNOWN.severity)
@@ -80,11 +89,21 @@ def span_look(status: str | None) -> StatusLook:
                                                     _UNKNOWN.style, _UNKNOWN.severity)
 
 
-def run_status_text(status: str | None) -> Text:
-    look = run_look(status)
+def run_status_text(status: str | None, degraded: bool = False) -> Text:
+    look = run_look(status, degraded)
     return Text(f"{look.glyph} {look.word}", style=look.style, no_wrap=True, end="")
 
 
 def span_status_text(status: str | None) -> Text:
     look = span_look(status)
     return Text(f"{look.glyph} {look.word}", style=look.style, no_wrap=True, end="")
+
+
+def degraded_summary(calls: Sequence[DegradedCall]) -> str:
+    """What a degraded run went without, one clause per distinct (tool, reason), repeats counted."""
+    counts: dict[tuple[str, str], int] = {}
+    for call in calls:
+        key = (call.tool, call.reason or f"{call.tool}: {call.kind}")
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(printable(reason, limit=120) + (f" (×{n})" if n > 1 else "")
+                     for (_, reason), n in counts.items())

@@ -85,6 +85,9 @@ __all__ = [
     "switch_label",
 ]
 
+# Who releases a run's kill switches when the run has ended (the audit log's actor): Flightdeck itself.
+SPENT_SWITCH_ACTOR = "flightdeck"
+
 class ControlAPI:
     """control.db for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
 
@@ -232,6 +235,16 @@ class ControlAPI:
                     label = switch_label(scope, target, run_id)
                     raise ControlError(f"no active kill switch for {label}")
             return [kill_switches.release(conn, row, actor=self.operator, reason=reason, now=now) for row in rows]
+
+    def expire_run_switches(self, run_id: str) -> list[KillSwitch]:
+        """A run has ended: release the switches that cover only it (scope `run`, or an agent switch limited to
+        it), each audited as released by `flightdeck` with reason "run ended", so nothing lists a spent switch as
+        in force. The engine calls it when one of its runs ends; returns what was released."""
+        run_id = required_text(run_id, "run_id")
+        now = self.now()
+        with self.transaction() as conn:
+            return [kill_switches.release(conn, row, actor=SPENT_SWITCH_ACTOR, reason="run ended", now=now)
+                    for row in kill_switches.active_on_run(conn, run_id)]
 
     def active_kill_switches(self) -> list[KillSwitch]:
         with self.read() as conn:

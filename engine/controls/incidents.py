@@ -37,6 +37,19 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
+def incident_state(incident: Incident, actions_in_force: bool) -> str:
+    """What an incident's detection and actions say now, one word: `resolved`; `firing` (the detection is on);
+    `clearing` (resolved-pending: the detection has cleared and none of its runbook's actions is in force any more,
+    rolled back or never applied: an operator resolves it); `quiet` (cleared, actions still in force)."""
+    if incident.status == "resolved":
+        return "resolved"
+    if incident.firing:
+        return "firing"
+    if incident.cleared is not None and not actions_in_force:
+        return "clearing"
+    return "quiet"
+
+
 def add_event(conn: sqlite3.Connection, incident_id: str, ts: float, kind: str, actor: str, text: str,
               data: Any = None) -> None:
     """One time line entry, written in the caller's transaction (data stored as JSON with sorted keys)."""

@@ -54,6 +54,12 @@ def active_for(conn: sqlite3.Connection, scope: str, target: str | None, run_id:
     return fetch_typed(conn, KillSwitch, sql + " ORDER BY id", params)
 
 
+def active_on_run(conn: sqlite3.Connection, run_id: str) -> list[KillSwitch]:
+    """Active switches that cover only this run: scope `run` on it, or an agent switch limited to it."""
+    return fetch_typed(conn, KillSwitch, "SELECT * FROM kill_switches WHERE released IS NULL AND "
+                       "((scope = 'run' AND target = ?) OR run_id = ?) ORDER BY id", (run_id, run_id))
+
+
 def active(conn: sqlite3.Connection) -> list[KillSwitch]:
     return fetch_typed(conn, KillSwitch, ACTIVE_SQL)
 

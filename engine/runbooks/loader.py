@@ -371,9 +371,12 @@ def check_targets(runbooks: Iterable[Runbook], notifier_names: Iterable[str]) ->
 
 
 def page_targets(runbook: Runbook) -> list[tuple[list[str], str]]:
-    """(targets, severity) for each page action: `to` or the owners; the action's severity or the runbook's."""
+    """(targets, severity) for each page action: `to` or the owners; the runbook's severity (the incident's), or
+    the action's when it is more severe (an escalation to sev1). Never less severe than the incident: a sev2 incident
+    is never paged as sev3."""
     out: list[tuple[list[str], str]] = []
+    incident = runbook.spec.severity
     for page in runbook.spec.page_actions:
-        out.append((list(page.to if page.to is not None else runbook.spec.owner),
-                    page.severity or runbook.spec.severity))
+        severity = min(page.severity or incident, incident)  # "sev1" < "sev2": the more severe
+        out.append((list(page.to if page.to is not None else runbook.spec.owner), severity))
     return out

@@ -129,6 +129,10 @@ class RuntimeControls:
             return "refused: new runs are paused (safe-mode flag runs.admission=paused)"
         return None
 
+    def covers_only(self, run_id: str) -> bool:
+        """Whether an active switch covers only this run (scope `run` on it, or an agent switch limited to it)."""
+        return any((s.scope == "run" and s.target == run_id) or s.run_id == run_id for s in self.switches)
+
     # -- the gate --------------------------------------------------------------------------------------------------
 
     def _matching(self, ctx: RunContext, agent: str, tool: str | None) -> list[KillSwitch]:

@@ -427,6 +427,11 @@ class Engine:
             tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out, cost_usd=ctx.cost_usd,
             attrs={"output": result.output, "error": result.error})
         self.writer.run_ended(ctx.run_id, status, ended, result.output, result.error)
+        # A switch on this run alone is spent: released (audited) so nothing shows it as in force. Not for a durable
+        # run that can still go on (resume, reconcile): there the switch is the operator's word until `resume`.
+        if (self.durable is None or status == "completed") and self.controls.covers_only(ctx.run_id):
+            run_id = ctx.run_id
+            self._background(lambda api: api.expire_run_switches(run_id), "releasing the ended run's kill switches")
         return RunResult(run_id=ctx.run_id, hierarchy=ctx.compiled.name, status=status, output=result.output,
                          error=result.error, tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out,
                          cost_usd=ctx.cost_usd, model_calls=ctx.model_calls, tool_calls=ctx.tool_calls,

@@ -24,6 +24,7 @@ from engine.store.trace_rows import (
     AgentUsage,
     BreakerRow,
     BudgetRow,
+    DegradedCall,
     EngineRow,
     EventRow,
     ModelUsage,
@@ -248,6 +249,22 @@ class TraceReader:
     def spans(self, run_id: str) -> list[SpanRow]:
         return self.query_rows(SpanRow, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY started, id",
                                (run_id,))
+
+    def degraded_calls(self, run_ids: list[str]) -> list[DegradedCall]:
+        """Tool calls of these runs that the engine withheld (safe mode, an open breaker, a disabled tool), a kill
+        switch on the tool stopped, or an approval denied or let expire: the spans with status `denied` and an
+        error_kind, in start order. Derived from the spans at read time (nothing extra on the writer's hot path,
+        and runs recorded before this reader existed say it too); indexed by spans (run_id, started)."""
+        out: list[DegradedCall] = []
+        for start in range(0, len(run_ids), 500):  # bound the number of SQL variables
+            chunk = run_ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            out += self.query_rows(DegradedCall, (
+                "SELECT run_id, name AS tool, json_extract(attributes, '$.error_kind') AS kind, "
+                "coalesce(json_extract(attributes, '$.error'), '') AS reason FROM spans "
+                f"WHERE run_id IN ({marks}) AND kind = 'tool' AND status = 'denied' "
+                "AND json_extract(attributes, '$.error_kind') IS NOT NULL ORDER BY run_id, started, id"), chunk)
+        return out
 
     def span_tree(self, run_id: str) -> SpanNode | None:
         """The run's root span with nested children (each list ordered by start). Spans whose parent is missing

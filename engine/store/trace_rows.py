@@ -17,6 +17,7 @@ __all__ = [
     "AgentUsage",
     "BreakerRow",
     "BudgetRow",
+    "DegradedCall",
     "EngineRow",
     "EventRow",
     "ModelUsage",
@@ -59,6 +60,18 @@ class RunRow(TypedRow):
     last_seq: int
     resumed: int  # times this durable run resumed after its engine died (schema v4, from attributes)
     replayed_steps: int  # recorded side effects it replayed instead of running again
+
+
+@dataclass(frozen=True, slots=True)
+class DegradedCall(TypedRow):
+    """A tool call a run tried and the engine withheld or an operator denied (TraceReader.degraded_calls): a
+    completed run with one is `completed (degraded)`. `kind` is the span's error_kind (withheld, circuit_open,
+    kill_switch, approval_denied, approval_expired, ...); `reason` the message the model got."""
+
+    run_id: str
+    tool: str
+    kind: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

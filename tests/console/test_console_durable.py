@@ -156,10 +156,10 @@ def test_runs_json_keys_and_table(store: Path) -> None:
     proc = flightdeck("runs", "--store", str(store), "--json")
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(proc.stdout)
-    # The documented keys, in their order (scripts read them), then the durable ones.
+    # The documented keys, in their order (scripts read them), then the durable ones, then `degraded` (issue 15).
     assert [list(r) for r in runs] == [["id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in",
                                         "tokens_out", "cost_usd", "model_calls", "tool_calls", "error",
-                                        "duration_s", "resumed", "replayed_steps"]] * len(runs)
+                                        "duration_s", "resumed", "replayed_steps", "degraded"]] * len(runs)
     by_id = {r["id"]: r for r in runs}
     assert (by_id[RESUMED_TWICE]["resumed"], by_id[RESUMED_TWICE]["replayed_steps"]) == (2, 3)
     assert (by_id["a1b2c3d4e5f6"]["resumed"], by_id["a1b2c3d4e5f6"]["replayed_steps"]) == (0, 0)

@@ -232,7 +232,7 @@ def test_tool_failure_storm_forces_the_breaker_open_for_ten_minutes_and_turns_on
         (flag,) = rows(store_dir, "SELECT * FROM flags")
         assert (flag["name"], flag["value"], flag["scope"], flag["target"], flag["previous_value"], flag["source"]) \
             == ("tools.side_effects", "off", "hierarchy", "stormy", None, "runbook:tool-failure-storm")
-        assert pd_trigger(receiver, incident["id"])["payload"]["severity"] == "warning"  # the page action's sev3
+        assert pd_trigger(receiver, incident["id"])["payload"]["severity"] == "error"  # the incident's sev2
 
         await h.advance(600)  # the breaker's ten minutes are up: it is reset; safe mode stays
         overrides = rows(store_dir, "SELECT key, action, source FROM breaker_overrides ORDER BY id")

@@ -13,7 +13,7 @@ JSON shapes (stable; a documented interface):
   of signal, op, threshold, for_s, scope, target, params), actions (list of one-key objects as in the file).
 - `incidents --json`: a list of incidents, newest first: id, runbook, title, severity, scope, apply_mode, status,
   firing, fired, opened, updated, cleared, signals, last_signals, context, suggested, acknowledged, acknowledged_by,
-  resolved, resolved_by, resolution, paged_targets.
+  resolved, resolved_by, resolution, paged_targets, then state (firing, clearing, quiet, resolved: docs/runbooks.md).
 - `incident show ID --json`: one incident object as above plus `timeline` (list of id, ts, kind, actor, text, data)
   and `applications` (list of id, runbook, scope, actor, reason, applied, actions, rollback, rollback_due,
   rolled_back, rolled_back_by, rollback_report).

@@ -61,26 +61,33 @@ def add_incidents(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def handle_incidents(args: argparse.Namespace) -> int:
+    from engine.controls import applications
+    from engine.controls.incidents import incident_state
+
     store = incident_store(resolve_store(args), read_only=True)
     try:
         rows = store.list(active_only=not args.all, limit=args.limit)
+        with store.db.reading() as conn:
+            in_force = {(a.runbook, a.scope) for a in applications.in_force(conn)}
     finally:
         store.db.close()
+    # state: firing, clearing (detection cleared, no action in force: resolve it), quiet, resolved.
+    states = [incident_state(r, (r.runbook, r.scope) in in_force) for r in rows]
     if args.json:
-        print_json([pick(r, INCIDENT_FIELDS) for r in rows])
+        print_json([{**pick(r, INCIDENT_FIELDS), "state": state} for r, state in zip(rows, states, strict=True)])
         return 0
     if not rows:
         print("no incidents" if args.all else "no open incidents")
         return 0
     now = time.time()
     table_rows = []
-    for r in rows:
+    for r, state in zip(rows, states, strict=True):
         who = r.acknowledged_by or "-"
         if r.status == "resolved":
             who = r.resolved_by
-        table_rows.append((r.id, r.severity, r.status, "yes" if r.firing else "no", r.runbook,
+        table_rows.append((r.id, r.severity, r.status, "FIRING" if state == "firing" else state, r.runbook,
                            r.scope, age(r.opened, now), who, _signals_text(r.last_signals or [])))
-    print(table(("INCIDENT", "SEV", "STATUS", "FIRING", "RUNBOOK", "SCOPE", "OPENED", "BY", "SIGNALS"), table_rows))
+    print(table(("INCIDENT", "SEV", "STATUS", "STATE", "RUNBOOK", "SCOPE", "OPENED", "BY", "SIGNALS"), table_rows))
     return 0
 
 
