@@ -1,0 +1,68 @@
+"""Issue 15, urgency first: the approvals queue in deadline order, countdowns that keep counting in the decision
+prompts. Real store files (control.db rows written through ControlAPI as the engine writes them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from console.app import create_app
+from tests.console.test_console_views_ops import ops_store, request, show
+from tests.console_helpers import FIXED_NOW, FixedClock, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+class MovingClock:
+    """The console's clock, moved by the test."""
+
+    def __init__(self, now: float = FIXED_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    store = ops_store(tmp_path / "store")
+    # Requested last (the newest) but due first: 12 s left at FIXED_NOW.
+    request(store, clock=FixedClock(FIXED_NOW - 3), tool="refund", deadline_s=15, run_id="d4e5f6a1b2c3",
+            span_id=None)
+    return store
+
+
+async def test_approvals_sorted_by_time_left_not_age(store: Path) -> None:
+    app = create_app(store, operator="alice", read_only=False, clock=MovingClock(), poll_interval=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show(pilot, "3", "approvals")
+        await wait_for(pilot, lambda: view.table.row_count == 3, what="three requests")
+        rows = [view.table.get(k) for k in view.table.visible_keys()]
+        assert [r.tool for r in rows] == ["refund", "apply_discount", "send_email"]  # 12 s, 25 s, 9m40s left
+        deadlines = [float(r.deadline) for r in rows]
+        assert deadlines == sorted(deadlines)
+        assert "soonest deadline first" in view.query_one("#approvals-title").plain
+
+
+@pytest.mark.parametrize("key", ["a", "d", "e"])
+async def test_decision_prompt_countdown_keeps_counting(store: Path, key: str) -> None:
+    from console.widgets.modals import FormModal
+
+    clock = MovingClock()
+    app = create_app(store, operator="alice", read_only=False, clock=clock, poll_interval=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show(pilot, "3", "approvals")
+        await wait_for(pilot, lambda: view.table.row_count == 3, what="three requests")
+        await pilot.press(key)
+        await wait_for(pilot, lambda: isinstance(app.screen, FormModal), what="the prompt")
+        body = app.screen.query_one("#form-body-text")
+
+        def shown() -> str:
+            return str(body.render().plain if hasattr(body.render(), "plain") else body.render())
+
+        assert "12s" in shown()
+        clock.now += 5
+        await wait_for(pilot, lambda: "7s" in shown() and "12s" not in shown(), what="the countdown moving",
+                       timeout=5)
+        await pilot.press("escape")
