@@ -66,3 +66,27 @@ async def test_decision_prompt_countdown_keeps_counting(store: Path, key: str) -
         await wait_for(pilot, lambda: "7s" in shown() and "12s" not in shown(), what="the countdown moving",
                        timeout=5)
         await pilot.press("escape")
+
+
+def test_gauges_of_an_ended_run_show_final_spend_in_the_status_colour() -> None:
+    import json
+
+    from console.widgets.gauges import gauges_text
+    from engine.store.trace_rows import BudgetRow
+
+    data = {"cost_usd": {"used": 0.16, "reserved": 0.0, "limit": 0.5, "fraction": 0.32, "burn_rate_per_min": 0.6,
+                         "time_to_exhaustion_s": 14.4}}
+    rows = [BudgetRow(run_id="r", scope="run", agent=None, updated=0.0, data=json.dumps(data))]
+    live = gauges_text(rows, status="running")
+    assert "32% of $0.5000" in live.plain and "out in 14.4s" in live.plain
+    for status, style in (("failed", "bold red"), ("completed", "green"), ("killed", "bold red")):
+        text = gauges_text(rows, status=status)
+        assert "out in" not in text.plain and "/min" not in text.plain
+        assert "32% of $0.5000 · final $0.1600" in text.plain
+        pct = text.plain.index("32%")
+        assert any(span.style == style and span.start <= pct < span.end for span in text.spans), status
+        assert "green" not in {str(span.style) for span in text.spans} or status == "completed"
+    over = gauges_text([BudgetRow(run_id="r", scope="run", agent=None, updated=0.0, data=json.dumps(
+        {"cost_usd": {"used": 0.66, "limit": 0.5, "fraction": 1.32}}))], status="budget_exceeded")
+    assert "132% of $0.5000 · final $0.6600 · OVER the limit" in over.plain
+    assert "a limit was exceeded" in over.plain
