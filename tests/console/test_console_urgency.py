@@ -90,3 +90,18 @@ def test_gauges_of_an_ended_run_show_final_spend_in_the_status_colour() -> None:
         {"cost_usd": {"used": 0.66, "limit": 0.5, "fraction": 1.32}}))], status="budget_exceeded")
     assert "132% of $0.5000 · final $0.6600 · OVER the limit" in over.plain
     assert "a limit was exceeded" in over.plain
+
+
+async def test_breakers_view_shows_why_it_opened(store: Path) -> None:
+    app = create_app(store, operator="alice", read_only=False, clock=MovingClock(), poll_interval=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show(pilot, "4", "breakers")
+        why = view.query_one("#breaker-why")
+        await wait_for(pilot, lambda: "Why:" in why.plain, what="the opening's story")
+        text = why.plain
+        assert "tool:crm_lookup in deal-desk is OPEN · opened 40s ago" in text
+        assert "Why: failure rate 61.5% >= 50% (over 13 calls in the window that tripped it)" in text
+        assert "Last error: (tool_error) crm-api: 504 gateway timeout" in text
+        await pilot.press("down")  # half-open model breaker: no opening recorded in the store, its figures
+        await wait_for(pilot, lambda: "model:gpt-4o" in why.plain, what="the next breaker")
+        assert "HALF-OPEN" in why.plain and "Why:" not in why.plain
