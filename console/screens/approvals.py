@@ -21,8 +21,8 @@ from textual.binding import Binding
 
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
-from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
+from console.screens.table_view import TableView
 from console.views_data.approvals_data import ListedApproval, pending_approvals
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import compact_json, literal, pretty_json, printable
@@ -93,9 +93,26 @@ def approval_cell(row: Approval, column: str, now: float) -> Text | str:
     return ""
 
 
+RISK_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
 def approval_sort(row: ListedApproval, column: str) -> Any:
-    """Soonest deadline first (the LEFT column); equal deadlines keep the store's order."""
-    return (float(row.deadline or 0), row.pos)
+    """By `column`, then soonest deadline first (LEFT, the default); equal deadlines keep the store's order."""
+    due = (float(row.deadline or 0), row.pos)
+    if column == "risk":
+        return (RISK_ORDER.get(str(row.risk or "").lower(), 9), *due)
+    if column == "level":
+        return (-int(row.level or 0), *due)
+    if column == "requested":
+        return (float(row.requested or 0), row.pos)
+    if column in ("agent", "tool", "run", "id"):
+        value = row.run_id if column == "run" else getattr(row, column)
+        return (str(value or "").lower(), *due)
+    return due
+
+
+def approval_words(row: Approval) -> str:
+    return " ".join(str(v or "") for v in (row.id, row.agent, row.tool, row.run_id, row.risk, row.reason)).lower()
 
 
 def approval_detail(row: Approval | None, now: float) -> Text:
@@ -119,7 +136,7 @@ def approval_detail(row: Approval | None, now: float) -> Text:
     return text
 
 
-class ApprovalsView(LiveView):
+class ApprovalsView(TableView):
     DEFAULT_CSS = """
     ApprovalsView > #approvals-table {
         height: 1fr;
@@ -145,6 +162,16 @@ class ApprovalsView(LiveView):
                 tooltip="Open the request's run in view 2 with its span selected (Enter does the same)"),
     ]
 
+    SORTS = (
+        ("left", False, "time left, soonest deadline first"),
+        ("risk", False, "risk, highest first"),
+        ("level", False, "escalation, most escalated first"),
+        ("requested", False, "age, oldest first"),
+        ("agent", False, "agent, A to Z"),
+        ("tool", False, "tool, A to Z"),
+        ("run", False, "run id"),
+    )
+
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="approvals")
         self.alerts = ApprovalAlerts(self, ctx)
@@ -152,7 +179,8 @@ class ApprovalsView(LiveView):
 
     def compose(self) -> ComposeResult:
         yield TextLines(id="approvals-title")
-        yield VirtualTable(COLUMNS, cell=approval_cell, sort_value=approval_sort, matches=lambda d, f: True,
+        yield self.filter_box()
+        yield VirtualTable(COLUMNS, cell=approval_cell, sort_value=approval_sort, matches=self.matches,
                            now=self.ctx.clock, sort_column="left", empty_text="no tool call is waiting for approval",
                            id="approvals-table")
         yield TextLines(id="approval-detail")
@@ -164,6 +192,12 @@ class ApprovalsView(LiveView):
     def on_mount(self) -> None:
         self.alerts.start()
         self._title(0)
+
+    def filter_words(self, row: Any) -> str:
+        return approval_words(row)
+
+    def refresh_title(self) -> None:
+        self._title(self.table.total_count)
 
     def on_unmount(self) -> None:
         super().on_unmount()
@@ -191,7 +225,8 @@ class ApprovalsView(LiveView):
         text = Text(end="")
         text.append("APPROVALS ", style="bold")
         text.append(f"{count} pending" if count else "none pending", style="bold yellow" if count else "green")
-        text.append("  soonest deadline first · LEFT turns red under 30 s", style="dim")
+        text.append_text(self.title_suffix())
+        text.append(" · LEFT turns red under 30 s", style="dim")
         if self.ctx.read_only:
             text.append("  · read-only: decisions are disabled", style="bold yellow")
         self.query_one("#approvals-title", TextLines).update(text)

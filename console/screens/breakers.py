@@ -19,8 +19,8 @@ from textual.binding import Binding
 
 from console.polling import ReaderState
 from console.screens.base import ConsoleContext, PaletteCommand
-from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
+from console.screens.table_view import TableView
 from console.views_data.breaker_why import BreakerWhy, breaker_why
 from console.widgets.modals import REASON, FormModal, FormResult
 from console.widgets.safe import literal, printable
@@ -101,7 +101,26 @@ STATE_ORDER = {"open": 0, "forced_open": 0, "half_open": 1, "disabled": 2, "clos
 
 
 def breaker_sort(row: BreakerRow, column: str) -> Any:
-    return (STATE_ORDER.get(str(row.state), 1), str(row.hierarchy), str(row.key))
+    """By `column`, then open first (STATE, the default), hierarchy and key."""
+    base = (STATE_ORDER.get(str(row.state), 1), str(row.hierarchy), str(row.key))
+    if column in ("failure_rate", "slow_call_rate"):
+        value = getattr(row, column)
+        return (-(float(value) if value is not None else -1.0), *base)
+    if column == "calls":
+        return (-(row.calls_in_window or 0), *base)
+    if column == "probe":
+        at = row.next_probe_at if row.state in ("open", "forced_open") else None
+        return (float(at) if at is not None else float("inf"), *base)
+    if column == "since":
+        return (float(row.since) if row.since else float("inf"), *base)
+    if column in ("key", "hierarchy"):
+        return (str(getattr(row, column)).lower(), *base)
+    return base
+
+
+def breaker_words(row: BreakerRow) -> str:
+    word = STATES.get(str(row.state), (str(row.state), ""))[0]
+    return " ".join(str(v or "") for v in (row.key, row.hierarchy, row.kind, row.name, row.state, word)).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +141,7 @@ def why_text(row: BreakerRow | None, why: BreakerWhy | None, now: float) -> Text
         text.append(f" · failures {pct(row.failure_rate)} of {row.calls_in_window or 0} calls in the window")
         return text
     if why is None:
-        text.append(" · the store records no opening for it (opened before this store's events)", style="dim")
+        text.append(" · no opening of it among the store's recent events", style="dim")
         return text
     text.append(f" · opened {compact_age(max(0.0, now - why.opened))} ago\n")
     text.append("Why: ", style="dim")
@@ -188,7 +207,7 @@ class BreakerFeed:
         self.state.close()
 
 
-class BreakersView(LiveView):
+class BreakersView(TableView):
     DEFAULT_CSS = """
     BreakersView > #breakers-table {
         height: 1fr;
@@ -210,6 +229,17 @@ class BreakersView(LiveView):
                         "reason)"),
     )]
 
+    SORTS = (
+        ("state", False, "state, open first"),
+        ("failure_rate", False, "failure rate, highest first"),
+        ("slow_call_rate", False, "slow-call rate, highest first"),
+        ("calls", False, "calls in the window, most first"),
+        ("probe", False, "next probe, soonest first"),
+        ("since", False, "since, longest first"),
+        ("key", False, "breaker, A to Z"),
+        ("hierarchy", False, "hierarchy, A to Z"),
+    )
+
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="breakers")
         self.feed = BreakerFeed(ctx)  # type: ignore[assignment]
@@ -219,7 +249,8 @@ class BreakersView(LiveView):
 
     def compose(self) -> ComposeResult:
         yield TextLines(id="breakers-title")
-        yield VirtualTable(COLUMNS, cell=breaker_cell, sort_value=breaker_sort, matches=lambda d, f: True,
+        yield self.filter_box()
+        yield VirtualTable(COLUMNS, cell=breaker_cell, sort_value=breaker_sort, matches=self.matches,
                            now=self.ctx.clock, sort_column="state",
                            empty_text="no breaker reported yet (the engine publishes them while it runs)",
                            id="breakers-table")
@@ -231,6 +262,12 @@ class BreakersView(LiveView):
 
     def on_mount(self) -> None:
         self._title([])
+
+    def filter_words(self, row: Any) -> str:
+        return breaker_words(row)
+
+    def refresh_title(self) -> None:
+        self._title(list(self.table.values()))
 
     def on_unmount(self) -> None:
         super().on_unmount()
@@ -270,7 +307,7 @@ class BreakersView(LiveView):
                 text.append(" ")
                 text.append_text(state_text(state))
                 text.append(f" {counts[state]}")
-        text.append("  · open first", style="dim")
+        text.append_text(self.title_suffix())
         if self.ctx.read_only:
             text.append("  · read-only: overrides are disabled", style="bold yellow")
         self.query_one("#breakers-title", TextLines).update(text)

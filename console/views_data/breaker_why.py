@@ -3,8 +3,10 @@ engine's `breaker.transition` event: "failure rate 62% >= 50%", the failure rate
 tripped it) and the last error of a call through it before it opened (the newest failed span of that tool or model
 in that hierarchy, its `error` attribute).
 
-Indexed reads only: events by (kind, seq) for the opening, then at most LOOKBACK events before it for the failed
-call, then one span by id. Called on the feed's thread when a breaker is open, once per opening (the feed caches).
+Through the reader's public methods (no SQL in the console): the `breaker.transition` events among the last RECENT
+events (the (kind, seq) index), then the `span.ended` events among the LOOKBACK before the opening, then the spans of
+the run of the newest failed one. Called on the feed's thread when a breaker is open, once per opening (the feed
+caches). An opening older than the last RECENT events is not found: the view says so.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ if TYPE_CHECKING:
     from engine.store.reader import TraceReader
 
 TRANSITION = "breaker.transition"
+SPAN_ENDED = "span.ended"
 OPEN_STATES = ("open", "forced_open")
 FAILED_SPAN = ("error", "timeout", "validation_failed")
-LOOKBACK = 5000  # events before the opening searched for the last failed call (a bounded scan)
-RECENT_TRANSITIONS = 50
+RECENT = 50_000  # events searched (newest) for the opening
+LOOKBACK = 2_000  # span.ended events before the opening searched for the last failed call
+PAGE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +53,18 @@ def _num(value: Any) -> float | None:
 
 
 def breaker_why(reader: TraceReader, hierarchy: str, key: str, name: str) -> BreakerWhy | None:
-    """The latest opening of breaker `key` in `hierarchy` (None when the store records none)."""
-    rows = reader.query("SELECT seq, ts, data FROM events WHERE kind = ? AND name = ? ORDER BY seq DESC LIMIT ?",
-                        (TRANSITION, key, RECENT_TRANSITIONS))
+    """The latest opening of breaker `key` in `hierarchy` (None when the recent events record none)."""
+    after = max(0, reader.last_seq() - RECENT)
     opening = None
-    for row in rows:
-        data = _data(row.get("data"))
-        if data.get("hierarchy") == hierarchy and data.get("to") in OPEN_STATES:
-            opening = (int(row["seq"]), float(row["ts"]), data)
+    while True:
+        events = reader.events_after(after, limit=PAGE, kinds=(TRANSITION,))
+        for event in events:
+            data = _data(event.data)
+            if event.name == key and data.get("hierarchy") == hierarchy and data.get("to") in OPEN_STATES:
+                opening = (event.seq, event.ts, data)
+        if len(events) < PAGE:
             break
+        after = events[-1].seq
     if opening is None:
         return None
     seq, ts, data = opening
@@ -68,17 +75,22 @@ def breaker_why(reader: TraceReader, hierarchy: str, key: str, name: str) -> Bre
 
 
 def last_error(reader: TraceReader, hierarchy: str, name: str, before_seq: int) -> tuple[str | None, str | None]:
-    """The error of the newest failed call named `name` in `hierarchy` within LOOKBACK events before `before_seq`."""
-    failed = reader.query(
-        "SELECT e.span_id, e.data FROM events e JOIN runs r ON r.id = e.run_id "
-        "WHERE e.kind = 'span.ended' AND e.seq < ? AND e.seq >= ? AND e.name = ? AND r.hierarchy = ? "
-        "ORDER BY e.seq DESC LIMIT 200", (before_seq, before_seq - LOOKBACK, name, hierarchy))
-    for row in failed:
-        if _data(row.get("data")).get("status") in FAILED_SPAN and row.get("span_id"):
-            spans = reader.query("SELECT attributes FROM spans WHERE id = ?", (row["span_id"],))
-            attrs = _data(spans[0].get("attributes")) if spans else {}
-            error = attrs.get("error")
-            if error:
-                kind = attrs.get("error_kind")
-                return str(error), str(kind) if kind else None
+    """The error of the newest failed call named `name` in `hierarchy` among the LOOKBACK span ends before
+    `before_seq`."""
+    ended = reader.events_after(max(0, before_seq - LOOKBACK), limit=LOOKBACK, kinds=(SPAN_ENDED,))
+    failed = [e for e in ended if e.seq < before_seq and e.name == name and e.run_id and e.span_id
+              and _data(e.data).get("status") in FAILED_SPAN]
+    hierarchies: dict[str, str | None] = {}
+    for event in reversed(failed):
+        run_id = str(event.run_id)
+        if run_id not in hierarchies:
+            run = reader.get_run(run_id)
+            hierarchies[run_id] = run.hierarchy if run is not None else None
+        if hierarchies[run_id] != hierarchy:
+            continue
+        span = next((s for s in reader.spans(run_id) if s.id == event.span_id), None)
+        attrs = _data(span.attributes) if span is not None else {}
+        if attrs.get("error"):
+            kind = attrs.get("error_kind")
+            return str(attrs["error"]), str(kind) if kind else None
     return None, None

@@ -105,3 +105,49 @@ async def test_breakers_view_shows_why_it_opened(store: Path) -> None:
         await pilot.press("down")  # half-open model breaker: no opening recorded in the store, its figures
         await wait_for(pilot, lambda: "model:gpt-4o" in why.plain, what="the next breaker")
         assert "HALF-OPEN" in why.plain and "Why:" not in why.plain
+
+
+async def test_approvals_and_breakers_sort_filter_and_esc(store: Path) -> None:
+    from textual.widgets import Input
+
+    app = create_app(store, operator="alice", read_only=False, clock=MovingClock(), poll_interval=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show(pilot, "3", "approvals")
+        await wait_for(pilot, lambda: view.table.row_count == 3, what="three requests")
+
+        def tools() -> list[str]:
+            return [view.table.get(k).tool for k in view.table.visible_keys()]
+
+        await pilot.press("s")  # risk, highest first (high, high, medium), then soonest deadline
+        assert tools() == ["refund", "apply_discount", "send_email"]
+        assert "sorted by risk, highest first" in view.query_one("#approvals-title").plain
+        await pilot.press("S")
+        assert tools() == ["send_email", "apply_discount", "refund"]
+        assert "risk, reversed" in view.query_one("#approvals-title").plain
+        await pilot.press("slash")
+        assert isinstance(app.screen.focused, Input)
+        await pilot.press(*"email")
+        await wait_for(pilot, lambda: tools() == ["send_email"], what="the filter")
+        assert '"email" (1 of 3)' in view.query_one("#approvals-title").plain
+        await pilot.press("enter")  # keeps the filter, back to the table
+        assert app.screen.focused is view.table and tools() == ["send_email"]
+        await pilot.press("escape")  # one level back: the filter goes
+        assert tools() == ["send_email", "apply_discount", "refund"]
+        assert app.main.active_view is view
+        await pilot.press("escape")  # and once more: back to the runs view
+        await wait_for(pilot, lambda: app.main.active_view is app.main.view("runs"), what="back to runs")
+
+        breakers = await show(pilot, "4", "breakers")
+        await wait_for(pilot, lambda: breakers.table.row_count == 3, what="breakers")
+
+        def keys() -> list[str]:
+            return [breakers.table.get(k).key for k in breakers.table.visible_keys()]
+
+        await pilot.press("s")  # failure rate, highest first
+        assert keys() == ["tool:crm_lookup", "model:gpt-4o", "tool:kb_search"]
+        await pilot.press("S")
+        assert keys() == ["tool:kb_search", "model:gpt-4o", "tool:crm_lookup"]
+        await pilot.press("slash", *"half")
+        await wait_for(pilot, lambda: keys() == ["model:gpt-4o"], what="the breakers filter")
+        await pilot.press("escape")
+        assert len(keys()) == 3
