@@ -202,8 +202,8 @@ class RunView(ReadOnlyGuard, View):
         if update.problem:
             self.problem = update.problem
             self.query_one("#run-title", TextLines).update(
-                Text.assemble(("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"), "\n",
-                              (update.problem, "bold yellow")))
+                Text.assemble(("Runs › ", "dim"), ("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"),
+                              "\n", (update.problem, "bold yellow")))
             self.tree.reset(Text(update.problem, style="yellow"))
             self.hint = update.problem[0].upper() + update.problem[1:] + "."
             return
