@@ -1,7 +1,8 @@
-"""View 3: Approvals. Tool calls waiting for a person, across all runs, oldest first, each with a live countdown to
-its deadline (red under 30 s). a approves, d denies (the reason is the message), e edits the arguments and approves;
-every decision passes the args_hash the operator saw (expected_args_hash), so it binds to what was on screen.
-Enter (or g) opens the request's place in the trace (view 2 on its run, the span selected).
+"""View 3: Approvals. Tool calls waiting for a person, across all runs, soonest deadline first (the one that times
+out next is on top, whatever its age), each with a live countdown to its deadline (red under 30 s); the countdown
+keeps counting in the approve/deny/edit prompts. a approves, d denies (the reason is the message), e edits the
+arguments and approves; every decision passes the args_hash the operator saw (expected_args_hash), so it binds to
+what was on screen. Enter (or g) opens the request's place in the trace (view 2 on its run, the span selected).
 
 New requests anywhere raise a notification on every view (ApprovalAlerts, started when this view mounts: all views
 are mounted at start) and ring the terminal bell when FLIGHTDECK_CONSOLE_BELL=1.
@@ -10,6 +11,7 @@ are mounted at start) and ring the terminal bell when FLIGHTDECK_CONSOLE_BELL=1.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -19,8 +21,8 @@ from textual.binding import Binding
 
 from console.polling import Poller
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
-from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
+from console.screens.table_view import TableView
 from console.views_data.approvals_data import ListedApproval, pending_approvals
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import compact_json, literal, pretty_json, printable
@@ -91,8 +93,26 @@ def approval_cell(row: Approval, column: str, now: float) -> Text | str:
     return ""
 
 
+RISK_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
 def approval_sort(row: ListedApproval, column: str) -> Any:
-    return (float(row.requested or 0), row.pos)
+    """By `column`, then soonest deadline first (LEFT, the default); equal deadlines keep the store's order."""
+    due = (float(row.deadline or 0), row.pos)
+    if column == "risk":
+        return (RISK_ORDER.get(str(row.risk or "").lower(), 9), *due)
+    if column == "level":
+        return (-int(row.level or 0), *due)
+    if column == "requested":
+        return (float(row.requested or 0), row.pos)
+    if column in ("agent", "tool", "run", "id"):
+        value = row.run_id if column == "run" else getattr(row, column)
+        return (str(value or "").lower(), *due)
+    return due
+
+
+def approval_words(row: Approval) -> str:
+    return " ".join(str(v or "") for v in (row.id, row.agent, row.tool, row.run_id, row.risk, row.reason)).lower()
 
 
 def approval_detail(row: Approval | None, now: float) -> Text:
@@ -116,7 +136,7 @@ def approval_detail(row: Approval | None, now: float) -> Text:
     return text
 
 
-class ApprovalsView(LiveView):
+class ApprovalsView(TableView):
     DEFAULT_CSS = """
     ApprovalsView > #approvals-table {
         height: 1fr;
@@ -142,6 +162,16 @@ class ApprovalsView(LiveView):
                 tooltip="Open the request's run in view 2 with its span selected (Enter does the same)"),
     ]
 
+    SORTS = (
+        ("left", False, "time left, soonest deadline first"),
+        ("risk", False, "risk, highest first"),
+        ("level", False, "escalation, most escalated first"),
+        ("requested", False, "age, oldest first"),
+        ("agent", False, "agent, A to Z"),
+        ("tool", False, "tool, A to Z"),
+        ("run", False, "run id"),
+    )
+
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="approvals")
         self.alerts = ApprovalAlerts(self, ctx)
@@ -149,7 +179,8 @@ class ApprovalsView(LiveView):
 
     def compose(self) -> ComposeResult:
         yield TextLines(id="approvals-title")
-        yield VirtualTable(COLUMNS, cell=approval_cell, sort_value=approval_sort, matches=lambda d, f: True,
+        yield self.filter_box()
+        yield VirtualTable(COLUMNS, cell=approval_cell, sort_value=approval_sort, matches=self.matches,
                            now=self.ctx.clock, sort_column="left", empty_text="no tool call is waiting for approval",
                            id="approvals-table")
         yield TextLines(id="approval-detail")
@@ -161,6 +192,12 @@ class ApprovalsView(LiveView):
     def on_mount(self) -> None:
         self.alerts.start()
         self._title(0)
+
+    def filter_words(self, row: Any) -> str:
+        return approval_words(row)
+
+    def refresh_title(self) -> None:
+        self._title(self.table.total_count)
 
     def on_unmount(self) -> None:
         super().on_unmount()
@@ -188,7 +225,8 @@ class ApprovalsView(LiveView):
         text = Text(end="")
         text.append("APPROVALS ", style="bold")
         text.append(f"{count} pending" if count else "none pending", style="bold yellow" if count else "green")
-        text.append("  oldest first · LEFT turns red under 30 s", style="dim")
+        text.append_text(self.title_suffix())
+        text.append(" · LEFT turns red under 30 s", style="dim")
         if self.ctx.read_only:
             text.append("  · read-only: decisions are disabled", style="bold yellow")
         self.query_one("#approvals-title", TextLines).update(text)
@@ -238,8 +276,9 @@ class ApprovalsView(LiveView):
             self.refresh_now()
         return done
 
-    def _decision_body(self, row: Approval) -> Text:
-        return approval_detail(row, self.ctx.clock())
+    def _decision_body(self, row: Approval) -> Callable[[], Text]:
+        """The prompt's body, redrawn every second: its countdown keeps counting while the operator types."""
+        return lambda: approval_detail(row, self.ctx.clock())
 
     def _decidable(self, verb: str) -> Approval | None:
         """The selected request, if this console may decide it (read-only refuses with its message). A decision
@@ -262,7 +301,7 @@ class ApprovalsView(LiveView):
                                 self._decided("approved"))
 
         self.app.push_screen(FormModal(f"Approve {approval_id}: {printable(row.tool, limit=60)}",
-                                       self._decision_body(row), fields=[REASON],
+                                       live_body=self._decision_body(row), fields=[REASON],
                                        submit_label="Enter: approve"), done)
 
     def action_deny(self) -> None:
@@ -278,7 +317,7 @@ class ApprovalsView(LiveView):
                                 self._decided("denied"))
 
         self.app.push_screen(FormModal(
-            f"Deny {approval_id}: {printable(row.tool, limit=60)}", self._decision_body(row),
+            f"Deny {approval_id}: {printable(row.tool, limit=60)}", live_body=self._decision_body(row),
             fields=[Field("reason", "Message (the model sees it; goes to the audit log)",
                           placeholder="why not, and what to do instead")],
             danger=True, submit_label="Enter: deny"), done)
@@ -299,11 +338,15 @@ class ApprovalsView(LiveView):
                     approval_id, result.reason, edited_arguments=edited, expected_args_hash=expected),
                     self._decided("approved with edited arguments"))
 
-        body = Text(end="")
-        body.append(f"{printable(row.agent, limit=40)} → {printable(row.tool, limit=60)}; ")
-        body.append_text(left_text(row, self.ctx.clock()))
-        body.append(" left. Edit the arguments (a JSON object); the engine validates them against the tool's schema.")
-        self.app.push_screen(FormModal(f"Edit and approve {approval_id}", body,
+        def body() -> Text:
+            text = Text(end="")
+            text.append(f"{printable(row.agent, limit=40)} → {printable(row.tool, limit=60)}; ")
+            text.append_text(left_text(row, self.ctx.clock()))
+            text.append(" left. Edit the arguments (a JSON object); the engine validates them against the tool's "
+                        "schema.")
+            return text
+
+        self.app.push_screen(FormModal(f"Edit and approve {approval_id}", live_body=body,
                                        fields=[Field("arguments", "Arguments (JSON object)", kind="json",
                                                      value=original), REASON],
                                        submit_label="ctrl+s or Enter in Reason: approve with these arguments"), done)

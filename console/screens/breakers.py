@@ -2,10 +2,14 @@
 state as a word AND a colour, failure and slow-call rates, calls in the window, time to the next probe (live), the
 hierarchy. o forces one open, r resets it to closed, x disables it (calls always pass): each asks for a reason and
 writes a breaker_overrides row through ControlAPI.override_breaker, which the engine applies.
+
+Under the table, the selected breaker's story: why it opened (the engine's words, the failure rate and call count
+of the window that tripped it) and the last error of a call through it (console/views_data/breaker_why.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -15,8 +19,9 @@ from textual.binding import Binding
 
 from console.polling import ReaderState
 from console.screens.base import ConsoleContext, PaletteCommand
-from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
+from console.screens.table_view import TableView
+from console.views_data.breaker_why import BreakerWhy, breaker_why
 from console.widgets.modals import REASON, FormModal, FormResult
 from console.widgets.safe import literal, printable
 from console.widgets.text_pane import TextLines
@@ -96,29 +101,104 @@ STATE_ORDER = {"open": 0, "forced_open": 0, "half_open": 1, "disabled": 2, "clos
 
 
 def breaker_sort(row: BreakerRow, column: str) -> Any:
-    return (STATE_ORDER.get(str(row.state), 1), str(row.hierarchy), str(row.key))
+    """By `column`, then open first (STATE, the default), hierarchy and key."""
+    base = (STATE_ORDER.get(str(row.state), 1), str(row.hierarchy), str(row.key))
+    if column in ("failure_rate", "slow_call_rate"):
+        value = getattr(row, column)
+        return (-(float(value) if value is not None else -1.0), *base)
+    if column == "calls":
+        return (-(row.calls_in_window or 0), *base)
+    if column == "probe":
+        at = row.next_probe_at if row.state in ("open", "forced_open") else None
+        return (float(at) if at is not None else float("inf"), *base)
+    if column == "since":
+        return (float(row.since) if row.since else float("inf"), *base)
+    if column in ("key", "hierarchy"):
+        return (str(getattr(row, column)).lower(), *base)
+    return base
+
+
+def breaker_words(row: BreakerRow) -> str:
+    word = STATES.get(str(row.state), (str(row.state), ""))[0]
+    return " ".join(str(v or "") for v in (row.key, row.hierarchy, row.kind, row.name, row.state, word)).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class BreakersUpdate:
+    rows: list[BreakerRow]
+    why: dict[tuple[str, str], BreakerWhy] = field(default_factory=dict)  # open breakers: why they opened
+
+
+def why_text(row: BreakerRow | None, why: BreakerWhy | None, now: float) -> Text:
+    """The selected breaker's story: why it opened and the last error through it."""
+    if row is None:
+        return Text("No breaker selected.", style="dim", end="")
+    text = Text(end="")
+    text.append(f"{printable(row.key, limit=60)}", style="bold")
+    text.append(f" in {printable(row.hierarchy, limit=40)} is ")
+    text.append_text(state_text(row.state))
+    if row.state not in ("open", "forced_open"):
+        text.append(f" · failures {pct(row.failure_rate)} of {row.calls_in_window or 0} calls in the window")
+        return text
+    if why is None:
+        text.append(" · no opening of it among the store's recent events", style="dim")
+        return text
+    text.append(f" · opened {compact_age(max(0.0, now - why.opened))} ago\n")
+    text.append("Why: ", style="dim")
+    text.append(printable(why.reason or "(no reason recorded)", limit=200), style="bold")
+    figures = []
+    if why.failure_rate is not None and why.failure_rate >= 0 and "failure rate" not in why.reason:
+        figures.append(f"failure rate {why.failure_rate:.0f}%")
+    if why.calls is not None:
+        figures.append(f"over {why.calls} calls")
+    if figures:
+        text.append(f" ({' '.join(figures)} in the window that tripped it)")
+    text.append("\nLast error: ", style="dim")
+    if why.last_error:
+        if why.last_error_kind:
+            text.append(f"({printable(why.last_error_kind, limit=40)}) ", style="red")
+        text.append(printable(why.last_error, limit=300), style="red")
+    else:
+        text.append("none recorded before it opened", style="dim")
+    return text
 
 
 class BreakerFeed:
     def __init__(self, ctx: ConsoleContext) -> None:
         self.state = ReaderState(ctx.source)
         self.last: Any = object()
+        self.why: dict[tuple[str, str, float | None], BreakerWhy | None] = {}  # (hierarchy, key, since) -> opening
 
-    def poll(self) -> list[BreakerRow] | None:
+    def poll(self) -> BreakersUpdate | None:
         from engine.store.files import TRACES_DB
 
+        why: dict[tuple[str, str], BreakerWhy] = {}
         if not (self.state.source.store_dir / TRACES_DB).is_file():
             rows: list[BreakerRow] = []
         else:
             try:
                 rows = self.state.reader.breakers()
+                for row in rows:
+                    if row.state in ("open", "forced_open"):
+                        found = self._why(row)
+                        if found is not None:
+                            why[(row.hierarchy, row.key)] = found
             except Exception:
                 self.state.reset()
                 raise
-        if rows == self.last:
+        if (rows, why) == self.last:
             return None
-        self.last = rows
-        return rows
+        self.last = (rows, why)
+        return BreakersUpdate(rows, why)
+
+    def _why(self, row: BreakerRow) -> BreakerWhy | None:
+        """Read once per opening (a breaker's `since` changes when it opens again)."""
+        cache_key = (row.hierarchy, row.key, row.since)
+        if cache_key not in self.why:
+            if len(self.why) > 256:
+                self.why.clear()
+            self.why[cache_key] = breaker_why(self.state.reader, row.hierarchy, row.key, row.name)
+        return self.why[cache_key]
 
     def invalidate(self) -> None:
         self.last = object()
@@ -127,10 +207,15 @@ class BreakerFeed:
         self.state.close()
 
 
-class BreakersView(LiveView):
+class BreakersView(TableView):
     DEFAULT_CSS = """
     BreakersView > #breakers-table {
         height: 1fr;
+    }
+    BreakersView > #breaker-why {
+        height: 4;
+        border-top: solid $panel-lighten-2;
+        padding: 0 1;
     }
     """
 
@@ -144,18 +229,32 @@ class BreakersView(LiveView):
                         "reason)"),
     )]
 
+    SORTS = (
+        ("state", False, "state, open first"),
+        ("failure_rate", False, "failure rate, highest first"),
+        ("slow_call_rate", False, "slow-call rate, highest first"),
+        ("calls", False, "calls in the window, most first"),
+        ("probe", False, "next probe, soonest first"),
+        ("since", False, "since, longest first"),
+        ("key", False, "breaker, A to Z"),
+        ("hierarchy", False, "hierarchy, A to Z"),
+    )
+
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="breakers")
         self.feed = BreakerFeed(ctx)  # type: ignore[assignment]
         self.poller._fetch = self.feed.poll  # type: ignore[assignment]
         self.hint = "Loading breakers…"
+        self.why: dict[tuple[str, str], BreakerWhy] = {}
 
     def compose(self) -> ComposeResult:
         yield TextLines(id="breakers-title")
-        yield VirtualTable(COLUMNS, cell=breaker_cell, sort_value=breaker_sort, matches=lambda d, f: True,
+        yield self.filter_box()
+        yield VirtualTable(COLUMNS, cell=breaker_cell, sort_value=breaker_sort, matches=self.matches,
                            now=self.ctx.clock, sort_column="state",
                            empty_text="no breaker reported yet (the engine publishes them while it runs)",
                            id="breakers-table")
+        yield TextLines(id="breaker-why")
 
     @property
     def table(self) -> VirtualTable:
@@ -164,18 +263,36 @@ class BreakersView(LiveView):
     def on_mount(self) -> None:
         self._title([])
 
+    def filter_words(self, row: Any) -> str:
+        return breaker_words(row)
+
+    def refresh_title(self) -> None:
+        self._title(list(self.table.values()))
+
     def on_unmount(self) -> None:
         super().on_unmount()
         self.feed.close()  # type: ignore[attr-defined]
 
-    def apply(self, rows: list[BreakerRow]) -> None:
+    def apply(self, update: BreakersUpdate) -> None:
         self.loaded = True
+        rows = update.rows
+        self.why = update.why
         table = self.table
         keyed = {(row.hierarchy, row.key): row for row in rows}
         table.remove([key for key in list(table.keys()) if key not in keyed])
         table.upsert(keyed.items())
         self._title(rows)
         self._update_hint()
+        self._show_why()
+
+    def _show_why(self) -> None:
+        row = self.selected()
+        why = self.why.get((row.hierarchy, row.key)) if row is not None else None
+        self.query_one("#breaker-why", TextLines).update(why_text(row, why, self.ctx.clock()))
+
+    def tick(self) -> None:
+        super().tick()
+        self._show_why()
 
     def _title(self, rows: list[BreakerRow]) -> None:
         counts: dict[str, int] = {}
@@ -190,7 +307,7 @@ class BreakersView(LiveView):
                 text.append(" ")
                 text.append_text(state_text(state))
                 text.append(f" {counts[state]}")
-        text.append("  · open first", style="dim")
+        text.append_text(self.title_suffix())
         if self.ctx.read_only:
             text.append("  · read-only: overrides are disabled", style="bold yellow")
         self.query_one("#breakers-title", TextLines).update(text)
@@ -218,6 +335,7 @@ class BreakersView(LiveView):
     @on(VirtualTable.CursorMoved, "#breakers-table")
     def _moved(self, event: VirtualTable.CursorMoved) -> None:
         self._update_hint()
+        self._show_why()
 
     def action_override(self, action: str) -> None:
         if self.ctx.read_only:

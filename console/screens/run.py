@@ -179,7 +179,9 @@ class RunView(ReadOnlyGuard, View):
         self.detail.raw = False
         self.detail.show(None, self.ctx.clock())
         self.query_one("#run-usage", UsagePanel).show(None)
-        self.query_one("#run-budgets", BudgetGauges).show([])
+        budgets = self.query_one("#run-budgets", BudgetGauges)
+        budgets.status = None  # a new run: its own status decides (live or final figures)
+        budgets.show([])
         self.query_one("#run-title", TextLines).update(run_summary(None, run_ref, self.ctx.clock()))
         self._update_events_title()
         self.hint = "Loading the run…"
@@ -201,8 +203,8 @@ class RunView(ReadOnlyGuard, View):
         if update.problem:
             self.problem = update.problem
             self.query_one("#run-title", TextLines).update(
-                Text.assemble(("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"), "\n",
-                              (update.problem, "bold yellow")))
+                Text.assemble(("Runs › ", "dim"), ("RUN ", "bold"), (printable(update.feed.run_ref, limit=40), "bold"),
+                              "\n", (update.problem, "bold yellow")))
             self.tree.reset(Text(update.problem, style="yellow"))
             self.hint = update.problem[0].upper() + update.problem[1:] + "."
             return
@@ -244,8 +246,9 @@ class RunView(ReadOnlyGuard, View):
         self.query_one("#run-title", TextLines).update(run_summary(self.run, self.feed.run_ref, self.ctx.clock(),
                                                                 self.size.width or 160, self.degraded))
         self.query_one("#run-usage", UsagePanel).show(self.run)
-        if self._pending_budgets is not None:
-            self.query_one("#run-budgets", BudgetGauges).show(self._pending_budgets, keep_selection=True)
+        gauges = self.query_one("#run-budgets", BudgetGauges)
+        if self._pending_budgets is not None or gauges.status != self.run.status:  # an ended run: final figures
+            gauges.show(self._pending_budgets, keep_selection=True, status=self.run.status)
             self._pending_budgets = None
 
     def _summary_due(self) -> None:

@@ -7,6 +7,11 @@ Rows come from TraceReader.budgets(run_id) (the `budgets` current-state table): 
 `agent`, `data` = {dimension: {used, reserved, limit, fraction, burn_rate_per_min, time_to_exhaustion_s}}. A
 dimension is shown when it has a limit or any usage. Colour never carries meaning alone: the percentage and the
 words ("near the limit", "OVER the limit") say the same thing.
+
+A run that has ended spends nothing more: its gauges show the final spend against the limit, in the colour of the
+run's status (a failed run's gauge is red even at 32%), with no burn rate, reservation or "out in":
+
+    run      cost_usd  ████████████ 132% of $0.50 · final $0.66 · OVER the limit        (run over budget)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from rich.text import Text
 
 from console.output import tokens, usd
 from console.widgets.safe import printable
+from console.widgets.status import run_look
 from console.widgets.text_pane import TextLines
 from engine.timefmt import duration
 
@@ -80,13 +86,43 @@ def decode_data(row: BudgetRow) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def gauge_line(label: str, dimension: str, figures: dict[str, Any], label_width: int = 10) -> Text | None:
-    """One dimension's gauge, or None when it has neither a limit nor any usage."""
+# Run statuses whose gauges still move (the rest have ended: final figures).
+LIVE_STATUSES = frozenset({"running", "needs_reconcile"})
+
+
+def ended(status: str | None) -> bool:
+    return status is not None and status not in LIVE_STATUSES
+
+
+def final_gauge_line(label: str, dimension: str, used: float, limit: float, status: str,
+                     label_width: int = 10) -> Text:
+    """An ended run's gauge: final spend against the limit, in the run status's colour."""
+    style = run_look(status).style
+    fraction = used / limit
+    filled = max(0, min(BAR_WIDTH, int(round(min(fraction, 1.0) * BAR_WIDTH))))
+    line = Text(end="")
+    line.append(f"{printable(label, limit=label_width):<{label_width}} ", style="bold")
+    line.append(f"{printable(dimension, limit=12):<12} ")
+    line.append("█" * filled, style=style)
+    line.append("░" * (BAR_WIDTH - filled), style="dim")
+    line.append(f" {fraction * 100:4.0f}% of {amount(dimension, limit)}", style=style)
+    line.append(f" · final {amount(dimension, used)}")
+    if fraction >= CRIT_AT:
+        line.append(" · OVER the limit", style="bold red")
+    return line
+
+
+def gauge_line(label: str, dimension: str, figures: dict[str, Any], label_width: int = 10,
+               status: str | None = None) -> Text | None:
+    """One dimension's gauge, or None when it has neither a limit nor any usage. `status`: the run's; once it has
+    ended, the final spend against the limit (final_gauge_line)."""
     used = _num(figures.get("used")) or 0.0
     reserved = _num(figures.get("reserved")) or 0.0
     limit = _num(figures.get("limit"))
     if not limit and not used and not reserved:
         return None
+    if limit and status is not None and ended(status):
+        return final_gauge_line(label, dimension, used, limit, status, label_width)
     fraction = _num(figures.get("fraction"))
     if fraction is None and limit:
         fraction = (used + reserved) / limit
@@ -119,13 +155,16 @@ def gauge_line(label: str, dimension: str, figures: dict[str, Any], label_width:
     return line
 
 
-def usage_words(dimension: str, figures: dict[str, Any]) -> str:
-    """`cost_usd $0.0073 +$0.0054 res $0.44/min` for a dimension without a limit ("" when nothing is used)."""
+def usage_words(dimension: str, figures: dict[str, Any], final: bool = False) -> str:
+    """`cost_usd $0.0073 +$0.0054 res $0.44/min` for a dimension without a limit ("" when nothing is used); an
+    ended run's (`final`): the final figure only."""
     used = _num(figures.get("used")) or 0.0
     reserved = _num(figures.get("reserved")) or 0.0
     if not used and not reserved:
         return ""
     text = f"{printable(dimension, limit=24)} {amount(dimension, used)}"
+    if final:
+        return text
     if reserved:
         text += f" +{amount(dimension, reserved)} res"
     rate = _num(figures.get("burn_rate_per_min"))
@@ -142,8 +181,10 @@ def scope_label(row: BudgetRow) -> str:
 
 
 def gauges_text(rows: list[BudgetRow], selected_span: str | None = None,
-                selected_agent: str | None = None) -> Text:
-    """The run's gauges, then the selected agent's (its span's scope when known, else any scope of that agent)."""
+                selected_agent: str | None = None, status: str | None = None) -> Text:
+    """The run's gauges, then the selected agent's (its span's scope when known, else any scope of that agent).
+    `status`: the run's (final figures once it has ended)."""
+    final = ended(status)
     out = Text(end="")
     lines: list[Text] = []
     run_rows = [r for r in rows if r.scope == "run"]
@@ -160,11 +201,11 @@ def gauges_text(rows: list[BudgetRow], selected_span: str | None = None,
             if not isinstance(figures, dict):
                 continue
             if not _num(figures.get("limit")):
-                part = usage_words(str(dimension), figures)
+                part = usage_words(str(dimension), figures, final)
                 if part:
                     unlimited.append(part)
                 continue
-            line = gauge_line(scope_label(row), str(dimension), figures)
+            line = gauge_line(scope_label(row), str(dimension), figures, status=status)
             if line is not None:
                 lines.append(line)
         if unlimited:  # dimensions with usage but no limit: one line, figures only
@@ -179,7 +220,13 @@ def gauges_text(rows: list[BudgetRow], selected_span: str | None = None,
         return out
     out.append("BUDGETS", style="bold")
     worst = max((level_of_line(line) for line in lines), default=0)
-    if worst == 2:
+    if final and status is not None:
+        look = run_look(status)
+        out.append("  final spend: the run ", style="dim")
+        out.append(f"{look.glyph} {look.word}", style=look.style)
+        if worst == 2:
+            out.append(" · a limit was exceeded", style="bold red")
+    elif worst == 2:
         out.append("  a limit is exhausted", style="bold red")
     elif worst == 1:
         out.append("  near a limit (>= 80%)", style="bold yellow")
@@ -208,16 +255,19 @@ class BudgetGauges(TextLines):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(Text("BUDGETS …", style="dim"), id=id)
         self.rows: list[BudgetRow] = []
+        self.status: str | None = None  # the run's status: final figures once it has ended
         self.selected_span: str | None = None
         self.selected_agent: str | None = None
 
     def show(self, rows: list[BudgetRow] | None = None, *, selected_span: str | None = None,
-             selected_agent: str | None = None, keep_selection: bool = False) -> None:
+             selected_agent: str | None = None, keep_selection: bool = False, status: str | None = None) -> None:
         if rows is not None:
             self.rows = rows
+        if status is not None:
+            self.status = status
         if not keep_selection:
             self.selected_span = selected_span
             self.selected_agent = selected_agent
-        text = gauges_text(self.rows, self.selected_span, self.selected_agent)
+        text = gauges_text(self.rows, self.selected_span, self.selected_agent, self.status)
         self.update(text)
         self.styles.height = min(MAX_LINES, len(text.plain.split("\n")))

@@ -116,10 +116,11 @@ class FormModal(ModalScreen[FormResult | None]):
 
     def __init__(self, title: str, body: Text | str = "", *, fields: list[Field] | tuple[Field, ...] = (REASON,),
                  confirm_word: str | None = None, validate: Validator | None = None, danger: bool = False,
-                 submit_label: str = "Enter: confirm") -> None:
+                 submit_label: str = "Enter: confirm", live_body: Callable[[], Text] | None = None) -> None:
         super().__init__(classes="-danger" if danger else None)
         self.form_title = title
         self.body = body if isinstance(body, Text) else Text(printable(body, single_line=False), end="")
+        self.live_body = live_body  # when given: the body is redrawn from it every second (countdowns keep counting)
         self.fields = list(fields)
         self.confirm_word = confirm_word
         self.validator = validate
@@ -129,7 +130,8 @@ class FormModal(ModalScreen[FormResult | None]):
         with Vertical(id="form"):
             yield Static(Text(printable(self.form_title, limit=200)), id="form-title", markup=False)
             with VerticalScroll(id="form-body"):
-                yield Static(self.body, markup=False)
+                yield Static(self.live_body() if self.live_body is not None else self.body, id="form-body-text",
+                             markup=False)
             for spec in self.fields:
                 yield Label(Text(spec.label), classes="form-label", markup=False)
                 if spec.kind == "json":
@@ -152,9 +154,15 @@ class FormModal(ModalScreen[FormResult | None]):
                          id="form-keys", markup=False)
 
     def on_mount(self) -> None:
+        if self.live_body is not None:
+            self.set_interval(1.0, self.redraw_body)
         first = next(iter(self.query("#form Input, #form TextArea, #form RadioSet")), None)
         if first is not None:
             first.focus()
+
+    def redraw_body(self) -> None:
+        if self.live_body is not None:
+            self.query_one("#form-body-text", Static).update(self.live_body())
 
     def _inputs(self) -> list[Any]:
         return list(self.query("#form Input, #form TextArea"))

@@ -139,10 +139,13 @@ def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160,
                 degraded: Sequence[DegradedCall] = ()) -> Text:
     """The run view's title: identity, status (word and colour), timing, resumes; the error on a second line (for
     a completed (degraded) run: what was withheld). The first line fits `width`: the start time goes first, then
-    the tenant (never a cut word)."""
-    if run is None:
-        return Text(f"RUN {printable(run_id, limit=40)}", style="bold")
+    the tenant (never a cut word). It starts with where the operator is (`Runs › RUN id`: esc goes back one level,
+    to the runs table)."""
     out = Text(end="")
+    out.append("Runs › ", style="dim")
+    if run is None:
+        out.append(f"RUN {printable(run_id, limit=40)}", style="bold")
+        return out
     out.append("RUN ", style="bold")
     out.append(printable(run.id), style="bold")
     out.append("  ")

@@ -29,6 +29,17 @@ def write_breakers(store: Path, now: float = FIXED_NOW) -> None:
         ]
         for row in rows:
             writer.state("breakers", row[:2], row)
+        # How crm_lookup opened, as the engine records it: a failed call in a deal-desk run (b2c3d4e5f6a1), then
+        # the breaker's transition event with the window that tripped it.
+        span = "b2c3d4e5f6a1-crm"
+        writer.span_started(span, "b2c3d4e5f6a1", None, "tool", "pricing", "crm_lookup", now - 42.0,
+                            {"arguments": {"account": "ACME"}})
+        writer.span_ended(span, "b2c3d4e5f6a1", "error", now - 41.5,
+                          attrs={"error": "crm-api: 504 gateway timeout", "error_kind": "tool_error"})
+        writer.event(None, None, "breaker.transition", name="tool:crm_lookup", ts=now - 40, data={
+            "hierarchy": "deal-desk", "key": "tool:crm_lookup", "kind": "tool", "from": "closed", "to": "open",
+            "reason": "failure rate 61.5% >= 50%", "failure_rate": 61.5, "calls_in_window": 13,
+            "next_probe_at": now + 25})
         writer.flush()
     finally:
         writer.close()

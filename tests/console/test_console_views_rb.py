@@ -390,16 +390,20 @@ async def test_run_view_shows_budget_gauges(store: Path) -> None:
         gauges = view.query_one("#run-budgets")
         await wait_for(pilot, lambda: "cost_usd" in gauges.plain, what="gauges")
         text = gauges.plain
-        assert "89% of $0.5000 near the limit" in text
-        assert "120% of 12.0k" not in text and "120% of 10.0k OVER the limit" in text
-        assert "8% of 50" in text and "out in 23.0m" in text
+        # This run has failed: final spend against each limit (not the engine's last "fraction" with reservations,
+        # no burn rate, no "out in"), the bars in the failed status's red.
+        assert "final spend: the run ✖ failed" in text
+        assert "85% of $0.5000 · final $0.4250" in text and "near the limit" not in text
+        assert "120% of 12.0k" not in text and "120% of 10.0k · final 12.0k · OVER the limit" in text
+        assert "6% of 50 · final 3" in text
+        assert "out in" not in text and "/min" not in text and "reserved" not in text
         # The failed run opens on its root cause, a span of the pricing agent: its gauge shows too.
         await wait_for(pilot, lambda: "pricing" in gauges.plain, what="agent gauge")
         view.tree.move_cursor(view.tree.nodes[f"{RUN_WITH_BUDGETS}-01"])  # the run span: no agent
         await wait_for(pilot, lambda: "pricing" not in gauges.plain, what="run gauges only")
         view.tree.move_cursor(view.tree.nodes[f"{RUN_WITH_BUDGETS}-06"])  # the pricing agent's span
         await wait_for(pilot, lambda: "pricing" in gauges.plain, what="agent gauge again")
-        assert "68% of 4,000" in gauges.plain
+        assert "68% of 4,000 · final 2,700" in gauges.plain
 
 
 async def test_runs_table_incidents_column(store: Path) -> None:
