@@ -30,6 +30,8 @@ from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from engine.store.control_rows import Approval, ApprovalAlert
 
 URGENT_S = 30.0
@@ -384,9 +386,22 @@ class ApprovalsView(TableView):
         return commands
 
 
+def configured_bell(store_dir: Path) -> bool:
+    """[console] bell in STORE/config.toml; off when the file cannot be read (the console reports a bad config
+    where it reads its keys)."""
+    from engine.errors import FlightdeckError
+    from engine.store.config import load_config
+
+    try:
+        return load_config(store_dir).console.bell
+    except FlightdeckError:
+        return False
+
+
 class ApprovalAlerts:
     """Always on (every view): a notification for each new pending request, and the terminal bell when
-    FLIGHTDECK_CONSOLE_BELL=1. Requests already pending when the console starts are announced once, together."""
+    FLIGHTDECK_CONSOLE_BELL=1 or `[console] bell = true` in config.toml. Requests already pending when the console
+    starts are announced once, together."""
 
     INTERVAL_S = 1.0
 
@@ -394,7 +409,9 @@ class ApprovalAlerts:
         self.owner = owner
         self.ctx = ctx
         self.seen: set[str] | None = None
-        self.bell = os.environ.get(BELL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        # FLIGHTDECK_CONSOLE_BELL when set, else [console] bell in config.toml (read on the poller's thread).
+        given = os.environ.get(BELL_ENV)
+        self.bell: bool | None = None if given is None else given.strip().lower() in ("1", "true", "yes", "on")
         self.poller: Poller[list[ApprovalAlert]] = Poller(
             owner, name="approval-alerts", fetch=self._fetch, render=self._render,
             interval=max(self.INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error,
@@ -408,6 +425,8 @@ class ApprovalAlerts:
         self.poller.stop()
 
     def _fetch(self) -> list[ApprovalAlert] | None:
+        if self.bell is None:
+            self.bell = configured_bell(self.ctx.store_dir)
         control = self.ctx.source.control()
         if control is None:
             return None

@@ -95,6 +95,8 @@ NOTIFIER_TYPES = ("slack", "pagerduty", "webhook")
 class ConsoleConfig(Strict):
     # action id -> key binding (Textual key names, e.g. "k", "ctrl+k", "f5")
     keys: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+    # ring the terminal bell when a tool call starts waiting for approval (FLIGHTDECK_CONSOLE_BELL, when set, wins)
+    bell: bool = False
 
 
 class StoreConfig(Strict):

@@ -151,3 +151,21 @@ async def test_approvals_and_breakers_sort_filter_and_esc(store: Path) -> None:
         await wait_for(pilot, lambda: keys() == ["model:gpt-4o"], what="the breakers filter")
         await pilot.press("escape")
         assert len(keys()) == 3
+
+
+@pytest.mark.parametrize(("configured", "env", "rings"), [("true", None, True), ("true", "0", False),
+                                                         ("false", None, False), ("false", "1", True)])
+async def test_the_approval_bell_is_a_config_setting_and_the_variable_wins(
+        store: Path, monkeypatch: pytest.MonkeyPatch, configured: str, env: str | None, rings: bool) -> None:
+    from console.screens.approvals import BELL_ENV
+
+    (store / "config.toml").write_text(f"[console]\nbell = {configured}\n")
+    if env is None:
+        monkeypatch.delenv(BELL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(BELL_ENV, env)
+    app = create_app(store, operator="alice", read_only=False, clock=MovingClock(), poll_interval=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show(pilot, "3", "approvals")
+        await wait_for(pilot, lambda: view.alerts.notified >= 1, what="the pending requests announced")
+        assert view.alerts.bell is rings
