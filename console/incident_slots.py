@@ -95,8 +95,12 @@ def incidents_slot(ctx: HeaderContext) -> SlotValue:
     if not incidents:
         return SlotValue("none open", "ok")
     firing = [i for i in incidents if i.firing]
-    urgent = [i for i in firing if i.severity in URGENT]
     unacked = [i for i in incidents if i.status == "open"]
+    if firing and not ctx.cache.get("engines", {}).get("alive", 1):
+        # Firing is what an engine's detection saw; with no engine alive nothing watches: not a live alarm.
+        text = f"{len(incidents)} open · {len(firing)} firing when last watched (no engine)"
+        return SlotValue(text, "warn", short=f"{len(incidents)} ({len(firing)} firing?)")
+    urgent = [i for i in firing if i.severity in URGENT]
     text = f"{len(incidents)} open · {len(firing)} firing"
     if unacked:
         text += f" · {len(unacked)} unacked"

@@ -136,6 +136,7 @@ def _engines(ctx: HeaderContext) -> SlotValue:
     running = [e for e in engines if e.stopped is None]
     alive = [e for e in running if ctx.now - float(e.heartbeat or 0) <= STALE_AFTER_S]
     stale = [e for e in running if e not in alive]
+    ctx.cache["engines"] = {"alive": len(alive)}  # the incidents slot: is anything watching the signals?
     active = ctx.cache.get("runs", {}).get("active", 0)
     if stale:
         who = stale[0]

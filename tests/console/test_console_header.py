@@ -201,3 +201,32 @@ def test_the_hint_line_cuts_the_description_of_an_alarm_never_what_to_press() ->
     assert len(fitted) == 97 and fitted.endswith("…: press 6 for its runbook, a to acknowledge it.")
     assert fitted.startswith("sev2 incident inc-fa0e311b is firing")
     assert fit_sentence("no colon in this sentence at all", 10) == "no colon in this sentence at all"  # Rich cuts it
+
+
+def test_the_console_header_does_not_raise_a_live_alarm_for_an_unwatched_incident(store_dir: Path) -> None:
+    from typing import Any, cast
+
+    from console.incident_slots import incidents_slot
+    from console.widgets.header import HeaderContext
+    from engine.controls.incidents import IncidentStore
+    from engine.store.control import ControlDB
+
+    store_dir.mkdir(parents=True)
+    db = ControlDB.open(store_dir)
+    try:
+        IncidentStore(db).open_or_update(
+            runbook="looping-agent", title="Loop", severity="sev2", apply_mode="auto", scope="agent:a",
+            readings=[{"signal": "loop_detected", "value": 3, "fired": True}], context={}, summary="loop",
+            actor="runbook:looping-agent", engine_id="e1")
+
+        def slot(alive: int) -> Any:
+            ctx = HeaderContext(reader=cast(Any, None), control=db, now=0.0, store_dir=store_dir,
+                                cache={"engines": {"alive": alive}})
+            return incidents_slot(ctx)
+
+        watched, unwatched = slot(1), slot(0)
+    finally:
+        db.close()
+    assert watched.level == "crit" and watched.alarm and "1 firing" in watched.text
+    assert unwatched.level == "warn" and not unwatched.alarm
+    assert unwatched.text == "1 open · 1 firing when last watched (no engine)"

@@ -61,3 +61,37 @@ def test_a_cleared_incident_with_nothing_in_force_reads_clearing_in_the_cli(stor
     assert "STATE" in table
     assert "clearing" in next(line for line in table.splitlines() if line.startswith(quiet.id))
     assert "FIRING" in next(line for line in table.splitlines() if line.startswith(still.id))
+
+
+def test_firing_with_no_engine_alive_says_nothing_watches_it(store_dir: Path) -> None:
+    """The demo's screenshot read "engines none running" next to "1 firing": firing is what an engine's detection
+    saw, and once every engine has stopped nothing watches the signal. The CLI says so (FIRING?, `watched`)."""
+    store_dir.mkdir(parents=True)
+    db = ControlDB.open(store_dir)
+    try:
+        fired = IncidentStore(db).open_or_update(
+            runbook="looping-agent", title="Loop", severity="sev2", apply_mode="auto", scope="agent:a",
+            readings=[{"signal": "loop_detected", "value": 3, "fired": True}], context={}, summary="loop",
+            actor="runbook:looping-agent", engine_id="e1")[0]
+    finally:
+        db.close()
+
+    def listed() -> tuple[dict, str]:
+        (row,) = json.loads(flightdeck("incidents", "--store", str(store_dir), "--json").stdout)
+        return row, flightdeck("incidents", "--store", str(store_dir)).stdout
+
+    row, table = listed()
+    assert (row["state"], row["watched"]) == ("firing", False)
+    assert "FIRING?" in next(line for line in table.splitlines() if line.startswith(fired.id))
+    assert "no engine is running, so nothing watches these signals" in table
+
+    db = ControlDB.open(store_dir)
+    try:
+        db.register_engine(version="test")  # an engine alive now (a fresh heartbeat)
+        row, table = listed()
+    finally:
+        db.close()
+    assert (row["state"], row["watched"]) == ("firing", True)
+    line = next(line for line in table.splitlines() if line.startswith(fired.id))
+    assert "FIRING" in line and "FIRING?" not in line and "nothing watches" not in table
+

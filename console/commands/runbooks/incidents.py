@@ -69,12 +69,15 @@ def handle_incidents(args: argparse.Namespace) -> int:
         rows = store.list(active_only=not args.all, limit=args.limit)
         with store.db.reading() as conn:
             in_force = {(a.runbook, a.scope) for a in applications.in_force(conn)}
+        # Firing is what an engine's detection saw; with no engine alive nothing watches, so say so.
+        watched = any(engine.alive for engine in store.db.list_engines())
     finally:
         store.db.close()
     # state: firing, clearing (detection cleared, no action in force: resolve it), quiet, resolved.
     states = [incident_state(r, (r.runbook, r.scope) in in_force) for r in rows]
     if args.json:
-        print_json([{**pick(r, INCIDENT_FIELDS), "state": state} for r, state in zip(rows, states, strict=True)])
+        print_json([{**pick(r, INCIDENT_FIELDS), "state": state, "watched": watched}
+                    for r, state in zip(rows, states, strict=True)])
         return 0
     if not rows:
         print("no incidents" if args.all else "no open incidents")
@@ -85,9 +88,13 @@ def handle_incidents(args: argparse.Namespace) -> int:
         who = r.acknowledged_by or "-"
         if r.status == "resolved":
             who = r.resolved_by
-        table_rows.append((r.id, r.severity, r.status, "FIRING" if state == "firing" else state, r.runbook,
-                           r.scope, age(r.opened, now), who, _signals_text(r.last_signals or [])))
+        shown = ("FIRING" if watched else "FIRING?") if state == "firing" else state
+        table_rows.append((r.id, r.severity, r.status, shown, r.runbook, r.scope, age(r.opened, now), who,
+                           _signals_text(r.last_signals or [])))
     print(table(("INCIDENT", "SEV", "STATUS", "STATE", "RUNBOOK", "SCOPE", "OPENED", "BY", "SIGNALS"), table_rows))
+    if not watched and "firing" in states:
+        print("\nFIRING? no engine is running, so nothing watches these signals: FIRING is what the last engine saw "
+              "before it stopped. Start an engine on this store to know, or resolve the incident.")
     return 0
 
 
