@@ -91,10 +91,8 @@ def test_the_demo_stops_on_sigterm_recording_every_run(tmp_path: Path, second_si
     assert store_lock_free(store)
 
 
-def test_the_demo_with_its_console_stops_on_sigterm_too(tmp_path: Path) -> None:
-    """The interactive demo (console in a real pseudo-terminal, engine on its own thread): SIGTERM reaches the
-    engine, the runs in flight get --grace, every run's end is recorded, the console closes, exit code 143."""
-    store = tmp_path / "demo"
+def _demo_in_pty(store: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The interactive demo (console included) on a real pseudo-terminal: the process and the terminal's master end."""
     master, slave = os.openpty()
     env = {k: v for k, v in os.environ.items() if k != "FLIGHTDECK_STORE"}
     env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
@@ -102,6 +100,14 @@ def test_the_demo_with_its_console_stops_on_sigterm_too(tmp_path: Path) -> None:
                              "--grace", "1s"], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
                             start_new_session=True)
     os.close(slave)
+    return proc, master
+
+
+def test_the_demo_with_its_console_stops_on_sigterm_too(tmp_path: Path) -> None:
+    """The interactive demo (console in a real pseudo-terminal, engine on its own thread): SIGTERM reaches the
+    engine, the runs in flight get --grace, every run's end is recorded, the console closes, exit code 143."""
+    store = tmp_path / "demo"
+    proc, master = _demo_in_pty(store)
     screen = bytearray()
 
     def drain_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -141,13 +147,7 @@ def test_the_demo_stops_on_sigterm_when_its_terminal_stopped_reading(tmp_path: P
     import termios
 
     store = tmp_path / "demo"
-    master, slave = os.openpty()
-    env = {k: v for k, v in os.environ.items() if k != "FLIGHTDECK_STORE"}
-    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "demo", "--store", str(store), "--speed", "2",
-                             "--grace", "1s"], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
-                            start_new_session=True)
-    os.close(slave)
+    proc, master = _demo_in_pty(store)
 
     def unread() -> int:  # bytes the console wrote that nobody read
         return int(struct.unpack("i", fcntl.ioctl(master, termios.FIONREAD, b"\0\0\0\0"))[0])
