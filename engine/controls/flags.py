@@ -13,6 +13,8 @@ scope to whatever the broader scopes (or the defaults) say. The vocabulary is cl
     concurrency.max    = N  (a positive whole number)   (global)
     agent.NAME         = paused | disabled | enabled
     tool.NAME          = disabled | enabled
+    queue.NAME         = open | paused | draining       (global; serve mode)
+    tenant.NAME        = open | paused                  (global; serve mode)
 
 What the engine does with each is in FLAGS below (docs/runbooks.md copies those texts).
 """
@@ -76,6 +78,13 @@ FLAGS: tuple[FlagSpec, ...] = (
              "disabled: calls to the tool are refused before they run; the model gets a tool error and the span "
              "is recorded as `denied`. enabled: normal; set it at a narrower scope to override a broader "
              "disabled (it does not lift tools.side_effects=off)."),
+    FlagSpec("queue.NAME", ("open", "paused", "draining"), ("global",),
+             "Serve mode, the queue NAME (a hierarchy's queue is named after it). paused: submissions are refused "
+             "(HTTP 503 with the reason) and queued runs wait; runs in flight continue. draining: submissions are "
+             "refused, queued runs still start until the queue is empty. open: the default."),
+    FlagSpec("tenant.NAME", ("open", "paused"), ("global",),
+             "Serve mode, the tenant NAME on every queue. paused: that tenant's submissions are refused (HTTP 503 "
+             "with the reason); its queued and running runs continue. open: the default."),
 )
 
 _BY_NAME: dict[str, FlagSpec] = {spec.name: spec for spec in FLAGS}

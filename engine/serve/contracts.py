@@ -1,11 +1,13 @@
 """What the parts of serve mode agree on: a submission from any source (API, webhook, schedule, CLI), what admission
-answers, the queue state the engine publishes for the console and runbooks, and the FleetService protocol that the
+answers, and the FleetService protocol that the
 HTTP layer (http_api.py) calls and the engine side (service.py) implements."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from engine.store.trace_rows import QueueRow, ScheduleRow
 
 # Where a submission came from: "api", "cli", "webhook:NAME", "schedule:NAME".
 Source = str
@@ -72,40 +74,6 @@ class RunView:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueState:
-    """One queue (tenant None) or one tenant of a queue, as the engine publishes it every second into traces.db's
-    `queues` table (writer.state("queues", (queue, tenant or ""), row)). Runbook signals read the same row."""
-
-    queue: str
-    tenant: str | None
-    hierarchy: str
-    depth: int  # queued, not started
-    running: int
-    oldest_age_s: float | None  # age of the oldest queued item
-    admitted_per_min: float  # admissions over the last minute
-    rejected_total: int  # refusals since the engine started (429 and 503)
-    max_depth: int | None  # the bound past which submissions get 429
-    concurrency: int | None
-    rate_limit: str | None  # "10/1m" as configured, or None
-    admission: Admission
-    updated: float
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleState:
-    """A schedule from fleet.yaml as published (traces.db `schedules`): when it fires next and last fired."""
-
-    name: str
-    hierarchy: str
-    cron: str
-    missed: Literal["skip", "run_once"]
-    next_fire: float | None
-    last_fire: float | None
-    last_run_id: str | None
-    updated: float
-
-
-@dataclass(frozen=True, slots=True)
 class Health:
     """GET /health: "ok", "degraded" (the store's writer is failing, runs wait) or "stopping" (draining on
     SIGTERM); with the engine id, the store's state and total queued."""
@@ -142,8 +110,10 @@ class FleetService(Protocol):
 
     def hierarchies(self) -> list[str]: ...
 
-    def queues(self) -> list[QueueState]: ...
+    def queues(self) -> list[QueueRow]:
+        """Each queue's state now (the rows the engine also publishes to traces.db `queues`)."""
+        ...
 
-    def schedules(self) -> list[ScheduleState]: ...
+    def schedules(self) -> list[ScheduleRow]: ...
 
     def health(self) -> Health: ...

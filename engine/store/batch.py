@@ -26,12 +26,17 @@ CommittedEvent = tuple[int, str, str | None, str | None, str | None, str | None,
  STATE_ITEM, FRAME_END) = range(9)
 _RUN_STARTED, _RUN_PROGRESS, _RUN_ENDED, _SPAN_STARTED, _SPAN_ENDED, _EVENT, _STATE = (
     RUN_STARTED_ITEM, RUN_PROGRESS_ITEM, RUN_ENDED_ITEM, SPAN_STARTED_ITEM, SPAN_ENDED_ITEM, EVENT_ITEM, STATE_ITEM)
-# Current-state tables (breakers, budgets): one row per key, the latest write wins within a batch.
+# Current-state tables (breakers, budgets, queues, schedules): one row per key, the latest write wins within a batch.
 _STATE_UPSERTS = {
     "breakers": "INSERT OR REPLACE INTO breakers (hierarchy, key, kind, name, state, failure_rate, "
                 "slow_call_rate, calls_in_window, failed_calls, slow_calls, not_permitted_calls, "
                 "next_probe_at, since, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "budgets": "INSERT OR REPLACE INTO budgets (run_id, scope, agent, data, updated) VALUES (?,?,?,?,?)",
+    "queues": "INSERT OR REPLACE INTO queues (queue, tenant, hierarchy, depth, running, oldest_age_s, "
+              "admitted_per_min, rejected_total, max_depth, concurrency, rate_limit, admission, updated) "
+              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    "schedules": "INSERT OR REPLACE INTO schedules (name, hierarchy, cron, missed, next_fire, last_fire, "
+                 "last_run_id, updated) VALUES (?,?,?,?,?,?,?,?)",
 }
 
 _INT64_MAX = 2**63 - 1

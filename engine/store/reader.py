@@ -28,7 +28,9 @@ from engine.store.trace_rows import (
     EngineRow,
     EventRow,
     ModelUsage,
+    QueueRow,
     RunRow,
+    ScheduleRow,
     SpanNode,
     SpanRow,
     UsageReport,
@@ -300,6 +302,20 @@ class TraceReader:
                                                "ORDER BY state != 'closed' DESC, hierarchy, key")
         return self.query_rows(BreakerRow, f"SELECT {columns} FROM breakers WHERE hierarchy = ? ORDER BY key",
                                (hierarchy,))
+
+    def queues(self) -> list[QueueRow]:
+        """Serve-mode queues as last published: per queue (tenant "") and per tenant, deepest first."""
+        if not self._has_table("queues"):
+            return []
+        return self.query_rows(QueueRow, f"SELECT {column_list(QueueRow)} FROM queues "
+                                         "ORDER BY queue, tenant != '', depth DESC, tenant")
+
+    def schedules(self) -> list[ScheduleRow]:
+        """Serve-mode schedules as last published, the next to fire first."""
+        if not self._has_table("schedules"):
+            return []
+        return self.query_rows(ScheduleRow, f"SELECT {column_list(ScheduleRow)} FROM schedules "
+                                            "ORDER BY next_fire IS NULL, next_fire, name")
 
     def budgets(self, run_id: str) -> list[BudgetRow]:
         """A run's budget gauges: one row per scope (`run`, `agent:SPAN`), `data` = dimension -> used, reserved,

@@ -238,3 +238,38 @@ class TopRun(TypedRow):
     tokens_in: int
     tokens_out: int
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow(TypedRow):
+    """A row of `queues`: one serve-mode queue (tenant "") or one tenant of it, as the engine last published it
+    (engine/serve/). `admission`: open, paused or draining. As a state tuple for writer.state("queues", (queue,
+    tenant), row): the fields in this order."""
+
+    queue: str
+    tenant: str
+    hierarchy: str
+    depth: int
+    running: int
+    oldest_age_s: float | None
+    admitted_per_min: float
+    rejected_total: int
+    max_depth: int | None
+    concurrency: int | None
+    rate_limit: str | None
+    admission: str
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow(TypedRow):
+    """A row of `schedules`: a fleet.yaml schedule's next and last fire time, as the engine last published it."""
+
+    name: str
+    hierarchy: str
+    cron: str
+    missed: str
+    next_fire: float | None
+    last_fire: float | None
+    last_run_id: str | None
+    updated: float

@@ -144,9 +144,41 @@ ALTER TABLE runs ADD COLUMN replayed_steps INTEGER GENERATED ALWAYS AS
     (coalesce(json_extract(attributes, '$.replayed_steps'), 0)) VIRTUAL;
 """
 
+# Serve mode (engine/serve/): each queue's (and each tenant's) state and each schedule's next fire, published by the
+# engine every second for the console and runbooks. One row per key, like breakers.
+_V5_QUEUES = """
+CREATE TABLE queues (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
+    hierarchy TEXT NOT NULL,
+    depth INTEGER NOT NULL,
+    running INTEGER NOT NULL,
+    oldest_age_s REAL,
+    admitted_per_min REAL NOT NULL,
+    rejected_total INTEGER NOT NULL,
+    max_depth INTEGER,
+    concurrency INTEGER,
+    rate_limit TEXT,
+    admission TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (queue, tenant)
+);
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    hierarchy TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    missed TEXT NOT NULL,
+    next_fire REAL,
+    last_fire REAL,
+    last_run_id TEXT,
+    updated REAL NOT NULL
+);
+"""
+
 TRACES_MIGRATIONS: list[Migration] = [
     _V1,
     _V2_CURRENT_STATE,
     _V3_DROP_KIND_INDEX,
     _V4_RESUMED,
+    _V5_QUEUES,
 ]

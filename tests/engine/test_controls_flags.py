@@ -73,7 +73,7 @@ def test_every_flag_is_documented() -> None:
     names = [spec.name for spec in FLAGS]
     assert names == ["tools.side_effects", "approvals", "models.max_tier", "runs.admission", "runs.auto_resume",
                      "concurrency.max",
-                     "agent.NAME", "tool.NAME"]
+                     "agent.NAME", "tool.NAME", "queue.NAME", "tenant.NAME"]
     for spec in FLAGS:
         assert len(spec.doc) > 40, spec.name
         assert set(spec.scopes) <= {"global", "hierarchy", "run"}
