@@ -1,5 +1,5 @@
-"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|all]` (also `make bench`): print the benchmark
-tables.
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|all]` (also `make bench`):
+print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -137,10 +137,17 @@ def section_durable(args: argparse.Namespace) -> None:
     print_rows("durable runs (DBOS on STORE/durable.db)", durable_bench.measure())
 
 
+def section_serve(args: argparse.Namespace) -> None:
+    from bench import serve_bench
+
+    print_rows("serve mode (a real `flightdeck serve` on 127.0.0.1, driven over HTTP)",
+               serve_bench.measure(probes=args.serve_probes))
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
-            "durable": section_durable}
+            "durable": section_durable, "serve": section_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otel-runs", type=int, default=500, help="sequential runs per process (otel)")
     parser.add_argument("--otel-rounds", type=int, default=3, help="alternating export-off/on process pairs (otel)")
     parser.add_argument("--control-trials", type=int, default=30, help="kill-switch / flag trials (controls)")
+    parser.add_argument("--serve-probes", type=int, default=50, help="runs timed submit -> first model call (serve)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)
     print(f"Flightdeck benchmarks on {sys.platform}, python {sys.version.split()[0]}")
