@@ -236,8 +236,10 @@ class RunbooksView(View):
 
     def _update_title(self) -> None:
         problem = self.snapshot.problem if self.snapshot else None
+        watched = self.snapshot.watched if self.snapshot else True
         self.query_one("#rb-title", TextLines).update(
-            title_text(self.incidents, len(self.runbooks), read_only=self.ctx.read_only, problem=problem))
+            title_text(self.incidents, len(self.runbooks), read_only=self.ctx.read_only, problem=problem,
+                       watched=watched))
 
     def _selection_changed(self) -> None:
         runbook, incident, scope = self.target()

@@ -70,6 +70,8 @@ def incident_detail(text: Text, incident: Incident, plan: Plan | None, now: floa
     text.append_text(state_text("signal quiet" if state == "quiet" else state))
     if state == "clearing":
         text.append(" (detection cleared, actions rolled back: resolve it)", style="yellow")
+    elif state == "firing?":
+        text.append(" (when the last engine watched; no engine is running now)", style="yellow")
     text.append(f"\n{printable(incident.title, limit=200)}\n")
     text.append(f"runbook {printable(incident.runbook)} on {printable(incident.scope)}\n")
     opened = incident.opened or now
@@ -135,6 +137,8 @@ def state_text(state: str) -> Text:
     """An incident's state (engine.controls.incidents.incident_state) as a word and a colour."""
     if state == "firing":
         return Text("FIRING", style="bold red")
+    if state == "firing?":  # firing when the last engine looked; no engine is alive to say whether it still is
+        return Text("FIRING?", style="bold yellow")
     if state == "clearing":  # detection cleared, actions rolled back: waits for an operator to resolve it
         return Text("clearing", style="bold yellow")
     return Text(state or "quiet", style="green")
@@ -172,7 +176,7 @@ def runbook_row(runbook: Any, state: tuple[str, str]) -> tuple[Any, ...]:
 
 
 def title_text(incidents: list[Incident], runbook_count: int, *, read_only: bool,
-               problem: str | None) -> Text:
+               problem: str | None, watched: bool = True) -> Text:
     """The view's two title lines: counts (open, firing, not acknowledged), then the problem or the keys."""
     firing = [i for i in incidents if i.firing]
     unacked = [i for i in incidents if i.status == "open"]
@@ -183,7 +187,10 @@ def title_text(incidents: list[Incident], runbook_count: int, *, read_only: bool
     else:
         title.append(f"{len(incidents)} open", style="bold")
         title.append(" · ")
-        title.append(f"{len(firing)} firing", style="bold red" if firing else "green")
+        if firing and not watched:
+            title.append(f"{len(firing)} firing when last watched (no engine)", style="bold yellow")
+        else:
+            title.append(f"{len(firing)} firing", style="bold red" if firing else "green")
         if unacked:
             title.append(" · ")
             title.append(f"{len(unacked)} not acknowledged", style="bold yellow")

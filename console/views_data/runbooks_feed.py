@@ -34,6 +34,8 @@ class RunbooksSnapshot:
     runbooks: list[Any]
     applications: list[RunbookApplication]
     problem: str | None = None  # the runbooks could not be loaded (shown, the incidents still are)
+    # False when no engine is alive: nothing evaluates the signals, so "firing" is only what the last engine saw.
+    watched: bool = True
 
 
 @dataclass(slots=True)
@@ -77,12 +79,20 @@ class RunbooksFeed:
                 except Exception as exc:  # a control.db from before runbooks: no applications
                     if "no such table" not in str(exc):
                         raise
+            watched = True
+            if db is not None:  # by the console's clock, as the header's engines slot counts them
+                from engine.store.control import STALE_AFTER_S
+
+                now = self.ctx.clock()
+                watched = any(e.stopped is None and now - float(e.heartbeat or 0) <= STALE_AFTER_S
+                              for e in db.list_engines())
             key = (tuple((i.id, i.updated, i.status, i.firing) for i in incidents),
-                   tuple(a.id for a in applications), self.problem)
+                   tuple(a.id for a in applications), self.problem, watched)
             if key == self.seen:
                 return None
             self.seen = key
-            return RunbooksSnapshot(sort_incidents(incidents), list(self.runbooks), applications, self.problem)
+            return RunbooksSnapshot(sort_incidents(incidents), list(self.runbooks), applications, self.problem,
+                                    watched)
 
     def invalidate(self) -> None:
         self.seen = None

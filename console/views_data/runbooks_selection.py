@@ -59,16 +59,20 @@ def suggested(snapshot: RunbooksSnapshot | None, incident: Incident) -> bool:
 
 
 def incident_state(snapshot: RunbooksSnapshot | None, incident: Incident) -> str:
-    """firing, clearing (detection cleared, nothing of its runbook in force: resolved-pending), quiet or resolved."""
+    """firing, clearing (detection cleared, nothing of its runbook in force: resolved-pending), quiet or resolved;
+    `firing?` when it was firing as the last engine saw it and no engine is alive to say whether it still is."""
     from engine.controls.incidents import incident_state as state_of
 
-    return state_of(incident, bool(applications_for(snapshot, incident.runbook, incident.scope)))
+    state = state_of(incident, bool(applications_for(snapshot, incident.runbook, incident.scope)))
+    return "firing?" if state == "firing" and snapshot is not None and not snapshot.watched else state
 
 
 def detection_state(snapshot: RunbooksSnapshot | None, runbook_id: str) -> tuple[str, str]:
     """(words, style) for the runbooks table's STATE column."""
     mine = [i for i in (snapshot.incidents if snapshot else []) if i.runbook == runbook_id]
     applied = applications_for(snapshot, runbook_id)
+    if any(i.firing for i in mine) and snapshot is not None and not snapshot.watched:
+        return "FIRING? when last watched (no engine)", "bold yellow"
     if any(i.firing for i in mine):
         if any(suggested(snapshot, i) for i in mine):
             return "FIRING · suggested: press p", "bold red"

@@ -230,3 +230,40 @@ def test_the_console_header_does_not_raise_a_live_alarm_for_an_unwatched_inciden
     assert watched.level == "crit" and watched.alarm and "1 firing" in watched.text
     assert unwatched.level == "warn" and not unwatched.alarm
     assert unwatched.text == "1 open · 1 firing when last watched (no engine)"
+
+
+def test_the_runbooks_view_does_not_call_an_unwatched_incident_firing(store_dir: Path) -> None:
+    """The runbooks view agrees with the header: with no engine alive, a firing incident is `FIRING?` (what the
+    last engine saw) in its table, its detail, its runbook's STATE and the view's title, in yellow, not red."""
+    from rich.text import Text
+
+    from console.screens.runbooks_detail import incident_detail, state_text, title_text
+    from console.views_data import runbooks_selection as selection
+    from console.views_data.runbooks_feed import RunbooksSnapshot
+    from engine.controls.incidents import IncidentStore, list_incidents
+    from engine.store.control import ControlDB
+
+    store_dir.mkdir(parents=True)
+    db = ControlDB.open(store_dir)
+    try:
+        IncidentStore(db).open_or_update(
+            runbook="looping-agent", title="Loop", severity="sev2", apply_mode="auto", scope="agent:a",
+            readings=[{"signal": "loop_detected", "value": 3, "fired": True}], context={}, summary="loop",
+            actor="runbook:looping-agent", engine_id="e1")
+    finally:
+        db.close()
+    incidents = list_incidents(store_dir, active_only=True)
+    watched = RunbooksSnapshot(incidents, [], [], None, True)
+    unwatched = RunbooksSnapshot(incidents, [], [], None, False)
+    assert selection.incident_state(watched, incidents[0]) == "firing"
+    assert selection.incident_state(unwatched, incidents[0]) == "firing?"
+    assert selection.detection_state(watched, "looping-agent")[0].startswith("FIRING")
+    words, style = selection.detection_state(unwatched, "looping-agent")
+    assert words == "FIRING? when last watched (no engine)" and "red" not in style
+    assert state_text("firing?").plain == "FIRING?" and "red" not in str(state_text("firing?").style)
+    detail = Text()
+    incident_detail(detail, incidents[0], None, 0.0, suggested=False, state="firing?")
+    assert "no engine is running now" in detail.plain
+    assert "1 firing when last watched (no engine)" in title_text(incidents, 3, read_only=False, problem=None,
+                                                                   watched=False).plain
+    assert "1 firing ·" in title_text(incidents, 3, read_only=False, problem=None).plain
