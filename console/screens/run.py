@@ -27,7 +27,7 @@ from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.views_data.run_feed import RunFeed, RunUpdate
 from console.widgets.gauges import BudgetGauges
 from console.widgets.safe import printable
-from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary
+from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary, span_crumb
 from console.widgets.span_tree import SpanTree, span_label
 from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 from console.widgets.text_pane import TextLines
@@ -244,7 +244,8 @@ class RunView(ReadOnlyGuard, View):
         if self.feed is None or self.run is None:
             return
         self.query_one("#run-title", TextLines).update(run_summary(self.run, self.feed.run_ref, self.ctx.clock(),
-                                                                self.size.width or 160, self.degraded))
+                                                                self.size.width or 160, self.degraded,
+                                                                span_crumb(self.detail.span)))
         self.query_one("#run-usage", UsagePanel).show(self.run)
         gauges = self.query_one("#run-budgets", BudgetGauges)
         if self._pending_budgets is not None or gauges.status != self.run.status:  # an ended run: final figures
@@ -355,7 +356,10 @@ class RunView(ReadOnlyGuard, View):
     def show_detail(self, span: dict[str, Any] | None) -> None:
         """Show a span now with what is known; if it came from events only, read its full row (attributes) off
         the UI thread and show that when it arrives."""
+        crumb_changed = span_crumb(span) != span_crumb(self.detail.span)
         self.detail.show(span, self.ctx.clock())
+        if crumb_changed:
+            self._show_summary(urgent=True)  # the breadcrumb follows the selection
         if span is not None:  # the budget gauges follow the selected agent (its own span, or the span's agent)
             self.query_one("#run-budgets", BudgetGauges).show(
                 selected_span=span.get("id") if span.get("kind") == "agent" else None,

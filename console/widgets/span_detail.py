@@ -135,12 +135,19 @@ def span_detail(span: dict[str, Any] | None, *, raw: bool, now: float) -> Text:
     return out
 
 
+def span_crumb(span: dict[str, Any] | None) -> str | None:
+    """The run view's breadcrumb for the selected span below the run: `llm planner`, `tool crm_lookup`."""
+    if not span or not span.get("name") or span.get("kind") == "run":
+        return None
+    return f"{span.get('kind') or 'span'} {printable(span.get('name'), limit=40)}"
+
+
 def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160,
-                degraded: Sequence[DegradedCall] = ()) -> Text:
+                degraded: Sequence[DegradedCall] = (), crumb: str | None = None) -> Text:
     """The run view's title: identity, status (word and colour), timing, resumes; the error on a second line (for
     a completed (degraded) run: what was withheld). The first line fits `width`: the start time goes first, then
     the tenant (never a cut word). It starts with where the operator is (`Runs › RUN id`: esc goes back one level,
-    to the runs table)."""
+    to the runs table), and the selected span's `crumb` after it when one is selected (`› llm planner`)."""
     out = Text(end="")
     out.append("Runs › ", style="dim")
     if run is None:
@@ -148,6 +155,10 @@ def run_summary(run: RunRow | None, run_id: str, now: float, width: int = 160,
         return out
     out.append("RUN ", style="bold")
     out.append(printable(run.id), style="bold")
+    if crumb:  # the status that follows is the run's, not the span's: say so
+        out.append(" › ", style="dim")
+        out.append(crumb)
+        out.append("   run", style="dim")
     out.append("  ")
     degraded = degraded if run.status == "completed" else ()
     out.append_text(run_status_text(run.status, bool(degraded)))

@@ -409,3 +409,21 @@ async def test_event_tail_clear_repaints() -> None:
         tail.clear()  # opening another run
         await pilot.pause()
         assert "first run's event" not in _screen_text(app)
+
+
+def test_the_run_title_is_a_breadcrumb_down_to_the_selected_span() -> None:
+    """Runs › RUN id › the selected span (issue 15: where you are, view > run > span); the status after it is
+    labelled the run's, so a completed run with a failed tool selected does not read as a completed tool."""
+    from console.widgets.span_detail import run_summary, span_crumb
+    from engine.store.trace_rows import RunRow
+
+    run = RunRow(id="r1", hierarchy="deal-desk", hierarchy_hash="h", engine_id="e", engine_version="1",
+                 status="completed", tenant=None, seed=0, input=None, output=None, error=None, started=100.0,
+                 ended=102.0, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0,
+                 agents_active=0, attributes=None, last_seq=0, resumed=0, replayed_steps=0)
+    crumb = span_crumb({"id": "s1", "kind": "tool", "name": "price_quote"})
+    assert crumb == "tool price_quote"
+    assert span_crumb({"id": "s0", "kind": "run", "name": "deal-desk"}) is None and span_crumb(None) is None
+    title = run_summary(run, "r1", 103.0, 160, (), crumb).plain
+    assert title.startswith("Runs › RUN r1 › tool price_quote   run  ✔ completed  deal-desk"), title
+    assert run_summary(run, "r1", 103.0).plain.startswith("Runs › RUN r1  ")
