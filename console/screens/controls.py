@@ -1,7 +1,8 @@
 """View 5: Controls. Active kill switches (scope, target, mode, who, when, why, acknowledged or not) and active
 safe-mode flags (name, value, scope, who, when, why). r releases the selected switch, c clears the selected flag,
-s sets a flag (the vocabulary of engine/controls/flags.py), k sets a new kill switch, H (everywhere) halts
-everything (HALT typed); each asks for a reason. Tab moves between the two tables.
+f sets a flag (the vocabulary of engine/controls/flags.py), k sets a new kill switch, H (everywhere) halts
+everything (HALT typed); each asks for a reason. Tab moves between the two tables; `s`/`S` sort the focused one and
+`/` filters both, as in every table view (table_view.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from textual.binding import Binding
 
 from console.screens.actions import start_kill
 from console.screens.base import ConsoleContext, PaletteCommand
-from console.screens.live_view import LiveView
 from console.screens.read_only import write_bindings
+from console.screens.table_view import TableView
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import literal, printable
 from console.widgets.text_pane import TextLines
@@ -90,8 +91,22 @@ def flag_cell(row: Any, column: str, now: float) -> Text | str:
     return ""
 
 
-def by_id(row: Any, column: str) -> Any:
-    return int(row.id)
+def control_sort_value(row: Any, column: str) -> Any:
+    """Sort keys shared by both tables (a kill switch and a flag row both have these attributes)."""
+    if column == "id":
+        return int(row.id)
+    if column == "created":
+        return -float(row.created)  # newest first
+    if column == "scope":
+        return (row.scope != "global", row.scope, row.target or "")
+    return str(getattr(row, column, "") or "").lower()
+
+
+def control_words(row: Any) -> str:
+    """What the filter looks in: every word an operator would search a switch or a flag by."""
+    parts = [row.scope, row.target, getattr(row, "run_id", None), getattr(row, "mode", None),
+             getattr(row, "name", None), getattr(row, "value", None), row.operator, row.reason]
+    return " ".join(str(p) for p in parts if p).lower()
 
 
 def parse_scope(text: str) -> tuple[str, str | None]:
@@ -103,7 +118,7 @@ def parse_scope(text: str) -> tuple[str, str | None]:
     return scope.strip().lower(), (target.strip() or None)
 
 
-class ControlsView(LiveView):
+class ControlsView(TableView):
     DEFAULT_CSS = """
     ControlsView > #switches-table {
         height: 1fr;
@@ -120,26 +135,53 @@ class ControlsView(LiveView):
                 tooltip="Release the selected kill switch (asks for a reason)"),
         Binding("c", "clear_flag", "Clear flag", id="clear_flag",
                 tooltip="Clear the selected safe-mode flag (asks for a reason)"),
-        Binding("s", "set_flag", "Set flag", id="set_flag",
+        Binding("f", "set_flag", "Set flag", id="set_flag",
                 tooltip="Set a safe-mode flag: name, value, scope (global, hierarchy:NAME, run:ID) and a reason"),
         Binding("k", "new_switch", "Kill…", id="kill_switch",
                 tooltip="Set a kill switch: scope:target (run:ID, agent:NAME, tool:NAME, hierarchy:NAME), with the "
                         "preview of what stops"),
     )]
 
+    # The same cycle for both tables (both rows have these attributes); `s` sorts the table with the focus.
+    SORTS = (
+        ("created", False, "newest first"),
+        ("scope", False, "scope, global first"),
+        ("operator", False, "who set it"),
+    )
+
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="controls")
         self.hint = "Loading controls…"
+        self.rows: tuple[list[KillSwitch], list[FlagSetting]] = ([], [])
 
     def compose(self) -> ComposeResult:
+        yield self.filter_box()
         yield TextLines(id="switches-title")
-        yield VirtualTable(SWITCH_COLUMNS, cell=switch_cell, sort_value=by_id, matches=lambda d, f: True,
-                           now=self.ctx.clock, sort_column="id", empty_text="no kill switch is active",
+        yield VirtualTable(SWITCH_COLUMNS, cell=switch_cell, sort_value=control_sort_value, matches=self.matches,
+                           now=self.ctx.clock, sort_column="created", empty_text="no kill switch is active",
                            id="switches-table")
         yield TextLines(id="flags-title")
-        yield VirtualTable(FLAG_COLUMNS, cell=flag_cell, sort_value=by_id, matches=lambda d, f: True,
-                           now=self.ctx.clock, sort_column="name", empty_text="no safe-mode flag is set",
+        yield VirtualTable(FLAG_COLUMNS, cell=flag_cell, sort_value=control_sort_value, matches=self.matches,
+                           now=self.ctx.clock, sort_column="created", empty_text="no safe-mode flag is set",
                            id="flags-table")
+
+    @property
+    def table(self) -> VirtualTable:
+        """The table `s` sorts: the flags table when it has the focus, else the kill switches."""
+        flags = self.flags
+        return flags if flags.has_focus else self.switches
+
+    def filtered_tables(self) -> list[VirtualTable]:
+        return [self.switches, self.flags]
+
+    def filter_words(self, row: Any) -> str:
+        return control_words(row)
+
+    def refresh_title(self) -> None:
+        self._titles(*self.rows)
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_title()  # the sort words follow the table with the focus
 
     @property
     def switches(self) -> VirtualTable:
@@ -160,6 +202,7 @@ class ControlsView(LiveView):
     def apply(self, rows: tuple[list[KillSwitch], list[FlagSetting]]) -> None:
         self.loaded = True
         switches, flags = rows
+        self.rows = rows
         for table, items in ((self.switches, switches), (self.flags, flags)):
             keep = {row.id for row in items}
             table.remove([key for key in list(table.keys()) if key not in keep])
@@ -179,11 +222,13 @@ class ControlsView(LiveView):
             text.append(f" · {unacked} not acknowledged by an engine", style="bold yellow")
         if self.ctx.read_only:
             text.append("  · read-only: actions are disabled", style="bold yellow")
-        self.query_one("#switches-title", TextLines).update(text)
         flags_title = Text(end="")
         flags_title.append("SAFE-MODE FLAGS ", style="bold")
         flags_title.append(f"{len(flags)} set" if flags else "none set", style="bold yellow" if flags else "green")
         flags_title.append("  · the most specific scope wins (run > hierarchy > global)", style="dim")
+        if self.is_mounted and self.query("#flags-table"):  # sort and filter words on the table with the focus
+            (flags_title if self.table is self.flags else text).append_text(self.title_suffix())
+        self.query_one("#switches-title", TextLines).update(text)
         self.query_one("#flags-title", TextLines).update(flags_title)
 
     def _update_hint(self, switches: list[KillSwitch], flags: list[FlagSetting]) -> None:
@@ -191,11 +236,11 @@ class ControlsView(LiveView):
             self.hint = "Read-only console: act with `flightdeck release` / `flightdeck safe-mode`."
         elif switches:
             self.hint = (f"{len(switches)} kill switch(es) in force: r releases the selected one when it is safe; "
-                         f"c clears a flag, s sets one; Tab switches tables.")
+                         f"c clears a flag, f sets one; Tab switches tables.")
         elif flags:
-            self.hint = "No kill switch. c clears the selected flag · s sets a flag · k sets a kill switch."
+            self.hint = "No kill switch. c clears the selected flag · f sets a flag · k sets a kill switch."
         else:
-            self.hint = "Nothing in force. k sets a kill switch · s sets a safe-mode flag · H halts everything."
+            self.hint = "Nothing in force. k sets a kill switch · f sets a safe-mode flag · H halts everything."
 
     @staticmethod
     def _row(table: VirtualTable) -> Any:

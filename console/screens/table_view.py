@@ -1,7 +1,8 @@
 """A live view over one table with the runs table's habits (k9s's): `s` cycles the sort, `S` reverses it, `/` opens
 a filter box (a case-insensitive substring of the row's words; Enter keeps it, Esc clears it), and `esc` goes back
-one level: it clears the filter when one is set, else returns to view 1 (runs). The approvals and breakers views
-are TableView subclasses; each says its sort cycle (SORTS) and the words a row is filtered on (filter_words).
+one level: it clears the filter when one is set, else returns to view 1 (runs). The approvals, breakers and controls
+views are TableView subclasses; each says its sort cycle (SORTS) and the words a row is filtered on (filter_words).
+A view with two tables (controls) sorts the one that has the focus (`table`) and filters both (`filtered_tables`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class TableView(LiveView):
     @property
     def table(self) -> VirtualTable:
         raise NotImplementedError
+
+    def filtered_tables(self) -> list[VirtualTable]:
+        """The tables the filter applies to: the one table, or every table of a view with several."""
+        return [self.table]
 
     def filter_words(self, row: Any) -> str:
         """The words of a row the filter looks in (lower case)."""
@@ -130,7 +135,8 @@ class TableView(LiveView):
 
     def _set_filter(self, text: str) -> None:
         self.filter_text = text
-        self.table.set_filter(text or None)
+        for table in self.filtered_tables():
+            table.set_filter(text or None)
         self.refresh_title()
 
     @on(Input.Changed, ".table-filter")

@@ -176,7 +176,7 @@ async def test_release_clear_and_set_flag(store: Path) -> None:
         await fill(pilot, reason="incident over")
         await submit(pilot)
         await wait_for(pilot, lambda: view.flags.row_count == 0, what="cleared")
-        await pilot.press("s")
+        await pilot.press("f")
         form = await fill(pilot, name="tool.send_email", value="sometimes", scope="global", reason="drill")
         await submit(pilot)
         assert "expected one of disabled, enabled" in str(form.query_one("#form-error").render())
@@ -270,7 +270,7 @@ async def test_read_only_refuses_kill_and_decisions(store: Path) -> None:
         assert notified(app, "read-only console")
         await show(pilot, "5", "controls")
         await pilot.press("r")
-        await pilot.press("s")
+        await pilot.press("f")
         await pilot.pause()
         assert not isinstance(app.screen, FormModal)
     with api(store) as control:
@@ -292,3 +292,26 @@ async def test_kill_from_run_view_targets_the_selected_agent(store: Path) -> Non
         await fill(pilot, reason="pricing loops")
         await submit(pilot)
         await wait_for(pilot, lambda: notified(app, "set: agent:pricing in run:c3d4e5f6a1b2"), what="set")
+
+
+async def test_the_controls_view_sorts_and_filters_like_every_table(store: Path) -> None:
+    """k9s habits in view 5 too (issue 15): `/` filters both tables by any word, `s` sorts the focused table and
+    says so in its title, `esc` clears the filter; setting a flag moved to `f`."""
+    with api(store, "carol") as control:
+        control.set_kill("agent", "pricing", "pause", "pricing loops on the Acme deal")
+        control.set_flag("agent.pricing", "disabled", reason="pricing loops on the Acme deal")
+    app = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show(pilot, "5", "controls")
+        await wait_for(pilot, lambda: view.switches.row_count == 2 and view.flags.row_count == 2, what="rows")
+        await pilot.press("slash")
+        await pilot.press(*"acme")
+        await wait_for(pilot, lambda: view.switches.row_count == 1 and view.flags.row_count == 1, what="filtered")
+        assert '"acme" (1 of 2)' in view.query_one("#switches-title").plain
+        await pilot.press("enter", "escape")
+        await wait_for(pilot, lambda: view.switches.row_count == 2 and view.flags.row_count == 2, what="cleared")
+        assert "sorted by newest first" in view.query_one("#switches-title").plain
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "sorted by scope" in view.query_one("#switches-title").plain,
+                       what="sorted by scope")
+        assert view.switches.sort_column == "scope" and view.flags.sort_column == "created"
