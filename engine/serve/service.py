@@ -358,6 +358,8 @@ class FleetEngine:
             handed = []
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.publish()
+        await anyio.to_thread.run_sync(self.engine.writer.flush)  # every end the drain saw is recorded
         return DrainReport(finished=self._finished - finished_before, handed_back=handed)
 
 
