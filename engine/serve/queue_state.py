@@ -145,6 +145,9 @@ class FleetCounts:
         if tenant is not None:
             _decrement(counts.tenant_running, tenant)
 
+    def queue_of(self, run_id: str) -> str | None:
+        return self._where.get(run_id)
+
     def waiting(self, run_id: str) -> Waiting | None:
         queue = self._where.get(run_id)
         counts = self.queues.get(queue or "")
