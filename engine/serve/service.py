@@ -119,7 +119,7 @@ class FleetEngine:
                 "priority": submission.priority}
         # Counted before the enqueue is awaited: concurrent submissions see the depth this one takes.
         self.counts.queued(member.name, run_id, submission.tenant, now, submission.source)
-        counts.admitted.add(now)
+        counts.admit(submission.tenant, now)
         try:
             await durable_queues.enqueue(member.config, run_id, spec, priority=submission.priority,
                                          tenant=submission.tenant, dedup_key=key)
@@ -290,7 +290,8 @@ class FleetEngine:
 
     def health(self) -> Health:
         gate_state = self.engine.gate.health.state
-        status: Any = "stopping" if self.stopping else ("ok" if gate_state == "ok" else "degraded")
+        stopping = self.stopping or self.engine.controls.shutting_down is not None
+        status: Any = "stopping" if stopping else ("ok" if gate_state == "ok" else "degraded")
         return Health(status=status, engine_id=self.engine.store.engine_id, store=str(gate_state),
                       queued=self.counts.total_queued(), running=self.counts.total_running(),
                       version=engine_package.__version__)
