@@ -184,7 +184,8 @@ class FleetEngine:
                 if self._halted is not None:
                     self._handed_back.append(run_id)
                     break  # DurableRuns raises past DBOS: the run stays in flight there for the next engine
-                held = None if member is None else admission.holds_queued(controls, queue, member.hierarchy.name)
+                held = None if member is None else (admission.holds_queued(controls, queue, member.hierarchy.name)
+                                                    or self._at_concurrency(member, tenant))
                 if held is None:
                     self.counts.started(queue, run_id, tenant)
                     break
@@ -195,6 +196,18 @@ class FleetEngine:
         finally:
             self.counts.gone(run_id)
             self.notify()
+
+    def _at_concurrency(self, member: Member, tenant: str | None) -> str | None:
+        """Whether the queue (or the tenant on it) has as many runs going as it may. DBOS bounds what it dequeues
+        by the same numbers, but it counts this engine's runs as they register on the loop, a moment after it
+        claimed them: a run it claimed one poll too early waits here, counted as queued."""
+        counts, spec = self.counts.queues[member.name], member.queue
+        if spec.concurrency is not None and len(counts.running) >= spec.concurrency:
+            return f"queue {member.name} runs {spec.concurrency} at once"
+        limit = spec.per_tenant_concurrency
+        if limit is not None and counts.tenant_running.get(tenant or "", 0) >= limit:
+            return f"tenant {tenant} runs {limit} at once on {member.name}"
+        return None
 
     async def _wait_change(self) -> None:
         """Until the controls change (a flag opened the queue) or this service wakes held runs."""
