@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.durable.host import DurableHost
 from engine.serve.contracts import Refused, Submission
 from engine.serve.service import FleetEngine
 from engine.store import open_reader
@@ -107,3 +108,37 @@ def test_kill_9_with_queued_and_running_work_then_a_new_engine_finishes_each_run
     wait_until(lambda: store_lock_free(serving.store), timeout=30, what="the dead engine's writer to exit")
     assert len(ids) == 3 and serving.lines() == []
     _finish_on_restart(serving, ids)
+
+
+def test_an_engine_that_serves_no_queue_leaves_queued_runs_to_the_next_serve(tmp_path: Path) -> None:
+    import anyio
+
+    from engine.runtime.engine import Engine
+    from engine.store import open_engine_store
+
+    serving = Serving(tmp_path, "{concurrency: 1}")
+
+    async def body(fleet: FleetEngine) -> list[str]:
+        ids = [(await fleet.submit(Submission("serving", {}))).run_id for _ in range(2)]
+        await until(lambda: fleet.counts.queues["serving"].running, what="the first run to start")
+        await fleet.drain(0.1)
+        return ids
+
+    ids = serving.serve(body)
+    serving.open_gate()
+
+    async def plain() -> str | None:
+        with open_engine_store(serving.store) as store:
+            async with Engine(store, latency_scale=0.0, runbooks=False, durable=True, auto_resume=False) as engine:
+                assert engine.durable is not None and engine.durable.host is not None
+                host = engine.durable.host
+                with anyio.move_on_after(1.5):  # DBOS polls every 0.1 s: fifteen chances to take it
+                    await until_async(lambda: _not_enqueued(host, ids[1]), timeout=10, what="never")
+                return await host.status(ids[1])
+
+    assert anyio.run(plain) == "ENQUEUED"  # `flightdeck run --durable` does not dequeue a serve queue's runs
+    _finish_on_restart(serving, ids)
+
+
+async def _not_enqueued(host: DurableHost, run_id: str) -> bool:
+    return await host.status(run_id) != "ENQUEUED"
