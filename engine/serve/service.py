@@ -190,9 +190,13 @@ class FleetEngine:
                     self.counts.started(queue, run_id, tenant)
                     break
                 await self._wait_change()
-            yield
-            if self._halted is None:
-                self._finished += 1
+            try:
+                yield
+            except anyio.get_cancelled_exc_class():
+                if self._halted is not None:  # stopped by a drain out of time: in flight in DBOS still
+                    self._handed_back.append(run_id)
+                raise
+            self._finished += 1
         finally:
             self.counts.gone(run_id)
             self.notify()
@@ -373,9 +377,8 @@ class FleetEngine:
             with anyio.move_on_after(30):  # runs stopping record their end first
                 while set(self.counts.in_flight()) - set(queued):
                     await self._wake.wait()
-            handed = sorted(set(left))
-        else:
-            handed = []
+        # What is still counted never left DBOS's queue; the rest were stopped or held here and left in flight.
+        handed = sorted(set(self._handed_back) | set(self.counts.in_flight()))
         if self.scheduler is not None:
             self.scheduler.stop()
         self.publish()
@@ -403,8 +406,10 @@ async def open_fleet(store_dir: Path, fleet: FleetFile, *, resume: bool = True,
             try:
                 yield service
             finally:
-                if service.counts.in_flight() and service._halted is None:
+                if service._halted is None:
                     await service.drain(0)
+                # Whatever DBOS dequeues from now until it stops is handed back to the next engine too.
+                service._halted = durable.handing_back = durable.handing_back or "the engine is closing"
                 tasks.cancel_scope.cancel()
     finally:
         store.close()
