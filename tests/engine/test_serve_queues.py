@@ -58,8 +58,9 @@ def test_per_tenant_concurrency_and_the_rate_limit_hold_runs_in_the_queue(tmp_pa
         a2 = (await fleet.submit(Submission("serving", {}, tenant="a"))).run_id
         b1 = (await fleet.submit(Submission("serving", {}, tenant="b"))).run_id
         await until(lambda: len(fleet.counts.queues["serving"].running) == 2, what="one run per tenant to start")
-        assert set(fleet.counts.queues["serving"].running) == {a1, b1}  # tenant a already has its one run going
-        assert fleet.counts.waiting(a2) is not None
+        running = set(fleet.counts.queues["serving"].running)
+        assert b1 in running and len(running & {a1, a2}) == 1  # tenant a has its one run going, the other waits
+        assert [fleet.counts.waiting(r) is not None for r in (a1, a2)].count(True) == 1
         serving.open_gate()
         await until_async(lambda: _is_done(fleet, [a1, a2, b1]), what="tenant a's second run after its first")
         c1 = (await fleet.submit(Submission("serving", {}, tenant="c"))).run_id
