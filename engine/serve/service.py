@@ -26,7 +26,7 @@ from engine.serve.contracts import Admitted, Health, Refused, RunView, Submissio
 from engine.serve.fleet import FleetFile, WebhookSpec
 from engine.serve.members import Member, load_members
 from engine.serve.queue_state import FleetCounts, QueueCounts
-from engine.serve.views import queue_rows, state_tuple, view_of_row, view_of_waiting
+from engine.serve.views import queue_rows, state_tuple
 from engine.store import open_engine_store
 
 if TYPE_CHECKING:
@@ -227,66 +227,15 @@ class FleetEngine:
     # -- reading --------------------------------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunView | None:
-        waiting = self.counts.waiting(run_id)
-        if waiting is not None:
-            return view_of_waiting(run_id, self.members[waiting.queue].hierarchy.name, waiting)
-        row = await anyio.to_thread.run_sync(self._read_row, run_id)
-        if row is not None:
-            return view_of_row(row)
-        if self.counts.knows(run_id):  # started a moment ago: its row is on its way to traces.db
-            return RunView(run_id=run_id, hierarchy=self._hierarchy_of(run_id), state="running")
-        durable = self.engine.durable
-        assert durable is not None and durable.host is not None
-        found = await durable.host.latest(run_id)
-        if found is None:
-            return None
-        _workflow, status, spec = found
-        state: Any = {"ENQUEUED": "queued", "CANCELLED": "cancelled", "PENDING": "running"}.get(status, "unknown")
-        return RunView(run_id=run_id, hierarchy=str(spec.get("name")), state=state, queue=spec.get("queue"),
-                       tenant=spec.get("tenant"), source=spec.get("source"), submitted=spec.get("submitted"))
+        from engine.serve.reads import get_run
 
-    def _hierarchy_of(self, run_id: str) -> str:
-        queue = self.counts.queue_of(run_id)
-        return self.members[queue].hierarchy.name if queue in self.members else ""
-
-    def _read_row(self, run_id: str) -> Any:
-        from engine.errors import InputError
-        from engine.store import open_reader
-
-        reader = open_reader(self.engine.store.dir)
-        try:
-            row = reader.get_run(run_id)
-        except InputError:
-            return None
-        finally:
-            reader.close()
-        return row if row is not None and row.id == run_id else None
+        return await get_run(self, run_id)
 
     async def list_runs(self, *, state: str | None = None, hierarchy: str | None = None,
                         tenant: str | None = None, limit: int = 100) -> list[RunView]:
-        views: list[RunView] = []
-        if state in (None, "queued"):
-            for name, counts in self.counts.queues.items():
-                member = self.members[name]
-                if hierarchy not in (None, name, member.hierarchy.name):
-                    continue
-                for run_id, waiting in reversed(counts.queued.items()):
-                    if tenant is None or waiting.tenant == tenant:
-                        views.append(view_of_waiting(run_id, member.hierarchy.name, waiting))
-        views = views[:limit]
-        if state != "queued" and len(views) < limit:
-            from engine.store import open_reader
+        from engine.serve.reads import list_runs
 
-            def read() -> list[Any]:
-                reader = open_reader(self.engine.store.dir)
-                try:
-                    return reader.list_runs(limit=limit - len(views), status=state, hierarchy=hierarchy,
-                                            tenant=tenant)
-                finally:
-                    reader.close()
-
-            views += [view_of_row(row) for row in await anyio.to_thread.run_sync(read)]
-        return views
+        return await list_runs(self, state=state, hierarchy=hierarchy, tenant=tenant, limit=limit)
 
     def hierarchies(self) -> list[str]:
         return sorted(self.members)
