@@ -66,6 +66,7 @@ class FleetEngine:
         self._handed_back: list[str] = []
         self._finished = 0
         self.tasks: TaskGroup | None = None
+        self._gated: set[str] | None = set()  # runs at the gate before start() counted DBOS's queues
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -74,10 +75,15 @@ class FleetEngine:
         self.tasks = tasks
         for member in self.members.values():
             await durable_queues.register_queue(member.config)
-        for run in await durable_queues.waiting_runs(list(self.members)):
-            if not self.counts.knows(run.run_id):  # one the gate saw already is counted
+        # ENQUEUED runs wait for their queue (or, resumed, for DBOS's internal one); PENDING ones are counted when
+        # they reach the gate, if ever (a dead engine's run an operator killed stays PENDING and never comes).
+        waiting = await durable_queues.waiting_runs(list(self.members))
+        gated = self._gated if self._gated is not None else set()
+        for run in waiting:
+            if run.status == "ENQUEUED" and run.run_id not in gated:  # the gate counted those it saw
                 self.counts.queued(run.spec["queue"], run.run_id, run.spec.get("tenant"),
                                    run.spec.get("submitted") or run.created, run.spec.get("source"))
+        self._gated = None
         self.publish()
         tasks.start_soon(self._publish_loop)
         if self.fleet.spec.schedules:
@@ -173,6 +179,8 @@ class FleetEngine:
     @asynccontextmanager
     async def gate(self, run_id: str, spec: dict[str, Any]) -> AsyncIterator[None]:
         queue, tenant = str(spec["queue"]), spec.get("tenant")
+        if self._gated is not None:
+            self._gated.add(run_id)
         if not self.counts.knows(run_id):  # resumed from a dead engine, or dequeued before start() counted it
             self.counts.queued(queue, run_id, tenant, spec.get("submitted"), spec.get("source"))
         member = self.members.get(queue)

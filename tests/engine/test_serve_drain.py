@@ -142,3 +142,31 @@ def test_an_engine_that_serves_no_queue_leaves_queued_runs_to_the_next_serve(tmp
 
 async def _not_enqueued(host: DurableHost, run_id: str) -> bool:
     return await host.status(run_id) != "ENQUEUED"
+
+
+def test_a_dead_engines_run_an_operator_killed_is_not_counted_as_queued_after_restart(tmp_path: Path) -> None:
+    from engine.controls.api import ControlAPI
+
+    serving = Serving(tmp_path, "{concurrency: 1}")
+    proc = start_python(HOLDER, str(serving.store), str(serving.fleet_path))
+    try:
+        ids = read_until(proc, "holding ", timeout=60).split("holding ", 1)[1].split()[:3]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    wait_until(lambda: store_lock_free(serving.store), timeout=30, what="the dead engine's writer to exit")
+    reader = open_reader(serving.store)
+    try:
+        [running] = [r for r in ids if reader.get_run(r) is not None]
+    finally:
+        reader.close()
+    with ControlAPI(serving.store, "ops") as api:
+        api.set_kill("run", running, "kill", "do not carry this one on")
+    serving.open_gate()
+    others = [r for r in ids if r != running]
+
+    async def restart(fleet: FleetEngine) -> None:
+        await until_async(lambda: _completed(fleet, others), timeout=60, what="the queued runs to complete")
+        assert fleet.health().queued == 0 and fleet.counts.in_flight() == []  # the killed one is no phantom
+
+    serving.serve(restart)
