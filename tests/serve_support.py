@@ -33,6 +33,10 @@ class FakeFleet:
     submissions: list[Submission] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
     cancels: list[tuple[str, str, str]] = field(default_factory=list)
+    # The state a run is in right after submit, and how many GETs later it reaches `ends_as` (None: never).
+    ends_as: str | None = None
+    polls_to_end: int = 2
+    polls: int = 0
 
     async def submit(self, submission: Submission) -> Admitted:
         if submission.hierarchy not in self.hierarchy_names:
@@ -55,7 +59,13 @@ class FakeFleet:
         return Admitted(run_id, submission.hierarchy, created=True)
 
     async def get_run(self, run_id: str) -> RunView | None:
-        return self.runs.get(run_id)
+        view = self.runs.get(run_id)
+        if view is not None and self.ends_as is not None and view.state == "queued":
+            self.polls += 1
+            if self.polls > self.polls_to_end:
+                view = self.runs[run_id] = replace(view, state=self.ends_as,  # type: ignore[arg-type]
+                                                   error=None if self.ends_as == "completed" else "it broke")
+        return view
 
     async def list_runs(self, *, state: str | None = None, hierarchy: str | None = None,
                         tenant: str | None = None, limit: int = 100) -> list[RunView]:
