@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import anyio
+
 from engine.serve.contracts import Admitted, Health, Refused, RunView, Submission
 from engine.serve.fleet import WebhookSpec
 from engine.serve.listener import api_server, bind, url_of
@@ -37,6 +39,8 @@ class FakeFleet:
     ends_as: str | None = None
     polls_to_end: int = 2
     polls: int = 0
+    drains: list[float] = field(default_factory=list)
+    released: anyio.Event | None = None
 
     async def submit(self, submission: Submission) -> Admitted:
         if submission.hierarchy not in self.hierarchy_names:
@@ -103,6 +107,28 @@ class FakeFleet:
 
     def webhook(self, name: str) -> WebhookSpec | None:
         return self.hooks.get(name)
+
+    async def drain(self, grace_s: float) -> FakeDrain:
+        """Stop admitting; wait for release() or the grace period, whichever comes first."""
+        self.stopping = True
+        self.drains.append(grace_s)
+        if self.released is None:
+            self.released = anyio.Event()
+        with anyio.move_on_after(grace_s):
+            await self.released.wait()
+        queued = [run_id for run_id, view in self.runs.items() if view.state == "queued"]
+        return FakeDrain(finished=len(self.runs) - len(queued), handed_back=queued)
+
+    def release(self) -> None:
+        if self.released is None:
+            self.released = anyio.Event()
+        self.released.set()
+
+
+@dataclass
+class FakeDrain:
+    finished: int
+    handed_back: list[str]
 
 
 @contextmanager

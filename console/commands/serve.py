@@ -87,54 +87,22 @@ def notice(line: str) -> None:
 async def _serve(args: argparse.Namespace, store_dir: Any, fleet: Any, token: str | None, sock: Any) -> int:
     import signal
 
-    import anyio
-
     from engine.runtime.shutdown import EXIT_INTERRUPTED, EXIT_TERMINATED, SHUTDOWN_SIGNALS, SignalReceiver
-    from engine.serve.http_api import build_app
-    from engine.serve.listener import api_server, url_of
     from engine.serve.service import open_fleet
+    from engine.serve.serving import serve_fleet
 
-    caught: list[int] = []
+    def listening(url: str) -> None:
+        notice(f"{', '.join(engine.hierarchies())} on store {store_dir}; {len(fleet.spec.webhooks)} webhook(s), "
+               f"{len(fleet.spec.schedules)} schedule(s); auth {'bearer token' if token else 'none (loopback)'}")
+        print(f"serving on {url}", flush=True)
+
     # Signals are caught from before the engine opens: none ends the process without a drain.
     with SignalReceiver(*SHUTDOWN_SIGNALS) as signals:
         async with open_fleet(store_dir, fleet, resume=not args.no_resume,
                               latency_scale=(1.0 / args.speed) if args.speed else 0.0) as engine:
-            server = api_server(build_app(engine, token=token))
-
-            async def drain(grace: float) -> None:
-                report = await engine.drain(grace)
-                notice(f"drained: {_count(report.finished)} run(s) finished, {_count(report.handed_back)} left "
-                       "queued or running for the next serve on this store")
-                server.should_exit = True
-
-            async def watch() -> None:
-                async for signum in signals:
-                    name = signal.Signals(signum).name
-                    caught.append(signum)
-                    if len(caught) == 1:
-                        notice(f"{name}: taking no new runs (503); queued and running runs get {args.grace:g}s "
-                               f"to finish (send {name} again to stop waiting)")
-                        group.start_soon(drain, args.grace)
-                    elif len(caught) == 2:
-                        notice(f"{name}: ending the grace period now")
-                        group.start_soon(drain, 0.0)
-
-            async def run_server() -> None:
-                await server.serve(sockets=[sock])
-                group.cancel_scope.cancel()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(run_server)
-                group.start_soon(watch)
-                names = ", ".join(engine.hierarchies())
-                notice(f"{names} on store {store_dir}; {len(fleet.spec.webhooks)} webhook(s), "
-                       f"{len(fleet.spec.schedules)} schedule(s); auth {'bearer token' if token else 'none'}")
-                print(f"serving on {url_of(sock)}", flush=True)
-    if not caught:
+            first = await serve_fleet(engine, sock, token=token, signals=signals, grace=args.grace, notice=notice,
+                                      listening=listening)
+    if first is None:
         notice("the HTTP server stopped by itself")
         return 1
-    return EXIT_INTERRUPTED if caught[0] == signal.SIGINT else EXIT_TERMINATED
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) else len(value)
+    return EXIT_INTERRUPTED if first == signal.SIGINT else EXIT_TERMINATED
