@@ -38,6 +38,7 @@ APP_NAME = "flightdeck"
 APP_VERSION = "flightdeck-durable-1"
 RUN_WORKFLOW = "flightdeck.run"
 SIDE_EFFECT_WORKFLOW = "flightdeck.side_effect"
+DBOS_QUEUES = "_dbos_"  # the prefix of DBOS's own queues (the one resumed runs go to); ours never start with it
 
 RunBody = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -99,7 +100,7 @@ def _run_of(row: Any) -> tuple[str, str, dict[str, Any]]:
     return str(row.workflow_id), run_id, (args[1] if len(args) > 1 else {})
 
 
-async def _detached(coro: Any) -> Any:
+async def detached(coro: Any) -> Any:
     """Await a DBOS call outside any workflow's context: inside a run's workflow DBOS would record it as the run's
     next ordinal step, which a resumed run (whose calls happen in another order) would then fail to match."""
     return await asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
@@ -120,10 +121,13 @@ def _prepare_file(path: Path) -> None:
 class DurableHost:
     """DBOS for one engine: launch() on the engine's event loop, destroy() when it stops. One per process."""
 
-    def __init__(self, store_dir: Path, engine_id: str, body: RunBody) -> None:
+    def __init__(self, store_dir: Path, engine_id: str, body: RunBody, queues: list[str] | None = None) -> None:
+        """`queues`: the serve-mode queues this engine dequeues from (engine/durable/queues.py); an engine that
+        serves none (`flightdeck run --durable`) leaves runs queued by a serve engine on the same store alone."""
         self.path = store_dir / DURABLE_DB
         self.engine_id = engine_id
         self.body = body
+        self.queues = list(queues or [])
         self.launched = False
 
     def launch(self) -> None:
@@ -140,6 +144,7 @@ class DurableHost:
             "log_level": "WARNING",
         }
         DBOS(config=config)
+        DBOS.listen_queues(self.queues)  # DBOS's internal queue (resumed runs) is always served too
         _STATE.body = self.body
         DBOS.launch()
         self.launched = True
@@ -160,7 +165,7 @@ class DurableHost:
             return await run_workflow(run_id, spec)
 
     async def status(self, workflow_id: str) -> str | None:
-        found = await _detached(DBOS.get_workflow_status_async(workflow_id))
+        found = await detached(DBOS.get_workflow_status_async(workflow_id))
         return None if found is None else str(found.status)
 
     async def result(self, workflow_id: str) -> Any:
@@ -168,17 +173,19 @@ class DurableHost:
             handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
             return await handle.get_result()
 
-        return await _detached(get())
+        return await detached(get())
 
     async def pending_runs(self) -> list[tuple[str, str, dict[str, Any]]]:
         """Runs DBOS holds as in flight (PENDING) as (workflow id, run id, spec): a dead engine's, when called at
-        start. The workflow id is the run id, or `<run>~<n>` for the n-th execution an operator started."""
+        start. The workflow id is the run id, or `<run>~<n>` for the n-th execution an operator started. Runs still
+        waiting on a serve-mode queue (ENQUEUED there) are left out: their queue starts them, in its order."""
         rows = await DBOS.list_workflows_async(status=["PENDING", "ENQUEUED"], name=RUN_WORKFLOW, load_output=False)
-        return [_run_of(row) for row in rows]
+        return [_run_of(row) for row in rows
+                if not (str(row.status) == "ENQUEUED" and not (row.queue_name or DBOS_QUEUES).startswith(DBOS_QUEUES))]
 
     async def latest(self, run_id: str) -> tuple[str, str, dict[str, Any]] | None:
         """The run's newest execution as (workflow id, DBOS status, spec), or None: not a durable run."""
-        rows = await _detached(DBOS.list_workflows_async(workflow_id_prefix=run_id, name=RUN_WORKFLOW,
+        rows = await detached(DBOS.list_workflows_async(workflow_id_prefix=run_id, name=RUN_WORKFLOW,
                                                          load_output=False))
         mine = [row for row in rows if generation_of(row.workflow_id, run_id) is not None]
         if not mine:
@@ -191,28 +198,28 @@ class DurableHost:
         """Start a new execution of a run whose workflow ended (or is abandoned): the workflow `<run>~<n>` with
         `spec` (new limits are a new spec). An execution still PENDING is cancelled first, so no later engine
         resumes it as well. Returns the DBOS handle (`await handle.get_result()`)."""
-        rows = await _detached(DBOS.list_workflows_async(workflow_id_prefix=run_id, name=RUN_WORKFLOW,
+        rows = await detached(DBOS.list_workflows_async(workflow_id_prefix=run_id, name=RUN_WORKFLOW,
                                                          load_input=False, load_output=False))
         mine = [(generation_of(row.workflow_id, run_id), row) for row in rows]
         generations = [(n, row) for n, row in mine if n is not None]
         for _n, row in generations:
             if str(row.status) in ("PENDING", "ENQUEUED"):
-                await _detached(DBOS.cancel_workflow_async(row.workflow_id))
+                await detached(DBOS.cancel_workflow_async(row.workflow_id))
         workflow_id = f"{run_id}~{max((n for n, _row in generations), default=0) + 1}"
 
         async def start() -> Any:
             with SetWorkflowID(workflow_id):
                 return await DBOS.start_workflow_async(run_workflow, run_id, spec)
 
-        return await _detached(start())
+        return await detached(start())
 
     async def resume(self, workflow_id: str) -> None:
         """Hand a pending run back to DBOS: its queue runs it again (on this engine's loop) soon after."""
-        await _detached(DBOS.resume_workflow_async(workflow_id))
+        await detached(DBOS.resume_workflow_async(workflow_id))
 
     async def recorded_effects(self, run_id: str) -> int:
         """How many side effects of `run_id` completed (they replay on resume instead of running)."""
-        rows = await _detached(DBOS.list_workflows_async(
+        rows = await detached(DBOS.list_workflows_async(
             workflow_id_prefix=f"{run_id}:", status="SUCCESS", name=SIDE_EFFECT_WORKFLOW, load_input=False,
             load_output=False))
         return len(rows)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from engine.runtime.deadline import Deadline
     from engine.runtime.engine import Engine
     from engine.runtime.store_gate import StoreGate
-    from engine.store.control_rows import Approval, KillSwitch
+    from engine.store.control_rows import Approval, FlagSetting, KillSwitch
 
 
 class OperatorStop(Exception):
@@ -73,6 +73,8 @@ class RuntimeControls:
         self.runs: dict[str, ActiveRun] = {}
         self.switches: list[KillSwitch] = []
         self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        # The same flags as rows (who set each, why), for messages that name them (serve mode's refusals).
+        self.flag_rows: dict[tuple[str, str, str | None], FlagSetting] = {}
         self._applied_kills: set[int] = set()
         self._watcher_stages = False  # True once the control watcher stages snapshots itself (see stage)
         # Created in attach(): anyio primitives need a running event loop.
@@ -92,6 +94,11 @@ class RuntimeControls:
         self._changed = anyio.Event()
         self.first_applied = anyio.Event()
         self._run_slots = anyio.CapacityLimiter(math.inf)
+
+    async def wait_changed(self) -> None:
+        """Until the next control snapshot is applied (flags, switches or decisions may have changed)."""
+        assert self._changed is not None
+        await self._changed.wait()
 
     @property
     def run_slots(self) -> anyio.CapacityLimiter:
@@ -244,6 +251,7 @@ class RuntimeControls:
         for row in snapshot.flags:
             flags.setdefault(row.name, {})[(row.scope, row.target)] = str(row.value)
         self.switches = switches
+        self.flag_rows = {(row.name, row.scope, row.target): row for row in snapshot.flags}
         self.flags = flags  # always a new dict: the runtime's withheld-tools cache keys on its identity
         if from_watcher:
             self._watcher_stages = True

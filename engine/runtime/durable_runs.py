@@ -4,9 +4,12 @@ killed them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,6 +45,15 @@ class ResumeInfo:
     tool_calls: int = 0
 
 
+class NotStarted(Exception):
+    """Raised by a serve-mode gate: a queued run that must not start (cancelled while it waited)."""
+
+
+# Serve mode's hold on a dequeued run (engine/serve/): `async with gate(run_id, spec):` returns when the run may
+# start (raises NotStarted when it never may) and counts it running until the block ends.
+QueueGate = Callable[[str, dict[str, Any]], AbstractAsyncContextManager[None]]
+
+
 class DurableRuns:
     def __init__(self, engine: Engine, *, auto_resume: bool = True) -> None:
         self.engine = engine
@@ -53,11 +65,17 @@ class DurableRuns:
         self._resumed_idle.set()
         self.resumed: list[str] = []  # runs this engine handed back to DBOS on start
         self._requests: dict[str, RunRequest] = {}  # the requests of fresh runs, by run id, while they run
+        # Serve mode (engine/serve/service.py) sets these before the engine opens: the DBOS queues this engine
+        # dequeues from, the gate each dequeued run passes, and (once a drain's grace ran out) why runs stopped now
+        # are handed back: their workflow stays PENDING in DBOS, so the next engine on the store resumes them.
+        self.queues: list[str] = []
+        self.gate: QueueGate | None = None
+        self.handing_back: str | None = None
 
     async def open(self) -> None:
         from engine.durable.host import DurableHost
 
-        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body)
+        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body, self.queues)
         self.host.launch()
         pending = await self.host.pending_runs()
         why_not = self._why_not_resume()
@@ -164,22 +182,49 @@ class DurableRuns:
             self._requests.pop(run_id, None)
 
     async def _body(self, run_id: str, spec: dict[str, Any]) -> RunResult:
-        """The workflow body: a fresh run, or a resumed one (then rebuilt from its spec)."""
+        """The workflow body: a fresh run, or a resumed one (then rebuilt from its spec). A run a serve-mode queue
+        started (its spec names the queue) is fresh unless this engine resumed it and its row shows it started."""
         request = self._requests.get(run_id)
         if request is not None:
             return await self._run(spec, request, run_id, None)
         try:
-            info = await self._resume_info(run_id)
+            queued = spec.get("queue") is not None
+            info = await self._resume_info(run_id) if not queued or run_id in self.resumed else None
+            if queued and info is not None and not info.started:
+                info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
             from engine.runtime.engine import RunRequest
 
             request = RunRequest(input=spec.get("input"), seed=spec.get("seed") or 0, tenant=spec.get("tenant"),
                                  budget=spec.get("budget"), idempotency_key=spec.get("key"))
+            if queued and self.gate is not None:
+                return await self._run_queued(spec, request, run_id, info, self.gate)
             return await self._run(spec, request, run_id, info)
         finally:
             if run_id in self.resumed:
                 self._resumed_active -= 1
                 if self._resumed_active <= 0:
                     self._resumed_idle.set()
+
+    async def _run_queued(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
+                          gate: QueueGate) -> RunResult:
+        from engine.runtime.results import RunResult
+
+        try:
+            async with gate(run_id, spec):
+                if self.handing_back is not None:
+                    raise asyncio.CancelledError(self.handing_back)  # not started: left PENDING for the next engine
+                result = await self._run(spec, request, run_id, info)
+        except NotStarted as exc:
+            now = time.time()
+            # Its traces.db row (written by whoever cancelled it) says `cancelled`; this is the workflow's outcome.
+            return RunResult(run_id=run_id, hierarchy=str(spec.get("name")), status="killed", output=None,
+                             error=str(exc), tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0,
+                             started=now, ended=now)
+        if self.handing_back is not None and result.status == "killed":
+            # Stopped by a drain whose grace ran out: raised past DBOS (which records only Exceptions), the workflow
+            # stays PENDING and the next engine on the store resumes the run; its row says killed until then.
+            raise asyncio.CancelledError(self.handing_back)
+        return result
 
     async def _resume_info(self, run_id: str) -> ResumeInfo:
         from engine.errors import StoreError

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.serve.http_api import build_app
-from tests.serve_support import FakeFleet, served
+from tests.serve_http_support import FakeFleet, served
 
 ROOT = Path(__file__).resolve().parents[2]
 

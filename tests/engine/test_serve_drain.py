@@ -12,7 +12,7 @@ import pytest
 
 from engine.serve.listener import bind
 from engine.serve.serving import serve_fleet
-from tests.serve_support import FakeFleet
+from tests.serve_http_support import FakeFleet
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from engine.serve.contracts import Refused
 from engine.serve.http_api import build_app
 from engine.serve.listener import parse_listen
 from engine.store.config import load_config
-from tests.serve_support import FakeFleet, served
+from tests.serve_http_support import FakeFleet, served
 
 TOKEN = "s3cret-token-value"
 

@@ -13,7 +13,7 @@ import pytest
 from engine.serve.fleet import WebhookSpec
 from engine.serve.http_api import build_app
 from engine.serve.webhooks import MissingPath, fill, unset_secrets
-from tests.serve_support import FakeFleet, served, sign
+from tests.serve_http_support import FakeFleet, served, sign
 
 SECRET = "whsec-0123456789abcdef"
 

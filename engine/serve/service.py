@@ -1,0 +1,451 @@
+"""Serve mode's engine side: `open_fleet` opens one durable Engine on a store with a DBOS queue per hierarchy of the
+fleet, and FleetEngine (the contracts.FleetService the HTTP layer calls) admits submissions onto them, holds the
+runs a paused queue dequeues, reports runs and queues, cancels and resumes, drains. What DBOS owns and what is
+counted here: docs/architecture.md "Serve mode: queues and admission"."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+import engine as engine_package
+from engine.durable import queues as durable_queues
+from engine.durable.keys import run_id_for_key
+from engine.runtime.durable_runs import NotStarted
+from engine.runtime.engine import Engine
+from engine.serve import admission
+from engine.serve.contracts import Admitted, Health, Refused, RunView, Submission
+from engine.serve.fleet import FleetFile, WebhookSpec
+from engine.serve.members import Member, load_members
+from engine.serve.queue_state import FleetCounts, QueueCounts
+from engine.serve.views import queue_rows, state_tuple, view_of_row, view_of_waiting
+from engine.store import open_engine_store
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from engine.serve.schedules import Scheduler
+    from engine.store.trace_rows import QueueRow, ScheduleRow
+
+log = logging.getLogger(__name__)
+PUBLISH_EVERY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """What a drain left: how many runs finished during it, and the runs still queued or running when its grace
+    ran out (handed back: DBOS keeps them, the next engine on the store starts or resumes them)."""
+
+    finished: int
+    handed_back: list[str] = field(default_factory=list)
+
+
+class FleetEngine:
+    """The FleetService of one `flightdeck serve`. Every method is called on the engine's event loop."""
+
+    def __init__(self, engine: Engine, members: dict[str, Member], fleet: FleetFile) -> None:
+        self.engine = engine
+        self.members = members
+        self.fleet = fleet
+        self.counts = FleetCounts({name: m.hierarchy.name for name, m in members.items()})
+        self.stopping = False
+        self.scheduler: Scheduler | None = None
+        self._stopping_reason: str | None = None
+        self._halted: str | None = None  # a drain's grace ran out: held runs never start here
+        self._cancelled: dict[str, str] = {}  # queued runs an operator cancelled (a held one wakes and ends)
+        self._wake = anyio.Event()
+        self._tenants_shown: dict[str, set[str]] = {name: set() for name in members}
+        self._handed_back: list[str] = []
+        self._finished = 0
+        self._tasks: TaskGroup | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self, tasks: TaskGroup) -> None:
+        """Register the queues in durable.db, count what they hold, and start publishing (and the schedules)."""
+        self._tasks = tasks
+        for member in self.members.values():
+            await durable_queues.register_queue(member.config)
+        for run in await durable_queues.waiting_runs(list(self.members)):
+            if not self.counts.knows(run.run_id):  # one the gate saw already is counted
+                self.counts.queued(run.spec["queue"], run.run_id, run.spec.get("tenant"),
+                                   run.spec.get("submitted") or run.created, run.spec.get("source"))
+        self.publish()
+        tasks.start_soon(self._publish_loop)
+        if self.fleet.spec.schedules:
+            from engine.serve.schedules import Scheduler
+
+            self.scheduler = Scheduler(self, self.fleet.spec.schedules)
+            await self.scheduler.start(tasks)
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, anyio.Event()
+        wake.set()
+
+    # -- admission ------------------------------------------------------------------------------------------------
+
+    async def submit(self, submission: Submission) -> Admitted:
+        member = self.members.get(submission.hierarchy)
+        if member is None:
+            raise Refused(404, f"no hierarchy named {submission.hierarchy!r} in this fleet (have: "
+                               f"{', '.join(sorted(self.members))})", field="hierarchy")
+        counts = self.counts.queues[member.name]
+        key = submission.idempotency_key
+        run_id = run_id_for_key(key) if key else os.urandom(6).hex()
+        if key:
+            existing = await self._existing(run_id)
+            if existing is not None:
+                return Admitted(run_id, member.name, created=False, state=existing)
+        refused = admission.refusal(self.engine.controls, counts, member.queue, submission.tenant,
+                                    self._stopping_reason)
+        if refused is not None:
+            self._record_refusal(counts, submission, refused)
+            raise refused
+        self._check_input(member, submission.input)
+        now = time.time()
+        hierarchy = member.hierarchy
+        spec = {"path": str(hierarchy.path), "scenario": None if hierarchy.scenario_path is None else
+                str(hierarchy.scenario_path), "hash": hierarchy.source_hash, "input": submission.input,
+                "seed": submission.seed, "tenant": submission.tenant, "budget": None, "key": key,
+                "name": hierarchy.name, "queue": member.name, "source": submission.source, "submitted": now,
+                "priority": submission.priority}
+        # Counted before the enqueue is awaited: concurrent submissions see the depth this one takes.
+        self.counts.queued(member.name, run_id, submission.tenant, now, submission.source)
+        counts.admitted.add(now)
+        try:
+            await durable_queues.enqueue(member.config, run_id, spec, priority=submission.priority,
+                                         tenant=submission.tenant, dedup_key=key)
+        except BaseException:
+            self.counts.gone(run_id)
+            raise
+        return Admitted(run_id, member.name, created=True)
+
+    async def _existing(self, run_id: str) -> Any:
+        """The state of the run this idempotency key named before, or None (a new run)."""
+        if self.counts.waiting(run_id) is not None:
+            return "queued"
+        if self.counts.knows(run_id):
+            return "running"
+        durable = self.engine.durable
+        assert durable is not None and durable.host is not None
+        found = await durable.host.latest(run_id)
+        if found is None:
+            return None
+        view = await self.get_run(run_id)
+        return "unknown" if view is None else view.state
+
+    def _check_input(self, member: Member, value: Any) -> None:
+        from engine.runtime.contracts import ContractViolation
+        from engine.runtime.results import split_input
+
+        compiled = self.engine.compile(member.hierarchy)
+        entry = compiled.agents[compiled.spec.entry]
+        if entry.input_contract is None:
+            return
+        try:
+            entry.input_contract.validate(split_input(value)[1])
+        except ContractViolation as exc:
+            raise Refused(422, f"input does not match {entry.name}'s input contract: {exc}", field="input") from None
+
+    def _record_refusal(self, counts: QueueCounts, submission: Submission, refused: Refused) -> None:
+        """Every refusal is counted; a `queue.rejected` trace event is written for at most one per queue per
+        second (QueueCounts.rejected_event_due), carrying how many refusals since the last one wrote none."""
+        counts.rejected_total += 1
+        tenant = submission.tenant or ""
+        counts.tenant_rejected[tenant] += 1
+        due, suppressed = counts.rejected_event_due(time.time())
+        if due:
+            self.engine.tracer.event(None, None, "queue.rejected", name=counts.name, data={
+                "queue": counts.name, "tenant": submission.tenant, "reason": refused.reason,
+                "status": refused.status, "retry_after_s": refused.retry_after_s, "source": submission.source,
+                "suppressed": suppressed, "rejected_total": counts.rejected_total})
+
+    # -- the gate every dequeued run passes (DurableRuns.gate) ----------------------------------------------------
+
+    @asynccontextmanager
+    async def gate(self, run_id: str, spec: dict[str, Any]) -> AsyncIterator[None]:
+        queue, tenant = str(spec["queue"]), spec.get("tenant")
+        if not self.counts.knows(run_id):  # resumed from a dead engine, or dequeued before start() counted it
+            self.counts.queued(queue, run_id, tenant, spec.get("submitted"), spec.get("source"))
+        member = self.members.get(queue)
+        controls = self.engine.controls
+        try:
+            while True:
+                if run_id in self._cancelled:
+                    raise NotStarted(self._cancelled.pop(run_id))
+                if self._halted is not None:
+                    self._handed_back.append(run_id)
+                    break  # DurableRuns raises past DBOS: the run stays in flight there for the next engine
+                held = None if member is None else admission.holds_queued(controls, queue, member.hierarchy.name)
+                if held is None:
+                    self.counts.started(queue, run_id, tenant)
+                    break
+                await self._wait_change()
+            yield
+            if self._halted is None:
+                self._finished += 1
+        finally:
+            self.counts.gone(run_id)
+            self._notify()
+
+    async def _wait_change(self) -> None:
+        """Until the controls change (a flag opened the queue) or this service wakes held runs."""
+        wake = self._wake
+        async with anyio.create_task_group() as group:
+            async def on(wait: Any) -> None:
+                await wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(on, self.engine.controls.wait_changed)
+            group.start_soon(on, wake.wait)
+
+    # -- reading --------------------------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunView | None:
+        waiting = self.counts.waiting(run_id)
+        if waiting is not None:
+            return view_of_waiting(run_id, self.members[waiting.queue].hierarchy.name, waiting)
+        row = await anyio.to_thread.run_sync(self._read_row, run_id)
+        if row is not None:
+            return view_of_row(row)
+        durable = self.engine.durable
+        assert durable is not None and durable.host is not None
+        found = await durable.host.latest(run_id)
+        if found is None:
+            return None
+        _workflow, status, spec = found
+        state: Any = {"ENQUEUED": "queued", "CANCELLED": "cancelled", "PENDING": "queued"}.get(status, "unknown")
+        return RunView(run_id=run_id, hierarchy=str(spec.get("name")), state=state, queue=spec.get("queue"),
+                       tenant=spec.get("tenant"), source=spec.get("source"), submitted=spec.get("submitted"))
+
+    def _read_row(self, run_id: str) -> Any:
+        from engine.errors import InputError
+        from engine.store import open_reader
+
+        reader = open_reader(self.engine.store.dir)
+        try:
+            row = reader.get_run(run_id)
+        except InputError:
+            return None
+        finally:
+            reader.close()
+        return row if row is not None and row.id == run_id else None
+
+    async def list_runs(self, *, state: str | None = None, hierarchy: str | None = None,
+                        tenant: str | None = None, limit: int = 100) -> list[RunView]:
+        views: list[RunView] = []
+        if state in (None, "queued"):
+            for name, counts in self.counts.queues.items():
+                member = self.members[name]
+                if hierarchy not in (None, name, member.hierarchy.name):
+                    continue
+                for run_id, waiting in reversed(counts.queued.items()):
+                    if tenant is None or waiting.tenant == tenant:
+                        views.append(view_of_waiting(run_id, member.hierarchy.name, waiting))
+        views = views[:limit]
+        if state != "queued" and len(views) < limit:
+            from engine.store import open_reader
+
+            def read() -> list[Any]:
+                reader = open_reader(self.engine.store.dir)
+                try:
+                    return reader.list_runs(limit=limit - len(views), status=state, hierarchy=hierarchy,
+                                            tenant=tenant)
+                finally:
+                    reader.close()
+
+            views += [view_of_row(row) for row in await anyio.to_thread.run_sync(read)]
+        return views
+
+    def hierarchies(self) -> list[str]:
+        return sorted(self.members)
+
+    def webhook(self, name: str) -> WebhookSpec | None:
+        return next((hook for hook in self.fleet.spec.webhooks if hook.name == name), None)
+
+    def queues(self) -> list[QueueRow]:
+        rows: list[QueueRow] = []
+        for name, member in self.members.items():
+            counts = self.counts.queues[name]
+            active = set(counts.tenant_queued) | set(counts.tenant_running)
+            rows += queue_rows(member, counts, self.engine.controls, {t for t in active if t})
+        return rows
+
+    def schedules(self) -> list[ScheduleRow]:
+        return [] if self.scheduler is None else self.scheduler.rows()
+
+    def health(self) -> Health:
+        gate_state = self.engine.gate.health.state
+        status: Any = "stopping" if self.stopping else ("ok" if gate_state == "ok" else "degraded")
+        return Health(status=status, engine_id=self.engine.store.engine_id, store=str(gate_state),
+                      queued=self.counts.total_queued(), running=self.counts.total_running(),
+                      version=engine_package.__version__)
+
+    # -- publishing -----------------------------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Write every queue's row, each active tenant's (and one last row for a tenant gone idle), and every
+        schedule's to traces.db (current-state tables: the latest write per key wins)."""
+        writer = self.engine.writer
+        for name, member in self.members.items():
+            counts = self.counts.queues[name]
+            active = {t for t in set(counts.tenant_queued) | set(counts.tenant_running) if t}
+            shown = self._tenants_shown[name]
+            for row in queue_rows(member, counts, self.engine.controls, active | shown):
+                writer.state("queues", (row.queue, row.tenant), state_tuple(row))
+            self._tenants_shown[name] = active
+        for schedule in self.schedules():
+            writer.state("schedules", (schedule.name,), state_tuple(schedule))
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await anyio.sleep(PUBLISH_EVERY_S)
+            try:
+                self.publish()
+            except Exception:  # publishing must never stop the service
+                log.exception("publishing queue state failed")
+
+    # -- operator actions -----------------------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str, *, reason: str, actor: str) -> RunView:
+        """A queued run never starts: DBOS cancels its workflow, an audit row (action `cancel`) records who and why,
+        and a traces.db row shows it `cancelled`. A running run is stopped by a kill switch on it (audited like
+        every switch). KeyError: no such run."""
+        waiting = self.counts.waiting(run_id)
+        if waiting is not None:
+            member = self.members[waiting.queue]
+            await durable_queues.cancel(run_id)
+            why = f"cancelled by {actor}: {reason}"
+            self._cancelled[run_id] = why
+            self.counts.gone(run_id)
+            self._notify()
+            entry = await anyio.to_thread.run_sync(self._audit_cancel, run_id, reason, actor)
+            hierarchy, now = member.hierarchy, time.time()
+            self.engine.writer.run_started(run_id, hierarchy.name, hierarchy.source_hash, self.engine.store.engine_id,
+                                           engine_package.__version__, None, None, waiting.tenant or None,
+                                           waiting.submitted, {"queue": waiting.queue, "source": waiting.source,
+                                                               "cancelled_by": actor, "audit_id": entry})
+            self.engine.tracer.event(run_id, None, "run.cancelled", name=hierarchy.name,
+                                     data={"by": actor, "reason": reason, "queue": waiting.queue, "audit_id": entry})
+            self.engine.writer.run_ended(run_id, "cancelled", now, None, why)
+            return RunView(run_id=run_id, hierarchy=hierarchy.name, state="cancelled", queue=waiting.queue,
+                           tenant=waiting.tenant or None, source=waiting.source, submitted=waiting.submitted,
+                           ended=now, error=why)
+        view = await self.get_run(run_id)
+        if view is None:
+            raise KeyError(run_id)
+        if view.state == "running":
+            await anyio.to_thread.run_sync(self._kill_run, run_id, reason, actor)
+        return view
+
+    def _audit_cancel(self, run_id: str, reason: str, actor: str) -> int:
+        from engine.controls.api import ControlAPI
+
+        with ControlAPI(self.engine.store.dir, actor) as api:
+            return api.record_action("cancel", f"run:{run_id}", before={"state": "queued"},
+                                     after={"state": "cancelled"}, reason=reason).id
+
+    def _kill_run(self, run_id: str, reason: str, actor: str) -> None:
+        from engine.controls.api import ControlAPI
+
+        with ControlAPI(self.engine.store.dir, actor) as api:
+            api.set_kill("run", run_id, "kill", reason)
+
+    async def resume(self, run_id: str, *, actor: str) -> RunView:
+        """As `flightdeck resume`: refused (409) unless the run ended in a state it can carry on from; audited (and
+        the kill switch on it released), then started again here as a new execution. KeyError: no such run."""
+        from engine.controls.api import ControlAPI
+        from engine.controls.resume_preview import preview_resume
+        from engine.errors import InputError
+
+        def record() -> str | None:
+            with ControlAPI(self.engine.store.dir, actor) as api:
+                try:
+                    preview = preview_resume(api, run_id)
+                except InputError:
+                    raise KeyError(run_id) from None
+                if preview.refusal is not None:
+                    return preview.refusal
+                api.record_resume(preview.run.id, preview.run.status, None, f"resumed by {actor}")
+                return None
+
+        refusal = await anyio.to_thread.run_sync(record)
+        if refusal is not None:
+            raise Refused(409, refusal)
+        controls = self.engine.controls
+        with anyio.move_on_after(10):  # the engine sees the released switch before the run starts again
+            while any(s.scope == "run" and s.target == run_id for s in controls.switches):
+                await controls.wait_changed()
+        durable = self.engine.durable
+        assert durable is not None and self._tasks is not None
+        self._tasks.start_soon(durable.resume_run, run_id)
+        view = await self.get_run(run_id)
+        assert view is not None
+        return view
+
+    async def drain(self, grace_s: float) -> DrainReport:
+        """Refuse new submissions (503; health says stopping) and let queued and running runs finish within
+        `grace_s`. When the grace runs out: held and queued runs do not start here, and running ones are stopped
+        the way SIGTERM stops `flightdeck run` (each records `killed`, with the reason), but their workflows stay
+        in flight in DBOS, so the next engine on the store starts or resumes every one of them."""
+        self.stopping = True
+        self._stopping_reason = "the engine is draining (stopping): it finishes what is queued and takes nothing new"
+        finished_before = self._finished
+        with anyio.move_on_after(grace_s):
+            while self.counts.in_flight():
+                await self._wake.wait()
+        left = self.counts.in_flight()
+        if left:
+            reason = f"killed: the engine is shutting down (drain; the {grace_s:g}s grace period ended)"
+            self._halted = reason
+            durable = self.engine.durable
+            assert durable is not None
+            durable.handing_back = reason
+            self.engine.shut_down("the engine is draining")
+            self.engine.stop_all(reason)
+            self._notify()
+            queued = [r for r in left if self.counts.waiting(r) is not None]
+            with anyio.move_on_after(30):  # runs stopping record their end first
+                while set(self.counts.in_flight()) - set(queued):
+                    await self._wake.wait()
+            handed = sorted(set(left))
+        else:
+            handed = []
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        return DrainReport(finished=self._finished - finished_before, handed_back=handed)
+
+
+@asynccontextmanager
+async def open_fleet(store_dir: Path, fleet: FleetFile, *, resume: bool = True,
+                     latency_scale: float = 1.0) -> AsyncIterator[FleetEngine]:
+    """Load the fleet's hierarchies (InputError naming the entry that does not load), open one durable engine on
+    the store (runs a dead engine left in flight resume unless `resume` is False), register the queues, and yield
+    the FleetEngine. Leaving the block without a drain hands whatever is queued or running back to DBOS."""
+    members = load_members(fleet)
+    store = open_engine_store(store_dir)
+    try:
+        engine = Engine(store, latency_scale=latency_scale, durable=True, auto_resume=resume)
+        durable = engine.durable
+        assert durable is not None
+        service = FleetEngine(engine, members, fleet)
+        durable.queues = list(members)
+        durable.gate = service.gate
+        async with engine, anyio.create_task_group() as tasks:
+            await service.start(tasks)
+            try:
+                yield service
+            finally:
+                if service.counts.in_flight() and service._halted is None:
+                    await service.drain(0)
+                tasks.cancel_scope.cancel()
+    finally:
+        store.close()
