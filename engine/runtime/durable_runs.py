@@ -71,6 +71,7 @@ class DurableRuns:
         self.queues: list[str] = []
         self.gate: QueueGate | None = None
         self.handing_back: str | None = None
+        self._again: set[str] = set()  # runs an operator started again here (`resume_run`): they carry on
 
     async def open(self) -> None:
         from engine.durable.host import DurableHost
@@ -125,8 +126,12 @@ class DurableRuns:
             raise InputError(f"run {run_id} is not a durable run (it was not started with --durable): nothing is "
                              "recorded to resume it from; run it again instead")
         spec = found[2] if budget is None else {**found[2], "budget": budget}
-        handle = await self.host.start_again(run_id, spec)
-        result: RunResult = await handle.get_result()
+        self._again.add(run_id)
+        try:
+            handle = await self.host.start_again(run_id, spec)
+            result: RunResult = await handle.get_result()
+        finally:
+            self._again.discard(run_id)
         return result
 
     def _why_not_resume(self) -> str | None:
@@ -189,7 +194,8 @@ class DurableRuns:
             return await self._run(spec, request, run_id, None)
         try:
             queued = spec.get("queue") is not None
-            info = await self._resume_info(run_id) if not queued or run_id in self.resumed else None
+            carries_on = not queued or run_id in self.resumed or run_id in self._again
+            info = await self._resume_info(run_id) if carries_on else None
             if queued and info is not None and not info.started:
                 info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
             from engine.runtime.engine import RunRequest

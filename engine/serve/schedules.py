@@ -79,6 +79,10 @@ class Scheduler:
         last = self.last_fire.get(spec.name)
         if last is not None and last < now:
             missed = self._latest_missed(spec, last, now)
+            if missed is not None:
+                self.service.engine.tracer.event(None, None, "schedule.missed", name=spec.name, data={
+                    "schedule": spec.name, "policy": spec.missed, "last_fire": last, "latest_missed": missed,
+                    "fired": spec.missed == "run_once"})
             if missed is not None and spec.missed == "run_once":
                 await self._fire(spec, missed)
         slots = _slots(spec.cron, max(now, last or now))

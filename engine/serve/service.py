@@ -60,18 +60,18 @@ class FleetEngine:
         self.scheduler: Scheduler | None = None
         self._stopping_reason: str | None = None
         self._halted: str | None = None  # a drain's grace ran out: held runs never start here
-        self._cancelled: dict[str, str] = {}  # queued runs an operator cancelled (a held one wakes and ends)
+        self.cancelled: dict[str, str] = {}  # queued runs an operator cancelled (a held one wakes and ends)
         self._wake = anyio.Event()
         self._tenants_shown: dict[str, set[str]] = {name: set() for name in members}
         self._handed_back: list[str] = []
         self._finished = 0
-        self._tasks: TaskGroup | None = None
+        self.tasks: TaskGroup | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
     async def start(self, tasks: TaskGroup) -> None:
         """Register the queues in durable.db, count what they hold, and start publishing (and the schedules)."""
-        self._tasks = tasks
+        self.tasks = tasks
         for member in self.members.values():
             await durable_queues.register_queue(member.config)
         for run in await durable_queues.waiting_runs(list(self.members)):
@@ -86,7 +86,7 @@ class FleetEngine:
             self.scheduler = Scheduler(self, self.fleet.spec.schedules)
             await self.scheduler.start(tasks)
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         wake, self._wake = self._wake, anyio.Event()
         wake.set()
 
@@ -179,8 +179,8 @@ class FleetEngine:
         controls = self.engine.controls
         try:
             while True:
-                if run_id in self._cancelled:
-                    raise NotStarted(self._cancelled.pop(run_id))
+                if run_id in self.cancelled:
+                    raise NotStarted(self.cancelled.pop(run_id))
                 if self._halted is not None:
                     self._handed_back.append(run_id)
                     break  # DurableRuns raises past DBOS: the run stays in flight there for the next engine
@@ -194,7 +194,7 @@ class FleetEngine:
                 self._finished += 1
         finally:
             self.counts.gone(run_id)
-            self._notify()
+            self.notify()
 
     async def _wait_change(self) -> None:
         """Until the controls change (a flag opened the queue) or this service wakes held runs."""
@@ -313,83 +313,20 @@ class FleetEngine:
             except Exception:  # publishing must never stop the service
                 log.exception("publishing queue state failed")
 
-    # -- operator actions -----------------------------------------------------------------------------------------
+    # -- operator actions (engine/serve/operator.py) ---------------------------------------------------------------
 
     async def cancel(self, run_id: str, *, reason: str, actor: str) -> RunView:
-        """A queued run never starts: DBOS cancels its workflow, an audit row (action `cancel`) records who and why,
-        and a traces.db row shows it `cancelled`. A running run is stopped by a kill switch on it (audited like
-        every switch). KeyError: no such run."""
-        waiting = self.counts.waiting(run_id)
-        if waiting is not None:
-            member = self.members[waiting.queue]
-            await durable_queues.cancel(run_id)
-            why = f"cancelled by {actor}: {reason}"
-            self._cancelled[run_id] = why
-            self.counts.gone(run_id)
-            self._notify()
-            entry = await anyio.to_thread.run_sync(self._audit_cancel, run_id, reason, actor)
-            hierarchy, now = member.hierarchy, time.time()
-            self.engine.writer.run_started(run_id, hierarchy.name, hierarchy.source_hash, self.engine.store.engine_id,
-                                           engine_package.__version__, None, None, waiting.tenant or None,
-                                           waiting.submitted, {"queue": waiting.queue, "source": waiting.source,
-                                                               "cancelled_by": actor, "audit_id": entry})
-            self.engine.tracer.event(run_id, None, "run.cancelled", name=hierarchy.name,
-                                     data={"by": actor, "reason": reason, "queue": waiting.queue, "audit_id": entry})
-            self.engine.writer.run_ended(run_id, "cancelled", now, None, why)
-            return RunView(run_id=run_id, hierarchy=hierarchy.name, state="cancelled", queue=waiting.queue,
-                           tenant=waiting.tenant or None, source=waiting.source, submitted=waiting.submitted,
-                           ended=now, error=why)
-        view = await self.get_run(run_id)
-        if view is None:
-            raise KeyError(run_id)
-        if view.state == "running":
-            await anyio.to_thread.run_sync(self._kill_run, run_id, reason, actor)
-        return view
+        """A queued run never starts (DBOS cancels it; audited; a traces.db row says `cancelled`, by whom and why); a
+        running one is stopped by an audited kill switch on it. KeyError: no such run."""
+        from engine.serve.operator import cancel_run
 
-    def _audit_cancel(self, run_id: str, reason: str, actor: str) -> int:
-        from engine.controls.api import ControlAPI
-
-        with ControlAPI(self.engine.store.dir, actor) as api:
-            return api.record_action("cancel", f"run:{run_id}", before={"state": "queued"},
-                                     after={"state": "cancelled"}, reason=reason).id
-
-    def _kill_run(self, run_id: str, reason: str, actor: str) -> None:
-        from engine.controls.api import ControlAPI
-
-        with ControlAPI(self.engine.store.dir, actor) as api:
-            api.set_kill("run", run_id, "kill", reason)
+        return await cancel_run(self, run_id, reason=reason, actor=actor)
 
     async def resume(self, run_id: str, *, actor: str) -> RunView:
-        """As `flightdeck resume`: refused (409) unless the run ended in a state it can carry on from; audited (and
-        the kill switch on it released), then started again here as a new execution. KeyError: no such run."""
-        from engine.controls.api import ControlAPI
-        from engine.controls.resume_preview import preview_resume
-        from engine.errors import InputError
+        """As `flightdeck resume` (audited; Refused(409) when it cannot resume). KeyError: no such run."""
+        from engine.serve.operator import resume_run
 
-        def record() -> str | None:
-            with ControlAPI(self.engine.store.dir, actor) as api:
-                try:
-                    preview = preview_resume(api, run_id)
-                except InputError:
-                    raise KeyError(run_id) from None
-                if preview.refusal is not None:
-                    return preview.refusal
-                api.record_resume(preview.run.id, preview.run.status, None, f"resumed by {actor}")
-                return None
-
-        refusal = await anyio.to_thread.run_sync(record)
-        if refusal is not None:
-            raise Refused(409, refusal)
-        controls = self.engine.controls
-        with anyio.move_on_after(10):  # the engine sees the released switch before the run starts again
-            while any(s.scope == "run" and s.target == run_id for s in controls.switches):
-                await controls.wait_changed()
-        durable = self.engine.durable
-        assert durable is not None and self._tasks is not None
-        self._tasks.start_soon(durable.resume_run, run_id)
-        view = await self.get_run(run_id)
-        assert view is not None
-        return view
+        return await resume_run(self, run_id, actor=actor)
 
     async def drain(self, grace_s: float) -> DrainReport:
         """Refuse new submissions (503; health says stopping) and let queued and running runs finish within
@@ -411,7 +348,7 @@ class FleetEngine:
             durable.handing_back = reason
             self.engine.shut_down("the engine is draining")
             self.engine.stop_all(reason)
-            self._notify()
+            self.notify()
             queued = [r for r in left if self.counts.waiting(r) is not None]
             with anyio.move_on_after(30):  # runs stopping record their end first
                 while set(self.counts.in_flight()) - set(queued):
@@ -421,6 +358,8 @@ class FleetEngine:
             handed = []
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.publish()
+        await anyio.to_thread.run_sync(self.engine.writer.flush)  # every end the drain saw is recorded
         return DrainReport(finished=self._finished - finished_before, handed_back=handed)
 
 

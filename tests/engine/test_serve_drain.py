@@ -1,76 +1,109 @@
-"""engine/serve/serving.py: the API keeps answering through a drain (503 for submissions, /health "stopping"), a
-second signal ends the grace period, and the API stops when the drain returns. Signals come through a memory
-stream, as the SignalReceiver would hand them over."""
+"""Serve mode stopping (FleetEngine.drain) and restarting: a drain refuses new work and lets queued and running runs
+finish; one whose grace runs out hands them back to DBOS, and the next engine on the store (after a drain, or after
+kill -9 of a process holding queued and running work) finishes every one of them exactly once."""
 
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
-import anyio
-import httpx
 import pytest
 
-from engine.serve.listener import bind
-from engine.serve.serving import serve_fleet
-from tests.serve_http_support import FakeFleet
+from engine.serve.contracts import Refused, Submission
+from engine.serve.service import FleetEngine
+from engine.store import open_reader
+from tests.serve_support import Serving, until, until_async
+from tests.store_support import read_until, start_python, store_lock_free, wait_until
 
-pytestmark = pytest.mark.anyio
-
-
-async def _until(condition: object, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # type: ignore[operator]
-            await anyio.sleep(0.005)
+pytestmark = pytest.mark.slow
 
 
-async def test_a_signal_drains_while_the_api_answers() -> None:
-    fleet = FakeFleet()
-    send, receive = anyio.create_memory_object_stream[int](4)
-    urls: list[str] = []
-    notices: list[str] = []
-    result: list[int | None] = []
-    sock = bind("127.0.0.1", 0)
-
-    async def run() -> None:
-        result.append(await serve_fleet(fleet, sock, token=None, signals=receive, grace=30.0,
-                                        notice=notices.append, listening=urls.append))
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(run)
-        await _until(lambda: urls)
-        async with httpx.AsyncClient(base_url=urls[0], timeout=10) as http:
-            assert (await http.post("/runs", json={"hierarchy": "deal-desk"})).status_code == 201
-            await send.send(signal.SIGTERM)
-            await _until(lambda: fleet.stopping)
-            health = await http.get("/health")
-            assert health.status_code == 503 and health.json()["status"] == "stopping"
-            refused = await http.post("/runs", json={"hierarchy": "deal-desk"})
-            assert refused.status_code == 503 and refused.headers["retry-after"]
-            assert (await http.get("/runs")).status_code == 200  # reads still answer
-            fleet.release()
-    assert result == [signal.SIGTERM]
-    assert fleet.drains == [30.0]
-    assert any("SIGTERM: taking no new runs" in line for line in notices)
-    assert any("1 left queued or running" in line for line in notices)
+async def _completed(fleet: FleetEngine, ids: list[str]) -> bool:
+    views = [await fleet.get_run(run_id) for run_id in ids]
+    return all(v is not None and v.state == "completed" for v in views)
 
 
-async def test_a_second_signal_ends_the_grace_period() -> None:
-    fleet = FakeFleet()
-    send, receive = anyio.create_memory_object_stream[int](4)
-    urls: list[str] = []
-    result: list[int | None] = []
-    sock = bind("127.0.0.1", 0)
+def _finish_on_restart(serving: Serving, ids: list[str]) -> None:
+    """A new engine on the store (gate open) runs every handed-back run to completion."""
+    serving.open_gate()
 
-    async def run() -> None:
-        result.append(await serve_fleet(fleet, sock, token=None, signals=receive, grace=3600.0,
-                                        notice=lambda line: None, listening=urls.append))
+    async def restart(fleet: FleetEngine) -> None:
+        await until_async(lambda: _completed(fleet, ids), timeout=60, what="every handed-back run to complete")
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as group:
-            group.start_soon(run)
-            await _until(lambda: urls)
-            await send.send(signal.SIGINT)
-            await _until(lambda: fleet.stopping)
-            await send.send(signal.SIGINT)
-    assert result == [signal.SIGINT]
-    assert fleet.drains == [3600.0, 0.0]
+    serving.serve(restart)
+    lines = serving.lines()
+    assert sorted(line["idempotency_key"].split(":")[0] for line in lines) == sorted(ids)  # each charged once
+
+
+def test_drain_finishes_queued_and_running_runs_and_refuses_new_ones(tmp_path: Path) -> None:
+    serving = Serving(tmp_path, "{concurrency: 1}")
+
+    async def body(fleet: FleetEngine) -> None:
+        ids = [(await fleet.submit(Submission("serving", {}))).run_id for _ in range(3)]
+        await until(lambda: fleet.counts.queues["serving"].running, what="the first run to start")
+        serving.open_gate()
+        report = await fleet.drain(60)
+        assert fleet.stopping and fleet.health().status == "stopping"
+        assert report.handed_back == [] and report.finished == 3
+        assert await _completed(fleet, ids)
+        with pytest.raises(Refused) as refused:
+            await fleet.submit(Submission("serving", {}))
+        assert refused.value.status == 503 and "draining" in refused.value.reason
+
+    serving.serve(body)
+    assert len(serving.lines()) == 3
+
+
+def test_a_drain_out_of_time_hands_queued_and_running_runs_to_the_next_engine(tmp_path: Path) -> None:
+    serving = Serving(tmp_path, "{concurrency: 1}")
+
+    async def body(fleet: FleetEngine) -> list[str]:
+        ids = [(await fleet.submit(Submission("serving", {}))).run_id for _ in range(3)]
+        await until(lambda: fleet.counts.queues["serving"].running, what="the first run to start")
+        report = await fleet.drain(0.2)
+        assert sorted(report.handed_back) == sorted(ids) and report.finished == 0
+        return ids
+
+    ids = serving.serve(body)
+    reader = open_reader(serving.store)
+    try:
+        stopped = [row for row in (reader.get_run(r) for r in ids) if row is not None]
+    finally:
+        reader.close()
+    assert [row.status for row in stopped] == ["killed"]  # the one running recorded why it stopped
+    assert stopped[0].error is not None and "grace period ended" in stopped[0].error
+    _finish_on_restart(serving, ids)
+
+
+HOLDER = """
+import sys, anyio
+from pathlib import Path
+from engine.serve.contracts import Submission
+from engine.serve.fleet import load_fleet
+from engine.serve.service import open_fleet
+
+async def main():
+    async with open_fleet(Path(sys.argv[1]), load_fleet(sys.argv[2]), latency_scale=0.0) as fleet:
+        ids = [(await fleet.submit(Submission("serving", {}))).run_id for _ in range(3)]
+        while not fleet.counts.queues["serving"].running:
+            await anyio.sleep(0.02)
+        fleet.engine.writer.flush()
+        print("holding " + " ".join(ids), file=sys.stderr, flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+def test_kill_9_with_queued_and_running_work_then_a_new_engine_finishes_each_run_once(tmp_path: Path) -> None:
+    serving = Serving(tmp_path, "{concurrency: 1}")
+    proc = start_python(HOLDER, str(serving.store), str(serving.fleet_path))
+    try:
+        seen = read_until(proc, "holding ", timeout=60)
+        ids = seen.split("holding ", 1)[1].split()[:3]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    wait_until(lambda: store_lock_free(serving.store), timeout=30, what="the dead engine's writer to exit")
+    assert len(ids) == 3 and serving.lines() == []
+    _finish_on_restart(serving, ids)

@@ -70,3 +70,40 @@ def test_a_fleet_whose_hierarchy_does_not_load_or_repeats_a_name_is_refused(tmp_
                 pass
 
         anyio.run(twice)
+
+
+def test_queue_state_is_published_every_second_per_queue_and_active_tenant(tmp_path: Path) -> None:
+    import sqlite3
+
+    serving = Serving(tmp_path, "{concurrency: 1, max_depth: 50, rate_limit: 10/1m}")
+
+    def stored() -> dict[tuple[str, str], tuple[int, int, str]]:
+        conn = sqlite3.connect(serving.store / "traces.db")
+        try:
+            return {(q, t): (d, r, a) for q, t, d, r, a in conn.execute(
+                "SELECT queue, tenant, depth, running, admission FROM queues")}
+        finally:
+            conn.close()
+
+    async def body(fleet: FleetEngine) -> None:
+        from tests.serve_support import until
+
+        ids = [(await fleet.submit(Submission("serving", {}, tenant="acme"))).run_id for _ in range(3)]
+        await until(lambda: stored().get(("serving", "")) == (2, 1, "open")
+                    and stored().get(("serving", "acme")) == (2, 1, "open"), what="the published queue rows")
+        [queue_row, tenant_row] = fleet.queues()
+        assert (queue_row.max_depth, queue_row.concurrency, queue_row.rate_limit) == (50, 1, "10/1m")
+        assert queue_row.admitted_per_min == 3 and queue_row.oldest_age_s is not None
+        assert tenant_row.tenant == "acme" and fleet.health().queued == 2 and fleet.health().running == 1
+        serving.open_gate()
+
+        async def done() -> bool:
+            views = [await fleet.get_run(run_id) for run_id in ids]
+            return all(v is not None and v.state == "completed" for v in views)
+
+        await until_async(done, what="the runs to complete")
+        # The tenant gone idle gets one last row (nothing queued or running), then no more.
+        await until(lambda: stored().get(("serving", "acme")) == (0, 0, "open"), what="the idle tenant's row")
+        assert [r.tenant for r in fleet.queues()] == [""]
+
+    serving.serve(body)
