@@ -41,9 +41,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8470",
                         help="address to listen on (default 127.0.0.1:8470; port 0 picks a free port)")
     parser.add_argument("--grace", type=duration, default=30.0, metavar="DURATION",
-                        help="on SIGTERM/SIGINT, how long queued and running runs may finish before what is left "
-                             "is handed back to the store for the next serve (default 30s; a second signal ends "
-                             "the grace period at once)")
+                        help="on SIGTERM, SIGHUP or SIGINT, how long queued and running runs may finish before "
+                             "what is left is handed back to the store for the next serve (default 30s; a second "
+                             "signal ends the grace period at once)")
     parser.add_argument("--no-resume", action="store_true",
                         help="do not resume runs a dead engine left queued or running (they wait for a serve "
                              "without this flag)")
