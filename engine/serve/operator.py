@@ -49,7 +49,7 @@ async def cancel_run(service: FleetEngine, run_id: str, *, reason: str, actor: s
     view = await service.get_run(run_id)
     if view is None:
         raise KeyError(run_id)
-    if view.state == "running":
+    if view.state == "running" or service.counts.knows(run_id):  # started here (its row may not be written yet)
         await anyio.to_thread.run_sync(_kill_run, service, run_id, reason, actor)
     return view
 

@@ -63,11 +63,23 @@ class QueueCounts:
     last_rejected_event: float = -math.inf  # when the last `queue.rejected` trace event was written
     suppressed_events: int = 0  # refusals since then that wrote no event of their own
 
-    def oldest_age_s(self, now: float, tenant: str | None = None) -> float | None:
-        for waiting in self.queued.values():
-            if tenant is None or waiting.tenant == tenant:
-                return max(0.0, now - waiting.submitted)
+    def oldest_age_s(self, now: float) -> float | None:
+        for waiting in self.queued.values():  # submission order: the first is the oldest
+            return max(0.0, now - waiting.submitted)
         return None
+
+    def oldest_by_tenant(self, now: float, tenants: set[str]) -> dict[str, float]:
+        """Each of these tenants' oldest queued run's age, in one pass over the queue that stops once every tenant
+        with runs queued has been seen (a publish per second, not per submission)."""
+        wanted = {t for t in tenants if self.tenant_queued.get(t)}
+        found: dict[str, float] = {}
+        for waiting in self.queued.values():
+            if not wanted:
+                break
+            if waiting.tenant in wanted:
+                wanted.discard(waiting.tenant)
+                found[waiting.tenant] = max(0.0, now - waiting.submitted)
+        return found
 
     def retry_after_s(self, excess: int, now: float) -> float:
         """How long until `excess` more runs have left the queue at the rate runs started over the last minute
@@ -132,6 +144,9 @@ class FleetCounts:
         tenant = counts.running.pop(run_id, None)
         if tenant is not None:
             _decrement(counts.tenant_running, tenant)
+
+    def queue_of(self, run_id: str) -> str | None:
+        return self._where.get(run_id)
 
     def waiting(self, run_id: str) -> Waiting | None:
         queue = self._where.get(run_id)

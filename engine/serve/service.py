@@ -216,15 +216,21 @@ class FleetEngine:
         row = await anyio.to_thread.run_sync(self._read_row, run_id)
         if row is not None:
             return view_of_row(row)
+        if self.counts.knows(run_id):  # started a moment ago: its row is on its way to traces.db
+            return RunView(run_id=run_id, hierarchy=self._hierarchy_of(run_id), state="running")
         durable = self.engine.durable
         assert durable is not None and durable.host is not None
         found = await durable.host.latest(run_id)
         if found is None:
             return None
         _workflow, status, spec = found
-        state: Any = {"ENQUEUED": "queued", "CANCELLED": "cancelled", "PENDING": "queued"}.get(status, "unknown")
+        state: Any = {"ENQUEUED": "queued", "CANCELLED": "cancelled", "PENDING": "running"}.get(status, "unknown")
         return RunView(run_id=run_id, hierarchy=str(spec.get("name")), state=state, queue=spec.get("queue"),
                        tenant=spec.get("tenant"), source=spec.get("source"), submitted=spec.get("submitted"))
+
+    def _hierarchy_of(self, run_id: str) -> str:
+        queue = self.counts.queue_of(run_id)
+        return self.members[queue].hierarchy.name if queue in self.members else ""
 
     def _read_row(self, run_id: str) -> Any:
         from engine.errors import InputError

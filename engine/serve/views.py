@@ -57,11 +57,12 @@ def queue_rows(member: Member, counts: QueueCounts, controls: RuntimeControls, t
                      admitted_per_min=float(counts.admitted.total(now)), rejected_total=counts.rejected_total,
                      max_depth=spec.max_depth, concurrency=spec.concurrency, rate_limit=spec.rate_limit,
                      admission=queue_admission(controls, member.name, hierarchy), updated=now)]
+    oldest = counts.oldest_by_tenant(now, tenants)
     for tenant in sorted(tenants):
         paused, _ = flag_value(controls, f"tenant.{tenant}")
         rows.append(QueueRow(queue=member.name, tenant=tenant, hierarchy=hierarchy,
                              depth=counts.tenant_queued.get(tenant, 0), running=counts.tenant_running.get(tenant, 0),
-                             oldest_age_s=counts.oldest_age_s(now, tenant),
+                             oldest_age_s=oldest.get(tenant),
                              admitted_per_min=0.0, rejected_total=counts.tenant_rejected.get(tenant, 0),
                              max_depth=spec.per_tenant_max_depth, concurrency=spec.per_tenant_concurrency,
                              rate_limit=None, admission="paused" if paused == "paused" else "open", updated=now))
