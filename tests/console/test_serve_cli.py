@@ -122,3 +122,11 @@ def test_submit_wait_exits_with_the_runs_code(url: str, fleet: FakeFleet, ends_a
                       env={"FLIGHTDECK_API_TOKEN": "tok-123", "FLIGHTDECK_URL": url})
     assert proc.returncode == code, proc.stderr
     assert proc.stdout.splitlines()[-1].startswith(f"run-0001 {ends_as}")
+
+
+def test_submit_reads_a_hierarchy_file_for_its_name(url: str, fleet: FakeFleet) -> None:
+    path = ROOT / "engine" / "examples" / "deal_desk" / "hierarchy.yaml"
+    proc = flightdeck("submit", str(path), "--input", "{}", env={"FLIGHTDECK_API_TOKEN": "tok-123",
+                                                                 "FLIGHTDECK_URL": url})
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.submissions[0].hierarchy == "deal-desk"
