@@ -48,6 +48,10 @@ def test_serve_bad_arguments_exit_2(tmp_path: Path) -> None:
     fleet.write_text("hierarchies:\n  - file: deal-desk\n    queue: {max_depth: 0}\n")
     bad_fleet = flightdeck("serve", "--fleet", str(fleet), "--store", store, "--listen", "127.0.0.1:0")
     assert bad_fleet.returncode == 2 and "fleet.yaml:3" in bad_fleet.stderr and "Traceback" not in bad_fleet.stderr
+    fleet.write_text("hierarchies:\n  - file: missing.yaml\n")
+    missing = flightdeck("serve", "--fleet", str(fleet), "--store", store, "--listen", "127.0.0.1:0")
+    assert missing.returncode == 2 and "hierarchy 'missing.yaml' does not load" in missing.stderr
+    assert "Traceback" not in missing.stderr and "serving on" not in missing.stdout
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
