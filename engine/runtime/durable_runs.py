@@ -220,16 +220,17 @@ class DurableRuns:
                 if self.handing_back is not None:
                     raise asyncio.CancelledError(self.handing_back)  # not started: left PENDING for the next engine
                 result = await self._run(spec, request, run_id, info)
+                if self.handing_back is not None and result.status == "killed":
+                    # Stopped by a drain whose grace ran out: raised past DBOS (which records only Exceptions),
+                    # the workflow stays PENDING and the next engine on the store resumes the run; its row says
+                    # killed until then.
+                    raise asyncio.CancelledError(self.handing_back)
         except NotStarted as exc:
             now = time.time()
             # Its traces.db row (written by whoever cancelled it) says `cancelled`; this is the workflow's outcome.
             return RunResult(run_id=run_id, hierarchy=str(spec.get("name")), status="killed", output=None,
                              error=str(exc), tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0,
                              started=now, ended=now)
-        if self.handing_back is not None and result.status == "killed":
-            # Stopped by a drain whose grace ran out: raised past DBOS (which records only Exceptions), the workflow
-            # stays PENDING and the next engine on the store resumes the run; its row says killed until then.
-            raise asyncio.CancelledError(self.handing_back)
         return result
 
     async def _resume_info(self, run_id: str) -> ResumeInfo:

@@ -57,11 +57,28 @@ class QueueCounts:
     tenant_queued: Counter[str] = field(default_factory=Counter)
     tenant_running: Counter[str] = field(default_factory=Counter)
     admitted: RateWindow = field(default_factory=RateWindow)
+    tenant_admitted: dict[str, RateWindow] = field(default_factory=dict)  # pruned when a tenant goes idle
     started: RateWindow = field(default_factory=RateWindow)
     rejected_total: int = 0
     tenant_rejected: Counter[str] = field(default_factory=Counter)
     last_rejected_event: float = -math.inf  # when the last `queue.rejected` trace event was written
     suppressed_events: int = 0  # refusals since then that wrote no event of their own
+
+    def admit(self, tenant: str | None, now: float) -> None:
+        self.admitted.add(now)
+        window = self.tenant_admitted.get(tenant or "")
+        if window is None:
+            window = self.tenant_admitted[tenant or ""] = RateWindow()
+        window.add(now)
+
+    def tenant_admitted_per_min(self, tenant: str, now: float) -> float:
+        window = self.tenant_admitted.get(tenant)
+        if window is None:
+            return 0.0
+        total = window.total(now)
+        if not total and not self.tenant_queued.get(tenant) and not self.tenant_running.get(tenant):
+            del self.tenant_admitted[tenant]
+        return float(total)
 
     def oldest_age_s(self, now: float) -> float | None:
         for waiting in self.queued.values():  # submission order: the first is the oldest

@@ -26,7 +26,7 @@ from engine.serve.contracts import Admitted, Health, Refused, RunView, Submissio
 from engine.serve.fleet import FleetFile, WebhookSpec
 from engine.serve.members import Member, load_members
 from engine.serve.queue_state import FleetCounts, QueueCounts
-from engine.serve.views import queue_rows, state_tuple, view_of_row, view_of_waiting
+from engine.serve.views import queue_rows, state_tuple
 from engine.store import open_engine_store
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class FleetEngine:
         self._handed_back: list[str] = []
         self._finished = 0
         self.tasks: TaskGroup | None = None
+        self._gated: set[str] | None = set()  # runs at the gate before start() counted DBOS's queues
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -74,10 +75,15 @@ class FleetEngine:
         self.tasks = tasks
         for member in self.members.values():
             await durable_queues.register_queue(member.config)
-        for run in await durable_queues.waiting_runs(list(self.members)):
-            if not self.counts.knows(run.run_id):  # one the gate saw already is counted
+        # ENQUEUED runs wait for their queue (or, resumed, for DBOS's internal one); PENDING ones are counted when
+        # they reach the gate, if ever (a dead engine's run an operator killed stays PENDING and never comes).
+        waiting = await durable_queues.waiting_runs(list(self.members))
+        gated = self._gated if self._gated is not None else set()
+        for run in waiting:
+            if run.status == "ENQUEUED" and run.run_id not in gated:  # the gate counted those it saw
                 self.counts.queued(run.spec["queue"], run.run_id, run.spec.get("tenant"),
                                    run.spec.get("submitted") or run.created, run.spec.get("source"))
+        self._gated = None
         self.publish()
         tasks.start_soon(self._publish_loop)
         if self.fleet.spec.schedules:
@@ -119,7 +125,7 @@ class FleetEngine:
                 "priority": submission.priority}
         # Counted before the enqueue is awaited: concurrent submissions see the depth this one takes.
         self.counts.queued(member.name, run_id, submission.tenant, now, submission.source)
-        counts.admitted.add(now)
+        counts.admit(submission.tenant, now)
         try:
             await durable_queues.enqueue(member.config, run_id, spec, priority=submission.priority,
                                          tenant=submission.tenant, dedup_key=key)
@@ -173,6 +179,8 @@ class FleetEngine:
     @asynccontextmanager
     async def gate(self, run_id: str, spec: dict[str, Any]) -> AsyncIterator[None]:
         queue, tenant = str(spec["queue"]), spec.get("tenant")
+        if self._gated is not None:
+            self._gated.add(run_id)
         if not self.counts.knows(run_id):  # resumed from a dead engine, or dequeued before start() counted it
             self.counts.queued(queue, run_id, tenant, spec.get("submitted"), spec.get("source"))
         member = self.members.get(queue)
@@ -184,17 +192,34 @@ class FleetEngine:
                 if self._halted is not None:
                     self._handed_back.append(run_id)
                     break  # DurableRuns raises past DBOS: the run stays in flight there for the next engine
-                held = None if member is None else admission.holds_queued(controls, queue, member.hierarchy.name)
+                held = None if member is None else (admission.holds_queued(controls, queue, member.hierarchy.name)
+                                                    or self._at_concurrency(member, tenant))
                 if held is None:
                     self.counts.started(queue, run_id, tenant)
                     break
                 await self._wait_change()
-            yield
-            if self._halted is None:
-                self._finished += 1
+            try:
+                yield
+            except anyio.get_cancelled_exc_class():
+                if self._halted is not None:  # stopped by a drain out of time: in flight in DBOS still
+                    self._handed_back.append(run_id)
+                raise
+            self._finished += 1
         finally:
             self.counts.gone(run_id)
             self.notify()
+
+    def _at_concurrency(self, member: Member, tenant: str | None) -> str | None:
+        """Whether the queue (or the tenant on it) has as many runs going as it may. DBOS bounds what it dequeues
+        by the same numbers, but it counts this engine's runs as they register on the loop, a moment after it
+        claimed them: a run it claimed one poll too early waits here, counted as queued."""
+        counts, spec = self.counts.queues[member.name], member.queue
+        if spec.concurrency is not None and len(counts.running) >= spec.concurrency:
+            return f"queue {member.name} runs {spec.concurrency} at once"
+        limit = spec.per_tenant_concurrency
+        if limit is not None and counts.tenant_running.get(tenant or "", 0) >= limit:
+            return f"tenant {tenant} runs {limit} at once on {member.name}"
+        return None
 
     async def _wait_change(self) -> None:
         """Until the controls change (a flag opened the queue) or this service wakes held runs."""
@@ -210,66 +235,15 @@ class FleetEngine:
     # -- reading --------------------------------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunView | None:
-        waiting = self.counts.waiting(run_id)
-        if waiting is not None:
-            return view_of_waiting(run_id, self.members[waiting.queue].hierarchy.name, waiting)
-        row = await anyio.to_thread.run_sync(self._read_row, run_id)
-        if row is not None:
-            return view_of_row(row)
-        if self.counts.knows(run_id):  # started a moment ago: its row is on its way to traces.db
-            return RunView(run_id=run_id, hierarchy=self._hierarchy_of(run_id), state="running")
-        durable = self.engine.durable
-        assert durable is not None and durable.host is not None
-        found = await durable.host.latest(run_id)
-        if found is None:
-            return None
-        _workflow, status, spec = found
-        state: Any = {"ENQUEUED": "queued", "CANCELLED": "cancelled", "PENDING": "running"}.get(status, "unknown")
-        return RunView(run_id=run_id, hierarchy=str(spec.get("name")), state=state, queue=spec.get("queue"),
-                       tenant=spec.get("tenant"), source=spec.get("source"), submitted=spec.get("submitted"))
+        from engine.serve.reads import get_run
 
-    def _hierarchy_of(self, run_id: str) -> str:
-        queue = self.counts.queue_of(run_id)
-        return self.members[queue].hierarchy.name if queue in self.members else ""
-
-    def _read_row(self, run_id: str) -> Any:
-        from engine.errors import InputError
-        from engine.store import open_reader
-
-        reader = open_reader(self.engine.store.dir)
-        try:
-            row = reader.get_run(run_id)
-        except InputError:
-            return None
-        finally:
-            reader.close()
-        return row if row is not None and row.id == run_id else None
+        return await get_run(self, run_id)
 
     async def list_runs(self, *, state: str | None = None, hierarchy: str | None = None,
                         tenant: str | None = None, limit: int = 100) -> list[RunView]:
-        views: list[RunView] = []
-        if state in (None, "queued"):
-            for name, counts in self.counts.queues.items():
-                member = self.members[name]
-                if hierarchy not in (None, name, member.hierarchy.name):
-                    continue
-                for run_id, waiting in reversed(counts.queued.items()):
-                    if tenant is None or waiting.tenant == tenant:
-                        views.append(view_of_waiting(run_id, member.hierarchy.name, waiting))
-        views = views[:limit]
-        if state != "queued" and len(views) < limit:
-            from engine.store import open_reader
+        from engine.serve.reads import list_runs
 
-            def read() -> list[Any]:
-                reader = open_reader(self.engine.store.dir)
-                try:
-                    return reader.list_runs(limit=limit - len(views), status=state, hierarchy=hierarchy,
-                                            tenant=tenant)
-                finally:
-                    reader.close()
-
-            views += [view_of_row(row) for row in await anyio.to_thread.run_sync(read)]
-        return views
+        return await list_runs(self, state=state, hierarchy=hierarchy, tenant=tenant, limit=limit)
 
     def hierarchies(self) -> list[str]:
         return sorted(self.members)
@@ -290,7 +264,8 @@ class FleetEngine:
 
     def health(self) -> Health:
         gate_state = self.engine.gate.health.state
-        status: Any = "stopping" if self.stopping else ("ok" if gate_state == "ok" else "degraded")
+        stopping = self.stopping or self.engine.controls.shutting_down is not None
+        status: Any = "stopping" if stopping else ("ok" if gate_state == "ok" else "degraded")
         return Health(status=status, engine_id=self.engine.store.engine_id, store=str(gate_state),
                       queued=self.counts.total_queued(), running=self.counts.total_running(),
                       version=engine_package.__version__)
@@ -359,9 +334,8 @@ class FleetEngine:
             with anyio.move_on_after(30):  # runs stopping record their end first
                 while set(self.counts.in_flight()) - set(queued):
                     await self._wake.wait()
-            handed = sorted(set(left))
-        else:
-            handed = []
+        # What is still counted never left DBOS's queue; the rest were stopped or held here and left in flight.
+        handed = sorted(set(self._handed_back) | set(self.counts.in_flight()))
         if self.scheduler is not None:
             self.scheduler.stop()
         self.publish()
@@ -389,8 +363,10 @@ async def open_fleet(store_dir: Path, fleet: FleetFile, *, resume: bool = True,
             try:
                 yield service
             finally:
-                if service.counts.in_flight() and service._halted is None:
+                if service._halted is None:
                     await service.drain(0)
+                # Whatever DBOS dequeues from now until it stops is handed back to the next engine too.
+                service._halted = durable.handing_back = durable.handing_back or "the engine is closing"
                 tasks.cancel_scope.cancel()
     finally:
         store.close()

@@ -63,7 +63,8 @@ def queue_rows(member: Member, counts: QueueCounts, controls: RuntimeControls, t
         rows.append(QueueRow(queue=member.name, tenant=tenant, hierarchy=hierarchy,
                              depth=counts.tenant_queued.get(tenant, 0), running=counts.tenant_running.get(tenant, 0),
                              oldest_age_s=oldest.get(tenant),
-                             admitted_per_min=0.0, rejected_total=counts.tenant_rejected.get(tenant, 0),
+                             admitted_per_min=counts.tenant_admitted_per_min(tenant, now),
+                             rejected_total=counts.tenant_rejected.get(tenant, 0),
                              max_depth=spec.per_tenant_max_depth, concurrency=spec.per_tenant_concurrency,
                              rate_limit=None, admission="paused" if paused == "paused" else "open", updated=now))
     return rows

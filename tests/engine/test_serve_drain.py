@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.durable.host import DurableHost
 from engine.serve.contracts import Refused, Submission
 from engine.serve.service import FleetEngine
 from engine.store import open_reader
@@ -107,3 +108,65 @@ def test_kill_9_with_queued_and_running_work_then_a_new_engine_finishes_each_run
     wait_until(lambda: store_lock_free(serving.store), timeout=30, what="the dead engine's writer to exit")
     assert len(ids) == 3 and serving.lines() == []
     _finish_on_restart(serving, ids)
+
+
+def test_an_engine_that_serves_no_queue_leaves_queued_runs_to_the_next_serve(tmp_path: Path) -> None:
+    import anyio
+
+    from engine.runtime.engine import Engine
+    from engine.store import open_engine_store
+
+    serving = Serving(tmp_path, "{concurrency: 1}")
+
+    async def body(fleet: FleetEngine) -> list[str]:
+        ids = [(await fleet.submit(Submission("serving", {}))).run_id for _ in range(2)]
+        await until(lambda: fleet.counts.queues["serving"].running, what="the first run to start")
+        await fleet.drain(0.1)
+        return ids
+
+    ids = serving.serve(body)
+    serving.open_gate()
+
+    async def plain() -> str | None:
+        with open_engine_store(serving.store) as store:
+            async with Engine(store, latency_scale=0.0, runbooks=False, durable=True, auto_resume=False) as engine:
+                assert engine.durable is not None and engine.durable.host is not None
+                host = engine.durable.host
+                with anyio.move_on_after(1.5):  # DBOS polls every 0.1 s: fifteen chances to take it
+                    await until_async(lambda: _not_enqueued(host, ids[1]), timeout=10, what="never")
+                return await host.status(ids[1])
+
+    assert anyio.run(plain) == "ENQUEUED"  # `flightdeck run --durable` does not dequeue a serve queue's runs
+    _finish_on_restart(serving, ids)
+
+
+async def _not_enqueued(host: DurableHost, run_id: str) -> bool:
+    return await host.status(run_id) != "ENQUEUED"
+
+
+def test_a_dead_engines_run_an_operator_killed_is_not_counted_as_queued_after_restart(tmp_path: Path) -> None:
+    from engine.controls.api import ControlAPI
+
+    serving = Serving(tmp_path, "{concurrency: 1}")
+    proc = start_python(HOLDER, str(serving.store), str(serving.fleet_path))
+    try:
+        ids = read_until(proc, "holding ", timeout=60).split("holding ", 1)[1].split()[:3]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    wait_until(lambda: store_lock_free(serving.store), timeout=30, what="the dead engine's writer to exit")
+    reader = open_reader(serving.store)
+    try:
+        [running] = [r for r in ids if reader.get_run(r) is not None]
+    finally:
+        reader.close()
+    with ControlAPI(serving.store, "ops") as api:
+        api.set_kill("run", running, "kill", "do not carry this one on")
+    serving.open_gate()
+    others = [r for r in ids if r != running]
+
+    async def restart(fleet: FleetEngine) -> None:
+        await until_async(lambda: _completed(fleet, others), timeout=60, what="the queued runs to complete")
+        assert fleet.health().queued == 0 and fleet.counts.in_flight() == []  # the killed one is no phantom
+
+    serving.serve(restart)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputError
-from engine.serve.contracts import Submission
+from engine.serve.contracts import Refused, Submission
 from engine.serve.fleet import fleet_of, load_fleet
 from engine.serve.service import FleetEngine, open_fleet
 from engine.store import open_reader
@@ -23,6 +23,9 @@ def test_submitted_runs_queue_then_run_fresh_and_a_key_names_one_run(tmp_path: P
 
     async def body(fleet: FleetEngine) -> list[str]:
         assert fleet.hierarchies() == ["serving"]
+        with pytest.raises(Refused) as unknown:
+            await fleet.submit(Submission("nope", {}))
+        assert unknown.value.status == 404 and "no hierarchy named 'nope'" in unknown.value.reason
         first = await fleet.submit(Submission("serving", {"request": "a"}, tenant="acme", idempotency_key="ev-1"))
         again = await fleet.submit(Submission("serving", {"request": "a"}, tenant="acme", idempotency_key="ev-1"))
         assert first.created and not again.created and again.run_id == first.run_id
@@ -94,7 +97,8 @@ def test_queue_state_is_published_every_second_per_queue_and_active_tenant(tmp_p
         [queue_row, tenant_row] = fleet.queues()
         assert (queue_row.max_depth, queue_row.concurrency, queue_row.rate_limit) == (50, 1, "10/1m")
         assert queue_row.admitted_per_min == 3 and queue_row.oldest_age_s is not None
-        assert tenant_row.tenant == "acme" and fleet.health().queued == 2 and fleet.health().running == 1
+        assert tenant_row.tenant == "acme" and tenant_row.admitted_per_min == 3
+        assert fleet.health().queued == 2 and fleet.health().running == 1 and fleet.health().status == "ok"
         serving.open_gate()
 
         async def done() -> bool:
