@@ -269,3 +269,15 @@ def test_port_zero_binds_a_free_port() -> None:
     finally:
         sock.close()
     assert isinstance(sock, socket.socket)
+
+
+def test_openapi_describes_exactly_the_routes_the_app_serves(fleet: FakeFleet) -> None:
+    from starlette.routing import Route
+
+    from engine.serve.openapi import build_openapi
+
+    app = build_app(fleet, token=None, environ={})
+    served_ops = {(route.path, method.lower()) for route in app.routes if isinstance(route, Route)
+                  for method in (route.methods or ()) if method != "HEAD"}
+    described = {(path, method) for path, ops in build_openapi(auth=False)["paths"].items() for method in ops}
+    assert served_ops == described
