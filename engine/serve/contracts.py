@@ -5,9 +5,12 @@ HTTP layer (http_api.py) calls and the engine side (service.py) implements."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from engine.store.trace_rows import QueueRow, ScheduleRow
+
+if TYPE_CHECKING:
+    from engine.serve.fleet import WebhookSpec
 
 # Where a submission came from: "api", "cli", "webhook:NAME", "schedule:NAME".
 Source = str
@@ -117,3 +120,7 @@ class FleetService(Protocol):
     def schedules(self) -> list[ScheduleRow]: ...
 
     def health(self) -> Health: ...
+
+    def webhook(self, name: str) -> WebhookSpec | None:
+        """The fleet.yaml webhook called `name` (POST /hooks/NAME), or None."""
+        ...

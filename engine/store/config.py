@@ -17,6 +17,9 @@
     [otel]                                           # OpenTelemetry export (engine/store/otel_config.py)
     endpoint = "http://127.0.0.1:4318"
 
+    [serve]                                          # `flightdeck serve` (engine/serve/)
+    token_env = "FLIGHTDECK_API_TOKEN"               # the variable holding the API's bearer token (never the token)
+
 Unknown keys are errors (a typo must not silently disable redaction). A missing default file means defaults; a
 missing explicit file is an error. Errors are InputErrors naming the file, the line (best effort) and the field.
 """
@@ -37,6 +40,7 @@ from engine.store.otel_config import OtelConfig
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_CONFIG_BYTES = 1024 * 1024
+DEFAULT_TOKEN_ENV = "FLIGHTDECK_API_TOKEN"
 
 
 class Strict(BaseModel):
@@ -99,12 +103,18 @@ class ConsoleConfig(Strict):
     bell: bool = False
 
 
+class ServeConfig(Strict):
+    # When this variable is set, every API route but /health and /hooks/* needs `Authorization: Bearer <value>`.
+    token_env: str = Field(DEFAULT_TOKEN_ENV, pattern=ENV_NAME)
+
+
 class StoreConfig(Strict):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     notifiers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")], Notifier] = Field(default_factory=dict)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     otel: OtelConfig = Field(default_factory=OtelConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 def load_config(store_dir: Path, config_file: str | os.PathLike[str] | None = None) -> StoreConfig:
