@@ -1,0 +1,396 @@
+"""View 8: Queues (serve mode). Per queue, and per tenant under it, what the engine publishes (traces.db `queues`):
+admission as a word AND a colour, depth against max_depth, the oldest item's age, admissions per minute, rejections,
+runs in flight and the limits (concurrency, rate, max depth); the deepest queue first, its tenants under it,
+deepest first. Below, the schedules (traces.db `schedules`) with their next fire time ("in 4m 10s") and last fire
+and run. Rows no engine refreshes any more say "as of <time> (no engine)" in the title, never pretend to be live.
+
+p pauses, d drains, o opens the selected queue (flag `queue.NAME`) or tenant (flag `tenant.NAME`): each shows what
+the change does to that queue now (a preview), asks for a reason and sets the flag through ControlAPI (audited),
+as the kill switches and flags of view 5 do. The engine applies it within a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from console.queue_status import (
+    SERVE_HINT,
+    QueuesSnapshot,
+    admission_word,
+    backed_up,
+    depth_fraction,
+    flag_name,
+    limits_text,
+    pending_flag,
+    relative,
+    span,
+)
+from console.screens.base import ConsoleContext, PaletteCommand
+from console.screens.read_only import write_bindings
+from console.screens.table_view import TableView
+from console.views_data.queues_feed import QueuesFeed
+from console.widgets.modals import REASON, FormModal, FormResult
+from console.widgets.safe import literal, printable
+from console.widgets.text_pane import TextLines
+from console.widgets.virtual_table import Column, VirtualTable
+from engine.timefmt import clock
+
+if TYPE_CHECKING:
+    from engine.store.control_rows import FlagSetting
+    from engine.store.trace_rows import QueueRow, ScheduleRow
+
+# key -> (flag value, verb, what it does)
+ACTIONS = {
+    "pause": ("paused", "pause", "submissions are refused (HTTP 503 with the reason) and queued runs wait; runs in "
+                                 "flight continue"),
+    "drain": ("draining", "drain", "submissions are refused; queued runs still start until the queue is empty"),
+    "open": ("open", "open", "submissions are admitted again (within the queue's limits); queued runs start"),
+}
+TENANT_ACTIONS = {
+    "pause": "that tenant's submissions are refused (HTTP 503) on every queue; its queued and running runs continue",
+    "open": "that tenant's submissions are admitted again on every queue",
+}
+
+COLUMNS = (
+    Column("admission", "ADMISSION", 9),
+    Column("name", "QUEUE / TENANT", 17, flex=2, max_width=36),
+    Column("depth", "DEPTH", 9, align="right"),
+    Column("oldest", "OLDEST", 8, align="right"),
+    Column("admitted", "ADMIT/MIN", 9, align="right"),
+    Column("rejected", "REJECTED", 8, align="right"),
+    Column("running", "RUNNING", 7, align="right"),
+    Column("limits", "LIMITS", 18, flex=1, max_width=30, drop=1),
+)
+SCHEDULE_COLUMNS = (
+    Column("name", "SCHEDULE", 14, flex=2, max_width=30),
+    Column("hierarchy", "HIERARCHY", 12, flex=1, max_width=24),
+    Column("cron", "CRON", 13, flex=1, max_width=24),
+    Column("next", "NEXT FIRE", 12, align="right"),
+    Column("last", "LAST FIRE", 12, align="right"),
+    Column("run", "LAST RUN", 12, drop=2),
+    Column("missed", "MISSED", 8, drop=1),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLine:
+    """A row of the table: a queue (tenant "") or a tenant of it, with its queue's figures for the ordering."""
+
+    row: QueueRow
+    queue_depth: int
+    queue_oldest: float
+    pending: str | None  # a flag value set but not yet applied by an engine
+
+
+def queue_cell(line: QueueLine, column: str, now: float) -> Text | str:
+    row = line.row
+    if column == "admission":
+        word, style = admission_word(row.admission)
+        text = Text(word, style=style, end="")
+        if line.pending:
+            text.append(f"→{admission_word(line.pending)[0]}", style="bold yellow")
+        return text
+    if column == "name":
+        if row.tenant:
+            text = Text("  └ tenant ", style="dim", end="")
+            text.append_text(literal(row.tenant, limit=40))
+            return text
+        return literal(row.queue, "bold", limit=40)
+    if column == "depth":
+        fraction = depth_fraction(row)
+        shown = f"{row.depth}/{row.max_depth}" if row.max_depth else str(row.depth)
+        style = "bold red" if backed_up(row) and fraction is not None and fraction >= 0.8 else ""
+        return Text(shown, style=style, end="")
+    if column == "oldest":
+        if row.oldest_age_s is None:
+            return Text("-", style="dim", end="")
+        return Text(span(float(row.oldest_age_s)), style="bold red" if "oldest" in (backed_up(row) or "") else "",
+                    end="")
+    if column == "admitted":
+        return f"{float(row.admitted_per_min):.0f}"
+    if column == "rejected":
+        return Text(str(row.rejected_total), style="bold yellow" if row.rejected_total else "", end="")
+    if column == "running":
+        return str(row.running)
+    if column == "limits":
+        return limits_text(row) if not row.tenant else Text(limits_text(row), style="dim", end="")
+    return ""
+
+
+def queue_sort(line: QueueLine, column: str) -> Any:
+    """The queue's figures first (tenants stay under their queue), then the tenant's."""
+    row = line.row
+    own = float(row.oldest_age_s or 0.0)
+    if column == "oldest":
+        group: tuple[Any, ...] = (-line.queue_oldest, -line.queue_depth, row.queue)
+        mine: tuple[Any, ...] = (-own, -row.depth, row.tenant)
+    elif column == "name":
+        group, mine = (row.queue.lower(),), (row.tenant.lower(),)
+    elif column == "rejected":
+        group, mine = (row.queue,), (-row.rejected_total, row.tenant)
+    else:  # depth: the deepest first, the oldest first among equals
+        group, mine = (-line.queue_depth, -line.queue_oldest, row.queue), (-row.depth, -own, row.tenant)
+    return (*group, row.tenant != "", *mine)
+
+
+def queue_words(line: QueueLine) -> str:
+    row = line.row
+    return " ".join(str(v or "") for v in (row.queue, row.tenant, row.hierarchy, row.admission,
+                                           backed_up(row))).lower()
+
+
+def schedule_cell(row: ScheduleRow, column: str, now: float) -> Text | str:
+    if column in ("name", "hierarchy", "cron", "missed"):
+        return literal(getattr(row, column), limit=60)
+    if column == "next":
+        if row.next_fire is None:
+            return Text("-", style="dim", end="")
+        late = float(row.next_fire) < now - 1
+        return Text(relative(row.next_fire, now), style="bold yellow" if late else "", end="")
+    if column == "last":
+        return relative(row.last_fire, now)
+    if column == "run":
+        return literal(row.last_run_id or "-", limit=40)
+    return ""
+
+
+def schedule_sort(row: ScheduleRow, column: str) -> Any:
+    return (row.next_fire is None, float(row.next_fire or 0.0), row.name)
+
+
+def lines_of(snapshot: QueuesSnapshot) -> dict[tuple[str, str], QueueLine]:
+    queues = {r.queue: r for r in snapshot.rows if not r.tenant}
+    out: dict[tuple[str, str], QueueLine] = {}
+    for row in snapshot.rows:
+        parent = queues.get(row.queue, row)
+        out[(row.queue, row.tenant)] = QueueLine(row, int(parent.depth), float(parent.oldest_age_s or 0.0),
+                                                 pending_flag(snapshot, row))
+    return out
+
+
+class QueuesView(TableView):
+    DEFAULT_CSS = """
+    QueuesView > #queues-table {
+        height: 2fr;
+        min-height: 5;
+    }
+    QueuesView > #schedules-table {
+        height: 1fr;
+        min-height: 4;
+    }
+    """
+
+    BINDINGS = [*write_bindings(
+        Binding("p", "queue_flag('pause')", "Pause", id="queue_pause",
+                tooltip="Pause the selected queue or tenant: submissions refused, queued runs wait (preview, "
+                        "reason, audited)"),
+        Binding("d", "queue_flag('drain')", "Drain", id="queue_drain",
+                tooltip="Drain the selected queue: submissions refused, queued runs still start (preview, reason, "
+                        "audited)"),
+        Binding("o", "queue_flag('open')", "Open", id="queue_open",
+                tooltip="Open (resume) the selected queue or tenant: submissions admitted again (preview, reason, "
+                        "audited)"),
+    )]
+
+    SORTS = (
+        ("depth", False, "depth, deepest first"),
+        ("oldest", False, "oldest item, oldest first"),
+        ("rejected", False, "rejections, most first"),
+        ("name", False, "queue, A to Z"),
+    )
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx, view_id="queues")
+        self.feed = QueuesFeed(ctx)  # type: ignore[assignment]
+        self.poller._fetch = self.feed.poll  # type: ignore[assignment]
+        self.snapshot: QueuesSnapshot | None = None
+        self.hint = "Loading queues…"
+
+    def compose(self) -> ComposeResult:
+        yield TextLines(id="queues-title")
+        yield self.filter_box()
+        yield VirtualTable(COLUMNS, cell=queue_cell, sort_value=queue_sort, matches=self.matches,
+                           now=self.ctx.clock, sort_column="depth",
+                           empty_text=f"no queue published: {SERVE_HINT}", id="queues-table")
+        yield TextLines(id="schedules-title")
+        yield VirtualTable(SCHEDULE_COLUMNS, cell=schedule_cell, sort_value=schedule_sort,
+                           matches=lambda d, f: True, now=self.ctx.clock, sort_column="next",
+                           empty_text="no schedule published (fleet.yaml `schedules:`)", id="schedules-table")
+
+    @property
+    def table(self) -> VirtualTable:
+        return self.query_one("#queues-table", VirtualTable)
+
+    @property
+    def schedules(self) -> VirtualTable:
+        return self.query_one("#schedules-table", VirtualTable)
+
+    def on_mount(self) -> None:
+        self._titles()
+
+    def on_unmount(self) -> None:
+        super().on_unmount()
+        self.feed.close()  # type: ignore[attr-defined]
+
+    def filter_words(self, row: Any) -> str:
+        return queue_words(row)
+
+    def refresh_title(self) -> None:
+        self._titles()
+
+    def apply(self, snapshot: QueuesSnapshot) -> None:
+        self.loaded = True
+        self.snapshot = snapshot
+        lines = lines_of(snapshot)
+        table = self.table
+        table.remove([key for key in list(table.keys()) if key not in lines])
+        table.upsert(lines.items())
+        schedules = {row.name: row for row in snapshot.schedules}
+        self.schedules.remove([key for key in list(self.schedules.keys()) if key not in schedules])
+        self.schedules.upsert(schedules.items())
+        self._titles()
+        self._update_hint()
+
+    def tick(self) -> None:
+        super().tick()
+        self._titles()
+
+    def _titles(self) -> None:
+        snapshot = self.snapshot
+        rows = snapshot.rows if snapshot else []
+        queues = [r for r in rows if not r.tenant]
+        text = Text(end="")
+        text.append("QUEUES ", style="bold")
+        if not queues:
+            text.append("none published", style="dim")
+        else:
+            text.append(f"{len(queues)} · {sum(r.depth for r in queues)} queued · "
+                        f"{sum(r.running for r in queues)} running")
+            backed = [r for r in queues if backed_up(r)]
+            if backed:
+                text.append(f" · {len(backed)} BACKED UP", style="bold white on red")
+        if snapshot is not None and snapshot.stale and snapshot.as_of is not None:
+            who = "no engine" if not snapshot.engine_alive else "not updated"
+            text.append(f"  as of {clock(snapshot.as_of)} ({who})", style="bold yellow")
+        text.append_text(self.title_suffix())
+        if self.ctx.read_only:
+            text.append("  · read-only: p/d/o are disabled", style="bold yellow")
+        self.query_one("#queues-title", TextLines).update(text)
+        sched = Text(end="")
+        sched.append("SCHEDULES ", style="bold")
+        count = len(snapshot.schedules) if snapshot else 0
+        sched.append(f"{count}, the next to fire first" if count else "none published", style="" if count else "dim")
+        self.query_one("#schedules-title", TextLines).update(sched)
+
+    def selected(self) -> QueueRow | None:
+        key = self.table.cursor_key
+        line = self.table.get(key) if key is not None else None
+        return line.row if line is not None else None
+
+    def _update_hint(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is None:
+            self.hint = "Loading queues…"
+            return
+        if not snapshot.rows:
+            self.hint = f"No queue published yet: {SERVE_HINT}."
+            return
+        if snapshot.stale:
+            when = clock(snapshot.as_of)
+            self.hint = (f"These figures are as of {when}: no engine publishes them now"
+                         f"{'' if snapshot.engine_alive else ' (no engine is running)'}. p/d/o still set the flags "
+                         f"the next engine applies.")
+            return
+        backed = [r for r in snapshot.rows if not r.tenant and backed_up(r)]
+        if backed and not self.ctx.read_only:
+            worst = backed[0]
+            self.hint = (f"Queue {printable(worst.queue, limit=30)} is backed up ({backed_up(worst)}): select its "
+                         f"noisiest tenant and press p to pause it, or d drains the queue, o opens it again.")
+        elif backed:
+            self.hint = f"Queue {printable(backed[0].queue, limit=30)} is backed up (read-only console)."
+        else:
+            self.hint = "Queues healthy. p pauses the selected queue or tenant · d drains a queue · o opens it."
+
+    @on(VirtualTable.CursorMoved, "#queues-table")
+    def _moved(self, event: VirtualTable.CursorMoved) -> None:
+        self._update_hint()
+
+    # -- p / d / o ------------------------------------------------------------------------------------------------
+
+    def action_queue_flag(self, action: str) -> None:
+        if self.ctx.read_only:
+            self.client.run("queue", lambda api: None)
+            return
+        row = self.selected()
+        if row is None:
+            self.notify(f"No queue selected: {SERVE_HINT}.", severity="warning", markup=False)
+            return
+        if row.tenant and action == "drain":
+            self.notify("A tenant cannot be drained (tenant.NAME is open or paused): p pauses it; d drains the "
+                        "whole queue from its own row.", severity="warning", markup=False)
+            return
+        value, verb, _ = ACTIONS[action]
+        name = flag_name(row.queue, row.tenant)
+        current = (self.snapshot.flags.get(name) if self.snapshot else None)
+        if action == "open" and current is None and row.admission == "open":
+            self.notify(f"{name} is already open: nothing to do.", markup=False)
+            return
+        body = self._preview(row, action, current)
+        what = f"tenant {row.tenant}" if row.tenant else f"queue {row.queue}"
+
+        def done(result: FormResult | None) -> None:
+            if result is None:
+                self.notify("Nothing was changed.", title="Queues", markup=False)
+                return
+
+            def written(flag: FlagSetting) -> None:
+                self.notify(f"{flag.name}={value} by {self.ctx.operator} (audited). The engine applies it within "
+                            f"a second.", title="Queues", markup=False)
+                self.refresh_now()
+
+            if action == "open" and current is not None:
+                # Back to the default (open): the flag is cleared, not left in force as "=open" forever.
+                self.client.run("queue-flag", lambda api: api.clear_flag(name, "global", reason=result.reason),
+                                written)
+            else:
+                self.client.run("queue-flag", lambda api: api.set_flag(name, value, "global",
+                                                                       reason=result.reason), written)
+
+        self.app.push_screen(FormModal(f"{verb.capitalize()} {printable(what, limit=60)}", body, fields=[REASON],
+                                       danger=action != "open", submit_label=f"Enter: {verb} {what}"), done)
+
+    def _preview(self, row: QueueRow, action: str, current: str | None) -> Text:
+        """What the change does to this queue (or tenant) now: the preview of the confirmation."""
+        value, verb, does = ACTIONS[action]
+        name = flag_name(row.queue, row.tenant)
+        body = Text(end="")
+        who = f"Tenant {printable(row.tenant, limit=40)} of queue " if row.tenant else "Queue "
+        body.append(f"{who}{printable(row.queue, limit=40)} ({printable(row.hierarchy, limit=40)}) is ")
+        word, style = admission_word(row.admission)
+        body.append(word, style=style)
+        body.append(f": {row.depth} queued, {row.running} running, oldest waiting "
+                    f"{span(float(row.oldest_age_s)) if row.oldest_age_s is not None else '-'}, "
+                    f"{float(row.admitted_per_min):.0f} admitted/min, {row.rejected_total} rejected.\n")
+        if current is not None:
+            body.append(f"In force now: {name}={current}" + (" (o clears it)" if action == "open" else "") + ".\n",
+                        style="dim")
+        body.append(f"{name}={value}: ", style="bold")
+        body.append((TENANT_ACTIONS[action] if row.tenant else does) + ".\n")
+        if self.snapshot is not None and self.snapshot.flags.get("runs.admission") == "paused" and action == "open":
+            body.append("runs.admission=paused is in force globally: no run is admitted until it is cleared "
+                        "(view 5, c).\n", style="bold yellow")
+        body.append("The flag is audited and stays until changed (view 5 lists it).", style="dim")
+        return body
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        if self.ctx.read_only:
+            return []
+        return [PaletteCommand(f"Queue: {verb} the selected queue or tenant", "Preview, then a reason",
+                               lambda a=action: self.action_queue_flag(a))
+                for action, (_, verb, _) in ACTIONS.items()]
