@@ -123,8 +123,25 @@ def queue_cell(line: QueueLine, column: str, now: float) -> Text | str:
     return ""
 
 
+REVERSED = ":reversed"  # a sort column with this suffix is the reverse order, tenants still under their queue
+
+
+def _flip(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The reverse order of a key of numbers and strings (a string's characters negated, then a sentinel)."""
+    return tuple(-v if isinstance(v, (int, float)) else (*(-ord(c) for c in v), 1) for v in key)
+
+
 def queue_sort(line: QueueLine, column: str) -> Any:
-    """The queue's figures first (tenants stay under their queue), then the tenant's."""
+    """The queue's figures first (tenants stay under their queue, in either direction), then the tenant's."""
+    row = line.row
+    if column.endswith(REVERSED):
+        group, mine = _sort_parts(line, column[:-len(REVERSED)])
+        return (*_flip(group), row.tenant != "", *_flip(mine))
+    group, mine = _sort_parts(line, column)
+    return (*group, row.tenant != "", *mine)
+
+
+def _sort_parts(line: QueueLine, column: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     row = line.row
     own = float(row.oldest_age_s or 0.0)
     if column == "oldest":
@@ -136,7 +153,7 @@ def queue_sort(line: QueueLine, column: str) -> Any:
         group, mine = (row.queue,), (-row.rejected_total, row.tenant)
     else:  # depth: the deepest first, the oldest first among equals
         group, mine = (-line.queue_depth, -line.queue_oldest, row.queue), (-row.depth, -own, row.tenant)
-    return (*group, row.tenant != "", *mine)
+    return group, mine
 
 
 def queue_words(line: QueueLine) -> str:
@@ -243,6 +260,17 @@ class QueuesView(TableView):
 
     def refresh_title(self) -> None:
         self._titles()
+
+    def action_reverse_sort(self) -> None:
+        """S: the reverse order, each queue's tenants still under it (a plain reverse would put them above)."""
+        column = self.table.sort_column
+        column = column[:-len(REVERSED)] if column.endswith(REVERSED) else column + REVERSED
+        self.table.set_sort(column, False)
+        self.refresh_title()
+
+    def sort_words(self) -> str:
+        words = self.SORTS[self.sort_index][2]
+        return words.split(",")[0] + ", reversed" if self.table.sort_column.endswith(REVERSED) else words
 
     def apply(self, snapshot: QueuesSnapshot) -> None:
         self.loaded = True

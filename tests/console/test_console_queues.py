@@ -270,3 +270,22 @@ def test_backed_up_reasons() -> None:
     assert relative(FIXED_NOW + 250, FIXED_NOW) == "in 4m 10s"
     assert relative(FIXED_NOW - 7300, FIXED_NOW) == "2h 1m ago"
     assert relative(FIXED_NOW, FIXED_NOW) == "now" and relative(None, FIXED_NOW) == "-"
+
+
+async def test_sorts_keep_tenants_under_their_queue_and_the_command_line_opens_the_view(store: Path) -> None:
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *":queues"[1:], "enter")
+        view = app.main.view("queues")
+        await wait_for(pilot, lambda: view.loaded and app.main.active_id == "queues", what=":queues")
+        await pilot.press("s")  # oldest item first
+        assert shown(view) == [("deal-desk", ""), ("deal-desk", "acme"), ("deal-desk", "initech"),
+                               ("support-triage", ""), ("support-triage", "globex")]
+        await pilot.press("s", "s")  # queue, A to Z
+        await pilot.press("S")  # reversed: support-triage first, its tenant still under it
+        assert shown(view)[0] == ("support-triage", "") and shown(view)[1][0] == "support-triage"
+        assert "sorted by queue, reversed" in text_of(view.query_one("#queues-title"))
+        await pilot.press("S")
+        assert shown(view)[0] == ("deal-desk", "")
+        await pilot.press("slash", *"initech", "enter")
+        await wait_for(pilot, lambda: shown(view) == [("deal-desk", "initech")], what="filtered")
