@@ -79,7 +79,7 @@ def text_of(widget: Any) -> str:
 
 
 async def test_queues_deepest_first_tenants_under_their_queue_with_words(store: Path) -> None:
-    from console.screens.queues import queue_cell, schedule_cell
+    from console.screens.queues_table import queue_cell, schedule_cell
 
     app = app_for(store)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -103,7 +103,7 @@ async def test_queues_deepest_first_tenants_under_their_queue_with_words(store: 
 
 
 async def test_paused_admission_is_a_word_not_only_a_colour(tmp_path: Path) -> None:
-    from console.screens.queues import queue_cell
+    from console.screens.queues_table import queue_cell
 
     rows = ((*QUEUES[0][:11], "paused"), (*QUEUES[2][:11], "draining"))
     store = queues_store(tmp_path / "store", queues=rows)
@@ -176,7 +176,7 @@ async def test_p_d_o_set_the_flags_with_a_preview_a_reason_and_an_audit_row(stor
         assert flags["tenant.acme"] == ("paused", "alice") and flags["queue.deal-desk"] == ("draining", "alice")
         # The published admission does not show it yet (no engine applied it): the row says where it is going.
         await wait_for(pilot, lambda: view.table.get(("deal-desk", "")).pending == "draining", what="pending")
-        from console.screens.queues import queue_cell
+        from console.screens.queues_table import queue_cell
 
         assert queue_cell(view.table.get(("deal-desk", "")), "admission", FIXED_NOW).plain == "open→DRAINING"
         await pilot.press("o")
