@@ -11,6 +11,7 @@ as the kill switches and flags of view 5 do. The engine applies it within a seco
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -18,6 +19,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 
+from console.polling import Poller
 from console.queue_status import SERVE_HINT, QueuesSnapshot, admission_word, backed_up, flag_name, span
 from console.screens.base import ConsoleContext, PaletteCommand
 from console.screens.queues_table import (
@@ -89,8 +91,9 @@ class QueuesView(TableView):
 
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="queues")
-        self.feed = QueuesFeed(ctx)  # type: ignore[assignment]
-        self.poller._fetch = self.feed.poll  # type: ignore[assignment]
+        self.queues_feed = QueuesFeed(ctx)
+        self.poller = Poller(self, name="queues", fetch=self.queues_feed.poll, render=self.apply,
+                             interval=max(0.25, ctx.poll_interval), report_error=ctx.report_error)
         self.snapshot: QueuesSnapshot | None = None
         self.hint = "Loading queues…"
 
@@ -116,9 +119,17 @@ class QueuesView(TableView):
     def on_mount(self) -> None:
         self._titles()
 
+    def on_activate(self, arg: str | None) -> None:
+        self.queues_feed.invalidate()  # shown again: repaint from a fresh read
+        super().on_activate(arg)
+
+    def refresh_now(self) -> None:
+        self.queues_feed.invalidate()
+        super().refresh_now()
+
     def on_unmount(self) -> None:
         super().on_unmount()
-        self.feed.close()  # type: ignore[attr-defined]
+        self.queues_feed.close()
 
     def filter_words(self, row: Any) -> str:
         return queue_words(row)
@@ -285,5 +296,5 @@ class QueuesView(TableView):
         if self.ctx.read_only:
             return []
         return [PaletteCommand(f"Queue: {verb} the selected queue or tenant", "Preview, then a reason",
-                               lambda a=action: self.action_queue_flag(a))
+                               partial(self.action_queue_flag, action))
                 for action, (_, verb, _) in ACTIONS.items()]
