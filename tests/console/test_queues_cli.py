@@ -68,6 +68,9 @@ def test_json_and_stale_rows(store_dir: Path) -> None:
 
 def test_empty_store_says_how_to_start_serve_mode(store_dir: Path) -> None:
     proc = cli(store_dir)
+    assert proc.returncode == 3 and "no store at" in proc.stderr  # a typo in --store is not an empty store
+    store_dir.mkdir()
+    proc = cli(store_dir)
     assert proc.returncode == 0, proc.stderr
     assert "no queue published on this store: start serve mode with `flightdeck serve`" in proc.stdout
 

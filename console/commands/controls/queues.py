@@ -76,6 +76,11 @@ def _snapshot(args: argparse.Namespace) -> QueuesSnapshot:
 
 def handle_queues(args: argparse.Namespace) -> int:
     if args.action == "list":
+        if not store_dir_arg(args).is_dir():
+            from engine.errors import StoreError
+
+            raise StoreError(f"no store at {store_dir_arg(args)} (nothing has been recorded there yet; pass --store "
+                             f"or set FLIGHTDECK_STORE)")
         return _list(args, _snapshot(args))
     if not args.queue:
         raise InputError(f"`queues {args.action}` needs the queue, e.g. `flightdeck queues {args.action} "
