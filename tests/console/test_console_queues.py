@@ -289,3 +289,18 @@ async def test_sorts_keep_tenants_under_their_queue_and_the_command_line_opens_t
         assert shown(view)[0] == ("deal-desk", "")
         await pilot.press("slash", *"initech", "enter")
         await wait_for(pilot, lambda: shown(view) == [("deal-desk", "initech")], what="filtered")
+
+
+async def test_rows_update_in_place_as_the_engine_publishes(store: Path) -> None:
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show_queues(pilot)
+        view.table.select_key(("support-triage", "globex"))
+        drained = tuple((*r[:3], 0 if r[0] == "deal-desk" else r[3], *r[4:]) for r in QUEUES)
+        write_queues(store, drained, updated=FIXED_NOW - 0.2)
+        await wait_for(pilot, lambda: view.table.get(("deal-desk", "")).row.depth == 0, what="new depth")
+        assert shown(view)[0] == ("support-triage", "")  # now the deepest
+        assert view.table.cursor_key == ("support-triage", "globex")  # the cursor follows its row
+        await wait_for(pilot, lambda: app.main.header.slot_text("queues") == "12 queued · 6 running",
+                       what="header calm again")
+        assert "Queues healthy" in view.hint
