@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 STALE_AFTER_S = 5.0  # the engine publishes every second: older rows are "as of <time>", not live
 BACKED_UP_FRACTION = 0.8  # of max_depth
 OLD_ITEM_S = 300.0  # the oldest queued item has waited this long
-SERVE_HINT = "start serve mode with `flightdeck serve` (docs/operations.md, \"Run it as a service\")"
+SERVE_HINT = "start serve mode with `flightdeck serve` (README, \"Run it as a service\")"
 
 # admission -> (word, style). Never colour alone: the word is always there.
 ADMISSION = {
