@@ -8,6 +8,7 @@ declared in console/screens/registry.py.)
 - kill switches: "N active" (crit; says when one is not yet acknowledged); a GLOBAL switch shows the halt banner.
   A switch limited to a run that has ended is "spent" (info): it stops nothing and raises no alarm.
 - safe-mode: the active flags "tools.side_effects=off, …" (warn); a global runs.admission=paused shows the banner.
+- queues (first row, serve mode only): depth, and the backed-up alarm (console/queue_slots.py).
 - needs reconcile (first on the row, shown only while a run waits): durable runs whose side effect's outcome is
   unknown, "2 runs · flightdeck reconcile ID" (crit), naming the run that has waited longest.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from console.incident_slots import incidents_slot
+from console.queue_slots import queues_slot
 from console.widgets.header import HeaderContext, HeaderSlot, SlotValue, register_header_slot
 from console.widgets.safe import printable
 from engine.controls import approvals, flag_settings, kill_switches
@@ -155,6 +157,7 @@ SLOTS = (
     HeaderSlot("kill_switches", "kill switches", kill_switches_slot, row=2),
     HeaderSlot("safe_mode", "safe-mode", safe_mode_slot, row=2),
     HeaderSlot("incidents", "incidents", incidents_slot, row=2),
+    HeaderSlot("queues", "queues", queues_slot, row=1),  # serve mode only (an empty value is not shown)
 )
 
 

@@ -114,4 +114,7 @@ VIEWS: list[ViewSpec] = [
              module="console.screens.runbooks"),
     ViewSpec("audit", "Audit", "7", lazy("console.screens.audit", "AuditView"), ("audit",),
              "the audit log, newest first, with the hash-chain verification", module="console.screens.audit"),
+    ViewSpec("queues", "Queues", "8", lazy("console.screens.queues", "QueuesView"), ("queues", "qu"),
+             "serve-mode queues and tenants (depth, age, rate, limits, admission) and schedules; p pause, d drain, "
+             "o open", module="console.screens.queues"),
 ]

@@ -6,14 +6,13 @@ Layout (3 lines):
     engines 1 alive │ runs 3 active · 120 completed · 2 failed (1h) │ spend $0.12/min · cap n/a
     breakers n/a │ approvals n/a │ kill switches n/a │ safe-mode n/a │ incidents n/a
 
-HOW A FEATURE ADDS A SLOT (breakers, approvals, kill switches...): write a fetch function that runs on a worker
-thread and returns a SlotValue (text, level, a short form, an alarm sentence), and register it with
-`register_header_slot(HeaderSlot(id, label, fetch, row=2))`, replacing the "n/a" placeholder with the same id.
-console/header_slots.py is the worked example.
+HOW A FEATURE ADDS A SLOT (breakers, approvals...): write a fetch function that runs on a worker thread and returns
+a SlotValue (text, level, a short form, an alarm sentence), and register it with `register_header_slot(HeaderSlot(
+id, label, fetch, row=2))`, replacing the "n/a" placeholder with the same id (console/header_slots.py).
 
 A critical slot's `alarm` (level "crit") replaces the hint line's sentence; a `halt` text shows the banner nobody
-can miss (a global kill switch, safe mode). Fetches run in the header's poller thread, once a second, each with
-the poll's TraceReader and the store's ControlDB; keep them to a few short queries.
+can miss (a global kill switch, safe mode); an empty text is not shown. Fetches run in the header's poller thread,
+once a second, each with the poll's TraceReader and ControlDB; keep them to a few short queries.
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ LEVEL_STYLE = {
 # One ordering of alarms everywhere (issue 15): which critical slot speaks on the hint line, and which slot keeps
 # its place longest when a header line is too narrow (console/widgets/header_fit.py). Approvals first only while
 # one is about to expire (critical under 30 s: it is lost in seconds); then runs waiting for a reconcile decision,
-# incidents, stale engines and a degraded store, breakers, kill switches, safe mode. Slots not named come after.
-ALARM_ORDER = ("approvals", "reconcile", "incidents", "engines", "breakers", "kill_switches", "safe_mode", "runs",
-               "spend")
+# incidents, stale engines and a degraded store, breakers, backed-up queues, kill switches, safe mode. The rest after.
+ALARM_ORDER = ("approvals", "reconcile", "incidents", "engines", "breakers", "queues", "kill_switches", "safe_mode",
+               "runs", "spend")
 
 WINDOW_S = 3600.0  # "in the last hour"
 SPEND_WINDOW_S = 300.0  # spend rate window: runs started in the last 5 minutes
@@ -332,14 +331,15 @@ class HeaderStrip(Widget):
             else:
                 left.append(label)
         mode = "read-only" if self.read_only else "read-write"
-        right = Text(end="")
-        right.append(printable(self.operator, limit=20), style="bold")
-        right.append(" · ")
-        right.append(mode, style="bold yellow" if self.read_only else "")
-        right.append(" · " + clock(self.clock(), with_seconds=not narrow) + " ")
-        gap = width - left.cell_len - right.cell_len
-        if gap < 1:
-            # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.
+        for tail in (" · " + clock(self.clock(), with_seconds=not narrow) + " ", " "):  # the clock goes first
+            right = Text(printable(self.operator, limit=20), style="bold", end="")
+            right.append(" · ")
+            right.append(mode, style="bold yellow" if self.read_only else "")
+            right.append(tail)
+            gap = width - left.cell_len - right.cell_len
+            if gap >= 1:
+                break
+        else:  # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.
             right = Text(f"{mode} ", style="bold yellow" if self.read_only else "", end="")
             gap = max(1, width - left.cell_len - right.cell_len)
         return Text.assemble(left, " " * gap, right, end="")
@@ -359,8 +359,8 @@ class HeaderStrip(Widget):
                 if not slot.quiet:
                     parts.append(Part(slot.label, ("…",), "dim", 0, (0, 0)))
                 continue
-            if slot.quiet and value.level not in ("warn", "crit"):
-                continue
+            if not value.text or (slot.quiet and value.level not in ("warn", "crit")):
+                continue  # an empty value (a slot with nothing to say on this store) is not shown
             text = printable(value.text, limit=80)
             short = printable(value.short, limit=80) if value.short else None
             # Narrow terminals (<120 columns) start from the short form; the fit shortens or hides by urgency.

@@ -55,6 +55,7 @@ class Facts:
 
     run_hierarchy: dict[str, str] = field(default_factory=dict)
     pending_approvals: dict[str, PendingApproval] = field(default_factory=dict)
+    queues: dict[tuple[str, str], Any] = field(default_factory=dict)  # (queue, tenant) -> the latest QueueRow
 
     def hierarchy_of(self, run_id: str | None) -> str | None:
         return self.run_hierarchy.get(run_id) if run_id else None
@@ -394,6 +395,10 @@ _DETECTORS: dict[str, type[Detector]] = {
 
 
 def make_detector(condition: Condition) -> Detector:
+    if condition.signal == "queue_backlog":  # serve mode's queues: engine/runbooks/queue_detectors.py
+        from engine.runbooks.queue_detectors import QueueBacklogDetector
+
+        return QueueBacklogDetector(condition)
     return _DETECTORS[condition.signal](condition)
 
 

@@ -46,6 +46,8 @@ _SCOPE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "agent": frozenset({"scope", "target", "agent", "hierarchy", "run"}),
     "tool": frozenset({"scope", "target", "tool", "agent", "hierarchy", "run"}),
 }
+# What a signal's detection fills beyond its scope's (a queue detection: the queue and its noisiest tenant).
+_SIGNAL_PLACEHOLDERS: dict[str, frozenset[str]] = {"queue_backlog": frozenset({"queue", "tenant", "hierarchy"})}
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -181,7 +183,7 @@ class _Checker:
             self.check_condition(index, condition)
         available = frozenset(PLACEHOLDERS)
         for condition in self.spec.detect:
-            available &= _SCOPE_PLACEHOLDERS[condition.scope]
+            available &= _SCOPE_PLACEHOLDERS[condition.scope] | _SIGNAL_PLACEHOLDERS.get(condition.signal, frozenset())
         for index, action in enumerate(self.spec.actions):
             self.check_action(index, action, available)
         if not self.spec.rollback.manual and not self.spec.control_actions:

@@ -23,7 +23,7 @@ from engine.runbooks.signals import SIGNAL_NAMES, signal_spec
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"  # also valid inside the audit actor `runbook:ID`
 TARGET_NAME = r"^[A-Za-z0-9_\-]+$"  # notifier names, as in engine.store.config
-PLACEHOLDERS: tuple[str, ...] = ("hierarchy", "agent", "tool", "run", "target", "scope")
+PLACEHOLDERS: tuple[str, ...] = ("hierarchy", "agent", "tool", "run", "target", "scope", "queue", "tenant")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 Severity = Literal["sev1", "sev2", "sev3", "sev4"]

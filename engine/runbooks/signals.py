@@ -1,7 +1,8 @@
 """The signal vocabulary: what a runbook's `detect` conditions can measure.
 
 Every signal is computed from the engine's committed event stream (TraceWriter.on_commit), never by polling the
-store. Two kinds:
+store (queue_backlog reads the queue rows the engine publishes, which the writer hands on as `queue.state`). Two
+kinds:
 
 - window signals are measured over the last `for` (a sliding window): counts, rates, sums, percentiles;
 - gauge signals are a current value (pending approvals); their condition must hold continuously for `for`.
@@ -122,6 +123,16 @@ SIGNALS: tuple[SignalSpec, ...] = (
         "runs_abandoned", "window", "runs", ("global", "hierarchy"),
         "How many runs were marked abandoned (their engine died without ending them) in the window; counted when "
         "the next engine starts on the store and cleans up."),
+    SignalSpec(
+        "queue_backlog", "gauge", "percent, items or seconds", ("global", "hierarchy"),
+        "Serve mode: how backed up a queue is right now, from the queue state the engine publishes every second "
+        "(traces.db `queues`): its depth as a percentage of its max_depth (measure: depth_pct; no value for a queue "
+        "without max_depth), its depth (measure: depth) or how long its oldest queued item has waited, in seconds "
+        "(measure: oldest_age_s). Per hierarchy: its worst queue; global: the worst queue of all. Fills "
+        "{queue} and {tenant} (the queue's noisiest tenant: the most items queued). Rows not published for 60 s "
+        "(no engine) have no value. A gauge: the condition must hold for `for`.",
+        (ParamSpec("measure", "depth_pct", "depth_pct: percent of max_depth; depth: items queued; oldest_age_s: "
+                   "seconds the oldest item has waited", choices=("depth_pct", "depth", "oldest_age_s")),)),
     SignalSpec(
         "control_tampered", "window", "rows", ("global",),
         "How many control rows the engine refused in the window because no audit row records them "

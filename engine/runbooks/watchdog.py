@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.runbooks.detectors import Detector, Event, Facts, PendingApproval, Reading, make_detector, needs_durations
 from engine.runbooks.model import Runbook
+from engine.runbooks.queue_detectors import queue_row
 from engine.runbooks.windows import OK, Hysteresis
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ class Watchdog:
                     hierarchy=facts.hierarchy_of(run_id))
             elif kind == "approval.decided" and data and data.get("id"):
                 facts.pending_approvals.pop(str(data["id"]), None)
+            elif kind == "queue.state" and (row := queue_row(data)) is not None:
+                facts.queues[(row.queue, row.tenant)] = row
         durations = self._durations(ended_spans) if ended_spans and self._durations is not None else {}
         by_kind = self._by_kind
         for event in batch:

@@ -39,6 +39,10 @@ _STATE_UPSERTS = {
                  "last_run_id, updated) VALUES (?,?,?,?,?,?,?,?)",
 }
 
+# Current-state tables whose upserts on_commit callbacks also see, as an event of this kind (never stored in `events`):
+# (seq, kind, None, None, None, None, {"key": [...], "row": [...]}). The runbook watchdog's queue signals read them.
+STATE_EVENTS = {"queues": "queue.state"}
+
 _INT64_MAX = 2**63 - 1
 _ERROR_SUMMARY_CHARS = 200
 _NAME_CACHE_LIMIT = 10_000
@@ -274,6 +278,9 @@ class BatchBuilder:
                 batch.frames.append(item[1])
             elif op == _STATE:
                 states.setdefault(item[1], {})[item[2]] = item[3]
+                if committed is not None and item[1] in STATE_EVENTS:
+                    committed.append((seq, STATE_EVENTS[item[1]], None, None, None, None,
+                                      {"key": list(item[2]), "row": list(item[3])}))
 
         statements = batch.statements
         if new_runs:

@@ -88,7 +88,7 @@ def test_no_value_is_ever_cut(width: int) -> None:
 def test_one_alarm_order() -> None:
     crit = SlotValue("x", "crit")
     order = sorted(ALARM_ORDER, key=lambda slot_id: urgency(slot_id, crit), reverse=True)
-    assert order[:6] == ["approvals", "reconcile", "incidents", "engines", "breakers", "kill_switches"]
+    assert order[:7] == ["approvals", "reconcile", "incidents", "engines", "breakers", "queues", "kill_switches"]
     # A calm slot never outranks an alarm, whatever its place.
     assert urgency("approvals", SlotValue("none pending", "ok")) < urgency("safe_mode", SlotValue("x", "warn"))
 

@@ -45,7 +45,8 @@ def error_of(text: str) -> InputError:
 def test_the_shipped_runbooks_load_and_the_packaged_copies_are_identical() -> None:
     runbooks = load_runbooks()
     assert {r.id for r in runbooks} == {"looping-agent", "tool-failure-storm", "cost-spike", "latency-spike",
-                                        "injection-suspected", "approval-backlog", "control-tampered"}
+                                        "injection-suspected", "approval-backlog", "control-tampered",
+                                        "queue-backing-up"}
     assert {r.origin for r in runbooks} == {"project"}  # a checkout loads runbooks/, the source of truth
     shipped = {p.name: p.read_bytes() for p in (ROOT / "runbooks").glob("*.md")}
     packaged = {p.name: p.read_bytes() for p in (ROOT / "engine" / "runbooks").glob("*.md")}

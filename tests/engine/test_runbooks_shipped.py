@@ -530,3 +530,49 @@ def test_control_tampered_pages_sev1_when_the_engine_refuses_a_forged_row(tmp_pa
         assert h.engine.controls.switches == []  # and the forged switch was not obeyed
 
     with_runbooks(store_dir, [SHIPPED["control-tampered"]], body)
+
+
+# ------------------------------------------------------------------------------------------------ queue-backing-up
+
+def publish(h: Harness, *rows: tuple[Any, ...]) -> None:
+    """Queue rows as serve mode publishes them every second: through the engine store's writer, `updated` now."""
+    for row in rows:
+        h.engine.writer.state("queues", row[:2], (*row, h.clock.time()))
+
+
+BACKED_UP = (("deal-desk", "", "deal-desk", 430, 4, 95.0, 120.0, 17, 500, 4, "10/1s", "open"),
+             ("deal-desk", "acme", "deal-desk", 400, 3, 95.0, 100.0, 15, 450, 2, None, "open"),
+             ("deal-desk", "initech", "deal-desk", 30, 1, 12.0, 20.0, 2, 450, 2, None, "open"))
+RECOVERED = (("deal-desk", "", "deal-desk", 40, 4, 5.0, 120.0, 17, 500, 4, "10/1s", "open"),
+             ("deal-desk", "acme", "deal-desk", 0, 0, None, 0.0, 15, 450, 2, None, "paused"),
+             ("deal-desk", "initech", "deal-desk", 40, 4, 5.0, 20.0, 2, 450, 2, None, "open"))
+
+
+def test_queue_backing_up_pages_pauses_the_noisiest_tenant_and_rolls_back_when_the_queue_recovers(
+        store_dir: Path, receiver: Receiver) -> None:
+    write_config(store_dir, receiver)
+
+    async def body(h: Harness) -> None:
+        publish(h, *BACKED_UP)
+        await h.settle()
+        for _ in range(2):  # 86% of max_depth, published every minute: it must hold for two minutes
+            assert rows(store_dir, "SELECT * FROM incidents") == []
+            await h.advance(60)
+            publish(h, *BACKED_UP)
+            await h.settle()
+        incident = the_incident(store_dir, "queue-backing-up")
+        assert (incident["scope"], incident["severity"]) == ("hierarchy:deal-desk", "sev2")
+        (signal, *_) = json.loads(incident["signals"])
+        assert (signal["signal"], signal["value"]) == ("queue_backlog", 86.0)
+        (flag,) = rows(store_dir, "SELECT * FROM flags")
+        assert (flag["name"], flag["value"], flag["scope"], flag["operator"]) == \
+            ("tenant.acme", "paused", "global", "runbook:queue-backing-up")
+        assert pd_trigger(receiver, incident["id"])["payload"]["severity"] in ("critical", "error")
+        for _ in range(12):  # the queue recovers and stays so: the tenant is admitted again after ten minutes
+            await h.advance(60)
+            publish(h, *RECOVERED)
+            await h.settle()
+        assert rows(store_dir, "SELECT cleared_by FROM flags WHERE id = ?", (flag["id"],))[0]["cleared_by"] == \
+            "runbook:queue-backing-up"
+
+    with_runbooks(store_dir, [SHIPPED["queue-backing-up"]], body)

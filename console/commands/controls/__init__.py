@@ -23,7 +23,8 @@ JSON shapes (stable; a documented interface):
 Times are Unix seconds (floats) in JSON and local wall-clock times on screen.
 
 One module per command group: kill.py (kill, release), approvals.py (approvals, approve, deny), safe_mode.py,
-breakers.py, audit.py, engines.py, durable.py (reconcile, resume); common.py holds what they share. All control.db
+breakers.py, audit.py, engines.py, durable.py (reconcile, resume), queues.py (serve mode: `queues`, its JSON shape
+documented there); common.py holds what they share. All control.db
 access goes through engine.controls.
 """
 
@@ -38,6 +39,7 @@ from console.commands.controls.common import OPERATOR_ENV, operator_name, wrap_h
 from console.commands.controls.durable import add_reconcile, add_resume
 from console.commands.controls.engines import ENGINE_FIELDS, add_engines
 from console.commands.controls.kill import KILL_FIELDS, add_kill, add_release
+from console.commands.controls.queues import add_queues
 from console.commands.controls.safe_mode import FLAG_FIELDS, add_safe_mode, parse_scope
 
 __all__ = ["APPROVAL_FIELDS", "AUDIT_FIELDS", "ENGINE_FIELDS", "FLAG_FIELDS", "KILL_FIELDS", "OPERATOR_ENV",
@@ -45,7 +47,7 @@ __all__ = ["APPROVAL_FIELDS", "AUDIT_FIELDS", "ENGINE_FIELDS", "FLAG_FIELDS", "K
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The eleven control commands, in the order `flightdeck --help` lists them."""
+    """The control commands, in the order `flightdeck --help` lists them."""
     before = set(commands.choices)
     add_kill(commands)
     add_release(commands)
@@ -56,6 +58,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_engines(commands)
     add_reconcile(commands)
     add_resume(commands)
+    add_queues(commands)
     for name, parser in commands.choices.items():
         if name not in before:
             wrap_handlers(parser)
