@@ -259,6 +259,11 @@ class DurableRuns:
         hierarchy, why = load_for_resume(spec["path"], spec)
         if hierarchy is None:
             return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
+        served = {key: spec[key] for key in ("queue", "source", "submitted") if spec.get(key) is not None}
+        if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
+            from dataclasses import replace
+
+            request = replace(request, attributes={**(request.attributes or {}), **served})
         return await self.engine.run_compiled(self.engine.compile(hierarchy), request, run_id=run_id, resume=info)
 
     def _fail_unloadable(self, run_id: str, spec: dict[str, Any], request: RunRequest, why: str) -> RunResult:

@@ -50,6 +50,7 @@ class RunRequest:
     budget: BudgetLimits | None = None
     on_started: Callable[[str], None] | None = None  # told the run id as soon as the run is recorded
     idempotency_key: str | None = None  # durable engines: the same key never starts a second run
+    attributes: dict[str, Any] | None = None  # extra run-row attributes (serve mode: queue, source, submitted)
 
 
 class Engine:
@@ -331,7 +332,8 @@ class Engine:
                      resume: ResumeInfo | None = None) -> RunContext:
         ctx = RunContext(run_id=run_id or os.urandom(6).hex(), seed=request.seed, tenant=request.tenant,
                          compiled=compiled, engine=self, tracer=self.tracer)
-        attrs: dict[str, Any] = {"entry": compiled.spec.entry, "pid": os.getpid(), "durable": self.durable is not None}
+        attrs: dict[str, Any] = {**(request.attributes or {}), "entry": compiled.spec.entry, "pid": os.getpid(),
+                                 "durable": self.durable is not None}
         if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
             from engine.runtime.durable_runs import seed_resumed
 

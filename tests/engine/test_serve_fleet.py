@@ -40,6 +40,9 @@ def test_submitted_runs_queue_then_run_fresh_and_a_key_names_one_run(tmp_path: P
         await until_async(all_done, what="the three runs to complete")
         late = await fleet.submit(Submission("serving", {"request": "a"}, idempotency_key="ev-1"))
         assert not late.created and late.state == "completed"
+        done = await fleet.get_run(first.run_id)  # a started run still says where it came from
+        assert done is not None and (done.queue, done.source, done.tenant) == ("serving", "api", "acme")
+        assert done.submitted is not None and done.started is not None and done.submitted <= done.started
         listed = await fleet.list_runs(hierarchy="serving")
         assert {v.run_id for v in listed} >= set(ids)
         return ids
