@@ -68,3 +68,24 @@ def show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
         parser.print_help(sys.stderr)
         return 2
     return show
+
+
+def json_or_text_file(path: str, field: str) -> object:
+    """A run's input from a file (`run --input-file`, `submit --input @FILE`): its JSON value, or its text when it is
+    not JSON. Read bounded (`/dev/zero` is an error, not all of memory); not UTF-8 is an InputError naming `field`."""
+    import json
+    from pathlib import Path
+
+    from engine.errors import InputError
+    from engine.safe_yaml import read_input_file
+
+    raw = read_input_file(Path(path), "input")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=path,
+                         field=field) from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
-from console.commands.argtypes import duration, non_negative, positive_int
+from console.commands.argtypes import duration, json_or_text_file, non_negative, positive_int
 from console.output import print_json, table, tokens, usd
 from engine.errors import InputError
 from engine.timefmt import seconds
@@ -82,19 +82,7 @@ def read_input(args: argparse.Namespace) -> Any:
         return args.input
     if args.input_file is None:
         return None
-    from engine.safe_yaml import read_input_file
-
-    path = Path(args.input_file)
-    raw = read_input_file(path, "input")  # bounded: `--input-file /dev/zero` is an error, not all of memory
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
-                         field="--input-file") from None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return json_or_text_file(args.input_file, "--input-file")
 
 
 def sample_inputs(hierarchy_path: Path) -> list[Any]:

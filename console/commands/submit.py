@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from console.commands.argtypes import positive
+from console.commands.argtypes import json_or_text_file, positive
 from engine.errors import FlightdeckError, InputError
 
 DEFAULT_URL = "http://127.0.0.1:8470"
@@ -64,21 +64,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def read_input(value: str) -> Any:
-    text = value
     if value.startswith("@"):
-        from engine.safe_yaml import read_input_file
-
-        path = Path(value[1:])
-        raw = read_input_file(path, "input")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
-                             field="--input") from None
+        return json_or_text_file(value[1:], "--input")
     try:
-        return json.loads(text)
+        return json.loads(value)
     except ValueError:
-        return text
+        return value
 
 
 def hierarchy_name(ref: str) -> str:
