@@ -15,6 +15,7 @@ With nothing active, `before_call` returns at once: the gate must cost nothing o
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from engine.runtime.engine import Engine
     from engine.runtime.store_gate import StoreGate
     from engine.store.control_rows import Approval, FlagSetting, KillSwitch
+
+# Ended runs remembered for spent switches. The CLI refuses a switch on a run already ended; this covers the race with
+# a run's last moments and runs a dead engine left, not a switch set long after.
+ENDED_RUNS_KEPT = 4096
 
 
 class OperatorStop(Exception):
@@ -58,6 +63,13 @@ class ActiveRun:
     gauges_published: bool = False  # the state publisher has written this run's budget gauges at least once
 
 
+def _limited_to(switch: KillSwitch) -> str | None:
+    """The run a switch covers alone (scope `run`, or an agent switch limited to one run), else None."""
+    if switch.scope == "run":
+        return switch.target
+    return switch.run_id
+
+
 def _describe(switch: KillSwitch) -> str:
     scope = switch.scope
     what = "everything" if scope == "global" else f"{scope} {switch.target}"
@@ -76,6 +88,11 @@ class RuntimeControls:
         # The same flags as rows (who set each, why), for messages that name them (serve mode's refusals).
         self.flag_rows: dict[tuple[str, str, str | None], FlagSetting] = {}
         self._applied_kills: set[int] = set()
+        # Runs of this engine that ended for good (and, at start, runs a dead engine left behind): a switch limited
+        # to one of them is spent. Kept so that a switch set in a run's last moments, which the snapshot the run
+        # ended with did not hold yet, is released when a later snapshot shows it (bounded: old runs drop out).
+        self._ended_runs: OrderedDict[str, None] = OrderedDict()
+        self._releasing: set[int] = set()  # spent switches whose release is on its way to control.db
         self._watcher_stages = False  # True once the control watcher stages snapshots itself (see stage)
         # Created in attach(): anyio primitives need a running event loop.
         self._changed: anyio.Event | None = None
@@ -138,7 +155,30 @@ class RuntimeControls:
 
     def covers_only(self, run_id: str) -> bool:
         """Whether an active switch covers only this run (scope `run` on it, or an agent switch limited to it)."""
-        return any((s.scope == "run" and s.target == run_id) or s.run_id == run_id for s in self.switches)
+        return any(_limited_to(s) == run_id for s in self.switches)
+
+    def run_ended(self, run_id: str) -> bool:
+        """Remember a run that ended for good (nothing resumes it); a switch limited to it is spent. Returns whether
+        the switches in force now cover only it, so the engine releases them at once; one that shows up later (set
+        in the run's last moments) is released when the snapshot that holds it is applied."""
+        self._ended_runs[run_id] = None
+        while len(self._ended_runs) > ENDED_RUNS_KEPT:
+            self._ended_runs.popitem(last=False)
+        covering = [s.id for s in self.switches if _limited_to(s) == run_id]
+        self._releasing.update(covering)
+        return bool(covering)
+
+    def spent_runs(self) -> list[str]:
+        """Ended runs that a switch in force is still limited to, each once until its release lands."""
+        spent: list[str] = []
+        self._releasing &= {s.id for s in self.switches}  # released ones have left the snapshot
+        for switch in self.switches:
+            run_id = _limited_to(switch)
+            if run_id is not None and run_id in self._ended_runs and switch.id not in self._releasing:
+                self._releasing.add(switch.id)
+                if run_id not in spent:
+                    spent.append(run_id)
+        return spent
 
     # -- the gate --------------------------------------------------------------------------------------------------
 
@@ -275,6 +315,8 @@ class RuntimeControls:
                 waiter.set()
         if engine is not None:
             self._record_audit_head(engine, snapshot.audit_head)
+            for run_id in self.spent_runs():
+                engine.release_spent_switches(run_id)
             engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
             unacked_switches = [s.id for s in self.switches if s.acked is None]
             unacked_flags = [f.id for f in snapshot.flags if f.acked is None]

@@ -118,6 +118,9 @@ class Engine:
         worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply,
                                on_read=partial(self.controls.stage, from_watcher=True), verifier=verifier)
         self.controls.attach(worker)
+        if self.durable is None:  # a dead engine's runs end here for good: switches limited to them are spent
+            for run_id in self.store.abandoned_runs:
+                self.controls.run_ended(run_id)
         worker.start()
         await self._replay_durable_controls(worker)
         from engine.runtime.publisher import StatePublisher
@@ -209,6 +212,10 @@ class Engine:
     def stop_all(self, reason: str) -> int:
         """Cancel every active run now; each ends `killed` with `reason`, recorded. Returns how many."""
         return self.controls.stop_all(reason)
+
+    def release_spent_switches(self, run_id: str) -> None:
+        """Release (audited, actor `flightdeck`) the kill switches limited to a run that has ended for good."""
+        self._background(lambda api: api.expire_run_switches(run_id), "releasing the ended run's kill switches")
 
     def _background(self, job: Callable[[Any], Any], what: str) -> None:
         """Run a control.db write on the control thread without waiting for it; failures are logged. Queued
@@ -431,9 +438,8 @@ class Engine:
         self.writer.run_ended(ctx.run_id, status, ended, result.output, result.error)
         # A switch on this run alone is spent: released (audited) so nothing shows it as in force. Not for a durable
         # run that can still go on (resume, reconcile): there the switch is the operator's word until `resume`.
-        if (self.durable is None or status == "completed") and self.controls.covers_only(ctx.run_id):
-            run_id = ctx.run_id
-            self._background(lambda api: api.expire_run_switches(run_id), "releasing the ended run's kill switches")
+        if (self.durable is None or status == "completed") and self.controls.run_ended(ctx.run_id):
+            self.release_spent_switches(ctx.run_id)
         return RunResult(run_id=ctx.run_id, hierarchy=ctx.compiled.name, status=status, output=result.output,
                          error=result.error, tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out,
                          cost_usd=ctx.cost_usd, model_calls=ctx.model_calls, tool_calls=ctx.tool_calls,

@@ -54,3 +54,54 @@ def test_switches_of_an_ended_run_are_released_by_flightdeck_audited_and_others_
     listed = flightdeck("kill", "--list", "--store", str(store_dir))
     assert listed.returncode == 0, listed.stderr
     assert "run-never" in listed.stdout and "run-killed" not in listed.stdout and "run-done" not in listed.stdout
+
+
+def released_by_flightdeck(store_dir: Path, switch_id: int) -> bool:
+    with ControlAPI(store_dir, "alice") as api:
+        return api.kill_switch(switch_id).released_by == "flightdeck"
+
+
+async def until_released(store_dir: Path, switch_id: int) -> None:
+    with anyio.fail_after(10):  # the release is a background write on the control thread, after the next poll
+        while not await anyio.to_thread.run_sync(released_by_flightdeck, store_dir, switch_id):
+            await anyio.sleep(0.02)
+
+
+def test_a_switch_set_in_a_runs_last_moments_is_released_when_the_engine_sees_it(tmp_path: Path,
+                                                                                 store_dir: Path) -> None:
+    """The snapshot the run ended with did not hold the switch yet (the CLI's check passed while it ran): the
+    engine still releases it once a later snapshot shows it, rather than leaving it in force for good."""
+    hierarchy = write_hierarchy(tmp_path, ADDER)
+
+    async def go() -> None:
+        with open_engine_store(store_dir) as store:
+            async with Engine(store, latency_scale=0, runbooks=False) as engine:
+                done = await engine.run_compiled(engine.compile(hierarchy), RunRequest(input="go"), run_id="run-late")
+                assert done.status == "completed"
+                with ControlAPI(store_dir, "alice") as api:
+                    late = api.set_kill("run", "run-late", "kill", reason="set as the run ended")
+                    other = api.set_kill("run", "run-other", "kill", reason="a run this engine never ran")
+                await until_released(store_dir, late.id)
+        assert not released_by_flightdeck(store_dir, other.id)
+
+    anyio.run(go)
+
+
+def test_switches_on_runs_a_dead_engine_left_are_released_by_the_next_engine(tmp_path: Path,
+                                                                            store_dir: Path) -> None:
+    with open_engine_store(store_dir) as store:  # an engine that "dies": its run never ends
+        store.writer.run_started("r-dead", "adder", None, store.engine_id, "0", {}, 0, None, 1.0)
+        store.writer.flush()
+    with ControlAPI(store_dir, "alice") as api:
+        on_dead = api.set_kill("run", "r-dead", "kill", reason="stop the runaway")
+
+    async def go() -> None:
+        with open_engine_store(store_dir) as store:
+            assert store.abandoned_runs == ["r-dead"]
+            async with Engine(store, latency_scale=0, runbooks=False):
+                await until_released(store_dir, on_dead.id)
+
+    anyio.run(go)
+    with ControlAPI(store_dir, "alice") as api:
+        (entry,) = [e for e in api.audit_log() if e.action == "release"]
+        assert (entry.target, entry.actor, entry.reason) == ("run:r-dead", "flightdeck", "run ended")
