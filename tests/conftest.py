@@ -11,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.pg_support import EmbeddedPostgres
+    from tests.trace_backends import TraceBackend
 
 
 @pytest.fixture
@@ -54,3 +55,12 @@ def pg_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def trace_backend(request: pytest.FixtureRequest, tmp_path: Path) -> TraceBackend:
+    """The trace store on each backend in turn: tests that take it run against traces.db and against Postgres."""
+    from tests.trace_backends import TraceBackend
+
+    pg_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    return TraceBackend(request.param, tmp_path, pg_url)

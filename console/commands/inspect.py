@@ -23,7 +23,7 @@ from engine.errors import InputError
 from engine.timefmt import age, seconds
 
 if TYPE_CHECKING:
-    from engine.store.reader import TraceReader
+    from engine.store.reader_protocol import TraceReads
     from engine.store.trace_rows import DegradedCall, RunRow, SpanNode
 
 RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
@@ -63,10 +63,11 @@ def _run_status(text: str) -> str:
     return text
 
 
-def _open_reader(args: argparse.Namespace) -> TraceReader:
-    from engine.store import open_reader, resolve_store_dir
+def _open_reader(args: argparse.Namespace) -> TraceReads:
+    """The store's trace reads: a directory's traces.db or a Postgres database (--store postgresql://...)."""
+    from engine.store import open_trace_reads, resolve_store_location
 
-    return open_reader(resolve_store_dir(args.store))
+    return open_trace_reads(resolve_store_location(args.store))
 
 
 def run_json(run: RunRow, degraded: list[DegradedCall] | None = None) -> dict[str, Any]:
