@@ -155,6 +155,10 @@ def rollup(node: SpanNode, out: dict[int, Figures]) -> Figures:
         attrs = span.attributes
         figures = Figures(span.tokens_in or 0, span.tokens_out or 0, span.cost_usd or 0.0,
                           isinstance(attrs, dict) and attrs.get("tokens_estimated") is True)
+        # A model call is a leaf of spend (its own figures are the call's), but spans may hang below it (the tool
+        # calls it asked for): they need figures of their own too, or rendering them failed with a KeyError.
+        for child in node.children:
+            rollup(child, out)
     else:
         tin = tout = 0
         cost = 0.0
