@@ -40,6 +40,12 @@ def connect(location: PostgresLocation, *, autocommit: bool = True) -> psycopg.C
     return conn
 
 
+def to_driver_sql(sql: str) -> str:
+    """qmark SQL (`?`, what the store's shared queries use) as psycopg's format SQL (`%s`); a literal `%` is
+    doubled."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
 def store_error(location: PostgresLocation, exc: Exception, action: str) -> StoreError:
     """A driver error as a StoreError that names the store (masked) and the action."""
     return StoreError(f"Postgres store {location.masked}: {action} failed: {location.scrub(str(exc).strip())}")

@@ -15,7 +15,7 @@ import threading
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from engine.store.pg.connection import connect, store_error
+from engine.store.pg.connection import connect, store_error, to_driver_sql
 from engine.store.pg.schema import check_version
 from engine.store.rows import TypedRow, row_builder
 from engine.store.trace_queries import TraceQueries
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 RowT = TypeVar("RowT", bound=TypedRow)
 
 _JSON_COLUMNS = frozenset({"input", "output", "attributes", "data"})
-
-
-def to_driver_sql(sql: str) -> str:
-    """qmark SQL (`?`) as psycopg's format SQL (`%s`); a literal `%` is doubled."""
-    return sql.replace("%", "%%").replace("?", "%s")
 
 
 def _loads(value: Any) -> Any:
