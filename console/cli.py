@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import engine
 
 COMMAND_MODULES = ("run", "inspect", "check", "usage", "ui", "controls", "demo", "runbooks", "export", "serve",
-                   "submit")
+                   "submit", "store")
 # `flightdeck console` is the command people wait on to start: it is parsed by its own module's parser alone
 # (importing the other command modules costs 15 ms of its start); its usage, help and errors are the same.
 SOLO_COMMANDS = {"console": "ui"}
@@ -38,8 +38,9 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="DIR",
-                        help="store directory (default: $FLIGHTDECK_STORE, else ./.flightdeck)")
+    parser.add_argument("--store", metavar="DIR|URL",
+                        help="store directory, or a postgresql:// URL (issue 16: runs, trace, usage and store prune "
+                             "so far) (default: $FLIGHTDECK_STORE, else ./.flightdeck)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except FlightdeckError as exc:
-        print(f"flightdeck: {exc}", file=sys.stderr)
+        # PostgresNotSupported names the command that cannot serve the store yet.
+        where = f" {args.command}" if getattr(exc, "names_command", False) else ""
+        print(f"flightdeck{where}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("flightdeck: interrupted", file=sys.stderr)

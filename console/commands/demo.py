@@ -50,7 +50,9 @@ def _fresh_store(args: argparse.Namespace) -> Path:
         store = Path(DEFAULT_DEMO_STORE)
         reset = True  # the default demo store is the demo's own: a second run always starts clean
     else:
-        store = Path(args.store)
+        from engine.store import resolve_store_dir
+
+        store = resolve_store_dir(args.store)  # a Postgres URL: PostgresNotSupported, not a directory named after it
         reset = args.reset
     if reset and store.exists():
         if not (store / "traces.db").exists() and any(store.iterdir()):

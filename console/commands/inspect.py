@@ -23,7 +23,7 @@ from engine.errors import InputError
 from engine.timefmt import age, seconds
 
 if TYPE_CHECKING:
-    from engine.store.reader import TraceReader
+    from engine.store.reader_protocol import TraceReads
     from engine.store.trace_rows import DegradedCall, RunRow, SpanNode
 
 RUN_FIELDS = ("id", "hierarchy", "status", "tenant", "started", "ended", "tokens_in", "tokens_out", "cost_usd",
@@ -63,10 +63,11 @@ def _run_status(text: str) -> str:
     return text
 
 
-def _open_reader(args: argparse.Namespace) -> TraceReader:
-    from engine.store import open_reader, resolve_store_dir
+def _open_reader(args: argparse.Namespace) -> TraceReads:
+    """The store's trace reads: a directory's traces.db or a Postgres database (--store postgresql://...)."""
+    from engine.store import open_trace_reads, resolve_store_location
 
-    return open_reader(resolve_store_dir(args.store))
+    return open_trace_reads(resolve_store_location(args.store))
 
 
 def run_json(run: RunRow, degraded: list[DegradedCall] | None = None) -> dict[str, Any]:
@@ -154,6 +155,10 @@ def rollup(node: SpanNode, out: dict[int, Figures]) -> Figures:
         attrs = span.attributes
         figures = Figures(span.tokens_in or 0, span.tokens_out or 0, span.cost_usd or 0.0,
                           isinstance(attrs, dict) and attrs.get("tokens_estimated") is True)
+        # A model call is a leaf of spend (its own figures are the call's), but spans may hang below it (the tool
+        # calls it asked for): they need figures of their own too, or rendering them failed with a KeyError.
+        for child in node.children:
+            rollup(child, out)
     else:
         tin = tout = 0
         cost = 0.0

@@ -26,7 +26,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from engine.store import open_reader, resolve_store_dir
+    from engine.store import open_trace_reads, resolve_store_location
     from engine.store.usage_queries import top_runs, usage_by_tenant, usage_by_tool
 
     since = None
@@ -39,7 +39,7 @@ def handle(args: argparse.Namespace) -> int:
             since = time.time() - parse_duration(args.since)
         except ValueError as exc:
             raise InputError(str(exc), field="--since") from None
-    reader = open_reader(resolve_store_dir(args.store))
+    reader = open_trace_reads(resolve_store_location(args.store))  # a directory or a Postgres database
     try:
         run_id = None
         if args.run:

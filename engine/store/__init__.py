@@ -6,11 +6,15 @@
 - engine.lock flock held by the one engine process; its JSON names the holder.
 - config.toml store-wide settings (secrets to redact, patterns, notifiers, console keys); see config.py.
 
-Entry points: resolve_store_dir, open_engine_store (the engine), open_reader (CLI, console). The store imports no
-feature package (all DDL and migrations of both databases are here). Submodules are imported lazily, for start-up
-time only (there is no import cycle to break): `import engine.store` takes ~4 ms, importing every export eagerly
-~125 ms (config's pydantic models, the writer), which the console's reader-only start and the CLI's read commands
-would pay for nothing (measured with `python -X importtime`).
+Or a PostgreSQL database (`--store postgresql://...`, issue 16, in progress: engine/store/pg/ holds its trace
+store; only reads are served from it so far). location.py parses the `--store` value into either.
+
+Entry points: resolve_store_location / resolve_store_dir, open_engine_store (the engine), open_reader and
+open_trace_reads (CLI, console). The store imports no feature package (all DDL and migrations of both databases
+are here). Submodules are imported lazily, for start-up time only (there is no import cycle to break):
+`import engine.store` takes ~4 ms, importing every export eagerly ~125 ms (config's pydantic models, the writer),
+which the console's reader-only start and the CLI's read commands would pay for nothing (measured with
+`python -X importtime`).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ if TYPE_CHECKING:
     from engine.store.config import StoreConfig
     from engine.store.control import ControlDB
     from engine.store.engine_store import EngineStore
+    from engine.store.location import StoreLocation
     from engine.store.preflight import InputCheck
     from engine.store.reader import TraceReader
+    from engine.store.reader_protocol import TraceReads
     from engine.store.redact import Redactor
     from engine.store.writer import TraceWriter
 
@@ -40,7 +46,9 @@ __all__ = [
     "load_config",
     "open_engine_store",
     "open_reader",
+    "open_trace_reads",
     "resolve_store_dir",
+    "resolve_store_location",
 ]
 
 _LAZY = {
@@ -64,15 +72,23 @@ def __getattr__(name: str) -> Any:
 
 
 def resolve_store_dir(arg: str | os.PathLike[str] | None) -> Path:
-    """The store directory: the --store argument, else $FLIGHTDECK_STORE, else ./.flightdeck."""
-    from engine.store.files import DEFAULT_STORE_DIR, STORE_ENV
+    """The store directory: the --store argument, else $FLIGHTDECK_STORE, else ./.flightdeck. For callers that need
+    a directory store: a Postgres URL raises PostgresNotSupported (exit 2; the CLI names the command), never a
+    directory named after the URL. InputError for a URL of another scheme."""
+    from engine.store.location import PostgresLocation, PostgresNotSupported, resolve_store_location
 
-    if arg:
-        return Path(arg).expanduser()
-    env = os.environ.get(STORE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(DEFAULT_STORE_DIR)
+    location = resolve_store_location(arg)
+    if isinstance(location, PostgresLocation):
+        raise PostgresNotSupported(location)
+    return location.path
+
+
+def resolve_store_location(arg: str | os.PathLike[str] | None) -> StoreLocation:
+    """The store: a directory or a Postgres URL (location.py), from --store, else $FLIGHTDECK_STORE, else the
+    default directory."""
+    from engine.store.location import resolve_store_location as _resolve
+
+    return _resolve(arg)
 
 
 def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | os.PathLike[str] | None = None,
@@ -100,3 +116,16 @@ def open_reader(store_dir: str | os.PathLike[str]) -> TraceReader:
     if not path.is_file():
         raise StoreError(f"no store at {store_dir} (run `flightdeck run` first or pass --store)")
     return TraceReader(path)
+
+
+def open_trace_reads(location: StoreLocation) -> TraceReads:
+    """The trace store's reads on either backend: a TraceReader on a directory's traces.db, or a PgTraceReader on a
+    Postgres database (StoreError when it cannot connect or holds no trace store)."""
+    from engine.store.location import PostgresLocation
+
+    if isinstance(location, PostgresLocation):
+        from engine.store.pg.reader import PgTraceReader
+
+        return PgTraceReader.connect(location)
+    return open_reader(location.path)
+

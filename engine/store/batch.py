@@ -73,6 +73,14 @@ _UPDATE_SPAN_SEQ = "UPDATE spans SET last_seq=max(last_seq, ?) WHERE id=?"
 _INSERT_EVENT = "INSERT INTO events (seq, ts, run_id, span_id, kind, agent, name, data) VALUES (?,?,?,?,?,?,?,?)"
 
 _MULTI_ROW = frozenset({_INSERT_EVENT, _INSERT_SPAN, _INSERT_RUN})
+# Every statement a Batch may carry, by name: the Postgres trace store (engine/store/pg/batch_sql.py) commits the
+# same batches with its own SQL for each name.
+STATEMENTS: dict[str, str] = {
+    "insert_run": _INSERT_RUN, "update_run_end": _UPDATE_RUN_END, "update_run_end_no_totals": _UPDATE_RUN_END_NO_TOTALS,
+    "update_run_progress": _UPDATE_RUN_PROGRESS, "update_run_seq": _UPDATE_RUN_SEQ, "insert_span": _INSERT_SPAN,
+    "update_span_end": _UPDATE_SPAN_END, "update_span_end_patch": _UPDATE_SPAN_END_PATCH,
+    "update_span_seq": _UPDATE_SPAN_SEQ, "insert_event": _INSERT_EVENT,
+    **{f"state.{table}": sql for table, sql in _STATE_UPSERTS.items()}}
 _CHUNKS = (128, 16, 1)
 
 

@@ -1,22 +1,24 @@
 """Spend attribution read from the store: per tool, per tenant and per run (the reader's `usage` covers agents and
-models). The store is the durable record of who spent what, so these are plain grouped queries over spans/runs."""
+models). The store is the durable record of who spent what, so these are plain grouped queries over spans/runs, in
+the SQL both backends speak (SQLite's traces.db and the Postgres store: TraceReads.query_rows)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.store.reader import run_filters
+from engine.store.trace_queries import run_filters
 from engine.store.trace_rows import TenantUsage, ToolUsage, TopRun
 
 if TYPE_CHECKING:
-    from engine.store.reader import TraceReader
+    from engine.store.reader_protocol import TraceReads as TraceReader
 
 
 def usage_by_tool(reader: TraceReader, *, run_id: str | None = None, tenant: str | None = None,
                   since: float | None = None) -> list[ToolUsage]:
     where, params = run_filters(run_id=run_id, tenant=tenant, since=since)
     return reader.query_rows(
-        ToolUsage, "SELECT s.name AS tool, count(*) AS calls, sum(s.status != 'ok') AS failed FROM spans s "
+        ToolUsage, "SELECT s.name AS tool, count(*) AS calls, "
+        "sum(CASE WHEN s.status != 'ok' THEN 1 ELSE 0 END) AS failed FROM spans s "
         f"JOIN runs r ON r.id = s.run_id WHERE s.kind = 'tool' AND {where} GROUP BY s.name ORDER BY calls DESC",
         params)
 

@@ -1,4 +1,8 @@
-"""TraceReader: paging, filters, prefixes, span trees, event tailing, usage, concurrency, and index use."""
+"""TraceReader: paging, filters, prefixes, span trees, event tailing, usage, concurrency, and index use.
+
+The reads every backend serves run against both traces.db and Postgres (the trace_backend fixture: the same rows
+written by TraceWriter or PgBatchWriter, read by TraceReader or PgTraceReader); SQLite's own (data_version, WAL
+checkpoints, query plans) against traces.db only."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +20,11 @@ from engine.store.reader import TraceReader
 from engine.store.trace_rows import RunRow, RunSpend, SpanNode
 from engine.store.writer import TraceWriter
 from tests.store_support import T0, emit_model_call, new_writer, raw_conn
+from tests.trace_backends import TraceBackend
 
 
-@pytest.fixture
-def populated(tmp_path: Path) -> Iterator[tuple[TraceWriter, TraceReader]]:
-    """25 runs (five pairs share a start time), mixed statuses, hierarchies and tenants; one run with a tree."""
-    writer = new_writer(tmp_path)
+def _populate(writer: Any) -> None:
+    """25 runs (five pairs share a start time), mixed statuses, hierarchies and tenants."""
     for i in range(25):
         started = T0 + (i // 2) * 10  # runs 2k and 2k+1 start in the same instant
         run_id = f"run-{i:02d}"
@@ -30,13 +34,31 @@ def populated(tmp_path: Path) -> Iterator[tuple[TraceWriter, TraceReader]]:
             continue  # still running
         writer.run_ended(run_id, "failed" if i % 4 == 0 else "completed", started + 5, {"i": i}, None)
     writer.flush()
+
+
+@pytest.fixture
+def populated(trace_backend: TraceBackend) -> Iterator[tuple[Any, Any]]:
+    """_populate's runs on each backend: (writer, reader)."""
+    writer = trace_backend.writer()
+    _populate(writer)
+    reader = trace_backend.reader()
+    yield writer, reader
+    reader.close()
+    writer.close()
+
+
+@pytest.fixture
+def sqlite_populated(tmp_path: Path) -> Iterator[tuple[TraceWriter, TraceReader]]:
+    """_populate's runs in traces.db, for SQLite's own checks (query plans)."""
+    writer = new_writer(tmp_path)
+    _populate(writer)
     reader = TraceReader(tmp_path / "traces.db")
     yield writer, reader
     reader.close()
     writer.close()
 
 
-def test_paging_newest_first_visits_every_run_once(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_paging_newest_first_visits_every_run_once(populated: tuple[Any, Any]) -> None:
     _, reader = populated
     seen: list[str] = []
     page = reader.list_runs(limit=4)
@@ -49,7 +71,7 @@ def test_paging_newest_first_visits_every_run_once(populated: tuple[TraceWriter,
     assert (newest.input, newest.output) == (None, None)  # payloads only in get_run
 
 
-def test_list_filters(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_list_filters(populated: tuple[Any, Any]) -> None:
     _, reader = populated
     running = reader.list_runs(status="running")
     assert [r.id for r in running] == ["run-20", "run-15", "run-10", "run-05", "run-00"]
@@ -59,7 +81,7 @@ def test_list_filters(populated: tuple[TraceWriter, TraceReader]) -> None:
     assert [r.id for r in older] == ["run-03", "run-02", "run-01", "run-00"]
 
 
-def test_count_runs_for_the_header(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_count_runs_for_the_header(populated: tuple[Any, Any]) -> None:
     _, reader = populated
     counts = reader.count_runs(since=T0 + 60)
     # Runs 12..24 started at or after T0+60; of those that ended, which way?
@@ -70,7 +92,7 @@ def test_count_runs_for_the_header(populated: tuple[TraceWriter, TraceReader]) -
     assert counts["abandoned"] == 0
 
 
-def test_get_run_by_id_or_unique_prefix(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_get_run_by_id_or_unique_prefix(populated: tuple[Any, Any]) -> None:
     _, reader = populated
     run = reader.get_run("run-07")
     assert run is not None and run.input == {"i": 7} and run.output == {"i": 7}
@@ -83,8 +105,8 @@ def test_get_run_by_id_or_unique_prefix(populated: tuple[TraceWriter, TraceReade
     assert info.value.field == "run_id"
 
 
-def test_span_tree_nests_and_orders(tmp_path: Path) -> None:
-    writer = new_writer(tmp_path)
+def test_span_tree_nests_and_orders(trace_backend: TraceBackend) -> None:
+    writer = trace_backend.writer()
     writer.span_started("root", "r", None, "run", None, "run", T0, None)
     writer.span_started("b", "r", "root", "agent", "billing", "billing", T0 + 2, None)
     writer.span_started("a", "r", "root", "agent", "triage", "triage", T0 + 1, None)
@@ -93,7 +115,7 @@ def test_span_tree_nests_and_orders(tmp_path: Path) -> None:
     writer.span_started("lost", "r", "never-recorded", "tool", "x", "orphan", T0 + 3, None)
     writer.span_ended("a2", "r", "ok", T0 + 1.8)
     writer.close()
-    with TraceReader(tmp_path / "traces.db") as reader:
+    with trace_backend.reader() as reader:
         tree = reader.span_tree("r")
         assert tree is not None and tree.span is not None and tree.span.id == "root"
 
@@ -107,12 +129,12 @@ def test_span_tree_nests_and_orders(tmp_path: Path) -> None:
         assert reader.span_tree("no-such-run") is None
 
 
-def test_events_after_tails_with_filters(tmp_path: Path) -> None:
-    writer = new_writer(tmp_path)
+def test_events_after_tails_with_filters(trace_backend: TraceBackend) -> None:
+    writer = trace_backend.writer()
     for i in range(10):
         emit_model_call(writer, "r1" if i % 2 else "r2", "root", i, T0 + i)
     writer.close()
-    with TraceReader(tmp_path / "traces.db") as reader:
+    with trace_backend.reader() as reader:
         # One batch: each call's two spans start and end in it, so 7 events a call (not 9).
         assert reader.last_seq() == 70
         first = reader.events_after(0, limit=7)
@@ -126,8 +148,8 @@ def test_events_after_tails_with_filters(tmp_path: Path) -> None:
         assert reader.events_after(70) == []
 
 
-def test_usage_per_agent_and_model(tmp_path: Path) -> None:
-    writer = new_writer(tmp_path)
+def test_usage_per_agent_and_model(trace_backend: TraceBackend) -> None:
+    writer = trace_backend.writer()
     writer.run_started("r1", "h", None, None, None, None, 1, "acme", T0, None)
     writer.run_started("r2", "h", None, None, None, None, 1, "globex", T0 + 100, None)
     spans = [("r1", "l1", "llm", "triage", 100, 10, 0.1, "big"), ("r1", "l2", "llm", "triage", 50, 5, 0.05, "small"),
@@ -138,7 +160,7 @@ def test_usage_per_agent_and_model(tmp_path: Path) -> None:
         writer.span_started(span_id, run_id, None, kind, agent, kind, T0, None)
         writer.span_ended(span_id, run_id, "ok", T0 + 1, t_in, t_out, cost, model)
     writer.close()
-    with TraceReader(tmp_path / "traces.db") as reader:
+    with trace_backend.reader() as reader:
         everything = reader.usage()
         assert everything.total.as_dict() == {"tokens_in": 1160, "tokens_out": 116, "cost_usd": pytest.approx(1.16),
                                               "model_calls": 4, "tool_calls": 2}
@@ -218,8 +240,8 @@ def _unbounded_scans(sql: str, plan: list[str]) -> list[str]:
     return bad
 
 
-def test_reads_use_indexes(populated: tuple[TraceWriter, TraceReader]) -> None:
-    writer, reader = populated
+def test_reads_use_indexes(sqlite_populated: tuple[Any, Any]) -> None:
+    writer, reader = sqlite_populated
     statements: list[str] = []
     reader._conn.set_trace_callback(statements.append)  # expanded SQL, as executed
     reader.list_runs()
@@ -253,17 +275,17 @@ def test_reads_use_indexes(populated: tuple[TraceWriter, TraceReader]) -> None:
     assert _unbounded_scans("", [row[3] for row in unfiltered]) == ["SCAN s"]
 
 
-def test_query_runs_custom_reads_and_refuses_writes(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_query_runs_custom_reads_and_refuses_writes(populated: tuple[Any, Any]) -> None:
     _, reader = populated
     rows = reader.query("SELECT id, input FROM runs WHERE id = ?", ("run-03",))
     assert rows == [{"id": "run-03", "input": {"i": 3}}]
     from engine.errors import StoreError
 
-    with pytest.raises(StoreError, match="readonly"):
+    with pytest.raises(StoreError, match="read-?only"):
         reader.query("DELETE FROM runs")
 
 
-def test_query_rows_builds_typed_rows_and_refuses_other_columns(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_query_rows_builds_typed_rows_and_refuses_other_columns(populated: tuple[Any, Any]) -> None:
     from engine.store.trace_rows import RunSpend
 
     _, reader = populated
@@ -273,7 +295,7 @@ def test_query_rows_builds_typed_rows_and_refuses_other_columns(populated: tuple
         reader.query_rows(RunSpend, "SELECT cost_usd, started FROM runs")  # right names, wrong order
 
 
-def test_rows_are_frozen_typed_rows_equal_to_constructed_ones(populated: tuple[TraceWriter, TraceReader]) -> None:
+def test_rows_are_frozen_typed_rows_equal_to_constructed_ones(populated: tuple[Any, Any]) -> None:
     import dataclasses
 
     _, reader = populated
@@ -286,12 +308,12 @@ def test_rows_are_frozen_typed_rows_equal_to_constructed_ones(populated: tuple[T
     assert run.replace(status="killed").status == "killed" and run.status != "killed"
 
 
-def test_several_roots_get_a_synthetic_root(tmp_path: Path) -> None:
-    writer = new_writer(tmp_path)
+def test_several_roots_get_a_synthetic_root(trace_backend: TraceBackend) -> None:
+    writer = trace_backend.writer()
     writer.span_started("one", "r", None, "agent", "a", "a", T0 + 1, None)
     writer.span_started("two", "r", None, "agent", "b", "b", T0 + 2, None)
     writer.close()
-    with TraceReader(tmp_path / "traces.db") as reader:
+    with trace_backend.reader() as reader:
         tree = reader.span_tree("r")
     assert tree is not None and tree.span is None and (tree.run_id, tree.started) == ("r", T0 + 1)
     assert [child.span.id for child in tree.children if child.span] == ["one", "two"]

@@ -1,0 +1,64 @@
+"""Connecting to a Postgres store: psycopg imported here (a missing driver is a clear StoreError, not an
+ImportError), errors that never show the URL's password, and NUMERIC results as Python numbers.
+
+sum() over BIGINT columns returns NUMERIC, which psycopg loads as Decimal; the store's readers want the int (or float)
+SQLite would give, so reader connections load NUMERIC as int when integral and float otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import StoreError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from engine.store.location import PostgresLocation
+
+CONNECT_TIMEOUT_S = 10
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:  # the `postgres` extra is not installed
+        raise StoreError("a Postgres store needs the psycopg driver: pip install 'flightdeck[postgres]'") from exc
+    return psycopg
+
+
+def connect(location: PostgresLocation, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection to the store's database; StoreError (password masked) when it cannot be reached."""
+    driver = _psycopg()
+    try:
+        conn: psycopg.Connection[Any] = driver.connect(location.dsn, autocommit=autocommit,
+                                                       connect_timeout=CONNECT_TIMEOUT_S, application_name="flightdeck")
+    except driver.Error as exc:
+        raise StoreError(f"cannot connect to the Postgres store {location.masked}: "
+                         f"{location.scrub(str(exc).strip())}") from None
+    _load_numeric_as_number(conn)
+    return conn
+
+
+def to_driver_sql(sql: str) -> str:
+    """qmark SQL (`?`, what the store's shared queries use) as psycopg's format SQL (`%s`); a literal `%` is
+    doubled."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def store_error(location: PostgresLocation, exc: Exception, action: str) -> StoreError:
+    """A driver error as a StoreError that names the store (masked) and the action."""
+    return StoreError(f"Postgres store {location.masked}: {action} failed: {location.scrub(str(exc).strip())}")
+
+
+def _load_numeric_as_number(conn: psycopg.Connection[Any]) -> None:
+    from psycopg.adapt import Loader
+
+    class NumberLoader(Loader):
+        def load(self, data: Any) -> int | float:
+            text = bytes(data).decode("ascii")
+            if "." in text or "e" in text or "N" in text or "I" in text:  # fraction, exponent, NaN, Infinity
+                return float(text)
+            return int(text)
+
+    conn.adapters.register_loader("numeric", NumberLoader)

@@ -1,0 +1,207 @@
+"""The Postgres trace store's schema: the same tables, columns and meanings as traces.db (traces_schema.py), in
+Postgres types, with their version in `flightdeck_schema`.
+
+Differences from traces.db, and why:
+- REAL is DOUBLE PRECISION, INTEGER is BIGINT, JSON columns stay TEXT holding JSON (the reader parses them, as on
+  SQLite: jsonb would reject a payload with an escaped NUL that traces.db stores).
+- Ids and names compare byte-wise (COLLATE "C"), as SQLite does: paging by (started, id) and run-id prefixes
+  (`id >= 'ab' AND id < 'ac'`) then mean the same on both backends and use the indexes.
+- `runs.resumed` / `runs.replayed_steps` are plain columns the writer fills from the attributes (on SQLite they are
+  generated from the JSON; a generated column here would need a JSON cast that can fail an insert).
+- `event_seq`: one row holding the last event sequence number. Every writer takes it (UPDATE ... RETURNING) inside
+  its batch's transaction, so numbers are gap-free (a rolled-back batch gives its numbers back) and commit in order:
+  a reader tailing `seq > last_seen` can never miss an event committed later with a smaller number. The price is
+  that batches with events commit one at a time across engines (one short row lock per batch).
+
+Migrations append to PG_TRACES_MIGRATIONS; each runs once, in one transaction, under an advisory lock (several
+engines may open a fresh database at once). A database from a newer Flightdeck is refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import StoreError, StoreTooNew
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from engine.store.location import PostgresLocation
+
+COMPONENT = "traces"
+# An arbitrary, fixed key for pg_advisory_xact_lock: "migrating Flightdeck's schema".
+_MIGRATION_LOCK = 0x46_44_53_43
+
+_V1 = """
+CREATE TABLE flightdeck_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+
+CREATE TABLE runs (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    hierarchy TEXT COLLATE "C" NOT NULL,
+    hierarchy_hash TEXT,
+    engine_id TEXT,
+    engine_version TEXT,
+    status TEXT NOT NULL,
+    tenant TEXT COLLATE "C",
+    seed BIGINT,
+    input TEXT,
+    output TEXT,
+    error TEXT,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
+    tokens_in BIGINT NOT NULL DEFAULT 0,
+    tokens_out BIGINT NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+    model_calls BIGINT NOT NULL DEFAULT 0,
+    tool_calls BIGINT NOT NULL DEFAULT 0,
+    agents_active BIGINT NOT NULL DEFAULT 0,
+    attributes TEXT,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    resumed BIGINT NOT NULL DEFAULT 0,
+    replayed_steps BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_started ON runs (started, id);
+CREATE INDEX runs_status_started ON runs (status, started, id);
+CREATE INDEX runs_hierarchy_started ON runs (hierarchy, started, id);
+CREATE INDEX runs_tenant_started ON runs (tenant, started, id);
+CREATE INDEX runs_ended ON runs (ended, status) WHERE ended IS NOT NULL;
+
+CREATE TABLE spans (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    run_id TEXT COLLATE "C" NOT NULL,
+    parent_id TEXT COLLATE "C",
+    kind TEXT NOT NULL,
+    agent TEXT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
+    tokens_in BIGINT NOT NULL DEFAULT 0,
+    tokens_out BIGINT NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+    model TEXT,
+    attributes TEXT,
+    last_seq BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX spans_run_started ON spans (run_id, started);
+CREATE INDEX spans_running ON spans (run_id, started) WHERE status = 'running';
+
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    run_id TEXT COLLATE "C",
+    span_id TEXT COLLATE "C",
+    kind TEXT NOT NULL,
+    agent TEXT,
+    name TEXT,
+    data TEXT
+);
+CREATE INDEX events_run_seq ON events (run_id, seq);
+
+CREATE TABLE event_seq (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL);
+INSERT INTO event_seq VALUES (1, 0);
+
+CREATE TABLE engines (
+    id TEXT PRIMARY KEY,
+    pid BIGINT NOT NULL,
+    host TEXT NOT NULL,
+    "user" TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    stopped DOUBLE PRECISION
+);
+
+CREATE TABLE breakers (
+    hierarchy TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    failure_rate DOUBLE PRECISION,
+    slow_call_rate DOUBLE PRECISION,
+    calls_in_window BIGINT,
+    failed_calls BIGINT,
+    slow_calls BIGINT,
+    not_permitted_calls BIGINT,
+    next_probe_at DOUBLE PRECISION,
+    since DOUBLE PRECISION,
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (hierarchy, key)
+);
+CREATE TABLE budgets (
+    run_id TEXT COLLATE "C" NOT NULL,
+    scope TEXT NOT NULL,
+    agent TEXT,
+    data TEXT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, scope)
+);
+CREATE TABLE queues (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
+    hierarchy TEXT NOT NULL,
+    depth BIGINT NOT NULL,
+    running BIGINT NOT NULL,
+    oldest_age_s DOUBLE PRECISION,
+    admitted_per_min DOUBLE PRECISION NOT NULL,
+    rejected_total BIGINT NOT NULL,
+    max_depth BIGINT,
+    concurrency BIGINT,
+    rate_limit TEXT,
+    admission TEXT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (queue, tenant)
+);
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    hierarchy TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    missed TEXT NOT NULL,
+    next_fire DOUBLE PRECISION,
+    last_fire DOUBLE PRECISION,
+    last_run_id TEXT,
+    updated DOUBLE PRECISION NOT NULL
+);
+"""
+
+PG_TRACES_MIGRATIONS: list[str] = [_V1]
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The trace schema's version in this database; 0 when it has none (a fresh database)."""
+    if conn.execute("SELECT to_regclass('flightdeck_schema')").fetchone() == (None,):
+        return 0
+    row = conn.execute("SELECT version FROM flightdeck_schema WHERE component = %s", (COMPONENT,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def check_version(conn: psycopg.Connection[Any], location: PostgresLocation) -> None:
+    """For readers: the database holds this Flightdeck's trace schema (StoreError / StoreTooNew otherwise)."""
+    version = schema_version(conn)
+    known = len(PG_TRACES_MIGRATIONS)
+    if version > known:
+        raise StoreTooNew(f"the Postgres store {location.masked} has trace schema version {version}; this "
+                          f"Flightdeck knows {known}: upgrade Flightdeck")
+    if version == 0:
+        raise StoreError(f"no Flightdeck trace store in {location.masked} (nothing has written traces there yet)")
+    if version < known:
+        raise StoreError(f"the Postgres store {location.masked} has trace schema version {version} (this Flightdeck "
+                         f"uses {known}); open it with a writer once to upgrade it")
+
+
+def migrate(conn: psycopg.Connection[Any], location: PostgresLocation) -> int:
+    """Create or upgrade the trace schema; returns the version now in place. Needs an autocommit connection (each
+    step is its own transaction)."""
+    known = len(PG_TRACES_MIGRATIONS)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        version = schema_version(conn)
+        if version > known:
+            raise StoreTooNew(f"the Postgres store {location.masked} has trace schema version {version}; this "
+                              f"Flightdeck knows {known}: upgrade Flightdeck")
+        for number in range(version, known):
+            conn.execute(PG_TRACES_MIGRATIONS[number])  # our own literal DDL
+        if version < known:
+            conn.execute("INSERT INTO flightdeck_schema VALUES (%s, %s) ON CONFLICT (component) DO UPDATE "
+                         "SET version = EXCLUDED.version", (COMPONENT, known))
+    return known

@@ -1,0 +1,46 @@
+"""TraceReads: what the CLI's trace reads (`runs`, `trace`, `usage`) need from a trace store, on either backend.
+
+TraceReader (traces.db) and PgTraceReader (Postgres, engine/store/pg/reader.py) both satisfy it, with the same typed
+rows (trace_rows.py). `query_rows` takes qmark (`?`) SQL on both, so the shared report queries (usage_queries.py)
+are written once in the SQL both databases speak.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from engine.store.rows import TypedRow
+from engine.store.trace_rows import DegradedCall, EventRow, RunRow, SpanNode, SpanRow, UsageReport
+
+RowT = TypeVar("RowT", bound=TypedRow)
+
+
+class TraceReads(Protocol):
+    def list_runs(self, limit: int = 100, before_started: float | None = None, status: str | None = None,
+                  hierarchy: str | None = None, tenant: str | None = None,
+                  before_id: str | None = None) -> list[RunRow]: ...
+
+    def count_runs(self, since: float) -> dict[str, int]: ...
+
+    def get_run(self, run_id: str) -> RunRow | None: ...
+
+    def spans(self, run_id: str) -> list[SpanRow]: ...
+
+    def span_tree(self, run_id: str) -> SpanNode | None: ...
+
+    def degraded_calls(self, run_ids: list[str]) -> list[DegradedCall]: ...
+
+    def running_spans(self, run_id: str | None = None) -> list[SpanRow]: ...
+
+    def last_seq(self) -> int: ...
+
+    def events_after(self, seq: int, limit: int = 1000, run_id: str | None = None,
+                     kinds: list[str] | tuple[str, ...] | None = None) -> list[EventRow]: ...
+
+    def usage(self, run_id: str | None = None, tenant: str | None = None,
+              since: float | None = None) -> UsageReport: ...
+
+    def query_rows(self, row_type: type[RowT], sql: str,
+                   params: tuple[Any, ...] | list[Any] = ()) -> list[RowT]: ...
+
+    def close(self) -> None: ...
