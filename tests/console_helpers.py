@@ -214,6 +214,17 @@ def write_durable_runs(store_dir: Path) -> None:
         writer.close()
 
 
+def add_durable_run(store_dir: Path, run_id: str, *, minutes_ago: float, status: str,
+                    error: str | None = None) -> None:
+    """One more durable run (run attributes `durable: true`, as `flightdeck run --durable` records) in a store."""
+    writer = _open_writer(store_dir)
+    try:
+        write_deal_run(writer, run_id, started=FIXED_NOW - minutes_ago * 60, status=status, error=error,
+                       attributes={"durable": True})
+    finally:
+        writer.close()
+
+
 def evil_store(store_dir: Path) -> Path:
     """Untrusted text everywhere it can be: run input, tenant, hierarchy name, agent names, tool args and
     results, model output, errors, event names."""

@@ -20,15 +20,20 @@ from engine.controls.api import ControlAPI
 from tests.console.test_console_actions import fill, modal, notified, submit
 from tests.console_helpers import (
     DURABLE_RUNS,
+    add_durable_run,
     durable_store,
+    fixed_store,
+    register_engine,
     utc,  # noqa: F401 - an autouse fixture: pins TZ=UTC
     wait_for,
+    write_durable_runs,
 )
 
 pytestmark = pytest.mark.anyio
 
 WAITING = [r[0] for r in DURABLE_RUNS if r[2] == "needs_reconcile"]  # newest first
 OLDEST_WAITING = WAITING[-1]
+ABANDONED = "ab0ab0ab0ab0"  # a durable run its engine died under
 
 
 @pytest.fixture()
@@ -137,3 +142,105 @@ async def test_reconcile_alarm_points_at_the_approvals_view(store: Path) -> None
         await wait_for(pilot, lambda: "select a RECONCILE row" in hint.sentence, what="alarm on view 3")
         assert "press 3" not in hint.sentence
         assert isinstance(app.screen.focused, Input) is False
+
+
+# -- resume (R) ------------------------------------------------------------------------------------------------------
+
+def resumable_store(store: Path) -> Path:
+    """durable_store's runs plus an abandoned durable run, and no engine (each test registers the one it needs)."""
+    fixed_store(store, engine=False)
+    write_durable_runs(store)
+    add_durable_run(store, ABANDONED, minutes_ago=6.0, status="abandoned", error="engine died (SIGKILL)")
+    return store
+
+
+@pytest.fixture()
+def resumable(tmp_path: Path) -> Path:
+    store = resumable_store(tmp_path / "resumable")
+    register_engine(store)
+    return store
+
+
+async def select_run(pilot: Any, run_id: str) -> Any:
+    """The runs view with the cursor on `run_id` (filtered to it)."""
+    runs = pilot.app.main.view("runs")
+    await wait_for(pilot, lambda: runs.loaded and runs.table.get(run_id) is not None, what=f"run {run_id}")
+    await pilot.press("slash", *run_id, "enter")
+    await wait_for(pilot, lambda: runs.table.cursor_key == run_id, what="cursor on the run")
+    return runs
+
+
+@pytest.mark.parametrize("serving", [False, True], ids=["no-engine", "engine-serving"])
+async def test_resume_key_on_an_abandoned_durable_run(tmp_path: Path, serving: bool) -> None:
+    # An engine that said it stopped, or one whose heartbeat is fresh now: the console says which next step applies.
+    resumable = resumable_store(tmp_path / "store")
+    register_engine(resumable, heartbeat=time.time() + 60, stopped=not serving)
+    app = app_for(resumable)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await select_run(pilot, ABANDONED)
+        assert "R resumes it" in runs.hint
+        await pilot.press("R")
+        form = await modal(pilot)
+        body = form.body.plain
+        assert form.form_title == f"Resume run {ABANDONED}"
+        assert f"resume run {ABANDONED} (deal-desk, abandoned" in body
+        assert "already spent" in body and "will run again" in body
+        await submit(pilot)  # no reason: refused inside the form
+        assert isinstance(app.screen, FormModal)
+        assert not [e for e in audit(resumable) if e.action == "resume"]
+        await fill(pilot, reason="engine OOM-killed; retry on the new node")
+        await submit(pilot)
+        await wait_for(pilot, lambda: "recorded (audit row" in runs.hint, what="resume recorded")
+        if serving:
+            assert "A serving engine on this store (pid 4242 on ops-host) resumes it within seconds" in runs.hint
+        else:
+            assert f"No engine is serving this store: run `flightdeck resume {ABANDONED}`" in runs.hint
+        assert notified(app, f"Resume of run {ABANDONED} recorded")
+    [entry] = [e for e in audit(resumable) if e.action == "resume"]
+    assert (entry.actor, entry.target, entry.reason) == ("alice", f"run:{ABANDONED}",
+                                                         "engine OOM-killed; retry on the new node")
+    assert entry.after["status"] == "abandoned"
+
+
+async def test_resume_key_in_the_run_view(resumable: Path) -> None:
+    app = app_for(resumable)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.main.run_command(f":run {ABANDONED}")
+        view = app.main.view("run")
+        await wait_for(pilot, lambda: view.is_mounted and view.run is not None and view.run.id == ABANDONED,
+                       what="run view")
+        await wait_for(pilot, lambda: "R resumes it" in view.hint, what="hint")
+        await pilot.press("R")
+        form = await modal(pilot)
+        assert f"resume run {ABANDONED}" in form.body.plain
+        await fill(pilot, reason="resume from view 2")
+        await submit(pilot)
+        await wait_for(pilot, lambda: "recorded (audit row" in view.hint, what="resume recorded")
+    assert [e.target for e in audit(resumable) if e.action == "resume"] == [f"run:{ABANDONED}"]
+
+
+@pytest.mark.parametrize(("run_id", "why"), [
+    ("a1b2c3d4e5f6", "completed: there is nothing to resume"),
+    ("b2c3d4e5f6a1", "is not a durable run"),
+    ("c3d4e5f6a1b2", "is running"),
+    (OLDEST_WAITING, "waits for an operator to reconcile 1 side effect"),
+])
+async def test_resume_key_explains_a_run_that_cannot_resume(resumable: Path, run_id: str, why: str) -> None:
+    app = app_for(resumable)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await select_run(pilot, run_id)
+        await pilot.press("R")
+        await wait_for(pilot, lambda: why in runs.hint, what="the refusal on the hint line")
+        assert not isinstance(app.screen, FormModal)
+        assert not any(n.severity == "error" for n in app._notifications)
+    assert not [e for e in audit(resumable) if e.action == "resume"]
+
+
+async def test_resume_key_refused_in_a_read_only_console(resumable: Path) -> None:
+    app = app_for(resumable, read_only=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await select_run(pilot, ABANDONED)
+        await pilot.press("R")
+        await pilot.pause()
+        assert not isinstance(app.screen, FormModal) and notified(app, "read-only console")
+    assert not [e for e in audit(resumable) if e.action == "resume"]
