@@ -10,7 +10,8 @@ declared in console/screens/registry.py.)
 - safe-mode: the active flags "tools.side_effects=off, …" (warn); a global runs.admission=paused shows the banner.
 - queues (first row, serve mode only): depth, and the backed-up alarm (console/queue_slots.py).
 - needs reconcile (first on the row, shown only while a run waits): durable runs whose side effect's outcome is
-  unknown, "2 runs · flightdeck reconcile ID" (crit), naming the run that has waited longest.
+  unknown, "2 runs · flightdeck reconcile ID" (crit), naming the run that has waited longest; its alarm sends the
+  operator to view 3 (approvals), where each such side effect is a RECONCILE row decided with c / r / f.
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ def reconcile_slot(ctx: HeaderContext) -> SlotValue:
     runs = "run" if len(rows) == 1 else "runs"
     return SlotValue(f"{count} {runs} · flightdeck reconcile {oldest}", "crit",
                      short=f"{count} · flightdeck reconcile {oldest}",
-                     alarm=f"{count} {runs} wait for you to reconcile: `flightdeck reconcile {oldest}` (1, then "
-                           f"p, lists them).", view="runs",
-                     alarm_here=f"{count} {runs} wait for you to reconcile: `flightdeck reconcile {oldest}` (p "
-                                f"lists them).")
+                     alarm=f"{count} {runs} wait for you to reconcile: press 3 to decide, or `flightdeck "
+                           f"reconcile {oldest}`.", view="approvals",
+                     alarm_here=f"{count} {runs} wait for you to reconcile: select a RECONCILE row, c done · r "
+                                f"again · f fail.")
 
 
 def breakers_slot(ctx: HeaderContext) -> SlotValue:

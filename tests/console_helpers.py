@@ -121,7 +121,8 @@ def write_deal_run(writer: Any, run_id: str, *, started: float, status: str = "c
            status="outcome_unknown" if status == "needs_reconcile" else "error" if tool_failed else "ok",
            attrs={"args": {"product": "platform", "seats": 100}, "reason": "The buyer asked for 100 seats; I need "
                   "the list price before any discount.", "risk": "low", "side_effects": False},
-           end_attrs={"error": "upstream 503 from pricing-api", "error_kind": "tool_error"} if tool_failed
+           end_attrs=_unknown_outcome(run_id) if status == "needs_reconcile"
+           else {"error": "upstream 503 from pricing-api", "error_kind": "tool_error"} if tool_failed
            else {"result": {"list_price": 42000, "currency": "USD"}})
     if running:
         writer.run_progress(run_id, 3500, 590, 0.01151, 2, 1, 2)
@@ -140,6 +141,14 @@ def write_deal_run(writer: Any, run_id: str, *, started: float, status: str = "c
                       {"output": None if error else {"decision": "proposal_sent"}, "error": error})
     writer.run_progress(run_id, 3500, 590, 0.01151, 2, 1, 0)
     writer.run_ended(run_id, status, end, None if error else {"decision": "proposal_sent", "price": 39900}, error)
+
+
+def _unknown_outcome(run_id: str) -> dict[str, Any]:
+    """The end attributes the engine writes on a side effect it died during (engine/runtime/tool_call.py): what
+    `flightdeck reconcile` and the approvals view's RECONCILE rows read."""
+    key = f"{run_id}:pricing/price_quote#0"
+    return {"error": RECONCILE_ERROR.replace("9f8e7d6c5b4a", run_id), "needs_reconcile": True,
+            "idempotency_key": key, "call": "pricing/price_quote"}
 
 
 # (id, minutes ago, status, tenant, error, hierarchy)
@@ -199,8 +208,19 @@ def write_durable_runs(store_dir: Path) -> None:
     try:
         for run_id, minutes_ago, status, error, resumed, replayed in reversed(DURABLE_RUNS):
             write_deal_run(writer, run_id, started=FIXED_NOW - minutes_ago * 60, status=status, tenant="acme",
-                           error=error, attributes={"resumed": resumed, "replayed_steps": replayed})
+                           error=error, attributes={"resumed": resumed, "replayed_steps": replayed, "durable": True})
             writer.flush()
+    finally:
+        writer.close()
+
+
+def add_durable_run(store_dir: Path, run_id: str, *, minutes_ago: float, status: str,
+                    error: str | None = None) -> None:
+    """One more durable run (run attributes `durable: true`, as `flightdeck run --durable` records) in a store."""
+    writer = _open_writer(store_dir)
+    try:
+        write_deal_run(writer, run_id, started=FIXED_NOW - minutes_ago * 60, status=status, error=error,
+                       attributes={"durable": True})
     finally:
         writer.close()
 

@@ -4,13 +4,15 @@ keeps counting in the approve/deny/edit prompts. a approves, d denies (the reaso
 arguments and approves; every decision passes the args_hash the operator saw (expected_args_hash), so it binds to
 what was on screen. Enter (or g) opens the request's place in the trace (view 2 on its run, the span selected).
 
-New requests anywhere raise a notification on every view (ApprovalAlerts, started when this view mounts: all views
-are mounted at start) and ring the terminal bell when FLIGHTDECK_CONSOLE_BELL=1.
+Beside the requests, RECONCILE rows: durable runs' side effects whose outcome is unknown after a crash, decided
+here with c (done), r (again) or f (fail) (console/screens/approvals_reconcile.py).
+
+New requests anywhere raise a notification on every view (ApprovalAlerts, console/screens/approval_alerts.py,
+started when this view mounts) and ring the terminal bell when configured.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,23 +21,33 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from console.polling import Poller
+from console.screens.approval_alerts import BELL_ENV, ApprovalAlerts, time_left
+from console.screens.approvals_reconcile import (
+    KEYS_WORDS,
+    RECONCILE_BINDINGS,
+    decided_message,
+    is_reconcile,
+    reconcile_cell,
+    reconcile_detail,
+    reconcile_words,
+    start_reconcile,
+)
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView
 from console.screens.read_only import write_bindings
 from console.screens.table_view import TableView
-from console.views_data.approvals_data import ListedApproval, pending_approvals
+from console.views_data.approvals_data import ListedApproval
+from console.views_data.reconcile_data import ReconcileFeed, ReconcileItem
 from console.widgets.modals import REASON, Field, FormModal, FormResult
 from console.widgets.safe import compact_json, literal, pretty_json, printable
 from console.widgets.text_pane import TextLines
 from console.widgets.virtual_table import Column, VirtualTable
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from engine.store.control_rows import Approval
 
-    from engine.store.control_rows import Approval, ApprovalAlert
+__all__ = ["BELL_ENV", "ApprovalAlerts", "ApprovalsView", "approval_cell", "time_left"]
 
 URGENT_S = 30.0
-BELL_ENV = "FLIGHTDECK_CONSOLE_BELL"
 
 COLUMNS = (
     Column("left", "LEFT", 7, align="right"),
@@ -48,18 +60,6 @@ COLUMNS = (
     Column("run", "RUN", 12, drop=1),
     Column("id", "ID", 11, drop=3),
 )
-
-
-def time_left(deadline: float, now: float) -> str:
-    left = deadline - now
-    if left <= 0:
-        return "expired"
-    seconds = int(left)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 def left_text(row: Approval, now: float) -> Text:
@@ -78,7 +78,9 @@ def level_text(row: Approval) -> Text:
 RISK_STYLE = {"high": "bold red", "critical": "bold white on red", "medium": "yellow", "low": "green"}
 
 
-def approval_cell(row: Approval, column: str, now: float) -> Text | str:
+def approval_cell(row: Approval | ReconcileItem, column: str, now: float) -> Text | str:
+    if isinstance(row, ReconcileItem):
+        return reconcile_cell(row, column, now)
     if column == "left":
         return left_text(row, now)
     if column == "risk":
@@ -98,9 +100,21 @@ def approval_cell(row: Approval, column: str, now: float) -> Text | str:
 RISK_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-def approval_sort(row: ListedApproval, column: str) -> Any:
-    """By `column`, then soonest deadline first (LEFT, the default); equal deadlines keep the store's order."""
-    due = (float(row.deadline or 0), row.pos)
+def approval_sort(row: ListedApproval | ReconcileItem, column: str) -> Any:
+    """By `column`, then soonest deadline first (LEFT, the default); equal deadlines keep the store's order.
+    RECONCILE rows have no deadline and nothing happens to their run until someone decides: they come first (the
+    run that has waited longest on top), as the most escalated and the riskiest."""
+    if isinstance(row, ReconcileItem):
+        due: tuple[Any, ...] = (0, row.since, row.pos)
+        if column in ("risk", "level"):
+            return (-1, *due)
+        if column == "requested":
+            return (row.since, row.pos)
+        if column in ("agent", "tool", "run", "id"):
+            value = {"run": row.run_id, "id": row.key}.get(column, getattr(row, column, None))
+            return (str(value or "").lower(), *due)
+        return due
+    due = (1, float(row.deadline or 0), row.pos)
     if column == "risk":
         return (RISK_ORDER.get(str(row.risk or "").lower(), 9), *due)
     if column == "level":
@@ -113,13 +127,17 @@ def approval_sort(row: ListedApproval, column: str) -> Any:
     return due
 
 
-def approval_words(row: Approval) -> str:
+def approval_words(row: Approval | ReconcileItem) -> str:
+    if isinstance(row, ReconcileItem):
+        return reconcile_words(row)
     return " ".join(str(v or "") for v in (row.id, row.agent, row.tool, row.run_id, row.risk, row.reason)).lower()
 
 
-def approval_detail(row: Approval | None, now: float) -> Text:
+def approval_detail(row: Approval | ReconcileItem | None, now: float) -> Text:
     if row is None:
         return Text("No approval selected.", style="dim", end="")
+    if isinstance(row, ReconcileItem):
+        return reconcile_detail(row, now)
     text = Text(end="")
     text.append(f"{printable(row.id)}  ", style="bold")
     text.append(f"{printable(row.agent, limit=40)} wants to call ")
@@ -157,7 +175,8 @@ class ApprovalsView(TableView):
             Binding("d", "deny", "Deny", id="deny",
                     tooltip="Deny the selected request with a message (the model sees it as a tool error)"),
             Binding("e", "edit_approve", "Edit+approve", id="edit_approve",
-                    tooltip="Edit the arguments (a JSON object; the engine re-validates it) and approve")),
+                    tooltip="Edit the arguments (a JSON object; the engine re-validates it) and approve"),
+            *RECONCILE_BINDINGS),
         Binding("enter", "open_trace", "Open in trace", id="approval_open", show=False,
                 tooltip="Open the request's run in view 2 with its span selected"),
         Binding("g", "open_trace", "Trace", id="approval_trace",
@@ -177,6 +196,8 @@ class ApprovalsView(TableView):
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="approvals")
         self.alerts = ApprovalAlerts(self, ctx)
+        self.reconcile_feed = ReconcileFeed(ctx.source)
+        self.reconciles = 0
         self.hint = "Loading approvals…"
 
     def compose(self) -> ComposeResult:
@@ -199,23 +220,30 @@ class ApprovalsView(TableView):
         return approval_words(row)
 
     def refresh_title(self) -> None:
-        self._title(self.table.total_count)
+        self._title(self.table.total_count - self.reconciles)
 
     def on_unmount(self) -> None:
         super().on_unmount()
         self.alerts.stop()
+        self.reconcile_feed.close()
 
-    def read(self, api: Any) -> list[Approval]:
-        return api.pending_approvals() if api is not None else []
+    def read(self, api: Any) -> tuple[list[Approval], list[ReconcileItem]]:
+        """Pending approvals (control.db) and the side effects durable runs wait on (traces.db, decided ones left
+        out through control.db)."""
+        return (api.pending_approvals() if api is not None else []), self.reconcile_feed.read(api)
 
-    def apply(self, rows: list[Approval]) -> None:
+    def apply(self, rows: tuple[list[Approval], list[ReconcileItem]]) -> None:
         self.loaded = True
         table = self.table
-        listed = [ListedApproval(**row.as_dict(), pos=pos) for pos, row in enumerate(rows)]  # store order breaks ties
+        approvals, reconciles = rows
+        listed: list[ListedApproval | ReconcileItem] = [
+            ListedApproval(**row.as_dict(), pos=pos) for pos, row in enumerate(approvals)]  # store order: ties
+        listed += reconciles
         keep = {row.id for row in listed}
         table.remove([key for key in list(table.keys()) if key not in keep])
         table.upsert((row.id, row) for row in listed)
-        self._title(len(rows))
+        self.reconciles = len(reconciles)
+        self._title(len(approvals))
         self._show_detail()
 
     def tick(self) -> None:
@@ -227,13 +255,16 @@ class ApprovalsView(TableView):
         text = Text(end="")
         text.append("APPROVALS ", style="bold")
         text.append(f"{count} pending" if count else "none pending", style="bold yellow" if count else "green")
+        if self.reconciles:
+            text.append(" · ")
+            text.append(f"{self.reconciles} to RECONCILE", style="bold black on yellow")
         text.append_text(self.title_suffix())
         text.append(" · LEFT turns red under 30 s", style="dim")
         if self.ctx.read_only:
             text.append("  · read-only: decisions are disabled", style="bold yellow")
         self.query_one("#approvals-title", TextLines).update(text)
 
-    def selected(self) -> Approval | None:
+    def selected(self) -> Approval | ReconcileItem | None:
         key = self.table.cursor_key
         return self.table.get(key) if key is not None else None
 
@@ -247,6 +278,11 @@ class ApprovalsView(TableView):
             self.hint = "Loading approvals…"
         elif row is None:
             self.hint = "Nothing waits for approval. New requests raise a notification on every view."
+        elif isinstance(row, ReconcileItem):
+            self.hint = (f"Run {row.run_id} waits: {printable(row.tool, limit=30)}'s outcome is unknown. Check it by "
+                         f"its key, then {KEYS_WORDS} (each asks for a reason)." if not self.ctx.read_only else
+                         f"Read-only console: decide with `flightdeck reconcile {row.run_id}` or a read-write "
+                         f"console.")
         elif self.ctx.read_only:
             self.hint = "Read-only console: review here, decide with `flightdeck approve/deny` or a read-write console."
         elif float(row.deadline) - self.ctx.clock() < URGENT_S:
@@ -265,7 +301,7 @@ class ApprovalsView(TableView):
 
     # -- actions ------------------------------------------------------------------------------------------------
 
-    def _need_row(self) -> Approval | None:
+    def _need_row(self) -> Approval | ReconcileItem | None:
         row = self.selected()
         if row is None:
             self.notify("No approval selected: nothing is waiting.", severity="warning", markup=False)
@@ -288,7 +324,32 @@ class ApprovalsView(TableView):
         if self.ctx.read_only:
             self.client.run(verb, lambda api: None)
             return None
-        return self._need_row()
+        row = self._need_row()
+        if isinstance(row, ReconcileItem):
+            self.notify(f"This is a RECONCILE row (a side effect whose outcome is unknown), not an approval: "
+                        f"{KEYS_WORDS}.", severity="warning", markup=False)
+            return None
+        return row
+
+    def action_reconcile(self, decision: str) -> None:
+        """c / r / f on a RECONCILE row: done, again or fail (a confirmation with a required reason)."""
+        if self.ctx.read_only:
+            self.client.run("reconcile", lambda api: None)
+            return
+        row = self._need_row()
+        if row is None:
+            return
+        if not is_reconcile(row):
+            self.notify("c, r and f decide a RECONCILE row (a durable run's side effect whose outcome is unknown); "
+                        "for an approval: a approves, d denies, e edits.", severity="warning", markup=False)
+            return
+        assert isinstance(row, ReconcileItem)
+
+        def decided(made: Any, waiting: int) -> None:
+            self.notify(decided_message(made, waiting), title="Reconciled", markup=False, timeout=10)
+            self.refresh_now()
+
+        start_reconcile(self, self.ctx, self.client, row, decision, decided)
 
     def action_approve(self) -> None:
         row = self._decidable("approve")
@@ -382,72 +443,11 @@ class ApprovalsView(TableView):
                 PaletteCommand("Approve the selected request", "Asks for a reason", self.action_approve),
                 PaletteCommand("Deny the selected request", "Asks for a message", self.action_deny),
                 PaletteCommand("Edit the arguments and approve", "JSON editor", self.action_edit_approve),
+                PaletteCommand("Reconcile: the side effect happened (done)", "RECONCILE row; asks for a reason",
+                               lambda: self.action_reconcile("done")),
+                PaletteCommand("Reconcile: run the side effect again", "RECONCILE row; same idempotency key",
+                               lambda: self.action_reconcile("again")),
+                PaletteCommand("Reconcile: fail the run", "RECONCILE row; your reason is its error",
+                               lambda: self.action_reconcile("fail")),
             ]
         return commands
-
-
-def configured_bell(store_dir: Path) -> bool:
-    """[console] bell in STORE/config.toml; off when the file cannot be read (the console reports a bad config
-    where it reads its keys)."""
-    from engine.errors import FlightdeckError
-    from engine.store.config import load_config
-
-    try:
-        return load_config(store_dir).console.bell
-    except FlightdeckError:
-        return False
-
-
-class ApprovalAlerts:
-    """Always on (every view): a notification for each new pending request, and the terminal bell when
-    FLIGHTDECK_CONSOLE_BELL=1 or `[console] bell = true` in config.toml. Requests already pending when the console
-    starts are announced once, together."""
-
-    INTERVAL_S = 1.0
-
-    def __init__(self, owner: ApprovalsView, ctx: ConsoleContext) -> None:
-        self.owner = owner
-        self.ctx = ctx
-        self.seen: set[str] | None = None
-        # FLIGHTDECK_CONSOLE_BELL when set, else [console] bell in config.toml (read on the poller's thread).
-        given = os.environ.get(BELL_ENV)
-        self.bell: bool | None = None if given is None else given.strip().lower() in ("1", "true", "yes", "on")
-        self.poller: Poller[list[ApprovalAlert]] = Poller(
-            owner, name="approval-alerts", fetch=self._fetch, render=self._render,
-            interval=max(self.INTERVAL_S, ctx.poll_interval), report_error=ctx.report_error,
-            busy_interval=max(self.INTERVAL_S, ctx.poll_interval))
-        self.notified = 0
-
-    def start(self) -> None:
-        self.poller.start()
-
-    def stop(self) -> None:
-        self.poller.stop()
-
-    def _fetch(self) -> list[ApprovalAlert] | None:
-        if self.bell is None:
-            self.bell = configured_bell(self.ctx.store_dir)
-        control = self.ctx.source.control()
-        if control is None:
-            return None
-        return pending_approvals(control)
-
-    def _render(self, rows: list[ApprovalAlert]) -> None:
-        ids = {row.id for row in rows}
-        first = self.seen is None
-        new = [row for row in rows if first or row.id not in (self.seen or set())]
-        self.seen = ids
-        if not new:
-            return
-        now = self.ctx.clock()
-        if len(new) == 1:
-            row = new[0]
-            message = (f"{printable(row.agent, limit=40)} wants to call {printable(row.tool, limit=40)} "
-                       f"(risk {printable(row.risk or '-')}, {time_left(float(row.deadline), now)} left): "
-                       f"press 3 to decide.")
-        else:
-            message = f"{len(new)} tool calls wait for approval: press 3 to decide."
-        self.notified += 1
-        self.owner.notify(message, title="Approval requested", severity="warning", timeout=10, markup=False)
-        if self.bell:
-            self.owner.app.bell()

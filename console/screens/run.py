@@ -24,6 +24,7 @@ from console.polling import Poller
 from console.screens.actions import KILL_RUN, kill_palette_commands, kill_target_for_span, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.screens.read_only import ReadOnlyGuard, write_bindings
+from console.screens.resume import RESUME_RUN, may_resume, start_resume
 from console.views_data.run_feed import RunFeed, RunUpdate
 from console.widgets.gauges import BudgetGauges
 from console.widgets.safe import printable
@@ -84,7 +85,7 @@ class RunView(ReadOnlyGuard, View):
         Binding("t", "focus_tree", "Tree", id="focus_tree", show=False, tooltip="Move the focus to the span tree"),
         Binding("f", "toggle_follow", "Follow", id="follow_events",
                 tooltip="Follow new events at the bottom of the tail, or stop following to read"),
-        *write_bindings(KILL_RUN),
+        *write_bindings(KILL_RUN, RESUME_RUN),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -100,6 +101,7 @@ class RunView(ReadOnlyGuard, View):
         self._summary_shown = 0.0  # monotonic time the title, usage and gauges were last painted
         self._summary_timer: Timer | None = None
         self._pending_budgets: list[BudgetRow] | None = None  # gauges read but not painted yet
+        self.resume_note: tuple[str, str, str] | None = None  # (run id, its status, what R said): its hint
         self.degraded: list[DegradedCall] = []  # a completed run's withheld or denied tool calls (the title says)
         self.poller: Poller[RunUpdate] = Poller(self, name="run", fetch=self._fetch, render=self.apply_update,
                                                 interval=ctx.poll_interval, report_error=ctx.report_error)
@@ -322,15 +324,19 @@ class RunView(ReadOnlyGuard, View):
             return
         status = run.status
         problems = len(self.tree.problems)
-        if self.tree.left_out:
+        if self.resume_note is not None and self.resume_note[:2] == (run.id, status):
+            self.hint = self.resume_note[2]  # until the run's status changes (it resumed, or ended again)
+        elif self.tree.left_out:
             self.hint = (f"This run is huge: the tree shows its first {len(self.tree.nodes):,} spans "
                          f"({self.tree.left_out:,} more not shown); the event tail has the newest.")
         elif status == "needs_reconcile":
-            self.hint = (f"This run waits for you: check the side effect's idempotency key in its tool span (n), then "
-                         f"`flightdeck reconcile {run.id}`.")
+            self.hint = (f"This run waits for you: check the side effect's key in its tool span (n), decide in view 3 "
+                         f"(or `flightdeck reconcile {run.id}`), then R.")
         elif status in PROBLEM_RUN_STATUSES:
             outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
-            if problems:
+            if may_resume(run):
+                self.hint = f"This run {outcome}: n jumps to the failing span; R resumes it (durable)."
+            elif problems:
                 self.hint = f"This run {outcome}: n jumps to the next failing span; its error is on the right."
             else:
                 self.hint = f"This run {outcome}: the reason is under the title; Esc goes back to the runs."
@@ -427,6 +433,9 @@ class RunView(ReadOnlyGuard, View):
                            "Follow or stop following new events", self.action_toggle_follow),
             PaletteCommand("Run: focus the event tail", "Scroll through the run's events", self.action_focus_events),
         ]
+        if not self.ctx.read_only:
+            commands.append(PaletteCommand("Run: resume this durable run", "What replays, what runs again; asks for "
+                                           "a reason", self.action_resume_run))
         return commands + kill_palette_commands(self, self.ctx, "Kill switch on the selected agent or tool",
                                                 "Agent span: that agent in this run; tool span: that tool; otherwise "
                                                 "the run", self.action_kill_selected)
@@ -445,3 +454,12 @@ class RunView(ReadOnlyGuard, View):
             self.notify("No run shown: open one first (press 1, Enter).", severity="warning", markup=False)
             return
         start_kill(self, self.ctx, scope, target, in_run)
+
+    def action_resume_run(self) -> None:
+        run_id = (self.run.id if self.run is not None else None) or self.run_id
+        start_resume(self, self.ctx, run_id, self._resume_said)
+
+    def _resume_said(self, text: str) -> None:
+        run = self.run
+        self.resume_note = (run.id, run.status, text) if run is not None else None
+        self.hint = text

@@ -20,6 +20,7 @@ from console.polling import Poller
 from console.screens.actions import KILL_RUN, kill_palette_commands, start_kill
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.screens.read_only import ReadOnlyGuard, write_bindings
+from console.screens.resume import RESUME_RUN, may_resume, start_resume
 from console.screens.runs_table import (
     COLUMNS,
     SORTS,
@@ -71,7 +72,7 @@ class RunsView(ReadOnlyGuard, View):
                 tooltip="Reverse the current sort order"),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False,
                 tooltip="Clear the filter and the problems-only toggle"),
-        *write_bindings(KILL_RUN),
+        *write_bindings(KILL_RUN, RESUME_RUN),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -85,6 +86,7 @@ class RunsView(ReadOnlyGuard, View):
         self.any_degraded = False  # a loaded run is completed (degraded): STATUS is wide enough to say so
         self.paging = False
         self.exhausted = False
+        self.resume_note: tuple[str, str, str] | None = None  # (run id, its status, what R said): its hint
         self.poller: Poller[RunsUpdate] = Poller(self, name="runs", fetch=self.feed.poll, render=self.apply_update,
                                                  interval=ctx.poll_interval, report_error=ctx.report_error)
         self.hint = "Loading runs…"
@@ -242,13 +244,17 @@ class RunsView(ReadOnlyGuard, View):
         key = table.cursor_key
         item = table.get(key) if key is not None else None
         run = item.run if item is not None else None
+        if self.resume_note is not None and run is not None and self.resume_note[:2] == (key, run.status):
+            self.hint = self.resume_note[2]  # until the run's status changes (it resumed, or ended again)
+            return
         if run is not None and run.status == "needs_reconcile":
-            self.hint = (f"Run {key} waits: a side effect's outcome is unknown. Check it, then "
-                         f"`flightdeck reconcile {key}`; Enter shows the run.")
+            self.hint = (f"Run {key} waits: a side effect's outcome is unknown. Decide it in view 3 (or "
+                         f"`flightdeck reconcile {key}`), then R resumes it.")
             return
         if run is not None and run.status in PROBLEM_RUN_STATUSES:
             word = run_look(run.status).word
-            self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why."
+            self.hint = f"Run {key} ended {word}: press Enter to see which span failed and why" + (
+                "; R resumes it." if may_resume(run) else ".")
             return
         if item is not None and item.degraded:
             self.hint = (f"Run {key} completed (degraded): {degraded_summary(item.degraded)} · Enter shows the "
@@ -336,8 +342,21 @@ class RunsView(ReadOnlyGuard, View):
         if key is not None:
             commands.insert(0, PaletteCommand(f"Runs: open run {key}", "Span tree, detail and events of the "
                                               "selected run", self.action_open_run))
+        if not self.ctx.read_only:
+            commands.append(PaletteCommand("Runs: resume the selected durable run", "What replays, what runs again; "
+                                           "asks for a reason", self.action_resume_run))
         return commands + kill_palette_commands(self, self.ctx, "Kill switch on the selected run",
                                                 "Preview, mode, reason", self.action_kill_selected)
+
+    def action_resume_run(self) -> None:
+        key = self.table.cursor_key
+        start_resume(self, self.ctx, str(key) if key is not None else None, self._resume_said)
+
+    def _resume_said(self, text: str) -> None:
+        key = self.table.cursor_key
+        item = self.table.get(key) if key is not None else None
+        self.resume_note = (str(key), item.run.status, text) if item is not None else None
+        self.hint = text
 
     def action_kill_selected(self) -> None:
         key = self.table.cursor_key
