@@ -90,7 +90,9 @@ async def _effects(store_dir: Path, n: int, concurrent: int) -> dict[str, list[f
             for i in range(max(1, n // concurrent)):
                 await timed(f"c{c}:{i}", times["concurrent"])
 
+        started = time.perf_counter()
         await asyncio.gather(*(caller(c) for c in range(concurrent)))
+        times["wall"] = [time.perf_counter() - started]
     finally:
         host.destroy()
     return times
@@ -100,11 +102,12 @@ def side_effects(n: int = 300, concurrent: int = 20) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         times = anyio.run(_effects, Path(tmp), n, concurrent)
     one, read, conc = _pcts(times["one"]), _pcts(times["read"]), _pcts(times["concurrent"])
+    rate = len(times["concurrent"]) / times["wall"][0]
     return [
         ("side-effecting call, durable record p50", f"{one[0]:.2f} ms", "PENDING committed before, SUCCESS after"),
         ("side-effecting call, durable record p99", f"{one[1]:.2f} ms", "target <= 5 ms"),
-        (f"  {concurrent} concurrent callers p50 / p99", f"{conc[0]:.2f} / {conc[1]:.2f} ms",
-         "each commit waits its turn for durable.db"),
+        (f"  {concurrent} callers back to back p50 / p99", f"{conc[0]:.2f} / {conc[1]:.2f} ms",
+         f"{rate:,.0f} side effects/s: durable.db's ceiling, so this is queueing"),
         ("  resumed run (reads its record first) p50 / p99", f"{read[0]:.2f} / {read[1]:.2f} ms",
          "a fresh run skips that read"),
     ]

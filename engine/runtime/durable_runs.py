@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.results import RunResult
+    from engine.store.reader import TraceReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class DurableRuns:
         self.gate: QueueGate | None = None
         self.handing_back: str | None = None
         self._again: set[str] = set()  # runs an operator started again here (`resume_run`): they carry on
+        self._reader: TraceReader | None = None  # traces.db rows of the runs resumed here (_resume_info)
 
     async def open(self) -> None:
         from engine.durable.host import DurableHost
@@ -87,13 +89,15 @@ class DurableRuns:
         if why_not is None:  # runs an operator reconciled since they stopped: they go on too
             again = [run_id for run_id in await self._call(reconciled_runs) or [] if run_id not in
                      {run for _wf, run, _spec in pending}]
+        handed_back: list[str] = []
         for workflow_id, run_id, _spec in pending:
             reason = why_not or self._killed_by_operator(run_id)
             if reason is not None:
                 self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
                 continue
             self._track_resumed(run_id)
-            await self.host.resume(workflow_id)
+            handed_back.append(workflow_id)
+        await self.host.resume_many(handed_back)
         for run_id in again:
             found = await self.host.latest(run_id)
             if found is None:
@@ -161,6 +165,9 @@ class DurableRuns:
         await self.wait_resumed()
         self.host.destroy()
         self.host = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     async def submit(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
         """Run `request` as a durable run; with an idempotency key the same key never starts a second run (the
@@ -242,14 +249,12 @@ class DurableRuns:
 
         assert self.host is not None
         replayed = await self.host.recorded_effects(run_id)
-        try:
-            reader = open_reader(self.engine.store.dir)
-        except StoreError:
-            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
-        try:
-            row = reader.get_run(run_id)
-        finally:
-            reader.close()
+        if self._reader is None:  # one for every run this engine resumes: opening one costs ~2 ms
+            try:
+                self._reader = open_reader(self.engine.store.dir)
+            except StoreError:
+                return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
+        row = self._reader.get_run(run_id)
         if row is None or row.id != run_id:
             return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
         return ResumeInfo(started=row.started, resumed=row.resumed + 1, replayed_steps=replayed,
