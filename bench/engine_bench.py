@@ -36,7 +36,8 @@ def run_peer(script: Path, trace: str, runs: int, concurrent: int, reps: int) ->
 def peers(runs: int = 200, concurrent: int = 50, reps: int = 5) -> list[dict]:
     """Flightdeck and every peer script available in shared/bench-peers, in one sweep."""
     rows: list[dict] = []
-    jobs: list[tuple[Path, str]] = [(ROOT / "bench" / "flightdeck_hierarchy.py", "sqlite")]
+    ours = ROOT / "bench" / "flightdeck_hierarchy.py"
+    jobs: list[tuple[Path, str]] = [(ours, "sqlite"), (ours, "durable")]
     if PEERS_DIR.is_dir():
         jobs += [(PEERS_DIR / "bare_hierarchy.py", "off"), (PEERS_DIR / "bare_hierarchy.py", "sqlite")]
         for name in ("langgraph", "openai_agents", "pydantic_ai"):

@@ -4,6 +4,7 @@
 
 Run it through `python -m bench peers` (side by side with the bare loop and the peers) or alone:
     python bench/flightdeck_hierarchy.py --trace sqlite --runs 200 --concurrent 50 --reps 5
+`--trace durable`: the same with `Engine(durable=True)` (every run a DBOS workflow in STORE/durable.db).
 """
 
 import time
@@ -73,7 +74,8 @@ def build(trace_mode: str):
     async def run_once() -> str:
         eng = state.get("engine")
         if eng is None:
-            eng = state["engine"] = await stack.enter_async_context(Engine(store, latency_scale=0.0, runbooks=False))
+            eng = state["engine"] = await stack.enter_async_context(
+                Engine(store, latency_scale=0.0, runbooks=False, durable=trace_mode == "durable"))
         result = await eng.run(hierarchy, RunRequest(input="do the thing"))
         harness.COUNTERS.model_calls += result.model_calls
         harness.COUNTERS.tool_calls += 3  # the three delegations count as tool calls in the shared workload
@@ -90,5 +92,5 @@ if __name__ == "__main__":
     import sqlite3
 
     harness.main("flightdeck", {"flightdeck": engine.__version__, "sqlite": sqlite3.sqlite_version}, build,
-                 ("sqlite", "noguards"), IMPORT_S,
+                 ("sqlite", "noguards", "durable"), IMPORT_S,
                  notes="every span and event committed to traces.db by the engine's writer thread")

@@ -217,6 +217,12 @@ class DurableHost:
         """Hand a pending run back to DBOS: its queue runs it again (on this engine's loop) soon after."""
         await detached(DBOS.resume_workflow_async(workflow_id))
 
+    async def resume_many(self, workflow_ids: list[str]) -> None:
+        """resume() for many runs in one durable.db transaction (an engine's start after a crash: one at a time,
+        1,000 runs took ~12 s, each a thread hop and a commit while the runs resumed first competed for the loop)."""
+        if workflow_ids:
+            await detached(DBOS.resume_workflows_async(workflow_ids))
+
     async def recorded_effects(self, run_id: str) -> int:
         """How many side effects of `run_id` completed (they replay on resume instead of running)."""
         rows = await detached(DBOS.list_workflows_async(

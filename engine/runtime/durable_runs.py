@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from engine.durable.keys import run_id_for_key
+from engine.runtime.resume_loader import HierarchyCache
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.results import RunResult
+    from engine.store.reader import TraceReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,7 +66,9 @@ class DurableRuns:
         self._resumed_idle = anyio.Event()
         self._resumed_idle.set()
         self.resumed: list[str] = []  # runs this engine handed back to DBOS on start
-        self._requests: dict[str, RunRequest] = {}  # the requests of fresh runs, by run id, while they run
+        # The requests of fresh runs and the hierarchies they were submitted with, by run id, while they run.
+        self._requests: dict[str, tuple[RunRequest, Hierarchy]] = {}
+        self.hierarchies = HierarchyCache()  # what resumed and queued runs run (runtime/resume_loader.py)
         # Serve mode (engine/serve/service.py) sets these before the engine opens: the DBOS queues this engine
         # dequeues from, the gate each dequeued run passes, and (once a drain's grace ran out) why runs stopped now
         # are handed back: their workflow stays PENDING in DBOS, so the next engine on the store resumes them.
@@ -72,6 +76,7 @@ class DurableRuns:
         self.gate: QueueGate | None = None
         self.handing_back: str | None = None
         self._again: set[str] = set()  # runs an operator started again here (`resume_run`): they carry on
+        self._reader: TraceReader | None = None  # traces.db rows of the runs resumed here (_resume_info)
 
     async def open(self) -> None:
         from engine.durable.host import DurableHost
@@ -84,13 +89,15 @@ class DurableRuns:
         if why_not is None:  # runs an operator reconciled since they stopped: they go on too
             again = [run_id for run_id in await self._call(reconciled_runs) or [] if run_id not in
                      {run for _wf, run, _spec in pending}]
+        handed_back: list[str] = []
         for workflow_id, run_id, _spec in pending:
             reason = why_not or self._killed_by_operator(run_id)
             if reason is not None:
                 self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
                 continue
             self._track_resumed(run_id)
-            await self.host.resume(workflow_id)
+            handed_back.append(workflow_id)
+        await self.host.resume_many(handed_back)
         for run_id in again:
             found = await self.host.latest(run_id)
             if found is None:
@@ -158,6 +165,9 @@ class DurableRuns:
         await self.wait_resumed()
         self.host.destroy()
         self.host = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     async def submit(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
         """Run `request` as a durable run; with an idempotency key the same key never starts a second run (the
@@ -179,7 +189,7 @@ class DurableRuns:
                     await self.host.resume(workflow_id)  # the original run's engine died: it carries on here
                 return await self.host.result(workflow_id)
         self._fresh.add(run_id)
-        self._requests[run_id] = request
+        self._requests[run_id] = (request, hierarchy)
         try:
             return await self.host.run(run_id, spec)
         finally:
@@ -189,9 +199,9 @@ class DurableRuns:
     async def _body(self, run_id: str, spec: dict[str, Any]) -> RunResult:
         """The workflow body: a fresh run, or a resumed one (then rebuilt from its spec). A run a serve-mode queue
         started (its spec names the queue) is fresh unless this engine resumed it and its row shows it started."""
-        request = self._requests.get(run_id)
-        if request is not None:
-            return await self._run(spec, request, run_id, None)
+        fresh = self._requests.get(run_id)
+        if fresh is not None:
+            return await self._run(spec, fresh[0], run_id, None, fresh[1])
         try:
             queued = spec.get("queue") is not None
             carries_on = not queued or run_id in self.resumed or run_id in self._again
@@ -239,14 +249,12 @@ class DurableRuns:
 
         assert self.host is not None
         replayed = await self.host.recorded_effects(run_id)
-        try:
-            reader = open_reader(self.engine.store.dir)
-        except StoreError:
-            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
-        try:
-            row = reader.get_run(run_id)
-        finally:
-            reader.close()
+        if self._reader is None:  # one for every run this engine resumes: opening one costs ~2 ms
+            try:
+                self._reader = open_reader(self.engine.store.dir)
+            except StoreError:
+                return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
+        row = self._reader.get_run(run_id)
         if row is None or row.id != run_id:
             return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
         return ResumeInfo(started=row.started, resumed=row.resumed + 1, replayed_steps=replayed,
@@ -254,9 +262,9 @@ class DurableRuns:
                           model_calls=row.model_calls, tool_calls=row.tool_calls)
 
 
-    async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None
-                   ) -> RunResult:
-        hierarchy, why = load_for_resume(spec["path"], spec)
+    async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
+                   submitted: Hierarchy | None = None) -> RunResult:
+        hierarchy, why = (submitted, None) if submitted is not None else self.hierarchies.load(spec)
         if hierarchy is None:
             return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
         served = {key: spec[key] for key in ("queue", "source", "submitted") if spec.get(key) is not None}
@@ -289,21 +297,6 @@ def reconciled_runs(api: ControlAPI) -> list[str]:
         if calls and not undecided(calls):
             ready.append(row.id)
     return ready
-
-
-def load_for_resume(path: str, spec: dict[str, Any]) -> tuple[Hierarchy | None, str | None]:
-    """The hierarchy a resumed run ran, or why it cannot resume (the file is gone, or changed since)."""
-    from engine.errors import InputError
-    from engine.hierarchy.loader import load_hierarchy
-
-    try:
-        hierarchy = load_hierarchy(path, scenario=spec.get("scenario"))
-    except InputError as exc:
-        return None, f"cannot resume: the hierarchy does not load: {exc}"
-    if hierarchy.source_hash != spec.get("hash"):
-        return None, f"cannot resume: {path} changed since the run started"
-    return hierarchy, None
-
 
 
 def seed_resumed(ctx: Any, info: ResumeInfo) -> dict[str, Any]:
