@@ -18,6 +18,7 @@ from console.app import create_app
 from console.widgets.modals import FormModal
 from engine.controls.api import ControlAPI
 from tests.console.test_console_actions import fill, modal, notified, submit
+from tests.console.test_console_views_ops import request
 from tests.console_helpers import (
     DURABLE_RUNS,
     add_durable_run,
@@ -75,10 +76,12 @@ async def test_reconcile_row_decided_in_the_approvals_view(store: Path) -> None:
         detail = view.query_one("#approval-detail").plain
         assert "RECONCILE" in detail and row.key in detail and OLDEST_WAITING in detail
 
-        # a (approve) on a RECONCILE row explains, decides nothing.
+        # Only RECONCILE rows listed: the footer offers c/r/f, not a/d/e (which decide nothing here).
+        shown = {b.binding.id for b in app.main.active_bindings.values() if b.binding.show}
+        assert {"reconcile_done", "reconcile_again", "reconcile_fail"} <= shown and "approve" not in shown
         await pilot.press("a")
         await pilot.pause()
-        assert not isinstance(app.screen, FormModal) and notified(app, "This is a RECONCILE row")
+        assert not isinstance(app.screen, FormModal)
 
         await pilot.press("c")
         form = await modal(pilot)
@@ -100,6 +103,33 @@ async def test_reconcile_row_decided_in_the_approvals_view(store: Path) -> None:
         [call] = api.reconcile_calls(OLDEST_WAITING)
         assert call.decision is not None and (call.decision.decision, call.decision.operator) == ("done", "alice")
         assert api.reconcile_calls(WAITING[0])[0].decision is None  # the other run still waits
+
+
+async def test_reconcile_rows_beside_approval_requests(store: Path) -> None:
+    approval = request(store)  # an approval request, 5 minutes to decide
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        view = app.main.view("approvals")
+        await wait_for(pilot, lambda: view.is_mounted and view.table.total_count == len(WAITING) + 1, what="rows")
+        # No deadline and nothing happens to the run until someone decides: RECONCILE rows first (longest waiting
+        # on top), then the requests by deadline; both sets of keys in the footer.
+        assert list(view.table.visible_keys()) == [f"reconcile:{OLDEST_WAITING}:pricing/price_quote#0",
+                                                   f"reconcile:{WAITING[0]}:pricing/price_quote#0", approval.id]
+        assert "1 pending · 2 to RECONCILE" in view.query_one("#approvals-title").plain
+        shown = {b.binding.id for b in app.main.active_bindings.values() if b.binding.show}
+        assert {"approve", "deny", "reconcile_done", "reconcile_fail"} <= shown
+        await pilot.press("a")  # approve on a RECONCILE row: explained, nothing opens
+        await pilot.pause()
+        assert not isinstance(app.screen, FormModal) and notified(app, "This is a RECONCILE row")
+        await pilot.press("end")
+        assert view.selected().id == approval.id
+        await pilot.press("c")  # done on an approval: explained
+        await pilot.pause()
+        assert not isinstance(app.screen, FormModal) and notified(app, "c, r and f decide a RECONCILE row")
+        await pilot.press("slash", *"reconcile")  # the filter finds them by the word
+        await wait_for(pilot, lambda: view.table.row_count == len(WAITING), what="filtered")
+    assert not [e for e in audit(store) if e.action in ("reconcile", "approve")]
 
 
 async def test_reconcile_fail_and_escape_writes_nothing(store: Path) -> None:
