@@ -274,3 +274,30 @@ async def test_resume_key_refused_in_a_read_only_console(resumable: Path) -> Non
         await pilot.pause()
         assert not isinstance(app.screen, FormModal) and notified(app, "read-only console")
     assert not [e for e in audit(resumable) if e.action == "resume"]
+
+
+# -- issue 15: sort and filter on the audit view --------------------------------------------------------------------
+
+async def test_audit_view_sorts_and_filters_the_page(store: Path) -> None:
+    with ControlAPI(store, "zoe") as api:
+        api.record_action("page_sent", "incident:inc-1", reason="sev2")
+    with ControlAPI(store, "bob") as api:
+        api.record_action("engine_terminated", "engine:42", reason="wedged")
+    with ControlAPI(store, "carol") as api:
+        api.record_action("page_sent", "incident:inc-2", reason="sev1")
+    app = app_for(store, read_only=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("7")
+        view = app.main.view("audit")
+        await wait_for(pilot, lambda: view.is_mounted and len(view.shown) == 3, what="audit rows")
+        actors = lambda: [e.actor for e in view.shown]
+        assert actors() == ["carol", "bob", "zoe"]  # newest first
+        await pilot.press("s")
+        assert actors() == ["bob", "carol", "zoe"] and "sorted by actor" in view.query_one("#audit-title").plain
+        await pilot.press("S")
+        assert actors() == ["zoe", "carol", "bob"]
+        await pilot.press("slash", *"page_sent")
+        await wait_for(pilot, lambda: actors() == ["zoe", "carol"], what="filtered")
+        assert view.table.row_count == 2 and '(2 of 3)' in view.query_one("#audit-title").plain
+        await pilot.press("enter", "escape")
+        await wait_for(pilot, lambda: len(view.shown) == 3, what="filter cleared")
