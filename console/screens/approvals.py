@@ -197,7 +197,8 @@ class ApprovalsView(TableView):
         super().__init__(ctx, view_id="approvals")
         self.alerts = ApprovalAlerts(self, ctx)
         self.reconcile_feed = ReconcileFeed(ctx.source)
-        self.reconciles = 0
+        self.reconciles = 0  # RECONCILE rows listed
+        self.approvals = 0  # approval requests listed
         self.hint = "Loading approvals…"
 
     def compose(self) -> ComposeResult:
@@ -219,8 +220,17 @@ class ApprovalsView(TableView):
     def filter_words(self, row: Any) -> str:
         return approval_words(row)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The footer offers the keys of the rows listed (at 100 columns it cannot hold both sets): c/r/f only while
+        # a RECONCILE row is listed; a/d/e unless every row listed is a RECONCILE row.
+        if action == "reconcile" and not self.reconciles:
+            return False
+        if action in ("approve", "deny", "edit_approve") and self.reconciles and not self.approvals:
+            return False
+        return super().check_action(action, parameters)
+
     def refresh_title(self) -> None:
-        self._title(self.table.total_count - self.reconciles)
+        self._title(self.approvals)
 
     def on_unmount(self) -> None:
         super().on_unmount()
@@ -242,7 +252,9 @@ class ApprovalsView(TableView):
         keep = {row.id for row in listed}
         table.remove([key for key in list(table.keys()) if key not in keep])
         table.upsert((row.id, row) for row in listed)
-        self.reconciles = len(reconciles)
+        if (len(reconciles), len(approvals)) != (self.reconciles, self.approvals):
+            self.reconciles, self.approvals = len(reconciles), len(approvals)
+            self.refresh_bindings()  # the footer shows the keys of the kinds of rows listed (check_action)
         self._title(len(approvals))
         self._show_detail()
 

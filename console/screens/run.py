@@ -7,6 +7,7 @@ UI thread receives only new or changed spans. The tree adds/relabels by id (neve
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from typing import Any
@@ -85,7 +86,9 @@ class RunView(ReadOnlyGuard, View):
         Binding("t", "focus_tree", "Tree", id="focus_tree", show=False, tooltip="Move the focus to the span tree"),
         Binding("f", "toggle_follow", "Follow", id="follow_events",
                 tooltip="Follow new events at the bottom of the tail, or stop following to read"),
-        *write_bindings(KILL_RUN, RESUME_RUN),
+        # R is not in the footer here (at 100 columns it would push the global keys off): the hint offers it on a
+        # run that may resume, and ? and ctrl+p list it.
+        *write_bindings(KILL_RUN, dataclasses.replace(RESUME_RUN, show=False)),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:

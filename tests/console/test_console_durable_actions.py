@@ -18,6 +18,7 @@ from console.app import create_app
 from console.widgets.modals import FormModal
 from engine.controls.api import ControlAPI
 from tests.console.test_console_actions import fill, modal, notified, submit
+from tests.console.test_console_views_ops import request
 from tests.console_helpers import (
     DURABLE_RUNS,
     add_durable_run,
@@ -75,10 +76,12 @@ async def test_reconcile_row_decided_in_the_approvals_view(store: Path) -> None:
         detail = view.query_one("#approval-detail").plain
         assert "RECONCILE" in detail and row.key in detail and OLDEST_WAITING in detail
 
-        # a (approve) on a RECONCILE row explains, decides nothing.
+        # Only RECONCILE rows listed: the footer offers c/r/f, not a/d/e (which decide nothing here).
+        shown = {b.binding.id for b in app.main.active_bindings.values() if b.binding.show}
+        assert {"reconcile_done", "reconcile_again", "reconcile_fail"} <= shown and "approve" not in shown
         await pilot.press("a")
         await pilot.pause()
-        assert not isinstance(app.screen, FormModal) and notified(app, "This is a RECONCILE row")
+        assert not isinstance(app.screen, FormModal)
 
         await pilot.press("c")
         form = await modal(pilot)
@@ -100,6 +103,33 @@ async def test_reconcile_row_decided_in_the_approvals_view(store: Path) -> None:
         [call] = api.reconcile_calls(OLDEST_WAITING)
         assert call.decision is not None and (call.decision.decision, call.decision.operator) == ("done", "alice")
         assert api.reconcile_calls(WAITING[0])[0].decision is None  # the other run still waits
+
+
+async def test_reconcile_rows_beside_approval_requests(store: Path) -> None:
+    approval = request(store)  # an approval request, 5 minutes to decide
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        view = app.main.view("approvals")
+        await wait_for(pilot, lambda: view.is_mounted and view.table.total_count == len(WAITING) + 1, what="rows")
+        # No deadline and nothing happens to the run until someone decides: RECONCILE rows first (longest waiting
+        # on top), then the requests by deadline; both sets of keys in the footer.
+        assert list(view.table.visible_keys()) == [f"reconcile:{OLDEST_WAITING}:pricing/price_quote#0",
+                                                   f"reconcile:{WAITING[0]}:pricing/price_quote#0", approval.id]
+        assert "1 pending · 2 to RECONCILE" in view.query_one("#approvals-title").plain
+        shown = {b.binding.id for b in app.main.active_bindings.values() if b.binding.show}
+        assert {"approve", "deny", "reconcile_done", "reconcile_fail"} <= shown
+        await pilot.press("a")  # approve on a RECONCILE row: explained, nothing opens
+        await pilot.pause()
+        assert not isinstance(app.screen, FormModal) and notified(app, "This is a RECONCILE row")
+        await pilot.press("end")
+        assert view.selected().id == approval.id
+        await pilot.press("c")  # done on an approval: explained
+        await pilot.pause()
+        assert not isinstance(app.screen, FormModal) and notified(app, "c, r and f decide a RECONCILE row")
+        await pilot.press("slash", *"reconcile")  # the filter finds them by the word
+        await wait_for(pilot, lambda: view.table.row_count == len(WAITING), what="filtered")
+    assert not [e for e in audit(store) if e.action in ("reconcile", "approve")]
 
 
 async def test_reconcile_fail_and_escape_writes_nothing(store: Path) -> None:
@@ -244,3 +274,30 @@ async def test_resume_key_refused_in_a_read_only_console(resumable: Path) -> Non
         await pilot.pause()
         assert not isinstance(app.screen, FormModal) and notified(app, "read-only console")
     assert not [e for e in audit(resumable) if e.action == "resume"]
+
+
+# -- issue 15: sort and filter on the audit view --------------------------------------------------------------------
+
+async def test_audit_view_sorts_and_filters_the_page(store: Path) -> None:
+    with ControlAPI(store, "zoe") as api:
+        api.record_action("page_sent", "incident:inc-1", reason="sev2")
+    with ControlAPI(store, "bob") as api:
+        api.record_action("engine_terminated", "engine:42", reason="wedged")
+    with ControlAPI(store, "carol") as api:
+        api.record_action("page_sent", "incident:inc-2", reason="sev1")
+    app = app_for(store, read_only=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("7")
+        view = app.main.view("audit")
+        await wait_for(pilot, lambda: view.is_mounted and len(view.shown) == 3, what="audit rows")
+        actors = lambda: [e.actor for e in view.shown]
+        assert actors() == ["carol", "bob", "zoe"]  # newest first
+        await pilot.press("s")
+        assert actors() == ["bob", "carol", "zoe"] and "sorted by actor" in view.query_one("#audit-title").plain
+        await pilot.press("S")
+        assert actors() == ["zoe", "carol", "bob"]
+        await pilot.press("slash", *"page_sent")
+        await wait_for(pilot, lambda: actors() == ["zoe", "carol"], what="filtered")
+        assert view.table.row_count == 2 and '(2 of 3)' in view.query_one("#audit-title").plain
+        await pilot.press("enter", "escape")
+        await wait_for(pilot, lambda: len(view.shown) == 3, what="filter cleared")
