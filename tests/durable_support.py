@@ -45,12 +45,12 @@ def flightdeck(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 class Charging:
     """One store, ledger and hierarchy file for a test (in tmp_path)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, text: str = CHARGING) -> None:
         self.store = tmp_path / "store"
         self.ledger = tmp_path / "ledger.jsonl"
         self.marker = tmp_path / "crashed"
         self.path = tmp_path / "charging.yaml"
-        self.path.write_text(CHARGING)
+        self.path.write_text(text)
         self.env = {"FLIGHTDECK_TEST_LEDGER": str(self.ledger)}
 
     def lines(self) -> list[dict[str, Any]]:
