@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RETRY_KEYS = ("retry_of", "retry_from", "retry_from_path")  # a retry's run attributes, kept in its spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +162,19 @@ class DurableRuns:
         self.host.destroy()
         self.host = None
 
-    async def submit(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
+    async def submit(self, hierarchy: Hierarchy, request: RunRequest, run_id: str | None = None) -> RunResult:
         """Run `request` as a durable run; with an idempotency key the same key never starts a second run (the
-        original run's result is returned)."""
+        original run's result is returned). `run_id`: the new run's id, chosen by the caller (a retry, whose audit
+        row names it before it starts)."""
         assert self.host is not None
         key = request.idempotency_key
-        run_id = run_id_for_key(key) if key else os.urandom(6).hex()
+        run_id = run_id_for_key(key) if key else run_id or os.urandom(6).hex()
         spec = {"path": str(hierarchy.path), "scenario": None if hierarchy.scenario_path is None else
                 str(hierarchy.scenario_path), "hash": hierarchy.source_hash, "input": request.input,
                 "seed": request.seed, "tenant": request.tenant, "budget": request.budget, "key": key,
                 "name": hierarchy.name}
+        # A retry (engine/runtime/retry.py): a resume of it replays its original's steps before the span again.
+        spec.update({k: v for k, v in (request.attributes or {}).items() if k in RETRY_KEYS})
         if key:
             found = await self.host.latest(run_id)
             if found is not None:
@@ -272,7 +276,7 @@ class DurableRuns:
         hierarchy, why = load_for_resume(spec["path"], spec)
         if hierarchy is None:
             return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
-        served = {key: spec[key] for key in ("queue", "source", "submitted") if spec.get(key) is not None}
+        served = {key: spec[key] for key in ("queue", "source", "submitted", *RETRY_KEYS) if spec.get(key) is not None}
         if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
             from dataclasses import replace
 

@@ -7,69 +7,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
-from engine.hierarchy.loader import load_hierarchy
-from engine.runtime.engine import Engine, RunRequest
-from engine.store import open_engine_store
-from tests.durable_support import Charging, flightdeck
+from tests.durable_support import Charging, flightdeck, replaying_text, run_once, script, steps_asked
 from tests.engine_helpers import get_run, spans
-from tests.fakes.openai_server import Behaviour, FakeOpenAIServer, RecordedRequest, call, text, tool_calls
-
-# lookup (pure) -> charge (side effect, idempotent: the crash lands in it) -> lookup -> final answer.
-STEPS = [("lookup", {"id": 1}), ("charge", {"amount": 5}), ("lookup", {"id": 2})]
-
-
-def hierarchy_text(base_url: str) -> str:
-    return f"""
-name: replaying
-entry: clerk
-models:
-  gpt: {{provider: openai, model: gpt-test, base_url: "{base_url}", price_in: 2.0, price_out: 8.0, timeout: 10s}}
-tools:
-  lookup: {{function: "tests.durable_tools:lookup"}}
-  charge: {{function: "tests.durable_tools:charge", side_effects: true, idempotent: true}}
-agents:
-  clerk: {{contract: Looks customers up and charges them., model: gpt, tools: [lookup, charge], max_steps: 10}}
-"""
-
-
-def script(request: RecordedRequest) -> Behaviour:
-    """The answer for a step is chosen by how many tool results the conversation holds: stateless, so the same
-    conversation gets the same answer from any process."""
-    done = sum(1 for m in request.messages if isinstance(m, dict) and m.get("role") == "tool")
-    if done < len(STEPS):
-        name, args = STEPS[done]
-        return tool_calls(call(name, args, id=f"call_{done}"), prompt_tokens=100 + 10 * done, completion_tokens=20)
-    return text("charged and looked up", prompt_tokens=200, completion_tokens=30)
-
-
-def steps_asked(requests: list[RecordedRequest]) -> list[int]:
-    return [sum(1 for m in r.messages if isinstance(m, dict) and m.get("role") == "tool") for r in requests]
-
-
-def run_once(store: Path, path: Path, ledger: Path) -> Any:
-    """A durable run of the hierarchy that never crashes, in this process."""
-    import os
-
-    os.environ["FLIGHTDECK_TEST_LEDGER"] = str(ledger)
-
-    async def go() -> Any:
-        with open_engine_store(store) as engine_store:
-            async with Engine(engine_store, latency_scale=0.0, runbooks=False, durable=True) as engine:
-                return await engine.run(load_hierarchy(str(path)), RunRequest(input="charge customer 1"))
-
-    return anyio.run(go)
+from tests.fakes.openai_server import FakeOpenAIServer
 
 
 @pytest.mark.slow
 def test_a_resumed_run_replays_recorded_model_and_pure_tool_calls(tmp_path: Path) -> None:
     with FakeOpenAIServer() as server:
         server.responder = script
-        charging = Charging(tmp_path, hierarchy_text(server.base_url))
+        charging = Charging(tmp_path, replaying_text(server.base_url))
         crashed = charging.run("--input", "charge customer 1", crash=True)
         assert crashed.returncode == -9, crashed.stderr[-2000:]
         assert steps_asked(server.requests) == [0, 1]  # killed in the charge the second answer asked for
