@@ -14,8 +14,9 @@ from typing import Any
 import anyio
 
 from engine.hierarchy.loader import load_hierarchy
-from engine.runtime.engine import Engine
+from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
+from tests.fakes.openai_server import Behaviour, RecordedRequest, call, text, tool_calls
 from tests.store_support import REPO_ROOT, store_lock_free, wait_until
 
 CHARGING = """
@@ -45,12 +46,12 @@ def flightdeck(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 class Charging:
     """One store, ledger and hierarchy file for a test (in tmp_path)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, text: str = CHARGING) -> None:
         self.store = tmp_path / "store"
         self.ledger = tmp_path / "ledger.jsonl"
         self.marker = tmp_path / "crashed"
         self.path = tmp_path / "charging.yaml"
-        self.path.write_text(CHARGING)
+        self.path.write_text(text)
         self.env = {"FLIGHTDECK_TEST_LEDGER": str(self.ledger)}
 
     def lines(self) -> list[dict[str, Any]]:
@@ -88,6 +89,52 @@ class Charging:
         resumed = self.restart()
         assert len(resumed) == 1, resumed
         return resumed[0]
+
+
+# The `replaying` hierarchy (replay on resume and retry, issue 13): a model on a real OpenAI-compatible server on
+# 127.0.0.1 (tests/fakes/openai_server.py, which counts requests), asking for
+# lookup (pure) -> charge (side effect, idempotent: the crash lands in it) -> lookup -> final answer.
+STEPS = [("lookup", {"id": 1}), ("charge", {"amount": 5}), ("lookup", {"id": 2})]
+
+
+def replaying_text(base_url: str) -> str:
+    return f"""
+name: replaying
+entry: clerk
+models:
+  gpt: {{provider: openai, model: gpt-test, base_url: "{base_url}", price_in: 2.0, price_out: 8.0, timeout: 10s}}
+tools:
+  lookup: {{function: "tests.durable_tools:lookup"}}
+  charge: {{function: "tests.durable_tools:charge", side_effects: true, idempotent: true}}
+agents:
+  clerk: {{contract: Looks customers up and charges them., model: gpt, tools: [lookup, charge], max_steps: 10}}
+"""
+
+
+def script(request: RecordedRequest) -> Behaviour:
+    """The answer for a step is chosen by how many tool results the conversation holds: stateless, so the same
+    conversation gets the same answer from any process."""
+    done = sum(1 for m in request.messages if isinstance(m, dict) and m.get("role") == "tool")
+    if done < len(STEPS):
+        name, args = STEPS[done]
+        return tool_calls(call(name, args, id=f"call_{done}"), prompt_tokens=100 + 10 * done, completion_tokens=20)
+    return text("charged and looked up", prompt_tokens=200, completion_tokens=30)
+
+
+def steps_asked(requests: list[RecordedRequest]) -> list[int]:
+    return [sum(1 for m in r.messages if isinstance(m, dict) and m.get("role") == "tool") for r in requests]
+
+
+def run_once(store: Path, path: Path, ledger: Path) -> Any:
+    """A durable run of the hierarchy that never crashes, in this process."""
+    os.environ["FLIGHTDECK_TEST_LEDGER"] = str(ledger)
+
+    async def go() -> Any:
+        with open_engine_store(store) as engine_store:
+            async with Engine(engine_store, latency_scale=0.0, runbooks=False, durable=True) as engine:
+                return await engine.run(load_hierarchy(str(path)), RunRequest(input="charge customer 1"))
+
+    return anyio.run(go)
 
 
 def hierarchy_of(charging: Charging) -> Any:

@@ -28,3 +28,14 @@ def charge(amount: int) -> dict[str, object]:
         Path(marker).write_text("crashed")
         os.kill(os.getpid(), signal.SIGKILL)  # the engine dies during the side effect
     return {"charged": amount}
+
+
+def lookup(id: int) -> dict[str, object]:
+    """Look a customer up (no side effect; the ledger line only counts how often it ran).
+
+    Args:
+        id: The customer.
+    """
+    with open(os.environ["FLIGHTDECK_TEST_LEDGER"], "a", encoding="utf-8") as ledger:
+        ledger.write(json.dumps({"lookup": id, "pid": os.getpid()}) + "\n")
+    return {"id": id, "name": f"customer {id}", "tier": "gold"}

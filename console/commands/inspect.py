@@ -105,11 +105,11 @@ def handle_runs(args: argparse.Namespace) -> int:
         for r in runs]
     headers: tuple[str, ...] = ("RUN", "STATUS", "HIERARCHY", "TENANT", "STARTED", "DURATION", "TOKENS", "COST",
                                 "MODEL", "TOOLS")
-    if any(r.resumed for r in runs):
-        # Durable runs that came back after their engine died: how often, and how many recorded steps replayed.
+    if any(r.resumed or r.replayed_steps for r in runs):
+        # Durable runs that came back after their engine died (how often), and runs that replayed recorded steps
+        # instead of running them again (a resume, or a retry from a step: engine/runtime/replay.py).
         headers += ("RESUMED",)
-        rows = [row + (f"{r.resumed}x, {r.replayed_steps} replayed" if r.resumed else "-",)
-                for row, r in zip(rows, runs, strict=True)]
+        rows = [row + (_resumed_cell(r),) for row, r in zip(rows, runs, strict=True)]
     print(table(headers, rows, right={5, 6, 7, 8, 9}))
     shown = [r for r in runs if r.status == "completed" and degraded.get(r.id)]
     if shown:
@@ -121,6 +121,17 @@ def handle_runs(args: argparse.Namespace) -> int:
         print(f"\n{len(waiting)} run(s) wait for an operator (a side effect's outcome is unknown): "
               f"flightdeck reconcile {waiting[-1]}")
     return 0
+
+
+def _resumed_cell(run: RunRow) -> str:
+    if run.resumed:
+        return f"{run.resumed}x, {run.replayed_steps} replayed"
+    return f"{run.replayed_steps} replayed" if run.replayed_steps else "-"
+
+
+def _replayed(node: SpanNode) -> bool:
+    span = node.span
+    return span is not None and isinstance(span.attributes, dict) and span.attributes.get("replayed") is True
 
 
 def span_json(node: SpanNode) -> dict[str, Any]:
@@ -204,7 +215,9 @@ def render_tree(root: SpanNode) -> tuple[list[str], bool]:
         branch = "" if top else ("└─ " if last else "├─ ")
         # The synthetic root has no status (it used to crash here: None.upper()).
         status = "-" if span is None else (span.status if span.status == "ok" else span.status.upper())
-        lines.append(f"{prefix}{branch}{_label(node)}  [{status}]  {result}")
+        # A replayed step was answered from the record (a resume or a retry), not run again: no tokens, no cost.
+        label = _label(node) + (" (replayed)" if _replayed(node) else "")
+        lines.append(f"{prefix}{branch}{label}  [{status}]  {result}")
         children = node.children
         child_prefix = prefix + ("" if top else ("   " if last else "│  "))
         for i, child in enumerate(children):
@@ -232,6 +245,13 @@ def handle_trace(args: argparse.Namespace) -> int:
     approx = "~" if estimated else ""
     print(f"run {run.id}  {run.hierarchy}  {run.status}  "
           f"{approx}{tokens((run.tokens_in or 0) + (run.tokens_out or 0))} tokens  {usd(run.cost_usd)}")
+    attrs = run.attributes if isinstance(run.attributes, dict) else {}
+    if run.resumed or run.replayed_steps or attrs.get("retry_of"):
+        parts = [f"resumed {run.resumed}x"] if run.resumed else []
+        if attrs.get("retry_of"):
+            parts.append(f"retry of run {attrs['retry_of']} from span {attrs.get('retry_from')}")
+        parts.append(f"{run.replayed_steps or 0} steps replayed (answered from the record, not run or billed again)")
+        print(", ".join(parts))
     for line in lines:
         print(line)
     if approx:

@@ -489,6 +489,15 @@ class ControlAPI:
             return reconcile.record_resume(conn, run_id, status, limits=limits, reason=reason,
                                            operator=self.operator, now=self.now())
 
+    def record_retry(self, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
+                     side_effects_again: list[str], reason: str) -> AuditEntry:
+        """Audit an operator's retry of a run from one of its steps (the new run's id in `after`)."""
+        reason = required_text(reason, "reason")
+        with self.transaction() as conn:
+            return reconcile.record_retry(conn, run_id, span=span, path=path, new_run_id=new_run_id,
+                                          replays=replays, side_effects_again=side_effects_again, reason=reason,
+                                          operator=self.operator, now=self.now())
+
     # -- audit and engines -------------------------------------------------------------------------------------
 
     def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:

@@ -38,6 +38,7 @@ from engine.store.rows import row_dicts
 from engine.store.trace_rows import RunRow, SpanRow
 
 RECONCILE_ACTION = "reconcile"
+RETRY_ACTION = "retry"
 RESUME_ACTION = "resume"
 DECISIONS = ("done", "again", "fail")
 RESUMABLE = ("failed", "killed", "abandoned", "budget_exceeded")  # and needs_reconcile once every call is decided
@@ -122,6 +123,15 @@ def record_resume(conn: sqlite3.Connection, run_id: str, status: str, *, limits:
                          after={"run_id": run_id, "status": status, "limits": dict(limits) if limits else None,
                                 "released_switches": [row.id for row in released]}, reason=reason)
     return entry, released
+
+
+def record_retry(conn: sqlite3.Connection, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
+                 side_effects_again: list[str], reason: str, operator: str, now: float) -> AuditEntry:
+    """Audit an operator's retry of `run_id` from `span` (engine/runtime/retry.py): written before the new run
+    `new_run_id` starts. The original run is not changed."""
+    return audit.append(conn, ts=now, actor=operator, action=RETRY_ACTION, target=run_target(run_id),
+                        after={"run_id": run_id, "span": span, "path": path, "new_run_id": new_run_id,
+                               "replays": replays, "side_effects_again": side_effects_again}, reason=reason)
 
 
 def awaiting_calls(spans: list[Any], decided: Mapping[str, Decision]) -> list[AwaitingCall]:

@@ -41,7 +41,8 @@ async def run_agent(ctx: RunContext, name: str, task: str, context: dict[str, An
 
     tracer = ctx.tracer
     span = tracer.start(ctx.run_id, parent_span, "agent", name, name,
-                        {"task": task, "context": context, "contract": agent.spec.contract})
+                        {"task": task, "context": context, "contract": agent.spec.contract,
+                         "path": AGENT_PATH.get() + name})
     ctx.agents_active += 1
     usage_before = (ctx.tokens_in, ctx.tokens_out, ctx.cost_usd)
     ledger = ctx.engine.guards.ledger
@@ -124,7 +125,8 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
             breach = ledger.check(span)  # wall-clock time runs out between calls, too
             if breach is not None:
                 raise BudgetExceeded(breach)
-            response = await call_model(ctx, agent, span, messages, step, context_chars)
+            path = step_path(prefix, agent.name, step)
+            response = await call_model(ctx, agent, span, messages, step, context_chars, path)
             messages.append(AssistantMessage(response.content, response.tool_calls))
             context_chars += len(response.content or "") + sum(len(c.raw_arguments or "") + 16
                                                                for c in response.tool_calls)
@@ -132,7 +134,7 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
                 loop = _detect_loop(ctx, agent, span, response.tool_calls, seen_calls)
                 if loop is not None:
                     return loop
-                token = STEP_PATH.set(step_path(prefix, agent.name, step))  # names this step's calls
+                token = STEP_PATH.set(path)  # names this step's calls
                 try:
                     results = await run_calls(ctx, agent, span, response.tool_calls, response.content)
                 finally:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from engine.hierarchy.schema import ModelSpec
     from engine.runtime.compiled import CompiledAgent, CompiledHierarchy
     from engine.runtime.engine import Engine
+    from engine.runtime.replay import ReplayTable
     from engine.runtime.tracer import Tracer
 
 _NOTHING_WITHHELD: Mapping[str, str] = MappingProxyType({})
@@ -31,6 +32,7 @@ class RunContext:
         "cost_usd",
         "engine",
         "model_calls",
+        "replay",
         "retries",
         "root_span",
         "run_id",
@@ -60,6 +62,9 @@ class RunContext:
         self.agents_active = 0
         self.retries = 0
         self.attributes: dict[str, Any] = {}
+        # Recorded calls this run replays instead of making (engine/runtime/replay.py): None unless it resumes
+        # or retries, so a normal run pays one `is None` test per call.
+        self.replay: ReplayTable | None = None
         self.active: Any = None  # the engine's ActiveRun entry: cancel scopes and call handles for kill switches
         # agent name -> (the controls' flags, breaker state version, withheld): see withheld_tools().
         self._withheld: dict[str, tuple[object, int, Mapping[str, str]]] = {}

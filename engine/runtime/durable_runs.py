@@ -25,11 +25,13 @@ if TYPE_CHECKING:
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.engine import Engine, RunRequest
+    from engine.runtime.replay import ReplayTable
     from engine.runtime.results import RunResult
     from engine.store.reader import TraceReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RETRY_KEYS = ("retry_of", "retry_from", "retry_from_path")  # a retry's run attributes, kept in its spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class ResumeInfo:
     cost_usd: float = 0.0
     model_calls: int = 0
     tool_calls: int = 0
+    replay: ReplayTable | None = None  # the calls it recorded, which replay instead of running again
 
 
 class NotStarted(Exception):
@@ -169,16 +172,19 @@ class DurableRuns:
             self._reader.close()
             self._reader = None
 
-    async def submit(self, hierarchy: Hierarchy, request: RunRequest) -> RunResult:
+    async def submit(self, hierarchy: Hierarchy, request: RunRequest, run_id: str | None = None) -> RunResult:
         """Run `request` as a durable run; with an idempotency key the same key never starts a second run (the
-        original run's result is returned)."""
+        original run's result is returned). `run_id`: the new run's id, chosen by the caller (a retry, whose audit
+        row names it before it starts)."""
         assert self.host is not None
         key = request.idempotency_key
-        run_id = run_id_for_key(key) if key else os.urandom(6).hex()
+        run_id = run_id_for_key(key) if key else run_id or os.urandom(6).hex()
         spec = {"path": str(hierarchy.path), "scenario": None if hierarchy.scenario_path is None else
                 str(hierarchy.scenario_path), "hash": hierarchy.source_hash, "input": request.input,
                 "seed": request.seed, "tenant": request.tenant, "budget": request.budget, "key": key,
                 "name": hierarchy.name}
+        # A retry (engine/runtime/retry.py): a resume of it replays its original's steps before the span again.
+        spec.update({k: v for k, v in (request.attributes or {}).items() if k in RETRY_KEYS})
         if key:
             found = await self.host.latest(run_id)
             if found is not None:
@@ -205,7 +211,7 @@ class DurableRuns:
         try:
             queued = spec.get("queue") is not None
             carries_on = not queued or run_id in self.resumed or run_id in self._again
-            info = await self._resume_info(run_id) if carries_on else None
+            info = await self._resume_info(run_id, spec) if carries_on else None
             if queued and info is not None and not info.started:
                 info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
             from engine.runtime.engine import RunRequest
@@ -243,23 +249,34 @@ class DurableRuns:
                              started=now, ended=now)
         return result
 
-    async def _resume_info(self, run_id: str) -> ResumeInfo:
+    async def _resume_info(self, run_id: str, spec: dict[str, Any]) -> ResumeInfo:
+        """What a resumed run carries on from: its row's totals, and (read once, here) the calls it recorded,
+        which replay instead of running again (engine/runtime/replay.py). A retry's resume also replays what its
+        original recorded before the retried step, as the retry's first execution did."""
         from engine.errors import StoreError
+        from engine.runtime.replay import load_table
         from engine.store import open_reader
 
         assert self.host is not None
         replayed = await self.host.recorded_effects(run_id)
+        store_dir = self.engine.store.dir
+        table = load_table(store_dir, run_id)
+        if spec.get("retry_of") and spec.get("retry_from_path"):
+            table = table.merged_over(load_table(store_dir, spec["retry_of"], before=spec["retry_from_path"],
+                                                 side_effects="all"))
+        # Side effects recorded by DBOS are `replayed` already; those a retry replayed from its original are not.
+        replayed += len(table.models) + sum(1 for call in table.tools.values() if not call.side_effects)
         if self._reader is None:  # one for every run this engine resumes: opening one costs ~2 ms
             try:
-                self._reader = open_reader(self.engine.store.dir)
+                self._reader = open_reader(store_dir)
             except StoreError:
-                return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
+                return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed, replay=table)
         row = self._reader.get_run(run_id)
         if row is None or row.id != run_id:
-            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed)
+            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed, replay=table)
         return ResumeInfo(started=row.started, resumed=row.resumed + 1, replayed_steps=replayed,
                           tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost_usd=row.cost_usd,
-                          model_calls=row.model_calls, tool_calls=row.tool_calls)
+                          model_calls=row.model_calls, tool_calls=row.tool_calls, replay=table)
 
 
     async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
@@ -267,7 +284,7 @@ class DurableRuns:
         hierarchy, why = (submitted, None) if submitted is not None else self.hierarchies.load(spec)
         if hierarchy is None:
             return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
-        served = {key: spec[key] for key in ("queue", "source", "submitted") if spec.get(key) is not None}
+        served = {key: spec[key] for key in ("queue", "source", "submitted", *RETRY_KEYS) if spec.get(key) is not None}
         if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
             from dataclasses import replace
 
@@ -304,6 +321,7 @@ def seed_resumed(ctx: Any, info: ResumeInfo) -> dict[str, Any]:
     ctx.tokens_in, ctx.tokens_out, ctx.cost_usd = info.tokens_in, info.tokens_out, info.cost_usd
     ctx.model_calls, ctx.tool_calls = info.model_calls, info.tool_calls
     ctx.attributes["resume"] = info
+    ctx.replay = info.replay
     return {"resumed": info.resumed, "replayed_steps": info.replayed_steps}
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.compiled import CompiledAgent
     from engine.runtime.durable_runs import DurableRuns, ResumeInfo
+    from engine.runtime.replay import ReplayTable
     from engine.store import EngineStore
     from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride
 
@@ -51,6 +52,7 @@ class RunRequest:
     on_started: Callable[[str], None] | None = None  # told the run id as soon as the run is recorded
     idempotency_key: str | None = None  # durable engines: the same key never starts a second run
     attributes: dict[str, Any] | None = None  # extra run-row attributes (serve mode: queue, source, submitted)
+    replay: ReplayTable | None = None  # a retry's calls recorded in its original (engine/runtime/retry.py)
 
 
 class Engine:
@@ -339,8 +341,13 @@ class Engine:
                      resume: ResumeInfo | None = None) -> RunContext:
         ctx = RunContext(run_id=run_id or os.urandom(6).hex(), seed=request.seed, tenant=request.tenant,
                          compiled=compiled, engine=self, tracer=self.tracer)
+        hierarchy = compiled.hierarchy
+        # The file it ran (and its scenario): what `flightdeck retry` loads to run it again.
         attrs: dict[str, Any] = {**(request.attributes or {}), "entry": compiled.spec.entry, "pid": os.getpid(),
-                                 "durable": self.durable is not None}
+                                 "durable": self.durable is not None, "hierarchy_path": str(hierarchy.path)}
+        if hierarchy.scenario_path is not None:
+            attrs["scenario"] = str(hierarchy.scenario_path)
+        ctx.replay = request.replay
         if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
             from engine.runtime.durable_runs import seed_resumed
 

@@ -19,6 +19,7 @@ import anyio
 from engine.providers.base import Message, ModelRequest, ModelResponse, ProviderError, ProviderTimeout
 from engine.runtime.deadline import Deadline
 from engine.runtime.model_steps import back_off, model_key, reserve, settle_answer, settle_failure
+from engine.runtime.replay import replay_model
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -36,8 +37,15 @@ class ModelCallFailed(Exception):
 
 
 async def call_model(ctx: RunContext, agent: CompiledAgent, agent_span: str, messages: list[Message],
-                     step: int, context_chars: int) -> ModelResponse:
-    """Get one completion for the agent, or raise ModelCallFailed / BudgetExceeded."""
+                     step: int, context_chars: int, path: str) -> ModelResponse:
+    """Get one completion for the agent, or raise ModelCallFailed / BudgetExceeded. `path`: the call's structural
+    path (engine/durable/keys.py); a resumed or retried run replays the answer recorded under it, if any."""
+    replay = ctx.replay
+    if replay is not None:
+        recorded = replay.model(path, agent)
+        if recorded is not None:
+            await ctx.before_call(agent.name, None)  # kill switches and pause hold for a replayed step too
+            return replay_model(ctx, agent, agent_span, recorded, step, path, len(messages))
     engine = ctx.engine
     guards = engine.guards
     ledger = guards.ledger
@@ -73,7 +81,7 @@ async def call_model(ctx: RunContext, agent: CompiledAgent, agent_span: str, mes
                                    timeout_s=model.timeout)
             span = ctx.tracer.start(ctx.run_id, agent_span, "llm", agent.name, model.model,
                                     {"step": step, "attempt": attempt, "messages": len(messages), "tier": model.tier,
-                                     "reserved_usd": reserved_usd, "max_output_tokens": max_output,
+                                     "path": path, "reserved_usd": reserved_usd, "max_output_tokens": max_output,
                                      "provider": model.provider})
             ctx.model_calls += 1
             started = time.monotonic()

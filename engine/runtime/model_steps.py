@@ -68,8 +68,10 @@ def bill(ctx: RunContext, model: ModelSpec, reservation: Reservation, usage: Usa
 def _response_attrs(response: ModelResponse) -> dict[str, object]:
     return {
         "content": response.content,
-        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments,
-                        **({"parse_error": c.parse_error, "raw": c.raw_arguments} if c.parse_error else {})}
+        # `raw`: the arguments' text as the model sent it, which a replay (engine/runtime/replay.py) hands back
+        # so the conversation a provider sees after it is the one it saw the first time.
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments, "raw": c.raw_arguments,
+                        **({"parse_error": c.parse_error} if c.parse_error else {})}
                        for c in response.tool_calls],
         "finish_reason": response.finish_reason,
         "latency_ms": response.latency_s * 1000,

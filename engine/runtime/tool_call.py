@@ -14,6 +14,7 @@ from engine.providers.base import ToolCall, ToolResultMessage
 from engine.runtime.approvals import await_approval, needs_approval
 from engine.runtime.controls import OperatorStop
 from engine.runtime.guards import BudgetExceeded
+from engine.runtime.replay import count_replayed
 from engine.runtime.side_effects import (
     NeedsReconcile,
     ReconcileFailed,
@@ -92,11 +93,12 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
             AGENT_PATH.reset(token)
     tool = agent.tools.get(call.name)
     tracer = ctx.tracer
+    path = call_path(STEP_PATH.get(), index)
     if tool is None:
         # Least privilege: the model asked for something this agent was not given. Often a sign of prompt
         # injection, so it is an event runbooks watch, not just an error result.
         span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name,
-                            {"args": call.arguments, "reason": reason})
+                            {"args": call.arguments, "reason": reason, "path": path})
         message = f"tool {call.name!r} is not available to agent {agent.name}"
         tracer.end(span, ctx.run_id, "denied", attrs={"error": message})
         tracer.event(ctx.run_id, span, "tool.blocked", agent=agent.name, name=call.name,
@@ -105,7 +107,7 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
 
     # call_id: the write-ahead record names the call (see write_ahead below), and OTLP export's gen_ai.tool.call.id.
     attrs = {"args": call.arguments, "reason": reason, "risk": tool.spec.risk, "side_effects": tool.spec.side_effects,
-             "call_id": call.id}
+             "call_id": call.id, "path": path}
     span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name, attrs)
     withheld = ctx.withheld_tools(agent).get(call.name)
     if withheld is not None:
@@ -126,7 +128,12 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
         tracer.end(span, ctx.run_id, "error", attrs={"error": message, "error_kind": "invalid_arguments"})
         return _error(call, message)
 
-    path = call_path(STEP_PATH.get(), index)
+    replay_from = ctx.replay
+    if replay_from is not None:  # a resumed or retried run: a recorded outcome replays (engine/runtime/replay.py)
+        recorded_call = replay_from.tool(path, call.name, tool.spec.side_effects)
+        if recorded_call is not None:
+            return replay(ctx, span, call, ("ok" if recorded_call.ok else "raised", recorded_call.value),
+                          source=(replay_from.source, recorded_call.span_id))
     attempt = 0
     if durable_side_effect(ctx, tool):  # recorded before a resume: replayed, never run again
         try:
@@ -231,17 +238,22 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     return ToolResultMessage(call.id, call.name, text)
 
 
-def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any, *, reconciled: bool = False
-           ) -> ToolResultMessage:
-    """A side effect a resumed run already performed: its recorded outcome, not a second call."""
-    ctx.attributes["replayed_steps"] = ctx.attributes.get("replayed_steps", 0) + 1
+def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any, *, reconciled: bool = False,
+           source: tuple[str, str] | None = None) -> ToolResultMessage:
+    """A call a resumed (or retried) run already made: its recorded outcome, not a second call. `source`: the run
+    and span of a record from traces.db (a side effect's own record is DBOS's)."""
+    count_replayed(ctx)
+    extra: dict[str, Any] = {"replayed": True}
+    if reconciled:
+        extra["reconciled"] = "done"
+    if source is not None:
+        extra["replayed_from"] = {"run": source[0], "span": source[1]}
     try:
         value = unwrap(recorded)
     except RecordedFailure as exc:
-        ctx.tracer.end(span, ctx.run_id, "error", attrs={"error": str(exc), "replayed": True})
+        ctx.tracer.end(span, ctx.run_id, "error", attrs={"error": str(exc), "error_kind": "tool_error", **extra})
         return _error(call, str(exc))
-    ctx.tracer.end(span, ctx.run_id, "ok", attrs={"result": value, "replayed": True} if not reconciled else
-                   {"result": value, "replayed": True, "reconciled": "done"})
+    ctx.tracer.end(span, ctx.run_id, "ok", attrs={"result": value, **extra})
     return ToolResultMessage(call.id, call.name, _result_text(value))
 
 
@@ -282,7 +294,8 @@ async def delegate(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     task = call.arguments.get("task")
     context = call.arguments.get("context") or {}
     span = tracer.start(ctx.run_id, agent_span, "delegation", agent.name, f"{agent.name} -> {child}",
-                        {"to": child, "task": task, "context": context, "tool": call.name, "call_id": call.id})
+                        {"to": child, "task": task, "context": context, "tool": call.name, "call_id": call.id,
+                         "path": AGENT_PATH.get()[:-1]})  # the delegate's prefix is this call's path + `>`
     if call.parse_error or not isinstance(task, str) or not isinstance(context, dict):
         message = (f"delegation to {child} needs a `task` string and a `context` object"
                    + (f" ({call.parse_error})" if call.parse_error else ""))

@@ -40,6 +40,7 @@ from console.commands.controls.durable import add_reconcile, add_resume
 from console.commands.controls.engines import ENGINE_FIELDS, add_engines
 from console.commands.controls.kill import KILL_FIELDS, add_kill, add_release
 from console.commands.controls.queues import add_queues
+from console.commands.controls.retry import add_retry
 from console.commands.controls.safe_mode import FLAG_FIELDS, add_safe_mode, parse_scope
 
 __all__ = ["APPROVAL_FIELDS", "AUDIT_FIELDS", "ENGINE_FIELDS", "FLAG_FIELDS", "KILL_FIELDS", "OPERATOR_ENV",
@@ -58,6 +59,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_engines(commands)
     add_reconcile(commands)
     add_resume(commands)
+    add_retry(commands)
     add_queues(commands)
     for name, parser in commands.choices.items():
         if name not in before:

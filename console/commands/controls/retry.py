@@ -1,0 +1,145 @@
+"""`flightdeck retry RUN --from SPAN`: re-run a run from one of its steps, as a new run (a fork), after a preview, a
+confirmation and an audit row. The engine side is engine/runtime/retry_preview.py and engine/runtime/retry.py; the
+retry runs in THIS process, on an engine of its own on the store (durable when the original was), like `resume`.
+
+JSON (`--json`): the new run object `flightdeck run --json` prints, plus `retry_of`, `retry_from` and
+`replayed_steps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from console.cli import add_store_argument
+from console.commands.argtypes import non_negative
+from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
+from console.output import print_json
+from engine.controls.errors import ControlError
+
+if TYPE_CHECKING:
+    from engine.runtime.retry_preview import RetryPreview
+
+BEFORE = ("A call replays (its recorded result is reused: not sent to the model or tool again, not billed, a side "
+          "effect not done again) when it comes structurally BEFORE the span: at the first agent invocation where "
+          "their call paths part, the same agent and an earlier step, or the same step and an earlier call (a "
+          "step's model call comes before the tool calls it asked for). The span itself, everything under it and "
+          "every later step run fresh, side effects under the new run's idempotency keys; so do calls of other "
+          "agents at the same level (pipeline stages, a router's pick), and recorded results that no longer fit "
+          "the hierarchy file (it may have changed: a retry loads it as it is now).")
+
+
+def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "retry", help="re-run a run from one of its steps, as a new run that reuses what came before",
+        description="Starts a NEW run (new id; attributes retry_of, retry_from) of the same hierarchy file and "
+                    "input. " + BEFORE + " Shows what replays and what runs again (side effects that will be done "
+                    "AGAIN are listed first), asks for confirmation (or --yes), records the retry in the audit log "
+                    "(action retry, target the original run, the span and the new run id), then runs the new run "
+                    "in this process. The original run is not changed.",
+        epilog="Exit codes: those of `flightdeck run` for the new run (0 completed, 1 failed, 4 budget exceeded, "
+               "6 killed, 8 needs reconcile, ...); 2 bad input or refused (unknown run or span, a span of another "
+               "run, a span that is not a model, tool, delegation or agent step, a running run, no --reason, no "
+               "confirmation, another engine holds the store): nothing written; 3 store problem.")
+    parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
+    parser.add_argument("--from", dest="span", metavar="SPAN", required=True,
+                        help="the step to run again from: a span id of the run (or a unique prefix; see "
+                             "flightdeck trace RUN --json): an llm, tool, delegation or agent span")
+    parser.add_argument("--reason", metavar="TEXT", help="why (required: the audit log keeps it)")
+    parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
+                        help="scripted-model speed factor (default 1; 0 removes simulated latency)")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--json", action="store_true", help="print the new run as JSON")
+    add_operator(parser)
+    add_store_argument(parser)
+    parser.set_defaults(handler=handle_retry)
+
+
+def _line(span: Any) -> str:
+    args = span.attributes.get("args") if isinstance(span.attributes, dict) else None
+    what = f"{span.name} {short(args, 50)}" if span.kind == "tool" else f"model call ({span.name})"
+    path = span.attributes.get("path") if isinstance(span.attributes, dict) else None
+    return f"{what}  [{path}, span {span.id}]"
+
+
+def print_preview(preview: RetryPreview, changed: bool, new_run_id: str) -> None:
+    run, span = preview.run, preview.span
+    out = sys.stderr
+    print(f"retry run {run.id} ({run.hierarchy}, {run.status}) from {span.kind} span {span.id} ({span.name}, "
+          f"path {preview.path}) as new run {new_run_id}" + (" (durable)" if preview.durable else ""), file=out)
+    if preview.side_effects_again:
+        print(f"  !! {len(preview.side_effects_again)} SIDE EFFECT(S) WILL BE DONE AGAIN if the model asks for "
+              "them (under the new run's keys):", file=out)
+        for s in preview.side_effects_again:
+            print(f"  !!   {_line(s)}", file=out)
+    print(f"  replays ({len(preview.replays)} recorded calls, not run or billed again):", file=out)
+    for s in preview.replays:
+        print(f"    {_line(s)}", file=out)
+    print(f"  runs again ({len(preview.runs_again)} recorded calls at or after the span, and whatever the model "
+          "asks for next):", file=out)
+    for s in preview.runs_again:
+        print(f"    {_line(s)}", file=out)
+    if changed:
+        print(f"  the hierarchy file {preview.hierarchy_path} changed since the run: recorded calls that no longer "
+              "fit it run again", file=out)
+
+
+def handle_retry(args: argparse.Namespace) -> int:
+    from engine.runtime.retry import new_run_id, retry_hierarchy
+    from engine.runtime.retry_preview import preview_retry
+
+    store_dir = store_dir_arg(args)
+    reason = require_reason(args)
+    preview = preview_retry(store_dir, args.run, args.span)
+    hierarchy, changed = retry_hierarchy(preview)
+    run_id = new_run_id()
+    print_preview(preview, changed, run_id)
+    if not confirm(args, f"retry run {preview.run.id} from span {preview.span.id}"):
+        return 1
+    return _retry(args, preview, hierarchy, run_id, reason)
+
+
+def _retry(args: argparse.Namespace, preview: RetryPreview, hierarchy: Any, run_id: str, reason: str) -> int:
+    import anyio
+
+    from console.commands.run import print_summary
+    from engine.errors import StoreLocked
+    from engine.runtime.engine import Engine
+    from engine.runtime.results import EXIT_CODES
+    from engine.runtime.retry import start_retry
+    from engine.store import open_engine_store
+
+    store_dir = store_dir_arg(args)
+    try:
+        store = open_engine_store(store_dir)
+    except StoreLocked as exc:
+        store_arg = f" --store {args.store}" if args.store else ""
+        raise ControlError(f"{exc}: nothing was written. Stop that engine (or let it finish), then run: "
+                           f"flightdeck retry {preview.run.id} --from {preview.span.id}{store_arg} "
+                           f"--reason '{reason}' --yes") from None
+    try:
+        api = open_api(args, create=True)
+        try:
+            api.record_retry(preview.run.id, span=preview.span.id, path=preview.path, new_run_id=run_id,
+                             replays=len(preview.table),
+                             side_effects_again=[s.name for s in preview.side_effects_again], reason=reason)
+        finally:
+            api.close()
+
+        async def go() -> Any:
+            async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
+                              durable=preview.durable, auto_resume=False) as engine:
+                return await start_retry(engine, preview, hierarchy, run_id)
+
+        if not args.json:
+            print(f"retrying run {preview.run.id} as run {run_id} on store {store_dir}", file=sys.stderr)
+        result = anyio.run(go)
+    finally:
+        store.close()
+    if args.json:
+        print_json(store.redactor.clean({**result.to_json(), "retry_of": preview.run.id,
+                                         "retry_from": preview.span.id, "replayed_steps": len(preview.table)}))
+    else:
+        print_summary([result], redact=store.redactor.clean_text)
+    return EXIT_CODES[result.status]
