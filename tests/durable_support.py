@@ -36,6 +36,26 @@ scripts:
 """
 
 
+# One side effect that needs an operator's approval (deadline and policy filled in per test), then a final answer.
+APPROVING = """
+name: approving
+entry: clerk
+models:
+  m: {model: m, tier: standard, price_in: 0.5, price_out: 1.5, latency: 0, latency_per_token: 0}
+tools:
+  charge:
+    function: "tests.durable_tools:charge"
+    side_effects: true
+    approval: {required: always, deadline: DEADLINE, on_timeout: ON_TIMEOUT}
+agents:
+  clerk: {contract: Charges customers., model: m, tools: [charge], max_steps: 10}
+scripts:
+  clerk:
+    - tool: {name: charge, args: {amount: 5}}
+    - final: charged
+"""
+
+
 def flightdeck(*args: str, env: dict[str, str] | None = None, timeout: float = 120
                ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
@@ -46,12 +66,12 @@ def flightdeck(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 class Charging:
     """One store, ledger and hierarchy file for a test (in tmp_path)."""
 
-    def __init__(self, tmp_path: Path, text: str = CHARGING) -> None:
+    def __init__(self, tmp_path: Path, hierarchy: str = CHARGING) -> None:
         self.store = tmp_path / "store"
         self.ledger = tmp_path / "ledger.jsonl"
         self.marker = tmp_path / "crashed"
         self.path = tmp_path / "charging.yaml"
-        self.path.write_text(text)
+        self.path.write_text(hierarchy)
         self.env = {"FLIGHTDECK_TEST_LEDGER": str(self.ledger)}
 
     def lines(self) -> list[dict[str, Any]]:
@@ -66,6 +86,21 @@ class Charging:
                           env=env)
         wait_until(lambda: store_lock_free(self.store), timeout=30, what="the engine's writer to exit")
         return done
+
+    def start(self) -> subprocess.Popen[str]:
+        """`flightdeck run charging.yaml --durable` in a subprocess the test kills (kill_engine) when it likes."""
+        with open(self.store.parent / "engine.log", "a", encoding="utf-8") as log:  # read when a test fails
+            return subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(self.path), "--durable",
+                                     "--speed", "0", "--store", str(self.store)], cwd=REPO_ROOT, text=True,
+                                    stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                                                                 **self.env})
+
+    def kill_engine(self, child: subprocess.Popen[str]) -> None:
+        """SIGKILL the engine, then wait until its trace writer committed what it had and let go of the store."""
+        child.kill()
+        child.wait(timeout=30)
+        assert child.returncode == -9, child.returncode
+        wait_until(lambda: store_lock_free(self.store), timeout=30, what="the engine's writer to exit")
 
     def restart(self, *, auto_resume: bool = True) -> list[str]:
         """A durable engine starting on the store (in this process), until the runs it resumed have ended."""

@@ -356,8 +356,9 @@ class ControlAPI:
 
     def request_approval(self, run_id: str, span_id: str | None, agent: str, tool: str, arguments: Mapping[str, Any],
                          risk: str | None, reason: str | None, deadline_s: float, on_timeout: str,
-                         engine_id: str, *, actor: str | None = None) -> Approval:
-        """Record a tool call waiting for an operator. Returns the row (id 'ap-' + 8 hex digits, args_hash)."""
+                         engine_id: str, *, actor: str | None = None, call_key: str | None = None) -> Approval:
+        """Record a tool call waiting for an operator. Returns the row (id 'ap-' + 8 hex digits, args_hash).
+        `call_key`: a durable run's call (`<run>:<call path>`), by which its resume finds this request."""
         run_id = required_text(run_id, "run_id")
         agent = required_text(agent, "agent")
         tool = required_text(tool, "tool")
@@ -375,7 +376,20 @@ class ControlAPI:
         with self.transaction() as conn:
             return approvals.request(conn, run_id=run_id, span_id=span_id, agent=agent, tool=tool, args_json=args_json,
                                      risk=risk, reason=reason, deadline_s=deadline_s, on_timeout=on_timeout,
-                                     engine_id=engine_id, actor=actor or f"engine:{engine_id}", now=now)
+                                     engine_id=engine_id, actor=actor or f"engine:{engine_id}", now=now,
+                                     call_key=call_key)
+
+    def approval_for_call(self, call_key: str) -> Approval | None:
+        """The newest request for a durable run's call (see request_approval), or None."""
+        with self.read() as conn:
+            return approvals.for_call(conn, call_key)
+
+    def cancel_approval(self, row: Approval, reason: str, *, actor: str | None = None) -> Approval | None:
+        """Cancel one pending request (audited); None when it was no longer pending."""
+        reason = required_text(reason, "reason")
+        now = self.now()
+        with self.transaction() as conn:
+            return approvals.cancel(conn, row, reason=reason, actor=actor or self.operator, now=now)
 
     def expire_approval(self, approval_id: str, *, now: float | None = None, actor: str | None = None,
                         max_escalations: int | None = None) -> ApprovalExpiry:

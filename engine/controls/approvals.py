@@ -128,24 +128,32 @@ def _new_id(conn: sqlite3.Connection) -> str:
 
 def request(conn: sqlite3.Connection, *, run_id: str, span_id: str | None, agent: str, tool: str, args_json: str,
             risk: str | None, reason: str | None, deadline_s: float, on_timeout: str, engine_id: str, actor: str,
-            now: float) -> Approval:
-    """Record a validated request (id 'ap-' + 8 hex digits) with its bound audit row; returns the row."""
+            now: float, call_key: str | None = None) -> Approval:
+    """Record a validated request (id 'ap-' + 8 hex digits) with its bound audit row; returns the row. `call_key`:
+    the durable call it gates (a resumed run finds the request by it, `for_call`)."""
     args_hash = sha256_text(args_json)
     approval_id = _new_id(conn)
     conn.execute(
         "INSERT INTO approvals (id, run_id, span_id, agent, tool, arguments, args_hash, risk, reason, "
-        "requested, deadline, window_s, level, on_timeout, status, engine_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending', ?)",
+        "requested, deadline, window_s, level, on_timeout, status, engine_id, call_key) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?)",
         (approval_id, run_id, span_id, agent, tool, args_json, args_hash, risk, reason, now,
-         now + float(deadline_s), float(deadline_s), on_timeout, engine_id))
+         now + float(deadline_s), float(deadline_s), on_timeout, engine_id, call_key))
     row = _get(conn, approval_id)
+    after: dict[str, Any] = {"run_id": run_id, "span_id": span_id, "agent": agent, "tool": tool,
+                             "args_hash": args_hash, "risk": risk, "deadline": row.deadline, "on_timeout": on_timeout}
+    if call_key is not None:
+        after["call"] = call_key
     bind(conn, "approvals", approval_id,
-         audit.append(conn, ts=now, actor=actor, action="approval_requested", target=approval_id,
-                      after={"run_id": run_id, "span_id": span_id, "agent": agent, "tool": tool,
-                             "args_hash": args_hash, "risk": risk, "deadline": row.deadline,
-                             "on_timeout": on_timeout},
+         audit.append(conn, ts=now, actor=actor, action="approval_requested", target=approval_id, after=after,
                       reason=reason))
     return row
+
+
+def for_call(conn: sqlite3.Connection, call_key: str) -> Approval | None:
+    """The newest request for the durable call `call_key` (a resumed run's: asked before its engine died)."""
+    return fetch_one_typed(conn, Approval, "SELECT * FROM approvals WHERE call_key = ? "
+                                           "ORDER BY requested DESC, rowid DESC LIMIT 1", (call_key,))
 
 
 def expire(conn: sqlite3.Connection, approval_id: str, *, actor: str | None, operator: str,
@@ -191,21 +199,25 @@ def expire(conn: sqlite3.Connection, approval_id: str, *, actor: str | None, ope
 def cancel_for_run(conn: sqlite3.Connection, run_id: str, *, reason: str, actor: str,
                    now: float) -> list[Approval]:
     """A killed (or ended) run's pending requests become cancelled; returns them."""
-    cancelled = []
-    for row in fetch_typed(conn, Approval, "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' "
-                                           "ORDER BY requested, rowid", (run_id,)):
-        cursor = conn.execute(
-            "UPDATE approvals SET status = 'cancelled', decided = ?, decided_by = ?, decision_reason = ?, "
-            "decided_seq = ? WHERE id = ? AND status = 'pending'",
-            (now, actor, reason, last_decided_seq(conn) + 1, row.id))
-        if cursor.rowcount != 1:
-            continue
-        bind(conn, "approvals", row.id,
-             audit.append(conn, ts=now, actor=actor, action="approval_cancelled", target=row.id,
-                          before={"status": "pending", "run_id": run_id}, after={"status": "cancelled"},
-                          reason=reason))
-        cancelled.append(_get(conn, row.id))
-    return cancelled
+    rows = fetch_typed(conn, Approval, "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' "
+                                       "ORDER BY requested, rowid", (run_id,))
+    return [row for row in (cancel(conn, row, reason=reason, actor=actor, now=now) for row in rows)
+            if row is not None]
+
+
+def cancel(conn: sqlite3.Connection, row: Approval, *, reason: str, actor: str, now: float) -> Approval | None:
+    """One pending request becomes cancelled (with its bound audit row); None when it was no longer pending."""
+    cursor = conn.execute(
+        "UPDATE approvals SET status = 'cancelled', decided = ?, decided_by = ?, decision_reason = ?, "
+        "decided_seq = ? WHERE id = ? AND status = 'pending'",
+        (now, actor, reason, last_decided_seq(conn) + 1, row.id))
+    if cursor.rowcount != 1:
+        return None
+    bind(conn, "approvals", row.id,
+         audit.append(conn, ts=now, actor=actor, action="approval_cancelled", target=row.id,
+                      before={"status": "pending", "run_id": row.run_id}, after={"status": "cancelled"},
+                      reason=reason))
+    return _get(conn, row.id)
 
 
 def pending_by_deadline(conn: sqlite3.Connection, limit: int = 1000) -> list[ApprovalDeadline]:

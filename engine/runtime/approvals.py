@@ -3,6 +3,13 @@ run and every other run go on), bounded by a deadline whose policy decides what 
 
 The request (exact arguments, their hash, risk, the model's stated reason, deadline) is written to control.db;
 the decision comes back through the control watcher. A timeout is recorded as a timeout, never as a human denial.
+
+A durable run's request names its call (`call_key`, the side-effect key of its structural path). When the run
+resumes (its engine died, or an operator resumed it), the call finds the request it made before instead of asking
+again: still pending, it waits on it (same id, same deadline counted from when it was asked, so a deadline that
+passed while no engine ran applies its policy at once); decided meanwhile (approved, denied, timed out), the
+decision is obeyed at once. A cancelled request, or one for other arguments (a model call run again may propose
+different ones; that request is cancelled), is asked again.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from engine.durable.keys import side_effect_key
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
@@ -60,8 +69,24 @@ def _read_decision(worker: ControlWorker, api: ControlAPI, approval_id: str) -> 
     return worker.verifier.check_decision(api, row)
 
 
+def _asked_before(worker: ControlWorker, api: ControlAPI, call_key: str, args: dict[str, Any]) -> Approval | None:
+    """The request a resumed call made before its run stopped, to wait on (pending) or obey (decided; verified like
+    every decision), or None to ask again: none, cancelled, or asked for other arguments (then cancelled)."""
+    from engine.controls.validate import json_object, sha256_text
+
+    row = api.approval_for_call(call_key)
+    if row is None or row.status == "cancelled":
+        return None
+    if row.args_hash != sha256_text(json_object(args, "arguments")):
+        if row.status == "pending":
+            api.cancel_approval(row, "the resumed run asks again, with different arguments")
+        return None
+    return row if row.status == "pending" else _read_decision(worker, api, row.id)
+
+
 async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedTool, args: dict[str, Any],
-                         reason: str | None) -> ApprovalOutcome:
+                         reason: str | None, path: str | None = None) -> ApprovalOutcome:
+    """`path`: the call's structural path (engine/durable/keys.py); a durable run's request is keyed by it."""
     engine = ctx.engine
     controls = engine.controls
     worker = controls.worker
@@ -71,23 +96,33 @@ async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedToo
     on_timeout = spec.on_timeout if spec is not None else "deny"
     max_escalations = spec.max_escalations if spec is not None else 1
     stored_args = _redacted(ctx, args)
-    row = await worker.call(lambda api: api.request_approval(
-        ctx.run_id, span, agent, tool.name, stored_args, tool.spec.risk, reason, deadline_s, on_timeout,
-        engine.store.engine_id))
+    call_key = None if engine.durable is None or path is None else side_effect_key(ctx.run_id, path)
+    row = None
+    if call_key is not None and ctx.attributes.get("resume") is not None:
+        key = call_key
+        row = await worker.call(lambda api: _asked_before(worker, api, key, stored_args))
+    if row is None:
+        row = await worker.call(lambda api: api.request_approval(
+            ctx.run_id, span, agent, tool.name, stored_args, tool.spec.risk, reason, deadline_s, on_timeout,
+            engine.store.engine_id, call_key=call_key))
     approval_id = row.id
-    ctx.tracer.event(ctx.run_id, span, "approval.requested", agent=agent, name=tool.name, data={
-        "id": approval_id, "tool": tool.name, "args_hash": row.args_hash, "risk": tool.spec.risk,
-        "deadline": row.deadline, "on_timeout": on_timeout, "reason": reason})
-    engine.on_approval_requested(row)
+    if row.status == "pending":
+        data = {"id": approval_id, "tool": tool.name, "args_hash": row.args_hash, "risk": tool.spec.risk,
+                "deadline": row.deadline, "on_timeout": row.on_timeout, "reason": reason}
+        if row.engine_id != engine.store.engine_id:  # asked before the run resumed: the same request, waited on
+            data["resumed"] = True
+        ctx.tracer.event(ctx.run_id, span, "approval.requested", agent=agent, name=tool.name, data=data)
+        engine.on_approval_requested(row)
     decided = controls.approval_event(approval_id)
     try:
-        while True:
+        while row.status == "pending":
             with anyio.move_on_after(max(0.0, row.deadline - time.time())):
                 await decided.wait()
             decision = controls.decisions.get(approval_id)
             if decision is not None:
                 break
-            expired = await worker.call(lambda api: api.expire_approval(approval_id, max_escalations=max_escalations))
+            expired = await worker.call(lambda api: api.expire_approval(
+                approval_id, max_escalations=max_escalations, actor=f"engine:{engine.store.engine_id}"))
             outcome = expired.outcome
             if outcome == "escalated":
                 row = expired
@@ -104,6 +139,8 @@ async def await_approval(ctx: RunContext, agent: str, span: str, tool: LoadedToo
                 break
             decision = expired
             break
+        else:  # decided while the run was stopped (read and verified by _asked_before): obeyed now
+            decision = row
     finally:
         controls.forget_approval(approval_id)
 

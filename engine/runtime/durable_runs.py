@@ -93,6 +93,7 @@ class DurableRuns:
             again = [run_id for run_id in await self._call(reconciled_runs) or [] if run_id not in
                      {run for _wf, run, _spec in pending}]
         handed_back: list[str] = []
+        await self._cancel_orphaned_approvals({run for _wf, run, _spec in pending})
         for workflow_id, run_id, _spec in pending:
             reason = why_not or self._killed_by_operator(run_id)
             if reason is not None:
@@ -109,6 +110,16 @@ class DurableRuns:
             await self.host.start_again(run_id, found[2])
         if self.resumed:
             log.warning("resuming %d runs interrupted by a dead engine or reconciled", len(self.resumed))
+
+    async def _cancel_orphaned_approvals(self, in_flight: set[str]) -> None:
+        """Approvals a dead engine's runs left pending are cancelled unless the run can still resume (DBOS holds it
+        in flight and no operator's kill switch stopped it): a resumed run waits on its request, same id and
+        deadline (runtime/approvals.py), whether it resumes now or later (`--no-resume`, `flightdeck resume`)."""
+        orphaned = [run_id for run_id in self.engine.store.abandoned_runs
+                    if run_id not in in_flight or self._killed_by_operator(run_id) is not None]
+        if orphaned:
+            await self._call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is "
+                                                                       "abandoned") for run_id in orphaned])
 
     def _track_resumed(self, run_id: str) -> None:
         self.resumed.append(run_id)

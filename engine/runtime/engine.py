@@ -167,7 +167,8 @@ class Engine:
     async def _replay_durable_controls(self, worker: Any) -> None:
         """What snapshots show only while new, re-applied after a restart: operator breaker overrides (oldest first,
         so the latest per key wins), and approvals left pending by runs of a dead engine (cancelled: nobody is
-        waiting for them any more, so they must not be approvable)."""
+        waiting for them any more, so they must not be approvable; a durable engine cancels only those of runs that
+        cannot resume, runtime/durable_runs.py: a resumed run waits on its request)."""
         overrides = await worker.call(lambda api: api.breaker_overrides(limit=10_000))
         if worker.verifier is not None:  # replayed overrides are obeyed too: only those the audit log records
             overrides = await worker.call(lambda api: worker.verifier.keep_bound(api, "breaker_overrides", overrides))
@@ -175,7 +176,7 @@ class Engine:
             if row.applied is not None:
                 self.guards.apply_operator_override(row.key, row.action)
         abandoned = list(self.store.abandoned_runs)
-        if abandoned:
+        if abandoned and self.durable is None:  # a durable engine keeps those of runs that resume (DurableRuns.open)
             await worker.call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is abandoned")
                                            for run_id in abandoned])
 

@@ -153,7 +153,7 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     approval: dict[str, Any] | None = None
     try:
         if needs_approval(ctx, tool, args):
-            outcome = await await_approval(ctx, agent.name, span, tool, args, reason)
+            outcome = await await_approval(ctx, agent.name, span, tool, args, reason, path)
             approval = outcome.record
             if not outcome.approved:
                 tracer.end(span, ctx.run_id, "denied", attrs={"error": outcome.message, "approval": approval,

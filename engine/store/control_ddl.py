@@ -12,7 +12,7 @@ Readers and the indexes that serve them (every read on the engine's watcher path
   ifnull() because a UNIQUE index treats NULLs as distinct (global flags have no target). flags_active_id serves
   the snapshot.
 - pending approvals (snapshot, `flightdeck approvals`, oldest first): approvals_pending, partial on status='pending';
-  cancel_approvals_for_run: approvals_pending_run.
+  cancel_approvals_for_run: approvals_pending_run; a resumed durable run's lookup by call: approvals_call (v5).
 - approvals decided since the watcher last looked: approvals_decided on decided_seq, a counter the API assigns inside
   the deciding write transaction. Writers to control.db are serialized, so the counter is gap-free and monotonic
   across processes; wall-clock times from different processes are not, which is why the watcher's cursor is not a
@@ -156,4 +156,12 @@ BOUND_TABLES: tuple[str, ...] = ("kill_switches", "flags", "approvals", "breaker
 
 CONTROLS_V4_BINDING_SQL = "\n".join(f"ALTER TABLE {table} ADD COLUMN audit_hash TEXT;" for table in BOUND_TABLES) + """
 CREATE INDEX audit_by_hash ON audit (hash);
+"""
+
+# v5: a durable run's approval request names the call it gates (`call_key`, the side-effect key of its structural
+# path: `<run>:<call path>`), so a resumed run waits on the same request (same id and deadline) or obeys the
+# decision an operator made while its engine was down, and parallel calls cannot swap requests.
+CONTROLS_V5_APPROVAL_CALL = """
+ALTER TABLE approvals ADD COLUMN call_key TEXT;
+CREATE INDEX approvals_call ON approvals (call_key) WHERE call_key IS NOT NULL;
 """

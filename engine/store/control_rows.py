@@ -122,6 +122,7 @@ class Approval(JsonRow):
     decided_seq: int | None = None
     engine_id: str | None = None
     audit_hash: str | None = None
+    call_key: str | None = None  # a durable run's call (`<run>:<call path>`): its resume finds this request
 
 
 @dataclass(frozen=True, slots=True)
