@@ -106,8 +106,8 @@ def preview_text(check: ResumeCheck) -> Text:
     else:
         text.append("  no side effect is recorded: every call the model asks for runs\n")
     text.append("  will run again", style="bold yellow")
-    text.append(": every model call and every tool call without side effects (billed again); side effects not "
-                "recorded above run when the model asks for them\n")
+    text.append(": what is not recorded; model calls and tool calls without side effects recorded complete "
+                "replay (not billed again), side effects not recorded above run when the model asks for them\n")
     for switch in preview.releases:
         text.append(f"  releases kill switch #{switch.id} on the run ({switch.mode}, by "
                     f"{printable(switch.operator, limit=30)}: {printable(switch.reason, limit=60)})\n")

@@ -59,7 +59,7 @@ class RunRow(TypedRow):
     attributes: Any
     last_seq: int
     resumed: int  # times this durable run resumed after its engine died (schema v4, from attributes)
-    replayed_steps: int  # recorded side effects it replayed instead of running again
+    replayed_steps: int  # recorded steps (model calls, tool calls) it replayed instead of running again
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,8 @@ def test_resume_a_budget_exceeded_run_with_new_limits(tmp_path: Path) -> None:
     assert json.loads(resumed.stdout)["status"] == "completed"
     assert [line["amount"] for line in charging.lines()] == [5, 7]  # the recorded charge did not run again
     run = get_run(charging.store, run_id)
-    assert (run.status, run.resumed, run.replayed_steps) == ("completed", 1, 1)
+    # Replayed, not run again: the charge and the two model calls recorded before the budget stopped the run.
+    assert (run.status, run.resumed, run.replayed_steps) == ("completed", 1, 3)
     with ControlAPI(charging.store, "reader") as api:
         entry = api.audit_log(limit=1)[0]
     assert (entry.action, entry.target, entry.reason) == ("resume", f"run:{run_id}", "limit raised by finance")

@@ -63,8 +63,8 @@ def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser = commands.add_parser(
         "resume", help="resume a failed, killed, abandoned or budget-exceeded durable run",
-        description="Shows what the resume will do (recorded side effects replay and do NOT run again; model "
-                    "calls and other tools run again; spend so far counts against the budgets), asks for "
+        description="Shows what the resume will do (recorded side effects replay and do NOT run again; recorded model "
+                    "calls and other tools replay, the rest runs; spend so far counts against the budgets), asks for "
                     "confirmation (or --yes), records it in the audit log (releasing a kill switch on the run), "
                     "and resumes the run in this process as a durable engine on the store. If another engine holds "
                     "the store, nothing is written: stop it (or let it finish) and run the command again.",
@@ -165,8 +165,9 @@ def _print_preview(preview: ResumePreview) -> None:
                   file=sys.stderr)
     else:
         print("  no side effect is recorded: every call the model asks for runs", file=sys.stderr)
-    print("  will run again: every model call and every tool call without side effects (billed again); side "
-          "effects not recorded above run when the model asks for them", file=sys.stderr)
+    print("  replays: model calls and tool calls without side effects recorded complete in the trace store (not "
+          "sent or billed again); anything not recorded (or redacted, or cut) runs, and side effects not recorded "
+          "above run when the model asks for them", file=sys.stderr)
     for switch in preview.releases:
         print(f"  releases kill switch #{switch.id} on the run ({switch.mode}, by {switch.operator}: "
               f"{short(switch.reason, 60)})", file=sys.stderr)
