@@ -126,9 +126,15 @@ def start_resume(node: Any, ctx: ConsoleContext, run_id: str | None, show_hint: 
     client = ControlClient(node, ctx)
 
     def check(api: ControlAPI) -> ResumeCheck:
-        from engine.controls.resume_preview import preview_resume
+        from dataclasses import replace
 
-        return ResumeCheck(preview_resume(api, run_id), serving_engines(api))
+        from engine.controls.resume_preview import preview_resume
+        from engine.runtime.call_paths import carry_on_refusal
+
+        preview = preview_resume(api, run_id)
+        if preview.refusal is None:  # a run from an older engine whose call paths are ambiguous (docs/operations.md)
+            preview = replace(preview, refusal=carry_on_refusal(preview.run))
+        return ResumeCheck(preview, serving_engines(api))
 
     def checked(found: ResumeCheck) -> None:
         refusal = found.preview.refusal

@@ -504,13 +504,16 @@ class ControlAPI:
                                            operator=self.operator, now=self.now())
 
     def record_retry(self, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
-                     side_effects_again: list[str], reason: str) -> AuditEntry:
-        """Audit an operator's retry of a run from one of its steps (the new run's id in `after`)."""
+                     side_effects_again: list[str], reason: str, budget: Mapping[str, Any] | None = None,
+                     budget_source: str = "original") -> AuditEntry:
+        """Audit an operator's retry of a run from one of its steps (the new run's id in `after`, and the budget
+        overrides it starts with: the original's, or the operator's `--budget` (`budget_source`))."""
         reason = required_text(reason, "reason")
         with self.transaction() as conn:
             return reconcile.record_retry(conn, run_id, span=span, path=path, new_run_id=new_run_id,
                                           replays=replays, side_effects_again=side_effects_again, reason=reason,
-                                          operator=self.operator, now=self.now())
+                                          operator=self.operator, now=self.now(), budget=budget,
+                                          budget_source=budget_source)
 
     # -- audit and engines -------------------------------------------------------------------------------------
 

@@ -126,12 +126,17 @@ def record_resume(conn: sqlite3.Connection, run_id: str, status: str, *, limits:
 
 
 def record_retry(conn: sqlite3.Connection, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
-                 side_effects_again: list[str], reason: str, operator: str, now: float) -> AuditEntry:
+                 side_effects_again: list[str], reason: str, operator: str, now: float,
+                 budget: Mapping[str, Any] | None = None, budget_source: str = "original") -> AuditEntry:
     """Audit an operator's retry of `run_id` from `span` (engine/runtime/retry.py): written before the new run
-    `new_run_id` starts. The original run is not changed."""
+    `new_run_id` starts. The original run is not changed. `budget`: the run budget overrides the retry starts with
+    (None: the hierarchy's limits); `budget_source`: "original" (the original's), "operator" (given on the retry)
+    or "unknown" (the original's row predates recording them)."""
     return audit.append(conn, ts=now, actor=operator, action=RETRY_ACTION, target=run_target(run_id),
                         after={"run_id": run_id, "span": span, "path": path, "new_run_id": new_run_id,
-                               "replays": replays, "side_effects_again": side_effects_again}, reason=reason)
+                               "replays": replays, "side_effects_again": side_effects_again,
+                               "budget": None if budget is None else dict(budget), "budget_source": budget_source},
+                        reason=reason)
 
 
 def awaiting_calls(spans: list[Any], decided: Mapping[str, Decision]) -> list[AwaitingCall]:

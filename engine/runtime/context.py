@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from engine.durable.keys import PATH_FORMAT
 from engine.guardrails.breaker import STATE_VERSION
 from engine.providers.base import SystemMessage, ToolDefinition
 
@@ -32,6 +33,7 @@ class RunContext:
         "cost_usd",
         "engine",
         "model_calls",
+        "path_format",
         "replay",
         "retries",
         "root_span",
@@ -65,6 +67,8 @@ class RunContext:
         # Recorded calls this run replays instead of making (engine/runtime/replay.py): None unless it resumes
         # or retries, so a normal run pays one `is None` test per call.
         self.replay: ReplayTable | None = None
+        # How this run builds call paths (engine/durable/keys.py PATH_FORMAT): a resumed run keeps its first one.
+        self.path_format = PATH_FORMAT
         self.active: Any = None  # the engine's ActiveRun entry: cancel scopes and call handles for kill switches
         # agent name -> (the controls' flags, breaker state version, withheld): see withheld_tools().
         self._withheld: dict[str, tuple[object, int, Mapping[str, str]]] = {}

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from engine.durable.keys import run_id_for_key
+from engine.durable.keys import LEGACY_PATH_FORMAT, PATH_FORMAT, run_id_for_key
+from engine.runtime.call_paths import legacy_paths_refusal
 from engine.runtime.resume_loader import HierarchyCache
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ class DurableRuns:
         spec = {"path": str(hierarchy.path), "scenario": None if hierarchy.scenario_path is None else
                 str(hierarchy.scenario_path), "hash": hierarchy.source_hash, "input": request.input,
                 "seed": request.seed, "tenant": request.tenant, "budget": request.budget, "key": key,
-                "name": hierarchy.name}
+                "name": hierarchy.name, "paths": request.path_format}
         # A retry (engine/runtime/retry.py): a resume of it replays its original's steps before the span again.
         spec.update({k: v for k, v in (request.attributes or {}).items() if k in RETRY_KEYS})
         if key:
@@ -227,8 +228,11 @@ class DurableRuns:
                 info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
             from engine.runtime.engine import RunRequest
 
+            # A run carrying on from a record keeps the call-path format it was recorded with (a spec written
+            # before formats were recorded: 1); one that never started takes today's.
+            paths = PATH_FORMAT if info is None else int(spec.get("paths") or LEGACY_PATH_FORMAT)
             request = RunRequest(input=spec.get("input"), seed=spec.get("seed") or 0, tenant=spec.get("tenant"),
-                                 budget=spec.get("budget"), idempotency_key=spec.get("key"))
+                                 budget=spec.get("budget"), idempotency_key=spec.get("key"), path_format=paths)
             if queued and self.gate is not None:
                 return await self._run_queued(spec, request, run_id, info, self.gate)
             return await self._run(spec, request, run_id, info)
@@ -295,6 +299,9 @@ class DurableRuns:
         hierarchy, why = (submitted, None) if submitted is not None else self.hierarchies.load(spec)
         if hierarchy is None:
             return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
+        refusal = None if info is None else legacy_paths_refusal(hierarchy, request.path_format, run_id)
+        if refusal is not None:  # its record's keys are ambiguous: carrying on could skip or replay the wrong call
+            return self._fail_unloadable(run_id, spec, request, refusal)
         served = {key: spec[key] for key in ("queue", "source", "submitted", *RETRY_KEYS) if spec.get(key) is not None}
         if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
             from dataclasses import replace

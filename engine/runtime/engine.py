@@ -16,6 +16,7 @@ import anyio
 
 import engine as engine_package
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.durable.keys import PATH_FORMAT
 from engine.hierarchy.schema import ModelSpec
 from engine.providers.base import Provider
 from engine.runtime.compiled import CompiledHierarchy, compile_hierarchy
@@ -53,6 +54,8 @@ class RunRequest:
     idempotency_key: str | None = None  # durable engines: the same key never starts a second run
     attributes: dict[str, Any] | None = None  # extra run-row attributes (serve mode: queue, source, submitted)
     replay: ReplayTable | None = None  # a retry's calls recorded in its original (engine/runtime/retry.py)
+    # How the run builds call paths (engine/durable/keys.py): a resumed run and a retry keep the one its record has.
+    path_format: int = PATH_FORMAT
 
 
 class Engine:
@@ -345,10 +348,16 @@ class Engine:
         hierarchy = compiled.hierarchy
         # The file it ran (and its scenario): what `flightdeck retry` loads to run it again.
         attrs: dict[str, Any] = {**(request.attributes or {}), "entry": compiled.spec.entry, "pid": os.getpid(),
-                                 "durable": self.durable is not None, "hierarchy_path": str(hierarchy.path)}
+                                 "durable": self.durable is not None, "hierarchy_path": str(hierarchy.path),
+                                 "paths": request.path_format}
+        if request.budget is not None:  # the limits it started with: what a retry of it starts with too
+            from engine.guardrails.budget import limits_attribute
+
+            attrs["budget"] = limits_attribute(request.budget)
         if hierarchy.scenario_path is not None:
             attrs["scenario"] = str(hierarchy.scenario_path)
         ctx.replay = request.replay
+        ctx.path_format = request.path_format
         if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
             from engine.runtime.durable_runs import seed_resumed
 

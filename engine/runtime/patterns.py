@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from engine.durable.keys import AGENT_PATH, LEGACY_PATH_FORMAT, stage_prefix
 from engine.hierarchy.schema import RouteCondition
 from engine.runtime.results import AgentResult, AgentStatus
 
@@ -106,6 +107,8 @@ async def run_pipeline(ctx: RunContext, agent: CompiledAgent, task: str, context
                         {"pipeline": deps, "task": task, "context": context, "contract": agent.spec.contract})
     done = {name: anyio.Event() for name in deps}
     results: dict[str, AgentResult] = {}
+    prefix = AGENT_PATH.get()
+    stage_frames = ctx.path_format > LEGACY_PATH_FORMAT  # a run recorded before stage frames keeps its paths
 
     async def run_stage(stage_name: str, stage_agent: str) -> None:
         try:
@@ -130,6 +133,11 @@ async def run_pipeline(ctx: RunContext, agent: CompiledAgent, task: str, context
                 results[stage_name] = AgentResult(stage_agent, "error", error=refusal)
                 tracer.end(stage_span, ctx.run_id, "validation_failed", attrs={"error": refusal})
                 return
+            # Each stage's agent gets a path prefix of its own (engine/durable/keys.py): two stages running the
+            # same agent must not share side-effect keys or replayed results. Set in this stage's own task, whose
+            # context anyio copied from the pipeline's: no reset needed, nothing else sees it.
+            if stage_frames:
+                AGENT_PATH.set(stage_prefix(prefix, agent.name, stage_name))
             try:
                 result = await run_agent(ctx, stage_agent, task, stage_context, stage_span)
             except BaseException:

@@ -13,6 +13,15 @@ replay; the span's subtree and every later step of its ancestors run again. Path
 Side effects before the span replay their recorded outcome (never executed again); from the span on they run under
 the new run's keys: the preview lists them, because a retry does them again in the world. The original run is
 never touched.
+
+Limits: the retry starts with the per-run budget overrides the original started with (its `--budget`, recorded as
+the run attribute `budget`), so a run stopped by its limit is not retried without one; an operator's `--budget` on
+the retry replaces them (`budget_source` says which, the preview shows it, the audit row records it). A row from an
+engine that recorded neither (no `paths` attribute either) cannot say: the hierarchy's limits apply, and the
+preview says the original's are unknown.
+
+Call paths: the retry builds them in the format its original was recorded with (engine/runtime/call_paths.py), so
+the replay table's paths are the ones it looks up.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from typing import Any
 
 from engine.controls.reconcile import read_run
 from engine.errors import InputError
+from engine.guardrails.budget import BudgetLimits, limits_from_attribute
+from engine.runtime.call_paths import path_format_of
 from engine.runtime.replay import ReplayTable, table_from_spans
 from engine.store.trace_rows import RunRow, SpanRow
 
@@ -42,6 +53,17 @@ class RetryPreview:
     replays: list[SpanRow] = field(default_factory=list)  # the recorded calls that replay (not run again)
     runs_again: list[SpanRow] = field(default_factory=list)  # recorded model and tool calls that run again
     side_effects_again: list[SpanRow] = field(default_factory=list)  # of those, side effects: done AGAIN
+    path_format: int = 2  # the original's call-path format: the retry's too (engine/runtime/call_paths.py)
+    budget: BudgetLimits | None = None  # the per-run budget overrides the retry starts with
+    # "original": the original's own (or it had none: None); "operator": --budget on the retry; "unknown": the
+    # original's row predates recording them (the hierarchy's limits apply)
+    budget_source: str = "original"
+
+    def with_budget(self, budget: BudgetLimits) -> RetryPreview:
+        """The same retry, starting with the operator's limits instead of the original's."""
+        from dataclasses import replace
+
+        return replace(self, budget=budget, budget_source="operator")
 
 
 def _attrs(span: SpanRow | RunRow) -> Mapping[str, Any]:
@@ -117,4 +139,6 @@ def preview_retry(store_dir: Path, run_id: str, span_ref: str) -> RetryPreview:
                         hierarchy_path=str(attrs.get("hierarchy_path") or run.hierarchy),
                         scenario=attrs.get("scenario") if isinstance(attrs.get("scenario"), str) else None,
                         durable=bool(attrs.get("durable")), table=table, replays=replays, runs_again=again,
-                        side_effects_again=effects)
+                        side_effects_again=effects, path_format=path_format_of(attrs),
+                        budget=limits_from_attribute(attrs.get("budget")),
+                        budget_source="original" if "paths" in attrs else "unknown")

@@ -75,6 +75,7 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
     from engine.controls.api import ControlAPI
     from engine.controls.resume_preview import preview_resume
     from engine.errors import InputError
+    from engine.runtime.call_paths import carry_on_refusal
 
     def record() -> str | None:
         with ControlAPI(service.engine.store.dir, actor) as api:
@@ -82,8 +83,9 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
                 preview = preview_resume(api, run_id)
             except InputError:
                 raise KeyError(run_id) from None
-            if preview.refusal is not None:
-                return preview.refusal
+            refusal = preview.refusal or carry_on_refusal(preview.run)
+            if refusal is not None:
+                return refusal
             api.record_resume(preview.run.id, preview.run.status, None, f"resumed by {actor}")
             return None
 

@@ -18,7 +18,7 @@ import anyio
 
 import engine as engine_package
 from engine.durable import queues as durable_queues
-from engine.durable.keys import run_id_for_key
+from engine.durable.keys import PATH_FORMAT, run_id_for_key
 from engine.runtime.durable_runs import NotStarted
 from engine.runtime.engine import Engine
 from engine.serve import admission
@@ -122,7 +122,7 @@ class FleetEngine:
                 str(hierarchy.scenario_path), "hash": hierarchy.source_hash, "input": submission.input,
                 "seed": submission.seed, "tenant": submission.tenant, "budget": None, "key": key,
                 "name": hierarchy.name, "queue": member.name, "source": submission.source, "submitted": now,
-                "priority": submission.priority}
+                "priority": submission.priority, "paths": PATH_FORMAT}
         # Counted before the enqueue is awaited: concurrent submissions see the depth this one takes.
         self.counts.queued(member.name, run_id, submission.tenant, now, submission.source)
         counts.admit(submission.tenant, now)

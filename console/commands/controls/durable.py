@@ -175,12 +175,14 @@ def _print_preview(preview: ResumePreview) -> None:
 
 def handle_resume(args: argparse.Namespace) -> int:
     from engine.controls.resume_preview import preview_resume
+    from engine.runtime.call_paths import carry_on_refusal
 
     api = open_api(args, create=False)
     try:
         preview = preview_resume(api, args.run)
-        if preview.refusal is not None:
-            raise ControlError(preview.refusal)
+        refusal = preview.refusal or carry_on_refusal(preview.run)
+        if refusal is not None:
+            raise ControlError(refusal)
         _print_preview(preview)
         reason = args.reason.strip() if args.reason and args.reason.strip() else "operator resume"
         if not confirm(args, f"resume run {preview.run.id}"):

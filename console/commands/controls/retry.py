@@ -2,8 +2,8 @@
 confirmation and an audit row. The engine side is engine/runtime/retry_preview.py and engine/runtime/retry.py; the
 retry runs in THIS process, on an engine of its own on the store (durable when the original was), like `resume`.
 
-JSON (`--json`): the new run object `flightdeck run --json` prints, plus `retry_of`, `retry_from` and
-`replayed_steps`.
+JSON (`--json`): the new run object `flightdeck run --json` prints, plus `retry_of`, `retry_from`,
+`replayed_steps` and `budget` (the run budget overrides it started with, or null).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from console.commands.argtypes import non_negative
 from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
 from console.output import print_json
 from engine.controls.errors import ControlError
+from engine.guardrails.budget import limits_attribute
 
 if TYPE_CHECKING:
     from engine.runtime.retry_preview import RetryPreview
@@ -31,22 +32,29 @@ BEFORE = ("A call replays (its recorded result is reused: not sent to the model 
 
 
 def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from console.commands.run import _budget
+
     parser = commands.add_parser(
         "retry", help="re-run a run from one of its steps, as a new run that reuses what came before",
         description="Starts a NEW run (new id; attributes retry_of, retry_from) of the same hierarchy file and "
-                    "input. " + BEFORE + " Shows what replays and what runs again (side effects that will be done "
-                    "AGAIN are listed first), asks for confirmation (or --yes), records the retry in the audit log "
-                    "(action retry, target the original run, the span and the new run id), then runs the new run "
-                    "in this process. The original run is not changed.",
+                    "input, with the run budget overrides the original started with (unless --budget replaces them). "
+                    + BEFORE + " Shows what replays and what runs again (side effects that will be done "
+                    "AGAIN are listed first) and the limits, asks for confirmation (or --yes), records the retry in "
+                    "the audit log (action retry, target the original run, the span, the new run id and its "
+                    "budget), then runs the new run in this process. The original run is not changed.",
         epilog="Exit codes: those of `flightdeck run` for the new run (0 completed, 1 failed, 4 budget exceeded, "
                "6 killed, 8 needs reconcile, ...); 2 bad input or refused (unknown run or span, a span of another "
-               "run, a span that is not a model, tool, delegation or agent step, a running run, no --reason, no "
-               "confirmation, another engine holds the store): nothing written; 3 store problem.")
+               "run, a span that is not a model, tool, delegation or agent step, a running run, no --reason, a bad "
+               "--budget, no confirmation, another engine holds the store, a run recorded by an older engine whose "
+               "call paths are ambiguous): nothing written; 3 store problem.")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--from", dest="span", metavar="SPAN", required=True,
                         help="the step to run again from: a span id of the run (or a unique prefix; see "
                              "flightdeck trace RUN --json): an llm, tool, delegation or agent span")
     parser.add_argument("--reason", metavar="TEXT", help="why (required: the audit log keeps it)")
+    parser.add_argument("--budget", metavar="LIMITS", type=_budget,
+                        help="run budget overrides for the new run, e.g. cost=2.50,tool_calls=40: they REPLACE "
+                             "those the original started with (its --budget), which the retry keeps otherwise")
     parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor (default 1; 0 removes simulated latency)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -80,9 +88,27 @@ def print_preview(preview: RetryPreview, changed: bool, new_run_id: str) -> None
           "asks for next):", file=out)
     for s in preview.runs_again:
         print(f"    {_line(s)}", file=out)
+    print(f"  budget: {budget_line(preview)}", file=out)
     if changed:
         print(f"  the hierarchy file {preview.hierarchy_path} changed since the run: recorded calls that no longer "
               "fit it run again", file=out)
+
+
+def limits_text(limits: dict[str, Any]) -> str:
+    return ",".join(f"{key}={'none' if value is None else value}" for key, value in limits.items())
+
+
+def budget_line(preview: RetryPreview) -> str:
+    """Which run limits the new run starts with, and where they come from."""
+    if preview.budget_source == "operator":
+        assert preview.budget is not None
+        return f"{limits_text(limits_attribute(preview.budget))} (--budget: replaces the original's)"
+    if preview.budget_source == "unknown":
+        return ("the hierarchy's run limits (the original's row is from an older engine, which did not record its "
+                "--budget: pass --budget to set limits)")
+    if preview.budget is None:
+        return "the hierarchy's run limits (the original had no --budget)"
+    return f"{limits_text(limits_attribute(preview.budget))} (the original's --budget; --budget replaces them)"
 
 
 def handle_retry(args: argparse.Namespace) -> int:
@@ -93,6 +119,8 @@ def handle_retry(args: argparse.Namespace) -> int:
     reason = require_reason(args)
     preview = preview_retry(store_dir, args.run, args.span)
     hierarchy, changed = retry_hierarchy(preview)
+    if args.budget is not None:
+        preview = preview.with_budget(args.budget)
     run_id = new_run_id()
     print_preview(preview, changed, run_id)
     if not confirm(args, f"retry run {preview.run.id} from span {preview.span.id}"):
@@ -123,7 +151,9 @@ def _retry(args: argparse.Namespace, preview: RetryPreview, hierarchy: Any, run_
         try:
             api.record_retry(preview.run.id, span=preview.span.id, path=preview.path, new_run_id=run_id,
                              replays=len(preview.table),
-                             side_effects_again=[s.name for s in preview.side_effects_again], reason=reason)
+                             side_effects_again=[s.name for s in preview.side_effects_again], reason=reason,
+                             budget=None if preview.budget is None else limits_attribute(preview.budget),
+                             budget_source=preview.budget_source)
         finally:
             api.close()
 
@@ -139,7 +169,9 @@ def _retry(args: argparse.Namespace, preview: RetryPreview, hierarchy: Any, run_
         store.close()
     if args.json:
         print_json(store.redactor.clean({**result.to_json(), "retry_of": preview.run.id,
-                                         "retry_from": preview.span.id, "replayed_steps": len(preview.table)}))
+                                         "retry_from": preview.span.id, "replayed_steps": len(preview.table),
+                                         "budget": None if preview.budget is None else
+                                         limits_attribute(preview.budget)}))
     else:
         print_summary([result], redact=store.redactor.clean_text)
     return EXIT_CODES[result.status]

@@ -20,6 +20,8 @@ from engine.guardrails.budget.limits import (
     BudgetLimits,
     Dimension,
     ScopeKind,
+    limits_attribute,
+    limits_from_attribute,
     merge_limits,
     parse_budget_overrides,
 )
@@ -42,6 +44,8 @@ __all__ = [
     "Reservation",
     "ScopeKind",
     "ScopeUsage",
+    "limits_attribute",
+    "limits_from_attribute",
     "merge_limits",
     "parse_budget_overrides",
 ]

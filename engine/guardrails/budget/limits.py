@@ -156,3 +156,20 @@ def merge_limits(base: BudgetLimits, override: BudgetLimits) -> BudgetLimits:
     for name in override.model_fields_set:
         merged[name] = getattr(override, name)
     return BudgetLimits(**merged)
+
+
+def limits_attribute(limits: BudgetLimits) -> dict[str, Any]:
+    """Per-run overrides as a run attribute (JSON): only the fields that were given, an explicit None included (it
+    lifts a limit of the hierarchy's), so limits_from_attribute gives back overrides that merge the same way."""
+    return limits.model_dump(mode="json", exclude_unset=True)
+
+
+def limits_from_attribute(value: Any) -> BudgetLimits | None:
+    """The overrides a run attribute recorded (limits_attribute), or None when it holds none (or nothing valid:
+    a row from an older engine, or edited by hand)."""
+    if not isinstance(value, dict) or not value:
+        return None
+    try:
+        return BudgetLimits(**value)
+    except (ValidationError, TypeError):
+        return None
