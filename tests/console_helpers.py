@@ -215,12 +215,13 @@ def write_durable_runs(store_dir: Path) -> None:
 
 
 def add_durable_run(store_dir: Path, run_id: str, *, minutes_ago: float, status: str,
-                    error: str | None = None) -> None:
-    """One more durable run (run attributes `durable: true`, as `flightdeck run --durable` records) in a store."""
+                    error: str | None = None, attributes: dict[str, Any] | None = None) -> None:
+    """One more durable run (run attributes `durable: true`, as `flightdeck run --durable` records, and any
+    `attributes` given) in a store."""
     writer = _open_writer(store_dir)
     try:
         write_deal_run(writer, run_id, started=FIXED_NOW - minutes_ago * 60, status=status, error=error,
-                       attributes={"durable": True})
+                       attributes={"durable": True, **(attributes or {})})
     finally:
         writer.close()
 

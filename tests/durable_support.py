@@ -36,6 +36,35 @@ scripts:
 """
 
 
+# One agent in two stages (call paths, tests/engine/test_call_paths.py): the first charges the run input's amount and hands on {amount: 7}; the second charges
+# that. The charge is a side effect (tests/durable_tools.py: a ledger line with its idempotency key).
+TWICE = """
+name: twice
+entry: flow
+models:
+  m: {model: m, tier: standard, price_in: 0.5, price_out: 1.5, latency: 0, latency_per_token: 0}
+tools:
+  charge: {function: "tests.durable_tools:charge", side_effects: true, idempotent: true}
+agents:
+  flow:
+    kind: pipeline
+    contract: Charges a customer in two stages.
+    stages:
+      - {name: first, agent: clerk}
+      - {name: second, agent: clerk}
+  clerk:
+    contract: Charges customers.
+    model: m
+    tools: [charge]
+    max_steps: 5
+    output: {amount: integer}
+scripts:
+  clerk:
+    - tool: {name: charge, args: {amount: "{input.amount}"}}
+    - final: {amount: 7}
+"""
+
+
 # One side effect that needs an operator's approval (deadline and policy filled in per test), then a final answer.
 APPROVING = """
 name: approving

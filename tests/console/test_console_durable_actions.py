@@ -29,6 +29,7 @@ from tests.console_helpers import (
     wait_for,
     write_durable_runs,
 )
+from tests.durable_support import TWICE
 
 pytestmark = pytest.mark.anyio
 
@@ -264,6 +265,25 @@ async def test_resume_key_explains_a_run_that_cannot_resume(resumable: Path, run
         assert not isinstance(app.screen, FormModal)
         assert not any(n.severity == "error" for n in app._notifications)
     assert not [e for e in audit(resumable) if e.action == "resume"]
+
+
+async def test_resume_key_explains_a_run_recorded_with_ambiguous_call_paths(tmp_path: Path) -> None:
+    # A run an older engine recorded (no `paths` attribute) of a hierarchy running one agent in two pipeline
+    # stages: its side-effect keys cannot tell the stages apart (engine/runtime/call_paths.py).
+    store = resumable_store(tmp_path / "store")
+    register_engine(store)
+    hierarchy = tmp_path / "twice.yaml"
+    hierarchy.write_text(TWICE)
+    add_durable_run(store, "0a0a0a0a0a0a", minutes_ago=5.0, status="abandoned", error="engine died",
+                    attributes={"hierarchy_path": str(hierarchy)})
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await select_run(pilot, "0a0a0a0a0a0a")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: "before pipeline stages had call paths" in runs.hint,
+                       what="the refusal on the hint line")
+        assert not isinstance(app.screen, FormModal)
+    assert not [e for e in audit(store) if e.action == "resume"]
 
 
 async def test_resume_key_refused_in_a_read_only_console(resumable: Path) -> None:

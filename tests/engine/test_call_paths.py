@@ -21,36 +21,8 @@ from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.retry import retry_hierarchy
 from engine.runtime.retry_preview import preview_retry
 from engine.store import open_engine_store
-from tests.durable_support import Charging, flightdeck
+from tests.durable_support import TWICE, Charging, flightdeck
 from tests.engine_helpers import events, get_run, spans
-
-# One agent in two stages: the first charges the run input's amount and hands on {amount: 7}; the second charges
-# that. The charge is a side effect (tests/durable_tools.py: a ledger line with its idempotency key).
-TWICE = """
-name: twice
-entry: flow
-models:
-  m: {model: m, tier: standard, price_in: 0.5, price_out: 1.5, latency: 0, latency_per_token: 0}
-tools:
-  charge: {function: "tests.durable_tools:charge", side_effects: true, idempotent: true}
-agents:
-  flow:
-    kind: pipeline
-    contract: Charges a customer in two stages.
-    stages:
-      - {name: first, agent: clerk}
-      - {name: second, agent: clerk}
-  clerk:
-    contract: Charges customers.
-    model: m
-    tools: [charge]
-    max_steps: 5
-    output: {amount: integer}
-scripts:
-  clerk:
-    - tool: {name: charge, args: {amount: "{input.amount}"}}
-    - final: {amount: 7}
-"""
 
 # The same stages, each with an agent of its own: format-1 paths are unambiguous here.
 DISTINCT = TWICE.replace("{name: second, agent: clerk}", "{name: second, agent: checker}").replace(
@@ -189,3 +161,14 @@ def test_shared_prefixes_follow_routers_and_nested_pipelines(tmp_path: Path) -> 
     assert shared_prefixes(load_hierarchy(str(distinct)).spec) == []
     # A row without `paths` was written before formats were recorded.
     assert path_format_of({}) == 1 and path_format_of({"paths": 2}) == 2 and path_format_of(None) == 1
+
+
+def test_stage_frames_keep_the_structural_order_a_retry_uses() -> None:
+    from engine.runtime.replay import precedes
+
+    # Within one stage, steps are ordered as in any agent; stages are not ordered against each other (they may run
+    # in parallel): a retry from a step of one stage runs the other stages' calls again.
+    assert precedes("flow/second>clerk.0", "flow/second>clerk.1")
+    assert precedes("flow/second>clerk.0.0", "flow/second>clerk.1")
+    assert not precedes("flow/first>clerk.1", "flow/second>clerk.0")
+    assert not precedes("flow/second>clerk.0", "flow/first>clerk.1")
