@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from engine.controls.api import ControlAPI
 from engine.errors import InputError
 from engine.guardrails.budget import BudgetLimits
 from engine.hierarchy.loader import load_hierarchy
@@ -172,3 +173,24 @@ def test_stage_frames_keep_the_structural_order_a_retry_uses() -> None:
     assert precedes("flow/second>clerk.0.0", "flow/second>clerk.1")
     assert not precedes("flow/first>clerk.1", "flow/second>clerk.0")
     assert not precedes("flow/second>clerk.0", "flow/first>clerk.1")
+
+
+@pytest.mark.slow
+def test_serve_mode_refuses_to_resume_a_run_with_ambiguous_call_paths(tmp_path: Path) -> None:
+    from engine.serve.contracts import Refused
+    from tests.serve_support import Serving
+
+    charging = Charging(tmp_path, TWICE)
+    run_id = _stopped_after_the_first_stage(charging, path_format=1)
+    serving = Serving(tmp_path)  # a fleet on the same store
+
+    async def body(fleet: Any) -> str:
+        with pytest.raises(Refused) as refused:
+            await fleet.resume(run_id, actor="bob")
+        assert refused.value.status == 409
+        return str(refused.value)
+
+    assert "before pipeline stages had call paths" in serving.serve(body)
+    with ControlAPI(charging.store, "auditor") as api:
+        assert [e for e in api.audit_log(limit=50) if e.action == "resume"] == []
+    assert [line["amount"] for line in charging.lines()] == [5]
