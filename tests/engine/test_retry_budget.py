@@ -92,3 +92,15 @@ def test_a_row_from_an_older_engine_says_its_limits_are_unknown(tmp_path: Path) 
     assert retried.returncode == 0, retried.stderr  # the hierarchy's limits: none
     (after,) = _audit_after(charging.store)
     assert (after["budget"], after["budget_source"]) == (None, "unknown")
+
+
+def test_the_budget_attribute_keeps_a_lifted_limit_and_ignores_what_is_not_limits() -> None:
+    from engine.guardrails.budget import limits_attribute, limits_from_attribute, parse_budget_overrides
+
+    given = parse_budget_overrides("cost=2.5,wall=300s,tokens=none")
+    recorded = limits_attribute(given)
+    assert recorded == {"cost_usd": 2.5, "wall_time_s": 300.0, "total_tokens": None}  # None: lifts the file's limit
+    back = limits_from_attribute(json.loads(json.dumps(recorded)))
+    assert back == given and back is not None and back.model_fields_set == given.model_fields_set
+    assert limits_from_attribute({"cost_usd": -1}) is None and limits_from_attribute("cost=1") is None
+    assert limits_from_attribute({}) is None
