@@ -114,7 +114,8 @@ def precedes(earlier: str, later: str) -> bool:
     (the step's model call, index -1, before its tool calls). So a step's model call precedes its calls and
     everything they delegate; a call's delegate's steps precede the parent's later steps; `later`'s own subtree
     (and `later` itself) does not precede it; and paths that part at different agents (pipeline stages, which
-    run in parallel, or a router's pick) are not ordered: they do not precede."""
+    run in parallel: their `<pipeline>/<stage>` frames differ, or a router's pick) are not ordered: they do not
+    precede."""
     try:
         a, b = frames(earlier), frames(later)
     except ValueError:

@@ -8,7 +8,8 @@ at the first agent invocation where the two paths part, the same agent and an ea
 an earlier call; a step's model call comes before its tool calls). So the steps the span's agent took before it,
 the model call that asked for a tool (when the span is that tool call), and whatever earlier calls delegated, all
 replay; the span's subtree and every later step of its ancestors run again. Paths that part at different agents
-(pipeline stages, a router's pick) are not ordered: those run again too.
+(other pipeline stages, whose `<pipeline>/<stage>` frames differ even when they run the same agent; a router's
+pick) are not ordered: those run again too.
 
 Side effects before the span replay their recorded outcome (never executed again); from the span on they run under
 the new run's keys: the preview lists them, because a retry does them again in the world. The original run is

@@ -27,8 +27,9 @@ BEFORE = ("A call replays (its recorded result is reused: not sent to the model 
           "their call paths part, the same agent and an earlier step, or the same step and an earlier call (a "
           "step's model call comes before the tool calls it asked for). The span itself, everything under it and "
           "every later step run fresh, side effects under the new run's idempotency keys; so do calls of other "
-          "agents at the same level (pipeline stages, a router's pick), and recorded results that no longer fit "
-          "the hierarchy file (it may have changed: a retry loads it as it is now).")
+          "agents at the same level (other pipeline stages, even of the same agent; a router's pick), and "
+          "recorded results that no longer fit the hierarchy file (it may have changed: a retry loads it as it is "
+          "now).")
 
 
 def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
