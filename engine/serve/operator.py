@@ -74,7 +74,11 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
     the kill switch on it released), then started again here as a new execution. KeyError: no such run."""
     from engine.controls.api import ControlAPI
     from engine.controls.resume_preview import preview_resume
+    from engine.controls.run_requests import record_and_take
     from engine.errors import InputError
+
+    durable = service.engine.durable
+    assert durable is not None and service.tasks is not None
 
     def record() -> str | None:
         with ControlAPI(service.engine.store.dir, actor) as api:
@@ -84,7 +88,15 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
                 raise KeyError(run_id) from None
             if preview.refusal is not None:
                 return preview.refusal
-            api.record_resume(preview.run.id, preview.run.status, None, f"resumed by {actor}")
+            if durable.busy(preview.run.id):
+                return f"run {preview.run.id} is being carried on by this engine already"
+            # Recorded and taken by this engine in one transaction: its own control poll does not take it again.
+            _entry, _released, taken = record_and_take(api, preview.run.id, preview.run.status, preview.run.ended,
+                                                       limits=None, reason=f"resumed by {actor}",
+                                                       engine_id=service.engine.store.engine_id)
+            if taken is None:
+                return f"run {preview.run.id} was taken by another resume request already"
+            durable.mark_busy(preview.run.id)
             return None
 
     refusal = await anyio.to_thread.run_sync(record)
@@ -94,13 +106,12 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
     with anyio.move_on_after(10):  # the engine sees the released switch before the run starts again
         while any(s.scope == "run" and s.target == run_id for s in controls.switches):
             await controls.wait_changed()
-    durable = service.engine.durable
-    assert durable is not None and service.tasks is not None
 
     async def again() -> None:
         try:
             await durable.resume_run(run_id)
         except Exception:  # recorded on the run; the service goes on
+            durable.not_resumed(run_id, "the resume could not start")
             log.exception("resuming run %s failed", run_id)
 
     service.tasks.start_soon(again)
