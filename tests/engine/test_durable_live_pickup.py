@@ -134,10 +134,12 @@ def test_several_requests_for_one_ending_start_it_once(tmp_path: Path) -> None:
         assert engine.durable is not None and engine.durable.pickups is not None
         status = get_run(charging.store, run_id).status
 
+        def resume(n: int) -> None:
+            operator(charging.store, lambda api: api.record_resume(run_id, status, None, f"resume {n}"), f"op{n}")
+
         def decide_and_resume() -> None:
             operator(charging.store, lambda api: api.reconcile_side_effect(run_id, None, "again", "redo it"))
-            threads = [threading.Thread(target=operator, args=(charging.store, lambda api: api.record_resume(
-                run_id, status, None, f"resume {n}"), f"op{n}")) for n in range(2)]
+            threads = [threading.Thread(target=resume, args=(n,)) for n in range(2)]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -195,16 +197,8 @@ def test_two_takers_racing_for_one_ending_take_it_once(tmp_path: Path) -> None:
     for round_ in range(20):
         barrier = threading.Barrier(2)
         won: list[str] = []
-
-        def contend(engine_id: str, ended: float = float(round_)) -> None:
-            with ControlAPI(store, f"engine:{engine_id}") as api:
-                barrier.wait()
-                with api.transaction() as conn:
-                    if run_requests.take(conn, "r1", request=1, kind="resume", ended=ended, engine_id=engine_id,
-                                         now=api.now()) is not None:
-                        won.append(engine_id)
-
-        threads = [threading.Thread(target=contend, args=(name,)) for name in ("a", "b")]
+        threads = [threading.Thread(target=_contend, args=(store, name, float(round_), barrier, won))
+                   for name in ("a", "b")]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -213,3 +207,13 @@ def test_two_takers_racing_for_one_ending_take_it_once(tmp_path: Path) -> None:
     with ControlAPI(store, "reader") as api:
         assert len(takes(api, "r1")) == 20
         assert api.verify_audit().ok
+
+
+def _contend(store: Path, engine_id: str, ended: float, barrier: threading.Barrier, won: list[str]) -> None:
+    """One engine's take of the run's ending `ended`, started at the same moment as the other's."""
+    with ControlAPI(store, f"engine:{engine_id}") as api:
+        barrier.wait()
+        with api.transaction() as conn:
+            if run_requests.take(conn, "r1", request=1, kind="resume", ended=ended, engine_id=engine_id,
+                                 now=api.now()) is not None:
+                won.append(engine_id)

@@ -51,7 +51,8 @@ def holder(store_dir: Path) -> Holder | None:
     pid = found.get("pid") if found else None
     if found is None or not isinstance(pid, int) or not process_alive(pid):
         return None
-    durable = found.get("durable") if isinstance(found.get("durable"), dict) else {}
+    record = found.get("durable")
+    durable: dict[str, Any] = record if isinstance(record, dict) else {}
     return Holder(pid=pid, engine_id=durable.get("engine_id"), durable=bool(durable.get("pickup")),
                   auto_resume=bool(durable.get("auto_resume")))
 
