@@ -132,9 +132,10 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
     # Taken by this request, or by another one for the same ending of the run (a reconcile taken a moment before).
     taken = wait_taken(api, store_dir, run.id, engine, lambda t: t.request == entry.id or t.ended == run.ended)
     if taken is None:
-        raise ControlError(f"{engine.describe()} did not take run {run.id} (it stopped, or stopped taking requests): "
-                           f"the resume stays recorded (audit row {entry.id}) and the next durable engine to start "
-                           f"on this store carries the run on")
+        print(f"{engine.describe()} did not take run {run.id} (it stopped, or stopped taking requests): the resume "
+              f"stays recorded (audit row {entry.id}) and the next durable engine to start on this store carries "
+              f"the run on", file=sys.stderr)
+        return 3
     print(f"{engine.describe()} took run {run.id} (audit row {taken.audit_id}); waiting for it to end",
           file=sys.stderr)
     row = wait_ended(store_dir, run.id, taken, engine)
