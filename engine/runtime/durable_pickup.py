@@ -113,7 +113,10 @@ class Pickup:
             for run_id in runs:
                 if run_id in skip or durable.busy(run_id) or self.closing:
                     continue
-                with api.transaction() as conn:  # the check and the take in one write transaction
+                with api.read() as conn:  # most runs named are not takeable: no write lock for those
+                    if run_requests.pending(conn, reader, run_id) is None:
+                        continue
+                with api.transaction() as conn:  # the check again, and the take, in one write transaction
                     found = run_requests.pending(conn, reader, run_id)
                     if found is None or (found.kind == run_requests.RECONCILE_ACTION and not reconcile_ok):
                         continue
