@@ -92,3 +92,24 @@ def test_resume_no_wait_returns_once_recorded_and_serve_carries_it_on(tmp_path: 
     finally:
         serve.stop()
     assert [line["amount"] for line in charging.lines()] == [5, 7]  # the recorded charge did not run again
+
+
+def test_a_no_resume_serve_leaves_a_reconciled_run_until_an_operator_resumes_it(tmp_path: Path) -> None:
+    charging = Charging(tmp_path)
+    run_id = charging.needs_reconcile()
+    serve = Serve(tmp_path, fleet=FLEET, extra_args=("--no-resume",)).start()
+    try:
+        decided = flightdeck("reconcile", run_id, "--done", "--reason", "the PSP shows it", "--store",
+                             str(charging.store))
+        assert decided.returncode == 0, decided.stderr
+        assert "does not carry reconciled runs on by itself (it was started with --no-resume)" in decided.stdout
+        assert f"flightdeck resume {run_id}" in decided.stdout
+        assert "resume_taken" not in _rows(charging.store, run_id)
+        resumed = flightdeck("resume", run_id, "--yes", "--reason", "go on", "--store", str(charging.store))
+        assert resumed.returncode == 0, resumed.stderr
+        assert "took run" in resumed.stderr, resumed.stderr
+    finally:
+        serve.stop()
+    assert get_run(charging.store, run_id).status == "completed"
+    assert [line["amount"] for line in charging.lines()] == [5, 7]  # confirmed done: the first charge not again
+    assert len(_rows(charging.store, run_id)["resume_taken"]) == 1
