@@ -123,8 +123,9 @@ def decided_message(decision: Decision, waiting: int) -> str:
         return text + f" Run {decision.run_id} ends failed when an engine carries it on."
     if waiting:
         return text + f" Run {decision.run_id} still waits on {waiting} more side effect(s)."
-    return (text + f" Run {decision.run_id} goes on when a durable engine next starts on this store; to resume it "
-            f"now: R on the run (view 2), or `flightdeck resume {decision.run_id}`.")
+    return (text + f" Run {decision.run_id} goes on now if a durable engine runs on this store (flightdeck serve, "
+            f"run --durable: it takes the run within a moment), else when one next starts; to resume it now "
+            f"without one: R on the run (view 2), or `flightdeck resume {decision.run_id}`.")
 
 
 def start_reconcile(node: Any, ctx: ConsoleContext, client: ControlClient, row: ReconcileItem, decision: str,

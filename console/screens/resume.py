@@ -5,8 +5,10 @@ R reads, off the UI thread, what `flightdeck resume RUN` prints before it acts (
 which recorded side effects replay and are NOT run again, what runs again, what the run already spent, which kill
 switch on the run is released) and whether an engine is serving the store; a confirmation shows it and requires a
 reason; then ControlAPI.record_resume writes the audit row `resume` (releasing the run's kill switch in the same
-transaction). The console does not run the engine itself: a serving engine on the store picks the recorded resume
-up, and when none runs the console says to run `flightdeck resume RUN`. A run that cannot resume (not durable,
+transaction). The console does not run the engine itself: a durable engine running on the store (flightdeck serve,
+flightdeck run --durable) takes the recorded resume within a control poll (engine/runtime/durable_pickup.py), and
+when none runs the console says to run `flightdeck resume RUN`; an engine holding the store that is not durable
+(its engine.lock record has no `durable` field) cannot, and the console says so. A run that cannot resume (not durable,
 running, completed, a side effect still undecided) gets the engine's reason on the hint line, not an error; a
 read-only console refuses like every other action.
 """
@@ -44,6 +46,7 @@ class ResumeCheck:
 
     preview: ResumePreview
     serving: list[EngineStatus]
+    plain_holder: int | None = None  # the pid of a live engine holding the store that is not durable
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class ResumeRecorded:
     entry: AuditEntry
     released: list[KillSwitch]
     serving: list[EngineStatus]
+    plain_holder: int | None = None
 
 
 def may_resume(run: RunRow | None) -> bool:
@@ -67,8 +71,23 @@ def serving_engines(api: ControlAPI) -> list[EngineStatus]:
     return [engine for engine in api.engines() if engine.alive and not engine.stale]
 
 
-def next_step(run_id: str, serving: list[EngineStatus]) -> str:
+def plain_holder(api: ControlAPI) -> int | None:
+    """The pid of the live engine holding the store when it is not a durable one (it takes no resume), else None."""
+    from engine.controls.terminate import process_alive, read_lock_holder
+
+    holder = read_lock_holder(api.store_dir)
+    pid = holder.get("pid") if holder else None
+    if holder is None or not isinstance(pid, int) or not process_alive(pid):
+        return None
+    durable = holder.get("durable")
+    return None if isinstance(durable, dict) and durable.get("pickup") else pid
+
+
+def next_step(run_id: str, serving: list[EngineStatus], plain: int | None = None) -> str:
     """What happens after the resume is recorded, in plain words, for the engines running now."""
+    if plain is not None:
+        return (f"The engine holding this store (pid {plain}) is not a durable engine: it cannot resume the run. "
+                f"Once it has stopped: flightdeck resume {run_id} (or start `flightdeck serve`).")
     if serving:
         engine = serving[0]
         return (f"A serving engine on this store (pid {engine.pid} on {printable(engine.host, limit=30)}) resumes it "
@@ -111,7 +130,7 @@ def preview_text(check: ResumeCheck) -> Text:
     for switch in preview.releases:
         text.append(f"  releases kill switch #{switch.id} on the run ({switch.mode}, by "
                     f"{printable(switch.operator, limit=30)}: {printable(switch.reason, limit=60)})\n")
-    text.append("\n" + next_step(run.id, check.serving), style="dim")
+    text.append("\n" + next_step(run.id, check.serving, check.plain_holder), style="dim")
     return text
 
 
@@ -134,7 +153,7 @@ def start_resume(node: Any, ctx: ConsoleContext, run_id: str | None, show_hint: 
         preview = preview_resume(api, run_id)
         if preview.refusal is None:  # a run from an older engine whose call paths are ambiguous (docs/operations.md)
             preview = replace(preview, refusal=carry_on_refusal(preview.run))
-        return ResumeCheck(preview, serving_engines(api))
+        return ResumeCheck(preview, serving_engines(api), plain_holder(api))
 
     def checked(found: ResumeCheck) -> None:
         refusal = found.preview.refusal
@@ -162,12 +181,12 @@ def confirm(node: Any, ctx: ConsoleContext, client: ControlClient, found: Resume
 
         def record(api: ControlAPI) -> ResumeRecorded:
             entry, released = api.record_resume(run_id, status, None, result.reason)
-            return ResumeRecorded(entry, released, serving_engines(api))
+            return ResumeRecorded(entry, released, serving_engines(api), plain_holder(api))
 
         def recorded(done: ResumeRecorded) -> None:
             released = "".join(f", kill switch #{s.id} released" for s in done.released)
             words = f"Resume of run {run_id} recorded (audit row {done.entry.id}{released}). " + next_step(
-                run_id, done.serving)
+                run_id, done.serving, done.plain_holder)
             show_hint(words)
             node.notify(words, title="Resume", markup=False, timeout=12)
 

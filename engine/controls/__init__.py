@@ -18,6 +18,7 @@ package that reads or writes control.db's control tables; its DDL is the store's
 - terminate.py      SIGTERM-then-SIGKILL for an engine whose event loop no longer answers
 - reconcile.py      durable runs: operator decisions on side effects of unknown outcome (audit rows), resume audit
 - resume_preview.py what `flightdeck resume` would replay, run again and release
+- run_requests.py   runs operators asked to go on (resume rows, reconcile decisions); the engine's take of each
 
 What these return are typed rows (engine.store.control_rows: frozen dataclasses, `as_dict()` for JSON), not dicts.
 

@@ -1,6 +1,8 @@
 """The engine's link to control.db: one thread that owns a ControlAPI connection, polls PRAGMA data_version every
 few milliseconds (cheap: no query plan, no table read) and hands fresh snapshots to the event loop; it also runs
-the engine's own control.db writes (acks, approval requests) so SQLite never blocks the event loop.
+the engine's own control.db writes (acks, approval requests) so SQLite never blocks the event loop. Watchers
+(`watch`) run on this thread after every change too: the durable layer's pickup of resume requests is one
+(engine/runtime/durable_pickup.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class ControlWorker:
         self._stopped = threading.Event()
         self._first_snapshot = threading.Event()
         self.snapshots = 0
+        # Called on this thread with its ControlAPI after each snapshot (control.db changed); replaced whole, so the
+        # poll loop always iterates a complete list.
+        self._watchers: tuple[Callable[[ControlAPI], None], ...] = ()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -62,6 +67,12 @@ class ControlWorker:
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((job, future))
         return await future
+
+    def watch(self, watcher: Callable[[ControlAPI], None]) -> None:
+        """Run `watcher(api)` on the control thread after every control.db change from now on (after the snapshot
+        is handed on). Call it from a job on this thread (`call`) to know no change slips between a read the job
+        makes and the first time the watcher runs. A watcher's failure is logged; it runs again next change."""
+        self._watchers = (*self._watchers, watcher)
 
     def submit(self, job: Callable[[ControlAPI], Any], what: str) -> None:
         """Run `job(api)` on the control thread without waiting for it (callable from any thread); a failure is
@@ -98,6 +109,11 @@ class ControlWorker:
                             self._on_read(snapshot)
                         self._loop.call_soon_threadsafe(self._on_snapshot, snapshot)
                         self._first_snapshot.set()
+                        for watcher in self._watchers:
+                            try:
+                                watcher(api)
+                            except Exception as exc:
+                                log.warning("control watcher %s: %s", getattr(watcher, "__name__", watcher), exc)
                 except Exception as exc:  # a locked or briefly unavailable control.db must not kill the watcher
                     log.warning("control watcher: %s", exc)
                 try:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from engine.durable.host import DurableHost
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
+    from engine.runtime.durable_pickup import Pickup
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.replay import ReplayTable
     from engine.runtime.results import RunResult
@@ -80,6 +81,13 @@ class DurableRuns:
         self.gate: QueueGate | None = None
         self.handing_back: str | None = None
         self._again: set[str] = set()  # runs an operator started again here (`resume_run`): they carry on
+        # Runs this engine is carrying on (resumed, taken, or in their workflow body): never taken again meanwhile.
+        # Written on the loop and on the control thread (set operations are atomic).
+        self._busy: set[str] = set()
+        # Operators' requests that a run go on, taken on start and live (runtime/durable_pickup.py); off for
+        # `flightdeck resume`'s own engine, which carries on one run only.
+        self.pickup = True
+        self.pickups: Pickup | None = None
         self._reader: TraceReader | None = None  # traces.db rows of the runs resumed here (_resume_info)
 
     async def open(self) -> None:
@@ -88,27 +96,27 @@ class DurableRuns:
         self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body, self.queues)
         self.host.launch()
         pending = await self.host.pending_runs()
-        why_not = self._why_not_resume()
-        again: list[str] = []
-        if why_not is None:  # runs an operator reconciled since they stopped: they go on too
-            again = [run_id for run_id in await self._call(reconciled_runs) or [] if run_id not in
-                     {run for _wf, run, _spec in pending}]
+        why_not = self.why_not_resume()
         handed_back: list[str] = []
-        await self._cancel_orphaned_approvals({run for _wf, run, _spec in pending})
+        in_flight = {run for _wf, run, _spec in pending}
+        await self._cancel_orphaned_approvals(in_flight)
         for workflow_id, run_id, _spec in pending:
-            reason = why_not or self._killed_by_operator(run_id)
+            reason = why_not or self.killed_by_operator(run_id)
             if reason is not None:
                 self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
                 continue
             self._track_resumed(run_id)
+            self._busy.add(run_id)
             handed_back.append(workflow_id)
         await self.host.resume_many(handed_back)
-        for run_id in again:
-            found = await self.host.latest(run_id)
-            if found is None:
-                continue
-            self._track_resumed(run_id)
-            await self.host.start_again(run_id, found[2])
+        if self.pickup:  # runs operators reconciled or asked to resume since they stopped go on too, taken once
+            from engine.runtime.durable_pickup import Pickup
+
+            self.pickups = Pickup(self)
+            await self.pickups.start(in_flight)
+            publish = getattr(self.engine.store, "publish_durable", None)  # test doubles of the store may lack it
+            if publish is not None:
+                publish(pickup=True, auto_resume=why_not is None)
         if self.resumed:
             log.warning("resuming %d runs interrupted by a dead engine or reconciled", len(self.resumed))
 
@@ -117,7 +125,7 @@ class DurableRuns:
         in flight and no operator's kill switch stopped it): a resumed run waits on its request, same id and
         deadline (runtime/approvals.py), whether it resumes now or later (`--no-resume`, `flightdeck resume`)."""
         orphaned = [run_id for run_id in self.engine.store.abandoned_runs
-                    if run_id not in in_flight or self._killed_by_operator(run_id) is not None]
+                    if run_id not in in_flight or self.killed_by_operator(run_id) is not None]
         if orphaned:
             await self._call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is "
                                                                        "abandoned") for run_id in orphaned])
@@ -126,6 +134,11 @@ class DurableRuns:
         self.resumed.append(run_id)
         self._resumed_active += 1
         self._resumed_idle = anyio.Event()
+
+    def _untrack_resumed(self) -> None:
+        self._resumed_active -= 1
+        if self._resumed_active <= 0:
+            self._resumed_idle.set()
 
     async def _call(self, job: Callable[[ControlAPI], T]) -> T | None:
         """A control.db read on the engine's control thread (None when the engine has none: test doubles)."""
@@ -156,7 +169,40 @@ class DurableRuns:
             self._again.discard(run_id)
         return result
 
-    def _why_not_resume(self) -> str | None:
+    async def start_taken(self, run_id: str, limits: dict[str, Any] | None, data: dict[str, Any]) -> None:
+        """Start again here a run this engine took (runtime/durable_pickup.py): a new DBOS execution of its
+        workflow (`limits`: an operator's new run limits), which carries on like a resumed run. Returns once it
+        started; close() waits for it to end like a run resumed on start."""
+        assert self.host is not None
+        found = await self.host.latest(run_id)
+        if found is None:
+            self.not_resumed(run_id, "it is not a durable run in durable.db: nothing is recorded to resume it from")
+            return
+        spec = found[2]
+        if limits:
+            from engine.guardrails.budget import BudgetLimits
+
+            spec = {**spec, "budget": BudgetLimits(**limits)}
+        self.engine.tracer.event(run_id, None, "run.picked_up", data={**data, "engine_id": self.engine.store.engine_id})
+        self._track_resumed(run_id)
+        try:
+            await self.host.start_again(run_id, spec)
+        except BaseException:
+            self._untrack_resumed()
+            raise
+
+    def not_resumed(self, run_id: str, reason: str) -> None:
+        self._busy.discard(run_id)
+        self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
+
+    def busy(self, run_id: str) -> bool:
+        """Whether this engine is carrying the run on now (it must not be taken again)."""
+        return run_id in self._busy or run_id in self.engine.controls.runs
+
+    def mark_busy(self, run_id: str) -> None:
+        self._busy.add(run_id)
+
+    def why_not_resume(self) -> str | None:
         if not self.auto_resume:
             return "auto-resume is off (--no-resume)"
         flag = (self.engine.controls.flags.get("runs.auto_resume") or {}).get(("global", None))
@@ -164,7 +210,7 @@ class DurableRuns:
             return "auto-resume is off (flag runs.auto_resume=false)"
         return None
 
-    def _killed_by_operator(self, run_id: str) -> str | None:
+    def killed_by_operator(self, run_id: str) -> str | None:
         for switch in self.engine.controls.switches:
             if switch.mode == "kill" and switch.scope == "run" and switch.target == run_id:
                 return "an operator's kill switch covers this run"
@@ -177,6 +223,11 @@ class DurableRuns:
     async def close(self) -> None:
         if self.host is None:
             return
+        if self.pickups is not None:  # nothing more is taken; what was taken has started
+            await self.pickups.close()
+            publish = getattr(self.engine.store, "publish_durable", None)
+            if publish is not None:
+                publish(pickup=False, auto_resume=False)
         await self.wait_resumed()
         self.host.destroy()
         self.host = None
@@ -220,6 +271,7 @@ class DurableRuns:
         fresh = self._requests.get(run_id)
         if fresh is not None:
             return await self._run(spec, fresh[0], run_id, None, fresh[1])
+        self._busy.add(run_id)
         try:
             queued = spec.get("queue") is not None
             carries_on = not queued or run_id in self.resumed or run_id in self._again
@@ -237,10 +289,9 @@ class DurableRuns:
                 return await self._run_queued(spec, request, run_id, info, self.gate)
             return await self._run(spec, request, run_id, info)
         finally:
+            self._busy.discard(run_id)
             if run_id in self.resumed:
-                self._resumed_active -= 1
-                if self._resumed_active <= 0:
-                    self._resumed_idle.set()
+                self._untrack_resumed()
 
     async def _run_queued(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
                           gate: QueueGate) -> RunResult:
@@ -320,18 +371,6 @@ class DurableRuns:
         return RunResult(run_id=run_id, hierarchy=str(spec.get("name") or spec["path"]), status="failed",
                          output=None, error=why, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
                          tool_calls=0, started=now, ended=now)
-
-
-def reconciled_runs(api: ControlAPI) -> list[str]:
-    """Runs that ended needs_reconcile and whose every unknown side effect an operator has decided since."""
-    from engine.controls.reconcile import runs_waiting, undecided
-
-    ready = []
-    for row in runs_waiting(api.store_dir):
-        calls = api.reconcile_calls(row.id)
-        if calls and not undecided(calls):
-            ready.append(row.id)
-    return ready
 
 
 def seed_resumed(ctx: Any, info: ResumeInfo) -> dict[str, Any]:

@@ -74,8 +74,12 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
     the kill switch on it released), then started again here as a new execution. KeyError: no such run."""
     from engine.controls.api import ControlAPI
     from engine.controls.resume_preview import preview_resume
+    from engine.controls.run_requests import record_and_take
     from engine.errors import InputError
     from engine.runtime.call_paths import carry_on_refusal
+
+    durable = service.engine.durable
+    assert durable is not None and service.tasks is not None
 
     def record() -> str | None:
         with ControlAPI(service.engine.store.dir, actor) as api:
@@ -86,7 +90,15 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
             refusal = preview.refusal or carry_on_refusal(preview.run)
             if refusal is not None:
                 return refusal
-            api.record_resume(preview.run.id, preview.run.status, None, f"resumed by {actor}")
+            if durable.busy(preview.run.id):
+                return f"run {preview.run.id} is being carried on by this engine already"
+            # Recorded and taken by this engine in one transaction: its own control poll does not take it again.
+            _entry, _released, taken = record_and_take(api, preview.run.id, preview.run.status, preview.run.ended,
+                                                       limits=None, reason=f"resumed by {actor}",
+                                                       engine_id=service.engine.store.engine_id)
+            if taken is None:
+                return f"run {preview.run.id} was taken by another resume request already"
+            durable.mark_busy(preview.run.id)
             return None
 
     refusal = await anyio.to_thread.run_sync(record)
@@ -96,13 +108,12 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
     with anyio.move_on_after(10):  # the engine sees the released switch before the run starts again
         while any(s.scope == "run" and s.target == run_id for s in controls.switches):
             await controls.wait_changed()
-    durable = service.engine.durable
-    assert durable is not None and service.tasks is not None
 
     async def again() -> None:
         try:
             await durable.resume_run(run_id)
         except Exception:  # recorded on the run; the service goes on
+            durable.not_resumed(run_id, "the resume could not start")
             log.exception("resuming run %s failed", run_id)
 
     service.tasks.start_soon(again)

@@ -118,6 +118,12 @@ class EngineStore:
         self._lock.publish(export={"endpoint": endpoint, "sent_spans": sent_spans, "dropped_spans": dropped_spans,
                                    "breaker": breaker, "error": error, "at": time.time()})
 
+    def publish_durable(self, *, pickup: bool, auto_resume: bool) -> None:
+        """Say in the lock file's `durable` field that this engine is durable and whether it takes operators' resume
+        requests now (`pickup`) and reconciled runs on its own (`auto_resume`): `flightdeck resume` and `reconcile`
+        read it to tell whether the engine holding the store will carry a run on (runtime/durable_pickup.py)."""
+        self._lock.publish(durable={"engine_id": self.engine_id, "pickup": pickup, "auto_resume": auto_resume})
+
     def close(self, timeout: float = 10) -> None:
         """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
         StoreError (if traces could not be written) after everything else has been released."""

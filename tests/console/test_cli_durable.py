@@ -80,9 +80,11 @@ def test_resume_a_budget_exceeded_run_with_new_limits(tmp_path: Path) -> None:
     # Replayed, not run again: the charge and the two model calls recorded before the budget stopped the run.
     assert (run.status, run.resumed, run.replayed_steps) == ("completed", 1, 3)
     with ControlAPI(charging.store, "reader") as api:
-        entry = api.audit_log(limit=1)[0]
+        taken, entry = api.audit_log(limit=2)
     assert (entry.action, entry.target, entry.reason) == ("resume", f"run:{run_id}", "limit raised by finance")
     assert entry.after["limits"] == {"tool_calls": 5}
+    # Taken by the command's own engine in the same transaction: no engine starting later takes it again.
+    assert (taken.action, taken.target, taken.after["request"]) == ("resume_taken", f"run:{run_id}", entry.id)
 
 
 def test_a_run_killed_by_an_operator_resumes_only_through_resume(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """`flightdeck reconcile` and `flightdeck resume`: the operator's side of durable runs (engine/controls/reconcile.py).
 
 reconcile: list what awaits a decision (every run, or one), or decide one side effect whose outcome is unknown
-(--done / --again / --fail, with --reason); the next durable engine on the store carries the run on (or
-`flightdeck resume RUN` now). resume: a preview, a confirmation, an audit row, then the run resumes in THIS process
-as a durable engine on the store (no other engine may hold it: if one does, nothing is written and the command says
-what to run once it has stopped); the exit code is the resumed run's, as `flightdeck run` gives it.
+(--done / --again / --fail, with --reason); a durable engine running on the store takes the run at once (the command
+waits until it has, unless --no-wait), else the next durable engine's start does (or `flightdeck resume RUN` now).
+resume: a preview, a confirmation, an audit row, then the run resumes: in THIS process as a durable engine when no
+engine holds the store, else in the durable engine that holds it (engine/runtime/durable_pickup.py: the command
+waits until it took the run and the run ended, unless --no-wait); an engine holding the store that is not durable
+cannot, and nothing is written. The exit code is the resumed run's, as `flightdeck run` gives it.
 
 JSON: `reconcile --json` (listing): a list of runs: run_id, hierarchy, status, ended, error, calls (span_id, key,
 call, tool, agent, args, decision (null or: decision, note, operator, ts, audit_id)). `reconcile ... --done|--again|
@@ -37,8 +39,10 @@ def add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser])
                     "With a decision: record it (audited). --done: it happened (the model is told the operator "
                     "confirmed it, with your reason; it never runs again); --again: run it again under the same "
                     "idempotency key (you accept the risk of a second effect); --fail: the run ends failed with "
-                    "your reason as its error. The run goes on when a durable engine next starts on the store "
-                    "(or now: flightdeck resume RUN).",
+                    "your reason as its error. Once every side effect of the run is decided, a durable engine "
+                    "running on the store carries the run on at once (this command waits until it took it, unless "
+                    "--no-wait); with none running, the next durable engine to start does (or now: flightdeck "
+                    "resume RUN).",
         epilog="Exit codes: 0 listed or recorded; 2 bad input or refused (unknown run, a run not in "
                "needs_reconcile, a call whose outcome is not unknown or already decided, no --reason): nothing "
                "written; 3 store problem.")
@@ -52,6 +56,8 @@ def add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         decision.add_argument(f"--{name}", dest="decision", action="store_const", const=name, help=text)
     parser.add_argument("--reason", metavar="TEXT", help="why (required with a decision; the audit log keeps it, "
                                                          "and --done/--fail pass it on as the note)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="return once the decision is recorded (do not wait for the running engine to take it)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_operator(parser)
     add_store_argument(parser)
@@ -66,11 +72,15 @@ def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Shows what the resume will do (recorded side effects replay and do NOT run again; recorded model "
                     "calls and other tools replay, the rest runs; spend so far counts against the budgets), asks for "
                     "confirmation (or --yes), records it in the audit log (releasing a kill switch on the run), "
-                    "and resumes the run in this process as a durable engine on the store. If another engine holds "
-                    "the store, nothing is written: stop it (or let it finish) and run the command again.",
+                    "and resumes the run: in this process as a durable engine when no engine holds the store; in "
+                    "the durable engine that holds it (flightdeck serve, flightdeck run --durable) otherwise, "
+                    "waiting until it took the run and the run ended (--no-wait: return once recorded). An engine "
+                    "holding the store that is not durable cannot resume it: nothing is written.",
         epilog="Exit codes: those of `flightdeck run` for the resumed run (0 completed, 1 failed, 4 budget "
-               "exceeded, 6 killed, 8 needs reconcile, ...); 2 bad input or refused (completed, running, not "
-               "durable, waiting for reconcile, another engine holds the store, no confirmation); 3 store problem.")
+               "exceeded, 6 killed, 8 needs reconcile, ...); 0 with --no-wait once recorded; 2 bad input or "
+               "refused (completed, running, not durable, waiting for reconcile, the engine holding the store is "
+               "not durable, no confirmation); 3 store problem, or the engine holding the store stopped before it "
+               "resumed the run (the next durable engine to start on the store does).")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--reason", metavar="TEXT", help="why (for the audit log; default: 'operator resume')")
     parser.add_argument("--budget", metavar="LIMITS", type=_budget,
@@ -78,6 +88,8 @@ def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor (default 1; 0 removes simulated latency)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="when a durable engine holds the store: return once the resume is recorded")
     parser.add_argument("--json", action="store_true", help="print the resumed run as JSON")
     add_operator(parser)
     add_store_argument(parser)
@@ -135,12 +147,45 @@ def handle_reconcile(args: argparse.Namespace) -> int:
             return 0
         print(f"reconciled {decision.key}: {decision.decision} (by {decision.operator}, audit row {decision.audit_id})")
         if not undecided(api.reconcile_calls(decision.run_id)):
-            store = f" --store {args.store}" if args.store else ""
-            print(f"run {decision.run_id} goes on when a durable engine next starts on this store, or now: "
-                  f"flightdeck resume {decision.run_id}{store} --reason '...'")
+            _after_reconcile(args, api, decision.run_id, decision.audit_id)
         return 0
     finally:
         api.close()
+
+
+def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: int) -> None:
+    """Every side effect of the run is decided: say who carries it on (and, with a durable engine running, wait
+    until it took the run)."""
+    from console.commands.controls.durable_wait import holder, wait_taken
+
+    store_dir = store_dir_arg(args)
+    store = f" --store {args.store}" if args.store else ""
+    now = f"flightdeck resume {run_id}{store} --reason '...'"
+    engine = holder(store_dir)
+    if engine is None:
+        print(f"run {run_id} goes on when a durable engine next starts on this store, or now: {now}")
+        return
+    if not engine.durable:
+        print(f"the engine holding the store ({engine.describe()}) is not a durable engine: it cannot carry the "
+              f"run on. Run {run_id} goes on when a durable engine next starts on this store (or once that engine "
+              f"stopped: {now})")
+        return
+    off = [f for f in api.active_flags() if f.name == "runs.auto_resume" and f.scope == "global"
+           and str(f.value) == "false"]
+    if not engine.auto_resume or off:
+        why = "flag runs.auto_resume=false" if off else "it was started with --no-resume"
+        print(f"{engine.describe()} holds the store but does not carry reconciled runs on by itself ({why}): "
+              f"resume it with {now}")
+        return
+    if args.no_wait:
+        print(f"{engine.describe()} (durable, running on this store) carries run {run_id} on within a moment")
+        return
+    taken = wait_taken(api, store_dir, run_id, engine, lambda t: t.audit_id > audit_id)
+    if taken is None:
+        print(f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy); the next durable engine "
+              f"to start on this store carries it on, or: {now}")
+        return
+    print(f"{engine.describe()} took run {run_id} (audit row {taken.audit_id}): it is running again there")
 
 
 # -- resume ------------------------------------------------------------------------------------------------------
@@ -203,6 +248,7 @@ def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: 
     import anyio
 
     from console.commands.run import print_summary
+    from engine.controls.run_requests import record_and_take
     from engine.errors import StoreLocked
     from engine.runtime.engine import Engine
     from engine.runtime.results import EXIT_CODES
@@ -213,16 +259,21 @@ def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: 
     try:
         store = open_engine_store(store_dir)
     except StoreLocked as exc:
-        store_arg = f" --store {args.store}" if args.store else ""
-        raise ControlError(f"{exc}: nothing was written. Stop that engine (or let it finish), then run: "
-                           f"flightdeck resume {run_id}{store_arg} --reason '{reason}' --yes") from None
+        from console.commands.controls.durable_wait import resume_in_engine
+
+        return resume_in_engine(args, api, preview, reason, limits, str(exc))
     try:
-        api.record_resume(run_id, preview.run.status, limits, reason)
+        # Recorded and taken by this process in one transaction: no engine starting later takes it again. This
+        # process holds the store alone, so it carries the run on even if an earlier request's taker never did.
+        record_and_take(api, run_id, preview.run.status, preview.run.ended, limits=limits, reason=reason,
+                        engine_id=store.engine_id)
 
         async def go() -> Any:
-            async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0, durable=True,
-                              auto_resume=False) as engine:
-                assert engine.durable is not None
+            engine = Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0, durable=True,
+                            auto_resume=False)
+            assert engine.durable is not None
+            engine.durable.pickup = False  # this engine carries on this one run, nothing an operator asks meanwhile
+            async with engine:
                 return await engine.durable.resume_run(run_id, args.budget)
 
         if not args.json:

@@ -1,0 +1,154 @@
+"""`flightdeck resume` and `reconcile` while an engine holds the store: who will carry the run on, and waiting until
+it has (engine/runtime/durable_pickup.py takes the request live and records a `resume_taken` audit row).
+
+The engine holding the store says in engine.lock's JSON (`durable`: engine_id, pickup, auto_resume) whether it is a
+durable engine that takes requests now; a non-durable one (`flightdeck run` without --durable) never will. Waiting
+is polling control.db (the `resume_taken` row) and traces.db (the run's row), every POLL_S, while the engine that
+holds the store is alive: an engine that stops first leaves the request for the next durable engine's start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from console.commands.controls.common import store_dir_arg
+from console.output import print_json
+from engine.controls.errors import ControlError
+
+if TYPE_CHECKING:
+    from engine.controls.resume_preview import ResumePreview
+    from engine.controls.run_requests import Taken
+    from engine.store.trace_rows import RunRow
+
+POLL_S = 0.05
+PICKUP_WAIT_S = 30.0  # a live engine takes a request within a control poll (~10 ms); this is for a wedged one
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The engine holding the store now, from engine.lock: its pid, and whether it takes resume requests."""
+
+    pid: int
+    engine_id: str | None
+    durable: bool  # a durable engine that takes requests now
+    auto_resume: bool  # it also carries reconciled runs on by itself
+
+    def describe(self) -> str:
+        return f"engine pid {self.pid}" + (f" ({self.engine_id[:12]})" if self.engine_id else "")
+
+
+def holder(store_dir: Path) -> Holder | None:
+    """The live engine holding the store, or None (no engine, or the one named in the lock file is dead)."""
+    from engine.controls.terminate import process_alive, read_lock_holder
+
+    found = read_lock_holder(store_dir)
+    pid = found.get("pid") if found else None
+    if found is None or not isinstance(pid, int) or not process_alive(pid):
+        return None
+    record = found.get("durable")
+    durable: dict[str, Any] = record if isinstance(record, dict) else {}
+    return Holder(pid=pid, engine_id=durable.get("engine_id"), durable=bool(durable.get("pickup")),
+                  auto_resume=bool(durable.get("auto_resume")))
+
+
+def still_held(store_dir: Path, by: Holder) -> bool:
+    now = holder(store_dir)
+    return now is not None and now.pid == by.pid and now.durable
+
+
+def wait_taken(api: Any, store_dir: Path, run_id: str, by: Holder, match: Callable[[Taken], bool],
+               timeout: float = PICKUP_WAIT_S) -> Taken | None:
+    """The run's first `resume_taken` row `match` accepts, once there is one; None when the engine stopped (or
+    stopped taking requests) first, or after `timeout`."""
+    from engine.controls.run_requests import takes
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with api.read() as conn:
+            found = [taken for taken in takes(conn, run_id) if match(taken)]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline or not still_held(store_dir, by):
+            return None
+        time.sleep(POLL_S)
+
+
+def wait_ended(store_dir: Path, run_id: str, taken: Taken, by: Holder) -> RunRow | None:
+    """The run's row once the execution the engine started ended (it ends after it was taken); None when the
+    engine stopped first."""
+    from engine.errors import StoreError
+    from engine.store import open_reader
+
+    def ended() -> RunRow | None:
+        try:
+            with open_reader(store_dir) as reader:
+                row = reader.get_run(run_id)
+        except StoreError:
+            return None
+        done = row is not None and row.status != "running" and row.ended is not None and row.ended >= taken.ts
+        return row if done else None
+
+    while True:
+        row = ended()
+        if row is not None:
+            return row
+        now = holder(store_dir)
+        if now is None or now.pid != by.pid:  # its engine stopped: what it recorded last is all there is
+            return ended()
+        time.sleep(POLL_S)
+
+
+def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: str,
+                     limits: dict[str, Any] | None, locked: str) -> int:
+    """`flightdeck resume` when an engine holds the store: record the resume for the durable engine holding it and
+    (unless --no-wait) wait until it took the run and the run ended; refused (nothing written) when that engine is
+    not durable."""
+    from console.commands.run import print_summary
+    from engine.runtime.results import EXIT_CODES, RunResult
+
+    run = preview.run
+    store_dir = store_dir_arg(args)
+    again = f"flightdeck resume {run.id}{f' --store {args.store}' if args.store else ''} --reason '{reason}' --yes"
+    engine = holder(store_dir)
+    if engine is None or not engine.durable:
+        who = engine.describe() if engine is not None else "the engine holding it"
+        raise ControlError(f"{locked}, and {who} is not a durable engine taking resume requests (flightdeck run "
+                           f"without --durable, or one stopping): it cannot resume run {run.id}; nothing was "
+                           f"written. Let it finish or stop it (flightdeck engines), then run: {again}")
+    entry, _released = api.record_resume(run.id, run.status, limits, reason)
+    print(f"resume of run {run.id} recorded (audit row {entry.id}): {engine.describe()}, the durable engine holding "
+          f"the store, carries it on", file=sys.stderr)
+    if args.no_wait:
+        if args.json:
+            print_json({"run_id": run.id, "audit_id": entry.id, "engine_pid": engine.pid,
+                        "engine_id": engine.engine_id, "waited": False})
+        return 0
+    # Taken by this request, or by another one for the same ending of the run (a reconcile taken a moment before).
+    taken = wait_taken(api, store_dir, run.id, engine, lambda t: t.request == entry.id or t.ended == run.ended)
+    if taken is None:
+        print(f"{engine.describe()} did not take run {run.id} (it stopped, or stopped taking requests): the resume "
+              f"stays recorded (audit row {entry.id}) and the next durable engine to start on this store carries "
+              f"the run on", file=sys.stderr)
+        return 3
+    print(f"{engine.describe()} took run {run.id} (audit row {taken.audit_id}); waiting for it to end",
+          file=sys.stderr)
+    row = wait_ended(store_dir, run.id, taken, engine)
+    if row is None:
+        print(f"{engine.describe()} stopped before run {run.id} ended: the next durable engine to start on this "
+              "store carries it on", file=sys.stderr)
+        return 3
+    result = RunResult(run_id=row.id, hierarchy=row.hierarchy, status=row.status,  # type: ignore[arg-type]
+                       output=row.output, error=row.error, tokens_in=row.tokens_in, tokens_out=row.tokens_out,
+                       cost_usd=row.cost_usd, model_calls=row.model_calls, tool_calls=row.tool_calls,
+                       started=row.started, ended=row.ended or row.started)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print_summary([result])
+    return EXIT_CODES.get(row.status, 1)
