@@ -112,11 +112,11 @@ def check_retry(store_dir: Path, run_id: str, span_id: str, engines: list[Engine
 
 
 def call_line(span: Any) -> str:
-    """One recorded call, as `flightdeck retry` lists it."""
+    """One recorded call, as `flightdeck retry` lists it but without the span id (the call path says which)."""
     attrs = span.attributes if isinstance(span.attributes, Mapping) else {}
     what = (f"{printable(span.name, limit=40)} {compact_json(attrs.get('args'), limit=50)}" if span.kind == "tool"
             else f"model call ({printable(span.name, limit=40)})")
-    return f"{what}  [{printable(str(attrs.get('path') or '-'), limit=40)}, span {printable(span.id, limit=30)}]"
+    return f"{what}  [{printable(str(attrs.get('path') or '-'), limit=50)}]"  # the path says where; ids are in j
 
 
 def _calls(text: Text, spans: list[Any], style: str = "") -> None:
@@ -177,9 +177,13 @@ def launch(ctx: ConsoleContext, preview: RetryPreview, reason: str) -> RetryLaun
     argv = [sys.executable, "-m", "console.cli", "retry", preview.run.id, "--from", preview.span.id,
             "--reason", reason, "--yes", "--operator", ctx.operator, "--run-id", new_run_id,
             "--store", str(ctx.store_dir)]
+    # The same Flightdeck as this console's (a checkout run from source included), whatever the shell's path says.
+    code_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p)}
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+                                   env=env)
     finally:
         os.close(fd)
     return RetryLaunch(preview.run.id, preview.run.status, new_run_id, log, process)
@@ -255,9 +259,8 @@ def launch_outcome(started: RetryLaunch) -> str | None:
     if code is None:
         return None
     if code in REFUSED_EXITS:
-        why = last_line(started.log) or f"exit {code}"
-        return (f"The retry of run {started.run_id} did not start ({printable(why, limit=200)}); nothing was written. "
-                f"Log: {started.log}.")
+        why = last_line(started.log).removeprefix("flightdeck: ") or f"exit {code}"
+        return (f"The retry of run {started.run_id} did not start: {printable(why, limit=400)}. Log: {started.log}.")
     from engine.runtime.results import EXIT_CODES
 
     status = next((s for s, c in EXIT_CODES.items() if c == code), f"exit {code}")
