@@ -32,10 +32,9 @@ def run_hint(view: RunView, run: RunRow) -> str:
     if status in PROBLEM_RUN_STATUSES:
         outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
         if may_resume(run):
-            return f"This run {outcome}: n jumps to the failing span; R resumes it (durable), y retries from a span."
+            return f"This run {outcome}: n jumps to the failing span; R resumes it, y retries from a span."
         if problems:
-            return (f"This run {outcome}: n jumps to the next failing span (its error on the right); y retries from "
-                    "a span.")
+            return f"This run {outcome}: n jumps to the next failing span; y retries from a span."
         return f"This run {outcome}: the reason is under the title; Esc goes back to the runs."
     if status == "completed" and view.degraded:
         return ("This run completed (degraded): what was withheld or denied is under the title; n jumps to the "

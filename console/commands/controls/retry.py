@@ -100,8 +100,12 @@ def chosen_run_id(store_dir: Path, wanted: str) -> str:
     if not RUN_ID.fullmatch(wanted):
         raise InputError(f"{wanted!r} is not a run id: 8 to 32 lowercase hex digits", field="--run-id")
     with open_reader(store_dir) as reader:
-        if reader.query("SELECT 1 FROM runs WHERE id = ?", (wanted,)):
-            raise InputError(f"run {wanted} exists already: a retry is a new run", field="--run-id")
+        try:
+            known = reader.get_run(wanted)  # the exact id first, else a unique prefix
+        except InputError:  # an ambiguous prefix: no run has this exact id
+            known = None
+    if known is not None and known.id == wanted:
+        raise InputError(f"run {wanted} exists already: a retry is a new run", field="--run-id")
     return wanted
 
 
