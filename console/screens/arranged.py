@@ -60,12 +60,14 @@ class Arrangement:
     def sort_words(self) -> str:
         return self.sorts[self.index].words + (", reversed" if self.reverse else "")
 
-    def title_words(self, shown: int, total: int) -> str:
-        """` · sorted by …` and, while filtering, ` · filter "…" (n of m)`."""
-        words = f"sorted by {self.sort_words()}"
+    def title_words(self, shown: int, total: int, *, filter_first: bool = False) -> str:
+        """`sorted by …` and, while filtering, `filter "…" (n of m)` (first, for a narrow label: it says why rows
+        are missing, which matters more than their order)."""
+        words = [f"sorted by {self.sort_words()}"]
         if self.filter_text:
-            words += f' · filter "{printable(self.filter_text, limit=40)}" ({shown} of {total})'
-        return words
+            shown_words = f'filter "{printable(self.filter_text, limit=40)}" ({shown} of {total})'
+            words.insert(0 if filter_first else 1, shown_words)
+        return " · ".join(words)
 
 
 def words_of(*values: Any) -> str:

@@ -255,7 +255,8 @@ class RunbooksView(ArrangedView):
                 ("#incidents-label", "OPEN INCIDENTS", self.incident_order, len(incidents), len(snapshot.incidents)),
                 ("#runbooks-label", "RUNBOOKS", self.runbook_order, len(runbooks), len(snapshot.runbooks))):
             text = Text(name, style="bold", end="")
-            text.append("  " + order.title_words(shown, total), style="bold" if self.filter_text else "dim")
+            text.append("  " + order.title_words(shown, total, filter_first=True),
+                        style="bold" if self.filter_text else "dim")
             self.query_one(label, TextLines).update(text)
         self._update_title()
         self._selection_changed()
