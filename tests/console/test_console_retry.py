@@ -77,7 +77,7 @@ async def test_retry_preview_lists_side_effects_done_again_first(tmp_path: Path)
         form = await modal(pilot)
         body = form.body.plain
         assert form.form_title == f"Retry run {RETRY_RUN} from span {TO_PRICING}"
-        assert "danger" in " ".join(form.classes).replace("-danger", "danger")  # the red border: side effects again
+        assert form.has_class("-danger")  # the red border: side effects are done again
         warning = body.index("2 SIDE EFFECT(S) WILL BE DONE AGAIN")
         assert warning < body.index("budget:") < body.index("replays (1 recorded") < body.index("runs again (8")
         assert body.index("apply_discount") < body.index("budget:") and body.index("send_proposal") < body.index(
@@ -102,6 +102,7 @@ def ran(tmp_path: Path) -> tuple[Path, Any]:
     return store, original
 
 
+@pytest.mark.slow
 async def test_retry_key_starts_the_new_run_and_opens_it(ran: tuple[Path, Any]) -> None:
     store, original = ran
     # From the delegation to the proposal writer: the pricing work replays, send_proposal is done again.
@@ -129,6 +130,7 @@ async def test_retry_key_starts_the_new_run_and_opens_it(ran: tuple[Path, Any]) 
     assert (store / "retries" / f"{new_id}.log").is_file()
 
 
+@pytest.mark.slow
 async def test_a_retry_process_that_refuses_goes_back_and_says_why(tmp_path: Path) -> None:
     # The console sees no engine alive, but something holds the engine lock (an engine that has not registered yet):
     # flightdeck retry refuses (exit 2, nothing written) and the console says so and shows the original run again.
@@ -199,6 +201,7 @@ async def test_retry_key_refused_in_a_read_only_console(tmp_path: Path) -> None:
     ("NOT-HEX", "is not a run id"),
     (RETRY_RUN, f"run {RETRY_RUN} exists already"),
 ])
+@pytest.mark.slow
 def test_retry_cli_run_id_must_be_new(tmp_path: Path, run_id: str, why: str) -> None:
     store = retry_store(tmp_path / "store")
     done = flightdeck("retry", RETRY_RUN, "--from", TO_PRICING, "--run-id", run_id, "--reason", "r", "--yes",
