@@ -313,3 +313,63 @@ def utc() -> Iterator[None]:
     else:
         os.environ["TZ"] = before
     time.tzset()
+
+
+# A failed deal-desk run recorded with call paths (as the engine records them), for retry-from-a-span (issue 13):
+# supervisor -> pricing (price_quote, apply_discount: a side effect) -> proposal_writer (send_proposal: a side
+# effect, which failed).
+RETRY_RUN = "5e5e5e5e5e5e"
+
+
+def retry_store(store_dir: Path) -> Path:
+    """fixed_store (no engine registered) plus RETRY_RUN. Its spans: span_id_of(RETRY_RUN, n), n = 1 run, 2 supervisor, 3 its first model
+    call, 4 the delegation to pricing, 7 price_quote, 9 apply_discount, 12 the delegation to proposal_writer,
+    15 send_proposal."""
+    from engine.hierarchy.loader import load_hierarchy
+
+    fixed_store(store_dir, engine=False)  # no engine: a retry may start
+    writer = _open_writer(store_dir)
+    try:
+        w = _Writer(writer, RETRY_RUN)
+        t = FIXED_NOW - 120.0
+        source_hash = load_hierarchy("deal-desk").source_hash  # the bundled file has not changed since the run
+        writer.run_started(RETRY_RUN, "deal-desk", source_hash, ENGINE_ID, "test", {"account": "ACME-001"}, 7,
+                           "acme", t, {"entry": "supervisor", "durable": True})
+
+        def model(parent: str, agent: str, path: str, at: float, cost: float) -> str:
+            return w.span(parent, "llm", agent, "gpt-4o", at, at + 0.5, tokens=(900, 120), cost=cost,
+                          model="gpt-4o", attrs={"path": path}, end_attrs={"content": "ok", "tool_calls": []})
+
+        def tool(parent: str, agent: str, name: str, path: str, at: float, effects: bool, args: dict[str, Any],
+                 status: str = "ok") -> str:
+            return w.span(parent, "tool", agent, name, at, at + 0.2, status=status,
+                          attrs={"path": path, "args": args, "side_effects": effects},
+                          end_attrs={"error": "smtp 451: try again later"} if status == "error" else {"result": "ok"})
+
+        root = w.span(None, "run", None, "deal-desk", t, t + 9.0, status="error")
+        sup = w.span(root, "agent", "supervisor", "supervisor", t + 0.1, t + 8.9, status="error",
+                     attrs={"path": "supervisor"})
+        model(sup, "supervisor", "supervisor.0", t + 0.2, 0.004)
+        deleg = w.span(sup, "delegation", "supervisor", "supervisor -> pricing", t + 0.8, t + 4.0,
+                       attrs={"path": "supervisor.0.0", "to": "pricing"})
+        pricing = w.span(deleg, "agent", "pricing", "pricing", t + 0.9, t + 3.9, attrs={"path": "supervisor.0.0>pricing"})
+        model(pricing, "pricing", "supervisor.0.0>pricing.0", t + 1.0, 0.002)
+        tool(pricing, "pricing", "price_quote", "supervisor.0.0>pricing.0.0", t + 1.6, False,
+             {"product": "platform", "seats": 100})
+        model(pricing, "pricing", "supervisor.0.0>pricing.1", t + 1.9, 0.002)
+        tool(pricing, "pricing", "apply_discount", "supervisor.0.0>pricing.1.0", t + 2.5, True,
+             {"account": "ACME-001", "pct": 5})
+        model(pricing, "pricing", "supervisor.0.0>pricing.2", t + 2.8, 0.002)
+        model(sup, "supervisor", "supervisor.1", t + 4.1, 0.004)
+        deleg = w.span(sup, "delegation", "supervisor", "supervisor -> proposal_writer", t + 4.7, t + 8.8,
+                       status="error", attrs={"path": "supervisor.1.0", "to": "proposal_writer"})
+        writer_agent = w.span(deleg, "agent", "proposal_writer", "proposal_writer", t + 4.8, t + 8.7, status="error",
+                              attrs={"path": "supervisor.1.0>proposal_writer"})
+        model(writer_agent, "proposal_writer", "supervisor.1.0>proposal_writer.0", t + 4.9, 0.002)
+        tool(writer_agent, "proposal_writer", "send_proposal", "supervisor.1.0>proposal_writer.0.0", t + 5.5, True,
+             {"account": "ACME-001", "to": "buyer@acme.example"}, status="error")
+        writer.run_progress(RETRY_RUN, 5400, 720, 0.016, 6, 3, 0)
+        writer.run_ended(RETRY_RUN, "failed", t + 9.0, None, "proposal_writer: send_proposal failed: smtp 451")
+    finally:
+        writer.close()
+    return store_dir

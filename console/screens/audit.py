@@ -14,11 +14,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
-from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
+from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
+from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.views_data.audit_feed import AuditFeed, AuditPage
 from console.widgets.safe import compact_json, printable
 from console.widgets.text_pane import TextLines
@@ -54,7 +55,18 @@ def verification_text(result: Any, running: bool) -> Text:
     return text
 
 
-class AuditView(View):
+# The page's rows, newest first by default; the others by their words, newest first among equals.
+AUDIT_SORTS = (Sort("newest first", lambda e: int(e.id), descending=True),
+               *(Sort(column, lambda e, column=column: (str(getattr(e, column) or "").lower(), -int(e.id)))
+                 for column in ("actor", "action", "target")))
+
+
+def audit_words(entry: Any) -> str:
+    return words_of(entry.id, entry.actor, entry.action, entry.target, entry.reason,
+                    change_text(entry.before, entry.after))
+
+
+class AuditView(ArrangedView):
     DEFAULT_CSS = """
     AuditView > #audit-title {
         height: 2;
@@ -79,17 +91,8 @@ class AuditView(View):
         Binding("g", "newest", "Newest", id="audit_newest", tooltip="Back to the newest audit rows (first page)"),
         Binding("v", "verify", "Verify", id="audit_verify",
                 tooltip="Verify the audit log's hash chain again (every row, on a background thread)"),
-        Binding("slash", "start_filter", "Filter", id="filter_table", priority=True,
-                tooltip="Filter the page: rows whose words contain what you type (Enter keeps it, Esc clears it)"),
-        Binding("s", "next_sort", "Sort", id="sort_table", tooltip="Sort the page by the next column"),
-        Binding("S", "reverse_sort", "Reverse", id="reverse_table_sort", show=False,
-                tooltip="Reverse the current sort order"),
-        Binding("escape", "clear_filter", "Clear filter", id="table_back", show=False, tooltip="Clear the filter"),
+        *ARRANGE_BINDINGS,
     ]
-
-    # (sort key, words): the page's rows, newest first by default.
-    SORTS: tuple[tuple[str, str], ...] = (("id", "newest first"), ("actor", "actor"), ("action", "action"),
-                                          ("target", "target"))
 
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx, view_id="audit")
@@ -100,18 +103,14 @@ class AuditView(View):
         self.verifying = False
         self._verified_for: Any = "never"
         self.shown: list[Any] = []  # the page's rows as the table shows them (filtered, sorted)
-        self.filter_text = ""
-        self.sort_index = 0
-        self.sort_reverse = False
+        self.arrangement = Arrangement(AUDIT_SORTS, audit_words)
         self.poller: Poller[AuditPage] = Poller(self, name="audit", fetch=self.feed.poll, render=self.apply_page,
                                                 interval=max(1.0, ctx.poll_interval), report_error=ctx.report_error)
         self.hint = "Loading the audit log…"
 
     def compose(self) -> ComposeResult:
         yield TextLines(Text("AUDIT loading…", style="dim"), id="audit-title")
-        box = Input(placeholder="filter: words of a row (Enter keeps, Esc clears)", id="audit-filter", compact=True)
-        box.display = False
-        yield box
+        yield self.filter_box()
         table: DataTable[Any] = DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
         table.add_column("ID", key="id", width=5)
         table.add_column("WHEN", key="when", width=23)
@@ -144,28 +143,25 @@ class AuditView(View):
     def apply_page(self, page: AuditPage) -> None:
         self.page = page
         table = self.table
-        row = table.cursor_row
-        table.clear()
-        self.shown = self._arranged(page.rows)
-        for entry in self.shown:
-            bad = (self.verification is not None and not self.verification.ok
-                   and self.verification.first_bad_id == entry.id)
-            style = "bold white on red" if bad else ""
-            table.add_row(
-                Text(str(entry.id), style=style or "dim"),
+        keep = selected_key(table)
+        self.shown = self.arrangement.arrange(page.rows)
+        refill(table, [(str(entry.id), self._cells(entry)) for entry in self.shown], keep)
+        self._show_selected()
+        if page.newest_id != self._verified_for and not self.verifying:
+            self.action_verify()
+        self._update_title()
+
+    def _cells(self, entry: Any) -> tuple[Any, ...]:
+        bad = (self.verification is not None and not self.verification.ok
+               and self.verification.first_bad_id == entry.id)
+        style = "bold white on red" if bad else ""
+        return (Text(str(entry.id), style=style or "dim"),
                 clock_ms(entry.ts, with_date=True),
                 Text(printable(entry.actor, limit=40), style="bold"),
                 printable(entry.action, limit=40),
                 printable(entry.target, limit=80) if entry.target else Text("-", style="dim"),
                 change_text(entry.before, entry.after),
-                printable(entry.reason, limit=200) if entry.reason else Text("-", style="dim"),
-                key=str(entry.id))
-        if self.shown:
-            table.move_cursor(row=min(row, len(self.shown) - 1))
-        self._show_selected()
-        if page.newest_id != self._verified_for and not self.verifying:
-            self.action_verify()
-        self._update_title()
+                printable(entry.reason, limit=200) if entry.reason else Text("-", style="dim"))
 
     @on(DataTable.RowHighlighted, "#audit-table")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -173,10 +169,10 @@ class AuditView(View):
 
     def _show_selected(self) -> None:
         """The selected row in full under the table (the columns cut long values)."""
-        row = self.table.cursor_row
+        key = selected_key(self.table)
+        entry = next((e for e in self.shown if str(e.id) == key), None)
         text = Text(end="")
-        if self.shown and 0 <= row < len(self.shown):
-            entry = self.shown[row]
+        if entry is not None:
             text.append(f"#{entry.id} {clock_ms(entry.ts, with_date=True)} ", style="dim")
             text.append(printable(entry.actor, limit=60), style="bold")
             text.append(f" {printable(entry.action, limit=40)} {printable(entry.target, limit=120)}")
@@ -201,11 +197,8 @@ class AuditView(View):
             else:
                 title.append(f"no rows{' on this page' if page.total else ' yet'}", style="dim")
             title.append(" · page " + str(len(self.pages) + 1))
-            key, words = self.SORTS[self.sort_index]
-            title.append(f" · sorted by {words}{', reversed' if self.sort_reverse else ''}", style="dim")
-            if self.filter_text:
-                title.append(f' · filter "{printable(self.filter_text, limit=40)}" ({len(self.shown)} of '
-                             f'{len(page.rows)})', style="bold")
+            title.append(" · " + self.arrangement.title_words(len(self.shown), len(page.rows)),
+                         style="bold" if self.filter_text else "dim")
             title.append("  ] older  [ newer  g newest", style="dim")
         title.append("\n")
         title.append_text(verification_text(self.verification, self.verifying))
@@ -285,59 +278,19 @@ class AuditView(View):
             PaletteCommand("Audit: newest rows", "Back to the first page", self.action_newest),
         ]
 
-    # -- sort and filter (the page shown; the same keys as every table view) ----------------------------------
+    # -- sort and filter (the page shown; console/screens/arranged.py) -----------------------------------------
 
-    def _arranged(self, rows: list[Any]) -> list[Any]:
-        text = self.filter_text
-        if text:
-            rows = [e for e in rows if text in " ".join(str(v or "") for v in (
-                e.id, e.actor, e.action, e.target, e.reason, change_text(e.before, e.after))).lower()]
-        key = self.SORTS[self.sort_index][0]
-        if key == "id":
-            return sorted(rows, key=lambda e: int(e.id), reverse=not self.sort_reverse)
-        return sorted(rows, key=lambda e: (str(getattr(e, key) or "").lower(), -int(e.id)), reverse=self.sort_reverse)
+    def arrangements(self) -> list[Arrangement]:
+        return [self.arrangement]
 
-    def _rearrange(self) -> None:
+    def sorted_arrangement(self) -> Arrangement:
+        return self.arrangement
+
+    def arranged_table(self) -> DataTable[Any]:
+        return self.table
+
+    def rearrange(self) -> None:
         if self.page is not None:
             self.apply_page(self.page)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "start_filter" and isinstance(self.screen.focused, Input):
-            return False  # "/" typed into the filter is a character
-        return True
-
-    def action_start_filter(self) -> None:
-        box = self.query_one("#audit-filter", Input)
-        box.display = True
-        box.value = self.filter_text
-        focus_now(box)
-
-    def action_clear_filter(self) -> None:
-        box = self.query_one("#audit-filter", Input)
-        box.value = ""
-        box.display = False
-        self.filter_text = ""
-        self._rearrange()
-        focus_now(self.table)
-
-    def action_next_sort(self) -> None:
-        self.sort_index = (self.sort_index + 1) % len(self.SORTS)
-        self.sort_reverse = False
-        self._rearrange()
-
-    def action_reverse_sort(self) -> None:
-        self.sort_reverse = not self.sort_reverse
-        self._rearrange()
-
-    @on(Input.Changed, "#audit-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        event.stop()
-        self.filter_text = event.value.strip().lower()
-        self._rearrange()
-
-    @on(Input.Submitted, "#audit-filter")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if not event.value.strip():
-            event.input.display = False
-        focus_now(self.table)
+        else:
+            self._update_title()

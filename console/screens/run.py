@@ -22,16 +22,18 @@ from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
-from console.screens.actions import KILL_RUN, kill_palette_commands, kill_target_for_span, start_kill
+from console.screens.actions import KILL_RUN
 from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View, focus_now
 from console.screens.read_only import ReadOnlyGuard, write_bindings
-from console.screens.resume import RESUME_RUN, may_resume, start_resume
+from console.screens.resume import RESUME_RUN, start_resume
+from console.screens.retry import RETRY_FROM, start_retry_from
+from console.screens.run_actions import kill_selected, palette, retry_started, run_hint
 from console.views_data.run_feed import RunFeed, RunUpdate
 from console.widgets.gauges import BudgetGauges
 from console.widgets.safe import printable
 from console.widgets.span_detail import EventTail, SpanDetail, UsagePanel, run_summary, span_crumb
 from console.widgets.span_tree import SpanTree, span_label
-from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
+from console.widgets.status import PROBLEM_RUN_STATUSES
 from console.widgets.text_pane import TextLines
 from engine.store.trace_rows import BudgetRow, DegradedCall, RunRow
 
@@ -86,9 +88,10 @@ class RunView(ReadOnlyGuard, View):
         Binding("t", "focus_tree", "Tree", id="focus_tree", show=False, tooltip="Move the focus to the span tree"),
         Binding("f", "toggle_follow", "Follow", id="follow_events",
                 tooltip="Follow new events at the bottom of the tail, or stop following to read"),
-        # R is not in the footer here (at 100 columns it would push the global keys off): the hint offers it on a
-        # run that may resume, and ? and ctrl+p list it.
-        *write_bindings(KILL_RUN, dataclasses.replace(RESUME_RUN, show=False)),
+        # R and y are not in the footer here (at 100 columns they would push the global keys off): the hint offers
+        # them on a run that ended, and ? and ctrl+p list them.
+        *write_bindings(KILL_RUN, dataclasses.replace(RESUME_RUN, show=False),
+                        dataclasses.replace(RETRY_FROM, show=False)),
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -322,35 +325,8 @@ class RunView(ReadOnlyGuard, View):
         self.query_one("#events-title", TextLines).update(title)
 
     def _update_hint(self) -> None:
-        run = self.run
-        if run is None:
-            return
-        status = run.status
-        problems = len(self.tree.problems)
-        if self.resume_note is not None and self.resume_note[:2] == (run.id, status):
-            self.hint = self.resume_note[2]  # until the run's status changes (it resumed, or ended again)
-        elif self.tree.left_out:
-            self.hint = (f"This run is huge: the tree shows its first {len(self.tree.nodes):,} spans "
-                         f"({self.tree.left_out:,} more not shown); the event tail has the newest.")
-        elif status == "needs_reconcile":
-            self.hint = (f"This run waits for you: check the side effect's key in its tool span (n), decide in view 3 "
-                         f"(or `flightdeck reconcile {run.id}`), then R.")
-        elif status in PROBLEM_RUN_STATUSES:
-            outcome = RUN_OUTCOME.get(status or "", f"ended {run_look(status).word}")
-            if may_resume(run):
-                self.hint = f"This run {outcome}: n jumps to the failing span; R resumes it (durable)."
-            elif problems:
-                self.hint = f"This run {outcome}: n jumps to the next failing span; its error is on the right."
-            else:
-                self.hint = f"This run {outcome}: the reason is under the title; Esc goes back to the runs."
-        elif status == "completed" and self.degraded:
-            self.hint = ("This run completed (degraded): what was withheld or denied is under the title; n jumps to "
-                         "the denied call.")
-        elif status == "running":
-            self.hint = ("Running: the tree grows live; n jumps to a failing span, e reads the event tail."
-                         if problems else "Running: the tree grows live; select a span for its detail, e for events.")
-        else:
-            self.hint = "Select a span for its inputs, outputs and cost · j shows raw JSON · Esc goes back."
+        if self.run is not None:
+            self.hint = run_hint(self, self.run)
 
     # -- events from widgets ------------------------------------------------------------------------------------
 
@@ -426,41 +402,24 @@ class RunView(ReadOnlyGuard, View):
         self._update_events_title()
 
     def palette_commands(self) -> list[PaletteCommand]:
-        commands = [
-            PaletteCommand("Run: back to runs", "The runs table", self.action_back),
-            PaletteCommand("Run: next problem span", "Jump to the next failed, timed-out, denied or looping span",
-                           self.action_next_problem),
-            PaletteCommand("Run: raw JSON" if not self.detail.raw else "Run: summary view",
-                           "Toggle the selected span's raw JSON", self.action_toggle_raw),
-            PaletteCommand("Run: follow events" if not self.events.auto_scroll else "Run: pause event tail",
-                           "Follow or stop following new events", self.action_toggle_follow),
-            PaletteCommand("Run: focus the event tail", "Scroll through the run's events", self.action_focus_events),
-        ]
-        if not self.ctx.read_only:
-            commands.append(PaletteCommand("Run: resume this durable run", "What replays, what runs again; asks for "
-                                           "a reason", self.action_resume_run))
-        return commands + kill_palette_commands(self, self.ctx, "Kill switch on the selected agent or tool",
-                                                "Agent span: that agent in this run; tool span: that tool; otherwise "
-                                                "the run", self.action_kill_selected)
+        return palette(self)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         state = self.read_only_state(action)
         return True if state is None else state
 
     def action_kill_selected(self) -> None:
-        node = self.tree.cursor_node
-        span = node.data if node is not None else None
-        run_id = (self.run.id if self.run is not None else None) or self.run_id
-        try:
-            scope, target, in_run = kill_target_for_span(span, run_id)
-        except LookupError:
-            self.notify("No run shown: open one first (press 1, Enter).", severity="warning", markup=False)
-            return
-        start_kill(self, self.ctx, scope, target, in_run)
+        kill_selected(self)
 
     def action_resume_run(self) -> None:
         run_id = (self.run.id if self.run is not None else None) or self.run_id
         start_resume(self, self.ctx, run_id, self._resume_said)
+
+    def action_retry_from(self) -> None:
+        node = self.tree.cursor_node
+        run_id = (self.run.id if self.run is not None else None) or self.run_id
+        start_retry_from(self, self.ctx, run_id, node.data if node is not None else None, self._resume_said,
+                         partial(retry_started, self))
 
     def _resume_said(self, text: str) -> None:
         run = self.run

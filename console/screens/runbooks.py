@@ -29,7 +29,8 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
-from console.screens.base import ConsoleContext, PaletteCommand, View, focus_now
+from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
+from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.screens.runbooks_detail import (
     hint_text,
     incident_detail,
@@ -40,7 +41,7 @@ from console.screens.runbooks_detail import (
 )
 from console.screens.runbooks_flows import ACTION_WORKER, RunbookFlows
 from console.views_data import runbooks_selection as selection
-from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
+from console.views_data.runbooks_feed import SEVERITY_ORDER, Plan, RunbooksFeed, RunbooksSnapshot, urgency
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 
@@ -48,7 +49,15 @@ if TYPE_CHECKING:
     from engine.store.control_rows import Incident, RunbookApplication
 
 
-class RunbooksView(View):
+# The runbooks table's STATE words, most urgent first (its "state" sort).
+STATE_RANK = ("FIRING", "clearing", "open", "quiet · applied", "quiet")
+
+
+def state_rank(words: str) -> int:
+    return next((n for n, start in enumerate(STATE_RANK) if words.startswith(start)), len(STATE_RANK))
+
+
+class RunbooksView(ArrangedView):
     DEFAULT_CSS = """
     RunbooksView > #rb-title {
         height: 2;
@@ -101,6 +110,7 @@ class RunbooksView(View):
                 tooltip="Roll back what the selected runbook applied: shows what will be restored, asks for a reason"),
         Binding("tab", "switch_table", "Incidents/Runbooks", id="runbooks_switch", show=False,
                 tooltip="Move between the incidents table and the runbooks table"),
+        *ARRANGE_BINDINGS,
     ]
 
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -112,6 +122,24 @@ class RunbooksView(View):
         self._plan_key: Any = None
         self._markdown_key: Any = None
         self.last_table = "incidents"
+        # Sort and filter (s, S, /; console/screens/arranged.py). Rows are keyed by incident and runbook id: the
+        # selection is looked up by key, so it stays on the same incident or runbook across a sort or a refresh.
+        self.incident_order = Arrangement((
+            Sort("urgency", urgency),
+            Sort("severity", lambda i: (SEVERITY_ORDER.get(i.severity, 9), -(i.opened or 0))),
+            Sort("newest first", lambda i: i.opened or 0, descending=True),
+            Sort("runbook", lambda i: (str(i.runbook).lower(), -(i.opened or 0))),
+            Sort("scope", lambda i: (str(i.scope).lower(), -(i.opened or 0))),
+        ), lambda i: words_of(i.id, i.severity, i.status, self.incident_state(i), i.runbook, i.scope,
+                              i.acknowledged_by))
+        self.runbook_order = Arrangement((
+            Sort("as configured", lambda rb: self._configured.get(rb.id, 0)),
+            Sort("state", lambda rb: (state_rank(self.detection_state(rb.id)[0]), rb.id)),
+            Sort("severity", lambda rb: (SEVERITY_ORDER.get(rb.spec.severity, 9), rb.id)),
+            Sort("name", lambda rb: str(rb.id).lower()),
+        ), lambda rb: words_of(rb.id, rb.spec.severity, rb.spec.apply, self.detection_state(rb.id)[0],
+                               ", ".join(c.describe() for c in rb.spec.detect)))
+        self._configured: dict[str, int] = {}  # runbook id -> its place in the files (the default order)
         self.poller: Poller[RunbooksSnapshot] = Poller(
             self, name="runbooks", fetch=self.feed.poll, render=self.apply_snapshot,
             interval=max(0.5, ctx.poll_interval), report_error=ctx.report_error)
@@ -119,6 +147,7 @@ class RunbooksView(View):
 
     def compose(self) -> ComposeResult:
         yield TextLines(Text("INCIDENTS loading…", style="dim"), id="rb-title")
+        yield self.filter_box()
         with Horizontal(id="rb-body"):
             with Vertical(id="rb-left"):
                 yield TextLines(Text("OPEN INCIDENTS", style="bold"), id="incidents-label")
@@ -189,19 +218,13 @@ class RunbooksView(View):
 
     @property
     def selected_incident(self) -> Incident | None:
-        table = self.incidents_table
-        if not self.incidents or table.row_count == 0:
-            return None
-        row = min(max(table.cursor_row, 0), len(self.incidents) - 1)
-        return self.incidents[row]
+        key = selected_key(self.incidents_table)
+        return next((i for i in self.incidents if i.id == key), None)
 
     @property
     def selected_runbook_id(self) -> str | None:
-        table = self.runbooks_table
-        if not self.runbooks or table.row_count == 0:
-            return None
-        row = min(max(table.cursor_row, 0), len(self.runbooks) - 1)
-        return self.runbooks[row].id
+        key = selected_key(self.runbooks_table)
+        return key if any(rb.id == key for rb in self.runbooks) else None
 
     def target(self) -> tuple[Any, Incident | None, str | None]:
         """What p and b act on: (runbook, incident or None, scope or None); see runbooks_selection.target."""
@@ -211,28 +234,43 @@ class RunbooksView(View):
     # -- rendering ----------------------------------------------------------------------------------------------
 
     def apply_snapshot(self, snapshot: RunbooksSnapshot) -> None:
-        selected = self.selected_incident  # the cursor follows the incident, not the row, when the order changes
         self.snapshot = snapshot
+        self._configured = {rb.id: n for n, rb in enumerate(snapshot.runbooks)}
+        self.rearrange()
+
+    def rearrange(self) -> None:
+        """Fill both tables from the snapshot, sorted and filtered, each cursor on the row (by key) it was on."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
         now = self.ctx.clock()
-        table = self.incidents_table
-        row = table.cursor_row
-        if selected is not None:
-            row = next((n for n, i in enumerate(snapshot.incidents) if i.id == selected.id), row)
-        table.clear()
-        for incident in snapshot.incidents:
-            table.add_row(*incident_row(incident, now, suggested=self.suggested(incident),
-                                       state=self.incident_state(incident)), key=incident.id)
-        if snapshot.incidents:
-            table.move_cursor(row=min(max(row, 0), len(snapshot.incidents) - 1))
-        rb_table = self.runbooks_table
-        rb_row = rb_table.cursor_row
-        rb_table.clear()
-        for runbook in snapshot.runbooks:
-            rb_table.add_row(*runbook_row(runbook, self.detection_state(runbook.id)), key=runbook.id)
-        if snapshot.runbooks:
-            rb_table.move_cursor(row=min(max(rb_row, 0), len(snapshot.runbooks) - 1))
+        incidents = self.incident_order.arrange(snapshot.incidents)
+        refill(self.incidents_table, [(i.id, incident_row(i, now, suggested=self.suggested(i),
+                                                          state=self.incident_state(i))) for i in incidents],
+               selected_key(self.incidents_table))
+        runbooks = self.runbook_order.arrange(snapshot.runbooks)
+        refill(self.runbooks_table, [(rb.id, runbook_row(rb, self.detection_state(rb.id))) for rb in runbooks],
+               selected_key(self.runbooks_table))
+        for label, name, order, shown, total in (
+                ("#incidents-label", "OPEN INCIDENTS", self.incident_order, len(incidents), len(snapshot.incidents)),
+                ("#runbooks-label", "RUNBOOKS", self.runbook_order, len(runbooks), len(snapshot.runbooks))):
+            text = Text(name, style="bold", end="")
+            text.append("  " + order.title_words(shown, total, filter_first=True),
+                        style="bold" if self.filter_text else "dim")
+            self.query_one(label, TextLines).update(text)
         self._update_title()
         self._selection_changed()
+
+    # -- sort and filter: s sorts the table used last, the filter applies to both --------------------------------
+
+    def arrangements(self) -> list[Arrangement]:
+        return [self.incident_order, self.runbook_order]
+
+    def sorted_arrangement(self) -> Arrangement:
+        return self.incident_order if self.last_table == "incidents" else self.runbook_order
+
+    def arranged_table(self) -> DataTable[Any]:
+        return self.incidents_table if self.last_table == "incidents" else self.runbooks_table
 
     def _update_title(self) -> None:
         problem = self.snapshot.problem if self.snapshot else None

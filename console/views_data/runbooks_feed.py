@@ -21,11 +21,15 @@ TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
 SEVERITY_ORDER = {"sev1": 0, "sev2": 1, "sev3": 2, "sev4": 3}
 
 
-def sort_incidents(incidents: list[Incident]) -> list[Incident]:
+def urgency(incident: Incident) -> tuple[bool, bool, int, float]:
     """What is on fire first: firing before quiet, not acknowledged before acknowledged, then by severity, then
-    newest first."""
-    return sorted(incidents, key=lambda i: (not i.firing, i.status != "open",
-                                            SEVERITY_ORDER.get(i.severity, 9), -(i.opened or 0)))
+    newest first (the incidents table's default sort)."""
+    return (not incident.firing, incident.status != "open", SEVERITY_ORDER.get(incident.severity, 9),
+            -(incident.opened or 0))
+
+
+def sort_incidents(incidents: list[Incident]) -> list[Incident]:
+    return sorted(incidents, key=urgency)
 
 
 @dataclass(slots=True)

@@ -321,3 +321,12 @@ async def test_audit_view_sorts_and_filters_the_page(store: Path) -> None:
         assert view.table.row_count == 2 and '(2 of 3)' in view.query_one("#audit-title").plain
         await pilot.press("enter", "escape")
         await wait_for(pilot, lambda: len(view.shown) == 3, what="filter cleared")
+        # The selection is a row key: a sort keeps the cursor on the same audit row.
+        view.table.move_cursor(row=0)  # zoe's page (reversed by actor)
+        selected = view.shown[0].id
+        await pilot.press("s")  # by action: bob's engine_terminated, then the pages, newest first: zoe's moves down
+        assert actors() == ["bob", "carol", "zoe"]
+        assert view.table.cursor_row == 2 and view.shown[2].id == selected
+        assert view.query_one("#audit-detail").plain.startswith(f"#{selected} ")
+        await pilot.press("escape")  # no filter: back one level, to the runs (as in every table view)
+        await wait_for(pilot, lambda: app.main.active_id == "runs", what="back to the runs")

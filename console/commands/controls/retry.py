@@ -9,7 +9,9 @@ JSON (`--json`): the new run object `flightdeck run --json` prints, plus `retry_
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
@@ -18,10 +20,12 @@ from console.commands.controls.common import add_operator, confirm, open_api, re
 from console.output import print_json
 from engine.controls.errors import ControlError
 from engine.guardrails.budget import limits_attribute
+from engine.errors import InputError
 
 if TYPE_CHECKING:
     from engine.runtime.retry_preview import RetryPreview
 
+RUN_ID = re.compile(r"[0-9a-f]{8,32}")
 BEFORE = ("A call replays (its recorded result is reused: not sent to the model or tool again, not billed, a side "
           "effect not done again) when it comes structurally BEFORE the span: at the first agent invocation where "
           "their call paths part, the same agent and an earlier step, or the same step and an earlier call (a "
@@ -59,6 +63,9 @@ def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor (default 1; 0 removes simulated latency)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--run-id", metavar="ID",
+                        help="the new run's id (default: a fresh one): 8 to 32 lowercase hex digits, not a run of "
+                             "the store already. The console passes the id it shows while the retry starts")
     parser.add_argument("--json", action="store_true", help="print the new run as JSON")
     add_operator(parser)
     add_store_argument(parser)
@@ -110,6 +117,21 @@ def budget_line(preview: RetryPreview) -> str:
     if preview.budget is None:
         return "the hierarchy's run limits (the original had no --budget)"
     return f"{limits_text(limits_attribute(preview.budget))} (the original's --budget; --budget replaces them)"
+def chosen_run_id(store_dir: Path, wanted: str) -> str:
+    """--run-id: a fresh id of the usual shape. An id the store knows is refused: a durable run's id is its
+    workflow's, and submitting it again would return that run instead of starting a new one."""
+    from engine.store import open_reader
+
+    if not RUN_ID.fullmatch(wanted):
+        raise InputError(f"{wanted!r} is not a run id: 8 to 32 lowercase hex digits", field="--run-id")
+    with open_reader(store_dir) as reader:
+        try:
+            known = reader.get_run(wanted)  # the exact id first, else a unique prefix
+        except InputError:  # an ambiguous prefix: no run has this exact id
+            known = None
+    if known is not None and known.id == wanted:
+        raise InputError(f"run {wanted} exists already: a retry is a new run", field="--run-id")
+    return wanted
 
 
 def handle_retry(args: argparse.Namespace) -> int:
@@ -122,7 +144,7 @@ def handle_retry(args: argparse.Namespace) -> int:
     hierarchy, changed = retry_hierarchy(preview)
     if args.budget is not None:
         preview = preview.with_budget(args.budget)
-    run_id = new_run_id()
+    run_id = chosen_run_id(store_dir, args.run_id) if args.run_id is not None else new_run_id()
     print_preview(preview, changed, run_id)
     if not confirm(args, f"retry run {preview.run.id} from span {preview.span.id}"):
         return 1
