@@ -107,8 +107,14 @@ def check_retry(store_dir: Path, run_id: str, span_id: str, engines: list[Engine
             f"on an engine of its own, so it waits until that one stops; then: "
             f"{retry_command(preview.run.id, preview.span.id, store_dir)}"))
     budgets = hierarchy.spec.budgets
+    run_limits = limits_words(budgets.run)
+    if preview.budget is not None:  # the retry starts with the --budget overrides its original started with
+        run_limits = f"{limits_words(preview.budget)}: the original's --budget overrides"
+    elif preview.budget_source == "unknown":
+        run_limits = (f"{run_limits or 'no run limit'}: the hierarchy's; the original is from an older engine that "
+                      "did not record its --budget")
     return RetryCheck(refusal=None, preview=preview, changed=changed,
-                      run_limits=limits_words(budgets.run), daily_limits=limits_words(budgets.daily))
+                      run_limits=run_limits, daily_limits=limits_words(budgets.daily))
 
 
 def call_line(span: Any) -> str:
