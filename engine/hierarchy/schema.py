@@ -258,6 +258,9 @@ class ScriptTurn(Strict):
     repeat: int | Literal["forever"] = 1
     latency: Duration | None = None
     output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    # The Retry-After a `rate_limit` or `error` fault sends, as a server would (not scaled by --speed): a long one
+    # shows max_retry_after at work (no wait, straight to the fallback). Unset: a short one.
+    retry_after: Duration | None = None
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> ScriptTurn:
@@ -267,6 +270,8 @@ class ScriptTurn(Strict):
                              + (f" (found {', '.join(actions)})" if actions else ""))
         if isinstance(self.repeat, int) and self.repeat < 1:
             raise ValueError("repeat must be at least 1 or 'forever'")
+        if self.retry_after is not None and self.fault not in ("rate_limit", "error"):
+            raise ValueError("retry_after only applies to a `rate_limit` or `error` fault")
         return self
 
 
