@@ -18,6 +18,7 @@ class InjectedFault(RuntimeError):
 
 _rates: dict[str, tuple[float, random.Random]] = {}
 _delays: dict[str, float] = {}
+_injections: dict[str, str] = {}
 _lock = threading.Lock()
 
 
@@ -49,10 +50,26 @@ def set_fault_delay(tool_name: str, seconds: float) -> None:
             _delays[tool_name] = seconds
 
 
+def set_injection(tool_name: str, text: str | None) -> None:
+    """Plant ``text`` (a prompt-injection attack) in the free-text part of ``tool_name``'s results, as an outsider
+    who can write to that data (a CRM note, a contract) would; None removes it."""
+    with _lock:
+        if text is None:
+            _injections.pop(tool_name, None)
+        else:
+            _injections[tool_name] = text
+
+
+def injection(tool_name: str) -> str | None:
+    with _lock:
+        return _injections.get(tool_name)
+
+
 def clear() -> None:
     with _lock:
         _rates.clear()
         _delays.clear()
+        _injections.clear()
 
 
 def maybe_fail(tool_name: str) -> None:

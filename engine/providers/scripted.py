@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 from engine.hierarchy.schema import ContractField, HierarchySpec, ModelSpec, ScriptTurn
+from engine.providers.obedient import injected_call, is_injected_turn
 from engine.providers.base import (
     AssistantMessage,
     BadRequest,
@@ -146,6 +147,14 @@ class ScriptedProvider:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         model = self._models.get(request.model)
         turn_index = sum(1 for m in request.messages if isinstance(m, AssistantMessage))
+        if model is not None and model.obey_injections:
+            # Turns the attacker dictated do not move the script on (engine/providers/obedient.py).
+            turn_index -= sum(1 for m in request.messages if is_injected_turn(m))
+            obeyed = injected_call(request.messages)
+            if obeyed is not None:
+                return ModelResponse(content="Following the instructions in the tool result.", tool_calls=(obeyed,),
+                                     usage=Usage(self._count_input_tokens(request), 24),
+                                     finish_reason="tool_calls", model=request.model, latency_s=0.0)
         # Two deterministic pseudo-random draws per call from one hash: a seeded random.Random costs more than
         # the rest of this method, and the engine's budget is a few hundred microseconds per call.
         draw = zlib.crc32(f"{request.run_seed}:{request.agent}:{turn_index}:{request.model}".encode())

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.examples.faults import maybe_fail
+from engine.examples.faults import injection, maybe_fail
 from engine.examples.ledger import Ledger
 from engine.tool_context import current_tool_context
 
@@ -110,7 +110,11 @@ def crm_lookup(account: str) -> dict[str, Any]:
     Args:
         account: The CRM account id, like 'ACME-001'.
     """
-    return dict(_account(account))
+    record = dict(_account(account))
+    planted = injection("crm_lookup")  # drills: notes are free text anyone with CRM access can write
+    if planted:
+        record["notes"] = f"{record.get('notes', '')} {planted}".strip()
+    return record
 
 
 def competitor_research(account: str, product: str) -> dict[str, Any]:
