@@ -39,7 +39,7 @@ async def run_attacks(store: Any, hierarchy: Hierarchy, drill: Drill, prepared: 
                       latency_scale: float, seed: int) -> tuple[list[tuple[str, RunResult]], dict[str, str]]:
     assert drill.spec.attack is not None
     passes = [("configured", prepared), ("off", drill_hierarchy(hierarchy, drill, patch=OFF))]
-    policies = {"configured": prepared.spec.untrusted.policy, "off": "off"}
+    policies: dict[str, str] = {"configured": prepared.spec.untrusted.policy, "off": "off"}
     results: list[tuple[str, RunResult]] = []
     for label, variant in passes:
         async with Engine(store, latency_scale=latency_scale, runbooks=False) as engine:

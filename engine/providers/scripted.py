@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 
 from engine.hierarchy.schema import ContractField, HierarchySpec, ModelSpec, ScriptTurn
-from engine.providers.obedient import injected_call, is_injected_turn
 from engine.providers.base import (
     AssistantMessage,
     BadRequest,
@@ -37,6 +36,7 @@ from engine.providers.base import (
     UserMessage,
     estimate_tokens,
 )
+from engine.providers.obedient import injected_call, is_injected_turn
 
 DELEGATION_PREFIX = "ask_"
 _PLACEHOLDER = re.compile(r"\{(task|input)(?:\.([A-Za-z0-9_.\-]+))?\}")
