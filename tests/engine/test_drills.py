@@ -108,3 +108,24 @@ def test_cli_exit_codes_json_and_junit(tmp_path: Path, capsys: pytest.CaptureFix
     assert "x.yaml:1: guardrail: missing required key" in capsys.readouterr().err
     assert main(["drill", "deal-desk", "--scenarios", str(tmp_path / "none")]) == 2
     assert main(["drill", "no-such-hierarchy"]) == 2
+
+
+def test_rate_limit_drill_fails_when_long_retry_after_is_waited_for(tmp_path: Path) -> None:
+    """Without a max_retry_after below the server's 600 s, the runtime retries instead of moving on: FAILED."""
+    drills = tmp_path / "drills"
+    drills.mkdir()
+    text = (CATALOGUE / "rate-limit-storm.yaml").read_text()
+    (drills / "storm.yaml").write_text(text + "patch:\n  models:\n    standard: {max_retry_after: 1h}\n"
+                                       "    economy: {max_retry_after: 1h}\n")
+    [result] = run_drills(load_hierarchy("deal-desk"), load_drills(drills))
+    assert not result.held
+    assert "no event model.retry_skipped agent=sales" in result.evidence
+
+
+def test_retry_after_only_with_a_rate_limit_or_error_fault(tmp_path: Path) -> None:
+    path = _write(tmp_path, "r.yaml", "name: r\nguardrail: x\nscripts:\n  sales:\n    - final: done\n"
+                  "      retry_after: 10s\nexpect: {run_status: completed}\n")
+    with pytest.raises(InputError) as caught:
+        load_drill(path)
+    assert f"{path}:5: scripts.sales[0]: retry_after only applies to a `rate_limit` or `error` fault" in str(
+        caught.value)
