@@ -26,8 +26,9 @@ def is_guarded(tool: LoadedTool) -> bool:
 
 
 def note_read(ctx: RunContext, agent_span: str, tool: LoadedTool) -> None:
-    """The invocation `agent_span` has now read `tool`'s (untrusted) result."""
-    if not tool.spec.trusted:
+    """The invocation `agent_span` has now read `tool`'s (untrusted) result. Not tracked while the policy is off:
+    nothing would read it, and this runs on every tool call."""
+    if not tool.spec.trusted and ctx.compiled.hierarchy.spec.untrusted.policy != "off":
         reads = ctx.untrusted_reads.setdefault(agent_span, [])
         if tool.name not in reads:
             reads.append(tool.name)
