@@ -151,8 +151,15 @@ def _judge(reader: TraceReader, ran: _Ran) -> DrillResult:
     run = reader.get_run(run_id)
     out.run_status = run.status if run is not None else None
     assert drill.spec.expect is not None
-    evidence = check_expectations(drill.spec.expect, run, reader.spans(run_id),
-                                  reader.events_after(0, 100_000, run_id=run_id))
+    events = reader.events_after(0, 100_000, run_id=run_id)
+    if run is not None and drill.spec.expect.events:
+        # Engine-level events (breaker transitions) name no run: those during this drill's run are its own, since
+        # drills run one after another, each in its own engine.
+        ended = run.ended if run.ended is not None else float("inf")
+        kinds = sorted({e.kind for e in drill.spec.expect.events})
+        events += [e for e in reader.events_after(0, 100_000, kinds=kinds)
+                   if e.run_id is None and run.started <= e.ts <= ended]
+    evidence = check_expectations(drill.spec.expect, run, reader.spans(run_id), events)
     out.held = all(e.held for e in evidence)
     out.evidence = [e.detail for e in evidence]
     return out
