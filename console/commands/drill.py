@@ -48,7 +48,10 @@ def handle(args: argparse.Namespace) -> int:
     drills = load_drills(directory)
     if not args.json:
         print(f"drilling {hierarchy.name}: {len(drills)} scenarios from {directory}", file=sys.stderr)
-    results = run_drills(hierarchy, drills, store_dir=args.store, speed=args.speed, seed=args.seed)
+    from engine.store import resolve_store_dir
+
+    store_dir = resolve_store_dir(args.store) if args.store else None  # a postgres:// URL is refused, exit 2
+    results = run_drills(hierarchy, drills, store_dir=store_dir, speed=args.speed, seed=args.seed)
     if args.junit is not None:
         write_junit(args.junit, hierarchy.name, results)
     if args.json:

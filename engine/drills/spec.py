@@ -9,7 +9,8 @@ scripts:                               # scripted-model turns replacing agents' 
   competitor_analyst: [{fault: error}]
 patch:                                 # merged over the hierarchy for this drill only (mappings merge, the rest
   tools: {apply_discount: {approval: {deadline: 50ms}}}   # is replaced), then validated like the file itself
-tool_faults:                           # faults of the example tools (engine/examples/faults.py)
+tool_faults:                           # faults of tools that call engine.examples.faults.maybe_fail (every
+                                       # deal-desk tool does; your own tools can too)
   competitor_research: {delay: 300ms, rate: 0}
 expect:                                # every item must hold for the drill to hold
   run_status: completed                # one status or a list
