@@ -38,6 +38,9 @@ def handle(args: argparse.Namespace) -> int:
     from engine.errors import InputError
     from engine.hierarchy.loader import load_hierarchy
 
+    from engine.store import resolve_store_dir
+
+    store_dir = resolve_store_dir(args.store) if args.store else None  # a postgres:// URL is refused, exit 2
     hierarchy = load_hierarchy(args.hierarchy)
     directory = Path(args.scenarios) if args.scenarios else hierarchy.path.parent / "drills"
     if args.scenarios is None and not directory.is_dir():
@@ -48,9 +51,6 @@ def handle(args: argparse.Namespace) -> int:
     drills = load_drills(directory)
     if not args.json:
         print(f"drilling {hierarchy.name}: {len(drills)} scenarios from {directory}", file=sys.stderr)
-    from engine.store import resolve_store_dir
-
-    store_dir = resolve_store_dir(args.store) if args.store else None  # a postgres:// URL is refused, exit 2
     results = run_drills(hierarchy, drills, store_dir=store_dir, speed=args.speed, seed=args.seed)
     if args.junit is not None:
         write_junit(args.junit, hierarchy.name, results)
