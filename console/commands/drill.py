@@ -37,7 +37,6 @@ def handle(args: argparse.Namespace) -> int:
     from engine.drills.spec import load_drills
     from engine.errors import InputError
     from engine.hierarchy.loader import load_hierarchy
-
     from engine.store import resolve_store_dir
 
     store_dir = resolve_store_dir(args.store) if args.store else None  # a postgres:// URL is refused, exit 2
