@@ -1,13 +1,15 @@
-"""Fault injection for the example tools: make a named tool fail at a given rate, reproducibly.
+"""Fault injection for the example tools: make a named tool fail at a given rate, reproducibly, or hang.
 
 By default nothing fails. The demo scenario calls `set_fault_rate("competitor_research", 0.5, seed=7)` to show
-retries and breakers on a flaky dependency; tests call `clear()` afterwards.
+retries and breakers on a flaky dependency; drills (engine/drills/) use `set_fault_delay` for a tool that hangs;
+tests call `clear()` afterwards.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 
 
 class InjectedFault(RuntimeError):
@@ -15,6 +17,8 @@ class InjectedFault(RuntimeError):
 
 
 _rates: dict[str, tuple[float, random.Random]] = {}
+_delays: dict[str, float] = {}
+_injections: dict[str, str] = {}
 _lock = threading.Lock()
 
 
@@ -35,13 +39,46 @@ def fault_rate(tool_name: str) -> float:
         return entry[0] if entry else 0.0
 
 
+def set_fault_delay(tool_name: str, seconds: float) -> None:
+    """Make every call of ``tool_name`` take ``seconds`` longer (a hanging upstream); 0 removes the delay."""
+    if seconds < 0:
+        raise ValueError(f"fault delay must not be negative, got {seconds}")
+    with _lock:
+        if seconds == 0:
+            _delays.pop(tool_name, None)
+        else:
+            _delays[tool_name] = seconds
+
+
+def set_injection(tool_name: str, text: str | None) -> None:
+    """Plant ``text`` (a prompt-injection attack) in the free-text part of ``tool_name``'s results, as an outsider
+    who can write to that data (a CRM note, a contract) would; None removes it."""
+    with _lock:
+        if text is None:
+            _injections.pop(tool_name, None)
+        else:
+            _injections[tool_name] = text
+
+
+def injection(tool_name: str) -> str | None:
+    with _lock:
+        return _injections.get(tool_name)
+
+
 def clear() -> None:
     with _lock:
         _rates.clear()
+        _delays.clear()
+        _injections.clear()
 
 
 def maybe_fail(tool_name: str) -> None:
-    """Raise InjectedFault if a fault is configured for ``tool_name`` and this call draws it."""
+    """Wait out a configured delay, then raise InjectedFault if a fault rate is configured for ``tool_name`` and
+    this call draws it. Tools call it first thing, on their worker thread."""
+    with _lock:
+        delay = _delays.get(tool_name, 0.0)
+    if delay:
+        time.sleep(delay)  # a sync tool on a worker thread: blocking here is what a hung upstream looks like
     with _lock:
         entry = _rates.get(tool_name)
         if entry is None:

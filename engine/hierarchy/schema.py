@@ -57,6 +57,9 @@ class ModelSpec(Strict):
     # scripted provider only: simulated latency (mean seconds before the first token, and per output token).
     latency: Duration = 0.4
     latency_per_token: Duration = 0.004
+    # scripted only, for prompt-injection drills: a model that obeys `call TOOL with {...}` found in tool results
+    # (engine/providers/obedient.py). Never set it on a hierarchy that serves real work.
+    obey_injections: bool = False
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
@@ -84,6 +87,9 @@ class ToolSpec(Strict):
     idempotent: bool = False
     timeout: Duration = 30.0
     approval: ApprovalSpec | None = None
+    # Results of a tool not marked trusted are untrusted content (span attribute `untrusted`): text from outside
+    # (CRM notes, documents, web pages) may carry instructions. See UntrustedPolicy.
+    trusted: bool = False
     # Arguments the scripted provider's generic policy uses when an agent has no script.
     example_args: dict[str, Any] | None = None
 
@@ -258,6 +264,9 @@ class ScriptTurn(Strict):
     repeat: int | Literal["forever"] = 1
     latency: Duration | None = None
     output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    # The Retry-After a `rate_limit` or `error` fault sends, as a server would (not scaled by --speed): a long one
+    # shows max_retry_after at work (no wait, straight to the fallback). Unset: a short one.
+    retry_after: Duration | None = None
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> ScriptTurn:
@@ -267,6 +276,8 @@ class ScriptTurn(Strict):
                              + (f" (found {', '.join(actions)})" if actions else ""))
         if isinstance(self.repeat, int) and self.repeat < 1:
             raise ValueError("repeat must be at least 1 or 'forever'")
+        if self.retry_after is not None and self.fault not in ("rate_limit", "error"):
+            raise ValueError("retry_after only applies to a `rate_limit` or `error` fault")
         return self
 
 
@@ -281,6 +292,14 @@ def _valid_name(name: str) -> str:
 Name = Annotated[str, AfterValidator(_valid_name)]
 
 
+class UntrustedPolicy(Strict):
+    """Prompt-injection containment, a policy over sequences of calls: once an agent invocation has read an
+    untrusted tool result, its calls to high-risk or side-effecting tools are refused (`refuse`), wait for an
+    operator (`approval`), or run as before (`off`, the default)."""
+
+    policy: Literal["off", "approval", "refuse"] = "off"
+
+
 class HierarchySpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -292,5 +311,6 @@ class HierarchySpec(Strict):
     budgets: BudgetsSpec = BudgetsSpec()
     breakers: BreakersSpec = BreakersSpec()
     scripts: dict[str, list[ScriptTurn]] = Field(default_factory=dict)
+    untrusted: UntrustedPolicy = UntrustedPolicy()
 
 

@@ -36,6 +36,7 @@ from engine.providers.base import (
     UserMessage,
     estimate_tokens,
 )
+from engine.providers.obedient import injected_call, is_injected_turn
 
 DELEGATION_PREFIX = "ask_"
 _PLACEHOLDER = re.compile(r"\{(task|input)(?:\.([A-Za-z0-9_.\-]+))?\}")
@@ -146,6 +147,14 @@ class ScriptedProvider:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         model = self._models.get(request.model)
         turn_index = sum(1 for m in request.messages if isinstance(m, AssistantMessage))
+        if model is not None and model.obey_injections:
+            # Turns the attacker dictated do not move the script on (engine/providers/obedient.py).
+            turn_index -= sum(1 for m in request.messages if is_injected_turn(m))
+            obeyed = injected_call(request.messages)
+            if obeyed is not None:
+                return ModelResponse(content="Following the instructions in the tool result.", tool_calls=(obeyed,),
+                                     usage=Usage(self._count_input_tokens(request), 24),
+                                     finish_reason="tool_calls", model=request.model, latency_s=0.0)
         # Two deterministic pseudo-random draws per call from one hash: a seeded random.Random costs more than
         # the rest of this method, and the engine's budget is a few hundred microseconds per call.
         draw = zlib.crc32(f"{request.run_seed}:{request.agent}:{turn_index}:{request.model}".encode())
@@ -159,7 +168,7 @@ class ScriptedProvider:
             latency = base * jitter * self._latency_scale
 
         if turn is not None and turn.fault is not None:
-            await self._raise_fault(turn.fault, latency, request)
+            await self._raise_fault(turn.fault, latency, request, turn.retry_after)
 
         content, tool_calls, produced_tokens = self._render(turn, request, turn_index)
         input_tokens = self._count_input_tokens(request)
@@ -206,7 +215,8 @@ class ScriptedProvider:
             return flat[index]
         return forever  # None past the end: the agent gives its final answer
 
-    async def _raise_fault(self, fault: str, latency: float, request: ModelRequest) -> None:
+    async def _raise_fault(self, fault: str, latency: float, request: ModelRequest,
+                           retry_after: float | None = None) -> None:
         if fault == "timeout":
             # A request that hangs until the caller's deadline: the runtime's timeout turns it into ProviderTimeout.
             await self._sleep((request.timeout_s or 60.0) * max(self._latency_scale, 0.001) + latency)
@@ -215,9 +225,10 @@ class ScriptedProvider:
             await self._sleep(latency)
         if fault == "rate_limit":
             raise RateLimited(f"simulated 429 from {request.model}", status=429,
-                              retry_after=max(0.05, 1.0 * self._latency_scale))
+                              retry_after=retry_after if retry_after is not None
+                              else max(0.05, 1.0 * self._latency_scale))
         if fault == "error":
-            raise ProviderUnavailable(f"simulated 500 from {request.model}", status=500)
+            raise ProviderUnavailable(f"simulated 500 from {request.model}", status=500, retry_after=retry_after)
         if fault == "bad_request":
             raise BadRequest(f"simulated 400 from {request.model}", status=400)
         # "malformed" is played as a response, not raised: see _play.

@@ -44,6 +44,7 @@ class RunContext:
         "tokens_out",
         "tool_calls",
         "tracer",
+        "untrusted_reads",
     )
 
     def __init__(self, *, run_id: str, seed: int, tenant: str | None, compiled: CompiledHierarchy,
@@ -72,6 +73,8 @@ class RunContext:
         self.active: Any = None  # the engine's ActiveRun entry: cancel scopes and call handles for kill switches
         # agent name -> (the controls' flags, breaker state version, withheld): see withheld_tools().
         self._withheld: dict[str, tuple[object, int, Mapping[str, str]]] = {}
+        # agent span -> untrusted tools whose results that invocation has read (engine/runtime/untrusted.py)
+        self.untrusted_reads: dict[str, list[str]] = {}
 
     def report_progress(self) -> None:
         self.engine.writer.run_progress(self.run_id, self.tokens_in, self.tokens_out, self.cost_usd,

@@ -24,6 +24,7 @@ from engine.runtime.side_effects import (
     recorded_outcome,
     unwrap,
 )
+from engine.runtime.untrusted import gate, note_read
 
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
@@ -108,6 +109,8 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     # call_id: the write-ahead record names the call (see write_ahead below), and OTLP export's gen_ai.tool.call.id.
     attrs = {"args": call.arguments, "reason": reason, "risk": tool.spec.risk, "side_effects": tool.spec.side_effects,
              "call_id": call.id, "path": path}
+    if not tool.spec.trusted:
+        attrs["untrusted"] = True  # its result is outside text: engine/runtime/untrusted.py
     span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name, attrs)
     withheld = ctx.withheld_tools(agent).get(call.name)
     if withheld is not None:
@@ -151,11 +154,16 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
             return replay(ctx, span, call, recorded, reconciled=state == "confirmed")
 
     approval: dict[str, Any] | None = None
+    held = gate(ctx, agent_span, tool)
+    if held is not None and held[0] == "refuse":
+        return _untrusted_refusal(ctx, agent.name, span, call, held[1], None)
     try:
-        if needs_approval(ctx, tool, args):
+        if held is not None or needs_approval(ctx, tool, args):
             outcome = await await_approval(ctx, agent.name, span, tool, args, reason, path)
             approval = outcome.record
             if not outcome.approved:
+                if held is not None:
+                    return _untrusted_refusal(ctx, agent.name, span, call, held[1], outcome)
                 tracer.end(span, ctx.run_id, "denied", attrs={"error": outcome.message, "approval": approval,
                                                               "error_kind": "approval_" + approval["status"]})
                 return _error(call, outcome.message)
@@ -221,6 +229,7 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
         tracer.end(span, ctx.run_id, "cancelled" if tool.is_async else "outcome_unknown")
         raise
     except Exception as exc:
+        note_read(ctx, agent_span, tool)  # an error message can quote outside text too
         permit.on_error(time.monotonic() - started, "tool_error")
         ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
         message = str(exc) if isinstance(exc, RecordedFailure) else f"{type(exc).__name__}: {exc}"
@@ -232,10 +241,26 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     ledger.settle(reservation, ONE_TOOL_CALL_USED, labels)  # type: ignore[arg-type]
     # Run progress is reported after each model call (and at the end), not per tool call: one progress row per
     # step is enough for the console, and the writer's per-item cost is the engine's main overhead.
+    note_read(ctx, agent_span, tool)
     text = _result_text(value)
     tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
                {"result": value, "approval": approval, "args": args})
     return ToolResultMessage(call.id, call.name, text)
+
+
+def _untrusted_refusal(ctx: RunContext, agent: str, span: str, call: ToolCall, reads: list[str],
+                       outcome: Any) -> ToolResultMessage:
+    """A high-risk call after untrusted content, refused (or not approved): denied, and a `tool.blocked` event."""
+    message = (f"{call.name} refused: this agent has read untrusted content ({', '.join(reads)}) and "
+               f"{call.name} is high-risk or has side effects")
+    if outcome is not None:
+        message += f"; {outcome.message}"
+    ctx.tracer.end(span, ctx.run_id, "denied", attrs={"error": message, "error_kind": "untrusted_context",
+                                                      "after_untrusted": reads,
+                                                      "approval": None if outcome is None else outcome.record})
+    ctx.tracer.event(ctx.run_id, span, "tool.blocked", agent=agent, name=call.name,
+                     data={"reason": "untrusted_context", "tool": call.name, "after_untrusted": reads})
+    return _error(call, message)
 
 
 def replay(ctx: RunContext, span: str, call: ToolCall, recorded: Any, *, reconciled: bool = False,

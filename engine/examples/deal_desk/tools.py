@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.examples.faults import maybe_fail
+from engine.examples.faults import injection, maybe_fail
 from engine.examples.ledger import Ledger
 from engine.tool_context import current_tool_context
 
@@ -110,7 +110,12 @@ def crm_lookup(account: str) -> dict[str, Any]:
     Args:
         account: The CRM account id, like 'ACME-001'.
     """
-    return dict(_account(account))
+    maybe_fail("crm_lookup")
+    record = dict(_account(account))
+    planted = injection("crm_lookup")  # drills: notes are free text anyone with CRM access can write
+    if planted:
+        record["notes"] = f"{record.get('notes', '')} {planted}".strip()
+    return record
 
 
 def competitor_research(account: str, product: str) -> dict[str, Any]:
@@ -148,6 +153,7 @@ def price_quote(product: str, seats: int, term_months: int = 12) -> dict[str, An
         seats: Number of seats.
         term_months: Contract term in months.
     """
+    maybe_fail("price_quote")
     return _quote(product, seats, term_months)
 
 
@@ -163,6 +169,7 @@ def apply_discount(account: str, product: str, seats: int, discount_pct: float, 
         reason: Why the discount is justified.
         term_months: Contract term in months.
     """
+    maybe_fail("apply_discount")
     record = _account(account)
     _check_discount(discount_pct)
     quote = _quote(product, seats, term_months)
@@ -185,6 +192,7 @@ def financial_model(product: str, seats: int, discount_pct: float = 0.0, term_mo
         term_months: Months of the deal to model.
         discount_rate_pct: Annual rate used to discount cash flows, in percent.
     """
+    maybe_fail("financial_model")
     _check_discount(discount_pct)
     quote = _quote(product, seats, term_months)
     item = _product(product)
@@ -226,6 +234,7 @@ def contract_lookup(account: str) -> dict[str, Any]:
     Args:
         account: The CRM account id.
     """
+    maybe_fail("contract_lookup")
     record = _account(account)
     contracts = _data("contracts")
     contract = contracts["accounts"].get(record["id"])
@@ -244,6 +253,7 @@ def clause_check(account: str, extra_terms: list[str] | None = None) -> dict[str
         account: The CRM account id.
         extra_terms: More phrases to flag, at medium severity.
     """
+    maybe_fail("clause_check")
     contract = contract_lookup(account)
     terms = dict(RISKY_TERMS)
     for term in extra_terms or []:
@@ -267,6 +277,7 @@ def compliance_screen(account: str, product: str) -> dict[str, Any]:
         account: The CRM account id.
         product: The product being sold.
     """
+    maybe_fail("compliance_screen")
     record = _account(account)
     item = _product(product)
     findings = []
@@ -297,6 +308,7 @@ def send_proposal(account: str, product: str, seats: int, discount_pct: float, t
         term_months: Contract term in months.
         summary: A cover note for the buyer.
     """
+    maybe_fail("send_proposal")
     record = _account(account)
     _check_discount(discount_pct)
     quote = _quote(product, seats, term_months)
