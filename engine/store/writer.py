@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import StoreError
 from engine.store.batch import (
@@ -49,6 +49,9 @@ from engine.store.writer_flight import InFlight
 from engine.store.writer_ship import Shipper
 from engine.store.writer_spawn import start_writer_process
 from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
+
+if TYPE_CHECKING:
+    from engine.store.location import PostgresLocation
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "CommitCallback", "HealthCallback", "TraceWriter", "WriterHealth"]
 
@@ -70,13 +73,16 @@ class TraceWriter:
     frames in flight (writer_flight.py), the shipper thread (writer_ship.py), the acknowledgement thread
     (writer_acks.py), the process's start (writer_spawn.py)."""
 
-    def __init__(self, db_path: Path, *, redactor: Redactor | None = None,
+    def __init__(self, db_path: Path | PostgresLocation, *, redactor: Redactor | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000, max_batch: int = 10_000,
                  busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0,
                  keep_fds: Iterable[int] = (), max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> None:
-        """`keep_fds`: file descriptors the writer process inherits (the engine lock, so it stays held while the
-        writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure bounds on what is
+                 max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
+                 give_up_after: float | None = None) -> None:
+        """`db_path`: traces.db, or a Postgres store (engine/store/pg/writer_target.py: the process commits there,
+        and stops after `give_up_after` seconds of failing commits, default DEFAULT_GIVE_UP_S there). `keep_fds`:
+        file descriptors the writer process inherits (the engine lock, so it stays held while the writer process
+        still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure bounds on what is
         emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at which the writer
         process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
         if max_queue < 2:
@@ -99,7 +105,7 @@ class TraceWriter:
         started = start_writer_process(db_path, {
             "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch,
             "wake_at": self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial,
-            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages}, keep_fds)
+            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages, "give_up_after": give_up_after}, keep_fds)
         self._process = started.process
         self._to_writer = started.to_writer
         self._from_writer = started.from_writer
