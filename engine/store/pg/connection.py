@@ -35,7 +35,7 @@ def connect(location: PostgresLocation, *, autocommit: bool = True) -> psycopg.C
                                                        connect_timeout=CONNECT_TIMEOUT_S, application_name="flightdeck")
     except driver.Error as exc:
         raise StoreError(f"cannot connect to the Postgres store {location.masked}: "
-                         f"{location.scrub(str(exc).strip())}") from None
+                         f"{_one_line(location.scrub(str(exc)))}") from None
     _load_numeric_as_number(conn)
     return conn
 
@@ -48,7 +48,12 @@ def to_driver_sql(sql: str) -> str:
 
 def store_error(location: PostgresLocation, exc: Exception, action: str) -> StoreError:
     """A driver error as a StoreError that names the store (masked) and the action."""
-    return StoreError(f"Postgres store {location.masked}: {action} failed: {location.scrub(str(exc).strip())}")
+    return StoreError(f"Postgres store {location.masked}: {action} failed: {_one_line(location.scrub(str(exc)))}")
+
+
+def _one_line(text: str) -> str:
+    """A driver message on one line (libpq adds hints on lines of their own): a log line, a health field."""
+    return " ".join(text.split())
 
 
 def _load_numeric_as_number(conn: psycopg.Connection[Any]) -> None:
