@@ -94,8 +94,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_postgres() -> EmbeddedPostgres:
-    """Initialise and start a server in a new temporary directory. PostgresStartError (with the log) on failure."""
+def start_postgres(*, durable: bool = False) -> EmbeddedPostgres:
+    """Initialise and start a server in a new temporary directory. PostgresStartError (with the log) on failure.
+    `durable`: keep fsync and synchronous commits on (benchmarks); tests turn them off."""
     began = time.monotonic()
     with warnings.catch_warnings():  # its import asks platformdirs for XDG_RUNTIME_DIR, unset in CI containers
         warnings.simplefilter("ignore")
@@ -117,7 +118,9 @@ def start_postgres() -> EmbeddedPostgres:
         initdb(["--auth=trust", "--encoding=utf8", "--no-sync", "-U", SUPERUSER], pgdata=pgdata, user=run_as,
                timeout=START_TIMEOUT_S)
         # fsync off: test data need not survive a power cut, and it makes CREATE DATABASE per test cheap.
-        options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = f"-h 127.0.0.1 -p {port} -k {pgdata}"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         pg_ctl(["-w", "-t", str(int(START_TIMEOUT_S)), "-o", options, "-l", str(log), "start"], pgdata=pgdata,
                user=run_as, timeout=START_TIMEOUT_S + 5)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
