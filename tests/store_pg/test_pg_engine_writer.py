@@ -145,7 +145,7 @@ async def test_a_terminated_connection_mid_run_loses_and_doubles_nothing(tmp_pat
         with psycopg.connect(pg_url, autocommit=True) as conn:
             terminated.extend(row[0] for row in conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'flightdeck' AND pid <> pg_backend_pid()").fetchall())
+                "AND application_name = 'flightdeck-trace-writer'").fetchall())
 
     with open_engine_store(tmp_path / "pg", traces_to=pg(pg_url)) as store:
         results = await run_deal_desk(store, 6, latency_scale=0.05, concurrency=2, during=terminate_writer)
@@ -153,6 +153,9 @@ async def test_a_terminated_connection_mid_run_loses_and_doubles_nothing(tmp_pat
     assert terminated == [True]  # the writer's one connection
     assert [r.status for r in results] == ["completed"] * 6
     assert_nothing_lost_or_doubled(pg_url, 6, reference)
+    # The writer saw its commit fail, reconnected and went on; the engine recorded both (its store gate's events).
+    kinds = [row[1] for row in events_in_order(pg_url) if row[2] is None]
+    assert kinds.count("store.degraded") == 1 and kinds.count("store.recovered") == 1
 
 
 @pytest.mark.anyio

@@ -31,7 +31,7 @@ from engine.store.batch import (
     BatchBuilder,
 )
 from engine.store.pg.batch_sql import PG_STATEMENTS
-from engine.store.pg.connection import connect, store_error
+from engine.store.pg.connection import WRITER_APPLICATION, connect, store_error
 from engine.store.pg.schema import migrate
 from engine.store.redact import Redactor
 
@@ -61,7 +61,7 @@ class PgBatchWriter:
 
     def __init__(self, location: PostgresLocation, *, redactor: Redactor | None = None) -> None:
         self.location = location
-        self._conn: psycopg.Connection[Any] = connect(location, autocommit=True)
+        self._conn: psycopg.Connection[Any] = connect(location, autocommit=True, application_name=WRITER_APPLICATION)
         try:
             migrate(self._conn, location)
         except Exception as exc:
@@ -197,7 +197,7 @@ class PgBatchWriter:
             self._conn.close()
         except Exception:  # already broken: closing it can fail too
             pass
-        self._conn = connect(self.location, autocommit=True)
+        self._conn = connect(self.location, autocommit=True, application_name=WRITER_APPLICATION)
 
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT last FROM event_seq WHERE id = 1").fetchone()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from engine.store.location import PostgresLocation
 
 CONNECT_TIMEOUT_S = 10
+WRITER_APPLICATION = "flightdeck-trace-writer"
 
 
 def _psycopg() -> Any:
@@ -27,12 +28,15 @@ def _psycopg() -> Any:
     return psycopg
 
 
-def connect(location: PostgresLocation, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection to the store's database; StoreError (password masked) when it cannot be reached."""
+def connect(location: PostgresLocation, *, autocommit: bool = True,
+            application_name: str = "flightdeck") -> psycopg.Connection[Any]:
+    """A connection to the store's database; StoreError (password masked) when it cannot be reached.
+    `application_name` is what pg_stat_activity shows (the trace writers' is WRITER_APPLICATION)."""
     driver = _psycopg()
     try:
         conn: psycopg.Connection[Any] = driver.connect(location.dsn, autocommit=autocommit,
-                                                       connect_timeout=CONNECT_TIMEOUT_S, application_name="flightdeck")
+                                                       connect_timeout=CONNECT_TIMEOUT_S,
+                                                       application_name=application_name)
     except driver.Error as exc:
         raise StoreError(f"cannot connect to the Postgres store {location.masked}: "
                          f"{_one_line(location.scrub(str(exc)))}") from None
