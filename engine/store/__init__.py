@@ -7,7 +7,8 @@
 - config.toml store-wide settings (secrets to redact, patterns, notifiers, console keys); see config.py.
 
 Or a PostgreSQL database (`--store postgresql://...`, issue 16, in progress: engine/store/pg/ holds its trace
-store; only reads are served from it so far). location.py parses the `--store` value into either.
+store; the CLI serves reads from it, and an engine can write its traces there while its control plane stays in a
+directory: open_engine_store's `traces_to`). location.py parses the `--store` value into either.
 
 Entry points: resolve_store_location / resolve_store_dir, open_engine_store (the engine), open_reader and
 open_trace_reads (CLI, console). The store imports no feature package (all DDL and migrations of both databases

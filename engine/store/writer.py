@@ -1,4 +1,4 @@
-"""TraceWriter: the engine's handle on the single writer of traces.db.
+"""TraceWriter: the engine's handle on the single writer of traces.db (or of its traces on a Postgres store).
 
 The engine calls the emit methods several times per model call, so each one only appends a tuple to a deque
 (atomic under the GIL, safe from any thread) and compares the queue length to a threshold. A shipper thread sends
@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import StoreError
 from engine.store.batch import (
@@ -43,15 +43,13 @@ from engine.store.batch import (
     STATE_ITEM,
 )
 from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES as DEFAULT_CHECKPOINT_PAGES
+from engine.store.location import PostgresLocation
 from engine.store.redact import Redactor
 from engine.store.writer_acks import Acknowledgements, CommitCallback, HealthCallback
 from engine.store.writer_flight import InFlight
 from engine.store.writer_ship import Shipper
 from engine.store.writer_spawn import start_writer_process
 from engine.store.writer_types import Backlog, LoopWaiter, WriterHealth
-
-if TYPE_CHECKING:
-    from engine.store.location import PostgresLocation
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "CommitCallback", "HealthCallback", "TraceWriter", "WriterHealth"]
 
@@ -79,12 +77,11 @@ class TraceWriter:
                  keep_fds: Iterable[int] = (), max_bytes: int = DEFAULT_MAX_BYTES,
                  max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
                  give_up_after: float | None = None) -> None:
-        """`db_path`: traces.db, or a Postgres store (engine/store/pg/writer_target.py: the process commits there,
-        and stops after `give_up_after` seconds of failing commits, default DEFAULT_GIVE_UP_S there). `keep_fds`:
-        file descriptors the writer process inherits (the engine lock, so it stays held while the writer process
-        still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure bounds on what is
-        emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at which the writer
-        process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
+        """`db_path`: traces.db, or a Postgres store, which the process leaves after `give_up_after` s of failing
+        commits (pg/writer_target.py). `keep_fds`: file descriptors the writer process inherits (the engine lock, so
+        it stays held while the writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure
+        bounds on what is emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at
+        which the writer process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path
