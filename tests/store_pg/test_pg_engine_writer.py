@@ -159,6 +159,35 @@ async def test_a_terminated_connection_mid_run_loses_and_doubles_nothing(tmp_pat
 
 
 @pytest.mark.anyio
+async def test_postgres_stopped_and_started_mid_run_holds_calls_then_loses_and_doubles_nothing(
+        tmp_path: Path, own_server: EmbeddedPostgres) -> None:
+    with open_engine_store(tmp_path / "sqlite") as store:
+        await run_deal_desk(store, 6)
+    reference = record(StoreDirectory(tmp_path / "sqlite"))
+    url = own_server.create_database()
+    held: list[str] = []
+
+    async def restart_postgres(engine: Engine) -> None:
+        def recorded() -> bool:
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SELECT count(*) FROM runs").fetchone()
+                return row is not None and row[0] >= 2
+        await anyio.to_thread.run_sync(lambda: wait_until(recorded, what="two runs recorded"))
+        await anyio.to_thread.run_sync(own_server.halt)
+        await anyio.to_thread.run_sync(lambda: wait_until(lambda: engine.gate.health.state == "degraded",
+                                                          what="the store gate to hold calls"))
+        held.append(engine.gate.health.error or "")
+        await anyio.to_thread.run_sync(own_server.restart)
+
+    with open_engine_store(tmp_path / "pg", traces_to=pg(url)) as store:
+        results = await run_deal_desk(store, 6, latency_scale=0.05, concurrency=2, during=restart_postgres)
+        assert store.writer.error is None
+    assert held and "Postgres store postgresql://postgres@127.0.0.1" in held[0]
+    assert [r.status for r in results] == ["completed"] * 6
+    assert_nothing_lost_or_doubled(url, 6, reference)
+
+
+@pytest.mark.anyio
 async def test_a_commit_whose_acknowledgement_is_lost_is_not_written_twice(
         tmp_path: Path, postgres_server: EmbeddedPostgres, pg_url: str) -> None:
     with open_engine_store(tmp_path / "sqlite") as store:
