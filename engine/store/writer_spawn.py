@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from engine.errors import StoreDamaged, StoreError
 from engine.store.frames import encode, read_frame, write_frame
+from engine.store.location import PostgresLocation
 
 START_TIMEOUT_S = 30.0
 _F_SETPIPE_SZ = 1031
@@ -37,9 +38,15 @@ class WriterProcess:
         self.last_seq = last_seq
 
 
-def start_writer_process(db_path: Path, options: dict[str, Any], keep_fds: Iterable[int]) -> WriterProcess:
-    """Start the trace-writer process on `db_path`, hand it `options` and wait until it has opened the database.
-    Raises StoreDamaged or StoreError (naming why) if it cannot; the child is then killed and reaped."""
+def start_writer_process(db_path: Path | PostgresLocation, options: dict[str, Any],
+                         keep_fds: Iterable[int]) -> WriterProcess:
+    """Start the trace-writer process on `db_path` (traces.db, or a Postgres store), hand it `options` and wait until
+    it has opened the database. Raises StoreDamaged or StoreError (naming why) if it cannot; the child is then killed
+    and reaped."""
+    options = {"db_path": str(db_path), **options}
+    if isinstance(db_path, PostgresLocation):
+        # The URL (with any password) goes down the pipe, never onto the command line or into the environment.
+        options["postgres"] = (db_path.dsn, db_path.masked, db_path.password)
     process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, _ENGINE_ROOT],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                pass_fds=tuple(keep_fds))
@@ -50,7 +57,7 @@ def start_writer_process(db_path: Path, options: dict[str, Any], keep_fds: Itera
             fcntl.fcntl(to_writer.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
         except OSError:  # a smaller pipe only means the shipper blocks sooner
             pass
-        write_frame(to_writer.fileno(), encode(("init", {"db_path": str(db_path), **options}), trusted=True))
+        write_frame(to_writer.fileno(), encode(("init", options), trusted=True))
         last_seq = _await_ready(db_path, process, from_writer)
     except BaseException:
         process.kill()
@@ -61,7 +68,7 @@ def start_writer_process(db_path: Path, options: dict[str, Any], keep_fds: Itera
     return WriterProcess(process, to_writer, from_writer, last_seq)
 
 
-def _await_ready(db_path: Path, process: subprocess.Popen[bytes], from_writer: IO[bytes]) -> int:
+def _await_ready(db_path: Path | PostgresLocation, process: subprocess.Popen[bytes], from_writer: IO[bytes]) -> int:
     ready, _, _ = select.select([from_writer], [], [], START_TIMEOUT_S)
     message = read_frame(from_writer) if ready else None
     if message is not None and message[0] == "ready":

@@ -17,6 +17,7 @@ from engine.store.files import connect
 from engine.store.frames import read_frame
 from engine.store.redact import Redactor
 from engine.store.writer_process import CommitLoop
+from engine.store.writer_target import SqliteTarget
 from tests.store_support import new_writer, raw_conn, rows, wait_until
 
 
@@ -29,7 +30,7 @@ def test_an_urgent_item_is_merged_into_the_batch_waiting_to_commit(tmp_path: Pat
     open_traces_db(path).close()
     conn = connect(path, busy_timeout_s=0.01, check_same_thread=False)
     read_fd, write_fd = os.pipe()
-    loop = CommitLoop(conn, path, BatchBuilder(Redactor()), flush_interval=60.0, max_batch=1000, wake_at=1000,
+    loop = CommitLoop(SqliteTarget(conn, path), BatchBuilder(Redactor()), flush_interval=60.0, max_batch=1000, wake_at=1000,
                       retry_initial=0.005, retry_max=0.01, out_fd=write_fd)
     acks: list[int | None] = []
 

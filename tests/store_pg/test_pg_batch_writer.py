@@ -90,9 +90,10 @@ def test_concurrent_writers_commit_in_number_order_so_a_tail_never_skips(pg_url:
         total = len(writers) * batches * per_batch
         while len(seen) < total:
             # A tail that trusts `seq > last seen`: with numbers that commit out of order it would skip some.
+            finished = done.is_set()  # before the read: a page read empty before the last commit is not the end
             page = reader.events_after(seen[-1] if seen else 0, limit=500)
             seen += [event.seq for event in page]
-            if done.is_set() and not page and len(seen) < total:
+            if finished and not page and len(seen) < total:
                 break
         finisher.join()
     for writer in writers:

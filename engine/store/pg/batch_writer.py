@@ -6,9 +6,9 @@ differs is the commit: spans and events go in by COPY, the rest by executemany (
 trip per statement kind, not per row), and event numbers come from the database's `event_seq` row (schema.py) so
 that several engines share one gap-free sequence that readers tail.
 
-Not yet wired into the engine (next slice of issue 16): the engine's trace-writer process will hand its frames'
-items to `write_items`. Until then it is used by tests, benchmarks and the CLI's reads on data it wrote. Emit methods
-with TraceWriter's signatures buffer items; `flush()` commits what is buffered.
+The engine's trace-writer process commits through `commit_batch` (pg/writer_target.py: batches it built itself,
+with reconnection and exactly-once markers); tests and benchmarks use the emit methods, with TraceWriter's
+signatures, which buffer items until `flush()` commits them.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from engine.store.batch import (
     SPAN_STARTED_ITEM,
     STATE_ITEM,
     STATEMENTS,
+    Batch,
     BatchBuilder,
 )
 from engine.store.pg.batch_sql import PG_STATEMENTS
-from engine.store.pg.connection import connect, store_error
+from engine.store.pg.connection import WRITER_APPLICATION, connect, store_error
 from engine.store.pg.schema import migrate
 from engine.store.redact import Redactor
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 _NAME_OF = {sql: name for name, sql in STATEMENTS.items()}
 _RUN_ATTRIBUTES = 19  # position of `attributes` in an insert_run row
+_MARK = ("INSERT INTO trace_writers (id, batch_no, last_seq, updated) VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO "
+         "UPDATE SET batch_no = EXCLUDED.batch_no, last_seq = EXCLUDED.last_seq, updated = EXCLUDED.updated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class PgBatchWriter:
 
     def __init__(self, location: PostgresLocation, *, redactor: Redactor | None = None) -> None:
         self.location = location
-        self._conn: psycopg.Connection[Any] = connect(location, autocommit=True)
+        self._conn: psycopg.Connection[Any] = connect(location, autocommit=True, application_name=WRITER_APPLICATION)
         try:
             migrate(self._conn, location)
         except Exception as exc:
@@ -119,33 +122,82 @@ class PgBatchWriter:
             return CommittedBatch(0, 0, 0)
         batch = self._builder.build(items, 0, want_events=False)  # events numbered 1..n within the batch
         count = batch.last_seq
-        rows = 0
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                offset = 0
-                if count:
-                    # The row lock taken here is held to COMMIT: the next writer's numbers follow ours and it
-                    # commits after us, so a reader never sees seq N+1 before N.
-                    cur.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last", (count,))
-                    fetched = cur.fetchone()
-                    assert fetched is not None
-                    offset = int(fetched[0]) - count
-                for sql, statement_rows in batch.statements:
-                    name = _NAME_OF[sql]
-                    statement = PG_STATEMENTS[name]
-                    prepared = _shift(statement_rows, statement.seq_at, offset)
-                    if name == "insert_run":
-                        prepared = [row + _resumed(row[_RUN_ATTRIBUTES]) for row in prepared]
-                    rows += len(prepared)
-                    if statement.copy is not None:
-                        with cur.copy(f"COPY {statement.copy} FROM STDIN") as copy:
-                            for row in prepared:
-                                copy.write_row(row)
-                    else:
-                        cur.executemany(statement.sql, prepared)
+            offset, rows = self.commit_batch(batch)
         except _driver_errors() as exc:
             raise store_error(self.location, exc, "committing a trace batch") from None
         return CommittedBatch(offset + 1 if count else 0, offset + count if count else 0, rows)
+
+    def commit_batch(self, batch: Batch, marker: tuple[str, int] | None = None) -> tuple[int, int]:
+        """Commit a built batch in one transaction; returns (offset, rows): the batch's event numbers
+        (first_seq..last_seq, numbered by the builder) plus `offset` are the global ones it took. `marker`
+        (writer id, batch number) is recorded in `trace_writers` in the same transaction (committed_marker()).
+        Raises the driver's error (the caller decides whether it can pass)."""
+        count = batch.last_seq - batch.first_seq + 1 if batch.last_seq else 0
+        rows = 0
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            offset = 0
+            if count:
+                # The row lock taken here is held to COMMIT: the next writer's numbers follow ours and it
+                # commits after us, so a reader never sees seq N+1 before N.
+                cur.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last", (count,))
+                fetched = cur.fetchone()
+                assert fetched is not None
+                offset = int(fetched[0]) - batch.last_seq
+            for sql, statement_rows in batch.statements:
+                name = _NAME_OF[sql]
+                statement = PG_STATEMENTS[name]
+                prepared = _prepared(name, statement_rows, offset)
+                rows += len(prepared)
+                if statement.copy is not None:
+                    with cur.copy(f"COPY {statement.copy} FROM STDIN") as copy:
+                        for row in prepared:
+                            copy.write_row(row)
+                else:
+                    cur.executemany(statement.sql, prepared)
+            if marker is not None:
+                cur.execute(_MARK, (*marker, batch.last_seq + offset if count else 0, time.time()))
+        return offset, rows
+
+    def salvage_batch(self, batch: Batch, marker: tuple[str, int] | None = None) -> tuple[int, list[str]]:
+        """Row by row in one transaction, each row in a savepoint, skipping rows that fail (a duplicate id): one
+        bad row must not lose its neighbours. Returns (offset, a description of each skipped row); raises the
+        driver's error if the transaction itself fails."""
+        import psycopg
+
+        count = batch.last_seq - batch.first_seq + 1 if batch.last_seq else 0
+        failures: list[str] = []
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            offset = 0
+            if count:
+                cur.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last", (count,))
+                fetched = cur.fetchone()
+                assert fetched is not None
+                offset = int(fetched[0]) - batch.last_seq
+            for sql, statement_rows in batch.statements:
+                name = _NAME_OF[sql]
+                for row in _prepared(name, statement_rows, offset):
+                    try:
+                        with self._conn.transaction():  # a savepoint
+                            cur.execute(PG_STATEMENTS[name].sql, row)
+                    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+                        failures.append(f"{name} {row[0]!r}: {self.location.scrub(str(exc).strip())}")
+            if marker is not None:
+                cur.execute(_MARK, (*marker, batch.last_seq + offset if count else 0, time.time()))
+        return offset, failures
+
+    def committed_marker(self, writer_id: str) -> tuple[int, int] | None:
+        """(batch number, last event number) of `writer_id`'s last committed batch, or None if it committed none."""
+        row = self._conn.execute("SELECT batch_no, last_seq FROM trace_writers WHERE id = %s", (writer_id,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def reconnect(self) -> None:
+        """A new connection in place of a broken one (the server restarted, the connection was terminated)."""
+        try:
+            self._conn.close()
+        except Exception:  # already broken: closing it can fail too
+            pass
+        self._conn = connect(self.location, autocommit=True, application_name=WRITER_APPLICATION)
 
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT last FROM event_seq WHERE id = 1").fetchone()
@@ -164,6 +216,14 @@ class PgBatchWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _prepared(name: str, rows: list[Any], offset: int) -> list[list[Any]]:
+    """A statement's rows as the Postgres SQL takes them: global event numbers, and a run row's resumed columns."""
+    prepared = _shift(rows, PG_STATEMENTS[name].seq_at, offset)
+    if name == "insert_run":
+        prepared = [row + _resumed(row[_RUN_ATTRIBUTES]) for row in prepared]
+    return prepared
 
 
 def _shift(rows: list[Any], seq_at: tuple[int, ...], offset: int) -> list[list[Any]]:

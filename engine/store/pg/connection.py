@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from engine.store.location import PostgresLocation
 
 CONNECT_TIMEOUT_S = 10
+WRITER_APPLICATION = "flightdeck-trace-writer"
 
 
 def _psycopg() -> Any:
@@ -27,15 +28,18 @@ def _psycopg() -> Any:
     return psycopg
 
 
-def connect(location: PostgresLocation, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection to the store's database; StoreError (password masked) when it cannot be reached."""
+def connect(location: PostgresLocation, *, autocommit: bool = True,
+            application_name: str = "flightdeck") -> psycopg.Connection[Any]:
+    """A connection to the store's database; StoreError (password masked) when it cannot be reached.
+    `application_name` is what pg_stat_activity shows (the trace writers' is WRITER_APPLICATION)."""
     driver = _psycopg()
     try:
         conn: psycopg.Connection[Any] = driver.connect(location.dsn, autocommit=autocommit,
-                                                       connect_timeout=CONNECT_TIMEOUT_S, application_name="flightdeck")
+                                                       connect_timeout=CONNECT_TIMEOUT_S,
+                                                       application_name=application_name)
     except driver.Error as exc:
         raise StoreError(f"cannot connect to the Postgres store {location.masked}: "
-                         f"{location.scrub(str(exc).strip())}") from None
+                         f"{_one_line(location.scrub(str(exc)))}") from None
     _load_numeric_as_number(conn)
     return conn
 
@@ -48,7 +52,12 @@ def to_driver_sql(sql: str) -> str:
 
 def store_error(location: PostgresLocation, exc: Exception, action: str) -> StoreError:
     """A driver error as a StoreError that names the store (masked) and the action."""
-    return StoreError(f"Postgres store {location.masked}: {action} failed: {location.scrub(str(exc).strip())}")
+    return StoreError(f"Postgres store {location.masked}: {action} failed: {_one_line(location.scrub(str(exc)))}")
+
+
+def _one_line(text: str) -> str:
+    """A driver message on one line (libpq adds hints on lines of their own): a log line, a health field."""
+    return " ".join(text.split())
 
 
 def _load_numeric_as_number(conn: psycopg.Connection[Any]) -> None:

@@ -77,6 +77,8 @@ def _delete(conn: psycopg.Connection[Any], cutoff: float, batch_runs: int) -> Pr
         transactions += 1
         oldest = chosen[0][1] if oldest is None else oldest
         newest = chosen[-1][1]
+    # A trace writer that has not committed since the cutoff is long gone: its exactly-once marker can go too.
+    conn.execute("DELETE FROM trace_writers WHERE updated < %s", (cutoff,))
     return PruneReport(cutoff, False, totals["runs"], totals["spans"], totals["events"], totals["budgets"], oldest,
                        newest, transactions)
 

@@ -12,6 +12,8 @@ Differences from traces.db, and why:
   its batch's transaction, so numbers are gap-free (a rolled-back batch gives its numbers back) and commit in order:
   a reader tailing `seq > last_seen` can never miss an event committed later with a smaller number. The price is
   that batches with events commit one at a time across engines (one short row lock per batch).
+- `trace_writers` (v2): each trace-writer process's last committed batch, written in that batch's transaction: how
+  a writer that lost its connection mid-commit learns whether the batch is in, so it is committed exactly once.
 
 Migrations append to PG_TRACES_MIGRATIONS; each runs once, in one transaction, under an advisory lock (several
 engines may open a fresh database at once). A database from a newer Flightdeck is refused.
@@ -164,7 +166,20 @@ CREATE TABLE schedules (
 );
 """
 
-PG_TRACES_MIGRATIONS: list[str] = [_V1]
+# v2: one row per trace-writer process (engines start one each), naming the last batch it committed and the last
+# event number that batch took. Written in every batch's transaction, so a writer whose connection dropped while
+# it was committing can tell, once reconnected, whether that batch is in (commit acknowledged to nobody) or not:
+# it is then neither written twice nor lost (pg/writer_target.py).
+_V2 = """
+CREATE TABLE trace_writers (
+    id TEXT PRIMARY KEY,
+    batch_no BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+"""
+
+PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2]
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
