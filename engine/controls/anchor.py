@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import StoreError
+from engine.store.dialect import SqlConnection
 from engine.store.files import TRACES_DB, connect, translate_sqlite_error
 from engine.timefmt import timestamp
 
@@ -49,7 +50,7 @@ def latest_anchor(store_dir: Path) -> AuditAnchor | None:
     return AuditAnchor(seq=row[1], hash=row[2], ts=float(row[0]))
 
 
-def anchor_problem(conn: sqlite3.Connection | None, anchor: AuditAnchor) -> str | None:
+def anchor_problem(conn: SqlConnection | None, anchor: AuditAnchor) -> str | None:
     """What is wrong with the audit log (conn: control.db, None if the file is gone) given the engine's anchor."""
     seen = f"the engine recorded audit row {anchor.seq} (hash {anchor.hash[:12]}) at {timestamp(anchor.ts)}"
     if conn is None:
