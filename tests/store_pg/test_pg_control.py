@@ -166,3 +166,32 @@ def test_engine_registration_is_not_on_postgres_yet(pg_url: str) -> None:
     with ControlAPI(pg_url, "alice") as api, pytest.raises(InputError, match="cannot use a Postgres store yet") as caught:
         api.engines()
     assert caught.value.field == "--store"
+
+
+def test_reconcile_and_resume_on_a_postgres_store(pg_url: str) -> None:
+    """A needs_reconcile run in the store's trace tables: an operator's decision and resume are audit rows there."""
+    from engine.controls.errors import ControlError
+    from engine.store.location import PostgresLocation, parse_store_location
+    from engine.store.pg.batch_writer import PgBatchWriter
+
+    location = parse_store_location(pg_url)
+    assert isinstance(location, PostgresLocation)
+    with PgBatchWriter(location) as writer:
+        writer.run_started("run-1", "desk", None, "e1", "0", {}, None, None, 1.0)
+        writer.span_started("sp-1", "run-1", None, "tool", "clerk", "issue_refund", 1.0, {"args": {"amount": 5}})
+        writer.span_ended("sp-1", "run-1", "outcome_unknown", 2.0,
+                          attrs={"needs_reconcile": True, "idempotency_key": "run-1:0/issue_refund",
+                                 "call": "0/issue_refund", "error": "engine died"})
+        writer.run_ended("run-1", "needs_reconcile", 2.0)
+    with ControlAPI(pg_url, "alice") as api:
+        (call,) = api.reconcile_calls("run-1")
+        assert (call.key, call.tool, call.decision) == ("run-1:0/issue_refund", "issue_refund", None)
+        decision = api.reconcile_side_effect("run-1", None, "done", "the refund went out")
+        assert (decision.decision, decision.operator) == ("done", "alice")
+        with pytest.raises(ControlError, match="already reconciled"):
+            api.reconcile_side_effect("run-1", "sp-1", "again", "twice")
+        api.set_kill("run", "run-1", "kill", "stop it")
+        entry, released = api.record_resume("run-1", "needs_reconcile", None, "reconciled")
+        assert entry.action == "resume" and [s.target for s in released] == ["run-1"]
+        assert [r.action for r in reversed(api.audit_log())] == ["reconcile", "kill", "release", "resume"]
+        assert api.verify_audit().ok
