@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StoreError
 from engine.store.dialect import POSTGRES
-from engine.store.location import PostgresLocation, PostgresNotSupported
+from engine.store.location import PostgresLocation
 from engine.store.pg.connection import connect, store_error, to_driver_sql
 from engine.store.pg.control_schema import COMPONENT, PG_CONTROL_MIGRATIONS
 from engine.store.pg.schema import check_version, migrate
@@ -36,7 +36,7 @@ from engine.store.rows import fetch_rows
 if TYPE_CHECKING:
     import psycopg
 
-    from engine.store.control_rows import EngineRecord, EngineStatus
+    from engine.store.control_rows import EngineStatus
 
 # pg_advisory_xact_lock key of "writing the control plane" ('FDCT'), distinct from the migration lock ('FDSC').
 CONTROL_WRITE_LOCK = 0x46_44_43_54
@@ -148,11 +148,10 @@ class PgControlDB:
     # -- engine registration: the next slice of issue 16 -------------------------------------------------------
 
     def list_engines(self, limit: int = 50) -> list[EngineStatus]:
-        raise PostgresNotSupported(self.location, served_by="runs, trace, usage, store prune, kill switches, flags, "
-                                                             "approvals, overrides and audit")
-
-    def mark_others_stopped(self, engine_id: str) -> list[EngineRecord]:
-        raise PostgresNotSupported(self.location)
+        """None: no engine registers on a Postgres store yet (registration, heartbeats and takeover are the next
+        slice of issue 16), so no engine is known to run on it. `flightdeck kill` then says the switch stays in
+        force for the next engine, which is true."""
+        return []
 
     def close(self) -> None:
         with self._lock:
