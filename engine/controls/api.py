@@ -124,7 +124,7 @@ class ControlAPI:
         if isinstance(self.location, PostgresLocation):
             from engine.store.pg.control_db import PgControlDB
 
-            return PgControlDB(self.location, clock=clock, read_only=read_only)
+            return PgControlDB(self.location, clock=clock, create=create, read_only=read_only)
         store_dir = self.location.path
         if not create and not (store_dir / CONTROL_DB).is_file():
             raise StoreError(f"no store at {store_dir} (nothing has been recorded there yet; "

@@ -194,3 +194,26 @@ def test_reconcile_and_resume_on_a_postgres_store(pg_url: str) -> None:
         assert entry.action == "resume" and [s.target for s in released] == ["run-1"]
         assert [r.action for r in reversed(api.audit_log())] == ["reconcile", "kill", "release", "resume"]
         assert api.verify_audit().ok
+
+
+def test_create_false_refuses_an_empty_database_and_creates_nothing(pg_url: str) -> None:
+    with pytest.raises(StoreError, match="no Flightdeck control plane in postgresql://"):
+        ControlAPI(pg_url, "alice", create=False)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('kill_switches')").fetchone() == (None,)
+    ControlAPI(pg_url, "alice").close()
+    with ControlAPI(pg_url, "alice", create=False) as api:  # once recorded, it opens
+        assert api.active_kill_switches() == []
+
+
+def test_a_dropped_connection_fails_one_call_then_reconnects(pg_url: str) -> None:
+    with ControlAPI(pg_url, "alice") as api:
+        api.set_kill("global", None, "pause", "before the restart")
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # what a server restart or failover does to it
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND pid != pg_backend_pid()")
+        with pytest.raises(StoreError, match="Postgres store postgresql://.*failed"):
+            api.active_kill_switches()
+        assert [s.reason for s in api.active_kill_switches()] == ["before the restart"]
+        api.release(scope="global", reason="after the restart")
+        assert api.verify_audit().ok

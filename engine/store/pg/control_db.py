@@ -30,7 +30,7 @@ from engine.store.dialect import POSTGRES
 from engine.store.location import PostgresLocation
 from engine.store.pg.connection import connect, store_error, to_driver_sql
 from engine.store.pg.control_schema import COMPONENT, PG_CONTROL_MIGRATIONS
-from engine.store.pg.schema import check_version, migrate
+from engine.store.pg.schema import check_version, migrate, schema_version
 from engine.store.rows import fetch_rows
 
 if TYPE_CHECKING:
@@ -66,19 +66,24 @@ class PgControlDB:
     """The control plane's tables on a Postgres store (created or upgraded on open; `read_only` checks the schema and
     changes nothing, in a read-only session)."""
 
-    def __init__(self, location: PostgresLocation, *, clock: Clock = SYSTEM_CLOCK, read_only: bool = False) -> None:
+    def __init__(self, location: PostgresLocation, *, clock: Clock = SYSTEM_CLOCK, create: bool = True,
+                 read_only: bool = False) -> None:
         self.location = location
         self.read_only = read_only
         self._clock = clock
         self._lock = threading.RLock()
-        self._conn: psycopg.Connection[Any] = connect(location, autocommit=True)
+        self._closed = False
+        self._conn: psycopg.Connection[Any] = self._connect()
         driver_error = _driver_error()
         try:
+            # Nothing recorded yet is an error for readers and for commands that must not create a store (as
+            # ControlAPI(create=False) on a directory without control.db); writers create or upgrade the schema.
             if read_only:
-                self._conn.execute("SET default_transaction_read_only = on")
                 check_version(self._conn, location, COMPONENT, PG_CONTROL_MIGRATIONS, what="control plane",
                               written_by="nothing has been recorded there yet")
             else:
+                if not create:
+                    self._refuse_missing()
                 migrate(self._conn, location, COMPONENT, PG_CONTROL_MIGRATIONS)
         except driver_error as exc:
             self._conn.close()
@@ -87,6 +92,29 @@ class PgControlDB:
             self._conn.close()
             raise
         self._sql = PgSqlConnection(self._conn)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = connect(self.location, autocommit=True)
+        if self.read_only:
+            try:
+                conn.execute("SET default_transaction_read_only = on")  # the server refuses any write in it
+            except _driver_error() as exc:
+                conn.close()
+                raise store_error(self.location, exc, "opening the control plane") from None
+        return conn
+
+    def _refuse_missing(self) -> None:
+        if schema_version(self._conn, COMPONENT) == 0:
+            raise StoreError(f"no Flightdeck control plane in {self.location.masked} (nothing has been recorded "
+                             f"there yet; pass --store or set FLIGHTDECK_STORE)")
+
+    def _live(self) -> None:
+        """Reconnect if the server dropped the connection (a restart, a failover, an idle timeout): the failed
+        operation was a StoreError; the next one gets a new session instead of failing forever. Under the lock."""
+        if self._conn.broken and not self._closed:
+            self._conn.close()
+            self._conn = self._connect()
+            self._sql = PgSqlConnection(self._conn)
 
     @property
     def path(self) -> PostgresLocation:
@@ -107,6 +135,7 @@ class PgControlDB:
         driver_error = _driver_error()
         with self._lock:
             try:
+                self._live()
                 with self._conn.transaction():
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (CONTROL_WRITE_LOCK,))
                     yield self._sql
@@ -119,6 +148,7 @@ class PgControlDB:
         driver_error = _driver_error()
         with self._lock:
             try:
+                self._live()
                 yield self._sql
             except driver_error as exc:
                 raise store_error(self.location, exc, "reading the control plane") from None
@@ -129,6 +159,7 @@ class PgControlDB:
         driver_error = _driver_error()
         with self._lock:
             try:
+                self._live()
                 with self._conn.transaction():
                     self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     yield self._sql
@@ -155,6 +186,7 @@ class PgControlDB:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
 
