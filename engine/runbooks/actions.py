@@ -36,7 +36,7 @@ from engine.timefmt import clock_text
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
-    from engine.store.control import ControlDB
+    from engine.store.control import ControlStore
     from engine.store.control_rows import BreakerOverride, FlagSetting, RunbookApplication
 
 RunningRuns = Callable[[str | None], list[str]]  # hierarchy (None: every hierarchy) -> ids of runs in flight
@@ -141,12 +141,12 @@ def _by(flag_row: FlagSetting) -> str:
 
 # ------------------------------------------------------------------------------------------------ applying
 
-def active_application(db: ControlDB, runbook: str, scope: str) -> RunbookApplication | None:
+def active_application(db: ControlStore, runbook: str, scope: str) -> RunbookApplication | None:
     with db.reading() as conn:
         return applications.in_force_for(conn, runbook, scope)
 
 
-def active_applications(db: ControlDB) -> list[RunbookApplication]:
+def active_applications(db: ControlStore) -> list[RunbookApplication]:
     with db.reading() as conn:
         return applications.in_force(conn)
 

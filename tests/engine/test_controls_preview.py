@@ -5,47 +5,60 @@ that already finished."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.controls.preview import preview_kill
 from engine.errors import InputError
+from engine.store import open_engine_store
 from tests.trace_backends import TraceBackend
 
 
-def write_running_store(backend: TraceBackend) -> None:
+def write_running_store(store: Path | TraceBackend) -> None:
     """Two running runs and a finished one:
 
     run-a (deal-desk, running): agent planner running, its llm call running, agent pricer running with a
     crm_lookup tool call running; a finished crm_lookup call.
     run-b (support, running): agent triage running with a kb_search call running and a crm_lookup call running.
     run-c (deal-desk, completed): everything ended.
+
+    A Path is a store directory written by an engine's store (tests/console/test_controls_cli.py uses that).
     """
+    if isinstance(store, TraceBackend):
+        writer = store.writer()
+        try:
+            _emit_running(writer, "eng-1")
+        finally:
+            writer.close()
+        return
+    with open_engine_store(store) as engine_store:
+        _emit_running(engine_store.writer, engine_store.engine_id)
+
+
+def _emit_running(w: Any, engine_id: str) -> None:
     now = time.time()
-    w = backend.writer()
-    try:
-        for run_id, hierarchy, started in (("run-a", "deal-desk", now - 30), ("run-b", "support", now - 20),
-                                           ("run-c", "deal-desk", now - 60)):
-            w.run_started(run_id, hierarchy, None, "eng-1", "test", {}, 0, None, started)
-            w.span_started(f"{run_id}-root", run_id, None, "run", None, hierarchy, started)
-        w.span_started("a-planner", "run-a", "run-a-root", "agent", "planner", "planner", now - 29)
-        w.span_started("a-llm", "run-a", "a-planner", "llm", "planner", "sim-large", now - 5)
-        w.span_started("a-pricer", "run-a", "a-planner", "agent", "pricer", "pricer", now - 20)
-        w.span_started("a-crm", "run-a", "a-pricer", "tool", "pricer", "crm_lookup", now - 3)
-        w.span_started("a-crm-done", "run-a", "a-pricer", "tool", "pricer", "crm_lookup", now - 15)
-        w.span_ended("a-crm-done", "run-a", "ok", now - 14)
-        w.span_started("b-triage", "run-b", "run-b-root", "agent", "triage", "triage", now - 19)
-        w.span_started("b-kb", "run-b", "b-triage", "tool", "triage", "kb_search", now - 2)
-        w.span_started("b-crm", "run-b", "b-triage", "tool", "triage", "crm_lookup", now - 1)
-        w.span_started("c-planner", "run-c", "run-c-root", "agent", "planner", "planner", now - 59)
-        w.span_started("c-crm", "run-c", "c-planner", "tool", "planner", "crm_lookup", now - 58)
-        w.span_ended("c-crm", "run-c", "ok", now - 57)
-        w.span_ended("c-planner", "run-c", "ok", now - 50)
-        w.span_ended("run-c-root", "run-c", "ok", now - 50)
-        w.run_ended("run-c", "completed", now - 50)
-        w.flush()
-    finally:
-        w.close()
+    for run_id, hierarchy, started in (("run-a", "deal-desk", now - 30), ("run-b", "support", now - 20),
+                                       ("run-c", "deal-desk", now - 60)):
+        w.run_started(run_id, hierarchy, None, engine_id, "test", {}, 0, None, started)
+        w.span_started(f"{run_id}-root", run_id, None, "run", None, hierarchy, started)
+    w.span_started("a-planner", "run-a", "run-a-root", "agent", "planner", "planner", now - 29)
+    w.span_started("a-llm", "run-a", "a-planner", "llm", "planner", "sim-large", now - 5)
+    w.span_started("a-pricer", "run-a", "a-planner", "agent", "pricer", "pricer", now - 20)
+    w.span_started("a-crm", "run-a", "a-pricer", "tool", "pricer", "crm_lookup", now - 3)
+    w.span_started("a-crm-done", "run-a", "a-pricer", "tool", "pricer", "crm_lookup", now - 15)
+    w.span_ended("a-crm-done", "run-a", "ok", now - 14)
+    w.span_started("b-triage", "run-b", "run-b-root", "agent", "triage", "triage", now - 19)
+    w.span_started("b-kb", "run-b", "b-triage", "tool", "triage", "kb_search", now - 2)
+    w.span_started("b-crm", "run-b", "b-triage", "tool", "triage", "crm_lookup", now - 1)
+    w.span_started("c-planner", "run-c", "run-c-root", "agent", "planner", "planner", now - 59)
+    w.span_started("c-crm", "run-c", "c-planner", "tool", "planner", "crm_lookup", now - 58)
+    w.span_ended("c-crm", "run-c", "ok", now - 57)
+    w.span_ended("c-planner", "run-c", "ok", now - 50)
+    w.span_ended("run-c-root", "run-c", "ok", now - 50)
+    w.run_ended("run-c", "completed", now - 50)
+    w.flush()
 
 
 @pytest.fixture

@@ -61,3 +61,28 @@ def test_kill_previews_the_runs_in_the_stores_trace_tables(pg_url: str, tmp_path
     assert "kill switch #1 set: run:run-live, mode kill" in proc.stdout
     missing = flightdeck("kill", "--run", "nope", "--reason", "x", "--yes", "--store", pg_url)
     assert missing.returncode == 2 and "--run: no run 'nope' in store postgresql://" in missing.stderr
+
+
+def test_incidents_on_postgres(pg_url: str) -> None:
+    from engine.controls.api import ControlAPI
+    from engine.runbooks.incidents import IncidentStore
+
+    none = flightdeck("incidents", "--store", pg_url)
+    assert none.returncode == 3 and "no Flightdeck control plane" in none.stderr  # a reader creates nothing
+    with ControlAPI(pg_url, "engine:e1") as api:  # what an engine's runbook watchdog does
+        incident, opened = IncidentStore(api.db).open_or_update(
+            runbook="looping-agent", title="An agent is stuck in a loop", severity="sev2", apply_mode="suggest",
+            scope="agent:planner", readings=[{"signal": "loop_detected", "value": 3}], context={},
+            summary="loop_detected=3", actor="runbook:looping-agent", engine_id="e1")
+    assert opened
+    listed = json.loads(flightdeck("incidents", "--json", "--store", pg_url).stdout)
+    assert [(i["id"], i["status"], i["state"]) for i in listed] == [(incident.id, "open", "firing")]
+    ack = flightdeck("incident", "ack", incident.id[4:], "--reason", "on it", "--operator", "alice", "--store", pg_url)
+    assert ack.returncode == 0 and f"acknowledged {incident.id}" in ack.stdout
+    resolve = flightdeck("incident", "resolve", incident.id, "--reason", "fixed", "--operator", "alice",
+                         "--store", pg_url)
+    assert resolve.returncode == 0, resolve.stderr
+    shown = json.loads(flightdeck("incident", "show", incident.id, "--json", "--store", pg_url).stdout)
+    assert [e["kind"] for e in shown["timeline"]] == ["detected", "acknowledged", "resolved"]
+    log = json.loads(flightdeck("audit", "--json", "--store", pg_url).stdout)
+    assert [r["action"] for r in log] == ["incident_resolve", "incident_ack", "incident_opened"]
