@@ -40,8 +40,8 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="DIR|URL",
                         help="store directory, or a postgresql:// URL (issue 16: runs, trace, usage, store prune, "
-                             "kill, release, approvals, safe-mode and audit so far) (default: $FLIGHTDECK_STORE, else "
-                             "./.flightdeck)")
+                             "kill, release, approvals, safe-mode, incidents and audit so far) (default: "
+                             "$FLIGHTDECK_STORE, else ./.flightdeck)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,7 +105,9 @@ def _location(store: Path | str | StoreLocation) -> StoreLocation:
 
 
 class ControlAPI:
-    """control.db for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
+    """The control plane for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
+    `store` is a store directory (control.db) or a Postgres store (a PostgresLocation or its postgresql:// URL:
+    engine.store.pg.control_db); every method behaves the same on both.
 
     `create=False` refuses to create a store that does not exist (read-only CLI commands use it, so a mistyped
     --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's).
