@@ -1,4 +1,4 @@
-"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|all]` (also
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|pg-control|all]` (also
 `make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
@@ -151,10 +151,19 @@ def section_postgres(args: argparse.Namespace) -> None:
                pg_bench.measure(seconds=args.store_seconds))
 
 
+def section_pg_control(args: argparse.Namespace) -> None:
+    from bench import pg_control_bench
+
+    print_rows(f"control change -> watching process wakes ({args.pg_control_rounds} rounds each; Postgres: "
+               f"LISTEN/NOTIFY, SQLite: the engine's 10 ms data_version poll)",
+               pg_control_bench.run(rounds=args.pg_control_rounds))
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
-            "durable": section_durable, "serve": section_serve, "postgres": section_postgres}
+            "durable": section_durable, "serve": section_serve, "postgres": section_postgres,
+            "pg-control": section_pg_control}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otel-runs", type=int, default=500, help="sequential runs per process (otel)")
     parser.add_argument("--otel-rounds", type=int, default=3, help="alternating export-off/on process pairs (otel)")
     parser.add_argument("--control-trials", type=int, default=30, help="kill-switch / flag trials (controls)")
+    parser.add_argument("--pg-control-rounds", type=int, default=200,
+                        help="kill switches timed to the watcher's wake, per backend (pg-control)")
     parser.add_argument("--serve-probes", type=int, default=50, help="runs timed submit -> first model call (serve)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)

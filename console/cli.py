@@ -39,8 +39,9 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="DIR|URL",
-                        help="store directory, or a postgresql:// URL (issue 16: runs, trace, usage and store prune "
-                             "so far) (default: $FLIGHTDECK_STORE, else ./.flightdeck)")
+                        help="store directory, or a postgresql:// URL (issue 16: runs, trace, usage, store prune, "
+                             "kill, release, approvals, safe-mode, incidents and audit so far) (default: "
+                             "$FLIGHTDECK_STORE, else ./.flightdeck)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from tests.control_backends import ControlBackend
     from tests.pg_support import EmbeddedPostgres
     from tests.trace_backends import TraceBackend
 
@@ -64,3 +65,12 @@ def trace_backend(request: pytest.FixtureRequest, tmp_path: Path) -> TraceBacken
 
     pg_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
     return TraceBackend(request.param, tmp_path, pg_url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def control_backend(request: pytest.FixtureRequest, store_dir: Path) -> ControlBackend:
+    """The control plane on each backend in turn: tests that take it run against control.db and against Postgres."""
+    from tests.control_backends import ControlBackend
+
+    pg_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    return ControlBackend(request.param, store_dir, pg_url)

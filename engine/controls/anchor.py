@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import StoreError
+from engine.store.dialect import SqlConnection
 from engine.store.files import TRACES_DB, connect, translate_sqlite_error
+from engine.store.location import PostgresLocation, StoreDirectory, StoreLocation
+from engine.store.trace_rows import EventRow
 from engine.timefmt import timestamp
 
 ANCHOR_EVENT = "audit.head"
@@ -29,8 +32,12 @@ class AuditAnchor:
 
 
 
-def latest_anchor(store_dir: Path) -> AuditAnchor | None:
-    """The newest audit head recorded in STORE/traces.db (read-only), or None when none was ever recorded."""
+def latest_anchor(store: Path | StoreLocation) -> AuditAnchor | None:
+    """The newest audit head recorded in the trace store (STORE/traces.db read-only, or a Postgres store's events),
+    or None when none was ever recorded."""
+    if isinstance(store, PostgresLocation):
+        return _latest_pg_anchor(store)
+    store_dir = store.path if isinstance(store, StoreDirectory) else store
     path = store_dir / TRACES_DB
     if not path.is_file():
         return None
@@ -49,7 +56,22 @@ def latest_anchor(store_dir: Path) -> AuditAnchor | None:
     return AuditAnchor(seq=row[1], hash=row[2], ts=float(row[0]))
 
 
-def anchor_problem(conn: sqlite3.Connection | None, anchor: AuditAnchor) -> str | None:
+def _latest_pg_anchor(location: PostgresLocation) -> AuditAnchor | None:
+    from engine.store.pg.reader import PgTraceReader
+
+    reader = PgTraceReader.connect_if_present(location)
+    if reader is None:
+        return None
+    with reader:
+        rows = reader.query_rows(EventRow, "SELECT seq, ts, run_id, span_id, kind, agent, name, data FROM events "
+                                           "WHERE kind = ? ORDER BY seq DESC LIMIT 1", (ANCHOR_EVENT,))
+    data = rows[0].data if rows else None
+    if not isinstance(data, dict) or not isinstance(data.get("seq"), int) or not isinstance(data.get("hash"), str):
+        return None
+    return AuditAnchor(seq=data["seq"], hash=data["hash"], ts=float(rows[0].ts))
+
+
+def anchor_problem(conn: SqlConnection | None, anchor: AuditAnchor) -> str | None:
     """What is wrong with the audit log (conn: control.db, None if the file is gone) given the engine's anchor."""
     seen = f"the engine recorded audit row {anchor.seq} (hash {anchor.hash[:12]}) at {timestamp(anchor.ts)}"
     if conn is None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -55,7 +54,7 @@ from engine.controls.validate import (
     whole_ids,
 )
 from engine.errors import InputError, StoreError
-from engine.store.control import BUSY_TIMEOUT_S, ControlDB
+from engine.store.control import ControlDB, ControlStore
 from engine.store.control_rows import (
     BOUND_ROW_TYPES,
     Approval,
@@ -69,8 +68,16 @@ from engine.store.control_rows import (
     KillSwitch,
     KillSwitchSet,
 )
-from engine.store.files import CONTROL_DB, connect, ensure_store_dir, translate_sqlite_error
-from engine.store.rows import fetch_typed
+from engine.store.dialect import SqlConnection
+from engine.store.files import CONTROL_DB, ensure_store_dir, translate_sqlite_error
+from engine.store.location import (
+    PostgresLocation,
+    PostgresNotSupported,
+    StoreDirectory,
+    StoreLocation,
+    parse_store_location,
+)
+from engine.store.rows import column_list, fetch_typed
 from engine.timefmt import clock_text
 
 # The public face: callers import these from here (the names that lived in this module before the split).
@@ -88,42 +95,64 @@ __all__ = [
 # Who releases a run's kill switches when the run has ended (the audit log's actor): Flightdeck itself.
 SPENT_SWITCH_ACTOR = "flightdeck"
 
+def _location(store: Path | str | StoreLocation) -> StoreLocation:
+    """A directory (Path, or a str that is not a URL), or a Postgres store (a PostgresLocation or its URL)."""
+    if isinstance(store, (StoreDirectory, PostgresLocation)):
+        return store
+    if isinstance(store, Path):
+        return StoreDirectory(store)
+    return parse_store_location(store)
+
+
 class ControlAPI:
-    """control.db for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
+    """The control plane for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
+    `store` is a store directory (control.db) or a Postgres store (a PostgresLocation or its postgresql:// URL:
+    engine.store.pg.control_db); every method behaves the same on both.
 
     `create=False` refuses to create a store that does not exist (read-only CLI commands use it, so a mistyped
     --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's).
     `read_only` opens control.db with SQLite's mode=ro and changes nothing on disk (read commands, forensics on a
     read-only store); any write through it fails with a StoreError saying the store was opened read-only."""
 
-    def __init__(self, store_dir: Path | str, operator: str, *, clock: Clock = SYSTEM_CLOCK,
-                 db: ControlDB | None = None, create: bool = True, read_only: bool = False) -> None:
-        self.store_dir = Path(store_dir)
+    def __init__(self, store: Path | str | StoreLocation, operator: str, *, clock: Clock = SYSTEM_CLOCK,
+                 db: ControlStore | None = None, create: bool = True, read_only: bool = False) -> None:
+        self.location = _location(store)
         self.operator: str = required_text(operator, "operator")
         self._clock = clock
         self._owns_db = db is None
-        if db is None:
-            if not create and not (self.store_dir / CONTROL_DB).is_file():
-                raise StoreError(f"no store at {self.store_dir} (nothing has been recorded there yet; "
-                                 f"pass --store or set FLIGHTDECK_STORE)")
-            if read_only:
-                db = ControlDB.open(self.store_dir, clock=clock, read_only=True)
-            else:
-                ensure_store_dir(self.store_dir)
-                db = ControlDB.open(self.store_dir, clock=clock)
-        self._db = db
-        self._watch: sqlite3.Connection | None = None
-        self._watch_lock = threading.Lock()
+        self._db: ControlStore = db if db is not None else self._open(clock, create=create, read_only=read_only)
+
+    def _open(self, clock: Clock, *, create: bool, read_only: bool) -> ControlStore:
+        if isinstance(self.location, PostgresLocation):
+            from engine.store.pg.control_db import PgControlDB
+
+            return PgControlDB(self.location, clock=clock, create=create, read_only=read_only)
+        store_dir = self.location.path
+        if not create and not (store_dir / CONTROL_DB).is_file():
+            raise StoreError(f"no store at {store_dir} (nothing has been recorded there yet; "
+                             f"pass --store or set FLIGHTDECK_STORE)")
+        if read_only:
+            return ControlDB.open(store_dir, clock=clock, read_only=True)
+        ensure_store_dir(store_dir)
+        return ControlDB.open(store_dir, clock=clock)
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
+    def store_dir(self) -> Path:
+        """The store directory (SQLite); PostgresNotSupported on a Postgres store, for callers that need files."""
+        if isinstance(self.location, PostgresLocation):
+            raise PostgresNotSupported(self.location)
+        return self.location.path
+
+    @property
+    def path(self) -> Any:
+        """control.db's path, or the PostgresLocation of a Postgres store."""
         return self._db.path
 
     @property
-    def db(self) -> ControlDB:
-        """The ControlDB this API writes through (for IncidentStore and other owners of control.db tables)."""
+    def db(self) -> ControlStore:
+        """The control database this API writes through (for IncidentStore and other owners of control tables)."""
         return self._db
 
     def now(self) -> float:
@@ -134,9 +163,10 @@ class ControlAPI:
         return actor_for(source, self.operator)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT) for several changes made through the concept modules
-        (a runbook's apply, terminate.py's stop with its audit row); keep it short, other processes wait on it."""
+    def transaction(self) -> Iterator[SqlConnection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT on control.db; on Postgres, one holding the control
+        plane's write lock) for several changes made through the concept modules (a runbook's apply, terminate.py's
+        stop with its audit row); keep it short, other processes wait on it."""
         if self._db.read_only:
             raise StoreError(f"cannot write to {self._db.path}: it was opened read-only (this is a read command)")
         try:
@@ -145,38 +175,16 @@ class ControlAPI:
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, self._db.path, "write to") from exc
 
-    def _watch_conn(self) -> sqlite3.Connection:
-        """A second connection, kept open: PRAGMA data_version only changes for commits made by OTHER
-        connections, so it must not be the one this process writes through."""
-        if self._watch is None:
-            self._watch = connect(self._db.path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False,
-                                  read_only=self._db.read_only)
-        return self._watch
+    def read_transaction(self) -> AbstractContextManager[SqlConnection]:
+        """One read transaction: everything read inside sees the same committed state."""
+        return self._db.read_transaction()
 
-    @contextmanager
-    def read_transaction(self) -> Iterator[sqlite3.Connection]:
-        """One deferred read transaction: everything read inside sees the same committed state."""
-        with self._watch_lock:
-            conn = self._watch_conn()
-            try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self._db.path, "read") from exc
-
-    def read(self) -> AbstractContextManager[sqlite3.Connection]:
+    def read(self) -> AbstractContextManager[SqlConnection]:
         """The shared connection for a single autocommit read through the concept modules (held under the
-        ControlDB's lock, so the engine's threads do not interleave on it)."""
+        database's lock, so the engine's threads do not interleave on it)."""
         return self._db.reading()
 
     def close(self) -> None:
-        with self._watch_lock:
-            if self._watch is not None:
-                self._watch.close()
-                self._watch = None
         if self._owns_db:
             self._db.close()
 
@@ -414,7 +422,7 @@ class ControlAPI:
 
     # -- engine acknowledgements (bookkeeping, not audited) ----------------------------------------------------
 
-    def _acknowledge(self, ids: Iterable[int], mark: Callable[[sqlite3.Connection, list[int]], int]) -> int:
+    def _acknowledge(self, ids: Iterable[int], mark: Callable[[SqlConnection, list[int]], int]) -> int:
         id_list = whole_ids(ids)
         if not id_list:
             return 0
@@ -478,7 +486,7 @@ class ControlAPI:
         that is not unknown or already decided. The next durable engine on the store carries the run on."""
         decision = choice(decision, reconcile.DECISIONS, "decision")
         note = required_text(note, "reason")
-        row, spans = reconcile.read_run(self.store_dir, run_id)
+        row, spans = reconcile.read_run(self.location, run_id)
         if row.status != "needs_reconcile":
             raise ControlError(f"run {row.id} is {row.status}, not needs_reconcile: it has nothing to reconcile")
         with self.transaction() as conn:
@@ -488,7 +496,7 @@ class ControlAPI:
 
     def reconcile_calls(self, run_id: str) -> list[AwaitingCall]:
         """The side effects that stopped `run_id` needs_reconcile, each with its decision (None: still awaited)."""
-        row, spans = reconcile.read_run(self.store_dir, run_id)
+        row, spans = reconcile.read_run(self.location, run_id)
         return reconcile.awaiting_calls(spans, self.reconcile_decisions(row.id))
 
     def reconcile_decisions(self, run_id: str) -> dict[str, Decision]:
@@ -553,12 +561,9 @@ class ControlAPI:
     # -- the engine's watcher ----------------------------------------------------------------------------------
 
     def data_version(self) -> int:
-        """PRAGMA data_version on a connection kept for it: changes whenever another connection commits."""
-        with self._watch_lock:
-            try:
-                return int(self._watch_conn().execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error as exc:
-                raise translate_sqlite_error(exc, self._db.path, "read") from exc
+        """Changes whenever another connection commits (PRAGMA data_version on control.db; on Postgres, a counter
+        every committed control change bumps)."""
+        return self._db.data_version()
 
     def snapshot(self, decided_after: int | None = None) -> ControlSnapshot:
         """Everything the engine must obey, in one read transaction of a few indexed queries. decided_after: the
@@ -583,6 +588,6 @@ class ControlAPI:
         if not wanted:
             return {}
         with self.read_transaction() as conn:
-            rows = fetch_typed(conn, row_type, f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(wanted))})",
-                               wanted)
+            rows = fetch_typed(conn, row_type, f"SELECT {column_list(row_type)} FROM {table} WHERE id IN "
+                                               f"({', '.join('?' * len(wanted))})", wanted)
         return {row.id: row for row in rows}

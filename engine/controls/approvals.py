@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 from typing import Any
 
 from engine.controls import audit
@@ -19,42 +18,47 @@ from engine.controls.errors import ControlError
 from engine.controls.validate import sha256_text
 from engine.errors import InputError, StoreError
 from engine.store.control_rows import Approval, ApprovalAlert, ApprovalDeadline, ApprovalExpiry
-from engine.store.rows import fetch_one_typed, fetch_typed
+from engine.store.dialect import SqlConnection
+from engine.store.rows import column_list, fetch_one_typed, fetch_typed
 from engine.timefmt import clock_text
 
 MIN_HASH_PREFIX = 8
 _HEX = re.compile(r"[0-9a-f]+")
 
-PENDING_SQL = "SELECT * FROM approvals WHERE status = 'pending' ORDER BY requested, rowid"
-DECIDED_AFTER_SQL = "SELECT * FROM approvals WHERE decided_seq > ? ORDER BY decided_seq"
+# Approval's columns by name, never `*`: a Postgres store's approvals table has one more, `rowid`
+# (engine.store.dialect), which keeps "in the order they were requested" meaning the same on both backends.
+_COLUMNS = column_list(Approval)
+PENDING_SQL = f"SELECT {_COLUMNS} FROM approvals WHERE status = 'pending' ORDER BY requested, rowid"
+DECIDED_AFTER_SQL = f"SELECT {_COLUMNS} FROM approvals WHERE decided_seq > ? ORDER BY decided_seq"
 LAST_DECIDED_SEQ_SQL = ("SELECT decided_seq FROM approvals WHERE decided_seq IS NOT NULL "
                         "ORDER BY decided_seq DESC LIMIT 1")
 
 
-def get(conn: sqlite3.Connection, approval_id: str) -> Approval | None:
+def get(conn: SqlConnection, approval_id: str) -> Approval | None:
     """The row (`arguments` and `edited_arguments` parsed)."""
-    return fetch_one_typed(conn, Approval, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
+    return fetch_one_typed(conn, Approval, f"SELECT {_COLUMNS} FROM approvals WHERE id = ?", (approval_id,))
 
 
-def _get(conn: sqlite3.Connection, approval_id: str) -> Approval:
+def _get(conn: SqlConnection, approval_id: str) -> Approval:
     """The row this transaction just wrote."""
     row = get(conn, approval_id)
     assert row is not None
     return row
 
 
-def pending(conn: sqlite3.Connection) -> list[Approval]:
+def pending(conn: SqlConnection) -> list[Approval]:
     """Oldest first: the one waiting longest is the one closest to its deadline policy."""
     return fetch_typed(conn, Approval, PENDING_SQL)
 
 
-def newest(conn: sqlite3.Connection, limit: int) -> list[Approval]:
+def newest(conn: SqlConnection, limit: int) -> list[Approval]:
     """All approvals, whatever their status, newest request first."""
-    return fetch_typed(conn, Approval, "SELECT * FROM approvals ORDER BY requested DESC, rowid DESC LIMIT ?",
+    return fetch_typed(conn, Approval, f"SELECT {_COLUMNS} FROM approvals ORDER BY requested DESC, rowid DESC "
+                                       "LIMIT ?",
                        (int(limit),))
 
 
-def last_decided_seq(conn: sqlite3.Connection) -> int:
+def last_decided_seq(conn: SqlConnection) -> int:
     last = conn.execute(LAST_DECIDED_SEQ_SQL).fetchone()
     return int(last[0]) if last else 0
 
@@ -80,7 +84,7 @@ def settled_message(row: Approval, now: float) -> str:
     return f"approval {row.id} was already {status} by {row.decided_by} at {when}"
 
 
-def decide(conn: sqlite3.Connection, approval_id: str, status: str, *, reason: str, edited_json: str | None,
+def decide(conn: SqlConnection, approval_id: str, status: str, *, reason: str, edited_json: str | None,
            expected_hash: str | None, operator: str, now: float) -> Approval:
     """A decision binds to exactly one request: it must still be pending, before its deadline (the engine may not
     have expired it yet, so `now` is compared here), and, with expected_hash, for the arguments the operator saw."""
@@ -117,7 +121,7 @@ def decide(conn: sqlite3.Connection, approval_id: str, status: str, *, reason: s
     return after
 
 
-def _new_id(conn: sqlite3.Connection) -> str:
+def _new_id(conn: SqlConnection) -> str:
     # 32 random bits keep ids typeable; a collision is checked for under the write lock, not assumed away.
     for _ in range(20):
         candidate = "ap-" + secrets.token_hex(4)
@@ -126,7 +130,7 @@ def _new_id(conn: sqlite3.Connection) -> str:
     raise StoreError("could not find a free approval id after 20 tries; is control.db full of approvals?")
 
 
-def request(conn: sqlite3.Connection, *, run_id: str, span_id: str | None, agent: str, tool: str, args_json: str,
+def request(conn: SqlConnection, *, run_id: str, span_id: str | None, agent: str, tool: str, args_json: str,
             risk: str | None, reason: str | None, deadline_s: float, on_timeout: str, engine_id: str, actor: str,
             now: float, call_key: str | None = None) -> Approval:
     """Record a validated request (id 'ap-' + 8 hex digits) with its bound audit row; returns the row. `call_key`:
@@ -150,13 +154,13 @@ def request(conn: sqlite3.Connection, *, run_id: str, span_id: str | None, agent
     return row
 
 
-def for_call(conn: sqlite3.Connection, call_key: str) -> Approval | None:
+def for_call(conn: SqlConnection, call_key: str) -> Approval | None:
     """The newest request for the durable call `call_key` (a resumed run's: asked before its engine died)."""
-    return fetch_one_typed(conn, Approval, "SELECT * FROM approvals WHERE call_key = ? "
+    return fetch_one_typed(conn, Approval, f"SELECT {_COLUMNS} FROM approvals WHERE call_key = ? "
                                            "ORDER BY requested DESC, rowid DESC LIMIT 1", (call_key,))
 
 
-def expire(conn: sqlite3.Connection, approval_id: str, *, actor: str | None, operator: str,
+def expire(conn: SqlConnection, approval_id: str, *, actor: str | None, operator: str,
            max_escalations: int | None, now: float) -> ApprovalExpiry:
     """Apply the request's on_timeout policy once its deadline has passed; the row plus `outcome` (see
     ControlAPI.expire_approval)."""
@@ -196,16 +200,16 @@ def expire(conn: sqlite3.Connection, approval_id: str, *, actor: str | None, ope
     return ApprovalExpiry(**_get(conn, approval_id).as_dict(), outcome=outcome)
 
 
-def cancel_for_run(conn: sqlite3.Connection, run_id: str, *, reason: str, actor: str,
+def cancel_for_run(conn: SqlConnection, run_id: str, *, reason: str, actor: str,
                    now: float) -> list[Approval]:
     """A killed (or ended) run's pending requests become cancelled; returns them."""
-    rows = fetch_typed(conn, Approval, "SELECT * FROM approvals WHERE run_id = ? AND status = 'pending' "
+    rows = fetch_typed(conn, Approval, f"SELECT {_COLUMNS} FROM approvals WHERE run_id = ? AND status = 'pending' "
                                        "ORDER BY requested, rowid", (run_id,))
     return [row for row in (cancel(conn, row, reason=reason, actor=actor, now=now) for row in rows)
             if row is not None]
 
 
-def cancel(conn: sqlite3.Connection, row: Approval, *, reason: str, actor: str, now: float) -> Approval | None:
+def cancel(conn: SqlConnection, row: Approval, *, reason: str, actor: str, now: float) -> Approval | None:
     """One pending request becomes cancelled (with its bound audit row); None when it was no longer pending."""
     cursor = conn.execute(
         "UPDATE approvals SET status = 'cancelled', decided = ?, decided_by = ?, decision_reason = ?, "
@@ -220,13 +224,13 @@ def cancel(conn: sqlite3.Connection, row: Approval, *, reason: str, actor: str, 
     return _get(conn, row.id)
 
 
-def pending_by_deadline(conn: sqlite3.Connection, limit: int = 1000) -> list[ApprovalDeadline]:
+def pending_by_deadline(conn: SqlConnection, limit: int = 1000) -> list[ApprovalDeadline]:
     """id, tool and deadline of pending requests, soonest deadline first (the console header's approvals slot)."""
     return fetch_typed(conn, ApprovalDeadline, "SELECT id, tool, deadline FROM approvals "
                                                "WHERE status = 'pending' ORDER BY deadline LIMIT ?", (int(limit),))
 
 
-def pending_alerts(conn: sqlite3.Connection) -> list[ApprovalAlert]:
+def pending_alerts(conn: SqlConnection) -> list[ApprovalAlert]:
     """id, agent, tool, deadline and risk of pending requests, oldest first (the console's approval alerts)."""
     return fetch_typed(conn, ApprovalAlert, "SELECT id, agent, tool, deadline, risk FROM approvals "
                                             "WHERE status = 'pending' ORDER BY requested, rowid")

@@ -21,7 +21,6 @@ engine.store.control_binding, because schema v4's data step applies them while c
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from engine.controls.schema import BOUND_TABLES
 from engine.store.audit_rows import decode_row, row_hash
 from engine.store.control_binding import MATCHERS, SUPERSEDED, TIMEOUT_POLICY_ACTOR, bind_existing
 from engine.store.control_rows import AuditEntry, ControlRow
+from engine.store.dialect import SqlConnection
 from engine.store.rows import fetch_one
 
 # bind_existing is re-exported: it is schema v4's entry in CONTROL_MIGRATIONS, and tests look it up by this name.
@@ -55,7 +55,7 @@ class Tampered:
         return f"{self.label} in control.db {self.problem}; not applied"
 
 
-def bind(conn: sqlite3.Connection, table: str, row_id: Any, audit_row: AuditEntry) -> None:
+def bind(conn: SqlConnection, table: str, row_id: Any, audit_row: AuditEntry) -> None:
     """Record in the row which audit row describes its current state. Call in the transaction that appended it."""
     if table not in BOUND_TABLES:
         raise ValueError(f"not a bound table: {table}")
@@ -66,7 +66,7 @@ _AUDIT_BY_HASH = ("SELECT id, ts, actor, action, target, before, after, reason, 
                   "WHERE hash = ? ORDER BY id LIMIT 1")
 
 
-def problem(conn: sqlite3.Connection, table: str, row: ControlRow) -> str | None:
+def problem(conn: SqlConnection, table: str, row: ControlRow) -> str | None:
     """None if `row` (as read from `table`) is bound to an intact audit row recording exactly its state; else what
     is wrong, as a phrase ("has no audit entry")."""
     digest = row.audit_hash

@@ -4,7 +4,6 @@ one transaction; each change writes its audit row and binds the flag rows to it 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +13,7 @@ from engine.controls.labels import TARGET_WORD, flag_scope_label
 from engine.controls.validate import actor_for, optional_text
 from engine.errors import InputError
 from engine.store.control_rows import FlagSetting
+from engine.store.dialect import SqlConnection, dialect_of, insert_id
 from engine.store.rows import fetch_one_typed, fetch_typed
 
 ACTIVE_SQL = "SELECT * FROM flags WHERE cleared IS NULL ORDER BY id"
@@ -28,21 +28,21 @@ def checked_target(scope: str, target: Any) -> str | None:
     return text
 
 
-def get(conn: sqlite3.Connection, flag_id: int) -> FlagSetting | None:
+def get(conn: SqlConnection, flag_id: int) -> FlagSetting | None:
     return fetch_one_typed(conn, FlagSetting, "SELECT * FROM flags WHERE id = ?", (flag_id,))
 
 
-def find_active(conn: sqlite3.Connection, name: str, scope: str, target: str | None) -> FlagSetting | None:
+def find_active(conn: SqlConnection, name: str, scope: str, target: str | None) -> FlagSetting | None:
     """The active row of a flag at a scope and target (at most one: a unique partial index says so)."""
     return fetch_one_typed(conn, FlagSetting, "SELECT * FROM flags WHERE cleared IS NULL AND name = ? AND scope = ? "
-                           "AND target IS ?", (name, scope, target))
+                           f"AND target {dialect_of(conn).same} ?", (name, scope, target))
 
 
-def active_by_name(conn: sqlite3.Connection) -> list[FlagSetting]:
+def active_by_name(conn: SqlConnection) -> list[FlagSetting]:
     return fetch_typed(conn, FlagSetting, "SELECT * FROM flags WHERE cleared IS NULL ORDER BY name, scope, target")
 
 
-def set_value(conn: sqlite3.Connection, name: str, value: str, scope: str, target: str | None, *, reason: str,
+def set_value(conn: SqlConnection, name: str, value: str, scope: str, target: str | None, *, reason: str,
               source: str, operator: str, now: float) -> FlagSetting:
     """Set a validated flag. A flag already active at the same name, scope and target is cleared (cleared_by
     'superseded') first; the new row's previous_value is its value. Returns the new row."""
@@ -51,11 +51,11 @@ def set_value(conn: sqlite3.Connection, name: str, value: str, scope: str, targe
         # Cleared before the insert: the unique partial index allows one active row per flag.
         conn.execute("UPDATE flags SET cleared = ?, cleared_by = ?, clear_reason = ? WHERE id = ?",
                      (now, SUPERSEDED, reason, old.id))
-    cursor = conn.execute(
-        "INSERT INTO flags (name, value, scope, target, previous_value, source, reason, operator, created) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    flag_id = insert_id(
+        conn, "INSERT INTO flags (name, value, scope, target, previous_value, source, reason, operator, created) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (name, value, scope, target, old.value if old else None, source, reason, operator, now))
-    row = get(conn, int(cursor.lastrowid or 0))
+    row = get(conn, flag_id)
     assert row is not None
     entry = audit.append(conn, ts=now, actor=actor_for(source, operator), action="flag_set",
                          target=f"{name}@{flag_scope_label(scope, target)}",
@@ -67,7 +67,7 @@ def set_value(conn: sqlite3.Connection, name: str, value: str, scope: str, targe
     return row
 
 
-def clear(conn: sqlite3.Connection, old: FlagSetting, *, reason: str, source: str, operator: str,
+def clear(conn: SqlConnection, old: FlagSetting, *, reason: str, source: str, operator: str,
           now: float) -> FlagSetting:
     """Clear the active row `old` (as read in this transaction); returns the cleared row."""
     actor = actor_for(source, operator)
@@ -82,18 +82,18 @@ def clear(conn: sqlite3.Connection, old: FlagSetting, *, reason: str, source: st
     return row
 
 
-def acknowledge(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> int:
+def acknowledge(conn: SqlConnection, ids: Iterable[int], now: float) -> int:
     id_list = list(ids)
     cursor = conn.execute(f"UPDATE flags SET acked = ? WHERE id IN ({', '.join('?' * len(id_list))}) "
                           f"AND acked IS NULL", (now, *id_list))
     return cursor.rowcount
 
 
-def active(conn: sqlite3.Connection) -> list[FlagSetting]:
+def active(conn: SqlConnection) -> list[FlagSetting]:
     """Active flags in id order (what the engine obeys, as the snapshot reads them)."""
     return fetch_typed(conn, FlagSetting, ACTIVE_SQL)
 
 
-def history(conn: sqlite3.Connection, name: str) -> list[FlagSetting]:
+def history(conn: SqlConnection, name: str) -> list[FlagSetting]:
     """Every row of one flag, set or cleared, oldest first."""
     return fetch_typed(conn, FlagSetting, "SELECT * FROM flags WHERE name = ? ORDER BY id", (name,))

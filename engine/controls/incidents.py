@@ -25,8 +25,9 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.controls import audit
 from engine.controls.validate import optional_text, required_text
 from engine.errors import StoreError
-from engine.store.control import ControlDB
+from engine.store.control import ControlStore
 from engine.store.control_rows import Incident, IncidentEvent, IncidentNote, IncidentSummary
+from engine.store.dialect import SqlConnection
 from engine.store.files import translate_sqlite_error
 from engine.store.rows import fetch_one_typed, fetch_rows, fetch_typed
 
@@ -50,27 +51,27 @@ def incident_state(incident: Incident, actions_in_force: bool) -> str:
     return "quiet"
 
 
-def add_event(conn: sqlite3.Connection, incident_id: str, ts: float, kind: str, actor: str, text: str,
+def add_event(conn: SqlConnection, incident_id: str, ts: float, kind: str, actor: str, text: str,
               data: Any = None) -> None:
     """One time line entry, written in the caller's transaction (data stored as JSON with sorted keys)."""
     add_event_json(conn, incident_id, ts, kind, actor, text, _dumps(data))
 
 
-def add_event_json(conn: sqlite3.Connection, incident_id: str, ts: float, kind: str, actor: str, text: str,
+def add_event_json(conn: SqlConnection, incident_id: str, ts: float, kind: str, actor: str, text: str,
                    data_json: str | None) -> None:
     """add_event with the data already encoded (runbook actions keep their entries in the order they were made)."""
     conn.execute("INSERT INTO incident_events (incident_id, ts, kind, actor, text, data) VALUES (?, ?, ?, ?, ?, ?)",
                  (incident_id, ts, kind, actor, text, data_json))
 
 
-def active_summaries(conn: sqlite3.Connection, limit: int = 500) -> list[IncidentSummary]:
+def active_summaries(conn: SqlConnection, limit: int = 500) -> list[IncidentSummary]:
     """What the console's incident header slot shows of incidents not resolved, newest first (JSON left as text)."""
     return fetch_typed(conn, IncidentSummary, "SELECT id, severity, status, firing, runbook, scope, context, opened "
                                               "FROM incidents WHERE status != 'resolved' ORDER BY opened DESC LIMIT ?",
                        (int(limit),))
 
 
-def recent_events(conn: sqlite3.Connection, incident_id: str, limit: int) -> list[IncidentNote]:
+def recent_events(conn: SqlConnection, incident_id: str, limit: int) -> list[IncidentNote]:
     """The newest `limit` time line entries (ts, kind, actor, text), newest first."""
     return fetch_typed(conn, IncidentNote, "SELECT ts, kind, actor, text FROM incident_events WHERE incident_id = ? "
                             "ORDER BY id DESC LIMIT ?", (incident_id, limit))
@@ -83,7 +84,7 @@ class IncidentError(StoreError):
 
 
 class IncidentStore:
-    def __init__(self, db: ControlDB, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, db: ControlStore, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
         self.clock = clock
 
@@ -91,7 +92,7 @@ class IncidentStore:
         return self.clock.time()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[SqlConnection]:
         try:
             with self.db.transaction() as conn:
                 yield conn
@@ -192,7 +193,7 @@ class IncidentStore:
                         {"actions": suggested, "command": command})
 
     def add_event(self, incident_id: str, kind: str, actor: str, text: str, data: Any = None,
-                  conn: sqlite3.Connection | None = None) -> None:
+                  conn: SqlConnection | None = None) -> None:
         now = self.now()
         if conn is not None:
             add_event(conn, incident_id, now, kind, actor, text, data)
@@ -201,7 +202,7 @@ class IncidentStore:
             add_event(tx, incident_id, now, kind, actor, text, data)
 
     @staticmethod
-    def _new_id(conn: sqlite3.Connection) -> str:
+    def _new_id(conn: SqlConnection) -> str:
         # Random, not a row number: it is the PagerDuty dedup_key, which must not repeat across stores.
         for _ in range(20):
             candidate = "inc-" + secrets.token_hex(4)

@@ -4,7 +4,6 @@ A change writes its audit row and binds the switch to it (engine.controls.bindin
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,6 +13,7 @@ from engine.controls.labels import TARGET_WORD, switch_label
 from engine.controls.validate import optional_text
 from engine.errors import InputError
 from engine.store.control_rows import KillSwitch
+from engine.store.dialect import SqlConnection, dialect_of, insert_id
 from engine.store.rows import fetch_one_typed, fetch_typed
 
 ACTIVE_SQL = "SELECT * FROM kill_switches WHERE released IS NULL ORDER BY id"
@@ -32,21 +32,22 @@ def checked_target(scope: str, target: Any, run_id: Any) -> tuple[str | None, st
     return target, run_id
 
 
-def get(conn: sqlite3.Connection, switch_id: int) -> KillSwitch | None:
+def get(conn: SqlConnection, switch_id: int) -> KillSwitch | None:
     return fetch_one_typed(conn, KillSwitch, "SELECT * FROM kill_switches WHERE id = ?", (switch_id,))
 
 
-def find_active(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None,
+def find_active(conn: SqlConnection, scope: str, target: str | None, run_id: str | None,
                 mode: str) -> KillSwitch | None:
     """The oldest active switch exactly like this one (same scope, target, run and mode), if any."""
-    return fetch_one_typed(conn, KillSwitch, "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? "
-                           "AND target IS ? AND run_id IS ? AND mode = ? ORDER BY id LIMIT 1",
+    same = dialect_of(conn).same
+    return fetch_one_typed(conn, KillSwitch, f"SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? "
+                           f"AND target {same} ? AND run_id {same} ? AND mode = ? ORDER BY id LIMIT 1",
                            (scope, target, run_id, mode))
 
 
-def active_for(conn: sqlite3.Connection, scope: str, target: str | None, run_id: str | None) -> list[KillSwitch]:
+def active_for(conn: SqlConnection, scope: str, target: str | None, run_id: str | None) -> list[KillSwitch]:
     """Active switches of a scope and target, any mode; without run_id, also those limited to a run."""
-    sql = "SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target IS ?"
+    sql = f"SELECT * FROM kill_switches WHERE released IS NULL AND scope = ? AND target {dialect_of(conn).same} ?"
     params: list[Any] = [scope, target]
     if run_id is not None:
         sql += " AND run_id = ?"
@@ -54,23 +55,22 @@ def active_for(conn: sqlite3.Connection, scope: str, target: str | None, run_id:
     return fetch_typed(conn, KillSwitch, sql + " ORDER BY id", params)
 
 
-def active_on_run(conn: sqlite3.Connection, run_id: str) -> list[KillSwitch]:
+def active_on_run(conn: SqlConnection, run_id: str) -> list[KillSwitch]:
     """Active switches that cover only this run: scope `run` on it, or an agent switch limited to it."""
     return fetch_typed(conn, KillSwitch, "SELECT * FROM kill_switches WHERE released IS NULL AND "
                        "((scope = 'run' AND target = ?) OR run_id = ?) ORDER BY id", (run_id, run_id))
 
 
-def active(conn: sqlite3.Connection) -> list[KillSwitch]:
+def active(conn: SqlConnection) -> list[KillSwitch]:
     return fetch_typed(conn, KillSwitch, ACTIVE_SQL)
 
 
-def create(conn: sqlite3.Connection, *, scope: str, target: str | None, run_id: str | None, mode: str, reason: str,
+def create(conn: SqlConnection, *, scope: str, target: str | None, run_id: str | None, mode: str, reason: str,
            operator: str, now: float) -> KillSwitch:
     """Insert a switch set by `operator` (also its audit actor) with its bound `kill` audit row; returns the row."""
-    cursor = conn.execute(
-        "INSERT INTO kill_switches (scope, target, run_id, mode, reason, operator, created) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, target, run_id, mode, reason, operator, now))
-    row = get(conn, int(cursor.lastrowid or 0))
+    switch_id = insert_id(conn, "INSERT INTO kill_switches (scope, target, run_id, mode, reason, operator, created) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, target, run_id, mode, reason, operator, now))
+    row = get(conn, switch_id)
     assert row is not None
     label = switch_label(row.scope, row.target, row.run_id)
     bind(conn, "kill_switches", row.id,
@@ -78,7 +78,7 @@ def create(conn: sqlite3.Connection, *, scope: str, target: str | None, run_id: 
     return row
 
 
-def release(conn: sqlite3.Connection, row: KillSwitch, *, actor: str, reason: str, now: float) -> KillSwitch:
+def release(conn: SqlConnection, row: KillSwitch, *, actor: str, reason: str, now: float) -> KillSwitch:
     """Release the active switch `row` (as read in this transaction) with its bound `release` audit row; returns
     the released row."""
     conn.execute("UPDATE kill_switches SET released = ?, released_by = ?, release_reason = ? "
@@ -91,7 +91,7 @@ def release(conn: sqlite3.Connection, row: KillSwitch, *, actor: str, reason: st
     return after
 
 
-def acknowledge(conn: sqlite3.Connection, ids: Iterable[int], engine_id: str, now: float) -> int:
+def acknowledge(conn: SqlConnection, ids: Iterable[int], engine_id: str, now: float) -> int:
     """The engine applied these switches (bookkeeping, not audited). Returns how many were newly acknowledged."""
     id_list = list(ids)
     cursor = conn.execute(f"UPDATE kill_switches SET acked = ?, acked_by = ? WHERE id IN "

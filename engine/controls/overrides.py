@@ -5,7 +5,6 @@ takes the caller's connection; each override gets its bound audit row in that tr
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ from engine.controls import audit
 from engine.controls.binding import bind
 from engine.errors import InputError
 from engine.store.control_rows import BreakerOverride, BudgetOverride
+from engine.store.dialect import SqlConnection, insert_id
 from engine.store.rows import fetch_one_typed, fetch_typed
 
 # Mirrors engine.guardrails.breaker.BREAKER_KINDS and engine.guardrails.budget.Dimension (a test pins both): imported
@@ -57,34 +57,35 @@ def checked_limits(limits: Any) -> dict[str, Any]:
     return clean
 
 
-def create_breaker_override(conn: sqlite3.Connection, key: str, action: str, *, reason: str, operator: str,
+def create_breaker_override(conn: SqlConnection, key: str, action: str, *, reason: str, operator: str,
                             source: str, actor: str, now: float) -> BreakerOverride:
-    cursor = conn.execute("INSERT INTO breaker_overrides (key, action, reason, operator, source, created) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (key, action, reason, operator, source, now))
-    row = fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE id = ?", (cursor.lastrowid,))
+    override_id = insert_id(conn, "INSERT INTO breaker_overrides (key, action, reason, operator, source, created) "
+                                  "VALUES (?, ?, ?, ?, ?, ?)", (key, action, reason, operator, source, now))
+    row = fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE id = ?", (override_id,))
     assert row is not None
     bind(conn, "breaker_overrides", row.id,
          audit.append(conn, ts=now, actor=actor, action="breaker_override", target=key, after=row, reason=reason))
     return row
 
 
-def later_breaker_override(conn: sqlite3.Connection, key: str, after_id: int) -> BreakerOverride | None:
+def later_breaker_override(conn: SqlConnection, key: str, after_id: int) -> BreakerOverride | None:
     """The newest override of `key` made after override `after_id`, if any."""
     return fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE key = ? AND id > ? "
                                                   "ORDER BY id DESC LIMIT 1", (key, after_id))
 
 
-def newest_breaker_overrides(conn: sqlite3.Connection, limit: int) -> list[BreakerOverride]:
+def newest_breaker_overrides(conn: SqlConnection, limit: int) -> list[BreakerOverride]:
     return fetch_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides ORDER BY id DESC LIMIT ?", (int(limit),))
 
 
-def create_budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str, Any], *, reason: str,
+def create_budget_override(conn: SqlConnection, run_id: str, limits: Mapping[str, Any], *, reason: str,
                            operator: str, source: str, actor: str, now: float) -> BudgetOverride:
     """Insert `limits` (stored as canonical JSON, exactly as given) with its bound audit row; returns the row."""
-    cursor = conn.execute(
-        "INSERT INTO budget_overrides (run_id, limits, reason, operator, source, created) VALUES (?, ?, ?, ?, ?, ?)",
+    override_id = insert_id(
+        conn, "INSERT INTO budget_overrides (run_id, limits, reason, operator, source, created) "
+              "VALUES (?, ?, ?, ?, ?, ?)",
         (run_id, audit.canonical_json(dict(limits)), reason, operator, source, now))
-    row = fetch_one_typed(conn, BudgetOverride, "SELECT * FROM budget_overrides WHERE id = ?", (cursor.lastrowid,))
+    row = fetch_one_typed(conn, BudgetOverride, "SELECT * FROM budget_overrides WHERE id = ?", (override_id,))
     assert row is not None
     bind(conn, "budget_overrides", row.id,
          audit.append(conn, ts=now, actor=actor, action="budget_change", target=f"run:{run_id}", after=row,
@@ -92,21 +93,21 @@ def create_budget_override(conn: sqlite3.Connection, run_id: str, limits: Mappin
     return row
 
 
-def _mark(conn: sqlite3.Connection, sql: str, ids: Iterable[int], *params: Any) -> int:
+def _mark(conn: SqlConnection, sql: str, ids: Iterable[int], *params: Any) -> int:
     id_list = list(ids)
     return conn.execute(sql.format(ids=", ".join("?" * len(id_list))), (*params, *id_list)).rowcount
 
 
-def mark_breaker_overrides_applied(conn: sqlite3.Connection, ids: Iterable[int], engine_id: str, now: float) -> int:
+def mark_breaker_overrides_applied(conn: SqlConnection, ids: Iterable[int], engine_id: str, now: float) -> int:
     return _mark(conn, "UPDATE breaker_overrides SET applied = ?, applied_by = ? WHERE id IN ({ids}) "
                        "AND applied IS NULL", ids, now, engine_id)
 
 
-def mark_budget_overrides_applied(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> int:
+def mark_budget_overrides_applied(conn: SqlConnection, ids: Iterable[int], now: float) -> int:
     return _mark(conn, "UPDATE budget_overrides SET applied = ? WHERE id IN ({ids}) AND applied IS NULL", ids, now)
 
 
-def latest_breaker_override(conn: sqlite3.Connection, key: str) -> BreakerOverride | None:
+def latest_breaker_override(conn: SqlConnection, key: str) -> BreakerOverride | None:
     """The newest override of `key` (applied or not), if any."""
     return fetch_one_typed(conn, BreakerOverride, "SELECT * FROM breaker_overrides WHERE key = ? "
                                                   "ORDER BY id DESC LIMIT 1", (key,))

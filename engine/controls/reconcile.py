@@ -22,7 +22,6 @@ modules; what awaits a decision is read from traces.db (`awaiting_calls`).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from engine.controls.validate import required_text
 from engine.errors import InputError
 from engine.store.audit_rows import decode_row, row_hash
 from engine.store.control_rows import AuditEntry, KillSwitch
+from engine.store.dialect import SqlConnection
+from engine.store.location import StoreDirectory, StoreLocation
 from engine.store.rows import row_dicts
 from engine.store.trace_rows import RunRow, SpanRow
 
@@ -77,7 +78,7 @@ class AwaitingCall:
     decision: Decision | None = None  # set when an operator already decided it
 
 
-def decisions(conn: sqlite3.Connection, run_id: str) -> dict[str, Decision]:
+def decisions(conn: SqlConnection, run_id: str) -> dict[str, Decision]:
     """The decisions recorded for `run_id`, by key (the first one per key; an audit row whose hash no longer matches
     its contents is not a decision)."""
     cursor = conn.execute("SELECT id, ts, actor, action, target, before, after, reason, prev_hash, hash FROM audit "
@@ -96,7 +97,7 @@ def decisions(conn: sqlite3.Connection, run_id: str) -> dict[str, Decision]:
     return found
 
 
-def record(conn: sqlite3.Connection, call: AwaitingCall, decision: str, note: str, *, operator: str,
+def record(conn: SqlConnection, call: AwaitingCall, decision: str, note: str, *, operator: str,
            now: float) -> Decision:
     """Write the decision (its audit row). A key already decided is refused (ControlError): one decision per key."""
     if decision not in DECISIONS:
@@ -112,7 +113,7 @@ def record(conn: sqlite3.Connection, call: AwaitingCall, decision: str, note: st
                     operator=operator, ts=now, audit_id=entry.id)
 
 
-def record_resume(conn: sqlite3.Connection, run_id: str, status: str, *, limits: Mapping[str, Any] | None,
+def record_resume(conn: SqlConnection, run_id: str, status: str, *, limits: Mapping[str, Any] | None,
                   reason: str, operator: str, now: float) -> tuple[AuditEntry, list[KillSwitch]]:
     """Audit an operator's resume of `run_id` (which ended `status`), releasing every active kill switch on the
     run itself (what stopped it; a run killed by an operator resumes only this way). Returns the audit row and the
@@ -125,7 +126,7 @@ def record_resume(conn: sqlite3.Connection, run_id: str, status: str, *, limits:
     return entry, released
 
 
-def record_retry(conn: sqlite3.Connection, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
+def record_retry(conn: SqlConnection, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
                  side_effects_again: list[str], reason: str, operator: str, now: float,
                  budget: Mapping[str, Any] | None = None, budget_source: str = "original") -> AuditEntry:
     """Audit an operator's retry of `run_id` from `span` (engine/runtime/retry.py): written before the new run
@@ -189,16 +190,21 @@ def pick(calls: list[AwaitingCall], wanted: str | None, run_id: str) -> Awaiting
                        f"(awaiting reconcile: {listing})")
 
 
-def read_run(store_dir: Path, run_id: str) -> tuple[RunRow, list[SpanRow]]:
-    """A run (a unique id prefix is enough) and its spans, from traces.db; InputError when there is no such run."""
-    from engine.store import open_reader
+def read_run(store: Path | StoreLocation, run_id: str) -> tuple[RunRow, list[SpanRow]]:
+    """A run (a unique id prefix is enough) and its spans, from the trace store (traces.db, or a Postgres store's
+    trace tables); InputError when there is no such run."""
+    from engine.store import open_trace_reads
 
     run_id = required_text(run_id, "run_id")
-    with open_reader(store_dir) as reader:
+    location = StoreDirectory(store) if isinstance(store, Path) else store
+    reader = open_trace_reads(location)
+    try:
         row = reader.get_run(run_id)
         if row is None:
-            raise InputError(f"no run {run_id!r} in store {store_dir}")
+            raise InputError(f"no run {run_id!r} in store {location}")
         return row, reader.spans(row.id)
+    finally:
+        reader.close()
 
 
 def runs_waiting(store_dir: Path) -> list[RunRow]:

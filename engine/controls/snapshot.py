@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from engine.controls import approvals, flag_settings, kill_switches, overrides
 from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride, FlagSetting, KillSwitch
+from engine.store.dialect import SqlConnection
 from engine.store.rows import TypedRow, fetch_typed
 
 # The snapshot's queries: each one is served by a partial index in the control.db schema
@@ -48,7 +48,7 @@ class ControlSnapshot:
     audit_head: tuple[int, str] | None = None
 
 
-def read_snapshot(conn: sqlite3.Connection, decided_after: int | None, taken: float) -> ControlSnapshot:
+def read_snapshot(conn: SqlConnection, decided_after: int | None, taken: float) -> ControlSnapshot:
     """Read inside the caller's read transaction. decided_after: the previous snapshot's decided_cursor; None (the
     first call) returns no decided approvals, only the cursor."""
     parts: dict[str, tuple[Any, ...]] = {"decided_approvals": ()}

@@ -21,7 +21,6 @@ and `breakers` do.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,11 +31,12 @@ from engine.controls.flags import validate_flag
 from engine.controls.labels import flag_scope_label, switch_label
 from engine.errors import InputError
 from engine.runbooks.model import Action, PlaceholderError, Runbook, render, short_duration
+from engine.store.dialect import SqlConnection
 from engine.timefmt import clock_text
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
-    from engine.store.control import ControlDB
+    from engine.store.control import ControlStore
     from engine.store.control_rows import BreakerOverride, FlagSetting, RunbookApplication
 
 RunningRuns = Callable[[str | None], list[str]]  # hierarchy (None: every hierarchy) -> ids of runs in flight
@@ -71,7 +71,7 @@ class Application:
 
 # ------------------------------------------------------------------------------------------------ planning
 
-def plan(runbook: Runbook, context: Mapping[str, Any], conn: sqlite3.Connection, running_runs: RunningRuns,
+def plan(runbook: Runbook, context: Mapping[str, Any], conn: SqlConnection, running_runs: RunningRuns,
          *, include_pages: bool = True) -> list[Step]:
     """What applying the runbook in this context would do, against control.db as `conn` sees it now."""
     steps = []
@@ -85,7 +85,7 @@ def plan(runbook: Runbook, context: Mapping[str, Any], conn: sqlite3.Connection,
     return steps
 
 
-def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn: sqlite3.Connection,
+def _plan_one(runbook: Runbook, action: Action, context: Mapping[str, Any], conn: SqlConnection,
               running_runs: RunningRuns) -> Step:
     if action.flag is not None:
         flag = action.flag
@@ -141,12 +141,12 @@ def _by(flag_row: FlagSetting) -> str:
 
 # ------------------------------------------------------------------------------------------------ applying
 
-def active_application(db: ControlDB, runbook: str, scope: str) -> RunbookApplication | None:
+def active_application(db: ControlStore, runbook: str, scope: str) -> RunbookApplication | None:
     with db.reading() as conn:
         return applications.in_force_for(conn, runbook, scope)
 
 
-def active_applications(db: ControlDB) -> list[RunbookApplication]:
+def active_applications(db: ControlStore) -> list[RunbookApplication]:
     with db.reading() as conn:
         return applications.in_force(conn)
 
@@ -189,7 +189,7 @@ def _plain(context: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if v is not None}
 
 
-def _perform(conn: sqlite3.Connection, step: Step, source: str, actor: str, reason: str, now: float, *,
+def _perform(conn: SqlConnection, step: Step, source: str, actor: str, reason: str, now: float, *,
              operator: str) -> dict[str, Any]:
     p = step.params
     if step.kind == "flag":
@@ -219,14 +219,14 @@ def _perform(conn: sqlite3.Connection, step: Step, source: str, actor: str, reas
     raise AssertionError(f"not a control action: {step.kind}")
 
 
-def _breaker_override(conn: sqlite3.Connection, key: str, action: str, reason: str, actor: str, source: str,
+def _breaker_override(conn: SqlConnection, key: str, action: str, reason: str, actor: str, source: str,
                       now: float) -> BreakerOverride:
     # The runbook is both the row's operator and the audit actor.
     return overrides.create_breaker_override(conn, key, action, reason=reason, operator=actor, source=source,
                                              actor=actor, now=now)
 
 
-def _budget_override(conn: sqlite3.Connection, run_id: str, limits: Mapping[str, Any], reason: str, actor: str,
+def _budget_override(conn: SqlConnection, run_id: str, limits: Mapping[str, Any], reason: str, actor: str,
                      source: str, now: float) -> int:
     # Lifted limits (None) are left out: a runbook only lowers budgets.
     row = overrides.create_budget_override(conn, run_id, {k: v for k, v in limits.items() if v is not None},
@@ -302,7 +302,7 @@ def rollback(api: ControlAPI, application_id: int, *, source: str, reason: str) 
     return RollbackResult(application_id, row.runbook, row.scope, report, row.incident_id)
 
 
-def _undo(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: str, reason: str, now: float, *,
+def _undo(conn: SqlConnection, entry: dict[str, Any], source: str, actor: str, reason: str, now: float, *,
           operator: str) -> dict[str, Any]:
     kind = entry["kind"]
     if kind == "flag":
@@ -351,7 +351,7 @@ def _undo(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: s
     return {"kind": kind, "outcome": "nothing", "text": f"{kind}: nothing to undo"}
 
 
-def _reset_breaker(conn: sqlite3.Connection, entry: dict[str, Any], source: str, actor: str, reason: str,
+def _reset_breaker(conn: SqlConnection, entry: dict[str, Any], source: str, actor: str, reason: str,
                    now: float) -> dict[str, Any]:
     later = overrides.later_breaker_override(conn, entry["key"], entry["override_id"])
     if later is not None:

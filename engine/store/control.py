@@ -14,14 +14,15 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StoreError
 from engine.store.control_rows import EngineRecord, EngineStatus
 from engine.store.control_schema import CONTROL_MIGRATIONS
+from engine.store.dialect import SqlConnection
 from engine.store.files import CONTROL_DB, connect, ensure_private_file, translate_sqlite_error
 from engine.store.migrate import Migration, check_not_too_new, migrate, schema_version
 from engine.store.rows import fetch_rows, fetch_typed
@@ -59,6 +60,8 @@ class ControlDB:
         self.read_only = read_only
         self._clock = clock
         self._lock = threading.RLock()
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
         if read_only:
             self._conn = self._open_read_only(path, len(migrations))
             return
@@ -133,6 +136,37 @@ class ControlDB:
             except sqlite3.Error as exc:
                 raise translate_sqlite_error(exc, self.path, "read") from exc
 
+    def _watch_conn(self) -> sqlite3.Connection:
+        """A second connection, kept open for reads that must not be the writing one: PRAGMA data_version only
+        changes for commits made by OTHER connections."""
+        if self._watch is None:
+            self._watch = connect(self.path, busy_timeout_s=BUSY_TIMEOUT_S, check_same_thread=False,
+                                  read_only=self.read_only)
+        return self._watch
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One deferred read transaction (on the second connection): everything read inside sees the same
+        committed state."""
+        with self._watch_lock:
+            conn = self._watch_conn()
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path, "read") from exc
+
+    def data_version(self) -> int:
+        """PRAGMA data_version on the second connection: changes whenever another connection commits."""
+        with self._watch_lock:
+            try:
+                return int(self._watch_conn().execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self.path, "read") from exc
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts, read in autocommit mode (no transaction left open)."""
         with self.reading() as conn:
@@ -188,5 +222,35 @@ class ControlDB:
         return out
 
     def close(self) -> None:
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
         with self._lock:
             self._conn.close()
+
+
+class ControlStore(Protocol):
+    """The control plane's database as ControlAPI and IncidentStore use it: ControlDB (control.db) or
+    engine.store.pg.control_db.PgControlDB (a Postgres store). Connections are SqlConnections: the concept modules'
+    qmark SQL runs on both (engine.store.dialect)."""
+
+    read_only: bool
+
+    @property
+    def path(self) -> Any:
+        """Where it is, for messages: control.db's Path, or the PostgresLocation (password masked)."""
+
+    def transaction(self) -> AbstractContextManager[SqlConnection]: ...
+
+    def reading(self) -> AbstractContextManager[SqlConnection]: ...
+
+    def read_transaction(self) -> AbstractContextManager[SqlConnection]: ...
+
+    def data_version(self) -> int: ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def list_engines(self, limit: int = 50) -> list[EngineStatus]: ...
+
+    def close(self) -> None: ...

@@ -1,9 +1,9 @@
 """Where a store is: the one parser of the `--store` value and of $FLIGHTDECK_STORE.
 
 A store is either a directory (the SQLite store: traces.db, control.db, ...) or a PostgreSQL database named by a
-`postgresql://` or `postgres://` URL (issue 16, in progress: the CLI serves only the trace store's reads from
-Postgres so far). Anything else that looks like a URL (`mysql://...`, `file://...`) is an InputError rather than a
-directory with a strange name.
+`postgresql://` or `postgres://` URL (issue 16, in progress: the trace store's reads and the control plane are served
+from Postgres so far). Anything else that looks like a URL (`mysql://...`, `file://...`) is an InputError rather than
+a directory with a strange name.
 
 Secrets: a URL may carry a password (`postgresql://user:secret@host/db`, or `?password=secret`). A
 PostgresLocation never shows it: `str()`, `repr()` and every message use `masked`, which replaces it with `***`. Only
@@ -58,13 +58,17 @@ class PostgresLocation:
 
 StoreLocation = StoreDirectory | PostgresLocation
 
+# The commands a Postgres store serves so far (what PostgresNotSupported and `--store`'s help say).
+SERVED_ON_POSTGRES = ("runs, trace, usage, store prune and the control plane's kill, release, approvals, safe-mode, "
+                      "incidents and audit")
+
 
 class PostgresNotSupported(InputError):
     """A command was given a Postgres store it cannot serve yet. The CLI prefixes the command's name."""
 
     names_command = True
 
-    def __init__(self, location: PostgresLocation, *, served_by: str = "runs, trace, usage and store prune") -> None:
+    def __init__(self, location: PostgresLocation, *, served_by: str = SERVED_ON_POSTGRES) -> None:
         super().__init__(f"cannot use a Postgres store yet ({location.masked}): on Postgres only {served_by} work so "
                          f"far ({ISSUE}); pass a store directory instead", field="--store")
 

@@ -7,27 +7,28 @@ Every reader of control.db and traces.db that wants named columns goes through h
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar, cast
 
+from engine.store.dialect import SqlConnection, SqlCursor
 
-def row_dicts(cursor: sqlite3.Cursor) -> Iterator[dict[str, Any]]:
+
+def row_dicts(cursor: SqlCursor) -> Iterator[dict[str, Any]]:
     """The rest of `cursor`'s rows, lazily (callers that stop early read no more)."""
     names = [d[0] for d in cursor.description or ()]
     for values in cursor:
         yield dict(zip(names, values))
 
 
-def fetch_rows(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+def fetch_rows(conn: SqlConnection, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
     """All rows of one query."""
     cursor = conn.execute(sql, tuple(params))
     names = [d[0] for d in cursor.description or ()]
     return [dict(zip(names, values)) for values in cursor.fetchall()]
 
 
-def fetch_one(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+def fetch_one(conn: SqlConnection, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
     """The first row of one query, or None."""
     cursor = conn.execute(sql, tuple(params))
     values = cursor.fetchone()
@@ -61,14 +62,14 @@ class TypedRow:
 RowT = TypeVar("RowT", bound=TypedRow)
 
 
-def fetch_typed(conn: sqlite3.Connection, row_type: type[RowT], sql: str, params: Iterable[Any] = ()) -> list[RowT]:
+def fetch_typed(conn: SqlConnection, row_type: type[RowT], sql: str, params: Iterable[Any] = ()) -> list[RowT]:
     """All rows of one query as `row_type`."""
     cursor = conn.execute(sql, tuple(params))
     names = [d[0] for d in cursor.description or ()]
     return [row_type.from_row(names, values) for values in cursor.fetchall()]
 
 
-def fetch_one_typed(conn: sqlite3.Connection, row_type: type[RowT], sql: str,
+def fetch_one_typed(conn: SqlConnection, row_type: type[RowT], sql: str,
                     params: Iterable[Any] = ()) -> RowT | None:
     """The first row of one query as `row_type`, or None."""
     cursor = conn.execute(sql, tuple(params))

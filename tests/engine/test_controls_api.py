@@ -1,5 +1,7 @@
-"""ControlAPI against real control.db files: kill switches, flags, breaker and budget overrides, acks, the engine's
-snapshot and data_version, engines. Approvals have their own file (test_controls_approvals.py)."""
+"""ControlAPI against real control.db files and a real Postgres store (`control_backend`: every test that takes `api`
+runs on both): kill switches, flags, breaker and budget overrides, acks, the engine's snapshot and data_version,
+engines. Approvals have their own file (test_controls_approvals.py). Tests of what only control.db has (query plans,
+schema versions, engine registration) take `sqlite_api` or `store_dir`."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from engine.clock import FakeClock
 from engine.controls.api import BREAKER_KINDS, BUDGET_DIMENSIONS, SNAPSHOT_QUERIES, ControlAPI, ControlError
 from engine.errors import InputError, StoreError
 from engine.store.control import ControlDB
+from tests.control_backends import ControlBackend
 
 
 @pytest.fixture
@@ -23,7 +26,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def api(store_dir: Path, clock: FakeClock) -> Iterator[ControlAPI]:
+def api(control_backend: ControlBackend, clock: FakeClock) -> Iterator[ControlAPI]:
+    with control_backend.api("alice", clock=clock) as control:
+        yield control
+
+
+@pytest.fixture
+def sqlite_api(store_dir: Path, clock: FakeClock) -> Iterator[ControlAPI]:
     with ControlAPI(store_dir, "alice", clock=clock) as control:
         yield control
 
@@ -79,10 +88,10 @@ def test_run_id_only_limits_agent_switches(api: ControlAPI) -> None:
     assert caught.value.field == "run_id"
 
 
-def test_kill_switch_stays_active_across_reopen(store_dir: Path) -> None:
-    with ControlAPI(store_dir, "alice") as api:
+def test_kill_switch_stays_active_across_reopen(control_backend: ControlBackend) -> None:
+    with control_backend.api("alice") as api:
         switch = api.set_kill("global", None, "drain", "deploy freeze")
-    with ControlAPI(store_dir, "bob") as api:
+    with control_backend.api("bob") as api:
         assert [s.id for s in api.active_kill_switches()] == [switch.id]
         assert api.kill_switch(switch.id).mode == "drain"
         assert api.snapshot().kill_switches[0].id == switch.id
@@ -150,15 +159,14 @@ def test_ack_kill_switches_is_bookkeeping_not_an_action(api: ControlAPI, clock: 
 
 # ---------------------------------------------------------------------------------------------- flags
 
-def test_set_flag_supersedes_and_keeps_previous_value(api: ControlAPI) -> None:
+def test_set_flag_supersedes_and_keeps_previous_value(api: ControlAPI, control_backend: ControlBackend) -> None:
     first = api.set_flag("tools.side_effects", "OFF", reason="incident")
     assert (first.value, first.previous_value, first.source) == ("off", None, "operator")
     second = api.set_flag("tools.side_effects", "on", reason="fixed")
     assert second.previous_value == "off"
     (active,) = api.active_flags()
     assert active.id == second.id
-    with sqlite3.connect(api.path) as conn:
-        old = conn.execute("SELECT cleared_by, cleared FROM flags WHERE id = ?", (first.id,)).fetchone()
+    (old,) = control_backend.sql("SELECT cleared_by, cleared FROM flags WHERE id = ?", (first.id,))
     assert old[0] == "superseded" and old[1] is not None
     rows = api.audit_log()
     assert [r.action for r in rows] == ["flag_set", "flag_set"]
@@ -176,10 +184,10 @@ def test_flags_are_independent_per_scope_and_target(api: ControlAPI) -> None:
     assert len(api.active_flags()) == 4
 
 
-def test_only_one_active_row_per_flag_even_for_raw_writers(api: ControlAPI) -> None:
+def test_only_one_active_row_per_flag_even_for_raw_writers(api: ControlAPI, control_backend: ControlBackend) -> None:
     api.set_flag("approvals", "all", reason="x")
-    with sqlite3.connect(api.path) as conn, pytest.raises(sqlite3.IntegrityError):
-        conn.execute("INSERT INTO flags (name, value, scope, target, source, reason, operator, created) "
+    with pytest.raises(control_backend.integrity_error):
+        control_backend.sql("INSERT INTO flags (name, value, scope, target, source, reason, operator, created) "
                      "VALUES ('approvals', 'default', 'global', NULL, 'operator', 'y', 'z', 0)")
 
 
@@ -322,19 +330,20 @@ def test_snapshot_reads_everything_the_engine_obeys(api: ControlAPI) -> None:
     assert third.decided_approvals == () and third.decided_cursor == second.decided_cursor
 
 
-def test_snapshot_queries_use_indexes(api: ControlAPI) -> None:
-    with sqlite3.connect(api.path) as conn:
+def test_snapshot_queries_use_indexes(sqlite_api: ControlAPI) -> None:
+    with sqlite3.connect(sqlite_api.path) as conn:
         for name, sql in SNAPSHOT_QUERIES.items():
             plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, (0,) * sql.count("?")))
             assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (name, plan)
 
 
-def test_data_version_changes_only_when_another_process_commits(api: ControlAPI, store_dir: Path) -> None:
+def test_data_version_changes_when_another_process_commits(api: ControlAPI,
+                                                           control_backend: ControlBackend) -> None:
     before = api.data_version()
     assert api.data_version() == before
     code = ("import sys; from engine.controls.api import ControlAPI; "
             "ControlAPI(sys.argv[1], 'bob').set_flag('approvals', 'all', reason='from another process')")
-    subprocess.run([sys.executable, "-c", code, str(store_dir)], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code, control_backend.store_arg], check=True, timeout=60)
     assert api.data_version() != before
     assert api.snapshot().flags[0].operator == "bob"
 

@@ -1,17 +1,16 @@
 """Approvals: a decision binds to one exact request, exactly one decider wins (also across processes), and the
-engine's timeout policies (deny, approve, escalate) are applied once and never over a human decision."""
+engine's timeout policies (deny, approve, escalate) are applied once and never over a human decision. Every test
+runs on control.db and on a Postgres store (`control_backend`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from engine.clock import FakeClock
 from engine.controls.api import ControlAPI, ControlError
 from engine.errors import InputError
+from tests.control_backends import ControlBackend
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def api(store_dir: Path, clock: FakeClock) -> Iterator[ControlAPI]:
-    with ControlAPI(store_dir, "alice", clock=clock) as control:
+def api(control_backend: ControlBackend, clock: FakeClock) -> Iterator[ControlAPI]:
+    with control_backend.api("alice", clock=clock) as control:
         yield control
 
 
@@ -39,7 +39,8 @@ def _request(api: ControlAPI, *, on_timeout: str = "deny", deadline_s: float = 6
                                 "high", "customer asked twice", deadline_s, on_timeout, "e1")
 
 
-def test_request_approval_stores_canonical_arguments(api: ControlAPI, clock: FakeClock) -> None:
+def test_request_approval_stores_canonical_arguments(api: ControlAPI, clock: FakeClock,
+                                                     control_backend: ControlBackend) -> None:
     row = _request(api, arguments={"b": [1, 2], "a": {"y": 1, "x": "é"}})
     assert re.fullmatch(r"ap-[0-9a-f]{8}", row.id)
     canonical = '{"a":{"x":"é","y":1},"b":[1,2]}'
@@ -47,8 +48,7 @@ def test_request_approval_stores_canonical_arguments(api: ControlAPI, clock: Fak
     assert row.arguments == {"a": {"x": "é", "y": 1}, "b": [1, 2]}
     assert (row.status, row.level, row.requested, row.deadline) == \
         ("pending", 0, clock.time(), clock.time() + 60)
-    with sqlite3.connect(api.path) as conn:
-        assert conn.execute("SELECT arguments FROM approvals").fetchone()[0] == canonical
+    assert control_backend.sql("SELECT arguments FROM approvals") == [(canonical,)]
     (audit_row,) = api.audit_log()
     assert (audit_row.actor, audit_row.action, audit_row.target) == \
         ("engine:e1", "approval_requested", row.id)
@@ -245,10 +245,10 @@ print(json.dumps(won), flush=True)
 """
 
 
-def test_two_processes_deciding_at_once_exactly_one_wins_each(store_dir: Path) -> None:
-    with ControlAPI(store_dir, "engine:e1") as api:
+def test_two_processes_deciding_at_once_exactly_one_wins_each(control_backend: ControlBackend) -> None:
+    with control_backend.api("engine:e1") as api:
         ids = [_request(api).id for _ in range(40)]
-    procs = [subprocess.Popen([sys.executable, "-c", DECIDER, str(store_dir), who, verb, json.dumps(ids)],
+    procs = [subprocess.Popen([sys.executable, "-c", DECIDER, control_backend.store_arg, who, verb, json.dumps(ids)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for who, verb in (("alice", "approve"), ("bob", "deny"))]
     try:
@@ -269,7 +269,7 @@ def test_two_processes_deciding_at_once_exactly_one_wins_each(store_dir: Path) -
     alice_won, bob_won = (set(json.loads(out.strip().splitlines()[-1])) for out, _ in outputs)
     assert alice_won.isdisjoint(bob_won)
     assert alice_won | bob_won == set(ids)
-    with ControlAPI(store_dir, "checker") as api:
+    with control_backend.api("checker") as api:
         for approval_id in ids:
             row = api.approval(approval_id)
             expected = ("approved", "alice") if approval_id in alice_won else ("denied", "bob")

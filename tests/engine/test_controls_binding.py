@@ -1,6 +1,6 @@
 """Control rows bound to their audit rows (engine.controls.binding): every row any ControlAPI path or runbook action
 writes is bound and passes; a row edited or inserted with plain SQL does not; a store from before the binding is
-bound on upgrade."""
+bound on upgrade. Every test but the upgrade (control.db's schema v4) runs on control.db and on a Postgres store."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from engine.controls.api import ControlAPI
 from engine.controls.schema import BOUND_TABLES
 from engine.runbooks import actions
 from engine.store.control_rows import BOUND_ROW_TYPES, ControlRow
+from engine.store.rows import column_list, fetch_typed
+from tests.control_backends import ControlBackend
 
 
 @pytest.fixture
-def api(store_dir: Path) -> Iterator[ControlAPI]:
-    with ControlAPI(store_dir, "alice") as control:
+def api(control_backend: ControlBackend) -> Iterator[ControlAPI]:
+    with control_backend.api("alice") as control:
         yield control
 
 
@@ -31,29 +33,22 @@ def _request(api: ControlAPI, **overrides: Any) -> dict[str, Any]:
     return api.request_approval(**call)
 
 
-def _all_rows(store_dir: Path) -> list[tuple[str, ControlRow]]:
-    conn = sqlite3.connect(store_dir / "control.db")
+def _all_rows(backend: ControlBackend) -> list[tuple[str, ControlRow]]:
     out: list[tuple[str, ControlRow]] = []
-    for table in BOUND_TABLES:
-        cursor = conn.execute(f"SELECT * FROM {table}")
-        names = [d[0] for d in cursor.description]
-        out += [(table, BOUND_ROW_TYPES[table].from_row(names, values)) for values in cursor.fetchall()]
-    conn.close()
+    with backend.raw() as conn:
+        for table in BOUND_TABLES:
+            row_type = BOUND_ROW_TYPES[table]
+            out += [(table, row) for row in fetch_typed(conn, row_type, f"SELECT {column_list(row_type)} FROM {table}")]
     return out
 
 
-def _problems(store_dir: Path) -> dict[tuple[str, Any], str | None]:
-    conn = sqlite3.connect(store_dir / "control.db")
-    try:
-        return {(table, row.id): binding.problem(conn, table, row) for table, row in _all_rows(store_dir)}
-    finally:
-        conn.close()
+def _problems(backend: ControlBackend) -> dict[tuple[str, Any], str | None]:
+    with backend.raw() as conn:
+        return {(table, row.id): binding.problem(conn, table, row) for table, row in _all_rows(backend)}
 
 
-def _sql(store_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
-    conn = sqlite3.connect(store_dir / "control.db", isolation_level=None)
-    conn.execute(sql, params)
-    conn.close()
+def _sql(backend: ControlBackend, sql: str, params: tuple[Any, ...] = ()) -> None:
+    backend.sql(sql, params)
 
 
 def _runbook() -> Any:
@@ -95,9 +90,10 @@ def _every_path(api: ControlAPI) -> None:
     actions.rollback(api, applied.id, source="operator", reason="recovered")
 
 
-def test_every_row_any_path_writes_is_bound_to_its_audit_row(api: ControlAPI, store_dir: Path) -> None:
+def test_every_row_any_path_writes_is_bound_to_its_audit_row(api: ControlAPI,
+                                                             control_backend: ControlBackend) -> None:
     _every_path(api)
-    problems = _problems(store_dir)
+    problems = _problems(control_backend)
     assert {table for table, _ in problems} == set(BOUND_TABLES)
     assert {key: p for key, p in problems.items() if p is not None} == {}
     assert api.verify_audit().ok
@@ -119,30 +115,32 @@ def test_every_row_any_path_writes_is_bound_to_its_audit_row(api: ControlAPI, st
     ("UPDATE audit SET after = replace(after, '\"pause\"', '\"kill\"') WHERE action = 'kill'", "kill_switches",
      "which was altered"),
 ])
-def test_a_row_changed_outside_flightdeck_fails_its_binding(api: ControlAPI, store_dir: Path, forgery: str,
+def test_a_row_changed_outside_flightdeck_fails_its_binding(api: ControlAPI, control_backend: ControlBackend,
+                                                            forgery: str,
                                                             table: str, expected: str) -> None:
     api.set_kill("global", None, "pause", "freeze")
     api.set_flag("approvals", "all", reason="incident")
     _request(api)
     api.override_breaker("tool:crm", "force_open", "flapping")
     api.budget_change("r1", {"cost_usd": 5}, "more room")
-    assert all(p is None for p in _problems(store_dir).values())
-    _sql(store_dir, forgery)
-    bad = {key: p for key, p in _problems(store_dir).items() if p is not None}
+    assert all(p is None for p in _problems(control_backend).values())
+    _sql(control_backend, forgery)
+    bad = {key: p for key, p in _problems(control_backend).items() if p is not None}
     assert len(bad) == 1, bad
     ((bad_table, _), problem), = bad.items()
     assert bad_table == table and problem is not None and expected in problem, problem
 
 
-def test_an_approval_with_edits_the_operator_did_not_make_fails(api: ControlAPI, store_dir: Path) -> None:
+def test_an_approval_with_edits_the_operator_did_not_make_fails(api: ControlAPI,
+                                                                control_backend: ControlBackend) -> None:
     row = api.approve(_request(api).id, "smaller", edited_arguments={"order": "A-1", "amount": 50})
-    _sql(store_dir, "UPDATE approvals SET edited_arguments = ? WHERE id = ?", ('{"order":"A-1","amount":5000}',
+    _sql(control_backend, "UPDATE approvals SET edited_arguments = ? WHERE id = ?", ('{"order":"A-1","amount":5000}',
                                                                              row.id))
-    (problem,) = [p for (t, _), p in _problems(store_dir).items() if t == "approvals"]
+    (problem,) = [p for (t, _), p in _problems(control_backend).items() if t == "approvals"]
     assert problem == "has edited arguments other than those the audit log recorded"
-    _sql(store_dir, "UPDATE approvals SET edited_arguments = ?, decided_by = 'bob' WHERE id = ?",
+    _sql(control_backend, "UPDATE approvals SET edited_arguments = ?, decided_by = 'bob' WHERE id = ?",
          ('{"amount":50,"order":"A-1"}', row.id))
-    (problem,) = [p for (t, _), p in _problems(store_dir).items() if t == "approvals"]
+    (problem,) = [p for (t, _), p in _problems(control_backend).items() if t == "approvals"]
     assert problem == "says decided by 'bob', but the audit log says 'alice'"
 
 
@@ -160,5 +158,5 @@ def test_upgrading_a_store_binds_the_rows_it_already_had(store_dir: Path) -> Non
     binding.bind_existing(conn)
     conn.execute("COMMIT")
     conn.close()
-    problems = _problems(store_dir)
+    problems = _problems(ControlBackend("sqlite", store_dir))
     assert len(problems) > 10 and all(p is None for p in problems.values()), problems

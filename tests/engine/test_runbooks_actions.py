@@ -4,7 +4,6 @@ recorded and restored exactly, and nothing an operator changed since is ever ove
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ from engine.controls.api import ControlAPI, ControlError
 from engine.runbooks import actions
 from engine.runbooks.loader import parse_runbook
 from engine.runbooks.model import Runbook
-from engine.store.control import ControlDB
+from engine.store.control import ControlStore
+from tests.control_backends import ControlBackend
 
 BODY = "\n## What it means\nx\n## How to confirm\nx\n## First steps\nx\n## How to roll back\nx\n## When to escalate\nx\n"
 FRONT = """
@@ -47,32 +47,31 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def db(store_dir: Path, clock: FakeClock) -> Any:
-    store_dir.mkdir(parents=True)
-    control = ControlDB.open(store_dir, clock=clock)
-    yield control
-    control.close()
+def db(control_backend: ControlBackend, clock: FakeClock) -> Any:
+    """The control database on each backend in turn (control.db, then a Postgres store)."""
+    with control_backend.api("setup", clock=clock) as api:
+        yield api.db
 
 
-def api_for(store_dir: Path, db: ControlDB, clock: FakeClock, actor: str) -> ControlAPI:
-    return ControlAPI(store_dir, actor, clock=clock, db=db)
+def api_for(backend: ControlBackend, db: ControlStore, clock: FakeClock, actor: str) -> ControlAPI:
+    return ControlAPI(backend.store, actor, clock=clock, db=db)
 
 
 def runs_of(hierarchy: str | None) -> list[str]:
     return {"desk": ["r1", "r2"], None: ["r1", "r2", "r9"]}.get(hierarchy, [])
 
 
-def rows(db: ControlDB, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def rows(db: ControlStore, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     return db.query(sql, params)
 
 
-def test_apply_is_one_audited_change_recording_previous_values(store_dir: Path, db: ControlDB,
+def test_apply_is_one_audited_change_recording_previous_values(control_backend: ControlBackend, db: ControlStore,
                                                                clock: FakeClock) -> None:
-    alice = api_for(store_dir, db, clock, "alice")
+    alice = api_for(control_backend, db, clock, "alice")
     alice.set_flag("tools.side_effects", "on", "hierarchy", "desk", reason="normal operation")
     clock.advance(5)
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     application = actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor,
                                 reason="breaker opened", running_runs=runs_of)
     flags = {r["name"]: r for r in rows(db, "SELECT * FROM flags WHERE cleared IS NULL")}
@@ -102,15 +101,15 @@ def test_apply_is_one_audited_change_recording_previous_values(store_dir: Path, 
     assert alice.verify_audit().ok
 
 
-def test_rollback_restores_exactly_what_was_applied(store_dir: Path, db: ControlDB, clock: FakeClock) -> None:
-    alice = api_for(store_dir, db, clock, "alice")
+def test_rollback_restores_exactly_what_was_applied(control_backend: ControlBackend, db: ControlStore, clock: FakeClock) -> None:
+    alice = api_for(control_backend, db, clock, "alice")
     alice.set_flag("tools.side_effects", "on", "hierarchy", "desk", reason="normal operation")
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     application = actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor, reason="storm",
                                 running_runs=runs_of)
     clock.advance(60)
-    bob = api_for(store_dir, db, clock, "bob")
+    bob = api_for(control_backend, db, clock, "bob")
     result = actions.rollback(bob, application.id, source="operator", reason="crm is back")
     assert [(r["kind"], r["outcome"]) for r in result.report] == [
         ("flag", "restored"), ("flag", "restored"), ("kill", "restored"), ("breaker", "restored"),
@@ -127,13 +126,13 @@ def test_rollback_restores_exactly_what_was_applied(store_dir: Path, db: Control
         actions.rollback(bob, application.id, source="operator", reason="again")
 
 
-def test_rollback_leaves_what_operators_changed_since_and_reports_it(store_dir: Path, db: ControlDB,
+def test_rollback_leaves_what_operators_changed_since_and_reports_it(control_backend: ControlBackend, db: ControlStore,
                                                                      clock: FakeClock) -> None:
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     application = actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor, reason="storm",
                                 running_runs=runs_of)
-    carol = api_for(store_dir, db, clock, "carol")
+    carol = api_for(control_backend, db, clock, "carol")
     clock.advance(10)
     carol.set_flag("tools.side_effects", "off", "hierarchy", "desk", reason="keep it off, crm still flaky")
     carol.release(scope="agent", target="clerk", reason="clerk may continue")
@@ -152,12 +151,12 @@ def test_rollback_leaves_what_operators_changed_since_and_reports_it(store_dir: 
     assert rows(db, "SELECT action FROM breaker_overrides ORDER BY id DESC LIMIT 1")[0]["action"] == "disable"
 
 
-def test_what_was_already_in_force_is_not_taken_over(store_dir: Path, db: ControlDB, clock: FakeClock) -> None:
-    dave = api_for(store_dir, db, clock, "dave")
+def test_what_was_already_in_force_is_not_taken_over(control_backend: ControlBackend, db: ControlStore, clock: FakeClock) -> None:
+    dave = api_for(control_backend, db, clock, "dave")
     dave.set_flag("tools.side_effects", "off", "hierarchy", "desk", reason="maintenance")
     dave.set_kill("agent", "clerk", "pause", "maintenance")
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     application = actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor, reason="storm",
                                 running_runs=runs_of)
     noop = [s.description for s in application.steps if s.noop]
@@ -170,9 +169,9 @@ def test_what_was_already_in_force_is_not_taken_over(store_dir: Path, db: Contro
 
 
 def test_apply_refuses_a_second_application_and_unresolvable_actions_write_nothing(
-        store_dir: Path, db: ControlDB, clock: FakeClock) -> None:
+        control_backend: ControlBackend, db: ControlStore, clock: FakeClock) -> None:
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor, reason="storm",
                   running_runs=runs_of)
     with pytest.raises(ControlError, match="already in force for tool:crm"):
@@ -187,10 +186,10 @@ def test_apply_refuses_a_second_application_and_unresolvable_actions_write_nothi
     assert rows(db, "SELECT count(*) AS n FROM runbook_applications")[0]["n"] == 1
 
 
-def test_a_breaker_forced_open_for_a_while_is_reset_when_its_time_is_up(store_dir: Path, db: ControlDB,
+def test_a_breaker_forced_open_for_a_while_is_reset_when_its_time_is_up(control_backend: ControlBackend, db: ControlStore,
                                                                        clock: FakeClock) -> None:
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     application = actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor, reason="storm",
                                 running_runs=runs_of)
     (stored,) = actions.active_applications(db)
@@ -208,10 +207,10 @@ def test_a_breaker_forced_open_for_a_while_is_reset_when_its_time_is_up(store_di
                                 "text": "breaker tool:crm was already reset when its time ran out"}
 
 
-def test_runs_that_start_while_in_force_get_the_lowered_budget(store_dir: Path, db: ControlDB,
+def test_runs_that_start_while_in_force_get_the_lowered_budget(control_backend: ControlBackend, db: ControlStore,
                                                                clock: FakeClock) -> None:
     runbook = make_runbook()
-    engine_side = api_for(store_dir, db, clock, runbook.actor)
+    engine_side = api_for(control_backend, db, clock, runbook.actor)
     application = actions.apply(engine_side, runbook, "tool:crm", CONTEXT, source=runbook.actor, reason="storm",
                                 running_runs=runs_of)
     assert actions.extend_budget(engine_side, application.id, "r3", "other", source=runbook.actor) is None
@@ -223,9 +222,9 @@ def test_runs_that_start_while_in_force_get_the_lowered_budget(store_dir: Path, 
     assert actions.extend_budget(engine_side, application.id, "r4", "desk", source=runbook.actor) is None
 
 
-def test_dry_run_plan_describes_current_state_without_writing(store_dir: Path, db: ControlDB,
+def test_dry_run_plan_describes_current_state_without_writing(control_backend: ControlBackend, db: ControlStore,
                                                               clock: FakeClock) -> None:
-    api_for(store_dir, db, clock, "erin").set_flag("tool.crm", "enabled", "hierarchy", "desk", reason="x")
+    api_for(control_backend, db, clock, "erin").set_flag("tool.crm", "enabled", "hierarchy", "desk", reason="x")
     audit_before = rows(db, "SELECT count(*) AS n FROM audit")[0]["n"]
     steps = actions.plan(make_runbook(), CONTEXT, db.connection, runs_of)
     assert [s.description for s in steps] == [
@@ -239,15 +238,13 @@ def test_dry_run_plan_describes_current_state_without_writing(store_dir: Path, d
     assert rows(db, "SELECT count(*) AS n FROM audit")[0]["n"] == audit_before
 
 
-def test_sqlite_itself_refuses_a_duplicate_open_incident(store_dir: Path, db: ControlDB) -> None:
+def test_the_database_itself_refuses_a_duplicate_open_incident(control_backend: ControlBackend,
+                                                               db: ControlStore) -> None:
     insert = ("INSERT INTO incidents (id, runbook, title, severity, scope, apply_mode, opened, updated, signals, "
               "last_signals) VALUES (?, 'rb', 't', 'sev2', 'global', 'auto', 0, 0, '[]', '[]')")
-    conn = sqlite3.connect(store_dir / "control.db")
-    try:
+    with control_backend.raw() as conn:
         conn.execute(insert, ("inc-1",))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(control_backend.integrity_error):
             conn.execute(insert, ("inc-2",))
         conn.execute("UPDATE incidents SET status = 'resolved' WHERE id = 'inc-1'")
         conn.execute(insert, ("inc-3",))  # a new incident once the old one is resolved
-    finally:
-        conn.close()

@@ -1,5 +1,6 @@
 """IncidentStore: one incident per runbook and scope until it is resolved, a time line, and operator actions that
-change the incident and write its audit row in the same transaction."""
+change the incident and write its audit row in the same transaction. The tests that take `store` run on control.db
+and on a Postgres store (`control_backend`); `sqlite_store` is control.db's only."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 import pytest
 
 from engine.clock import FakeClock
-from engine.controls.api import ControlAPI
 from engine.errors import InputError
 from engine.runbooks.incidents import IncidentError, IncidentStore
 from engine.store.control import ControlDB
+from tests.control_backends import ControlBackend
 
 READINGS = [{"signal": "loop_detected", "condition": "loop_detected >= 3 over 10m per agent", "value": 3,
              "fired": True, "window_s": 600}]
@@ -24,7 +25,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(store_dir: Path, clock: FakeClock) -> Any:
+def store(control_backend: ControlBackend, clock: FakeClock) -> Any:
+    with control_backend.api("engine:e1", clock=clock) as api:
+        yield IncidentStore(api.db, clock=clock)
+
+
+@pytest.fixture
+def sqlite_store(store_dir: Path, clock: FakeClock) -> Any:
     store_dir.mkdir(parents=True)
     db = ControlDB.open(store_dir, clock=clock)
     yield IncidentStore(db, clock=clock)
@@ -57,7 +64,7 @@ def test_firing_again_updates_the_open_incident(store: IncidentStore, clock: Fak
     assert [i.id for i in store.list()] == [other.id, first.id]
 
 
-def test_operators_ack_note_and_resolve_with_audit_rows(store: IncidentStore, store_dir: Path,
+def test_operators_ack_note_and_resolve_with_audit_rows(store: IncidentStore, control_backend: ControlBackend,
                                                         clock: FakeClock) -> None:
     incident, _ = fire(store)
     clock.advance(30)
@@ -78,7 +85,7 @@ def test_operators_ack_note_and_resolve_with_audit_rows(store: IncidentStore, st
     kinds = [(e.kind, e.actor) for e in store.timeline(incident.id)]
     assert kinds == [("detected", "runbook:looping-agent"), ("acknowledged", "alice"), ("annotated", "bob"),
                      ("resolved", "alice")]
-    with ControlAPI(store_dir, "auditor") as api:
+    with control_backend.api("auditor") as api:
         audit = [(r.actor, r.action, r.target, r.reason) for r in reversed(api.audit_log())]
         assert api.verify_audit().ok
     assert audit == [("runbook:looping-agent", "incident_opened", incident.id, "loop_detected=3"),
@@ -156,9 +163,11 @@ def test_the_runbook_package_never_imports_the_ui() -> None:
     assert offenders == []
 
 
-def test_list_incidents_reads_without_creating_anything(tmp_path: Path, store: IncidentStore, store_dir: Path) -> None:
+def test_list_incidents_reads_without_creating_anything(tmp_path: Path, sqlite_store: IncidentStore,
+                                                         store_dir: Path) -> None:
     from engine.runbooks.incidents import list_incidents
 
+    store = sqlite_store
     assert list_incidents(tmp_path / "nowhere") == [] and not (tmp_path / "nowhere").exists()
     incident, _ = fire(store)
     (listed,) = list_incidents(store_dir)

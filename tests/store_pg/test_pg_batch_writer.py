@@ -89,6 +89,9 @@ def test_concurrent_writers_commit_in_number_order_so_a_tail_never_skips(pg_url:
         finisher.start()
         total = len(writers) * batches * per_batch
         while len(seen) < total:
+            # Read before the page: "every writer had committed, and still nothing new" ends the tail. Read after,
+            # an empty page fetched just before the last commit would end it early (a flaky failure).
+            finished = done.is_set()
             # A tail that trusts `seq > last seen`: with numbers that commit out of order it would skip some.
             finished = done.is_set()  # before the read: a page read empty before the last commit is not the end
             page = reader.events_after(seen[-1] if seen else 0, limit=500)

@@ -8,7 +8,7 @@ from typing import Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import positive_int
-from console.commands.controls.common import open_api, short, store_dir_arg
+from console.commands.controls.common import open_api, short, store_location_arg
 from console.output import pick, print_json, table
 from engine.timefmt import timestamp
 
@@ -29,13 +29,13 @@ def add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 
-def _print_verification(args: argparse.Namespace, result: Any) -> int:
+def _print_verification(args: argparse.Namespace, result: Any, where: str = "traces.db") -> int:
     if args.json:
         print_json({"ok": result.ok, "rows": result.rows, "first_bad_id": result.first_bad_id,
                     "problem": result.problem, "anchored_seq": result.anchored_seq})
     elif result.ok:
-        anchored = (f", matches the engine's record of row {result.anchored_seq} in traces.db"
-                    if result.anchored_seq is not None else " (no engine has recorded an anchor in traces.db yet)")
+        anchored = (f", matches the engine's record of row {result.anchored_seq} in {where}"
+                    if result.anchored_seq is not None else f" (no engine has recorded an anchor in {where} yet)")
         print(f"audit log intact: {result.rows} row(s), hash chain verified{anchored}")
     else:
         print(f"audit log TAMPERED at row {result.first_bad_id}: {result.problem}", file=sys.stderr)
@@ -46,15 +46,17 @@ def _verify_audit(args: argparse.Namespace) -> int:
     from engine.controls.anchor import anchor_problem, latest_anchor
     from engine.controls.audit import AuditVerification
     from engine.store.files import CONTROL_DB
+    from engine.store.location import StoreDirectory
 
-    store_dir = store_dir_arg(args)
-    anchor = latest_anchor(store_dir)
-    if anchor is not None and not (store_dir / CONTROL_DB).is_file():
+    store = store_location_arg(args)
+    anchor = latest_anchor(store)
+    if anchor is not None and isinstance(store, StoreDirectory) and not (store.path / CONTROL_DB).is_file():
         # The whole of control.db deleted: the anchor in traces.db is the only trace of the log that was.
         return _print_verification(args, AuditVerification(False, 0, 1, anchor_problem(None, anchor),
                                                            anchored_seq=anchor.seq))
+    where = "traces.db" if isinstance(store, StoreDirectory) else "the store's trace tables"
     with open_api(args, create=False, read_only=True) as api:
-        return _print_verification(args, api.verify_audit(anchor))
+        return _print_verification(args, api.verify_audit(anchor), where)
 
 
 def handle_audit(args: argparse.Namespace) -> int:

@@ -9,9 +9,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
 
 OPERATOR_ENV = "FLIGHTDECK_OPERATOR"
 
@@ -64,19 +67,34 @@ def store_dir_arg(args: argparse.Namespace) -> Path:
     return resolve_store_dir(args.store)
 
 
+def store_location_arg(args: argparse.Namespace) -> StoreLocation:
+    """The store: a directory or a Postgres database (the control plane works on both)."""
+    from engine.store import resolve_store_location
+
+    return resolve_store_location(args.store)
+
+
 def open_api(args: argparse.Namespace, *, create: bool, read_only: bool = False) -> Any:
     """read_only: for commands that only read; they open control.db read-only, so they work on a store whose files
-    and directory are read-only (forensics on a copy, a mounted snapshot)."""
+    and directory are read-only (forensics on a copy, a mounted snapshot). On a Postgres store the session is
+    read-only and the control schema is checked, not created."""
     from engine.controls.api import ControlAPI
 
-    return ControlAPI(store_dir_arg(args), operator_name(args), create=create, read_only=read_only)
+    return ControlAPI(store_location_arg(args), operator_name(args), create=create, read_only=read_only)
 
 
-def open_trace_reader(store_dir: Path) -> Any | None:
-    """A TraceReader, or None when the store has no traces yet (no engine has ever run on it)."""
+def open_trace_reader(store: Path | StoreLocation) -> Any | None:
+    """A trace reader (traces.db, or a Postgres store's trace tables), or None when the store has no traces yet (no
+    engine has ever run on it)."""
     from engine.store import open_reader
     from engine.store.files import TRACES_DB
+    from engine.store.location import PostgresLocation, StoreDirectory
 
+    if isinstance(store, PostgresLocation):
+        from engine.store.pg.reader import PgTraceReader
+
+        return PgTraceReader.connect_if_present(store)
+    store_dir = store.path if isinstance(store, StoreDirectory) else store
     if not (store_dir / TRACES_DB).is_file():
         return None
     return open_reader(store_dir)

@@ -17,7 +17,7 @@ from console.commands.controls.common import (
     open_trace_reader,
     require_reason,
     short,
-    store_dir_arg,
+    store_location_arg,
 )
 from console.output import pick, print_json, table
 from engine.controls.schema import KILL_MODES
@@ -108,14 +108,14 @@ def handle_kill(args: argparse.Namespace) -> int:
     reason = require_reason(args)
     if args.in_run and scope != "agent":
         raise InputError("only goes with --agent", field="--in-run")
-    store_dir = store_dir_arg(args)
-    reader = open_trace_reader(store_dir)
+    store = store_location_arg(args)
+    reader = open_trace_reader(store)
     try:
         run_id = args.in_run
         if scope == "run":
             run = _resolve_run(reader, target or "", "--run")
             if run is None:
-                raise InputError(f"no run {target!r} in store {store_dir} (see `flightdeck runs`)", field="--run")
+                raise InputError(f"no run {target!r} in store {store} (see `flightdeck runs`)", field="--run")
             if run.status != "running":
                 raise InputError(f"run {run.id} is not running (status {run.status}); there is nothing to "
                                  f"stop", field="--run")
@@ -123,7 +123,7 @@ def handle_kill(args: argparse.Namespace) -> int:
         if run_id:
             run = _resolve_run(reader, run_id, "--in-run")
             if run is None:
-                raise InputError(f"no run {run_id!r} in store {store_dir}", field="--in-run")
+                raise InputError(f"no run {run_id!r} in store {store}", field="--in-run")
             run_id = run.id
         preview = None
         if reader is not None:
@@ -233,7 +233,7 @@ def handle_release(args: argparse.Namespace) -> int:
             scope, target = _scope(args)
             run_id = args.in_run
             # `kill` stored the full run id it resolved from a prefix, so a prefix must resolve the same way here.
-            reader = open_trace_reader(api.store_dir)
+            reader = open_trace_reader(api.location)
             try:
                 if scope == "run" and target:
                     found = _resolve_run(reader, target, "--run")

@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
 
 
 def add_operator(parser: argparse.ArgumentParser) -> None:
@@ -59,11 +62,25 @@ def require_store(store_dir: Path) -> None:
                          f"FLIGHTDECK_STORE)")
 
 
-def incident_store(store_dir: Path, *, create: bool = False, read_only: bool = False) -> Any:
-    """read_only: for commands that only read incidents; control.db is opened read-only (works on a read-only store)."""
+def resolve_location(args: argparse.Namespace) -> StoreLocation:
+    """The store, a directory or a Postgres database: for the incident commands, which work on both."""
+    from engine.store import resolve_store_location
+
+    return resolve_store_location(args.store)
+
+
+def incident_store(store: Path | StoreLocation, *, create: bool = False, read_only: bool = False) -> Any:
+    """read_only: for commands that only read incidents; control.db is opened read-only (works on a read-only store;
+    on a Postgres store, a read-only session)."""
     from engine.runbooks.incidents import IncidentStore
     from engine.store.control import ControlDB
+    from engine.store.location import PostgresLocation, StoreDirectory
 
+    if isinstance(store, PostgresLocation):
+        from engine.store.pg.control_db import PgControlDB
+
+        return IncidentStore(PgControlDB(store, create=create, read_only=read_only))
+    store_dir = store.path if isinstance(store, StoreDirectory) else store
     if not create:
         require_store(store_dir)
     return IncidentStore(ControlDB.open(store_dir, read_only=read_only))

@@ -12,7 +12,7 @@ from console.commands.runbooks.common import (
     add_operator,
     cli_field,
     incident_store,
-    resolve_store,
+    resolve_location,
     usage_handler,
 )
 from console.output import pick, print_json, table
@@ -64,7 +64,7 @@ def handle_incidents(args: argparse.Namespace) -> int:
     from engine.controls import applications
     from engine.controls.incidents import incident_state
 
-    store = incident_store(resolve_store(args), read_only=True)
+    store = incident_store(resolve_location(args), read_only=True)
     try:
         rows = store.list(active_only=not args.all, limit=args.limit)
         with store.db.reading() as conn:
@@ -109,7 +109,7 @@ def _signals_text(readings: list[dict[str, Any]]) -> str:
 def handle_incident_show(args: argparse.Namespace) -> int:
     from engine.controls.applications import for_incident
 
-    store = incident_store(resolve_store(args), read_only=True)
+    store = incident_store(resolve_location(args), read_only=True)
     try:
         incident = store.get(args.incident_id)
         timeline = store.timeline(incident.id)
@@ -155,7 +155,7 @@ def handle_incident_action(args: argparse.Namespace) -> int:
 def _incident_action(args: argparse.Namespace) -> int:
     from console.commands.controls import operator_name
 
-    store = incident_store(resolve_store(args))
+    store = incident_store(resolve_location(args))
     try:
         operator = operator_name(args)
         if args.verb == "ack":

@@ -16,7 +16,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from engine.store.pg.connection import connect, store_error, to_driver_sql
-from engine.store.pg.schema import check_version
+from engine.store.pg.schema import check_version, schema_version
 from engine.store.rows import TypedRow, row_builder
 from engine.store.trace_queries import TraceQueries
 from engine.store.trace_rows import DegradedCall
@@ -53,10 +53,21 @@ class PgTraceReader(TraceQueries):
     def connect(cls, location: PostgresLocation) -> PgTraceReader:
         """Connect and check the trace schema: StoreError when unreachable or holding no (or an older) trace store,
         StoreTooNew when a newer Flightdeck wrote it."""
+        reader = cls.connect_if_present(location, missing_ok=False)
+        assert reader is not None
+        return reader
+
+    @classmethod
+    def connect_if_present(cls, location: PostgresLocation, *, missing_ok: bool = True) -> PgTraceReader | None:
+        """As connect(), but None when the database has no trace store yet (nothing has written traces there: the
+        Postgres store's equivalent of a directory without traces.db)."""
         conn = connect(location, autocommit=True)
         try:
             # A reader never writes: the database refuses it (as traces.db opened mode=ro does).
             conn.execute("SET default_transaction_read_only = on")
+            if missing_ok and schema_version(conn) == 0:
+                conn.close()
+                return None
             check_version(conn, location)
         except BaseException:
             conn.close()

@@ -16,11 +16,14 @@ Differences from traces.db, and why:
   a writer that lost its connection mid-commit learns whether the batch is in, so it is committed exactly once.
 
 Migrations append to PG_TRACES_MIGRATIONS; each runs once, in one transaction, under an advisory lock (several
-engines may open a fresh database at once). A database from a newer Flightdeck is refused.
+engines may open a fresh database at once). A database from a newer Flightdeck is refused. `flightdeck_schema` holds
+one version per component: `traces` (here) and `control` (pg/control_schema.py), each migrated by this module's
+`migrate`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import StoreError, StoreTooNew
@@ -31,11 +34,14 @@ if TYPE_CHECKING:
     from engine.store.location import PostgresLocation
 
 COMPONENT = "traces"
+_NOUN = {"traces": "trace"}  # how messages name a component's schema ("trace schema version 2")
 # An arbitrary, fixed key for pg_advisory_xact_lock: "migrating Flightdeck's schema".
 _MIGRATION_LOCK = 0x46_44_53_43
 
+# IF NOT EXISTS: the table is shared by every component (traces, control: pg/control_schema.py), and whichever is
+# created first in a database makes it (migrate() below also makes it before any component's first step).
 _V1 = """
-CREATE TABLE flightdeck_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flightdeck_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
 
 CREATE TABLE runs (
     id TEXT COLLATE "C" PRIMARY KEY,
@@ -182,41 +188,49 @@ CREATE TABLE trace_writers (
 PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2]
 
 
-def schema_version(conn: psycopg.Connection[Any]) -> int:
-    """The trace schema's version in this database; 0 when it has none (a fresh database)."""
+def schema_version(conn: psycopg.Connection[Any], component: str = COMPONENT) -> int:
+    """A component's schema version in this database; 0 when it has none (a fresh database)."""
     if conn.execute("SELECT to_regclass('flightdeck_schema')").fetchone() == (None,):
         return 0
-    row = conn.execute("SELECT version FROM flightdeck_schema WHERE component = %s", (COMPONENT,)).fetchone()
+    row = conn.execute("SELECT version FROM flightdeck_schema WHERE component = %s", (component,)).fetchone()
     return 0 if row is None else int(row[0])
 
 
-def check_version(conn: psycopg.Connection[Any], location: PostgresLocation) -> None:
-    """For readers: the database holds this Flightdeck's trace schema (StoreError / StoreTooNew otherwise)."""
-    version = schema_version(conn)
-    known = len(PG_TRACES_MIGRATIONS)
+def check_version(conn: psycopg.Connection[Any], location: PostgresLocation, component: str = COMPONENT,
+                  migrations: Sequence[str] = PG_TRACES_MIGRATIONS, *, what: str = "trace store",
+                  written_by: str = "nothing has written traces there yet") -> None:
+    """For readers: the database holds this Flightdeck's schema of `component` (StoreError / StoreTooNew
+    otherwise)."""
+    version = schema_version(conn, component)
+    known = len(migrations)
+    noun = _NOUN.get(component, component)
     if version > known:
-        raise StoreTooNew(f"the Postgres store {location.masked} has trace schema version {version}; this "
+        raise StoreTooNew(f"the Postgres store {location.masked} has {noun} schema version {version}; this "
                           f"Flightdeck knows {known}: upgrade Flightdeck")
     if version == 0:
-        raise StoreError(f"no Flightdeck trace store in {location.masked} (nothing has written traces there yet)")
+        raise StoreError(f"no Flightdeck {what} in {location.masked} ({written_by})")
     if version < known:
-        raise StoreError(f"the Postgres store {location.masked} has trace schema version {version} (this Flightdeck "
-                         f"uses {known}); open it with a writer once to upgrade it")
+        raise StoreError(f"the Postgres store {location.masked} has {noun} schema version {version} (this "
+                         f"Flightdeck uses {known}); open it with a writer once to upgrade it")
 
 
-def migrate(conn: psycopg.Connection[Any], location: PostgresLocation) -> int:
-    """Create or upgrade the trace schema; returns the version now in place. Needs an autocommit connection (each
-    step is its own transaction)."""
-    known = len(PG_TRACES_MIGRATIONS)
+def migrate(conn: psycopg.Connection[Any], location: PostgresLocation, component: str = COMPONENT,
+            migrations: Sequence[str] = PG_TRACES_MIGRATIONS) -> int:
+    """Create or upgrade one component's schema; returns the version now in place. Needs an autocommit connection
+    (the whole upgrade is one transaction, under an advisory lock shared by every component's migrations)."""
+    known = len(migrations)
+    noun = _NOUN.get(component, component)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        version = schema_version(conn)
+        conn.execute("CREATE TABLE IF NOT EXISTS flightdeck_schema (component TEXT PRIMARY KEY, "
+                     "version INTEGER NOT NULL)")
+        version = schema_version(conn, component)
         if version > known:
-            raise StoreTooNew(f"the Postgres store {location.masked} has trace schema version {version}; this "
-                              f"Flightdeck knows {known}: upgrade Flightdeck")
+            raise StoreTooNew(f"the Postgres store {location.masked} has {noun} schema version {version}; "
+                              f"this Flightdeck knows {known}: upgrade Flightdeck")
         for number in range(version, known):
-            conn.execute(PG_TRACES_MIGRATIONS[number])  # our own literal DDL
+            conn.execute(migrations[number])  # our own literal DDL
         if version < known:
             conn.execute("INSERT INTO flightdeck_schema VALUES (%s, %s) ON CONFLICT (component) DO UPDATE "
-                         "SET version = EXCLUDED.version", (COMPONENT, known))
+                         "SET version = EXCLUDED.version", (component, known))
     return known
