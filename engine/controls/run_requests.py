@@ -16,7 +16,6 @@ never obeyed twice. Like a reconcile decision, a row whose hash no longer matche
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from engine.controls.reconcile import RECONCILE_ACTION, RESUME_ACTION, awaiting_
 from engine.controls.resume_preview import refusal_for
 from engine.store.audit_rows import decode_row, row_hash
 from engine.store.control_rows import AuditEntry, KillSwitch
+from engine.store.dialect import SqlConnection
 from engine.store.rows import row_dicts
 
 TAKEN_ACTION = "resume_taken"
@@ -57,7 +57,7 @@ class Taken:
     ts: float
 
 
-def _intact_rows(conn: sqlite3.Connection, action: str, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
+def _intact_rows(conn: SqlConnection, action: str, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
     """The audit rows of `action` on the run (id order), decoded; rows altered after they were written are left out."""
     cursor = conn.execute("SELECT id, ts, actor, action, target, before, after, reason, prev_hash, hash FROM audit "
                           "WHERE action = ? AND target = ? AND id > ? ORDER BY id",
@@ -65,12 +65,12 @@ def _intact_rows(conn: sqlite3.Connection, action: str, run_id: str, after_id: i
     return [decode_row(raw) for raw in row_dicts(cursor) if row_hash(raw["prev_hash"], raw) == raw["hash"]]
 
 
-def head(conn: sqlite3.Connection) -> int:
+def head(conn: SqlConnection) -> int:
     """The newest audit row's id (0 for an empty log): where a poll for new requests starts."""
     return audit.newest_id(conn) or 0
 
 
-def runs_asked_since(conn: sqlite3.Connection, after_id: int) -> tuple[list[str], int]:
+def runs_asked_since(conn: SqlConnection, after_id: int) -> tuple[list[str], int]:
     """Runs named by `resume` or `reconcile` rows newer than `after_id` (each once, oldest first), and the id to
     pass next time. One range read on the primary key: cheap enough for every control.db change."""
     rows = conn.execute(f"SELECT id, target FROM audit WHERE id > ? AND action IN "
@@ -84,7 +84,7 @@ def runs_asked_since(conn: sqlite3.Connection, after_id: int) -> tuple[list[str]
     return list(runs), max(int(after_id), int(newest[0] or 0))
 
 
-def takes(conn: sqlite3.Connection, run_id: str, after_id: int = 0) -> list[Taken]:
+def takes(conn: SqlConnection, run_id: str, after_id: int = 0) -> list[Taken]:
     """The `resume_taken` rows of a run newer than `after_id`, oldest first."""
     found = []
     for row in _intact_rows(conn, TAKEN_ACTION, run_id, after_id):
@@ -96,7 +96,7 @@ def takes(conn: sqlite3.Connection, run_id: str, after_id: int = 0) -> list[Take
     return found
 
 
-def taken_ending(conn: sqlite3.Connection, run_id: str, ended: float | None) -> Taken | None:
+def taken_ending(conn: SqlConnection, run_id: str, ended: float | None) -> Taken | None:
     """Who took the run's ending `ended` already, or None."""
     for taken in takes(conn, run_id):
         if taken.ended == ended:
@@ -104,7 +104,7 @@ def taken_ending(conn: sqlite3.Connection, run_id: str, ended: float | None) -> 
     return None
 
 
-def resume_request(conn: sqlite3.Connection, run_id: str, ended: float | None) -> ResumeRequest | None:
+def resume_request(conn: SqlConnection, run_id: str, ended: float | None) -> ResumeRequest | None:
     """The newest `resume` row for the run still asking (newer than its end `ended`, that ending not taken), or
     None."""
     rows = _intact_rows(conn, RESUME_ACTION, run_id)
@@ -121,7 +121,7 @@ def resume_request(conn: sqlite3.Connection, run_id: str, ended: float | None) -
                          reason=str(row["reason"] or ""), limits=dict(limits) if isinstance(limits, Mapping) else None)
 
 
-def take(conn: sqlite3.Connection, run_id: str, *, request: int, kind: str, ended: float | None, engine_id: str,
+def take(conn: SqlConnection, run_id: str, *, request: int, kind: str, ended: float | None, engine_id: str,
          now: float) -> AuditEntry | None:
     """Take the run's ending `ended` for `engine_id` (call inside the caller's BEGIN IMMEDIATE transaction): the
     `resume_taken` row, or None when someone took it already (then the caller must not run it)."""
@@ -145,7 +145,7 @@ class Pending:
     limits: dict[str, Any] | None = None
 
 
-def pending(conn: sqlite3.Connection, reader: Any, run_id: str) -> Pending | None:
+def pending(conn: SqlConnection, reader: Any, run_id: str) -> Pending | None:
     """What asks for `run_id` to go on now, or None: it may not resume (running, completed, not durable, a side
     effect still undecided: resume_preview.refusal_for), nothing asks, or its ending was taken already. `reader`:
     an open TraceReader (the run's row and spans)."""
@@ -164,7 +164,7 @@ def pending(conn: sqlite3.Connection, reader: Any, run_id: str) -> Pending | Non
     return Pending(run_id, RECONCILE_ACTION, last, row.ended, row.status)
 
 
-def runs_ever_asked(conn: sqlite3.Connection) -> list[str]:
+def runs_ever_asked(conn: SqlConnection) -> list[str]:
     """Every run a `resume` row names (an engine's start looks at each once; most are long obeyed)."""
     rows = conn.execute("SELECT DISTINCT target FROM audit WHERE action = ?", (RESUME_ACTION,)).fetchall()
     return [str(target)[len("run:"):] for (target,) in rows if isinstance(target, str) and target.startswith("run:")]

@@ -19,8 +19,8 @@ from console.commands.argtypes import non_negative
 from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
 from console.output import print_json
 from engine.controls.errors import ControlError
-from engine.guardrails.budget import limits_attribute
 from engine.errors import InputError
+from engine.guardrails.budget import limits_attribute
 
 if TYPE_CHECKING:
     from engine.runtime.retry_preview import RetryPreview
