@@ -321,8 +321,8 @@ def utc() -> Iterator[None]:
 RETRY_RUN = "5e5e5e5e5e5e"
 
 
-def retry_store(store_dir: Path) -> Path:
-    """fixed_store (no engine registered) plus RETRY_RUN. Its spans: span_id_of(RETRY_RUN, n), n = 1 run, 2 supervisor, 3 its first model
+def retry_store(store_dir: Path, *, budget: dict[str, Any] | None = None) -> Path:
+    """fixed_store (no engine registered) plus RETRY_RUN (started with `budget`: its --budget overrides). Its spans: span_id_of(RETRY_RUN, n), n = 1 run, 2 supervisor, 3 its first model
     call, 4 the delegation to pricing, 7 price_quote, 9 apply_discount, 12 the delegation to proposal_writer,
     15 send_proposal."""
     from engine.hierarchy.loader import load_hierarchy
@@ -334,7 +334,8 @@ def retry_store(store_dir: Path) -> Path:
         t = FIXED_NOW - 120.0
         source_hash = load_hierarchy("deal-desk").source_hash  # the bundled file has not changed since the run
         writer.run_started(RETRY_RUN, "deal-desk", source_hash, ENGINE_ID, "test", {"account": "ACME-001"}, 7,
-                           "acme", t, {"entry": "supervisor", "durable": True})
+                           "acme", t, {"entry": "supervisor", "durable": True, "paths": 2,  # today's engine: path format 2
+                                       **({} if budget is None else {"budget": budget})})
 
         def model(parent: str, agent: str, path: str, at: float, cost: float) -> str:
             return w.span(parent, "llm", agent, "gpt-4o", at, at + 0.5, tokens=(900, 120), cost=cost,

@@ -68,6 +68,19 @@ async def on_span(pilot: Any, run_id: str, span_id: str) -> Any:
     return view
 
 
+async def test_retry_preview_shows_the_limits_the_original_started_with(tmp_path: Path) -> None:
+    # The retry process starts with the original's --budget overrides (engine/runtime/retry_preview.py): the
+    # confirmation says so instead of the hierarchy's limits.
+    store = retry_store(tmp_path / "store", budget={"model_calls": 9})
+    app = app_for(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await on_span(pilot, RETRY_RUN, TO_PRICING)
+        await pilot.press("y")
+        form = await modal(pilot)
+        assert "model_calls 9: the original's --budget overrides" in form.body.plain
+        await pilot.press("escape")
+
+
 async def test_retry_preview_lists_side_effects_done_again_first(tmp_path: Path) -> None:
     store = retry_store(tmp_path / "store")
     app = app_for(store)
