@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.guardrails.breaker import BreakerConfig
 from engine.hierarchy.loader import Hierarchy, load_hierarchy
-from engine.hierarchy.schema import ApprovalSpec, BreakersSpec, ScriptToolCall, ScriptTurn
+from engine.hierarchy.schema import ApprovalSpec, BreakersSpec, ModelSpec, ScriptToolCall, ScriptTurn
 
 APPROVAL_WINDOW_S = 30.0
 BREAKER_WAIT_S = 20.0
@@ -63,6 +63,14 @@ def spike(base_hierarchy: Hierarchy) -> Hierarchy:
                for agent, turns in base_hierarchy.spec.scripts.items()}
     agents = {name: (a.model_copy(update={"model": "strong"}) if name in big and a.model else a)
               for name, a in base_hierarchy.spec.agents.items()}
-    models = {name: (m.model_copy(update={"max_output_tokens": SPIKE_OUTPUT_TOKENS}))
+    models = {name: m.model_copy(update={"max_output_tokens": SPIKE_OUTPUT_TOKENS, "timeout": spike_timeout(m)})
               for name, m in base_hierarchy.spec.models.items()}
     return _rehash(base_hierarchy, "spike", scripts=scripts, agents=agents, models=models)
+
+
+def spike_timeout(model: ModelSpec) -> float:
+    """A model call deadline that a whole spike answer fits in at --speed 1. The deadline is wall time (not scaled by
+    the demo's speed) while the scripted latency is: at speed 1, 12,000 tokens on the strong model take ~60.6 s, past
+    its 60 s default, so every spike call timed out unbilled and the cost-spike runbook never fired. Twice the mean
+    latency leaves room for the scripted jitter."""
+    return max(float(model.timeout), 2 * (model.latency + SPIKE_OUTPUT_TOKENS * model.latency_per_token))

@@ -43,6 +43,19 @@ def test_headless_demo_fires_every_guardrail_and_control(tmp_path: Path) -> None
         assert any(phrase in line for line in passed), (phrase, proc.stdout)
 
 
+def test_the_spike_answers_fit_their_model_deadline_at_speed_1() -> None:
+    """At --speed 1 the scripted latency is not compressed but the model call deadline is wall time either way: a
+    spike answer that outlasts it times out unbilled, and the cost-spike runbook never fires (seen: every spike call
+    of a `demo --headless --speed 1` timed out at 60.0 s with $0 spent)."""
+    from engine.demo.variants import SPIKE_OUTPUT_TOKENS, spike
+    from engine.hierarchy.loader import load_hierarchy
+
+    spiked = spike(load_hierarchy("deal-desk"))
+    for name, model in spiked.spec.models.items():
+        slowest = model.latency + SPIKE_OUTPUT_TOKENS * model.latency_per_token
+        assert model.timeout > 1.5 * slowest, (name, model.timeout, slowest)
+
+
 def test_demo_reset_starts_clean_and_never_deletes_a_foreign_directory(tmp_path: Path) -> None:
     foreign = tmp_path / "photos"
     foreign.mkdir()
