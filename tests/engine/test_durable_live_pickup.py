@@ -147,7 +147,10 @@ def test_several_requests_for_one_ending_start_it_once(tmp_path: Path) -> None:
 
         await anyio.to_thread.run_sync(decide_and_resume)
         head = operator(charging.store, lambda api: api.audit_log(limit=1)[0].id)
-        # Until the engine's watcher has read past every request (the last row may be its own take).
+        # The run taken and carried to its end before the engine closes (a closing engine takes nothing), and the
+        # watcher past every request (the last row may be its own take), so a second start would have happened.
+        await until(lambda: engine.durable.pickups.taken, what="the engine to take the run")  # type: ignore[union-attr]
+        await until(lambda: get_run(charging.store, run_id).status == "completed", what="the resumed run to end")
         await until(lambda: engine.durable.pickups.cursor >= head, what="the watcher")  # type: ignore[union-attr]
 
     with_engine(charging, body)
