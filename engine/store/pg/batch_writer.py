@@ -133,17 +133,9 @@ class PgBatchWriter:
         (first_seq..last_seq, numbered by the builder) plus `offset` are the global ones it took. `marker`
         (writer id, batch number) is recorded in `trace_writers` in the same transaction (committed_marker()).
         Raises the driver's error (the caller decides whether it can pass)."""
-        count = batch.last_seq - batch.first_seq + 1 if batch.last_seq else 0
         rows = 0
         with self._conn.transaction(), self._conn.cursor() as cur:
-            offset = 0
-            if count:
-                # The row lock taken here is held to COMMIT: the next writer's numbers follow ours and it
-                # commits after us, so a reader never sees seq N+1 before N.
-                cur.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last", (count,))
-                fetched = cur.fetchone()
-                assert fetched is not None
-                offset = int(fetched[0]) - batch.last_seq
+            offset = _take_event_numbers(cur, batch)
             for sql, statement_rows in batch.statements:
                 name = _NAME_OF[sql]
                 statement = PG_STATEMENTS[name]
@@ -156,7 +148,7 @@ class PgBatchWriter:
                 else:
                     cur.executemany(statement.sql, prepared)
             if marker is not None:
-                cur.execute(_MARK, (*marker, batch.last_seq + offset if count else 0, time.time()))
+                cur.execute(_MARK, (*marker, batch.last_seq + offset if batch.last_seq else 0, time.time()))
         return offset, rows
 
     def salvage_batch(self, batch: Batch, marker: tuple[str, int] | None = None) -> tuple[int, list[str]]:
@@ -165,15 +157,9 @@ class PgBatchWriter:
         driver's error if the transaction itself fails."""
         import psycopg
 
-        count = batch.last_seq - batch.first_seq + 1 if batch.last_seq else 0
         failures: list[str] = []
         with self._conn.transaction(), self._conn.cursor() as cur:
-            offset = 0
-            if count:
-                cur.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last", (count,))
-                fetched = cur.fetchone()
-                assert fetched is not None
-                offset = int(fetched[0]) - batch.last_seq
+            offset = _take_event_numbers(cur, batch)
             for sql, statement_rows in batch.statements:
                 name = _NAME_OF[sql]
                 for row in _prepared(name, statement_rows, offset):
@@ -183,7 +169,7 @@ class PgBatchWriter:
                     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
                         failures.append(f"{name} {row[0]!r}: {self.location.scrub(str(exc).strip())}")
             if marker is not None:
-                cur.execute(_MARK, (*marker, batch.last_seq + offset if count else 0, time.time()))
+                cur.execute(_MARK, (*marker, batch.last_seq + offset if batch.last_seq else 0, time.time()))
         return offset, failures
 
     def committed_marker(self, writer_id: str) -> tuple[int, int] | None:
@@ -261,3 +247,16 @@ def _driver_errors() -> type[Exception]:
     import psycopg
 
     return psycopg.Error
+
+
+def _take_event_numbers(cur: Any, batch: Batch) -> int:
+    """Take the batch's events' global numbers from `event_seq`; returns the offset from the builder's local ones
+    (0 for a batch without events). The row lock taken here is held to COMMIT: the next writer's numbers follow
+    ours and it commits after us, so a reader never sees seq N+1 before N."""
+    if not batch.last_seq:
+        return 0
+    count = batch.last_seq - batch.first_seq + 1
+    cur.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last", (count,))
+    fetched = cur.fetchone()
+    assert fetched is not None
+    return int(fetched[0]) - batch.last_seq
