@@ -86,6 +86,20 @@ class CrossChecker:
                                                  f"{self._suggest(agent.default_route, self.spec.agents)}")
         if agent.stages:
             self.check_stages(name, agent)
+        for label, refs in agent.agree.items():
+            for index, ref in enumerate(refs):
+                self.check_agree_ref(base + ("agree", label, index), agent, ref)
+
+    def check_agree_ref(self, loc: tuple[Any, ...], agent: AgentSpec, ref: str) -> None:
+        """`DELEGATE.FIELD`: one of the agent's delegates, and a field its output contract declares (if any)."""
+        child, field = ref.split(".", 1)
+        if child not in agent.delegates:
+            self.fail(loc, f"{child!r} is not one of this agent's delegates{self._suggest(child, agent.delegates)}")
+            return
+        output = self.spec.agents[child].output if child in self.spec.agents else None
+        top = field.split(".", 1)[0]
+        if output is not None and top not in output:
+            self.fail(loc, f"{child}'s output contract has no field {top!r}{self._suggest(top, list(output))}")
 
     def check_stages(self, name: str, agent: AgentSpec) -> None:
         base = ("agents", name, "stages")

@@ -166,6 +166,19 @@ class Stage(Strict):
     after: list[str] | None = None
 
 
+def _valid_name(name: str) -> str:
+    if not re.match(NAME_PATTERN, name):
+        raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' and '-', starting with a letter)")
+    return name
+
+
+# Validated as a key type (not by a validator on the whole dict) so the error's location is the bad key itself,
+# which lets the loader point at its line, and it is reported alongside errors in the values.
+Name = Annotated[str, AfterValidator(_valid_name)]
+# `agree:` entries: a delegate and a field of its output (dots reach into nested objects): `pricing.discount_pct`.
+AgreeRef = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")]
+
+
 class AgentSpec(Strict):
     kind: Literal["agent", "router", "pipeline"] = "agent"
     contract: str = Field(min_length=1, description="One sentence: what this agent does and does not do.")
@@ -180,6 +193,9 @@ class AgentSpec(Strict):
     fallback: list[str] = Field(default_factory=list)
     budget: BudgetLimits | None = None
     cache: CacheSpec | None = None
+    # Fields of its delegates' results that must agree: LABEL -> [DELEGATE.FIELD, ...] (engine/runtime/conflicts.py).
+    # When two delegated results disagree, the agent is told, and its final answer must report the conflict.
+    agree: dict[Name, list[AgreeRef]] = Field(default_factory=dict)
     # router
     routes: list[Route] = Field(default_factory=list)
     default_route: str | None = None
@@ -192,6 +208,11 @@ class AgentSpec(Strict):
     def _kind_fields(self) -> AgentSpec:
         if self.kind == "agent" and not self.model:
             raise ValueError("an agent of kind `agent` needs a `model`")
+        if self.agree and not self.delegates:
+            raise ValueError("`agree` compares delegated results: this agent has no `delegates`")
+        for label, refs in self.agree.items():
+            if len(refs) < 2:
+                raise ValueError(f"agree.{label} needs at least two DELEGATE.FIELD references to compare")
         if self.kind == "router":
             if not self.routes and not self.default_route:
                 raise ValueError("a router needs `routes` or a `default_route`")
@@ -279,17 +300,6 @@ class ScriptTurn(Strict):
         if self.retry_after is not None and self.fault not in ("rate_limit", "error"):
             raise ValueError("retry_after only applies to a `rate_limit` or `error` fault")
         return self
-
-
-def _valid_name(name: str) -> str:
-    if not re.match(NAME_PATTERN, name):
-        raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' and '-', starting with a letter)")
-    return name
-
-
-# Validated as a key type (not by a validator on the whole dict) so the error's location is the bad key itself,
-# which lets the loader point at its line, and it is reported alongside errors in the values.
-Name = Annotated[str, AfterValidator(_valid_name)]
 
 
 class UntrustedPolicy(Strict):

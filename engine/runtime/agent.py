@@ -13,6 +13,7 @@ import anyio
 
 from engine.durable.keys import AGENT_PATH, STEP_PATH, step_path
 from engine.providers.base import AssistantMessage, Message, UserMessage
+from engine.runtime.conflicts import ConflictWatch, conflict_notice, delegated_output
 from engine.runtime.contracts import ContractViolation
 from engine.runtime.controls import OperatorStop
 from engine.runtime.guards import BudgetExceeded, breach_data
@@ -118,6 +119,8 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
     writer = ctx.engine.writer
     ledger = ctx.engine.guards.ledger
     prefix = AGENT_PATH.get()
+    # Only agents with an `agree:` setting watch their delegates' results for conflicts (engine/runtime/conflicts.py).
+    watch = ConflictWatch(agent.spec.agree) if agent.spec.agree else None
     for step in range(agent.max_steps):
         if writer.over_capacity():
             await writer.wait_for_space()  # back-pressure: the store is behind, so slow down rather than drop
@@ -141,6 +144,11 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
                     STEP_PATH.reset(token)
                 messages.extend(results)
                 context_chars += sum(len(r.content) for r in results)
+                if watch is not None:
+                    notice = _watch_conflicts(ctx, agent, span, watch, response.tool_calls, results)
+                    if notice is not None:
+                        messages.append(notice)
+                        context_chars += len(notice.content)
                 continue
         except ModelCallFailed as exc:
             return AgentResult(agent.name, "error", error=str(exc))
@@ -151,26 +159,51 @@ async def _loop(ctx: RunContext, agent: CompiledAgent, span: str, task: str,
                 ctx.attributes.setdefault("run_budget_exhausted", exc.breach.message)
             return AgentResult(agent.name, "budget_exceeded", output=_partial(messages), error=str(exc))
 
-        # A final answer: accept it, or ask again (a bounded number of times) when it breaks the output contract.
-        if agent.output_contract is None:
-            return AgentResult(agent.name, "ok", output=response.content)
+        # A final answer: accept it, or ask again (a bounded number of times) when it breaks the output contract
+        # or stays silent about a conflict between its delegates' results.
+        hidden: list[Any] = []
         try:
-            return AgentResult(agent.name, "ok", output=agent.output_contract.validate_text(response.content))
+            output: Any = response.content
+            if agent.output_contract is not None:
+                output = agent.output_contract.validate_text(response.content)
+            hidden = watch.unreported(response.content) if watch is not None else []
+            if hidden:
+                raise ContractViolation("the answer does not report the conflict between the delegates' results ("
+                                        + "; ".join(f"{c.label}: {c.describe()}" for c in hidden) + ")")
+            return AgentResult(agent.name, "ok", output=output)
         except ContractViolation as exc:
             validation_failures += 1
-            ctx.tracer.event(ctx.run_id, span, "validation.failed", agent=agent.name,
-                             data={"errors": str(exc), "attempt": validation_failures})
+            data: dict[str, Any] = {"errors": str(exc), "attempt": validation_failures}
+            if hidden:
+                data["rule"] = "unreported_conflict"
+            ctx.tracer.event(ctx.run_id, span, "validation.failed", agent=agent.name, data=data)
             if validation_failures > max_validation_retries:
                 return AgentResult(agent.name, "validation_failed",
                                    error=f"output contract violated {validation_failures} times: {exc}")
-            retry_prompt = UserMessage(f"Your answer does not match your output contract: {exc}. "
-                                       "Answer again with a JSON object that does.")
+            retry_prompt = UserMessage(
+                f"Your answer does not report the conflict between your delegates' results: {exc}. Answer again, "
+                "naming each conflicting value." if hidden else
+                f"Your answer does not match your output contract: {exc}. Answer again with a JSON object that does.")
             messages.append(retry_prompt)
             context_chars += len(retry_prompt.content)
 
     ctx.tracer.event(ctx.run_id, span, "loop.detected", agent=agent.name,
                      data={"rule": "step_limit", "max_steps": agent.max_steps})
     return AgentResult(agent.name, "loop_detected", error=f"step limit of {agent.max_steps} reached")
+
+
+def _watch_conflicts(ctx: RunContext, agent: CompiledAgent, span: str, watch: ConflictWatch, calls: Any,
+                     results: list[Any]) -> UserMessage | None:
+    """Record this step's delegated results; a new conflict becomes an event and a message to the model."""
+    for call, result in zip(calls, results, strict=False):
+        child = agent.delegation_names.get(call.name)
+        if child is not None and not result.is_error:
+            watch.record(child, delegated_output(result.content))
+    conflicts = watch.new_conflicts()
+    for conflict in conflicts:
+        ctx.tracer.event(ctx.run_id, span, "delegation.conflict", agent=agent.name, name=conflict.label,
+                         data=conflict.event_data())
+    return UserMessage(conflict_notice(conflicts)) if conflicts else None
 
 
 def _detect_loop(ctx: RunContext, agent: CompiledAgent, span: str, calls: Any,
