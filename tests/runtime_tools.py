@@ -37,6 +37,17 @@ async def slow(key: str) -> str:
     return f"{key} done"
 
 
+def lookup(key: str) -> dict[str, object] | None:
+    """Rows on file for a key: `none` has no rows, `gone` no record at all (None), anything else one row.
+
+    Args:
+        key: What to look up.
+    """
+    if key == "gone":
+        return None
+    return {"key": key, "rows": [] if key == "none" else [{"id": 1}]}
+
+
 def reset() -> None:
     FAILING.clear()
     CALLS.clear()

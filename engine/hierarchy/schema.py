@@ -90,6 +90,9 @@ class ToolSpec(Strict):
     # Results of a tool not marked trusted are untrusted content (span attribute `untrusted`): text from outside
     # (CRM notes, documents, web pages) may carry instructions. See UntrustedPolicy.
     trusted: bool = False
+    # An empty result means the data is missing (engine/runtime/missing_data.py): true for the whole result, or
+    # result fields that, empty or absent, mean nothing was found.
+    missing_when_empty: bool | list[str] = False
     # Arguments the scripted provider's generic policy uses when an agent has no script.
     example_args: dict[str, Any] | None = None
 

@@ -80,6 +80,14 @@ class RunContext:
         self.engine.writer.run_progress(self.run_id, self.tokens_in, self.tokens_out, self.cost_usd,
                                         self.model_calls, self.tool_calls, self.agents_active)
 
+    def run_span_attrs(self, output: Any, error: str | None) -> dict[str, Any]:
+        """What the run's span ends with: its output, error and, when tools came back empty, the missing data
+        (engine/runtime/missing_data.py), so the run itself says it answered without it."""
+        attrs: dict[str, Any] = {"output": output, "error": error}
+        if "missing_data" in self.attributes:
+            attrs["missing_data"] = self.attributes["missing_data"]
+        return attrs
+
     def models_for(self, agent: CompiledAgent) -> list[ModelSpec]:
         """The agent's model, then its fallback chain, as operator flags allow (models.max_tier)."""
         return self.engine.controls.models_for(self, agent)

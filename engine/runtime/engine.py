@@ -462,7 +462,7 @@ class Engine:
         self.tracer.end(ctx.root_span, ctx.run_id, "ok" if status == "completed" else status if status in (
             "budget_exceeded", "loop_detected") else "cancelled" if status == "killed" else "error",
             tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out, cost_usd=ctx.cost_usd,
-            attrs={"output": result.output, "error": result.error})
+            attrs=ctx.run_span_attrs(result.output, result.error))
         self.writer.run_ended(ctx.run_id, status, ended, result.output, result.error)
         # A switch on this run alone is spent: released (audited) so nothing shows it as in force. Not for a durable
         # run that can still go on (resume, reconcile): there the switch is the operator's word until `resume`.

@@ -14,6 +14,7 @@ from engine.providers.base import ToolCall, ToolResultMessage
 from engine.runtime.approvals import await_approval, needs_approval
 from engine.runtime.controls import OperatorStop
 from engine.runtime.guards import BudgetExceeded
+from engine.runtime.missing_data import empty_parts, note_missing
 from engine.runtime.replay import count_replayed
 from engine.runtime.side_effects import (
     NeedsReconcile,
@@ -243,8 +244,13 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
     # step is enough for the console, and the writer's per-item cost is the engine's main overhead.
     note_read(ctx, agent_span, tool)
     text = _result_text(value)
-    tracer.end(span, ctx.run_id, "ok", attrs={"result": value} if approval is None else
-               {"result": value, "approval": approval, "args": args})
+    end_attrs: dict[str, Any] = ({"result": value} if approval is None else
+                                 {"result": value, "approval": approval, "args": args})
+    empty = empty_parts(value, tool.spec.missing_when_empty) if tool.spec.missing_when_empty else None
+    if empty is not None:
+        end_attrs["empty"] = empty
+        text = note_missing(ctx, agent.name, span, call.name, empty, text)
+    tracer.end(span, ctx.run_id, "ok", attrs=end_attrs)
     return ToolResultMessage(call.id, call.name, text)
 
 
