@@ -115,6 +115,8 @@ def _set_tool_faults(drill: Drill) -> None:
             faults.set_fault_rate(name, fault.rate, seed=0)
         if fault.delay:
             faults.set_fault_delay(name, fault.delay)
+        if fault.hang:
+            faults.set_fault_hang(name)
 
 
 async def _run_one(store: Any, hierarchy: Hierarchy, drill: Drill, latency_scale: float, seed: int) -> _Ran:

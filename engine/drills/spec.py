@@ -11,7 +11,7 @@ patch:                                 # merged over the hierarchy for this dril
   tools: {apply_discount: {approval: {deadline: 50ms}}}   # is replaced), then validated like the file itself
 tool_faults:                           # faults of tools that call engine.examples.faults.maybe_fail (every
                                        # deal-desk tool does; your own tools can too)
-  competitor_research: {delay: 300ms, rate: 0}
+  competitor_research: {delay: 300ms, rate: 0}   # or {hang: true}: never returns
 expect:                                # every item must hold for the drill to hold
   run_status: completed                # one status or a list
   spans: [{kind: agent, name: competitor_analyst, status: error}]
@@ -77,8 +77,12 @@ class Expectations(Strict):
 
 
 class ToolFault(Strict):
+    """`rate`: share of calls that fail; `delay`: added to every call; `hang`: every call never returns (until the
+    drill ends, when it is let go and fails), so only the tool's deadline ends it."""
+
     rate: float = Field(0.0, ge=0.0, le=1.0)
     delay: Duration = 0.0
+    hang: bool = False
 
 
 class AttackSpec(Strict):
