@@ -13,14 +13,17 @@ __all__ = ["junit_xml", "write_junit"]
 
 
 def junit_xml(hierarchy: str, results: list[DrillResult]) -> str:
-    failed = sum(not r.held for r in results)
+    failed = sum(not r.held and not r.skipped for r in results)
     suite = ET.Element("testsuite", name=f"flightdeck drill {hierarchy}", tests=str(len(results)),
-                       failures=str(failed), errors="0", time=f"{sum(r.duration_s for r in results):.3f}")
+                       failures=str(failed), errors="0", skipped=str(sum(bool(r.skipped) for r in results)),
+                       time=f"{sum(r.duration_s for r in results):.3f}")
     for result in results:
         case = ET.SubElement(suite, "testcase", classname=f"drill.{hierarchy}", name=result.scenario,
                              time=f"{result.duration_s:.3f}", file=result.file)
         body = f"guardrail: {result.guardrail}\n" + "\n".join(result.evidence)
-        if result.held:
+        if result.skipped:
+            ET.SubElement(case, "skipped", message=result.skipped)
+        elif result.held:
             ET.SubElement(case, "system-out").text = body
         else:
             failure = ET.SubElement(case, "failure", message=f"guardrail did not hold: {result.guardrail}")

@@ -7,6 +7,7 @@ The hierarchy itself is never edited: a drill is a what-if on a copy, and its ha
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from engine.schema_errors import validation_errors
 
 from .spec import Drill
 
-__all__ = ["deep_merge", "drill_hierarchy"]
+__all__ = ["ProviderTarget", "deep_merge", "drill_hierarchy", "on_provider", "scripted_only"]
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -79,3 +80,41 @@ def drill_hierarchy(hierarchy: Hierarchy, drill: Drill, *, patch: dict[str, Any]
     digest.update(drill.doc.raw)
     return Hierarchy(spec=spec, path=hierarchy.path, source_hash=digest.hexdigest(), tools=checker.tools,
                      scenario_path=drill.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTarget:
+    """`flightdeck drill --provider-url`: every model of the hierarchy served by one OpenAI-compatible server.
+    `model`: the model name sent (None: each model's own name); `api_key_env`: the variable holding the key (its
+    value is read by the provider at call time, never stored or printed)."""
+
+    base_url: str
+    model: str | None = None
+    api_key_env: str | None = None
+
+    def describe(self) -> str:
+        return self.base_url + (f" (model {self.model})" if self.model else "")
+
+
+def scripted_only(drill: Drill) -> str | None:
+    """Why a drill cannot run on a real model, or None: scripted turns (faults, a looping script, ...) and the
+    obedient injection model exist only in the scripted provider."""
+    if drill.spec.scripted_only:
+        return "scripted only (the drill says so)"
+    if drill.spec.kind == "injection":
+        return "scripted only (needs the obedient scripted model)"
+    if drill.spec.scripts:
+        return f"scripted only (scripts for {', '.join(sorted(drill.spec.scripts))})"
+    return None
+
+
+def on_provider(hierarchy: Hierarchy, target: ProviderTarget) -> Hierarchy:
+    """`hierarchy` with every model sent to `target` (prices, limits and timeouts kept, so budgets still apply)."""
+    models = {name: model.model_copy(update={"provider": "openai", "base_url": target.base_url,
+                                             "model": target.model or model.model,
+                                             "api_key_env": target.api_key_env})
+              for name, model in hierarchy.spec.models.items()}
+    digest = hashlib.sha256(hierarchy.source_hash.encode())
+    digest.update(f"\0{target.base_url}\0{target.model}".encode())  # a different model: a different hash
+    return replace(hierarchy, spec=hierarchy.spec.model_copy(update={"models": models}),
+                   source_hash=digest.hexdigest())

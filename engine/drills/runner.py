@@ -27,7 +27,7 @@ from engine.store import open_engine_store, open_reader
 from engine.store.reader import TraceReader
 
 from .evidence import check_expectations
-from .prepare import drill_hierarchy
+from .prepare import ProviderTarget, drill_hierarchy, on_provider, scripted_only
 from .spec import Drill
 
 __all__ = ["DrillResult", "InjectionStats", "first_sample_input", "run_drills"]
@@ -73,10 +73,15 @@ class DrillResult:
     run_ids: list[str] = field(default_factory=list)
     run_status: str | None = None
     injection: list[InjectionStats] = field(default_factory=list)
+    skipped: str | None = None  # why the drill did not run (`--provider-url` and a scripted-only drill); held False
+
+    @property
+    def result(self) -> str:
+        return "SKIPPED" if self.skipped else "HELD" if self.held else "FAILED"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"scenario": self.scenario, "guardrail": self.guardrail,
-                               "result": "HELD" if self.held else "FAILED", "held": self.held,
+                               "result": self.result, "held": self.held, "skipped": self.skipped,
                                "evidence": self.evidence, "cost_usd": round(self.cost_usd, 6),
                                "duration_s": round(self.duration_s, 3), "file": self.file, "runs": self.run_ids,
                                "run_status": self.run_status}
@@ -93,6 +98,7 @@ class _Ran:
     results: list[tuple[str, RunResult]]  # (pass label, result): "" for fault drills, "configured"/"off"
     duration_s: float
     policies: dict[str, str] = field(default_factory=dict)
+    skipped: str | None = None
 
 
 def first_sample_input(hierarchy: Hierarchy) -> Any:
@@ -119,11 +125,17 @@ def _set_tool_faults(drill: Drill) -> None:
             faults.set_fault_hang(name)
 
 
-async def _run_one(store: Any, hierarchy: Hierarchy, drill: Drill, latency_scale: float, seed: int) -> _Ran:
+async def _run_one(store: Any, hierarchy: Hierarchy, drill: Drill, latency_scale: float, seed: int,
+                   target: ProviderTarget | None) -> _Ran:
     from .injection import run_attacks
 
     started = time.monotonic()
     prepared = drill_hierarchy(hierarchy, drill)
+    if target is not None:
+        skip = scripted_only(drill)
+        if skip is not None:
+            return _Ran(drill, [], 0.0, skipped=skip)
+        prepared = on_provider(prepared, target)
     run_input = drill.spec.input if drill.spec.input is not None else first_sample_input(hierarchy)
     _set_tool_faults(drill)
     try:
@@ -145,7 +157,11 @@ def _judge(reader: TraceReader, ran: _Ran) -> DrillResult:
     cost = sum(r.cost_usd for _, r in ran.results)
     run_ids = [r.run_id for _, r in ran.results]
     out = DrillResult(scenario=drill.name, guardrail=drill.spec.guardrail, held=False, evidence=[],
-                      cost_usd=cost, duration_s=ran.duration_s, file=str(drill.path), run_ids=run_ids)
+                      cost_usd=cost, duration_s=ran.duration_s, file=str(drill.path), run_ids=run_ids,
+                      skipped=ran.skipped)
+    if ran.skipped:
+        out.evidence = [ran.skipped]
+        return out
     if drill.spec.kind == "injection":
         out.held, out.evidence, out.injection = judge_attacks(reader, drill, ran.results, ran.policies)
         return out
@@ -169,9 +185,12 @@ def _judge(reader: TraceReader, ran: _Ran) -> DrillResult:
 
 def run_drills(hierarchy: Hierarchy, drills: list[Drill], *, store_dir: str | Path | None = None,
                speed: float = 0.0, seed: int = 0,
-               on_result: Callable[[DrillResult], None] | None = None) -> list[DrillResult]:
+               on_result: Callable[[DrillResult], None] | None = None,
+               target: ProviderTarget | None = None) -> list[DrillResult]:
     """Run every drill (in order) and judge it. `speed`: the scripted model's speed factor, 0 = no simulated
-    latency. Raises InputError (before anything runs) when a drill does not fit the hierarchy."""
+    latency. `target`: run on an OpenAI-compatible server instead of the scripted model; scripted-only drills are
+    then skipped (DrillResult.skipped says why). Raises InputError (before anything runs) when a drill does not
+    fit the hierarchy."""
     for drill in drills:  # every drill must fit the hierarchy before the first one runs: nothing half-done
         drill_hierarchy(hierarchy, drill)
     latency_scale = (1.0 / speed) if speed else 0.0
@@ -181,7 +200,7 @@ def run_drills(hierarchy: Hierarchy, drills: list[Drill], *, store_dir: str | Pa
         async def go() -> list[_Ran]:
             ran: list[_Ran] = []
             for drill in drills:
-                ran.append(await _run_one(store, hierarchy, drill, latency_scale, seed))
+                ran.append(await _run_one(store, hierarchy, drill, latency_scale, seed, target))
             return ran
 
         store = open_engine_store(where)

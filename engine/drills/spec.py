@@ -38,7 +38,7 @@ from engine.safe_yaml import YamlDocument, read_input_file
 from engine.schema_errors import validation_errors
 
 __all__ = ["AttackSpec", "Drill", "DrillFile", "EventMatch", "Expectations", "SpanMatch", "ToolFault",
-           "load_drill", "load_drills"]
+           "load_catalogue", "load_drill", "load_drills"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -106,6 +106,9 @@ class DrillFile(Strict):
     expect: Expectations | None = None
     attack: AttackSpec | None = None
     kind: Literal["fault", "injection"] = "fault"
+    # Skipped (with this reason shown) under `--provider-url`: set it when the drill's patch relies on the scripted
+    # model; drills with `scripts` or `kind: injection` are scripted only anyway.
+    scripted_only: bool = False
 
     @model_validator(mode="after")
     def _kind_fits(self) -> DrillFile:
@@ -153,14 +156,27 @@ def load_drill(path: str | Path) -> Drill:
     return drill
 
 
-def load_drills(directory: str | Path) -> list[Drill]:
-    """Every `*.yaml` / `*.yml` drill in a directory, by file name; every problem of every file at once."""
-    root = Path(directory)
+def _drill_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError("drill directory not found" if not root.exists() else "not a directory", file=str(root))
     files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
     if not files:
         raise InputError("no drill files (*.yaml) in this directory", file=str(root))
+    return files
+
+
+def load_drills(directory: str | Path) -> list[Drill]:
+    """Every `*.yaml` / `*.yml` drill in a directory, by file name; every problem of every file at once."""
+    return load_catalogue([directory])
+
+
+def load_catalogue(directories: list[str | Path]) -> list[Drill]:
+    """The drills of several directories merged (a user's own next to the bundled ones), in the order given, each
+    directory by file name. Names must be unique across all of them: a second drill of the same name is an error
+    naming both files (a user drill does not silently replace a bundled one). Every problem at once."""
+    files: list[Path] = []
+    for directory in directories:
+        files += _drill_files(Path(directory))
     drills: list[Drill] = []
     errors: list[InputError] = []
     seen: dict[str, Path] = {}
