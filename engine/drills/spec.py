@@ -18,6 +18,7 @@ expect:                                # every item must hold for the drill to h
   events: [{kind: model.retry_skipped, agent: competitor_analyst}]
   absent: [{kind: tool, name: apply_discount, status: ok}]   # spans that must not exist
 attack: ...                            # prompt-injection drills only: see engine/drills/injection.py
+scripted_only: false                   # true: skipped under --provider-url (drills with scripts are anyway)
 ```
 
 Problems are InputErrors naming file, line and field, all reported together, like hierarchy files.
