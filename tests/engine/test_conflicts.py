@@ -4,6 +4,7 @@ fails like an output-contract violation. The deal-desk drill holds, and FAILS wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ scripts:
 """
 
 
-def _boss(final: str) -> object:
+def _boss(final: str) -> Callable[[RecordedRequest], Behaviour]:
     def script(request: RecordedRequest) -> Behaviour:
         if not request.has_tool_result:
             return tool_calls(call("ask_a", {"task": "count", "context": {}}),
@@ -53,7 +54,7 @@ def _boss(final: str) -> object:
 
 
 def test_conflict_is_recorded_and_sent_to_the_synthesizer(tmp_path: Path, store_dir: Path) -> None:
-    with FakeOpenAIServer(responder=_boss("a counted 10 and b counted 12: they disagree")) as server:  # type: ignore[arg-type]
+    with FakeOpenAIServer(responder=_boss("a counted 10 and b counted 12: they disagree")) as server:
         hierarchy = write_hierarchy(tmp_path, _hierarchy(tmp_path, server.base_url))
         (result,) = run_sync(store_dir, hierarchy, "go")
         requests = server.requests
@@ -70,7 +71,7 @@ def test_conflict_is_recorded_and_sent_to_the_synthesizer(tmp_path: Path, store_
 
 
 def test_a_silent_pick_is_asked_again_then_fails(tmp_path: Path, store_dir: Path) -> None:
-    with FakeOpenAIServer(responder=_boss("The total is 10.")) as server:  # type: ignore[arg-type]
+    with FakeOpenAIServer(responder=_boss("The total is 10.")) as server:
         hierarchy = write_hierarchy(tmp_path, _hierarchy(tmp_path, server.base_url))
         (result,) = run_sync(store_dir, hierarchy, "go")
         requests = server.requests
@@ -84,7 +85,7 @@ def test_a_silent_pick_is_asked_again_then_fails(tmp_path: Path, store_dir: Path
 
 
 def test_agreeing_results_are_no_conflict(tmp_path: Path, store_dir: Path) -> None:
-    with FakeOpenAIServer(responder=_boss("The total is 10.")) as server:  # type: ignore[arg-type]
+    with FakeOpenAIServer(responder=_boss("The total is 10.")) as server:
         hierarchy = write_hierarchy(tmp_path, _hierarchy(tmp_path, server.base_url, b_total="10.0"))
         (result,) = run_sync(store_dir, hierarchy, "go")
     assert result.status == "completed" and result.output == "The total is 10."

@@ -77,7 +77,7 @@ def test_drills_run_on_an_openai_compatible_server(tmp_path: Path, capsys: pytes
         requests = server.requests
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    assert requests and all(r.json["model"] == "gpt-drill" for r in requests)  # type: ignore[index]
+    assert requests and all(r.json["model"] == "gpt-drill" for r in requests)
     assert all(r.authorization == "Bearer sk-drill-secret-123" for r in requests)
     assert "sk-drill-secret-123" not in out + err + junit.read_text()
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in

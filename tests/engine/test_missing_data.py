@@ -4,6 +4,7 @@ without the setting, or a result with data, is left alone. The deal-desk drill h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from engine.drills.runner import run_drills
 from engine.drills.spec import load_drill
 from engine.hierarchy.bundled import bundled_path
 from engine.hierarchy.loader import load_hierarchy
+from engine.runtime.results import RunResult
 from tests.engine_helpers import events, run_sync, spans, write_hierarchy
 from tests.fakes.openai_server import Behaviour, FakeOpenAIServer, RecordedRequest, call, text, tool_calls
 
@@ -31,7 +33,7 @@ agents:
 """
 
 
-def _script(key: str) -> object:
+def _script(key: str) -> Callable[[RecordedRequest], Behaviour]:
     def script(request: RecordedRequest) -> Behaviour:
         if not request.has_tool_result:
             return tool_calls(call("lookup", {"key": key}))
@@ -39,8 +41,8 @@ def _script(key: str) -> object:
     return script
 
 
-def _run(tmp_path: Path, store_dir: Path, key: str, setting: str) -> tuple[object, list[RecordedRequest]]:
-    with FakeOpenAIServer(responder=_script(key)) as server:  # type: ignore[arg-type]
+def _run(tmp_path: Path, store_dir: Path, key: str, setting: str) -> tuple[RunResult, list[RecordedRequest]]:
+    with FakeOpenAIServer(responder=_script(key)) as server:
         hierarchy = write_hierarchy(tmp_path, _hierarchy(server.base_url, setting))
         (result,) = run_sync(store_dir, hierarchy, "go")
         return result, server.requests
@@ -54,8 +56,8 @@ def _run(tmp_path: Path, store_dir: Path, key: str, setting: str) -> tuple[objec
 def test_an_empty_result_is_marked_told_and_listed(tmp_path: Path, store_dir: Path, key: str, setting: str,
                                                    empty: list[str]) -> None:
     result, requests = _run(tmp_path, store_dir, key, setting)
-    assert result.status == "completed"  # type: ignore[attr-defined]
-    run_id = result.run_id  # type: ignore[attr-defined]
+    assert result.status == "completed"
+    run_id = result.run_id
     (event,) = events(store_dir, run_id, kinds=["tool.missing_data"])
     assert event.agent == "w" and event.name == "lookup" and event.data == {"tool": "lookup", "empty": empty}
     recorded = spans(store_dir, run_id)
@@ -72,7 +74,7 @@ def test_an_empty_result_is_marked_told_and_listed(tmp_path: Path, store_dir: Pa
 def test_results_with_data_or_without_the_setting_are_left_alone(tmp_path: Path, store_dir: Path, key: str,
                                                                  setting: str) -> None:
     result, requests = _run(tmp_path, store_dir, key, setting)
-    run_id = result.run_id  # type: ignore[attr-defined]
+    run_id = result.run_id
     assert not events(store_dir, run_id, kinds=["tool.missing_data"])
     assert "missing_data" not in next(s for s in spans(store_dir, run_id) if s.kind == "run").attributes
     assert "do not invent" not in next(m for m in requests[-1].messages if m["role"] == "tool")["content"]
