@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import xml.etree.ElementTree as ET
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from console.cli import main
 from engine.evals.results_db import EvalsDB
 from engine.hierarchy.bundled import bundled_path
 from engine.store import open_reader
+from tests.fakes.openai_server import FakeOpenAIServer, openai_server, text  # noqa: F401
 
 HIERARCHY = bundled_path("support-triage")
 DATASET = HIERARCHY.parent / "eval" / "tickets.jsonl"
@@ -127,7 +129,7 @@ def test_without_a_baseline_a_failing_case_fails_the_eval(tmp_path: Path,
 def runs_in(store: Path) -> int:
     if not (store / "traces.db").exists():
         return 0
-    with sqlite3.connect(store / "traces.db") as conn:
+    with closing(sqlite3.connect(store / "traces.db")) as conn:
         return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
 
 
@@ -178,3 +180,34 @@ def test_latest_with_no_earlier_eval_compares_nothing(tmp_path: Path, capsys: py
     assert code == 0
     assert "no earlier eval of support-triage on tickets.jsonl" in captured.err
     assert "11/11 cases passed" in captured.out
+
+
+def test_an_llm_judge_through_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          openai_server: FakeOpenAIServer) -> None:
+    """Each case's judgement is a request to the judge server; an answer that is not a score fails its case only."""
+    dataset = tmp_path / "judged.jsonl"
+    inbox = json.loads((HIERARCHY.parent / "inbox.json").read_text())
+    dataset.write_text("\n".join(json.dumps({"id": f"c{i}", "input": inbox[i], "checks": [
+        {"scorer": "llm_judge", "path": "reply", "criteria": "Polite and specific."}]}) for i in range(3)) + "\n")
+    openai_server.enqueue(text('{"score": 0.9, "reason": "fine"}'), text("I think it is good"),
+                          text('{"score": 0.2, "reason": "vague"}'))
+    code, out = run_eval(capsys, "support-triage", "--dataset", dataset, "--store", tmp_path / "s",
+                         "--judge-url", openai_server.base_url, "--judge-model", "judge-1")
+    assert code == 1
+    cases = {c["id"]: c for c in out["eval"]["cases"]}
+    assert (cases["c0"]["passed"], cases["c0"]["score"]) == (True, 0.9)
+    assert cases["c1"]["checks"][0]["error"] is True and not cases["c1"]["passed"]
+    assert cases["c1"]["error"].startswith("the judge's answer is not JSON")
+    assert (cases["c2"]["passed"], cases["c2"]["checks"][0]["reason"]) == (False, "vague")
+    assert len(openai_server.requests) == 3
+    assert all(r.json["model"] == "judge-1" for r in openai_server.requests)
+
+
+def test_an_evals_db_from_a_newer_flightdeck_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    EvalsDB.open(store).close()
+    with closing(sqlite3.connect(store / "evals.db")) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    assert main(["eval", "support-triage", "--dataset", str(DATASET), "--store", str(store)]) == 3
+    assert "evals.db was written by a newer Flightdeck (schema 99" in capsys.readouterr().err
+    assert runs_in(store) == 0
