@@ -75,17 +75,24 @@ def _case_result(reader: TraceReader, scored: _Scored) -> CaseResult:
 
 
 def _models(hierarchy: Hierarchy, reader: TraceReader, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The hierarchy's models as configured (provider, model id, server) with the calls the eval made to each."""
+    """The hierarchy's models as configured (provider, model id, server) with the calls the eval made to each and
+    the versions the servers reported (`response_model` on llm spans: e.g. gpt-4o answered by gpt-4o-2024-08-06)."""
     calls: dict[str, int] = {}
+    versions: dict[str, set[str]] = {}
     for run_id in run_ids:
         for span in reader.spans(run_id):
             if span.kind == "llm" and span.model:
                 calls[span.model] = calls.get(span.model, 0) + 1
+                answered = span.attributes.get("response_model") if isinstance(span.attributes, dict) else None
+                if isinstance(answered, str):
+                    versions.setdefault(span.model, set()).add(answered)
     out: dict[str, dict[str, Any]] = {}
     for name, model in sorted(hierarchy.spec.models.items()):
         entry: dict[str, Any] = {"provider": model.provider, "model": model.model, "calls": calls.get(model.model, 0)}
         if model.base_url:
             entry["base_url"] = model.base_url
+        if model.model in versions:  # what the server said answered, when it names a version the hierarchy did not
+            entry["versions"] = sorted(versions[model.model])
         out[name] = entry
     return out
 

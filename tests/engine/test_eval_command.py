@@ -211,3 +211,24 @@ def test_an_evals_db_from_a_newer_flightdeck_is_refused(tmp_path: Path, capsys: 
     assert main(["eval", "support-triage", "--dataset", str(DATASET), "--store", str(store)]) == 3
     assert "evals.db was written by a newer Flightdeck (schema 99" in capsys.readouterr().err
     assert runs_in(store) == 0
+
+
+def test_an_eval_on_an_openai_model_records_the_version_that_answered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], openai_server: FakeOpenAIServer) -> None:
+    hierarchy = tmp_path / "remote.yaml"
+    hierarchy.write_text(f"""
+name: remote
+entry: w
+models:
+  main: {{provider: openai, model: gpt-alias, tier: strong, base_url: "{openai_server.base_url}", timeout: 5s}}
+agents:
+  w: {{contract: Answers., model: main}}
+""")
+    dataset = tmp_path / "cases.jsonl"
+    dataset.write_text(json.dumps({"id": "hi", "task": "say hi", "expected": "hello"}) + "\n")
+    openai_server.enqueue(text("hello", model="gpt-alias-2026-05-01"))
+    code, out = run_eval(capsys, hierarchy, "--dataset", dataset, "--store", tmp_path / "s")
+    assert code == 0 and out["eval"]["summary"]["passed"] == 1
+    assert out["eval"]["models"] == {"main": {"provider": "openai", "model": "gpt-alias", "calls": 1,
+                                              "base_url": openai_server.base_url,
+                                              "versions": ["gpt-alias-2026-05-01"]}}
