@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import InputError, InputErrors
+from engine.runtime.results import RunStatus
 from engine.safe_yaml import read_input_file
 
 __all__ = ["CHECK_TYPES", "CaseSpec", "CheckSpec", "Dataset", "EvalCase", "load_dataset"]
@@ -94,7 +95,7 @@ class CaseSpec(_Strict):
     input: Any = None
     task: str | None = Field(None, min_length=1)
     expected: Any = None
-    status: str = "completed"
+    status: RunStatus = "completed"
     checks: list[CheckSpec] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
@@ -133,11 +134,11 @@ class Dataset:
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in CHECK_TYPES:  # the discriminated union's tag, not a field people wrote
-            continue
+        elif i >= 2 and loc[i - 2] == "checks" and isinstance(loc[i - 1], int) and part in CHECK_TYPES:
+            continue  # pydantic's step into the check's scorer type (`checks.0.regex.pattern`), not a field
         else:
             out += ("." if out else "") + str(part)
     return out or "(case)"

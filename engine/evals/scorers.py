@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import regex
 
-from engine.errors import InputError
+from engine.errors import InputError, InputErrors
 
 from .dataset import (
     ContainsCheck,
@@ -277,8 +277,6 @@ class _FieldError(ValueError):
 
 def build_scorers(cases: list[EvalCase], judge: JudgeDefaults | None = None) -> dict[str, list[Scorer]]:
     """Scorers per case id; InputErrors naming file:line and `checks[i].field` for every unusable check."""
-    from engine.errors import InputErrors
-
     defaults = judge or JudgeDefaults()
     out: dict[str, list[Scorer]] = {}
     errors: list[InputError] = []

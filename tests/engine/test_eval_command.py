@@ -232,3 +232,14 @@ agents:
     assert out["eval"]["models"] == {"main": {"provider": "openai", "model": "gpt-alias", "calls": 1,
                                               "base_url": openai_server.base_url,
                                               "versions": ["gpt-alias-2026-05-01"]}}
+
+
+def test_a_case_fails_when_its_run_ends_in_another_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inbox = json.loads((HIERARCHY.parent / "inbox.json").read_text())
+    dataset = tmp_path / "status.jsonl"
+    dataset.write_text(json.dumps({"id": "should-refuse", "input": inbox[0], "status": "refused",
+                                   "checks": [{"scorer": "exact", "path": "category", "value": "billing"}]}) + "\n")
+    code, out = run_eval(capsys, "support-triage", "--dataset", dataset, "--store", tmp_path / "s")
+    [case] = out["eval"]["cases"]
+    assert code == 1
+    assert (case["passed"], case["score"], case["error"]) == (False, 0.0, "run completed, expected refused")

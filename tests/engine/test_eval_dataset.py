@@ -50,7 +50,9 @@ def test_every_bad_line_is_reported_with_line_and_field(tmp_path: Path) -> None:
                  {"id": "y", "task": "t", "checks": [{"scorer": "regex"}]},
                  {"id": "ok", "task": "t", "expected": 2},
                  {"id": "z", "task": "t", "expected": 1, "surprise": True},
-                 {"id": "w", "expected": 1})
+                 {"id": "w", "expected": 1},
+                 {"id": "v", "task": "t", "status": "fine", "checks": [{"scorer": "contains", "value": "x",
+                                                                        "exact": 1}]})
     with pytest.raises(InputError) as info:
         load_dataset(path)
     lines = messages(info.value)
@@ -64,6 +66,8 @@ def test_every_bad_line_is_reported_with_line_and_field(tmp_path: Path) -> None:
     assert lines[6] == f"{shown}:8: id: duplicate case id 'ok' (first on line 1)"
     assert lines[7] == f"{shown}:9: surprise: Extra inputs are not permitted"
     assert lines[8] == f"{shown}:10: (case): a case needs `input` or `task`"
+    assert lines[9].startswith(f"{shown}:11: status: Input should be 'completed', 'failed'")
+    assert lines[10] == f"{shown}:11: checks[0].exact: Extra inputs are not permitted"
     assert info.value.exit_code == 2
 
 
