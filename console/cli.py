@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import engine
 
 COMMAND_MODULES = ("run", "inspect", "check", "usage", "ui", "controls", "demo", "runbooks", "export", "serve",
-                   "submit", "store", "drill")
+                   "submit", "store", "drill", "eval")
 # `flightdeck console` is the command people wait on to start: it is parsed by its own module's parser alone
 # (importing the other command modules costs 15 ms of its start); its usage, help and errors are the same.
 SOLO_COMMANDS = {"console": "ui"}

@@ -10,24 +10,21 @@ and an auto-applied runbook would change the hierarchy's flags under the drills 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from engine.examples import faults
 from engine.hierarchy.loader import Hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
-from engine.store import open_engine_store, open_reader
 from engine.store.reader import TraceReader
 
 from .evidence import check_expectations
 from .prepare import ProviderTarget, drill_hierarchy, on_provider, scripted_only
+from .session import run_then_read
 from .spec import Drill
 
 __all__ = ["DrillResult", "InjectionStats", "first_sample_input", "run_drills"]
@@ -194,28 +191,17 @@ def run_drills(hierarchy: Hierarchy, drills: list[Drill], *, store_dir: str | Pa
     for drill in drills:  # every drill must fit the hierarchy before the first one runs: nothing half-done
         drill_hierarchy(hierarchy, drill)
     latency_scale = (1.0 / speed) if speed else 0.0
-    with tempfile.TemporaryDirectory(prefix="flightdeck-drill-") as scratch:
-        where = Path(store_dir) if store_dir is not None else Path(scratch)
 
-        async def go() -> list[_Ran]:
-            ran: list[_Ran] = []
-            for drill in drills:
-                ran.append(await _run_one(store, hierarchy, drill, latency_scale, seed, target))
-            return ran
+    async def go(store: Any) -> list[_Ran]:
+        return [await _run_one(store, hierarchy, drill, latency_scale, seed, target) for drill in drills]
 
-        store = open_engine_store(where)
-        try:
-            all_ran = anyio.run(go)
-        finally:
-            store.close()
+    def judge_all(reader: TraceReader, all_ran: list[_Ran]) -> list[DrillResult]:
         results: list[DrillResult] = []
-        reader = open_reader(where)
-        try:
-            for ran in all_ran:
-                result = _judge(reader, ran)
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-        finally:
-            reader.close()
-    return results
+        for ran in all_ran:
+            result = _judge(reader, ran)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return results
+
+    return run_then_read(store_dir, go, judge_all, prefix="flightdeck-drill-")

@@ -86,6 +86,9 @@ def settle_answer(ctx: RunContext, model: ModelSpec, reservation: Reservation, p
     usage = response.usage
     cost = bill(ctx, model, reservation, usage, free=response.cached)
     attrs = _response_attrs(response)
+    if response.model and response.model != model.model:
+        # The server's own name for what answered (a dated snapshot of an alias): the model version evals record.
+        attrs["response_model"] = response.model
     if usage.estimated:
         attrs["tokens_estimated"] = True  # the server sent no usage: the counts are our estimate
     ctx.tracer.end(span, ctx.run_id, "ok", tokens_in=usage.input_tokens,
