@@ -5,12 +5,15 @@ before every model and tool call."""
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
 from engine.guardrails.budget import Breach, BudgetEvent, BudgetLedger, BudgetLimits, merge_limits
+from engine.guardrails.budget.shared import AllowanceSource, SharedDaily
+from engine.guardrails.budget.vectors import cost_to_nano
 from engine.hierarchy.schema import RetryPolicy
 from engine.retry import Backoff, RetryWait, plan_retry
 
@@ -60,6 +63,9 @@ class Guards:
         self._registries: dict[str, BreakerRegistry] = {}
         self._breaker_defaults = breaker_defaults
         self._daily_scopes: set[str] = set()
+        self._shared_source: AllowanceSource | None = None  # set on a Postgres store: daily caps span engines
+        self._renewing: threading.Event | None = None
+        self._renewer: threading.Thread | None = None
         self.rng = random.Random()
         self.breaker_listeners: list[Any] = []
 
@@ -125,10 +131,39 @@ class Guards:
         if scope_id not in self._daily_scopes:
             self.ledger.open_scope(scope_id, "hierarchy_daily", compiled.spec.budgets.daily,
                                    labels={"hierarchy": compiled.name})
-            if history is not None and compiled.spec.budgets.daily is not None:
+            daily = compiled.spec.budgets.daily
+            if history is not None and daily is not None:
                 self.ledger.seed_daily_spend(scope_id, history(compiled.name))
+            if self._shared_source is not None and daily is not None and daily.cost_usd is not None:
+                self.ledger.share_daily(scope_id, SharedDaily(self._shared_source, compiled.name,
+                                                              cost_to_nano(daily.cost_usd)))
             self._daily_scopes.add(scope_id)
         return scope_id
+
+    def share_dailies(self, source: AllowanceSource) -> None:
+        """Daily cost caps from now on are shared with every engine leasing from `source` (a Postgres store), and
+        a thread renews this engine's leases while it holds any (a call may outlast a lease's life)."""
+        self._shared_source = source
+        self._renewing = threading.Event()
+        renewing = self._renewing
+
+        def renew() -> None:
+            while not renewing.wait(source.ttl / 3):
+                self.ledger.renew_shared()  # a failed renewal is remembered by its slice and refuses new spend
+
+        self._renewer = threading.Thread(target=renew, name="flightdeck-budget-leases", daemon=True)
+        self._renewer.start()
+
+    def close(self) -> None:
+        """The engine stops: give every unspent slice of a shared daily cap back (and report what was spent)."""
+        source, self._shared_source = self._shared_source, None
+        if source is None:
+            return
+        if self._renewing is not None and self._renewer is not None:
+            self._renewing.set()
+            self._renewer.join(timeout=10)
+        self.ledger.renew_shared(give_back=True)
+        source.close()
 
     def run_limits(self, compiled: CompiledHierarchy, override: BudgetLimits | None) -> BudgetLimits | None:
         base = compiled.spec.budgets.run

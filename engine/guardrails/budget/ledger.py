@@ -42,6 +42,7 @@ from engine.guardrails.budget.scope import (
     usage_of,
     wall_breach,
 )
+from engine.guardrails.budget.shared import SharedDaily, cover_shared
 from engine.guardrails.budget.vectors import (
     MASK,
     SHIFT,
@@ -109,6 +110,7 @@ class BudgetLedger:
         self._scopes: dict[str, Scope] = {}
         self._ids = itertools.count(1)
         self._attribution: dict[tuple[tuple[str, str], ...], int] = {}  # packed totals
+        self._shared: list[Scope] = []  # hierarchy_daily scopes whose cost cap other engines share
 
     # -- scopes ------------------------------------------------------------------------------------------------------
 
@@ -145,9 +147,32 @@ class BudgetLedger:
                 current = stack.pop()
                 stack.extend(self._scopes[c] for c in current.children if c in self._scopes)
                 del self._scopes[current.scope_id]
-            if scope.parent is not None:
-                scope.parent.children.discard(scope_id)
+            parent = scope.parent
+            if parent is not None:
+                parent.children.discard(scope_id)
+                if parent.shared is not None and not parent.children and not parent.reserved >> COST_SHIFT:
+                    parent.shared.give_back()  # idle in this hierarchy: others may use the unspent slice
             return final
+
+    def share_daily(self, scope_id: str, shared: SharedDaily) -> None:
+        """Make a hierarchy_daily scope's cost cap one shared with other engines through `shared`'s source."""
+        with self._lock:
+            scope = self._get(scope_id)
+            if scope.spend is None:
+                raise ValueError(f"budget scope '{scope_id}' is a {scope.kind} scope; only hierarchy_daily is shared")
+            scope.shared = shared
+            self._shared.append(scope)
+
+    def renew_shared(self, *, give_back: bool = False) -> None:
+        """Renew the leases that are due (a timer calls this), or give every unspent slice back (the engine stops)."""
+        with self._lock:
+            for scope in self._shared:
+                shared = scope.shared
+                assert shared is not None
+                if give_back:
+                    shared.give_back()
+                elif shared.renew_due():
+                    shared.renew()
 
     def set_limits(self, scope_id: str, limits: BudgetLimits) -> None:
         """Replace a running scope's limits (operator action). Lowering below use makes the next reserve breach.
@@ -255,12 +280,15 @@ class BudgetLedger:
             if breach is not None:
                 break
         else:
-            # Pass 2: commit.
-            for s in chain:
-                s.reserved += vec
-                if context > s.max_context:
-                    s.max_context = context
-            result = Reservation(next(self._ids), scope.scope_id, demand, vec, chain, self)
+            if scope.dailies:  # a daily cap shared with other engines: the slice leased here must cover it too
+                breach = cover_shared(scope.dailies, vec)
+            if breach is None:
+                # Pass 2: commit.
+                for s in chain:
+                    s.reserved += vec
+                    if context > s.max_context:
+                        s.max_context = context
+                result = Reservation(next(self._ids), scope.scope_id, demand, vec, chain, self)
         events: list[BudgetEvent] | None = None
         if breach is None and crossed:
             events = fire_warnings(crossed, now)  # marks them fired even when nobody listens
@@ -304,6 +332,8 @@ class BudgetLedger:
                 wall_now = self._wall_time()
                 start = wall_now - wall_now % DAY_BUCKET_S
                 for s in dailies:
+                    if s.shared is not None:
+                        s.shared.settled(act >> COST_SHIFT)
                     buckets = s.spend.buckets  # type: ignore[union-attr]  # dailies all have one
                     if buckets and start <= buckets[-1][0]:  # RollingDay.add(), inlined: it runs on every settle
                         buckets[-1][1] += act
