@@ -5,14 +5,13 @@ before every model and tool call."""
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
 from engine.guardrails.budget import Breach, BudgetEvent, BudgetLedger, BudgetLimits, merge_limits
-from engine.guardrails.budget.shared import AllowanceSource, SharedDaily
+from engine.guardrails.budget.shared import AllowanceSource, LeaseRenewer, SharedDaily
 from engine.guardrails.budget.vectors import cost_to_nano
 from engine.hierarchy.schema import RetryPolicy
 from engine.retry import Backoff, RetryWait, plan_retry
@@ -64,8 +63,7 @@ class Guards:
         self._breaker_defaults = breaker_defaults
         self._daily_scopes: set[str] = set()
         self._shared_source: AllowanceSource | None = None  # set on a Postgres store: daily caps span engines
-        self._renewing: threading.Event | None = None
-        self._renewer: threading.Thread | None = None
+        self._renewer: LeaseRenewer | None = None
         self.rng = random.Random()
         self.breaker_listeners: list[Any] = []
 
@@ -141,28 +139,17 @@ class Guards:
         return scope_id
 
     def share_dailies(self, source: AllowanceSource) -> None:
-        """Daily cost caps from now on are shared with every engine leasing from `source` (a Postgres store), and
-        a thread renews this engine's leases while it holds any (a call may outlast a lease's life)."""
+        """Daily cost caps from now on are shared with every engine leasing from `source` (a Postgres store)."""
         self._shared_source = source
-        self._renewing = threading.Event()
-        renewing = self._renewing
-
-        def renew() -> None:
-            while not renewing.wait(source.ttl / 3):
-                self.ledger.renew_shared()  # a failed renewal is remembered by its slice and refuses new spend
-
-        self._renewer = threading.Thread(target=renew, name="flightdeck-budget-leases", daemon=True)
-        self._renewer.start()
+        self._renewer = LeaseRenewer(lambda give_back: self.ledger.renew_shared(give_back=give_back), source.ttl)
 
     def close(self) -> None:
         """The engine stops: give every unspent slice of a shared daily cap back (and report what was spent)."""
         source, self._shared_source = self._shared_source, None
         if source is None:
             return
-        if self._renewing is not None and self._renewer is not None:
-            self._renewing.set()
-            self._renewer.join(timeout=10)
-        self.ledger.renew_shared(give_back=True)
+        if self._renewer is not None:
+            self._renewer.stop()
         source.close()
 
     def run_limits(self, compiled: CompiledHierarchy, override: BudgetLimits | None) -> BudgetLimits | None:

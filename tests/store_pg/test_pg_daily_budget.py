@@ -21,7 +21,7 @@ import pytest
 
 from engine.clock import SYSTEM_CLOCK
 from engine.guardrails.budget import Actual, BudgetLedger, BudgetLimits, Demand
-from engine.guardrails.budget.shared import SharedDaily
+from engine.guardrails.budget.shared import LeaseRenewer, SharedDaily
 from engine.guardrails.budget.vectors import NANO
 from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
@@ -238,3 +238,62 @@ def test_a_lease_lost_while_stalled_is_asked_for_again(pg_url: str, keep_lost: b
     finally:
         stalled.close()
         other.close()
+
+
+def lease_row(url: str, holder: str) -> tuple[int, float] | None:
+    rows = stored(url, "SELECT held_nano, expires FROM budget_leases WHERE holder = %s", (holder,))
+    return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
+
+def shared_ledger(source: PgDailyAllowance, cap_usd: float) -> BudgetLedger:
+    ledger = BudgetLedger(SYSTEM_CLOCK, call_events=False, attribution=False)
+    ledger.open_scope("daily:h", "hierarchy_daily", BudgetLimits(cost_usd=cap_usd), labels={"hierarchy": "h"})
+    ledger.share_daily("daily:h", SharedDaily(source, "h", round(cap_usd * NANO)))
+    ledger.open_scope("run", "run", None, parent="daily:h")
+    return ledger
+
+
+def test_a_lease_is_renewed_while_a_call_holds_it_and_given_back_when_the_engine_stops(pg_url: str) -> None:
+    source = PgDailyAllowance(pg(pg_url), "slow-engine", ttl=0.6)
+    other = PgDailyAllowance(pg(pg_url), "other")
+    ledger = shared_ledger(source, 1.0)
+    renewer = LeaseRenewer(lambda give_back: ledger.renew_shared(give_back=give_back), source.ttl)
+    try:
+        held = ledger.reserve("run", Demand(cost_usd=0.05))  # a slow call: it outlives the lease's first life
+        assert held.ok
+        first = lease_row(pg_url, "slow-engine")
+        assert first is not None and first[0] == NANO // 10  # a tenth of the cap
+        # Renewed past the first expiry (expires = the database's now + ttl): now is later than `first` expired.
+        wait_until(lambda: (row := lease_row(pg_url, "slow-engine")) and row[1] > first[1] + source.ttl,
+                   what="the lease renewed past its first expiry")
+        # Still counted against everyone else: not reclaimed as a dead engine's.
+        assert other.exchange("h", NANO, report=0, keep=0, want=0, at_least=0).others == NANO // 10
+        ledger.settle(held, Actual(cost_usd=0.04))  # type: ignore[arg-type]
+    finally:
+        renewer.stop()  # the engine stops: the slice goes back, the spend is reported
+    assert lease_row(pg_url, "slow-engine") is None
+    assert stored(pg_url, "SELECT sum(cost_nano) FROM budget_daily_spend") == [(round(0.04 * NANO),)]
+    source.close()
+    other.close()
+
+
+def test_an_unreachable_database_refuses_new_spend_and_the_next_exchange_reconnects(pg_url: str) -> None:
+    source = PgDailyAllowance(pg(pg_url), "engine")
+    ledger = shared_ledger(source, 1.0)
+    try:
+        first = ledger.reserve("run", Demand(cost_usd=0.01))
+        assert first.ok
+        ledger.settle(first, Actual(cost_usd=0.01))  # type: ignore[arg-type]
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # the database drops the engine's connection
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = 'flightdeck-budget'")
+        refused = ledger.reserve("run", Demand(cost_usd=0.5))  # more than the slice: it has to ask, and cannot
+        assert not refused.ok
+        assert refused.scope_kind == "hierarchy_daily"  # type: ignore[union-attr]
+        assert "the shared daily allowance could not be leased" in refused.message  # type: ignore[union-attr]
+        granted = ledger.reserve("run", Demand(cost_usd=0.5))  # reconnected
+        assert granted.ok
+        # The spend settled before the failure was reported by the exchange that succeeded.
+        assert stored(pg_url, "SELECT sum(cost_nano) FROM budget_daily_spend") == [(round(0.01 * NANO),)]
+    finally:
+        source.close()

@@ -13,6 +13,7 @@ next exchange moves that spend from the lease to the reported spend.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +26,7 @@ from engine.guardrails.budget.vectors import S3 as COST_SHIFT
 if TYPE_CHECKING:
     from engine.guardrails.budget.scope import Scope
 
-__all__ = ["AllowanceSource", "Exchange", "SharedDaily", "cover_shared"]
+__all__ = ["AllowanceSource", "Exchange", "LeaseRenewer", "SharedDaily", "cover_shared"]
 
 
 class Exchange(Protocol):
@@ -79,8 +80,11 @@ class SharedDaily:
 
     def cover(self, need: int) -> bool:
         """Make the slice cover `need` (every reservation open here plus the new one), leasing more if it does not.
-        False: the day's allowance cannot (or the source cannot be reached: refused, never overspent)."""
-        if need <= self.held:
+        False: the day's allowance cannot (or the source cannot be reached: refused, never overspent).
+
+        A slice older than the lease's life is not trusted even when it covers `need`: the renewals failed (the
+        database is unreachable), so the source may already have handed it to another engine."""
+        if need <= self.held and self.time() - self.renewed < self.source.ttl:
             return True
         short = need - max(self.held, 0)
         want = max(short, self.cap // SLICE_FRACTION)
@@ -100,6 +104,7 @@ class SharedDaily:
             self._exchange(0, 0, keep=0)
 
     def _exchange(self, want: int, at_least: int, keep: int | None = None) -> bool:
+        started = self.time()  # the lease's life runs from before the round trip: never trusted past the source's
         try:
             result = self.source.exchange(self.hierarchy, self.cap, report=self.unreported,
                                           keep=max(self.held, 0) if keep is None else keep, want=want,
@@ -111,13 +116,34 @@ class SharedDaily:
         self.unreported = 0
         self.held = result.held
         self.last = result
-        self.renewed = self.time()
+        self.renewed = started
         return True
 
     def used_elsewhere(self) -> int:
         """Spend and leases this engine cannot use, as of the last exchange (for a refusal's message)."""
         last = self.last
         return 0 if last is None else last.spent + last.others
+
+
+class LeaseRenewer:
+    """A thread that keeps an engine's leases alive while it holds any (a model call may outlast a lease's life)
+    and gives every unspent slice back when the engine stops. `renew(give_back)` is the ledger's renew_shared."""
+
+    def __init__(self, renew: Callable[[bool], None], ttl: float) -> None:
+        self._renew = renew
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(ttl / 3,), name="flightdeck-budget-leases",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._renew(False)  # a failed renewal is remembered by its slice, which then refuses new spend
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._renew(True)
 
 
 def cover_shared(dailies: tuple[Scope, ...], vec: int) -> Breach | None:
