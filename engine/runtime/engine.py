@@ -120,11 +120,7 @@ class Engine:
             raise InputError("OpenTelemetry export reads traces.db: it cannot follow traces on Postgres yet "
                              "(issue 16)", field="[otel]")
         if self.traces_on_postgres:  # daily cost caps shared by every engine on that Postgres store (issue 16)
-            from engine.store.pg.daily_allowance import open_daily_allowance
-
-            source = open_daily_allowance(self.store.trace_location, self.store.engine_id)
-            if source is not None:
-                self.guards.share_dailies(source)
+            self.guards.share_daily_caps(self.store.trace_location, self.store.engine_id)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self.gate.attach()

@@ -138,8 +138,17 @@ class Guards:
             self._daily_scopes.add(scope_id)
         return scope_id
 
+    def share_daily_caps(self, location: Any, holder: str) -> None:
+        """Daily cost caps from now on are shared with every engine on the Postgres store at `location` (a store
+        directory has one engine: its caps stay in memory). `holder`: this engine's id, as its runs record it."""
+        from engine.store.pg.daily_allowance import open_daily_allowance
+
+        source = open_daily_allowance(location, holder)
+        if source is not None:
+            self.share_dailies(source)
+
     def share_dailies(self, source: AllowanceSource) -> None:
-        """Daily cost caps from now on are shared with every engine leasing from `source` (a Postgres store)."""
+        """Daily cost caps from now on are shared with every engine leasing from `source`."""
         self._shared_source = source
         self._renewer = LeaseRenewer(lambda give_back: self.ledger.renew_shared(give_back=give_back), source.ttl)
 

@@ -12,28 +12,23 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Literal
 
 from engine.clock import Clock, SystemClock
 from engine.guardrails.budget.chain import (
-    check_chain,
-    output_cap,
     prune_dailies,
     released_event,
     reserved_event,
     seed_daily,
     settled_event,
     soft_sweep,
-    wall_left,
 )
-from engine.guardrails.budget.limits import SCOPE_KINDS, BudgetLimits, Dimension, ScopeKind
+from engine.guardrails.budget.ledger_queries import LedgerQueries
+from engine.guardrails.budget.limits import SCOPE_KINDS, BudgetLimits, ScopeKind
 from engine.guardrails.budget.records import Breach, BudgetEvent, ScopeUsage
 from engine.guardrails.budget.scope import (
     Scope,
     attribution_key,
-    attribution_report,
-    breach_event,
     context_breach,
     crossed_levels,
     fire_warnings,
@@ -53,7 +48,6 @@ from engine.guardrails.budget.vectors import (
     cost_to_nano,
     exceeds,
     field,
-    unpack,
 )
 from engine.guardrails.budget.vectors import S3 as COST_SHIFT
 from engine.guardrails.budget.windows import BURN_WINDOW_S, DAY_BUCKET_S, prune_recent
@@ -87,7 +81,7 @@ class Reservation:
 
 
 
-class BudgetLedger:
+class BudgetLedger(LedgerQueries):
     """Thread-safe reservation ledger over nested scopes. All methods are O(depth of the scope chain).
 
     `on_event` is called outside the lock (so it may call back into the ledger). Set `call_events=False` to keep
@@ -379,75 +373,7 @@ class BudgetLedger:
         if self._on_event is not None and self.call_events:
             self._emit([released_event(reservation._chain[0], reservation.scope_id, reservation.id)])
 
-    # -- queries -----------------------------------------------------------------------------------------------------
-
-    def check(self, scope_id: str) -> Breach | None:
-        """Would a zero-sized reserve() be refused? For the wall-time check between steps; reserves nothing.
-
-        Also fires soft warnings that are due (a wall-time warning has no other moment to fire between calls).
-        """
-        scope = self._scopes.get(scope_id)
-        if scope is not None and scope.free:
-            return None  # nothing limited anywhere up the chain: nothing can be exceeded or warned about
-        events: list[BudgetEvent] = []
-        with self._lock:
-            scope = self._get(scope_id)
-            now = self._monotonic()
-            if scope.dailies:
-                prune_dailies(scope.dailies, self._wall_time())
-            breach = check_chain(scope.chain, now, events)
-            if breach is not None:
-                events.append(self._breach_event(breach))
-        self._emit(events)
-        return breach
-
-    def step_output_cap(self, scope_id: str, *, input_tokens: int = 0) -> int | None:
-        """Most output tokens one call may still ask for: the smallest output/total headroom across the chain.
-
-        `input_tokens` (the prompt about to be sent) is taken off the total-token headroom. None = no token limit,
-        0 = nothing left. The runtime lowers max_tokens to this instead of failing while a little budget remains.
-        """
-        scope = self._scopes.get(scope_id)
-        if scope is not None and not scope.token_capped:
-            return None  # no output or total token limit anywhere up the chain
-        with self._lock:
-            scope = self._get(scope_id)
-            if scope.dailies:
-                prune_dailies(scope.dailies, self._wall_time())
-            cap = output_cap(scope.chain, input_tokens)
-        return None if cap is None else max(cap, 0)
-
-    def limited(self, scope_id: str) -> bool:
-        """Does any scope up this one's chain limit anything? (False for an unknown scope.)"""
-        scope = self._scopes.get(scope_id)
-        return scope is not None and not scope.free
-
-    def wall_time_left(self, scope_id: str) -> float | None:
-        """Seconds until the first wall_time_s limit up the chain runs out (0 once one has); None = no wall limit.
-        The runtime asks before it sleeps a retry backoff, so no wait outlasts the time the run has left."""
-        scope = self._scopes.get(scope_id)
-        if scope is None or scope.free:
-            return None
-        with self._lock:
-            return wall_left(scope.chain, self._monotonic())
-
-    def usage(self, scope_id: str) -> ScopeUsage:
-        with self._lock:
-            return usage_of(self._get(scope_id), self._monotonic(), self._wall_time())
-
-    def attribution(self) -> dict[str, dict[str, dict[Dimension, float]]]:
-        """Settled spend per label: ``attribution()["agent"]["pricing"][Dimension.cost_usd]``."""
-        with self._lock:
-            groups = [(key, unpack(totals)) for key, totals in self._attribution.items()]
-        return attribution_report(groups)
-
     # -- internals (call with the lock held) -------------------------------------------------------------------------
-
-    def _get(self, scope_id: str) -> Scope:
-        scope = self._scopes.get(scope_id)
-        if scope is None:
-            raise KeyError(f"no open budget scope '{scope_id}'")
-        return scope
 
     def _close_reservation(self, reservation: Reservation, state: str) -> None:
         if reservation._ledger is not self:
@@ -464,15 +390,3 @@ class BudgetLedger:
         if self.call_events and result is not None:
             events.append(reserved_event(scope, result.id, vec, context))
         return events
-
-    def _breach_event(self, breach: Breach) -> BudgetEvent:
-        scope = self._scopes.get(breach.scope_id)
-        return breach_event(breach, scope.labels if scope is not None else MappingProxyType({}))
-
-    def _emit(self, events: list[BudgetEvent] | None) -> None:
-        if events:
-            on_event = self._on_event
-            if on_event is not None:
-                for event in events:
-                    on_event(event)
-
