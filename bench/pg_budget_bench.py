@@ -24,7 +24,8 @@ from engine.guardrails.budget import Actual, BudgetLedger, BudgetLimits, Demand
 from engine.guardrails.budget.shared import SharedDaily
 
 Row = tuple[str, str, str]
-CALLS = 200_000
+CALLS = 100_000
+ROUNDS = 3
 EXCHANGES = 400
 CALL_USD = 0.002
 # A slice is a tenth of the cap: at $0.002 a call's worst case, a $1 daily cap is 50 calls a slice, $100 is 5,000.
@@ -69,11 +70,14 @@ def measure(calls: int = CALLS, exchanges: int = EXCHANGES) -> list[Row]:
     try:
         location = parse_store_location(server.create_database())
         assert isinstance(location, PostgresLocation)
-        free = per_call_us(ledger_with(None), calls)
-        local = per_call_us(ledger_with(BudgetLimits(cost_usd=1e9)), calls)
         source = PgDailyAllowance(location, "bench-0")
-        # A cap no run of this length reaches: what the shared path adds when the slice covers the calls.
-        shared = per_call_us(ledger_with(BudgetLimits(cost_usd=1e9), SharedDaily(source, "h", 10**18)), calls)
+        free = local = shared = float("inf")
+        for _ in range(ROUNDS):  # alternating, best of each: the shared machine drifts
+            free = min(free, per_call_us(ledger_with(None), calls))
+            local = min(local, per_call_us(ledger_with(BudgetLimits(cost_usd=1e9)), calls))
+            # A cap no run of this length reaches: what the shared path adds when the slice covers the calls.
+            shared = min(shared, per_call_us(ledger_with(BudgetLimits(cost_usd=1e9),
+                                                         SharedDaily(source, "h", 10**18)), calls))
         one = exchange_ms(source, "solo", exchanges)
         holders = [source] + [PgDailyAllowance(location, f"bench-{i}") for i in (1, 2)]
         contended: list[list[float]] = [[] for _ in holders]
@@ -91,10 +95,10 @@ def measure(calls: int = CALLS, exchanges: int = EXCHANGES) -> list[Row]:
     p50, p99 = statistics.median(one), statistics.quantiles(one, n=100)[98]
     c50, c99 = statistics.median(three), statistics.quantiles(three, n=100)[98]
     return [
-        ("reserve+settle per model call, no daily cap", f"{free:.2f} us", f"{calls:,} calls"),
+        ("reserve+settle per model call, no daily cap", f"{free:.2f} us", f"{calls:,} calls, best of {ROUNDS}"),
         ("reserve+settle per model call, daily cap in memory", f"{local:.2f} us", "one engine per store directory"),
         ("reserve+settle per model call, daily cap shared (slice covers)", f"{shared:.2f} us",
-         f"+{shared - local:.2f} us over in memory: no round trip"),
+         f"{shared - local:+.2f} us over in memory: no round trip"),
         ("one lease exchange, one holder (p50 / p99)", f"{p50:.2f} / {p99:.2f} ms", f"{exchanges} renewals"),
         ("one lease exchange, three holders on one hierarchy (p50 / p99)", f"{c50:.2f} / {c99:.2f} ms",
          "row lock per hierarchy: they queue"),
