@@ -297,3 +297,20 @@ def test_an_unreachable_database_refuses_new_spend_and_the_next_exchange_reconne
         assert stored(pg_url, "SELECT sum(cost_nano) FROM budget_daily_spend") == [(round(0.01 * NANO),)]
     finally:
         source.close()
+
+
+def test_a_slice_still_held_when_its_run_ended_goes_back_once_the_hierarchy_is_idle(pg_url: str) -> None:
+    source = PgDailyAllowance(pg(pg_url), "engine", ttl=0.6)
+    ledger = shared_ledger(source, 1.0)
+    renewer = LeaseRenewer(lambda give_back: ledger.renew_shared(give_back=give_back), source.ttl)
+    try:
+        ledger.open_scope("agent", "agent", None, parent="run")
+        late = ledger.reserve("agent", Demand(cost_usd=0.05))
+        ledger.close_scope("run")  # the run ended with a call still open: the slice stays (the call may spend it)
+        assert lease_row(pg_url, "engine") is not None
+        ledger.settle(late, Actual(cost_usd=0.03))  # type: ignore[arg-type]
+        wait_until(lambda: lease_row(pg_url, "engine") is None, what="the idle engine's slice to go back")
+        assert stored(pg_url, "SELECT sum(cost_nano) FROM budget_daily_spend") == [(round(0.03 * NANO),)]
+    finally:
+        renewer.stop()
+        source.close()

@@ -158,13 +158,15 @@ class BudgetLedger(LedgerQueries):
             self._shared.append(scope)
 
     def renew_shared(self, *, give_back: bool = False) -> None:
-        """Renew the leases that are due (a timer calls this), or give every unspent slice back (the engine stops)."""
+        """Renew the leases that are due (a timer calls this), or give every unspent slice back (the engine stops).
+        An idle hierarchy's slice goes back here too: a run that ended with a call still open (settled after its
+        scope closed) did not give it back at close_scope."""
         with self._lock:
             for scope in self._shared:
                 shared = scope.shared
                 assert shared is not None
-                if give_back:
-                    shared.give_back()
+                if give_back or (not scope.children and not scope.reserved >> COST_SHIFT):
+                    shared.give_back()  # nothing to do (no round trip) when it holds nothing
                 elif shared.renew_due():
                     shared.renew()
 
