@@ -108,6 +108,8 @@ def test_engines_sharing_a_postgres_never_exceed_the_daily_cap_together(tmp_path
     # Worst cases are reserved before each call ($0.003 for the lead's), so runs in flight at once on all engines
     # are refused early rather than risk the cap: at least one finishes, and the later ones end on the cap.
     assert "completed" in statuses and "budget_exceeded" in statuses, statuses
+    assert all("hierarchy_daily budget 'daily:budgeted' exhausted on cost_usd" in (r.error or "")
+               for r in every if r.status == "budget_exceeded")
     # The refusals are the daily cap's, with its event, as on one engine.
     breaches = [json.loads(row[0]) for row in stored(pg_url, "SELECT data FROM events WHERE kind = 'budget.exceeded'")]
     assert breaches and {b["scope_kind"] for b in breaches} == {"hierarchy_daily"}, breaches
