@@ -276,7 +276,7 @@ class BudgetLedger(LedgerQueries):
             if breach is not None:
                 break
         else:
-            if scope.dailies:  # a daily cap shared with other engines: the slice leased here must cover it too
+            if self._shared and scope.dailies:  # a daily cap shared with other engines: the slice must cover it
                 breach = cover_shared(scope.dailies, vec)
             if breach is None:
                 # Pass 2: commit.
