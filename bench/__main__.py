@@ -1,5 +1,5 @@
-"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|pg-control|all]` (also
-`make bench`): print the benchmark tables.
+"""`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|pg-control|
+pg-budget|all]` (also `make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -151,6 +151,13 @@ def section_postgres(args: argparse.Namespace) -> None:
                pg_bench.measure(seconds=args.store_seconds))
 
 
+def section_pg_budget(args: argparse.Namespace) -> None:
+    from bench import pg_budget_bench
+
+    print_rows("daily cap shared by every engine on Postgres: cost per model call (embedded server, fsync on)",
+               pg_budget_bench.measure())
+
+
 def section_pg_control(args: argparse.Namespace) -> None:
     from bench import pg_control_bench
 
@@ -163,7 +170,7 @@ SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": sectio
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
             "durable": section_durable, "serve": section_serve, "postgres": section_postgres,
-            "pg-control": section_pg_control}
+            "pg-control": section_pg_control, "pg-budget": section_pg_budget}
 
 
 def main(argv: list[str] | None = None) -> int:

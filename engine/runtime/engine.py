@@ -119,6 +119,8 @@ class Engine:
 
             raise InputError("OpenTelemetry export reads traces.db: it cannot follow traces on Postgres yet "
                              "(issue 16)", field="[otel]")
+        if self.traces_on_postgres:  # daily cost caps shared by every engine on that Postgres store (issue 16)
+            self.guards.share_daily_caps(self.store.trace_location, self.store.engine_id)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self.gate.attach()
@@ -164,6 +166,7 @@ class Engine:
             await self.durable.close()  # runs resumed on start end first (stop_all() kills them on a shutdown)
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
+        await anyio.to_thread.run_sync(self.guards.close)  # unspent slices of shared daily caps go back
         if self.otel is not None:
             from engine.export.live import stop_live_export
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.guardrails.breaker import BreakerConfig, BreakerRegistry, BreakerTransition
 from engine.guardrails.budget import Breach, BudgetEvent, BudgetLedger, BudgetLimits, merge_limits
+from engine.guardrails.budget.shared import AllowanceSource, LeaseRenewer, SharedDaily
+from engine.guardrails.budget.vectors import cost_to_nano
 from engine.hierarchy.schema import RetryPolicy
 from engine.retry import Backoff, RetryWait, plan_retry
 
@@ -60,6 +62,8 @@ class Guards:
         self._registries: dict[str, BreakerRegistry] = {}
         self._breaker_defaults = breaker_defaults
         self._daily_scopes: set[str] = set()
+        self._shared_source: AllowanceSource | None = None  # set on a Postgres store: daily caps span engines
+        self._renewer: LeaseRenewer | None = None
         self.rng = random.Random()
         self.breaker_listeners: list[Any] = []
 
@@ -125,10 +129,37 @@ class Guards:
         if scope_id not in self._daily_scopes:
             self.ledger.open_scope(scope_id, "hierarchy_daily", compiled.spec.budgets.daily,
                                    labels={"hierarchy": compiled.name})
-            if history is not None and compiled.spec.budgets.daily is not None:
+            daily = compiled.spec.budgets.daily
+            if history is not None and daily is not None:
                 self.ledger.seed_daily_spend(scope_id, history(compiled.name))
+            if self._shared_source is not None and daily is not None and daily.cost_usd is not None:
+                self.ledger.share_daily(scope_id, SharedDaily(self._shared_source, compiled.name,
+                                                              cost_to_nano(daily.cost_usd)))
             self._daily_scopes.add(scope_id)
         return scope_id
+
+    def share_daily_caps(self, location: Any, holder: str) -> None:
+        """Daily cost caps from now on are shared with every engine on the Postgres store at `location` (a store
+        directory has one engine: its caps stay in memory). `holder`: this engine's id, as its runs record it."""
+        from engine.store.pg.daily_allowance import open_daily_allowance
+
+        source = open_daily_allowance(location, holder)
+        if source is not None:
+            self.share_dailies(source)
+
+    def share_dailies(self, source: AllowanceSource) -> None:
+        """Daily cost caps from now on are shared with every engine leasing from `source`."""
+        self._shared_source = source
+        self._renewer = LeaseRenewer(lambda give_back: self.ledger.renew_shared(give_back=give_back), source.ttl)
+
+    def close(self) -> None:
+        """The engine stops: give every unspent slice of a shared daily cap back (and report what was spent)."""
+        source, self._shared_source = self._shared_source, None
+        if source is None:
+            return
+        if self._renewer is not None:
+            self._renewer.stop()
+        source.close()
 
     def run_limits(self, compiled: CompiledHierarchy, override: BudgetLimits | None) -> BudgetLimits | None:
         base = compiled.spec.budgets.run

@@ -10,7 +10,8 @@ whole chain: either every scope records it or none does.
 
 One module per job: limits (what can be limited, parsing operator input), vectors (packed amounts, Demand,
 Actual, compiled limits), windows (rolling day, burn rate), records (Breach, events, usage), scope (one scope's
-state), ledger (BudgetLedger, Reservation). Import the public names from here; the modules are the layout.
+state), ledger (BudgetLedger, Reservation) and ledger_queries (its reads off the hot path), shared (a daily cost cap
+several engines lease from one source: a Postgres store). Import the public names from here; the modules are the layout.
 """
 
 from engine.guardrails.budget.ledger import BudgetLedger, Reservation

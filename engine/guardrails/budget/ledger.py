@@ -12,28 +12,23 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Literal
 
 from engine.clock import Clock, SystemClock
 from engine.guardrails.budget.chain import (
-    check_chain,
-    output_cap,
     prune_dailies,
     released_event,
     reserved_event,
     seed_daily,
     settled_event,
     soft_sweep,
-    wall_left,
 )
-from engine.guardrails.budget.limits import SCOPE_KINDS, BudgetLimits, Dimension, ScopeKind
+from engine.guardrails.budget.ledger_queries import LedgerQueries
+from engine.guardrails.budget.limits import SCOPE_KINDS, BudgetLimits, ScopeKind
 from engine.guardrails.budget.records import Breach, BudgetEvent, ScopeUsage
 from engine.guardrails.budget.scope import (
     Scope,
     attribution_key,
-    attribution_report,
-    breach_event,
     context_breach,
     crossed_levels,
     fire_warnings,
@@ -42,6 +37,7 @@ from engine.guardrails.budget.scope import (
     usage_of,
     wall_breach,
 )
+from engine.guardrails.budget.shared import SharedDaily, cover_shared
 from engine.guardrails.budget.vectors import (
     MASK,
     SHIFT,
@@ -52,7 +48,6 @@ from engine.guardrails.budget.vectors import (
     cost_to_nano,
     exceeds,
     field,
-    unpack,
 )
 from engine.guardrails.budget.vectors import S3 as COST_SHIFT
 from engine.guardrails.budget.windows import BURN_WINDOW_S, DAY_BUCKET_S, prune_recent
@@ -86,7 +81,7 @@ class Reservation:
 
 
 
-class BudgetLedger:
+class BudgetLedger(LedgerQueries):
     """Thread-safe reservation ledger over nested scopes. All methods are O(depth of the scope chain).
 
     `on_event` is called outside the lock (so it may call back into the ledger). Set `call_events=False` to keep
@@ -109,6 +104,7 @@ class BudgetLedger:
         self._scopes: dict[str, Scope] = {}
         self._ids = itertools.count(1)
         self._attribution: dict[tuple[tuple[str, str], ...], int] = {}  # packed totals
+        self._shared: list[Scope] = []  # hierarchy_daily scopes whose cost cap other engines share
 
     # -- scopes ------------------------------------------------------------------------------------------------------
 
@@ -145,9 +141,34 @@ class BudgetLedger:
                 current = stack.pop()
                 stack.extend(self._scopes[c] for c in current.children if c in self._scopes)
                 del self._scopes[current.scope_id]
-            if scope.parent is not None:
-                scope.parent.children.discard(scope_id)
+            parent = scope.parent
+            if parent is not None:
+                parent.children.discard(scope_id)
+                if parent.shared is not None and not parent.children and not parent.reserved >> COST_SHIFT:
+                    parent.shared.give_back()  # idle in this hierarchy: others may use the unspent slice
             return final
+
+    def share_daily(self, scope_id: str, shared: SharedDaily) -> None:
+        """Make a hierarchy_daily scope's cost cap one shared with other engines through `shared`'s source."""
+        with self._lock:
+            scope = self._get(scope_id)
+            if scope.spend is None:
+                raise ValueError(f"budget scope '{scope_id}' is a {scope.kind} scope; only hierarchy_daily is shared")
+            scope.shared = shared
+            self._shared.append(scope)
+
+    def renew_shared(self, *, give_back: bool = False) -> None:
+        """Renew the leases that are due (a timer calls this), or give every unspent slice back (the engine stops).
+        An idle hierarchy's slice goes back here too: a run that ended with a call still open (settled after its
+        scope closed) did not give it back at close_scope."""
+        with self._lock:
+            for scope in self._shared:
+                shared = scope.shared
+                assert shared is not None
+                if give_back or (not scope.children and not scope.reserved >> COST_SHIFT):
+                    shared.give_back()  # nothing to do (no round trip) when it holds nothing
+                elif shared.renew_due():
+                    shared.renew()
 
     def set_limits(self, scope_id: str, limits: BudgetLimits) -> None:
         """Replace a running scope's limits (operator action). Lowering below use makes the next reserve breach.
@@ -255,12 +276,15 @@ class BudgetLedger:
             if breach is not None:
                 break
         else:
-            # Pass 2: commit.
-            for s in chain:
-                s.reserved += vec
-                if context > s.max_context:
-                    s.max_context = context
-            result = Reservation(next(self._ids), scope.scope_id, demand, vec, chain, self)
+            if self._shared and scope.dailies:  # a daily cap shared with other engines: the slice must cover it
+                breach = cover_shared(scope.dailies, vec)
+            if breach is None:
+                # Pass 2: commit.
+                for s in chain:
+                    s.reserved += vec
+                    if context > s.max_context:
+                        s.max_context = context
+                result = Reservation(next(self._ids), scope.scope_id, demand, vec, chain, self)
         events: list[BudgetEvent] | None = None
         if breach is None and crossed:
             events = fire_warnings(crossed, now)  # marks them fired even when nobody listens
@@ -304,6 +328,8 @@ class BudgetLedger:
                 wall_now = self._wall_time()
                 start = wall_now - wall_now % DAY_BUCKET_S
                 for s in dailies:
+                    if s.shared is not None:
+                        s.shared.settled(act >> COST_SHIFT)
                     buckets = s.spend.buckets  # type: ignore[union-attr]  # dailies all have one
                     if buckets and start <= buckets[-1][0]:  # RollingDay.add(), inlined: it runs on every settle
                         buckets[-1][1] += act
@@ -349,75 +375,7 @@ class BudgetLedger:
         if self._on_event is not None and self.call_events:
             self._emit([released_event(reservation._chain[0], reservation.scope_id, reservation.id)])
 
-    # -- queries -----------------------------------------------------------------------------------------------------
-
-    def check(self, scope_id: str) -> Breach | None:
-        """Would a zero-sized reserve() be refused? For the wall-time check between steps; reserves nothing.
-
-        Also fires soft warnings that are due (a wall-time warning has no other moment to fire between calls).
-        """
-        scope = self._scopes.get(scope_id)
-        if scope is not None and scope.free:
-            return None  # nothing limited anywhere up the chain: nothing can be exceeded or warned about
-        events: list[BudgetEvent] = []
-        with self._lock:
-            scope = self._get(scope_id)
-            now = self._monotonic()
-            if scope.dailies:
-                prune_dailies(scope.dailies, self._wall_time())
-            breach = check_chain(scope.chain, now, events)
-            if breach is not None:
-                events.append(self._breach_event(breach))
-        self._emit(events)
-        return breach
-
-    def step_output_cap(self, scope_id: str, *, input_tokens: int = 0) -> int | None:
-        """Most output tokens one call may still ask for: the smallest output/total headroom across the chain.
-
-        `input_tokens` (the prompt about to be sent) is taken off the total-token headroom. None = no token limit,
-        0 = nothing left. The runtime lowers max_tokens to this instead of failing while a little budget remains.
-        """
-        scope = self._scopes.get(scope_id)
-        if scope is not None and not scope.token_capped:
-            return None  # no output or total token limit anywhere up the chain
-        with self._lock:
-            scope = self._get(scope_id)
-            if scope.dailies:
-                prune_dailies(scope.dailies, self._wall_time())
-            cap = output_cap(scope.chain, input_tokens)
-        return None if cap is None else max(cap, 0)
-
-    def limited(self, scope_id: str) -> bool:
-        """Does any scope up this one's chain limit anything? (False for an unknown scope.)"""
-        scope = self._scopes.get(scope_id)
-        return scope is not None and not scope.free
-
-    def wall_time_left(self, scope_id: str) -> float | None:
-        """Seconds until the first wall_time_s limit up the chain runs out (0 once one has); None = no wall limit.
-        The runtime asks before it sleeps a retry backoff, so no wait outlasts the time the run has left."""
-        scope = self._scopes.get(scope_id)
-        if scope is None or scope.free:
-            return None
-        with self._lock:
-            return wall_left(scope.chain, self._monotonic())
-
-    def usage(self, scope_id: str) -> ScopeUsage:
-        with self._lock:
-            return usage_of(self._get(scope_id), self._monotonic(), self._wall_time())
-
-    def attribution(self) -> dict[str, dict[str, dict[Dimension, float]]]:
-        """Settled spend per label: ``attribution()["agent"]["pricing"][Dimension.cost_usd]``."""
-        with self._lock:
-            groups = [(key, unpack(totals)) for key, totals in self._attribution.items()]
-        return attribution_report(groups)
-
     # -- internals (call with the lock held) -------------------------------------------------------------------------
-
-    def _get(self, scope_id: str) -> Scope:
-        scope = self._scopes.get(scope_id)
-        if scope is None:
-            raise KeyError(f"no open budget scope '{scope_id}'")
-        return scope
 
     def _close_reservation(self, reservation: Reservation, state: str) -> None:
         if reservation._ledger is not self:
@@ -434,15 +392,3 @@ class BudgetLedger:
         if self.call_events and result is not None:
             events.append(reserved_event(scope, result.id, vec, context))
         return events
-
-    def _breach_event(self, breach: Breach) -> BudgetEvent:
-        scope = self._scopes.get(breach.scope_id)
-        return breach_event(breach, scope.labels if scope is not None else MappingProxyType({}))
-
-    def _emit(self, events: list[BudgetEvent] | None) -> None:
-        if events:
-            on_event = self._on_event
-            if on_event is not None:
-                for event in events:
-                    on_event(event)
-

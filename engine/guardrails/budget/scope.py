@@ -8,11 +8,15 @@ from collections import deque
 from collections.abc import Mapping
 from operator import itemgetter
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from engine.guardrails.budget.limits import Dimension
 from engine.guardrails.budget.records import Breach, BudgetEvent, DimensionUsage, ScopeUsage
 from engine.guardrails.budget.vectors import SUMMED, WALL, CompiledLimits, N, external, field, unpack
 from engine.guardrails.budget.windows import BURN_WINDOW_S, RollingDay
+
+if TYPE_CHECKING:
+    from engine.guardrails.budget.shared import SharedDaily
 
 __all__ = [
     "ATTRIBUTION_KEYS",
@@ -50,6 +54,7 @@ class Scope:
         "recent",
         "reserved",
         "scope_id",
+        "shared",
         "soft_pending",
         "spend",
         "token_capped",
@@ -76,6 +81,8 @@ class Scope:
         # A rolling 24 h scope remembers when its spend happened; its `used` is the sum still inside the window.
         self.spend: RollingDay | None = RollingDay() if kind == "hierarchy_daily" else None
         self.dailies: tuple[Scope, ...] = tuple(s for s in self.chain if s.spend is not None)
+        # A daily cost cap shared with other engines (budget/shared.py): set by BudgetLedger.share_daily.
+        self.shared: SharedDaily | None = None
         # Settles of the last minute (time, packed amounts), for the burn rate. Per scope, so reading one scope's
         # rate never scans the whole engine's traffic, and pruned on append so it stays bounded by one minute of
         # this scope's calls.
