@@ -14,6 +14,7 @@ from console.commands.controls.common import (
     open_api,
     require_reason,
     store_dir_arg,
+    store_location_arg,
 )
 from console.output import pick, print_json, table
 from engine.timefmt import age, timestamp
@@ -45,11 +46,14 @@ def handle_engines(args: argparse.Namespace) -> int:
 
     if args.terminate is not None:
         return _terminate(args)
-    store_dir = store_dir_arg(args)
+    from engine.store.location import StoreDirectory
+
+    location = store_location_arg(args)
     with open_api(args, create=False, read_only=True) as api:
         # Dicts from here on: the listing adds what the lock file says to each engine's row.
         engines = [engine.as_dict() for engine in api.engines()]
-    holder = read_lock_holder(store_dir) or {}
+    # A Postgres store has no lock file: several engines share it by design, each alive by its own heartbeat.
+    holder = (read_lock_holder(location.path) or {}) if isinstance(location, StoreDirectory) else {}
     for engine in engines:
         engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
                                 and holder.get("host") == engine["host"])

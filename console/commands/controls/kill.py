@@ -182,6 +182,10 @@ def _await_ack(api: Any, switch: KillSwitch, timeout: float) -> int:
         print("no engine is running on this store: the switch stays in force and the next engine applies it "
               "when it starts")
         return 0
+    live = [e for e in api.engines() if e.alive]
+    if live:  # on a Postgres store, every engine of the fleet (each listens for the switch)
+        print("live engine(s) it reaches: " + ", ".join(f"{str(e.id)[:12]} (pid {e.pid} on {e.host})"
+                                                         for e in live))
     deadline = time.monotonic() + timeout
     version = api.data_version()
     while current.acked is None and time.monotonic() < deadline:
