@@ -38,6 +38,10 @@ def busy(tmp_path: Path) -> Any:
     return load_hierarchy(str(path))
 
 
+def entries(path: Path) -> list[Path]:
+    return list(path.iterdir())
+
+
 def event_kinds(url: str) -> list[str]:
     reader = open_trace_reads(pg(url))
     try:
@@ -70,7 +74,7 @@ async def test_an_engine_on_postgres_alone_runs_and_registers_there(pg_url: str,
     with ControlAPI(pg_url, "alice") as api:
         [engine_row] = api.engines()
         assert engine_row.stopped is not None and not engine_row.alive
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 @pytest.mark.anyio
