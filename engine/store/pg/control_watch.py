@@ -6,7 +6,7 @@ change becomes visible: never before its COMMIT, never for a rolled-back one, an
 SQL outside Flightdeck (the engine's binding check then refuses it). `wait()` blocks on the watcher's own connection
 until one arrives or the timeout passes.
 
-How an engine uses it (the wiring into the runtime is the next slice of issue 16): open the watcher FIRST, then
+How an engine uses it (engine/runtime/control_worker.py's listener thread): open the watcher FIRST, then
 read the snapshot, then loop `wait()` -> snapshot. A change committed between the snapshot and the first wait is
 already queued on the LISTENing connection, so it is never missed; a spurious wake costs one snapshot read. The
 timeout doubles as the safety net a poller had: wake at least every so often and read anyway.
