@@ -165,3 +165,35 @@ def test_engine_id_and_config_without_a_store_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         engine_config(str(config), {})
     assert info.value.file == str(config)
+
+
+def listeners(url: str) -> list[int]:
+    """The backends LISTENing for control changes (their last statement was the LISTEN)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND query = 'LISTEN flightdeck_control'").fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.anyio
+async def test_the_listener_reconnects_after_its_connection_is_terminated(pg_url: str, tmp_path: Path) -> None:
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    operator = ControlAPI(pg_url, "oncall")
+    try:
+        async with Engine(store, latency_scale=0.0) as engine:
+            worker = engine.controls.worker
+            assert worker is not None
+            [old] = await anyio.to_thread.run_sync(lambda: wait_until(lambda: listeners(pg_url), what="the listener"))
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (old,))
+            [new] = await anyio.to_thread.run_sync(lambda: wait_until(
+                lambda: [pid for pid in listeners(pg_url) if pid != old], what="a new listener"))
+            assert new != old
+            wakes = worker.wakes
+            await anyio.to_thread.run_sync(lambda: operator.set_flag("approvals", "all", reason="drill"))
+            await anyio.to_thread.run_sync(lambda: wait_until(lambda: worker.wakes > wakes, what="a wake"))
+            await anyio.to_thread.run_sync(lambda: wait_until(
+                lambda: engine.controls.flags.get("approvals") == {("global", None): "all"}, what="the flag applied"))
+    finally:
+        store.close()
+        operator.close()

@@ -44,6 +44,7 @@ class ControlWatcher:
         import psycopg
 
         self.location = location
+        self._closing = False  # close() was called: a failing wait is the stop, not a lost connection
         self._conn: psycopg.Connection[Any] = connect(location, autocommit=True)
         try:
             self._conn.execute(f"LISTEN {CHANNEL}")  # CHANNEL is our own identifier
@@ -64,12 +65,15 @@ class ControlWatcher:
             # Whatever else has already arrived: a transaction touching several tables sends one per table.
             rest = list(self._conn.notifies(timeout=0.0))
         except psycopg.Error as exc:
-            if self._conn.closed:
-                return None  # closed by another thread to stop the wait
+            # Closed by another thread to stop the wait. A connection the server dropped is closed too (and broken):
+            # that must be an error, or the caller would take it for "nothing changed" forever.
+            if self._closing:
+                return None
             raise store_error(self.location, exc, "waiting for control changes") from None
         return ControlChange(frozenset(n.payload for n in first + rest), received)
 
     def close(self) -> None:
+        self._closing = True
         self._conn.close()
 
     def __enter__(self) -> ControlWatcher:
