@@ -103,3 +103,33 @@ def test_flightdeck_engines_lists_a_postgres_stores_engines(pg_url: str, tmp_pat
     assert engine["id"] == "eng-a" and engine["alive"] and engine["holds_lock"] is False
     table = flightdeck("engines", "--store", pg_url)
     assert table.returncode == 0 and "eng-a" in table.stdout and "alive" in table.stdout
+
+
+def test_kill_waits_for_no_dead_engine_of_a_fleet_and_terminate_says_where_to_stop_one(pg_url: str) -> None:
+    claim(pg_url, "eng-dead", time.time() - 60, host="other-host", pid=4242)  # never stopped: its host died
+    PgControlDB(pg(pg_url)).close()
+    kill = flightdeck("kill", "--all", "--reason", "drill", "--yes", "--wait-ack", "0.2", "--store", pg_url)
+    assert kill.returncode == 0, kill.stderr
+    assert "no engine is running on this store: the switch stays in force" in kill.stdout
+    assert "live engine(s) it reaches" not in kill.stdout
+    terminate = flightdeck("engines", "--terminate", "4242", "--reason", "wedged", "--yes", "--store", pg_url)
+    assert terminate.returncode == 2
+    assert "--terminate: stops the engine holding a store directory's lock" in terminate.stderr
+
+
+def test_a_trace_schema_from_before_heartbeats_is_upgraded_with_its_engines(pg_url: str) -> None:
+    from engine.store.pg.connection import connect
+    from engine.store.pg.schema import PG_TRACES_MIGRATIONS, migrate
+
+    conn = connect(pg(pg_url))
+    try:
+        migrate(conn, pg(pg_url), "traces", PG_TRACES_MIGRATIONS[:2])  # v2: engines without a heartbeat
+        conn.execute('INSERT INTO engines (id, pid, host, "user", version, started, stopped) '
+                     "VALUES ('old', 1, 'h', 'u', '0.1', 100, 150), ('older', 2, 'h', 'u', '0.1', 50, NULL)")
+    finally:
+        conn.close()
+    claim(pg_url, "new", time.time())  # upgrades the schema first
+    with ControlAPI(pg_url, "alice") as api:
+        engines = {e.id: e for e in api.engines()}
+    assert engines["old"].heartbeat == 150 and engines["older"].heartbeat == 50 and engines["older"].stale
+    assert engines["new"].alive

@@ -17,6 +17,7 @@ from console.commands.controls.common import (
     store_location_arg,
 )
 from console.output import pick, print_json, table
+from engine.errors import InputError
 from engine.timefmt import age, timestamp
 
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
@@ -109,8 +110,13 @@ def _export_health(holder: dict[str, Any]) -> dict[str, Any] | None:
 
 def _terminate(args: argparse.Namespace) -> int:
     from engine.controls.terminate import check_terminable, terminate_engine
+    from engine.store.location import PostgresLocation
 
     reason = require_reason(args)
+    if isinstance(store_location_arg(args), PostgresLocation):
+        raise InputError("stops the engine holding a store directory's lock; an engine on a Postgres store holds "
+                         "none: stop it on its own host (kill -TERM PID; `flightdeck engines` shows host and pid)",
+                         field="--terminate")
     store_dir = store_dir_arg(args)
     with open_api(args, create=False) as api:
         holder = check_terminable(store_dir, args.terminate)  # refuse before asking, not after
