@@ -106,6 +106,13 @@ class ControlWorker:
         self._listener_thread.start()
 
     def _listen_loop(self) -> None:
+        try:
+            self._listen_until_stopped()
+        finally:  # one opened by a reconnect that raced stop() is closed here, not left to the garbage collector
+            if self._listener is not None:
+                self._listener.close()
+
+    def _listen_until_stopped(self) -> None:
         failing = False
         while not self._stopped.is_set():
             listener = self._listener
