@@ -135,3 +135,35 @@ def test_the_kill_command_names_the_live_engine_it_reaches(pg_url: str, tmp_path
             engine.kill()
             engine.communicate()
     assert engine.returncode == 6
+
+
+def test_one_kill_switch_stops_two_engines_on_one_database(pg_url: str, tmp_path: Path) -> None:
+    hierarchy = tmp_path / "busy.yaml"
+    hierarchy.write_text(BUSY)
+    engines = [subprocess.Popen([sys.executable, "-m", "console.cli", "run", str(hierarchy), "--store", pg_url,
+                                 "--repeat", "3", "--concurrency", "3", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), "FLIGHTDECK_ENGINE_ID": f"ci/{name}"})
+               for name in ("a", "b")]
+    try:
+        def both_running() -> bool:
+            try:
+                with PgTraceReader.connect(pg(pg_url)) as reader:
+                    return len({s.run_id for s in reader.running_spans() if s.kind == "agent"}) >= 6
+            except StoreError:
+                return False
+
+        wait_until(both_running, timeout=90, what="both engines' runs in flight")
+        kill = flightdeck("kill", "--all", "--reason", "fleet drill", "--yes", "--store", pg_url)
+        assert kill.returncode == 0, kill.stderr
+        reached = kill.stdout.split("live engine(s) it reaches: ", 1)[1].splitlines()[0]
+        assert "ci/a (pid" in reached and "ci/b (pid" in reached
+        outputs = [engine.communicate(timeout=60) for engine in engines]
+    finally:
+        for engine in engines:
+            if engine.poll() is None:
+                engine.kill()
+                engine.communicate()
+    for engine, (out, err) in zip(engines, outputs, strict=True):
+        assert engine.returncode == 6, err
+        assert {r["status"] for r in json.loads(out)} == {"killed"}
