@@ -133,3 +133,19 @@ def test_a_trace_schema_from_before_heartbeats_is_upgraded_with_its_engines(pg_u
         engines = {e.id: e for e in api.engines()}
     assert engines["old"].heartbeat == 150 and engines["older"].heartbeat == 50 and engines["older"].stale
     assert engines["new"].alive
+
+
+def test_an_open_engine_store_heartbeats_on_its_timer_and_stops_on_close(pg_url: str) -> None:
+    from engine.store import open_engine_store
+    from tests.store_support import wait_until
+
+    store = open_engine_store(pg(pg_url), heartbeat_interval=0.05)
+    try:
+        with ControlAPI(pg_url, "alice") as api:
+            [first] = api.engines()
+            wait_until(lambda: api.engines()[0].heartbeat > first.heartbeat, what="a heartbeat")
+    finally:
+        store.close()
+    with ControlAPI(pg_url, "alice") as api:
+        [engine] = api.engines()
+    assert engine.id == store.engine_id and engine.stopped is not None and not engine.alive
