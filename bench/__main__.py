@@ -1,5 +1,5 @@
 """`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|pg-control|
-pg-budget|all]` (also `make bench`): print the benchmark tables.
+pg-budget|pg-engine-kill|all]` (also `make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -166,11 +166,20 @@ def section_pg_control(args: argparse.Namespace) -> None:
                pg_control_bench.run(rounds=args.pg_control_rounds))
 
 
+def section_pg_engine_kill(args: argparse.Namespace) -> None:
+    from bench import pg_engine_kill_bench
+
+    print_rows(f"kill switch -> `flightdeck run` stops the run ({args.pg_kill_rounds} rounds each; Postgres: the "
+               f"engine wholly on Postgres, woken by LISTEN/NOTIFY; SQLite: a store directory, 10 ms poll)",
+               pg_engine_kill_bench.run(rounds=args.pg_kill_rounds))
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
             "durable": section_durable, "serve": section_serve, "postgres": section_postgres,
-            "pg-control": section_pg_control, "pg-budget": section_pg_budget}
+            "pg-control": section_pg_control, "pg-budget": section_pg_budget,
+            "pg-engine-kill": section_pg_engine_kill}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-trials", type=int, default=30, help="kill-switch / flag trials (controls)")
     parser.add_argument("--pg-control-rounds", type=int, default=200,
                         help="kill switches timed to the watcher's wake, per backend (pg-control)")
+    parser.add_argument("--pg-kill-rounds", type=int, default=30,
+                        help="run-scoped kill switches timed to the run's end, per backend (pg-engine-kill)")
     parser.add_argument("--serve-probes", type=int, default=50, help="runs timed submit -> first model call (serve)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)

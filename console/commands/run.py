@@ -35,7 +35,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--input", metavar="TEXT", help="run input: text, or a JSON object")
     source.add_argument("--input-file", metavar="F", help="read the run input from a file (JSON or text)")
     add_store_argument(parser)
-    parser.add_argument("--config", metavar="FILE", help="store config file (default: STORE/config.toml)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="store config file (default: STORE/config.toml; on a Postgres store $FLIGHTDECK_CONFIG, "
+                             "else the defaults)")
     parser.add_argument("--scenario", metavar="FILE", help="scripted-model scenario file (a `scripts:` mapping)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the scripted model (default 0)")
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="number of runs (default 1)")
@@ -169,7 +171,8 @@ def handle(args: argparse.Namespace) -> int:
     from engine.runbooks.loader import check_store_runbooks
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.shutdown import SHUTDOWN_SIGNALS, Shutdown, SignalReceiver, watch_signals
-    from engine.store import open_engine_store, resolve_store_dir
+    from engine.store import open_engine_store, resolve_store_location
+    from engine.store.location import PostgresLocation
 
     if args.idempotency_key is not None and args.repeat != 1:
         raise InputError("--idempotency-key names one run: it cannot be used with --repeat", field="--repeat")
@@ -178,11 +181,14 @@ def handle(args: argparse.Namespace) -> int:
     samples = [given] if given is not None else (sample_inputs(hierarchy.path) or [""])
     requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i, tenant=args.tenant,
                            budget=args.budget, idempotency_key=args.idempotency_key) for i in range(args.repeat)]
-    store_dir = resolve_store_dir(args.store)
-    progress = Progress(len(requests), enabled=not args.json, store=args.store)
+    location = resolve_store_location(args.store)
+    if isinstance(location, PostgresLocation):
+        refuse_durable_on_postgres(args)
+    # Shown, never with a Postgres password (str() of a location masks it).
+    progress = Progress(len(requests), enabled=not args.json, store=None if args.store is None else str(location))
     if not args.json:
         print(f"running {hierarchy.spec.name} ×{len(requests)} (concurrency {args.concurrency}) "
-              f"on store {store_dir}", file=sys.stderr)
+              f"on store {location}", file=sys.stderr)
 
     shutdown = Shutdown()
     failure: list[StoreError] = []
@@ -213,7 +219,10 @@ def handle(args: argparse.Namespace) -> int:
                         else "")))
                 return results
 
-    store = open_engine_store(store_dir, config_file=args.config, input_checks=[check_store_runbooks])
+    if isinstance(location, PostgresLocation):  # the engine wholly on Postgres: no directory, no lock
+        store = open_engine_store(location, config_file=args.config)
+    else:
+        store = open_engine_store(location.path, config_file=args.config, input_checks=[check_store_runbooks])
     try:
         try:
             results = anyio.run(go)
@@ -242,6 +251,15 @@ def handle(args: argparse.Namespace) -> int:
             print(f"stopped on {shutdown.signal}: {len(requests) - len(results)} run(s) not started",
                   file=sys.stderr)
     return shutdown.exit_code if shutdown.exit_code is not None else worst_exit_code(results)
+
+
+def refuse_durable_on_postgres(args: argparse.Namespace) -> None:
+    """Durable runs keep DBOS's state in STORE/durable.db: not on a Postgres store yet (issue 16)."""
+    for flag, given in (("--durable", args.durable), ("--idempotency-key", args.idempotency_key is not None),
+                        ("--no-resume", args.no_resume)):
+        if given:
+            raise InputError("durable runs cannot use a Postgres store yet (their state is in STORE/durable.db; "
+                             "issue 16): run without it, or pass a store directory", field=flag)
 
 
 def print_summary(results: list[Any], redact: Callable[[str], str | None] = lambda text: text) -> None:

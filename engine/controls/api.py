@@ -12,9 +12,9 @@ Rows come back typed (engine.store.control_rows: frozen dataclasses, one field p
 JSON columns come back parsed: approvals' `arguments` and `edited_arguments`, budget_overrides' `limits`, audit's
 `before` and `after`.
 
-Engine side: the engine constructs `ControlAPI(store_dir, f"engine:{engine_id}", db=store.control)` to share its
-ControlDB, polls `data_version()` and calls `snapshot()` when it changes, acknowledges what it applied (acks are not
-audited: they are bookkeeping, not actions) and records approval requests and expiries (audited).
+Engine side: its ControlWorker reads `data_version()` (polled on control.db, woken by LISTEN/NOTIFY on Postgres),
+calls `snapshot()` when it changes, acknowledges what it applied (acks are not audited: they are bookkeeping, not
+actions) and records approval requests and expiries (audited).
 
 Size (over 450 lines, stated): this is the whole public contract of the control plane, one short method per action,
 most of it argument checks and the docstrings callers rely on; the SQL and the audit rows live in the concept

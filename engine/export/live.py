@@ -204,6 +204,11 @@ def prepare_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[
     settings = resolve(config.otel, env)
     if settings is None:
         return None
+    if getattr(store, "store_dir", True) is None:  # an engine wholly on Postgres: no traces.db to ship from
+        from engine.errors import InputError
+
+        raise InputError("OpenTelemetry export reads traces.db: it cannot follow traces on Postgres yet (issue 16)",
+                         field="[otel]")
     from engine import __version__
     from engine.store.redact import secret_values
 

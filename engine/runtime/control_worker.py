@@ -1,8 +1,14 @@
-"""The engine's link to control.db: one thread that owns a ControlAPI connection, polls PRAGMA data_version every
-few milliseconds (cheap: no query plan, no table read) and hands fresh snapshots to the event loop; it also runs
-the engine's own control.db writes (acks, approval requests) so SQLite never blocks the event loop. Watchers
-(`watch`) run on this thread after every change too: the durable layer's pickup of resume requests is one
-(engine/runtime/durable_pickup.py).
+"""The engine's link to the control plane: one thread that owns a ControlAPI connection, reads `data_version()` to
+tell whether anything changed and hands fresh snapshots to the event loop; it also runs the engine's own control
+writes (acks, approval requests) so the database never blocks the event loop. Watchers (`watch`) run on this thread
+after every change too: the durable layer's pickup of resume requests is one (engine/runtime/durable_pickup.py).
+
+When to read: on control.db, PRAGMA data_version every few milliseconds (cheap: no query plan, no table read). On a
+Postgres store (`listen`), polling every engine of a fleet on a timer is what issue 16 rules out: a listener thread
+blocks on LISTEN/NOTIFY (pg/control_watch.py's ControlWatcher) and wakes this thread when a control change commits;
+`data_version()` is then read once per wake, and once every `safety_net` seconds in case a notification was lost
+(the listener's connection dropped: it reconnects, then wakes this thread, since a change may have come meanwhile).
+The listener is LISTENing before the first snapshot is read, so no change between the two is missed.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI, ControlSnapshot
@@ -21,22 +27,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL_INTERVAL_S = 0.01
+SAFETY_NET_S = 1.0  # with a listener: read data_version at least this often anyway
+RECONNECT_MAX_S = 5.0
+
+
+class ChangeListener(Protocol):
+    """What the worker needs of pg/control_watch.py's ControlWatcher."""
+
+    def wait(self, timeout_s: float) -> object | None: ...
+
+    def close(self) -> None: ...
+
+
+class _Wake:
+    """Queued by the listener thread: the control plane changed, read it."""
+
+
+WAKE = _Wake()
 
 
 class ControlWorker:
     def __init__(self, api_factory: Callable[[], ControlAPI], on_snapshot: Callable[[ControlSnapshot], None],
                  *, on_read: Callable[[ControlSnapshot], None] | None = None,
-                 poll_interval: float = POLL_INTERVAL_S, verifier: ControlVerifier | None = None) -> None:
+                 poll_interval: float = POLL_INTERVAL_S, verifier: ControlVerifier | None = None,
+                 listen: Callable[[], ChangeListener] | None = None, safety_net: float = SAFETY_NET_S) -> None:
         """`on_snapshot` runs on the event loop; `on_read` (optional, thread-safe) runs on this thread first, as soon
         as a snapshot is read: the engine's gate takes new switches from it without waiting for the loop.
-        `verifier` checks every snapshot against the audit log before either sees it (engine.controls.verifier)."""
+        `verifier` checks every snapshot against the audit log before either sees it (engine.controls.verifier).
+        `listen`: opens a ChangeListener (a Postgres store's ControlWatcher); reads are then woken by it instead of
+        polled every `poll_interval`."""
         self.verifier = verifier
         self._api_factory = api_factory
         self._on_snapshot = on_snapshot
         self._on_read = on_read
         self._poll_interval = poll_interval
+        self._listen = listen
+        self._safety_net = safety_net
+        self._listener: ChangeListener | None = None
+        self._listener_thread: threading.Thread | None = None
+        self.wakes = 0  # how many times the listener woke this thread (tests, diagnostics)
         # (job, future to deliver its result to | what it does, for a submitted job's failure message)
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], asyncio.Future[Any] | str] | None] = \
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], asyncio.Future[Any] | str] | _Wake | None] = \
             queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -58,8 +89,68 @@ class ControlWorker:
     def stop(self) -> None:
         self._stopped.set()
         self._jobs.put(None)
+        listener = self._listener
+        if listener is not None:
+            listener.close()  # a blocked wait() returns at once
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._listener_thread is not None:
+            self._listener_thread.join(timeout=10)
+
+    def _start_listener(self) -> None:
+        """LISTEN now (before the first snapshot is read), then wait for changes on a thread of its own."""
+        assert self._listen is not None
+        self._listener = self._listen()
+        self._listener_thread = threading.Thread(target=self._listen_loop, name="flightdeck-control-listener",
+                                                 daemon=True)
+        self._listener_thread.start()
+
+    def _listen_loop(self) -> None:
+        try:
+            self._listen_until_stopped()
+        finally:  # one opened by a reconnect that raced stop() is closed here, not left to the garbage collector
+            if self._listener is not None:
+                self._listener.close()
+
+    def _listen_until_stopped(self) -> None:
+        failing = False
+        while not self._stopped.is_set():
+            listener = self._listener
+            if listener is None:
+                return
+            try:
+                change = listener.wait(self._safety_net)
+            except Exception as exc:
+                if self._stopped.is_set():
+                    return
+                if not failing:
+                    log.warning("control listener: %s (reconnecting)", exc)
+                failing = True
+                listener.close()
+                self._listener = self._reconnect()
+                self._jobs.put(WAKE)  # a change may have committed while nobody listened
+                continue
+            failing = False
+            if change is not None and not self._stopped.is_set():
+                self.wakes += 1
+                self._jobs.put(WAKE)
+
+    def _late_listener(self) -> None:
+        self._listener = self._reconnect()
+        if self._listener is not None:
+            self._jobs.put(WAKE)
+            self._listen_loop()
+
+    def _reconnect(self) -> ChangeListener | None:
+        assert self._listen is not None
+        delay = 0.05
+        while not self._stopped.wait(delay):
+            try:
+                return self._listen()
+            except Exception as exc:
+                log.debug("control listener reconnect: %s", exc)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+        return None
 
     async def call(self, job: Callable[[ControlAPI], T]) -> T:
         """Run `job(api)` on the control thread and await its result (exceptions propagate)."""
@@ -92,12 +183,22 @@ class ControlWorker:
         api = self._api_factory()
         last_version: int | None = None
         cursor: int | None = None
+        if self._listen is not None:
+            try:
+                self._start_listener()
+            except Exception as exc:  # the reads fall back on the safety net until a reconnect succeeds
+                log.warning("control listener: %s", exc)
+                self._listener_thread = threading.Thread(target=self._late_listener, daemon=True,
+                                                         name="flightdeck-control-listener")
+                self._listener_thread.start()
+        wait = self._poll_interval if self._listen is None else self._safety_net
+        check = True
         try:
             while not self._stopped.is_set():
                 if self._loop.is_closed():  # the engine's event loop ended without stopping us
                     return
                 try:
-                    version = api.data_version()
+                    version = api.data_version() if check else last_version
                     if version != last_version:
                         last_version = version
                         snapshot = api.snapshot(cursor)
@@ -116,11 +217,20 @@ class ControlWorker:
                                 log.warning("control watcher %s: %s", getattr(watcher, "__name__", watcher), exc)
                 except Exception as exc:  # a locked or briefly unavailable control.db must not kill the watcher
                     log.warning("control watcher: %s", exc)
+                check = self._listen is None  # polling: every turn; listening: when woken or on the safety net
                 try:
-                    item = self._jobs.get(timeout=self._poll_interval)
+                    item = self._jobs.get(timeout=wait)
                 except queue.Empty:
+                    check = True
                     continue
                 while item is not None:
+                    if isinstance(item, _Wake):
+                        check = True
+                        try:
+                            item = self._jobs.get_nowait()
+                        except queue.Empty:
+                            break
+                        continue
                     job, future = item
                     try:
                         result, error = job(api), None

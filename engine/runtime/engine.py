@@ -104,7 +104,8 @@ class Engine:
         # shows up directly in kill-switch latency. 0.5 ms keeps them prompt at no measurable cost to the loop.
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
-        if self._runbooks_option is not False:
+        if self._runbooks_option is not False and getattr(self.store, "store_dir", True) is not None:
+            # (an engine wholly on Postgres runs no runbooks yet: they live in STORE/runbooks, issue 16)
             # Loaded first: an invalid runbook in STORE/runbooks is an InputError before anything starts.
             from engine.runbooks.runtime import RunbookEngine
 
@@ -132,8 +133,12 @@ class Engine:
         store = self.store
         verifier = ControlVerifier(store.engine_id, emit=lambda kind, data: self.tracer.event(None, None, kind,
                                                                                                data=data))
-        worker = ControlWorker(lambda: ControlAPI(store.dir, f"engine:{store.engine_id}"), self.controls.apply,
-                               on_read=partial(self.controls.stage, from_watcher=True), verifier=verifier)
+        from engine.runtime.control_link import control_listener, control_location
+
+        where = control_location(store)  # control.db in the store directory, or the Postgres store
+        worker = ControlWorker(lambda: ControlAPI(where, f"engine:{store.engine_id}"), self.controls.apply,
+                               on_read=partial(self.controls.stage, from_watcher=True), verifier=verifier,
+                               listen=control_listener(where))
         self.controls.attach(worker)
         if self.durable is None:  # a dead engine's runs end here for good: switches limited to them are spent
             for run_id in self.store.abandoned_runs:

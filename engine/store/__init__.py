@@ -92,10 +92,12 @@ def resolve_store_location(arg: str | os.PathLike[str] | None) -> StoreLocation:
     return _resolve(arg)
 
 
-def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | os.PathLike[str] | None = None,
+def open_engine_store(store_dir: str | os.PathLike[str] | PostgresLocation, *,
+                      config_file: str | os.PathLike[str] | None = None,
                       flush_interval: float | None = None, max_queue: int = 100_000,
                       heartbeat_interval: float = 1.0, input_checks: Sequence[InputCheck] = (),
-                      traces_to: PostgresLocation | None = None, give_up_after: float | None = None) -> EngineStore:
+                      traces_to: PostgresLocation | None = None, give_up_after: float | None = None,
+                      engine_id: str | None = None) -> EngineStore:
     """Open a store for the engine: run `input_checks` on the directory (a feature's files in it, e.g.
     engine.runbooks.loader.check_store_runbooks), create the directory (0700) if needed, take the lock (StoreLocked
     if another engine holds it), create/migrate both databases, load the config (InputError if invalid), mark runs left
@@ -103,10 +105,24 @@ def open_engine_store(store_dir: str | os.PathLike[str], *, config_file: str | o
 
     `traces_to` (issue 16, an internal seam: no command offers it yet): the traces go to this Postgres store, while
     the lock, control.db and config stay in `store_dir`; `give_up_after`: seconds of failing Postgres commits after
-    which the trace writer stops and the engine stops starting work (default 60)."""
+    which the trace writer stops and the engine stops starting work (default 60).
+
+    A PostgresLocation instead of a directory: the engine wholly on that Postgres store (pg_engine_store.py: no
+    directory and no lock; the control plane and the traces in the database; config from `config_file`, else
+    $FLIGHTDECK_CONFIG, else defaults; `engine_id`, else $FLIGHTDECK_ENGINE_ID, else a fresh uuid). `input_checks`
+    are for directories and not run."""
     from engine.store.engine_store import open_engine_store as _open
+    from engine.store.location import PostgresLocation as Postgres
     from engine.store.writer import DEFAULT_FLUSH_INTERVAL
 
+    if isinstance(store_dir, Postgres):
+        from engine.store.pg_engine_store import open_postgres_engine_store
+
+        return open_postgres_engine_store(
+            store_dir, config_file=config_file,
+            flush_interval=DEFAULT_FLUSH_INTERVAL if flush_interval is None else flush_interval,
+            max_queue=max_queue, heartbeat_interval=heartbeat_interval, engine_id=engine_id,
+            give_up_after=give_up_after)
     return _open(Path(store_dir), config_file=config_file,
                  flush_interval=DEFAULT_FLUSH_INTERVAL if flush_interval is None else flush_interval,
                  max_queue=max_queue, heartbeat_interval=heartbeat_interval, input_checks=input_checks,

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from engine.errors import StoreError
 from engine.store.config import StoreConfig
@@ -27,6 +28,9 @@ from engine.store.recovery import abandon_dead_runs, mark_engines_stopped
 from engine.store.redact import Redactor
 from engine.store.traces_schema import TRACES_MIGRATIONS
 from engine.store.writer import DEFAULT_FLUSH_INTERVAL, TraceWriter
+
+if TYPE_CHECKING:
+    from engine.store.pg.control_db import PgControlDB
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +77,22 @@ def _page_limit(environ: Mapping[str, str]) -> int | None:
 class EngineStore:
     """The store as the engine holds it. Use as a context manager, or call close()."""
 
-    def __init__(self, store_dir: Path, *, lock: StoreLock, traces: sqlite3.Connection | None, control: ControlDB,
-                 config: StoreConfig, redactor: Redactor, engine_id: str, writer: TraceWriter,
-                 heartbeat_interval: float, trace_location: StoreLocation | None = None) -> None:
+    def __init__(self, store_dir: Path | None, *, lock: StoreLock | None, traces: sqlite3.Connection | None,
+                 control: ControlDB | PgControlDB, config: StoreConfig, redactor: Redactor, engine_id: str,
+                 writer: TraceWriter, heartbeat_interval: float, trace_location: StoreLocation | None = None) -> None:
         """`traces`: the admin connection to traces.db; None when the traces go to a Postgres store
-        (`trace_location`)."""
-        self.dir = store_dir
-        # Where the traces are: this directory's traces.db, or a Postgres store (control stays in the directory).
-        self.trace_location: StoreLocation = trace_location or StoreDirectory(store_dir)
+        (`trace_location`). `store_dir` and `lock` are None for an engine wholly on a Postgres store
+        (pg_engine_store.py): no directory, no lock (several engines share the database by design)."""
+        self.store_dir = store_dir
+        # Where the traces are: this directory's traces.db, or a Postgres store.
+        if trace_location is None:
+            assert store_dir is not None, "a store without a directory names its Postgres store"
+            trace_location = StoreDirectory(store_dir)
+        self.trace_location: StoreLocation = trace_location
+        # Where the control plane is (what the engine's ControlAPI opens): control.db in the directory when there
+        # is one, else the Postgres store.
+        self.control_location: StoreLocation = (StoreDirectory(store_dir) if store_dir is not None
+                                                else trace_location)
         self.config = config
         self.redactor = redactor
         self.engine_id = engine_id
@@ -96,6 +108,15 @@ class EngineStore:
         self._heartbeat.start()
         # A forgotten close() must not lose the queued tail of the traces on a normal interpreter exit.
         atexit.register(self.close)
+
+    @property
+    def dir(self) -> Path:
+        """The store directory. An engine wholly on a Postgres store has none (`store_dir` is None): what needs one
+        (durable runs, serve's reads, live export) says so with a StoreError instead of using a wrong path."""
+        if self.store_dir is None:
+            raise StoreError(f"this needs a store directory; the engine is on the Postgres store "
+                             f"{self.trace_location} (issue 16: not served on Postgres yet)")
+        return self.store_dir
 
     def _beat(self, interval: float) -> None:
         failing = False
@@ -113,13 +134,17 @@ class EngineStore:
     def publish_store_health(self, state: str, error: str | None, since: float) -> None:
         """Show the trace store's health to operators ("ok", "degraded" or "failed", why, since when) in the lock
         file's `store` field, which `flightdeck engines` and the console header read: written in place, so it works
-        on a full disk."""
+        on a full disk. An engine wholly on Postgres has no lock file: its trace writer's state is in its log."""
+        if self._lock is None:
+            return
         self._lock.publish(store={"state": state, "error": error, "since": since})
 
     def publish_export_health(self, endpoint: str, sent_spans: int, dropped_spans: int, breaker: str,
                               error: str | None) -> None:
         """Show the OpenTelemetry exporter's drops to operators in the lock file's `export` field (`flightdeck
         engines`): the engine never waits for its exporter, so a dead collector shows up here and nowhere else live."""
+        if self._lock is None:
+            return
         self._lock.publish(export={"endpoint": endpoint, "sent_spans": sent_spans, "dropped_spans": dropped_spans,
                                    "breaker": breaker, "error": error, "at": time.time()})
 
@@ -127,6 +152,8 @@ class EngineStore:
         """Say in the lock file's `durable` field that this engine is durable and whether it takes operators' resume
         requests now (`pickup`) and reconciled runs on its own (`auto_resume`): `flightdeck resume` and `reconcile`
         read it to tell whether the engine holding the store will carry a run on (runtime/durable_pickup.py)."""
+        if self._lock is None:
+            return
         self._lock.publish(durable={"engine_id": self.engine_id, "pickup": pickup, "auto_resume": auto_resume})
 
     def close(self, timeout: float = 10) -> None:
@@ -148,10 +175,10 @@ class EngineStore:
             try:
                 self._traces.execute("UPDATE engines SET stopped = ? WHERE id = ?", (now, self.engine_id))
             except sqlite3.Error as exc:
-                log.warning("could not record engine stop in %s: %s", self.dir / TRACES_DB, exc)
+                log.warning("could not record engine stop in %s: %s", TRACES_DB, exc)
             finally:
                 self._traces.close()
-        elif isinstance(self.trace_location, PostgresLocation):
+        elif isinstance(self.trace_location, PostgresLocation) and self.store_dir is not None:
             from engine.store.pg.engine_record import close_engine_record
 
             try:
@@ -161,10 +188,11 @@ class EngineStore:
         try:
             self.control.mark_stopped(self.engine_id, now)
         except (StoreError, sqlite3.Error) as exc:  # a full disk raises the raw sqlite3 error here
-            log.warning("could not record engine stop in control.db: %s", exc)
+            log.warning("could not record engine stop in the control plane: %s", exc)
         finally:
             self.control.close()
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
         if failure is not None:
             raise failure
 

@@ -162,11 +162,6 @@ def test_an_unreachable_store_is_a_store_error_without_the_password(postgres_ser
     assert "hunter2" not in str(caught.value) and "fd:***@" in str(caught.value)
 
 
-def test_no_engine_is_registered_on_postgres_yet(pg_url: str) -> None:
-    with ControlAPI(pg_url, "alice") as api:
-        assert api.engines() == []
-
-
 def test_reconcile_and_resume_on_a_postgres_store(pg_url: str) -> None:
     """A needs_reconcile run in the store's trace tables: an operator's decision and resume are audit rows there."""
     from engine.controls.errors import ControlError

@@ -96,3 +96,12 @@ def test_closing_the_watcher_from_another_thread_ends_a_wait(pg_url: str) -> Non
     finally:
         closer.join()
     assert time.monotonic() - began < 25.0  # ended by the close, not by its 30 s timeout
+
+
+def test_a_connection_the_server_dropped_is_a_store_error_not_a_quiet_timeout(pg_url: str) -> None:
+    with ControlAPI(pg_url, "alice"), ControlWatcher(_location(pg_url)) as watcher:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND query = 'LISTEN flightdeck_control'")
+        with pytest.raises(StoreError, match="waiting for control changes failed"):
+            watcher.wait(5.0)

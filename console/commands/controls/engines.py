@@ -14,8 +14,10 @@ from console.commands.controls.common import (
     open_api,
     require_reason,
     store_dir_arg,
+    store_location_arg,
 )
 from console.output import pick, print_json, table
+from engine.errors import InputError
 from engine.timefmt import age, timestamp
 
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
@@ -45,11 +47,14 @@ def handle_engines(args: argparse.Namespace) -> int:
 
     if args.terminate is not None:
         return _terminate(args)
-    store_dir = store_dir_arg(args)
+    from engine.store.location import StoreDirectory
+
+    location = store_location_arg(args)
     with open_api(args, create=False, read_only=True) as api:
         # Dicts from here on: the listing adds what the lock file says to each engine's row.
         engines = [engine.as_dict() for engine in api.engines()]
-    holder = read_lock_holder(store_dir) or {}
+    # A Postgres store has no lock file: several engines share it by design, each alive by its own heartbeat.
+    holder = (read_lock_holder(location.path) or {}) if isinstance(location, StoreDirectory) else {}
     for engine in engines:
         engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
                                 and holder.get("host") == engine["host"])
@@ -105,8 +110,13 @@ def _export_health(holder: dict[str, Any]) -> dict[str, Any] | None:
 
 def _terminate(args: argparse.Namespace) -> int:
     from engine.controls.terminate import check_terminable, terminate_engine
+    from engine.store.location import PostgresLocation
 
     reason = require_reason(args)
+    if isinstance(store_location_arg(args), PostgresLocation):
+        raise InputError("stops the engine holding a store directory's lock; an engine on a Postgres store holds "
+                         "none: stop it on its own host (kill -TERM PID; `flightdeck engines` shows host and pid)",
+                         field="--terminate")
     store_dir = store_dir_arg(args)
     with open_api(args, create=False) as api:
         holder = check_terminable(store_dir, args.terminate)  # refuse before asking, not after

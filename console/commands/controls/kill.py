@@ -22,6 +22,7 @@ from console.commands.controls.common import (
 from console.output import pick, print_json, table
 from engine.controls.schema import KILL_MODES
 from engine.errors import InputError
+from engine.store.location import PostgresLocation
 from engine.timefmt import age, timestamp
 
 if TYPE_CHECKING:
@@ -178,10 +179,14 @@ def _print_preview(label: str, mode: str, preview: Any | None) -> None:
 def _await_ack(api: Any, switch: KillSwitch, timeout: float) -> int:
     """Wait (bounded) for the engine to acknowledge the switch, re-reading only when control.db changed."""
     current = switch
-    if current.acked is None and not [e for e in api.engines() if e.stopped is None]:
+    if current.acked is None and not _running(api):
         print("no engine is running on this store: the switch stays in force and the next engine applies it "
               "when it starts")
         return 0
+    live = [e for e in api.engines() if e.alive]
+    if live:  # on a Postgres store, every engine of the fleet (each listens for the switch)
+        print("live engine(s) it reaches: " + ", ".join(f"{str(e.id)[:12]} (pid {e.pid} on {e.host})"
+                                                         for e in live))
     deadline = time.monotonic() + timeout
     version = api.data_version()
     while current.acked is None and time.monotonic() < deadline:
@@ -195,17 +200,29 @@ def _await_ack(api: Any, switch: KillSwitch, timeout: float) -> int:
     if current.acked is not None:
         print(f"acknowledged by engine {str(current.acked_by)[:12]} at {timestamp(current.acked)}")
         return 0
-    running = [e for e in api.engines() if e.stopped is None]
+    running = _running(api)
     if not running:
         print("no engine is running on this store: the switch stays in force and the next engine applies it "
               "when it starts")
         return 0
+    on_postgres = isinstance(api.location, PostgresLocation)
     for engine in running:
         state = "alive" if engine.alive else f"stale, last heartbeat {age(engine.heartbeat)}"
+        stop = (f"stop it on {engine.host} (kill -TERM {engine.pid})" if on_postgres else
+                f"stop it with:\n  flightdeck engines --terminate {engine.pid} --reason \"did not acknowledge kill "
+                f"switch #{switch.id}\"")
         print(f"warning: engine pid {engine.pid} ({state}) did not acknowledge the switch within {timeout:g}s. "
-              f"If its event loop is wedged, stop it with:\n  flightdeck engines --terminate {engine.pid} "
-              f"--reason \"did not acknowledge kill switch #{switch.id}\"", file=sys.stderr)
+              f"If its event loop is wedged, {stop}", file=sys.stderr)
     return 1
+
+
+def _running(api: Any) -> list[Any]:
+    """The engines expected to acknowledge: every unstopped one of a store directory (one, holding the lock); on a
+    Postgres store the live ones only, since a dead engine of a fleet stays unstopped until takeover (issue 16)."""
+    engines = [e for e in api.engines() if e.stopped is None]
+    if isinstance(api.location, PostgresLocation):
+        return [e for e in engines if e.alive]
+    return engines
 
 
 def _list_kill_switches(args: argparse.Namespace) -> int:

@@ -176,13 +176,28 @@ class PgControlDB:
         with self.reading() as conn:
             return fetch_rows(conn, sql, params)
 
-    # -- engine registration: the next slice of issue 16 -------------------------------------------------------
+    # -- engine registration (pg/engine_registry.py: the trace schema's `engines` table) -------------------------
+
+    def heartbeat(self, engine_id: str) -> None:
+        """This engine is alive now: an autocommit UPDATE of its row (no control write lock, no NOTIFY)."""
+        from engine.store.pg import engine_registry
+
+        with self.reading():
+            engine_registry.heartbeat(self._conn, engine_id, self._clock.time())
+
+    def mark_stopped(self, engine_id: str, stopped: float | None = None) -> None:
+        from engine.store.pg import engine_registry
+
+        with self.reading():
+            engine_registry.mark_stopped(self._conn, engine_id, self._clock.time() if stopped is None else stopped)
 
     def list_engines(self, limit: int = 50) -> list[EngineStatus]:
-        """None: no engine registers on a Postgres store yet (registration, heartbeats and takeover are the next
-        slice of issue 16), so no engine is known to run on it. `flightdeck kill` then says the switch stays in
-        force for the next engine, which is true."""
-        return []
+        """The engines registered on this store, newest first, `alive` / `stale` by heartbeat age as on control.db.
+        None before any engine registered."""
+        from engine.store.pg import engine_registry
+
+        with self.reading():
+            return engine_registry.list_engines(self._conn, self._clock.time(), limit)
 
     def close(self) -> None:
         with self._lock:

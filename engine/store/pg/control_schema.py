@@ -15,8 +15,8 @@ folded into this component's version 1: a Postgres store starts at today's colum
 - `control_version` and the triggers on every control table: any committed change (through Flightdeck or not)
   bumps it and NOTIFYs channel `flightdeck_control` in its transaction (pg/control_watch.py waits on that;
   `data_version()` reads the counter, as PRAGMA data_version on control.db).
-- Engine registration (control.db's `engines`) is not here: the trace schema already has an `engines` table;
-  heartbeats and takeover are the next slice of issue 16.
+- Engine registration (control.db's `engines`) is not here: it is the trace schema's `engines` table, which v3 gave
+  a heartbeat (pg/schema.py says why one table; pg/engine_registry.py writes and lists it).
 """
 
 from __future__ import annotations

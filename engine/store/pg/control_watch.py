@@ -6,7 +6,7 @@ change becomes visible: never before its COMMIT, never for a rolled-back one, an
 SQL outside Flightdeck (the engine's binding check then refuses it). `wait()` blocks on the watcher's own connection
 until one arrives or the timeout passes.
 
-How an engine uses it (the wiring into the runtime is the next slice of issue 16): open the watcher FIRST, then
+How an engine uses it (engine/runtime/control_worker.py's listener thread): open the watcher FIRST, then
 read the snapshot, then loop `wait()` -> snapshot. A change committed between the snapshot and the first wait is
 already queued on the LISTENing connection, so it is never missed; a spurious wake costs one snapshot read. The
 timeout doubles as the safety net a poller had: wake at least every so often and read anyway.
@@ -44,6 +44,7 @@ class ControlWatcher:
         import psycopg
 
         self.location = location
+        self._closing = False  # close() was called: a failing wait is the stop, not a lost connection
         self._conn: psycopg.Connection[Any] = connect(location, autocommit=True)
         try:
             self._conn.execute(f"LISTEN {CHANNEL}")  # CHANNEL is our own identifier
@@ -64,12 +65,15 @@ class ControlWatcher:
             # Whatever else has already arrived: a transaction touching several tables sends one per table.
             rest = list(self._conn.notifies(timeout=0.0))
         except psycopg.Error as exc:
-            if self._conn.closed:
-                return None  # closed by another thread to stop the wait
+            # Closed by another thread to stop the wait. A connection the server dropped is closed too (and broken):
+            # that must be an error, or the caller would take it for "nothing changed" forever.
+            if self._closing:
+                return None
             raise store_error(self.location, exc, "waiting for control changes") from None
         return ControlChange(frozenset(n.payload for n in first + rest), received)
 
     def close(self) -> None:
+        self._closing = True
         self._conn.close()
 
     def __enter__(self) -> ControlWatcher:

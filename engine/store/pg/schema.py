@@ -185,7 +185,19 @@ CREATE TABLE trace_writers (
 );
 """
 
-PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2]
+# v3: engine registration moves here from control.db's `engines` (issue 16): the trace schema's `engines` table,
+# one row per engine id, is also its registration, with a heartbeat the engine bumps on its timer
+# (pg/engine_registry.py). One table, not a second one in the control component: `runs.engine_id` names this row,
+# and two rows per engine (one for the traces, one for the control plane) could disagree about whether it stopped.
+# Rows written before v3 get their last known sign of life (stopped, else started).
+_V3 = """
+ALTER TABLE engines ADD COLUMN heartbeat DOUBLE PRECISION;
+UPDATE engines SET heartbeat = COALESCE(stopped, started);
+ALTER TABLE engines ALTER COLUMN heartbeat SET NOT NULL;
+CREATE INDEX engines_started ON engines (started);
+"""
+
+PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2, _V3]
 
 
 def schema_version(conn: psycopg.Connection[Any], component: str = COMPONENT) -> int:
