@@ -117,7 +117,8 @@ class Takeover:
                     log.exception("taking over the runs of %s failed", claimed)
 
     async def close(self) -> None:
-        """(anyio's worker threads: DBOS shut the loop's default executor down when it was destroyed.) Stop beating and claiming, and record this engine stopped (its runs are then anyone's to take)."""
+        """Stop beating and claiming, and record this engine stopped (its runs are then anyone's to take). On
+        anyio's worker threads: DBOS shut the loop's default executor down when it was destroyed."""
         self._stop.set()
         if self._thread is not None:
             await anyio.to_thread.run_sync(self._thread.join)

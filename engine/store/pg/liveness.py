@@ -77,7 +77,8 @@ class Liveness:
         """These engines stopped (closed, or known dead: their store directory's lock is held by a successor)."""
         if engine_ids:
             self._run("recording stopped durable engines",
-                      "INSERT INTO durable_heartbeats (engine_id, beat, stopped) SELECT e, %s, %s FROM unnest(%s::text[]) e "
+                      "INSERT INTO durable_heartbeats (engine_id, beat, stopped) "
+                      "SELECT e, %s, %s FROM unnest(%s::text[]) e "
                       "ON CONFLICT (engine_id) DO UPDATE SET stopped = COALESCE(durable_heartbeats.stopped, "
                       "EXCLUDED.stopped)", (now, now, list(engine_ids)))
 
