@@ -100,13 +100,21 @@ class DurableRuns:
             from engine.runtime.durable_takeover import Takeover, predecessors
 
             self.takeover = Takeover(shared, self.engine.store.engine_id, self.take_over,
+                                     willing=lambda: self.why_not_resume() is None,
                                      **({} if self.stale_after is None else {"stale_after": self.stale_after}))
-            await self.takeover.start(predecessors(self.engine.store))
+            dead = predecessors(self.engine.store)
+            # What this directory's dead engines left in flight, whoever carries it on (for their approvals).
+            left = {run for _wf, run in await self.host.pending_of(dead)}
+            await self.takeover.start(dead)
+            if why_not is not None:  # nothing claimed: said on each run, as on a store directory
+                for run_id in sorted(left):
+                    self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": why_not})
             pending: list[tuple[str, str, dict[str, Any]]] = []
         else:
+            left = set()
             pending = await self.host.pending_runs()
         handed_back: list[str] = []
-        in_flight = {run for _wf, run, _spec in pending} | set(self.taken_over)
+        in_flight = {run for _wf, run, _spec in pending} | set(self.taken_over) | left
         await self._cancel_orphaned_approvals(in_flight)
         for workflow_id, run_id, _spec in pending:
             reason = why_not or self.killed_by_operator(run_id)

@@ -11,8 +11,9 @@ event loop, which lists the dead executor's PENDING run workflows and resumes th
 On start an engine also knows its own store directory's predecessors are dead whatever their last beat (it holds the
 directory's lock), so it marks them stopped and takes their runs at once rather than `stale_after` seconds later.
 
-What is not taken over: runs an operator's kill switch covers, and every run when auto-resume is off
-(`--no-resume`, flag `runs.auto_resume=false`); they stay PENDING in DBOS with a `run.not_resumed` event.
+What is not taken over: runs an operator's kill switch covers (they stay PENDING in DBOS with a `run.not_resumed`
+event). An engine with auto-resume off (`--no-resume`, flag `runs.auto_resume=false`) claims nothing: a dead
+engine's runs wait for an engine that carries them on.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class Takeover:
     """The beating and claiming thread of one durable engine; `start()` on the engine's event loop."""
 
     def __init__(self, location: PostgresLocation, engine_id: str, take_over: TakeOver, *,
-                 interval: float = HEARTBEAT_S, stale_after: float = STALE_AFTER_S) -> None:
+                 interval: float = HEARTBEAT_S, stale_after: float = STALE_AFTER_S,
+                 willing: Callable[[], bool] = lambda: True) -> None:
+        """`willing()`: whether this engine carries dead engines' runs on now (auto-resume); asked before claiming."""
         from engine.store.pg.liveness import Liveness
 
         self.engine_id = engine_id
@@ -64,6 +67,7 @@ class Takeover:
         self.claimed: list[str] = []  # dead engines whose runs this engine took (tests, `flightdeck engines`)
         self.runs: list[str] = []  # their runs found in flight (taken, or left with a `run.not_resumed` event)
         self._take_over = take_over
+        self._willing = willing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +91,8 @@ class Takeover:
             await self._take_over(claimed)
 
     def _claim_dead(self) -> list[str]:
+        if not self._willing():
+            return []
         now = time.time()
         claimed = [dead for dead in self.liveness.dead_unclaimed(self.engine_id, now, self.stale_after)
                    if self.liveness.claim(dead, self.engine_id, now, self.stale_after)]

@@ -20,7 +20,7 @@ from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
 from engine.store.location import PostgresLocation, parse_store_location
 from engine.store.pg.liveness import Liveness
-from tests.durable_support import CHARGING
+from tests.durable_support import CHARGING, Charging
 from tests.engine_helpers import Approver
 from tests.store_pg.pg_durable_support import assert_each_side_effect_once, ledger_lines, query, start
 from tests.store_support import store_lock_free, wait_until
@@ -181,3 +181,21 @@ def test_a_dead_engines_runs_are_taken_over_once_by_one_live_engine(tmp_path: Pa
     assert sorted(run for run, _data in events) == sorted(interrupted)  # each run taken over once
     assert {json.loads(data)["engine_id"] for _run, data in events} == {takers[0]["engine"]}
     assert_each_side_effect_once(ledger)
+
+
+@pytest.mark.slow
+def test_no_resume_on_postgres_leaves_a_dead_engines_run_for_the_next_engine(tmp_path: Path, pg_url: str) -> None:
+    charging = Charging(tmp_path, pg_url=pg_url)
+    crashed = charging.run(crash=True)  # SIGKILLed inside its first charge: that outcome is unknown
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    assert charging.restart(auto_resume=False) == []  # claims nothing: the run stays PENDING in DBOS
+    (run_id,) = [run for run, status in _statuses(pg_url).items() if status == "abandoned"]
+    (data,) = query(pg_url, "SELECT data FROM events WHERE kind = 'run.not_resumed' AND run_id = %s", (run_id,))[0]
+    assert "auto-resume is off" in json.loads(data)["reason"]
+    statuses = dict(query(pg_url, f"SELECT workflow_uuid, status FROM {SYSTEM_SCHEMA}.workflow_status"))
+    assert statuses[run_id] == "PENDING"
+    # The next engine that carries runs on takes it (its predecessors on the directory are dead) and, the charge's
+    # outcome unknown and the tool not idempotent, stops it needs_reconcile: the charge is not run again.
+    assert charging.restart() == [run_id]
+    assert _statuses(pg_url)[run_id] == "needs_reconcile"
+    assert [line["amount"] for line in charging.lines()] == [5]
