@@ -89,6 +89,7 @@ class Takeover:
         claimed = await anyio.to_thread.run_sync(self._claim_dead)
         if claimed:
             await self._take_over(claimed)
+            await anyio.to_thread.run_sync(self.liveness.finish, claimed, self.engine_id)
 
     def _claim_dead(self) -> list[str]:
         if not self._willing():
@@ -119,7 +120,8 @@ class Takeover:
                     self._take_over(claimed), loop)
                 try:
                     future.result()
-                except Exception:  # the claim stands; the runs stay PENDING under the dead engine (logged)
+                    self.liveness.finish(claimed, self.engine_id)
+                except Exception:  # the claim stands until this engine dies; the runs stay PENDING (logged)
                     log.exception("taking over the runs of %s failed", claimed)
 
     async def close(self) -> None:

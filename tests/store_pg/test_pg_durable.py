@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from engine.controls.api import ControlAPI
 from engine.durable.host import SYSTEM_SCHEMA
 from engine.hierarchy.loader import load_hierarchy
 from engine.runtime.engine import Engine, RunRequest
@@ -88,6 +89,11 @@ def test_two_engines_claiming_one_dead_engine_take_it_once(pg_url: str) -> None:
     assert set(other.dead_unclaimed(survivor, time.time(), 10.0)) == {"dead", wins[0]}
     assert other.claim("dead", survivor, time.time(), 10.0)
     assert not live[0].claim("dead", "late", time.time(), 10.0)  # the survivor is live: its claim stands
+    # Once the survivor resumed the runs onto its own queue, the claim is final even after the survivor stops.
+    other.finish(["dead"], survivor)
+    other.mark_stopped([survivor], time.time())
+    assert "dead" not in live[0].dead_unclaimed("late", time.time(), 10.0)
+    assert not live[0].claim("dead", "late", time.time(), 10.0)
     for one in live:
         one.close()
 
@@ -199,3 +205,20 @@ def test_no_resume_on_postgres_leaves_a_dead_engines_run_for_the_next_engine(tmp
     assert charging.restart() == [run_id]
     assert _statuses(pg_url)[run_id] == "needs_reconcile"
     assert [line["amount"] for line in charging.lines()] == [5]
+
+
+@pytest.mark.slow
+def test_a_dead_engines_run_an_operator_killed_is_not_taken_over(tmp_path: Path, pg_url: str) -> None:
+    charging = Charging(tmp_path, pg_url=pg_url)
+    crashed = charging.run(crash=True)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    (run_id,) = [run for run, status in _statuses(pg_url).items() if status == "running"]
+    with ControlAPI(charging.store, "test-operator") as api:
+        api.set_kill("run", run_id, "kill", "leave it stopped")
+    assert charging.restart() == []
+    (data,) = query(pg_url, "SELECT data FROM events WHERE kind = 'run.not_resumed' AND run_id = %s", (run_id,))[0]
+    assert "kill switch" in json.loads(data)["reason"]
+    assert not query(pg_url, "SELECT 1 FROM events WHERE kind = 'run.taken_over'")
+    statuses = dict(query(pg_url, f"SELECT workflow_uuid, status FROM {SYSTEM_SCHEMA}.workflow_status"))
+    assert statuses[run_id] == "PENDING"
+    assert [line["amount"] for line in charging.lines()] == [5]  # the charge in flight at the kill, not again

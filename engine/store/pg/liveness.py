@@ -11,7 +11,8 @@ an advisory lock) rather than by a schema migration, so the registry's migration
   `INSERT ... ON CONFLICT DO UPDATE ... WHERE <the claimant is dead>`: the primary key serializes two engines
   claiming at once (the second waits for the first's commit and then sees a live claimant: no row), so one engine
   takes a dead engine's runs; a claimant that died before it resumed them (its claim void) is itself dead, and the
-  next taker claims both.
+  next taker claims both. Once the claimant has resumed them onto its own queue (`done`), the claim is final: those
+  runs are the claimant's now, and if it dies they are found under it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS durable_heartbeats (
 CREATE TABLE IF NOT EXISTS durable_takeovers (
     engine_id TEXT PRIMARY KEY,
     taken_by TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL
+    at DOUBLE PRECISION NOT NULL,
+    done BOOLEAN NOT NULL DEFAULT false
 );
 """
 
@@ -89,7 +91,7 @@ class Liveness:
                          "SELECT h.engine_id FROM durable_heartbeats h LEFT JOIN durable_takeovers t "
                          "ON t.engine_id = h.engine_id WHERE h.engine_id != %s "
                          "AND (h.stopped IS NOT NULL OR h.beat < %s) "
-                         f"AND (t.taken_by IS NULL OR t.taken_by NOT IN ({_LIVE})) ORDER BY h.beat",
+                         f"AND (t.taken_by IS NULL OR (NOT t.done AND t.taken_by NOT IN ({_LIVE}))) ORDER BY h.beat",
                          (engine_id, now - stale_after, now - stale_after))
         return [str(row[0]) for row in rows]
 
@@ -98,9 +100,15 @@ class Liveness:
         rows = self._run("claiming a dead engine's runs",
                          "INSERT INTO durable_takeovers (engine_id, taken_by, at) VALUES (%s, %s, %s) "
                          "ON CONFLICT (engine_id) DO UPDATE SET taken_by = EXCLUDED.taken_by, at = EXCLUDED.at "
-                         f"WHERE durable_takeovers.taken_by NOT IN ({_LIVE}) RETURNING taken_by",
+                         f"WHERE NOT durable_takeovers.done AND durable_takeovers.taken_by NOT IN ({_LIVE}) "
+                         "RETURNING taken_by",
                          (dead, taker, now, now - stale_after))
         return bool(rows)
+
+    def finish(self, dead: list[str], taker: str) -> None:
+        """`taker` has resumed these dead engines' runs onto its own queue: its claims on them are final."""
+        self._run("finishing a takeover", "UPDATE durable_takeovers SET done = true WHERE engine_id = ANY(%s) "
+                  "AND taken_by = %s", (list(dead), taker))
 
     def claims(self) -> dict[str, str]:
         """Every claim: dead engine -> the engine that took its runs (tests, operators)."""
