@@ -147,10 +147,9 @@ class DurableRuns:
                                                                        "abandoned") for run_id in orphaned])
 
     def _records(self) -> ResumeRecords:
-        if self._resume_records is None:
-            from engine.runtime.durable_resume import ResumeRecords
+        from engine.runtime.durable_resume import ResumeRecords
 
-            self._resume_records = ResumeRecords(self.trace_location)
+        self._resume_records = self._resume_records or ResumeRecords(self.trace_location)
         return self._resume_records
 
     @property
@@ -179,7 +178,7 @@ class DurableRuns:
         try:
             await self.host.take_over(taken)
         except BaseException:
-            for _ in taken:
+            for _ in taken:  # they will not run here
                 self._untrack_resumed()
             raise
         return len(taken)
@@ -277,6 +276,8 @@ class DurableRuns:
     async def close(self) -> None:
         if self.host is None:
             return
+        if self.takeover is not None:  # no dead engine's runs from now on (it beats on: its runs are its own)
+            self.takeover.claiming = False
         if self.pickups is not None:  # nothing more is taken; what was taken has started
             await self.pickups.close()
             publish = getattr(self.engine.store, "publish_durable", None)

@@ -68,6 +68,7 @@ class Takeover:
         self.runs: list[str] = []  # their runs found in flight (taken, or left with a `run.not_resumed` event)
         self._take_over = take_over
         self._willing = willing
+        self.claiming = True  # False once the engine closes: it beats on (its runs are still its own) but takes none
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,7 +93,7 @@ class Takeover:
             await anyio.to_thread.run_sync(self.liveness.finish, claimed, self.engine_id)
 
     def _claim_dead(self) -> list[str]:
-        if not self._willing():
+        if not self.claiming or not self._willing():
             return []
         now = time.time()
         claimed = [dead for dead in self.liveness.dead_unclaimed(self.engine_id, now, self.stale_after)
