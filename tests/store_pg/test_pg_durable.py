@@ -222,3 +222,14 @@ def test_a_dead_engines_run_an_operator_killed_is_not_taken_over(tmp_path: Path,
     statuses = dict(query(pg_url, f"SELECT workflow_uuid, status FROM {SYSTEM_SCHEMA}.workflow_status"))
     assert statuses[run_id] == "PENDING"
     assert [line["amount"] for line in charging.lines()] == [5]  # the charge in flight at the kill, not again
+
+
+def test_an_unreachable_store_fails_a_beat_with_the_password_masked() -> None:
+    from engine.errors import StoreError
+    from tests.pg_support import free_port
+
+    liveness = Liveness(pg(f"postgresql://fd:s3cret@127.0.0.1:{free_port()}/traces"))  # nothing listens there
+    with pytest.raises(StoreError) as failed:
+        liveness.beat("engine", time.time())
+    assert "s3cret" not in str(failed.value) and "fd:***@127.0.0.1" in str(failed.value)
+    liveness.close()
