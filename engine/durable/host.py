@@ -153,7 +153,8 @@ class DurableHost:
         self.launched = False
 
     def launch(self) -> None:
-        """Open (and migrate) durable.db. Called on the running event loop: DBOS then runs resumed runs on it."""
+        """Open (and migrate) durable.db, or DBOS's schema in the Postgres store. Called on the running event loop:
+        DBOS then runs resumed runs on it."""
         asyncio.get_running_loop()  # raises outside a loop: DBOS would silently pick a loop of its own
         for name in ("dbos", "dbos._logger"):
             logging.getLogger(name).setLevel(logging.WARNING)
