@@ -16,6 +16,7 @@ import anyio
 from engine.hierarchy.loader import load_hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
+from engine.store.location import PostgresLocation, StoreDirectory, StoreLocation, parse_store_location
 from tests.fakes.openai_server import Behaviour, RecordedRequest, call, text, tool_calls
 from tests.store_support import REPO_ROOT, store_lock_free, wait_until
 
@@ -93,10 +94,13 @@ def flightdeck(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 
 
 class Charging:
-    """One store, ledger and hierarchy file for a test (in tmp_path)."""
+    """One store, ledger and hierarchy file for a test (in tmp_path). `pg_url`: the traces and DBOS's tables go to
+    that Postgres database (issue 16; the lock and control.db stay in the store directory), and the engine processes
+    are tests/durable_child.py, since `flightdeck run` takes no Postgres store yet."""
 
-    def __init__(self, tmp_path: Path, hierarchy: str = CHARGING) -> None:
+    def __init__(self, tmp_path: Path, hierarchy: str = CHARGING, pg_url: str | None = None) -> None:
         self.store = tmp_path / "store"
+        self.pg_url = pg_url
         self.ledger = tmp_path / "ledger.jsonl"
         self.marker = tmp_path / "crashed"
         self.path = tmp_path / "charging.yaml"
@@ -108,11 +112,37 @@ class Charging:
             return []
         return [json.loads(line) for line in self.ledger.read_text().splitlines() if line.strip()]
 
+    @property
+    def traces_to(self) -> PostgresLocation | None:
+        if self.pg_url is None:
+            return None
+        location = parse_store_location(self.pg_url)
+        assert isinstance(location, PostgresLocation)
+        return location
+
+    @property
+    def trace_location(self) -> StoreLocation:
+        """Where the runs' rows and spans are: the store directory, or the Postgres database."""
+        return self.traces_to or StoreDirectory(self.store)
+
+    @property
+    def store_arg(self) -> str:
+        """What `--store` takes to read the traces (`runs`, `trace`)."""
+        return self.pg_url or str(self.store)
+
     def run(self, *extra: str, crash: bool = False) -> subprocess.CompletedProcess[str]:
-        """`flightdeck run charging.yaml --durable` in a subprocess (with crash: it dies in its first charge)."""
+        """`flightdeck run charging.yaml --durable` in a subprocess (with crash: it dies in its first charge); on
+        Postgres, tests/durable_child.py with `--input TEXT` the only extra it takes."""
         env = {**self.env, **({"FLIGHTDECK_TEST_CRASH_MARKER": str(self.marker)} if crash else {})}
-        done = flightdeck("run", str(self.path), "--durable", "--speed", "0", "--store", str(self.store), *extra,
-                          env=env)
+        if self.pg_url is not None:
+            assert len(extra) in (0, 2) and extra[:1] in ((), ("--input",)), extra
+            done = subprocess.run([sys.executable, "-m", "tests.durable_child", str(self.store), self.pg_url,
+                                   str(self.path), extra[1] if extra else ""], capture_output=True, text=True,
+                                  cwd=REPO_ROOT, timeout=120,
+                                  env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env})
+        else:
+            done = flightdeck("run", str(self.path), "--durable", "--speed", "0", "--store", str(self.store), *extra,
+                              env=env)
         wait_until(lambda: store_lock_free(self.store), timeout=30, what="the engine's writer to exit")
         return done
 
@@ -136,7 +166,7 @@ class Charging:
         os.environ["FLIGHTDECK_TEST_LEDGER"] = str(self.ledger)
 
         async def go() -> list[str]:
-            with open_engine_store(self.store) as store:
+            with open_engine_store(self.store, traces_to=self.traces_to) as store:
                 async with Engine(store, latency_scale=0.0, runbooks=False, durable=True,
                                   auto_resume=auto_resume) as engine:
                     assert engine.durable is not None
@@ -189,12 +219,12 @@ def steps_asked(requests: list[RecordedRequest]) -> list[int]:
     return [sum(1 for m in r.messages if isinstance(m, dict) and m.get("role") == "tool") for r in requests]
 
 
-def run_once(store: Path, path: Path, ledger: Path) -> Any:
+def run_once(store: Path, path: Path, ledger: Path, traces_to: PostgresLocation | None = None) -> Any:
     """A durable run of the hierarchy that never crashes, in this process."""
     os.environ["FLIGHTDECK_TEST_LEDGER"] = str(ledger)
 
     async def go() -> Any:
-        with open_engine_store(store) as engine_store:
+        with open_engine_store(store, traces_to=traces_to) as engine_store:
             async with Engine(engine_store, latency_scale=0.0, runbooks=False, durable=True) as engine:
                 return await engine.run(load_hierarchy(str(path)), RunRequest(input="charge customer 1"))
 

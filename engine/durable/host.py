@@ -1,4 +1,7 @@
-"""The one module that imports DBOS Transact: its system database is STORE/durable.db (SQLite, WAL, mode 0600).
+"""The one module that imports DBOS Transact: its system database is STORE/durable.db (SQLite, WAL, mode 0600), or,
+when the engine's traces go to a Postgres store, the schema `flightdeck_dbos` of that same database (DBOS's
+`dbos_system_schema`: one database holds the traces, the control plane and DBOS's tables; one backup, one
+connection string).
 
 What DBOS owns here: which runs are in flight (a run is the workflow `flightdeck.run` whose id is the run id, with
 the inputs needed to run it again), and which side-effecting tool calls started and which finished with what result
@@ -14,6 +17,14 @@ started from a fresh context so DBOS does not attach it to the run as its next (
 Recovery: every engine is its own DBOS executor (executor id = engine id), so DBOS's own start-up recovery finds
 nothing; the engine decides which runs of a dead engine resume (not killed, not with `--no-resume`) and hands each
 to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it).
+
+Takeover (a shared Postgres store, issue 16): several engines are executors of one DBOS system database. A run of
+an engine whose heartbeat stopped is handed to the live engine that claimed that engine (runtime/durable_takeover.py)
+with `take_over`: the dead executor's PENDING run workflows (`DBOS.list_workflows_async(executor_id=...)`) are resumed
+(`DBOS.resume_workflows_async`) onto the taker's own queue `TAKEOVER_QUEUE_PREFIX<engine id>`, which only the taker
+dequeues, so the runs carry on on the engine that counts them. DBOS has no public call that recovers another
+executor's workflows (`DBOS._recover_pending_workflows(executor_ids)` is private); the claim in Postgres is what makes
+a takeover happen once.
 
 Running a run again after it ended (an operator's reconcile or `flightdeck resume`): a new workflow of the same body,
 id `<run>~<n>` (`start_again`), whose first argument is still the run id; DBOS never re-runs a finished workflow."""
@@ -39,6 +50,9 @@ APP_VERSION = "flightdeck-durable-1"
 RUN_WORKFLOW = "flightdeck.run"
 SIDE_EFFECT_WORKFLOW = "flightdeck.side_effect"
 DBOS_QUEUES = "_dbos_"  # the prefix of DBOS's own queues (the one resumed runs go to); ours never start with it
+SYSTEM_SCHEMA = "flightdeck_dbos"  # DBOS's tables in a Postgres store's database (beside the trace tables)
+TAKEOVER_QUEUE_PREFIX = "fd-takeover-"  # + engine id: the queue a taker resumes a dead engine's runs onto
+TAKEOVER_POLL_S = 0.2  # how often DBOS looks for runs on it (a SELECT on Postgres)
 
 RunBody = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -121,19 +135,27 @@ def _prepare_file(path: Path) -> None:
 class DurableHost:
     """DBOS for one engine: launch() on the engine's event loop, destroy() when it stops. One per process."""
 
-    def __init__(self, store_dir: Path, engine_id: str, body: RunBody, queues: list[str] | None = None) -> None:
+    def __init__(self, store_dir: Path, engine_id: str, body: RunBody, queues: list[str] | None = None,
+                 database_url: str | None = None) -> None:
         """`queues`: the serve-mode queues this engine dequeues from (engine/durable/queues.py); an engine that
-        serves none (`flightdeck run --durable`) leaves runs queued by a serve engine on the same store alone."""
+        serves none (`flightdeck run --durable`) leaves runs queued by a serve engine on the same store alone.
+        `database_url`: a Postgres store's URL (with its password: for the driver only): DBOS's system tables go in
+        its schema SYSTEM_SCHEMA instead of durable.db, and this engine also takes over dead engines' runs."""
         self.path = store_dir / DURABLE_DB
         self.engine_id = engine_id
         self.body = body
+        self.database_url = database_url
         self.queues = list(queues or [])
+        self.takeover_queue = TAKEOVER_QUEUE_PREFIX + engine_id
+        if database_url is not None:
+            self.queues.append(self.takeover_queue)
+        self._takeover_registered = False
         self.launched = False
 
     def launch(self) -> None:
-        """Open (and migrate) durable.db. Called on the running event loop: DBOS then runs resumed runs on it."""
+        """Open (and migrate) durable.db, or DBOS's schema in the Postgres store. Called on the running event loop:
+        DBOS then runs resumed runs on it."""
         asyncio.get_running_loop()  # raises outside a loop: DBOS would silently pick a loop of its own
-        _prepare_file(self.path)
         for name in ("dbos", "dbos._logger"):
             logging.getLogger(name).setLevel(logging.WARNING)
         config: DBOSConfig = {
@@ -143,6 +165,11 @@ class DurableHost:
             "executor_id": self.engine_id,
             "log_level": "WARNING",
         }
+        if self.database_url is None:
+            _prepare_file(self.path)
+        else:
+            config["system_database_url"] = self.database_url
+            config["dbos_system_schema"] = SYSTEM_SCHEMA
         DBOS(config=config)
         DBOS.listen_queues(self.queues)  # DBOS's internal queue (resumed runs) is always served too
         _STATE.body = self.body
@@ -222,6 +249,29 @@ class DurableHost:
         1,000 runs took ~12 s, each a thread hop and a commit while the runs resumed first competed for the loop)."""
         if workflow_ids:
             await detached(DBOS.resume_workflows_async(workflow_ids))
+
+    async def pending_of(self, executor_ids: list[str]) -> list[tuple[str, str]]:
+        """The run workflows these (dead) executors left to carry on, as (workflow id, run id): those PENDING under
+        them, and those ENQUEUED on their takeover queues (a taker that died before it dequeued what it took)."""
+        if not executor_ids:
+            return []
+        pending = await detached(DBOS.list_workflows_async(status="PENDING", name=RUN_WORKFLOW,
+                                                           executor_id=list(executor_ids), load_output=False))
+        queued = await detached(DBOS.list_workflows_async(
+            status="ENQUEUED", name=RUN_WORKFLOW, queue_name=[TAKEOVER_QUEUE_PREFIX + e for e in executor_ids],
+            load_output=False))
+        return [_run_of(row)[:2] for row in [*pending, *queued]]
+
+    async def take_over(self, workflow_ids: list[str]) -> None:
+        """Resume these workflows onto this engine's takeover queue (only this engine dequeues it), one
+        transaction."""
+        if not workflow_ids:
+            return
+        if not self._takeover_registered:
+            await DBOS.register_queue_async(self.takeover_queue, polling_interval_sec=TAKEOVER_POLL_S,
+                                            on_conflict="always_update")
+            self._takeover_registered = True
+        await detached(DBOS.resume_workflows_async(workflow_ids, queue_name=self.takeover_queue))
 
     async def recorded_effects(self, run_id: str) -> int:
         """How many side effects of `run_id` completed (they replay on resume instead of running)."""

@@ -92,24 +92,23 @@ class Pickup:
     def _take(self, api: ControlAPI, runs: list[str] | None, skip: set[str]) -> list[Pending]:
         """Take every run of `runs` (None: every run anything may ask for) that may go on now."""
         from engine.errors import StoreError
-        from engine.store import open_reader
+        from engine.store import open_trace_reads
 
         durable = self.durable
         engine_id = durable.engine.store.engine_id
         reconcile_ok = durable.why_not_resume() is None
-        try:
-            reader = open_reader(api.store_dir)
+        try:  # the trace store the engine writes to: traces.db, or a Postgres store
+            reader = open_trace_reads(durable.trace_location)
         except StoreError as exc:  # no traces.db yet: nothing has run, so nothing asks
             log.debug("run requests: %s", exc)
             return []
         taken: list[Pending] = []
         try:
             if runs is None:
-                from engine.controls.reconcile import runs_waiting
-
                 with api.read() as conn:
                     asked = run_requests.runs_ever_asked(conn)
-                runs = list(dict.fromkeys([*asked, *(row.id for row in runs_waiting(api.store_dir))]))
+                waiting = reader.list_runs(limit=10_000, status="needs_reconcile")
+                runs = list(dict.fromkeys([*asked, *(row.id for row in waiting)]))
             for run_id in runs:
                 if run_id in skip or durable.busy(run_id) or self.closing:
                     continue

@@ -10,7 +10,6 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -26,30 +25,15 @@ if TYPE_CHECKING:
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.durable_pickup import Pickup
+    from engine.runtime.durable_resume import ResumeInfo, ResumeRecords
+    from engine.runtime.durable_takeover import Takeover
     from engine.runtime.engine import Engine, RunRequest
-    from engine.runtime.replay import ReplayTable
     from engine.runtime.results import RunResult
-    from engine.store.reader import TraceReader
+    from engine.store.location import StoreLocation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_KEYS = ("retry_of", "retry_from", "retry_from_path")  # a retry's run attributes, kept in its spec
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeInfo:
-    """How a resumed run starts again: its earlier row's start and totals, how many times it resumed before, and
-    how many of its side effects are recorded (they replay instead of running)."""
-
-    started: float
-    resumed: int
-    replayed_steps: int
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    model_calls: int = 0
-    tool_calls: int = 0
-    replay: ReplayTable | None = None  # the calls it recorded, which replay instead of running again
 
 
 class NotStarted(Exception):
@@ -88,17 +72,49 @@ class DurableRuns:
         # `flightdeck resume`'s own engine, which carries on one run only.
         self.pickup = True
         self.pickups: Pickup | None = None
-        self._reader: TraceReader | None = None  # traces.db rows of the runs resumed here (_resume_info)
+        self._resume_records: ResumeRecords | None = None  # what runs resumed here carry on from
+        # A Postgres store: engines share DBOS's system database, and this one takes over dead engines' runs
+        # (runtime/durable_takeover.py). None on a store directory (one engine: the lock says the rest are dead).
+        self.takeover: Takeover | None = None
+        self.stale_after: float | None = None  # set before open: seconds without a beat after which an engine is dead
+
+    @property
+    def trace_location(self) -> StoreLocation:
+        """Where the run's spans are read from for replay: the store directory, or the Postgres store."""
+        from engine.store.location import StoreDirectory
+
+        found = getattr(self.engine.store, "trace_location", None)  # test doubles of the store have only `dir`
+        return found if found is not None else StoreDirectory(self.engine.store.dir)
 
     async def open(self) -> None:
         from engine.durable.host import DurableHost
+        from engine.store.location import PostgresLocation
 
-        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body, self.queues)
+        location = self.trace_location
+        shared = location if isinstance(location, PostgresLocation) else None
+        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body, self.queues,
+                                database_url=None if shared is None else shared.dsn)
         self.host.launch()
-        pending = await self.host.pending_runs()
         why_not = self.why_not_resume()
+        if shared is not None:  # other engines' runs are theirs while they live: take only dead engines'
+            from engine.runtime.durable_takeover import Takeover, predecessors
+
+            self.takeover = Takeover(shared, self.engine.store.engine_id, self.take_over,
+                                     willing=lambda: self.why_not_resume() is None,
+                                     **({} if self.stale_after is None else {"stale_after": self.stale_after}))
+            dead = predecessors(self.engine.store)
+            # What this directory's dead engines left in flight, whoever carries it on (for their approvals).
+            left = {run for _wf, run in await self.host.pending_of(dead)}
+            await self.takeover.start(dead)
+            if why_not is not None:  # nothing claimed: said on each run, as on a store directory
+                for run_id in sorted(left):
+                    self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": why_not})
+            pending: list[tuple[str, str, dict[str, Any]]] = []
+        else:
+            left = set()
+            pending = await self.host.pending_runs()
         handed_back: list[str] = []
-        in_flight = {run for _wf, run, _spec in pending}
+        in_flight = {run for _wf, run, _spec in pending} | set(self.taken_over) | left
         await self._cancel_orphaned_approvals(in_flight)
         for workflow_id, run_id, _spec in pending:
             reason = why_not or self.killed_by_operator(run_id)
@@ -129,6 +145,43 @@ class DurableRuns:
         if orphaned:
             await self._call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is "
                                                                        "abandoned") for run_id in orphaned])
+
+    def _records(self) -> ResumeRecords:
+        from engine.runtime.durable_resume import ResumeRecords
+
+        self._resume_records = self._resume_records or ResumeRecords(self.trace_location)
+        return self._resume_records
+
+    @property
+    def taken_over(self) -> list[str]:
+        """Runs this engine took over from dead engines on a shared store (runtime/durable_takeover.py)."""
+        return [] if self.takeover is None else list(self.takeover.runs)
+
+    async def take_over(self, dead: list[str]) -> int:
+        """Carry on here the runs these dead engines left in flight (their claim is this engine's): each not killed
+        by an operator, all unless auto-resume is off. Returns how many."""
+        assert self.host is not None and self.takeover is not None
+        why_not = self.why_not_resume()
+        taken: list[str] = []
+        for workflow_id, run_id in await self.host.pending_of(dead):
+            self.takeover.runs.append(run_id)
+            reason = why_not or self.killed_by_operator(run_id)
+            if reason is not None or self.busy(run_id):
+                if reason is not None:
+                    self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": reason})
+                continue
+            self.engine.tracer.event(run_id, None, "run.taken_over", data={
+                "engine_id": self.engine.store.engine_id, "from": dead})
+            self._track_resumed(run_id)
+            self._busy.add(run_id)
+            taken.append(workflow_id)
+        try:
+            await self.host.take_over(taken)
+        except BaseException:
+            for _ in taken:  # they will not run here
+                self._untrack_resumed()
+            raise
+        return len(taken)
 
     def _track_resumed(self, run_id: str) -> None:
         self.resumed.append(run_id)
@@ -223,6 +276,8 @@ class DurableRuns:
     async def close(self) -> None:
         if self.host is None:
             return
+        if self.takeover is not None:  # no dead engine's runs from now on (it beats on: its runs are its own)
+            self.takeover.claiming = False
         if self.pickups is not None:  # nothing more is taken; what was taken has started
             await self.pickups.close()
             publish = getattr(self.engine.store, "publish_durable", None)
@@ -231,9 +286,11 @@ class DurableRuns:
         await self.wait_resumed()
         self.host.destroy()
         self.host = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        if self.takeover is not None:  # stopped only now: a run handed back on a drain is then anyone's to take
+            await self.takeover.close()
+        if self._resume_records is not None:
+            self._resume_records.close()
+            self._resume_records = None
 
     async def submit(self, hierarchy: Hierarchy, request: RunRequest, run_id: str | None = None) -> RunResult:
         """Run `request` as a durable run; with an idempotency key the same key never starts a second run (the
@@ -254,7 +311,8 @@ class DurableRuns:
                 workflow_id, status, _spec = found
                 if request.on_started is not None:
                     request.on_started(run_id)
-                if status in ("PENDING", "ENQUEUED") and run_id not in self._fresh and run_id not in self.resumed:
+                if (status in ("PENDING", "ENQUEUED") and run_id not in self._fresh and run_id not in self.resumed
+                        and self.takeover is None):  # shared: a live engine runs it, or a dead one's is taken over
                     await self.host.resume(workflow_id)  # the original run's engine died: it carries on here
                 return await self.host.result(workflow_id)
         self._fresh.add(run_id)
@@ -275,7 +333,7 @@ class DurableRuns:
         try:
             queued = spec.get("queue") is not None
             carries_on = not queued or run_id in self.resumed or run_id in self._again
-            info = await self._resume_info(run_id, spec) if carries_on else None
+            info = await self._records().info(self.host, run_id, spec) if carries_on else None
             if queued and info is not None and not info.started:
                 info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
             from engine.runtime.engine import RunRequest
@@ -315,36 +373,6 @@ class DurableRuns:
                              started=now, ended=now)
         return result
 
-    async def _resume_info(self, run_id: str, spec: dict[str, Any]) -> ResumeInfo:
-        """What a resumed run carries on from: its row's totals, and (read once, here) the calls it recorded,
-        which replay instead of running again (engine/runtime/replay.py). A retry's resume also replays what its
-        original recorded before the retried step, as the retry's first execution did."""
-        from engine.errors import StoreError
-        from engine.runtime.replay import load_table
-        from engine.store import open_reader
-
-        assert self.host is not None
-        replayed = await self.host.recorded_effects(run_id)
-        store_dir = self.engine.store.dir
-        table = load_table(store_dir, run_id)
-        if spec.get("retry_of") and spec.get("retry_from_path"):
-            table = table.merged_over(load_table(store_dir, spec["retry_of"], before=spec["retry_from_path"],
-                                                 side_effects="all"))
-        # Side effects recorded by DBOS are `replayed` already; those a retry replayed from its original are not.
-        replayed += len(table.models) + sum(1 for call in table.tools.values() if not call.side_effects)
-        if self._reader is None:  # one for every run this engine resumes: opening one costs ~2 ms
-            try:
-                self._reader = open_reader(store_dir)
-            except StoreError:
-                return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed, replay=table)
-        row = self._reader.get_run(run_id)
-        if row is None or row.id != run_id:
-            return ResumeInfo(started=0.0, resumed=1, replayed_steps=replayed, replay=table)
-        return ResumeInfo(started=row.started, resumed=row.resumed + 1, replayed_steps=replayed,
-                          tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost_usd=row.cost_usd,
-                          model_calls=row.model_calls, tool_calls=row.tool_calls, replay=table)
-
-
     async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
                    submitted: Hierarchy | None = None) -> RunResult:
         hierarchy, why = (submitted, None) if submitted is not None else self.hierarchies.load(spec)
@@ -371,29 +399,3 @@ class DurableRuns:
         return RunResult(run_id=run_id, hierarchy=str(spec.get("name") or spec["path"]), status="failed",
                          output=None, error=why, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
                          tool_calls=0, started=now, ended=now)
-
-
-def seed_resumed(ctx: Any, info: ResumeInfo) -> dict[str, Any]:
-    """A resumed run's counters carry on from what its row recorded; returns the row attributes saying so."""
-    ctx.tokens_in, ctx.tokens_out, ctx.cost_usd = info.tokens_in, info.tokens_out, info.cost_usd
-    ctx.model_calls, ctx.tool_calls = info.model_calls, info.tool_calls
-    ctx.attributes["resume"] = info
-    ctx.replay = info.replay
-    return {"resumed": info.resumed, "replayed_steps": info.replayed_steps}
-
-
-def seed_budget(ctx: Any) -> None:
-    """Spend a resumed run already recorded counts against its run budget (and through it the day's)."""
-    info = ctx.attributes.get("resume")
-    if info is None or not (info.cost_usd or info.model_calls or info.tool_calls):
-        return
-    from engine.guardrails.budget import Actual, Demand
-
-    ledger = ctx.engine.guards.ledger
-    spent = dict(input_tokens=info.tokens_in, output_tokens=info.tokens_out, cost_usd=info.cost_usd,
-                 model_calls=info.model_calls, tool_calls=info.tool_calls)
-    reservation = ledger.reserve(ctx.budget_scope, Demand(**spent))
-    if not reservation.ok:
-        ctx.attributes["run_budget_exhausted"] = reservation.message
-        return
-    ledger.settle(reservation, Actual(**spent))

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.compiled import CompiledAgent
-    from engine.runtime.durable_runs import DurableRuns, ResumeInfo
+    from engine.runtime.durable_resume import ResumeInfo
+    from engine.runtime.durable_runs import DurableRuns
     from engine.runtime.replay import ReplayTable
     from engine.store import EngineStore
     from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride
@@ -66,7 +67,8 @@ class Engine:
                  auto_resume: bool = True) -> None:
         """`on_store_error`: what to do when trace commits fail ("wait": hold new calls until they succeed again;
         "exit": stop every run, and `store_failure` says why). `durable`: runs are DBOS workflows in
-        STORE/durable.db (runtime/durable_runs.py); `auto_resume`: resume a dead engine's runs on start."""
+        STORE/durable.db, or in the Postgres store the traces go to (runtime/durable_runs.py); `auto_resume`: resume
+        a dead engine's runs on start (on Postgres: and take over the runs of engines that die while it runs)."""
         self.store = store
         self.writer = store.writer
         self.tracer = Tracer(store.writer)
@@ -91,8 +93,6 @@ class Engine:
         from engine.store.location import PostgresLocation
 
         self.traces_on_postgres = isinstance(getattr(store, "trace_location", None), PostgresLocation)
-        if durable and self.traces_on_postgres:  # DBOS and resumption read traces.db (issue 16: not on Postgres yet)
-            raise ValueError("durable runs need the traces in the store directory; they cannot go to Postgres yet")
         if durable:
             from engine.runtime.durable_runs import DurableRuns
 
@@ -378,7 +378,7 @@ class Engine:
         ctx.replay = request.replay
         ctx.path_format = request.path_format
         if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
-            from engine.runtime.durable_runs import seed_resumed
+            from engine.runtime.durable_resume import seed_resumed
 
             attrs.update(seed_resumed(ctx, resume))
         self.writer.run_started(ctx.run_id, compiled.name, compiled.source_hash, self.store.engine_id,
@@ -408,7 +408,7 @@ class Engine:
                           parent=self.guards.daily_scope(compiled, self._daily_spend),
                           labels={"run": ctx.run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
         if resume is not None:
-            from engine.runtime.durable_runs import seed_budget
+            from engine.runtime.durable_resume import seed_budget
 
             seed_budget(ctx)
         task, context = split_input(request.input)

@@ -1,6 +1,7 @@
-"""Replaying a run's recorded calls instead of making them again (issue 13): a resumed durable run, and a retry
-from a chosen step (engine/runtime/retry.py), answer model calls and tool calls whose result is already in
-traces.db from that record, so they are neither sent to the provider / tool again nor billed again.
+"""Replaying a run's recorded calls instead of making them again (issue 13): a resumed durable run, and a retry from a
+chosen step (engine/runtime/retry.py), answer model calls and tool calls whose result is already in the trace store
+(traces.db, or a Postgres store) from that record, so they are neither sent to the provider / tool again nor billed
+again.
 
 The record is read once, when the run (re)starts, into a ReplayTable keyed by the call's structural path (the
 `path` attribute of llm and tool spans, engine/durable/keys.py): `<agent path><agent>.<step>` for a model call,
@@ -28,6 +29,7 @@ from engine.providers.base import ModelResponse, ToolCall, Usage
 if TYPE_CHECKING:
     from engine.runtime.compiled import CompiledAgent
     from engine.runtime.context import RunContext
+    from engine.store.location import StoreLocation
     from engine.store.trace_rows import SpanRow
 
 # What the trace store leaves in a value it changed (engine/store/redact.py): such a record is not replayed.
@@ -185,14 +187,16 @@ def table_from_spans(source: str, spans: list[SpanRow], *, before: str | None = 
     return table
 
 
-def load_table(store_dir: Path, run_id: str, *, before: str | None = None,
+def load_table(store: Path | StoreLocation, run_id: str, *, before: str | None = None,
                side_effects: SideEffects = "replayed") -> ReplayTable:
-    """One read of `run_id`'s spans from traces.db (empty when the store has none)."""
+    """One read of `run_id`'s spans from the trace store: a directory's traces.db, or the Postgres store the engine's
+    traces go to (the same reads, engine/store/trace_queries.py). Empty when the store has none."""
     from engine.errors import StoreError
-    from engine.store import open_reader
+    from engine.store import open_trace_reads
+    from engine.store.location import StoreDirectory
 
     try:
-        reader = open_reader(store_dir)
+        reader = open_trace_reads(StoreDirectory(store) if isinstance(store, Path) else store)
     except StoreError:
         return ReplayTable(run_id)
     try:

@@ -1,0 +1,139 @@
+"""A durable engine on a shared Postgres store takes over the runs of engines that died (issue 16).
+
+Several engines are executors of one DBOS system database, each with its own executor id (its engine id). A thread
+beats for this engine every `interval` seconds (engine/store/pg/liveness.py) and, on each beat, looks for dead
+engines (no beat for `stale_after` seconds, or stopped) whose runs no live engine has claimed. For each it claims
+(one row, once across the fleet: two live engines never both take a dead engine's runs) and hands the claim to the
+event loop, which lists the dead executor's PENDING run workflows and resumes them onto this engine's own DBOS queue
+(`DurableHost.take_over`): they carry on here, their recorded side effects replayed, never run again
+(runtime/side_effects.py).
+
+On start an engine also knows its own store directory's predecessors are dead whatever their last beat (it holds the
+directory's lock), so it marks them stopped and takes their runs at once rather than `stale_after` seconds later.
+
+What is not taken over: runs an operator's kill switch covers (they stay PENDING in DBOS with a `run.not_resumed`
+event). An engine with auto-resume off (`--no-resume`, flag `runs.auto_resume=false`) claims nothing: a dead
+engine's runs wait for an engine that carries them on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from engine.store.engine_store import EngineStore
+    from engine.store.location import PostgresLocation
+    from engine.store.pg.liveness import Liveness
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+STALE_AFTER_S = 10.0  # an engine silent this long is dead: ten missed beats, far above a busy loop's stall
+
+# On the event loop: take over these dead engines' runs (DurableRuns.take_over). Returns how many it took.
+TakeOver = Callable[[list[str]], Coroutine[Any, Any, int]]
+
+
+def predecessors(store: EngineStore) -> list[str]:
+    """The engines that used this store directory before this one: dead, since this one holds its lock (the
+    directory's control.db registers them; the engines registry on Postgres replaces this read)."""
+    control = getattr(store, "control", None)  # test doubles of the store may have none
+    if control is None:
+        return []
+    return [str(row["id"]) for row in control.query("SELECT id FROM engines WHERE id != ?", (store.engine_id,))]
+
+
+class Takeover:
+    """The beating and claiming thread of one durable engine; `start()` on the engine's event loop."""
+
+    def __init__(self, location: PostgresLocation, engine_id: str, take_over: TakeOver, *,
+                 interval: float = HEARTBEAT_S, stale_after: float = STALE_AFTER_S,
+                 willing: Callable[[], bool] = lambda: True) -> None:
+        """`willing()`: whether this engine carries dead engines' runs on now (auto-resume); asked before claiming."""
+        from engine.store.pg.liveness import Liveness
+
+        self.engine_id = engine_id
+        self.interval = interval
+        self.stale_after = stale_after
+        self.liveness: Liveness = Liveness(location)
+        self.claimed: list[str] = []  # dead engines whose runs this engine took (tests, `flightdeck engines`)
+        self.runs: list[str] = []  # their runs found in flight (taken, or left with a `run.not_resumed` event)
+        self._take_over = take_over
+        self._willing = willing
+        self.claiming = True  # False once the engine closes: it beats on (its runs are still its own) but takes none
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def start(self, known_dead: list[str]) -> None:
+        """First beat, then take `known_dead`'s runs and any other dead engine's, before returning; then beat on."""
+        self._loop = asyncio.get_running_loop()
+        now = time.time()
+        await anyio.to_thread.run_sync(self._first_beat, known_dead, now)
+        await self._scan_once()
+        self._thread = threading.Thread(target=self._run, name="flightdeck-durable-takeover", daemon=True)
+        self._thread.start()
+
+    def _first_beat(self, known_dead: list[str], now: float) -> None:
+        self.liveness.beat(self.engine_id, now)
+        self.liveness.mark_stopped(known_dead, now)
+
+    async def _scan_once(self) -> None:
+        claimed = await anyio.to_thread.run_sync(self._claim_dead)
+        if claimed:
+            await self._take_over(claimed)
+            await anyio.to_thread.run_sync(self.liveness.finish, claimed, self.engine_id)
+
+    def _claim_dead(self) -> list[str]:
+        if not self.claiming or not self._willing():
+            return []
+        now = time.time()
+        claimed = [dead for dead in self.liveness.dead_unclaimed(self.engine_id, now, self.stale_after)
+                   if self.liveness.claim(dead, self.engine_id, now, self.stale_after)]
+        if claimed:
+            log.warning("taking over the runs of dead engines %s", ", ".join(claimed))
+            self.claimed.extend(claimed)
+        return claimed
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            try:
+                self.liveness.beat(self.engine_id, time.time())
+                claimed = self._claim_dead()
+            except Exception as exc:  # the store unreachable: said once per episode, retried on the next beat
+                if not failing:
+                    log.warning("durable heartbeat failed (retrying every %gs): %s", self.interval, exc)
+                failing = True
+                continue
+            failing = False
+            loop = self._loop
+            if claimed and loop is not None and not self._stop.is_set():
+                future: concurrent.futures.Future[int] = asyncio.run_coroutine_threadsafe(
+                    self._take_over(claimed), loop)
+                try:
+                    future.result()
+                    self.liveness.finish(claimed, self.engine_id)
+                except Exception:  # the claim stands until this engine dies; the runs stay PENDING (logged)
+                    log.exception("taking over the runs of %s failed", claimed)
+
+    async def close(self) -> None:
+        """Stop beating and claiming, and record this engine stopped (its runs are then anyone's to take). On
+        anyio's worker threads: DBOS shut the loop's default executor down when it was destroyed."""
+        self._stop.set()
+        if self._thread is not None:
+            await anyio.to_thread.run_sync(self._thread.join)
+        try:
+            await anyio.to_thread.run_sync(self.liveness.mark_stopped, [self.engine_id], time.time())
+        except Exception as exc:
+            log.warning("could not record the durable engine stopped: %s", exc)
+        finally:
+            self.liveness.close()

@@ -1,0 +1,123 @@
+"""Which durable engines on a Postgres store are alive, and who takes over a dead one's runs (issue 16).
+
+A stopgap the engines registry replaces: engine registration and heartbeats are moving to Postgres (the `engines`
+table), and once they are there `dead_engines` reads them instead of `durable_heartbeats`. Until then a durable
+engine beats here itself (runtime/durable_takeover.py). The two tables are created on first use (IF NOT EXISTS, under
+an advisory lock) rather than by a schema migration, so the registry's migration can land without a clash.
+
+- `durable_heartbeats`: one row per durable engine: its last beat, and `stopped` once it closed (or once a
+  successor on its store directory knew it dead: it holds that directory's lock).
+- `durable_takeovers`: one row per dead engine whose runs a live engine took: the claim. Claiming is one
+  `INSERT ... ON CONFLICT DO UPDATE ... WHERE <the claimant is dead>`: the primary key serializes two engines
+  claiming at once (the second waits for the first's commit and then sees a live claimant: no row), so one engine
+  takes a dead engine's runs; a claimant that died before it resumed them (its claim void) is itself dead, and the
+  next taker claims both. Once the claimant has resumed them onto its own queue (`done`), the claim is final: those
+  runs are the claimant's now, and if it dies they are found under it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.store.pg.connection import connect, store_error
+
+if TYPE_CHECKING:
+    from engine.store.location import PostgresLocation
+
+LIVENESS_LOCK = 0x666C6476  # pg_advisory_xact_lock key while the tables are created ("fldv")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS durable_heartbeats (
+    engine_id TEXT PRIMARY KEY,
+    beat DOUBLE PRECISION NOT NULL,
+    stopped DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS durable_takeovers (
+    engine_id TEXT PRIMARY KEY,
+    taken_by TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    done BOOLEAN NOT NULL DEFAULT false
+);
+"""
+
+# Engines whose last beat is older than `stale` or that stopped: dead.
+_LIVE = "SELECT engine_id FROM durable_heartbeats WHERE stopped IS NULL AND beat >= %s"
+
+
+class Liveness:
+    """One connection (autocommit) for one engine's beats and takeover claims. Not thread-safe: one thread uses it."""
+
+    def __init__(self, location: PostgresLocation) -> None:
+        self.location = location
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.location, application_name="flightdeck-durable")
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIVENESS_LOCK,))
+                self._conn.execute(DDL)
+        return self._conn
+
+    def _run(self, action: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One statement; StoreError (password masked) on a driver error, and the next call reconnects."""
+        import psycopg
+
+        try:
+            cur = self._connection().execute(sql, params)
+            return list(cur.fetchall()) if cur.description is not None else []
+        except psycopg.Error as exc:
+            self.close()
+            raise store_error(self.location, exc, action) from None
+
+    def beat(self, engine_id: str, now: float) -> None:
+        self._run("a durable engine's heartbeat",
+                  "INSERT INTO durable_heartbeats (engine_id, beat) VALUES (%s, %s) "
+                  "ON CONFLICT (engine_id) DO UPDATE SET beat = EXCLUDED.beat", (engine_id, now))
+
+    def mark_stopped(self, engine_ids: list[str], now: float) -> None:
+        """These engines stopped (closed, or known dead: their store directory's lock is held by a successor)."""
+        if engine_ids:
+            self._run("recording stopped durable engines",
+                      "INSERT INTO durable_heartbeats (engine_id, beat, stopped) "
+                      "SELECT e, %s, %s FROM unnest(%s::text[]) e "
+                      "ON CONFLICT (engine_id) DO UPDATE SET stopped = COALESCE(durable_heartbeats.stopped, "
+                      "EXCLUDED.stopped)", (now, now, list(engine_ids)))
+
+    def dead_unclaimed(self, engine_id: str, now: float, stale_after: float) -> list[str]:
+        """Dead engines (stopped, or no beat for `stale_after` seconds) that no live engine has claimed, oldest
+        beat first; never `engine_id` itself."""
+        rows = self._run("reading durable engines' heartbeats",
+                         "SELECT h.engine_id FROM durable_heartbeats h LEFT JOIN durable_takeovers t "
+                         "ON t.engine_id = h.engine_id WHERE h.engine_id != %s "
+                         "AND (h.stopped IS NOT NULL OR h.beat < %s) "
+                         f"AND (t.taken_by IS NULL OR (NOT t.done AND t.taken_by NOT IN ({_LIVE}))) ORDER BY h.beat",
+                         (engine_id, now - stale_after, now - stale_after))
+        return [str(row[0]) for row in rows]
+
+    def claim(self, dead: str, taker: str, now: float, stale_after: float) -> bool:
+        """Claim the dead engine's runs for `taker`; False when a live engine holds the claim already."""
+        rows = self._run("claiming a dead engine's runs",
+                         "INSERT INTO durable_takeovers (engine_id, taken_by, at) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (engine_id) DO UPDATE SET taken_by = EXCLUDED.taken_by, at = EXCLUDED.at "
+                         f"WHERE NOT durable_takeovers.done AND durable_takeovers.taken_by NOT IN ({_LIVE}) "
+                         "RETURNING taken_by",
+                         (dead, taker, now, now - stale_after))
+        return bool(rows)
+
+    def finish(self, dead: list[str], taker: str) -> None:
+        """`taker` has resumed these dead engines' runs onto its own queue: its claims on them are final."""
+        self._run("finishing a takeover", "UPDATE durable_takeovers SET done = true WHERE engine_id = ANY(%s) "
+                  "AND taken_by = %s", (list(dead), taker))
+
+    def claims(self) -> dict[str, str]:
+        """Every claim: dead engine -> the engine that took its runs (tests, operators)."""
+        return {str(dead): str(taker) for dead, taker in
+                self._run("reading takeover claims", "SELECT engine_id, taken_by FROM durable_takeovers", ())}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
