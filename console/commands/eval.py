@@ -12,8 +12,8 @@ from console.output import print_json
 
 if TYPE_CHECKING:
     from engine.evals.compare import Comparison
-    from engine.evals.results import EvalRecord
-    from engine.evals.results_db import EvalsDB
+    from engine.scoring.results import EvalRecord
+    from engine.scoring.results_db import EvalsDB
 
 
 def _fraction(text: str) -> float:
@@ -70,10 +70,10 @@ def handle(args: argparse.Namespace) -> int:
     from engine.evals.compare import compare
     from engine.evals.dataset import load_dataset
     from engine.evals.junit import write_junit
-    from engine.evals.results_db import EvalsDB
     from engine.evals.runner import run_eval
-    from engine.evals.scorers import JudgeDefaults, build_scorers
     from engine.hierarchy.loader import load_hierarchy
+    from engine.scoring.results_db import EvalsDB
+    from engine.scoring.scorers import JudgeDefaults, build_scorers
     from engine.store import resolve_store_dir
 
     from .eval_report import print_report
