@@ -167,6 +167,31 @@ class EvalsDB:
             raise
         return cls(path, conn)
 
+    @classmethod
+    def open_read_only(cls, store_dir: str | Path) -> EvalsDB | None:
+        """For readers that must not create or migrate anything (the console): None when there is no evals.db.
+        A file of schema 1 reads the same (migration 2 only widened a CHECK); a newer one is StoreTooNew."""
+        path = Path(store_dir) / EVALS_DB
+        if not path.is_file():
+            return None
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, path, "open") from exc
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate_sqlite_error(exc, path, "read") from exc
+        if version > len(MIGRATIONS):
+            conn.close()
+            raise StoreTooNew(f"{path} was written by a newer Flightdeck (schema {version}, this one knows "
+                              f"{len(MIGRATIONS)})")
+        if version == 0:  # created, not yet migrated by its writer: nothing to read
+            conn.close()
+            return None
+        return cls(path, conn)
+
     def __enter__(self) -> EvalsDB:
         return self
 
