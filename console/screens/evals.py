@@ -3,10 +3,10 @@ run, from STORE/evals.db; it answers "is quality dropping, and since when?".
 
 Data path: EvalsFeed (console/views_data/evals_feed.py) reads evals.db read-only on the view's poll, only when the
 file changed. One row per hierarchy: SAMPLED (the newest window's mean score and how many runs it scored), TREND
-(the last windows as a sparkline, oldest left), QUALITY (dropping since WHEN, or steady), EVAL (the latest dataset
-eval: mean score, passed/cases, age), DRILLS (held/ran and the failed ones). The pane under the table shows the
-selected hierarchy's windows, newest first, with the hierarchy hash of each (a deploy shows as a new hash), and the
-latest eval's dataset and models. Sort and filter: console/screens/arranged.py.
+(the last windows as a sparkline, oldest left, its blocks spread over scores 0.5..1), QUALITY (dropping since WHEN,
+or steady), EVAL (the latest dataset eval: mean score, passed/cases, age), DRILLS (held/ran and the failed ones).
+The pane under the table shows the selected hierarchy's windows, newest first, with the hierarchy hash of each (a
+deploy shows as a new hash), and the latest eval's dataset and models. Sort and filter: console/screens/arranged.py.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ from console.widgets.text_pane import TextLines
 from engine.timefmt import clock, compact_age, timestamp
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_FLOOR = 0.5  # the lowest block is this score or less: the blocks spread 0.5..1, where a drop matters
 NEVER = float("inf")
 
 
 def sparkline(scores: list[float]) -> str:
-    return "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, int(score * len(BLOCKS))))] for score in scores)
+    span = 1.0 - SPARK_FLOOR
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, int((score - SPARK_FLOOR) / span * len(BLOCKS))))]
+                   for score in scores)
 
 
 def quality_words(row: HierarchyQuality, now: float) -> tuple[str, str]:
@@ -95,12 +98,14 @@ class EvalsView(ArrangedView):
         yield TextLines(Text("EVALS loading…", style="dim"), id="evals-title")
         yield self.filter_box()
         table: DataTable[Any] = DataTable(id="evals-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("HIERARCHY", key="hierarchy", width=20)
-        table.add_column("SAMPLED", key="sampled", width=11)
+        # Narrow enough that the verdict (QUALITY) and the first drill figures fit 100 columns; the pane below has
+        # the rest in full.
+        table.add_column("HIERARCHY", key="hierarchy", width=18)
+        table.add_column("SAMPLED", key="sampled", width=10)
         table.add_column("TREND", key="trend", width=TREND)
         table.add_column("QUALITY", key="quality", width=20)
-        table.add_column("EVAL", key="eval", width=17)
-        table.add_column("DRILLS", key="drills", width=30)
+        table.add_column("EVAL", key="eval", width=12)
+        table.add_column("DRILLS", key="drills", width=36)
         yield table
         yield TextLines(id="evals-detail")
 
@@ -226,8 +231,8 @@ class EvalsView(ArrangedView):
                           key=lambda r: r.dropping_since or 0.0) if snapshot else []
         if dropping:
             first = dropping[0]
-            self.hint = (f"Quality of {first.hierarchy} is dropping since {timestamp(first.dropping_since)}: see the "
-                         f"windows below and the quality-dropping runbook (view 6).")
+            self.hint = (f"{first.hierarchy}: quality dropping since {clock(first.dropping_since, with_seconds=False)}"
+                         " (runbook quality-dropping, view 6)")
         elif snapshot is not None and not snapshot.rows:
             self.hint = ("No results yet: `flightdeck eval`, `flightdeck drill --store` and a hierarchy's "
                          "`evals: {sample}` write them here.")
