@@ -150,13 +150,25 @@ class EvalsDB:
         try:
             conn.execute("PRAGMA journal_mode = DELETE").fetchone()
             conn.execute("PRAGMA synchronous = FULL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise StoreTooNew(f"{path} was written by a newer Flightdeck (schema {version}, this one knows "
-                                  f"{len(MIGRATIONS)})")
-            for number in range(version, len(MIGRATIONS)):
-                conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; "
-                                   "COMMIT;")
+            # The version is read inside the write lock: two writers opening a new file at once (a sampler's
+            # threads, two `flightdeck eval`s) must not both migrate it. Statement by statement, not executescript,
+            # which would commit the open transaction first.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise StoreTooNew(f"{path} was written by a newer Flightdeck (schema {version}, this one knows "
+                                      f"{len(MIGRATIONS)})")
+                for number in range(version, len(MIGRATIONS)):
+                    for statement in MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             # After the migrations: with foreign keys on, migration 2's DROP TABLE would delete every case.
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
@@ -174,10 +186,7 @@ class EvalsDB:
         path = Path(store_dir) / EVALS_DB
         if not path.is_file():
             return None
-        try:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, path, "open") from exc
+        conn = connect(path, read_only=True)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:

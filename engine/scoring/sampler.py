@@ -29,7 +29,6 @@ from typing import Any
 
 import anyio
 
-from engine.errors import FlightdeckError
 from engine.hierarchy.eval_checks import EvalsSpec
 from engine.hierarchy.schema import HierarchySpec
 
@@ -169,7 +168,7 @@ class Sampler:
             self.errors += 1
         try:
             await anyio.to_thread.run_sync(self._write, record, case)
-        except (FlightdeckError, OSError) as exc:
+        except Exception as exc:  # a StoreError, a full disk, a file that is not a database: never the engine's
             self.write_failures += 1
             log.warning("sampled run %s not recorded in evals.db: %s", run.run_id, exc)
             self.emit(run.run_id, "eval.sample_failed", run.hierarchy, {"hierarchy": run.hierarchy, "eval": eval_id,

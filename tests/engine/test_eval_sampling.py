@@ -99,6 +99,34 @@ def test_a_failing_scorer_never_fails_the_run_it_is_recorded_and_counted(tmp_pat
     assert (event.data or {})["error"] is True
 
 
+def test_an_evals_db_that_cannot_be_written_is_counted_and_reported_never_the_runs_problem(tmp_path: Path) -> None:
+    import anyio
+
+    from engine.runtime.engine import Engine, RunRequest
+    from engine.store import open_engine_store
+
+    hierarchy = write_hierarchy(tmp_path, hierarchy_text("""
+  sample: 1.0
+  checks: [{scorer: contains, value: refund}]
+"""))
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    (store / "evals.db").mkdir()  # not a file: every write fails
+
+    async def go() -> tuple[str, int, int]:
+        with open_engine_store(store) as engine_store:
+            async with Engine(engine_store, latency_scale=0.0, runbooks=False) as engine:
+                result = await engine.run(hierarchy, RunRequest(input="a"))
+                assert await engine.sampler.drain(10.0)
+                return result.status, engine.sampler.write_failures, engine.sampler.scored
+
+    status, failures, scored = anyio.run(go)
+    assert (status, failures, scored) == ("completed", 1, 1)
+    [failed] = events(store, kinds=["eval.sample_failed"])
+    assert (failed.data or {})["hierarchy"] == "sampled" and (failed.data or {})["reason"]
+    assert len(events(store, kinds=["eval.scored"])) == 1  # the signal still gets the score
+
+
 @pytest.mark.parametrize(("evals", "field", "message"), [
     ("  sample: 0.5\n", "evals", "needs at least one check"),
     ("  sample: 2\n  checks: [{scorer: contains, value: x}]\n", "evals.sample", "less than or equal to 1"),
@@ -137,3 +165,31 @@ def test_an_evals_db_from_before_drills_keeps_its_rows_and_accepts_drill_rows(tm
         db.conn.execute("INSERT INTO evals VALUES ('dr_1', 'h', 'hash', 'drills', 'sha', 'drill', 3, 4, 0, 0, 0, 0, "
                         "'{}')")
         assert db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_writers_opening_a_new_evals_db_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """The sampler's worker threads (and two `flightdeck eval`s) may open a new evals.db together: one migrates it,
+    the others wait for the write lock and find it migrated (before the fix: "table evals already exists")."""
+    import threading
+
+    errors: list[BaseException] = []
+    for round_no in range(6):
+        directory = tmp_path / str(round_no)
+        barrier = threading.Barrier(12)
+
+        def open_it(directory: Path = directory, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                with EvalsDB.open(directory) as db:
+                    db.list()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with EvalsDB.open(directory) as db:
+            assert db.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert errors == []
