@@ -182,7 +182,7 @@ def test_writers_opening_a_new_evals_db_at_once_migrate_it_once(tmp_path: Path) 
             try:
                 with EvalsDB.open(directory) as db:
                     db.list()
-            except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            except BaseException as exc:  # collected for the assertion below
                 errors.append(exc)
 
         threads = [threading.Thread(target=open_it) for _ in range(12)]
