@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="a directory of your own drill files, run after the catalogue (default drills/ or "
                              "--scenarios); repeatable; drill names must be unique across all of them")
     parser.add_argument("--store", metavar="DIR",
-                        help="store to record the drills' runs in (default: a temporary one, deleted afterwards)")
+                        help="store to record the drills' runs in, and their summary in STORE/evals.db for the "
+                             "console (default: a temporary one, deleted afterwards, and no summary)")
     parser.add_argument("--speed", type=non_negative, default=0.0, metavar="X",
                         help="scripted-model speed factor (default 0: no simulated latency)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the scripted model (default 0)")
@@ -68,7 +70,14 @@ def handle(args: argparse.Namespace) -> int:
         print(f"drilling {hierarchy.name}: {len(drills)} scenarios from {', '.join(map(str, directories))}"
               + (f" on {args.provider_url}" + (f" (model {args.model})" if args.model else "")
                  if args.provider_url else ""), file=sys.stderr)
+    started = time.time()
     results = run_drills(hierarchy, drills, store_dir=store_dir, speed=args.speed, seed=args.seed, target=target)
+    if store_dir is not None:  # the console's evals view shows the latest drill results per hierarchy
+        from engine.drills.record import drill_record
+        from engine.scoring.results_db import EvalsDB
+
+        with EvalsDB.open(store_dir) as db:
+            db.save(drill_record(hierarchy, drills, directories, results, started, time.time()))
     passed = all(r.held or r.skipped for r in results)
     if args.junit is not None:
         write_junit(args.junit, hierarchy.name, results)

@@ -12,8 +12,8 @@ from console.output import print_json
 
 if TYPE_CHECKING:
     from engine.evals.compare import Comparison
-    from engine.evals.results import EvalRecord
-    from engine.evals.results_db import EvalsDB
+    from engine.scoring.results import EvalRecord
+    from engine.scoring.results_db import EvalsDB
 
 
 def _fraction(text: str) -> float:
@@ -45,6 +45,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--speed", type=non_negative, default=0.0, metavar="X",
                         help="scripted-model speed factor (default 0: no simulated latency)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the scripted model (default 0)")
+    parser.add_argument("--provider-url", metavar="URL",
+                        help="run the cases on an OpenAI-compatible server (e.g. http://127.0.0.1:11434/v1) instead "
+                             "of the hierarchy's models: every model goes there (prices and limits kept)")
+    parser.add_argument("--model", metavar="NAME",
+                        help="with --provider-url: the model name to send (default: each model's own name)")
+    parser.add_argument("--api-key-env", metavar="VAR",
+                        help="with --provider-url: the environment variable holding the API key (never printed)")
     parser.add_argument("--judge-url", metavar="URL", help="OpenAI-compatible server for llm_judge checks")
     parser.add_argument("--judge-model", metavar="MODEL", help="model for llm_judge checks")
     parser.add_argument("--judge-key-env", metavar="VAR", help="environment variable holding the judge's API key")
@@ -66,20 +73,26 @@ def _baseline(value: str, db: EvalsDB, hierarchy: str, dataset: str) -> EvalReco
 
 
 def handle(args: argparse.Namespace) -> int:
+    from console.commands.drill import provider_target
     from engine.errors import InputError
     from engine.evals.compare import compare
     from engine.evals.dataset import load_dataset
     from engine.evals.junit import write_junit
-    from engine.evals.results_db import EvalsDB
     from engine.evals.runner import run_eval
-    from engine.evals.scorers import JudgeDefaults, build_scorers
     from engine.hierarchy.loader import load_hierarchy
+    from engine.scoring.results_db import EvalsDB
+    from engine.scoring.scorers import JudgeDefaults, build_scorers
     from engine.store import resolve_store_dir
 
     from .eval_report import print_report
 
     store_dir = resolve_store_dir(args.store)  # a postgres:// URL is refused, exit 2
+    target = provider_target(args)  # --provider-url / --model / --api-key-env, checked like `flightdeck drill`'s
     hierarchy = load_hierarchy(args.hierarchy)
+    if target is not None:
+        from engine.drills.prepare import on_provider
+
+        hierarchy = on_provider(hierarchy, target)  # the models (and the hash) the eval records say so
     dataset = load_dataset(args.dataset)
     scorers = build_scorers(dataset.cases, JudgeDefaults(args.judge_url, args.judge_model, args.judge_key_env))
     if args.junit is not None and not Path(args.junit).resolve().parent.is_dir():
@@ -91,7 +104,8 @@ def handle(args: argparse.Namespace) -> int:
             raise InputError(f"the baseline {baseline.id} is an eval of {baseline.hierarchy!r}, not of "
                              f"{hierarchy.name!r}", field="--baseline")
         if not args.json:
-            print(f"evaluating {hierarchy.name} on {dataset.path}: {len(dataset.cases)} cases", file=sys.stderr)
+            print(f"evaluating {hierarchy.name} on {dataset.path}: {len(dataset.cases)} cases"
+                  + (f" on {target.describe()}" if target is not None else ""), file=sys.stderr)
             if args.baseline == "latest" and baseline is None:
                 print(f"no earlier eval of {hierarchy.name} on {dataset.name} in {store_dir}: nothing to compare",
                       file=sys.stderr)

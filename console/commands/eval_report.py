@@ -7,7 +7,7 @@ from pathlib import Path
 
 from console.output import table, usd
 from engine.evals.compare import Comparison, Delta
-from engine.evals.results import EvalRecord, GroupStat
+from engine.scoring.results import EvalRecord, GroupStat
 from engine.timefmt import seconds
 
 

@@ -117,4 +117,7 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("queues", "Queues", "8", lazy("console.screens.queues", "QueuesView"), ("queues", "qu"),
              "serve-mode queues and tenants (depth, age, rate, limits, admission) and schedules; p pause, d drain, "
              "o open", module="console.screens.queues"),
+    ViewSpec("evals", "Evals", "9", lazy("console.screens.evals", "EvalsView"), ("evals", "ev", "quality"),
+             "quality per hierarchy: the sampled-score trend (dropping since when), the latest eval and drills",
+             module="console.screens.evals"),
 ]

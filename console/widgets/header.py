@@ -319,30 +319,37 @@ class HeaderStrip(Widget):
         return Text("\n", end="").join(lines)
 
     def _title_line(self, width: int, narrow: bool) -> Text:
-        left = Text(" FD " if narrow else " FLIGHTDECK ", style="bold reverse", end="")
-        if not narrow:
+        mode = "read-only" if self.read_only else "read-write"
+        # Wide labels first; when the operator's name would not fit beside them (nine views at 120 columns), the
+        # compact labels of a narrow terminal, which keep it: who you act as matters more than the spacing.
+        for compact in ((True,) if narrow else (False, True)):
+            left = self._views_text(compact)
+            for tail in (" · " + clock(self.clock(), with_seconds=not compact) + " ", " "):  # the clock goes first
+                right = Text(printable(self.operator, limit=20), style="bold", end="")
+                right.append(" · ")
+                right.append(mode, style="bold yellow" if self.read_only else "")
+                right.append(tail)
+                gap = width - left.cell_len - right.cell_len
+                if gap >= 1:
+                    return Text.assemble(left, " " * gap, right, end="")
+        # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.
+        right = Text(f"{mode} ", style="bold yellow" if self.read_only else "", end="")
+        gap = max(1, width - left.cell_len - right.cell_len)
+        return Text.assemble(left, " " * gap, right, end="")
+
+    def _views_text(self, compact: bool) -> Text:
+        left = Text(" FD " if compact else " FLIGHTDECK ", style="bold reverse", end="")
+        if not compact:
             left.append(" ")
         for key, view_id, title in self.views:
-            label = f"{key} {title}" if narrow else f" {key} {title} "
-            if narrow:
+            label = f"{key} {title}" if compact else f" {key} {title} "
+            if compact:
                 left.append(" ")
             if view_id == self.active_view:
                 left.append(label, style="bold reverse")
             else:
                 left.append(label)
-        mode = "read-only" if self.read_only else "read-write"
-        for tail in (" · " + clock(self.clock(), with_seconds=not narrow) + " ", " "):  # the clock goes first
-            right = Text(printable(self.operator, limit=20), style="bold", end="")
-            right.append(" · ")
-            right.append(mode, style="bold yellow" if self.read_only else "")
-            right.append(tail)
-            gap = width - left.cell_len - right.cell_len
-            if gap >= 1:
-                break
-        else:  # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.
-            right = Text(f"{mode} ", style="bold yellow" if self.read_only else "", end="")
-            gap = max(1, width - left.cell_len - right.cell_len)
-        return Text.assemble(left, " " * gap, right, end="")
+        return left
 
     def _slot_line(self, row: int, narrow: bool, width: int) -> Text:
         if row == 1 and self.store_problem:

@@ -42,7 +42,7 @@ async def run_attacks(store: Any, hierarchy: Hierarchy, drill: Drill, prepared: 
     policies: dict[str, str] = {"configured": prepared.spec.untrusted.policy, "off": "off"}
     results: list[tuple[str, RunResult]] = []
     for label, variant in passes:
-        async with Engine(store, latency_scale=latency_scale, runbooks=False) as engine:
+        async with Engine(store, latency_scale=latency_scale, runbooks=False, sampling=False) as engine:
             for attack in selected_attacks(drill):
                 faults.set_injection(drill.spec.attack.tool, render(attack))
                 try:

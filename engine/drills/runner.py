@@ -140,7 +140,7 @@ async def _run_one(store: Any, hierarchy: Hierarchy, drill: Drill, latency_scale
             results, policies = await run_attacks(store, hierarchy, drill, prepared, run_input, latency_scale,
                                                   seed)
             return _Ran(drill, results, time.monotonic() - started, policies)
-        async with Engine(store, latency_scale=latency_scale, runbooks=False) as engine:
+        async with Engine(store, latency_scale=latency_scale, runbooks=False, sampling=False) as engine:
             result = await engine.run(prepared, RunRequest(input=run_input, seed=seed))
         return _Ran(drill, [("", result)], time.monotonic() - started)
     finally:

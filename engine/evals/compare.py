@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-
-from .results import EvalRecord, GroupStat
+from engine.scoring.results import EvalRecord, GroupStat
 
 __all__ = ["Comparison", "Delta", "compare", "read_results_file"]
 

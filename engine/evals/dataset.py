@@ -23,11 +23,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import InputError, InputErrors
+from engine.hierarchy.eval_checks import CHECK_TYPES, CheckSpec, ExactCheck
 from engine.runtime.results import RunStatus
 from engine.safe_yaml import read_input_file
 
@@ -39,54 +40,6 @@ MAX_CASES = 10_000
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Check(_Strict):
-    path: str | None = Field(None, min_length=1, max_length=200)
-    name: str | None = Field(None, min_length=1, max_length=80)
-
-
-class ExactCheck(_Check):
-    scorer: Literal["exact"]
-    value: Any
-
-
-class ContainsCheck(_Check):
-    scorer: Literal["contains"]
-    value: str | list[str]
-    ignore_case: bool = False
-
-
-class RegexCheck(_Check):
-    scorer: Literal["regex"]
-    pattern: str = Field(min_length=1, max_length=2000)
-
-
-class JsonSchemaCheck(_Check):
-    scorer: Literal["json_schema"]
-    json_schema: dict[str, Any] = Field(alias="schema")
-
-
-class PythonCheck(_Check):
-    scorer: Literal["python"]
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-class JudgeCheck(_Check):
-    """`base_url`, `model` and `api_key_env` fall back to `--judge-url`, `--judge-model`, `--judge-key-env`."""
-
-    scorer: Literal["llm_judge"]
-    criteria: str = Field(min_length=1, max_length=4000)
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    pass_score: float = Field(0.5, ge=0, le=1)
-    timeout: float = Field(60.0, gt=0, le=600)
-
-
-CheckSpec = Annotated[ExactCheck | ContainsCheck | RegexCheck | JsonSchemaCheck | PythonCheck | JudgeCheck,
-                      Field(discriminator="scorer")]
-CHECK_TYPES = ("exact", "contains", "regex", "json_schema", "python", "llm_judge")
 
 
 class CaseSpec(_Strict):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from engine.scoring.results import EvalRecord
+
 from .compare import Comparison
-from .results import EvalRecord
 
 __all__ = ["junit_xml", "write_junit"]
 

@@ -20,12 +20,12 @@ from engine.drills.session import run_then_read
 from engine.hierarchy.loader import Hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
+from engine.scoring.results import CaseResult, EvalRecord
+from engine.scoring.scorers import Score, Scorer
 from engine.store import EngineStore
 from engine.store.reader import TraceReader
 
 from .dataset import Dataset, EvalCase
-from .results import CaseResult, EvalRecord
-from .scorers import Score, Scorer
 
 __all__ = ["new_eval_id", "run_eval"]
 
@@ -108,7 +108,7 @@ def run_eval(hierarchy: Hierarchy, dataset: Dataset, scorers: dict[str, list[Sco
 
     async def go(store: EngineStore) -> list[_Scored]:
         out: list[_Scored] = []
-        async with Engine(store, latency_scale=latency_scale, runbooks=False) as engine:
+        async with Engine(store, latency_scale=latency_scale, runbooks=False, sampling=False) as engine:
             for case in dataset.cases:
                 request = RunRequest(input=case.run_input, seed=seed,
                                      attributes={"eval": record_id, "eval_case": case.id})

@@ -44,6 +44,7 @@ class CrossChecker:
         self.check_cycles()
         self.check_scripts()
         self.check_tools()
+        self.check_evals()
 
     def check_entry(self) -> None:
         entry = self.spec.entry
@@ -201,6 +202,38 @@ class CrossChecker:
                     for error in validation_errors(self.doc, exc, tool.args_model, base + ("example_args",)):
                         error.message = f"example_args do not fit {spec.function}: {error.message}"
                         self.errors.append(error)
+
+    def check_evals(self) -> None:
+        """`evals.checks` of online sampling: what the scorers (engine/scoring/scorers.py) need to be built, checked
+        here so `check` reports it with the file's line: a regex compiles, a JSON schema is valid, a python check's
+        function imports, an llm_judge check names its server and model (no command line supplies them here)."""
+        for index, check in enumerate(self.spec.evals.checks):
+            base = ("evals", "checks", index)
+            if check.scorer == "regex":
+                import regex
+
+                try:
+                    regex.compile(check.pattern)
+                except regex.error as exc:
+                    self.fail(base + ("pattern",), f"not a regular expression: {exc}")
+            elif check.scorer == "json_schema":
+                import jsonschema
+                from jsonschema.exceptions import SchemaError
+
+                cls = jsonschema.validators.validator_for(check.json_schema, default=jsonschema.Draft202012Validator)
+                try:
+                    cls.check_schema(check.json_schema)
+                except SchemaError as exc:
+                    self.fail(base + ("schema",), f"not a valid JSON schema: {exc.message[:200]}")
+            elif check.scorer == "python":
+                try:
+                    import_function(check.function, (self.doc.path.resolve().parent, Path.cwd()))
+                except ToolLoadError as exc:
+                    self.fail(base + ("function",), str(exc))
+            elif check.scorer == "llm_judge":
+                for field in ("base_url", "model"):
+                    if not getattr(check, field):
+                        self.fail(base + (field,), f"an llm_judge check of online sampling needs `{field}`")
 
     def check_approval(self, name: str) -> Condition | None:
         approval = self.spec.tools[name].approval

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from engine.durations import Duration
 from engine.guardrails.breaker import BreakerConfig
 from engine.guardrails.budget import BudgetLimits
+from engine.hierarchy.eval_checks import EvalsSpec
 
 Tier = Literal["strong", "standard", "economy"]
 TIER_RANK: dict[str, int] = {"economy": 0, "standard": 1, "strong": 2}
@@ -325,5 +326,6 @@ class HierarchySpec(Strict):
     breakers: BreakersSpec = BreakersSpec()
     scripts: dict[str, list[ScriptTurn]] = Field(default_factory=dict)
     untrusted: UntrustedPolicy = UntrustedPolicy()
+    evals: EvalsSpec = EvalsSpec()  # online sampling (engine/hierarchy/eval_checks.py)
 
 

@@ -150,7 +150,7 @@ class Detector:
         return context.as_dict() if context is not None else {}
 
 
-class _SumDetector(Detector):
+class SumDetector(Detector):
     """Window signals that are sums (counts, money) or a ratio of two sums."""
 
     width = 1
@@ -181,7 +181,7 @@ def _event_dims(event: Event, facts: Facts, tool: str | None = None) -> Dims:
     return Dims(hierarchy=facts.hierarchy_of(run_id), agent=agent, tool=tool, run=run_id)
 
 
-class CountDetector(_SumDetector):
+class CountDetector(SumDetector):
     """Counts events of some kinds (loop.detected, validation.failed, budget.soft_threshold, ...)."""
 
     def samples_of(self, event: Event, facts: Facts,
@@ -252,7 +252,7 @@ class BreakerOpenedDetector(CountDetector):
         return [(dims, (1.0,))]
 
 
-class SpendRateDetector(_SumDetector):
+class SpendRateDetector(SumDetector):
     kinds = frozenset({"span.ended"})
 
     def samples_of(self, event: Event, facts: Facts,
@@ -271,7 +271,7 @@ class SpendRateDetector(_SumDetector):
         return Reading(value, self.holds(value), self.window.counts.get(key, 0))
 
 
-class ToolFailureRateDetector(_SumDetector):
+class ToolFailureRateDetector(SumDetector):
     kinds = frozenset({"span.ended"})
     width = 2  # (failed, total)
 
@@ -399,6 +399,10 @@ def make_detector(condition: Condition) -> Detector:
         from engine.runbooks.queue_detectors import QueueBacklogDetector
 
         return QueueBacklogDetector(condition)
+    if condition.signal == "sampled_score":  # online sampling's scores: engine/runbooks/eval_detectors.py
+        from engine.runbooks.eval_detectors import SampledScoreDetector
+
+        return SampledScoreDetector(condition)
     return _DETECTORS[condition.signal](condition)
 
 

@@ -134,6 +134,13 @@ SIGNALS: tuple[SignalSpec, ...] = (
         (ParamSpec("measure", "depth_pct", "depth_pct: percent of max_depth; depth: items queued; oldest_age_s: "
                    "seconds the oldest item has waited", choices=("depth_pct", "depth", "oldest_age_s")),)),
     SignalSpec(
+        "sampled_score", "window", "score (0..1)", ("global", "hierarchy"),
+        "Online sampling: the mean score (0..1) of the live runs the engine sampled and scored (`eval.scored`, a "
+        "hierarchy's `evals: {sample, checks}`) in the window. Scores a check could not give (a judge that is "
+        "down, a check that raised) are left out. Use with `op: \"<\"`.",
+        (ParamSpec("min_samples", 10, "no value until at least this many runs were scored in the window (two "
+                   "poor answers are not a trend)", integer=True, minimum=1),)),
+    SignalSpec(
         "control_tampered", "window", "rows", ("global",),
         "How many control rows the engine refused in the window because no audit row records them "
         "(`control.tampered`: a kill switch, flag, approval decision or override changed in control.db outside "

@@ -64,11 +64,13 @@ class Engine:
 
     def __init__(self, store: EngineStore, *, latency_scale: float = 1.0, clock: Clock = SYSTEM_CLOCK,
                  runbooks: bool | list[Any] = True, on_store_error: str = "wait", durable: bool = False,
-                 auto_resume: bool = True) -> None:
+                 auto_resume: bool = True, sampling: bool = True) -> None:
         """`on_store_error`: what to do when trace commits fail ("wait": hold new calls until they succeed again;
         "exit": stop every run, and `store_failure` says why). `durable`: runs are DBOS workflows in
         STORE/durable.db, or in the Postgres store the traces go to (runtime/durable_runs.py); `auto_resume`: resume
-        a dead engine's runs on start (on Postgres: and take over the runs of engines that die while it runs)."""
+        a dead engine's runs on start (on Postgres: and take over the runs of engines that die while it runs).
+        `sampling`: score the share of completed runs a hierarchy's `evals.sample` asks for (engine/scoring/
+        sampler.py); evals and drills turn it off (their runs are not live traffic)."""
         self.store = store
         self.writer = store.writer
         self.tracer = Tracer(store.writer)
@@ -88,6 +90,9 @@ class Engine:
         self.publisher: Any = None  # current breaker and budget state for the console
         self.otel: Any = None  # the LiveExporter when [otel] or OTEL_EXPORTER_OTLP_* turns export on
         self._runbooks_option = runbooks
+        # Sampled scores go to STORE/evals.db: an engine wholly on Postgres has no directory (not served there yet).
+        self._sampling = sampling and getattr(store, "store_dir", None) is not None
+        self.sampler: Any = None  # the online Sampler, made when the first run of a sampled hierarchy ends
         self.approval_listeners: list[Callable[[Approval], None]] = []
         self.durable: DurableRuns | None = None
         from engine.store.location import PostgresLocation
@@ -169,6 +174,8 @@ class Engine:
         assert self._task_group is not None
         if self.durable is not None:
             await self.durable.close()  # runs resumed on start end first (stop_all() kills them on a shutdown)
+        if self.sampler is not None:  # scores of runs that ended are recorded before the writer closes
+            await self.sampler.drain()
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
         await anyio.to_thread.run_sync(self.guards.close)  # unspent slices of shared daily caps go back
@@ -441,7 +448,23 @@ class Engine:
                                  "cancelling approvals of a killed run")
                 if not scope.cancelled_caught:
                     self._finish(ctx, started, result)
-        return self._finish(ctx, started, result)
+        run_result = self._finish(ctx, started, result)
+        if self._sampling and compiled.spec.evals.sample > 0:
+            self._sample(compiled, request, run_result)
+        return run_result
+
+    def _sample(self, compiled: CompiledHierarchy, request: RunRequest, result: RunResult) -> None:
+        """Online sampling, after the run ended: the Sampler scores it in the background if it is in the share."""
+        if self.sampler is None:
+            if self._task_group is None:
+                return
+            from engine.scoring.sampler import Sampler
+
+            group = self._task_group
+            self.sampler = Sampler(self.store.dir, lambda run_id, kind, name, data: self.tracer.event(
+                run_id, None, kind, name=name, data=data), lambda job: group.start_soon(job))
+        self.sampler.after_run(compiled.name, compiled.source_hash, compiled.spec, result.run_id, result.status,
+                               request.input, result.output, result.cost_usd, result.duration_s, result.ended)
 
     @staticmethod
     def _validated_entry_input(compiled: CompiledHierarchy, context: dict[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,20 @@ async def test_header_lines_fit_without_cutting_a_value(store: Path, size: tuple
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(("width", "operator"), [(160, True), (120, True), (100, False)])
+async def test_the_operator_keeps_their_name_beside_nine_views_down_to_compact_labels(
+        store: Path, width: int, operator: bool) -> None:
+    app = app_for(store)
+    async with app.run_test(size=(width, 40)) as pilot:
+        await _ready(pilot)
+        title = app.main.header.render().split("\n")[0]
+        assert title.cell_len <= width and "9 Evals" in title.plain
+        assert ("alice · read-only" in title.plain) is operator, title.plain
+        assert ("FLIGHTDECK" in title.plain) is (width >= 160), title.plain  # 120: compact labels keep the name
+        assert "read-only" in title.plain
+
+
+@pytest.mark.anyio
 async def test_alarm_never_points_to_the_view_you_are_on(store: Path) -> None:
     app = app_for(store)
     async with app.run_test(size=(160, 48)) as pilot:

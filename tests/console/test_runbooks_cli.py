@@ -41,7 +41,8 @@ def test_list_show_and_unknown_ids(capsys: pytest.CaptureFixture[str], store_dir
     assert code == 0
     listed = {r["id"]: r for r in json.loads(out)}
     assert set(listed) == {"looping-agent", "tool-failure-storm", "cost-spike", "latency-spike",
-                           "injection-suspected", "approval-backlog", "control-tampered", "queue-backing-up"}
+                           "injection-suspected", "approval-backlog", "control-tampered", "queue-backing-up",
+                           "quality-dropping"}
     assert listed["tool-failure-storm"]["actions"][0] == {"breaker": {"key": "tool:{tool}", "action": "force_open",
                                                                       "for": 600.0}}
     assert listed["looping-agent"]["detect"] == [{"signal": "loop_detected", "op": ">=", "threshold": 3.0,
@@ -94,7 +95,7 @@ def test_check_against_the_store_config_names_unknown_targets(capsys: pytest.Cap
                                            '[notifiers.secondary]\ntype = "pagerduty"\nrouting_key_env = '
                                            '"FD_UNSET_KEY_FOR_TEST"\n')
     code, out, err = cli(capsys, "runbooks", "check", "--store", str(store_dir))
-    assert code == 0 and out.count(": ok: runbook ") == 8
+    assert code == 0 and out.count(": ok: runbook ") == 9
     assert "notifier secondary: $FD_UNSET_KEY_FOR_TEST is not set here" in err
 
 

@@ -129,3 +129,31 @@ def test_retry_after_only_with_a_rate_limit_or_error_fault(tmp_path: Path) -> No
         load_drill(path)
     assert f"{path}:5: scripts.sales[0]: retry_after only applies to a `rate_limit` or `error` fault" in str(
         caught.value)
+
+
+def test_a_drill_run_with_a_store_records_its_summary_in_evals_db(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.scoring.results_db import EvalsDB
+
+    drills = tmp_path / "drills"
+    drills.mkdir()
+    shutil.copy(CATALOGUE / "looping-agent.yaml", drills)
+    shutil.copy(CATALOGUE / "approval-unanswered.yaml", drills)
+    (tmp_path / "weak").mkdir()
+    weak = _without_approval(tmp_path / "weak")
+    store = tmp_path / "store"
+    assert main(["drill", str(weak), "--scenarios", str(drills), "--store", str(store), "--json"]) == 1
+    capsys.readouterr()
+    with EvalsDB.open(store) as db:
+        [summary] = db.list(source="drill")
+        assert (summary.hierarchy, summary.source, summary.dataset, summary.cases, summary.passed) == \
+            ("deal-desk", "drill", "drills", 2, 1)
+        assert summary.hierarchy_hash == load_hierarchy(weak).source_hash
+        cases = {c.case_id: c for c in db.cases(summary.id)}
+        assert (cases["looping-agent"].status, cases["approval-unanswered"].status) == ("held", "failed")
+        assert cases["approval-unanswered"].error and cases["looping-agent"].run_id
+        assert db.latest("deal-desk", "drills") is None  # a drill summary is never an eval baseline
+    assert main(["drill", "deal-desk", "--scenarios", str(drills), "--json"]) == 0  # no --store: nothing recorded
+    capsys.readouterr()
+    with EvalsDB.open(store) as db:
+        assert len(db.list()) == 1

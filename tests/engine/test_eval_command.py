@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from console.cli import main
-from engine.evals.results_db import EvalsDB
 from engine.hierarchy.bundled import bundled_path
+from engine.scoring.results_db import EvalsDB
 from engine.store import open_reader
 from tests.fakes.openai_server import FakeOpenAIServer, openai_server, text  # noqa: F401
 

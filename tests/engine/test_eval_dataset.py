@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.evals.dataset import EvalCase, load_dataset
-from engine.evals.scorers import JudgeDefaults, Score, build_scorers
+from engine.scoring.scorers import JudgeDefaults, Score, build_scorers
 
 
 def write(tmp_path: Path, *lines: Any) -> Path:

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from engine.evals.dataset import load_dataset
-from engine.evals.judge import JUDGE_SYSTEM, parse_judgement
-from engine.evals.scorers import JudgeDefaults, Score, build_scorers
+from engine.scoring.judge import JUDGE_SYSTEM, parse_judgement
+from engine.scoring.scorers import JudgeDefaults, Score, build_scorers
 from tests.fakes.openai_server import FakeOpenAIServer, http_error, openai_server, text  # noqa: F401
 
 

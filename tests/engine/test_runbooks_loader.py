@@ -46,7 +46,7 @@ def test_the_shipped_runbooks_load_and_the_packaged_copies_are_identical() -> No
     runbooks = load_runbooks()
     assert {r.id for r in runbooks} == {"looping-agent", "tool-failure-storm", "cost-spike", "latency-spike",
                                         "injection-suspected", "approval-backlog", "control-tampered",
-                                        "queue-backing-up"}
+                                        "queue-backing-up", "quality-dropping"}
     assert {r.origin for r in runbooks} == {"project"}  # a checkout loads runbooks/, the source of truth
     shipped = {p.name: p.read_bytes() for p in (ROOT / "runbooks").glob("*.md")}
     packaged = {p.name: p.read_bytes() for p in (ROOT / "engine" / "runbooks").glob("*.md")}

@@ -576,3 +576,79 @@ def test_queue_backing_up_pages_pauses_the_noisiest_tenant_and_rolls_back_when_t
             "runbook:queue-backing-up"
 
     with_runbooks(store_dir, [SHIPPED["queue-backing-up"]], body)
+
+
+# ------------------------------------------------------------------------------------------------ quality-dropping
+
+def sampled_hierarchy(tmp_path: Path, answer: str, name: str) -> Any:
+    """A hierarchy whose every completed run is sampled (`evals.sample: 1`) and scored by one check: the answer must
+    mention the refund. The same hierarchy name in both files: one scope, `hierarchy:helpdesk`."""
+    return write_hierarchy(tmp_path, f"""
+name: helpdesk
+entry: clerk
+models:
+  m: {{model: m1, tier: economy, latency: 0, latency_per_token: 0}}
+tools:
+  record: {{function: "tests.fixture_tools:record", side_effects: true}}
+agents:
+  clerk: {{contract: Answers refund questions., model: m, tools: [record]}}
+scripts:
+  clerk:
+    - final: "{answer}"
+evals:
+  sample: 1.0
+  checks: [{{scorer: contains, value: refund}}]
+""", name)
+
+
+async def scored_runs(h: Harness, hierarchy: Any, count: int) -> None:
+    """`count` runs, each scored by the engine's sampler (which scores after the run ended), then detected."""
+    await h.run(hierarchy, *[f"ticket {n}" for n in range(count)])
+    assert await h.engine.sampler.drain(10.0)
+    await h.settle()
+
+
+def test_quality_dropping_fires_on_falling_scores_suggests_approvals_pages_and_clears(
+        tmp_path: Path, store_dir: Path, receiver: Receiver) -> None:
+    write_config(store_dir, receiver)
+    good = sampled_hierarchy(tmp_path, "Your refund is on its way", "good.yaml")
+    bad = sampled_hierarchy(tmp_path, "Please contact support", "bad.yaml")
+
+    async def body(h: Harness) -> None:
+        await scored_runs(h, good, 10)
+        await h.advance(600)
+        await scored_runs(h, bad, 3)  # falling: 10 good and 3 bad in the hour, a mean of 0.77: not yet
+        assert rows(store_dir, "SELECT * FROM incidents") == []
+        await h.advance(600)
+        await scored_runs(h, bad, 2)  # 10 of 15: 0.67, under the bar
+        incident = the_incident(store_dir, "quality-dropping")
+        assert (incident["scope"], incident["severity"]) == ("hierarchy:helpdesk", "sev2")
+        (signal, *_) = json.loads(incident["signals"])
+        assert signal["signal"] == "sampled_score" and signal["value"] == pytest.approx(10 / 15)
+        assert rows(store_dir, "SELECT * FROM flags") == []  # apply: suggest: nothing changed until an operator
+        assert ("suggested", "runbook:quality-dropping") in timeline(store_dir, incident["id"])
+        assert pd_trigger(receiver, incident["id"])["payload"]["class"] == "sampled_score"
+        await h.advance(3601)  # the bad scores leave the window; good ones come in
+        await scored_runs(h, good, 10)
+        await h.advance(1801)  # quiet for 30 minutes
+        assert "cleared" in [kind for kind, _ in timeline(store_dir, incident["id"])]
+
+    with_runbooks(store_dir, [SHIPPED["quality-dropping"]], body)
+
+
+def test_quality_dropping_stays_quiet_on_good_scores_and_on_scores_a_check_could_not_give(
+        tmp_path: Path, store_dir: Path, receiver: Receiver) -> None:
+    write_config(store_dir, receiver)
+    good = sampled_hierarchy(tmp_path, "Your refund is on its way", "good.yaml")
+    broken = write_hierarchy(tmp_path, (tmp_path / "good.yaml").read_text().replace(
+        "[{scorer: contains, value: refund}]", '[{scorer: python, function: "tests.eval_functions:broken"}]'),
+        "broken.yaml")
+
+    async def body(h: Harness) -> None:
+        await scored_runs(h, good, 12)
+        await scored_runs(h, broken, 20)  # every check raises: score 0 with error, left out of the signal
+        await h.advance(60)
+        assert rows(store_dir, "SELECT * FROM incidents") == []
+        assert h.engine.sampler.errors == 20
+
+    with_runbooks(store_dir, [SHIPPED["quality-dropping"]], body)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.evals.dataset import EvalCase
-from engine.evals.scorers import Score
+from engine.scoring.scorers import Score
 
 
 def quotes_subject(reply: Any, case: EvalCase) -> Score:

@@ -15,8 +15,7 @@ from typing import Any
 from engine.providers.base import ModelRequest, ProviderError, SystemMessage, UserMessage
 from engine.providers.openai import OpenAIProvider
 
-from .dataset import EvalCase
-from .scorers import MISSING, Score, pick
+from .scorers import MISSING, Score, ScoreCase, pick
 
 __all__ = ["JUDGE_SYSTEM", "JudgeScorer", "parse_judgement"]
 
@@ -56,14 +55,14 @@ class JudgeScorer:
     pass_score: float
     timeout: float
 
-    def request(self, output: Any, case: EvalCase) -> ModelRequest:
+    def request(self, output: Any, case: ScoreCase) -> ModelRequest:
         answer = output if isinstance(output, str) else json.dumps(output, indent=1, default=str)
         task = case.run_input if isinstance(case.run_input, str) else json.dumps(case.run_input, default=str)
         prompt = f"Task:\n{task}\n\nCriteria:\n{self.criteria}\n\nAnswer:\n{answer}"
         return ModelRequest(model=self.model, messages=[SystemMessage(JUDGE_SYSTEM), UserMessage(prompt)],
                             max_output_tokens=300, temperature=0.0, timeout_s=self.timeout)
 
-    async def score(self, output: Any, case: EvalCase) -> Score:
+    async def score(self, output: Any, case: ScoreCase) -> Score:
         got = pick(output, self.path)
         if got is MISSING:
             return Score(self.label, 0.0, False, f"the output has no field {self.path!r}")

@@ -17,10 +17,8 @@ from typing import Any, Protocol
 import regex
 
 from engine.errors import InputError, InputErrors
-
-from .dataset import (
+from engine.hierarchy.eval_checks import (
     ContainsCheck,
-    EvalCase,
     ExactCheck,
     JsonSchemaCheck,
     JudgeCheck,
@@ -28,7 +26,7 @@ from .dataset import (
     RegexCheck,
 )
 
-__all__ = ["MISSING", "JudgeDefaults", "Score", "Scorer", "build_scorers", "pick"]
+__all__ = ["MISSING", "JudgeDefaults", "Score", "ScoreCase", "Scorer", "build_one", "build_scorers", "pick"]
 
 MISSING: Any = object()  # what pick() returns for a field the output lacks
 
@@ -46,11 +44,25 @@ class Score:
                 "error": self.error}
 
 
+class ScoreCase(Protocol):
+    """What a scorer may read of the case it scores: a dataset's EvalCase, or a sampled live run
+    (engine/scoring/sampler.py SampledRun). A python check's function is handed this object."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def task_type(self) -> str: ...
+
+    @property
+    def run_input(self) -> Any: ...
+
+
 class Scorer(Protocol):
     @property
     def label(self) -> str: ...
 
-    async def score(self, output: Any, case: EvalCase) -> Score: ...
+    async def score(self, output: Any, case: ScoreCase) -> Score: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +115,7 @@ class ExactScorer:
     path: str | None
     value: Any
 
-    async def score(self, output: Any, case: EvalCase) -> Score:
+    async def score(self, output: Any, case: ScoreCase) -> Score:
         got = pick(output, self.path)
         if got is MISSING:
             return _missing(self.label, self.path)
@@ -121,7 +133,7 @@ class ContainsScorer:
     needles: tuple[str, ...]
     ignore_case: bool
 
-    async def score(self, output: Any, case: EvalCase) -> Score:
+    async def score(self, output: Any, case: ScoreCase) -> Score:
         got = pick(output, self.path)
         if got is MISSING:
             return _missing(self.label, self.path)
@@ -142,7 +154,7 @@ class RegexScorer:
     path: str | None
     pattern: Any  # a compiled `regex` pattern (searched, with a timeout: a dataset's pattern cannot hang the eval)
 
-    async def score(self, output: Any, case: EvalCase) -> Score:
+    async def score(self, output: Any, case: ScoreCase) -> Score:
         got = pick(output, self.path)
         if got is MISSING:
             return _missing(self.label, self.path)
@@ -161,7 +173,7 @@ class JsonSchemaScorer:
     path: str | None
     validator: Any  # a jsonschema validator for the check's schema (its own draft, or 2020-12)
 
-    async def score(self, output: Any, case: EvalCase) -> Score:
+    async def score(self, output: Any, case: ScoreCase) -> Score:
         got = pick(output, self.path)
         if got is MISSING:
             return _missing(self.label, self.path)
@@ -184,10 +196,10 @@ class PythonScorer:
 
     label: str
     path: str | None
-    function: Callable[[Any, EvalCase], Any]
+    function: Callable[[Any, ScoreCase], Any]
     spec: str
 
-    async def score(self, output: Any, case: EvalCase) -> Score:
+    async def score(self, output: Any, case: ScoreCase) -> Score:
         got = pick(output, self.path)
         if got is MISSING:
             return _missing(self.label, self.path)
@@ -231,8 +243,8 @@ def _json_schema_validator(schema: dict[str, Any]) -> Any:
     return cls(schema)
 
 
-def _build_one(check: Any, judge: JudgeDefaults) -> Scorer:
-    """A scorer, or (raises _FieldError) why the check is unusable and which of its fields."""
+def build_one(check: Any, judge: JudgeDefaults) -> Scorer:
+    """A scorer, or (raises FieldError) why the check is unusable and which of its fields."""
     label = _label(check)
     if isinstance(check, ExactCheck):
         return ExactScorer(label, check.path, check.value)
@@ -243,39 +255,39 @@ def _build_one(check: Any, judge: JudgeDefaults) -> Scorer:
         try:
             return RegexScorer(label, check.path, regex.compile(check.pattern))
         except regex.error as exc:
-            raise _FieldError("pattern", f"not a regular expression: {exc}") from None
+            raise FieldError("pattern", f"not a regular expression: {exc}") from None
     if isinstance(check, JsonSchemaCheck):
         try:
             return JsonSchemaScorer(label, check.path, _json_schema_validator(check.json_schema))
         except ValueError as exc:
-            raise _FieldError("schema", str(exc)) from None
+            raise FieldError("schema", str(exc)) from None
     if isinstance(check, PythonCheck):
         try:
             return PythonScorer(label, check.path, _import_function(check.function), check.function)
         except ValueError as exc:
-            raise _FieldError("function", str(exc)) from None
+            raise FieldError("function", str(exc)) from None
     if isinstance(check, JudgeCheck):
         from .judge import JudgeScorer
 
         base_url = check.base_url or judge.base_url
         model = check.model or judge.model
         if not base_url:
-            raise _FieldError("base_url", "an llm_judge check needs a server: set base_url or pass --judge-url")
+            raise FieldError("base_url", "an llm_judge check needs a server: set base_url or pass --judge-url")
         if not model:
-            raise _FieldError("model", "an llm_judge check needs a model: set model or pass --judge-model")
+            raise FieldError("model", "an llm_judge check needs a model: set model or pass --judge-model")
         return JudgeScorer(label, check.path, check.criteria, model=model, base_url=base_url,
                            api_key_env=check.api_key_env or judge.api_key_env, pass_score=check.pass_score,
                            timeout=check.timeout)
     raise TypeError(f"unknown check {type(check).__name__}")
 
 
-class _FieldError(ValueError):
+class FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
 
 
-def build_scorers(cases: list[EvalCase], judge: JudgeDefaults | None = None) -> dict[str, list[Scorer]]:
+def build_scorers(cases: list[Any], judge: JudgeDefaults | None = None) -> dict[str, list[Scorer]]:
     """Scorers per case id; InputErrors naming file:line and `checks[i].field` for every unusable check."""
     defaults = judge or JudgeDefaults()
     out: dict[str, list[Scorer]] = {}
@@ -283,11 +295,11 @@ def build_scorers(cases: list[EvalCase], judge: JudgeDefaults | None = None) -> 
     for case in cases:
         scorers: list[Scorer] = []
         if case.expected is not None:
-            scorers.append(_build_one(case.expected, defaults))
+            scorers.append(build_one(case.expected, defaults))
         for index, check in enumerate(case.checks):
             try:
-                scorers.append(_build_one(check, defaults))
-            except _FieldError as exc:
+                scorers.append(build_one(check, defaults))
+            except FieldError as exc:
                 errors.append(InputError(str(exc), file=case.file, line=case.line,
                                          field=f"checks[{index}].{exc.field}"))
         out[case.id] = scorers

@@ -26,7 +26,7 @@ from engine.store.rows import TypedRow, fetch_one_typed, fetch_typed
 
 from .results import CaseResult, EvalRecord
 
-__all__ = ["EVALS_DB", "EvalSummary", "EvalsDB"]
+__all__ = ["EVALS_DB", "CaseRow", "EvalSummary", "EvalsDB"]
 
 EVALS_DB = "evals.db"
 
@@ -65,6 +65,29 @@ MIGRATIONS = [
         PRIMARY KEY (eval_id, case_id)
     );
     """,
+    # 2: `source` may also be 'drill' (a `flightdeck drill` run's summary: its drills as cases). SQLite cannot alter
+    # a CHECK constraint, so the table is rebuilt (foreign keys are off while migrations run: see open()).
+    """
+    CREATE TABLE evals_v2 (
+        id TEXT PRIMARY KEY,
+        hierarchy TEXT NOT NULL,
+        hierarchy_hash TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        dataset_sha256 TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('dataset', 'sample', 'drill')),
+        started REAL NOT NULL,
+        ended REAL NOT NULL,
+        cases INTEGER NOT NULL,
+        passed INTEGER NOT NULL,
+        score REAL NOT NULL,
+        cost_usd REAL NOT NULL,
+        models TEXT NOT NULL
+    );
+    INSERT INTO evals_v2 SELECT * FROM evals;
+    DROP TABLE evals;
+    ALTER TABLE evals_v2 RENAME TO evals;
+    CREATE INDEX evals_by_hierarchy ON evals (hierarchy, started);
+    """,
 ]
 
 
@@ -88,7 +111,9 @@ class EvalSummary(TypedRow):
 
 
 @dataclass(frozen=True, slots=True)
-class _CaseRow(TypedRow):
+class CaseRow(TypedRow):
+    """An `eval_cases` row (agents, routes and checks as JSON text)."""
+
     case_id: str
     task_type: str
     run_id: str
@@ -125,20 +150,55 @@ class EvalsDB:
         try:
             conn.execute("PRAGMA journal_mode = DELETE").fetchone()
             conn.execute("PRAGMA synchronous = FULL")
+            # The version is read inside the write lock: two writers opening a new file at once (a sampler's
+            # threads, two `flightdeck eval`s) must not both migrate it. Statement by statement, not executescript,
+            # which would commit the open transaction first.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise StoreTooNew(f"{path} was written by a newer Flightdeck (schema {version}, this one knows "
+                                      f"{len(MIGRATIONS)})")
+                for number in range(version, len(MIGRATIONS)):
+                    for statement in MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            # After the migrations: with foreign keys on, migration 2's DROP TABLE would delete every case.
             conn.execute("PRAGMA foreign_keys = ON")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise StoreTooNew(f"{path} was written by a newer Flightdeck (schema {version}, this one knows "
-                                  f"{len(MIGRATIONS)})")
-            for number in range(version, len(MIGRATIONS)):
-                conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; "
-                                   "COMMIT;")
         except sqlite3.Error as exc:
             conn.close()
             raise translate_sqlite_error(exc, path, "migrate") from exc
         except StoreError:
             conn.close()
             raise
+        return cls(path, conn)
+
+    @classmethod
+    def open_read_only(cls, store_dir: str | Path) -> EvalsDB | None:
+        """For readers that must not create or migrate anything (the console): None when there is no evals.db.
+        A file of schema 1 reads the same (migration 2 only widened a CHECK); a newer one is StoreTooNew."""
+        path = Path(store_dir) / EVALS_DB
+        if not path.is_file():
+            return None
+        conn = connect(path, read_only=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate_sqlite_error(exc, path, "read") from exc
+        if version > len(MIGRATIONS):
+            conn.close()
+            raise StoreTooNew(f"{path} was written by a newer Flightdeck (schema {version}, this one knows "
+                              f"{len(MIGRATIONS)})")
+        if version == 0:  # created, not yet migrated by its writer: nothing to read
+            conn.close()
+            return None
         return cls(path, conn)
 
     def __enter__(self) -> EvalsDB:
@@ -170,11 +230,54 @@ class EvalsDB:
                 self.conn.execute("ROLLBACK")
             raise translate_sqlite_error(exc, self.path, "write") from exc
 
-    def list(self, hierarchy: str | None = None, limit: int = 50) -> list[EvalSummary]:
-        """Newest first."""
-        where, params = ("WHERE hierarchy = ?", [hierarchy]) if hierarchy else ("", [])
+    def add_sample(self, record: EvalRecord, case: CaseResult) -> bool:
+        """One sampled run into its window's `evals` row (`source = 'sample'`), created on the first run of the
+        window and its totals updated after: one transaction. False (nothing written) if the run was already
+        scored (a resumed run ends again)."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if self.conn.execute("SELECT 1 FROM eval_cases WHERE eval_id = ? AND case_id = ?",
+                                 (record.id, case.case_id)).fetchone():
+                self.conn.execute("ROLLBACK")
+                return False
+            # In an UPSERT's SET every column reads the row as it was: the mean is updated with the old count.
+            self.conn.execute(
+                f"INSERT INTO evals ({_SUMMARY}) VALUES (?, ?, ?, ?, ?, 'sample', ?, ?, 1, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET ended = max(ended, excluded.ended), cases = cases + 1, "
+                "passed = passed + excluded.passed, score = (score * cases + excluded.score) / (cases + 1), "
+                "cost_usd = cost_usd + excluded.cost_usd",
+                (record.id, record.hierarchy, record.hierarchy_hash, record.dataset, record.dataset_sha256,
+                 record.started, record.ended, int(case.passed), case.score, case.cost_usd,
+                 json.dumps(record.models, sort_keys=True)))
+            self.conn.execute(
+                f"INSERT INTO eval_cases (eval_id, {_CASES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, case.case_id, case.task_type, case.run_id, case.status, case.score, int(case.passed),
+                 case.cost_usd, case.latency_s, json.dumps(list(case.agents)), json.dumps(list(case.routes)),
+                 json.dumps([s.to_json() for s in case.scores]), case.error))
+            self.conn.execute("COMMIT")
+            return True
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise translate_sqlite_error(exc, self.path, "write") from exc
+
+    def list(self, hierarchy: str | None = None, limit: int = 50, source: str | None = None) -> list[EvalSummary]:
+        """Newest first (of one hierarchy and one source when given)."""
+        clauses, params = [], []
+        if hierarchy:
+            clauses.append("hierarchy = ?")
+            params.append(hierarchy)
+        if source:
+            clauses.append("source = ?")
+            params.append(source)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         return fetch_typed(self.conn, EvalSummary,
                            f"SELECT {_SUMMARY} FROM evals {where} ORDER BY started DESC LIMIT ?", [*params, limit])
+
+    def cases(self, eval_id: str) -> tuple[CaseRow, ...]:
+        """An eval's cases, in the order they were written (the console's detail of one trend point)."""
+        return tuple(fetch_typed(self.conn, CaseRow, f"SELECT {_CASES} FROM eval_cases WHERE eval_id = ? "
+                                 "ORDER BY rowid", (eval_id,)))
 
     def latest(self, hierarchy: str, dataset: str) -> EvalSummary | None:
         return fetch_one_typed(self.conn, EvalSummary,
@@ -196,7 +299,7 @@ class EvalsDB:
         return rows[0]
 
     def load(self, summary: EvalSummary) -> EvalRecord:
-        rows = fetch_typed(self.conn, _CaseRow, f"SELECT {_CASES} FROM eval_cases WHERE eval_id = ? "
+        rows = fetch_typed(self.conn, CaseRow, f"SELECT {_CASES} FROM eval_cases WHERE eval_id = ? "
                            "ORDER BY rowid", (summary.id,))
         cases = [CaseResult.from_json({
             "id": r.case_id, "type": r.task_type, "run_id": r.run_id, "status": r.status, "score": r.score,

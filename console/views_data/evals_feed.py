@@ -1,0 +1,150 @@
+"""The evals view's data (thread side): STORE/evals.db read-only, one row per hierarchy with its sampled-score trend,
+its latest dataset eval and its latest drill run, and the answer to "is quality dropping, and since when?".
+
+Re-read only when evals.db changed (its size and modification time: a rollback-journal file is rewritten in place
+by every transaction), and at most the newest ROWS rows: a window of online sampling is one row per hierarchy per
+`evals.window` (an hour by default), so that is weeks of trend.
+
+"Dropping" is a rule an operator can check by eye on the trend: the newest sampled window scores under BAR (the
+shipped quality-dropping runbook's threshold) or at least DROP below the best window before it; "since" is the
+start of the first window of the run of such windows that ends with the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from console.screens.base import ConsoleContext
+    from engine.scoring.results_db import EvalSummary
+
+ROWS = 2000
+TREND = 12  # windows in a row's sparkline
+BAR = 0.7
+DROP = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One sampled window of a hierarchy (an `evals` row with source `sample`)."""
+
+    started: float
+    ended: float
+    score: float
+    cases: int
+    passed: int
+    hierarchy_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class HierarchyQuality:
+    hierarchy: str
+    windows: tuple[Window, ...]  # oldest first
+    dropping_since: float | None  # the start of the window where the current drop began; None: not dropping
+    peak: float | None  # the best window before the drop
+    eval: EvalSummary | None  # the latest dataset eval
+    drill: EvalSummary | None  # the latest drill run
+    failed_drills: tuple[str, ...]  # of the latest drill run
+
+    @property
+    def latest(self) -> Window | None:
+        return self.windows[-1] if self.windows else None
+
+    @property
+    def newest(self) -> float:
+        """When anything about this hierarchy last changed (the default sort: most recent first)."""
+        times = [w.ended for w in self.windows[-1:]]
+        times += [s.ended for s in (self.eval, self.drill) if s is not None]
+        return max(times, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalsSnapshot:
+    rows: tuple[HierarchyQuality, ...]
+    no_file: bool = False
+
+
+def decline_start(scores: list[float]) -> tuple[int, float | None] | None:
+    """Where the current drop began (an index into `scores`, oldest first) and the best score before it; None when
+    the newest score is not low. A score is low when it is under BAR or at least DROP under the best one before it."""
+
+    def low(index: int) -> bool:
+        before = scores[:index]
+        return scores[index] < BAR or (bool(before) and scores[index] <= max(before) - DROP)
+
+    if not scores or not low(len(scores) - 1):
+        return None
+    start = len(scores) - 1
+    while start > 0 and low(start - 1):
+        start -= 1
+    return start, (max(scores[:start]) if start else None)
+
+
+def quality_rows(summaries: list[EvalSummary], failed: dict[str, tuple[str, ...]]) -> tuple[HierarchyQuality, ...]:
+    """`summaries` newest first (EvalsDB.list); `failed`: failed drill names per drill row id."""
+    by_hierarchy: dict[str, list[EvalSummary]] = {}
+    for summary in summaries:
+        by_hierarchy.setdefault(summary.hierarchy, []).append(summary)
+    out = []
+    for hierarchy, rows in by_hierarchy.items():
+        windows = tuple(Window(r.started, r.ended, r.score, r.cases, r.passed, r.hierarchy_hash)
+                        for r in reversed(rows) if r.source == "sample")
+        decline = decline_start([w.score for w in windows])
+        latest_eval = next((r for r in rows if r.source == "dataset"), None)
+        drill = next((r for r in rows if r.source == "drill"), None)
+        out.append(HierarchyQuality(
+            hierarchy, windows, windows[decline[0]].started if decline else None, decline[1] if decline else None,
+            latest_eval, drill, failed.get(drill.id, ()) if drill else ()))
+    return tuple(out)
+
+
+class EvalsFeed:
+    def __init__(self, ctx: ConsoleContext) -> None:
+        self.ctx = ctx
+        self.seen: Any = object()
+
+    def poll(self) -> EvalsSnapshot | None:
+        from engine.scoring.results_db import EVALS_DB, EvalsDB
+
+        path = self.ctx.store_dir / EVALS_DB
+        try:
+            stat = os.stat(path)
+            key: Any = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            key = None
+        if key == self.seen:
+            return None
+        self.seen = key
+        db = EvalsDB.open_read_only(self.ctx.store_dir) if key is not None else None
+        if db is None:
+            return EvalsSnapshot((), no_file=True)
+        with db:
+            summaries = db.list(limit=ROWS)
+            failed: dict[str, tuple[str, ...]] = {}
+            latest_drills: dict[str, str] = {}
+            for summary in summaries:  # newest first: the first drill row of a hierarchy is its latest
+                if summary.source == "drill" and summary.hierarchy not in latest_drills:
+                    latest_drills[summary.hierarchy] = summary.id
+            for drill_id in latest_drills.values():
+                failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
+        return EvalsSnapshot(quality_rows(summaries, failed))
+
+    def invalidate(self) -> None:
+        self.seen = object()
+
+
+def models_words(summary: EvalSummary) -> str:
+    """`gpt-4o (2024-08-06)`-style words for the models an eval recorded."""
+    try:
+        models = json.loads(summary.models)
+    except ValueError:
+        return ""
+    words = []
+    for entry in models.values():
+        if isinstance(entry, dict):
+            versions = entry.get("versions")
+            words.append(str(entry.get("model")) + (f" ({', '.join(map(str, versions))})" if versions else ""))
+    return ", ".join(dict.fromkeys(words))

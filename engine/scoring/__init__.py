@@ -1,0 +1,6 @@
+"""Scoring runs: the scorers (scorers.py: exact, contains, regex, JSON schema, a Python function; judge.py: an LLM
+judge over the openai provider), typed results (results.py), STORE/evals.db (results_db.py) and online sampling
+(sampler.py: the engine scores a share of a hierarchy's completed live runs after they end).
+
+Below the runtime so that the Engine can sample; `flightdeck eval` (engine/evals/) uses the same pieces.
+"""

@@ -1,0 +1,182 @@
+"""Online sampling: the engine scores a share of a hierarchy's completed live runs (`evals: {sample, checks}`).
+
+Off the hot path: the Engine hands a run to `Sampler.after_run` once the run has ended (its row written, its result
+returned to the caller); scoring runs as a task of the engine's task group, and the evals.db write on a worker
+thread. Which runs: those that ended `completed` whose run id falls in the share (`sampled`, a hash of the id, so
+the choice is the same on every engine and in tests). Each scored run:
+
+- becomes a case of its window's `evals` row in STORE/evals.db (`source = 'sample'`, one row per hierarchy, file
+  hash and `window`; engine/scoring/results_db.py `add_sample`);
+- emits `eval.scored` through the engine's trace writer (hierarchy, score, passed, error, eval id), which the
+  runbooks' `sampled_score` signal reads (the shipped `quality-dropping` runbook).
+
+A scorer that fails never fails the run, which has already ended: a check that raises or cannot score (a judge that
+is down) is recorded as an error on the case, the event says `error: true` (the signal leaves such scores out: a
+judge outage is not a quality drop), and `errors` counts it; an evals.db that cannot be written is counted in
+`write_failures` and reported by an `eval.sample_failed` event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.hierarchy.eval_checks import EvalsSpec
+from engine.hierarchy.schema import HierarchySpec
+
+from .results import CaseResult, EvalRecord
+from .results_db import EvalsDB
+from .scorers import JudgeDefaults, Score, Scorer, build_one
+
+__all__ = ["SampledRun", "Sampler", "sampled", "window_eval_id"]
+
+log = logging.getLogger(__name__)
+SAMPLE_DATASET = "sample"  # the `dataset` column of a sampled window's row
+DRAIN_TIMEOUT_S = 30.0  # how long an engine that stops waits for the scoring still under way
+
+
+def sampled(run_id: str, rate: float) -> bool:
+    """Whether a run is in the sampled share: the first 8 bytes of sha256(run id) as a fraction below `rate`."""
+    if rate <= 0:
+        return False
+    if rate >= 1:
+        return True
+    fraction = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big") / 2 ** 64
+    return fraction < rate
+
+
+def window_eval_id(hierarchy: str, source_hash: str, window_s: float, ended: float) -> tuple[str, float]:
+    """The id of the `evals` row a run ending at `ended` goes to, and when its window started."""
+    bucket = int(ended // window_s)
+    return f"sm_{hierarchy}_{source_hash[:8]}_{bucket}", bucket * window_s
+
+
+@dataclass(frozen=True, slots=True)
+class SampledRun:
+    """What a scorer sees of a live run (the ScoreCase a dataset's EvalCase also is): a python check's `case`."""
+
+    id: str  # the run id
+    task_type: str
+    run_input: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    hierarchy: str
+    source_hash: str
+    spec: HierarchySpec
+    run_id: str
+    run_input: Any
+    output: Any
+    cost_usd: float
+    latency_s: float
+    ended: float
+
+
+class Sampler:
+    """One per Engine. `emit(run_id, kind, name, data)` is the engine's tracer event; `spawn` starts a task in the
+    engine's task group."""
+
+    def __init__(self, store_dir: Path, emit: Callable[[str | None, str, str | None, dict[str, Any]], None],
+                 spawn: Callable[[Callable[[], Any]], object]) -> None:
+        self.store_dir = store_dir
+        self.emit = emit
+        self.spawn = spawn
+        self.scored = 0
+        self.errors = 0  # runs with a check that could not score
+        self.write_failures = 0
+        self._scorers: dict[str, list[Scorer] | str] = {}  # per hierarchy hash: the scorers, or why none
+        self._pending = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def after_run(self, hierarchy: str, source_hash: str, spec: HierarchySpec, run_id: str, status: str,
+                  run_input: Any, output: Any, cost_usd: float, latency_s: float, ended: float) -> bool:
+        """Called by the engine as a run ends; True when the run will be scored (in the background)."""
+        settings: EvalsSpec = spec.evals
+        if status != "completed" or not sampled(run_id, settings.sample):
+            return False
+        ended_run = _Ended(hierarchy, source_hash, spec, run_id, run_input, output, cost_usd, latency_s, ended)
+        self._pending += 1
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self.spawn(lambda: self._score(ended_run))
+        return True
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait for the scoring under way (the engine stops after it); False if it did not end in time."""
+        with anyio.move_on_after(timeout):
+            await self._idle.wait()
+        return self._pending == 0
+
+    def _scorers_for(self, run: _Ended) -> list[Scorer] | str:
+        known = self._scorers.get(run.source_hash)
+        if known is None:
+            try:
+                known = [build_one(check, JudgeDefaults()) for check in run.spec.evals.checks]
+            except ValueError as exc:  # `check` refuses these first; a file changed under a running engine
+                known = f"a check cannot be built: {exc}"
+            self._scorers[run.source_hash] = known
+        return known
+
+    async def _score(self, run: _Ended) -> None:
+        try:
+            scores = await self._run_checks(run)
+            await self._record(run, scores)
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    async def _run_checks(self, run: _Ended) -> tuple[Score, ...]:
+        scorers = self._scorers_for(run)
+        if isinstance(scorers, str):
+            return (Score("evals", 0.0, False, scorers, error=True),)
+        case = SampledRun(run.run_id, SAMPLE_DATASET, run.run_input)
+        out: list[Score] = []
+        for scorer in scorers:
+            try:
+                out.append(await scorer.score(run.output, case))
+            except Exception as exc:  # a scorer's bug must not reach the engine's task group
+                out.append(Score(scorer.label, 0.0, False, f"{type(exc).__name__}: {exc}"[:300], error=True))
+        return tuple(out)
+
+    async def _record(self, run: _Ended, scores: tuple[Score, ...]) -> None:
+        error = any(s.error for s in scores)
+        score = sum(s.score for s in scores) / len(scores) if scores else 1.0
+        passed = all(s.passed for s in scores)
+        reasons = [s.reason for s in scores if s.error]
+        case = CaseResult(case_id=run.run_id, task_type=SAMPLE_DATASET, run_id=run.run_id, status="completed",
+                          score=score, passed=passed, cost_usd=run.cost_usd, latency_s=run.latency_s, agents=(),
+                          routes=(), scores=scores, error="; ".join(reasons) if reasons else None)
+        eval_id, started = window_eval_id(run.hierarchy, run.source_hash, run.spec.evals.window, run.ended)
+        checks_sha = hashlib.sha256(json.dumps([c.model_dump(mode="json", by_alias=True)
+                                                for c in run.spec.evals.checks], sort_keys=True).encode())
+        models = {name: {"provider": m.provider, "model": m.model} for name, m in sorted(run.spec.models.items())}
+        record = EvalRecord(id=eval_id, hierarchy=run.hierarchy, hierarchy_hash=run.source_hash,
+                            dataset=SAMPLE_DATASET, dataset_sha256=checks_sha.hexdigest(), started=started,
+                            ended=time.time(), models=models, source="sample")
+        self.scored += 1
+        if error:
+            self.errors += 1
+        try:
+            await anyio.to_thread.run_sync(self._write, record, case)
+        except Exception as exc:  # a StoreError, a full disk, a file that is not a database: never the engine's
+            self.write_failures += 1
+            log.warning("sampled run %s not recorded in evals.db: %s", run.run_id, exc)
+            self.emit(run.run_id, "eval.sample_failed", run.hierarchy, {"hierarchy": run.hierarchy, "eval": eval_id,
+                                                                       "reason": str(exc)[:300]})
+        self.emit(run.run_id, "eval.scored", run.hierarchy, {
+            "hierarchy": run.hierarchy, "eval": eval_id, "score": round(score, 4), "passed": passed, "error": error,
+            "checks": [s.to_json() for s in scores]})
+
+    def _write(self, record: EvalRecord, case: CaseResult) -> None:
+        with EvalsDB.open(self.store_dir) as db:
+            db.add_sample(record, case)
