@@ -45,14 +45,27 @@ class TerminateResult:
     audit_id: int
 
 
+TORN_READ_ATTEMPTS = 20
+
+
 def read_lock_holder(store_dir: Path) -> dict[str, Any] | None:
     """The JSON the lock holder wrote into engine.lock (pid, host, user, started), or None if there is none.
     Emptied on a clean release; left in place by an engine that was killed."""
-    try:
-        raw = (Path(store_dir) / LOCK_FILE).read_bytes()
-        holder = json.loads(raw) if raw.strip() else None
-    except (OSError, ValueError):
-        return None
+    path = Path(store_dir) / LOCK_FILE
+    holder: Any = None
+    # The holder rewrites its record in place (StoreLock.publish: one pwrite over the same bytes) and a read racing
+    # that write can see half of each: not JSON. Read again rather than report "no engine" for a live one; a record
+    # that stays unreadable is not a holder.
+    for _ in range(TORN_READ_ATTEMPTS):
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            holder = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            continue
+        break
     return holder if isinstance(holder, dict) else None
 
 
