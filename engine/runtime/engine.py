@@ -104,8 +104,7 @@ class Engine:
         # shows up directly in kill-switch latency. 0.5 ms keeps them prompt at no measurable cost to the loop.
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
-        if self._runbooks_option is not False and getattr(self.store, "store_dir", True) is not None:
-            # (an engine wholly on Postgres runs no runbooks yet: they live in STORE/runbooks, issue 16)
+        if self._runbooks_option is not False:  # (on Postgres: the shipped runbooks, control plane in the database)
             # Loaded first: an invalid runbook in STORE/runbooks is an InputError before anything starts.
             from engine.runbooks.runtime import RunbookEngine
 
