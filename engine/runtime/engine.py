@@ -113,12 +113,7 @@ class Engine:
                                                     runbooks=chosen)
         from engine.export.live import prepare_live_export  # bad [otel] settings: an InputError before anything starts
 
-        self.otel = prepare_live_export(self.store, self.tracer.event)
-        if self.otel is not None and self.traces_on_postgres:  # the exporter reads what it sends from traces.db
-            from engine.errors import InputError
-
-            raise InputError("OpenTelemetry export reads traces.db: it cannot follow traces on Postgres yet "
-                             "(issue 16)", field="[otel]")
+        self.otel = prepare_live_export(self.store, self.tracer.event)  # (traces.db or Postgres: it reads either)
         if self.traces_on_postgres:  # daily cost caps shared by every engine on that Postgres store (issue 16)
             self.guards.share_daily_caps(self.store.trace_location, self.store.engine_id)
         self._task_group = anyio.create_task_group()

@@ -12,8 +12,9 @@ What differs from a store directory (engine_store.py), and why:
 - config.toml: there is no directory to hold it. `config_file=` (`flightdeck run --config FILE`), else
   `FLIGHTDECK_CONFIG`, else the defaults (redaction on, no notifiers, no [otel]).
 - Runbooks: the shipped ones (there is no STORE/runbooks), incidents and applications in the database.
-- Not served yet (each says so when asked): durable runs, OpenTelemetry export, and the lock file's published
-  health (`flightdeck engines` shows no `store` / `export` column for it).
+  OpenTelemetry export ([otel] in the config): the exporter process reads the database (engine/export/worker.py).
+- Not served yet (each says so when asked): durable runs, and the lock file's published health (`flightdeck
+  engines` shows no `store` / `export` column for it).
 """
 
 from __future__ import annotations
