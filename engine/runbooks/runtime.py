@@ -418,7 +418,12 @@ class RunbookEngine:
         opener = self.incidents.get(application.incident_id).engine_id
         if opener is None or opener == self.engine_id:
             return True
-        return not any(e.id == opener and e.alive for e in self._api(f"engine:{self.engine_id}").engines())
+        from engine.store.control import STALE_AFTER_S
+
+        # Heartbeats are the engines' wall-clock times: judged on the wall clock, not on this engine's `clock`.
+        now = SYSTEM_CLOCK.time()
+        return not any(e.id == opener and e.stopped is None and now - e.heartbeat <= STALE_AFTER_S
+                       for e in self._api(f"engine:{self.engine_id}").engines())
 
     def _due_rollback(self, application: RunbookApplication, actor: str, is_runbook: bool) -> None:
         assert self.incidents is not None

@@ -8,6 +8,7 @@ HTTP receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import anyio
 import psycopg
 import pytest
 
+from engine.clock import FakeClock
+from engine.runbooks.runtime import RunbookEngine
 from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store, open_trace_reads
 from engine.store.location import PostgresLocation, parse_store_location
@@ -135,3 +138,40 @@ async def test_two_engines_detecting_the_same_storm_share_one_incident_and_one_a
     assert [t for k, t in texts if k == "detected" and t.startswith("fired again: ")]  # the second engine's
     assert len([t for k, t in texts if k == "applied" and t.startswith("applied tool-failure-storm")]) == 1
     assert len([r for r in receiver.on("/pd") if r.json["event_action"] == "trigger"]) == 1  # paged once
+
+
+@pytest.mark.anyio
+async def test_the_engine_that_opened_the_incident_undoes_it_and_another_takes_over_when_it_stopped(
+        pg_url: str, tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FD_TEST_ROUTING_KEY", ROUTING_KEY)
+    monkeypatch.chdir(tmp_path)
+    config = config_file(tmp_path, receiver)
+    opener = open_engine_store(pg(pg_url), flush_interval=0.01, config_file=config)
+    other = open_engine_store(pg(pg_url), flush_interval=0.01, config_file=config)
+    seen: list[tuple[str, Any]] = []
+    clock = FakeClock(epoch=time.time())  # the other engine's runbook clock: its rollback is long due
+    watcher = RunbookEngine.for_store(other, tracer_event=lambda run, span, kind, **kw: seen.append((kind, kw)),
+                                      clock=clock, runbooks=[SHIPPED["tool-failure-storm"]], tick=0.05)
+    watcher.start()
+    try:
+        async with Engine(opener, latency_scale=0.0, runbooks=[SHIPPED["tool-failure-storm"]]) as engine:
+            await storm(engine, write_hierarchy(tmp_path, STORMY))
+            clock.advance(3600)  # past the breaker's ten minutes and the thirty-minute rollback
+            assert await anyio.to_thread.run_sync(watcher.drain, 10.0)
+            (application,) = rows(pg_url, "SELECT rolled_back FROM runbook_applications")
+            assert application["rolled_back"] is None  # the opener is alive: its job, on its own view of the signal
+            assert [o["action"] for o in rows(pg_url, "SELECT action FROM breaker_overrides")] == ["force_open"]
+        opener.close()  # stopped: any live engine may undo it now
+        clock.advance(1)
+        assert await anyio.to_thread.run_sync(watcher.drain, 10.0)
+    finally:
+        await anyio.to_thread.run_sync(watcher.stop)
+        opener.close()
+        other.close()
+    assert watcher.errors == []
+    (application,) = rows(pg_url, "SELECT rolled_back, rolled_back_by FROM runbook_applications")
+    assert application["rolled_back"] is not None and application["rolled_back_by"] == "runbook:tool-failure-storm"
+    assert [o["action"] for o in rows(pg_url, "SELECT action FROM breaker_overrides ORDER BY id")] == \
+        ["force_open", "reset"]
+    assert [kind for kind, _ in seen if kind.startswith("runbook.")] == ["runbook.action_expired",
+                                                                         "runbook.rolled_back"]
