@@ -105,3 +105,20 @@ def test_runbooks_and_postmortem_print_the_same_on_postgres_as_on_a_directory(
     assert "# Postmortem draft: A tool is failing and its circuit breaker opened" in postgres[-1][1]
     assert "| Runbook | `tool-failure-storm`" in postgres[-1][1] and "1 run(s) in scope: 1 completed" in postgres[-1][1]
     assert "rolled back tool-failure-storm" in postgres[-1][1]  # the time line, from the Postgres control plane
+
+
+def test_a_postmortem_on_a_database_with_no_traces_yet_lists_no_runs(capsys: pytest.CaptureFixture[str],
+                                                                      pg_url: str) -> None:
+    from engine.controls.api import ControlAPI
+    from engine.controls.incidents import IncidentStore
+
+    code, out = cli(capsys, pg_url, "postmortem", "inc-00000000")
+    assert code == 3 and "no Flightdeck control plane" in out  # a reader creates nothing
+    with ControlAPI(pg_url, "engine:e1") as api:  # only the control plane: nothing has written traces there
+        incident, _ = IncidentStore(api.db).open_or_update(
+            runbook="looping-agent", title="An agent is stuck in a loop", severity="sev2", apply_mode="suggest",
+            scope="agent:planner", readings=[{"signal": "loop_detected", "value": 3}], context={},
+            summary="loop_detected=3", actor="runbook:looping-agent", engine_id="e1")
+    assert main(["postmortem", incident.id, "--store", pg_url]) == 0
+    draft = capsys.readouterr().out
+    assert "# Postmortem draft: An agent is stuck in a loop" in draft and "No runs in scope were recorded in the window." in draft

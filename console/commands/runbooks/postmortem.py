@@ -26,10 +26,11 @@ def add_postmortem(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 def handle_postmortem(args: argparse.Namespace) -> int:
     from engine.controls import audit
     from engine.controls.applications import for_incident
-    from engine.errors import StoreError
     from engine.runbooks import postmortem
     from engine.store import open_trace_reads
-    from engine.store.location import StoreDirectory
+    from engine.store.files import TRACES_DB
+    from engine.store.location import PostgresLocation, StoreDirectory
+    from engine.store.reader_protocol import TraceReads
 
     location = resolve_location(args)  # a store directory or a Postgres store
     store = incident_store(location, read_only=True)
@@ -47,15 +48,19 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     finally:
         store.db.close()
     runbook_path = None
+    store_dir = location.path if isinstance(location, StoreDirectory) else None
     try:
-        store_dir = location.path if isinstance(location, StoreDirectory) else None
         runbook_path = str(find_runbook(runbooks_in_force(store_dir), incident.runbook).path)
     except InputError:
         pass
-    try:
-        reader = open_trace_reads(location)
-    except StoreError:  # no traces recorded yet: the draft lists no runs
-        reader = None
+    reader: TraceReads | None = None  # None: no traces recorded yet, the draft lists no runs
+    if store_dir is not None:
+        if (store_dir / TRACES_DB).is_file():
+            reader = open_trace_reads(location)  # a damaged or too new traces.db is an error
+    elif isinstance(location, PostgresLocation):
+        from engine.store.pg.reader import PgTraceReader
+
+        reader = PgTraceReader.connect_if_present(location)
     try:
         runs = postmortem.affected_runs(reader, incident, start, end)
         spend = postmortem.spend_between(reader, start, end)
