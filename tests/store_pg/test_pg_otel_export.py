@@ -94,3 +94,27 @@ async def test_two_engines_on_one_database_export_every_span_exactly_once(pg_url
     counts = Counter(s.span.span_id for s in received)
     assert [sid for sid, n in counts.items() if n > 1] == []  # no engine exported another's spans
     assert sorted(counts) == expected
+
+
+def test_the_exporters_reads_are_read_only_and_survive_a_terminated_connection(pg_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from engine.errors import StoreError
+    from engine.store.sql_reads import open_sql_reads
+    from tests.trace_backends import TraceBackend
+
+    with pytest.raises(StoreError, match="nothing has written traces there yet"):
+        open_sql_reads(pg(pg_url))  # no trace store: a clear error, as a directory without traces.db
+    TraceBackend("postgres", tmp_path, pg_url).writer().close()  # the schema, no rows
+    reads = open_sql_reads(pg(pg_url))
+    try:
+        with pytest.raises(StoreError, match="read-only"):
+            reads.execute("INSERT INTO engines (id) VALUES (?)", ("sneaky",))
+        pid = reads.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError, match="read failed"):  # the statement in flight fails, password-safe
+            reads.execute("SELECT count(*) FROM events")
+        assert reads.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # the next one reconnects
+    finally:
+        reads.close()
