@@ -170,7 +170,8 @@ class Engine:
             from engine.export.live import stop_live_export
 
             await anyio.to_thread.run_sync(stop_live_export, self.otel, self.writer)
-        if self.runbooks is not None:
+        if self.runbooks is not None:  # the last batch first: a short run ends right after what should fire
+            await anyio.to_thread.run_sync(self._flush_quietly)
             await anyio.to_thread.run_sync(self.runbooks.stop)
         if self.controls.worker is not None:
             await anyio.to_thread.run_sync(self.controls.worker.stop)
@@ -212,6 +213,16 @@ class Engine:
         finally:
             reader.close()
         return [(row.started, row.cost_usd) for row in rows]
+
+    def _flush_quietly(self) -> None:
+        from engine.errors import StoreError
+
+        if self.gate.blocked:  # the store is failing or gone: nothing more will commit soon, do not wait on it
+            return
+        try:
+            self.writer.flush(timeout=2.0)
+        except StoreError:  # a failing store is reported by the gate; stop what runs regardless
+            pass
 
     def _publish_store_health(self, health: StoreHealth) -> None:
         publish = getattr(self.store, "publish_store_health", None)  # test doubles of the store may not have it

@@ -175,3 +175,18 @@ async def test_the_engine_that_opened_the_incident_undoes_it_and_another_takes_o
         ["force_open", "reset"]
     assert [kind for kind, _ in seen if kind.startswith("runbook.")] == ["runbook.action_expired",
                                                                          "runbook.rolled_back"]
+
+
+def test_flightdeck_run_on_postgres_opens_the_incident_a_shipped_runbook_detects(pg_url: str, tmp_path: Path,
+                                                                                  receiver: Receiver) -> None:
+    hierarchy = tmp_path / "stormy.yaml"
+    hierarchy.write_text(STORMY)
+    done = flightdeck("run", str(hierarchy), "--input", '{"task": "go"}', "--speed", "0", "--store", pg_url,
+                      "--config", str(config_file(tmp_path, receiver)), env={"FD_TEST_ROUTING_KEY": ROUTING_KEY})
+    assert done.returncode == 0, done.stderr
+    listed = flightdeck("incidents", "--store", pg_url)  # the run was short: its last batch still reached runbooks
+    assert listed.returncode == 0, listed.stderr
+    assert "tool-failure-storm" in listed.stdout and "tool:fail" in listed.stdout, listed.stdout
+    (incident,) = rows(pg_url, "SELECT id FROM incidents")
+    shown = flightdeck("incident", "show", incident["id"], "--store", pg_url)
+    assert shown.returncode == 0 and "applied tool-failure-storm" in shown.stdout, shown.stdout
