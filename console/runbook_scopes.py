@@ -11,6 +11,7 @@ from engine.errors import InputError
 
 if TYPE_CHECKING:
     from engine.store.control_rows import Incident
+    from engine.store.location import StoreLocation
 
 __all__ = ["SCOPE_KINDS", "fill_body", "parse_scope", "running_runs", "scope_context"]
 
@@ -39,16 +40,24 @@ def scope_context(incident: Incident | None, scope: str, field: str = "--scope")
     return context
 
 
-def running_runs(store_dir: Path) -> Any:
-    """hierarchy (None: all) -> ids of runs the store records as running."""
+def running_runs(store: Path | StoreLocation) -> Any:
+    """hierarchy (None: all) -> ids of runs the store records as running (a store directory, or a Postgres store)."""
+    from engine.errors import StoreError
+    from engine.store import open_trace_reads
     from engine.store.files import TRACES_DB
+    from engine.store.location import StoreDirectory
+
+    location = StoreDirectory(store) if isinstance(store, Path) else store
 
     def running(hierarchy: str | None) -> list[str]:
-        if not (store_dir / TRACES_DB).is_file():
-            return []
-        from engine.store import open_reader
-
-        reader = open_reader(store_dir)
+        if isinstance(location, StoreDirectory) and not (location.path / TRACES_DB).is_file():
+            return []  # nothing recorded yet: no runs in flight
+        try:
+            reader = open_trace_reads(location)
+        except StoreError:
+            if isinstance(location, StoreDirectory):
+                raise
+            return []  # a Postgres store with no trace tables yet
         try:
             return sorted(r.id for r in reader.list_runs(limit=10_000, status="running", hierarchy=hierarchy))
         finally:

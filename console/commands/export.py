@@ -1,7 +1,9 @@
 """`flightdeck export otlp --run ID | --since 24h`: replay stored runs to an OpenTelemetry (OTLP/HTTP) backend.
 
-The endpoint, headers, protocol and service name come from `[otel]` in the store's config.toml and the standard
-OTEL_EXPORTER_OTLP_* variables (docs/operations.md); `--endpoint`, `--protocol` and `--content` override them."""
+The endpoint, headers, protocol and service name come from `[otel]` in the store's config.toml (on a Postgres store,
+which has none: --config, else $FLIGHTDECK_CONFIG) and the standard OTEL_EXPORTER_OTLP_* variables
+(docs/operations.md); `--endpoint`, `--protocol` and `--content` override them. Runs are read from traces.db or the
+Postgres store alike (engine/store/sql_reads.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     otlp.add_argument("--protocol", choices=("http/protobuf", "http/json"), help="wire format (default "
                                                                                  "http/protobuf)")
     otlp.add_argument("--content", action="store_true", help="include message content (redacted)")
-    otlp.add_argument("--config", metavar="FILE", help="settings file (default: STORE/config.toml)")
+    otlp.add_argument("--config", metavar="FILE", help="settings file (default: STORE/config.toml; on a Postgres "
+                                                       "store $FLIGHTDECK_CONFIG, else the defaults)")
     add_store_argument(otlp)
     otlp.add_argument("--json", action="store_true", help="print the report as JSON")
     otlp.set_defaults(handler=handle_otlp)
@@ -40,11 +43,12 @@ def handle_otlp(args: argparse.Namespace) -> int:
     from engine import __version__
     from engine.export.replay import replay, select_runs
     from engine.export.settings import resolve
-    from engine.store import resolve_store_dir
+    from engine.store import resolve_store_location
     from engine.store.config import load_config
+    from engine.store.location import PostgresLocation
     from engine.store.redact import Redactor
 
-    store_dir = resolve_store_dir(args.store)
+    location = resolve_store_location(args.store)
     since = None
     if args.since:
         from engine.durations import parse_duration
@@ -55,7 +59,14 @@ def handle_otlp(args: argparse.Namespace) -> int:
             raise InputError(str(exc), field="--since") from None
     if args.endpoint is not None and not args.endpoint.startswith(("http://", "https://")):
         raise InputError(f"{args.endpoint!r} is not an http(s) URL", field="--endpoint")
-    config = load_config(store_dir, args.config)
+    if isinstance(location, PostgresLocation):
+        import os
+
+        from engine.store.pg_engine_store import engine_config
+
+        config = engine_config(args.config, os.environ)  # what an engine on that store reads
+    else:
+        config = load_config(location.path, args.config)
     overrides: dict[str, object] = {}
     if args.endpoint:
         overrides.update(endpoint=args.endpoint, traces_endpoint=None, enabled=True)
@@ -67,8 +78,8 @@ def handle_otlp(args: argparse.Namespace) -> int:
     if settings is None:
         raise InputError("no OTLP endpoint: pass --endpoint, set [otel] endpoint in config.toml, or "
                          "OTEL_EXPORTER_OTLP_ENDPOINT", field="--endpoint")
-    run_ids = select_runs(store_dir, run_prefix=args.run, since=since)
-    report = replay(store_dir, run_ids, settings, Redactor.from_config(config), version=__version__)
+    run_ids = select_runs(location, run_prefix=args.run, since=since)
+    report = replay(location, run_ids, settings, Redactor.from_config(config), version=__version__)
     if args.json:
         print_json({"endpoint": settings.url, "protocol": settings.protocol, "runs": report.runs,
                     "spans": report.spans, "failed_spans": report.failed_spans, "errors": report.errors})

@@ -2,8 +2,8 @@
 
 Deletes ended runs older than --older-than with their spans, events and budget rows (never a running run, nor one
 waiting for reconcile), in bounded transactions, and prints what it removed. An operator action: it needs --reason
-and confirmation (--yes), and is audited: an audit row `store_prune` in control.db on a directory store; on a
-Postgres store (whose control plane is not built yet, issue 16) a `store.pruned` event in the store's own feed.
+and confirmation (--yes), and is audited: an audit row `store_prune` in the control plane (control.db, or the Postgres
+store's, where prune also appends a `store.pruned` event to the store's own feed).
 A store directory is pruned only while no engine runs on it (traces.db has one writer: engine/store/prune.py).
 """
 
@@ -105,15 +105,17 @@ def handle_prune(args: argparse.Namespace) -> int:
     if not confirm(args, "prune the store"):
         return 2
     report = _prune(location, cutoff, dry_run=False, operator=operator, reason=reason)
-    if isinstance(location, PostgresLocation):
-        recorded = "recorded as a store.pruned event in the store's feed"
-    else:
-        from engine.controls.api import ControlAPI
+    from engine.controls.api import ControlAPI
 
-        with ControlAPI(location.path, operator) as api:
-            entry = api.record_action("store_prune", "traces.db", before={"older_than": args.older_than},
-                                      after=_as_json(report), reason=reason)
-        recorded = f"audit row {entry.id}"
+    # Audited in the control plane like any operator action: control.db, or the Postgres store's control plane
+    # (where prune has also put a store.pruned event in the feed the engines and consoles tail).
+    target = "traces" if isinstance(location, PostgresLocation) else "traces.db"
+    with ControlAPI(location if isinstance(location, PostgresLocation) else location.path, operator) as api:
+        entry = api.record_action("store_prune", target, before={"older_than": args.older_than},
+                                  after=_as_json(report), reason=reason)
+    recorded = f"audit row {entry.id}"
+    if isinstance(location, PostgresLocation):
+        recorded += " and a store.pruned event in the store's feed"
     if args.json:
         print_json({**_as_json(report), "store": str(location), "recorded": recorded})
         return 0

@@ -23,10 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.export.pipeline import ExportStats
 from engine.export.settings import ExportSettings
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
 
 log = logging.getLogger(__name__)
 TracerEvent = Callable[..., None]  # Tracer.event(run_id, span_id, kind, *, agent=None, name=None, data=None)
@@ -38,13 +41,18 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from engine.export.worker 
 
 
 class LiveExporter:
-    def __init__(self, store_dir: Path, settings: ExportSettings, *, secrets: list[str], patterns: list[str],
-                 max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None,
+    def __init__(self, store: Path | StoreLocation, settings: ExportSettings, *, secrets: list[str],
+                 patterns: list[str], max_field_bytes: int, start_seq: int, tracer_event: TracerEvent | None = None,
                  version: str = "", engine_id: str = "", publish: HealthPublisher | None = None) -> None:
-        self.store_dir = Path(store_dir)
+        """`store`: where the traces are, a store directory or a Postgres store (the exporter process reads it)."""
+        from engine.store.location import PostgresLocation, StoreDirectory
+
+        self.location: StoreLocation = StoreDirectory(Path(store)) if isinstance(store, Path) else store
         self.settings = settings
         self.start_seq = start_seq
-        self._config: dict[str, Any] = {"store_dir": str(self.store_dir), "settings": asdict(settings),
+        # The Postgres URL (with its password, for the driver) goes down the pipe, never on a command line.
+        where = self.location.dsn if isinstance(self.location, PostgresLocation) else str(self.location.path)
+        self._config: dict[str, Any] = {"store": where, "settings": asdict(settings),
                                         "secrets": secrets, "patterns": patterns, "max_field_bytes": max_field_bytes,
                                         "version": version, "engine_id": engine_id}
         self._tracer_event = tracer_event
@@ -204,15 +212,12 @@ def prepare_live_export(store: Any, tracer_event: TracerEvent, environ: Mapping[
     settings = resolve(config.otel, env)
     if settings is None:
         return None
-    if getattr(store, "store_dir", True) is None:  # an engine wholly on Postgres: no traces.db to ship from
-        from engine.errors import InputError
-
-        raise InputError("OpenTelemetry export reads traces.db: it cannot follow traces on Postgres yet (issue 16)",
-                         field="[otel]")
     from engine import __version__
     from engine.store.redact import secret_values
 
-    return LiveExporter(store.dir, settings, secrets=secret_values(config.secrets.env, env),
+    # traces.db in the store directory, or the Postgres store the engine's traces go to.
+    where = getattr(store, "trace_location", None) or store.dir
+    return LiveExporter(where, settings, secrets=secret_values(config.secrets.env, env),
                         patterns=list(config.redaction.patterns), max_field_bytes=config.redaction.max_field_bytes,
                         start_seq=0, tracer_event=tracer_event, version=__version__,
                         engine_id=str(getattr(store, "engine_id", "") or ""),

@@ -2,14 +2,13 @@
 
 It follows the event feed in sequence order: a span.started marks a span open, a span.ended makes it due, a
 run.ended makes the run's root due (with the run's final totals), and every other event of a run waits, in memory
-(bounded per span), for the span it belongs to. Due spans are read from traces.db by id, mapped (mapping.py), encoded
-and sent (sender.py) in requests of at most MAX_SPANS_PER_REQUEST spans. An open span older than `pending_after` is
-announced once as a pending span. Counters say what was sent and what was dropped (and why, last).
-"""
+(bounded per span), for the span it belongs to. Due spans are read from the trace store by id, mapped (mapping.py),
+encoded and sent (sender.py) in requests of at most MAX_SPANS_PER_REQUEST spans. An open span older than
+`pending_after` is announced once as a pending span. Counters say what was sent and what was dropped (and why,
+last)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from engine.export.settings import ExportSettings
 if TYPE_CHECKING:
     from engine.export.sender import Sender
     from engine.store.redact import Redactor
+    from engine.store.sql_reads import SqlReads
 
 MAX_SPANS_PER_REQUEST = 512
 MAX_EVENTS_PER_SPAN = 128
@@ -109,7 +109,7 @@ class ExportPipeline:
 
     # -- exporting --------------------------------------------------------------------------------------------------
 
-    def export_due(self, conn: sqlite3.Connection, give_up: Callable[[], bool] = lambda: False) -> None:
+    def export_due(self, conn: SqlReads, give_up: Callable[[], bool] = lambda: False) -> None:
         """Send the spans that ended and the roots of runs that ended; `give_up()` ends retries."""
         ended, self._ended = self._ended, []
         spans = [s for s in spans_by_id(conn, ended) if s.kind != "run"] if ended else []
@@ -120,7 +120,7 @@ class ExportPipeline:
             self._sampled.pop(run_id, None)
             self._events.pop(run_id, None)
 
-    def announce(self, conn: sqlite3.Connection, give_up: Callable[[], bool] = lambda: False) -> None:
+    def announce(self, conn: SqlReads, give_up: Callable[[], bool] = lambda: False) -> None:
         """Export a pending span for each span running longer than `pending_after` and not yet announced."""
         limit = time.time() - self.settings.pending_after_s
         due = [span for span, seen in self._open.items() if seen <= limit and span not in self._announced]
@@ -130,7 +130,7 @@ class ExportPipeline:
         now = time.time()
         self._send(conn, [], [(s, now) for s in spans_by_id(conn, due) if s.ended is None], give_up)
 
-    def _send(self, conn: sqlite3.Connection, spans: list[SpanRecord], pending: list[tuple[SpanRecord, float]],
+    def _send(self, conn: SqlReads, spans: list[SpanRecord], pending: list[tuple[SpanRecord, float]],
               give_up: Callable[[], bool]) -> None:
         engine_events, self._engine_events = self._engine_events, []
         if not spans and not pending and not engine_events:

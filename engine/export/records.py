@@ -1,6 +1,7 @@
-"""The rows an export reads from traces.db, as typed rows: spans, the events that become span events, runs.
+"""The rows an export reads from the trace store, as typed rows: spans, the events that become span events, runs.
 
-Read after the trace writer committed them (live) or long after (replay), on a read-only connection. What is read
+Read after the trace writer committed them (live) or long after (replay), on a read-only connection to traces.db or
+to a Postgres store (`engine.store.sql_reads.SqlReads`: the same qmark SQL on both). What is read
 was redacted and cut by the trace writer when it was stored; the mapping redacts again with the exporting process's
 redactor (engine/export/mapping.py).
 """
@@ -8,12 +9,14 @@ redactor (engine/export/mapping.py).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.store.rows import TypedRow, fetch_typed
+
+if TYPE_CHECKING:
+    from engine.store.sql_reads import SqlReads
 
 # Events that are the spans themselves, not facts about them.
 SPAN_LIFECYCLE = frozenset({"span.started", "span.ended", "run.started", "run.ended"})
@@ -91,7 +94,7 @@ _RUN_COLUMNS = ("id, hierarchy, status, tenant, engine_id, engine_version, start
                 "tokens_out, cost_usd, model_calls, tool_calls")
 
 
-def _chunked(conn: sqlite3.Connection, row_type: type[Any], sql: str, keys: Sequence[Any]) -> list[Any]:
+def _chunked(conn: SqlReads, row_type: type[Any], sql: str, keys: Sequence[Any]) -> list[Any]:
     rows: list[Any] = []
     for start in range(0, len(keys), _CHUNK):
         chunk = list(keys[start:start + _CHUNK])
@@ -99,32 +102,32 @@ def _chunked(conn: sqlite3.Connection, row_type: type[Any], sql: str, keys: Sequ
     return rows
 
 
-def spans_by_id(conn: sqlite3.Connection, span_ids: Iterable[str]) -> list[SpanRecord]:
+def spans_by_id(conn: SqlReads, span_ids: Iterable[str]) -> list[SpanRecord]:
     return _chunked(conn, SpanRecord, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE id IN ({{marks}})", list(span_ids))
 
 
-def events_by_seq(conn: sqlite3.Connection, seqs: Iterable[int]) -> list[EventRecord]:
+def events_by_seq(conn: SqlReads, seqs: Iterable[int]) -> list[EventRecord]:
     return _chunked(conn, EventRecord, f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({{marks}}) ORDER BY seq",
                     list(seqs))
 
 
-def runs_by_id(conn: sqlite3.Connection, run_ids: Iterable[str]) -> list[RunRecord]:
+def runs_by_id(conn: SqlReads, run_ids: Iterable[str]) -> list[RunRecord]:
     return _chunked(conn, RunRecord, f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({{marks}})", list(run_ids))
 
 
-def run_spans(conn: sqlite3.Connection, run_id: str) -> list[SpanRecord]:
+def run_spans(conn: SqlReads, run_id: str) -> list[SpanRecord]:
     return fetch_typed(conn, SpanRecord, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY started",
                        (run_id,))
 
 
-def run_events(conn: sqlite3.Connection, run_id: str) -> list[EventRecord]:
+def run_events(conn: SqlReads, run_id: str) -> list[EventRecord]:
     """The run's events other than span and run starts and ends (those are the spans themselves)."""
     marks = ", ".join("?" * len(SPAN_LIFECYCLE))
     return fetch_typed(conn, EventRecord, f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ? AND kind NOT IN "
                                           f"({marks}) ORDER BY seq", (run_id, *sorted(SPAN_LIFECYCLE)))
 
 
-def ended_run_ids(conn: sqlite3.Connection, *, since: float | None = None, run_prefix: str | None = None
+def ended_run_ids(conn: SqlReads, *, since: float | None = None, run_prefix: str | None = None
                   ) -> list[str]:
     """Ended runs, oldest first: those started at or after `since`, or the run(s) whose id starts with
     `run_prefix`."""
@@ -137,7 +140,7 @@ def ended_run_ids(conn: sqlite3.Connection, *, since: float | None = None, run_p
     return [row[0] for row in rows]
 
 
-def run_roots(conn: sqlite3.Connection, run_ids: Iterable[str]) -> list[SpanRecord]:
+def run_roots(conn: SqlReads, run_ids: Iterable[str]) -> list[SpanRecord]:
     """The root span (kind run) of each run."""
     return _chunked(conn, SpanRecord, f"SELECT {_SPAN_COLUMNS} FROM spans WHERE kind = 'run' AND run_id IN "
                                       f"({{marks}})", list(run_ids))

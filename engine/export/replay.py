@@ -1,20 +1,24 @@
-"""Stored runs to an OTLP backend (`flightdeck export otlp --run ID | --since 24h`): the same spans, ids and
-attributes the live exporter sends, read from traces.db after the fact. A replay of a run that was exported live
-carries the same trace and span ids, so backends that deduplicate on them show it once."""
+"""Stored runs to an OTLP backend (`flightdeck export otlp --run ID | --since 24h`): the same spans, ids and attributes
+the live exporter sends, read from the trace store (traces.db or a Postgres store) after the fact. A replay of a run
+that was exported live carries the same trace and span ids, so backends that deduplicate on them show it once."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.errors import InputError, StoreError
+from engine.errors import InputError
 from engine.export.pipeline import MAX_SPANS_PER_REQUEST
 from engine.export.records import EventRecord, ended_run_ids, run_events, run_roots, run_spans, runs_by_id
 from engine.export.settings import ExportSettings
 from engine.store.redact import Redactor
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
+    from engine.store.sql_reads import SqlReads
 
 
 @dataclass(slots=True)
@@ -26,10 +30,10 @@ class ReplayReport:
     errors: list[str] = field(default_factory=list)
 
 
-def select_runs(store_dir: Path, *, run_prefix: str | None = None, since: float | None = None) -> list[str]:
+def select_runs(store: Path | StoreLocation, *, run_prefix: str | None = None, since: float | None = None) -> list[str]:
     """The ended runs to export: one run by id or unique prefix (InputError when unknown, ambiguous or still
     running), or every run started since `since`."""
-    conn = _connect(store_dir)
+    conn = _connect(store)
     try:
         if run_prefix is None:
             return ended_run_ids(conn, since=since)
@@ -47,7 +51,7 @@ def select_runs(store_dir: Path, *, run_prefix: str | None = None, since: float 
         conn.close()
 
 
-def replay(store_dir: Path, run_ids: list[str], settings: ExportSettings, redactor: Redactor, *,
+def replay(store: Path | StoreLocation, run_ids: list[str], settings: ExportSettings, redactor: Redactor, *,
            version: str = "", progress: Callable[[str, int], None] | None = None) -> ReplayReport:
     from engine.export.encoding import encode
     from engine.export.mapping import MappingOptions, SpanMapper
@@ -58,7 +62,7 @@ def replay(store_dir: Path, run_ids: list[str], settings: ExportSettings, redact
                                        version=version), redactor)
     sender = Sender(settings, wait=threading.Event().wait)
     report = ReplayReport()
-    conn = _connect(store_dir)
+    conn = _connect(store)
     try:
         for run_id in run_ids:
             spans = run_spans(conn, run_id)
@@ -87,10 +91,9 @@ def replay(store_dir: Path, run_ids: list[str], settings: ExportSettings, redact
     return report
 
 
-def _connect(store_dir: Path) -> sqlite3.Connection:
-    from engine.store.files import TRACES_DB, connect
+def _connect(store: Path | StoreLocation) -> SqlReads:
+    """traces.db opened read-only, or a read-only session on a Postgres store (StoreError when there is none)."""
+    from engine.store.location import StoreDirectory
+    from engine.store.sql_reads import open_sql_reads
 
-    path = Path(store_dir) / TRACES_DB
-    if not path.is_file():
-        raise StoreError(f"no store at {store_dir} (run `flightdeck run` first or pass --store)")
-    return connect(path, read_only=True)
+    return open_sql_reads(StoreDirectory(Path(store)) if isinstance(store, Path) else store)

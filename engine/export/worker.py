@@ -5,16 +5,21 @@
 
 Why a process: mapping spans to protobuf, redacting and HTTP cost about half the engine's own work per model call
 when they ran on a thread of the engine (they held its GIL); here they run on the other core, as the trace writer's
-do. Its input is traces.db itself (read-only, in sequence order): the engine only says how far the store has
-committed, so the feed costs the engine one small write per commit, and a slow collector makes this process fall
-behind the store, not the engine wait. It falls at most `max_backlog` events behind ([otel] in config.toml): past
-that it skips ahead and counts every span it skipped as dropped.
+do. Its input is the trace store itself (traces.db, or a Postgres store: read-only, in sequence order, through
+`engine.store.sql_reads`): the engine only says how far the store has committed, so the feed costs the engine one
+small write per commit, and a slow collector makes this process fall behind the store, not the engine wait. It falls
+at most `max_backlog` events behind ([otel] in config.toml): past that it skips ahead and counts every span it
+skipped as dropped.
+
+On a Postgres store several engines write one event feed (global sequence numbers): each engine's exporter follows
+only the events of its own runs (`runs.engine_id`, committed in the same batch as the run's first event), so a fleet
+exports every span once. Events of no run (engine-level) carry no engine there and are not exported from a Postgres
+store.
 
 The first stdin line is the configuration (JSON: store, settings, redaction, starting sequence number); then each
 line is a committed sequence number, or "stop <seq>" (export up to there, then exit). End of stdin (the engine died)
 means: export what is committed, briefly, and exit. SIGINT/SIGTERM/SIGHUP are ignored like the trace writer's: the
-engine decides when its exporter stops.
-"""
+engine decides when its exporter stops."""
 
 from __future__ import annotations
 
@@ -22,16 +27,18 @@ import json
 import os
 import select
 import signal
-import sqlite3
 import sys
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.export.records import EventRecord
 from engine.store.rows import fetch_typed
+
+if TYPE_CHECKING:
+    from engine.store.sql_reads import SqlReads
 
 TICK_S = 0.1
 READ_CHUNK = 5000
@@ -43,20 +50,33 @@ STATS_INTERVAL_S = 0.5
 SEND_INTERVAL_S = 0.5
 _EVENTS_AFTER = ("SELECT seq, ts, run_id, span_id, kind, agent, name, data FROM events WHERE seq > ? AND seq <= ? "
                  "ORDER BY seq LIMIT ?")
+# One engine's events on a store several engines write (Postgres): those of its runs.
+_OWN_EVENTS_AFTER = ("SELECT e.seq, e.ts, e.run_id, e.span_id, e.kind, e.agent, e.name, e.data FROM events e "
+                     "JOIN runs r ON r.id = e.run_id WHERE e.seq > ? AND e.seq <= ? AND r.engine_id = ? "
+                     "ORDER BY e.seq LIMIT ?")
+_OWN_ENDED = ("SELECT count(*) FROM events e JOIN runs r ON r.id = e.run_id WHERE e.seq > ? AND e.seq <= ? "
+              "AND e.kind = 'span.ended' AND r.engine_id = ?")
 
 
-def skip_backlog(conn: sqlite3.Connection, last: int, target: int, max_backlog: int) -> tuple[int, int]:
+def skip_backlog(conn: SqlReads, last: int, target: int, max_backlog: int, engine_id: str | None = None
+                 ) -> tuple[int, int]:
     """(new last, spans skipped): when more than `max_backlog` events wait, the oldest are skipped and the spans
-    that ended among them counted (they will not be exported)."""
+    that ended among them counted (they will not be exported). `engine_id`: only that engine's (a shared store)."""
     if target - last <= max_backlog:
         return last, 0
     new_last = target - max_backlog
-    skipped = conn.execute("SELECT count(*) FROM events WHERE seq > ? AND seq <= ? AND kind = 'span.ended'",
-                           (last, new_last)).fetchone()[0]
+    if engine_id is not None:
+        skipped = conn.execute(_OWN_ENDED, (last, new_last, engine_id)).fetchone()[0]
+    else:
+        skipped = conn.execute("SELECT count(*) FROM events WHERE seq > ? AND seq <= ? AND kind = 'span.ended'",
+                               (last, new_last)).fetchone()[0]
     return new_last, int(skipped)
 
 
-def read_events(conn: sqlite3.Connection, last: int, target: int) -> list[EventRecord]:
+def read_events(conn: SqlReads, last: int, target: int, engine_id: str | None = None) -> list[EventRecord]:
+    """The next events after `last` up to `target`; `engine_id`: only those of that engine's runs (a shared store)."""
+    if engine_id is not None:
+        return fetch_typed(conn, EventRecord, _OWN_EVENTS_AFTER, (last, target, engine_id, READ_CHUNK))
     return fetch_typed(conn, EventRecord, _EVENTS_AFTER, (last, target, READ_CHUNK))
 
 
@@ -93,8 +113,9 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
     from engine.export.pipeline import MAX_SPANS_PER_REQUEST, ExportPipeline, ExportStats
     from engine.export.sender import Sender
     from engine.export.settings import ExportSettings
-    from engine.store.files import TRACES_DB, connect
+    from engine.store.location import PostgresLocation, StoreDirectory, parse_store_location
     from engine.store.redact import Redactor
+    from engine.store.sql_reads import open_sql_reads
 
     settings = ExportSettings(**config["settings"])
     redactor = Redactor(secrets=config["secrets"], patterns=config["patterns"],
@@ -102,7 +123,10 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
     sender = Sender(settings, wait=threading.Event().wait)
     pipeline = ExportPipeline(settings, redactor, sender, version=config.get("version", ""),
                               engine_id=config.get("engine_id", ""))
-    conn = connect(Path(config["store_dir"]) / TRACES_DB, read_only=True)
+    location = parse_store_location(config["store"]) if config.get("store") else StoreDirectory(
+        Path(config["store_dir"]))
+    conn = open_sql_reads(location)
+    own = (config.get("engine_id") or None) if isinstance(location, PostgresLocation) else None
     commands = _Commands(commands_fd)
     last = commands.target = int(config["start_seq"])
     max_backlog = settings.max_backlog
@@ -126,11 +150,11 @@ def serve(config: dict[str, Any], commands_fd: int, out: Any) -> None:
                 row = conn.execute("SELECT max(seq) FROM events").fetchone()
                 commands.target = max(commands.target, row[0] or 0)
             try:
-                last, skipped = skip_backlog(conn, last, commands.target, max_backlog)
+                last, skipped = skip_backlog(conn, last, commands.target, max_backlog, own)
                 if skipped:
                     pipeline.drop(skipped, f"the exporter fell more than {max_backlog} events behind the store")
                 while last < commands.target:
-                    rows = read_events(conn, last, commands.target)
+                    rows = read_events(conn, last, commands.target, own)
                     if not rows:
                         last = commands.target
                         break

@@ -1,23 +1,23 @@
 """The postmortem draft of an incident, in Markdown: the facts Flightdeck recorded, laid out the way a postmortem is
 written, with the analysis sections left for the people who handled it.
 
-Facts come from control.db (the incident, its time line, the runbook applications, the audit log: who did what and
-why) and traces.db (the runs in the incident's window that match its scope, and what they cost). Everything is read;
-nothing is written.
+Facts come from the control plane (the incident, its time line, the runbook applications, the audit log: who did
+what and why) and the trace store (the runs in the incident's window that match its scope, and what they cost), on
+a store directory (control.db, traces.db) or a Postgres store alike. Everything is read; nothing is written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.store.rows import fetch_rows
+from engine.store.rows import TypedRow
 from engine.timefmt import clock, coarse_duration, timestamp
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from engine.store.control_rows import AuditEntry, Incident, IncidentEvent, RunbookApplication
+    from engine.store.reader_protocol import TraceReads
 
 MAX_RUNS_LISTED = 50
 _ENGINE_ACTORS = ("engine", "engine:", "runbook:", "timeout-policy")
@@ -43,18 +43,45 @@ def _signal_line(reading: Mapping[str, Any]) -> str:
     return f"`{reading.get('condition', reading.get('signal'))}`: **{shown}**{extra}{peak}"
 
 
-def affected_runs(conn: sqlite3.Connection | None, incident: Incident, start: float,
+@dataclass(frozen=True, slots=True)
+class AffectedRun(TypedRow):
+    """A run active in an incident's window, as the draft lists it."""
+
+    id: str
+    hierarchy: str
+    status: str
+    started: float
+    ended: float | None
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+    model_calls: int
+    tool_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdRow(TypedRow):
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Total(TypedRow):
+    total: float
+
+
+def affected_runs(reader: TraceReads | None, incident: Incident, start: float,
                   end: float) -> list[dict[str, Any]]:
-    """Runs active during [start, end] that match the incident's scope, plus those its detection named. `conn` is
-    a read-only connection to traces.db (None: the store has no traces yet)."""
-    if conn is None:
+    """Runs active during [start, end] that match the incident's scope, plus those its detection named. `reader`
+    reads the trace store, traces.db or Postgres (None: the store has no traces yet)."""
+    if reader is None:
         return []
     scope = str(incident.scope)
     kind, _, target = scope.partition(":")
     # Runs that started before the window end and had not ended before it began (runs_started serves this).
-    candidates = fetch_rows(conn,
-        "SELECT id, hierarchy, status, started, ended, cost_usd, tokens_in, tokens_out, model_calls, tool_calls "
-        "FROM runs WHERE started <= ? AND (ended IS NULL OR ended >= ?) ORDER BY started", (end, start))
+    candidates = [row.as_dict() for row in reader.query_rows(
+        AffectedRun, "SELECT id, hierarchy, status, started, ended, cost_usd, tokens_in, tokens_out, model_calls, "
+                     "tool_calls FROM runs WHERE started <= ? AND (ended IS NULL OR ended >= ?) ORDER BY started",
+        (end, start))]
     named = set((incident.context or {}).get("runs") or [])
     if kind == "hierarchy":
         matched = [r for r in candidates if r["hierarchy"] == target or r["id"] in named]
@@ -66,22 +93,22 @@ def affected_runs(conn: sqlite3.Connection | None, incident: Incident, start: fl
         for offset in range(0, len(ids), 500):
             chunk = ids[offset:offset + 500]
             marks = ", ".join("?" * len(chunk))
-            rows = fetch_rows(conn, f"SELECT DISTINCT run_id FROM spans WHERE run_id IN ({marks}) "
-                                    f"AND {column} = ?{extra}", (*chunk, target))
-            hits.update(row["run_id"] for row in rows)
+            rows = reader.query_rows(RunIdRow, f"SELECT DISTINCT run_id FROM spans WHERE run_id IN ({marks}) "
+                                               f"AND {column} = ?{extra}", (*chunk, target))
+            hits.update(row.run_id for row in rows)
         matched = [r for r in candidates if r["id"] in hits or r["id"] in named]
     else:
         matched = candidates
     return matched
 
 
-def spend_between(conn: sqlite3.Connection | None, start: float, end: float) -> float:
+def spend_between(reader: TraceReads | None, start: float, end: float) -> float:
     """What every run active in the window cost (whole runs: a run's cost is not split by time)."""
-    if conn is None:
+    if reader is None:
         return 0.0
-    row = conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM runs WHERE started <= ? AND (ended IS NULL OR "
-                       "ended >= ?)", (end, start)).fetchone()
-    return float(row[0] or 0.0)
+    rows = reader.query_rows(Total, "SELECT coalesce(sum(cost_usd), 0) AS total FROM runs WHERE started <= ? AND "
+                                    "(ended IS NULL OR ended >= ?)", (end, start))
+    return float(rows[0].total or 0.0) if rows else 0.0
 
 
 def render(incident: Incident, timeline: Sequence[IncidentEvent],

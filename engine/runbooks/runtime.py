@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.controls.errors import ControlError
 from engine.controls.incidents import IncidentStore
 from engine.runbooks import actions
 from engine.runbooks.model import Runbook
@@ -38,7 +39,9 @@ from engine.runbooks.pages import (
     owner_pages,
     public_context,
 )
-from engine.runbooks.watchdog import DurationSource, SpanDurations, Transition, Watchdog
+from engine.runbooks.trace_lookups import SpanDurations, run_hierarchies
+from engine.runbooks.watchdog import DurationSource, Transition, Watchdog
+from engine.store.location import StoreDirectory, StoreLocation
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
@@ -52,20 +55,27 @@ _STOP = object()
 
 
 class RunbookEngine:
-    def __init__(self, store_dir: Path, *, engine_id: str, tracer_event: TracerEvent, config: StoreConfig,
+    def __init__(self, store_dir: Path | None, *, engine_id: str, tracer_event: TracerEvent, config: StoreConfig,
                  runbooks: Iterable[Runbook], clock: Clock = SYSTEM_CLOCK, environ: Mapping[str, str] | None = None,
                  tick: float = 1.0, durations: DurationSource | None = None,
                  escalation_targets: list[str] | None = None,
-                 pager_options: Mapping[str, Any] | None = None) -> None:
-        from engine.store.files import TRACES_DB
-
-        self.store_dir = Path(store_dir)
+                 pager_options: Mapping[str, Any] | None = None, control_at: StoreLocation | None = None,
+                 traces_at: StoreLocation | None = None) -> None:
+        """`store_dir`: the store directory; None for an engine wholly on a Postgres store, which then names where
+        its control plane (`control_at`) and traces (`traces_at`) are (both default to the directory)."""
+        self.store_dir = Path(store_dir) if store_dir is not None else None
+        here = StoreDirectory(self.store_dir) if self.store_dir is not None else None
+        control, traces = control_at or here, traces_at or here
+        if control is None or traces is None:
+            raise ValueError("a runbook engine without a store directory needs control_at and traces_at")
+        self.control_at: StoreLocation = control
+        self.traces_at: StoreLocation = traces
         self.engine_id = engine_id
         self.runbooks = {rb.id: rb for rb in runbooks}
         self.clock = clock
         self.tick = tick
         self._tracer_event = tracer_event
-        self._durations = durations if durations is not None else SpanDurations(self.store_dir / TRACES_DB)
+        self._durations = durations if durations is not None else SpanDurations(self.traces_at)
         self.watchdog = Watchdog(self.runbooks.values(), durations=self._durations)
         self.pager = Pager(config.notifiers, self._attempt_reported, environ=environ, **dict(pager_options or {}))
         self.escalation_targets = escalation_targets if escalation_targets is not None else self._default_escalation(
@@ -92,9 +102,10 @@ class RunbookEngine:
         if runbooks is None:
             from engine.runbooks.loader import load_runbooks
 
-            runbooks = load_runbooks(store.dir)
-        return cls(store.dir, engine_id=store.engine_id, tracer_event=tracer_event, config=store.config,
-                   runbooks=runbooks, clock=clock, **options)
+            runbooks = load_runbooks(store.store_dir)  # on Postgres (no directory): the shipped runbooks
+        return cls(store.store_dir, engine_id=store.engine_id, tracer_event=tracer_event, config=store.config,
+                   runbooks=runbooks, clock=clock, control_at=store.control_location,
+                   traces_at=store.trace_location, **options)
 
     def _default_escalation(self, config: StoreConfig) -> list[str]:
         # Escalated approvals go to whoever owns the approval backlog; without such a runbook, to every target.
@@ -107,11 +118,13 @@ class RunbookEngine:
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     def start(self, abandoned_runs: Iterable[str] = ()) -> None:
-        from engine.store.control import ControlDB
+        from engine.controls.api import ControlAPI
 
-        self._db = ControlDB.open(self.store_dir, clock=self.clock)
+        # control.db, or the Postgres control plane: this API owns the connection every other one here shares.
+        api = ControlAPI(self.control_at, f"engine:{self.engine_id}", clock=self.clock)
+        self._apis[api.operator] = api
+        self._db = api.db
         self.incidents = IncidentStore(self._db, clock=self.clock)
-        api = self._api(f"engine:{self.engine_id}")
         self.watchdog.seed_pending_approvals(api.pending_approvals(), self.clock.time())
         abandoned = self._abandoned_events(list(abandoned_runs))
         if abandoned:
@@ -131,12 +144,10 @@ class RunbookEngine:
         self.pager.stop(min(timeout, 5.0))
         if self._thread is not None:
             self._drain_attempts()
-        for api in self._apis.values():
+        for api in self._apis.values():  # the engine's own API closes the shared connection
             api.close()
         if isinstance(self._durations, SpanDurations):
             self._durations.close()
-        if self._db is not None:
-            self._db.close()
 
     # -- hooks (other threads: append and return) ---------------------------------------------------------------
 
@@ -275,6 +286,12 @@ class RunbookEngine:
                                         reason=f"{runbook.spec.title}: {summary}", running_runs=self._running_runs,
                                         incident_id=incident.id)
         except FlightdeckError as exc:
+            current = actions.active_application(self._db, runbook.id, t.scope)
+            if current is not None:  # another engine on the same store applied it first (apply checks under lock)
+                self.incidents.add_event(incident.id, "applied", runbook.actor,
+                                         f"actions already in force (application #{current.id} by "
+                                         f"{current.actor}); nothing more applied")
+                return []
             self.incidents.add_event(incident.id, "apply_failed", runbook.actor, f"could not apply: {exc}")
             self._emit("runbook.apply_failed", runbook.id, {"incident": incident.id, "error": str(exc)})
             return []
@@ -377,6 +394,10 @@ class RunbookEngine:
             expiry = actions.next_expiry(application)
             runbook = self.runbooks.get(application.runbook)
             actor = runbook.actor if runbook else f"engine:{self.engine_id}"
+            due = application.rollback_due
+            if not ((expiry is not None and expiry <= now) or (due is not None and due <= now)) \
+                    or not self._undoes(application):
+                continue
             if expiry is not None and expiry <= now:
                 done = actions.expire_actions(self._api(actor), application.id, source=actor if runbook else
                                               "engine")
@@ -384,9 +405,25 @@ class RunbookEngine:
                     self._emit("runbook.action_expired", application.runbook,
                                {"application": application.id, "report": done})
                 self._refresh_applications()
-            due = application.rollback_due
             if due is not None and due <= now:
                 self._due_rollback(application, actor, runbook is not None)
+
+    def _undoes(self, application: RunbookApplication) -> bool:
+        """Whether this engine does the application's timed undo (expiries, rollback). Every engine on a store sees
+        every application; the one that opened its incident does it while it lives (its own view of the signal
+        decides `require_quiet`), else any: the first transaction wins, the others find it done."""
+        assert self.incidents is not None
+        if application.incident_id is None:
+            return True
+        opener = self.incidents.get(application.incident_id).engine_id
+        if opener is None or opener == self.engine_id:
+            return True
+        from engine.store.control import STALE_AFTER_S
+
+        # Heartbeats are the engines' wall-clock times: judged on the wall clock, not on this engine's `clock`.
+        now = SYSTEM_CLOCK.time()
+        return not any(e.id == opener and e.stopped is None and now - e.heartbeat <= STALE_AFTER_S
+                       for e in self._api(f"engine:{self.engine_id}").engines())
 
     def _due_rollback(self, application: RunbookApplication, actor: str, is_runbook: bool) -> None:
         assert self.incidents is not None
@@ -401,8 +438,12 @@ class RunbookEngine:
             return
         reason = (f"automatic rollback: {policy.get('after_s', 0) / 60:g} min after applying"
                   + (", and the signal is quiet" if policy.get("require_quiet") else ""))
-        result = actions.rollback(self._api(actor), application.id, source=actor if is_runbook else "engine",
-                                  reason=reason)
+        try:
+            result = actions.rollback(self._api(actor), application.id, source=actor if is_runbook else "engine",
+                                      reason=reason)
+        except ControlError:  # another engine on the store rolled it back first (checked under the write lock)
+            self._refresh_applications()
+            return
         self._postponed.discard(application.id)
         self._refresh_applications()
         self._emit("runbook.rolled_back", application.runbook,
@@ -418,7 +459,7 @@ class RunbookEngine:
         if api is None:
             from engine.controls.api import ControlAPI
 
-            api = self._apis[actor] = ControlAPI(self.store_dir, actor, clock=self.clock, db=self._db)
+            api = self._apis[actor] = ControlAPI(self.control_at, actor, clock=self.clock, db=self._db)
         return api
 
     def _emit(self, kind: str, name: str | None, data: dict[str, Any]) -> None:
@@ -429,22 +470,9 @@ class RunbookEngine:
 
     def _abandoned_events(self, run_ids: list[str]) -> list[Any]:
         """run.ended events for the runs the store's recovery marked abandoned before this engine started (that
-        recovery writes traces.db directly, so those events never pass the writer's on_commit)."""
+        recovery writes the trace store directly, so those events never pass the writer's on_commit)."""
         if not run_ids:
             return []
-        from engine.store.files import TRACES_DB, connect
-
-        hierarchies: dict[str, str] = {}
-        path = self.store_dir / TRACES_DB
-        if path.is_file():
-            conn = connect(path, read_only=True)
-            try:
-                for start in range(0, len(run_ids), 500):
-                    chunk = run_ids[start:start + 500]
-                    hierarchies.update(conn.execute(f"SELECT id, hierarchy FROM runs WHERE id IN "
-                                                    f"({', '.join('?' * len(chunk))})", chunk).fetchall())
-            finally:
-                conn.close()
+        hierarchies = run_hierarchies(self.traces_at, run_ids)
         return [(0, "run.ended", run_id, None, None, hierarchies.get(run_id), {"status": "abandoned"})
                 for run_id in run_ids]
-

@@ -10,10 +10,8 @@ and clears when all of them have cleared; each condition has its own hysteresis 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.runbooks.detectors import Detector, Event, Facts, PendingApproval, Reading, make_detector, needs_durations
@@ -208,37 +206,3 @@ class Watchdog:
 
     def firing(self) -> list[tuple[str, str]]:
         return sorted(self._firing)
-
-
-class SpanDurations:
-    """Exact durations (ended - started) of spans, read by primary key from traces.db. The writer puts `duration_s`
-    into span.ended events; this is the fallback for an end event without it (a span the writer never saw start),
-    since the arrival times of start and end events are only as precise as the writer's batches. Used only when a
-    latency detection exists, and only for such llm/tool spans."""
-
-    CHUNK = 500
-
-    def __init__(self, traces_path: Path) -> None:
-        self.path = traces_path
-        self._conn: sqlite3.Connection | None = None
-
-    def __call__(self, span_ids: list[str]) -> dict[str, float]:
-        from engine.store.files import connect
-
-        if self._conn is None:
-            if not self.path.is_file():
-                return {}
-            self._conn = connect(self.path, read_only=True, check_same_thread=False)  # closed by stop()
-        out: dict[str, float] = {}
-        for start in range(0, len(span_ids), self.CHUNK):
-            chunk = span_ids[start:start + self.CHUNK]
-            rows = self._conn.execute(
-                f"SELECT id, started, ended FROM spans WHERE id IN ({', '.join('?' * len(chunk))}) "
-                f"AND ended IS NOT NULL", chunk).fetchall()
-            out.update({row[0]: max(0.0, row[2] - row[1]) for row in rows})
-        return out
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

@@ -109,8 +109,7 @@ class Engine:
         # shows up directly in kill-switch latency. 0.5 ms keeps them prompt at no measurable cost to the loop.
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
-        if self._runbooks_option is not False and getattr(self.store, "store_dir", True) is not None:
-            # (an engine wholly on Postgres runs no runbooks yet: they live in STORE/runbooks, issue 16)
+        if self._runbooks_option is not False:  # (on Postgres: the shipped runbooks, control plane in the database)
             # Loaded first: an invalid runbook in STORE/runbooks is an InputError before anything starts.
             from engine.runbooks.runtime import RunbookEngine
 
@@ -119,12 +118,7 @@ class Engine:
                                                     runbooks=chosen)
         from engine.export.live import prepare_live_export  # bad [otel] settings: an InputError before anything starts
 
-        self.otel = prepare_live_export(self.store, self.tracer.event)
-        if self.otel is not None and self.traces_on_postgres:  # the exporter reads what it sends from traces.db
-            from engine.errors import InputError
-
-            raise InputError("OpenTelemetry export reads traces.db: it cannot follow traces on Postgres yet "
-                             "(issue 16)", field="[otel]")
+        self.otel = prepare_live_export(self.store, self.tracer.event)  # (traces.db or Postgres: it reads either)
         if self.traces_on_postgres:  # daily cost caps shared by every engine on that Postgres store (issue 16)
             self.guards.share_daily_caps(self.store.trace_location, self.store.engine_id)
         self._task_group = anyio.create_task_group()
@@ -183,7 +177,8 @@ class Engine:
             from engine.export.live import stop_live_export
 
             await anyio.to_thread.run_sync(stop_live_export, self.otel, self.writer)
-        if self.runbooks is not None:
+        if self.runbooks is not None:  # the last batch first: a short run ends right after what should fire
+            await anyio.to_thread.run_sync(self._flush_quietly)
             await anyio.to_thread.run_sync(self.runbooks.stop)
         if self.controls.worker is not None:
             await anyio.to_thread.run_sync(self.controls.worker.stop)
@@ -225,6 +220,16 @@ class Engine:
         finally:
             reader.close()
         return [(row.started, row.cost_usd) for row in rows]
+
+    def _flush_quietly(self) -> None:
+        from engine.errors import StoreError
+
+        if self.gate.blocked:  # the store is failing or gone: nothing more will commit soon, do not wait on it
+            return
+        try:
+            self.writer.flush(timeout=2.0)
+        except StoreError:  # a failing store is reported by the gate; stop what runs regardless
+            pass
 
     def _publish_store_health(self, health: StoreHealth) -> None:
         publish = getattr(self.store, "publish_store_health", None)  # test doubles of the store may not have it

@@ -112,7 +112,7 @@ class EngineStore:
     @property
     def dir(self) -> Path:
         """The store directory. An engine wholly on a Postgres store has none (`store_dir` is None): what needs one
-        (durable runs, serve's reads, live export) says so with a StoreError instead of using a wrong path."""
+        (durable runs, serve's reads) says so with a StoreError instead of using a wrong path."""
         if self.store_dir is None:
             raise StoreError(f"this needs a store directory; the engine is on the Postgres store "
                              f"{self.trace_location} (issue 16: not served on Postgres yet)")

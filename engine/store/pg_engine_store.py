@@ -11,8 +11,10 @@ What differs from a store directory (engine_store.py), and why:
   for good and who takes them (a later slice of issue 16, with DBOS recovery); until then they stay `running`.
 - config.toml: there is no directory to hold it. `config_file=` (`flightdeck run --config FILE`), else
   `FLIGHTDECK_CONFIG`, else the defaults (redaction on, no notifiers, no [otel]).
-- Not served yet (each says so when asked): durable runs, STORE/runbooks and the runbook engine, OpenTelemetry
-  export, and the lock file's published health (`flightdeck engines` shows no `store` / `export` column for it).
+- Runbooks: the shipped ones (there is no STORE/runbooks), incidents and applications in the database.
+  OpenTelemetry export ([otel] in the config): the exporter process reads the database (engine/export/worker.py).
+- Not served yet (each says so when asked): durable runs, and the lock file's published health (`flightdeck
+  engines` shows no `store` / `export` column for it).
 """
 
 from __future__ import annotations

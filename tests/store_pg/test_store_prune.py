@@ -105,7 +105,8 @@ def test_the_cli_prunes_a_directory_and_audits_it(tmp_path: Path) -> None:
     assert sorted(run["id"] for run in runs) == ["new-1", "old-3", "old-run"]
 
 
-def test_the_cli_prunes_a_postgres_store_and_records_it_in_the_feed(tmp_path: Path, pg_url: str) -> None:
+def test_the_cli_prunes_a_postgres_store_audits_it_and_records_it_in_the_feed(tmp_path: Path,
+                                                                               pg_url: str) -> None:
     backend = TraceBackend("postgres", tmp_path, pg_url)
     record_history(backend.writer(), time.time())
     done = flightdeck("store", "prune", "--older-than", "30d", "--yes", "--reason", "retention", "--operator",
@@ -116,3 +117,9 @@ def test_the_cli_prunes_a_postgres_store_and_records_it_in_the_feed(tmp_path: Pa
     with backend.reader() as reader:
         pruned = [event for event in reader.events_after(0, limit=1000) if event.kind == "store.pruned"]
     assert len(pruned) == 1 and pruned[0].data["operator"] == "alice" and pruned[0].data["runs"] == 2
+    audit = flightdeck("audit", "--json", "--store", pg_url)
+    rows = [row for row in json.loads(audit.stdout) if row["action"] == "store_prune"]
+    assert [(r["actor"], r["target"], r["reason"], r["after"]["runs"]) for r in rows] == \
+        [("alice", "traces", "retention", 2)]
+    assert result["recorded"].startswith(f"audit row {rows[0]['id']} ")
+    assert flightdeck("audit", "verify", "--store", pg_url).returncode == 0  # in the hash chain

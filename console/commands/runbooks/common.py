@@ -29,10 +29,17 @@ def usage_handler(parser: argparse.ArgumentParser) -> Any:
     return show
 
 
-def resolve_store(args: argparse.Namespace) -> Path:
-    from engine.store import resolve_store_dir
+def store_dir_of(location: StoreLocation) -> Path | None:
+    """The store directory, or None for a Postgres store (which has no STORE/runbooks nor STORE/config.toml)."""
+    from engine.store.location import StoreDirectory
 
-    return resolve_store_dir(args.store)
+    return location.path if isinstance(location, StoreDirectory) else None
+
+
+def control_target(location: StoreLocation) -> Path | StoreLocation:
+    """What ControlAPI opens for this store: the directory's path, or the Postgres store."""
+    directory = store_dir_of(location)
+    return directory if directory is not None else location
 
 
 def runbooks_in_force(store_dir: Path | None) -> list[Any]:
@@ -63,7 +70,7 @@ def require_store(store_dir: Path) -> None:
 
 
 def resolve_location(args: argparse.Namespace) -> StoreLocation:
-    """The store, a directory or a Postgres database: for the incident commands, which work on both."""
+    """The store, a directory or a Postgres database: the runbook, incident and postmortem commands work on both."""
     from engine.store import resolve_store_location
 
     return resolve_store_location(args.store)

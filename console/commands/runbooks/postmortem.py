@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from console.cli import add_store_argument
-from console.commands.runbooks.common import find_runbook, incident_store, resolve_store, runbooks_in_force
+from console.commands.runbooks.common import find_runbook, incident_store, resolve_location, runbooks_in_force
 from engine.errors import InputError
 
 
@@ -27,10 +27,13 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     from engine.controls import audit
     from engine.controls.applications import for_incident
     from engine.runbooks import postmortem
-    from engine.store.files import TRACES_DB, connect
+    from engine.store import open_trace_reads
+    from engine.store.files import TRACES_DB
+    from engine.store.location import PostgresLocation, StoreDirectory
+    from engine.store.reader_protocol import TraceReads
 
-    store_dir = resolve_store(args)
-    store = incident_store(store_dir, read_only=True)
+    location = resolve_location(args)  # a store directory or a Postgres store
+    store = incident_store(location, read_only=True)
     try:
         incident = store.get(args.incident_id)
         timeline = store.timeline(incident.id)
@@ -45,17 +48,25 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     finally:
         store.db.close()
     runbook_path = None
+    store_dir = location.path if isinstance(location, StoreDirectory) else None
     try:
         runbook_path = str(find_runbook(runbooks_in_force(store_dir), incident.runbook).path)
     except InputError:
         pass
-    conn = connect(store_dir / TRACES_DB, read_only=True) if (store_dir / TRACES_DB).is_file() else None
+    reader: TraceReads | None = None  # None: no traces recorded yet, the draft lists no runs
+    if store_dir is not None:
+        if (store_dir / TRACES_DB).is_file():
+            reader = open_trace_reads(location)  # a damaged or too new traces.db is an error
+    elif isinstance(location, PostgresLocation):
+        from engine.store.pg.reader import PgTraceReader
+
+        reader = PgTraceReader.connect_if_present(location)
     try:
-        runs = postmortem.affected_runs(conn, incident, start, end)
-        spend = postmortem.spend_between(conn, start, end)
+        runs = postmortem.affected_runs(reader, incident, start, end)
+        spend = postmortem.spend_between(reader, start, end)
     finally:
-        if conn is not None:
-            conn.close()
+        if reader is not None:
+            reader.close()
     text = postmortem.render(incident, timeline, applications, audit_rows, runs, window_start=start, window_end=end,
                              spend_in_window=spend, runbook_path=runbook_path, now=now)
     if args.out:

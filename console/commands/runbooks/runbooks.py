@@ -12,11 +12,12 @@ from console.cli import add_store_argument
 from console.commands.runbooks.common import (
     add_operator,
     checked_reason,
+    control_target,
     find_runbook,
     incident_store,
-    require_store,
-    resolve_store,
+    resolve_location,
     runbooks_in_force,
+    store_dir_of,
     usage_handler,
 )
 from console.output import print_json, table
@@ -29,7 +30,7 @@ def add_runbooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "runbooks", help="list, check, apply or roll back runbooks",
         description="Runbooks detect problems on the engine's event stream, open incidents, page their owners and "
                     "apply (or suggest) audited actions that can be rolled back. They are the shipped ones plus "
-                    "STORE/runbooks/*.md. See docs/runbooks.md.")
+                    "STORE/runbooks/*.md (on a Postgres store: the shipped ones). See docs/runbooks.md.")
     actions = runbooks.add_subparsers(dest="runbooks_action", metavar="ACTION", parser_class=type(runbooks))
 
     listing = actions.add_parser("list", help="the runbooks in force on a store")
@@ -97,7 +98,7 @@ def _runbook_json(runbook: Any) -> dict[str, Any]:
 
 
 def handle_list(args: argparse.Namespace) -> int:
-    runbooks = runbooks_in_force(resolve_store(args))
+    runbooks = runbooks_in_force(store_dir_of(resolve_location(args)))
     if args.json:
         print_json([_runbook_json(r) for r in runbooks])
         return 0
@@ -114,12 +115,16 @@ def handle_show(args: argparse.Namespace) -> int:
     from engine.runbooks.loader import page_targets
     from engine.runbooks.model import short_duration
 
-    store_dir = resolve_store(args)
-    runbook = find_runbook(runbooks_in_force(store_dir), args.runbook_id)
+    location = resolve_location(args)
+    runbook = find_runbook(runbooks_in_force(store_dir_of(location)), args.runbook_id)
     spec = runbook.spec
     context: dict[str, Any] = {}
     if args.incident:
-        incident = incident_store(store_dir, read_only=True).get(args.incident)
+        store = incident_store(location, read_only=True)
+        try:
+            incident = store.get(args.incident)
+        finally:
+            store.db.close()
         context = {**(incident.context or {}), "scope": incident.scope}
     print(f"{spec.id}: {spec.title}")
     print(f"severity {spec.severity}, apply {spec.apply}, owner {', '.join(spec.owner) or '-'}, from {runbook.path}")
@@ -142,19 +147,24 @@ def handle_show(args: argparse.Namespace) -> int:
 
 
 def handle_check(args: argparse.Namespace) -> int:
+    import os
+
     from engine.runbooks.loader import check_targets, load_dir, load_runbook
     from engine.store.config import load_config
     from engine.store.files import CONFIG_FILE
+    from engine.store.pg_engine_store import CONFIG_ENV
 
-    store_dir = resolve_store(args)
+    store_dir = store_dir_of(resolve_location(args))
     if args.path:
         path = Path(args.path)
         runbooks = load_dir(path) if path.is_dir() else [load_runbook(path)]
     else:
         runbooks = runbooks_in_force(store_dir)
     config_note = None
-    if args.config or (store_dir / CONFIG_FILE).is_file():
-        config = load_config(store_dir, args.config)
+    # A Postgres store has no config.toml: its engines read --config / $FLIGHTDECK_CONFIG (pg_engine_store.py).
+    config_file = args.config or (os.environ.get(CONFIG_ENV, "").strip() or None if store_dir is None else None)
+    if config_file or (store_dir is not None and (store_dir / CONFIG_FILE).is_file()):
+        config = load_config(store_dir or Path("."), config_file)
         errors = check_targets(runbooks, config.notifiers)
         if errors:
             from engine.errors import InputErrors
@@ -164,6 +174,9 @@ def handle_check(args: argparse.Namespace) -> int:
         missing = _missing_env(runbooks, config)
         for line in missing:
             print(f"warning: {line}", file=sys.stderr)
+    elif store_dir is None:
+        config_note = (f"owners and page targets not checked: a Postgres store has no config.toml (pass --config "
+                       f"FILE or set ${CONFIG_ENV})")
     else:
         config_note = (f"owners and page targets not checked: no {store_dir / CONFIG_FILE} (pass --config FILE or "
                        f"--store DIR)")
@@ -195,35 +208,30 @@ def _missing_env(runbooks: list[Any], config: Any) -> list[str]:
 def handle_apply(args: argparse.Namespace) -> int:
     from console.commands.controls import operator_name
     from engine.controls.api import ControlAPI
+    from engine.controls.incidents import IncidentStore
     from engine.runbooks import actions
-    from engine.store.control import ControlDB
 
-    store_dir = resolve_store(args)
-    runbook = find_runbook(runbooks_in_force(store_dir), args.runbook_id)
-    incident = None
-    if args.incident:
-        incident = incident_store(store_dir).get(args.incident)
-        if incident.runbook != runbook.id:
-            raise InputError(f"incident {incident.id} is about runbook {incident.runbook}, not {runbook.id}",
-                             field="--incident")
-    scope_text = args.scope or (incident.scope if incident else None)
-    if scope_text is None:
-        raise InputError("which scope? e.g. --scope hierarchy:deal-desk (or --incident ID)", field="--scope")
-    context = scope_context(incident, scope_text)
-    label = context["scope"]
-    if args.hierarchy:
-        context["hierarchy"] = args.hierarchy.strip()
-    reason = "" if args.dry_run else checked_reason(args.reason)
-    if args.dry_run:
-        require_store(store_dir)
-    else:
-        from engine.store.files import ensure_store_dir
-
-        ensure_store_dir(store_dir)
-    db = ControlDB.open(store_dir)
-    try:
+    location = resolve_location(args)
+    runbook = find_runbook(runbooks_in_force(store_dir_of(location)), args.runbook_id)
+    reason = "" if args.dry_run else checked_reason(args.reason)  # before anything is opened or created
+    # A dry run writes nothing and needs a store; applying creates the control plane if need be.
+    with ControlAPI(control_target(location), operator_name(args), create=not args.dry_run) as api:
+        incident = None
+        if args.incident:
+            incident = IncidentStore(api.db).get(args.incident)
+            if incident.runbook != runbook.id:
+                raise InputError(f"incident {incident.id} is about runbook {incident.runbook}, not {runbook.id}",
+                                 field="--incident")
+        scope_text = args.scope or (incident.scope if incident else None)
+        if scope_text is None:
+            raise InputError("which scope? e.g. --scope hierarchy:deal-desk (or --incident ID)", field="--scope")
+        context = scope_context(incident, scope_text)
+        label = context["scope"]
+        if args.hierarchy:
+            context["hierarchy"] = args.hierarchy.strip()
         if args.dry_run:
-            steps = actions.plan(runbook, context, db.connection, running_runs(store_dir))
+            with api.db.reading() as conn:
+                steps = actions.plan(runbook, context, conn, running_runs(location))
             print(f"dry run: applying {runbook.id} to {label} would:")
             for step in steps:
                 note = " (not sent by `runbooks apply`: you are the person it would page)" if step.kind == "page" \
@@ -231,12 +239,9 @@ def handle_apply(args: argparse.Namespace) -> int:
                 print(f"  - {step.description}{note}")
             print("nothing was changed")
             return 2 if any(s.error for s in steps) else 0
-        with ControlAPI(store_dir, operator_name(args), db=db) as api:
-            application = actions.apply(api, runbook, label, context, source="operator", reason=reason,
-                                        running_runs=running_runs(store_dir),
-                                        incident_id=incident.id if incident else None)
-    finally:
-        db.close()
+        application = actions.apply(api, runbook, label, context, source="operator", reason=reason,
+                                    running_runs=running_runs(location),
+                                    incident_id=incident.id if incident else None)
     print(f"applied {runbook.id} to {label} as application #{application.id} by {application.actor}:")
     for step in application.steps:
         print(f"  - {step.description}" + (" (no change)" if step.noop else ""))
@@ -247,22 +252,20 @@ def handle_apply(args: argparse.Namespace) -> int:
 def handle_rollback(args: argparse.Namespace) -> int:
     from console.commands.controls import operator_name
     from engine.controls.api import ControlAPI, ControlError
+    from engine.controls.incidents import IncidentStore
     from engine.runbooks import actions
-    from engine.store.control import ControlDB
 
-    store_dir = resolve_store(args)
-    require_store(store_dir)
+    location = resolve_location(args)
     reason = checked_reason(args.reason)
     scope = None
     if args.scope:
         kind, target = parse_scope(args.scope)
         scope = "global" if kind == "global" else f"{kind}:{target}"
-    db = ControlDB.open(store_dir)
-    try:
-        active = actions.active_applications(db)
+    with ControlAPI(control_target(location), operator_name(args), create=False) as api:
+        active = actions.active_applications(api.db)
         ref = args.ref.strip()
         if ref.startswith("inc-"):
-            incident_id = incident_store(store_dir).get(ref).id
+            incident_id = IncidentStore(api.db).get(ref).id
             chosen = [a for a in active if a.incident_id == incident_id]
             what = f"incident {incident_id}"
         else:
@@ -274,10 +277,7 @@ def handle_rollback(args: argparse.Namespace) -> int:
         if not chosen:
             raise ControlError(f"{what} is not in force (nothing to roll back; see `flightdeck incidents` and "
                                f"`flightdeck runbooks list`)")
-        with ControlAPI(store_dir, operator_name(args), db=db) as api:
-            results = [actions.rollback(api, a.id, source="operator", reason=reason) for a in chosen]
-    finally:
-        db.close()
+        results = [actions.rollback(api, a.id, source="operator", reason=reason) for a in chosen]
     for result in results:
         print(f"rolled back {result.runbook} on {result.scope} (application #{result.application_id}):")
         for item in result.report:

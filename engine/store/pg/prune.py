@@ -6,9 +6,9 @@ locks and MVCC let prune run beside them: each transaction deletes at most PRUNE
 those (SKIP LOCKED: a run some writer is touching right now is left for the next prune), and never takes the
 `event_seq` row that every batch with events needs, so writers are held up by one short transaction at most.
 
-The record of the operator's action: the control plane (and its hash-chained audit log) is not on Postgres yet
-(issue 16's next slices), so prune appends a `store.pruned` event (operator, reason, cutoff and counts) to the
-store's own event feed, in the transaction of its last delete; the CLI also prints it.
+The record of the operator's action: prune appends a `store.pruned` event (operator, reason, cutoff and counts) to
+the store's own event feed, which engines and consoles tail; `flightdeck store prune` then writes the audit row
+(`store_prune`) in the store's control plane, as on a directory.
 """
 
 from __future__ import annotations
