@@ -135,13 +135,15 @@ def _prepare_file(path: Path) -> None:
 class DurableHost:
     """DBOS for one engine: launch() on the engine's event loop, destroy() when it stops. One per process."""
 
-    def __init__(self, store_dir: Path, engine_id: str, body: RunBody, queues: list[str] | None = None,
+    def __init__(self, store_dir: Path | None, engine_id: str, body: RunBody, queues: list[str] | None = None,
                  database_url: str | None = None) -> None:
         """`queues`: the serve-mode queues this engine dequeues from (engine/durable/queues.py); an engine that
         serves none (`flightdeck run --durable`) leaves runs queued by a serve engine on the same store alone.
         `database_url`: a Postgres store's URL (with its password: for the driver only): DBOS's system tables go in
         its schema SYSTEM_SCHEMA instead of durable.db, and this engine also takes over dead engines' runs."""
-        self.path = store_dir / DURABLE_DB
+        if store_dir is None and database_url is None:
+            raise ValueError("a durable engine needs a store directory (durable.db) or a Postgres store")
+        self.path = None if store_dir is None else store_dir / DURABLE_DB
         self.engine_id = engine_id
         self.body = body
         self.database_url = database_url
@@ -166,6 +168,7 @@ class DurableHost:
             "log_level": "WARNING",
         }
         if self.database_url is None:
+            assert self.path is not None
             _prepare_file(self.path)
         else:
             config["system_database_url"] = self.database_url

@@ -92,16 +92,18 @@ class DurableRuns:
 
         location = self.trace_location
         shared = location if isinstance(location, PostgresLocation) else None
-        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body, self.queues,
-                                database_url=None if shared is None else shared.dsn)
+        # On Postgres DBOS needs no directory (an engine wholly on Postgres has none).
+        self.host = DurableHost(self.engine.store.dir if shared is None else None, self.engine.store.engine_id,
+                                self._body, self.queues, database_url=None if shared is None else shared.dsn)
         self.host.launch()
         why_not = self.why_not_resume()
         if shared is not None:  # other engines' runs are theirs while they live: take only dead engines'
-            from engine.runtime.durable_takeover import Takeover, predecessors
+            from engine.runtime.durable_takeover import Takeover, predecessors, takeover_after
 
+            stale_after = self.stale_after if self.stale_after is not None else takeover_after(os.environ)
             self.takeover = Takeover(shared, self.engine.store.engine_id, self.take_over,
                                      willing=lambda: self.why_not_resume() is None,
-                                     **({} if self.stale_after is None else {"stale_after": self.stale_after}))
+                                     **({} if stale_after is None else {"stale_after": stale_after}))
             dead = predecessors(self.engine.store)
             # What this directory's dead engines left in flight, whoever carries it on (for their approvals).
             left = {run for _wf, run in await self.host.pending_of(dead)}
@@ -181,6 +183,8 @@ class DurableRuns:
             for _ in taken:  # they will not run here
                 self._untrack_resumed()
             raise
+        if taken:
+            log.warning("taking over %d run(s) of dead engine(s) %s", len(taken), ", ".join(dead))
         return len(taken)
 
     def _track_resumed(self, run_id: str) -> None:
