@@ -138,10 +138,17 @@ async def _submit(urls: list[str], hierarchy: str, count: int, body: Any) -> lis
     clients = [httpx.AsyncClient(base_url=url, timeout=60) for url in urls]
     try:
         async def one(i: int) -> str:
-            response = await clients[i % len(clients)].post("/runs", json={"hierarchy": hierarchy, "input": body})
-            if response.status_code != 201:
-                raise RuntimeError(f"submission refused: {response.status_code} {response.text}")
-            return str(response.json()["run_id"])
+            deadline = time.monotonic() + 30
+            while True:
+                response = await clients[i % len(clients)].post("/runs", json={"hierarchy": hierarchy,
+                                                                                "input": body})
+                # 503 just after the last round's release: the engine applies it a moment after it commits.
+                if response.status_code == 503 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    continue
+                if response.status_code != 201:
+                    raise RuntimeError(f"submission refused: {response.status_code} {response.text}")
+                return str(response.json()["run_id"])
 
         ids: list[str] = []
         for start in range(0, count, 50):  # 50 requests in flight at a time
