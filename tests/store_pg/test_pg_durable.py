@@ -107,6 +107,10 @@ def test_two_engines_claiming_one_dead_engine_take_it_once(pg_url: str) -> None:
     assert "dead" not in live[0].dead_unclaimed("late", time.time(), 10.0)  # alive now
     live[2].mark_stopped(["dead"], time.time())
     assert "dead" in live[0].dead_unclaimed("late", time.time(), 10.0)
+    # Every life of an engine is a DBOS executor of its own; its runs are looked for under all of them.
+    assert live[0].register_executor("dead~1", "dead", time.time()) == ["dead"]
+    assert live[0].register_executor("dead~2", "dead", time.time()) == ["dead", "dead~1"]
+    assert live[1].executors_of(["dead", "taker1"]) == ["dead", "taker1", "dead~1", "dead~2"]
     for one in live:
         one.close()
 

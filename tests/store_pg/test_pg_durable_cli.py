@@ -91,3 +91,40 @@ def test_a_sigkilled_durable_engine_on_postgres_is_taken_over_by_another(pg_url:
     assert query(pg_url, "SELECT taken_by, done FROM durable_takeovers WHERE engine_id = 'ci/doomed'") == [
         ("ci/taker", True)]
     assert_each_side_effect_once(ledger)
+
+
+@pytest.mark.slow
+def test_an_engine_restarted_under_its_id_carries_its_runs_on_but_not_one_an_operator_killed(
+        pg_url: str, tmp_path: Path) -> None:
+    from engine.controls.api import ControlAPI
+    from engine.store.location import parse_store_location
+
+    ledger = tmp_path / "ledger.jsonl"
+    doomed = run_cli(pg_url, ledger, "ci/stable", "--repeat", "4", "--concurrency", "3", "--speed", "100")
+    try:
+        wait_until(lambda: doomed.poll() is not None or len(ledger_lines(ledger)) >= 2, timeout=120,
+                   what="two side effects")
+        assert doomed.poll() is None, doomed.communicate()[1][-3000:]
+        doomed.send_signal(signal.SIGKILL)
+        doomed.communicate(timeout=30)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.communicate()
+    interrupted = sorted(run for run, status in query(pg_url, "SELECT id, status FROM runs") if status == "running")
+    assert len(interrupted) >= 2, "the kill landed too late: fewer than two runs were interrupted"
+    victim, carried = interrupted[0], set(interrupted[1:])
+    with ControlAPI(parse_store_location(pg_url), "test-operator") as api:
+        api.set_kill("run", victim, "kill", "leave it stopped")
+    # Back under the same id at once (its pid is gone on this host): DBOS's own start-up recovery finds nothing
+    # (a fresh executor id per life); the engine carries its earlier life's runs on itself, checked.
+    _out, err = finish(run_cli(pg_url, ledger, "ci/stable", "--speed", "0"))
+    taken = {run for (run,) in query(pg_url, "SELECT run_id FROM events WHERE kind = 'run.taken_over'")}
+    assert taken == carried, err[-2000:]
+    (data,) = query(pg_url, "SELECT data FROM events WHERE kind = 'run.not_resumed' AND run_id = %s", (victim,))[0]
+    assert "kill switch" in json.loads(data)["reason"]
+    statuses = dict(query(pg_url, f"SELECT workflow_uuid, status FROM {SYSTEM_SCHEMA}.workflow_status"))
+    assert statuses[victim] == "PENDING"
+    runs = dict(query(pg_url, "SELECT id, status FROM runs"))
+    assert all(runs[run] in ("completed", "needs_reconcile") for run in carried), runs
+    assert_each_side_effect_once(ledger)

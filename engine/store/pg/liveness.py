@@ -12,8 +12,13 @@ the directory's lock) or its heartbeat is older than the takeover threshold.
   claiming at once (the second waits for the first's commit and then sees a live claimant: no row), so one engine
   takes a dead engine's runs; a claimant that died before it resumed them (its claim void) is itself dead, and the
   next taker claims both. Once the claimant has resumed them onto its own queue (`done`), the claim is final: those
-  runs are the claimant's now, and if it dies they are found under it. The table is created on first use (IF NOT
-  EXISTS, under an advisory lock), outside the trace schema's migrations.
+  runs are the claimant's now, and if it dies they are found under it.
+- `durable_executors`: one row per life of a durable engine: its DBOS executor id (`<engine id>~<random>`, fresh at
+  every start) and its engine id. A fresh executor id per life keeps DBOS's own start-up recovery (which resumes its
+  executor's PENDING workflows unchecked) from carrying on an earlier life's runs under a stable engine id: the
+  engine takes those itself, with the checks a takeover makes. A dead engine's runs are found under all its lives'
+  executor ids.
+The tables are created on first use (IF NOT EXISTS, under an advisory lock), outside the trace schema's migrations.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ if TYPE_CHECKING:
 LIVENESS_LOCK = 0x666C6476  # pg_advisory_xact_lock key while the tables are created ("fldv")
 
 DDL = """
+CREATE TABLE IF NOT EXISTS durable_executors (
+    executor_id TEXT PRIMARY KEY,
+    engine_id TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS durable_executors_engine ON durable_executors (engine_id);
 CREATE TABLE IF NOT EXISTS durable_takeovers (
     engine_id TEXT PRIMARY KEY,
     taken_by TEXT NOT NULL,
@@ -90,6 +101,21 @@ class Liveness:
                          "ORDER BY e.heartbeat",
                          (engine_id, now - stale_after, now - stale_after))
         return [str(row[0]) for row in rows]
+
+    def register_executor(self, executor_id: str, engine_id: str, now: float) -> list[str]:
+        """Record this life's DBOS executor id; returns the executor ids of the engine id's earlier lives."""
+        self._run("registering a durable executor",
+                  "INSERT INTO durable_executors (executor_id, engine_id, started) VALUES (%s, %s, %s)",
+                  (executor_id, engine_id, now))
+        return [e for e in self.executors_of([engine_id]) if e != executor_id]
+
+    def executors_of(self, engine_ids: list[str]) -> list[str]:
+        """Every DBOS executor id these engines ran under: their lives' ids, and the engine ids themselves (the
+        executor id of engines from before per-life ids, and of a store directory's engines)."""
+        rows = self._run("reading durable executors",
+                         "SELECT executor_id FROM durable_executors WHERE engine_id = ANY(%s) ORDER BY started",
+                         (list(engine_ids),))
+        return [*engine_ids, *(str(row[0]) for row in rows)]
 
     def forget_claims_on(self, engine_id: str) -> None:
         """This engine is alive again under `engine_id` (a stable FLIGHTDECK_ENGINE_ID): a claim on its earlier
