@@ -15,8 +15,9 @@ could hand one call's recorded result to another. A workflow id is an explicit k
 started from a fresh context so DBOS does not attach it to the run as its next (ordinal) child.
 
 Recovery: every engine is its own DBOS executor (executor id = engine id; on a shared store one per engine life,
-`<engine id>~<random>`), so DBOS's own start-up recovery finds nothing; the engine decides which runs of a dead engine resume (not killed, not with `--no-resume`) and hands each
-to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it).
+`<engine id>~<random>`), so DBOS's own start-up recovery finds nothing; the engine decides which runs of a dead
+engine resume (not killed, not with `--no-resume`) and hands each to DBOS (`resume_workflow`), whose queue runs it
+again on this engine's event loop (DBOS was launched from it).
 
 Takeover (a shared Postgres store, issue 16): several engines are executors of one DBOS system database. A run of
 an engine whose heartbeat stopped is handed to the live engine that claimed that engine (runtime/durable_takeover.py)

@@ -77,6 +77,11 @@ def submit(clients: list[httpx.Client], hierarchy: str, count: int) -> list[str]
     return ids
 
 
+def depth(client: httpx.Client, queue: str) -> int:
+    rows = client.get("/queues").json()
+    return sum(int(row["depth"]) for row in rows if row["queue"] == queue and row["tenant"] == "")
+
+
 def statuses(url: str, ids: list[str]) -> dict[str, str]:
     return dict(query(url, "SELECT id, status FROM runs WHERE id = ANY(%s)", (ids,)))
 
@@ -111,6 +116,10 @@ def test_three_serve_engines_on_one_postgres(tmp_path: Path, pg_url: str) -> Non
         ran_on = Counter(engine for (engine,) in query(pg_url, "SELECT engine_id FROM runs WHERE id = ANY(%s)",
                                                        (quick,)))
         assert len(ran_on) >= 2, ran_on  # the queue is shared: not only the engine that admitted each run
+        # An engine no longer counts as queued what another engine dequeued (shared_queues.py): every engine's
+        # queue shows empty, not the third of the runs it admitted and others ran.
+        until(lambda: all(depth(client, "quick") == 0 for client in clients), timeout=15,
+              what="every engine's queue to show empty")
 
         # The daily cap of one hierarchy holds across the three engines together.
         capped = submit(clients, "budgeted", 12)
@@ -155,3 +164,13 @@ def test_three_serve_engines_on_one_postgres(tmp_path: Path, pg_url: str) -> Non
         for serve in fleet:
             serve.stop()
     assert [serve.proc.returncode for serve in fleet[1:] if serve.proc is not None] == [143, 143]
+
+
+def test_serve_on_an_unreachable_postgres_is_a_store_error_with_the_password_masked() -> None:
+    from tests.pg_support import free_port
+
+    url = f"postgresql://fd:s3cret@127.0.0.1:{free_port()}/fleet"  # nothing listens there
+    proc = flightdeck("serve", "--hierarchy", "deal-desk", "--store", url, "--listen", "127.0.0.1:0")
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot connect to the Postgres store postgresql://fd:***@127.0.0.1" in proc.stderr
+    assert "s3cret" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
