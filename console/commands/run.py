@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -183,6 +184,10 @@ def handle(args: argparse.Namespace) -> int:
     requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i, tenant=args.tenant,
                            budget=args.budget, idempotency_key=args.idempotency_key) for i in range(args.repeat)]
     location = resolve_store_location(args.store)
+    if isinstance(location, PostgresLocation) and (args.durable or args.idempotency_key is not None):
+        from engine.runtime.durable_takeover import takeover_after
+
+        takeover_after(os.environ)  # a bad FLIGHTDECK_TAKEOVER_AFTER is exit 2 before anything is registered
     # Shown, never with a Postgres password (str() of a location masks it).
     progress = Progress(len(requests), enabled=not args.json, store=None if args.store is None else str(location))
     if not args.json:

@@ -74,6 +74,10 @@ def handle(args: argparse.Namespace) -> int:
     config = engine_config(args.config, os.environ) if isinstance(location, PostgresLocation) else (
         load_config(location.path, args.config))
     token_env = config.serve.token_env
+    if isinstance(location, PostgresLocation):
+        from engine.runtime.durable_takeover import takeover_after
+
+        takeover_after(os.environ)  # a bad FLIGHTDECK_TAKEOVER_AFTER is exit 2 before anything is registered
     token = api_token(os.environ, token_env)
     host, port = parse_listen(args.listen)
     problem = listen_problem(host, token, token_env)

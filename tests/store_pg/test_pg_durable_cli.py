@@ -128,3 +128,15 @@ def test_an_engine_restarted_under_its_id_carries_its_runs_on_but_not_one_an_ope
     runs = dict(query(pg_url, "SELECT id, status FROM runs"))
     assert all(runs[run] in ("completed", "needs_reconcile") for run in carried), runs
     assert_each_side_effect_once(ledger)
+
+
+def test_a_bad_takeover_threshold_is_refused_naming_the_variable_before_anything_is_registered(pg_url: str,
+                                                                                                tmp_path: Path) -> None:
+    for command in (["run", "deal-desk", "--durable"], ["serve", "--hierarchy", "deal-desk", "--listen", "127.0.0.1:0"]):
+        proc = subprocess.run([sys.executable, "-m", "console.cli", *command, "--store", pg_url], cwd=ROOT, text=True,
+                              capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "FLIGHTDECK_TAKEOVER_AFTER": "soon"})
+        assert proc.returncode == 2, proc.stderr
+        assert "FLIGHTDECK_TAKEOVER_AFTER: expected seconds between 1 and 3600, got 'soon'" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not query(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = 'engines'")  # nothing was written
