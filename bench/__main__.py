@@ -1,5 +1,5 @@
 """`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|pg-control|
-pg-budget|pg-engine-kill|all]` (also `make bench`): print the benchmark tables.
+pg-budget|pg-engine-kill|fleet|all]` (also `make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -174,12 +174,21 @@ def section_pg_engine_kill(args: argparse.Namespace) -> None:
                pg_engine_kill_bench.run(rounds=args.pg_kill_rounds))
 
 
+def section_fleet(args: argparse.Namespace) -> None:
+    from bench import fleet_bench
+
+    print_rows(f"a fleet of `flightdeck serve` engines: {args.fleet_runs} support-triage runs submitted over HTTP, "
+               f"then {args.fleet_rounds} global kill switches over runs held in flight on every engine "
+               f"(Postgres: 1 and 3 engines on one database; SQLite: one engine on a store directory)",
+               fleet_bench.run(runs=args.fleet_runs, rounds=args.fleet_rounds))
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
             "durable": section_durable, "serve": section_serve, "postgres": section_postgres,
             "pg-control": section_pg_control, "pg-budget": section_pg_budget,
-            "pg-engine-kill": section_pg_engine_kill}
+            "pg-engine-kill": section_pg_engine_kill, "fleet": section_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="kill switches timed to the watcher's wake, per backend (pg-control)")
     parser.add_argument("--pg-kill-rounds", type=int, default=30,
                         help="run-scoped kill switches timed to the run's end, per backend (pg-engine-kill)")
+    parser.add_argument("--fleet-runs", type=int, default=300, help="runs submitted to the fleet (fleet)")
+    parser.add_argument("--fleet-rounds", type=int, default=5, help="global kill switches over held runs (fleet)")
     parser.add_argument("--serve-probes", type=int, default=50, help="runs timed submit -> first model call (serve)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.sections if s != "all"] or list(SECTIONS)

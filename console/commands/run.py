@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -56,8 +57,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="when trace commits fail (disk full, I/O error): wait (hold new model and tool calls, "
                              "retry, carry on when they succeed; default) or exit (stop every run, exit code 3)")
     parser.add_argument("--durable", action="store_true",
-                        help="durable runs (STORE/durable.db): side effects run exactly once, and runs a crashed "
-                             "engine left in flight resume when this engine starts")
+                        help="durable runs (STORE/durable.db, or DBOS's schema on a Postgres store): side effects run "
+                             "exactly once, and runs a crashed engine left in flight resume when this engine starts "
+                             "(on Postgres: a live engine takes a dead engine's runs once its heartbeat stops)")
     parser.add_argument("--idempotency-key", metavar="KEY",
                         help="a durable run named by KEY: the same key never starts a second run (implies "
                              "--durable; with --repeat 1 only)")
@@ -182,8 +184,10 @@ def handle(args: argparse.Namespace) -> int:
     requests = [RunRequest(input=samples[i % len(samples)], seed=args.seed + i, tenant=args.tenant,
                            budget=args.budget, idempotency_key=args.idempotency_key) for i in range(args.repeat)]
     location = resolve_store_location(args.store)
-    if isinstance(location, PostgresLocation):
-        refuse_durable_on_postgres(args)
+    if isinstance(location, PostgresLocation) and (args.durable or args.idempotency_key is not None):
+        from engine.runtime.durable_takeover import takeover_after
+
+        takeover_after(os.environ)  # a bad FLIGHTDECK_TAKEOVER_AFTER is exit 2 before anything is registered
     # Shown, never with a Postgres password (str() of a location masks it).
     progress = Progress(len(requests), enabled=not args.json, store=None if args.store is None else str(location))
     if not args.json:
@@ -251,15 +255,6 @@ def handle(args: argparse.Namespace) -> int:
             print(f"stopped on {shutdown.signal}: {len(requests) - len(results)} run(s) not started",
                   file=sys.stderr)
     return shutdown.exit_code if shutdown.exit_code is not None else worst_exit_code(results)
-
-
-def refuse_durable_on_postgres(args: argparse.Namespace) -> None:
-    """Durable runs keep DBOS's state in STORE/durable.db: not on a Postgres store yet (issue 16)."""
-    for flag, given in (("--durable", args.durable), ("--idempotency-key", args.idempotency_key is not None),
-                        ("--no-resume", args.no_resume)):
-        if given:
-            raise InputError("durable runs cannot use a Postgres store yet (their state is in STORE/durable.db; "
-                             "issue 16): run without it, or pass a store directory", field=flag)
 
 
 def print_summary(results: list[Any], redact: Callable[[str], str | None] = lambda text: text) -> None:

@@ -38,6 +38,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--hierarchy", metavar="FILE|NAME", action="append",
                         help="serve this hierarchy with default queue bounds (repeatable)")
     add_store_argument(parser)
+    parser.add_argument("--config", metavar="FILE",
+                        help="store config file (default: STORE/config.toml; on a Postgres store $FLIGHTDECK_CONFIG, "
+                             "else the defaults)")
     parser.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8470",
                         help="address to listen on (default 127.0.0.1:8470; port 0 picks a free port)")
     parser.add_argument("--grace", type=duration, default=30.0, metavar="DURATION",
@@ -59,11 +62,22 @@ def handle(args: argparse.Namespace) -> int:
     from engine.serve.fleet import fleet_of, load_fleet
     from engine.serve.listener import bind, parse_listen
     from engine.serve.webhooks import unset_secrets
-    from engine.store import resolve_store_dir
+    from engine.store import resolve_store_location
     from engine.store.config import load_config
+    from engine.store.location import PostgresLocation
+    from engine.store.pg_engine_store import engine_config
 
-    store_dir = resolve_store_dir(args.store)
-    token_env = load_config(store_dir).serve.token_env
+    location = resolve_store_location(args.store)
+    # On Postgres several serve engines share the store (DBOS's queues are in it); config.toml has no directory
+    # there: --config, else $FLIGHTDECK_CONFIG, else the defaults (as `flightdeck run --store postgresql://`).
+    store: Any = location if isinstance(location, PostgresLocation) else location.path
+    config = engine_config(args.config, os.environ) if isinstance(location, PostgresLocation) else (
+        load_config(location.path, args.config))
+    token_env = config.serve.token_env
+    if isinstance(location, PostgresLocation):
+        from engine.runtime.durable_takeover import takeover_after
+
+        takeover_after(os.environ)  # a bad FLIGHTDECK_TAKEOVER_AFTER is exit 2 before anything is registered
     token = api_token(os.environ, token_env)
     host, port = parse_listen(args.listen)
     problem = listen_problem(host, token, token_env)
@@ -75,7 +89,7 @@ def handle(args: argparse.Namespace) -> int:
                "environment (its HMAC secret)")
     sock = bind(host, port)
     try:
-        return anyio.run(_serve, args, store_dir, fleet, token, sock)
+        return anyio.run(_serve, args, store, fleet, token, sock)
     finally:
         sock.close()
 
@@ -84,7 +98,7 @@ def notice(line: str) -> None:
     print(f"flightdeck serve: {line}", file=sys.stderr, flush=True)
 
 
-async def _serve(args: argparse.Namespace, store_dir: Any, fleet: Any, token: str | None, sock: Any) -> int:
+async def _serve(args: argparse.Namespace, store: Any, fleet: Any, token: str | None, sock: Any) -> int:
     import signal
 
     from engine.runtime.shutdown import EXIT_INTERRUPTED, EXIT_TERMINATED, SHUTDOWN_SIGNALS, SignalReceiver
@@ -92,14 +106,16 @@ async def _serve(args: argparse.Namespace, store_dir: Any, fleet: Any, token: st
     from engine.serve.serving import serve_fleet
 
     def listening(url: str) -> None:
-        notice(f"{', '.join(engine.hierarchies())} on store {store_dir}; {len(fleet.spec.webhooks)} webhook(s), "
+        notice(f"{', '.join(engine.hierarchies())} on store {store}; engine {engine.engine.store.engine_id}; "
+               f"{len(fleet.spec.webhooks)} webhook(s), "
                f"{len(fleet.spec.schedules)} schedule(s); auth {'bearer token' if token else 'none (loopback)'}")
         print(f"serving on {url}", flush=True)
 
     # Signals are caught from before the engine opens: none ends the process without a drain.
     with SignalReceiver(*SHUTDOWN_SIGNALS) as signals:
-        async with open_fleet(store_dir, fleet, resume=not args.no_resume,
-                              latency_scale=(1.0 / args.speed) if args.speed else 0.0) as engine:
+        async with open_fleet(store, fleet, resume=not args.no_resume,
+                              latency_scale=(1.0 / args.speed) if args.speed else 0.0,
+                              config_file=args.config) as engine:
             first = await serve_fleet(engine, sock, token=token, signals=signals, grace=args.grace, notice=notice,
                                       listening=listening)
     if first is None:

@@ -14,9 +14,10 @@ workflow's steps in the order they happen, and parallel calls and delegations ha
 could hand one call's recorded result to another. A workflow id is an explicit key; each side-effect workflow is
 started from a fresh context so DBOS does not attach it to the run as its next (ordinal) child.
 
-Recovery: every engine is its own DBOS executor (executor id = engine id), so DBOS's own start-up recovery finds
-nothing; the engine decides which runs of a dead engine resume (not killed, not with `--no-resume`) and hands each
-to DBOS (`resume_workflow`), whose queue runs it again on this engine's event loop (DBOS was launched from it).
+Recovery: every engine is its own DBOS executor (executor id = engine id; on a shared store one per engine life,
+`<engine id>~<random>`), so DBOS's own start-up recovery finds nothing; the engine decides which runs of a dead
+engine resume (not killed, not with `--no-resume`) and hands each to DBOS (`resume_workflow`), whose queue runs it
+again on this engine's event loop (DBOS was launched from it).
 
 Takeover (a shared Postgres store, issue 16): several engines are executors of one DBOS system database. A run of
 an engine whose heartbeat stopped is handed to the live engine that claimed that engine (runtime/durable_takeover.py)
@@ -135,14 +136,19 @@ def _prepare_file(path: Path) -> None:
 class DurableHost:
     """DBOS for one engine: launch() on the engine's event loop, destroy() when it stops. One per process."""
 
-    def __init__(self, store_dir: Path, engine_id: str, body: RunBody, queues: list[str] | None = None,
-                 database_url: str | None = None) -> None:
+    def __init__(self, store_dir: Path | None, engine_id: str, body: RunBody, queues: list[str] | None = None,
+                 database_url: str | None = None, executor_id: str | None = None) -> None:
         """`queues`: the serve-mode queues this engine dequeues from (engine/durable/queues.py); an engine that
         serves none (`flightdeck run --durable`) leaves runs queued by a serve engine on the same store alone.
         `database_url`: a Postgres store's URL (with its password: for the driver only): DBOS's system tables go in
-        its schema SYSTEM_SCHEMA instead of durable.db, and this engine also takes over dead engines' runs."""
-        self.path = store_dir / DURABLE_DB
+        its schema SYSTEM_SCHEMA instead of durable.db, and this engine also takes over dead engines' runs.
+        `executor_id`: DBOS's executor id (default: the engine id); on a shared store a fresh one per life
+        (pg/liveness.py says why)."""
+        if store_dir is None and database_url is None:
+            raise ValueError("a durable engine needs a store directory (durable.db) or a Postgres store")
+        self.path = None if store_dir is None else store_dir / DURABLE_DB
         self.engine_id = engine_id
+        self.executor_id = executor_id or engine_id
         self.body = body
         self.database_url = database_url
         self.queues = list(queues or [])
@@ -162,10 +168,11 @@ class DurableHost:
             "name": APP_NAME,
             "system_database_url": f"sqlite:///{self.path}",
             "application_version": APP_VERSION,
-            "executor_id": self.engine_id,
+            "executor_id": self.executor_id,
             "log_level": "WARNING",
         }
         if self.database_url is None:
+            assert self.path is not None
             _prepare_file(self.path)
         else:
             config["system_database_url"] = self.database_url
@@ -250,15 +257,14 @@ class DurableHost:
         if workflow_ids:
             await detached(DBOS.resume_workflows_async(workflow_ids))
 
-    async def pending_of(self, executor_ids: list[str]) -> list[tuple[str, str]]:
+    async def pending_of(self, executor_ids: list[str], queues_of: list[str]) -> list[tuple[str, str]]:
         """The run workflows these (dead) executors left to carry on, as (workflow id, run id): those PENDING under
-        them, and those ENQUEUED on their takeover queues (a taker that died before it dequeued what it took)."""
-        if not executor_ids:
-            return []
-        pending = await detached(DBOS.list_workflows_async(status="PENDING", name=RUN_WORKFLOW,
-                                                           executor_id=list(executor_ids), load_output=False))
-        queued = await detached(DBOS.list_workflows_async(
-            status="ENQUEUED", name=RUN_WORKFLOW, queue_name=[TAKEOVER_QUEUE_PREFIX + e for e in executor_ids],
+        them, and those ENQUEUED on the takeover queues of the engines `queues_of` (a taker that died before it
+        dequeued what it took)."""
+        pending = [] if not executor_ids else await detached(DBOS.list_workflows_async(
+            status="PENDING", name=RUN_WORKFLOW, executor_id=list(executor_ids), load_output=False))
+        queued = [] if not queues_of else await detached(DBOS.list_workflows_async(
+            status="ENQUEUED", name=RUN_WORKFLOW, queue_name=[TAKEOVER_QUEUE_PREFIX + e for e in queues_of],
             load_output=False))
         return [_run_of(row)[:2] for row in [*pending, *queued]]
 

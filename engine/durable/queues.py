@@ -96,3 +96,12 @@ async def waiting_runs(queues: list[str]) -> list[WaitingRun]:
 async def cancel(run_id: str) -> None:
     """Cancel the run's workflow: a queued run never starts; one started stops being DBOS's to resume."""
     await detached(DBOS.cancel_workflow_async(run_id))
+
+
+async def statuses(run_ids: list[str]) -> dict[str, str]:
+    """DBOS's status of each of these run workflows (ENQUEUED, PENDING, SUCCESS, ...); ids it does not know are
+    left out."""
+    if not run_ids:
+        return {}
+    rows = await detached(DBOS.list_workflows_async(workflow_ids=list(run_ids), load_input=False, load_output=False))
+    return {str(row.workflow_id): str(row.status) for row in rows}

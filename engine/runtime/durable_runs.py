@@ -92,23 +92,20 @@ class DurableRuns:
 
         location = self.trace_location
         shared = location if isinstance(location, PostgresLocation) else None
-        self.host = DurableHost(self.engine.store.dir, self.engine.store.engine_id, self._body, self.queues,
-                                database_url=None if shared is None else shared.dsn)
+        executor_id: str | None = None
+        earlier: list[str] = []
+        if shared is not None:  # other engines' runs are theirs while they live (runtime/durable_shared.py)
+            from engine.runtime import durable_shared
+
+            self.takeover, executor_id, earlier = await durable_shared.prepare(self, shared)
+        # On Postgres DBOS needs no directory (an engine wholly on Postgres has none).
+        self.host = DurableHost(self.engine.store.dir if shared is None else None, self.engine.store.engine_id,
+                                self._body, self.queues, database_url=None if shared is None else shared.dsn,
+                                executor_id=executor_id)
         self.host.launch()
         why_not = self.why_not_resume()
-        if shared is not None:  # other engines' runs are theirs while they live: take only dead engines'
-            from engine.runtime.durable_takeover import Takeover, predecessors
-
-            self.takeover = Takeover(shared, self.engine.store.engine_id, self.take_over,
-                                     willing=lambda: self.why_not_resume() is None,
-                                     **({} if self.stale_after is None else {"stale_after": self.stale_after}))
-            dead = predecessors(self.engine.store)
-            # What this directory's dead engines left in flight, whoever carries it on (for their approvals).
-            left = {run for _wf, run in await self.host.pending_of(dead)}
-            await self.takeover.start(dead)
-            if why_not is not None:  # nothing claimed: said on each run, as on a store directory
-                for run_id in sorted(left):
-                    self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": why_not})
+        if self.takeover is not None:
+            left = await durable_shared.start(self, self.takeover, earlier, why_not)
             pending: list[tuple[str, str, dict[str, Any]]] = []
         else:
             left = set()
@@ -157,13 +154,14 @@ class DurableRuns:
         """Runs this engine took over from dead engines on a shared store (runtime/durable_takeover.py)."""
         return [] if self.takeover is None else list(self.takeover.runs)
 
-    async def take_over(self, dead: list[str]) -> int:
-        """Carry on here the runs these dead engines left in flight (their claim is this engine's): each not killed
-        by an operator, all unless auto-resume is off. Returns how many."""
+    async def take_over(self, dead: list[str], executors: list[str], *, queues_of: list[str] | None = None) -> int:
+        """Carry on here the runs these dead engines left in flight under these DBOS executor ids (their claim is
+        this engine's), and those on their takeover queues (`queues_of`, default `dead`): each not killed by an
+        operator, all unless auto-resume is off. Returns how many."""
         assert self.host is not None and self.takeover is not None
         why_not = self.why_not_resume()
         taken: list[str] = []
-        for workflow_id, run_id in await self.host.pending_of(dead):
+        for workflow_id, run_id in await self.host.pending_of(executors, dead if queues_of is None else queues_of):
             self.takeover.runs.append(run_id)
             reason = why_not or self.killed_by_operator(run_id)
             if reason is not None or self.busy(run_id):
@@ -181,6 +179,8 @@ class DurableRuns:
             for _ in taken:  # they will not run here
                 self._untrack_resumed()
             raise
+        if taken:
+            log.warning("taking over %d run(s) of dead engine(s) %s", len(taken), ", ".join(dead))
         return len(taken)
 
     def _track_resumed(self, run_id: str) -> None:

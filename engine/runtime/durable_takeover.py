@@ -23,10 +23,12 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from engine.errors import InputError
 
 if TYPE_CHECKING:
     from engine.store.engine_store import EngineStore
@@ -38,15 +40,35 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 10.0  # an engine silent this long is dead: ten missed beats, far above a busy loop's stall
 
-# On the event loop: take over these dead engines' runs (DurableRuns.take_over). Returns how many it took.
-TakeOver = Callable[[list[str]], Coroutine[Any, Any, int]]
+# On the event loop: take over these dead engines' runs, found under these DBOS executor ids (every life of theirs:
+# pg/liveness.py), (DurableRuns.take_over). Returns how many it took.
+TakeOver = Callable[[list[str], list[str]], Coroutine[Any, Any, int]]
+
+
+TAKEOVER_AFTER_ENV = "FLIGHTDECK_TAKEOVER_AFTER"
+
+
+def takeover_after(environ: Mapping[str, str]) -> float | None:
+    """Seconds without a heartbeat after which a durable engine on a shared store takes a dead engine's runs, from
+    $FLIGHTDECK_TAKEOVER_AFTER (None: STALE_AFTER_S). InputError naming the variable for anything but 1-3600."""
+    text = environ.get(TAKEOVER_AFTER_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 3600.0:
+        raise InputError(f"expected seconds between 1 and 3600, got {text[:40]!r}", field=TAKEOVER_AFTER_ENV)
+    return value
 
 
 def predecessors(store: EngineStore) -> list[str]:
     """The engines that used this store directory before this one: dead, since this one holds its lock (the
-    directory's control.db registers them; the engines registry on Postgres replaces this read)."""
+    directory's control.db registers them). An engine wholly on Postgres has no directory and so no predecessors:
+    every other engine on the database is live until its heartbeat stops."""
     control = getattr(store, "control", None)  # test doubles of the store may have none
-    if control is None:
+    if control is None or getattr(store, "store_dir", True) is None:
         return []
     return [str(row["id"]) for row in control.query("SELECT id FROM engines WHERE id != ?", (store.engine_id,))]
 
@@ -84,31 +106,36 @@ class Takeover:
 
     def _first_beat(self, known_dead: list[str], now: float) -> None:
         self.liveness.beat(self.engine_id, now)
+        self.liveness.forget_claims_on(self.engine_id)
         self.liveness.mark_stopped(known_dead, now)
 
     async def _scan_once(self) -> None:
-        claimed = await anyio.to_thread.run_sync(self._claim_dead)
+        claimed, executors = await anyio.to_thread.run_sync(self._claim_dead)
         if claimed:
-            await self._take_over(claimed)
+            await self._take_over(claimed, executors)
             await anyio.to_thread.run_sync(self.liveness.finish, claimed, self.engine_id)
 
-    def _claim_dead(self) -> list[str]:
+    def _claim_dead(self) -> tuple[list[str], list[str]]:
+        """The dead engines this engine claimed now, and the DBOS executor ids their runs are under."""
         if not self.claiming or not self._willing():
-            return []
+            return [], []
         now = time.time()
         claimed = [dead for dead in self.liveness.dead_unclaimed(self.engine_id, now, self.stale_after)
                    if self.liveness.claim(dead, self.engine_id, now, self.stale_after)]
-        if claimed:
-            log.warning("taking over the runs of dead engines %s", ", ".join(claimed))
-            self.claimed.extend(claimed)
-        return claimed
+        if not claimed:
+            return [], []
+        # Said at info: most dead engines of a fleet (cleanly stopped ones) leave nothing to take; the runs
+        # actually taken are said at warning by DurableRuns.take_over.
+        log.info("claimed the runs of dead engines %s", ", ".join(claimed))
+        self.claimed.extend(claimed)
+        return claimed, self.liveness.executors_of(claimed)
 
     def _run(self) -> None:
         failing = False
         while not self._stop.wait(self.interval):
             try:
                 self.liveness.beat(self.engine_id, time.time())
-                claimed = self._claim_dead()
+                claimed, executors = self._claim_dead()
             except Exception as exc:  # the store unreachable: said once per episode, retried on the next beat
                 if not failing:
                     log.warning("durable heartbeat failed (retrying every %gs): %s", self.interval, exc)
@@ -118,7 +145,7 @@ class Takeover:
             loop = self._loop
             if claimed and loop is not None and not self._stop.is_set():
                 future: concurrent.futures.Future[int] = asyncio.run_coroutine_threadsafe(
-                    self._take_over(claimed), loop)
+                    self._take_over(claimed, executors), loop)
                 try:
                     future.result()
                     self.liveness.finish(claimed, self.engine_id)

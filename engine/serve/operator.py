@@ -13,6 +13,7 @@ import anyio
 
 import engine as engine_package
 from engine.durable import queues as durable_queues
+from engine.runtime.control_link import control_location
 from engine.serve.contracts import Refused, RunView
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ async def cancel_run(service: FleetEngine, run_id: str, *, reason: str, actor: s
 def _audit_cancel(service: FleetEngine, run_id: str, reason: str, actor: str) -> int:
     from engine.controls.api import ControlAPI
 
-    with ControlAPI(service.engine.store.dir, actor) as api:
+    with ControlAPI(control_location(service.engine.store), actor) as api:
         return api.record_action("cancel", f"run:{run_id}", before={"state": "queued"},
                                  after={"state": "cancelled"}, reason=reason).id
 
@@ -65,7 +66,7 @@ def _audit_cancel(service: FleetEngine, run_id: str, reason: str, actor: str) ->
 def _kill_run(service: FleetEngine, run_id: str, reason: str, actor: str) -> None:
     from engine.controls.api import ControlAPI
 
-    with ControlAPI(service.engine.store.dir, actor) as api:
+    with ControlAPI(control_location(service.engine.store), actor) as api:
         api.set_kill("run", run_id, "kill", reason)
 
 
@@ -82,7 +83,7 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
     assert durable is not None and service.tasks is not None
 
     def record() -> str | None:
-        with ControlAPI(service.engine.store.dir, actor) as api:
+        with ControlAPI(control_location(service.engine.store), actor) as api:
             try:
                 preview = preview_resume(api, run_id)
             except InputError:

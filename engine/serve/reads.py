@@ -1,5 +1,5 @@
 """Serve mode's reads of runs: a queued run exists only in DBOS and the service's tally until it starts; a started one
-in traces.db. Merged here into RunViews (engine/serve/views.py builds them)."""
+in the trace store (traces.db or Postgres). Merged here into RunViews (engine/serve/views.py builds them)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def _hierarchy_of(service: FleetEngine, run_id: str) -> str:
 
 def _read_row(service: FleetEngine, run_id: str) -> Any:
     from engine.errors import InputError
-    from engine.store import open_reader
+    from engine.store import open_trace_reads
 
-    reader = open_reader(service.engine.store.dir)
+    reader = open_trace_reads(service.engine.store.trace_location)
     try:
         row = reader.get_run(run_id)
     except InputError:
@@ -69,10 +69,10 @@ async def list_runs(service: FleetEngine, *, state: str | None = None, hierarchy
                     views.append(view_of_waiting(run_id, member.hierarchy.name, waiting))
     views = views[:limit]
     if state != "queued" and len(views) < limit:
-        from engine.store import open_reader
+        from engine.store import open_trace_reads
 
         def read() -> list[Any]:
-            reader = open_reader(service.engine.store.dir)
+            reader = open_trace_reads(service.engine.store.trace_location)
             try:
                 return reader.list_runs(limit=limit - len(views), status=state, hierarchy=hierarchy,
                                         tenant=tenant)

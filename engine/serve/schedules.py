@@ -54,10 +54,10 @@ class Scheduler:
 
     def _stored(self) -> list[ScheduleRow]:
         from engine.errors import StoreError
-        from engine.store import open_reader
+        from engine.store import open_trace_reads
 
         try:
-            reader = open_reader(self.service.engine.store.dir)
+            reader = open_trace_reads(self.service.engine.store.trace_location)
         except StoreError:
             return []
         try:

@@ -26,8 +26,10 @@ from engine.serve.contracts import Admitted, Health, Refused, RunView, Submissio
 from engine.serve.fleet import FleetFile, WebhookSpec
 from engine.serve.members import Member, load_members
 from engine.serve.queue_state import FleetCounts, QueueCounts
+from engine.serve.shared_queues import Tracked
 from engine.serve.views import queue_rows, state_tuple
 from engine.store import open_engine_store
+from engine.store.location import PostgresLocation
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -67,6 +69,8 @@ class FleetEngine:
         self._finished = 0
         self.tasks: TaskGroup | None = None
         self._gated: set[str] | None = set()  # runs at the gate before start() counted DBOS's queues
+        # On a Postgres store other serve engines dequeue from the same queues (engine/serve/shared_queues.py).
+        self.shared: Tracked | None = Tracked() if engine.traces_on_postgres else None
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -83,6 +87,8 @@ class FleetEngine:
             if run.status == "ENQUEUED" and run.run_id not in gated:  # the gate counted those it saw
                 self.counts.queued(run.spec["queue"], run.run_id, run.spec.get("tenant"),
                                    run.spec.get("submitted") or run.created, run.spec.get("source"))
+                if self.shared is not None:
+                    self.shared.add(run.run_id)
         self._gated = None
         self.publish()
         tasks.start_soon(self._publish_loop)
@@ -132,6 +138,8 @@ class FleetEngine:
         except BaseException:
             self.counts.gone(run_id)
             raise
+        if self.shared is not None:
+            self.shared.add(run_id)
         return Admitted(run_id, member.name, created=True)
 
     async def _existing(self, run_id: str) -> Any:
@@ -179,6 +187,8 @@ class FleetEngine:
     @asynccontextmanager
     async def gate(self, run_id: str, spec: dict[str, Any]) -> AsyncIterator[None]:
         queue, tenant = str(spec["queue"]), spec.get("tenant")
+        if self.shared is not None:
+            self.shared.taken_here(run_id)
         if self._gated is not None:
             self._gated.add(run_id)
         if not self.counts.knows(run_id):  # resumed from a dead engine, or dequeued before start() counted it
@@ -290,6 +300,8 @@ class FleetEngine:
         while True:
             await anyio.sleep(PUBLISH_EVERY_S)
             try:
+                if self.shared is not None and await self.shared.forget_dequeued_elsewhere(self.counts):
+                    self.notify()
                 self.publish()
             except Exception:  # publishing must never stop the service
                 log.exception("publishing queue state failed")
@@ -344,15 +356,20 @@ class FleetEngine:
 
 
 @asynccontextmanager
-async def open_fleet(store_dir: Path, fleet: FleetFile, *, resume: bool = True,
-                     latency_scale: float = 1.0) -> AsyncIterator[FleetEngine]:
+async def open_fleet(store: Path | PostgresLocation, fleet: FleetFile, *, resume: bool = True,
+                     latency_scale: float = 1.0, config_file: str | None = None) -> AsyncIterator[FleetEngine]:
     """Load the fleet's hierarchies (InputError naming the entry that does not load), open one durable engine on
     the store (runs a dead engine left in flight resume unless `resume` is False), register the queues, and yield
-    the FleetEngine. Leaving the block without a drain hands whatever is queued or running back to DBOS."""
+    the FleetEngine. Leaving the block without a drain hands whatever is queued or running back to DBOS.
+
+    On a Postgres store (issue 16) several serve engines share one database: DBOS's queues are in its system
+    tables, so every engine serving a queue dequeues from the same queue (each bounded by the queue's
+    `worker_concurrency`: a queue's `concurrency` is per engine), and a dead engine's runs are taken over
+    (runtime/durable_takeover.py). `config_file`: the config of an engine with no store directory."""
     members = load_members(fleet)
-    store = open_engine_store(store_dir)
+    opened = open_engine_store(store, config_file=config_file)
     try:
-        engine = Engine(store, latency_scale=latency_scale, durable=True, auto_resume=resume)
+        engine = Engine(opened, latency_scale=latency_scale, durable=True, auto_resume=resume)
         durable = engine.durable
         assert durable is not None
         service = FleetEngine(engine, members, fleet)
@@ -369,4 +386,4 @@ async def open_fleet(store_dir: Path, fleet: FleetFile, *, resume: bool = True,
                 service._halted = durable.handing_back = durable.handing_back or "the engine is closing"
                 tasks.cancel_scope.cancel()
     finally:
-        store.close()
+        opened.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol, TypeVar
 
 from engine.store.rows import TypedRow
-from engine.store.trace_rows import DegradedCall, EventRow, RunRow, SpanNode, SpanRow, UsageReport
+from engine.store.trace_rows import DegradedCall, EventRow, RunRow, ScheduleRow, SpanNode, SpanRow, UsageReport
 
 RowT = TypeVar("RowT", bound=TypedRow)
 
@@ -33,6 +33,8 @@ class TraceReads(Protocol):
     def running_spans(self, run_id: str | None = None) -> list[SpanRow]: ...
 
     def last_seq(self) -> int: ...
+
+    def schedules(self) -> list[ScheduleRow]: ...
 
     def events_after(self, seq: int, limit: int = 1000, run_id: str | None = None,
                      kinds: list[str] | tuple[str, ...] | None = None) -> list[EventRow]: ...

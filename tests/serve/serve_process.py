@@ -85,9 +85,13 @@ class Serve:
     """One `flightdeck serve` on `workdir`/store, with its fleet files, gate and ledger in `workdir`."""
 
     def __init__(self, workdir: Path, *, fleet: str = FLEET, token: str | None = TOKEN,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), store: str | None = None,
+                 environ: dict[str, str] | None = None) -> None:
+        """`store`: a store to serve other than `workdir`/store (a postgresql:// URL); `environ`: added to the
+        serve's environment (FLIGHTDECK_ENGINE_ID, ...)."""
         self.workdir = workdir
-        self.store = workdir / "store"
+        self.store: Path | str = workdir / "store" if store is None else store
+        self.environ = dict(environ or {})
         self.ledger = workdir / "ledger.jsonl"
         self.gate = workdir / "gate-open"
         for name, text in (("quick.yaml", QUICK), ("gated.yaml", GATED), ("ticker.yaml", TICKER),
@@ -107,6 +111,7 @@ class Serve:
                     "E2E_HOOK_SECRET": HOOK_SECRET, "PYTHONUNBUFFERED": "1"})
         if self.token is not None:
             env["FLIGHTDECK_API_TOKEN"] = self.token
+        env.update(self.environ)
         return env
 
     def start(self, timeout: float = 60.0) -> Serve:

@@ -89,8 +89,7 @@ def test_the_store_can_come_from_the_environment(postgres_server: EmbeddedPostgr
     assert len(json.loads(proc.stdout)) == 3
 
 
-@pytest.mark.parametrize("command", [("console",), ("breakers", "list"),
-                                     ("serve", "--hierarchy", "deal-desk")])
+@pytest.mark.parametrize("command", [("console",), ("breakers", "list")])
 def test_commands_not_served_yet_say_so_without_the_password(command: tuple[str, ...],
                                                              postgres_server: EmbeddedPostgres) -> None:
     url = f"postgresql://postgres:{SECRET}@127.0.0.1:{postgres_server.port}/postgres"

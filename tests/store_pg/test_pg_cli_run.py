@@ -1,7 +1,7 @@
 """Issue 16, `flightdeck run --store postgresql://...`: a real `flightdeck run` process wholly on a Postgres store
 (no directory anywhere), its runs read back by `runs` and `trace`; a kill switch set by an operator in this process
 with ControlAPI on the same database stops it (exit 6, as on a directory); Postgres unreachable at start is one line
-and exit 3 with the password masked; durable runs are refused (exit 2). A real PostgreSQL on 127.0.0.1."""
+and exit 3 with the password masked; a bad FLIGHTDECK_ENGINE_ID is exit 2 (durable runs: test_pg_durable_cli.py). A real PostgreSQL on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -99,11 +99,7 @@ def test_postgres_down_at_start_is_one_line_exit_3_password_masked(postgres_serv
     assert env.returncode == 3 and SECRET not in env.stderr + env.stdout
 
 
-def test_durable_runs_on_postgres_are_refused(pg_url: str) -> None:
-    for extra in (["--durable"], ["--idempotency-key", "k1"]):
-        proc = flightdeck("run", "deal-desk", "--store", pg_url, *extra)
-        assert proc.returncode == 2, proc.stderr
-        assert f"{extra[0]}: durable runs cannot use a Postgres store yet" in proc.stderr
+def test_a_bad_engine_id_is_refused_naming_the_variable(pg_url: str) -> None:
     bad_id = flightdeck("run", "deal-desk", "--store", pg_url, env={"FLIGHTDECK_ENGINE_ID": "two words"})
     assert bad_id.returncode == 2 and "FLIGHTDECK_ENGINE_ID: expected" in bad_id.stderr
 

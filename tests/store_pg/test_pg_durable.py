@@ -20,6 +20,7 @@ from engine.hierarchy.loader import load_hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.store import open_engine_store
 from engine.store.location import PostgresLocation, parse_store_location
+from engine.store.pg.engine_registry import claim_engine_id
 from engine.store.pg.liveness import Liveness
 from tests.durable_support import CHARGING, Charging
 from tests.engine_helpers import Approver
@@ -60,11 +61,17 @@ def test_a_durable_run_keeps_dbos_tables_in_the_store_database(tmp_path: Path, p
     assert json.loads(durable)["durable"] is True
 
 
+def register(url: str, engine_id: str, at: float) -> None:
+    """An engine's row in the registry (on another host, so only its heartbeat says whether it lives)."""
+    claim_engine_id(pg(url), engine_id=engine_id, pid=1, host="elsewhere", user="t", version="t", started=at)
+
+
 def test_two_engines_claiming_one_dead_engine_take_it_once(pg_url: str) -> None:
     live = [Liveness(pg(pg_url)) for _ in range(8)]
     now = time.time()
-    live[0].beat("dead", now - 60)
+    register(pg_url, "dead", now - 60)  # its heartbeat (the registry's) stopped a minute ago
     for i, one in enumerate(live):
+        register(pg_url, f"taker{i}", now)
         one.beat(f"taker{i}", now)
     wins: list[str] = []
     barrier = threading.Barrier(len(live))
@@ -94,6 +101,16 @@ def test_two_engines_claiming_one_dead_engine_take_it_once(pg_url: str) -> None:
     other.mark_stopped([survivor], time.time())
     assert "dead" not in live[0].dead_unclaimed("late", time.time(), 10.0)
     assert not live[0].claim("dead", "late", time.time(), 10.0)
+    # The dead engine comes back under its stable id: the old claim is history, and its next death is claimable.
+    register(pg_url, "dead", time.time())
+    live[2].forget_claims_on("dead")
+    assert "dead" not in live[0].dead_unclaimed("late", time.time(), 10.0)  # alive now
+    live[2].mark_stopped(["dead"], time.time())
+    assert "dead" in live[0].dead_unclaimed("late", time.time(), 10.0)
+    # Every life of an engine is a DBOS executor of its own; its runs are looked for under all of them.
+    assert live[0].register_executor("dead~1", "dead", time.time()) == ["dead"]
+    assert live[0].register_executor("dead~2", "dead", time.time()) == ["dead", "dead~1"]
+    assert live[1].executors_of(["dead", "taker1"]) == ["dead", "taker1", "dead~1", "dead~2"]
     for one in live:
         one.close()
 
@@ -177,8 +194,7 @@ def test_a_dead_engines_runs_are_taken_over_once_by_one_live_engine(tmp_path: Pa
                 child.kill()
         for approver in approvers:
             approver.__exit__(None, None, None)
-    (dead,) = [row[0] for row in query(pg_url, "SELECT engine_id FROM durable_heartbeats") if
-               row[0] not in {t["engine"] for t in took}]
+    (dead,) = [row[0] for row in query(pg_url, "SELECT id FROM engines") if row[0] not in {t["engine"] for t in took}]
     takers = [t for t in took if dead in t["claimed"]]
     assert len(takers) == 1, took  # one live engine took the dead one's runs, not both
     assert set(takers[0]["runs"]) == interrupted
@@ -233,3 +249,15 @@ def test_an_unreachable_store_fails_a_beat_with_the_password_masked() -> None:
         liveness.beat("engine", time.time())
     assert "s3cret" not in str(failed.value) and "fd:***@127.0.0.1" in str(failed.value)
     liveness.close()
+
+
+def test_the_takeover_threshold_from_the_environment_is_checked() -> None:
+    from engine.errors import InputError
+    from engine.runtime.durable_takeover import TAKEOVER_AFTER_ENV, takeover_after
+
+    assert takeover_after({}) is None
+    assert takeover_after({TAKEOVER_AFTER_ENV: "2.5"}) == 2.5
+    for bad in ("0", "soon", "99999"):
+        with pytest.raises(InputError) as refused:
+            takeover_after({TAKEOVER_AFTER_ENV: bad})
+        assert refused.value.field == TAKEOVER_AFTER_ENV

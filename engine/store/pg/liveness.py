@@ -1,18 +1,24 @@
 """Which durable engines on a Postgres store are alive, and who takes over a dead one's runs (issue 16).
 
-A stopgap the engines registry replaces: engine registration and heartbeats are moving to Postgres (the `engines`
-table), and once they are there `dead_engines` reads them instead of `durable_heartbeats`. Until then a durable
-engine beats here itself (runtime/durable_takeover.py). The two tables are created on first use (IF NOT EXISTS, under
-an advisory lock) rather than by a schema migration, so the registry's migration can land without a clash.
+Liveness is the engines registry's (pg/engine_registry.py): the trace schema's `engines` table, one row per engine
+with its `heartbeat` and `stopped`. An engine wholly on Postgres beats there from its store's heartbeat thread; a
+durable engine also beats there from its takeover thread (runtime/durable_takeover.py), which is what keeps the row
+fresh for an engine on a store directory whose traces go to Postgres (its store's heartbeat goes to control.db).
+An engine is dead once it stopped (closed, or a successor on its store directory marked it: that successor holds
+the directory's lock) or its heartbeat is older than the takeover threshold.
 
-- `durable_heartbeats`: one row per durable engine: its last beat, and `stopped` once it closed (or once a
-  successor on its store directory knew it dead: it holds that directory's lock).
 - `durable_takeovers`: one row per dead engine whose runs a live engine took: the claim. Claiming is one
   `INSERT ... ON CONFLICT DO UPDATE ... WHERE <the claimant is dead>`: the primary key serializes two engines
   claiming at once (the second waits for the first's commit and then sees a live claimant: no row), so one engine
   takes a dead engine's runs; a claimant that died before it resumed them (its claim void) is itself dead, and the
   next taker claims both. Once the claimant has resumed them onto its own queue (`done`), the claim is final: those
   runs are the claimant's now, and if it dies they are found under it.
+- `durable_executors`: one row per life of a durable engine: its DBOS executor id (`<engine id>~<random>`, fresh at
+  every start) and its engine id. A fresh executor id per life keeps DBOS's own start-up recovery (which resumes its
+  executor's PENDING workflows unchecked) from carrying on an earlier life's runs under a stable engine id: the
+  engine takes those itself, with the checks a takeover makes. A dead engine's runs are found under all its lives'
+  executor ids.
+The tables are created on first use (IF NOT EXISTS, under an advisory lock), outside the trace schema's migrations.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ if TYPE_CHECKING:
 LIVENESS_LOCK = 0x666C6476  # pg_advisory_xact_lock key while the tables are created ("fldv")
 
 DDL = """
-CREATE TABLE IF NOT EXISTS durable_heartbeats (
-    engine_id TEXT PRIMARY KEY,
-    beat DOUBLE PRECISION NOT NULL,
-    stopped DOUBLE PRECISION
+CREATE TABLE IF NOT EXISTS durable_executors (
+    executor_id TEXT PRIMARY KEY,
+    engine_id TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL
 );
+CREATE INDEX IF NOT EXISTS durable_executors_engine ON durable_executors (engine_id);
 CREATE TABLE IF NOT EXISTS durable_takeovers (
     engine_id TEXT PRIMARY KEY,
     taken_by TEXT NOT NULL,
@@ -40,8 +47,8 @@ CREATE TABLE IF NOT EXISTS durable_takeovers (
 );
 """
 
-# Engines whose last beat is older than `stale` or that stopped: dead.
-_LIVE = "SELECT engine_id FROM durable_heartbeats WHERE stopped IS NULL AND beat >= %s"
+# Engines not stopped whose heartbeat is fresh: alive. Any other is dead.
+_LIVE = "SELECT id FROM engines WHERE stopped IS NULL AND heartbeat >= %s"
 
 
 class Liveness:
@@ -71,29 +78,50 @@ class Liveness:
             raise store_error(self.location, exc, action) from None
 
     def beat(self, engine_id: str, now: float) -> None:
+        """This engine is alive: its registered row's heartbeat (never moved back; the row must exist, registered
+        when the engine's store opened)."""
         self._run("a durable engine's heartbeat",
-                  "INSERT INTO durable_heartbeats (engine_id, beat) VALUES (%s, %s) "
-                  "ON CONFLICT (engine_id) DO UPDATE SET beat = EXCLUDED.beat", (engine_id, now))
+                  "UPDATE engines SET heartbeat = GREATEST(heartbeat, %s) WHERE id = %s", (now, engine_id))
 
     def mark_stopped(self, engine_ids: list[str], now: float) -> None:
         """These engines stopped (closed, or known dead: their store directory's lock is held by a successor)."""
         if engine_ids:
             self._run("recording stopped durable engines",
-                      "INSERT INTO durable_heartbeats (engine_id, beat, stopped) "
-                      "SELECT e, %s, %s FROM unnest(%s::text[]) e "
-                      "ON CONFLICT (engine_id) DO UPDATE SET stopped = COALESCE(durable_heartbeats.stopped, "
-                      "EXCLUDED.stopped)", (now, now, list(engine_ids)))
+                      "UPDATE engines SET stopped = %s WHERE id = ANY(%s) AND stopped IS NULL",
+                      (now, list(engine_ids)))
 
     def dead_unclaimed(self, engine_id: str, now: float, stale_after: float) -> list[str]:
-        """Dead engines (stopped, or no beat for `stale_after` seconds) that no live engine has claimed, oldest
-        beat first; never `engine_id` itself."""
-        rows = self._run("reading durable engines' heartbeats",
-                         "SELECT h.engine_id FROM durable_heartbeats h LEFT JOIN durable_takeovers t "
-                         "ON t.engine_id = h.engine_id WHERE h.engine_id != %s "
-                         "AND (h.stopped IS NOT NULL OR h.beat < %s) "
-                         f"AND (t.taken_by IS NULL OR (NOT t.done AND t.taken_by NOT IN ({_LIVE}))) ORDER BY h.beat",
+        """Dead engines (stopped, or no heartbeat for `stale_after` seconds) that no live engine has claimed,
+        oldest heartbeat first; never `engine_id` itself. Engines that never ran a durable run are claimed too
+        (once each: the claim then finds nothing of theirs in DBOS); the registry does not say which were durable."""
+        rows = self._run("reading the engines' heartbeats",
+                         "SELECT e.id FROM engines e LEFT JOIN durable_takeovers t ON t.engine_id = e.id "
+                         "WHERE e.id != %s AND (e.stopped IS NOT NULL OR e.heartbeat < %s) "
+                         f"AND (t.taken_by IS NULL OR (NOT t.done AND t.taken_by NOT IN ({_LIVE}))) "
+                         "ORDER BY e.heartbeat",
                          (engine_id, now - stale_after, now - stale_after))
         return [str(row[0]) for row in rows]
+
+    def register_executor(self, executor_id: str, engine_id: str, now: float) -> list[str]:
+        """Record this life's DBOS executor id; returns the executor ids of the engine id's earlier lives."""
+        self._run("registering a durable executor",
+                  "INSERT INTO durable_executors (executor_id, engine_id, started) VALUES (%s, %s, %s)",
+                  (executor_id, engine_id, now))
+        return [e for e in self.executors_of([engine_id]) if e != executor_id]
+
+    def executors_of(self, engine_ids: list[str]) -> list[str]:
+        """Every DBOS executor id these engines ran under: their lives' ids, and the engine ids themselves (the
+        executor id of engines from before per-life ids, and of a store directory's engines)."""
+        rows = self._run("reading durable executors",
+                         "SELECT executor_id FROM durable_executors WHERE engine_id = ANY(%s) ORDER BY started",
+                         (list(engine_ids),))
+        return [*engine_ids, *(str(row[0]) for row in rows)]
+
+    def forget_claims_on(self, engine_id: str) -> None:
+        """This engine is alive again under `engine_id` (a stable FLIGHTDECK_ENGINE_ID): a claim on its earlier
+        life is history (those runs are the claimant's), and its next death must be claimable again."""
+        self._run("clearing an old takeover claim", "DELETE FROM durable_takeovers WHERE engine_id = %s",
+                  (engine_id,))
 
     def claim(self, dead: str, taker: str, now: float, stale_after: float) -> bool:
         """Claim the dead engine's runs for `taker`; False when a live engine holds the claim already."""
