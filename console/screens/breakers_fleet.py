@@ -5,18 +5,22 @@ others still call through is one engine's trouble (its network, its region); all
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 
 from console.widgets.virtual_table import Column
 from engine.store.trace_rows import BreakerFleetRow
 
-# Beside STATE, the fleet's column; after SINCE on a narrow terminal it is the first to go.
-ENGINES_COLUMN = Column("engines", "ENGINES", 9, align="right", drop=2)
+# Beside STATE, the fleet's column. On a narrow terminal SINCE goes first (the selected breaker's story under the
+# table says when it opened), so at 100 columns the fleet's count stays.
+ENGINES_COLUMN = Column("engines", "ENGINES", 9, align="right", drop=1)
 
 FleetCounts = dict[tuple[str, str], BreakerFleetRow]
 
 
 def with_fleet_column(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    columns = tuple(replace(c, drop=2) if c.key == "since" else c for c in columns)
     at = next(i for i, c in enumerate(columns) if c.key == "state") + 1
     return (*columns[:at], ENGINES_COLUMN, *columns[at:])
 
