@@ -59,8 +59,8 @@ class PostgresLocation:
 StoreLocation = StoreDirectory | PostgresLocation
 
 # The commands a Postgres store serves so far (what PostgresNotSupported and `--store`'s help say).
-SERVED_ON_POSTGRES = ("run (not durable), runs, trace, usage, engines, store prune and the control plane's kill, "
-                      "release, approvals, safe-mode, incidents and audit")
+SERVED_ON_POSTGRES = ("run (not durable), console, runs, trace, usage, engines, store prune and the control plane's "
+                      "kill, release, approvals, safe-mode, incidents and audit")
 
 
 class PostgresNotSupported(InputError):
