@@ -119,7 +119,7 @@ async def test_a_view_that_needs_the_store_directory_says_so_on_postgres(fleet: 
         await wait_for(pilot, lambda: app.main.active_id == "runbooks", what="view 6")
         text = view.query_one("#runbooks-not-on-postgres").plain
         assert "not on a Postgres store yet" in text and "flightdeck incidents --store URL" in text
-        assert "not on a Postgres store yet" in app.main.hint_line.sentence
+        assert "not on a Postgres store yet" in view.hint  # the hint line's, unless an alarm speaks (the STALE engine)
         for key in ("3", "5", "7", "8"):  # the others read the database
             await pilot.press(key)
         await pilot.press("1")
@@ -138,3 +138,36 @@ def test_console_preflight_passes_on_a_fleet(fleet: PostgresLocation) -> None:
     from console.commands.ui import preflight
 
     preflight(fleet)  # no exception: `flightdeck console --store postgresql://...` goes on to open the UI
+
+
+async def test_a_run_of_the_fleet_opens_with_its_span_tree_and_events(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await runs_loaded(pilot)
+        app.main.run_command(":run b2c3d4e5f6a1")  # engine A's failed run
+        run = app.main.view("run")
+        await wait_for(pilot, lambda: run.is_mounted and "b2c3d4e5f6a1-07" in run.tree.nodes and run.events.count > 0,
+                       what="the run's spans and events from Postgres")
+        assert app.notifier.count == 0
+
+
+async def test_a_kill_switch_from_the_fleet_console_is_written_to_postgres_and_audited(
+        fleet: PostgresLocation) -> None:
+    from engine.controls.api import ControlAPI
+    from tests.console.test_console_actions import fill, modal, notified, submit
+
+    app = app_on(fleet, read_only=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await runs_loaded(pilot)
+        runs.table.select_key("d4e5f6a1b2c3")  # engine A's running run
+        await pilot.press("k")
+        form = await modal(pilot)
+        assert "run:d4e5f6a1b2c3 would stop: 1 run(s)" in str(form.query_one("#form-body Static").render())
+        await fill(pilot, reason="runaway discounting on host-a")
+        await submit(pilot)
+        await wait_for(pilot, lambda: notified(app, "set: run:d4e5f6a1b2c3, mode kill, by alice"), what="set")
+    with ControlAPI(fleet, "auditor") as api:
+        [switch] = [s for s in api.active_kill_switches() if s.target == "d4e5f6a1b2c3"]
+        assert (switch.scope, switch.mode, switch.operator, switch.reason) == (
+            "run", "kill", "alice", "runaway discounting on host-a")
+        assert api.verify_audit(None).ok
