@@ -145,8 +145,11 @@ def _engines(ctx: HeaderContext) -> SlotValue:
                                f"heartbeat for {since:.0f}s: check that process (hung or killed).")
     if not alive:
         if active:
+            # A store directory's next engine closes them out; on Postgres only an engine back under their id does.
+            after = ("will be marked abandoned when an engine next starts" if ctx.store_dir is not None else
+                     "stay running until their engine comes back under its id")
             return SlotValue("none alive", "crit", alarm=f"{active} runs say running but no engine is alive: they "
-                                                         f"will be marked abandoned when an engine next starts.")
+                                                         f"{after}.")
         return SlotValue("none running", "info", short="0 running")
     trouble = _store_trouble(ctx.store_dir)
     if trouble is not None:

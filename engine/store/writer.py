@@ -82,7 +82,7 @@ class TraceWriter:
         it stays held while the writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure
         bounds on what is emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at
         which the writer process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py).
-        `engine_id`: on Postgres, the engine its current-state rows are published under (pg/batch_writer.py)."""
+        `engine_id`: on Postgres, whose current-state rows these are (pg/batch_writer.py)."""
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path
@@ -101,10 +101,9 @@ class TraceWriter:
         self.unwritten = 0  # set by close(): items that were never committed
 
         started = start_writer_process(db_path, {
-            "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch,
-            "wake_at": self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial,
-            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages, "give_up_after": give_up_after,
-            "engine_id": engine_id}, keep_fds)
+            "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch, "wake_at":
+            self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial, "retry_max": retry_max,
+            "checkpoint_pages": checkpoint_pages, "give_up_after": give_up_after, "engine_id": engine_id}, keep_fds)
         self._process = started.process
         self._to_writer = started.to_writer
         self._from_writer = started.from_writer
