@@ -171,3 +171,16 @@ async def test_a_kill_switch_from_the_fleet_console_is_written_to_postgres_and_a
         assert (switch.scope, switch.mode, switch.operator, switch.reason) == (
             "run", "kill", "alice", "runaway discounting on host-a")
         assert api.verify_audit(None).ok
+
+
+async def test_retry_from_a_span_on_postgres_says_it_is_not_there_yet(fleet: PostgresLocation) -> None:
+    from tests.console.test_console_actions import notified
+    from tests.console.test_console_retry import on_span
+
+    app = app_on(fleet, read_only=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await runs_loaded(pilot)
+        await on_span(pilot, "b2c3d4e5f6a1", "b2c3d4e5f6a1-05")
+        await pilot.press("y")  # needs the store directory (its log, the retry process's --store)
+        await wait_for(pilot, lambda: notified(app, "cannot use a Postgres store yet"), what="the notice")
+        assert app.is_running and app.notifier.store_problem is None
