@@ -23,6 +23,7 @@ from console.screens.base import ConsoleContext
 from console.screens.main import MainScreen, binding_ids
 from console.widgets.palette import ConsoleCommands
 from console.widgets.safe import printable
+from engine.store.location import StoreLocation
 
 STORE_EXIT_CODE = 3  # engine.errors.StoreError.exit_code: the store could not be read when the operator quit
 
@@ -57,7 +58,8 @@ class FlightdeckApp(App[int]):
             self.call_after_refresh(self.set_hint, pending)
         from engine.store.files import CONFIG_FILE
 
-        if (self.ctx.store_dir / CONFIG_FILE).is_file():
+        # A Postgres store has no directory and so no config.toml ([console.keys] stays at the defaults there).
+        if not self.ctx.postgres and (self.ctx.store_dir / CONFIG_FILE).is_file():
             # Reading it imports pydantic (a third of a second): off the UI thread, after the first screen.
             self.run_worker(self._read_keys, name="config-keys", group="flightdeck-read", thread=True,
                             exit_on_error=False)
@@ -126,10 +128,11 @@ class FlightdeckApp(App[int]):
         self.exit(code, return_code=code)
 
 
-def create_app(store_dir: Path, *, operator: str, read_only: bool, clock: Callable[[], float] = time.time,
-               poll_interval: float = 0.25) -> FlightdeckApp:
-    """The console app on `store_dir`. Shared by `flightdeck console` and the tests (which pass a fixed clock)."""
-    source = StoreSource(Path(store_dir), read_only=read_only)
+def create_app(store: Path | StoreLocation, *, operator: str, read_only: bool,
+               clock: Callable[[], float] = time.time, poll_interval: float = 0.25) -> FlightdeckApp:
+    """The console app on a store directory or a Postgres store. Shared by `flightdeck console` and the tests (which
+    pass a fixed clock)."""
+    source = StoreSource(Path(store) if isinstance(store, str) else store, read_only=read_only)
     app_ref: list[FlightdeckApp] = []
 
     def notify(message: str, **kwargs: object) -> None:
@@ -142,8 +145,8 @@ def create_app(store_dir: Path, *, operator: str, read_only: bool, clock: Callab
         app_ref[0].log.error(text)
 
     notifier = ErrorNotifier(notify, store_problem, log)
-    ctx = ConsoleContext(store_dir=Path(store_dir), source=source, operator=operator, read_only=read_only,
-                         clock=clock, poll_interval=poll_interval, report_error=notifier)
+    ctx = ConsoleContext(source=source, operator=operator, read_only=read_only, clock=clock,
+                         poll_interval=poll_interval, report_error=notifier)
     app = FlightdeckApp(ctx, notifier)
     app_ref.append(app)
     return app

@@ -18,9 +18,13 @@ a notification, never a traceback; the poller then backs off (1 s, doubling to 1
 that was briefly locked or replaced comes back by itself.
 
 Readers: each poller gets its own TraceReader (`StoreSource.reader()`), because `PRAGMA data_version` is per
-connection and a reader serialises its calls with a lock. TraceReader connections are opened with
-check_same_thread=False, so a reader may be used from whichever pool thread runs the next poll; the poller's lock
-guarantees one fetch at a time. Reads are short autocommit statements: no read transaction outlives a call.
+connection and a reader serialises its calls with a lock. On a Postgres store (`flightdeck console --store
+postgresql://...`) a reader is a PgTraceReader and the control plane a PgControlDB: the same reads (TraceReads,
+ControlStore), and a `data_version()` that is as cheap (one indexed row read: the last event number and the trace
+writers' batch counters, pg/reader.py), so an idle console still costs almost nothing. TraceReader connections
+are opened with check_same_thread=False, so a reader may be used from whichever pool thread runs the next poll; the
+poller's lock guarantees one fetch at a time. Reads are short autocommit statements: no read transaction outlives a
+call.
 """
 
 from __future__ import annotations
@@ -35,40 +39,67 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
+from engine.store.location import PostgresLocation, PostgresNotSupported
+
 if TYPE_CHECKING:
     from textual.dom import DOMNode
 
-    from engine.store.control import ControlDB
-    from engine.store.reader import TraceReader
+    from engine.store.control import ControlStore
+    from engine.store.location import StoreLocation
+    from engine.store.reader_protocol import TraceReads
 
 T = TypeVar("T")
 
 ErrorReporter = Callable[[BaseException, str], None]
 
 POLL_GROUP = "flightdeck-poll"
+# What the console shows on a Postgres store so far (issue 16), for the message of everything else.
+CONSOLE_ON_POSTGRES = ("the console's runs, run, approvals, breakers, controls, queues and engines views and its "
+                       "kill, release, approve, deny, breaker and flag actions")
 BUSY_INTERVAL_S = 0.05  # while data keeps changing, poll this often (new events reach the screen in ~100 ms)
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 10.0
 
 
 class StoreSource:
-    """Opens what the console reads: TraceReaders (one per poller) and the shared ControlDB. Thread-safe; closes
-    everything it opened on `close()`."""
+    """Opens what the console reads: TraceReads (one per poller) and the shared control plane, on a store directory
+    (traces.db, control.db) or a Postgres store. Thread-safe; closes everything it opened on `close()`."""
 
-    def __init__(self, store_dir: Path, *, read_only: bool = False) -> None:
-        self.store_dir = Path(store_dir)
-        # read_only (console --read-only): control.db is opened with mode=ro, so the console changes nothing on disk
-        # and works on a store whose files and directory are read-only.
+    def __init__(self, location: StoreLocation | Path, *, read_only: bool = False) -> None:
+        from engine.store.location import PostgresLocation, StoreDirectory
+
+        self.location: StoreLocation = StoreDirectory(Path(location)) if isinstance(location, Path) else location
+        self.postgres = isinstance(self.location, PostgresLocation)
+        # read_only (console --read-only): control.db is opened with mode=ro (a Postgres session read-only), so the
+        # console changes nothing and works on a store whose files and directory are read-only.
         self.read_only = read_only
         self._lock = threading.Lock()
-        self._readers: list[TraceReader] = []
-        self._control: ControlDB | None = None
+        self._readers: list[TraceReads] = []
+        self._control: ControlStore | None = None
         self._closed = False
 
-    def reader(self) -> TraceReader:
-        from engine.store import open_reader
+    @property
+    def store_dir(self) -> Path:
+        """The store directory; PostgresNotSupported (the console's wording) on a Postgres store."""
+        from engine.store.location import PostgresLocation
 
-        reader = open_reader(self.store_dir)
+        if isinstance(self.location, PostgresLocation):
+            raise ConsoleNotOnPostgres(self.location)
+        return self.location.path
+
+    def has_traces(self) -> bool:
+        """Whether an engine has written traces here yet (traces.db exists; on Postgres: its trace schema)."""
+        from engine.store.files import TRACES_DB
+        from engine.store.location import PostgresLocation
+
+        if isinstance(self.location, PostgresLocation):
+            return True  # the reader says so itself (StoreError "no Flightdeck trace store" when there is none)
+        return (self.location.path / TRACES_DB).is_file()
+
+    def reader(self) -> TraceReads:
+        from engine.store import open_trace_reads
+
+        reader = open_trace_reads(self.location)
         with self._lock:
             if self._closed:
                 reader.close()
@@ -76,7 +107,7 @@ class StoreSource:
             self._readers.append(reader)
         return reader
 
-    def forget(self, reader: TraceReader) -> None:
+    def forget(self, reader: TraceReads) -> None:
         with self._lock:
             if reader in self._readers:
                 self._readers.remove(reader)
@@ -85,18 +116,35 @@ class StoreSource:
         except Exception:
             pass
 
-    def control(self) -> ControlDB | None:
-        """control.db, or None when no engine has ever created it (a store only ever read)."""
+    def control(self) -> ControlStore | None:
+        """The control plane, or None when nothing has created it yet (a store only ever read)."""
         from engine.store.files import CONTROL_DB
+        from engine.store.location import PostgresLocation
 
         with self._lock:
             if self._control is not None:
                 return self._control
-            if self._closed or not (self.store_dir / CONTROL_DB).is_file():
+            if self._closed:
                 return None
-        from engine.store.control import ControlDB
+        location = self.location
+        control: ControlStore
+        if isinstance(location, PostgresLocation):
+            from engine.errors import StoreError
+            from engine.store.pg.control_db import PgControlDB
 
-        control = ControlDB.open(self.store_dir, read_only=self.read_only)
+            try:
+                # Always read-only: the console's writes go through ControlAPI, which opens its own connection.
+                control = PgControlDB(location, read_only=True)
+            except StoreError as exc:
+                if "no Flightdeck control plane" in str(exc):
+                    return None
+                raise
+        else:
+            if not (location.path / CONTROL_DB).is_file():
+                return None
+            from engine.store.control import ControlDB
+
+            control = ControlDB.open(location.path, read_only=self.read_only)
         with self._lock:
             if self._control is None and not self._closed:
                 self._control = control
@@ -121,17 +169,26 @@ class StoreSource:
                 pass
 
 
+class ConsoleNotOnPostgres(PostgresNotSupported):
+    """What a console feature that needs the store directory says on a Postgres store (shown as a notification)."""
+
+    names_command = False
+
+    def __init__(self, location: PostgresLocation) -> None:
+        super().__init__(location, served_by=CONSOLE_ON_POSTGRES)
+
+
 class ReaderState:
     """Thread-side state of one poller: its reader and the data_version it last saw. Only ever touched by the
     poller's fetch (one at a time), so it needs no lock of its own."""
 
     def __init__(self, source: StoreSource) -> None:
         self.source = source
-        self._reader: TraceReader | None = None
+        self._reader: TraceReads | None = None
         self.seen_version: int | None = None
 
     @property
-    def reader(self) -> TraceReader:
+    def reader(self) -> TraceReads:
         if self._reader is None:
             self._reader = self.source.reader()
         return self._reader

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.store.control import ControlDB
-    from engine.store.reader import TraceReader
+    from engine.store.control import ControlStore
+    from engine.store.reader_protocol import TraceReads
     from engine.store.trace_rows import QueueRow, ScheduleRow
 
 STALE_AFTER_S = 5.0  # the engine publishes every second: older rows are "as of <time>", not live
@@ -57,7 +57,7 @@ def flag_name(queue: str, tenant: str = "") -> str:
     return f"tenant.{tenant}" if tenant else f"queue.{queue}"
 
 
-def read_queues(reader: TraceReader | None, control: ControlDB | None, now: float) -> QueuesSnapshot:
+def read_queues(reader: TraceReads | None, control: ControlStore | None, now: float) -> QueuesSnapshot:
     """What the queues view, its header slot and `flightdeck queues` show (a few indexed reads)."""
     from engine.store.control import STALE_AFTER_S as ENGINE_STALE_S
 

@@ -92,13 +92,14 @@ def register_engine(store_dir: Path, *, heartbeat: float = FIXED_NOW - 1.0, stop
 
 def write_deal_run(writer: Any, run_id: str, *, started: float, status: str = "completed", tenant: str | None = "acme",
                    error: str | None = None, hierarchy: str = "deal-desk", text: str | None = None,
-                   running: bool = False, attributes: dict[str, Any] | None = None) -> None:
+                   running: bool = False, attributes: dict[str, Any] | None = None,
+                   engine_id: str = ENGINE_ID) -> None:
     """A deal-desk-shaped run: supervisor -> llm, route, delegation -> pricing -> llm, tool; then legal.
     `attributes` go into the run row's (a durable run that resumed: {"resumed": 2, "replayed_steps": 3})."""
     text = text if text is not None else "Quote 100 seats of platform for ACME-001"
     w = _Writer(writer, run_id)
     t = started
-    writer.run_started(run_id, hierarchy, "hash-" + hierarchy, ENGINE_ID, "test", {"task": text, "seats": 100},
+    writer.run_started(run_id, hierarchy, "hash-" + hierarchy, engine_id, "test", {"task": text, "seats": 100},
                        7, tenant, t, {"entry": "supervisor", **(attributes or {})})
     root = w.span(None, "run", None, hierarchy, t, None, attrs={"input": {"task": text}, "tenant": tenant})
     sup = w.span(root, "agent", "supervisor", "supervisor", t + 0.01, None,

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -29,20 +33,24 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def preflight(store_dir: Path) -> None:
+def preflight(store: Path | StoreLocation) -> None:
     """Raise the StoreError / InputError the UI would otherwise hit on its first poll."""
-    from engine.store import open_reader
+    from engine.store import open_trace_reads
     from engine.store.files import CONFIG_FILE
+    from engine.store.location import PostgresLocation, StoreDirectory
 
-    reader = open_reader(store_dir)
+    location = StoreDirectory(store) if isinstance(store, Path) else store
+    reader = open_trace_reads(location)  # on Postgres: StoreError when unreachable or holding no trace store
     try:
         reader.data_version()
     finally:
         reader.close()
-    if (store_dir / CONFIG_FILE).is_file():  # validating it imports pydantic: only when there is one
+    if isinstance(location, PostgresLocation):
+        return  # no directory, so no config.toml: the console's defaults
+    if (location.path / CONFIG_FILE).is_file():  # validating it imports pydantic: only when there is one
         from engine.store.config import load_config
 
-        load_config(store_dir)
+        load_config(location.path)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -59,14 +67,15 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _run_console(args: argparse.Namespace) -> int:
-    from engine.store import resolve_store_dir
     from engine.store.control import current_user
+    from engine.store.location import resolve_store_location
 
-    store_dir = resolve_store_dir(args.store)
-    preflight(store_dir)
+    # A store directory or a Postgres store (`--store postgresql://...`: the whole fleet, every engine's runs).
+    location = resolve_store_location(args.store)
+    preflight(location)
     from console.app import create_app
 
-    app = create_app(store_dir, operator=args.operator or current_user(), read_only=args.read_only,
+    app = create_app(location, operator=args.operator or current_user(), read_only=args.read_only,
                      poll_interval=max(0.05, args.poll))
     code = app.run()
     if app.return_code:  # a crash inside Textual (its traceback is already on the terminal) or a store problem

@@ -66,7 +66,7 @@ class ControlClient:
     def api(self) -> ControlAPI:
         from engine.controls.api import ControlAPI
 
-        return ControlAPI(self.ctx.store_dir, self.ctx.operator)
+        return ControlAPI(self.ctx.location, self.ctx.operator)
 
     def run(self, what: str, call: Callable[[ControlAPI], T], done: Callable[[T], None] | None = None,
             *, write: bool = True) -> Any:
@@ -134,12 +134,11 @@ def start_kill(node: DOMNode, ctx: ConsoleContext, scope: str, target: str | Non
 
     def read_preview() -> None:
         from engine.controls.preview import preview_kill
-        from engine.store import open_reader
-        from engine.store.files import TRACES_DB
+        from engine.store import open_trace_reads
 
         preview = None
-        if (ctx.store_dir / TRACES_DB).is_file():
-            reader = open_reader(ctx.store_dir)
+        if ctx.source.has_traces():
+            reader = open_trace_reads(ctx.location)
             try:
                 preview = preview_kill(reader, scope, target, run_id)
             finally:

@@ -32,9 +32,11 @@ def time_left(deadline: float, now: float) -> str:
     return f"{seconds}s"
 
 
-def configured_bell(store_dir: Path) -> bool:
+def configured_bell(store_dir: Path | None) -> bool:
     """[console] bell in STORE/config.toml; off when the file cannot be read (the console reports a bad config
-    where it reads its keys)."""
+    where it reads its keys), and on a Postgres store (None: no directory, no config.toml)."""
+    if store_dir is None:
+        return False
     from engine.errors import FlightdeckError
     from engine.store.config import load_config
 
@@ -72,7 +74,8 @@ class ApprovalAlerts:
 
     def _fetch(self) -> list[ApprovalAlert] | None:
         if self.bell is None:
-            self.bell = configured_bell(self.ctx.store_dir)
+            # A Postgres store has no config.toml: the bell keeps its default there.
+            self.bell = configured_bell(None if self.ctx.postgres else self.ctx.store_dir)
         control = self.ctx.source.control()
         if control is None:
             return None

@@ -19,6 +19,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from console.polling import ErrorReporter, StoreSource
+from engine.store.location import StoreLocation
 
 
 def focus_now(widget: Widget) -> None:
@@ -37,13 +38,28 @@ def focus_now(widget: Widget) -> None:
 class ConsoleContext:
     """Everything a view needs from the app, passed at construction (views do not reach into the app)."""
 
-    store_dir: Path
     source: StoreSource
     operator: str
     read_only: bool
     clock: Callable[[], float]
     poll_interval: float
     report_error: ErrorReporter
+
+    @property
+    def location(self) -> StoreLocation:
+        """Where the store is: a directory or a Postgres store (what ControlAPI takes)."""
+        return self.source.location
+
+    @property
+    def postgres(self) -> bool:
+        return self.source.postgres
+
+    @property
+    def store_dir(self) -> Path:
+        """The store directory, for features that read its files (config.toml, runbooks, engine.lock); on a
+        Postgres store a FlightdeckError saying what the console does there so far, which the one error handler
+        shows as a notification (never a traceback)."""
+        return self.source.store_dir
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from textual.binding import Binding
 
 from console.polling import ReaderState
 from console.screens.base import ConsoleContext, PaletteCommand
+from console.screens.breakers_fleet import FleetCounts, fleet_cell, fleet_words, with_fleet_column
 from console.screens.read_only import write_bindings
 from console.screens.table_view import TableView
 from console.views_data.breaker_why import BreakerWhy, breaker_why
@@ -127,16 +128,19 @@ def breaker_words(row: BreakerRow) -> str:
 class BreakersUpdate:
     rows: list[BreakerRow]
     why: dict[tuple[str, str], BreakerWhy] = field(default_factory=dict)  # open breakers: why they opened
+    fleet: FleetCounts = field(default_factory=dict)  # a Postgres store: how many engines see each one open
 
 
-def why_text(row: BreakerRow | None, why: BreakerWhy | None, now: float) -> Text:
-    """The selected breaker's story: why it opened and the last error through it."""
+def why_text(row: BreakerRow | None, why: BreakerWhy | None, now: float, fleet: str = "") -> Text:
+    """The selected breaker's story: why it opened and the last error through it; `fleet`: on a Postgres store, who
+    else sees it open (breakers_fleet.fleet_words), on the first line."""
     if row is None:
         return Text("No breaker selected.", style="dim", end="")
     text = Text(end="")
     text.append(f"{printable(row.key, limit=60)}", style="bold")
     text.append(f" in {printable(row.hierarchy, limit=40)} is ")
     text.append_text(state_text(row.state))
+    text.append(fleet, style="bold")
     if row.state not in ("open", "forced_open"):
         text.append(f" · failures {pct(row.failure_rate)} of {row.calls_in_window or 0} calls in the window")
         return text
@@ -170,14 +174,14 @@ class BreakerFeed:
         self.why: dict[tuple[str, str, float | None], BreakerWhy | None] = {}  # (hierarchy, key, since) -> opening
 
     def poll(self) -> BreakersUpdate | None:
-        from engine.store.files import TRACES_DB
-
         why: dict[tuple[str, str], BreakerWhy] = {}
-        if not (self.state.source.store_dir / TRACES_DB).is_file():
+        fleet: FleetCounts = {}
+        if not self.state.source.has_traces():
             rows: list[BreakerRow] = []
         else:
             try:
                 rows = self.state.reader.breakers()
+                fleet = {(c.hierarchy, c.key): c for c in self.state.reader.breaker_fleet()}
                 for row in rows:
                     if row.state in ("open", "forced_open"):
                         found = self._why(row)
@@ -186,10 +190,10 @@ class BreakerFeed:
             except Exception:
                 self.state.reset()
                 raise
-        if (rows, why) == self.last:
+        if (rows, why, fleet) == self.last:
             return None
-        self.last = (rows, why)
-        return BreakersUpdate(rows, why)
+        self.last = (rows, why, fleet)
+        return BreakersUpdate(rows, why, fleet)
 
     def _why(self, row: BreakerRow) -> BreakerWhy | None:
         """Read once per opening (a breaker's `since` changes when it opens again)."""
@@ -246,11 +250,18 @@ class BreakersView(TableView):
         self.poller._fetch = self.feed.poll  # type: ignore[assignment]
         self.hint = "Loading breakers…"
         self.why: dict[tuple[str, str], BreakerWhy] = {}
+        self.fleet: FleetCounts = {}
+
+    def _cell(self, row: BreakerRow, column: str, now: float) -> Text | str:
+        if column == "engines":
+            return fleet_cell(self.fleet.get((row.hierarchy, row.key)))
+        return breaker_cell(row, column, now)
 
     def compose(self) -> ComposeResult:
         yield TextLines(id="breakers-title")
         yield self.filter_box()
-        yield VirtualTable(COLUMNS, cell=breaker_cell, sort_value=breaker_sort, matches=self.matches,
+        columns = with_fleet_column(COLUMNS) if self.ctx.postgres else COLUMNS
+        yield VirtualTable(columns, cell=self._cell, sort_value=breaker_sort, matches=self.matches,
                            now=self.ctx.clock, sort_column="state",
                            empty_text="no breaker reported yet (the engine publishes them while it runs)",
                            id="breakers-table")
@@ -277,6 +288,7 @@ class BreakersView(TableView):
         self.loaded = True
         rows = update.rows
         self.why = update.why
+        self.fleet = update.fleet
         table = self.table
         keyed = {(row.hierarchy, row.key): row for row in rows}
         table.remove([key for key in list(table.keys()) if key not in keyed])
@@ -288,7 +300,8 @@ class BreakersView(TableView):
     def _show_why(self) -> None:
         row = self.selected()
         why = self.why.get((row.hierarchy, row.key)) if row is not None else None
-        self.query_one("#breaker-why", TextLines).update(why_text(row, why, self.ctx.clock()))
+        fleet = fleet_words(self.fleet.get((row.hierarchy, row.key))) if row is not None else ""
+        self.query_one("#breaker-why", TextLines).update(why_text(row, why, self.ctx.clock(), fleet))
 
     def tick(self) -> None:
         super().tick()

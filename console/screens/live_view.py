@@ -31,7 +31,7 @@ class ControlFeed:
         if control is None:
             rows = self.read(None)
         else:
-            api = ControlAPI(self.ctx.store_dir, self.ctx.operator or "console", db=control)
+            api = ControlAPI(self.ctx.location, self.ctx.operator or "console", db=control)
             try:
                 rows = self.read(api)
             finally:

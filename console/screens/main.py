@@ -47,7 +47,7 @@ class HeaderFeed:
         try:
             reader = self.state.reader
             control = self.ctx.source.control()
-            return collect(reader, control, self.ctx.clock(), self.ctx.store_dir)
+            return collect(reader, control, self.ctx.clock(), None if self.ctx.postgres else self.ctx.store_dir)
         except Exception:
             self.state.reset()
             raise
@@ -129,7 +129,13 @@ class MainScreen(Screen[None]):
         return view
 
     def _build(self, spec: ViewSpec) -> View:
-        view = spec.factory(self.ctx)
+        view: View
+        if self.ctx.postgres and spec.not_on_postgres:
+            from console.screens.not_on_postgres import NotOnPostgresView
+
+            view = NotOnPostgresView(self.ctx, view_id=spec.id, title=spec.title, why=spec.not_on_postgres)
+        else:
+            view = spec.factory(self.ctx)
         self._views[spec.id] = view
         return view
 
@@ -142,7 +148,8 @@ class MainScreen(Screen[None]):
                 self.view(spec.id)
 
     def on_mount(self) -> None:
-        self.header.set_views([(s.key, s.id, s.title) for s in VIEWS], self.active_id)
+        self.header.set_views([(s.key, s.id, s.title) for s in VIEWS if self.ctx.postgres or not s.fleet],
+                              self.active_id)
         self.header_poller.start()
         self.show_view(self.active_id)
 

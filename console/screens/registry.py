@@ -46,6 +46,13 @@ class ViewSpec:
     # screen is painted, for a view that works while hidden (approvals: the new-request alerts).
     module: str | None = None
     background: bool = False
+    # Set for a view that needs the store directory's files: on a Postgres store (issue 16) the console shows this
+    # sentence in its place (console/screens/not_on_postgres.py) instead of building it.
+    not_on_postgres: str | None = None
+    # A view of the fleet (the engines view): in the header's view bar only on a Postgres store, where several engines
+    # share the store; on a store directory (one engine at a time, which the header's engines slot already names)
+    # its number key and `:` command still show it.
+    fleet: bool = False
 
 
 def register_view(spec: ViewSpec) -> None:
@@ -111,7 +118,10 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("runbooks", "Runbooks", "6", lazy("console.screens.runbooks", "RunbooksView"),
              ("runbooks", "incidents", "inc"),
              "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)",
-             module="console.screens.runbooks"),
+             module="console.screens.runbooks",
+             not_on_postgres="Runbooks live in the store directory (STORE/runbooks), which a Postgres store does not "
+                             "have. Incidents are on the database: `flightdeck incidents --store URL` lists them and "
+                             "`flightdeck incident ack|resolve|note ID --store URL` acts on them."),
     ViewSpec("audit", "Audit", "7", lazy("console.screens.audit", "AuditView"), ("audit",),
              "the audit log, newest first, with the hash-chain verification", module="console.screens.audit"),
     ViewSpec("queues", "Queues", "8", lazy("console.screens.queues", "QueuesView"), ("queues", "qu"),
@@ -120,4 +130,7 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("evals", "Evals", "9", lazy("console.screens.evals", "EvalsView"), ("evals", "ev", "quality"),
              "quality per hierarchy: the sampled-score trend (dropping since when), the latest eval and drills",
              module="console.screens.evals"),
+    ViewSpec("engines", "Engines", "0", lazy("console.screens.engines", "EnginesView"), ("engines", "en"),
+             "every engine on the store (on Postgres: the whole fleet): state, host, pid, version, load, queues; "
+             "Enter shows its runs", module="console.screens.engines", fleet=True),
 ]

@@ -9,6 +9,8 @@ of what is loaded. The table's columns, cells, sort values and filter are consol
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -23,8 +25,10 @@ from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.screens.resume import RESUME_RUN, may_resume, start_resume
 from console.screens.runs_table import (
     COLUMNS,
+    ENGINE_ARG,
     SORTS,
     RunFilter,
+    next_engine,
     run_cell,
     run_columns,
     run_matches,
@@ -70,8 +74,10 @@ class RunsView(ReadOnlyGuard, View):
                 tooltip="Sort by the next column (age, status, cost, tokens, calls, resumes, hierarchy, tenant, id)"),
         Binding("S", "reverse_sort", "Reverse", id="reverse_sort", show=False,
                 tooltip="Reverse the current sort order"),
+        Binding("e", "cycle_engine", "Engine", id="runs_engine",
+                tooltip="A fleet on a Postgres store: show one engine's runs, the next engine's, then all again"),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False,
-                tooltip="Clear the filter and the problems-only toggle"),
+                tooltip="Clear the filter, the engine and the problems-only toggle"),
         *write_bindings(KILL_RUN, RESUME_RUN),
     ]
 
@@ -97,7 +103,8 @@ class RunsView(ReadOnlyGuard, View):
                     id="runs-filter", compact=True)
         box.display = False
         yield box
-        yield VirtualTable(COLUMNS, cell=run_cell, sort_value=run_sort_value, matches=run_matches,
+        yield VirtualTable(run_columns(False, False, self.ctx.postgres), cell=run_cell, sort_value=run_sort_value,
+                           matches=run_matches,
                            now=self.ctx.clock, sort_column=SORTS[0][0], reverse=SORTS[0][1],
                            empty_text="loading runs…", id="runs-table")
 
@@ -111,6 +118,8 @@ class RunsView(ReadOnlyGuard, View):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start_filter" and isinstance(self.screen.focused, Input):
             return False  # "/" typed into a text box is a character (priority binding: see MainScreen.BINDINGS)
+        if action == "cycle_engine" and not self.ctx.postgres:
+            return False  # a store directory has one engine at a time: nothing to choose between
         state = self.read_only_state(action)
         return True if state is None else state
 
@@ -121,6 +130,8 @@ class RunsView(ReadOnlyGuard, View):
     # -- activation ---------------------------------------------------------------------------------------------
 
     def on_activate(self, arg: str | None) -> None:
+        if arg is not None and arg.startswith(ENGINE_ARG):  # Enter on an engine in the engines view
+            self._set_filter(replace(self.filter, engine=arg[len(ENGINE_ARG):] or None))
         self.poller.start()
         self.resume_clock(self._tick)
 
@@ -147,7 +158,7 @@ class RunsView(ReadOnlyGuard, View):
             if (item.run.resumed and not self.any_resumed) or (item.degraded and not self.any_degraded):
                 self.any_resumed = self.any_resumed or bool(item.run.resumed)
                 self.any_degraded = self.any_degraded or bool(item.degraded)
-                self.table.set_columns(run_columns(self.any_resumed, self.any_degraded))
+                self.table.set_columns(run_columns(self.any_resumed, self.any_degraded, self.ctx.postgres))
         self.table.upsert([(item.run.id, item) for item in rows])
 
     def apply_update(self, update: RunsUpdate) -> None:
@@ -207,6 +218,9 @@ class RunsView(ReadOnlyGuard, View):
             title.append(f"{table.row_count:,} of {loaded:,} shown", style="bold")
             if self.filter.problems_only:
                 title.append(" · problems only", style="bold yellow")
+            if self.filter.engine is not None:
+                title.append(" · engine ")
+                title.append(printable(self.filter.engine, limit=40), style="bold")
             if self.filter.text:
                 title.append(" · filter ")
                 title.append(f'"{printable(self.filter.text, limit=40)}"', style="bold")
@@ -224,6 +238,8 @@ class RunsView(ReadOnlyGuard, View):
             what = []
             if self.filter.problems_only:
                 what.append("need attention")
+            if self.filter.engine is not None:
+                what.append(f"ran on engine {printable(self.filter.engine, limit=40)}")
             if self.filter.text:
                 what.append(f'match "{printable(self.filter.text, limit=40)}"')
             table.empty_text = (f"no loaded runs {' and '.join(what)} (of {loaded:,}): press Esc to clear the "
@@ -296,11 +312,17 @@ class RunsView(ReadOnlyGuard, View):
         focus_now(self.table)
 
     def action_toggle_problems(self) -> None:
-        self._set_filter(RunFilter(self.filter.text, not self.filter.problems_only))
+        self._set_filter(replace(self.filter, problems_only=not self.filter.problems_only))
+
+    def action_cycle_engine(self) -> None:
+        engines = [item.run.engine_id for item in self.table.values() if item.run.engine_id]
+        self._set_filter(replace(self.filter, engine=next_engine(self.filter.engine, engines)))
 
     def action_next_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)
-        if SORTS[self.sort_index][0] == "resumed" and not self.any_resumed:  # no such column on screen
+        # No such column on screen: RESUMED until a loaded run resumed, ENGINE on a store directory.
+        while (SORTS[self.sort_index][0] == "resumed" and not self.any_resumed) or (
+                SORTS[self.sort_index][0] == "engine" and not self.ctx.postgres):
             self.sort_index = (self.sort_index + 1) % len(SORTS)
         column, reverse, _ = SORTS[self.sort_index]
         self.table.set_sort(column, reverse)
@@ -318,7 +340,7 @@ class RunsView(ReadOnlyGuard, View):
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self._set_filter(RunFilter(event.value.strip().lower(), self.filter.problems_only))
+        self._set_filter(replace(self.filter, text=event.value.strip().lower()))
 
     @on(Input.Submitted, "#runs-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:

@@ -39,13 +39,22 @@ COLUMNS_RESUMED = (
     Column("incidents", "INCIDENTS", 9, align="right", drop=2),
 )
 
+# On a Postgres store the console shows the whole fleet: ENGINE says which engine ran each run. Narrow, and the first
+# column to go on a narrow terminal (at 100 columns it is hidden; the engine filter, `e`, still works and the title
+# names the engine it shows).
+ENGINE_ARG = "engine="  # `ShowView("runs", "engine=ID")`: open the runs view on one engine's runs (engines view)
+ENGINE_COLUMN = Column("engine", "ENGINE", 10, flex=1, max_width=20, drop=9)
+
 # Once a loaded run is `completed (degraded)`, STATUS widens to say so in full (it never cuts the word); the flex
 # columns narrow and droppable ones go first.
 DEGRADED_STATUS = Column("status", "STATUS", 22)
 
 
-def run_columns(resumed: bool, degraded: bool) -> tuple[Column, ...]:
+def run_columns(resumed: bool, degraded: bool, fleet: bool = False) -> tuple[Column, ...]:
     columns = COLUMNS_RESUMED if resumed else COLUMNS
+    if fleet:  # after RUN: which engine, next to which run
+        at = next(i for i, c in enumerate(columns) if c.key == "id") + 1
+        columns = (*columns[:at], ENGINE_COLUMN, *columns[at:])
     return tuple(DEGRADED_STATUS if degraded and c.key == "status" else c for c in columns)
 
 
@@ -61,6 +70,7 @@ SORTS: tuple[tuple[str, bool, str], ...] = (
     ("resumed", True, "resumes, most first"),
     ("hierarchy", False, "hierarchy, A to Z"),
     ("tenant", False, "tenant, A to Z"),
+    ("engine", False, "engine, A to Z"),
     ("id", False, "run id"),
 )
 
@@ -100,11 +110,20 @@ def run_cell(item: RunItem, column: str, now: float) -> Text | str:
         return cost_bar(run.cost_usd or 0.0, budget_of(run))
     if column == "resumed":
         return resumed_cell(run)
+    if column == "engine":
+        return engine_cell(run.engine_id)
     if column == "incidents":
         from console.incident_slots import incidents_cell  # kept current by the header's incidents slot
 
         return incidents_cell(run.hierarchy)
     return ""
+
+
+def engine_cell(engine_id: str | None) -> Text:
+    """An engine id as the fleet's columns show it (cut with … by the table when wider than the column)."""
+    if not engine_id:
+        return Text("-", style="dim", end="")
+    return Text(printable(engine_id, limit=60), end="")
 
 
 def resumed_cell(run: RunRow) -> Text:
@@ -132,6 +151,8 @@ def run_sort_value(item: RunItem, column: str) -> Any:
         return getattr(run, key) or 0
     if column in ("hierarchy", "tenant", "id"):
         return str(getattr(run, column) or "").lower()
+    if column == "engine":
+        return str(run.engine_id or "").lower()
     return 0
 
 
@@ -139,15 +160,30 @@ def run_sort_value(item: RunItem, column: str) -> Any:
 class RunFilter:
     text: str = ""
     problems_only: bool = False
+    engine: str | None = None  # only this engine's runs (a fleet on a Postgres store: `e` cycles through them)
 
     @property
     def empty(self) -> bool:
-        return not self.text and not self.problems_only
+        return not self.text and not self.problems_only and self.engine is None
 
 
 def run_matches(item: RunItem, flt: RunFilter) -> bool:
     if flt.problems_only and item.run.status not in PROBLEM_RUN_STATUSES and not item.degraded:
         return False
+    if flt.engine is not None and item.run.engine_id != flt.engine:
+        return False
     if flt.text:
         return flt.text in item.search
     return True
+
+
+def next_engine(current: str | None, engines: list[str]) -> str | None:
+    """The engine filter's next step: every engine (None), then each engine in order, then every engine again. An
+    engine no longer among `engines` starts the cycle over."""
+    ordered = sorted(set(engines))
+    if not ordered:
+        return None
+    if current is None or current not in ordered:
+        return ordered[0] if current is None else None
+    at = ordered.index(current) + 1
+    return ordered[at] if at < len(ordered) else None

@@ -10,7 +10,7 @@ from engine.controls.approvals import pending_alerts
 from engine.store.control_rows import Approval, ApprovalAlert
 
 if TYPE_CHECKING:
-    from engine.store.control import ControlDB
+    from engine.store.control import ControlStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class ListedApproval(Approval):
     pos: int = 0
 
 
-def pending_approvals(control: ControlDB) -> list[ApprovalAlert]:
+def pending_approvals(control: ControlStore) -> list[ApprovalAlert]:
     """id, agent, tool, deadline, risk of every pending request, oldest first (one indexed read a second)."""
     with control.reading() as conn:
         return pending_alerts(conn)

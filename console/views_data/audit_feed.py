@@ -39,7 +39,7 @@ class AuditFeed:
         db = self.ctx.source.control()
         if db is None:
             return None
-        return ControlAPI(self.ctx.store_dir, self.ctx.operator or "console", db=db)
+        return ControlAPI(self.ctx.location, self.ctx.operator or "console", db=db)
 
     def poll(self) -> AuditPage | None:
         with self.lock:
@@ -69,7 +69,7 @@ class AuditFeed:
             return None
         from engine.controls.anchor import latest_anchor
 
-        anchor = latest_anchor(self.ctx.store_dir)  # the engine's record of the log's head, from traces.db
+        anchor = latest_anchor(self.ctx.location)  # the engine's record of the log's head, from the trace store
         with api:  # closes only its own read connection: the shared ControlDB stays open
             return api.verify_audit(anchor)
 

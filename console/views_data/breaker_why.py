@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.store.reader import TraceReader
+    from engine.store.reader_protocol import TraceReads
 
 TRANSITION = "breaker.transition"
 SPAN_ENDED = "span.ended"
@@ -52,7 +52,7 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def breaker_why(reader: TraceReader, hierarchy: str, key: str, name: str) -> BreakerWhy | None:
+def breaker_why(reader: TraceReads, hierarchy: str, key: str, name: str) -> BreakerWhy | None:
     """The latest opening of breaker `key` in `hierarchy` (None when the recent events record none)."""
     after = max(0, reader.last_seq() - RECENT)
     opening = None
@@ -74,7 +74,7 @@ def breaker_why(reader: TraceReader, hierarchy: str, key: str, name: str) -> Bre
                       calls=int(calls) if calls is not None else None, last_error=error, last_error_kind=error_kind)
 
 
-def last_error(reader: TraceReader, hierarchy: str, name: str, before_seq: int) -> tuple[str | None, str | None]:
+def last_error(reader: TraceReads, hierarchy: str, name: str, before_seq: int) -> tuple[str | None, str | None]:
     """The error of the newest failed call named `name` in `hierarchy` among the LOOKBACK span ends before
     `before_seq`."""
     ended = reader.events_after(max(0, before_seq - LOOKBACK), limit=LOOKBACK, kinds=(SPAN_ENDED,))

@@ -20,10 +20,8 @@ class QueuesFeed:
         self.last: Any = object()
 
     def poll(self) -> QueuesSnapshot | None:
-        from engine.store.files import TRACES_DB
-
         reader = None
-        if (self.state.source.store_dir / TRACES_DB).is_file():
+        if self.state.source.has_traces():
             reader = self.state.reader
         try:
             snapshot = read_queues(reader, self.ctx.source.control(), self.ctx.clock())

@@ -62,9 +62,7 @@ class ReconcileFeed:
         self.state = ReaderState(self.source)
 
     def read(self, api: ControlAPI | None) -> list[ReconcileItem]:
-        from engine.store.files import TRACES_DB
-
-        if not (self.source.store_dir / TRACES_DB).is_file():
+        if not self.source.has_traces():
             return []
         with self.lock:
             try:

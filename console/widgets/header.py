@@ -33,8 +33,8 @@ from console.widgets.text_pane import TextLines
 from engine.timefmt import clock
 
 if TYPE_CHECKING:
-    from engine.store.control import ControlDB
-    from engine.store.reader import TraceReader
+    from engine.store.control import ControlStore
+    from engine.store.reader_protocol import TraceReads
 
 # Severity levels, in increasing order of urgency. Colour always comes with the words of the value itself.
 LEVELS = ("na", "ok", "info", "warn", "crit")
@@ -73,10 +73,10 @@ class SlotValue:
 class HeaderContext:
     """What a slot's fetch gets (on a worker thread)."""
 
-    reader: TraceReader
-    control: ControlDB | None
+    reader: TraceReads
+    control: ControlStore | None
     now: float
-    store_dir: Path
+    store_dir: Path | None  # None on a Postgres store (no engine.lock to read)
     cache: dict[str, Any] = field(default_factory=dict)  # per-poll scratch shared by slots
 
 
@@ -145,8 +145,11 @@ def _engines(ctx: HeaderContext) -> SlotValue:
                                f"heartbeat for {since:.0f}s: check that process (hung or killed).")
     if not alive:
         if active:
+            # A store directory's next engine closes them out; on Postgres only an engine back under their id does.
+            after = ("will be marked abandoned when an engine next starts" if ctx.store_dir is not None else
+                     "stay running until their engine comes back under its id")
             return SlotValue("none alive", "crit", alarm=f"{active} runs say running but no engine is alive: they "
-                                                         f"will be marked abandoned when an engine next starts.")
+                                                         f"{after}.")
         return SlotValue("none running", "info", short="0 running")
     trouble = _store_trouble(ctx.store_dir)
     if trouble is not None:
@@ -157,11 +160,13 @@ def _engines(ctx: HeaderContext) -> SlotValue:
     return SlotValue(f"{len(alive)} alive", "ok")
 
 
-def _store_trouble(store_dir: Path) -> tuple[str, str] | None:
+def _store_trouble(store_dir: Path | None) -> tuple[str, str] | None:
     """The trace store's health as the engine holding the lock reports it (engine.lock's `store` field), when it
     is not ok: (state, error)."""
     from engine.controls.terminate import read_lock_holder
 
+    if store_dir is None:  # a Postgres store: no lock file publishes the writers' health (issue 16)
+        return None
     store = (read_lock_holder(store_dir) or {}).get("store")
     if isinstance(store, dict) and store.get("state") in ("degraded", "failed"):
         return str(store["state"]), str(store.get("error") or "")
@@ -229,7 +234,7 @@ class HeaderSnapshot:
         return self.alarm_here if self.alarm_here and view_id == self.alarm_view else self.alarm
 
 
-def collect(reader: TraceReader, control: ControlDB | None, now: float, store_dir: Path) -> HeaderSnapshot:
+def collect(reader: TraceReads, control: ControlStore | None, now: float, store_dir: Path | None) -> HeaderSnapshot:
     """Run every slot's fetch (worker thread). One failing slot shows "error" without hiding the others."""
     ctx = HeaderContext(reader=reader, control=control, now=now, store_dir=store_dir)
     slots = sorted(HEADER_SLOTS, key=lambda s: (s.id not in FETCH_ORDER,))

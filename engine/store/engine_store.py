@@ -300,7 +300,8 @@ def _open_with_postgres_traces(store_dir: Path, location: PostgresLocation, *,
                                 started=now)
         # The writer process first: it creates or upgrades the schema the engine's own rows go into.
         writer = TraceWriter(location, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
-                             keep_fds=[lock.fd] if lock.fd is not None else [], give_up_after=give_up_after)
+                             keep_fds=[lock.fd] if lock.fd is not None else [], give_up_after=give_up_after,
+                             engine_id=engine_id)
         from engine.store.pg.engine_record import open_engine_record
 
         abandoned = open_engine_record(location, engine_id=engine_id, pid=pid, host=host, user=user,

@@ -87,7 +87,7 @@ def open_postgres_engine_store(location: PostgresLocation, *, config_file: str |
     try:
         control = PgControlDB(location)
         writer = TraceWriter(location, redactor=redactor, flush_interval=flush_interval, max_queue=max_queue,
-                             give_up_after=give_up_after)
+                             give_up_after=give_up_after, engine_id=engine_id)
     except BaseException:
         try:
             if control is None:

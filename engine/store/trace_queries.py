@@ -14,9 +14,12 @@ from engine.errors import InputError
 from engine.store.rows import TypedRow, column_list
 from engine.store.trace_rows import (
     AgentUsage,
+    BreakerFleetRow,
     BreakerRow,
     BudgetRow,
     DegradedCall,
+    EngineLoadRow,
+    EngineQueueRow,
     EngineRow,
     EventRow,
     ModelUsage,
@@ -173,6 +176,21 @@ class TraceQueries:
                                                "ORDER BY state != 'closed' DESC, hierarchy, key")
         return self.query_rows(BreakerRow, f"SELECT {columns} FROM breakers WHERE hierarchy = ? ORDER BY key",
                                (hierarchy,))
+
+    def breaker_fleet(self) -> list[BreakerFleetRow]:
+        """Per breaker, how many engines publish it and how many see it open. A store directory has one engine at a
+        time, whose rows are the whole story: none here (the Postgres reader says it for a fleet)."""
+        return []
+
+    def engine_loads(self) -> list[EngineLoadRow]:
+        """Runs running now, per engine (the engines view's LOAD)."""
+        return self.query_rows(EngineLoadRow, "SELECT engine_id, count(*) AS active FROM runs WHERE status = "
+                                              "'running' GROUP BY engine_id")
+
+    def engine_queues(self) -> list[EngineQueueRow]:
+        """The serve-mode queues each engine publishes. On a store directory the rows carry no engine (one engine
+        serves it at a time): none here."""
+        return []
 
     def queues(self) -> list[QueueRow]:
         """Serve-mode queues as last published: per queue (tenant "") and per tenant, deepest first."""

@@ -162,6 +162,33 @@ class BreakerRow(TypedRow):
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerFleetRow(TypedRow):
+    """One breaker across a fleet (a Postgres store, where each engine publishes its own view of it): how many
+    engines publish it (not stopped) and how many of them see it open (open or forced open)."""
+
+    hierarchy: str
+    key: str
+    engines: int
+    open: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoadRow(TypedRow):
+    """How many runs an engine is running now (runs.engine_id; None: runs recorded without one)."""
+
+    engine_id: str | None
+    active: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineQueueRow(TypedRow):
+    """A serve-mode queue an engine publishes (a Postgres store: queues carry the engine id)."""
+
+    engine_id: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetRow(TypedRow):
     """A row of `budgets`: one budget scope of a run (`run`, `agent:SPAN`); `data` = dimension -> used, reserved,
     limit, fraction, burn_rate_per_min, time_to_exhaustion_s."""

@@ -76,12 +76,13 @@ class TraceWriter:
                  busy_timeout: float = 5.0, retry_initial: float = 0.05, retry_max: float = 1.0,
                  keep_fds: Iterable[int] = (), max_bytes: int = DEFAULT_MAX_BYTES,
                  max_age: float = DEFAULT_MAX_AGE_S, checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES,
-                 give_up_after: float | None = None) -> None:
+                 give_up_after: float | None = None, engine_id: str | None = None) -> None:
         """`db_path`: traces.db, or a Postgres store, which the process leaves after `give_up_after` s of failing
         commits (pg/writer_target.py). `keep_fds`: file descriptors the writer process inherits (the engine lock, so
         it stays held while the writer process still runs). `max_queue`, `max_bytes`, `max_age`: the back-pressure
         bounds on what is emitted but not committed (items, bytes, seconds). `checkpoint_pages`: the WAL size at
-        which the writer process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py)."""
+        which the writer process's checkpointer thread copies it into traces.db (engine/store/checkpointer.py).
+        `engine_id`: on Postgres, whose current-state rows these are (pg/batch_writer.py)."""
         if max_queue < 2:
             raise ValueError("max_queue must be at least 2")
         self.db_path = db_path
@@ -100,9 +101,9 @@ class TraceWriter:
         self.unwritten = 0  # set by close(): items that were never committed
 
         started = start_writer_process(db_path, {
-            "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch,
-            "wake_at": self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial,
-            "retry_max": retry_max, "checkpoint_pages": checkpoint_pages, "give_up_after": give_up_after}, keep_fds)
+            "redactor": redactor or Redactor(), "flush_interval": flush_interval, "max_batch": max_batch, "wake_at":
+            self._wake_at, "busy_timeout": busy_timeout, "retry_initial": retry_initial, "retry_max": retry_max,
+            "checkpoint_pages": checkpoint_pages, "give_up_after": give_up_after, "engine_id": engine_id}, keep_fds)
         self._process = started.process
         self._to_writer = started.to_writer
         self._from_writer = started.from_writer

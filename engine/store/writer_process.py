@@ -292,7 +292,8 @@ def _open(options: dict[str, Any]) -> CommitTarget:
     if postgres is not None:  # the driver is imported only when the store is on Postgres
         from engine.store.pg.writer_target import open_pg_target
 
-        return open_pg_target(postgres, options["redactor"], give_up_after=options.get("give_up_after"))
+        return open_pg_target(postgres, options["redactor"], give_up_after=options.get("give_up_after"),
+                              engine_id=options.get("engine_id"))
     db_path = Path(options["db_path"])
     conn = connect(db_path, busy_timeout_s=options["busy_timeout"], check_same_thread=False)
     try:

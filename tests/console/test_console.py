@@ -407,7 +407,7 @@ async def test_help_lists_keys_with_ids_and_help(fixed_dir: Path) -> None:
         for binding_id in ("open_run", "filter_runs", "sort_runs", "problems_only", "command_line", "show_help",
                            "quit", "table_down"):
             assert f"[{binding_id}]" in text
-        assert "view_runs … view_evals" in text
+        assert "view_runs … view_engines" in text
         groups = {row.group for row in app.screen.rows}
         assert groups == {"this view", "moving around", "everywhere"}
         assert "Filter by run id, hierarchy, status or tenant" in text

@@ -280,7 +280,7 @@ def test_header_slot_registry_and_isolation(tmp_path: Path) -> None:
 def test_view_registry_commands() -> None:
     from console.screens import registry
 
-    assert [v.key for v in registry.VIEWS] == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert [v.key for v in registry.VIEWS] == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
     assert registry.find_command(":run").id == "run"  # type: ignore[union-attr]
     assert registry.find_command("ap").id == "approvals"  # type: ignore[union-attr]
     assert registry.find_command("nope") is None

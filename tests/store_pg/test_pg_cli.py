@@ -89,7 +89,7 @@ def test_the_store_can_come_from_the_environment(postgres_server: EmbeddedPostgr
     assert len(json.loads(proc.stdout)) == 3
 
 
-@pytest.mark.parametrize("command", [("console",), ("breakers", "list")])
+@pytest.mark.parametrize("command", [("breakers", "list")])
 def test_commands_not_served_yet_say_so_without_the_password(command: tuple[str, ...],
                                                              postgres_server: EmbeddedPostgres) -> None:
     url = f"postgresql://postgres:{SECRET}@127.0.0.1:{postgres_server.port}/postgres"
@@ -111,6 +111,12 @@ def test_an_unreachable_or_empty_postgres_store_is_a_store_error(postgres_server
     assert SECRET not in proc.stderr
     empty = flightdeck("trace", "x", "--store", pg_url)  # a database nothing has written traces to
     assert empty.returncode == 3 and "no Flightdeck trace store in" in empty.stderr
+    # The console on Postgres (issue 16) checks the store before its UI starts: one line, exit 3, no password.
+    for store in (unreachable, pg_url):
+        console = flightdeck("console", "--store", store)
+        assert console.returncode == 3, console.stderr
+        assert console.stderr.startswith("flightdeck: ") and "Traceback" not in console.stderr
+        assert SECRET not in console.stderr + console.stdout
 
 
 def test_a_store_url_of_another_scheme_is_bad_input() -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The statements whose rows the Postgres writer ends with its engine's id (the current-state tables).
+ENGINE_STATE = frozenset({"state.breakers", "state.budgets", "state.queues", "state.schedules"})
+
 _RUN_COLUMNS = ("id, hierarchy, hierarchy_hash, engine_id, engine_version, status, tenant, seed, input, output, "
                 "error, started, ended, tokens_in, tokens_out, cost_usd, model_calls, tool_calls, agents_active, "
                 "attributes, last_seq, resumed, replayed_steps")
@@ -65,13 +68,17 @@ PG_STATEMENTS: dict[str, PgStatement] = {
     "insert_event": PgStatement(
         "INSERT INTO events (seq, ts, run_id, span_id, kind, agent, name, data) VALUES (%s, %s, %s, %s, %s, %s, %s, "
         "%s)", (0,), copy="events (seq, ts, run_id, span_id, kind, agent, name, data)"),
+    # Current-state rows end with the engine id the writer adds (PgBatchWriter: ENGINE_STATE): part of the key where
+    # engines publish under the same names (schema v4).
     "state.breakers": PgStatement(_upsert(
         "breakers", "hierarchy, key, kind, name, state, failure_rate, slow_call_rate, calls_in_window, failed_calls, "
-        "slow_calls, not_permitted_calls, next_probe_at, since, updated", "hierarchy, key")),
-    "state.budgets": PgStatement(_upsert("budgets", "run_id, scope, agent, data, updated", "run_id, scope")),
+        "slow_calls, not_permitted_calls, next_probe_at, since, updated, engine_id", "engine_id, hierarchy, key")),
+    "state.budgets": PgStatement(_upsert("budgets", "run_id, scope, agent, data, updated, engine_id",
+                                         "run_id, scope")),
     "state.queues": PgStatement(_upsert(
         "queues", "queue, tenant, hierarchy, depth, running, oldest_age_s, admitted_per_min, rejected_total, "
-        "max_depth, concurrency, rate_limit, admission, updated", "queue, tenant")),
+        "max_depth, concurrency, rate_limit, admission, updated, engine_id", "engine_id, queue, tenant")),
     "state.schedules": PgStatement(_upsert(
-        "schedules", "name, hierarchy, cron, missed, next_fire, last_fire, last_run_id, updated", "name")),
+        "schedules", "name, hierarchy, cron, missed, next_fire, last_fire, last_run_id, updated, engine_id",
+        "engine_id, name")),
 }

@@ -30,7 +30,7 @@ from engine.store.batch import (
     Batch,
     BatchBuilder,
 )
-from engine.store.pg.batch_sql import PG_STATEMENTS
+from engine.store.pg.batch_sql import ENGINE_STATE, PG_STATEMENTS
 from engine.store.pg.connection import WRITER_APPLICATION, connect, store_error
 from engine.store.pg.schema import migrate
 from engine.store.redact import Redactor
@@ -59,8 +59,13 @@ class PgBatchWriter:
     """One engine's writer to a Postgres trace store. Creates or upgrades the schema on open. Not thread-safe: one
     writer thread (the trace-writer process's) owns it."""
 
-    def __init__(self, location: PostgresLocation, *, redactor: Redactor | None = None) -> None:
+    def __init__(self, location: PostgresLocation, *, redactor: Redactor | None = None,
+                 engine_id: str | None = None) -> None:
         self.location = location
+        # Every current-state row this writer commits is its engine's: the fleet's console tells engines apart by
+        # it, and engines on one database no longer overwrite each other's breakers (schema v4). '' when unknown
+        # (tools and tests writing without an engine).
+        self.engine_id = engine_id or ""
         self._conn: psycopg.Connection[Any] = connect(location, autocommit=True, application_name=WRITER_APPLICATION)
         try:
             migrate(self._conn, location)
@@ -139,7 +144,7 @@ class PgBatchWriter:
             for sql, statement_rows in batch.statements:
                 name = _NAME_OF[sql]
                 statement = PG_STATEMENTS[name]
-                prepared = _prepared(name, statement_rows, offset)
+                prepared = _prepared(name, statement_rows, offset, self.engine_id)
                 rows += len(prepared)
                 if statement.copy is not None:
                     with cur.copy(f"COPY {statement.copy} FROM STDIN") as copy:
@@ -162,7 +167,7 @@ class PgBatchWriter:
             offset = _take_event_numbers(cur, batch)
             for sql, statement_rows in batch.statements:
                 name = _NAME_OF[sql]
-                for row in _prepared(name, statement_rows, offset):
+                for row in _prepared(name, statement_rows, offset, self.engine_id):
                     try:
                         with self._conn.transaction():  # a savepoint
                             cur.execute(PG_STATEMENTS[name].sql, row)
@@ -204,11 +209,14 @@ class PgBatchWriter:
         self.close()
 
 
-def _prepared(name: str, rows: list[Any], offset: int) -> list[list[Any]]:
-    """A statement's rows as the Postgres SQL takes them: global event numbers, and a run row's resumed columns."""
+def _prepared(name: str, rows: list[Any], offset: int, engine_id: str) -> list[list[Any]]:
+    """A statement's rows as the Postgres SQL takes them: global event numbers, a run row's resumed columns, and a
+    current-state row's engine id."""
     prepared = _shift(rows, PG_STATEMENTS[name].seq_at, offset)
     if name == "insert_run":
         prepared = [row + _resumed(row[_RUN_ATTRIBUTES]) for row in prepared]
+    elif name in ENGINE_STATE:
+        prepared = [[*row, engine_id] for row in prepared]
     return prepared
 
 

@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from engine.store.pg.connection import connect, store_error, to_driver_sql
 from engine.store.pg.schema import check_version, schema_version
-from engine.store.rows import TypedRow, row_builder
+from engine.store.rows import TypedRow, column_list, row_builder
 from engine.store.trace_queries import TraceQueries
-from engine.store.trace_rows import DegradedCall
+from engine.store.trace_rows import (
+    BreakerFleetRow,
+    BreakerRow,
+    DegradedCall,
+    EngineQueueRow,
+    QueueRow,
+    ScheduleRow,
+)
 from engine.store.traces_schema import RUN_STATUSES
 
 if TYPE_CHECKING:
@@ -135,8 +142,15 @@ class PgTraceReader(TraceQueries):
     # -- reads in Postgres's own SQL -----------------------------------------------------------------------------
 
     def data_version(self) -> int:
-        """Changes when events are committed (Postgres has no PRAGMA data_version): the last event number."""
-        return self.last_seq()
+        """Changes whenever a trace writer commits (Postgres has no PRAGMA data_version): the last event number
+        handed out and every engine's trace-writer batch counter (`trace_writers`, bumped in each batch's
+        transaction, so a batch with only run progress or current-state rows counts too). Two tiny reads in one
+        statement, cheap enough for the console's poll. A batch written without a marker (PgBatchWriter.flush, used
+        by tests and tools) shows only through its events."""
+        row = self._execute("SELECT (SELECT last FROM event_seq WHERE id = 1), "
+                            "(SELECT coalesce(sum(batch_no), 0) + count(*) FROM trace_writers)", ())[1]
+        last, batches = (int(value or 0) for value in row[0]) if row else (0, 0)
+        return (last << 32) ^ batches
 
     def count_runs(self, since: float) -> dict[str, int]:
         """As TraceReader.count_runs."""
@@ -164,3 +178,48 @@ class PgTraceReader(TraceQueries):
                 reason = attrs.get("error")
                 out.append(DegradedCall(row["run_id"], row["name"], kind, "" if reason is None else reason))
         return out
+
+    # -- the fleet: current-state rows of several engines (schema v4 keys them by engine) ------------------------
+
+    def breakers(self, hierarchy: str | None = None) -> list[BreakerRow]:
+        """One row per hierarchy and breaker key, as on a store directory: of the engines publishing it, the row
+        of one that sees it worst (open, then half-open), preferring engines not stopped, then the freshest.
+        `breaker_fleet()` says how many engines see it so."""
+        where, params = ("WHERE b.hierarchy = ?", (hierarchy,)) if hierarchy is not None else ("", ())
+        order = "ORDER BY key" if hierarchy is not None else "ORDER BY state != 'closed' DESC, hierarchy, key"
+        return self.query_rows(BreakerRow, (
+            f"SELECT {column_list(BreakerRow)} FROM (SELECT DISTINCT ON (b.hierarchy, b.key) b.* FROM breakers b "
+            f"LEFT JOIN engines e ON e.id = b.engine_id {where} ORDER BY b.hierarchy, b.key, e.stopped IS NOT NULL, "
+            f"{_STATE_RANK}, b.updated DESC) b {order}"), params)
+
+    def breaker_fleet(self) -> list[BreakerFleetRow]:
+        """Per breaker: how many engines publish it (every engine not known to have stopped, a stale one with its
+        last view) and how many of them see it open or forced open."""
+        return self.query_rows(BreakerFleetRow, (
+            "SELECT b.hierarchy, b.key, count(*) AS engines, "
+            "count(*) FILTER (WHERE b.state IN ('open', 'forced_open')) AS open FROM breakers b "
+            "LEFT JOIN engines e ON e.id = b.engine_id WHERE e.stopped IS NULL GROUP BY b.hierarchy, b.key "
+            "ORDER BY b.hierarchy, b.key"))
+
+    def engine_queues(self) -> list[EngineQueueRow]:
+        return self.query_rows(EngineQueueRow, "SELECT engine_id, queue FROM queues WHERE tenant = '' "
+                                               "ORDER BY engine_id, queue")
+
+    def queues(self) -> list[QueueRow]:
+        """As on a store directory, one row per queue and tenant: the freshest engine's figures. The queues are the
+        fleet's (every serving engine publishes the same queue's depth), so the newest publication is the one to
+        show; per engine, see engine_queues()."""
+        return self.query_rows(QueueRow, (
+            f"SELECT {column_list(QueueRow)} FROM (SELECT DISTINCT ON (queue, tenant) * FROM queues "
+            "ORDER BY queue, tenant, updated DESC) q ORDER BY queue, tenant != '', depth DESC, tenant"))
+
+    def schedules(self) -> list[ScheduleRow]:
+        """As on a store directory, one row per schedule: the freshest engine's."""
+        return self.query_rows(ScheduleRow, (
+            f"SELECT {column_list(ScheduleRow)} FROM (SELECT DISTINCT ON (name) * FROM schedules "
+            "ORDER BY name, updated DESC) s ORDER BY next_fire IS NULL, next_fire, name"))
+
+
+# Worst first: what an engine that sees a breaker open knows matters more than a peer that has not noticed yet.
+_STATE_RANK = ("CASE b.state WHEN 'open' THEN 0 WHEN 'forced_open' THEN 0 WHEN 'half_open' THEN 1 "
+               "WHEN 'disabled' THEN 2 ELSE 3 END")

@@ -197,7 +197,28 @@ ALTER TABLE engines ALTER COLUMN heartbeat SET NOT NULL;
 CREATE INDEX engines_started ON engines (started);
 """
 
-PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# v4 (issue 16, the fleet's console): the current-state tables name the engine that published each row, and the
+# ones a fleet's engines publish under the same names take it into their keys. Breakers are each engine's own view of
+# a dependency (engines on one database overwrote each other's rows before: the last to publish won); queues and
+# schedules are published by every serving engine. Budgets keep their key: a run id is one engine's already, the
+# column says which. Rows from before v4 get '' (published before engines were told apart).
+_V4 = """
+ALTER TABLE breakers ADD COLUMN engine_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE breakers DROP CONSTRAINT breakers_pkey;
+ALTER TABLE breakers ADD PRIMARY KEY (engine_id, hierarchy, key);
+CREATE INDEX breakers_key ON breakers (hierarchy, key);
+ALTER TABLE queues ADD COLUMN engine_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE queues DROP CONSTRAINT queues_pkey;
+ALTER TABLE queues ADD PRIMARY KEY (engine_id, queue, tenant);
+ALTER TABLE schedules ADD COLUMN engine_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE schedules DROP CONSTRAINT schedules_pkey;
+ALTER TABLE schedules ADD PRIMARY KEY (engine_id, name);
+ALTER TABLE budgets ADD COLUMN engine_id TEXT NOT NULL DEFAULT '';
+"""
+
+PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# The first version whose current-state tables carry engine_id (the fleet's breakers, queues and schedules).
+FLEET_STATE_VERSION = 4
 
 
 def schema_version(conn: psycopg.Connection[Any], component: str = COMPONENT) -> int:

@@ -102,11 +102,11 @@ class PgTarget:
 
 
 def open_pg_target(postgres: tuple[str, str, str | None], redactor: Redactor, *,
-                   give_up_after: float | None = None) -> PgTarget:
+                   give_up_after: float | None = None, engine_id: str | None = None) -> PgTarget:
     """Connect (creating or upgrading the schema): StoreError naming the store, password masked, if it cannot."""
     dsn, masked, password = postgres
     location = PostgresLocation(dsn=dsn, masked=masked, password=password)
-    writer = PgBatchWriter(location, redactor=redactor)
+    writer = PgBatchWriter(location, redactor=redactor, engine_id=engine_id)
     try:
         return PgTarget(writer, give_up_after=DEFAULT_GIVE_UP_S if give_up_after is None else give_up_after)
     except Exception as exc:

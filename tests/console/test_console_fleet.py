@@ -1,0 +1,186 @@
+"""Issue 16: one console for the whole fleet, on a Postgres store. Three engines registered on one database (alive,
+STALE, stopped; tests/console_fleet_support.py), runs of each, a breaker two engines publish under the same name.
+The real app under Pilot on a real PostgreSQL on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from console.app import create_app
+from console.screens.breakers_fleet import fleet_cell
+from console.screens.engines import engine_cell
+from engine.errors import StoreError
+from engine.store.location import PostgresLocation
+from tests.console_fleet_support import ENGINE_A, ENGINE_B, ENGINE_C, FLEET_RUNS, fleet_store, pg_location
+from tests.console_helpers import FIXED_NOW, fixed_clock, utc, wait_for  # noqa: F401 - utc: an autouse fixture (TZ=UTC)
+from tests.pg_support import EmbeddedPostgres
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def fleet(postgres_server: EmbeddedPostgres) -> Iterator[PostgresLocation]:
+    url = postgres_server.create_database()
+    try:
+        yield fleet_store(url)
+    finally:
+        postgres_server.drop_database(url)
+
+
+def app_on(location: PostgresLocation, *, read_only: bool = True) -> Any:
+    return create_app(location, operator="alice", read_only=read_only, clock=fixed_clock, poll_interval=0.05)
+
+
+async def runs_loaded(pilot: Any) -> Any:
+    runs = pilot.app.main.view("runs")
+    await wait_for(pilot, lambda: runs.table.total_count == len(FLEET_RUNS), what="every engine's runs")
+    return runs
+
+
+async def test_the_console_opens_on_a_postgres_store_with_every_engines_runs(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await runs_loaded(pilot)
+        assert {item.run.engine_id for item in runs.table.values()} == {ENGINE_A, ENGINE_B, ENGINE_C}
+        assert "engine" in [column.key for column in runs.table.columns]
+        await wait_for(pilot, lambda: app.main.header.snapshot is not None, what="header")
+        assert app.main.header.slot_text("engines") == "1 alive, 1 STALE"  # the fleet's, by the console's clock
+        assert "9 Engines" in app.main.header.render().plain  # the fleet's view is in the view bar
+        assert app.notifier.count == 0  # nothing the console reads failed on Postgres
+
+
+async def test_e_shows_one_engines_runs_then_the_next_then_all(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await runs_loaded(pilot)
+        expected = {engine: {r[0] for r in FLEET_RUNS if r[6] == engine} for engine in (ENGINE_A, ENGINE_B, ENGINE_C)}
+        for engine in (ENGINE_A, ENGINE_B, ENGINE_C):  # in engine id order
+            await pilot.press("e")
+            assert runs.filter.engine == engine
+            assert runs.table.row_count == len(expected[engine])
+            assert {runs.table.get(key).run.id for key in runs.table.visible_keys()} == expected[engine]
+            assert f"engine {engine}" in runs.query_one("#runs-title").plain
+        await pilot.press("e")  # past the last engine: every run again
+        assert runs.filter.engine is None and runs.table.row_count == len(FLEET_RUNS)
+        await pilot.press("e", "p")  # with the problems toggle: engine A's failed run only
+        assert {runs.table.get(key).run.id for key in runs.table.visible_keys()} == {"b2c3d4e5f6a1"}
+        await pilot.press("escape")  # clears both
+        assert runs.filter.empty and runs.table.row_count == len(FLEET_RUNS)
+
+
+async def test_the_engines_view_lists_the_fleet_and_enter_shows_an_engines_runs(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await runs_loaded(pilot)
+        await pilot.press("0")
+        view = app.main.view("engines")
+        await wait_for(pilot, lambda: view.table.total_count == 3, what="three engines")
+        lines = {line.id: line for line in view.table.values()}
+        assert (lines[ENGINE_A].host, lines[ENGINE_A].pid, lines[ENGINE_A].version) == ("host-a", 4101, "0.9.0")
+        assert (lines[ENGINE_A].load, lines[ENGINE_B].load, lines[ENGINE_C].load) == (1, 1, 0)
+        assert lines[ENGINE_A].queues == ("deal-desk",)
+        assert lines[ENGINE_B].queues == ("deal-desk", "support-triage")
+        states = {key: engine_cell(line, "state", FIXED_NOW).plain for key, line in lines.items()}
+        assert states == {ENGINE_A: "alive", ENGINE_B: "STALE", ENGINE_C: "stopped"}
+        assert view.table.cursor_key == ENGINE_B  # STALE first
+        assert "has sent no heartbeat for 40s" in view.hint
+        await pilot.press("down")  # engine A (alive)
+        assert view.table.cursor_key == ENGINE_A
+        await pilot.press("enter")
+        runs = app.main.view("runs")
+        await wait_for(pilot, lambda: app.main.active_id == "runs" and runs.filter.engine == ENGINE_A,
+                       what="the runs view on engine A")
+        assert runs.table.row_count == sum(1 for r in FLEET_RUNS if r[6] == ENGINE_A)
+
+
+async def test_breakers_fleet_wide_count_the_engines_that_see_each_one_open(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        view = app.main.view("breakers")
+        await wait_for(pilot, lambda: view.loaded and view.table.total_count == 2, what="breakers")
+        rows = {key[1]: row for key, row in zip(view.table.keys(), view.table.values(), strict=True)}
+        assert rows["tool:price_quote"].state == "open"  # the worst view of it: engine A's
+        assert fleet_cell(view.fleet.get(("deal-desk", "tool:price_quote"))).plain == "1/2 open"
+        assert fleet_cell(view.fleet.get(("deal-desk", "tool:crm_lookup"))).plain == "0/2 open"
+        assert view.table.cursor_key == ("deal-desk", "tool:price_quote")  # open first
+        assert "1 of 2 engines see it open" in view.query_one("#breaker-why").plain
+
+
+async def test_a_view_that_needs_the_store_directory_says_so_on_postgres(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await runs_loaded(pilot)
+        await pilot.press("6")
+        view = app.main.view("runbooks")
+        await wait_for(pilot, lambda: app.main.active_id == "runbooks", what="view 6")
+        text = view.query_one("#runbooks-not-on-postgres").plain
+        assert "not on a Postgres store yet" in text and "flightdeck incidents --store URL" in text
+        assert "not on a Postgres store yet" in view.hint  # the hint line's, unless an alarm speaks (the STALE engine)
+        for key in ("3", "5", "7", "8"):  # the others read the database
+            await pilot.press(key)
+        await pilot.press("1")
+        await pilot.pause(0.3)
+        assert app.notifier.count == 0, app.notifier.store_problem
+
+
+def test_console_preflight_refuses_a_database_without_a_trace_store(pg_url: str) -> None:
+    from console.commands.ui import preflight
+
+    with pytest.raises(StoreError, match="no Flightdeck trace store"):
+        preflight(pg_location(pg_url))
+
+
+def test_console_preflight_passes_on_a_fleet(fleet: PostgresLocation) -> None:
+    from console.commands.ui import preflight
+
+    preflight(fleet)  # no exception: `flightdeck console --store postgresql://...` goes on to open the UI
+
+
+async def test_a_run_of_the_fleet_opens_with_its_span_tree_and_events(fleet: PostgresLocation) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await runs_loaded(pilot)
+        app.main.run_command(":run b2c3d4e5f6a1")  # engine A's failed run
+        run = app.main.view("run")
+        await wait_for(pilot, lambda: run.is_mounted and "b2c3d4e5f6a1-07" in run.tree.nodes and run.events.count > 0,
+                       what="the run's spans and events from Postgres")
+        assert app.notifier.count == 0
+
+
+async def test_a_kill_switch_from_the_fleet_console_is_written_to_postgres_and_audited(
+        fleet: PostgresLocation) -> None:
+    from engine.controls.api import ControlAPI
+    from tests.console.test_console_actions import fill, modal, notified, submit
+
+    app = app_on(fleet, read_only=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await runs_loaded(pilot)
+        runs.table.select_key("d4e5f6a1b2c3")  # engine A's running run
+        await pilot.press("k")
+        form = await modal(pilot)
+        assert "run:d4e5f6a1b2c3 would stop: 1 run(s)" in str(form.query_one("#form-body Static").render())
+        await fill(pilot, reason="runaway discounting on host-a")
+        await submit(pilot)
+        await wait_for(pilot, lambda: notified(app, "set: run:d4e5f6a1b2c3, mode kill, by alice"), what="set")
+    with ControlAPI(fleet, "auditor") as api:
+        [switch] = [s for s in api.active_kill_switches() if s.target == "d4e5f6a1b2c3"]
+        assert (switch.scope, switch.mode, switch.operator, switch.reason) == (
+            "run", "kill", "alice", "runaway discounting on host-a")
+        assert api.verify_audit(None).ok
+
+
+async def test_retry_from_a_span_on_postgres_says_it_is_not_there_yet(fleet: PostgresLocation) -> None:
+    from tests.console.test_console_actions import notified
+    from tests.console.test_console_retry import on_span
+
+    app = app_on(fleet, read_only=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await runs_loaded(pilot)
+        await on_span(pilot, "b2c3d4e5f6a1", "b2c3d4e5f6a1-05")
+        await pilot.press("y")  # needs the store directory (its log, the retry process's --store)
+        await wait_for(pilot, lambda: notified(app, "cannot use a Postgres store yet"), what="the notice")
+        assert app.is_running and app.notifier.store_problem is None
