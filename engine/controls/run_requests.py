@@ -171,18 +171,20 @@ def runs_ever_asked(conn: SqlConnection) -> list[str]:
 
 
 def record_and_take(api: Any, run_id: str, status: str, ended: float | None, *, limits: Mapping[str, Any] | None,
-                    reason: str, engine_id: str) -> tuple[AuditEntry, list[KillSwitch], Taken | None]:
+                    reason: str, engine_id: str, attributes: Mapping[str, Any] | None = None
+                    ) -> tuple[AuditEntry, list[KillSwitch], Taken | None]:
     """An operator's resume carried on by the engine the caller runs (`flightdeck resume` with the store free, serve's
     POST /runs/ID/resume): the `resume` row and its `resume_taken` row in one transaction, so no engine's poll takes
     it as well. Taken is None when another engine took this ending first (then the caller must not run it, unless it
-    holds the store alone). `api`: a ControlAPI."""
+    holds the store alone). `api`: a ControlAPI; `attributes`: the run row's (the audit row records the run limits
+    it resumes with: reconcile.record_resume)."""
     from engine.controls.reconcile import record_resume
     from engine.controls.validate import required_text
 
     reason = required_text(reason, "reason")
     with api.transaction() as conn:
         entry, released = record_resume(conn, run_id, status, limits=limits, reason=reason, operator=api.operator,
-                                        now=api.now())
+                                        now=api.now(), attributes=attributes)
         row = take(conn, run_id, request=entry.id, kind=RESUME_ACTION, ended=ended, engine_id=engine_id,
                    now=api.now())
     taken = None if row is None else Taken(run_id=run_id, audit_id=row.id, engine_id=engine_id, request=entry.id,

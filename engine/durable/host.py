@@ -213,6 +213,24 @@ class DurableHost:
 
         return await detached(start())
 
+    async def outcome_recorded(self, workflow_id: str, timeout: float) -> bool:
+        """Until DBOS has recorded the outcome of `workflow_id` (it is no longer PENDING), at most `timeout` s.
+        Why: DBOS writes a workflow's outcome after its body returned; destroy() in between cancels that write,
+        and the workflow stays PENDING, so the next engine would resume a run that had ended. False: it did not
+        end in time."""
+        async def wait() -> None:
+            handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
+            try:
+                await handle.get_result(polling_interval_sec=0.02)
+            except Exception:  # an ERROR outcome is an outcome; it is recorded
+                pass
+
+        try:
+            await detached(asyncio.wait_for(wait(), timeout))
+        except TimeoutError:
+            return False
+        return True
+
     async def resume(self, workflow_id: str) -> None:
         """Hand a pending run back to DBOS: its queue runs it again (on this engine's loop) soon after."""
         await detached(DBOS.resume_workflow_async(workflow_id))

@@ -370,7 +370,7 @@ class Engine:
         ctx.replay = request.replay
         ctx.path_format = request.path_format
         if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
-            from engine.runtime.durable_runs import seed_resumed
+            from engine.runtime.resume_seed import seed_resumed
 
             attrs.update(seed_resumed(ctx, resume))
         self.writer.run_started(ctx.run_id, compiled.name, compiled.source_hash, self.store.engine_id,
@@ -400,7 +400,7 @@ class Engine:
                           parent=self.guards.daily_scope(compiled, self._daily_spend),
                           labels={"run": ctx.run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
         if resume is not None:
-            from engine.runtime.durable_runs import seed_budget
+            from engine.runtime.resume_seed import seed_budget
 
             seed_budget(ctx)
         task, context = split_input(request.input)

@@ -121,7 +121,7 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
         raise ControlError(f"{locked}, and {who} is not a durable engine taking resume requests (flightdeck run "
                            f"without --durable, or one stopping): it cannot resume run {run.id}; nothing was "
                            f"written. Let it finish or stop it (flightdeck engines), then run: {again}")
-    entry, _released = api.record_resume(run.id, run.status, limits, reason)
+    entry, _released = api.record_resume(run.id, run.status, limits, reason, run.attributes)
     print(f"resume of run {run.id} recorded (audit row {entry.id}): {engine.describe()}, the durable engine holding "
           f"the store, carries it on", file=sys.stderr)
     if args.no_wait:
