@@ -9,6 +9,12 @@ IMMEDIATE transaction that checked no such row exists yet for the same ending of
 when it was taken). control.db's write lock serializes every process, so of two engines, or two polls of one engine,
 exactly one takes a run's ending; the run's next ending (after it ran again) can be taken again, by a new request.
 
+A take whose start then fails (the engine could not start the run in DBOS: a damaged or locked durable.db) is given
+back: the engine writes a `resume_released` audit row naming the take (`after` = {run_id, taken, engine_id, ended,
+error}), and a released take no longer holds the ending, so the next request (`flightdeck resume`), or another
+engine's start scan, takes it again. The engine that failed does not retry on its own: its watcher reads request
+rows only, so a run that cannot start is not retried in a loop.
+
 A `resume` row is still a request while it is newer than the run's last end (`ts > ended`) and nothing took that
 ending: a resume that ran (in an engine, or in `flightdeck resume`'s own) ends the run again later, so an old row is
 never obeyed twice. Like a reconcile decision, a row whose hash no longer matches its contents is not a request.
@@ -29,6 +35,7 @@ from engine.store.dialect import SqlConnection
 from engine.store.rows import row_dicts
 
 TAKEN_ACTION = "resume_taken"
+RELEASED_ACTION = "resume_released"  # a take given back: its engine could not start the run
 REQUEST_ACTIONS = (RESUME_ACTION, RECONCILE_ACTION)
 
 
@@ -84,10 +91,23 @@ def runs_asked_since(conn: SqlConnection, after_id: int) -> tuple[list[str], int
     return list(runs), max(int(after_id), int(newest[0] or 0))
 
 
+def released(conn: SqlConnection, run_id: str) -> set[int]:
+    """The audit ids of the run's takes that their engine gave back (`resume_released` rows)."""
+    ids = set()
+    for row in _intact_rows(conn, RELEASED_ACTION, run_id):
+        after = row["after"] if isinstance(row["after"], Mapping) else {}
+        if isinstance(after.get("taken"), int):
+            ids.add(int(after["taken"]))
+    return ids
+
+
 def takes(conn: SqlConnection, run_id: str, after_id: int = 0) -> list[Taken]:
-    """The `resume_taken` rows of a run newer than `after_id`, oldest first."""
+    """The `resume_taken` rows of a run newer than `after_id` that still hold (not given back), oldest first."""
     found = []
+    given_back = released(conn, run_id)
     for row in _intact_rows(conn, TAKEN_ACTION, run_id, after_id):
+        if int(row["id"]) in given_back:
+            continue
         after = row["after"] if isinstance(row["after"], Mapping) else {}
         ended = after.get("ended")
         found.append(Taken(run_id=run_id, audit_id=int(row["id"]), engine_id=str(after.get("engine_id") or ""),
@@ -132,6 +152,15 @@ def take(conn: SqlConnection, run_id: str, *, request: int, kind: str, ended: fl
                                "ended": ended}, reason=f"{kind} request (audit row {request}) taken")
 
 
+def release(conn: SqlConnection, run_id: str, *, taken: int, ended: float | None, engine_id: str, error: str,
+            now: float) -> AuditEntry:
+    """Give back the take `taken` (its audit id) of `engine_id`, which could not start the run: the ending it held
+    can be taken again."""
+    return audit.append(conn, ts=now, actor=f"engine:{engine_id}", action=RELEASED_ACTION, target=run_target(run_id),
+                        after={"run_id": run_id, "taken": taken, "engine_id": engine_id, "ended": ended,
+                               "error": error}, reason=f"could not start the run: {error}")
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A run a durable engine may take now: `kind` "resume" (an operator's resume row, `request` its id, `limits`
@@ -143,6 +172,7 @@ class Pending:
     ended: float | None
     status: str
     limits: dict[str, Any] | None = None
+    taken: int = 0  # the `resume_taken` row's id, once an engine took it
 
 
 def pending(conn: SqlConnection, reader: Any, run_id: str) -> Pending | None:

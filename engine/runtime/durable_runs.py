@@ -182,9 +182,8 @@ class DurableRuns:
         started; close() waits for it to end like a run resumed on start."""
         assert self.host is not None
         found = await self.host.latest(run_id)
-        if found is None:
-            self.not_resumed(run_id, "it is not a durable run in durable.db: nothing is recorded to resume it from")
-            return
+        if found is None:  # the caller gives the take back
+            raise LookupError("it is not a durable run in durable.db: nothing is recorded to resume it from")
         spec = found[2]
         if limits:
             from engine.guardrails.budget import BudgetLimits
