@@ -121,9 +121,9 @@ class DurableRuns:
 
             self.pickups = Pickup(self)
             await self.pickups.start(in_flight)
-            publish = getattr(self.engine.store, "publish_durable", None)  # test doubles of the store may lack it
-            if publish is not None:
-                publish(pickup=True, auto_resume=why_not is None)
+        publish = getattr(self.engine.store, "publish_durable", None)  # test doubles of the store may lack it
+        if publish is not None:  # `flightdeck engines` shows it; resume and reconcile trust `pickup` only
+            publish(pickup=self.pickup, auto_resume=self.pickup and why_not is None)
         if self.resumed:
             log.warning("resuming %d runs interrupted by a dead engine or reconciled", len(self.resumed))
 
