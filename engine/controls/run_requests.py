@@ -91,22 +91,23 @@ def runs_asked_since(conn: SqlConnection, after_id: int) -> tuple[list[str], int
     return list(runs), max(int(after_id), int(newest[0] or 0))
 
 
-def released(conn: SqlConnection, run_id: str) -> set[int]:
-    """The audit ids of the run's takes that their engine gave back (`resume_released` rows)."""
-    ids = set()
+def released(conn: SqlConnection, run_id: str) -> dict[int, str]:
+    """The run's takes that their engine gave back (`resume_released` rows): take audit id -> why."""
+    given_back = {}
     for row in _intact_rows(conn, RELEASED_ACTION, run_id):
         after = row["after"] if isinstance(row["after"], Mapping) else {}
         if isinstance(after.get("taken"), int):
-            ids.add(int(after["taken"]))
-    return ids
+            given_back[int(after["taken"])] = str(after.get("error") or row["reason"] or "")
+    return given_back
 
 
-def takes(conn: SqlConnection, run_id: str, after_id: int = 0) -> list[Taken]:
-    """The `resume_taken` rows of a run newer than `after_id` that still hold (not given back), oldest first."""
+def takes(conn: SqlConnection, run_id: str, after_id: int = 0, *, given_back: bool = False) -> list[Taken]:
+    """The `resume_taken` rows of a run newer than `after_id` that still hold (with `given_back`: those given back
+    too), oldest first."""
     found = []
-    given_back = released(conn, run_id)
+    gone = {} if given_back else released(conn, run_id)
     for row in _intact_rows(conn, TAKEN_ACTION, run_id, after_id):
-        if int(row["id"]) in given_back:
+        if int(row["id"]) in gone:
             continue
         after = row["after"] if isinstance(row["after"], Mapping) else {}
         ended = after.get("ended")

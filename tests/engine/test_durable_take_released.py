@@ -92,3 +92,30 @@ def test_a_take_whose_start_fails_is_given_back_and_taken_later(tmp_path: Path) 
     assert len(_audit(charging.store, run_requests.TAKEN_ACTION)) == 2
     assert get_run(charging.store, run.id).status == "completed"
     assert [line["amount"] for line in charging.lines()] == [5, 7]  # the first charge replayed, not run again
+
+
+def test_flightdeck_resume_says_when_the_engine_holding_the_store_gave_the_run_back(tmp_path: Path) -> None:
+    from tests.durable_support import flightdeck
+
+    charging = Charging(tmp_path)
+    stopped = charging.run("--budget", "calls=1")
+    assert stopped.returncode == 4, stopped.stderr
+    reader = open_reader(charging.store)
+    try:
+        (run,) = reader.list_runs(limit=5)
+    finally:
+        reader.close()
+    _damage(charging.store, run.id)
+    os.environ["FLIGHTDECK_TEST_LEDGER"] = str(charging.ledger)
+
+    async def go() -> Any:
+        with open_engine_store(charging.store) as store:
+            async with Engine(store, latency_scale=0.0, runbooks=False, durable=True):
+                return await anyio.to_thread.run_sync(lambda: flightdeck(
+                    "resume", run.id, "--budget", "calls=10", "--reason", "room to finish", "--yes", "--store",
+                    str(charging.store), env=charging.env))
+
+    resumed = anyio.run(go)
+    assert resumed.returncode == 3, resumed.stderr  # not a hang until the engine stops: it says why at once
+    assert "could not start it (DBOSConflictingWorkflowError" in resumed.stderr and "gave it back" in resumed.stderr
+    assert len(_audit(charging.store, run_requests.RELEASED_ACTION)) == 1

@@ -185,6 +185,14 @@ def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: 
         print(f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy); the next durable engine "
               f"to start on this store carries it on, or: {now}")
         return
+    from engine.controls.run_requests import released
+
+    with api.read() as conn:
+        why = released(conn, run_id).get(taken.audit_id)
+    if why is not None:
+        print(f"{engine.describe()} took run {run_id} but could not start it ({why}) and gave it back: fix that, "
+              f"then: {now}")
+        return
     print(f"{engine.describe()} took run {run_id} (audit row {taken.audit_id}): it is running again there")
 
 
