@@ -372,7 +372,6 @@ class DurableRuns:
                           tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost_usd=row.cost_usd,
                           model_calls=row.model_calls, tool_calls=row.tool_calls, replay=table)
 
-
     async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
                    submitted: Hierarchy | None = None) -> RunResult:
         hierarchy, why = (submitted, None) if submitted is not None else self.hierarchies.load(spec)
@@ -390,8 +389,6 @@ class DurableRuns:
         return await self.engine.run_compiled(self.engine.compile(hierarchy), request, run_id=run_id, resume=info)
 
     def _fail_unloadable(self, run_id: str, spec: dict[str, Any], request: RunRequest, why: str) -> RunResult:
-        import time
-
         from engine.runtime.results import RunResult
 
         now = time.time()
