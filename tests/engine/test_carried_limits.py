@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.controls.api import ControlAPI
 from tests.durable_support import Charging, flightdeck
-from tests.engine_helpers import get_run, spans
+from tests.engine_helpers import events, get_run, spans
 
 
 def _audit_after(store: Path, action: str) -> list[dict[str, Any]]:
@@ -75,6 +75,8 @@ def test_a_resume_carries_the_budget_changes_the_run_ran_under(tmp_path: Path) -
     # only newer ones (and its preview says the run's own limits are now calls=10).
     assert (row.attributes["budget"], row.attributes["budget_through"]) == ({"model_calls": 10}, 1)
     assert [line["amount"] for line in charging.lines()] == [5, 7]  # the first charge replayed, not run again
+    (carried,) = events(charging.store, run_id, ["budget.carried"])
+    assert carried.data["limits"] == {"model_calls": 10} and [c["id"] for c in carried.data["budget_changes"]] == [1]
 
 
 def test_budget_on_a_resume_replaces_the_runs_limits_and_its_changes(tmp_path: Path) -> None:
