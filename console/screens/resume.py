@@ -108,6 +108,8 @@ def preview_text(check: ResumeCheck) -> Text:
     text.append(f"\n  already spent (counts against the run's and the day's budgets): ${run.cost_usd:.4f}, "
                 f"{run.tokens_in + run.tokens_out:,} tokens, {run.model_calls} model calls, {run.tool_calls} tool "
                 f"calls\n")
+    if preview.limits is not None:
+        text.append(f"  run limits: {printable(preview.limits.describe(), limit=300)}\n")
     if preview.recorded or preview.reconciled:
         text.append("  will NOT run again", style="bold green")
         text.append(" (recorded side effects: their recorded result is replayed):\n")
@@ -180,7 +182,7 @@ def confirm(node: Any, ctx: ConsoleContext, client: ControlClient, found: Resume
             return
 
         def record(api: ControlAPI) -> ResumeRecorded:
-            entry, released = api.record_resume(run_id, status, None, result.reason)
+            entry, released = api.record_resume(run_id, status, None, result.reason, run.attributes)
             return ResumeRecorded(entry, released, serving_engines(api), plain_holder(api))
 
         def recorded(done: ResumeRecorded) -> None:

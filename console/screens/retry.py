@@ -110,6 +110,8 @@ def check_retry(store_dir: Path, run_id: str, span_id: str, engines: list[Engine
     run_limits = limits_words(budgets.run)
     if preview.budget is not None:  # the retry starts with the --budget overrides its original started with
         run_limits = f"{limits_words(preview.budget)}: the original's --budget overrides"
+        if preview.budget_changes:  # and the budget changes an operator made while it ran
+            run_limits += "".join(f", then budget change #{c.id} by {c.operator}" for c in preview.budget_changes)
     elif preview.budget_source == "unknown":
         run_limits = (f"{run_limits or 'no run limit'}: the hierarchy's; the original is from an older engine that "
                       "did not record its --budget")

@@ -503,25 +503,25 @@ class ControlAPI:
         with self.read() as conn:
             return reconcile.decisions(conn, run_id)
 
-    def record_resume(self, run_id: str, status: str, limits: Mapping[str, Any] | None,
-                      reason: str) -> tuple[AuditEntry, list[KillSwitch]]:
-        """Audit an operator's resume of a run (releasing the kill switch on it, if any), one transaction."""
+    def record_resume(self, run_id: str, status: str, limits: Mapping[str, Any] | None, reason: str,
+                      attributes: Mapping[str, Any] | None = None) -> tuple[AuditEntry, list[KillSwitch]]:
+        """Audit a resume (releasing the run's kill switch; `attributes`: the run row's), one transaction."""
         reason = required_text(reason, "reason")
         with self.transaction() as conn:
             return reconcile.record_resume(conn, run_id, status, limits=limits, reason=reason,
-                                           operator=self.operator, now=self.now())
+                                           operator=self.operator, now=self.now(), attributes=attributes)
 
     def record_retry(self, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
                      side_effects_again: list[str], reason: str, budget: Mapping[str, Any] | None = None,
-                     budget_source: str = "original") -> AuditEntry:
+                     budget_source: str = "original", budget_changes: list[Any] | None = None) -> AuditEntry:
         """Audit an operator's retry of a run from one of its steps (the new run's id in `after`, and the budget
-        overrides it starts with: the original's, or the operator's `--budget` (`budget_source`))."""
+        overrides it starts with: the original's with its budget changes, or the operator's `--budget`)."""
         reason = required_text(reason, "reason")
         with self.transaction() as conn:
             return reconcile.record_retry(conn, run_id, span=span, path=path, new_run_id=new_run_id,
                                           replays=replays, side_effects_again=side_effects_again, reason=reason,
                                           operator=self.operator, now=self.now(), budget=budget,
-                                          budget_source=budget_source)
+                                          budget_source=budget_source, budget_changes=budget_changes)
 
     # -- audit and engines -------------------------------------------------------------------------------------
 

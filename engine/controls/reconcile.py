@@ -114,29 +114,40 @@ def record(conn: SqlConnection, call: AwaitingCall, decision: str, note: str, *,
 
 
 def record_resume(conn: SqlConnection, run_id: str, status: str, *, limits: Mapping[str, Any] | None,
-                  reason: str, operator: str, now: float) -> tuple[AuditEntry, list[KillSwitch]]:
+                  reason: str, operator: str, now: float, attributes: Mapping[str, Any] | None = None
+                  ) -> tuple[AuditEntry, list[KillSwitch]]:
     """Audit an operator's resume of `run_id` (which ended `status`), releasing every active kill switch on the
     run itself (what stopped it; a run killed by an operator resumes only this way). Returns the audit row and the
-    released switches."""
+    released switches. `attributes`: the run row's (its `budget`, `budget_through`): with them (or `limits`) the
+    row's `budget` says which run limits the resumed run starts with and where they came from
+    (engine/controls/carried_limits.py)."""
+    from engine.controls import carried_limits
+
     released = [kill_switches.release(conn, row, actor=operator, reason=f"resumed: {reason}", now=now)
                 for row in kill_switches.active_for(conn, "run", run_id, None)]
+    carried = carried_limits.replaced(conn, run_id, limits) if limits else (
+        None if attributes is None else carried_limits.of_run(conn, run_id, attributes))
     entry = audit.append(conn, ts=now, actor=operator, action=RESUME_ACTION, target=run_target(run_id),
                          after={"run_id": run_id, "status": status, "limits": dict(limits) if limits else None,
+                                "budget": None if carried is None else carried.sources(),
                                 "released_switches": [row.id for row in released]}, reason=reason)
     return entry, released
 
 
 def record_retry(conn: SqlConnection, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
                  side_effects_again: list[str], reason: str, operator: str, now: float,
-                 budget: Mapping[str, Any] | None = None, budget_source: str = "original") -> AuditEntry:
+                 budget: Mapping[str, Any] | None = None, budget_source: str = "original",
+                 budget_changes: list[dict[str, Any]] | None = None) -> AuditEntry:
     """Audit an operator's retry of `run_id` from `span` (engine/runtime/retry.py): written before the new run
     `new_run_id` starts. The original run is not changed. `budget`: the run budget overrides the retry starts with
     (None: the hierarchy's limits); `budget_source`: "original" (the original's), "operator" (given on the retry)
-    or "unknown" (the original's row predates recording them)."""
+    or "unknown" (the original's row predates recording them); `budget_changes`: the original's budget changes
+    (`flightdeck budget` while it ran) folded into `budget` (engine/controls/carried_limits.py)."""
     return audit.append(conn, ts=now, actor=operator, action=RETRY_ACTION, target=run_target(run_id),
                         after={"run_id": run_id, "span": span, "path": path, "new_run_id": new_run_id,
                                "replays": replays, "side_effects_again": side_effects_again,
-                               "budget": None if budget is None else dict(budget), "budget_source": budget_source},
+                               "budget": None if budget is None else dict(budget), "budget_source": budget_source,
+                               "budget_changes": list(budget_changes or [])},
                         reason=reason)
 
 

@@ -1,6 +1,8 @@
 """What `flightdeck resume RUN` would do, read before it does it: whether the run may resume at all, which side
 effects are recorded (they replay and are NOT run again), what runs again, what the run already spent (it counts
-against the run's and the day's budgets), and which kill switch the resume releases."""
+against the run's and the day's budgets), which run limits it resumes with and where they came from (its own
+`--budget` and the budget changes applied while it ran: engine/controls/carried_limits.py), and which kill switch
+the resume releases."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.controls import kill_switches
+from engine.controls import carried_limits, kill_switches
+from engine.controls.carried_limits import CarriedLimits
 from engine.controls.reconcile import RESUMABLE, AwaitingCall, awaiting_calls, decisions, read_run, undecided
 from engine.store.control_rows import KillSwitch
 from engine.store.trace_rows import RunRow, SpanRow
@@ -24,6 +27,7 @@ class ResumePreview:
     recorded: list[SpanRow] = field(default_factory=list)  # side effects that replay, never run again
     reconciled: list[AwaitingCall] = field(default_factory=list)  # unknown side effects an operator decided
     releases: list[KillSwitch] = field(default_factory=list)  # kill switches on the run that the resume releases
+    limits: CarriedLimits | None = None  # the run limits it resumes with (without an operator's --budget)
 
 
 def refusal_for(run: RunRow, reconcile: list[AwaitingCall]) -> str | None:
@@ -53,10 +57,12 @@ def preview_resume(api: ControlAPI, run_id: str) -> ResumePreview:
     with api.read() as conn:
         decided = decisions(conn, run.id)
         switches = kill_switches.active_for(conn, "run", run.id, None)
+        limits = carried_limits.of_run(conn, run.id, run.attributes)
     calls = awaiting_calls(spans, decided)
     refusal = refusal_for(run, calls)
     if refusal is not None:
         return ResumePreview(run, refusal)
     recorded = [span for span in spans if span.kind == "tool" and span.status == "ok" and isinstance(
         span.attributes, Mapping) and span.attributes.get("side_effects") and not span.attributes.get("replayed")]
-    return ResumePreview(run, None, recorded, [call for call in calls if call.decision is not None], switches)
+    return ResumePreview(run, None, recorded, [call for call in calls if call.decision is not None], switches,
+                         limits)

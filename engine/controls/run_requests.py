@@ -9,6 +9,12 @@ IMMEDIATE transaction that checked no such row exists yet for the same ending of
 when it was taken). control.db's write lock serializes every process, so of two engines, or two polls of one engine,
 exactly one takes a run's ending; the run's next ending (after it ran again) can be taken again, by a new request.
 
+A take whose start then fails (the engine could not start the run in DBOS: a damaged or locked durable.db) is given
+back: the engine writes a `resume_released` audit row naming the take (`after` = {run_id, taken, engine_id, ended,
+error}), and a released take no longer holds the ending, so the next request (`flightdeck resume`), or another
+engine's start scan, takes it again. The engine that failed does not retry on its own: its watcher reads request
+rows only, so a run that cannot start is not retried in a loop.
+
 A `resume` row is still a request while it is newer than the run's last end (`ts > ended`) and nothing took that
 ending: a resume that ran (in an engine, or in `flightdeck resume`'s own) ends the run again later, so an old row is
 never obeyed twice. Like a reconcile decision, a row whose hash no longer matches its contents is not a request.
@@ -29,6 +35,7 @@ from engine.store.dialect import SqlConnection
 from engine.store.rows import row_dicts
 
 TAKEN_ACTION = "resume_taken"
+RELEASED_ACTION = "resume_released"  # a take given back: its engine could not start the run
 REQUEST_ACTIONS = (RESUME_ACTION, RECONCILE_ACTION)
 
 
@@ -84,10 +91,24 @@ def runs_asked_since(conn: SqlConnection, after_id: int) -> tuple[list[str], int
     return list(runs), max(int(after_id), int(newest[0] or 0))
 
 
-def takes(conn: SqlConnection, run_id: str, after_id: int = 0) -> list[Taken]:
-    """The `resume_taken` rows of a run newer than `after_id`, oldest first."""
+def released(conn: SqlConnection, run_id: str) -> dict[int, str]:
+    """The run's takes that their engine gave back (`resume_released` rows): take audit id -> why."""
+    given_back = {}
+    for row in _intact_rows(conn, RELEASED_ACTION, run_id):
+        after = row["after"] if isinstance(row["after"], Mapping) else {}
+        if isinstance(after.get("taken"), int):
+            given_back[int(after["taken"])] = str(after.get("error") or row["reason"] or "")
+    return given_back
+
+
+def takes(conn: SqlConnection, run_id: str, after_id: int = 0, *, given_back: bool = False) -> list[Taken]:
+    """The `resume_taken` rows of a run newer than `after_id` that still hold (with `given_back`: those given back
+    too), oldest first."""
     found = []
+    gone = {} if given_back else released(conn, run_id)
     for row in _intact_rows(conn, TAKEN_ACTION, run_id, after_id):
+        if int(row["id"]) in gone:
+            continue
         after = row["after"] if isinstance(row["after"], Mapping) else {}
         ended = after.get("ended")
         found.append(Taken(run_id=run_id, audit_id=int(row["id"]), engine_id=str(after.get("engine_id") or ""),
@@ -132,6 +153,15 @@ def take(conn: SqlConnection, run_id: str, *, request: int, kind: str, ended: fl
                                "ended": ended}, reason=f"{kind} request (audit row {request}) taken")
 
 
+def release(conn: SqlConnection, run_id: str, *, taken: int, ended: float | None, engine_id: str, error: str,
+            now: float) -> AuditEntry:
+    """Give back the take `taken` (its audit id) of `engine_id`, which could not start the run: the ending it held
+    can be taken again."""
+    return audit.append(conn, ts=now, actor=f"engine:{engine_id}", action=RELEASED_ACTION, target=run_target(run_id),
+                        after={"run_id": run_id, "taken": taken, "engine_id": engine_id, "ended": ended,
+                               "error": error}, reason=f"could not start the run: {error}")
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A run a durable engine may take now: `kind` "resume" (an operator's resume row, `request` its id, `limits`
@@ -143,6 +173,7 @@ class Pending:
     ended: float | None
     status: str
     limits: dict[str, Any] | None = None
+    taken: int = 0  # the `resume_taken` row's id, once an engine took it
 
 
 def pending(conn: SqlConnection, reader: Any, run_id: str) -> Pending | None:
@@ -171,18 +202,20 @@ def runs_ever_asked(conn: SqlConnection) -> list[str]:
 
 
 def record_and_take(api: Any, run_id: str, status: str, ended: float | None, *, limits: Mapping[str, Any] | None,
-                    reason: str, engine_id: str) -> tuple[AuditEntry, list[KillSwitch], Taken | None]:
+                    reason: str, engine_id: str, attributes: Mapping[str, Any] | None = None
+                    ) -> tuple[AuditEntry, list[KillSwitch], Taken | None]:
     """An operator's resume carried on by the engine the caller runs (`flightdeck resume` with the store free, serve's
     POST /runs/ID/resume): the `resume` row and its `resume_taken` row in one transaction, so no engine's poll takes
     it as well. Taken is None when another engine took this ending first (then the caller must not run it, unless it
-    holds the store alone). `api`: a ControlAPI."""
+    holds the store alone). `api`: a ControlAPI; `attributes`: the run row's (the audit row records the run limits
+    it resumes with: reconcile.record_resume)."""
     from engine.controls.reconcile import record_resume
     from engine.controls.validate import required_text
 
     reason = required_text(reason, "reason")
     with api.transaction() as conn:
         entry, released = record_resume(conn, run_id, status, limits=limits, reason=reason, operator=api.operator,
-                                        now=api.now())
+                                        now=api.now(), attributes=attributes)
         row = take(conn, run_id, request=entry.id, kind=RESUME_ACTION, ended=ended, engine_id=engine_id,
                    now=api.now())
     taken = None if row is None else Taken(run_id=run_id, audit_id=row.id, engine_id=engine_id, request=entry.id,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from engine.controls import run_requests
@@ -121,11 +122,12 @@ class Pickup:
                         continue
                     if durable.killed_by_operator(run_id) is not None:
                         continue
-                    if run_requests.take(conn, run_id, request=found.request, kind=found.kind,
-                                         ended=found.ended, engine_id=engine_id, now=api.now()) is None:
+                    row = run_requests.take(conn, run_id, request=found.request, kind=found.kind,
+                                            ended=found.ended, engine_id=engine_id, now=api.now())
+                    if row is None:
                         continue
                 durable.mark_busy(run_id)
-                taken.append(found)
+                taken.append(replace(found, taken=row.id))
         finally:
             reader.close()
         return taken
@@ -145,8 +147,32 @@ class Pickup:
         try:
             await durable.start_taken(pending.run_id, pending.limits, {"kind": pending.kind,
                                                                        "request": pending.request})
-        except Exception as exc:  # recorded on the run; the engine goes on
+        except Exception as exc:  # given back and recorded on the run; the engine goes on
             log.exception("starting run %s again failed", pending.run_id)
+            error = f"{type(exc).__name__}: {exc}"
+            released = await self._give_back(pending, error)
             durable.not_resumed(pending.run_id, f"taken ({pending.kind}, audit row {pending.request}) but could "
-                                                f"not start: {type(exc).__name__}: {exc}")
+                                                f"not start: {error}; " + (
+                                                    f"the take is given back (audit row {released}): a later "
+                                                    "flightdeck resume, or another engine's start, takes it"
+                                                    if released else "the take could not be given back"))
+
+    async def _give_back(self, pending: Pending, error: str) -> int | None:
+        """The `resume_released` row for the take (run_requests.release): its id, or None when control.db
+        refused it too (the take then holds, as before this existed)."""
+        worker = self.durable.engine.controls.worker
+        if worker is None:
+            return None
+        engine_id = self.durable.engine.store.engine_id
+
+        def release(api: ControlAPI) -> int:
+            with api.transaction() as conn:
+                return run_requests.release(conn, pending.run_id, taken=pending.taken, ended=pending.ended,
+                                            engine_id=engine_id, error=error, now=api.now()).id
+
+        try:
+            return await worker.call(release)
+        except Exception:
+            log.exception("giving back the take of run %s failed", pending.run_id)
+            return None
 

@@ -16,6 +16,7 @@ import anyio
 
 from engine.durable.keys import LEGACY_PATH_FORMAT, PATH_FORMAT, run_id_for_key
 from engine.runtime.call_paths import legacy_paths_refusal
+from engine.runtime.durable_limits import carried_budget, replaced_budget
 from engine.runtime.resume_loader import HierarchyCache
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+OUTCOME_WAIT_S = 10.0  # wait_resumed's bound on DBOS recording an ended run's outcome (it takes milliseconds)
 RETRY_KEYS = ("retry_of", "retry_from", "retry_from_path")  # a retry's run attributes, kept in its spec
 
 
@@ -78,6 +80,11 @@ class DurableRuns:
         self.takeover: Takeover | None = None
         self.stale_after: float | None = None  # set before open: seconds without a beat after which an engine is dead
 
+        # Runs resumed on start or taken here: run id -> the workflow id of the execution carrying them on, and
+        # those whose body ended with an outcome DBOS records (wait_resumed waits until it has).
+        self._executions: dict[str, str] = {}
+        self._settling: set[str] = set()
+
     @property
     def trace_location(self) -> StoreLocation:
         """Where the run's spans are read from for replay: the store directory, or the Postgres store."""
@@ -120,6 +127,7 @@ class DurableRuns:
                 continue
             self._track_resumed(run_id)
             self._busy.add(run_id)
+            self._executions[run_id] = workflow_id
             handed_back.append(workflow_id)
         await self.host.resume_many(handed_back)
         if self.pickup:  # runs operators reconciled or asked to resume since they stopped go on too, taken once
@@ -127,9 +135,9 @@ class DurableRuns:
 
             self.pickups = Pickup(self)
             await self.pickups.start(in_flight)
-            publish = getattr(self.engine.store, "publish_durable", None)  # test doubles of the store may lack it
-            if publish is not None:
-                publish(pickup=True, auto_resume=why_not is None)
+        publish = getattr(self.engine.store, "publish_durable", None)  # test doubles of the store may lack it
+        if publish is not None:  # `flightdeck engines` shows it; resume and reconcile trust `pickup` only
+            publish(pickup=self.pickup, auto_resume=self.pickup and why_not is None)
         if self.resumed:
             log.warning("resuming %d runs interrupted by a dead engine or reconciled", len(self.resumed))
 
@@ -172,6 +180,7 @@ class DurableRuns:
                 "engine_id": self.engine.store.engine_id, "from": dead})
             self._track_resumed(run_id)
             self._busy.add(run_id)
+            self._executions[run_id] = workflow_id
             taken.append(workflow_id)
         try:
             await self.host.take_over(taken)
@@ -213,7 +222,7 @@ class DurableRuns:
         if found is None:
             raise InputError(f"run {run_id} is not a durable run (it was not started with --durable): nothing is "
                              "recorded to resume it from; run it again instead")
-        spec = found[2] if budget is None else {**found[2], "budget": budget}
+        spec = found[2] if budget is None else await replaced_budget(self.engine, run_id, found[2], budget)
         self._again.add(run_id)
         try:
             handle = await self.host.start_again(run_id, spec)
@@ -228,18 +237,18 @@ class DurableRuns:
         started; close() waits for it to end like a run resumed on start."""
         assert self.host is not None
         found = await self.host.latest(run_id)
-        if found is None:
-            self.not_resumed(run_id, "it is not a durable run in durable.db: nothing is recorded to resume it from")
-            return
+        if found is None:  # the caller gives the take back
+            raise LookupError("it is not a durable run in durable.db: nothing is recorded to resume it from")
         spec = found[2]
         if limits:
             from engine.guardrails.budget import BudgetLimits
 
-            spec = {**spec, "budget": BudgetLimits(**limits)}
+            spec = await replaced_budget(self.engine, run_id, spec, BudgetLimits(**limits))
         self.engine.tracer.event(run_id, None, "run.picked_up", data={**data, "engine_id": self.engine.store.engine_id})
         self._track_resumed(run_id)
         try:
-            await self.host.start_again(run_id, spec)
+            handle = await self.host.start_again(run_id, spec)
+            self._executions[run_id] = str(handle.get_workflow_id())
         except BaseException:
             self._untrack_resumed()
             raise
@@ -270,8 +279,15 @@ class DurableRuns:
         return None
 
     async def wait_resumed(self) -> None:
-        """Until every run resumed on start has ended."""
+        """Until every run resumed on start (or taken) has ended and DBOS has recorded its outcome: DBOS writes it
+        after the body returned, and an engine closing in between (destroy()) cancelled that write, so the run's
+        workflow stayed PENDING and the next engine resumed a run that had ended (a flaky test under load)."""
         await self._resumed_idle.wait()
+        while self._settling and self.host is not None:
+            run_id = self._settling.pop()
+            workflow_id = self._executions.pop(run_id, None)
+            if workflow_id is not None and not await self.host.outcome_recorded(workflow_id, OUTCOME_WAIT_S):
+                log.warning("DBOS did not record the outcome of run %s within %s s", run_id, OUTCOME_WAIT_S)
 
     async def close(self) -> None:
         if self.host is None:
@@ -330,26 +346,40 @@ class DurableRuns:
         if fresh is not None:
             return await self._run(spec, fresh[0], run_id, None, fresh[1])
         self._busy.add(run_id)
+        settled = False  # the body ends with an outcome DBOS records (cancelled: it stays PENDING, on purpose)
         try:
-            queued = spec.get("queue") is not None
-            carries_on = not queued or run_id in self.resumed or run_id in self._again
-            info = await self._records().info(self.host, run_id, spec) if carries_on else None
-            if queued and info is not None and not info.started:
-                info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
-            from engine.runtime.engine import RunRequest
-
-            # A run carrying on from a record keeps the call-path format it was recorded with (a spec written
-            # before formats were recorded: 1); one that never started takes today's.
-            paths = PATH_FORMAT if info is None else int(spec.get("paths") or LEGACY_PATH_FORMAT)
-            request = RunRequest(input=spec.get("input"), seed=spec.get("seed") or 0, tenant=spec.get("tenant"),
-                                 budget=spec.get("budget"), idempotency_key=spec.get("key"), path_format=paths)
-            if queued and self.gate is not None:
-                return await self._run_queued(spec, request, run_id, info, self.gate)
-            return await self._run(spec, request, run_id, info)
+            result = await self._carry_on(run_id, spec)
+            settled = True
+            return result
+        except Exception:
+            settled = True
+            raise
         finally:
             self._busy.discard(run_id)
+            if settled:
+                self._settling.add(run_id)
             if run_id in self.resumed:
                 self._untrack_resumed()
+
+    async def _carry_on(self, run_id: str, spec: dict[str, Any]) -> RunResult:
+        """A run resumed, taken or dequeued here: rebuilt from its spec."""
+        queued = spec.get("queue") is not None
+        carries_on = not queued or run_id in self.resumed or run_id in self._again
+        info = await self._records().info(self.host, run_id, spec) if carries_on else None
+        if queued and info is not None and not info.started:
+            info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
+        if info is not None:
+            spec = await carried_budget(self.engine, run_id, spec)
+        from engine.runtime.engine import RunRequest
+
+        # A run carrying on from a record keeps the call-path format it was recorded with (a spec written
+        # before formats were recorded: 1); one that never started takes today's.
+        paths = PATH_FORMAT if info is None else int(spec.get("paths") or LEGACY_PATH_FORMAT)
+        request = RunRequest(input=spec.get("input"), seed=spec.get("seed") or 0, tenant=spec.get("tenant"),
+                             budget=spec.get("budget"), idempotency_key=spec.get("key"), path_format=paths)
+        if queued and self.gate is not None:
+            return await self._run_queued(spec, request, run_id, info, self.gate)
+        return await self._run(spec, request, run_id, info)
 
     async def _run_queued(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
                           gate: QueueGate) -> RunResult:
@@ -381,7 +411,8 @@ class DurableRuns:
         refusal = None if info is None else legacy_paths_refusal(hierarchy, request.path_format, run_id)
         if refusal is not None:  # its record's keys are ambiguous: carrying on could skip or replay the wrong call
             return self._fail_unloadable(run_id, spec, request, refusal)
-        served = {key: spec[key] for key in ("queue", "source", "submitted", *RETRY_KEYS) if spec.get(key) is not None}
+        served = {key: spec[key] for key in ("queue", "source", "submitted", "budget_through", *RETRY_KEYS)
+                  if spec.get(key) is not None}
         if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
             from dataclasses import replace
 
@@ -389,8 +420,6 @@ class DurableRuns:
         return await self.engine.run_compiled(self.engine.compile(hierarchy), request, run_id=run_id, resume=info)
 
     def _fail_unloadable(self, run_id: str, spec: dict[str, Any], request: RunRequest, why: str) -> RunResult:
-        import time
-
         from engine.runtime.results import RunResult
 
         now = time.time()

@@ -16,10 +16,12 @@ the new run's keys: the preview lists them, because a retry does them again in t
 never touched.
 
 Limits: the retry starts with the per-run budget overrides the original started with (its `--budget`, recorded as
-the run attribute `budget`), so a run stopped by its limit is not retried without one; an operator's `--budget` on
-the retry replaces them (`budget_source` says which, the preview shows it, the audit row records it). A row from an
-engine that recorded neither (no `paths` attribute either) cannot say: the hierarchy's limits apply, and the
-preview says the original's are unknown.
+the run attribute `budget`) and then the budget changes an operator made while it ran (`flightdeck budget`, applied
+by its engine: engine/controls/carried_limits.py), so a run stopped by its limit is not retried without one, nor a
+raised limit lowered back; an operator's `--budget` on the retry replaces them all (`budget_source` says which,
+`budget_changes` which changes were folded in; the preview shows it, the audit row records it). A row from an
+engine that recorded neither (no `paths` attribute either) cannot say: the hierarchy's limits apply (with the
+changes, if any), and the preview says the original's are unknown.
 
 Call paths: the retry builds them in the format its original was recorded with (engine/runtime/call_paths.py), so
 the replay table's paths are the ones it looks up.
@@ -32,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.controls.carried_limits import CarriedLimits
 from engine.controls.reconcile import read_run
 from engine.errors import InputError
 from engine.guardrails.budget import BudgetLimits, limits_from_attribute
 from engine.runtime.call_paths import path_format_of
 from engine.runtime.replay import ReplayTable, table_from_spans
+from engine.store.control_rows import BudgetOverride
 from engine.store.trace_rows import RunRow, SpanRow
 
 STEP_KINDS = ("llm", "tool", "agent", "delegation")  # what a retry may start from: a model, tool or agent step
@@ -59,12 +63,14 @@ class RetryPreview:
     # "original": the original's own (or it had none: None); "operator": --budget on the retry; "unknown": the
     # original's row predates recording them (the hierarchy's limits apply)
     budget_source: str = "original"
+    # the original's budget changes folded into `budget` (made while it ran), oldest first
+    budget_changes: tuple[BudgetOverride, ...] = ()
 
     def with_budget(self, budget: BudgetLimits) -> RetryPreview:
         """The same retry, starting with the operator's limits instead of the original's."""
         from dataclasses import replace
 
-        return replace(self, budget=budget, budget_source="operator")
+        return replace(self, budget=budget, budget_source="operator", budget_changes=())
 
 
 def _attrs(span: SpanRow | RunRow) -> Mapping[str, Any]:
@@ -124,6 +130,7 @@ def preview_retry(store_dir: Path, run_id: str, span_ref: str) -> RetryPreview:
     span = find_span(store_dir, run, spans, span_ref)
     path = str(_attrs(span)["path"])
     attrs = _attrs(run)
+    carried = _carried(store_dir, run)
     table = table_from_spans(run.id, spans, before=path, side_effects="all")
     replayed_ids = {r.span_id for r in table.models.values()} | {r.span_id for r in table.tools.values()}
     replays = [s for s in spans if s.id in replayed_ids]
@@ -141,5 +148,23 @@ def preview_retry(store_dir: Path, run_id: str, span_ref: str) -> RetryPreview:
                         scenario=attrs.get("scenario") if isinstance(attrs.get("scenario"), str) else None,
                         durable=bool(attrs.get("durable")), table=table, replays=replays, runs_again=again,
                         side_effects_again=effects, path_format=path_format_of(attrs),
-                        budget=limits_from_attribute(attrs.get("budget")),
+                        budget=limits_from_attribute(carried.limits), budget_changes=carried.changes,
                         budget_source="original" if "paths" in attrs else "unknown")
+
+
+def _carried(store_dir: Path, run: RunRow) -> CarriedLimits:
+    """The original's limits and the budget changes applied while it ran (control.db; a store without one has
+    none)."""
+    from engine.controls.api import ControlAPI
+    from engine.controls.carried_limits import of_run
+    from engine.store.files import CONTROL_DB
+
+    if not (store_dir / CONTROL_DB).is_file():
+        return of_run_without_changes(run)
+    with ControlAPI(store_dir, "retry-preview", create=False, read_only=True) as api, api.read() as conn:
+        return of_run(conn, run.id, run.attributes)
+
+
+def of_run_without_changes(run: RunRow) -> CarriedLimits:
+    budget = _attrs(run).get("budget")
+    return CarriedLimits(limits=dict(budget) if isinstance(budget, Mapping) and budget else None)

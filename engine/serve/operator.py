@@ -96,7 +96,8 @@ async def resume_run(service: FleetEngine, run_id: str, *, actor: str) -> RunVie
             # Recorded and taken by this engine in one transaction: its own control poll does not take it again.
             _entry, _released, taken = record_and_take(api, preview.run.id, preview.run.status, preview.run.ended,
                                                        limits=None, reason=f"resumed by {actor}",
-                                                       engine_id=service.engine.store.engine_id)
+                                                       engine_id=service.engine.store.engine_id,
+                                                       attributes=preview.run.attributes)
             if taken is None:
                 return f"run {preview.run.id} was taken by another resume request already"
             durable.mark_busy(preview.run.id)

@@ -76,19 +76,31 @@ def test_a_drain_out_of_time_hands_queued_and_running_runs_to_the_next_engine(tm
     _finish_on_restart(serving, ids)
 
 
+# Holds three runs (one running, at its gate; two queued) until the test SIGKILLs it. It says so only once the
+# running one's row is in traces.db: the queue counts a run as running at its gate, a moment before the run writes
+# its row (it waits for a run slot in between), and a kill in that moment left no row to find.
 HOLDER = """
 import sys, anyio
 from pathlib import Path
 from engine.serve.contracts import Submission
 from engine.serve.fleet import load_fleet
 from engine.serve.service import open_fleet
+from engine.store import open_reader
+
+def started(store, ids):
+    with open_reader(store) as reader:
+        return [r for r in ids if reader.get_run(r) is not None]
 
 async def main():
-    async with open_fleet(Path(sys.argv[1]), load_fleet(sys.argv[2]), latency_scale=0.0) as fleet:
+    store = Path(sys.argv[1])
+    async with open_fleet(store, load_fleet(sys.argv[2]), latency_scale=0.0) as fleet:
         ids = [(await fleet.submit(Submission("serving", {}))).run_id for _ in range(3)]
-        while not fleet.counts.queues["serving"].running:
+        while True:
+            if fleet.counts.queues["serving"].running:
+                fleet.engine.writer.flush()
+                if started(store, ids):
+                    break
             await anyio.sleep(0.02)
-        fleet.engine.writer.flush()
         print("holding " + " ".join(ids), file=sys.stderr, flush=True)
         await anyio.sleep_forever()
 
@@ -167,6 +179,10 @@ def test_a_dead_engines_run_an_operator_killed_is_not_counted_as_queued_after_re
 
     async def restart(fleet: FleetEngine) -> None:
         await until_async(lambda: _completed(fleet, others), timeout=60, what="the queued runs to complete")
+        # A run's row says completed (the trace writer's commit) a moment before its queue stops counting it (its
+        # gate exits): wait for that, for the runs that ran; then nothing else may be counted.
+        await until(lambda: not set(others) & set(fleet.counts.in_flight()), timeout=20,
+                    what="the queue to stop counting the completed runs")
         assert fleet.health().queued == 0 and fleet.counts.in_flight() == []  # the killed one is no phantom
 
     serving.serve(restart)

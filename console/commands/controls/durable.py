@@ -185,6 +185,14 @@ def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: 
         print(f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy); the next durable engine "
               f"to start on this store carries it on, or: {now}")
         return
+    from engine.controls.run_requests import released
+
+    with api.read() as conn:
+        why = released(conn, run_id).get(taken.audit_id)
+    if why is not None:
+        print(f"{engine.describe()} took run {run_id} but could not start it ({why}) and gave it back: fix that, "
+              f"then: {now}")
+        return
     print(f"{engine.describe()} took run {run_id} (audit row {taken.audit_id}): it is running again there")
 
 
@@ -213,6 +221,8 @@ def _print_preview(preview: ResumePreview) -> None:
     print("  replays: model calls and tool calls without side effects recorded complete in the trace store (not "
           "sent or billed again); anything not recorded (or redacted, or cut) runs, and side effects not recorded "
           "above run when the model asks for them", file=sys.stderr)
+    if preview.limits is not None:
+        print(f"  run limits: {preview.limits.describe()}", file=sys.stderr)
     for switch in preview.releases:
         print(f"  releases kill switch #{switch.id} on the run ({switch.mode}, by {switch.operator}: "
               f"{short(switch.reason, 60)})", file=sys.stderr)
@@ -228,6 +238,13 @@ def handle_resume(args: argparse.Namespace) -> int:
         refusal = preview.refusal or carry_on_refusal(preview.run)
         if refusal is not None:
             raise ControlError(refusal)
+        if args.budget is not None:  # they replace the run's own and its budget changes
+            from dataclasses import replace
+
+            from engine.controls.carried_limits import CarriedLimits
+
+            given = _limits_dict(args.budget)
+            preview = replace(preview, limits=CarriedLimits(limits=given, base=given, replaced=True))
         _print_preview(preview)
         reason = args.reason.strip() if args.reason and args.reason.strip() else "operator resume"
         if not confirm(args, f"resume run {preview.run.id}"):
@@ -266,7 +283,7 @@ def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: 
         # Recorded and taken by this process in one transaction: no engine starting later takes it again. This
         # process holds the store alone, so it carries the run on even if an earlier request's taker never did.
         record_and_take(api, run_id, preview.run.status, preview.run.ended, limits=limits, reason=reason,
-                        engine_id=store.engine_id)
+                        engine_id=store.engine_id, attributes=preview.run.attributes)
 
         async def go() -> Any:
             engine = Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0, durable=True,

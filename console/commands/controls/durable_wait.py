@@ -70,8 +70,8 @@ def wait_taken(api: Any, store_dir: Path, run_id: str, by: Holder, match: Callab
 
     deadline = time.monotonic() + timeout
     while True:
-        with api.read() as conn:
-            found = [taken for taken in takes(conn, run_id) if match(taken)]
+        with api.read() as conn:  # a take given back counts: wait_ended then says why it did not start
+            found = [taken for taken in takes(conn, run_id, given_back=True) if match(taken)]
         if found:
             return found[0]
         if time.monotonic() > deadline or not still_held(store_dir, by):
@@ -79,9 +79,10 @@ def wait_taken(api: Any, store_dir: Path, run_id: str, by: Holder, match: Callab
         time.sleep(POLL_S)
 
 
-def wait_ended(store_dir: Path, run_id: str, taken: Taken, by: Holder) -> RunRow | None:
+def wait_ended(store_dir: Path, run_id: str, taken: Taken, by: Holder, api: Any) -> RunRow | str | None:
     """The run's row once the execution the engine started ended (it ends after it was taken); None when the
-    engine stopped first."""
+    engine stopped first; why, when the engine could not start it and gave the take back (`resume_released`)."""
+    from engine.controls.run_requests import released
     from engine.errors import StoreError
     from engine.store import open_reader
 
@@ -98,6 +99,10 @@ def wait_ended(store_dir: Path, run_id: str, taken: Taken, by: Holder) -> RunRow
         row = ended()
         if row is not None:
             return row
+        with api.read() as conn:
+            why = released(conn, run_id).get(taken.audit_id)
+        if why is not None:
+            return why
         now = holder(store_dir)
         if now is None or now.pid != by.pid:  # its engine stopped: what it recorded last is all there is
             return ended()
@@ -121,7 +126,7 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
         raise ControlError(f"{locked}, and {who} is not a durable engine taking resume requests (flightdeck run "
                            f"without --durable, or one stopping): it cannot resume run {run.id}; nothing was "
                            f"written. Let it finish or stop it (flightdeck engines), then run: {again}")
-    entry, _released = api.record_resume(run.id, run.status, limits, reason)
+    entry, _released = api.record_resume(run.id, run.status, limits, reason, run.attributes)
     print(f"resume of run {run.id} recorded (audit row {entry.id}): {engine.describe()}, the durable engine holding "
           f"the store, carries it on", file=sys.stderr)
     if args.no_wait:
@@ -138,7 +143,11 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
         return 3
     print(f"{engine.describe()} took run {run.id} (audit row {taken.audit_id}); waiting for it to end",
           file=sys.stderr)
-    row = wait_ended(store_dir, run.id, taken, engine)
+    row = wait_ended(store_dir, run.id, taken, engine, api)
+    if isinstance(row, str):
+        print(f"{engine.describe()} took run {run.id} but could not start it ({row}) and gave it back: fix that, "
+              f"then resume it again", file=sys.stderr)
+        return 3
     if row is None:
         print(f"{engine.describe()} stopped before run {run.id} ended: the next durable engine to start on this "
               "store carries it on", file=sys.stderr)

@@ -21,7 +21,7 @@ from engine.errors import InputError
 from engine.timefmt import age, timestamp
 
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
-                 "holds_lock", "store", "export")
+                 "holds_lock", "store", "export", "durable")
 
 
 def add_engines(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +62,9 @@ def handle_engines(args: argparse.Namespace) -> int:
         engine["store"] = _store_health(holder) if engine["holds_lock"] else None
         # The OpenTelemetry exporter's sent and dropped spans (engine.lock's `export`), when it has any to tell.
         engine["export"] = _export_health(holder) if engine["holds_lock"] else None
+        # Durable, and taking operators' resume and reconcile requests (engine.lock's `durable`, which the engine
+        # writes once DBOS is open: runtime/durable_runs.py). Known for the lock holder only.
+        engine["durable"] = _durable(holder) if engine["holds_lock"] else None
     if args.json:
         print_json([pick(e, ENGINE_FIELDS) for e in engines])
         return 0
@@ -72,10 +75,10 @@ def handle_engines(args: argparse.Namespace) -> int:
              ("alive" if e["alive"] else ("STALE" if e["stale"] else "stopped"))
              + (f", store {e['store']['state'].upper()}" if e["store"] and e["store"]["state"] != "ok" else "")
              + (", export DROPPING" if e["export"] and e["export"]["dropped_spans"] else ""),
-             "yes" if e["holds_lock"] else "")
+             "yes" if e["holds_lock"] else "", _durable_words(e["durable"]))
             for e in engines]
-    print(table(("ENGINE", "PID", "HOST", "USER", "VERSION", "STARTED", "HEARTBEAT", "STATE", "LOCK"), rows,
-                right={1}))
+    print(table(("ENGINE", "PID", "HOST", "USER", "VERSION", "STARTED", "HEARTBEAT", "STATE", "LOCK", "DURABLE"),
+                rows, right={1}))
     for e in engines:
         store = e["store"]
         if store and store["state"] != "ok":
@@ -97,6 +100,26 @@ def _store_health(holder: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(store, dict) or store.get("state") not in ("ok", "degraded", "failed"):
         return {"state": "ok", "error": None, "since": holder.get("started")}
     return {"state": store["state"], "error": store.get("error"), "since": store.get("since")}
+
+
+def _durable(holder: dict[str, Any]) -> dict[str, Any]:
+    """{durable, pickup, auto_resume}: a durable engine (`flightdeck run --durable`, serve) and whether it takes
+    operators' resume and reconcile requests now (`pickup`; not `flightdeck resume`'s own engine, nor one closing)
+    and carries reconciled runs on by itself (`auto_resume`)."""
+    record = holder.get("durable")
+    if not isinstance(record, dict):
+        return {"durable": False, "pickup": False, "auto_resume": False}
+    return {"durable": True, "pickup": bool(record.get("pickup")), "auto_resume": bool(record.get("auto_resume"))}
+
+
+def _durable_words(durable: dict[str, Any] | None) -> str:
+    if durable is None:
+        return ""  # not the lock holder: what it was is not recorded
+    if not durable["durable"]:
+        return "no"
+    if not durable["pickup"]:
+        return "yes, takes no requests"
+    return "yes, takes resume+reconcile" if durable["auto_resume"] else "yes, takes resume"
 
 
 def _export_health(holder: dict[str, Any]) -> dict[str, Any] | None:

@@ -111,12 +111,20 @@ def budget_line(preview: RetryPreview) -> str:
     if preview.budget_source == "operator":
         assert preview.budget is not None
         return f"{limits_text(limits_attribute(preview.budget))} (--budget: replaces the original's)"
+    # The original's budget changes (`flightdeck budget` while it ran), folded in after its own --budget.
+    changes = "".join(f"; then budget change #{c.id} by {c.operator} ({c.reason}): {limits_text(c.limits)}"
+                      for c in preview.budget_changes)
     if preview.budget_source == "unknown":
         return ("the hierarchy's run limits (the original's row is from an older engine, which did not record its "
-                "--budget: pass --budget to set limits)")
+                "--budget: pass --budget to set limits)" + changes)
     if preview.budget is None:
-        return "the hierarchy's run limits (the original had no --budget)"
-    return f"{limits_text(limits_attribute(preview.budget))} (the original's --budget; --budget replaces them)"
+        return "the hierarchy's run limits (the original had no --budget and no budget change)"
+    attrs = preview.run.attributes if isinstance(preview.run.attributes, dict) else {}
+    own = f"the original's --budget {limits_text(attrs['budget'])}" if attrs.get("budget") else \
+        "the original had no --budget"
+    return f"{limits_text(limits_attribute(preview.budget))} ({own}{changes}; --budget replaces them)"
+
+
 def chosen_run_id(store_dir: Path, wanted: str) -> str:
     """--run-id: a fresh id of the usual shape. An id the store knows is refused: a durable run's id is its
     workflow's, and submitting it again would return that run instead of starting a new one."""
@@ -176,7 +184,9 @@ def _retry(args: argparse.Namespace, preview: RetryPreview, hierarchy: Any, run_
                              replays=len(preview.table),
                              side_effects_again=[s.name for s in preview.side_effects_again], reason=reason,
                              budget=None if preview.budget is None else limits_attribute(preview.budget),
-                             budget_source=preview.budget_source)
+                             budget_source=preview.budget_source,
+                             budget_changes=[{"id": c.id, "operator": c.operator, "reason": c.reason,
+                                              "limits": c.limits} for c in preview.budget_changes])
         finally:
             api.close()
 
