@@ -90,6 +90,10 @@ class HeaderSlot:
     quiet: bool = False  # shown only while its level is warn or crit (an alarm that is noise when calm)
 
 
+# How short the other views' titles get, in turn, when the title line is too narrow for them (0: the key only).
+SHORT_TITLE_LIMITS = (5, 4, 3, 0)
+
+
 def urgency(slot_id: str, value: SlotValue) -> tuple[int, int]:
     """How urgent a slot's value is: its level, then its place in ALARM_ORDER. Bigger is more urgent."""
     rank = ALARM_ORDER.index(slot_id) if slot_id in ALARM_ORDER else len(ALARM_ORDER)
@@ -337,17 +341,28 @@ class HeaderStrip(Widget):
                 gap = width - left.cell_len - right.cell_len
                 if gap >= 1:
                     return Text.assemble(left, " " * gap, right, end="")
-        # Too narrow for both: keep the views (they are what number keys do) and the operator's mode.
+        # Too narrow for both: keep the views (they are what number keys do) and the operator's mode, the other
+        # views' titles cut shorter until the line fits (ten views of a fleet at 100 columns): it never wraps, which
+        # would push the alarm lines below out of the header.
         right = Text(f"{mode} ", style="bold yellow" if self.read_only else "", end="")
+        for limit in SHORT_TITLE_LIMITS:
+            left = self._views_text(True, limit)
+            if width - left.cell_len - right.cell_len >= 1:
+                break
         gap = max(1, width - left.cell_len - right.cell_len)
-        return Text.assemble(left, " " * gap, right, end="")
+        line = Text.assemble(left, " " * gap, right, end="")
+        line.truncate(width)
+        return line
 
-    def _views_text(self, compact: bool) -> Text:
+    def _views_text(self, compact: bool, limit: int | None = None) -> Text:
+        """`limit`: cut the titles of views other than the active one to this many characters (0: the key only)."""
         left = Text(" FD " if compact else " FLIGHTDECK ", style="bold reverse", end="")
         if not compact:
             left.append(" ")
         for key, view_id, title in self.views:
-            label = f"{key} {title}" if compact else f" {key} {title} "
+            if limit is not None and view_id != self.active_view:
+                title = title[:limit]
+            label = (f"{key} {title}" if title else key) if compact else f" {key} {title} "
             if compact:
                 left.append(" ")
             if view_id == self.active_view:

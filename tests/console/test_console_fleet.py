@@ -48,7 +48,7 @@ async def test_the_console_opens_on_a_postgres_store_with_every_engines_runs(fle
         assert "engine" in [column.key for column in runs.table.columns]
         await wait_for(pilot, lambda: app.main.header.snapshot is not None, what="header")
         assert app.main.header.slot_text("engines") == "1 alive, 1 STALE"  # the fleet's, by the console's clock
-        assert "9 Engines" in app.main.header.render().plain  # the fleet's view is in the view bar
+        assert "0 Engines" in app.main.header.render().plain  # the fleet's view is in the view bar
         assert app.notifier.count == 0  # nothing the console reads failed on Postgres
 
 
@@ -184,3 +184,21 @@ async def test_retry_from_a_span_on_postgres_says_it_is_not_there_yet(fleet: Pos
         await pilot.press("y")  # needs the store directory (its log, the retry process's --store)
         await wait_for(pilot, lambda: notified(app, "cannot use a Postgres store yet"), what="the notice")
         assert app.is_running and app.notifier.store_problem is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("width", [100, 120, 160])
+async def test_ten_views_of_a_fleet_fit_the_title_line_and_no_header_line_wraps(fleet: PostgresLocation,
+                                                                                 width: int) -> None:
+    app = app_on(fleet)
+    async with app.run_test(size=(width, 30)) as pilot:
+        await runs_loaded(pilot)
+        lines = app.main.header.render().split("\n")
+        assert len(lines) == 3
+        for line in lines:
+            assert line.cell_len <= width, line.plain
+        title = lines[0].plain
+        # Every number key is named, the active view in full, and the operator's mode is kept.
+        assert "1 Runs" in title and "read-only" in title, title
+        assert all(f" {key} " in title or f" {key}" in title for key in "1234567890"), title
+        assert ("0 Engines" in title) is (width >= 120), title
