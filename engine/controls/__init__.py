@@ -2,6 +2,8 @@
 package that reads or writes control.db's control tables; its DDL is the store's (engine.store.control_ddl).
 
 - api.py            ControlAPI: the facade every caller uses; one action = one transaction with its audit row
+- api_base.py       ControlBase: opening control.db or Postgres, the transactions ControlAPI's actions run in
+- approval_actions.py, durable_actions.py   ControlAPI's approval and durable-run methods (classes it inherits)
 - kill_switches.py  kill switches          } public functions that take the caller's transaction, so several
 - flag_settings.py  safe-mode flag rows    } actions (a runbook's apply) can share one; each change writes its
 - approvals.py      approvals              } audit row and binds the control row to it

@@ -16,49 +16,34 @@ Engine side: its ControlWorker reads `data_version()` (polled on control.db, wok
 calls `snapshot()` when it changes, acknowledges what it applied (acks are not audited: they are bookkeeping, not
 actions) and records approval requests and expiries (audited).
 
-Size (over 450 lines, stated): this is the whole public contract of the control plane, one short method per action,
-most of it argument checks and the docstrings callers rely on; the SQL and the audit rows live in the concept
-modules.
+Split by concern, one class each, all of them ControlAPI's methods (callers import ControlAPI from here only):
+opening the store and the transactions are ControlBase (api_base.py), approvals ApprovalActions
+(approval_actions.py), durable runs' reconcile, resume and retry DurableRunActions (durable_actions.py); kill
+switches, flags, acknowledgements, overrides, audit, the engine's watcher and binding checks are here. The SQL and
+the audit rows live in the concept modules.
 """
 
 from __future__ import annotations
 
-import math
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from engine.clock import SYSTEM_CLOCK, Clock
-from engine.controls import approvals, audit, binding, flag_settings, kill_switches, overrides, reconcile
+from engine.controls import audit, binding, flag_settings, kill_switches, overrides
 from engine.controls.anchor import AuditAnchor, anchor_problem
+from engine.controls.approval_actions import ApprovalActions
 from engine.controls.audit import AuditVerification
+from engine.controls.durable_actions import DurableRunActions
 from engine.controls.errors import ControlError
 from engine.controls.flags import validate_flag, validate_flag_name
 from engine.controls.labels import flag_scope_label, switch_label
 from engine.controls.overrides import BREAKER_KINDS, BUDGET_DIMENSIONS
-from engine.controls.reconcile import AwaitingCall, Decision
-from engine.controls.schema import BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES, ON_TIMEOUT_POLICIES
+from engine.controls.schema import BREAKER_ACTIONS, FLAG_SCOPES, KILL_MODES, KILL_SCOPES
 from engine.controls.snapshot import SNAPSHOT_QUERIES, ControlSnapshot, read_snapshot
-from engine.controls.validate import (
-    MAX_TEXT,
-    action_source,
-    actor_for,
-    choice,
-    json_object,
-    optional_text,
-    required_text,
-    whole_ids,
-)
-from engine.errors import InputError, StoreError
-from engine.store.control import ControlDB, ControlStore
+from engine.controls.validate import action_source, choice, required_text, whole_ids
+from engine.errors import InputError
 from engine.store.control_rows import (
     BOUND_ROW_TYPES,
-    Approval,
-    ApprovalExpiry,
     AuditEntry,
     BreakerOverride,
     BudgetOverride,
@@ -69,14 +54,6 @@ from engine.store.control_rows import (
     KillSwitchSet,
 )
 from engine.store.dialect import SqlConnection
-from engine.store.files import CONTROL_DB, ensure_store_dir, translate_sqlite_error
-from engine.store.location import (
-    PostgresLocation,
-    PostgresNotSupported,
-    StoreDirectory,
-    StoreLocation,
-    parse_store_location,
-)
 from engine.store.rows import column_list, fetch_typed
 from engine.timefmt import clock_text
 
@@ -95,16 +72,8 @@ __all__ = [
 # Who releases a run's kill switches when the run has ended (the audit log's actor): Flightdeck itself.
 SPENT_SWITCH_ACTOR = "flightdeck"
 
-def _location(store: Path | str | StoreLocation) -> StoreLocation:
-    """A directory (Path, or a str that is not a URL), or a Postgres store (a PostgresLocation or its URL)."""
-    if isinstance(store, (StoreDirectory, PostgresLocation)):
-        return store
-    if isinstance(store, Path):
-        return StoreDirectory(store)
-    return parse_store_location(store)
 
-
-class ControlAPI:
+class ControlAPI(ApprovalActions, DurableRunActions):
     """The control plane for one actor: an operator name, or `engine:<id>` / `runbook:<id>` for engine-side actions.
     `store` is a store directory (control.db) or a Postgres store (a PostgresLocation or its postgresql:// URL:
     engine.store.pg.control_db); every method behaves the same on both.
@@ -113,87 +82,6 @@ class ControlAPI:
     --store is an error instead of a new empty store). `db` shares an already open ControlDB (the engine's).
     `read_only` opens control.db with SQLite's mode=ro and changes nothing on disk (read commands, forensics on a
     read-only store); any write through it fails with a StoreError saying the store was opened read-only."""
-
-    def __init__(self, store: Path | str | StoreLocation, operator: str, *, clock: Clock = SYSTEM_CLOCK,
-                 db: ControlStore | None = None, create: bool = True, read_only: bool = False) -> None:
-        self.location = _location(store)
-        self.operator: str = required_text(operator, "operator")
-        self._clock = clock
-        self._owns_db = db is None
-        self._db: ControlStore = db if db is not None else self._open(clock, create=create, read_only=read_only)
-
-    def _open(self, clock: Clock, *, create: bool, read_only: bool) -> ControlStore:
-        if isinstance(self.location, PostgresLocation):
-            from engine.store.pg.control_db import PgControlDB
-
-            return PgControlDB(self.location, clock=clock, create=create, read_only=read_only)
-        store_dir = self.location.path
-        if not create and not (store_dir / CONTROL_DB).is_file():
-            raise StoreError(f"no store at {store_dir} (nothing has been recorded there yet; "
-                             f"pass --store or set FLIGHTDECK_STORE)")
-        if read_only:
-            return ControlDB.open(store_dir, clock=clock, read_only=True)
-        ensure_store_dir(store_dir)
-        return ControlDB.open(store_dir, clock=clock)
-
-    # -- plumbing ----------------------------------------------------------------------------------------------
-
-    @property
-    def store_dir(self) -> Path:
-        """The store directory (SQLite); PostgresNotSupported on a Postgres store, for callers that need files."""
-        if isinstance(self.location, PostgresLocation):
-            raise PostgresNotSupported(self.location)
-        return self.location.path
-
-    @property
-    def path(self) -> Any:
-        """control.db's path, or the PostgresLocation of a Postgres store."""
-        return self._db.path
-
-    @property
-    def db(self) -> ControlStore:
-        """The control database this API writes through (for IncidentStore and other owners of control tables)."""
-        return self._db
-
-    def now(self) -> float:
-        return self._clock.time()
-
-    def actor_for(self, source: str) -> str:
-        """Who an action from `source` is recorded as (a runbook is its own actor; anything else this operator)."""
-        return actor_for(source, self.operator)
-
-    @contextmanager
-    def transaction(self) -> Iterator[SqlConnection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT on control.db; on Postgres, one holding the control
-        plane's write lock) for several changes made through the concept modules (a runbook's apply, terminate.py's
-        stop with its audit row); keep it short, other processes wait on it."""
-        if self._db.read_only:
-            raise StoreError(f"cannot write to {self._db.path}: it was opened read-only (this is a read command)")
-        try:
-            with self._db.transaction() as conn:
-                yield conn
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self._db.path, "write to") from exc
-
-    def read_transaction(self) -> AbstractContextManager[SqlConnection]:
-        """One read transaction: everything read inside sees the same committed state."""
-        return self._db.read_transaction()
-
-    def read(self) -> AbstractContextManager[SqlConnection]:
-        """The shared connection for a single autocommit read through the concept modules (held under the
-        database's lock, so the engine's threads do not interleave on it)."""
-        return self._db.reading()
-
-    def close(self) -> None:
-        if self._owns_db:
-            self._db.close()
-
-    def __enter__(self) -> ControlAPI:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- kill switches -----------------------------------------------------------------------------------------
 
@@ -321,105 +209,6 @@ class ControlAPI:
         with self.read() as conn:
             return flag_settings.active_by_name(conn)
 
-    # -- approvals: operator side ------------------------------------------------------------------------------
-
-    def approve(self, approval_id: str, reason: str, *, edited_arguments: dict[str, Any] | None = None,
-                expected_args_hash: str | None = None) -> Approval:
-        """Approve a pending request, optionally with edited arguments (a JSON object; the engine re-validates it
-        against the tool's schema). See approvals.decide for what binds the decision to the request."""
-        return self._decide(approval_id, "approved", reason, edited_arguments, expected_args_hash)
-
-    def deny(self, approval_id: str, reason: str, *, expected_args_hash: str | None = None) -> Approval:
-        return self._decide(approval_id, "denied", reason, None, expected_args_hash)
-
-    def _decide(self, approval_id: str, status: str, reason: str, edited: dict[str, Any] | None,
-                expected_hash: str | None) -> Approval:
-        approval_id = required_text(approval_id, "approval")
-        reason = required_text(reason, "reason")
-        edited_json = None if edited is None else json_object(edited, "edited_arguments")
-        expected = approvals.checked_hash_prefix(expected_hash)
-        now = self.now()
-        with self.transaction() as conn:
-            return approvals.decide(conn, approval_id, status, reason=reason, edited_json=edited_json,
-                                    expected_hash=expected, operator=self.operator, now=now)
-
-    def pending_approvals(self) -> list[Approval]:
-        """Oldest first: the one waiting longest is the one closest to its deadline policy."""
-        with self.read() as conn:
-            return approvals.pending(conn)
-
-    def list_approvals(self, limit: int = 100) -> list[Approval]:
-        """All approvals, whatever their status, newest request first."""
-        with self.read() as conn:
-            return approvals.newest(conn, limit)
-
-    def approval(self, approval_id: str) -> Approval:
-        with self.read() as conn:
-            row = approvals.get(conn, approval_id)
-        if row is None:
-            raise ControlError(f"no approval {approval_id} (see `flightdeck approvals --all`)")
-        return row
-
-    # -- approvals: engine side --------------------------------------------------------------------------------
-
-    def request_approval(self, run_id: str, span_id: str | None, agent: str, tool: str, arguments: Mapping[str, Any],
-                         risk: str | None, reason: str | None, deadline_s: float, on_timeout: str,
-                         engine_id: str, *, actor: str | None = None, call_key: str | None = None) -> Approval:
-        """Record a tool call waiting for an operator. Returns the row (id 'ap-' + 8 hex digits, args_hash).
-        `call_key`: a durable run's call (`<run>:<call path>`), by which its resume finds this request."""
-        run_id = required_text(run_id, "run_id")
-        agent = required_text(agent, "agent")
-        tool = required_text(tool, "tool")
-        engine_id = required_text(engine_id, "engine_id")
-        args_json = json_object(arguments, "arguments")
-        on_timeout = choice(on_timeout, ON_TIMEOUT_POLICIES, "on_timeout")
-        if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not math.isfinite(deadline_s) \
-                or deadline_s <= 0:
-            raise InputError(f"must be a positive number of seconds, got {deadline_s!r}", field="deadline_s")
-        risk = optional_text(risk, "risk")
-        if isinstance(reason, str) and len(reason) > MAX_TEXT:
-            # The model wrote this, not an operator: a long reason must not fail the tool call, so it is cut.
-            reason = reason[:MAX_TEXT] + " …[truncated]"
-        now = self.now()
-        with self.transaction() as conn:
-            return approvals.request(conn, run_id=run_id, span_id=span_id, agent=agent, tool=tool, args_json=args_json,
-                                     risk=risk, reason=reason, deadline_s=deadline_s, on_timeout=on_timeout,
-                                     engine_id=engine_id, actor=actor or f"engine:{engine_id}", now=now,
-                                     call_key=call_key)
-
-    def approval_for_call(self, call_key: str) -> Approval | None:
-        """The newest request for a durable run's call (see request_approval), or None."""
-        with self.read() as conn:
-            return approvals.for_call(conn, call_key)
-
-    def cancel_approval(self, row: Approval, reason: str, *, actor: str | None = None) -> Approval | None:
-        """Cancel one pending request (audited); None when it was no longer pending."""
-        reason = required_text(reason, "reason")
-        now = self.now()
-        with self.transaction() as conn:
-            return approvals.cancel(conn, row, reason=reason, actor=actor or self.operator, now=now)
-
-    def expire_approval(self, approval_id: str, *, now: float | None = None, actor: str | None = None,
-                        max_escalations: int | None = None) -> ApprovalExpiry:
-        """Apply the request's on_timeout policy once its deadline has passed. Returns the row plus `outcome`:
-        'timed_out' (deny policy: status timed_out, a timeout, not a human denial), 'approved' (decided_by
-        'timeout-policy'), 'escalated' (level + 1, deadline = now + twice the original window, still pending;
-        page someone with what the row holds; once `max_escalations` levels are used up the request times out as
-        with 'deny') or 'unchanged' (already decided, or not due yet). Idempotent, and
-        safe against a human decision arriving at the same moment: whichever commits first wins."""
-        when = self.now() if now is None else float(now)
-        with self.transaction() as conn:
-            return approvals.expire(conn, approval_id, actor=actor, operator=self.operator,
-                                    max_escalations=max_escalations, now=when)
-
-    def cancel_approvals_for_run(self, run_id: str, reason: str, *, actor: str | None = None) -> list[Approval]:
-        """A killed (or ended) run's pending requests become cancelled; returns them."""
-        run_id = required_text(run_id, "run_id")
-        reason = required_text(reason, "reason")
-        now = self.now()
-        with self.transaction() as conn:
-            return approvals.cancel_for_run(conn, run_id, reason=reason, actor=actor or self.operator, now=now)
-
     # -- engine acknowledgements (bookkeeping, not audited) ----------------------------------------------------
 
     def _acknowledge(self, ids: Iterable[int], mark: Callable[[SqlConnection, list[int]], int]) -> int:
@@ -477,52 +266,6 @@ class ControlAPI:
             return overrides.create_budget_override(conn, run_id, clean, reason=reason, operator=self.operator,
                                                     source=source, actor=self.actor_for(source), now=now)
 
-    # -- durable runs: reconcile and resume (engine.controls.reconcile) ----------------------------------------
-
-    def reconcile_side_effect(self, run_id: str, call: str | None, decision: str, note: str) -> Decision:
-        """Decide a side effect whose outcome is unknown in a `needs_reconcile` run (`call`: its span id, durable
-        key or call path; None when it is the run's only one): `done`, `again` or `fail`, with a note (required).
-        Refused (InputError/ControlError, nothing written) for an unknown run, a run not in needs_reconcile, a call
-        that is not unknown or already decided. The next durable engine on the store carries the run on."""
-        decision = choice(decision, reconcile.DECISIONS, "decision")
-        note = required_text(note, "reason")
-        row, spans = reconcile.read_run(self.location, run_id)
-        if row.status != "needs_reconcile":
-            raise ControlError(f"run {row.id} is {row.status}, not needs_reconcile: it has nothing to reconcile")
-        with self.transaction() as conn:
-            calls = reconcile.awaiting_calls(spans, reconcile.decisions(conn, row.id))
-            return reconcile.record(conn, reconcile.pick(calls, call, row.id), decision, note,
-                                    operator=self.operator, now=self.now())
-
-    def reconcile_calls(self, run_id: str) -> list[AwaitingCall]:
-        """The side effects that stopped `run_id` needs_reconcile, each with its decision (None: still awaited)."""
-        row, spans = reconcile.read_run(self.location, run_id)
-        return reconcile.awaiting_calls(spans, self.reconcile_decisions(row.id))
-
-    def reconcile_decisions(self, run_id: str) -> dict[str, Decision]:
-        with self.read() as conn:
-            return reconcile.decisions(conn, run_id)
-
-    def record_resume(self, run_id: str, status: str, limits: Mapping[str, Any] | None, reason: str,
-                      attributes: Mapping[str, Any] | None = None) -> tuple[AuditEntry, list[KillSwitch]]:
-        """Audit a resume (releasing the run's kill switch; `attributes`: the run row's), one transaction."""
-        reason = required_text(reason, "reason")
-        with self.transaction() as conn:
-            return reconcile.record_resume(conn, run_id, status, limits=limits, reason=reason,
-                                           operator=self.operator, now=self.now(), attributes=attributes)
-
-    def record_retry(self, run_id: str, *, span: str, path: str, new_run_id: str, replays: int,
-                     side_effects_again: list[str], reason: str, budget: Mapping[str, Any] | None = None,
-                     budget_source: str = "original", budget_changes: list[Any] | None = None) -> AuditEntry:
-        """Audit an operator's retry of a run from one of its steps (the new run's id in `after`, and the budget
-        overrides it starts with: the original's with its budget changes, or the operator's `--budget`)."""
-        reason = required_text(reason, "reason")
-        with self.transaction() as conn:
-            return reconcile.record_retry(conn, run_id, span=span, path=path, new_run_id=new_run_id,
-                                          replays=replays, side_effects_again=side_effects_again, reason=reason,
-                                          operator=self.operator, now=self.now(), budget=budget,
-                                          budget_source=budget_source, budget_changes=budget_changes)
-
     # -- audit and engines -------------------------------------------------------------------------------------
 
     def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
@@ -548,7 +291,7 @@ class ControlAPI:
 
     def engines(self) -> list[EngineStatus]:
         """Engines recorded in control.db, newest first, with `alive` and `stale` (no heartbeat for 5 s)."""
-        return self._db.list_engines()
+        return self.db.list_engines()
 
     def record_action(self, action: str, target: str | None, *, before: Any = None, after: Any = None,
                       reason: str | None = None, actor: str | None = None) -> AuditEntry:
@@ -563,7 +306,7 @@ class ControlAPI:
     def data_version(self) -> int:
         """Changes whenever another connection commits (PRAGMA data_version on control.db; on Postgres, a counter
         every committed control change bumps)."""
-        return self._db.data_version()
+        return self.db.data_version()
 
     def snapshot(self, decided_after: int | None = None) -> ControlSnapshot:
         """Everything the engine must obey, in one read transaction of a few indexed queries. decided_after: the

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-import engine as engine_package
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.durable.keys import PATH_FORMAT
 from engine.hierarchy.schema import ModelSpec
 from engine.providers.base import Provider
 from engine.runtime.compiled import CompiledHierarchy, compile_hierarchy
-from engine.runtime.context import RunContext
 from engine.runtime.controls import RuntimeControls
+from engine.runtime.engine_lifecycle import close_engine, open_engine
 from engine.runtime.guards import Guards
-from engine.runtime.results import RUN_STATUS_FOR_AGENT, AgentResult, RunResult, split_input
+from engine.runtime.results import RunResult
+from engine.runtime.run_lifecycle import refuse, run_admitted
 from engine.runtime.store_gate import StoreGate, StoreHealth
 from engine.runtime.tracer import Tracer
 
@@ -39,7 +36,6 @@ if TYPE_CHECKING:
     from engine.store.control_rows import Approval, BreakerOverride, BudgetOverride
 
 log = logging.getLogger(__name__)
-SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(slots=True)
@@ -83,15 +79,15 @@ class Engine:
                               publish=self._publish_store_health)
         self.controls.store_gate = self.gate
         self._compiled: dict[str, CompiledHierarchy] = {}
-        self._providers: dict[tuple[str, ...], Provider] = {}
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self.providers: dict[tuple[str, ...], Provider] = {}  # closed by close_engine (runtime/engine_lifecycle.py)
+        self.task_group: anyio.abc.TaskGroup | None = None  # open while the `async with` block lasts
         self.escalation_listeners: list[Callable[[Approval], None]] = []
         self.runbooks: Any = None  # the RunbookEngine watching this engine's event stream
         self.publisher: Any = None  # current breaker and budget state for the console
         self.otel: Any = None  # the LiveExporter when [otel] or OTEL_EXPORTER_OTLP_* turns export on
-        self._runbooks_option = runbooks
+        self.runbooks_option = runbooks  # which runbooks open_engine loads (True: the store's; False: none)
         # Sampled scores go to STORE/evals.db: an engine wholly on Postgres has no directory (not served there yet).
-        self._sampling = sampling and getattr(store, "store_dir", None) is not None
+        self.sampling = sampling and getattr(store, "store_dir", None) is not None
         self.sampler: Any = None  # the online Sampler, made when the first run of a sampled hierarchy ends
         self.approval_listeners: list[Callable[[Approval], None]] = []
         self.durable: DurableRuns | None = None
@@ -104,132 +100,11 @@ class Engine:
             self.durable = DurableRuns(self, auto_resume=auto_resume)
 
     async def __aenter__(self) -> Engine:
-        # The engine's helper threads (the control watcher, the trace shipper) need the GIL briefly and often; with
-        # the default 5 ms switch interval each would wait up to that long for a busy event loop to let go, which
-        # shows up directly in kill-switch latency. 0.5 ms keeps them prompt at no measurable cost to the loop.
-        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
-        if self._runbooks_option is not False:  # (on Postgres: the shipped runbooks, control plane in the database)
-            # Loaded first: an invalid runbook in STORE/runbooks is an InputError before anything starts.
-            from engine.runbooks.runtime import RunbookEngine
-
-            chosen = None if self._runbooks_option is True else self._runbooks_option
-            self.runbooks = RunbookEngine.for_store(self.store, tracer_event=self.tracer.event, clock=self.clock,
-                                                    runbooks=chosen)
-        from engine.export.live import prepare_live_export  # bad [otel] settings: an InputError before anything starts
-
-        self.otel = prepare_live_export(self.store, self.tracer.event)  # (traces.db or Postgres: it reads either)
-        if self.traces_on_postgres:  # daily cost caps shared by every engine on that Postgres store (issue 16)
-            self.guards.share_daily_caps(self.store.trace_location, self.store.engine_id)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self.gate.attach()
-        self.writer.on_health(self.gate.on_writer_health)
-        from engine.controls.api import ControlAPI
-        from engine.controls.verifier import ControlVerifier
-        from engine.runtime.control_worker import ControlWorker
-
-        store = self.store
-        verifier = ControlVerifier(store.engine_id, emit=lambda kind, data: self.tracer.event(None, None, kind,
-                                                                                               data=data))
-        from engine.runtime.control_link import control_listener, control_location
-
-        where = control_location(store)  # control.db in the store directory, or the Postgres store
-        worker = ControlWorker(lambda: ControlAPI(where, f"engine:{store.engine_id}"), self.controls.apply,
-                               on_read=partial(self.controls.stage, from_watcher=True), verifier=verifier,
-                               listen=control_listener(where))
-        self.controls.attach(worker)
-        if self.durable is None:  # a dead engine's runs end here for good: switches limited to them are spent
-            for run_id in self.store.abandoned_runs:
-                self.controls.run_ended(run_id)
-        worker.start()
-        await self._replay_durable_controls(worker)
-        from engine.runtime.publisher import StatePublisher
-
-        self.publisher = StatePublisher(self)
-        self._task_group.start_soon(self.publisher.run)
-        # Obey what is already in force (a global halt survives restarts) before the first run starts.
-        assert self.controls.first_applied is not None
-        with anyio.fail_after(30):
-            await self.controls.first_applied.wait()
-        if self.runbooks is not None:
-            self.runbooks.start(self.store.abandoned_runs)
-            self.writer.on_commit(self.runbooks.on_commit)
-            self.escalation_listeners.append(self.runbooks.page_escalation)
-        if self.otel is not None:
-            from engine.export.live import start_live_export
-
-            start_live_export(self.otel, self.writer)
-        if self.durable is not None:
-            await self.durable.open()
+        await open_engine(self)  # runbooks, live export, control worker, publisher, durable runs (engine_lifecycle.py)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._task_group is not None
-        if self.durable is not None:
-            await self.durable.close()  # runs resumed on start end first (stop_all() kills them on a shutdown)
-        if self.sampler is not None:  # scores of runs that ended are recorded before the writer closes
-            await self.sampler.drain()
-        self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
-        await anyio.to_thread.run_sync(self.guards.close)  # unspent slices of shared daily caps go back
-        if self.otel is not None:
-            from engine.export.live import stop_live_export
-
-            await anyio.to_thread.run_sync(stop_live_export, self.otel, self.writer)
-        if self.runbooks is not None:  # the last batch first: a short run ends right after what should fire
-            await anyio.to_thread.run_sync(self._flush_quietly)
-            await anyio.to_thread.run_sync(self.runbooks.stop)
-        if self.controls.worker is not None:
-            await anyio.to_thread.run_sync(self.controls.worker.stop)
-        for provider in self._providers.values():
-            with anyio.CancelScope(shield=True):
-                await provider.aclose()
-        self._providers.clear()
-
-    async def _replay_durable_controls(self, worker: Any) -> None:
-        """What snapshots show only while new, re-applied after a restart: operator breaker overrides (oldest first,
-        so the latest per key wins), and approvals left pending by runs of a dead engine (cancelled: nobody is
-        waiting for them any more, so they must not be approvable; a durable engine cancels only those of runs that
-        cannot resume, runtime/durable_runs.py: a resumed run waits on its request)."""
-        overrides = await worker.call(lambda api: api.breaker_overrides(limit=10_000))
-        if worker.verifier is not None:  # replayed overrides are obeyed too: only those the audit log records
-            overrides = await worker.call(lambda api: worker.verifier.keep_bound(api, "breaker_overrides", overrides))
-        for row in reversed(overrides):
-            if row.applied is not None:
-                self.guards.apply_operator_override(row.key, row.action)
-        abandoned = list(self.store.abandoned_runs)
-        if abandoned and self.durable is None:  # a durable engine keeps those of runs that resume (DurableRuns.open)
-            await worker.call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is abandoned")
-                                           for run_id in abandoned])
-
-    def _daily_spend(self, hierarchy: str) -> list[tuple[float, float]]:
-        """This hierarchy's spend over the last 24 hours, from the store: the daily cap holds across restarts."""
-        from engine.errors import StoreError
-        from engine.store import open_trace_reads
-        from engine.store.location import StoreDirectory
-        from engine.store.trace_rows import RunSpend
-
-        try:  # traces.db, or the Postgres store the traces go to (test doubles of the store have only `dir`)
-            reader = open_trace_reads(getattr(self.store, "trace_location", None) or StoreDirectory(self.store.dir))
-        except StoreError:
-            return []
-        try:
-            rows = reader.query_rows(RunSpend, "SELECT started, cost_usd FROM runs WHERE hierarchy = ? "
-                                               "AND started >= ? AND cost_usd > 0", (hierarchy, time.time() - 86_400))
-        finally:
-            reader.close()
-        return [(row.started, row.cost_usd) for row in rows]
-
-    def _flush_quietly(self) -> None:
-        from engine.errors import StoreError
-
-        if self.gate.blocked:  # the store is failing or gone: nothing more will commit soon, do not wait on it
-            return
-        try:
-            self.writer.flush(timeout=2.0)
-        except StoreError:  # a failing store is reported by the gate; stop what runs regardless
-            pass
+        await close_engine(self)
 
     def _publish_store_health(self, health: StoreHealth) -> None:
         publish = getattr(self.store, "publish_store_health", None)  # test doubles of the store may not have it
@@ -252,9 +127,9 @@ class Engine:
 
     def release_spent_switches(self, run_id: str) -> None:
         """Release (audited, actor `flightdeck`) the kill switches limited to a run that has ended for good."""
-        self._background(lambda api: api.expire_run_switches(run_id), "releasing the ended run's kill switches")
+        self.background(lambda api: api.expire_run_switches(run_id), "releasing the ended run's kill switches")
 
-    def _background(self, job: Callable[[Any], Any], what: str) -> None:
+    def background(self, job: Callable[[Any], Any], what: str) -> None:
         """Run a control.db write on the control thread without waiting for it; failures are logged. Queued
         directly (not from a task): an acknowledgement must not wait one more turn of a busy event loop."""
         worker = self.controls.worker
@@ -272,7 +147,7 @@ class Engine:
             if flag_ids:
                 api.ack_flags(flag_ids)
 
-        self._background(ack, "acknowledging controls")
+        self.background(ack, "acknowledging controls")
         for switch_id in switch_ids:
             self.tracer.event(None, None, "control.applied", name=f"kill_switch:{switch_id}",
                               data={"switch_id": switch_id, "applied_at": acked_at})
@@ -310,7 +185,7 @@ class Engine:
                 if applied_budgets:
                     api.mark_budget_overrides_applied(applied_budgets)
 
-            self._background(mark, "marking overrides applied")
+            self.background(mark, "marking overrides applied")
 
     def on_approval_escalated(self, approval: Approval) -> None:
         """Hook for paging on escalation (the runbook engine's notifier subscribes)."""
@@ -334,27 +209,27 @@ class Engine:
         if cache is not None:
             key: tuple[str, ...] = ("cached", compiled.source_hash, agent.name,  # type: ignore[union-attr]
                    model.provider, model.base_url or "", model.model)
-            provider = self._providers.get(key)
+            provider = self.providers.get(key)
             if provider is None:
                 from engine.providers.cache import CachingProvider, ResponseCache
 
-                provider = self._providers[key] = CachingProvider(
+                provider = self.providers[key] = CachingProvider(
                     self.provider_for(compiled, model), ResponseCache(cache.ttl, cache.max_entries))
             return provider
         if model.provider == "scripted":
             key = ("scripted", compiled.source_hash)
-            provider = self._providers.get(key)
+            provider = self.providers.get(key)
             if provider is None:
                 from engine.providers.scripted import ScriptedProvider
 
-                provider = self._providers[key] = ScriptedProvider(compiled.spec, latency_scale=self.latency_scale)
+                provider = self.providers[key] = ScriptedProvider(compiled.spec, latency_scale=self.latency_scale)
             return provider
         key = ("openai", model.base_url or "", model.api_key_env or "")
-        provider = self._providers.get(key)
+        provider = self.providers.get(key)
         if provider is None:
             from engine.providers.openai import build_openai_provider
 
-            provider = self._providers[key] = build_openai_provider(
+            provider = self.providers[key] = build_openai_provider(
                 model.base_url or "https://api.openai.com/v1", model.api_key_env, model.timeout)
         return provider
 
@@ -368,146 +243,9 @@ class Engine:
                            resume: ResumeInfo | None = None) -> RunResult:
         refusal = self.controls.admission_refusal(compiled.name)
         if refusal is not None:
-            return self._refuse(compiled, request, refusal, run_id)
+            return refuse(self, compiled, request, refusal, run_id)
         async with self.controls.run_slots:  # safe-mode flag concurrency.max
-            return await self._run_admitted(compiled, request, run_id, resume)
-
-    def _new_context(self, compiled: CompiledHierarchy, request: RunRequest, run_id: str | None = None,
-                     resume: ResumeInfo | None = None) -> RunContext:
-        ctx = RunContext(run_id=run_id or os.urandom(6).hex(), seed=request.seed, tenant=request.tenant,
-                         compiled=compiled, engine=self, tracer=self.tracer)
-        hierarchy = compiled.hierarchy
-        # The file it ran (and its scenario): what `flightdeck retry` loads to run it again.
-        attrs: dict[str, Any] = {**(request.attributes or {}), "entry": compiled.spec.entry, "pid": os.getpid(),
-                                 "durable": self.durable is not None, "hierarchy_path": str(hierarchy.path),
-                                 "paths": request.path_format}
-        if request.budget is not None:  # the limits it started with: what a retry of it starts with too
-            from engine.guardrails.budget import limits_attribute
-
-            attrs["budget"] = limits_attribute(request.budget)
-        if hierarchy.scenario_path is not None:
-            attrs["scenario"] = str(hierarchy.scenario_path)
-        ctx.replay = request.replay
-        ctx.path_format = request.path_format
-        if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
-            from engine.runtime.durable_resume import seed_resumed
-
-            attrs.update(seed_resumed(ctx, resume))
-        self.writer.run_started(ctx.run_id, compiled.name, compiled.source_hash, self.store.engine_id,
-                                engine_package.__version__, request.input, request.seed, request.tenant,
-                                resume.started if resume is not None and resume.started else time.time(), attrs)
-        if request.on_started is not None:
-            request.on_started(ctx.run_id)
-        return ctx
-
-    def _refuse(self, compiled: CompiledHierarchy, request: RunRequest, reason: str,
-                run_id: str | None = None) -> RunResult:
-        ctx = self._new_context(compiled, request, run_id)
-        now = time.time()
-        self.tracer.event(ctx.run_id, None, "run.refused", name=compiled.name, data={"reason": reason})
-        self.writer.run_ended(ctx.run_id, "refused", now, None, reason)
-        return RunResult(run_id=ctx.run_id, hierarchy=compiled.name, status="refused", output=None, error=reason,
-                         tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0, started=now,
-                         ended=now)
-
-    async def _run_admitted(self, compiled: CompiledHierarchy, request: RunRequest, run_id: str | None,
-                            resume: ResumeInfo | None) -> RunResult:
-        ctx = self._new_context(compiled, request, run_id, resume)
-        started = time.time()
-        ledger = self.guards.ledger
-        ctx.attributes["budget_override"] = request.budget
-        ledger.open_scope(ctx.budget_scope, "run", self.guards.run_limits(compiled, request.budget),
-                          parent=self.guards.daily_scope(compiled, self._daily_spend),
-                          labels={"run": ctx.run_id, "tenant": request.tenant or "", "hierarchy": compiled.name})
-        if resume is not None:
-            from engine.runtime.durable_resume import seed_budget
-
-            seed_budget(ctx)
-        task, context = split_input(request.input)
-        ctx.root_span = self.tracer.start(ctx.run_id, None, "run", None, compiled.name,
-                                          {"input": request.input, "tenant": request.tenant})
-        entry = compiled.spec.entry
-        result: AgentResult | None = None
-        scope = anyio.CancelScope()
-        ctx.active = self.controls.register_run(ctx, scope)
-        try:
-            with scope:  # a kill switch covering this run cancels it here
-                try:
-                    context = self._validated_entry_input(compiled, context)
-                    from engine.runtime.agent import run_agent
-
-                    result = await run_agent(ctx, entry, task, context, ctx.root_span)
-                except _BadRunInput as exc:
-                    result = AgentResult(entry, "error", error=str(exc))
-                except Exception as exc:  # one failing run must never disturb the others in this engine
-                    result = AgentResult(entry, "error", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            active = self.controls.unregister_run(ctx.run_id)
-            if active is not None and self.publisher is not None:
-                self.publisher.publish_final(active)  # final gauges: what the run used, nothing still reserved
-            ledger.close_scope(ctx.budget_scope, report=False)
-            if result is None:  # cancelled: by an operator's kill switch, or the engine is shutting down
-                reason = ctx.active.stop_reason or "cancelled: the engine stopped"
-                result = AgentResult(entry, "killed", error=reason)
-                self._background(lambda api: api.cancel_approvals_for_run(ctx.run_id, reason),
-                                 "cancelling approvals of a killed run")
-                if not scope.cancelled_caught:
-                    self._finish(ctx, started, result)
-        run_result = self._finish(ctx, started, result)
-        if self._sampling and compiled.spec.evals.sample > 0:
-            self._sample(compiled, request, run_result)
-        return run_result
-
-    def _sample(self, compiled: CompiledHierarchy, request: RunRequest, result: RunResult) -> None:
-        """Online sampling, after the run ended: the Sampler scores it in the background if it is in the share."""
-        if self.sampler is None:
-            if self._task_group is None:
-                return
-            from engine.scoring.sampler import Sampler
-
-            group = self._task_group
-            self.sampler = Sampler(self.store.dir, lambda run_id, kind, name, data: self.tracer.event(
-                run_id, None, kind, name=name, data=data), lambda job: group.start_soon(job))
-        self.sampler.after_run(compiled.name, compiled.source_hash, compiled.spec, result.run_id, result.status,
-                               request.input, result.output, result.cost_usd, result.duration_s, result.ended)
-
-    @staticmethod
-    def _validated_entry_input(compiled: CompiledHierarchy, context: dict[str, Any]) -> dict[str, Any]:
-        entry = compiled.agents[compiled.spec.entry]
-        if entry.input_contract is None:
-            return context
-        from engine.runtime.contracts import ContractViolation
-
-        try:
-            return entry.input_contract.validate(context)
-        except ContractViolation as exc:
-            raise _BadRunInput(f"run input does not match {entry.name}'s input contract: {exc}") from None
-
-    def _finish(self, ctx: RunContext, started: float, result: AgentResult) -> RunResult:
-        status = RUN_STATUS_FOR_AGENT[result.status]
-        if status == "killed":  # stopped for a side effect: needs_reconcile or failed (runtime/side_effects.py)
-            status = ctx.attributes.get("stop_status", status)
-        exhausted = ctx.attributes.get("run_budget_exhausted")
-        if exhausted and status == "completed":
-            # The parent finished with what it had, but the run's budget ran out: that is what the run's status
-            # says; its (partial) output is kept.
-            status = "budget_exceeded"
-            result = AgentResult(result.agent, "budget_exceeded", result.output, exhausted)
-        ended = time.time()
-        ctx.report_progress()
-        self.tracer.end(ctx.root_span, ctx.run_id, "ok" if status == "completed" else status if status in (
-            "budget_exceeded", "loop_detected") else "cancelled" if status == "killed" else "error",
-            tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out, cost_usd=ctx.cost_usd,
-            attrs=ctx.run_span_attrs(result.output, result.error))
-        self.writer.run_ended(ctx.run_id, status, ended, result.output, result.error)
-        # A switch on this run alone is spent: released (audited) so nothing shows it as in force. Not for a durable
-        # run that can still go on (resume, reconcile): there the switch is the operator's word until `resume`.
-        if (self.durable is None or status == "completed") and self.controls.run_ended(ctx.run_id):
-            self.release_spent_switches(ctx.run_id)
-        return RunResult(run_id=ctx.run_id, hierarchy=ctx.compiled.name, status=status, output=result.output,
-                         error=result.error, tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out,
-                         cost_usd=ctx.cost_usd, model_calls=ctx.model_calls, tool_calls=ctx.tool_calls,
-                         started=started, ended=ended)
+            return await run_admitted(self, compiled, request, run_id, resume)
 
     async def run_many(self, hierarchy: Hierarchy, requests: Iterable[RunRequest], *, concurrency: int,
                        on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
@@ -528,9 +266,5 @@ class Engine:
             for request in requests:
                 group.start_soon(one, request)
         return results
-
-
-class _BadRunInput(Exception):
-    pass
 
 
