@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from console.screens.base import ConsoleContext
     from engine.store.control_rows import Incident, IncidentNote, RunbookApplication
-    from engine.store.location import StoreLocation
     from engine.store.dialect import SqlConnection
+    from engine.store.location import StoreLocation
 
 TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
 
