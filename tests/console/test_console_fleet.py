@@ -179,5 +179,22 @@ async def test_retry_from_a_span_on_postgres_says_it_is_not_there_yet(fleet: Pos
         await runs_loaded(pilot)
         await on_span(pilot, "b2c3d4e5f6a1", "b2c3d4e5f6a1-05")
         await pilot.press("y")  # needs the store directory (its log, the retry process's --store)
-        await wait_for(pilot, lambda: notified(app, "cannot use a Postgres store yet"), what="the notice")
+        said = "Retry from a span (y) does not work on a Postgres store yet (issue 16)"
+        await wait_for(pilot, lambda: notified(app, said), what="the notice")
+        assert said in app.main.view("run").hint  # on the hint line too
+        assert app.is_running and app.notifier.store_problem is None
+
+
+async def test_resume_on_postgres_says_why_not_before_asking(fleet: PostgresLocation) -> None:
+    from console.widgets.modals import FormModal
+    from tests.console.test_console_actions import notified
+
+    app = app_on(fleet, read_only=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await runs_loaded(pilot)
+        runs.table.select_key("b2c3d4e5f6a1")  # engine A's failed run
+        await pilot.press("R")
+        await wait_for(pilot, lambda: notified(app, "Resume (R) does not work on a Postgres store yet (issue 16): it "
+                                                    "finds the engine"), what="why not")
+        assert not isinstance(app.screen, FormModal)  # nothing asked, nothing written
         assert app.is_running and app.notifier.store_problem is None
