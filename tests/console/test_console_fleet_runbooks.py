@@ -107,3 +107,33 @@ async def test_ack_of_an_incident_already_acknowledged_says_so_without_writing(f
         assert app.is_running
     with ControlAPI(fleet, "auditor", create=False) as api:
         assert not [e for e in api.audit_log(limit=20) if e.actor == "alice"]
+
+
+async def test_apply_then_roll_back_from_view_6_on_postgres(fleet: PostgresLocation) -> None:
+    from console.screens.text_prompt import TextPrompt
+    from engine.controls.api import ControlAPI
+    from engine.runbooks import actions
+
+    def my_audit() -> list[str]:
+        with ControlAPI(fleet, "auditor", create=False) as api:
+            return [e.action for e in reversed(api.audit_log(limit=50)) if e.actor == "alice"]
+
+    app = app_on(fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await open_runbooks(pilot)
+        assert view.selected_incident.id == LOOPING
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="the apply confirmation")
+        assert "Dry run: applying looping-agent to agent:pricing would:" in str(app.screen.body)
+        await answer(pilot, "stop the loop on host-a")
+        await wait_for(pilot, lambda: "runbook_applied" in my_audit(), what="applied, in the Postgres audit log")
+        await wait_for(pilot, lambda: view.applications_for("looping-agent", "agent:pricing", LOOPING),
+                       what="the application in force on screen")
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt), what="the rollback confirmation")
+        await answer(pilot, "loop fixed upstream")
+        await wait_for(pilot, lambda: "runbook_rolled_back" in my_audit(), what="rolled back")
+        assert app.notifier.store_problem is None
+    with ControlAPI(fleet, "auditor", create=False) as api:
+        assert actions.active_applications(api.db) == []  # nothing of it left in force
+        assert api.verify_audit(None).ok
