@@ -12,10 +12,7 @@ runbooks_detail.py; the prompt is text_prompt.py; what it works out from its sna
 in force, suggestions, the STATE column, what p and b act on, refusals, action messages) is
 console/views_data/runbooks_selection.py; its five action flows (ack, resolve, note, apply, roll back: a prompt, then
 a worker, then a notification) are runbooks_flows.py. This module is the view class: its CSS, BINDINGS and actions,
-tables, selection state and rendering.
-
-On a Postgres store (issue 16) the feed reads the database's control plane and the shipped runbooks only, and the
-actions go through ControlAPI(ctx.location); the title counts "shipped runbooks" and the hint line says why.
+tables, selection state and rendering. On a Postgres store: see the feed's docstring.
 """
 
 from __future__ import annotations
