@@ -4,6 +4,9 @@ times and figures (FIXED_NOW), written through the engine's own Postgres writer 
 
 from __future__ import annotations
 
+from typing import Any
+
+from engine.controls.incidents import IncidentStore
 from engine.store.location import PostgresLocation, parse_store_location
 from engine.store.pg.batch_writer import PgBatchWriter
 from engine.store.pg.control_db import PgControlDB
@@ -87,4 +90,49 @@ def fleet_store(url: str) -> PostgresLocation:
     finally:
         for writer in writers.values():
             writer.close()
+    return location
+
+
+class _FixedIncidentIds(IncidentStore):
+    """Incident ids in order (inc-00000001, ...) instead of random ones, so snapshots are stable."""
+
+    counter = iter(range(1, 1000))
+
+    @staticmethod
+    def _new_id(conn: Any) -> str:
+        return f"inc-{next(_FixedIncidentIds.counter):08d}"
+
+
+FLEET_INCIDENTS = ("inc-00000001", "inc-00000002")  # looping-agent (firing), cost-spike (acknowledged, quiet)
+
+
+def fleet_incidents(location: PostgresLocation) -> PostgresLocation:
+    """Two open incidents in the Postgres control plane, written through IncidentStore as an engine's runbook runtime
+    writes them (fixed clock, fixed ids): looping-agent on agent:pricing, firing and not acknowledged (opened by
+    engine A), and cost-spike on hierarchy:support-triage, cleared and acknowledged by bob (engine B)."""
+    _FixedIncidentIds.counter = iter(range(1, 1000))
+    clock = FixedClock(FIXED_NOW - 600)
+    control = PgControlDB(location, clock=clock, create=True)  # type: ignore[arg-type]
+    try:
+        store = _FixedIncidentIds(control, clock=clock)  # type: ignore[arg-type]
+        looping, _ = store.open_or_update(
+            runbook="looping-agent", title="An agent is looping", severity="sev2", apply_mode="auto",
+            scope="agent:pricing", readings=[{"signal": "loop_detected", "value": 3, "op": ">=", "threshold": 3,
+                                              "fired": True}],
+            context={"agent": "pricing", "hierarchy": "deal-desk"}, summary="3 loops", actor="runbook:looping-agent",
+            engine_id=ENGINE_A)
+        clock.now = FIXED_NOW - 900
+        quiet, _ = store.open_or_update(
+            runbook="cost-spike", title="Spend is spiking", severity="sev2", apply_mode="auto",
+            scope="hierarchy:support-triage", readings=[{"signal": "spend_rate_per_min", "value": 2.4, "op": ">=",
+                                                         "threshold": 2.0, "fired": True}],
+            context={"hierarchy": "support-triage"}, summary="spend 2.4/min", actor="runbook:cost-spike",
+            engine_id=ENGINE_B)
+        clock.now = FIXED_NOW - 800
+        store.cleared(quiet.id, [{"signal": "spend_rate_per_min", "value": 0.3, "peak": 2.4}], "runbook:cost-spike")
+        clock.now = FIXED_NOW - 700
+        store.acknowledge(quiet.id, "bob", "looking at the spend")
+        assert (looping.id, quiet.id) == FLEET_INCIDENTS
+    finally:
+        control.close()
     return location

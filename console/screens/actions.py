@@ -56,6 +56,19 @@ def refuse_read_only(node: DOMNode, ctx: ConsoleContext) -> bool:
     return False
 
 
+def refuse_on_postgres(node: DOMNode, ctx: ConsoleContext, what: str, why: str,
+                       show_hint: Callable[[str], None]) -> bool:
+    """True (and the reason, on the hint line and in a notification) on a Postgres store, for an action that needs a
+    store directory (issue 16): said before anything is read or asked, instead of the generic notice the first
+    `ctx.store_dir` would raise in a worker."""
+    if not ctx.postgres:
+        return False
+    words = f"{what} does not work on a Postgres store yet (issue 16): {why}. Nothing was changed."
+    show_hint(words)
+    node.notify(words, title="Not on Postgres yet", severity="warning", markup=False, timeout=12)
+    return True
+
+
 class ControlClient:
     """ControlAPI calls for one view (or the kill flow), on thread workers, as `ctx.operator`."""
 

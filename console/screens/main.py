@@ -129,13 +129,7 @@ class MainScreen(Screen[None]):
         return view
 
     def _build(self, spec: ViewSpec) -> View:
-        view: View
-        if self.ctx.postgres and spec.not_on_postgres:
-            from console.screens.not_on_postgres import NotOnPostgresView
-
-            view = NotOnPostgresView(self.ctx, view_id=spec.id, title=spec.title, why=spec.not_on_postgres)
-        else:
-            view = spec.factory(self.ctx)
+        view: View = spec.factory(self.ctx)
         self._views[spec.id] = view
         return view
 

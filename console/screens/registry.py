@@ -46,9 +46,6 @@ class ViewSpec:
     # screen is painted, for a view that works while hidden (approvals: the new-request alerts).
     module: str | None = None
     background: bool = False
-    # Set for a view that needs the store directory's files: on a Postgres store (issue 16) the console shows this
-    # sentence in its place (console/screens/not_on_postgres.py) instead of building it.
-    not_on_postgres: str | None = None
     # A view of the fleet (the engines view): in the header's view bar only on a Postgres store, where several engines
     # share the store; on a store directory (one engine at a time, which the header's engines slot already names)
     # its number key and `:` command still show it.
@@ -118,10 +115,7 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("runbooks", "Runbooks", "6", lazy("console.screens.runbooks", "RunbooksView"),
              ("runbooks", "incidents", "inc"),
              "open incidents (ack, resolve, note) and runbooks (dry run, apply, roll back)",
-             module="console.screens.runbooks",
-             not_on_postgres="Runbooks live in the store directory (STORE/runbooks), which a Postgres store does not "
-                             "have. Incidents are on the database: `flightdeck incidents --store URL` lists them and "
-                             "`flightdeck incident ack|resolve|note ID --store URL` acts on them."),
+             module="console.screens.runbooks"),
     ViewSpec("audit", "Audit", "7", lazy("console.screens.audit", "AuditView"), ("audit",),
              "the audit log, newest first, with the hash-chain verification", module="console.screens.audit"),
     ViewSpec("queues", "Queues", "8", lazy("console.screens.queues", "QueuesView"), ("queues", "qu"),

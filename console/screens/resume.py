@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.binding import Binding
 
-from console.screens.actions import ControlClient, refuse_read_only
+from console.screens.actions import ControlClient, refuse_on_postgres, refuse_read_only
 from console.widgets.safe import compact_json, printable
 from engine.timefmt import timestamp
 
@@ -140,6 +140,9 @@ def start_resume(node: Any, ctx: ConsoleContext, run_id: str | None, show_hint: 
     """R: preview (a worker) -> refusal on the hint line, or a confirmation with a required reason ->
     ControlAPI.record_resume (audit row `resume`) -> what happens next, on the hint line and in a notification."""
     if refuse_read_only(node, ctx):
+        return
+    if refuse_on_postgres(node, ctx, "Resume (R)", "it finds the engine that will carry the run on through a store "
+                          "directory's lock file, which a Postgres store does not have", show_hint):
         return
     if not run_id:
         show_hint("No run selected: select a durable run that ended failed, killed or abandoned, then R.")

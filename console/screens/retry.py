@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.binding import Binding
 
-from console.screens.actions import ACTION_GROUP, refuse_read_only
+from console.screens.actions import ACTION_GROUP, refuse_on_postgres, refuse_read_only
 from console.widgets.safe import compact_json, printable
 
 if TYPE_CHECKING:
@@ -210,6 +210,9 @@ def start_retry_from(node: Any, ctx: ConsoleContext, run_id: str | None, span: M
     """y: check (a worker) -> refusal on the hint line, or the confirmation with a required reason -> launch ->
     `opened(launch)` (the view shows the new run and watches the process)."""
     if refuse_read_only(node, ctx):
+        return
+    if refuse_on_postgres(node, ctx, "Retry from a span (y)",
+                          "it starts `flightdeck retry` on a store directory and keeps its log there", show_hint):
         return
     if not run_id or span is None or not span.get("id"):
         show_hint("No span selected: select the step to retry from in the tree (t), then y.")

@@ -12,7 +12,7 @@ runbooks_detail.py; the prompt is text_prompt.py; what it works out from its sna
 in force, suggestions, the STATE column, what p and b act on, refusals, action messages) is
 console/views_data/runbooks_selection.py; its five action flows (ack, resolve, note, apply, roll back: a prompt, then
 a worker, then a notification) are runbooks_flows.py. This module is the view class: its CSS, BINDINGS and actions,
-tables, selection state and rendering.
+tables, selection state and rendering. On a Postgres store: see the feed's docstring.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from console.polling import Poller
 from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
 from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.screens.runbooks_detail import (
+    POSTGRES_HINT,
     hint_text,
     incident_detail,
     incident_row,
@@ -277,7 +278,7 @@ class RunbooksView(ArrangedView):
         watched = self.snapshot.watched if self.snapshot else True
         self.query_one("#rb-title", TextLines).update(
             title_text(self.incidents, len(self.runbooks), read_only=self.ctx.read_only, problem=problem,
-                       watched=watched))
+                       watched=watched, shipped_only=self.ctx.postgres))
 
     def _selection_changed(self) -> None:
         runbook, incident, scope = self.target()
@@ -333,6 +334,8 @@ class RunbooksView(ArrangedView):
         # The suggestion before the selection: what is urgent is said whichever row the cursor is on.
         selected = self.selected_incident if self.last_table == "incidents" else None
         self.hint = hint_text(self.incidents, self.suggested, selected)
+        if self.ctx.postgres:
+            self.hint = f"{self.hint} {POSTGRES_HINT}"
 
     # -- widget events ------------------------------------------------------------------------------------------
 

@@ -175,9 +175,15 @@ def runbook_row(runbook: Any, state: tuple[str, str]) -> tuple[Any, ...]:
             printable(", ".join(c.describe() for c in spec.detect), limit=120))
 
 
+# What view 6 cannot do on a Postgres store (issue 16), said on its hint line: as `flightdeck runbooks list` there,
+# only the shipped runbooks are in force (STORE/runbooks/*.md needs a store directory).
+POSTGRES_HINT = "Postgres store: the shipped runbooks only (no STORE/runbooks)."
+
+
 def title_text(incidents: list[Incident], runbook_count: int, *, read_only: bool,
-               problem: str | None, watched: bool = True) -> Text:
-    """The view's two title lines: counts (open, firing, not acknowledged), then the problem or the keys."""
+               problem: str | None, watched: bool = True, shipped_only: bool = False) -> Text:
+    """The view's two title lines: counts (open, firing, not acknowledged), then the problem or the keys.
+    shipped_only: a Postgres store, whose runbooks are the shipped ones only."""
     firing = [i for i in incidents if i.firing]
     unacked = [i for i in incidents if i.status == "open"]
     title = Text(end="")
@@ -194,7 +200,7 @@ def title_text(incidents: list[Incident], runbook_count: int, *, read_only: bool
         if unacked:
             title.append(" · ")
             title.append(f"{len(unacked)} not acknowledged", style="bold yellow")
-    title.append(f" · {runbook_count} runbooks")
+    title.append(f" · {runbook_count} {'shipped ' if shipped_only else ''}runbooks")
     if read_only:
         title.append(" · read-only: actions disabled", style="bold yellow")
     title.append("\n")

@@ -2,7 +2,12 @@
 (engine.controls.incidents.list_incidents: a read-only connection), the runbook applications in force and -- once
 per showing -- the runbooks in force on the store (engine.runbooks.loader.load_runbooks); on worker threads it
 computes the dry run of a runbook (engine.runbooks.actions.plan) and performs the operator's actions through the
-same APIs the CLI uses. See console/screens/runbooks.py for the view."""
+same APIs the CLI uses. See console/screens/runbooks.py for the view.
+
+On a Postgres store (issue 16) the same feed reads the Postgres control plane: incidents and applications through the
+console's read-only PgControlDB (ctx.source.control()), the shipped runbooks only (there is no STORE/runbooks, as
+`flightdeck runbooks list` there), and every action goes through ControlAPI(ctx.location), which writes its audit row
+in the same transaction as the change, as on a store directory."""
 
 from __future__ import annotations
 
@@ -13,8 +18,12 @@ from typing import TYPE_CHECKING, Any
 from console.runbook_scopes import running_runs, scope_context
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from console.screens.base import ConsoleContext
     from engine.store.control_rows import Incident, IncidentNote, RunbookApplication
+    from engine.store.dialect import SqlConnection
+    from engine.store.location import StoreLocation
 
 TIMELINE_LINES = 6  # newest time line entries shown with the selected incident
 
@@ -60,9 +69,19 @@ class RunbooksFeed:
     seen: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def store_dir(self) -> Path | None:
+        """The store directory, or None on a Postgres store (no STORE/runbooks: the shipped runbooks only)."""
+        return None if self.ctx.postgres else self.ctx.store_dir
+
+    @property
+    def control_target(self) -> Path | StoreLocation:
+        """What ControlAPI opens: the store directory's path, or the Postgres store."""
+        return self.ctx.location if self.ctx.postgres else self.ctx.store_dir
+
     def poll(self) -> RunbooksSnapshot | None:
         from engine.controls.applications import in_force as applications_in_force
-        from engine.controls.incidents import list_incidents
+        from engine.controls.incidents import IncidentStore, list_incidents
 
         with self.lock:
             if self.runbooks is None:
@@ -70,12 +89,16 @@ class RunbooksFeed:
                 from engine.runbooks.loader import load_runbooks
 
                 try:
-                    self.runbooks = load_runbooks(self.ctx.store_dir)
+                    self.runbooks = load_runbooks(self.store_dir)
                 except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
                     self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
-            incidents = list_incidents(self.ctx.store_dir, active_only=True, limit=200)
-            applications: list[RunbookApplication] = []
             db = self.ctx.source.control()
+            incidents: list[Incident]
+            if self.store_dir is not None:
+                incidents = list_incidents(self.store_dir, active_only=True, limit=200)
+            else:  # Postgres: through the console's read-only session (None: no control plane yet, no incidents)
+                incidents = IncidentStore(db).list(active_only=True, limit=200) if db is not None else []
+            applications: list[RunbookApplication] = []
             if db is not None:
                 try:
                     with db.reading() as conn:
@@ -104,66 +127,64 @@ class RunbooksFeed:
     # -- the dry run and the actions (worker threads) ---------------------------------------------------------
 
     def plan(self, runbook: Any, scope: str | None, incident: Incident | None) -> Plan:
-        from engine.runbooks import actions
-        from engine.store.files import CONTROL_DB, connect
-
         incident_id = incident.id if incident else None
         if scope is None:
             return Plan(runbook.id, None, incident_id, [],
                         error="no open incident to take a scope from: p asks for one")
         context = scope_context(incident, scope, field="scope")
-        path = self.ctx.store_dir / CONTROL_DB
+        if self.store_dir is None:  # Postgres: the console's read-only session on the control plane
+            db = self.ctx.source.control()
+            if db is None:
+                return Plan(runbook.id, scope, incident_id, [],
+                            error="no control plane on this database yet: nothing to compare with")
+            with db.reading() as pg_conn:
+                return self._plan_on(pg_conn, runbook, context, incident_id)
+        from engine.store.files import CONTROL_DB, connect
+
+        path = self.store_dir / CONTROL_DB
         if not path.is_file():
             return Plan(runbook.id, scope, incident_id, [], error="no control.db yet: nothing to compare with")
         conn = connect(path, read_only=True)
         try:
-            steps = actions.plan(runbook, context, conn, running_runs(self.ctx.store_dir))
-            timeline: list[IncidentNote] = []
-            if incident_id is not None:
-                from engine.controls.incidents import recent_events
-
-                timeline = recent_events(conn, incident_id, TIMELINE_LINES)
+            return self._plan_on(conn, runbook, context, incident_id)
         finally:
             conn.close()
+
+    def _plan_on(self, conn: SqlConnection, runbook: Any, context: dict[str, Any], incident_id: str | None) -> Plan:
+        from engine.controls.incidents import recent_events
+        from engine.runbooks import actions
+
+        steps = actions.plan(runbook, context, conn, running_runs(self.ctx.location))
+        timeline = recent_events(conn, incident_id, TIMELINE_LINES) if incident_id is not None else []
         return Plan(runbook.id, context["scope"], incident_id, steps, timeline=timeline)
 
     def incident_action(self, verb: str, incident_id: str, text: str | None) -> Incident:
+        from engine.controls.api import ControlAPI
         from engine.runbooks.incidents import IncidentStore
-        from engine.store.control import ControlDB
 
-        store = IncidentStore(ControlDB.open(self.ctx.store_dir))
-        try:
+        # ControlAPI opens the control plane for writing (control.db, or a Postgres session of its own: the
+        # console's shared one is read-only); IncidentStore writes the change and its audit row in one transaction.
+        with ControlAPI(self.control_target, self.ctx.operator, create=False) as api:
+            store = IncidentStore(api.db)
             if verb == "ack":
                 return store.acknowledge(incident_id, self.ctx.operator, text)
             if verb == "resolve":
                 return store.resolve(incident_id, self.ctx.operator, text or "")
             return store.annotate(incident_id, self.ctx.operator, text or "")
-        finally:
-            store.db.close()
 
     def apply(self, runbook: Any, scope: str, incident: Incident | None, reason: str) -> Any:
         from engine.controls.api import ControlAPI
         from engine.runbooks import actions
-        from engine.store.control import ControlDB
 
         context = scope_context(incident, scope, field="scope")
-        db = ControlDB.open(self.ctx.store_dir)
-        try:
-            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
-                return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
-                                     running_runs=running_runs(self.ctx.store_dir),
-                                     incident_id=incident.id if incident else None)
-        finally:
-            db.close()
+        with ControlAPI(self.control_target, self.ctx.operator) as api:
+            return actions.apply(api, runbook, context["scope"], context, source="operator", reason=reason,
+                                 running_runs=running_runs(self.ctx.location),
+                                 incident_id=incident.id if incident else None)
 
     def rollback(self, application_ids: list[int], reason: str) -> list[Any]:
         from engine.controls.api import ControlAPI
         from engine.runbooks import actions
-        from engine.store.control import ControlDB
 
-        db = ControlDB.open(self.ctx.store_dir)
-        try:
-            with ControlAPI(self.ctx.store_dir, self.ctx.operator, db=db) as api:
-                return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]
-        finally:
-            db.close()
+        with ControlAPI(self.control_target, self.ctx.operator, create=False) as api:
+            return [actions.rollback(api, app_id, source="operator", reason=reason) for app_id in application_ids]

@@ -110,17 +110,14 @@ async def test_breakers_fleet_wide_count_the_engines_that_see_each_one_open(flee
         assert "1 of 2 engines see it open" in view.query_one("#breaker-why").plain
 
 
-async def test_a_view_that_needs_the_store_directory_says_so_on_postgres(fleet: PostgresLocation) -> None:
+async def test_every_view_reads_the_database_without_a_notification(fleet: PostgresLocation) -> None:
     app = app_on(fleet)
     async with app.run_test(size=(160, 48)) as pilot:
         await runs_loaded(pilot)
-        await pilot.press("6")
+        await pilot.press("6")  # the runbooks view too (tests/console/test_console_fleet_runbooks.py)
         view = app.main.view("runbooks")
-        await wait_for(pilot, lambda: app.main.active_id == "runbooks", what="view 6")
-        text = view.query_one("#runbooks-not-on-postgres").plain
-        assert "not on a Postgres store yet" in text and "flightdeck incidents --store URL" in text
-        assert "not on a Postgres store yet" in view.hint  # the hint line's, unless an alarm speaks (the STALE engine)
-        for key in ("3", "5", "7", "8"):  # the others read the database
+        await wait_for(pilot, lambda: view.snapshot is not None, what="view 6 read the Postgres control plane")
+        for key in ("3", "5", "7", "8"):
             await pilot.press(key)
         await pilot.press("1")
         await pilot.pause(0.3)
@@ -182,7 +179,24 @@ async def test_retry_from_a_span_on_postgres_says_it_is_not_there_yet(fleet: Pos
         await runs_loaded(pilot)
         await on_span(pilot, "b2c3d4e5f6a1", "b2c3d4e5f6a1-05")
         await pilot.press("y")  # needs the store directory (its log, the retry process's --store)
-        await wait_for(pilot, lambda: notified(app, "cannot use a Postgres store yet"), what="the notice")
+        said = "Retry from a span (y) does not work on a Postgres store yet (issue 16)"
+        await wait_for(pilot, lambda: notified(app, said), what="the notice")
+        assert said in app.main.view("run").hint  # on the hint line too
+        assert app.is_running and app.notifier.store_problem is None
+
+
+async def test_resume_on_postgres_says_why_not_before_asking(fleet: PostgresLocation) -> None:
+    from console.widgets.modals import FormModal
+    from tests.console.test_console_actions import notified
+
+    app = app_on(fleet, read_only=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        runs = await runs_loaded(pilot)
+        runs.table.select_key("b2c3d4e5f6a1")  # engine A's failed run
+        await pilot.press("R")
+        await wait_for(pilot, lambda: notified(app, "Resume (R) does not work on a Postgres store yet (issue 16): it "
+                                                    "finds the engine"), what="why not")
+        assert not isinstance(app.screen, FormModal)  # nothing asked, nothing written
         assert app.is_running and app.notifier.store_problem is None
 
 
