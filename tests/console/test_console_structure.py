@@ -14,7 +14,8 @@ def test_every_view_is_in_the_registry_with_a_real_view_class() -> None:
     from console.screens.base import View
     from console.screens.registry import VIEWS
 
-    assert [spec.key for spec in VIEWS] == [str(n) for n in range(1, len(VIEWS) + 1)]
+    # The number row's order: 1 to 9, then 0.
+    assert [spec.key for spec in VIEWS] == [str(n % 10) for n in range(1, len(VIEWS) + 1)]
     for spec in VIEWS:
         if spec.module:
             module = importlib.import_module(spec.module)
