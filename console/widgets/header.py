@@ -90,8 +90,9 @@ class HeaderSlot:
     quiet: bool = False  # shown only while its level is warn or crit (an alarm that is noise when calm)
 
 
-# How short the other views' titles get, in turn, when the title line is too narrow for them (0: the key only).
-SHORT_TITLE_LIMITS = (5, 4, 3, 0)
+# How short the other views' titles get, in turn, when the title line is too narrow for them (None: whole; 0: the
+# key only).
+SHORT_TITLE_LIMITS: tuple[int | None, ...] = (None, 5, 4, 3, 0)
 
 
 def urgency(slot_id: str, value: SlotValue) -> tuple[int, int]:
