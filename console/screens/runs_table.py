@@ -3,7 +3,7 @@ over RunItem rows, called by VirtualTable when it paints or sorts (console/scree
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.text import Text
@@ -46,7 +46,8 @@ ENGINE_ARG = "engine="  # `ShowView("runs", "engine=ID")`: open the runs view on
 ENGINE_COLUMN = Column("engine", "ENGINE", 10, flex=1, max_width=20, drop=9)
 
 # Once a loaded run is `completed (degraded)`, STATUS widens to say so in full (it never cuts the word); the flex
-# columns narrow and droppable ones go first.
+# columns narrow and droppable ones go first, AGENTS among them (it says something only while a run is running), so
+# COST still fits at 100 columns.
 DEGRADED_STATUS = Column("status", "STATUS", 22)
 
 
@@ -55,6 +56,8 @@ def run_columns(resumed: bool, degraded: bool, fleet: bool = False) -> tuple[Col
     if fleet:  # after RUN: which engine, next to which run
         at = next(i for i, c in enumerate(columns) if c.key == "id") + 1
         columns = (*columns[:at], ENGINE_COLUMN, *columns[at:])
+    if degraded:
+        columns = tuple(replace(c, drop=c.drop or 1) if c.key == "agents" else c for c in columns)
     return tuple(DEGRADED_STATUS if degraded and c.key == "status" else c for c in columns)
 
 

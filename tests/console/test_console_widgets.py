@@ -427,3 +427,14 @@ def test_the_run_title_is_a_breadcrumb_down_to_the_selected_span() -> None:
     title = run_summary(run, "r1", 103.0, 160, (), crumb).plain
     assert title.startswith("Runs › RUN r1 › tool price_quote   run  ✔ completed  deal-desk"), title
     assert run_summary(run, "r1", 103.0).plain.startswith("Runs › RUN r1  ")
+
+
+def test_a_degraded_runs_wide_status_leaves_room_for_cost_at_100_columns() -> None:
+    # `completed (degraded)` widens STATUS to 22 cells; AGENTS (which says something only while a run runs) goes
+    # before COST is cut at the right edge.
+    from console.screens.runs_table import run_columns
+    from console.widgets.table_lines import column_widths
+
+    shown = [column.key for column, _ in column_widths(run_columns(False, degraded=True), 100)]
+    assert {"status", "id", "hierarchy", "cost"} <= set(shown) and "agents" not in shown, shown
+    assert "agents" in [column.key for column, _ in column_widths(run_columns(False, degraded=True), 160)]
