@@ -104,8 +104,8 @@ class EvalsView(ArrangedView):
         table.add_column("SAMPLED", key="sampled", width=10)
         table.add_column("TREND", key="trend", width=TREND)
         table.add_column("QUALITY", key="quality", width=20)
-        table.add_column("EVAL", key="eval", width=12)
-        table.add_column("DRILLS", key="drills", width=36)
+        table.add_column("EVAL", key="eval", width=16)  # "1.00 11/11 20m": score, passed/cases, age
+        table.add_column("DRILLS", key="drills", width=32)
         yield table
         yield TextLines(id="evals-detail")
 
@@ -217,7 +217,7 @@ class EvalsView(ArrangedView):
             title.append("no evals.db yet: no eval, drill or sampled run recorded in this store", style="dim")
         else:
             dropping = [r for r in snapshot.rows if r.dropping_since is not None]
-            title.append(f"{len(snapshot.rows)} hierarchies")
+            title.append(f"{len(snapshot.rows)} " + ("hierarchy" if len(snapshot.rows) == 1 else "hierarchies"))
             if dropping:
                 title.append(f" · {len(dropping)} dropping", style="bold red")
             title.append(" · " + self.arrangement.title_words(len(self.shown), len(snapshot.rows), filter_first=True),
