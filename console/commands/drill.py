@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from console.commands.argtypes import non_negative
+from console.commands.controls.common import short
 from console.output import print_json, table, usd
 from engine.timefmt import seconds
 
@@ -86,7 +87,7 @@ def handle(args: argparse.Namespace) -> int:
                     "provider_url": args.provider_url, "model": args.model,
                     "drills": [r.to_json() for r in results]})
     else:
-        rows = [(r.scenario, r.guardrail[:60], r.result, usd(r.cost_usd), seconds(r.duration_s)) for r in results]
+        rows = [(r.scenario, short(r.guardrail, 60), r.result, usd(r.cost_usd), seconds(r.duration_s)) for r in results]
         print(table(("SCENARIO", "GUARDRAIL", "RESULT", "COST", "TIME"), rows, right={3, 4}))
         for result in results:
             for stats in result.injection:
