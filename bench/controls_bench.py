@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.stats import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 BUSY = """
 name: busy
@@ -30,11 +32,6 @@ agents:
 scripts:
   w:
 """ + "".join(f"    - tool: {{name: add, args: {{a: {i}, b: 1}}}}\n" for i in range(900)) + "    - final: added\n"
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def _wait(predicate, timeout: float = 30.0) -> None:
@@ -115,7 +112,7 @@ def main_table(trials: int = 30) -> None:
             print(f"  {labels[key]:34s}    0        -        -")
             continue
         print(f"  {labels[key]:34s} {len(values):4d} {statistics.median(values) * 1000:8.1f} "
-              f"{_pct(values, 99) * 1000:8.1f}   p99 < 100 ms")
+              f"{percentile(values, 99) * 1000:8.1f}   p99 < 100 ms")
 
 
 if __name__ == "__main__":

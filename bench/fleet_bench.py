@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from bench.stats import percentile, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 HELD = """
 name: held
@@ -57,22 +59,6 @@ hierarchies:
 INPUT = {"ticket_id": "T-1", "customer_id": "CUS-001", "channel": "email", "subject": "bench",
          "body": "The desktop app crashes on start."}
 HELD_PER_ENGINE = 4
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def _wait(condition: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for the fleet (run it by hand to see why)")
-        time.sleep(0.02)
 
 
 class Store:
@@ -159,6 +145,10 @@ async def _submit(urls: list[str], hierarchy: str, count: int, body: Any) -> lis
             await client.aclose()
 
 
+def _wait(condition: Any, timeout: float = 120.0) -> Any:
+    return wait_until(condition, timeout=timeout, what="the fleet")
+
+
 def measure(store: str, engines: int, runs: int, rounds: int, workdir: Path) -> dict[str, float | list[float]]:
     from engine.controls.api import ControlAPI
 
@@ -200,7 +190,8 @@ def rows(results: dict[str, dict[str, float | list[float]]]) -> list[tuple[str, 
         out.append((f"{name}: throughput", f"{result['events_s']:8,.0f} events/s  {result['runs_s']:6.1f} runs/s",
                     ""))
         out.append((f"{name}: global kill -> every run ended killed",
-                    f"p50 {statistics.median(kill):6.1f} ms  p99 {_pct(kill, 99):6.1f} ms  max {max(kill):6.1f} ms",
+                    f"p50 {statistics.median(kill):6.1f} ms  p99 {percentile(kill, 99):6.1f} ms  "
+                    f"max {max(kill):6.1f} ms",
                     "target p99 <= 100 ms (issue 16)" if name.startswith("postgres") else ""))
     return out
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.stats import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PG_WATCHER = r"""
@@ -53,11 +55,6 @@ while time.monotonic() < deadline:
         deadline = time.monotonic() + 30.0
     time.sleep(0.01)  # the engine's ControlWorker poll interval (POLL_INTERVAL_S)
 """
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def measure(store: str, watcher_code: str, rounds: int) -> dict[str, list[float]]:
@@ -100,7 +97,7 @@ def rows(results: dict[str, dict[str, list[float]]]) -> list[tuple[str, str, str
             values = result[name]
             target = "target p99 <= 100 ms (issue 16)" if backend == "postgres" and name == "wake" else ""
             out.append((f"{backend}: {label}",
-                        f"p50 {statistics.median(values):6.2f} ms  p99 {_pct(values, 99):6.2f} ms  "
+                        f"p50 {statistics.median(values):6.2f} ms  p99 {percentile(values, 99):6.2f} ms  "
                         f"max {max(values):6.2f} ms", target))
     return out
 

@@ -19,11 +19,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from bench.stats import percentile, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wait(condition: Any, timeout: float = 60.0) -> Any:
+    return wait_until(condition, timeout=timeout, what="the engine")
 
 
 def _busy(directory: Path) -> Path:
@@ -32,24 +37,6 @@ def _busy(directory: Path) -> Path:
     path = directory / "busy.yaml"
     path.write_text(BUSY)
     return path
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def _wait(condition: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for the engine (run it by hand to see why)")
-        # Not faster: the figures come from stored timestamps, and on a small machine a tight poll of the store
-        # takes CPU from the engine being measured.
-        time.sleep(0.02)
 
 
 def _ended(reader: Any, run_id: str) -> Any:
@@ -114,7 +101,7 @@ def rows(results: dict[str, dict[str, list[float]]]) -> list[tuple[str, str, str
             values = result[name]
             target = "target p99 <= 100 ms (issue 16)" if backend == "postgres" and name == "stop" else ""
             out.append((f"{backend}: {label}",
-                        f"p50 {statistics.median(values):6.1f} ms  p99 {_pct(values, 99):6.1f} ms  "
+                        f"p50 {statistics.median(values):6.1f} ms  p99 {percentile(values, 99):6.1f} ms  "
                         f"max {max(values):6.1f} ms", target))
     return out
 

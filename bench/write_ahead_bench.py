@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.stats import percentile
+
 RUNS = 20
 STEPS = 60
 HIERARCHY = """
@@ -50,11 +52,6 @@ async def look(n: int) -> int:
         n: Which step.
     """
     return n
-
-
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def measure(latency: float = 0.0, write_ahead: bool = True, rounds: int = 3) -> dict[str, Any]:
@@ -94,7 +91,7 @@ def measure(latency: float = 0.0, write_ahead: bool = True, rounds: int = 3) -> 
                 return statuses, time.perf_counter() - started
 
         statuses, elapsed = anyio.run(main)
-    return {"calls": len(waits), "p50_ms": 1000 * _pct(waits, 50), "p99_ms": 1000 * _pct(waits, 99),
+    return {"calls": len(waits), "p50_ms": 1000 * percentile(waits, 50), "p99_ms": 1000 * percentile(waits, 99),
             "mean_ms": 1000 * statistics.fmean(waits), "max_ms": 1000 * max(waits), "seconds": elapsed,
             "completed": statuses.count("completed"), "runs": len(statuses)}
 
