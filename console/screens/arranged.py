@@ -200,3 +200,23 @@ class ArrangedView(View):
         if not event.value.strip():
             event.input.display = False
         focus_now(self.arranged_table())
+
+
+class OneTableView(ArrangedView):
+    """An ArrangedView of one table: its `arrangement` is what `s`, `S` and `/` act on, and `table` where the focus
+    goes back. A subclass sets `arrangement` and provides `table` and `rearrange`."""
+
+    arrangement: Arrangement
+
+    @property
+    def table(self) -> DataTable[Any]:
+        raise NotImplementedError
+
+    def arrangements(self) -> list[Arrangement]:
+        return [self.arrangement]
+
+    def sorted_arrangement(self) -> Arrangement:
+        return self.arrangement
+
+    def arranged_table(self) -> DataTable[Any]:
+        return self.table

@@ -18,7 +18,7 @@ from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
-from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
+from console.screens.arranged import ARRANGE_BINDINGS, Arrangement, OneTableView, Sort, refill, selected_key, words_of
 from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.views_data.audit_feed import AuditFeed, AuditPage
 from console.widgets.safe import compact_json, printable
@@ -66,7 +66,7 @@ def audit_words(entry: Any) -> str:
                     change_text(entry.before, entry.after))
 
 
-class AuditView(ArrangedView):
+class AuditView(OneTableView):
     DEFAULT_CSS = """
     AuditView > #audit-title {
         height: 2;
@@ -279,15 +279,6 @@ class AuditView(ArrangedView):
         ]
 
     # -- sort and filter (the page shown; console/screens/arranged.py) -----------------------------------------
-
-    def arrangements(self) -> list[Arrangement]:
-        return [self.arrangement]
-
-    def sorted_arrangement(self) -> Arrangement:
-        return self.arrangement
-
-    def arranged_table(self) -> DataTable[Any]:
-        return self.table
 
     def rearrange(self) -> None:
         if self.page is not None:

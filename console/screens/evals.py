@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from console.polling import Poller
-from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
+from console.screens.arranged import ARRANGE_BINDINGS, Arrangement, OneTableView, Sort, refill, selected_key, words_of
 from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.views_data.evals_feed import BAR, TREND, EvalsFeed, EvalsSnapshot, HierarchyQuality, models_words
 from console.widgets.safe import printable
@@ -60,7 +60,7 @@ def evals_words(row: HierarchyQuality) -> str:
                     row.eval.dataset if row.eval else None, *row.failed_drills)
 
 
-class EvalsView(ArrangedView):
+class EvalsView(OneTableView):
     DEFAULT_CSS = """
     EvalsView > #evals-title {
         height: 1;
@@ -249,15 +249,6 @@ class EvalsView(ArrangedView):
                                dropping_first)]
 
     # -- sort and filter (console/screens/arranged.py) ----------------------------------------------------------
-
-    def arrangements(self) -> list[Arrangement]:
-        return [self.arrangement]
-
-    def sorted_arrangement(self) -> Arrangement:
-        return self.arrangement
-
-    def arranged_table(self) -> DataTable[Any]:
-        return self.table
 
     def rearrange(self) -> None:
         if self.snapshot is not None:
