@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.stats import percentile
+
 WATCHED_RUN = "watched00001"
 
 
@@ -102,13 +104,6 @@ def writer_main(store: str, rate: float, seconds: float, out: str) -> None:
 
 
 # -- measurements ---------------------------------------------------------------------------------------------
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
 
 async def _wait(pred: Any, timeout: float, what: str) -> None:
     import asyncio
@@ -228,9 +223,9 @@ def streaming(rate: float, seconds: float) -> dict[str, Any]:
     lat = [(shown[s] - c) * 1000 for s, c in live.items() if s in shown]
     return {
         "rate": data["emitted"] / data["elapsed"],
-        "event_p50": pct(lat, 50), "event_p95": pct(lat, 95), "events_measured": len(lat),
+        "event_p50": percentile(lat, 50), "event_p95": percentile(lat, 95), "events_measured": len(lat),
         "events_committed": len(live),
-        "key_p50": pct(keys, 50), "key_p95": pct(keys, 95), "keys": len(keys),
+        "key_p50": percentile(keys, 50), "key_p95": percentile(keys, 95), "keys": len(keys),
     }
 
 

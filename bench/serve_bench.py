@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.stats import percentile
+
 FLEET = """\
 hierarchies:
   - file: support-triage
@@ -141,11 +143,6 @@ async def _flood(client: httpx.AsyncClient, n: int, concurrency: int, offset: in
     return accepted / (time.perf_counter() - started)
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 async def _measure(url: str, store: Path, pid: int, probes: int) -> list[tuple[str, str, str]]:
     traces = store / "traces.db"
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -160,10 +157,10 @@ async def _measure(url: str, store: Path, pid: int, probes: int) -> list[tuple[s
     return [
         ("accepted submissions per second (32 clients, 1,000 POST /runs)", f"{rate:,.0f} /s", "target >= 500 /s"),
         ("submit -> first model call, queue empty: p50", f"{statistics.median(empty):.1f} ms", "target <= 100 ms"),
-        ("  p99", f"{_pct(empty, 0.99):.1f} ms", "target <= 250 ms"),
+        ("  p99", f"{percentile(empty, 99):.1f} ms", "target <= 250 ms"),
         ("submit -> first model call, 1,000 queued: p50", f"{statistics.median(queued_1k):.1f} ms",
          "target <= 100 ms"),
-        ("  p99", f"{_pct(queued_1k, 0.99):.1f} ms", "target <= 250 ms"),
+        ("  p99", f"{percentile(queued_1k, 99):.1f} ms", "target <= 250 ms"),
         ("serve RSS (engine + writer), 1,000 queued", f"{rss_1k:,.0f} MiB", ""),
         ("serve RSS (engine + writer), 10,000 queued", f"{rss_10k:,.0f} MiB", "target <= 512 MiB"),
         ("  queued as the engine reports it (/health)", f"{health.get('queued', '?'):,}", "expect 9,999"),
