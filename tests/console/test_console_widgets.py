@@ -438,3 +438,18 @@ def test_a_degraded_runs_wide_status_leaves_room_for_cost_at_100_columns() -> No
     shown = [column.key for column, _ in column_widths(run_columns(False, degraded=True), 100)]
     assert {"status", "id", "hierarchy", "cost"} <= set(shown) and "agents" not in shown, shown
     assert "agents" in [column.key for column, _ in column_widths(run_columns(False, degraded=True), 160)]
+
+
+@pytest.mark.parametrize("fleet", [False, True])
+def test_resumed_and_degraded_runs_keep_cost_and_the_run_id_at_100_columns(fleet: bool) -> None:
+    # Both wide extras at once (RESUMED and a 22-cell STATUS): the counts the run view repeats go first, never COST.
+    from console.screens.runs_table import run_columns
+    from console.widgets.table_lines import GAP, column_widths
+
+    for width in (96, 98, 100):
+        layout = column_widths(run_columns(True, degraded=True, fleet=fleet), width)
+        shown = [column.key for column, _ in layout]
+        assert {"status", "id", "hierarchy", "tenant", "cost", "resumed", "tokens"} <= set(shown), (width, shown)
+        assert sum(w for _c, w in layout) + GAP * (len(layout) + 1) <= width, (width, layout)  # nothing cut
+    wide = [column.key for column, _ in column_widths(run_columns(True, degraded=True, fleet=fleet), 160)]
+    assert {"agents", "model_calls", "tool_calls", "incidents"} <= set(wide), wide
