@@ -74,3 +74,26 @@ def control_backend(request: pytest.FixtureRequest, store_dir: Path) -> ControlB
 
     pg_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
     return ControlBackend(request.param, store_dir, pg_url)
+
+
+# -- the speed-1 demo plays in the background of the run (tests/background_demo.py) -------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.background_demo import TEST_NAME
+
+    waiting = [item for item in items if item.name == TEST_NAME]
+    items[:] = [item for item in items if item.name != TEST_NAME] + waiting  # last: the demo plays meanwhile
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests import background_demo
+
+    if any(item.name == background_demo.TEST_NAME for item in session.items):
+        background_demo.start()
+
+
+def pytest_sessionfinish() -> None:
+    from tests import background_demo
+
+    background_demo.stop()

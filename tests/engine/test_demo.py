@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import select
 import signal
@@ -25,6 +26,19 @@ def _demo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
                            timeout=300, cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)})
 
 
+EVERY_BEAT = ("delegations three levels deep", "breaker opened and recovered through half-open",
+              "looping pricing worker caught", "escalated, then timed out", "fired the cost-spike runbook",
+              "capped the model tier", "on-call paged", "rolled back")
+
+
+def _assert_every_beat(code: int, output: str) -> None:
+    assert code == 0, output
+    assert "all expected events happened" in output
+    passed = [line for line in output.splitlines() if line.startswith("  ok   ")]
+    for phrase in EVERY_BEAT:
+        assert any(phrase in line for line in passed), (phrase, output)
+
+
 def test_headless_demo_fires_every_guardrail_and_control(tmp_path: Path) -> None:
     """At --speed 20, beside a process that keeps a core busy (issue 15: the spend spike once never fired on a loaded
     machine): the scenario is driven by engine events and its own clock, so every beat still happens."""
@@ -34,13 +48,22 @@ def test_headless_demo_fires_every_guardrail_and_control(tmp_path: Path) -> None
     finally:
         busy.kill()
         busy.wait()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "all expected events happened" in proc.stdout
-    passed = [line for line in proc.stdout.splitlines() if line.startswith("  ok   ")]
-    for phrase in ("delegations three levels deep", "breaker opened and recovered through half-open",
-                   "looping pricing worker caught", "escalated, then timed out", "fired the cost-spike runbook",
-                   "capped the model tier", "on-call paged", "rolled back"):
-        assert any(phrase in line for line in passed), (phrase, proc.stdout)
+    _assert_every_beat(proc.returncode, proc.stdout + proc.stderr)
+
+
+def test_headless_demo_at_speed_1_beside_a_busy_core() -> None:
+    """At --speed 1 (the scripted latency uncompressed, three minutes of scenario), beside a busy core and the rest of
+    the test run: every beat happens. It started when collection ended and plays while the suite runs; this test
+    runs last and waits for it (tests/background_demo.py)."""
+    from tests import background_demo
+
+    assert background_demo.started is not None, "collection did not start the background demo"
+    # Run alone, this test waits out the whole scenario, longer than the suite's faulthandler_timeout (which is for
+    # hangs): its own limit is background_demo.DEMO_LIMIT_S, so the stack dump timer is set past it.
+    faulthandler.dump_traceback_later(background_demo.DEMO_LIMIT_S + 60, exit=False)
+    code, output = background_demo.started.wait()
+    assert "speed 1" in output.splitlines()[0], output
+    _assert_every_beat(code, output)
 
 
 def test_the_spike_answers_fit_their_model_deadline_at_speed_1() -> None:
