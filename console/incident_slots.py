@@ -107,8 +107,10 @@ def incidents_slot(ctx: HeaderContext) -> SlotValue:
     short = f"{len(incidents)} ({len(firing)} firing)"
     if urgent:
         worst = sorted(urgent, key=lambda i: (i.severity, -(i.opened or 0)))[0]
-        what = (f"{worst.severity} incident {printable(worst.id, limit=20)} is firing "
-                f"({printable(worst.runbook, limit=40)} on {printable(worst.scope, limit=40)})")
+        # What is firing first, the incident's id last: at 100 columns the hint line cuts the end of the description
+        # (never the keys), and "sev2 tool-failure-storm firing on tool:…" still says what is on fire.
+        what = (f"{worst.severity} {printable(worst.runbook, limit=40)} firing on {printable(worst.scope, limit=40)}"
+                f" (incident {printable(worst.id, limit=20)})")
         return SlotValue(text, "crit", short=short, alarm=f"{what}: press 6 for its runbook, a to acknowledge it.",
                          view="runbooks", alarm_here=f"{what}: select it for its runbook, a acknowledges it.")
     return SlotValue(text, "warn" if firing or unacked else "info", short=short)

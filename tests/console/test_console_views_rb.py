@@ -168,7 +168,8 @@ async def test_runbooks_view_shows_incidents_runbooks_and_the_suggestion(store: 
         assert "3 open · 2 firing · 2 unacked" == app.main.header.slot_text("incidents")
         value = app.main.header.snapshot.values["incidents"]
         assert value.level == "crit"  # an alarm: on the hint line unless a more urgent slot speaks first
-        assert "inc-00000002 is firing" in value.alarm and "press 6" in value.alarm
+        assert value.alarm.startswith("sev2 looping-agent firing on ") and "press 6" in value.alarm
+        assert "(incident inc-00000002)" in value.alarm
 
 
 async def test_ack_note_resolve_reach_control_db_with_the_operator(store: Path) -> None:
