@@ -23,7 +23,8 @@ from console.screens.help import GROUPS, HelpScreen, KeyHelp
 from console.screens.registry import VIEWS, ViewSpec, find_command, view_by_id
 from console.widgets.command_line import CommandLine
 from console.widgets.footer import KeysFooter
-from console.widgets.header import HaltBanner, HeaderSnapshot, HeaderStrip, HintLine, collect
+from console.widgets.header import HeaderSnapshot, collect
+from console.widgets.header_widgets import HaltBanner, HeaderStrip, HintLine
 from console.widgets.safe import printable
 
 HEADER_INTERVAL_S = 1.0

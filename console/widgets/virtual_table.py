@@ -3,7 +3,7 @@
 Why not DataTable: DataTable measures every new cell when a row is added (100 rows took 370-520 ms in
 bench/console_bench.py's comparison), which is far over the console's budget of 50 ms for 100 new rows. This table
 keeps rows as raw data and formats only the lines on screen, when they are painted (the column layout and the
-line composition are table_lines.py):
+line composition are table_lines.py, the sorted and filtered rows table_rows.py):
 
 - `upsert()` of N rows into a table of M rows is O(N log M) comparisons plus list inserts (bisect), no rendering;
 - painting formats the ~50 visible rows, whatever M is;
@@ -17,7 +17,6 @@ nothing until painted, and untrusted text is the caller's to wrap in `Text(...)`
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -33,13 +32,12 @@ from textual.strip import Strip
 
 from console.widgets.repaint import PassStyle, QuietVirtualSize
 from console.widgets.table_lines import Column, column_widths, compose_line, fit_cell
+from console.widgets.table_rows import MatchFn, SortedRows, SortFn
 
-# Column is defined in table_lines.py; every caller of VirtualTable takes it from here with the table.
+# Column is defined in table_lines.py, SortFn and MatchFn in table_rows.py; callers take them from here with the table.
 __all__ = ["CellFn", "Column", "MatchFn", "SortFn", "VirtualTable"]
 
 CellFn = Callable[[Any, str, float], Text | str]
-SortFn = Callable[[Any, str], Any]
-MatchFn = Callable[[Any, Any], bool]
 
 
 class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inherit_bindings=False):
@@ -122,57 +120,55 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         super().__init__(name=name, id=id, classes=classes)
         self.columns: list[Column] = list(columns)
         self._cell = cell
-        self._sort_value = sort_value
-        self._matches = matches
         self._now = now
-        self._data: dict[Hashable, Any] = {}
-        self._skey: dict[Hashable, tuple[Any, ...]] = {}  # rows that pass the filter -> their sort tuple
-        self._order: list[tuple[Any, ...]] = []  # ascending sort tuples (value, key) of rows passing the filter
-        self.sort_column = sort_column or self.columns[0].key
-        self.reverse = reverse
-        self.filter_value: Any = None  # None: every row; else matches(data, filter_value) decides
+        self._rows = SortedRows(sort_value=sort_value, matches=matches, sort_column=sort_column or self.columns[0].key,
+                                reverse=reverse)
         self.empty_text = empty_text
         self._columns_cache: tuple[int, list[tuple[Column, int]]] | None = None
         self._line_cache: LRUCache[tuple[Any, ...], Strip] = LRUCache(1024)
-        self._revision: dict[Hashable, int] = {}  # bumped on every upsert of a row: part of its line cache key
-        self._next_revision = 0
 
-    # -- data ---------------------------------------------------------------------------------------------------
+    # -- data (kept by SortedRows) ----------------------------------------------------------------------------
+
+    @property
+    def sort_column(self) -> str:
+        return self._rows.sort_column
+
+    @property
+    def reverse(self) -> bool:
+        return self._rows.reverse
+
+    @property
+    def filter_value(self) -> Any:
+        """None: every row is shown; else matches(data, filter_value) decides."""
+        return self._rows.filter_value
 
     @property
     def row_count(self) -> int:
         """Rows shown (passing the filter)."""
-        return len(self._order)
+        return len(self._rows)
 
     @property
     def total_count(self) -> int:
         """Rows held, shown or not."""
-        return len(self._data)
+        return self._rows.total_count
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._data
+        return key in self._rows
 
     def get(self, key: Hashable) -> Any:
-        return self._data.get(key)
+        return self._rows.get(key)
 
     def keys(self) -> Iterable[Hashable]:
-        return self._data.keys()
+        return self._rows.keys()
 
     def values(self) -> Iterable[Any]:
-        return self._data.values()
+        return self._rows.values()
 
     def key_at(self, index: int) -> Hashable | None:
-        n = len(self._order)
-        if not 0 <= index < n:
-            return None
-        return self._order[n - 1 - index if self.reverse else index][-1]
+        return self._rows.key_at(index)
 
     def index_of(self, key: Hashable) -> int | None:
-        t = self._skey.get(key)
-        if t is None:
-            return None
-        i = bisect_left(self._order, t)
-        return len(self._order) - 1 - i if self.reverse else i
+        return self._rows.index_of(key)
 
     @property
     def cursor_key(self) -> Hashable | None:
@@ -180,11 +176,7 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
 
     def visible_keys(self) -> list[Hashable]:
         """Keys in display order (for tests and exports; O(rows))."""
-        keys = [t[-1] for t in self._order]
-        return keys[::-1] if self.reverse else keys
-
-    def _tuple(self, key: Hashable, data: Any) -> tuple[Any, ...]:
-        return (self._sort_value(data, self.sort_column), key)
+        return self._rows.visible_keys()
 
     def upsert(self, items: Iterable[tuple[Hashable, Any]]) -> None:
         """Add or replace rows by key. The cursor stays on its row (or on the first row if it was there), and that
@@ -193,50 +185,16 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         if not items:
             return
         anchor = self._anchor()
-        if len(items) > 64 and len(items) * 4 > len(self._order):
-            for key, data in items:
-                self._data[key] = data
-                self._next_revision += 1
-                self._revision[key] = self._next_revision
-            self._rebuild()
-        else:
-            order, skey, data_map = self._order, self._skey, self._data
-            for key, data in items:
-                old = skey.pop(key, None)
-                if old is not None:
-                    i = bisect_left(order, old)
-                    if i < len(order) and order[i] is old:
-                        del order[i]
-                    else:  # sort value changed type or compared equal to another: fall back to a scan
-                        order.remove(old)
-                data_map[key] = data
-                self._next_revision += 1
-                self._revision[key] = self._next_revision
-                if self.filter_value is None or self._matches(data, self.filter_value):
-                    t = self._tuple(key, data)
-                    skey[key] = t
-                    insort(order, t)
+        self._rows.upsert(items)
         self._restore(anchor)
 
     def remove(self, keys: Iterable[Hashable]) -> None:
         anchor = self._anchor()
-        for key in keys:
-            self._data.pop(key, None)
-            self._revision.pop(key, None)
-            t = self._skey.pop(key, None)
-            if t is not None:
-                i = bisect_left(self._order, t)
-                if i < len(self._order) and self._order[i] is t:
-                    del self._order[i]
-                else:
-                    self._order.remove(t)
+        self._rows.remove(keys)
         self._restore(anchor)
 
     def clear(self) -> None:
-        self._data.clear()
-        self._revision.clear()
-        self._skey.clear()
-        self._order.clear()
+        self._rows.clear()
         self.cursor = 0
         self._update_size()
         self.scroll_to(y=0, animate=False, immediate=True, force=True)
@@ -244,27 +202,16 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
 
     def set_sort(self, column: str, reverse: bool) -> None:
         anchor = self._anchor()
-        self.sort_column = column
-        self.reverse = reverse
-        self._rebuild()
+        self._rows.set_sort(column, reverse)
         self._restore(anchor, keep_follow=False)
 
     def set_filter(self, value: Any) -> None:
         """Show only rows for which matches(data, value) is true; None shows every row."""
-        if value == self.filter_value:
+        if value == self._rows.filter_value:
             return
         anchor = self._anchor()
-        self.filter_value = value
-        self._rebuild()
+        self._rows.set_filter(value)
         self._restore(anchor, keep_follow=False)
-
-    def _rebuild(self) -> None:
-        value = self.filter_value
-        match = self._matches
-        tuples = [self._tuple(k, d) for k, d in self._data.items() if value is None or match(d, value)]
-        tuples.sort()
-        self._order = tuples
-        self._skey = {t[-1]: t for t in tuples}
 
     def _anchor(self) -> tuple[Hashable | None, int, bool]:
         """What must stay put: the cursor's key, its line on screen, and whether it was parked on row 0."""
@@ -273,7 +220,7 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
     def _restore(self, anchor: tuple[Hashable | None, int, bool], keep_follow: bool = True) -> None:
         key, screen_line, follow = anchor
         self._update_size()
-        n = len(self._order)
+        n = len(self._rows)
         if (follow and keep_follow) or key is None:
             index = 0 if follow or key is None else self.cursor
         else:
@@ -296,18 +243,18 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         body = self._body_height()
         scroll = min(scroll, index)
         scroll = max(scroll, index - body + 1)
-        max_scroll = max(0, len(self._order) + 1 - self.scrollable_content_region.height)
+        max_scroll = max(0, len(self._rows) + 1 - self.scrollable_content_region.height)
         scroll = max(0, min(scroll, max_scroll))
         if scroll != int(self.scroll_offset.y):
             self.scroll_to(y=scroll, animate=False, immediate=True, force=True)
 
     def _update_size(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self._order) + 1)
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self._rows) + 1)
 
     # -- cursor -------------------------------------------------------------------------------------------------
 
     def move_cursor(self, index: int) -> None:
-        n = len(self._order)
+        n = len(self._rows)
         index = max(0, min(index, n - 1)) if n else 0
         old = self.cursor
         self.cursor = index
@@ -341,7 +288,7 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         self.move_cursor(0)
 
     def action_last(self) -> None:
-        self.move_cursor(len(self._order) - 1)
+        self.move_cursor(len(self._rows) - 1)
 
     def action_select_cursor(self) -> None:
         key = self.cursor_key
@@ -352,7 +299,7 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
         if event.y < 1:
             return
         index = int(self.scroll_offset.y) + event.y - 1
-        if 0 <= index < len(self._order):
+        if 0 <= index < len(self._rows):
             self.move_cursor(index)
             if event.chain >= 2:
                 self.action_select_cursor()
@@ -398,7 +345,7 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
                 cells.append(fit_cell(Text(label), w, column.align))
             return compose_line(self.app.console, cells, header_style, width)
         index = int(self.scroll_offset.y) + y - 1
-        n = len(self._order)
+        n = len(self._rows)
         if index >= n:
             if n == 0 and y == 2:
                 empty_style = base + self.get_component_rich_style("virtual-table--empty", partial=True)
@@ -406,12 +353,12 @@ class VirtualTable(PassStyle, QuietVirtualSize, ScrollView, can_focus=True, inhe
                                           empty_style, width)
             return Strip.blank(width, base)
         key = self.key_at(index)
-        data = self._data[key]
+        data = self._rows.get(key)
         now = self._now()
         is_cursor = index == self.cursor
         # Rows repaint often (every poll, every cursor move) but change rarely: cache a row's line by what it
         # depends on. Time-dependent cells (ages) are in whole seconds, hence the `int(now)` in the key.
-        cache_key = (key, self._revision.get(key, 0), width, is_cursor, self.has_focus, int(now), base)
+        cache_key = (key, self._rows.revision(key), width, is_cursor, self.has_focus, int(now), base)
         strip = self._line_cache.get(cache_key)
         if strip is not None:
             return strip

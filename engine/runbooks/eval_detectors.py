@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.runbooks.detectors import Dims, Event, Facts, Reading, SumDetector
+from engine.runbooks.detector_base import Dims, Event, Facts, Reading, SumDetector
 
 
 class SampledScoreDetector(SumDetector):

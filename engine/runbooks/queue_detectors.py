@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.runbooks.detectors import Detector, Dims, Event, Facts, Reading
+from engine.runbooks.detector_base import Detector, Dims, Event, Facts, Reading
 from engine.store.trace_rows import QueueRow
 
 FRESH_S = 60.0  # a row not published for this long (no engine publishes it) has no value

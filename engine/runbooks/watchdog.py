@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.runbooks.detectors import Detector, Event, Facts, PendingApproval, Reading, make_detector, needs_durations
+from engine.runbooks.detector_base import Detector, Event, Facts, PendingApproval, Reading
+from engine.runbooks.detectors import make_detector, needs_durations
 from engine.runbooks.model import Runbook
 from engine.runbooks.queue_detectors import queue_row
 from engine.runbooks.windows import OK, Hysteresis

@@ -37,8 +37,9 @@ brief or resilience4j leave room (tests/engine/test_breaker.py pins each one):
   would leak a probe slot).
 
 The package: config.py (kinds, BreakerConfig, BreakerState), records.py (what transitions and snapshots report),
-reasons.py (why a breaker moved, in words), version.py (the process-wide STATE_VERSION), machine.py (CircuitBreaker
-and its Permit), registry.py (BreakerRegistry). Import the public names from here.
+reasons.py (why a breaker moved, in words), version.py (the process-wide STATE_VERSION), calls.py (the call path
+and state machine, and its Permit), machine.py (CircuitBreaker: calls.py's machine plus operator overrides and
+readings), registry.py (BreakerRegistry). Import the public names from here.
 """
 
 from engine.guardrails.breaker.config import (
