@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def positive_int(text: str) -> int:
@@ -89,3 +90,13 @@ def json_or_text_file(path: str, field: str) -> object:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def budget_limits(text: str) -> Any:
+    """`--budget cost_usd=0.5,tool_calls=3` (run, resume, retry): the limits, or an error naming the bad one."""
+    from engine.guardrails.budget import parse_budget_overrides
+
+    try:
+        return parse_budget_overrides(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
-from console.commands.argtypes import duration, json_or_text_file, non_negative, positive_int
+from console.commands.argtypes import budget_limits, duration, json_or_text_file, non_negative, positive_int
 from console.output import print_json, table, tokens, usd
 from engine.errors import InputError
 from engine.timefmt import seconds
@@ -46,7 +46,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="runs in flight at once (default 1)")
     parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor: 2 halves simulated latency, 0 removes it (default 1)")
-    parser.add_argument("--budget", metavar="LIMITS", type=_budget,
+    parser.add_argument("--budget", metavar="LIMITS", type=budget_limits,
                         help="run budget overrides, e.g. cost=2.50,tool_calls=40,wall=300s,tokens=20000")
     parser.add_argument("--tenant", metavar="NAME", help="customer/tenant label for attribution and budgets")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (a list of run objects)")
@@ -66,19 +66,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-resume", action="store_true",
                         help="with --durable: do not resume runs a dead engine left in flight")
     parser.set_defaults(handler=handle)
-
-
-def _budget(text: str) -> Any:
-    from engine.guardrails.budget import parse_budget_overrides
-
-    try:
-        return parse_budget_overrides(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-
-
 
 
 def read_input(args: argparse.Namespace) -> Any:

@@ -65,7 +65,7 @@ def add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from console.commands.run import _budget
+    from console.commands.argtypes import budget_limits
 
     parser = commands.add_parser(
         "resume", help="resume a failed, killed, abandoned or budget-exceeded durable run",
@@ -83,7 +83,7 @@ def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                "resumed the run (the next durable engine to start on the store does).")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--reason", metavar="TEXT", help="why (for the audit log; default: 'operator resume')")
-    parser.add_argument("--budget", metavar="LIMITS", type=_budget,
+    parser.add_argument("--budget", metavar="LIMITS", type=budget_limits,
                         help="new run budget overrides, e.g. cost=2.50,tool_calls=40 (replace the run's own)")
     parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
                         help="scripted-model speed factor (default 1; 0 removes simulated latency)")

@@ -37,7 +37,7 @@ BEFORE = ("A call replays (its recorded result is reused: not sent to the model 
 
 
 def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from console.commands.run import _budget
+    from console.commands.argtypes import budget_limits
 
     parser = commands.add_parser(
         "retry", help="re-run a run from one of its steps, as a new run that reuses what came before",
@@ -57,7 +57,7 @@ def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                         help="the step to run again from: a span id of the run (or a unique prefix; see "
                              "flightdeck trace RUN --json): an llm, tool, delegation or agent span")
     parser.add_argument("--reason", metavar="TEXT", help="why (required: the audit log keeps it)")
-    parser.add_argument("--budget", metavar="LIMITS", type=_budget,
+    parser.add_argument("--budget", metavar="LIMITS", type=budget_limits,
                         help="run budget overrides for the new run, e.g. cost=2.50,tool_calls=40: they REPLACE "
                              "those the original started with (its --budget), which the retry keeps otherwise")
     parser.add_argument("--speed", type=non_negative, default=1.0, metavar="X",
