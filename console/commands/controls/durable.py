@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import non_negative
-from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
+from console.commands.controls.common import (
+    add_operator,
+    confirm,
+    open_api,
+    require_reason,
+    short,
+    store_dir_arg,
+    store_location_arg,
+)
 from console.output import print_json, table, tokens, usd
 from engine.controls.errors import ControlError
 from engine.timefmt import timestamp
@@ -119,7 +127,7 @@ def handle_reconcile(args: argparse.Namespace) -> int:
     api = open_api(args, create=False, read_only=args.decision is None)
     try:
         if args.decision is None:
-            runs = runs_waiting(store_dir_arg(args)) if args.run is None else None
+            runs = runs_waiting(store_location_arg(args)) if args.run is None else None
             listing = []
             for run_id in [r.id for r in runs] if runs is not None else [args.run]:
                 calls = api.reconcile_calls(run_id)
@@ -156,8 +164,15 @@ def handle_reconcile(args: argparse.Namespace) -> int:
 def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: int) -> None:
     """Every side effect of the run is decided: say who carries it on (and, with a durable engine running, wait
     until it took the run)."""
-    from console.commands.controls.durable_wait import holder, wait_taken
+    from console.commands.controls.durable_wait import holder, still_held, wait_taken
+    from engine.store.location import PostgresLocation
 
+    location = store_location_arg(args)
+    if isinstance(location, PostgresLocation):  # a fleet: no engine holds the store (durable_fleet.py)
+        from console.commands.controls.durable_fleet import after_reconcile_on_fleet
+
+        after_reconcile_on_fleet(args, api, run_id, audit_id, location)
+        return
     store_dir = store_dir_arg(args)
     store = f" --store {args.store}" if args.store else ""
     now = f"flightdeck resume {run_id}{store} --reason '...'"
@@ -180,7 +195,7 @@ def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: 
     if args.no_wait:
         print(f"{engine.describe()} (durable, running on this store) carries run {run_id} on within a moment")
         return
-    taken = wait_taken(api, store_dir, run_id, engine, lambda t: t.audit_id > audit_id)
+    taken = wait_taken(api, run_id, lambda: still_held(store_dir, engine), lambda t: t.audit_id > audit_id)
     if taken is None:
         print(f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy); the next durable engine "
               f"to start on this store carries it on, or: {now}")
@@ -270,8 +285,14 @@ def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: 
     from engine.runtime.engine import Engine
     from engine.runtime.results import EXIT_CODES
     from engine.store import open_engine_store
+    from engine.store.location import PostgresLocation
 
     run_id = preview.run.id
+    location = store_location_arg(args)
+    if isinstance(location, PostgresLocation):  # a fleet: a live durable engine carries it on (durable_fleet.py)
+        from console.commands.controls.durable_fleet import resume_on_fleet
+
+        return resume_on_fleet(args, api, preview, reason, limits, location)
     store_dir = store_dir_arg(args)
     try:
         store = open_engine_store(store_dir)
