@@ -89,3 +89,19 @@ def live_takers(location: PostgresLocation, now: float | None = None) -> list[Du
         raise store_error(location, exc, "reading the durable engines") from None
     return [DurableTaker(engine_id=str(r[0]), pid=int(r[1]), host=str(r[2]), heartbeat=float(r[3]),
                          auto_resume=bool(r[4])) for r in rows]
+
+
+def taking_requests(location: PostgresLocation) -> set[str]:
+    """The engine ids whose current life takes resume requests, whatever their heartbeat: for a caller that decides
+    liveness itself (the console, on its own clock, through ControlAPI.engines())."""
+    import psycopg
+
+    try:
+        with connect(location) as conn:
+            if conn.execute("SELECT to_regclass('durable_pickup')").fetchone() in (None, (None,)):
+                return set()
+            rows = conn.execute("SELECT p.engine_id FROM durable_pickup p JOIN engines e ON e.id = p.engine_id "
+                                "AND e.started = p.started WHERE p.pickup").fetchall()
+    except psycopg.Error as exc:
+        raise store_error(location, exc, "reading the durable engines") from None
+    return {str(row[0]) for row in rows}
