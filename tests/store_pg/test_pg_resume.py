@@ -22,6 +22,7 @@ from tests.store_pg.pg_durable_support import query
 pytestmark = pytest.mark.slow
 
 FLEET = "hierarchies:\n  - file: quick.yaml\n"
+TAKEOVER_AFTER_S = "2"  # a SIGKILLed engine's runs are taken over by a live one this long after its last beat
 
 
 def location(url: str) -> PostgresLocation:
@@ -52,7 +53,8 @@ def start_engines(tmp_path: Path, url: str, charging: Charging, count: int) -> l
     for n in range(count):
         workdir = tmp_path / f"serve-{n}"
         workdir.mkdir()
-        serve = Serve(workdir, fleet=FLEET, store=url, environ={"FLIGHTDECK_ENGINE_ID": f"fleet/{n}"})
+        serve = Serve(workdir, fleet=FLEET, store=url, environ={"FLIGHTDECK_ENGINE_ID": f"fleet/{n}",
+                                                                "FLIGHTDECK_TAKEOVER_AFTER": TAKEOVER_AFTER_S})
         serve.ledger = charging.ledger  # one ledger for the whole fleet and the CLI's runs
         engines.append(serve)
     try:
@@ -129,3 +131,35 @@ def test_retry_from_a_span_on_postgres_runs_in_the_commands_own_engine(tmp_path:
     refused = flightdeck("retry", out["id"], "--from", second, "--store", pg_url, "--reason", "x", "--yes")
     assert refused.returncode == 2 and "--from" in refused.stderr and f"span of run {run_id}" in refused.stderr
     assert len(audit(pg_url)) == 1
+
+
+def test_reconcile_on_postgres_is_taken_once_by_one_of_two_live_engines(tmp_path: Path, pg_url: str) -> None:
+    """A `flightdeck run --durable` SIGKILLed in its first charge: a live engine takes the run over and stops it
+    needs_reconcile (the charge's outcome is unknown); the operator's decision is taken by one engine, at once."""
+    charging = Charging(tmp_path)
+    engines = start_engines(tmp_path, pg_url, charging, 2)
+    try:
+        crashed = flightdeck("run", str(charging.path), "--durable", "--speed", "0", "--store", pg_url,
+                             env={**charging.env, "FLIGHTDECK_TEST_CRASH_MARKER": str(charging.marker)})
+        assert crashed.returncode == -9, crashed.stderr[-3000:]
+        [(run_id,)] = query(pg_url, "SELECT id FROM runs")
+        until(lambda: query(pg_url, "SELECT status FROM runs WHERE id = %s", (run_id,)) == [("needs_reconcile",)],
+              timeout=60, what="the run taken over and stopped needs_reconcile")
+        listed = flightdeck("reconcile", "--store", pg_url, "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [entry["run_id"] for entry in json.loads(listed.stdout)] == [run_id]
+
+        decided = flightdeck("reconcile", run_id, "--again", "--reason", "no charge at the PSP", "--store", pg_url)
+        assert decided.returncode == 0, decided.stderr[-3000:]
+        assert "Traceback" not in decided.stderr
+        assert f"took run {run_id}" in decided.stdout and "it is running again there" in decided.stdout
+        until(lambda: query(pg_url, "SELECT status FROM runs WHERE id = %s", (run_id,)) == [("completed",)],
+              timeout=60, what="the reconciled run to complete")
+        rows = [(action, after) for action, target, after in audit(pg_url) if target == f"run:{run_id}"]
+        assert [action for action, _after in rows] == ["reconcile", "resume_taken"], rows
+        assert rows[1][1]["engine_id"] in ("fleet/0", "fleet/1")
+        # The decided charge ran once more (same key, attempt 1), the second charge once: nothing twice.
+        assert [(line["amount"], line["attempt"]) for line in charging.lines()] == [(5, 0), (5, 1), (7, 0)]
+    finally:
+        for serve in engines:
+            serve.stop()
