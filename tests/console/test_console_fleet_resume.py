@@ -17,7 +17,7 @@ from engine.store.location import PostgresLocation
 from engine.store.pg.batch_writer import PgBatchWriter
 from engine.store.pg.durable_takers import publish
 from tests.console.test_console_actions import fill, modal, notified, submit
-from tests.console_fleet_support import ENGINE_A, ENGINE_C, FLEET_RUNS, fleet_store
+from tests.console_fleet_support import ENGINE_A, ENGINE_C, FLEET_RUNS, fleet_store, pg_location
 from tests.console_helpers import FIXED_NOW, fixed_clock, utc, wait_for, write_deal_run  # noqa: F401 - utc: autouse
 
 pytestmark = pytest.mark.anyio
@@ -86,3 +86,38 @@ async def test_resume_on_postgres_with_no_live_durable_engine_says_so_before_ask
         assert not isinstance(app.screen, FormModal)  # nothing asked
         assert app.is_running and app.notifier.store_problem is None
     assert resumes(location) == []
+
+
+@pytest.mark.slow
+async def test_retry_key_on_postgres_starts_the_retry_process_on_the_database(pg_url: str) -> None:
+    """y on a Postgres store: the confirmation, then `flightdeck retry` in a process of its own with the store in its
+    environment (the URL never on a command line), one more engine on the database; the console opens the new run."""
+    import json
+    import time
+
+    from tests.console.test_console_retry import on_span
+    from tests.durable_support import flightdeck
+    from tests.store_pg.pg_durable_support import query
+
+    deal = json.dumps({"account": "ACME-001", "product": "platform", "seats": 100, "requested_discount_pct": 5})
+    ran = flightdeck("run", "deal-desk", "--durable", "--speed", "0", "--store", pg_url, "--input", deal, "--json")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    original = json.loads(ran.stdout)[0]["id"]
+    [deleg] = [span for span, attrs in query(pg_url, "SELECT id, attributes FROM spans WHERE run_id = %s", (original,))
+               if json.loads(attrs or "{}").get("path") == "supervisor.1.0"]
+    location = pg_location(pg_url)
+    app = create_app(location, operator="alice", read_only=False, clock=time.time, poll_interval=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await on_span(pilot, original, deleg)
+        await pilot.press("y")
+        form = await fill(pilot, reason="proposal bounced; mail relay fixed")
+        assert "1 SIDE EFFECT(S) WILL BE DONE AGAIN" in form.body.plain and "flightdeck-" in form.body.plain
+        await submit(pilot)
+        await wait_for(pilot, lambda: view.run_id != original, what="the new run opened")
+        new_id = view.run_id
+        await wait_for(pilot, lambda: notified(app, f"Retry run {new_id} (of {original}) ended completed"),
+                       timeout=90, what="the retry process ended")
+    assert query(pg_url, "SELECT status FROM runs WHERE id = %s", (new_id,)) == [("completed",)]
+    with ControlAPI(location, "reader", create=False, read_only=True) as api:
+        [entry] = [e for e in api.audit_log(limit=100) if e.action == "retry"]
+    assert (entry.actor, entry.target, entry.after["new_run_id"]) == ("alice", f"run:{original}", new_id)
