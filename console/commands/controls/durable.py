@@ -6,7 +6,9 @@ waits until it has, unless --no-wait), else the next durable engine's start does
 resume: a preview, a confirmation, an audit row, then the run resumes: in THIS process as a durable engine when no
 engine holds the store, else in the durable engine that holds it (engine/runtime/durable_pickup.py: the command
 waits until it took the run and the run ended, unless --no-wait); an engine holding the store that is not durable
-cannot, and nothing is written. The exit code is the resumed run's, as `flightdeck run` gives it.
+cannot, and nothing is written. On a Postgres store one of the live durable engines on the database takes it
+(durable_fleet.py), and with none live nothing is written (exit 3). The exit code is the resumed run's, as
+`flightdeck run` gives it.
 
 JSON: `reconcile --json` (listing): a list of runs: run_id, hierarchy, status, ended, error, calls (span_id, key,
 call, tool, agent, args, decision (null or: decision, note, operator, ts, audit_id)). `reconcile ... --done|--again|
@@ -83,12 +85,15 @@ def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "and resumes the run: in this process as a durable engine when no engine holds the store; in "
                     "the durable engine that holds it (flightdeck serve, flightdeck run --durable) otherwise, "
                     "waiting until it took the run and the run ended (--no-wait: return once recorded). An engine "
-                    "holding the store that is not durable cannot resume it: nothing is written.",
+                    "holding the store that is not durable cannot resume it: nothing is written. On a Postgres store "
+                    "one of the live durable engines on the database takes it (exactly one); with none live nothing "
+                    "is written (exit 3).",
         epilog="Exit codes: those of `flightdeck run` for the resumed run (0 completed, 1 failed, 4 budget "
                "exceeded, 6 killed, 8 needs reconcile, ...); 0 with --no-wait once recorded; 2 bad input or "
                "refused (completed, running, not durable, waiting for reconcile, the engine holding the store is "
                "not durable, no confirmation); 3 store problem, or the engine holding the store stopped before it "
-               "resumed the run (the next durable engine to start on the store does).")
+               "resumed the run (the next durable engine to start on the store does), or, on a Postgres store, no "
+               "live durable engine is registered (nothing written).")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--reason", metavar="TEXT", help="why (for the audit log; default: 'operator resume')")
     parser.add_argument("--budget", metavar="LIMITS", type=_budget,

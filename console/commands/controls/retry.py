@@ -1,6 +1,8 @@
 """`flightdeck retry RUN --from SPAN`: re-run a run from one of its steps, as a new run (a fork), after a preview, a
 confirmation and an audit row. The engine side is engine/runtime/retry_preview.py and engine/runtime/retry.py; the
-retry runs in THIS process, on an engine of its own on the store (durable when the original was), like `resume`.
+retry runs in THIS process, on an engine of its own on the store (durable when the original was), like `resume` on a
+directory no engine holds. On a Postgres store that engine is one more on the database (no lock to wait for); it
+takes no other run's resume requests meanwhile.
 
 JSON (`--json`): the new run object `flightdeck run --json` prints, plus `retry_of`, `retry_from`,
 `replayed_steps` and `budget` (the run budget overrides it started with, or null).
@@ -51,8 +53,8 @@ def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         epilog="Exit codes: those of `flightdeck run` for the new run (0 completed, 1 failed, 4 budget exceeded, "
                "6 killed, 8 needs reconcile, ...); 2 bad input or refused (unknown run or span, a span of another "
                "run, a span that is not a model, tool, delegation or agent step, a running run, no --reason, a bad "
-               "--budget, no confirmation, another engine holds the store, a run recorded by an older engine whose "
-               "call paths are ambiguous): nothing written; 3 store problem.")
+               "--budget, no confirmation, another engine holds the store directory, a run recorded by an older "
+               "engine whose call paths are ambiguous): nothing written; 3 store problem.")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--from", dest="span", metavar="SPAN", required=True,
                         help="the step to run again from: a span id of the run (or a unique prefix; see "
