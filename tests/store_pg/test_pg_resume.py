@@ -84,6 +84,10 @@ def test_resume_on_postgres_is_taken_once_by_one_of_two_live_engines(tmp_path: P
 
     engines = start_engines(tmp_path, pg_url, charging, 2)
     try:
+        listed = flightdeck("engines", "--store", pg_url, "--json")
+        assert listed.returncode == 0, listed.stderr
+        durable = {e["id"]: e["durable"] for e in json.loads(listed.stdout) if e["alive"]}
+        assert durable == {f"fleet/{n}": {"durable": True, "pickup": True, "auto_resume": True} for n in (0, 1)}
         resumed = flightdeck(*resume, "--json")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "will NOT run again" in resumed.stderr and "took run" in resumed.stderr

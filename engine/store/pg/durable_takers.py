@@ -94,14 +94,20 @@ def live_takers(location: PostgresLocation, now: float | None = None) -> list[Du
 def taking_requests(location: PostgresLocation) -> set[str]:
     """The engine ids whose current life takes resume requests, whatever their heartbeat: for a caller that decides
     liveness itself (the console, on its own clock, through ControlAPI.engines())."""
+    return {engine_id for engine_id, (pickup, _auto) in pickup_states(location).items() if pickup}
+
+
+def pickup_states(location: PostgresLocation) -> dict[str, tuple[bool, bool]]:
+    """Engine id -> (pickup, auto_resume) for every engine whose current life is a durable engine (what `flightdeck
+    engines` shows in DURABLE); StoreError (password masked) when it cannot be read."""
     import psycopg
 
     try:
         with connect(location) as conn:
             if conn.execute("SELECT to_regclass('durable_pickup')").fetchone() in (None, (None,)):
-                return set()
-            rows = conn.execute("SELECT p.engine_id FROM durable_pickup p JOIN engines e ON e.id = p.engine_id "
-                                "AND e.started = p.started WHERE p.pickup").fetchall()
+                return {}
+            rows = conn.execute("SELECT p.engine_id, p.pickup, p.auto_resume FROM durable_pickup p JOIN engines e "
+                                "ON e.id = p.engine_id AND e.started = p.started").fetchall()
     except psycopg.Error as exc:
         raise store_error(location, exc, "reading the durable engines") from None
-    return {str(row[0]) for row in rows}
+    return {str(row[0]): (bool(row[1]), bool(row[2])) for row in rows}
