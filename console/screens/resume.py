@@ -11,6 +11,10 @@ when none runs the console says to run `flightdeck resume RUN`; an engine holdin
 (its engine.lock record has no `durable` field) cannot, and the console says so. A run that cannot resume (not durable,
 running, completed, a side effect still undecided) gets the engine's reason on the hint line, not an error; a
 read-only console refuses like every other action.
+
+On a Postgres store (issue 16) there is no lock file: the engines that pick a resume up are the live durable engines
+whose current life says in `durable_pickup` that they take requests (engine/store/pg/durable_takers.py); with none,
+R says so before asking and writes nothing, as `flightdeck resume` exits 3 there.
 """
 
 from __future__ import annotations
