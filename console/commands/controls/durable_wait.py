@@ -5,6 +5,8 @@ The engine holding the store says in engine.lock's JSON (`durable`: engine_id, p
 durable engine that takes requests now; a non-durable one (`flightdeck run` without --durable) never will. Waiting
 is polling control.db (the `resume_taken` row) and traces.db (the run's row), every POLL_S, while the engine that
 holds the store is alive: an engine that stops first leaves the request for the next durable engine's start.
+`wait_taken` and `wait_ended` take that liveness as a callable and read the trace store wherever it is, so the
+Postgres store's fleet (durable_fleet.py) waits with them too.
 """
 
 from __future__ import annotations
