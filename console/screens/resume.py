@@ -11,6 +11,10 @@ when none runs the console says to run `flightdeck resume RUN`; an engine holdin
 (its engine.lock record has no `durable` field) cannot, and the console says so. A run that cannot resume (not durable,
 running, completed, a side effect still undecided) gets the engine's reason on the hint line, not an error; a
 read-only console refuses like every other action.
+
+On a Postgres store (issue 16) there is no lock file: the engines that pick a resume up are the live durable engines
+whose current life says in `durable_pickup` that they take requests (engine/store/pg/durable_takers.py); with none,
+R says so before asking and writes nothing, as `flightdeck resume` exits 3 there.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.binding import Binding
 
-from console.screens.actions import ControlClient, refuse_on_postgres, refuse_read_only
+from console.screens.actions import ControlClient, refuse_read_only
 from console.widgets.safe import compact_json, printable
+from engine.store.location import PostgresLocation
 from engine.timefmt import timestamp
 
 if TYPE_CHECKING:
@@ -38,6 +43,8 @@ RESUME_RUN = Binding("R", "resume_run", "Resume", id="resume_run",
                      tooltip="Resume the durable run (failed, killed, abandoned, over budget, or reconciled): shows "
                              "what replays and what runs again, asks for a reason, records the resume")
 RESUMABLE_WORDS = "failed, killed, abandoned, over budget or reconciled"
+NO_TAKER = ("No live durable engine on this Postgres store takes resume requests: start one (flightdeck serve --store "
+            "URL, or flightdeck run --durable --store URL), then R again.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ class ResumeCheck:
     preview: ResumePreview
     serving: list[EngineStatus]
     plain_holder: int | None = None  # the pid of a live engine holding the store that is not durable
+    postgres: bool = False  # a Postgres store: `serving` are the live durable engines that take resume requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class ResumeRecorded:
     released: list[KillSwitch]
     serving: list[EngineStatus]
     plain_holder: int | None = None
+    postgres: bool = False
 
 
 def may_resume(run: RunRow | None) -> bool:
@@ -67,14 +76,24 @@ def may_resume(run: RunRow | None) -> bool:
 
 
 def serving_engines(api: ControlAPI) -> list[EngineStatus]:
-    """Engines alive on the store now (heartbeat fresh): one of them picks a recorded resume up."""
-    return [engine for engine in api.engines() if engine.alive and not engine.stale]
+    """Engines alive on the store now (heartbeat fresh): one of them picks a recorded resume up. On a Postgres
+    store only the durable engines that take resume requests (engine/store/pg/durable_takers.py) count: a fleet's
+    other engines never pick a resume up."""
+    alive = [engine for engine in api.engines() if engine.alive and not engine.stale]
+    if not isinstance(api.location, PostgresLocation):
+        return alive
+    from engine.store.pg.durable_takers import taking_requests
+
+    takers = taking_requests(api.location)
+    return [engine for engine in alive if engine.id in takers]
 
 
 def plain_holder(api: ControlAPI) -> int | None:
     """The pid of the live engine holding the store when it is not a durable one (it takes no resume), else None."""
     from engine.controls.terminate import process_alive, read_lock_holder
 
+    if isinstance(api.location, PostgresLocation):  # no lock file: engines that take nothing are simply not serving
+        return None
     holder = read_lock_holder(api.store_dir)
     pid = holder.get("pid") if holder else None
     if holder is None or not isinstance(pid, int) or not process_alive(pid):
@@ -83,8 +102,16 @@ def plain_holder(api: ControlAPI) -> int | None:
     return None if isinstance(durable, dict) and durable.get("pickup") else pid
 
 
-def next_step(run_id: str, serving: list[EngineStatus], plain: int | None = None) -> str:
+def next_step(run_id: str, serving: list[EngineStatus], plain: int | None = None, *, postgres: bool = False) -> str:
     """What happens after the resume is recorded, in plain words, for the engines running now."""
+    if postgres:
+        if not serving:  # R refuses before asking then (as `flightdeck resume` exits 3): said for completeness
+            return NO_TAKER
+        engine = serving[0]
+        more = f" (or one of {len(serving) - 1} more)" if len(serving) > 1 else ""
+        return (f"A durable engine on this Postgres store, {printable(engine.id, limit=40)} (pid {engine.pid} on "
+                f"{printable(engine.host, limit=30)}){more}, takes it within seconds; exactly one of them carries "
+                "the run on.")
     if plain is not None:
         return (f"The engine holding this store (pid {plain}) is not a durable engine: it cannot resume the run. "
                 f"Once it has stopped: flightdeck resume {run_id} (or start `flightdeck serve`).")
@@ -132,7 +159,7 @@ def preview_text(check: ResumeCheck) -> Text:
     for switch in preview.releases:
         text.append(f"  releases kill switch #{switch.id} on the run ({switch.mode}, by "
                     f"{printable(switch.operator, limit=30)}: {printable(switch.reason, limit=60)})\n")
-    text.append("\n" + next_step(run.id, check.serving, check.plain_holder), style="dim")
+    text.append("\n" + next_step(run.id, check.serving, check.plain_holder, postgres=check.postgres), style="dim")
     return text
 
 
@@ -140,9 +167,6 @@ def start_resume(node: Any, ctx: ConsoleContext, run_id: str | None, show_hint: 
     """R: preview (a worker) -> refusal on the hint line, or a confirmation with a required reason ->
     ControlAPI.record_resume (audit row `resume`) -> what happens next, on the hint line and in a notification."""
     if refuse_read_only(node, ctx):
-        return
-    if refuse_on_postgres(node, ctx, "Resume (R)", "it finds the engine that will carry the run on through a store "
-                          "directory's lock file, which a Postgres store does not have", show_hint):
         return
     if not run_id:
         show_hint("No run selected: select a durable run that ended failed, killed or abandoned, then R.")
@@ -158,10 +182,12 @@ def start_resume(node: Any, ctx: ConsoleContext, run_id: str | None, show_hint: 
         preview = preview_resume(api, run_id)
         if preview.refusal is None:  # a run from an older engine whose call paths are ambiguous (docs/operations.md)
             preview = replace(preview, refusal=carry_on_refusal(preview.run))
-        return ResumeCheck(preview, serving_engines(api), plain_holder(api))
+        return ResumeCheck(preview, serving_engines(api), plain_holder(api), postgres=ctx.postgres)
 
     def checked(found: ResumeCheck) -> None:
         refusal = found.preview.refusal
+        if refusal is None and found.postgres and not found.serving:  # as `flightdeck resume` there: exit 3
+            refusal = NO_TAKER[0].lower() + NO_TAKER[1:].rstrip(".") + "; nothing was written"
         if refusal is not None:
             words = refusal[0].upper() + refusal[1:] + "."
             show_hint(words)
@@ -186,12 +212,12 @@ def confirm(node: Any, ctx: ConsoleContext, client: ControlClient, found: Resume
 
         def record(api: ControlAPI) -> ResumeRecorded:
             entry, released = api.record_resume(run_id, status, None, result.reason, run.attributes)
-            return ResumeRecorded(entry, released, serving_engines(api), plain_holder(api))
+            return ResumeRecorded(entry, released, serving_engines(api), plain_holder(api), postgres=ctx.postgres)
 
         def recorded(done: ResumeRecorded) -> None:
             released = "".join(f", kill switch #{s.id} released" for s in done.released)
             words = f"Resume of run {run_id} recorded (audit row {done.entry.id}{released}). " + next_step(
-                run_id, done.serving, done.plain_holder)
+                run_id, done.serving, done.plain_holder, postgres=done.postgres)
             show_hint(words)
             node.notify(words, title="Resume", markup=False, timeout=12)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.binding import Binding
 
-from console.screens.actions import ACTION_GROUP, refuse_on_postgres, refuse_read_only
+from console.screens.actions import ACTION_GROUP, refuse_read_only
 from console.widgets.safe import compact_json, printable
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from console.widgets.modals import FormResult
     from engine.runtime.retry_preview import RetryPreview
     from engine.store.control_rows import EngineStatus
+    from engine.store.location import PostgresLocation, StoreLocation
 
 RETRY_FROM = Binding("y", "retry_from", "Retry from here", id="retry_from",
                      tooltip="Retry the run from the selected span as a new run: shows which side effects are done "
@@ -89,19 +90,30 @@ def retry_command(run_id: str, span_id: str, store_dir: Path) -> str:
     return f"flightdeck retry {run_id} --from {span_id} --store {store_dir} --reason '...'"
 
 
-def check_retry(store_dir: Path, run_id: str, span_id: str, engines: list[EngineStatus]) -> RetryCheck:
+def postgres_of(store: Path | StoreLocation) -> PostgresLocation | None:
+    from engine.store.location import PostgresLocation
+
+    return store if isinstance(store, PostgresLocation) else None
+
+
+def check_retry(store: Path | StoreLocation, run_id: str, span_id: str, engines: list[EngineStatus]) -> RetryCheck:
     """The preview and the refusals, read on a worker thread. InputError from the engine becomes `refusal`."""
     from engine.errors import InputError
     from engine.runtime.retry import retry_hierarchy
     from engine.runtime.retry_preview import preview_retry
 
     try:
-        preview = preview_retry(store_dir, run_id, span_id)
+        preview = preview_retry(store, run_id, span_id)
         hierarchy, changed = retry_hierarchy(preview)
     except InputError as exc:
         return RetryCheck(refusal=f"cannot retry from span {span_id}: {exc}")
-    holder = engine_holding(engines)
+    # On a Postgres store the retry is one more engine on the database (no lock): live engines do not stop it.
+    holder = None if postgres_of(store) is not None else engine_holding(engines)
     if holder is not None:
+        from engine.store.location import StoreDirectory
+
+        store_dir = store.path if isinstance(store, StoreDirectory) else store
+        assert isinstance(store_dir, Path)
         return RetryCheck(refusal=(
             f"an engine holds this store (pid {holder.pid} on {printable(holder.host, limit=30)}): a retry runs "
             f"on an engine of its own, so it waits until that one stops; then: "
@@ -134,7 +146,7 @@ def _calls(text: Text, spans: list[Any], style: str = "") -> None:
         text.append(f"    … and {len(spans) - LISTED} more\n", style="dim")
 
 
-def preview_text(check: RetryCheck) -> Text:
+def preview_text(check: RetryCheck, logs: Path | None = None) -> Text:
     """The confirmation's body: side effects done again first, then the budget, what replays and what runs again,
     and where the new run runs."""
     preview = check.preview
@@ -164,14 +176,28 @@ def preview_text(check: RetryCheck) -> Text:
     if check.changed:
         text.append(f"the hierarchy file {printable(preview.hierarchy_path, limit=60)} changed since the run: recorded "
                     "calls that no longer fit it run again\n", style="yellow")
+    where = f"{RETRY_LOGS}/ in the store" if logs is None else printable(str(logs), limit=80)
     text.append(f"\nEnter starts `flightdeck retry` in a process of its own (it goes on if you quit the console; its "
-                f"log goes to {RETRY_LOGS}/ in the store), which writes the audit row and runs the new run; the "
-                "console opens it.", style="dim")
+                f"log goes to {where}), which writes the audit row and runs the new run; the console opens it.",
+                style="dim")
     return text
 
 
 def log_path(store_dir: Path, new_run_id: str) -> Path:
     return store_dir / RETRY_LOGS / f"{new_run_id}.log"
+
+
+def postgres_log_dir() -> Path:
+    """Where the retries a console on a Postgres store starts log to: there is no store directory, so a directory
+    of this user's in the temporary directory (0700: the log holds the run's output)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"flightdeck-{os.getuid()}" / RETRY_LOGS
+
+
+def logs_of(ctx: ConsoleContext) -> Path | None:
+    """The retry log directory when it is not STORE/retries (a Postgres store), else None."""
+    return postgres_log_dir() if ctx.postgres else None
 
 
 def launch(ctx: ConsoleContext, preview: RetryPreview, reason: str) -> RetryLaunch:
@@ -180,14 +206,19 @@ def launch(ctx: ConsoleContext, preview: RetryPreview, reason: str) -> RetryLaun
     from engine.runtime.retry import new_run_id as fresh_id
 
     new_run_id = fresh_id()
-    log = log_path(ctx.store_dir, new_run_id)
-    log.parent.mkdir(mode=0o700, exist_ok=True)
+    postgres = postgres_of(ctx.location)
+    logs = logs_of(ctx)
+    log = log_path(ctx.store_dir, new_run_id) if logs is None else logs / f"{new_run_id}.log"
+    log.parent.mkdir(mode=0o700, parents=logs is not None, exist_ok=True)
     argv = [sys.executable, "-m", "console.cli", "retry", preview.run.id, "--from", preview.span.id,
-            "--reason", reason, "--yes", "--operator", ctx.operator, "--run-id", new_run_id,
-            "--store", str(ctx.store_dir)]
+            "--reason", reason, "--yes", "--operator", ctx.operator, "--run-id", new_run_id]
     # The same Flightdeck as this console's (a checkout run from source included), whatever the shell's path says.
     code_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p)}
+    if postgres is None:
+        argv += ["--store", str(ctx.store_dir)]
+    else:  # the URL may hold a password: in the environment, never on a command line (`ps` shows those)
+        env["FLIGHTDECK_STORE"] = postgres.dsn
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
@@ -211,9 +242,6 @@ def start_retry_from(node: Any, ctx: ConsoleContext, run_id: str | None, span: M
     `opened(launch)` (the view shows the new run and watches the process)."""
     if refuse_read_only(node, ctx):
         return
-    if refuse_on_postgres(node, ctx, "Retry from a span (y)",
-                          "it starts `flightdeck retry` on a store directory and keeps its log there", show_hint):
-        return
     if not run_id or span is None or not span.get("id"):
         show_hint("No span selected: select the step to retry from in the tree (t), then y.")
         return
@@ -222,9 +250,9 @@ def start_retry_from(node: Any, ctx: ConsoleContext, run_id: str | None, span: M
     def work() -> None:
         from engine.controls.api import ControlAPI
 
-        with ControlAPI(ctx.store_dir, ctx.operator) as api:
+        with ControlAPI(ctx.location, ctx.operator) as api:
             engines = api.engines()
-        found = check_retry(ctx.store_dir, run_id, span_id, engines)
+        found = check_retry(ctx.location if ctx.postgres else ctx.store_dir, run_id, span_id, engines)
         node.app.call_from_thread(checked, found)
 
     def checked(found: RetryCheck) -> None:
@@ -259,7 +287,7 @@ def confirm(node: Any, ctx: ConsoleContext, found: RetryCheck, show_hint: Callab
         opened(started)
 
     node.app.push_screen(FormModal(f"Retry run {preview.run.id} from span {preview.span.id}",
-                                   preview_text(found), fields=[REASON],
+                                   preview_text(found, logs_of(ctx)), fields=[REASON],
                                    danger=bool(preview.side_effects_again),
                                    submit_label="Enter: start the retry"), submitted)
 

@@ -218,11 +218,23 @@ def read_run(store: Path | StoreLocation, run_id: str) -> tuple[RunRow, list[Spa
         reader.close()
 
 
-def runs_waiting(store_dir: Path) -> list[RunRow]:
-    """Every run that ended needs_reconcile (newest first)."""
+def runs_waiting(store: Path | StoreLocation) -> list[RunRow]:
+    """Every run that ended needs_reconcile (newest first); none on a store no engine has written traces to."""
     from engine.store import open_reader
     from engine.store.files import TRACES_DB
+    from engine.store.location import PostgresLocation
 
+    if isinstance(store, PostgresLocation):
+        from engine.store.pg.reader import PgTraceReader
+
+        found = PgTraceReader.connect_if_present(store)
+        if found is None:
+            return []
+        try:
+            return found.list_runs(limit=10_000, status="needs_reconcile")
+        finally:
+            found.close()
+    store_dir = store.path if isinstance(store, StoreDirectory) else store
     if not (store_dir / TRACES_DB).is_file():
         return []
     with open_reader(store_dir) as reader:

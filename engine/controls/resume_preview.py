@@ -53,7 +53,7 @@ def refusal_for(run: RunRow, reconcile: list[AwaitingCall]) -> str | None:
 
 
 def preview_resume(api: ControlAPI, run_id: str) -> ResumePreview:
-    run, spans = read_run(api.store_dir, run_id)
+    run, spans = read_run(api.location, run_id)
     with api.read() as conn:
         decided = decisions(conn, run.id)
         switches = kill_switches.active_for(conn, "run", run.id, None)

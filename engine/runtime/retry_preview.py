@@ -41,6 +41,7 @@ from engine.guardrails.budget import BudgetLimits, limits_from_attribute
 from engine.runtime.call_paths import path_format_of
 from engine.runtime.replay import ReplayTable, table_from_spans
 from engine.store.control_rows import BudgetOverride
+from engine.store.location import StoreDirectory, StoreLocation
 from engine.store.trace_rows import RunRow, SpanRow
 
 STEP_KINDS = ("llm", "tool", "agent", "delegation")  # what a retry may start from: a model, tool or agent step
@@ -77,7 +78,7 @@ def _attrs(span: SpanRow | RunRow) -> Mapping[str, Any]:
     return span.attributes if isinstance(span.attributes, Mapping) else {}
 
 
-def find_span(store_dir: Path, run: RunRow, spans: list[SpanRow], ref: str) -> SpanRow:
+def find_span(store_dir: Path | StoreLocation, run: RunRow, spans: list[SpanRow], ref: str) -> SpanRow:
     """The run's span with id `ref` (or a unique prefix of one); InputError naming --from otherwise."""
     ref = ref.strip()
     if not ref:
@@ -102,12 +103,15 @@ def find_span(store_dir: Path, run: RunRow, spans: list[SpanRow], ref: str) -> S
     return span
 
 
-def _run_of_span(store_dir: Path, ref: str) -> str | None:
-    from engine.store import open_reader
+def _run_of_span(store: Path | StoreLocation, ref: str) -> str | None:
+    from engine.store import open_trace_reads
 
-    with open_reader(store_dir) as reader:
+    reader = open_trace_reads(StoreDirectory(store) if isinstance(store, Path) else store)
+    try:
         rows = reader.query("SELECT run_id FROM spans WHERE id = ? OR id LIKE ? LIMIT 1",
                             (ref, ref.replace("%", "").replace("_", "") + "%"))
+    finally:
+        reader.close()
     return str(rows[0]["run_id"]) if rows else None
 
 
@@ -120,7 +124,7 @@ def refusal_for(run: RunRow) -> str | None:
     return None
 
 
-def preview_retry(store_dir: Path, run_id: str, span_ref: str) -> RetryPreview:
+def preview_retry(store_dir: Path | StoreLocation, run_id: str, span_ref: str) -> RetryPreview:
     """What retrying `run_id` from `span_ref` replays and runs again. InputError (exit 2, nothing written): no such
     run, a run still running, an unknown span or one of another run, a span that is not a step."""
     run, spans = read_run(store_dir, run_id)
@@ -152,16 +156,24 @@ def preview_retry(store_dir: Path, run_id: str, span_ref: str) -> RetryPreview:
                         budget_source="original" if "paths" in attrs else "unknown")
 
 
-def _carried(store_dir: Path, run: RunRow) -> CarriedLimits:
-    """The original's limits and the budget changes applied while it ran (control.db; a store without one has
-    none)."""
+def _carried(store: Path | StoreLocation, run: RunRow) -> CarriedLimits:
+    """The original's limits and the budget changes applied while it ran (control.db, or a Postgres store's control
+    plane; a store without one has none)."""
     from engine.controls.api import ControlAPI
     from engine.controls.carried_limits import of_run
     from engine.store.files import CONTROL_DB
+    from engine.store.location import PostgresLocation
 
-    if not (store_dir / CONTROL_DB).is_file():
-        return of_run_without_changes(run)
-    with ControlAPI(store_dir, "retry-preview", create=False, read_only=True) as api, api.read() as conn:
+    if isinstance(store, PostgresLocation):
+        from engine.store.pg.control_db import control_plane_present
+
+        if not control_plane_present(store):
+            return of_run_without_changes(run)
+    else:
+        store_dir = store.path if isinstance(store, StoreDirectory) else store
+        if not (store_dir / CONTROL_DB).is_file():
+            return of_run_without_changes(run)
+    with ControlAPI(store, "retry-preview", create=False, read_only=True) as api, api.read() as conn:
         return of_run(conn, run.id, run.attributes)
 
 

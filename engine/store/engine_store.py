@@ -152,7 +152,14 @@ class EngineStore:
         """Say in the lock file's `durable` field that this engine is durable and whether it takes operators' resume
         requests now (`pickup`) and reconciled runs on its own (`auto_resume`): `flightdeck resume` and `reconcile`
         read it to tell whether the engine holding the store will carry a run on (runtime/durable_pickup.py)."""
-        if self._lock is None:
+        if self._lock is None:  # an engine wholly on Postgres: the database's `durable_pickup` says it instead
+            if self.store_dir is None and isinstance(self.trace_location, PostgresLocation):
+                from engine.store.pg.durable_takers import publish
+
+                try:
+                    publish(self.trace_location, self.engine_id, pickup=pickup, auto_resume=auto_resume)
+                except StoreError as exc:  # the engine runs on; `flightdeck resume` then does not count on it
+                    log.warning("could not record whether this engine takes resume requests: %s", exc)
             return
         self._lock.publish(durable={"engine_id": self.engine_id, "pickup": pickup, "auto_resume": auto_resume})
 

@@ -170,36 +170,6 @@ async def test_a_kill_switch_from_the_fleet_console_is_written_to_postgres_and_a
         assert api.verify_audit(None).ok
 
 
-async def test_retry_from_a_span_on_postgres_says_it_is_not_there_yet(fleet: PostgresLocation) -> None:
-    from tests.console.test_console_actions import notified
-    from tests.console.test_console_retry import on_span
-
-    app = app_on(fleet, read_only=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await runs_loaded(pilot)
-        await on_span(pilot, "b2c3d4e5f6a1", "b2c3d4e5f6a1-05")
-        await pilot.press("y")  # needs the store directory (its log, the retry process's --store)
-        said = "Retry from a span (y) does not work on a Postgres store yet (issue 16)"
-        await wait_for(pilot, lambda: notified(app, said), what="the notice")
-        assert said in app.main.view("run").hint  # on the hint line too
-        assert app.is_running and app.notifier.store_problem is None
-
-
-async def test_resume_on_postgres_says_why_not_before_asking(fleet: PostgresLocation) -> None:
-    from console.widgets.modals import FormModal
-    from tests.console.test_console_actions import notified
-
-    app = app_on(fleet, read_only=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        runs = await runs_loaded(pilot)
-        runs.table.select_key("b2c3d4e5f6a1")  # engine A's failed run
-        await pilot.press("R")
-        await wait_for(pilot, lambda: notified(app, "Resume (R) does not work on a Postgres store yet (issue 16): it "
-                                                    "finds the engine"), what="why not")
-        assert not isinstance(app.screen, FormModal)  # nothing asked, nothing written
-        assert app.is_running and app.notifier.store_problem is None
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("width", [100, 120, 160])
 async def test_ten_views_of_a_fleet_fit_the_title_line_and_no_header_line_wraps(fleet: PostgresLocation,

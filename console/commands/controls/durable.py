@@ -6,7 +6,9 @@ waits until it has, unless --no-wait), else the next durable engine's start does
 resume: a preview, a confirmation, an audit row, then the run resumes: in THIS process as a durable engine when no
 engine holds the store, else in the durable engine that holds it (engine/runtime/durable_pickup.py: the command
 waits until it took the run and the run ended, unless --no-wait); an engine holding the store that is not durable
-cannot, and nothing is written. The exit code is the resumed run's, as `flightdeck run` gives it.
+cannot, and nothing is written. On a Postgres store one of the live durable engines on the database takes it
+(durable_fleet.py), and with none live nothing is written (exit 3). The exit code is the resumed run's, as
+`flightdeck run` gives it.
 
 JSON: `reconcile --json` (listing): a list of runs: run_id, hierarchy, status, ended, error, calls (span_id, key,
 call, tool, agent, args, decision (null or: decision, note, operator, ts, audit_id)). `reconcile ... --done|--again|
@@ -22,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import non_negative
-from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
+from console.commands.controls.common import (
+    add_operator,
+    confirm,
+    open_api,
+    require_reason,
+    short,
+    store_dir_arg,
+    store_location_arg,
+)
 from console.output import print_json, table, tokens, usd
 from engine.controls.errors import ControlError
 from engine.timefmt import timestamp
@@ -75,12 +85,15 @@ def add_resume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "and resumes the run: in this process as a durable engine when no engine holds the store; in "
                     "the durable engine that holds it (flightdeck serve, flightdeck run --durable) otherwise, "
                     "waiting until it took the run and the run ended (--no-wait: return once recorded). An engine "
-                    "holding the store that is not durable cannot resume it: nothing is written.",
+                    "holding the store that is not durable cannot resume it: nothing is written. On a Postgres store "
+                    "one of the live durable engines on the database takes it (exactly one); with none live nothing "
+                    "is written (exit 3).",
         epilog="Exit codes: those of `flightdeck run` for the resumed run (0 completed, 1 failed, 4 budget "
                "exceeded, 6 killed, 8 needs reconcile, ...); 0 with --no-wait once recorded; 2 bad input or "
                "refused (completed, running, not durable, waiting for reconcile, the engine holding the store is "
                "not durable, no confirmation); 3 store problem, or the engine holding the store stopped before it "
-               "resumed the run (the next durable engine to start on the store does).")
+               "resumed the run (the next durable engine to start on the store does), or, on a Postgres store, no "
+               "live durable engine is registered (nothing written).")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--reason", metavar="TEXT", help="why (for the audit log; default: 'operator resume')")
     parser.add_argument("--budget", metavar="LIMITS", type=budget_limits,
@@ -119,7 +132,7 @@ def handle_reconcile(args: argparse.Namespace) -> int:
     api = open_api(args, create=False, read_only=args.decision is None)
     try:
         if args.decision is None:
-            runs = runs_waiting(store_dir_arg(args)) if args.run is None else None
+            runs = runs_waiting(store_location_arg(args)) if args.run is None else None
             listing = []
             for run_id in [r.id for r in runs] if runs is not None else [args.run]:
                 calls = api.reconcile_calls(run_id)
@@ -156,8 +169,15 @@ def handle_reconcile(args: argparse.Namespace) -> int:
 def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: int) -> None:
     """Every side effect of the run is decided: say who carries it on (and, with a durable engine running, wait
     until it took the run)."""
-    from console.commands.controls.durable_wait import holder, wait_taken
+    from console.commands.controls.durable_wait import holder, still_held, wait_taken
+    from engine.store.location import PostgresLocation
 
+    location = store_location_arg(args)
+    if isinstance(location, PostgresLocation):  # a fleet: no engine holds the store (durable_fleet.py)
+        from console.commands.controls.durable_fleet import after_reconcile_on_fleet
+
+        after_reconcile_on_fleet(args, api, run_id, audit_id, location)
+        return
     store_dir = store_dir_arg(args)
     store = f" --store {args.store}" if args.store else ""
     now = f"flightdeck resume {run_id}{store} --reason '...'"
@@ -180,7 +200,7 @@ def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: 
     if args.no_wait:
         print(f"{engine.describe()} (durable, running on this store) carries run {run_id} on within a moment")
         return
-    taken = wait_taken(api, store_dir, run_id, engine, lambda t: t.audit_id > audit_id)
+    taken = wait_taken(api, run_id, lambda: still_held(store_dir, engine), lambda t: t.audit_id > audit_id)
     if taken is None:
         print(f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy); the next durable engine "
               f"to start on this store carries it on, or: {now}")
@@ -270,8 +290,14 @@ def _resume(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: 
     from engine.runtime.engine import Engine
     from engine.runtime.results import EXIT_CODES
     from engine.store import open_engine_store
+    from engine.store.location import PostgresLocation
 
     run_id = preview.run.id
+    location = store_location_arg(args)
+    if isinstance(location, PostgresLocation):  # a fleet: a live durable engine carries it on (durable_fleet.py)
+        from console.commands.controls.durable_fleet import resume_on_fleet
+
+        return resume_on_fleet(args, api, preview, reason, limits, location)
     store_dir = store_dir_arg(args)
     try:
         store = open_engine_store(store_dir)

@@ -5,6 +5,8 @@ The engine holding the store says in engine.lock's JSON (`durable`: engine_id, p
 durable engine that takes requests now; a non-durable one (`flightdeck run` without --durable) never will. Waiting
 is polling control.db (the `resume_taken` row) and traces.db (the run's row), every POLL_S, while the engine that
 holds the store is alive: an engine that stops first leaves the request for the next durable engine's start.
+`wait_taken` and `wait_ended` take that liveness as a callable and read the trace store wherever it is, so the
+Postgres store's fleet (durable_fleet.py) waits with them too.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 from console.commands.controls.common import store_dir_arg
 from console.output import print_json
 from engine.controls.errors import ControlError
+from engine.store.location import StoreDirectory
 
 if TYPE_CHECKING:
     from engine.controls.resume_preview import ResumePreview
     from engine.controls.run_requests import Taken
+    from engine.store.location import StoreLocation
     from engine.store.trace_rows import RunRow
 
 POLL_S = 0.05
@@ -62,10 +66,11 @@ def still_held(store_dir: Path, by: Holder) -> bool:
     return now is not None and now.pid == by.pid and now.durable
 
 
-def wait_taken(api: Any, store_dir: Path, run_id: str, by: Holder, match: Callable[[Taken], bool],
+def wait_taken(api: Any, run_id: str, alive: Callable[[], bool], match: Callable[[Taken], bool],
                timeout: float = PICKUP_WAIT_S) -> Taken | None:
-    """The run's first `resume_taken` row `match` accepts, once there is one; None when the engine stopped (or
-    stopped taking requests) first, or after `timeout`."""
+    """The run's first `resume_taken` row `match` accepts, once there is one; None when `alive()` turns false first
+    (the engine stopped, or stopped taking requests; on Postgres: no live durable engine is left), or after
+    `timeout`."""
     from engine.controls.run_requests import takes
 
     deadline = time.monotonic() + timeout
@@ -74,24 +79,31 @@ def wait_taken(api: Any, store_dir: Path, run_id: str, by: Holder, match: Callab
             found = [taken for taken in takes(conn, run_id, given_back=True) if match(taken)]
         if found:
             return found[0]
-        if time.monotonic() > deadline or not still_held(store_dir, by):
+        if time.monotonic() > deadline or not alive():
             return None
         time.sleep(POLL_S)
 
 
-def wait_ended(store_dir: Path, run_id: str, taken: Taken, by: Holder, api: Any) -> RunRow | str | None:
+def wait_ended(location: StoreLocation, run_id: str, taken: Taken, alive: Callable[[], bool],
+               api: Any) -> RunRow | str | None:
     """The run's row once the execution the engine started ended (it ends after it was taken); None when the
-    engine stopped first; why, when the engine could not start it and gave the take back (`resume_released`)."""
+    engine that took it stopped first (`alive()` false); why, when it could not start it and gave the take back
+    (`resume_released`). `location`: the trace store (a directory's traces.db, or the Postgres store)."""
     from engine.controls.run_requests import released
     from engine.errors import StoreError
-    from engine.store import open_reader
+    from engine.store import open_trace_reads
 
     def ended() -> RunRow | None:
         try:
-            with open_reader(store_dir) as reader:
-                row = reader.get_run(run_id)
+            reader = open_trace_reads(location)
         except StoreError:
             return None
+        try:
+            row = reader.get_run(run_id)
+        except StoreError:
+            return None
+        finally:
+            reader.close()
         done = row is not None and row.status != "running" and row.ended is not None and row.ended >= taken.ts
         return row if done else None
 
@@ -103,10 +115,25 @@ def wait_ended(store_dir: Path, run_id: str, taken: Taken, by: Holder, api: Any)
             why = released(conn, run_id).get(taken.audit_id)
         if why is not None:
             return why
-        now = holder(store_dir)
-        if now is None or now.pid != by.pid:  # its engine stopped: what it recorded last is all there is
+        if not alive():  # its engine stopped: what it recorded last is all there is
             return ended()
         time.sleep(POLL_S)
+
+
+def print_outcome(args: argparse.Namespace, row: RunRow) -> int:
+    """The resumed run as `flightdeck run` prints it; its exit code."""
+    from console.commands.run import print_summary
+    from engine.runtime.results import EXIT_CODES, RunResult
+
+    result = RunResult(run_id=row.id, hierarchy=row.hierarchy, status=row.status,  # type: ignore[arg-type]
+                       output=row.output, error=row.error, tokens_in=row.tokens_in, tokens_out=row.tokens_out,
+                       cost_usd=row.cost_usd, model_calls=row.model_calls, tool_calls=row.tool_calls,
+                       started=row.started, ended=row.ended or row.started)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print_summary([result])
+    return EXIT_CODES.get(row.status, 1)
 
 
 def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview, reason: str,
@@ -114,9 +141,6 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
     """`flightdeck resume` when an engine holds the store: record the resume for the durable engine holding it and
     (unless --no-wait) wait until it took the run and the run ended; refused (nothing written) when that engine is
     not durable."""
-    from console.commands.run import print_summary
-    from engine.runtime.results import EXIT_CODES, RunResult
-
     run = preview.run
     store_dir = store_dir_arg(args)
     again = f"flightdeck resume {run.id}{f' --store {args.store}' if args.store else ''} --reason '{reason}' --yes"
@@ -135,7 +159,8 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
                         "engine_id": engine.engine_id, "waited": False})
         return 0
     # Taken by this request, or by another one for the same ending of the run (a reconcile taken a moment before).
-    taken = wait_taken(api, store_dir, run.id, engine, lambda t: t.request == entry.id or t.ended == run.ended)
+    taken = wait_taken(api, run.id, lambda: still_held(store_dir, engine),
+                       lambda t: t.request == entry.id or t.ended == run.ended)
     if taken is None:
         print(f"{engine.describe()} did not take run {run.id} (it stopped, or stopped taking requests): the resume "
               f"stays recorded (audit row {entry.id}) and the next durable engine to start on this store carries "
@@ -143,7 +168,12 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
         return 3
     print(f"{engine.describe()} took run {run.id} (audit row {taken.audit_id}); waiting for it to end",
           file=sys.stderr)
-    row = wait_ended(store_dir, run.id, taken, engine, api)
+
+    def same_engine() -> bool:
+        now = holder(store_dir)
+        return now is not None and now.pid == engine.pid
+
+    row = wait_ended(StoreDirectory(store_dir), run.id, taken, same_engine, api)
     if isinstance(row, str):
         print(f"{engine.describe()} took run {run.id} but could not start it ({row}) and gave it back: fix that, "
               f"then resume it again", file=sys.stderr)
@@ -152,12 +182,4 @@ def resume_in_engine(args: argparse.Namespace, api: Any, preview: ResumePreview,
         print(f"{engine.describe()} stopped before run {run.id} ended: the next durable engine to start on this "
               "store carries it on", file=sys.stderr)
         return 3
-    result = RunResult(run_id=row.id, hierarchy=row.hierarchy, status=row.status,  # type: ignore[arg-type]
-                       output=row.output, error=row.error, tokens_in=row.tokens_in, tokens_out=row.tokens_out,
-                       cost_usd=row.cost_usd, model_calls=row.model_calls, tool_calls=row.tool_calls,
-                       started=row.started, ended=row.ended or row.started)
-    if args.json:
-        print_json(result.to_json())
-    else:
-        print_summary([result])
-    return EXIT_CODES.get(row.status, 1)
+    return print_outcome(args, row)

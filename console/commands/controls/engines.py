@@ -55,6 +55,11 @@ def handle_engines(args: argparse.Namespace) -> int:
         engines = [engine.as_dict() for engine in api.engines()]
     # A Postgres store has no lock file: several engines share it by design, each alive by its own heartbeat.
     holder = (read_lock_holder(location.path) or {}) if isinstance(location, StoreDirectory) else {}
+    pickups: dict[str, tuple[bool, bool]] = {}
+    if not isinstance(location, StoreDirectory):  # what each durable engine's current life says it takes
+        from engine.store.pg.durable_takers import pickup_states
+
+        pickups = pickup_states(location)
     for engine in engines:
         engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
                                 and holder.get("host") == engine["host"])
@@ -65,6 +70,9 @@ def handle_engines(args: argparse.Namespace) -> int:
         # Durable, and taking operators' resume and reconcile requests (engine.lock's `durable`, which the engine
         # writes once DBOS is open: runtime/durable_runs.py). Known for the lock holder only.
         engine["durable"] = _durable(holder) if engine["holds_lock"] else None
+        if engine["id"] in pickups:  # on Postgres: every durable engine, from the database's `durable_pickup`
+            pickup, auto_resume = pickups[engine["id"]]
+            engine["durable"] = {"durable": True, "pickup": pickup, "auto_resume": auto_resume}
     if args.json:
         print_json([pick(e, ENGINE_FIELDS) for e in engines])
         return 0

@@ -1,6 +1,8 @@
 """`flightdeck retry RUN --from SPAN`: re-run a run from one of its steps, as a new run (a fork), after a preview, a
 confirmation and an audit row. The engine side is engine/runtime/retry_preview.py and engine/runtime/retry.py; the
-retry runs in THIS process, on an engine of its own on the store (durable when the original was), like `resume`.
+retry runs in THIS process, on an engine of its own on the store (durable when the original was), like `resume` on a
+directory no engine holds. On a Postgres store that engine is one more on the database (no lock to wait for); it
+takes no other run's resume requests meanwhile.
 
 JSON (`--json`): the new run object `flightdeck run --json` prints, plus `retry_of`, `retry_from`,
 `replayed_steps` and `budget` (the run budget overrides it started with, or null).
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from console.cli import add_store_argument
 from console.commands.argtypes import non_negative
-from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_dir_arg
+from console.commands.controls.common import add_operator, confirm, open_api, require_reason, short, store_location_arg
 from console.output import print_json
 from engine.controls.errors import ControlError
 from engine.errors import InputError
@@ -24,6 +26,7 @@ from engine.guardrails.budget import limits_attribute
 
 if TYPE_CHECKING:
     from engine.runtime.retry_preview import RetryPreview
+    from engine.store.location import StoreLocation
 
 RUN_ID = re.compile(r"[0-9a-f]{8,32}")
 BEFORE = ("A call replays (its recorded result is reused: not sent to the model or tool again, not billed, a side "
@@ -50,8 +53,8 @@ def add_retry(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         epilog="Exit codes: those of `flightdeck run` for the new run (0 completed, 1 failed, 4 budget exceeded, "
                "6 killed, 8 needs reconcile, ...); 2 bad input or refused (unknown run or span, a span of another "
                "run, a span that is not a model, tool, delegation or agent step, a running run, no --reason, a bad "
-               "--budget, no confirmation, another engine holds the store, a run recorded by an older engine whose "
-               "call paths are ambiguous): nothing written; 3 store problem.")
+               "--budget, no confirmation, another engine holds the store directory, a run recorded by an older "
+               "engine whose call paths are ambiguous): nothing written; 3 store problem.")
     parser.add_argument("run", metavar="RUN", help="the run (a unique prefix of its id is enough)")
     parser.add_argument("--from", dest="span", metavar="SPAN", required=True,
                         help="the step to run again from: a span id of the run (or a unique prefix; see "
@@ -125,18 +128,21 @@ def budget_line(preview: RetryPreview) -> str:
     return f"{limits_text(limits_attribute(preview.budget))} ({own}{changes}; --budget replaces them)"
 
 
-def chosen_run_id(store_dir: Path, wanted: str) -> str:
+def chosen_run_id(store: Path | StoreLocation, wanted: str) -> str:
     """--run-id: a fresh id of the usual shape. An id the store knows is refused: a durable run's id is its
     workflow's, and submitting it again would return that run instead of starting a new one."""
-    from engine.store import open_reader
+    from engine.store import open_trace_reads
+    from engine.store.location import StoreDirectory
 
     if not RUN_ID.fullmatch(wanted):
         raise InputError(f"{wanted!r} is not a run id: 8 to 32 lowercase hex digits", field="--run-id")
-    with open_reader(store_dir) as reader:
-        try:
-            known = reader.get_run(wanted)  # the exact id first, else a unique prefix
-        except InputError:  # an ambiguous prefix: no run has this exact id
-            known = None
+    reader = open_trace_reads(StoreDirectory(store) if isinstance(store, Path) else store)
+    try:
+        known = reader.get_run(wanted)  # the exact id first, else a unique prefix
+    except InputError:  # an ambiguous prefix: no run has this exact id
+        known = None
+    finally:
+        reader.close()
     if known is not None and known.id == wanted:
         raise InputError(f"run {wanted} exists already: a retry is a new run", field="--run-id")
     return wanted
@@ -146,13 +152,13 @@ def handle_retry(args: argparse.Namespace) -> int:
     from engine.runtime.retry import new_run_id, retry_hierarchy
     from engine.runtime.retry_preview import preview_retry
 
-    store_dir = store_dir_arg(args)
+    store = store_location_arg(args)
     reason = require_reason(args)
-    preview = preview_retry(store_dir, args.run, args.span)
+    preview = preview_retry(store, args.run, args.span)
     hierarchy, changed = retry_hierarchy(preview)
     if args.budget is not None:
         preview = preview.with_budget(args.budget)
-    run_id = chosen_run_id(store_dir, args.run_id) if args.run_id is not None else new_run_id()
+    run_id = chosen_run_id(store, args.run_id) if args.run_id is not None else new_run_id()
     print_preview(preview, changed, run_id)
     if not confirm(args, f"retry run {preview.run.id} from span {preview.span.id}"):
         return 1
@@ -168,10 +174,12 @@ def _retry(args: argparse.Namespace, preview: RetryPreview, hierarchy: Any, run_
     from engine.runtime.results import EXIT_CODES
     from engine.runtime.retry import start_retry
     from engine.store import open_engine_store
+    from engine.store.location import PostgresLocation
 
-    store_dir = store_dir_arg(args)
-    try:
-        store = open_engine_store(store_dir)
+    location = store_location_arg(args)
+    postgres = isinstance(location, PostgresLocation)
+    try:  # on Postgres this process is one more engine on the database (there is no lock to hold)
+        store = open_engine_store(location if isinstance(location, PostgresLocation) else location.path)
     except StoreLocked as exc:
         store_arg = f" --store {args.store}" if args.store else ""
         raise ControlError(f"{exc}: nothing was written. Stop that engine (or let it finish), then run: "
@@ -191,12 +199,15 @@ def _retry(args: argparse.Namespace, preview: RetryPreview, hierarchy: Any, run_
             api.close()
 
         async def go() -> Any:
-            async with Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
-                              durable=preview.durable, auto_resume=False) as engine:
+            engine = Engine(store, latency_scale=(1.0 / args.speed) if args.speed else 0.0,
+                            durable=preview.durable, auto_resume=False)
+            if postgres and engine.durable is not None:  # one engine of a fleet: it runs this retry, takes nothing
+                engine.durable.pickup = False
+            async with engine:
                 return await start_retry(engine, preview, hierarchy, run_id)
 
         if not args.json:
-            print(f"retrying run {preview.run.id} as run {run_id} on store {store_dir}", file=sys.stderr)
+            print(f"retrying run {preview.run.id} as run {run_id} on store {location}", file=sys.stderr)
         result = anyio.run(go)
     finally:
         store.close()

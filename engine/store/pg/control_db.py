@@ -42,6 +42,18 @@ if TYPE_CHECKING:
 CONTROL_WRITE_LOCK = 0x46_44_43_54
 
 
+def control_plane_present(location: PostgresLocation) -> bool:
+    """Whether anything has recorded a control plane in the database (what a directory's control.db file says by
+    existing); StoreError (password masked) when it cannot be reached."""
+    conn = connect(location)
+    try:
+        return schema_version(conn, COMPONENT) > 0
+    except _driver_error() as exc:
+        raise store_error(location, exc, "reading the control plane's version") from None
+    finally:
+        conn.close()
+
+
 class PgSqlConnection:
     """What the control plane uses of sqlite3.Connection, on a psycopg connection: `execute(sql, params)` with qmark
     placeholders, returning the driver's cursor (fetchone, fetchall, description, rowcount, iteration)."""
