@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from console.views_data.evals_where import GroupMove, where_it_dropped, window_record
+from console.views_data.evals_where import GroupMove, WindowCases, where_it_dropped
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
@@ -134,21 +134,22 @@ def quality_rows(summaries: list[EvalSummary], failed: dict[str, tuple[str, ...]
     return tuple(out)
 
 
-def with_where(db: EvalsDB, row: HierarchyQuality) -> HierarchyQuality:
+def with_where(db: EvalsDB, cases: WindowCases, row: HierarchyQuality) -> HierarchyQuality:
     """A dropping hierarchy with the agents and routes its drop is in (the newest window's cases against the peak
     window's); others unchanged."""
     from dataclasses import replace
 
     if row.dropping_since is None or row.latest is None:
         return row
-    baseline = window_record(db, row.peak_window.rows) if row.peak_window is not None else None
-    return replace(row, where=where_it_dropped(window_record(db, row.latest.rows), baseline, DROP))
+    baseline = cases.window(db, row.peak_window.rows) if row.peak_window is not None else None
+    return replace(row, where=where_it_dropped(cases.window(db, row.latest.rows), baseline, DROP))
 
 
 class EvalsFeed:
     def __init__(self, ctx: ConsoleContext) -> None:
         self.ctx = ctx
         self.seen: Any = object()
+        self.cases = WindowCases()
 
     def poll(self) -> EvalsSnapshot | None:
         from engine.scoring.results_db import EVALS_DB, EvalsDB
@@ -174,7 +175,7 @@ class EvalsFeed:
                     latest_drills[summary.hierarchy] = summary.id
             for drill_id in latest_drills.values():
                 failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
-            rows = tuple(with_where(db, row) for row in quality_rows(summaries, failed))
+            rows = tuple(with_where(db, self.cases, row) for row in quality_rows(summaries, failed))
         return EvalsSnapshot(rows)
 
     def invalidate(self) -> None:

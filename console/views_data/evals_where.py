@@ -19,6 +19,25 @@ if TYPE_CHECKING:
     from engine.scoring.results_db import EvalsDB, EvalSummary
 
 WHERE_MAX = 4  # groups named per hierarchy: the pane has one line for them
+CACHED_WINDOWS = 32
+
+
+class WindowCases:
+    """Windows' cases as loaded, kept while their rows do not change: evals.db changes with every sampled run while
+    traffic flows, and the window before a drop (often thousands of cases) is closed, so it is parsed once."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[tuple[tuple[str, int], ...], EvalRecord] = {}
+
+    def window(self, db: EvalsDB, rows: tuple[EvalSummary, ...]) -> EvalRecord:
+        key = tuple((r.id, r.cases) for r in rows)
+        record = self.loaded.get(key)
+        if record is None:
+            record = window_record(db, rows)
+            if len(self.loaded) >= CACHED_WINDOWS:
+                self.loaded.pop(next(iter(self.loaded)))
+            self.loaded[key] = record
+        return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,3 +213,25 @@ async def test_a_drop_in_runs_sampled_without_paths_names_no_agent(tmp_path: Pat
         detail = text_of(view.query_one("#evals-detail"))
         assert "quality DROPPING" in detail and "dropped in" not in detail and "lowest" not in detail
         assert view.hint == "support-triage: quality dropping since 06:00 · runbook quality-dropping: view 6"
+
+
+def test_window_cases_are_parsed_once_while_their_rows_do_not_change(tmp_path: Path) -> None:
+    """evals.db changes with every sampled run; a closed window's cases are loaded once, the open one again when it
+    gained a case."""
+    from console.views_data.evals_where import WindowCases
+
+    store = tmp_path / "store"
+    with EvalsDB.open(store) as db:
+        write_windows(db, "support-triage", (0.9, 0.5), lambda n: "a1b2c3d4", paths=True)
+        old, new = sorted(db.list("support-triage"), key=lambda r: r.started)
+        cache = WindowCases()
+        closed, open_ = cache.window(db, (old,)), cache.window(db, (new,))
+        assert len(open_.cases) == 4 and {c.agents for c in open_.cases} == {BILLING[0], GENERAL[0]}
+        record = EvalRecord(id=new.id, hierarchy=new.hierarchy, hierarchy_hash=new.hierarchy_hash, dataset="sample",
+                            dataset_sha256="c" * 64, started=new.started, ended=new.ended + 1, models=MODELS,
+                            source="sample")
+        db.add_sample(record, case("one-more", 0.2, path=GENERAL))
+        old, new = sorted(db.list("support-triage"), key=lambda r: r.started)
+        assert cache.window(db, (old,)) is closed
+        grown = cache.window(db, (new,))
+        assert grown is not open_ and len(grown.cases) == 5
