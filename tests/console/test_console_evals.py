@@ -235,3 +235,32 @@ def test_window_cases_are_parsed_once_while_their_rows_do_not_change(tmp_path: P
         assert cache.window(db, (old,)) is closed
         grown = cache.window(db, (new,))
         assert grown is not open_ and len(grown.cases) == 5
+
+
+@pytest.fixture()
+def live_store(tmp_path: Path) -> Path:
+    """Live runs of a routed hierarchy sampled by a real engine, in one window (a deploy inside it): first good,
+    then its general specialist answers badly."""
+    from tests.engine.test_eval_sampling_paths import ROUTED
+    from tests.engine_helpers import run_sync, write_hierarchy
+
+    store = fixed_store(tmp_path / "store")
+    one_window = ROUTED.replace("  sample: 1.0\n", "  sample: 1.0\n  window: 300d\n")
+    good = write_hierarchy(tmp_path, one_window.replace("GENERAL_ANSWER", "Thanks for asking"), name="good.yaml")
+    bad = write_hierarchy(tmp_path, one_window.replace("GENERAL_ANSWER", "No idea"), name="bad.yaml")
+    run_sync(store, good, "a refund please", "where is my parcel")
+    run_sync(store, bad, *["a refund please", "where is my parcel"] * 3)
+    return store
+
+
+async def test_live_sampled_runs_show_where_quality_is_low(live_store: Path) -> None:
+    """End to end: view 9 says the hierarchy is dropping and names the general agent and the default route from
+    the paths the engine's sampler recorded (billing kept scoring 1.00: not named)."""
+    app = app_for(live_store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = await show_evals(pilot)
+        [row] = view.shown
+        assert (row.latest.cases, round(row.latest.score, 3)) == (8, 0.625) and row.dropping_since is not None
+        detail = text_of(view.query_one("#evals-detail"))
+        assert "lowest in the newest window: agent general 0.25 n=4 · route desk:default 0.25 n=4" in detail
+        assert "billing" not in detail.split("lowest in the newest window:")[1].split("\n")[0]
