@@ -169,7 +169,9 @@ class Sampler:
             path = RunPath.unknown(f"{type(exc).__name__}: {exc}"[:300])
         if path.problem is not None:
             self.path_failures += 1
-            log.warning("sampled run %s recorded without its agents and routes: %s", run.run_id, path.problem)
+            if self.path_failures % 100 == 1:  # a failing store fails every read: say it, not once a run
+                log.warning("sampled run %s recorded without its agents and routes (%d so far): %s", run.run_id,
+                            self.path_failures, path.problem)
         return path
 
     async def _record(self, run: _Ended, scores: tuple[Score, ...], path: RunPath) -> None:
