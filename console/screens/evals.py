@@ -5,8 +5,10 @@ Data path: EvalsFeed (console/views_data/evals_feed.py) reads evals.db read-only
 file changed. One row per hierarchy: SAMPLED (the newest window's mean score and how many runs it scored), TREND
 (the last windows as a sparkline, oldest left, its blocks spread over scores 0.5..1), QUALITY (dropping since WHEN,
 or steady), EVAL (the latest dataset eval: mean score, passed/cases, age), DRILLS (held/ran and the failed ones).
-The pane under the table shows the selected hierarchy's windows, newest first, with the hierarchy hash of each (a
-deploy shows as a new hash), and the latest eval's dataset and models. Sort and filter: console/screens/arranged.py.
+The pane under the table shows, for a dropping hierarchy, where the drop is (the agents and routes whose score fell
+since the best window before it, from the sampled runs' paths), then the selected hierarchy's windows, newest first,
+with the hierarchy hash of each (a deploy shows as a new hash; a window that saw two files splits its score by
+file), and the latest eval's dataset and models. Sort and filter: console/screens/arranged.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ from textual.widgets import DataTable
 from console.polling import Poller
 from console.screens.arranged import ARRANGE_BINDINGS, Arrangement, OneTableView, Sort, refill, selected_key, words_of
 from console.screens.base import ConsoleContext, PaletteCommand, focus_now
-from console.views_data.evals_feed import BAR, TREND, EvalsFeed, EvalsSnapshot, HierarchyQuality, models_words
+from console.views_data.evals_feed import (
+    BAR,
+    DROP,
+    TREND,
+    EvalsFeed,
+    EvalsSnapshot,
+    HierarchyQuality,
+    Window,
+    models_words,
+)
+from console.views_data.evals_where import GroupMove
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 from engine.timefmt import clock, compact_age, timestamp
@@ -35,6 +47,22 @@ def sparkline(scores: list[float]) -> str:
     span = 1.0 - SPARK_FLOOR
     return "".join(BLOCKS[min(len(BLOCKS) - 1, max(0, int((score - SPARK_FLOOR) / span * len(BLOCKS))))]
                    for score in scores)
+
+
+def move_words(move: GroupMove) -> str:
+    """`agent general_specialist 1.00→0.33 n=30`."""
+    before = f"{move.before:.2f}→" if move.before is not None else ""
+    return f"{move.dimension} {printable(move.key, limit=60)} {before}{move.now:.2f} n={move.cases}"
+
+
+def window_words(window: Window, *, split: bool) -> str:
+    """`00:15 0.39 n=33 #7992cf1d`; with `split`, a window that saw several files says each one's score."""
+    head = f"{clock(window.started, with_seconds=False)} {window.score:.2f} n={window.cases}"
+    if len(window.rows) == 1:
+        return f"{head} #{window.hierarchy_hash[:8]}"
+    if split:
+        return head + " (" + ", ".join(f"#{r.hierarchy_hash[:8]} {r.score:.2f} n={r.cases}" for r in window.rows) + ")"
+    return f"{head} #{window.hierarchy_hash[:8]} (+{len(window.rows) - 1} more)"
 
 
 def quality_words(row: HierarchyQuality, now: float) -> tuple[str, str]:
@@ -100,12 +128,14 @@ class EvalsView(OneTableView):
         table: DataTable[Any] = DataTable(id="evals-table", cursor_type="row", zebra_stripes=True)
         # Narrow enough that the verdict (QUALITY) and the first drill figures fit 100 columns; the pane below has
         # the rest in full.
-        table.add_column("HIERARCHY", key="hierarchy", width=18)
-        table.add_column("SAMPLED", key="sampled", width=10)
+        # At 100 columns the first five and DRILLS' figures ("15/15 held 20m") fit; the failed drills' names after
+        # them are cut there (whole in the pane below). Fixed widths: an auto width follows the rows it measured.
+        table.add_column("HIERARCHY", key="hierarchy", width=16)
+        table.add_column("SAMPLED", key="sampled", width=10)  # "0.39 n=33"
         table.add_column("TREND", key="trend", width=TREND)
-        table.add_column("QUALITY", key="quality", width=20)
-        table.add_column("EVAL", key="eval", width=16)  # "1.00 11/11 20m": score, passed/cases, age
-        table.add_column("DRILLS", key="drills", width=32)
+        table.add_column("QUALITY", key="quality", width=20)  # "DROPPING since 00:15"
+        table.add_column("EVAL", key="eval", width=14)  # "1.00 11/11 20m": score, passed/cases, age
+        table.add_column("DRILLS", key="drills", width=40)
         yield table
         yield TextLines(id="evals-detail")
 
@@ -179,12 +209,20 @@ class EvalsView(OneTableView):
             text.append(f" · quality DROPPING since {timestamp(row.dropping_since)}", style="bold red")
             if row.peak is not None:
                 text.append(f" (from {row.peak:.2f} to {row.latest.score:.2f})")
+            if row.peak_window is not None and row.where is not None:
+                text.append("\ndropped in: ", style="dim")
+                text.append(" · ".join(move_words(m) for m in row.where) if row.where else
+                            f"no agent or route fell by more than {DROP:.2f} on its own", style="bold")
+                text.append(f" (vs window {clock(row.peak_window.started, with_seconds=False)})", style="dim")
+            elif row.where:
+                text.append("\nlowest in the newest window: ", style="dim")
+                text.append(" · ".join(move_words(m) for m in row.where), style="bold")
         elif row.windows:
             text.append(" · steady", style="green")
         text.append("\nsampled windows, newest first: ", style="dim")
         if row.windows:
-            text.append(" · ".join(f"{clock(w.started, with_seconds=False)} {w.score:.2f} n={w.cases} "
-                                   f"#{w.hierarchy_hash[:8]}" for w in reversed(row.windows[-6:])))
+            newest = list(reversed(row.windows[-4:]))  # four fit 160 columns; the trend has more
+            text.append(" · ".join(window_words(w, split=n == 0) for n, w in enumerate(newest)))
         else:
             text.append("none (set `evals: {sample, checks}` in the hierarchy)", style="dim")
         text.append("\neval: ", style="dim")
@@ -231,8 +269,10 @@ class EvalsView(OneTableView):
                           key=lambda r: r.dropping_since or 0.0) if snapshot else []
         if dropping:
             first = dropping[0]
+            # Short enough for 100 columns: the figures are in the pane, the incident in view 6.
+            where = f", in {first.where[0].dimension} {first.where[0].key}" if first.where else ""
             self.hint = (f"{first.hierarchy}: quality dropping since {clock(first.dropping_since, with_seconds=False)}"
-                         " (runbook quality-dropping, view 6)")
+                         f"{where} · runbook quality-dropping: view 6")
         elif snapshot is not None and not snapshot.rows:
             self.hint = ("No results yet: `flightdeck eval`, `flightdeck drill --store` and a hierarchy's "
                          "`evals: {sample}` write them here.")

@@ -5,9 +5,14 @@ Re-read only when evals.db changed (its size and modification time: a rollback-j
 by every transaction), and at most the newest ROWS rows: a window of online sampling is one row per hierarchy per
 `evals.window` (an hour by default), so that is weeks of trend.
 
+A window is one time bucket of a hierarchy: the rows of every file hash sampled in it (a deploy, or a run with
+another scenario, in the middle of a window writes a second row for the same bucket) are merged, their mean
+weighted by cases, so a few runs of the old file cannot hide many of the new one.
+
 "Dropping" is a rule an operator can check by eye on the trend: the newest sampled window scores under BAR (the
 shipped quality-dropping runbook's threshold) or at least DROP below the best window before it; "since" is the
-start of the first window of the run of such windows that ends with the newest.
+start of the first window of the run of such windows that ends with the newest. For a dropping hierarchy the feed
+also says where (evals_where.py): the agents and routes whose score fell, from the sampled runs' recorded paths.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from console.views_data.evals_where import GroupMove, WindowCases, where_it_dropped
+
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
-    from engine.scoring.results_db import EvalSummary
+    from engine.scoring.results_db import EvalsDB, EvalSummary
 
 ROWS = 2000
 TREND = 12  # windows in a row's sparkline
@@ -29,14 +36,34 @@ DROP = 0.1
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One sampled window of a hierarchy (an `evals` row with source `sample`)."""
+    """One sampled window of a hierarchy: its `evals` rows with source `sample` (one per file hash sampled in it,
+    the one that ended last first), merged."""
 
     started: float
     ended: float
-    score: float
+    score: float  # the mean over every case of the window, whichever file it ran
     cases: int
     passed: int
-    hierarchy_hash: str
+    rows: tuple[EvalSummary, ...]
+
+    @property
+    def hierarchy_hash(self) -> str:
+        """The hash of the file the window's newest scored run ran."""
+        return self.rows[0].hierarchy_hash
+
+
+def merged_windows(samples: list[EvalSummary]) -> tuple[Window, ...]:
+    """`samples`: a hierarchy's sampled rows; oldest window first."""
+    buckets: dict[float, list[EvalSummary]] = {}
+    for row in samples:
+        buckets.setdefault(row.started, []).append(row)
+    out = []
+    for started in sorted(buckets):
+        rows = sorted(buckets[started], key=lambda r: -r.ended)
+        cases = sum(r.cases for r in rows)
+        score = sum(r.score * r.cases for r in rows) / cases if cases else 0.0
+        out.append(Window(started, rows[0].ended, score, cases, sum(r.passed for r in rows), tuple(rows)))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +75,9 @@ class HierarchyQuality:
     eval: EvalSummary | None  # the latest dataset eval
     drill: EvalSummary | None  # the latest drill run
     failed_drills: tuple[str, ...]  # of the latest drill run
+    peak_window: Window | None = None  # the best window before the drop
+    # Dropping: the agents and routes whose score fell (evals_where.py); None: not dropping, or no paths recorded.
+    where: tuple[GroupMove, ...] | None = None
 
     @property
     def latest(self) -> Window | None:
@@ -90,21 +120,36 @@ def quality_rows(summaries: list[EvalSummary], failed: dict[str, tuple[str, ...]
         by_hierarchy.setdefault(summary.hierarchy, []).append(summary)
     out = []
     for hierarchy, rows in by_hierarchy.items():
-        windows = tuple(Window(r.started, r.ended, r.score, r.cases, r.passed, r.hierarchy_hash)
-                        for r in reversed(rows) if r.source == "sample")
-        decline = decline_start([w.score for w in windows])
+        windows = merged_windows([r for r in rows if r.source == "sample"])
+        scores = [w.score for w in windows]
+        decline = decline_start(scores)
+        peak_window = None
+        if decline is not None and decline[0] > 0:
+            peak_window = max(windows[:decline[0]], key=lambda w: (w.score, w.started))
         latest_eval = next((r for r in rows if r.source == "dataset"), None)
         drill = next((r for r in rows if r.source == "drill"), None)
         out.append(HierarchyQuality(
             hierarchy, windows, windows[decline[0]].started if decline else None, decline[1] if decline else None,
-            latest_eval, drill, failed.get(drill.id, ()) if drill else ()))
+            latest_eval, drill, failed.get(drill.id, ()) if drill else (), peak_window))
     return tuple(out)
+
+
+def with_where(db: EvalsDB, cases: WindowCases, row: HierarchyQuality) -> HierarchyQuality:
+    """A dropping hierarchy with the agents and routes its drop is in (the newest window's cases against the peak
+    window's); others unchanged."""
+    from dataclasses import replace
+
+    if row.dropping_since is None or row.latest is None:
+        return row
+    baseline = cases.window(db, row.peak_window.rows) if row.peak_window is not None else None
+    return replace(row, where=where_it_dropped(cases.window(db, row.latest.rows), baseline, DROP))
 
 
 class EvalsFeed:
     def __init__(self, ctx: ConsoleContext) -> None:
         self.ctx = ctx
         self.seen: Any = object()
+        self.cases = WindowCases()
 
     def poll(self) -> EvalsSnapshot | None:
         from engine.scoring.results_db import EVALS_DB, EvalsDB
@@ -130,7 +175,8 @@ class EvalsFeed:
                     latest_drills[summary.hierarchy] = summary.id
             for drill_id in latest_drills.values():
                 failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
-        return EvalsSnapshot(quality_rows(summaries, failed))
+            rows = tuple(with_where(db, self.cases, row) for row in quality_rows(summaries, failed))
+        return EvalsSnapshot(rows)
 
     def invalidate(self) -> None:
         self.seen = object()

@@ -21,6 +21,7 @@ from engine.hierarchy.loader import Hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
 from engine.scoring.results import CaseResult, EvalRecord
+from engine.scoring.run_path import run_path
 from engine.scoring.scorers import Score, Scorer
 from engine.store import EngineStore
 from engine.store.reader import TraceReader
@@ -52,14 +53,7 @@ async def _score(case: EvalCase, result: RunResult, scorers: list[Scorer]) -> _S
 
 
 def _case_result(reader: TraceReader, scored: _Scored) -> CaseResult:
-    agents: dict[str, None] = {}
-    routes: dict[str, None] = {}
-    for span in reader.spans(scored.result.run_id):
-        if span.kind == "agent" and span.agent:
-            agents.setdefault(span.agent)
-        elif span.kind == "route":
-            rule = (span.attributes or {}).get("rule") if isinstance(span.attributes, dict) else None
-            routes.setdefault(f"{span.agent or span.name}:{rule or '?'}")
+    path = run_path(reader.spans(scored.result.run_id))
     scores = scored.scores
     if scored.problem is not None:
         score, passed = 0.0, False
@@ -70,7 +64,7 @@ def _case_result(reader: TraceReader, scored: _Scored) -> CaseResult:
     result = scored.result
     return CaseResult(case_id=scored.case.id, task_type=scored.case.task_type, run_id=result.run_id,
                       status=result.status, score=score, passed=passed, cost_usd=result.cost_usd,
-                      latency_s=result.duration_s, agents=tuple(agents), routes=tuple(routes), scores=scores,
+                      latency_s=result.duration_s, agents=path.agents, routes=path.routes, scores=scores,
                       error=scored.problem or ("; ".join(errors) if errors else None))
 
 

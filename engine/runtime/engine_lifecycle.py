@@ -89,6 +89,7 @@ async def close_engine(engine: Engine) -> None:
         await engine.durable.close()  # runs resumed on start end first (stop_all() kills them on a shutdown)
     if engine.sampler is not None:  # scores of runs that ended are recorded before the writer closes
         await engine.sampler.drain()
+        await anyio.to_thread.run_sync(engine.sampler.close)
     engine.task_group.cancel_scope.cancel()
     await engine.task_group.__aexit__(None, None, None)
     await anyio.to_thread.run_sync(engine.guards.close)  # unspent slices of shared daily caps go back

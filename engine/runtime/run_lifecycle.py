@@ -125,11 +125,13 @@ def sample(engine: Engine, compiled: CompiledHierarchy, request: RunRequest, res
     if engine.sampler is None:
         if engine.task_group is None:
             return
+        from engine.scoring.run_path import RunPathReader
         from engine.scoring.sampler import Sampler
 
         group = engine.task_group
         engine.sampler = Sampler(engine.store.dir, lambda run_id, kind, name, data: engine.tracer.event(
-            run_id, None, kind, name=name, data=data), lambda job: group.start_soon(job))
+            run_id, None, kind, name=name, data=data), lambda job: group.start_soon(job),
+            RunPathReader(engine.writer.commit_now, engine.store.trace_location))
     engine.sampler.after_run(compiled.name, compiled.source_hash, compiled.spec, result.run_id, result.status,
                              request.input, result.output, result.cost_usd, result.duration_s, result.ended)
 

@@ -6,7 +6,9 @@ thread. Which runs: those that ended `completed` whose run id falls in the share
 the choice is the same on every engine and in tests). Each scored run:
 
 - becomes a case of its window's `evals` row in STORE/evals.db (`source = 'sample'`, one row per hierarchy, file
-  hash and `window`; engine/scoring/results_db.py `add_sample`);
+  hash and `window`; engine/scoring/results_db.py `add_sample`), with the agents and routes the run went through,
+  read from its spans once the trace writer committed them (run_path.py), as `flightdeck eval` records them: so a
+  window breaks down per agent and per route and two windows compare like two evals;
 - emits `eval.scored` through the engine's trace writer (hierarchy, score, passed, error, eval id), which the
   runbooks' `sampled_score` signal reads (the shipped `quality-dropping` runbook).
 
@@ -34,6 +36,7 @@ from engine.hierarchy.schema import HierarchySpec
 
 from .results import CaseResult, EvalRecord
 from .results_db import EvalsDB
+from .run_path import RunPath, RunPathReader
 from .scorers import JudgeDefaults, Score, Scorer, build_one
 
 __all__ = ["SampledRun", "Sampler", "sampled", "window_eval_id"]
@@ -83,13 +86,16 @@ class _Ended:
 
 class Sampler:
     """One per Engine. `emit(run_id, kind, name, data)` is the engine's tracer event; `spawn` starts a task in the
-    engine's task group."""
+    engine's task group; `paths` reads the agents and routes of an ended run (None: recorded without them)."""
 
     def __init__(self, store_dir: Path, emit: Callable[[str | None, str, str | None, dict[str, Any]], None],
-                 spawn: Callable[[Callable[[], Any]], object]) -> None:
+                 spawn: Callable[[Callable[[], Any]], object],
+                 paths: RunPathReader | None = None) -> None:
         self.store_dir = store_dir
         self.emit = emit
         self.spawn = spawn
+        self.paths = paths
+        self.path_failures = 0  # scored runs recorded without their agents and routes
         self.scored = 0
         self.errors = 0  # runs with a check that could not score
         self.write_failures = 0
@@ -116,6 +122,11 @@ class Sampler:
             await self._idle.wait()
         return self._pending == 0
 
+    def close(self) -> None:
+        """After `drain`: the trace reader the paths were read with."""
+        if self.paths is not None:
+            self.paths.close()
+
     def _scorers_for(self, run: _Ended) -> list[Scorer] | str:
         known = self._scorers.get(run.source_hash)
         if known is None:
@@ -129,7 +140,8 @@ class Sampler:
     async def _score(self, run: _Ended) -> None:
         try:
             scores = await self._run_checks(run)
-            await self._record(run, scores)
+            path = await self._path(run)
+            await self._record(run, scores, path)
         finally:
             self._pending -= 1
             if self._pending == 0:
@@ -148,14 +160,29 @@ class Sampler:
                 out.append(Score(scorer.label, 0.0, False, f"{type(exc).__name__}: {exc}"[:300], error=True))
         return tuple(out)
 
-    async def _record(self, run: _Ended, scores: tuple[Score, ...]) -> None:
+    async def _path(self, run: _Ended) -> RunPath:
+        if self.paths is None:
+            return RunPath((), ())
+        try:
+            path = await self.paths(run.run_id)
+        except Exception as exc:  # the breakdown is a nicety: its failure must not lose the score
+            path = RunPath.unknown(f"{type(exc).__name__}: {exc}"[:300])
+        if path.problem is not None:
+            self.path_failures += 1
+            if self.path_failures % 100 == 1:  # a failing store fails every read: say it, not once a run
+                log.warning("sampled run %s recorded without its agents and routes (%d so far): %s", run.run_id,
+                            self.path_failures, path.problem)
+        return path
+
+    async def _record(self, run: _Ended, scores: tuple[Score, ...], path: RunPath) -> None:
         error = any(s.error for s in scores)
         score = sum(s.score for s in scores) / len(scores) if scores else 1.0
         passed = all(s.passed for s in scores)
         reasons = [s.reason for s in scores if s.error]
         case = CaseResult(case_id=run.run_id, task_type=SAMPLE_DATASET, run_id=run.run_id, status="completed",
-                          score=score, passed=passed, cost_usd=run.cost_usd, latency_s=run.latency_s, agents=(),
-                          routes=(), scores=scores, error="; ".join(reasons) if reasons else None)
+                          score=score, passed=passed, cost_usd=run.cost_usd, latency_s=run.latency_s,
+                          agents=path.agents, routes=path.routes, scores=scores,
+                          error="; ".join(reasons) if reasons else None)
         eval_id, started = window_eval_id(run.hierarchy, run.source_hash, run.spec.evals.window, run.ended)
         checks_sha = hashlib.sha256(json.dumps([c.model_dump(mode="json", by_alias=True)
                                                 for c in run.spec.evals.checks], sort_keys=True).encode())
