@@ -1,12 +1,14 @@
 """Online sampling: the engine scores a share of a hierarchy's completed live runs (`evals: {sample, checks}`).
 
 Off the hot path: the Engine hands a run to `Sampler.after_run` once the run has ended (its row written, its result
-returned to the caller); scoring runs as a task of the engine's task group, and the evals.db write on a worker
-thread. Which runs: those that ended `completed` whose run id falls in the share (`sampled`, a hash of the id, so
-the choice is the same on every engine and in tests). Each scored run:
+returned to the caller); scoring runs as a task of the engine's task group, and the evals store's write on a worker
+thread (STORE/evals.db; on an engine wholly on Postgres, the database's `evals` tables: evals_store.py). Which
+runs: those that ended `completed` whose run id falls in the share (`sampled`, a hash of the id, so the choice is
+the same on every engine and in tests). Each scored run:
 
-- becomes a case of its window's `evals` row in STORE/evals.db (`source = 'sample'`, one row per hierarchy, file
-  hash and `window`; engine/scoring/results_db.py `add_sample`);
+- becomes a case of its window's `evals` row in the evals store (`source = 'sample'`, one row per hierarchy, file
+  hash and `window`; `add_sample` of engine/scoring/results_db.py, or results_pg.py on Postgres, where every
+  engine of a fleet adds to the same window's row);
 - emits `eval.scored` through the engine's trace writer (hierarchy, score, passed, error, eval id), which the
   runbooks' `sampled_score` signal reads (the shipped `quality-dropping` runbook).
 
@@ -25,16 +27,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from engine.hierarchy.eval_checks import EvalsSpec
 from engine.hierarchy.schema import HierarchySpec
 
+from .evals_store import open_evals_store
 from .results import CaseResult, EvalRecord
-from .results_db import EvalsDB
 from .scorers import JudgeDefaults, Score, Scorer, build_one
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
 
 __all__ = ["SampledRun", "Sampler", "sampled", "window_eval_id"]
 
@@ -82,12 +87,13 @@ class _Ended:
 
 
 class Sampler:
-    """One per Engine. `emit(run_id, kind, name, data)` is the engine's tracer event; `spawn` starts a task in the
-    engine's task group."""
+    """One per Engine. `store`: where the scores go (a store directory, or a Postgres store: evals_store.py);
+    `emit(run_id, kind, name, data)` is the engine's tracer event; `spawn` starts a task in the engine's task
+    group."""
 
-    def __init__(self, store_dir: Path, emit: Callable[[str | None, str, str | None, dict[str, Any]], None],
+    def __init__(self, store: StoreLocation | Path, emit: Callable[[str | None, str, str | None, dict[str, Any]], None],
                  spawn: Callable[[Callable[[], Any]], object]) -> None:
-        self.store_dir = store_dir
+        self.store = store
         self.emit = emit
         self.spawn = spawn
         self.scored = 0
@@ -170,7 +176,7 @@ class Sampler:
             await anyio.to_thread.run_sync(self._write, record, case)
         except Exception as exc:  # a StoreError, a full disk, a file that is not a database: never the engine's
             self.write_failures += 1
-            log.warning("sampled run %s not recorded in evals.db: %s", run.run_id, exc)
+            log.warning("sampled run %s not recorded in the evals store: %s", run.run_id, exc)
             self.emit(run.run_id, "eval.sample_failed", run.hierarchy, {"hierarchy": run.hierarchy, "eval": eval_id,
                                                                        "reason": str(exc)[:300]})
         self.emit(run.run_id, "eval.scored", run.hierarchy, {
@@ -178,5 +184,6 @@ class Sampler:
             "checks": [s.to_json() for s in scores]})
 
     def _write(self, record: EvalRecord, case: CaseResult) -> None:
-        with EvalsDB.open(self.store_dir) as db:
+        # Opened per write (a connection on Postgres: milliseconds, on a worker thread, off every run's path).
+        with open_evals_store(self.store) as db:
             db.add_sample(record, case)
