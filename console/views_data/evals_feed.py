@@ -2,7 +2,8 @@
 its latest dataset eval and its latest drill run, and the answer to "is quality dropping, and since when?".
 
 Re-read only when evals.db changed (its size and modification time: a rollback-journal file is rewritten in place
-by every transaction), and at most the newest ROWS rows: a window of online sampling is one row per hierarchy per
+by every transaction; on a Postgres store, `PgEvalsDB.changes()` over one read-only session the feed holds until
+the view closes it), and at most the newest ROWS rows: a window of online sampling is one row per hierarchy per
 `evals.window` (an hour by default), so that is weeks of trend.
 
 "Dropping" is a rule an operator can check by eye on the trend: the newest sampled window scores under BAR (the
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
+    from engine.scoring.evals_store import EvalsStore
     from engine.scoring.results_db import EvalSummary
 
 ROWS = 2000
@@ -101,13 +104,31 @@ def quality_rows(summaries: list[EvalSummary], failed: dict[str, tuple[str, ...]
     return tuple(out)
 
 
+def read_snapshot(db: EvalsStore) -> EvalsSnapshot:
+    summaries = db.list(limit=ROWS)
+    failed: dict[str, tuple[str, ...]] = {}
+    latest_drills: dict[str, str] = {}
+    for summary in summaries:  # newest first: the first drill row of a hierarchy is its latest
+        if summary.source == "drill" and summary.hierarchy not in latest_drills:
+            latest_drills[summary.hierarchy] = summary.id
+    for drill_id in latest_drills.values():
+        failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
+    return EvalsSnapshot(quality_rows(summaries, failed))
+
+
 class EvalsFeed:
     def __init__(self, ctx: ConsoleContext) -> None:
         self.ctx = ctx
         self.seen: Any = object()
+        self._db: Any = None  # on a Postgres store: its evals, a read-only session held across polls
+        self._lock = threading.Lock()  # a poll and the view's close() never use the session at once
 
     def poll(self) -> EvalsSnapshot | None:
         from engine.scoring.results_db import EVALS_DB, EvalsDB
+
+        if self.ctx.postgres:
+            with self._lock:
+                return self._poll_postgres()
 
         path = self.ctx.store_dir / EVALS_DB
         try:
@@ -122,15 +143,28 @@ class EvalsFeed:
         if db is None:
             return EvalsSnapshot((), no_file=True)
         with db:
-            summaries = db.list(limit=ROWS)
-            failed: dict[str, tuple[str, ...]] = {}
-            latest_drills: dict[str, str] = {}
-            for summary in summaries:  # newest first: the first drill row of a hierarchy is its latest
-                if summary.source == "drill" and summary.hierarchy not in latest_drills:
-                    latest_drills[summary.hierarchy] = summary.id
-            for drill_id in latest_drills.values():
-                failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
-        return EvalsSnapshot(quality_rows(summaries, failed))
+            return read_snapshot(db)
+
+    def _poll_postgres(self) -> EvalsSnapshot | None:
+        from engine.scoring.results_pg import PgEvalsDB
+        from engine.store.location import PostgresLocation
+
+        location = self.ctx.location
+        assert isinstance(location, PostgresLocation)
+        if self._db is None:  # None again until something records an eval there (the schema is not created)
+            self._db = PgEvalsDB.open_read_only(location)
+        key = self._db.changes() if self._db is not None else None
+        if key == self.seen:
+            return None
+        self.seen = key
+        return read_snapshot(self._db) if self._db is not None else EvalsSnapshot((), no_file=True)
+
+    def close(self) -> None:
+        """The Postgres session, when the view stops polling (reopened by the next poll)."""
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     def invalidate(self) -> None:
         self.seen = object()

@@ -194,6 +194,19 @@ class PgEvalsDB:
             raise store_error(self.location, exc, "write the sampled score") from None
         return False
 
+    def changes(self) -> tuple[int, int, float]:
+        """What changes whenever anything is recorded (an eval, a drill row, one more sampled case): a reader (the
+        console's evals view) re-reads only when it did, as it does on evals.db's size and mtime."""
+        import psycopg
+
+        try:
+            row = self._raw.execute("SELECT count(*), coalesce(sum(cases), 0), coalesce(max(ended), 0) "
+                                    "FROM evals").fetchone()
+        except psycopg.Error as exc:
+            raise store_error(self.location, exc, "read the evals") from None
+        assert row is not None
+        return int(row[0]), int(row[1]), float(row[2])
+
     # -- reads: evals.db's SQL (results_db.py), qmark through PgSqlConnection --------------------------------------
 
     def _fetch(self, row_type: Any, sql: str, params: Any) -> list[Any]:
