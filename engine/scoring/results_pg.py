@@ -86,9 +86,12 @@ _CASE_MARKS = ", ".join(["%s"] * (len(_CASES.split(", ")) + 1))
 
 
 def _case_values(eval_id: str, c: CaseResult) -> tuple[Any, ...]:
+    # A Postgres TEXT cannot hold NUL, which SQLite stores: an error quoting a scorer's exception could carry one,
+    # and must not cost the case (the JSON columns escape it already).
+    error = c.error.replace("\x00", "\\x00") if c.error is not None else None
     return (eval_id, c.case_id, c.task_type, c.run_id, c.status, c.score, int(c.passed), c.cost_usd, c.latency_s,
             json.dumps(list(c.agents)), json.dumps(list(c.routes)), json.dumps([s.to_json() for s in c.scores]),
-            c.error)
+            error)
 
 
 def _summary_values(record: EvalRecord, cases: int, passed: int, score: float, cost_usd: float) -> tuple[Any, ...]:

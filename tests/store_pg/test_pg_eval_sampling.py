@@ -176,3 +176,17 @@ def test_flightdeck_eval_on_postgres_records_results_and_compares_with_the_lates
                  "ev_nope", "--json"]) == 2  # a baseline that is not there: exit 2, nothing run
     assert "no eval 'ev_nope' in postgresql://" in capsys.readouterr().err
     assert len(rows(pg_url, "SELECT id FROM evals")) == 2
+
+
+def test_an_error_with_a_nul_byte_is_recorded_not_lost(pg_url: str) -> None:
+    record = EvalRecord(id="sm_h_00000000_2", hierarchy="h", hierarchy_hash="0" * 64, dataset="sample",
+                        dataset_sha256="1" * 64, started=1.0, ended=2.0, models={}, source="sample")
+    case = CaseResult(case_id="run-nul", task_type="sample", run_id="run-nul", status="completed", score=0.0,
+                      passed=False, cost_usd=0.0, latency_s=1.0, agents=(), routes=(),
+                      scores=(Score("check", 0.0, False, "ValueError: bad\x00byte", error=True),),
+                      error="ValueError: bad\x00byte")  # Postgres TEXT refuses NUL; SQLite keeps it
+    with open_evals_store(pg(pg_url)) as db:
+        assert db.add_sample(record, case) is True
+        (stored,) = db.cases(record.id)
+    assert stored.error == "ValueError: bad\\x00byte"
+    assert json.loads(stored.checks)[0]["reason"] == "ValueError: bad\x00byte"  # JSON escapes it
