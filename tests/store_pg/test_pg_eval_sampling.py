@@ -6,6 +6,7 @@ eval --store postgresql://...` records its results and finds its baseline there.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,48 @@ def test_an_error_with_a_nul_byte_is_recorded_not_lost(pg_url: str) -> None:
         (stored,) = db.cases(record.id)
     assert stored.error == "ValueError: bad\\x00byte"
     assert json.loads(stored.checks)[0]["reason"] == "ValueError: bad\x00byte"  # JSON escapes it
+
+
+def test_the_sampler_keeps_one_connection_and_reopens_it_after_the_database_dropped_it(pg_url: str,
+                                                                                       tmp_path: Path) -> None:
+    hierarchy = write_hierarchy(tmp_path, SAMPLED + '    - {scorer: contains, value: "refund"}\n')
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+
+    def evals_sessions() -> list[int]:
+        return [r["pid"] for r in rows(pg_url, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                               "'flightdeck-evals' AND datname = current_database()")]
+
+    def until_gone(pid: int) -> None:
+        """A closed or terminated session leaves pg_stat_activity when its backend exits: wait for that."""
+        deadline = time.monotonic() + 10
+        while pid in evals_sessions():
+            assert time.monotonic() < deadline, f"evals session {pid} is still there"
+
+    async def go() -> tuple[int, int]:
+        async with Engine(store, latency_scale=0.0, runbooks=False) as engine:
+            for n in range(3):
+                await engine.run(hierarchy, RunRequest(input=f"first {n}"))
+                assert await engine.sampler.drain(10.0)
+            (pid,) = evals_sessions()  # three writes, one connection
+            rows(pg_url, "SELECT pg_terminate_backend(%s)", (pid,))
+            until_gone(pid)
+            for n in range(2):  # the first write finds it gone (counted, reported); the next one reopens
+                await engine.run(hierarchy, RunRequest(input=f"then {n}"))
+                assert await engine.sampler.drain(10.0)
+            (reopened,) = evals_sessions()
+            sessions.append(reopened)
+            return engine.sampler.write_failures, engine.sampler.scored
+
+    sessions: list[int] = []
+    try:
+        assert anyio.run(go) == (1, 5)
+    finally:
+        store.close()
+    until_gone(sessions[0])  # closed with the engine
+    (window,) = rows(pg_url, "SELECT cases FROM evals")
+    assert window["cases"] == 4
+    reader = open_trace_reads(pg(pg_url))
+    try:
+        assert len(reader.events_after(0, limit=1000, kinds=["eval.sample_failed"])) == 1
+    finally:
+        reader.close()
