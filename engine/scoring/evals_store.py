@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .results import CaseResult, EvalRecord
     from .results_db import CaseRow, EvalSummary
 
-__all__ = ["EvalsStore", "evals_where", "open_evals_store", "open_evals_store_read_only"]
+__all__ = ["EvalsStore", "open_evals_store", "open_evals_store_read_only"]
 
 
 class EvalsStore(Protocol):
@@ -67,14 +67,3 @@ def open_evals_store_read_only(store: StoreLocation | Path) -> EvalsStore | None
     from .results_db import EvalsDB
 
     return EvalsDB.open_read_only(store.path if isinstance(store, StoreDirectory) else store)
-
-
-def evals_where(store: StoreLocation | Path) -> str:
-    """How messages name where the results went: STORE/evals.db, or the Postgres store (password masked)."""
-    from engine.store.location import PostgresLocation, StoreDirectory
-
-    if isinstance(store, PostgresLocation):
-        return f"{store.masked} (evals)"
-    from .results_db import EVALS_DB
-
-    return str((store.path if isinstance(store, StoreDirectory) else store) / EVALS_DB)
