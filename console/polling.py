@@ -54,8 +54,9 @@ ErrorReporter = Callable[[BaseException, str], None]
 
 POLL_GROUP = "flightdeck-poll"
 # What the console shows on a Postgres store so far (issue 16), for the message of everything else.
-CONSOLE_ON_POSTGRES = ("the console's runs, run, approvals, breakers, controls, runbooks, audit, queues and engines "
-                       "views and its kill, release, approve, deny, breaker, flag, incident and runbook actions")
+CONSOLE_ON_POSTGRES = ("the console's runs, run, approvals, breakers, controls, runbooks, audit, evals, queues and "
+                       "engines views and its kill, release, approve, deny, breaker, flag, incident and runbook "
+                       "actions")
 BUSY_INTERVAL_S = 0.05  # while data keeps changing, poll this often (new events reach the screen in ~100 ms)
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 10.0

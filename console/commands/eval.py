@@ -12,8 +12,8 @@ from console.output import print_json
 
 if TYPE_CHECKING:
     from engine.evals.compare import Comparison
+    from engine.scoring.evals_store import EvalsStore
     from engine.scoring.results import EvalRecord
-    from engine.scoring.results_db import EvalsDB
 
 
 def _fraction(text: str) -> float:
@@ -28,15 +28,17 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "eval", help="score a hierarchy on a dataset and compare with a baseline (for CI)",
         description="Run every case of a JSONL dataset through a hierarchy (on the scripted model unless the "
                     "hierarchy names another), score it with the case's checks (exact, contains, regex, "
-                    "json_schema, python, llm_judge), record the results in STORE/evals.db and compare them "
+                    "json_schema, python, llm_judge), record the results in STORE/evals.db (on a Postgres "
+                    "store: its evals tables) and compare them "
                     "with a baseline per agent, per route and per task type.",
         epilog="Exit codes: 0 no regression beyond --max-regression (without --baseline: every case passed); 1 a "
                "regression (without --baseline: a case failed); 2 bad input (hierarchy, dataset, check, baseline, "
                "option); 3 store problem.")
     parser.add_argument("hierarchy", metavar="FILE|NAME", help="hierarchy YAML file or bundled example name")
     parser.add_argument("--dataset", required=True, metavar="FILE", help="JSONL file, one case a line")
-    parser.add_argument("--store", metavar="DIR",
-                        help="store the runs and evals.db go to (default: $FLIGHTDECK_STORE, else ./.flightdeck)")
+    parser.add_argument("--store", metavar="DIR|URL",
+                        help="store the runs and the results go to: a directory (its evals.db) or a postgresql:// "
+                             "URL (default: $FLIGHTDECK_STORE, else ./.flightdeck)")
     parser.add_argument("--baseline", metavar="ID|latest|FILE",
                         help="an earlier eval's id (or a unique prefix), `latest` (the last eval of this hierarchy "
                              "on a dataset of this file name in the store), or a `flightdeck eval --json` file")
@@ -60,7 +62,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def _baseline(value: str, db: EvalsDB, hierarchy: str, dataset: str) -> EvalRecord | None:
+def _baseline(value: str, db: EvalsStore, hierarchy: str, dataset: str) -> EvalRecord | None:
     from engine.evals.compare import read_results_file
 
     if value == "latest":
@@ -80,13 +82,16 @@ def handle(args: argparse.Namespace) -> int:
     from engine.evals.junit import write_junit
     from engine.evals.runner import run_eval
     from engine.hierarchy.loader import load_hierarchy
-    from engine.scoring.results_db import EvalsDB
+    from engine.scoring.evals_store import open_evals_store
     from engine.scoring.scorers import JudgeDefaults, build_scorers
-    from engine.store import resolve_store_dir
+    from engine.store import resolve_store_location
+    from engine.store.location import PostgresLocation
 
     from .eval_report import print_report
 
-    store_dir = resolve_store_dir(args.store)  # a postgres:// URL is refused, exit 2
+    location = resolve_store_location(args.store)
+    # Runs and results on a Postgres store: an engine wholly there (config from $FLIGHTDECK_CONFIG), its evals tables.
+    store = location if isinstance(location, PostgresLocation) else location.path
     target = provider_target(args)  # --provider-url / --model / --api-key-env, checked like `flightdeck drill`'s
     hierarchy = load_hierarchy(args.hierarchy)
     if target is not None:
@@ -97,7 +102,7 @@ def handle(args: argparse.Namespace) -> int:
     scorers = build_scorers(dataset.cases, JudgeDefaults(args.judge_url, args.judge_model, args.judge_key_env))
     if args.junit is not None and not Path(args.junit).resolve().parent.is_dir():
         raise InputError("directory not found", file=args.junit, field="--junit")
-    with EvalsDB.open(store_dir) as db:
+    with open_evals_store(store) as db:
         # The baseline is found before anything runs: a bad one is exit 2 with nothing recorded.
         baseline = _baseline(args.baseline, db, hierarchy.name, dataset.name) if args.baseline else None
         if baseline is not None and baseline.hierarchy != hierarchy.name:
@@ -107,9 +112,9 @@ def handle(args: argparse.Namespace) -> int:
             print(f"evaluating {hierarchy.name} on {dataset.path}: {len(dataset.cases)} cases"
                   + (f" on {target.describe()}" if target is not None else ""), file=sys.stderr)
             if args.baseline == "latest" and baseline is None:
-                print(f"no earlier eval of {hierarchy.name} on {dataset.name} in {store_dir}: nothing to compare",
+                print(f"no earlier eval of {hierarchy.name} on {dataset.name} in {location}: nothing to compare",
                       file=sys.stderr)
-        record = run_eval(hierarchy, dataset, scorers, store_dir=store_dir, speed=args.speed, seed=args.seed)
+        record = run_eval(hierarchy, dataset, scorers, store_dir=store, speed=args.speed, seed=args.seed)
         db.save(record)
     comparison: Comparison | None = (compare(record, baseline, args.max_regression)
                                      if baseline is not None else None)
@@ -123,5 +128,5 @@ def handle(args: argparse.Namespace) -> int:
         print_json({"eval": record.to_json(), "comparison": comparison.to_json() if comparison else None,
                     "ok": not failed})
     else:
-        print_report(record, comparison, store_dir)
+        print_report(record, comparison, str(location))
     return 1 if failed else 0

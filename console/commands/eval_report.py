@@ -26,7 +26,7 @@ def _deltas(record: EvalRecord, comparison: Comparison | None, dimension: str) -
     return [Delta(dimension, key, None, stat, False) for key, stat in groups.items()]
 
 
-def print_report(record: EvalRecord, comparison: Comparison | None, store_dir: Path) -> None:
+def print_report(record: EvalRecord, comparison: Comparison | None, store_dir: Path | str) -> None:
     rows = [(c.case_id, c.task_type, c.status, f"{c.score:.3f}", "PASS" if c.passed else "FAIL", usd(c.cost_usd),
              seconds(c.latency_s)) for c in record.cases]
     print(table(("CASE", "TYPE", "STATUS", "SCORE", "RESULT", "COST", "TIME"), rows, right={3, 5, 6}))

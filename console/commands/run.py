@@ -211,7 +211,7 @@ def handle(args: argparse.Namespace) -> int:
                 return results
 
     if isinstance(location, PostgresLocation):  # the engine wholly on Postgres: no directory, no lock
-        store = open_engine_store(location, config_file=args.config)
+        store = open_engine_store(location, config_file=args.config, input_checks=[check_store_runbooks])
     else:
         store = open_engine_store(location.path, config_file=args.config, input_checks=[check_store_runbooks])
     try:

@@ -1,14 +1,16 @@
 """View 9: Evals. Per hierarchy: the score trend of online sampling, the latest dataset eval and the latest drill
-run, from STORE/evals.db; it answers "is quality dropping, and since when?".
+run, from STORE/evals.db (on a Postgres store: the database's evals tables); it answers "is quality dropping, and
+since when?".
 
 Data path: EvalsFeed (console/views_data/evals_feed.py) reads evals.db read-only on the view's poll, only when the
-file changed. One row per hierarchy: SAMPLED (the newest window's mean score and how many runs it scored), TREND
-(the last windows as a sparkline, oldest left, its blocks spread over scores 0.5..1), QUALITY (dropping since WHEN,
-or steady), EVAL (the latest dataset eval: mean score, passed/cases, age), DRILLS (held/ran and the failed ones).
-The pane under the table shows, for a dropping hierarchy, where the drop is (the agents and routes whose score fell
-since the best window before it, from the sampled runs' paths), then the selected hierarchy's windows, newest first,
-with the hierarchy hash of each (a deploy shows as a new hash; a window that saw two files splits its score by
-file), and the latest eval's dataset and models. Sort and filter: console/screens/arranged.py.
+file changed (on Postgres: a read-only session, re-read when `PgEvalsDB.changes()` does). One row per hierarchy:
+SAMPLED (the newest window's mean score and how many runs it scored), TREND (the last windows as a sparkline, oldest
+left, its blocks spread over scores 0.5..1), QUALITY (dropping since WHEN, or steady), EVAL (the latest dataset
+eval: mean score, passed/cases, age), DRILLS (held/ran and the failed ones). The pane under the table shows, for a
+dropping hierarchy, where the drop is (the agents and routes whose score fell since the best window before it, from
+the sampled runs' paths), then the selected hierarchy's windows, newest first, with the hierarchy hash of each (a
+deploy shows as a new hash; a window that saw two files splits its score by file), and the latest eval's dataset and
+models. Sort and filter: console/screens/arranged.py.
 """
 
 from __future__ import annotations
@@ -148,9 +150,11 @@ class EvalsView(OneTableView):
 
     def on_deactivate(self) -> None:
         self.poller.stop()
+        self.feed.close()  # a Postgres store's session is not held while the view is not shown
 
     def on_unmount(self) -> None:
         self.poller.stop()
+        self.feed.close()
 
     def focus_default(self) -> None:
         focus_now(self.table)
@@ -252,7 +256,8 @@ class EvalsView(OneTableView):
         if snapshot is None:
             title.append("loading…", style="dim")
         elif snapshot.no_file:
-            title.append("no evals.db yet: no eval, drill or sampled run recorded in this store", style="dim")
+            title.append(("no evals yet" if self.ctx.postgres else "no evals.db yet")
+                         + ": no eval, drill or sampled run recorded in this store", style="dim")
         else:
             dropping = [r for r in snapshot.rows if r.dropping_since is not None]
             title.append(f"{len(snapshot.rows)} " + ("hierarchy" if len(snapshot.rows) == 1 else "hierarchies"))

@@ -32,10 +32,11 @@ from console.polling import Poller
 from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
 from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.screens.runbooks_detail import (
-    POSTGRES_HINT,
+    from_config,
     hint_text,
     incident_detail,
     incident_row,
+    postgres_hint,
     runbook_detail,
     runbook_row,
     title_text,
@@ -278,7 +279,7 @@ class RunbooksView(ArrangedView):
         watched = self.snapshot.watched if self.snapshot else True
         self.query_one("#rb-title", TextLines).update(
             title_text(self.incidents, len(self.runbooks), read_only=self.ctx.read_only, problem=problem,
-                       watched=watched, shipped_only=self.ctx.postgres))
+                       watched=watched, shipped_only=self.ctx.postgres and not from_config(self.runbooks)))
 
     def _selection_changed(self) -> None:
         runbook, incident, scope = self.target()
@@ -335,7 +336,7 @@ class RunbooksView(ArrangedView):
         selected = self.selected_incident if self.last_table == "incidents" else None
         self.hint = hint_text(self.incidents, self.suggested, selected)
         if self.ctx.postgres:
-            self.hint = f"{self.hint} {POSTGRES_HINT}"
+            self.hint = f"{self.hint} {postgres_hint(self.runbooks)}"
 
     # -- widget events ------------------------------------------------------------------------------------------
 

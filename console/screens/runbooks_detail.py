@@ -176,8 +176,20 @@ def runbook_row(runbook: Any, state: tuple[str, str]) -> tuple[Any, ...]:
 
 
 # What view 6 cannot do on a Postgres store (issue 16), said on its hint line: as `flightdeck runbooks list` there,
-# only the shipped runbooks are in force (STORE/runbooks/*.md needs a store directory).
+# the shipped runbooks are in force, plus those of $FLIGHTDECK_CONFIG's [runbooks] dir (STORE/runbooks/*.md needs a
+# store directory).
 POSTGRES_HINT = "Postgres store: the shipped runbooks only (no STORE/runbooks)."
+POSTGRES_CONFIG_HINT = ("Postgres store: the shipped runbooks and $FLIGHTDECK_CONFIG's [runbooks] dir "
+                        "(no STORE/runbooks).")
+
+
+def from_config(runbooks: list[Any]) -> bool:
+    """Whether any runbook in force came from the config's [runbooks] dir (loader origin `config`)."""
+    return any(getattr(r, "origin", None) == "config" for r in runbooks)
+
+
+def postgres_hint(runbooks: list[Any]) -> str:
+    return POSTGRES_CONFIG_HINT if from_config(runbooks) else POSTGRES_HINT
 
 
 def title_text(incidents: list[Incident], runbook_count: int, *, read_only: bool,

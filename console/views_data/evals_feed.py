@@ -2,7 +2,8 @@
 its latest dataset eval and its latest drill run, and the answer to "is quality dropping, and since when?".
 
 Re-read only when evals.db changed (its size and modification time: a rollback-journal file is rewritten in place
-by every transaction), and at most the newest ROWS rows: a window of online sampling is one row per hierarchy per
+by every transaction; on a Postgres store, `PgEvalsDB.changes()` over one read-only session the feed holds until
+the view closes it), and at most the newest ROWS rows: a window of online sampling is one row per hierarchy per
 `evals.window` (an hour by default), so that is weeks of trend.
 
 A window is one time bucket of a hierarchy: the rows of every file hash sampled in it (a deploy, or a run with
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,8 @@ from console.views_data.evals_where import GroupMove, WindowCases, where_it_drop
 
 if TYPE_CHECKING:
     from console.screens.base import ConsoleContext
-    from engine.scoring.results_db import EvalsDB, EvalSummary
+    from engine.scoring.evals_store import EvalsStore
+    from engine.scoring.results_db import EvalSummary
 
 ROWS = 2000
 TREND = 12  # windows in a row's sparkline
@@ -134,7 +137,7 @@ def quality_rows(summaries: list[EvalSummary], failed: dict[str, tuple[str, ...]
     return tuple(out)
 
 
-def with_where(db: EvalsDB, cases: WindowCases, row: HierarchyQuality) -> HierarchyQuality:
+def with_where(db: EvalsStore, cases: WindowCases, row: HierarchyQuality) -> HierarchyQuality:
     """A dropping hierarchy with the agents and routes its drop is in (the newest window's cases against the peak
     window's); others unchanged."""
     from dataclasses import replace
@@ -145,14 +148,32 @@ def with_where(db: EvalsDB, cases: WindowCases, row: HierarchyQuality) -> Hierar
     return replace(row, where=where_it_dropped(cases.window(db, row.latest.rows), baseline, DROP))
 
 
+def read_snapshot(db: EvalsStore, cases: WindowCases) -> EvalsSnapshot:
+    summaries = db.list(limit=ROWS)
+    failed: dict[str, tuple[str, ...]] = {}
+    latest_drills: dict[str, str] = {}
+    for summary in summaries:  # newest first: the first drill row of a hierarchy is its latest
+        if summary.source == "drill" and summary.hierarchy not in latest_drills:
+            latest_drills[summary.hierarchy] = summary.id
+    for drill_id in latest_drills.values():
+        failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
+    return EvalsSnapshot(tuple(with_where(db, cases, row) for row in quality_rows(summaries, failed)))
+
+
 class EvalsFeed:
     def __init__(self, ctx: ConsoleContext) -> None:
         self.ctx = ctx
         self.seen: Any = object()
         self.cases = WindowCases()
+        self._db: Any = None  # on a Postgres store: its evals, a read-only session held across polls
+        self._lock = threading.Lock()  # a poll and the view's close() never use the session at once
 
     def poll(self) -> EvalsSnapshot | None:
         from engine.scoring.results_db import EVALS_DB, EvalsDB
+
+        if self.ctx.postgres:
+            with self._lock:
+                return self._poll_postgres()
 
         path = self.ctx.store_dir / EVALS_DB
         try:
@@ -167,16 +188,28 @@ class EvalsFeed:
         if db is None:
             return EvalsSnapshot((), no_file=True)
         with db:
-            summaries = db.list(limit=ROWS)
-            failed: dict[str, tuple[str, ...]] = {}
-            latest_drills: dict[str, str] = {}
-            for summary in summaries:  # newest first: the first drill row of a hierarchy is its latest
-                if summary.source == "drill" and summary.hierarchy not in latest_drills:
-                    latest_drills[summary.hierarchy] = summary.id
-            for drill_id in latest_drills.values():
-                failed[drill_id] = tuple(c.case_id for c in db.cases(drill_id) if not c.passed)
-            rows = tuple(with_where(db, self.cases, row) for row in quality_rows(summaries, failed))
-        return EvalsSnapshot(rows)
+            return read_snapshot(db, self.cases)
+
+    def _poll_postgres(self) -> EvalsSnapshot | None:
+        from engine.scoring.results_pg import PgEvalsDB
+        from engine.store.location import PostgresLocation
+
+        location = self.ctx.location
+        assert isinstance(location, PostgresLocation)
+        if self._db is None:  # None again until something records an eval there (the schema is not created)
+            self._db = PgEvalsDB.open_read_only(location)
+        key = self._db.changes() if self._db is not None else None
+        if key == self.seen:
+            return None
+        self.seen = key
+        return read_snapshot(self._db, self.cases) if self._db is not None else EvalsSnapshot((), no_file=True)
+
+    def close(self) -> None:
+        """The Postgres session, when the view stops polling (reopened by the next poll)."""
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     def invalidate(self) -> None:
         self.seen = object()

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from engine.scoring.evals_store import EvalsStore
     from engine.scoring.results import EvalRecord
-    from engine.scoring.results_db import EvalsDB, EvalSummary
+    from engine.scoring.results_db import EvalSummary
 
 WHERE_MAX = 4  # groups named per hierarchy: the pane has one line for them
 CACHED_WINDOWS = 32
@@ -29,7 +30,7 @@ class WindowCases:
     def __init__(self) -> None:
         self.loaded: dict[tuple[tuple[str, int], ...], EvalRecord] = {}
 
-    def window(self, db: EvalsDB, rows: tuple[EvalSummary, ...]) -> EvalRecord:
+    def window(self, db: EvalsStore, rows: tuple[EvalSummary, ...]) -> EvalRecord:
         key = tuple((r.id, r.cases) for r in rows)
         record = self.loaded.get(key)
         if record is None:
@@ -52,7 +53,7 @@ class GroupMove:
     before: float | None
 
 
-def window_record(db: EvalsDB, rows: tuple[EvalSummary, ...]) -> EvalRecord:
+def window_record(db: EvalsStore, rows: tuple[EvalSummary, ...]) -> EvalRecord:
     """The cases of one window's rows (a window has one row per hierarchy file hash seen in it) as one record."""
     records = [db.load(summary) for summary in rows]
     first = records[0]

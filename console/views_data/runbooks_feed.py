@@ -5,9 +5,10 @@ computes the dry run of a runbook (engine.runbooks.actions.plan) and performs th
 same APIs the CLI uses. See console/screens/runbooks.py for the view.
 
 On a Postgres store (issue 16) the same feed reads the Postgres control plane: incidents and applications through the
-console's read-only PgControlDB (ctx.source.control()), the shipped runbooks only (there is no STORE/runbooks, as
-`flightdeck runbooks list` there), and every action goes through ControlAPI(ctx.location), which writes its audit row
-in the same transaction as the change, as on a store directory."""
+console's read-only PgControlDB (ctx.source.control()), the shipped runbooks and those of $FLIGHTDECK_CONFIG's
+[runbooks] dir (there is no STORE/runbooks; as `flightdeck runbooks list` there), and every action goes through
+ControlAPI(ctx.location), which writes its audit row in the same transaction as the change, as on a store
+directory."""
 
 from __future__ import annotations
 
@@ -74,6 +75,18 @@ class RunbooksFeed:
         """The store directory, or None on a Postgres store (no STORE/runbooks: the shipped runbooks only)."""
         return None if self.ctx.postgres else self.ctx.store_dir
 
+    def project_dir(self) -> Path | None:
+        """The config's [runbooks] dir: STORE/config.toml's, or on Postgres (no config.toml) $FLIGHTDECK_CONFIG's,
+        as the engines there read it. InputError (shown as the view's problem) for a bad config."""
+        import os
+
+        from engine.store.config import load_config
+        from engine.store.pg_engine_store import engine_config
+
+        if self.store_dir is None:
+            return engine_config(None, os.environ).runbooks_dir
+        return load_config(self.store_dir).runbooks_dir
+
     @property
     def control_target(self) -> Path | StoreLocation:
         """What ControlAPI opens: the store directory's path, or the Postgres store."""
@@ -89,7 +102,7 @@ class RunbooksFeed:
                 from engine.runbooks.loader import load_runbooks
 
                 try:
-                    self.runbooks = load_runbooks(self.store_dir)
+                    self.runbooks = load_runbooks(self.store_dir, project_dir=self.project_dir())
                 except FlightdeckError as exc:  # a broken runbook file: say so, keep showing incidents
                     self.runbooks, self.problem = [], f"runbooks could not be loaded: {exc}"
             db = self.ctx.source.control()

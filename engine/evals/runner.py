@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.drills.session import run_then_read
+from engine.drills.session import run_then_read, run_then_read_postgres
 from engine.hierarchy.loader import Hierarchy
 from engine.runtime.engine import Engine, RunRequest
 from engine.runtime.results import RunResult
@@ -24,7 +24,8 @@ from engine.scoring.results import CaseResult, EvalRecord
 from engine.scoring.run_path import run_path
 from engine.scoring.scorers import Score, Scorer
 from engine.store import EngineStore
-from engine.store.reader import TraceReader
+from engine.store.location import PostgresLocation
+from engine.store.reader_protocol import TraceReads
 
 from .dataset import Dataset, EvalCase
 
@@ -52,7 +53,7 @@ async def _score(case: EvalCase, result: RunResult, scorers: list[Scorer]) -> _S
     return _Scored(case, result, scores, None)
 
 
-def _case_result(reader: TraceReader, scored: _Scored) -> CaseResult:
+def _case_result(reader: TraceReads, scored: _Scored) -> CaseResult:
     path = run_path(reader.spans(scored.result.run_id))
     scores = scored.scores
     if scored.problem is not None:
@@ -68,7 +69,7 @@ def _case_result(reader: TraceReader, scored: _Scored) -> CaseResult:
                       error=scored.problem or ("; ".join(errors) if errors else None))
 
 
-def _models(hierarchy: Hierarchy, reader: TraceReader, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _models(hierarchy: Hierarchy, reader: TraceReads, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The hierarchy's models as configured (provider, model id, server) with the calls the eval made to each and
     the versions the servers reported (`response_model` on llm spans: e.g. gpt-4o answered by gpt-4o-2024-08-06)."""
     calls: dict[str, int] = {}
@@ -92,10 +93,10 @@ def _models(hierarchy: Hierarchy, reader: TraceReader, run_ids: list[str]) -> di
 
 
 def run_eval(hierarchy: Hierarchy, dataset: Dataset, scorers: dict[str, list[Scorer]], *,
-             store_dir: str | Path | None = None, speed: float = 0.0, seed: int = 0, eval_id: str | None = None,
-             on_case: Callable[[CaseResult], None] | None = None) -> EvalRecord:
+             store_dir: str | Path | PostgresLocation | None = None, speed: float = 0.0, seed: int = 0,
+             eval_id: str | None = None, on_case: Callable[[CaseResult], None] | None = None) -> EvalRecord:
     """Run and score every case. `speed`: the scripted model's speed factor, 0 = no simulated latency. `store_dir`:
-    where the runs are recorded (None: a temporary store)."""
+    where the runs are recorded (None: a temporary store; a PostgresLocation: an engine wholly on that store)."""
     record_id = eval_id or new_eval_id()
     latency_scale = (1.0 / speed) if speed else 0.0
     started = time.time()
@@ -110,7 +111,7 @@ def run_eval(hierarchy: Hierarchy, dataset: Dataset, scorers: dict[str, list[Sco
                 out.append(await _score(case, result, scorers.get(case.id, [])))
         return out
 
-    def read(reader: TraceReader, all_scored: list[_Scored]) -> EvalRecord:
+    def read(reader: TraceReads, all_scored: list[_Scored]) -> EvalRecord:
         cases: list[CaseResult] = []
         for scored in all_scored:
             case = _case_result(reader, scored)
@@ -122,4 +123,6 @@ def run_eval(hierarchy: Hierarchy, dataset: Dataset, scorers: dict[str, list[Sco
                           dataset=dataset.name, dataset_sha256=dataset.sha256, started=started, ended=time.time(),
                           models=models, cases=cases)
 
+    if isinstance(store_dir, PostgresLocation):
+        return run_then_read_postgres(store_dir, go, read)
     return run_then_read(store_dir, go, read, prefix="flightdeck-eval-")

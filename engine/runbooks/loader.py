@@ -8,7 +8,9 @@ padded with one empty line for the opening `---`, so YAML line numbers ARE file 
 Where runbooks come from, later ones replacing earlier ones with the same id (so a store can tune a shipped one):
 1. the shipped runbooks: the checkout's runbooks/ directory when running from a source tree, else the copies
    packaged in engine/runbooks/ (tests keep the two identical);
-2. STORE/runbooks/*.md.
+2. the project's: the directory the config's `[runbooks] dir` names (origin `config`), the one place an engine
+   wholly on Postgres, which has no store directory, can keep runbooks of its own;
+3. STORE/runbooks/*.md.
 README.md files are documentation, not runbooks, and are skipped.
 """
 
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 from engine.errors import InputError, InputErrors
 from engine.runbooks.model import PLACEHOLDERS, Action, Condition, Runbook, RunbookSpec, placeholders_in
 from engine.runbooks.signals import signal_spec
+from engine.store.config import StoreConfig
 
 REQUIRED_SECTIONS: tuple[tuple[str, str], ...] = (
     ("what it means", "## What it means"),
@@ -64,13 +67,12 @@ def store_dir_runbooks(store_dir: Path) -> Path:
     return Path(store_dir) / STORE_SUBDIR
 
 
-def check_store_runbooks(store_dir: Path) -> None:
-    """Every runbook in STORE/runbooks is valid (InputErrors for all problems of all files); reads only. Passed to
-    open_engine_store as an input check, so a typo fails before anything in the store is created. The shipped
-    runbooks are the project's (validated by its tests), so only the store's own are read here."""
-    runbooks = store_dir_runbooks(store_dir)
-    if runbooks.is_dir():
-        load_dir(runbooks, origin="store")
+def check_store_runbooks(store_dir: Path | None, config: StoreConfig) -> None:
+    """Every runbook in the config's [runbooks] dir and in STORE/runbooks is valid (InputErrors for all problems of
+    all files); reads only. Passed to open_engine_store as an input check, so a typo fails before anything in the
+    store is created (on Postgres: before the engine registers). The shipped runbooks are validated by the
+    project's tests, so only the operator's own are read here."""
+    load_runbooks(store_dir, project_dir=config.runbooks_dir, shipped=False)
 
 
 def runbook_files(directory: Path) -> list[Path]:
@@ -328,10 +330,14 @@ def load_dir(directory: Path | str, *, origin: str = "project") -> list[Runbook]
     return runbooks
 
 
-def load_runbooks(store_dir: Path | None = None, *, dirs: Iterable[tuple[Path, str]] | None = None) -> list[Runbook]:
-    """The shipped runbooks, then STORE/runbooks (a store runbook replaces a shipped one with the same id)."""
+def load_runbooks(store_dir: Path | None = None, *, project_dir: Path | None = None, shipped: bool = True,
+                  dirs: Iterable[tuple[Path, str]] | None = None) -> list[Runbook]:
+    """The shipped runbooks, then the config's [runbooks] dir (`project_dir`, StoreConfig.runbooks_dir), then
+    STORE/runbooks: a later runbook replaces an earlier one with the same id."""
     if dirs is None:
-        dirs = [(shipped_dir(), "project" if shipped_dir() == _CHECKOUT_DIR else "packaged")]
+        dirs = [(shipped_dir(), "project" if shipped_dir() == _CHECKOUT_DIR else "packaged")] if shipped else []
+        if project_dir is not None:
+            dirs.append((Path(project_dir), "config"))
         if store_dir is not None and store_dir_runbooks(store_dir).is_dir():
             dirs.append((store_dir_runbooks(store_dir), "store"))
     by_id: dict[str, Runbook] = {}

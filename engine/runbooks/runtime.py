@@ -97,12 +97,13 @@ class RunbookEngine:
     @classmethod
     def for_store(cls, store: EngineStore, *, tracer_event: TracerEvent, clock: Clock = SYSTEM_CLOCK,
                   runbooks: Iterable[Runbook] | None = None, **options: Any) -> RunbookEngine:
-        """The shipped runbooks and STORE/runbooks (InputError naming file and line if one is invalid), on the
-        engine's store and config."""
+        """The shipped runbooks, the config's [runbooks] dir and STORE/runbooks (InputError naming file and line if
+        one is invalid), on the engine's store and config."""
         if runbooks is None:
             from engine.runbooks.loader import load_runbooks
 
-            runbooks = load_runbooks(store.store_dir)  # on Postgres (no directory): the shipped runbooks
+            # On Postgres (no directory): the shipped runbooks and the config's.
+            runbooks = load_runbooks(store.store_dir, project_dir=store.config.runbooks_dir)
         return cls(store.store_dir, engine_id=store.engine_id, tracer_event=tracer_event, config=store.config,
                    runbooks=runbooks, clock=clock, control_at=store.control_location,
                    traces_at=store.trace_location, **options)

@@ -86,8 +86,10 @@ class Engine:
         self.publisher: Any = None  # current breaker and budget state for the console
         self.otel: Any = None  # the LiveExporter when [otel] or OTEL_EXPORTER_OTLP_* turns export on
         self.runbooks_option = runbooks  # which runbooks open_engine loads (True: the store's; False: none)
-        # Sampled scores go to STORE/evals.db: an engine wholly on Postgres has no directory (not served there yet).
-        self.sampling = sampling and getattr(store, "store_dir", None) is not None
+        # Where sampled scores go: beside the control plane (STORE/evals.db, or an engine wholly on Postgres's
+        # `evals` tables: engine/scoring/evals_store.py).
+        self.evals_at: Any = getattr(store, "control_location", None)
+        self.sampling = sampling and self.evals_at is not None
         self.sampler: Any = None  # the online Sampler, made when the first run of a sampled hierarchy ends
         self.approval_listeners: list[Callable[[Approval], None]] = []
         self.durable: DurableRuns | None = None

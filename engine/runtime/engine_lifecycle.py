@@ -89,9 +89,10 @@ async def close_engine(engine: Engine) -> None:
         await engine.durable.close()  # runs resumed on start end first (stop_all() kills them on a shutdown)
     if engine.sampler is not None:  # scores of runs that ended are recorded before the writer closes
         await engine.sampler.drain()
-        await anyio.to_thread.run_sync(engine.sampler.close)
     engine.task_group.cancel_scope.cancel()
     await engine.task_group.__aexit__(None, None, None)
+    if engine.sampler is not None:  # no write starts after the task group: close its evals store connection
+        await anyio.to_thread.run_sync(engine.sampler.close)
     await anyio.to_thread.run_sync(engine.guards.close)  # unspent slices of shared daily caps go back
     if engine.otel is not None:
         from engine.export.live import stop_live_export

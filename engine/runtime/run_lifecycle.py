@@ -129,7 +129,7 @@ def sample(engine: Engine, compiled: CompiledHierarchy, request: RunRequest, res
         from engine.scoring.sampler import Sampler
 
         group = engine.task_group
-        engine.sampler = Sampler(engine.store.dir, lambda run_id, kind, name, data: engine.tracer.event(
+        engine.sampler = Sampler(engine.evals_at, lambda run_id, kind, name, data: engine.tracer.event(
             run_id, None, kind, name=name, data=data), lambda job: group.start_soon(job),
             RunPathReader(engine.writer.commit_now, engine.store.trace_location))
     engine.sampler.after_run(compiled.name, compiled.source_hash, compiled.spec, result.run_id, result.status,

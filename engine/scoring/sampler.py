@@ -1,14 +1,16 @@
 """Online sampling: the engine scores a share of a hierarchy's completed live runs (`evals: {sample, checks}`).
 
 Off the hot path: the Engine hands a run to `Sampler.after_run` once the run has ended (its row written, its result
-returned to the caller); scoring runs as a task of the engine's task group, and the evals.db write on a worker
-thread. Which runs: those that ended `completed` whose run id falls in the share (`sampled`, a hash of the id, so
-the choice is the same on every engine and in tests). Each scored run:
+returned to the caller); scoring runs as a task of the engine's task group, and the evals store's write on a worker
+thread (STORE/evals.db; on an engine wholly on Postgres, the database's `evals` tables: evals_store.py). Which
+runs: those that ended `completed` whose run id falls in the share (`sampled`, a hash of the id, so the choice is
+the same on every engine and in tests). Each scored run:
 
-- becomes a case of its window's `evals` row in STORE/evals.db (`source = 'sample'`, one row per hierarchy, file
-  hash and `window`; engine/scoring/results_db.py `add_sample`), with the agents and routes the run went through,
-  read from its spans once the trace writer committed them (run_path.py), as `flightdeck eval` records them: so a
-  window breaks down per agent and per route and two windows compare like two evals;
+- becomes a case of its window's `evals` row in the evals store (`source = 'sample'`, one row per hierarchy, file
+  hash and `window`; `add_sample` of engine/scoring/results_db.py, or results_pg.py on Postgres, where every
+  engine of a fleet adds to the same window's row), with the agents and routes the run went through, read from its
+  spans once the trace writer committed them (run_path.py), as `flightdeck eval` records them: so a window breaks
+  down per agent and per route and two windows compare like two evals;
 - emits `eval.scored` through the engine's trace writer (hierarchy, score, passed, error, eval id), which the
   runbooks' `sampled_score` signal reads (the shipped `quality-dropping` runbook).
 
@@ -23,21 +25,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from engine.hierarchy.eval_checks import EvalsSpec
 from engine.hierarchy.schema import HierarchySpec
+from engine.store.location import PostgresLocation
 
+from .evals_store import EvalsStore, open_evals_store
 from .results import CaseResult, EvalRecord
-from .results_db import EvalsDB
 from .run_path import RunPath, RunPathReader
 from .scorers import JudgeDefaults, Score, Scorer, build_one
+
+if TYPE_CHECKING:
+    from engine.store.location import StoreLocation
 
 __all__ = ["SampledRun", "Sampler", "sampled", "window_eval_id"]
 
@@ -85,13 +92,13 @@ class _Ended:
 
 
 class Sampler:
-    """One per Engine. `emit(run_id, kind, name, data)` is the engine's tracer event; `spawn` starts a task in the
-    engine's task group; `paths` reads the agents and routes of an ended run (None: recorded without them)."""
+    """One per Engine. `store`: where the scores go (a store directory, or a Postgres store: evals_store.py);
+    `emit(run_id, kind, name, data)` is the engine's tracer event; `spawn` starts a task in the engine's task
+    group; `paths` reads the agents and routes of an ended run (None: recorded without them)."""
 
-    def __init__(self, store_dir: Path, emit: Callable[[str | None, str, str | None, dict[str, Any]], None],
-                 spawn: Callable[[Callable[[], Any]], object],
-                 paths: RunPathReader | None = None) -> None:
-        self.store_dir = store_dir
+    def __init__(self, store: StoreLocation | Path, emit: Callable[[str | None, str, str | None, dict[str, Any]], None],
+                 spawn: Callable[[Callable[[], Any]], object], paths: RunPathReader | None = None) -> None:
+        self.store = store
         self.emit = emit
         self.spawn = spawn
         self.paths = paths
@@ -103,6 +110,13 @@ class Sampler:
         self._pending = 0
         self._idle = anyio.Event()
         self._idle.set()
+        # On a Postgres store the evals store is opened on the first write and kept (a connection costs ~50 ms to
+        # open, a write ~4 ms, measured on the dev VM); writes take turns on it (worker threads), and one that fails
+        # drops it so the next one reopens. evals.db is opened per write: a SQLite file opens in well under a
+        # millisecond, and its connection belongs to the thread that opened it.
+        self._keep = isinstance(store, PostgresLocation)
+        self._db: EvalsStore | None = None
+        self._db_lock = threading.Lock()
 
     def after_run(self, hierarchy: str, source_hash: str, spec: HierarchySpec, run_id: str, status: str,
                   run_input: Any, output: Any, cost_usd: float, latency_s: float, ended: float) -> bool:
@@ -121,11 +135,6 @@ class Sampler:
         with anyio.move_on_after(timeout):
             await self._idle.wait()
         return self._pending == 0
-
-    def close(self) -> None:
-        """After `drain`: the trace reader the paths were read with."""
-        if self.paths is not None:
-            self.paths.close()
 
     def _scorers_for(self, run: _Ended) -> list[Scorer] | str:
         known = self._scorers.get(run.source_hash)
@@ -197,7 +206,7 @@ class Sampler:
             await anyio.to_thread.run_sync(self._write, record, case)
         except Exception as exc:  # a StoreError, a full disk, a file that is not a database: never the engine's
             self.write_failures += 1
-            log.warning("sampled run %s not recorded in evals.db: %s", run.run_id, exc)
+            log.warning("sampled run %s not recorded in the evals store: %s", run.run_id, exc)
             self.emit(run.run_id, "eval.sample_failed", run.hierarchy, {"hierarchy": run.hierarchy, "eval": eval_id,
                                                                        "reason": str(exc)[:300]})
         self.emit(run.run_id, "eval.scored", run.hierarchy, {
@@ -205,5 +214,29 @@ class Sampler:
             "checks": [s.to_json() for s in scores]})
 
     def _write(self, record: EvalRecord, case: CaseResult) -> None:
-        with EvalsDB.open(self.store_dir) as db:
-            db.add_sample(record, case)
+        if not self._keep:
+            with open_evals_store(self.store) as db:
+                db.add_sample(record, case)
+            return
+        with self._db_lock:
+            if self._db is None:
+                self._db = open_evals_store(self.store)
+            try:
+                self._db.add_sample(record, case)
+            except BaseException:
+                db, self._db = self._db, None  # a dropped connection, a damaged file: the next write reopens
+                try:
+                    db.close()
+                except Exception:
+                    pass
+                raise
+
+    def close(self) -> None:
+        """The trace reader the paths were read with and the evals store's connection (the engine calls this once
+        it stopped scoring: after `drain` and its task group)."""
+        if self.paths is not None:
+            self.paths.close()
+        with self._db_lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()

@@ -367,7 +367,10 @@ async def open_fleet(store: Path | PostgresLocation, fleet: FleetFile, *, resume
     `worker_concurrency`: a queue's `concurrency` is per engine), and a dead engine's runs are taken over
     (runtime/durable_takeover.py). `config_file`: the config of an engine with no store directory."""
     members = load_members(fleet)
-    opened = open_engine_store(store, config_file=config_file)
+    from engine.runbooks.loader import check_store_runbooks
+
+    # The operator's runbooks (STORE/runbooks, the config's [runbooks] dir) are checked before the engine registers.
+    opened = open_engine_store(store, config_file=config_file, input_checks=[check_store_runbooks])
     try:
         engine = Engine(opened, latency_scale=latency_scale, durable=True, auto_resume=resume)
         durable = engine.durable

@@ -98,10 +98,11 @@ def open_engine_store(store_dir: str | os.PathLike[str] | PostgresLocation, *,
                       heartbeat_interval: float = 1.0, input_checks: Sequence[InputCheck] = (),
                       traces_to: PostgresLocation | None = None, give_up_after: float | None = None,
                       engine_id: str | None = None) -> EngineStore:
-    """Open a store for the engine: run `input_checks` on the directory (a feature's files in it, e.g.
-    engine.runbooks.loader.check_store_runbooks), create the directory (0700) if needed, take the lock (StoreLocked
-    if another engine holds it), create/migrate both databases, load the config (InputError if invalid), mark runs left
-    'running' by a dead engine 'abandoned', register this engine and start its TraceWriter and heartbeat.
+    """Open a store for the engine: run `input_checks` on the directory and the config (a feature's files in it or
+    named by the config, e.g. engine.runbooks.loader.check_store_runbooks), create the directory (0700) if needed,
+    take the lock (StoreLocked if another engine holds it), create/migrate both databases, load the config
+    (InputError if invalid), mark runs left 'running' by a dead engine 'abandoned', register this engine and start
+    its TraceWriter and heartbeat.
 
     `traces_to` (issue 16, an internal seam: no command offers it yet): the traces go to this Postgres store, while
     the lock, control.db and config stay in `store_dir`; `give_up_after`: seconds of failing Postgres commits after
@@ -110,7 +111,7 @@ def open_engine_store(store_dir: str | os.PathLike[str] | PostgresLocation, *,
     A PostgresLocation instead of a directory: the engine wholly on that Postgres store (pg_engine_store.py: no
     directory and no lock; the control plane and the traces in the database; config from `config_file`, else
     $FLIGHTDECK_CONFIG, else defaults; `engine_id`, else $FLIGHTDECK_ENGINE_ID, else a fresh uuid). `input_checks`
-    are for directories and not run."""
+    run with no directory (None) and that config, before the engine registers."""
     from engine.store.engine_store import open_engine_store as _open
     from engine.store.location import PostgresLocation as Postgres
     from engine.store.writer import DEFAULT_FLUSH_INTERVAL
@@ -122,7 +123,7 @@ def open_engine_store(store_dir: str | os.PathLike[str] | PostgresLocation, *,
             store_dir, config_file=config_file,
             flush_interval=DEFAULT_FLUSH_INTERVAL if flush_interval is None else flush_interval,
             max_queue=max_queue, heartbeat_interval=heartbeat_interval, engine_id=engine_id,
-            give_up_after=give_up_after)
+            give_up_after=give_up_after, input_checks=input_checks)
     return _open(Path(store_dir), config_file=config_file,
                  flush_interval=DEFAULT_FLUSH_INTERVAL if flush_interval is None else flush_interval,
                  max_queue=max_queue, heartbeat_interval=heartbeat_interval, input_checks=input_checks,

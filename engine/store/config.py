@@ -20,6 +20,10 @@
     [serve]                                          # `flightdeck serve` (engine/serve/)
     token_env = "FLIGHTDECK_API_TOKEN"               # the variable holding the API's bearer token (never the token)
 
+    [runbooks]                                       # the project's runbooks, loaded beside the shipped ones
+    dir = "runbooks"                                 # relative to this file (the only place an engine wholly on
+                                                     # Postgres can keep runbooks of its own: it has no STORE/)
+
 Unknown keys are errors (a typo must not silently disable redaction). A missing default file means defaults; a
 missing explicit file is an error. Errors are InputErrors naming the file, the line (best effort) and the field.
 """
@@ -108,6 +112,12 @@ class ServeConfig(Strict):
     token_env: str = Field(DEFAULT_TOKEN_ENV, pattern=ENV_NAME)
 
 
+class RunbooksConfig(Strict):
+    # A directory of runbook files (*.md). Relative paths are relative to the config file (load_config resolves
+    # them, and refuses a directory that is not there: a typo must not silently drop the project's runbooks).
+    dir: str | None = Field(None, min_length=1)
+
+
 class StoreConfig(Strict):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
@@ -115,6 +125,12 @@ class StoreConfig(Strict):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     otel: OtelConfig = Field(default_factory=OtelConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    runbooks: RunbooksConfig = Field(default_factory=RunbooksConfig)
+
+    @property
+    def runbooks_dir(self) -> Path | None:
+        """The project's runbook directory ([runbooks] dir, made absolute by load_config), or None."""
+        return Path(self.runbooks.dir) if self.runbooks.dir is not None else None
 
 
 def load_config(store_dir: Path, config_file: str | os.PathLike[str] | None = None) -> StoreConfig:
@@ -136,7 +152,23 @@ def load_config(store_dir: Path, config_file: str | os.PathLike[str] | None = No
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})", file=str(path),
                          line=raw[:exc.start].count(b"\n") + 1) from None
-    return parse_config(text, str(path))
+    config = parse_config(text, str(path))
+    if config.runbooks.dir is not None:
+        config = _with_runbooks_dir(config, text, path)
+    return config
+
+
+def _with_runbooks_dir(config: StoreConfig, text: str, path: Path) -> StoreConfig:
+    """[runbooks] dir made absolute (relative to the config file, not to wherever the command runs), or an
+    InputError naming the file, line and field when it is not a directory."""
+    assert config.runbooks.dir is not None
+    directory = Path(config.runbooks.dir).expanduser()
+    if not directory.is_absolute():
+        directory = path.resolve().parent / directory
+    if not directory.is_dir():
+        raise InputError(f"not a directory: {directory}", file=str(path), line=_line_of(text, ("runbooks", "dir")),
+                         field="runbooks.dir")
+    return config.model_copy(update={"runbooks": RunbooksConfig(dir=str(directory))})
 
 
 def parse_config(text: str, file: str) -> StoreConfig:

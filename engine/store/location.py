@@ -60,8 +60,8 @@ StoreLocation = StoreDirectory | PostgresLocation
 
 # The commands a Postgres store serves so far (what PostgresNotSupported and `--store`'s help say).
 SERVED_ON_POSTGRES = ("run (durable too), serve, console, runs, trace, usage, engines, store prune, runbooks, "
-                      "postmortem, export otlp, resume, reconcile, retry and the control plane's kill, release, "
-                      "approvals, safe-mode, incidents and audit")
+                      "postmortem, export otlp, eval, resume, reconcile, retry and the control plane's kill, "
+                      "release, approvals, safe-mode, incidents and audit")
 
 
 class PostgresNotSupported(InputError):

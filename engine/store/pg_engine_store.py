@@ -11,7 +11,8 @@ What differs from a store directory (engine_store.py), and why:
   for good and who takes them (a later slice of issue 16, with DBOS recovery); until then they stay `running`.
 - config.toml: there is no directory to hold it. `config_file=` (`flightdeck run --config FILE`), else
   `FLIGHTDECK_CONFIG`, else the defaults (redaction on, no notifiers, no [otel]).
-- Runbooks: the shipped ones (there is no STORE/runbooks), incidents and applications in the database.
+- Runbooks: the shipped ones and the directory the config's `[runbooks] dir` names (there is no STORE/runbooks),
+  checked by `input_checks` before the engine registers; incidents and applications in the database.
   OpenTelemetry export ([otel] in the config): the exporter process reads the database (engine/export/worker.py).
 - Not served yet (each says so when asked): durable runs, and the lock file's published health (`flightdeck
   engines` shows no `store` / `export` column for it).
@@ -24,7 +25,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ from engine.store.writer import TraceWriter
 if TYPE_CHECKING:
     from engine.store.engine_store import EngineStore
     from engine.store.location import PostgresLocation
+    from engine.store.preflight import InputCheck
 
 ENGINE_ID_ENV = "FLIGHTDECK_ENGINE_ID"
 CONFIG_ENV = "FLIGHTDECK_CONFIG"
@@ -68,8 +70,11 @@ def engine_config(config_file: str | os.PathLike[str] | None, environ: Mapping[s
 def open_postgres_engine_store(location: PostgresLocation, *, config_file: str | os.PathLike[str] | None,
                                flush_interval: float, max_queue: int, heartbeat_interval: float,
                                environ: Mapping[str, str] | None = None, engine_id: str | None = None,
-                               give_up_after: float | None = None) -> EngineStore:
-    """See the module docstring. InputError for a bad config or engine id (before anything is written), StoreLocked
+                               give_up_after: float | None = None,
+                               input_checks: Sequence[InputCheck] = ()) -> EngineStore:
+    """See the module docstring. `input_checks` run with no directory and the config (the runbook loader's
+    check_store_runbooks reads the config's [runbooks] dir). InputError for a bad config, a bad file a check reads
+    or engine id (before anything is written), StoreLocked
     when the engine id is alive elsewhere, StoreError (password masked) when the database cannot be used."""
     from engine import __version__
     from engine.store.engine_store import EngineStore
@@ -78,6 +83,8 @@ def open_postgres_engine_store(location: PostgresLocation, *, config_file: str |
 
     env = os.environ if environ is None else environ
     config = engine_config(config_file, env)
+    for check in input_checks:
+        check(None, config)
     redactor = Redactor.from_config(config, env)
     engine_id = engine_id_from(engine_id, env)
     now, host, user, pid = time.time(), socket.gethostname(), current_user(), os.getpid()

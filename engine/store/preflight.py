@@ -17,8 +17,9 @@ from engine.store.config import StoreConfig, load_config
 
 __all__ = ["InputCheck", "validate_store_inputs"]
 
-InputCheck = Callable[[Path], None]
-"""Checks a feature's files in the store directory (reads only); raises InputError / InputErrors."""
+InputCheck = Callable[[Path | None, StoreConfig], None]
+"""Checks a feature's files in the store directory and those its config names, e.g. [runbooks] dir (reads only);
+raises InputError / InputErrors. The directory is None for an engine wholly on Postgres (pg_engine_store.py)."""
 
 
 def validate_store_inputs(store_dir: Path, config_file: str | os.PathLike[str] | None = None,
@@ -27,5 +28,5 @@ def validate_store_inputs(store_dir: Path, config_file: str | os.PathLike[str] |
     creates nothing."""
     config = load_config(store_dir, config_file)
     for check in checks:
-        check(store_dir)
+        check(store_dir, config)
     return config

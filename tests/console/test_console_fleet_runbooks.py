@@ -137,3 +137,23 @@ async def test_apply_then_roll_back_from_view_6_on_postgres(fleet: PostgresLocat
     with ControlAPI(fleet, "auditor", create=False) as api:
         assert actions.active_applications(api.db) == []  # nothing of it left in force
         assert api.verify_audit(None).ok
+
+
+async def test_view_6_on_postgres_shows_the_runbooks_of_the_configs_runbooks_dir(
+        fleet: PostgresLocation, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from console.screens.runbooks_detail import POSTGRES_CONFIG_HINT
+    from engine.runbooks.loader import load_runbooks, shipped_dir
+
+    (tmp_path / "rb").mkdir()
+    text = (shipped_dir() / "cost-spike.md").read_text().replace("id: cost-spike", "id: cost-spike-local", 1)
+    (tmp_path / "rb" / "cost-spike-local.md").write_text(text)
+    (tmp_path / "engine.toml").write_text('[runbooks]\ndir = "rb"\n')
+    monkeypatch.setenv("FLIGHTDECK_CONFIG", str(tmp_path / "engine.toml"))  # what the fleet's engines read
+    app = app_on(fleet, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await open_runbooks(pilot)
+        ids = [rb.id for rb in view.runbooks]
+        assert "cost-spike-local" in ids and len(ids) == len(load_runbooks(None)) + 1
+        title = view.query_one("#rb-title").plain
+        assert f"· {len(ids)} runbooks" in title and "shipped runbooks" not in title
+        assert view.hint.endswith(POSTGRES_CONFIG_HINT)

@@ -108,6 +108,30 @@ def test_a_store_runbook_replaces_the_shipped_one(capsys: pytest.CaptureFixture[
     assert (cost["origin"], cost["detect"][0]["threshold"]) == ("store", 25.0)
 
 
+def test_the_configs_runbooks_dir_on_a_store_directory_sits_between_shipped_and_store_runbooks(
+        capsys: pytest.CaptureFixture[str], store_dir: Path) -> None:
+    shipped = Path(str(SHIPPED["cost-spike"].path)).read_text()
+    (store_dir / "project").mkdir(parents=True)
+    (store_dir / "project" / "cost-spike.md").write_text(shipped.replace("threshold: 2.0", "threshold: 25"))
+    (store_dir / "project" / "local.md").write_text(shipped.replace("id: cost-spike", "id: local", 1))
+    (store_dir / "config.toml").write_text('[runbooks]\ndir = "project"\n')  # relative to STORE/config.toml
+    code, out, _ = cli(capsys, "runbooks", "list", "--json", "--store", str(store_dir))
+    by_id = {r["id"]: r for r in json.loads(out)}
+    assert code == 0 and by_id["local"]["origin"] == "config"
+    assert (by_id["cost-spike"]["origin"], by_id["cost-spike"]["detect"][0]["threshold"]) == ("config", 25.0)
+    (store_dir / "runbooks").mkdir()
+    (store_dir / "runbooks" / "cost-spike.md").write_text(shipped.replace("threshold: 2.0", "threshold: 30"))
+    code, out, _ = cli(capsys, "runbooks", "list", "--json", "--store", str(store_dir))
+    (cost,) = [r for r in json.loads(out) if r["id"] == "cost-spike"]
+    assert (cost["origin"], cost["detect"][0]["threshold"]) == ("store", 30.0)  # STORE/runbooks comes last
+
+    (store_dir / "project" / "local.md").write_text(shipped.replace("id: cost-spike", "id: local", 1)
+                                                     .replace("threshold: 2.0", "threshold: [2]"))
+    hierarchy = write_hierarchy(store_dir.parent, LOOPY)
+    code, _, err = cli(capsys, "run", str(hierarchy.path), "--store", str(store_dir))
+    assert code == 2 and f"{store_dir / 'project' / 'local.md'}:" in err and "threshold" in err, err
+
+
 def test_apply_dry_run_apply_and_rollback(capsys: pytest.CaptureFixture[str], store_dir: Path) -> None:
     code, _, err = cli(capsys, "runbooks", "apply", "injection-suspected", "--scope", "hierarchy:inbox",
                        "--dry-run", "--store", str(store_dir))

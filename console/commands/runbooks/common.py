@@ -42,10 +42,33 @@ def control_target(location: StoreLocation) -> Path | StoreLocation:
     return directory if directory is not None else location
 
 
-def runbooks_in_force(store_dir: Path | None) -> list[Any]:
+def store_config(location: StoreLocation, config_file: str | None) -> Any:
+    """The config an engine on this store reads: `config_file`, else STORE/config.toml on a directory, else (on
+    Postgres, which has no config.toml) $FLIGHTDECK_CONFIG, else the defaults. InputError naming file and field."""
+    import os
+
+    from engine.store.config import load_config
+    from engine.store.pg_engine_store import engine_config
+
+    directory = store_dir_of(location)
+    if directory is None:
+        return engine_config(config_file, os.environ)
+    return load_config(directory, config_file)
+
+
+def runbooks_in_force(location: StoreLocation, config_file: str | None = None) -> list[Any]:
+    """The shipped runbooks, the config's [runbooks] dir, and STORE/runbooks on a directory (what an engine on this
+    store with this config loads)."""
     from engine.runbooks.loader import load_runbooks
 
-    return load_runbooks(store_dir)
+    config = store_config(location, config_file)
+    return load_runbooks(store_dir_of(location), project_dir=config.runbooks_dir)
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="the engines' config, for its [runbooks] dir (default: STORE/config.toml; on a Postgres "
+                             "store $FLIGHTDECK_CONFIG)")
 
 
 def find_runbook(runbooks: list[Any], runbook_id: str) -> Any:

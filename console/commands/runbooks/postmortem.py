@@ -50,7 +50,7 @@ def handle_postmortem(args: argparse.Namespace) -> int:
     runbook_path = None
     store_dir = location.path if isinstance(location, StoreDirectory) else None
     try:
-        runbook_path = str(find_runbook(runbooks_in_force(store_dir), incident.runbook).path)
+        runbook_path = str(find_runbook(runbooks_in_force(location), incident.runbook).path)
     except InputError:
         pass
     reader: TraceReads | None = None  # None: no traces recorded yet, the draft lists no runs

@@ -10,6 +10,7 @@ from typing import Any
 
 from console.cli import add_store_argument
 from console.commands.runbooks.common import (
+    add_config,
     add_operator,
     checked_reason,
     control_target,
@@ -17,6 +18,7 @@ from console.commands.runbooks.common import (
     incident_store,
     resolve_location,
     runbooks_in_force,
+    store_config,
     store_dir_of,
     usage_handler,
 )
@@ -29,18 +31,21 @@ def add_runbooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     runbooks = commands.add_parser(
         "runbooks", help="list, check, apply or roll back runbooks",
         description="Runbooks detect problems on the engine's event stream, open incidents, page their owners and "
-                    "apply (or suggest) audited actions that can be rolled back. They are the shipped ones plus "
-                    "STORE/runbooks/*.md (on a Postgres store: the shipped ones). See docs/runbooks.md.")
+                    "apply (or suggest) audited actions that can be rolled back. They are the shipped ones, the "
+                    "directory the config's [runbooks] dir names, and STORE/runbooks/*.md (a Postgres store has "
+                    "no STORE/: its project runbooks are the config's). See docs/runbooks.md.")
     actions = runbooks.add_subparsers(dest="runbooks_action", metavar="ACTION", parser_class=type(runbooks))
 
     listing = actions.add_parser("list", help="the runbooks in force on a store")
     listing.add_argument("--json", action="store_true", help="print a JSON list of runbook objects")
+    add_config(listing)
     add_store_argument(listing)
     listing.set_defaults(handler=handle_list)
 
     show = actions.add_parser("show", help="one runbook: detection, actions and its text")
     show.add_argument("runbook_id", metavar="ID")
     show.add_argument("--incident", metavar="INCIDENT_ID", help="fill {hierarchy}, {agent}, ... from this incident")
+    add_config(show)
     add_store_argument(show)
     show.set_defaults(handler=handle_show)
 
@@ -51,8 +56,10 @@ def add_runbooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "(when the store has a config.toml, or with --config). Every problem is printed with its file, "
                     "line and field; exit 2 if any.")
     check.add_argument("path", nargs="?", metavar="DIR|FILE",
-                       help="a directory of runbooks or one file (default: the shipped runbooks and STORE/runbooks)")
-    check.add_argument("--config", metavar="FILE", help="store config to check notifier targets against")
+                       help="a directory of runbooks or one file (default: the shipped runbooks, the config's "
+                            "[runbooks] dir and STORE/runbooks)")
+    check.add_argument("--config", metavar="FILE", help="store config to check notifier targets against (and whose "
+                                                        "[runbooks] dir to check)")
     add_store_argument(check)
     check.set_defaults(handler=handle_check)
 
@@ -69,6 +76,7 @@ def add_runbooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                                                  "line records it) and take the scope from it")
     apply.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
     apply.add_argument("--reason", metavar="TEXT", help="why (required unless --dry-run; goes to the audit log)")
+    add_config(apply)
     add_operator(apply)
     add_store_argument(apply)
     apply.set_defaults(handler=handle_apply)
@@ -98,7 +106,7 @@ def _runbook_json(runbook: Any) -> dict[str, Any]:
 
 
 def handle_list(args: argparse.Namespace) -> int:
-    runbooks = runbooks_in_force(store_dir_of(resolve_location(args)))
+    runbooks = runbooks_in_force(resolve_location(args), args.config)
     if args.json:
         print_json([_runbook_json(r) for r in runbooks])
         return 0
@@ -116,7 +124,7 @@ def handle_show(args: argparse.Namespace) -> int:
     from engine.runbooks.model import short_duration
 
     location = resolve_location(args)
-    runbook = find_runbook(runbooks_in_force(store_dir_of(location)), args.runbook_id)
+    runbook = find_runbook(runbooks_in_force(location, args.config), args.runbook_id)
     spec = runbook.spec
     context: dict[str, Any] = {}
     if args.incident:
@@ -149,22 +157,23 @@ def handle_show(args: argparse.Namespace) -> int:
 def handle_check(args: argparse.Namespace) -> int:
     import os
 
-    from engine.runbooks.loader import check_targets, load_dir, load_runbook
-    from engine.store.config import load_config
+    from engine.runbooks.loader import check_targets, load_dir, load_runbook, load_runbooks
     from engine.store.files import CONFIG_FILE
     from engine.store.pg_engine_store import CONFIG_ENV
 
-    store_dir = store_dir_of(resolve_location(args))
+    location = resolve_location(args)
+    store_dir = store_dir_of(location)
+    # A Postgres store has no config.toml: its engines read --config / $FLIGHTDECK_CONFIG (pg_engine_store.py).
+    config_file = args.config or (os.environ.get(CONFIG_ENV, "").strip() or None if store_dir is None else None)
+    has_config = bool(config_file) or (store_dir is not None and (store_dir / CONFIG_FILE).is_file())
+    config = store_config(location, config_file) if has_config else None
     if args.path:
         path = Path(args.path)
         runbooks = load_dir(path) if path.is_dir() else [load_runbook(path)]
     else:
-        runbooks = runbooks_in_force(store_dir)
+        runbooks = load_runbooks(store_dir, project_dir=config.runbooks_dir if config is not None else None)
     config_note = None
-    # A Postgres store has no config.toml: its engines read --config / $FLIGHTDECK_CONFIG (pg_engine_store.py).
-    config_file = args.config or (os.environ.get(CONFIG_ENV, "").strip() or None if store_dir is None else None)
-    if config_file or (store_dir is not None and (store_dir / CONFIG_FILE).is_file()):
-        config = load_config(store_dir or Path("."), config_file)
+    if config is not None:
         errors = check_targets(runbooks, config.notifiers)
         if errors:
             from engine.errors import InputErrors
@@ -212,7 +221,7 @@ def handle_apply(args: argparse.Namespace) -> int:
     from engine.runbooks import actions
 
     location = resolve_location(args)
-    runbook = find_runbook(runbooks_in_force(store_dir_of(location)), args.runbook_id)
+    runbook = find_runbook(runbooks_in_force(location, args.config), args.runbook_id)
     reason = "" if args.dry_run else checked_reason(args.reason)  # before anything is opened or created
     # A dry run writes nothing and needs a store; applying creates the control plane if need be.
     with ControlAPI(control_target(location), operator_name(args), create=not args.dry_run) as api:
