@@ -1,22 +1,19 @@
 """The engine's durable runs: every run is a DBOS workflow (engine/durable/host.py), and on start the runs a dead
 engine left in flight resume, unless told not to (`--no-resume`, the flag `runs.auto_resume=false`) or an operator
-killed them."""
+killed them. How a run goes on in its workflow body is runtime/durable_carry_on.py."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from engine.durable.keys import LEGACY_PATH_FORMAT, PATH_FORMAT, run_id_for_key
-from engine.runtime.call_paths import legacy_paths_refusal
-from engine.runtime.durable_limits import carried_budget, replaced_budget
+from engine.durable.keys import run_id_for_key
+from engine.runtime.durable_carry_on import RETRY_KEYS, QueueGate, carry_on, run_spec
+from engine.runtime.durable_limits import replaced_budget
 from engine.runtime.resume_loader import HierarchyCache
 
 if TYPE_CHECKING:
@@ -26,7 +23,7 @@ if TYPE_CHECKING:
     from engine.guardrails.budget import BudgetLimits
     from engine.hierarchy.loader import Hierarchy
     from engine.runtime.durable_pickup import Pickup
-    from engine.runtime.durable_resume import ResumeInfo, ResumeRecords
+    from engine.runtime.durable_resume import ResumeRecords
     from engine.runtime.durable_takeover import Takeover
     from engine.runtime.engine import Engine, RunRequest
     from engine.runtime.results import RunResult
@@ -35,16 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 OUTCOME_WAIT_S = 10.0  # wait_resumed's bound on DBOS recording an ended run's outcome (it takes milliseconds)
-RETRY_KEYS = ("retry_of", "retry_from", "retry_from_path")  # a retry's run attributes, kept in its spec
-
-
-class NotStarted(Exception):
-    """Raised by a serve-mode gate: a queued run that must not start (cancelled while it waited)."""
-
-
-# Serve mode's hold on a dequeued run (engine/serve/): `async with gate(run_id, spec):` returns when the run may
-# start (raises NotStarted when it never may) and counts it running until the block ends.
-QueueGate = Callable[[str, dict[str, Any]], AbstractAsyncContextManager[None]]
 
 
 class DurableRuns:
@@ -66,7 +53,7 @@ class DurableRuns:
         self.queues: list[str] = []
         self.gate: QueueGate | None = None
         self.handing_back: str | None = None
-        self._again: set[str] = set()  # runs an operator started again here (`resume_run`): they carry on
+        self.again: set[str] = set()  # runs an operator started again here (`resume_run`): they carry on
         # Runs this engine is carrying on (resumed, taken, or in their workflow body): never taken again meanwhile.
         # Written on the loop and on the control thread (set operations are atomic).
         self._busy: set[str] = set()
@@ -151,7 +138,8 @@ class DurableRuns:
             await self._call(lambda api: [api.cancel_approvals_for_run(run_id, "its engine died; the run is "
                                                                        "abandoned") for run_id in orphaned])
 
-    def _records(self) -> ResumeRecords:
+    def records(self) -> ResumeRecords:
+        """What runs resumed here carry on from (opened on first use, closed with the engine)."""
         from engine.runtime.durable_resume import ResumeRecords
 
         self._resume_records = self._resume_records or ResumeRecords(self.trace_location)
@@ -223,12 +211,12 @@ class DurableRuns:
             raise InputError(f"run {run_id} is not a durable run (it was not started with --durable): nothing is "
                              "recorded to resume it from; run it again instead")
         spec = found[2] if budget is None else await replaced_budget(self.engine, run_id, found[2], budget)
-        self._again.add(run_id)
+        self.again.add(run_id)
         try:
             handle = await self.host.start_again(run_id, spec)
             result: RunResult = await handle.get_result()
         finally:
-            self._again.discard(run_id)
+            self.again.discard(run_id)
         return result
 
     async def start_taken(self, run_id: str, limits: dict[str, Any] | None, data: dict[str, Any]) -> None:
@@ -344,11 +332,11 @@ class DurableRuns:
         started (its spec names the queue) is fresh unless this engine resumed it and its row shows it started."""
         fresh = self._requests.get(run_id)
         if fresh is not None:
-            return await self._run(spec, fresh[0], run_id, None, fresh[1])
+            return await run_spec(self, spec, fresh[0], run_id, None, fresh[1])
         self._busy.add(run_id)
         settled = False  # the body ends with an outcome DBOS records (cancelled: it stays PENDING, on purpose)
         try:
-            result = await self._carry_on(run_id, spec)
+            result = await carry_on(self, run_id, spec)  # runtime/durable_carry_on.py
             settled = True
             return result
         except Exception:
@@ -360,71 +348,3 @@ class DurableRuns:
                 self._settling.add(run_id)
             if run_id in self.resumed:
                 self._untrack_resumed()
-
-    async def _carry_on(self, run_id: str, spec: dict[str, Any]) -> RunResult:
-        """A run resumed, taken or dequeued here: rebuilt from its spec."""
-        queued = spec.get("queue") is not None
-        carries_on = not queued or run_id in self.resumed or run_id in self._again
-        info = await self._records().info(self.host, run_id, spec) if carries_on else None
-        if queued and info is not None and not info.started:
-            info = None  # dequeued (or held) but never recorded as started: nothing to carry on from
-        if info is not None:
-            spec = await carried_budget(self.engine, run_id, spec)
-        from engine.runtime.engine import RunRequest
-
-        # A run carrying on from a record keeps the call-path format it was recorded with (a spec written
-        # before formats were recorded: 1); one that never started takes today's.
-        paths = PATH_FORMAT if info is None else int(spec.get("paths") or LEGACY_PATH_FORMAT)
-        request = RunRequest(input=spec.get("input"), seed=spec.get("seed") or 0, tenant=spec.get("tenant"),
-                             budget=spec.get("budget"), idempotency_key=spec.get("key"), path_format=paths)
-        if queued and self.gate is not None:
-            return await self._run_queued(spec, request, run_id, info, self.gate)
-        return await self._run(spec, request, run_id, info)
-
-    async def _run_queued(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
-                          gate: QueueGate) -> RunResult:
-        from engine.runtime.results import RunResult
-
-        try:
-            async with gate(run_id, spec):
-                if self.handing_back is not None:
-                    raise asyncio.CancelledError(self.handing_back)  # not started: left PENDING for the next engine
-                result = await self._run(spec, request, run_id, info)
-                if self.handing_back is not None and result.status == "killed":
-                    # Stopped by a drain whose grace ran out: raised past DBOS (which records only Exceptions),
-                    # the workflow stays PENDING and the next engine on the store resumes the run; its row says
-                    # killed until then.
-                    raise asyncio.CancelledError(self.handing_back)
-        except NotStarted as exc:
-            now = time.time()
-            # Its traces.db row (written by whoever cancelled it) says `cancelled`; this is the workflow's outcome.
-            return RunResult(run_id=run_id, hierarchy=str(spec.get("name")), status="killed", output=None,
-                             error=str(exc), tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0, tool_calls=0,
-                             started=now, ended=now)
-        return result
-
-    async def _run(self, spec: dict[str, Any], request: RunRequest, run_id: str, info: ResumeInfo | None,
-                   submitted: Hierarchy | None = None) -> RunResult:
-        hierarchy, why = (submitted, None) if submitted is not None else self.hierarchies.load(spec)
-        if hierarchy is None:
-            return self._fail_unloadable(run_id, spec, request, why or "cannot resume")
-        refusal = None if info is None else legacy_paths_refusal(hierarchy, request.path_format, run_id)
-        if refusal is not None:  # its record's keys are ambiguous: carrying on could skip or replay the wrong call
-            return self._fail_unloadable(run_id, spec, request, refusal)
-        served = {key: spec[key] for key in ("queue", "source", "submitted", "budget_through", *RETRY_KEYS)
-                  if spec.get(key) is not None}
-        if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
-            from dataclasses import replace
-
-            request = replace(request, attributes={**(request.attributes or {}), **served})
-        return await self.engine.run_compiled(self.engine.compile(hierarchy), request, run_id=run_id, resume=info)
-
-    def _fail_unloadable(self, run_id: str, spec: dict[str, Any], request: RunRequest, why: str) -> RunResult:
-        from engine.runtime.results import RunResult
-
-        now = time.time()
-        self.engine.tracer.event(run_id, None, "run.not_resumed", data={"reason": why})
-        self.engine.writer.run_ended(run_id, "failed", now, None, why)
-        return RunResult(run_id=run_id, hierarchy=str(spec.get("name") or spec["path"]), status="failed",
-                         output=None, error=why, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
-                         tool_calls=0, started=now, ended=now)

@@ -19,7 +19,7 @@ import anyio
 import engine as engine_package
 from engine.durable import queues as durable_queues
 from engine.durable.keys import PATH_FORMAT, run_id_for_key
-from engine.runtime.durable_runs import NotStarted
+from engine.runtime.durable_carry_on import NotStarted
 from engine.runtime.engine import Engine
 from engine.serve import admission
 from engine.serve.contracts import Admitted, Health, Refused, RunView, Submission
