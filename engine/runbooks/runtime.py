@@ -12,7 +12,8 @@ The writer's callback and the escalation hook only append to a queue: the engine
 detection, SQLite or HTTP. Everything that writes control.db happens on the runbook thread (attempt outcomes
 included), so there is one writer of incidents per engine. Trace events it emits (runbook.*, incident.*) are
 ignored by its own watchdog. What each page says (owners, escalations, follow-ups, the time line text of an
-attempt) is composed in pages.py; this module decides when to send them.
+attempt) is composed in pages.py; this module decides when to send them. What a detection does is
+incident_response.py, the housekeeping timed_undo.py (mixins of RunbookEngine on runtime_base.py).
 """
 
 from __future__ import annotations
@@ -26,35 +27,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.controls.errors import ControlError
 from engine.controls.incidents import IncidentStore
 from engine.runbooks import actions
+from engine.runbooks.incident_response import IncidentResponse
 from engine.runbooks.model import Runbook
 from engine.runbooks.pager import Attempt, Pager
-from engine.runbooks.pages import (
-    approval_decided_page,
-    attempt_text,
-    escalation_pages,
-    follow_up_pages,
-    owner_pages,
-    public_context,
-)
+from engine.runbooks.pages import approval_decided_page, attempt_text, escalation_pages
+from engine.runbooks.runtime_base import TracerEvent
+from engine.runbooks.timed_undo import TimedUndo
 from engine.runbooks.trace_lookups import SpanDurations, run_hierarchies
-from engine.runbooks.watchdog import DurationSource, Transition, Watchdog
+from engine.runbooks.watchdog import DurationSource, Watchdog
 from engine.store.location import StoreDirectory, StoreLocation
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
     from engine.store.config import StoreConfig
-    from engine.store.control_rows import Approval, Incident, RunbookApplication
+    from engine.store.control_rows import Approval, RunbookApplication
     from engine.store.engine_store import EngineStore
 
 log = logging.getLogger(__name__)
-TracerEvent = Callable[..., None]  # Tracer.event(run_id, span_id, kind, *, agent=None, name=None, data=None)
 _STOP = object()
 
 
-class RunbookEngine:
+class RunbookEngine(IncidentResponse, TimedUndo):
     def __init__(self, store_dir: Path | None, *, engine_id: str, tracer_event: TracerEvent, config: StoreConfig,
                  runbooks: Iterable[Runbook], clock: Clock = SYSTEM_CLOCK, environ: Mapping[str, str] | None = None,
                  tick: float = 1.0, durations: DurationSource | None = None,
@@ -240,101 +235,7 @@ class RunbookEngine:
                     self._emit("runbook.budget_lowered", application.runbook,
                                {"application": application.id, "run_id": run_id, "limits": entry["limits"]})
 
-    # -- detections ---------------------------------------------------------------------------------------------
-
-    def _evaluate(self) -> None:
-        for transition in self.watchdog.evaluate(self.clock.time()):
-            if transition.kind == "clear":
-                self._cleared(transition)
-            else:
-                self._fired(transition)
-
-    def _fired(self, t: Transition) -> None:
-        assert self.incidents is not None
-        runbook = t.runbook
-        spec = runbook.spec
-        summary = t.summary()
-        incident, opened = self.incidents.open_or_update(
-            runbook=runbook.id, title=spec.title, severity=spec.severity, apply_mode=spec.apply, scope=t.scope,
-            readings=t.readings, context=public_context(t.context), summary=summary, actor=runbook.actor,
-            engine_id=self.engine_id)
-        self._emit("runbook.detected", runbook.id, {"runbook": runbook.id, "scope": t.scope,
-                                                    "incident": incident.id, "opened": opened,
-                                                    "transition": t.kind, "signals": t.readings})
-        applied: list[str] = []
-        if spec.apply == "auto":
-            applied = self._auto_apply(runbook, t, incident, summary)
-        elif opened:
-            applied = self._suggest(runbook, t, incident)
-        if opened:
-            self._page_owners(runbook, t, incident, summary, applied)
-
-    def _auto_apply(self, runbook: Runbook, t: Transition, incident: Incident, summary: str) -> list[str]:
-        from engine.errors import FlightdeckError
-
-        assert self.incidents is not None
-        if not runbook.spec.control_actions:
-            return []
-        current = actions.active_application(self._db, runbook.id, t.scope)
-        if current is not None:
-            if current.incident_id != incident.id or incident.fired == 1:
-                self.incidents.add_event(incident.id, "applied", runbook.actor,
-                                         f"actions already in force (application #{current.id} by "
-                                         f"{current.actor}); nothing more applied")
-            return []
-        try:
-            application = actions.apply(self._api(runbook.actor), runbook, t.scope, t.context, source=runbook.actor,
-                                        reason=f"{runbook.spec.title}: {summary}", running_runs=self._running_runs,
-                                        incident_id=incident.id)
-        except FlightdeckError as exc:
-            current = actions.active_application(self._db, runbook.id, t.scope)
-            if current is not None:  # another engine on the same store applied it first (apply checks under lock)
-                self.incidents.add_event(incident.id, "applied", runbook.actor,
-                                         f"actions already in force (application #{current.id} by "
-                                         f"{current.actor}); nothing more applied")
-                return []
-            self.incidents.add_event(incident.id, "apply_failed", runbook.actor, f"could not apply: {exc}")
-            self._emit("runbook.apply_failed", runbook.id, {"incident": incident.id, "error": str(exc)})
-            return []
-        self._refresh_applications()
-        described = [s.description for s in application.steps]
-        self._emit("runbook.applied", runbook.id, {"incident": incident.id, "application": application.id,
-                                                   "scope": t.scope, "actions": described})
-        return described
-
-    def _suggest(self, runbook: Runbook, t: Transition, incident: Incident) -> list[str]:
-        assert self.incidents is not None
-        if not runbook.spec.control_actions:
-            return []
-        with self.incidents.transaction() as conn:  # a consistent view of what is in force now
-            steps = actions.plan(runbook, t.context, conn, self._running_runs, include_pages=False)
-        suggested = [s.as_dict() for s in steps]
-        command = (f"flightdeck runbooks apply {runbook.id} --scope {t.scope} --incident {incident.id} "
-                   f"--reason \"...\"")
-        self.incidents.set_suggested(incident.id, suggested, command, runbook.actor)
-        self._emit("runbook.suggested", runbook.id, {"incident": incident.id, "actions": suggested})
-        return [f"suggested: {s.description}" for s in steps]
-
-    def _cleared(self, t: Transition) -> None:
-        assert self.incidents is not None
-        incident = self.incidents.open_incident(t.runbook.id, t.scope)
-        if incident is not None:
-            self.incidents.cleared(incident.id, t.readings, t.runbook.actor)
-        self._emit("runbook.cleared", t.runbook.id, {"runbook": t.runbook.id, "scope": t.scope,
-                                                     "incident": incident.id if incident else None,
-                                                     "signals": t.readings})
-
-    def _running_runs(self, hierarchy: str | None) -> list[str]:
-        runs = self.watchdog.facts.run_hierarchy
-        return sorted(r for r, h in runs.items() if hierarchy is None or h == hierarchy)
-
     # -- pages ----------------------------------------------------------------------------------------------------
-
-    def _page_owners(self, runbook: Runbook, t: Transition, incident: Incident, summary: str,
-                     applied: list[str]) -> None:
-        assert self.incidents is not None
-        for page in owner_pages(runbook, t, incident, summary, applied, self.source):
-            self.pager.send(page)
 
     def _escalate(self, approval: dict[str, Any]) -> None:
         approval_id = str(approval.get("id"))
@@ -373,101 +274,6 @@ class RunbookEngine:
         self.incidents.record_page(page.incident_id, target=page.target, action=page.action,
                                    ok=attempt.outcome == "sent", text=attempt_text(attempt), data=attempt.as_data(),
                                    actor="engine")
-
-    def _sync_pages(self) -> None:
-        """Incidents acknowledged or resolved since their page: the page follows (PagerDuty acknowledge/resolve)."""
-        assert self.incidents is not None
-        for incident in self.incidents.unsynced_pages():
-            for page in follow_up_pages(incident, self.source):
-                self.pager.send(page)
-            self.incidents.mark_synced(incident.id, incident.status)
-
-    # -- housekeeping ---------------------------------------------------------------------------------------------
-
-    def _housekeeping(self) -> None:
-        version = self._api(f"engine:{self.engine_id}").data_version()
-        if version != self._version:
-            self._version = version
-            self._refresh_applications()
-            self._sync_pages()
-        now = self.clock.time()
-        for application in list(self._applications):
-            expiry = actions.next_expiry(application)
-            runbook = self.runbooks.get(application.runbook)
-            actor = runbook.actor if runbook else f"engine:{self.engine_id}"
-            due = application.rollback_due
-            if not ((expiry is not None and expiry <= now) or (due is not None and due <= now)) \
-                    or not self._undoes(application):
-                continue
-            if expiry is not None and expiry <= now:
-                done = actions.expire_actions(self._api(actor), application.id, source=actor if runbook else
-                                              "engine")
-                if done:
-                    self._emit("runbook.action_expired", application.runbook,
-                               {"application": application.id, "report": done})
-                self._refresh_applications()
-            if due is not None and due <= now:
-                self._due_rollback(application, actor, runbook is not None)
-
-    def _undoes(self, application: RunbookApplication) -> bool:
-        """Whether this engine does the application's timed undo (expiries, rollback). Every engine on a store sees
-        every application; the one that opened its incident does it while it lives (its own view of the signal
-        decides `require_quiet`), else any: the first transaction wins, the others find it done."""
-        assert self.incidents is not None
-        if application.incident_id is None:
-            return True
-        opener = self.incidents.get(application.incident_id).engine_id
-        if opener is None or opener == self.engine_id:
-            return True
-        from engine.store.control import STALE_AFTER_S
-
-        # Heartbeats are the engines' wall-clock times: judged on the wall clock, not on this engine's `clock`.
-        now = SYSTEM_CLOCK.time()
-        return not any(e.id == opener and e.stopped is None and now - e.heartbeat <= STALE_AFTER_S
-                       for e in self._api(f"engine:{self.engine_id}").engines())
-
-    def _due_rollback(self, application: RunbookApplication, actor: str, is_runbook: bool) -> None:
-        assert self.incidents is not None
-        policy = application.rollback
-        if policy.get("require_quiet") and self.watchdog.is_firing(application.runbook, application.scope):
-            if application.id not in self._postponed:
-                self._postponed.add(application.id)
-                if application.incident_id:
-                    self.incidents.add_event(application.incident_id, "rollback_postponed", actor,
-                                             "automatic rollback is due but the signal is still firing; waiting "
-                                             "for it to be quiet")
-            return
-        reason = (f"automatic rollback: {policy.get('after_s', 0) / 60:g} min after applying"
-                  + (", and the signal is quiet" if policy.get("require_quiet") else ""))
-        try:
-            result = actions.rollback(self._api(actor), application.id, source=actor if is_runbook else "engine",
-                                      reason=reason)
-        except ControlError:  # another engine on the store rolled it back first (checked under the write lock)
-            self._refresh_applications()
-            return
-        self._postponed.discard(application.id)
-        self._refresh_applications()
-        self._emit("runbook.rolled_back", application.runbook,
-                   {"application": application.id, "scope": application.scope, "report": result.report})
-
-    def _refresh_applications(self) -> None:
-        self._applications = actions.active_applications(self._db)
-
-    # -- plumbing -------------------------------------------------------------------------------------------------
-
-    def _api(self, actor: str) -> ControlAPI:
-        api = self._apis.get(actor)
-        if api is None:
-            from engine.controls.api import ControlAPI
-
-            api = self._apis[actor] = ControlAPI(self.control_at, actor, clock=self.clock, db=self._db)
-        return api
-
-    def _emit(self, kind: str, name: str | None, data: dict[str, Any]) -> None:
-        try:
-            self._tracer_event(None, None, kind, name=name, data=data)
-        except Exception:  # the trace writer refusing an event must not stop runbooks
-            log.exception("runbook engine could not record %s", kind)
 
     def _abandoned_events(self, run_ids: list[str]) -> list[Any]:
         """run.ended events for the runs the store's recovery marked abandoned before this engine started (that
