@@ -8,11 +8,11 @@ runbook (engine.runbooks.actions.plan) runs on a thread worker whenever the sele
 through the same APIs the CLI uses (console/commands/runbooks/): IncidentStore.acknowledge/resolve/annotate and
 actions.apply/rollback, with the console's operator, so each writes its audit row in the same transaction as the
 change. What the view writes (table cells, the side pane, the title, the hint, the prompts' bodies) is
-runbooks_detail.py; the prompt is text_prompt.py; what it works out from its snapshot without a widget (applications
-in force, suggestions, the STATE column, what p and b act on, refusals, action messages) is
-console/views_data/runbooks_selection.py; its five action flows (ack, resolve, note, apply, roll back: a prompt, then
-a worker, then a notification) are runbooks_flows.py. This module is the view class: its CSS, BINDINGS and actions,
-tables, selection state and rendering. On a Postgres store: see the feed's docstring.
+runbooks_detail.py; the tables' columns, sorts and filter words are runbooks_tables.py; the prompt is text_prompt.py;
+what it works out from its snapshot without a widget (applications in force, suggestions, the STATE column, what p and
+b act on, refusals, action messages) is console/views_data/runbooks_selection.py; its five action flows (ack, resolve,
+note, apply, roll back: a prompt, then a worker, then a notification) are runbooks_flows.py. This module is the view
+class: its CSS, BINDINGS and actions, selection state and rendering. On a Postgres store: see the feed's docstring.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from console.polling import Poller
-from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, Sort, refill, selected_key, words_of
+from console.screens.arranged import ARRANGE_BINDINGS, ArrangedView, Arrangement, refill, selected_key
 from console.screens.base import ConsoleContext, PaletteCommand, focus_now
 from console.screens.runbooks_detail import (
     from_config,
@@ -42,21 +42,20 @@ from console.screens.runbooks_detail import (
     title_text,
 )
 from console.screens.runbooks_flows import ACTION_WORKER, RunbookFlows
+from console.screens.runbooks_tables import (
+    INCIDENT_COLUMNS,
+    RUNBOOK_COLUMNS,
+    incident_arrangement,
+    new_table,
+    runbook_arrangement,
+)
 from console.views_data import runbooks_selection as selection
-from console.views_data.runbooks_feed import SEVERITY_ORDER, Plan, RunbooksFeed, RunbooksSnapshot, urgency
+from console.views_data.runbooks_feed import Plan, RunbooksFeed, RunbooksSnapshot
 from console.widgets.safe import printable
 from console.widgets.text_pane import TextLines
 
 if TYPE_CHECKING:
     from engine.store.control_rows import Incident, RunbookApplication
-
-
-# The runbooks table's STATE words, most urgent first (its "state" sort).
-STATE_RANK = ("FIRING", "clearing", "open", "quiet · applied", "quiet")
-
-
-def state_rank(words: str) -> int:
-    return next((n for n, start in enumerate(STATE_RANK) if words.startswith(start)), len(STATE_RANK))
 
 
 class RunbooksView(ArrangedView):
@@ -126,21 +125,9 @@ class RunbooksView(ArrangedView):
         self.last_table = "incidents"
         # Sort and filter (s, S, /; console/screens/arranged.py). Rows are keyed by incident and runbook id: the
         # selection is looked up by key, so it stays on the same incident or runbook across a sort or a refresh.
-        self.incident_order = Arrangement((
-            Sort("urgency", urgency),
-            Sort("severity", lambda i: (SEVERITY_ORDER.get(i.severity, 9), -(i.opened or 0))),
-            Sort("newest first", lambda i: i.opened or 0, descending=True),
-            Sort("runbook", lambda i: (str(i.runbook).lower(), -(i.opened or 0))),
-            Sort("scope", lambda i: (str(i.scope).lower(), -(i.opened or 0))),
-        ), lambda i: words_of(i.id, i.severity, i.status, self.incident_state(i), i.runbook, i.scope,
-                              i.acknowledged_by))
-        self.runbook_order = Arrangement((
-            Sort("as configured", lambda rb: self._configured.get(rb.id, 0)),
-            Sort("state", lambda rb: (state_rank(self.detection_state(rb.id)[0]), rb.id)),
-            Sort("severity", lambda rb: (SEVERITY_ORDER.get(rb.spec.severity, 9), rb.id)),
-            Sort("name", lambda rb: str(rb.id).lower()),
-        ), lambda rb: words_of(rb.id, rb.spec.severity, rb.spec.apply, self.detection_state(rb.id)[0],
-                               ", ".join(c.describe() for c in rb.spec.detect)))
+        self.incident_order = incident_arrangement(self.incident_state)
+        self.runbook_order = runbook_arrangement(lambda runbook_id: self._configured.get(runbook_id, 0),
+                                                 self.detection_state)
         self._configured: dict[str, int] = {}  # runbook id -> its place in the files (the default order)
         self.poller: Poller[RunbooksSnapshot] = Poller(
             self, name="runbooks", fetch=self.feed.poll, render=self.apply_snapshot,
@@ -153,19 +140,9 @@ class RunbooksView(ArrangedView):
         with Horizontal(id="rb-body"):
             with Vertical(id="rb-left"):
                 yield TextLines(Text("OPEN INCIDENTS", style="bold"), id="incidents-label")
-                incidents: DataTable[Any] = DataTable(id="incidents-table", cursor_type="row")
-                for label, key, width in (("INCIDENT", "id", 12), ("SEV", "sev", 4), ("STATUS", "status", 13),
-                                          ("STATE", "firing", 8), ("RUNBOOK", "runbook", 18),
-                                          ("SCOPE", "scope", 20), ("SIGNALS", "signals", 28),
-                                          ("OPENED", "opened", 6), ("ACK BY", "ack", 10)):
-                    incidents.add_column(label, key=key, width=width)
-                yield incidents
+                yield new_table("incidents-table", INCIDENT_COLUMNS)
                 yield TextLines(Text("RUNBOOKS", style="bold"), id="runbooks-label")
-                runbooks: DataTable[Any] = DataTable(id="runbooks-table", cursor_type="row")
-                for label, key, width in (("RUNBOOK", "id", 20), ("SEV", "sev", 4), ("APPLY", "apply", 7),
-                                          ("STATE", "state", 28), ("DETECTS", "detects", 40)):
-                    runbooks.add_column(label, key=key, width=width)
-                yield runbooks
+                yield new_table("runbooks-table", RUNBOOK_COLUMNS)
             with VerticalScroll(id="rb-side"):
                 yield Static(Text("Select an incident or a runbook.", style="dim"), id="rb-detail", markup=False)
                 # The runbook's text (#rb-markdown) is mounted by _show_markdown, the first time there is one.
