@@ -27,7 +27,8 @@ from console.screens.base import ConsoleContext, PaletteCommand, ShowView, View,
 from console.screens.read_only import ReadOnlyGuard, write_bindings
 from console.screens.resume import RESUME_RUN, start_resume
 from console.screens.retry import RETRY_FROM, start_retry_from
-from console.screens.run_actions import kill_selected, palette, retry_started, run_hint
+from console.screens.run_actions import events_title, kill_selected, palette, retry_started, run_hint
+from console.screens.run_spans import SpanBatch
 from console.views_data.run_feed import RunFeed, RunUpdate
 from console.widgets.gauges import BudgetGauges
 from console.widgets.safe import printable
@@ -37,8 +38,6 @@ from console.widgets.status import PROBLEM_RUN_STATUSES
 from console.widgets.text_pane import TextLines
 from engine.store.trace_rows import BudgetRow, DegradedCall, RunRow
 
-TREE_INTERVAL_S = 0.5  # while a run streams, the tree takes new spans at most this often (the tail: every poll)
-TREE_CHUNK = 1500  # at most this many spans go into the tree per frame
 # While a run streams, its title, usage and budget gauges repaint at most this often (the tail: every poll). They sit
 # at the top of the view and the tail at the bottom: a frame that repaints both re-composes everything between them
 # (Textual renders the bounding box of what changed), which doubled the cost of the frames a key press waits for.
@@ -100,8 +99,7 @@ class RunView(ReadOnlyGuard, View):
         self.run: RunRow | None = None
         self.problem: str | None = None
         self._detail_pending: str | None = None
-        self._pending_spans: dict[str, dict[str, Any]] = {}  # span changes waiting for the next tree update
-        self._tree_applied = 0.0
+        self.spans = SpanBatch()  # span changes waiting for the next tree update
         self._tree_timer: Timer | None = None
         self._opening = False  # the first spans of a newly opened run are going into the tree
         self._summary_shown = 0.0  # monotonic time the title, usage and gauges were last painted
@@ -168,8 +166,7 @@ class RunView(ReadOnlyGuard, View):
         if self.feed is not None:
             self.feed.close()
         self.feed = RunFeed(self.ctx.source, run_ref.strip())
-        self._pending_spans = {}
-        self._tree_applied = 0.0
+        self.spans.clear()
         self._opening = False
         if self._tree_timer is not None:
             self._tree_timer.stop()
@@ -225,9 +222,7 @@ class RunView(ReadOnlyGuard, View):
             self._pending_budgets = update.budgets
         self._show_summary(urgent)
         if update.spans:
-            for span in update.spans:  # newer news about the same span merges into what is waiting
-                waiting = self._pending_spans.get(span["id"])
-                self._pending_spans[span["id"]] = {**waiting, **span} if waiting and span.get("_partial") else span
+            self.spans.add(update.spans)
             self._apply_spans()
         if update.events or update.skipped:
             self.events.add_events(update.events, update.skipped)
@@ -266,36 +261,20 @@ class RunView(ReadOnlyGuard, View):
             self._show_summary(urgent=True)
 
     def _apply_spans(self) -> None:
-        """Move waiting span changes into the tree, at most every TREE_INTERVAL_S while a run streams: Textual's
-        Tree re-lays out all its visible lines per change, and the event tail (which is cheap) must not wait
-        for it. The first load and quiet moments apply at once."""
-        if not self._pending_spans:
-            return
-        now = time.monotonic()
+        """Move waiting span changes into the tree when SpanBatch says they are due (run_spans.py), else set a
+        timer for when they are."""
         first = self.tree.root.data is None
-        if not first and now - self._tree_applied < TREE_INTERVAL_S:
-            if self._tree_timer is None:
-                self._tree_timer = self.set_timer(TREE_INTERVAL_S - (now - self._tree_applied), self._tree_due)
+        spans, again = self.spans.take(time.monotonic(), first)
+        if again is not None and self._tree_timer is None:
+            self._tree_timer = self.set_timer(again, self._tree_due)
+        if not spans:
             return
-        spans = list(self._pending_spans.values())
-        if len(spans) > TREE_CHUNK:
-            # A big run's first load: hand the tree a chunk per frame (oldest first, so parents come before
-            # their children) instead of freezing the screen while thousands of nodes go in.
-            spans.sort(key=lambda s: (s.get("started") or 0.0, str(s.get("id"))))
-            spans = spans[:TREE_CHUNK]
-            for span in spans:
-                del self._pending_spans[span["id"]]
-            if self._tree_timer is None:
-                self._tree_timer = self.set_timer(0.01, self._tree_due)
-        else:
-            self._pending_spans = {}
-        self._tree_applied = now if not self._pending_spans else 0.0
         self.tree.apply(spans)
         if first:
             self._opening = True
             if self.tree.cursor_line < 0:
                 self.tree.move_cursor(self.tree.root)
-        if self._opening and not self._pending_spans:
+        if self._opening and not self.spans:
             # Opening a run that went wrong: start on the span where it started failing (what the operator came
             # for), once the whole tree is in.
             self._opening = False
@@ -316,13 +295,7 @@ class RunView(ReadOnlyGuard, View):
             self._apply_spans()
 
     def _update_events_title(self) -> None:
-        log = self.events
-        title = Text(end="")
-        title.append("EVENTS ", style="bold")
-        title.append(f"{log.count:,} seen · ")
-        title.append("following (f to stop)" if log.auto_scroll else "paused (f to follow)",
-                     style="" if log.auto_scroll else "bold yellow")
-        self.query_one("#events-title", TextLines).update(title)
+        self.query_one("#events-title", TextLines).update(events_title(self.events))
 
     def _update_hint(self) -> None:
         if self.run is not None:

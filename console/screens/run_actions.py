@@ -1,9 +1,11 @@
-"""The run view's hint and its operator actions on the selected span (kill switch, retry from here): what the view
-says and does about a run, apart from how it draws it (console/screens/run.py)."""
+"""The run view's hint, its event tail's title, and its operator actions on the selected span (kill switch, retry
+from here): what the view says and does about a run, apart from how it draws it (console/screens/run.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from rich.text import Text
 
 from console.screens.actions import kill_palette_commands, kill_target_for_span, start_kill
 from console.screens.base import PaletteCommand, ShowView
@@ -13,6 +15,7 @@ from console.widgets.status import PROBLEM_RUN_STATUSES, RUN_OUTCOME, run_look
 
 if TYPE_CHECKING:
     from console.screens.run import RunView
+    from console.widgets.span_detail import EventTail
     from engine.store.trace_rows import RunRow
 
 
@@ -96,3 +99,13 @@ def retry_started(view: RunView, started: RetryLaunch) -> None:
 
     watch(view, started, refused)
     view.post_message(ShowView("run", started.new_run_id))
+
+
+def events_title(log: EventTail) -> Text:
+    """The event tail's title: how many events it saw, and whether it follows new ones."""
+    title = Text(end="")
+    title.append("EVENTS ", style="bold")
+    title.append(f"{log.count:,} seen · ")
+    title.append("following (f to stop)" if log.auto_scroll else "paused (f to follow)",
+                 style="" if log.auto_scroll else "bold yellow")
+    return title

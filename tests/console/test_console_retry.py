@@ -60,7 +60,7 @@ async def on_span(pilot: Any, run_id: str, span_id: str) -> Any:
     app.main.run_command(f":run {run_id}")
     view = app.main.view("run")
     await wait_for(pilot, lambda: view.is_mounted and view.run is not None and view.run.id == run_id
-                   and span_id in view.tree.nodes and not view._pending_spans, what="the run's tree")
+                   and span_id in view.tree.nodes and not view.spans, what="the run's tree")
     view.tree.reveal(view.tree.nodes[span_id])
     view.tree.focus()
     await wait_for(pilot, lambda: view.detail.span is not None and view.detail.span.get("id") == span_id,

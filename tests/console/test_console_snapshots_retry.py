@@ -38,7 +38,7 @@ async def _confirm_open(pilot: Any) -> None:
     app.main.run_command(f":run {RETRY_RUN}")
     view = app.main.view("run")
     await wait_for(pilot, lambda: view.is_mounted and view.run is not None and TO_PRICING in view.tree.nodes
-                   and not view._pending_spans and "This run failed" in view.hint, what="the run's tree")
+                   and not view.spans and "This run failed" in view.hint, what="the run's tree")
     view.tree.reveal(view.tree.nodes[TO_PRICING])
     view.tree.focus()
     await wait_for(pilot, lambda: view.detail.span is not None and view.detail.span.get("id") == TO_PRICING,
