@@ -44,6 +44,7 @@ from .evals_store import EvalsStore, open_evals_store
 from .results import CaseResult, EvalRecord
 from .run_path import RunPath, RunPathReader
 from .scorers import JudgeDefaults, Score, Scorer, build_one
+from .window_seed import window_fields
 
 if TYPE_CHECKING:
     from engine.store.location import StoreLocation
@@ -220,8 +221,7 @@ class Sampler:
         if totals is not None:
             # The window's totals in the store after this write: every engine's and every earlier process's scored
             # runs of the window. The `sampled_score` signal reads these, not the scores this process saw.
-            data.update(window_started=started, window_cases=totals.cases, window_scored=totals.scored,
-                        window_mean=None if totals.mean is None else round(totals.mean, 6))
+            data.update(window_fields(started, totals))
         self.emit(run.run_id, "eval.scored", run.hierarchy, data)
 
     def _write(self, record: EvalRecord, case: CaseResult) -> WindowTotals:

@@ -10,13 +10,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from engine.runbooks.detector_base import Facts
 from engine.runbooks.eval_detectors import SampledScoreDetector
 from engine.runbooks.model import Condition
+from engine.runtime.engine import Engine
 from engine.scoring.results_db import EvalsDB
-from tests.engine.test_runbooks_shipped import SHIPPED, Harness, rows, the_incident, with_runbooks, write_config
+from engine.store import open_engine_store
+from tests.engine.test_runbooks_shipped import (
+    ROUTING_KEY,
+    SHIPPED,
+    Harness,
+    rows,
+    the_incident,
+    with_runbooks,
+    write_config,
+)
 from tests.engine_helpers import events, run_sync, write_hierarchy
 from tests.fakes.receiver import Receiver, receiver  # noqa: F401 (receiver is a fixture)
 
@@ -69,6 +80,45 @@ def test_a_second_engine_process_counts_the_cases_the_first_one_scored(tmp_path:
     assert last.data is not None
     assert (last.data["window_cases"], last.data["window_scored"], last.data["window_mean"]) == (50, 50, 0.6)
     assert last.data["eval"] == window.id and last.data["window_started"] == window.started
+
+
+def test_an_engine_that_starts_knows_the_windows_scored_before_it_started(
+        tmp_path: Path, store_dir: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FD_TEST_ROUTING_KEY", ROUTING_KEY)
+    write_config(store_dir, receiver)
+    hierarchy = write_hierarchy(tmp_path, GRADED)
+    run_sync(store_dir, hierarchy, *[f"bad {n}" for n in range(3)], *[f"good {n}" for n in range(9)])
+
+    async def start_and_settle() -> None:  # an engine with the shipped runbook that scores nothing of its own
+        with open_engine_store(store_dir) as store:
+            async with Engine(store, latency_scale=0.0, runbooks=[SHIPPED["quality-dropping"]]) as engine:
+                assert await anyio.to_thread.run_sync(engine.runbooks.settle, 10.0)
+                assert engine.runbooks.errors == []
+
+    anyio.run(start_and_settle)
+    assert rows(store_dir, "SELECT * FROM incidents") == []  # 9 of 12: 0.75
+
+    run_sync(store_dir, hierarchy, *[f"bad {n}" for n in range(3, 6)])  # 9 of 15: 0.6
+    anyio.run(start_and_settle)
+    incident = the_incident(store_dir, "quality-dropping")
+    (signal, *_) = json.loads(incident["signals"])
+    assert (signal["value"], signal["samples"]) == (pytest.approx(0.6), 15)
+
+
+def test_an_evals_store_that_cannot_be_read_at_start_is_logged_and_the_engine_starts(
+        store_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store_dir.mkdir(parents=True, exist_ok=True)
+    (store_dir / "evals.db").write_bytes(b"this is not a database" * 100)
+
+    async def start() -> None:
+        with open_engine_store(store_dir) as store:
+            async with Engine(store, latency_scale=0.0, runbooks=[SHIPPED["quality-dropping"]]) as engine:
+                assert await anyio.to_thread.run_sync(engine.runbooks.settle, 10.0)
+                assert engine.runbooks.errors == []
+
+    with caplog.at_level("WARNING", logger="engine.scoring.window_seed"):
+        anyio.run(start)
+    assert "sampling windows not read at start" in caplog.text
 
 
 def scored(eval_id: str, cases: int, scored: int, mean: float | None, started: float = 0.0,
