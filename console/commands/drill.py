@@ -30,9 +30,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--extra-scenarios", metavar="DIR", action="append", default=[],
                         help="a directory of your own drill files, run after the catalogue (default drills/ or "
                              "--scenarios); repeatable; drill names must be unique across all of them")
-    parser.add_argument("--store", metavar="DIR",
+    parser.add_argument("--store", metavar="DIR|URL",
                         help="store to record the drills' runs in, and their summary in STORE/evals.db for the "
-                             "console (default: a temporary one, deleted afterwards, and no summary)")
+                             "console (default: a temporary one, deleted afterwards, and no summary); a "
+                             "postgresql:// URL records only the summary in the database's evals tables (the "
+                             "drills run in a temporary directory)")
     parser.add_argument("--speed", type=non_negative, default=0.0, metavar="X",
                         help="scripted-model speed factor (default 0: no simulated latency)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the scripted model (default 0)")
@@ -54,9 +56,17 @@ def handle(args: argparse.Namespace) -> int:
     from engine.drills.spec import load_catalogue
     from engine.errors import InputError
     from engine.hierarchy.loader import load_hierarchy
-    from engine.store import resolve_store_dir
+    from engine.scoring.evals_store import EvalsStore, open_evals_store
+    from engine.store import resolve_store_location
+    from engine.store.location import PostgresLocation
 
-    store_dir = resolve_store_dir(args.store) if args.store else None  # a postgres:// URL is refused, exit 2
+    location = resolve_store_location(args.store) if args.store else None
+    # A drill needs a store directory for its runs (each drill reads the traces and control files of its own engine
+    # store). On a Postgres store the drills run in a temporary directory, as without --store, and only their
+    # summary goes to the database: the view the fleet's console reads (its cases carry no run ids: those runs
+    # were not kept).
+    on_postgres = isinstance(location, PostgresLocation)
+    store_dir = None if location is None or isinstance(location, PostgresLocation) else location.path
     target = provider_target(args)
     hierarchy = load_hierarchy(args.hierarchy)
     directory = Path(args.scenarios) if args.scenarios else hierarchy.path.parent / "drills"
@@ -67,18 +77,23 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError("directory not found", file=args.junit, field="--junit")
     directories = [directory, *(Path(extra) for extra in args.extra_scenarios)]
     drills = load_catalogue(directories)
-    if not args.json:
-        print(f"drilling {hierarchy.name}: {len(drills)} scenarios from {', '.join(map(str, directories))}"
-              + (f" on {args.provider_url}" + (f" (model {args.model})" if args.model else "")
-                 if args.provider_url else ""), file=sys.stderr)
-    started = time.time()
-    results = run_drills(hierarchy, drills, store_dir=store_dir, speed=args.speed, seed=args.seed, target=target)
-    if store_dir is not None:  # the console's evals view shows the latest drill results per hierarchy
-        from engine.drills.record import drill_record
-        from engine.scoring.results_db import EvalsDB
+    # The evals store is opened before anything runs: a database that cannot be reached is exit 3 with no drill run.
+    db: EvalsStore | None = open_evals_store(location) if location is not None else None
+    try:
+        if not args.json:
+            print(f"drilling {hierarchy.name}: {len(drills)} scenarios from {', '.join(map(str, directories))}"
+                  + (f" on {args.provider_url}" + (f" (model {args.model})" if args.model else "")
+                     if args.provider_url else ""), file=sys.stderr)
+        started = time.time()
+        results = run_drills(hierarchy, drills, store_dir=store_dir, speed=args.speed, seed=args.seed, target=target)
+        if db is not None:  # the console's evals view shows the latest drill results per hierarchy
+            from engine.drills.record import drill_record
 
-        with EvalsDB.open(store_dir) as db:
-            db.save(drill_record(hierarchy, drills, directories, results, started, time.time()))
+            db.save(drill_record(hierarchy, drills, directories, results, started, time.time(),
+                                 runs_kept=not on_postgres))
+    finally:
+        if db is not None:
+            db.close()
     passed = all(r.held or r.skipped for r in results)
     if args.junit is not None:
         write_junit(args.junit, hierarchy.name, results)

@@ -23,11 +23,13 @@ __all__ = ["drill_record"]
 
 
 def drill_record(hierarchy: Hierarchy, drills: list[Drill], directories: list[Path], results: list[DrillResult],
-                 started: float, ended: float) -> EvalRecord:
+                 started: float, ended: float, *, runs_kept: bool = True) -> EvalRecord:
+    """`runs_kept=False`: the drills' runs were in a temporary store (the summary goes to a Postgres store), so the
+    cases name no run."""
     digest = hashlib.sha256()
     for drill in sorted(drills, key=lambda d: d.spec.name):
         digest.update(drill.spec.name.encode() + b"\0" + drill.path.read_bytes() + b"\0")
-    cases = [CaseResult(case_id=r.scenario, task_type="drill", run_id=r.run_ids[0] if r.run_ids else "",
+    cases = [CaseResult(case_id=r.scenario, task_type="drill", run_id=r.run_ids[0] if r.run_ids and runs_kept else "",
                         status="held" if r.held else "failed", score=1.0 if r.held else 0.0, passed=r.held,
                         cost_usd=r.cost_usd, latency_s=r.duration_s, agents=(), routes=(),
                         error=None if r.held else "; ".join(r.evidence)[:500] or "did not hold")

@@ -135,11 +135,15 @@ SIGNALS: tuple[SignalSpec, ...] = (
                    "seconds the oldest item has waited", choices=("depth_pct", "depth", "oldest_age_s")),)),
     SignalSpec(
         "sampled_score", "window", "score (0..1)", ("global", "hierarchy"),
-        "Online sampling: the mean score (0..1) of the live runs the engine sampled and scored (`eval.scored`, a "
-        "hierarchy's `evals: {sample, checks}`) in the window. Scores a check could not give (a judge that is "
-        "down, a check that raised) are left out. Use with `op: \"<\"`.",
-        (ParamSpec("min_samples", 10, "no value until at least this many runs were scored in the window (two "
-                   "poor answers are not a trend)", integer=True, minimum=1),)),
+        "Online sampling (a hierarchy's `evals: {sample, window, checks}`): the mean score (0..1) of a sampling "
+        "window as the evals store holds it (STORE/evals.db; on Postgres the database, shared by the fleet): every "
+        "run scored in that window by any engine or earlier process, from the totals each `eval.scored` carries "
+        "(and read from the store when the engine starts), not only the runs this engine scored. The value is the "
+        "newest window with at least `min_samples` scored runs among the windows scored in the last `for` (a "
+        "window just started leaves the previous one's mean in force until it has enough). Runs a check could not "
+        "score (a judge that is down, a check that raised) are left out. Use with `op: \"<\"`.",
+        (ParamSpec("min_samples", 10, "no value until a window has at least this many scored runs, counted over "
+                   "every engine and process (two poor answers are not a trend)", integer=True, minimum=1),)),
     SignalSpec(
         "control_tampered", "window", "rows", ("global",),
         "How many control rows the engine refused in the window because no audit row records them "

@@ -9,6 +9,7 @@ close stops them in the reverse order, flushing what should still be recorded be
 from __future__ import annotations
 
 import sys
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,7 @@ async def open_engine(engine: Engine) -> None:
         await engine.controls.first_applied.wait()
     if engine.runbooks is not None:
         engine.runbooks.start(engine.store.abandoned_runs)
+        await seed_sampling_windows(engine)
         engine.writer.on_commit(engine.runbooks.on_commit)
         engine.escalation_listeners.append(engine.runbooks.page_escalation)
     if engine.otel is not None:
@@ -80,6 +82,20 @@ async def open_engine(engine: Engine) -> None:
         start_live_export(engine.otel, engine.writer)
     if engine.durable is not None:
         await engine.durable.open()
+
+
+async def seed_sampling_windows(engine: Engine) -> None:
+    """A runbook reading `sampled_score` starts from the sampling windows the evals store holds (the ones scored in
+    its `for`), not from nothing: engine/scoring/window_seed.py."""
+    horizon = max((c.window for rb in engine.runbooks.watchdog.runbooks for c in rb.spec.detect
+                   if c.signal == "sampled_score"), default=None)
+    if horizon is None or engine.evals_at is None:
+        return
+    from engine.scoring.window_seed import recent_window_events
+
+    events = await anyio.to_thread.run_sync(recent_window_events, engine.evals_at, time.time() - horizon)
+    if events:
+        engine.runbooks.on_commit(events)
 
 
 async def close_engine(engine: Engine) -> None:

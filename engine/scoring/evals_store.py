@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from engine.store.location import StoreLocation
 
     from .results import CaseResult, EvalRecord
-    from .results_db import CaseRow, EvalSummary
+    from .results_db import CaseRow, EvalSummary, WindowTotals
 
 __all__ = ["EvalsStore", "open_evals_store", "open_evals_store_read_only"]
 
@@ -29,6 +29,8 @@ class EvalsStore(Protocol):
     def save(self, record: EvalRecord) -> None: ...
 
     def add_sample(self, record: EvalRecord, case: CaseResult) -> bool: ...
+
+    def window_totals(self, eval_id: str) -> WindowTotals: ...
 
     def list(self, hierarchy: str | None = None, limit: int = 50,
              source: str | None = None) -> list[EvalSummary]: ...

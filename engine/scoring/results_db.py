@@ -26,7 +26,7 @@ from engine.store.rows import TypedRow, fetch_one_typed, fetch_typed
 
 from .results import CaseResult, EvalRecord
 
-__all__ = ["EVALS_DB", "CaseRow", "EvalSummary", "EvalsDB"]
+__all__ = ["EVALS_DB", "WINDOW_TOTALS_SQL", "CaseRow", "EvalSummary", "EvalsDB", "WindowTotals"]
 
 EVALS_DB = "evals.db"
 
@@ -127,6 +127,27 @@ class CaseRow(TypedRow):
     checks: str
     error: str | None
 
+
+@dataclass(frozen=True, slots=True)
+class WindowTotals(TypedRow):
+    """A sampled window's totals as the `sampled_score` signal counts them: `cases` every case of the row, `scored`
+    those whose checks all gave a score (a case with an errored check is left out: a judge outage is not a quality
+    drop), `total` the sum of their scores. Read from the cases, not the row's `score` (which averages all cases)."""
+
+    cases: int
+    scored: int
+    total: float
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.scored if self.scored else None
+
+
+# Both backends (qmark; on Postgres through PgSqlConnection). An index range of the window's cases: one per sampled
+# run of the window, read once per sampled write on the sampler's worker thread (never on a run's path).
+WINDOW_TOTALS_SQL = ("SELECT count(*) AS cases, coalesce(sum(CASE WHEN error IS NULL THEN 1 ELSE 0 END), 0) AS scored, "
+                     "coalesce(sum(CASE WHEN error IS NULL THEN score ELSE 0 END), 0) AS total "
+                     "FROM eval_cases WHERE eval_id = ?")
 
 _SUMMARY = ("id, hierarchy, hierarchy_hash, dataset, dataset_sha256, source, started, ended, cases, passed, score, "
             "cost_usd, models")
@@ -260,6 +281,14 @@ class EvalsDB:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise translate_sqlite_error(exc, self.path, "write") from exc
+
+    def window_totals(self, eval_id: str) -> WindowTotals:
+        """A sampled window's totals as committed now (every engine's and every earlier process's cases)."""
+        try:
+            row = fetch_one_typed(self.conn, WindowTotals, WINDOW_TOTALS_SQL, (eval_id,))
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path, "read") from exc
+        return row if row is not None else WindowTotals(0, 0, 0.0)
 
     def list(self, hierarchy: str | None = None, limit: int = 50, source: str | None = None) -> list[EvalSummary]:
         """Newest first (of one hierarchy and one source when given)."""

@@ -31,7 +31,7 @@ from engine.store.pg.schema import migrate, schema_version
 from engine.store.rows import column_list, fetch_one_typed, fetch_typed
 
 from .results import CaseResult, EvalRecord
-from .results_db import CaseRow, EvalSummary
+from .results_db import WINDOW_TOTALS_SQL, CaseRow, EvalSummary, WindowTotals
 
 if TYPE_CHECKING:
     import psycopg
@@ -219,6 +219,11 @@ class PgEvalsDB:
             return fetch_typed(self.conn, row_type, sql, params)
         except psycopg.Error as exc:
             raise store_error(self.location, exc, "read the evals") from None
+
+    def window_totals(self, eval_id: str) -> WindowTotals:
+        """A sampled window's totals as committed now: the whole fleet's cases (EvalsDB.window_totals)."""
+        rows = self._fetch(WindowTotals, WINDOW_TOTALS_SQL, (eval_id,))
+        return rows[0] if rows else WindowTotals(0, 0, 0.0)
 
     def list(self, hierarchy: str | None = None, limit: int = 50, source: str | None = None) -> list[EvalSummary]:
         """Newest first (of one hierarchy and one source when given)."""

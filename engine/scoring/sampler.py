@@ -11,8 +11,10 @@ the same on every engine and in tests). Each scored run:
   engine of a fleet adds to the same window's row), with the agents and routes the run went through, read from its
   spans once the trace writer committed them (run_path.py), as `flightdeck eval` records them: so a window breaks
   down per agent and per route and two windows compare like two evals;
-- emits `eval.scored` through the engine's trace writer (hierarchy, score, passed, error, eval id), which the
-  runbooks' `sampled_score` signal reads (the shipped `quality-dropping` runbook).
+- emits `eval.scored` through the engine's trace writer (hierarchy, score, passed, error, eval id, and the window's
+  totals in the store after the write: `window_started`, `window_cases`, `window_scored`, `window_mean`), which
+  the runbooks' `sampled_score` signal reads (the shipped `quality-dropping` runbook): the window's mean over every
+  engine's and every earlier process's scored runs, not this process's own.
 
 A scorer that fails never fails the run, which has already ended: a check that raises or cannot score (a judge that
 is down) is recorded as an error on the case, the event says `error: true` (the signal leaves such scores out: a
@@ -42,9 +44,12 @@ from .evals_store import EvalsStore, open_evals_store
 from .results import CaseResult, EvalRecord
 from .run_path import RunPath, RunPathReader
 from .scorers import JudgeDefaults, Score, Scorer, build_one
+from .window_seed import window_fields
 
 if TYPE_CHECKING:
     from engine.store.location import StoreLocation
+
+    from .results_db import WindowTotals
 
 __all__ = ["SampledRun", "Sampler", "sampled", "window_eval_id"]
 
@@ -202,27 +207,36 @@ class Sampler:
         self.scored += 1
         if error:
             self.errors += 1
+        totals: WindowTotals | None = None
         try:
-            await anyio.to_thread.run_sync(self._write, record, case)
+            totals = await anyio.to_thread.run_sync(self._write, record, case)
         except Exception as exc:  # a StoreError, a full disk, a file that is not a database: never the engine's
             self.write_failures += 1
             log.warning("sampled run %s not recorded in the evals store: %s", run.run_id, exc)
             self.emit(run.run_id, "eval.sample_failed", run.hierarchy, {"hierarchy": run.hierarchy, "eval": eval_id,
                                                                        "reason": str(exc)[:300]})
-        self.emit(run.run_id, "eval.scored", run.hierarchy, {
+        data: dict[str, Any] = {
             "hierarchy": run.hierarchy, "eval": eval_id, "score": round(score, 4), "passed": passed, "error": error,
-            "checks": [s.to_json() for s in scores]})
+            "checks": [s.to_json() for s in scores]}
+        if totals is not None:
+            # The window's totals in the store after this write: every engine's and every earlier process's scored
+            # runs of the window. The `sampled_score` signal reads these, not the scores this process saw.
+            data.update(window_fields(started, totals))
+        self.emit(run.run_id, "eval.scored", run.hierarchy, data)
 
-    def _write(self, record: EvalRecord, case: CaseResult) -> None:
+    def _write(self, record: EvalRecord, case: CaseResult) -> WindowTotals:
+        """Adds the case, then reads the window's totals as committed (a read after the write, on the same
+        connection: one more indexed query per sampled run, off the run's path)."""
         if not self._keep:
             with open_evals_store(self.store) as db:
                 db.add_sample(record, case)
-            return
+                return db.window_totals(record.id)
         with self._db_lock:
             if self._db is None:
                 self._db = open_evals_store(self.store)
             try:
                 self._db.add_sample(record, case)
+                return self._db.window_totals(record.id)
             except BaseException:
                 db, self._db = self._db, None  # a dropped connection, a damaged file: the next write reopens
                 try:

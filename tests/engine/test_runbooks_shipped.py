@@ -628,7 +628,8 @@ def test_quality_dropping_fires_on_falling_scores_suggests_approvals_pages_and_c
         assert rows(store_dir, "SELECT * FROM flags") == []  # apply: suggest: nothing changed until an operator
         assert ("suggested", "runbook:quality-dropping") in timeline(store_dir, incident["id"])
         assert pd_trigger(receiver, incident["id"])["payload"]["class"] == "sampled_score"
-        await h.advance(3601)  # the bad scores leave the window; good ones come in
+        # An hour on, good ones come in: the window row (the same real hour) holds 20 good of 25, 0.8.
+        await h.advance(3601)
         await scored_runs(h, good, 10)
         await h.advance(1801)  # quiet for 30 minutes
         assert "cleared" in [kind for kind, _ in timeline(store_dir, incident["id"])]
