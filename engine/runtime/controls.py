@@ -88,6 +88,9 @@ class RuntimeControls:
         # The same flags as rows (who set each, why), for messages that name them (serve mode's refusals).
         self.flag_rows: dict[tuple[str, str, str | None], FlagSetting] = {}
         self._applied_kills: set[int] = set()
+        # Switches this engine acknowledged. Not `acked IS NULL`: on a Postgres store the first engine of the fleet
+        # to apply a switch fills that column, and every other engine must still record its own acknowledgement.
+        self._acked_switches: set[int] = set()
         # Runs of this engine that ended for good (and, at start, runs a dead engine left behind): a switch limited
         # to one of them is spent. Kept so that a switch set in a run's last moments, which the snapshot the run
         # ended with did not hold yet, is released when a later snapshot shows it (bounded: old runs drop out).
@@ -318,7 +321,9 @@ class RuntimeControls:
             for run_id in self.spent_runs():
                 engine.release_spent_switches(run_id)
             engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
-            unacked_switches = [s.id for s in self.switches if s.acked is None]
+            self._acked_switches &= {s.id for s in self.switches}  # released ones have left the snapshot for good
+            unacked_switches = [s.id for s in self.switches if s.id not in self._acked_switches]
+            self._acked_switches.update(unacked_switches)
             unacked_flags = [f.id for f in snapshot.flags if f.acked is None]
             if unacked_switches or unacked_flags:
                 engine.acknowledge(unacked_switches, unacked_flags)

@@ -19,7 +19,8 @@ from engine.store.rows import RowT, TypedRow
 __all__ = [
     "BOUND_ROW_TYPES", "Approval", "ApprovalAlert", "ApprovalDeadline", "ApprovalExpiry", "AuditEntry",
     "BreakerOverride", "BudgetOverride", "ControlRow", "EngineRecord", "EngineStatus", "FlagSetting", "Incident",
-    "IncidentEvent", "IncidentNote", "IncidentSummary", "JsonRow", "KillSwitch", "KillSwitchSet", "RunbookApplication",
+    "IncidentEvent", "IncidentNote", "IncidentSummary", "JsonRow", "KillSwitch", "KillSwitchAck", "KillSwitchSet",
+    "RunbookApplication",
     "parsed_json",
 ]
 
@@ -65,6 +66,15 @@ class KillSwitch(TypedRow):
     acked: float | None = None
     acked_by: str | None = None
     audit_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchAck(TypedRow):
+    """One engine applied one switch (kill_switch_acks, control.db v6): on a Postgres store, one per engine."""
+
+    switch_id: int
+    engine_id: str
+    acked: float
 
 
 @dataclass(frozen=True, slots=True)

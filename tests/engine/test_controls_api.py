@@ -149,10 +149,16 @@ def test_ack_kill_switches_is_bookkeeping_not_an_action(api: ControlAPI, clock: 
     a = api.set_kill("run", "r1", "kill", "x")
     b = api.set_kill("run", "r2", "kill", "y")
     clock.advance(1)
+    first = clock.time()
     assert api.ack_kill_switches([a.id, b.id], "engine-1") == 2
-    assert api.ack_kill_switches([a.id], "engine-2") == 0  # the first ack stands
-    assert api.kill_switch(a.id).acked_by == "engine-1"
-    assert api.kill_switch(a.id).acked == clock.time()
+    assert api.ack_kill_switches([a.id], "engine-1") == 0  # an engine acknowledges a switch once
+    clock.advance(1)
+    assert api.ack_kill_switches([a.id], "engine-2") == 1  # every engine of a fleet records its own
+    assert api.kill_switch(a.id).acked_by == "engine-1"  # the switch's own columns keep the first
+    assert api.kill_switch(a.id).acked == first
+    assert [(ack.engine_id, ack.acked) for ack in api.kill_switch_acks([a.id])] == [
+        ("engine-1", first), ("engine-2", clock.time())]
+    assert [ack.switch_id for ack in api.kill_switch_acks([a.id, b.id])] == [a.id, b.id, a.id]
     assert api.ack_kill_switches([], "engine-1") == 0
     assert _actions(api) == ["kill", "kill"]
 

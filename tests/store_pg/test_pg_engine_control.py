@@ -197,3 +197,24 @@ async def test_the_listener_reconnects_after_its_connection_is_terminated(pg_url
     finally:
         store.close()
         operator.close()
+
+
+@pytest.mark.anyio
+async def test_an_engine_acknowledges_a_switch_another_engine_acknowledged_first(pg_url: str) -> None:
+    """A fleet: each engine records its own acknowledgement. The switch's acked/acked_by already hold another
+    engine's when this one applies it (before, it then acknowledged nothing and `kill` could not tell it obeyed)."""
+    operator = ControlAPI(pg_url, "oncall")
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    try:
+        switch = operator.set_kill("tool", "nothing-uses-this", "pause", "drill: fleet acknowledgements")
+        assert operator.ack_kill_switches([switch.id], "ci/elsewhere") == 1
+        async with Engine(store, latency_scale=0.0):
+            acks = await anyio.to_thread.run_sync(lambda: wait_until(
+                lambda: len(operator.kill_switch_acks([switch.id])) == 2 and operator.kill_switch_acks([switch.id]),
+                what="this engine's own acknowledgement"))
+        first = operator.kill_switch(switch.id)
+    finally:
+        store.close()
+        operator.close()
+    assert [ack.engine_id for ack in acks] == ["ci/elsewhere", store.engine_id]
+    assert first.acked_by == "ci/elsewhere"
