@@ -222,6 +222,9 @@ class EngineRecord(TypedRow):
     started: float
     heartbeat: float
     stopped: float | None = None
+    # What an engine on a Postgres store publishes about itself (trace schema v5: durable, store and export health),
+    # a JSON object's text; None on control.db (the lock file holds it there) and for rows from before v5.
+    published: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
