@@ -220,3 +220,30 @@ def test_flightdeck_engines_shows_a_postgres_engines_store_and_export_health(pg_
     proc = flightdeck("engines", "--json", "--store", pg_url)
     [stopped] = json.loads(proc.stdout)
     assert stopped["store"] is None and stopped["export"] is None  # a stopped engine's health is history
+
+
+def test_the_console_header_names_a_fleet_engine_whose_trace_store_is_degraded(pg_url: str) -> None:
+    """The header's engines slot reads the published health of every live engine on Postgres (there is no
+    engine.lock): `1 alive · store DEGRADED`, with the engine named in the alarm."""
+    from console.widgets import header
+    from engine.store import open_engine_store
+    from tests.store_support import wait_until
+
+    store = open_engine_store(pg(pg_url), heartbeat_interval=0.05, engine_id="ci/troubled")
+    reader = PgTraceReader.connect(pg(pg_url))
+    control = PgControlDB(pg(pg_url), read_only=True)
+    try:
+        def slot() -> header.SlotValue:
+            return header.collect(reader, control, time.time(), None).values["engines"]
+
+        assert slot().text == "1 alive"
+        store.publish_store_health("degraded", "could not commit: connection refused", time.time())
+        troubled = wait_until(lambda: (value := slot()).level == "crit" and value, timeout=30,
+                              what="the header to show the published store health")
+        assert troubled.text == "1 alive · store DEGRADED"
+        assert troubled.alarm is not None and "engine ci/troubled on " in troubled.alarm
+        assert "connection refused" in troubled.alarm
+    finally:
+        control.close()
+        reader.close()
+        store.close()
