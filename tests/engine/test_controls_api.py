@@ -409,6 +409,25 @@ def test_schema_migrates_an_existing_v1_store(store_dir: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(CONTROL_MIGRATIONS)
 
 
+def test_a_switch_acknowledged_before_v6_keeps_its_ack_and_a_read_only_reader_of_v5_sees_it(store_dir: Path) -> None:
+    from engine.store.control_schema import CONTROL_MIGRATIONS
+
+    store_dir.mkdir()
+    with ControlAPI(store_dir, "alice") as api:
+        switch = api.set_kill("global", None, "kill", "before the upgrade")
+    with sqlite3.connect(store_dir / "control.db") as conn:  # back to v5: no kill_switch_acks, the column holds it
+        conn.execute("DROP TABLE kill_switch_acks")
+        conn.execute("UPDATE kill_switches SET acked = 12.5, acked_by = 'engine-old' WHERE id = ?", (switch.id,))
+        conn.execute("PRAGMA user_version = 5")
+    with ControlAPI(store_dir, "alice", read_only=True) as reader:  # not migrated: reads v5 as it is
+        assert [(a.engine_id, a.acked) for a in reader.kill_switch_acks([switch.id])] == [("engine-old", 12.5)]
+    with ControlAPI(store_dir, "alice") as api:  # migrates to v6: the ack moves into kill_switch_acks
+        assert [(a.engine_id, a.acked) for a in api.kill_switch_acks([switch.id])] == [("engine-old", 12.5)]
+        assert api.ack_kill_switches([switch.id], "engine-old") == 0
+    with sqlite3.connect(store_dir / "control.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(CONTROL_MIGRATIONS)
+
+
 def test_kinds_are_literals_of_the_check_constraints() -> None:
     from engine.store import control_ddl as schema
 
