@@ -60,10 +60,15 @@ def connect(location: PostgresLocation, *, autocommit: bool = True,
 
 def keepalive_defaults(location: PostgresLocation) -> dict[str, int]:
     """KEEPALIVE's parameters the store's URL does not set itself (keyword arguments would override the URL's)."""
+    return keepalive_params(location.dsn)
+
+
+def keepalive_params(dsn: str) -> dict[str, int]:
+    """keepalive_defaults for a URL given as text (what DBOS's engine is configured with: engine/durable/host.py)."""
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        given = conninfo_to_dict(location.dsn)
+        given = conninfo_to_dict(dsn)
     except _psycopg().Error:  # a URL libpq cannot parse: connect() reports it, with the password masked
         return {}
     return {name: value for name, value in KEEPALIVE.items() if name not in given}
