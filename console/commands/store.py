@@ -75,8 +75,10 @@ def _describe(report: PruneReport) -> str:
     span = ""
     if report.runs:
         span = f" (ended {timestamp(report.oldest_ended)} to {timestamp(report.newest_ended)})"
+    executors = (f", {report.durable_executors} durable executor rows of dead engines taken over"
+                 if report.durable_executors else "")
     return (f"{report.runs} runs{span}, {report.spans} spans, {report.events} events, "
-            f"{report.budgets} budget rows")
+            f"{report.budgets} budget rows{executors}")
 
 
 def handle_prune(args: argparse.Namespace) -> int:
@@ -97,7 +99,7 @@ def handle_prune(args: argparse.Namespace) -> int:
             print(f"would remove {_describe(preview)} that ended before {timestamp(cutoff)}; nothing was changed")
         return 0
     reason = require_reason(args)
-    if not preview.runs:
+    if not preview.runs and not preview.durable_executors:
         print(f"nothing to prune: no run ended before {timestamp(cutoff)}")
         return 0
     if not args.json:
@@ -126,4 +128,5 @@ def handle_prune(args: argparse.Namespace) -> int:
 def _as_json(report: PruneReport) -> dict[str, Any]:
     return {"cutoff": report.cutoff, "dry_run": report.dry_run, "runs": report.runs, "spans": report.spans,
             "events": report.events, "budgets": report.budgets, "oldest_ended": report.oldest_ended,
-            "newest_ended": report.newest_ended, "transactions": report.transactions}
+            "newest_ended": report.newest_ended, "transactions": report.transactions,
+            "durable_executors": report.durable_executors}

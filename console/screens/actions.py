@@ -229,17 +229,23 @@ class AckWatcher:
             return
         ControlClient(self.node, self.ctx).run("kill-ack", self._read, self._seen, write=False)
 
-    def _read(self, api: ControlAPI) -> tuple[KillSwitch, list[EngineStatus]]:
+    def _read(self, api: ControlAPI) -> tuple[KillSwitch, list[EngineStatus], dict[str, float]]:
         from engine.store.control import STALE_AFTER_S
 
         row = api.kill_switch(self.switch.id)
         now = api.now()
         alive = [e for e in api.engines() if e.stopped is None and now - e.heartbeat <= STALE_AFTER_S * 2]
-        return row, alive
+        acks = {a.engine_id: a.acked for a in api.kill_switch_acks([row.id])} if self.ctx.postgres else {}
+        return row, alive, acks
 
-    def _seen(self, result: tuple[KillSwitch, list[EngineStatus]]) -> None:
-        row, alive = result
-        if row.acked is not None:
+    def _seen(self, result: tuple[KillSwitch, list[EngineStatus], dict[str, float]]) -> None:
+        row, alive, acks = result
+        if self.ctx.postgres and acks:  # a fleet: every live engine acknowledges for itself (kill_switch_acks)
+            missing = [e for e in alive if str(e.id) not in acks]
+            if not missing or time.monotonic() - self.started >= self.wait_s:
+                self._fleet_acked(row, alive, acks, missing)
+                return
+        elif row.acked is not None:
             self._acked(row)
             return
         if not alive:
@@ -262,6 +268,27 @@ class AckWatcher:
         self.node.notify(f"Engine {printable(row.acked_by or '', limit=40)} acknowledged kill switch "
                          f"#{row.id} ({self.label}) at {clock_text(acked)}, {took:.1f}s after it was set.",
                          title="Kill switch acknowledged", markup=False)
+
+
+    def _fleet_acked(self, row: KillSwitch, alive: list[EngineStatus], acks: dict[str, float],
+                     missing: list[EngineStatus]) -> None:
+        """On a Postgres store: how many of the live engines acknowledged, and which did not within the wait (an
+        engine on Postgres holds no lock the console could terminate it by: say where it runs)."""
+        from engine.timefmt import clock_text
+
+        self.done = True
+        self.outcome = "partial" if missing else "acked"
+        reached = len([e for e in alive if str(e.id) in acks])
+        count = f"{reached} of {len(alive)} live engine(s)" if alive else f"{len(acks)} engine(s)"
+        text = (f"Kill switch #{row.id} ({self.label}) acknowledged by {count}: "
+                + ", ".join(f"{printable(engine_id, limit=24)} at {clock_text(at)}"
+                            for engine_id, at in sorted(acks.items(), key=lambda item: item[1])))
+        if missing:
+            text += (f". Not within {self.wait_s:.0f}s: " + ", ".join(
+                f"{printable(str(e.id), limit=24)} (pid {e.pid} on {printable(e.host, limit=30)})" for e in missing)
+                + "; if its event loop is wedged, stop it on its host.")
+        self.node.notify(text, title="Kill switch acknowledged" if not missing else "Kill switch",
+                         severity="warning" if missing else "information", markup=False)
 
 
 def _offer_terminate(node: DOMNode, ctx: ConsoleContext, row: KillSwitch, engine: EngineStatus,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from console.output import usd
 from console.widgets.safe import printable
+from console.widgets.store_trouble import store_trouble
 
 if TYPE_CHECKING:
     from engine.store.control import ControlStore
@@ -146,26 +147,13 @@ def _engines(ctx: HeaderContext) -> SlotValue:
             return SlotValue("none alive", "crit", alarm=f"{active} runs say running but no engine is alive: they "
                                                          f"{after}.")
         return SlotValue("none running", "info", short="0 running")
-    trouble = _store_trouble(ctx.store_dir)
+    trouble = store_trouble(ctx.store_dir, alive)
     if trouble is not None:
         state, error = trouble
         return SlotValue(f"{len(alive)} alive · store {state.upper()}", "crit", short=f"store {state.upper()}",
                          alarm=f"Trace store {state}: {printable(error, limit=160)}. No new model or tool call starts "
                                f"until commits succeed again: free disk space (see docs/operations.md).")
     return SlotValue(f"{len(alive)} alive", "ok")
-
-
-def _store_trouble(store_dir: Path | None) -> tuple[str, str] | None:
-    """The trace store's health as the engine holding the lock reports it (engine.lock's `store` field), when it
-    is not ok: (state, error)."""
-    from engine.controls.terminate import read_lock_holder
-
-    if store_dir is None:  # a Postgres store: no lock file publishes the writers' health (issue 16)
-        return None
-    store = (read_lock_holder(store_dir) or {}).get("store")
-    if isinstance(store, dict) and store.get("state") in ("degraded", "failed"):
-        return str(store["state"]), str(store.get("error") or "")
-    return None
 
 
 def _runs(ctx: HeaderContext) -> SlotValue:

@@ -51,6 +51,7 @@ from engine.store.control_rows import (
     EngineStatus,
     FlagSetting,
     KillSwitch,
+    KillSwitchAck,
     KillSwitchSet,
 )
 from engine.store.dialect import SqlConnection
@@ -222,6 +223,12 @@ class ControlAPI(ApprovalActions, DurableRunActions):
         """The engine applied these switches. Returns how many were newly acknowledged."""
         return self._acknowledge(ids, lambda conn, id_list: kill_switches.acknowledge(conn, id_list, engine_id,
                                                                                       self.now()))
+
+    def kill_switch_acks(self, ids: Iterable[int]) -> list[KillSwitchAck]:
+        """Which engines acknowledged these switches, and when (one row per engine: a Postgres fleet's every one)."""
+        id_list = whole_ids(ids)
+        with self.read() as conn:
+            return kill_switches.acks(conn, id_list)
 
     def ack_flags(self, ids: Iterable[int]) -> int:
         return self._acknowledge(ids, lambda conn, id_list: flag_settings.acknowledge(conn, id_list, self.now()))

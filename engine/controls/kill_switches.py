@@ -12,7 +12,7 @@ from engine.controls.binding import bind
 from engine.controls.labels import TARGET_WORD, switch_label
 from engine.controls.validate import optional_text
 from engine.errors import InputError
-from engine.store.control_rows import KillSwitch
+from engine.store.control_rows import KillSwitch, KillSwitchAck
 from engine.store.dialect import SqlConnection, dialect_of, insert_id
 from engine.store.rows import fetch_one_typed, fetch_typed
 
@@ -92,8 +92,32 @@ def release(conn: SqlConnection, row: KillSwitch, *, actor: str, reason: str, no
 
 
 def acknowledge(conn: SqlConnection, ids: Iterable[int], engine_id: str, now: float) -> int:
-    """The engine applied these switches (bookkeeping, not audited). Returns how many were newly acknowledged."""
-    id_list = list(ids)
-    cursor = conn.execute(f"UPDATE kill_switches SET acked = ?, acked_by = ? WHERE id IN "
-                          f"({', '.join('?' * len(id_list))}) AND acked IS NULL", (now, engine_id, *id_list))
-    return cursor.rowcount
+    """`engine_id` applied these switches (bookkeeping, not audited): one kill_switch_acks row per engine (a fleet
+    on Postgres acknowledges a switch once per engine), and the switch's own acked/acked_by keep the first engine's.
+    Returns how many this engine newly acknowledged (a switch it had acknowledged already, or one gone, counts 0)."""
+    newly = 0
+    for switch_id in ids:
+        cursor = conn.execute("INSERT INTO kill_switch_acks (switch_id, engine_id, acked) SELECT id, ?, ? "
+                              "FROM kill_switches WHERE id = ? ON CONFLICT (switch_id, engine_id) DO NOTHING",
+                              (engine_id, now, switch_id))
+        newly += max(cursor.rowcount, 0)
+        conn.execute("UPDATE kill_switches SET acked = ?, acked_by = ? WHERE id = ? AND acked IS NULL",
+                     (now, engine_id, switch_id))
+    return newly
+
+
+def acks(conn: SqlConnection, switch_ids: Iterable[int]) -> list[KillSwitchAck]:
+    """Every engine's acknowledgement of these switches, oldest first."""
+    id_list = list(switch_ids)
+    if not id_list:
+        return []
+    marks = ", ".join("?" * len(id_list))
+    if dialect_of(conn).name == "sqlite" and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kill_switch_acks'").fetchone() is None:
+        # A read-only reader of a control.db from before v6 (not migrated: that would be a write): its one engine's
+        # ack is the switch's own column.
+        return fetch_typed(conn, KillSwitchAck, f"SELECT id AS switch_id, acked_by AS engine_id, acked FROM "
+                           f"kill_switches WHERE id IN ({marks}) AND acked IS NOT NULL AND acked_by IS NOT NULL "
+                           f"ORDER BY acked", id_list)
+    return fetch_typed(conn, KillSwitchAck, f"SELECT switch_id, engine_id, acked FROM kill_switch_acks WHERE "
+                       f"switch_id IN ({marks}) ORDER BY acked, engine_id", id_list)

@@ -182,6 +182,13 @@ class DurableHost:
         else:
             config["system_database_url"] = self.database_url
             config["dbos_system_schema"] = SYSTEM_SCHEMA
+            # DBOS's connections get the store's TCP keepalive too (engine/store/pg/connection.py: a hung
+            # connection noticed in a minute), unless the URL sets its own; application_name is DBOS's default,
+            # which these connect_args replace.
+            from engine.store.pg.connection import keepalive_params
+
+            config["db_engine_kwargs"] = {"connect_args": {"application_name": "dbos_transact",
+                                                           **keepalive_params(self.database_url)}}
         DBOS(config=config)
         DBOS.listen_queues(self.queues)  # DBOS's internal queue (resumed runs) is always served too
         _STATE.body = self.body

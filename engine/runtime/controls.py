@@ -88,6 +88,9 @@ class RuntimeControls:
         # The same flags as rows (who set each, why), for messages that name them (serve mode's refusals).
         self.flag_rows: dict[tuple[str, str, str | None], FlagSetting] = {}
         self._applied_kills: set[int] = set()
+        # Switches this engine acknowledged. Not `acked IS NULL`: on a Postgres store the first engine of the fleet
+        # to apply a switch fills that column, and every other engine must still record its own acknowledgement.
+        self._acked_switches: set[int] = set()
         # Runs of this engine that ended for good (and, at start, runs a dead engine left behind): a switch limited
         # to one of them is spent. Kept so that a switch set in a run's last moments, which the snapshot the run
         # ended with did not hold yet, is released when a later snapshot shows it (bounded: old runs drop out).
@@ -318,16 +321,23 @@ class RuntimeControls:
             for run_id in self.spent_runs():
                 engine.release_spent_switches(run_id)
             engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
-            unacked_switches = [s.id for s in self.switches if s.acked is None]
+            self._acked_switches &= {s.id for s in self.switches}  # released ones have left the snapshot for good
+            unacked_switches = [s.id for s in self.switches if s.id not in self._acked_switches]
+            self._acked_switches.update(unacked_switches)  # acknowledged, or on its way (a failure gives them back)
             unacked_flags = [f.id for f in snapshot.flags if f.acked is None]
             if unacked_switches or unacked_flags:
-                engine.acknowledge(unacked_switches, unacked_flags)
+                engine.acknowledge(unacked_switches, unacked_flags, on_failure=self._acknowledgement_failed)
         # Wake everything paused at the gate so it re-evaluates against the new state.
         assert self._changed is not None
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
         assert self.first_applied is not None
         self.first_applied.set()
+
+    def _acknowledgement_failed(self, switch_ids: list[int]) -> None:
+        """The control thread could not record these acknowledgements: the next snapshot applied tries again.
+        (Called on the control thread: each set operation is atomic under the GIL, as are apply()'s on the loop.)"""
+        self._acked_switches.difference_update(switch_ids)
 
     def _record_audit_head(self, engine: Engine, head: tuple[int, str] | None) -> None:
         """Anchor the audit chain in traces.db, which only this engine writes: `audit verify` compares the log with

@@ -139,13 +139,21 @@ class Engine:
             return
         worker.submit(job, what)
 
-    def acknowledge(self, switch_ids: list[int], flag_ids: list[int]) -> None:
+    def acknowledge(self, switch_ids: list[int], flag_ids: list[int],
+                    on_failure: Callable[[list[int]], None] | None = None) -> None:
+        """Acknowledge on the control thread; `on_failure(switch_ids)` when the write fails (the caller then tries
+        again with a later snapshot; the failure is logged as any background write's)."""
         engine_id = self.store.engine_id
         acked_at = time.time()
 
         def ack(api: Any) -> None:
-            if switch_ids:
-                api.ack_kill_switches(switch_ids, engine_id)
+            try:
+                if switch_ids:
+                    api.ack_kill_switches(switch_ids, engine_id)
+            except BaseException:
+                if on_failure is not None:
+                    on_failure(switch_ids)
+                raise
             if flag_ids:
                 api.ack_flags(flag_ids)
 

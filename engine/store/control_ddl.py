@@ -165,3 +165,19 @@ CONTROLS_V5_APPROVAL_CALL = """
 ALTER TABLE approvals ADD COLUMN call_key TEXT;
 CREATE INDEX approvals_call ON approvals (call_key) WHERE call_key IS NOT NULL;
 """
+
+# v6 (issue 16): one acknowledgement per engine per kill switch. kill_switches.acked/acked_by keep the first one
+# (what "acknowledged" meant on a store directory: its one engine); on a Postgres store every engine of the fleet
+# applies a switch, and the operator needs to see which of them did ("acknowledged by 2 of 3 live engines"). Not
+# bound to an audit row: acknowledgements are the engine's bookkeeping, as the acked column is. Switches
+# acknowledged before v6 keep their one ack here.
+CONTROLS_V6_KILL_ACKS = """
+CREATE TABLE kill_switch_acks (
+    switch_id INTEGER NOT NULL REFERENCES kill_switches (id),
+    engine_id TEXT NOT NULL,
+    acked REAL NOT NULL,
+    PRIMARY KEY (switch_id, engine_id)
+);
+INSERT INTO kill_switch_acks (switch_id, engine_id, acked)
+    SELECT id, acked_by, acked FROM kill_switches WHERE acked IS NOT NULL AND acked_by IS NOT NULL;
+"""

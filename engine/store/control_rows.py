@@ -19,7 +19,8 @@ from engine.store.rows import RowT, TypedRow
 __all__ = [
     "BOUND_ROW_TYPES", "Approval", "ApprovalAlert", "ApprovalDeadline", "ApprovalExpiry", "AuditEntry",
     "BreakerOverride", "BudgetOverride", "ControlRow", "EngineRecord", "EngineStatus", "FlagSetting", "Incident",
-    "IncidentEvent", "IncidentNote", "IncidentSummary", "JsonRow", "KillSwitch", "KillSwitchSet", "RunbookApplication",
+    "IncidentEvent", "IncidentNote", "IncidentSummary", "JsonRow", "KillSwitch", "KillSwitchAck", "KillSwitchSet",
+    "RunbookApplication",
     "parsed_json",
 ]
 
@@ -65,6 +66,15 @@ class KillSwitch(TypedRow):
     acked: float | None = None
     acked_by: str | None = None
     audit_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchAck(TypedRow):
+    """One engine applied one switch (kill_switch_acks, control.db v6): on a Postgres store, one per engine."""
+
+    switch_id: int
+    engine_id: str
+    acked: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +222,9 @@ class EngineRecord(TypedRow):
     started: float
     heartbeat: float
     stopped: float | None = None
+    # What an engine on a Postgres store publishes about itself (trace schema v5: durable, store and export health),
+    # a JSON object's text; None on control.db (the lock file holds it there) and for rows from before v5.
+    published: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

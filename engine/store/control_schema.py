@@ -23,7 +23,7 @@ gets StoreTooNew instead of guessing.
 from __future__ import annotations
 
 from engine.store.control_binding import bind_existing
-from engine.store.control_ddl import CONTROLS_V2, CONTROLS_V5_APPROVAL_CALL
+from engine.store.control_ddl import CONTROLS_V2, CONTROLS_V5_APPROVAL_CALL, CONTROLS_V6_KILL_ACKS
 from engine.store.migrate import Migration
 from engine.store.runbooks_ddl import RUNBOOKS_V3
 
@@ -47,4 +47,5 @@ CONTROL_MIGRATIONS: list[Migration] = [
     RUNBOOKS_V3,
     bind_existing,  # v4: control rows carry the hash of their audit row (engine.store.control_binding)
     CONTROLS_V5_APPROVAL_CALL,  # v5: approvals.call_key, the durable call an approval gates
+    CONTROLS_V6_KILL_ACKS,  # v6: kill_switch_acks, one acknowledgement per engine (a Postgres fleet's)
 ]

@@ -4,6 +4,7 @@ down (lock, databases, recovery, registration, writer, heartbeat)."""
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import StoreError
 from engine.store.config import StoreConfig
@@ -102,6 +103,12 @@ class EngineStore:
         self._lock = lock
         self._traces = traces
         self._closed = False
+        # Without a lock file (an engine wholly on Postgres) what the engine publishes about itself goes to its
+        # registry row instead (trace schema v5), sent whole by the heartbeat thread when it changed: never from
+        # the caller's thread, which may be the trace writer's with the database down.
+        self._published: dict[str, Any] = {}
+        self._published_changed = False
+        self._publishing = threading.Lock()
         self._stop_heartbeat = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval,),
                                            name="flightdeck-engine-heartbeat", daemon=True)
@@ -118,11 +125,42 @@ class EngineStore:
                              f"{self.trace_location} (issue 16: not served on Postgres yet)")
         return self.store_dir
 
+    def _publish(self, **fields: Any) -> None:
+        """Add (or replace) fields of what this engine publishes: the lock file's JSON on a store directory
+        (written at once, in place), else its registry row on the Postgres store (at the next heartbeat)."""
+        if self._lock is not None:
+            self._lock.publish(**fields)
+            return
+        with self._publishing:
+            self._published = {**self._published, **fields}
+            self._published_changed = True
+
+    def _pending_publication(self) -> str | None:
+        """The published object's JSON when it changed since the last beat sent it (then marked sent), else None."""
+        with self._publishing:
+            if not self._published_changed:
+                return None
+            self._published_changed = False
+            return json.dumps(self._published)
+
+    def _send_beat(self) -> None:
+        published = self._pending_publication()
+        try:
+            if published is None:
+                self.control.heartbeat(self.engine_id)
+            else:  # only an engine without a lock file publishes here: its control plane is a PgControlDB
+                self.control.heartbeat(self.engine_id, published)  # type: ignore[call-arg]
+        except BaseException:
+            if published is not None:
+                with self._publishing:
+                    self._published_changed = True  # sent again with the next beat
+            raise
+
     def _beat(self, interval: float) -> None:
         failing = False
         while not self._stop_heartbeat.wait(interval):
             try:
-                self.control.heartbeat(self.engine_id)
+                self._send_beat()
             except Exception as exc:
                 # Said once per episode, not every second; the next beat retries.
                 if not failing:
@@ -134,34 +172,31 @@ class EngineStore:
     def publish_store_health(self, state: str, error: str | None, since: float) -> None:
         """Show the trace store's health to operators ("ok", "degraded" or "failed", why, since when) in the lock
         file's `store` field, which `flightdeck engines` and the console header read: written in place, so it works
-        on a full disk. An engine wholly on Postgres has no lock file: its trace writer's state is in its log."""
-        if self._lock is None:
-            return
-        self._lock.publish(store={"state": state, "error": error, "since": since})
+        on a full disk. An engine wholly on Postgres has no lock file: it goes to its registry row (`_publish`)."""
+        self._publish(store={"state": state, "error": error, "since": since})
 
     def publish_export_health(self, endpoint: str, sent_spans: int, dropped_spans: int, breaker: str,
                               error: str | None) -> None:
         """Show the OpenTelemetry exporter's drops to operators in the lock file's `export` field (`flightdeck
-        engines`): the engine never waits for its exporter, so a dead collector shows up here and nowhere else live."""
-        if self._lock is None:
-            return
-        self._lock.publish(export={"endpoint": endpoint, "sent_spans": sent_spans, "dropped_spans": dropped_spans,
+        engines`): the engine never waits for its exporter, so a dead collector shows up here and nowhere else live.
+        An engine wholly on Postgres publishes it in its registry row."""
+        self._publish(export={"endpoint": endpoint, "sent_spans": sent_spans, "dropped_spans": dropped_spans,
                                    "breaker": breaker, "error": error, "at": time.time()})
 
     def publish_durable(self, *, pickup: bool, auto_resume: bool) -> None:
         """Say in the lock file's `durable` field that this engine is durable and whether it takes operators' resume
         requests now (`pickup`) and reconciled runs on its own (`auto_resume`): `flightdeck resume` and `reconcile`
-        read it to tell whether the engine holding the store will carry a run on (runtime/durable_pickup.py)."""
-        if self._lock is None:  # an engine wholly on Postgres: the database's `durable_pickup` says it instead
-            if self.store_dir is None and isinstance(self.trace_location, PostgresLocation):
-                from engine.store.pg.durable_takers import publish
+        read it to tell whether the engine holding the store will carry a run on (runtime/durable_pickup.py). An
+        engine wholly on Postgres publishes it in its registry row (`flightdeck engines`' DURABLE column) and, at
+        once, in the database's `durable_pickup`, which `flightdeck resume` counts takers by."""
+        if self._lock is None and self.store_dir is None and isinstance(self.trace_location, PostgresLocation):
+            from engine.store.pg.durable_takers import publish
 
-                try:
-                    publish(self.trace_location, self.engine_id, pickup=pickup, auto_resume=auto_resume)
-                except StoreError as exc:  # the engine runs on; `flightdeck resume` then does not count on it
-                    log.warning("could not record whether this engine takes resume requests: %s", exc)
-            return
-        self._lock.publish(durable={"engine_id": self.engine_id, "pickup": pickup, "auto_resume": auto_resume})
+            try:
+                publish(self.trace_location, self.engine_id, pickup=pickup, auto_resume=auto_resume)
+            except StoreError as exc:  # the engine runs on; `flightdeck resume` then does not count on it
+                log.warning("could not record whether this engine takes resume requests: %s", exc)
+        self._publish(durable={"engine_id": self.engine_id, "pickup": pickup, "auto_resume": auto_resume})
 
     def close(self, timeout: float = 10) -> None:
         """Flush and stop the writer, mark this engine stopped, release the lock. Idempotent. Raises the writer's
@@ -172,6 +207,11 @@ class EngineStore:
         atexit.unregister(self.close)
         self._stop_heartbeat.set()
         self._heartbeat.join()
+        if self._lock is None and self._published_changed:  # the last word (a durable engine's pickup off)
+            try:
+                self._send_beat()
+            except Exception as exc:
+                log.warning("could not publish the engine's state: %s", exc)
         failure: StoreError | None = None
         try:
             self.writer.close(timeout)

@@ -14,8 +14,8 @@ What differs from a store directory (engine_store.py), and why:
 - Runbooks: the shipped ones and the directory the config's `[runbooks] dir` names (there is no STORE/runbooks),
   checked by `input_checks` before the engine registers; incidents and applications in the database.
   OpenTelemetry export ([otel] in the config): the exporter process reads the database (engine/export/worker.py).
-- Not served yet (each says so when asked): durable runs, and the lock file's published health (`flightdeck
-  engines` shows no `store` / `export` column for it).
+- What a lock holder publishes in engine.lock (durable, store and export health) goes to the engine's registry
+  row (`engines.published`, trace schema v5; EngineStore sends it with its heartbeat).
 """
 
 from __future__ import annotations

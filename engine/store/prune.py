@@ -43,6 +43,9 @@ class PruneReport:
     oldest_ended: float | None
     newest_ended: float | None
     transactions: int
+    # Postgres only: `durable_executors` rows (pg/liveness.py) of dead engines whose runs a live engine took over,
+    # started before the cutoff (pg/prune.py says which are safe to drop). Always 0 on a store directory.
+    durable_executors: int = 0
 
 
 def cutoff_for(older_than_s: float, now: float | None = None) -> float:

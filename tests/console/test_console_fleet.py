@@ -186,3 +186,53 @@ async def test_ten_views_of_a_fleet_fit_the_title_line_and_no_header_line_wraps(
         assert "1 Runs" in title and "read-only" in title, title
         assert all(f" {key} " in title or f" {key}" in title for key in "1234567890"), title
         assert ("0 Engines" in title) is (width >= 120), title
+
+
+async def test_a_kill_switch_from_the_console_waits_for_every_live_engine_of_the_fleet(
+        postgres_server: EmbeddedPostgres) -> None:
+    """On Postgres each engine acknowledges a switch for itself (kill_switch_acks): the console says `acknowledged
+    by 2 of 2 live engine(s)` once both did, and names the live engine that did not within the wait."""
+    import time
+
+    from engine.controls.api import ControlAPI
+    from engine.store.pg.control_db import PgControlDB
+    from engine.store.pg.engine_registry import claim_engine_id
+    from tests.console.test_console_actions import fill, modal, notified, submit
+
+    url = postgres_server.create_database()
+    try:
+        location = fleet_store(url)
+        engine_d = "host-d/serve-1"
+        claim_engine_id(location, engine_id=engine_d, pid=4404, host="host-d", user="ops", version="0.9.0",
+                        started=time.time())
+        control = PgControlDB(location)
+        try:
+            control.heartbeat(ENGINE_A)  # alive by the wall clock, which the ack watcher's ControlAPI reads
+            control.mark_stopped(ENGINE_B)  # its heartbeat is the fixed clock's: the wall clock cannot judge it
+        finally:
+            control.close()
+        app = app_on(location, read_only=False)
+        async with app.run_test(size=(160, 48)) as pilot:
+            runs = await runs_loaded(pilot)
+            async def kill(run_id: str, ackers: tuple[str, ...]) -> int:
+                runs.table.select_key(run_id)
+                await pilot.press("k")
+                await modal(pilot)
+                await fill(pilot, reason=f"drill on {run_id}")
+                await submit(pilot)
+                await wait_for(pilot, lambda: notified(app, f"set: run:{run_id}"), what="set")
+                with ControlAPI(location, "engine") as api:
+                    [switch] = [s for s in api.active_kill_switches() if s.target == run_id]
+                    for engine_id in ackers:
+                        api.ack_kill_switches([switch.id], engine_id)
+                return switch.id
+
+            both = await kill("d4e5f6a1b2c3", (ENGINE_A, engine_d))
+            await wait_for(pilot, lambda: notified(
+                app, f"#{both} (run:d4e5f6a1b2c3) acknowledged by 2 of 2 live engine(s)"), what="both")
+            one = await kill("c3d4e5f6a1b2", (ENGINE_A,))
+            await wait_for(pilot, lambda: notified(
+                app, f"#{one} (run:c3d4e5f6a1b2) acknowledged by 1 of 2 live engine(s)"), what="one")
+            assert notified(app, "Not within 3s: host-d/serve-1 (pid 4404 on host-d)")
+    finally:
+        postgres_server.drop_database(url)

@@ -149,10 +149,16 @@ def test_ack_kill_switches_is_bookkeeping_not_an_action(api: ControlAPI, clock: 
     a = api.set_kill("run", "r1", "kill", "x")
     b = api.set_kill("run", "r2", "kill", "y")
     clock.advance(1)
+    first = clock.time()
     assert api.ack_kill_switches([a.id, b.id], "engine-1") == 2
-    assert api.ack_kill_switches([a.id], "engine-2") == 0  # the first ack stands
-    assert api.kill_switch(a.id).acked_by == "engine-1"
-    assert api.kill_switch(a.id).acked == clock.time()
+    assert api.ack_kill_switches([a.id], "engine-1") == 0  # an engine acknowledges a switch once
+    clock.advance(1)
+    assert api.ack_kill_switches([a.id], "engine-2") == 1  # every engine of a fleet records its own
+    assert api.kill_switch(a.id).acked_by == "engine-1"  # the switch's own columns keep the first
+    assert api.kill_switch(a.id).acked == first
+    assert [(ack.engine_id, ack.acked) for ack in api.kill_switch_acks([a.id])] == [
+        ("engine-1", first), ("engine-2", clock.time())]
+    assert [ack.switch_id for ack in api.kill_switch_acks([a.id, b.id])] == [a.id, b.id, a.id]
     assert api.ack_kill_switches([], "engine-1") == 0
     assert _actions(api) == ["kill", "kill"]
 
@@ -399,6 +405,25 @@ def test_schema_migrates_an_existing_v1_store(store_dir: Path) -> None:
     with ControlAPI(store_dir, "alice") as api:
         assert len(api.engines()) == 1
         api.set_kill("global", None, "kill", "works on an upgraded store")
+    with sqlite3.connect(store_dir / "control.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(CONTROL_MIGRATIONS)
+
+
+def test_a_switch_acknowledged_before_v6_keeps_its_ack_and_a_read_only_reader_of_v5_sees_it(store_dir: Path) -> None:
+    from engine.store.control_schema import CONTROL_MIGRATIONS
+
+    store_dir.mkdir()
+    with ControlAPI(store_dir, "alice") as api:
+        switch = api.set_kill("global", None, "kill", "before the upgrade")
+    with sqlite3.connect(store_dir / "control.db") as conn:  # back to v5: no kill_switch_acks, the column holds it
+        conn.execute("DROP TABLE kill_switch_acks")
+        conn.execute("UPDATE kill_switches SET acked = 12.5, acked_by = 'engine-old' WHERE id = ?", (switch.id,))
+        conn.execute("PRAGMA user_version = 5")
+    with ControlAPI(store_dir, "alice", read_only=True) as reader:  # not migrated: reads v5 as it is
+        assert [(a.engine_id, a.acked) for a in reader.kill_switch_acks([switch.id])] == [("engine-old", 12.5)]
+    with ControlAPI(store_dir, "alice") as api:  # migrates to v6: the ack moves into kill_switch_acks
+        assert [(a.engine_id, a.acked) for a in api.kill_switch_acks([switch.id])] == [("engine-old", 12.5)]
+        assert api.ack_kill_switches([switch.id], "engine-old") == 0
     with sqlite3.connect(store_dir / "control.db") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(CONTROL_MIGRATIONS)
 

@@ -19,6 +19,22 @@ def test_import_contracts_hold() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_psycopg_and_dbos_are_confined_to_their_packages_by_a_contract() -> None:
+    # The contracts `test_import_contracts_hold` runs: psycopg only in engine/store/pg/, DBOS only in engine/durable/,
+    # checked over the engine and the console alike (tests and bench may import either).
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    assert {"engine", "console"} <= set(config["root_packages"])
+    forbidden = {tuple(c["forbidden_modules"]): c for c in config["contracts"] if c["type"] == "forbidden"}
+    # The one module outside its package allowed psycopg: the eval results on Postgres (pyproject.toml says why).
+    exceptions = {"psycopg": ["engine.scoring.results_pg -> psycopg"], "dbos": []}
+    for module, home in (("psycopg", "engine.store.pg"), ("dbos", "engine.durable")):
+        contract = forbidden[(module,)]
+        assert set(contract["source_modules"]) == {"engine", "console"}
+        assert contract["ignore_imports"] == [f"{home}.** -> {module}", *exceptions[module]]
+
+
 def test_no_test_module_imports_another_test_modules_private_names() -> None:
     # Shared test helpers live in plain modules under tests/ (engine_helpers, store_support, ...), not behind a
     # leading underscore in some other test file.

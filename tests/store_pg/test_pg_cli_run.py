@@ -123,7 +123,7 @@ def test_the_kill_command_names_the_live_engine_it_reaches(pg_url: str, tmp_path
         kill = flightdeck("kill", "--all", "--reason", "drill", "--yes", "--store", pg_url)
         assert kill.returncode == 0, kill.stderr
         assert "live engine(s) it reaches: ci/run-2 (pid" in kill.stdout
-        assert "acknowledged by engine ci/run-2" in kill.stdout, kill.stdout
+        assert "acknowledged by 1 of 1 live engine(s): ci/run-2 at" in kill.stdout, kill.stdout
         assert time.monotonic() - started < 30
         engine.communicate(timeout=60)
     finally:
@@ -150,10 +150,15 @@ def test_one_kill_switch_stops_two_engines_on_one_database(pg_url: str, tmp_path
                 return False
 
         wait_until(both_running, timeout=90, what="both engines' runs in flight")
-        kill = flightdeck("kill", "--all", "--reason", "fleet drill", "--yes", "--store", pg_url)
+        kill = flightdeck("kill", "--all", "--reason", "fleet drill", "--yes", "--wait-ack", "30", "--store", pg_url)
         assert kill.returncode == 0, kill.stderr
         reached = kill.stdout.split("live engine(s) it reaches: ", 1)[1].splitlines()[0]
         assert "ci/a (pid" in reached and "ci/b (pid" in reached
+        # Each engine records its own acknowledgement (before, the second found the switch acked and said nothing).
+        acked = kill.stdout.split("acknowledged by ", 1)[1].splitlines()[0]
+        assert acked.startswith("2 of 2 live engine(s): ") and "ci/a at" in acked and "ci/b at" in acked, acked
+        listed = flightdeck("kill", "--list", "--json", "--store", pg_url)
+        assert {a["engine_id"] for a in json.loads(listed.stdout)[0]["acks"]} == {"ci/a", "ci/b"}
         outputs = [engine.communicate(timeout=60) for engine in engines]
     finally:
         for engine in engines:

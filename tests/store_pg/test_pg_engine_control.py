@@ -197,3 +197,57 @@ async def test_the_listener_reconnects_after_its_connection_is_terminated(pg_url
     finally:
         store.close()
         operator.close()
+
+
+@pytest.mark.anyio
+async def test_an_engine_acknowledges_a_switch_another_engine_acknowledged_first(pg_url: str) -> None:
+    """A fleet: each engine records its own acknowledgement. The switch's acked/acked_by already hold another
+    engine's when this one applies it (before, it then acknowledged nothing and `kill` could not tell it obeyed)."""
+    operator = ControlAPI(pg_url, "oncall")
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    try:
+        switch = operator.set_kill("tool", "nothing-uses-this", "pause", "drill: fleet acknowledgements")
+        assert operator.ack_kill_switches([switch.id], "ci/elsewhere") == 1
+        async with Engine(store, latency_scale=0.0):
+            acks = await anyio.to_thread.run_sync(lambda: wait_until(
+                lambda: len(operator.kill_switch_acks([switch.id])) == 2 and operator.kill_switch_acks([switch.id]),
+                what="this engine's own acknowledgement"))
+        first = operator.kill_switch(switch.id)
+    finally:
+        store.close()
+        operator.close()
+    assert [ack.engine_id for ack in acks] == ["ci/elsewhere", store.engine_id]
+    assert first.acked_by == "ci/elsewhere"
+
+
+@pytest.mark.anyio
+async def test_an_acknowledgement_that_failed_is_recorded_with_the_next_snapshot(pg_url: str) -> None:
+    """The engine remembers what it acknowledged (not `acked IS NULL`); a write that failed is given back, so the
+    next snapshot it applies records it. The failure is real: a trigger on kill_switch_acks refuses the insert."""
+    operator = ControlAPI(pg_url, "oncall")
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    admin = psycopg.connect(pg_url, autocommit=True)
+    try:
+        admin.execute("CREATE SEQUENCE ack_attempts")  # nextval survives the rollback: counts the attempts
+        admin.execute("CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS "
+                      "$$ BEGIN PERFORM nextval('ack_attempts'); RAISE EXCEPTION 'acknowledgements refused (test)'; "
+                      "END $$")
+        admin.execute("CREATE TRIGGER refuse_ack BEFORE INSERT ON kill_switch_acks "
+                      "FOR EACH ROW EXECUTE FUNCTION refuse_ack()")
+        async with Engine(store, latency_scale=0.0) as engine:
+            switch = operator.set_kill("tool", "nothing-uses-this", "pause", "drill: a lost acknowledgement")
+
+            def attempted() -> bool:
+                return bool(admin.execute("SELECT is_called FROM ack_attempts").fetchone()[0])  # type: ignore[index]
+
+            await anyio.to_thread.run_sync(lambda: wait_until(attempted, what="the refused acknowledgement"))
+            assert operator.kill_switch_acks([switch.id]) == []
+            admin.execute("DROP TRIGGER refuse_ack ON kill_switch_acks")
+            operator.set_flag("tools.side_effects", "off", reason="drill: any change brings a new snapshot")
+            acks = await anyio.to_thread.run_sync(lambda: wait_until(
+                lambda: operator.kill_switch_acks([switch.id]), what="the acknowledgement, retried"))
+    finally:
+        admin.close()
+        store.close()
+        operator.close()
+    assert [ack.engine_id for ack in acks] == [store.engine_id]

@@ -149,3 +149,101 @@ def test_an_open_engine_store_heartbeats_on_its_timer_and_stops_on_close(pg_url:
     with ControlAPI(pg_url, "alice") as api:
         [engine] = api.engines()
     assert engine.id == store.engine_id and engine.stopped is not None and not engine.alive
+
+
+def test_flightdeck_engines_shows_whether_each_postgres_engine_is_durable(pg_url: str) -> None:
+    """The registry row carries what the engine publishes (trace schema v5): DURABLE is no longer blank on Postgres.
+    A non-durable engine says `no` from registration on; a durable one what DurableRuns publishes once DBOS is open
+    (`publish_durable`, sent by the next heartbeat); a row from before v5 stays blank (not known)."""
+    from engine.store import open_engine_store
+    from engine.store.pg.connection import connect
+    from engine.store.pg.schema import PG_TRACES_MIGRATIONS, migrate
+    from tests.store_support import wait_until
+
+    conn = connect(pg(pg_url))
+    try:
+        migrate(conn, pg(pg_url), "traces", PG_TRACES_MIGRATIONS[:4])  # v4: no `published` yet
+        conn.execute('INSERT INTO engines (id, pid, host, "user", version, started, heartbeat, stopped) '
+                     "VALUES ('from-v4', 1, 'h', 'u', '0.1', 100, 150, 150)")
+    finally:
+        conn.close()
+    durable = open_engine_store(pg(pg_url), heartbeat_interval=0.05, engine_id="ci/durable")
+    plain = open_engine_store(pg(pg_url), heartbeat_interval=0.05, engine_id="ci/plain")
+    try:
+        durable.publish_durable(pickup=True, auto_resume=True)
+
+        def listed() -> dict[str, dict[str, object]]:
+            proc = flightdeck("engines", "--json", "--store", pg_url)
+            assert proc.returncode == 0, proc.stderr
+            return {str(e["id"]): e for e in json.loads(proc.stdout)}
+
+        engines = wait_until(lambda: (found := listed())["ci/durable"]["durable"] is not None and found,
+                             timeout=30, what="the durable engine's publication")
+        assert engines["ci/durable"]["durable"] == {"durable": True, "pickup": True, "auto_resume": True}
+        assert engines["ci/plain"]["durable"] == {"durable": False, "pickup": False, "auto_resume": False}
+        assert engines["from-v4"]["durable"] is None
+        table = flightdeck("engines", "--store", pg_url).stdout
+        rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+        assert rows["ci/durable"].rstrip().endswith("yes, takes resume+reconcile"), table
+        assert rows["ci/plain"].rstrip().endswith("no"), table
+        assert rows["from-v4"].rstrip().endswith("stopped"), table  # DURABLE blank
+    finally:
+        durable.close()
+        plain.close()
+
+
+def test_flightdeck_engines_shows_a_postgres_engines_store_and_export_health(pg_url: str) -> None:
+    """What a lock holder writes in engine.lock (the trace store's health, the exporter's drops) an engine wholly on
+    Postgres publishes in its registry row: `flightdeck engines` shows it for every engine of the fleet."""
+    from engine.store import open_engine_store
+    from tests.store_support import wait_until
+
+    store = open_engine_store(pg(pg_url), heartbeat_interval=0.05, engine_id="ci/degraded")
+    try:
+        store.publish_store_health("degraded", "could not commit: connection refused", 1000.0)
+        store.publish_export_health("http://collector:4318", 10, 3, "open", "connection refused")
+
+        def degraded() -> dict[str, object] | None:
+            proc = flightdeck("engines", "--json", "--store", pg_url)
+            [engine] = json.loads(proc.stdout)
+            return engine if engine["store"] and engine["store"]["state"] == "degraded" else None
+
+        engine = wait_until(degraded, timeout=30, what="the published store health")
+        assert engine["store"] == {"state": "degraded", "error": "could not commit: connection refused",
+                                   "since": 1000.0}
+        assert engine["export"]["dropped_spans"] == 3 and engine["export"]["endpoint"] == "http://collector:4318"
+        table = flightdeck("engines", "--store", pg_url).stdout
+        assert "alive, store DEGRADED, export DROPPING" in table, table
+        assert "trace store degraded since" in table and "3 span(s) dropped, 10 sent" in table
+    finally:
+        store.close()
+    proc = flightdeck("engines", "--json", "--store", pg_url)
+    [stopped] = json.loads(proc.stdout)
+    assert stopped["store"] is None and stopped["export"] is None  # a stopped engine's health is history
+
+
+def test_the_console_header_names_a_fleet_engine_whose_trace_store_is_degraded(pg_url: str) -> None:
+    """The header's engines slot reads the published health of every live engine on Postgres (there is no
+    engine.lock): `1 alive · store DEGRADED`, with the engine named in the alarm."""
+    from console.widgets import header
+    from engine.store import open_engine_store
+    from tests.store_support import wait_until
+
+    store = open_engine_store(pg(pg_url), heartbeat_interval=0.05, engine_id="ci/troubled")
+    reader = PgTraceReader.connect(pg(pg_url))
+    control = PgControlDB(pg(pg_url), read_only=True)
+    try:
+        def slot() -> header.SlotValue:
+            return header.collect(reader, control, time.time(), None).values["engines"]
+
+        assert slot().text == "1 alive"
+        store.publish_store_health("degraded", "could not commit: connection refused", time.time())
+        troubled = wait_until(lambda: (value := slot()).level == "crit" and value, timeout=30,
+                              what="the header to show the published store health")
+        assert troubled.text == "1 alive · store DEGRADED"
+        assert troubled.alarm is not None and "engine ci/troubled on " in troubled.alarm
+        assert "connection refused" in troubled.alarm
+    finally:
+        control.close()
+        reader.close()
+        store.close()

@@ -123,3 +123,49 @@ def test_the_cli_prunes_a_postgres_store_audits_it_and_records_it_in_the_feed(tm
         [("alice", "traces", "retention", 2)]
     assert result["recorded"].startswith(f"audit row {rows[0]['id']} ")
     assert flightdeck("audit", "verify", "--store", pg_url).returncode == 0  # in the hash chain
+
+
+def test_prune_drops_durable_executor_rows_of_dead_engines_taken_over_and_audits_the_count(tmp_path: Path,
+                                                                                           pg_url: str) -> None:
+    """durable_executors gets a row per life of every durable engine; prune drops those started before the cutoff
+    of engines that are dead and whose runs a live engine took over for good, and never a live engine's, nor one
+    nobody has taken over yet (a takeover finds the dead engine's runs through them)."""
+    import os
+    import socket
+
+    from engine.store.pg.engine_registry import claim_engine_id
+    from engine.store.pg.liveness import Liveness
+
+    backend = TraceBackend("postgres", tmp_path, pg_url)
+    now = time.time()
+    record_history(backend.writer(), now)
+    old = now - 40 * DAY
+    for engine_id in ("dead-taken", "dead-untaken", "live"):
+        claim_engine_id(backend.location, engine_id=engine_id, pid=os.getpid(), host=socket.gethostname(),
+                        user="ops", version="9.9", started=now)
+    liveness = Liveness(backend.location)
+    try:
+        liveness.mark_stopped(["dead-taken", "dead-untaken"], now)
+        for executor_id, engine_id, started in (("dead-taken~1", "dead-taken", old), ("dead-taken~2", "dead-taken",
+                                                now), ("dead-untaken~1", "dead-untaken", old), ("live~1", "live", old)):
+            liveness.register_executor(executor_id, engine_id, started)
+        assert liveness.claim("dead-taken", "live", now, 10.0) and liveness.claim("dead-untaken", "live", now, 10.0)
+        liveness.finish(["dead-taken"], "live")  # dead-untaken's claim is not done: its runs may still be waiting
+        preview = flightdeck("store", "prune", "--older-than", "30d", "--dry-run", "--json", "--store", pg_url)
+        assert json.loads(preview.stdout)["durable_executors"] == 1, preview.stderr
+        done = flightdeck("store", "prune", "--older-than", "30d", "--yes", "--reason", "retention", "--json",
+                          "--store", pg_url)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["durable_executors"] == 1
+        left = liveness.executors_of(["dead-taken", "dead-untaken", "live"])
+    finally:
+        liveness.close()
+    assert sorted(left[3:]) == ["dead-taken~2", "dead-untaken~1", "live~1"]
+    audit = flightdeck("audit", "--json", "--store", pg_url)
+    [row] = [row for row in json.loads(audit.stdout) if row["action"] == "store_prune"]
+    assert row["after"]["durable_executors"] == 1
+    with backend.reader() as reader:
+        [event] = [e for e in reader.events_after(0, limit=1000) if e.kind == "store.pruned"]
+    assert event.data["durable_executors"] == 1
+    again = flightdeck("store", "prune", "--older-than", "30d", "--yes", "--reason", "retention", "--store", pg_url)
+    assert "nothing to prune" in again.stdout

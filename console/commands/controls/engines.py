@@ -18,6 +18,7 @@ from console.commands.controls.common import (
 )
 from console.output import pick, print_json, table
 from engine.errors import InputError
+from engine.store.control_rows import parsed_json
 from engine.timefmt import age, timestamp
 
 ENGINE_FIELDS = ("id", "pid", "host", "user", "version", "started", "heartbeat", "stopped", "alive", "stale",
@@ -53,24 +54,35 @@ def handle_engines(args: argparse.Namespace) -> int:
     with open_api(args, create=False, read_only=True) as api:
         # Dicts from here on: the listing adds what the lock file says to each engine's row.
         engines = [engine.as_dict() for engine in api.engines()]
-    # A Postgres store has no lock file: several engines share it by design, each alive by its own heartbeat.
-    holder = (read_lock_holder(location.path) or {}) if isinstance(location, StoreDirectory) else {}
+    # A Postgres store has no lock file: several engines share it by design, each alive by its own heartbeat, and
+    # each publishes what a lock holder writes in engine.lock (durable, store and export health) in its registry
+    # row instead (trace schema v5: `published`; None for a row from before it).
+    on_directory = isinstance(location, StoreDirectory)
+    holder = (read_lock_holder(location.path) or {}) if on_directory else {}
     pickups: dict[str, tuple[bool, bool]] = {}
-    if not isinstance(location, StoreDirectory):  # what each durable engine's current life says it takes
+    if not on_directory:  # what each durable engine's current life says it takes (the resume path reads the same)
         from engine.store.pg.durable_takers import pickup_states
 
         pickups = pickup_states(location)
     for engine in engines:
-        engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
-                                and holder.get("host") == engine["host"])
-        # The trace store's health as the lock holder reports it (engine.lock's `store`): ok, degraded, failed.
-        engine["store"] = _store_health(holder) if engine["holds_lock"] else None
+        published = engine.pop("published", None)
+        if on_directory:
+            engine["holds_lock"] = (engine["stopped"] is None and holder.get("pid") == engine["pid"]
+                                    and holder.get("host") == engine["host"])
+            source = holder if engine["holds_lock"] else None
+        else:
+            engine["holds_lock"] = False
+            source = _published(published)
+        running = source is not None and engine["stopped"] is None
+        # The trace store's health as the engine reports it (engine.lock's `store`): ok, degraded, failed.
+        engine["store"] = _store_health(source) if running and source is not None else None
         # The OpenTelemetry exporter's sent and dropped spans (engine.lock's `export`), when it has any to tell.
-        engine["export"] = _export_health(holder) if engine["holds_lock"] else None
+        engine["export"] = _export_health(source) if running and source is not None else None
         # Durable, and taking operators' resume and reconcile requests (engine.lock's `durable`, which the engine
-        # writes once DBOS is open: runtime/durable_runs.py). Known for the lock holder only.
-        engine["durable"] = _durable(holder) if engine["holds_lock"] else None
-        if engine["id"] in pickups:  # on Postgres: every durable engine, from the database's `durable_pickup`
+        # writes once DBOS is open: runtime/durable_runs.py). Known for the lock holder, or from the registry row;
+        # on Postgres `durable_pickup` (written at once, per life) wins over the heartbeat-published copy.
+        engine["durable"] = _durable(source) if source is not None else None
+        if engine["id"] in pickups:
             pickup, auto_resume = pickups[engine["id"]]
             engine["durable"] = {"durable": True, "pickup": pickup, "auto_resume": auto_resume}
     if args.json:
@@ -101,6 +113,14 @@ def handle_engines(args: argparse.Namespace) -> int:
                   f"{export['breaker']}; last error: {export['error'] or 'none'})\n  the runs are unaffected and "
                   f"stay in the store; fix the collector, then `flightdeck export otlp --since 24h` sends them again")
     return 0
+
+
+def _published(text: str | None) -> dict[str, Any] | None:
+    """An engine's registry row's `published` object; None before trace schema v5 (not known)."""
+    if text is None:
+        return None
+    value = parsed_json(text)
+    return value if isinstance(value, dict) else {}
 
 
 def _store_health(holder: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from engine.store.location import PostgresLocation
 from engine.timefmt import age, timestamp
 
 if TYPE_CHECKING:
-    from engine.store.control_rows import KillSwitch
+    from engine.store.control_rows import KillSwitch, KillSwitchAck
     from engine.store.trace_rows import RunRow
 
 DEFAULT_WAIT_ACK_S = 2.0
@@ -177,35 +177,54 @@ def _print_preview(label: str, mode: str, preview: Any | None) -> None:
 
 
 def _await_ack(api: Any, switch: KillSwitch, timeout: float) -> int:
-    """Wait (bounded) for the engine to acknowledge the switch, re-reading only when control.db changed."""
-    current = switch
-    if current.acked is None and not _running(api):
-        print("no engine is running on this store: the switch stays in force and the next engine applies it "
-              "when it starts")
-        return 0
-    live = [e for e in api.engines() if e.alive]
-    if live:  # on a Postgres store, every engine of the fleet (each listens for the switch)
-        print("live engine(s) it reaches: " + ", ".join(f"{str(e.id)[:12]} (pid {e.pid} on {e.host})"
-                                                         for e in live))
-    deadline = time.monotonic() + timeout
-    version = api.data_version()
-    while current.acked is None and time.monotonic() < deadline:
-        time.sleep(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
-        latest = api.data_version()
-        if latest != version:
-            version = latest
-            current = api.kill_switch(switch.id)
-    if current.acked is None:  # one last look: the ack may have landed during the final wait
-        current = api.kill_switch(switch.id)
-    if current.acked is not None:
-        print(f"acknowledged by engine {str(current.acked_by)[:12]} at {timestamp(current.acked)}")
-        return 0
-    running = _running(api)
-    if not running:
+    """Wait (bounded) for the engines to acknowledge the switch, re-reading only when the control plane changed. On
+    a store directory that is its one engine; on a Postgres store every live engine of the fleet (each applies the
+    switch and records its own acknowledgement: "acknowledged by 2 of 3 live engines")."""
+    if switch.acked is None and not _running(api):
         print("no engine is running on this store: the switch stays in force and the next engine applies it "
               "when it starts")
         return 0
     on_postgres = isinstance(api.location, PostgresLocation)
+    live = [e for e in api.engines() if e.alive]
+    if live:  # on a Postgres store, every engine of the fleet (each listens for the switch)
+        print("live engine(s) it reaches: " + ", ".join(f"{str(e.id)[:12]} (pid {e.pid} on {e.host})"
+                                                         for e in live))
+    expected = {str(e.id) for e in live}
+
+    def acked_by() -> dict[str, float]:
+        return {a.engine_id: a.acked for a in api.kill_switch_acks([switch.id])}
+
+    def done(acks: dict[str, float]) -> bool:
+        # A directory's engine is the one that holds the lock: any ack is its. A fleet's: every live one.
+        return bool(acks) and (not on_postgres or expected <= acks.keys())
+
+    deadline = time.monotonic() + timeout
+    version = api.data_version()
+    acks = acked_by()
+    while not done(acks) and time.monotonic() < deadline:
+        time.sleep(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
+        latest = api.data_version()
+        if latest != version:
+            version = latest
+            acks = acked_by()
+    acks = acked_by()  # one last look: an ack may have landed during the final wait
+    if acks and not on_postgres:
+        engine_id, at = min(acks.items(), key=lambda item: item[1])
+        print(f"acknowledged by engine {engine_id[:12]} at {timestamp(at)}")
+        return 0
+    if on_postgres and acks:
+        reached = expected & acks.keys()
+        print(f"acknowledged by {len(reached)} of {len(expected)} live engine(s): "
+              + ", ".join(f"{engine_id[:12]} at {timestamp(at)}" for engine_id, at in
+                          sorted(acks.items(), key=lambda item: item[1]) if engine_id in expected))
+        if expected <= acks.keys():
+            return 0
+    running = [e for e in _running(api) if str(e.id) not in acks]
+    if not running:
+        if not acks:
+            print("no engine is running on this store: the switch stays in force and the next engine applies it "
+                  "when it starts")
+        return 0
     for engine in running:
         state = "alive" if engine.alive else f"stale, last heartbeat {age(engine.heartbeat)}"
         stop = (f"stop it on {engine.host} (kill -TERM {engine.pid})" if on_postgres else
@@ -228,16 +247,27 @@ def _running(api: Any) -> list[Any]:
 def _list_kill_switches(args: argparse.Namespace) -> int:
     with open_api(args, create=False, read_only=True) as api:
         switches = api.active_kill_switches()
+        acks: dict[int, list[KillSwitchAck]] = {}
+        for ack in api.kill_switch_acks([s.id for s in switches]):
+            acks.setdefault(ack.switch_id, []).append(ack)
     if args.json:
-        print_json([pick(s, KILL_FIELDS) for s in switches])
+        print_json([{**pick(s, KILL_FIELDS), "acks": [pick(a, ("engine_id", "acked")) for a in acks.get(s.id, [])]}
+                    for s in switches])
         return 0
     if not switches:
         print("no active kill switches")
         return 0
     rows = [(s.id, _label(s.scope, s.target, s.run_id), s.mode, s.operator, timestamp(s.created),
-             "yes" if s.acked else "no", short(s.reason, 50)) for s in switches]
+             _acked_text(acks.get(s.id, [])), short(s.reason, 50)) for s in switches]
     print(table(("ID", "SCOPE", "MODE", "BY", "SET", "ACKED", "REASON"), rows, right={0}))
     return 0
+
+
+def _acked_text(acks: list[KillSwitchAck]) -> str:
+    """`no`, `yes` (one engine: a store directory's), or how many engines of a fleet acknowledged it."""
+    if not acks:
+        return "no"
+    return "yes" if len(acks) == 1 else f"yes ({len(acks)} engines)"
 
 
 def handle_release(args: argparse.Namespace) -> int:

@@ -1,6 +1,16 @@
 """Connecting to a Postgres store: psycopg imported here (a missing driver is a clear StoreError, not an
 ImportError), errors that never show the URL's password, and NUMERIC results as Python numbers.
 
+TCP keepalive: every connection turns libpq's keepalives on with short timers (KEEPALIVE) unless the URL sets them.
+A connection can hang without breaking: the server's host is gone or a NAT/firewall dropped the flow silently, and
+no RST ever comes. Without probes an idle connection (the control listener blocked on LISTEN, a writer between
+batches, a heartbeat connection) would notice only at the kernel's default, two hours of silence plus ~11 minutes
+of probes; with these, after keepalives_idle + keepalives_count x keepalives_interval = 30 + 3 x 10 = 60 s of
+silence from the server. `tcp_user_timeout` (60 s) covers what keepalive does not: data sent and never
+acknowledged (a query or COMMIT written to a peer that vanished) fails after 60 s instead of TCP's ~15 minutes of
+retransmissions. Either ends in a broken connection, which the callers already handle (the writer retries and
+reconnects, the listener reconnects, a command exits 3). A URL's own values win (`?keepalives_idle=120`).
+
 sum() over BIGINT columns returns NUMERIC, which psycopg loads as Decimal; the store's readers want the int (or float)
 SQLite would give, so reader connections load NUMERIC as int when integral and float otherwise.
 """
@@ -17,6 +27,9 @@ if TYPE_CHECKING:
     from engine.store.location import PostgresLocation
 
 CONNECT_TIMEOUT_S = 10
+# libpq connection parameters set on every connection whose URL does not set them (see the module docstring).
+KEEPALIVE: dict[str, int] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                             "keepalives_count": 3, "tcp_user_timeout": 60_000}
 WRITER_APPLICATION = "flightdeck-trace-writer"
 
 
@@ -36,12 +49,29 @@ def connect(location: PostgresLocation, *, autocommit: bool = True,
     try:
         conn: psycopg.Connection[Any] = driver.connect(location.dsn, autocommit=autocommit,
                                                        connect_timeout=CONNECT_TIMEOUT_S,
-                                                       application_name=application_name)
+                                                       application_name=application_name,
+                                                       **keepalive_defaults(location))
     except driver.Error as exc:
         raise StoreError(f"cannot connect to the Postgres store {location.masked}: "
                          f"{_one_line(location.scrub(str(exc)))}") from None
     _load_numeric_as_number(conn)
     return conn
+
+
+def keepalive_defaults(location: PostgresLocation) -> dict[str, int]:
+    """KEEPALIVE's parameters the store's URL does not set itself (keyword arguments would override the URL's)."""
+    return keepalive_params(location.dsn)
+
+
+def keepalive_params(dsn: str) -> dict[str, int]:
+    """keepalive_defaults for a URL given as text (what DBOS's engine is configured with: engine/durable/host.py)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(dsn)
+    except _psycopg().Error:  # a URL libpq cannot parse: connect() reports it, with the password masked
+        return {}
+    return {name: value for name, value in KEEPALIVE.items() if name not in given}
 
 
 def to_driver_sql(sql: str) -> str:

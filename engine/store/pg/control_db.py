@@ -190,12 +190,13 @@ class PgControlDB:
 
     # -- engine registration (pg/engine_registry.py: the trace schema's `engines` table) -------------------------
 
-    def heartbeat(self, engine_id: str) -> None:
-        """This engine is alive now: an autocommit UPDATE of its row (no control write lock, no NOTIFY)."""
+    def heartbeat(self, engine_id: str, published: str | None = None) -> None:
+        """This engine is alive now: an autocommit UPDATE of its row (no control write lock, no NOTIFY); with
+        `published`, also what it publishes about itself (trace schema v5; EngineStore sends it when it changed)."""
         from engine.store.pg import engine_registry
 
         with self.reading():
-            engine_registry.heartbeat(self._conn, engine_id, self._clock.time())
+            engine_registry.heartbeat(self._conn, engine_id, self._clock.time(), published)
 
     def mark_stopped(self, engine_id: str, stopped: float | None = None) -> None:
         from engine.store.pg import engine_registry

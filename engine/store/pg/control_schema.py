@@ -4,7 +4,8 @@ overrides, the audit log, incidents, their time lines and runbook applications, 
 component `control` in `flightdeck_schema` (pg/schema.py migrates it, under the same advisory lock as the traces).
 
 control.db's schema history (v1..v5: engines, the tables, runbooks, the binding columns, approvals.call_key) is
-folded into this component's version 1: a Postgres store starts at today's columns. Differences, and why:
+folded into this component's version 1: a Postgres store starts at today's columns; control.db's v6 (per-engine kill
+switch acknowledgements) is this component's v2. Differences, and why:
 - REAL is DOUBLE PRECISION, INTEGER is BIGINT; text compares byte-wise (COLLATE "C") as in SQLite, so orders and
   the incident id prefix lookup (`id >= 'inc-3f' AND id < 'inc-3g'`) mean the same on both.
 - AUTOINCREMENT ids are identity columns (a sequence never reuses an id). The audit log's ids are given by
@@ -246,4 +247,19 @@ $fd$;
     f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
     f"FOR EACH STATEMENT EXECUTE FUNCTION flightdeck_control_changed();\n" for table in CONTROL_TABLES)
 
-PG_CONTROL_MIGRATIONS: list[str] = [_V1]
+# v2: control.db's v6, one acknowledgement per engine per kill switch (engine/store/control_ddl.py says why), with
+# the trigger every control table has: an engine's ack moves data_version, which `flightdeck kill` waits on.
+_V2 = f"""
+CREATE TABLE kill_switch_acks (
+    switch_id BIGINT NOT NULL REFERENCES kill_switches (id),
+    engine_id {_T} NOT NULL,
+    acked DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (switch_id, engine_id)
+);
+INSERT INTO kill_switch_acks (switch_id, engine_id, acked)
+    SELECT id, acked_by, acked FROM kill_switches WHERE acked IS NOT NULL AND acked_by IS NOT NULL;
+CREATE TRIGGER kill_switch_acks_changed AFTER INSERT OR UPDATE OR DELETE ON kill_switch_acks
+    FOR EACH STATEMENT EXECUTE FUNCTION flightdeck_control_changed();
+"""
+
+PG_CONTROL_MIGRATIONS: list[str] = [_V1, _V2]

@@ -26,7 +26,7 @@ from engine.store.control import STALE_AFTER_S
 from engine.store.control_rows import EngineRecord, EngineStatus
 from engine.store.pg.connection import connect, store_error
 from engine.store.pg.engine_record import abandon_runs_of
-from engine.store.pg.schema import migrate, schema_version
+from engine.store.pg.schema import PUBLISHED_VERSION, migrate, schema_version
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,6 +41,8 @@ ENGINE_CLAIM_LOCK = 0x46_44_45_4E  # 'FDEN'
 REGISTRATION_VERSION = 3
 
 _COLUMNS = 'id, pid, host, "user", version, started, heartbeat, stopped'
+# With what the engine publishes about itself (trace schema v5): EngineRecord's last field.
+_PUBLISHED_COLUMNS = _COLUMNS + ", published"
 
 
 def claim_engine_id(location: PostgresLocation, *, engine_id: str, pid: int, host: str, user: str, version: str,
@@ -55,7 +57,8 @@ def claim_engine_id(location: PostgresLocation, *, engine_id: str, pid: int, hos
         migrate(conn, location)  # the `engines` table is the trace schema's (v3): the writer may not have run yet
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ENGINE_CLAIM_LOCK, engine_id))
-            row = conn.execute(f"SELECT {_COLUMNS} FROM engines WHERE id = %s FOR UPDATE", (engine_id,)).fetchone()
+            row = conn.execute(f"SELECT {_PUBLISHED_COLUMNS} FROM engines WHERE id = %s FOR UPDATE",
+                               (engine_id,)).fetchone()
             earlier = EngineRecord(*row) if row is not None else None
             if earlier is not None and _alive(earlier, started):
                 raise StoreLocked(
@@ -63,12 +66,14 @@ def claim_engine_id(location: PostgresLocation, *, engine_id: str, pid: int, hos
                     f"on {earlier.host} (user {earlier.user}), last heartbeat {started - earlier.heartbeat:.1f}s ago. "
                     f"Give this engine another FLIGHTDECK_ENGINE_ID, or stop that one first (it counts as dead "
                     f"{STALE_AFTER_S:g}s after its last heartbeat)")
+            # published '{}': this life has published nothing yet (not durable until it says so).
             conn.execute(
-                f"INSERT INTO engines ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL) "
+                f"INSERT INTO engines ({_PUBLISHED_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '{{}}') "
                 "ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host, "
                 "\"user\" = EXCLUDED.\"user\", version = EXCLUDED.version, started = EXCLUDED.started, "
                 "heartbeat = EXCLUDED.heartbeat, "
-                "stopped = NULL", (engine_id, pid, host, user, version, started, started))
+                "stopped = NULL, published = EXCLUDED.published", (engine_id, pid, host, user, version, started,
+                                                                   started))
             if earlier is None:
                 return []
             return abandon_runs_of(conn, [engine_id], started)
@@ -91,8 +96,13 @@ def _alive(row: EngineRecord, now: float) -> bool:
     return True
 
 
-def heartbeat(conn: psycopg.Connection[Any], engine_id: str, now: float) -> None:
-    conn.execute("UPDATE engines SET heartbeat = %s WHERE id = %s", (now, engine_id))
+def heartbeat(conn: psycopg.Connection[Any], engine_id: str, now: float, published: str | None = None) -> None:
+    """The engine is alive now; with `published` (a JSON object's text), also what it publishes about itself,
+    replaced whole (the engine holds the object and sends it when it changed)."""
+    if published is None:
+        conn.execute("UPDATE engines SET heartbeat = %s WHERE id = %s", (now, engine_id))
+    else:
+        conn.execute("UPDATE engines SET heartbeat = %s, published = %s WHERE id = %s", (now, published, engine_id))
 
 
 def mark_stopped(conn: psycopg.Connection[Any], engine_id: str, stopped: float) -> None:
@@ -103,9 +113,11 @@ def mark_stopped(conn: psycopg.Connection[Any], engine_id: str, stopped: float) 
 def list_engines(conn: psycopg.Connection[Any], now: float, limit: int = 50) -> list[EngineStatus]:
     """Newest first, `alive` and `stale` as ControlDB.list_engines says them. None when no engine has registered:
     no trace schema yet (a database only the control commands have used), or one from before heartbeats (v3)."""
-    if schema_version(conn) < REGISTRATION_VERSION:
+    version = schema_version(conn)
+    if version < REGISTRATION_VERSION:
         return []
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM engines ORDER BY started DESC LIMIT %s", (limit,)).fetchall()
+    columns = _PUBLISHED_COLUMNS if version >= PUBLISHED_VERSION else _COLUMNS  # a reader does not migrate
+    rows = conn.execute(f"SELECT {columns} FROM engines ORDER BY started DESC LIMIT %s", (limit,)).fetchall()
     out = []
     for row in rows:
         record = EngineRecord(*row)

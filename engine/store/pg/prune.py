@@ -6,6 +6,12 @@ locks and MVCC let prune run beside them: each transaction deletes at most PRUNE
 those (SKIP LOCKED: a run some writer is touching right now is left for the next prune), and never takes the
 `event_seq` row that every batch with events needs, so writers are held up by one short transaction at most.
 
+Durable executors: `durable_executors` (pg/liveness.py) gets a row per life of every durable engine and nothing
+removed them. Prune drops the rows started before the cutoff of engines that are dead (stopped, or no heartbeat
+for STALE_AFTER_S) and whose runs a live engine has taken over for good (their `durable_takeovers` claim is
+`done`): those rows are how a takeover finds a dead engine's runs in DBOS, so an engine nobody has taken over yet
+keeps them, and a live engine never loses one (not even its earlier lives': it carried those on at start).
+
 The record of the operator's action: prune appends a `store.pruned` event (operator, reason, cutoff and counts) to
 the store's own event feed, which engines and consoles tail; `flightdeck store prune` then writes the audit row
 (`store_prune`) in the store's control plane, as on a directory.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from engine.store.control import STALE_AFTER_S
 from engine.store.pg.connection import connect, store_error, to_driver_sql
 from engine.store.pg.schema import check_version
 from engine.store.prune import PRUNABLE, PRUNE_BATCH_RUNS, RUN_CHILDREN, PruneReport
@@ -56,7 +63,38 @@ def _count(conn: psycopg.Connection[Any], cutoff: float) -> PruneReport:
         found = conn.execute(to_driver_sql(f"SELECT count(*) FROM {table} WHERE run_id IN (SELECT id FROM runs "
                                              f"WHERE {PRUNABLE})"), (cutoff,)).fetchone()
         counts.append(0 if found is None else int(found[0]))
-    return PruneReport(cutoff, True, int(row[0]), counts[1], counts[0], counts[2], row[1], row[2], 0)
+    executors = 0
+    if _has_executors(conn):
+        found = conn.execute(f"SELECT count(*) FROM durable_executors x WHERE {_EXECUTOR_GONE}",
+                             _executor_params(cutoff)).fetchone()
+        executors = 0 if found is None else int(found[0])
+    return PruneReport(cutoff, True, int(row[0]), counts[1], counts[0], counts[2], row[1], row[2], 0, executors)
+
+
+# A durable executor row prune may drop (x: durable_executors): started before the cutoff, its engine not alive
+# (stopped, or silent for STALE_AFTER_S; an unregistered engine id counts as not alive), and that engine's runs
+# taken over for good by a live engine (a done claim). Parameters: _executor_params.
+_EXECUTOR_GONE = ("x.started < %s AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = x.engine_id "
+                  "AND e.stopped IS NULL AND e.heartbeat >= %s) AND EXISTS (SELECT 1 FROM durable_takeovers t "
+                  "WHERE t.engine_id = x.engine_id AND t.done)")
+
+
+def _executor_params(cutoff: float) -> tuple[float, float]:
+    return cutoff, time.time() - STALE_AFTER_S
+
+
+def _has_executors(conn: psycopg.Connection[Any]) -> bool:
+    """durable_executors and durable_takeovers exist once a durable engine has run here (created on first use)."""
+    row = conn.execute("SELECT to_regclass('durable_executors') IS NOT NULL AND "
+                       "to_regclass('durable_takeovers') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _delete_executors(conn: psycopg.Connection[Any], cutoff: float) -> int:
+    if not _has_executors(conn):
+        return 0
+    return int(conn.execute(f"DELETE FROM durable_executors x WHERE {_EXECUTOR_GONE}",
+                            _executor_params(cutoff)).rowcount)
 
 
 def _delete(conn: psycopg.Connection[Any], cutoff: float, batch_runs: int) -> PruneReport:
@@ -79,8 +117,9 @@ def _delete(conn: psycopg.Connection[Any], cutoff: float, batch_runs: int) -> Pr
         newest = chosen[-1][1]
     # A trace writer that has not committed since the cutoff is long gone: its exactly-once marker can go too.
     conn.execute("DELETE FROM trace_writers WHERE updated < %s", (cutoff,))
+    executors = _delete_executors(conn, cutoff)
     return PruneReport(cutoff, False, totals["runs"], totals["spans"], totals["events"], totals["budgets"], oldest,
-                       newest, transactions)
+                       newest, transactions, executors)
 
 
 def _record(conn: psycopg.Connection[Any], report: PruneReport, operator: str, reason: str | None) -> None:
@@ -88,7 +127,8 @@ def _record(conn: psycopg.Connection[Any], report: PruneReport, operator: str, r
     import json
 
     data = {"operator": operator, "reason": reason, "cutoff": report.cutoff, "runs": report.runs,
-            "spans": report.spans, "events": report.events, "budgets": report.budgets}
+            "spans": report.spans, "events": report.events, "budgets": report.budgets,
+            "durable_executors": report.durable_executors}
     with conn.transaction():
         row = conn.execute("UPDATE event_seq SET last = last + 1 WHERE id = 1 RETURNING last").fetchone()
         assert row is not None

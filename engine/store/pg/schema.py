@@ -216,9 +216,21 @@ ALTER TABLE schedules ADD PRIMARY KEY (engine_id, name);
 ALTER TABLE budgets ADD COLUMN engine_id TEXT NOT NULL DEFAULT '';
 """
 
-PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# v5 (issue 16, the fleet's `flightdeck engines`): what an engine wholly on Postgres publishes about itself, as an
+# engine on a store directory does in its lock file's JSON (engine/store/lock.py `publish`): `durable` (a durable
+# engine, and whether it takes operators' resume and reconcile requests), and the trace store's and the exporter's
+# health (`store`, `export`). One JSON object (TEXT, as every JSON column here), written whole by the engine's
+# heartbeat when it changed (pg/engine_registry.py). Registration sets '{}' (nothing published: not durable); NULL
+# is a row from before v5 (not known).
+_V5 = """
+ALTER TABLE engines ADD COLUMN published TEXT;
+"""
+
+PG_TRACES_MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 # The first version whose current-state tables carry engine_id (the fleet's breakers, queues and schedules).
 FLEET_STATE_VERSION = 4
+# The first version whose `engines` rows carry what each engine publishes about itself (durable, health).
+PUBLISHED_VERSION = 5
 
 
 def schema_version(conn: psycopg.Connection[Any], component: str = COMPONENT) -> int:
