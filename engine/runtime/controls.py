@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from engine.runtime.context import RunContext
     from engine.runtime.control_worker import ControlWorker
     from engine.runtime.deadline import Deadline
+    from engine.runtime.durable_fence import Lease
     from engine.runtime.engine import Engine
     from engine.runtime.store_gate import StoreGate
     from engine.store.control_rows import Approval, FlagSetting, KillSwitch
@@ -102,6 +103,9 @@ class RuntimeControls:
         self._run_slots: anyio.CapacityLimiter | None = None
         self._audit_head: tuple[int, str] | None = None  # the last head recorded in traces.db
         self.store_gate: StoreGate | None = None  # no call starts that the trace store cannot record
+        # A durable engine on a shared Postgres store: no call starts unless its heartbeat's lease holds (it may
+        # have been seen dead and fenced while it stalled: runtime/durable_fence.py).
+        self.lease: Lease | None = None
         self.shutting_down: str | None = None  # why new runs are no longer admitted (the engine is stopping)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -143,7 +147,7 @@ class RuntimeControls:
             return "refused: " + self.shutting_down
         gate = self.store_gate
         if gate is not None and gate.failure is not None:
-            return f"refused: the trace store is unavailable: {gate.failure}"
+            return f"refused: {gate.refusal()}"
         for switch in self.switches:
             if switch.mode in ("kill", "drain") and (
                     switch.scope == "global" or (switch.scope == "hierarchy" and switch.target == hierarchy)):
@@ -194,6 +198,9 @@ class RuntimeControls:
         return found
 
     async def before_call(self, ctx: RunContext, agent: str, tool: str | None) -> None:
+        lease = self.lease
+        if lease is not None and not lease.current():  # woke from a stall: wait for a beat (renewed, or fenced)
+            await lease.wait()
         gate = self.store_gate
         if gate is not None and gate.blocked:  # the store cannot record right now: wait, or refuse once it failed
             await gate.wait_usable()

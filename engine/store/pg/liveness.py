@@ -23,6 +23,7 @@ The tables are created on first use (IF NOT EXISTS, under an advisory lock), out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.store.pg.connection import connect, store_error
@@ -46,6 +47,14 @@ CREATE TABLE IF NOT EXISTS durable_takeovers (
     done BOOLEAN NOT NULL DEFAULT false
 );
 """
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Another engine claimed this engine's runs (it was seen dead: stalled past the takeover threshold)."""
+
+    taken_by: str
+    at: float  # when the claim was made (the taker's clock)
+
 
 # Engines not stopped whose heartbeat is fresh: alive. Any other is dead.
 _LIVE = "SELECT id FROM engines WHERE stopped IS NULL AND heartbeat >= %s"
@@ -77,11 +86,18 @@ class Liveness:
             self.close()
             raise store_error(self.location, exc, action) from None
 
-    def beat(self, engine_id: str, now: float) -> None:
+    def beat(self, engine_id: str, now: float) -> Fence | None:
         """This engine is alive: its registered row's heartbeat (never moved back; the row must exist, registered
-        when the engine's store opened)."""
-        self._run("a durable engine's heartbeat",
-                  "UPDATE engines SET heartbeat = GREATEST(heartbeat, %s) WHERE id = %s", (now, engine_id))
+        when the engine's store opened), unless another engine has claimed its runs: then no beat (a fenced engine
+        must not look alive again) and the claim is returned. One statement: a claim committed before it is seen."""
+        rows = self._run("a durable engine's heartbeat",
+                         "WITH fence AS (SELECT taken_by, at FROM durable_takeovers "
+                         "WHERE engine_id = %s AND taken_by != %s), "
+                         "beat AS (UPDATE engines SET heartbeat = GREATEST(heartbeat, %s) "
+                         "WHERE id = %s AND NOT EXISTS (SELECT 1 FROM fence) RETURNING id) "
+                         "SELECT taken_by, at FROM fence",
+                         (engine_id, engine_id, now, engine_id))
+        return None if not rows else Fence(taken_by=str(rows[0][0]), at=float(rows[0][1]))
 
     def mark_stopped(self, engine_ids: list[str], now: float) -> None:
         """These engines stopped (closed, or known dead: their store directory's lock is held by a successor)."""
