@@ -60,7 +60,13 @@ def new_context(engine: Engine, compiled: CompiledHierarchy, request: RunRequest
 
 def refuse(engine: Engine, compiled: CompiledHierarchy, request: RunRequest, reason: str,
            run_id: str | None = None) -> RunResult:
-    """Record a run that admission refused (a kill switch or the engine shutting down): it ends `refused`."""
+    """Record a run that admission refused (a kill switch or the engine shutting down): it ends `refused`. Nothing
+    is recorded once the engine is fenced: the run may be one another engine took (it owns its row now)."""
+    if engine.gate.fenced is not None:
+        now = time.time()
+        return RunResult(run_id=run_id or os.urandom(6).hex(), hierarchy=compiled.name, status="refused",
+                         output=None, error=reason, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
+                         tool_calls=0, started=now, ended=now)
     ctx = new_context(engine, compiled, request, run_id)
     now = time.time()
     engine.tracer.event(ctx.run_id, None, "run.refused", name=compiled.name, data={"reason": reason})
