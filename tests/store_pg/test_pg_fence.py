@@ -89,16 +89,16 @@ def test_a_stalled_engine_whose_runs_were_taken_starts_no_further_step(tmp_path:
                 child.kill()
         for approver in approvers:
             approver.__exit__(None, None, None)
-    # It stopped, non-zero, saying why.
-    assert stalls.returncode == 3, (out, err[-3000:])
-    assert f"engine {taker_id} took its runs; it stops so no step runs twice" in err, err[-3000:]
-    assert json.loads(out_taker.split("took", 1)[1])["claimed"] == [stalled_id]
     # No model call, and no tool call that ran, started on the woken engine; no run row the taker wrote changed.
     late = query(pg_url, "SELECT run_id, kind, name, status FROM spans WHERE kind IN ('llm', 'tool') AND started >= %s",
                  (woke,))
     assert not [span for span in late if span[1] == "llm" or span[3] != "cancelled"], late
     assert dict(query(pg_url, "SELECT id, status FROM runs")) == before
     assert_each_side_effect_once(ledger)
+    # It stopped, non-zero, saying why.
+    assert stalls.returncode == 3, (out, err[-3000:])
+    assert f"engine {taker_id} took its runs; it stops so no step runs twice" in err, err[-3000:]
+    assert json.loads(out_taker.split("took", 1)[1])["claimed"] == [stalled_id]
     # It does not look alive to the fleet: stopped, no beat since it woke; an event says what happened.
     ((stopped, heartbeat),) = query(pg_url, "SELECT stopped, heartbeat FROM engines WHERE id = %s", (stalled_id,))
     assert stopped is not None and heartbeat < woke
