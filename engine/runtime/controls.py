@@ -197,10 +197,18 @@ class RuntimeControls:
                 found.append(switch)
         return found
 
-    async def before_call(self, ctx: RunContext, agent: str, tool: str | None) -> None:
+    async def hold_for_lease(self) -> None:
+        """A durable engine on a shared store that woke from a stall: wait for its next beat; OperatorStop when it
+        found this engine fenced (runtime/durable_fence.py). A float comparison when the lease holds."""
         lease = self.lease
-        if lease is not None and not lease.current():  # woke from a stall: wait for a beat (renewed, or fenced)
+        if lease is not None and not lease.current():
             await lease.wait()
+            gate = self.store_gate
+            if gate is not None and gate.fenced is not None:
+                raise OperatorStop(f"stopped: {gate.refusal()}")
+
+    async def before_call(self, ctx: RunContext, agent: str, tool: str | None) -> None:
+        await self.hold_for_lease()
         gate = self.store_gate
         if gate is not None and gate.blocked:  # the store cannot record right now: wait, or refuse once it failed
             await gate.wait_usable()
