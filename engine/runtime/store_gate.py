@@ -73,11 +73,13 @@ class StoreGate:
         self._publish = publish
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: anyio.Event | None = None
+        self._fenced_seen: anyio.Event | None = None
 
     def attach(self) -> None:
         """Call on the event loop, before the writer can report (anyio primitives need a running loop)."""
         self._loop = asyncio.get_running_loop()
         self._changed = anyio.Event()
+        self._fenced_seen = anyio.Event()
 
     # -- the writer's acknowledgement thread ---------------------------------------------------------------------
 
@@ -163,7 +165,15 @@ class StoreGate:
             self._event("engine.fenced", {"reason": reason})
         if self._stop_all is not None:
             self.stopped_runs = self._stop_all(f"killed: {reason}")
+        if self._fenced_seen is not None:
+            self._fenced_seen.set()
         self._wake()
+
+    async def wait_fenced(self) -> str:
+        """Returns (why) once this engine is fenced: serve mode stops serving then (engine/serve/serving.py)."""
+        assert self._fenced_seen is not None, "attach() first"
+        await self._fenced_seen.wait()
+        return str(self.fenced)
 
     def _wake(self) -> None:
         assert self._changed is not None
