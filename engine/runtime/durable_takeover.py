@@ -101,6 +101,7 @@ class Takeover:
         self._on_fenced = on_fenced
         self.lease = Lease(stale_after)  # no call starts unless a beat confirmed this engine alive just now
         self.fence: Fence | None = None  # set once another engine took this engine's runs
+        self._confirmed = time.monotonic()  # when the last beat that found no claim started (the thread's)
         self.claiming = True  # False once the engine closes: it beats on (its runs are still its own) but takes none
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -162,18 +163,25 @@ class Takeover:
         except Exception as exc:  # it beats no more either way: its heartbeat goes stale
             log.warning("could not record the fenced engine stopped: %s", exc)
 
+    def _beat(self) -> bool:
+        """One beat: renews the lease, or fences this engine (returns False: the thread ends). Raises when the store
+        cannot be reached (the lease is then not renewed: calls wait once it runs out)."""
+        started = time.monotonic()
+        fence = self.liveness.beat(self.engine_id, time.time())
+        if fence is not None:
+            self._fenced(fence, started - self._confirmed)
+            return False
+        self.lease.renew(started)
+        self._confirmed = started
+        return True
+
     def _run(self) -> None:
         failing = False
-        confirmed = time.monotonic()  # when the last beat that found no claim started
+        self._confirmed = time.monotonic()  # when the last beat that found no claim started
         while not self._stop.wait(self.interval):
-            started = time.monotonic()
             try:
-                fence = self.liveness.beat(self.engine_id, time.time())
-                if fence is not None:
-                    self._fenced(fence, started - confirmed)
+                if not self._beat():
                     return
-                self.lease.renew(started)
-                confirmed = started
                 claimed, executors = self._claim_dead()
             except Exception as exc:  # the store unreachable: said once per episode, retried on the next beat
                 if not failing:
@@ -186,7 +194,17 @@ class Takeover:
                 future: concurrent.futures.Future[int] = asyncio.run_coroutine_threadsafe(
                     self._take_over(claimed, executors), loop)
                 try:
-                    future.result()
+                    # Beating on while the loop resumes them (it can take seconds under load): this engine must
+                    # not look dead, nor its own calls wait for their lease, because it is taking others' runs.
+                    while True:
+                        try:
+                            future.result(timeout=self.interval)
+                            break
+                        except concurrent.futures.TimeoutError:
+                            if future.done():  # the take-over itself timed out: not a wait that ran out
+                                raise
+                            if not self._beat():
+                                return
                     self.liveness.finish(claimed, self.engine_id)
                 except Exception:  # the claim stands until this engine dies; the runs stay PENDING (logged)
                     log.exception("taking over the runs of %s failed", claimed)
