@@ -163,7 +163,7 @@ def _store_trouble(store_dir: Path | None) -> tuple[str, str] | None:
     if store_dir is None:  # a Postgres store: no lock file publishes the writers' health (issue 16)
         return None
     store = (read_lock_holder(store_dir) or {}).get("store")
-    if isinstance(store, dict) and store.get("state") in ("degraded", "failed"):
+    if isinstance(store, dict) and store.get("state") in ("degraded", "failed", "fenced"):
         return str(store["state"]), str(store.get("error") or "")
     return None
 

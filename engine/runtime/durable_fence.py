@@ -12,12 +12,12 @@ non-idempotent side effect started twice. The fence stops that, in two parts:
   in between, whichever of the loop and the thread runs first after the stall. A cheap check on the hot path: one
   `time.monotonic()` (which keeps counting while a process is stopped).
 - The fence. Each beat asks, in the same transaction that writes it, whether another engine has claimed this one
-  (pg/liveness.py's `beat`, which serializes with a claim on the engine's row); if so the beat is not written (the engine must not look alive again), the engine is marked stopped, and the store gate is fenced
-  (runtime/store_gate.py): no call starts, every active run is stopped at once, an `engine.fenced` event and one
-  error line say why, and the engine exits like one whose trace store failed (exit code 3; serve stops serving).
-  The runs it stops are the taker's now: their run rows' ends are not written here (runtime/run_lifecycle.py), and
-  DBOS writes a workflow's outcome only for the execution that owns it (the taker's), so nothing of theirs is
-  overwritten.
+  (pg/liveness.py's `beat`, which serializes with a claim on the engine's row); if so the beat is not written (the
+  engine must not look alive again), the engine is marked stopped, and the store gate is fenced (store_gate.py): no
+  call starts, every active run is stopped at once, an `engine.fenced` event and one error line say why, and the
+  engine exits like one whose trace store failed (exit code 3; serve stops serving). The runs it stops are the
+  taker's now: their run rows' ends are not written here (runtime/run_lifecycle.py), and DBOS writes a workflow's
+  outcome only for the execution that owns it (the taker's), so nothing of theirs is overwritten.
 """
 
 from __future__ import annotations
