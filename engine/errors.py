@@ -61,5 +61,10 @@ class StoreDamaged(StoreError):
     """A store file is not a usable SQLite database (corrupt, truncated, or not ours)."""
 
 
+class EngineFenced(StoreError):
+    """Another engine on the shared Postgres store took this engine's runs while it stalled: it must stop (issue 16,
+    engine/runtime/durable_fence.py). A StoreError: exit code 3, like a trace store that failed."""
+
+
 class StoreTooNew(StoreError):
     """The store was written by a newer Flightdeck whose schema this version does not know."""

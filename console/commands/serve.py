@@ -117,7 +117,11 @@ async def _serve(args: argparse.Namespace, store: Any, fleet: Any, token: str | 
                               latency_scale=(1.0 / args.speed) if args.speed else 0.0,
                               config_file=args.config) as engine:
             first = await serve_fleet(engine, sock, token=token, signals=signals, grace=args.grace, notice=notice,
-                                      listening=listening)
+                                      listening=listening, halt=engine.engine.gate.wait_fenced)
+            fenced = engine.engine.gate.failure if engine.engine.gate.fenced is not None else None
+    if fenced is not None:  # another engine took this one's runs while it stalled (runtime/durable_fence.py)
+        notice(f"error: {fenced}")
+        return fenced.exit_code
     if first is None:
         notice("the HTTP server stopped by itself")
         return 1

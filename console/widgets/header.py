@@ -150,6 +150,10 @@ def _engines(ctx: HeaderContext) -> SlotValue:
     trouble = store_trouble(ctx.store_dir, alive)
     if trouble is not None:
         state, error = trouble
+        if state == "fenced":  # it stalled and another engine took its runs: it is stopping (docs/operations.md)
+            return SlotValue(f"{len(alive)} alive · 1 FENCED", "crit", short="FENCED",
+                             alarm=f"An engine was fenced: {printable(error, limit=160)}. It stops; its runs go on "
+                                   f"on the engine that took them.")
         return SlotValue(f"{len(alive)} alive · store {state.upper()}", "crit", short=f"store {state.upper()}",
                          alarm=f"Trace store {state}: {printable(error, limit=160)}. No new model or tool call starts "
                                f"until commits succeed again: free disk space (see docs/operations.md).")

@@ -12,11 +12,11 @@ from typing import Any
 
 from engine.store.control_rows import EngineStatus, parsed_json
 
-TROUBLE = ("degraded", "failed")
+TROUBLE = ("degraded", "failed", "fenced")  # fenced: it stalled, another engine took its runs (it stops)
 
 
 def store_trouble(store_dir: Path | None, alive: Sequence[EngineStatus]) -> tuple[str, str] | None:
-    """(state, error) when a live engine's trace store is degraded or failed, else None."""
+    """(state, error) when a live engine's trace store is degraded or failed, or the engine was fenced, else None."""
     if store_dir is not None:
         from engine.controls.terminate import read_lock_holder
 

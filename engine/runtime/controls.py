@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from engine.runtime.context import RunContext
     from engine.runtime.control_worker import ControlWorker
     from engine.runtime.deadline import Deadline
+    from engine.runtime.durable_fence import Lease
     from engine.runtime.engine import Engine
     from engine.runtime.store_gate import StoreGate
     from engine.store.control_rows import Approval, FlagSetting, KillSwitch
@@ -105,6 +106,9 @@ class RuntimeControls:
         self._run_slots: anyio.CapacityLimiter | None = None
         self._audit_head: tuple[int, str] | None = None  # the last head recorded in traces.db
         self.store_gate: StoreGate | None = None  # no call starts that the trace store cannot record
+        # A durable engine on a shared Postgres store: no call starts unless its heartbeat's lease holds (it may
+        # have been seen dead and fenced while it stalled: runtime/durable_fence.py).
+        self.lease: Lease | None = None
         self.shutting_down: str | None = None  # why new runs are no longer admitted (the engine is stopping)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -146,7 +150,7 @@ class RuntimeControls:
             return "refused: " + self.shutting_down
         gate = self.store_gate
         if gate is not None and gate.failure is not None:
-            return f"refused: the trace store is unavailable: {gate.failure}"
+            return f"refused: {gate.refusal()}"
         for switch in self.switches:
             if switch.mode in ("kill", "drain") and (
                     switch.scope == "global" or (switch.scope == "hierarchy" and switch.target == hierarchy)):
@@ -196,7 +200,18 @@ class RuntimeControls:
                 found.append(switch)
         return found
 
+    async def hold_for_lease(self) -> None:
+        """A durable engine on a shared store that woke from a stall: wait for its next beat; OperatorStop when it
+        found this engine fenced (runtime/durable_fence.py). A float comparison when the lease holds."""
+        lease = self.lease
+        if lease is not None and not lease.current():
+            await lease.wait()
+            gate = self.store_gate
+            if gate is not None and gate.fenced is not None:
+                raise OperatorStop(f"stopped: {gate.refusal()}")
+
     async def before_call(self, ctx: RunContext, agent: str, tool: str | None) -> None:
+        await self.hold_for_lease()
         gate = self.store_gate
         if gate is not None and gate.blocked:  # the store cannot record right now: wait, or refuse once it failed
             await gate.wait_usable()

@@ -271,6 +271,8 @@ class DurableRuns:
         after the body returned, and an engine closing in between (destroy()) cancelled that write, so the run's
         workflow stayed PENDING and the next engine resumed a run that had ended (a flaky test under load)."""
         await self._resumed_idle.wait()
+        if self.engine.gate.fenced is not None:  # their outcomes are the taker's to record (runtime/durable_fence.py)
+            self._settling.clear()
         while self._settling and self.host is not None:
             run_id = self._settling.pop()
             workflow_id = self._executions.pop(run_id, None)

@@ -31,7 +31,10 @@ async def prepare(durable: DurableRuns, location: PostgresLocation) -> tuple[Tak
     engine_id = durable.engine.store.engine_id
     stale_after = durable.stale_after if durable.stale_after is not None else takeover_after(os.environ)
     takeover = Takeover(location, engine_id, durable.take_over, willing=lambda: durable.why_not_resume() is None,
+                        on_fenced=durable.engine.gate.fence,
                         **({} if stale_after is None else {"stale_after": stale_after}))
+    # No call starts unless a beat confirmed this engine alive within the lease (runtime/durable_fence.py).
+    durable.engine.controls.lease = takeover.lease
     executor_id = f"{engine_id}~{uuid.uuid4().hex[:12]}"
     earlier = await anyio.to_thread.run_sync(takeover.liveness.register_executor, executor_id, engine_id, time.time())
     return takeover, executor_id, earlier

@@ -251,6 +251,9 @@ class Engine:
 
     async def run_compiled(self, compiled: CompiledHierarchy, request: RunRequest, *, run_id: str | None = None,
                            resume: ResumeInfo | None = None) -> RunResult:
+        lease = self.controls.lease
+        if lease is not None and not lease.current():  # woke from a stall: fenced or not (runtime/durable_fence.py)
+            await lease.wait()  # (fenced: refused below, and nothing of it written)
         refusal = self.controls.admission_refusal(compiled.name)
         if refusal is not None:
             return refuse(self, compiled, request, refusal, run_id)

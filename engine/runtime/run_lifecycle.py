@@ -60,7 +60,13 @@ def new_context(engine: Engine, compiled: CompiledHierarchy, request: RunRequest
 
 def refuse(engine: Engine, compiled: CompiledHierarchy, request: RunRequest, reason: str,
            run_id: str | None = None) -> RunResult:
-    """Record a run that admission refused (a kill switch or the engine shutting down): it ends `refused`."""
+    """Record a run that admission refused (a kill switch or the engine shutting down): it ends `refused`. Nothing
+    is recorded once the engine is fenced: the run may be one another engine took (it owns its row now)."""
+    if engine.gate.fenced is not None:
+        now = time.time()
+        return RunResult(run_id=run_id or os.urandom(6).hex(), hierarchy=compiled.name, status="refused",
+                         output=None, error=reason, tokens_in=0, tokens_out=0, cost_usd=0.0, model_calls=0,
+                         tool_calls=0, started=now, ended=now)
     ctx = new_context(engine, compiled, request, run_id)
     now = time.time()
     engine.tracer.event(ctx.run_id, None, "run.refused", name=compiled.name, data={"reason": reason})
@@ -110,8 +116,9 @@ async def run_admitted(engine: Engine, compiled: CompiledHierarchy, request: Run
         if result is None:  # cancelled: by an operator's kill switch, or the engine is shutting down
             reason = ctx.active.stop_reason or "cancelled: the engine stopped"
             result = AgentResult(entry, "killed", error=reason)
-            engine.background(lambda api: api.cancel_approvals_for_run(ctx.run_id, reason),
-                              "cancelling approvals of a killed run")
+            if engine.gate.fenced is None:  # fenced: the run is the taker's now, and it waits on its approvals
+                engine.background(lambda api: api.cancel_approvals_for_run(ctx.run_id, reason),
+                                  "cancelling approvals of a killed run")
             if not scope.cancelled_caught:
                 finish(engine, ctx, started, result)
     run_result = finish(engine, ctx, started, result)
@@ -166,7 +173,9 @@ def finish(engine: Engine, ctx: RunContext, started: float, result: AgentResult)
         "budget_exceeded", "loop_detected") else "cancelled" if status == "killed" else "error",
         tokens_in=ctx.tokens_in, tokens_out=ctx.tokens_out, cost_usd=ctx.cost_usd,
         attrs=ctx.run_span_attrs(result.output, result.error))
-    engine.writer.run_ended(ctx.run_id, status, ended, result.output, result.error)
+    if engine.gate.fenced is None:
+        engine.writer.run_ended(ctx.run_id, status, ended, result.output, result.error)
+    # else: this engine was fenced (runtime/durable_fence.py): another engine carries the run on and owns its row
     # A switch on this run alone is spent: released (audited) so nothing shows it as in force. Not for a durable
     # run that can still go on (resume, reconcile): there the switch is the operator's word until `resume`.
     if (engine.durable is None or status == "completed") and engine.controls.run_ended(ctx.run_id):

@@ -13,6 +13,9 @@ that into what the runtime obeys:
 - degraded, policy "exit", or gone: the engine must stop. `failure` is set (a StoreError, exit code 3), calls at
   the gate are refused, and every active run is cancelled (in-flight calls included) on the event loop. When the
   writer is gone nothing can be recorded any more: the next engine on the store marks those runs `abandoned`.
+- fenced (a durable engine on a shared Postgres store that stalled past the takeover threshold, whose runs another
+  engine took: runtime/durable_fence.py): the same stop as "gone", with the fence as the reason (`failure` is an
+  EngineFenced), shown as "fenced"; the runs it stops are the taker's now, so their ends are not written here.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from engine.errors import StoreError
+from engine.errors import EngineFenced, StoreError
 from engine.runtime.controls import OperatorStop
 
 if TYPE_CHECKING:
@@ -64,16 +67,19 @@ class StoreGate:
         self.health = StoreHealth("ok", None, time.time())
         self.stopped_runs = 0  # runs cancelled because the store failed
         self.writer_gone = False  # the writer process ended: nothing more can be recorded
+        self.fenced: str | None = None  # why another engine owns this engine's runs now (runtime/durable_fence.py)
         self._stop_all = stop_all
         self._event = event
         self._publish = publish
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: anyio.Event | None = None
+        self._fenced_seen: anyio.Event | None = None
 
     def attach(self) -> None:
         """Call on the event loop, before the writer can report (anyio primitives need a running loop)."""
         self._loop = asyncio.get_running_loop()
         self._changed = anyio.Event()
+        self._fenced_seen = anyio.Event()
 
     # -- the writer's acknowledgement thread ---------------------------------------------------------------------
 
@@ -97,11 +103,33 @@ class StoreGate:
         except RuntimeError:  # the loop has closed: the engine is already shutting down
             pass
 
+    def fence(self, reason: str) -> None:
+        """Thread-safe (the takeover thread calls it): this engine's runs were taken by another engine. No call
+        starts from here on (at once, whatever the loop does), then the loop stops every run and shows why."""
+        if self.fenced is not None:
+            return
+        self.fenced = reason
+        self.failure = EngineFenced(reason)
+        self.blocked = True
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._apply_fence, reason, time.time())
+        except RuntimeError:  # the loop has closed: the engine is already shutting down
+            pass
+
+    def refusal(self) -> str:
+        """Why no call or run starts (once `failure` is set)."""
+        return str(self.fenced) if self.fenced is not None else f"the trace store is unavailable: {self.failure}"
+
     # -- the event loop ----------------------------------------------------------------------------------------
 
     def _apply(self, state: str, error: str | None, at: float) -> None:
         before = self.health
-        if self.failure is not None:
+        if self.fenced is not None:  # stopped for good already; the fence is what operators see
+            pass
+        elif self.failure is not None:
             if before.state != "failed":
                 self.health = StoreHealth("failed", str(self.failure), at)
                 if self._publish is not None:
@@ -129,6 +157,24 @@ class StoreGate:
                 self._publish(self.health)
         self._wake()
 
+    def _apply_fence(self, reason: str, at: float) -> None:
+        self.health = StoreHealth("fenced", reason, at)
+        if self._publish is not None:
+            self._publish(self.health)
+        if self._event is not None:
+            self._event("engine.fenced", {"reason": reason})
+        if self._stop_all is not None:
+            self.stopped_runs = self._stop_all(f"killed: {reason}")
+        if self._fenced_seen is not None:
+            self._fenced_seen.set()
+        self._wake()
+
+    async def wait_fenced(self) -> str:
+        """Returns (why) once this engine is fenced: serve mode stops serving then (engine/serve/serving.py)."""
+        assert self._fenced_seen is not None, "attach() first"
+        await self._fenced_seen.wait()
+        return str(self.fenced)
+
     def _wake(self) -> None:
         assert self._changed is not None
         changed, self._changed = self._changed, anyio.Event()
@@ -138,7 +184,7 @@ class StoreGate:
         """The gate's slow path: wait while the store is degraded; raise StoreUnavailable once it has failed."""
         while self.blocked:
             if self.failure is not None:
-                raise StoreUnavailable(f"stopped: the trace store is unavailable: {self.failure}")
+                raise StoreUnavailable(f"stopped: {self.refusal()}")
             assert self._changed is not None
             changed = self._changed
             if not self.blocked:  # cleared between the check and here (the writer's thread)

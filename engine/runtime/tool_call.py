@@ -112,6 +112,8 @@ async def run_call(ctx: RunContext, agent: CompiledAgent, agent_span: str, call:
              "call_id": call.id, "path": path}
     if not tool.spec.trusted:
         attrs["untrusted"] = True  # its result is outside text: engine/runtime/untrusted.py
+    # Before its span and any approval request: an engine that woke from a stall may no longer own this run.
+    await ctx.engine.controls.hold_for_lease()
     span = tracer.start(ctx.run_id, agent_span, "tool", agent.name, call.name, attrs)
     withheld = ctx.withheld_tools(agent).get(call.name)
     if withheld is not None:

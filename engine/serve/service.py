@@ -274,7 +274,9 @@ class FleetEngine:
 
     def health(self) -> Health:
         gate_state = self.engine.gate.health.state
-        stopping = self.stopping or self.engine.controls.shutting_down is not None
+        # Fenced (another engine took this one's runs: runtime/durable_fence.py): stopping, and `store` says "fenced".
+        stopping = (self.stopping or self.engine.controls.shutting_down is not None
+                    or self.engine.gate.fenced is not None)
         status: Any = "stopping" if stopping else ("ok" if gate_state == "ok" else "degraded")
         return Health(status=status, engine_id=self.engine.store.engine_id, store=str(gate_state),
                       queued=self.counts.total_queued(), running=self.counts.total_running(),

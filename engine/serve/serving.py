@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -31,9 +31,11 @@ def count(value: int | Sequence[Any]) -> int:
 
 
 async def serve_fleet(service: Drainable, sock: socket.socket, *, token: str | None, signals: AsyncIterator[int],
-                      grace: float, notice: Callable[[str], None], listening: Callable[[str], None]) -> int | None:
+                      grace: float, notice: Callable[[str], None], listening: Callable[[str], None],
+                      halt: Callable[[], Awaitable[str]] | None = None) -> int | None:
     """Serve `service` on `sock` until a signal's drain ends. `listening(url)` is called once the API accepts
-    connections. Returns the first signal's number, or None when the HTTP server stopped by itself."""
+    connections. `halt()` returns (why) when the engine must stop by itself (it was fenced: runtime/durable_fence.py):
+    then it drains at once and stops. Returns the first signal's number, or None when the server stopped otherwise."""
     server = api_server(build_app(service, token=token))
     caught: list[int] = []
 
@@ -55,6 +57,11 @@ async def serve_fleet(service: Drainable, sock: socket.socket, *, token: str | N
                 notice(f"{name}: ending the grace period now")
                 group.start_soon(drain, 0.0)
 
+    async def halted(halt: Callable[[], Awaitable[str]]) -> None:
+        reason = await halt()
+        notice(f"stopping: {reason}")
+        await drain(0.0)
+
     async def run_server() -> None:
         await server.serve(sockets=[sock])
         group.cancel_scope.cancel()
@@ -62,6 +69,8 @@ async def serve_fleet(service: Drainable, sock: socket.socket, *, token: str | N
     async with anyio.create_task_group() as group:
         group.start_soon(run_server)
         group.start_soon(watch)
+        if halt is not None:
+            group.start_soon(halted, halt)
         while not server.started:  # uvicorn's own start flag: set once it accepts on the socket
             await anyio.sleep(0.005)
         listening(url_of(sock))

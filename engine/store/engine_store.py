@@ -170,7 +170,7 @@ class EngineStore:
                 failing = False
 
     def publish_store_health(self, state: str, error: str | None, since: float) -> None:
-        """Show the trace store's health to operators ("ok", "degraded" or "failed", why, since when) in the lock
+        """Show the trace store's health to operators ("ok", "degraded", "failed" or "fenced", why, since) in the lock
         file's `store` field, which `flightdeck engines` and the console header read: written in place, so it works
         on a full disk. An engine wholly on Postgres has no lock file: it goes to its registry row (`_publish`)."""
         self._publish(store={"state": state, "error": error, "since": since})

@@ -74,3 +74,45 @@ async def test_a_second_signal_ends_the_grace_period() -> None:
             await send.send(signal.SIGINT)
     assert result == [signal.SIGINT]
     assert fleet.drains == [3600.0, 0.0]
+
+
+async def test_a_fenced_engine_stops_serving_by_itself() -> None:
+    """Another engine took this engine's runs while it stalled (runtime/durable_fence.py): the takeover thread fences
+    the store gate; every call is refused from then on, the runs are stopped, and serve drains at once and stops."""
+    import threading
+
+    from engine.errors import EngineFenced
+    from engine.runtime.store_gate import StoreGate, StoreUnavailable
+
+    stopped: list[str] = []
+    events: list[tuple[str, dict[str, object]]] = []
+    gate = StoreGate(stop_all=lambda reason: stopped.append(reason) or 2,
+                     event=lambda kind, data: events.append((kind, data)))
+    gate.attach()
+    fleet = FakeFleet()
+    _send, receive = anyio.create_memory_object_stream[int](4)
+    urls: list[str] = []
+    notices: list[str] = []
+    result: list[int | None] = []
+    sock = bind("127.0.0.1", 0)
+    reason = "engine a stalled 12.0s without a heartbeat; engine b took its runs; it stops so no step runs twice"
+
+    async def run() -> None:
+        result.append(await serve_fleet(fleet, sock, token=None, signals=receive, grace=3600.0,
+                                        notice=notices.append, listening=urls.append, halt=gate.wait_fenced))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            await _until(lambda: urls)
+            thread = threading.Thread(target=gate.fence, args=(reason,))  # as the takeover thread does
+            thread.start()
+            thread.join()
+            assert gate.blocked and isinstance(gate.failure, EngineFenced)  # at once, before the loop hears of it
+    assert result == [None] and fleet.drains == [0.0]
+    assert f"stopping: {reason}" in notices
+    assert stopped == [f"killed: {reason}"] and gate.stopped_runs == 2
+    assert events == [("engine.fenced", {"reason": reason})]
+    assert gate.health.state == "fenced" and gate.refusal() == reason
+    with pytest.raises(StoreUnavailable, match="engine b took its runs"):
+        await gate.wait_usable()

@@ -40,6 +40,9 @@ async def main(store_dir: str, url: str, mode: str, runs: int, stale_after: floa
                 assert durable.takeover is not None
                 print("took", json.dumps({"engine": store.engine_id, "claimed": durable.takeover.claimed,
                                           "runs": durable.resumed}), flush=True)
+        if engine.store_failure is not None:  # as `flightdeck run` does: a failed store, or this engine fenced
+            print(f"error: {engine.store_failure}", file=sys.stderr, flush=True)
+            raise SystemExit(engine.store_failure.exit_code)
     finally:
         store.close()
 

@@ -125,7 +125,7 @@ def _published(text: str | None) -> dict[str, Any] | None:
 
 def _store_health(holder: dict[str, Any]) -> dict[str, Any]:
     store = holder.get("store")
-    if not isinstance(store, dict) or store.get("state") not in ("ok", "degraded", "failed"):
+    if not isinstance(store, dict) or store.get("state") not in ("ok", "degraded", "failed", "fenced"):
         return {"state": "ok", "error": None, "since": holder.get("started")}
     return {"state": store["state"], "error": store.get("error"), "since": store.get("since")}
 

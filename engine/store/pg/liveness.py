@@ -23,6 +23,7 @@ The tables are created on first use (IF NOT EXISTS, under an advisory lock), out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.store.pg.connection import connect, store_error
@@ -46,6 +47,14 @@ CREATE TABLE IF NOT EXISTS durable_takeovers (
     done BOOLEAN NOT NULL DEFAULT false
 );
 """
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Another engine claimed this engine's runs (it was seen dead: stalled past the takeover threshold)."""
+
+    taken_by: str
+    at: float  # when the claim was made (the taker's clock)
+
 
 # Engines not stopped whose heartbeat is fresh: alive. Any other is dead.
 _LIVE = "SELECT id FROM engines WHERE stopped IS NULL AND heartbeat >= %s"
@@ -77,11 +86,31 @@ class Liveness:
             self.close()
             raise store_error(self.location, exc, action) from None
 
-    def beat(self, engine_id: str, now: float) -> None:
+    def beat(self, engine_id: str, now: float) -> Fence | None:
         """This engine is alive: its registered row's heartbeat (never moved back; the row must exist, registered
-        when the engine's store opened)."""
-        self._run("a durable engine's heartbeat",
-                  "UPDATE engines SET heartbeat = GREATEST(heartbeat, %s) WHERE id = %s", (now, engine_id))
+        when the engine's store opened), unless another engine has claimed its runs: then no beat (a fenced engine
+        must not look alive again) and the claim is returned.
+
+        One transaction that updates the row first (taking its lock) and then reads the claim: a claim locks the same
+        row while it checks the engine is dead (`claim`), so the two serialize. A claim committed first is seen here
+        (the beat is rolled back); a beat committed first makes the claim find the engine alive. So an engine whose
+        beat found no claim cannot have been claimed as of that beat's start: the lease (runtime/durable_fence.py)
+        counts from there."""
+        import psycopg
+
+        try:
+            conn = self._connection()
+            with conn.transaction() as tx:
+                conn.execute("UPDATE engines SET heartbeat = GREATEST(heartbeat, %s) WHERE id = %s", (now, engine_id))
+                row = conn.execute("SELECT taken_by, at FROM durable_takeovers WHERE engine_id = %s "
+                                   "AND taken_by != %s", (engine_id, engine_id)).fetchone()
+                if row is None:
+                    return None
+                tx.force_rollback = True  # fenced: the beat is not written
+            return Fence(taken_by=str(row[0]), at=float(row[1]))
+        except psycopg.Error as exc:
+            self.close()
+            raise store_error(self.location, exc, "a durable engine's heartbeat") from None
 
     def mark_stopped(self, engine_ids: list[str], now: float) -> None:
         """These engines stopped (closed, or known dead: their store directory's lock is held by a successor)."""
@@ -124,13 +153,15 @@ class Liveness:
                   (engine_id,))
 
     def claim(self, dead: str, taker: str, now: float, stale_after: float) -> bool:
-        """Claim the dead engine's runs for `taker`; False when a live engine holds the claim already."""
+        """Claim the dead engine's runs for `taker`; False when a live engine holds the claim already, or the engine
+        is alive after all (it beat since it was listed dead: its row is locked and read again, see `beat`)."""
         rows = self._run("claiming a dead engine's runs",
-                         "INSERT INTO durable_takeovers (engine_id, taken_by, at) VALUES (%s, %s, %s) "
+                         "INSERT INTO durable_takeovers (engine_id, taken_by, at) SELECT id, %s, %s FROM engines "
+                         "WHERE id = %s AND (stopped IS NOT NULL OR heartbeat < %s) FOR UPDATE "
                          "ON CONFLICT (engine_id) DO UPDATE SET taken_by = EXCLUDED.taken_by, at = EXCLUDED.at "
                          f"WHERE NOT durable_takeovers.done AND durable_takeovers.taken_by NOT IN ({_LIVE}) "
                          "RETURNING taken_by",
-                         (dead, taker, now, now - stale_after))
+                         (taker, now, dead, now - stale_after, now - stale_after))
         return bool(rows)
 
     def finish(self, dead: list[str], taker: str) -> None:
