@@ -13,8 +13,10 @@ The listener is LISTENing before the first snapshot is read, so no change betwee
 Kills first (`kills`): when a notification says the kill switches changed, the worker reads only them (one query),
 checks the new ones' binding (one short read) and hands them on before anything else (after the job it is running,
 ahead of the jobs queued): staged for the gate on this thread, their runs cancelled on the loop. The full snapshot
-follows as before. Under load each of the snapshot's dozen round trips waits for a share of the CPU, and that
-wait was the tail of "kill -> every engine acted" (docs/benchmarks.md).
+follows at once, also ahead of the queued jobs, so a release (which only the snapshot applies: it must pass the
+verifier's check of how a switch was lifted) is not held up behind the acks and bookkeeping a kill queued. Why:
+under load each of the snapshot's dozen round trips waits for a share of the CPU, and that wait was the tail of
+"kill -> every engine acted" (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -243,6 +245,9 @@ class ControlWorker:
                 if self._kills_waiting.is_set():
                     self._kills_waiting.clear()
                     self._read_kills(api)
+                    # And the full snapshot at once, still ahead of the queued jobs: a release (which only the
+                    # snapshot applies) must not wait behind the acks and run bookkeeping a kill queued.
+                    check = True
                 try:
                     version = api.data_version() if check else last_version
                     if version != last_version:
