@@ -148,6 +148,40 @@ async def test_a_kill_switch_is_read_ahead_of_the_control_jobs_queued(pg_url: st
 
 
 @pytest.mark.anyio
+async def test_a_release_after_a_kill_is_applied_ahead_of_the_control_jobs_queued(pg_url: str,
+                                                                                tmp_path: Path) -> None:
+    """A kill switch set and released while the control thread is busy: once its running job ends, the worker reads
+    the kill switches and then the full snapshot (which alone applies a release) before the job queued behind it,
+    so the engine does not go on refusing runs until its queue of acks and bookkeeping drains."""
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    operator = ControlAPI(pg_url, "oncall")
+    running, queued = threading.Event(), threading.Event()
+    try:
+        async with Engine(store, latency_scale=0.0) as engine:
+            worker = engine.controls.worker
+            assert worker is not None
+            try:
+                worker.submit(lambda api: running.wait(30), "a control job running")
+                worker.submit(lambda api: queued.wait(30), "a control job queued behind it")
+                switch = await anyio.to_thread.run_sync(lambda: operator.set_kill("global", None, "kill", "oops"))
+                await anyio.to_thread.run_sync(lambda: operator.release(switch.id, reason="wrong button"))
+                await anyio.to_thread.run_sync(lambda: wait_until(lambda: worker.kills_waiting, what="the NOTIFY"))
+                snapshots = worker.snapshots
+                running.set()
+                await anyio.to_thread.run_sync(lambda: wait_until(
+                    lambda: worker.snapshots > snapshots and not engine.controls.switches, timeout=10,
+                    what="the snapshot ahead of the queued job"))
+                assert not queued.is_set()
+                assert engine.controls.admission_refusal("deal-desk") is None
+            finally:
+                running.set()
+                queued.set()
+    finally:
+        store.close()
+        operator.close()
+
+
+@pytest.mark.anyio
 async def test_a_switch_written_with_plain_sql_is_refused(pg_url: str, tmp_path: Path) -> None:
     store = open_engine_store(pg(pg_url), flush_interval=0.01)
     try:
