@@ -88,6 +88,7 @@ class RuntimeControls:
         # The same flags as rows (who set each, why), for messages that name them (serve mode's refusals).
         self.flag_rows: dict[tuple[str, str, str | None], FlagSetting] = {}
         self._applied_kills: set[int] = set()
+        self._acked_early: set[int] = set()  # acknowledged by apply_kills since the last apply (not again there)
         # Runs of this engine that ended for good (and, at start, runs a dead engine left behind): a switch limited
         # to one of them is spent. Kept so that a switch set in a run's last moments, which the snapshot the run
         # ended with did not hold yet, is released when a later snapshot shows it (bounded: old runs drop out).
@@ -308,10 +309,16 @@ class RuntimeControls:
         return True
 
     def apply_kills(self) -> None:
-        """(on the event loop) Cancel what the staged kill switches not yet applied cover, as `apply` does first."""
-        for switch in [s for s in self.switches if s.mode == "kill" and s.id not in self._applied_kills]:
+        """(on the event loop) Cancel what the staged kill switches not yet applied cover, as `apply` does first,
+        and acknowledge them at once (read ahead of a snapshot, they would otherwise wait for its `apply`)."""
+        new = [s for s in self.switches if s.mode == "kill" and s.id not in self._applied_kills]
+        for switch in new:
             self._applied_kills.add(switch.id)
             self._cancel_covered(switch)
+        acked = [s.id for s in new if s.acked is None]
+        if acked and self._engine is not None:
+            self._acked_early.update(acked)
+            self._engine.acknowledge(acked, [])
 
     # -- applying a snapshot (on the event loop) ------------------------------------------------------------------
 
@@ -332,8 +339,11 @@ class RuntimeControls:
             for run_id in self.spent_runs():
                 engine.release_spent_switches(run_id)
             engine.apply_overrides(snapshot.breaker_overrides, snapshot.budget_overrides)
-            unacked_switches = [s.id for s in self.switches if s.acked is None]
+            # A switch still unacked here is acknowledged (again, if an earlier ack has not landed: it may have
+            # failed), except one apply_kills acknowledged since the last apply.
+            unacked_switches = [s.id for s in self.switches if s.acked is None and s.id not in self._acked_early]
             unacked_flags = [f.id for f in snapshot.flags if f.acked is None]
+            self._acked_early.clear()
             if unacked_switches or unacked_flags:
                 engine.acknowledge(unacked_switches, unacked_flags)
         # Wake everything paused at the gate so it re-evaluates against the new state.
