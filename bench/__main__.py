@@ -1,5 +1,5 @@
 """`python -m bench [store|engine|peers|memory|startup|write-ahead|otel|durable|serve|postgres|pg-control|
-pg-budget|pg-engine-kill|fleet|all]` (also `make bench`): print the benchmark tables.
+pg-budget|pg-engine-kill|fleet|fleet-depth|all]` (also `make bench`): print the benchmark tables.
 
 Benchmarks print figures next to their targets; they are never part of the test run and never assert on time.
 Ratios mean something only when measured side by side in one run on the same machine.
@@ -183,12 +183,20 @@ def section_fleet(args: argparse.Namespace) -> None:
                fleet_bench.run(runs=args.fleet_runs, rounds=args.fleet_rounds))
 
 
+def section_fleet_depth(args: argparse.Namespace) -> None:
+    from bench import fleet_depth_bench
+
+    print_rows("a queue's fleet-wide max_depth: submission round trip over HTTP by the depth it met (one serve "
+               "engine; Postgres asks DBOS near the bound, SQLite counts in memory)", fleet_depth_bench.run())
+
+
 SECTIONS = {"store": section_store, "peers": section_peers, "guardrails": section_guardrails,
             "controls": section_controls, "memory": section_memory, "startup": section_startup,
             "console": section_console, "write-ahead": section_write_ahead, "otel": section_otel,
             "durable": section_durable, "serve": section_serve, "postgres": section_postgres,
             "pg-control": section_pg_control, "pg-budget": section_pg_budget,
-            "pg-engine-kill": section_pg_engine_kill, "fleet": section_fleet}
+            "pg-engine-kill": section_pg_engine_kill, "fleet": section_fleet,
+            "fleet-depth": section_fleet_depth}
 
 
 def main(argv: list[str] | None = None) -> int:

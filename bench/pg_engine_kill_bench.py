@@ -80,7 +80,9 @@ def measure(store: str, rounds: int, workdir: Path) -> dict[str, list[float]]:
                 switch = api.set_kill("run", run_id, "kill", "bench")
                 killed.add(run_id)
                 ended = _wait(lambda: _ended(reader, run_id))  # noqa: B023 (this round's run)
-                acked = api.kill_switch(switch.id).acked
+                # The engine acknowledges with the full snapshot, which on Postgres follows the kill it has acted
+                # on (control_worker.py "Kills first"): the ack may land after the run's end is readable.
+                acked = _wait(lambda: api.kill_switch(switch.id).acked)  # noqa: B023 (this round's switch)
                 if ended.status != "killed" or ended.ended is None or acked is None:
                     raise RuntimeError(f"run {run.id} ended {ended.status}, switch acked {acked}")
                 ack.append((acked - switch.created) * 1000)

@@ -105,3 +105,14 @@ async def statuses(run_ids: list[str]) -> dict[str, str]:
         return {}
     rows = await detached(DBOS.list_workflows_async(workflow_ids=list(run_ids), load_input=False, load_output=False))
     return {str(row.workflow_id): str(row.status) for row in rows}
+
+
+async def enqueued_at_least(queue: str, n: int) -> bool:
+    """Whether DBOS holds at least `n` runs ENQUEUED on `queue`, every engine's (on a Postgres store the fleet's).
+    One query asking for the n-th such row (offset n - 1, limit 1): Postgres walks the queue's in-flight index up to
+    it and returns at most one row, so the cost grows with min(depth, n), never with rows sent back."""
+    if n <= 0:
+        return True
+    rows = await detached(DBOS.list_queued_workflows_async(queue_name=queue, status="ENQUEUED", limit=1, offset=n - 1,
+                                                           load_input=False, load_output=False))
+    return bool(rows)

@@ -9,6 +9,14 @@ blocks on LISTEN/NOTIFY (pg/control_watch.py's ControlWatcher) and wakes this th
 `data_version()` is then read once per wake, and once every `safety_net` seconds in case a notification was lost
 (the listener's connection dropped: it reconnects, then wakes this thread, since a change may have come meanwhile).
 The listener is LISTENing before the first snapshot is read, so no change between the two is missed.
+
+Kills first (`kills`): when a notification says the kill switches changed, the worker reads only them (one query),
+checks the new ones' binding (one short read) and hands them on before anything else (after the job it is running,
+ahead of the jobs queued): staged for the gate on this thread, their runs cancelled on the loop. The full snapshot
+follows at once, also ahead of the queued jobs, so a release (which only the snapshot applies: it must pass the
+verifier's check of how a switch was lifted) is not held up behind the acks and bookkeeping a kill queued. Why:
+under load each of the snapshot's dozen round trips waits for a share of the CPU, and that wait was the tail of
+"kill -> every engine acted" (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,20 +31,30 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI, ControlSnapshot
     from engine.controls.verifier import ControlVerifier
+    from engine.store.control_rows import KillSwitch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL_INTERVAL_S = 0.01
 SAFETY_NET_S = 1.0  # with a listener: read data_version at least this often anyway
 RECONNECT_MAX_S = 5.0
+KILL_TABLE = "kill_switches"  # the NOTIFY payload (the table's name) that makes the worker read kills first
 
 
 class ChangeListener(Protocol):
     """What the worker needs of pg/control_watch.py's ControlWatcher."""
 
-    def wait(self, timeout_s: float) -> object | None: ...
+    def wait(self, timeout_s: float) -> Any | None: ...
 
     def close(self) -> None: ...
+
+
+class KillSink(Protocol):
+    """What takes kill switches read ahead of the snapshot (RuntimeControls)."""
+
+    def stage_kills(self, switches: list[KillSwitch]) -> bool: ...
+
+    def apply_kills(self) -> None: ...
 
 
 class _Wake:
@@ -50,13 +68,18 @@ class ControlWorker:
     def __init__(self, api_factory: Callable[[], ControlAPI], on_snapshot: Callable[[ControlSnapshot], None],
                  *, on_read: Callable[[ControlSnapshot], None] | None = None,
                  poll_interval: float = POLL_INTERVAL_S, verifier: ControlVerifier | None = None,
-                 listen: Callable[[], ChangeListener] | None = None, safety_net: float = SAFETY_NET_S) -> None:
+                 listen: Callable[[], ChangeListener] | None = None, safety_net: float = SAFETY_NET_S,
+                 kills: KillSink | None = None) -> None:
         """`on_snapshot` runs on the event loop; `on_read` (optional, thread-safe) runs on this thread first, as soon
         as a snapshot is read: the engine's gate takes new switches from it without waiting for the loop.
         `verifier` checks every snapshot against the audit log before either sees it (engine.controls.verifier).
         `listen`: opens a ChangeListener (a Postgres store's ControlWatcher); reads are then woken by it instead of
-        polled every `poll_interval`."""
+        polled every `poll_interval`. `kills`: takes new kill switches ahead of the snapshot when a notification
+        names the kill switches (see the module's doc)."""
         self.verifier = verifier
+        self._kills = kills
+        self.kills_first = 0  # how many times kill switches were read ahead of a snapshot (tests, diagnostics)
+        self._kills_waiting = threading.Event()  # set by the listener: read the kill switches before anything else
         self._api_factory = api_factory
         self._on_snapshot = on_snapshot
         self._on_read = on_read
@@ -132,8 +155,15 @@ class ControlWorker:
                 continue
             failing = False
             if change is not None and not self._stopped.is_set():
+                if self._kills is not None and KILL_TABLE in getattr(change, "tables", ()):
+                    self._kills_waiting.set()  # read before the jobs queued ahead of this wake
                 self.wakes += 1
                 self._jobs.put(WAKE)
+
+    @property
+    def kills_waiting(self) -> bool:
+        """A notification named the kill switches and the worker has not read them yet (tests, diagnostics)."""
+        return self._kills_waiting.is_set()
 
     def _late_listener(self) -> None:
         self._listener = self._reconnect()
@@ -170,6 +200,21 @@ class ControlWorker:
         logged with `what` it was doing."""
         self._jobs.put((job, what))
 
+    def _read_kills(self, api: ControlAPI) -> None:
+        """The kill switches now, those bound to their audit rows (a forged one is reported and left out, as the
+        snapshot's check does), handed to the kill sink; its runs are cancelled on the loop if any is new."""
+        assert self._kills is not None and self._loop is not None
+        try:
+            switches = api.active_kill_switches()
+            if self.verifier is not None:
+                switches = self.verifier.keep_bound(api, KILL_TABLE, switches)
+        except Exception as exc:  # the snapshot that follows reads them again
+            log.warning("control watcher (kill switches): %s", exc)
+            return
+        self.kills_first += 1
+        if self._kills.stage_kills(switches):
+            self._loop.call_soon_threadsafe(self._kills.apply_kills)
+
     def _deliver(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
         if future.cancelled():
             return
@@ -197,6 +242,12 @@ class ControlWorker:
             while not self._stopped.is_set():
                 if self._loop.is_closed():  # the engine's event loop ended without stopping us
                     return
+                if self._kills_waiting.is_set():
+                    self._kills_waiting.clear()
+                    self._read_kills(api)
+                    # And the full snapshot at once, still ahead of the queued jobs: a release (which only the
+                    # snapshot applies) must not wait behind the acks and run bookkeeping a kill queued.
+                    check = True
                 try:
                     version = api.data_version() if check else last_version
                     if version != last_version:
@@ -244,6 +295,8 @@ class ControlWorker:
                             self._loop.call_soon_threadsafe(self._deliver, future, result, error)
                         except RuntimeError:  # the loop is closed: the engine is shutting down
                             return
+                    if self._kills_waiting.is_set():
+                        break  # the jobs still queued wait for the kill switches (and the snapshot) to be read
                     try:
                         item = self._jobs.get_nowait()
                     except queue.Empty:

@@ -314,6 +314,29 @@ class RuntimeControls:
         if from_watcher:
             self._watcher_stages = True
 
+    def stage_kills(self, switches: list[KillSwitch]) -> bool:
+        """Kill switches read ahead of a snapshot (the control worker's thread, a notification named them): the new
+        ones join the gate's view at once; True if there was one (then `apply_kills` runs on the loop). Only adds:
+        the snapshot that follows replaces the view whole (releases included)."""
+        known = {switch.id for switch in self.switches}
+        new = [switch for switch in switches if switch.id not in known]
+        if not new:
+            return False
+        self.switches = [*self.switches, *new]
+        return True
+
+    def apply_kills(self) -> None:
+        """(on the event loop) Cancel what the staged kill switches not yet applied cover, as `apply` does first,
+        and acknowledge them at once (read ahead of a snapshot, they would otherwise wait for its `apply`)."""
+        new = [s for s in self.switches if s.mode == "kill" and s.id not in self._applied_kills]
+        for switch in new:
+            self._applied_kills.add(switch.id)
+            self._cancel_covered(switch)
+        acked = [s.id for s in new if s.id not in self._acked_switches]  # this engine's own acks (see apply)
+        if acked and self._engine is not None:
+            self._acked_switches.update(acked)
+            self._engine.acknowledge(acked, [], on_failure=self._acknowledgement_failed)
+
     # -- applying a snapshot (on the event loop) ------------------------------------------------------------------
 
     def apply(self, snapshot: ControlSnapshot) -> None:
@@ -322,10 +345,7 @@ class RuntimeControls:
             self.stage(snapshot)
         # else: the watcher staged this snapshot, or a newer one, already; apply works from the newest state.
         self._apply_concurrency()
-        new_kills = [s for s in self.switches if s.mode == "kill" and s.id not in self._applied_kills]
-        for switch in new_kills:
-            self._applied_kills.add(switch.id)
-            self._cancel_covered(switch)
+        self.apply_kills()
         for row in snapshot.decided_approvals:
             self.decisions[row.id] = row
             waiter = self._approval_waiters.get(row.id)

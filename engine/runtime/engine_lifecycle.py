@@ -56,7 +56,7 @@ async def open_engine(engine: Engine) -> None:
     where = control_location(store)  # control.db in the store directory, or the Postgres store
     worker = ControlWorker(lambda: ControlAPI(where, f"engine:{store.engine_id}"), engine.controls.apply,
                            on_read=partial(engine.controls.stage, from_watcher=True), verifier=verifier,
-                           listen=control_listener(where))
+                           listen=control_listener(where), kills=engine.controls)
     engine.controls.attach(worker)
     if engine.durable is None:  # a dead engine's runs end here for good: switches limited to them are spent
         for run_id in engine.store.abandoned_runs:

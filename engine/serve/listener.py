@@ -29,7 +29,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port); InputError naming --listen when the address cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on the connections it accepts only when the listening socket
+    # says TCP. Without it each response (headers, then body: two writes) waited for the client's delayed ACK,
+    # ~40 ms per request on a kept-alive connection (docs/benchmarks.md "A queue's fleet-wide max_depth").
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

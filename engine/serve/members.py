@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.durable.queues import QueueConfig, check_config
 from engine.errors import InputError
 from engine.hierarchy.bundled import is_bundled
 from engine.hierarchy.loader import Hierarchy, load_hierarchy
+from engine.serve.contracts import Refused
 from engine.serve.fleet import FleetFile, QueueSpec
+
+if TYPE_CHECKING:
+    from engine.runtime.compiled import CompiledHierarchy
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +66,17 @@ def load_members(fleet: FleetFile) -> dict[str, Member]:
             raise _error(fleet, f"{kind}[{index}].hierarchy", f"{name}: no hierarchy named {target!r} in this "
                          f"fleet (have: {', '.join(sorted(members))})")
     return members
+
+
+def check_input(compiled: CompiledHierarchy, value: Any) -> None:
+    """Refused(422, naming `input`) when a submission's input does not match the entry agent's input contract."""
+    from engine.runtime.contracts import ContractViolation
+    from engine.runtime.results import split_input
+
+    entry = compiled.agents[compiled.spec.entry]
+    if entry.input_contract is None:
+        return
+    try:
+        entry.input_contract.validate(split_input(value)[1])
+    except ContractViolation as exc:
+        raise Refused(422, f"input does not match {entry.name}'s input contract: {exc}", field="input") from None

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,8 @@ from engine.runtime.engine import Engine
 from engine.serve import admission
 from engine.serve.contracts import Admitted, Health, Refused, RunView, Submission
 from engine.serve.fleet import FleetFile, WebhookSpec
-from engine.serve.members import Member, load_members
+from engine.serve.fleet_depth import FleetDepth, FleetFull
+from engine.serve.members import Member, check_input, load_members
 from engine.serve.queue_state import FleetCounts, QueueCounts
 from engine.serve.shared_queues import Tracked
 from engine.serve.views import queue_rows, state_tuple
@@ -71,6 +72,9 @@ class FleetEngine:
         self._gated: set[str] | None = set()  # runs at the gate before start() counted DBOS's queues
         # On a Postgres store other serve engines dequeue from the same queues (engine/serve/shared_queues.py).
         self.shared: Tracked | None = Tracked() if engine.traces_on_postgres else None
+        # ... and max_depth bounds what the fleet has queued, not this engine (engine/serve/fleet_depth.py).
+        self.depths: dict[str, FleetDepth] | None = None if self.shared is None else {
+            name: FleetDepth(name, m.queue.max_depth) for name, m in members.items()}
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -90,6 +94,8 @@ class FleetEngine:
                 if self.shared is not None:
                     self.shared.add(run.run_id)
         self._gated = None
+        for depth in (self.depths or {}).values():
+            await depth.check()
         self.publish()
         tasks.start_soon(self._publish_loop)
         if self.fleet.spec.schedules:
@@ -121,7 +127,7 @@ class FleetEngine:
         if refused is not None:
             self._record_refusal(counts, submission, refused)
             raise refused
-        self._check_input(member, submission.input)
+        check_input(self.engine.compile(member.hierarchy), submission.input)
         now = time.time()
         hierarchy = member.hierarchy
         spec = {"path": str(hierarchy.path), "scenario": None if hierarchy.scenario_path is None else
@@ -129,18 +135,30 @@ class FleetEngine:
                 "seed": submission.seed, "tenant": submission.tenant, "budget": None, "key": key,
                 "name": hierarchy.name, "queue": member.name, "source": submission.source, "submitted": now,
                 "priority": submission.priority, "paths": PATH_FORMAT}
-        # Counted before the enqueue is awaited: concurrent submissions see the depth this one takes.
-        self.counts.queued(member.name, run_id, submission.tenant, now, submission.source)
-        counts.admit(submission.tenant, now)
         try:
-            await durable_queues.enqueue(member.config, run_id, spec, priority=submission.priority,
-                                         tenant=submission.tenant, dedup_key=key)
-        except BaseException:
-            self.counts.gone(run_id)
-            raise
+            async with self._fleet_slot(member.name):
+                # Counted before the enqueue is awaited: concurrent submissions see the depth this one takes.
+                self.counts.queued(member.name, run_id, submission.tenant, now, submission.source)
+                counts.admit(submission.tenant, now)
+                try:
+                    await durable_queues.enqueue(member.config, run_id, spec, priority=submission.priority,
+                                                 tenant=submission.tenant, dedup_key=key)
+                except BaseException:
+                    self.counts.gone(run_id)
+                    raise
+        except FleetFull as full:
+            refused = Refused(429, f"queue {member.name} is full: at least {full.at_least} runs queued by the "
+                                   f"engines on this store together, its bound is max_depth={member.queue.max_depth}",
+                              retry_after_s=counts.retry_after_s(1, time.time()))
+            self._record_refusal(counts, submission, refused)
+            raise refused from None
         if self.shared is not None:
             self.shared.add(run_id)
         return Admitted(run_id, member.name, created=True)
+
+    def _fleet_slot(self, queue: str) -> AbstractAsyncContextManager[None]:
+        """On a Postgres store, a place under the queue's fleet-wide max_depth (FleetFull if none); else nothing."""
+        return nullcontext() if self.depths is None else self.depths[queue].admitting()
 
     async def _existing(self, run_id: str) -> Any:
         """The state of the run this idempotency key named before, or None (a new run)."""
@@ -155,19 +173,6 @@ class FleetEngine:
             return None
         view = await self.get_run(run_id)
         return "unknown" if view is None else view.state
-
-    def _check_input(self, member: Member, value: Any) -> None:
-        from engine.runtime.contracts import ContractViolation
-        from engine.runtime.results import split_input
-
-        compiled = self.engine.compile(member.hierarchy)
-        entry = compiled.agents[compiled.spec.entry]
-        if entry.input_contract is None:
-            return
-        try:
-            entry.input_contract.validate(split_input(value)[1])
-        except ContractViolation as exc:
-            raise Refused(422, f"input does not match {entry.name}'s input contract: {exc}", field="input") from None
 
     def _record_refusal(self, counts: QueueCounts, submission: Submission, refused: Refused) -> None:
         """Every refusal is counted; a `queue.rejected` trace event is written for at most one per queue per
@@ -304,6 +309,8 @@ class FleetEngine:
             try:
                 if self.shared is not None and await self.shared.forget_dequeued_elsewhere(self.counts):
                     self.notify()
+                for depth in (self.depths or {}).values():
+                    await depth.check()
                 self.publish()
             except Exception:  # publishing must never stop the service
                 log.exception("publishing queue state failed")

@@ -271,6 +271,34 @@ def test_port_zero_binds_a_free_port() -> None:
     assert isinstance(sock, socket.socket)
 
 
+def test_connections_accepted_on_the_bound_socket_send_without_delay() -> None:
+    """Responses go out as two writes (headers, then body); with Nagle's algorithm on, the second waited for the
+    client's delayed ACK (~40 ms a request). asyncio turns it off on what it accepts only on a socket that says TCP."""
+    import asyncio
+
+    from engine.serve.listener import bind
+
+    async def nodelay_of_accepted() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Note(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                conn = transport.get_extra_info("socket")
+                accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Note, sock=bind("127.0.0.1", 0))
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                return await asyncio.wait_for(accepted, 10)
+            finally:
+                writer.close()
+
+    assert asyncio.run(nodelay_of_accepted()) != 0
+
+
 def test_openapi_describes_exactly_the_routes_the_app_serves(fleet: FakeFleet) -> None:
     from starlette.routing import Route
 

@@ -6,6 +6,7 @@ database leaves the first one's runs alone. Real engines in this process, a real
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,76 @@ async def test_a_kill_switch_from_another_connection_stops_the_run_woken_by_noti
     assert result.status == "killed" and "incident: runaway" in (result.error or "")
     assert acked == store.engine_id
     assert "audit.head" in event_kinds(pg_url)  # the audit chain anchored in the store's events
+
+
+@pytest.mark.anyio
+async def test_a_kill_switch_is_read_ahead_of_the_control_jobs_queued(pg_url: str, tmp_path: Path) -> None:
+    """Kills first (control_worker.py): the control thread is busy with one job and another is queued behind it
+    (blocked until the test ends) when a kill switch commits. Once the running job ends, the worker reads the
+    kill switches before the queued job and the run is killed; the full snapshot would wait for that job."""
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    operator = ControlAPI(pg_url, "oncall")
+    running, queued = threading.Event(), threading.Event()
+    try:
+        async with Engine(store, latency_scale=1.0) as engine:
+            worker = engine.controls.worker
+            assert worker is not None
+
+            async def kill_behind_jobs() -> None:
+                await anyio.to_thread.run_sync(lambda: wait_until(lambda: engine.controls.runs, what="a run"))
+                worker.submit(lambda api: running.wait(30), "a control job running")
+                worker.submit(lambda api: queued.wait(30), "a control job queued behind it")
+                await anyio.to_thread.run_sync(lambda: operator.set_kill("global", None, "kill", "incident: loop"))
+                await anyio.to_thread.run_sync(lambda: wait_until(lambda: worker.kills_waiting, what="the NOTIFY"))
+                running.set()  # the worker ends its job; the queued one still holds the queue
+
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(kill_behind_jobs)
+                    with anyio.fail_after(60):
+                        [result] = await engine.run_many(busy(tmp_path), [RunRequest(input="go")], concurrency=1)
+                assert not queued.is_set() and worker.kills_first >= 1
+            finally:
+                running.set()
+                queued.set()
+    finally:
+        store.close()
+        operator.close()
+    assert result.status == "killed" and "incident: loop" in (result.error or "")
+
+
+@pytest.mark.anyio
+async def test_a_release_after_a_kill_is_applied_ahead_of_the_control_jobs_queued(pg_url: str,
+                                                                                tmp_path: Path) -> None:
+    """A kill switch set and released while the control thread is busy: once its running job ends, the worker reads
+    the kill switches and then the full snapshot (which alone applies a release) before the job queued behind it,
+    so the engine does not go on refusing runs until its queue of acks and bookkeeping drains."""
+    store = open_engine_store(pg(pg_url), flush_interval=0.01)
+    operator = ControlAPI(pg_url, "oncall")
+    running, queued = threading.Event(), threading.Event()
+    try:
+        async with Engine(store, latency_scale=0.0) as engine:
+            worker = engine.controls.worker
+            assert worker is not None
+            try:
+                worker.submit(lambda api: running.wait(30), "a control job running")
+                worker.submit(lambda api: queued.wait(30), "a control job queued behind it")
+                switch = await anyio.to_thread.run_sync(lambda: operator.set_kill("global", None, "kill", "oops"))
+                await anyio.to_thread.run_sync(lambda: operator.release(switch.id, reason="wrong button"))
+                await anyio.to_thread.run_sync(lambda: wait_until(lambda: worker.kills_waiting, what="the NOTIFY"))
+                snapshots = worker.snapshots
+                running.set()
+                await anyio.to_thread.run_sync(lambda: wait_until(
+                    lambda: worker.snapshots > snapshots and not engine.controls.switches, timeout=10,
+                    what="the snapshot ahead of the queued job"))
+                assert not queued.is_set()
+                assert engine.controls.admission_refusal("deal-desk") is None
+            finally:
+                running.set()
+                queued.set()
+    finally:
+        store.close()
+        operator.close()
 
 
 @pytest.mark.anyio

@@ -168,13 +168,22 @@ class PgControlDB:
     @contextmanager
     def read_transaction(self) -> Iterator[PgSqlConnection]:
         """One REPEATABLE READ, READ ONLY transaction: every read inside sees the same committed state."""
+        from psycopg import IsolationLevel
+
         driver_error = _driver_error()
         with self._lock:
             try:
                 self._live()
-                with self._conn.transaction():
-                    self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield self._sql
+                # Set on the connection, psycopg's BEGIN carries them ("BEGIN ISOLATION LEVEL REPEATABLE READ READ
+                # ONLY"): one round trip where BEGIN then SET TRANSACTION took two. The engine's control worker
+                # runs these on every change it reads, a kill switch's included; under load each round trip waits.
+                conn = self._conn
+                conn.isolation_level, conn.read_only = IsolationLevel.REPEATABLE_READ, True
+                try:
+                    with conn.transaction():
+                        yield self._sql
+                finally:
+                    conn.isolation_level, conn.read_only = None, None
             except driver_error as exc:
                 raise store_error(self.location, exc, "reading the control plane") from None
 
