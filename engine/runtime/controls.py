@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from engine.hierarchy.schema import TIER_RANK
+from engine.runtime.safe_mode import (
+    Flags,
+    covers,
+    describe_switch,
+    flag_value,
+    limited_to,
+    models_within_cap,
+    tools_withheld,
+)
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlSnapshot
@@ -64,28 +72,13 @@ class ActiveRun:
     gauges_published: bool = False  # the state publisher has written this run's budget gauges at least once
 
 
-def _limited_to(switch: KillSwitch) -> str | None:
-    """The run a switch covers alone (scope `run`, or an agent switch limited to one run), else None."""
-    if switch.scope == "run":
-        return switch.target
-    return switch.run_id
-
-
-def _describe(switch: KillSwitch) -> str:
-    scope = switch.scope
-    what = "everything" if scope == "global" else f"{scope} {switch.target}"
-    if switch.run_id and scope == "agent":
-        what += f" in run {switch.run_id}"
-    return f"{switch.mode} switch #{switch.id} on {what} by {switch.operator}: {switch.reason}"
-
-
 class RuntimeControls:
     def __init__(self, engine: Engine | None = None) -> None:
         self._engine = engine
         self.worker: ControlWorker | None = None
         self.runs: dict[str, ActiveRun] = {}
         self.switches: list[KillSwitch] = []
-        self.flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        self.flags: Flags = {}
         # The same flags as rows (who set each, why), for messages that name them (serve mode's refusals).
         self.flag_rows: dict[tuple[str, str, str | None], FlagSetting] = {}
         self._applied_kills: set[int] = set()
@@ -154,7 +147,7 @@ class RuntimeControls:
         for switch in self.switches:
             if switch.mode in ("kill", "drain") and (
                     switch.scope == "global" or (switch.scope == "hierarchy" and switch.target == hierarchy)):
-                return "refused: " + _describe(switch)
+                return "refused: " + describe_switch(switch)
         admission = self._flag("runs.admission", None, hierarchy)
         if admission == "paused":
             return "refused: new runs are paused (safe-mode flag runs.admission=paused)"
@@ -162,7 +155,7 @@ class RuntimeControls:
 
     def covers_only(self, run_id: str) -> bool:
         """Whether an active switch covers only this run (scope `run` on it, or an agent switch limited to it)."""
-        return any(_limited_to(s) == run_id for s in self.switches)
+        return any(limited_to(s) == run_id for s in self.switches)
 
     def run_ended(self, run_id: str) -> bool:
         """Remember a run that ended for good (nothing resumes it); a switch limited to it is spent. Returns whether
@@ -171,7 +164,7 @@ class RuntimeControls:
         self._ended_runs[run_id] = None
         while len(self._ended_runs) > ENDED_RUNS_KEPT:
             self._ended_runs.popitem(last=False)
-        covering = [s.id for s in self.switches if _limited_to(s) == run_id]
+        covering = [s.id for s in self.switches if limited_to(s) == run_id]
         self._releasing.update(covering)
         return bool(covering)
 
@@ -180,7 +173,7 @@ class RuntimeControls:
         spent: list[str] = []
         self._releasing &= {s.id for s in self.switches}  # released ones have left the snapshot
         for switch in self.switches:
-            run_id = _limited_to(switch)
+            run_id = limited_to(switch)
             if run_id is not None and run_id in self._ended_runs and switch.id not in self._releasing:
                 self._releasing.add(switch.id)
                 if run_id not in spent:
@@ -190,15 +183,7 @@ class RuntimeControls:
     # -- the gate --------------------------------------------------------------------------------------------------
 
     def _matching(self, ctx: RunContext, agent: str, tool: str | None) -> list[KillSwitch]:
-        found = []
-        for switch in self.switches:
-            scope, target = switch.scope, switch.target
-            if (scope == "global" or (scope == "run" and target == ctx.run_id)
-                    or (scope == "hierarchy" and target == ctx.compiled.name)
-                    or (scope == "agent" and target == agent and switch.run_id in (None, ctx.run_id))
-                    or (scope == "tool" and tool is not None and target == tool)):
-                found.append(switch)
-        return found
+        return [switch for switch in self.switches if covers(switch, ctx, agent, tool)]
 
     async def hold_for_lease(self) -> None:
         """A durable engine on a shared store that woke from a stall: wait for its next beat; OperatorStop when it
@@ -223,8 +208,9 @@ class RuntimeControls:
                 if switch.mode == "pause":
                     paused_by = paused_by or switch
                 else:
-                    raise OperatorStop(("stopped: " if switch.mode == "kill" else "drained: ") + _describe(switch),
-                                       mode=switch.mode, tool_only=switch.scope == "tool")
+                    verb = "stopped: " if switch.mode == "kill" else "drained: "
+                    raise OperatorStop(verb + describe_switch(switch), mode=switch.mode,
+                                       tool_only=switch.scope == "tool")
             agent_flag = self._flag(f"agent.{agent}", ctx.run_id, ctx.compiled.name)
             if agent_flag == "disabled":
                 raise OperatorStop(f"stopped: agent {agent} is disabled (safe-mode flag agent.{agent}=disabled)")
@@ -237,47 +223,16 @@ class RuntimeControls:
     # -- what agents may use ---------------------------------------------------------------------------------------
 
     def _flag(self, name: str, run_id: str | None, hierarchy: str) -> str | None:
-        values = self.flags.get(name)
-        if not values:
-            return None
-        if run_id is not None and ("run", run_id) in values:
-            return values[("run", run_id)]
-        if ("hierarchy", hierarchy) in values:
-            return values[("hierarchy", hierarchy)]
-        return values.get(("global", None))
+        return flag_value(self.flags, name, run_id, hierarchy)
 
     def flag(self, ctx: RunContext, name: str) -> str | None:
         return self._flag(name, ctx.run_id, ctx.compiled.name) if self.flags else None
 
     def models_for(self, ctx: RunContext, agent: CompiledAgent) -> list[ModelSpec]:
-        assert agent.model is not None
-        chain = [agent.model, *agent.fallback]
-        cap = self.flag(ctx, "models.max_tier")
-        if cap is None:
-            return chain
-        allowed = [m for m in chain if TIER_RANK[m.tier] <= TIER_RANK[cap]]
-        if allowed:
-            return allowed
-        # Nothing in the agent's own chain is at or below the cap: the strongest model of the hierarchy that is.
-        # If the hierarchy has none, the cheapest it has (an answer beats none; the trace shows the tier used).
-        models = sorted(ctx.compiled.spec.models.values(), key=lambda m: (-TIER_RANK[m.tier], m.price_out))
-        within = [m for m in models if TIER_RANK[m.tier] <= TIER_RANK[cap]]
-        return within[:1] or sorted(models, key=lambda m: (TIER_RANK[m.tier], m.price_out))[:1]
+        return models_within_cap(ctx, agent, self.flag(ctx, "models.max_tier"))
 
     def withheld_tools(self, ctx: RunContext, agent: CompiledAgent) -> dict[str, str]:
-        if not self.flags:
-            return {}
-        withheld: dict[str, str] = {}
-        side_effects_off = self.flag(ctx, "tools.side_effects") == "off"
-        for name, tool in agent.tools.items():
-            if side_effects_off and tool.spec.side_effects:
-                withheld[name] = "withheld: side effects are off (safe mode)"
-            elif self.flag(ctx, f"tool.{name}") == "disabled":
-                withheld[name] = f"disabled by safe mode (tool.{name}=disabled)"
-        for tool_name, child in agent.delegation_names.items():
-            if self.flag(ctx, f"agent.{child}") == "disabled":
-                withheld[tool_name] = f"agent {child} is disabled (safe mode)"
-        return withheld
+        return tools_withheld(agent, lambda name: self.flag(ctx, name)) if self.flags else {}
 
     def approvals_for_all_side_effects(self, ctx: RunContext) -> bool:
         return self.flag(ctx, "approvals") == "all"
@@ -305,7 +260,7 @@ class RuntimeControls:
         work, wakes waiters and acknowledges. Thread-safe: it only replaces two references, which readers on the
         loop see whole, and the watcher stages snapshots in the order it reads them."""
         switches = list(snapshot.kill_switches)
-        flags: dict[str, dict[tuple[str, str | None], str]] = {}
+        flags: Flags = {}
         for row in snapshot.flags:
             flags.setdefault(row.name, {})[(row.scope, row.target)] = str(row.value)
         self.switches = switches
@@ -401,7 +356,7 @@ class RuntimeControls:
         return len(runs)
 
     def _cancel_covered(self, switch: KillSwitch) -> None:
-        reason = "killed: " + _describe(switch)
+        reason = "killed: " + describe_switch(switch)
         scope, target = switch.scope, switch.target
         for active in list(self.runs.values()):
             ctx = active.ctx
