@@ -101,3 +101,17 @@ def clear_journal() -> None:
 
 
 NOT_CALLABLE = {"this": "is data"}
+
+
+HOLD: list[anyio.Event] = []  # a test puts an event here: `held` waits for it
+
+
+async def held(note: str) -> str:
+    """Wait until the test lets it go (an event in HOLD), then echo the note.
+
+    Args:
+        note: Anything.
+    """
+    if HOLD:
+        await HOLD[0].wait()
+    return note

@@ -28,6 +28,10 @@ from engine.store.dialect import SqlConnection
 from engine.store.rows import fetch_typed
 
 BUDGET_THROUGH = "budget_through"  # run attribute and durable spec key: the newest budget change folded in
+# Run attribute and durable spec key: the newest budget change of the run, applied or not, when this execution
+# started. The engine applies live only changes newer than it: one made while the run was not running (after it
+# ended, before a resume) was deliberately not carried (above), and must not slip in once the run runs again.
+BUDGET_SEEN = "budget_seen"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ async def run_spec(runs: DurableRuns, spec: dict[str, Any], request: RunRequest,
     refusal = None if info is None else legacy_paths_refusal(hierarchy, request.path_format, run_id)
     if refusal is not None:  # its record's keys are ambiguous: carrying on could skip or replay the wrong call
         return _fail_unloadable(runs.engine, run_id, spec, refusal)
-    served = {key: spec[key] for key in ("queue", "source", "submitted", "budget_through", *RETRY_KEYS)
+    served = {key: spec[key] for key in ("queue", "source", "submitted", "budget_through", "budget_seen", *RETRY_KEYS)
               if spec.get(key) is not None}
     if served:  # a serve-mode run: its row says where it came from (GET /runs/ID once it started)
         from dataclasses import replace

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.controls.carried_limits import BUDGET_THROUGH, CarriedLimits, carry, newest_change
+from engine.controls.carried_limits import BUDGET_SEEN, BUDGET_THROUGH, CarriedLimits, carry, newest_change
 
 if TYPE_CHECKING:
     from engine.controls.api import ControlAPI
@@ -25,7 +25,7 @@ async def replaced_budget(engine: Engine, run_id: str, spec: dict[str, Any], bud
             return newest_change(conn, run_id)
 
     through = 0 if worker is None else await worker.call(newest)
-    return {**spec, "budget": budget, BUDGET_THROUGH: through}
+    return {**spec, "budget": budget, BUDGET_THROUGH: through, BUDGET_SEEN: through}
 
 
 async def carried_budget(engine: Engine, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -39,11 +39,12 @@ async def carried_budget(engine: Engine, run_id: str, spec: dict[str, Any]) -> d
     budget = spec.get("budget")
     base = limits_attribute(budget) if isinstance(budget, BudgetLimits) else None
 
-    def read(api: ControlAPI) -> CarriedLimits:
+    def read(api: ControlAPI) -> tuple[CarriedLimits, int]:
         with api.read() as conn:
-            return carry(conn, run_id, base, int(spec.get(BUDGET_THROUGH) or 0))
+            return carry(conn, run_id, base, int(spec.get(BUDGET_THROUGH) or 0)), newest_change(conn, run_id)
 
-    carried = await worker.call(read)
+    carried, seen = await worker.call(read)
+    spec = {**spec, BUDGET_SEEN: max(seen, int(spec.get(BUDGET_SEEN) or 0))}
     if not carried.changes or carried.limits is None:
         return spec
     engine.tracer.event(run_id, None, "budget.carried", data={**carried.sources(), "words": carried.describe()})

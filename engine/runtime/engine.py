@@ -173,6 +173,8 @@ class Engine:
             active = self.controls.runs.get(budget.run_id)
             if active is None:
                 continue  # not a run of this engine (or already over)
+            if budget.id <= int(active.ctx.attributes.get("budget_seen") or 0):
+                continue  # made before this execution started and not carried (controls/carried_limits.py)
             from engine.guardrails.budget import BudgetLimits as Limits
             from engine.guardrails.budget import merge_limits
 

@@ -46,6 +46,8 @@ def new_context(engine: Engine, compiled: CompiledHierarchy, request: RunRequest
         attrs["scenario"] = str(hierarchy.scenario_path)
     ctx.replay = request.replay
     ctx.path_format = request.path_format
+    if attrs.get("budget_seen"):  # budget changes up to this one were not for this execution (Engine.apply_overrides)
+        ctx.attributes["budget_seen"] = attrs["budget_seen"]
     if resume is not None:  # the same run again: its row is rewritten with its first start and totals so far
         from engine.runtime.durable_resume import seed_resumed
 

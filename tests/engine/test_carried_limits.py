@@ -10,6 +10,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.controls.api import ControlAPI
 from tests.durable_support import Charging, flightdeck
 from tests.engine_helpers import events, get_run, spans
@@ -90,3 +92,70 @@ def test_budget_on_a_resume_replaces_the_runs_limits_and_its_changes(tmp_path: P
     assert (after["budget"]["limits"], after["budget"]["base_source"]) == ({"model_calls": 2}, "operator")
     row = get_run(charging.store, run_id)
     assert (row.attributes["budget"], row.attributes["budget_through"]) == ({"model_calls": 2}, 2)
+
+
+HELD = """
+name: held
+entry: clerk
+models:
+  m: {model: m, tier: standard, latency: 0, latency_per_token: 0}
+tools:
+  held: {function: "tests.fixture_tools:held"}
+agents:
+  clerk: {contract: Waits once., model: m, tools: [held], max_steps: 5}
+scripts:
+  clerk:
+    - tool: {name: held, args: {note: waited}}
+    - final: done
+"""
+
+
+@pytest.mark.anyio
+async def test_a_budget_change_made_before_an_execution_started_is_not_applied_by_it(tmp_path: Path) -> None:
+    """A change the resume did not carry (made while the run was not running: `budget_seen` at its start) stays out
+    when the engine applies a later control snapshot mid-run; a change made during the execution still applies.
+    Seen in a loaded full run: a resumed run stopped at the limit of a change made after it had ended."""
+    import anyio
+
+    from engine.guardrails.budget import BudgetLimits
+    from engine.runtime.engine import Engine, RunRequest
+    from engine.store import open_engine_store
+    from tests import fixture_tools
+    from tests.engine_helpers import write_hierarchy
+
+    hierarchy = write_hierarchy(tmp_path, HELD)
+    store = tmp_path / "store"
+    release = anyio.Event()
+    fixture_tools.HOLD[:] = [release]
+    try:
+        with open_engine_store(store) as opened:
+            async with Engine(opened, latency_scale=0.0, runbooks=False) as engine:
+                with ControlAPI(store, "bob") as api:  # made before the execution, not carried by it
+                    stale = api.budget_change("r-held", {"model_calls": 1}, "the run had ended")
+                request = RunRequest(input="go", budget=BudgetLimits(model_calls=5),
+                                     attributes={"budget_seen": stale.id})
+                async with anyio.create_task_group() as group:
+                    results: list[Any] = []
+
+                    async def run() -> None:
+                        results.append(await engine.run_compiled(engine.compile(hierarchy), request,
+                                                                 run_id="r-held"))
+
+                    group.start_soon(run)
+                    with anyio.fail_after(10):
+                        while "r-held" not in engine.controls.runs:
+                            await anyio.sleep(0.01)
+                        with ControlAPI(store, "carol") as api:  # a snapshot while it runs: both changes in it
+                            api.set_flag("tool.nothing", "disabled", "hierarchy", "other", reason="a change to apply")
+                        while "tool.nothing" not in engine.controls.flags:
+                            await anyio.sleep(0.01)
+                    release.set()
+        (result,) = results
+        assert result.status == "completed", result.error  # model_calls=1 would have stopped its second call
+    finally:
+        fixture_tools.HOLD.clear()
+    conn = sqlite3.connect(f"file:{store / 'control.db'}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT applied FROM budget_overrides WHERE run_id = 'r-held'").fetchall() == [(None,)]
+    finally:
+        conn.close()  # the stale change stays unapplied: it never was the run's limits
