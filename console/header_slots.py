@@ -101,6 +101,19 @@ def switch_spent(ctx: HeaderContext, switch: KillSwitch) -> bool:
     return run is not None and run.status != "running"
 
 
+def partly_acked(ctx: HeaderContext, acked: list[KillSwitch]) -> list[KillSwitch]:
+    """On a Postgres fleet each engine acknowledges a switch for itself (kill_switch_acks): the switches some live
+    engine (the engines slot's, in ctx.cache) has not acknowledged yet. A store directory has one engine: none."""
+    live = ctx.cache.get("engines", {}).get("alive_ids") or frozenset()
+    if ctx.store_dir is not None or len(live) < 2 or not acked or ctx.control is None:
+        return []
+    by: dict[int, set[str]] = {}
+    with ctx.control.reading() as conn:
+        for ack in kill_switches.acks(conn, [r.id for r in acked]):
+            by.setdefault(ack.switch_id, set()).add(ack.engine_id)
+    return [r for r in acked if not live <= by.get(r.id, set())]
+
+
 def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
     if ctx.control is None:
         return SlotValue("none", "ok")
@@ -113,9 +126,13 @@ def kill_switches_slot(ctx: HeaderContext) -> SlotValue:
             return SlotValue(f"{len(spent)} spent (run ended)", "info", short=f"{len(spent)} spent")
         return SlotValue("none", "ok")
     unacked = [r for r in rows if r.acked is None]
+    partly = partly_acked(ctx, [r for r in rows if r.acked is not None])
     halt = next((r for r in rows if r.scope == "global"), None)
-    text = f"{len(rows)} active" + (f" ({len(unacked)} NOT ACKED)" if unacked else "") + \
+    waiting = ([f"{len(unacked)} NOT ACKED"] if unacked else []) + \
+        ([f"{len(partly)} NOT ACKED BY EVERY ENGINE"] if partly else [])
+    text = f"{len(rows)} active" + (f" ({', '.join(waiting)})" if waiting else "") + \
         (f" · {len(spent)} spent" if spent else "")
+    unacked = unacked + partly  # the alarm and the short form count both: a live engine has not stopped yet
     halt_text = None
     if halt is not None:
         halt_text = (f"GLOBAL {halt.mode.upper()} switch #{halt.id} by {printable(halt.operator, limit=30)}:"

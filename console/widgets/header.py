@@ -131,7 +131,8 @@ def _engines(ctx: HeaderContext) -> SlotValue:
     running = [e for e in engines if e.stopped is None]
     alive = [e for e in running if ctx.now - float(e.heartbeat or 0) <= STALE_AFTER_S]
     stale = [e for e in running if e not in alive]
-    ctx.cache["engines"] = {"alive": len(alive)}  # the incidents slot: is anything watching the signals?
+    # The incidents slot: is anything watching the signals? The kill switches slot: which engines must acknowledge.
+    ctx.cache["engines"] = {"alive": len(alive), "alive_ids": frozenset(str(e.id) for e in alive)}
     active = ctx.cache.get("runs", {}).get("active", 0)
     if stale:
         who = stale[0]
@@ -204,7 +205,7 @@ for _slot in (
     register_header_slot(_slot)
 # `runs` must run before `engines` (engines reads the active count from the cache): fetch order is by row, then
 # this explicit order.
-FETCH_ORDER = ("runs",)
+FETCH_ORDER = ("runs", "engines")  # first: slots after them read what they leave in ctx.cache
 
 
 @dataclass(slots=True)

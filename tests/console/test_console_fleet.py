@@ -236,3 +236,42 @@ async def test_a_kill_switch_from_the_console_waits_for_every_live_engine_of_the
             assert notified(app, "Not within 3s: host-d/serve-1 (pid 4404 on host-d)")
     finally:
         postgres_server.drop_database(url)
+
+
+def test_the_header_says_when_a_kill_switch_waits_for_some_live_engine_of_the_fleet(
+        postgres_server: EmbeddedPostgres) -> None:
+    """A switch one engine of two acknowledged is not shown as acknowledged: each engine stops its own runs, so the
+    header says `NOT ACKED BY EVERY ENGINE` until the last live engine did (an engine no longer live does not count)."""
+    from typing import cast
+
+    from console.header_slots import kill_switches_slot
+    from console.widgets.header import HeaderContext
+    from engine.controls.api import ControlAPI
+    from engine.store.pg.control_db import PgControlDB
+
+    url = postgres_server.create_database()
+    try:
+        location = fleet_store(url)
+        with ControlAPI(location, "alice") as api:
+            switch = api.set_kill("global", None, "kill", "runaway fleet")
+            api.ack_kill_switches([switch.id], ENGINE_A)
+        control = PgControlDB(location)
+        try:
+            def slot(live: frozenset[str]) -> str:
+                ctx = HeaderContext(reader=cast(Any, None), control=control, now=0.0, store_dir=None,
+                                    cache={"engines": {"alive": len(live), "alive_ids": live}})
+                value = kill_switches_slot(ctx)
+                assert value.level == "crit"
+                return value.text + " | " + (value.alarm or "")
+
+            both = frozenset({ENGINE_A, ENGINE_B})
+            assert slot(both).startswith("1 active (1 NOT ACKED BY EVERY ENGINE) | 1 kill switch(es) in force, 1 not "
+                                         "acknowledged by an engine")
+            assert slot(frozenset({ENGINE_A})).startswith("1 active | ")  # B is no longer live: nothing waits
+            with ControlAPI(location, "engine") as api:
+                api.ack_kill_switches([switch.id], ENGINE_B)
+            assert slot(both).startswith("1 active | ")
+        finally:
+            control.close()
+    finally:
+        postgres_server.drop_database(url)
