@@ -169,7 +169,7 @@ def handle_reconcile(args: argparse.Namespace) -> int:
 def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: int) -> None:
     """Every side effect of the run is decided: say who carries it on (and, with a durable engine running, wait
     until it took the run)."""
-    from console.commands.controls.durable_wait import holder, still_held, wait_taken
+    from console.commands.controls.durable_wait import holder, report_take, still_held
     from engine.store.location import PostgresLocation
 
     location = store_location_arg(args)
@@ -200,20 +200,8 @@ def _after_reconcile(args: argparse.Namespace, api: Any, run_id: str, audit_id: 
     if args.no_wait:
         print(f"{engine.describe()} (durable, running on this store) carries run {run_id} on within a moment")
         return
-    taken = wait_taken(api, run_id, lambda: still_held(store_dir, engine), lambda t: t.audit_id > audit_id)
-    if taken is None:
-        print(f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy); the next durable engine "
-              f"to start on this store carries it on, or: {now}")
-        return
-    from engine.controls.run_requests import released
-
-    with api.read() as conn:
-        why = released(conn, run_id).get(taken.audit_id)
-    if why is not None:
-        print(f"{engine.describe()} took run {run_id} but could not start it ({why}) and gave it back: fix that, "
-              f"then: {now}")
-        return
-    print(f"{engine.describe()} took run {run_id} (audit row {taken.audit_id}): it is running again there")
+    report_take(api, run_id, audit_id, lambda: still_held(store_dir, engine), lambda _taken: engine.describe(),
+                f"{engine.describe()} has not taken run {run_id} (it stopped, or is busy)", now)
 
 
 # -- resume ------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from console.commands.controls.durable_wait import print_outcome, wait_ended, wait_taken
+from console.commands.controls.durable_wait import print_outcome, report_take, wait_ended, wait_taken
 from console.output import print_json
 
 if TYPE_CHECKING:
@@ -127,18 +127,6 @@ def after_reconcile_on_fleet(args: argparse.Namespace, api: Any, run_id: str, au
     if args.no_wait:
         print(f"a live durable engine on this store ({names(carriers)}) carries run {run_id} on within a moment")
         return
-    taken = wait_taken(api, run_id, throttled(lambda: any(t.auto_resume for t in takers(location))),
-                       lambda t: t.audit_id > audit_id)
-    if taken is None:
-        print(f"no durable engine has taken run {run_id} (they stopped, or are busy); the next durable engine to "
-              f"start on this store carries it on, or: {now}")
-        return
-    from engine.controls.run_requests import released
-
-    with api.read() as conn:
-        why = released(conn, run_id).get(taken.audit_id)
-    if why is not None:
-        print(f"engine {taken.engine_id} took run {run_id} but could not start it ({why}) and gave it back: fix "
-              f"that, then: {now}")
-        return
-    print(f"engine {taken.engine_id} took run {run_id} (audit row {taken.audit_id}): it is running again there")
+    report_take(api, run_id, audit_id, throttled(lambda: any(t.auto_resume for t in takers(location))),
+                lambda taken: f"engine {taken.engine_id}",
+                f"no durable engine has taken run {run_id} (they stopped, or are busy)", now)

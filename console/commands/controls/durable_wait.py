@@ -84,6 +84,26 @@ def wait_taken(api: Any, run_id: str, alive: Callable[[], bool], match: Callable
         time.sleep(POLL_S)
 
 
+def report_take(api: Any, run_id: str, audit_id: int, alive: Callable[[], bool], who: Callable[[Taken], str],
+                not_taken: str, again: str) -> None:
+    """After a reconcile's last decision: wait for the take (`wait_taken`, newer than audit row `audit_id`) and say
+    who took the run, that nobody did (`not_taken`), or that the taker gave it back and why; `again` is the command
+    that carries the run on instead. `who(taken)` names the engine that took it."""
+    from engine.controls.run_requests import released
+
+    taken = wait_taken(api, run_id, alive, lambda t: t.audit_id > audit_id)
+    if taken is None:
+        print(f"{not_taken}; the next durable engine to start on this store carries it on, or: {again}")
+        return
+    with api.read() as conn:
+        why = released(conn, run_id).get(taken.audit_id)
+    if why is not None:
+        print(f"{who(taken)} took run {run_id} but could not start it ({why}) and gave it back: fix that, then: "
+              f"{again}")
+        return
+    print(f"{who(taken)} took run {run_id} (audit row {taken.audit_id}): it is running again there")
+
+
 def wait_ended(location: StoreLocation, run_id: str, taken: Taken, alive: Callable[[], bool],
                api: Any) -> RunRow | str | None:
     """The run's row once the execution the engine started ended (it ends after it was taken); None when the
