@@ -89,6 +89,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     from tests import background_demo
 
+    if session.config.option.collectonly:
+        return  # nothing runs: no demo to wait for
     if any(item.name == background_demo.TEST_NAME for item in session.items):
         background_demo.start()
 
